@@ -1,0 +1,1 @@
+//! keel-config (being written)

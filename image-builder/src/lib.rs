@@ -1,0 +1,1 @@
+//! keel image builder (being written)

@@ -1,0 +1,1 @@
+//! keel qemu tests (being written)
