@@ -1,1 +1,190 @@
-fn main() {}
+//! Keel's kernel: the thin shell that owns the machine.
+//!
+//! Boot order: the trampoline (`boot::entry`) enters long mode and calls [`kernel_entry`],
+//! which brings up the console UART and diagnostics, the GDT/IDT, parses the boot information,
+//! reads ACPI, sets up memory (frames, page tables, heap), the local APIC, timer and IOAPIC,
+//! detects the CPU's virtualization extension, prints the banner and runs the operator shell.
+//!
+//! The crate also builds for the host so its pure modules (boot-info parsing, the frame
+//! allocator, AML `\_S5` scanning, the line editor and command parser) run under `cargo test`;
+//! everything that touches the machine is `cfg(target_os = "none")`.
+
+#![cfg_attr(target_os = "none", no_std)]
+#![cfg_attr(target_os = "none", no_main)]
+
+pub mod acpi;
+pub mod boot;
+pub mod console;
+pub mod mm;
+
+#[cfg(target_os = "none")]
+pub mod arch;
+#[cfg(target_os = "none")]
+pub mod cpuinfo;
+#[cfg(target_os = "none")]
+pub mod crash;
+#[cfg(target_os = "none")]
+pub mod log;
+#[cfg(target_os = "none")]
+pub mod serial;
+
+#[cfg(target_os = "none")]
+pub use kernel::*;
+
+/// The host build has no kernel to run; it exists for the unit tests.
+#[cfg(not(target_os = "none"))]
+fn main() {
+    eprintln!("keel-kernel runs on bare metal: build it with `cargo run --bin keel -- build`");
+    std::process::exit(2);
+}
+
+#[cfg(target_os = "none")]
+mod kernel {
+    use core::fmt::Write as _;
+
+    use keel_vmm::detect::{self, CpuIdentity, Virtualization};
+    use spin::Once;
+
+    use crate::acpi::{self, Platform};
+    use crate::arch::{apic, cpu, gdt, idt, timer};
+    use crate::boot::{self, BootInfo, entry};
+    use crate::serial::EmergencyWriter;
+    use crate::{console, kprintln, mm, serial};
+
+    /// The compiler that built this kernel.
+    pub const RUSTC_VERSION: &str = env!("KEEL_RUSTC_VERSION");
+
+    /// What the kernel learned at boot, shared with the console.
+    pub struct System {
+        /// Normalized boot information.
+        pub boot: BootInfo,
+        /// Firmware tables, distilled.
+        pub platform: Platform,
+        /// The boot CPU.
+        pub cpu: CpuIdentity,
+        /// The usable virtualization extension.
+        pub virtualization: Virtualization,
+    }
+
+    static SYSTEM: Once<System> = Once::new();
+
+    /// Reads boot structures through the trampoline's 4 GiB identity map.
+    struct BootMemory;
+
+    impl boot::pvh::PhysRead for BootMemory {
+        fn read(&self, addr: u64, buf: &mut [u8]) -> bool {
+            let end = addr.saturating_add(buf.len() as u64);
+            if addr == 0 || end > 1 << 32 {
+                return false;
+            }
+            // SAFETY: the boot page tables identity-map the first 4 GiB, and the range was
+            // checked to lie inside it; reads of firmware/loader memory have no side effects.
+            unsafe { core::ptr::copy_nonoverlapping(addr as *const u8, buf.as_mut_ptr(), buf.len()) };
+            true
+        }
+    }
+
+    fn read_boot_info(kind: u32, info_ptr: u32) -> BootInfo {
+        let mem = BootMemory;
+        if kind == entry::ENTRY_PVH {
+            return boot::pvh::parse(&mem, u64::from(info_ptr));
+        }
+        let mut header = [0u8; 8];
+        if !boot::pvh::PhysRead::read(&mem, u64::from(info_ptr), &mut header) {
+            return boot::multiboot2::parse(&[]);
+        }
+        let size = boot::multiboot2::declared_size(&header).min(64 * 1024);
+        let mut bytes = [0u8; 64 * 1024];
+        let bytes = &mut bytes[..size];
+        if !boot::pvh::PhysRead::read(&mem, u64::from(info_ptr), bytes) {
+            return boot::multiboot2::parse(&header);
+        }
+        boot::multiboot2::parse(bytes)
+    }
+
+    fn fatal(what: &str, error: &dyn core::fmt::Display) -> ! {
+        let _ = writeln!(EmergencyWriter, "\n*** KEEL BOOT FAILED: {what}: {error} ***\nsystem halted");
+        cpu::halt_forever()
+    }
+
+    fn route_console_irq(platform: &Platform) -> bool {
+        let (gsi, flags) = platform.isa_irq(serial::COM1_IRQ);
+        let Some(ioapic) = platform
+            .io_apics
+            .iter()
+            .map(|io| apic::IoApic::new(u64::from(io.address), io.gsi_base))
+            .find(|io| io.serves(gsi))
+        else {
+            return false;
+        };
+        // MPS INTI flags: polarity 3 = active low, trigger 3 = level; ISA default is
+        // edge/high.
+        let active_low = flags & 0b11 == 0b11;
+        let level = (flags >> 2) & 0b11 == 0b11;
+        ioapic.route(gsi, idt::COM1_VECTOR, apic::id(), level, active_low);
+        serial::enable_console_rx_interrupt();
+        true
+    }
+
+    /// The Rust entry, called by the trampoline on the kernel stack with paging on.
+    #[unsafe(no_mangle)]
+    pub extern "C" fn kernel_entry(kind: u32, info_ptr: u32, entry_tsc: u64) -> ! {
+        serial::init_console();
+        let com2 = crate::log::init();
+        gdt::init();
+        idt::init();
+        defmt::info!("keel {=str}: kernel entered (com2 {=bool})", env!("CARGO_PKG_VERSION"), com2);
+
+        let boot = read_boot_info(kind, info_ptr);
+        for warning in &boot.warnings {
+            kprintln!("warning: {}", warning);
+        }
+        // ACPI first, on the boot identity map, so its tables can be kept out of the
+        // frame allocator.
+        let platform = acpi::discover(&boot);
+        if let Err(e) = mm::init(&boot, &acpi::table_ranges()) {
+            fatal("memory set-up", &e);
+        }
+        defmt::info!("memory: {=u64} KiB usable", mm::stats().usable_bytes / 1024);
+
+        apic::init();
+        timer::calibrate();
+        timer::start_periodic();
+        let irq_routed = route_console_irq(&platform);
+        x86_64::instructions::interrupts::enable();
+        defmt::info!("console irq routed: {=bool}", irq_routed);
+
+        let cpu = detect::identify(&crate::cpuinfo::HostCpu);
+        let virtualization = detect::probe(&crate::cpuinfo::HostCpu);
+        let system = SYSTEM.call_once(|| System { boot, platform, cpu, virtualization });
+
+        print_banner(system, entry_tsc);
+        for problem in &system.platform.problems {
+            kprintln!("warning: {}", problem);
+        }
+        crate::crash::from_cmdline(system.boot.cmdline_value("keel.test-crash"));
+        console::shell::run(system)
+    }
+
+    fn print_banner(system: &System, entry_tsc: u64) {
+        let usable_mib = mm::stats().usable_bytes / (1024 * 1024);
+        let cpus = system.platform.cpus.len().max(1);
+        kprintln!();
+        kprintln!("Keel {}", env!("CARGO_PKG_VERSION"));
+        kprintln!("  boot path:      {}", system.boot.path);
+        kprintln!("  cpu:            {}, {}", system.cpu.vendor, system.cpu.model_name);
+        kprintln!("  virtualization: {}", system.virtualization);
+        kprintln!("  memory:         {} MiB usable", usable_mib);
+        kprintln!("  cpus:           {}", cpus);
+        kprintln!(
+            "  boot time:      {} ms from kernel entry to prompt",
+            timer::tsc_delta_ms(cpu::rdtsc().wrapping_sub(entry_tsc))
+        );
+    }
+
+    #[panic_handler]
+    fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+        let _ = writeln!(EmergencyWriter, "\n*** KERNEL PANIC: {info} ***\nsystem halted");
+        cpu::halt_forever()
+    }
+}

@@ -1,0 +1,229 @@
+//! Multiboot2 boot information (GRUB), parsed from its bytes into a [`BootInfo`].
+//!
+//! Layout (Multiboot2 specification §3.6): `total_size: u32, reserved: u32`, then 8-byte
+//! aligned tags `type: u32, size: u32, payload`, ending with type 0. The parser never trusts a
+//! size field: every read is bounds-checked against the slice, so a corrupt structure yields
+//! warnings, not a fault.
+
+use super::{BootInfo, BootPath};
+
+const TAG_END: u32 = 0;
+const TAG_CMDLINE: u32 = 1;
+const TAG_MODULE: u32 = 3;
+const TAG_MMAP: u32 = 6;
+const TAG_EFI32: u32 = 11;
+const TAG_EFI64: u32 = 12;
+const TAG_ACPI_OLD: u32 = 14;
+const TAG_ACPI_NEW: u32 = 15;
+const TAG_EFI_MMAP: u32 = 17;
+const TAG_EFI_BS_NOT_TERMINATED: u32 = 18;
+const TAG_EFI64_IMAGE_HANDLE: u32 = 20;
+
+fn u32_at(bytes: &[u8], offset: usize) -> Option<u32> {
+    let b = bytes.get(offset..offset.checked_add(4)?)?;
+    Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+fn u64_at(bytes: &[u8], offset: usize) -> Option<u64> {
+    let b = bytes.get(offset..offset.checked_add(8)?)?;
+    let mut a = [0u8; 8];
+    a.copy_from_slice(b);
+    Some(u64::from_le_bytes(a))
+}
+
+/// The total size a Multiboot2 information structure declares (its first field).
+pub fn declared_size(header: &[u8; 8]) -> usize {
+    u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize
+}
+
+/// Parses a Multiboot2 information structure. EFI tags mark the UEFI path.
+pub fn parse(mbi: &[u8]) -> BootInfo {
+    let mut info = BootInfo::new(BootPath::Multiboot2Bios);
+    let total = match u32_at(mbi, 0) {
+        Some(t) => (t as usize).min(mbi.len()),
+        None => {
+            info.warn("multiboot2 information is truncated");
+            return info;
+        }
+    };
+    let mbi = &mbi[..total];
+    let mut offset = 8;
+    let mut saw_end = false;
+    while offset + 8 <= mbi.len() {
+        let (Some(kind), Some(size)) = (u32_at(mbi, offset), u32_at(mbi, offset + 4)) else {
+            break;
+        };
+        let size = size as usize;
+        if size < 8 || offset + size > mbi.len() {
+            info.warn("multiboot2 tag with an impossible size; the rest is ignored");
+            break;
+        }
+        let tag = &mbi[offset..offset + size];
+        match kind {
+            TAG_END => {
+                saw_end = true;
+                break;
+            }
+            TAG_CMDLINE => info.set_cmdline(&tag[8..]),
+            TAG_MODULE => match (u32_at(tag, 8), u32_at(tag, 12)) {
+                (Some(start), Some(end)) if end >= start => {
+                    info.push_module(&tag[16..], start.into(), (end - start).into())
+                }
+                _ => info.warn("multiboot2 module tag is malformed; module ignored"),
+            },
+            TAG_MMAP => parse_mmap(tag, &mut info),
+            TAG_ACPI_OLD | TAG_ACPI_NEW => {
+                // Prefer the ACPI 2.0+ RSDP (tag 15) when both are present.
+                if info.rsdp_copy.is_none() || kind == TAG_ACPI_NEW {
+                    let mut copy = heapless::Vec::new();
+                    let body = &tag[8..];
+                    let _ = copy.extend_from_slice(&body[..body.len().min(64)]);
+                    info.rsdp_copy = Some(copy);
+                }
+            }
+            TAG_EFI32 | TAG_EFI64 | TAG_EFI_MMAP | TAG_EFI_BS_NOT_TERMINATED
+            | TAG_EFI64_IMAGE_HANDLE => info.path = BootPath::Multiboot2Uefi,
+            _ => {}
+        }
+        offset += size.next_multiple_of(8);
+    }
+    if !saw_end {
+        info.warn("multiboot2 information has no end tag");
+    }
+    info.sort_memory();
+    info
+}
+
+fn parse_mmap(tag: &[u8], info: &mut BootInfo) {
+    let Some(entry_size) = u32_at(tag, 8) else {
+        info.warn("multiboot2 memory map tag is malformed");
+        return;
+    };
+    let entry_size = entry_size as usize;
+    if entry_size < 24 {
+        info.warn("multiboot2 memory map entries are too small");
+        return;
+    }
+    let mut offset = 16;
+    while offset + 24 <= tag.len() {
+        if let (Some(base), Some(len), Some(kind)) = (
+            u64_at(tag, offset),
+            u64_at(tag, offset + 8),
+            u32_at(tag, offset + 16),
+        ) {
+            info.push_region(base, len, kind);
+        }
+        offset += entry_size;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::boot::MemoryKind;
+    use std::vec::Vec;
+
+    fn tag(kind: u32, body: &[u8]) -> Vec<u8> {
+        let mut t = Vec::new();
+        t.extend_from_slice(&kind.to_le_bytes());
+        t.extend_from_slice(&((8 + body.len()) as u32).to_le_bytes());
+        t.extend_from_slice(body);
+        while t.len() % 8 != 0 {
+            t.push(0);
+        }
+        t
+    }
+
+    fn mbi(tags: &[Vec<u8>]) -> Vec<u8> {
+        let mut body: Vec<u8> = tags.concat();
+        body.extend(tag(TAG_END, &[]));
+        let mut out = Vec::new();
+        out.extend_from_slice(&((8 + body.len()) as u32).to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
+        out.extend(body);
+        out
+    }
+
+    fn mmap_tag(entries: &[(u64, u64, u32)]) -> Vec<u8> {
+        let mut body = Vec::new();
+        body.extend_from_slice(&24u32.to_le_bytes());
+        body.extend_from_slice(&0u32.to_le_bytes());
+        for &(base, len, kind) in entries {
+            body.extend_from_slice(&base.to_le_bytes());
+            body.extend_from_slice(&len.to_le_bytes());
+            body.extend_from_slice(&kind.to_le_bytes());
+            body.extend_from_slice(&0u32.to_le_bytes());
+        }
+        tag(TAG_MMAP, &body)
+    }
+
+    fn module_tag(start: u32, end: u32, name: &str) -> Vec<u8> {
+        let mut body = Vec::new();
+        body.extend_from_slice(&start.to_le_bytes());
+        body.extend_from_slice(&end.to_le_bytes());
+        body.extend_from_slice(name.as_bytes());
+        body.push(0);
+        tag(TAG_MODULE, &body)
+    }
+
+    #[test]
+    fn bios_boot_with_everything() {
+        let rsdp = b"RSD PTR \x00QEMU  \x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00";
+        let bytes = mbi(&[
+            tag(TAG_CMDLINE, b"keel.test-crash=page-fault\0"),
+            module_tag(0x300000, 0x3000b1, "hello.bin"),
+            mmap_tag(&[(0x100000, 0x3ff00000, 1), (0, 0x9fc00, 1), (0xf0000, 0x10000, 2)]),
+            tag(TAG_ACPI_OLD, rsdp),
+        ]);
+        let info = parse(&bytes);
+        assert_eq!(info.path, BootPath::Multiboot2Bios);
+        assert_eq!(info.cmdline.as_str(), "keel.test-crash=page-fault");
+        assert_eq!(info.modules.len(), 1);
+        assert_eq!(info.modules[0].name.as_str(), "hello.bin");
+        assert_eq!(info.modules[0].size, 177);
+        assert_eq!(info.memory.len(), 3);
+        assert_eq!(info.memory[0].start, 0, "map is sorted");
+        assert_eq!(info.memory[2].kind, MemoryKind::Reserved);
+        assert_eq!(info.rsdp_copy.as_deref(), Some(&rsdp[..]));
+        assert!(info.warnings.is_empty(), "{:?}", info.warnings);
+    }
+
+    #[test]
+    fn efi_tags_mean_uefi() {
+        let bytes = mbi(&[tag(TAG_EFI64, &0x7f00_0000u64.to_le_bytes())]);
+        assert_eq!(parse(&bytes).path, BootPath::Multiboot2Uefi);
+    }
+
+    #[test]
+    fn new_rsdp_wins_over_old() {
+        let bytes = mbi(&[tag(TAG_ACPI_NEW, b"new"), tag(TAG_ACPI_OLD, b"old")]);
+        assert_eq!(parse(&bytes).rsdp_copy.as_deref(), Some(&b"new"[..]));
+    }
+
+    #[test]
+    fn corrupt_sizes_are_warnings() {
+        let mut bytes = mbi(&[tag(TAG_CMDLINE, b"x\0")]);
+        bytes[12..16].copy_from_slice(&0xffff_fff0u32.to_le_bytes());
+        let info = parse(&bytes);
+        assert!(!info.warnings.is_empty());
+        assert!(parse(&[]).warnings.contains(&"multiboot2 information is truncated"));
+    }
+
+    #[test]
+    fn never_panics_on_noise() {
+        let mut state = 0x1234_5678_9abc_def0u64;
+        for len in 0..400 {
+            let mut bytes = Vec::with_capacity(len);
+            for _ in 0..len {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                bytes.push(state as u8);
+            }
+            if len >= 4 {
+                bytes[..4].copy_from_slice(&(len as u32).to_le_bytes());
+            }
+            let _ = parse(&bytes);
+        }
+    }
+}

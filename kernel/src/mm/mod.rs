@@ -1,0 +1,258 @@
+//! Physical memory, page tables and the heap.
+//!
+//! `frame` is the pure bitmap allocator, `paging` the page-table builder, `heap` the global
+//! allocator. This module wires them at boot and offers the few services the rest of the
+//! kernel needs: uncached MMIO mappings, ad-hoc physical mappings for firmware tables, frame
+//! allocation and statistics.
+
+pub mod frame;
+#[cfg(target_os = "none")]
+pub mod heap;
+#[cfg(target_os = "none")]
+pub mod paging;
+
+#[cfg(target_os = "none")]
+pub use kernel_mm::*;
+
+#[cfg(target_os = "none")]
+mod kernel_mm {
+    use core::ops::Range;
+    use core::sync::atomic::{AtomicU64, Ordering};
+
+    use spin::Mutex;
+
+    use super::frame::{self, FRAME_SIZE, FrameAllocator};
+    use super::paging::{self, AddressSpace, MapError};
+    use crate::boot::{BootInfo, MemoryKind};
+
+    unsafe extern "C" {
+        static __kernel_start: u8;
+        static __text_end: u8;
+        static __rodata_start: u8;
+        static __rodata_end: u8;
+        static __data_start: u8;
+        static __kernel_end: u8;
+        static kernel_stack_guard: u8;
+    }
+
+    fn sym(s: &u8) -> u64 {
+        s as *const u8 as u64
+    }
+
+    static FRAMES: Mutex<Option<FrameAllocator<'static>>> = Mutex::new(None);
+    static SPACE: Mutex<Option<AddressSpace>> = Mutex::new(None);
+    static GUARD_PAGE: AtomicU64 = AtomicU64::new(0);
+
+    /// Why memory set-up failed (boot stops with this message).
+    #[derive(Debug)]
+    pub enum MmError {
+        /// The frame allocator could not be built.
+        Frames(frame::FrameError),
+        /// Page tables could not be built.
+        Map(MapError),
+        /// No contiguous run of RAM for the heap.
+        NoHeap {
+            /// Bytes asked for.
+            bytes: u64,
+        },
+    }
+
+    impl core::fmt::Display for MmError {
+        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            match self {
+                MmError::Frames(e) => write!(f, "frame allocator: {e}"),
+                MmError::Map(MapError::OutOfFrames) => {
+                    f.write_str("out of memory while building the kernel page tables")
+                }
+                MmError::NoHeap { bytes } => {
+                    write!(f, "no contiguous {} KiB of RAM for the kernel heap", bytes / 1024)
+                }
+            }
+        }
+    }
+
+    /// The kernel image range.
+    pub fn kernel_image() -> Range<u64> {
+        // SAFETY: linker-script symbols; only their addresses are taken.
+        unsafe { sym(&__kernel_start)..sym(&__kernel_end) }
+    }
+
+    /// Address of the unmapped page below the kernel stack, once paging is set up.
+    pub fn stack_guard_page() -> Option<u64> {
+        match GUARD_PAGE.load(Ordering::Relaxed) {
+            0 => None,
+            a => Some(a),
+        }
+    }
+
+    /// Sets up the frame allocator, the kernel page tables and the heap.
+    pub fn init(info: &BootInfo, extra_reserved: &[Range<u64>]) -> Result<(), MmError> {
+        let usable: heapless::Vec<Range<u64>, 128> = info
+            .memory
+            .iter()
+            .filter(|r| r.kind == MemoryKind::Usable)
+            .map(|r| r.start..r.end())
+            .collect();
+        let mut reserved: heapless::Vec<Range<u64>, 64> = heapless::Vec::new();
+        // The first MiB stays with the firmware (BIOS data, EBDA, future AP trampolines).
+        let _ = reserved.push(0..0x10_0000);
+        let _ = reserved.push(kernel_image());
+        for m in &info.modules {
+            let _ = reserved.push(m.start..m.start + m.size);
+        }
+        for r in extra_reserved {
+            let _ = reserved.push(r.clone());
+        }
+        let plan = frame::plan_bitmap(&usable, &reserved).map_err(MmError::Frames)?;
+        let _ = reserved.push(plan.phys..plan.phys + plan.bytes);
+        // SAFETY: the planned range is usable RAM outside every reservation, below 4 GiB (so
+        // identity-mapped by the boot tables), and from now on owned by the allocator alone.
+        let bitmap = unsafe {
+            core::slice::from_raw_parts_mut(plan.phys as *mut u64, (plan.bytes / 8) as usize)
+        };
+        let mut frames = FrameAllocator::new(bitmap, plan.frames, &usable, &reserved);
+
+        let space = build_address_space(info, &mut frames).map_err(MmError::Map)?;
+        // SAFETY: the new tables map the kernel image (text, rodata, data, bss including the
+        // stack we run on), all RAM and the first MiB, so execution continues unchanged.
+        unsafe { space.activate() };
+
+        let usable_bytes = frames.usable_frames() * FRAME_SIZE;
+        let heap_bytes = (usable_bytes / 16).clamp(4 << 20, 64 << 20);
+        let heap = frames
+            .alloc_contiguous(heap_bytes / FRAME_SIZE, 1)
+            .ok_or(MmError::NoHeap { bytes: heap_bytes })?;
+        // SAFETY: freshly allocated frames, mapped RW by `build_address_space`, owned by the
+        // heap from now on.
+        unsafe { super::heap::init(heap, heap_bytes as usize) };
+
+        *FRAMES.lock() = Some(frames);
+        *SPACE.lock() = Some(space);
+        Ok(())
+    }
+
+    fn build_address_space(
+        info: &BootInfo,
+        frames: &mut FrameAllocator<'static>,
+    ) -> Result<AddressSpace, MapError> {
+        let mut alloc = || frames.alloc();
+        let mut space = AddressSpace::new(&mut alloc)?;
+        let kernel = kernel_image();
+        let data = paging::data_flags();
+        // Page 0 stays unmapped so null pointers fault.
+        space.map_range(FRAME_SIZE, 0x10_0000, data, &mut alloc)?;
+        for region in &info.memory {
+            if matches!(region.kind, MemoryKind::Reserved | MemoryKind::Defective) {
+                continue;
+            }
+            let (start, end) = (region.start.max(0x10_0000), region.end());
+            // Everything but the kernel image, which gets precise permissions below.
+            if start < kernel.start {
+                space.map_range(start, end.min(kernel.start), data, &mut alloc)?;
+            }
+            if end > kernel.end {
+                space.map_range(start.max(kernel.end), end, data, &mut alloc)?;
+            }
+        }
+        // SAFETY: linker-script symbols; only their addresses are taken.
+        let (text_end, rodata, rodata_end, data_start, guard) = unsafe {
+            (
+                sym(&__text_end),
+                sym(&__rodata_start),
+                sym(&__rodata_end),
+                sym(&__data_start),
+                sym(&kernel_stack_guard),
+            )
+        };
+        debug_assert_eq!(rodata, text_end);
+        for (start, end, flags) in [
+            (kernel.start, text_end, paging::text_flags()),
+            (rodata, rodata_end, paging::rodata_flags()),
+            (data_start, kernel.end, data),
+        ] {
+            let mut page = start;
+            while page < end {
+                if page != guard {
+                    space.map_4k(page, flags, &mut alloc)?;
+                }
+                page += FRAME_SIZE;
+            }
+        }
+        GUARD_PAGE.store(guard, Ordering::Relaxed);
+        Ok(space)
+    }
+
+    /// Maps device registers uncached (identity) and returns their virtual address.
+    pub fn map_mmio(phys: u64, len: u64) -> u64 {
+        map_with(phys, len, paging::mmio_flags(), true);
+        phys
+    }
+
+    /// Makes sure `[phys, phys + len)` is readable (firmware tables outside the RAM map).
+    pub fn map_physical(phys: u64, len: u64) -> u64 {
+        map_with(phys, len, paging::data_flags(), false);
+        phys
+    }
+
+    fn map_with(phys: u64, len: u64, flags: x86_64::structures::paging::PageTableFlags, force: bool) {
+        crate::arch::cpu::without_interrupts(|| {
+            let mut space = SPACE.lock();
+            let Some(space) = space.as_mut() else {
+                return; // still on the boot identity map, which covers 4 GiB
+            };
+            let mut frames = FRAMES.lock();
+            let Some(frames) = frames.as_mut() else { return };
+            let mut alloc = || frames.alloc();
+            let mut page = phys & !(FRAME_SIZE - 1);
+            while page < phys + len.max(1) {
+                if force || !space.is_mapped(page) {
+                    if space.map_4k(page, flags, &mut alloc).is_err() {
+                        defmt::error!("out of frames mapping {=u64:#x}", page);
+                        return;
+                    }
+                    x86_64::instructions::tlb::flush(x86_64::VirtAddr::new(page));
+                }
+                page += FRAME_SIZE;
+            }
+        });
+    }
+
+    /// Takes a range out of the allocator (firmware tables found after set-up).
+    pub fn reserve(range: Range<u64>) {
+        crate::arch::cpu::without_interrupts(|| {
+            if let Some(frames) = FRAMES.lock().as_mut() {
+                frames.reserve(range);
+            }
+        });
+    }
+
+    /// Memory figures for `mem`.
+    #[derive(Clone, Copy, Debug)]
+    pub struct MemStats {
+        /// Usable RAM the allocator manages.
+        pub usable_bytes: u64,
+        /// RAM not allocated.
+        pub free_bytes: u64,
+        /// Heap size.
+        pub heap_bytes: u64,
+        /// Heap in use.
+        pub heap_used: u64,
+    }
+
+    /// Current memory figures.
+    pub fn stats() -> MemStats {
+        let (usable, free) = crate::arch::cpu::without_interrupts(|| {
+            FRAMES
+                .lock()
+                .as_ref()
+                .map_or((0, 0), |f| (f.usable_frames(), f.free_frames()))
+        });
+        let (heap_total, heap_used) = super::heap::usage();
+        MemStats {
+            usable_bytes: usable * FRAME_SIZE,
+            free_bytes: free * FRAME_SIZE,
+            heap_bytes: heap_total as u64,
+            heap_used: heap_used as u64,
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! 16550 UART driver: COM1 is the operator console, COM2 carries defmt diagnostics.
+//!
+//! Transmit is polled (the FIFO drains far faster than the console produces text). Receive on
+//! COM1 is interrupt-driven: the IRQ handler moves bytes into a ring that the console reads
+//! through `embedded-io`. The timer tick also drains the UART, so input still works on a
+//! machine whose serial interrupt cannot be routed.
+
+use core::fmt;
+
+use heapless::Deque;
+use spin::Mutex;
+
+use crate::arch::cpu::{self, port};
+
+/// I/O base of COM1.
+pub const COM1: u16 = 0x3f8;
+/// I/O base of COM2.
+pub const COM2: u16 = 0x2f8;
+/// ISA IRQ of COM1.
+pub const COM1_IRQ: u8 = 4;
+
+// Register offsets (16550 data sheet).
+const DATA: u16 = 0;
+const IER: u16 = 1;
+const FCR: u16 = 2;
+const LCR: u16 = 3;
+const MCR: u16 = 4;
+const LSR: u16 = 5;
+const SCRATCH: u16 = 7;
+
+const LSR_DATA_READY: u8 = 1 << 0;
+const LSR_THR_EMPTY: u8 = 1 << 5;
+const IER_RX_AVAILABLE: u8 = 1 << 0;
+
+/// Bounded wait for the transmitter, so a missing or wedged UART cannot hang the kernel.
+const TX_SPIN_LIMIT: u32 = 100_000;
+
+/// A 16550-compatible UART at an I/O base.
+pub struct Uart {
+    base: u16,
+    present: bool,
+}
+
+impl Uart {
+    /// A UART not yet initialised (writes are dropped until [`Uart::init`]).
+    pub const fn new(base: u16) -> Uart {
+        Uart { base, present: false }
+    }
+
+    /// Probes and programs 115200 8N1 with FIFOs; returns whether a UART answered.
+    pub fn init(&mut self) -> bool {
+        // SAFETY: COM1/COM2 bases are the standard PC UART ports, owned by this driver; the
+        // scratch-register probe and programming sequence follow the 16550 data sheet.
+        unsafe {
+            port::outb(self.base + SCRATCH, 0x5a);
+            if port::inb(self.base + SCRATCH) != 0x5a {
+                self.present = false;
+                return false;
+            }
+            port::outb(self.base + IER, 0x00);
+            port::outb(self.base + LCR, 0x80); // DLAB on
+            port::outb(self.base + DATA, 0x01); // divisor 1 = 115200 baud
+            port::outb(self.base + IER, 0x00);
+            port::outb(self.base + LCR, 0x03); // 8N1, DLAB off
+            port::outb(self.base + FCR, 0xc7); // FIFOs on, cleared, 14-byte threshold
+            port::outb(self.base + MCR, 0x0b); // DTR, RTS, OUT2 (routes the IRQ on PCs)
+        }
+        self.present = true;
+        true
+    }
+
+    /// Enables the received-data interrupt.
+    pub fn enable_rx_interrupt(&mut self) {
+        if self.present {
+            // SAFETY: IER of our own UART; enabling RX interrupts is harmless before the IRQ
+            // is routed (the line just stays asserted).
+            unsafe { port::outb(self.base + IER, IER_RX_AVAILABLE) };
+        }
+    }
+
+    /// Sends one byte, waiting (bounded) for room in the transmitter.
+    pub fn write_byte(&mut self, byte: u8) {
+        if !self.present {
+            return;
+        }
+        // SAFETY: LSR/THR of our own UART.
+        unsafe {
+            let mut spins = 0;
+            while port::inb(self.base + LSR) & LSR_THR_EMPTY == 0 && spins < TX_SPIN_LIMIT {
+                core::hint::spin_loop();
+                spins += 1;
+            }
+            port::outb(self.base + DATA, byte);
+        }
+    }
+
+    /// Sends bytes, turning `\n` into `\r\n` for terminals.
+    pub fn write_text(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            if b == b'\n' {
+                self.write_byte(b'\r');
+            }
+            self.write_byte(b);
+        }
+    }
+
+    /// Sends raw bytes (binary streams such as defmt frames).
+    pub fn write_raw(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_byte(b);
+        }
+    }
+
+    /// Takes one received byte, if any.
+    pub fn read_byte(&mut self) -> Option<u8> {
+        if !self.present {
+            return None;
+        }
+        // SAFETY: LSR/RBR of our own UART; reading RBR pops the receive FIFO, which is what
+        // we want.
+        unsafe {
+            (port::inb(self.base + LSR) & LSR_DATA_READY != 0).then(|| port::inb(self.base + DATA))
+        }
+    }
+}
+
+static CONSOLE_UART: Mutex<Uart> = Mutex::new(Uart::new(COM1));
+static RX_RING: Mutex<Deque<u8, 1024>> = Mutex::new(Deque::new());
+
+/// Initialises COM1; called first thing at boot.
+pub fn init_console() -> bool {
+    CONSOLE_UART.lock().init()
+}
+
+/// Enables COM1's receive interrupt once the IOAPIC routes it.
+pub fn enable_console_rx_interrupt() {
+    CONSOLE_UART.lock().enable_rx_interrupt();
+}
+
+/// Moves received bytes from the UART into the ring. Called from the COM1 IRQ and the timer.
+pub fn drain_rx() {
+    cpu::without_interrupts(|| {
+        let mut uart = CONSOLE_UART.lock();
+        let mut ring = RX_RING.lock();
+        while let Some(b) = uart.read_byte() {
+            // A full ring drops input rather than blocking in an interrupt handler.
+            let _ = ring.push_back(b);
+        }
+    });
+}
+
+/// Takes one byte of console input, if any arrived.
+pub fn try_read_console() -> Option<u8> {
+    cpu::without_interrupts(|| RX_RING.lock().pop_front())
+}
+
+/// Writes operator text to COM1.
+pub fn console_write(bytes: &[u8]) {
+    cpu::without_interrupts(|| CONSOLE_UART.lock().write_text(bytes));
+}
+
+/// `core::fmt` adaptor over COM1, used by [`kprint!`](crate::kprint).
+pub struct ConsoleWriter;
+
+impl fmt::Write for ConsoleWriter {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        console_write(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// Writes to COM1 without taking the console lock: for exception reports and panics, which may
+/// interrupt code that holds it. Interleaving is acceptable there; a deadlock is not.
+pub struct EmergencyWriter;
+
+impl fmt::Write for EmergencyWriter {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let mut uart = Uart { base: COM1, present: true };
+        uart.write_text(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// The console as an `embedded-io` stream: blocking reads of operator input, writes to COM1.
+pub struct Console;
+
+impl embedded_io::ErrorType for Console {
+    type Error = core::convert::Infallible;
+}
+
+impl embedded_io::Read for Console {
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, Self::Error> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            let mut n = 0;
+            while n < buf.len() {
+                match try_read_console() {
+                    Some(b) => {
+                        buf[n] = b;
+                        n += 1;
+                    }
+                    None => break,
+                }
+            }
+            if n > 0 {
+                return Ok(n);
+            }
+            // Sleep until the UART or timer interrupt brings more input.
+            cpu::wait_for_interrupt();
+        }
+    }
+}
+
+impl embedded_io::Write for Console {
+    fn write(&mut self, buf: &[u8]) -> Result<usize, Self::Error> {
+        console_write(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> Result<(), Self::Error> {
+        Ok(())
+    }
+}
+
+/// Prints to the operator console.
+#[macro_export]
+macro_rules! kprint {
+    ($($arg:tt)*) => {{
+        use core::fmt::Write as _;
+        let _ = write!($crate::serial::ConsoleWriter, $($arg)*);
+    }};
+}
+
+/// Prints a line to the operator console.
+#[macro_export]
+macro_rules! kprintln {
+    () => { $crate::kprint!("\n") };
+    ($($arg:tt)*) => {{
+        use core::fmt::Write as _;
+        let _ = writeln!($crate::serial::ConsoleWriter, $($arg)*);
+    }};
+}
