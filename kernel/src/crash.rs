@@ -23,7 +23,9 @@ pub fn from_cmdline(value: Option<&str>) {
             // SAFETY: not sound on purpose: UD2 raises #UD and the handler halts the kernel.
             unsafe { core::arch::asm!("ud2") };
         }
-        other => kprintln!("unknown keel.test-crash value '{other}' (page-fault, stack-overflow, invalid-opcode)"),
+        other => kprintln!(
+            "unknown keel.test-crash value '{other}' (page-fault, stack-overflow, invalid-opcode)"
+        ),
     }
 }
 

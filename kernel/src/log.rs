@@ -21,7 +21,12 @@ struct Sink {
 
 static TAKEN: AtomicBool = AtomicBool::new(false);
 static COM2_READY: AtomicBool = AtomicBool::new(false);
-static mut SINK: Sink = Sink { com2: Uart::new(COM2), ring: [0; RING_BYTES], head: 0, wrapped: false };
+static mut SINK: Sink = Sink {
+    com2: Uart::new(COM2),
+    ring: [0; RING_BYTES],
+    head: 0,
+    wrapped: false,
+};
 static mut ENCODER: defmt::Encoder = defmt::Encoder::new();
 static RESTORE_INTERRUPTS: AtomicBool = AtomicBool::new(false);
 
@@ -100,7 +105,11 @@ unsafe impl defmt::Logger for Logger {
 
 defmt::timestamp!("{=u64:us}", {
     let hz = crate::arch::timer::tsc_hz();
-    if hz == 0 { 0 } else { (u128::from(crate::arch::cpu::rdtsc()) * 1_000_000 / u128::from(hz)) as u64 }
+    if hz == 0 {
+        0
+    } else {
+        (u128::from(crate::arch::cpu::rdtsc()) * 1_000_000 / u128::from(hz)) as u64
+    }
 });
 
 #[defmt::panic_handler]

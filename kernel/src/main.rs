@@ -79,7 +79,9 @@ mod kernel {
             }
             // SAFETY: the boot page tables identity-map the first 4 GiB, and the range was
             // checked to lie inside it; reads of firmware/loader memory have no side effects.
-            unsafe { core::ptr::copy_nonoverlapping(addr as *const u8, buf.as_mut_ptr(), buf.len()) };
+            unsafe {
+                core::ptr::copy_nonoverlapping(addr as *const u8, buf.as_mut_ptr(), buf.len())
+            };
             true
         }
     }
@@ -103,7 +105,10 @@ mod kernel {
     }
 
     fn fatal(what: &str, error: &dyn core::fmt::Display) -> ! {
-        let _ = writeln!(EmergencyWriter, "\n*** KEEL BOOT FAILED: {what}: {error} ***\nsystem halted");
+        let _ = writeln!(
+            EmergencyWriter,
+            "\n*** KEEL BOOT FAILED: {what}: {error} ***\nsystem halted"
+        );
         cpu::halt_forever()
     }
 
@@ -133,7 +138,11 @@ mod kernel {
         let com2 = crate::log::init();
         gdt::init();
         idt::init();
-        defmt::info!("keel {=str}: kernel entered (com2 {=bool})", env!("CARGO_PKG_VERSION"), com2);
+        defmt::info!(
+            "keel {=str}: kernel entered (com2 {=bool})",
+            env!("CARGO_PKG_VERSION"),
+            com2
+        );
 
         let boot = read_boot_info(kind, info_ptr);
         for warning in &boot.warnings {
@@ -156,7 +165,12 @@ mod kernel {
 
         let cpu = detect::identify(&crate::cpuinfo::HostCpu);
         let virtualization = detect::probe(&crate::cpuinfo::HostCpu);
-        let system = SYSTEM.call_once(|| System { boot, platform, cpu, virtualization });
+        let system = SYSTEM.call_once(|| System {
+            boot,
+            platform,
+            cpu,
+            virtualization,
+        });
 
         print_banner(system, entry_tsc);
         for problem in &system.platform.problems {
@@ -172,7 +186,11 @@ mod kernel {
         kprintln!();
         kprintln!("Keel {}", env!("CARGO_PKG_VERSION"));
         kprintln!("  boot path:      {}", system.boot.path);
-        kprintln!("  cpu:            {}, {}", system.cpu.vendor, system.cpu.model_name);
+        kprintln!(
+            "  cpu:            {}, {}",
+            system.cpu.vendor,
+            system.cpu.model_name
+        );
         kprintln!("  virtualization: {}", system.virtualization);
         kprintln!("  memory:         {} MiB usable", usable_mib);
         kprintln!("  cpus:           {}", cpus);
@@ -184,7 +202,10 @@ mod kernel {
 
     #[panic_handler]
     fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-        let _ = writeln!(EmergencyWriter, "\n*** KERNEL PANIC: {info} ***\nsystem halted");
+        let _ = writeln!(
+            EmergencyWriter,
+            "\n*** KERNEL PANIC: {info} ***\nsystem halted"
+        );
         cpu::halt_forever()
     }
 }

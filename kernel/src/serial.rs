@@ -44,7 +44,10 @@ pub struct Uart {
 impl Uart {
     /// A UART not yet initialised (writes are dropped until [`Uart::init`]).
     pub const fn new(base: u16) -> Uart {
-        Uart { base, present: false }
+        Uart {
+            base,
+            present: false,
+        }
     }
 
     /// Probes and programs 115200 8N1 with FIFOs; returns whether a UART answered.
@@ -175,7 +178,10 @@ pub struct EmergencyWriter;
 
 impl fmt::Write for EmergencyWriter {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        let mut uart = Uart { base: COM1, present: true };
+        let mut uart = Uart {
+            base: COM1,
+            present: true,
+        };
         uart.write_text(s.as_bytes());
         Ok(())
     }

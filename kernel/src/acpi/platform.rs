@@ -134,14 +134,23 @@ impl AcpiHandler for IdentityHandler {
         let virt = crate::mm::map_physical(phys as u64, size as u64);
         let mut ranges = TABLE_RANGES.lock();
         let range = phys as u64..(phys + size) as u64;
-        if !ranges.iter().any(|r| r.start <= range.start && range.end <= r.end) {
+        if !ranges
+            .iter()
+            .any(|r| r.start <= range.start && range.end <= r.end)
+        {
             let _ = ranges.push(range);
         }
         // SAFETY: identity mapping: `virt` equals `phys`, which the crate got from the
         // firmware's table pointers and which `map_physical` made readable; non-null because
         // the crate never maps address 0 (it validates pointers first).
         unsafe {
-            PhysicalMapping::new(phys, NonNull::new_unchecked(virt as *mut T), size, size, *self)
+            PhysicalMapping::new(
+                phys,
+                NonNull::new_unchecked(virt as *mut T),
+                size,
+                size,
+                *self,
+            )
         }
     }
 
@@ -200,11 +209,15 @@ pub fn discover(info: &BootInfo) -> Platform {
         Ok(dsdt) => {
             let base = crate::mm::map_physical(dsdt.address as u64, u64::from(dsdt.length));
             // SAFETY: the DSDT body the crate located and `map_physical` made readable.
-            let aml = unsafe { core::slice::from_raw_parts(base as *const u8, dsdt.length as usize) };
-            let _ = TABLE_RANGES.lock().push(dsdt.address as u64..dsdt.address as u64 + u64::from(dsdt.length));
+            let aml =
+                unsafe { core::slice::from_raw_parts(base as *const u8, dsdt.length as usize) };
+            let _ = TABLE_RANGES
+                .lock()
+                .push(dsdt.address as u64..dsdt.address as u64 + u64::from(dsdt.length));
             platform.s5 = s5::find_s5(aml);
             if platform.s5.is_none() {
-                platform.problem("the DSDT has no static \\_S5 package: ACPI power-off unavailable");
+                platform
+                    .problem("the DSDT has no static \\_S5 package: ACPI power-off unavailable");
             }
         }
         Err(_) => platform.problem("no DSDT: ACPI power-off unavailable"),
@@ -218,13 +231,19 @@ fn read_madt(madt: core::pin::Pin<&Madt>, platform: &mut Platform) {
             MadtEntry::LocalApic(e) => {
                 let flags = e.flags;
                 if flags & 0b11 != 0 {
-                    let _ = platform.cpus.push(Cpu { apic_id: u32::from(e.apic_id), enabled: flags & 1 != 0 });
+                    let _ = platform.cpus.push(Cpu {
+                        apic_id: u32::from(e.apic_id),
+                        enabled: flags & 1 != 0,
+                    });
                 }
             }
             MadtEntry::LocalX2Apic(e) => {
                 let (flags, id) = (e.flags, e.x2apic_id);
                 if flags & 0b11 != 0 && !platform.cpus.iter().any(|c| c.apic_id == id) {
-                    let _ = platform.cpus.push(Cpu { apic_id: id, enabled: flags & 1 != 0 });
+                    let _ = platform.cpus.push(Cpu {
+                        apic_id: id,
+                        enabled: flags & 1 != 0,
+                    });
                 }
             }
             MadtEntry::IoApic(e) => {
@@ -246,9 +265,15 @@ fn read_madt(madt: core::pin::Pin<&Madt>, platform: &mut Platform) {
 }
 
 fn read_fadt(fadt: &PhysicalMapping<IdentityHandler, Fadt>, platform: &mut Platform) {
-    platform.pm1a_control = fadt.pm1a_control_block().ok().and_then(|g| Register::from_gas(&g));
-    platform.pm1b_control =
-        fadt.pm1b_control_block().ok().flatten().and_then(|g| Register::from_gas(&g));
+    platform.pm1a_control = fadt
+        .pm1a_control_block()
+        .ok()
+        .and_then(|g| Register::from_gas(&g));
+    platform.pm1b_control = fadt
+        .pm1b_control_block()
+        .ok()
+        .flatten()
+        .and_then(|g| Register::from_gas(&g));
     let (smi, enable) = (fadt.smi_cmd_port, fadt.acpi_enable);
     if smi != 0 && enable != 0 {
         platform.acpi_enable = u16::try_from(smi).ok().map(|port| (port, enable));

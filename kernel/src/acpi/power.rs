@@ -62,7 +62,11 @@ fn write8(reg: Register, value: u8) {
             // SAFETY: the FADT names this address as the reset register.
             unsafe { core::ptr::write_volatile(v as *mut u8, value) }
         }
-        Register::PciConfig { device, function, offset } => {
+        Register::PciConfig {
+            device,
+            function,
+            offset,
+        } => {
             let address = 0x8000_0000
                 | (u32::from(device) << 11)
                 | (u32::from(function) << 8)
@@ -93,24 +97,30 @@ pub fn poweroff(platform: &Platform) -> PowerError {
     };
     x86_64::instructions::interrupts::disable();
     // Switch the chipset to ACPI mode first if the firmware left it in legacy mode.
-    if read16(pm1a) & SCI_EN == 0 {
-        if let Some((smi, value)) = platform.acpi_enable {
-            // SAFETY: the FADT's SMI command port and its ACPI_ENABLE value.
-            unsafe { port::outb(smi, value) };
-            for _ in 0..300 {
-                if read16(pm1a) & SCI_EN != 0 {
-                    break;
-                }
-                settle();
+    if read16(pm1a) & SCI_EN == 0
+        && let Some((smi, value)) = platform.acpi_enable
+    {
+        // SAFETY: the FADT's SMI command port and its ACPI_ENABLE value.
+        unsafe { port::outb(smi, value) };
+        for _ in 0..30 {
+            if read16(pm1a) & SCI_EN != 0 {
+                break;
             }
+            settle();
         }
     }
     defmt::info!("ACPI S5: SLP_TYPa={=u8} SLP_TYPb={=u8}", s5.a, s5.b);
     let keep = |v: u16| v & !(0x7 << SLP_TYP_SHIFT) & !SLP_EN;
     if let Some(pm1b) = platform.pm1b_control {
-        write16(pm1b, keep(read16(pm1b)) | (u16::from(s5.b) << SLP_TYP_SHIFT) | SLP_EN);
+        write16(
+            pm1b,
+            keep(read16(pm1b)) | (u16::from(s5.b) << SLP_TYP_SHIFT) | SLP_EN,
+        );
     }
-    write16(pm1a, keep(read16(pm1a)) | (u16::from(s5.a) << SLP_TYP_SHIFT) | SLP_EN);
+    write16(
+        pm1a,
+        keep(read16(pm1a)) | (u16::from(s5.a) << SLP_TYP_SHIFT) | SLP_EN,
+    );
     for _ in 0..20 {
         settle();
     }

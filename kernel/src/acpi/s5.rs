@@ -68,13 +68,20 @@ pub fn find_s5(aml: &[u8]) -> Option<SleepType> {
             continue;
         }
         let mut cursor = at + 5;
-        let Some(len_bytes) = pkg_length(&aml[cursor..]) else { continue };
+        let Some(len_bytes) = pkg_length(&aml[cursor..]) else {
+            continue;
+        };
         cursor += len_bytes + 1; // skip PkgLength and NumElements
-        let Some((a, used)) = aml.get(cursor..).and_then(integer) else { continue };
+        let Some((a, used)) = aml.get(cursor..).and_then(integer) else {
+            continue;
+        };
         cursor += used;
         // Some firmware gives only SLP_TYPa; b then equals a.
         let b = aml.get(cursor..).and_then(integer).map_or(a, |(b, _)| b);
-        return Some(SleepType { a: (a & 0x7) as u8, b: (b & 0x7) as u8 });
+        return Some(SleepType {
+            a: (a & 0x7) as u8,
+            b: (b & 0x7) as u8,
+        });
     }
     None
 }
@@ -86,14 +93,18 @@ mod tests {
     #[test]
     fn qemu_style_zero_ops() {
         // Name (_S5, Package (0x04) { Zero, Zero, Zero, Zero })
-        let aml = [0x10, 0x08, b'_', b'S', b'5', b'_', 0x12, 0x06, 0x04, 0, 0, 0, 0];
+        let aml = [
+            0x10, 0x08, b'_', b'S', b'5', b'_', 0x12, 0x06, 0x04, 0, 0, 0, 0,
+        ];
         assert_eq!(find_s5(&aml), Some(SleepType { a: 0, b: 0 }));
     }
 
     #[test]
     fn byte_prefixed_values_with_root_prefix() {
         // Name (\_S5, Package () { 0x05, 0x07 })
-        let aml = [0x08, b'\\', b'_', b'S', b'5', b'_', 0x12, 0x07, 0x02, 0x0a, 0x05, 0x0a, 0x07];
+        let aml = [
+            0x08, b'\\', b'_', b'S', b'5', b'_', 0x12, 0x07, 0x02, 0x0a, 0x05, 0x0a, 0x07,
+        ];
         assert_eq!(find_s5(&aml), Some(SleepType { a: 5, b: 7 }));
     }
 
@@ -107,7 +118,9 @@ mod tests {
     fn references_that_are_not_definitions_are_skipped() {
         // A method body mentioning _S5_ (no NameOp) before the real definition.
         let mut aml = vec![0x70, b'_', b'S', b'5', b'_', 0x60];
-        aml.extend_from_slice(&[0x08, b'_', b'S', b'5', b'_', 0x12, 0x06, 0x04, 0x01, 0x01, 0, 0]);
+        aml.extend_from_slice(&[
+            0x08, b'_', b'S', b'5', b'_', 0x12, 0x06, 0x04, 0x01, 0x01, 0, 0,
+        ]);
         assert_eq!(find_s5(&aml), Some(SleepType { a: 1, b: 1 }));
     }
 
@@ -116,6 +129,10 @@ mod tests {
         assert_eq!(find_s5(b""), None);
         assert_eq!(find_s5(b"_S5_"), None);
         assert_eq!(find_s5(&[0x08, b'_', b'S', b'5', b'_', 0x12]), None);
-        assert_eq!(find_s5(&[0x08, b'_', b'S', b'5', b'_', 0x14, 0x00]), None, "a method");
+        assert_eq!(
+            find_s5(&[0x08, b'_', b'S', b'5', b'_', 0x14, 0x00]),
+            None,
+            "a method"
+        );
     }
 }

@@ -36,7 +36,11 @@ static XAPIC_BASE: AtomicU64 = AtomicU64::new(0);
 
 /// Which local APIC mode is in use, for the banner and `cpus`.
 pub fn mode_name() -> &'static str {
-    if X2APIC.load(Ordering::Relaxed) { "x2APIC" } else { "xAPIC" }
+    if X2APIC.load(Ordering::Relaxed) {
+        "x2APIC"
+    } else {
+        "xAPIC"
+    }
 }
 
 /// Reads a local APIC register.
@@ -72,14 +76,19 @@ pub fn end_of_interrupt() {
 /// This CPU's APIC ID.
 pub fn id() -> u32 {
     let raw = read(reg::ID);
-    if X2APIC.load(Ordering::Relaxed) { raw } else { raw >> 24 }
+    if X2APIC.load(Ordering::Relaxed) {
+        raw
+    } else {
+        raw >> 24
+    }
 }
 
 fn mask_legacy_pics() {
     // SAFETY: standard 8259 ports. Remap to 0x20/0x28 with the ICW sequence so a stray
     // interrupt cannot look like an exception, then mask every line.
     unsafe {
-        for (cmd, data, offset, cascade) in [(0x20u16, 0x21u16, 0x20u8, 4u8), (0xa0, 0xa1, 0x28, 2)] {
+        for (cmd, data, offset, cascade) in [(0x20u16, 0x21u16, 0x20u8, 4u8), (0xa0, 0xa1, 0x28, 2)]
+        {
             port::outb(cmd, 0x11);
             port::outb(data, offset);
             port::outb(data, cascade);
@@ -125,7 +134,10 @@ pub struct IoApic {
 impl IoApic {
     /// Maps the IOAPIC at `phys`.
     pub fn new(phys: u64, gsi_base: u32) -> IoApic {
-        IoApic { base: crate::mm::map_mmio(phys, 0x1000), gsi_base }
+        IoApic {
+            base: crate::mm::map_mmio(phys, 0x1000),
+            gsi_base,
+        }
     }
 
     fn write_reg(&self, index: u32, value: u32) {

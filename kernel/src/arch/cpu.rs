@@ -11,7 +11,12 @@ pub use keel_vmm::detect::CpuidResult;
 /// Executes CPUID for `leaf`/`subleaf`.
 pub fn cpuid(leaf: u32, subleaf: u32) -> CpuidResult {
     let r = __cpuid_count(leaf, subleaf);
-    CpuidResult { eax: r.eax, ebx: r.ebx, ecx: r.ecx, edx: r.edx }
+    CpuidResult {
+        eax: r.eax,
+        ebx: r.ebx,
+        ecx: r.ecx,
+        edx: r.edx,
+    }
 }
 
 /// Reads the time-stamp counter.
@@ -87,7 +92,7 @@ pub fn rdmsr_safe(msr: u32) -> Option<u64> {
 /// If `rip` is an instruction with a registered fixup, the address to resume at.
 pub fn fault_fixup(rip: u64) -> Option<u64> {
     let insn = core::ptr::addr_of!(keel_rdmsr_safe_insn) as u64;
-    (rip == insn).then(|| core::ptr::addr_of!(keel_rdmsr_safe_fixup) as u64)
+    (rip == insn).then_some(core::ptr::addr_of!(keel_rdmsr_safe_fixup) as u64)
 }
 
 /// Port I/O.

@@ -43,7 +43,10 @@ pub fn kernel_code_selector() -> u16 {
 pub fn init() {
     let tss = TSS.call_once(|| {
         let mut tss = TaskStateSegment::new();
-        for (slot, ist) in [IST_DOUBLE_FAULT, IST_NMI, IST_MACHINE_CHECK].into_iter().enumerate() {
+        for (slot, ist) in [IST_DOUBLE_FAULT, IST_NMI, IST_MACHINE_CHECK]
+            .into_iter()
+            .enumerate()
+        {
             // Only the address is taken; the stacks are used by the CPU alone.
             let base = (&raw const IST_STACKS) as u64 + (slot * IST_STACK_SIZE) as u64;
             tss.interrupt_stack_table[usize::from(ist - 1)] =

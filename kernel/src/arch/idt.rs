@@ -207,17 +207,35 @@ fn exception(frame: &TrapFrame) -> ! {
     let (mnemonic, name) = exception_name(frame.vector);
     let cr2 = cpu::cr2();
     let mut w = EmergencyWriter;
-    let _ = writeln!(w, "\n*** KERNEL EXCEPTION: {mnemonic} {name} (vector {}) ***", frame.vector);
+    let _ = writeln!(
+        w,
+        "\n*** KERNEL EXCEPTION: {mnemonic} {name} (vector {}) ***",
+        frame.vector
+    );
     let _ = writeln!(w, "  error code: {:#018x}", frame.error_code);
-    let _ = writeln!(w, "  rip: {:#018x}  cs: {:#06x}  rflags: {:#010x}", frame.rip, frame.cs, frame.rflags);
+    let _ = writeln!(
+        w,
+        "  rip: {:#018x}  cs: {:#06x}  rflags: {:#010x}",
+        frame.rip, frame.cs, frame.rflags
+    );
     let _ = writeln!(w, "  rsp: {:#018x}  ss: {:#06x}", frame.rsp, frame.ss);
     let _ = writeln!(w, "  cr2: {:#018x}  cr3: {:#018x}", cr2, cpu::cr3());
     let regs = [
-        ("rax", frame.rax), ("rbx", frame.rbx), ("rcx", frame.rcx),
-        ("rdx", frame.rdx), ("rsi", frame.rsi), ("rdi", frame.rdi),
-        ("rbp", frame.rbp), ("r8", frame.r8), ("r9", frame.r9),
-        ("r10", frame.r10), ("r11", frame.r11), ("r12", frame.r12),
-        ("r13", frame.r13), ("r14", frame.r14), ("r15", frame.r15),
+        ("rax", frame.rax),
+        ("rbx", frame.rbx),
+        ("rcx", frame.rcx),
+        ("rdx", frame.rdx),
+        ("rsi", frame.rsi),
+        ("rdi", frame.rdi),
+        ("rbp", frame.rbp),
+        ("r8", frame.r8),
+        ("r9", frame.r9),
+        ("r10", frame.r10),
+        ("r11", frame.r11),
+        ("r12", frame.r12),
+        ("r13", frame.r13),
+        ("r14", frame.r14),
+        ("r15", frame.r15),
     ];
     for row in regs.chunks(3) {
         for (name, value) in row {
@@ -234,7 +252,11 @@ fn exception(frame: &TrapFrame) -> ! {
             );
         }
     }
-    defmt::error!("kernel exception: vector {=u64} rip {=u64:#x}", frame.vector, frame.rip);
+    defmt::error!(
+        "kernel exception: vector {=u64} rip {=u64:#x}",
+        frame.vector,
+        frame.rip
+    );
     let _ = writeln!(w, "system halted");
     cpu::halt_forever()
 }

@@ -5,7 +5,7 @@
 //! against PIT channel 2 over 10 ms. The tick forces the boot CPU out of HLT (and, with the
 //! VMM, out of a guest) so the management plane always gets the CPU back.
 
-use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use crate::arch::apic::{self, LVT_TIMER_PERIODIC, reg};
 use crate::arch::cpu::{self, port};
@@ -68,7 +68,11 @@ pub fn ticks() -> u64 {
 /// Converts a TSC delta to milliseconds.
 pub fn tsc_delta_ms(delta: u64) -> u64 {
     let hz = tsc_hz();
-    if hz == 0 { 0 } else { (u128::from(delta) * 1000 / u128::from(hz)) as u64 }
+    if hz == 0 {
+        0
+    } else {
+        (u128::from(delta) * 1000 / u128::from(hz)) as u64
+    }
 }
 
 /// Measures TSC and APIC-timer ticks over 10 ms of PIT channel 2 (gate-controlled, mode 0).
@@ -97,7 +101,10 @@ fn measure_with_pit() -> (u64, u64) {
         let apic_end = apic::read(reg::TIMER_CURRENT);
         let tsc_end = cpu::rdtsc();
         port::outb(0x61, ctrl);
-        (tsc_end - tsc_start, u64::from(apic_start.wrapping_sub(apic_end)))
+        (
+            tsc_end - tsc_start,
+            u64::from(apic_start.wrapping_sub(apic_end)),
+        )
     };
     apic::write(reg::TIMER_INITIAL, 0);
     (tsc_delta * 100, apic_delta * 100)
@@ -111,11 +118,19 @@ pub fn calibrate() {
     let (tsc, apic_hz, source) = match (leaf15, leaf16) {
         (Some(l), _) if l.eax != 0 && l.ebx != 0 && l.ecx != 0 => {
             let crystal = u64::from(l.ecx);
-            (crystal * u64::from(l.ebx) / u64::from(l.eax), crystal, CalibrationSource::Cpuid15)
+            (
+                crystal * u64::from(l.ebx) / u64::from(l.eax),
+                crystal,
+                CalibrationSource::Cpuid15,
+            )
         }
         (_, Some(l)) if l.eax & 0xffff != 0 => {
             let (_, apic_hz) = measure_with_pit();
-            (u64::from(l.eax & 0xffff) * 1_000_000, apic_hz, CalibrationSource::Cpuid16AndPit)
+            (
+                u64::from(l.eax & 0xffff) * 1_000_000,
+                apic_hz,
+                CalibrationSource::Cpuid16AndPit,
+            )
         }
         _ => {
             let (tsc, apic_hz) = measure_with_pit();
@@ -132,7 +147,11 @@ pub fn calibrate() {
         },
         Ordering::Relaxed,
     );
-    defmt::info!("timer calibration: tsc {=u64} Hz, apic timer {=u64} Hz", tsc, apic_hz);
+    defmt::info!(
+        "timer calibration: tsc {=u64} Hz, apic timer {=u64} Hz",
+        tsc,
+        apic_hz
+    );
 }
 
 /// Starts the periodic tick at [`TICK_HZ`].

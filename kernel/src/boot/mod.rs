@@ -139,7 +139,11 @@ impl BootInfo {
         if len == 0 {
             return;
         }
-        let region = MemoryRegion { start, len, kind: MemoryKind::from_e820(kind) };
+        let region = MemoryRegion {
+            start,
+            len,
+            kind: MemoryKind::from_e820(kind),
+        };
         if self.memory.push(region).is_err() {
             self.warn("memory map has more entries than Keel keeps; the rest is ignored");
         }
@@ -222,7 +226,10 @@ mod tests {
     fn cmdline_values_are_found_by_key() {
         let mut info = BootInfo::new(BootPath::Pvh);
         info.set_cmdline(b"console=ttyS0 keel.test-crash=page-fault quiet\0garbage");
-        assert_eq!(info.cmdline.as_str(), "console=ttyS0 keel.test-crash=page-fault quiet");
+        assert_eq!(
+            info.cmdline.as_str(),
+            "console=ttyS0 keel.test-crash=page-fault quiet"
+        );
         assert_eq!(info.cmdline_value("keel.test-crash"), Some("page-fault"));
         assert_eq!(info.cmdline_value("quiet"), None);
         assert_eq!(info.cmdline_value("missing"), None);

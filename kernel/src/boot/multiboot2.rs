@@ -72,16 +72,17 @@ pub fn parse(mbi: &[u8]) -> BootInfo {
                 _ => info.warn("multiboot2 module tag is malformed; module ignored"),
             },
             TAG_MMAP => parse_mmap(tag, &mut info),
-            TAG_ACPI_OLD | TAG_ACPI_NEW => {
-                // Prefer the ACPI 2.0+ RSDP (tag 15) when both are present.
-                if info.rsdp_copy.is_none() || kind == TAG_ACPI_NEW {
-                    let mut copy = heapless::Vec::new();
-                    let body = &tag[8..];
-                    let _ = copy.extend_from_slice(&body[..body.len().min(64)]);
-                    info.rsdp_copy = Some(copy);
-                }
+            // Prefer the ACPI 2.0+ RSDP (tag 15) when both are present.
+            TAG_ACPI_OLD | TAG_ACPI_NEW if info.rsdp_copy.is_none() || kind == TAG_ACPI_NEW => {
+                let mut copy = heapless::Vec::new();
+                let body = &tag[8..];
+                let _ = copy.extend_from_slice(&body[..body.len().min(64)]);
+                info.rsdp_copy = Some(copy);
             }
-            TAG_EFI32 | TAG_EFI64 | TAG_EFI_MMAP | TAG_EFI_BS_NOT_TERMINATED
+            TAG_EFI32
+            | TAG_EFI64
+            | TAG_EFI_MMAP
+            | TAG_EFI_BS_NOT_TERMINATED
             | TAG_EFI64_IMAGE_HANDLE => info.path = BootPath::Multiboot2Uefi,
             _ => {}
         }
@@ -172,7 +173,11 @@ mod tests {
         let bytes = mbi(&[
             tag(TAG_CMDLINE, b"keel.test-crash=page-fault\0"),
             module_tag(0x300000, 0x3000b1, "hello.bin"),
-            mmap_tag(&[(0x100000, 0x3ff00000, 1), (0, 0x9fc00, 1), (0xf0000, 0x10000, 2)]),
+            mmap_tag(&[
+                (0x100000, 0x3ff00000, 1),
+                (0, 0x9fc00, 1),
+                (0xf0000, 0x10000, 2),
+            ]),
             tag(TAG_ACPI_OLD, rsdp),
         ]);
         let info = parse(&bytes);
@@ -183,7 +188,7 @@ mod tests {
         assert_eq!(info.modules[0].size, 177);
         assert_eq!(info.memory.len(), 3);
         assert_eq!(info.memory[0].start, 0, "map is sorted");
-        assert_eq!(info.memory[2].kind, MemoryKind::Reserved);
+        assert_eq!(info.memory[1].kind, MemoryKind::Reserved);
         assert_eq!(info.rsdp_copy.as_deref(), Some(&rsdp[..]));
         assert!(info.warnings.is_empty(), "{:?}", info.warnings);
     }
@@ -206,7 +211,11 @@ mod tests {
         bytes[12..16].copy_from_slice(&0xffff_fff0u32.to_le_bytes());
         let info = parse(&bytes);
         assert!(!info.warnings.is_empty());
-        assert!(parse(&[]).warnings.contains(&"multiboot2 information is truncated"));
+        assert!(
+            parse(&[])
+                .warnings
+                .contains(&"multiboot2 information is truncated")
+        );
     }
 
     #[test]

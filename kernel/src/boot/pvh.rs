@@ -76,7 +76,11 @@ pub fn parse(mem: &impl PhysRead, start_info: u64) -> BootInfo {
             break;
         };
         let mut buf = [0u8; MAX_MODULE_NAME];
-        let name = if name_paddr != 0 { read_c_string(mem, name_paddr, &mut buf) } else { &[] };
+        let name = if name_paddr != 0 {
+            read_c_string(mem, name_paddr, &mut buf)
+        } else {
+            &[]
+        };
         info.push_module(name, paddr, size);
     }
     if version >= 1 {
@@ -84,7 +88,11 @@ pub fn parse(mem: &impl PhysRead, start_info: u64) -> BootInfo {
         let entries = read_u32(mem, start_info + 48).unwrap_or(0);
         for i in 0..(entries as usize).min(MAX_REGIONS + 1) {
             let entry = memmap + (i as u64) * 24;
-            match (read_u64(mem, entry), read_u64(mem, entry + 8), read_u32(mem, entry + 16)) {
+            match (
+                read_u64(mem, entry),
+                read_u64(mem, entry + 8),
+                read_u32(mem, entry + 16),
+            ) {
                 (Some(addr), Some(size), Some(kind)) => info.push_region(addr, size, kind),
                 _ => {
                     info.warn("PVH memory map cannot be read");
@@ -147,7 +155,10 @@ mod tests {
         m.extend_from_slice(&0u64.to_le_bytes());
         mem.put(0x200, &m);
         let mut e = Vec::new();
-        for (addr, size, kind) in [(0x10_0000u64, 0x3ff0_0000u64, 1u32), (0u64, 0x9fc00u64, 1u32)] {
+        for (addr, size, kind) in [
+            (0x10_0000u64, 0x3ff0_0000u64, 1u32),
+            (0u64, 0x9fc00u64, 1u32),
+        ] {
             e.extend_from_slice(&addr.to_le_bytes());
             e.extend_from_slice(&size.to_le_bytes());
             e.extend_from_slice(&kind.to_le_bytes());
@@ -162,7 +173,10 @@ mod tests {
         start_info(&mut mem, 1);
         let info = parse(&mem, 0);
         assert_eq!(info.path, BootPath::Pvh);
-        assert_eq!(info.cmdline_value("keel.test-crash"), Some("stack-overflow"));
+        assert_eq!(
+            info.cmdline_value("keel.test-crash"),
+            Some("stack-overflow")
+        );
         assert_eq!(info.rsdp, Some(0xf5a0));
         assert_eq!(info.modules[0].name.as_str(), "module0");
         assert_eq!(info.modules[0].size, 4096);

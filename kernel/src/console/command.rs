@@ -20,11 +20,27 @@ pub enum Command {
 /// Name, command and one-line description, in `help` order.
 pub const COMMANDS: &[(&str, Command, &str)] = &[
     ("help", Command::Help, "list the commands"),
-    ("version", Command::Version, "show the Keel version and build"),
-    ("mem", Command::Mem, "show total, used and free memory and the kernel heap"),
-    ("cpus", Command::Cpus, "show the CPUs the firmware lists (ACPI MADT)"),
+    (
+        "version",
+        Command::Version,
+        "show the Keel version and build",
+    ),
+    (
+        "mem",
+        Command::Mem,
+        "show total, used and free memory and the kernel heap",
+    ),
+    (
+        "cpus",
+        Command::Cpus,
+        "show the CPUs the firmware lists (ACPI MADT)",
+    ),
     ("reboot", Command::Reboot, "reset the machine"),
-    ("poweroff", Command::Poweroff, "power the machine off (ACPI S5)"),
+    (
+        "poweroff",
+        Command::Poweroff,
+        "power the machine off (ACPI S5)",
+    ),
 ];
 
 /// Why a line is not a command.
@@ -45,10 +61,16 @@ impl core::fmt::Display for ParseError<'_> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             ParseError::Unknown(name) => {
-                write!(f, "unknown command '{name}': type 'help' for the list of commands")
+                write!(
+                    f,
+                    "unknown command '{name}': type 'help' for the list of commands"
+                )
             }
             ParseError::UnexpectedArgument { command, argument } => {
-                write!(f, "'{command}' takes no arguments (got '{argument}'); type 'help'")
+                write!(
+                    f,
+                    "'{command}' takes no arguments (got '{argument}'); type 'help'"
+                )
             }
         }
     }
@@ -57,13 +79,18 @@ impl core::fmt::Display for ParseError<'_> {
 /// Parses a line; `Ok(None)` for a blank line.
 pub fn parse(line: &str) -> Result<Option<Command>, ParseError<'_>> {
     let mut words = line.split_ascii_whitespace();
-    let Some(name) = words.next() else { return Ok(None) };
+    let Some(name) = words.next() else {
+        return Ok(None);
+    };
     let &(command_name, command, _) = COMMANDS
         .iter()
         .find(|(n, _, _)| *n == name)
         .ok_or(ParseError::Unknown(name))?;
     if let Some(argument) = words.next() {
-        return Err(ParseError::UnexpectedArgument { command: command_name, argument });
+        return Err(ParseError::UnexpectedArgument {
+            command: command_name,
+            argument,
+        });
     }
     Ok(Some(command))
 }
@@ -90,7 +117,10 @@ mod tests {
         );
         assert_eq!(
             parse("mem now"),
-            Err(ParseError::UnexpectedArgument { command: "mem", argument: "now" })
+            Err(ParseError::UnexpectedArgument {
+                command: "mem",
+                argument: "now"
+            })
         );
     }
 }

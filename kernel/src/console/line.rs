@@ -42,7 +42,11 @@ impl Default for LineEditor {
 impl LineEditor {
     /// An empty editor.
     pub const fn new() -> LineEditor {
-        LineEditor { buf: heapless::Vec::new(), escape: Escape::None, last_was_cr: false }
+        LineEditor {
+            buf: heapless::Vec::new(),
+            escape: Escape::None,
+            last_was_cr: false,
+        }
     }
 
     /// The text typed so far (non-UTF-8 bytes are never stored: only printable ASCII is).
@@ -60,7 +64,11 @@ impl LineEditor {
         let was_cr = core::mem::replace(&mut self.last_was_cr, byte == b'\r');
         match self.escape {
             Escape::Started => {
-                self.escape = if byte == b'[' || byte == b'O' { Escape::Csi } else { Escape::None };
+                self.escape = if byte == b'[' || byte == b'O' {
+                    Escape::Csi
+                } else {
+                    Escape::None
+                };
                 return Event::None;
             }
             Escape::Csi => {
@@ -82,7 +90,11 @@ impl LineEditor {
                 Event::None
             }
             0x08 | 0x7f => {
-                if self.buf.pop().is_some() { Event::Echo(b"\x08 \x08") } else { Event::None }
+                if self.buf.pop().is_some() {
+                    Event::Echo(b"\x08 \x08")
+                } else {
+                    Event::None
+                }
             }
             0x03 => {
                 self.buf.clear();
@@ -92,10 +104,18 @@ impl LineEditor {
                 // Ctrl-U: erase the whole line on screen.
                 let n = self.buf.len();
                 self.buf.clear();
-                if n == 0 { Event::None } else { Event::Echo(b"\r\x1b[2Kkeel> ") }
+                if n == 0 {
+                    Event::None
+                } else {
+                    Event::Echo(b"\r\x1b[2Kkeel> ")
+                }
             }
             0x20..=0x7e => {
-                if self.buf.push(byte).is_ok() { Event::EchoByte(byte) } else { Event::Echo(b"\x07") }
+                if self.buf.push(byte).is_ok() {
+                    Event::EchoByte(byte)
+                } else {
+                    Event::Echo(b"\x07")
+                }
             }
             _ => Event::None,
         }

@@ -49,7 +49,10 @@ fn execute(system: &System, cmd: Command) {
         }
         Command::Version => {
             kprintln!("Keel {}", env!("CARGO_PKG_VERSION"));
-            kprintln!("  built with rustc {} for x86_64-unknown-none", crate::RUSTC_VERSION);
+            kprintln!(
+                "  built with rustc {} for x86_64-unknown-none",
+                crate::RUSTC_VERSION
+            );
         }
         Command::Mem => {
             let s = crate::mm::stats();

@@ -30,7 +30,10 @@ impl core::fmt::Display for FrameError {
                 f.write_str("the boot memory map has no usable RAM outside the kernel and modules")
             }
             FrameError::NoRoomForBitmap { needed } => {
-                write!(f, "no free span below 4 GiB can hold the {needed}-byte frame bitmap")
+                write!(
+                    f,
+                    "no free span below 4 GiB can hold the {needed}-byte frame bitmap"
+                )
             }
         }
     }
@@ -91,15 +94,26 @@ pub struct BitmapPlan {
 }
 
 /// Chooses the bitmap's size and location: the first free span below 4 GiB that fits.
-pub fn plan_bitmap(usable: &[Range<u64>], reserved: &[Range<u64>]) -> Result<BitmapPlan, FrameError> {
+pub fn plan_bitmap(
+    usable: &[Range<u64>],
+    reserved: &[Range<u64>],
+) -> Result<BitmapPlan, FrameError> {
     let spans = free_spans::<256>(usable, reserved);
-    let top = spans.iter().map(|s| s.end).max().ok_or(FrameError::NoUsableMemory)?;
+    let top = spans
+        .iter()
+        .map(|s| s.end)
+        .max()
+        .ok_or(FrameError::NoUsableMemory)?;
     let frames = top / FRAME_SIZE;
     let bytes = align_up(frames.div_ceil(64) * 8, FRAME_SIZE);
     spans
         .iter()
         .find(|s| s.end - s.start >= bytes && s.start + bytes <= 1 << 32)
-        .map(|s| BitmapPlan { phys: s.start, bytes, frames })
+        .map(|s| BitmapPlan {
+            phys: s.start,
+            bytes,
+            frames,
+        })
         .ok_or(FrameError::NoRoomForBitmap { needed: bytes })
 }
 
@@ -123,8 +137,13 @@ impl<'a> FrameAllocator<'a> {
     ) -> FrameAllocator<'a> {
         let frames = frames.min(bitmap.len() as u64 * 64);
         bitmap.fill(u64::MAX);
-        let mut alloc =
-            FrameAllocator { bitmap, frames, usable_frames: 0, free_frames: 0, hint: 0 };
+        let mut alloc = FrameAllocator {
+            bitmap,
+            frames,
+            usable_frames: 0,
+            free_frames: 0,
+            hint: 0,
+        };
         for span in free_spans::<256>(usable, reserved) {
             let first = span.start / FRAME_SIZE;
             let last = (span.end / FRAME_SIZE).min(frames);
@@ -169,7 +188,7 @@ impl<'a> FrameAllocator<'a> {
             let mut frame = align_up(start_at, align);
             while frame + count <= self.frames {
                 // Skip fully used words quickly.
-                if frame % 64 == 0 && self.bitmap[(frame / 64) as usize] == u64::MAX {
+                if frame.is_multiple_of(64) && self.bitmap[(frame / 64) as usize] == u64::MAX {
                     frame = align_up(frame + 64, align);
                     continue;
                 }
@@ -220,6 +239,7 @@ impl<'a> FrameAllocator<'a> {
 }
 
 #[cfg(test)]
+#[allow(clippy::single_range_in_vec_init)] // one-region maps are the point of some tests
 mod tests {
     use super::*;
     use std::vec;
@@ -228,7 +248,10 @@ mod tests {
 
     #[test]
     fn spans_exclude_reservations_and_align() {
-        let spans = free_spans::<16>(&[0x1001..0x9_f000, MIB..64 * MIB], &[0..MIB, 2 * MIB..3 * MIB + 1]);
+        let spans = free_spans::<16>(
+            &[0x1001..0x9_f000, MIB..64 * MIB],
+            &[0..MIB, 2 * MIB..3 * MIB + 1],
+        );
         assert_eq!(spans.as_slice(), &[MIB..2 * MIB, 3 * MIB + 4096..64 * MIB]);
     }
 
@@ -242,7 +265,10 @@ mod tests {
 
     #[test]
     fn no_usable_memory_is_an_error() {
-        assert_eq!(plan_bitmap(&[MIB..2 * MIB], &[0..4 * MIB]), Err(FrameError::NoUsableMemory));
+        assert_eq!(
+            plan_bitmap(&[MIB..2 * MIB], &[0..4 * MIB]),
+            Err(FrameError::NoUsableMemory)
+        );
     }
 
     fn allocator(words: &mut [u64]) -> FrameAllocator<'_> {

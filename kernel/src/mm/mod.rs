@@ -65,7 +65,11 @@ mod kernel_mm {
                     f.write_str("out of memory while building the kernel page tables")
                 }
                 MmError::NoHeap { bytes } => {
-                    write!(f, "no contiguous {} KiB of RAM for the kernel heap", bytes / 1024)
+                    write!(
+                        f,
+                        "no contiguous {} KiB of RAM for the kernel heap",
+                        bytes / 1024
+                    )
                 }
             }
         }
@@ -194,14 +198,21 @@ mod kernel_mm {
         phys
     }
 
-    fn map_with(phys: u64, len: u64, flags: x86_64::structures::paging::PageTableFlags, force: bool) {
+    fn map_with(
+        phys: u64,
+        len: u64,
+        flags: x86_64::structures::paging::PageTableFlags,
+        force: bool,
+    ) {
         crate::arch::cpu::without_interrupts(|| {
             let mut space = SPACE.lock();
             let Some(space) = space.as_mut() else {
                 return; // still on the boot identity map, which covers 4 GiB
             };
             let mut frames = FRAMES.lock();
-            let Some(frames) = frames.as_mut() else { return };
+            let Some(frames) = frames.as_mut() else {
+                return;
+            };
             let mut alloc = || frames.alloc();
             let mut page = phys & !(FRAME_SIZE - 1);
             while page < phys + len.max(1) {

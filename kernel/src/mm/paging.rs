@@ -105,7 +105,10 @@ impl AddressSpace {
         let [i4, i3, i2, _] = Self::indices(addr);
         let pdpt = Self::next_level(&mut table(self.pml4)[i4], alloc)?;
         let pd = Self::next_level(&mut pdpt[i3], alloc)?;
-        pd[i2].set_addr(x86_64::PhysAddr::new(addr), flags | F::PRESENT | F::HUGE_PAGE);
+        pd[i2].set_addr(
+            x86_64::PhysAddr::new(addr),
+            flags | F::PRESENT | F::HUGE_PAGE,
+        );
         Ok(())
     }
 
@@ -119,7 +122,7 @@ impl AddressSpace {
     ) -> Result<(), MapError> {
         let mut addr = start & !(FRAME_SIZE - 1);
         while addr < end {
-            if addr % HUGE == 0 && addr + HUGE <= end {
+            if addr.is_multiple_of(HUGE) && addr + HUGE <= end {
                 self.map_2m(addr, flags, alloc)?;
                 addr += HUGE;
             } else {
