@@ -1,1 +1,26 @@
-//! keel-config (being written)
+//! keel-config: Keel's configuration, from the bytes on disk up.
+//!
+//! # Layering
+//!
+//! This crate is pure logic. It never touches a disk or a clock: the kernel hands it a
+//! [`record::BlockDevice`] over the raw configuration partition (virtio-blk, AHCI or NVMe
+//! underneath), and host tests hand it an in-memory device that fails and tears writes on
+//! purpose. It is `no_std` + `alloc` for the kernel target, links `std` only for its tests,
+//! and contains no `unsafe` code.
+//!
+//! # What it owns
+//!
+//! - [`record`]: the persisted configuration record (magic, format version, generation,
+//!   length, CRCs) and the A/B slot selection that makes a save atomic: a write goes to the
+//!   slot holding the older (or no valid) record, boot takes the newest valid one, so a power
+//!   cut during a save leaves the previous configuration intact.
+//!
+//! The configuration schema (network, management auth, VM definitions), its validation and
+//! its JSON encoding sit on top of [`record`]: to the record, the payload is opaque bytes.
+#![cfg_attr(not(test), no_std)]
+#![deny(unsafe_code)]
+#![deny(missing_docs)]
+
+extern crate alloc;
+
+pub mod record;

@@ -1,1 +1,29 @@
-//! keel-vmm (being written)
+//! keel-vmm: Keel's hypervisor, as a library the kernel drives.
+//!
+//! # Layering
+//!
+//! This crate sits between the kernel (`kernel/`, which owns the machine) and the guests. It
+//! never touches hardware on its own: everything it needs from the machine — CPUID, MSRs, and
+//! later physical frames and the VMX/SVM instructions — comes in through small traits that the
+//! kernel implements and that host unit tests replace with table-driven mocks. That keeps
+//! almost all of the hypervisor's logic testable with `cargo test` on the development machine,
+//! which has no hardware virtualization of its own.
+//!
+//! The crate is `no_std` + `alloc` when built for the kernel target, and links `std` only for
+//! its host tests.
+//!
+//! # What it owns
+//!
+//! - [`detect`]: which hardware virtualization extension the host can use (Intel VT-x with EPT
+//!   and unrestricted guest, or AMD-V with nested paging), with the capability data the
+//!   backends will need, and a precise reason when neither is usable.
+//!
+//! The `Vcpu` backend trait with its `vmx` and `svm` implementations, the `VmExit` enum, guest
+//! memory, EPT/NPT page tables, device models and guest loaders (see `ARCHITECTURE.md`) build
+//! on [`detect`]: the backend constructor picks VMX or SVM from [`detect::probe`]'s answer.
+#![cfg_attr(not(test), no_std)]
+#![deny(missing_docs)]
+
+extern crate alloc;
+
+pub mod detect;
