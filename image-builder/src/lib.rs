@@ -1,1 +1,215 @@
-//! keel image builder (being written)
+//! `keel_image`: the host side of Keel — building, running and reading the bootable image.
+//!
+//! Layering, bottom up:
+//!
+//! - [`grub`] runs `grub-mkimage` (Debian's `grub-pc-bin` and `grub-efi-amd64-bin`) and patches
+//!   GRUB's boot sector and core image the way `grub-bios-setup` would, as pure functions.
+//! - [`fat`] formats FAT file systems inside a byte range of the image file and copies files in
+//!   (the `fatfs` crate: no loop devices, no mounts, no root, no mtools).
+//! - [`gpt_image`] lays out the disk (protective MBR + GPT, BIOS boot partition, ESP, raw
+//!   configuration partition, guest store) and writes it: [`gpt_image::assemble_image`].
+//! - [`kernel_build`] compiles `keel-kernel` for `x86_64-unknown-none` with cargo.
+//! - [`build`] (this file) ties kernel compile and image assembly together under
+//!   `<workspace>/target/keel/`.
+//! - [`run`] boots the image in QEMU; [`logs`] decodes the kernel's defmt stream from COM2.
+//!
+//! The `keel` binary (`src/main.rs`) is a thin clap front end over these functions; the
+//! integration tests in `qemu-tests/` call [`build`] directly.
+
+pub mod fat;
+pub mod gpt_image;
+pub mod grub;
+pub mod kernel_build;
+pub mod logs;
+pub mod run;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+pub use gpt_image::{ImageError, ImageSummary, assemble_image};
+pub use kernel_build::{KernelBuildError, Profile};
+pub use logs::{LogsError, decode_defmt};
+
+/// What [`build`] should put into the image.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuildOptions {
+    /// Files to add as Multiboot2 modules. Each lands in the ESP as `/boot/modules/<file name>`
+    /// and is handed to the kernel with its file name as the module's command line.
+    pub modules: Vec<PathBuf>,
+    /// The kernel command line (GRUB passes it in the Multiboot2 command-line tag).
+    pub cmdline: String,
+    /// Suppress progress output on stderr (and cargo's output unless the compile fails).
+    pub quiet: bool,
+}
+
+/// Where [`build`] left its results.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildOutput {
+    /// `<workspace>/target/keel/keel.elf`: the kernel, with its defmt table (for `keel logs`).
+    pub elf: PathBuf,
+    /// `<workspace>/target/keel/keel.img`: the bootable disk image.
+    pub image: PathBuf,
+}
+
+/// Why [`build`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// Compiling the kernel failed.
+    #[error(transparent)]
+    CompileKernel(#[from] KernelBuildError),
+    /// Creating `target/keel/` failed.
+    #[error("cannot create output directory {path}: {source}")]
+    CreateOutputDir {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Copying the kernel ELF to `target/keel/keel.elf` failed.
+    #[error("cannot copy kernel {from} to {to}: {source}")]
+    CopyElf {
+        /// The ELF cargo produced.
+        from: PathBuf,
+        /// The destination.
+        to: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Assembling the disk image failed.
+    #[error(transparent)]
+    AssembleImage(#[from] ImageError),
+}
+
+/// The workspace root: the parent of this crate's directory, fixed at compile time.
+pub fn workspace_root() -> PathBuf {
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir.parent().unwrap_or(manifest_dir).to_path_buf()
+}
+
+/// `<workspace>/target/keel`: where `keel build` leaves `keel.elf` and `keel.img`, and where
+/// `keel run` writes `com2.log`.
+pub fn output_dir() -> PathBuf {
+    workspace_root().join("target").join("keel")
+}
+
+/// Compiles the kernel (release profile) and assembles `target/keel/keel.img`.
+pub fn build(opts: &BuildOptions) -> Result<BuildOutput, BuildError> {
+    build_with_profile(opts, Profile::Release)
+}
+
+/// [`build`] with a choice of cargo profile for the kernel (`keel build --debug`).
+pub fn build_with_profile(
+    opts: &BuildOptions,
+    profile: Profile,
+) -> Result<BuildOutput, BuildError> {
+    let root = workspace_root();
+    let out_dir = output_dir();
+    std::fs::create_dir_all(&out_dir).map_err(|source| BuildError::CreateOutputDir {
+        path: out_dir.clone(),
+        source,
+    })?;
+
+    let started = Instant::now();
+    progress(opts.quiet, &format!("compiling kernel ({profile})…"));
+    let built = kernel_build::compile_kernel(&root, profile, opts.quiet)?;
+    let elf = out_dir.join("keel.elf");
+    copy_atomically(&built, &elf).map_err(|source| BuildError::CopyElf {
+        from: built.clone(),
+        to: elf.clone(),
+        source,
+    })?;
+    progress(
+        opts.quiet,
+        &format!(
+            "kernel compiled in {:.1} s",
+            started.elapsed().as_secs_f64()
+        ),
+    );
+
+    let started = Instant::now();
+    progress(opts.quiet, "assembling image…");
+    let image = out_dir.join("keel.img");
+    let summary = assemble_image(&elf, &opts.modules, &opts.cmdline, &image)?;
+    progress(
+        opts.quiet,
+        &format!(
+            "image assembled in {:.1} s",
+            started.elapsed().as_secs_f64()
+        ),
+    );
+    if !opts.quiet {
+        for line in summary.describe() {
+            eprintln!("  {line}");
+        }
+        eprintln!("  kernel ELF: {}", elf.display());
+    }
+    Ok(BuildOutput { elf, image })
+}
+
+/// Copies `from` to `to` through a temporary file in `to`'s directory, so that concurrent builds
+/// (parallel tests) never leave a half-written `to`.
+fn copy_atomically(from: &Path, to: &Path) -> std::io::Result<()> {
+    let dir = to.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".keel-elf-")
+        .tempfile_in(dir)?;
+    std::io::copy(&mut std::fs::File::open(from)?, tmp.as_file_mut())?;
+    let permissions = std::fs::metadata(from)?.permissions();
+    tmp.as_file().set_permissions(permissions)?;
+    tmp.persist(to).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// Prints one progress line on stderr unless `quiet`.
+fn progress(quiet: bool, message: &str) {
+    if !quiet {
+        eprintln!("keel: {message}");
+    }
+}
+
+/// Finds an executable named `name` on `PATH`.
+pub(crate) fn find_in_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workspace_root_holds_the_workspace_manifest() {
+        let root = workspace_root();
+        assert!(root.join("Cargo.toml").is_file(), "{}", root.display());
+        assert!(root.join("image-builder").is_dir());
+        assert_eq!(output_dir(), root.join("target/keel"));
+    }
+
+    #[test]
+    fn default_options_are_empty() {
+        let opts = BuildOptions::default();
+        assert!(opts.modules.is_empty());
+        assert!(opts.cmdline.is_empty());
+        assert!(!opts.quiet);
+    }
+
+    #[test]
+    fn copy_atomically_replaces_the_destination() {
+        let tmp = tempfile::tempdir().unwrap();
+        let from = tmp.path().join("a");
+        let to = tmp.path().join("b");
+        std::fs::write(&from, b"new").unwrap();
+        std::fs::write(&to, b"old contents").unwrap();
+        copy_atomically(&from, &to).unwrap();
+        assert_eq!(std::fs::read(&to).unwrap(), b"new");
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn find_in_path_finds_sh_and_not_nonsense() {
+        assert!(find_in_path("sh").is_some());
+        assert!(find_in_path("keel-no-such-tool-xyz").is_none());
+    }
+}

@@ -1,1 +1,239 @@
-fn main() {}
+//! `keel`: build the Keel image, boot it in QEMU, decode its diagnostics.
+//!
+//! A thin clap front end over the `keel_image` library; see its docs for what each step does.
+
+use std::ffi::OsString;
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use keel_image::run::{Firmware, Machine, RunOptions};
+use keel_image::{BuildOptions, Profile};
+
+#[derive(Parser)]
+#[command(
+    name = "keel",
+    version,
+    about = "Build, boot and inspect the Keel appliance image"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Compile the kernel and write target/keel/keel.img (GPT, boots on BIOS and UEFI).
+    Build(BuildArgs),
+    /// Build, then boot the image in QEMU with the terminal on COM1.
+    Run(RunArgs),
+    /// Decode a captured COM2 stream (defmt frames) with the kernel ELF.
+    Logs(LogsArgs),
+}
+
+#[derive(Args)]
+struct BuildArgs {
+    /// Add a Multiboot2 module; its file name becomes its name (repeatable).
+    #[arg(long = "module", value_name = "FILE")]
+    modules: Vec<PathBuf>,
+    /// Kernel command line.
+    #[arg(long, default_value = "")]
+    cmdline: String,
+    /// Build the kernel with the dev profile instead of --release.
+    #[arg(long)]
+    debug: bool,
+    /// No progress output.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum MachineArg {
+    Q35,
+    Pc,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    build: BuildArgs,
+    /// Boot with SeaBIOS (the default).
+    #[arg(long, conflicts_with = "uefi")]
+    bios: bool,
+    /// Boot with OVMF (UEFI).
+    #[arg(long)]
+    uefi: bool,
+    /// QEMU machine type.
+    #[arg(long, value_enum, default_value = "q35")]
+    machine: MachineArg,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 1024)]
+    mem: u32,
+    /// Number of CPUs.
+    #[arg(long, default_value_t = 2)]
+    smp: u32,
+    /// Host port on 127.0.0.1 forwarded to the appliance's HTTP port 80.
+    #[arg(long, default_value_t = 8080, conflicts_with = "no_net")]
+    http_port: u16,
+    /// Attach no network card.
+    #[arg(long)]
+    no_net: bool,
+    /// Extra QEMU arguments, after `--`.
+    #[arg(last = true, value_name = "QEMU_ARGS")]
+    qemu_args: Vec<OsString>,
+}
+
+#[derive(Args)]
+struct LogsArgs {
+    /// The captured COM2 stream (`-` for stdin), e.g. target/keel/com2.log.
+    file: PathBuf,
+    /// The kernel ELF holding the defmt table [default: target/keel/keel.elf].
+    #[arg(long)]
+    elf: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Build(args) => build(&args).map(|_| ExitCode::SUCCESS),
+        Cmd::Run(args) => run(args),
+        Cmd::Logs(args) => logs(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("keel: error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn build(args: &BuildArgs) -> Result<keel_image::BuildOutput, String> {
+    let opts = BuildOptions {
+        modules: args.modules.clone(),
+        cmdline: args.cmdline.clone(),
+        quiet: args.quiet,
+    };
+    let profile = if args.debug {
+        Profile::Debug
+    } else {
+        Profile::Release
+    };
+    keel_image::build_with_profile(&opts, profile).map_err(|e| e.to_string())
+}
+
+fn run(args: RunArgs) -> Result<ExitCode, String> {
+    let built = build(&args.build)?;
+    let opts = RunOptions {
+        firmware: if args.uefi {
+            Firmware::Uefi
+        } else {
+            Firmware::Bios
+        },
+        machine: match args.machine {
+            MachineArg::Q35 => Machine::Q35,
+            MachineArg::Pc => Machine::Pc,
+        },
+        mem_mib: args.mem,
+        smp: args.smp,
+        http_port: (!args.no_net).then_some(args.http_port),
+        extra_args: args.qemu_args,
+    };
+    let com2 = keel_image::output_dir().join("com2.log");
+    let status =
+        keel_image::run::run_qemu(&opts, &built.image, &com2).map_err(|e| e.to_string())?;
+    Ok(match status.code() {
+        Some(0) => ExitCode::SUCCESS,
+        Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        None => ExitCode::FAILURE,
+    })
+}
+
+fn logs(args: &LogsArgs) -> Result<ExitCode, String> {
+    let elf = args
+        .elf
+        .clone()
+        .unwrap_or_else(|| keel_image::output_dir().join("keel.elf"));
+    let stream = if args.file.as_os_str() == "-" {
+        let mut buf = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .map_err(|e| format!("cannot read stdin: {e}"))?;
+        buf
+    } else {
+        std::fs::read(&args.file)
+            .map_err(|e| format!("cannot read {}: {e}", args.file.display()))?
+    };
+    let text = keel_image::decode_defmt(&elf, &stream).map_err(|e| e.to_string())?;
+    print!("{text}");
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_takes_trailing_qemu_args() {
+        let cli = Cli::try_parse_from([
+            "keel",
+            "run",
+            "--uefi",
+            "--machine",
+            "pc",
+            "--mem",
+            "512",
+            "--module",
+            "a.bin",
+            "--",
+            "-d",
+            "int",
+        ])
+        .unwrap();
+        let Cmd::Run(args) = cli.command else {
+            panic!("not run")
+        };
+        assert!(args.uefi && !args.bios);
+        assert!(matches!(args.machine, MachineArg::Pc));
+        assert_eq!(args.mem, 512);
+        assert_eq!(args.build.modules, vec![PathBuf::from("a.bin")]);
+        assert_eq!(
+            args.qemu_args,
+            vec![OsString::from("-d"), OsString::from("int")]
+        );
+    }
+
+    #[test]
+    fn bios_and_uefi_conflict() {
+        assert!(Cli::try_parse_from(["keel", "run", "--bios", "--uefi"]).is_err());
+    }
+
+    #[test]
+    fn build_flags() {
+        let cli = Cli::try_parse_from([
+            "keel",
+            "build",
+            "--module",
+            "x",
+            "--module",
+            "y",
+            "--cmdline",
+            "a b",
+            "--debug",
+        ])
+        .unwrap();
+        let Cmd::Build(args) = cli.command else {
+            panic!("not build")
+        };
+        assert_eq!(args.modules.len(), 2);
+        assert_eq!(args.cmdline, "a b");
+        assert!(args.debug);
+    }
+}

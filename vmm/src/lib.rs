@@ -27,3 +27,5 @@
 extern crate alloc;
 
 pub mod detect;
+pub mod host;
+pub mod vcpu;

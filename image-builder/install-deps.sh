@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Installs what `keel build`, `keel run` and the QEMU/Bochs tests need on a Debian 12 host.
+# Idempotent: installs only what is missing, so it is cheap to run before every CI run.
+#
+#   qemu-system-x86     keel run, the AMD-V (SVM under TCG) tests
+#   ovmf                UEFI firmware for QEMU (keel run --uefi)
+#   bochs bochsbios vgabios
+#                       the VT-x tests (Bochs emulates VMX with EPT)
+#   grub-pc-bin         GRUB for BIOS: grub-mkimage -O i386-pc, boot.img
+#   grub-efi-amd64-bin  GRUB for UEFI: grub-mkimage -O x86_64-efi
+#   xorriso mtools      ISO images (grub-mkrescue) and inspecting FAT images by hand
+set -euo pipefail
+
+PACKAGES="qemu-system-x86 ovmf bochs bochsbios vgabios grub-pc-bin grub-efi-amd64-bin xorriso mtools"
+
+die() {
+    echo "install-deps: error: $*" >&2
+    exit 1
+}
+
+if ! command -v dpkg >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1; then
+    die "dpkg/apt-get not found: this script supports Debian and derivatives; install the \
+equivalents of: $PACKAGES"
+fi
+
+missing=()
+for pkg in $PACKAGES; do
+    # `dpkg -s` also succeeds for removed packages whose configuration remains: check the state.
+    if ! dpkg -s "$pkg" 2>/dev/null | grep -q '^Status: install ok installed$'; then
+        missing+=("$pkg")
+    fi
+done
+
+if [ "${#missing[@]}" -eq 0 ]; then
+    echo "install-deps: all packages present ($PACKAGES)"
+else
+    if [ "$(id -u)" -eq 0 ]; then
+        sudo=()
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo=(sudo)
+    else
+        die "not root and sudo not found: as root, run apt-get install ${missing[*]}"
+    fi
+    echo "install-deps: installing ${missing[*]}"
+    if ! "${sudo[@]}" apt-get update; then
+        die "apt-get update failed: check the network and /etc/apt/sources.list, then rerun"
+    fi
+    if ! "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y --no-install-recommends "${missing[@]}"; then
+        die "apt-get install ${missing[*]} failed (see apt's message above)"
+    fi
+    echo "install-deps: installed ${missing[*]}"
+fi
+
+# The Rust toolchain and the kernel's target come from rust-toolchain.toml; make rustup fetch
+# them now rather than in the middle of the first build.
+workspace="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+if command -v rustup >/dev/null 2>&1; then
+    cd "$workspace"
+    # rustup >= 1.28 installs the toolchain file's toolchain with a bare `toolchain install`;
+    # older ones install it on first use.
+    rustup toolchain install >/dev/null 2>&1 || rustup show active-toolchain >/dev/null \
+        || die "rustup could not install the toolchain named in rust-toolchain.toml"
+    if ! rustup target list --installed | grep -qx 'x86_64-unknown-none'; then
+        rustup target add x86_64-unknown-none || die "rustup target add x86_64-unknown-none failed"
+    fi
+    echo "install-deps: Rust toolchain $(rustup show active-toolchain | cut -d' ' -f1) with x86_64-unknown-none"
+else
+    echo "install-deps: warning: rustup not found; the build needs the toolchain in" \
+        "rust-toolchain.toml with target x86_64-unknown-none" >&2
+fi

@@ -1,0 +1,571 @@
+//! The disk layout of `keel.img` and the code that writes it.
+//!
+//! | # | name          | type                         | LBAs (512 B)           | contents                         |
+//! |---|---------------|------------------------------|------------------------|----------------------------------|
+//! | 1 | `bios-boot`   | BIOS boot (EF02)             | 2048..=4095 (1 MiB)    | GRUB i386-pc `core.img`          |
+//! | 2 | `esp`         | EFI system (EF00)            | 4096.. (≥ 32 MiB)      | FAT16 `KEELESP`: GRUB, cfg, kernel, modules |
+//! | 3 | `keel-config` | [`KEEL_CONFIG_TYPE_GUID`]    | next 1 MiB             | raw, zeroed: persisted config slots |
+//! | 4 | `keel-store`  | Microsoft basic data         | next 16 MiB            | FAT16 `KEELSTORE`, empty: guest store |
+//!
+//! LBA 0 is a protective MBR whose boot code is GRUB's `boot.img`, pointed at LBA 2048. Every
+//! partition starts on a 1 MiB boundary; 1 MiB at the end holds the backup GPT. The ESP grows
+//! beyond 32 MiB when the kernel and modules need it.
+//!
+//! [`assemble_image`] gathers the inputs and runs GRUB; [`write_image`] is the pure-layout part
+//! (GRUB blobs in, file out), which the unit tests drive with fake GRUB images.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use gpt::partition_types::{self, OperatingSystem, Type};
+use uuid::Uuid;
+
+use crate::fat::{self, Contents, FatError, FatFile};
+use crate::grub::{self, GrubError, GrubImages};
+
+/// Sector size of the image.
+pub const SECTOR: u64 = 512;
+/// Partition alignment: 1 MiB.
+pub const ALIGN_SECTORS: u64 = 2048;
+/// First LBA of the BIOS boot partition, where core.img starts.
+pub const BIOS_BOOT_START: u64 = 2048;
+/// Size of the BIOS boot partition (1 MiB), the upper bound for core.img.
+pub const BIOS_BOOT_SECTORS: u64 = 2048;
+/// First LBA of the ESP.
+pub const ESP_START: u64 = BIOS_BOOT_START + BIOS_BOOT_SECTORS;
+/// Smallest ESP: 32 MiB.
+pub const ESP_MIN_SECTORS: u64 = 32 * 2048;
+/// Size of the configuration partition: 1 MiB.
+pub const CONFIG_SECTORS: u64 = 2048;
+/// Size of the guest-store partition: 16 MiB.
+pub const STORE_SECTORS: u64 = 16 * 2048;
+/// Room left at the end of the disk for the backup GPT (33 sectors), kept at 1 MiB so the disk
+/// size stays a whole number of MiB.
+pub const TAIL_SECTORS: u64 = 2048;
+
+/// GPT partition name of the BIOS boot partition.
+pub const BIOS_BOOT_NAME: &str = "bios-boot";
+/// GPT partition name of the ESP.
+pub const ESP_NAME: &str = "esp";
+/// GPT partition name of the configuration partition; the kernel finds it by this name or by
+/// [`KEEL_CONFIG_TYPE_GUID`].
+pub const CONFIG_NAME: &str = "keel-config";
+/// GPT partition name of the guest store.
+pub const STORE_NAME: &str = "keel-store";
+/// FAT label of the guest store.
+pub const STORE_LABEL: &str = "KEELSTORE";
+
+/// Partition type GUID of the raw Keel configuration partition
+/// (`20442bb3-5151-4ecd-846b-efa36bb2491f`, generated at random for Keel). No other OS knows it,
+/// so none will offer to format or mount the partition.
+pub const KEEL_CONFIG_TYPE_GUID: Uuid = Uuid::from_u128(0x20442bb3_5151_4ecd_846b_efa36bb2491f);
+
+/// Path of the kernel on the ESP (and in `grub.cfg`).
+pub const KERNEL_PATH: &str = "/boot/keel.elf";
+/// Directory of the Multiboot2 modules on the ESP.
+pub const MODULES_DIR: &str = "/boot/modules";
+/// Path of the UEFI loader on the ESP (the removable-media default path).
+pub const EFI_LOADER_PATH: &str = "/EFI/BOOT/BOOTX64.EFI";
+/// Path of the GRUB configuration on the ESP.
+pub const GRUB_CFG_PATH: &str = "/boot/grub/grub.cfg";
+
+/// Why assembling or writing the image failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// The kernel ELF cannot be read.
+    #[error("cannot read kernel {path}: {source}")]
+    ReadKernel {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The kernel file is not an ELF.
+    #[error("{path} is not an ELF file")]
+    NotElf {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A module file cannot be read.
+    #[error("cannot read module {path}: {source}")]
+    ReadModule {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A module's file name cannot serve as a module name.
+    #[error(
+        "module {path}: file name {reason}; rename the file (its name becomes \
+         /boot/modules/<name> and the module's name for the kernel, so it may hold only \
+         letters, digits and . _ + -)"
+    )]
+    BadModuleName {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with its name.
+        reason: &'static str,
+    },
+    /// Two modules have the same file name.
+    #[error("two modules are named {name}: module names are their file names and must be unique")]
+    DuplicateModule {
+        /// The name.
+        name: String,
+    },
+    /// The kernel command line holds control characters.
+    #[error("kernel command line must be one line of printable text")]
+    BadCmdline,
+    /// GRUB could not be prepared.
+    #[error(transparent)]
+    Grub(#[from] GrubError),
+    /// core.img does not fit into the BIOS boot partition.
+    #[error("GRUB core.img is {bytes} bytes, more than the {max}-byte BIOS boot partition")]
+    CoreTooLarge {
+        /// Its size.
+        bytes: usize,
+        /// The partition size.
+        max: u64,
+    },
+    /// An I/O step on the image file failed.
+    #[error("cannot {what} {path}: {source}")]
+    Io {
+        /// The step.
+        what: &'static str,
+        /// The image file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The gpt crate refused the partition table.
+    #[error("cannot write the partition table: {0}")]
+    PartitionTable(#[from] gpt::GptError),
+    /// The gpt crate refused the protective MBR.
+    #[error("cannot write the protective MBR: {0}")]
+    Mbr(#[from] gpt::mbr::MBRError),
+    /// A FAT file system step failed.
+    #[error(transparent)]
+    Fat(#[from] FatError),
+}
+
+/// One partition of the layout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionSpec {
+    /// GPT partition number (1-based).
+    pub number: u32,
+    /// GPT partition name.
+    pub name: &'static str,
+    /// GPT partition type GUID.
+    pub type_guid: Uuid,
+    /// First LBA.
+    pub first_lba: u64,
+    /// Length in sectors.
+    pub sectors: u64,
+}
+
+impl PartitionSpec {
+    /// Last LBA (inclusive, as GPT stores it).
+    pub fn last_lba(&self) -> u64 {
+        self.first_lba + self.sectors - 1
+    }
+}
+
+/// The disk layout; only the ESP size varies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    /// ESP size in sectors (a multiple of [`ALIGN_SECTORS`], at least [`ESP_MIN_SECTORS`]).
+    pub esp_sectors: u64,
+}
+
+impl Layout {
+    /// The layout whose ESP holds `payload_bytes` of files with room to spare: 32 MiB, or the
+    /// payload plus an eighth plus 4 MiB, rounded up to whole MiB.
+    pub fn for_esp_payload(payload_bytes: u64) -> Layout {
+        let wanted = (payload_bytes + payload_bytes / 8 + (4 << 20)).div_ceil(SECTOR);
+        let esp_sectors = wanted.div_ceil(ALIGN_SECTORS) * ALIGN_SECTORS;
+        Layout {
+            esp_sectors: esp_sectors.max(ESP_MIN_SECTORS),
+        }
+    }
+
+    /// The BIOS boot partition.
+    pub fn bios_boot(&self) -> PartitionSpec {
+        PartitionSpec {
+            number: 1,
+            name: BIOS_BOOT_NAME,
+            type_guid: partition_types::BIOS.guid,
+            first_lba: BIOS_BOOT_START,
+            sectors: BIOS_BOOT_SECTORS,
+        }
+    }
+
+    /// The EFI system partition.
+    pub fn esp(&self) -> PartitionSpec {
+        PartitionSpec {
+            number: 2,
+            name: ESP_NAME,
+            type_guid: partition_types::EFI.guid,
+            first_lba: ESP_START,
+            sectors: self.esp_sectors,
+        }
+    }
+
+    /// The raw configuration partition.
+    pub fn config(&self) -> PartitionSpec {
+        PartitionSpec {
+            number: 3,
+            name: CONFIG_NAME,
+            type_guid: KEEL_CONFIG_TYPE_GUID,
+            first_lba: ESP_START + self.esp_sectors,
+            sectors: CONFIG_SECTORS,
+        }
+    }
+
+    /// The guest store.
+    pub fn store(&self) -> PartitionSpec {
+        PartitionSpec {
+            number: 4,
+            name: STORE_NAME,
+            type_guid: partition_types::BASIC.guid,
+            first_lba: self.config().first_lba + CONFIG_SECTORS,
+            sectors: STORE_SECTORS,
+        }
+    }
+
+    /// All four partitions in order.
+    pub fn partitions(&self) -> [PartitionSpec; 4] {
+        [self.bios_boot(), self.esp(), self.config(), self.store()]
+    }
+
+    /// Size of the whole disk in sectors.
+    pub fn total_sectors(&self) -> u64 {
+        let store = self.store();
+        store.first_lba + store.sectors + TAIL_SECTORS
+    }
+}
+
+/// What went into an image, for the size report at the end of `keel build`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageSummary {
+    /// The image file.
+    pub path: PathBuf,
+    /// The layout used.
+    pub layout: Layout,
+    /// Size of GRUB's core.img (BIOS), padded to sectors.
+    pub core_img_bytes: u64,
+    /// Size of `BOOTX64.EFI`.
+    pub efi_img_bytes: u64,
+    /// Size of the kernel ELF.
+    pub kernel_bytes: u64,
+    /// Module names and sizes.
+    pub modules: Vec<(String, u64)>,
+}
+
+impl ImageSummary {
+    /// Human-readable lines: image, partitions, payload sizes.
+    pub fn describe(&self) -> Vec<String> {
+        let mut lines = vec![format!(
+            "{}: {}",
+            self.path.display(),
+            human(self.layout.total_sectors() * SECTOR)
+        )];
+        for p in self.layout.partitions() {
+            lines.push(format!(
+                "  partition {} {:<11} LBA {:>6}..={:<6} {}",
+                p.number,
+                p.name,
+                p.first_lba,
+                p.last_lba(),
+                human(p.sectors * SECTOR)
+            ));
+        }
+        lines.push(format!(
+            "GRUB core.img {}, BOOTX64.EFI {}; kernel {}",
+            human(self.core_img_bytes),
+            human(self.efi_img_bytes),
+            human(self.kernel_bytes)
+        ));
+        for (name, bytes) in &self.modules {
+            lines.push(format!("module {name}: {}", human(*bytes)));
+        }
+        lines
+    }
+}
+
+/// `1.5 MiB`-style sizes.
+pub fn human(bytes: u64) -> String {
+    const KIB: f64 = 1024.0;
+    let b = bytes as f64;
+    if b >= KIB * KIB {
+        format!("{:.1} MiB", b / (KIB * KIB))
+    } else if b >= KIB {
+        format!("{:.1} KiB", b / KIB)
+    } else {
+        format!("{bytes} B")
+    }
+}
+
+/// The module name for `path`: its file name, which must be plain (letters, digits, `._+-`, not
+/// starting with a dot) because it is both a FAT file name and the module's command line.
+pub fn module_name(path: &Path) -> Result<String, ImageError> {
+    let bad = |reason| ImageError::BadModuleName {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| bad("is missing"))?
+        .to_str()
+        .ok_or_else(|| bad("is not UTF-8"))?;
+    if name.starts_with('.') {
+        return Err(bad("starts with a dot"));
+    }
+    if name.len() > 200 {
+        return Err(bad("is longer than 200 bytes"));
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "._+-".contains(c))
+    {
+        return Err(bad("holds a character GRUB or FAT would misread"));
+    }
+    Ok(name.to_string())
+}
+
+/// Builds the whole image at `out` from the kernel ELF, module files and command line: runs
+/// GRUB (`grub-mkimage`), lays out the GPT and fills the ESP. The file appears atomically
+/// (written next to `out`, then renamed).
+pub fn assemble_image(
+    elf: &Path,
+    modules: &[PathBuf],
+    cmdline: &str,
+    out: &Path,
+) -> Result<ImageSummary, ImageError> {
+    check_elf(elf)?;
+    if cmdline.chars().any(char::is_control) {
+        return Err(ImageError::BadCmdline);
+    }
+    let mut names = Vec::new();
+    for path in modules {
+        let name = module_name(path)?;
+        if names.contains(&name) {
+            return Err(ImageError::DuplicateModule { name });
+        }
+        std::fs::File::open(path).map_err(|source| ImageError::ReadModule {
+            path: path.clone(),
+            source,
+        })?;
+        names.push(name);
+    }
+    let grub_images = grub::make_images()?;
+    let mut files = vec![
+        FatFile {
+            path: EFI_LOADER_PATH.into(),
+            contents: Contents::Bytes(grub_images.efi_img.clone()),
+        },
+        FatFile {
+            path: GRUB_CFG_PATH.into(),
+            contents: Contents::Bytes(grub::grub_cfg(KERNEL_PATH, cmdline, &names).into_bytes()),
+        },
+        FatFile {
+            path: KERNEL_PATH.into(),
+            contents: Contents::File(elf.to_path_buf()),
+        },
+    ];
+    for (path, name) in modules.iter().zip(&names) {
+        files.push(FatFile {
+            path: format!("{MODULES_DIR}/{name}"),
+            contents: Contents::File(path.clone()),
+        });
+    }
+    write_image(&grub_images, &files, out)
+}
+
+/// Checks that `elf` is readable and starts with the ELF magic.
+fn check_elf(elf: &Path) -> Result<(), ImageError> {
+    let mut magic = [0u8; 4];
+    File::open(elf)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .map_err(|source| ImageError::ReadKernel {
+            path: elf.to_path_buf(),
+            source,
+        })?;
+    if &magic != b"\x7fELF" {
+        return Err(ImageError::NotElf {
+            path: elf.to_path_buf(),
+        });
+    }
+    Ok(())
+}
+
+/// Size of a file to be written, for layout and the summary.
+fn contents_len(contents: &Contents) -> Result<u64, ImageError> {
+    match contents {
+        Contents::Bytes(bytes) => Ok(bytes.len() as u64),
+        Contents::File(path) => {
+            std::fs::metadata(path)
+                .map(|m| m.len())
+                .map_err(|source| ImageError::ReadModule {
+                    path: path.clone(),
+                    source,
+                })
+        }
+    }
+}
+
+/// Writes the image from ready GRUB blobs and the ESP's files: protective MBR with GRUB's boot
+/// code, GPT, core.img in the BIOS boot partition, the ESP and an empty guest store.
+pub fn write_image(
+    grub_images: &GrubImages,
+    esp_files: &[FatFile],
+    out: &Path,
+) -> Result<ImageSummary, ImageError> {
+    let mut payload = 0;
+    let mut kernel_bytes = 0;
+    let mut modules = Vec::new();
+    for file in esp_files {
+        let len = contents_len(&file.contents)?;
+        payload += len;
+        if file.path == KERNEL_PATH {
+            kernel_bytes = len;
+        } else if let Some(name) = file.path.strip_prefix(&format!("{MODULES_DIR}/")) {
+            modules.push((name.to_string(), len));
+        }
+    }
+    let layout = Layout::for_esp_payload(payload);
+    let core = grub::patch_core_img(&grub_images.core_img, BIOS_BOOT_START)?;
+    let max = BIOS_BOOT_SECTORS * SECTOR;
+    if core.len() as u64 > max {
+        return Err(ImageError::CoreTooLarge {
+            bytes: core.len(),
+            max,
+        });
+    }
+    let boot_code = grub::mbr_boot_code(&grub_images.boot_img, BIOS_BOOT_START)?;
+
+    // A uniquely named file next to `out`, renamed over it at the end: concurrent builds (test
+    // threads, several `keel build`s) never write into the same file, and a QEMU that has the
+    // old image open keeps reading the old one.
+    let dir = match out.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix(".keel-img-")
+        .suffix(".partial")
+        .tempfile_in(dir)
+        .map_err(|source| ImageError::Io {
+            what: "create a temporary image in",
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    write_disk(tmp.path(), &layout, boot_code, &core, esp_files)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // tempfile creates 0600; an image is an ordinary build output.
+        let _ = tmp
+            .as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644));
+    }
+    tmp.persist(out).map_err(|e| ImageError::Io {
+        what: "rename image to",
+        path: out.to_path_buf(),
+        source: e.error,
+    })?;
+    Ok(ImageSummary {
+        path: out.to_path_buf(),
+        layout,
+        core_img_bytes: core.len() as u64,
+        efi_img_bytes: grub_images.efi_img.len() as u64,
+        kernel_bytes,
+        modules,
+    })
+}
+
+/// Writes every sector of the image into the file at `tmp`.
+fn write_disk(
+    tmp: &Path,
+    layout: &Layout,
+    boot_code: [u8; grub::MBR_BOOT_CODE_LEN],
+    core: &[u8],
+    esp_files: &[FatFile],
+) -> Result<(), ImageError> {
+    let io = |what, source| ImageError::Io {
+        what,
+        path: tmp.to_path_buf(),
+        source,
+    };
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .truncate(true)
+        .open(tmp)
+        .map_err(|e| io("create", e))?;
+    file.set_len(layout.total_sectors() * SECTOR)
+        .map_err(|e| io("size", e))?;
+
+    let disk_guid = Uuid::new_v4();
+    let mut mbr = gpt::mbr::ProtectiveMBR::with_lb_size(
+        u32::try_from(layout.total_sectors() - 1).unwrap_or(u32::MAX),
+    );
+    mbr.set_bootcode(boot_code);
+    let sig = disk_guid.as_bytes();
+    mbr.set_disk_signature([sig[0], sig[1], sig[2], sig[3]]);
+    mbr.overwrite_lba0(&mut file)?;
+
+    let mut disk = gpt::GptConfig::new()
+        .writable(true)
+        .logical_block_size(gpt::disk::LogicalBlockSize::Lb512)
+        .create_from_device(file, Some(disk_guid))?;
+    let mut table = BTreeMap::new();
+    for spec in layout.partitions() {
+        table.insert(
+            spec.number,
+            gpt::partition::Partition {
+                part_type_guid: Type {
+                    guid: spec.type_guid,
+                    os: OperatingSystem::None,
+                },
+                part_guid: Uuid::new_v4(),
+                first_lba: spec.first_lba,
+                last_lba: spec.last_lba(),
+                flags: 0,
+                name: spec.name.to_string(),
+            },
+        );
+    }
+    disk.update_partitions(table)?;
+    let mut file = disk.write()?;
+
+    file.seek(SeekFrom::Start(BIOS_BOOT_START * SECTOR))
+        .and_then(|_| file.write_all(core))
+        .map_err(|e| io("write core.img into", e))?;
+
+    let esp = layout.esp();
+    let esp_id = u32::from_le_bytes([sig[4], sig[5], sig[6], sig[7]]);
+    fat::format(
+        &mut file,
+        esp.first_lba,
+        esp.sectors,
+        grub::ESP_LABEL,
+        esp_id,
+    )?;
+    fat::write_files(&mut file, esp.first_lba, esp.sectors, esp_files)?;
+    let store = layout.store();
+    let store_id = u32::from_le_bytes([sig[8], sig[9], sig[10], sig[11]]);
+    fat::format(
+        &mut file,
+        store.first_lba,
+        store.sectors,
+        STORE_LABEL,
+        store_id,
+    )?;
+
+    file.sync_all().map_err(|e| io("flush", e))
+}
+
+#[cfg(test)]
+#[path = "gpt_image_tests.rs"]
+mod tests;

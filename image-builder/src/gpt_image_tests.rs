@@ -1,0 +1,378 @@
+//! Host tests for `gpt_image`: build images in a temp dir (fake GRUB blobs, and real GRUB where
+//! installed) and read them back with the `gpt` and `fatfs` crates.
+
+use super::*;
+use crate::grub::{fake_boot_img, fake_core_img, grub_available};
+
+/// A file that passes the ELF magic check.
+fn fake_elf(dir: &Path) -> PathBuf {
+    let path = dir.join("keel-kernel");
+    let mut bytes = b"\x7fELF\x02\x01\x01".to_vec();
+    bytes.extend((0..300_000u32).map(|i| (i % 241) as u8));
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn fake_grub() -> GrubImages {
+    GrubImages {
+        boot_img: fake_boot_img(),
+        core_img: fake_core_img(150_000),
+        efi_img: b"MZ fake efi".to_vec(),
+    }
+}
+
+fn open_gpt(path: &Path) -> gpt::GptDisk<File> {
+    gpt::GptConfig::new()
+        .writable(false)
+        .only_valid_headers(true)
+        .logical_block_size(gpt::disk::LogicalBlockSize::Lb512)
+        .open(path)
+        .unwrap()
+}
+
+/// Checks the GPT against `layout`: names, types, ranges, in table order.
+fn check_gpt(path: &Path, layout: &Layout) {
+    let disk = open_gpt(path);
+    let parts = disk.partitions();
+    assert_eq!(parts.len(), 4);
+    for spec in layout.partitions() {
+        let p = &parts[&spec.number];
+        assert_eq!(p.name, spec.name);
+        assert_eq!(p.part_type_guid.guid, spec.type_guid, "{}", spec.name);
+        assert_eq!(p.first_lba, spec.first_lba, "{}", spec.name);
+        assert_eq!(p.last_lba, spec.last_lba(), "{}", spec.name);
+    }
+    assert_eq!(
+        parts[&1].part_type_guid.guid.to_string().to_uppercase(),
+        "21686148-6449-6E6F-744E-656564454649"
+    );
+    assert_eq!(
+        parts[&2].part_type_guid.guid.to_string().to_uppercase(),
+        "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
+    );
+    assert_eq!(
+        parts[&3].part_type_guid.guid.to_string(),
+        "20442bb3-5151-4ecd-846b-efa36bb2491f"
+    );
+    let header = disk.header();
+    assert!(header.first_usable <= BIOS_BOOT_START);
+    assert!(header.last_usable >= layout.store().last_lba());
+    assert_eq!(header.backup_lba, layout.total_sectors() - 1);
+}
+
+fn read_sector(path: &Path, lba: u64) -> Vec<u8> {
+    let mut f = File::open(path).unwrap();
+    f.seek(SeekFrom::Start(lba * SECTOR)).unwrap();
+    let mut buf = vec![0; SECTOR as usize];
+    f.read_exact(&mut buf).unwrap();
+    buf
+}
+
+fn esp_file(path: &Path, layout: &Layout, name: &str) -> Vec<u8> {
+    let mut f = File::open(path).unwrap();
+    let esp = layout.esp();
+    // fatfs wants a writable stream; work on a copy of the ESP in memory.
+    let mut bytes = vec![0; (esp.sectors * SECTOR) as usize];
+    f.seek(SeekFrom::Start(esp.first_lba * SECTOR)).unwrap();
+    f.read_exact(&mut bytes).unwrap();
+    fat::read_file(&mut std::io::Cursor::new(bytes), 0, esp.sectors, name).unwrap()
+}
+
+fn volume_label(path: &Path, spec: &PartitionSpec) -> (Option<String>, usize) {
+    let mut f = File::open(path).unwrap();
+    let mut bytes = vec![0; (spec.sectors * SECTOR) as usize];
+    f.seek(SeekFrom::Start(spec.first_lba * SECTOR)).unwrap();
+    f.read_exact(&mut bytes).unwrap();
+    let fs = fatfs::FileSystem::new(std::io::Cursor::new(bytes), fatfs::FsOptions::new()).unwrap();
+    let label = fs.read_volume_label_from_root_dir().unwrap();
+    let entries = fs.root_dir().iter().count();
+    (label, entries)
+}
+
+#[test]
+fn layout_is_aligned_contiguous_and_52_mib_by_default() {
+    let layout = Layout::for_esp_payload(2 << 20);
+    assert_eq!(layout.esp_sectors, ESP_MIN_SECTORS);
+    let parts = layout.partitions();
+    for pair in parts.windows(2) {
+        assert_eq!(pair[0].last_lba() + 1, pair[1].first_lba);
+    }
+    for p in &parts {
+        assert_eq!(p.first_lba % ALIGN_SECTORS, 0, "{}", p.name);
+        assert_eq!(p.sectors % ALIGN_SECTORS, 0, "{}", p.name);
+    }
+    assert_eq!(parts[0].first_lba, 2048);
+    assert_eq!(parts[0].last_lba(), 4095);
+    assert_eq!(parts[2].sectors * SECTOR, 1 << 20);
+    assert_eq!(parts[3].sectors * SECTOR, 16 << 20);
+    assert_eq!(layout.total_sectors() * SECTOR, 52 << 20);
+}
+
+#[test]
+fn esp_grows_with_the_payload() {
+    let layout = Layout::for_esp_payload(100 << 20);
+    assert!(layout.esp_sectors * SECTOR >= (100 << 20) + (12 << 20));
+    assert_eq!(layout.esp_sectors % ALIGN_SECTORS, 0);
+    assert_eq!(layout.store().first_lba % ALIGN_SECTORS, 0);
+}
+
+#[test]
+fn written_image_reads_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let elf = fake_elf(tmp.path());
+    let module = tmp.path().join("guest.bin");
+    std::fs::write(&module, b"guest payload").unwrap();
+    let files = vec![
+        FatFile {
+            path: EFI_LOADER_PATH.into(),
+            contents: Contents::Bytes(b"MZ fake efi".to_vec()),
+        },
+        FatFile {
+            path: GRUB_CFG_PATH.into(),
+            contents: Contents::Bytes(b"set timeout=0\n".to_vec()),
+        },
+        FatFile {
+            path: KERNEL_PATH.into(),
+            contents: Contents::File(elf.clone()),
+        },
+        FatFile {
+            path: format!("{MODULES_DIR}/guest.bin"),
+            contents: Contents::File(module),
+        },
+    ];
+    let out = tmp.path().join("keel.img");
+    let grub_images = fake_grub();
+    let summary = write_image(&grub_images, &files, &out).unwrap();
+    let layout = summary.layout;
+    assert_eq!(
+        std::fs::metadata(&out).unwrap().len(),
+        layout.total_sectors() * SECTOR
+    );
+    let names: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(!names.iter().any(|n| n.ends_with(".partial")), "{names:?}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&out).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o644);
+    }
+    assert_eq!(summary.kernel_bytes, std::fs::metadata(&elf).unwrap().len());
+    assert_eq!(summary.modules, vec![("guest.bin".to_string(), 13)]);
+    assert_eq!(summary.core_img_bytes, 150_016);
+    assert!(summary.describe().iter().any(|l| l.contains("keel-config")));
+
+    check_gpt(&out, &layout);
+
+    // Protective MBR: GRUB boot code pointing at LBA 2048, 0xEE partition, signature.
+    let mbr = read_sector(&out, 0);
+    let code = grub::mbr_boot_code(&grub_images.boot_img, 2048).unwrap();
+    assert_eq!(&mbr[..440], &code[..]);
+    assert_eq!(
+        u64::from_le_bytes(mbr[0x5C..0x64].try_into().unwrap()),
+        2048
+    );
+    assert_eq!(mbr[446 + 4], 0xEE);
+    assert_eq!(&mbr[510..], &[0x55, 0xAA]);
+
+    // core.img at LBA 2048 with its block list describing LBA 2049.. (293 more sectors).
+    let core0 = read_sector(&out, BIOS_BOOT_START);
+    assert_eq!(
+        u64::from_le_bytes(core0[0x1F4..0x1FC].try_into().unwrap()),
+        2049
+    );
+    assert_eq!(u16::from_le_bytes([core0[0x1FC], core0[0x1FD]]), 292);
+    assert_eq!(u16::from_le_bytes([core0[0x1FE], core0[0x1FF]]), 0x820);
+    assert_eq!(&core0[..0x1F4], &grub_images.core_img[..0x1F4]);
+    let core1 = read_sector(&out, BIOS_BOOT_START + 1);
+    assert_eq!(&core1[..], &grub_images.core_img[512..1024]);
+
+    // ESP contents.
+    assert_eq!(esp_file(&out, &layout, EFI_LOADER_PATH), b"MZ fake efi");
+    assert_eq!(esp_file(&out, &layout, GRUB_CFG_PATH), b"set timeout=0\n");
+    assert_eq!(
+        esp_file(&out, &layout, KERNEL_PATH),
+        std::fs::read(&elf).unwrap()
+    );
+    assert_eq!(
+        esp_file(&out, &layout, "/boot/modules/guest.bin"),
+        b"guest payload"
+    );
+    let (label, _) = volume_label(&out, &layout.esp());
+    assert_eq!(label.as_deref(), Some("KEELESP"));
+    // FAT boot sector knows where the partition starts.
+    let esp_boot = read_sector(&out, ESP_START);
+    assert_eq!(
+        u32::from_le_bytes(esp_boot[0x1C..0x20].try_into().unwrap()),
+        4096
+    );
+
+    // Guest store: labelled, empty but for the volume label entry.
+    let (label, entries) = volume_label(&out, &layout.store());
+    assert_eq!(label.as_deref(), Some("KEELSTORE"));
+    assert_eq!(entries, 0);
+
+    // Config partition: raw zeros.
+    let config = layout.config();
+    for lba in [config.first_lba, config.last_lba()] {
+        assert!(read_sector(&out, lba).iter().all(|&b| b == 0));
+    }
+}
+
+#[test]
+fn rebuilding_over_an_existing_image_replaces_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("keel.img");
+    std::fs::write(&out, vec![0xFF; 100 << 20]).unwrap();
+    let files = [FatFile {
+        path: KERNEL_PATH.into(),
+        contents: Contents::Bytes(b"\x7fELF".to_vec()),
+    }];
+    let summary = write_image(&fake_grub(), &files, &out).unwrap();
+    assert_eq!(
+        std::fs::metadata(&out).unwrap().len(),
+        summary.layout.total_sectors() * SECTOR
+    );
+    let config = summary.layout.config();
+    assert!(read_sector(&out, config.first_lba).iter().all(|&b| b == 0));
+}
+
+#[test]
+fn oversized_core_img_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let grub_images = GrubImages {
+        core_img: fake_core_img(2049 * 512),
+        ..fake_grub()
+    };
+    let err = write_image(&grub_images, &[], &tmp.path().join("x.img")).unwrap_err();
+    assert!(matches!(err, ImageError::CoreTooLarge { .. }), "{err}");
+}
+
+#[test]
+fn module_names() {
+    assert_eq!(
+        module_name(Path::new("/a/b/vmlinuz-6.1")).unwrap(),
+        "vmlinuz-6.1"
+    );
+    assert_eq!(
+        module_name(Path::new("initrd.cpio.gz")).unwrap(),
+        "initrd.cpio.gz"
+    );
+    for bad in ["/a/b/.hidden", "/a/with space", "/a/quo'te", "/a/$x", "/"] {
+        let err = module_name(Path::new(bad)).unwrap_err();
+        assert!(
+            matches!(err, ImageError::BadModuleName { .. }),
+            "{bad}: {err}"
+        );
+    }
+}
+
+#[test]
+fn input_errors_come_before_grub_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("keel.img");
+    let elf = fake_elf(tmp.path());
+    let missing = tmp.path().join("missing");
+
+    let err = assemble_image(&missing, &[], "", &out).unwrap_err();
+    assert!(matches!(err, ImageError::ReadKernel { .. }), "{err}");
+
+    let not_elf = tmp.path().join("not-elf");
+    std::fs::write(&not_elf, b"MZ......").unwrap();
+    let err = assemble_image(&not_elf, &[], "", &out).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("{} is not an ELF file", not_elf.display())
+    );
+
+    let err = assemble_image(&elf, &[], "a\nb", &out).unwrap_err();
+    assert!(matches!(err, ImageError::BadCmdline), "{err}");
+
+    let err = assemble_image(&elf, std::slice::from_ref(&missing), "", &out).unwrap_err();
+    assert!(matches!(err, ImageError::ReadModule { .. }), "{err}");
+
+    let sub = tmp.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    let m1 = tmp.path().join("m");
+    let m2 = sub.join("m");
+    std::fs::write(&m1, b"1").unwrap();
+    std::fs::write(&m2, b"2").unwrap();
+    let err = assemble_image(&elf, &[m1, m2], "", &out).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "two modules are named m: module names are their file names and must be unique"
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn assembled_image_with_real_grub() {
+    if !grub_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let elf = fake_elf(tmp.path());
+    let module = tmp.path().join("hello.bin");
+    std::fs::write(&module, b"hello module").unwrap();
+    let out = tmp.path().join("keel.img");
+    let summary = assemble_image(
+        &elf,
+        std::slice::from_ref(&module),
+        "console=com1 log=debug",
+        &out,
+    )
+    .unwrap();
+    let layout = summary.layout;
+    check_gpt(&out, &layout);
+
+    let cfg = String::from_utf8(esp_file(&out, &layout, GRUB_CFG_PATH)).unwrap();
+    assert!(
+        cfg.starts_with("set timeout=0\nserial --unit=0 --speed=115200\n"),
+        "{cfg}"
+    );
+    assert!(
+        cfg.contains(
+            "    multiboot2 /boot/keel.elf console=com1 log=debug\n\
+             \x20   module2 /boot/modules/hello.bin hello.bin\n\
+             \x20   boot\n"
+        ),
+        "{cfg}"
+    );
+    let efi = esp_file(&out, &layout, EFI_LOADER_PATH);
+    assert!(efi.starts_with(b"MZ"));
+    assert_eq!(efi.len() as u64, summary.efi_img_bytes);
+    assert_eq!(
+        esp_file(&out, &layout, "/boot/modules/hello.bin"),
+        b"hello module"
+    );
+    assert_eq!(
+        esp_file(&out, &layout, KERNEL_PATH),
+        std::fs::read(&elf).unwrap()
+    );
+
+    // MBR holds the real boot.img code, patched.
+    let mbr = read_sector(&out, 0);
+    let boot_img = std::fs::read(grub::grub_lib_dir().join("i386-pc/boot.img")).unwrap();
+    assert_eq!(&mbr[..0x5C], &boot_img[..0x5C]);
+    assert_eq!(
+        u64::from_le_bytes(mbr[0x5C..0x64].try_into().unwrap()),
+        2048
+    );
+    assert_eq!(&mbr[0x68..440], &boot_img[0x68..440]);
+    assert_eq!(&mbr[510..], &[0x55, 0xAA]);
+
+    // Real core.img: block list covers exactly the padded image.
+    let core0 = read_sector(&out, BIOS_BOOT_START);
+    let sectors = summary.core_img_bytes / SECTOR;
+    assert_eq!(
+        u64::from_le_bytes(core0[0x1F4..0x1FC].try_into().unwrap()),
+        2049
+    );
+    assert_eq!(
+        u64::from(u16::from_le_bytes([core0[0x1FC], core0[0x1FD]])),
+        sectors - 1
+    );
+    assert_eq!(u16::from_le_bytes([core0[0x1FE], core0[0x1FF]]), 0x820);
+}
