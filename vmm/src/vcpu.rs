@@ -44,8 +44,9 @@ impl Gpr {
     /// The register with encoding `index` (0..=15).
     pub fn from_index(index: u8) -> Option<Gpr> {
         use Gpr::*;
-        const ALL: [Gpr; 16] =
-            [Rax, Rcx, Rdx, Rbx, Rsp, Rbp, Rsi, Rdi, R8, R9, R10, R11, R12, R13, R14, R15];
+        const ALL: [Gpr; 16] = [
+            Rax, Rcx, Rdx, Rbx, Rsp, Rbp, Rsi, Rdi, R8, R9, R10, R11, R12, R13, R14, R15,
+        ];
         ALL.get(usize::from(index)).copied()
     }
 }
@@ -183,7 +184,10 @@ impl fmt::Display for EntryFailure {
                 write!(f, "VM entry failed: VM-instruction error {n}")
             }
             EntryFailure::VmxFailInvalid => f.write_str("VM entry failed: no current VMCS"),
-            EntryFailure::VmxEntryCheck { reason, qualification } => write!(
+            EntryFailure::VmxEntryCheck {
+                reason,
+                qualification,
+            } => write!(
                 f,
                 "VM entry failed: exit reason {reason} (entry failure), qualification {qualification:#x}"
             ),
