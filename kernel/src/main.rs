@@ -27,6 +27,11 @@ pub mod crash;
 pub mod log;
 #[cfg(target_os = "none")]
 pub mod serial;
+#[cfg(target_os = "none")]
+pub mod vms;
+
+#[cfg(target_os = "none")]
+extern crate alloc;
 
 #[cfg(target_os = "none")]
 pub use kernel::*;

@@ -26,6 +26,22 @@
 
 extern crate alloc;
 
+pub mod backend;
+pub mod bus;
+pub mod cpuid;
+pub mod decode;
 pub mod detect;
+pub mod devices;
+pub mod exit_handler;
+pub mod guest_paging;
 pub mod host;
+pub mod loader;
+pub mod memory;
+pub mod msr;
+pub mod nested_paging;
+pub mod preempt;
 pub mod vcpu;
+pub mod vm;
+
+#[cfg(test)]
+pub(crate) mod testing;

@@ -5,7 +5,7 @@
 //!
 //! 1. A backend constructor (`backend::create_vcpu`) builds a vCPU for a [`GuestMemory`]
 //!    and a start state ([`StartMode`]).
-//! 2. The VM loop calls [`Vcpu::run`] repeatedly. CPU-only exits (CPUID, MSR accesses, XSETBV,
+//! 2. The VM loop calls [`Vcpu::run`] repeatedly with the VM's memory. CPU-only exits (CPUID, MSR accesses, XSETBV,
 //!    the SVM/VMX instructions, exceptions Keel reflects) are handled inside the backend and
 //!    never come up; device-level exits return as a [`VmExit`].
 //! 3. For [`VmExit::IoIn`] and [`VmExit::MmioRead`] the caller must call
@@ -333,8 +333,10 @@ pub struct InternalExits {
 
 /// One virtual CPU on a hardware backend.
 pub trait Vcpu {
-    /// Runs the guest until an exit the VMM must handle.
-    fn run(&mut self) -> Result<VmExit, VcpuError>;
+    /// Runs the guest until an exit the VMM must handle. `memory` is the VM's RAM (the same
+    /// one the vCPU was created for): the backend reads instruction bytes from it to decode
+    /// MMIO accesses and, where the CPU does not report it, instruction lengths.
+    fn run(&mut self, memory: &crate::memory::GuestMemory) -> Result<VmExit, VcpuError>;
     /// Supplies the value of a pending `IoIn`/`MmioRead` (low bytes used).
     fn complete_read(&mut self, value: u64) -> Result<(), VcpuError>;
     /// The guest registers.

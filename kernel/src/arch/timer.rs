@@ -165,6 +165,8 @@ pub fn start_periodic() {
 /// Timer interrupt handler body.
 pub fn on_tick() {
     TICKS.fetch_add(1, Ordering::Relaxed);
+    // A vCPU busy with CPU-only exits returns to the scheduler at its next exit.
+    keel_vmm::preempt::request();
     // Fallback input path when the UART interrupt is not routed.
     crate::serial::drain_rx();
 }

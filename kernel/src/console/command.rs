@@ -2,7 +2,7 @@
 
 /// A parsed console command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Command {
+pub enum Command<'a> {
     /// List the commands.
     Help,
     /// Show the Keel version and build.
@@ -11,49 +11,80 @@ pub enum Command {
     Mem,
     /// Show the CPUs the firmware lists.
     Cpus,
+    /// List boot modules (guest payloads).
+    Modules,
+    /// Start a VM from a boot module.
+    VmRun {
+        /// Module index or file name.
+        module: &'a str,
+        /// Guest RAM in MiB (default when `None`).
+        mem_mib: Option<u32>,
+    },
+    /// List VMs.
+    VmList,
+    /// Stop a VM.
+    VmStop {
+        /// VM id.
+        id: u32,
+    },
+    /// Show a VM's console output.
+    VmLog {
+        /// VM id.
+        id: u32,
+    },
     /// Reset the machine.
     Reboot,
     /// Power the machine off.
     Poweroff,
 }
 
-/// Name, command and one-line description, in `help` order.
-pub const COMMANDS: &[(&str, Command, &str)] = &[
-    ("help", Command::Help, "list the commands"),
-    (
-        "version",
-        Command::Version,
-        "show the Keel version and build",
-    ),
+/// Name, usage and one-line description, in `help` order.
+pub const COMMANDS: &[(&str, &str)] = &[
+    ("help", "list the commands"),
+    ("version", "show the Keel version and build"),
     (
         "mem",
-        Command::Mem,
         "show total, used and free memory and the kernel heap",
     ),
+    ("cpus", "show the CPUs the firmware lists (ACPI MADT)"),
+    ("modules", "list boot modules (guest payloads)"),
     (
-        "cpus",
-        Command::Cpus,
-        "show the CPUs the firmware lists (ACPI MADT)",
+        "vm run <module> [mem=<MiB>]",
+        "start a VM from a flat payload (module index or name)",
     ),
-    ("reboot", Command::Reboot, "reset the machine"),
-    (
-        "poweroff",
-        Command::Poweroff,
-        "power the machine off (ACPI S5)",
-    ),
+    ("vm list", "list VMs: id, state, exits by reason"),
+    ("vm stop <id>", "stop a VM"),
+    ("vm log <id>", "show a VM's console (COM1) output"),
+    ("reboot", "reset the machine"),
+    ("poweroff", "power the machine off (ACPI S5)"),
 ];
+
+/// Smallest and largest guest RAM `vm run` accepts, in MiB.
+pub const VM_MEM_RANGE: (u32, u32) = (2, 65536);
 
 /// Why a line is not a command.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ParseError<'a> {
     /// The first word names no command.
     Unknown(&'a str),
-    /// The command takes no arguments but got some.
+    /// The command takes no (more) arguments but got some.
     UnexpectedArgument {
         /// The command.
         command: &'static str,
         /// The first extra word.
         argument: &'a str,
+    },
+    /// A required argument is missing.
+    Missing {
+        /// The usage line.
+        usage: &'static str,
+    },
+    /// An argument has a bad value.
+    BadValue {
+        /// The argument as typed.
+        argument: &'a str,
+        /// What was expected.
+        expected: &'static str,
     },
 }
 
@@ -67,32 +98,105 @@ impl core::fmt::Display for ParseError<'_> {
                 )
             }
             ParseError::UnexpectedArgument { command, argument } => {
-                write!(
-                    f,
-                    "'{command}' takes no arguments (got '{argument}'); type 'help'"
-                )
+                write!(f, "'{command}' does not take '{argument}'; type 'help'")
+            }
+            ParseError::Missing { usage } => write!(f, "usage: {usage}"),
+            ParseError::BadValue { argument, expected } => {
+                write!(f, "bad argument '{argument}': expected {expected}")
             }
         }
     }
 }
 
+fn no_more<'a>(
+    command: &'static str,
+    mut words: impl Iterator<Item = &'a str>,
+) -> Result<(), ParseError<'a>> {
+    match words.next() {
+        Some(argument) => Err(ParseError::UnexpectedArgument { command, argument }),
+        None => Ok(()),
+    }
+}
+
+fn vm_id<'a>(word: Option<&'a str>, usage: &'static str) -> Result<u32, ParseError<'a>> {
+    let word = word.ok_or(ParseError::Missing { usage })?;
+    word.parse().map_err(|_| ParseError::BadValue {
+        argument: word,
+        expected: "a VM id (a number from 'vm list')",
+    })
+}
+
+fn parse_vm<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Command<'a>, ParseError<'a>> {
+    const USAGE: &str = "vm run <module> [mem=<MiB>] | vm list | vm stop <id> | vm log <id>";
+    match words.next() {
+        Some("run") => {
+            let module = words.next().ok_or(ParseError::Missing {
+                usage: "vm run <module> [mem=<MiB>]",
+            })?;
+            let mut mem_mib = None;
+            if let Some(arg) = words.next() {
+                let value = arg
+                    .strip_prefix("mem=")
+                    .ok_or(ParseError::UnexpectedArgument {
+                        command: "vm run",
+                        argument: arg,
+                    })?;
+                let mib: u32 = value.parse().map_err(|_| ParseError::BadValue {
+                    argument: arg,
+                    expected: "mem=<MiB>, a whole number of MiB",
+                })?;
+                if mib < VM_MEM_RANGE.0 || mib > VM_MEM_RANGE.1 || !mib.is_multiple_of(2) {
+                    return Err(ParseError::BadValue {
+                        argument: arg,
+                        expected: "an even number of MiB between 2 and 65536",
+                    });
+                }
+                mem_mib = Some(mib);
+            }
+            no_more("vm run", words)?;
+            Ok(Command::VmRun { module, mem_mib })
+        }
+        Some("list") => no_more("vm list", words).map(|_| Command::VmList),
+        Some("stop") => {
+            let id = vm_id(words.next(), "vm stop <id>")?;
+            no_more("vm stop", words).map(|_| Command::VmStop { id })
+        }
+        Some("log") => {
+            let id = vm_id(words.next(), "vm log <id>")?;
+            no_more("vm log", words).map(|_| Command::VmLog { id })
+        }
+        Some(other) => Err(ParseError::BadValue {
+            argument: other,
+            expected: "run, list, stop or log",
+        }),
+        None => Err(ParseError::Missing { usage: USAGE }),
+    }
+}
+
 /// Parses a line; `Ok(None)` for a blank line.
-pub fn parse(line: &str) -> Result<Option<Command>, ParseError<'_>> {
+pub fn parse(line: &str) -> Result<Option<Command<'_>>, ParseError<'_>> {
     let mut words = line.split_ascii_whitespace();
     let Some(name) = words.next() else {
         return Ok(None);
     };
-    let &(command_name, command, _) = COMMANDS
+    let simple = match name {
+        "help" => Command::Help,
+        "version" => Command::Version,
+        "mem" => Command::Mem,
+        "cpus" => Command::Cpus,
+        "modules" => Command::Modules,
+        "reboot" => Command::Reboot,
+        "poweroff" => Command::Poweroff,
+        "vm" => return parse_vm(words).map(Some),
+        other => return Err(ParseError::Unknown(other)),
+    };
+    let command = COMMANDS
         .iter()
-        .find(|(n, _, _)| *n == name)
-        .ok_or(ParseError::Unknown(name))?;
-    if let Some(argument) = words.next() {
-        return Err(ParseError::UnexpectedArgument {
-            command: command_name,
-            argument,
-        });
-    }
-    Ok(Some(command))
+        .map(|(n, _)| *n)
+        .find(|n| *n == name)
+        .unwrap_or("command");
+    no_more(command, words)?;
+    Ok(Some(simple))
 }
 
 #[cfg(test)]
@@ -100,19 +204,46 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_listed_command_parses() {
-        for (name, command, _) in COMMANDS {
-            assert_eq!(parse(name), Ok(Some(*command)));
-            assert_eq!(parse(&std::format!("  {name}  ")), Ok(Some(*command)));
+    fn simple_commands_parse() {
+        for (line, command) in [
+            ("help", Command::Help),
+            (" version ", Command::Version),
+            ("mem", Command::Mem),
+            ("cpus", Command::Cpus),
+            ("modules", Command::Modules),
+            ("reboot", Command::Reboot),
+            ("poweroff", Command::Poweroff),
+        ] {
+            assert_eq!(parse(line), Ok(Some(command)));
         }
     }
 
     #[test]
-    fn blank_unknown_and_extra_words() {
-        assert_eq!(parse("   "), Ok(None));
-        let err = parse("foo bar").unwrap_err();
+    fn vm_commands_parse() {
         assert_eq!(
-            std::format!("{err}"),
+            parse("vm run hello.bin"),
+            Ok(Some(Command::VmRun {
+                module: "hello.bin",
+                mem_mib: None
+            }))
+        );
+        assert_eq!(
+            parse("vm run 0 mem=32"),
+            Ok(Some(Command::VmRun {
+                module: "0",
+                mem_mib: Some(32)
+            }))
+        );
+        assert_eq!(parse("vm list"), Ok(Some(Command::VmList)));
+        assert_eq!(parse("vm stop 3"), Ok(Some(Command::VmStop { id: 3 })));
+        assert_eq!(parse("vm log 12"), Ok(Some(Command::VmLog { id: 12 })));
+    }
+
+    #[test]
+    fn bad_input_gets_a_precise_error() {
+        assert_eq!(parse("   "), Ok(None));
+        assert_eq!(
+            std::format!("{}", parse("foo bar").unwrap_err()),
             "unknown command 'foo': type 'help' for the list of commands"
         );
         assert_eq!(
@@ -122,5 +253,33 @@ mod tests {
                 argument: "now"
             })
         );
+        assert!(matches!(parse("vm"), Err(ParseError::Missing { .. })));
+        assert!(matches!(parse("vm run"), Err(ParseError::Missing { .. })));
+        assert!(matches!(
+            parse("vm run x mem=abc"),
+            Err(ParseError::BadValue { .. })
+        ));
+        assert!(matches!(
+            parse("vm run x mem=3"),
+            Err(ParseError::BadValue { .. })
+        ));
+        assert!(matches!(
+            parse("vm run x mem=0"),
+            Err(ParseError::BadValue { .. })
+        ));
+        assert!(matches!(
+            parse("vm run x size=3"),
+            Err(ParseError::UnexpectedArgument { .. })
+        ));
+        assert!(matches!(parse("vm stop"), Err(ParseError::Missing { .. })));
+        assert!(matches!(
+            parse("vm stop x"),
+            Err(ParseError::BadValue { .. })
+        ));
+        assert!(matches!(
+            parse("vm stop 1 2"),
+            Err(ParseError::UnexpectedArgument { .. })
+        ));
+        assert!(matches!(parse("vm frob"), Err(ParseError::BadValue { .. })));
     }
 }

@@ -1,24 +1,22 @@
-//! The shell loop: read a line from COM1, run the command, print the result, prompt again.
-
-use embedded_io::Read;
+//! The shell loop: console input and VM slices share the boot CPU. Each pass handles the
+//! bytes typed so far, then runs one VM slice (or sleeps until an interrupt when no VM can
+//! run), so the prompt answers while guests run.
 
 use super::command::{self, COMMANDS, Command};
 use super::line::{Event, LineEditor};
-use crate::serial::Console;
+use crate::vms::VmManager;
 use crate::{System, kprint, kprintln};
 
 /// The prompt.
 pub const PROMPT: &str = "keel> ";
 
-/// Runs the console forever.
+/// Runs the console and the VMs forever.
 pub fn run(system: &System) -> ! {
-    let mut console = Console;
     let mut editor = LineEditor::new();
-    let mut buf = [0u8; 64];
+    let mut vms = VmManager::new();
     kprint!("{PROMPT}");
     loop {
-        let Ok(n) = console.read(&mut buf);
-        for &byte in &buf[..n] {
+        while let Some(byte) = crate::serial::try_read_console() {
             match editor.feed(byte) {
                 Event::None => {}
                 Event::Echo(bytes) => crate::serial::console_write(bytes),
@@ -27,7 +25,7 @@ pub fn run(system: &System) -> ! {
                 Event::Line => {
                     kprintln!();
                     match command::parse(editor.text()) {
-                        Ok(Some(cmd)) => execute(system, cmd),
+                        Ok(Some(cmd)) => execute(system, &mut vms, cmd),
                         Ok(None) => {}
                         Err(e) => kprintln!("{e}"),
                     }
@@ -36,15 +34,21 @@ pub fn run(system: &System) -> ! {
                 }
             }
         }
+        if vms.any_runnable() {
+            vms.run_slice();
+        } else {
+            vms.run_slice(); // echoes what stopped VMs printed last
+            crate::arch::cpu::wait_for_interrupt();
+        }
     }
 }
 
-fn execute(system: &System, cmd: Command) {
+fn execute(system: &System, vms: &mut VmManager, cmd: Command<'_>) {
     match cmd {
         Command::Help => {
             kprintln!("commands:");
-            for (name, _, description) in COMMANDS {
-                kprintln!("  {name:<10} {description}");
+            for (usage, description) in COMMANDS {
+                kprintln!("  {usage:<28} {description}");
             }
         }
         Command::Version => {
@@ -68,27 +72,36 @@ fn execute(system: &System, cmd: Command) {
                 kib(s.heap_bytes - s.heap_used)
             );
         }
-        Command::Cpus => {
-            let cpus = &system.platform.cpus;
-            if cpus.is_empty() {
-                kprintln!("1 CPU (no ACPI MADT; only the boot CPU is known)");
-                return;
+        Command::Cpus => cpus(system),
+        Command::Modules => {
+            if system.boot.modules.is_empty() {
+                kprintln!("no boot modules (add some with `keel build --module <file>`)");
             }
-            let plural = if cpus.len() == 1 { "" } else { "s" };
-            kprintln!("{} CPU{plural} (ACPI MADT)", cpus.len());
-            kprintln!("  cpu  apic-id  state");
-            let boot_id = crate::arch::apic::id();
-            for (i, cpu) in cpus.iter().enumerate() {
-                let state = if cpu.apic_id == boot_id {
-                    "boot CPU, running the management plane"
-                } else if cpu.enabled {
-                    "present, not started"
-                } else {
-                    "online-capable, not present"
-                };
-                kprintln!("  {i:<4} {:<8} {state}", cpu.apic_id);
+            for (i, m) in system.boot.modules.iter().enumerate() {
+                kprintln!("  {i:<3} {:<24} {} bytes", m.name, m.size);
             }
         }
+        Command::VmRun { module, mem_mib } => match vms.start(system, module, mem_mib) {
+            Ok(id) => kprintln!("vm {id} started"),
+            Err(e) => kprintln!("error: {e}"),
+        },
+        Command::VmList => vms.list(&mut crate::serial::ConsoleWriter),
+        Command::VmStop { id } => match vms.stop(id) {
+            Ok(()) => kprintln!("vm {id} stopped"),
+            Err(e) => kprintln!("error: {e}"),
+        },
+        Command::VmLog { id } => match vms.log(id) {
+            Ok((bytes, dropped)) => {
+                if dropped > 0 {
+                    kprintln!("({dropped} earlier bytes were dropped)");
+                }
+                crate::serial::console_write(&bytes);
+                if !bytes.ends_with(b"\n") && !bytes.is_empty() {
+                    kprintln!();
+                }
+            }
+            Err(e) => kprintln!("error: {e}"),
+        },
         Command::Reboot => {
             kprintln!("rebooting...");
             crate::acpi::power::reboot(&system.platform);
@@ -99,4 +112,33 @@ fn execute(system: &System, cmd: Command) {
             kprintln!("poweroff failed: {err}");
         }
     }
+}
+
+fn cpus(system: &System) {
+    let cpus = &system.platform.cpus;
+    if cpus.is_empty() {
+        kprintln!("1 CPU (no ACPI MADT; only the boot CPU is known)");
+        return;
+    }
+    let plural = if cpus.len() == 1 { "" } else { "s" };
+    kprintln!("{} CPU{plural} (ACPI MADT)", cpus.len());
+    kprintln!("  cpu  apic-id  state");
+    let boot_id = crate::arch::apic::id();
+    for (i, cpu) in cpus.iter().enumerate() {
+        let state = if cpu.apic_id == boot_id {
+            "boot CPU, running the management plane and VMs"
+        } else if cpu.enabled {
+            "present, not started"
+        } else {
+            "online-capable, not present"
+        };
+        kprintln!("  {i:<4} {:<8} {state}", cpu.apic_id);
+    }
+    kprintln!(
+        "  timer: local {} at {} Hz, TSC {} MHz (calibrated from {})",
+        crate::arch::apic::mode_name(),
+        crate::arch::timer::TICK_HZ,
+        crate::arch::timer::tsc_hz() / 1_000_000,
+        crate::arch::timer::source().describe()
+    );
 }

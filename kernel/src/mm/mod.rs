@@ -228,6 +228,28 @@ mod kernel_mm {
         });
     }
 
+    /// Allocates `count` contiguous zeroed frames aligned to `align` frames.
+    pub fn alloc_frames(count: u64, align: u64) -> Option<u64> {
+        let phys = crate::arch::cpu::without_interrupts(|| {
+            FRAMES
+                .lock()
+                .as_mut()
+                .and_then(|f| f.alloc_contiguous(count, align))
+        })?;
+        // SAFETY: freshly allocated frames: identity-mapped RAM owned by the caller now.
+        unsafe { core::ptr::write_bytes(phys as *mut u8, 0, (count * FRAME_SIZE) as usize) };
+        Some(phys)
+    }
+
+    /// Returns frames from [`alloc_frames`].
+    pub fn free_frames(phys: u64, count: u64) {
+        crate::arch::cpu::without_interrupts(|| {
+            if let Some(frames) = FRAMES.lock().as_mut() {
+                frames.free(phys, count);
+            }
+        });
+    }
+
     /// Takes a range out of the allocator (firmware tables found after set-up).
     pub fn reserve(range: Range<u64>) {
         crate::arch::cpu::without_interrupts(|| {

@@ -1,0 +1,227 @@
+//! The kernel's side of running VMs: host frames for the VMM, starting VMs from boot modules,
+//! round-robin scheduling on the boot CPU between console work, and echoing guest output.
+//!
+//! Each scheduling slice runs one VM until the host timer ticks (a `VmExit::Interrupted` or a
+//! preemption request), so a guest that never exits still gives the CPU back every 10 ms.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use keel_vmm::cpuid::CpuidPolicy;
+use keel_vmm::devices::Devices;
+use keel_vmm::exit_handler::StopReason;
+use keel_vmm::host::HostMemory;
+use keel_vmm::memory::GuestMemory;
+use keel_vmm::vm::{Vm, VmState};
+use keel_vmm::{backend, loader};
+
+use crate::boot::BootModule;
+use crate::{System, kprint, mm};
+
+/// Guest RAM when `vm run` gives no `mem=`.
+pub const DEFAULT_MEM_MIB: u32 = 16;
+
+/// Host frames for the VMM, from the kernel's frame allocator (identity-mapped).
+pub struct KernelHost;
+
+impl HostMemory for KernelHost {
+    fn alloc_frames(&self, count: u64, align: u64) -> Option<u64> {
+        mm::alloc_frames(count, align)
+    }
+
+    fn free_frames(&self, phys: u64, count: u64) {
+        mm::free_frames(phys, count)
+    }
+
+    fn ptr(&self, phys: u64) -> *mut u8 {
+        phys as *mut u8
+    }
+}
+
+static HOST: KernelHost = KernelHost;
+
+struct Entry {
+    vm: Vm,
+    module: String,
+    echoed: u64,
+    line: Vec<u8>,
+    stop_reported: bool,
+}
+
+/// All VMs on this host.
+pub struct VmManager {
+    vms: Vec<Entry>,
+    next_id: u32,
+    cursor: usize,
+}
+
+impl Default for VmManager {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn module_bytes(module: &BootModule) -> &'static [u8] {
+    // SAFETY: boot modules lie in RAM the frame allocator reserved at boot and never hands
+    // out; all RAM is identity-mapped; nothing writes to modules.
+    unsafe { core::slice::from_raw_parts(module.start as *const u8, module.size as usize) }
+}
+
+impl VmManager {
+    /// No VMs.
+    pub const fn new() -> VmManager {
+        VmManager {
+            vms: Vec::new(),
+            next_id: 1,
+            cursor: 0,
+        }
+    }
+
+    /// Finds a boot module by index or file name.
+    pub fn find_module<'a>(system: &'a System, key: &str) -> Option<&'a BootModule> {
+        let modules = &system.boot.modules;
+        match key.parse::<usize>() {
+            Ok(i) => modules.get(i),
+            Err(_) => modules.iter().find(|m| m.name.as_str() == key),
+        }
+    }
+
+    /// Starts a VM from a flat payload; returns its id or an operator-facing message.
+    pub fn start(
+        &mut self,
+        system: &System,
+        key: &str,
+        mem_mib: Option<u32>,
+    ) -> Result<u32, String> {
+        let module = Self::find_module(system, key)
+            .ok_or_else(|| alloc::format!("no boot module '{key}': see 'modules'"))?;
+        let mem_mib = mem_mib.unwrap_or(DEFAULT_MEM_MIB);
+        let memory = GuestMemory::new(&HOST, u64::from(mem_mib) << 20)
+            .map_err(|e| alloc::format!("cannot give the VM {mem_mib} MiB: {e}"))?;
+        let start = loader::flat::load(&memory, module_bytes(module))
+            .map_err(|e| alloc::format!("cannot load '{}': {e}", module.name))?;
+        let cpuid = CpuidPolicy::from_host(&crate::cpuinfo::HostCpu);
+        let vcpu = backend::create_vcpu(&system.virtualization, &HOST, &memory, start, cpuid)
+            .map_err(|e| alloc::format!("cannot create the vCPU: {e}"))?;
+        let id = self.next_id;
+        self.next_id += 1;
+        let name = alloc::format!("vm{id}");
+        let vm = Vm::new(id, name, memory, vcpu, Devices::pc_minimal());
+        defmt::info!(
+            "vm {=u32} started from module {=str}",
+            id,
+            module.name.as_str()
+        );
+        self.vms.push(Entry {
+            vm,
+            module: String::from(module.name.as_str()),
+            echoed: 0,
+            line: Vec::new(),
+            stop_reported: false,
+        });
+        Ok(id)
+    }
+
+    fn entry_mut(&mut self, id: u32) -> Result<&mut Entry, String> {
+        self.vms
+            .iter_mut()
+            .find(|e| e.vm.id() == id)
+            .ok_or_else(|| alloc::format!("no VM with id {id}: see 'vm list'"))
+    }
+
+    /// Stops a VM (operator request).
+    pub fn stop(&mut self, id: u32) -> Result<(), String> {
+        let entry = self.entry_mut(id)?;
+        if let VmState::Stopped(reason) = entry.vm.state() {
+            return Err(alloc::format!("VM {id} is already stopped ({reason})"));
+        }
+        entry.vm.stop(StopReason::Operator);
+        Ok(())
+    }
+
+    /// The VM's whole retained console output.
+    pub fn log(&mut self, id: u32) -> Result<(Vec<u8>, u64), String> {
+        let entry = self.entry_mut(id)?;
+        let (bytes, _, dropped) = entry.vm.console_output_since(0);
+        Ok((bytes, dropped))
+    }
+
+    /// Writes the `vm list` table.
+    pub fn list(&self, out: &mut impl core::fmt::Write) {
+        if self.vms.is_empty() {
+            let _ = writeln!(out, "no VMs: start one with 'vm run <module>'");
+            return;
+        }
+        let _ = writeln!(out, "  id  module            state");
+        for e in &self.vms {
+            let state = match e.vm.state() {
+                VmState::Running => String::from("running"),
+                VmState::WaitingForInterrupt => String::from("halted, waiting for an interrupt"),
+                VmState::Stopped(reason) => alloc::format!("stopped: {reason}"),
+            };
+            let _ = writeln!(out, "  {:<3} {:<17} {}", e.vm.id(), e.module, state);
+            let _ = write!(out, "      exits:");
+            for (kind, count) in e.vm.exit_stats().iter() {
+                let _ = write!(out, " {kind}={count}");
+            }
+            let _ = writeln!(out);
+        }
+    }
+
+    /// Whether any VM can run.
+    pub fn any_runnable(&self) -> bool {
+        self.vms
+            .iter()
+            .any(|e| matches!(e.vm.state(), VmState::Running))
+    }
+
+    /// Runs the next runnable VM until the host timer ticks, then echoes new guest output.
+    pub fn run_slice(&mut self) {
+        let n = self.vms.len();
+        for step in 0..n {
+            let i = (self.cursor + step) % n;
+            if !matches!(self.vms[i].vm.state(), VmState::Running) {
+                continue;
+            }
+            self.cursor = (i + 1) % n;
+            let tick = crate::arch::timer::ticks();
+            while matches!(self.vms[i].vm.state(), VmState::Running)
+                && crate::arch::timer::ticks() == tick
+            {
+                self.vms[i].vm.step();
+            }
+            break;
+        }
+        for e in &mut self.vms {
+            echo(e);
+        }
+    }
+}
+
+/// Prints complete new lines of guest output to the host console as `[vm<id>] <line>`.
+fn echo(e: &mut Entry) {
+    let (bytes, next, _) = e.vm.console_output_since(e.echoed);
+    e.echoed = next;
+    for b in bytes {
+        match b {
+            b'\n' => {
+                let text = String::from_utf8_lossy(&e.line);
+                kprint!("[vm{}] {}\n", e.vm.id(), text.trim_end_matches('\r'));
+                e.line.clear();
+            }
+            _ if e.line.len() < 512 => e.line.push(b),
+            _ => {}
+        }
+    }
+    if let VmState::Stopped(reason) = e.vm.state()
+        && !e.stop_reported
+    {
+        if !e.line.is_empty() {
+            let text = String::from_utf8_lossy(&e.line);
+            kprint!("[vm{}] {}\n", e.vm.id(), text);
+            e.line.clear();
+        }
+        kprint!("vm {} stopped: {}\n", e.vm.id(), reason);
+        e.stop_reported = true;
+    }
+}

@@ -1,0 +1,351 @@
+//! Port-I/O and MMIO buses: which device answers at which address.
+//!
+//! A bus is a sorted table of non-overlapping address ranges, each naming a [`DeviceId`]. The
+//! table is typed rather than a list of trait objects so that the VM can still reach each
+//! model's own state directly (the UART's output ring, a device's `State` for a snapshot);
+//! [`Devices`](crate::devices::Devices) turns a lookup into a call on the right model.
+//!
+//! [`PioBus`] covers the 64 KiB x86 I/O port space, [`MmioBus`] the guest-physical address
+//! space. Both reject a range that overlaps one already mapped, and both answer
+//! [`lookup`](PioBus::lookup) with the device and the offset of the address inside the range.
+
+use alloc::vec::Vec;
+use core::fmt;
+
+use crate::devices::DeviceId;
+
+/// Why a range could not be mapped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BusError {
+    /// The range is empty (`len` 0).
+    EmptyRange {
+        /// The device being mapped.
+        device: DeviceId,
+        /// Start of the range.
+        base: u64,
+    },
+    /// The range runs past the end of the address space (port 0xFFFF, or GPA 2^64 - 1).
+    OutOfRange {
+        /// The device being mapped.
+        device: DeviceId,
+        /// Start of the range.
+        base: u64,
+        /// Length of the range.
+        len: u64,
+    },
+    /// The range overlaps one already mapped.
+    Overlap {
+        /// The device being mapped.
+        device: DeviceId,
+        /// Start of the new range.
+        base: u64,
+        /// Length of the new range.
+        len: u64,
+        /// The device already mapped there.
+        existing: DeviceId,
+        /// Start of the existing range.
+        existing_base: u64,
+        /// Length of the existing range.
+        existing_len: u64,
+    },
+}
+
+impl fmt::Display for BusError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            BusError::EmptyRange { device, base } => {
+                write!(f, "cannot map {device} at {base:#x}: the range is empty")
+            }
+            BusError::OutOfRange { device, base, len } => write!(
+                f,
+                "cannot map {device} at {base:#x} (length {len:#x}): the range runs past the \
+                 end of the address space"
+            ),
+            BusError::Overlap {
+                device,
+                base,
+                len,
+                existing,
+                existing_base,
+                existing_len,
+            } => write!(
+                f,
+                "cannot map {device} at {base:#x}..={:#x}: overlaps {existing} at \
+                 {existing_base:#x}..={:#x}",
+                last(base, len),
+                last(existing_base, existing_len),
+            ),
+        }
+    }
+}
+
+/// The last address of a non-empty range (never overflows for a mapped range).
+fn last(base: u64, len: u64) -> u64 {
+    base.saturating_add(len.saturating_sub(1))
+}
+
+/// One mapped range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Range {
+    base: u64,
+    len: u64,
+    device: DeviceId,
+}
+
+impl Range {
+    fn contains(&self, addr: u64) -> bool {
+        addr >= self.base && addr - self.base < self.len
+    }
+}
+
+/// Sorted, non-overlapping ranges over an address space that ends at `limit` (inclusive).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct RangeMap {
+    ranges: Vec<Range>,
+}
+
+impl RangeMap {
+    const fn new() -> Self {
+        RangeMap { ranges: Vec::new() }
+    }
+
+    fn insert(
+        &mut self,
+        base: u64,
+        len: u64,
+        device: DeviceId,
+        limit: u64,
+    ) -> Result<(), BusError> {
+        if len == 0 {
+            return Err(BusError::EmptyRange { device, base });
+        }
+        if base > limit || len - 1 > limit - base {
+            return Err(BusError::OutOfRange { device, base, len });
+        }
+        let end = base + (len - 1);
+        // The first range that ends at or after `base`; only it can overlap, since ranges are
+        // sorted and disjoint.
+        let index = self.ranges.partition_point(|r| r.base + (r.len - 1) < base);
+        if let Some(existing) = self.ranges.get(index)
+            && existing.base <= end
+        {
+            return Err(BusError::Overlap {
+                device,
+                base,
+                len,
+                existing: existing.device,
+                existing_base: existing.base,
+                existing_len: existing.len,
+            });
+        }
+        self.ranges.insert(index, Range { base, len, device });
+        Ok(())
+    }
+
+    fn lookup(&self, addr: u64) -> Option<(DeviceId, u64)> {
+        let index = self.ranges.partition_point(|r| r.base <= addr);
+        let range = self.ranges.get(index.checked_sub(1)?)?;
+        range
+            .contains(addr)
+            .then(|| (range.device, addr - range.base))
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (u64, u64, DeviceId)> + '_ {
+        self.ranges.iter().map(|r| (r.base, r.len, r.device))
+    }
+}
+
+/// The x86 I/O port space (ports 0..=0xFFFF).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PioBus {
+    map: RangeMap,
+}
+
+impl PioBus {
+    /// An empty bus: every port unclaimed.
+    pub const fn new() -> Self {
+        PioBus {
+            map: RangeMap::new(),
+        }
+    }
+
+    /// Maps ports `base..base + len` to `device`.
+    ///
+    /// ```
+    /// use keel_vmm::bus::PioBus;
+    /// use keel_vmm::devices::DeviceId;
+    ///
+    /// let mut bus = PioBus::new();
+    /// bus.insert(0x3F8, 8, DeviceId::Com1).unwrap();
+    /// assert_eq!(bus.lookup(0x3FD), Some((DeviceId::Com1, 5)));
+    /// assert!(bus.insert(0x3FF, 1, DeviceId::Com1).is_err());
+    /// ```
+    pub fn insert(&mut self, base: u16, len: u16, device: DeviceId) -> Result<(), BusError> {
+        self.map
+            .insert(u64::from(base), u64::from(len), device, u64::from(u16::MAX))
+    }
+
+    /// The device claiming `port` and the port's offset inside that device's range.
+    pub fn lookup(&self, port: u16) -> Option<(DeviceId, u16)> {
+        let (device, offset) = self.map.lookup(u64::from(port))?;
+        // Offsets inside a port range are below 0x10000 by construction.
+        Some((device, u16::try_from(offset).ok()?))
+    }
+
+    /// The mapped ranges as `(base, len, device)`, in address order.
+    pub fn iter(&self) -> impl Iterator<Item = (u16, u16, DeviceId)> + '_ {
+        self.map.iter().filter_map(|(base, len, device)| {
+            Some((u16::try_from(base).ok()?, u16::try_from(len).ok()?, device))
+        })
+    }
+}
+
+/// The guest-physical MMIO space (addresses not backed by RAM).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MmioBus {
+    map: RangeMap,
+}
+
+impl MmioBus {
+    /// An empty bus: every address unclaimed.
+    pub const fn new() -> Self {
+        MmioBus {
+            map: RangeMap::new(),
+        }
+    }
+
+    /// Maps guest-physical `base..base + len` to `device`.
+    pub fn insert(&mut self, base: u64, len: u64, device: DeviceId) -> Result<(), BusError> {
+        self.map.insert(base, len, device, u64::MAX)
+    }
+
+    /// The device claiming `gpa` and the address's offset inside that device's range.
+    pub fn lookup(&self, gpa: u64) -> Option<(DeviceId, u64)> {
+        self.map.lookup(gpa)
+    }
+
+    /// The mapped ranges as `(base, len, device)`, in address order.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, u64, DeviceId)> + '_ {
+        self.map.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pio_lookup_hits_inside_and_misses_outside() {
+        let mut bus = PioBus::new();
+        bus.insert(0x3F8, 8, DeviceId::Com1).unwrap();
+        assert_eq!(bus.lookup(0x3F7), None);
+        assert_eq!(bus.lookup(0x3F8), Some((DeviceId::Com1, 0)));
+        assert_eq!(bus.lookup(0x3FF), Some((DeviceId::Com1, 7)));
+        assert_eq!(bus.lookup(0x400), None);
+        assert_eq!(bus.lookup(0), None);
+        assert_eq!(bus.lookup(0xFFFF), None);
+    }
+
+    #[test]
+    fn pio_rejects_overlaps_on_either_side() {
+        let mut bus = PioBus::new();
+        bus.insert(0x3F8, 8, DeviceId::Com1).unwrap();
+        for (base, len) in [
+            (0x3F0, 9),
+            (0x3FF, 4),
+            (0x3FA, 2),
+            (0x300, 0x200),
+            (0x3F8, 8),
+        ] {
+            let err = bus.insert(base, len, DeviceId::Com1).unwrap_err();
+            assert_eq!(
+                err,
+                BusError::Overlap {
+                    device: DeviceId::Com1,
+                    base: u64::from(base),
+                    len: u64::from(len),
+                    existing: DeviceId::Com1,
+                    existing_base: 0x3F8,
+                    existing_len: 8,
+                },
+                "{base:#x}+{len}"
+            );
+        }
+        // Adjacent ranges are fine.
+        bus.insert(0x3F0, 8, DeviceId::Com1).unwrap();
+        bus.insert(0x400, 1, DeviceId::Com1).unwrap();
+        assert_eq!(
+            bus.iter().collect::<Vec<_>>(),
+            [
+                (0x3F0, 8, DeviceId::Com1),
+                (0x3F8, 8, DeviceId::Com1),
+                (0x400, 1, DeviceId::Com1)
+            ]
+        );
+        assert_eq!(bus.lookup(0x3F7), Some((DeviceId::Com1, 7)));
+        assert_eq!(bus.lookup(0x400), Some((DeviceId::Com1, 0)));
+    }
+
+    #[test]
+    fn pio_rejects_empty_and_wrapping_ranges() {
+        let mut bus = PioBus::new();
+        assert_eq!(
+            bus.insert(0x80, 0, DeviceId::Com1),
+            Err(BusError::EmptyRange {
+                device: DeviceId::Com1,
+                base: 0x80
+            })
+        );
+        assert!(matches!(
+            bus.insert(0xFFFF, 2, DeviceId::Com1),
+            Err(BusError::OutOfRange { .. })
+        ));
+        bus.insert(0xFFFF, 1, DeviceId::Com1).unwrap();
+        assert_eq!(bus.lookup(0xFFFF), Some((DeviceId::Com1, 0)));
+    }
+
+    #[test]
+    fn mmio_covers_the_top_of_the_address_space() {
+        let mut bus = MmioBus::new();
+        bus.insert(0xFEC0_0000, 0x1000, DeviceId::Com1).unwrap();
+        bus.insert(u64::MAX - 0xFFF, 0x1000, DeviceId::Com1)
+            .unwrap();
+        assert!(matches!(
+            bus.insert(u64::MAX, 2, DeviceId::Com1),
+            Err(BusError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            bus.insert(0xFEC0_0FFF, 1, DeviceId::Com1),
+            Err(BusError::Overlap { .. })
+        ));
+        assert_eq!(bus.lookup(0xFEC0_0010), Some((DeviceId::Com1, 0x10)));
+        assert_eq!(bus.lookup(0xFEC0_1000), None);
+        assert_eq!(bus.lookup(u64::MAX), Some((DeviceId::Com1, 0xFFF)));
+        assert_eq!(bus.lookup(0), None);
+    }
+
+    #[test]
+    fn many_ranges_stay_sorted() {
+        let mut bus = MmioBus::new();
+        for i in (0..32u64).rev() {
+            bus.insert(i * 0x100, 0x80, DeviceId::Com1).unwrap();
+        }
+        let bases: Vec<u64> = bus.iter().map(|(b, _, _)| b).collect();
+        assert!(bases.windows(2).all(|w| w[0] < w[1]));
+        for i in 0..32u64 {
+            assert_eq!(bus.lookup(i * 0x100 + 0x7F), Some((DeviceId::Com1, 0x7F)));
+            assert_eq!(bus.lookup(i * 0x100 + 0x80), None);
+        }
+    }
+
+    #[test]
+    fn errors_name_both_devices_and_ranges() {
+        let mut bus = PioBus::new();
+        bus.insert(0x3F8, 8, DeviceId::Com1).unwrap();
+        let err = bus.insert(0x3FC, 8, DeviceId::Com1).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cannot map COM1 at 0x3fc..=0x403: overlaps COM1 at 0x3f8..=0x3ff"
+        );
+    }
+}

@@ -1,0 +1,299 @@
+use super::*;
+
+fn write_str(uart: &mut Uart16550, s: &[u8]) {
+    for &b in s {
+        uart.write(reg::THR, b);
+    }
+}
+
+#[test]
+fn reset_state_matches_the_data_sheet() {
+    let mut uart = Uart16550::new();
+    assert_eq!(uart.read(reg::IER), 0);
+    assert_eq!(uart.read(reg::IIR), IIR_NONE);
+    assert_eq!(uart.read(reg::LCR), 0);
+    assert_eq!(uart.read(reg::MCR), 0);
+    assert_eq!(uart.read(reg::LSR), LSR_THRE | LSR_TEMT);
+    assert_eq!(uart.read(reg::MSR), MSR_DCD | MSR_DSR | MSR_CTS);
+    assert_eq!(uart.read(reg::SCR), 0);
+    assert_eq!(uart.read(reg::RBR), 0);
+    assert_eq!(uart.divisor(), DEFAULT_DIVISOR);
+    assert!(!uart.interrupt_pending());
+}
+
+#[test]
+fn thr_writes_reach_the_output_ring() {
+    let mut uart = Uart16550::new();
+    write_str(&mut uart, b"hello");
+    assert_eq!(uart.output_since(0), (b"hello".to_vec(), 5, 0));
+    assert_eq!(uart.output_since(3), (b"lo".to_vec(), 5, 0));
+    assert_eq!(uart.output_since(5), (Vec::new(), 5, 0));
+    assert_eq!(uart.output_since(99), (Vec::new(), 5, 0));
+    assert_eq!(uart.output_total(), 5);
+    assert_eq!(uart.read(reg::LSR), LSR_THRE | LSR_TEMT);
+}
+
+#[test]
+fn output_ring_drops_oldest_and_reports_it() {
+    let mut uart = Uart16550::new();
+    let total = OUTPUT_CAPACITY + 10;
+    for i in 0..total {
+        uart.write(reg::THR, (i % 251) as u8);
+    }
+    let (bytes, next, dropped) = uart.output_since(0);
+    assert_eq!(next, total as u64);
+    assert_eq!(dropped, 10);
+    assert_eq!(bytes.len(), OUTPUT_CAPACITY);
+    assert_eq!(bytes[0], 10);
+    assert_eq!(*bytes.last().unwrap(), ((total - 1) % 251) as u8);
+    // A reader that was 4 bytes behind the start of the ring lost those 4.
+    let (bytes, _, dropped) = uart.output_since(6);
+    assert_eq!((bytes.len(), dropped), (OUTPUT_CAPACITY, 4));
+    // A reader inside the ring loses nothing.
+    let (bytes, _, dropped) = uart.output_since(total as u64 - 2);
+    assert_eq!((bytes.len(), dropped), (2, 0));
+}
+
+#[test]
+fn dlab_switches_offsets_0_and_1_to_the_divisor() {
+    let mut uart = Uart16550::new();
+    uart.write(reg::LCR, LCR_DLAB | 0x03);
+    uart.write(reg::DLL, 0x01);
+    uart.write(reg::DLM, 0x00);
+    assert_eq!(uart.read(reg::DLL), 0x01);
+    assert_eq!(uart.read(reg::DLM), 0x00);
+    // Nothing was transmitted and IER was not touched.
+    assert_eq!(uart.output_total(), 0);
+    uart.write(reg::LCR, 0x03);
+    assert_eq!(uart.read(reg::IER), 0);
+    assert_eq!(uart.divisor(), 1);
+    assert_eq!(uart.read(reg::LCR), 0x03);
+}
+
+#[test]
+fn input_is_read_from_rbr_with_data_ready() {
+    let mut uart = Uart16550::new();
+    assert_eq!(uart.push_input(b"ab"), 2);
+    assert_eq!(uart.pending_input(), 2);
+    assert_eq!(uart.read(reg::LSR) & LSR_DR, LSR_DR);
+    assert_eq!(uart.read(reg::RBR), b'a');
+    assert_eq!(uart.read(reg::RBR), b'b');
+    assert_eq!(uart.read(reg::LSR) & LSR_DR, 0);
+}
+
+#[test]
+fn input_queue_is_bounded() {
+    let mut uart = Uart16550::new();
+    let big = vec![b'x'; INPUT_CAPACITY + 5];
+    assert_eq!(uart.push_input(&big), INPUT_CAPACITY);
+    assert_eq!(uart.push_input(b"y"), 0);
+    uart.read(reg::RBR);
+    assert_eq!(uart.push_input(b"yz"), 1);
+}
+
+#[test]
+fn rx_interrupt_follows_ier_and_data() {
+    let mut uart = Uart16550::new();
+    uart.push_input(b"k");
+    assert!(!uart.interrupt_pending(), "disabled in IER");
+    uart.write(reg::IER, IER_RDA);
+    assert!(uart.interrupt_pending());
+    assert_eq!(uart.read(reg::IIR), IIR_RDA);
+    // Reading IIR does not acknowledge received data; reading RBR does.
+    assert!(uart.interrupt_pending());
+    assert_eq!(uart.read(reg::RBR), b'k');
+    assert!(!uart.interrupt_pending());
+    assert_eq!(uart.read(reg::IIR), IIR_NONE);
+}
+
+#[test]
+fn thr_empty_interrupt_rises_on_enable_and_after_each_write() {
+    let mut uart = Uart16550::new();
+    uart.write(reg::IER, IER_THRE);
+    assert!(uart.interrupt_pending());
+    // Reading IIR acknowledges it.
+    assert_eq!(uart.read(reg::IIR), IIR_THRE);
+    assert!(!uart.interrupt_pending());
+    assert_eq!(uart.read(reg::IIR), IIR_NONE);
+    // Sending a byte empties THR again at once.
+    uart.write(reg::THR, b'x');
+    assert!(uart.interrupt_pending());
+    // Disabling drops it; re-enabling raises it again.
+    uart.write(reg::IER, 0);
+    assert!(!uart.interrupt_pending());
+    uart.write(reg::IER, IER_THRE);
+    assert_eq!(uart.read(reg::IIR), IIR_THRE);
+    // Rewriting the same IER value is not a rising edge.
+    uart.write(reg::IER, IER_THRE);
+    assert!(!uart.interrupt_pending());
+}
+
+#[test]
+fn rx_data_outranks_thr_empty() {
+    let mut uart = Uart16550::new();
+    uart.write(reg::IER, IER_RDA | IER_THRE);
+    uart.push_input(b"z");
+    assert_eq!(uart.read(reg::IIR), IIR_RDA);
+    uart.read(reg::RBR);
+    assert_eq!(uart.read(reg::IIR), IIR_THRE);
+}
+
+#[test]
+fn fifo_control_shows_in_iir_and_clears_input() {
+    let mut uart = Uart16550::new();
+    uart.push_input(b"abc");
+    uart.write(reg::FCR, FCR_ENABLE | 0xC0);
+    // Turning the FIFOs on cleared them.
+    assert_eq!(uart.pending_input(), 0);
+    assert_eq!(uart.read(reg::IIR), IIR_FIFO_ENABLED | IIR_NONE);
+    uart.push_input(b"abc");
+    uart.write(reg::FCR, FCR_ENABLE | FCR_CLEAR_RX | FCR_CLEAR_TX);
+    assert_eq!(uart.pending_input(), 0);
+    uart.push_input(b"d");
+    uart.write(reg::FCR, FCR_ENABLE);
+    assert_eq!(uart.pending_input(), 1, "no change, no clear");
+    uart.write(reg::FCR, 0);
+    assert_eq!(uart.read(reg::IIR), IIR_NONE);
+    assert_eq!(uart.pending_input(), 0);
+}
+
+#[test]
+fn loopback_routes_thr_to_rbr_and_mcr_to_msr() {
+    let mut uart = Uart16550::new();
+    // Linux's 8250 probe: loopback with OUT2 and RTS must show DCD and CTS.
+    uart.write(reg::MCR, MCR_LOOP | MCR_OUT2 | MCR_RTS);
+    assert_eq!(uart.read(reg::MSR) & 0xF0, MSR_DCD | MSR_CTS);
+    uart.write(reg::THR, b'q');
+    assert_eq!(
+        uart.output_total(),
+        0,
+        "loopback output does not leave the chip"
+    );
+    assert_eq!(uart.read(reg::LSR) & LSR_DR, LSR_DR);
+    assert_eq!(uart.read(reg::RBR), b'q');
+    // Serial input is disconnected in loopback.
+    assert_eq!(uart.push_input(b"x"), 0);
+    uart.write(reg::MCR, MCR_DTR | MCR_RTS | MCR_OUT2);
+    assert_eq!(uart.read(reg::MCR), MCR_DTR | MCR_RTS | MCR_OUT2);
+    assert_eq!(uart.push_input(b"x"), 1);
+}
+
+#[test]
+fn modem_status_deltas_latch_and_interrupt() {
+    let mut uart = Uart16550::new();
+    uart.write(reg::MCR, MCR_LOOP | MCR_OUT1);
+    // Entering loopback dropped DCD, DSR and CTS; OUT1 raised RI.
+    assert_eq!(uart.read(reg::MSR), MSR_RI | MSR_DCTS | MSR_DDSR | MSR_DDCD);
+    assert_eq!(uart.read(reg::MSR), MSR_RI, "deltas clear on read");
+    uart.write(reg::IER, IER_MS);
+    uart.write(reg::MCR, MCR_LOOP);
+    assert!(uart.interrupt_pending());
+    assert_eq!(uart.read(reg::IIR), IIR_MS);
+    assert_eq!(uart.read(reg::MSR), MSR_TERI);
+    assert!(!uart.interrupt_pending());
+}
+
+#[test]
+fn loopback_overrun_sets_oe_and_line_status_interrupt() {
+    let mut uart = Uart16550::new();
+    uart.write(reg::MCR, MCR_LOOP);
+    for _ in 0..=INPUT_CAPACITY {
+        uart.write(reg::THR, 0);
+    }
+    uart.write(reg::IER, IER_RLS);
+    assert_eq!(uart.read(reg::IIR), IIR_RLS);
+    assert_eq!(uart.read(reg::LSR) & LSR_OE, LSR_OE);
+    assert_eq!(uart.read(reg::LSR) & LSR_OE, 0, "errors clear on read");
+    assert!(!uart.interrupt_pending());
+}
+
+#[test]
+fn masked_bits_and_unknown_offsets() {
+    let mut uart = Uart16550::new();
+    uart.write(reg::IER, 0xFF);
+    assert_eq!(uart.read(reg::IER), IER_MASK);
+    uart.write(reg::MCR, 0xFF);
+    assert_eq!(uart.read(reg::MCR), MCR_MASK);
+    uart.write(reg::MCR, 0);
+    uart.write(reg::SCR, 0x5A);
+    assert_eq!(uart.read(reg::SCR), 0x5A);
+    uart.write(reg::LSR, 0);
+    uart.write(reg::MSR, 0);
+    assert_eq!(uart.read(reg::LSR), LSR_THRE | LSR_TEMT);
+    uart.write(8, 1);
+    assert_eq!(uart.read(8), 0xFF);
+    assert_eq!(uart.read(255), 0xFF);
+}
+
+#[test]
+fn state_round_trips_and_restore_masks() {
+    let mut uart = Uart16550::new();
+    uart.write(reg::LCR, LCR_DLAB);
+    uart.write(reg::DLL, 3);
+    uart.write(reg::LCR, 0x1B);
+    uart.write(reg::IER, IER_RDA | IER_THRE);
+    uart.write(reg::FCR, FCR_ENABLE | 0x40);
+    uart.write(reg::MCR, MCR_DTR | MCR_OUT2);
+    uart.write(reg::SCR, 9);
+    uart.push_input(b"in");
+    write_str(&mut uart, b"out");
+    let state = uart.state();
+
+    let mut copy = Uart16550::new();
+    copy.restore(state.clone());
+    assert_eq!(copy.state(), state);
+    assert_eq!(copy.read(reg::IIR), IIR_FIFO_ENABLED | IIR_RDA);
+    assert_eq!(copy.read(reg::RBR), b'i');
+    assert_eq!(copy.output_total(), 0, "output history is not device state");
+
+    let mut bad = Uart16550::new();
+    bad.restore(State {
+        ier: 0xFF,
+        mcr: 0xFF,
+        fcr: 0x3E,
+        lsr_errors: 0xFF,
+        msr_deltas: 0xFF,
+        rx: vec![0; INPUT_CAPACITY * 2],
+        ..State::default()
+    });
+    let s = bad.state();
+    assert_eq!(
+        (s.ier, s.mcr, s.fcr, s.lsr_errors, s.msr_deltas, s.rx.len()),
+        (
+            IER_MASK,
+            MCR_MASK,
+            0,
+            LSR_ERRORS,
+            MSR_DELTAS,
+            INPUT_CAPACITY
+        )
+    );
+}
+
+#[test]
+fn any_register_sequence_keeps_invariants() {
+    // A cheap deterministic fuzz: no sequence of guest accesses panics, THRE and TEMT stay
+    // set, and DR agrees with the queue.
+    let mut uart = Uart16550::new();
+    let mut x: u32 = 0x1234_5678;
+    for _ in 0..200_000 {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        let offset = (x & 7) as u8;
+        let value = (x >> 8) as u8;
+        match (x >> 16) % 4 {
+            0 => {
+                uart.read(offset);
+            }
+            1 | 2 => uart.write(offset, value),
+            _ => {
+                uart.push_input(&[value]);
+            }
+        }
+        let lsr = uart.lsr();
+        assert_eq!(lsr & (LSR_THRE | LSR_TEMT), LSR_THRE | LSR_TEMT);
+        assert_eq!(lsr & LSR_DR == 0, uart.pending_input() == 0);
+        assert!(uart.pending_input() <= INPUT_CAPACITY);
+    }
+}

@@ -1,0 +1,334 @@
+//! What the VMM does with each [`VmExit`]: a pure function over the VM's devices.
+//!
+//! [`handle_exit`] takes one exit and the [`Devices`] and answers with an [`ExitAction`] for
+//! the VM loop; it never touches the vCPU, memory or a clock, so it is unit-tested by feeding
+//! it made-up exits. The VM loop ([`Vm::step`](crate::vm::Vm::step)) applies the action.
+//!
+//! | exit | action |
+//! | --- | --- |
+//! | `IoIn` | the device's value: [`ExitAction::CompleteRead`] (unclaimed ports: all ones) |
+//! | `IoOut` | the device write, then [`ExitAction::Resume`] (unclaimed ports: dropped) |
+//! | `MmioRead` / `MmioWrite` | as the port exits, on the MMIO bus |
+//! | `Hlt`, interrupts enabled | [`ExitAction::WaitForInterrupt`] |
+//! | `Hlt`, interrupts disabled | stop: [`StopReason::HaltedWithInterruptsDisabled`] |
+//! | `Shutdown` | stop: [`StopReason::GuestShutdown`] |
+//! | `Interrupted` | [`ExitAction::Resume`] (the host got its preemption point) |
+//! | `FailEntry` | stop: [`StopReason::EntryFailed`] |
+//! | `UnhandledMemoryAccess` | stop: [`StopReason::BadMemoryAccess`] |
+//! | `Unhandled` | stop: [`StopReason::UnhandledExit`] |
+//!
+//! **Guest-physical addresses beyond RAM.** An `MmioRead`/`MmioWrite` that no device claims
+//! reads all ones and the write is dropped, like a PC bus with nothing decoding the address.
+//! Guests probe for devices this way (Linux reads the IOAPIC and HPET areas; firmware sizes
+//! memory by writing and reading back), so it must not stop the VM. Only an access the
+//! backend cannot even decode (an instruction fetch from such an address, or an instruction
+//! iced-x86 cannot make into a plain load or store) stops it, as
+//! [`StopReason::BadMemoryAccess`].
+//!
+//! **HLT with interrupts disabled.** Only an NMI, SMI, INIT or reset ends that halt on real
+//! hardware. Keel delivers none of those and has no interrupt sources yet, so such a guest has
+//! finished for good (the usual end of a test payload, and what Linux does after a panic):
+//! the VM stops with [`StopReason::HaltedWithInterruptsDisabled`].
+
+use core::fmt;
+
+use crate::devices::Devices;
+use crate::vcpu::{EntryFailure, VcpuError, VmExit};
+
+/// What the VM loop does after an exit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitAction {
+    /// Run the guest again.
+    Resume,
+    /// Complete the pending `IN`/MMIO load with this value
+    /// ([`Vcpu::complete_read`](crate::vcpu::Vcpu::complete_read)), then run again.
+    CompleteRead(u64),
+    /// The guest halted with interrupts enabled: do not run it until an interrupt is due.
+    WaitForInterrupt,
+    /// The VM is finished.
+    Stop(StopReason),
+}
+
+/// Why a VM stopped. The [`Display`](fmt::Display) form is what `vm list` and the API show.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// The guest triple-faulted (or hit another shutdown condition).
+    GuestShutdown,
+    /// The guest executed HLT with interrupts disabled; nothing can wake it.
+    HaltedWithInterruptsDisabled,
+    /// The hardware refused to enter the guest.
+    EntryFailed(EntryFailure),
+    /// The guest accessed guest-physical memory the VMM cannot emulate.
+    BadMemoryAccess {
+        /// Guest-physical address.
+        gpa: u64,
+        /// Guest RIP.
+        rip: u64,
+        /// What went wrong, from the backend.
+        reason: &'static str,
+    },
+    /// An exit Keel has no handler for.
+    UnhandledExit {
+        /// SVM EXITCODE or VMX basic exit reason.
+        code: u64,
+        /// SVM EXITINFO1 or VMX exit qualification.
+        info1: u64,
+        /// SVM EXITINFO2 or VMX guest address.
+        info2: u64,
+    },
+    /// The operator stopped the VM (`vm stop`, the API).
+    Operator,
+    /// The vCPU backend reported an error (a VMM bug rather than a guest action).
+    Backend(VcpuError),
+}
+
+impl fmt::Display for StopReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StopReason::GuestShutdown => f.write_str("guest triple-faulted (shutdown)"),
+            StopReason::HaltedWithInterruptsDisabled => {
+                f.write_str("guest halted with interrupts disabled")
+            }
+            StopReason::EntryFailed(failure) => {
+                write!(f, "the CPU refused to enter the guest: {failure}")
+            }
+            StopReason::BadMemoryAccess { gpa, rip, reason } => write!(
+                f,
+                "guest touched unbacked memory at {gpa:#x} (rip {rip:#x}): {reason}"
+            ),
+            StopReason::UnhandledExit { code, info1, info2 } => write!(
+                f,
+                "unhandled VM exit {code:#x} (info {info1:#x}, {info2:#x})"
+            ),
+            StopReason::Operator => f.write_str("stopped by the operator"),
+            StopReason::Backend(error) => write!(f, "vCPU error: {error}"),
+        }
+    }
+}
+
+/// Handles one exit against the VM's devices (see the [module docs](self) for the table).
+///
+/// ```
+/// use keel_vmm::devices::Devices;
+/// use keel_vmm::exit_handler::{handle_exit, ExitAction};
+/// use keel_vmm::vcpu::VmExit;
+///
+/// let mut devices = Devices::pc_minimal();
+/// let out = VmExit::IoOut { port: 0x3F8, size: 1, data: u32::from(b'!') };
+/// assert_eq!(handle_exit(&out, &mut devices), ExitAction::Resume);
+/// assert_eq!(devices.com1.output_since(0).0, b"!");
+/// ```
+pub fn handle_exit(exit: &VmExit, devices: &mut Devices) -> ExitAction {
+    match *exit {
+        VmExit::IoIn { port, size } => {
+            ExitAction::CompleteRead(u64::from(devices.read_port(port, size)))
+        }
+        VmExit::IoOut { port, size, data } => {
+            devices.write_port(port, size, data);
+            ExitAction::Resume
+        }
+        VmExit::MmioRead { gpa, size } => ExitAction::CompleteRead(devices.read_mmio(gpa, size)),
+        VmExit::MmioWrite { gpa, size, data } => {
+            devices.write_mmio(gpa, size, data);
+            ExitAction::Resume
+        }
+        VmExit::Hlt {
+            interrupts_enabled: true,
+        } => ExitAction::WaitForInterrupt,
+        VmExit::Hlt {
+            interrupts_enabled: false,
+        } => ExitAction::Stop(StopReason::HaltedWithInterruptsDisabled),
+        VmExit::Shutdown => ExitAction::Stop(StopReason::GuestShutdown),
+        VmExit::Interrupted => ExitAction::Resume,
+        VmExit::FailEntry { reason } => ExitAction::Stop(StopReason::EntryFailed(reason)),
+        VmExit::UnhandledMemoryAccess { gpa, rip, reason } => {
+            ExitAction::Stop(StopReason::BadMemoryAccess { gpa, rip, reason })
+        }
+        VmExit::Unhandled { code, info1, info2 } => {
+            ExitAction::Stop(StopReason::UnhandledExit { code, info1, info2 })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::uart::{LSR_TEMT, LSR_THRE};
+    use crate::devices::{COM1_BASE, POST_PORT};
+
+    fn handle(exit: VmExit) -> ExitAction {
+        handle_exit(&exit, &mut Devices::pc_minimal())
+    }
+
+    #[test]
+    fn io_out_reaches_the_uart() {
+        let mut devices = Devices::pc_minimal();
+        for b in *b"ok" {
+            let exit = VmExit::IoOut {
+                port: COM1_BASE,
+                size: 1,
+                data: u32::from(b),
+            };
+            assert_eq!(handle_exit(&exit, &mut devices), ExitAction::Resume);
+        }
+        assert_eq!(devices.com1.output_since(0), (b"ok".to_vec(), 2, 0));
+    }
+
+    #[test]
+    fn io_in_completes_with_the_device_value() {
+        let mut devices = Devices::pc_minimal();
+        let lsr = VmExit::IoIn {
+            port: COM1_BASE + 5,
+            size: 1,
+        };
+        assert_eq!(
+            handle_exit(&lsr, &mut devices),
+            ExitAction::CompleteRead(u64::from(LSR_THRE | LSR_TEMT))
+        );
+        devices.com1.push_input(b"x");
+        let rbr = VmExit::IoIn {
+            port: COM1_BASE,
+            size: 1,
+        };
+        assert_eq!(
+            handle_exit(&rbr, &mut devices),
+            ExitAction::CompleteRead(u64::from(b'x'))
+        );
+    }
+
+    #[test]
+    fn unclaimed_ports_read_all_ones_and_swallow_writes() {
+        for (size, ones) in [(1, 0xFF), (2, 0xFFFF), (4, 0xFFFF_FFFF)] {
+            assert_eq!(
+                handle(VmExit::IoIn { port: 0x71, size }),
+                ExitAction::CompleteRead(ones)
+            );
+        }
+        assert_eq!(
+            handle(VmExit::IoOut {
+                port: POST_PORT,
+                size: 1,
+                data: 0x55
+            }),
+            ExitAction::Resume
+        );
+    }
+
+    #[test]
+    fn mmio_beyond_ram_reads_ones_and_drops_writes() {
+        for (size, ones) in [(1, 0xFF), (2, 0xFFFF), (4, 0xFFFF_FFFF), (8, u64::MAX)] {
+            assert_eq!(
+                handle(VmExit::MmioRead {
+                    gpa: 0xFEC0_0000,
+                    size
+                }),
+                ExitAction::CompleteRead(ones)
+            );
+        }
+        assert_eq!(
+            handle(VmExit::MmioWrite {
+                gpa: 0x1_0000_0000,
+                size: 8,
+                data: 1
+            }),
+            ExitAction::Resume
+        );
+    }
+
+    #[test]
+    fn hlt_depends_on_interrupt_flag() {
+        assert_eq!(
+            handle(VmExit::Hlt {
+                interrupts_enabled: true
+            }),
+            ExitAction::WaitForInterrupt
+        );
+        assert_eq!(
+            handle(VmExit::Hlt {
+                interrupts_enabled: false
+            }),
+            ExitAction::Stop(StopReason::HaltedWithInterruptsDisabled)
+        );
+    }
+
+    #[test]
+    fn shutdown_interrupted_and_failures() {
+        assert_eq!(
+            handle(VmExit::Shutdown),
+            ExitAction::Stop(StopReason::GuestShutdown)
+        );
+        assert_eq!(handle(VmExit::Interrupted), ExitAction::Resume);
+        let reason = EntryFailure::VmxEntryCheck {
+            reason: 33,
+            qualification: 0,
+        };
+        assert_eq!(
+            handle(VmExit::FailEntry { reason }),
+            ExitAction::Stop(StopReason::EntryFailed(reason))
+        );
+        assert_eq!(
+            handle(VmExit::UnhandledMemoryAccess {
+                gpa: 0xFFFF_0000,
+                rip: 0xFFF0,
+                reason: "instruction fetch"
+            }),
+            ExitAction::Stop(StopReason::BadMemoryAccess {
+                gpa: 0xFFFF_0000,
+                rip: 0xFFF0,
+                reason: "instruction fetch"
+            })
+        );
+        assert_eq!(
+            handle(VmExit::Unhandled {
+                code: 0x7C,
+                info1: 1,
+                info2: 2
+            }),
+            ExitAction::Stop(StopReason::UnhandledExit {
+                code: 0x7C,
+                info1: 1,
+                info2: 2
+            })
+        );
+    }
+
+    #[test]
+    fn stop_reasons_read_well() {
+        let cases: [(StopReason, &str); 7] = [
+            (StopReason::GuestShutdown, "guest triple-faulted (shutdown)"),
+            (
+                StopReason::HaltedWithInterruptsDisabled,
+                "guest halted with interrupts disabled",
+            ),
+            (
+                StopReason::EntryFailed(EntryFailure::SvmInvalidState),
+                "the CPU refused to enter the guest: VMRUN rejected the guest state \
+                 (VMEXIT_INVALID)",
+            ),
+            (
+                StopReason::BadMemoryAccess {
+                    gpa: 0xFFFF_0000,
+                    rip: 0x1234,
+                    reason: "instruction fetch",
+                },
+                "guest touched unbacked memory at 0xffff0000 (rip 0x1234): instruction fetch",
+            ),
+            (
+                StopReason::UnhandledExit {
+                    code: 0x7C,
+                    info1: 0,
+                    info2: 0x10,
+                },
+                "unhandled VM exit 0x7c (info 0x0, 0x10)",
+            ),
+            (StopReason::Operator, "stopped by the operator"),
+            (
+                StopReason::Backend(VcpuError::ReadNotCompleted),
+                "vCPU error: the previous IN/MMIO read was not completed",
+            ),
+        ];
+        for (reason, text) in cases {
+            assert_eq!(reason.to_string(), text);
+        }
+    }
+}

@@ -1,0 +1,577 @@
+//! One virtual machine: its RAM, its vCPU, its devices, and where it stands.
+//!
+//! [`Vm::step`] is one turn of the VM loop: run the vCPU until an exit, count the exit, hand it
+//! to [`handle_exit`], and apply the answer (complete a read, wait for an interrupt, or stop).
+//! The caller decides how often to step and on which CPU; nothing here reads a clock or blocks.
+//!
+//! ```text
+//!            step: exit handled            step: HLT with IF=1
+//!   Running ───────────────────► Running ─────────────────────► WaitingForInterrupt
+//!      │
+//!      │ step: shutdown, HLT with IF=0, entry failure, bad access, backend error; stop()
+//!      ▼
+//!   Stopped(reason)   (final: step does nothing, the first reason is kept)
+//! ```
+//!
+//! A VM waiting for an interrupt is not run again: there are no interrupt sources yet, so
+//! nothing wakes it until the interrupt controller of a later change does. The operator can
+//! still stop it.
+
+use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use crate::devices::Devices;
+use crate::exit_handler::{ExitAction, StopReason, handle_exit};
+use crate::memory::GuestMemory;
+use crate::vcpu::{Registers, Vcpu};
+
+/// Where a VM stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VmState {
+    /// The guest runs when stepped.
+    Running,
+    /// The guest executed HLT with interrupts enabled and waits for an interrupt.
+    WaitingForInterrupt,
+    /// The VM is finished, for this reason.
+    Stopped(StopReason),
+}
+
+/// Exit counts by kind ([`VmExit::kind`](crate::vcpu::VmExit::kind) names, plus `cpuid`,
+/// `msr`, `injected` and `other` for the exits the backend handled itself).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExitStats {
+    /// Sorted by name; no zero counts.
+    counts: Vec<(&'static str, u64)>,
+}
+
+impl ExitStats {
+    /// No exits counted.
+    pub const fn new() -> Self {
+        ExitStats { counts: Vec::new() }
+    }
+
+    /// Counts one exit of `kind`.
+    pub fn record(&mut self, kind: &'static str) {
+        self.add(kind, 1);
+    }
+
+    /// Counts `n` exits of `kind` (saturating).
+    pub fn add(&mut self, kind: &'static str, n: u64) {
+        if n == 0 {
+            return;
+        }
+        match self.counts.binary_search_by(|(k, _)| (*k).cmp(kind)) {
+            Ok(i) => self.counts[i].1 = self.counts[i].1.saturating_add(n),
+            Err(i) => self.counts.insert(i, (kind, n)),
+        }
+    }
+
+    /// The count for `kind` (0 if none).
+    pub fn get(&self, kind: &str) -> u64 {
+        self.counts
+            .binary_search_by(|(k, _)| (*k).cmp(kind))
+            .map_or(0, |i| self.counts[i].1)
+    }
+
+    /// `(kind, count)` for every kind seen, sorted by kind.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        self.counts.iter().copied()
+    }
+
+    /// All exits counted.
+    pub fn total(&self) -> u64 {
+        self.counts
+            .iter()
+            .fold(0u64, |sum, (_, n)| sum.saturating_add(*n))
+    }
+}
+
+/// One virtual machine with one vCPU.
+pub struct Vm {
+    id: u32,
+    name: String,
+    memory: GuestMemory,
+    vcpu: Box<dyn Vcpu>,
+    devices: Devices,
+    state: VmState,
+    stats: ExitStats,
+}
+
+impl core::fmt::Debug for Vm {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Vm")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("backend", &self.vcpu.backend())
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Vm {
+    /// A running VM over `memory` (already loaded with the guest), `vcpu` (created for that
+    /// memory) and `devices`.
+    pub fn new(
+        id: u32,
+        name: String,
+        memory: GuestMemory,
+        vcpu: Box<dyn Vcpu>,
+        devices: Devices,
+    ) -> Vm {
+        Vm {
+            id,
+            name,
+            memory,
+            vcpu,
+            devices,
+            state: VmState::Running,
+            stats: ExitStats::new(),
+        }
+    }
+
+    /// The VM's id.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// The VM's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Where the VM stands.
+    pub fn state(&self) -> VmState {
+        self.state
+    }
+
+    /// Whether the VM has stopped for good.
+    pub fn is_stopped(&self) -> bool {
+        matches!(self.state, VmState::Stopped(_))
+    }
+
+    /// Runs the vCPU once, if the VM is running, and handles the exit; returns the new state.
+    ///
+    /// A read exit is completed before returning, so the next `step` can run again at once.
+    /// A backend error stops the VM with [`StopReason::Backend`]. A VM that is stopped or
+    /// waiting for an interrupt is left as it is.
+    pub fn step(&mut self) -> VmState {
+        if self.state != VmState::Running {
+            return self.state;
+        }
+        let exit = match self.vcpu.run(&self.memory) {
+            Ok(exit) => exit,
+            Err(error) => {
+                self.state = VmState::Stopped(StopReason::Backend(error));
+                return self.state;
+            }
+        };
+        self.stats.record(exit.kind());
+        match handle_exit(&exit, &mut self.devices) {
+            ExitAction::Resume => {}
+            ExitAction::CompleteRead(value) => {
+                if let Err(error) = self.vcpu.complete_read(value) {
+                    self.state = VmState::Stopped(StopReason::Backend(error));
+                }
+            }
+            ExitAction::WaitForInterrupt => self.state = VmState::WaitingForInterrupt,
+            ExitAction::Stop(reason) => self.state = VmState::Stopped(reason),
+        }
+        self.state
+    }
+
+    /// Stops the VM for `reason`. A VM that has already stopped keeps its first reason (the
+    /// one that says what the guest did).
+    pub fn stop(&mut self, reason: StopReason) {
+        if !self.is_stopped() {
+            self.state = VmState::Stopped(reason);
+        }
+    }
+
+    /// Exit counts: the exits [`step`](Self::step) saw, merged with the backend's own
+    /// ([`InternalExits`](crate::vcpu::InternalExits) as `cpuid`, `msr`, `injected`, `other`).
+    pub fn exit_stats(&self) -> ExitStats {
+        let mut stats = self.stats.clone();
+        let internal = self.vcpu.internal_exits();
+        stats.add("cpuid", internal.cpuid);
+        stats.add("msr", internal.msr);
+        stats.add("injected", internal.injected);
+        stats.add("other", internal.other);
+        stats
+    }
+
+    /// Guest console (COM1) output since the running offset `offset`:
+    /// `(bytes, next_offset, dropped)`, as [`Uart16550::output_since`]. Start at 0 and pass
+    /// back `next_offset`; `dropped` counts bytes the ring lost before they were read.
+    ///
+    /// [`Uart16550::output_since`]: crate::devices::uart::Uart16550::output_since
+    pub fn console_output_since(&self, offset: u64) -> (Vec<u8>, u64, u64) {
+        self.devices.com1.output_since(offset)
+    }
+
+    /// Queues console (COM1) input for the guest; returns how many bytes were accepted (the
+    /// caller keeps the rest for later).
+    pub fn console_input(&mut self, bytes: &[u8]) -> usize {
+        self.devices.com1.push_input(bytes)
+    }
+
+    /// The guest's RAM.
+    pub fn memory(&self) -> &GuestMemory {
+        &self.memory
+    }
+
+    /// The device models.
+    pub fn devices(&self) -> &Devices {
+        &self.devices
+    }
+
+    /// The device models, mutably (to inject input, or restore a snapshot).
+    pub fn devices_mut(&mut self) -> &mut Devices {
+        &mut self.devices
+    }
+
+    /// The guest's registers, as the backend last saw them.
+    pub fn registers(&self) -> Registers {
+        self.vcpu.registers()
+    }
+
+    /// Which backend runs the vCPU (`"svm"` or `"vmx"`).
+    pub fn backend(&self) -> &'static str {
+        self.vcpu.backend()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use alloc::collections::VecDeque;
+    use alloc::rc::Rc;
+    use core::cell::{Cell, RefCell};
+
+    use super::*;
+    use crate::devices::uart::OUTPUT_CAPACITY;
+    use crate::devices::{COM1_BASE, POST_PORT};
+    use crate::memory::MIN_GUEST_RAM;
+    use crate::testing::MockHost;
+    use crate::vcpu::{InternalExits, VcpuError, VmExit};
+
+    /// What a test can inspect after handing the vCPU to the VM.
+    #[derive(Default)]
+    struct Probe {
+        runs: Cell<u32>,
+        completed: RefCell<Vec<u64>>,
+    }
+
+    /// A vCPU that returns scripted exits and enforces the read-completion protocol.
+    struct ScriptedVcpu {
+        exits: VecDeque<VmExit>,
+        pending_read: bool,
+        internal: InternalExits,
+        probe: Rc<Probe>,
+    }
+
+    impl Vcpu for ScriptedVcpu {
+        fn run(&mut self, memory: &GuestMemory) -> Result<VmExit, VcpuError> {
+            assert_eq!(memory.size(), MIN_GUEST_RAM);
+            self.probe.runs.set(self.probe.runs.get() + 1);
+            if self.pending_read {
+                return Err(VcpuError::ReadNotCompleted);
+            }
+            let exit = self.exits.pop_front().ok_or(VcpuError::Stopped)?;
+            self.pending_read = matches!(exit, VmExit::IoIn { .. } | VmExit::MmioRead { .. });
+            Ok(exit)
+        }
+
+        fn complete_read(&mut self, value: u64) -> Result<(), VcpuError> {
+            if !self.pending_read {
+                return Err(VcpuError::NoPendingRead);
+            }
+            self.pending_read = false;
+            self.probe.completed.borrow_mut().push(value);
+            Ok(())
+        }
+
+        fn registers(&self) -> Registers {
+            Registers::default()
+        }
+
+        fn internal_exits(&self) -> InternalExits {
+            self.internal
+        }
+
+        fn backend(&self) -> &'static str {
+            "scripted"
+        }
+    }
+
+    fn vm_with(
+        exits: impl IntoIterator<Item = VmExit>,
+        internal: InternalExits,
+    ) -> (Vm, Rc<Probe>) {
+        let probe = Rc::new(Probe::default());
+        let vcpu = ScriptedVcpu {
+            exits: exits.into_iter().collect(),
+            pending_read: false,
+            internal,
+            probe: Rc::clone(&probe),
+        };
+        let memory = GuestMemory::new(MockHost::leak(2 * 512), MIN_GUEST_RAM).unwrap();
+        let vm = Vm::new(
+            7,
+            String::from("test"),
+            memory,
+            Box::new(vcpu),
+            Devices::pc_minimal(),
+        );
+        (vm, probe)
+    }
+
+    fn vm(exits: impl IntoIterator<Item = VmExit>) -> (Vm, Rc<Probe>) {
+        vm_with(exits, InternalExits::default())
+    }
+
+    fn out(byte: u8) -> VmExit {
+        VmExit::IoOut {
+            port: COM1_BASE,
+            size: 1,
+            data: u32::from(byte),
+        }
+    }
+
+    /// Steps until the VM is no longer running (at most `limit` times).
+    fn run_to_rest(vm: &mut Vm, limit: usize) -> VmState {
+        for _ in 0..limit {
+            if vm.step() != VmState::Running {
+                break;
+            }
+        }
+        vm.state()
+    }
+
+    #[test]
+    fn guest_prints_hi_and_halts() {
+        let (mut vm, probe) = vm([
+            out(b'h'),
+            out(b'i'),
+            VmExit::Hlt {
+                interrupts_enabled: false,
+            },
+        ]);
+        assert_eq!(vm.state(), VmState::Running);
+        assert_eq!(
+            run_to_rest(&mut vm, 10),
+            VmState::Stopped(StopReason::HaltedWithInterruptsDisabled)
+        );
+        assert_eq!(vm.console_output_since(0), (b"hi".to_vec(), 2, 0));
+        assert_eq!(vm.console_output_since(1), (b"i".to_vec(), 2, 0));
+        let stats = vm.exit_stats();
+        assert_eq!(stats.get("io-out"), 2);
+        assert_eq!(stats.get("hlt"), 1);
+        assert_eq!(stats.total(), 3);
+        assert_eq!(
+            stats.iter().collect::<Vec<_>>(),
+            [("hlt", 1), ("io-out", 2)]
+        );
+        assert_eq!(probe.runs.get(), 3);
+        assert!(vm.is_stopped());
+        assert_eq!(
+            vm.state(),
+            VmState::Stopped(StopReason::HaltedWithInterruptsDisabled)
+        );
+    }
+
+    #[test]
+    fn in_from_unclaimed_port_completes_with_all_ones() {
+        let (mut vm, probe) = vm([
+            VmExit::IoIn {
+                port: 0x61,
+                size: 1,
+            },
+            VmExit::IoIn {
+                port: 0x61,
+                size: 2,
+            },
+            VmExit::IoIn {
+                port: POST_PORT,
+                size: 4,
+            },
+            VmExit::MmioRead {
+                gpa: 0xFEC0_0000,
+                size: 8,
+            },
+            VmExit::Shutdown,
+        ]);
+        assert_eq!(
+            run_to_rest(&mut vm, 10),
+            VmState::Stopped(StopReason::GuestShutdown)
+        );
+        assert_eq!(
+            *probe.completed.borrow(),
+            [0xFF, 0xFFFF, 0xFFFF_FFFF, u64::MAX]
+        );
+        let stats = vm.exit_stats();
+        assert_eq!(stats.get("io-in"), 3);
+        assert_eq!(stats.get("mmio-read"), 1);
+        assert_eq!(stats.get("shutdown"), 1);
+    }
+
+    #[test]
+    fn console_input_reaches_the_guest() {
+        let (mut vm, probe) = vm([
+            VmExit::IoIn {
+                port: COM1_BASE,
+                size: 1,
+            },
+            VmExit::Hlt {
+                interrupts_enabled: false,
+            },
+        ]);
+        assert_eq!(vm.console_input(b"y"), 1);
+        run_to_rest(&mut vm, 10);
+        assert_eq!(*probe.completed.borrow(), [u64::from(b'y')]);
+    }
+
+    #[test]
+    fn shutdown_stops_with_guest_shutdown() {
+        let (mut vm, _) = vm([VmExit::Interrupted, VmExit::Shutdown]);
+        assert_eq!(vm.step(), VmState::Running);
+        assert_eq!(vm.step(), VmState::Stopped(StopReason::GuestShutdown));
+        assert_eq!(
+            alloc::format!("{}", StopReason::GuestShutdown),
+            "guest triple-faulted (shutdown)"
+        );
+        assert_eq!(vm.exit_stats().get("interrupt"), 1);
+    }
+
+    #[test]
+    fn a_stopped_vm_stays_stopped() {
+        let (mut vm, probe) = vm([VmExit::Shutdown, out(b'x'), out(b'y')]);
+        vm.step();
+        for _ in 0..5 {
+            assert_eq!(vm.step(), VmState::Stopped(StopReason::GuestShutdown));
+        }
+        assert_eq!(probe.runs.get(), 1, "the vCPU never ran again");
+        vm.stop(StopReason::Operator);
+        assert_eq!(
+            vm.state(),
+            VmState::Stopped(StopReason::GuestShutdown),
+            "the first reason is kept"
+        );
+        assert_eq!(vm.console_output_since(0).1, 0);
+    }
+
+    #[test]
+    fn operator_stop_ends_a_running_vm() {
+        let (mut vm, probe) = vm([out(b'a'), out(b'b')]);
+        vm.step();
+        vm.stop(StopReason::Operator);
+        assert_eq!(vm.step(), VmState::Stopped(StopReason::Operator));
+        assert_eq!(probe.runs.get(), 1);
+    }
+
+    #[test]
+    fn hlt_with_interrupts_waits_without_running() {
+        let (mut vm, probe) = vm([
+            VmExit::Hlt {
+                interrupts_enabled: true,
+            },
+            out(b'z'),
+        ]);
+        assert_eq!(vm.step(), VmState::WaitingForInterrupt);
+        assert_eq!(vm.step(), VmState::WaitingForInterrupt);
+        assert_eq!(probe.runs.get(), 1);
+        vm.stop(StopReason::Operator);
+        assert_eq!(vm.state(), VmState::Stopped(StopReason::Operator));
+    }
+
+    #[test]
+    fn backend_errors_stop_the_vm() {
+        // An empty script makes the mock report Stopped.
+        let (mut vm, _) = vm([]);
+        assert_eq!(
+            vm.step(),
+            VmState::Stopped(StopReason::Backend(VcpuError::Stopped))
+        );
+    }
+
+    #[test]
+    fn failures_carry_their_details() {
+        let (mut vm, _) = vm([VmExit::UnhandledMemoryAccess {
+            gpa: 0xFFFF_FFF0,
+            rip: 0xFFF0,
+            reason: "instruction fetch",
+        }]);
+        let state = vm.step();
+        let VmState::Stopped(reason) = state else {
+            panic!("{state:?}");
+        };
+        assert_eq!(
+            alloc::format!("{reason}"),
+            "guest touched unbacked memory at 0xfffffff0 (rip 0xfff0): instruction fetch"
+        );
+        assert_eq!(vm.exit_stats().get("bad-memory-access"), 1);
+    }
+
+    #[test]
+    fn internal_exits_are_merged_into_the_stats() {
+        let (mut vm, _) = vm_with(
+            [out(b'.'), VmExit::Shutdown],
+            InternalExits {
+                cpuid: 40,
+                msr: 12,
+                injected: 1,
+                other: 0,
+            },
+        );
+        run_to_rest(&mut vm, 10);
+        let stats = vm.exit_stats();
+        assert_eq!(
+            stats.iter().collect::<Vec<_>>(),
+            [
+                ("cpuid", 40),
+                ("injected", 1),
+                ("io-out", 1),
+                ("msr", 12),
+                ("shutdown", 1)
+            ]
+        );
+        assert_eq!(stats.get("other"), 0);
+        assert_eq!(stats.total(), 55);
+    }
+
+    #[test]
+    fn console_output_reports_drops() {
+        let extra = 100;
+        let (mut vm, _) = vm((0..OUTPUT_CAPACITY + extra).map(|i| out(i as u8)));
+        run_to_rest(&mut vm, OUTPUT_CAPACITY + extra + 1);
+        let (bytes, next, dropped) = vm.console_output_since(0);
+        assert_eq!(bytes.len(), OUTPUT_CAPACITY);
+        assert_eq!(next, (OUTPUT_CAPACITY + extra) as u64);
+        assert_eq!(dropped, extra as u64);
+        assert_eq!(vm.console_output_since(next), (Vec::new(), next, 0));
+    }
+
+    #[test]
+    fn accessors() {
+        let (vm, _) = vm([]);
+        assert_eq!(vm.id(), 7);
+        assert_eq!(vm.name(), "test");
+        assert_eq!(vm.backend(), "scripted");
+        assert_eq!(vm.memory().size(), MIN_GUEST_RAM);
+        assert_eq!(vm.registers(), Registers::default());
+        assert_eq!(vm.devices().com1.output_total(), 0);
+        assert!(alloc::format!("{vm:?}").contains("Running"));
+    }
+
+    #[test]
+    fn exit_stats_saturate_and_skip_zero() {
+        let mut stats = ExitStats::new();
+        stats.add("x", 0);
+        assert_eq!(stats.iter().count(), 0);
+        stats.add("x", u64::MAX);
+        stats.record("x");
+        stats.record("a");
+        assert_eq!(stats.get("x"), u64::MAX);
+        assert_eq!(stats.total(), u64::MAX);
+        assert_eq!(stats.iter().map(|(k, _)| k).collect::<Vec<_>>(), ["a", "x"]);
+    }
+}
