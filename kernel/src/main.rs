@@ -20,6 +20,8 @@ pub mod mm;
 #[cfg(target_os = "none")]
 pub mod arch;
 #[cfg(target_os = "none")]
+pub mod bench;
+#[cfg(target_os = "none")]
 pub mod cpuinfo;
 #[cfg(target_os = "none")]
 pub mod crash;
@@ -182,6 +184,7 @@ mod kernel {
             kprintln!("warning: {}", problem);
         }
         crate::crash::from_cmdline(system.boot.cmdline_value("keel.test-crash"));
+        crate::bench::from_cmdline(system.boot.cmdline_value("keel.bench"));
         console::shell::run(system)
     }
 
