@@ -9,9 +9,10 @@
 #   grub-pc-bin         GRUB for BIOS: grub-mkimage -O i386-pc, boot.img
 #   grub-efi-amd64-bin  GRUB for UEFI: grub-mkimage -O x86_64-efi
 #   xorriso mtools      ISO images (grub-mkrescue) and inspecting FAT images by hand
+#   binutils            as and ld, which assemble the test guests (qemu-tests/guests)
 set -euo pipefail
 
-PACKAGES="qemu-system-x86 ovmf bochs bochsbios vgabios grub-pc-bin grub-efi-amd64-bin xorriso mtools"
+PACKAGES="qemu-system-x86 ovmf bochs bochsbios vgabios grub-pc-bin grub-efi-amd64-bin xorriso mtools binutils"
 
 die() {
     echo "install-deps: error: $*" >&2
