@@ -1,1 +1,60 @@
-//! keel qemu tests (being written)
+//! `keel_qemu_tests`: boots Keel in emulators and drives its serial console, for the
+//! integration tests in `tests/` and the `boot-bench` benchmark.
+//!
+//! Layering, bottom up:
+//!
+//! - [`report`] renders raw console bytes (firmware escape sequences, `\r\n`) as readable text.
+//! - [`console`] copies an emulator's COM1 output into a shared transcript on a background
+//!   thread; waits search it for a [`Pattern`] (text or regex) with a deadline, from a cursor
+//!   that each match moves forward.
+//! - [`machine`] is one running emulator ([`Machine`]): waits that panic with a failure
+//!   report (console tail, COM2 defmt log decoded with the kernel ELF, emulator output,
+//!   command line), typing, console commands, exit waits, and kill on drop and after a hard
+//!   timeout.
+//! - [`qemu`] and [`bochs`] start the two emulators ([`Qemu`], [`Bochs`]); `bochs` documents
+//!   what it takes to run Bochs headless with a two-way COM1.
+//! - [`banner`] parses the boot banner; [`artifacts()`] builds the kernel and image once per
+//!   test binary.
+//! - [`guests`] builds the small guest payloads the VMM tests run.
+//!
+//! A test reads like an operator session:
+//!
+//! ```no_run
+//! use keel_qemu_tests::{Qemu, artifacts, check};
+//!
+//! let mut m = Qemu::pvh(&artifacts().elf).spawn().unwrap();
+//! let banner = m.expect_banner();
+//! check!(m, banner.field("boot path") == Some("PVH"));
+//! let out = m.command("version");
+//! check!(m, out.starts_with("Keel 0.1.0"), "version printed {out:?}");
+//! m.type_line("poweroff");
+//! m.expect("powering off...");
+//! m.expect_exit(std::time::Duration::from_secs(10));
+//! ```
+//!
+//! Run with `cargo test -p keel-qemu-tests --release`. The tests need Debian's
+//! `qemu-system-x86`, `ovmf`, `bochs`, `bochsbios`, `vgabios`, and for the image `grub-pc-bin`,
+//! `grub-efi-amd64-bin` (plus `xorriso` and `mtools` for the harness's own GRUB test image).
+//! `cargo run --release -p keel-qemu-tests --bin boot-bench` measures boot times.
+//!
+//! Environment: `KEEL_TEST_TIMEOUT_SCALE` scales default timeouts, `KEEL_TEST_KEEP_DIR` keeps
+//! each emulator's temporary directory, `KEEL_TEST_ELF` with `KEEL_TEST_IMAGE` boot prebuilt
+//! artifacts instead of building.
+
+pub mod artifacts;
+pub mod banner;
+pub mod bochs;
+pub mod console;
+pub mod error;
+pub mod guests;
+pub mod machine;
+pub mod qemu;
+pub mod report;
+
+pub use artifacts::{Artifacts, artifacts};
+pub use banner::{Banner, PROMPT, VERSION_LINE, first_number};
+pub use bochs::Bochs;
+pub use console::{Match, Pattern};
+pub use error::Error;
+pub use machine::Machine;
+pub use qemu::{Firmware, Qemu};

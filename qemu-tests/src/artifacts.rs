@@ -1,0 +1,53 @@
+//! The kernel ELF and disk image the tests boot, built once per test binary.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+/// Set both this and [`IMAGE_ENV`] to boot prebuilt artifacts instead of building them.
+pub const ELF_ENV: &str = "KEEL_TEST_ELF";
+
+/// See [`ELF_ENV`].
+pub const IMAGE_ENV: &str = "KEEL_TEST_IMAGE";
+
+/// What the tests boot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Artifacts {
+    /// The kernel ELF (PVH note, Multiboot2 header, defmt table).
+    pub elf: PathBuf,
+    /// `keel.img`: the GPT disk image with GRUB for BIOS and UEFI.
+    pub image: PathBuf,
+}
+
+/// Builds the kernel and `keel.img` with `keel_image::build` (quiet, default options) the
+/// first time it is called in this process and returns the paths; later calls, from any
+/// thread, wait for that build and get the same answer.
+///
+/// # Panics
+///
+/// If the build fails; every test that asks panics with the same build error (the build is
+/// not retried).
+pub fn artifacts() -> &'static Artifacts {
+    static BUILT: OnceLock<Result<Artifacts, String>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        if let (Some(elf), Some(image)) = (std::env::var_os(ELF_ENV), std::env::var_os(IMAGE_ENV)) {
+            return Ok(Artifacts {
+                elf: elf.into(),
+                image: image.into(),
+            });
+        }
+        let opts = keel_image::BuildOptions {
+            quiet: true,
+            ..Default::default()
+        };
+        keel_image::build(&opts)
+            .map(|out| Artifacts {
+                elf: out.elf,
+                image: out.image,
+            })
+            .map_err(|e| format!("building the kernel and keel.img failed: {e}"))
+    });
+    match built {
+        Ok(a) => a,
+        Err(e) => panic!("{e}"),
+    }
+}

@@ -1,0 +1,367 @@
+//! QEMU (TCG): the kernel ELF through `-kernel` (PVH), or `keel.img` through SeaBIOS or OVMF
+//! and GRUB.
+//!
+//! COM1 is the child's stdio (`-serial stdio`): the harness reads its stdout on a background
+//! thread and types into its stdin. QEMU only hands the guest UART as many bytes as its FIFO
+//! takes, so typed text is never dropped. COM2 goes to `com2.bin` in the machine's temporary
+//! directory (`-serial file:`), QEMU's own messages to `qemu.stderr`.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::error::Error;
+use crate::machine::{Machine, Parts, emulator_command, scaled, shell_line};
+
+/// The QEMU binary.
+pub const QEMU: &str = "qemu-system-x86_64";
+
+/// OVMF as Debian's `ovmf` package installs it.
+pub const OVMF: &str = "/usr/share/ovmf/OVMF.fd";
+
+/// Default timeout of one wait under QEMU.
+pub const QEMU_WAIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Default hard timeout after which a QEMU is killed whatever the test does.
+pub const QEMU_HARD_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The CPU model with AMD-V and nested paging under TCG.
+pub const CPU_SVM: &str = "qemu64,+svm,+npt";
+
+/// Which firmware boots a disk image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Firmware {
+    /// SeaBIOS (QEMU's default), legacy BIOS boot through GRUB's i386-pc core image.
+    SeaBios,
+    /// OVMF (`-bios /usr/share/ovmf/OVMF.fd`), UEFI boot through `/EFI/BOOT/BOOTX64.EFI`.
+    Ovmf,
+}
+
+/// How the machine boots.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Boot {
+    /// `-kernel <elf> -append <cmdline>`: QEMU loads the ELF through its PVH note.
+    Kernel {
+        /// The kernel ELF.
+        elf: PathBuf,
+        /// The kernel command line (left out when empty).
+        cmdline: String,
+    },
+    /// A raw disk image on the first IDE (or, on q35, AHCI) port, opened with `snapshot=on`
+    /// so that several machines can boot the same file at once and none of them changes it.
+    Disk {
+        /// The image.
+        image: PathBuf,
+        /// The firmware.
+        firmware: Firmware,
+    },
+}
+
+/// A QEMU configuration; [`Qemu::spawn`] starts it.
+#[derive(Clone, Debug)]
+pub struct Qemu {
+    /// `-M`.
+    pub machine: String,
+    /// `-cpu`.
+    pub cpu: String,
+    /// `-m`, in MiB.
+    pub memory_mib: u32,
+    /// `-smp`.
+    pub cpus: u32,
+    /// What boots.
+    pub boot: Boot,
+    /// More arguments, appended last.
+    pub extra_args: Vec<OsString>,
+    /// The kernel ELF used to decode COM2 in failure reports.
+    pub defmt_elf: Option<PathBuf>,
+    /// Default timeout of one wait.
+    pub timeout: Duration,
+    /// The machine is killed after this long, whatever happens.
+    pub hard_timeout: Duration,
+}
+
+impl Qemu {
+    fn new(machine: &str, boot: Boot, defmt_elf: Option<PathBuf>) -> Self {
+        Qemu {
+            machine: machine.to_owned(),
+            cpu: CPU_SVM.to_owned(),
+            memory_mib: 1024,
+            cpus: 2,
+            boot,
+            extra_args: Vec::new(),
+            defmt_elf,
+            timeout: scaled(QEMU_WAIT_TIMEOUT),
+            hard_timeout: scaled(QEMU_HARD_TIMEOUT),
+        }
+    }
+
+    /// The kernel ELF through `-kernel` (PVH) on `-M q35 -cpu qemu64,+svm,+npt -m 1024 -smp 2`.
+    pub fn pvh(elf: &Path) -> Self {
+        let boot = Boot::Kernel {
+            elf: elf.to_owned(),
+            cmdline: String::new(),
+        };
+        Self::new("q35", boot, Some(elf.to_owned()))
+    }
+
+    /// A disk image under SeaBIOS on `-M pc`, 1024 MiB, 2 CPUs, AMD-V CPU model.
+    pub fn seabios(image: &Path) -> Self {
+        let boot = Boot::Disk {
+            image: image.to_owned(),
+            firmware: Firmware::SeaBios,
+        };
+        Self::new("pc", boot, None)
+    }
+
+    /// A disk image under OVMF on `-M q35`, 1024 MiB, 2 CPUs, AMD-V CPU model.
+    pub fn ovmf(image: &Path) -> Self {
+        let boot = Boot::Disk {
+            image: image.to_owned(),
+            firmware: Firmware::Ovmf,
+        };
+        Self::new("q35", boot, None)
+    }
+
+    /// Sets the kernel command line (for [`Boot::Kernel`]; ignored for disks).
+    pub fn append(mut self, cmdline: &str) -> Self {
+        if let Boot::Kernel { cmdline: c, .. } = &mut self.boot {
+            *c = cmdline.to_owned();
+        }
+        self
+    }
+
+    /// Sets `-cpu`.
+    pub fn cpu(mut self, cpu: &str) -> Self {
+        self.cpu = cpu.to_owned();
+        self
+    }
+
+    /// Sets `-M`.
+    pub fn machine(mut self, machine: &str) -> Self {
+        self.machine = machine.to_owned();
+        self
+    }
+
+    /// Sets `-m` in MiB.
+    pub fn memory_mib(mut self, mib: u32) -> Self {
+        self.memory_mib = mib;
+        self
+    }
+
+    /// Sets `-smp`.
+    pub fn cpus(mut self, cpus: u32) -> Self {
+        self.cpus = cpus;
+        self
+    }
+
+    /// Appends raw arguments (network devices, for example).
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.extra_args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Sets the kernel ELF that decodes COM2 in failure reports.
+    pub fn defmt_elf(mut self, elf: &Path) -> Self {
+        self.defmt_elf = Some(elf.to_owned());
+        self
+    }
+
+    /// Sets the default wait timeout.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sets the hard timeout after which the emulator is killed.
+    pub fn hard_timeout(mut self, timeout: Duration) -> Self {
+        self.hard_timeout = timeout;
+        self
+    }
+
+    /// A short description for reports and tables.
+    pub fn describe(&self) -> String {
+        match &self.boot {
+            Boot::Kernel { .. } => format!("QEMU -kernel (PVH), -M {}", self.machine),
+            Boot::Disk {
+                firmware: Firmware::SeaBios,
+                ..
+            } => format!("QEMU SeaBIOS + GRUB, -M {}", self.machine),
+            Boot::Disk {
+                firmware: Firmware::Ovmf,
+                ..
+            } => format!("QEMU OVMF + GRUB, -M {}", self.machine),
+        }
+    }
+
+    /// The full argument list, with COM2 written to `com2`.
+    pub fn command_args(&self, com2: &Path) -> Vec<OsString> {
+        let mut args: Vec<OsString> = Vec::new();
+        let mut push = |a: &str| args.push(a.into());
+        push("-accel");
+        push("tcg");
+        push("-M");
+        push(&self.machine);
+        push("-cpu");
+        push(&self.cpu);
+        push("-m");
+        push(&self.memory_mib.to_string());
+        push("-smp");
+        push(&self.cpus.to_string());
+        for a in [
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+            "-no-user-config",
+            "-nodefaults",
+            "-serial",
+            "stdio",
+        ] {
+            push(a);
+        }
+        push("-serial");
+        let mut com2_arg = OsString::from("file:");
+        com2_arg.push(com2);
+        args.push(com2_arg);
+        match &self.boot {
+            Boot::Kernel { elf, cmdline } => {
+                args.push("-kernel".into());
+                args.push(elf.into());
+                if !cmdline.is_empty() {
+                    args.push("-append".into());
+                    args.push(cmdline.into());
+                }
+            }
+            Boot::Disk { image, firmware } => {
+                if *firmware == Firmware::Ovmf {
+                    args.push("-bios".into());
+                    args.push(OVMF.into());
+                }
+                // In -drive, a comma in a value is written as two.
+                let image = image.to_string_lossy().replace(',', ",,");
+                args.push("-drive".into());
+                args.push(format!("file={image},format=raw,if=ide,snapshot=on").into());
+            }
+        }
+        args.extend(self.extra_args.iter().cloned());
+        args
+    }
+
+    /// Starts QEMU.
+    pub fn spawn(&self) -> Result<Machine, Error> {
+        let dir = tempfile::Builder::new()
+            .prefix("keel-qemu-")
+            .tempdir()
+            .map_err(Error::prepare("a temporary directory"))?;
+        let com2 = dir.path().join("com2.bin");
+        let stderr_path = dir.path().join("qemu.stderr");
+        let stderr = File::create(&stderr_path).map_err(Error::prepare("qemu.stderr"))?;
+        let args = self.command_args(&com2);
+        let command_line = shell_line(QEMU, &args);
+        let started = Instant::now();
+        let mut child = emulator_command(QEMU, &args)
+            .current_dir(dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .map_err(|source| Error::Spawn {
+                program: QEMU.to_owned(),
+                hint: "Debian package qemu-system-x86",
+                source,
+            })?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            // Unreachable: both were requested as pipes above.
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(Error::Prepare {
+                what: "QEMU's stdio pipes".into(),
+                source: std::io::Error::other("missing pipe"),
+            });
+        };
+        Ok(Machine::start(Parts {
+            name: self.describe(),
+            command_line,
+            child,
+            console: Box::new(stdout),
+            input: Box::new(stdin),
+            dir,
+            com2,
+            defmt_elf: self.defmt_elf.clone(),
+            logs: vec![stderr_path],
+            timeout: self.timeout,
+            hard_timeout: self.hard_timeout,
+            started,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(args: &[OsString]) -> Vec<String> {
+        args.iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn pvh_command_line() {
+        let q = Qemu::pvh(Path::new("/k/keel.elf")).append("keel.test-crash=page-fault");
+        let args = strings(&q.command_args(Path::new("/t/com2.bin")));
+        let line = args.join(" ");
+        assert!(
+            line.starts_with("-accel tcg -M q35 -cpu qemu64,+svm,+npt -m 1024 -smp 2 "),
+            "{line}"
+        );
+        assert!(
+            line.contains("-serial stdio -serial file:/t/com2.bin"),
+            "{line}"
+        );
+        assert!(line.contains("-nodefaults"));
+        assert!(
+            line.ends_with("-kernel /k/keel.elf -append keel.test-crash=page-fault"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn empty_cmdline_is_left_out() {
+        let args = strings(&Qemu::pvh(Path::new("k")).command_args(Path::new("c")));
+        assert!(!args.contains(&"-append".to_owned()));
+    }
+
+    #[test]
+    fn disk_boots() {
+        let bios = strings(&Qemu::seabios(Path::new("/a,b/keel.img")).command_args(Path::new("c")));
+        assert!(bios.contains(&"pc".to_owned()));
+        assert!(!bios.contains(&"-bios".to_owned()));
+        assert_eq!(
+            bios.last().unwrap(),
+            "file=/a,,b/keel.img,format=raw,if=ide,snapshot=on"
+        );
+        let uefi = strings(
+            &Qemu::ovmf(Path::new("/i/keel.img"))
+                .cpu("qemu64,-svm")
+                .args(["-device", "foo"])
+                .command_args(Path::new("c")),
+        );
+        let line = uefi.join(" ");
+        assert!(line.contains("-M q35 -cpu qemu64,-svm"), "{line}");
+        assert!(line.contains(&format!("-bios {OVMF} -drive file=/i/keel.img")));
+        assert!(line.ends_with("-device foo"));
+    }
+
+    #[test]
+    fn append_is_ignored_for_disks() {
+        let q = Qemu::seabios(Path::new("img")).append("x");
+        assert!(matches!(q.boot, Boot::Disk { .. }));
+    }
+}
