@@ -6,6 +6,7 @@
 
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::fmt::Write as _;
 
 use keel_vmm::cpuid::CpuidPolicy;
 use keel_vmm::devices::Devices;
@@ -16,7 +17,7 @@ use keel_vmm::vm::{Vm, VmState};
 use keel_vmm::{backend, loader};
 
 use crate::boot::BootModule;
-use crate::{System, kprint, mm};
+use crate::{System, mm};
 
 /// Guest RAM when `vm run` gives no `mem=`.
 pub const DEFAULT_MEM_MIB: u32 = 16;
@@ -175,8 +176,9 @@ impl VmManager {
             .any(|e| matches!(e.vm.state(), VmState::Running))
     }
 
-    /// Runs the next runnable VM until the host timer ticks, then echoes new guest output.
-    pub fn run_slice(&mut self) {
+    /// Runs the next runnable VM until the host timer ticks, then appends new guest output
+    /// lines (and stop notices) to `out` for the console to print.
+    pub fn run_slice(&mut self, out: &mut String) {
         let n = self.vms.len();
         for step in 0..n {
             let i = (self.cursor + step) % n;
@@ -193,20 +195,21 @@ impl VmManager {
             break;
         }
         for e in &mut self.vms {
-            echo(e);
+            echo(e, out);
         }
     }
 }
 
-/// Prints complete new lines of guest output to the host console as `[vm<id>] <line>`.
-fn echo(e: &mut Entry) {
+/// Appends complete new lines of guest output as `[vm<id>] <line>`, and a notice when the VM
+/// stopped.
+fn echo(e: &mut Entry, out: &mut String) {
     let (bytes, next, _) = e.vm.console_output_since(e.echoed);
     e.echoed = next;
     for b in bytes {
         match b {
             b'\n' => {
                 let text = String::from_utf8_lossy(&e.line);
-                kprint!("[vm{}] {}\n", e.vm.id(), text.trim_end_matches('\r'));
+                let _ = writeln!(out, "[vm{}] {}", e.vm.id(), text.trim_end_matches('\r'));
                 e.line.clear();
             }
             _ if e.line.len() < 512 => e.line.push(b),
@@ -218,10 +221,10 @@ fn echo(e: &mut Entry) {
     {
         if !e.line.is_empty() {
             let text = String::from_utf8_lossy(&e.line);
-            kprint!("[vm{}] {}\n", e.vm.id(), text);
+            let _ = writeln!(out, "[vm{}] {}", e.vm.id(), text);
             e.line.clear();
         }
-        kprint!("vm {} stopped: {}\n", e.vm.id(), reason);
+        let _ = writeln!(out, "vm {} stopped: {}", e.vm.id(), reason);
         e.stop_reported = true;
     }
 }

@@ -18,9 +18,10 @@ pub struct Artifacts {
     pub image: PathBuf,
 }
 
-/// Builds the kernel and `keel.img` with `keel_image::build` (quiet, default options) the
-/// first time it is called in this process and returns the paths; later calls, from any
-/// thread, wait for that build and get the same answer.
+/// Builds the test guests (`guests::build_guests`), then the kernel and `keel.img` with
+/// `keel_image::build`, every guest added as a boot module named after its file
+/// (`hello.bin`, `exits.bin`, …), the first time it is called in this process, and returns
+/// the paths; later calls, from any thread, wait for that build and get the same answer.
 ///
 /// # Panics
 ///
@@ -35,8 +36,11 @@ pub fn artifacts() -> &'static Artifacts {
                 image: image.into(),
             });
         }
+        let guests = crate::guests::build_guests()
+            .map_err(|e| format!("building the test guests failed: {e}"))?;
         let opts = keel_image::BuildOptions {
             quiet: true,
+            modules: guests.names().map(|n| guests.path(n)).collect(),
             ..Default::default()
         };
         keel_image::build(&opts)

@@ -2,6 +2,8 @@
 //! bytes typed so far, then runs one VM slice (or sleeps until an interrupt when no VM can
 //! run), so the prompt answers while guests run.
 
+use alloc::string::String;
+
 use super::command::{self, COMMANDS, Command};
 use super::line::{Event, LineEditor};
 use crate::vms::VmManager;
@@ -34,10 +36,16 @@ pub fn run(system: &System) -> ! {
                 }
             }
         }
-        if vms.any_runnable() {
-            vms.run_slice();
-        } else {
-            vms.run_slice(); // echoes what stopped VMs printed last
+        let runnable = vms.any_runnable();
+        let mut output = String::new();
+        // With nothing runnable this only collects what stopped VMs printed last.
+        vms.run_slice(&mut output);
+        if !output.is_empty() {
+            // Guest lines go above the prompt: clear the prompt line, print them, redraw the
+            // prompt with what the operator has typed so far.
+            kprint!("\r\x1b[2K{output}{PROMPT}{}", editor.text());
+        }
+        if !runnable {
             crate::arch::cpu::wait_for_interrupt();
         }
     }
