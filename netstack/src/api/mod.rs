@@ -1,0 +1,298 @@
+//! The REST API, `/api/v1`: routing, bearer-token auth and JSON over the [`Management`]
+//! trait.
+//!
+//! [`Router`] turns a [`Request`] from the HTTP server into a call on the kernel's
+//! [`Management`] implementation and its answer into a JSON [`Response`]; it knows nothing of
+//! sockets. [`Router::bind`] pairs it with the kernel's state as the server's
+//! [`Handler`]. The routes are the table in [`routes`]; [`openapi`] describes them for
+//! clients; [`page`] is the web page at `/`.
+//!
+//! Order of checks, so that the answers do not leak what exists to clients without a token:
+//!
+//! 1. No route has this path: 404, after the token check when under `/api/v1`.
+//! 2. The path is not public (all but `/`, `/api/v1/health`, `/api/v1/openapi.json`):
+//!    a missing or wrong `Authorization: Bearer` token gets 401 with `WWW-Authenticate`.
+//! 3. No route for this method: 405 with `Allow`.
+//! 4. Path and query parameters, then the JSON body: 400 with a precise message (422 for a
+//!    well-formed body with unusable values).
+//! 5. The kernel's [`ApiError`]s: 404, 409, 422, 503, 500.
+//!
+//! Every error carries `{"error":{"status":N,"message":"..."}}`, every response
+//! `Cache-Control: no-store`.
+
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+use crate::http::response::{JSON, Response};
+use crate::http::server::{Handler, Request};
+
+pub mod openapi;
+pub mod page;
+pub mod routes;
+mod types;
+
+#[cfg(test)]
+pub(crate) mod mock;
+#[cfg(test)]
+mod tests;
+
+pub use routes::{API_PREFIX, Op, ROUTES, Route};
+pub use types::{
+    ApiError, ConsoleChunk, Management, MemoryInfo, ModuleInfo, ModuleList, NetworkInfo, StartVm,
+    SystemInfo, VmDetail, VmList, VmState, VmSummary,
+};
+
+/// The `/api/v1` router. Holds the accepted bearer tokens and the OpenAPI document.
+#[derive(Clone)]
+pub struct Router {
+    tokens: Vec<String>,
+    openapi: String,
+}
+
+impl core::fmt::Debug for Router {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        // Never print the tokens.
+        f.debug_struct("Router")
+            .field("tokens", &self.tokens.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Router {
+    /// A router accepting any of `tokens` (empty ones are ignored; with none, every
+    /// protected route answers 401).
+    pub fn new<I, S>(tokens: I) -> Router
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let mut router = Router {
+            tokens: Vec::new(),
+            openapi: openapi::document().to_string(),
+        };
+        router.set_tokens(tokens);
+        router
+    }
+
+    /// Replaces the accepted tokens (after a configuration change).
+    pub fn set_tokens<I, S>(&mut self, tokens: I)
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.tokens = tokens
+            .into_iter()
+            .map(Into::into)
+            .filter(|t: &String| !t.is_empty())
+            .collect();
+    }
+
+    /// This router over `mgmt`, as the HTTP server's [`Handler`].
+    pub fn bind<'a, M: Management + ?Sized>(&'a self, mgmt: &'a mut M) -> Api<'a, M> {
+        Api { router: self, mgmt }
+    }
+
+    /// The response to `req`.
+    pub fn handle<M: Management + ?Sized>(&self, mgmt: &mut M, req: &Request<'_>) -> Response {
+        self.route(mgmt, req)
+            .unwrap_or_else(|error| error)
+            .with_header("Cache-Control", "no-store")
+    }
+
+    fn route<M: Management + ?Sized>(
+        &self,
+        mgmt: &mut M,
+        req: &Request<'_>,
+    ) -> Result<Response, Response> {
+        let candidates: Vec<_> = routes::lookup(req.path).collect();
+        if candidates.is_empty() {
+            if routes::under_api(req.path) {
+                self.authorize(req)?;
+            }
+            let message = format!("no resource at {}", clip(req.path, 120));
+            return Err(Response::error(404, &message));
+        }
+        if !candidates.iter().all(|(route, _)| route.public) {
+            self.authorize(req)?;
+        }
+        let method = req.method.as_str();
+        let Some(&(route, id)) = candidates.iter().find(|(r, _)| r.method == method) else {
+            let allow = candidates
+                .iter()
+                .map(|(r, _)| r.method)
+                .collect::<Vec<_>>()
+                .join(", ");
+            let message = format!(
+                "method {} not allowed on {}: use {allow}",
+                clip(method, 20),
+                clip(req.path, 120)
+            );
+            return Err(Response::error(405, &message).with_header("Allow", &allow));
+        };
+        let id = id.map(parse_id).transpose()?;
+        self.dispatch(route.op, id, mgmt, req)
+    }
+
+    fn dispatch<M: Management + ?Sized>(
+        &self,
+        op: Op,
+        id: Option<u32>,
+        mgmt: &mut M,
+        req: &Request<'_>,
+    ) -> Result<Response, Response> {
+        // The table puts an `{id}` in exactly the paths of the ops that use one.
+        let vm_id = || id.ok_or_else(|| Response::error(500, "route without a VM id"));
+        Ok(match op {
+            Op::Page => Response::html(200, page::PAGE),
+            Op::Health => Response::json(200, &serde_json::json!({ "status": "ok" })),
+            Op::OpenApi => Response::new(200)
+                .with_header("Content-Type", JSON)
+                .with_body(self.openapi.clone().into_bytes()),
+            Op::System => Response::json(200, &mgmt.system()),
+            Op::Modules => Response::json(
+                200,
+                &ModuleList {
+                    modules: mgmt.modules(),
+                },
+            ),
+            Op::ListVms => Response::json(200, &VmList { vms: mgmt.vms() }),
+            Op::StartVm => {
+                let start = StartVm::parse(req.body)
+                    .map_err(|(status, message)| Response::error(status, &message))?;
+                let id = mgmt
+                    .start_vm(&start.module, start.mem_mib)
+                    .map_err(api_error)?;
+                let vm = mgmt.vm(id).ok_or_else(|| vanished(id))?;
+                Response::json(201, &vm).with_header("Location", &format!("/api/v1/vms/{id}"))
+            }
+            Op::ShowVm => {
+                let id = vm_id()?;
+                Response::json(200, &mgmt.vm(id).ok_or_else(|| no_vm(id))?)
+            }
+            Op::StopVm => {
+                let id = vm_id()?;
+                mgmt.stop_vm(id).map_err(api_error)?;
+                Response::json(200, &mgmt.vm(id).ok_or_else(|| vanished(id))?)
+            }
+            Op::Console => {
+                let id = vm_id()?;
+                let since = since(req)?;
+                Response::json(200, &mgmt.console(id, since).map_err(api_error)?)
+            }
+        })
+    }
+
+    /// Checks the bearer token against every accepted token, in time that depends only on
+    /// the lengths.
+    fn authorize(&self, req: &Request<'_>) -> Result<(), Response> {
+        let Some(token) = req.bearer_token else {
+            return Err(Response::error(
+                401,
+                "missing bearer token: send Authorization: Bearer <token>",
+            )
+            .with_header("WWW-Authenticate", "Bearer realm=\"keel\""));
+        };
+        let ok = self.tokens.iter().fold(false, |ok, accepted| {
+            ok | ct_eq(accepted.as_bytes(), token.as_bytes())
+        });
+        if ok {
+            Ok(())
+        } else {
+            Err(Response::error(401, "invalid bearer token").with_header(
+                "WWW-Authenticate",
+                "Bearer realm=\"keel\", error=\"invalid_token\"",
+            ))
+        }
+    }
+}
+
+/// [`Router`] bound to the kernel's [`Management`]: the HTTP server's handler.
+pub struct Api<'a, M: ?Sized> {
+    router: &'a Router,
+    mgmt: &'a mut M,
+}
+
+impl<M: Management + ?Sized> Handler for Api<'_, M> {
+    fn handle(&mut self, req: &Request<'_>) -> Response {
+        self.router.handle(self.mgmt, req)
+    }
+}
+
+/// Equal bytes, compared in time that depends only on the longer length.
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= usize::from(x ^ y);
+    }
+    core::hint::black_box(diff) == 0
+}
+
+/// A VM id: decimal digits that fit a `u32`.
+fn parse_id(segment: &str) -> Result<u32, Response> {
+    if !segment.is_empty()
+        && segment.len() <= 10
+        && segment.bytes().all(|b| b.is_ascii_digit())
+        && let Ok(id) = segment.parse()
+    {
+        return Ok(id);
+    }
+    let message = format!(
+        "VM id must be a decimal number from 0 to 4294967295, not '{}'",
+        clip(segment, 40)
+    );
+    Err(Response::error(400, &message))
+}
+
+/// The `since` query parameter: a byte offset, 0 when absent.
+fn since(req: &Request<'_>) -> Result<u64, Response> {
+    let mut values = req.query_params("since");
+    let value = values.next();
+    if values.next().is_some() {
+        return Err(Response::error(
+            400,
+            "query parameter since given more than once",
+        ));
+    }
+    match value {
+        None => Ok(0),
+        Some(v) if !v.is_empty() && v.len() <= 20 && v.bytes().all(|b| b.is_ascii_digit()) => {
+            v.parse().map_err(|_| since_error())
+        }
+        Some(_) => Err(since_error()),
+    }
+}
+
+fn since_error() -> Response {
+    Response::error(
+        400,
+        "query parameter since must be a byte offset from 0 to 18446744073709551615",
+    )
+}
+
+fn api_error(err: ApiError) -> Response {
+    Response::error(err.status(), err.message())
+}
+
+fn no_vm(id: u32) -> Response {
+    Response::error(404, &format!("no VM with id {id}"))
+}
+
+/// The kernel reported success but then did not know the VM.
+fn vanished(id: u32) -> Response {
+    Response::error(500, &format!("VM {id} vanished right after the operation"))
+}
+
+/// At most `max` bytes of `s`, cut at a character boundary, `...` when cut.
+fn clip(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return String::from(s);
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}

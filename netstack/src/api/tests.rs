@@ -1,0 +1,725 @@
+//! The router against a mock kernel: every route, auth, every error status, and every
+//! response checked against the OpenAPI document.
+
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use std::collections::BTreeSet;
+
+use serde_json::{Value, json};
+
+use super::mock::{CONSOLE_KEEP, Mock};
+use super::*;
+use crate::http::request::Limits;
+use crate::http::server::{Exchange, exchange};
+
+const TOKEN: &str = "s3cret-token";
+
+fn router() -> Router {
+    Router::new(["first-token", "", TOKEN])
+}
+
+/// A request as bytes.
+fn raw(method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> Vec<u8> {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: keel\r\n");
+    if let Some(token) = token {
+        req.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    if let Some(body) = body {
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ));
+    } else {
+        req.push_str("\r\n");
+    }
+    req.into_bytes()
+}
+
+/// Runs `bytes` through the parser and the router; checks the response against the
+/// OpenAPI document.
+fn send_raw(mock: &mut Mock, bytes: &[u8]) -> Response {
+    let router = router();
+    match exchange(bytes, &Limits::default(), &mut router.bind(mock)) {
+        Exchange::Respond { response, .. } => {
+            conforms(bytes, &response);
+            response
+        }
+        Exchange::Incomplete { want } => panic!("incomplete request, wants {want} more"),
+    }
+}
+
+fn send(mock: &mut Mock, method: &str, path: &str, body: Option<&str>) -> Response {
+    send_raw(mock, &raw(method, path, Some(TOKEN), body))
+}
+
+fn get(mock: &mut Mock, path: &str) -> Response {
+    send(mock, "GET", path, None)
+}
+
+fn body(response: &Response) -> Value {
+    serde_json::from_slice(&response.body).unwrap()
+}
+
+/// Status and error message of an error response.
+fn error_of(response: &Response) -> (u16, String) {
+    let v = body(response);
+    assert_eq!(v["error"]["status"], response.status);
+    (
+        response.status,
+        v["error"]["message"].as_str().unwrap().to_string(),
+    )
+}
+
+#[test]
+fn health_openapi_and_page_need_no_token() {
+    let mut mock = Mock::default();
+    let r = send_raw(&mut mock, &raw("GET", "/api/v1/health", None, None));
+    assert_eq!((r.status, body(&r)), (200, json!({"status": "ok"})));
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    let r = send_raw(&mut mock, &raw("GET", "/api/v1/openapi.json", None, None));
+    assert_eq!(r.status, 200);
+    assert_eq!(body(&r), openapi::document());
+    let r = send_raw(&mut mock, &raw("GET", "/", None, None));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
+    assert!(
+        core::str::from_utf8(&r.body)
+            .unwrap()
+            .contains("/api/v1/vms")
+    );
+    // A wrong token on a public route does not matter.
+    let r = send_raw(&mut mock, &raw("GET", "/api/v1/health", Some("nope"), None));
+    assert_eq!(r.status, 200);
+}
+
+#[test]
+fn everything_else_needs_the_token() {
+    let mut mock = Mock::default();
+    let protected = [
+        ("GET", "/api/v1/system"),
+        ("GET", "/api/v1/modules"),
+        ("GET", "/api/v1/vms"),
+        ("POST", "/api/v1/vms"),
+        ("GET", "/api/v1/vms/1"),
+        ("POST", "/api/v1/vms/1/stop"),
+        ("GET", "/api/v1/vms/1/console"),
+        // Unknown paths under /api/v1 and wrong methods on protected paths: 401 first.
+        ("GET", "/api/v1/nothing-here"),
+        ("GET", "/api/v1"),
+        ("DELETE", "/api/v1/vms"),
+        ("GET", "/api/v1/vms/abc"),
+    ];
+    for (method, path) in protected {
+        let body = (method == "POST").then_some("{\"module\":\"0\"}");
+        for token in [
+            None,
+            Some("wrong"),
+            Some("s3cret-toke"),
+            Some("s3cret-token2"),
+        ] {
+            let r = send_raw(&mut mock, &raw(method, path, token, body));
+            let (status, message) = error_of(&r);
+            assert_eq!(status, 401, "{method} {path} {token:?}");
+            let challenge = r.header("www-authenticate").unwrap();
+            if token.is_none() {
+                assert_eq!(challenge, "Bearer realm=\"keel\"");
+                assert_eq!(
+                    message,
+                    "missing bearer token: send Authorization: Bearer <token>"
+                );
+            } else {
+                assert_eq!(challenge, "Bearer realm=\"keel\", error=\"invalid_token\"");
+                assert_eq!(message, "invalid bearer token");
+            }
+        }
+    }
+    // Another scheme is no token.
+    let basic = b"GET /api/v1/system HTTP/1.1\r\nHost: k\r\nAuthorization: Basic YTpi\r\n\r\n";
+    assert_eq!(send_raw(&mut mock, basic).status, 401);
+    // A malformed bearer token is a bad request.
+    let bad = b"GET /api/v1/system HTTP/1.1\r\nHost: k\r\nAuthorization: Bearer a b\r\n\r\n";
+    assert_eq!(send_raw(&mut mock, bad).status, 400);
+    // Both accepted tokens work; the empty one was dropped.
+    for token in ["first-token", TOKEN] {
+        let r = send_raw(&mut mock, &raw("GET", "/api/v1/system", Some(token), None));
+        assert_eq!(r.status, 200);
+    }
+    assert!(mock.changes.is_empty());
+    // With no tokens at all, nothing protected is reachable.
+    let none = Router::new(Vec::<String>::new());
+    let r = none.handle(
+        &mut mock,
+        &crate::http::server::Request {
+            method: &crate::http::Method::Get,
+            path: "/api/v1/system",
+            query: None,
+            headers: &[],
+            bearer_token: Some(""),
+            body: b"",
+        },
+    );
+    assert_eq!(r.status, 401);
+}
+
+#[test]
+fn constant_time_compare() {
+    assert!(ct_eq(b"", b""));
+    assert!(ct_eq(b"abc", b"abc"));
+    assert!(!ct_eq(b"abc", b"abd"));
+    assert!(!ct_eq(b"abc", b"ab"));
+    assert!(!ct_eq(b"ab", b"abc"));
+    assert!(!ct_eq(b"abc\0", b"abc"));
+    assert!(!ct_eq(b"", b"a"));
+}
+
+#[test]
+fn system_modules_and_list() {
+    let mut mock = Mock::default();
+    let r = get(&mut mock, "/api/v1/system");
+    assert_eq!(r.status, 200);
+    assert_eq!(body(&r), serde_json::to_value(mock.system()).unwrap());
+    assert_eq!(body(&r)["network"]["address"], "10.0.2.15/24");
+    let r = get(&mut mock, "/api/v1/modules");
+    assert_eq!(
+        body(&r),
+        json!({"modules": [
+            {"index": 0, "name": "hello.bin", "size_bytes": 512},
+            {"index": 1, "name": "linux.bzImage", "size_bytes": 9000000}
+        ]})
+    );
+    let r = get(&mut mock, "/api/v1/vms");
+    assert_eq!(r.status, 200);
+    let list = body(&r);
+    assert_eq!(list["vms"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        list["vms"][1],
+        json!({
+            "id": 2, "module": "linux.bzImage", "state": "stopped",
+            "stop_reason": "guest shut down", "exits": {"hlt": 1, "io": 3}
+        })
+    );
+    assert_eq!(list["vms"][0]["stop_reason"], Value::Null);
+}
+
+#[test]
+fn start_show_stop_console() {
+    let mut mock = Mock::default();
+    let r = send(
+        &mut mock,
+        "POST",
+        "/api/v1/vms",
+        Some(r#"{"module": "hello.bin", "mem_mib": 32}"#),
+    );
+    assert_eq!(r.status, 201);
+    assert_eq!(r.header("location"), Some("/api/v1/vms/3"));
+    let vm = body(&r);
+    assert_eq!(
+        vm,
+        json!({
+            "id": 3, "module": "hello.bin", "state": "running", "stop_reason": null,
+            "exits": {"hlt": 1, "io": 3}, "mem_mib": 32, "backend": "svm", "console_bytes": 0
+        })
+    );
+    // By index, default memory, explicit null.
+    let r = send(
+        &mut mock,
+        "POST",
+        "/api/v1/vms",
+        Some(r#"{"module":"0","mem_mib":null}"#),
+    );
+    assert_eq!((r.status, body(&r)["mem_mib"].clone()), (201, json!(16)));
+    assert_eq!(mock.changes, ["start hello.bin 32", "start hello.bin 16"]);
+
+    let r = get(&mut mock, "/api/v1/vms/3");
+    assert_eq!(body(&r), vm);
+    // Leading zeros are the same number.
+    assert_eq!(body(&get(&mut mock, "/api/v1/vms/003")), vm);
+    let r = get(&mut mock, "/api/v1/vms/1");
+    assert_eq!(body(&r)["console_bytes"], 21);
+
+    let r = send(&mut mock, "POST", "/api/v1/vms/3/stop", Some(""));
+    assert_eq!(r.status, 200);
+    assert_eq!(body(&r)["state"], "stopped");
+    assert_eq!(body(&r)["stop_reason"], "stopped by the operator");
+    let r = send(&mut mock, "POST", "/api/v1/vms/3/stop", Some("ignored"));
+    assert_eq!(error_of(&r), (409, String::from("VM 3 is already stopped")));
+
+    // Console: everything kept, from an offset, past the end, and dropped output.
+    let console =
+        |mock: &mut Mock, query: &str| body(&get(mock, &format!("/api/v1/vms/1/console{query}")));
+    let all = "Hello from the guest\n";
+    let kept = &all[all.len() - CONSOLE_KEEP..];
+    let dropped = (all.len() - CONSOLE_KEEP) as u64;
+    assert_eq!(
+        console(&mut mock, ""),
+        json!({"data": kept, "next": 21, "dropped": dropped})
+    );
+    assert_eq!(
+        console(&mut mock, "?since=18"),
+        json!({"data": "st\n", "next": 21, "dropped": 0})
+    );
+    assert_eq!(
+        console(&mut mock, "?foo=1&since=21&bar"),
+        json!({"data": "", "next": 21, "dropped": 0})
+    );
+    assert_eq!(
+        console(&mut mock, "?since=18446744073709551615"),
+        json!({"data": "", "next": 21, "dropped": 0})
+    );
+    assert_eq!(mock.changes.len(), 3);
+}
+
+#[test]
+fn bad_parameters_are_400() {
+    let mut mock = Mock::default();
+    for id in [
+        "abc",
+        "-1",
+        "+1",
+        "4294967296",
+        "99999999999",
+        "1.0",
+        "%31",
+        "0x1",
+    ] {
+        for path in [
+            format!("/api/v1/vms/{id}"),
+            format!("/api/v1/vms/{id}/console"),
+        ] {
+            let (status, message) = error_of(&get(&mut mock, &path));
+            assert_eq!(status, 400, "{path}");
+            assert_eq!(
+                message,
+                format!("VM id must be a decimal number from 0 to 4294967295, not '{id}'")
+            );
+        }
+        let r = send(
+            &mut mock,
+            "POST",
+            &format!("/api/v1/vms/{id}/stop"),
+            Some(""),
+        );
+        assert_eq!(r.status, 400);
+    }
+    let long = "9".repeat(100);
+    let (_, message) = error_of(&get(&mut mock, &format!("/api/v1/vms/{long}")));
+    assert!(message.ends_with("99...'"), "{message}");
+    for query in [
+        "since=",
+        "since=-1",
+        "since=x",
+        "since=18446744073709551616",
+        "since=1&since=2",
+    ] {
+        let r = get(&mut mock, &format!("/api/v1/vms/1/console?{query}"));
+        assert_eq!(r.status, 400, "{query}");
+    }
+    assert!(mock.changes.is_empty());
+}
+
+#[test]
+fn bad_bodies_are_400_or_422_and_change_nothing() {
+    let mut mock = Mock::default();
+    let cases: [(&str, u16, &str); 15] = [
+        (
+            "",
+            400,
+            "request body must be a JSON object with a \"module\" field",
+        ),
+        ("  \r\n", 400, "request body must be a JSON object"),
+        (
+            "{",
+            400,
+            "invalid request body: EOF while parsing an object at line 1 column 1",
+        ),
+        (
+            "[]",
+            400,
+            "invalid request body: expected a JSON object, not an array",
+        ),
+        (r#"["0", 16]"#, 400, "expected a JSON object, not an array"),
+        (
+            "null",
+            400,
+            "invalid request body: expected a JSON object, not null",
+        ),
+        (
+            r#"{"module": 5}"#,
+            400,
+            "invalid type: integer `5`, expected a string",
+        ),
+        (
+            r#"{"mem_mib": 16}"#,
+            400,
+            "invalid request body: missing field `module`",
+        ),
+        (
+            r#"{"module":"0","x":1}"#,
+            400,
+            "unknown field `x`, expected `module` or `mem_mib`",
+        ),
+        (
+            r#"{"module":"0","mem_mib":-1}"#,
+            400,
+            "invalid value: integer `-1`",
+        ),
+        (
+            r#"{"module":"0","mem_mib":4294967296}"#,
+            400,
+            "invalid value: integer `4294967296`",
+        ),
+        (
+            r#"{"module":"0","mem_mib":"16"}"#,
+            400,
+            "invalid type: string \"16\"",
+        ),
+        (r#"{"module":"0"} {}"#, 400, "trailing characters"),
+        (r#"{"module":""}"#, 422, "module must not be empty"),
+        (
+            r#"{"module":"0","mem_mib":0}"#,
+            422,
+            "mem_mib must be at least 1",
+        ),
+    ];
+    for (json_body, status, expected) in cases {
+        let r = send(&mut mock, "POST", "/api/v1/vms", Some(json_body));
+        let (got, message) = error_of(&r);
+        assert_eq!(got, status, "{json_body}: {message}");
+        assert!(message.contains(expected), "{json_body}: {message}");
+    }
+    let mut not_utf8 = raw(
+        "POST",
+        "/api/v1/vms",
+        Some(TOKEN),
+        Some("{\"module\":\"??\"}"),
+    );
+    let at = not_utf8.len() - 4;
+    not_utf8[at] = 0xff;
+    assert_eq!(send_raw(&mut mock, &not_utf8).status, 400);
+    // Domain errors from the kernel.
+    for (json_body, status, message) in [
+        (r#"{"module":"nope"}"#, 404, "no module nope"),
+        (
+            r#"{"module":"0","mem_mib":5000}"#,
+            422,
+            "5000 MiB is more than the 4096 MiB a VM can have",
+        ),
+        (
+            r#"{"module":"linux.bzImage"}"#,
+            503,
+            "not enough free memory for a Linux guest",
+        ),
+    ] {
+        let r = send(&mut mock, "POST", "/api/v1/vms", Some(json_body));
+        assert_eq!(error_of(&r), (status, String::from(message)));
+    }
+    let r = get(&mut mock, "/api/v1/vms/77");
+    assert_eq!(error_of(&r), (404, String::from("no VM with id 77")));
+    let r = send(&mut mock, "POST", "/api/v1/vms/77/stop", Some(""));
+    assert_eq!(error_of(&r), (404, String::from("no VM with id 77")));
+    let r = get(&mut mock, "/api/v1/vms/77/console");
+    assert_eq!(r.status, 404);
+    assert!(mock.changes.is_empty());
+}
+
+#[test]
+fn unknown_paths_are_404_and_wrong_methods_405() {
+    let mut mock = Mock::default();
+    for path in [
+        "/nothing",
+        "/index.html",
+        "/api",
+        "/api/v2/vms",
+        "/api/v1/vms/",
+    ] {
+        let r = send_raw(&mut mock, &raw("GET", path, None, None));
+        let expected = if routes::under_api(path) { 401 } else { 404 };
+        assert_eq!(r.status, expected, "{path}");
+        let r = get(&mut mock, path);
+        assert_eq!(error_of(&r), (404, format!("no resource at {path}")));
+    }
+    for (method, path, allow) in [
+        ("DELETE", "/api/v1/vms", "GET, POST"),
+        ("PUT", "/api/v1/vms/1", "GET"),
+        ("GET", "/api/v1/vms/1/stop", "POST"),
+        ("POST", "/api/v1/system", "GET"),
+        ("OPTIONS", "/api/v1/modules", "GET"),
+        ("get", "/api/v1/modules", "GET"),
+        ("HEAD", "/", "GET"),
+    ] {
+        let body = (method == "POST" || method == "PUT").then_some("{}");
+        let r = send(&mut mock, method, path, body);
+        let (status, message) = error_of(&r);
+        assert_eq!(status, 405, "{method} {path}");
+        assert_eq!(r.header("allow"), Some(allow));
+        assert_eq!(
+            message,
+            format!("method {method} not allowed on {path}: use {allow}")
+        );
+    }
+    // Public paths answer 405 without a token.
+    let r = send_raw(&mut mock, &raw("POST", "/api/v1/health", None, Some("")));
+    assert_eq!((r.status, r.header("allow")), (405, Some("GET")));
+    // HEAD: 405, and the server sends no body.
+    let bytes = raw("HEAD", "/api/v1/health", None, None);
+    let router = router();
+    let Exchange::Respond { head_request, .. } =
+        exchange(&bytes, &Limits::default(), &mut router.bind(&mut mock))
+    else {
+        panic!()
+    };
+    assert!(head_request);
+    assert!(mock.changes.is_empty());
+}
+
+#[test]
+fn parser_limits_reach_the_client() {
+    let mut mock = Mock::default();
+    let no_length =
+        format!("POST /api/v1/vms HTTP/1.1\r\nHost: k\r\nAuthorization: Bearer {TOKEN}\r\n\r\n");
+    assert_eq!(error_of(&send_raw(&mut mock, no_length.as_bytes())).0, 411);
+    let chunked = b"POST /api/v1/vms HTTP/1.1\r\nHost: k\r\nTransfer-Encoding: chunked\r\n\r\n";
+    assert_eq!(error_of(&send_raw(&mut mock, chunked)).0, 411);
+    let too_big = format!(
+        "POST /api/v1/vms HTTP/1.1\r\nHost: k\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Length: 65537\r\n\r\n"
+    );
+    let (status, message) = error_of(&send_raw(&mut mock, too_big.as_bytes()));
+    assert_eq!(
+        (status, message.as_str()),
+        (413, "request body exceeds 65536 bytes")
+    );
+    let huge_head = format!(
+        "GET /api/v1/health HTTP/1.1\r\nHost: k\r\nX: {}\r\n\r\n",
+        "a".repeat(9000)
+    );
+    assert_eq!(error_of(&send_raw(&mut mock, huge_head.as_bytes())).0, 431);
+    let mut many = String::from("GET /api/v1/health HTTP/1.1\r\nHost: k\r\n");
+    for i in 0..40 {
+        many.push_str(&format!("X-{i}: v\r\n"));
+    }
+    many.push_str("\r\n");
+    assert_eq!(error_of(&send_raw(&mut mock, many.as_bytes())).0, 431);
+    assert_eq!(error_of(&send_raw(&mut mock, b"BLAH\r\n\r\n")).0, 400);
+    assert!(mock.changes.is_empty());
+}
+
+/// Every (METHOD, path) the document describes.
+fn documented() -> BTreeSet<(String, String)> {
+    let doc = openapi::document();
+    let mut out = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for key in item.as_object().unwrap().keys() {
+            if [
+                "get", "put", "post", "delete", "options", "head", "patch", "trace",
+            ]
+            .contains(&key.as_str())
+            {
+                out.insert((key.to_ascii_uppercase(), path.clone()));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn openapi_paths_are_exactly_the_routes() {
+    let routes: BTreeSet<_> = ROUTES
+        .iter()
+        .map(|r| (r.method.to_string(), r.path.to_string()))
+        .collect();
+    assert_eq!(documented(), routes);
+    // And the document says which ones need no token.
+    let doc = openapi::document();
+    for route in ROUTES {
+        let op = &doc["paths"][route.path][route.method.to_ascii_lowercase()];
+        let public = op.get("security") == Some(&json!([]));
+        assert_eq!(public, route.public, "{} {}", route.method, route.path);
+    }
+}
+
+#[test]
+fn openapi_references_resolve() {
+    fn walk(doc: &Value, v: &Value) {
+        match v {
+            Value::Object(map) => {
+                if let Some(Value::String(r)) = map.get("$ref") {
+                    let target = r.strip_prefix('#').unwrap();
+                    assert!(doc.pointer(target).is_some(), "dangling {r}");
+                }
+                map.values().for_each(|v| walk(doc, v));
+            }
+            Value::Array(items) => items.iter().for_each(|v| walk(doc, v)),
+            _ => {}
+        }
+    }
+    let doc = openapi::document();
+    walk(&doc, &doc);
+    assert_eq!(doc["openapi"], "3.0.3");
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+}
+
+fn resolve<'a>(doc: &'a Value, mut v: &'a Value) -> &'a Value {
+    while let Some(Value::String(r)) = v.get("$ref") {
+        v = doc.pointer(r.strip_prefix('#').unwrap()).unwrap();
+    }
+    v
+}
+
+/// A JSON Schema check for the subset the document uses.
+fn validate(doc: &Value, schema: &Value, value: &Value, at: &str) {
+    let schema = resolve(doc, schema);
+    if value.is_null() {
+        assert_eq!(schema.get("nullable"), Some(&json!(true)), "{at}: null");
+        return;
+    }
+    if let Some(Value::Array(allowed)) = schema.get("enum") {
+        assert!(allowed.contains(value), "{at}: {value} not in {allowed:?}");
+    }
+    match schema.get("type").and_then(Value::as_str) {
+        Some("object") => {
+            let map = value
+                .as_object()
+                .unwrap_or_else(|| panic!("{at}: not an object"));
+            let props = schema.get("properties").and_then(Value::as_object);
+            for required in schema
+                .get("required")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                assert!(
+                    map.contains_key(required.as_str().unwrap()),
+                    "{at}: missing {required}"
+                );
+            }
+            for (key, v) in map {
+                let at = format!("{at}.{key}");
+                match (
+                    props.and_then(|p| p.get(key)),
+                    schema.get("additionalProperties"),
+                ) {
+                    (Some(s), _) => validate(doc, s, v, &at),
+                    (None, Some(Value::Bool(false))) => panic!("{at}: not allowed"),
+                    (None, Some(s @ Value::Object(_))) => validate(doc, s, v, &at),
+                    // Our bodies never carry fields the document does not name.
+                    (None, _) if props.is_some() => panic!("{at}: undocumented field"),
+                    (None, _) => {}
+                }
+            }
+        }
+        Some("array") => {
+            let items = value
+                .as_array()
+                .unwrap_or_else(|| panic!("{at}: not an array"));
+            for (i, item) in items.iter().enumerate() {
+                validate(doc, &schema["items"], item, &format!("{at}[{i}]"));
+            }
+        }
+        Some("string") => assert!(value.is_string(), "{at}: not a string"),
+        Some("boolean") => assert!(value.is_boolean(), "{at}: not a boolean"),
+        Some("integer") => {
+            let n = value
+                .as_u64()
+                .unwrap_or_else(|| panic!("{at}: not a non-negative integer"));
+            if let Some(min) = schema.get("minimum").and_then(Value::as_u64) {
+                assert!(n >= min, "{at}: {n} < {min}");
+            }
+            if let Some(max) = schema.get("maximum").and_then(Value::as_u64) {
+                assert!(n <= max, "{at}: {n} > {max}");
+            }
+        }
+        other => panic!("{at}: schema type {other:?}"),
+    }
+}
+
+/// Checks `response` (to the request in `bytes`) against what the document says.
+fn conforms(bytes: &[u8], response: &Response) {
+    let doc = openapi::document();
+    let text = String::from_utf8_lossy(bytes);
+    let mut words = text.split(' ');
+    let token = words.next().unwrap_or("");
+    let method = token.to_ascii_lowercase();
+    let path = words.next().unwrap_or("").split('?').next().unwrap_or("");
+    let route = routes::lookup(path)
+        .map(|(r, _)| r)
+        .find(|r| r.method == token);
+    let status = response.status.to_string();
+    let documented = match route {
+        Some(route) => {
+            let responses = &doc["paths"][route.path][&method]["responses"];
+            let documented = responses.get(&status).or_else(|| responses.get("default"));
+            resolve(
+                &doc,
+                documented.unwrap_or_else(|| panic!("{method} {path}: {status} undocumented")),
+            )
+        }
+        None => {
+            assert!(
+                response.status >= 400,
+                "{method} {path}: {status} without a route"
+            );
+            &doc["components"]["responses"]["Error"]
+        }
+    };
+    let content_type = response.header("content-type").unwrap_or("");
+    let media = content_type.split(';').next().unwrap();
+    let schema = &documented["content"][media]["schema"];
+    assert!(
+        !schema.is_null(),
+        "{method} {path}: {status} as {content_type} undocumented"
+    );
+    if media == "application/json" {
+        let value: Value = serde_json::from_slice(&response.body).unwrap();
+        validate(&doc, schema, &value, "$");
+    }
+    if response.status >= 400 {
+        assert_eq!(media, "application/json");
+    }
+}
+
+#[test]
+fn arbitrary_requests_never_panic_the_router() {
+    // Random edits of valid requests, through the parser and the router.
+    let seeds: [Vec<u8>; 4] = [
+        raw("GET", "/api/v1/vms/1/console?since=3", Some(TOKEN), None),
+        raw(
+            "POST",
+            "/api/v1/vms",
+            Some(TOKEN),
+            Some(r#"{"module":"0","mem_mib":16}"#),
+        ),
+        raw("POST", "/api/v1/vms/2/stop", Some(TOKEN), Some("")),
+        raw("GET", "/api/v1/system", None, None),
+    ];
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut mock = Mock::default();
+    let router = router();
+    let alphabet = b"/{}\":,0123456789abz?&=% \r\n\xff";
+    for _ in 0..20_000 {
+        let mut input = seeds[(next() % 4) as usize].clone();
+        for _ in 0..1 + next() % 3 {
+            let i = (next() as usize) % input.len();
+            input[i] = alphabet[(next() as usize) % alphabet.len()];
+        }
+        if let Exchange::Respond { response, .. } =
+            exchange(&input, &Limits::default(), &mut router.bind(&mut mock))
+        {
+            assert!((200..600).contains(&response.status));
+            if response.status >= 400 {
+                error_of(&response);
+            }
+        }
+    }
+}

@@ -1,0 +1,582 @@
+//! The HTTP/1.1 server: a pool of smoltcp TCP sockets on one port, each a small state machine.
+//!
+//! [`HttpServer`] adds [`ServerConfig::connections`] TCP sockets to the
+//! [`NetStack`]'s socket set, all listening on the same port (smoltcp hands each incoming
+//! connection to the first listening socket; a socket goes back to listening when its
+//! connection ends). Each [`poll`](HttpServer::poll) moves every connection on:
+//!
+//! ```text
+//!   Listening ──accept──▶ Reading ──request complete──▶ Writing ──keep-alive──▶ Reading
+//!       ▲                    │ timeout: 408             │ Connection: close / error
+//!       │                    ▼                          ▼
+//!       └──────────────── (closed) ◀──── Closing: FIN sent, peer's bytes discarded
+//! ```
+//!
+//! - **Reading** collects bytes into a per-connection buffer bounded by the request
+//!   [`Limits`] (head, then `Content-Length` body) and runs [`exchange`] on them; the
+//!   [`Handler`] is called once the request is complete. A rejected request gets its 4xx with
+//!   the JSON error body and the connection closes; other connections are untouched.
+//! - **Slow clients**: a request (from the connection's accept, or from the first byte of a
+//!   later request) that is not complete within [`ServerConfig::request_timeout`] gets 408
+//!   and the connection closes. A keep-alive connection with no request for
+//!   [`ServerConfig::idle_timeout`] is closed. A response the client does not read for
+//!   `request_timeout`, and a closing connection whose peer does not finish closing within
+//!   it, are aborted.
+//! - **Pool exhaustion**: when no socket is left listening, the connection idle longest
+//!   between keep-alive requests is aborted to make room (clients retry a request on a
+//!   reused connection that fails, RFC 9112 §9.3.1). Connections in the middle of a request
+//!   are never evicted; they are bounded by the request timeout.
+//! - Pipelined requests are answered in order (bytes after a request are kept for the next).
+//!
+//! Time comes in as `now` on every call; [`HttpServer::poll_delay`] says when the next
+//! timeout is due. [`HttpServer::serve`] polls the interface and the server together.
+
+use alloc::vec;
+use alloc::vec::Vec;
+use core::fmt;
+
+use smoltcp::iface::{SocketHandle, SocketSet};
+use smoltcp::phy::Device;
+use smoltcp::socket::tcp;
+use smoltcp::time::{Duration, Instant};
+
+use crate::http::request::Limits;
+use crate::iface::NetStack;
+
+mod exchange;
+#[cfg(test)]
+mod tests;
+
+pub use exchange::{Exchange, Handler, Request, exchange};
+
+/// Server settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// The TCP port (default 80).
+    pub port: u16,
+    /// How many connections can be open at once: one TCP socket each (default 32).
+    pub connections: usize,
+    /// Receive buffer of each TCP socket, in bytes (default 4 KiB).
+    pub rx_buffer: usize,
+    /// Send buffer of each TCP socket, in bytes (default 8 KiB).
+    pub tx_buffer: usize,
+    /// Request head and body limits.
+    pub limits: Limits,
+    /// How long a request may take to arrive, and a response to be read (default 10 s).
+    pub request_timeout: Duration,
+    /// How long a keep-alive connection may wait for its next request (default 30 s).
+    pub idle_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            port: 80,
+            connections: 32,
+            rx_buffer: 4096,
+            tx_buffer: 8192,
+            limits: Limits::default(),
+            request_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why [`HttpServer::new`] refused a configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// Port 0 cannot be listened on.
+    InvalidPort,
+    /// No connections, or socket buffers of 0 bytes.
+    NoCapacity,
+}
+
+impl fmt::Display for ServerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServerError::InvalidPort => f.write_str("the HTTP port must not be 0"),
+            ServerError::NoCapacity => {
+                f.write_str("the HTTP server needs at least one connection and non-empty buffers")
+            }
+        }
+    }
+}
+
+/// Counters since the server started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServerStats {
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Requests answered by the handler.
+    pub handled: u64,
+    /// Requests the server refused itself (malformed, too large, incomplete).
+    pub rejected: u64,
+    /// Connections that timed out (408, unread responses, unfinished closes).
+    pub timed_out: u64,
+    /// Idle keep-alive connections closed (after the idle timeout, or to make room).
+    pub idle_closed: u64,
+}
+
+/// Where one connection is.
+#[derive(Debug)]
+enum Conn {
+    /// The socket listens (or is about to).
+    Listening,
+    /// Collecting a request.
+    Reading {
+        buf: Vec<u8>,
+        /// Bytes the request can still use.
+        want: usize,
+        /// When this request started (accept or first byte); `None` while idle between
+        /// keep-alive requests.
+        started: Option<Instant>,
+        /// When the connection last became idle.
+        idle_since: Instant,
+        /// `buf` holds bytes [`exchange`] has not seen (pipelined after the last request).
+        unseen: bool,
+    },
+    /// Sending a response.
+    Writing {
+        out: Vec<u8>,
+        sent: usize,
+        keep_alive: bool,
+        last_progress: Instant,
+        /// Bytes received after the request, for the next one.
+        next: Vec<u8>,
+    },
+    /// FIN sent (or about to be); waiting for the peer to finish.
+    Closing { since: Instant },
+}
+
+struct Slot {
+    handle: SocketHandle,
+    conn: Conn,
+}
+
+/// What one step of a connection did.
+#[derive(PartialEq, Eq)]
+enum Step {
+    Nothing,
+    Progress,
+    /// The connection moved to another state: step again.
+    Moved,
+}
+
+/// The HTTP/1.1 server. See the module docs.
+pub struct HttpServer {
+    config: ServerConfig,
+    slots: Vec<Slot>,
+    stats: ServerStats,
+}
+
+impl fmt::Debug for HttpServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpServer")
+            .field("config", &self.config)
+            .field("open", &self.open_connections())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpServer {
+    /// Adds the server's sockets to `sockets` and starts listening.
+    pub fn new(
+        config: ServerConfig,
+        sockets: &mut SocketSet<'static>,
+    ) -> Result<HttpServer, ServerError> {
+        if config.port == 0 {
+            return Err(ServerError::InvalidPort);
+        }
+        if config.connections == 0 || config.rx_buffer == 0 || config.tx_buffer == 0 {
+            return Err(ServerError::NoCapacity);
+        }
+        let slots = (0..config.connections)
+            .map(|_| {
+                let mut socket = tcp::Socket::new(
+                    tcp::SocketBuffer::new(vec![0; config.rx_buffer]),
+                    tcp::SocketBuffer::new(vec![0; config.tx_buffer]),
+                );
+                // Responses are written whole: Nagle would only hold back their last segment.
+                socket.set_nagle_enabled(false);
+                // Cannot fail: the socket is new and the port is not 0.
+                let _ = socket.listen(config.port);
+                Slot {
+                    handle: sockets.add(socket),
+                    conn: Conn::Listening,
+                }
+            })
+            .collect();
+        Ok(HttpServer {
+            config,
+            slots,
+            stats: ServerStats::default(),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// Counters since start.
+    pub fn stats(&self) -> &ServerStats {
+        &self.stats
+    }
+
+    /// Connections currently open (not listening).
+    pub fn open_connections(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| !matches!(s.conn, Conn::Listening))
+            .count()
+    }
+
+    /// Moves every connection on at time `now`: accepts, reads, calls `handler` for complete
+    /// requests, writes, times out, closes. Call after [`NetStack::poll`]; then poll the
+    /// stack again to send what was written (or use [`serve`](Self::serve)). Returns whether
+    /// anything happened.
+    ///
+    /// `sockets` must be the set passed to [`new`](Self::new).
+    pub fn poll<H: Handler + ?Sized>(
+        &mut self,
+        now: Instant,
+        sockets: &mut SocketSet<'_>,
+        handler: &mut H,
+    ) -> bool {
+        let mut active = false;
+        for slot in &mut self.slots {
+            let socket = sockets.get_mut::<tcp::Socket>(slot.handle);
+            // A few steps let a connection go e.g. from accepted to answered in one poll.
+            for _ in 0..4 {
+                let step = step(
+                    &mut slot.conn,
+                    socket,
+                    now,
+                    &self.config,
+                    handler,
+                    &mut self.stats,
+                );
+                active |= step != Step::Nothing;
+                if step != Step::Moved {
+                    break;
+                }
+            }
+        }
+        active | self.make_room(sockets)
+    }
+
+    /// How long until the next timeout is due; `None` with no open connection.
+    pub fn poll_delay(&self, now: Instant) -> Option<Duration> {
+        let timeout = self.config.request_timeout;
+        self.slots
+            .iter()
+            .filter_map(|slot| match &slot.conn {
+                Conn::Listening => None,
+                Conn::Reading {
+                    started: Some(start),
+                    ..
+                } => Some(*start + timeout),
+                Conn::Reading {
+                    started: None,
+                    idle_since,
+                    ..
+                } => Some(*idle_since + self.config.idle_timeout),
+                Conn::Writing { last_progress, .. } => Some(*last_progress + timeout),
+                Conn::Closing { since } => Some(*since + timeout),
+            })
+            .min()
+            .map(|due| if due > now { due - now } else { Duration::ZERO })
+    }
+
+    /// Polls `stack` and the server until the server has nothing more to send: what the
+    /// kernel's network loop calls whenever the NIC has frames or a delay has passed.
+    /// Returns whether anything happened; when not, sleep for
+    /// [`serve_delay`](Self::serve_delay).
+    pub fn serve<D: Device + ?Sized, H: Handler + ?Sized>(
+        &mut self,
+        now: Instant,
+        stack: &mut NetStack,
+        device: &mut D,
+        handler: &mut H,
+    ) -> bool {
+        let mut any = false;
+        // Bounded: a flood of frames cannot keep the boot CPU here.
+        for _ in 0..8 {
+            let net = stack.poll(now, device);
+            let http = self.poll(now, stack.sockets_mut(), handler);
+            any |= net | http;
+            if !http {
+                break;
+            }
+        }
+        any
+    }
+
+    /// The sooner of [`NetStack::poll_delay`] and [`poll_delay`](Self::poll_delay).
+    pub fn serve_delay(&self, now: Instant, stack: &mut NetStack) -> Option<Duration> {
+        match (stack.poll_delay(now), self.poll_delay(now)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// When every socket is taken, aborts the connection idle longest between keep-alive
+    /// requests so that one socket listens again.
+    fn make_room(&mut self, sockets: &mut SocketSet<'_>) -> bool {
+        let listening = self.slots.iter().any(|slot| {
+            matches!(slot.conn, Conn::Listening)
+                && sockets.get::<tcp::Socket>(slot.handle).is_listening()
+        });
+        if listening {
+            return false;
+        }
+        let idle = self
+            .slots
+            .iter_mut()
+            .filter_map(|slot| match &slot.conn {
+                Conn::Reading {
+                    started: None,
+                    idle_since,
+                    buf,
+                    ..
+                } if buf.is_empty() => Some((*idle_since, slot)),
+                _ => None,
+            })
+            .min_by_key(|(since, _)| *since);
+        let Some((_, slot)) = idle else {
+            return false;
+        };
+        let socket = sockets.get_mut::<tcp::Socket>(slot.handle);
+        socket.abort();
+        // Cannot fail: an aborted socket is closed, and the port is not 0.
+        let _ = socket.listen(self.config.port);
+        slot.conn = Conn::Listening;
+        self.stats.idle_closed += 1;
+        true
+    }
+}
+
+/// One step of one connection.
+fn step<H: Handler + ?Sized>(
+    conn: &mut Conn,
+    socket: &mut tcp::Socket<'_>,
+    now: Instant,
+    config: &ServerConfig,
+    handler: &mut H,
+    stats: &mut ServerStats,
+) -> Step {
+    match conn {
+        Conn::Listening => {
+            if !socket.is_open() {
+                // Closed or TIME-WAIT (no need to wait out 2MSL: the peer closed, or we
+                // aborted). Cannot fail: the socket is not open and the port is not 0.
+                let _ = socket.listen(config.port);
+                return Step::Nothing;
+            }
+            match socket.state() {
+                tcp::State::Listen | tcp::State::SynReceived => Step::Nothing,
+                _ => {
+                    stats.accepted += 1;
+                    *conn = Conn::Reading {
+                        buf: Vec::new(),
+                        want: config.limits.max_head_bytes,
+                        started: Some(now),
+                        idle_since: now,
+                        unseen: false,
+                    };
+                    Step::Moved
+                }
+            }
+        }
+        Conn::Reading {
+            buf,
+            want,
+            started,
+            idle_since,
+            unseen,
+        } => {
+            if !socket.is_open() {
+                *conn = Conn::Listening;
+                return Step::Moved;
+            }
+            let got = receive(socket, buf, want);
+            if got && started.is_none() {
+                *started = Some(now);
+            }
+            if got || (*unseen && !buf.is_empty()) {
+                *unseen = false;
+                let mut handled = false;
+                let mut counted = |req: &Request<'_>| {
+                    handled = true;
+                    handler.handle(req)
+                };
+                match exchange(buf, &config.limits, &mut counted) {
+                    Exchange::Incomplete { want: more } => *want = more,
+                    Exchange::Respond {
+                        response,
+                        consumed,
+                        keep_alive,
+                        head_request,
+                    } => {
+                        if handled {
+                            stats.handled += 1;
+                        } else {
+                            stats.rejected += 1;
+                        }
+                        let next = buf.split_off(consumed.min(buf.len()));
+                        *conn = Conn::Writing {
+                            out: response.encode(keep_alive, head_request),
+                            sent: 0,
+                            keep_alive,
+                            last_progress: now,
+                            next,
+                        };
+                        return Step::Moved;
+                    }
+                }
+            }
+            if !socket.may_recv() {
+                // The peer has finished sending: a partial request can never complete.
+                if buf.is_empty() {
+                    socket.close();
+                    *conn = Conn::Closing { since: now };
+                } else {
+                    stats.rejected += 1;
+                    *conn = server_error(
+                        400,
+                        "connection closed before the request was complete",
+                        now,
+                    );
+                }
+                return Step::Moved;
+            }
+            match *started {
+                Some(start) if now >= start + config.request_timeout => {
+                    stats.timed_out += 1;
+                    let secs = config.request_timeout.secs();
+                    let message = alloc::format!("request not complete within {secs} s");
+                    *conn = server_error(408, &message, now);
+                    Step::Moved
+                }
+                None if now >= *idle_since + config.idle_timeout => {
+                    stats.idle_closed += 1;
+                    socket.close();
+                    *conn = Conn::Closing { since: now };
+                    Step::Moved
+                }
+                _ if got => Step::Progress,
+                _ => Step::Nothing,
+            }
+        }
+        Conn::Writing {
+            out,
+            sent,
+            keep_alive,
+            last_progress,
+            next,
+        } => {
+            if !socket.is_open() || !socket.may_send() {
+                // Reset by the peer, or it closed its receive side: nobody reads this.
+                socket.abort();
+                *conn = Conn::Listening;
+                return Step::Moved;
+            }
+            let mut progress = false;
+            if *sent < out.len()
+                && let Ok(n @ 1..) = socket.send_slice(&out[*sent..])
+            {
+                *sent += n;
+                *last_progress = now;
+                progress = true;
+            }
+            if *sent >= out.len() {
+                if *keep_alive {
+                    let buf = core::mem::take(next);
+                    *conn = Conn::Reading {
+                        want: config.limits.max_head_bytes.saturating_sub(buf.len()),
+                        started: (!buf.is_empty()).then_some(now),
+                        idle_since: now,
+                        unseen: !buf.is_empty(),
+                        buf,
+                    };
+                } else {
+                    socket.close();
+                    *conn = Conn::Closing { since: now };
+                }
+                return Step::Moved;
+            }
+            if now >= *last_progress + config.request_timeout {
+                stats.timed_out += 1;
+                socket.abort();
+                *conn = Conn::Listening;
+                return Step::Moved;
+            }
+            if progress {
+                Step::Progress
+            } else {
+                Step::Nothing
+            }
+        }
+        Conn::Closing { since } => {
+            // Discard what the peer still sends (the rest of a refused body), so its window
+            // stays open until it has read the response and our FIN.
+            let mut discarded = false;
+            while socket.can_recv() {
+                match socket.recv(|data| (data.len(), data.len())) {
+                    Ok(1..) => discarded = true,
+                    _ => break,
+                }
+            }
+            if !socket.is_open() {
+                *conn = Conn::Listening;
+                return Step::Moved;
+            }
+            if now >= *since + config.request_timeout {
+                stats.timed_out += 1;
+                socket.abort();
+                *conn = Conn::Listening;
+                return Step::Moved;
+            }
+            if discarded {
+                Step::Progress
+            } else {
+                Step::Nothing
+            }
+        }
+    }
+}
+
+/// Reads up to `want` bytes into `buf`. Returns whether any arrived.
+fn receive(socket: &mut tcp::Socket<'_>, buf: &mut Vec<u8>, want: &mut usize) -> bool {
+    let mut got = false;
+    // Twice at most: the receive buffer is a ring, so its data may come in two pieces.
+    while *want > 0 && socket.can_recv() {
+        let n = socket
+            .recv(|data| {
+                let n = data.len().min(*want);
+                buf.extend_from_slice(&data[..n]);
+                (n, n)
+            })
+            .unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        *want -= n;
+        got = true;
+    }
+    got
+}
+
+/// A response of the server's own that closes the connection.
+fn server_error(status: u16, message: &str, now: Instant) -> Conn {
+    let response = crate::http::response::Response::error(status, message);
+    Conn::Writing {
+        out: response.encode(false, false),
+        sent: 0,
+        keep_alive: false,
+        last_progress: now,
+        next: Vec::new(),
+    }
+}
