@@ -46,3 +46,22 @@ fn bochs_boots_with_vtx_and_powers_off() {
         "bochs did not end through ACPI power-off"
     );
 }
+
+#[test]
+fn bochs_reboot_boots_again() {
+    let a = artifacts();
+    let mut m = Bochs::disk(&a.image).defmt_elf(&a.elf).spawn().unwrap();
+    m.expect_banner();
+    m.type_line("reboot");
+    m.expect("rebooting...");
+    // The BIOS and GRUB run again and the kernel prints its banner a second time.
+    let b = m.expect_banner();
+    check!(
+        m,
+        b.field("boot path") == Some("Multiboot2 via BIOS"),
+        "second banner:\n{}",
+        b.text
+    );
+    let out = m.command("version");
+    check!(m, out.starts_with("Keel 0.1.0"), "version after reboot: {out:?}");
+}

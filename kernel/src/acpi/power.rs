@@ -127,7 +127,13 @@ pub fn poweroff(platform: &Platform) -> PowerError {
     PowerError::StillRunning
 }
 
-/// Resets the machine: FADT reset register, keyboard controller, then a triple fault.
+/// Resets the machine: FADT reset register, the chipset reset control register (0xCF9),
+/// the keyboard controller, then a triple fault.
+///
+/// 0xCF9 comes before the keyboard controller because the latter is only a CPU ("soft")
+/// reset: MSRs such as IA32_FEATURE_CONTROL stay locked, and firmware that writes them at
+/// start-up (Bochs' BIOS does) then faults. A full reset through 0xCF9 (value 6: system reset
+/// + reset CPU) starts from power-on state on PIIX/ICH chipsets, QEMU and Bochs alike.
 pub fn reboot(platform: &Platform) -> ! {
     x86_64::instructions::interrupts::disable();
     if let Some((reg, value)) = platform.reset {
@@ -135,6 +141,9 @@ pub fn reboot(platform: &Platform) -> ! {
         write8(reg, value);
         settle();
     }
+    defmt::info!("reset through the reset control register (0xcf9)");
+    write8(Register::Io(0xcf9), 0x06);
+    settle();
     defmt::info!("reset through the keyboard controller");
     // SAFETY: the 8042 command port; 0xFE pulses the CPU reset line. Waiting for the input
     // buffer to drain first is the documented handshake (bounded here).
