@@ -63,5 +63,9 @@ fn bochs_reboot_boots_again() {
         b.text
     );
     let out = m.command("version");
-    check!(m, out.starts_with("Keel 0.1.0"), "version after reboot: {out:?}");
+    check!(
+        m,
+        out.starts_with("Keel 0.1.0"),
+        "version after reboot: {out:?}"
+    );
 }

@@ -181,16 +181,27 @@ impl fmt::Display for EntryFailure {
                 f.write_str("VMRUN rejected the guest state (VMEXIT_INVALID)")
             }
             EntryFailure::VmxInstructionError(n) => {
-                write!(f, "VM entry failed: VM-instruction error {n}")
+                write!(f, "VM entry failed: VM-instruction error {n}")?;
+                match crate::backend::vmx::instruction_error_name(*n) {
+                    Some(name) => write!(f, " ({name})"),
+                    None => Ok(()),
+                }
             }
             EntryFailure::VmxFailInvalid => f.write_str("VM entry failed: no current VMCS"),
             EntryFailure::VmxEntryCheck {
                 reason,
                 qualification,
-            } => write!(
-                f,
-                "VM entry failed: exit reason {reason} (entry failure), qualification {qualification:#x}"
-            ),
+            } => {
+                f.write_str("VM entry failed: ")?;
+                if let Some(name) = crate::backend::vmx::entry_failure_name(*reason) {
+                    write!(f, "{name} ")?;
+                }
+                write!(
+                    f,
+                    "(exit reason {reason} with the entry-failure bit), qualification \
+                     {qualification:#x}"
+                )
+            }
         }
     }
 }

@@ -1,11 +1,12 @@
 //! Hardware backends behind the [`Vcpu`] trait, chosen at runtime from what detection found.
 //!
-//! `svm` is AMD-V with nested paging. The VT-x backend (`vmx`) comes with the next issue; on
-//! an Intel host `create_vcpu` says so instead of pretending. `fpu` is shared: both backends
-//! switch guest FPU/SSE/AVX state the same way. No backend type leaks out of this module.
+//! `svm` is AMD-V with nested paging; `vmx` is Intel VT-x with EPT, unrestricted guest and
+//! VPID. `fpu` is shared: both backends switch guest FPU/SSE/AVX state the same way. No
+//! backend type leaks out of this module.
 
 pub mod fpu;
 pub mod svm;
+pub mod vmx;
 
 use alloc::boxed::Box;
 use core::fmt;
@@ -21,8 +22,8 @@ use crate::vcpu::{StartMode, Vcpu};
 pub enum BackendError {
     /// The host has no usable virtualization extension.
     Unavailable(Unavailable),
-    /// The host is Intel VT-x, whose backend is not part of this build yet.
-    VmxNotImplemented,
+    /// The VT-x backend could not set up VMX operation or the vCPU's VMCS.
+    Vmx(vmx::VmxError),
     /// Host frames ran out for the control structures.
     OutOfHostMemory,
     /// Every address-space ID is in use.
@@ -37,9 +38,7 @@ impl fmt::Display for BackendError {
             BackendError::Unavailable(reason) => {
                 write!(f, "no hardware virtualization: {reason}")
             }
-            BackendError::VmxNotImplemented => f.write_str(
-                "this host has Intel VT-x, and Keel's VT-x backend is not in this build yet",
-            ),
+            BackendError::Vmx(e) => write!(f, "VT-x: {e}"),
             BackendError::OutOfHostMemory => {
                 f.write_str("out of host memory for the vCPU's control structures")
             }
@@ -61,7 +60,9 @@ pub fn create_vcpu(
         Virtualization::Svm(caps) => Ok(Box::new(svm::SvmVcpu::new(
             host, caps, memory, start, cpuid,
         )?)),
-        Virtualization::Vmx(_) => Err(BackendError::VmxNotImplemented),
+        Virtualization::Vmx(caps) => Ok(Box::new(vmx::VmxVcpu::new(
+            host, caps, memory, start, cpuid,
+        )?)),
         Virtualization::Unavailable(reason) => Err(BackendError::Unavailable(*reason)),
     }
 }

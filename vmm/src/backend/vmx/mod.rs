@@ -1,0 +1,773 @@
+//! The Intel VT-x (VMX) backend: one VMCS per vCPU, EPT, unrestricted guest, VPID; exits
+//! mapped to [`VmExit`] exactly as the SVM backend maps its own.
+//!
+//! # Layout
+//!
+//! - `vmcs`: field encodings, the controls Keel asks for, guest-state set-up and read-back,
+//!   and the MSR bitmap — pure, host-tested through [`Fields`].
+//! - `exit_info`: exit reasons, exit qualifications, interruption information, and the
+//!   names of VM-instruction errors — pure decoding, host-tested.
+//! - `cr`: which CR0/CR4 bits the host owns, and the emulation of guest writes to them.
+//! - `exits`: what each VM exit does (CPU-level exits handled here, device-level ones
+//!   returned).
+//! - `instr`: the raw instructions and the world switch.
+//!
+//! # Per CPU and per vCPU
+//!
+//! The first vCPU created on a CPU turns VMX on there (`ensure_enabled`): the
+//! `IA32_FEATURE_CONTROL` lock when the firmware left it open, the CR0/CR4 fixed bits
+//! (CR4.VMXE), and VMXON with a region carrying the VMCS revision identifier. Each vCPU owns
+//! a VMCS, an MSR bitmap, two I/O bitmap pages of ones, an FPU save area, its EPT tables and a
+//! VPID. A vCPU's VMCS is made current (VMPTRLD) whenever it is used while another is current;
+//! the first entry is VMLAUNCH, later ones VMRESUME.
+//!
+//! # MSRs
+//!
+//! - `IA32_FS_BASE`, `IA32_GS_BASE`, `IA32_SYSENTER_CS/ESP/EIP` are VMCS guest-state fields:
+//!   the CPU switches them on entry and exit, so they are not intercepted.
+//! - `IA32_KERNEL_GS_BASE`, `IA32_STAR`, `IA32_LSTAR`, `IA32_FMASK` are not in the VMCS. They
+//!   are not intercepted either: while a vCPU is the one loaded on this CPU, the hardware MSRs
+//!   hold *its* values, and they are swapped (RDMSR into the old vCPU's store, WRMSR from the
+//!   new one's) only when another vCPU's VMCS is loaded. Keel's kernel never executes
+//!   SYSCALL, SYSRET or SWAPGS (it has no user mode), so it needs no values of its own there.
+//! - `CSTAR` (`0xC000_0083`) is intercepted and kept per vCPU: Intel CPUs never use it
+//!   (SYSCALL from compatibility mode raises #UD), so there is nothing to switch.
+//! - `IA32_EFER` and `IA32_PAT` are intercepted; the values live in the VMCS (loaded and saved
+//!   by the entry/exit controls). Every other MSR goes through [`MsrState`] and raises #GP
+//!   when it is unknown.
+//!
+//! # Host interrupts
+//!
+//! External-interrupt exiting without acknowledge-on-exit: a host interrupt exits the guest
+//! (reason 1) and stays pending; the world switch's `sti` lets the host handle it. The exit
+//! is returned as [`VmExit::Interrupted`], as are CPU-only exits when the host timer asked
+//! for the CPU back ([`crate::preempt`]).
+//! The VMX-preemption timer (reason 52) is a backstop that bounds every stay in the guest,
+//! whatever the guest's RFLAGS.IF ([`vmcs::PREEMPTION_SLICE_TSC`] says why Bochs needs it).
+//!
+//! [`Fields`]: vmcs::Fields
+//! [`MsrState`]: crate::msr::MsrState
+
+pub mod cr;
+pub mod exit_info;
+mod exits;
+pub mod instr;
+pub mod vmcs;
+
+use alloc::boxed::Box;
+use core::cell::UnsafeCell;
+use core::fmt;
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+
+use self::cr::CrPolicy;
+use self::instr::{GuestRegs, RunResult, VmFail};
+use self::vmcs::{ControlAddresses, ControlError, Fields, field};
+use super::{BackendError, fpu};
+use crate::cpuid::CpuidPolicy;
+use crate::decode::MmioOp;
+use crate::detect::VmxCapabilities;
+use crate::host::HostMemory;
+use crate::memory::GuestMemory;
+use crate::msr::{self, MsrState};
+use crate::nested_paging::{NestedFormat, NestedPageTables};
+use crate::vcpu::{EntryFailure, InternalExits, Registers, StartMode, Vcpu, VcpuError, VmExit};
+
+pub use self::exit_info::{entry_failure_name, instruction_error_name};
+
+/// Why the VT-x backend could not set up a vCPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VmxError {
+    /// The CPU's VMX controls lack something Keel needs.
+    Controls(ControlError),
+    /// `IA32_VMX_BASIC` asks for a VMXON/VMCS region larger than a page.
+    RegionTooLarge(u32),
+    /// VMXON failed (another VMM is active, or the CPU refused the region).
+    VmxonFailed,
+    /// VMCLEAR of a new VMCS failed.
+    VmclearFailed,
+    /// Reading or writing the new VMCS failed (a VMCS field this CPU does not have).
+    VmcsAccess {
+        /// The field encoding.
+        field: u32,
+        /// The VM-instruction error, when the CPU gave one.
+        error: Option<u32>,
+    },
+    /// Every VPID (1..=65535) is in use.
+    NoFreeVpid,
+}
+
+impl fmt::Display for VmxError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VmxError::Controls(e) => write!(f, "unsuitable VMX controls: {e}"),
+            VmxError::RegionTooLarge(size) => {
+                write!(
+                    f,
+                    "the CPU wants {size}-byte VMCS regions (more than a page)"
+                )
+            }
+            VmxError::VmxonFailed => f.write_str("VMXON failed (is another hypervisor active?)"),
+            VmxError::VmclearFailed => f.write_str("VMCLEAR of a new VMCS failed"),
+            VmxError::VmcsAccess { field, error } => {
+                write!(f, "setting up the VMCS failed at field {field:#06x}")?;
+                match error {
+                    Some(n) => write!(
+                        f,
+                        ": VM-instruction error {n} ({})",
+                        instruction_error_name(*n).unwrap_or("unknown")
+                    ),
+                    None => f.write_str(": no current VMCS"),
+                }
+            }
+            VmxError::NoFreeVpid => f.write_str("every VPID is in use"),
+        }
+    }
+}
+
+impl From<VmxError> for BackendError {
+    fn from(e: VmxError) -> BackendError {
+        BackendError::Vmx(e)
+    }
+}
+
+const MSR_FEATURE_CONTROL: u32 = 0x3a;
+const FEATURE_CONTROL_LOCK: u64 = 1 << 0;
+const FEATURE_CONTROL_VMX_OUTSIDE_SMX: u64 = 1 << 2;
+
+/// VMX is on for this CPU (one CPU runs vCPUs today; with SMP these become per-CPU).
+static ENABLED: AtomicBool = AtomicBool::new(false);
+/// The VMCS current on this CPU (0: none known).
+static CURRENT_VMCS: AtomicU64 = AtomicU64::new(0);
+/// The store of the vCPU whose SYSCALL MSRs are in this CPU's registers (null: none).
+static SYSCALL_MSR_OWNER: AtomicPtr<SyscallMsrs> = AtomicPtr::new(core::ptr::null_mut());
+/// The first VMREAD/VMWRITE failure since it was last taken: field | 1 << 32 (VMfailInvalid)
+/// or 2 << 32 (VMfailValid); 0 for none.
+static VMCS_ACCESS_ERROR: AtomicU64 = AtomicU64::new(0);
+
+/// VPIDs in use (bit n = VPID n); VPID 0 is the host's.
+static VPIDS: [AtomicU64; 1024] = [const { AtomicU64::new(0) }; 1024];
+
+fn alloc_vpid() -> Option<u16> {
+    for vpid in 1..=u16::MAX {
+        let (word, bit) = (usize::from(vpid / 64), vpid % 64);
+        let prev = VPIDS[word].fetch_or(1 << bit, Ordering::AcqRel);
+        if prev & (1 << bit) == 0 {
+            return Some(vpid);
+        }
+    }
+    None
+}
+
+fn free_vpid(vpid: u16) {
+    let (word, bit) = (usize::from(vpid / 64), vpid % 64);
+    VPIDS[word].fetch_and(!(1 << bit), Ordering::AcqRel);
+}
+
+/// Turns VMX operation on for this CPU once (SDM Vol. 3C §24.7, §24.8).
+fn ensure_enabled(host: &'static dyn HostMemory, caps: &VmxCapabilities) -> Result<(), VmxError> {
+    if ENABLED.load(Ordering::Acquire) {
+        return Ok(());
+    }
+    let size = caps.basic.region_size();
+    if size > 4096 {
+        return Err(VmxError::RegionTooLarge(size));
+    }
+    let region = host.alloc_frames(1, 1).ok_or(VmxError::VmxonFailed)?;
+    // SAFETY: the frame was just allocated for us and is identity-accessible through `ptr`.
+    unsafe { (host.ptr(region) as *mut u32).write(caps.basic.revision_id()) };
+    fpu::enable_on_this_cpu();
+    // SAFETY: detection found VT-x usable: IA32_FEATURE_CONTROL exists and, when unlocked,
+    // may be locked with VMX enabled; the fixed bits only turn on what VMX operation requires
+    // (CR0.NE, CR4.VMXE) and keep everything the kernel runs with. The VMXON region is ours
+    // for as long as VMX is on (forever).
+    let on = unsafe {
+        if caps.needs_feature_control_enable {
+            let fc = instr::rdmsr(MSR_FEATURE_CONTROL);
+            instr::wrmsr(
+                MSR_FEATURE_CONTROL,
+                fc | FEATURE_CONTROL_LOCK | FEATURE_CONTROL_VMX_OUTSIDE_SMX,
+            );
+        }
+        instr::write_cr0(caps.fixed_cr0(instr::read_cr0()));
+        instr::write_cr4(caps.fixed_cr4(instr::read_cr4()));
+        instr::vmxon(region)
+    };
+    if on.is_err() {
+        host.free_frames(region, 1);
+        return Err(VmxError::VmxonFailed);
+    }
+    ENABLED.store(true, Ordering::Release);
+    Ok(())
+}
+
+/// The guest's SYSCALL/SWAPGS MSRs, which the VMCS does not switch.
+#[derive(Clone, Copy, Debug, Default)]
+struct SyscallMsrs {
+    star: u64,
+    lstar: u64,
+    fmask: u64,
+    kernel_gs_base: u64,
+}
+
+impl SyscallMsrs {
+    const MSRS: [u32; 4] = [
+        msr::IA32_STAR,
+        msr::IA32_LSTAR,
+        msr::IA32_FMASK,
+        msr::IA32_KERNEL_GS_BASE,
+    ];
+
+    fn values(&mut self) -> [&mut u64; 4] {
+        [
+            &mut self.star,
+            &mut self.lstar,
+            &mut self.fmask,
+            &mut self.kernel_gs_base,
+        ]
+    }
+}
+
+/// The current VMCS, reached with VMREAD/VMWRITE. Only [`VmxVcpu::vmcs`] makes one, after
+/// making the vCPU's VMCS current; when that failed (`.0` false) every access is dropped and
+/// reads as 0, so nothing lands in another vCPU's VMCS. A failing access is recorded in
+/// `VMCS_ACCESS_ERROR` (the run loop turns it into a stop) and reads as 0.
+struct Current(bool);
+
+fn note_access_error(field: u32, fail: VmFail) {
+    let kind = match fail {
+        VmFail::Invalid => 1u64,
+        VmFail::Valid => 2,
+    };
+    let _ = VMCS_ACCESS_ERROR.compare_exchange(
+        0,
+        u64::from(field) | (kind << 32),
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+}
+
+impl Fields for Current {
+    fn read(&self, field: u32) -> u64 {
+        if !self.0 {
+            return 0;
+        }
+        // SAFETY: a `Current` exists only while VMX is on and a vCPU's VMCS is current;
+        // VMREAD only reads it.
+        match unsafe { instr::vmread(field) } {
+            Ok(v) => v,
+            Err(fail) => {
+                note_access_error(field, fail);
+                0
+            }
+        }
+    }
+
+    fn write(&mut self, field: u32, value: u64) {
+        if !self.0 {
+            return;
+        }
+        // SAFETY: as for `read`; the backend writes only values that keep the host's
+        // resources intercepted (controls are computed once in `VmxVcpu::new`).
+        if let Err(fail) = unsafe { instr::vmwrite(field, value) } {
+            note_access_error(field, fail);
+        }
+    }
+}
+
+/// A read the guest is waiting for.
+#[derive(Clone, Copy, Debug)]
+enum Pending {
+    Io { size: u8, next_rip: u64 },
+    Mmio(MmioOp),
+}
+
+/// One vCPU on Intel VT-x.
+pub struct VmxVcpu {
+    host: &'static dyn HostMemory,
+    vmcs_pa: u64,
+    io_bitmaps_pa: u64,
+    msr_bitmap_pa: u64,
+    fpu_pa: u64,
+    /// 0 when VPID is not used.
+    vpid: u16,
+    ept: NestedPageTables,
+    regs: GuestRegs,
+    syscall_msrs: Box<UnsafeCell<SyscallMsrs>>,
+    cstar: u64,
+    tpr: u64,
+    cr: CrPolicy,
+    cpuid: CpuidPolicy,
+    msrs: MsrState,
+    /// `IA32_VMX_MISC[5]`: exits keep "IA-32e mode guest" equal to EFER.LMA themselves.
+    misc_stores_lma: bool,
+    invvpid_single: bool,
+    /// The VMX-preemption timer value written before each entry (0: no timer).
+    preemption_timer: u64,
+    launched: bool,
+    flush_vpid: bool,
+    pending: Option<Pending>,
+    internal: InternalExits,
+    stopped: bool,
+}
+
+impl VmxVcpu {
+    /// Creates a vCPU for `memory`, starting as `start` says.
+    pub fn new(
+        host: &'static dyn HostMemory,
+        caps: &VmxCapabilities,
+        memory: &GuestMemory,
+        start: StartMode,
+        cpuid: CpuidPolicy,
+    ) -> Result<VmxVcpu, BackendError> {
+        let ev = caps.ept_vpid;
+        let use_vpid =
+            caps.vpid && ev.invvpid() && (ev.invvpid_single_context() || ev.invvpid_all_context());
+        let controls = vmcs::compute_controls(caps, use_vpid).map_err(VmxError::Controls)?;
+        ensure_enabled(host, caps)?;
+        let ept =
+            NestedPageTables::build(memory, NestedFormat::Ept).map_err(BackendError::Memory)?;
+        let vpid = if use_vpid {
+            alloc_vpid().ok_or(VmxError::NoFreeVpid)?
+        } else {
+            0
+        };
+        // VMCS, I/O bitmaps A and B, MSR bitmap, FPU area.
+        let mut frames: [(u64, u64); 4] = [(1, 0), (2, 0), (1, 0), (1, 0)];
+        for i in 0..frames.len() {
+            match host.alloc_frames(frames[i].0, 1) {
+                Some(pa) => frames[i].1 = pa,
+                None => {
+                    for &(count, pa) in &frames[..i] {
+                        host.free_frames(pa, count);
+                    }
+                    if vpid != 0 {
+                        free_vpid(vpid);
+                    }
+                    return Err(BackendError::OutOfHostMemory);
+                }
+            }
+        }
+        let [
+            (_, vmcs_pa),
+            (_, io_bitmaps_pa),
+            (_, msr_bitmap_pa),
+            (_, fpu_pa),
+        ] = frames;
+        let cr = CrPolicy::new(caps, &cpuid);
+        let mut vcpu = VmxVcpu {
+            host,
+            vmcs_pa,
+            io_bitmaps_pa,
+            msr_bitmap_pa,
+            fpu_pa,
+            vpid,
+            ept,
+            regs: GuestRegs::default(),
+            syscall_msrs: Box::new(UnsafeCell::new(SyscallMsrs::default())),
+            cstar: 0,
+            tpr: 0,
+            cr,
+            cpuid,
+            msrs: MsrState::new(),
+            misc_stores_lma: caps.misc & vmcs::MISC_STORES_LMA != 0,
+            invvpid_single: ev.invvpid_single_context(),
+            preemption_timer: if controls.pin & vmcs::pin::PREEMPTION_TIMER != 0 {
+                vmcs::preemption_timer_value(caps.misc)
+            } else {
+                0
+            },
+            launched: false,
+            flush_vpid: vpid != 0,
+            pending: None,
+            internal: InternalExits::default(),
+            stopped: false,
+        };
+        // From here on, `Drop` releases everything.
+        vcpu.bytes(io_bitmaps_pa, vmcs::IO_BITMAPS_BYTES).fill(0xff);
+        vmcs::fill_msr_bitmap(
+            vcpu.bytes(msr_bitmap_pa, vmcs::MSR_BITMAP_BYTES),
+            vmx_passthrough,
+        );
+        fpu::init_area(vcpu.page(fpu_pa));
+        vcpu.bytes(vmcs_pa, 4)
+            .copy_from_slice(&caps.basic.revision_id().to_le_bytes());
+        // SAFETY: VMX is on; the region is ours and carries the revision identifier.
+        unsafe { instr::vmclear(vmcs_pa) }.map_err(|_| VmxError::VmclearFailed)?;
+        // SAFETY: as above; INVEPT is used only in a form the CPU reports. The tables are
+        // new, but their frames may have backed an earlier guest's tables.
+        unsafe {
+            if ev.invept() && ev.invept_single_context() {
+                let _ = instr::invept(vcpu.ept.eptp());
+            } else if ev.invept() && ev.invept_all_context() {
+                let _ = instr::invept(0);
+            }
+        }
+        let regs = match start {
+            StartMode::RealMode { entry } => super::svm::vmcb::real_mode_registers(entry),
+            StartMode::LongMode {
+                entry,
+                cr3,
+                gdt,
+                stack,
+                rsi,
+            } => super::svm::vmcb::long_mode_registers(entry, cr3, gdt, stack, rsi),
+        };
+        let addrs = ControlAddresses {
+            io_bitmaps: io_bitmaps_pa,
+            msr_bitmap: msr_bitmap_pa,
+            eptp: vcpu.ept.eptp(),
+            vpid,
+        };
+        let _ = take_access_error();
+        let mut v = vcpu.vmcs();
+        vmcs::write_controls(&mut v, &controls, &addrs, &vcpu.cr);
+        vmcs::write_guest_state(&mut v, &regs, &vcpu.cr);
+        vcpu.regs.gpr = regs.gpr;
+        vcpu.regs.cr2 = regs.cr2;
+        if let Some((field, fail)) = take_access_error() {
+            let error = (fail == VmFail::Valid).then(|| v.read(field::VM_INSTRUCTION_ERROR) as u32);
+            let _ = take_access_error();
+            return Err(VmxError::VmcsAccess { field, error }.into());
+        }
+        Ok(vcpu)
+    }
+
+    fn bytes(&self, pa: u64, len: usize) -> &'static mut [u8] {
+        // SAFETY: `pa` is one of this vCPU's own frame runs of at least `len` bytes, allocated
+        // from the host and identity-accessible through `ptr`; nothing else aliases them.
+        unsafe { core::slice::from_raw_parts_mut(self.host.ptr(pa), len) }
+    }
+
+    fn page(&self, pa: u64) -> &'static mut [u8; 4096] {
+        // SAFETY: as in `bytes`, for a single frame.
+        unsafe { &mut *(self.host.ptr(pa) as *mut [u8; 4096]) }
+    }
+
+    /// Makes this vCPU's VMCS the current one on this CPU, with this CPU's host state and
+    /// this vCPU's SYSCALL MSRs loaded. False (and the failure recorded) when VMPTRLD failed.
+    fn activate(&self) -> bool {
+        if CURRENT_VMCS.load(Ordering::Acquire) == self.vmcs_pa {
+            return true;
+        }
+        // SAFETY: VMX is on (a vCPU exists only after `ensure_enabled`); the VMCS is ours and
+        // was VMCLEARed at creation.
+        if let Err(fail) = unsafe { instr::vmptrld(self.vmcs_pa) } {
+            note_access_error(0, fail);
+            return false;
+        }
+        let previous = SYSCALL_MSR_OWNER.load(Ordering::Acquire);
+        let ours = self.syscall_msrs.get();
+        // SAFETY: `previous` is null or the store of a live vCPU (each clears the owner
+        // before its store is freed); the stores are only touched here, with no reference
+        // into them alive. The MSRs exist on every 64-bit CPU; the values written are ones
+        // the CPU accepted from a guest (or zero), and the host never uses them.
+        unsafe {
+            if !previous.is_null() {
+                for (msr, value) in SyscallMsrs::MSRS.into_iter().zip((*previous).values()) {
+                    *value = instr::rdmsr(msr);
+                }
+            }
+            for (msr, value) in SyscallMsrs::MSRS.into_iter().zip((*ours).values()) {
+                instr::wrmsr(msr, *value);
+            }
+        }
+        SYSCALL_MSR_OWNER.store(ours, Ordering::Release);
+        CURRENT_VMCS.store(self.vmcs_pa, Ordering::Release);
+        write_host_state(&mut Current(true));
+        true
+    }
+
+    /// This vCPU's VMCS, made current.
+    fn vmcs(&self) -> Current {
+        Current(self.activate())
+    }
+
+    fn write_registers(&mut self, regs: &Registers) {
+        self.regs.gpr = regs.gpr;
+        let mut v = self.vmcs();
+        v.write(field::GUEST_RSP, regs.gpr[4]);
+        v.write(field::GUEST_RIP, regs.rip);
+    }
+
+    /// Flushes this vCPU's guest-linear translations (INVVPID), when it has a VPID; without
+    /// one, every VM entry and exit flushes them anyway.
+    fn flush_guest_tlb(&mut self) {
+        if self.vpid == 0 {
+            return;
+        }
+        // SAFETY: VMX is on and `new` checked that the CPU has INVVPID with single-context
+        // or all-context invalidation.
+        let _ = unsafe {
+            if self.invvpid_single {
+                instr::invvpid(self.vpid)
+            } else {
+                instr::invvpid(0)
+            }
+        };
+    }
+}
+
+/// MSRs the guest reaches without an exit: the VMCS-switched ones and the SYSCALL MSRs this
+/// backend keeps in the hardware while the vCPU is loaded (see the module docs). CSTAR is
+/// kept per vCPU instead.
+fn vmx_passthrough(index: u32) -> bool {
+    msr::hardware_passthrough(index) && index != msr::IA32_CSTAR
+}
+
+fn take_access_error() -> Option<(u32, VmFail)> {
+    let e = VMCS_ACCESS_ERROR.swap(0, Ordering::Relaxed);
+    (e != 0).then(|| {
+        let fail = if e >> 32 == 1 {
+            VmFail::Invalid
+        } else {
+            VmFail::Valid
+        };
+        (e as u32, fail)
+    })
+}
+
+/// Writes this CPU's host state into the current VMCS (SDM Vol. 3C §25.5, checked by
+/// §27.2.2-27.2.4): control registers, selectors (RPL and TI clear), FS/GS/TR/GDTR/IDTR
+/// bases, SYSENTER MSRs, EFER and PAT. HOST_RSP/HOST_RIP are written by the world switch.
+fn write_host_state(v: &mut impl Fields) {
+    use field::*;
+    const MSR_FS_BASE: u32 = 0xc000_0100;
+    const MSR_GS_BASE: u32 = 0xc000_0101;
+    v.write(HOST_CR0, instr::read_cr0());
+    v.write(HOST_CR3, instr::read_cr3());
+    v.write(HOST_CR4, instr::read_cr4());
+    let s = instr::host_segments();
+    for (f, sel) in [
+        (HOST_CS_SELECTOR, s.cs),
+        (HOST_SS_SELECTOR, s.ss),
+        (HOST_DS_SELECTOR, s.ds),
+        (HOST_ES_SELECTOR, s.es),
+        (HOST_FS_SELECTOR, s.fs),
+        (HOST_GS_SELECTOR, s.gs),
+        (HOST_TR_SELECTOR, s.tr),
+    ] {
+        v.write(f, u64::from(sel & !7));
+    }
+    // SAFETY: the GDTR and TR are the running kernel's: TR selects a 16-byte TSS descriptor
+    // inside the GDT, which is mapped and not being changed.
+    let [low, high] = unsafe { instr::read_gdt_system_descriptor(s.gdt_base, s.tr) };
+    v.write(HOST_TR_BASE, tss_base(low, high));
+    v.write(HOST_GDTR_BASE, s.gdt_base);
+    v.write(HOST_IDTR_BASE, s.idt_base);
+    // SAFETY: these MSRs exist on every 64-bit VMX-capable CPU; reading has no side effects.
+    unsafe {
+        v.write(HOST_FS_BASE, instr::rdmsr(MSR_FS_BASE));
+        v.write(HOST_GS_BASE, instr::rdmsr(MSR_GS_BASE));
+        v.write(HOST_SYSENTER_CS, instr::rdmsr(msr::IA32_SYSENTER_CS));
+        v.write(HOST_SYSENTER_ESP, instr::rdmsr(msr::IA32_SYSENTER_ESP));
+        v.write(HOST_SYSENTER_EIP, instr::rdmsr(msr::IA32_SYSENTER_EIP));
+        v.write(HOST_IA32_EFER, instr::rdmsr(msr::IA32_EFER));
+        v.write(HOST_IA32_PAT, instr::rdmsr(msr::IA32_PAT));
+    }
+}
+
+/// The base of a 64-bit TSS descriptor (SDM Vol. 3A §8.2.3): bits 15:0 and 23:16 in the low
+/// quadword's bits 31:16 and 39:32, bits 31:24 in its bits 63:56, bits 63:32 in the high
+/// quadword.
+fn tss_base(low: u64, high: u64) -> u64 {
+    ((low >> 16) & 0xff_ffff) | (((low >> 56) & 0xff) << 24) | ((high & 0xffff_ffff) << 32)
+}
+
+impl Vcpu for VmxVcpu {
+    fn run(&mut self, memory: &GuestMemory) -> Result<VmExit, VcpuError> {
+        if self.stopped {
+            return Err(VcpuError::Stopped);
+        }
+        if self.pending.is_some() {
+            return Err(VcpuError::ReadNotCompleted);
+        }
+        loop {
+            let mut v = self.vmcs();
+            if self.preemption_timer != 0 {
+                v.write(field::GUEST_PREEMPTION_TIMER, self.preemption_timer);
+            }
+            if let Some((_, fail)) = take_access_error() {
+                // A VMCS access failed: a VMM bug. Stop with what the CPU said.
+                self.stopped = true;
+                let reason = match fail {
+                    VmFail::Invalid => EntryFailure::VmxFailInvalid,
+                    VmFail::Valid => {
+                        EntryFailure::VmxInstructionError(v.read(field::VM_INSTRUCTION_ERROR) as u32)
+                    }
+                };
+                return Ok(VmExit::FailEntry { reason });
+            }
+            let fpu_ptr = self.host.ptr(self.fpu_pa);
+            let host = self.host;
+            // SAFETY: the area is this vCPU's initialised page; a previous owner's area is
+            // still allocated (vCPUs release ownership before freeing theirs).
+            unsafe { fpu::switch_to(self.fpu_pa, fpu_ptr, |pa| host.ptr(pa)) };
+            if self.flush_vpid {
+                self.flush_vpid = false;
+                self.flush_guest_tlb();
+            }
+            // SAFETY: VMX is on and this vCPU's VMCS is current (just activated; nothing in
+            // between loads another): its controls intercept every host resource, its EPT maps
+            // only this guest's memory, and `activate` wrote this CPU's host state.
+            let result = unsafe { instr::run(&mut self.regs, self.launched) };
+            if let RunResult::Failed(fail) = result {
+                self.stopped = true;
+                let reason = match fail {
+                    VmFail::Invalid => EntryFailure::VmxFailInvalid,
+                    VmFail::Valid => {
+                        EntryFailure::VmxInstructionError(v.read(field::VM_INSTRUCTION_ERROR) as u32)
+                    }
+                };
+                return Ok(VmExit::FailEntry { reason });
+            }
+            self.launched = true;
+            self.after_exit();
+            if let Some(exit) = self.handle_exit(memory) {
+                return Ok(exit);
+            }
+            if crate::preempt::take() {
+                return Ok(VmExit::Interrupted);
+            }
+        }
+    }
+
+    fn complete_read(&mut self, value: u64) -> Result<(), VcpuError> {
+        match self.pending.take() {
+            None => Err(VcpuError::NoPendingRead),
+            Some(Pending::Io { size, next_rip }) => {
+                let rax = &mut self.regs.gpr[0];
+                *rax = match size {
+                    1 => (*rax & !0xff) | (value & 0xff),
+                    2 => (*rax & !0xffff) | (value & 0xffff),
+                    // A 32-bit destination zero-extends, in 64-bit mode as elsewhere.
+                    _ => value & 0xffff_ffff,
+                };
+                self.set_rip_past_instruction(next_rip);
+                Ok(())
+            }
+            Some(Pending::Mmio(op)) => {
+                let mut regs = self.registers();
+                crate::decode::apply_load(&mut regs, &op, value);
+                regs.rip = regs.rip.wrapping_add(op.len as u64);
+                self.write_registers(&regs);
+                self.clear_interrupt_shadow();
+                Ok(())
+            }
+        }
+    }
+
+    fn registers(&self) -> Registers {
+        let mut regs = Registers {
+            gpr: self.regs.gpr,
+            cr2: self.regs.cr2,
+            ..Registers::default()
+        };
+        vmcs::read_guest_state(&self.vmcs(), &mut regs);
+        regs
+    }
+
+    fn internal_exits(&self) -> InternalExits {
+        self.internal
+    }
+
+    fn backend(&self) -> &'static str {
+        "vmx"
+    }
+}
+
+impl Drop for VmxVcpu {
+    fn drop(&mut self) {
+        fpu::release(self.fpu_pa);
+        // SAFETY: VMX is on; VMCLEAR writes the VMCS back and makes it inactive (and not
+        // current) before its frame is freed (SDM Vol. 3C §25.11.3).
+        let _ = unsafe { instr::vmclear(self.vmcs_pa) };
+        let _ = CURRENT_VMCS.compare_exchange(self.vmcs_pa, 0, Ordering::AcqRel, Ordering::Relaxed);
+        let _ = SYSCALL_MSR_OWNER.compare_exchange(
+            self.syscall_msrs.get(),
+            core::ptr::null_mut(),
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        );
+        if self.vpid != 0 {
+            self.flush_guest_tlb();
+            free_vpid(self.vpid);
+        }
+        for (pa, count) in [
+            (self.vmcs_pa, 1),
+            (self.io_bitmaps_pa, 2),
+            (self.msr_bitmap_pa, 1),
+            (self.fpu_pa, 1),
+        ] {
+            self.host.free_frames(pa, count);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tss_base_from_a_descriptor() {
+        // Base 0xffff_8000_1234_5678, limit 0x67, type 9 (available 64-bit TSS), present.
+        let low =
+            0x0000_0000_0000_0067u64 | (0x5678 << 16) | (0x34 << 32) | (0x89 << 40) | (0x12 << 56);
+        let high = 0xffff_8000;
+        assert_eq!(tss_base(low, high), 0xffff_8000_1234_5678);
+    }
+
+    #[test]
+    fn passthrough_keeps_cstar_intercepted() {
+        for m in [
+            msr::IA32_FS_BASE,
+            msr::IA32_GS_BASE,
+            msr::IA32_KERNEL_GS_BASE,
+            msr::IA32_STAR,
+            msr::IA32_LSTAR,
+            msr::IA32_FMASK,
+            msr::IA32_SYSENTER_CS,
+            msr::IA32_SYSENTER_ESP,
+            msr::IA32_SYSENTER_EIP,
+        ] {
+            assert!(vmx_passthrough(m), "{m:#x}");
+        }
+        for m in [
+            msr::IA32_CSTAR,
+            msr::IA32_EFER,
+            msr::IA32_PAT,
+            msr::IA32_TSC,
+        ] {
+            assert!(!vmx_passthrough(m), "{m:#x}");
+        }
+    }
+
+    #[test]
+    fn vpids_are_unique_and_reused() {
+        let a = alloc_vpid().unwrap();
+        let b = alloc_vpid().unwrap();
+        assert_ne!(a, b);
+        assert_ne!(a, 0);
+        free_vpid(a);
+        let c = alloc_vpid().unwrap();
+        assert!(c <= b, "a freed VPID is handed out again");
+        free_vpid(b);
+        free_vpid(c);
+    }
+
+    #[test]
+    fn errors_name_what_failed() {
+        assert_eq!(
+            VmxError::VmcsAccess {
+                field: 0x2806,
+                error: Some(12)
+            }
+            .to_string(),
+            "setting up the VMCS failed at field 0x2806: VM-instruction error 12 \
+             (VMREAD/VMWRITE from/to unsupported VMCS component)"
+        );
+        assert_eq!(
+            VmxError::Controls(ControlError::Missing("EPT")).to_string(),
+            "unsuitable VMX controls: the CPU cannot enable EPT"
+        );
+    }
+}

@@ -1,0 +1,365 @@
+//! Host tests of the VMCS logic, against the SDM's encodings and a map-backed VMCS.
+
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::backend::svm::vmcb::{long_mode_registers, real_mode_registers};
+use crate::detect::{EptVpidCap, VmxBasic};
+
+/// A VMCS in a map; values are truncated to the field's width as VMWRITE does.
+#[derive(Default)]
+struct MapVmcs(BTreeMap<u32, u64>);
+
+fn width_mask(field: u32) -> u64 {
+    match (field >> 13) & 3 {
+        0 => 0xffff,
+        2 => 0xffff_ffff,
+        _ => u64::MAX,
+    }
+}
+
+impl Fields for MapVmcs {
+    fn read(&self, field: u32) -> u64 {
+        self.0.get(&field).copied().unwrap_or(0)
+    }
+
+    fn write(&mut self, field: u32, value: u64) {
+        self.0.insert(field, value & width_mask(field));
+    }
+}
+
+/// Capability MSRs like a Skylake-X (and Bochs's `corei7_skylake_x`): TRUE controls, CR3
+/// exiting only default-1 in the legacy MSR.
+fn skylake() -> VmxCapabilities {
+    VmxCapabilities {
+        feature_control: 0x5,
+        needs_feature_control_enable: false,
+        basic: VmxBasic(0x00da_0400_0000_002b | (1 << 55)),
+        pin_based: ControlMsr::from_raw(0x0000_007f_0000_0016),
+        proc_based: ControlMsr::from_raw(0xfff9_fffe_0400_6172),
+        proc_based2: ControlMsr::from_raw(0x0017_32ff_0000_0000),
+        exit: ControlMsr::from_raw(0x01ff_ffff_0003_6dfb),
+        entry: ControlMsr::from_raw(0x0003_ffff_0000_11fb),
+        misc: 0x0000_0000_0000_01e5,
+        cr0_fixed0: 0x8000_0021,
+        cr0_fixed1: 0xffff_ffff,
+        cr4_fixed0: 0x2000,
+        cr4_fixed1: 0x0037_67ff,
+        ept_vpid: EptVpidCap(0x0000_0f01_0673_4141),
+        vpid: true,
+        unrestricted_guest: true,
+    }
+}
+
+fn cr_policy() -> CrPolicy {
+    let c = skylake();
+    CrPolicy::from_parts(
+        c.cr0_fixed0,
+        c.cr0_fixed1,
+        c.cr4_fixed0,
+        c.cr4_fixed1,
+        u64::MAX,
+    )
+}
+
+#[test]
+fn encodings_carry_their_width_and_type() {
+    // (encoding, width: 0 = 16, 1 = 64, 2 = 32, 3 = natural; type: 0 = control,
+    // 1 = exit information, 2 = guest, 3 = host)
+    use field::*;
+    let cases = [
+        (VPID, 0, 0),
+        (GUEST_TR_SELECTOR, 0, 2),
+        (HOST_TR_SELECTOR, 0, 3),
+        (MSR_BITMAP, 1, 0),
+        (EPT_POINTER, 1, 0),
+        (GUEST_PHYSICAL_ADDRESS, 1, 1),
+        (VMCS_LINK_POINTER, 1, 2),
+        (GUEST_IA32_EFER, 1, 2),
+        (GUEST_PDPTE3, 1, 2),
+        (HOST_IA32_EFER, 1, 3),
+        (PROC_BASED_CONTROLS2, 2, 0),
+        (ENTRY_INTERRUPTION_INFO, 2, 0),
+        (VM_INSTRUCTION_ERROR, 2, 1),
+        (EXIT_INSTRUCTION_LENGTH, 2, 1),
+        (GUEST_TR_ACCESS, 2, 2),
+        (GUEST_ACTIVITY_STATE, 2, 2),
+        (HOST_SYSENTER_CS, 2, 3),
+        (CR4_READ_SHADOW, 3, 0),
+        (EXIT_QUALIFICATION, 3, 1),
+        (GUEST_LINEAR_ADDRESS, 3, 1),
+        (GUEST_RFLAGS, 3, 2),
+        (GUEST_SYSENTER_EIP, 3, 2),
+        (HOST_RSP, 3, 3),
+        (HOST_RIP, 3, 3),
+    ];
+    for (enc, width, kind) in cases {
+        assert_eq!((enc >> 13) & 3, width, "{enc:#06x} width");
+        assert_eq!((enc >> 10) & 3, kind, "{enc:#06x} type");
+        assert_eq!(enc & 1, 0, "{enc:#06x}: full (not high-half) access");
+    }
+    // The world switch hard-codes these two.
+    assert_eq!(HOST_RSP, 0x6c14);
+    assert_eq!(HOST_RIP, 0x6c16);
+    // The segment groups line up (SDM B.1.2, B.3.3, B.4.3).
+    assert_eq!(
+        TR,
+        SegmentFields {
+            selector: GUEST_TR_SELECTOR,
+            base: GUEST_TR_BASE,
+            limit: GUEST_TR_LIMIT,
+            access: GUEST_TR_ACCESS,
+        }
+    );
+    assert_eq!(LDTR.access, GUEST_LDTR_ACCESS);
+    assert_eq!(CS.base, GUEST_CS_BASE);
+}
+
+#[test]
+fn controls_from_true_msrs() {
+    let c = compute_controls(&skylake(), true).unwrap();
+    // Pin: the asked-for exits, the preemption-timer backstop, the default-1 bits 1, 2, 4.
+    assert_eq!(
+        c.pin,
+        pin::EXTERNAL_INTERRUPT_EXITING | pin::NMI_EXITING | pin::PREEMPTION_TIMER | 0x16
+    );
+    // A CPU without the timer still works (external-interrupt exits alone).
+    let mut caps = skylake();
+    caps.pin_based = ControlMsr::from_raw(0x0000_003f_0000_0016);
+    let c2 = compute_controls(&caps, true).unwrap();
+    assert_eq!(c2.pin & pin::PREEMPTION_TIMER, 0);
+    assert_eq!(preemption_timer_value(0x1e5), 1 << 17, "rate 2^5");
+    assert_eq!(
+        preemption_timer_value(0x1f),
+        1,
+        "never 0 (an immediate exit)"
+    );
+    // The TRUE MSR lets CR3-load/store exiting be 0.
+    assert_eq!(
+        c.proc & (proc::CR3_LOAD_EXITING | proc::CR3_STORE_EXITING),
+        0
+    );
+    for bit in [
+        proc::HLT_EXITING,
+        proc::USE_IO_BITMAPS,
+        proc::USE_MSR_BITMAPS,
+        proc::ACTIVATE_SECONDARY,
+        proc::USE_TSC_OFFSETTING,
+        proc::MWAIT_EXITING,
+        proc::MONITOR_EXITING,
+    ] {
+        assert_ne!(c.proc & bit, 0, "{bit:#x}");
+    }
+    assert_eq!(c.proc & proc::RDTSC_EXITING, 0);
+    assert_eq!(
+        c.proc & 0x0400_6172,
+        0x0400_6172,
+        "allowed-0 bits forced on"
+    );
+    assert_eq!(
+        c.proc2,
+        proc2::ENABLE_EPT | proc2::UNRESTRICTED_GUEST | proc2::ENABLE_VPID
+    );
+    assert_ne!(c.exit & exit_ctl::HOST_ADDRESS_SPACE_SIZE, 0);
+    assert_eq!(c.exit & exit_ctl::ACKNOWLEDGE_INTERRUPT_ON_EXIT, 0);
+    for bit in [
+        exit_ctl::SAVE_EFER,
+        exit_ctl::LOAD_EFER,
+        exit_ctl::SAVE_PAT,
+        exit_ctl::LOAD_PAT,
+    ] {
+        assert_ne!(c.exit & bit, 0, "{bit:#x}");
+    }
+    assert_eq!(
+        c.entry & (entry_ctl::LOAD_EFER | entry_ctl::LOAD_PAT),
+        entry_ctl::LOAD_EFER | entry_ctl::LOAD_PAT
+    );
+    assert_eq!(c.entry & entry_ctl::IA32E_MODE_GUEST, 0);
+    // Without VPID asked for, it stays off.
+    let c = compute_controls(&skylake(), false).unwrap();
+    assert_eq!(c.proc2 & proc2::ENABLE_VPID, 0);
+}
+
+#[test]
+fn legacy_msrs_force_the_default_one_controls() {
+    let mut caps = skylake();
+    caps.basic = VmxBasic(caps.basic.0 & !(1 << 55));
+    caps.proc_based = ControlMsr::from_raw(0xfff9_fffe_0401_e172);
+    let c = compute_controls(&caps, true).unwrap();
+    assert_eq!(
+        c.proc & (proc::CR3_LOAD_EXITING | proc::CR3_STORE_EXITING),
+        proc::CR3_LOAD_EXITING | proc::CR3_STORE_EXITING,
+        "the CR-access handler covers MOV CR3 then"
+    );
+}
+
+#[test]
+fn missing_or_forced_controls_are_errors() {
+    let mut caps = skylake();
+    caps.proc_based2 = ControlMsr::from_raw(0x0000_00fd_0000_0000); // no EPT
+    assert_eq!(
+        compute_controls(&caps, false),
+        Err(ControlError::Missing("EPT"))
+    );
+    let mut caps = skylake();
+    caps.proc_based2 = ControlMsr::from_raw(0x0000_007f_0000_0000); // no unrestricted guest
+    assert_eq!(
+        compute_controls(&caps, false),
+        Err(ControlError::Missing("unrestricted guest"))
+    );
+    let mut caps = skylake();
+    caps.pin_based = ControlMsr::from_raw(0x0000_0077_0000_0016); // no NMI exiting
+    assert_eq!(
+        compute_controls(&caps, false),
+        Err(ControlError::Missing("NMI exiting"))
+    );
+    let mut caps = skylake();
+    caps.exit = ControlMsr::from_raw(0x01ff_ffff_0003_edfb); // ack-on-exit forced
+    assert_eq!(
+        compute_controls(&caps, false),
+        Err(ControlError::Forced("acknowledge interrupt on exit"))
+    );
+    let mut caps = skylake();
+    caps.proc_based = ControlMsr::from_raw(0xedf9_fffe_0400_6172); // no MSR bitmaps
+    assert_eq!(
+        compute_controls(&caps, false),
+        Err(ControlError::Missing("MSR bitmaps"))
+    );
+    let mut caps = skylake();
+    // Neither I/O bitmaps nor unconditional I/O exiting.
+    caps.proc_based = ControlMsr::from_raw(0xfcf9_fffe_0400_6172);
+    assert_eq!(
+        compute_controls(&caps, false),
+        Err(ControlError::Missing(
+            "I/O bitmaps or unconditional I/O exiting"
+        ))
+    );
+    assert_eq!(
+        ControlError::Forced("x").to_string(),
+        "the CPU cannot disable x"
+    );
+}
+
+#[test]
+fn controls_and_masks_land_in_the_vmcs() {
+    let caps = skylake();
+    let c = compute_controls(&caps, true).unwrap();
+    let cr = cr_policy();
+    let mut v = MapVmcs::default();
+    let addrs = ControlAddresses {
+        io_bitmaps: 0x10_0000,
+        msr_bitmap: 0x10_2000,
+        eptp: 0x20_0000 | 0x1e,
+        vpid: 7,
+    };
+    write_controls(&mut v, &c, &addrs, &cr);
+    assert_eq!(v.read(field::PIN_BASED_CONTROLS), c.pin.into());
+    assert_eq!(v.read(field::PROC_BASED_CONTROLS2), c.proc2.into());
+    assert_eq!(v.read(field::IO_BITMAP_A), 0x10_0000);
+    assert_eq!(v.read(field::IO_BITMAP_B), 0x10_1000);
+    assert_eq!(v.read(field::MSR_BITMAP), 0x10_2000);
+    assert_eq!(v.read(field::EPT_POINTER), 0x20_001e);
+    assert_eq!(v.read(field::VPID), 7);
+    assert_eq!(v.read(field::VMCS_LINK_POINTER), u64::MAX);
+    assert_eq!(v.read(field::EXCEPTION_BITMAP), 0);
+    assert_eq!(v.read(field::CR0_GUEST_HOST_MASK), cr.cr0_mask());
+    assert_eq!(v.read(field::CR4_GUEST_HOST_MASK), cr.cr4_mask());
+    assert_ne!(cr.cr0_mask() & 0x20, 0, "CR0.NE is the host's");
+    assert_ne!(cr.cr4_mask() & 0x2000, 0, "CR4.VMXE is the host's");
+}
+
+#[test]
+fn real_mode_guest_state() {
+    let cr = cr_policy();
+    let mut v = MapVmcs::default();
+    v.write(
+        field::ENTRY_CONTROLS,
+        0x11fb | u64::from(entry_ctl::IA32E_MODE_GUEST),
+    );
+    v.write(field::CR0_GUEST_HOST_MASK, cr.cr0_mask());
+    v.write(field::CR4_GUEST_HOST_MASK, cr.cr4_mask());
+    let regs = real_mode_registers(0x7c00);
+    write_guest_state(&mut v, &regs, &cr);
+    assert_eq!(v.read(field::GUEST_RIP), 0x7c00);
+    assert_eq!(
+        v.read(field::GUEST_CR0),
+        0x30,
+        "NE forced into the hardware value"
+    );
+    assert_eq!(v.read(field::CR0_READ_SHADOW), 0x10);
+    assert_eq!(v.read(field::GUEST_CR4), 0x2000, "VMXE forced");
+    assert_eq!(v.read(field::CR4_READ_SHADOW), 0);
+    assert_eq!(v.read(CS.access), 0x9b);
+    assert_eq!(v.read(SS.access), 0x93);
+    assert_eq!(v.read(TR.access), 0x8b, "usable busy 32-bit TSS");
+    assert_eq!(v.read(LDTR.access), 1 << 16, "a null LDTR is unusable");
+    assert_eq!(v.read(field::GUEST_IDTR_LIMIT), 0x3ff);
+    assert_eq!(v.read(field::GUEST_GDTR_LIMIT), 0xffff);
+    assert_eq!(v.read(field::GUEST_RFLAGS), 0x2);
+    assert_eq!(v.read(field::GUEST_DR7), 0x400);
+    assert_eq!(v.read(field::GUEST_IA32_PAT), 0x0007_0406_0007_0406);
+    assert_eq!(
+        v.read(field::ENTRY_CONTROLS) & u64::from(entry_ctl::IA32E_MODE_GUEST),
+        0,
+        "not IA-32e mode"
+    );
+    let mut back = Registers {
+        gpr: regs.gpr,
+        ..Registers::default()
+    };
+    read_guest_state(&v, &mut back);
+    assert_eq!(back.cr0, 0x10, "the guest sees its own CR0");
+    assert_eq!(back.cr4, 0);
+    assert_eq!(back.cs, regs.cs);
+    assert_eq!(back.tr, regs.tr);
+    assert_eq!(back.rip, regs.rip);
+    assert_eq!(back.gpr[4], regs.gpr[4]);
+    assert_eq!(back.code_bitness(), 16);
+}
+
+#[test]
+fn long_mode_guest_state() {
+    let cr = cr_policy();
+    let mut v = MapVmcs::default();
+    v.write(field::ENTRY_CONTROLS, 0x11fb);
+    v.write(field::CR0_GUEST_HOST_MASK, cr.cr0_mask());
+    v.write(field::CR4_GUEST_HOST_MASK, cr.cr4_mask());
+    let regs = long_mode_registers(0x10_0000, 0x9000, 0x500, 0x8000, 0x7000);
+    write_guest_state(&mut v, &regs, &cr);
+    assert_ne!(
+        v.read(field::ENTRY_CONTROLS) & u64::from(entry_ctl::IA32E_MODE_GUEST),
+        0,
+        "IA-32e mode guest follows EFER.LMA"
+    );
+    assert_eq!(v.read(field::GUEST_IA32_EFER), regs.efer);
+    assert_eq!(v.read(field::GUEST_CR0), 0x8005_0033);
+    assert_eq!(v.read(field::GUEST_CR4), 0x26a0);
+    assert_eq!(v.read(field::GUEST_CR3), 0x9000);
+    assert_eq!(v.read(CS.access), 0xa09b);
+    let mut back = Registers::default();
+    read_guest_state(&v, &mut back);
+    assert_eq!(back.code_bitness(), 64);
+    assert_eq!(back.cr4, 0x6a0);
+    assert_eq!(back.gdtr, (0x500, 0x17));
+    // Leaving IA-32e mode clears the control again.
+    set_ia32e_mode(&mut v, false);
+    assert_eq!(v.read(field::ENTRY_CONTROLS), 0x11fb);
+}
+
+#[test]
+fn msr_bitmap_follows_the_sdm() {
+    assert_eq!(msr_bitmap_position(0), Some((0, 0x800, 0)));
+    assert_eq!(msr_bitmap_position(0x174), Some((0x2e, 0x82e, 4)));
+    assert_eq!(msr_bitmap_position(0x1fff), Some((0x3ff, 0xbff, 7)));
+    assert_eq!(msr_bitmap_position(0xc000_0080), Some((0x410, 0xc10, 0)));
+    assert_eq!(msr_bitmap_position(0xc000_0102), Some((0x420, 0xc20, 2)));
+    assert_eq!(msr_bitmap_position(0x2000), None);
+    assert_eq!(msr_bitmap_position(0xc001_0000), None);
+    let mut map = std::vec![0u8; MSR_BITMAP_BYTES];
+    fill_msr_bitmap(&mut map, |m| m == 0xc000_0100 || m == 0x175);
+    assert_eq!(map[0x420], 0xfe, "FS_BASE reads pass");
+    assert_eq!(map[0xc20], 0xfe, "FS_BASE writes pass");
+    assert_eq!(map[0x2e], 0xdf, "SYSENTER_ESP");
+    assert_eq!(map[0x410], 0xff, "EFER is intercepted");
+    assert!(map.iter().filter(|&&b| b != 0xff).count() == 4);
+}
