@@ -2,9 +2,7 @@
 //! `qemu-tests/guests` run as GRUB boot modules of `keel.img` (SeaBIOS), started from the
 //! console with `vm run <module>`. Each test asserts what the guests and the kernel printed.
 
-use std::time::Duration;
-
-use keel_qemu_tests::{Machine, Pattern, Qemu, artifacts, check};
+use keel_qemu_tests::{Machine, Qemu, artifacts, check};
 
 fn boot() -> Machine {
     let a = artifacts();
@@ -13,255 +11,36 @@ fn boot() -> Machine {
     m
 }
 
-/// The number after `kind=` in a `vm list` exits line for VM `id`.
-fn exit_count(list: &str, id: u32, kind: &str) -> Option<u64> {
-    let mut lines = list
-        .lines()
-        .skip_while(|l| !l.trim_start().starts_with(&format!("{id} ")));
-    lines.next()?;
-    let exits = lines.next()?;
-    exits
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix(&format!("{kind}="))?.parse().ok())
-}
+mod vm_suite;
 
 #[test]
 fn modules_lists_the_guests() {
-    let mut m = boot();
-    let out = m.command("modules");
-    for name in [
-        "hello.bin",
-        "exits.bin",
-        "hostile-triple.bin",
-        "counter.bin",
-    ] {
-        check!(
-            m,
-            out.contains(name),
-            "'modules' does not list {name}:\n{out}"
-        );
-    }
-    check!(
-        m,
-        out.contains(" bytes"),
-        "'modules' shows no sizes:\n{out}"
-    );
+    vm_suite::modules_lists_the_guests(boot());
 }
 
 #[test]
 fn hello_prints_through_com1_and_halts() {
-    let mut m = boot();
-    m.type_line("vm run hello.bin");
-    m.expect("vm 1 started");
-    m.expect("[vm1] hello from a Keel guest");
-    m.expect("vm 1 stopped: guest halted with interrupts disabled");
-    m.expect_prompt();
-    let list = m.command("vm list");
-    check!(
-        m,
-        list.contains("stopped: guest halted with interrupts disabled"),
-        "vm list:\n{list}"
-    );
-    check!(
-        m,
-        exit_count(&list, 1, "hlt") == Some(1),
-        "expected one HLT exit:\n{list}"
-    );
-    let outs = exit_count(&list, 1, "io-out").unwrap_or(0);
-    check!(
-        m,
-        outs >= 24,
-        "expected an OUT exit per character, got {outs}:\n{list}"
-    );
-    let log = m.command("vm log 1");
-    check!(
-        m,
-        log.contains("hello from a Keel guest"),
-        "vm log 1:\n{log}"
-    );
+    vm_suite::hello_prints_through_com1_and_halts(boot());
 }
 
 #[test]
 fn exits_guest_passes_every_check_in_long_mode() {
-    let mut m = boot();
-    m.type_line("vm run exits.bin");
-    m.expect("[vm1] exits guest: in long mode, running checks");
-    let summary = m.expect(Pattern::regex(
-        r"\[vm1\] exits guest: (all \d+ checks passed|\d+ of \d+ checks failed)",
-    ));
-    let text = String::from_utf8_lossy(&m.transcript()).into_owned();
-    let fails: Vec<&str> = text.lines().filter(|l| l.contains("[vm1] FAIL")).collect();
-    check!(
-        m,
-        summary.group(1).starts_with("all 9 checks passed"),
-        "summary '{}', failures: {fails:#?}",
-        summary.group(1)
-    );
-    for check in [
-        "cpuid-hypervisor-bit",
-        "cpuid-signature",
-        "cpuid-no-vmx",
-        "cpuid-no-svm",
-        "msr-allowed",
-        "msr-unknown-gp",
-        "io-unclaimed",
-        "mmio-unbacked",
-        "vmmcall-ud",
-    ] {
-        check!(
-            m,
-            text.contains(&format!("[vm1] PASS {check}")),
-            "no PASS line for {check}"
-        );
-    }
-    m.expect("vm 1 stopped: guest halted with interrupts disabled");
-    m.expect_prompt();
-    let list = m.command("vm list");
-    for kind in [
-        "cpuid",
-        "msr",
-        "injected",
-        "mmio-read",
-        "mmio-write",
-        "io-in",
-    ] {
-        let n = exit_count(&list, 1, kind).unwrap_or(0);
-        check!(m, n > 0, "expected {kind} exits to be counted:\n{list}");
-    }
+    vm_suite::exits_guest_passes_every_check_in_long_mode(boot());
 }
 
 #[test]
 fn hostile_guests_stop_alone_while_the_host_and_another_vm_go_on() {
-    let mut m = boot();
-    m.type_line("vm run counter.bin");
-    m.expect("[vm1] tick 0");
-
-    m.type_line("vm run hostile-triple.bin");
-    m.expect("vm 2 stopped: guest triple-faulted (shutdown)");
-
-    m.type_line("vm run hostile-spin.bin");
-    m.expect("[vm3] spinning");
-
-    m.type_line("vm run hostile-memory.bin");
-    m.expect("[vm4] touching memory beyond RAM");
-    m.expect("[vm4] read 0xffffffff");
-    m.expect("[vm4] read 0xffffffff");
-    m.expect("[vm4] still alive");
-
-    m.type_line("vm run hostile-vmrun.bin");
-    m.expect("[vm5] caught #UD");
-    m.expect("[vm5] caught #UD");
-    m.expect("[vm5] survived VMRUN and VMMCALL");
-
-    // The prompt answers while vm3 spins without a single exit of its own. (Guest lines
-    // arrive asynchronously, so wait for the command's own output, not for the next prompt.)
-    m.type_line("version");
-    m.expect("built with rustc");
-
-    // The counter keeps counting.
-    let before = m.expect(Pattern::regex(r"\[vm1\] tick (\d+)"));
-    let n: u64 = before.group(1).parse().unwrap();
-    let after = m.expect(Pattern::regex(r"\[vm1\] tick (\d+)"));
-    let later: u64 = after.group(1).parse().unwrap();
-    check!(m, later > n, "counter stalled at {n}");
-
-    // Quiet the console: stop the counter (its notice comes asynchronously), leaving only
-    // the silent spinner running.
-    m.type_line("vm stop 1");
-    m.expect("vm 1 stopped: stopped by the operator");
-    m.expect_prompt();
-    let list = m.command("vm list");
-    check!(
-        m,
-        list.contains("stopped: guest triple-faulted (shutdown)"),
-        "vm list:\n{list}"
-    );
-    let preemptions = exit_count(&list, 3, "interrupt").unwrap_or(0);
-    check!(
-        m,
-        preemptions > 0,
-        "the spinning VM was never preempted:\n{list}"
-    );
-    let spin_state = list
-        .lines()
-        .find(|l| l.trim_start().starts_with("3 "))
-        .unwrap_or("");
-    check!(
-        m,
-        spin_state.contains("running"),
-        "vm 3 should still run: {spin_state}"
-    );
-
-    m.type_line("vm stop 3");
-    m.expect("vm 3 stopped: stopped by the operator");
-    m.expect_prompt();
-    let list = m.command("vm list");
-    let spin_state = list
-        .lines()
-        .find(|l| l.trim_start().starts_with("3 "))
-        .unwrap_or("");
-    check!(
-        m,
-        spin_state.contains("stopped: stopped by the operator"),
-        "vm list:\n{list}"
-    );
-
-    m.type_line("poweroff");
-    m.expect("powering off...");
-    let status = m.expect_exit(Duration::from_secs(10));
-    check!(m, status.success(), "QEMU exited with {status}");
+    vm_suite::hostile_guests_stop_alone_while_the_host_and_another_vm_go_on(boot());
 }
 
 #[test]
 fn two_vms_on_one_cpu_both_finish() {
-    let mut m = boot();
-    m.type_line("vm run exits.bin");
-    m.expect("vm 1 started");
-    m.type_line("vm run exits.bin");
-    m.expect("vm 2 started");
-    for _ in 0..2 {
-        m.expect(Pattern::regex(
-            r"vm [12] stopped: guest halted with interrupts disabled",
-        ));
-    }
-    let text = String::from_utf8_lossy(&m.transcript()).into_owned();
-    for id in [1, 2] {
-        let line = format!("[vm{id}] exits guest: all 9 checks passed");
-        check!(m, text.contains(&line), "missing '{line}'");
-    }
+    vm_suite::two_vms_on_one_cpu_both_finish(boot());
 }
 
 #[test]
 fn bad_vm_commands_get_clear_errors_and_change_nothing() {
-    let mut m = boot();
-    let cases = [
-        ("vm list", "no VMs"),
-        (
-            "vm run nosuch.bin",
-            "error: no boot module 'nosuch.bin': see 'modules'",
-        ),
-        ("vm run 99", "error: no boot module '99'"),
-        ("vm run hello.bin mem=3", "bad argument 'mem=3'"),
-        ("vm run hello.bin size=4", "does not take 'size=4'"),
-        ("vm stop 42", "error: no VM with id 42: see 'vm list'"),
-        ("vm log x", "bad argument 'x'"),
-        ("vm frob", "bad argument 'frob'"),
-        ("vm", "usage: vm run"),
-    ];
-    for (line, expected) in cases {
-        let out = m.command(line);
-        check!(
-            m,
-            out.contains(expected),
-            "'{line}' printed {out:?}, expected {expected:?}"
-        );
-    }
-    let list = m.command("vm list");
-    check!(
-        m,
-        list.contains("no VMs"),
-        "bad commands created a VM:\n{list}"
-    );
+    vm_suite::bad_vm_commands_get_clear_errors_and_change_nothing(boot());
 }
 
 #[test]
