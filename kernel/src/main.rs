@@ -16,6 +16,8 @@ pub mod acpi;
 pub mod boot;
 pub mod console;
 pub mod mm;
+pub mod net;
+pub mod pci;
 
 #[cfg(target_os = "none")]
 pub mod arch;
@@ -71,6 +73,10 @@ mod kernel {
         pub cpu: CpuIdentity,
         /// The usable virtualization extension.
         pub virtualization: Virtualization,
+        /// PCI functions found at boot.
+        pub pci: alloc::vec::Vec<crate::pci::PciDevice>,
+        /// The NICs brought up at boot (polled by the network stack).
+        pub nics: spin::Mutex<alloc::vec::Vec<crate::net::Nic>>,
     }
 
     static SYSTEM: Once<System> = Once::new();
@@ -172,11 +178,15 @@ mod kernel {
 
         let cpu = detect::identify(&crate::cpuinfo::HostCpu);
         let virtualization = detect::probe(&crate::cpuinfo::HostCpu);
+        let pci = crate::pci::enumerate();
+        let nics = spin::Mutex::new(crate::net::probe(&pci));
         let system = SYSTEM.call_once(|| System {
             boot,
             platform,
             cpu,
             virtualization,
+            pci,
+            nics,
         });
 
         print_banner(system, entry_tsc);

@@ -21,6 +21,38 @@ use crate::{System, mm};
 
 /// Guest RAM when `vm run` gives no `mem=`.
 pub const DEFAULT_MEM_MIB: u32 = 16;
+/// Guest RAM accepted, in MiB (an even number: guest RAM comes in 2 MiB pages).
+pub const MEM_MIB_RANGE: (u32, u32) = (2, 65536);
+
+/// Why a VM could not be started.
+#[derive(Debug)]
+pub enum StartError {
+    /// No boot module has this index or name.
+    NoSuchModule(String),
+    /// The memory size is outside the accepted range or odd.
+    BadMemorySize(u32),
+    /// The host could not provide the guest RAM.
+    NoMemory(String),
+    /// The payload does not fit or is empty.
+    Load(String),
+    /// The backend could not create the vCPU (e.g. no virtualization).
+    Vcpu(backend::BackendError),
+}
+
+impl core::fmt::Display for StartError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            StartError::NoSuchModule(key) => write!(f, "no boot module '{key}': see 'modules'"),
+            StartError::BadMemorySize(mib) => write!(
+                f,
+                "guest memory must be an even number of MiB between {} and {} (got {mib})",
+                MEM_MIB_RANGE.0, MEM_MIB_RANGE.1
+            ),
+            StartError::NoMemory(m) | StartError::Load(m) => f.write_str(m),
+            StartError::Vcpu(e) => write!(f, "cannot create the vCPU: {e}"),
+        }
+    }
+}
 
 /// Host frames for the VMM, from the kernel's frame allocator (identity-mapped).
 pub struct KernelHost;
@@ -87,23 +119,27 @@ impl VmManager {
         }
     }
 
-    /// Starts a VM from a flat payload; returns its id or an operator-facing message.
+    /// Starts a VM from a flat payload; returns its id.
     pub fn start(
         &mut self,
         system: &System,
         key: &str,
         mem_mib: Option<u32>,
-    ) -> Result<u32, String> {
+    ) -> Result<u32, StartError> {
         let module = Self::find_module(system, key)
-            .ok_or_else(|| alloc::format!("no boot module '{key}': see 'modules'"))?;
+            .ok_or_else(|| StartError::NoSuchModule(String::from(key)))?;
         let mem_mib = mem_mib.unwrap_or(DEFAULT_MEM_MIB);
-        let memory = GuestMemory::new(&HOST, u64::from(mem_mib) << 20)
-            .map_err(|e| alloc::format!("cannot give the VM {mem_mib} MiB: {e}"))?;
+        if !(MEM_MIB_RANGE.0..=MEM_MIB_RANGE.1).contains(&mem_mib) || !mem_mib.is_multiple_of(2) {
+            return Err(StartError::BadMemorySize(mem_mib));
+        }
+        let memory = GuestMemory::new(&HOST, u64::from(mem_mib) << 20).map_err(|e| {
+            StartError::NoMemory(alloc::format!("cannot give the VM {mem_mib} MiB: {e}"))
+        })?;
         let start = loader::flat::load(&memory, module_bytes(module))
-            .map_err(|e| alloc::format!("cannot load '{}': {e}", module.name))?;
+            .map_err(|e| StartError::Load(alloc::format!("cannot load '{}': {e}", module.name)))?;
         let cpuid = CpuidPolicy::from_host(&crate::cpuinfo::HostCpu);
         let vcpu = backend::create_vcpu(&system.virtualization, &HOST, &memory, start, cpuid)
-            .map_err(|e| alloc::format!("cannot create the vCPU: {e}"))?;
+            .map_err(StartError::Vcpu)?;
         let id = self.next_id;
         self.next_id += 1;
         let name = alloc::format!("vm{id}");
@@ -226,5 +262,46 @@ fn echo(e: &mut Entry, out: &mut String) {
         }
         let _ = writeln!(out, "vm {} stopped: {}", e.vm.id(), reason);
         e.stop_reported = true;
+    }
+}
+
+/// A read-only view of one VM, for the management API.
+pub struct VmView<'a> {
+    /// VM id.
+    pub id: u32,
+    /// The boot module it runs.
+    pub module: &'a str,
+    /// Its state.
+    pub state: VmState,
+    /// Exits by reason.
+    pub exits: keel_vmm::vm::ExitStats,
+    /// Guest RAM in MiB.
+    pub mem_mib: u32,
+    /// Backend name.
+    pub backend: &'static str,
+    /// Console bytes produced so far.
+    pub console_bytes: u64,
+}
+
+impl VmManager {
+    /// Views of every VM, oldest first.
+    pub fn views(&self) -> impl Iterator<Item = VmView<'_>> {
+        self.vms.iter().map(|e| VmView {
+            id: e.vm.id(),
+            module: e.module.as_str(),
+            state: e.vm.state(),
+            exits: e.vm.exit_stats(),
+            mem_mib: (e.vm.memory().size() >> 20) as u32,
+            backend: e.vm.backend(),
+            console_bytes: e.vm.devices().com1.output_total(),
+        })
+    }
+
+    /// Console output of VM `id` from byte offset `since`: (bytes, next offset, dropped).
+    pub fn console(&self, id: u32, since: u64) -> Option<(Vec<u8>, u64, u64)> {
+        self.vms
+            .iter()
+            .find(|e| e.vm.id() == id)
+            .map(|e| e.vm.console_output_since(since))
     }
 }

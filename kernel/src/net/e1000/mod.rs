@@ -1,0 +1,33 @@
+//! Intel 8254x ("e1000") driver: the 82540EM that QEMU's `-M pc` and Bochs' `e1000` plugin
+//! emulate, and the 82545EM/82544GC QEMU also offers.
+//!
+//! Polled operation with legacy descriptors: one ring of [`RING_LEN`] receive descriptors
+//! and one of transmit descriptors, each descriptor owning a fixed 2 KiB buffer, all in
+//! frames from the frame allocator (identity-mapped, so buffer addresses are physical).
+//! Interrupts are masked at the device; the kernel polls from its loop. Initialization
+//! follows the manual's §14 ("General Initialization and Reset Operation"): §14.3 general
+//! configuration, §14.4 receive and §14.5 transmit initialization.
+//!
+//! Register offsets, bits and descriptor layouts are in [`regs`]; the few `unsafe` blocks
+//! here are the MMIO accessors and the descriptor/buffer accesses in DMA memory.
+
+pub mod regs;
+
+#[cfg(target_os = "none")]
+mod driver;
+
+#[cfg(target_os = "none")]
+pub use driver::*;
+
+/// PCI device IDs (vendor 0x8086) this driver takes: 82540EM, 82545EM (copper), 82544GC
+/// (copper) — the three QEMU emulates; all share the registers used here.
+pub const DEVICE_IDS: [u16; 3] = [0x100e, 0x100f, 0x100c];
+
+/// Descriptors per ring: a multiple of 8 so the ring length is a multiple of 128 bytes
+/// (§13.4.27).
+pub const RING_LEN: usize = 32;
+
+/// Bytes per packet buffer (RCTL.BSIZE = 2048).
+pub const BUFFER_SIZE: usize = 2048;
+
+const _: () = assert!(RING_LEN.is_multiple_of(8));

@@ -1,0 +1,222 @@
+//! Host NIC drivers, each a `smoltcp::phy::Device`, and the probe that finds them on PCI.
+//!
+//! [`probe`] walks the PCI list for NICs it knows — virtio-net through the `virtio-drivers`
+//! crate ([`virtio_net`]), Intel 8254x by hand ([`e1000`]) — brings each up and returns them
+//! as [`Nic`]s: one type that implements `smoltcp::phy::Device` whatever the hardware, with
+//! its name, MAC and PCI address. A device that fails to come up is logged and skipped.
+//!
+//! The drivers are polled: the kernel calls the netstack (which calls `receive`/`transmit`)
+//! from its loop, which wakes at least at every timer tick. Device interrupts are masked
+//! (virtio: no used-buffer notifications; e1000: IMC all ones).
+//!
+//! Only `e1000::regs` is pure and builds for the host; the rest is bare metal.
+
+pub mod e1000;
+
+#[cfg(target_os = "none")]
+pub mod dma;
+#[cfg(target_os = "none")]
+pub mod virtio_net;
+
+#[cfg(target_os = "none")]
+pub use nic::*;
+
+#[cfg(target_os = "none")]
+mod nic {
+    use alloc::boxed::Box;
+    use alloc::vec::Vec;
+    use core::fmt;
+
+    use smoltcp::phy::{self, DeviceCapabilities};
+    use smoltcp::time::Instant;
+    use smoltcp::wire::EthernetAddress;
+
+    use super::e1000::{self, E1000};
+    use super::virtio_net::{self, VirtioNet};
+    use crate::pci::{PciAddress, PciDevice, VIRTIO_VENDOR_ID};
+
+    const INTEL: u16 = 0x8086;
+
+    /// The driver behind a [`Nic`].
+    pub enum Driver {
+        /// virtio-net (modern or transitional) over PCI; boxed, as its queues and receive
+        /// buffer table take about 7 KiB.
+        Virtio(Box<VirtioNet>),
+        /// Intel 8254x.
+        E1000(E1000),
+    }
+
+    /// A NIC ready for a network stack.
+    pub struct Nic {
+        /// Driver name: `"virtio-net"` or `"e1000"`.
+        pub name: &'static str,
+        /// Station (MAC) address.
+        pub mac: EthernetAddress,
+        /// Where it sits on PCI.
+        pub address: PciAddress,
+        /// Legacy interrupt line the firmware routed (unused while polled).
+        pub interrupt_line: u8,
+        /// Interrupt pin (1..=4 = INTA#..INTD#, 0 = none).
+        pub interrupt_pin: u8,
+        driver: Driver,
+    }
+
+    impl Nic {
+        /// The driver, for driver-specific queries.
+        pub fn driver(&self) -> &Driver {
+            &self.driver
+        }
+
+        /// Link state, where the hardware reports it (e1000); `None` for virtio-net, whose
+        /// link status feature is not negotiated by `virtio-drivers` users.
+        pub fn link_up(&self) -> Option<bool> {
+            match &self.driver {
+                Driver::Virtio(_) => None,
+                Driver::E1000(nic) => Some(nic.link_up()),
+            }
+        }
+    }
+
+    /// `e1000 52:54:00:12:34:56 at 00:03.0`
+    impl fmt::Display for Nic {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "{} {} at {}", self.name, Mac(self.mac), self.address)
+        }
+    }
+
+    /// Writes a MAC address with colons (`52:54:00:12:34:56`, as QEMU and `ip link` do;
+    /// smoltcp's own `Display` uses dashes).
+    pub struct Mac(pub EthernetAddress);
+
+    impl fmt::Display for Mac {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            let b = self.0.0;
+            write!(
+                f,
+                "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+                b[0], b[1], b[2], b[3], b[4], b[5]
+            )
+        }
+    }
+
+    /// Finds and brings up every supported NIC among `devices`.
+    pub fn probe(devices: &[PciDevice]) -> Vec<Nic> {
+        let mut nics = Vec::new();
+        for device in devices {
+            let (vendor, id) = (device.vendor_id, device.device_id);
+            let driver = if vendor == VIRTIO_VENDOR_ID && virtio_net::DEVICE_IDS.contains(&id) {
+                match VirtioNet::new(device) {
+                    Ok(nic) => Driver::Virtio(Box::new(nic)),
+                    Err(e) => {
+                        log_failure(device, "virtio-net", &e);
+                        continue;
+                    }
+                }
+            } else if vendor == INTEL && e1000::DEVICE_IDS.contains(&id) {
+                match E1000::new(device) {
+                    Ok(nic) => Driver::E1000(nic),
+                    Err(e) => {
+                        log_failure(device, "e1000", &e);
+                        continue;
+                    }
+                }
+            } else {
+                continue;
+            };
+            let (name, mac) = match &driver {
+                Driver::Virtio(nic) => ("virtio-net", nic.mac()),
+                Driver::E1000(nic) => ("e1000", nic.mac()),
+            };
+            let nic = Nic {
+                name,
+                mac,
+                address: device.address,
+                interrupt_line: device.interrupt_line,
+                interrupt_pin: device.interrupt_pin,
+                driver,
+            };
+            defmt::info!("net: {}", defmt::Display2Format(&nic));
+            nics.push(nic);
+        }
+        nics
+    }
+
+    fn log_failure(device: &PciDevice, name: &str, error: &dyn fmt::Display) {
+        defmt::error!(
+            "net: {=str} at {} skipped: {}",
+            name,
+            defmt::Display2Format(&device.address),
+            defmt::Display2Format(error)
+        );
+    }
+
+    /// A receive token of whichever driver the [`Nic`] has.
+    pub enum RxToken<'a> {
+        /// virtio-net.
+        Virtio(virtio_net::RxToken<'a>),
+        /// e1000.
+        E1000(e1000::RxToken<'a>),
+    }
+
+    /// A transmit token of whichever driver the [`Nic`] has.
+    pub enum TxToken<'a> {
+        /// virtio-net.
+        Virtio(virtio_net::TxToken<'a>),
+        /// e1000.
+        E1000(e1000::TxToken<'a>),
+    }
+
+    impl phy::Device for Nic {
+        type RxToken<'a> = RxToken<'a>;
+        type TxToken<'a> = TxToken<'a>;
+
+        fn receive(&mut self, timestamp: Instant) -> Option<(RxToken<'_>, TxToken<'_>)> {
+            match &mut self.driver {
+                Driver::Virtio(nic) => nic
+                    .receive(timestamp)
+                    .map(|(rx, tx)| (RxToken::Virtio(rx), TxToken::Virtio(tx))),
+                Driver::E1000(nic) => nic
+                    .receive(timestamp)
+                    .map(|(rx, tx)| (RxToken::E1000(rx), TxToken::E1000(tx))),
+            }
+        }
+
+        fn transmit(&mut self, timestamp: Instant) -> Option<TxToken<'_>> {
+            match &mut self.driver {
+                Driver::Virtio(nic) => nic.transmit(timestamp).map(TxToken::Virtio),
+                Driver::E1000(nic) => nic.transmit(timestamp).map(TxToken::E1000),
+            }
+        }
+
+        fn capabilities(&self) -> DeviceCapabilities {
+            match &self.driver {
+                Driver::Virtio(nic) => nic.capabilities(),
+                Driver::E1000(nic) => nic.capabilities(),
+            }
+        }
+    }
+
+    impl phy::RxToken for RxToken<'_> {
+        fn consume<R, F>(self, f: F) -> R
+        where
+            F: FnOnce(&[u8]) -> R,
+        {
+            match self {
+                RxToken::Virtio(token) => token.consume(f),
+                RxToken::E1000(token) => token.consume(f),
+            }
+        }
+    }
+
+    impl phy::TxToken for TxToken<'_> {
+        fn consume<R, F>(self, len: usize, f: F) -> R
+        where
+            F: FnOnce(&mut [u8]) -> R,
+        {
+            match self {
+                TxToken::Virtio(token) => token.consume(len, f),
+                TxToken::E1000(token) => token.consume(len, f),
+            }
+        }
+    }
+}
