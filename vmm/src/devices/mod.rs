@@ -19,6 +19,13 @@ use core::fmt;
 
 use crate::bus::{MmioBus, PioBus};
 
+pub mod acpi_pm;
+pub mod i8042;
+pub mod ioapic;
+pub mod lapic;
+pub mod pic;
+pub mod pit;
+pub mod rtc;
 pub mod uart;
 
 pub use uart::Uart16550;
