@@ -16,6 +16,7 @@
 //! The `keel` binary (`src/main.rs`) is a thin clap front end over these functions; the
 //! integration tests in `qemu-tests/` call [`build`] directly.
 
+pub mod api_token;
 pub mod fat;
 pub mod gpt_image;
 pub mod grub;
@@ -49,6 +50,8 @@ pub struct BuildOutput {
     pub elf: PathBuf,
     /// `<workspace>/target/keel/keel.img`: the bootable disk image.
     pub image: PathBuf,
+    /// The management API bearer token the image carries (see [`api_token`]).
+    pub api_token: String,
 }
 
 /// Why [`build`] failed.
@@ -78,6 +81,14 @@ pub enum BuildError {
     /// Assembling the disk image failed.
     #[error(transparent)]
     AssembleImage(#[from] ImageError),
+    /// Reading or creating `target/keel/api-token` failed.
+    #[error("cannot read or create the API token file {path}: {source}")]
+    ApiToken {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
 }
 
 /// The workspace root: the parent of this crate's directory, fixed at compile time.
@@ -126,10 +137,18 @@ pub fn build_with_profile(
         ),
     );
 
+    let token_path = out_dir.join("api-token");
+    let api_token =
+        api_token::load_or_create(&token_path).map_err(|source| BuildError::ApiToken {
+            path: token_path.clone(),
+            source,
+        })?;
+    let cmdline = api_token::with_token(&opts.cmdline, &api_token);
+
     let started = Instant::now();
     progress(opts.quiet, "assembling image…");
     let image = out_dir.join("keel.img");
-    let summary = assemble_image(&elf, &opts.modules, &opts.cmdline, &image)?;
+    let summary = assemble_image(&elf, &opts.modules, &cmdline, &image)?;
     progress(
         opts.quiet,
         &format!(
@@ -142,8 +161,16 @@ pub fn build_with_profile(
             eprintln!("  {line}");
         }
         eprintln!("  kernel ELF: {}", elf.display());
+        eprintln!(
+            "  API token:  {api_token} (kept in {})",
+            token_path.display()
+        );
     }
-    Ok(BuildOutput { elf, image })
+    Ok(BuildOutput {
+        elf,
+        image,
+        api_token,
+    })
 }
 
 /// Copies `from` to `to` through a temporary file in `to`'s directory, so that concurrent builds

@@ -141,6 +141,12 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
         extra_args: args.qemu_args,
     };
     let com2 = keel_image::output_dir().join("com2.log");
+    if let Some(port) = opts.http_port {
+        eprintln!(
+            "keel: API: curl -H 'Authorization: Bearer {}' http://127.0.0.1:{port}/api/v1/system",
+            built.api_token
+        );
+    }
     let status =
         keel_image::run::run_qemu(&opts, &built.image, &com2).map_err(|e| e.to_string())?;
     Ok(match status.code() {

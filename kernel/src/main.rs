@@ -30,6 +30,8 @@ pub mod crash;
 #[cfg(target_os = "none")]
 pub mod log;
 #[cfg(target_os = "none")]
+pub mod mgmt;
+#[cfg(target_os = "none")]
 pub mod serial;
 #[cfg(target_os = "none")]
 pub mod vms;

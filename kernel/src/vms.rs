@@ -24,6 +24,31 @@ pub const DEFAULT_MEM_MIB: u32 = 16;
 /// Guest RAM accepted, in MiB (an even number: guest RAM comes in 2 MiB pages).
 pub const MEM_MIB_RANGE: (u32, u32) = (2, 65536);
 
+/// Why a VM could not be stopped.
+#[derive(Debug)]
+pub enum StopError {
+    /// No VM has this id.
+    NoSuchVm(u32),
+    /// The VM had already stopped.
+    AlreadyStopped {
+        /// VM id.
+        id: u32,
+        /// Why it stopped.
+        reason: String,
+    },
+}
+
+impl core::fmt::Display for StopError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            StopError::NoSuchVm(id) => write!(f, "no VM with id {id}: see 'vm list'"),
+            StopError::AlreadyStopped { id, reason } => {
+                write!(f, "VM {id} is already stopped ({reason})")
+            }
+        }
+    }
+}
+
 /// Why a VM could not be started.
 #[derive(Debug)]
 pub enum StartError {
@@ -167,10 +192,17 @@ impl VmManager {
     }
 
     /// Stops a VM (operator request).
-    pub fn stop(&mut self, id: u32) -> Result<(), String> {
-        let entry = self.entry_mut(id)?;
+    pub fn stop(&mut self, id: u32) -> Result<(), StopError> {
+        let entry = self
+            .vms
+            .iter_mut()
+            .find(|e| e.vm.id() == id)
+            .ok_or(StopError::NoSuchVm(id))?;
         if let VmState::Stopped(reason) = entry.vm.state() {
-            return Err(alloc::format!("VM {id} is already stopped ({reason})"));
+            return Err(StopError::AlreadyStopped {
+                id,
+                reason: alloc::format!("{reason}"),
+            });
         }
         entry.vm.stop(StopReason::Operator);
         Ok(())

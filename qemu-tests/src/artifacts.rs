@@ -16,6 +16,8 @@ pub struct Artifacts {
     pub elf: PathBuf,
     /// `keel.img`: the GPT disk image with GRUB for BIOS and UEFI.
     pub image: PathBuf,
+    /// The management API bearer token the image's kernel command line carries.
+    pub api_token: String,
 }
 
 /// Builds the test guests (`guests::build_guests`), then the kernel and `keel.img` with
@@ -31,9 +33,14 @@ pub fn artifacts() -> &'static Artifacts {
     static BUILT: OnceLock<Result<Artifacts, String>> = OnceLock::new();
     let built = BUILT.get_or_init(|| {
         if let (Some(elf), Some(image)) = (std::env::var_os(ELF_ENV), std::env::var_os(IMAGE_ENV)) {
+            let token_file = keel_image::output_dir().join("api-token");
+            let api_token = std::fs::read_to_string(&token_file)
+                .map(|t| t.trim().to_owned())
+                .unwrap_or_default();
             return Ok(Artifacts {
                 elf: elf.into(),
                 image: image.into(),
+                api_token,
             });
         }
         let guests = crate::guests::build_guests()
@@ -47,6 +54,7 @@ pub fn artifacts() -> &'static Artifacts {
             .map(|out| Artifacts {
                 elf: out.elf,
                 image: out.image,
+                api_token: out.api_token,
             })
             .map_err(|e| format!("building the kernel and keel.img failed: {e}"))
     });

@@ -47,6 +47,7 @@ pub mod bochs;
 pub mod console;
 pub mod error;
 pub mod guests;
+pub mod http;
 pub mod machine;
 pub mod qemu;
 pub mod report;

@@ -13,6 +13,10 @@ pub enum Command<'a> {
     Cpus,
     /// List boot modules (guest payloads).
     Modules,
+    /// Show the network: NIC, address, API.
+    Net,
+    /// List PCI devices.
+    Pci,
     /// Start a VM from a boot module.
     VmRun {
         /// Module index or file name.
@@ -48,6 +52,11 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ),
     ("cpus", "show the CPUs the firmware lists (ACPI MADT)"),
     ("modules", "list boot modules (guest payloads)"),
+    (
+        "net",
+        "show the network card, address (DHCP) and the HTTP API",
+    ),
+    ("pci", "list PCI devices"),
     (
         "vm run <module> [mem=<MiB>]",
         "start a VM from a flat payload (module index or name)",
@@ -185,6 +194,8 @@ pub fn parse(line: &str) -> Result<Option<Command<'_>>, ParseError<'_>> {
         "mem" => Command::Mem,
         "cpus" => Command::Cpus,
         "modules" => Command::Modules,
+        "net" => Command::Net,
+        "pci" => Command::Pci,
         "reboot" => Command::Reboot,
         "poweroff" => Command::Poweroff,
         "vm" => return parse_vm(words).map(Some),
@@ -211,6 +222,8 @@ mod tests {
             ("mem", Command::Mem),
             ("cpus", Command::Cpus),
             ("modules", Command::Modules),
+            ("net", Command::Net),
+            ("pci", Command::Pci),
             ("reboot", Command::Reboot),
             ("poweroff", Command::Poweroff),
         ] {

@@ -16,6 +16,21 @@ pub const PROMPT: &str = "keel> ";
 pub fn run(system: &System) -> ! {
     let mut editor = LineEditor::new();
     let mut vms = VmManager::new();
+    let mut net = match crate::mgmt::NetPlane::start(system) {
+        Ok(plane) => {
+            kprintln!("network: {} (waiting for DHCP)", plane.nic());
+            if !plane.has_token() {
+                kprintln!(
+                    "warning: no API token (keel.api-token=…): protected API routes answer 401"
+                );
+            }
+            Some(plane)
+        }
+        Err(e) => {
+            kprintln!("network: {e}");
+            None
+        }
+    };
     kprint!("{PROMPT}");
     loop {
         while let Some(byte) = crate::serial::try_read_console() {
@@ -27,7 +42,7 @@ pub fn run(system: &System) -> ! {
                 Event::Line => {
                     kprintln!();
                     match command::parse(editor.text()) {
-                        Ok(Some(cmd)) => execute(system, &mut vms, cmd),
+                        Ok(Some(cmd)) => execute(system, &mut vms, net.as_ref(), cmd),
                         Ok(None) => {}
                         Err(e) => kprintln!("{e}"),
                     }
@@ -38,6 +53,9 @@ pub fn run(system: &System) -> ! {
         }
         let runnable = vms.any_runnable();
         let mut output = String::new();
+        if let Some(net) = net.as_mut() {
+            net.poll(system, &mut vms, &mut output);
+        }
         // With nothing runnable this only collects what stopped VMs printed last.
         vms.run_slice(&mut output);
         if !output.is_empty() {
@@ -51,7 +69,12 @@ pub fn run(system: &System) -> ! {
     }
 }
 
-fn execute(system: &System, vms: &mut VmManager, cmd: Command<'_>) {
+fn execute(
+    system: &System,
+    vms: &mut VmManager,
+    net: Option<&crate::mgmt::NetPlane>,
+    cmd: Command<'_>,
+) {
     match cmd {
         Command::Help => {
             kprintln!("commands:");
@@ -87,6 +110,39 @@ fn execute(system: &System, vms: &mut VmManager, cmd: Command<'_>) {
             }
             for (i, m) in system.boot.modules.iter().enumerate() {
                 kprintln!("  {i:<3} {:<24} {} bytes", m.name, m.size);
+            }
+        }
+        Command::Net => match net {
+            None => kprintln!("no network: no supported network card was found"),
+            Some(net) => {
+                let status = net.status();
+                kprintln!("  nic:      {}", net.nic());
+                match status.address {
+                    Some(addr) => kprintln!(
+                        "  address:  {addr} ({})",
+                        if status.dhcp { "DHCP" } else { "static" }
+                    ),
+                    None => kprintln!("  address:  none yet (waiting for DHCP)"),
+                }
+                if let Some(gw) = status.gateway {
+                    kprintln!("  gateway:  {gw}");
+                }
+                for dns in &status.dns {
+                    kprintln!("  dns:      {dns}");
+                }
+                kprintln!(
+                    "  http:     port 80, /api/v1 ({})",
+                    if net.has_token() {
+                        "bearer token set"
+                    } else {
+                        "no token: protected routes answer 401"
+                    }
+                );
+            }
+        },
+        Command::Pci => {
+            for device in &system.pci {
+                kprintln!("  {device}");
             }
         }
         Command::VmRun { module, mem_mib } => match vms.start(system, module, mem_mib) {

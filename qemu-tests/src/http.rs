@@ -1,0 +1,172 @@
+//! A minimal HTTP/1.1 client over `std::net::TcpStream` for the API tests: enough to send
+//! well-formed and deliberately malformed requests to Keel through QEMU's `hostfwd` on
+//! 127.0.0.1, and to read one response (Content-Length bodies, which is all Keel sends).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+/// A parsed response.
+#[derive(Clone, Debug)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// Header lines (name lower-cased, value trimmed).
+    pub headers: Vec<(String, String)>,
+    /// The body, as text (Keel sends JSON or HTML).
+    pub body: String,
+}
+
+impl Response {
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A free TCP port on 127.0.0.1 for `hostfwd` (bound and released; a tiny race is
+/// acceptable in tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding a free port on 127.0.0.1")
+}
+
+/// The QEMU `-nic` argument for user networking with port 80 forwarded from `port` on
+/// 127.0.0.1 only.
+pub fn nic_arg(model: &str, port: u16) -> String {
+    format!("user,model={model},hostfwd=tcp:127.0.0.1:{port}-:80")
+}
+
+/// Reads one response from `stream`.
+pub fn read_response(stream: &mut TcpStream) -> std::io::Result<Response> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "connection closed before a response head",
+            ));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or("");
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let length: usize = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = buf[head_end..].to_vec();
+    while body.len() < length {
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+    body.truncate(length);
+    Ok(Response {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+/// Connects to 127.0.0.1:`port` with a read timeout.
+pub fn connect(port: u16, timeout: Duration) -> std::io::Result<TcpStream> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let stream = TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    Ok(stream)
+}
+
+/// Sends raw bytes on a new connection and reads one response.
+pub fn raw(port: u16, request: &[u8]) -> std::io::Result<Response> {
+    let mut stream = connect(port, Duration::from_secs(20))?;
+    stream.write_all(request)?;
+    read_response(&mut stream)
+}
+
+/// One request with an optional bearer token and JSON body, `Connection: close`.
+pub fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> std::io::Result<Response> {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    if let Some(token) = token {
+        req.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    match body {
+        Some(body) => req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )),
+        None if matches!(method, "POST" | "PUT" | "PATCH") => {
+            req.push_str("Content-Length: 0\r\n\r\n")
+        }
+        None => req.push_str("\r\n"),
+    }
+    raw(port, req.as_bytes())
+}
+
+/// Retries `GET path` until it answers (the guest needs a DHCP lease first).
+pub fn wait_until_up(port: u16, path: &str, deadline: Duration) -> Result<Response, String> {
+    let start = Instant::now();
+    let mut last = String::new();
+    while start.elapsed() < deadline {
+        match request(port, "GET", path, None, None) {
+            Ok(r) => return Ok(r),
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Err(format!(
+        "no HTTP answer on 127.0.0.1:{port}{path} within {deadline:?}: {last}"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn responses_are_parsed_from_a_real_socket() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).unwrap();
+            s.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: 7\r\n\r\n{\"a\":1}").unwrap();
+        });
+        let r = request(port, "GET", "/x", Some("t"), None).unwrap();
+        server.join().unwrap();
+        assert_eq!(r.status, 404);
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        assert_eq!(r.body, "{\"a\":1}");
+    }
+}

@@ -1,0 +1,307 @@
+//! The HTTP management API through QEMU user networking (`hostfwd` to 127.0.0.1 only), with
+//! each host NIC driver: virtio-net on `-M q35` and Intel e1000 on `-M pc`. Every test
+//! asserts status codes and JSON bodies the appliance sent.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use keel_qemu_tests::http::{self, Response};
+use keel_qemu_tests::{Machine, Qemu, artifacts, check};
+
+struct Appliance {
+    m: Machine,
+    port: u16,
+    token: String,
+}
+
+fn boot(machine: &str, nic: &str) -> Appliance {
+    let a = artifacts();
+    let port = http::free_port();
+    let mut m = Qemu::seabios(&a.image)
+        .machine(machine)
+        .defmt_elf(&a.elf)
+        .args(["-nic".to_owned(), http::nic_arg(nic, port)])
+        .spawn()
+        .unwrap();
+    m.expect_banner();
+    // The lease notice is printed above a redrawn prompt; read both so that later console
+    // commands start from a quiet console.
+    m.expect("network: DHCP lease 10.0.2.15/24, gateway 10.0.2.2");
+    m.expect_prompt();
+    if let Err(e) = http::wait_until_up(port, "/api/v1/health", Duration::from_secs(30)) {
+        m.fail(&e);
+    }
+    Appliance {
+        m,
+        port,
+        token: a.api_token.clone(),
+    }
+}
+
+impl Appliance {
+    fn get(&self, path: &str, token: Option<&str>) -> Response {
+        http::request(self.port, "GET", path, token, None).expect("GET")
+    }
+
+    fn send(&self, method: &str, path: &str, body: Option<&str>) -> Response {
+        http::request(self.port, method, path, Some(&self.token), body).expect(method)
+    }
+
+    fn raw(&self, bytes: &[u8]) -> Response {
+        http::raw(self.port, bytes).expect("raw request")
+    }
+}
+
+fn auth_and_system(app: &mut Appliance, driver: &str) {
+    let health = app.get("/api/v1/health", None);
+    check!(
+        app.m,
+        health.status == 200 && health.body.contains("\"ok\""),
+        "health: {health:?}"
+    );
+
+    let none = app.get("/api/v1/system", None);
+    check!(app.m, none.status == 401, "no token: {none:?}");
+    check!(
+        app.m,
+        none.header("www-authenticate").is_some(),
+        "401 without WWW-Authenticate"
+    );
+    check!(
+        app.m,
+        none.body.contains("\"error\""),
+        "401 body is not a JSON error: {}",
+        none.body
+    );
+    let wrong = app.get("/api/v1/system", Some("not-the-token"));
+    check!(app.m, wrong.status == 401, "wrong token: {wrong:?}");
+
+    let token = app.token.clone();
+    let system = app.get("/api/v1/system", Some(&token));
+    check!(app.m, system.status == 200, "system: {system:?}");
+    for needle in [
+        "\"version\":\"0.1.0\"",
+        "AMD-V with NPT",
+        "10.0.2.15/24",
+        "\"gateway\":\"10.0.2.2\"",
+    ] {
+        check!(
+            app.m,
+            system.body.contains(needle),
+            "system lacks {needle}: {}",
+            system.body
+        );
+    }
+    let net = app.m.command("net");
+    check!(
+        app.m,
+        net.contains(driver) && net.contains("10.0.2.15/24"),
+        "net: {net}"
+    );
+
+    let spec = app.get("/api/v1/openapi.json", None);
+    check!(
+        app.m,
+        spec.status == 200 && spec.body.contains("\"openapi\""),
+        "openapi: {}",
+        spec.status
+    );
+}
+
+fn bad_requests_get_4xx_and_change_nothing(app: &mut Appliance) {
+    let cases: Vec<(Vec<u8>, u16)> = vec![
+        (b"GARBAGE\r\n\r\n".to_vec(), 400),
+        (b"GET /api/v1/health HTTP/1.1\r\n\r\n".to_vec(), 400), // no Host
+        (
+            format!("GET /api/v1/health HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(9000))
+                .into_bytes(),
+            431,
+        ),
+        (
+            format!(
+                "POST /api/v1/vms HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: 70000\r\n\r\n",
+                app.token
+            )
+            .into_bytes(),
+            413,
+        ),
+        (b"POST /api/v1/vms HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec(), 411),
+    ];
+    for (request, status) in cases {
+        let r = app.raw(&request);
+        let shown = String::from_utf8_lossy(&request[..request.len().min(60)]).into_owned();
+        check!(
+            app.m,
+            r.status == status,
+            "{shown:?} got {} (wanted {status}): {}",
+            r.status,
+            r.body
+        );
+        check!(
+            app.m,
+            r.body.contains("\"error\""),
+            "{status} without a JSON error body: {}",
+            r.body
+        );
+    }
+    let not_found = app.send("GET", "/api/v1/nothing-here", None);
+    check!(
+        app.m,
+        not_found.status == 404,
+        "unknown path: {not_found:?}"
+    );
+    let method = app.send("DELETE", "/api/v1/system", None);
+    check!(
+        app.m,
+        method.status == 405 && method.header("allow").is_some(),
+        "wrong method: {method:?}"
+    );
+    let bad_json = app.send("POST", "/api/v1/vms", Some("{\"module\": 5}"));
+    check!(app.m, bad_json.status == 400, "bad JSON: {bad_json:?}");
+    let unknown = app.send("POST", "/api/v1/vms", Some("{\"module\":\"nope.bin\"}"));
+    check!(app.m, unknown.status == 422, "unknown module: {unknown:?}");
+    // Nothing above created a VM, and the server still answers.
+    let vms = app.send("GET", "/api/v1/vms", None);
+    check!(
+        app.m,
+        vms.status == 200 && vms.body.contains("\"vms\":[]"),
+        "vms: {vms:?}"
+    );
+}
+
+fn vm_lifecycle(app: &mut Appliance) {
+    let created = app.send(
+        "POST",
+        "/api/v1/vms",
+        Some("{\"module\":\"hello.bin\",\"mem_mib\":16}"),
+    );
+    check!(
+        app.m,
+        created.status == 201 && created.body.contains("\"id\":1"),
+        "start: {created:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let console = app.send("GET", "/api/v1/vms/1/console?since=0", None);
+        if console.body.contains("hello from a Keel guest") {
+            break;
+        }
+        check!(
+            app.m,
+            Instant::now() < deadline,
+            "no guest output: {console:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let detail = app.send("GET", "/api/v1/vms/1", None);
+    check!(
+        app.m,
+        detail.body.contains("\"state\":\"stopped\""),
+        "detail: {}",
+        detail.body
+    );
+    check!(
+        app.m,
+        detail.body.contains("halted with interrupts disabled"),
+        "detail: {}",
+        detail.body
+    );
+    let again = app.send("POST", "/api/v1/vms/1/stop", None);
+    check!(
+        app.m,
+        again.status == 409,
+        "stopping a stopped VM: {again:?}"
+    );
+    let missing = app.send("POST", "/api/v1/vms/9/stop", None);
+    check!(
+        app.m,
+        missing.status == 404,
+        "stopping a missing VM: {missing:?}"
+    );
+
+    let spinner = app.send(
+        "POST",
+        "/api/v1/vms",
+        Some("{\"module\":\"hostile-spin.bin\"}"),
+    );
+    check!(
+        app.m,
+        spinner.status == 201 && spinner.body.contains("\"id\":2"),
+        "start: {spinner:?}"
+    );
+    // The API keeps answering while a guest spins.
+    let health = app.get("/api/v1/health", None);
+    check!(
+        app.m,
+        health.status == 200,
+        "health while a guest spins: {health:?}"
+    );
+    let stopped = app.send("POST", "/api/v1/vms/2/stop", None);
+    check!(
+        app.m,
+        stopped.status == 200 && stopped.body.contains("stopped by the operator"),
+        "stop: {stopped:?}"
+    );
+}
+
+fn concurrent_and_slow_clients(app: &mut Appliance) {
+    let port = app.port;
+    // A slow client: one byte per second of a request head.
+    let slow = std::thread::spawn(move || {
+        let mut s = http::connect(port, Duration::from_secs(30)).expect("connect");
+        let start = Instant::now();
+        for byte in b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n" {
+            if s.write_all(&[*byte]).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_secs(1));
+            if start.elapsed() > Duration::from_secs(14) {
+                break;
+            }
+        }
+        (
+            http::read_response(&mut s).map(|r| r.status).ok(),
+            start.elapsed(),
+        )
+    });
+    // Sixteen concurrent clients meanwhile (the server's minimum). Fifty at once lose a few
+    // connections for 20 s and more under CI-like load: an open item of issue 6.
+    let clients: Vec<_> = (0..16)
+        .map(|_| {
+            std::thread::spawn(move || {
+                http::request(port, "GET", "/api/v1/health", None, None).map(|r| r.status)
+            })
+        })
+        .collect();
+    let statuses: Vec<_> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    let ok = statuses.iter().filter(|s| matches!(s, Ok(200))).count();
+    check!(
+        app.m,
+        ok == 16,
+        "only {ok} of 16 concurrent clients got 200: {statuses:?}"
+    );
+    let (status, took) = slow.join().unwrap();
+    check!(
+        app.m,
+        status == Some(408),
+        "slow client got {status:?} after {took:?}"
+    );
+}
+
+#[test]
+fn virtio_net_on_q35() {
+    let mut app = boot("q35", "virtio-net-pci");
+    auth_and_system(&mut app, "virtio-net");
+    concurrent_and_slow_clients(&mut app);
+    bad_requests_get_4xx_and_change_nothing(&mut app);
+    vm_lifecycle(&mut app);
+}
+
+#[test]
+fn e1000_on_pc() {
+    let mut app = boot("pc", "e1000");
+    auth_and_system(&mut app, "e1000");
+    concurrent_and_slow_clients(&mut app);
+    bad_requests_get_4xx_and_change_nothing(&mut app);
+    vm_lifecycle(&mut app);
+}
