@@ -10,9 +10,10 @@
 #   grub-efi-amd64-bin  GRUB for UEFI: grub-mkimage -O x86_64-efi
 #   xorriso mtools      ISO images (grub-mkrescue) and inspecting FAT images by hand
 #   binutils            as and ld, which assemble the test guests (qemu-tests/guests)
+#   python3-venv        a virtualenv for schemathesis (PyPI), which tests the HTTP API
 set -euo pipefail
 
-PACKAGES="qemu-system-x86 ovmf bochs bochsbios vgabios grub-pc-bin grub-efi-amd64-bin xorriso mtools binutils"
+PACKAGES="qemu-system-x86 ovmf bochs bochsbios vgabios grub-pc-bin grub-efi-amd64-bin xorriso mtools binutils python3-venv"
 
 die() {
     echo "install-deps: error: $*" >&2
@@ -70,3 +71,16 @@ else
     echo "install-deps: warning: rustup not found; the build needs the toolchain in" \
         "rust-toolchain.toml with target x86_64-unknown-none" >&2
 fi
+
+# schemathesis (PyPI) checks the HTTP API against its own OpenAPI document in the tests. It
+# goes into a virtualenv under target/ (Debian's system Python refuses pip installs).
+SCHEMATHESIS_VERSION="4.32.5"
+venv="$workspace/target/schemathesis-venv"
+if [ ! -x "$venv/bin/schemathesis" ] \
+    || ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+    echo "install-deps: installing schemathesis $SCHEMATHESIS_VERSION into $venv"
+    python3 -m venv "$venv" || die "python3 -m venv failed: install python3-venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION" \
+        || die "pip install schemathesis failed (PyPI unreachable?)"
+fi
+echo "install-deps: $("$venv/bin/schemathesis" --version)"

@@ -220,10 +220,13 @@ impl Management for Plane<'_> {
         self.vms.start(self.system, module, mem_mib).map_err(|e| {
             let message = e.to_string();
             match e {
+                // Asking for more guest RAM than the host has free is the request's problem
+                // (ask for less), not a server fault.
                 StartError::NoSuchModule(_)
                 | StartError::BadMemorySize(_)
-                | StartError::Load(_) => ApiError::Invalid(message),
-                StartError::NoMemory(_) | StartError::Vcpu(_) => ApiError::Unavailable(message),
+                | StartError::Load(_)
+                | StartError::NoMemory(_) => ApiError::Invalid(message),
+                StartError::Vcpu(_) => ApiError::Unavailable(message),
             }
         })
     }

@@ -323,7 +323,7 @@ impl VmManager {
             module: e.module.as_str(),
             state: e.vm.state(),
             exits: e.vm.exit_stats(),
-            mem_mib: (e.vm.memory().size() >> 20) as u32,
+            mem_mib: (e.vm.memory_size() >> 20) as u32,
             backend: e.vm.backend(),
             console_bytes: e.vm.devices().com1.output_total(),
         })

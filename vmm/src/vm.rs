@@ -88,11 +88,19 @@ impl ExitStats {
 }
 
 /// One virtual machine with one vCPU.
+///
+/// When the VM stops, its vCPU (VMCB/VMCS, ASID/VPID, nested page tables) and its guest RAM
+/// are released at once; the record — state and stop reason, exit counts, console output,
+/// last registers — stays for `vm list`, the API and post-mortems.
 pub struct Vm {
     id: u32,
     name: String,
-    memory: GuestMemory,
-    vcpu: Box<dyn Vcpu>,
+    /// The guest's RAM and vCPU while the VM has not stopped.
+    live: Option<(GuestMemory, Box<dyn Vcpu>)>,
+    memory_size: u64,
+    backend: &'static str,
+    final_internal: crate::vcpu::InternalExits,
+    final_registers: Registers,
     devices: Devices,
     state: VmState,
     stats: ExitStats,
@@ -103,7 +111,7 @@ impl core::fmt::Debug for Vm {
         f.debug_struct("Vm")
             .field("id", &self.id)
             .field("name", &self.name)
-            .field("backend", &self.vcpu.backend())
+            .field("backend", &self.backend)
             .field("state", &self.state)
             .finish_non_exhaustive()
     }
@@ -122,11 +130,26 @@ impl Vm {
         Vm {
             id,
             name,
-            memory,
-            vcpu,
+            memory_size: memory.size(),
+            backend: vcpu.backend(),
+            final_internal: crate::vcpu::InternalExits::default(),
+            final_registers: Registers::default(),
+            live: Some((memory, vcpu)),
             devices,
             state: VmState::Running,
             stats: ExitStats::new(),
+        }
+    }
+
+    /// Frees the vCPU (first: it maps the RAM) and then the RAM of a VM that has stopped.
+    fn release_if_stopped(&mut self) {
+        if self.is_stopped()
+            && let Some((memory, vcpu)) = self.live.take()
+        {
+            self.final_internal = vcpu.internal_exits();
+            self.final_registers = vcpu.registers();
+            drop(vcpu);
+            drop(memory);
         }
     }
 
@@ -159,10 +182,14 @@ impl Vm {
         if self.state != VmState::Running {
             return self.state;
         }
-        let exit = match self.vcpu.run(&self.memory) {
+        let Some((memory, vcpu)) = self.live.as_mut() else {
+            return self.state;
+        };
+        let exit = match vcpu.run(memory) {
             Ok(exit) => exit,
             Err(error) => {
                 self.state = VmState::Stopped(StopReason::Backend(error));
+                self.release_if_stopped();
                 return self.state;
             }
         };
@@ -170,13 +197,14 @@ impl Vm {
         match handle_exit(&exit, &mut self.devices) {
             ExitAction::Resume => {}
             ExitAction::CompleteRead(value) => {
-                if let Err(error) = self.vcpu.complete_read(value) {
+                if let Err(error) = vcpu.complete_read(value) {
                     self.state = VmState::Stopped(StopReason::Backend(error));
                 }
             }
             ExitAction::WaitForInterrupt => self.state = VmState::WaitingForInterrupt,
             ExitAction::Stop(reason) => self.state = VmState::Stopped(reason),
         }
+        self.release_if_stopped();
         self.state
     }
 
@@ -186,13 +214,17 @@ impl Vm {
         if !self.is_stopped() {
             self.state = VmState::Stopped(reason);
         }
+        self.release_if_stopped();
     }
 
     /// Exit counts: the exits [`step`](Self::step) saw, merged with the backend's own
     /// ([`InternalExits`](crate::vcpu::InternalExits) as `cpuid`, `msr`, `injected`, `other`).
     pub fn exit_stats(&self) -> ExitStats {
         let mut stats = self.stats.clone();
-        let internal = self.vcpu.internal_exits();
+        let internal = match &self.live {
+            Some((_, vcpu)) => vcpu.internal_exits(),
+            None => self.final_internal,
+        };
         stats.add("cpuid", internal.cpuid);
         stats.add("msr", internal.msr);
         stats.add("injected", internal.injected);
@@ -215,9 +247,14 @@ impl Vm {
         self.devices.com1.push_input(bytes)
     }
 
-    /// The guest's RAM.
-    pub fn memory(&self) -> &GuestMemory {
-        &self.memory
+    /// The guest's RAM, until the VM stops.
+    pub fn memory(&self) -> Option<&GuestMemory> {
+        self.live.as_ref().map(|(memory, _)| memory)
+    }
+
+    /// Size of the guest's RAM in bytes (also after it was released).
+    pub fn memory_size(&self) -> u64 {
+        self.memory_size
     }
 
     /// The device models.
@@ -232,12 +269,15 @@ impl Vm {
 
     /// The guest's registers, as the backend last saw them.
     pub fn registers(&self) -> Registers {
-        self.vcpu.registers()
+        match &self.live {
+            Some((_, vcpu)) => vcpu.registers(),
+            None => self.final_registers,
+        }
     }
 
     /// Which backend runs the vCPU (`"svm"` or `"vmx"`).
     pub fn backend(&self) -> &'static str {
-        self.vcpu.backend()
+        self.backend
     }
 }
 
@@ -551,12 +591,27 @@ mod tests {
     }
 
     #[test]
+    fn a_stopped_vm_releases_ram_and_vcpu_but_keeps_its_record() {
+        let (mut other, _) = vm([]);
+        let (mut vm, _) = vm([VmExit::Shutdown]);
+        vm.step();
+        assert!(vm.is_stopped());
+        assert!(vm.memory().is_none(), "guest RAM is freed at stop");
+        assert_eq!(vm.memory_size(), MIN_GUEST_RAM);
+        assert_eq!(vm.exit_stats().get("shutdown"), 1);
+        assert_eq!(vm.backend(), "scripted");
+        other.stop(StopReason::Operator);
+        assert!(other.memory().is_none());
+    }
+
+    #[test]
     fn accessors() {
         let (vm, _) = vm([]);
         assert_eq!(vm.id(), 7);
         assert_eq!(vm.name(), "test");
         assert_eq!(vm.backend(), "scripted");
-        assert_eq!(vm.memory().size(), MIN_GUEST_RAM);
+        assert_eq!(vm.memory().map(|m| m.size()), Some(MIN_GUEST_RAM));
+        assert_eq!(vm.memory_size(), MIN_GUEST_RAM);
         assert_eq!(vm.registers(), Registers::default());
         assert_eq!(vm.devices().com1.output_total(), 0);
         assert!(alloc::format!("{vm:?}").contains("Running"));

@@ -405,9 +405,10 @@ fn schemas() -> Value {
                 "mem_mib": {
                     "type": "integer",
                     "nullable": true,
-                    "minimum": 1,
-                    "maximum": 4294967295u64,
-                    "description": "Guest RAM in MiB; the default when absent."
+                    "minimum": 2,
+                    "maximum": 65536,
+                    "multipleOf": 2,
+                    "description": "Guest RAM in MiB (even: guest RAM comes in 2 MiB pages); the default when absent."
                 }
             }
         },

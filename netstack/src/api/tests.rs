@@ -382,7 +382,7 @@ fn bad_bodies_are_400_or_422_and_change_nothing() {
         (
             r#"{"module":"0","mem_mib":0}"#,
             422,
-            "mem_mib must be at least 1",
+            "mem_mib must be an even number from 2 to 65536",
         ),
     ];
     for (json_body, status, expected) in cases {

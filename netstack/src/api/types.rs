@@ -259,8 +259,13 @@ impl StartVm {
         if request.module.is_empty() {
             return Err((422, String::from("module must not be empty")));
         }
-        if request.mem_mib == Some(0) {
-            return Err((422, String::from("mem_mib must be at least 1")));
+        if let Some(mib) = request.mem_mib
+            && (!(2..=65536).contains(&mib) || !mib.is_multiple_of(2))
+        {
+            return Err((
+                422,
+                String::from("mem_mib must be an even number from 2 to 65536"),
+            ));
         }
         Ok(request)
     }
