@@ -5,6 +5,7 @@
 //! backend type leaks out of this module.
 
 pub mod fpu;
+mod mmio;
 pub mod svm;
 pub mod vmx;
 

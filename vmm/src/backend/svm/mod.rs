@@ -16,7 +16,7 @@ use self::instr::GuestGprs;
 use self::vmcb::{Vmcb, exit, offset};
 use super::{BackendError, fpu};
 use crate::cpuid::CpuidPolicy;
-use crate::decode::{self, MmioKind, MmioOp};
+use crate::decode::{self, MmioOp};
 use crate::detect::SvmCapabilities;
 use crate::guest_paging;
 use crate::host::HostMemory;
@@ -339,28 +339,17 @@ impl SvmVcpu {
                 "instruction fetch from guest-physical memory that is not RAM",
             );
         }
-        let regs = self.registers();
-        let Ok((bytes, n)) = guest_paging::fetch_instruction(memory, &regs) else {
-            return stop(self, "cannot read the instruction that accessed it");
+        let access = match super::mmio::emulate(memory, &self.registers(), gpa) {
+            Ok(access) => access,
+            Err(reason) => return stop(self, reason),
         };
-        let op = match decode::decode_mmio(&bytes[..n], regs.code_bitness(), &regs) {
-            Ok(op) => op,
-            Err(_) => return stop(self, "the instruction that accessed it cannot be emulated"),
-        };
-        match op.kind {
-            MmioKind::Load { .. } => {
-                self.pending = Some(Pending::Mmio(op));
-                VmExit::MmioRead { gpa, size: op.size }
-            }
-            MmioKind::Store { value } => {
-                self.set_rip(rip.wrapping_add(op.len as u64));
-                VmExit::MmioWrite {
-                    gpa,
-                    size: op.size,
-                    data: value,
-                }
-            }
+        if let Some(op) = access.pending {
+            self.pending = Some(Pending::Mmio(op));
         }
+        if let Some(rip) = access.next_rip {
+            self.set_rip(rip);
+        }
+        access.exit
     }
 
     /// Maps one #VMEXIT; `None` means handled here, re-enter the guest.

@@ -24,11 +24,9 @@ use super::cr::{self, CrChange, CrView, GpFault};
 use super::exit_info::{self, CrAccessKind, CrQualification, IoQualification, intr, reason};
 use super::vmcs::{self, Fields, field};
 use super::{Pending, VmxVcpu};
-use crate::decode::{self, MmioKind};
-use crate::guest_paging;
 use crate::memory::GuestMemory;
 use crate::msr::{self, MsrEffect};
-use crate::vcpu::{EntryFailure, Gpr, Registers, Vcpu, VmExit};
+use crate::vcpu::{EntryFailure, Gpr, Vcpu, VmExit};
 
 const RFLAGS_IF: u64 = 1 << 9;
 const VECTOR_UD: u8 = 6;
@@ -530,28 +528,17 @@ impl VmxVcpu {
                 "a guest page-table walk touched memory that is not RAM",
             );
         }
-        let regs: Registers = self.registers();
-        let Ok((bytes, n)) = guest_paging::fetch_instruction(memory, &regs) else {
-            return stop(self, "cannot read the instruction that accessed it");
+        let access = match super::super::mmio::emulate(memory, &self.registers(), gpa) {
+            Ok(access) => access,
+            Err(reason) => return stop(self, reason),
         };
-        let op = match decode::decode_mmio(&bytes[..n], regs.code_bitness(), &regs) {
-            Ok(op) => op,
-            Err(_) => return stop(self, "the instruction that accessed it cannot be emulated"),
-        };
-        match op.kind {
-            MmioKind::Load { .. } => {
-                self.pending = Some(Pending::Mmio(op));
-                VmExit::MmioRead { gpa, size: op.size }
-            }
-            MmioKind::Store { value } => {
-                self.set_rip_past_instruction(rip.wrapping_add(op.len as u64));
-                VmExit::MmioWrite {
-                    gpa,
-                    size: op.size,
-                    data: value,
-                }
-            }
+        if let Some(op) = access.pending {
+            self.pending = Some(Pending::Mmio(op));
         }
+        if let Some(rip) = access.next_rip {
+            self.set_rip_past_instruction(rip);
+        }
+        access.exit
     }
 }
 
