@@ -42,6 +42,81 @@ pub fn nic_arg(model: &str, port: u16) -> String {
     format!("user,model={model},hostfwd=tcp:127.0.0.1:{port}-:80")
 }
 
+/// The accept queue [`deepen_hostfwd_backlog`] gives QEMU's `hostfwd` socket.
+pub const HOSTFWD_BACKLOG: i32 = 128;
+
+/// Deepens the accept queue of QEMU's `hostfwd` listening socket on 127.0.0.1:`port` to
+/// [`HOSTFWD_BACKLOG`].
+///
+/// libslirp listens on a `hostfwd` port with `listen(fd, 1)` and accepts one connection per
+/// main-loop iteration, so Linux queues at most two handshaken connections for it. A burst
+/// of simultaneous connects overflows that queue (`TcpExtListenOverflows`): the kernel drops
+/// the SYNs and final ACKs of the excess, and those connections reach the guest only on the
+/// next retransmissions, all at once, of which two fit again — a backoff that leaves some of
+/// fifty clients without an answer for 20 s and more, worse when another QEMU competes for
+/// the CPU. The guest never sees them. `listen` on an already listening socket only changes
+/// its backlog, so this takes a copy of QEMU's descriptor (`pidfd_getfd`: Linux 5.6, and
+/// the right to ptrace QEMU, which a parent has) and calls it again.
+#[cfg(target_os = "linux")]
+pub fn deepen_hostfwd_backlog(qemu_pid: u32, port: u16) -> Result<(), String> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+
+    // Local address 127.0.0.1:port in LISTEN state (0A), from /proc/net/tcp.
+    let local = format!("0100007F:{port:04X}");
+    let table =
+        std::fs::read_to_string("/proc/net/tcp").map_err(|e| format!("/proc/net/tcp: {e}"))?;
+    let inodes: Vec<String> = table
+        .lines()
+        .skip(1)
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() > 9 && f[1] == local && f[3] == "0A")
+        .map(|f| f[9].to_owned())
+        .collect();
+    if inodes.is_empty() {
+        return Err(format!("no socket listens on 127.0.0.1:{port}"));
+    }
+    let fds = std::fs::read_dir(format!("/proc/{qemu_pid}/fd"))
+        .map_err(|e| format!("/proc/{qemu_pid}/fd: {e}"))?;
+    let target = fds
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let link = std::fs::read_link(entry.path()).ok()?;
+            let inode = link.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?;
+            inodes.iter().any(|i| i == inode).then_some(())?;
+            entry.file_name().to_str()?.parse::<i32>().ok()
+        })
+        .next()
+        .ok_or_else(|| format!("QEMU (pid {qemu_pid}) holds no socket on 127.0.0.1:{port}"))?;
+    let os_error = |what: &str| format!("{what}: {}", std::io::Error::last_os_error());
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, qemu_pid as libc::pid_t, 0) };
+    if pidfd < 0 {
+        return Err(os_error("pidfd_open"));
+    }
+    // SAFETY: `pidfd` is a descriptor just returned to us and owned by nothing else.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
+    // SAFETY: pidfd_getfd takes a pidfd, a descriptor number in that process and flags, and
+    // returns a new descriptor in ours or -1.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_getfd,
+            std::os::fd::AsRawFd::as_raw_fd(&pidfd),
+            target,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(os_error("pidfd_getfd"));
+    }
+    // SAFETY: as for `pidfd`; it refers to QEMU's socket, which stays open in QEMU.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    // SAFETY: listen on a valid descriptor of a listening TCP socket.
+    if unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&fd), HOSTFWD_BACKLOG) } < 0 {
+        return Err(os_error("listen"));
+    }
+    Ok(())
+}
+
 /// Reads one response from `stream`.
 pub fn read_response(stream: &mut TcpStream) -> std::io::Result<Response> {
     let mut buf = Vec::new();

@@ -28,6 +28,10 @@ fn boot(machine: &str, nic: &str) -> Appliance {
     // commands start from a quiet console.
     m.expect("network: DHCP lease 10.0.2.15/24, gateway 10.0.2.2");
     m.expect_prompt();
+    // Before any request: slirp's own accept queue holds two connections (see the function).
+    if let Err(e) = http::deepen_hostfwd_backlog(m.pid(), port) {
+        m.fail(format!("deepening the hostfwd accept queue: {e}"));
+    }
     if let Err(e) = http::wait_until_up(port, "/api/v1/health", Duration::from_secs(30)) {
         m.fail(&e);
     }
@@ -264,9 +268,10 @@ fn concurrent_and_slow_clients(app: &mut Appliance) {
             start.elapsed(),
         )
     });
-    // Sixteen concurrent clients meanwhile (the server's minimum). Fifty at once lose a few
-    // connections for 20 s and more under CI-like load: an open item of issue 6.
-    let clients: Vec<_> = (0..16)
+    // Fifty concurrent clients meanwhile: they reach the guest only because `boot` deepened
+    // slirp's accept queue (with its own of two, some waited 20 s and more under load).
+    const CLIENTS: usize = 50;
+    let clients: Vec<_> = (0..CLIENTS)
         .map(|_| {
             std::thread::spawn(move || {
                 http::request(port, "GET", "/api/v1/health", None, None).map(|r| r.status)
@@ -277,8 +282,8 @@ fn concurrent_and_slow_clients(app: &mut Appliance) {
     let ok = statuses.iter().filter(|s| matches!(s, Ok(200))).count();
     check!(
         app.m,
-        ok == 16,
-        "only {ok} of 16 concurrent clients got 200: {statuses:?}"
+        ok == CLIENTS,
+        "only {ok} of {CLIENTS} concurrent clients got 200: {statuses:?}"
     );
     let (status, took) = slow.join().unwrap();
     check!(
