@@ -2,7 +2,7 @@
 //! round-robin scheduling on the boot CPU between console work, and echoing guest output.
 //!
 //! Each scheduling slice runs one VM until the host timer ticks (a `VmExit::Interrupted` or a
-//! preemption request), so a guest that never exits still gives the CPU back every 10 ms.
+//! preemption request), so a guest that never exits still gives the CPU back every tick (1 ms).
 
 use alloc::string::String;
 use alloc::vec::Vec;

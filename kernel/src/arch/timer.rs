@@ -11,8 +11,9 @@ use crate::arch::apic::{self, LVT_TIMER_PERIODIC, reg};
 use crate::arch::cpu::{self, port};
 use crate::arch::idt::TIMER_VECTOR;
 
-/// Tick frequency of the periodic timer.
-pub const TICK_HZ: u64 = 100;
+/// Tick frequency of the periodic timer. 1 kHz: the NICs are polled, so the tick bounds
+/// how long a packet waits while the CPU idles (and how long a guest runs between switches).
+pub const TICK_HZ: u64 = 1000;
 
 static TSC_HZ: AtomicU64 = AtomicU64::new(0);
 static APIC_TIMER_HZ: AtomicU64 = AtomicU64::new(0);
