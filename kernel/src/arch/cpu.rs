@@ -128,6 +128,28 @@ pub mod port {
         unsafe { asm!("out dx, ax", in("dx") port, in("ax") value, options(nomem, nostack)) };
     }
 
+    /// Reads a 16-bit word from an I/O port.
+    ///
+    /// # Safety
+    /// As for [`inb`].
+    pub unsafe fn inw(port: u16) -> u16 {
+        let value: u16;
+        // SAFETY: forwarded to the caller.
+        unsafe { asm!("in ax, dx", in("dx") port, out("ax") value, options(nomem, nostack)) };
+        value
+    }
+
+    /// Reads a 32-bit word from an I/O port.
+    ///
+    /// # Safety
+    /// As for [`inb`].
+    pub unsafe fn inl(port: u16) -> u32 {
+        let value: u32;
+        // SAFETY: forwarded to the caller.
+        unsafe { asm!("in eax, dx", in("dx") port, out("eax") value, options(nomem, nostack)) };
+        value
+    }
+
     /// Writes a 32-bit word to an I/O port.
     ///
     /// # Safety

@@ -1,7 +1,9 @@
 //! Host NIC drivers, each a `smoltcp::phy::Device`, and the probe that finds them on PCI.
 //!
 //! [`probe`] walks the PCI list for NICs it knows — virtio-net through the `virtio-drivers`
-//! crate ([`virtio_net`]), Intel 8254x by hand ([`e1000`]) — brings each up and returns them
+//! crate ([`virtio_net`]; modern transport, or Keel's legacy I/O-port one in
+//! [`virtio_legacy`] for legacy-only devices), Intel 8254x by hand ([`e1000`]) — brings each
+//! up and returns them
 //! as [`Nic`]s: one type that implements `smoltcp::phy::Device` whatever the hardware, with
 //! its name, MAC and PCI address. A device that fails to come up is logged and skipped.
 //!
@@ -16,6 +18,8 @@ pub mod e1000;
 #[cfg(target_os = "none")]
 pub mod dma;
 #[cfg(target_os = "none")]
+pub mod virtio_legacy;
+#[cfg(target_os = "none")]
 pub mod virtio_net;
 
 #[cfg(target_os = "none")]
@@ -23,7 +27,6 @@ pub use nic::*;
 
 #[cfg(target_os = "none")]
 mod nic {
-    use alloc::boxed::Box;
     use alloc::vec::Vec;
     use core::fmt;
 
@@ -39,9 +42,8 @@ mod nic {
 
     /// The driver behind a [`Nic`].
     pub enum Driver {
-        /// virtio-net (modern or transitional) over PCI; boxed, as its queues and receive
-        /// buffer table take about 7 KiB.
-        Virtio(Box<VirtioNet>),
+        /// virtio-net over PCI, modern or legacy transport.
+        Virtio(VirtioNet),
         /// Intel 8254x.
         E1000(E1000),
     }
@@ -106,7 +108,7 @@ mod nic {
             let (vendor, id) = (device.vendor_id, device.device_id);
             let driver = if vendor == VIRTIO_VENDOR_ID && virtio_net::DEVICE_IDS.contains(&id) {
                 match VirtioNet::new(device) {
-                    Ok(nic) => Driver::Virtio(Box::new(nic)),
+                    Ok(nic) => Driver::Virtio(nic),
                     Err(e) => {
                         log_failure(device, "virtio-net", &e);
                         continue;

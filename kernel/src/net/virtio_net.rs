@@ -1,49 +1,106 @@
 //! virtio-net over PCI, through the `virtio-drivers` crate, as a `smoltcp` device.
 //!
-//! The crate's PCI transport speaks the modern interface only (virtio 1.x §4.1.4: vendor
-//! capabilities locating the common, notify, ISR and device structures in memory BARs).
-//! QEMU's `virtio-net-pci` offers it whether it is transitional (device ID 0x1000, also a
-//! legacy I/O BAR) or modern-only (0x1041); a legacy-only device (`disable-modern=on`) has
-//! no such capabilities and is reported, not driven.
+//! Two transports: the crate's modern one (virtio 1.x §4.1.4: vendor capabilities locating
+//! the common, notify, ISR and device structures in memory BARs), which QEMU's
+//! `virtio-net-pci` offers whether it is transitional (device ID 0x1000, also a legacy I/O
+//! BAR) or modern-only (0x1041); and Keel's [`LegacyPciTransport`] over the I/O-port
+//! registers of a legacy-only device (`disable-modern=on`: no such capabilities).
+//!
+//! A legacy device fixes its queue sizes (QEMU: 256) where a modern one lets the driver
+//! pick, and `VirtIONet` takes the size as a const parameter, so the driver is an enum of
+//! the two instantiations.
 //!
 //! Reception hands smoltcp the crate's receive buffer and recycles it into the queue after
 //! smoltcp is done; transmission copies into a fresh buffer that `VirtIONet::send` posts and
 //! waits for (the device completes it within the notify on QEMU). The driver sits in a
 //! `RefCell` so the receive and transmit tokens smoltcp holds together can each reach it.
 
+use alloc::boxed::Box;
 use core::cell::RefCell;
 use core::fmt;
 
 use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 use smoltcp::wire::EthernetAddress;
-use virtio_drivers::device::net::{RxBuffer, VirtIONet};
+use virtio_drivers::device::net::{RxBuffer, TxBuffer, VirtIONet};
 use virtio_drivers::transport::pci::bus::{ConfigurationAccess, DeviceFunction, PciRoot};
 use virtio_drivers::transport::pci::{PciTransport, VirtioPciError};
 
 use super::dma::KernelHal;
+use super::virtio_legacy::{LegacyError, LegacyPciTransport};
 use crate::pci::{self, ConfigSpace, PciDevice, PortCam, command};
 
-/// Descriptors per virtqueue (QEMU allows up to 256).
+/// Descriptors per virtqueue on a modern device (QEMU allows up to 256).
 const QUEUE_SIZE: usize = 64;
+/// Descriptors per virtqueue on a legacy device: the size QEMU's virtio-net fixes.
+const LEGACY_QUEUE_SIZE: usize = 256;
 /// Receive buffer size: the 12-byte `virtio_net_hdr` plus a full Ethernet frame.
 const RX_BUFFER_LEN: usize = 2048;
 /// Largest Ethernet frame (without FCS) handed to smoltcp.
 const MTU: usize = 1514;
+/// virtio-net's receive and transmit queues.
+const QUEUES: [u16; 2] = [0, 1];
 
 /// PCI device IDs of virtio-net: transitional and modern (virtio 1.x §4.1.2).
 pub const DEVICE_IDS: [u16; 2] = [0x1000, 0x1041];
 
-type Driver = VirtIONet<KernelHal, PciTransport, QUEUE_SIZE>;
+/// The `virtio-drivers` driver over either transport; boxed, as its queue shadows and receive
+/// buffer table take several KiB (about four times as much with the legacy 256-entry
+/// queues), which would otherwise be copied through every frame up to `net::probe`.
+enum Driver {
+    Modern(Box<VirtIONet<KernelHal, PciTransport, QUEUE_SIZE>>),
+    Legacy(Box<VirtIONet<KernelHal, LegacyPciTransport, LEGACY_QUEUE_SIZE>>),
+}
+
+/// Runs `$body` with `$net` bound to the `VirtIONet` of either variant.
+macro_rules! with_net {
+    ($driver:expr, $net:ident => $body:expr) => {
+        match $driver {
+            Driver::Modern($net) => $body,
+            Driver::Legacy($net) => $body,
+        }
+    };
+}
+
+impl Driver {
+    fn receive(&mut self) -> virtio_drivers::Result<RxBuffer> {
+        with_net!(self, net => net.receive())
+    }
+
+    fn recycle_rx_buffer(&mut self, buffer: RxBuffer) -> virtio_drivers::Result {
+        with_net!(self, net => net.recycle_rx_buffer(buffer))
+    }
+
+    fn can_send(&self) -> bool {
+        with_net!(self, net => net.can_send())
+    }
+
+    fn new_tx_buffer(&self, len: usize) -> TxBuffer {
+        with_net!(self, net => net.new_tx_buffer(len))
+    }
+
+    fn send(&mut self, buffer: TxBuffer) -> virtio_drivers::Result {
+        with_net!(self, net => net.send(buffer))
+    }
+
+    fn disable_interrupts(&mut self) {
+        with_net!(self, net => net.disable_interrupts())
+    }
+
+    fn mac_address(&self) -> [u8; 6] {
+        with_net!(self, net => net.mac_address())
+    }
+}
 
 /// Why a virtio-net function could not be brought up.
 #[derive(Debug)]
 pub enum VirtioNetError {
-    /// No virtio vendor capabilities: a legacy-only device, which `virtio-drivers` 0.13
-    /// cannot drive.
-    LegacyOnly,
-    /// The PCI transport could not be set up.
+    /// The modern PCI transport could not be set up.
     Transport(VirtioPciError),
+    /// The legacy PCI transport could not be set up.
+    Legacy(LegacyError),
+    /// A legacy device fixed its queues at a size this driver is not built for.
+    LegacyQueueSize(u16),
     /// Feature negotiation or queue set-up failed.
     Init(virtio_drivers::Error),
 }
@@ -51,11 +108,12 @@ pub enum VirtioNetError {
 impl fmt::Display for VirtioNetError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            VirtioNetError::LegacyOnly => f.write_str(
-                "legacy-only virtio device (no virtio 1.x capabilities); \
-                 only the modern or transitional interface is supported",
-            ),
             VirtioNetError::Transport(e) => write!(f, "virtio PCI transport: {e}"),
+            VirtioNetError::Legacy(e) => write!(f, "virtio legacy PCI transport: {e}"),
+            VirtioNetError::LegacyQueueSize(size) => write!(
+                f,
+                "legacy virtqueue of {size} entries (only {LEGACY_QUEUE_SIZE} is supported)"
+            ),
             VirtioNetError::Init(e) => write!(f, "virtio-net set-up: {e}"),
         }
     }
@@ -89,12 +147,25 @@ pub struct VirtioNet {
 }
 
 impl VirtioNet {
-    /// Brings up the virtio-net function `device`: memory decode and bus mastering on,
-    /// features negotiated, receive queue filled.
+    /// Brings up the virtio-net function `device`, through the modern transport when it has
+    /// the virtio 1.x capabilities and the legacy one otherwise: decoding and bus mastering
+    /// on, features negotiated, receive queue filled.
     pub fn new(device: &PciDevice) -> Result<VirtioNet, VirtioNetError> {
-        if device.virtio.is_empty() {
-            return Err(VirtioNetError::LegacyOnly);
-        }
+        let mut driver = if device.virtio.is_empty() {
+            Self::legacy(device)?
+        } else {
+            Self::modern(device)?
+        };
+        // Polled: no used-buffer notifications (the INTx line is not routed anyway).
+        driver.disable_interrupts();
+        let mac = EthernetAddress(driver.mac_address());
+        Ok(VirtioNet {
+            driver: RefCell::new(driver),
+            mac,
+        })
+    }
+
+    fn modern(device: &PciDevice) -> Result<Driver, VirtioNetError> {
         pci::enable(device.address, command::MEMORY_SPACE | command::BUS_MASTER);
         let mut root = PciRoot::new(PortCam);
         let df = DeviceFunction {
@@ -104,14 +175,22 @@ impl VirtioNet {
         };
         let transport =
             PciTransport::new::<KernelHal, _>(&mut root, df).map_err(VirtioNetError::Transport)?;
-        let mut driver = Driver::new(transport, RX_BUFFER_LEN).map_err(VirtioNetError::Init)?;
-        // Polled: no used-buffer notifications (the INTx line is not routed anyway).
-        driver.disable_interrupts();
-        let mac = EthernetAddress(driver.mac_address());
-        Ok(VirtioNet {
-            driver: RefCell::new(driver),
-            mac,
-        })
+        let net = VirtIONet::new(transport, RX_BUFFER_LEN).map_err(VirtioNetError::Init)?;
+        Ok(Driver::Modern(Box::new(net)))
+    }
+
+    fn legacy(device: &PciDevice) -> Result<Driver, VirtioNetError> {
+        let mut transport = LegacyPciTransport::new(device).map_err(VirtioNetError::Legacy)?;
+        pci::enable(device.address, command::IO_SPACE | command::BUS_MASTER);
+        // The device, not the driver, sizes legacy queues; `VirtIONet` must match exactly.
+        for queue in QUEUES {
+            let size = transport.queue_size(queue);
+            if usize::from(size) != LEGACY_QUEUE_SIZE {
+                return Err(VirtioNetError::LegacyQueueSize(size));
+            }
+        }
+        let net = VirtIONet::new(transport, RX_BUFFER_LEN).map_err(VirtioNetError::Init)?;
+        Ok(Driver::Legacy(Box::new(net)))
     }
 
     /// The MAC address from the device's configuration.
