@@ -331,7 +331,9 @@ fn legacy_virtio_net_on_pc() {
         ]
     });
     auth_and_system(&mut app, "virtio-net");
+    concurrent_and_slow_clients(&mut app);
     bad_requests_get_4xx_and_change_nothing(&mut app);
+    vm_lifecycle(&mut app);
 }
 
 #[test]
