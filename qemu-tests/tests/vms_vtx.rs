@@ -19,32 +19,4 @@ fn boot() -> Machine {
 
 mod vm_suite;
 
-#[test]
-fn modules_lists_the_guests() {
-    vm_suite::modules_lists_the_guests(boot());
-}
-
-#[test]
-fn hello_prints_through_com1_and_halts() {
-    vm_suite::hello_prints_through_com1_and_halts(boot());
-}
-
-#[test]
-fn exits_guest_passes_every_check_in_long_mode() {
-    vm_suite::exits_guest_passes_every_check_in_long_mode(boot());
-}
-
-#[test]
-fn hostile_guests_stop_alone_while_the_host_and_another_vm_go_on() {
-    vm_suite::hostile_guests_stop_alone_while_the_host_and_another_vm_go_on(boot());
-}
-
-#[test]
-fn two_vms_on_one_cpu_both_finish() {
-    vm_suite::two_vms_on_one_cpu_both_finish(boot());
-}
-
-#[test]
-fn bad_vm_commands_get_clear_errors_and_change_nothing() {
-    vm_suite::bad_vm_commands_get_clear_errors_and_change_nothing(boot());
-}
+vm_suite::suite_tests!(boot);

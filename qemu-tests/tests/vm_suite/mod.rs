@@ -246,3 +246,40 @@ pub fn bad_vm_commands_get_clear_errors_and_change_nothing(mut m: Machine) {
         "bad commands created a VM:\n{list}"
     );
 }
+
+/// Declares one `#[test]` per suite function above, each on a fresh machine from `$boot`,
+/// so both backends run exactly the same list.
+macro_rules! suite_tests {
+    ($boot:ident) => {
+        #[test]
+        fn modules_lists_the_guests() {
+            vm_suite::modules_lists_the_guests($boot());
+        }
+
+        #[test]
+        fn hello_prints_through_com1_and_halts() {
+            vm_suite::hello_prints_through_com1_and_halts($boot());
+        }
+
+        #[test]
+        fn exits_guest_passes_every_check_in_long_mode() {
+            vm_suite::exits_guest_passes_every_check_in_long_mode($boot());
+        }
+
+        #[test]
+        fn hostile_guests_stop_alone_while_the_host_and_another_vm_go_on() {
+            vm_suite::hostile_guests_stop_alone_while_the_host_and_another_vm_go_on($boot());
+        }
+
+        #[test]
+        fn two_vms_on_one_cpu_both_finish() {
+            vm_suite::two_vms_on_one_cpu_both_finish($boot());
+        }
+
+        #[test]
+        fn bad_vm_commands_get_clear_errors_and_change_nothing() {
+            vm_suite::bad_vm_commands_get_clear_errors_and_change_nothing($boot());
+        }
+    };
+}
+pub(crate) use suite_tests;

@@ -144,27 +144,10 @@ impl fmt::Display for ConfigError {
     }
 }
 
-/// Why [`AcpiPm::restore`] refused a [`State`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StateError {
-    /// A field holds a value the registers cannot hold.
-    Invalid {
-        /// The field, as named in [`State`].
-        field: &'static str,
-        /// The value found.
-        value: u64,
-    },
-}
+/// The name this model gives in [`StateError`]s.
+const DEVICE: &str = "ACPI PM";
 
-impl fmt::Display for StateError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StateError::Invalid { field, value } => {
-                write!(f, "invalid ACPI PM state: {field} = {value:#x}")
-            }
-        }
-    }
-}
+pub use super::StateError;
 
 /// The registers and the timer, for snapshots.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -296,7 +279,13 @@ impl AcpiPm {
     /// Loads the registers from a snapshot. A state the registers cannot hold is refused and
     /// the model is left unchanged.
     pub fn restore(&mut self, state: State) -> Result<(), StateError> {
-        let invalid = |field, value| Err(StateError::Invalid { field, value });
+        let invalid = |field, value| {
+            Err(StateError::Invalid {
+                device: DEVICE,
+                field,
+                value,
+            })
+        };
         if state.sts & !STS_BITS != 0 {
             return invalid("sts", u64::from(state.sts));
         }

@@ -41,7 +41,6 @@
 //! [`State`] holds the controller, the queued output and the keyboard for snapshots.
 
 use alloc::vec::Vec;
-use core::fmt;
 
 /// Data port.
 pub const DATA_PORT: u16 = 0x60;
@@ -154,27 +153,10 @@ pub mod kbd {
 /// Bytes that can wait in the output queue; more are dropped.
 pub const OUTPUT_CAPACITY: usize = 16;
 
-/// Why [`I8042::restore`] refused a [`State`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StateError {
-    /// A field holds a value the controller cannot be in.
-    Invalid {
-        /// The field, as named in [`State`].
-        field: &'static str,
-        /// The value found.
-        value: u64,
-    },
-}
+/// The name this model gives in [`StateError`]s.
+const DEVICE: &str = "i8042";
 
-impl fmt::Display for StateError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StateError::Invalid { field, value } => {
-                write!(f, "invalid i8042 state: {field} = {value:#x}")
-            }
-        }
-    }
-}
+pub use super::StateError;
 
 /// Who put a byte in the output buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -378,7 +360,13 @@ impl I8042 {
     /// Loads the controller from a snapshot. A state it cannot be in is refused and the
     /// model is left unchanged.
     pub fn restore(&mut self, state: State) -> Result<(), StateError> {
-        let invalid = |field, value| Err(StateError::Invalid { field, value });
+        let invalid = |field, value| {
+            Err(StateError::Invalid {
+                device: DEVICE,
+                field,
+                value,
+            })
+        };
         if state.output.len() > OUTPUT_CAPACITY {
             return invalid("output", state.output.len() as u64);
         }

@@ -37,7 +37,6 @@
 //! [`State`] holds the registers and the pin levels for snapshots.
 
 use alloc::vec::Vec;
-use core::fmt;
 
 use super::lapic::DeliveryMode;
 
@@ -95,27 +94,10 @@ pub const RTE_DEST_SHIFT: u32 = 56;
 /// Redirection entry bits the guest can write.
 pub const RTE_WRITABLE: u64 = 0xFF00_0000_0001_AFFF;
 
-/// Why [`Ioapic::restore`] refused a [`State`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StateError {
-    /// A field holds a value no 82093AA can be in.
-    Invalid {
-        /// The field, as named in [`State`].
-        field: &'static str,
-        /// The value found.
-        value: u64,
-    },
-}
+/// The name this model gives in [`StateError`]s.
+const DEVICE: &str = "I/O APIC";
 
-impl fmt::Display for StateError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StateError::Invalid { field, value } => {
-                write!(f, "invalid I/O APIC state: {field} = {value:#x}")
-            }
-        }
-    }
-}
+pub use super::StateError;
 
 /// An interrupt message the I/O APIC sends to the local APICs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -296,7 +278,13 @@ impl Ioapic {
     /// Loads registers and pin levels from a snapshot. A state no 82093AA can be in is
     /// refused and the model is left unchanged.
     pub fn restore(&mut self, state: State) -> Result<(), StateError> {
-        let invalid = |field, value| Err(StateError::Invalid { field, value });
+        let invalid = |field, value| {
+            Err(StateError::Invalid {
+                device: DEVICE,
+                field,
+                value,
+            })
+        };
         if state.id & !ID_MASK != 0 {
             return invalid("id", u64::from(state.id));
         }

@@ -379,27 +379,10 @@ impl fmt::Display for ConfigError {
     }
 }
 
-/// Why [`Lapic::restore`] refused a [`State`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StateError {
-    /// A field holds a value no local APIC with this configuration can be in.
-    Invalid {
-        /// The field, as named in [`State`].
-        field: &'static str,
-        /// The value found.
-        value: u64,
-    },
-}
+/// The name this model gives in [`StateError`]s.
+const DEVICE: &str = "local APIC";
 
-impl fmt::Display for StateError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StateError::Invalid { field, value } => {
-                write!(f, "invalid local APIC state: {field} = {value:#x}")
-            }
-        }
-    }
-}
+pub use super::StateError;
 
 /// Every register of a [`Lapic`] and its timer, for snapshots.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

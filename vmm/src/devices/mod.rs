@@ -304,3 +304,32 @@ mod tests {
         assert_eq!(DeviceId::Com1.to_string(), "COM1");
     }
 }
+
+/// Why a device model refused a snapshot `State` in `restore`: a field holds a value the
+/// hardware cannot be in. The model is left unchanged. Shared by every model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StateError {
+    /// A field holds an impossible value.
+    Invalid {
+        /// The model, e.g. `"8259 PIC"`.
+        device: &'static str,
+        /// The field, as named in the model's `State`.
+        field: &'static str,
+        /// The value found.
+        value: u64,
+    },
+}
+
+impl core::fmt::Display for StateError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            StateError::Invalid {
+                device,
+                field,
+                value,
+            } => {
+                write!(f, "invalid {device} state: {field} = {value:#x}")
+            }
+        }
+    }
+}

@@ -33,8 +33,6 @@
 //!
 //! [`State`] holds both chips' registers and the ELCR for snapshots.
 
-use core::fmt;
-
 /// Master command port (ICW1, OCW2, OCW3; reads IRR/ISR or a poll result).
 pub const MASTER_COMMAND: u16 = 0x20;
 /// Master data port (ICW2–4; OCW1 = IMR).
@@ -108,27 +106,10 @@ pub mod ocw2 {
 /// Poll-mode result bit 7: an interrupt was pending (its level is in bits 2:0).
 pub const POLL_INTERRUPT: u8 = 0x80;
 
-/// Why [`Pic::restore`] refused a [`State`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StateError {
-    /// A field holds a value no 8259A pair can be in.
-    Invalid {
-        /// The field, as named in [`State`]/[`ChipState`].
-        field: &'static str,
-        /// The value found.
-        value: u64,
-    },
-}
+/// The name this model gives in [`StateError`]s.
+const DEVICE: &str = "8259 PIC";
 
-impl fmt::Display for StateError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StateError::Invalid { field, value } => {
-                write!(f, "invalid 8259 PIC state: {field} = {value:#x}")
-            }
-        }
-    }
-}
+pub use super::StateError;
 
 /// One 8259A's registers, for snapshots.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -390,6 +371,7 @@ impl Chip {
 
 fn invalid(field: &'static str, value: u8) -> StateError {
     StateError::Invalid {
+        device: DEVICE,
         field,
         value: u64::from(value),
     }

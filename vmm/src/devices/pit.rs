@@ -45,8 +45,6 @@
 //! [`State`] holds every counter and port B for snapshots; its clock values are PIT clocks on
 //! the `now_ns` time line of the caller.
 
-use core::fmt;
-
 /// The counters' input clock in Hz (14.31818 MHz / 12, rounded as Linux's `PIT_TICK_RATE`).
 pub const PIT_HZ: u64 = 1_193_182;
 
@@ -105,27 +103,10 @@ pub const REFRESH_PERIOD_NS: u64 = 15_085;
 
 const NS_PER_SEC: u128 = 1_000_000_000;
 
-/// Why [`Pit::restore`] refused a [`State`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StateError {
-    /// A field holds a value no 8254 can be in.
-    Invalid {
-        /// The field, as named in [`State`]/[`ChannelState`] (`channels[i].` prefixed).
-        field: &'static str,
-        /// The value found.
-        value: u64,
-    },
-}
+/// The name this model gives in [`StateError`]s.
+const DEVICE: &str = "8254 PIT";
 
-impl fmt::Display for StateError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StateError::Invalid { field, value } => {
-                write!(f, "invalid 8254 PIT state: {field} = {value:#x}")
-            }
-        }
-    }
-}
+pub use super::StateError;
 
 /// One counter's registers and counting sequence, for snapshots.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

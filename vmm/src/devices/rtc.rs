@@ -36,8 +36,6 @@
 //! Not modelled: daylight-saving (DSE is stored but does nothing), the square-wave output and
 //! the divider's other time bases (DV other than 010 halts the clock).
 
-use core::fmt;
-
 /// Index port (write-only; bit 7 is the NMI mask on PCs).
 pub const INDEX_PORT: u16 = 0x70;
 /// Data port.
@@ -140,27 +138,10 @@ const SECS_PER_DAY: i64 = 86_400;
 /// Bound on `base_seconds` in a restored state (well past year 9999 either way).
 const BASE_SECONDS_LIMIT: i64 = 1 << 40;
 
-/// Why [`Rtc::restore`] refused a [`State`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StateError {
-    /// A field holds a value no MC146818 can be in.
-    Invalid {
-        /// The field, as named in [`State`].
-        field: &'static str,
-        /// The value found.
-        value: u64,
-    },
-}
+/// The name this model gives in [`StateError`]s.
+const DEVICE: &str = "MC146818 RTC";
 
-impl fmt::Display for StateError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StateError::Invalid { field, value } => {
-                write!(f, "invalid MC146818 RTC state: {field} = {value:#x}")
-            }
-        }
-    }
-}
+pub use super::StateError;
 
 /// The RTC's registers, RAM and clock, for snapshots.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -424,7 +405,13 @@ impl Rtc {
     /// Loads registers, RAM and clock from a snapshot. A state no MC146818 can be in is
     /// refused and the model is left unchanged.
     pub fn restore(&mut self, state: State) -> Result<(), StateError> {
-        let invalid = |field, value| Err(StateError::Invalid { field, value });
+        let invalid = |field, value| {
+            Err(StateError::Invalid {
+                device: DEVICE,
+                field,
+                value,
+            })
+        };
         let c = state.cmos;
         if state.index > 0x7F {
             return invalid("index", u64::from(state.index));

@@ -195,6 +195,7 @@ fn restore_refuses_impossible_states() {
     }
     assert_eq!(
         StateError::Invalid {
+            device: "ACPI PM",
             field: "cnt",
             value: 0x2000
         }

@@ -303,6 +303,7 @@ fn restore_refuses_impossible_states() {
     }
     assert_eq!(
         StateError::Invalid {
+            device: "i8042",
             field: "kbd_scan_set",
             value: 0
         }

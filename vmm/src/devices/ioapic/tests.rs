@@ -291,6 +291,7 @@ fn restore_refuses_impossible_states() {
     }
     assert_eq!(
         StateError::Invalid {
+            device: "I/O APIC",
             field: "id",
             value: 16
         }

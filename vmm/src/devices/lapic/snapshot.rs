@@ -2,9 +2,9 @@
 //! snapshot from loading.
 
 use super::{
-    APIC_BASE_BSP, APIC_BASE_ENABLE, APIC_BASE_EXTD, APIC_BASE_RESERVED_LOW, DIVIDE_WRITABLE,
-    ICR_LOW_WRITABLE, LVT_MASKED, LVT_TIMER_MODE, LVT_WRITABLE, Lapic, SVR_ENABLE, SVR_WRITABLE,
-    State, StateError, TIMER_TSC_DEADLINE, lvt,
+    APIC_BASE_BSP, APIC_BASE_ENABLE, APIC_BASE_EXTD, APIC_BASE_RESERVED_LOW, DEVICE,
+    DIVIDE_WRITABLE, ICR_LOW_WRITABLE, LVT_MASKED, LVT_TIMER_MODE, LVT_WRITABLE, Lapic, SVR_ENABLE,
+    SVR_WRITABLE, State, StateError, TIMER_TSC_DEADLINE, lvt,
 };
 
 impl Lapic {
@@ -17,7 +17,13 @@ impl Lapic {
     /// configuration. A state such an APIC cannot be in is refused and the model is left
     /// unchanged.
     pub fn restore(&mut self, state: State) -> Result<(), StateError> {
-        let invalid = |field, value| Err(StateError::Invalid { field, value });
+        let invalid = |field, value| {
+            Err(StateError::Invalid {
+                device: DEVICE,
+                field,
+                value,
+            })
+        };
         let mut reserved = APIC_BASE_RESERVED_LOW | !((1u64 << self.config.phys_addr_bits) - 1);
         if !self.config.x2apic {
             reserved |= APIC_BASE_EXTD;

@@ -696,6 +696,7 @@ fn restore_refuses_impossible_states() {
     }
     assert_eq!(
         StateError::Invalid {
+            device: "local APIC",
             field: "svr",
             value: 0x1000
         }

@@ -445,6 +445,7 @@ fn restore_refuses_impossible_states() {
         assert_eq!(pic.state(), before, "unchanged after a refused restore");
     }
     let err = StateError::Invalid {
+        device: "8259 PIC",
         field: "master.elcr",
         value: 1,
     };

@@ -1,7 +1,7 @@
 //! Saving and restoring the PIT's [`State`], with the checks that keep a damaged snapshot
 //! from loading.
 
-use super::{CW_RW_SHIFT, Channel, PORT_B_GATE2, PORT_B_WRITABLE, Pit, State, StateError};
+use super::{CW_RW_SHIFT, Channel, DEVICE, PORT_B_GATE2, PORT_B_WRITABLE, Pit, State, StateError};
 
 impl Pit {
     /// All counters and port B, for a snapshot.
@@ -44,7 +44,13 @@ impl Pit {
                 "channels[2].gate",
             ],
         ];
-        let invalid = |field, value| Err(StateError::Invalid { field, value });
+        let invalid = |field, value| {
+            Err(StateError::Invalid {
+                device: DEVICE,
+                field,
+                value,
+            })
+        };
         for (i, ch) in state.channels.iter().enumerate() {
             let [control, reload, count, origin, paused, gate] = NAMES[i];
             // A count survives a control word, so a binary count may sit under a BCD mode.

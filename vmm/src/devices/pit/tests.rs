@@ -503,6 +503,7 @@ fn restore_refuses_impossible_states() {
     assert_eq!(Pit::new(0).restore(odd), Ok(()));
     assert_eq!(
         StateError::Invalid {
+            device: "8254 PIT",
             field: "port_b",
             value: 16
         }

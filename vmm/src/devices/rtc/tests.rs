@@ -431,6 +431,7 @@ fn restore_refuses_impossible_states() {
     }
     assert_eq!(
         StateError::Invalid {
+            device: "MC146818 RTC",
             field: "index",
             value: 0x80
         }
