@@ -41,6 +41,8 @@ pub struct NetPlane {
     router: Router,
     nic: String,
     has_token: bool,
+    /// The addressing as the API reports it (refreshed on lease events).
+    network: NetworkInfo,
 }
 
 /// Why the network could not start.
@@ -83,12 +85,14 @@ impl NetPlane {
             .filter(|t| !t.is_empty());
         let router = Router::new(token);
         let name = alloc::format!("{} {}", nic.name, crate::net::Mac(nic.mac));
+        let network = NetworkInfo::from(stack.status());
         Ok(NetPlane {
             stack,
             server,
             router,
             nic: name,
             has_token: token.is_some(),
+            network,
         })
     }
 
@@ -102,11 +106,10 @@ impl NetPlane {
     pub fn poll(&mut self, system: &System, vms: &mut VmManager, out: &mut String) {
         let mut nics = system.nics.lock();
         let Some(nic) = nics.first_mut() else { return };
-        let network = NetworkInfo::from(self.stack.status());
         let mut mgmt = Plane {
             system,
             vms,
-            network,
+            network: &self.network,
         };
         let mut api = self.router.bind(&mut mgmt);
         // Serve until there is nothing left to do right now.
@@ -116,10 +119,17 @@ impl NetPlane {
             }
         }
         drop(nics);
+        let mut changed = false;
         while let Some(event) = self.stack.take_event() {
             use core::fmt::Write as _;
             let _ = writeln!(out, "network: {event}");
             defmt::info!("network event");
+            changed = true;
+        }
+        // The API's view of the addressing changes only with a lease event: rebuild it then,
+        // not on every poll (which runs every tick).
+        if changed {
+            self.network = NetworkInfo::from(self.stack.status());
         }
     }
 
@@ -138,7 +148,7 @@ impl NetPlane {
 struct Plane<'a> {
     system: &'a System,
     vms: &'a mut VmManager,
-    network: NetworkInfo,
+    network: &'a NetworkInfo,
 }
 
 fn api_state(state: &VmState) -> (ApiVmState, Option<String>) {
