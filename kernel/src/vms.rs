@@ -9,11 +9,11 @@ use alloc::vec::Vec;
 use core::fmt::Write as _;
 
 use keel_vmm::cpuid::CpuidPolicy;
-use keel_vmm::devices::Devices;
+use keel_vmm::devices::{Devices, PlatformConfig};
 use keel_vmm::exit_handler::StopReason;
 use keel_vmm::host::HostMemory;
 use keel_vmm::memory::GuestMemory;
-use keel_vmm::vm::{Vm, VmState};
+use keel_vmm::vm::{Clock, Instant, Vm, VmState};
 use keel_vmm::{backend, loader};
 
 use crate::boot::BootModule;
@@ -162,13 +162,16 @@ impl VmManager {
         })?;
         let start = loader::flat::load(&memory, module_bytes(module))
             .map_err(|e| StartError::Load(alloc::format!("cannot load '{}': {e}", module.name)))?;
-        let cpuid = CpuidPolicy::from_host(&crate::cpuinfo::HostCpu);
+        let cpuid = CpuidPolicy::from_host(&crate::cpuinfo::HostCpu)
+            .with_tsc_hz(crate::arch::timer::tsc_hz());
         let vcpu = backend::create_vcpu(&system.virtualization, &HOST, &memory, start, cpuid)
             .map_err(StartError::Vcpu)?;
         let id = self.next_id;
         self.next_id += 1;
         let name = alloc::format!("vm{id}");
-        let vm = Vm::new(id, name, memory, vcpu, Devices::pc_minimal());
+        let devices =
+            Devices::pc(platform_config()).map_err(|e| StartError::Load(alloc::format!("{e}")))?;
+        let vm = Vm::new(id, name, memory, vcpu, devices);
         defmt::info!(
             "vm {=u32} started from module {=str}",
             id,
@@ -245,8 +248,14 @@ impl VmManager {
     }
 
     /// Runs the next runnable VM until the host timer ticks, then appends new guest output
-    /// lines (and stop notices) to `out` for the console to print.
+    /// lines (and stop notices) to `out` for the console to print. Halted VMs are stepped
+    /// once each, which wakes those whose interrupt (a timer, console input) has come.
     pub fn run_slice(&mut self, out: &mut String) {
+        for e in &mut self.vms {
+            if e.vm.state() == VmState::WaitingForInterrupt {
+                e.vm.step(&TscClock);
+            }
+        }
         let n = self.vms.len();
         for step in 0..n {
             let i = (self.cursor + step) % n;
@@ -258,13 +267,37 @@ impl VmManager {
             while matches!(self.vms[i].vm.state(), VmState::Running)
                 && crate::arch::timer::ticks() == tick
             {
-                self.vms[i].vm.step();
+                self.vms[i].vm.step(&TscClock);
             }
             break;
         }
         for e in &mut self.vms {
             echo(e, out);
         }
+    }
+}
+
+/// The VM time line: the host TSC, in nanoseconds since boot.
+struct TscClock;
+
+impl Clock for TscClock {
+    fn now(&self) -> Instant {
+        let tsc = crate::arch::cpu::rdtsc();
+        let hz = u128::from(crate::arch::timer::tsc_hz().max(1));
+        Instant {
+            ns: (u128::from(tsc) * 1_000_000_000 / hz) as u64,
+            tsc,
+        }
+    }
+}
+
+/// A new VM's platform: the host's TSC rate (the guest reads the same TSC), the host RTC's
+/// wall-clock time, and now.
+fn platform_config() -> PlatformConfig {
+    PlatformConfig {
+        tsc_hz: crate::arch::timer::tsc_hz(),
+        wall_clock_unix_seconds: crate::arch::rtc::unix_seconds().unwrap_or(0),
+        now_ns: TscClock.now().ns,
     }
 }
 

@@ -38,6 +38,11 @@ pub const SIGNATURE: [u8; 12] = *b"KeelKeelKeel";
 pub const HYPERVISOR_LEAF: u32 = 0x4000_0000;
 /// Keel's paravirtual feature leaf (no features yet).
 pub const HYPERVISOR_FEATURES_LEAF: u32 = 0x4000_0001;
+/// The timing leaf (the layout VMware introduced and others copied): EAX = the TSC frequency
+/// in kHz, EBX = the local APIC timer's clock in kHz, so a guest need not calibrate either.
+pub const TIMING_LEAF: u32 = 0x4000_0010;
+/// The local APIC timer's clock the guest is told about (the LAPIC model's bus clock).
+pub const LAPIC_BUS_KHZ: u32 = 1_000_000;
 
 /// First extended leaf (highest extended leaf in EAX).
 const EXT_BASE: u32 = 0x8000_0000;
@@ -78,7 +83,10 @@ pub mod leaf1_ecx {
     pub const DCA: u32 = 1 << 18;
     /// Bit 21, x2APIC: there is no x2APIC (the xAPIC MSR interface is not emulated).
     pub const X2APIC: u32 = 1 << 21;
-    /// Bit 24, TSC-deadline: `IA32_TSC_DEADLINE` needs a LAPIC timer Keel does not have yet.
+    /// Bit 24, TSC-deadline: hidden from the host's view; shown (whatever the host has, as
+    /// the local APIC model implements it) only when the policy knows the guest's TSC
+    /// frequency ([`CpuidPolicy::with_tsc_hz`](super::CpuidPolicy::with_tsc_hz)), since the
+    /// model converts deadlines with it.
     pub const TSC_DEADLINE: u32 = 1 << 24;
     /// Bit 26, XSAVE: `XCR0` and the XSAVE area are not virtualized.
     pub const XSAVE: u32 = 1 << 26;
@@ -255,6 +263,9 @@ pub struct CpuidPolicy {
     max_basic: u32,
     /// Highest extended leaf reported (0 when the host has none).
     max_extended: u32,
+    /// The guest's TSC frequency in kHz, when known (enables TSC-deadline and the timing
+    /// leaf).
+    tsc_khz: Option<u32>,
 }
 
 impl CpuidPolicy {
@@ -338,7 +349,16 @@ impl CpuidPolicy {
             entries,
             max_basic,
             max_extended,
+            tsc_khz: None,
         }
+    }
+
+    /// The same policy for guests whose TSC runs at `hz`: CPUID then shows the TSC-deadline
+    /// timer and answers the [`TIMING_LEAF`]. Frequencies below 1 kHz or above 4 THz are
+    /// ignored.
+    pub fn with_tsc_hz(mut self, hz: u64) -> CpuidPolicy {
+        self.tsc_khz = u32::try_from(hz / 1000).ok().filter(|&khz| khz > 0);
+        self
     }
 
     /// The host's own answer for `(leaf, subleaf)` as snapshotted, unfiltered; `None` when the
@@ -401,7 +421,9 @@ impl CpuidPolicy {
                     // [31:24] initial APIC ID, [23:16] logical processors per package (1),
                     // [15:0] CLFLUSH line size and brand index.
                     ebx: (r.ebx & 0xFFFF) | 1 << 16 | (vcpu_id & 0xFF) << 24,
-                    ecx: (r.ecx & !leaf1_ecx::HIDDEN) | leaf1_ecx::HYPERVISOR,
+                    ecx: (r.ecx & !leaf1_ecx::HIDDEN)
+                        | leaf1_ecx::HYPERVISOR
+                        | self.leaf1_ecx_added(),
                     edx: r.edx & !leaf1_edx::HIDDEN,
                 }
             }
@@ -435,12 +457,24 @@ impl CpuidPolicy {
                     ])
                 };
                 CpuidResult {
-                    eax: HYPERVISOR_FEATURES_LEAF,
+                    eax: if self.tsc_khz.is_some() {
+                        TIMING_LEAF
+                    } else {
+                        HYPERVISOR_FEATURES_LEAF
+                    },
                     ebx: word(0),
                     ecx: word(4),
                     edx: word(8),
                 }
             }
+            TIMING_LEAF => match self.tsc_khz {
+                Some(khz) => CpuidResult {
+                    eax: khz,
+                    ebx: LAPIC_BUS_KHZ,
+                    ..zero
+                },
+                None => zero,
+            },
             EXT_BASE if self.max_extended != 0 => CpuidResult {
                 eax: self.max_extended,
                 ..host()
@@ -470,6 +504,16 @@ impl CpuidPolicy {
             // hypervisor range, hidden extended leaves (0x8000_000A SVM, 0x8000_001E
             // topology, 0x8000_001F SEV, ...), and leaves nobody has.
             _ => zero,
+        }
+    }
+
+    /// Leaf 1 ECX bits Keel emulates whatever the host has: the TSC-deadline timer (the
+    /// local APIC model's), when the TSC frequency is known.
+    fn leaf1_ecx_added(&self) -> u32 {
+        if self.tsc_khz.is_some() {
+            leaf1_ecx::TSC_DEADLINE
+        } else {
+            0
         }
     }
 

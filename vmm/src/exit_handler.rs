@@ -13,6 +13,8 @@
 //! | `Hlt`, interrupts disabled | stop: [`StopReason::HaltedWithInterruptsDisabled`] |
 //! | `Shutdown` | stop: [`StopReason::GuestShutdown`] |
 //! | `Interrupted` | [`ExitAction::Resume`] (the host got its preemption point) |
+//! | `InterruptWindow` | [`ExitAction::Resume`] (the VM loop injects the waiting interrupt) |
+//! | `MsrRead` / `MsrWrite` | the platform MSR (`IA32_TSC_DEADLINE`: the local APIC timer) |
 //! | `FailEntry` | stop: [`StopReason::EntryFailed`] |
 //! | `UnhandledMemoryAccess` | stop: [`StopReason::BadMemoryAccess`] |
 //! | `Unhandled` | stop: [`StopReason::UnhandledExit`] |
@@ -78,6 +80,11 @@ pub enum StopReason {
     },
     /// The operator stopped the VM (`vm stop`, the API).
     Operator,
+    /// The guest powered off (ACPI S5).
+    GuestPowerOff,
+    /// The guest reset the machine (i8042 reset line or the 0xCF9 reset register). Keel does
+    /// not restart it on its own.
+    GuestReset,
     /// The vCPU backend reported an error (a VMM bug rather than a guest action).
     Backend(VcpuError),
 }
@@ -101,6 +108,8 @@ impl fmt::Display for StopReason {
                 "unhandled VM exit {code:#x} (info {info1:#x}, {info2:#x})"
             ),
             StopReason::Operator => f.write_str("stopped by the operator"),
+            StopReason::GuestPowerOff => f.write_str("guest powered off"),
+            StopReason::GuestReset => f.write_str("guest requested a reset"),
             StopReason::Backend(error) => write!(f, "vCPU error: {error}"),
         }
     }
@@ -113,7 +122,7 @@ impl fmt::Display for StopReason {
 /// use keel_vmm::exit_handler::{handle_exit, ExitAction};
 /// use keel_vmm::vcpu::VmExit;
 ///
-/// let mut devices = Devices::pc_minimal();
+/// let mut devices = Devices::pc_for_tests();
 /// let out = VmExit::IoOut { port: 0x3F8, size: 1, data: u32::from(b'!') };
 /// assert_eq!(handle_exit(&out, &mut devices), ExitAction::Resume);
 /// assert_eq!(devices.com1.output_since(0).0, b"!");
@@ -139,7 +148,13 @@ pub fn handle_exit(exit: &VmExit, devices: &mut Devices) -> ExitAction {
             interrupts_enabled: false,
         } => ExitAction::Stop(StopReason::HaltedWithInterruptsDisabled),
         VmExit::Shutdown => ExitAction::Stop(StopReason::GuestShutdown),
-        VmExit::Interrupted => ExitAction::Resume,
+        VmExit::Interrupted | VmExit::InterruptWindow => ExitAction::Resume,
+        // Only platform-owned MSRs reach the VMM, and every one of them can be read.
+        VmExit::MsrRead { msr } => ExitAction::CompleteRead(devices.read_msr(msr).unwrap_or(0)),
+        VmExit::MsrWrite { msr, value } => {
+            devices.write_msr(msr, value);
+            ExitAction::Resume
+        }
         VmExit::FailEntry { reason } => ExitAction::Stop(StopReason::EntryFailed(reason)),
         VmExit::UnhandledMemoryAccess { gpa, rip, reason } => {
             ExitAction::Stop(StopReason::BadMemoryAccess { gpa, rip, reason })
@@ -157,12 +172,12 @@ mod tests {
     use crate::devices::{COM1_BASE, POST_PORT};
 
     fn handle(exit: VmExit) -> ExitAction {
-        handle_exit(&exit, &mut Devices::pc_minimal())
+        handle_exit(&exit, &mut Devices::pc_for_tests())
     }
 
     #[test]
     fn io_out_reaches_the_uart() {
-        let mut devices = Devices::pc_minimal();
+        let mut devices = Devices::pc_for_tests();
         for b in *b"ok" {
             let exit = VmExit::IoOut {
                 port: COM1_BASE,
@@ -176,7 +191,7 @@ mod tests {
 
     #[test]
     fn io_in_completes_with_the_device_value() {
-        let mut devices = Devices::pc_minimal();
+        let mut devices = Devices::pc_for_tests();
         let lsr = VmExit::IoIn {
             port: COM1_BASE + 5,
             size: 1,
@@ -200,7 +215,7 @@ mod tests {
     fn unclaimed_ports_read_all_ones_and_swallow_writes() {
         for (size, ones) in [(1, 0xFF), (2, 0xFFFF), (4, 0xFFFF_FFFF)] {
             assert_eq!(
-                handle(VmExit::IoIn { port: 0x71, size }),
+                handle(VmExit::IoIn { port: 0x2E0, size }),
                 ExitAction::CompleteRead(ones)
             );
         }
@@ -219,7 +234,7 @@ mod tests {
         for (size, ones) in [(1, 0xFF), (2, 0xFFFF), (4, 0xFFFF_FFFF), (8, u64::MAX)] {
             assert_eq!(
                 handle(VmExit::MmioRead {
-                    gpa: 0xFEC0_0000,
+                    gpa: 0xFED0_0000,
                     size
                 }),
                 ExitAction::CompleteRead(ones)

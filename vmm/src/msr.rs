@@ -34,6 +34,9 @@ pub const IA32_SYSENTER_ESP: u32 = 0x175;
 pub const IA32_SYSENTER_EIP: u32 = 0x176;
 /// `IA32_MISC_ENABLE`: miscellaneous feature enables.
 pub const IA32_MISC_ENABLE: u32 = 0x1A0;
+/// `IA32_TSC_DEADLINE`: the local APIC timer's TSC-deadline target (owned by the LAPIC
+/// model, see [`platform_owned`]).
+pub const IA32_TSC_DEADLINE: u32 = crate::devices::lapic::IA32_TSC_DEADLINE;
 /// `IA32_PAT`: page attribute table.
 pub const IA32_PAT: u32 = 0x277;
 /// `IA32_MTRR_DEF_TYPE`: default memory type and MTRR enables.
@@ -123,6 +126,14 @@ pub enum MsrEffect {
     /// Program this TSC offset (added to the host TSC, wrapping) into the VMCS/VMCB, so that
     /// `RDTSC` agrees with `RDMSR(IA32_TSC)`.
     TscOffset(u64),
+}
+
+/// MSRs that belong to a device model rather than the CPU: the backends turn RDMSR/WRMSR of
+/// these into [`VmExit::MsrRead`](crate::vcpu::VmExit::MsrRead) /
+/// [`VmExit::MsrWrite`](crate::vcpu::VmExit::MsrWrite) for the VMM. Today that is
+/// `IA32_TSC_DEADLINE`, which arms the local APIC's timer.
+pub fn platform_owned(msr: u32) -> bool {
+    msr == IA32_TSC_DEADLINE
 }
 
 /// Whether `msr` lives in hardware guest state that the CPU switches on VM entry and exit,

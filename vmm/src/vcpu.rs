@@ -279,6 +279,25 @@ pub enum VmExit {
         /// What went wrong.
         reason: &'static str,
     },
+    /// The guest can take an external interrupt now: the window the VMM asked for with
+    /// [`Vcpu::request_interrupt_window`] opened. SVM `VMEXIT_VINTR` (0x64); VMX exit reason 7
+    /// (interrupt window).
+    InterruptWindow,
+    /// RDMSR of an MSR the platform devices own ([`crate::msr::platform_owned`], e.g.
+    /// `IA32_TSC_DEADLINE`). SVM `VMEXIT_MSR` (0x7C); VMX exit reason 31. Complete with
+    /// [`Vcpu::complete_read`] (EDX:EAX).
+    MsrRead {
+        /// The MSR index (ECX).
+        msr: u32,
+    },
+    /// WRMSR of a platform-owned MSR; RIP is already past the instruction. SVM `VMEXIT_MSR`
+    /// (0x7C); VMX exit reason 32.
+    MsrWrite {
+        /// The MSR index (ECX).
+        msr: u32,
+        /// EDX:EAX.
+        value: u64,
+    },
     /// An exit Keel has no handler for (raw exit code / basic exit reason).
     Unhandled {
         /// SVM EXITCODE or VMX basic exit reason.
@@ -303,6 +322,9 @@ impl VmExit {
             VmExit::Interrupted => "interrupt",
             VmExit::FailEntry { .. } => "fail-entry",
             VmExit::UnhandledMemoryAccess { .. } => "bad-memory-access",
+            VmExit::InterruptWindow => "interrupt-window",
+            VmExit::MsrRead { .. } => "msr-read",
+            VmExit::MsrWrite { .. } => "msr-write",
             VmExit::Unhandled { .. } => "unhandled",
         }
     }
@@ -315,6 +337,8 @@ pub enum VcpuError {
     ReadNotCompleted,
     /// `complete_read` was called with no read pending.
     NoPendingRead,
+    /// `inject_interrupt` was called while the guest could not take an interrupt.
+    NotInterruptible,
     /// The vCPU was stopped after an unrecoverable exit.
     Stopped,
 }
@@ -324,6 +348,9 @@ impl fmt::Display for VcpuError {
         f.write_str(match self {
             VcpuError::ReadNotCompleted => "the previous IN/MMIO read was not completed",
             VcpuError::NoPendingRead => "no IN/MMIO read is pending",
+            VcpuError::NotInterruptible => {
+                "an interrupt was injected while the guest could not take one"
+            }
             VcpuError::Stopped => "the vCPU is stopped",
         })
     }
@@ -356,4 +383,17 @@ pub trait Vcpu {
     fn internal_exits(&self) -> InternalExits;
     /// Which backend this is (`"svm"` or `"vmx"`).
     fn backend(&self) -> &'static str;
+    /// Whether the guest can take an external interrupt at the next entry: RFLAGS.IF set, no
+    /// STI/MOV SS interrupt shadow, and no event already queued for delivery.
+    fn interruptible(&self) -> bool;
+    /// Queues external interrupt `vector` for delivery at the next entry. Only valid while
+    /// [`interruptible`](Self::interruptible); the VMM has already acknowledged the vector at
+    /// its interrupt controller.
+    fn inject_interrupt(&mut self, vector: u8) -> Result<(), VcpuError>;
+    /// Asks for (or cancels) a [`VmExit::InterruptWindow`] as soon as the guest can take an
+    /// interrupt, for an interrupt that is pending while it cannot.
+    fn request_interrupt_window(&mut self, wanted: bool);
+    /// The TSC the guest reads when the host's TSC reads `host_tsc` (the guest's TSC offset
+    /// applied).
+    fn guest_tsc(&self, host_tsc: u64) -> u64;
 }

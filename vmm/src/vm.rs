@@ -7,21 +7,24 @@
 //! ```text
 //!            step: exit handled            step: HLT with IF=1
 //!   Running ───────────────────► Running ─────────────────────► WaitingForInterrupt
+//!      ▲                                                                 │
+//!      └──────────────── step: an interrupt is pending ◄─────────────────┘
 //!      │
-//!      │ step: shutdown, HLT with IF=0, entry failure, bad access, backend error; stop()
+//!      │ step: shutdown, power-off, reset, HLT with IF=0, entry failure, bad access,
+//!      │       backend error; stop()
 //!      ▼
 //!   Stopped(reason)   (final: step does nothing, the first reason is kept)
 //! ```
 //!
-//! A VM waiting for an interrupt is not run again: there are no interrupt sources yet, so
-//! nothing wakes it until the interrupt controller of a later change does. The operator can
-//! still stop it.
+//! A VM waiting for an interrupt is not run again until its devices have one for it (a timer,
+//! the UART); [`Vm::next_deadline`] tells the caller when a timer will, so it can sleep until
+//! then. The operator can still stop it.
 
 use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use crate::devices::Devices;
+use crate::devices::{Devices, MachineRequest};
 use crate::exit_handler::{ExitAction, StopReason, handle_exit};
 use crate::memory::GuestMemory;
 use crate::vcpu::{Registers, Vcpu};
@@ -104,6 +107,22 @@ pub struct Vm {
     devices: Devices,
     state: VmState,
     stats: ExitStats,
+    injected_interrupts: u64,
+}
+
+/// A reading of the host's clocks, taken at one instant.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Instant {
+    /// Monotonic time in nanoseconds (the VM's device time line).
+    pub ns: u64,
+    /// The host's TSC.
+    pub tsc: u64,
+}
+
+/// Where a VM loop gets the time: the kernel reads its calibrated TSC, tests use a fake.
+pub trait Clock {
+    /// The time now.
+    fn now(&self) -> Instant;
 }
 
 impl core::fmt::Debug for Vm {
@@ -138,6 +157,7 @@ impl Vm {
             devices,
             state: VmState::Running,
             stats: ExitStats::new(),
+            injected_interrupts: 0,
         }
     }
 
@@ -173,18 +193,44 @@ impl Vm {
         matches!(self.state, VmState::Stopped(_))
     }
 
-    /// Runs the vCPU once, if the VM is running, and handles the exit; returns the new state.
+    /// One turn of the VM loop at the time `clock` tells: runs the devices' timers, wakes a
+    /// halted guest that has an interrupt, injects the next interrupt (or asks for an
+    /// interrupt window), runs the vCPU once and handles the exit; returns the new state.
     ///
     /// A read exit is completed before returning, so the next `step` can run again at once.
-    /// A backend error stops the VM with [`StopReason::Backend`]. A VM that is stopped or
-    /// waiting for an interrupt is left as it is.
-    pub fn step(&mut self) -> VmState {
-        if self.state != VmState::Running {
+    /// A backend error stops the VM with [`StopReason::Backend`]; a guest power-off or reset
+    /// stops it with [`StopReason::GuestPowerOff`] / [`StopReason::GuestReset`]. A stopped VM
+    /// is left as it is, and a halted one stays halted until an interrupt is due.
+    pub fn step(&mut self, clock: &dyn Clock) -> VmState {
+        if self.is_stopped() {
             return self.state;
         }
         let Some((memory, vcpu)) = self.live.as_mut() else {
             return self.state;
         };
+        let now = clock.now();
+        self.devices.advance(now.ns);
+        let pending = self.devices.pending_interrupt().is_some();
+        if self.state == VmState::WaitingForInterrupt {
+            if !pending {
+                return self.state;
+            }
+            self.state = VmState::Running;
+        }
+        if pending {
+            if vcpu.interruptible() {
+                if let Some(vector) = self.devices.acknowledge_interrupt() {
+                    if let Err(error) = vcpu.inject_interrupt(vector) {
+                        self.state = VmState::Stopped(StopReason::Backend(error));
+                        self.release_if_stopped();
+                        return self.state;
+                    }
+                    self.injected_interrupts = self.injected_interrupts.saturating_add(1);
+                }
+            } else {
+                vcpu.request_interrupt_window(true);
+            }
+        }
         let exit = match vcpu.run(memory) {
             Ok(exit) => exit,
             Err(error) => {
@@ -193,6 +239,9 @@ impl Vm {
                 return self.state;
             }
         };
+        let now = clock.now();
+        self.devices.set_now(now.ns);
+        self.devices.set_guest_tsc(vcpu.guest_tsc(now.tsc));
         self.stats.record(exit.kind());
         match handle_exit(&exit, &mut self.devices) {
             ExitAction::Resume => {}
@@ -204,8 +253,24 @@ impl Vm {
             ExitAction::WaitForInterrupt => self.state = VmState::WaitingForInterrupt,
             ExitAction::Stop(reason) => self.state = VmState::Stopped(reason),
         }
+        match self.devices.take_machine_request() {
+            Some(MachineRequest::PowerOff) => self.stop(StopReason::GuestPowerOff),
+            Some(MachineRequest::Reset) => self.stop(StopReason::GuestReset),
+            None => {}
+        }
         self.release_if_stopped();
         self.state
+    }
+
+    /// The VM time at which a halted VM's devices next need [`step`](Self::step) (a timer
+    /// interrupt), if any.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.devices.next_deadline()
+    }
+
+    /// External interrupts injected so far.
+    pub fn injected_interrupts(&self) -> u64 {
+        self.injected_interrupts
     }
 
     /// Stops the VM for `reason`. A VM that has already stopped keeps its first reason (the
@@ -299,6 +364,9 @@ mod tests {
     struct Probe {
         runs: Cell<u32>,
         completed: RefCell<Vec<u64>>,
+        interruptible: Cell<bool>,
+        injected: RefCell<Vec<u8>>,
+        window: Cell<bool>,
     }
 
     /// A vCPU that returns scripted exits and enforces the read-completion protocol.
@@ -341,6 +409,46 @@ mod tests {
         fn backend(&self) -> &'static str {
             "scripted"
         }
+
+        fn interruptible(&self) -> bool {
+            self.probe.interruptible.get() && self.probe.injected.borrow().is_empty()
+        }
+
+        fn inject_interrupt(&mut self, vector: u8) -> Result<(), VcpuError> {
+            if !self.interruptible() {
+                return Err(VcpuError::NotInterruptible);
+            }
+            self.probe.injected.borrow_mut().push(vector);
+            Ok(())
+        }
+
+        fn request_interrupt_window(&mut self, wanted: bool) {
+            self.probe.window.set(wanted);
+        }
+
+        fn guest_tsc(&self, host_tsc: u64) -> u64 {
+            host_tsc
+        }
+    }
+
+    /// A clock the test moves by hand.
+    #[derive(Default)]
+    struct FakeClock(Cell<u64>);
+
+    impl Clock for FakeClock {
+        fn now(&self) -> Instant {
+            Instant {
+                ns: self.0.get(),
+                tsc: self.0.get() * 2,
+            }
+        }
+    }
+
+    impl Vm {
+        /// A step at time 0, for tests that do not care about time.
+        fn step0(&mut self) -> VmState {
+            self.step(&FakeClock::default())
+        }
     }
 
     fn vm_with(
@@ -360,7 +468,7 @@ mod tests {
             String::from("test"),
             memory,
             Box::new(vcpu),
-            Devices::pc_minimal(),
+            Devices::pc_for_tests(),
         );
         (vm, probe)
     }
@@ -380,7 +488,7 @@ mod tests {
     /// Steps until the VM is no longer running (at most `limit` times).
     fn run_to_rest(vm: &mut Vm, limit: usize) -> VmState {
         for _ in 0..limit {
-            if vm.step() != VmState::Running {
+            if vm.step0() != VmState::Running {
                 break;
             }
         }
@@ -423,11 +531,11 @@ mod tests {
     fn in_from_unclaimed_port_completes_with_all_ones() {
         let (mut vm, probe) = vm([
             VmExit::IoIn {
-                port: 0x61,
+                port: 0x2E0,
                 size: 1,
             },
             VmExit::IoIn {
-                port: 0x61,
+                port: 0x2E0,
                 size: 2,
             },
             VmExit::IoIn {
@@ -435,7 +543,7 @@ mod tests {
                 size: 4,
             },
             VmExit::MmioRead {
-                gpa: 0xFEC0_0000,
+                gpa: 0xFED0_0000,
                 size: 8,
             },
             VmExit::Shutdown,
@@ -473,8 +581,8 @@ mod tests {
     #[test]
     fn shutdown_stops_with_guest_shutdown() {
         let (mut vm, _) = vm([VmExit::Interrupted, VmExit::Shutdown]);
-        assert_eq!(vm.step(), VmState::Running);
-        assert_eq!(vm.step(), VmState::Stopped(StopReason::GuestShutdown));
+        assert_eq!(vm.step0(), VmState::Running);
+        assert_eq!(vm.step0(), VmState::Stopped(StopReason::GuestShutdown));
         assert_eq!(
             alloc::format!("{}", StopReason::GuestShutdown),
             "guest triple-faulted (shutdown)"
@@ -485,9 +593,9 @@ mod tests {
     #[test]
     fn a_stopped_vm_stays_stopped() {
         let (mut vm, probe) = vm([VmExit::Shutdown, out(b'x'), out(b'y')]);
-        vm.step();
+        vm.step0();
         for _ in 0..5 {
-            assert_eq!(vm.step(), VmState::Stopped(StopReason::GuestShutdown));
+            assert_eq!(vm.step0(), VmState::Stopped(StopReason::GuestShutdown));
         }
         assert_eq!(probe.runs.get(), 1, "the vCPU never ran again");
         vm.stop(StopReason::Operator);
@@ -502,9 +610,9 @@ mod tests {
     #[test]
     fn operator_stop_ends_a_running_vm() {
         let (mut vm, probe) = vm([out(b'a'), out(b'b')]);
-        vm.step();
+        vm.step0();
         vm.stop(StopReason::Operator);
-        assert_eq!(vm.step(), VmState::Stopped(StopReason::Operator));
+        assert_eq!(vm.step0(), VmState::Stopped(StopReason::Operator));
         assert_eq!(probe.runs.get(), 1);
     }
 
@@ -516,8 +624,8 @@ mod tests {
             },
             out(b'z'),
         ]);
-        assert_eq!(vm.step(), VmState::WaitingForInterrupt);
-        assert_eq!(vm.step(), VmState::WaitingForInterrupt);
+        assert_eq!(vm.step0(), VmState::WaitingForInterrupt);
+        assert_eq!(vm.step0(), VmState::WaitingForInterrupt);
         assert_eq!(probe.runs.get(), 1);
         vm.stop(StopReason::Operator);
         assert_eq!(vm.state(), VmState::Stopped(StopReason::Operator));
@@ -528,7 +636,7 @@ mod tests {
         // An empty script makes the mock report Stopped.
         let (mut vm, _) = vm([]);
         assert_eq!(
-            vm.step(),
+            vm.step0(),
             VmState::Stopped(StopReason::Backend(VcpuError::Stopped))
         );
     }
@@ -540,7 +648,7 @@ mod tests {
             rip: 0xFFF0,
             reason: "instruction fetch",
         }]);
-        let state = vm.step();
+        let state = vm.step0();
         let VmState::Stopped(reason) = state else {
             panic!("{state:?}");
         };
@@ -594,7 +702,7 @@ mod tests {
     fn a_stopped_vm_releases_ram_and_vcpu_but_keeps_its_record() {
         let (mut other, _) = vm([]);
         let (mut vm, _) = vm([VmExit::Shutdown]);
-        vm.step();
+        vm.step0();
         assert!(vm.is_stopped());
         assert!(vm.memory().is_none(), "guest RAM is freed at stop");
         assert_eq!(vm.memory_size(), MIN_GUEST_RAM);

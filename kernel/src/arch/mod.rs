@@ -5,4 +5,5 @@ pub mod apic;
 pub mod cpu;
 pub mod gdt;
 pub mod idt;
+pub mod rtc;
 pub mod timer;

@@ -351,3 +351,36 @@ fn hosts_without_extended_leaves_and_absurd_maxima() {
     assert_eq!(p.max_extended_leaf(), EXT_LIMIT);
     assert_eq!(p.query(0x8000_0001, 0, 0).ecx & ext1::ECX_SVM, 0);
 }
+
+#[test]
+fn a_known_tsc_frequency_shows_tsc_deadline_and_the_timing_leaf() {
+    let host = TableCpu::intel();
+    let without = CpuidPolicy::from_host(&host);
+    assert_eq!(without.query(1, 0, 0).ecx & leaf1_ecx::TSC_DEADLINE, 0);
+    assert_eq!(without.query(TIMING_LEAF, 0, 0), CpuidResult::default());
+    assert_eq!(
+        without.query(HYPERVISOR_LEAF, 0, 0).eax,
+        HYPERVISOR_FEATURES_LEAF
+    );
+
+    let with = CpuidPolicy::from_host(&host).with_tsc_hz(2_100_000_000);
+    assert_eq!(with.query(HYPERVISOR_LEAF, 0, 0).eax, TIMING_LEAF);
+    let timing = with.query(TIMING_LEAF, 0, 0);
+    assert_eq!((timing.eax, timing.ebx), (2_100_000, LAPIC_BUS_KHZ));
+    // Only if the host has it: the filter never adds a feature the CPU lacks.
+    assert_ne!(with.query(1, 0, 0).ecx & leaf1_ecx::TSC_DEADLINE, 0);
+    let bare = TableCpu::new()
+        .vendor(b"GenuineIntel", 1)
+        .leaf(1, 0, r(0x000A_0655, 0, 0, 0));
+    let bare = CpuidPolicy::from_host(&bare).with_tsc_hz(2_100_000_000);
+    assert_ne!(
+        bare.query(1, 0, 0).ecx & leaf1_ecx::TSC_DEADLINE,
+        0,
+        "emulated by the local APIC model, whatever the host has"
+    );
+    assert_eq!(
+        with.query(1, 0, 0).ecx & leaf1_ecx::X2APIC,
+        0,
+        "x2APIC stays hidden"
+    );
+}

@@ -338,6 +338,12 @@ impl Uart16550 {
         self.iir() & IIR_NONE == 0
     }
 
+    /// The level of the UART's IRQ line on a PC board: the interrupt output gated by MCR.OUT2,
+    /// which PC serial cards wire as the interrupt enable.
+    pub fn irq_line(&self) -> bool {
+        self.interrupt_pending() && self.mcr & MCR_OUT2 != 0
+    }
+
     /// Guest output since the running offset `offset`: `(bytes, next_offset, dropped)`.
     ///
     /// `next_offset` is the offset to pass next time (the total number of bytes the guest has

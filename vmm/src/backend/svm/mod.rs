@@ -85,6 +85,7 @@ fn ensure_enabled(host: &'static dyn HostMemory) -> Result<(u64, u64), BackendEr
 enum Pending {
     Io { size: u8, next_rip: u64 },
     Mmio(MmioOp),
+    Msr { next_rip: u64 },
 }
 
 /// One vCPU on AMD-V.
@@ -197,8 +198,42 @@ impl SvmVcpu {
         self.internal.injected += 1;
     }
 
+    /// Moves RIP past an instruction Keel completed for the guest; an STI/MOV SS interrupt
+    /// shadow ends with that instruction.
     fn set_rip(&mut self, rip: u64) {
-        self.vmcb().set(offset::RIP, rip);
+        let mut v = self.vmcb();
+        v.set(offset::RIP, rip);
+        let shadow = v.get(offset::INTERRUPT_SHADOW);
+        v.set(
+            offset::INTERRUPT_SHADOW,
+            shadow & !vmcb::INTERRUPT_SHADOW_ACTIVE,
+        );
+    }
+
+    /// RDMSR/WRMSR of a platform-owned MSR: the VMM answers.
+    fn platform_msr(&mut self, memory: &GuestMemory, write: bool, index: u32) -> VmExit {
+        self.internal.msr += 1;
+        let next_rip = match self.next_rip(memory) {
+            Ok(rip) => rip,
+            Err(reason) => {
+                let rip = self.vmcb().get(offset::RIP);
+                self.stopped = true;
+                return VmExit::UnhandledMemoryAccess {
+                    gpa: 0,
+                    rip,
+                    reason,
+                };
+            }
+        };
+        if write {
+            let rax = self.vmcb().get(offset::RAX);
+            let value = (self.gprs.0[Gpr::Rdx as usize] << 32) | (rax & 0xffff_ffff);
+            self.set_rip(next_rip);
+            VmExit::MsrWrite { msr: index, value }
+        } else {
+            self.pending = Some(Pending::Msr { next_rip });
+            VmExit::MsrRead { msr: index }
+        }
     }
 
     /// The address of the instruction after the one that exited.
@@ -360,6 +395,14 @@ impl SvmVcpu {
         let info2 = v.get(offset::EXIT_INFO2);
         match code {
             exit::INTR | exit::NMI => Some(VmExit::Interrupted),
+            exit::VINTR => {
+                self.request_interrupt_window(false);
+                Some(VmExit::InterruptWindow)
+            }
+            exit::MSR if msr::platform_owned(self.gprs.0[Gpr::Rcx as usize] as u32) => {
+                let index = self.gprs.0[Gpr::Rcx as usize] as u32;
+                Some(self.platform_msr(memory, info1 == 1, index))
+            }
             exit::CPUID => {
                 self.handle_cpuid();
                 self.skip_instruction(memory)
@@ -481,14 +524,21 @@ impl Vcpu for SvmVcpu {
                     _ => value & 0xffff_ffff,
                 };
                 v.set(offset::RAX, merged);
-                v.set(offset::RIP, next_rip);
+                self.set_rip(next_rip);
                 Ok(())
             }
             Some(Pending::Mmio(op)) => {
                 let mut regs = self.registers();
                 decode::apply_load(&mut regs, &op, value);
-                regs.rip = regs.rip.wrapping_add(op.len as u64);
+                let next_rip = regs.rip.wrapping_add(op.len as u64);
                 self.write_registers(&regs);
+                self.set_rip(next_rip);
+                Ok(())
+            }
+            Some(Pending::Msr { next_rip }) => {
+                self.vmcb().set(offset::RAX, value & 0xffff_ffff);
+                self.gprs.0[Gpr::Rdx as usize] = value >> 32;
+                self.set_rip(next_rip);
                 Ok(())
             }
         }
@@ -509,6 +559,45 @@ impl Vcpu for SvmVcpu {
 
     fn backend(&self) -> &'static str {
         "svm"
+    }
+
+    fn interruptible(&self) -> bool {
+        let v = self.vmcb();
+        v.get(offset::RFLAGS) & RFLAGS_IF != 0
+            && v.get(offset::INTERRUPT_SHADOW) & vmcb::INTERRUPT_SHADOW_ACTIVE == 0
+            && v.get(offset::EVENT_INJ) & vmcb::EVENT_VALID == 0
+    }
+
+    fn inject_interrupt(&mut self, vector: u8) -> Result<(), VcpuError> {
+        if !self.interruptible() {
+            return Err(VcpuError::NotInterruptible);
+        }
+        self.vmcb()
+            .set(offset::EVENT_INJ, vmcb::event_interrupt(vector));
+        Ok(())
+    }
+
+    /// A virtual interrupt (V_IRQ, highest priority, ignoring V_TPR) with the VINTR intercept:
+    /// the CPU exits as soon as the guest could take it (RFLAGS.IF, no shadow), before it is
+    /// taken (APM §15.21.4).
+    fn request_interrupt_window(&mut self, wanted: bool) {
+        let mut v = self.vmcb();
+        let vintr = v.get(offset::VINTR) & !(vmcb::V_IRQ | vmcb::V_INTR_PRIO_MAX | vmcb::V_IGN_TPR);
+        let misc1 = v.get32(offset::INTERCEPT_MISC1) & !vmcb::misc1::VINTR;
+        if wanted {
+            v.set(
+                offset::VINTR,
+                vintr | vmcb::V_IRQ | vmcb::V_INTR_PRIO_MAX | vmcb::V_IGN_TPR,
+            );
+            v.set32(offset::INTERCEPT_MISC1, misc1 | vmcb::misc1::VINTR);
+        } else {
+            v.set(offset::VINTR, vintr);
+            v.set32(offset::INTERCEPT_MISC1, misc1);
+        }
+    }
+
+    fn guest_tsc(&self, host_tsc: u64) -> u64 {
+        host_tsc.wrapping_add(self.vmcb().get(offset::TSC_OFFSET))
     }
 }
 

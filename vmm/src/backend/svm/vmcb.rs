@@ -70,6 +70,7 @@ pub mod offset {
 pub mod misc1 {
     pub const INTR: u32 = 1 << 0;
     pub const NMI: u32 = 1 << 1;
+    pub const VINTR: u32 = 1 << 4;
     pub const CPUID: u32 = 1 << 18;
     pub const INVD: u32 = 1 << 22;
     pub const HLT: u32 = 1 << 24;
@@ -103,6 +104,7 @@ pub mod exit {
     pub const EXCEPTION_BASE: u64 = 0x40;
     pub const INTR: u64 = 0x60;
     pub const NMI: u64 = 0x61;
+    pub const VINTR: u64 = 0x64;
     pub const CPUID: u64 = 0x72;
     pub const INVD: u64 = 0x76;
     pub const HLT: u64 = 0x78;
@@ -130,6 +132,21 @@ pub mod exit {
 
 /// `VINTR` bit: virtualize interrupt masking (guest RFLAGS.IF does not mask host interrupts).
 pub const V_INTR_MASKING: u64 = 1 << 24;
+/// `VINTR` bit 8: a virtual interrupt is pending (V_IRQ).
+pub const V_IRQ: u64 = 1 << 8;
+/// `VINTR` bits 19:16: the virtual interrupt's priority (V_INTR_PRIO), here the highest.
+pub const V_INTR_PRIO_MAX: u64 = 0xf << 16;
+/// `VINTR` bit 20: the virtual interrupt ignores the guest's TPR (V_IGN_TPR).
+pub const V_IGN_TPR: u64 = 1 << 20;
+/// `INTERRUPT_SHADOW` bit 0: the guest is in an STI/MOV SS interrupt shadow.
+pub const INTERRUPT_SHADOW_ACTIVE: u64 = 1 << 0;
+/// `EVENTINJ` bit 31: an event is queued for injection.
+pub const EVENT_VALID: u64 = 1 << 31;
+
+/// `EVENTINJ` for external interrupt `vector` (TYPE = 0, APM §15.20).
+pub fn event_interrupt(vector: u8) -> u64 {
+    EVENT_VALID | u64::from(vector)
+}
 /// EFER.SVME: must be set in the guest's EFER for VMRUN to accept the VMCB (APM §15.5.1).
 pub const EFER_SVME: u64 = 1 << 12;
 /// EFER.LME.

@@ -175,6 +175,26 @@ impl VmxVcpu {
                 }
             }
             reason::TRIPLE_FAULT => self.stop(VmExit::Shutdown),
+            reason::INTERRUPT_WINDOW => {
+                self.request_interrupt_window(false);
+                Some(VmExit::InterruptWindow)
+            }
+            reason::RDMSR | reason::WRMSR
+                if msr::platform_owned(self.regs.gpr[Gpr::Rcx as usize] as u32) =>
+            {
+                self.internal.msr += 1;
+                let index = self.regs.gpr[Gpr::Rcx as usize] as u32;
+                let next_rip = self.next_rip();
+                if basic == reason::WRMSR {
+                    let g = &self.regs.gpr;
+                    let value = (g[Gpr::Rdx as usize] << 32) | (g[Gpr::Rax as usize] & 0xffff_ffff);
+                    self.set_rip_past_instruction(next_rip);
+                    Some(VmExit::MsrWrite { msr: index, value })
+                } else {
+                    self.pending = Some(Pending::Msr { next_rip });
+                    Some(VmExit::MsrRead { msr: index })
+                }
+            }
             reason::CPUID => {
                 self.handle_cpuid();
                 self.skip_instruction();

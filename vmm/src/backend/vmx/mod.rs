@@ -70,7 +70,9 @@ use crate::host::HostMemory;
 use crate::memory::GuestMemory;
 use crate::msr::{self, MsrState};
 use crate::nested_paging::{NestedFormat, NestedPageTables};
-use crate::vcpu::{EntryFailure, InternalExits, Registers, StartMode, Vcpu, VcpuError, VmExit};
+use crate::vcpu::{
+    EntryFailure, Gpr, InternalExits, Registers, StartMode, Vcpu, VcpuError, VmExit,
+};
 
 pub use self::exit_info::{entry_failure_name, instruction_error_name};
 
@@ -279,6 +281,7 @@ impl Fields for Current {
 enum Pending {
     Io { size: u8, next_rip: u64 },
     Mmio(MmioOp),
+    Msr { next_rip: u64 },
 }
 
 /// One vCPU on Intel VT-x.
@@ -653,6 +656,12 @@ impl Vcpu for VmxVcpu {
                 self.clear_interrupt_shadow();
                 Ok(())
             }
+            Some(Pending::Msr { next_rip }) => {
+                self.regs.gpr[Gpr::Rax as usize] = value & 0xffff_ffff;
+                self.regs.gpr[Gpr::Rdx as usize] = value >> 32;
+                self.set_rip_past_instruction(next_rip);
+                Ok(())
+            }
         }
     }
 
@@ -673,7 +682,47 @@ impl Vcpu for VmxVcpu {
     fn backend(&self) -> &'static str {
         "vmx"
     }
+
+    fn interruptible(&self) -> bool {
+        let v = self.vmcs();
+        v.read(field::GUEST_RFLAGS) & RFLAGS_IF != 0
+            && v.read(field::GUEST_INTERRUPTIBILITY) & BLOCKING_STI_MOV_SS == 0
+            && v.read(field::ENTRY_INTERRUPTION_INFO) as u32 & exit_info::intr::VALID == 0
+    }
+
+    fn inject_interrupt(&mut self, vector: u8) -> Result<(), VcpuError> {
+        if !self.interruptible() {
+            return Err(VcpuError::NotInterruptible);
+        }
+        let info = exit_info::intr::VALID | exit_info::intr::TYPE_EXTERNAL | u32::from(vector);
+        self.vmcs()
+            .write(field::ENTRY_INTERRUPTION_INFO, u64::from(info));
+        Ok(())
+    }
+
+    /// Interrupt-window exiting (SDM Vol. 3C §26.7.5): an exit before the first instruction
+    /// at which RFLAGS.IF = 1 and nothing blocks interrupts.
+    fn request_interrupt_window(&mut self, wanted: bool) {
+        let mut v = self.vmcs();
+        let controls = v.read(field::PROC_BASED_CONTROLS) as u32;
+        let new = if wanted {
+            controls | vmcs::proc::INTERRUPT_WINDOW_EXITING
+        } else {
+            controls & !vmcs::proc::INTERRUPT_WINDOW_EXITING
+        };
+        if new != controls {
+            v.write(field::PROC_BASED_CONTROLS, new.into());
+        }
+    }
+
+    fn guest_tsc(&self, host_tsc: u64) -> u64 {
+        host_tsc.wrapping_add(self.vmcs().read(field::TSC_OFFSET))
+    }
 }
+
+const RFLAGS_IF: u64 = 1 << 9;
+/// Guest interruptibility: blocking by STI (bit 0) and by MOV SS (bit 1).
+const BLOCKING_STI_MOV_SS: u64 = 0b11;
 
 impl Drop for VmxVcpu {
     fn drop(&mut self) {

@@ -397,6 +397,10 @@ pub fn compute_controls(caps: &VmxCapabilities, vpid: bool) -> Result<Controls, 
             (proc::NMI_WINDOW_EXITING, "NMI-window exiting"),
         ],
     )?;
+    // Toggled per entry when an interrupt waits for the guest (see `Vcpu::request_interrupt_window`).
+    if !caps.proc_based.allows(proc::INTERRUPT_WINDOW_EXITING) {
+        return Err(Missing("interrupt-window exiting"));
+    }
     if proc & (proc::USE_IO_BITMAPS | proc::UNCONDITIONAL_IO_EXITING) == 0 {
         return Err(Missing("I/O bitmaps or unconditional I/O exiting"));
     }

@@ -1,0 +1,177 @@
+//! Interrupt wiring and time for the PC in [`Devices`]: which device drives which line, how a
+//! line reaches the 8259 pair and the I/O APIC, and which vector the CPU gets next.
+//!
+//! The VM loop calls [`Devices::advance`] with the VM's time before each entry. That runs the
+//! timers (PIT, RTC, ACPI PM timer, local APIC timer) up to `now_ns` and samples every device's
+//! interrupt output:
+//!
+//! | line | source | 8259 input | I/O APIC pin | kind |
+//! | --- | --- | --- | --- | --- |
+//! | IRQ 0 | PIT counter 0 OUT (rising edges) | IR0 | 2 (MADT override) | edge |
+//! | IRQ 1 | i8042 keyboard byte | IR1 | 1 | edge |
+//! | IRQ 4 | COM1 (IIR cause, gated by MCR.OUT2) | IR4 | 4 | level |
+//! | IRQ 8 | RTC (IRQF) | slave IR0 | 8 | level |
+//! | IRQ 9 | ACPI SCI | slave IR1 | 9 | level |
+//! | IRQ 12 | i8042 auxiliary byte | slave IR4 | 12 | edge |
+//!
+//! Edge sources pulse the line (raise, then lower) once per edge; several PIT edges that fell
+//! into one interval (the guest did not run for a while) become one, as missed ticks do on
+//! hardware whose interrupt was still pending. Level sources set the line to their current
+//! level, which also re-sends a level-triggered I/O APIC entry after its EOI.
+//!
+//! I/O APIC messages go to the local APIC when its destination matches (fixed and
+//! lowest-priority delivery; ExtINT takes the vector from the 8259 at acknowledge time).
+//! [`Devices::pending_interrupt`] is the local APIC's highest deliverable vector or else, when
+//! the APIC passes the 8259's INTR through (disabled APIC, or LINT0 in ExtINT mode: the
+//! "virtual wire" of firmware and early boot), the 8259's.
+
+use super::Devices;
+use super::ioapic::IrqMessage;
+use super::lapic::{DeliveryMode, Ipi, Shorthand};
+use super::{COM1_IRQ, RTC_IRQ, SCI_IRQ};
+
+/// The I/O APIC pin the PIT's IRQ 0 is wired to (the MADT's interrupt source override).
+pub const PIT_IOAPIC_PIN: u8 = 2;
+
+/// The last level driven on each level-triggered ISA line, so a change is seen once.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Lines {
+    levels: u16,
+}
+
+/// Where the next vector comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InterruptSource {
+    /// The local APIC's IRR.
+    Lapic(u8),
+    /// The 8259 pair (through the local APIC's virtual wire, or a disabled APIC).
+    Pic,
+}
+
+impl Devices {
+    /// Runs the VM's time forward to `now_ns` and drives every interrupt line from its
+    /// device.
+    pub fn advance(&mut self, now_ns: u64) {
+        self.set_now(now_ns);
+        let now = self.now_ns();
+        if self.pit.irq0_edges_until(now) > 0 {
+            self.pulse(0);
+        }
+        let (kbd, aux) = self.i8042.take_irq_edges();
+        if kbd > 0 {
+            self.pulse(1);
+        }
+        if aux > 0 {
+            self.pulse(12);
+        }
+        let com1 = self.com1.irq_line();
+        self.set_level(COM1_IRQ, com1);
+        let rtc = self.rtc.irq_level(now);
+        self.set_level(RTC_IRQ, rtc);
+        let sci = self.acpi_pm.sci_level(now);
+        self.set_level(SCI_IRQ, sci);
+        self.lapic.update_timer(now);
+    }
+
+    /// Samples the UART's line after a guest access, so an interrupt it enabled or cleared
+    /// takes effect before the next entry rather than at the next [`advance`](Self::advance).
+    pub fn sync_level_lines(&mut self) {
+        let com1 = self.com1.irq_line();
+        self.set_level(COM1_IRQ, com1);
+    }
+
+    /// The earliest VM time at which a timer needs [`advance`](Self::advance) to raise its
+    /// interrupt: the VM loop need not run a halted guest before then.
+    pub fn next_deadline(&self) -> Option<u64> {
+        [
+            self.pit.next_irq0_deadline(),
+            self.rtc.next_irq_deadline(),
+            self.acpi_pm.next_sci_deadline(),
+            self.lapic.next_timer_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Where the CPU's next external interrupt would come from, if any.
+    pub fn pending_interrupt(&self) -> Option<InterruptSource> {
+        if let Some(vector) = self.lapic.highest_pending() {
+            return Some(InterruptSource::Lapic(vector));
+        }
+        (self.lapic.accepts_pic_interrupts() && self.pic.interrupt_output())
+            .then_some(InterruptSource::Pic)
+    }
+
+    /// The CPU takes the pending interrupt (the INTA cycle): its vector, now in service.
+    pub fn acknowledge_interrupt(&mut self) -> Option<u8> {
+        match self.pending_interrupt()? {
+            InterruptSource::Lapic(vector) => self.lapic.acknowledge(vector).then_some(vector),
+            InterruptSource::Pic => self.pic.acknowledge(),
+        }
+    }
+
+    /// Raises and lowers ISA line `irq` (an edge).
+    fn pulse(&mut self, irq: u8) {
+        self.drive(irq, true);
+        self.drive(irq, false);
+    }
+
+    /// Drives level line `irq` to `level` if it changed (the I/O APIC re-sends a
+    /// level-triggered entry still asserted at its EOI by itself).
+    fn set_level(&mut self, irq: u8, level: bool) {
+        let bit = 1u16 << irq;
+        let was = self.lines.levels & bit != 0;
+        if level == was {
+            return;
+        }
+        self.lines.levels ^= bit;
+        self.drive(irq, level);
+    }
+
+    fn drive(&mut self, irq: u8, level: bool) {
+        self.pic.set_irq(irq, level);
+        let pin = if irq == 0 { PIT_IOAPIC_PIN } else { irq };
+        if let Some(message) = self.ioapic.set_irq(pin, level) {
+            self.deliver(message);
+        }
+    }
+
+    /// An I/O APIC message to the one local APIC.
+    pub(super) fn deliver(&mut self, message: IrqMessage) {
+        if !self
+            .lapic
+            .matches_destination(u32::from(message.destination), message.logical)
+        {
+            return;
+        }
+        match message.delivery_mode {
+            DeliveryMode::Fixed | DeliveryMode::LowestPriority => {
+                self.lapic
+                    .accept_interrupt(message.vector, message.level_triggered);
+            }
+            // ExtINT: the 8259 supplies the vector at acknowledge time; its INTR output is
+            // what `pending_interrupt` already follows. NMI, SMI, INIT and start-up from the
+            // I/O APIC are not used by the guests Keel runs and are dropped.
+            _ => {}
+        }
+    }
+
+    /// An IPI from the local APIC's ICR: with one vCPU, only this APIC can be a target.
+    pub(super) fn self_ipi(&mut self, ipi: Ipi) {
+        let to_self = match ipi.shorthand {
+            Shorthand::AllIncludingSelf => true,
+            Shorthand::SelfOnly | Shorthand::AllExcludingSelf => false,
+            Shorthand::None => self.lapic.matches_destination(ipi.destination, ipi.logical),
+        };
+        if to_self
+            && ipi.assert
+            && matches!(
+                ipi.delivery_mode,
+                DeliveryMode::Fixed | DeliveryMode::LowestPriority
+            )
+        {
+            self.lapic.accept_interrupt(ipi.vector, ipi.level_triggered);
+        }
+    }
+}
