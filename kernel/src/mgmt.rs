@@ -227,7 +227,7 @@ impl Management for Plane<'_> {
     }
 
     fn start_vm(&mut self, module: &str, mem_mib: Option<u32>) -> Result<u32, ApiError> {
-        self.vms.start(self.system, module, mem_mib).map_err(|e| {
+        self.vms.start(self.system, module, mem_mib, None, None).map_err(|e| {
             let message = e.to_string();
             match e {
                 // Asking for more guest RAM than the host has free is the request's problem

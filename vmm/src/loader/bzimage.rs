@@ -335,6 +335,18 @@ fn u64_at(bytes: &[u8; offset::SETUP_HEADER_END], at: usize) -> u64 {
 
 /// Validates the setup header of `image` (see the module docs).
 pub fn parse_header(image: &[u8]) -> Result<SetupHeader, BzImageError> {
+    parse_header_inner(image)
+}
+
+/// Whether `image` claims to be a Linux kernel: the `HdrS` signature at 0x202. (It may still
+/// fail [`parse_header`]'s checks; this only picks the loader.)
+pub fn is_bzimage(image: &[u8]) -> bool {
+    image
+        .get(0x202..0x206)
+        .is_some_and(|magic| magic == b"HdrS")
+}
+
+fn parse_header_inner(image: &[u8]) -> Result<SetupHeader, BzImageError> {
     let len = image.len() as u64;
     if image.len() < MIN_IMAGE_LEN {
         return Err(BzImageError::Truncated {
