@@ -12,3 +12,4 @@ pub mod boot64;
 pub mod bzimage;
 pub mod flat;
 pub mod layout;
+pub mod pvh;
