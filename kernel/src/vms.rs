@@ -187,13 +187,15 @@ impl VmManager {
             StartError::NoMemory(alloc::format!("cannot give the VM {mem_mib} MiB: {e}"))
         })?;
         let start = if linux {
-            let rsdp: Option<u64> = None; // TEMP
+            let tables = keel_vmm::acpi_tables::write(&memory, &Default::default()).map_err(|e| {
+                StartError::Load(alloc::format!("cannot write the VM's ACPI tables: {e}"))
+            })?;
             loader::bzimage::load(
                 &memory,
                 image,
                 initrd.map(module_bytes),
                 cmdline.unwrap_or(""),
-                rsdp,
+                Some(tables.rsdp),
             )
             .map_err(|e| StartError::Load(alloc::format!("cannot load '{}': {e}", module.name)))?
             .start

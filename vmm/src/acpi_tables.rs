@@ -29,13 +29,12 @@ use crate::memory::{GuestMemory, MemoryError};
 
 pub mod aml;
 
-/// The SLP_TYP value the DSDT's `\_S5_` names; give the same to
-/// [`AcpiPm::new`](crate::devices::acpi_pm::AcpiPm::new).
-pub const S5_SLP_TYP: u8 = 5;
+/// The SLP_TYP value the DSDT's `\_S5_` names: the platform's (see [`crate::devices`]).
+pub const S5_SLP_TYP: u8 = crate::devices::S5_SLP_TYP;
 /// The ISA IRQ (and GSI) of the SCI.
-pub const SCI_IRQ: u8 = 9;
+pub const SCI_IRQ: u8 = crate::devices::SCI_IRQ;
 /// The reset register's I/O port (the PIIX/ICH reset control register).
-pub const RESET_PORT: u16 = 0xCF9;
+pub const RESET_PORT: u16 = crate::devices::RESET_CONTROL_PORT;
 /// The value the guest writes to [`RESET_PORT`] to reset (SYS_RST | RST_CPU: hard reset).
 pub const RESET_VALUE: u8 = 0x06;
 /// Most vCPUs the MADT describes (xAPIC ids are 8 bits; 0xFF is broadcast).
