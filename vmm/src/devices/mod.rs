@@ -23,6 +23,7 @@ pub mod acpi_pm;
 pub mod i8042;
 pub mod ioapic;
 pub mod lapic;
+pub mod pci_host;
 pub mod pic;
 pub mod pit;
 pub mod rtc;
