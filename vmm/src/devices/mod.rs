@@ -39,6 +39,7 @@ pub mod i8042;
 pub mod interrupts;
 pub mod ioapic;
 pub mod lapic;
+pub mod pci_host;
 pub mod pic;
 pub mod pit;
 pub mod rtc;
