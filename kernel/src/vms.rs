@@ -187,9 +187,10 @@ impl VmManager {
             StartError::NoMemory(alloc::format!("cannot give the VM {mem_mib} MiB: {e}"))
         })?;
         let start = if linux {
-            let tables = keel_vmm::acpi_tables::write(&memory, &Default::default()).map_err(|e| {
-                StartError::Load(alloc::format!("cannot write the VM's ACPI tables: {e}"))
-            })?;
+            let tables =
+                keel_vmm::acpi_tables::write(&memory, &Default::default()).map_err(|e| {
+                    StartError::Load(alloc::format!("cannot write the VM's ACPI tables: {e}"))
+                })?;
             loader::bzimage::load(
                 &memory,
                 image,

@@ -150,7 +150,9 @@ impl<'a> Iterator for Words<'a> {
     type Item = &'a str;
 
     fn next(&mut self) -> Option<&'a str> {
-        let line = self.rest.trim_start_matches(|c: char| c.is_ascii_whitespace());
+        let line = self
+            .rest
+            .trim_start_matches(|c: char| c.is_ascii_whitespace());
         if line.is_empty() {
             self.rest = line;
             return None;
@@ -176,7 +178,9 @@ fn parse_vm<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Command<'a>,
     const RUN_USAGE: &str = "vm run <module> [initrd=<module>] [cmdline=\"…\"] [mem=<MiB>]";
     match words.next() {
         Some("run") => {
-            let module = words.next().ok_or(ParseError::Missing { usage: RUN_USAGE })?;
+            let module = words
+                .next()
+                .ok_or(ParseError::Missing { usage: RUN_USAGE })?;
             let (mut mem_mib, mut initrd, mut cmdline) = (None, None, None);
             for arg in words {
                 let duplicate = ParseError::BadValue {
