@@ -13,11 +13,13 @@
 #![cfg_attr(target_os = "none", no_main)]
 
 pub mod acpi;
+pub mod blk;
 pub mod boot;
 pub mod console;
 pub mod mm;
 pub mod net;
 pub mod pci;
+pub mod store;
 
 #[cfg(target_os = "none")]
 pub mod arch;
@@ -36,7 +38,6 @@ pub mod serial;
 #[cfg(target_os = "none")]
 pub mod vms;
 
-#[cfg(target_os = "none")]
 extern crate alloc;
 
 #[cfg(target_os = "none")]
