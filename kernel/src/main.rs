@@ -183,6 +183,7 @@ mod kernel {
         let virtualization = detect::probe(&crate::cpuinfo::HostCpu);
         let pci = crate::pci::enumerate();
         let nics = spin::Mutex::new(crate::net::probe(&pci));
+        let boot_disk = crate::blk::boot_disk::init(&pci);
         let system = SYSTEM.call_once(|| System {
             boot,
             platform,
@@ -193,6 +194,7 @@ mod kernel {
         });
 
         print_banner(system, entry_tsc);
+        report_disk(&boot_disk);
         for problem in &system.platform.problems {
             kprintln!("warning: {}", problem);
         }
@@ -219,6 +221,28 @@ mod kernel {
             "  boot time:      {} ms from kernel entry to prompt",
             timer::tsc_delta_ms(cpu::rdtsc().wrapping_sub(entry_tsc))
         );
+    }
+
+    /// One line on the boot disk and its store, after the banner.
+    fn report_disk(
+        disk: &Result<crate::blk::boot_disk::DiskInfo, crate::blk::boot_disk::BootDiskError>,
+    ) {
+        match disk {
+            Ok(info) => {
+                let store = match crate::store::mount() {
+                    Ok(volume) => alloc::format!("guest store {}", volume.fat_type),
+                    Err(e) => alloc::format!("{e}"),
+                };
+                kprintln!(
+                    "disk: {} at {}, {} MiB; {}",
+                    info.model,
+                    info.address,
+                    info.sectors / 2048,
+                    store
+                );
+            }
+            Err(e) => kprintln!("disk: {e}"),
+        }
     }
 
     #[panic_handler]
