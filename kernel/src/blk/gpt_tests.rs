@@ -85,7 +85,8 @@ fn both_headers_bad_reports_the_primary() {
 fn header_fields_are_bounds_checked() {
     let (orig, _) = image();
     let last = orig.len() - 512;
-    let cases: [(usize, u32, fn(&GptError) -> bool); 5] = [
+    type Case = (usize, u32, fn(&GptError) -> bool);
+    let cases: [Case; 5] = [
         (12, 8, |e| {
             matches!(e, GptError::BadHeaderSize { size: 8, .. })
         }),
