@@ -3,10 +3,12 @@
 //! Boot order: the trampoline (`boot::entry`) enters long mode and calls [`kernel_entry`],
 //! which brings up the console UART and diagnostics, the GDT/IDT, parses the boot information,
 //! reads ACPI, sets up memory (frames, page tables, heap), the local APIC, timer and IOAPIC,
-//! detects the CPU's virtualization extension, prints the banner and runs the operator shell.
+//! detects the CPU's virtualization extension, probes PCI (NICs, the virtio-blk boot disk and
+//! its guest store), prints the banner and runs the operator shell.
 //!
 //! The crate also builds for the host so its pure modules (boot-info parsing, the frame
-//! allocator, AML `\_S5` scanning, the line editor and command parser) run under `cargo test`;
+//! allocator, AML `\_S5` scanning, the line editor and command parser, GPT and FAT reading)
+//! run under `cargo test`;
 //! everything that touches the machine is `cfg(target_os = "none")`.
 
 #![cfg_attr(target_os = "none", no_std)]
