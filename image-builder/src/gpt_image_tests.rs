@@ -142,7 +142,7 @@ fn written_image_reads_back() {
     ];
     let out = tmp.path().join("keel.img");
     let grub_images = fake_grub();
-    let summary = write_image(&grub_images, &files, &out).unwrap();
+    let summary = write_image(&grub_images, &files, &[], &out).unwrap();
     let layout = summary.layout;
     assert_eq!(
         std::fs::metadata(&out).unwrap().len(),
@@ -230,7 +230,7 @@ fn rebuilding_over_an_existing_image_replaces_it() {
         path: KERNEL_PATH.into(),
         contents: Contents::Bytes(b"\x7fELF".to_vec()),
     }];
-    let summary = write_image(&fake_grub(), &files, &out).unwrap();
+    let summary = write_image(&fake_grub(), &files, &[], &out).unwrap();
     assert_eq!(
         std::fs::metadata(&out).unwrap().len(),
         summary.layout.total_sectors() * SECTOR
@@ -246,7 +246,7 @@ fn oversized_core_img_is_refused() {
         core_img: fake_core_img(2049 * 512),
         ..fake_grub()
     };
-    let err = write_image(&grub_images, &[], &tmp.path().join("x.img")).unwrap_err();
+    let err = write_image(&grub_images, &[], &[], &tmp.path().join("x.img")).unwrap_err();
     assert!(matches!(err, ImageError::CoreTooLarge { .. }), "{err}");
 }
 
@@ -276,21 +276,21 @@ fn input_errors_come_before_grub_runs() {
     let elf = fake_elf(tmp.path());
     let missing = tmp.path().join("missing");
 
-    let err = assemble_image(&missing, &[], "", &out).unwrap_err();
+    let err = assemble_image(&missing, &[], "", None, &out).unwrap_err();
     assert!(matches!(err, ImageError::ReadKernel { .. }), "{err}");
 
     let not_elf = tmp.path().join("not-elf");
     std::fs::write(&not_elf, b"MZ......").unwrap();
-    let err = assemble_image(&not_elf, &[], "", &out).unwrap_err();
+    let err = assemble_image(&not_elf, &[], "", None, &out).unwrap_err();
     assert_eq!(
         err.to_string(),
         format!("{} is not an ELF file", not_elf.display())
     );
 
-    let err = assemble_image(&elf, &[], "a\nb", &out).unwrap_err();
+    let err = assemble_image(&elf, &[], "a\nb", None, &out).unwrap_err();
     assert!(matches!(err, ImageError::BadCmdline), "{err}");
 
-    let err = assemble_image(&elf, std::slice::from_ref(&missing), "", &out).unwrap_err();
+    let err = assemble_image(&elf, std::slice::from_ref(&missing), "", None, &out).unwrap_err();
     assert!(matches!(err, ImageError::ReadModule { .. }), "{err}");
 
     let sub = tmp.path().join("sub");
@@ -299,7 +299,7 @@ fn input_errors_come_before_grub_runs() {
     let m2 = sub.join("m");
     std::fs::write(&m1, b"1").unwrap();
     std::fs::write(&m2, b"2").unwrap();
-    let err = assemble_image(&elf, &[m1, m2], "", &out).unwrap_err();
+    let err = assemble_image(&elf, &[m1, m2], "", None, &out).unwrap_err();
     assert_eq!(
         err.to_string(),
         "two modules are named m: module names are their file names and must be unique"
@@ -321,6 +321,7 @@ fn assembled_image_with_real_grub() {
         &elf,
         std::slice::from_ref(&module),
         "console=com1 log=debug",
+        None,
         &out,
     )
     .unwrap();
@@ -375,4 +376,102 @@ fn assembled_image_with_real_grub() {
         sectors - 1
     );
     assert_eq!(u16::from_le_bytes([core0[0x1FE], core0[0x1FF]]), 0x820);
+}
+
+#[test]
+fn store_grows_with_its_files() {
+    let base = Layout::for_esp_payload(0);
+    assert_eq!(base.with_store_files([]).store_sectors, STORE_MIN_SECTORS);
+    assert_eq!(
+        base.with_store_files([1, 2, 3]).store_sectors,
+        STORE_MIN_SECTORS
+    );
+    let big = base.with_store_files([40 << 20, 1]);
+    // 40 MiB + 64 KiB, an eighth more, 4 MiB: 50 MiB after rounding.
+    assert_eq!(big.store_sectors * SECTOR, 50 << 20);
+    assert_eq!(
+        big.total_sectors(),
+        big.store().last_lba() + 1 + TAIL_SECTORS
+    );
+}
+
+#[test]
+fn store_directory_is_checked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("nope");
+    let err = store_files(&missing).unwrap_err();
+    assert!(
+        err.to_string().starts_with("cannot read store directory"),
+        "{err}"
+    );
+
+    let dir = tmp.path().join("store");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("vmlinuz-6.1"), b"kernel").unwrap();
+    std::fs::write(dir.join("a.txt"), b"a").unwrap();
+    let files = store_files(&dir).unwrap();
+    let names: Vec<_> = files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(names, ["/a.txt", "/vmlinuz-6.1"]);
+
+    std::fs::write(dir.join("A.TXT"), b"b").unwrap();
+    let err = store_files(&dir).unwrap_err();
+    assert!(
+        matches!(err, ImageError::DuplicateStoreName { .. }),
+        "{err}"
+    );
+    std::fs::remove_file(dir.join("A.TXT")).unwrap();
+
+    std::fs::create_dir(dir.join("sub")).unwrap();
+    let err = store_files(&dir).unwrap_err();
+    assert!(err.to_string().contains("the store is flat"), "{err}");
+    std::fs::remove_dir(dir.join("sub")).unwrap();
+
+    std::fs::write(dir.join("trailing."), b"x").unwrap();
+    let err = store_files(&dir).unwrap_err();
+    assert!(err.to_string().contains("rename it"), "{err}");
+}
+
+#[test]
+fn store_files_are_written_with_their_long_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    std::fs::create_dir(&dir).unwrap();
+    let big: Vec<u8> = (0..20u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(dir.join("disk image with a long name.raw"), &big).unwrap();
+    std::fs::write(dir.join("initrd.cpio"), b"070701").unwrap();
+    let store = store_files(&dir).unwrap();
+    let out = tmp.path().join("keel.img");
+    let summary = write_image(&fake_grub(), &[], &store, &out).unwrap();
+    let layout = summary.layout;
+    assert!(layout.store_sectors * SECTOR > 20 << 20);
+    check_gpt(&out, &layout);
+    assert_eq!(
+        summary.store_files,
+        [
+            ("disk image with a long name.raw".to_string(), 20 << 20),
+            ("initrd.cpio".to_string(), 6)
+        ]
+    );
+    let spec = layout.store();
+    let mut f = File::open(&out).unwrap();
+    let mut bytes = vec![0; (spec.sectors * SECTOR) as usize];
+    f.seek(SeekFrom::Start(spec.first_lba * SECTOR)).unwrap();
+    f.read_exact(&mut bytes).unwrap();
+    let mut volume = std::io::Cursor::new(bytes);
+    assert_eq!(
+        fat::read_file(
+            &mut volume,
+            0,
+            spec.sectors,
+            "disk image with a long name.raw"
+        )
+        .unwrap(),
+        big
+    );
+    assert_eq!(
+        fat::read_file(&mut volume, 0, spec.sectors, "initrd.cpio").unwrap(),
+        b"070701"
+    );
 }

@@ -39,6 +39,8 @@ pub struct BuildOptions {
     pub modules: Vec<PathBuf>,
     /// The kernel command line (GRUB passes it in the Multiboot2 command-line tag).
     pub cmdline: String,
+    /// A directory whose regular files are copied into the guest store (`keel-store`).
+    pub store: Option<PathBuf>,
     /// Suppress progress output on stderr (and cargo's output unless the compile fails).
     pub quiet: bool,
 }
@@ -148,7 +150,7 @@ pub fn build_with_profile(
     let started = Instant::now();
     progress(opts.quiet, "assembling image…");
     let image = out_dir.join("keel.img");
-    let summary = assemble_image(&elf, &opts.modules, &cmdline, &image)?;
+    let summary = assemble_image(&elf, &opts.modules, &cmdline, opts.store.as_deref(), &image)?;
     progress(
         opts.quiet,
         &format!(

@@ -40,6 +40,9 @@ struct BuildArgs {
     /// Kernel command line.
     #[arg(long, default_value = "")]
     cmdline: String,
+    /// Copy every regular file of DIR into the guest store partition (keel-store).
+    #[arg(long, value_name = "DIR")]
+    store: Option<PathBuf>,
     /// Build the kernel with the dev profile instead of --release.
     #[arg(long)]
     debug: bool,
@@ -113,6 +116,7 @@ fn build(args: &BuildArgs) -> Result<keel_image::BuildOutput, String> {
     let opts = BuildOptions {
         modules: args.modules.clone(),
         cmdline: args.cmdline.clone(),
+        store: args.store.clone(),
         quiet: args.quiet,
     };
     let profile = if args.debug {
@@ -232,6 +236,8 @@ mod tests {
             "y",
             "--cmdline",
             "a b",
+            "--store",
+            "guests",
             "--debug",
         ])
         .unwrap();
@@ -239,6 +245,7 @@ mod tests {
             panic!("not build")
         };
         assert_eq!(args.modules.len(), 2);
+        assert_eq!(args.store.as_deref(), Some(std::path::Path::new("guests")));
         assert_eq!(args.cmdline, "a b");
         assert!(args.debug);
     }
