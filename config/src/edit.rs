@@ -274,9 +274,9 @@ fn schema_to_edit(e: SchemaError) -> EditError {
 /// Walks to the parent of the last step, creating absent fields on the way (as an empty list
 /// or object, whichever the next step needs; the schema check refuses them afterwards if the
 /// field does not exist).
-fn walk<'v>(doc: &'v mut Value, steps: &[Step<'_>]) -> Result<&'v mut Value, EditError> {
+fn walk_to_parent<'v>(doc: &'v mut Value, steps: &[Step<'_>]) -> Result<&'v mut Value, EditError> {
     let mut node = doc;
-    for (i, step) in steps.iter().enumerate() {
+    for (i, step) in steps.iter().enumerate().take(steps.len().saturating_sub(1)) {
         let next_is_index = matches!(steps.get(i + 1), Some(Step::Index(_)));
         node = match (*step, node) {
             (Step::Field(name), Value::Object(map)) => {
@@ -312,7 +312,7 @@ fn set_value(doc: &mut Value, steps: &[Step<'_>], value: Value) -> Result<(), Ed
     let Some((last, parents)) = steps.split_last() else {
         return Ok(());
     };
-    match (*last, walk(doc, parents)?) {
+    match (*last, walk_to_parent(doc, steps)?) {
         (Step::Field(name), Value::Object(map)) => {
             map.insert(name.to_owned(), value);
             Ok(())
@@ -342,7 +342,7 @@ fn unset_value(doc: &mut Value, steps: &[Step<'_>]) -> Result<(), EditError> {
     let Some((last, parents)) = steps.split_last() else {
         return Ok(());
     };
-    match (*last, walk(doc, parents)?) {
+    match (*last, walk_to_parent(doc, steps)?) {
         (Step::Field(name), Value::Object(map)) => {
             if map.remove(name).is_none() {
                 // Absent already: either an optional field at its default, or a typo.
@@ -358,7 +358,7 @@ fn unset_value(doc: &mut Value, steps: &[Step<'_>]) -> Result<(), EditError> {
                     return Err(EditError::UnknownPath { path, expected });
                 }
                 // Walk again (the probe needed `doc` whole) and take the probe back out.
-                if let Value::Object(map) = walk(doc, parents)? {
+                if let Value::Object(map) = walk_to_parent(doc, steps)? {
                     map.remove(name);
                 }
             }
@@ -428,6 +428,20 @@ fn diff_values(path: &mut String, old: Option<&Value>, new: Option<&Value>, out:
         return;
     }
     let restore = path.len();
+    let nothing_inside = |v: Option<&Value>| match v {
+        Some(Value::Array(items)) => items.is_empty(),
+        Some(Value::Object(map)) => map.is_empty(),
+        _ => true,
+    };
+    if nothing_inside(old) && nothing_inside(new) {
+        // `[]` against absent: nothing to descend into, so the container is the leaf.
+        out.push(Change {
+            path: path.clone(),
+            old: old.map(Value::to_string),
+            new: new.map(Value::to_string),
+        });
+        return;
+    }
     match (old, new) {
         // (None, None) is equal and returned above.
         (Some(Value::Object(_)) | None, Some(Value::Object(_)) | None) => {

@@ -325,10 +325,12 @@ fn hostname_rules() {
 
 #[test]
 fn dhcp_refuses_every_static_field() {
-    let mut config = Config::default();
-    config.network = Network {
-        mode: NetworkMode::Dhcp,
-        ..static_net()
+    let config = Config {
+        network: Network {
+            mode: NetworkMode::Dhcp,
+            ..static_net()
+        },
+        ..Config::default()
     };
     assert_eq!(
         errors(&config),
