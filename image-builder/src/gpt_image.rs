@@ -4,7 +4,7 @@
 //! |---|---------------|------------------------------|------------------------|----------------------------------|
 //! | 1 | `bios-boot`   | BIOS boot (EF02)             | 2048..=4095 (1 MiB)    | GRUB i386-pc `core.img`          |
 //! | 2 | `esp`         | EFI system (EF00)            | 4096.. (≥ 32 MiB)      | FAT16 `KEELESP`: GRUB, cfg, kernel, modules |
-//! | 3 | `keel-config` | [`KEEL_CONFIG_TYPE_GUID`]    | next 1 MiB             | raw, zeroed: persisted config slots |
+//! | 3 | `keel-config` | [`KEEL_CONFIG_TYPE_GUID`]    | next 1 MiB             | raw: config record (generation 1) in slot A, slot B zeroed |
 //! | 4 | `keel-store`  | Microsoft basic data         | next 16 MiB            | FAT16 `KEELSTORE`, empty: guest store |
 //!
 //! LBA 0 is a protective MBR whose boot code is GRUB's `boot.img`, pointed at LBA 2048. Every
@@ -21,6 +21,8 @@ use std::path::{Path, PathBuf};
 
 use gpt::partition_types::{self, OperatingSystem, Type};
 use uuid::Uuid;
+
+use keel_config::record::{self, LayoutError, RecordError, Slots};
 
 use crate::fat::{self, Contents, FatError, FatFile};
 use crate::grub::{self, GrubError, GrubImages};
@@ -147,6 +149,23 @@ pub enum ImageError {
     /// A FAT file system step failed.
     #[error(transparent)]
     Fat(#[from] FatError),
+    /// The configuration does not fit into a slot of the configuration partition.
+    #[error(
+        "the configuration ({len} bytes of JSON) does not fit into a {max}-byte slot of the \
+         configuration partition; remove VMs or shorten command lines"
+    )]
+    ConfigTooLarge {
+        /// Length of the canonical JSON.
+        len: usize,
+        /// The most a slot holds.
+        max: usize,
+    },
+    /// The configuration partition cannot hold two record slots.
+    #[error("the configuration partition layout is unusable: {0}")]
+    ConfigLayout(LayoutError),
+    /// The configuration record could not be encoded.
+    #[error("cannot encode the configuration record: {0}")]
+    ConfigRecord(RecordError),
 }
 
 /// One partition of the layout.
@@ -333,13 +352,15 @@ pub fn module_name(path: &Path) -> Result<String, ImageError> {
     Ok(name.to_string())
 }
 
-/// Builds the whole image at `out` from the kernel ELF, module files and command line: runs
-/// GRUB (`grub-mkimage`), lays out the GPT and fills the ESP. The file appears atomically
-/// (written next to `out`, then renamed).
+/// Builds the whole image at `out` from the kernel ELF, module files, command line and
+/// configuration document (`config_json`, stored in the configuration partition): runs GRUB
+/// (`grub-mkimage`), lays out the GPT and fills the ESP. The file appears atomically (written
+/// next to `out`, then renamed).
 pub fn assemble_image(
     elf: &Path,
     modules: &[PathBuf],
     cmdline: &str,
+    config_json: &[u8],
     out: &Path,
 ) -> Result<ImageSummary, ImageError> {
     check_elf(elf)?;
@@ -379,7 +400,7 @@ pub fn assemble_image(
             contents: Contents::File(path.clone()),
         });
     }
-    write_image(&grub_images, &files, out)
+    write_image(&grub_images, &files, config_json, out)
 }
 
 /// Checks that `elf` is readable and starts with the ELF magic.
@@ -414,13 +435,30 @@ fn contents_len(contents: &Contents) -> Result<u64, ImageError> {
     }
 }
 
-/// Writes the image from ready GRUB blobs and the ESP's files: protective MBR with GRUB's boot
-/// code, GPT, core.img in the BIOS boot partition, the ESP and an empty guest store.
+/// The configuration partition's initial contents for `config_json`: a generation-1 record in
+/// slot A (at the partition's start), to be followed by zeros (slot B empty).
+pub fn config_partition_record(config_json: &[u8]) -> Result<Vec<u8>, ImageError> {
+    let slots = Slots::new(CONFIG_SECTORS, SECTOR as usize).map_err(ImageError::ConfigLayout)?;
+    let max = slots.max_payload();
+    if config_json.len() > max {
+        return Err(ImageError::ConfigTooLarge {
+            len: config_json.len(),
+            max,
+        });
+    }
+    record::encode(1, config_json).map_err(ImageError::ConfigRecord)
+}
+
+/// Writes the image from ready GRUB blobs, the ESP's files and the configuration document:
+/// protective MBR with GRUB's boot code, GPT, core.img in the BIOS boot partition, the ESP,
+/// the configuration record ([`config_partition_record`]) and an empty guest store.
 pub fn write_image(
     grub_images: &GrubImages,
     esp_files: &[FatFile],
+    config_json: &[u8],
     out: &Path,
 ) -> Result<ImageSummary, ImageError> {
+    let config_record = config_partition_record(config_json)?;
     let mut payload = 0;
     let mut kernel_bytes = 0;
     let mut modules = Vec::new();
@@ -460,7 +498,14 @@ pub fn write_image(
             path: dir.to_path_buf(),
             source,
         })?;
-    write_disk(tmp.path(), &layout, boot_code, &core, esp_files)?;
+    write_disk(
+        tmp.path(),
+        &layout,
+        boot_code,
+        &core,
+        esp_files,
+        &config_record,
+    )?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -491,6 +536,7 @@ fn write_disk(
     boot_code: [u8; grub::MBR_BOOT_CODE_LEN],
     core: &[u8],
     esp_files: &[FatFile],
+    config_record: &[u8],
 ) -> Result<(), ImageError> {
     let io = |what, source| ImageError::Io {
         what,
@@ -553,6 +599,12 @@ fn write_disk(
         esp_id,
     )?;
     fat::write_files(&mut file, esp.first_lba, esp.sectors, esp_files)?;
+    // Slot A starts at the partition's first sector; the rest of the partition (slot B)
+    // stays zeroed, which the record reader sees as blank.
+    file.seek(SeekFrom::Start(layout.config().first_lba * SECTOR))
+        .and_then(|_| file.write_all(config_record))
+        .map_err(|e| io("write the configuration record into", e))?;
+
     let store = layout.store();
     let store_id = u32::from_le_bytes([sig[8], sig[9], sig[10], sig[11]]);
     fat::format(

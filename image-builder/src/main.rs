@@ -40,6 +40,10 @@ struct BuildArgs {
     /// Kernel command line.
     #[arg(long, default_value = "")]
     cmdline: String,
+    /// Appliance configuration (TOML, see config/appliance.example.toml) to store in the
+    /// image's configuration partition [default: built-in defaults plus the API token].
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Build the kernel with the dev profile instead of --release.
     #[arg(long)]
     debug: bool,
@@ -114,6 +118,7 @@ fn build(args: &BuildArgs) -> Result<keel_image::BuildOutput, String> {
         modules: args.modules.clone(),
         cmdline: args.cmdline.clone(),
         quiet: args.quiet,
+        config: args.config.clone(),
     };
     let profile = if args.debug {
         Profile::Debug
@@ -233,6 +238,8 @@ mod tests {
             "--cmdline",
             "a b",
             "--debug",
+            "--config",
+            "appliance.toml",
         ])
         .unwrap();
         let Cmd::Build(args) = cli.command else {
@@ -241,5 +248,6 @@ mod tests {
         assert_eq!(args.modules.len(), 2);
         assert_eq!(args.cmdline, "a b");
         assert!(args.debug);
+        assert_eq!(args.config, Some(PathBuf::from("appliance.toml")));
     }
 }
