@@ -179,7 +179,7 @@ fn parse_path(path: &str) -> Result<Vec<Step<'_>>, EditError> {
     Ok(steps)
 }
 
-/// Renders the first `n` steps as a path.
+/// Renders steps as a path (`vms[0].name`).
 fn render(steps: &[Step<'_>]) -> String {
     let mut out = String::new();
     for step in steps {
