@@ -4,7 +4,7 @@
 //! |---|---------------|------------------------------|------------------------|----------------------------------|
 //! | 1 | `bios-boot`   | BIOS boot (EF02)             | 2048..=4095 (1 MiB)    | GRUB i386-pc `core.img`          |
 //! | 2 | `esp`         | EFI system (EF00)            | 4096.. (≥ 32 MiB)      | FAT16 `KEELESP`: GRUB, cfg, kernel, modules |
-//! | 3 | `keel-config` | [`KEEL_CONFIG_TYPE_GUID`]    | next 1 MiB             | raw, zeroed: persisted config slots |
+//! | 3 | `keel-config` | [`KEEL_CONFIG_TYPE_GUID`]    | next 1 MiB             | raw: config record (generation 1) in slot A, slot B zeroed |
 //! | 4 | `keel-store`  | Microsoft basic data ([`STORE_TYPE_GUID`]) | next (≥ 16 MiB) | FAT `KEELSTORE`: guest store (`--store <dir>`) |
 //!
 //! LBA 0 is a protective MBR whose boot code is GRUB's `boot.img`, pointed at LBA 2048. Every
@@ -22,6 +22,8 @@ use std::path::{Path, PathBuf};
 
 use gpt::partition_types::{self, OperatingSystem, Type};
 use uuid::Uuid;
+
+use keel_config::record::{self, LayoutError, RecordError, Slots};
 
 use crate::fat::{self, Contents, FatError, FatFile};
 use crate::grub::{self, GrubError, GrubImages};
@@ -190,6 +192,23 @@ pub enum ImageError {
         /// Their total size.
         bytes: u64,
     },
+    /// The configuration does not fit into a slot of the configuration partition.
+    #[error(
+        "the configuration ({len} bytes of JSON) does not fit into a {max}-byte slot of the \
+         configuration partition; remove VMs or shorten command lines"
+    )]
+    ConfigTooLarge {
+        /// Length of the canonical JSON.
+        len: usize,
+        /// The most a slot holds.
+        max: usize,
+    },
+    /// The configuration partition cannot hold two record slots.
+    #[error("the configuration partition layout is unusable: {0}")]
+    ConfigLayout(LayoutError),
+    /// The configuration record could not be encoded.
+    #[error("cannot encode the configuration record: {0}")]
+    ConfigRecord(RecordError),
 }
 
 /// One partition of the layout.
@@ -459,14 +478,16 @@ pub fn store_files(dir: &Path) -> Result<Vec<FatFile>, ImageError> {
     Ok(files)
 }
 
-/// Builds the whole image at `out` from the kernel ELF, module files, command line and the
-/// optional guest-store directory: runs GRUB (`grub-mkimage`), lays out the GPT, fills the
-/// ESP and the store. The file appears atomically (written next to `out`, then renamed).
+/// Builds the whole image at `out` from the kernel ELF, module files, command line, the
+/// optional guest-store directory and the configuration document (`config_json`, stored in
+/// the configuration partition): runs GRUB (`grub-mkimage`), lays out the GPT, fills the ESP
+/// and the store. The file appears atomically (written next to `out`, then renamed).
 pub fn assemble_image(
     elf: &Path,
     modules: &[PathBuf],
     cmdline: &str,
     store_dir: Option<&Path>,
+    config_json: &[u8],
     out: &Path,
 ) -> Result<ImageSummary, ImageError> {
     check_elf(elf)?;
@@ -510,7 +531,7 @@ pub fn assemble_image(
             contents: Contents::File(path.clone()),
         });
     }
-    write_image(&grub_images, &files, &store, out)
+    write_image(&grub_images, &files, &store, config_json, out)
 }
 
 /// Checks that `elf` is readable and starts with the ELF magic.
@@ -545,15 +566,32 @@ fn contents_len(contents: &Contents) -> Result<u64, ImageError> {
     }
 }
 
-/// Writes the image from ready GRUB blobs, the ESP's files and the guest store's files:
-/// protective MBR with GRUB's boot code, GPT, core.img in the BIOS boot partition, the ESP
-/// and the guest store.
+/// The configuration partition's initial contents for `config_json`: a generation-1 record in
+/// slot A (at the partition's start), to be followed by zeros (slot B empty).
+pub fn config_partition_record(config_json: &[u8]) -> Result<Vec<u8>, ImageError> {
+    let slots = Slots::new(CONFIG_SECTORS, SECTOR as usize).map_err(ImageError::ConfigLayout)?;
+    let max = slots.max_payload();
+    if config_json.len() > max {
+        return Err(ImageError::ConfigTooLarge {
+            len: config_json.len(),
+            max,
+        });
+    }
+    record::encode(1, config_json).map_err(ImageError::ConfigRecord)
+}
+
+/// Writes the image from ready GRUB blobs, the ESP's files, the guest store's files and the
+/// configuration document: protective MBR with GRUB's boot code, GPT, core.img in the BIOS
+/// boot partition, the ESP, the configuration record ([`config_partition_record`]) and the
+/// guest store.
 pub fn write_image(
     grub_images: &GrubImages,
     esp_files: &[FatFile],
     store_files: &[FatFile],
+    config_json: &[u8],
     out: &Path,
 ) -> Result<ImageSummary, ImageError> {
+    let config_record = config_partition_record(config_json)?;
     let mut payload = 0;
     let mut kernel_bytes = 0;
     let mut modules = Vec::new();
@@ -611,6 +649,7 @@ pub fn write_image(
         &core,
         esp_files,
         store_files,
+        &config_record,
     )?;
     #[cfg(unix)]
     {
@@ -644,6 +683,7 @@ fn write_disk(
     core: &[u8],
     esp_files: &[FatFile],
     store_files: &[FatFile],
+    config_record: &[u8],
 ) -> Result<(), ImageError> {
     let io = |what, source| ImageError::Io {
         what,
@@ -706,6 +746,12 @@ fn write_disk(
         esp_id,
     )?;
     fat::write_files(&mut file, esp.first_lba, esp.sectors, esp_files)?;
+    // Slot A starts at the partition's first sector; the rest of the partition (slot B)
+    // stays zeroed, which the record reader sees as blank.
+    file.seek(SeekFrom::Start(layout.config().first_lba * SECTOR))
+        .and_then(|_| file.write_all(config_record))
+        .map_err(|e| io("write the configuration record into", e))?;
+
     let store = layout.store();
     let store_id = u32::from_le_bytes([sig[8], sig[9], sig[10], sig[11]]);
     fat::format(

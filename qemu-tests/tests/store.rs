@@ -45,7 +45,8 @@ fn build_image(dir: &Path) -> std::path::PathBuf {
     }
     let image = dir.join("keel.img");
     let cmdline = keel_image::api_token::with_token("", &a.api_token);
-    keel_image::assemble_image(&a.elf, &[], &cmdline, Some(&store), &image)
+    let config = keel_image::appliance::default_config(&a.api_token).to_json_pretty();
+    keel_image::assemble_image(&a.elf, &[], &cmdline, Some(&store), &config, &image)
         .expect("building the image with --store");
     image
 }
