@@ -456,7 +456,7 @@ impl CpuidPolicy {
                 None => host(),
             },
             // Cache and TLB descriptors; TSC/crystal clock ratio; processor frequencies.
-            0x2 | 0x15 | 0x16 => host(),
+            0x2 | 0x16 => host(),
             0x4 => {
                 let r = host();
                 CpuidResult {

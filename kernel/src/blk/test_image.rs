@@ -34,7 +34,9 @@ pub fn image(store: &[(&str, Vec<u8>)]) -> (Vec<u8>, Layout) {
         })
         .collect();
     let out = tmp.join("keel.img");
-    let summary = gpt_image::write_image(&fake_grub(), &[], &files, &out).expect("image");
+    let config = keel_image::appliance::default_config("0123456789abcdef0123456789abcdef");
+    let summary = gpt_image::write_image(&fake_grub(), &[], &files, &config.to_json_pretty(), &out)
+        .expect("image");
     let bytes = std::fs::read(&out).expect("read image");
     let _ = std::fs::remove_dir_all(&tmp);
     (bytes, summary.layout)
