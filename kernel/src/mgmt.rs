@@ -19,7 +19,7 @@ use keel_vmm::vm::VmState;
 use smoltcp::time::Instant;
 
 use crate::System;
-use crate::vms::{StartError, StopError, VmManager, VmView};
+use crate::vms::{StartError, StopError, StopMode, VmManager, VmView};
 
 /// Concurrent HTTP connections (each takes 12 KiB of socket buffers up front: 1.5 MiB).
 /// Generous, because a connection the server closed can hold its socket until the peer's
@@ -251,16 +251,20 @@ impl Management for Plane<'_> {
                     StartError::NoSuchModule(_)
                     | StartError::BadMemorySize(_)
                     | StartError::Load(_)
-                    | StartError::NoMemory(_) => ApiError::Invalid(message),
+                    | StartError::NoMemory(_)
+                    | StartError::Store(_) => ApiError::Invalid(message),
+                    StartError::NoSuchVm(_) => ApiError::NotFound(message),
+                    StartError::AlreadyRunning(_) => ApiError::Conflict(message),
                     StartError::Vcpu(_) => ApiError::Unavailable(message),
                 }
             })
     }
 
     fn stop_vm(&mut self, id: u32) -> Result<(), ApiError> {
-        self.vms.stop(id).map_err(|e| match e {
+        let key = alloc::format!("{id}");
+        self.vms.stop(&key, StopMode::Force).map_err(|e| match e {
             StopError::NoSuchVm(_) => ApiError::NotFound(e.to_string()),
-            StopError::AlreadyStopped { .. } => ApiError::Conflict(e.to_string()),
+            StopError::NotRunning { .. } => ApiError::Conflict(e.to_string()),
         })
     }
 

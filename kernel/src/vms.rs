@@ -1,8 +1,27 @@
-//! The kernel's side of running VMs: host frames for the VMM, starting VMs from boot modules,
-//! round-robin scheduling on the boot CPU between console work, and echoing guest output.
+//! The kernel's side of running VMs: host frames for the VMM, named VMs from the
+//! configuration (kernel and initrd from the guest store) and ad-hoc VMs from boot modules
+//! (`vm run`), their lifecycle, round-robin scheduling on the boot CPU between console work,
+//! and echoing guest output.
 //!
 //! Each scheduling slice runs one VM until the host timer ticks (a `VmExit::Interrupted` or a
 //! preemption request), so a guest that never exits still gives the CPU back every tick (1 ms).
+//!
+//! # Names and lifecycle
+//!
+//! A named VM exists from its definition ([`VmDefinition`], a `[[vms]]` entry of the
+//! configuration) whether or not it runs; an ad-hoc VM from `vm run` exists from its start and
+//! is known by its number. Commands take either (`vm stop web`, `vm stop 3`).
+//!
+//! ```text
+//!   defined ──start──► running ◄──► halted (waiting for an interrupt)
+//!                        │  ▲
+//!             stop: ACPI │  │ restart: start again once stopped
+//!          power button  ▼  │
+//!                      stopping ──guest powers off, or the grace time ends (forced)──► stopped
+//! ```
+//!
+//! A stopped VM keeps its record (stop reason, exits, console output) until it is started
+//! again; its RAM and vCPU are freed at once.
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -29,26 +48,57 @@ pub const MEM_MIB_RANGE: (u32, u32) = (2, 65536);
 /// Why a VM could not be stopped.
 #[derive(Debug)]
 pub enum StopError {
-    /// No VM has this id.
-    NoSuchVm(u32),
-    /// The VM had already stopped.
-    AlreadyStopped {
-        /// VM id.
-        id: u32,
-        /// Why it stopped.
-        reason: String,
+    /// No VM has this name or number.
+    NoSuchVm(String),
+    /// The VM is not running.
+    NotRunning {
+        /// The VM's name or number.
+        vm: String,
+        /// Its state.
+        state: String,
     },
 }
 
 impl core::fmt::Display for StopError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            StopError::NoSuchVm(id) => write!(f, "no VM with id {id}: see 'vm list'"),
-            StopError::AlreadyStopped { id, reason } => {
-                write!(f, "VM {id} is already stopped ({reason})")
-            }
+            StopError::NoSuchVm(key) => write!(f, "no VM named '{key}': see 'vm list'"),
+            StopError::NotRunning { vm, state } => write!(f, "VM {vm} is not running ({state})"),
         }
     }
+}
+
+/// How `vm stop` ends a VM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopMode {
+    /// Press the ACPI power button; force it off if it has not stopped after this many
+    /// seconds.
+    Graceful {
+        /// Grace time in seconds.
+        timeout_s: u32,
+    },
+    /// Stop it now.
+    Force,
+}
+
+/// The grace time `vm stop` gives a guest to shut down after the power button.
+pub const DEFAULT_STOP_TIMEOUT_S: u32 = 30;
+
+/// A named VM, as the configuration defines it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VmDefinition {
+    /// Its name.
+    pub name: String,
+    /// Kernel file in the guest store.
+    pub kernel: String,
+    /// Initrd file in the guest store.
+    pub initrd: Option<String>,
+    /// Kernel command line.
+    pub cmdline: String,
+    /// Guest RAM in MiB.
+    pub memory_mib: u32,
+    /// Start it at boot.
+    pub autostart: bool,
 }
 
 /// Why a VM could not be started.
@@ -56,6 +106,12 @@ impl core::fmt::Display for StopError {
 pub enum StartError {
     /// No boot module has this index or name.
     NoSuchModule(String),
+    /// No VM is defined with this name.
+    NoSuchVm(String),
+    /// The VM is already running.
+    AlreadyRunning(String),
+    /// A guest store file could not be read.
+    Store(String),
     /// The memory size is outside the accepted range or odd.
     BadMemorySize(u32),
     /// The host could not provide the guest RAM.
@@ -70,6 +126,13 @@ impl core::fmt::Display for StartError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             StartError::NoSuchModule(key) => write!(f, "no boot module '{key}': see 'modules'"),
+            StartError::NoSuchVm(name) => {
+                write!(f, "no VM named '{name}': see 'vm list' (or 'vm run' for a boot module)")
+            }
+            StartError::AlreadyRunning(name) => {
+                write!(f, "VM {name} is already running: 'vm restart {name}' restarts it")
+            }
+            StartError::Store(m) => f.write_str(m),
             StartError::BadMemorySize(mib) => write!(
                 f,
                 "guest memory must be an even number of MiB between {} and {} (got {mib})",
@@ -111,12 +174,69 @@ impl HostMemory for KernelHost {
 
 static HOST: KernelHost = KernelHost;
 
+/// One VM slot: a named VM (defined, maybe running) or an ad-hoc one from `vm run`.
 struct Entry {
+    /// Its number, unique on this host for as long as it runs (`vm list`, `vm stop 3`).
+    id: u32,
+    /// The definition of a named VM; `None` for an ad-hoc VM.
+    definition: Option<VmDefinition>,
+    /// What it was started from, for `vm list` (`store:vmlinuz`, a module name).
+    source: String,
+    /// The current or last run.
+    run: Option<Run>,
+    /// Start it again once it has stopped (`vm restart`).
+    restart_pending: bool,
+}
+
+/// One run of a VM.
+struct Run {
     vm: Vm,
-    module: String,
+    started_ns: u64,
+    stopped_ns: Option<u64>,
     echoed: u64,
     line: Vec<u8>,
     stop_reported: bool,
+    /// When a graceful stop turns into a forced one.
+    stop_deadline_ns: Option<u64>,
+}
+
+impl Entry {
+    /// The name commands use: the definition's name, or the number of an ad-hoc VM.
+    fn key(&self) -> String {
+        match &self.definition {
+            Some(d) => d.name.clone(),
+            None => alloc::format!("{}", self.id),
+        }
+    }
+
+    /// The prefix of its console lines: `[web]`, or `[vm3]` for an ad-hoc VM.
+    fn label(&self) -> String {
+        match &self.definition {
+            Some(d) => d.name.clone(),
+            None => alloc::format!("vm{}", self.id),
+        }
+    }
+
+    fn is_live(&self) -> bool {
+        self.run.as_ref().is_some_and(|r| !r.vm.is_stopped())
+    }
+
+    /// The state as `vm list` and `vm info` show it.
+    fn state_text(&self) -> String {
+        match &self.run {
+            None => String::from("defined"),
+            Some(run) => match run.vm.state() {
+                VmState::Running | VmState::WaitingForInterrupt
+                    if run.stop_deadline_ns.is_some() =>
+                {
+                    String::from("stopping")
+                }
+                VmState::Running => String::from("running"),
+                VmState::WaitingForInterrupt => String::from("running (idle)"),
+                VmState::Stopped(reason) => alloc::format!("stopped: {reason}"),
+            },
+        }
+    }
 }
 
 /// All VMs on this host.
@@ -124,6 +244,9 @@ pub struct VmManager {
     vms: Vec<Entry>,
     next_id: u32,
     cursor: usize,
+    /// The VM whose console the operator is attached to: its output is shown raw by the
+    /// console, not echoed as lines.
+    attached: Option<u32>,
 }
 
 impl Default for VmManager {
@@ -138,6 +261,114 @@ fn module_bytes(module: &BootModule) -> &'static [u8] {
     unsafe { core::slice::from_raw_parts(module.start as *const u8, module.size as usize) }
 }
 
+/// A guest image's bytes: a boot module (static) or a file read from the store.
+enum ImageBytes {
+    Module(&'static [u8]),
+    Owned(Vec<u8>),
+}
+
+impl ImageBytes {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            ImageBytes::Module(b) => b,
+            ImageBytes::Owned(v) => v,
+        }
+    }
+}
+
+/// What to build a VM from.
+struct Blueprint<'a> {
+    /// The kernel's name, for messages.
+    name: &'a str,
+    kernel: ImageBytes,
+    initrd: Option<ImageBytes>,
+    cmdline: Option<&'a str>,
+    mem_mib: Option<u32>,
+}
+
+/// Builds a VM (RAM, loader, ACPI tables, vCPU, devices) from `blueprint`.
+fn build_vm(system: &System, id: u32, label: String, bp: &Blueprint<'_>) -> Result<Vm, StartError> {
+    let image = bp.kernel.bytes();
+    let kind = if loader::bzimage::is_bzimage(image) {
+        GuestKind::BzImage
+    } else if image.starts_with(b"\x7fELF") {
+        GuestKind::PvhElf
+    } else {
+        GuestKind::Flat
+    };
+    if kind == GuestKind::Flat && (bp.initrd.is_some() || bp.cmdline.is_some_and(|c| !c.is_empty()))
+    {
+        return Err(StartError::Load(alloc::format!(
+            "'{}' is neither a Linux bzImage nor a PVH ELF kernel: initrd= and cmdline= \
+             apply to kernels only",
+            bp.name
+        )));
+    }
+    let default_mib = match kind {
+        GuestKind::Flat => DEFAULT_MEM_MIB,
+        GuestKind::BzImage | GuestKind::PvhElf => DEFAULT_LINUX_MEM_MIB,
+    };
+    let mem_mib = bp.mem_mib.unwrap_or(default_mib);
+    if !(MEM_MIB_RANGE.0..=MEM_MIB_RANGE.1).contains(&mem_mib) || !mem_mib.is_multiple_of(2) {
+        return Err(StartError::BadMemorySize(mem_mib));
+    }
+    let memory = GuestMemory::new(&HOST, u64::from(mem_mib) << 20).map_err(|e| {
+        StartError::NoMemory(alloc::format!("cannot give the VM {mem_mib} MiB: {e}"))
+    })?;
+    let load_error = |e: &dyn core::fmt::Display| {
+        StartError::Load(alloc::format!("cannot load '{}': {e}", bp.name))
+    };
+    let start = match kind {
+        GuestKind::Flat => loader::flat::load(&memory, image).map_err(|e| load_error(&e))?,
+        GuestKind::BzImage | GuestKind::PvhElf => {
+            let tables = keel_vmm::acpi_tables::write(&memory, &Default::default()).map_err(|e| {
+                StartError::Load(alloc::format!("cannot write the VM's ACPI tables: {e}"))
+            })?;
+            let initrd = bp.initrd.as_ref().map(ImageBytes::bytes);
+            let cmdline = bp.cmdline.unwrap_or("");
+            if kind == GuestKind::BzImage {
+                loader::bzimage::load(&memory, image, initrd, cmdline, Some(tables.rsdp))
+                    .map_err(|e| load_error(&e))?
+                    .start
+            } else {
+                loader::pvh::load(&memory, image, initrd, cmdline, Some(tables.rsdp))
+                    .map_err(|e| load_error(&e))?
+                    .start
+            }
+        }
+    };
+    let cpuid =
+        CpuidPolicy::from_host(&crate::cpuinfo::HostCpu).with_tsc_hz(crate::arch::timer::tsc_hz());
+    let vcpu = backend::create_vcpu(&system.virtualization, &HOST, &memory, start, cpuid)
+        .map_err(StartError::Vcpu)?;
+    let devices =
+        Devices::pc(platform_config()).map_err(|e| StartError::Load(alloc::format!("{e}")))?;
+    Ok(Vm::new(id, label, memory, vcpu, devices))
+}
+
+fn new_run(vm: Vm) -> Run {
+    Run {
+        vm,
+        started_ns: TscClock.now().ns,
+        stopped_ns: None,
+        echoed: 0,
+        line: Vec::new(),
+        stop_reported: false,
+        stop_deadline_ns: None,
+    }
+}
+
+/// Reads a guest store file for VM `vm`.
+fn store_file(vm: &str, what: &str, name: &str) -> Result<ImageBytes, StartError> {
+    crate::store::read(name)
+        .map(ImageBytes::Owned)
+        .map_err(|e| {
+            StartError::Store(alloc::format!(
+                "VM {vm}: cannot read its {what} '{name}' from the guest store: {e}"
+            ))
+        })
+}
+
 impl VmManager {
     /// No VMs.
     pub const fn new() -> VmManager {
@@ -145,6 +376,7 @@ impl VmManager {
             vms: Vec::new(),
             next_id: 1,
             cursor: 0,
+            attached: None,
         }
     }
 
@@ -157,9 +389,101 @@ impl VmManager {
         }
     }
 
-    /// Starts a VM from a boot module; returns its id. A Linux bzImage (the setup header's
-    /// `HdrS` signature) boots through the Linux boot protocol with `initrd` (another module)
-    /// and `cmdline`; anything else is a flat payload entered in real mode at 0x7C00.
+    fn index(&self, key: &str) -> Option<usize> {
+        self.vms.iter().position(|e| e.key() == key)
+    }
+
+    fn take_id(&mut self) -> u32 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// Makes the named VMs match `definitions` (the configuration's `[[vms]]`): new names are
+    /// added as defined, changed definitions apply at the next start, and names no longer
+    /// defined are forgotten unless they run (those go when they stop).
+    pub fn define(&mut self, definitions: &[VmDefinition]) {
+        for d in definitions {
+            match self.index(&d.name) {
+                Some(i) => self.vms[i].definition = Some(d.clone()),
+                None => {
+                    let id = self.take_id();
+                    self.vms.push(Entry {
+                        id,
+                        definition: Some(d.clone()),
+                        source: alloc::format!("store:{}", d.kernel),
+                        run: None,
+                        restart_pending: false,
+                    });
+                }
+            }
+        }
+        self.vms.retain(|e| match &e.definition {
+            Some(d) => e.is_live() || definitions.iter().any(|n| n.name == d.name),
+            None => true,
+        });
+        self.cursor = 0;
+    }
+
+    /// The names of the named VMs (for completion).
+    pub fn names(&self) -> impl Iterator<Item = String> + '_ {
+        self.vms.iter().map(Entry::key)
+    }
+
+    /// Starts every named VM marked autostart; returns one line per VM for the console.
+    pub fn autostart(&mut self, system: &System) -> Vec<String> {
+        let names: Vec<String> = self
+            .vms
+            .iter()
+            .filter_map(|e| e.definition.as_ref().filter(|d| d.autostart))
+            .map(|d| d.name.clone())
+            .collect();
+        names
+            .into_iter()
+            .map(|name| match self.start_named(system, &name) {
+                Ok(()) => alloc::format!("vm {name} started (autostart)"),
+                Err(e) => alloc::format!("vm {name}: autostart failed: {e}"),
+            })
+            .collect()
+    }
+
+    /// Starts the named VM `name` from its definition (kernel and initrd from the guest
+    /// store).
+    pub fn start_named(&mut self, system: &System, name: &str) -> Result<(), StartError> {
+        let i = self
+            .index(name)
+            .filter(|&i| self.vms[i].definition.is_some())
+            .ok_or_else(|| StartError::NoSuchVm(String::from(name)))?;
+        if self.vms[i].is_live() {
+            return Err(StartError::AlreadyRunning(String::from(name)));
+        }
+        let Some(d) = self.vms[i].definition.clone() else {
+            return Err(StartError::NoSuchVm(String::from(name)));
+        };
+        let kernel = store_file(name, "kernel", &d.kernel)?;
+        let initrd = match &d.initrd {
+            Some(f) => Some(store_file(name, "initrd", f)?),
+            None => None,
+        };
+        let bp = Blueprint {
+            name: &d.kernel,
+            kernel,
+            initrd,
+            cmdline: Some(&d.cmdline),
+            mem_mib: Some(d.memory_mib),
+        };
+        let id = self.vms[i].id;
+        let vm = build_vm(system, id, d.name.clone(), &bp)?;
+        defmt::info!("vm {=str} started from the store", name);
+        let e = &mut self.vms[i];
+        e.run = Some(new_run(vm));
+        e.restart_pending = false;
+        Ok(())
+    }
+
+    /// Starts an ad-hoc VM from a boot module (`vm run`); returns its number. A Linux bzImage
+    /// or PVH ELF kernel boots with `initrd` (another module) and `cmdline`; anything else is
+    /// a flat payload entered in real mode at 0x7C00.
     pub fn start(
         &mut self,
         system: &System,
@@ -170,174 +494,350 @@ impl VmManager {
     ) -> Result<u32, StartError> {
         let module = Self::find_module(system, key)
             .ok_or_else(|| StartError::NoSuchModule(String::from(key)))?;
-        let image = module_bytes(module);
-        let kind = if loader::bzimage::is_bzimage(image) {
-            GuestKind::BzImage
-        } else if image.starts_with(b"\x7fELF") {
-            GuestKind::PvhElf
-        } else {
-            GuestKind::Flat
-        };
-        if kind == GuestKind::Flat && (initrd.is_some() || cmdline.is_some()) {
-            return Err(StartError::Load(alloc::format!(
-                "'{}' is neither a Linux bzImage nor a PVH ELF kernel: initrd= and cmdline= \
-                 apply to kernels only",
-                module.name
-            )));
-        }
         let initrd = match initrd {
-            Some(name) => Some(
+            Some(name) => Some(ImageBytes::Module(module_bytes(
                 Self::find_module(system, name)
                     .ok_or_else(|| StartError::NoSuchModule(String::from(name)))?,
-            ),
+            ))),
             None => None,
         };
-        let default_mib = match kind {
-            GuestKind::Flat => DEFAULT_MEM_MIB,
-            GuestKind::BzImage | GuestKind::PvhElf => DEFAULT_LINUX_MEM_MIB,
+        let bp = Blueprint {
+            name: module.name.as_str(),
+            kernel: ImageBytes::Module(module_bytes(module)),
+            initrd,
+            cmdline,
+            mem_mib,
         };
-        let mem_mib = mem_mib.unwrap_or(default_mib);
-        if !(MEM_MIB_RANGE.0..=MEM_MIB_RANGE.1).contains(&mem_mib) || !mem_mib.is_multiple_of(2) {
-            return Err(StartError::BadMemorySize(mem_mib));
-        }
-        let memory = GuestMemory::new(&HOST, u64::from(mem_mib) << 20).map_err(|e| {
-            StartError::NoMemory(alloc::format!("cannot give the VM {mem_mib} MiB: {e}"))
-        })?;
-        let load_error = |e: &dyn core::fmt::Display| {
-            StartError::Load(alloc::format!("cannot load '{}': {e}", module.name))
-        };
-        let start = match kind {
-            GuestKind::Flat => loader::flat::load(&memory, image).map_err(|e| load_error(&e))?,
-            GuestKind::BzImage | GuestKind::PvhElf => {
-                let tables =
-                    keel_vmm::acpi_tables::write(&memory, &Default::default()).map_err(|e| {
-                        StartError::Load(alloc::format!("cannot write the VM's ACPI tables: {e}"))
-                    })?;
-                let initrd = initrd.map(module_bytes);
-                let cmdline = cmdline.unwrap_or("");
-                if kind == GuestKind::BzImage {
-                    loader::bzimage::load(&memory, image, initrd, cmdline, Some(tables.rsdp))
-                        .map_err(|e| load_error(&e))?
-                        .start
-                } else {
-                    loader::pvh::load(&memory, image, initrd, cmdline, Some(tables.rsdp))
-                        .map_err(|e| load_error(&e))?
-                        .start
-                }
-            }
-        };
-        let cpuid = CpuidPolicy::from_host(&crate::cpuinfo::HostCpu)
-            .with_tsc_hz(crate::arch::timer::tsc_hz());
-        let vcpu = backend::create_vcpu(&system.virtualization, &HOST, &memory, start, cpuid)
-            .map_err(StartError::Vcpu)?;
         let id = self.next_id;
+        let vm = build_vm(system, id, alloc::format!("vm{id}"), &bp)?;
         self.next_id += 1;
-        let name = alloc::format!("vm{id}");
-        let devices =
-            Devices::pc(platform_config()).map_err(|e| StartError::Load(alloc::format!("{e}")))?;
-        let vm = Vm::new(id, name, memory, vcpu, devices);
         defmt::info!(
             "vm {=u32} started from module {=str}",
             id,
             module.name.as_str()
         );
         self.vms.push(Entry {
-            vm,
-            module: String::from(module.name.as_str()),
-            echoed: 0,
-            line: Vec::new(),
-            stop_reported: false,
+            id,
+            definition: None,
+            source: String::from(module.name.as_str()),
+            run: Some(new_run(vm)),
+            restart_pending: false,
         });
         Ok(id)
     }
 
-    fn entry_mut(&mut self, id: u32) -> Result<&mut Entry, String> {
-        self.vms
-            .iter_mut()
-            .find(|e| e.vm.id() == id)
-            .ok_or_else(|| alloc::format!("no VM with id {id}: see 'vm list'"))
+    /// Stops VM `key` (a name or number) as `mode` says.
+    pub fn stop(&mut self, key: &str, mode: StopMode) -> Result<(), StopError> {
+        let i = self
+            .index(key)
+            .ok_or_else(|| StopError::NoSuchVm(String::from(key)))?;
+        let e = &mut self.vms[i];
+        let state = e.state_text();
+        let Some(run) = e.run.as_mut().filter(|r| !r.vm.is_stopped()) else {
+            return Err(StopError::NotRunning {
+                vm: String::from(key),
+                state,
+            });
+        };
+        match mode {
+            StopMode::Force => run.vm.stop(StopReason::Operator),
+            StopMode::Graceful { timeout_s } => {
+                let now = TscClock.now().ns;
+                run.vm.press_power_button(now);
+                run.stop_deadline_ns = Some(now + u64::from(timeout_s) * 1_000_000_000);
+            }
+        }
+        Ok(())
     }
 
-    /// Stops a VM (operator request).
-    pub fn stop(&mut self, id: u32) -> Result<(), StopError> {
-        let entry = self
-            .vms
-            .iter_mut()
-            .find(|e| e.vm.id() == id)
-            .ok_or(StopError::NoSuchVm(id))?;
-        if let VmState::Stopped(reason) = entry.vm.state() {
-            return Err(StopError::AlreadyStopped {
-                id,
-                reason: alloc::format!("{reason}"),
-            });
+    /// Restarts the named VM: a graceful stop (forced after `timeout_s`), then a start; or
+    /// just a start if it is not running.
+    pub fn restart(
+        &mut self,
+        system: &System,
+        name: &str,
+        timeout_s: u32,
+    ) -> Result<(), StartError> {
+        let i = self
+            .index(name)
+            .filter(|&i| self.vms[i].definition.is_some())
+            .ok_or_else(|| StartError::NoSuchVm(String::from(name)))?;
+        if self.vms[i].is_live() {
+            self.vms[i].restart_pending = true;
+            let _ = self.stop(name, StopMode::Graceful { timeout_s });
+            Ok(())
+        } else {
+            self.start_named(system, name)
         }
-        entry.vm.stop(StopReason::Operator);
+    }
+
+    /// Stops a named VM at once and forgets it (the caller removes it from the
+    /// configuration).
+    pub fn destroy(&mut self, name: &str) -> Result<(), StopError> {
+        let i = self
+            .index(name)
+            .filter(|&i| self.vms[i].definition.is_some())
+            .ok_or_else(|| StopError::NoSuchVm(String::from(name)))?;
+        if let Some(run) = self.vms[i].run.as_mut() {
+            run.vm.stop(StopReason::Operator);
+        }
+        self.vms.remove(i);
+        self.cursor = 0;
         Ok(())
     }
 
     /// The VM's whole retained console output.
-    pub fn log(&mut self, id: u32) -> Result<(Vec<u8>, u64), String> {
-        let entry = self.entry_mut(id)?;
-        let (bytes, _, dropped) = entry.vm.console_output_since(0);
-        Ok((bytes, dropped))
+    pub fn log(&mut self, key: &str) -> Result<(Vec<u8>, u64), String> {
+        let e = self
+            .index(key)
+            .map(|i| &self.vms[i])
+            .ok_or_else(|| alloc::format!("no VM named '{key}': see 'vm list'"))?;
+        match &e.run {
+            Some(run) => {
+                let (bytes, _, dropped) = run.vm.console_output_since(0);
+                Ok((bytes, dropped))
+            }
+            None => Err(alloc::format!("VM {key} has not run yet: 'vm start {key}'")),
+        }
     }
 
     /// Writes the `vm list` table.
     pub fn list(&self, out: &mut impl core::fmt::Write) {
         if self.vms.is_empty() {
-            let _ = writeln!(out, "no VMs: start one with 'vm run <module>'");
+            let _ = writeln!(
+                out,
+                "no VMs: define one with 'vm create', or start a boot module with 'vm run <module>'"
+            );
             return;
         }
-        let _ = writeln!(out, "  id  module            state");
+        let _ = writeln!(
+            out,
+            "  {:<4}{:<17}{:<22}{:>8}  {:>9}  state",
+            "id", "name", "source", "memory", "uptime"
+        );
+        let now = TscClock.now().ns;
         for e in &self.vms {
-            let state = match e.vm.state() {
-                VmState::Running => String::from("running"),
-                VmState::WaitingForInterrupt => String::from("halted, waiting for an interrupt"),
-                VmState::Stopped(reason) => alloc::format!("stopped: {reason}"),
+            let mem = match (&e.run, &e.definition) {
+                (Some(run), _) => (run.vm.memory_size() >> 20) as u32,
+                (None, Some(d)) => d.memory_mib,
+                (None, None) => 0,
             };
-            let _ = writeln!(out, "  {:<3} {:<17} {}", e.vm.id(), e.module, state);
-            let _ = write!(out, "      exits:");
-            for (kind, count) in e.vm.exit_stats().iter() {
-                let _ = write!(out, " {kind}={count}");
+            let uptime = match &e.run {
+                Some(run) if !run.vm.is_stopped() => {
+                    format_duration(now.saturating_sub(run.started_ns))
+                }
+                _ => String::from("-"),
+            };
+            let _ = writeln!(
+                out,
+                "  {:<4}{:<17}{:<22}{:>5} MiB  {:>9}  {}",
+                e.id,
+                e.key(),
+                e.source,
+                mem,
+                uptime,
+                e.state_text()
+            );
+            if let Some(run) = &e.run {
+                let _ = write!(out, "      exits:");
+                for (kind, count) in run.vm.exit_stats().iter() {
+                    let _ = write!(out, " {kind}={count}");
+                }
+                let _ = writeln!(out);
             }
-            let _ = writeln!(out);
         }
+    }
+
+    /// Writes `vm info <key>`.
+    pub fn info(&self, key: &str, out: &mut impl core::fmt::Write) -> Result<(), String> {
+        let e = self
+            .index(key)
+            .map(|i| &self.vms[i])
+            .ok_or_else(|| alloc::format!("no VM named '{key}': see 'vm list'"))?;
+        let _ = writeln!(out, "  name:       {}", e.key());
+        let _ = writeln!(out, "  number:     {}", e.id);
+        let _ = writeln!(out, "  state:      {}", e.state_text());
+        let _ = writeln!(out, "  source:     {}", e.source);
+        if let Some(d) = &e.definition {
+            let _ = writeln!(
+                out,
+                "  kernel:     {} (store){}",
+                d.kernel,
+                match &d.initrd {
+                    Some(i) => alloc::format!(", initrd {i}"),
+                    None => String::new(),
+                }
+            );
+            let _ = writeln!(out, "  cmdline:    {}", d.cmdline);
+            let _ = writeln!(
+                out,
+                "  autostart:  {}",
+                if d.autostart { "yes" } else { "no" }
+            );
+        }
+        let Some(run) = &e.run else {
+            let _ = writeln!(out, "  memory:     {} MiB (when started)", e.definition.as_ref().map_or(0, |d| d.memory_mib));
+            return Ok(());
+        };
+        let now = TscClock.now().ns;
+        let end = run.stopped_ns.unwrap_or(now);
+        let _ = writeln!(out, "  memory:     {} MiB", run.vm.memory_size() >> 20);
+        let _ = writeln!(out, "  backend:    {}", run.vm.backend());
+        let _ = writeln!(
+            out,
+            "  {}:     {}",
+            if run.vm.is_stopped() { "ran " } else { "uptime" },
+            format_duration(end.saturating_sub(run.started_ns))
+        );
+        if let VmState::Stopped(reason) = run.vm.state() {
+            let _ = writeln!(out, "  stopped:    {reason}");
+        }
+        let _ = writeln!(out, "  console:    {} bytes", run.vm.devices().com1.output_total());
+        let stats = run.vm.exit_stats();
+        let _ = writeln!(out, "  exits:      {} in all", stats.total());
+        for (kind, count) in stats.iter() {
+            let _ = writeln!(out, "    {kind:<18}{count:>12}");
+        }
+        Ok(())
     }
 
     /// Whether any VM can run.
     pub fn any_runnable(&self) -> bool {
-        self.vms
-            .iter()
-            .any(|e| matches!(e.vm.state(), VmState::Running))
+        self.vms.iter().any(|e| {
+            e.run
+                .as_ref()
+                .is_some_and(|r| matches!(r.vm.state(), VmState::Running))
+        })
     }
 
     /// Runs the next runnable VM until the host timer ticks, then appends new guest output
     /// lines (and stop notices) to `out` for the console to print. Halted VMs are stepped
-    /// once each, which wakes those whose interrupt (a timer, console input) has come.
-    pub fn run_slice(&mut self, out: &mut String) {
+    /// once each, which wakes those whose interrupt (a timer, console input) has come; graceful
+    /// stops past their grace time are forced; a VM with a restart pending starts again.
+    pub fn run_slice(&mut self, system: &System, out: &mut String) {
+        let now = TscClock.now().ns;
         for e in &mut self.vms {
-            if e.vm.state() == VmState::WaitingForInterrupt {
-                e.vm.step(&TscClock);
+            let key = e.key();
+            let Some(run) = e.run.as_mut() else { continue };
+            if let Some(deadline) = run.stop_deadline_ns
+                && now >= deadline
+                && !run.vm.is_stopped()
+            {
+                run.vm.stop(StopReason::Operator);
+                let _ = writeln!(
+                    out,
+                    "vm {key}: no shutdown within the grace time after the power button: forced off"
+                );
+            }
+            if run.vm.state() == VmState::WaitingForInterrupt {
+                run.vm.step(&TscClock);
             }
         }
         let n = self.vms.len();
         for step in 0..n {
             let i = (self.cursor + step) % n;
-            if !matches!(self.vms[i].vm.state(), VmState::Running) {
+            let Some(run) = self.vms[i].run.as_mut() else {
+                continue;
+            };
+            if !matches!(run.vm.state(), VmState::Running) {
                 continue;
             }
             self.cursor = (i + 1) % n;
             let tick = crate::arch::timer::ticks();
-            while matches!(self.vms[i].vm.state(), VmState::Running)
-                && crate::arch::timer::ticks() == tick
+            while matches!(run.vm.state(), VmState::Running) && crate::arch::timer::ticks() == tick
             {
-                self.vms[i].vm.step(&TscClock);
+                run.vm.step(&TscClock);
             }
             break;
         }
+        let mut restarts = Vec::new();
         for e in &mut self.vms {
-            echo(e, out);
+            echo(e, self.attached == Some(e.id), out);
+            if e.restart_pending && !e.is_live() {
+                restarts.push(e.key());
+            }
         }
+        for name in restarts {
+            match self.start_named(system, &name) {
+                Ok(()) => {
+                    let _ = writeln!(out, "vm {name} started (restart)");
+                }
+                Err(err) => {
+                    if let Some(i) = self.index(&name) {
+                        self.vms[i].restart_pending = false;
+                    }
+                    let _ = writeln!(out, "vm {name}: restart failed: {err}");
+                }
+            }
+        }
+        // Ad-hoc... and undefined named VMs that stopped leave no definition to keep.
+        self.vms
+            .retain(|e| e.definition.is_some() || e.run.is_some());
+    }
+
+    /// Queues console input for VM `key`'s COM1; returns how many bytes it took.
+    pub fn console_input(&mut self, key: &str, bytes: &[u8]) -> Result<usize, String> {
+        let i = self
+            .index(key)
+            .ok_or_else(|| alloc::format!("no VM named '{key}': see 'vm list'"))?;
+        match self.vms[i].run.as_mut().filter(|r| !r.vm.is_stopped()) {
+            Some(run) => Ok(run.vm.console_input(bytes)),
+            None => Err(alloc::format!("VM {key} is not running")),
+        }
+    }
+
+    /// Raw console output of VM `key` since `since` (for an attached console): the bytes,
+    /// the next offset, and whether the VM has stopped.
+    pub fn console_raw(&self, key: &str, since: u64) -> Option<(Vec<u8>, u64, bool)> {
+        let e = &self.vms[self.index(key)?];
+        let run = e.run.as_ref()?;
+        let (bytes, next, _) = run.vm.console_output_since(since);
+        Some((bytes, next, run.vm.is_stopped()))
+    }
+
+    /// Attaches the console to VM `key`: returns the output offset to show from (the last
+    /// 2 KiB, so the operator sees where the guest is). Its lines are no longer echoed.
+    pub fn attach(&mut self, key: &str) -> Result<u64, String> {
+        let i = self
+            .index(key)
+            .ok_or_else(|| alloc::format!("no VM named '{key}': see 'vm list'"))?;
+        let e = &self.vms[i];
+        let run = e
+            .run
+            .as_ref()
+            .filter(|r| !r.vm.is_stopped())
+            .ok_or_else(|| alloc::format!("VM {key} is not running ({})", e.state_text()))?;
+        self.attached = Some(e.id);
+        let total = run.vm.devices().com1.output_total();
+        Ok(total.saturating_sub(2048).max(run.echoed.min(total)))
+    }
+
+    /// Detaches the console; the VM's output up to `offset` counts as shown.
+    pub fn detach(&mut self, offset: u64) {
+        let Some(id) = self.attached.take() else {
+            return;
+        };
+        if let Some(run) = self
+            .vms
+            .iter_mut()
+            .find(|e| e.id == id)
+            .and_then(|e| e.run.as_mut())
+        {
+            run.echoed = run.echoed.max(offset);
+            run.line.clear();
+        }
+    }
+}
+
+/// `1h02m03s`, `4m05s`, `6.1s`.
+fn format_duration(ns: u64) -> String {
+    let s = ns / 1_000_000_000;
+    if s >= 3600 {
+        alloc::format!("{}h{:02}m{:02}s", s / 3600, s / 60 % 60, s % 60)
+    } else if s >= 60 {
+        alloc::format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        alloc::format!("{}.{}s", s, ns / 100_000_000 % 10)
     }
 }
 
@@ -367,30 +867,41 @@ fn platform_config() -> PlatformConfig {
 
 /// Appends complete new lines of guest output as `[vm<id>] <line>`, and a notice when the VM
 /// stopped.
-fn echo(e: &mut Entry, out: &mut String) {
-    let (bytes, next, _) = e.vm.console_output_since(e.echoed);
-    e.echoed = next;
+fn echo(e: &mut Entry, attached: bool, out: &mut String) {
+    let label = e.label();
+    let key = e.key();
+    let Some(run) = e.run.as_mut() else { return };
+    // An attached console shows this VM's output itself.
+    let bytes = if attached {
+        Vec::new()
+    } else {
+        let (bytes, next, _) = run.vm.console_output_since(run.echoed);
+        run.echoed = next;
+        bytes
+    };
     for b in bytes {
         match b {
             b'\n' => {
-                let text = String::from_utf8_lossy(&e.line);
-                let _ = writeln!(out, "[vm{}] {}", e.vm.id(), text.trim_end_matches('\r'));
-                e.line.clear();
+                let text = String::from_utf8_lossy(&run.line);
+                let _ = writeln!(out, "[{label}] {}", text.trim_end_matches('\r'));
+                run.line.clear();
             }
-            _ if e.line.len() < 512 => e.line.push(b),
+            _ if run.line.len() < 512 => run.line.push(b),
             _ => {}
         }
     }
-    if let VmState::Stopped(reason) = e.vm.state()
-        && !e.stop_reported
+    if let VmState::Stopped(reason) = run.vm.state()
+        && !run.stop_reported
     {
-        if !e.line.is_empty() {
-            let text = String::from_utf8_lossy(&e.line);
-            let _ = writeln!(out, "[vm{}] {}", e.vm.id(), text);
-            e.line.clear();
+        if !run.line.is_empty() {
+            let text = String::from_utf8_lossy(&run.line);
+            let _ = writeln!(out, "[{label}] {text}");
+            run.line.clear();
         }
-        let _ = writeln!(out, "vm {} stopped: {}", e.vm.id(), reason);
-        e.stop_reported = true;
+        let _ = writeln!(out, "vm {key} stopped: {reason}");
+        run.stop_reported = true;
+        run.stop_deadline_ns = None;
+        run.stopped_ns = Some(TscClock.now().ns);
     }
 }
 
@@ -413,16 +924,19 @@ pub struct VmView<'a> {
 }
 
 impl VmManager {
-    /// Views of every VM, oldest first.
+    /// Views of every VM that has run, oldest first.
     pub fn views(&self) -> impl Iterator<Item = VmView<'_>> {
-        self.vms.iter().map(|e| VmView {
-            id: e.vm.id(),
-            module: e.module.as_str(),
-            state: e.vm.state(),
-            exits: e.vm.exit_stats(),
-            mem_mib: (e.vm.memory_size() >> 20) as u32,
-            backend: e.vm.backend(),
-            console_bytes: e.vm.devices().com1.output_total(),
+        self.vms.iter().filter_map(|e| {
+            let run = e.run.as_ref()?;
+            Some(VmView {
+                id: e.id,
+                module: e.source.as_str(),
+                state: run.vm.state(),
+                exits: run.vm.exit_stats(),
+                mem_mib: (run.vm.memory_size() >> 20) as u32,
+                backend: run.vm.backend(),
+                console_bytes: run.vm.devices().com1.output_total(),
+            })
         })
     }
 
@@ -430,7 +944,9 @@ impl VmManager {
     pub fn console(&self, id: u32, since: u64) -> Option<(Vec<u8>, u64, u64)> {
         self.vms
             .iter()
-            .find(|e| e.vm.id() == id)
-            .map(|e| e.vm.console_output_since(since))
+            .find(|e| e.id == id)?
+            .run
+            .as_ref()
+            .map(|r| r.vm.console_output_since(since))
     }
 }

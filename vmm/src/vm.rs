@@ -268,6 +268,14 @@ impl Vm {
         self.devices.next_deadline()
     }
 
+    /// Presses the ACPI power button (the guest sees PWRBTN_STS and, if it enabled it, an
+    /// SCI): a request to shut down that the guest may honour or ignore.
+    pub fn press_power_button(&mut self, now_ns: u64) {
+        if !self.is_stopped() {
+            self.devices.acpi_pm.press_power_button(now_ns);
+        }
+    }
+
     /// External interrupts injected so far.
     pub fn injected_interrupts(&self) -> u64 {
         self.injected_interrupts

@@ -40,15 +40,39 @@ pub enum Command<'a> {
     },
     /// List VMs.
     VmList,
-    /// Stop a VM.
+    /// Start a named VM.
+    VmStart {
+        /// VM name.
+        name: &'a str,
+    },
+    /// Stop a VM: ACPI power button, forced after the grace time (or at once).
     VmStop {
-        /// VM id.
-        id: u32,
+        /// VM name or number.
+        key: &'a str,
+        /// Stop at once instead of pressing the power button.
+        force: bool,
+        /// Grace time in seconds (default when `None`).
+        timeout_s: Option<u32>,
+    },
+    /// Restart a named VM.
+    VmRestart {
+        /// VM name.
+        name: &'a str,
+    },
+    /// Show one VM in detail.
+    VmInfo {
+        /// VM name or number.
+        key: &'a str,
+    },
+    /// Attach the console to a VM's COM1.
+    VmConsole {
+        /// VM name or number.
+        key: &'a str,
     },
     /// Show a VM's console output.
     VmLog {
-        /// VM id.
-        id: u32,
+        /// VM name or number.
+        key: &'a str,
     },
     /// Reset the machine.
     Reboot,
@@ -81,9 +105,19 @@ pub const COMMANDS: &[(&str, &str)] = &[
         "vm run <module> [initrd=<module>] [cmdline=\"…\"] [mem=<MiB>]",
         "start a VM from a boot module: a flat payload, a Linux bzImage or a PVH ELF kernel",
     ),
-    ("vm list", "list VMs: id, state, exits by reason"),
-    ("vm stop <id>", "stop a VM"),
-    ("vm log <id>", "show a VM's console (COM1) output"),
+    ("vm list", "list VMs: name, source, memory, uptime, state, exits by reason"),
+    ("vm start <name>", "start a VM the configuration defines"),
+    (
+        "vm stop <vm> [force | timeout=<s>]",
+        "stop a VM: ACPI power button, forced off after 30 s (or the timeout); force: at once",
+    ),
+    ("vm restart <name>", "stop a VM (as 'vm stop') and start it again"),
+    ("vm info <vm>", "show a VM: state, uptime, memory, stop reason, exits by reason"),
+    (
+        "vm console <vm>",
+        "attach this terminal to a VM's serial console; Ctrl-] detaches",
+    ),
+    ("vm log <vm>", "show a VM's console (COM1) output so far"),
     ("reboot", "reset the machine"),
     ("poweroff", "power the machine off (ACPI S5)"),
 ];
@@ -147,12 +181,23 @@ fn no_more<'a>(
     }
 }
 
-fn vm_id<'a>(word: Option<&'a str>, usage: &'static str) -> Result<u32, ParseError<'a>> {
+/// A VM name (`[a-z][a-z0-9-]*`, at most 32 characters) or number, as `vm list` shows.
+fn vm_key<'a>(word: Option<&'a str>, usage: &'static str) -> Result<&'a str, ParseError<'a>> {
     let word = word.ok_or(ParseError::Missing { usage })?;
-    word.parse().map_err(|_| ParseError::BadValue {
-        argument: word,
-        expected: "a VM id (a number from 'vm list')",
-    })
+    let number = !word.is_empty() && word.len() <= 10 && word.bytes().all(|b| b.is_ascii_digit());
+    let name = word.len() <= 32
+        && word.as_bytes().first().is_some_and(u8::is_ascii_lowercase)
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if number || name {
+        Ok(word)
+    } else {
+        Err(ParseError::BadValue {
+            argument: word,
+            expected: "a VM name or number, as 'vm list' shows",
+        })
+    }
 }
 
 /// The words of a line: split at ASCII whitespace outside double quotes; the quotes stay in
@@ -188,8 +233,9 @@ impl<'a> Iterator for Words<'a> {
 }
 
 fn parse_vm<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Command<'a>, ParseError<'a>> {
-    const USAGE: &str = "vm run <module> [initrd=<module>] [cmdline=\"…\"] [mem=<MiB>] | \
-                         vm list | vm stop <id> | vm log <id>";
+    const USAGE: &str = "vm list | vm start <name> | vm stop <vm> [force | timeout=<s>] | \
+                         vm restart <name> | vm info <vm> | vm console <vm> | vm log <vm> | \
+                         vm run <module> [initrd=<module>] [cmdline=\"…\"] [mem=<MiB>]";
     const RUN_USAGE: &str = "vm run <module> [initrd=<module>] [cmdline=\"…\"] [mem=<MiB>]";
     match words.next() {
         Some("run") => {
@@ -255,17 +301,60 @@ fn parse_vm<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Command<'a>,
             })
         }
         Some("list") => no_more("vm list", words).map(|_| Command::VmList),
+        Some("start") => {
+            let name = vm_key(words.next(), "vm start <name>")?;
+            no_more("vm start", words).map(|_| Command::VmStart { name })
+        }
         Some("stop") => {
-            let id = vm_id(words.next(), "vm stop <id>")?;
-            no_more("vm stop", words).map(|_| Command::VmStop { id })
+            const STOP_USAGE: &str = "vm stop <vm> [force | timeout=<s>]";
+            let key = vm_key(words.next(), STOP_USAGE)?;
+            let (mut force, mut timeout_s) = (false, None);
+            for arg in words {
+                if arg == "force" && !force && timeout_s.is_none() {
+                    force = true;
+                } else if let Some(v) = arg.strip_prefix("timeout=")
+                    && !force
+                    && timeout_s.is_none()
+                {
+                    let s: u32 = v.parse().ok().filter(|s| (1..=3600).contains(s)).ok_or(
+                        ParseError::BadValue {
+                            argument: arg,
+                            expected: "timeout=<seconds>, from 1 to 3600",
+                        },
+                    )?;
+                    timeout_s = Some(s);
+                } else {
+                    return Err(ParseError::UnexpectedArgument {
+                        command: "vm stop",
+                        argument: arg,
+                    });
+                }
+            }
+            Ok(Command::VmStop {
+                key,
+                force,
+                timeout_s,
+            })
+        }
+        Some("restart") => {
+            let name = vm_key(words.next(), "vm restart <name>")?;
+            no_more("vm restart", words).map(|_| Command::VmRestart { name })
+        }
+        Some("info") => {
+            let key = vm_key(words.next(), "vm info <vm>")?;
+            no_more("vm info", words).map(|_| Command::VmInfo { key })
+        }
+        Some("console") => {
+            let key = vm_key(words.next(), "vm console <vm>")?;
+            no_more("vm console", words).map(|_| Command::VmConsole { key })
         }
         Some("log") => {
-            let id = vm_id(words.next(), "vm log <id>")?;
-            no_more("vm log", words).map(|_| Command::VmLog { id })
+            let key = vm_key(words.next(), "vm log <vm>")?;
+            no_more("vm log", words).map(|_| Command::VmLog { key })
         }
         Some(other) => Err(ParseError::BadValue {
             argument: other,
-            expected: "run, list, stop or log",
+            expected: "list, start, stop, restart, info, console, log or run",
         }),
         None => Err(ParseError::Missing { usage: USAGE }),
     }
@@ -411,8 +500,49 @@ mod tests {
             "bad argument 'initrd=': expected initrd=<module>, a module index or name"
         );
         assert_eq!(parse("vm list"), Ok(Some(Command::VmList)));
-        assert_eq!(parse("vm stop 3"), Ok(Some(Command::VmStop { id: 3 })));
-        assert_eq!(parse("vm log 12"), Ok(Some(Command::VmLog { id: 12 })));
+        assert_eq!(
+            parse("vm stop 3"),
+            Ok(Some(Command::VmStop {
+                key: "3",
+                force: false,
+                timeout_s: None
+            }))
+        );
+        assert_eq!(
+            parse("vm stop web force"),
+            Ok(Some(Command::VmStop {
+                key: "web",
+                force: true,
+                timeout_s: None
+            }))
+        );
+        assert_eq!(
+            parse("vm stop web timeout=5"),
+            Ok(Some(Command::VmStop {
+                key: "web",
+                force: false,
+                timeout_s: Some(5)
+            }))
+        );
+        assert_eq!(parse("vm log 12"), Ok(Some(Command::VmLog { key: "12" })));
+        assert_eq!(parse("vm start web-1"), Ok(Some(Command::VmStart { name: "web-1" })));
+        assert_eq!(parse("vm restart db"), Ok(Some(Command::VmRestart { name: "db" })));
+        assert_eq!(parse("vm info db"), Ok(Some(Command::VmInfo { key: "db" })));
+        assert_eq!(parse("vm console 2"), Ok(Some(Command::VmConsole { key: "2" })));
+        for bad in [
+            "vm stop Web",
+            "vm stop web force timeout=3",
+            "vm stop web timeout=0",
+            "vm stop web now",
+            "vm start -x",
+            "vm info web extra",
+        ] {
+            assert!(parse(bad).is_err(), "{bad} parsed");
+        }
+        assert_eq!(
+            std::format!("{}", parse("vm start Web").unwrap_err()),
+            "bad argument 'Web': expected a VM name or number, as 'vm list' shows"
+        );
     }
 
     #[test]
@@ -483,7 +613,7 @@ mod tests {
         ));
         assert!(matches!(parse("vm stop"), Err(ParseError::Missing { .. })));
         assert!(matches!(
-            parse("vm stop x"),
+            parse("vm stop X"),
             Err(ParseError::BadValue { .. })
         ));
         assert!(matches!(

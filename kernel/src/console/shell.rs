@@ -6,7 +6,7 @@ use alloc::string::String;
 
 use super::command::{self, COMMANDS, Command};
 use super::line::{Event, LineEditor};
-use crate::vms::VmManager;
+use crate::vms::{StopMode, VmManager};
 use crate::{System, kprint, kprintln};
 
 /// The prompt.
@@ -31,9 +31,30 @@ pub fn run(system: &System) -> ! {
             None
         }
     };
+    for line in vms.autostart(system) {
+        kprintln!("{line}");
+    }
     kprint!("{PROMPT}");
+    // The VM the terminal is attached to (`vm console`), and how much of its output it has
+    // shown; host lines wait in `held` until the operator detaches.
+    let mut attached: Option<(String, u64)> = None;
+    let mut held = String::new();
     loop {
+        let mut typed = heapless::Vec::<u8, 64>::new();
         while let Some(byte) = crate::serial::try_read_console() {
+            if let Some((key, offset)) = &attached {
+                if byte == DETACH {
+                    vms.detach(*offset);
+                    kprint!("\r\n[detached from {key}]\r\n{held}{PROMPT}{}", editor.text());
+                    held.clear();
+                    attached = None;
+                    continue;
+                }
+                if typed.push(byte).is_err() {
+                    break;
+                }
+                continue;
+            }
             match editor.feed(byte) {
                 Event::None => {}
                 Event::Echo(bytes) => crate::serial::console_write(bytes),
@@ -42,14 +63,30 @@ pub fn run(system: &System) -> ! {
                 Event::Line => {
                     kprintln!();
                     match command::parse(editor.text()) {
+                        Ok(Some(Command::VmConsole { key })) => match vms.attach(key) {
+                            Ok(offset) => {
+                                kprintln!("[attached to {key}: Ctrl-] detaches]");
+                                attached = Some((String::from(key), offset));
+                            }
+                            Err(e) => kprintln!("error: {e}"),
+                        },
                         Ok(Some(cmd)) => execute(system, &mut vms, net.as_ref(), cmd),
                         Ok(None) => {}
                         Err(e) => kprintln!("{e}"),
                     }
                     editor.clear();
-                    kprint!("{PROMPT}");
+                    if attached.is_none() {
+                        kprint!("{PROMPT}");
+                    }
                 }
             }
+        }
+        if let Some((key, _)) = &attached
+            && !typed.is_empty()
+        {
+            // The UART's input queue holds 4 KiB; a burst beyond it is dropped, like a
+            // terminal pasting faster than the line takes.
+            let _ = vms.console_input(key, &typed);
         }
         let runnable = vms.any_runnable();
         let mut output = String::new();
@@ -57,8 +94,28 @@ pub fn run(system: &System) -> ! {
             net.poll(system, &mut vms, &mut output);
         }
         // With nothing runnable this only collects what stopped VMs printed last.
-        vms.run_slice(&mut output);
-        if !output.is_empty() {
+        vms.run_slice(system, &mut output);
+        if let Some((key, offset)) = attached.as_mut() {
+            held.push_str(&output);
+            match vms.console_raw(key, *offset) {
+                Some((bytes, next, stopped)) => {
+                    crate::serial::console_write(&bytes);
+                    *offset = next;
+                    if stopped {
+                        vms.detach(next);
+                        kprint!("\r\n[{key} stopped: detached]\r\n{held}{PROMPT}{}", editor.text());
+                        held.clear();
+                        attached = None;
+                    }
+                }
+                None => {
+                    vms.detach(*offset);
+                    kprint!("\r\n[{key} is gone: detached]\r\n{held}{PROMPT}{}", editor.text());
+                    held.clear();
+                    attached = None;
+                }
+            }
+        } else if !output.is_empty() {
             // Guest lines go above the prompt: clear the prompt line, print them, redraw the
             // prompt with what the operator has typed so far.
             kprint!("\r\x1b[2K{output}{PROMPT}{}", editor.text());
@@ -68,6 +125,9 @@ pub fn run(system: &System) -> ! {
         }
     }
 }
+
+/// Ctrl-]: leaves an attached VM console (as telnet and virsh do).
+const DETACH: u8 = 0x1D;
 
 fn execute(
     system: &System,
@@ -158,11 +218,43 @@ fn execute(
             Err(e) => kprintln!("error: {e}"),
         },
         Command::VmList => vms.list(&mut crate::serial::ConsoleWriter),
-        Command::VmStop { id } => match vms.stop(id) {
-            Ok(()) => kprintln!("vm {id} stopped"),
+        Command::VmStart { name } => match vms.start_named(system, name) {
+            Ok(()) => kprintln!("vm {name} started"),
             Err(e) => kprintln!("error: {e}"),
         },
-        Command::VmLog { id } => match vms.log(id) {
+        Command::VmStop {
+            key,
+            force,
+            timeout_s,
+        } => {
+            let timeout_s = timeout_s.unwrap_or(crate::vms::DEFAULT_STOP_TIMEOUT_S);
+            let mode = if force {
+                StopMode::Force
+            } else {
+                StopMode::Graceful { timeout_s }
+            };
+            match vms.stop(key, mode) {
+                Ok(()) if force => kprintln!("vm {key}: stopping now"),
+                Ok(()) => kprintln!(
+                    "vm {key}: power button pressed; forced off in {timeout_s} s unless it shuts down"
+                ),
+                Err(e) => kprintln!("error: {e}"),
+            }
+        }
+        Command::VmRestart { name } => {
+            match vms.restart(system, name, crate::vms::DEFAULT_STOP_TIMEOUT_S) {
+                Ok(()) => kprintln!("vm {name}: restarting"),
+                Err(e) => kprintln!("error: {e}"),
+            }
+        }
+        Command::VmInfo { key } => {
+            if let Err(e) = vms.info(key, &mut crate::serial::ConsoleWriter) {
+                kprintln!("error: {e}");
+            }
+        }
+        // Handled by the loop, which owns the terminal.
+        Command::VmConsole { .. } => {}
+        Command::VmLog { key } => match vms.log(key) {
             Ok((bytes, dropped)) => {
                 if dropped > 0 {
                     kprintln!("({dropped} earlier bytes were dropped)");

@@ -153,7 +153,7 @@ pub fn hostile_guests_stop_alone_while_the_host_and_another_vm_go_on(mut m: Mach
 
     // Quiet the console: stop the counter (its notice comes asynchronously), leaving only
     // the silent spinner running.
-    m.type_line("vm stop 1");
+    m.type_line("vm stop 1 force");
     m.expect("vm 1 stopped: stopped by the operator");
     m.expect_prompt();
     let list = m.command("vm list");
@@ -178,7 +178,7 @@ pub fn hostile_guests_stop_alone_while_the_host_and_another_vm_go_on(mut m: Mach
         "vm 3 should still run: {spin_state}"
     );
 
-    m.type_line("vm stop 3");
+    m.type_line("vm stop 3 force");
     m.expect("vm 3 stopped: stopped by the operator");
     m.expect_prompt();
     let list = m.command("vm list");
@@ -226,10 +226,13 @@ pub fn bad_vm_commands_get_clear_errors_and_change_nothing(mut m: Machine) {
         ("vm run 99", "error: no boot module '99'"),
         ("vm run hello.bin mem=3", "bad argument 'mem=3'"),
         ("vm run hello.bin size=4", "does not take 'size=4'"),
-        ("vm stop 42", "error: no VM with id 42: see 'vm list'"),
-        ("vm log x", "bad argument 'x'"),
+        ("vm stop 42", "error: no VM named '42': see 'vm list'"),
+        ("vm log X", "bad argument 'X'"),
+        ("vm info nosuch", "error: no VM named 'nosuch': see 'vm list'"),
+        ("vm start nosuch", "error: no VM named 'nosuch'"),
+        ("vm console 7", "error: no VM named '7'"),
         ("vm frob", "bad argument 'frob'"),
-        ("vm", "usage: vm run"),
+        ("vm", "usage: vm list"),
     ];
     for (line, expected) in cases {
         let out = m.command(line);
