@@ -48,11 +48,12 @@ pub mod console;
 pub mod error;
 pub mod guests;
 pub mod http;
+pub mod linux_guest;
 pub mod machine;
 pub mod qemu;
 pub mod report;
 
-pub use artifacts::{Artifacts, artifacts};
+pub use artifacts::{Artifacts, LinuxArtifacts, artifacts, linux_artifacts};
 pub use banner::{Banner, PROMPT, VERSION_LINE, first_number};
 pub use bochs::Bochs;
 pub use console::{Match, Pattern};
