@@ -227,18 +227,20 @@ impl Management for Plane<'_> {
     }
 
     fn start_vm(&mut self, module: &str, mem_mib: Option<u32>) -> Result<u32, ApiError> {
-        self.vms.start(self.system, module, mem_mib).map_err(|e| {
-            let message = e.to_string();
-            match e {
-                // Asking for more guest RAM than the host has free is the request's problem
-                // (ask for less), not a server fault.
-                StartError::NoSuchModule(_)
-                | StartError::BadMemorySize(_)
-                | StartError::Load(_)
-                | StartError::NoMemory(_) => ApiError::Invalid(message),
-                StartError::Vcpu(_) => ApiError::Unavailable(message),
-            }
-        })
+        self.vms
+            .start(self.system, module, mem_mib, None, None)
+            .map_err(|e| {
+                let message = e.to_string();
+                match e {
+                    // Asking for more guest RAM than the host has free is the request's problem
+                    // (ask for less), not a server fault.
+                    StartError::NoSuchModule(_)
+                    | StartError::BadMemorySize(_)
+                    | StartError::Load(_)
+                    | StartError::NoMemory(_) => ApiError::Invalid(message),
+                    StartError::Vcpu(_) => ApiError::Unavailable(message),
+                }
+            })
     }
 
     fn stop_vm(&mut self, id: u32) -> Result<(), ApiError> {

@@ -21,6 +21,8 @@ use crate::{System, mm};
 
 /// Guest RAM when `vm run` gives no `mem=`.
 pub const DEFAULT_MEM_MIB: u32 = 16;
+/// Guest RAM for a Linux VM when `mem=` is not given.
+pub const DEFAULT_LINUX_MEM_MIB: u32 = 256;
 /// Guest RAM accepted, in MiB (an even number: guest RAM comes in 2 MiB pages).
 pub const MEM_MIB_RANGE: (u32, u32) = (2, 65536);
 
@@ -144,24 +146,65 @@ impl VmManager {
         }
     }
 
-    /// Starts a VM from a flat payload; returns its id.
+    /// Starts a VM from a boot module; returns its id. A Linux bzImage (the setup header's
+    /// `HdrS` signature) boots through the Linux boot protocol with `initrd` (another module)
+    /// and `cmdline`; anything else is a flat payload entered in real mode at 0x7C00.
     pub fn start(
         &mut self,
         system: &System,
         key: &str,
         mem_mib: Option<u32>,
+        initrd: Option<&str>,
+        cmdline: Option<&str>,
     ) -> Result<u32, StartError> {
         let module = Self::find_module(system, key)
             .ok_or_else(|| StartError::NoSuchModule(String::from(key)))?;
-        let mem_mib = mem_mib.unwrap_or(DEFAULT_MEM_MIB);
+        let image = module_bytes(module);
+        let linux = loader::bzimage::is_bzimage(image);
+        if !linux && (initrd.is_some() || cmdline.is_some()) {
+            return Err(StartError::Load(alloc::format!(
+                "'{}' is not a Linux bzImage: initrd= and cmdline= apply to Linux kernels only",
+                module.name
+            )));
+        }
+        let initrd = match initrd {
+            Some(name) => Some(
+                Self::find_module(system, name)
+                    .ok_or_else(|| StartError::NoSuchModule(String::from(name)))?,
+            ),
+            None => None,
+        };
+        let default_mib = if linux {
+            DEFAULT_LINUX_MEM_MIB
+        } else {
+            DEFAULT_MEM_MIB
+        };
+        let mem_mib = mem_mib.unwrap_or(default_mib);
         if !(MEM_MIB_RANGE.0..=MEM_MIB_RANGE.1).contains(&mem_mib) || !mem_mib.is_multiple_of(2) {
             return Err(StartError::BadMemorySize(mem_mib));
         }
         let memory = GuestMemory::new(&HOST, u64::from(mem_mib) << 20).map_err(|e| {
             StartError::NoMemory(alloc::format!("cannot give the VM {mem_mib} MiB: {e}"))
         })?;
-        let start = loader::flat::load(&memory, module_bytes(module))
-            .map_err(|e| StartError::Load(alloc::format!("cannot load '{}': {e}", module.name)))?;
+        let start = if linux {
+            let tables =
+                keel_vmm::acpi_tables::write(&memory, &Default::default()).map_err(|e| {
+                    StartError::Load(alloc::format!("cannot write the VM's ACPI tables: {e}"))
+                })?;
+            loader::bzimage::load(
+                &memory,
+                image,
+                initrd.map(module_bytes),
+                cmdline.unwrap_or(""),
+                Some(tables.rsdp),
+            )
+            .map_err(|e| StartError::Load(alloc::format!("cannot load '{}': {e}", module.name)))?
+            .start
+        } else {
+            loader::flat::load(&memory, image).map_err(|e| {
+                StartError::Load(alloc::format!("cannot load '{}': {e}", module.name))
+            })?
+        };
         let cpuid = CpuidPolicy::from_host(&crate::cpuinfo::HostCpu)
             .with_tsc_hz(crate::arch::timer::tsc_hz());
         let vcpu = backend::create_vcpu(&system.virtualization, &HOST, &memory, start, cpuid)

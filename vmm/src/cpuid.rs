@@ -372,9 +372,14 @@ impl CpuidPolicy {
             .map(|i| self.entries[i].result)
     }
 
-    /// Highest basic leaf guests see.
+    /// Highest basic leaf guests see: the host's, raised to 0x15 when the TSC rate is
+    /// known (the leaves in between read as zeros).
     pub fn max_basic_leaf(&self) -> u32 {
-        self.max_basic
+        if self.tsc_khz.is_some() {
+            self.max_basic.max(0x15)
+        } else {
+            self.max_basic
+        }
     }
 
     /// Highest extended leaf guests see (0 when the host has no extended leaves).
@@ -411,7 +416,7 @@ impl CpuidPolicy {
         let host = || self.host(leaf, subleaf).unwrap_or_default();
         match leaf {
             0 => CpuidResult {
-                eax: self.max_basic,
+                eax: self.max_basic_leaf(),
                 ..host()
             },
             1 => {
@@ -427,6 +432,15 @@ impl CpuidPolicy {
                     edx: r.edx & !leaf1_edx::HIDDEN,
                 }
             }
+            // With the TSC rate known: a 1 GHz "crystal" (the local APIC timer's clock) and
+            // the TSC/crystal ratio, so an Intel-vendor guest takes its TSC frequency from
+            // here instead of calibrating (Linux trusts leaf 0x15 on Intel only).
+            0x15 if self.tsc_khz.is_some() => CpuidResult {
+                eax: 1_000_000,
+                ebx: self.tsc_khz.unwrap_or(0),
+                ecx: LAPIC_BUS_KHZ * 1000,
+                edx: 0,
+            },
             // Cache and TLB descriptors; TSC/crystal clock ratio; processor frequencies.
             0x2 | 0x15 | 0x16 => host(),
             0x4 => {

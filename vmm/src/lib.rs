@@ -26,6 +26,7 @@
 
 extern crate alloc;
 
+pub mod acpi_tables;
 pub mod backend;
 pub mod bus;
 pub mod cpuid;

@@ -41,6 +41,10 @@ pub const IA32_TSC_DEADLINE: u32 = crate::devices::lapic::IA32_TSC_DEADLINE;
 pub const IA32_PAT: u32 = 0x277;
 /// `IA32_MTRR_DEF_TYPE`: default memory type and MTRR enables.
 pub const IA32_MTRR_DEF_TYPE: u32 = 0x2FF;
+/// `MSR_K8_INT_PENDING_MSG` (AMD family 0Fh/10h BKDG): "interrupt pending message"; Linux
+/// reads it on CPUs with erratum 400 (the QEMU `qemu64` model is family 0Fh) to see whether
+/// C1E is enabled. Keel has no C1E: it reads 0 and writes are ignored, as on KVM.
+pub const MSR_K8_INT_PENDING_MSG: u32 = 0xC001_0055;
 /// `IA32_EFER`: extended feature enables.
 pub const IA32_EFER: u32 = 0xC000_0080;
 /// `IA32_STAR`: SYSCALL/SYSRET segment selectors and legacy-mode target.
@@ -235,7 +239,7 @@ impl MsrState {
         let s = &self.state;
         Ok(match msr {
             IA32_TSC => tsc_now.wrapping_add(s.tsc_offset),
-            IA32_PLATFORM_ID | IA32_BIOS_SIGN_ID | IA32_MTRRCAP => 0,
+            IA32_PLATFORM_ID | IA32_BIOS_SIGN_ID | IA32_MTRRCAP | MSR_K8_INT_PENDING_MSG => 0,
             IA32_APIC_BASE => APIC_BASE_VALUE,
             IA32_MISC_ENABLE => s.misc_enable,
             IA32_PAT => s.pat,
@@ -256,7 +260,7 @@ impl MsrState {
                 Ok(MsrEffect::TscOffset(s.tsc_offset))
             }
             IA32_APIC_BASE if value == APIC_BASE_VALUE => Ok(MsrEffect::None),
-            IA32_BIOS_SIGN_ID => Ok(MsrEffect::None),
+            IA32_BIOS_SIGN_ID | MSR_K8_INT_PENDING_MSG => Ok(MsrEffect::None),
             IA32_MISC_ENABLE => {
                 s.misc_enable = value;
                 Ok(MsrEffect::None)

@@ -153,6 +153,17 @@ pub enum StartMode {
         /// RSI (the Linux boot protocol passes the zero page here).
         rsi: u64,
     },
+    /// 32-bit protected mode with paging off, as the PVH boot ABI starts a kernel (Xen's
+    /// `docs/misc/pvh.pandoc`): CR0 = PE (and ET), CR4 = 0, EFER = 0; CS a flat 32-bit
+    /// execute/read segment (selector 0x08), DS/ES/FS/GS/SS flat read/write data (0x10), TR a
+    /// busy 32-bit TSS with base 0 and limit 0x67; interrupts off. No GDT is provided (the ABI
+    /// leaves GDTR unspecified): the guest loads its own before it reloads a selector.
+    Protected32 {
+        /// Entry EIP (the ELF note `XEN_ELFNOTE_PHYS32_ENTRY`).
+        entry: u32,
+        /// EBX: the guest-physical address of the `hvm_start_info`.
+        ebx: u32,
+    },
 }
 
 /// Why the hardware refused to enter the guest.

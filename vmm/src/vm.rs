@@ -737,4 +737,115 @@ mod tests {
         assert_eq!(stats.total(), u64::MAX);
         assert_eq!(stats.iter().map(|(k, _)| k).collect::<Vec<_>>(), ["a", "x"]);
     }
+
+    /// Programs the 8259 pair as a BIOS does: vectors 0x20 and 0x28, everything unmasked.
+    fn init_pics(vm: &mut Vm) {
+        for (port, value) in [
+            (0x20, 0x11),
+            (0x21, 0x20),
+            (0x21, 0x04),
+            (0x21, 0x01),
+            (0xA0, 0x11),
+            (0xA1, 0x28),
+            (0xA1, 0x02),
+            (0xA1, 0x01),
+            (0x21, 0x00),
+            (0xA1, 0x00),
+        ] {
+            vm.devices_mut().write_port(port, 1, value);
+        }
+    }
+
+    #[test]
+    fn a_halted_guest_wakes_on_the_pit_tick_and_gets_irq0() {
+        let (mut vm, probe) = vm([
+            VmExit::Hlt {
+                interrupts_enabled: true,
+            },
+            out(b'w'),
+        ]);
+        init_pics(&mut vm);
+        probe.interruptible.set(true);
+        let clock = FakeClock::default();
+        assert_eq!(vm.step(&clock), VmState::WaitingForInterrupt);
+        // The PIT's reset count (65536 at 1.193182 MHz) ends after about 54.9 ms.
+        let deadline = vm.next_deadline().expect("the PIT runs from reset");
+        assert!((54_000_000..56_000_000).contains(&deadline), "{deadline}");
+        clock.0.set(deadline - 1_000);
+        assert_eq!(vm.step(&clock), VmState::WaitingForInterrupt);
+        assert_eq!(probe.runs.get(), 1, "not run before its timer");
+        clock.0.set(deadline);
+        assert_eq!(vm.step(&clock), VmState::Running);
+        assert_eq!(*probe.injected.borrow(), [0x20]);
+        assert_eq!(vm.injected_interrupts(), 1);
+        assert_eq!(vm.console_output_since(0).0, b"w");
+    }
+
+    #[test]
+    fn an_interrupt_waits_for_the_window_when_the_guest_cannot_take_it() {
+        let (mut vm, probe) = vm([out(b'a'), VmExit::InterruptWindow, out(b'b')]);
+        init_pics(&mut vm);
+        let clock = FakeClock::default();
+        clock.0.set(60_000_000);
+        probe.interruptible.set(false);
+        vm.step(&clock);
+        assert!(probe.window.get(), "window requested");
+        assert!(probe.injected.borrow().is_empty());
+        probe.interruptible.set(true);
+        probe.window.set(false);
+        vm.step(&clock);
+        assert_eq!(*probe.injected.borrow(), [0x20]);
+        assert_eq!(vm.exit_stats().get("interrupt-window"), 1);
+    }
+
+    #[test]
+    fn acpi_power_off_stops_the_vm() {
+        let slp = (u32::from(crate::devices::S5_SLP_TYP) << crate::devices::acpi_pm::SLP_TYP_SHIFT)
+            | u32::from(crate::devices::acpi_pm::SLP_EN);
+        let (mut vm, _) = vm([
+            VmExit::IoOut {
+                port: 0x604,
+                size: 2,
+                data: slp,
+            },
+            out(b'x'),
+        ]);
+        assert_eq!(vm.step0(), VmState::Stopped(StopReason::GuestPowerOff));
+        assert_eq!(
+            alloc::format!("{}", StopReason::GuestPowerOff),
+            "guest powered off"
+        );
+        assert!(vm.memory().is_none());
+    }
+
+    #[test]
+    fn a_tsc_deadline_write_arms_the_local_apic_timer() {
+        let (mut vm, _) = vm([
+            // Local APIC LVT timer: TSC-deadline mode, vector 0xEC.
+            VmExit::MmioWrite {
+                gpa: 0xFEE0_0320,
+                size: 4,
+                data: 0x0004_00EC,
+            },
+            VmExit::MsrWrite {
+                msr: crate::msr::IA32_TSC_DEADLINE,
+                value: 2_000_000,
+            },
+            VmExit::MsrRead {
+                msr: crate::msr::IA32_TSC_DEADLINE,
+            },
+            VmExit::Hlt {
+                interrupts_enabled: true,
+            },
+        ]);
+        // The test PC's TSC runs at 2 GHz; the fake clock's TSC is 2 × ns.
+        for _ in 0..4 {
+            vm.step0();
+        }
+        assert_eq!(
+            vm.next_deadline(),
+            Some(1_000_000),
+            "2e6 cycles at 2 GHz = 1 ms"
+        );
+    }
 }

@@ -17,12 +17,17 @@ pub enum Command<'a> {
     Net,
     /// List PCI devices.
     Pci,
-    /// Start a VM from a boot module.
+    /// Start a VM from a boot module: a flat payload, or a Linux bzImage with an optional
+    /// initrd module and command line.
     VmRun {
         /// Module index or file name.
         module: &'a str,
         /// Guest RAM in MiB (default when `None`).
         mem_mib: Option<u32>,
+        /// The initrd module (Linux guests).
+        initrd: Option<&'a str>,
+        /// The kernel command line (Linux guests), without its quotes.
+        cmdline: Option<&'a str>,
     },
     /// List VMs.
     VmList,
@@ -58,7 +63,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ),
     ("pci", "list PCI devices"),
     (
-        "vm run <module> [mem=<MiB>]",
+        "vm run <module> [initrd=<module>] [cmdline=\"…\"] [mem=<MiB>]",
         "start a VM from a flat payload (module index or name)",
     ),
     ("vm list", "list VMs: id, state, exits by reason"),
@@ -135,35 +140,104 @@ fn vm_id<'a>(word: Option<&'a str>, usage: &'static str) -> Result<u32, ParseErr
     })
 }
 
+/// The words of a line: split at ASCII whitespace outside double quotes; the quotes stay in
+/// the word (`cmdline="a b"` is one word). [`parse`] rejects unbalanced quotes first.
+struct Words<'a> {
+    rest: &'a str,
+}
+
+impl<'a> Iterator for Words<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let line = self
+            .rest
+            .trim_start_matches(|c: char| c.is_ascii_whitespace());
+        if line.is_empty() {
+            self.rest = line;
+            return None;
+        }
+        let mut quoted = false;
+        let end = line
+            .char_indices()
+            .find(|&(_, c)| {
+                if c == '"' {
+                    quoted = !quoted;
+                }
+                c.is_ascii_whitespace() && !quoted
+            })
+            .map_or(line.len(), |(i, _)| i);
+        self.rest = &line[end..];
+        Some(&line[..end])
+    }
+}
+
 fn parse_vm<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Command<'a>, ParseError<'a>> {
-    const USAGE: &str = "vm run <module> [mem=<MiB>] | vm list | vm stop <id> | vm log <id>";
+    const USAGE: &str = "vm run <module> [initrd=<module>] [cmdline=\"…\"] [mem=<MiB>] | \
+                         vm list | vm stop <id> | vm log <id>";
+    const RUN_USAGE: &str = "vm run <module> [initrd=<module>] [cmdline=\"…\"] [mem=<MiB>]";
     match words.next() {
         Some("run") => {
-            let module = words.next().ok_or(ParseError::Missing {
-                usage: "vm run <module> [mem=<MiB>]",
-            })?;
-            let mut mem_mib = None;
-            if let Some(arg) = words.next() {
-                let value = arg
-                    .strip_prefix("mem=")
-                    .ok_or(ParseError::UnexpectedArgument {
+            let module = words
+                .next()
+                .ok_or(ParseError::Missing { usage: RUN_USAGE })?;
+            let (mut mem_mib, mut initrd, mut cmdline) = (None, None, None);
+            for arg in words {
+                let duplicate = ParseError::BadValue {
+                    argument: arg,
+                    expected: "each of mem=, initrd= and cmdline= at most once",
+                };
+                if let Some(value) = arg.strip_prefix("mem=") {
+                    let mib: u32 = value.parse().map_err(|_| ParseError::BadValue {
+                        argument: arg,
+                        expected: "mem=<MiB>, a whole number of MiB",
+                    })?;
+                    if mib < VM_MEM_RANGE.0 || mib > VM_MEM_RANGE.1 || !mib.is_multiple_of(2) {
+                        return Err(ParseError::BadValue {
+                            argument: arg,
+                            expected: "an even number of MiB between 2 and 65536",
+                        });
+                    }
+                    if mem_mib.replace(mib).is_some() {
+                        return Err(duplicate);
+                    }
+                } else if let Some(value) = arg.strip_prefix("initrd=") {
+                    if value.is_empty() {
+                        return Err(ParseError::BadValue {
+                            argument: arg,
+                            expected: "initrd=<module>, a module index or name",
+                        });
+                    }
+                    if initrd.replace(value).is_some() {
+                        return Err(duplicate);
+                    }
+                } else if let Some(value) = arg.strip_prefix("cmdline=") {
+                    let unquoted = value
+                        .strip_prefix('"')
+                        .and_then(|v| v.strip_suffix('"'))
+                        .unwrap_or(value);
+                    if unquoted.contains('"') {
+                        return Err(ParseError::BadValue {
+                            argument: arg,
+                            expected: "cmdline=\"…\" with the whole command line in one pair of quotes",
+                        });
+                    }
+                    if cmdline.replace(unquoted).is_some() {
+                        return Err(duplicate);
+                    }
+                } else {
+                    return Err(ParseError::UnexpectedArgument {
                         command: "vm run",
                         argument: arg,
-                    })?;
-                let mib: u32 = value.parse().map_err(|_| ParseError::BadValue {
-                    argument: arg,
-                    expected: "mem=<MiB>, a whole number of MiB",
-                })?;
-                if mib < VM_MEM_RANGE.0 || mib > VM_MEM_RANGE.1 || !mib.is_multiple_of(2) {
-                    return Err(ParseError::BadValue {
-                        argument: arg,
-                        expected: "an even number of MiB between 2 and 65536",
                     });
                 }
-                mem_mib = Some(mib);
             }
-            no_more("vm run", words)?;
-            Ok(Command::VmRun { module, mem_mib })
+            Ok(Command::VmRun {
+                module,
+                mem_mib,
+                initrd,
+                cmdline,
+            })
         }
         Some("list") => no_more("vm list", words).map(|_| Command::VmList),
         Some("stop") => {
@@ -184,7 +258,13 @@ fn parse_vm<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Command<'a>,
 
 /// Parses a line; `Ok(None)` for a blank line.
 pub fn parse(line: &str) -> Result<Option<Command<'_>>, ParseError<'_>> {
-    let mut words = line.split_ascii_whitespace();
+    if line.matches('"').count() % 2 != 0 {
+        return Err(ParseError::BadValue {
+            argument: line.trim(),
+            expected: "a closing '\"'",
+        });
+    }
+    let mut words = Words { rest: line };
     let Some(name) = words.next() else {
         return Ok(None);
     };
@@ -237,15 +317,49 @@ mod tests {
             parse("vm run hello.bin"),
             Ok(Some(Command::VmRun {
                 module: "hello.bin",
-                mem_mib: None
+                mem_mib: None,
+                initrd: None,
+                cmdline: None,
             }))
         );
         assert_eq!(
             parse("vm run 0 mem=32"),
             Ok(Some(Command::VmRun {
                 module: "0",
-                mem_mib: Some(32)
+                mem_mib: Some(32),
+                initrd: None,
+                cmdline: None,
             }))
+        );
+        assert_eq!(
+            parse(r#"vm run vmlinuz initrd=initrd.cpio cmdline="console=ttyS0 quiet" mem=128"#),
+            Ok(Some(Command::VmRun {
+                module: "vmlinuz",
+                mem_mib: Some(128),
+                initrd: Some("initrd.cpio"),
+                cmdline: Some("console=ttyS0 quiet"),
+            }))
+        );
+        assert_eq!(
+            parse("vm run vmlinuz cmdline=panic=1"),
+            Ok(Some(Command::VmRun {
+                module: "vmlinuz",
+                mem_mib: None,
+                initrd: None,
+                cmdline: Some("panic=1"),
+            }))
+        );
+        assert_eq!(
+            std::format!("{}", parse(r#"vm run k cmdline="a b"#).unwrap_err()),
+            r#"bad argument 'vm run k cmdline="a b': expected a closing '"'"#
+        );
+        assert_eq!(
+            std::format!("{}", parse("vm run k mem=32 mem=64").unwrap_err()),
+            "bad argument 'mem=64': expected each of mem=, initrd= and cmdline= at most once"
+        );
+        assert_eq!(
+            std::format!("{}", parse("vm run k initrd=").unwrap_err()),
+            "bad argument 'initrd=': expected initrd=<module>, a module index or name"
         );
         assert_eq!(parse("vm list"), Ok(Some(Command::VmList)));
         assert_eq!(parse("vm stop 3"), Ok(Some(Command::VmStop { id: 3 })));

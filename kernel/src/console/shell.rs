@@ -145,7 +145,12 @@ fn execute(
                 kprintln!("  {device}");
             }
         }
-        Command::VmRun { module, mem_mib } => match vms.start(system, module, mem_mib) {
+        Command::VmRun {
+            module,
+            mem_mib,
+            initrd,
+            cmdline,
+        } => match vms.start(system, module, mem_mib, initrd, cmdline) {
             Ok(id) => kprintln!("vm {id} started"),
             Err(e) => kprintln!("error: {e}"),
         },

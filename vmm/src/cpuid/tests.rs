@@ -367,12 +367,19 @@ fn a_known_tsc_frequency_shows_tsc_deadline_and_the_timing_leaf() {
     assert_eq!(with.query(HYPERVISOR_LEAF, 0, 0).eax, TIMING_LEAF);
     let timing = with.query(TIMING_LEAF, 0, 0);
     assert_eq!((timing.eax, timing.ebx), (2_100_000, LAPIC_BUS_KHZ));
+    // Leaf 0x15: TSC = crystal × EBX / EAX = 1 GHz × 2_100_000 / 1_000_000.
+    let ratio = with.query(0x15, 0, 0);
+    assert_eq!(
+        u64::from(ratio.ecx) * u64::from(ratio.ebx) / u64::from(ratio.eax),
+        2_100_000_000
+    );
     // Only if the host has it: the filter never adds a feature the CPU lacks.
     assert_ne!(with.query(1, 0, 0).ecx & leaf1_ecx::TSC_DEADLINE, 0);
     let bare = TableCpu::new()
         .vendor(b"GenuineIntel", 1)
         .leaf(1, 0, r(0x000A_0655, 0, 0, 0));
     let bare = CpuidPolicy::from_host(&bare).with_tsc_hz(2_100_000_000);
+    assert_eq!(bare.query(0, 0, 0).eax, 0x15, "the ratio leaf is reachable");
     assert_ne!(
         bare.query(1, 0, 0).ecx & leaf1_ecx::TSC_DEADLINE,
         0,

@@ -18,6 +18,7 @@
 //! | ports `0x70`–`0x71` | CMOS RTC ([`rtc`]) | IRQ 8 |
 //! | ports `0x3F8`–`0x3FF` | COM1 16550A ([`uart`]) | IRQ 4 |
 //! | ports `0x600`–`0x60B` | ACPI PM1a event/control + PM timer ([`acpi_pm`]) | SCI = IRQ 9, level |
+//! | ports `0xCF8`–`0xCFF` | PCI configuration mechanism #1, host bridge 00:00.0; reset control at `0xCF9` ([`pci_host`]) | |
 //! | MMIO `0xFEC0_0000` | I/O APIC ([`ioapic`]) | |
 //! | MMIO `0xFEE0_0000` | local APIC ([`lapic`]) | its timer |
 //!
@@ -39,6 +40,7 @@ pub mod i8042;
 pub mod interrupts;
 pub mod ioapic;
 pub mod lapic;
+pub mod pci_host;
 pub mod pic;
 pub mod pit;
 pub mod rtc;
@@ -50,6 +52,7 @@ use self::acpi_pm::{AcpiPm, TimerWidth};
 use self::i8042::I8042;
 use self::ioapic::Ioapic;
 use self::lapic::{Lapic, LapicConfig, LapicEvent};
+use self::pci_host::PciHost;
 use self::pic::Pic;
 use self::pit::Pit;
 use self::rtc::Rtc;
@@ -71,8 +74,8 @@ pub const RTC_IRQ: u8 = 8;
 /// as soft-off.
 pub const S5_SLP_TYP: u8 = 5;
 /// The PC's reset control register (PIIX/ICH "RST_CNT"): writing bit 2 resets the machine
-/// (the FADT's `RESET_REG` points here with value 6).
-pub const RESET_CONTROL_PORT: u16 = 0xCF9;
+/// (the FADT's `RESET_REG` points here with value 6). Part of [`pci_host`].
+pub const RESET_CONTROL_PORT: u16 = pci_host::RESET_CONTROL;
 
 /// A device model a bus can route to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -89,8 +92,8 @@ pub enum DeviceId {
     I8042,
     /// The ACPI PM register block.
     AcpiPm,
-    /// The reset control register at `0xCF9`.
-    ResetControl,
+    /// PCI configuration mechanism #1 and the reset control register (`0xCF8`–`0xCFF`).
+    PciHost,
     /// The I/O APIC's MMIO window.
     Ioapic,
     /// The local APIC's xAPIC page.
@@ -107,7 +110,7 @@ impl DeviceId {
             DeviceId::Rtc => "CMOS RTC",
             DeviceId::I8042 => "i8042",
             DeviceId::AcpiPm => "ACPI PM",
-            DeviceId::ResetControl => "reset control",
+            DeviceId::PciHost => "PCI host bridge",
             DeviceId::Ioapic => "I/O APIC",
             DeviceId::Lapic => "local APIC",
         }
@@ -117,12 +120,7 @@ impl DeviceId {
     fn byte_wide(self) -> bool {
         matches!(
             self,
-            DeviceId::Com1
-                | DeviceId::Pic
-                | DeviceId::Pit
-                | DeviceId::Rtc
-                | DeviceId::I8042
-                | DeviceId::ResetControl
+            DeviceId::Com1 | DeviceId::Pic | DeviceId::Pit | DeviceId::Rtc | DeviceId::I8042
         )
     }
 }
@@ -168,6 +166,9 @@ pub struct Devices {
     pub i8042: I8042,
     /// The ACPI PM block.
     pub acpi_pm: AcpiPm,
+    /// The PCI host bridge (configuration space, no devices behind it yet) and the reset
+    /// control register.
+    pub pci: PciHost,
     /// The I/O APIC.
     pub ioapic: Ioapic,
     /// The local APIC of the VM's one vCPU.
@@ -180,8 +181,6 @@ pub struct Devices {
     now_ns: u64,
     /// The guest's TSC at `now_ns` (the TSC-deadline timer converts with it).
     guest_tsc: u64,
-    /// The reset control register's last value.
-    reset_control: u8,
     /// A power-off or reset the guest asked for.
     request: Option<MachineRequest>,
     /// Interrupt-line bookkeeping ([`interrupts`]).
@@ -227,13 +226,13 @@ impl Devices {
             rtc: Rtc::new(config.wall_clock_unix_seconds, now),
             i8042: I8042::new(),
             acpi_pm,
+            pci: PciHost::new(),
             ioapic: Ioapic::new(0),
             lapic,
             pio: PioBus::new(),
             mmio: MmioBus::new(),
             now_ns: now,
             guest_tsc: 0,
-            reset_control: 0,
             request: None,
             lines: interrupts::Lines::default(),
         };
@@ -248,7 +247,7 @@ impl Devices {
             (rtc::INDEX_PORT, 2, DeviceId::Rtc),
             (COM1_BASE, COM1_LEN, DeviceId::Com1),
             (acpi_pm::DEFAULT_BASE, acpi_pm::BLOCK_LEN, DeviceId::AcpiPm),
-            (RESET_CONTROL_PORT, 1, DeviceId::ResetControl),
+            (pci_host::PORT_BASE, pci_host::PORT_LEN, DeviceId::PciHost),
         ];
         for (base, len, id) in ports {
             devices
@@ -305,7 +304,8 @@ impl Devices {
         if self.request.is_none() {
             if self.acpi_pm.poweroff_requested() {
                 self.request = Some(MachineRequest::PowerOff);
-            } else if self.i8042.take_reset_request() {
+            } else if self.i8042.take_reset_request() || self.pci.reset_requested() {
+                self.pci.clear_reset_request();
                 self.request = Some(MachineRequest::Reset);
             }
         }
@@ -456,14 +456,17 @@ impl Devices {
         let now = self.now_ns;
         match device {
             DeviceId::AcpiPm => self.acpi_pm.read(offset, size, now),
+            DeviceId::PciHost => self.pci.read(pci_host::PORT_BASE + offset, size),
             _ => all_ones(size) as u32,
         }
     }
 
     fn write_wide_port(&mut self, device: DeviceId, offset: u16, size: u8, value: u32) {
         let now = self.now_ns;
-        if device == DeviceId::AcpiPm {
-            self.acpi_pm.write(offset, size, value, now);
+        match device {
+            DeviceId::AcpiPm => self.acpi_pm.write(offset, size, value, now),
+            DeviceId::PciHost => self.pci.write(pci_host::PORT_BASE + offset, size, value),
+            _ => {}
         }
     }
 
@@ -481,8 +484,7 @@ impl Devices {
             DeviceId::Pit => self.pit.read_port(port, now),
             DeviceId::Rtc => self.rtc.read_port(port, now),
             DeviceId::I8042 => self.i8042.read_port(port),
-            DeviceId::ResetControl => self.reset_control,
-            DeviceId::AcpiPm | DeviceId::Ioapic | DeviceId::Lapic => 0xFF,
+            DeviceId::AcpiPm | DeviceId::PciHost | DeviceId::Ioapic | DeviceId::Lapic => 0xFF,
         }
     }
 
@@ -497,15 +499,7 @@ impl Devices {
             DeviceId::Pit => self.pit.write_port(port, value, now),
             DeviceId::Rtc => self.rtc.write_port(port, value, now),
             DeviceId::I8042 => self.i8042.write_port(port, value),
-            DeviceId::ResetControl => {
-                // Bit 2 (RST_CPU) starts the reset; bit 1 picks hard over soft, which a VM
-                // cannot tell apart.
-                if value & 0x04 != 0 {
-                    self.request = Some(MachineRequest::Reset);
-                }
-                self.reset_control = value & 0x0A;
-            }
-            DeviceId::AcpiPm | DeviceId::Ioapic | DeviceId::Lapic => {}
+            DeviceId::AcpiPm | DeviceId::PciHost | DeviceId::Ioapic | DeviceId::Lapic => {}
         }
     }
 
@@ -743,6 +737,19 @@ mod tests {
             Some(interrupts::InterruptSource::Pic)
         );
         assert_eq!(devices.acknowledge_interrupt(), Some(0x08 + COM1_IRQ));
+    }
+
+    #[test]
+    fn pci_configuration_takes_whole_dwords() {
+        let mut devices = Devices::pc_for_tests();
+        // 00:00.0 register 0: vendor 8086, device 1237.
+        devices.write_port(0xCF8, 4, 0x8000_0000);
+        assert_eq!(devices.read_port(0xCF8, 4), 0x8000_0000);
+        assert_eq!(devices.read_port(0xCFC, 4), 0x1237_8086);
+        assert_eq!(devices.read_port(0xCFE, 2), 0x1237);
+        // 00:01.0: nothing there.
+        devices.write_port(0xCF8, 4, 0x8000_0800);
+        assert_eq!(devices.read_port(0xCFC, 4), 0xFFFF_FFFF);
     }
 
     #[test]

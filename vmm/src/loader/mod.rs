@@ -1,6 +1,15 @@
 //! Guest loaders: put a payload into guest memory and say how the vCPU starts.
 //!
-//! `flat` handles raw real-mode payloads (boot-sector style). The Linux bzImage and PVH ELF
-//! loaders come with the Linux-guest issue and sit beside it.
+//! - [`flat`]: raw real-mode payloads (boot-sector style).
+//! - [`bzimage`]: Linux bzImage through the x86 boot protocol's 64-bit entry.
+//! - [`pvh`]: ELF kernels with a PVH entry point (Xen's `XEN_ELFNOTE_PHYS32_ENTRY`), started
+//!   in 32-bit protected mode with an `hvm_start_info`.
+//!
+//! [`layout`] says where everything goes in guest-physical memory (shared with the ACPI table
+//! builder); [`boot64`] writes the GDT and identity page tables a 64-bit entry needs.
 
+pub mod boot64;
+pub mod bzimage;
 pub mod flat;
+pub mod layout;
+pub mod pvh;

@@ -168,6 +168,7 @@ impl SvmVcpu {
                 stack,
                 rsi,
             } => vmcb::long_mode_registers(entry, cr3, gdt, stack, rsi),
+            StartMode::Protected32 { entry, ebx } => vmcb::protected_mode_registers(entry, ebx),
         };
         let ncr3 = vcpu._npt.root();
         let mut v = vcpu.vmcb();

@@ -461,6 +461,51 @@ pub fn long_mode_registers(entry: u64, cr3: u64, gdt: u64, stack: u64, rsi: u64)
     regs
 }
 
+/// 32-bit protected-mode register state with paging off, for the PVH entry
+/// ([`StartMode::Protected32`](crate::vcpu::StartMode::Protected32)): flat 4 GiB code (0x08)
+/// and data (0x10) segments, CR0 = PE | ET, CR4 = EFER = 0, EBX = `ebx`, TR a busy 32-bit TSS
+/// at 0 with limit 0x67 as the PVH ABI states, GDTR and IDTR empty.
+pub fn protected_mode_registers(entry: u32, ebx: u32) -> Registers {
+    let data = Segment {
+        selector: 0x10,
+        base: 0,
+        limit: 0xffff_ffff,
+        access: 0xc093, // read/write, accessed, S, P, D/B, G
+    };
+    let mut regs = Registers {
+        rip: u64::from(entry),
+        rflags: 0x2,
+        cr0: 0x11, // PE, ET
+        cs: Segment {
+            selector: 0x08,
+            access: 0xc09b, // execute/read, accessed, S, P, D/B (32-bit), G
+            ..data
+        },
+        ds: data,
+        es: data,
+        fs: data,
+        gs: data,
+        ss: data,
+        tr: Segment {
+            selector: 0,
+            base: 0,
+            limit: 0x67,
+            access: 0x8b,
+        },
+        ldtr: Segment {
+            selector: 0,
+            base: 0,
+            limit: 0,
+            access: 0x1_0082,
+        },
+        gdtr: (0, 0),
+        idtr: (0, 0),
+        ..Registers::default()
+    };
+    regs.gpr[3] = u64::from(ebx);
+    regs
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -535,6 +580,32 @@ mod tests {
         v.set_registers(&regs);
         assert_eq!(v.segment(offset::CS).access, 0xa09b);
         assert_eq!(v.get(offset::EFER), regs.efer | EFER_SVME);
+    }
+
+    #[test]
+    fn protected_mode_state_is_flat_32_bit_without_paging() {
+        let regs = protected_mode_registers(0x100_0000, 0x6000);
+        assert_eq!(regs.code_bitness(), 32);
+        assert_eq!(regs.rip, 0x100_0000);
+        assert_eq!(regs.gpr[3], 0x6000, "EBX: hvm_start_info");
+        assert_eq!((regs.cr0, regs.cr4, regs.efer), (0x11, 0, 0));
+        assert_eq!(regs.rflags & 0x200, 0, "interrupts off");
+        for seg in [regs.cs, regs.ds, regs.es, regs.ss] {
+            assert_eq!((seg.base, seg.limit), (0, 0xffff_ffff));
+        }
+        assert_eq!(
+            (regs.tr.base, regs.tr.limit, regs.tr.access),
+            (0, 0x67, 0x8b)
+        );
+        let mut p = page();
+        let mut v = Vmcb::new(&mut p);
+        v.set_registers(&regs);
+        assert_eq!(v.get(offset::EFER), EFER_SVME);
+        assert_eq!(v.segment(offset::CS).access, 0xc09b);
+        let mut back = Registers::default();
+        v.registers_into(&mut back);
+        assert_eq!(back.code_bitness(), 32);
+        assert_eq!(back.cr0, 0x11);
     }
 
     #[test]

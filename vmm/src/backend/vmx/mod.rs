@@ -414,6 +414,9 @@ impl VmxVcpu {
                 stack,
                 rsi,
             } => super::svm::vmcb::long_mode_registers(entry, cr3, gdt, stack, rsi),
+            StartMode::Protected32 { entry, ebx } => {
+                super::svm::vmcb::protected_mode_registers(entry, ebx)
+            }
         };
         let addrs = ControlAddresses {
             io_bitmaps: io_bitmaps_pa,

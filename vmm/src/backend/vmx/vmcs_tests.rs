@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::backend::svm::vmcb::{long_mode_registers, real_mode_registers};
+use crate::backend::svm::vmcb::{
+    long_mode_registers, protected_mode_registers, real_mode_registers,
+};
 use crate::detect::{EptVpidCap, VmxBasic};
 
 /// A VMCS in a map; values are truncated to the field's width as VMWRITE does.
@@ -344,6 +346,41 @@ fn long_mode_guest_state() {
     // Leaving IA-32e mode clears the control again.
     set_ia32e_mode(&mut v, false);
     assert_eq!(v.read(field::ENTRY_CONTROLS), 0x11fb);
+}
+
+#[test]
+fn protected_mode_guest_state() {
+    let cr = cr_policy();
+    let mut v = MapVmcs::default();
+    v.write(
+        field::ENTRY_CONTROLS,
+        0x11fb | u64::from(entry_ctl::IA32E_MODE_GUEST),
+    );
+    v.write(field::CR0_GUEST_HOST_MASK, cr.cr0_mask());
+    v.write(field::CR4_GUEST_HOST_MASK, cr.cr4_mask());
+    let regs = protected_mode_registers(0x100_0000, 0x6000);
+    write_guest_state(&mut v, &regs, &cr);
+    assert_eq!(v.read(field::GUEST_RIP), 0x100_0000);
+    assert_eq!(v.read(field::GUEST_CR0), 0x31, "PE, ET and the forced NE");
+    assert_eq!(v.read(field::CR0_READ_SHADOW), 0x11);
+    assert_eq!(v.read(field::GUEST_CR4), 0x2000, "only the forced VMXE");
+    assert_eq!(v.read(field::GUEST_IA32_EFER), 0);
+    assert_eq!(v.read(CS.access), 0xc09b);
+    assert_eq!(v.read(SS.access), 0xc093);
+    assert_eq!(v.read(TR.access), 0x8b);
+    assert_eq!(
+        v.read(field::ENTRY_CONTROLS) & u64::from(entry_ctl::IA32E_MODE_GUEST),
+        0,
+        "not IA-32e mode"
+    );
+    let mut back = Registers {
+        gpr: regs.gpr,
+        ..Registers::default()
+    };
+    read_guest_state(&v, &mut back);
+    assert_eq!(back.code_bitness(), 32);
+    assert_eq!(back.cr0, 0x11);
+    assert_eq!(back.gpr[3], 0x6000);
 }
 
 #[test]
