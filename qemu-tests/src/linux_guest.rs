@@ -312,6 +312,10 @@ pub fn write_test_initramfs(guest: &LinuxGuest) -> Result<PathBuf, String> {
     let io = |e: std::io::Error| format!("writing {}: {e}", path.display());
     let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(io)?;
     std::io::Write::write_all(&mut tmp, &archive).map_err(io)?;
+    // A temporary file is private (0600); the archive is no secret.
+    let mut permissions = tmp.as_file().metadata().map_err(io)?.permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o644);
+    tmp.as_file().set_permissions(permissions).map_err(io)?;
     tmp.persist(&path).map_err(|e| io(e.error))?;
     Ok(path)
 }
