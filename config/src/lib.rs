@@ -15,12 +15,20 @@
 //!   slot holding the older (or no valid) record, boot takes the newest valid one, so a power
 //!   cut during a save leaves the previous configuration intact.
 //!
-//! The configuration schema (network, management auth, VM definitions), its validation and
-//! its JSON encoding sit on top of [`record`]: to the record, the payload is opaque bytes.
+//! - [`schema`]: the configuration document ([`Config`]: hostname, network, management API,
+//!   VM definitions), its canonical JSON encoding, and validation that reports every
+//!   violation with its path (`vms[1].memory_mib: must be between 16 and 65536`). To the
+//!   record, this JSON is opaque payload bytes.
+//! - [`edit`]: pure operations on a [`Config`] for the console and the HTTP API: `set` and
+//!   `unset` by path, `diff`, and the ETag of the canonical encoding.
 #![cfg_attr(not(test), no_std)]
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
 extern crate alloc;
 
+pub mod edit;
 pub mod record;
+pub mod schema;
+
+pub use schema::{Config, ConfigError, ValidationError};

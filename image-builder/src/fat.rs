@@ -205,6 +205,28 @@ pub struct FatFile {
     pub contents: Contents,
 }
 
+/// Why `name` cannot be a FAT long file name as typed, or `None` if it can: FAT refuses
+/// control characters and `"*/:<>?\|`, more than 255 UTF-16 code units, and Windows and
+/// fatfs drop trailing dots and spaces, which would change the name.
+pub fn long_name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() || name == "." || name == ".." {
+        return Some("is empty, . or ..");
+    }
+    if name.encode_utf16().count() > 255 {
+        return Some("is longer than FAT's 255 UTF-16 code units");
+    }
+    if name
+        .chars()
+        .any(|c| c.is_control() || "\"*/:<>?\\|".contains(c))
+    {
+        return Some("holds a control character or one of \" * / : < > ? \\ | (FAT refuses them)");
+    }
+    if name.ends_with('.') || name.ends_with(' ') {
+        return Some("ends with a dot or space (FAT would drop it)");
+    }
+    None
+}
+
 /// The FAT type [`format()`] picks for a volume of `bytes`.
 pub fn fat_type_for(bytes: u64) -> fatfs::FatType {
     if bytes <= FAT16_MAX_BYTES {
@@ -361,6 +383,34 @@ mod tests {
         assert_eq!((d.time.hour, d.time.min, d.time.sec), (23, 59, 59));
         let d = fat_date_time(i64::MAX);
         assert_eq!((d.date.year, d.date.month, d.date.day), (2107, 12, 31));
+    }
+
+    #[test]
+    fn long_names() {
+        for ok in [
+            "vmlinuz-6.1",
+            "initrd.cpio",
+            "a b",
+            "x".repeat(255).as_str(),
+            "ÄÖ.bin",
+        ] {
+            assert_eq!(long_name_problem(ok), None, "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a:b",
+            "a/b",
+            "a\\b",
+            "q?",
+            "t\tab",
+            "dot.",
+            "sp ",
+            &"x".repeat(256),
+        ] {
+            assert!(long_name_problem(bad).is_some(), "{bad}");
+        }
     }
 
     #[test]

@@ -4,12 +4,13 @@
 //! |---|---------------|------------------------------|------------------------|----------------------------------|
 //! | 1 | `bios-boot`   | BIOS boot (EF02)             | 2048..=4095 (1 MiB)    | GRUB i386-pc `core.img`          |
 //! | 2 | `esp`         | EFI system (EF00)            | 4096.. (≥ 32 MiB)      | FAT16 `KEELESP`: GRUB, cfg, kernel, modules |
-//! | 3 | `keel-config` | [`KEEL_CONFIG_TYPE_GUID`]    | next 1 MiB             | raw, zeroed: persisted config slots |
-//! | 4 | `keel-store`  | Microsoft basic data         | next 16 MiB            | FAT16 `KEELSTORE`, empty: guest store |
+//! | 3 | `keel-config` | [`KEEL_CONFIG_TYPE_GUID`]    | next 1 MiB             | raw: config record (generation 1) in slot A, slot B zeroed |
+//! | 4 | `keel-store`  | Microsoft basic data ([`STORE_TYPE_GUID`]) | next (≥ 16 MiB) | FAT `KEELSTORE`: guest store (`--store <dir>`) |
 //!
 //! LBA 0 is a protective MBR whose boot code is GRUB's `boot.img`, pointed at LBA 2048. Every
 //! partition starts on a 1 MiB boundary; 1 MiB at the end holds the backup GPT. The ESP grows
-//! beyond 32 MiB when the kernel and modules need it.
+//! beyond 32 MiB when the kernel and modules need it, the store beyond 16 MiB when the files
+//! of `keel build --store <dir>` need it (FAT16 up to 1 GiB, FAT32 beyond).
 //!
 //! [`assemble_image`] gathers the inputs and runs GRUB; [`write_image`] is the pure-layout part
 //! (GRUB blobs in, file out), which the unit tests drive with fake GRUB images.
@@ -21,6 +22,8 @@ use std::path::{Path, PathBuf};
 
 use gpt::partition_types::{self, OperatingSystem, Type};
 use uuid::Uuid;
+
+use keel_config::record::{self, LayoutError, RecordError, Slots};
 
 use crate::fat::{self, Contents, FatError, FatFile};
 use crate::grub::{self, GrubError, GrubImages};
@@ -39,8 +42,13 @@ pub const ESP_START: u64 = BIOS_BOOT_START + BIOS_BOOT_SECTORS;
 pub const ESP_MIN_SECTORS: u64 = 32 * 2048;
 /// Size of the configuration partition: 1 MiB.
 pub const CONFIG_SECTORS: u64 = 2048;
-/// Size of the guest-store partition: 16 MiB.
-pub const STORE_SECTORS: u64 = 16 * 2048;
+/// Smallest guest-store partition: 16 MiB.
+pub const STORE_MIN_SECTORS: u64 = 16 * 2048;
+/// Largest file the guest store takes: FAT's limit (4 GiB - 1).
+pub const STORE_MAX_FILE: u64 = u32::MAX as u64;
+/// Space a store file is assumed to take for sizing: rounded up to this (at least the
+/// cluster size of any volume `fat::format` makes up to 1 GiB, and ample beyond).
+const STORE_FILE_GRANULE: u64 = 64 << 10;
 /// Room left at the end of the disk for the backup GPT (33 sectors), kept at 1 MiB so the disk
 /// size stays a whole number of MiB.
 pub const TAIL_SECTORS: u64 = 2048;
@@ -56,6 +64,11 @@ pub const CONFIG_NAME: &str = "keel-config";
 pub const STORE_NAME: &str = "keel-store";
 /// FAT label of the guest store.
 pub const STORE_LABEL: &str = "KEELSTORE";
+
+/// Partition type GUID of the guest store: Microsoft basic data
+/// (`ebd0a0a2-b9e5-4433-87c0-68b6b72699c7`), so any OS offers to mount it; the kernel finds it
+/// by this type and [`STORE_NAME`].
+pub const STORE_TYPE_GUID: Uuid = Uuid::from_u128(0xebd0a0a2_b9e5_4433_87c0_68b6b72699c7);
 
 /// Partition type GUID of the raw Keel configuration partition
 /// (`20442bb3-5151-4ecd-846b-efa36bb2491f`, generated at random for Keel). No other OS knows it,
@@ -147,6 +160,55 @@ pub enum ImageError {
     /// A FAT file system step failed.
     #[error(transparent)]
     Fat(#[from] FatError),
+    /// The `--store` directory cannot be listed.
+    #[error("cannot read store directory {path}: {source}")]
+    ReadStoreDir {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// An entry of the `--store` directory cannot be copied.
+    #[error("store directory entry {path}: {reason}")]
+    BadStoreEntry {
+        /// The entry.
+        path: PathBuf,
+        /// Why (and what to do).
+        reason: String,
+    },
+    /// Two store files would get the same FAT name (FAT compares names case-insensitively).
+    #[error(
+        "store files {first} and {second} differ only in case: FAT cannot hold both; rename one"
+    )]
+    DuplicateStoreName {
+        /// One file name.
+        first: String,
+        /// The other.
+        second: String,
+    },
+    /// The store content is larger than a FAT32 volume can be.
+    #[error("the store files take {bytes} bytes, more than a FAT32 partition holds (2 TiB)")]
+    StoreTooLarge {
+        /// Their total size.
+        bytes: u64,
+    },
+    /// The configuration does not fit into a slot of the configuration partition.
+    #[error(
+        "the configuration ({len} bytes of JSON) does not fit into a {max}-byte slot of the \
+         configuration partition; remove VMs or shorten command lines"
+    )]
+    ConfigTooLarge {
+        /// Length of the canonical JSON.
+        len: usize,
+        /// The most a slot holds.
+        max: usize,
+    },
+    /// The configuration partition cannot hold two record slots.
+    #[error("the configuration partition layout is unusable: {0}")]
+    ConfigLayout(LayoutError),
+    /// The configuration record could not be encoded.
+    #[error("cannot encode the configuration record: {0}")]
+    ConfigRecord(RecordError),
 }
 
 /// One partition of the layout.
@@ -171,21 +233,44 @@ impl PartitionSpec {
     }
 }
 
-/// The disk layout; only the ESP size varies.
+/// The disk layout; the ESP and store sizes vary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Layout {
     /// ESP size in sectors (a multiple of [`ALIGN_SECTORS`], at least [`ESP_MIN_SECTORS`]).
     pub esp_sectors: u64,
+    /// Store size in sectors (a multiple of [`ALIGN_SECTORS`], at least
+    /// [`STORE_MIN_SECTORS`]).
+    pub store_sectors: u64,
+}
+
+/// `bytes` plus an eighth plus 4 MiB, in sectors rounded up to whole MiB, at least `min`.
+fn with_headroom(bytes: u64, min: u64) -> u64 {
+    let wanted = bytes
+        .saturating_add(bytes / 8)
+        .saturating_add(4 << 20)
+        .div_ceil(SECTOR);
+    (wanted.div_ceil(ALIGN_SECTORS) * ALIGN_SECTORS).max(min)
 }
 
 impl Layout {
     /// The layout whose ESP holds `payload_bytes` of files with room to spare: 32 MiB, or the
-    /// payload plus an eighth plus 4 MiB, rounded up to whole MiB.
+    /// payload plus an eighth plus 4 MiB, rounded up to whole MiB; the store at its minimum.
     pub fn for_esp_payload(payload_bytes: u64) -> Layout {
-        let wanted = (payload_bytes + payload_bytes / 8 + (4 << 20)).div_ceil(SECTOR);
-        let esp_sectors = wanted.div_ceil(ALIGN_SECTORS) * ALIGN_SECTORS;
         Layout {
-            esp_sectors: esp_sectors.max(ESP_MIN_SECTORS),
+            esp_sectors: with_headroom(payload_bytes, ESP_MIN_SECTORS),
+            store_sectors: STORE_MIN_SECTORS,
+        }
+    }
+
+    /// This layout with a store that holds files of `sizes` bytes with room to spare: each
+    /// file rounded up to 64 KiB, plus an eighth plus 4 MiB, whole MiB, at least 16 MiB.
+    pub fn with_store_files(self, sizes: impl IntoIterator<Item = u64>) -> Layout {
+        let bytes = sizes.into_iter().fold(0u64, |sum, size| {
+            sum.saturating_add(size.div_ceil(STORE_FILE_GRANULE) * STORE_FILE_GRANULE)
+        });
+        Layout {
+            store_sectors: with_headroom(bytes, STORE_MIN_SECTORS),
+            ..self
         }
     }
 
@@ -227,9 +312,9 @@ impl Layout {
         PartitionSpec {
             number: 4,
             name: STORE_NAME,
-            type_guid: partition_types::BASIC.guid,
+            type_guid: STORE_TYPE_GUID,
             first_lba: self.config().first_lba + CONFIG_SECTORS,
-            sectors: STORE_SECTORS,
+            sectors: self.store_sectors,
         }
     }
 
@@ -260,6 +345,8 @@ pub struct ImageSummary {
     pub kernel_bytes: u64,
     /// Module names and sizes.
     pub modules: Vec<(String, u64)>,
+    /// Guest store file names and sizes.
+    pub store_files: Vec<(String, u64)>,
 }
 
 impl ImageSummary {
@@ -288,6 +375,9 @@ impl ImageSummary {
         ));
         for (name, bytes) in &self.modules {
             lines.push(format!("module {name}: {}", human(*bytes)));
+        }
+        for (name, bytes) in &self.store_files {
+            lines.push(format!("store file {name}: {}", human(*bytes)));
         }
         lines
     }
@@ -333,13 +423,71 @@ pub fn module_name(path: &Path) -> Result<String, ImageError> {
     Ok(name.to_string())
 }
 
-/// Builds the whole image at `out` from the kernel ELF, module files and command line: runs
-/// GRUB (`grub-mkimage`), lays out the GPT and fills the ESP. The file appears atomically
-/// (written next to `out`, then renamed).
+/// The files of a `--store` directory, as the guest store will hold them: every regular file
+/// (symbolic links followed) under its own name, in name order. Subdirectories and other
+/// entries are refused (the store is flat), as are names FAT cannot hold and names that
+/// differ only in case.
+pub fn store_files(dir: &Path) -> Result<Vec<FatFile>, ImageError> {
+    let read_dir = |source| ImageError::ReadStoreDir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(read_dir)? {
+        let path = entry.map_err(read_dir)?.path();
+        let bad = |reason: String| ImageError::BadStoreEntry {
+            path: path.clone(),
+            reason,
+        };
+        let meta = std::fs::metadata(&path).map_err(|e| bad(format!("cannot read it: {e}")))?;
+        if !meta.is_file() {
+            return Err(bad(
+                "is not a regular file: the store is flat; move it out of the directory".into(),
+            ));
+        }
+        if meta.len() > STORE_MAX_FILE {
+            return Err(bad(format!(
+                "is {} bytes, more than the 4 GiB - 1 a FAT file can hold",
+                meta.len()
+            )));
+        }
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| bad("file name is not UTF-8; rename it".into()))?
+            .to_string();
+        if let Some(reason) = fat::long_name_problem(&name) {
+            return Err(bad(format!("file name {reason}; rename it")));
+        }
+        files.push(FatFile {
+            path: format!("/{name}"),
+            contents: Contents::File(path),
+        });
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    for (i, a) in files.iter().enumerate() {
+        for b in &files[i + 1..] {
+            if a.path.to_lowercase() == b.path.to_lowercase() {
+                return Err(ImageError::DuplicateStoreName {
+                    first: a.path[1..].to_string(),
+                    second: b.path[1..].to_string(),
+                });
+            }
+        }
+    }
+    Ok(files)
+}
+
+/// Builds the whole image at `out` from the kernel ELF, module files, command line, the
+/// optional guest-store directory and the configuration document (`config_json`, stored in
+/// the configuration partition): runs GRUB (`grub-mkimage`), lays out the GPT, fills the ESP
+/// and the store. The file appears atomically (written next to `out`, then renamed).
 pub fn assemble_image(
     elf: &Path,
     modules: &[PathBuf],
     cmdline: &str,
+    store_dir: Option<&Path>,
+    config_json: &[u8],
     out: &Path,
 ) -> Result<ImageSummary, ImageError> {
     check_elf(elf)?;
@@ -358,6 +506,10 @@ pub fn assemble_image(
         })?;
         names.push(name);
     }
+    let store = match store_dir {
+        Some(dir) => store_files(dir)?,
+        None => Vec::new(),
+    };
     let grub_images = grub::make_images()?;
     let mut files = vec![
         FatFile {
@@ -379,7 +531,7 @@ pub fn assemble_image(
             contents: Contents::File(path.clone()),
         });
     }
-    write_image(&grub_images, &files, out)
+    write_image(&grub_images, &files, &store, config_json, out)
 }
 
 /// Checks that `elf` is readable and starts with the ELF magic.
@@ -414,13 +566,32 @@ fn contents_len(contents: &Contents) -> Result<u64, ImageError> {
     }
 }
 
-/// Writes the image from ready GRUB blobs and the ESP's files: protective MBR with GRUB's boot
-/// code, GPT, core.img in the BIOS boot partition, the ESP and an empty guest store.
+/// The configuration partition's initial contents for `config_json`: a generation-1 record in
+/// slot A (at the partition's start), to be followed by zeros (slot B empty).
+pub fn config_partition_record(config_json: &[u8]) -> Result<Vec<u8>, ImageError> {
+    let slots = Slots::new(CONFIG_SECTORS, SECTOR as usize).map_err(ImageError::ConfigLayout)?;
+    let max = slots.max_payload();
+    if config_json.len() > max {
+        return Err(ImageError::ConfigTooLarge {
+            len: config_json.len(),
+            max,
+        });
+    }
+    record::encode(1, config_json).map_err(ImageError::ConfigRecord)
+}
+
+/// Writes the image from ready GRUB blobs, the ESP's files, the guest store's files and the
+/// configuration document: protective MBR with GRUB's boot code, GPT, core.img in the BIOS
+/// boot partition, the ESP, the configuration record ([`config_partition_record`]) and the
+/// guest store.
 pub fn write_image(
     grub_images: &GrubImages,
     esp_files: &[FatFile],
+    store_files: &[FatFile],
+    config_json: &[u8],
     out: &Path,
 ) -> Result<ImageSummary, ImageError> {
+    let config_record = config_partition_record(config_json)?;
     let mut payload = 0;
     let mut kernel_bytes = 0;
     let mut modules = Vec::new();
@@ -433,7 +604,18 @@ pub fn write_image(
             modules.push((name.to_string(), len));
         }
     }
-    let layout = Layout::for_esp_payload(payload);
+    let mut store_sizes = Vec::new();
+    for file in store_files {
+        let name = file.path.trim_start_matches('/').to_string();
+        store_sizes.push((name, contents_len(&file.contents)?));
+    }
+    let layout =
+        Layout::for_esp_payload(payload).with_store_files(store_sizes.iter().map(|(_, n)| *n));
+    if u32::try_from(layout.store_sectors).is_err() {
+        return Err(ImageError::StoreTooLarge {
+            bytes: store_sizes.iter().map(|(_, n)| *n).sum(),
+        });
+    }
     let core = grub::patch_core_img(&grub_images.core_img, BIOS_BOOT_START)?;
     let max = BIOS_BOOT_SECTORS * SECTOR;
     if core.len() as u64 > max {
@@ -460,7 +642,15 @@ pub fn write_image(
             path: dir.to_path_buf(),
             source,
         })?;
-    write_disk(tmp.path(), &layout, boot_code, &core, esp_files)?;
+    write_disk(
+        tmp.path(),
+        &layout,
+        boot_code,
+        &core,
+        esp_files,
+        store_files,
+        &config_record,
+    )?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -481,6 +671,7 @@ pub fn write_image(
         efi_img_bytes: grub_images.efi_img.len() as u64,
         kernel_bytes,
         modules,
+        store_files: store_sizes,
     })
 }
 
@@ -491,6 +682,8 @@ fn write_disk(
     boot_code: [u8; grub::MBR_BOOT_CODE_LEN],
     core: &[u8],
     esp_files: &[FatFile],
+    store_files: &[FatFile],
+    config_record: &[u8],
 ) -> Result<(), ImageError> {
     let io = |what, source| ImageError::Io {
         what,
@@ -553,6 +746,12 @@ fn write_disk(
         esp_id,
     )?;
     fat::write_files(&mut file, esp.first_lba, esp.sectors, esp_files)?;
+    // Slot A starts at the partition's first sector; the rest of the partition (slot B)
+    // stays zeroed, which the record reader sees as blank.
+    file.seek(SeekFrom::Start(layout.config().first_lba * SECTOR))
+        .and_then(|_| file.write_all(config_record))
+        .map_err(|e| io("write the configuration record into", e))?;
+
     let store = layout.store();
     let store_id = u32::from_le_bytes([sig[8], sig[9], sig[10], sig[11]]);
     fat::format(
@@ -562,6 +761,9 @@ fn write_disk(
         STORE_LABEL,
         store_id,
     )?;
+    if !store_files.is_empty() {
+        fat::write_files(&mut file, store.first_lba, store.sectors, store_files)?;
+    }
 
     file.sync_all().map_err(|e| io("flush", e))
 }

@@ -3,6 +3,26 @@
 
 use super::*;
 use crate::grub::{fake_boot_img, fake_core_img, grub_available};
+use keel_config::Config;
+use keel_config::record::{self, Slot, Slots};
+
+/// The canonical JSON of the default configuration.
+fn default_json() -> Vec<u8> {
+    Config::default().to_json_pretty()
+}
+
+/// Reads the configuration partition of the image at `path` and returns its two slots.
+fn config_slots(path: &Path, layout: &Layout) -> (Vec<u8>, Vec<u8>) {
+    let spec = layout.config();
+    let mut f = File::open(path).unwrap();
+    let mut bytes = vec![0; (spec.sectors * SECTOR) as usize];
+    f.seek(SeekFrom::Start(spec.first_lba * SECTOR)).unwrap();
+    f.read_exact(&mut bytes).unwrap();
+    let slots = Slots::new(spec.sectors, SECTOR as usize).unwrap();
+    let b = (slots.start(Slot::B) * SECTOR) as usize;
+    let slot_b = bytes.split_off(b);
+    (bytes, slot_b)
+}
 
 /// A file that passes the ELF magic check.
 fn fake_elf(dir: &Path) -> PathBuf {
@@ -142,7 +162,9 @@ fn written_image_reads_back() {
     ];
     let out = tmp.path().join("keel.img");
     let grub_images = fake_grub();
-    let summary = write_image(&grub_images, &files, &out).unwrap();
+    let mut config = crate::appliance::default_config("0123456789abcdef0123456789abcdef");
+    config.hostname = "readback".into();
+    let summary = write_image(&grub_images, &files, &[], &config.to_json_pretty(), &out).unwrap();
     let layout = summary.layout;
     assert_eq!(
         std::fs::metadata(&out).unwrap().len(),
@@ -214,11 +236,36 @@ fn written_image_reads_back() {
     assert_eq!(label.as_deref(), Some("KEELSTORE"));
     assert_eq!(entries, 0);
 
-    // Config partition: raw zeros.
-    let config = layout.config();
-    for lba in [config.first_lba, config.last_lba()] {
-        assert!(read_sector(&out, lba).iter().all(|&b| b == 0));
-    }
+    // Config partition: a generation-1 record of the configuration in slot A, slot B blank.
+    let (slot_a, slot_b) = config_slots(&out, &layout);
+    let stored = record::decode(&slot_a).unwrap();
+    assert_eq!(stored.generation, 1);
+    assert_eq!(stored.payload, config.to_json_pretty());
+    assert_eq!(Config::from_json(&stored.payload).unwrap(), config);
+    assert!(slot_b.iter().all(|&b| b == 0));
+    let record_len = record::encode(1, &stored.payload).unwrap().len();
+    assert!(slot_a[record_len..].iter().all(|&b| b == 0));
+}
+
+#[test]
+fn an_oversized_configuration_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let max = Slots::new(CONFIG_SECTORS, SECTOR as usize)
+        .unwrap()
+        .max_payload();
+    let err = write_image(
+        &fake_grub(),
+        &[],
+        &[],
+        &vec![b' '; max + 1],
+        &tmp.path().join("x.img"),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, ImageError::ConfigTooLarge { len, max: m } if len == max + 1 && m == max),
+        "{err}"
+    );
+    assert!(config_partition_record(&vec![b' '; max]).is_ok());
 }
 
 #[test]
@@ -230,13 +277,15 @@ fn rebuilding_over_an_existing_image_replaces_it() {
         path: KERNEL_PATH.into(),
         contents: Contents::Bytes(b"\x7fELF".to_vec()),
     }];
-    let summary = write_image(&fake_grub(), &files, &out).unwrap();
+    let summary = write_image(&fake_grub(), &files, &[], &default_json(), &out).unwrap();
     assert_eq!(
         std::fs::metadata(&out).unwrap().len(),
         summary.layout.total_sectors() * SECTOR
     );
-    let config = summary.layout.config();
-    assert!(read_sector(&out, config.first_lba).iter().all(|&b| b == 0));
+    // Nothing of the old 0xFF image survives in the configuration partition.
+    let (slot_a, slot_b) = config_slots(&out, &summary.layout);
+    assert_eq!(record::decode(&slot_a).unwrap().payload, default_json());
+    assert!(slot_b.iter().all(|&b| b == 0));
 }
 
 #[test]
@@ -246,7 +295,14 @@ fn oversized_core_img_is_refused() {
         core_img: fake_core_img(2049 * 512),
         ..fake_grub()
     };
-    let err = write_image(&grub_images, &[], &tmp.path().join("x.img")).unwrap_err();
+    let err = write_image(
+        &grub_images,
+        &[],
+        &[],
+        &default_json(),
+        &tmp.path().join("x.img"),
+    )
+    .unwrap_err();
     assert!(matches!(err, ImageError::CoreTooLarge { .. }), "{err}");
 }
 
@@ -276,21 +332,29 @@ fn input_errors_come_before_grub_runs() {
     let elf = fake_elf(tmp.path());
     let missing = tmp.path().join("missing");
 
-    let err = assemble_image(&missing, &[], "", &out).unwrap_err();
+    let err = assemble_image(&missing, &[], "", None, &default_json(), &out).unwrap_err();
     assert!(matches!(err, ImageError::ReadKernel { .. }), "{err}");
 
     let not_elf = tmp.path().join("not-elf");
     std::fs::write(&not_elf, b"MZ......").unwrap();
-    let err = assemble_image(&not_elf, &[], "", &out).unwrap_err();
+    let err = assemble_image(&not_elf, &[], "", None, &default_json(), &out).unwrap_err();
     assert_eq!(
         err.to_string(),
         format!("{} is not an ELF file", not_elf.display())
     );
 
-    let err = assemble_image(&elf, &[], "a\nb", &out).unwrap_err();
+    let err = assemble_image(&elf, &[], "a\nb", None, &default_json(), &out).unwrap_err();
     assert!(matches!(err, ImageError::BadCmdline), "{err}");
 
-    let err = assemble_image(&elf, std::slice::from_ref(&missing), "", &out).unwrap_err();
+    let err = assemble_image(
+        &elf,
+        std::slice::from_ref(&missing),
+        "",
+        None,
+        &default_json(),
+        &out,
+    )
+    .unwrap_err();
     assert!(matches!(err, ImageError::ReadModule { .. }), "{err}");
 
     let sub = tmp.path().join("sub");
@@ -299,7 +363,7 @@ fn input_errors_come_before_grub_runs() {
     let m2 = sub.join("m");
     std::fs::write(&m1, b"1").unwrap();
     std::fs::write(&m2, b"2").unwrap();
-    let err = assemble_image(&elf, &[m1, m2], "", &out).unwrap_err();
+    let err = assemble_image(&elf, &[m1, m2], "", None, &default_json(), &out).unwrap_err();
     assert_eq!(
         err.to_string(),
         "two modules are named m: module names are their file names and must be unique"
@@ -321,6 +385,8 @@ fn assembled_image_with_real_grub() {
         &elf,
         std::slice::from_ref(&module),
         "console=com1 log=debug",
+        None,
+        &default_json(),
         &out,
     )
     .unwrap();
@@ -375,4 +441,102 @@ fn assembled_image_with_real_grub() {
         sectors - 1
     );
     assert_eq!(u16::from_le_bytes([core0[0x1FE], core0[0x1FF]]), 0x820);
+}
+
+#[test]
+fn store_grows_with_its_files() {
+    let base = Layout::for_esp_payload(0);
+    assert_eq!(base.with_store_files([]).store_sectors, STORE_MIN_SECTORS);
+    assert_eq!(
+        base.with_store_files([1, 2, 3]).store_sectors,
+        STORE_MIN_SECTORS
+    );
+    let big = base.with_store_files([40 << 20, 1]);
+    // 40 MiB + 64 KiB, an eighth more, 4 MiB: 50 MiB after rounding.
+    assert_eq!(big.store_sectors * SECTOR, 50 << 20);
+    assert_eq!(
+        big.total_sectors(),
+        big.store().last_lba() + 1 + TAIL_SECTORS
+    );
+}
+
+#[test]
+fn store_directory_is_checked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("nope");
+    let err = store_files(&missing).unwrap_err();
+    assert!(
+        err.to_string().starts_with("cannot read store directory"),
+        "{err}"
+    );
+
+    let dir = tmp.path().join("store");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("vmlinuz-6.1"), b"kernel").unwrap();
+    std::fs::write(dir.join("a.txt"), b"a").unwrap();
+    let files = store_files(&dir).unwrap();
+    let names: Vec<_> = files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(names, ["/a.txt", "/vmlinuz-6.1"]);
+
+    std::fs::write(dir.join("A.TXT"), b"b").unwrap();
+    let err = store_files(&dir).unwrap_err();
+    assert!(
+        matches!(err, ImageError::DuplicateStoreName { .. }),
+        "{err}"
+    );
+    std::fs::remove_file(dir.join("A.TXT")).unwrap();
+
+    std::fs::create_dir(dir.join("sub")).unwrap();
+    let err = store_files(&dir).unwrap_err();
+    assert!(err.to_string().contains("the store is flat"), "{err}");
+    std::fs::remove_dir(dir.join("sub")).unwrap();
+
+    std::fs::write(dir.join("trailing."), b"x").unwrap();
+    let err = store_files(&dir).unwrap_err();
+    assert!(err.to_string().contains("rename it"), "{err}");
+}
+
+#[test]
+fn store_files_are_written_with_their_long_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    std::fs::create_dir(&dir).unwrap();
+    let big: Vec<u8> = (0..20u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(dir.join("disk image with a long name.raw"), &big).unwrap();
+    std::fs::write(dir.join("initrd.cpio"), b"070701").unwrap();
+    let store = store_files(&dir).unwrap();
+    let out = tmp.path().join("keel.img");
+    let summary = write_image(&fake_grub(), &[], &store, &default_json(), &out).unwrap();
+    let layout = summary.layout;
+    assert!(layout.store_sectors * SECTOR > 20 << 20);
+    check_gpt(&out, &layout);
+    assert_eq!(
+        summary.store_files,
+        [
+            ("disk image with a long name.raw".to_string(), 20 << 20),
+            ("initrd.cpio".to_string(), 6)
+        ]
+    );
+    let spec = layout.store();
+    let mut f = File::open(&out).unwrap();
+    let mut bytes = vec![0; (spec.sectors * SECTOR) as usize];
+    f.seek(SeekFrom::Start(spec.first_lba * SECTOR)).unwrap();
+    f.read_exact(&mut bytes).unwrap();
+    let mut volume = std::io::Cursor::new(bytes);
+    assert_eq!(
+        fat::read_file(
+            &mut volume,
+            0,
+            spec.sectors,
+            "disk image with a long name.raw"
+        )
+        .unwrap(),
+        big
+    );
+    assert_eq!(
+        fat::read_file(&mut volume, 0, spec.sectors, "initrd.cpio").unwrap(),
+        b"070701"
+    );
 }

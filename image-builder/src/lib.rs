@@ -6,6 +6,9 @@
 //!   GRUB's boot sector and core image the way `grub-bios-setup` would, as pure functions.
 //! - [`fat`] formats FAT file systems inside a byte range of the image file and copies files in
 //!   (the `fatfs` crate: no loop devices, no mounts, no root, no mtools).
+//! - [`appliance`] reads the operator's `appliance.toml` into a validated
+//!   [`keel_config::Config`] (or makes the default one); its canonical JSON becomes the first
+//!   record of the configuration partition.
 //! - [`gpt_image`] lays out the disk (protective MBR + GPT, BIOS boot partition, ESP, raw
 //!   configuration partition, guest store) and writes it: [`gpt_image::assemble_image`].
 //! - [`kernel_build`] compiles `keel-kernel` for `x86_64-unknown-none` with cargo.
@@ -17,6 +20,7 @@
 //! integration tests in `qemu-tests/` call [`build`] directly.
 
 pub mod api_token;
+pub mod appliance;
 pub mod fat;
 pub mod gpt_image;
 pub mod grub;
@@ -27,7 +31,9 @@ pub mod run;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+pub use appliance::ApplianceConfigError;
 pub use gpt_image::{ImageError, ImageSummary, assemble_image};
+pub use keel_config::Config;
 pub use kernel_build::{KernelBuildError, Profile};
 pub use logs::{LogsError, decode_defmt};
 
@@ -39,8 +45,13 @@ pub struct BuildOptions {
     pub modules: Vec<PathBuf>,
     /// The kernel command line (GRUB passes it in the Multiboot2 command-line tag).
     pub cmdline: String,
+    /// A directory whose regular files are copied into the guest store (`keel-store`).
+    pub store: Option<PathBuf>,
     /// Suppress progress output on stderr (and cargo's output unless the compile fails).
     pub quiet: bool,
+    /// The appliance configuration (TOML) to store in the configuration partition. `None`:
+    /// the defaults plus the build's API token ([`appliance::default_config`]).
+    pub config: Option<PathBuf>,
 }
 
 /// Where [`build`] left its results.
@@ -50,8 +61,11 @@ pub struct BuildOutput {
     pub elf: PathBuf,
     /// `<workspace>/target/keel/keel.img`: the bootable disk image.
     pub image: PathBuf,
-    /// The management API bearer token the image carries (see [`api_token`]).
+    /// The management API bearer token the image carries on its kernel command line (see
+    /// [`api_token`]).
     pub api_token: String,
+    /// The configuration stored in the image's configuration partition.
+    pub config: Config,
 }
 
 /// Why [`build`] failed.
@@ -81,6 +95,9 @@ pub enum BuildError {
     /// Assembling the disk image failed.
     #[error(transparent)]
     AssembleImage(#[from] ImageError),
+    /// The appliance configuration file is unreadable or invalid.
+    #[error(transparent)]
+    Config(#[from] ApplianceConfigError),
     /// Reading or creating `target/keel/api-token` failed.
     #[error("cannot read or create the API token file {path}: {source}")]
     ApiToken {
@@ -113,6 +130,8 @@ pub fn build_with_profile(
     opts: &BuildOptions,
     profile: Profile,
 ) -> Result<BuildOutput, BuildError> {
+    // Read the configuration first: a mistake in it should not wait for a kernel compile.
+    let operator_config = opts.config.as_deref().map(appliance::load).transpose()?;
     let root = workspace_root();
     let out_dir = output_dir();
     std::fs::create_dir_all(&out_dir).map_err(|source| BuildError::CreateOutputDir {
@@ -144,11 +163,19 @@ pub fn build_with_profile(
             source,
         })?;
     let cmdline = api_token::with_token(&opts.cmdline, &api_token);
+    let config = operator_config.unwrap_or_else(|| appliance::default_config(&api_token));
 
     let started = Instant::now();
     progress(opts.quiet, "assembling image…");
     let image = out_dir.join("keel.img");
-    let summary = assemble_image(&elf, &opts.modules, &cmdline, &image)?;
+    let summary = assemble_image(
+        &elf,
+        &opts.modules,
+        &cmdline,
+        opts.store.as_deref(),
+        &config.to_json_pretty(),
+        &image,
+    )?;
     progress(
         opts.quiet,
         &format!(
@@ -165,11 +192,16 @@ pub fn build_with_profile(
             "  API token:  {api_token} (kept in {})",
             token_path.display()
         );
+        match &opts.config {
+            Some(path) => eprintln!("  config:     {} (validated)", path.display()),
+            None => eprintln!("  config:     defaults (no --config given)"),
+        }
     }
     Ok(BuildOutput {
         elf,
         image,
         api_token,
+        config,
     })
 }
 
@@ -220,6 +252,7 @@ mod tests {
         assert!(opts.modules.is_empty());
         assert!(opts.cmdline.is_empty());
         assert!(!opts.quiet);
+        assert!(opts.config.is_none());
     }
 
     #[test]

@@ -40,6 +40,13 @@ struct BuildArgs {
     /// Kernel command line.
     #[arg(long, default_value = "")]
     cmdline: String,
+    /// Copy every regular file of DIR into the guest store partition (keel-store).
+    #[arg(long, value_name = "DIR")]
+    store: Option<PathBuf>,
+    /// Appliance configuration (TOML, see config/appliance.example.toml) to store in the
+    /// image's configuration partition [default: built-in defaults plus the API token].
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Build the kernel with the dev profile instead of --release.
     #[arg(long)]
     debug: bool,
@@ -113,7 +120,9 @@ fn build(args: &BuildArgs) -> Result<keel_image::BuildOutput, String> {
     let opts = BuildOptions {
         modules: args.modules.clone(),
         cmdline: args.cmdline.clone(),
+        store: args.store.clone(),
         quiet: args.quiet,
+        config: args.config.clone(),
     };
     let profile = if args.debug {
         Profile::Debug
@@ -232,14 +241,20 @@ mod tests {
             "y",
             "--cmdline",
             "a b",
+            "--store",
+            "guests",
             "--debug",
+            "--config",
+            "appliance.toml",
         ])
         .unwrap();
         let Cmd::Build(args) = cli.command else {
             panic!("not build")
         };
         assert_eq!(args.modules.len(), 2);
+        assert_eq!(args.store.as_deref(), Some(std::path::Path::new("guests")));
         assert_eq!(args.cmdline, "a b");
         assert!(args.debug);
+        assert_eq!(args.config, Some(PathBuf::from("appliance.toml")));
     }
 }

@@ -4,7 +4,8 @@
 //! (`-cpu qemu64,+svm,+npt`), which is how Keel's SVM backend runs on machines without hardware
 //! virtualization. COM1 is multiplexed with the QEMU monitor on stdio (Ctrl-A X quits, Ctrl-A C
 //! switches to the monitor); COM2 — the kernel's defmt stream — goes to a file for `keel logs`.
-//! The management plane's HTTP port is forwarded to localhost through a virtio-net NIC.
+//! The management plane's HTTP port is forwarded to localhost through a virtio-net NIC; the
+//! image is a virtio-blk disk.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -123,13 +124,15 @@ pub fn qemu_args(opts: &RunOptions, image: &Path, com2_log: &Path, ovmf: &Path) 
         args.push("-bios".into());
         args.push(ovmf.into());
     }
-    // An explicit IDE disk works on both machines: PIIX IDE on `pc`, AHCI on `q35`.
-    let mut drive = OsString::from("if=none,id=disk0,format=raw,file=");
+    // The image as a virtio-blk disk on both machines: SeaBIOS and OVMF boot from it, and it
+    // is the disk the kernel's driver finds its configuration and guest store on.
+    let mut drive = OsString::from("file=");
     drive.push(escape_option_value(image));
+    drive.push(",format=raw,if=none,id=boot");
     args.push("-drive".into());
     args.push(drive);
     args.push("-device".into());
-    args.push("ide-hd,drive=disk0,bootindex=0".into());
+    args.push("virtio-blk-pci,drive=boot,bootindex=0".into());
     if let Some(port) = opts.http_port {
         args.push("-nic".into());
         args.push(
@@ -219,8 +222,8 @@ mod tests {
         assert_eq!(
             joined(&args),
             "-accel tcg -cpu qemu64,+svm,+npt -m 1024 -smp 2 -machine q35 \
-             -drive if=none,id=disk0,format=raw,file=/w/target/keel/keel.img \
-             -device ide-hd,drive=disk0,bootindex=0 \
+             -drive file=/w/target/keel/keel.img,format=raw,if=none,id=boot \
+             -device virtio-blk-pci,drive=boot,bootindex=0 \
              -nic user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:8080-:80 \
              -serial mon:stdio -serial file:/w/target/keel/com2.log -display none -no-user-config"
         );
@@ -246,7 +249,7 @@ mod tests {
             args.contains("-m 512 -smp 1 -machine pc -bios /fw/OVMF.fd "),
             "{args}"
         );
-        assert!(args.contains("file=/a,,b/keel.img "), "{args}");
+        assert!(args.contains("file=/a,,b/keel.img,"), "{args}");
         assert!(args.contains("-nic none "), "{args}");
         assert!(args.ends_with("-no-user-config -d int"), "{args}");
     }

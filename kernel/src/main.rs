@@ -3,21 +3,25 @@
 //! Boot order: the trampoline (`boot::entry`) enters long mode and calls [`kernel_entry`],
 //! which brings up the console UART and diagnostics, the GDT/IDT, parses the boot information,
 //! reads ACPI, sets up memory (frames, page tables, heap), the local APIC, timer and IOAPIC,
-//! detects the CPU's virtualization extension, prints the banner and runs the operator shell.
+//! detects the CPU's virtualization extension, probes PCI (NICs, the virtio-blk boot disk and
+//! its guest store), prints the banner and runs the operator shell.
 //!
 //! The crate also builds for the host so its pure modules (boot-info parsing, the frame
-//! allocator, AML `\_S5` scanning, the line editor and command parser) run under `cargo test`;
+//! allocator, AML `\_S5` scanning, the line editor and command parser, GPT and FAT reading)
+//! run under `cargo test`;
 //! everything that touches the machine is `cfg(target_os = "none")`.
 
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
 
 pub mod acpi;
+pub mod blk;
 pub mod boot;
 pub mod console;
 pub mod mm;
 pub mod net;
 pub mod pci;
+pub mod store;
 
 #[cfg(target_os = "none")]
 pub mod arch;
@@ -36,7 +40,6 @@ pub mod serial;
 #[cfg(target_os = "none")]
 pub mod vms;
 
-#[cfg(target_os = "none")]
 extern crate alloc;
 
 #[cfg(target_os = "none")]
@@ -182,6 +185,7 @@ mod kernel {
         let virtualization = detect::probe(&crate::cpuinfo::HostCpu);
         let pci = crate::pci::enumerate();
         let nics = spin::Mutex::new(crate::net::probe(&pci));
+        let boot_disk = crate::blk::boot_disk::init(&pci);
         let system = SYSTEM.call_once(|| System {
             boot,
             platform,
@@ -192,6 +196,7 @@ mod kernel {
         });
 
         print_banner(system, entry_tsc);
+        report_disk(&boot_disk);
         for problem in &system.platform.problems {
             kprintln!("warning: {}", problem);
         }
@@ -218,6 +223,28 @@ mod kernel {
             "  boot time:      {} ms from kernel entry to prompt",
             timer::tsc_delta_ms(cpu::rdtsc().wrapping_sub(entry_tsc))
         );
+    }
+
+    /// One line on the boot disk and its store, after the banner.
+    fn report_disk(
+        disk: &Result<crate::blk::boot_disk::DiskInfo, crate::blk::boot_disk::BootDiskError>,
+    ) {
+        match disk {
+            Ok(info) => {
+                let store = match crate::store::mount() {
+                    Ok(volume) => alloc::format!("guest store {}", volume.fat_type),
+                    Err(e) => alloc::format!("{e}"),
+                };
+                kprintln!(
+                    "disk: {} at {}, {} MiB; {}",
+                    info.model,
+                    info.address,
+                    info.sectors / 2048,
+                    store
+                );
+            }
+            Err(e) => kprintln!("disk: {e}"),
+        }
     }
 
     #[panic_handler]

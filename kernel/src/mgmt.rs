@@ -10,8 +10,8 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
 use keel_netstack::api::{
-    ApiError, ConsoleChunk, Management, MemoryInfo, ModuleInfo, NetworkInfo, Router, SystemInfo,
-    VmDetail, VmState as ApiVmState, VmSummary,
+    ApiError, ConsoleChunk, Management, MemoryInfo, ModuleInfo, NetworkInfo, Router, StoreFile,
+    SystemInfo, VmDetail, VmState as ApiVmState, VmSummary,
 };
 use keel_netstack::http::{HttpServer, ServerConfig};
 use keel_netstack::iface::{NetConfig, NetStack, NetStatus};
@@ -205,6 +205,20 @@ impl Management for Plane<'_> {
                 size_bytes: m.size,
             })
             .collect()
+    }
+
+    fn store(&self) -> Result<Vec<StoreFile>, ApiError> {
+        crate::store::list()
+            .map(|files| {
+                files
+                    .into_iter()
+                    .map(|f| StoreFile {
+                        name: f.name,
+                        size: f.size,
+                    })
+                    .collect()
+            })
+            .map_err(|e| ApiError::Unavailable(e.to_string()))
     }
 
     fn vms(&self) -> Vec<VmSummary> {

@@ -81,6 +81,17 @@ impl core::fmt::Display for StartError {
     }
 }
 
+/// What a boot module holds, by its first bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum GuestKind {
+    /// Raw real-mode code, entered at 0000:7C00.
+    Flat,
+    /// A Linux bzImage (`HdrS` at 0x202): the Linux boot protocol's 64-bit entry.
+    BzImage,
+    /// An ELF image: PVH (`XEN_ELFNOTE_PHYS32_ENTRY`), entered in 32-bit protected mode.
+    PvhElf,
+}
+
 /// Host frames for the VMM, from the kernel's frame allocator (identity-mapped).
 pub struct KernelHost;
 
@@ -160,10 +171,17 @@ impl VmManager {
         let module = Self::find_module(system, key)
             .ok_or_else(|| StartError::NoSuchModule(String::from(key)))?;
         let image = module_bytes(module);
-        let linux = loader::bzimage::is_bzimage(image);
-        if !linux && (initrd.is_some() || cmdline.is_some()) {
+        let kind = if loader::bzimage::is_bzimage(image) {
+            GuestKind::BzImage
+        } else if image.starts_with(b"\x7fELF") {
+            GuestKind::PvhElf
+        } else {
+            GuestKind::Flat
+        };
+        if kind == GuestKind::Flat && (initrd.is_some() || cmdline.is_some()) {
             return Err(StartError::Load(alloc::format!(
-                "'{}' is not a Linux bzImage: initrd= and cmdline= apply to Linux kernels only",
+                "'{}' is neither a Linux bzImage nor a PVH ELF kernel: initrd= and cmdline= \
+                 apply to kernels only",
                 module.name
             )));
         }
@@ -174,10 +192,9 @@ impl VmManager {
             ),
             None => None,
         };
-        let default_mib = if linux {
-            DEFAULT_LINUX_MEM_MIB
-        } else {
-            DEFAULT_MEM_MIB
+        let default_mib = match kind {
+            GuestKind::Flat => DEFAULT_MEM_MIB,
+            GuestKind::BzImage | GuestKind::PvhElf => DEFAULT_LINUX_MEM_MIB,
         };
         let mem_mib = mem_mib.unwrap_or(default_mib);
         if !(MEM_MIB_RANGE.0..=MEM_MIB_RANGE.1).contains(&mem_mib) || !mem_mib.is_multiple_of(2) {
@@ -186,24 +203,28 @@ impl VmManager {
         let memory = GuestMemory::new(&HOST, u64::from(mem_mib) << 20).map_err(|e| {
             StartError::NoMemory(alloc::format!("cannot give the VM {mem_mib} MiB: {e}"))
         })?;
-        let start = if linux {
-            let tables =
-                keel_vmm::acpi_tables::write(&memory, &Default::default()).map_err(|e| {
-                    StartError::Load(alloc::format!("cannot write the VM's ACPI tables: {e}"))
-                })?;
-            loader::bzimage::load(
-                &memory,
-                image,
-                initrd.map(module_bytes),
-                cmdline.unwrap_or(""),
-                Some(tables.rsdp),
-            )
-            .map_err(|e| StartError::Load(alloc::format!("cannot load '{}': {e}", module.name)))?
-            .start
-        } else {
-            loader::flat::load(&memory, image).map_err(|e| {
-                StartError::Load(alloc::format!("cannot load '{}': {e}", module.name))
-            })?
+        let load_error = |e: &dyn core::fmt::Display| {
+            StartError::Load(alloc::format!("cannot load '{}': {e}", module.name))
+        };
+        let start = match kind {
+            GuestKind::Flat => loader::flat::load(&memory, image).map_err(|e| load_error(&e))?,
+            GuestKind::BzImage | GuestKind::PvhElf => {
+                let tables =
+                    keel_vmm::acpi_tables::write(&memory, &Default::default()).map_err(|e| {
+                        StartError::Load(alloc::format!("cannot write the VM's ACPI tables: {e}"))
+                    })?;
+                let initrd = initrd.map(module_bytes);
+                let cmdline = cmdline.unwrap_or("");
+                if kind == GuestKind::BzImage {
+                    loader::bzimage::load(&memory, image, initrd, cmdline, Some(tables.rsdp))
+                        .map_err(|e| load_error(&e))?
+                        .start
+                } else {
+                    loader::pvh::load(&memory, image, initrd, cmdline, Some(tables.rsdp))
+                        .map_err(|e| load_error(&e))?
+                        .start
+                }
+            }
         };
         let cpuid = CpuidPolicy::from_host(&crate::cpuinfo::HostCpu)
             .with_tsc_hz(crate::arch::timer::tsc_hz());

@@ -21,6 +21,7 @@
 //! | `hostile-vmrun` | VMRUN and VMMCALL under its own #UD handler | `caught #UD` (twice), `survived VMRUN and VMMCALL` |
 //! | `counter` | prints forever | `tick 0`, `tick 1`, … |
 //! | `bench` | long mode; RDTSC timings | `bench cpuid-exits 100000 cycles N`, `bench out-exits 100000 cycles N`, `bench cpu-loop 50000000 cycles N`, `bench done` |
+//! | `pvh` | a PVH ELF kernel (`pvh.ld`): start-info checks, PIT interrupts while halted, ACPI power-off | `pvh guest: …` lines (see `pvh.S`) |
 //!
 //! All lines end in `\n`. [`GuestSet::bios_image`] also gives, for each guest, a
 //! disk image that plain QEMU or Bochs can boot through their BIOS (a test-only
@@ -60,16 +61,40 @@ pub const HOSTILE_VMRUN: &str = "hostile-vmrun";
 pub const COUNTER: &str = "counter";
 /// `bench`: times CPUID exits, OUT exits and a CPU-bound loop with RDTSC.
 pub const BENCH: &str = "bench";
+/// `pvh`: a PVH ELF kernel; checks its start info, takes timer interrupts, powers off.
+pub const PVH: &str = "pvh";
+
+/// How a guest is linked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestFormat {
+    /// A flat binary at [`LOAD_ADDRESS`], `<name>.bin` (also wrapped in a BIOS image).
+    Flat,
+    /// A PVH ELF kernel linked with this script (relative to `qemu-tests/guests/`),
+    /// `<name>.elf`.
+    PvhElf(&'static str),
+}
 
 /// One guest payload: where its source is and how big it may get.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GuestSpec {
-    /// Name used with [`GuestSet::path`]; the output is `<name>.bin`.
+    /// Name used with [`GuestSet::path`]; the output is `<name>.bin` or `<name>.elf`.
     pub name: &'static str,
     /// Source file, relative to `qemu-tests/guests/`.
     pub source: &'static str,
     /// Size budget in bytes (inclusive); the build fails above it.
     pub max_size: usize,
+    /// How it is linked.
+    pub format: GuestFormat,
+}
+
+impl GuestSpec {
+    /// The output file name.
+    pub fn file_name(&self) -> String {
+        match self.format {
+            GuestFormat::Flat => format!("{}.bin", self.name),
+            GuestFormat::PvhElf(_) => format!("{}.elf", self.name),
+        }
+    }
 }
 
 /// Every guest [`build_guests`] builds.
@@ -78,41 +103,55 @@ pub const GUESTS: &[GuestSpec] = &[
         name: HELLO,
         source: "hello.S",
         max_size: 511,
+        format: GuestFormat::Flat,
     },
     GuestSpec {
         name: EXITS,
         source: "exits.S",
         max_size: MAX_GUEST_SIZE,
+        format: GuestFormat::Flat,
     },
     GuestSpec {
         name: HOSTILE_TRIPLE,
         source: "hostile-triple.S",
         max_size: MAX_GUEST_SIZE,
+        format: GuestFormat::Flat,
     },
     GuestSpec {
         name: HOSTILE_SPIN,
         source: "hostile-spin.S",
         max_size: MAX_GUEST_SIZE,
+        format: GuestFormat::Flat,
     },
     GuestSpec {
         name: HOSTILE_MEMORY,
         source: "hostile-memory.S",
         max_size: MAX_GUEST_SIZE,
+        format: GuestFormat::Flat,
     },
     GuestSpec {
         name: HOSTILE_VMRUN,
         source: "hostile-vmrun.S",
         max_size: MAX_GUEST_SIZE,
+        format: GuestFormat::Flat,
     },
     GuestSpec {
         name: COUNTER,
         source: "counter.S",
         max_size: MAX_GUEST_SIZE,
+        format: GuestFormat::Flat,
     },
     GuestSpec {
         name: BENCH,
         source: "bench.S",
         max_size: MAX_GUEST_SIZE,
+        format: GuestFormat::Flat,
+    },
+    GuestSpec {
+        name: PVH,
+        source: "pvh.S",
+        max_size: MAX_GUEST_SIZE,
+        format: GuestFormat::PvhElf("pvh.ld"),
     },
 ];
 
@@ -145,14 +184,13 @@ impl GuestSet {
         &self.dir
     }
 
-    /// Path of the flat binary of guest `name` (one of [`GUESTS`], e.g. [`HELLO`]).
+    /// Path of guest `name` (one of [`GUESTS`], e.g. [`HELLO`]): its flat binary or ELF.
     ///
     /// # Panics
     ///
     /// If `name` is not a known guest: that is a typo in a test.
     pub fn path(&self, name: &str) -> PathBuf {
-        let spec = spec(name);
-        self.dir.join(format!("{}.bin", spec.name))
+        self.dir.join(spec(name).file_name())
     }
 
     /// Path of a raw disk image that boots guest `name` under a PC BIOS
@@ -162,7 +200,7 @@ impl GuestSet {
     ///
     /// # Panics
     ///
-    /// If `name` is not a known guest.
+    /// If `name` is not a known guest (PVH guests have no BIOS image).
     pub fn bios_image(&self, name: &str) -> PathBuf {
         let spec = spec(name);
         self.dir.join(format!("{}.bios.img", spec.name))
@@ -323,13 +361,17 @@ fn build_all(src: &Path, out: &Path) -> Result<GuestSet, GuestBuildError> {
         src,
         BIOS_LOADER_SOURCE,
         "bios-loader",
-        BIOS_LOADER_ADDRESS,
+        &Link::Flat(BIOS_LOADER_ADDRESS),
         &scratch.0,
     )?;
     let loader = fs::read(&loader).map_err(io_err("read", &loader))?;
 
     for guest in GUESTS {
-        let bin = assemble_and_link(src, guest.source, guest.name, LOAD_ADDRESS, &scratch.0)?;
+        let link = match guest.format {
+            GuestFormat::Flat => Link::Flat(LOAD_ADDRESS),
+            GuestFormat::PvhElf(script) => Link::Script(src.join(script)),
+        };
+        let bin = assemble_and_link(src, guest.source, guest.name, &link, &scratch.0)?;
         let bytes = fs::read(&bin).map_err(io_err("read", &bin))?;
         if bytes.is_empty() || bytes.len() > guest.max_size {
             return Err(GuestBuildError::BadSize {
@@ -338,6 +380,11 @@ fn build_all(src: &Path, out: &Path) -> Result<GuestSet, GuestBuildError> {
                 max: guest.max_size,
             });
         }
+        let final_bin = out.join(guest.file_name());
+        if let GuestFormat::PvhElf(_) = guest.format {
+            fs::rename(&bin, &final_bin).map_err(io_err("rename into", &final_bin))?;
+            continue;
+        }
         let mut image = loader.clone();
         image.extend_from_slice(&bytes);
         image.resize(loader.len() + MAX_GUEST_SIZE, 0);
@@ -345,7 +392,6 @@ fn build_all(src: &Path, out: &Path) -> Result<GuestSet, GuestBuildError> {
         fs::write(&image_tmp, &image).map_err(io_err("write", &image_tmp))?;
 
         // Rename into place: readers never see a half-written file.
-        let final_bin = out.join(format!("{}.bin", guest.name));
         fs::rename(&bin, &final_bin).map_err(io_err("rename into", &final_bin))?;
         let final_image = out.join(format!("{}.bios.img", guest.name));
         fs::rename(&image_tmp, &final_image).map_err(io_err("rename into", &final_image))?;
@@ -391,13 +437,21 @@ fn check_tool(tool: &'static str) -> Result<(), GuestBuildError> {
     }
 }
 
-/// Assembles `src/<source>` and links it as a flat binary for `address`;
-/// returns the path of the binary (in `scratch`).
+/// How [`assemble_and_link`] links.
+enum Link {
+    /// A flat binary whose text starts at this address.
+    Flat(u64),
+    /// An ELF executable laid out by this linker script.
+    Script(PathBuf),
+}
+
+/// Assembles `src/<source>` and links it as `link` says; returns the path of the output (in
+/// `scratch`).
 fn assemble_and_link(
     src: &Path,
     source: &str,
     name: &str,
-    address: u64,
+    link_as: &Link,
     scratch: &Path,
 ) -> Result<PathBuf, GuestBuildError> {
     let obj = scratch.join(format!("{name}.o"));
@@ -424,10 +478,18 @@ fn assemble_and_link(
         "--build-id=none",
         "--fatal-warnings",
     ])
-    .arg(format!("-Ttext={address:#x}"))
-    .args(["--oformat", "binary", "-e", "_start", "-o"])
-    .arg(&bin)
-    .arg(&obj);
+    .args(["-e", "_start"]);
+    match link_as {
+        Link::Flat(address) => {
+            link.arg(format!("-Ttext={address:#x}"))
+                .args(["--oformat", "binary"]);
+        }
+        Link::Script(script) => {
+            // One RWX segment keeps the test kernel's script trivial.
+            link.arg("--no-warn-rwx-segments").arg("-T").arg(script);
+        }
+    }
+    link.arg("-o").arg(&bin).arg(&obj);
     run_tool("ld", name, &mut link)?;
     Ok(bin)
 }
@@ -562,7 +624,7 @@ mod tests {
         fs::write(dir.0.join("cpu-loop.S"), wrapper).unwrap();
         let link_at = |address: u64| {
             let name = format!("cpu-loop-{address:x}");
-            let bin = assemble_and_link(&dir.0, "cpu-loop.S", &name, address, &dir.0)
+            let bin = assemble_and_link(&dir.0, "cpu-loop.S", &name, &Link::Flat(address), &dir.0)
                 .unwrap_or_else(|e| panic!("{e}"));
             fs::read(bin).unwrap()
         };
@@ -599,8 +661,14 @@ mod tests {
             "        .code16\n_start: not_an_instruction\n",
         )
         .unwrap();
-        let err =
-            assemble_and_link(&dir.0, "broken.S", "broken", LOAD_ADDRESS, &dir.0).unwrap_err();
+        let err = assemble_and_link(
+            &dir.0,
+            "broken.S",
+            "broken",
+            &Link::Flat(LOAD_ADDRESS),
+            &dir.0,
+        )
+        .unwrap_err();
         let text = err.to_string();
         assert!(
             matches!(err, GuestBuildError::ToolFailed { tool: "as", .. }),

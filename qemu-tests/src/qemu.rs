@@ -49,8 +49,10 @@ pub enum Boot {
         /// The kernel command line (left out when empty).
         cmdline: String,
     },
-    /// A raw disk image on the first IDE (or, on q35, AHCI) port, opened with `snapshot=on`
-    /// so that several machines can boot the same file at once and none of them changes it.
+    /// A raw disk image as a virtio-blk-pci disk (`-device virtio-blk-pci,drive=boot`), which
+    /// both firmwares boot from and the kernel reads its configuration and guest store from;
+    /// opened with `snapshot=on` so that several machines can boot the same file at once and
+    /// none of them changes it.
     Disk {
         /// The image.
         image: PathBuf,
@@ -246,7 +248,9 @@ impl Qemu {
                 // In -drive, a comma in a value is written as two.
                 let image = image.to_string_lossy().replace(',', ",,");
                 args.push("-drive".into());
-                args.push(format!("file={image},format=raw,if=ide,snapshot=on").into());
+                args.push(format!("file={image},format=raw,if=none,id=boot,snapshot=on").into());
+                args.push("-device".into());
+                args.push("virtio-blk-pci,drive=boot".into());
             }
         }
         args.extend(self.extra_args.iter().cloned());
@@ -343,9 +347,13 @@ mod tests {
         let bios = strings(&Qemu::seabios(Path::new("/a,b/keel.img")).command_args(Path::new("c")));
         assert!(bios.contains(&"pc".to_owned()));
         assert!(!bios.contains(&"-bios".to_owned()));
-        assert_eq!(
-            bios.last().unwrap(),
-            "file=/a,,b/keel.img,format=raw,if=ide,snapshot=on"
+        let line = bios.join(" ");
+        assert!(
+            line.ends_with(
+                "-drive file=/a,,b/keel.img,format=raw,if=none,id=boot,snapshot=on \
+                 -device virtio-blk-pci,drive=boot"
+            ),
+            "{line}"
         );
         let uefi = strings(
             &Qemu::ovmf(Path::new("/i/keel.img"))

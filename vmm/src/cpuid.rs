@@ -41,8 +41,10 @@ pub const HYPERVISOR_FEATURES_LEAF: u32 = 0x4000_0001;
 /// The timing leaf (the layout VMware introduced and others copied): EAX = the TSC frequency
 /// in kHz, EBX = the local APIC timer's clock in kHz, so a guest need not calibrate either.
 pub const TIMING_LEAF: u32 = 0x4000_0010;
-/// The local APIC timer's clock the guest is told about (the LAPIC model's bus clock).
-pub const LAPIC_BUS_KHZ: u32 = 1_000_000;
+/// The local APIC timer's clock, which leaf 0x15 also reports as the "crystal": 1 MHz. Small
+/// on purpose: Linux computes `crystal_khz * EBX / EAX` in 32 bits, so the crystal in kHz
+/// times the TSC numerator must stay below 2^32 (a 1 GHz crystal overflowed it).
+pub const LAPIC_BUS_KHZ: u32 = 1_000;
 
 /// First extended leaf (highest extended leaf in EAX).
 const EXT_BASE: u32 = 0x8000_0000;
@@ -435,14 +437,26 @@ impl CpuidPolicy {
             // With the TSC rate known: a 1 GHz "crystal" (the local APIC timer's clock) and
             // the TSC/crystal ratio, so an Intel-vendor guest takes its TSC frequency from
             // here instead of calibrating (Linux trusts leaf 0x15 on Intel only).
-            0x15 if self.tsc_khz.is_some() => CpuidResult {
-                eax: 1_000_000,
-                ebx: self.tsc_khz.unwrap_or(0),
-                ecx: LAPIC_BUS_KHZ * 1000,
-                edx: 0,
+            0x15 => match self.tsc_khz {
+                Some(khz) => {
+                    // TSC = crystal × EBX / EAX, exact to the kHz up to 4.29 GHz and to
+                    // 10 kHz above.
+                    let (eax, ebx) = if khz <= u32::MAX / LAPIC_BUS_KHZ {
+                        (LAPIC_BUS_KHZ, khz)
+                    } else {
+                        (LAPIC_BUS_KHZ / 10, khz / 10)
+                    };
+                    CpuidResult {
+                        eax,
+                        ebx,
+                        ecx: LAPIC_BUS_KHZ * 1000,
+                        edx: 0,
+                    }
+                }
+                None => host(),
             },
             // Cache and TLB descriptors; TSC/crystal clock ratio; processor frequencies.
-            0x2 | 0x15 | 0x16 => host(),
+            0x2 | 0x16 => host(),
             0x4 => {
                 let r = host();
                 CpuidResult {

@@ -294,6 +294,7 @@ impl Vm {
         stats.add("msr", internal.msr);
         stats.add("injected", internal.injected);
         stats.add("other", internal.other);
+        stats.add("irq-injected", self.injected_interrupts);
         stats
     }
 

@@ -17,8 +17,17 @@ pub enum Command<'a> {
     Net,
     /// List PCI devices.
     Pci,
-    /// Start a VM from a boot module: a flat payload, or a Linux bzImage with an optional
-    /// initrd module and command line.
+    /// Show the boot disk and its partitions.
+    Disk,
+    /// List the guest store's files.
+    StoreLs,
+    /// Size and CRC32 of a guest store file.
+    StoreSum {
+        /// The file name (the rest of the line: names may hold spaces).
+        name: &'a str,
+    },
+    /// Start a VM from a boot module: a flat payload, or a Linux bzImage / PVH ELF kernel
+    /// with an optional initrd module and command line.
     VmRun {
         /// Module index or file name.
         module: &'a str,
@@ -62,9 +71,15 @@ pub const COMMANDS: &[(&str, &str)] = &[
         "show the network card, address (DHCP) and the HTTP API",
     ),
     ("pci", "list PCI devices"),
+    ("disk", "show the boot disk: model, capacity, partitions"),
+    ("store ls", "list the guest store's files"),
+    (
+        "store sum <name>",
+        "read a guest store file: size and CRC32",
+    ),
     (
         "vm run <module> [initrd=<module>] [cmdline=\"…\"] [mem=<MiB>]",
-        "start a VM from a flat payload (module index or name)",
+        "start a VM from a boot module: a flat payload, a Linux bzImage or a PVH ELF kernel",
     ),
     ("vm list", "list VMs: id, state, exits by reason"),
     ("vm stop <id>", "stop a VM"),
@@ -256,6 +271,37 @@ fn parse_vm<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Command<'a>,
     }
 }
 
+fn parse_store<'a>(
+    line: &'a str,
+    mut words: impl Iterator<Item = &'a str>,
+) -> Result<Command<'a>, ParseError<'a>> {
+    const USAGE: &str = "store ls | store sum <name>";
+    match words.next() {
+        Some("ls") => no_more("store ls", words).map(|_| Command::StoreLs),
+        Some("sum") => {
+            // Everything after `sum`, so that names with spaces work.
+            let name = line
+                .trim_start()
+                .strip_prefix("store")
+                .map(str::trim_start)
+                .and_then(|rest| rest.strip_prefix("sum"))
+                .map(str::trim)
+                .unwrap_or("");
+            if name.is_empty() {
+                return Err(ParseError::Missing {
+                    usage: "store sum <name>",
+                });
+            }
+            Ok(Command::StoreSum { name })
+        }
+        Some(other) => Err(ParseError::BadValue {
+            argument: other,
+            expected: "ls or sum",
+        }),
+        None => Err(ParseError::Missing { usage: USAGE }),
+    }
+}
+
 /// Parses a line; `Ok(None)` for a blank line.
 pub fn parse(line: &str) -> Result<Option<Command<'_>>, ParseError<'_>> {
     if line.matches('"').count() % 2 != 0 {
@@ -276,9 +322,11 @@ pub fn parse(line: &str) -> Result<Option<Command<'_>>, ParseError<'_>> {
         "modules" => Command::Modules,
         "net" => Command::Net,
         "pci" => Command::Pci,
+        "disk" => Command::Disk,
         "reboot" => Command::Reboot,
         "poweroff" => Command::Poweroff,
         "vm" => return parse_vm(words).map(Some),
+        "store" => return parse_store(line, words).map(Some),
         other => return Err(ParseError::Unknown(other)),
     };
     let command = COMMANDS
@@ -304,6 +352,7 @@ mod tests {
             ("modules", Command::Modules),
             ("net", Command::Net),
             ("pci", Command::Pci),
+            ("disk", Command::Disk),
             ("reboot", Command::Reboot),
             ("poweroff", Command::Poweroff),
         ] {
@@ -364,6 +413,40 @@ mod tests {
         assert_eq!(parse("vm list"), Ok(Some(Command::VmList)));
         assert_eq!(parse("vm stop 3"), Ok(Some(Command::VmStop { id: 3 })));
         assert_eq!(parse("vm log 12"), Ok(Some(Command::VmLog { id: 12 })));
+    }
+
+    #[test]
+    fn store_commands_parse() {
+        assert_eq!(parse("store ls"), Ok(Some(Command::StoreLs)));
+        assert_eq!(
+            parse("  store   sum  vmlinuz-6.1 "),
+            Ok(Some(Command::StoreSum {
+                name: "vmlinuz-6.1"
+            }))
+        );
+        assert_eq!(
+            parse("store sum a name with spaces.bin"),
+            Ok(Some(Command::StoreSum {
+                name: "a name with spaces.bin"
+            }))
+        );
+        assert!(matches!(parse("store"), Err(ParseError::Missing { .. })));
+        assert!(matches!(
+            parse("store sum"),
+            Err(ParseError::Missing { .. })
+        ));
+        assert!(matches!(
+            parse("store ls x"),
+            Err(ParseError::UnexpectedArgument { .. })
+        ));
+        assert!(matches!(
+            parse("store rm x"),
+            Err(ParseError::BadValue { .. })
+        ));
+        assert!(matches!(
+            parse("disk 1"),
+            Err(ParseError::UnexpectedArgument { .. })
+        ));
     }
 
     #[test]

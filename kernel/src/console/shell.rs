@@ -145,6 +145,9 @@ fn execute(
                 kprintln!("  {device}");
             }
         }
+        Command::Disk => disk(),
+        Command::StoreLs => store_ls(),
+        Command::StoreSum { name } => store_sum(name),
         Command::VmRun {
             module,
             mem_mib,
@@ -180,6 +183,79 @@ fn execute(
             let err = crate::acpi::power::poweroff(&system.platform);
             kprintln!("poweroff failed: {err}");
         }
+    }
+}
+
+fn disk() {
+    let info = match crate::blk::boot_disk::info() {
+        Ok(info) => info,
+        Err(e) => {
+            kprintln!("{e}");
+            return;
+        }
+    };
+    kprintln!("  disk:     {} at {}", info.model, info.address);
+    kprintln!(
+        "  capacity: {} MiB ({} sectors of 512 bytes){}",
+        info.sectors / 2048,
+        info.sectors,
+        if info.read_only { ", read-only" } else { "" }
+    );
+    kprintln!(
+        "  gpt:      disk {}, {} header",
+        info.gpt.disk_guid,
+        info.gpt.header
+    );
+    if let Some(e) = &info.gpt.primary_error {
+        kprintln!("  warning:  primary GPT unusable ({e}); read the backup");
+    }
+    kprintln!("  #  name          first LBA   last LBA    size       type");
+    for p in &info.gpt.partitions {
+        kprintln!(
+            "  {:<2} {:<13} {:<11} {:<11} {:<10} {}",
+            p.number,
+            p.name,
+            p.first_lba,
+            p.last_lba,
+            alloc::format!("{} MiB", p.sectors() / 2048),
+            p.type_guid
+        );
+    }
+}
+
+fn store_ls() {
+    match crate::store::list() {
+        Ok(files) if files.is_empty() => {
+            kprintln!("the guest store is empty (add files with `keel build --store <dir>`)")
+        }
+        Ok(files) => {
+            kprintln!("  {:<40} {:>12}", "name", "size");
+            for f in &files {
+                kprintln!("  {:<40} {:>12}", f.name, f.size);
+            }
+            let total: u64 = files.iter().map(|f| f.size).sum();
+            kprintln!("  {} files, {} bytes", files.len(), total);
+        }
+        Err(e) => kprintln!("error: {e}"),
+    }
+}
+
+fn store_sum(name: &str) {
+    let mut crc = crc32fast::Hasher::new();
+    let started = crate::arch::cpu::rdtsc();
+    match crate::store::read_with(name, |chunk| crc.update(chunk)) {
+        Ok(entry) => {
+            let ms =
+                crate::arch::timer::tsc_delta_ms(crate::arch::cpu::rdtsc().wrapping_sub(started));
+            kprintln!(
+                "{}: {} bytes, crc32 {:08x} ({} ms)",
+                entry.name,
+                entry.size,
+                crc.finalize(),
+                ms
+            );
+        }
+        Err(e) => kprintln!("error: {e}"),
     }
 }
 

@@ -5,6 +5,8 @@
 //! kernel needs: uncached MMIO mappings, ad-hoc physical mappings for firmware tables, frame
 //! allocation and statistics.
 
+#[cfg(target_os = "none")]
+pub mod dma;
 pub mod frame;
 #[cfg(target_os = "none")]
 pub mod heap;

@@ -16,8 +16,6 @@
 pub mod e1000;
 
 #[cfg(target_os = "none")]
-pub mod dma;
-#[cfg(target_os = "none")]
 pub mod virtio_legacy;
 #[cfg(target_os = "none")]
 pub mod virtio_net;

@@ -23,12 +23,11 @@ use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 use smoltcp::wire::EthernetAddress;
 use virtio_drivers::device::net::{RxBuffer, TxBuffer, VirtIONet};
-use virtio_drivers::transport::pci::bus::{ConfigurationAccess, DeviceFunction, PciRoot};
 use virtio_drivers::transport::pci::{PciTransport, VirtioPciError};
 
-use super::dma::KernelHal;
 use super::virtio_legacy::{LegacyError, LegacyPciTransport};
-use crate::pci::{self, ConfigSpace, PciDevice, PortCam, command};
+use crate::mm::dma::KernelHal;
+use crate::pci::{self, PciDevice, command};
 
 /// Descriptors per virtqueue on a modern device (QEMU allows up to 256).
 const QUEUE_SIZE: usize = 64;
@@ -119,27 +118,6 @@ impl fmt::Display for VirtioNetError {
     }
 }
 
-/// `virtio-drivers`' configuration access over mechanism #1.
-impl ConfigurationAccess for PortCam {
-    fn read_word(&self, df: DeviceFunction, register_offset: u8) -> u32 {
-        PortCam.read32(address(df), register_offset)
-    }
-
-    fn write_word(&mut self, df: DeviceFunction, register_offset: u8, data: u32) {
-        PortCam.write32(address(df), register_offset, data)
-    }
-
-    /// `PortCam` holds no state and serializes every access under its own lock, so a clone
-    /// is as safe to use as the original.
-    unsafe fn unsafe_clone(&self) -> Self {
-        PortCam
-    }
-}
-
-fn address(df: DeviceFunction) -> pci::PciAddress {
-    pci::PciAddress::new(df.bus, df.device, df.function)
-}
-
 /// A virtio-net NIC.
 pub struct VirtioNet {
     driver: RefCell<Driver>,
@@ -166,15 +144,7 @@ impl VirtioNet {
     }
 
     fn modern(device: &PciDevice) -> Result<Driver, VirtioNetError> {
-        pci::enable(device.address, command::MEMORY_SPACE | command::BUS_MASTER);
-        let mut root = PciRoot::new(PortCam);
-        let df = DeviceFunction {
-            bus: device.address.bus,
-            device: device.address.device,
-            function: device.address.function,
-        };
-        let transport =
-            PciTransport::new::<KernelHal, _>(&mut root, df).map_err(VirtioNetError::Transport)?;
+        let transport = pci::virtio::modern_transport(device).map_err(VirtioNetError::Transport)?;
         let net = VirtIONet::new(transport, RX_BUFFER_LEN).map_err(VirtioNetError::Init)?;
         Ok(Driver::Modern(Box::new(net)))
     }

@@ -14,6 +14,8 @@ pub mod scan;
 
 #[cfg(target_os = "none")]
 mod cam;
+#[cfg(target_os = "none")]
+pub mod virtio;
 
 use core::fmt;
 

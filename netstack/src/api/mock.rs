@@ -9,8 +9,8 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use super::{
-    ApiError, ConsoleChunk, Management, MemoryInfo, ModuleInfo, NetworkInfo, SystemInfo, VmDetail,
-    VmState, VmSummary,
+    ApiError, ConsoleChunk, Management, MemoryInfo, ModuleInfo, NetworkInfo, StoreFile, SystemInfo,
+    VmDetail, VmState, VmSummary,
 };
 
 /// Console bytes the mock keeps per VM; older output counts as dropped.
@@ -25,6 +25,8 @@ pub struct MockVm {
 /// The mock kernel.
 pub struct Mock {
     pub vms: Vec<MockVm>,
+    /// The guest store; `None`: no boot disk.
+    pub store: Option<Vec<StoreFile>>,
     pub next_id: u32,
     /// `start_vm` / `stop_vm` calls, in order.
     pub changes: Vec<String>,
@@ -34,6 +36,16 @@ impl Default for Mock {
     fn default() -> Self {
         let mut mock = Mock {
             vms: Vec::new(),
+            store: Some(vec![
+                StoreFile {
+                    name: String::from("vmlinuz-6.1"),
+                    size: 5_000_000,
+                },
+                StoreFile {
+                    name: String::from("initrd.cpio"),
+                    size: 1234,
+                },
+            ]),
             next_id: 1,
             changes: Vec::new(),
         };
@@ -97,6 +109,12 @@ impl Management for Mock {
 
     fn modules(&self) -> Vec<ModuleInfo> {
         modules()
+    }
+
+    fn store(&self) -> Result<Vec<StoreFile>, ApiError> {
+        self.store.clone().ok_or_else(|| {
+            ApiError::Unavailable(String::from("no guest store: no boot disk found"))
+        })
     }
 
     fn vms(&self) -> Vec<VmSummary> {

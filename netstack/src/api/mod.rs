@@ -40,7 +40,7 @@ mod tests;
 pub use routes::{API_PREFIX, Op, ROUTES, Route};
 pub use types::{
     ApiError, ConsoleChunk, Management, MemoryInfo, ModuleInfo, ModuleList, NetworkInfo, StartVm,
-    SystemInfo, VmDetail, VmList, VmState, VmSummary,
+    StoreFile, StoreList, SystemInfo, VmDetail, VmList, VmState, VmSummary,
 };
 
 /// The `/api/v1` router. Holds the accepted bearer tokens and the OpenAPI document.
@@ -157,6 +157,12 @@ impl Router {
                 },
             ),
             Op::ListVms => Response::json(200, &VmList { vms: mgmt.vms() }),
+            Op::Store => Response::json(
+                200,
+                &StoreList {
+                    files: mgmt.store().map_err(api_error)?,
+                },
+            ),
             Op::StartVm => {
                 let start = StartVm::parse(req.body)
                     .map_err(|(status, message)| Response::error(status, &message))?;

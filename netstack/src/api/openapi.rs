@@ -16,7 +16,7 @@ pub fn document() -> Value {
         "info": {
             "title": "Keel management API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Manage a Keel appliance: system status, guest modules and VMs. \
+            "description": "Manage a Keel appliance: system status, guest modules, the guest store and VMs. \
                 Every operation except the web page, health and this document needs \
                 `Authorization: Bearer <token>`. Errors carry \
                 `{\"error\":{\"status\":N,\"message\":\"...\"}}`."
@@ -95,6 +95,13 @@ fn paths() -> Value {
                 "operationId": "listModules",
                 "summary": "Guest payloads VMs can start from",
                 "responses": with_errors(ok("The modules.", "ModuleList"), &["401"])
+            }
+        },
+        "/api/v1/store": {
+            "get": {
+                "operationId": "listStore",
+                "summary": "Files in the guest store (the boot disk's keel-store partition)",
+                "responses": with_errors(ok("The files.", "StoreList"), &["401", "503"])
             }
         },
         "/api/v1/vms": {
@@ -371,6 +378,21 @@ fn schemas() -> Value {
             "required": ["modules"],
             "properties": {
                 "modules": { "type": "array", "items": schema_ref("ModuleInfo") }
+            }
+        },
+        "StoreFile": {
+            "type": "object",
+            "required": ["name", "size"],
+            "properties": {
+                "name": { "type": "string" },
+                "size": count()
+            }
+        },
+        "StoreList": {
+            "type": "object",
+            "required": ["files"],
+            "properties": {
+                "files": { "type": "array", "items": schema_ref("StoreFile") }
             }
         },
         "VmState": { "type": "string", "enum": ["running", "waiting", "stopped"] },

@@ -20,6 +20,8 @@ pub enum Op {
     System,
     /// `GET /api/v1/modules`.
     Modules,
+    /// `GET /api/v1/store`.
+    Store,
     /// `GET /api/v1/vms`.
     ListVms,
     /// `POST /api/v1/vms`.
@@ -61,6 +63,7 @@ pub static ROUTES: &[Route] = &[
     route("GET", "/api/v1/openapi.json", true, Op::OpenApi),
     route("GET", "/api/v1/system", false, Op::System),
     route("GET", "/api/v1/modules", false, Op::Modules),
+    route("GET", "/api/v1/store", false, Op::Store),
     route("GET", "/api/v1/vms", false, Op::ListVms),
     route("POST", "/api/v1/vms", false, Op::StartVm),
     route("GET", "/api/v1/vms/{id}", false, Op::ShowVm),

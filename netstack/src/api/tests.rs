@@ -100,6 +100,7 @@ fn everything_else_needs_the_token() {
     let protected = [
         ("GET", "/api/v1/system"),
         ("GET", "/api/v1/modules"),
+        ("GET", "/api/v1/store"),
         ("GET", "/api/v1/vms"),
         ("POST", "/api/v1/vms"),
         ("GET", "/api/v1/vms/1"),
@@ -172,6 +173,26 @@ fn constant_time_compare() {
     assert!(!ct_eq(b"ab", b"abc"));
     assert!(!ct_eq(b"abc\0", b"abc"));
     assert!(!ct_eq(b"", b"a"));
+}
+
+#[test]
+fn store_listing() {
+    let mut mock = Mock::default();
+    let r = get(&mut mock, "/api/v1/store");
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        body(&r),
+        json!({"files": [
+            {"name": "vmlinuz-6.1", "size": 5000000},
+            {"name": "initrd.cpio", "size": 1234}
+        ]})
+    );
+    mock.store = None;
+    let r = get(&mut mock, "/api/v1/store");
+    assert_eq!(
+        error_of(&r),
+        (503, String::from("no guest store: no boot disk found"))
+    );
 }
 
 #[test]

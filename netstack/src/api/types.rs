@@ -39,6 +39,10 @@ pub trait Management {
     /// The VM's console output from byte offset `since` on (as much as the kernel keeps).
     /// Errors: [`ApiError::NotFound`].
     fn console(&self, id: u32, since: u64) -> Result<ConsoleChunk, ApiError>;
+    /// The files of the guest store (the boot disk's `keel-store` partition), in directory
+    /// order. Errors: [`ApiError::Unavailable`] when there is no boot disk or the store
+    /// cannot be read.
+    fn store(&self) -> Result<Vec<StoreFile>, ApiError>;
 }
 
 /// Why the kernel refused an operation. Each maps to one HTTP status; the message goes
@@ -173,6 +177,22 @@ pub enum VmState {
     Waiting,
     /// Finished; `stop_reason` says why.
     Stopped,
+}
+
+/// A file in the guest store.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreFile {
+    /// Its name, as given to `keel build --store`.
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// `GET /api/v1/store`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreList {
+    /// The files.
+    pub files: Vec<StoreFile>,
 }
 
 /// A VM in the list.

@@ -96,6 +96,7 @@ fn vmx() -> Figures {
         quiet: true,
         modules: vec![set.path(guests::BENCH)],
         cmdline: "keel.bench=cpu-loop".into(),
+        ..Default::default()
     };
     let built = keel_image::build(&opts).expect("building keel.img with the bench flag");
     let mut m = Bochs::disk(&built.image)

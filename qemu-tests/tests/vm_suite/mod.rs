@@ -247,6 +247,36 @@ pub fn bad_vm_commands_get_clear_errors_and_change_nothing(mut m: Machine) {
     );
 }
 
+pub fn pvh_kernel_gets_its_start_info_timer_interrupts_and_powers_off(mut m: Machine) {
+    m.type_line(r#"vm run pvh.elf cmdline="pvh test line" mem=32"#);
+    m.expect("vm 1 started");
+    m.expect("[vm1] pvh guest: start info magic ok, version 1");
+    m.expect(r#"[vm1] pvh guest: cmdline "pvh test line""#);
+    // No initrd: no modules; the memory map is the e820 map's three ranges.
+    m.expect("[vm1] pvh guest: modules 0x00000000, memory map entries 0x00000003");
+    m.expect(r#"[vm1] pvh guest: rsdp "RSD PTR ""#);
+    // The guest halts with interrupts on between ticks: each tick must wake it.
+    m.expect_within(
+        "[vm1] pvh guest: 10 timer interrupts while halted",
+        Duration::from_secs(120),
+    );
+    m.expect("[vm1] pvh guest: powering off");
+    m.expect("vm 1 stopped: guest powered off");
+    m.expect_prompt();
+    let list = m.command("vm list");
+    let injected = exit_count(&list, 1, "irq-injected").unwrap_or(0);
+    check!(
+        m,
+        injected >= 10,
+        "expected at least 10 injected interrupts, got {injected}:\n{list}"
+    );
+    check!(
+        m,
+        exit_count(&list, 1, "hlt").unwrap_or(0) >= 10,
+        "expected a HLT exit per tick:\n{list}"
+    );
+}
+
 /// Declares one `#[test]` per suite function above, each on a fresh machine from `$boot`,
 /// so both backends run exactly the same list.
 macro_rules! suite_tests {
@@ -274,6 +304,11 @@ macro_rules! suite_tests {
         #[test]
         fn two_vms_on_one_cpu_both_finish() {
             vm_suite::two_vms_on_one_cpu_both_finish($boot());
+        }
+
+        #[test]
+        fn pvh_kernel_gets_its_start_info_timer_interrupts_and_powers_off() {
+            vm_suite::pvh_kernel_gets_its_start_info_timer_interrupts_and_powers_off($boot());
         }
 
         #[test]

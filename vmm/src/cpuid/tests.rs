@@ -367,12 +367,22 @@ fn a_known_tsc_frequency_shows_tsc_deadline_and_the_timing_leaf() {
     assert_eq!(with.query(HYPERVISOR_LEAF, 0, 0).eax, TIMING_LEAF);
     let timing = with.query(TIMING_LEAF, 0, 0);
     assert_eq!((timing.eax, timing.ebx), (2_100_000, LAPIC_BUS_KHZ));
-    // Leaf 0x15: TSC = crystal × EBX / EAX = 1 GHz × 2_100_000 / 1_000_000.
-    let ratio = with.query(0x15, 0, 0);
-    assert_eq!(
-        u64::from(ratio.ecx) * u64::from(ratio.ebx) / u64::from(ratio.eax),
-        2_100_000_000
-    );
+    // Leaf 0x15: TSC = crystal × EBX / EAX, and Linux's 32-bit product
+    // crystal_khz × EBX must not overflow.
+    for hz in [2_100_000_000u64, 3_500_000_000, 5_000_000_000, 3_896_000] {
+        let ratio = CpuidPolicy::from_host(&host)
+            .with_tsc_hz(hz)
+            .query(0x15, 0, 0);
+        let crystal_khz = ratio.ecx / 1000;
+        let linux_khz = crystal_khz
+            .checked_mul(ratio.ebx)
+            .expect("no 32-bit overflow")
+            / ratio.eax;
+        assert!(
+            u64::from(linux_khz).abs_diff(hz / 1000) <= 10,
+            "{hz} Hz became {linux_khz} kHz"
+        );
+    }
     // Only if the host has it: the filter never adds a feature the CPU lacks.
     assert_ne!(with.query(1, 0, 0).ecx & leaf1_ecx::TSC_DEADLINE, 0);
     let bare = TableCpu::new()

@@ -212,6 +212,8 @@ impl Devices {
             // CPUID hides x2APIC (see `cpuid`): Linux guests without interrupt remapping
             // would not use it anyway.
             x2apic: false,
+            // The clock CPUID leaves 0x15 and 0x4000_0010 report.
+            bus_hz: u64::from(crate::cpuid::LAPIC_BUS_KHZ) * 1000,
             ..LapicConfig::bsp(config.tsc_hz)
         };
         let lapic =

@@ -11,7 +11,7 @@ use smoltcp::wire::EthernetAddress;
 use super::regs::{self, RxDesc, TxDesc, ctrl, eerd, rx_status, tx_cmd, tx_status};
 use super::{BUFFER_SIZE, RING_LEN};
 use crate::arch::{cpu, timer};
-use crate::net::dma::DmaRegion;
+use crate::mm::dma::DmaRegion;
 use crate::pci::{self, Bar, PciDevice, command};
 
 /// Largest frame handed to smoltcp (Ethernet without FCS; the NIC appends it).

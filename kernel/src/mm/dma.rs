@@ -1,4 +1,4 @@
-//! DMA memory for the NIC drivers, and the `virtio-drivers` [`Hal`] over the frame allocator.
+//! DMA memory for device drivers (NICs, disks), and the `virtio-drivers` [`Hal`] over the frame allocator.
 //!
 //! All RAM is identity-mapped (physical == virtual) and x86 DMA is cache-coherent, so device
 //! addresses are plain pointers: no bounce buffers, no IOMMU. Every kernel address — heap,

@@ -1,0 +1,694 @@
+//! Host tests for the schema: defaults, round trips, every validation rule, schema errors.
+
+use super::*;
+use alloc::vec;
+
+const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+
+fn vm(name: &str) -> Vm {
+    Vm {
+        name: name.into(),
+        vcpus: 1,
+        memory_mib: 256,
+        kernel: "bzImage".into(),
+        initrd: None,
+        cmdline: String::new(),
+        disks: Vec::new(),
+        autostart: false,
+    }
+}
+
+fn static_net() -> Network {
+    Network {
+        mode: NetworkMode::Static,
+        address: Some(Ipv4Addr::new(10, 0, 2, 15)),
+        prefix: Some(24),
+        gateway: Some(Ipv4Addr::new(10, 0, 2, 2)),
+        dns: vec![Ipv4Addr::new(10, 0, 2, 3)],
+    }
+}
+
+/// A configuration that uses every field.
+fn full() -> Config {
+    let mut web = vm("web");
+    web.initrd = Some("initrd.img".into());
+    web.cmdline = "console=ttyS0 quiet".into();
+    web.disks = vec!["web.img".into(), "data.img".into()];
+    web.autostart = true;
+    Config {
+        hostname: "appliance-1.example.net".into(),
+        network: static_net(),
+        management: Management {
+            api_tokens: vec![TOKEN.into(), "tok_en.with~all+chars/-ok".into()],
+            http_port: 8080,
+        },
+        vms: vec![web, vm("db")],
+    }
+}
+
+/// The errors of `config` as `path: message` strings.
+fn errors(config: &Config) -> Vec<String> {
+    match config.validate() {
+        Ok(()) => Vec::new(),
+        Err(errors) => errors.iter().map(|e| e.to_string()).collect(),
+    }
+}
+
+/// Asserts that `config` fails with exactly one error, at `path`, and returns its message.
+fn single_error(config: &Config, path: &str) -> String {
+    let errors = config.validate().expect_err("should be invalid");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].path, path, "{errors:?}");
+    errors[0].message.clone()
+}
+
+fn schema_error(json: &str) -> SchemaError {
+    match Config::from_json(json.as_bytes()) {
+        Err(ConfigError::Schema(e)) => e,
+        other => panic!("expected a schema error for {json}, got {other:?}"),
+    }
+}
+
+#[test]
+fn defaults_are_the_documented_ones_and_validate() {
+    let config = Config::default();
+    assert_eq!(config.hostname, "keel");
+    assert_eq!(config.network.mode, NetworkMode::Dhcp);
+    assert!(config.management.api_tokens.is_empty());
+    assert_eq!(config.management.http_port, 80);
+    assert!(config.vms.is_empty());
+    config.validate().unwrap();
+    assert_eq!(Config::from_json(b"{}").unwrap(), config);
+}
+
+#[test]
+fn canonical_json_is_stable_and_round_trips() {
+    let config = full();
+    config.validate().unwrap();
+    let json = config.to_json_pretty();
+    assert_eq!(Config::from_json(&json).unwrap(), config);
+    assert_eq!(Config::from_json(&json).unwrap().to_json_pretty(), json);
+    let text = core::str::from_utf8(&json).unwrap();
+    // Declaration order, not alphabetical.
+    let order = ["\"hostname\"", "\"network\"", "\"management\"", "\"vms\""];
+    let positions: Vec<usize> = order.iter().map(|k| text.find(k).unwrap()).collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{text}");
+    assert!(text.ends_with("}\n"));
+}
+
+#[test]
+fn canonical_json_of_the_defaults_omits_absent_fields() {
+    let text = String::from_utf8(Config::default().to_json_pretty()).unwrap();
+    assert_eq!(
+        text,
+        "{\n  \"hostname\": \"keel\",\n  \"network\": {\n    \"mode\": \"dhcp\"\n  },\n  \
+         \"management\": {\n    \"api_tokens\": [],\n    \"http_port\": 80\n  },\n  \
+         \"vms\": []\n}\n"
+    );
+}
+
+#[test]
+fn vm_defaults_apply_and_required_fields_are_required() {
+    let config =
+        Config::from_json(br#"{"vms":[{"name":"a","memory_mib":64,"kernel":"k"}]}"#).unwrap();
+    let vm = &config.vms[0];
+    assert_eq!(vm.vcpus, 1);
+    assert_eq!(vm.initrd, None);
+    assert_eq!(vm.cmdline, "");
+    assert!(vm.disks.is_empty());
+    assert!(!vm.autostart);
+
+    let e = schema_error(
+        r#"{"vms":[{"name":"a","memory_mib":64,"kernel":"k"},{"name":"b","kernel":"k"}]}"#,
+    );
+    assert_eq!(e.path, "vms[1].memory_mib");
+    assert_eq!(e.kind, SchemaErrorKind::MissingField);
+    assert_eq!(
+        e.to_string(),
+        "vms[1].memory_mib: required field is missing"
+    );
+}
+
+#[test]
+fn unknown_fields_are_refused_with_their_path_and_the_alternatives() {
+    let e = schema_error(r#"{"hostnme":"x"}"#);
+    assert_eq!(e.path, "hostnme");
+    assert_eq!(
+        e.to_string(),
+        "hostnme: unknown field; expected one of: hostname, network, management, vms"
+    );
+    let e = schema_error(r#"{"network":{"mode":"dhcp","adress":"1.2.3.4"}}"#);
+    assert_eq!(e.path, "network.adress");
+    let e = schema_error(r#"{"management":{"token":"x"}}"#);
+    assert_eq!(e.path, "management.token");
+    let e = schema_error(r#"{"vms":[{"name":"a","memory_mib":64,"kernel":"k","cpus":2}]}"#);
+    assert_eq!(e.path, "vms[0].cpus");
+    assert!(
+        matches!(e.kind, SchemaErrorKind::UnknownField { expected } if expected.contains(&"vcpus"))
+    );
+}
+
+#[test]
+fn type_errors_name_the_path() {
+    let cases = [
+        (
+            r#"{"hostname":5}"#,
+            "hostname",
+            "hostname: expected a string, found integer `5`",
+        ),
+        (
+            r#"{"management":{"http_port":70000}}"#,
+            "management.http_port",
+            "management.http_port: 70000 is out of range: expected an integer from 0 to 65535",
+        ),
+        (
+            r#"{"management":{"http_port":"80"}}"#,
+            "management.http_port",
+            "management.http_port: expected an integer from 0 to 65535, found string \"80\"",
+        ),
+        (
+            r#"{"network":{"mode":"manual"}}"#,
+            "network.mode",
+            "network.mode: unknown value \"manual\"; expected one of: \"dhcp\", \"static\"",
+        ),
+        (
+            r#"{"network":{"mode":"static","address":"10.0.2"}}"#,
+            "network.address",
+            "network.address: invalid IPv4 address syntax: found \"10.0.2\"",
+        ),
+        (
+            r#"{"network":{"mode":"static","dns":["10.0.2.3",7]}}"#,
+            "network.dns[1]",
+            "network.dns[1]: expected an IPv4 address such as 10.0.2.15, found integer `7`",
+        ),
+        (
+            r#"{"vms":[{"name":"a","memory_mib":-1,"kernel":"k"}]}"#,
+            "vms[0].memory_mib",
+            "vms[0].memory_mib: -1 is out of range: expected a non-negative integer",
+        ),
+        (
+            r#"{"vms":[{"name":"a","memory_mib":64,"kernel":"k","autostart":"yes"}]}"#,
+            "vms[0].autostart",
+            "vms[0].autostart: expected a boolean, found string \"yes\"",
+        ),
+        (
+            r#"{"vms":{}}"#,
+            "vms",
+            "vms: expected a list, found an object",
+        ),
+        (
+            r#"{"network":null}"#,
+            "network",
+            "network: expected an object (a TOML table), found null",
+        ),
+        (
+            r#"[]"#,
+            "",
+            "expected an object (a TOML table), found a list",
+        ),
+        (
+            r#"{"vms":[["a",1,64,"k"]]}"#,
+            "vms[0]",
+            "vms[0]: expected an object (a TOML table), found a list",
+        ),
+    ];
+    for (json, path, display) in cases {
+        let e = schema_error(json);
+        assert_eq!(e.path, path, "{json}");
+        assert_eq!(e.to_string(), display, "{json}");
+    }
+}
+
+#[test]
+fn syntax_errors_carry_line_and_column() {
+    let err = Config::from_json(b"{\n  \"hostname\": \"a\",\n  oops\n}").unwrap_err();
+    match &err {
+        ConfigError::Syntax {
+            line,
+            column,
+            message,
+        } => {
+            assert_eq!((*line, *column), (3, 3));
+            assert_eq!(message, "key must be a string");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        err.to_string(),
+        "not valid JSON at line 3, column 3: key must be a string"
+    );
+    assert!(matches!(
+        Config::from_json(b"{\"hostname\": \"a\""),
+        Err(ConfigError::Syntax { line: 1, .. })
+    ));
+    assert!(matches!(
+        Config::from_json(b""),
+        Err(ConfigError::Syntax { .. })
+    ));
+    assert!(matches!(
+        Config::from_json(&[0xff, 0xfe]),
+        Err(ConfigError::Syntax { .. })
+    ));
+}
+
+#[test]
+fn from_json_validates() {
+    let err = Config::from_json(br#"{"hostname":"-bad"}"#).unwrap_err();
+    let ConfigError::Invalid(errors) = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(errors[0].path, "hostname");
+    assert_eq!(
+        err.to_string(),
+        "hostname: label \"-bad\" must not start or end with '-'"
+    );
+}
+
+#[test]
+fn hostname_rules() {
+    for good in ["keel", "a", "web-1", "1st", "a.b.c", &"x".repeat(63)] {
+        let config = Config {
+            hostname: good.into(),
+            ..Config::default()
+        };
+        assert_eq!(errors(&config), Vec::<String>::new(), "{good}");
+    }
+    let long_total = ["a".repeat(63).as_str(); 4].join(".") + ".ab";
+    let cases = [
+        ("", "hostname: must not be empty"),
+        (
+            "web_1",
+            "hostname: label \"web_1\" may hold only letters, digits and '-'",
+        ),
+        (
+            "a..b",
+            "hostname: must not have empty labels (leading, trailing or doubled dots)",
+        ),
+        (
+            "a.",
+            "hostname: must not have empty labels (leading, trailing or doubled dots)",
+        ),
+        (
+            "web-",
+            "hostname: label \"web-\" must not start or end with '-'",
+        ),
+        (
+            "a b",
+            "hostname: label \"a b\" may hold only letters, digits and '-'",
+        ),
+        (
+            "caf\u{e9}",
+            "hostname: label \"caf\\u{e9}\" may hold only letters, digits and '-'",
+        ),
+    ];
+    for (bad, message) in cases {
+        let config = Config {
+            hostname: bad.into(),
+            ..Config::default()
+        };
+        assert_eq!(errors(&config), vec![message.to_string()], "{bad:?}");
+    }
+    let config = Config {
+        hostname: "x".repeat(64),
+        ..Config::default()
+    };
+    assert!(single_error(&config, "hostname").contains("at most 63 characters"));
+    let config = Config {
+        hostname: long_total,
+        ..Config::default()
+    };
+    assert_eq!(
+        single_error(&config, "hostname"),
+        "must be at most 253 characters (it has 258)"
+    );
+}
+
+#[test]
+fn dhcp_refuses_every_static_field() {
+    let config = Config {
+        network: Network {
+            mode: NetworkMode::Dhcp,
+            ..static_net()
+        },
+        ..Config::default()
+    };
+    assert_eq!(
+        errors(&config),
+        [
+            "network.address: only valid when network.mode is \"static\"",
+            "network.prefix: only valid when network.mode is \"static\"",
+            "network.gateway: only valid when network.mode is \"static\"",
+            "network.dns: only valid when network.mode is \"static\"",
+        ]
+    );
+}
+
+#[test]
+fn static_needs_address_and_prefix() {
+    let mut config = Config::default();
+    config.network.mode = NetworkMode::Static;
+    assert_eq!(
+        errors(&config),
+        [
+            "network.address: required when network.mode is \"static\"",
+            "network.prefix: required when network.mode is \"static\"",
+        ]
+    );
+    // Gateway and DNS are optional.
+    config.network.address = Some(Ipv4Addr::new(192, 168, 1, 10));
+    config.network.prefix = Some(32);
+    config.validate().unwrap();
+}
+
+#[test]
+fn static_address_rules() {
+    let with = |f: &dyn Fn(&mut Network)| {
+        let mut config = Config {
+            network: static_net(),
+            ..Config::default()
+        };
+        f(&mut config.network);
+        config
+    };
+    assert_eq!(
+        single_error(&with(&|n| n.prefix = Some(0)), "network.prefix"),
+        "must be between 1 and 32"
+    );
+    assert_eq!(
+        single_error(&with(&|n| n.prefix = Some(33)), "network.prefix"),
+        "must be between 1 and 32"
+    );
+    let bad_addresses = [
+        ([0, 0, 0, 0], "must not be 0.0.0.0"),
+        (
+            [255, 255, 255, 255],
+            "must not be the broadcast address 255.255.255.255",
+        ),
+        (
+            [224, 0, 0, 1],
+            "must not be a multicast address (224.0.0.0/4)",
+        ),
+        (
+            [127, 0, 0, 1],
+            "must not be a loopback address (127.0.0.0/8)",
+        ),
+    ];
+    for (octets, message) in bad_addresses {
+        let config = with(&|n| {
+            n.address = Some(Ipv4Addr::from(octets));
+            n.gateway = None;
+        });
+        assert_eq!(single_error(&config, "network.address"), message);
+    }
+    assert_eq!(
+        single_error(
+            &with(&|n| n.address = Some(Ipv4Addr::new(10, 0, 2, 0))),
+            "network.address"
+        ),
+        "10.0.2.0 is the network or broadcast address of 10.0.2.0/24"
+    );
+    assert_eq!(
+        single_error(
+            &with(&|n| n.address = Some(Ipv4Addr::new(10, 0, 2, 255))),
+            "network.address"
+        ),
+        "10.0.2.255 is the network or broadcast address of 10.0.2.255/24"
+    );
+    // /31 point-to-point links use both addresses.
+    with(&|n| {
+        n.address = Some(Ipv4Addr::new(10, 0, 2, 0));
+        n.prefix = Some(31);
+        n.gateway = Some(Ipv4Addr::new(10, 0, 2, 1));
+    })
+    .validate()
+    .unwrap();
+}
+
+#[test]
+fn gateway_must_be_inside_the_subnet() {
+    let with_gateway = |gw: [u8; 4], prefix: u8| Config {
+        network: Network {
+            gateway: Some(Ipv4Addr::from(gw)),
+            prefix: Some(prefix),
+            ..static_net()
+        },
+        ..Config::default()
+    };
+    assert_eq!(
+        single_error(&with_gateway([10, 0, 3, 1], 24), "network.gateway"),
+        "10.0.3.1 is outside the subnet 10.0.2.0/24"
+    );
+    with_gateway([10, 0, 3, 1], 16).validate().unwrap();
+    assert_eq!(
+        single_error(&with_gateway([10, 0, 2, 15], 24), "network.gateway"),
+        "must differ from network.address (this appliance)"
+    );
+    assert_eq!(
+        single_error(&with_gateway([0, 0, 0, 0], 24), "network.gateway"),
+        "must not be 0.0.0.0"
+    );
+}
+
+#[test]
+fn dns_rules() {
+    let mut config = Config {
+        network: static_net(),
+        ..Config::default()
+    };
+    config.network.dns = vec![Ipv4Addr::new(1, 1, 1, 1); 4];
+    assert_eq!(
+        single_error(&config, "network.dns"),
+        "at most 3 servers (it lists 4)"
+    );
+    config.network.dns = vec![Ipv4Addr::new(1, 1, 1, 1), Ipv4Addr::new(239, 1, 1, 1)];
+    assert_eq!(
+        single_error(&config, "network.dns[1]"),
+        "must not be a multicast address (224.0.0.0/4)"
+    );
+}
+
+#[test]
+fn api_token_rules() {
+    let with_tokens = |tokens: &[&str]| Config {
+        management: Management {
+            api_tokens: tokens.iter().map(|t| t.to_string()).collect(),
+            http_port: 80,
+        },
+        ..Config::default()
+    };
+    with_tokens(&[&"a".repeat(16), &"b".repeat(128)])
+        .validate()
+        .unwrap();
+    assert_eq!(
+        single_error(&with_tokens(&[TOKEN, "short"]), "management.api_tokens[1]"),
+        "must be 16 to 128 characters long (it has 5)"
+    );
+    assert!(
+        single_error(
+            &with_tokens(&[&"a".repeat(129)]),
+            "management.api_tokens[0]"
+        )
+        .contains("(it has 129)")
+    );
+    let spaced = "0123456789 abcdef";
+    let message = single_error(&with_tokens(&[spaced]), "management.api_tokens[0]");
+    assert_eq!(
+        message,
+        "may hold only letters, digits and . _ ~ + / - (no spaces)"
+    );
+    assert!(!message.contains(spaced), "messages must not echo secrets");
+    assert_eq!(
+        single_error(
+            &with_tokens(&[TOKEN, &"c".repeat(20), TOKEN]),
+            "management.api_tokens[2]"
+        ),
+        "duplicates management.api_tokens[0]"
+    );
+}
+
+#[test]
+fn http_port_zero_is_refused() {
+    let mut config = Config::default();
+    config.management.http_port = 0;
+    assert_eq!(
+        single_error(&config, "management.http_port"),
+        "must be between 1 and 65535"
+    );
+}
+
+#[test]
+fn vm_name_rules() {
+    for good in ["a", "web-1", &"a".repeat(32)] {
+        let config = Config {
+            vms: vec![vm(good)],
+            ..Config::default()
+        };
+        config.validate().unwrap();
+    }
+    let cases = [
+        ("", "must be 1 to 32 characters long"),
+        (&*"a".repeat(33), "must be 1 to 32 characters long"),
+        ("Web", "may hold only lowercase letters, digits and '-'"),
+        ("web_1", "may hold only lowercase letters, digits and '-'"),
+        ("1web", "must start with a lowercase letter"),
+        ("-web", "must start with a lowercase letter"),
+    ];
+    for (name, message) in cases {
+        let config = Config {
+            vms: vec![vm("ok"), vm(name)],
+            ..Config::default()
+        };
+        assert_eq!(single_error(&config, "vms[1].name"), message, "{name:?}");
+    }
+    let config = Config {
+        vms: vec![vm("web"), vm("db"), vm("web")],
+        ..Config::default()
+    };
+    assert_eq!(
+        single_error(&config, "vms[2].name"),
+        "\"web\" is already the name of vms[0]"
+    );
+}
+
+#[test]
+fn vm_resource_rules() {
+    let with = |f: &dyn Fn(&mut Vm)| {
+        let mut second = vm("b");
+        f(&mut second);
+        Config {
+            vms: vec![vm("a"), second],
+            ..Config::default()
+        }
+    };
+    for vcpus in [0, 2, 64] {
+        assert_eq!(
+            single_error(&with(&|v| v.vcpus = vcpus), "vms[1].vcpus"),
+            "only 1 vCPU per VM is supported"
+        );
+    }
+    for memory in [0, 15, 65537, u64::MAX] {
+        assert_eq!(
+            errors(&with(&|v| v.memory_mib = memory)),
+            ["vms[1].memory_mib: must be between 16 and 65536"]
+        );
+    }
+    with(&|v| v.memory_mib = 16).validate().unwrap();
+    with(&|v| v.memory_mib = 65536).validate().unwrap();
+}
+
+#[test]
+fn vm_file_and_cmdline_rules() {
+    let with = |f: &dyn Fn(&mut Vm)| {
+        let mut v = vm("a");
+        f(&mut v);
+        Config {
+            vms: vec![v],
+            ..Config::default()
+        }
+    };
+    let bad_names = [
+        ("", "must name a file in the guest store (it is empty)"),
+        (
+            "boot/bzImage",
+            "must be a plain file name in the guest store, without '/' or '\\'",
+        ),
+        (
+            "a\\b",
+            "must be a plain file name in the guest store, without '/' or '\\'",
+        ),
+        ("..", "must name a file, not \".\" or \"..\""),
+        ("a\nb", "must not contain control characters"),
+    ];
+    for (name, message) in bad_names {
+        assert_eq!(
+            single_error(&with(&|v| v.kernel = name.into()), "vms[0].kernel"),
+            message
+        );
+        assert_eq!(
+            single_error(&with(&|v| v.initrd = Some(name.into())), "vms[0].initrd"),
+            message
+        );
+        assert_eq!(
+            single_error(
+                &with(&|v| v.disks = vec!["ok.img".into(), name.into()]),
+                "vms[0].disks[1]"
+            ),
+            message
+        );
+    }
+    assert!(
+        single_error(&with(&|v| v.kernel = "k".repeat(256)), "vms[0].kernel")
+            .contains("at most 255 bytes")
+    );
+    assert_eq!(
+        single_error(
+            &with(&|v| v.disks = vec!["a.img".into(), "a.img".into()]),
+            "vms[0].disks[1]"
+        ),
+        "\"a.img\" is already attached as vms[0].disks[0]"
+    );
+    with(&|v| v.cmdline = "x".repeat(2048)).validate().unwrap();
+    assert_eq!(
+        single_error(&with(&|v| v.cmdline = "x".repeat(2049)), "vms[0].cmdline"),
+        "must be at most 2048 bytes (it has 2049)"
+    );
+    assert_eq!(
+        single_error(&with(&|v| v.cmdline = "a\nb".into()), "vms[0].cmdline"),
+        "must be one line of printable text"
+    );
+}
+
+#[test]
+fn every_error_is_reported_in_document_order() {
+    let json = br#"{
+        "hostname": "bad_name",
+        "network": {"mode": "dhcp", "gateway": "10.0.2.2"},
+        "management": {"api_tokens": ["short"], "http_port": 0},
+        "vms": [
+            {"name": "ok", "memory_mib": 64, "kernel": "k"},
+            {"name": "Bad", "vcpus": 2, "memory_mib": 8, "kernel": "a/b"}
+        ]
+    }"#;
+    let ConfigError::Invalid(errors) = Config::from_json(json).unwrap_err() else {
+        panic!("expected validation errors")
+    };
+    let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "hostname",
+            "network.gateway",
+            "management.api_tokens[0]",
+            "management.http_port",
+            "vms[1].name",
+            "vms[1].vcpus",
+            "vms[1].memory_mib",
+            "vms[1].kernel",
+        ]
+    );
+    assert_eq!(
+        errors[6].to_string(),
+        "vms[1].memory_mib: must be between 16 and 65536"
+    );
+}
+
+#[test]
+fn hostile_input_is_an_error_not_a_panic() {
+    let deep = "[".repeat(10_000);
+    assert!(Config::from_json(deep.as_bytes()).is_err());
+    let deep_vm = alloc::format!(r#"{{"vms":[{}]}}"#, "[".repeat(200));
+    assert!(Config::from_json(deep_vm.as_bytes()).is_err());
+    assert!(Config::from_json(br#"{"management":{"http_port":1e400}}"#).is_err());
+    assert!(Config::from_json(br#"{"management":{"http_port":80.5}}"#).is_err());
+    assert!(
+        Config::from_json(
+            br#"{"vms":[{"name":"a","memory_mib":18446744073709551616,"kernel":"k"}]}"#
+        )
+        .is_err()
+    );
+    // Every prefix of a valid document fails cleanly.
+    let json = full().to_json_pretty();
+    for end in 0..json.len() - 1 {
+        assert!(Config::from_json(&json[..end]).is_err(), "{end}");
+    }
+}

@@ -1,0 +1,342 @@
+//! The rules the schema's types cannot express, checked all at once.
+
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::fmt;
+use core::net::Ipv4Addr;
+
+use super::{Config, Management, Network, NetworkMode, Vm};
+
+/// Longest hostname (RFC 1123 §2.1, as a DNS name).
+pub const MAX_HOSTNAME_LEN: usize = 253;
+/// Longest hostname label.
+pub const MAX_LABEL_LEN: usize = 63;
+/// Most DNS servers.
+pub const MAX_DNS_SERVERS: usize = 3;
+/// Shortest API token.
+pub const MIN_TOKEN_LEN: usize = 16;
+/// Longest API token.
+pub const MAX_TOKEN_LEN: usize = 128;
+/// Longest VM name.
+pub const MAX_VM_NAME_LEN: usize = 32;
+/// vCPUs a VM may have (only one for now).
+pub const MAX_VCPUS: u32 = 1;
+/// Least guest memory in MiB.
+pub const MIN_MEMORY_MIB: u64 = 16;
+/// Most guest memory in MiB.
+pub const MAX_MEMORY_MIB: u64 = 65536;
+/// Longest guest command line in bytes.
+pub const MAX_CMDLINE_LEN: usize = 2048;
+/// Longest store file name in bytes.
+pub const MAX_FILE_NAME_LEN: usize = 255;
+
+/// One broken rule: where, and what to do about it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValidationError {
+    /// The field: `hostname`, `network.gateway`, `vms[1].memory_mib`.
+    pub path: String,
+    /// What is wrong, phrased as what the value must be.
+    pub message: String,
+}
+
+impl fmt::Display for ValidationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+impl core::error::Error for ValidationError {}
+
+/// Collects violations in document order.
+struct Errors(Vec<ValidationError>);
+
+impl Errors {
+    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ValidationError {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+}
+
+/// Every violation in `config`, in document order.
+pub(super) fn check(config: &Config) -> Vec<ValidationError> {
+    let mut errors = Errors(Vec::new());
+    if let Err(message) = check_hostname(&config.hostname) {
+        errors.push("hostname", message);
+    }
+    check_network(&config.network, &mut errors);
+    check_management(&config.management, &mut errors);
+    check_vms(&config.vms, &mut errors);
+    errors.0
+}
+
+fn check_hostname(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty".to_string());
+    }
+    if name.len() > MAX_HOSTNAME_LEN {
+        return Err(format!(
+            "must be at most {MAX_HOSTNAME_LEN} characters (it has {})",
+            name.len()
+        ));
+    }
+    for label in name.split('.') {
+        if label.is_empty() {
+            return Err("must not have empty labels (leading, trailing or doubled dots)".into());
+        }
+        if label.len() > MAX_LABEL_LEN {
+            return Err(format!(
+                "label \"{label}\" must be at most {MAX_LABEL_LEN} characters"
+            ));
+        }
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return Err(format!(
+                "label \"{}\" may hold only letters, digits and '-'",
+                label.escape_default()
+            ));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err(format!("label \"{label}\" must not start or end with '-'"));
+        }
+    }
+    Ok(())
+}
+
+/// The subnet mask of a prefix length in 1..=32.
+fn mask(prefix: u8) -> u32 {
+    u32::MAX << (32 - u32::from(prefix.clamp(1, 32)))
+}
+
+/// Whether `addr` can be a host's address at all.
+fn host_address_problem(addr: Ipv4Addr) -> Option<&'static str> {
+    if addr.is_unspecified() {
+        Some("must not be 0.0.0.0")
+    } else if addr.is_broadcast() {
+        Some("must not be the broadcast address 255.255.255.255")
+    } else if addr.is_multicast() {
+        Some("must not be a multicast address (224.0.0.0/4)")
+    } else if addr.is_loopback() {
+        Some("must not be a loopback address (127.0.0.0/8)")
+    } else {
+        None
+    }
+}
+
+fn check_network(net: &Network, errors: &mut Errors) {
+    match net.mode {
+        NetworkMode::Dhcp => {
+            let only_static = "only valid when network.mode is \"static\"";
+            if net.address.is_some() {
+                errors.push("network.address", only_static);
+            }
+            if net.prefix.is_some() {
+                errors.push("network.prefix", only_static);
+            }
+            if net.gateway.is_some() {
+                errors.push("network.gateway", only_static);
+            }
+            if !net.dns.is_empty() {
+                errors.push("network.dns", only_static);
+            }
+        }
+        NetworkMode::Static => check_static(net, errors),
+    }
+}
+
+fn check_static(net: &Network, errors: &mut Errors) {
+    let required = "required when network.mode is \"static\"";
+    let address = match net.address {
+        None => {
+            errors.push("network.address", required);
+            None
+        }
+        Some(addr) => match host_address_problem(addr) {
+            Some(problem) => {
+                errors.push("network.address", problem);
+                None
+            }
+            None => Some(addr),
+        },
+    };
+    let prefix = match net.prefix {
+        None => {
+            errors.push("network.prefix", required);
+            None
+        }
+        Some(p) if !(1..=32).contains(&p) => {
+            errors.push("network.prefix", "must be between 1 and 32");
+            None
+        }
+        Some(p) => Some(p),
+    };
+    if let (Some(addr), Some(prefix)) = (address, prefix) {
+        let m = mask(prefix);
+        let bits = u32::from(addr);
+        if prefix <= 30 && (bits & !m == 0 || bits & !m == !m) {
+            errors.push(
+                "network.address",
+                format!("{addr} is the network or broadcast address of {addr}/{prefix}"),
+            );
+        }
+    }
+    if let Some(gateway) = net.gateway {
+        if let Some(problem) = host_address_problem(gateway) {
+            errors.push("network.gateway", problem);
+        } else if let (Some(addr), Some(prefix)) = (address, prefix) {
+            let m = mask(prefix);
+            let network = Ipv4Addr::from(u32::from(addr) & m);
+            if u32::from(gateway) & m != u32::from(addr) & m {
+                errors.push(
+                    "network.gateway",
+                    format!("{gateway} is outside the subnet {network}/{prefix}"),
+                );
+            } else if gateway == addr {
+                errors.push(
+                    "network.gateway",
+                    "must differ from network.address (this appliance)",
+                );
+            }
+        }
+    }
+    if net.dns.len() > MAX_DNS_SERVERS {
+        errors.push(
+            "network.dns",
+            format!(
+                "at most {MAX_DNS_SERVERS} servers (it lists {})",
+                net.dns.len()
+            ),
+        );
+    }
+    for (i, server) in net.dns.iter().enumerate() {
+        if let Some(problem) = host_address_problem(*server) {
+            errors.push(format!("network.dns[{i}]"), problem);
+        }
+    }
+}
+
+fn token_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"._~+/-".contains(&b)
+}
+
+fn check_management(mgmt: &Management, errors: &mut Errors) {
+    for (i, token) in mgmt.api_tokens.iter().enumerate() {
+        let path = format!("management.api_tokens[{i}]");
+        // Messages never repeat the token: it is a secret.
+        if !(MIN_TOKEN_LEN..=MAX_TOKEN_LEN).contains(&token.len()) {
+            errors.push(
+                path,
+                format!(
+                    "must be {MIN_TOKEN_LEN} to {MAX_TOKEN_LEN} characters long (it has {})",
+                    token.chars().count()
+                ),
+            );
+        } else if !token.bytes().all(token_char) {
+            errors.push(
+                path,
+                "may hold only letters, digits and . _ ~ + / - (no spaces)",
+            );
+        } else if let Some(first) = mgmt.api_tokens[..i].iter().position(|t| t == token) {
+            errors.push(path, format!("duplicates management.api_tokens[{first}]"));
+        }
+    }
+    if mgmt.http_port == 0 {
+        errors.push("management.http_port", "must be between 1 and 65535");
+    }
+}
+
+fn check_vm_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_VM_NAME_LEN {
+        return Err(format!("must be 1 to {MAX_VM_NAME_LEN} characters long"));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err("may hold only lowercase letters, digits and '-'".into());
+    }
+    if !name.as_bytes()[0].is_ascii_lowercase() {
+        return Err("must start with a lowercase letter".into());
+    }
+    Ok(())
+}
+
+/// A file name in the guest store: one path component.
+fn check_file_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("must name a file in the guest store (it is empty)".into());
+    }
+    if name.len() > MAX_FILE_NAME_LEN {
+        return Err(format!("must be at most {MAX_FILE_NAME_LEN} bytes"));
+    }
+    if name.contains('/') || name.contains('\\') {
+        return Err("must be a plain file name in the guest store, without '/' or '\\'".into());
+    }
+    if name == "." || name == ".." {
+        return Err("must name a file, not \".\" or \"..\"".into());
+    }
+    if name.chars().any(char::is_control) {
+        return Err("must not contain control characters".into());
+    }
+    Ok(())
+}
+
+fn check_vms(vms: &[Vm], errors: &mut Errors) {
+    for (i, vm) in vms.iter().enumerate() {
+        let at = |field: &str| format!("vms[{i}].{field}");
+        match check_vm_name(&vm.name) {
+            Err(message) => errors.push(at("name"), message),
+            Ok(()) => {
+                if let Some(first) = vms[..i].iter().position(|other| other.name == vm.name) {
+                    errors.push(
+                        at("name"),
+                        format!("\"{}\" is already the name of vms[{first}]", vm.name),
+                    );
+                }
+            }
+        }
+        if vm.vcpus != MAX_VCPUS {
+            errors.push(at("vcpus"), "only 1 vCPU per VM is supported");
+        }
+        if !(MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&vm.memory_mib) {
+            errors.push(
+                at("memory_mib"),
+                format!("must be between {MIN_MEMORY_MIB} and {MAX_MEMORY_MIB}"),
+            );
+        }
+        if let Err(message) = check_file_name(&vm.kernel) {
+            errors.push(at("kernel"), message);
+        }
+        if let Some(initrd) = &vm.initrd
+            && let Err(message) = check_file_name(initrd)
+        {
+            errors.push(at("initrd"), message);
+        }
+        if vm.cmdline.len() > MAX_CMDLINE_LEN {
+            errors.push(
+                at("cmdline"),
+                format!(
+                    "must be at most {MAX_CMDLINE_LEN} bytes (it has {})",
+                    vm.cmdline.len()
+                ),
+            );
+        } else if vm.cmdline.chars().any(char::is_control) {
+            errors.push(at("cmdline"), "must be one line of printable text");
+        }
+        for (d, disk) in vm.disks.iter().enumerate() {
+            let path = format!("vms[{i}].disks[{d}]");
+            if let Err(message) = check_file_name(disk) {
+                errors.push(path, message);
+            } else if let Some(first) = vm.disks[..d].iter().position(|other| other == disk) {
+                errors.push(
+                    path,
+                    format!("\"{disk}\" is already attached as vms[{i}].disks[{first}]"),
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,340 @@
+//! Keel's own disk among the block devices: the one whose GPT holds the `keel-config` and
+//! `keel-store` partitions `keel build` writes (image-builder `gpt_image`).
+//!
+//! [`identify`] is the pure rule. On bare metal, [`init`] probes every virtio-blk function
+//! on PCI once at boot, reads each one's GPT and keeps the first Keel disk; afterwards
+//! [`info`] describes it and [`config_partition`] / [`store_partition`] lend a
+//! [`PartitionView`] of one partition that holds the disk's lock until dropped (the console
+//! and the API run on the same CPU, one request at a time, so it is never contended).
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+
+use super::gpt::{Gpt, GptError, Guid, Partition};
+
+/// Type GUID of the raw configuration partition (image-builder `KEEL_CONFIG_TYPE_GUID`).
+pub const CONFIG_TYPE: Guid = Guid::from_u128(0x20442bb3_5151_4ecd_846b_efa36bb2491f);
+/// GPT name of the configuration partition.
+pub const CONFIG_NAME: &str = "keel-config";
+/// Type GUID of the guest store: Microsoft basic data (image-builder `STORE_TYPE_GUID`).
+pub const STORE_TYPE: Guid = Guid::from_u128(0xebd0a0a2_b9e5_4433_87c0_68b6b72699c7);
+/// GPT name of the guest store.
+pub const STORE_NAME: &str = "keel-store";
+
+/// Keel's two partitions on its disk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeelPartitions {
+    /// The raw configuration partition.
+    pub config: Partition,
+    /// The FAT guest store.
+    pub store: Partition,
+}
+
+/// Why a disk is not Keel's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IdentifyError {
+    /// It has no usable GPT.
+    Gpt(GptError),
+    /// Its GPT has no `keel-config` partition of Keel's configuration type.
+    NoConfig,
+    /// Its GPT has no `keel-store` basic-data partition.
+    NoStore,
+}
+
+impl fmt::Display for IdentifyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IdentifyError::Gpt(e) => write!(f, "{e}"),
+            IdentifyError::NoConfig => write!(
+                f,
+                "GPT has no {CONFIG_NAME} partition (type {CONFIG_TYPE}): not a Keel disk"
+            ),
+            IdentifyError::NoStore => write!(
+                f,
+                "GPT has no {STORE_NAME} partition (type {STORE_TYPE}): not a Keel disk"
+            ),
+        }
+    }
+}
+
+/// Keel's partitions in `gpt`: each found by type GUID and name together.
+pub fn identify(gpt: &Gpt) -> Result<KeelPartitions, IdentifyError> {
+    let find = |ty: Guid, name: &str| {
+        gpt.partitions
+            .iter()
+            .find(|p| p.type_guid == ty && p.name == name)
+            .cloned()
+    };
+    let config = find(CONFIG_TYPE, CONFIG_NAME).ok_or(IdentifyError::NoConfig)?;
+    let store = find(STORE_TYPE, STORE_NAME).ok_or(IdentifyError::NoStore)?;
+    Ok(KeelPartitions { config, store })
+}
+
+/// Why there is no boot disk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BootDiskError {
+    /// The disks have not been probed yet (a kernel bug if seen after boot).
+    NotProbed,
+    /// No block device Keel drives (virtio-blk) was found, or none came up.
+    NoDisk {
+        /// Devices that failed to come up: `"00:04.0: reason"`.
+        failed: Vec<String>,
+    },
+    /// Disks were found, none of them Keel's.
+    NotKeel {
+        /// Each disk and why it is not Keel's: `"virtio-blk at 00:04.0: reason"`.
+        disks: Vec<String>,
+    },
+}
+
+impl fmt::Display for BootDiskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BootDiskError::NotProbed => f.write_str("no boot disk found: disks not probed yet"),
+            BootDiskError::NoDisk { failed } => {
+                f.write_str("no boot disk found: no virtio-blk disk")?;
+                for reason in failed {
+                    write!(f, "; {reason}")?;
+                }
+                Ok(())
+            }
+            BootDiskError::NotKeel { disks } => {
+                f.write_str("no boot disk found")?;
+                for reason in disks {
+                    write!(f, "; {reason}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(target_os = "none")]
+pub use kernel_boot_disk::*;
+
+#[cfg(target_os = "none")]
+mod kernel_boot_disk {
+    use alloc::format;
+    use alloc::string::String;
+    use alloc::vec::Vec;
+
+    use spin::{Mutex, MutexGuard, Once};
+
+    use super::{BootDiskError, KeelPartitions, identify};
+    use crate::blk::disk::{Disk, DiskError};
+    use crate::blk::gpt::{self, Gpt};
+    use crate::blk::partition::PartitionView;
+    use crate::blk::virtio_blk::{self, VirtioBlk};
+    use crate::pci::{PciAddress, PciDevice, VIRTIO_VENDOR_ID};
+
+    /// What the console and API show about the boot disk.
+    #[derive(Clone, Debug)]
+    pub struct DiskInfo {
+        /// Driver and model: `virtio-blk` (plus the serial, when the device has one).
+        pub model: String,
+        /// Where it sits on PCI.
+        pub address: PciAddress,
+        /// Capacity in 512-byte sectors.
+        pub sectors: u64,
+        /// Whether the device refuses writes.
+        pub read_only: bool,
+        /// The partition table.
+        pub gpt: Gpt,
+        /// Keel's partitions in it.
+        pub keel: KeelPartitions,
+    }
+
+    struct BootDisk {
+        disk: VirtioBlk,
+        info: DiskInfo,
+    }
+
+    static BOOT_DISK: Once<Result<Mutex<BootDisk>, BootDiskError>> = Once::new();
+
+    /// Probes the virtio-blk functions in `pci` and keeps the first Keel disk. Runs once;
+    /// later calls return the first answer.
+    pub fn init(pci: &[PciDevice]) -> Result<DiskInfo, BootDiskError> {
+        BOOT_DISK
+            .call_once(|| probe(pci).map(Mutex::new))
+            .as_ref()
+            .map(|disk| disk.lock().info.clone())
+            .map_err(Clone::clone)
+    }
+
+    fn probe(pci: &[PciDevice]) -> Result<BootDisk, BootDiskError> {
+        let mut failed = Vec::new();
+        let mut not_keel = Vec::new();
+        for device in pci {
+            if device.vendor_id != VIRTIO_VENDOR_ID
+                || !virtio_blk::DEVICE_IDS.contains(&device.device_id)
+            {
+                continue;
+            }
+            let mut disk = match VirtioBlk::new(device) {
+                Ok(disk) => disk,
+                Err(e) => {
+                    defmt::error!(
+                        "blk: virtio-blk at {} skipped: {}",
+                        defmt::Display2Format(&device.address),
+                        defmt::Display2Format(&e)
+                    );
+                    failed.push(format!("virtio-blk at {}: {e}", device.address));
+                    continue;
+                }
+            };
+            defmt::info!(
+                "blk: virtio-blk at {}: {=u64} sectors",
+                defmt::Display2Format(&device.address),
+                disk.sector_count()
+            );
+            let found = gpt::read(&mut disk)
+                .map_err(super::IdentifyError::Gpt)
+                .and_then(|table| identify(&table).map(|keel| (table, keel)));
+            match found {
+                Ok((gpt, keel)) => {
+                    let model = if disk.serial().is_empty() {
+                        String::from("virtio-blk")
+                    } else {
+                        format!("virtio-blk serial {}", disk.serial())
+                    };
+                    let info = DiskInfo {
+                        model,
+                        address: disk.address(),
+                        sectors: disk.sector_count(),
+                        read_only: disk.read_only(),
+                        gpt,
+                        keel,
+                    };
+                    return Ok(BootDisk { disk, info });
+                }
+                Err(e) => not_keel.push(format!("virtio-blk at {}: {e}", device.address)),
+            }
+        }
+        if not_keel.is_empty() {
+            Err(BootDiskError::NoDisk { failed })
+        } else {
+            not_keel.extend(failed);
+            Err(BootDiskError::NotKeel { disks: not_keel })
+        }
+    }
+
+    fn locked() -> Result<MutexGuard<'static, BootDisk>, BootDiskError> {
+        match BOOT_DISK.get() {
+            None => Err(BootDiskError::NotProbed),
+            Some(Err(e)) => Err(e.clone()),
+            Some(Ok(disk)) => Ok(disk.lock()),
+        }
+    }
+
+    /// The boot disk, as found at boot.
+    pub fn info() -> Result<DiskInfo, BootDiskError> {
+        locked().map(|disk| disk.info.clone())
+    }
+
+    /// The boot disk, held locked: a [`Disk`] for [`PartitionView`].
+    pub struct LockedDisk(MutexGuard<'static, BootDisk>);
+
+    impl Disk for LockedDisk {
+        fn sector_count(&self) -> u64 {
+            self.0.disk.sector_count()
+        }
+
+        fn read(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), DiskError> {
+            self.0.disk.read(lba, buf)
+        }
+
+        fn write(&mut self, lba: u64, buf: &[u8]) -> Result<(), DiskError> {
+            self.0.disk.write(lba, buf)
+        }
+
+        fn flush(&mut self) -> Result<(), DiskError> {
+            self.0.disk.flush()
+        }
+    }
+
+    /// A view of one partition of the boot disk, holding the disk until dropped.
+    pub type BootPartition = PartitionView<LockedDisk>;
+
+    fn view(
+        pick: impl FnOnce(&KeelPartitions) -> (u64, u64),
+    ) -> Result<BootPartition, BootDiskError> {
+        let disk = locked()?;
+        let (first, sectors) = pick(&disk.info.keel);
+        // The GPT parser checked the range against the disk, so this cannot fail; should it,
+        // the error names the range.
+        PartitionView::new(LockedDisk(disk), first, sectors).map_err(|e| BootDiskError::NotKeel {
+            disks: alloc::vec![format!("partition out of range: {e}")],
+        })
+    }
+
+    /// The `keel-config` partition, for `keel_config::record::{load, save}` (it implements
+    /// `keel_config::record::BlockDevice`).
+    pub fn config_partition() -> Result<BootPartition, BootDiskError> {
+        view(|k| (k.config.first_lba, k.config.sectors()))
+    }
+
+    /// The `keel-store` partition (the FAT guest store).
+    pub fn store_partition() -> Result<BootPartition, BootDiskError> {
+        view(|k| (k.store.first_lba, k.store.sectors()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blk::gpt::HeaderCopy;
+
+    fn part(number: u32, type_guid: Guid, name: &str) -> Partition {
+        Partition {
+            number,
+            type_guid,
+            unique_guid: Guid([number as u8; 16]),
+            first_lba: u64::from(number) * 2048,
+            last_lba: u64::from(number) * 2048 + 2047,
+            attributes: 0,
+            name: name.into(),
+        }
+    }
+
+    fn table(partitions: Vec<Partition>) -> Gpt {
+        Gpt {
+            disk_guid: Guid([9; 16]),
+            header: HeaderCopy::Primary,
+            primary_error: None,
+            first_usable: 34,
+            last_usable: 100_000,
+            partitions,
+        }
+    }
+
+    #[test]
+    fn both_partitions_by_type_and_name() {
+        let gpt = table(alloc::vec![
+            part(1, STORE_TYPE, "data"),
+            part(3, CONFIG_TYPE, CONFIG_NAME),
+            part(4, STORE_TYPE, STORE_NAME),
+        ]);
+        let keel = identify(&gpt).unwrap();
+        assert_eq!(keel.config.number, 3);
+        assert_eq!(keel.store.number, 4);
+    }
+
+    #[test]
+    fn missing_or_mistyped_partitions() {
+        let gpt = table(alloc::vec![
+            part(3, STORE_TYPE, CONFIG_NAME),
+            part(4, STORE_TYPE, STORE_NAME)
+        ]);
+        assert_eq!(identify(&gpt), Err(IdentifyError::NoConfig));
+        let gpt = table(alloc::vec![
+            part(3, CONFIG_TYPE, CONFIG_NAME),
+            part(4, CONFIG_TYPE, STORE_NAME)
+        ]);
+        assert_eq!(identify(&gpt), Err(IdentifyError::NoStore));
+        assert!(
+            std::format!("{}", IdentifyError::NoConfig)
+                .contains("20442bb3-5151-4ecd-846b-efa36bb2491f")
+        );
+    }
+}

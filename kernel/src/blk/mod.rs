@@ -1,0 +1,20 @@
+//! Block devices: the synchronous [`Disk`](disk::Disk) interface, partition tables and the
+//! boot disk.
+//!
+//! Layering: [`disk`] (the trait and its bounds check), [`gpt`] (partition table parsing) and
+//! [`partition`] (a partition as a disk of its own, also a `keel_config` block device) are
+//! pure and host-tested; [`boot_disk`]'s `identify` picks Keel's partitions out of a table.
+//! On bare metal, `virtio_blk` drives virtio-blk-pci through `virtio-drivers`, and
+//! [`boot_disk`] probes the PCI list at boot, keeps the disk whose GPT holds `keel-config`
+//! and `keel-store`, and lends out views of those partitions.
+
+pub mod boot_disk;
+pub mod disk;
+pub mod gpt;
+pub mod partition;
+
+#[cfg(target_os = "none")]
+pub mod virtio_blk;
+
+#[cfg(test)]
+pub mod test_image;
