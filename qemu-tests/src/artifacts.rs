@@ -98,10 +98,13 @@ pub fn linux_artifacts() -> &'static LinuxArtifacts {
         let initramfs = write_test_initramfs(&guest)?;
         let image = keel_image::output_dir().join("keel-linux.img");
         let cmdline = keel_image::api_token::with_token("", &a.api_token);
+        let config = keel_image::appliance::default_config(&a.api_token);
         keel_image::assemble_image(
             &a.elf,
             &[guest.kernel.clone(), initramfs.clone()],
             &cmdline,
+            None,
+            &config.to_json_pretty(),
             &image,
         )
         .map_err(|e| format!("assembling keel-linux.img failed: {e}"))?;
