@@ -1,7 +1,9 @@
-//! The kernel ELF and disk image the tests boot, built once per test binary.
+//! The kernel ELF and disk images the tests boot, built once per test binary.
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
+
+use crate::linux_guest::{LinuxGuest, linux_guest, write_test_initramfs};
 
 /// Set both this and [`IMAGE_ENV`] to boot prebuilt artifacts instead of building them.
 pub const ELF_ENV: &str = "KEEL_TEST_ELF";
@@ -57,6 +59,61 @@ pub fn artifacts() -> &'static Artifacts {
                 api_token: out.api_token,
             })
             .map_err(|e| format!("building the kernel and keel.img failed: {e}"))
+    });
+    match built {
+        Ok(a) => a,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// What the Linux-guest tests and `linux-bench` boot: [`Artifacts`]' kernel in a second disk
+/// image whose only boot modules are Debian's kernel and the test initramfs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinuxArtifacts {
+    /// The kernel ELF (the same as [`Artifacts::elf`]).
+    pub elf: PathBuf,
+    /// `target/keel/keel-linux.img`: GPT disk with GRUB and the modules `vmlinuz` (index 0)
+    /// and `initramfs.cpio` (index 1).
+    pub image: PathBuf,
+    /// The downloaded kernel and busybox.
+    pub guest: LinuxGuest,
+    /// The test initramfs (see [`crate::linux_guest::TEST_INIT`]).
+    pub initramfs: PathBuf,
+}
+
+/// Builds [`artifacts()`], fetches the Linux guest ([`linux_guest()`]), writes the test
+/// initramfs, and assembles `keel-linux.img` with the two as boot modules (named after their
+/// files, `vmlinuz` and `initramfs.cpio`), once per process like [`artifacts()`]. The image is
+/// separate from `keel.img` so that the other tests do not load 10 MB of modules through
+/// GRUB (slow under Bochs).
+///
+/// # Panics
+///
+/// If a step fails (with the same error in every caller).
+pub fn linux_artifacts() -> &'static LinuxArtifacts {
+    static BUILT: OnceLock<Result<LinuxArtifacts, String>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        let a = artifacts();
+        let guest = linux_guest().map_err(|e| format!("fetching the Linux guest failed: {e}"))?;
+        let initramfs = write_test_initramfs(&guest)?;
+        let image = keel_image::output_dir().join("keel-linux.img");
+        let cmdline = keel_image::api_token::with_token("", &a.api_token);
+        let config = keel_image::appliance::default_config(&a.api_token);
+        keel_image::assemble_image(
+            &a.elf,
+            &[guest.kernel.clone(), initramfs.clone()],
+            &cmdline,
+            None,
+            &config.to_json_pretty(),
+            &image,
+        )
+        .map_err(|e| format!("assembling keel-linux.img failed: {e}"))?;
+        Ok(LinuxArtifacts {
+            elf: a.elf.clone(),
+            image,
+            guest,
+            initramfs,
+        })
     });
     match built {
         Ok(a) => a,

@@ -16,6 +16,9 @@
 //! - [`banner`] parses the boot banner; [`artifacts()`] builds the kernel and image once per
 //!   test binary.
 //! - [`guests`] builds the small guest payloads the VMM tests run.
+//! - [`linux_guest`] fetches Debian's kernel and busybox (`apt-get download`, into
+//!   `target/linux-guest/`) and writes initramfs archives; [`linux_artifacts()`] puts the
+//!   kernel and the test initramfs into `keel-linux.img` as boot modules.
 //!
 //! A test reads like an operator session:
 //!
@@ -35,7 +38,12 @@
 //! Run with `cargo test -p keel-qemu-tests --release`. The tests need Debian's
 //! `qemu-system-x86`, `ovmf`, `bochs`, `bochsbios`, `vgabios`, and for the image `grub-pc-bin`,
 //! `grub-efi-amd64-bin` (plus `xorriso` and `mtools` for the harness's own GRUB test image).
-//! `cargo run --release -p keel-qemu-tests --bin boot-bench` measures boot times.
+//! `cargo run --release -p keel-qemu-tests --bin boot-bench` measures boot times;
+//! `vm-bench`, `http-bench` and `linux-bench` (a Linux guest under Keel against the same
+//! kernel booted by QEMU directly) are the other benchmarks. The Linux tests (`linux.rs`,
+//! `linux_vtx.rs`) and the `http-bench` and `linux-bench` binaries also need Debian's `apt`
+//! and `dpkg` and network access the first time (run as root on a fresh machine: the
+//! package list is fetched with `apt-get update` when empty).
 //!
 //! Environment: `KEEL_TEST_TIMEOUT_SCALE` scales default timeouts, `KEEL_TEST_KEEP_DIR` keeps
 //! each emulator's temporary directory, `KEEL_TEST_ELF` with `KEEL_TEST_IMAGE` boot prebuilt
@@ -48,11 +56,12 @@ pub mod console;
 pub mod error;
 pub mod guests;
 pub mod http;
+pub mod linux_guest;
 pub mod machine;
 pub mod qemu;
 pub mod report;
 
-pub use artifacts::{Artifacts, artifacts};
+pub use artifacts::{Artifacts, LinuxArtifacts, artifacts, linux_artifacts};
 pub use banner::{Banner, PROMPT, VERSION_LINE, first_number};
 pub use bochs::Bochs;
 pub use console::{Match, Pattern};

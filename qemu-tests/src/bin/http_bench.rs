@@ -15,19 +15,20 @@
 //! `busybox httpd -f -p 80 -h /www` serving `/www/api/v1/system`: the body Keel answered,
 //! byte for byte.
 //!
-//! The two `.deb`s are fetched at run time with `apt-get download` and unpacked with
-//! `dpkg -x` into `target/linux-guest/` (kept there; the download is skipped when present).
+//! The two `.deb`s are fetched at run time by `keel_qemu_tests::linux_guest` (`apt-get
+//! download`, `dpkg -x` into `target/linux-guest/`, kept there; skipped when present).
 //!
 //! One client for both: N sequential requests on one keep-alive connection after a warm-up,
 //! then N requests each on a new connection (latency includes connect). busybox `httpd`
 //! answers every request with `Connection: close`, so Linux has no keep-alive row.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::path::Path;
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use keel_qemu_tests::http::{self, Response};
+use keel_qemu_tests::linux_guest::{self, LinuxGuest};
 use keel_qemu_tests::{Machine, Qemu, artifacts};
 
 const PATH: &str = "/api/v1/system";
@@ -189,237 +190,10 @@ fn keel(warmup: usize, n: usize) -> Result<(Figures, String), String> {
 // ---------------------------------------------------------------------------------------
 // The Linux guest.
 
-struct LinuxGuest {
-    kernel: PathBuf,
-    e1000: PathBuf,
-    busybox: PathBuf,
-    kernel_package: String,
-}
-
-fn run(cmd: &mut Command, what: &str, hint: &str) -> Result<String, String> {
-    let out = cmd.output().map_err(|e| {
-        format!(
-            "{what}: could not run {:?} ({hint}): {e}",
-            cmd.get_program()
-        )
-    })?;
-    if !out.status.success() {
-        return Err(format!(
-            "{what} failed ({}): {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// The newest `linux-image-6.1.0-<abi>-amd64` apt knows (the stock signed kernel).
-fn kernel_package() -> Result<String, String> {
-    let search = || {
-        run(
-            Command::new("apt-cache").args([
-                "search",
-                "--names-only",
-                r"^linux-image-6\.1\.0-[0-9]+-amd64$",
-            ]),
-            "apt-cache search",
-            "Debian's apt",
-        )
-    };
-    let mut out = search()?;
-    if out.trim().is_empty() {
-        eprintln!("http-bench: apt's package list is empty; running apt-get update once");
-        run(
-            Command::new("apt-get").arg("update"),
-            "apt-get update",
-            "needs root; run `sudo apt-get update`",
-        )?;
-        out = search()?;
-    }
-    out.lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter_map(|name| {
-            let abi: u32 = name
-                .strip_prefix("linux-image-6.1.0-")?
-                .strip_suffix("-amd64")?
-                .parse()
-                .ok()?;
-            Some((abi, name.to_owned()))
-        })
-        .max()
-        .map(|(_, name)| name)
-        .ok_or_else(|| "apt-cache knows no linux-image-6.1.0-*-amd64 package".to_owned())
-}
-
-/// `apt-get download <package>` into `dir`, then `dpkg -x` into `dir/<into>`.
-fn fetch(package: &str, dir: &Path, into: &str) -> Result<PathBuf, String> {
-    eprintln!("http-bench: downloading {package} (apt-get download)");
-    run(
-        Command::new("apt-get")
-            .args(["download", package])
-            .current_dir(dir),
-        &format!("apt-get download {package}"),
-        "Debian's apt",
-    )?;
-    let deb = std::fs::read_dir(dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| {
-            p.extension().is_some_and(|x| x == "deb")
-                && p.file_name()
-                    .is_some_and(|f| f.to_string_lossy().starts_with(&format!("{package}_")))
-        })
-        .ok_or_else(|| {
-            format!(
-                "apt-get download {package} left no .deb in {}",
-                dir.display()
-            )
-        })?;
-    let target = dir.join(into);
-    let _ = std::fs::remove_dir_all(&target);
-    run(
-        Command::new("dpkg").arg("-x").arg(&deb).arg(&target),
-        &format!("dpkg -x {}", deb.display()),
-        "Debian's dpkg",
-    )?;
-    let _ = std::fs::remove_file(&deb);
-    Ok(target)
-}
-
-fn find_file(root: &Path, name_prefix: &str, suffix: &str) -> Option<PathBuf> {
-    for entry in std::fs::read_dir(root).ok()?.filter_map(Result::ok) {
-        let path = entry.path();
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let ty = entry.file_type().ok()?;
-        if ty.is_dir() {
-            if let Some(found) = find_file(&path, name_prefix, suffix) {
-                return Some(found);
-            }
-        } else if name.starts_with(name_prefix) && name.ends_with(suffix) {
-            return Some(path);
-        }
-    }
-    None
-}
-
-/// Kernel, e1000 module and busybox in `target/linux-guest/`, downloaded when missing.
-fn linux_guest() -> Result<LinuxGuest, String> {
-    let dir = keel_image::workspace_root()
-        .join("target")
-        .join("linux-guest");
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let kernel = dir.join("vmlinuz");
-    let e1000 = dir.join("e1000.ko");
-    let name_file = dir.join("kernel-package");
-    if !(kernel.exists() && e1000.exists() && name_file.exists()) {
-        let package = kernel_package()?;
-        let tree = fetch(&package, &dir, "kernel-deb")?;
-        let vmlinuz = find_file(&tree.join("boot"), "vmlinuz-", "")
-            .ok_or_else(|| format!("{package} has no boot/vmlinuz-*"))?;
-        std::fs::copy(&vmlinuz, &kernel).map_err(|e| format!("copying vmlinuz: {e}"))?;
-        // Debian 12 ships modules uncompressed; a later kernel may ship .ko.xz.
-        let modules = tree.join("lib/modules");
-        if let Some(ko) = find_file(&modules, "e1000.ko", ".ko") {
-            std::fs::copy(&ko, &e1000).map_err(|e| format!("copying e1000.ko: {e}"))?;
-        } else if let Some(xz) = find_file(&modules, "e1000.ko", ".ko.xz") {
-            let out = Command::new("xz")
-                .arg("-dc")
-                .arg(&xz)
-                .output()
-                .map_err(|e| format!("could not run xz (Debian package xz-utils): {e}"))?;
-            if !out.status.success() {
-                return Err(format!("xz -dc {} failed ({})", xz.display(), out.status));
-            }
-            std::fs::write(&e1000, out.stdout).map_err(|e| format!("writing e1000.ko: {e}"))?;
-        } else {
-            return Err(format!("{package} has no e1000.ko"));
-        }
-        std::fs::write(&name_file, &package).map_err(|e| format!("{e}"))?;
-        let _ = std::fs::remove_dir_all(&tree);
-    }
-    let busybox = dir.join("busybox-static/bin/busybox");
-    if !busybox.exists() {
-        fetch("busybox-static", &dir, "busybox-static")?;
-        if !busybox.exists() {
-            return Err("busybox-static has no bin/busybox".into());
-        }
-    }
-    let kernel_package = std::fs::read_to_string(&name_file)
-        .map_err(|e| format!("{e}"))?
-        .trim()
-        .to_owned();
-    Ok(LinuxGuest {
-        kernel,
-        e1000,
-        busybox,
-        kernel_package,
-    })
-}
-
-/// A `newc` cpio archive, what the kernel unpacks as an initramfs.
-#[derive(Default)]
-struct Cpio {
-    out: Vec<u8>,
-    ino: u32,
-}
-
-impl Cpio {
-    fn pad(&mut self) {
-        while !self.out.len().is_multiple_of(4) {
-            self.out.push(0);
-        }
-    }
-
-    fn entry(&mut self, name: &str, mode: u32, data: &[u8], rdev: (u32, u32)) {
-        self.ino += 1;
-        let fields = [
-            self.ino,
-            mode,
-            0,
-            0,
-            1,
-            0,
-            data.len() as u32,
-            0,
-            0,
-            rdev.0,
-            rdev.1,
-            name.len() as u32 + 1,
-            0,
-        ];
-        self.out.extend_from_slice(b"070701");
-        for f in fields {
-            self.out.extend_from_slice(format!("{f:08x}").as_bytes());
-        }
-        self.out.extend_from_slice(name.as_bytes());
-        self.out.push(0);
-        self.pad();
-        self.out.extend_from_slice(data);
-        self.pad();
-    }
-
-    fn dir(&mut self, name: &str) {
-        self.entry(name, 0o040755, &[], (0, 0));
-    }
-
-    fn file(&mut self, name: &str, mode: u32, data: &[u8]) {
-        self.entry(name, 0o100000 | mode, data, (0, 0));
-    }
-
-    fn finish(mut self) -> Vec<u8> {
-        self.entry("TRAILER!!!", 0, &[], (0, 0));
-        self.out
-    }
-}
-
 fn initramfs(guest: &LinuxGuest, body: &str) -> Result<Vec<u8>, String> {
     let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
     let init = format!(
-        "#!/bin/busybox sh
-/bin/busybox --install -s
-mount -t proc proc /proc
+        "mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 insmod /lib/e1000.ko
@@ -432,27 +206,12 @@ echo '{LINUX_READY}'
 while true; do sleep 3600; done
 "
     );
-    let mut c = Cpio::default();
-    for d in [
-        "bin",
-        "sbin",
-        "usr",
-        "usr/bin",
-        "usr/sbin",
-        "dev",
-        "proc",
-        "sys",
-        "lib",
-        "www",
-        "www/api",
-        "www/api/v1",
-    ] {
+    let applets = ["mount", "insmod", "ip", "httpd", "sleep"];
+    let mut c = linux_guest::busybox_initramfs(&read(&guest.busybox)?, &init, &applets);
+    for d in ["www", "www/api", "www/api/v1"] {
         c.dir(d);
     }
-    c.entry("dev/console", 0o020600, &[], (5, 1));
-    c.file("bin/busybox", 0o755, &read(&guest.busybox)?);
     c.file("lib/e1000.ko", 0o644, &read(&guest.e1000)?);
-    c.file("init", 0o755, init.as_bytes());
     c.file("www/api/v1/system", 0o644, body.as_bytes());
     Ok(c.finish())
 }
@@ -556,7 +315,7 @@ fn main() -> ExitCode {
     }
     let result = (|| -> Result<(), String> {
         // Fetch first so that a missing tool or download fails before any boot.
-        let guest = linux_guest()?;
+        let guest = linux_guest::linux_guest()?;
         eprintln!("http-bench: measuring Keel");
         let (keel, body) = keel(warmup, n).map_err(|e| format!("Keel: {e}"))?;
         eprintln!("http-bench: measuring Linux ({})", guest.kernel_package);

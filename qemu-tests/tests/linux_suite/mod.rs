@@ -1,0 +1,218 @@
+//! The Linux-guest checks both backends must pass: Keel boots Debian 12's stock kernel with
+//! the test initramfs (`keel_qemu_tests::linux_guest::TEST_INIT`) from its boot modules, the
+//! host console answers while the guest boots, and the guest reports a sane system before it
+//! powers off through ACPI. `linux.rs` runs it on AMD-V under QEMU, `linux_vtx.rs` on VT-x
+//! under Bochs.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use keel_qemu_tests::linux_guest::{
+    DONE_MARKER, INIT_MARKER, KERNEL_MODULE, TEST_INITRAMFS, vm_run_line,
+};
+use keel_qemu_tests::{LinuxArtifacts, Machine, Pattern, check};
+
+/// Per-backend limits.
+pub struct Limits {
+    /// From `vm run` to the init marker.
+    pub boot: Duration,
+    /// From the init marker to the power-off notice.
+    pub finish: Duration,
+    /// How far the guest's clock may be from the host's. QEMU's RTC follows the host clock;
+    /// Bochs (`clock: sync=none`) runs its clock by instruction count, so its bound grows
+    /// with the time it has run (see `linux_vtx.rs`).
+    pub clock: fn(&Machine) -> Duration,
+}
+
+/// The guest's lines in `text`: what follows `[vm<id>] ` on each line, trimmed at the end
+/// (a redrawn prompt or a carriage return may sit before the prefix).
+pub fn guest_lines(text: &str, id: u32) -> Vec<String> {
+    let prefix = format!("[vm{id}] ");
+    text.lines()
+        .filter_map(|l| {
+            let at = l.find(&prefix)?;
+            Some(l[at + prefix.len()..].trim_end().to_owned())
+        })
+        .collect()
+}
+
+/// The lines between `KEEL-BEGIN <name>` and `KEEL-END <name>`.
+pub fn section<'a>(lines: &'a [String], name: &str) -> Option<&'a [String]> {
+    let begin = lines
+        .iter()
+        .position(|l| l == &format!("KEEL-BEGIN {name}"))?;
+    let len = lines[begin + 1..]
+        .iter()
+        .position(|l| l == &format!("KEEL-END {name}"))?;
+    Some(&lines[begin + 1..begin + 1 + len])
+}
+
+/// The value of the first `KEY=value` line.
+pub fn value<'a>(lines: &'a [String], key: &str) -> Option<&'a str> {
+    lines
+        .iter()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+}
+
+pub fn modules_lists_the_linux_guest(mut m: Machine) {
+    let out = m.command("modules");
+    for name in [KERNEL_MODULE, TEST_INITRAMFS] {
+        check!(
+            m,
+            out.lines()
+                .any(|l| l.split_whitespace().nth(1) == Some(name) && l.ends_with(" bytes")),
+            "'modules' does not list {name} with its size:\n{out}"
+        );
+    }
+}
+
+pub fn debian_boots_reports_and_powers_off(mut m: Machine, a: &LinuxArtifacts, limits: Limits) {
+    let run = vm_run_line();
+    let typed = m.elapsed();
+    m.type_line(&run);
+    m.expect("vm 1 started");
+
+    // The host console answers while the guest boots. Guest lines may arrive between the
+    // command and its output, so wait for the output itself rather than the next prompt.
+    m.type_line("version");
+    let answered = m.expect("built with rustc");
+    check!(
+        m,
+        !answered.before.contains(INIT_MARKER),
+        "the guest reached /init before the host answered: this run shows nothing about the \
+         host console during the guest's boot"
+    );
+    m.type_line("vm list");
+    // Booting, the guest runs or waits in HLT for its timer.
+    m.expect(Pattern::regex(
+        r"(?m)^\s*1\s+\S+\s+(running|halted, waiting for an interrupt)",
+    ));
+    eprintln!(
+        "{}: 'version' and 'vm list' answered {:.1} s after 'vm run', while the guest booted",
+        m.name(),
+        (m.elapsed() - typed).as_secs_f64()
+    );
+
+    let init = m.expect_within(format!("[vm1] {INIT_MARKER}"), limits.boot);
+    eprintln!(
+        "{}: [vm1] {INIT_MARKER} {:.1} s after 'vm run' ({:.1} s after the emulator started)",
+        m.name(),
+        (init.at - typed).as_secs_f64(),
+        init.at.as_secs_f64()
+    );
+    let done = m.expect_within(format!("[vm1] {DONE_MARKER}"), limits.finish);
+    let host_now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let lines = guest_lines(&done.before.replace('\r', "\n"), 1);
+
+    let uname = section(&lines, "uname").unwrap_or_default().join("\n");
+    let g = &a.guest;
+    check!(
+        m,
+        uname.starts_with("Linux ")
+            && uname.contains(&format!(" {} ", g.kernel_release))
+            && uname.contains(&format!("Debian {}", g.kernel_version)),
+        "uname -a printed {uname:?}; expected Linux {} (Debian {})",
+        g.kernel_release,
+        g.kernel_version
+    );
+
+    let Some(cpuinfo) = section(&lines, "cpuinfo") else {
+        m.fail("no cpuinfo section in the guest's output")
+    };
+    for key in ["vendor_id", "model name"] {
+        check!(
+            m,
+            cpuinfo
+                .iter()
+                .any(|l| l.starts_with(key) && l.contains(": ")),
+            "/proc/cpuinfo has no {key} line:\n{}",
+            cpuinfo.join("\n")
+        );
+    }
+    let flags = cpuinfo
+        .iter()
+        .find(|l| l.starts_with("flags"))
+        .cloned()
+        .unwrap_or_default();
+    check!(
+        m,
+        flags.split_whitespace().any(|f| f == "hypervisor"),
+        "the flags line of /proc/cpuinfo lacks 'hypervisor': {flags:?}"
+    );
+
+    let traces = value(&lines, "CALL-TRACES");
+    check!(
+        m,
+        traces == Some("0"),
+        "the kernel log holds call traces: CALL-TRACES={traces:?}; dmesg tail:\n{}",
+        section(&lines, "dmesg").unwrap_or_default().join("\n")
+    );
+
+    let epoch = value(&lines, "GUEST-EPOCH").and_then(|v| v.parse::<u64>().ok());
+    let bound = (limits.clock)(&m);
+    check!(
+        m,
+        epoch.is_some_and(|e| e.abs_diff(host_now) <= bound.as_secs()),
+        "the guest's clock says {epoch:?}, the host's {host_now} (bound {} s)",
+        bound.as_secs()
+    );
+    check!(
+        m,
+        section(&lines, "dmesg").is_none(),
+        "the guest's own checks failed; dmesg tail:\n{}",
+        section(&lines, "dmesg").unwrap_or_default().join("\n")
+    );
+
+    m.expect_within("vm 1 stopped: guest powered off", limits.finish);
+    m.type_line("vm list");
+    m.expect(Pattern::regex(
+        r"(?m)^\s*1\s+[^\n]*stopped: guest powered off",
+    ));
+    m.expect_prompt();
+    let version = m.command("version");
+    check!(
+        m,
+        version.contains("built with rustc"),
+        "the host console after the guest: {version:?}"
+    );
+    eprintln!(
+        "{}: Linux guest done; {:.1} s from 'vm run' to the power-off notice",
+        m.name(),
+        (m.elapsed() - typed).as_secs_f64()
+    );
+}
+
+/// Declares one `#[test]` per check above, each on a fresh machine from `$boot`.
+macro_rules! suite_tests {
+    ($boot:ident, $limits:expr) => {
+        #[test]
+        fn modules_lists_the_linux_guest() {
+            linux_suite::modules_lists_the_linux_guest($boot());
+        }
+
+        #[test]
+        fn debian_boots_reports_and_powers_off() {
+            let a = keel_qemu_tests::linux_artifacts();
+            linux_suite::debian_boots_reports_and_powers_off($boot(), a, $limits);
+        }
+    };
+}
+pub(crate) use suite_tests;
+
+#[cfg(test)]
+mod parsing {
+    use super::*;
+
+    #[test]
+    fn guest_output_is_parsed() {
+        let text = "keel> [vm1] KEEL-BEGIN uname\r\n[vm1] Linux x 6.1.0-28-amd64 #1\r\nkeel> \r[vm1] KEEL-END uname\n[vm2] CALL-TRACES=3\n[vm1] CALL-TRACES=0\n";
+        let lines = guest_lines(text, 1);
+        assert_eq!(
+            section(&lines, "uname").unwrap(),
+            ["Linux x 6.1.0-28-amd64 #1".to_owned()]
+        );
+        assert_eq!(value(&lines, "CALL-TRACES"), Some("0"));
+        assert_eq!(section(&lines, "cpuinfo"), None);
+    }
+}
