@@ -82,9 +82,9 @@ pub fn debian_boots_reports_and_powers_off(mut m: Machine, a: &LinuxArtifacts, l
          host console during the guest's boot"
     );
     m.type_line("vm list");
-    // Booting, the guest runs or waits in HLT for its timer.
+    // Booting, the guest runs or waits in HLT for its timer ("running (idle)").
     m.expect(Pattern::regex(
-        r"(?m)^\s*1\s+\S+\s+(running|halted, waiting for an interrupt)",
+        r"(?m)^\s*1\s+1\s+vmlinuz\s+256 MiB\s+\S+\s+running.*$",
     ));
     eprintln!(
         "{}: 'version' and 'vm list' answered {:.1} s after 'vm run', while the guest booted",
