@@ -32,13 +32,16 @@ impl Completer for NoCompletion {
     fn complete(&self, _before_cursor: &str, _out: &mut dyn FnMut(&str)) {}
 }
 
+/// A function that offers words one by one to the sink it is given.
+pub type WordSource<'a> = &'a dyn Fn(&mut dyn FnMut(&str));
+
 /// A source of words for one position of a command line.
 #[derive(Clone, Copy)]
 pub enum Words<'a> {
     /// A fixed list (subcommands, names known up front).
     List(&'a [&'a str]),
     /// Words produced on each Tab (VM ids, boot module names): the function offers each one.
-    Dynamic(&'a dyn Fn(&mut dyn FnMut(&str))),
+    Dynamic(WordSource<'a>),
     /// The literal words of a usage table such as the shell's `COMMANDS`: the first element
     /// of each pair is a usage line (`"vm stop <id>"`). After the words typed past the rule's
     /// prefix, the next word of every usage line that starts with those words is offered if it

@@ -209,11 +209,7 @@ impl LineEditor {
             0x04 if !self.buf.is_empty() => self.key(Key::Delete, out),
             0x05 => self.key(Key::End, out),
             0x06 => self.key(Key::Right, out),
-            0x08 | 0x7f => {
-                if self.cursor > 0 {
-                    self.delete(self.cursor - 1, self.cursor, out);
-                }
-            }
+            0x08 | 0x7f if self.cursor > 0 => self.delete(self.cursor - 1, self.cursor, out),
             b'\t' => self.tab(was_tab, completer, out),
             0x0b => self.delete(self.cursor, self.buf.len(), out),
             0x0c => {
