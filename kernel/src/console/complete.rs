@@ -48,6 +48,16 @@ pub enum Words<'a> {
     /// is a literal (letters, digits, `-`, `_`, `.`), so `<id>`, `[mem=<MiB>]` and `|` never
     /// are. Works at any depth: `vm ` offers `run list stop log`.
     Usage(&'a [(&'a str, &'a str)]),
+    /// The words of `source` wherever a usage line of `table` has `placeholder` next (the
+    /// same matching as [`Words::Usage`]): `<vm>` → VM names, `<module>` → boot modules.
+    Argument {
+        /// The usage table.
+        table: &'a [(&'a str, &'a str)],
+        /// The placeholder word exactly as the table writes it (`"<vm>"`).
+        placeholder: &'a str,
+        /// The words it stands for.
+        source: WordSource<'a>,
+    },
 }
 
 /// Offers `words` when the complete words before the cursor start with `after`.
@@ -98,6 +108,18 @@ impl Completer for Rules<'_> {
                     }
                 }
                 Words::Usage(table) => usage_words(table, words, out),
+                Words::Argument {
+                    table,
+                    placeholder,
+                    source,
+                } => {
+                    if table
+                        .iter()
+                        .any(|(usage, _)| word_after(usage, words.clone()) == Some(placeholder))
+                    {
+                        source(out);
+                    }
+                }
             }
         }
     }
@@ -124,13 +146,20 @@ fn usage_words<'t>(
 
 /// The word of `usage` after the words `typed`, if `usage` starts with them and it is literal.
 fn literal_after<'u, 't>(usage: &'u str, typed: impl Iterator<Item = &'t str>) -> Option<&'u str> {
+    word_after(usage, typed).filter(|w| is_literal(w))
+}
+
+/// The word of `usage` after the words `typed`, if `usage` starts with them; a `<…>`
+/// placeholder in `usage` stands for any one typed word.
+fn word_after<'u, 't>(usage: &'u str, typed: impl Iterator<Item = &'t str>) -> Option<&'u str> {
     let mut words = usage.split_ascii_whitespace();
     for t in typed {
-        if words.next() != Some(t) {
-            return None;
+        match words.next() {
+            Some(w) if w == t || w.starts_with('<') => {}
+            _ => return None,
         }
     }
-    words.next().filter(|w| is_literal(w))
+    words.next()
 }
 
 fn is_literal(word: &str) -> bool {
@@ -227,6 +256,9 @@ mod tests {
         ("vm log <id>", ""),
         ("config show", ""),
         ("config set <key> <value>", ""),
+        ("vm info <vm>", ""),
+        ("vm console <vm>", ""),
+        ("net route <vm> add", ""),
     ];
 
     fn offered(c: &dyn Completer, before: &str) -> std::vec::Vec<std::string::String> {
@@ -239,6 +271,10 @@ mod tests {
         let ids = |emit: &mut dyn FnMut(&str)| {
             emit("1");
             emit("12");
+        };
+        let names = |emit: &mut dyn FnMut(&str)| {
+            emit("web");
+            emit("db");
         };
         let rules = [
             Rule {
@@ -257,6 +293,14 @@ mod tests {
                 after: &["vm", "run"],
                 words: Words::List(&["hello.bin", "vmlinuz"]),
             },
+            Rule {
+                after: &[],
+                words: Words::Argument {
+                    table: TABLE,
+                    placeholder: "<vm>",
+                    source: &names,
+                },
+            },
         ];
         f(&Rules(&rules))
     }
@@ -266,10 +310,11 @@ mod tests {
         shell_like(|c| {
             assert_eq!(
                 offered(c, "m"),
-                ["help", "mem", "modules", "store", "vm", "config"]
+                ["help", "mem", "modules", "store", "vm", "config", "net"]
             );
-            assert_eq!(offered(c, "vm "), ["run", "list", "stop", "log"]);
-            assert_eq!(offered(c, "vm  st"), ["run", "list", "stop", "log"]);
+            let vm = ["run", "list", "stop", "log", "info", "console"];
+            assert_eq!(offered(c, "vm "), vm);
+            assert_eq!(offered(c, "vm  st"), vm);
             assert_eq!(offered(c, "store s"), ["ls", "sum"]);
             assert_eq!(offered(c, "config "), ["show", "set"]);
             assert!(offered(c, "config set ").is_empty(), "<key> is no literal");
@@ -280,8 +325,8 @@ mod tests {
     #[test]
     fn help_takes_commands_at_any_depth() {
         shell_like(|c| {
-            assert_eq!(offered(c, "help ").len(), 6);
-            assert_eq!(offered(c, "help vm l"), ["run", "list", "stop", "log"]);
+            assert_eq!(offered(c, "help ").len(), 7);
+            assert_eq!(offered(c, "help vm l")[..4], ["run", "list", "stop", "log"]);
         });
     }
 
@@ -296,6 +341,22 @@ mod tests {
             );
             assert_eq!(offered(c, "vm run v"), ["hello.bin", "vmlinuz"]);
             assert!(offered(c, "vm log ").is_empty());
+        });
+    }
+
+    #[test]
+    fn placeholders_take_caller_words_and_match_any_typed_word() {
+        shell_like(|c| {
+            assert_eq!(offered(c, "vm info "), ["web", "db"]);
+            assert_eq!(offered(c, "vm console w"), ["web", "db"]);
+            assert_eq!(offered(c, "net route "), ["web", "db"]);
+            assert_eq!(offered(c, "net route web "), ["add"]);
+            assert!(offered(c, "vm info web ").is_empty());
+            assert!(offered(c, "vm list ").is_empty());
+            assert!(
+                offered(c, "help vm info ").is_empty(),
+                "the rule's table starts at the command word"
+            );
         });
     }
 
