@@ -127,10 +127,16 @@ impl core::fmt::Display for StartError {
         match self {
             StartError::NoSuchModule(key) => write!(f, "no boot module '{key}': see 'modules'"),
             StartError::NoSuchVm(name) => {
-                write!(f, "no VM named '{name}': see 'vm list' (or 'vm run' for a boot module)")
+                write!(
+                    f,
+                    "no VM named '{name}': see 'vm list' (or 'vm run' for a boot module)"
+                )
             }
             StartError::AlreadyRunning(name) => {
-                write!(f, "VM {name} is already running: 'vm restart {name}' restarts it")
+                write!(
+                    f,
+                    "VM {name} is already running: 'vm restart {name}' restarts it"
+                )
             }
             StartError::Store(m) => f.write_str(m),
             StartError::BadMemorySize(mib) => write!(
@@ -321,9 +327,10 @@ fn build_vm(system: &System, id: u32, label: String, bp: &Blueprint<'_>) -> Resu
     let start = match kind {
         GuestKind::Flat => loader::flat::load(&memory, image).map_err(|e| load_error(&e))?,
         GuestKind::BzImage | GuestKind::PvhElf => {
-            let tables = keel_vmm::acpi_tables::write(&memory, &Default::default()).map_err(|e| {
-                StartError::Load(alloc::format!("cannot write the VM's ACPI tables: {e}"))
-            })?;
+            let tables =
+                keel_vmm::acpi_tables::write(&memory, &Default::default()).map_err(|e| {
+                    StartError::Load(alloc::format!("cannot write the VM's ACPI tables: {e}"))
+                })?;
             let initrd = bp.initrd.as_ref().map(ImageBytes::bytes);
             let cmdline = bp.cmdline.unwrap_or("");
             if kind == GuestKind::BzImage {
@@ -676,7 +683,11 @@ impl VmManager {
             );
         }
         let Some(run) = &e.run else {
-            let _ = writeln!(out, "  memory:     {} MiB (when started)", e.definition.as_ref().map_or(0, |d| d.memory_mib));
+            let _ = writeln!(
+                out,
+                "  memory:     {} MiB (when started)",
+                e.definition.as_ref().map_or(0, |d| d.memory_mib)
+            );
             return Ok(());
         };
         let now = TscClock.now().ns;
@@ -686,13 +697,21 @@ impl VmManager {
         let _ = writeln!(
             out,
             "  {}:     {}",
-            if run.vm.is_stopped() { "ran " } else { "uptime" },
+            if run.vm.is_stopped() {
+                "ran "
+            } else {
+                "uptime"
+            },
             format_duration(end.saturating_sub(run.started_ns))
         );
         if let VmState::Stopped(reason) = run.vm.state() {
             let _ = writeln!(out, "  stopped:    {reason}");
         }
-        let _ = writeln!(out, "  console:    {} bytes", run.vm.devices().com1.output_total());
+        let _ = writeln!(
+            out,
+            "  console:    {} bytes",
+            run.vm.devices().com1.output_total()
+        );
         let stats = run.vm.exit_stats();
         let _ = writeln!(out, "  exits:      {} in all", stats.total());
         for (kind, count) in stats.iter() {

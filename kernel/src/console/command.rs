@@ -105,14 +105,23 @@ pub const COMMANDS: &[(&str, &str)] = &[
         "vm run <module> [initrd=<module>] [cmdline=\"…\"] [mem=<MiB>]",
         "start a VM from a boot module: a flat payload, a Linux bzImage or a PVH ELF kernel",
     ),
-    ("vm list", "list VMs: name, source, memory, uptime, state, exits by reason"),
+    (
+        "vm list",
+        "list VMs: name, source, memory, uptime, state, exits by reason",
+    ),
     ("vm start <name>", "start a VM the configuration defines"),
     (
         "vm stop <vm> [force | timeout=<s>]",
         "stop a VM: ACPI power button, forced off after 30 s (or the timeout); force: at once",
     ),
-    ("vm restart <name>", "stop a VM (as 'vm stop') and start it again"),
-    ("vm info <vm>", "show a VM: state, uptime, memory, stop reason, exits by reason"),
+    (
+        "vm restart <name>",
+        "stop a VM (as 'vm stop') and start it again",
+    ),
+    (
+        "vm info <vm>",
+        "show a VM: state, uptime, memory, stop reason, exits by reason",
+    ),
     (
         "vm console <vm>",
         "attach this terminal to a VM's serial console; Ctrl-] detaches",
@@ -393,7 +402,7 @@ fn parse_store<'a>(
 
 /// Parses a line; `Ok(None)` for a blank line.
 pub fn parse(line: &str) -> Result<Option<Command<'_>>, ParseError<'_>> {
-    if line.matches('"').count() % 2 != 0 {
+    if !line.matches('"').count().is_multiple_of(2) {
         return Err(ParseError::BadValue {
             argument: line.trim(),
             expected: "a closing '\"'",
@@ -525,10 +534,19 @@ mod tests {
             }))
         );
         assert_eq!(parse("vm log 12"), Ok(Some(Command::VmLog { key: "12" })));
-        assert_eq!(parse("vm start web-1"), Ok(Some(Command::VmStart { name: "web-1" })));
-        assert_eq!(parse("vm restart db"), Ok(Some(Command::VmRestart { name: "db" })));
+        assert_eq!(
+            parse("vm start web-1"),
+            Ok(Some(Command::VmStart { name: "web-1" }))
+        );
+        assert_eq!(
+            parse("vm restart db"),
+            Ok(Some(Command::VmRestart { name: "db" }))
+        );
         assert_eq!(parse("vm info db"), Ok(Some(Command::VmInfo { key: "db" })));
-        assert_eq!(parse("vm console 2"), Ok(Some(Command::VmConsole { key: "2" })));
+        assert_eq!(
+            parse("vm console 2"),
+            Ok(Some(Command::VmConsole { key: "2" }))
+        );
         for bad in [
             "vm stop Web",
             "vm stop web force timeout=3",

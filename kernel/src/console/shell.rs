@@ -5,6 +5,7 @@
 use alloc::string::String;
 
 use super::command::{self, COMMANDS, Command};
+use super::complete::{Completer as _, Rule, Rules, Words};
 use super::line::{Event, LineEditor};
 use crate::vms::{StopMode, VmManager};
 use crate::{System, kprint, kprintln};
@@ -14,7 +15,7 @@ pub const PROMPT: &str = "keel> ";
 
 /// Runs the console and the VMs forever.
 pub fn run(system: &System) -> ! {
-    let mut editor = LineEditor::new();
+    let mut editor = LineEditor::new(PROMPT);
     let mut vms = VmManager::new();
     let mut net = match crate::mgmt::NetPlane::start(system) {
         Ok(plane) => {
@@ -45,7 +46,8 @@ pub fn run(system: &System) -> ! {
             if let Some((key, offset)) = &attached {
                 if byte == DETACH {
                     vms.detach(*offset);
-                    kprint!("\r\n[detached from {key}]\r\n{held}{PROMPT}{}", editor.text());
+                    kprint!("\r\n[detached from {key}]\r\n");
+                    print_above(&editor, &held);
                     held.clear();
                     attached = None;
                     continue;
@@ -55,10 +57,13 @@ pub fn run(system: &System) -> ! {
                 }
                 continue;
             }
-            match editor.feed(byte) {
+            let event = editor.feed(
+                byte,
+                &|before: &str, out: &mut dyn FnMut(&str)| complete(system, &vms, before, out),
+                &mut |bytes| crate::serial::console_write(bytes),
+            );
+            match event {
                 Event::None => {}
-                Event::Echo(bytes) => crate::serial::console_write(bytes),
-                Event::EchoByte(b) => crate::serial::console_write(&[b]),
                 Event::Cancelled => kprint!("^C\n{PROMPT}"),
                 Event::Line => {
                     kprintln!();
@@ -103,14 +108,16 @@ pub fn run(system: &System) -> ! {
                     *offset = next;
                     if stopped {
                         vms.detach(next);
-                        kprint!("\r\n[{key} stopped: detached]\r\n{held}{PROMPT}{}", editor.text());
+                        kprint!("\r\n[{key} stopped: detached]\r\n");
+                        print_above(&editor, &held);
                         held.clear();
                         attached = None;
                     }
                 }
                 None => {
                     vms.detach(*offset);
-                    kprint!("\r\n[{key} is gone: detached]\r\n{held}{PROMPT}{}", editor.text());
+                    kprint!("\r\n[{key} is gone: detached]\r\n");
+                    print_above(&editor, &held);
                     held.clear();
                     attached = None;
                 }
@@ -118,7 +125,8 @@ pub fn run(system: &System) -> ! {
         } else if !output.is_empty() {
             // Guest lines go above the prompt: clear the prompt line, print them, redraw the
             // prompt with what the operator has typed so far.
-            kprint!("\r\x1b[2K{output}{PROMPT}{}", editor.text());
+            kprint!("\r\x1b[2K");
+            print_above(&editor, &output);
         }
         if !runnable {
             crate::arch::cpu::wait_for_interrupt();
@@ -128,6 +136,49 @@ pub fn run(system: &System) -> ! {
 
 /// Ctrl-]: leaves an attached VM console (as telnet and virsh do).
 const DETACH: u8 = 0x1D;
+
+/// Prints host output (ended with a newline if it lacks one), then the prompt and the line
+/// being edited with the cursor where it was.
+fn print_above(editor: &LineEditor, text: &str) {
+    kprint!("{text}");
+    if !text.is_empty() && !text.ends_with('\n') {
+        kprintln!();
+    }
+    editor.redraw(&mut |bytes| crate::serial::console_write(bytes));
+}
+
+/// Tab completion: command and subcommand words from the `help` table, VM names where it
+/// says `<vm>` or `<name>`, boot module names where it says `<module>`.
+fn complete(system: &System, vms: &VmManager, before_cursor: &str, out: &mut dyn FnMut(&str)) {
+    let names = |emit: &mut dyn FnMut(&str)| {
+        for name in vms.names() {
+            emit(&name);
+        }
+    };
+    let modules = |emit: &mut dyn FnMut(&str)| {
+        for module in &system.boot.modules {
+            emit(module.name.as_str());
+        }
+    };
+    let argument = |placeholder, source| Rule {
+        after: &[],
+        words: Words::Argument {
+            table: COMMANDS,
+            placeholder,
+            source,
+        },
+    };
+    let rules = [
+        Rule {
+            after: &[],
+            words: Words::Usage(COMMANDS),
+        },
+        argument("<vm>", &names),
+        argument("<name>", &names),
+        argument("<module>", &modules),
+    ];
+    Rules(&rules).complete(before_cursor, out);
+}
 
 fn execute(
     system: &System,

@@ -228,7 +228,10 @@ pub fn bad_vm_commands_get_clear_errors_and_change_nothing(mut m: Machine) {
         ("vm run hello.bin size=4", "does not take 'size=4'"),
         ("vm stop 42", "error: no VM named '42': see 'vm list'"),
         ("vm log X", "bad argument 'X'"),
-        ("vm info nosuch", "error: no VM named 'nosuch': see 'vm list'"),
+        (
+            "vm info nosuch",
+            "error: no VM named 'nosuch': see 'vm list'",
+        ),
         ("vm start nosuch", "error: no VM named 'nosuch'"),
         ("vm console 7", "error: no VM named '7'"),
         ("vm frob", "bad argument 'frob'"),
