@@ -3,8 +3,11 @@
 /// A parsed console command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Command<'a> {
-    /// List the commands.
-    Help,
+    /// List the commands, or those a topic names (`help vm`, `help vm stop`).
+    Help {
+        /// The words after `help`, if any.
+        topic: Option<&'a str>,
+    },
     /// Show the Keel version and build.
     Version,
     /// Show memory and heap use.
@@ -82,7 +85,10 @@ pub enum Command<'a> {
 
 /// Name, usage and one-line description, in `help` order.
 pub const COMMANDS: &[(&str, &str)] = &[
-    ("help", "list the commands"),
+    (
+        "help [<command>]",
+        "list the commands, or show one command (help vm stop)",
+    ),
     ("version", "show the Keel version and build"),
     (
         "mem",
@@ -400,6 +406,19 @@ fn parse_store<'a>(
     }
 }
 
+/// The `COMMANDS` entries `help <topic>` shows: those whose usage starts with the topic's
+/// words (`vm` matches every `vm …` command, `vm stop` just that one).
+pub fn help_entries(
+    topic: &str,
+) -> impl Iterator<Item = &'static (&'static str, &'static str)> + '_ {
+    COMMANDS.iter().filter(move |(usage, _)| {
+        let mut usage_words = usage.split_ascii_whitespace();
+        topic
+            .split_ascii_whitespace()
+            .all(|w| usage_words.next() == Some(w))
+    })
+}
+
 /// Parses a line; `Ok(None)` for a blank line.
 pub fn parse(line: &str) -> Result<Option<Command<'_>>, ParseError<'_>> {
     if !line.matches('"').count().is_multiple_of(2) {
@@ -413,7 +432,16 @@ pub fn parse(line: &str) -> Result<Option<Command<'_>>, ParseError<'_>> {
         return Ok(None);
     };
     let simple = match name {
-        "help" => Command::Help,
+        "help" => {
+            let topic = line.trim_start().strip_prefix("help").map(str::trim);
+            let topic = topic.filter(|t| !t.is_empty());
+            if let Some(t) = topic
+                && help_entries(t).next().is_none()
+            {
+                return Err(ParseError::Unknown(t));
+            }
+            return Ok(Some(Command::Help { topic }));
+        }
         "version" => Command::Version,
         "mem" => Command::Mem,
         "cpus" => Command::Cpus,
@@ -443,7 +471,7 @@ mod tests {
     #[test]
     fn simple_commands_parse() {
         for (line, command) in [
-            ("help", Command::Help),
+            ("help", Command::Help { topic: None }),
             (" version ", Command::Version),
             ("mem", Command::Mem),
             ("cpus", Command::Cpus),
@@ -456,6 +484,24 @@ mod tests {
         ] {
             assert_eq!(parse(line), Ok(Some(command)));
         }
+    }
+
+    #[test]
+    fn help_takes_a_topic() {
+        assert_eq!(
+            parse("help vm stop"),
+            Ok(Some(Command::Help {
+                topic: Some("vm stop")
+            }))
+        );
+        assert_eq!(help_entries("vm stop").count(), 1);
+        assert!(help_entries("vm").count() >= 7);
+        assert_eq!(help_entries("poweroff").count(), 1);
+        assert_eq!(parse("help frob"), Err(ParseError::Unknown("frob")));
+        assert_eq!(
+            std::format!("{}", parse("help vm frob").unwrap_err()),
+            "unknown command 'vm frob': type 'help' for the list of commands"
+        );
     }
 
     #[test]

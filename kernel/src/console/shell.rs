@@ -173,6 +173,10 @@ fn complete(system: &System, vms: &VmManager, before_cursor: &str, out: &mut dyn
             after: &[],
             words: Words::Usage(COMMANDS),
         },
+        Rule {
+            after: &["help"],
+            words: Words::Usage(COMMANDS),
+        },
         argument("<vm>", &names),
         argument("<name>", &names),
         argument("<module>", &modules),
@@ -187,10 +191,16 @@ fn execute(
     cmd: Command<'_>,
 ) {
     match cmd {
-        Command::Help => {
-            kprintln!("commands:");
+        Command::Help { topic: None } => {
+            kprintln!("commands (help <command> for one):");
             for (usage, description) in COMMANDS {
-                kprintln!("  {usage:<28} {description}");
+                kprintln!("  {usage:<36} {description}");
+            }
+        }
+        Command::Help { topic: Some(topic) } => {
+            for (usage, description) in command::help_entries(topic) {
+                kprintln!("  {usage}");
+                kprintln!("      {description}");
             }
         }
         Command::Version => {
