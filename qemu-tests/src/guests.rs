@@ -21,6 +21,7 @@
 //! | `hostile-vmrun` | VMRUN and VMMCALL under its own #UD handler | `caught #UD` (twice), `survived VMRUN and VMMCALL` |
 //! | `counter` | prints forever | `tick 0`, `tick 1`, … |
 //! | `bench` | long mode; RDTSC timings | `bench cpuid-exits 100000 cycles N`, `bench out-exits 100000 cycles N`, `bench cpu-loop 50000000 cycles N`, `bench done` |
+//! | `echo` | real mode; polls COM1, writes each byte back (letters upper-cased, CR as LF) | `echo guest: ready`, then the input |
 //! | `pvh` | a PVH ELF kernel (`pvh.ld`): start-info checks, PIT interrupts while halted, ACPI power-off | `pvh guest: …` lines (see `pvh.S`) |
 //!
 //! All lines end in `\n`. [`GuestSet::bios_image`] also gives, for each guest, a
@@ -63,6 +64,8 @@ pub const COUNTER: &str = "counter";
 pub const BENCH: &str = "bench";
 /// `pvh`: a PVH ELF kernel; checks its start info, takes timer interrupts, powers off.
 pub const PVH: &str = "pvh";
+/// `echo`: reads COM1 and writes each byte back, letters in upper case.
+pub const ECHO: &str = "echo";
 
 /// How a guest is linked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,6 +147,12 @@ pub const GUESTS: &[GuestSpec] = &[
     GuestSpec {
         name: BENCH,
         source: "bench.S",
+        max_size: MAX_GUEST_SIZE,
+        format: GuestFormat::Flat,
+    },
+    GuestSpec {
+        name: ECHO,
+        source: "echo.S",
         max_size: MAX_GUEST_SIZE,
         format: GuestFormat::Flat,
     },
