@@ -21,6 +21,7 @@ pub mod console;
 pub mod mm;
 pub mod net;
 pub mod pci;
+pub mod settings;
 pub mod store;
 
 #[cfg(target_os = "none")]
