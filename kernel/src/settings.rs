@@ -47,7 +47,7 @@ impl fmt::Display for Source {
             Source::Disk {
                 generation,
                 slot: None,
-            } => write!(f, "generation {generation}, saved since boot"),
+            } => write!(f, "generation {generation} (saved since boot)"),
             Source::Defaults { reason } => write!(f, "built-in defaults ({reason})"),
         }
     }
@@ -265,8 +265,7 @@ impl Settings {
         config: Config,
     ) -> Result<Saved, SaveError<D::Error>> {
         config.validate().map_err(SaveError::Invalid)?;
-        let generation =
-            record::save(disk, &config.to_json_pretty()).map_err(SaveError::Store)?;
+        let generation = record::save(disk, &config.to_json_pretty()).map_err(SaveError::Store)?;
         let changes = edit::diff(&self.current, &config);
         self.current = config;
         self.source = Source::Disk {

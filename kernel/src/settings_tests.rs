@@ -126,8 +126,9 @@ fn boot_falls_back_to_defaults_loudly() {
     assert_eq!(settings.current(), &Config::default());
     assert!(matches!(settings.source(), Source::Defaults { .. }));
     assert!(
-        lines[0].starts_with("WARNING: no valid configuration on the boot disk (no valid configuration: slot A: ")
-            && lines[0].ends_with("): running with built-in defaults"),
+        lines[0].starts_with(
+            "WARNING: no valid configuration on the boot disk (no valid configuration: slot A: "
+        ) && lines[0].ends_with("): running with built-in defaults"),
         "{}",
         lines[0]
     );
@@ -226,7 +227,10 @@ fn failed_saves_change_nothing() {
     let mut bad = configured("keel");
     bad.network.prefix = Some(40);
     let err = s.replace(&mut disk, bad).unwrap_err();
-    assert!(matches!(&err, SaveError::Invalid(e) if e[0].path == "network.prefix"), "{err:?}");
+    assert!(
+        matches!(&err, SaveError::Invalid(e) if e[0].path == "network.prefix"),
+        "{err:?}"
+    );
     assert_eq!(s.current().hostname, "keel");
     let (reloaded, _) = Settings::boot(Ok(&mut disk));
     assert_eq!(reloaded.current().hostname, "keel");
