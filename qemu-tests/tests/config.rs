@@ -85,6 +85,9 @@ fn a_saved_setting_survives_a_reboot() {
         "banner:\n{}",
         banner.text
     );
+    // The lease notice comes above a redrawn prompt: read both before typing.
+    m.expect("network: DHCP lease 10.0.2.15/24");
+    m.expect_prompt();
 
     let show = m.command("config show");
     check!(m, shown(&show, "hostname") == Some("\"keel\""), "{show}");
@@ -139,6 +142,8 @@ fn a_saved_setting_survives_a_reboot() {
         (generation, slot.as_str()) == (2, "B"),
         "after reboot: {generation} {slot}"
     );
+    m.expect("network: DHCP lease 10.0.2.15/24");
+    m.expect_prompt();
     let show = m.command("config show");
     check!(m, shown(&show, "hostname") == Some("\"web1\""), "{show}");
     let net = m.command("net");
