@@ -3,14 +3,16 @@
 //!
 //! - `GET` answers the canonical JSON ([`Config::to_json_pretty`]) with
 //!   `ETag: `[`edit::etag`].
-//! - `PUT` replaces the whole document. It must carry `If-Match` with the ETag the client
-//!   last read (or `*`, to overwrite whatever is there): without one the answer is
-//!   428 Precondition Required, so that two operators can never overwrite each other's
-//!   changes silently; with a stale one, 412 Precondition Failed. Preconditions are checked
-//!   before the body, as RFC 9110 §13.2.1 asks. Then the body: not JSON → 400; JSON that is
-//!   not a valid configuration → 422 with every problem and its path in `errors`; valid →
-//!   saved through [`Management::save_config`] and answered like a `GET`, with the new ETag.
-//!   A refused request changes nothing.
+//! - `PUT` replaces the whole document. First the body: none or not JSON → 400; JSON that is
+//!   not a valid configuration → 422 with every problem and its path in `errors`. Then the
+//!   precondition: the request must carry `If-Match` with the ETag the client last read (or
+//!   `*`, to overwrite whatever is there): without one the answer is 428 Precondition
+//!   Required, so that two operators can never overwrite each other's changes silently; with
+//!   a malformed one 400; with a stale one 412 Precondition Failed. (The body comes first so
+//!   that a broken document is reported as such whatever its `If-Match`; nothing is changed
+//!   before both checks pass.) A valid document is saved through
+//!   [`Management::save_config`] and answered like a `GET`, with the new ETag. A refused
+//!   request changes nothing.
 
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -47,6 +49,7 @@ fn document(config: &Config) -> Response {
 
 /// `PUT /api/v1/config`.
 pub fn put<M: Management + ?Sized>(mgmt: &mut M, req: &Request<'_>) -> Result<Response, Response> {
+    let config = parse(req.body)?;
     let current = edit::etag(&mgmt.config());
     let conditions: Vec<&str> = req
         .headers
@@ -61,6 +64,12 @@ pub fn put<M: Management + ?Sized>(mgmt: &mut M, req: &Request<'_>) -> Result<Re
              (or If-Match: * to replace the configuration whatever it is)",
         ));
     }
+    if !conditions.iter().all(|value| well_formed(value)) {
+        return Err(Response::error(
+            400,
+            "If-Match must be * or a list of quoted ETags, e.g. If-Match: \"0123456789abcdef\"",
+        ));
+    }
     if !conditions.iter().any(|value| if_match(value, &current)) {
         let message = format!(
             "the configuration has changed since you read it (its ETag is now {current}): \
@@ -68,9 +77,24 @@ pub fn put<M: Management + ?Sized>(mgmt: &mut M, req: &Request<'_>) -> Result<Re
         );
         return Err(Response::error(412, &message).with_header("ETag", &current));
     }
-    let config = parse(req.body)?;
     mgmt.save_config(config).map_err(super::api_error)?;
     Ok(document(&mgmt.config()))
+}
+
+/// Whether an `If-Match` field value is `*` or a comma-separated list of entity tags
+/// (`"..."` or `W/"..."`, RFC 9110 §8.8.3).
+fn well_formed(value: &str) -> bool {
+    let value = value.trim();
+    if value == "*" {
+        return true;
+    }
+    value.split(',').map(str::trim).all(|tag| {
+        let opaque = tag.strip_prefix("W/").unwrap_or(tag);
+        opaque.len() >= 2
+            && opaque.starts_with('"')
+            && opaque.ends_with('"')
+            && !opaque[1..opaque.len() - 1].contains('"')
+    })
 }
 
 /// Whether an `If-Match` field value matches the current strong ETag `current`
@@ -173,5 +197,15 @@ mod tests {
         assert!(!if_match("0123456789abcdef", tag));
         assert!(!if_match("\"0123456789abcdee\"", tag));
         assert!(!if_match("", tag));
+    }
+
+    #[test]
+    fn if_match_syntax() {
+        for good in ["*", "\"a\"", " \"a\" , W/\"b\"", "\"\""] {
+            assert!(well_formed(good), "{good}");
+        }
+        for bad in ["", " ", "a", "\"a", "W/a", "\"a\",", "**", "\"a\"b\""] {
+            assert!(!well_formed(bad), "{bad}");
+        }
     }
 }

@@ -77,8 +77,6 @@ fn put_with_a_stale_etag_is_412_and_changes_nothing() {
         "\"0000000000000000\"",
         // A weak tag never matches, even with the right hash.
         &format!("W/{current}"),
-        // Unquoted is not an entity tag.
-        current.trim_matches('"'),
     ] {
         let doc = renamed(&mock, "web1");
         let r = put(&mut mock, Some(stale), &doc);
@@ -87,6 +85,23 @@ fn put_with_a_stale_etag_is_412_and_changes_nothing() {
         assert!(message.contains(&current), "{message}");
         assert_eq!(r.header("etag"), Some(current.as_str()));
     }
+    // Not an entity tag at all: 400.
+    for malformed in [current.trim_matches('"'), ""] {
+        let doc = renamed(&mock, "web1");
+        let r = put(&mut mock, Some(malformed), &doc);
+        let (status, message) = error_of(&r);
+        assert_eq!(status, 400, "{malformed:?}");
+        assert!(message.starts_with("If-Match must be *"), "{message}");
+    }
+    // A broken document is reported as such, whatever the If-Match.
+    let r = put(
+        &mut mock,
+        Some("\"0000000000000000\""),
+        "{\"hostname\":\"-x-\"}",
+    );
+    assert_eq!(r.status, 422);
+    let r = put(&mut mock, None, "");
+    assert_eq!(r.status, 400);
     assert_eq!(mock.config, before);
     assert!(mock.changes.is_empty());
 }

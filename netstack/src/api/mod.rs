@@ -13,10 +13,10 @@
 //! 2. The path is not public (all but `/`, `/api/v1/health`, `/api/v1/openapi.json`):
 //!    a missing or wrong `Authorization: Bearer` token gets 401 with `WWW-Authenticate`.
 //! 3. No route for this method: 405 with `Allow`.
-//! 4. Preconditions (`PUT /api/v1/config`): 428 without `If-Match`, 412 when it is stale
-//!    (see [`config`]).
-//! 5. Path and query parameters, then the JSON body: 400 with a precise message (422 for a
+//! 4. Path and query parameters, then the JSON body: 400 with a precise message (422 for a
 //!    well-formed body with unusable values).
+//! 5. Preconditions (`PUT /api/v1/config`): 428 without `If-Match`, 412 when it is stale
+//!    (see [`config`]).
 //! 6. The kernel's [`ApiError`]s: 404, 409, 422, 503, 500.
 //!
 //! Every error carries `{"error":{"status":N,"message":"..."}}`, every response

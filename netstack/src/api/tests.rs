@@ -118,7 +118,7 @@ fn everything_else_needs_the_token() {
         ("GET", "/api/v1/vms/abc"),
     ];
     for (method, path) in protected {
-        let body = (method == "POST").then_some("{\"module\":\"0\"}");
+        let body = matches!(method, "POST" | "PUT").then_some("{\"module\":\"0\"}");
         for token in [
             None,
             Some("wrong"),
