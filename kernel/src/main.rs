@@ -4,7 +4,8 @@
 //! which brings up the console UART and diagnostics, the GDT/IDT, parses the boot information,
 //! reads ACPI, sets up memory (frames, page tables, heap), the local APIC, timer and IOAPIC,
 //! detects the CPU's virtualization extension, probes PCI (NICs, the virtio-blk boot disk and
-//! its guest store), prints the banner and runs the operator shell.
+//! its guest store), loads the configuration from the boot disk, prints the banner and runs
+//! the operator shell.
 //!
 //! The crate also builds for the host so its pure modules (boot-info parsing, the frame
 //! allocator, AML `\_S5` scanning, the line editor and command parser, GPT and FAT reading)
@@ -21,6 +22,7 @@ pub mod console;
 pub mod mm;
 pub mod net;
 pub mod pci;
+pub mod settings;
 pub mod store;
 
 #[cfg(target_os = "none")]
@@ -195,8 +197,12 @@ mod kernel {
             nics,
         });
 
+        let config_lines = load_config();
         print_banner(system, entry_tsc);
         report_disk(&boot_disk);
+        for line in &config_lines {
+            kprintln!("{}", line);
+        }
         for problem in &system.platform.problems {
             kprintln!("warning: {}", problem);
         }
@@ -210,6 +216,10 @@ mod kernel {
         let cpus = system.platform.cpus.len().max(1);
         kprintln!();
         kprintln!("Keel {}", env!("CARGO_PKG_VERSION"));
+        kprintln!(
+            "  hostname:       {}",
+            crate::settings::global().current().hostname
+        );
         kprintln!("  boot path:      {}", system.boot.path);
         kprintln!(
             "  cpu:            {}, {}",
@@ -223,6 +233,21 @@ mod kernel {
             "  boot time:      {} ms from kernel entry to prompt",
             timer::tsc_delta_ms(cpu::rdtsc().wrapping_sub(entry_tsc))
         );
+    }
+
+    /// Loads the configuration from the boot disk (the built-in defaults without one) and
+    /// installs it; returns the lines to print after the banner.
+    fn load_config() -> alloc::vec::Vec<alloc::string::String> {
+        use alloc::string::ToString;
+
+        let (settings, lines) = match crate::blk::boot_disk::config_partition() {
+            Ok(mut partition) => crate::settings::Settings::boot(Ok(&mut partition)),
+            Err(e) => crate::settings::Settings::boot::<crate::blk::boot_disk::BootPartition>(Err(
+                e.to_string(),
+            )),
+        };
+        crate::settings::install(settings);
+        lines
     }
 
     /// One line on the boot disk and its store, after the banner.

@@ -2,19 +2,23 @@
 //! the REST router, over a [`Management`] implementation that reads the kernel's state and
 //! drives the VM manager — the same operations as the console.
 //!
-//! The API token comes from the kernel command line (`keel.api-token=…`, which `keel build`
-//! writes into `grub.cfg`) until the configuration partition lands.
+//! Addressing (DHCP or static), the HTTP port and the API tokens come from the configuration
+//! loaded at boot ([`crate::settings`]). The API also accepts the token on the kernel
+//! command line (`keel.api-token=…`, which `keel build` writes into `grub.cfg`), so an
+//! appliance whose configuration is lost can still be reached. A saved configuration's
+//! tokens take effect on the next poll; addressing and port at the next boot.
 
 use alloc::collections::BTreeMap;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
+use keel_config::Config;
 use keel_netstack::api::{
     ApiError, ConsoleChunk, Management, MemoryInfo, ModuleInfo, NetworkInfo, Router, StoreFile,
     SystemInfo, VmDetail, VmState as ApiVmState, VmSummary,
 };
 use keel_netstack::http::{HttpServer, ServerConfig};
-use keel_netstack::iface::{NetConfig, NetStack, NetStatus};
+use keel_netstack::iface::{Addressing, NetConfig, NetStack, NetStatus};
 use keel_vmm::vm::VmState;
 use smoltcp::time::Instant;
 
@@ -40,7 +44,14 @@ pub struct NetPlane {
     server: HttpServer,
     router: Router,
     nic: String,
-    has_token: bool,
+    /// The token on the kernel command line, if any.
+    cmdline_token: Option<String>,
+    /// How many tokens the router accepts.
+    tokens: usize,
+    /// The [`crate::settings::Settings::revision`] the router's tokens come from.
+    revision: u64,
+    /// The port the server listens on.
+    port: u16,
     /// The addressing as the API reports it (refreshed on lease events).
     network: NetworkInfo,
 }
@@ -66,44 +77,106 @@ impl core::fmt::Display for NetPlaneError {
 }
 
 impl NetPlane {
-    /// Brings up DHCP and the HTTP server on the first NIC.
+    /// Brings up the configured addressing (DHCP or static) and the HTTP server on the
+    /// configured port, on the first NIC.
     pub fn start(system: &System) -> Result<NetPlane, NetPlaneError> {
+        let (config, revision) = {
+            let settings = crate::settings::global();
+            (settings.current().clone(), settings.revision())
+        };
+        let addressing = Addressing::from_config(&config.network)
+            .map_err(|e| NetPlaneError::Setup(e.to_string()))?;
         let mut nics = system.nics.lock();
         let nic = nics.first_mut().ok_or(NetPlaneError::NoNic)?;
         let seed = crate::arch::cpu::rdtsc();
-        let mut stack = NetStack::new(NetConfig::dhcp(nic.mac, seed), nic, now())
-            .map_err(|e| NetPlaneError::Setup(alloc::format!("{e:?}")))?;
-        let config = ServerConfig {
+        let mut stack = NetStack::new(NetConfig::new(nic.mac, addressing, seed), nic, now())
+            .map_err(|e| NetPlaneError::Setup(e.to_string()))?;
+        let port = config.management.http_port;
+        let server_config = ServerConfig {
+            port,
             connections: HTTP_CONNECTIONS,
             ..ServerConfig::default()
         };
-        let server = HttpServer::new(config, stack.sockets_mut())
-            .map_err(|e| NetPlaneError::Setup(alloc::format!("{e:?}")))?;
-        let token = system
+        let server = HttpServer::new(server_config, stack.sockets_mut())
+            .map_err(|e| NetPlaneError::Setup(e.to_string()))?;
+        let cmdline_token = system
             .boot
             .cmdline_value("keel.api-token")
-            .filter(|t| !t.is_empty());
-        let router = Router::new(token);
-        let name = alloc::format!("{} {}", nic.name, crate::net::Mac(nic.mac));
-        let network = NetworkInfo::from(stack.status());
-        Ok(NetPlane {
+            .filter(|t| !t.is_empty())
+            .map(String::from);
+        let mut plane = NetPlane {
             stack,
             server,
-            router,
-            nic: name,
-            has_token: token.is_some(),
-            network,
-        })
+            router: Router::new(Vec::<String>::new()),
+            nic: alloc::format!("{} {}", nic.name, crate::net::Mac(nic.mac)),
+            cmdline_token,
+            tokens: 0,
+            revision,
+            port,
+            network: NetworkInfo {
+                mac: String::new(),
+                dhcp: false,
+                address: None,
+                gateway: None,
+                dns: Vec::new(),
+                lease_events: 0,
+            },
+        };
+        drop(nics);
+        plane.network = NetworkInfo::from(plane.stack.status());
+        plane.set_tokens(&config);
+        Ok(plane)
     }
 
-    /// Whether an API token is configured.
+    /// Makes the router accept `config`'s tokens and the command line's.
+    fn set_tokens(&mut self, config: &Config) {
+        let mut tokens = config.management.api_tokens.clone();
+        tokens.extend(self.cmdline_token.clone());
+        tokens.sort();
+        tokens.dedup();
+        self.tokens = tokens.len();
+        self.router.set_tokens(tokens);
+    }
+
+    /// Picks up a configuration saved since the router's tokens were set; returns where the
+    /// new one came from.
+    fn refresh_config(&mut self) -> Option<crate::settings::Source> {
+        let (revision, config, source) = {
+            let settings = crate::settings::global();
+            if settings.revision() == self.revision {
+                return None;
+            }
+            (
+                settings.revision(),
+                settings.current().clone(),
+                settings.source().clone(),
+            )
+        };
+        self.revision = revision;
+        self.set_tokens(&config);
+        Some(source)
+    }
+
+    /// Whether any API token is accepted.
     pub fn has_token(&self) -> bool {
-        self.has_token
+        self.tokens > 0
+    }
+
+    /// How many API tokens are accepted.
+    pub fn token_count(&self) -> usize {
+        self.tokens
+    }
+
+    /// The port the HTTP server listens on.
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// Polls the NIC, the stack and the server once; returns lines for the console (lease
     /// changes).
     pub fn poll(&mut self, system: &System, vms: &mut VmManager, out: &mut String) {
+        // A configuration saved on the console since the last poll brings new tokens.
+        self.refresh_config();
         let mut nics = system.nics.lock();
         let Some(nic) = nics.first_mut() else { return };
         let mut mgmt = Plane {
@@ -119,6 +192,10 @@ impl NetPlane {
             }
         }
         drop(nics);
+        if let Some(crate::settings::Source::Disk { generation, .. }) = self.refresh_config() {
+            use core::fmt::Write as _;
+            let _ = writeln!(out, "config: generation {generation} saved over HTTP");
+        }
         let mut changed = false;
         while let Some(event) = self.stack.take_event() {
             use core::fmt::Write as _;
@@ -181,6 +258,7 @@ impl Management for Plane<'_> {
     fn system(&self) -> SystemInfo {
         let stats = crate::mm::stats();
         SystemInfo {
+            hostname: crate::settings::global().current().hostname.clone(),
             version: String::from(env!("CARGO_PKG_VERSION")),
             uptime_ms: crate::arch::timer::tsc_delta_ms(crate::arch::cpu::rdtsc()),
             cpus: self.system.platform.cpus.len().max(1) as u32,
@@ -266,6 +344,26 @@ impl Management for Plane<'_> {
             StopError::NoSuchVm(_) => ApiError::NotFound(e.to_string()),
             StopError::NotRunning { .. } => ApiError::Conflict(e.to_string()),
         })
+    }
+
+    fn config(&self) -> Config {
+        crate::settings::global().current().clone()
+    }
+
+    fn save_config(&mut self, config: Config) -> Result<u64, ApiError> {
+        let mut settings = crate::settings::global();
+        let mut partition = crate::blk::boot_disk::config_partition().map_err(|e| {
+            ApiError::Unavailable(alloc::format!("cannot save the configuration: {e}"))
+        })?;
+        let saved = settings
+            .replace(&mut partition, config)
+            .map_err(|e| match e {
+                crate::settings::SaveError::Invalid(_) => ApiError::Invalid(e.to_string()),
+                crate::settings::SaveError::Stale | crate::settings::SaveError::Store(_) => {
+                    ApiError::Internal(e.to_string())
+                }
+            })?;
+        Ok(saved.generation)
     }
 
     fn console(&self, id: u32, since: u64) -> Result<ConsoleChunk, ApiError> {

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! Keel 0.1.0
+//!   hostname:       keel
 //!   boot path:      PVH
 //!   cpu:            AuthenticAMD, QEMU Virtual CPU version 2.5+
 //!   virtualization: AMD-V with NPT, ...

@@ -52,7 +52,7 @@ pub enum Boot {
     /// A raw disk image as a virtio-blk-pci disk (`-device virtio-blk-pci,drive=boot`), which
     /// both firmwares boot from and the kernel reads its configuration and guest store from;
     /// opened with `snapshot=on` so that several machines can boot the same file at once and
-    /// none of them changes it.
+    /// none of them changes it — unless [`Qemu::writable_disk`] is set.
     Disk {
         /// The image.
         image: PathBuf,
@@ -82,6 +82,11 @@ pub struct Qemu {
     pub timeout: Duration,
     /// The machine is killed after this long, whatever happens.
     pub hard_timeout: Duration,
+    /// Write the disk image itself (no `snapshot=on`), through `cache=writethrough`: every
+    /// write the guest completes is in the file (written with `O_DSYNC`) before the guest
+    /// sees it complete, so what one machine saves the next one boots from — and a `SIGKILL`
+    /// of the emulator loses only the requests still in flight.
+    pub writable_disk: bool,
 }
 
 impl Qemu {
@@ -96,6 +101,7 @@ impl Qemu {
             defmt_elf,
             timeout: scaled(QEMU_WAIT_TIMEOUT),
             hard_timeout: scaled(QEMU_HARD_TIMEOUT),
+            writable_disk: false,
         }
     }
 
@@ -174,6 +180,13 @@ impl Qemu {
         self
     }
 
+    /// Boots the disk image writable (see [`Qemu::writable_disk`]); only one machine may use
+    /// the file at a time.
+    pub fn writable_disk(mut self) -> Self {
+        self.writable_disk = true;
+        self
+    }
+
     /// Sets the default wait timeout.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
@@ -248,7 +261,12 @@ impl Qemu {
                 // In -drive, a comma in a value is written as two.
                 let image = image.to_string_lossy().replace(',', ",,");
                 args.push("-drive".into());
-                args.push(format!("file={image},format=raw,if=none,id=boot,snapshot=on").into());
+                let mode = if self.writable_disk {
+                    "cache=writethrough"
+                } else {
+                    "snapshot=on"
+                };
+                args.push(format!("file={image},format=raw,if=none,id=boot,{mode}").into());
                 args.push("-device".into());
                 args.push("virtio-blk-pci,drive=boot".into());
             }
@@ -365,6 +383,21 @@ mod tests {
         assert!(line.contains("-M q35 -cpu qemu64,-svm"), "{line}");
         assert!(line.contains(&format!("-bios {OVMF} -drive file=/i/keel.img")));
         assert!(line.ends_with("-device foo"));
+    }
+
+    #[test]
+    fn writable_disks_write_through() {
+        let args = strings(
+            &Qemu::seabios(Path::new("/i/keel.img"))
+                .writable_disk()
+                .command_args(Path::new("c")),
+        );
+        let line = args.join(" ");
+        assert!(
+            line.contains("-drive file=/i/keel.img,format=raw,if=none,id=boot,cache=writethrough "),
+            "{line}"
+        );
+        assert!(!line.contains("snapshot"), "{line}");
     }
 
     #[test]

@@ -77,6 +77,21 @@ pub enum Command<'a> {
         /// VM name or number.
         key: &'a str,
     },
+    /// Show every setting of the running configuration.
+    ConfigShow,
+    /// Set a setting in the pending copy.
+    ConfigSet {
+        /// `hostname`, `network.mode`, `vms[0].memory_mib`.
+        path: &'a str,
+        /// The rest of the line: JSON if it parses as JSON, else a bare string.
+        value: &'a str,
+    },
+    /// Show the pending edits.
+    ConfigDiff,
+    /// Validate and save the pending copy, then apply it.
+    ConfigSave,
+    /// Drop the pending edits.
+    ConfigRevert,
     /// Reset the machine.
     Reboot,
     /// Power the machine off.
@@ -133,6 +148,20 @@ pub const COMMANDS: &[(&str, &str)] = &[
         "attach this terminal to a VM's serial console; Ctrl-] detaches",
     ),
     ("vm log <vm>", "show a VM's console (COM1) output so far"),
+    (
+        "config show",
+        "show every setting and where the configuration came from",
+    ),
+    (
+        "config set <path> <value>",
+        "edit a setting (saved by 'config save'): config set hostname web1",
+    ),
+    ("config diff", "show the edits not saved yet"),
+    (
+        "config save",
+        "validate and save the edits to the boot disk, then apply them",
+    ),
+    ("config revert", "drop the edits not saved yet"),
     ("reboot", "reset the machine"),
     ("poweroff", "power the machine off (ACPI S5)"),
 ];
@@ -419,6 +448,35 @@ pub fn help_entries(
     })
 }
 
+fn parse_config<'a>(mut words: Words<'a>) -> Result<Command<'a>, ParseError<'a>> {
+    const USAGE: &str = "config show | config set <path> <value> | config diff | config save | \
+                         config revert";
+    const SET_USAGE: &str = "config set <path> <value> (e.g. config set hostname web1)";
+    match words.next() {
+        Some("show") => no_more("config show", words).map(|_| Command::ConfigShow),
+        Some("diff") => no_more("config diff", words).map(|_| Command::ConfigDiff),
+        Some("save") => no_more("config save", words).map(|_| Command::ConfigSave),
+        Some("revert") => no_more("config revert", words).map(|_| Command::ConfigRevert),
+        Some("set") => {
+            let path = words
+                .next()
+                .ok_or(ParseError::Missing { usage: SET_USAGE })?;
+            // The rest of the line, so that JSON with spaces (`{"a": 1}`) and unquoted text
+            // with spaces (`console=ttyS0 quiet`) stay whole.
+            let value = words.rest.trim();
+            if value.is_empty() {
+                return Err(ParseError::Missing { usage: SET_USAGE });
+            }
+            Ok(Command::ConfigSet { path, value })
+        }
+        Some(other) => Err(ParseError::BadValue {
+            argument: other,
+            expected: "show, set, diff, save or revert",
+        }),
+        None => Err(ParseError::Missing { usage: USAGE }),
+    }
+}
+
 /// Parses a line; `Ok(None)` for a blank line.
 pub fn parse(line: &str) -> Result<Option<Command<'_>>, ParseError<'_>> {
     if !line.matches('"').count().is_multiple_of(2) {
@@ -453,6 +511,7 @@ pub fn parse(line: &str) -> Result<Option<Command<'_>>, ParseError<'_>> {
         "poweroff" => Command::Poweroff,
         "vm" => return parse_vm(words).map(Some),
         "store" => return parse_store(line, words).map(Some),
+        "config" => return parse_config(words).map(Some),
         other => return Err(ParseError::Unknown(other)),
     };
     let command = COMMANDS
@@ -640,6 +699,63 @@ mod tests {
         assert!(matches!(
             parse("disk 1"),
             Err(ParseError::UnexpectedArgument { .. })
+        ));
+    }
+
+    #[test]
+    fn config_commands_parse() {
+        assert_eq!(parse("config show"), Ok(Some(Command::ConfigShow)));
+        assert_eq!(parse(" config  diff "), Ok(Some(Command::ConfigDiff)));
+        assert_eq!(parse("config save"), Ok(Some(Command::ConfigSave)));
+        assert_eq!(parse("config revert"), Ok(Some(Command::ConfigRevert)));
+        assert_eq!(
+            parse("config set hostname web1"),
+            Ok(Some(Command::ConfigSet {
+                path: "hostname",
+                value: "web1"
+            }))
+        );
+        assert_eq!(
+            parse(r#"config set vms[0].cmdline "console=ttyS0 quiet"  "#),
+            Ok(Some(Command::ConfigSet {
+                path: "vms[0].cmdline",
+                value: r#""console=ttyS0 quiet""#
+            }))
+        );
+        assert_eq!(
+            parse(r#"config set vms[0] {"name": "web", "memory_mib": 256, "kernel": "k"}"#),
+            Ok(Some(Command::ConfigSet {
+                path: "vms[0]",
+                value: r#"{"name": "web", "memory_mib": 256, "kernel": "k"}"#
+            }))
+        );
+        assert_eq!(
+            parse("config set vms[0].cmdline console=ttyS0 quiet"),
+            Ok(Some(Command::ConfigSet {
+                path: "vms[0].cmdline",
+                value: "console=ttyS0 quiet"
+            }))
+        );
+        assert!(matches!(parse("config"), Err(ParseError::Missing { .. })));
+        assert!(matches!(
+            parse("config set"),
+            Err(ParseError::Missing { .. })
+        ));
+        assert!(matches!(
+            parse("config set hostname"),
+            Err(ParseError::Missing { .. })
+        ));
+        assert!(matches!(
+            parse("config show all"),
+            Err(ParseError::UnexpectedArgument { .. })
+        ));
+        assert_eq!(
+            std::format!("{}", parse("config load").unwrap_err()),
+            "bad argument 'load': expected show, set, diff, save or revert"
+        );
+        assert!(matches!(
+            parse(r#"config set hostname "web"#),
+            Err(ParseError::BadValue { .. })
         ));
     }
 

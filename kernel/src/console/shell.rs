@@ -7,8 +7,10 @@ use alloc::string::String;
 use super::command::{self, COMMANDS, Command};
 use super::complete::{Completer as _, Rule, Rules, Words};
 use super::line::{Event, LineEditor};
+use crate::settings;
 use crate::vms::{StopMode, VmManager};
 use crate::{System, kprint, kprintln};
+use keel_config::edit::EditError;
 
 /// The prompt.
 pub const PROMPT: &str = "keel> ";
@@ -19,10 +21,16 @@ pub fn run(system: &System) -> ! {
     let mut vms = VmManager::new();
     let mut net = match crate::mgmt::NetPlane::start(system) {
         Ok(plane) => {
-            kprintln!("network: {} (waiting for DHCP)", plane.nic());
+            match plane.status().address {
+                Some(address) if !plane.status().dhcp => {
+                    kprintln!("network: {} (static {address})", plane.nic())
+                }
+                _ => kprintln!("network: {} (waiting for DHCP)", plane.nic()),
+            }
             if !plane.has_token() {
                 kprintln!(
-                    "warning: no API token (keel.api-token=…): protected API routes answer 401"
+                    "warning: no API token (management.api_tokens or keel.api-token=…): \
+                     protected API routes answer 401"
                 );
             }
             Some(plane)
@@ -237,6 +245,10 @@ fn execute(
             None => kprintln!("no network: no supported network card was found"),
             Some(net) => {
                 let status = net.status();
+                kprintln!(
+                    "  hostname: {}",
+                    crate::settings::global().current().hostname
+                );
                 kprintln!("  nic:      {}", net.nic());
                 match status.address {
                     Some(addr) => kprintln!(
@@ -251,14 +263,19 @@ fn execute(
                 for dns in &status.dns {
                     kprintln!("  dns:      {dns}");
                 }
-                kprintln!(
-                    "  http:     port 80, /api/v1 ({})",
-                    if net.has_token() {
-                        "bearer token set"
-                    } else {
-                        "no token: protected routes answer 401"
-                    }
-                );
+                let tokens = match net.token_count() {
+                    0 => String::from("no token: protected routes answer 401"),
+                    1 => String::from("1 bearer token"),
+                    n => alloc::format!("{n} bearer tokens"),
+                };
+                kprintln!("  http:     port {}, /api/v1 ({tokens})", net.port());
+                let pending = crate::settings::global().reboot_needed();
+                if !pending.is_empty() {
+                    kprintln!(
+                        "  note:     saved changes to {} take effect after a reboot",
+                        pending.join(" and ")
+                    );
+                }
             }
         },
         Command::Pci => {
@@ -327,6 +344,17 @@ fn execute(
             }
             Err(e) => kprintln!("error: {e}"),
         },
+        Command::ConfigShow => config_show(),
+        Command::ConfigSet { path, value } => config_set(path, value),
+        Command::ConfigDiff => config_diff(),
+        Command::ConfigSave => config_save(),
+        Command::ConfigRevert => {
+            if crate::settings::global().revert() {
+                kprintln!("pending edits dropped; the running configuration is unchanged");
+            } else {
+                kprintln!("no pending edits");
+            }
+        }
         Command::Reboot => {
             kprintln!("rebooting...");
             crate::acpi::power::reboot(&system.platform);
@@ -336,6 +364,89 @@ fn execute(
             let err = crate::acpi::power::poweroff(&system.platform);
             kprintln!("poweroff failed: {err}");
         }
+    }
+}
+
+fn config_show() {
+    let settings = crate::settings::global();
+    kprintln!("# configuration: {}", settings.source());
+    for line in settings::show_lines(settings.current()) {
+        kprintln!("{line}");
+    }
+    let pending = settings.diff().len();
+    if pending > 0 {
+        kprintln!(
+            "# {pending} edits not saved yet: 'config diff' shows them, 'config save' saves them"
+        );
+    }
+}
+
+fn config_set(path: &str, value: &str) {
+    let mut settings = crate::settings::global();
+    match settings.set(path, value) {
+        Ok(changes) if changes.is_empty() => {
+            kprintln!("{path}: unchanged")
+        }
+        Ok(changes) => {
+            for change in &changes {
+                kprintln!("{}", settings::change_line(change));
+            }
+            kprintln!("(pending: 'config save' saves and applies it, 'config revert' drops it)");
+        }
+        Err(EditError::Invalid(errors)) => {
+            kprintln!("error: invalid configuration, nothing changed:");
+            for e in &errors {
+                kprintln!("  {e}");
+            }
+        }
+        Err(e) => kprintln!("error: {e}; nothing changed"),
+    }
+}
+
+fn config_diff() {
+    let changes = crate::settings::global().diff();
+    if changes.is_empty() {
+        kprintln!("no pending edits");
+    }
+    for change in &changes {
+        kprintln!("{}", settings::change_line(change));
+    }
+}
+
+fn config_save() {
+    let mut settings = crate::settings::global();
+    let mut partition = match crate::blk::boot_disk::config_partition() {
+        Ok(partition) => partition,
+        Err(e) => {
+            kprintln!("error: cannot save the configuration: {e}");
+            return;
+        }
+    };
+    let saved = match settings.save_pending(&mut partition) {
+        Ok(saved) => saved,
+        Err(e) => {
+            kprintln!("error: {e}");
+            return;
+        }
+    };
+    drop(partition);
+    kprintln!("configuration saved as generation {}", saved.generation);
+    let changed = |prefix: &str| saved.changes.iter().any(|c| c.path.starts_with(prefix));
+    if changed("hostname") {
+        kprintln!("hostname is now {}", settings.current().hostname);
+    }
+    if changed("management.api_tokens") {
+        kprintln!("API tokens updated: the API accepts the new set now");
+    }
+    let reboot = settings.reboot_needed();
+    if !reboot.is_empty() {
+        kprintln!(
+            "changes to {} take effect after a reboot ('reboot')",
+            reboot.join(" and ")
+        );
+    }
+    if changed("vms") {
+        kprintln!("VM definitions saved (VMs are started with 'vm run' for now)");
     }
 }
 

@@ -21,22 +21,25 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use keel_netstack::api::{
-    ApiError, ConsoleChunk, Management, MemoryInfo, ModuleInfo, NetworkInfo, Router, SystemInfo,
-    VmDetail, VmState, VmSummary,
+    ApiError, ConsoleChunk, Management, MemoryInfo, ModuleInfo, NetworkInfo, Router, StoreFile,
+    SystemInfo, VmDetail, VmState, VmSummary,
 };
 use keel_netstack::http::request::Limits;
 use keel_netstack::http::server::{Exchange, exchange};
+use keel_config::Config;
 use libfuzzer_sys::fuzz_target;
 
-/// VMs as plain records.
+/// VMs as plain records; the configuration in memory.
 #[derive(Default)]
 struct Kernel {
     vms: Vec<VmDetail>,
+    config: Config,
 }
 
 impl Management for Kernel {
     fn system(&self) -> SystemInfo {
         SystemInfo {
+            hostname: self.config.hostname.clone(),
             version: "fuzz".into(),
             uptime_ms: 1,
             cpus: 1,
@@ -123,6 +126,22 @@ impl Management for Kernel {
                 dropped: 0,
             })
             .ok_or_else(|| ApiError::NotFound(format!("no VM with id {id}")))
+    }
+
+    fn store(&self) -> Result<Vec<StoreFile>, ApiError> {
+        Ok(vec![StoreFile {
+            name: "vmlinuz".into(),
+            size: 1 << 20,
+        }])
+    }
+
+    fn config(&self) -> Config {
+        self.config.clone()
+    }
+
+    fn save_config(&mut self, config: Config) -> Result<u64, ApiError> {
+        self.config = config;
+        Ok(2)
     }
 }
 

@@ -8,6 +8,8 @@ use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 
+use keel_config::Config;
+
 use super::{
     ApiError, ConsoleChunk, Management, MemoryInfo, ModuleInfo, NetworkInfo, StoreFile, SystemInfo,
     VmDetail, VmState, VmSummary,
@@ -28,8 +30,12 @@ pub struct Mock {
     /// The guest store; `None`: no boot disk.
     pub store: Option<Vec<StoreFile>>,
     pub next_id: u32,
-    /// `start_vm` / `stop_vm` calls, in order.
+    /// `start_vm` / `stop_vm` / `save_config` calls, in order.
     pub changes: Vec<String>,
+    /// The running configuration.
+    pub config: Config,
+    /// The generation of the last configuration saved.
+    pub generation: u64,
 }
 
 impl Default for Mock {
@@ -48,7 +54,16 @@ impl Default for Mock {
             ]),
             next_id: 1,
             changes: Vec::new(),
+            config: Config {
+                hostname: String::from("keel-test"),
+                ..Config::default()
+            },
+            generation: 1,
         };
+        mock.config
+            .management
+            .api_tokens
+            .push(String::from("0123456789abcdef"));
         // VM 1 runs with some output; VM 2 has stopped.
         let id = mock.start_vm("hello.bin", None).unwrap();
         mock.vms[0].console = String::from("Hello from the guest\n");
@@ -88,6 +103,7 @@ impl Mock {
 impl Management for Mock {
     fn system(&self) -> SystemInfo {
         SystemInfo {
+            hostname: self.config.hostname.clone(),
             version: String::from("0.1.0"),
             uptime_ms: 12_345,
             cpus: 2,
@@ -193,6 +209,25 @@ impl Management for Mock {
         vm.detail.stop_reason = Some(String::from("stopped by the operator"));
         self.changes.push(format!("stop {id}"));
         Ok(())
+    }
+
+    fn config(&self) -> Config {
+        self.config.clone()
+    }
+
+    fn save_config(&mut self, config: Config) -> Result<u64, ApiError> {
+        if self.store.is_none() {
+            return Err(ApiError::Unavailable(String::from(
+                "cannot save the configuration: no boot disk found",
+            )));
+        }
+        self.generation += 1;
+        self.changes.push(format!(
+            "save config {} as generation {}",
+            config.hostname, self.generation
+        ));
+        self.config = config;
+        Ok(self.generation)
     }
 
     fn console(&self, id: u32, since: u64) -> Result<ConsoleChunk, ApiError> {

@@ -15,7 +15,9 @@
 //! 3. No route for this method: 405 with `Allow`.
 //! 4. Path and query parameters, then the JSON body: 400 with a precise message (422 for a
 //!    well-formed body with unusable values).
-//! 5. The kernel's [`ApiError`]s: 404, 409, 422, 503, 500.
+//! 5. Preconditions (`PUT /api/v1/config`): 428 without `If-Match`, 412 when it is stale
+//!    (see [`config`]).
+//! 6. The kernel's [`ApiError`]s: 404, 409, 422, 503, 500.
 //!
 //! Every error carries `{"error":{"status":N,"message":"..."}}`, every response
 //! `Cache-Control: no-store`.
@@ -27,6 +29,7 @@ use alloc::vec::Vec;
 use crate::http::response::{JSON, Response};
 use crate::http::server::{Handler, Request};
 
+pub mod config;
 pub mod openapi;
 pub mod page;
 pub mod routes;
@@ -163,6 +166,8 @@ impl Router {
                     files: mgmt.store().map_err(api_error)?,
                 },
             ),
+            Op::GetConfig => config::get(mgmt),
+            Op::PutConfig => config::put(mgmt, req)?,
             Op::StartVm => {
                 let start = StartVm::parse(req.body)
                     .map_err(|(status, message)| Response::error(status, &message))?;

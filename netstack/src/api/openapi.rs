@@ -16,7 +16,8 @@ pub fn document() -> Value {
         "info": {
             "title": "Keel management API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Manage a Keel appliance: system status, guest modules, the guest store and VMs. \
+            "description": "Manage a Keel appliance: system status, its configuration, guest modules, \
+                the guest store and VMs. \
                 Every operation except the web page, health and this document needs \
                 `Authorization: Bearer <token>`. Errors carry \
                 `{\"error\":{\"status\":N,\"message\":\"...\"}}`."
@@ -104,6 +105,46 @@ fn paths() -> Value {
                 "responses": with_errors(ok("The files.", "StoreList"), &["401", "503"])
             }
         },
+        "/api/v1/config": {
+            "get": {
+                "operationId": "getConfig",
+                "summary": "The configuration the appliance runs with",
+                "description": "The canonical JSON document (fields in schema order, absent \
+                    optional fields left out), API tokens included: a client that holds a token \
+                    may replace them all anyway. The ETag identifies this exact document; send \
+                    it back in If-Match when you PUT.",
+                "responses": with_errors(config_ok("The configuration."), &["401"])
+            },
+            "put": {
+                "operationId": "putConfig",
+                "summary": "Replace the whole configuration",
+                "description": "Validates the document, saves it to the boot disk's \
+                    configuration partition (atomically: the previous configuration stays \
+                    intact until the new one is on disk) and applies what can change while \
+                    running: the hostname and the API tokens at once; network addressing and \
+                    the HTTP port at the next boot. If-Match is required (428 without it), so \
+                    that concurrent clients never overwrite each other silently: send the ETag \
+                    of your last GET, or `*` to replace whatever is there. A refused request \
+                    changes nothing.",
+                "parameters": [{
+                    "name": "If-Match",
+                    "in": "header",
+                    "required": true,
+                    "description": "The ETag from GET /api/v1/config, or `*`.",
+                    "schema": { "type": "string" }
+                }],
+                "requestBody": {
+                    "required": true,
+                    "content": {
+                        "application/json": { "schema": schema_ref("Config") }
+                    }
+                },
+                "responses": with_errors(
+                    config_ok("The configuration as saved, with its new ETag."),
+                    &["400", "401", "411", "412", "413", "422", "428", "500", "503"]
+                )
+            }
+        },
         "/api/v1/vms": {
             "get": {
                 "operationId": "listVms",
@@ -183,7 +224,7 @@ fn paths() -> Value {
 
 /// Every error response in `components/responses`: the status (or `Error` for the
 /// catch-all) and its description.
-const ERRORS: [(&str, &str); 12] = [
+const ERRORS: [(&str, &str); 15] = [
     (
         "400",
         "Malformed request: bad syntax, parameter or JSON body.",
@@ -194,12 +235,24 @@ const ERRORS: [(&str, &str); 12] = [
     ("408", "The request did not arrive in time."),
     ("409", "The VM is not in a state that allows this."),
     ("411", "The request needs a Content-Length."),
+    (
+        "412",
+        "If-Match does not match the current ETag: the resource changed since it was read.",
+    ),
     ("413", "The request body is too large."),
     (
         "422",
         "The request is well-formed but cannot be carried out as given.",
     ),
+    (
+        "428",
+        "The request must be conditional: send If-Match with the ETag you last read.",
+    ),
     ("431", "The request head is too large."),
+    (
+        "500",
+        "The appliance failed to carry out the request (e.g. a disk error).",
+    ),
     (
         "503",
         "The host cannot do this now (no virtualization, no memory).",
@@ -214,6 +267,21 @@ fn responses() -> Value {
             "description": description,
             "content": { "application/json": { "schema": schema_ref("Error") } }
         });
+        if name == "422" {
+            response["description"] = json!(
+                "The request is well-formed but cannot be carried out as given. For \
+                 PUT /api/v1/config, `errors` lists every problem with its path."
+            );
+            response["content"]["application/json"]["schema"] = schema_ref("Invalid");
+        }
+        if name == "412" {
+            response["headers"] = json!({
+                "ETag": {
+                    "description": "The current ETag.",
+                    "schema": { "type": "string" }
+                }
+            });
+        }
         if name == "401" {
             response["headers"] = json!({
                 "WWW-Authenticate": {
@@ -238,9 +306,12 @@ fn response_name(status: &str) -> &str {
         "408" => "RequestTimeout",
         "409" => "Conflict",
         "411" => "LengthRequired",
+        "412" => "PreconditionFailed",
         "413" => "ContentTooLarge",
         "422" => "Unprocessable",
+        "428" => "PreconditionRequired",
         "431" => "HeaderFieldsTooLarge",
+        "500" => "InternalError",
         "503" => "Unavailable",
         other => other,
     }
@@ -279,6 +350,122 @@ fn with_errors_at(status: &str, success: Value, errors: &[&str]) -> Value {
     Value::Object(out)
 }
 
+/// 200 with the configuration document and its `ETag`.
+fn config_ok(description: &str) -> Value {
+    json!({
+        "description": description,
+        "headers": {
+            "ETag": {
+                "description": "Strong entity tag of this document: a quoted hex hash.",
+                "schema": { "type": "string" }
+            }
+        },
+        "content": { "application/json": { "schema": schema_ref("Config") } }
+    })
+}
+
+fn ipv4(description: &str) -> Value {
+    json!({ "type": "string", "format": "ipv4", "description": description })
+}
+
+/// The configuration document (keel-config's schema).
+fn config_schemas() -> Value {
+    json!({
+        "Config": {
+            "type": "object",
+            "additionalProperties": false,
+            "description": "The whole appliance configuration. Every field has a default \
+                except vms[].name, vms[].memory_mib and vms[].kernel.",
+            "properties": {
+                "hostname": {
+                    "type": "string",
+                    "description": "Dot-separated RFC 1123 labels, at most 253 characters.",
+                    "default": "keel"
+                },
+                "network": schema_ref("ConfigNetwork"),
+                "management": schema_ref("ConfigManagement"),
+                "vms": { "type": "array", "items": schema_ref("ConfigVm") }
+            }
+        },
+        "ConfigNetwork": {
+            "type": "object",
+            "additionalProperties": false,
+            "description": "In dhcp mode the other fields must be absent; in static mode \
+                address and prefix are required. Takes effect at the next boot.",
+            "properties": {
+                "mode": { "type": "string", "enum": ["dhcp", "static"], "default": "dhcp" },
+                "address": ipv4("Static: the interface's address."),
+                "prefix": { "type": "integer", "minimum": 1, "maximum": 32 },
+                "gateway": ipv4("Static: the default gateway, inside the subnet."),
+                "dns": { "type": "array", "maxItems": 3, "items": ipv4("A DNS server.") }
+            }
+        },
+        "ConfigManagement": {
+            "type": "object",
+            "additionalProperties": false,
+            "properties": {
+                "api_tokens": {
+                    "type": "array",
+                    "description": "Bearer tokens the API accepts (16 to 128 characters of \
+                        A-Za-z0-9._~+/-), in effect as soon as saved.",
+                    "items": { "type": "string", "minLength": 16, "maxLength": 128 }
+                },
+                "http_port": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": 65535,
+                    "default": 80,
+                    "description": "Takes effect at the next boot."
+                }
+            }
+        },
+        "ConfigVm": {
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["name", "memory_mib", "kernel"],
+            "properties": {
+                "name": { "type": "string", "description": "1 to 32 of a-z0-9-, a letter first." },
+                "vcpus": { "type": "integer", "minimum": 1, "maximum": 1, "default": 1 },
+                "memory_mib": { "type": "integer", "minimum": 16, "maximum": 65536 },
+                "kernel": { "type": "string", "description": "A guest store file." },
+                "initrd": { "type": "string", "description": "A guest store file." },
+                "cmdline": { "type": "string", "maxLength": 2048, "default": "" },
+                "disks": { "type": "array", "items": { "type": "string" } },
+                "autostart": { "type": "boolean", "default": false }
+            }
+        },
+        "Invalid": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "required": ["status", "message"],
+                    "properties": {
+                        "status": { "type": "integer", "minimum": 400, "maximum": 599 },
+                        "message": { "type": "string" }
+                    }
+                },
+                "errors": {
+                    "type": "array",
+                    "description": "PUT /api/v1/config: every problem, in document order.",
+                    "items": {
+                        "type": "object",
+                        "required": ["path", "message"],
+                        "properties": {
+                            "path": {
+                                "type": "string",
+                                "description": "network.prefix, vms[0].memory_mib; empty for the document itself."
+                            },
+                            "message": { "type": "string" }
+                        }
+                    }
+                }
+            }
+        }
+    })
+}
+
 fn count() -> Value {
     json!({ "type": "integer", "minimum": 0 })
 }
@@ -312,7 +499,7 @@ fn schemas() -> Value {
         fields.insert("backend".into(), json!({ "type": "string" }));
         fields.insert("console_bytes".into(), count());
     }
-    json!({
+    let mut all = json!({
         "Error": {
             "type": "object",
             "required": ["error"],
@@ -334,8 +521,11 @@ fn schemas() -> Value {
         },
         "SystemInfo": {
             "type": "object",
-            "required": ["version", "uptime_ms", "cpus", "memory", "virtualization", "network"],
+            "required": [
+                "hostname", "version", "uptime_ms", "cpus", "memory", "virtualization", "network"
+            ],
             "properties": {
+                "hostname": { "type": "string", "description": "From the configuration." },
                 "version": { "type": "string" },
                 "uptime_ms": count(),
                 "cpus": count(),
@@ -443,5 +633,9 @@ fn schemas() -> Value {
                 "dropped": count()
             }
         }
-    })
+    });
+    if let (Value::Object(all), Value::Object(config)) = (&mut all, config_schemas()) {
+        all.extend(config);
+    }
+    all
 }

@@ -22,6 +22,10 @@ pub enum Op {
     Modules,
     /// `GET /api/v1/store`.
     Store,
+    /// `GET /api/v1/config`.
+    GetConfig,
+    /// `PUT /api/v1/config`.
+    PutConfig,
     /// `GET /api/v1/vms`.
     ListVms,
     /// `POST /api/v1/vms`.
@@ -64,6 +68,8 @@ pub static ROUTES: &[Route] = &[
     route("GET", "/api/v1/system", false, Op::System),
     route("GET", "/api/v1/modules", false, Op::Modules),
     route("GET", "/api/v1/store", false, Op::Store),
+    route("GET", "/api/v1/config", false, Op::GetConfig),
+    route("PUT", "/api/v1/config", false, Op::PutConfig),
     route("GET", "/api/v1/vms", false, Op::ListVms),
     route("POST", "/api/v1/vms", false, Op::StartVm),
     route("GET", "/api/v1/vms/{id}", false, Op::ShowVm),

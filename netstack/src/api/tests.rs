@@ -13,6 +13,9 @@ use super::*;
 use crate::http::request::Limits;
 use crate::http::server::{Exchange, exchange};
 
+#[path = "config_tests.rs"]
+mod config_routes;
+
 const TOKEN: &str = "s3cret-token";
 
 fn router() -> Router {
@@ -101,6 +104,8 @@ fn everything_else_needs_the_token() {
         ("GET", "/api/v1/system"),
         ("GET", "/api/v1/modules"),
         ("GET", "/api/v1/store"),
+        ("GET", "/api/v1/config"),
+        ("PUT", "/api/v1/config"),
         ("GET", "/api/v1/vms"),
         ("POST", "/api/v1/vms"),
         ("GET", "/api/v1/vms/1"),
@@ -113,7 +118,7 @@ fn everything_else_needs_the_token() {
         ("GET", "/api/v1/vms/abc"),
     ];
     for (method, path) in protected {
-        let body = (method == "POST").then_some("{\"module\":\"0\"}");
+        let body = matches!(method, "POST" | "PUT").then_some("{\"module\":\"0\"}");
         for token in [
             None,
             Some("wrong"),

@@ -13,6 +13,8 @@ use core::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use keel_config::Config;
+
 use crate::iface::NetStatus;
 
 /// What the kernel does for the API. The router calls one method per request, on the
@@ -43,6 +45,17 @@ pub trait Management {
     /// order. Errors: [`ApiError::Unavailable`] when there is no boot disk or the store
     /// cannot be read.
     fn store(&self) -> Result<Vec<StoreFile>, ApiError>;
+    /// The configuration the appliance runs with: the one loaded at boot (the built-in
+    /// defaults when the boot disk has none) or the last one saved since.
+    fn config(&self) -> Config;
+    /// Persists `config` (already validated by the router) as the new configuration, makes
+    /// it the one [`config`](Self::config) returns and applies what can change while
+    /// running. Returns the generation it was saved as.
+    ///
+    /// Errors: [`ApiError::Unavailable`] when there is no boot disk to save to;
+    /// [`ApiError::Internal`] when the disk fails (the previous configuration stays on disk
+    /// and in effect).
+    fn save_config(&mut self, config: Config) -> Result<u64, ApiError>;
 }
 
 /// Why the kernel refused an operation. Each maps to one HTTP status; the message goes
@@ -96,6 +109,8 @@ impl fmt::Display for ApiError {
 /// `GET /api/v1/system`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SystemInfo {
+    /// The appliance's hostname, from its configuration.
+    pub hostname: String,
     /// Keel's version.
     pub version: String,
     /// Milliseconds since boot.

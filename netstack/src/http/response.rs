@@ -172,9 +172,11 @@ pub fn reason_phrase(status: u16) -> &'static str {
         408 => "Request Timeout",
         409 => "Conflict",
         411 => "Length Required",
+        412 => "Precondition Failed",
         413 => "Content Too Large",
         415 => "Unsupported Media Type",
         422 => "Unprocessable Content",
+        428 => "Precondition Required",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
@@ -235,7 +237,9 @@ mod tests {
         assert!(text(&Response::new(0).encode(false, false)).starts_with("HTTP/1.1 500 "));
         assert!(text(&Response::new(1000).encode(false, false)).starts_with("HTTP/1.1 500 "));
         assert!(text(&Response::new(299).encode(false, false)).starts_with("HTTP/1.1 299 \r\n"));
-        for s in [400, 401, 404, 405, 408, 409, 411, 413, 422, 431, 500, 503] {
+        for s in [
+            400, 401, 404, 405, 408, 409, 411, 412, 413, 422, 428, 431, 500, 503,
+        ] {
             assert!(!reason_phrase(s).is_empty(), "{s}");
         }
     }

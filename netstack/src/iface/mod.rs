@@ -44,6 +44,31 @@ pub enum Addressing {
     Static(StaticAddress),
 }
 
+impl Addressing {
+    /// The addressing a configuration's `network` section asks for: DHCP, or the static
+    /// address, prefix, gateway and DNS servers. The configuration was validated when it was
+    /// loaded or saved; a static section without address or prefix (or with a prefix over
+    /// 32) is still an error here rather than a panic.
+    pub fn from_config(network: &keel_config::schema::Network) -> Result<Addressing, NetError> {
+        match network.mode {
+            keel_config::schema::NetworkMode::Dhcp => Ok(Addressing::Dhcp),
+            keel_config::schema::NetworkMode::Static => {
+                let (Some(address), Some(prefix)) = (network.address, network.prefix) else {
+                    return Err(NetError::IncompleteStatic);
+                };
+                if prefix > 32 {
+                    return Err(NetError::InvalidPrefix(prefix));
+                }
+                Ok(Addressing::Static(StaticAddress {
+                    address: Ipv4Cidr::new(address, prefix),
+                    gateway: network.gateway,
+                    dns: network.dns.clone(),
+                }))
+            }
+        }
+    }
+}
+
 /// A static IPv4 configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StaticAddress {
@@ -68,6 +93,15 @@ pub struct NetConfig {
 }
 
 impl NetConfig {
+    /// `addressing` on the NIC with this MAC.
+    pub fn new(mac: EthernetAddress, addressing: Addressing, random_seed: u64) -> NetConfig {
+        NetConfig {
+            mac,
+            addressing,
+            random_seed,
+        }
+    }
+
     /// DHCP on the NIC with this MAC.
     pub fn dhcp(mac: EthernetAddress, random_seed: u64) -> NetConfig {
         NetConfig {
@@ -137,6 +171,10 @@ pub enum NetError {
     InvalidStaticAddress(Ipv4Cidr),
     /// The static gateway is not a unicast address.
     InvalidGateway(Ipv4Address),
+    /// Static addressing without an address or prefix.
+    IncompleteStatic,
+    /// A prefix length over 32.
+    InvalidPrefix(u8),
 }
 
 impl fmt::Display for NetError {
@@ -148,6 +186,10 @@ impl fmt::Display for NetError {
                 write!(f, "static address {cidr} is not a unicast host address")
             }
             NetError::InvalidGateway(gw) => write!(f, "gateway {gw} is not a unicast address"),
+            NetError::IncompleteStatic => f.write_str(
+                "static addressing needs network.address and network.prefix in the configuration",
+            ),
+            NetError::InvalidPrefix(p) => write!(f, "prefix length {p} is over 32"),
         }
     }
 }

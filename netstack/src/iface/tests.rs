@@ -376,3 +376,70 @@ fn events_are_bounded() {
     assert_eq!(events.last(), Some(&NetEvent::LeaseLost));
     assert_eq!(events[0].to_string(), "DHCP lease 10.0.2.15/24, no gateway");
 }
+
+#[test]
+fn addressing_from_the_configuration() {
+    use keel_config::schema::{Network, NetworkMode};
+    assert_eq!(
+        Addressing::from_config(&Network::default()),
+        Ok(Addressing::Dhcp)
+    );
+    let network = Network {
+        mode: NetworkMode::Static,
+        address: Some(Ipv4Address::new(192, 168, 7, 20)),
+        prefix: Some(24),
+        gateway: Some(Ipv4Address::new(192, 168, 7, 1)),
+        dns: vec![
+            Ipv4Address::new(192, 168, 7, 53),
+            Ipv4Address::new(9, 9, 9, 9),
+        ],
+    };
+    let addressing = Addressing::from_config(&network).unwrap();
+    let cidr = Ipv4Cidr::new(Ipv4Address::new(192, 168, 7, 20), 24);
+    assert_eq!(
+        addressing,
+        Addressing::Static(StaticAddress {
+            address: cidr,
+            gateway: network.gateway,
+            dns: network.dns.clone(),
+        })
+    );
+    // The stack comes up with exactly that: address, route, DNS; no DHCP.
+    let mut dev = Loopback::new(Medium::Ethernet);
+    let mut stack =
+        NetStack::new(NetConfig::new(MAC, addressing, 1), &mut dev, Instant::ZERO).unwrap();
+    let status = stack.status().clone();
+    assert!(!status.dhcp);
+    assert_eq!(status.address, Some(cidr));
+    assert_eq!(status.gateway, network.gateway);
+    assert_eq!(status.dns, network.dns);
+    assert_eq!(stack.interface_mut().ipv4_addr(), Some(cidr.address()));
+    assert_eq!(stack.poll_delay(Instant::ZERO), None);
+    // Static without a gateway: no default route, still an address.
+    let no_gateway = Network {
+        gateway: None,
+        dns: Vec::new(),
+        ..network.clone()
+    };
+    let Addressing::Static(fixed) = Addressing::from_config(&no_gateway).unwrap() else {
+        panic!("static expected");
+    };
+    assert_eq!((fixed.gateway, fixed.dns.len()), (None, 0));
+    // Unvalidated input is an error, not a panic.
+    let missing = Network {
+        address: None,
+        ..network.clone()
+    };
+    assert_eq!(
+        Addressing::from_config(&missing),
+        Err(NetError::IncompleteStatic)
+    );
+    let wide = Network {
+        prefix: Some(40),
+        ..network
+    };
+    assert_eq!(
+        Addressing::from_config(&wide),
+        Err(NetError::InvalidPrefix(40))
+    );
+}
