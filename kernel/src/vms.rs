@@ -99,6 +99,28 @@ pub struct VmDefinition {
     pub memory_mib: u32,
     /// Start it at boot.
     pub autostart: bool,
+    /// Disk images it lists (not attachable yet: such a VM does not start).
+    pub disks: Vec<String>,
+}
+
+impl VmDefinition {
+    /// The definitions of the configuration's `[[vms]]`.
+    pub fn from_config(config: &keel_config::Config) -> Vec<VmDefinition> {
+        config
+            .vms
+            .iter()
+            .map(|vm| VmDefinition {
+                name: vm.name.clone(),
+                kernel: vm.kernel.clone(),
+                initrd: vm.initrd.clone(),
+                cmdline: vm.cmdline.clone(),
+                // Validation caps it at 65536.
+                memory_mib: u32::try_from(vm.memory_mib).unwrap_or(u32::MAX),
+                autostart: vm.autostart,
+                disks: vm.disks.clone(),
+            })
+            .collect()
+    }
 }
 
 /// Why a VM could not be started.
@@ -467,6 +489,12 @@ impl VmManager {
         let Some(d) = self.vms[i].definition.clone() else {
             return Err(StartError::NoSuchVm(String::from(name)));
         };
+        if !d.disks.is_empty() {
+            return Err(StartError::Load(alloc::format!(
+                "VM {name} lists disks ({}), and attaching disks to guests is not supported                  yet: remove them from its definition",
+                d.disks.join(", ")
+            )));
+        }
         let kernel = store_file(name, "kernel", &d.kernel)?;
         let initrd = match &d.initrd {
             Some(f) => Some(store_file(name, "initrd", f)?),

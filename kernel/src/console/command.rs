@@ -43,6 +43,26 @@ pub enum Command<'a> {
     },
     /// List VMs.
     VmList,
+    /// Define a named VM in the configuration (saved to the boot disk).
+    VmCreate {
+        /// VM name.
+        name: &'a str,
+        /// Kernel file in the guest store.
+        kernel: &'a str,
+        /// Initrd file in the guest store.
+        initrd: Option<&'a str>,
+        /// Kernel command line, without its quotes.
+        cmdline: Option<&'a str>,
+        /// Guest RAM in MiB.
+        mem_mib: Option<u32>,
+        /// Start at boot.
+        autostart: bool,
+    },
+    /// Stop a named VM at once and remove it from the configuration.
+    VmDestroy {
+        /// VM name.
+        name: &'a str,
+    },
     /// Start a named VM.
     VmStart {
         /// VM name.
@@ -129,6 +149,14 @@ pub const COMMANDS: &[(&str, &str)] = &[
     (
         "vm list",
         "list VMs: name, source, memory, uptime, state, exits by reason",
+    ),
+    (
+        "vm create <name> kernel=<file> [initrd=<file>] [cmdline=\"…\"] [mem=<MiB>] [autostart]",
+        "define a VM (saved in the configuration) from guest store files",
+    ),
+    (
+        "vm destroy <name>",
+        "stop a VM at once and remove it from the configuration",
     ),
     ("vm start <name>", "start a VM the configuration defines"),
     (
@@ -277,7 +305,8 @@ impl<'a> Iterator for Words<'a> {
 }
 
 fn parse_vm<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Command<'a>, ParseError<'a>> {
-    const USAGE: &str = "vm list | vm start <name> | vm stop <vm> [force | timeout=<s>] | \
+    const USAGE: &str = "vm list | vm create <name> kernel=<file> … | vm destroy <name> | \
+                         vm start <name> | vm stop <vm> [force | timeout=<s>] | \
                          vm restart <name> | vm info <vm> | vm console <vm> | vm log <vm> | \
                          vm run <module> [initrd=<module>] [cmdline=\"…\"] [mem=<MiB>]";
     const RUN_USAGE: &str = "vm run <module> [initrd=<module>] [cmdline=\"…\"] [mem=<MiB>]";
@@ -345,6 +374,76 @@ fn parse_vm<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Command<'a>,
             })
         }
         Some("list") => no_more("vm list", words).map(|_| Command::VmList),
+        Some("create") => {
+            const CREATE_USAGE: &str = "vm create <name> kernel=<file> [initrd=<file>] \
+                                        [cmdline=\"…\"] [mem=<MiB>] [autostart]";
+            let name = vm_key(words.next(), CREATE_USAGE)?;
+            let (mut kernel, mut initrd, mut cmdline, mut mem_mib, mut autostart) =
+                (None, None, None, None, false);
+            for arg in words {
+                let duplicate = ParseError::BadValue {
+                    argument: arg,
+                    expected: "each of kernel=, initrd=, cmdline=, mem= and autostart at most once",
+                };
+                let empty = |what: &'static str| ParseError::BadValue {
+                    argument: arg,
+                    expected: what,
+                };
+                if let Some(v) = arg.strip_prefix("kernel=") {
+                    if v.is_empty() {
+                        return Err(empty("kernel=<file>, a guest store file"));
+                    }
+                    if kernel.replace(v).is_some() {
+                        return Err(duplicate);
+                    }
+                } else if let Some(v) = arg.strip_prefix("initrd=") {
+                    if v.is_empty() {
+                        return Err(empty("initrd=<file>, a guest store file"));
+                    }
+                    if initrd.replace(v).is_some() {
+                        return Err(duplicate);
+                    }
+                } else if let Some(v) = arg.strip_prefix("cmdline=") {
+                    let v = v
+                        .strip_prefix('"')
+                        .and_then(|v| v.strip_suffix('"'))
+                        .unwrap_or(v);
+                    if cmdline.replace(v).is_some() {
+                        return Err(duplicate);
+                    }
+                } else if let Some(v) = arg.strip_prefix("mem=") {
+                    let mib: u32 = v.parse().map_err(|_| ParseError::BadValue {
+                        argument: arg,
+                        expected: "mem=<MiB>, a whole number of MiB",
+                    })?;
+                    if mem_mib.replace(mib).is_some() {
+                        return Err(duplicate);
+                    }
+                } else if arg == "autostart" && !autostart {
+                    autostart = true;
+                } else {
+                    return Err(ParseError::UnexpectedArgument {
+                        command: "vm create",
+                        argument: arg,
+                    });
+                }
+            }
+            let kernel = kernel.ok_or(ParseError::Missing {
+                usage: CREATE_USAGE,
+            })?;
+            Ok(Command::VmCreate {
+                name,
+                kernel,
+                initrd,
+                cmdline,
+                mem_mib,
+                autostart,
+            })
+        }
+        Some("destroy") => {
+            let name = vm_key(words.next(), "vm destroy <name>")?;
+            no_more("vm destroy", words).map(|_| Command::VmDestroy { name })
+        }
         Some("start") => {
             let name = vm_key(words.next(), "vm start <name>")?;
             no_more("vm start", words).map(|_| Command::VmStart { name })
@@ -398,7 +497,7 @@ fn parse_vm<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Command<'a>,
         }
         Some(other) => Err(ParseError::BadValue {
             argument: other,
-            expected: "list, start, stop, restart, info, console, log or run",
+            expected: "list, create, destroy, start, stop, restart, info, console, log or run",
         }),
         None => Err(ParseError::Missing { usage: USAGE }),
     }

@@ -8,7 +8,7 @@ use super::command::{self, COMMANDS, Command};
 use super::complete::{Completer as _, Rule, Rules, Words};
 use super::line::{Event, LineEditor};
 use crate::settings;
-use crate::vms::{StopMode, VmManager};
+use crate::vms::{StopMode, VmDefinition, VmManager};
 use crate::{System, kprint, kprintln};
 use keel_config::edit::EditError;
 
@@ -40,6 +40,11 @@ pub fn run(system: &System) -> ! {
             None
         }
     };
+    // The named VMs follow the configuration: now, and whenever a save or a PUT replaces it.
+    let mut vm_revision = crate::settings::global().revision();
+    vms.define(&VmDefinition::from_config(
+        crate::settings::global().current(),
+    ));
     for line in vms.autostart(system) {
         kprintln!("{line}");
     }
@@ -100,6 +105,13 @@ pub fn run(system: &System) -> ! {
             // The UART's input queue holds 4 KiB; a burst beyond it is dropped, like a
             // terminal pasting faster than the line takes.
             let _ = vms.console_input(key, &typed);
+        }
+        let revision = crate::settings::global().revision();
+        if revision != vm_revision {
+            vm_revision = revision;
+            vms.define(&VmDefinition::from_config(
+                crate::settings::global().current(),
+            ));
         }
         let runnable = vms.any_runnable();
         let mut output = String::new();
@@ -296,6 +308,27 @@ fn execute(
             Err(e) => kprintln!("error: {e}"),
         },
         Command::VmList => vms.list(&mut crate::serial::ConsoleWriter),
+        Command::VmCreate {
+            name,
+            kernel,
+            initrd,
+            cmdline,
+            mem_mib,
+            autostart,
+        } => {
+            let vm = keel_config::schema::Vm {
+                name: String::from(name),
+                vcpus: 1,
+                memory_mib: u64::from(mem_mib.unwrap_or(crate::vms::DEFAULT_LINUX_MEM_MIB)),
+                kernel: String::from(kernel),
+                initrd: initrd.map(String::from),
+                cmdline: String::from(cmdline.unwrap_or("")),
+                disks: alloc::vec::Vec::new(),
+                autostart,
+            };
+            vm_create(vm);
+        }
+        Command::VmDestroy { name } => vm_destroy(vms, name),
         Command::VmStart { name } => match vms.start_named(system, name) {
             Ok(()) => kprintln!("vm {name} started"),
             Err(e) => kprintln!("error: {e}"),
@@ -413,6 +446,66 @@ fn config_diff() {
     }
 }
 
+/// Saves `config` as the running configuration (for `vm create` / `vm destroy`); prints why
+/// not and returns false on failure, changing nothing.
+fn replace_config(config: keel_config::Config) -> bool {
+    let mut settings = crate::settings::global();
+    let mut partition = match crate::blk::boot_disk::config_partition() {
+        Ok(partition) => partition,
+        Err(e) => {
+            kprintln!(
+                "error: VM definitions live in the configuration, which cannot be saved: {e}"
+            );
+            return false;
+        }
+    };
+    match settings.replace(&mut partition, config) {
+        Ok(saved) => {
+            kprintln!("configuration saved as generation {}", saved.generation);
+            true
+        }
+        Err(crate::settings::SaveError::Invalid(errors)) => {
+            kprintln!("error: invalid VM definition, nothing changed:");
+            for e in errors {
+                kprintln!("  {e}");
+            }
+            false
+        }
+        Err(e) => {
+            kprintln!("error: {e}");
+            false
+        }
+    }
+}
+
+fn vm_create(vm: keel_config::schema::Vm) {
+    let name = vm.name.clone();
+    let mut config = crate::settings::global().current().clone();
+    if config.vms.iter().any(|v| v.name == name) {
+        kprintln!("error: a VM named {name} exists already: 'vm info {name}'");
+        return;
+    }
+    config.vms.push(vm);
+    if replace_config(config) {
+        kprintln!("vm {name} created: 'vm start {name}' starts it");
+    }
+}
+
+fn vm_destroy(vms: &mut VmManager, name: &str) {
+    let mut config = crate::settings::global().current().clone();
+    let before = config.vms.len();
+    config.vms.retain(|v| v.name != name);
+    if config.vms.len() == before {
+        kprintln!("error: no VM named '{name}' in the configuration: see 'vm list'");
+        return;
+    }
+    if replace_config(config) {
+        // The definition is gone: stop it now and forget it.
+        let _ = vms.destroy(name);
+        kprintln!("vm {name} destroyed");
+    }
+}
+
 fn config_save() {
     let mut settings = crate::settings::global();
     let mut partition = match crate::blk::boot_disk::config_partition() {
@@ -446,7 +539,7 @@ fn config_save() {
         );
     }
     if changed("vms") {
-        kprintln!("VM definitions saved (VMs are started with 'vm run' for now)");
+        kprintln!("VM definitions saved: see 'vm list'; 'vm start <name>' starts one");
     }
 }
 
