@@ -16,9 +16,10 @@
 //! - [`banner`] parses the boot banner; [`artifacts()`] builds the kernel and image once per
 //!   test binary.
 //! - [`guests`] builds the small guest payloads the VMM tests run.
-//! - [`linux_guest`] fetches Debian's kernel and busybox (`apt-get download`, into
-//!   `target/linux-guest/`) and writes initramfs archives; [`linux_artifacts()`] puts the
-//!   kernel and the test initramfs into `keel-linux.img` as boot modules.
+//! - [`linux_guest`] re-exports `keel_image::linux_guest` (Debian's kernel and busybox,
+//!   fetched with `apt-get download` into `target/linux-guest/`, and the initramfs writer) and
+//!   adds the test initramfs; [`linux_artifacts()`] puts the kernel and the test initramfs
+//!   into `keel-linux.img` as boot modules.
 //!
 //! A test reads like an operator session:
 //!
