@@ -456,9 +456,13 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.starts_with("sh -c echo no network >&2; exit 3 failed (exit status: 3); check the network: no network"), "{err}");
-        let err = run(Command::new("keel-no-such-tool-xyz"), "Debian's apt", "")
-            .unwrap_err()
-            .to_string();
+        let err = run(
+            &mut Command::new("keel-no-such-tool-xyz"),
+            "Debian's apt",
+            "",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(
             err.starts_with("cannot run keel-no-such-tool-xyz (Debian's apt): "),
             "{err}"
