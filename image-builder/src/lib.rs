@@ -173,24 +173,7 @@ pub fn build_with_profile(
     })?;
 
     // The demo guest before the kernel: a download problem shows up at once.
-    let demo = if opts.demo && opts.config.is_none() && opts.store.is_none() {
-        progress(
-            opts.quiet,
-            "preparing the demo VM (Debian's kernel and busybox in target/linux-guest/)…",
-        );
-        let store = demo::demo_store_dir();
-        match demo::prepare_demo_store(&store) {
-            Ok(guest) => DemoStatus::Included {
-                store,
-                kernel_package: guest.kernel_package,
-            },
-            Err(e) => DemoStatus::Unavailable {
-                reason: e.to_string(),
-            },
-        }
-    } else {
-        DemoStatus::NotRequested
-    };
+    let demo = demo_status(opts, demo::demo_store_dir(), demo::prepare_demo_store);
     let store = match &demo {
         DemoStatus::Included { store, .. } => Some(store.as_path()),
         _ => opts.store.as_deref(),
@@ -271,6 +254,32 @@ pub fn build_with_profile(
     })
 }
 
+/// Whether the image gets the demo VM: `NotRequested` unless `opts` asks for it and gives
+/// neither a configuration nor a store; otherwise what `prepare` (which writes the store
+/// files into `store`) made of it. A failure is not an error: the image is built without it.
+fn demo_status(
+    opts: &BuildOptions,
+    store: PathBuf,
+    prepare: impl FnOnce(&Path) -> Result<linux_guest::LinuxGuest, demo::DemoError>,
+) -> DemoStatus {
+    if !opts.demo || opts.config.is_some() || opts.store.is_some() {
+        return DemoStatus::NotRequested;
+    }
+    progress(
+        opts.quiet,
+        "preparing the demo VM (Debian's kernel and busybox in target/linux-guest/)…",
+    );
+    match prepare(&store) {
+        Ok(guest) => DemoStatus::Included {
+            store,
+            kernel_package: guest.kernel_package,
+        },
+        Err(e) => DemoStatus::Unavailable {
+            reason: e.to_string(),
+        },
+    }
+}
+
 /// Copies `from` to `to` through a temporary file in `to`'s directory, so that concurrent builds
 /// (parallel tests) never leave a half-written `to`.
 fn copy_atomically(from: &Path, to: &Path) -> std::io::Result<()> {
@@ -322,6 +331,86 @@ mod tests {
         assert!(
             !opts.demo,
             "library callers (the tests) get no demo VM unless they ask"
+        );
+    }
+
+    fn guest(package: &str) -> linux_guest::LinuxGuest {
+        linux_guest::LinuxGuest {
+            kernel: "vmlinuz".into(),
+            e1000: "e1000.ko".into(),
+            button: "button.ko".into(),
+            evdev: "evdev.ko".into(),
+            busybox: "busybox".into(),
+            kernel_package: package.into(),
+            kernel_release: "6.1.0-28-amd64".into(),
+            kernel_version: "6.1.119-1".into(),
+        }
+    }
+
+    #[test]
+    fn the_demo_is_made_only_when_asked_for_without_config_or_store() {
+        let never = |_: &Path| -> Result<linux_guest::LinuxGuest, demo::DemoError> {
+            panic!("the demo store must not be prepared")
+        };
+        let quiet = BuildOptions {
+            quiet: true,
+            ..BuildOptions::default()
+        };
+        let store = PathBuf::from("/t/demo-store");
+        assert_eq!(
+            demo_status(&quiet, store.clone(), never),
+            DemoStatus::NotRequested
+        );
+        let asked = BuildOptions {
+            demo: true,
+            ..quiet.clone()
+        };
+        let with_config = BuildOptions {
+            config: Some("a.toml".into()),
+            ..asked.clone()
+        };
+        assert_eq!(
+            demo_status(&with_config, store.clone(), never),
+            DemoStatus::NotRequested
+        );
+        let with_store = BuildOptions {
+            store: Some("guests".into()),
+            ..asked.clone()
+        };
+        assert_eq!(
+            demo_status(&with_store, store.clone(), never),
+            DemoStatus::NotRequested
+        );
+
+        let made = demo_status(&asked, store.clone(), |dir| {
+            assert_eq!(dir, Path::new("/t/demo-store"));
+            Ok(guest("linux-image-6.1.0-28-amd64"))
+        });
+        assert_eq!(
+            made,
+            DemoStatus::Included {
+                store: store.clone(),
+                kernel_package: "linux-image-6.1.0-28-amd64".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_failed_demo_download_is_reported_not_fatal() {
+        let asked = BuildOptions {
+            demo: true,
+            quiet: true,
+            ..BuildOptions::default()
+        };
+        let status = demo_status(&asked, "/t/demo-store".into(), |_| {
+            Err(linux_guest::LinuxGuestError::NoKernelPackage.into())
+        });
+        let DemoStatus::Unavailable { reason } = status else {
+            panic!("{status:?}")
+        };
+        assert!(
+            reason.starts_with("cannot fetch Debian's kernel and busybox: apt knows no"),
+            "{reason}"
         );
     }
 
