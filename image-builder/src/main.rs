@@ -185,6 +185,10 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
     }
     let status =
         keel_image::run::run_qemu(&opts, &built.image, &com2).map_err(|e| e.to_string())?;
+    // GRUB clears the screen, so the warning printed before the boot is gone by now.
+    if let DemoStatus::Unavailable { reason } = &built.demo {
+        eprintln!("{}", demo_unavailable(reason));
+    }
     Ok(match status.code() {
         Some(0) => ExitCode::SUCCESS,
         Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
