@@ -12,19 +12,25 @@
 //! - [`gpt_image`] lays out the disk (protective MBR + GPT, BIOS boot partition, ESP, raw
 //!   configuration partition, guest store) and writes it: [`gpt_image::assemble_image`].
 //! - [`kernel_build`] compiles `keel-kernel` for `x86_64-unknown-none` with cargo.
+//! - [`linux_guest`] fetches Debian's kernel and busybox (`apt-get download`, into
+//!   `target/linux-guest/`) and writes initramfs archives; [`demo`] makes the demo VM's store
+//!   and configuration (`config/demo.toml`) from them.
 //! - [`build`] (this file) ties kernel compile and image assembly together under
 //!   `<workspace>/target/keel/`.
 //! - [`run`] boots the image in QEMU; [`logs`] decodes the kernel's defmt stream from COM2.
 //!
 //! The `keel` binary (`src/main.rs`) is a thin clap front end over these functions; the
-//! integration tests in `qemu-tests/` call [`build`] directly.
+//! integration tests in `qemu-tests/` call [`build`] directly (without the demo VM) and use
+//! [`linux_guest`] for their Linux guests.
 
 pub mod api_token;
 pub mod appliance;
+pub mod demo;
 pub mod fat;
 pub mod gpt_image;
 pub mod grub;
 pub mod kernel_build;
+pub mod linux_guest;
 pub mod logs;
 pub mod run;
 
@@ -50,8 +56,33 @@ pub struct BuildOptions {
     /// Suppress progress output on stderr (and cargo's output unless the compile fails).
     pub quiet: bool,
     /// The appliance configuration (TOML) to store in the configuration partition. `None`:
-    /// the defaults plus the build's API token ([`appliance::default_config`]).
+    /// the defaults plus the build's API token ([`appliance::default_config`]), or the demo
+    /// configuration (see `demo`).
     pub config: Option<PathBuf>,
+    /// When neither `config` nor `store` is given: add the demo VM ([`demo`]), downloading
+    /// Debian's kernel and busybox the first time. If that fails, the image is built without
+    /// it and [`BuildOutput::demo`] says why. `false` (the default, and what the tests use):
+    /// no demo.
+    pub demo: bool,
+}
+
+/// Whether [`build`] put the demo VM into the image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DemoStatus {
+    /// Not asked for ([`BuildOptions::demo`] is false, or a configuration or store was given).
+    NotRequested,
+    /// The store holds `vmlinuz` and `demo-initramfs.cpio`; the configuration defines `demo`.
+    Included {
+        /// The store directory (`target/keel/demo-store`).
+        store: PathBuf,
+        /// The Debian kernel package the VM boots, such as `linux-image-6.1.0-28-amd64`.
+        kernel_package: String,
+    },
+    /// Asked for, but the guest could not be made; the image has the plain defaults.
+    Unavailable {
+        /// Why (a [`demo::DemoError`] as text).
+        reason: String,
+    },
 }
 
 /// Where [`build`] left its results.
@@ -66,6 +97,8 @@ pub struct BuildOutput {
     pub api_token: String,
     /// The configuration stored in the image's configuration partition.
     pub config: Config,
+    /// Whether the image has the demo VM.
+    pub demo: DemoStatus,
 }
 
 /// Why [`build`] failed.
@@ -139,6 +172,13 @@ pub fn build_with_profile(
         source,
     })?;
 
+    // The demo guest before the kernel: a download problem shows up at once.
+    let demo = demo_status(opts, demo::demo_store_dir(), demo::prepare_demo_store);
+    let store = match &demo {
+        DemoStatus::Included { store, .. } => Some(store.as_path()),
+        _ => opts.store.as_deref(),
+    };
+
     let started = Instant::now();
     progress(opts.quiet, &format!("compiling kernel ({profile})…"));
     let built = kernel_build::compile_kernel(&root, profile, opts.quiet)?;
@@ -163,7 +203,11 @@ pub fn build_with_profile(
             source,
         })?;
     let cmdline = api_token::with_token(&opts.cmdline, &api_token);
-    let config = operator_config.unwrap_or_else(|| appliance::default_config(&api_token));
+    let config = match (operator_config, &demo) {
+        (Some(config), _) => config,
+        (None, DemoStatus::Included { .. }) => demo::demo_config(&api_token),
+        (None, _) => appliance::default_config(&api_token),
+    };
 
     let started = Instant::now();
     progress(opts.quiet, "assembling image…");
@@ -172,7 +216,7 @@ pub fn build_with_profile(
         &elf,
         &opts.modules,
         &cmdline,
-        opts.store.as_deref(),
+        store,
         &config.to_json_pretty(),
         &image,
     )?;
@@ -192,9 +236,13 @@ pub fn build_with_profile(
             "  API token:  {api_token} (kept in {})",
             token_path.display()
         );
-        match &opts.config {
-            Some(path) => eprintln!("  config:     {} (validated)", path.display()),
-            None => eprintln!("  config:     defaults (no --config given)"),
+        match (&opts.config, &demo) {
+            (Some(path), _) => eprintln!("  config:     {} (validated)", path.display()),
+            (None, DemoStatus::Included { kernel_package, .. }) => eprintln!(
+                "  config:     config/demo.toml (VM `demo`: {kernel_package} and busybox, \
+                 autostart)"
+            ),
+            (None, _) => eprintln!("  config:     defaults (no --config given)"),
         }
     }
     Ok(BuildOutput {
@@ -202,7 +250,34 @@ pub fn build_with_profile(
         image,
         api_token,
         config,
+        demo,
     })
+}
+
+/// Whether the image gets the demo VM: `NotRequested` unless `opts` asks for it and gives
+/// neither a configuration nor a store; otherwise what `prepare` (which writes the store
+/// files into `store`) made of it. A failure is not an error: the image is built without it.
+fn demo_status(
+    opts: &BuildOptions,
+    store: PathBuf,
+    prepare: impl FnOnce(&Path) -> Result<linux_guest::LinuxGuest, demo::DemoError>,
+) -> DemoStatus {
+    if !opts.demo || opts.config.is_some() || opts.store.is_some() {
+        return DemoStatus::NotRequested;
+    }
+    progress(
+        opts.quiet,
+        "preparing the demo VM (Debian's kernel and busybox in target/linux-guest/)…",
+    );
+    match prepare(&store) {
+        Ok(guest) => DemoStatus::Included {
+            store,
+            kernel_package: guest.kernel_package,
+        },
+        Err(e) => DemoStatus::Unavailable {
+            reason: e.to_string(),
+        },
+    }
 }
 
 /// Copies `from` to `to` through a temporary file in `to`'s directory, so that concurrent builds
@@ -253,6 +328,90 @@ mod tests {
         assert!(opts.cmdline.is_empty());
         assert!(!opts.quiet);
         assert!(opts.config.is_none());
+        assert!(
+            !opts.demo,
+            "library callers (the tests) get no demo VM unless they ask"
+        );
+    }
+
+    fn guest(package: &str) -> linux_guest::LinuxGuest {
+        linux_guest::LinuxGuest {
+            kernel: "vmlinuz".into(),
+            e1000: "e1000.ko".into(),
+            button: "button.ko".into(),
+            evdev: "evdev.ko".into(),
+            busybox: "busybox".into(),
+            kernel_package: package.into(),
+            kernel_release: "6.1.0-28-amd64".into(),
+            kernel_version: "6.1.119-1".into(),
+        }
+    }
+
+    #[test]
+    fn the_demo_is_made_only_when_asked_for_without_config_or_store() {
+        let never = |_: &Path| -> Result<linux_guest::LinuxGuest, demo::DemoError> {
+            panic!("the demo store must not be prepared")
+        };
+        let quiet = BuildOptions {
+            quiet: true,
+            ..BuildOptions::default()
+        };
+        let store = PathBuf::from("/t/demo-store");
+        assert_eq!(
+            demo_status(&quiet, store.clone(), never),
+            DemoStatus::NotRequested
+        );
+        let asked = BuildOptions {
+            demo: true,
+            ..quiet.clone()
+        };
+        let with_config = BuildOptions {
+            config: Some("a.toml".into()),
+            ..asked.clone()
+        };
+        assert_eq!(
+            demo_status(&with_config, store.clone(), never),
+            DemoStatus::NotRequested
+        );
+        let with_store = BuildOptions {
+            store: Some("guests".into()),
+            ..asked.clone()
+        };
+        assert_eq!(
+            demo_status(&with_store, store.clone(), never),
+            DemoStatus::NotRequested
+        );
+
+        let made = demo_status(&asked, store.clone(), |dir| {
+            assert_eq!(dir, Path::new("/t/demo-store"));
+            Ok(guest("linux-image-6.1.0-28-amd64"))
+        });
+        assert_eq!(
+            made,
+            DemoStatus::Included {
+                store: store.clone(),
+                kernel_package: "linux-image-6.1.0-28-amd64".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_failed_demo_download_is_reported_not_fatal() {
+        let asked = BuildOptions {
+            demo: true,
+            quiet: true,
+            ..BuildOptions::default()
+        };
+        let status = demo_status(&asked, "/t/demo-store".into(), |_| {
+            Err(linux_guest::LinuxGuestError::NoKernelPackage.into())
+        });
+        let DemoStatus::Unavailable { reason } = status else {
+            panic!("{status:?}")
+        };
+        assert!(
+            reason.starts_with("cannot fetch Debian's kernel and busybox: apt knows no"),
+            "{reason}"
+        );
     }
 
     #[test]

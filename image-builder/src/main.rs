@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use keel_image::run::{Firmware, Machine, RunOptions};
-use keel_image::{BuildOptions, Profile};
+use keel_image::{BuildOptions, DemoStatus, Profile};
 
 #[derive(Parser)]
 #[command(
@@ -47,6 +47,11 @@ struct BuildArgs {
     /// image's configuration partition [default: built-in defaults plus the API token].
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Leave out the demo VM. Without --config and --store, the image otherwise gets
+    /// config/demo.toml: a Linux VM `demo` (Debian's kernel and busybox, downloaded with apt
+    /// into target/linux-guest/ the first time) that starts at boot.
+    #[arg(long)]
+    no_demo: bool,
     /// Build the kernel with the dev profile instead of --release.
     #[arg(long)]
     debug: bool,
@@ -123,13 +128,35 @@ fn build(args: &BuildArgs) -> Result<keel_image::BuildOutput, String> {
         store: args.store.clone(),
         quiet: args.quiet,
         config: args.config.clone(),
+        demo: !args.no_demo,
     };
     let profile = if args.debug {
         Profile::Debug
     } else {
         Profile::Release
     };
-    keel_image::build_with_profile(&opts, profile).map_err(|e| e.to_string())
+    let built = keel_image::build_with_profile(&opts, profile).map_err(|e| e.to_string())?;
+    match &built.demo {
+        DemoStatus::Unavailable { reason } => eprintln!("{}", demo_unavailable(reason)),
+        DemoStatus::Included { .. } if !args.quiet => eprintln!(
+            "keel: the VM `demo` starts at boot: `vm list` shows it, `vm console demo` \
+             attaches (Ctrl-] detaches); --no-demo leaves it out"
+        ),
+        _ => {}
+    }
+    Ok(built)
+}
+
+/// The warning when the demo VM could not be made: what happened, that the image boots
+/// anyway, and how to fix or silence it.
+fn demo_unavailable(reason: &str) -> String {
+    format!(
+        "keel: warning: the image has no demo VM: {reason}\n\
+         keel: the appliance boots without it (no VMs defined). The demo needs Debian's apt and \
+         network access once: `apt-get download` of linux-image-6.1.0-*-amd64 and \
+         busybox-static into target/linux-guest/ (on a fresh machine run `sudo apt-get update` \
+         first). Fix that and run again, or pass --no-demo to build without the demo."
+    )
 }
 
 fn run(args: RunArgs) -> Result<ExitCode, String> {
@@ -158,6 +185,10 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
     }
     let status =
         keel_image::run::run_qemu(&opts, &built.image, &com2).map_err(|e| e.to_string())?;
+    // GRUB clears the screen, so the warning printed before the boot is gone by now.
+    if let DemoStatus::Unavailable { reason } = &built.demo {
+        eprintln!("{}", demo_unavailable(reason));
+    }
     Ok(match status.code() {
         Some(0) => ExitCode::SUCCESS,
         Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
@@ -256,5 +287,33 @@ mod tests {
         assert_eq!(args.cmdline, "a b");
         assert!(args.debug);
         assert_eq!(args.config, Some(PathBuf::from("appliance.toml")));
+        assert!(!args.no_demo);
+    }
+
+    #[test]
+    fn no_demo_is_accepted_by_build_and_run() {
+        for command in ["build", "run"] {
+            let cli = Cli::try_parse_from(["keel", command, "--no-demo"]).unwrap();
+            let args = match cli.command {
+                Cmd::Build(args) => args,
+                Cmd::Run(args) => args.build,
+                Cmd::Logs(_) => panic!("not build or run"),
+            };
+            assert!(args.no_demo, "{command}");
+        }
+    }
+
+    #[test]
+    fn the_demo_warning_says_why_that_boot_goes_on_and_how_to_fix_it() {
+        let w = demo_unavailable("cannot run apt-get (Debian's apt): not found");
+        assert!(
+            w.starts_with(
+                "keel: warning: the image has no demo VM: cannot run apt-get (Debian's apt)"
+            ),
+            "{w}"
+        );
+        assert!(w.contains("boots without it"), "{w}");
+        assert!(w.contains("sudo apt-get update"), "{w}");
+        assert!(w.contains("--no-demo"), "{w}");
     }
 }

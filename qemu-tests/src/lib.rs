@@ -16,9 +16,10 @@
 //! - [`banner`] parses the boot banner; [`artifacts()`] builds the kernel and image once per
 //!   test binary.
 //! - [`guests`] builds the small guest payloads the VMM tests run.
-//! - [`linux_guest`] fetches Debian's kernel and busybox (`apt-get download`, into
-//!   `target/linux-guest/`) and writes initramfs archives; [`linux_artifacts()`] puts the
-//!   kernel and the test initramfs into `keel-linux.img` as boot modules.
+//! - [`linux_guest`] re-exports `keel_image::linux_guest` (Debian's kernel and busybox,
+//!   fetched with `apt-get download` into `target/linux-guest/`, and the initramfs writer) and
+//!   adds the test initramfs; [`linux_artifacts()`] puts the kernel and the test initramfs
+//!   into `keel-linux.img` as boot modules.
 //!
 //! A test reads like an operator session:
 //!
@@ -41,9 +42,10 @@
 //! `cargo run --release -p keel-qemu-tests --bin boot-bench` measures boot times;
 //! `vm-bench`, `http-bench` and `linux-bench` (a Linux guest under Keel against the same
 //! kernel booted by QEMU directly) are the other benchmarks. The Linux tests (`linux.rs`,
-//! `linux_vtx.rs`) and the `http-bench` and `linux-bench` binaries also need Debian's `apt`
-//! and `dpkg` and network access the first time (run as root on a fresh machine: the
-//! package list is fetched with `apt-get update` when empty).
+//! `linux_vtx.rs`, and `demo_guest.rs`, which boots the demo VM's guest in plain QEMU) and the
+//! `http-bench` and `linux-bench` binaries also need Debian's `apt` and `dpkg` and network
+//! access the first time (run as root on a fresh machine: the package list is fetched with
+//! `apt-get update` when empty).
 //!
 //! Environment: `KEEL_TEST_TIMEOUT_SCALE` scales default timeouts, `KEEL_TEST_KEEP_DIR` keeps
 //! each emulator's temporary directory, `KEEL_TEST_ELF` with `KEEL_TEST_IMAGE` boot prebuilt

@@ -315,7 +315,7 @@ fn main() -> ExitCode {
     }
     let result = (|| -> Result<(), String> {
         // Fetch first so that a missing tool or download fails before any boot.
-        let guest = linux_guest::linux_guest()?;
+        let guest = linux_guest::linux_guest().map_err(|e| e.to_string())?;
         eprintln!("http-bench: measuring Keel");
         let (keel, body) = keel(warmup, n).map_err(|e| format!("Keel: {e}"))?;
         eprintln!("http-bench: measuring Linux ({})", guest.kernel_package);
