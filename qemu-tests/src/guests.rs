@@ -564,8 +564,13 @@ mod tests {
                 guest.max_size
             );
             assert!(bytes.len() <= MAX_GUEST_SIZE);
+            let magic: &[u8] = match guest.format {
+                GuestFormat::Flat => &ENTRY_BYTES,
+                // An ELF64 executable (the PVH loader checks the rest).
+                GuestFormat::PvhElf(_) => b"\x7fELF\x02",
+            };
             assert!(
-                bytes.starts_with(&ENTRY_BYTES),
+                bytes.starts_with(magic),
                 "{} starts with {:02x?}",
                 guest.name,
                 &bytes[..bytes.len().min(ENTRY_BYTES.len())]
@@ -611,7 +616,7 @@ mod tests {
     #[test]
     fn bios_images_hold_the_loader_then_the_padded_guest() {
         let set = guests();
-        for guest in GUESTS {
+        for guest in GUESTS.iter().filter(|g| g.format == GuestFormat::Flat) {
             let image = fs::read(set.bios_image(guest.name)).unwrap();
             let bin = fs::read(set.path(guest.name)).unwrap();
             assert_eq!(image.len(), 512 + MAX_GUEST_SIZE);
