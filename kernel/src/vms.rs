@@ -724,11 +724,11 @@ impl VmManager {
         let _ = writeln!(out, "  backend:    {}", run.vm.backend());
         let _ = writeln!(
             out,
-            "  {}:     {}",
+            "  {:<12}{}",
             if run.vm.is_stopped() {
-                "ran "
+                "ran for:"
             } else {
-                "uptime"
+                "uptime:"
             },
             format_duration(end.saturating_sub(run.started_ns))
         );
