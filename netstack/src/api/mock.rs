@@ -99,7 +99,8 @@ impl Default for Mock {
         mock.stop_vm(&VmKey::Number(stopped), StopMode::Force)
             .unwrap();
         mock.vms[1].detail.summary.stop_reason = Some(String::from("guest shut down"));
-        mock.create_vm(definition("db", "vmlinuz-6.1", 512)).unwrap();
+        mock.create_vm(definition("db", "vmlinuz-6.1", 512))
+            .unwrap();
         mock.changes.clear();
         mock.generation = 1;
         assert_eq!(stopped, 2);
@@ -211,7 +212,10 @@ impl Management for Mock {
     }
 
     fn vms(&self) -> Vec<VmSummary> {
-        self.vms.iter().map(|vm| vm.detail.summary.clone()).collect()
+        self.vms
+            .iter()
+            .map(|vm| vm.detail.summary.clone())
+            .collect()
     }
 
     fn vm(&self, key: &VmKey<'_>) -> Option<VmDetail> {
@@ -423,7 +427,8 @@ impl Management for Mock {
         let room = INPUT_ROOM.saturating_sub(vm.input.len());
         let taken = bytes.len().min(room);
         vm.input.extend_from_slice(&bytes[..taken]);
-        self.changes.push(format!("input {} {taken}", vm.detail.summary.name));
+        self.changes
+            .push(format!("input {} {taken}", vm.detail.summary.name));
         Ok(taken)
     }
 }

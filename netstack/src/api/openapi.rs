@@ -659,8 +659,15 @@ fn schemas() -> Value {
         "autostart": { "type": "boolean" }
     });
     let summary_required = json!([
-        "name", "number", "configured", "source", "state", "stop_reason", "memory_mib",
-        "uptime_s", "autostart"
+        "name",
+        "number",
+        "configured",
+        "source",
+        "state",
+        "stop_reason",
+        "memory_mib",
+        "uptime_s",
+        "autostart"
     ]);
     let mut detail = summary.clone();
     let mut detail_required = summary_required.clone();
@@ -668,20 +675,30 @@ fn schemas() -> Value {
         fields.insert("exits".into(), exits());
         fields.insert(
             "backend".into(),
-            nullable_string("The backend of the current or last run (svm, vmx); null until it runs."),
+            nullable_string(
+                "The backend of the current or last run (svm, vmx); null until it runs.",
+            ),
         );
         fields.insert("console_bytes".into(), count());
         fields.insert(
             "kernel".into(),
             nullable_string("A configured VM's kernel (guest store file); null when ad-hoc."),
         );
-        fields.insert("initrd".into(), nullable_string("A configured VM's initrd."));
+        fields.insert(
+            "initrd".into(),
+            nullable_string("A configured VM's initrd."),
+        );
         fields.insert(
             "cmdline".into(),
             nullable_string("A configured VM's kernel command line; null when ad-hoc."),
         );
         for field in [
-            "exits", "backend", "console_bytes", "kernel", "initrd", "cmdline",
+            "exits",
+            "backend",
+            "console_bytes",
+            "kernel",
+            "initrd",
+            "cmdline",
         ] {
             required.push(field.into());
         }

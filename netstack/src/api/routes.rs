@@ -89,7 +89,12 @@ pub static ROUTES: &[Route] = &[
     route("POST", "/api/v1/vms/{name}/stop", false, Op::StopVm),
     route("POST", "/api/v1/vms/{name}/restart", false, Op::RestartVm),
     route("GET", "/api/v1/vms/{name}/console", false, Op::Console),
-    route("POST", "/api/v1/vms/{name}/console", false, Op::ConsoleInput),
+    route(
+        "POST",
+        "/api/v1/vms/{name}/console",
+        false,
+        Op::ConsoleInput,
+    ),
 ];
 
 /// Whether `path` is under [`API_PREFIX`] (where everything but the public routes needs a
@@ -154,10 +159,16 @@ mod tests {
             Some(Some("web"))
         );
         assert_eq!(
-            matches("/api/v1/modules/{module}/run", "/api/v1/modules/hello.bin/run"),
+            matches(
+                "/api/v1/modules/{module}/run",
+                "/api/v1/modules/hello.bin/run"
+            ),
             Some(Some("hello.bin"))
         );
-        assert_eq!(matches("/api/v1/vms/{name}/stop", "/api/v1/vms//stop"), None);
+        assert_eq!(
+            matches("/api/v1/vms/{name}/stop", "/api/v1/vms//stop"),
+            None
+        );
         assert_eq!(matches("/api/v1/vms/{}", "/api/v1/vms/{}"), Some(None));
         assert_eq!(matches("/api/v1/vms", "/api/v1/VMS"), None);
     }

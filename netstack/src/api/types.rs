@@ -403,8 +403,8 @@ impl RunModule {
         let Some(value) = json_object(body)? else {
             return Ok(RunModule::default());
         };
-        let request =
-            RunModule::deserialize(value).map_err(|e| (400, format!("invalid request body: {e}")))?;
+        let request = RunModule::deserialize(value)
+            .map_err(|e| (400, format!("invalid request body: {e}")))?;
         if let Some(mib) = request.mem_mib
             && (!(2..=65536).contains(&mib) || !mib.is_multiple_of(2))
         {

@@ -40,9 +40,7 @@ pub fn run_module<M: Management + ?Sized>(
     req: &Request<'_>,
 ) -> Result<Response, Response> {
     let run = RunModule::parse(req.body).map_err(status_error)?;
-    let number = mgmt
-        .run_module(module, run.mem_mib)
-        .map_err(api_error)?;
+    let number = mgmt.run_module(module, run.mem_mib).map_err(api_error)?;
     created(mgmt, &VmKey::Number(number))
 }
 
@@ -112,7 +110,10 @@ fn relative(path: &str) -> alloc::string::String {
 
 /// `GET /api/v1/vms/{name}`.
 pub fn show<M: Management + ?Sized>(mgmt: &M, key: &VmKey<'_>) -> Result<Response, Response> {
-    Ok(Response::json(200, &mgmt.vm(key).ok_or_else(|| no_vm(key))?))
+    Ok(Response::json(
+        200,
+        &mgmt.vm(key).ok_or_else(|| no_vm(key))?,
+    ))
 }
 
 /// `DELETE /api/v1/vms/{name}`.
@@ -251,7 +252,10 @@ fn status_error((status, message): (u16, alloc::string::String)) -> Response {
 }
 
 fn no_vm(key: &VmKey<'_>) -> Response {
-    Response::error(404, &format!("no VM named '{key}': GET /api/v1/vms lists them"))
+    Response::error(
+        404,
+        &format!("no VM named '{key}': GET /api/v1/vms lists them"),
+    )
 }
 
 /// The kernel reported success but then did not know the VM.

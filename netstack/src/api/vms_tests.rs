@@ -164,7 +164,8 @@ fn create_refuses_bad_definitions_and_changes_nothing() {
         let (status, message) = error_of(&r);
         assert_eq!(status, 422, "{json_body}: {message}");
         assert!(
-            message.starts_with("invalid VM definition") && message.ends_with("(nothing was changed)"),
+            message.starts_with("invalid VM definition")
+                && message.ends_with("(nothing was changed)"),
             "{message}"
         );
         assert_eq!(body(&r)["errors"], problems, "{json_body}");
@@ -238,10 +239,16 @@ fn start_stop_restart() {
     assert_eq!(body(&r)["backend"], "svm");
     // Running already: 409.
     let (status, message) = error_of(&post(&mut mock, "/api/v1/vms/db/start", ""));
-    assert_eq!((status, message.as_str()), (409, "VM db is already running"));
+    assert_eq!(
+        (status, message.as_str()),
+        (409, "VM db is already running")
+    );
     // A graceful stop completes later: 202, stopping.
     let r = post(&mut mock, "/api/v1/vms/db/stop", "");
-    assert_eq!((r.status, body(&r)["state"].clone()), (202, json!("stopping")));
+    assert_eq!(
+        (r.status, body(&r)["state"].clone()),
+        (202, json!("stopping"))
+    );
     let r = post(&mut mock, "/api/v1/vms/web/stop", r#"{"timeout_s": 5}"#);
     assert_eq!(r.status, 202);
     // Forced: 200, stopped.
@@ -252,12 +259,21 @@ fn start_stop_restart() {
     assert_eq!(body(&r)["uptime_s"], Value::Null);
     // Not running: 409.
     let (status, message) = error_of(&post(&mut mock, "/api/v1/vms/db/stop", ""));
-    assert_eq!((status, message.as_str()), (409, "VM db is not running (stopped)"));
+    assert_eq!(
+        (status, message.as_str()),
+        (409, "VM db is not running (stopped)")
+    );
     // Restart of a stopped VM starts it at once: 200; of a running one: 202.
     let r = post(&mut mock, "/api/v1/vms/db/restart", "");
-    assert_eq!((r.status, body(&r)["state"].clone()), (200, json!("running")));
+    assert_eq!(
+        (r.status, body(&r)["state"].clone()),
+        (200, json!("running"))
+    );
     let r = post(&mut mock, "/api/v1/vms/db/restart", r#"{"force":true}"#);
-    assert_eq!((r.status, body(&r)["state"].clone()), (202, json!("stopping")));
+    assert_eq!(
+        (r.status, body(&r)["state"].clone()),
+        (202, json!("stopping"))
+    );
     // Ad-hoc VMs neither start nor restart from a definition: 409.
     for action in ["start", "restart"] {
         let (status, message) = error_of(&post(&mut mock, &format!("/api/v1/vms/2/{action}"), ""));
@@ -302,8 +318,16 @@ fn stop_bodies_are_checked_and_change_nothing() {
                 422,
                 "force and timeout_s exclude each other",
             ),
-            (r#"{"timeout_s":0}"#, 422, "timeout_s must be from 1 to 3600"),
-            (r#"{"timeout_s":3601}"#, 422, "timeout_s must be from 1 to 3600"),
+            (
+                r#"{"timeout_s":0}"#,
+                422,
+                "timeout_s must be from 1 to 3600",
+            ),
+            (
+                r#"{"timeout_s":3601}"#,
+                422,
+                "timeout_s must be from 1 to 3600",
+            ),
         ] {
             let (got, message) = error_of(&post(&mut mock, path, json_body));
             assert_eq!(got, status, "{path} {json_body}: {message}");
@@ -323,7 +347,16 @@ fn bad_names_are_400_before_anything_else() {
     let mut mock = Mock::default();
     let before = names(&mut mock);
     for name in [
-        "Web", "-1", "+1", "1.0", "%31", "0x1", "web_1", "a b", "-web", "4294967296",
+        "Web",
+        "-1",
+        "+1",
+        "1.0",
+        "%31",
+        "0x1",
+        "web_1",
+        "a b",
+        "-web",
+        "4294967296",
         "99999999999",
     ] {
         let requests: [(&str, String, Option<&str>); 8] = [
@@ -419,14 +452,20 @@ fn console_input() {
         send_raw(mock, &typed("POST", path, media, bytes))
     };
     let r = send_input(&mut mock, "/api/v1/vms/web/console", "text/plain", b"ls\r");
-    assert_eq!((r.status, body(&r)), (200, json!({"accepted": 3, "dropped": 0})));
+    assert_eq!(
+        (r.status, body(&r)),
+        (200, json!({"accepted": 3, "dropped": 0}))
+    );
     let r = send_input(
         &mut mock,
         "/api/v1/vms/1/console",
         "application/octet-stream",
         &[0x1b, b'[', b'A', 0xff],
     );
-    assert_eq!((r.status, body(&r)), (200, json!({"accepted": 4, "dropped": 0})));
+    assert_eq!(
+        (r.status, body(&r)),
+        (200, json!({"accepted": 4, "dropped": 0}))
+    );
     // The guest's queue is full after INPUT_ROOM bytes: the rest is dropped.
     let r = send_input(
         &mut mock,
@@ -439,15 +478,36 @@ fn console_input() {
         (r.status, body(&r)),
         (200, json!({"accepted": accepted, "dropped": 20 - accepted}))
     );
-    assert_eq!(mock.vms[0].input[..7], [b'l', b's', b'\r', 0x1b, b'[', b'A', 0xff]);
+    assert_eq!(
+        mock.vms[0].input[..7],
+        [b'l', b's', b'\r', 0x1b, b'[', b'A', 0xff]
+    );
     let changes = mock.changes.len();
 
     // Refused: not running (409), unknown (404), bad media type (415), empty (400), too
     // long (413).
     let cases: [(&str, &str, Vec<u8>, u16, &str); 6] = [
-        ("/api/v1/vms/db/console", "text/plain", b"x".to_vec(), 409, "VM db is not running"),
-        ("/api/v1/vms/2/console", "text/plain", b"x".to_vec(), 409, "VM 2 is not running"),
-        ("/api/v1/vms/nosuch/console", "text/plain", b"x".to_vec(), 404, "no VM named 'nosuch'"),
+        (
+            "/api/v1/vms/db/console",
+            "text/plain",
+            b"x".to_vec(),
+            409,
+            "VM db is not running",
+        ),
+        (
+            "/api/v1/vms/2/console",
+            "text/plain",
+            b"x".to_vec(),
+            409,
+            "VM 2 is not running",
+        ),
+        (
+            "/api/v1/vms/nosuch/console",
+            "text/plain",
+            b"x".to_vec(),
+            404,
+            "no VM named 'nosuch'",
+        ),
         (
             "/api/v1/vms/web/console",
             "application/json",
@@ -455,7 +515,13 @@ fn console_input() {
             415,
             "send Content-Type text/plain or application/octet-stream, not application/json",
         ),
-        ("/api/v1/vms/web/console", "text/plain", Vec::new(), 400, "must hold the bytes"),
+        (
+            "/api/v1/vms/web/console",
+            "text/plain",
+            Vec::new(),
+            400,
+            "must hold the bytes",
+        ),
         (
             "/api/v1/vms/web/console",
             "text/plain",
@@ -481,7 +547,11 @@ fn console_input() {
 #[test]
 fn run_module_starts_ad_hoc_vms() {
     let mut mock = Mock::default();
-    let r = post(&mut mock, "/api/v1/modules/hello.bin/run", r#"{"mem_mib": 32}"#);
+    let r = post(
+        &mut mock,
+        "/api/v1/modules/hello.bin/run",
+        r#"{"mem_mib": 32}"#,
+    );
     assert_eq!(r.status, 201);
     assert_eq!(r.header("location"), Some("/api/v1/vms/4"));
     let vm = body(&r);
@@ -513,18 +583,48 @@ fn run_module_starts_ad_hoc_vms() {
 fn run_module_errors_change_nothing() {
     let mut mock = Mock::default();
     for (path, json_body, status, expected) in [
-        ("/api/v1/modules/0/run", "[]", 400, "expected a JSON object, not an array"),
-        ("/api/v1/modules/0/run", r#"{"module":"0"}"#, 400, "unknown field `module`"),
-        ("/api/v1/modules/0/run", r#"{"mem_mib":-1}"#, 400, "invalid request body"),
-        ("/api/v1/modules/0/run", r#"{"mem_mib":"16"}"#, 400, "invalid type: string"),
+        (
+            "/api/v1/modules/0/run",
+            "[]",
+            400,
+            "expected a JSON object, not an array",
+        ),
+        (
+            "/api/v1/modules/0/run",
+            r#"{"module":"0"}"#,
+            400,
+            "unknown field `module`",
+        ),
+        (
+            "/api/v1/modules/0/run",
+            r#"{"mem_mib":-1}"#,
+            400,
+            "invalid request body",
+        ),
+        (
+            "/api/v1/modules/0/run",
+            r#"{"mem_mib":"16"}"#,
+            400,
+            "invalid type: string",
+        ),
         (
             "/api/v1/modules/0/run",
             r#"{"mem_mib":0}"#,
             422,
             "mem_mib must be an even number from 2 to 65536",
         ),
-        ("/api/v1/modules/0/run", r#"{"mem_mib":15}"#, 422, "even number"),
-        ("/api/v1/modules/nope.bin/run", "", 404, "no boot module 'nope.bin'"),
+        (
+            "/api/v1/modules/0/run",
+            r#"{"mem_mib":15}"#,
+            422,
+            "even number",
+        ),
+        (
+            "/api/v1/modules/nope.bin/run",
+            "",
+            404,
+            "no boot module 'nope.bin'",
+        ),
         (
             "/api/v1/modules/0/run",
             r#"{"mem_mib":5000}"#,
@@ -564,11 +664,16 @@ fn every_vm_route_is_documented_with_its_statuses() {
     };
     assert_eq!(
         statuses("/api/v1/vms/{name}/stop", "post"),
-        ["200", "202", "400", "401", "404", "409", "411", "413", "422", "503", "default"]
-            .map(ToString::to_string)
+        [
+            "200", "202", "400", "401", "404", "409", "411", "413", "422", "503", "default"
+        ]
+        .map(ToString::to_string)
     );
     assert_eq!(
         statuses("/api/v1/vms/{name}/console", "post"),
-        ["200", "400", "401", "404", "409", "411", "413", "415", "default"].map(ToString::to_string)
+        [
+            "200", "400", "401", "404", "409", "411", "413", "415", "default"
+        ]
+        .map(ToString::to_string)
     );
 }
