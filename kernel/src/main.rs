@@ -40,6 +40,8 @@ pub mod mgmt;
 #[cfg(target_os = "none")]
 pub mod serial;
 #[cfg(target_os = "none")]
+pub mod vm_config;
+#[cfg(target_os = "none")]
 pub mod vms;
 
 extern crate alloc;

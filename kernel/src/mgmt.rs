@@ -14,16 +14,17 @@ use alloc::vec::Vec;
 
 use keel_config::Config;
 use keel_netstack::api::{
-    ApiError, ConsoleChunk, Management, MemoryInfo, ModuleInfo, NetworkInfo, Router, StoreFile,
-    SystemInfo, VmDetail, VmState as ApiVmState, VmSummary,
+    ApiError, ConsoleChunk, Management, MemoryInfo, ModuleInfo, NetworkInfo, Router,
+    StopMode as ApiStopMode, StoreFile, SystemInfo, VmDetail, VmKey, VmState as ApiVmState,
+    VmSummary,
 };
 use keel_netstack::http::{HttpServer, ServerConfig};
 use keel_netstack::iface::{Addressing, NetConfig, NetStack, NetStatus};
-use keel_vmm::vm::VmState;
 use smoltcp::time::Instant;
 
 use crate::System;
-use crate::vms::{StartError, StopError, StopMode, VmManager, VmView};
+use crate::vm_config::VmConfigError;
+use crate::vms::{StartError, StopError, StopMode, ViewState, VmManager, VmView};
 
 /// Concurrent HTTP connections (each takes 12 KiB of socket buffers up front: 1.5 MiB).
 /// Generous, because a connection the server closed can hold its socket until the peer's
@@ -228,29 +229,118 @@ struct Plane<'a> {
     network: &'a NetworkInfo,
 }
 
-fn api_state(state: &VmState) -> (ApiVmState, Option<String>) {
-    match state {
-        VmState::Running => (ApiVmState::Running, None),
-        VmState::WaitingForInterrupt => (ApiVmState::Waiting, None),
-        VmState::Stopped(reason) => (ApiVmState::Stopped, Some(reason.to_string())),
+fn summary(view: &VmView<'_>) -> VmSummary {
+    let (state, stop_reason) = match &view.state {
+        ViewState::Defined => (ApiVmState::Defined, None),
+        ViewState::Running => (ApiVmState::Running, None),
+        ViewState::Idle => (ApiVmState::Idle, None),
+        ViewState::Stopping => (ApiVmState::Stopping, None),
+        ViewState::Stopped(reason) => (ApiVmState::Stopped, Some(reason.clone())),
+    };
+    VmSummary {
+        name: view.key.clone(),
+        number: view.number,
+        configured: view.definition.is_some(),
+        source: view.source.into(),
+        state,
+        stop_reason,
+        memory_mib: view.memory_mib,
+        uptime_s: view.uptime_s,
+        autostart: view.definition.is_some_and(|d| d.autostart),
     }
 }
 
-fn exits(view: &VmView<'_>) -> BTreeMap<String, u64> {
-    view.exits
-        .iter()
-        .map(|(k, v)| (String::from(k), v))
-        .collect()
+fn detail(view: &VmView<'_>) -> VmDetail {
+    VmDetail {
+        summary: summary(view),
+        exits: view
+            .exits
+            .iter()
+            .flat_map(|stats| stats.iter())
+            .map(|(k, v)| (String::from(k), v))
+            .collect::<BTreeMap<_, _>>(),
+        backend: view.backend.map(String::from),
+        console_bytes: view.console_bytes,
+        kernel: view.definition.map(|d| d.kernel.clone()),
+        initrd: view.definition.and_then(|d| d.initrd.clone()),
+        cmdline: view.definition.map(|d| d.cmdline.clone()),
+    }
 }
 
-fn summary(view: &VmView<'_>) -> VmSummary {
-    let (state, stop_reason) = api_state(&view.state);
-    VmSummary {
-        id: view.id,
-        module: view.module.into(),
-        state,
-        stop_reason,
-        exits: exits(view),
+fn no_vm(key: &VmKey<'_>) -> ApiError {
+    ApiError::NotFound(alloc::format!(
+        "no VM named '{key}': GET /api/v1/vms lists them"
+    ))
+}
+
+fn start_error(e: StartError) -> ApiError {
+    let message = e.to_string();
+    match e {
+        // Asking for more guest RAM than the host has free is the request's problem (ask
+        // for less), not a server fault; so is a guest file that is missing or unusable.
+        StartError::BadMemorySize(_)
+        | StartError::Load(_)
+        | StartError::NoMemory(_)
+        | StartError::Store(_) => ApiError::Invalid(message),
+        StartError::NoSuchModule(_) | StartError::NoSuchVm(_) => ApiError::NotFound(message),
+        StartError::AlreadyRunning(_) => ApiError::Conflict(message),
+        StartError::Vcpu(_) => ApiError::Unavailable(message),
+    }
+}
+
+fn config_error(e: VmConfigError) -> ApiError {
+    match e {
+        VmConfigError::Exists(name) => {
+            ApiError::Conflict(alloc::format!("a VM named {name} exists already"))
+        }
+        VmConfigError::NotConfigured(name) => ApiError::Conflict(alloc::format!(
+            "VM {name} is no longer in the configuration: it goes when it stops"
+        )),
+        VmConfigError::NoDisk(e) => ApiError::Unavailable(alloc::format!(
+            "cannot save the configuration, where VM definitions live: {e}"
+        )),
+        VmConfigError::Invalid(errors) => {
+            let mut message = String::from("invalid configuration:");
+            for e in errors {
+                message.push(' ');
+                message.push_str(&e.to_string());
+            }
+            ApiError::Invalid(message)
+        }
+        VmConfigError::Save(e) => ApiError::Internal(e),
+    }
+}
+
+impl Plane<'_> {
+    /// The manager's key for `key` and whether it is a named (configured) VM.
+    fn resolve(&self, key: &VmKey<'_>) -> Result<(String, bool), ApiError> {
+        let view = match key {
+            VmKey::Number(n) => self.vms.views().find(|v| v.number == *n),
+            VmKey::Name(name) => self
+                .vms
+                .views()
+                .find(|v| v.definition.is_some() && v.key == *name),
+        };
+        view.map(|v| (v.key, v.definition.is_some()))
+            .ok_or_else(|| no_vm(key))
+    }
+
+    /// The manager's key for a named VM; 409 for an ad-hoc one.
+    fn named(&self, key: &VmKey<'_>, instead: &str) -> Result<String, ApiError> {
+        match self.resolve(key)? {
+            (name, true) => Ok(name),
+            (number, false) => Err(ApiError::Conflict(alloc::format!(
+                "VM {number} was started from a boot module and is not in the configuration: \
+                 {instead}"
+            ))),
+        }
+    }
+}
+
+fn stop_mode(mode: ApiStopMode) -> StopMode {
+    match mode {
+        ApiStopMode::Force => StopMode::Force,
+        ApiStopMode::Graceful { timeout_s } => StopMode::Graceful { timeout_s },
     }
 }
 
@@ -303,47 +393,55 @@ impl Management for Plane<'_> {
         self.vms.views().map(|v| summary(&v)).collect()
     }
 
-    fn vm(&self, id: u32) -> Option<VmDetail> {
-        let view = self.vms.views().find(|v| v.id == id)?;
-        let (state, stop_reason) = api_state(&view.state);
-        Some(VmDetail {
-            id,
-            module: view.module.into(),
-            state,
-            stop_reason,
-            exits: exits(&view),
-            mem_mib: view.mem_mib,
-            backend: view.backend.into(),
-            console_bytes: view.console_bytes,
-        })
+    fn vm(&self, key: &VmKey<'_>) -> Option<VmDetail> {
+        let (key, _) = self.resolve(key).ok()?;
+        self.vms.views().find(|v| v.key == key).map(|v| detail(&v))
     }
 
-    fn start_vm(&mut self, module: &str, mem_mib: Option<u32>) -> Result<u32, ApiError> {
+    fn run_module(&mut self, module: &str, mem_mib: Option<u32>) -> Result<u32, ApiError> {
         self.vms
             .start(self.system, module, mem_mib, None, None)
-            .map_err(|e| {
-                let message = e.to_string();
-                match e {
-                    // Asking for more guest RAM than the host has free is the request's problem
-                    // (ask for less), not a server fault.
-                    StartError::NoSuchModule(_)
-                    | StartError::BadMemorySize(_)
-                    | StartError::Load(_)
-                    | StartError::NoMemory(_)
-                    | StartError::Store(_) => ApiError::Invalid(message),
-                    StartError::NoSuchVm(_) => ApiError::NotFound(message),
-                    StartError::AlreadyRunning(_) => ApiError::Conflict(message),
-                    StartError::Vcpu(_) => ApiError::Unavailable(message),
-                }
-            })
+            .map_err(start_error)
     }
 
-    fn stop_vm(&mut self, id: u32) -> Result<(), ApiError> {
-        let key = alloc::format!("{id}");
-        self.vms.stop(&key, StopMode::Force).map_err(|e| match e {
+    fn create_vm(&mut self, vm: keel_config::schema::Vm) -> Result<(), ApiError> {
+        crate::vm_config::create(self.vms, vm)
+            .map(|_| ())
+            .map_err(config_error)
+    }
+
+    fn destroy_vm(&mut self, key: &VmKey<'_>) -> Result<u64, ApiError> {
+        let name = self.named(key, "stop it instead")?;
+        crate::vm_config::destroy(self.vms, &name).map_err(config_error)
+    }
+
+    fn start_vm(&mut self, key: &VmKey<'_>) -> Result<(), ApiError> {
+        let name = self.named(key, "POST /api/v1/modules/{module}/run starts a new one")?;
+        self.vms
+            .start_named(self.system, &name)
+            .map_err(start_error)
+    }
+
+    fn stop_vm(&mut self, key: &VmKey<'_>, mode: ApiStopMode) -> Result<(), ApiError> {
+        let (key, _) = self.resolve(key)?;
+        self.vms.stop(&key, stop_mode(mode)).map_err(|e| match e {
             StopError::NoSuchVm(_) => ApiError::NotFound(e.to_string()),
             StopError::NotRunning { .. } => ApiError::Conflict(e.to_string()),
         })
+    }
+
+    fn restart_vm(&mut self, key: &VmKey<'_>, mode: ApiStopMode) -> Result<bool, ApiError> {
+        let name = self.named(key, "POST /api/v1/modules/{module}/run starts a new one")?;
+        self.vms
+            .restart(self.system, &name, stop_mode(mode))
+            .map_err(start_error)
+    }
+
+    fn console_input(&mut self, key: &VmKey<'_>, bytes: &[u8]) -> Result<usize, ApiError> {
+        let (key, _) = self.resolve(key)?;
+        self.vms
+            .console_input(&key, bytes)
+            .map_err(ApiError::Conflict)
     }
 
     fn config(&self) -> Config {
@@ -366,11 +464,9 @@ impl Management for Plane<'_> {
         Ok(saved.generation)
     }
 
-    fn console(&self, id: u32, since: u64) -> Result<ConsoleChunk, ApiError> {
-        let (bytes, next, dropped) = self
-            .vms
-            .console(id, since)
-            .ok_or_else(|| ApiError::NotFound(alloc::format!("no VM with id {id}")))?;
+    fn console(&self, key: &VmKey<'_>, since: u64) -> Result<ConsoleChunk, ApiError> {
+        let (name, _) = self.resolve(key)?;
+        let (bytes, next, dropped) = self.vms.console(&name, since).ok_or_else(|| no_vm(key))?;
         Ok(ConsoleChunk {
             data: String::from_utf8_lossy(&bytes).into_owned(),
             next,

@@ -585,24 +585,25 @@ impl VmManager {
         Ok(())
     }
 
-    /// Restarts the named VM: a graceful stop (forced after `timeout_s`), then a start; or
-    /// just a start if it is not running.
+    /// Restarts the named VM: a stop as `mode` says, then a start once it has stopped; or
+    /// just a start if it is not running. Returns whether it started now (`false`: it
+    /// starts when the stop completes, in [`run_slice`](Self::run_slice)).
     pub fn restart(
         &mut self,
         system: &System,
         name: &str,
-        timeout_s: u32,
-    ) -> Result<(), StartError> {
+        mode: StopMode,
+    ) -> Result<bool, StartError> {
         let i = self
             .index(name)
             .filter(|&i| self.vms[i].definition.is_some())
             .ok_or_else(|| StartError::NoSuchVm(String::from(name)))?;
         if self.vms[i].is_live() {
             self.vms[i].restart_pending = true;
-            let _ = self.stop(name, StopMode::Graceful { timeout_s });
-            Ok(())
+            let _ = self.stop(name, mode);
+            Ok(false)
         } else {
-            self.start_named(system, name)
+            self.start_named(system, name).map(|()| true)
         }
     }
 
@@ -952,48 +953,95 @@ fn echo(e: &mut Entry, attached: bool, out: &mut String) {
     }
 }
 
-/// A read-only view of one VM, for the management API.
+/// Where a VM stands, for the management API.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ViewState {
+    /// Defined, never started since boot.
+    Defined,
+    /// Running guest code.
+    Running,
+    /// Halted, waiting for an interrupt.
+    Idle,
+    /// A graceful stop is under way.
+    Stopping,
+    /// Stopped, for this reason.
+    Stopped(String),
+}
+
+/// A read-only view of one VM, for the management API: what `vm list` and `vm info` show,
+/// as values.
 pub struct VmView<'a> {
-    /// VM id.
-    pub id: u32,
-    /// The boot module it runs.
-    pub module: &'a str,
+    /// Its number.
+    pub number: u32,
+    /// What commands name it by: its name, or its number for an ad-hoc VM.
+    pub key: String,
+    /// A named VM's definition; `None` for an ad-hoc VM.
+    pub definition: Option<&'a VmDefinition>,
+    /// What it starts from (`store:vmlinuz`, a boot module's name).
+    pub source: &'a str,
     /// Its state.
-    pub state: VmState,
-    /// Exits by reason.
-    pub exits: keel_vmm::vm::ExitStats,
-    /// Guest RAM in MiB.
-    pub mem_mib: u32,
-    /// Backend name.
-    pub backend: &'static str,
-    /// Console bytes produced so far.
+    pub state: ViewState,
+    /// Guest RAM in MiB: of the current or last run, else as defined.
+    pub memory_mib: u32,
+    /// Seconds since it started, while it runs.
+    pub uptime_s: Option<u64>,
+    /// Exits by reason of the current or last run.
+    pub exits: Option<keel_vmm::vm::ExitStats>,
+    /// The backend of the current or last run.
+    pub backend: Option<&'static str>,
+    /// Console bytes the current or last run produced.
     pub console_bytes: u64,
 }
 
 impl VmManager {
-    /// Views of every VM that has run, oldest first.
+    /// Views of every VM, in number order (named VMs never started included).
     pub fn views(&self) -> impl Iterator<Item = VmView<'_>> {
-        self.vms.iter().filter_map(|e| {
-            let run = e.run.as_ref()?;
-            Some(VmView {
-                id: e.id,
-                module: e.source.as_str(),
-                state: run.vm.state(),
-                exits: run.vm.exit_stats(),
-                mem_mib: (run.vm.memory_size() >> 20) as u32,
-                backend: run.vm.backend(),
-                console_bytes: run.vm.devices().com1.output_total(),
-            })
+        let now = TscClock.now().ns;
+        self.vms.iter().map(move |e| {
+            let state = match &e.run {
+                None => ViewState::Defined,
+                Some(run) => match run.vm.state() {
+                    VmState::Stopped(reason) => ViewState::Stopped(alloc::format!("{reason}")),
+                    _ if run.stop_deadline_ns.is_some() => ViewState::Stopping,
+                    VmState::Running => ViewState::Running,
+                    VmState::WaitingForInterrupt => ViewState::Idle,
+                },
+            };
+            let run = e.run.as_ref();
+            VmView {
+                number: e.id,
+                key: e.key(),
+                definition: e.definition.as_ref(),
+                source: e.source.as_str(),
+                memory_mib: match (run, &e.definition) {
+                    (Some(run), _) => (run.vm.memory_size() >> 20) as u32,
+                    (None, Some(d)) => d.memory_mib,
+                    (None, None) => 0,
+                },
+                uptime_s: run
+                    .filter(|r| !r.vm.is_stopped())
+                    .map(|r| now.saturating_sub(r.started_ns) / 1_000_000_000),
+                exits: run.map(|r| r.vm.exit_stats()),
+                backend: run.map(|r| r.vm.backend()),
+                console_bytes: run.map_or(0, |r| r.vm.devices().com1.output_total()),
+                state,
+            }
         })
     }
 
-    /// Console output of VM `id` from byte offset `since`: (bytes, next offset, dropped).
-    pub fn console(&self, id: u32, since: u64) -> Option<(Vec<u8>, u64, u64)> {
-        self.vms
-            .iter()
-            .find(|e| e.id == id)?
-            .run
-            .as_ref()
-            .map(|r| r.vm.console_output_since(since))
+    /// The key commands take for VM number `number` (its name, or the number of an ad-hoc
+    /// VM).
+    pub fn key_of(&self, number: u32) -> Option<String> {
+        self.vms.iter().find(|e| e.id == number).map(Entry::key)
+    }
+
+    /// Console output of VM `key` from byte offset `since`: (bytes, next offset, dropped);
+    /// nothing for a VM that never ran. `None` if there is no such VM.
+    pub fn console(&self, key: &str, since: u64) -> Option<(Vec<u8>, u64, u64)> {
+        let e = &self.vms[self.index(key)?];
+        Some(match &e.run {
+            Some(run) => run.vm.console_output_since(since),
+            None => (Vec::new(), 0, 0),
+        })
     }
 }

@@ -169,10 +169,16 @@ fn bad_requests_get_4xx_and_change_nothing(app: &mut Appliance) {
         method.status == 405 && method.header("allow").is_some(),
         "wrong method: {method:?}"
     );
-    let bad_json = app.send("POST", "/api/v1/vms", Some("{\"module\": 5}"));
+    let bad_json = app.send("POST", "/api/v1/vms", Some("{\"name\": 5"));
     check!(app.m, bad_json.status == 400, "bad JSON: {bad_json:?}");
-    let unknown = app.send("POST", "/api/v1/vms", Some("{\"module\":\"nope.bin\"}"));
-    check!(app.m, unknown.status == 422, "unknown module: {unknown:?}");
+    let not_a_vm = app.send("POST", "/api/v1/vms", Some("{\"module\":\"hello.bin\"}"));
+    check!(
+        app.m,
+        not_a_vm.status == 422 && not_a_vm.body.contains("\"errors\""),
+        "not a VM definition: {not_a_vm:?}"
+    );
+    let unknown = app.send("POST", "/api/v1/modules/nope.bin/run", None);
+    check!(app.m, unknown.status == 404, "unknown module: {unknown:?}");
     // Nothing above created a VM, and the server still answers.
     let vms = app.send("GET", "/api/v1/vms", None);
     check!(
@@ -185,12 +191,14 @@ fn bad_requests_get_4xx_and_change_nothing(app: &mut Appliance) {
 fn vm_lifecycle(app: &mut Appliance) {
     let created = app.send(
         "POST",
-        "/api/v1/vms",
-        Some("{\"module\":\"hello.bin\",\"mem_mib\":16}"),
+        "/api/v1/modules/hello.bin/run",
+        Some("{\"mem_mib\":16}"),
     );
     check!(
         app.m,
-        created.status == 201 && created.body.contains("\"id\":1"),
+        created.status == 201
+            && created.body.contains("\"number\":1")
+            && created.header("location") == Some("/api/v1/vms/1"),
         "start: {created:?}"
     );
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -232,14 +240,10 @@ fn vm_lifecycle(app: &mut Appliance) {
         "stopping a missing VM: {missing:?}"
     );
 
-    let spinner = app.send(
-        "POST",
-        "/api/v1/vms",
-        Some("{\"module\":\"hostile-spin.bin\"}"),
-    );
+    let spinner = app.send("POST", "/api/v1/modules/hostile-spin.bin/run", None);
     check!(
         app.m,
-        spinner.status == 201 && spinner.body.contains("\"id\":2"),
+        spinner.status == 201 && spinner.body.contains("\"number\":2"),
         "start: {spinner:?}"
     );
     // The API keeps answering while a guest spins.
@@ -249,7 +253,7 @@ fn vm_lifecycle(app: &mut Appliance) {
         health.status == 200,
         "health while a guest spins: {health:?}"
     );
-    let stopped = app.send("POST", "/api/v1/vms/2/stop", None);
+    let stopped = app.send("POST", "/api/v1/vms/2/stop", Some("{\"force\":true}"));
     check!(
         app.m,
         stopped.status == 200 && stopped.body.contains("stopped by the operator"),
@@ -347,7 +351,8 @@ fn schemathesis_finds_no_server_errors_or_schema_violations() {
     };
     let url = format!("http://127.0.0.1:{}/api/v1/openapi.json", app.port);
     // `positive_data_acceptance` is left out: a request can match the schema and still name a
-    // boot module this appliance does not have (422), which no schema can rule out. Every
+    // boot module this appliance does not have (404), a VM that does not exist (404) or a
+    // definition the configuration's rules refuse (422), which no schema can rule out. Every
     // other check runs, server errors and response-schema conformance included.
     // Run in the machine's temporary directory: schemathesis writes a cache where it runs.
     let output = std::process::Command::new(&program)

@@ -43,7 +43,7 @@ use serde_json::Value;
 
 pub(crate) use de::from_value;
 pub use de::{SchemaError, SchemaErrorKind};
-pub use validate::ValidationError;
+pub use validate::{ValidationError, check_vm_name};
 
 /// The default hostname.
 pub const DEFAULT_HOSTNAME: &str = "keel";

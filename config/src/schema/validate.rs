@@ -249,7 +249,10 @@ fn check_management(mgmt: &Management, errors: &mut Errors) {
     }
 }
 
-fn check_vm_name(name: &str) -> Result<(), String> {
+/// Checks a VM name against the rule for `vms[].name` (1 to 32 of `a-z0-9-`, a lowercase
+/// letter first); the error says what is wrong (`must start with a lowercase letter`).
+/// The API uses it to tell a malformed name in a path from an unknown one.
+pub fn check_vm_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > MAX_VM_NAME_LEN {
         return Err(format!("must be 1 to {MAX_VM_NAME_LEN} characters long"));
     }

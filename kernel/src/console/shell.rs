@@ -8,6 +8,7 @@ use super::command::{self, COMMANDS, Command};
 use super::complete::{Completer as _, Rule, Rules, Words};
 use super::line::{Event, LineEditor};
 use crate::settings;
+use crate::vm_config::VmConfigError;
 use crate::vms::{StopMode, VmDefinition, VmManager};
 use crate::{System, kprint, kprintln};
 use keel_config::edit::EditError;
@@ -326,7 +327,7 @@ fn execute(
                 disks: alloc::vec::Vec::new(),
                 autostart,
             };
-            vm_create(vm);
+            vm_create(vms, vm);
         }
         Command::VmDestroy { name } => vm_destroy(vms, name),
         Command::VmStart { name } => match vms.start_named(system, name) {
@@ -353,8 +354,11 @@ fn execute(
             }
         }
         Command::VmRestart { name } => {
-            match vms.restart(system, name, crate::vms::DEFAULT_STOP_TIMEOUT_S) {
-                Ok(()) => kprintln!("vm {name}: restarting"),
+            let mode = StopMode::Graceful {
+                timeout_s: crate::vms::DEFAULT_STOP_TIMEOUT_S,
+            };
+            match vms.restart(system, name, mode) {
+                Ok(_) => kprintln!("vm {name}: restarting"),
                 Err(e) => kprintln!("error: {e}"),
             }
         }
@@ -446,63 +450,46 @@ fn config_diff() {
     }
 }
 
-/// Saves `config` as the running configuration (for `vm create` / `vm destroy`); prints why
-/// not and returns false on failure, changing nothing.
-fn replace_config(config: keel_config::Config) -> bool {
-    let mut settings = crate::settings::global();
-    let mut partition = match crate::blk::boot_disk::config_partition() {
-        Ok(partition) => partition,
-        Err(e) => {
-            kprintln!(
-                "error: VM definitions live in the configuration, which cannot be saved: {e}"
-            );
-            return false;
-        }
-    };
-    match settings.replace(&mut partition, config) {
-        Ok(saved) => {
-            kprintln!("configuration saved as generation {}", saved.generation);
-            true
-        }
-        Err(crate::settings::SaveError::Invalid(errors)) => {
-            kprintln!("error: invalid VM definition, nothing changed:");
-            for e in errors {
-                kprintln!("  {e}");
-            }
-            false
-        }
-        Err(e) => {
-            kprintln!("error: {e}");
-            false
-        }
-    }
-}
-
-fn vm_create(vm: keel_config::schema::Vm) {
+fn vm_create(vms: &mut VmManager, vm: keel_config::schema::Vm) {
     let name = vm.name.clone();
-    let mut config = crate::settings::global().current().clone();
-    if config.vms.iter().any(|v| v.name == name) {
-        kprintln!("error: a VM named {name} exists already: 'vm info {name}'");
-        return;
-    }
-    config.vms.push(vm);
-    if replace_config(config) {
-        kprintln!("vm {name} created: 'vm start {name}' starts it");
+    match crate::vm_config::create(vms, vm) {
+        Ok(generation) => {
+            kprintln!("configuration saved as generation {generation}");
+            kprintln!("vm {name} created: 'vm start {name}' starts it");
+        }
+        Err(e) => print_vm_config_error(e),
     }
 }
 
 fn vm_destroy(vms: &mut VmManager, name: &str) {
-    let mut config = crate::settings::global().current().clone();
-    let before = config.vms.len();
-    config.vms.retain(|v| v.name != name);
-    if config.vms.len() == before {
-        kprintln!("error: no VM named '{name}' in the configuration: see 'vm list'");
-        return;
+    match crate::vm_config::destroy(vms, name) {
+        Ok(generation) => {
+            kprintln!("configuration saved as generation {generation}");
+            kprintln!("vm {name} destroyed");
+        }
+        Err(e) => print_vm_config_error(e),
     }
-    if replace_config(config) {
-        // The definition is gone: stop it now and forget it.
-        let _ = vms.destroy(name);
-        kprintln!("vm {name} destroyed");
+}
+
+/// Says why `vm create` / `vm destroy` changed nothing.
+fn print_vm_config_error(e: VmConfigError) {
+    match e {
+        VmConfigError::Exists(name) => {
+            kprintln!("error: a VM named {name} exists already: 'vm info {name}'")
+        }
+        VmConfigError::NotConfigured(name) => {
+            kprintln!("error: no VM named '{name}' in the configuration: see 'vm list'")
+        }
+        VmConfigError::NoDisk(e) => {
+            kprintln!("error: VM definitions live in the configuration, which cannot be saved: {e}")
+        }
+        VmConfigError::Invalid(errors) => {
+            kprintln!("error: invalid VM definition, nothing changed:");
+            for e in errors {
+                kprintln!("  {e}");
+            }
+        }
+        VmConfigError::Save(e) => kprintln!("error: {e}"),
     }
 }
 

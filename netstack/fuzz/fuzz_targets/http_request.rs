@@ -20,13 +20,14 @@
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
+use keel_config::Config;
+use keel_config::schema::Vm;
 use keel_netstack::api::{
-    ApiError, ConsoleChunk, Management, MemoryInfo, ModuleInfo, NetworkInfo, Router, StoreFile,
-    SystemInfo, VmDetail, VmState, VmSummary,
+    ApiError, ConsoleChunk, Management, MemoryInfo, ModuleInfo, NetworkInfo, Router, StopMode,
+    StoreFile, SystemInfo, VmDetail, VmKey, VmState, VmSummary,
 };
 use keel_netstack::http::request::Limits;
 use keel_netstack::http::server::{Exchange, exchange};
-use keel_config::Config;
 use libfuzzer_sys::fuzz_target;
 
 /// VMs as plain records; the configuration in memory.
@@ -34,6 +35,46 @@ use libfuzzer_sys::fuzz_target;
 struct Kernel {
     vms: Vec<VmDetail>,
     config: Config,
+}
+
+impl Kernel {
+    fn find(&mut self, key: &VmKey<'_>) -> Result<&mut VmDetail, ApiError> {
+        self.vms
+            .iter_mut()
+            .find(|vm| match key {
+                VmKey::Number(n) => vm.summary.number == *n,
+                VmKey::Name(name) => vm.summary.configured && vm.summary.name == *name,
+            })
+            .ok_or_else(|| ApiError::NotFound(format!("no VM named '{key}'")))
+    }
+
+    fn add(&mut self, name: Option<&str>, source: &str, state: VmState) -> u32 {
+        let number = self.vms.len() as u32 + 1;
+        self.vms.push(VmDetail {
+            summary: VmSummary {
+                name: name.map_or_else(|| number.to_string(), String::from),
+                number,
+                configured: name.is_some(),
+                source: source.into(),
+                state,
+                stop_reason: None,
+                memory_mib: 16,
+                uptime_s: None,
+                autostart: false,
+            },
+            exits: BTreeMap::new(),
+            backend: None,
+            console_bytes: 0,
+            kernel: None,
+            initrd: None,
+            cmdline: None,
+        });
+        number
+    }
+}
+
+fn live(state: VmState) -> bool {
+    matches!(state, VmState::Running | VmState::Idle | VmState::Stopping)
 }
 
 impl Management for Kernel {
@@ -68,64 +109,92 @@ impl Management for Kernel {
     }
 
     fn vms(&self) -> Vec<VmSummary> {
+        self.vms.iter().map(|vm| vm.summary.clone()).collect()
+    }
+
+    fn vm(&self, key: &VmKey<'_>) -> Option<VmDetail> {
         self.vms
             .iter()
-            .map(|vm| VmSummary {
-                id: vm.id,
-                module: vm.module.clone(),
-                state: vm.state,
-                stop_reason: vm.stop_reason.clone(),
-                exits: vm.exits.clone(),
+            .find(|vm| match key {
+                VmKey::Number(n) => vm.summary.number == *n,
+                VmKey::Name(name) => vm.summary.configured && vm.summary.name == *name,
             })
-            .collect()
+            .cloned()
     }
 
-    fn vm(&self, id: u32) -> Option<VmDetail> {
-        self.vms.iter().find(|vm| vm.id == id).cloned()
-    }
-
-    fn start_vm(&mut self, module: &str, mem_mib: Option<u32>) -> Result<u32, ApiError> {
+    fn run_module(&mut self, module: &str, _mem_mib: Option<u32>) -> Result<u32, ApiError> {
         if module != "guest.bin" && module != "0" {
             return Err(ApiError::NotFound(format!("no module {module}")));
         }
         if self.vms.len() >= 8 {
             return Err(ApiError::Unavailable("no memory left".into()));
         }
-        let id = self.vms.len() as u32 + 1;
-        self.vms.push(VmDetail {
-            id,
-            module: module.into(),
-            state: VmState::Running,
-            stop_reason: None,
-            exits: BTreeMap::new(),
-            mem_mib: mem_mib.unwrap_or(16),
-            backend: "svm".into(),
-            console_bytes: 0,
-        });
-        Ok(id)
+        Ok(self.add(None, module, VmState::Running))
     }
 
-    fn stop_vm(&mut self, id: u32) -> Result<(), ApiError> {
-        let vm = self
-            .vms
-            .iter_mut()
-            .find(|vm| vm.id == id)
-            .ok_or_else(|| ApiError::NotFound(format!("no VM with id {id}")))?;
-        if vm.state == VmState::Stopped {
-            return Err(ApiError::Conflict(format!("VM {id} is already stopped")));
+    fn create_vm(&mut self, vm: Vm) -> Result<(), ApiError> {
+        if self.vms.len() >= 8 {
+            return Err(ApiError::Unavailable("no disk".into()));
         }
-        vm.state = VmState::Stopped;
+        if self.config.vms.iter().any(|v| v.name == vm.name) {
+            return Err(ApiError::Conflict("exists".into()));
+        }
+        self.add(Some(&vm.name), &vm.kernel, VmState::Defined);
+        self.config.vms.push(vm);
         Ok(())
     }
 
-    fn console(&self, id: u32, since: u64) -> Result<ConsoleChunk, ApiError> {
-        self.vm(id)
+    fn destroy_vm(&mut self, key: &VmKey<'_>) -> Result<u64, ApiError> {
+        let name = self.find(key)?.summary.name.clone();
+        self.vms.retain(|vm| vm.summary.name != name);
+        self.config.vms.retain(|vm| vm.name != name);
+        Ok(3)
+    }
+
+    fn start_vm(&mut self, key: &VmKey<'_>) -> Result<(), ApiError> {
+        let vm = self.find(key)?;
+        if live(vm.summary.state) {
+            return Err(ApiError::Conflict("running".into()));
+        }
+        vm.summary.state = VmState::Running;
+        Ok(())
+    }
+
+    fn stop_vm(&mut self, key: &VmKey<'_>, mode: StopMode) -> Result<(), ApiError> {
+        let vm = self.find(key)?;
+        if !live(vm.summary.state) {
+            return Err(ApiError::Conflict("not running".into()));
+        }
+        vm.summary.state = match mode {
+            StopMode::Force => VmState::Stopped,
+            StopMode::Graceful { .. } => VmState::Stopping,
+        };
+        Ok(())
+    }
+
+    fn restart_vm(&mut self, key: &VmKey<'_>, _mode: StopMode) -> Result<bool, ApiError> {
+        let vm = self.find(key)?;
+        let was_live = live(vm.summary.state);
+        vm.summary.state = VmState::Running;
+        Ok(!was_live)
+    }
+
+    fn console(&self, key: &VmKey<'_>, since: u64) -> Result<ConsoleChunk, ApiError> {
+        self.vm(key)
             .map(|_| ConsoleChunk {
                 data: String::new(),
                 next: since,
                 dropped: 0,
             })
-            .ok_or_else(|| ApiError::NotFound(format!("no VM with id {id}")))
+            .ok_or_else(|| ApiError::NotFound(format!("no VM named '{key}'")))
+    }
+
+    fn console_input(&mut self, key: &VmKey<'_>, bytes: &[u8]) -> Result<usize, ApiError> {
+        let vm = self.find(key)?;
+        if !live(vm.summary.state) {
+            return Err(ApiError::Conflict("not running".into()));
+        }
+        Ok(bytes.len().min(16))
     }
 
     fn store(&self) -> Result<Vec<StoreFile>, ApiError> {

@@ -121,31 +121,41 @@ fn parse(body: &[u8]) -> Result<Config, Response> {
              (GET /api/v1/config gives the current one)",
         ));
     }
-    Config::from_json(body).map_err(|err| match err {
-        ConfigError::Syntax { .. } => Response::error(400, &format!("invalid request body: {err}")),
+    Config::from_json(body).map_err(|err| match problems(err) {
+        Ok(problems) => invalid("configuration", problems),
+        Err(bad_request) => bad_request,
+    })
+}
+
+/// The problems of a refused document, or the 400 answer when it is not JSON.
+pub(super) fn problems(err: ConfigError) -> Result<Vec<Problem>, Response> {
+    match err {
+        ConfigError::Syntax { .. } => Err(Response::error(
+            400,
+            &format!("invalid request body: {err}"),
+        )),
         ConfigError::Schema(e) => {
             let full = e.to_string();
             let prefix = format!("{}: ", e.path);
             let message = full.strip_prefix(&prefix).unwrap_or(&full).to_string();
-            invalid(alloc::vec![Problem {
+            Ok(alloc::vec![Problem {
                 path: e.path,
                 message,
             }])
         }
-        ConfigError::Invalid(errors) => invalid(
-            errors
-                .into_iter()
-                .map(|e| Problem {
-                    path: e.path,
-                    message: e.message,
-                })
-                .collect(),
-        ),
-    })
+        ConfigError::Invalid(errors) => Ok(errors
+            .into_iter()
+            .map(|e| Problem {
+                path: e.path,
+                message: e.message,
+            })
+            .collect()),
+    }
 }
 
-/// 422 with the standard error object plus the list of problems.
-fn invalid(errors: Vec<Problem>) -> Response {
+/// 422 with the standard error object plus the list of problems with `what` (`configuration`,
+/// `VM definition`).
+pub(super) fn invalid(what: &str, errors: Vec<Problem>) -> Response {
     #[derive(Serialize)]
     struct Body<'a> {
         error: Error<'a>,
@@ -157,8 +167,8 @@ fn invalid(errors: Vec<Problem>) -> Response {
         message: &'a str,
     }
     let mut message = match errors.len() {
-        1 => String::from("invalid configuration: "),
-        n => format!("invalid configuration, {n} problems: "),
+        1 => format!("invalid {what}: "),
+        n => format!("invalid {what}, {n} problems: "),
     };
     for (i, p) in errors.iter().enumerate() {
         if i > 0 {

@@ -10,18 +10,25 @@ use alloc::vec::Vec;
 
 use keel_config::Config;
 
+use keel_config::schema::Vm;
+
 use super::{
-    ApiError, ConsoleChunk, Management, MemoryInfo, ModuleInfo, NetworkInfo, StoreFile, SystemInfo,
-    VmDetail, VmState, VmSummary,
+    ApiError, ConsoleChunk, Management, MemoryInfo, ModuleInfo, NetworkInfo, StopMode, StoreFile,
+    SystemInfo, VmDetail, VmKey, VmState, VmSummary,
 };
 
 /// Console bytes the mock keeps per VM; older output counts as dropped.
 pub const CONSOLE_KEEP: usize = 8;
 
+/// Console input bytes a running mock VM's queue takes; the rest is dropped.
+pub const INPUT_ROOM: usize = 16;
+
 pub struct MockVm {
     pub detail: VmDetail,
     /// All console output ever written.
     pub console: String,
+    /// Console input received.
+    pub input: Vec<u8>,
 }
 
 /// The mock kernel.
@@ -29,13 +36,27 @@ pub struct Mock {
     pub vms: Vec<MockVm>,
     /// The guest store; `None`: no boot disk.
     pub store: Option<Vec<StoreFile>>,
-    pub next_id: u32,
-    /// `start_vm` / `stop_vm` / `save_config` calls, in order.
+    pub next_number: u32,
+    /// Calls that change something, in order.
     pub changes: Vec<String>,
     /// The running configuration.
     pub config: Config,
     /// The generation of the last configuration saved.
     pub generation: u64,
+}
+
+/// A configured VM as `POST /api/v1/vms` would define it.
+pub fn definition(name: &str, kernel: &str, memory_mib: u64) -> Vm {
+    Vm {
+        name: String::from(name),
+        vcpus: 1,
+        memory_mib,
+        kernel: String::from(kernel),
+        initrd: None,
+        cmdline: String::new(),
+        disks: Vec::new(),
+        autostart: false,
+    }
 }
 
 impl Default for Mock {
@@ -52,7 +73,7 @@ impl Default for Mock {
                     size: 1234,
                 },
             ]),
-            next_id: 1,
+            next_number: 1,
             changes: Vec::new(),
             config: Config {
                 hostname: String::from("keel-test"),
@@ -64,14 +85,25 @@ impl Default for Mock {
             .management
             .api_tokens
             .push(String::from("0123456789abcdef"));
-        // VM 1 runs with some output; VM 2 has stopped.
-        let id = mock.start_vm("hello.bin", None).unwrap();
+        // VM 1, web, runs with some output; VM 2, ad-hoc, has stopped; VM 3, db, is only
+        // defined.
+        let mut web = definition("web", "vmlinuz-6.1", 256);
+        web.initrd = Some(String::from("initrd.cpio"));
+        web.cmdline = String::from("console=ttyS0");
+        web.autostart = true;
+        mock.create_vm(web).unwrap();
+        mock.start_vm(&VmKey::Name("web")).unwrap();
         mock.vms[0].console = String::from("Hello from the guest\n");
-        let stopped = mock.start_vm("1", Some(64)).unwrap();
-        mock.stop_vm(stopped).unwrap();
-        mock.vms[1].detail.stop_reason = Some(String::from("guest shut down"));
+        mock.vms[0].detail.summary.uptime_s = Some(12);
+        let stopped = mock.run_module("1", Some(64)).unwrap();
+        mock.stop_vm(&VmKey::Number(stopped), StopMode::Force)
+            .unwrap();
+        mock.vms[1].detail.summary.stop_reason = Some(String::from("guest shut down"));
+        mock.create_vm(definition("db", "vmlinuz-6.1", 512))
+            .unwrap();
         mock.changes.clear();
-        assert_eq!((id, stopped), (1, 2));
+        mock.generation = 1;
+        assert_eq!(stopped, 2);
         mock
     }
 }
@@ -91,12 +123,58 @@ pub fn modules() -> Vec<ModuleInfo> {
     ]
 }
 
+fn exits() -> BTreeMap<String, u64> {
+    let mut exits = BTreeMap::new();
+    exits.insert(String::from("io"), 3);
+    exits.insert(String::from("hlt"), 1);
+    exits
+}
+
+fn live(state: VmState) -> bool {
+    matches!(state, VmState::Running | VmState::Idle | VmState::Stopping)
+}
+
 impl Mock {
-    fn find(&self, id: u32) -> Result<&MockVm, ApiError> {
+    fn position(&self, key: &VmKey<'_>) -> Result<usize, ApiError> {
         self.vms
             .iter()
-            .find(|vm| vm.detail.id == id)
-            .ok_or_else(|| ApiError::NotFound(format!("no VM with id {id}")))
+            .position(|vm| {
+                let s = &vm.detail.summary;
+                match key {
+                    VmKey::Number(n) => s.number == *n,
+                    VmKey::Name(name) => s.configured && s.name == *name,
+                }
+            })
+            .ok_or_else(|| ApiError::NotFound(format!("no VM named '{key}'")))
+    }
+
+    fn find(&self, key: &VmKey<'_>) -> Result<&MockVm, ApiError> {
+        self.position(key).map(|i| &self.vms[i])
+    }
+
+    fn save(&mut self, config: Config, change: String) -> Result<u64, ApiError> {
+        if self.store.is_none() {
+            return Err(ApiError::Unavailable(String::from(
+                "cannot save the configuration: no boot disk found",
+            )));
+        }
+        self.generation += 1;
+        self.changes.push(change);
+        self.config = config;
+        Ok(self.generation)
+    }
+
+    /// A configured VM's number, or the conflict for an ad-hoc one.
+    fn configured(&self, key: &VmKey<'_>, what: &str) -> Result<usize, ApiError> {
+        let i = self.position(key)?;
+        let s = &self.vms[i].detail.summary;
+        if !s.configured {
+            return Err(ApiError::Conflict(format!(
+                "VM {} was started from a boot module and is not in the configuration: {what}",
+                s.number
+            )));
+        }
+        Ok(i)
     }
 }
 
@@ -136,33 +214,24 @@ impl Management for Mock {
     fn vms(&self) -> Vec<VmSummary> {
         self.vms
             .iter()
-            .map(|vm| {
-                let d = &vm.detail;
-                VmSummary {
-                    id: d.id,
-                    module: d.module.clone(),
-                    state: d.state,
-                    stop_reason: d.stop_reason.clone(),
-                    exits: d.exits.clone(),
-                }
-            })
+            .map(|vm| vm.detail.summary.clone())
             .collect()
     }
 
-    fn vm(&self, id: u32) -> Option<VmDetail> {
-        let vm = self.find(id).ok()?;
+    fn vm(&self, key: &VmKey<'_>) -> Option<VmDetail> {
+        let vm = self.find(key).ok()?;
         let mut detail = vm.detail.clone();
         detail.console_bytes = vm.console.len() as u64;
         Some(detail)
     }
 
-    fn start_vm(&mut self, module: &str, mem_mib: Option<u32>) -> Result<u32, ApiError> {
+    fn run_module(&mut self, module: &str, mem_mib: Option<u32>) -> Result<u32, ApiError> {
         let modules = modules();
         let Some(found) = modules
             .iter()
             .find(|m| m.name == module || format!("{}", m.index) == module)
         else {
-            return Err(ApiError::NotFound(format!("no module {module}")));
+            return Err(ApiError::NotFound(format!("no boot module '{module}'")));
         };
         let mem_mib = mem_mib.unwrap_or(16);
         if mem_mib > 4096 {
@@ -175,40 +244,150 @@ impl Management for Mock {
                 "not enough free memory for a Linux guest",
             )));
         }
-        let id = self.next_id;
-        self.next_id += 1;
-        self.changes.push(format!("start {} {mem_mib}", found.name));
-        let mut exits = BTreeMap::new();
-        exits.insert(String::from("io"), 3);
-        exits.insert(String::from("hlt"), 1);
+        let number = self.next_number;
+        self.next_number += 1;
+        self.changes.push(format!("run {} {mem_mib}", found.name));
         self.vms.push(MockVm {
             detail: VmDetail {
-                id,
-                module: found.name.to_owned(),
-                state: VmState::Running,
-                stop_reason: None,
-                exits,
-                mem_mib,
-                backend: String::from("svm"),
+                summary: VmSummary {
+                    name: format!("{number}"),
+                    number,
+                    configured: false,
+                    source: found.name.to_owned(),
+                    state: VmState::Running,
+                    stop_reason: None,
+                    memory_mib: mem_mib,
+                    uptime_s: Some(0),
+                    autostart: false,
+                },
+                exits: exits(),
+                backend: Some(String::from("svm")),
                 console_bytes: 0,
+                kernel: None,
+                initrd: None,
+                cmdline: None,
             },
             console: String::new(),
+            input: Vec::new(),
         });
-        Ok(id)
+        Ok(number)
     }
 
-    fn stop_vm(&mut self, id: u32) -> Result<(), ApiError> {
-        self.find(id)?;
-        let Some(vm) = self.vms.iter_mut().find(|vm| vm.detail.id == id) else {
-            unreachable!("found above");
-        };
-        if vm.detail.state == VmState::Stopped {
-            return Err(ApiError::Conflict(format!("VM {id} is already stopped")));
+    fn create_vm(&mut self, vm: Vm) -> Result<(), ApiError> {
+        if self.config.vms.iter().any(|v| v.name == vm.name) {
+            return Err(ApiError::Conflict(format!(
+                "a VM named {} exists already",
+                vm.name
+            )));
         }
-        vm.detail.state = VmState::Stopped;
-        vm.detail.stop_reason = Some(String::from("stopped by the operator"));
-        self.changes.push(format!("stop {id}"));
+        let mut config = self.config.clone();
+        config.vms.push(vm.clone());
+        config
+            .validate()
+            .map_err(|e| ApiError::Invalid(format!("{} problems", e.len())))?;
+        self.save(config, format!("create {}", vm.name))?;
+        let number = self.next_number;
+        self.next_number += 1;
+        self.vms.push(MockVm {
+            detail: VmDetail {
+                summary: VmSummary {
+                    name: vm.name.clone(),
+                    number,
+                    configured: true,
+                    source: format!("store:{}", vm.kernel),
+                    state: VmState::Defined,
+                    stop_reason: None,
+                    memory_mib: u32::try_from(vm.memory_mib).unwrap_or(u32::MAX),
+                    uptime_s: None,
+                    autostart: vm.autostart,
+                },
+                exits: BTreeMap::new(),
+                backend: None,
+                console_bytes: 0,
+                kernel: Some(vm.kernel),
+                initrd: vm.initrd,
+                cmdline: Some(vm.cmdline),
+            },
+            console: String::new(),
+            input: Vec::new(),
+        });
         Ok(())
+    }
+
+    fn destroy_vm(&mut self, key: &VmKey<'_>) -> Result<u64, ApiError> {
+        let i = self.configured(key, "stop it instead")?;
+        let name = self.vms[i].detail.summary.name.clone();
+        let mut config = self.config.clone();
+        config.vms.retain(|v| v.name != name);
+        let generation = self.save(config, format!("destroy {name}"))?;
+        self.vms.remove(i);
+        Ok(generation)
+    }
+
+    fn start_vm(&mut self, key: &VmKey<'_>) -> Result<(), ApiError> {
+        let i = self.configured(key, "POST /api/v1/modules/{module}/run starts a new one")?;
+        let store = self.store.clone().unwrap_or_default();
+        let vm = &mut self.vms[i];
+        let d = &mut vm.detail;
+        if live(d.summary.state) {
+            return Err(ApiError::Conflict(format!(
+                "VM {} is already running",
+                d.summary.name
+            )));
+        }
+        let kernel = d.kernel.clone().unwrap_or_default();
+        if !store.iter().any(|f| f.name == kernel) {
+            return Err(ApiError::Invalid(format!(
+                "VM {}: cannot read its kernel '{kernel}' from the guest store",
+                d.summary.name
+            )));
+        }
+        d.summary.state = VmState::Running;
+        d.summary.stop_reason = None;
+        d.summary.uptime_s = Some(0);
+        d.exits = exits();
+        d.backend = Some(String::from("svm"));
+        vm.console.clear();
+        self.changes.push(format!("start {}", d.summary.name));
+        Ok(())
+    }
+
+    fn stop_vm(&mut self, key: &VmKey<'_>, mode: StopMode) -> Result<(), ApiError> {
+        let i = self.position(key)?;
+        let s = &mut self.vms[i].detail.summary;
+        if !live(s.state) {
+            return Err(ApiError::Conflict(format!(
+                "VM {} is not running ({})",
+                s.name,
+                if s.state == VmState::Defined {
+                    "defined"
+                } else {
+                    "stopped"
+                }
+            )));
+        }
+        match mode {
+            StopMode::Force => {
+                s.state = VmState::Stopped;
+                s.stop_reason = Some(String::from("stopped by the operator"));
+                s.uptime_s = None;
+            }
+            StopMode::Graceful { .. } => s.state = VmState::Stopping,
+        }
+        self.changes.push(format!("stop {} {mode:?}", s.name));
+        Ok(())
+    }
+
+    fn restart_vm(&mut self, key: &VmKey<'_>, mode: StopMode) -> Result<bool, ApiError> {
+        let i = self.configured(key, "POST /api/v1/modules/{module}/run starts a new one")?;
+        let s = &mut self.vms[i].detail.summary;
+        if live(s.state) {
+            s.state = VmState::Stopping;
+            self.changes.push(format!("restart {} {mode:?}", s.name));
+            return Ok(false);
+        }
+        self.start_vm(key)?;
+        Ok(true)
     }
 
     fn config(&self) -> Config {
@@ -216,22 +395,16 @@ impl Management for Mock {
     }
 
     fn save_config(&mut self, config: Config) -> Result<u64, ApiError> {
-        if self.store.is_none() {
-            return Err(ApiError::Unavailable(String::from(
-                "cannot save the configuration: no boot disk found",
-            )));
-        }
-        self.generation += 1;
-        self.changes.push(format!(
+        let change = format!(
             "save config {} as generation {}",
-            config.hostname, self.generation
-        ));
-        self.config = config;
-        Ok(self.generation)
+            config.hostname,
+            self.generation + 1
+        );
+        self.save(config, change)
     }
 
-    fn console(&self, id: u32, since: u64) -> Result<ConsoleChunk, ApiError> {
-        let vm = self.find(id)?;
+    fn console(&self, key: &VmKey<'_>, since: u64) -> Result<ConsoleChunk, ApiError> {
+        let vm = self.find(key)?;
         let total = vm.console.len() as u64;
         let kept_from = total.saturating_sub(CONSOLE_KEEP as u64);
         let from = since.clamp(kept_from, total);
@@ -240,5 +413,22 @@ impl Management for Mock {
             next: total,
             dropped: from.saturating_sub(since.min(total)),
         })
+    }
+
+    fn console_input(&mut self, key: &VmKey<'_>, bytes: &[u8]) -> Result<usize, ApiError> {
+        let i = self.position(key)?;
+        let vm = &mut self.vms[i];
+        if !live(vm.detail.summary.state) {
+            return Err(ApiError::Conflict(format!(
+                "VM {} is not running",
+                vm.detail.summary.name
+            )));
+        }
+        let room = INPUT_ROOM.saturating_sub(vm.input.len());
+        let taken = bytes.len().min(room);
+        vm.input.extend_from_slice(&bytes[..taken]);
+        self.changes
+            .push(format!("input {} {taken}", vm.detail.summary.name));
+        Ok(taken)
     }
 }

@@ -13,11 +13,15 @@
 //! 2. The path is not public (all but `/`, `/api/v1/health`, `/api/v1/openapi.json`):
 //!    a missing or wrong `Authorization: Bearer` token gets 401 with `WWW-Authenticate`.
 //! 3. No route for this method: 405 with `Allow`.
-//! 4. Path and query parameters, then the JSON body: 400 with a precise message (422 for a
-//!    well-formed body with unusable values).
+//! 4. Path and query parameters (a VM `{name}` that is neither a number nor a valid name is
+//!    400), then the body: 400 with a precise message (422 for a well-formed body with
+//!    unusable values, 413/415 for console input too long or of another media type).
 //! 5. Preconditions (`PUT /api/v1/config`): 428 without `If-Match`, 412 when it is stale
-//!    (see [`config`]).
+//!    (see [`config`]); `POST /api/v1/vms`: 409 when the name is taken.
 //! 6. The kernel's [`ApiError`]s: 404, 409, 422, 503, 500.
+//!
+//! VMs are at `/api/v1/vms/{name}`, where `{name}` is a configured VM's name or any VM's
+//! number, as on the console; [`vms`] has the VM routes.
 //!
 //! Every error carries `{"error":{"status":N,"message":"..."}}`, every response
 //! `Cache-Control: no-store`.
@@ -34,6 +38,7 @@ pub mod openapi;
 pub mod page;
 pub mod routes;
 mod types;
+pub mod vms;
 
 #[cfg(test)]
 pub(crate) mod mock;
@@ -42,8 +47,10 @@ mod tests;
 
 pub use routes::{API_PREFIX, Op, ROUTES, Route};
 pub use types::{
-    ApiError, ConsoleChunk, Management, MemoryInfo, ModuleInfo, ModuleList, NetworkInfo, StartVm,
-    StoreFile, StoreList, SystemInfo, VmDetail, VmList, VmState, VmSummary,
+    ApiError, ConsoleChunk, ConsoleInput, DEFAULT_STOP_TIMEOUT_S, Destroyed, MAX_CONSOLE_INPUT,
+    MAX_STOP_TIMEOUT_S, Management, MemoryInfo, ModuleInfo, ModuleList, NetworkInfo, RunModule,
+    StopMode, StopRequest, StoreFile, StoreList, SystemInfo, VmDetail, VmKey, VmList, VmState,
+    VmSummary,
 };
 
 /// The `/api/v1` router. Holds the accepted bearer tokens and the OpenAPI document.
@@ -133,19 +140,22 @@ impl Router {
             );
             return Err(Response::error(405, &message).with_header("Allow", &allow));
         };
-        let id = id.map(parse_id).transpose()?;
         self.dispatch(route.op, id, mgmt, req)
     }
 
     fn dispatch<M: Management + ?Sized>(
         &self,
         op: Op,
-        id: Option<u32>,
+        param: Option<&str>,
         mgmt: &mut M,
         req: &Request<'_>,
     ) -> Result<Response, Response> {
-        // The table puts an `{id}` in exactly the paths of the ops that use one.
-        let vm_id = || id.ok_or_else(|| Response::error(500, "route without a VM id"));
+        // The table puts a parameter in exactly the paths of the ops that use one.
+        let param = || param.ok_or_else(|| Response::error(500, "route without its parameter"));
+        let key = || {
+            let segment = param()?;
+            VmKey::parse(segment).map_err(|message| Response::error(400, &message))
+        };
         Ok(match op {
             Op::Page => Response::html(200, page::PAGE),
             Op::Health => Response::json(200, &serde_json::json!({ "status": "ok" })),
@@ -159,7 +169,7 @@ impl Router {
                     modules: mgmt.modules(),
                 },
             ),
-            Op::ListVms => Response::json(200, &VmList { vms: mgmt.vms() }),
+            Op::RunModule => vms::run_module(mgmt, param()?, req)?,
             Op::Store => Response::json(
                 200,
                 &StoreList {
@@ -168,29 +178,15 @@ impl Router {
             ),
             Op::GetConfig => config::get(mgmt),
             Op::PutConfig => config::put(mgmt, req)?,
-            Op::StartVm => {
-                let start = StartVm::parse(req.body)
-                    .map_err(|(status, message)| Response::error(status, &message))?;
-                let id = mgmt
-                    .start_vm(&start.module, start.mem_mib)
-                    .map_err(api_error)?;
-                let vm = mgmt.vm(id).ok_or_else(|| vanished(id))?;
-                Response::json(201, &vm).with_header("Location", &format!("/api/v1/vms/{id}"))
-            }
-            Op::ShowVm => {
-                let id = vm_id()?;
-                Response::json(200, &mgmt.vm(id).ok_or_else(|| no_vm(id))?)
-            }
-            Op::StopVm => {
-                let id = vm_id()?;
-                mgmt.stop_vm(id).map_err(api_error)?;
-                Response::json(200, &mgmt.vm(id).ok_or_else(|| vanished(id))?)
-            }
-            Op::Console => {
-                let id = vm_id()?;
-                let since = since(req)?;
-                Response::json(200, &mgmt.console(id, since).map_err(api_error)?)
-            }
+            Op::ListVms => Response::json(200, &VmList { vms: mgmt.vms() }),
+            Op::CreateVm => vms::create(mgmt, req)?,
+            Op::ShowVm => vms::show(mgmt, &key()?)?,
+            Op::DestroyVm => vms::destroy(mgmt, &key()?)?,
+            Op::StartVm => vms::start(mgmt, &key()?, req)?,
+            Op::StopVm => vms::stop(mgmt, &key()?, req)?,
+            Op::RestartVm => vms::restart(mgmt, &key()?, req)?,
+            Op::Console => vms::console(mgmt, &key()?, since(req)?)?,
+            Op::ConsoleInput => vms::console_input(mgmt, &key()?, req)?,
         })
     }
 
@@ -241,22 +237,6 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     core::hint::black_box(diff) == 0
 }
 
-/// A VM id: decimal digits that fit a `u32`.
-fn parse_id(segment: &str) -> Result<u32, Response> {
-    if !segment.is_empty()
-        && segment.len() <= 10
-        && segment.bytes().all(|b| b.is_ascii_digit())
-        && let Ok(id) = segment.parse()
-    {
-        return Ok(id);
-    }
-    let message = format!(
-        "VM id must be a decimal number from 0 to 4294967295, not '{}'",
-        clip(segment, 40)
-    );
-    Err(Response::error(400, &message))
-}
-
 /// The `since` query parameter: a byte offset, 0 when absent.
 fn since(req: &Request<'_>) -> Result<u64, Response> {
     let mut values = req.query_params("since");
@@ -283,21 +263,12 @@ fn since_error() -> Response {
     )
 }
 
-fn api_error(err: ApiError) -> Response {
+pub(crate) fn api_error(err: ApiError) -> Response {
     Response::error(err.status(), err.message())
 }
 
-fn no_vm(id: u32) -> Response {
-    Response::error(404, &format!("no VM with id {id}"))
-}
-
-/// The kernel reported success but then did not know the VM.
-fn vanished(id: u32) -> Response {
-    Response::error(500, &format!("VM {id} vanished right after the operation"))
-}
-
 /// At most `max` bytes of `s`, cut at a character boundary, `...` when cut.
-fn clip(s: &str, max: usize) -> String {
+pub(crate) fn clip(s: &str, max: usize) -> String {
     if s.len() <= max {
         return String::from(s);
     }

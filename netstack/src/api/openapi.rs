@@ -29,12 +29,23 @@ pub fn document() -> Value {
                 "bearer": { "type": "http", "scheme": "bearer" }
             },
             "parameters": {
-                "VmId": {
-                    "name": "id",
+                "VmName": {
+                    "name": "name",
                     "in": "path",
                     "required": true,
-                    "description": "The VM's id.",
-                    "schema": { "type": "integer", "minimum": 0, "maximum": 4294967295u64 }
+                    "description": "A configured VM's name, or any VM's number (as on the \
+                        console: `vm list` shows both). Anything else is 400.",
+                    "schema": {
+                        "type": "string",
+                        "pattern": "^([a-z][a-z0-9-]{0,31}|[0-9]{1,10})$"
+                    }
+                },
+                "Module": {
+                    "name": "module",
+                    "in": "path",
+                    "required": true,
+                    "description": "A boot module's file name or index (see /api/v1/modules).",
+                    "schema": { "type": "string", "minLength": 1 }
                 }
             },
             "responses": responses(),
@@ -98,6 +109,28 @@ fn paths() -> Value {
                 "responses": with_errors(ok("The modules.", "ModuleList"), &["401"])
             }
         },
+        "/api/v1/modules/{module}/run": {
+            "parameters": [{ "$ref": "#/components/parameters/Module" }],
+            "post": {
+                "operationId": "runModule",
+                "summary": "Start an ad-hoc VM from a boot module (`vm run`)",
+                "description": "A shortcut for trying a guest: the VM is not in the \
+                    configuration, is known by its number only, and goes away with the next \
+                    boot. A flat payload runs in real mode at 0x7C00; a Linux bzImage or PVH \
+                    ELF kernel boots with an empty command line. The body is optional.",
+                "requestBody": {
+                    "required": false,
+                    "content": {
+                        "application/json": { "schema": schema_ref("RunModule") }
+                    }
+                },
+                "responses": with_errors_at(
+                    "201",
+                    created("The VM was started."),
+                    &["400", "401", "404", "411", "413", "422", "503"]
+                )
+            }
+        },
         "/api/v1/store": {
             "get": {
                 "operationId": "listStore",
@@ -148,59 +181,112 @@ fn paths() -> Value {
         "/api/v1/vms": {
             "get": {
                 "operationId": "listVms",
-                "summary": "All VMs",
+                "summary": "All VMs (`vm list`)",
+                "description": "The VMs defined in the configuration, whether or not they ever \
+                    ran (state `defined` until their first start), and the ad-hoc VMs started \
+                    from boot modules, in number order.",
                 "responses": with_errors(ok("The VMs.", "VmList"), &["401"])
             },
             "post": {
-                "operationId": "startVm",
-                "summary": "Start a VM from a module",
+                "operationId": "createVm",
+                "summary": "Define a named VM (`vm create`)",
+                "description": "Adds the definition to the configuration and saves it to the \
+                    boot disk, as `vm create` does; the VM is `defined` until started. The \
+                    definition is checked with the configuration's rules: 422 lists every \
+                    problem in `errors`, with paths inside the definition (`memory_mib`). 409 \
+                    when the name is taken, 503 without a boot disk. Nothing changes on error.",
                 "requestBody": {
                     "required": true,
                     "content": {
-                        "application/json": { "schema": schema_ref("StartVm") }
+                        "application/json": { "schema": schema_ref("ConfigVm") }
                     }
                 },
                 "responses": with_errors_at(
                     "201",
-                    json!({
-                        "description": "The VM was started.",
-                        "headers": {
-                            "Location": {
-                                "description": "The VM's URL.",
-                                "schema": { "type": "string" }
-                            }
-                        },
-                        "content": { "application/json": { "schema": schema_ref("VmDetail") } }
-                    }),
-                    &["400", "401", "404", "411", "413", "422", "503"]
+                    created("The VM was defined."),
+                    &["400", "401", "409", "411", "413", "422", "500", "503"]
                 )
             }
         },
-        "/api/v1/vms/{id}": {
-            "parameters": [{ "$ref": "#/components/parameters/VmId" }],
+        "/api/v1/vms/{name}": {
+            "parameters": [{ "$ref": "#/components/parameters/VmName" }],
             "get": {
                 "operationId": "showVm",
-                "summary": "One VM",
+                "summary": "One VM (`vm info`)",
                 "responses": with_errors(ok("The VM.", "VmDetail"), &["400", "401", "404"])
-            }
-        },
-        "/api/v1/vms/{id}/stop": {
-            "parameters": [{ "$ref": "#/components/parameters/VmId" }],
-            "post": {
-                "operationId": "stopVm",
-                "summary": "Stop a VM",
-                "description": "Any request body is ignored (send `Content-Length: 0`).",
+            },
+            "delete": {
+                "operationId": "destroyVm",
+                "summary": "Destroy a named VM (`vm destroy`)",
+                "description": "Stops the VM at once and removes its definition from the \
+                    configuration (saved to the boot disk). An ad-hoc VM is not in the \
+                    configuration: 409, stop it instead.",
                 "responses": with_errors(
-                    ok("The VM, stopped.", "VmDetail"),
-                    &["400", "401", "404", "409", "411", "413"]
+                    ok("The VM is gone.", "Destroyed"),
+                    &["400", "401", "404", "409", "500", "503"]
                 )
             }
         },
-        "/api/v1/vms/{id}/console": {
-            "parameters": [{ "$ref": "#/components/parameters/VmId" }],
+        "/api/v1/vms/{name}/start": {
+            "parameters": [{ "$ref": "#/components/parameters/VmName" }],
+            "post": {
+                "operationId": "startVm",
+                "summary": "Start a named VM (`vm start`)",
+                "description": "Loads its kernel (and initrd) from the guest store and starts \
+                    it. Takes no request body. 409 when it runs already, or for an ad-hoc VM \
+                    (start a new one from its module); 422 when its files are missing or \
+                    unusable or the host lacks the memory.",
+                "responses": with_errors(
+                    ok("The VM, running.", "VmDetail"),
+                    &["400", "401", "404", "409", "411", "413", "422", "503"]
+                )
+            }
+        },
+        "/api/v1/vms/{name}/stop": {
+            "parameters": [{ "$ref": "#/components/parameters/VmName" }],
+            "post": {
+                "operationId": "stopVm",
+                "summary": "Stop a VM (`vm stop`)",
+                "description": "By default presses the VM's ACPI power button and forces it \
+                    off if it has not shut down after 30 s (or `timeout_s`): the answer is \
+                    202 with the VM `stopping`, and the stop completes later. With \
+                    `{\"force\": true}` it stops at once: 200. 409 when it is not running.",
+                "requestBody": {
+                    "required": false,
+                    "content": {
+                        "application/json": { "schema": schema_ref("StopRequest") }
+                    }
+                },
+                "responses": stop_responses("The VM, stopped.", "The VM, stopping.")
+            }
+        },
+        "/api/v1/vms/{name}/restart": {
+            "parameters": [{ "$ref": "#/components/parameters/VmName" }],
+            "post": {
+                "operationId": "restartVm",
+                "summary": "Restart a named VM (`vm restart`)",
+                "description": "Stops the VM as `POST .../stop` would (the same optional body), \
+                    then starts it again from its definition: 202 while the stop is under \
+                    way. A VM that is not running starts at once: 200. 409 for an ad-hoc VM.",
+                "requestBody": {
+                    "required": false,
+                    "content": {
+                        "application/json": { "schema": schema_ref("StopRequest") }
+                    }
+                },
+                "responses": stop_responses(
+                    "The VM, started again.",
+                    "The VM, stopping; it starts again once stopped."
+                )
+            }
+        },
+        "/api/v1/vms/{name}/console": {
+            "parameters": [{ "$ref": "#/components/parameters/VmName" }],
             "get": {
                 "operationId": "vmConsole",
-                "summary": "A VM's console output",
+                "summary": "A VM's console output (`vm log`)",
+                "description": "Output of the current or last run from byte offset `since` \
+                    on; empty for a VM that never ran.",
                 "parameters": [{
                     "name": "since",
                     "in": "query",
@@ -217,14 +303,66 @@ fn paths() -> Value {
                     ok("Console output.", "ConsoleChunk"),
                     &["400", "401", "404"]
                 )
+            },
+            "post": {
+                "operationId": "vmConsoleInput",
+                "summary": "Type into a VM's console",
+                "description": "The body's bytes go to the guest's serial port as if typed \
+                    (send `\\r` for Enter), at most 4096 per request. The answer says how \
+                    many the guest's input queue took; the rest was dropped. 409 when the VM \
+                    is not running.",
+                "requestBody": {
+                    "required": true,
+                    "content": {
+                        "text/plain": {
+                            "schema": { "type": "string", "minLength": 1, "maxLength": 4096 }
+                        },
+                        "application/octet-stream": {
+                            "schema": {
+                                "type": "string",
+                                "format": "binary",
+                                "minLength": 1,
+                                "maxLength": 4096
+                            }
+                        }
+                    }
+                },
+                "responses": with_errors(
+                    ok("What the guest took.", "ConsoleInput"),
+                    &["400", "401", "404", "409", "411", "413", "415"]
+                )
             }
         }
     })
 }
 
+/// 201 with the new VM and its `Location`.
+fn created(description: &str) -> Value {
+    json!({
+        "description": description,
+        "headers": {
+            "Location": {
+                "description": "The VM's URL (by name; by number for an ad-hoc VM).",
+                "schema": { "type": "string" }
+            }
+        },
+        "content": { "application/json": { "schema": schema_ref("VmDetail") } }
+    })
+}
+
+/// The answers of stop and restart: 200 when done, 202 when under way.
+fn stop_responses(done: &str, under_way: &str) -> Value {
+    let mut out = with_errors(
+        ok(done, "VmDetail"),
+        &["400", "401", "404", "409", "411", "413", "422", "503"],
+    );
+    out["202"] = ok(under_way, "VmDetail");
+    out
+}
+
 /// Every error response in `components/responses`: the status (or `Error` for the
 /// catch-all) and its description.
-const ERRORS: [(&str, &str); 15] = [
+const ERRORS: [(&str, &str); 16] = [
     (
         "400",
         "Malformed request: bad syntax, parameter or JSON body.",
@@ -240,6 +378,10 @@ const ERRORS: [(&str, &str); 15] = [
         "If-Match does not match the current ETag: the resource changed since it was read.",
     ),
     ("413", "The request body is too large."),
+    (
+        "415",
+        "The request body's Content-Type is not one this operation takes.",
+    ),
     (
         "422",
         "The request is well-formed but cannot be carried out as given.",
@@ -270,7 +412,8 @@ fn responses() -> Value {
         if name == "422" {
             response["description"] = json!(
                 "The request is well-formed but cannot be carried out as given. For \
-                 PUT /api/v1/config, `errors` lists every problem with its path."
+                 PUT /api/v1/config and POST /api/v1/vms, `errors` lists every problem with \
+                 its path."
             );
             response["content"]["application/json"]["schema"] = schema_ref("Invalid");
         }
@@ -308,6 +451,7 @@ fn response_name(status: &str) -> &str {
         "411" => "LengthRequired",
         "412" => "PreconditionFailed",
         "413" => "ContentTooLarge",
+        "415" => "UnsupportedMediaType",
         "422" => "Unprocessable",
         "428" => "PreconditionRequired",
         "431" => "HeaderFieldsTooLarge",
@@ -448,7 +592,7 @@ fn config_schemas() -> Value {
                 },
                 "errors": {
                     "type": "array",
-                    "description": "PUT /api/v1/config: every problem, in document order.",
+                    "description": "Every problem, in document order.",
                     "items": {
                         "type": "object",
                         "required": ["path", "message"],
@@ -483,21 +627,81 @@ fn exits() -> Value {
 }
 
 fn schemas() -> Value {
-    let vm_common = json!({
-        "id": { "type": "integer", "minimum": 0, "maximum": 4294967295u64 },
-        "module": { "type": "string" },
+    let summary = json!({
+        "name": {
+            "type": "string",
+            "description": "What /api/v1/vms/{name} takes: a configured VM's name, an ad-hoc \
+                VM's number."
+        },
+        "number": { "type": "integer", "minimum": 0, "maximum": 4294967295u64 },
+        "configured": {
+            "type": "boolean",
+            "description": "Defined in the configuration (false for an ad-hoc VM)."
+        },
+        "source": {
+            "type": "string",
+            "description": "`store:<kernel>` for a configured VM, the boot module otherwise."
+        },
         "state": schema_ref("VmState"),
         "stop_reason": nullable_string("Why the VM stopped, when stopped."),
-        "exits": exits()
+        "memory_mib": {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": 4294967295u64,
+            "description": "Guest RAM (as defined, until it runs)."
+        },
+        "uptime_s": {
+            "type": "integer",
+            "minimum": 0,
+            "nullable": true,
+            "description": "Seconds since it started, while running, idle or stopping."
+        },
+        "autostart": { "type": "boolean" }
     });
-    let mut detail = vm_common.clone();
-    if let Value::Object(fields) = &mut detail {
+    let summary_required = json!([
+        "name",
+        "number",
+        "configured",
+        "source",
+        "state",
+        "stop_reason",
+        "memory_mib",
+        "uptime_s",
+        "autostart"
+    ]);
+    let mut detail = summary.clone();
+    let mut detail_required = summary_required.clone();
+    if let (Value::Object(fields), Value::Array(required)) = (&mut detail, &mut detail_required) {
+        fields.insert("exits".into(), exits());
         fields.insert(
-            "mem_mib".into(),
-            json!({ "type": "integer", "minimum": 0, "maximum": 4294967295u64 }),
+            "backend".into(),
+            nullable_string(
+                "The backend of the current or last run (svm, vmx); null until it runs.",
+            ),
         );
-        fields.insert("backend".into(), json!({ "type": "string" }));
         fields.insert("console_bytes".into(), count());
+        fields.insert(
+            "kernel".into(),
+            nullable_string("A configured VM's kernel (guest store file); null when ad-hoc."),
+        );
+        fields.insert(
+            "initrd".into(),
+            nullable_string("A configured VM's initrd."),
+        );
+        fields.insert(
+            "cmdline".into(),
+            nullable_string("A configured VM's kernel command line; null when ad-hoc."),
+        );
+        for field in [
+            "exits",
+            "backend",
+            "console_bytes",
+            "kernel",
+            "initrd",
+            "cmdline",
+        ] {
+            required.push(field.into());
+        }
     }
     let mut all = json!({
         "Error": {
@@ -585,11 +789,16 @@ fn schemas() -> Value {
                 "files": { "type": "array", "items": schema_ref("StoreFile") }
             }
         },
-        "VmState": { "type": "string", "enum": ["running", "waiting", "stopped"] },
+        "VmState": {
+            "type": "string",
+            "enum": ["defined", "running", "idle", "stopping", "stopped"],
+            "description": "defined: never started since boot; idle: halted, waiting for an \
+                interrupt; stopping: the power button was pressed."
+        },
         "VmSummary": {
             "type": "object",
-            "required": ["id", "module", "state", "stop_reason", "exits"],
-            "properties": vm_common
+            "required": summary_required,
+            "properties": summary
         },
         "VmList": {
             "type": "object",
@@ -598,22 +807,13 @@ fn schemas() -> Value {
         },
         "VmDetail": {
             "type": "object",
-            "required": [
-                "id", "module", "state", "stop_reason", "exits", "mem_mib", "backend",
-                "console_bytes"
-            ],
+            "required": detail_required,
             "properties": detail
         },
-        "StartVm": {
+        "RunModule": {
             "type": "object",
-            "required": ["module"],
             "additionalProperties": false,
             "properties": {
-                "module": {
-                    "type": "string",
-                    "minLength": 1,
-                    "description": "A module name or index (see /api/v1/modules)."
-                },
                 "mem_mib": {
                     "type": "integer",
                     "nullable": true,
@@ -621,6 +821,50 @@ fn schemas() -> Value {
                     "maximum": 65536,
                     "multipleOf": 2,
                     "description": "Guest RAM in MiB (even: guest RAM comes in 2 MiB pages); the default when absent."
+                }
+            }
+        },
+        "StopRequest": {
+            "type": "object",
+            "additionalProperties": false,
+            "description": "Give `force` or `timeout_s`, not both; neither: a graceful stop \
+                forced after 30 s.",
+            "properties": {
+                "force": {
+                    "type": "boolean",
+                    "default": false,
+                    "description": "Stop at once instead of pressing the power button."
+                },
+                "timeout_s": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": 3600,
+                    "default": 30,
+                    "description": "Seconds after the power button before it is forced off."
+                }
+            }
+        },
+        "Destroyed": {
+            "type": "object",
+            "required": ["name", "generation"],
+            "properties": {
+                "name": { "type": "string" },
+                "generation": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "The configuration generation saved without the VM."
+                }
+            }
+        },
+        "ConsoleInput": {
+            "type": "object",
+            "required": ["accepted", "dropped"],
+            "properties": {
+                "accepted": count(),
+                "dropped": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "Bytes the guest's input queue had no room for."
                 }
             }
         },

@@ -20,6 +20,8 @@ pub enum Op {
     System,
     /// `GET /api/v1/modules`.
     Modules,
+    /// `POST /api/v1/modules/{module}/run`: an ad-hoc VM from a boot module.
+    RunModule,
     /// `GET /api/v1/store`.
     Store,
     /// `GET /api/v1/config`.
@@ -28,14 +30,22 @@ pub enum Op {
     PutConfig,
     /// `GET /api/v1/vms`.
     ListVms,
-    /// `POST /api/v1/vms`.
-    StartVm,
-    /// `GET /api/v1/vms/{id}`.
+    /// `POST /api/v1/vms`: define a named VM.
+    CreateVm,
+    /// `GET /api/v1/vms/{name}`.
     ShowVm,
-    /// `POST /api/v1/vms/{id}/stop`.
+    /// `DELETE /api/v1/vms/{name}`.
+    DestroyVm,
+    /// `POST /api/v1/vms/{name}/start`.
+    StartVm,
+    /// `POST /api/v1/vms/{name}/stop`.
     StopVm,
-    /// `GET /api/v1/vms/{id}/console`.
+    /// `POST /api/v1/vms/{name}/restart`.
+    RestartVm,
+    /// `GET /api/v1/vms/{name}/console`.
     Console,
+    /// `POST /api/v1/vms/{name}/console`.
+    ConsoleInput,
 }
 
 /// One route.
@@ -43,7 +53,7 @@ pub enum Op {
 pub struct Route {
     /// The method token.
     pub method: &'static str,
-    /// The path; a `{id}` segment matches any non-empty segment.
+    /// The path; a `{...}` segment (`{name}`, `{module}`) matches any non-empty segment.
     pub path: &'static str,
     /// Whether it is served without a bearer token.
     pub public: bool,
@@ -67,14 +77,24 @@ pub static ROUTES: &[Route] = &[
     route("GET", "/api/v1/openapi.json", true, Op::OpenApi),
     route("GET", "/api/v1/system", false, Op::System),
     route("GET", "/api/v1/modules", false, Op::Modules),
+    route("POST", "/api/v1/modules/{module}/run", false, Op::RunModule),
     route("GET", "/api/v1/store", false, Op::Store),
     route("GET", "/api/v1/config", false, Op::GetConfig),
     route("PUT", "/api/v1/config", false, Op::PutConfig),
     route("GET", "/api/v1/vms", false, Op::ListVms),
-    route("POST", "/api/v1/vms", false, Op::StartVm),
-    route("GET", "/api/v1/vms/{id}", false, Op::ShowVm),
-    route("POST", "/api/v1/vms/{id}/stop", false, Op::StopVm),
-    route("GET", "/api/v1/vms/{id}/console", false, Op::Console),
+    route("POST", "/api/v1/vms", false, Op::CreateVm),
+    route("GET", "/api/v1/vms/{name}", false, Op::ShowVm),
+    route("DELETE", "/api/v1/vms/{name}", false, Op::DestroyVm),
+    route("POST", "/api/v1/vms/{name}/start", false, Op::StartVm),
+    route("POST", "/api/v1/vms/{name}/stop", false, Op::StopVm),
+    route("POST", "/api/v1/vms/{name}/restart", false, Op::RestartVm),
+    route("GET", "/api/v1/vms/{name}/console", false, Op::Console),
+    route(
+        "POST",
+        "/api/v1/vms/{name}/console",
+        false,
+        Op::ConsoleInput,
+    ),
 ];
 
 /// Whether `path` is under [`API_PREFIX`] (where everything but the public routes needs a
@@ -84,14 +104,15 @@ pub fn under_api(path: &str) -> bool {
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
-/// The routes whose path matches `path` (any method), each with its `{id}` segment.
+/// The routes whose path matches `path` (any method), each with its parameter segment.
 pub fn lookup(path: &str) -> impl Iterator<Item = (&'static Route, Option<&str>)> + '_ {
     ROUTES
         .iter()
         .filter_map(move |route| matches(route.path, path).map(|id| (route, id)))
 }
 
-/// Matches `path` against `pattern`: `Some(id segment, if the pattern has one)` on a match.
+/// Matches `path` against `pattern`: `Some(parameter segment, if the pattern has one)` on a
+/// match. Patterns have at most one parameter.
 fn matches<'p>(pattern: &str, path: &'p str) -> Option<Option<&'p str>> {
     let mut id = None;
     let mut pattern_segments = pattern.split('/');
@@ -99,11 +120,18 @@ fn matches<'p>(pattern: &str, path: &'p str) -> Option<Option<&'p str>> {
     loop {
         match (pattern_segments.next(), path_segments.next()) {
             (None, None) => return Some(id),
-            (Some("{id}"), Some(segment)) if !segment.is_empty() => id = Some(segment),
+            (Some(p), Some(segment)) if is_parameter(p) && !segment.is_empty() => {
+                id = Some(segment)
+            }
             (Some(expected), Some(segment)) if expected == segment => {}
             _ => return None,
         }
     }
+}
+
+/// Whether a pattern segment is a parameter (`{name}`).
+fn is_parameter(segment: &str) -> bool {
+    segment.len() > 2 && segment.starts_with('{') && segment.ends_with('}')
 }
 
 #[cfg(test)]
@@ -127,10 +155,21 @@ mod tests {
         assert_eq!(matches("/api/v1/vms/{id}", "/api/v1/vms/"), None);
         assert_eq!(matches("/api/v1/vms/{id}", "/api/v1/vms/7/"), None);
         assert_eq!(
-            matches("/api/v1/vms/{id}/stop", "/api/v1/vms/12/stop"),
-            Some(Some("12"))
+            matches("/api/v1/vms/{name}/stop", "/api/v1/vms/web/stop"),
+            Some(Some("web"))
         );
-        assert_eq!(matches("/api/v1/vms/{id}/stop", "/api/v1/vms//stop"), None);
+        assert_eq!(
+            matches(
+                "/api/v1/modules/{module}/run",
+                "/api/v1/modules/hello.bin/run"
+            ),
+            Some(Some("hello.bin"))
+        );
+        assert_eq!(
+            matches("/api/v1/vms/{name}/stop", "/api/v1/vms//stop"),
+            None
+        );
+        assert_eq!(matches("/api/v1/vms/{}", "/api/v1/vms/{}"), Some(None));
         assert_eq!(matches("/api/v1/vms", "/api/v1/VMS"), None);
     }
 
@@ -149,6 +188,8 @@ mod tests {
         for (i, a) in ROUTES.iter().enumerate() {
             assert!(a.path.starts_with('/'));
             assert!(a.path == "/" || under_api(a.path), "{}", a.path);
+            let parameters = a.path.split('/').filter(|s| is_parameter(s)).count();
+            assert!(parameters <= 1, "{}", a.path);
             for b in &ROUTES[i + 1..] {
                 assert!(
                     (a.method, a.path) != (b.method, b.path),

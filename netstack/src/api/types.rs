@@ -19,28 +19,66 @@ use crate::iface::NetStatus;
 
 /// What the kernel does for the API. The router calls one method per request, on the
 /// management CPU, between network polls; methods must not block.
+///
+/// A VM is named by a `key`: the name of a VM defined in the configuration, or the number
+/// of any VM (`vm list`'s first column), in decimal. The router checks a key's syntax
+/// ([`VmKey`]) before it calls; the kernel says whether a VM has it.
 pub trait Management {
     /// Version, uptime, CPUs, memory, virtualization, network.
     fn system(&self) -> SystemInfo;
     /// The guest payloads VMs can be started from.
     fn modules(&self) -> Vec<ModuleInfo>;
-    /// Every VM, running or stopped, in id order.
+    /// Every VM in number order: the named ones whether or not they ever ran (state
+    /// `defined` until the first start), and the ad-hoc ones started from boot modules.
     fn vms(&self) -> Vec<VmSummary>;
-    /// One VM; `None` if there is no VM with this id.
-    fn vm(&self, id: u32) -> Option<VmDetail>;
-    /// Starts a VM from `module` (a module name, or its index in decimal) with `mem_mib` MiB
-    /// of guest RAM (`None`: the kernel's default). Returns the new VM's id.
+    /// One VM; `None` if no VM has this key.
+    fn vm(&self, key: &VmKey<'_>) -> Option<VmDetail>;
+    /// Starts an ad-hoc VM from boot module `module` (a module name, or its index in
+    /// decimal) with `mem_mib` MiB of guest RAM (`None`: the kernel's default). Returns the
+    /// new VM's number.
     ///
     /// Errors: [`ApiError::NotFound`] for an unknown module, [`ApiError::Invalid`] for a
     /// module that is not a loadable guest or an unusable memory size,
-    /// [`ApiError::Unavailable`] without hardware virtualization or memory.
-    fn start_vm(&mut self, module: &str, mem_mib: Option<u32>) -> Result<u32, ApiError>;
-    /// Stops a VM. Errors: [`ApiError::NotFound`]; [`ApiError::Conflict`] if it is already
-    /// stopped.
-    fn stop_vm(&mut self, id: u32) -> Result<(), ApiError>;
-    /// The VM's console output from byte offset `since` on (as much as the kernel keeps).
-    /// Errors: [`ApiError::NotFound`].
-    fn console(&self, id: u32, since: u64) -> Result<ConsoleChunk, ApiError>;
+    /// [`ApiError::Unavailable`] without hardware virtualization.
+    fn run_module(&mut self, module: &str, mem_mib: Option<u32>) -> Result<u32, ApiError>;
+    /// Adds `vm` (already validated by the router) to the configuration, saves it as
+    /// `vm create` does, and defines the VM (state `defined`).
+    ///
+    /// Errors: [`ApiError::Conflict`] when a VM has this name already;
+    /// [`ApiError::Invalid`] when the configuration with it is invalid;
+    /// [`ApiError::Unavailable`] without a boot disk to save to; [`ApiError::Internal`] when
+    /// the disk fails. Nothing changes on error.
+    fn create_vm(&mut self, vm: keel_config::schema::Vm) -> Result<(), ApiError>;
+    /// Stops a named VM at once and removes it from the configuration (`vm destroy`).
+    /// Returns the configuration generation it was saved as.
+    ///
+    /// Errors: [`ApiError::NotFound`]; [`ApiError::Conflict`] for an ad-hoc VM (not in the
+    /// configuration: stop it instead); the save errors of [`create_vm`](Self::create_vm).
+    fn destroy_vm(&mut self, key: &VmKey<'_>) -> Result<u64, ApiError>;
+    /// Starts a named VM from its definition.
+    ///
+    /// Errors: [`ApiError::NotFound`]; [`ApiError::Conflict`] when it runs already or is an
+    /// ad-hoc VM; [`ApiError::Invalid`] when its files are missing or unusable or the host
+    /// lacks the memory; [`ApiError::Unavailable`] without hardware virtualization.
+    fn start_vm(&mut self, key: &VmKey<'_>) -> Result<(), ApiError>;
+    /// Stops a VM as `mode` says (a graceful stop completes later).
+    ///
+    /// Errors: [`ApiError::NotFound`]; [`ApiError::Conflict`] if it is not running.
+    fn stop_vm(&mut self, key: &VmKey<'_>, mode: StopMode) -> Result<(), ApiError>;
+    /// Restarts a named VM: stops it as `mode` says, then starts it again; starts it at once
+    /// when it is not running. Returns whether it started at once (`false`: it starts when
+    /// the stop completes).
+    ///
+    /// Errors: those of [`start_vm`](Self::start_vm).
+    fn restart_vm(&mut self, key: &VmKey<'_>, mode: StopMode) -> Result<bool, ApiError>;
+    /// The VM's console output from byte offset `since` on (as much as the kernel keeps);
+    /// empty for a VM that never ran. Errors: [`ApiError::NotFound`].
+    fn console(&self, key: &VmKey<'_>, since: u64) -> Result<ConsoleChunk, ApiError>;
+    /// Queues `bytes` as input to the VM's serial console; returns how many the guest's
+    /// input queue took (the rest is dropped, as a UART drops what overflows it).
+    ///
+    /// Errors: [`ApiError::NotFound`]; [`ApiError::Conflict`] if it is not running.
+    fn console_input(&mut self, key: &VmKey<'_>, bytes: &[u8]) -> Result<usize, ApiError>;
     /// The files of the guest store (the boot disk's `keel-store` partition), in directory
     /// order. Errors: [`ApiError::Unavailable`] when there is no boot disk or the store
     /// cannot be read.
@@ -56,6 +94,68 @@ pub trait Management {
     /// [`ApiError::Internal`] when the disk fails (the previous configuration stays on disk
     /// and in effect).
     fn save_config(&mut self, config: Config) -> Result<u64, ApiError>;
+}
+
+/// How to stop a VM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopMode {
+    /// Press the ACPI power button; force it off if it still runs after `timeout_s`.
+    Graceful {
+        /// Grace time in seconds.
+        timeout_s: u32,
+    },
+    /// Stop it now.
+    Force,
+}
+
+/// The grace time of a graceful stop when the request names none (as on the console).
+pub const DEFAULT_STOP_TIMEOUT_S: u32 = 30;
+
+/// The longest grace time a stop may ask for (as on the console).
+pub const MAX_STOP_TIMEOUT_S: u32 = 3600;
+
+/// A VM's key, as the path gives it: a number or a name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VmKey<'a> {
+    /// The VM's number.
+    Number(u32),
+    /// A configured VM's name.
+    Name(&'a str),
+}
+
+impl<'a> VmKey<'a> {
+    /// Parses a path segment: decimal digits that fit a `u32` are a number, anything else
+    /// must be a valid VM name (the configuration's rule: 1 to 32 of `a-z0-9-`, a letter
+    /// first). The error is the 400 message.
+    pub fn parse(segment: &'a str) -> Result<VmKey<'a>, String> {
+        if !segment.is_empty() && segment.bytes().all(|b| b.is_ascii_digit()) {
+            if segment.len() <= 10
+                && let Ok(n) = segment.parse()
+            {
+                return Ok(VmKey::Number(n));
+            }
+            return Err(format!(
+                "VM number must be from 0 to 4294967295, not {}",
+                super::clip(segment, 40)
+            ));
+        }
+        match keel_config::schema::check_vm_name(segment) {
+            Ok(()) => Ok(VmKey::Name(segment)),
+            Err(why) => Err(format!(
+                "'{}' is neither a VM number nor a VM name (a name {why})",
+                super::clip(segment, 40)
+            )),
+        }
+    }
+}
+
+impl fmt::Display for VmKey<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VmKey::Number(n) => write!(f, "{n}"),
+            VmKey::Name(name) => f.write_str(name),
+        }
+    }
 }
 
 /// Why the kernel refused an operation. Each maps to one HTTP status; the message goes
@@ -186,10 +286,14 @@ pub struct ModuleList {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum VmState {
+    /// Defined in the configuration, never started since boot.
+    Defined,
     /// Running guest code.
     Running,
     /// Halted, waiting for an interrupt.
-    Waiting,
+    Idle,
+    /// A graceful stop is under way (the power button was pressed).
+    Stopping,
     /// Finished; `stop_reason` says why.
     Stopped,
 }
@@ -213,16 +317,25 @@ pub struct StoreList {
 /// A VM in the list.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmSummary {
-    /// Its id.
-    pub id: u32,
-    /// The module it was started from.
-    pub module: String,
+    /// What `/api/v1/vms/{name}` takes: the name of a configured VM, or the number of an
+    /// ad-hoc one.
+    pub name: String,
+    /// Its number (also accepted as `{name}`).
+    pub number: u32,
+    /// Whether it is defined in the configuration (an ad-hoc VM from a boot module is not).
+    pub configured: bool,
+    /// What it starts from: `store:<kernel>` for a configured VM, a boot module's name.
+    pub source: String,
     /// Its state.
     pub state: VmState,
     /// Why it stopped, when stopped.
     pub stop_reason: Option<String>,
-    /// VM exits by reason.
-    pub exits: BTreeMap<String, u64>,
+    /// Guest RAM in MiB (as defined, until it runs).
+    pub memory_mib: u32,
+    /// Seconds since it started, while it runs (running, idle or stopping).
+    pub uptime_s: Option<u64>,
+    /// Whether it starts at boot.
+    pub autostart: bool,
 }
 
 /// `GET /api/v1/vms`.
@@ -232,68 +345,66 @@ pub struct VmList {
     pub vms: Vec<VmSummary>,
 }
 
-/// One VM in detail.
+/// One VM in detail: the summary's fields and more.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmDetail {
-    /// Its id.
-    pub id: u32,
-    /// The module it was started from.
-    pub module: String,
-    /// Its state.
-    pub state: VmState,
-    /// Why it stopped, when stopped.
-    pub stop_reason: Option<String>,
-    /// VM exits by reason.
+    /// The list's fields.
+    #[serde(flatten)]
+    pub summary: VmSummary,
+    /// VM exits of the current or last run, by reason.
     pub exits: BTreeMap<String, u64>,
-    /// Guest RAM in MiB.
-    pub mem_mib: u32,
-    /// The virtualization backend running it (`"svm"`, `"vmx"`).
-    pub backend: String,
-    /// Console output so far, in bytes (the `next` of a console read from 0 that got all).
+    /// The virtualization backend of the current or last run (`"svm"`, `"vmx"`); `null`
+    /// until it first runs.
+    pub backend: Option<String>,
+    /// Console output of the current or last run so far, in bytes.
     pub console_bytes: u64,
+    /// A configured VM's kernel (a guest store file); `null` for an ad-hoc VM.
+    pub kernel: Option<String>,
+    /// A configured VM's initrd, if it has one.
+    pub initrd: Option<String>,
+    /// A configured VM's kernel command line; `null` for an ad-hoc VM.
+    pub cmdline: Option<String>,
 }
 
-/// `POST /api/v1/vms`.
+/// `DELETE /api/v1/vms/{name}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Destroyed {
+    /// The VM's name.
+    pub name: String,
+    /// The configuration generation saved without it.
+    pub generation: u64,
+}
+
+/// `POST /api/v1/vms/{name}/console`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsoleInput {
+    /// Bytes the guest's input queue took.
+    pub accepted: u64,
+    /// Bytes it had no room for (dropped).
+    pub dropped: u64,
+}
+
+/// The most console input one request may send.
+pub const MAX_CONSOLE_INPUT: usize = 4096;
+
+/// `POST /api/v1/modules/{module}/run`'s optional body.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct StartVm {
-    /// A module name or index.
-    pub module: String,
+pub struct RunModule {
     /// Guest RAM in MiB; the kernel's default when absent or `null`.
     #[serde(default)]
     pub mem_mib: Option<u32>,
 }
 
-impl StartVm {
-    /// Parses and checks a request body; the error is the 400/422 message.
-    pub fn parse(body: &[u8]) -> Result<StartVm, (u16, String)> {
-        if body.iter().all(u8::is_ascii_whitespace) {
-            return Err((
-                400,
-                String::from("request body must be a JSON object with a \"module\" field"),
-            ));
-        }
-        let invalid = |err: serde_json::Error| (400, format!("invalid request body: {err}"));
-        let value: serde_json::Value = serde_json::from_slice(body).map_err(invalid)?;
-        // Checked apart: serde would also take a struct from a JSON array.
-        let kind = match &value {
-            serde_json::Value::Object(_) => None,
-            serde_json::Value::Array(_) => Some("an array"),
-            serde_json::Value::String(_) => Some("a string"),
-            serde_json::Value::Number(_) => Some("a number"),
-            serde_json::Value::Bool(_) => Some("a boolean"),
-            serde_json::Value::Null => Some("null"),
+impl RunModule {
+    /// Parses and checks a request body (none is the defaults); the error is the status and
+    /// message.
+    pub fn parse(body: &[u8]) -> Result<RunModule, (u16, String)> {
+        let Some(value) = json_object(body)? else {
+            return Ok(RunModule::default());
         };
-        if let Some(kind) = kind {
-            return Err((
-                400,
-                format!("invalid request body: expected a JSON object, not {kind}"),
-            ));
-        }
-        let request = StartVm::deserialize(value).map_err(invalid)?;
-        if request.module.is_empty() {
-            return Err((422, String::from("module must not be empty")));
-        }
+        let request = RunModule::deserialize(value)
+            .map_err(|e| (400, format!("invalid request body: {e}")))?;
         if let Some(mib) = request.mem_mib
             && (!(2..=65536).contains(&mib) || !mib.is_multiple_of(2))
         {
@@ -306,7 +417,70 @@ impl StartVm {
     }
 }
 
-/// `GET /api/v1/vms/{id}/console`.
+/// The optional body of `POST /api/v1/vms/{name}/stop` and `/restart`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StopRequest {
+    /// Stop at once instead of pressing the power button.
+    #[serde(default)]
+    pub force: bool,
+    /// Grace time after the power button before the VM is forced off (default 30).
+    #[serde(default)]
+    pub timeout_s: Option<u32>,
+}
+
+impl StopRequest {
+    /// Parses and checks a request body (none: a graceful stop with the default grace
+    /// time); the error is the status and message.
+    pub fn parse(body: &[u8]) -> Result<StopMode, (u16, String)> {
+        let Some(value) = json_object(body)? else {
+            return Ok(StopMode::Graceful {
+                timeout_s: DEFAULT_STOP_TIMEOUT_S,
+            });
+        };
+        let request = StopRequest::deserialize(value)
+            .map_err(|e| (400, format!("invalid request body: {e}")))?;
+        match (request.force, request.timeout_s) {
+            (true, Some(_)) => Err((
+                422,
+                String::from("force and timeout_s exclude each other: send one"),
+            )),
+            (true, None) => Ok(StopMode::Force),
+            (false, Some(t)) if !(1..=MAX_STOP_TIMEOUT_S).contains(&t) => Err((
+                422,
+                format!("timeout_s must be from 1 to {MAX_STOP_TIMEOUT_S} seconds"),
+            )),
+            (false, timeout_s) => Ok(StopMode::Graceful {
+                timeout_s: timeout_s.unwrap_or(DEFAULT_STOP_TIMEOUT_S),
+            }),
+        }
+    }
+}
+
+/// An optional JSON object body: `None` when the body is empty (or only white space),
+/// 400 when it is not JSON or not an object.
+pub(super) fn json_object(body: &[u8]) -> Result<Option<serde_json::Value>, (u16, String)> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|err| (400, format!("invalid request body: {err}")))?;
+    // Checked apart: serde would also take a struct from a JSON array.
+    let kind = match &value {
+        serde_json::Value::Object(_) => return Ok(Some(value)),
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Null => "null",
+    };
+    Err((
+        400,
+        format!("invalid request body: expected a JSON object, not {kind}"),
+    ))
+}
+
+/// `GET /api/v1/vms/{name}/console`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConsoleChunk {
     /// Output from the requested offset on (non-UTF-8 bytes replaced by U+FFFD).

@@ -505,12 +505,12 @@ fn the_api_router_over_tcp() {
         reply.header("www-authenticate"),
         Some("Bearer realm=\"keel\"")
     );
-    let start = "POST /api/v1/vms HTTP/1.1\r\nHost: k\r\nAuthorization: Bearer t0ken\r\n\
-                 Content-Length: 15\r\n\r\n{\"module\": \"0\"}";
+    let start = "POST /api/v1/modules/0/run HTTP/1.1\r\nHost: k\r\nAuthorization: Bearer t0ken\r\n\
+                 Content-Length: 14\r\n\r\n{\"mem_mib\": 8}";
     net.send(&client, start.as_bytes());
     let reply = net.await_reply(&mut api, &mut client, 100);
     assert_eq!(reply.status, 201);
-    assert_eq!(reply.header("location"), Some("/api/v1/vms/3"));
+    assert_eq!(reply.header("location"), Some("/api/v1/vms/4"));
     // A large response (the OpenAPI document) through an 8 KiB send buffer.
     net.send(&client, get("/api/v1/openapi.json").as_bytes());
     let reply = net.await_reply(&mut api, &mut client, 500);

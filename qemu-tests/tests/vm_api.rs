@@ -1,0 +1,407 @@
+//! Named VMs over the HTTP API, end to end: `keel.img` with the flat test guests `counter.bin`
+//! and `echo.bin` in its guest store, booted writable under SeaBIOS on `-M q35` with
+//! virtio-net (`hostfwd` to 127.0.0.1 only).
+//!
+//! One boot walks the whole lifecycle: define a VM (`POST /api/v1/vms`), list it as
+//! `defined`, start it, read its `tick` lines, stop it (forced and graceful), restart it, run
+//! a second VM beside it, type into the echo guest's console and read the answer, destroy
+//! both. Bad names, states and bodies get their status and change nothing.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use keel_qemu_tests::guests::{self, COUNTER, ECHO};
+use keel_qemu_tests::http::{self, Response};
+use keel_qemu_tests::{Machine, Qemu, artifacts, check};
+
+/// Builds `keel.img` into `dir` with `counter.bin` and `echo.bin` in the guest store.
+fn image_with_guests(dir: &Path) -> PathBuf {
+    let a = artifacts();
+    let set = guests::build_guests().expect("building the test guests");
+    let store = dir.join("store");
+    std::fs::create_dir(&store).unwrap();
+    for name in [COUNTER, ECHO] {
+        let path = set.path(name);
+        std::fs::copy(&path, store.join(path.file_name().unwrap())).unwrap();
+    }
+    let image = dir.join("keel.img");
+    let cmdline = keel_image::api_token::with_token("", &a.api_token);
+    let config = keel_image::appliance::default_config(&a.api_token).to_json_pretty();
+    keel_image::assemble_image(&a.elf, &[], &cmdline, Some(&store), &config, &image)
+        .expect("building the image with the guest store");
+    image
+}
+
+struct Appliance {
+    m: Machine,
+    port: u16,
+    token: String,
+}
+
+impl Appliance {
+    fn boot(image: &Path) -> Appliance {
+        let a = artifacts();
+        let port = http::free_port();
+        let mut m = Qemu::seabios(image)
+            .machine("q35")
+            .defmt_elf(&a.elf)
+            .writable_disk()
+            .args(["-nic".to_owned(), http::nic_arg("virtio-net-pci", port)])
+            .spawn()
+            .unwrap();
+        m.expect_banner();
+        m.expect("network: DHCP lease 10.0.2.15/24");
+        m.expect_prompt();
+        if let Err(e) = http::deepen_hostfwd_backlog(m.pid(), port) {
+            m.fail(format!("deepening the hostfwd accept queue: {e}"));
+        }
+        if let Err(e) = http::wait_until_up(port, "/api/v1/health", Duration::from_secs(30)) {
+            m.fail(&e);
+        }
+        Appliance {
+            m,
+            port,
+            token: a.api_token.clone(),
+        }
+    }
+
+    fn send(&self, method: &str, path: &str, body: Option<&str>) -> Response {
+        http::request(self.port, method, path, Some(&self.token), body).expect(method)
+    }
+
+    fn get(&self, path: &str) -> Response {
+        self.send("GET", path, None)
+    }
+
+    /// `POST /api/v1/vms/{vm}/console` with `bytes` as `text/plain`.
+    fn type_into(&self, vm: &str, bytes: &[u8]) -> Response {
+        let mut req = format!(
+            "POST /api/v1/vms/{vm}/console HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+             Authorization: Bearer {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
+            self.token,
+            bytes.len()
+        )
+        .into_bytes();
+        req.extend_from_slice(bytes);
+        http::raw(self.port, &req).expect("POST console")
+    }
+
+    /// Checks `r` has `status` and a body containing every needle.
+    fn expect(&self, what: &str, r: &Response, status: u16, needles: &[&str]) {
+        check!(
+            self.m,
+            r.status == status,
+            "{what}: got {} (wanted {status}): {}",
+            r.status,
+            r.body
+        );
+        for needle in needles {
+            check!(
+                self.m,
+                r.body.contains(needle),
+                "{what}: no {needle:?} in {}",
+                r.body
+            );
+        }
+    }
+
+    /// Polls `GET path` until its body contains `needle`; returns that body.
+    fn wait_for(&self, path: &str, needle: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let r = self.get(path);
+            if r.status == 200 && r.body.contains(needle) {
+                return r.body;
+            }
+            check!(
+                self.m,
+                Instant::now() < deadline,
+                "no {needle:?} from GET {path} within {within:?}: {r:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+const COUNTER_VM: &str =
+    r#"{"name":"counter","kernel":"counter.bin","memory_mib":16,"cmdline":"","autostart":false}"#;
+const ECHO_VM: &str = r#"{"name":"echo","kernel":"echo.bin","memory_mib":16}"#;
+
+#[test]
+fn named_vms_over_http_from_create_to_destroy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let image = image_with_guests(tmp.path());
+    let app = Appliance::boot(&image);
+    let list = app.get("/api/v1/vms");
+    app.expect("empty list", &list, 200, &["{\"vms\":[]}"]);
+
+    // Define: 201 with its URL, state `defined`, listed.
+    let created = app.send("POST", "/api/v1/vms", Some(COUNTER_VM));
+    app.expect(
+        "create counter",
+        &created,
+        201,
+        &[
+            "\"name\":\"counter\"",
+            "\"number\":1",
+            "\"state\":\"defined\"",
+            "\"kernel\":\"counter.bin\"",
+        ],
+    );
+    check!(
+        app.m,
+        created.header("location") == Some("/api/v1/vms/counter"),
+        "Location: {created:?}"
+    );
+    let listed = app.get("/api/v1/vms");
+    app.expect(
+        "list after create",
+        &listed,
+        200,
+        &[
+            "\"name\":\"counter\"",
+            "\"state\":\"defined\"",
+            "\"configured\":true",
+        ],
+    );
+
+    // Refused requests change nothing.
+    let refused: Vec<(&str, Response, u16, &str)> = vec![
+        (
+            "duplicate",
+            app.send("POST", "/api/v1/vms", Some(COUNTER_VM)),
+            409,
+            "exists already",
+        ),
+        (
+            "invalid definition",
+            app.send(
+                "POST",
+                "/api/v1/vms",
+                Some(r#"{"name":"Bad_Name","kernel":"counter.bin","memory_mib":1}"#),
+            ),
+            422,
+            "\"errors\":[{\"path\":\"name\"",
+        ),
+        (
+            "not JSON",
+            app.send("POST", "/api/v1/vms", Some("{")),
+            400,
+            "invalid request body",
+        ),
+        (
+            "bad name",
+            app.get("/api/v1/vms/Bad_Name"),
+            400,
+            "neither a VM number nor a VM name",
+        ),
+        (
+            "unknown name",
+            app.get("/api/v1/vms/nosuch"),
+            404,
+            "no VM named 'nosuch'",
+        ),
+        (
+            "unknown number",
+            app.get("/api/v1/vms/42"),
+            404,
+            "no VM named '42'",
+        ),
+        (
+            "stop a defined VM",
+            app.send("POST", "/api/v1/vms/counter/stop", None),
+            409,
+            "is not running",
+        ),
+        (
+            "type into a defined VM",
+            app.type_into("counter", b"x"),
+            409,
+            "is not running",
+        ),
+        (
+            "destroy an unknown VM",
+            app.send("DELETE", "/api/v1/vms/nosuch", None),
+            404,
+            "no VM named",
+        ),
+        (
+            "force and timeout",
+            app.send(
+                "POST",
+                "/api/v1/vms/counter/stop",
+                Some(r#"{"force":true,"timeout_s":3}"#),
+            ),
+            422,
+            "exclude each other",
+        ),
+        (
+            "start with a body",
+            app.send("POST", "/api/v1/vms/counter/start", Some("{}")),
+            400,
+            "takes no request body",
+        ),
+    ];
+    for (what, r, status, needle) in &refused {
+        app.expect(what, r, *status, &[needle, "\"error\""]);
+    }
+    let unchanged = app.get("/api/v1/vms");
+    check!(
+        app.m,
+        unchanged.body == listed.body,
+        "the list changed:\nbefore {}\nafter  {}",
+        listed.body,
+        unchanged.body
+    );
+
+    // Start; the console shows its ticks.
+    let started = app.send("POST", "/api/v1/vms/counter/start", None);
+    app.expect("start counter", &started, 200, &["\"state\":\"running\""]);
+    let again = app.send("POST", "/api/v1/vms/counter/start", None);
+    app.expect("start it again", &again, 409, &["already running"]);
+    app.wait_for(
+        "/api/v1/vms/counter/console?since=0",
+        "tick 3",
+        Duration::from_secs(30),
+    );
+
+    // Forced stop: 200, stopped at once.
+    let stopped = app.send(
+        "POST",
+        "/api/v1/vms/counter/stop",
+        Some(r#"{"force":true}"#),
+    );
+    app.expect(
+        "force stop",
+        &stopped,
+        200,
+        &["\"state\":\"stopped\"", "stopped by the operator"],
+    );
+    let again = app.send("POST", "/api/v1/vms/1/stop", Some(r#"{"force":true}"#));
+    app.expect("stop it again", &again, 409, &["is not running"]);
+
+    // Restart of a stopped VM starts it at once; of a running one, once it has stopped.
+    let restarted = app.send("POST", "/api/v1/vms/counter/restart", None);
+    app.expect(
+        "restart stopped",
+        &restarted,
+        200,
+        &["\"state\":\"running\""],
+    );
+    app.wait_for(
+        "/api/v1/vms/counter/console",
+        "tick 1",
+        Duration::from_secs(30),
+    );
+    let restarting = app.send(
+        "POST",
+        "/api/v1/vms/counter/restart",
+        Some(r#"{"force":true}"#),
+    );
+    app.expect("restart running", &restarting, 202, &[]);
+    app.wait_for(
+        "/api/v1/vms/counter",
+        "\"state\":\"running\"",
+        Duration::from_secs(30),
+    );
+
+    // A second VM beside it; both run at once.
+    let echo = app.send("POST", "/api/v1/vms", Some(ECHO_VM));
+    app.expect("create echo", &echo, 201, &["\"number\":2"]);
+    let started = app.send("POST", "/api/v1/vms/2/start", None);
+    app.expect(
+        "start echo by number",
+        &started,
+        200,
+        &["\"name\":\"echo\""],
+    );
+    app.wait_for(
+        "/api/v1/vms/echo/console",
+        "echo guest: ready",
+        Duration::from_secs(30),
+    );
+    let before = app.get("/api/v1/vms/counter");
+    let typed = app.type_into("echo", b"hi\r");
+    app.expect(
+        "type into echo",
+        &typed,
+        200,
+        &["\"accepted\":3", "\"dropped\":0"],
+    );
+    app.wait_for("/api/v1/vms/echo/console", "HI", Duration::from_secs(30));
+    let list = app.get("/api/v1/vms");
+    for name in ["counter", "echo"] {
+        let entry = format!("\"name\":\"{name}\"");
+        check!(
+            app.m,
+            list.body.contains(&entry),
+            "{entry} not in {}",
+            list.body
+        );
+    }
+    check!(
+        app.m,
+        !list.body.contains("\"stopped\"") && !list.body.contains("\"defined\""),
+        "both should run: {}",
+        list.body
+    );
+    let console_bytes = |body: &str| -> u64 {
+        let at = body.find("\"console_bytes\":").expect("console_bytes") + 16;
+        body[at..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse()
+            .unwrap()
+    };
+    // The counter goes on counting beside the echo guest.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let after = app.get("/api/v1/vms/counter");
+        if console_bytes(&after.body) > console_bytes(&before.body) {
+            break;
+        }
+        check!(
+            app.m,
+            Instant::now() < deadline,
+            "the counter stopped counting while echo ran:\n{}\n{}",
+            before.body,
+            after.body
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // A graceful stop of a guest without ACPI: 202, stopping, forced off after the timeout.
+    let stopping = app.send(
+        "POST",
+        "/api/v1/vms/counter/stop",
+        Some(r#"{"timeout_s":1}"#),
+    );
+    app.expect("graceful stop", &stopping, 202, &["\"state\":\"stopping\""]);
+    app.wait_for(
+        "/api/v1/vms/counter",
+        "\"state\":\"stopped\"",
+        Duration::from_secs(30),
+    );
+
+    // Destroy both (one running): gone from the list and from the configuration.
+    for name in ["counter", "echo"] {
+        let destroyed = app.send("DELETE", &format!("/api/v1/vms/{name}"), None);
+        app.expect(
+            "destroy",
+            &destroyed,
+            200,
+            &[&format!("\"name\":\"{name}\"")],
+        );
+        let gone = app.get(&format!("/api/v1/vms/{name}"));
+        app.expect("destroyed VM", &gone, 404, &[]);
+    }
+    let list = app.get("/api/v1/vms");
+    app.expect("empty again", &list, 200, &["{\"vms\":[]}"]);
+    let config = app.get("/api/v1/config");
+    app.expect("config", &config, 200, &["\"vms\": []"]);
+    // The console agrees (its notices of the HTTP saves may come first).
+    let mut m = app.m;
+    m.type_line("vm list");
+    m.expect("no VMs: define one with 'vm create'");
+}
