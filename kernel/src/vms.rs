@@ -418,8 +418,12 @@ impl VmManager {
         }
     }
 
+    /// The VM `key` names: a name, or any VM's number (names never are all digits).
     fn index(&self, key: &str) -> Option<usize> {
-        self.vms.iter().position(|e| e.key() == key)
+        match key.parse::<u32>() {
+            Ok(number) => self.vms.iter().position(|e| e.id == number),
+            Err(_) => self.vms.iter().position(|e| e.key() == key),
+        }
     }
 
     fn take_id(&mut self) -> u32 {
