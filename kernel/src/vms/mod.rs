@@ -27,16 +27,18 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::Write as _;
 
-use keel_vmm::cpuid::CpuidPolicy;
-use keel_vmm::devices::{Devices, PlatformConfig};
 use keel_vmm::exit_handler::StopReason;
-use keel_vmm::host::HostMemory;
-use keel_vmm::memory::GuestMemory;
-use keel_vmm::vm::{Clock, Instant, Vm, VmState};
-use keel_vmm::{backend, loader};
+use keel_vmm::vm::{Clock, Vm, VmState};
 
+use self::build::{Blueprint, ImageBytes, TscClock, build_vm, module_bytes, store_file};
+use crate::System;
 use crate::boot::BootModule;
-use crate::{System, mm};
+
+mod build;
+mod report;
+
+pub use self::build::KernelHost;
+pub use self::report::{ViewState, VmView};
 
 /// Guest RAM when `vm run` gives no `mem=`.
 pub const DEFAULT_MEM_MIB: u32 = 16;
@@ -141,7 +143,7 @@ pub enum StartError {
     /// The payload does not fit or is empty.
     Load(String),
     /// The backend could not create the vCPU (e.g. no virtualization).
-    Vcpu(backend::BackendError),
+    Vcpu(keel_vmm::backend::BackendError),
 }
 
 impl core::fmt::Display for StartError {
@@ -171,36 +173,6 @@ impl core::fmt::Display for StartError {
         }
     }
 }
-
-/// What a boot module holds, by its first bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum GuestKind {
-    /// Raw real-mode code, entered at 0000:7C00.
-    Flat,
-    /// A Linux bzImage (`HdrS` at 0x202): the Linux boot protocol's 64-bit entry.
-    BzImage,
-    /// An ELF image: PVH (`XEN_ELFNOTE_PHYS32_ENTRY`), entered in 32-bit protected mode.
-    PvhElf,
-}
-
-/// Host frames for the VMM, from the kernel's frame allocator (identity-mapped).
-pub struct KernelHost;
-
-impl HostMemory for KernelHost {
-    fn alloc_frames(&self, count: u64, align: u64) -> Option<u64> {
-        mm::alloc_frames(count, align)
-    }
-
-    fn free_frames(&self, phys: u64, count: u64) {
-        mm::free_frames(phys, count)
-    }
-
-    fn ptr(&self, phys: u64) -> *mut u8 {
-        phys as *mut u8
-    }
-}
-
-static HOST: KernelHost = KernelHost;
 
 /// One VM slot: a named VM (defined, maybe running) or an ad-hoc one from `vm run`.
 struct Entry {
@@ -283,98 +255,6 @@ impl Default for VmManager {
     }
 }
 
-fn module_bytes(module: &BootModule) -> &'static [u8] {
-    // SAFETY: boot modules lie in RAM the frame allocator reserved at boot and never hands
-    // out; all RAM is identity-mapped; nothing writes to modules.
-    unsafe { core::slice::from_raw_parts(module.start as *const u8, module.size as usize) }
-}
-
-/// A guest image's bytes: a boot module (static) or a file read from the store.
-enum ImageBytes {
-    Module(&'static [u8]),
-    Owned(Vec<u8>),
-}
-
-impl ImageBytes {
-    fn bytes(&self) -> &[u8] {
-        match self {
-            ImageBytes::Module(b) => b,
-            ImageBytes::Owned(v) => v,
-        }
-    }
-}
-
-/// What to build a VM from.
-struct Blueprint<'a> {
-    /// The kernel's name, for messages.
-    name: &'a str,
-    kernel: ImageBytes,
-    initrd: Option<ImageBytes>,
-    cmdline: Option<&'a str>,
-    mem_mib: Option<u32>,
-}
-
-/// Builds a VM (RAM, loader, ACPI tables, vCPU, devices) from `blueprint`.
-fn build_vm(system: &System, id: u32, label: String, bp: &Blueprint<'_>) -> Result<Vm, StartError> {
-    let image = bp.kernel.bytes();
-    let kind = if loader::bzimage::is_bzimage(image) {
-        GuestKind::BzImage
-    } else if image.starts_with(b"\x7fELF") {
-        GuestKind::PvhElf
-    } else {
-        GuestKind::Flat
-    };
-    if kind == GuestKind::Flat && (bp.initrd.is_some() || bp.cmdline.is_some_and(|c| !c.is_empty()))
-    {
-        return Err(StartError::Load(alloc::format!(
-            "'{}' is neither a Linux bzImage nor a PVH ELF kernel: initrd= and cmdline= \
-             apply to kernels only",
-            bp.name
-        )));
-    }
-    let default_mib = match kind {
-        GuestKind::Flat => DEFAULT_MEM_MIB,
-        GuestKind::BzImage | GuestKind::PvhElf => DEFAULT_LINUX_MEM_MIB,
-    };
-    let mem_mib = bp.mem_mib.unwrap_or(default_mib);
-    if !(MEM_MIB_RANGE.0..=MEM_MIB_RANGE.1).contains(&mem_mib) || !mem_mib.is_multiple_of(2) {
-        return Err(StartError::BadMemorySize(mem_mib));
-    }
-    let memory = GuestMemory::new(&HOST, u64::from(mem_mib) << 20).map_err(|e| {
-        StartError::NoMemory(alloc::format!("cannot give the VM {mem_mib} MiB: {e}"))
-    })?;
-    let load_error = |e: &dyn core::fmt::Display| {
-        StartError::Load(alloc::format!("cannot load '{}': {e}", bp.name))
-    };
-    let start = match kind {
-        GuestKind::Flat => loader::flat::load(&memory, image).map_err(|e| load_error(&e))?,
-        GuestKind::BzImage | GuestKind::PvhElf => {
-            let tables =
-                keel_vmm::acpi_tables::write(&memory, &Default::default()).map_err(|e| {
-                    StartError::Load(alloc::format!("cannot write the VM's ACPI tables: {e}"))
-                })?;
-            let initrd = bp.initrd.as_ref().map(ImageBytes::bytes);
-            let cmdline = bp.cmdline.unwrap_or("");
-            if kind == GuestKind::BzImage {
-                loader::bzimage::load(&memory, image, initrd, cmdline, Some(tables.rsdp))
-                    .map_err(|e| load_error(&e))?
-                    .start
-            } else {
-                loader::pvh::load(&memory, image, initrd, cmdline, Some(tables.rsdp))
-                    .map_err(|e| load_error(&e))?
-                    .start
-            }
-        }
-    };
-    let cpuid =
-        CpuidPolicy::from_host(&crate::cpuinfo::HostCpu).with_tsc_hz(crate::arch::timer::tsc_hz());
-    let vcpu = backend::create_vcpu(&system.virtualization, &HOST, &memory, start, cpuid)
-        .map_err(StartError::Vcpu)?;
-    let devices =
-        Devices::pc(platform_config()).map_err(|e| StartError::Load(alloc::format!("{e}")))?;
-    Ok(Vm::new(id, label, memory, vcpu, devices))
-}
-
 fn new_run(vm: Vm) -> Run {
     Run {
         vm,
@@ -385,17 +265,6 @@ fn new_run(vm: Vm) -> Run {
         stop_reported: false,
         stop_deadline_ns: None,
     }
-}
-
-/// Reads a guest store file for VM `vm`.
-fn store_file(vm: &str, what: &str, name: &str) -> Result<ImageBytes, StartError> {
-    crate::store::read(name)
-        .map(ImageBytes::Owned)
-        .map_err(|e| {
-            StartError::Store(alloc::format!(
-                "VM {vm}: cannot read its {what} '{name}' from the guest store: {e}"
-            ))
-        })
 }
 
 impl VmManager {
@@ -641,118 +510,6 @@ impl VmManager {
         }
     }
 
-    /// Writes the `vm list` table.
-    pub fn list(&self, out: &mut impl core::fmt::Write) {
-        if self.vms.is_empty() {
-            let _ = writeln!(
-                out,
-                "no VMs: define one with 'vm create', or start a boot module with 'vm run <module>'"
-            );
-            return;
-        }
-        let _ = writeln!(
-            out,
-            "  {:<4}{:<17}{:<22}{:>8}  {:>9}  state",
-            "id", "name", "source", "memory", "uptime"
-        );
-        let now = TscClock.now().ns;
-        for e in &self.vms {
-            let mem = match (&e.run, &e.definition) {
-                (Some(run), _) => (run.vm.memory_size() >> 20) as u32,
-                (None, Some(d)) => d.memory_mib,
-                (None, None) => 0,
-            };
-            let uptime = match &e.run {
-                Some(run) if !run.vm.is_stopped() => {
-                    format_duration(now.saturating_sub(run.started_ns))
-                }
-                _ => String::from("-"),
-            };
-            let _ = writeln!(
-                out,
-                "  {:<4}{:<17}{:<22}{:>5} MiB  {:>9}  {}",
-                e.id,
-                e.key(),
-                e.source,
-                mem,
-                uptime,
-                e.state_text()
-            );
-            if let Some(run) = &e.run {
-                let _ = write!(out, "      exits:");
-                for (kind, count) in run.vm.exit_stats().iter() {
-                    let _ = write!(out, " {kind}={count}");
-                }
-                let _ = writeln!(out);
-            }
-        }
-    }
-
-    /// Writes `vm info <key>`.
-    pub fn info(&self, key: &str, out: &mut impl core::fmt::Write) -> Result<(), String> {
-        let e = self
-            .index(key)
-            .map(|i| &self.vms[i])
-            .ok_or_else(|| alloc::format!("no VM named '{key}': see 'vm list'"))?;
-        let _ = writeln!(out, "  name:       {}", e.key());
-        let _ = writeln!(out, "  number:     {}", e.id);
-        let _ = writeln!(out, "  state:      {}", e.state_text());
-        let _ = writeln!(out, "  source:     {}", e.source);
-        if let Some(d) = &e.definition {
-            let _ = writeln!(
-                out,
-                "  kernel:     {} (store){}",
-                d.kernel,
-                match &d.initrd {
-                    Some(i) => alloc::format!(", initrd {i}"),
-                    None => String::new(),
-                }
-            );
-            let _ = writeln!(out, "  cmdline:    {}", d.cmdline);
-            let _ = writeln!(
-                out,
-                "  autostart:  {}",
-                if d.autostart { "yes" } else { "no" }
-            );
-        }
-        let Some(run) = &e.run else {
-            let _ = writeln!(
-                out,
-                "  memory:     {} MiB (when started)",
-                e.definition.as_ref().map_or(0, |d| d.memory_mib)
-            );
-            return Ok(());
-        };
-        let now = TscClock.now().ns;
-        let end = run.stopped_ns.unwrap_or(now);
-        let _ = writeln!(out, "  memory:     {} MiB", run.vm.memory_size() >> 20);
-        let _ = writeln!(out, "  backend:    {}", run.vm.backend());
-        let _ = writeln!(
-            out,
-            "  {:<12}{}",
-            if run.vm.is_stopped() {
-                "ran for:"
-            } else {
-                "uptime:"
-            },
-            format_duration(end.saturating_sub(run.started_ns))
-        );
-        if let VmState::Stopped(reason) = run.vm.state() {
-            let _ = writeln!(out, "  stopped:    {reason}");
-        }
-        let _ = writeln!(
-            out,
-            "  console:    {} bytes",
-            run.vm.devices().com1.output_total()
-        );
-        let stats = run.vm.exit_stats();
-        let _ = writeln!(out, "  exits:      {} in all", stats.total());
-        for (kind, count) in stats.iter() {
-            let _ = writeln!(out, "    {kind:<18}{count:>12}");
-        }
-        Ok(())
-    }
-
     /// Whether any VM can run.
     pub fn any_runnable(&self) -> bool {
         self.vms.iter().any(|e| {
@@ -881,42 +638,6 @@ impl VmManager {
     }
 }
 
-/// `1h02m03s`, `4m05s`, `6.1s`.
-fn format_duration(ns: u64) -> String {
-    let s = ns / 1_000_000_000;
-    if s >= 3600 {
-        alloc::format!("{}h{:02}m{:02}s", s / 3600, s / 60 % 60, s % 60)
-    } else if s >= 60 {
-        alloc::format!("{}m{:02}s", s / 60, s % 60)
-    } else {
-        alloc::format!("{}.{}s", s, ns / 100_000_000 % 10)
-    }
-}
-
-/// The VM time line: the host TSC, in nanoseconds since boot.
-struct TscClock;
-
-impl Clock for TscClock {
-    fn now(&self) -> Instant {
-        let tsc = crate::arch::cpu::rdtsc();
-        let hz = u128::from(crate::arch::timer::tsc_hz().max(1));
-        Instant {
-            ns: (u128::from(tsc) * 1_000_000_000 / hz) as u64,
-            tsc,
-        }
-    }
-}
-
-/// A new VM's platform: the host's TSC rate (the guest reads the same TSC), the host RTC's
-/// wall-clock time, and now.
-fn platform_config() -> PlatformConfig {
-    PlatformConfig {
-        tsc_hz: crate::arch::timer::tsc_hz(),
-        wall_clock_unix_seconds: crate::arch::rtc::unix_seconds().unwrap_or(0),
-        now_ns: TscClock.now().ns,
-    }
-}
-
 /// Appends complete new lines of guest output as `[vm<id>] <line>`, and a notice when the VM
 /// stopped.
 fn echo(e: &mut Entry, attached: bool, out: &mut String) {
@@ -954,98 +675,5 @@ fn echo(e: &mut Entry, attached: bool, out: &mut String) {
         run.stop_reported = true;
         run.stop_deadline_ns = None;
         run.stopped_ns = Some(TscClock.now().ns);
-    }
-}
-
-/// Where a VM stands, for the management API.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ViewState {
-    /// Defined, never started since boot.
-    Defined,
-    /// Running guest code.
-    Running,
-    /// Halted, waiting for an interrupt.
-    Idle,
-    /// A graceful stop is under way.
-    Stopping,
-    /// Stopped, for this reason.
-    Stopped(String),
-}
-
-/// A read-only view of one VM, for the management API: what `vm list` and `vm info` show,
-/// as values.
-pub struct VmView<'a> {
-    /// Its number.
-    pub number: u32,
-    /// What commands name it by: its name, or its number for an ad-hoc VM.
-    pub key: String,
-    /// A named VM's definition; `None` for an ad-hoc VM.
-    pub definition: Option<&'a VmDefinition>,
-    /// What it starts from (`store:vmlinuz`, a boot module's name).
-    pub source: &'a str,
-    /// Its state.
-    pub state: ViewState,
-    /// Guest RAM in MiB: of the current or last run, else as defined.
-    pub memory_mib: u32,
-    /// Seconds since it started, while it runs.
-    pub uptime_s: Option<u64>,
-    /// Exits by reason of the current or last run.
-    pub exits: Option<keel_vmm::vm::ExitStats>,
-    /// The backend of the current or last run.
-    pub backend: Option<&'static str>,
-    /// Console bytes the current or last run produced.
-    pub console_bytes: u64,
-}
-
-impl VmManager {
-    /// Views of every VM, in number order (named VMs never started included).
-    pub fn views(&self) -> impl Iterator<Item = VmView<'_>> {
-        let now = TscClock.now().ns;
-        self.vms.iter().map(move |e| {
-            let state = match &e.run {
-                None => ViewState::Defined,
-                Some(run) => match run.vm.state() {
-                    VmState::Stopped(reason) => ViewState::Stopped(alloc::format!("{reason}")),
-                    _ if run.stop_deadline_ns.is_some() => ViewState::Stopping,
-                    VmState::Running => ViewState::Running,
-                    VmState::WaitingForInterrupt => ViewState::Idle,
-                },
-            };
-            let run = e.run.as_ref();
-            VmView {
-                number: e.id,
-                key: e.key(),
-                definition: e.definition.as_ref(),
-                source: e.source.as_str(),
-                memory_mib: match (run, &e.definition) {
-                    (Some(run), _) => (run.vm.memory_size() >> 20) as u32,
-                    (None, Some(d)) => d.memory_mib,
-                    (None, None) => 0,
-                },
-                uptime_s: run
-                    .filter(|r| !r.vm.is_stopped())
-                    .map(|r| now.saturating_sub(r.started_ns) / 1_000_000_000),
-                exits: run.map(|r| r.vm.exit_stats()),
-                backend: run.map(|r| r.vm.backend()),
-                console_bytes: run.map_or(0, |r| r.vm.devices().com1.output_total()),
-                state,
-            }
-        })
-    }
-
-    /// The key commands take for VM number `number` (its name, or the number of an ad-hoc
-    /// VM).
-    pub fn key_of(&self, number: u32) -> Option<String> {
-        self.vms.iter().find(|e| e.id == number).map(Entry::key)
-    }
-
-    /// Console output of VM `key` from byte offset `since`: (bytes, next offset, dropped);
-    /// nothing for a VM that never ran. `None` if there is no such VM.
-    pub fn console(&self, key: &str, since: u64) -> Option<(Vec<u8>, u64, u64)> {
-        let e = &self.vms[self.index(key)?];
-        Some(match &e.run {
-            Some(run) => run.vm.console_output_since(since),
-            None => (Vec::new(), 0, 0),
-        })
     }
 }

@@ -1,0 +1,181 @@
+//! Building one VM: host frames for the VMM, the guest image (a boot module or a guest store
+//! file) and its loader (flat, Linux bzImage, PVH ELF), ACPI tables, the vCPU and the PC
+//! platform; and the clock VMs run on. Its neighbour [`super`] manages the VMs built here.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use keel_vmm::cpuid::CpuidPolicy;
+use keel_vmm::devices::{Devices, PlatformConfig};
+use keel_vmm::host::HostMemory;
+use keel_vmm::memory::GuestMemory;
+use keel_vmm::vm::{Clock, Instant, Vm};
+use keel_vmm::{backend, loader};
+
+use super::{DEFAULT_LINUX_MEM_MIB, DEFAULT_MEM_MIB, MEM_MIB_RANGE, StartError};
+use crate::boot::BootModule;
+use crate::{System, mm};
+
+/// What a boot module holds, by its first bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum GuestKind {
+    /// Raw real-mode code, entered at 0000:7C00.
+    Flat,
+    /// A Linux bzImage (`HdrS` at 0x202): the Linux boot protocol's 64-bit entry.
+    BzImage,
+    /// An ELF image: PVH (`XEN_ELFNOTE_PHYS32_ENTRY`), entered in 32-bit protected mode.
+    PvhElf,
+}
+
+/// Host frames for the VMM, from the kernel's frame allocator (identity-mapped).
+pub struct KernelHost;
+
+impl HostMemory for KernelHost {
+    fn alloc_frames(&self, count: u64, align: u64) -> Option<u64> {
+        mm::alloc_frames(count, align)
+    }
+
+    fn free_frames(&self, phys: u64, count: u64) {
+        mm::free_frames(phys, count)
+    }
+
+    fn ptr(&self, phys: u64) -> *mut u8 {
+        phys as *mut u8
+    }
+}
+
+pub(super) static HOST: KernelHost = KernelHost;
+
+pub(super) fn module_bytes(module: &BootModule) -> &'static [u8] {
+    // SAFETY: boot modules lie in RAM the frame allocator reserved at boot and never hands
+    // out; all RAM is identity-mapped; nothing writes to modules.
+    unsafe { core::slice::from_raw_parts(module.start as *const u8, module.size as usize) }
+}
+
+/// A guest image's bytes: a boot module (static) or a file read from the store.
+pub(super) enum ImageBytes {
+    /// A boot module's bytes.
+    Module(&'static [u8]),
+    /// A file read from the guest store.
+    Owned(Vec<u8>),
+}
+
+impl ImageBytes {
+    pub(super) fn bytes(&self) -> &[u8] {
+        match self {
+            ImageBytes::Module(b) => b,
+            ImageBytes::Owned(v) => v,
+        }
+    }
+}
+
+/// What to build a VM from.
+pub(super) struct Blueprint<'a> {
+    /// The kernel's name, for messages.
+    pub(super) name: &'a str,
+    pub(super) kernel: ImageBytes,
+    pub(super) initrd: Option<ImageBytes>,
+    pub(super) cmdline: Option<&'a str>,
+    pub(super) mem_mib: Option<u32>,
+}
+
+/// Builds a VM (RAM, loader, ACPI tables, vCPU, devices) from `blueprint`.
+pub(super) fn build_vm(
+    system: &System,
+    id: u32,
+    label: String,
+    bp: &Blueprint<'_>,
+) -> Result<Vm, StartError> {
+    let image = bp.kernel.bytes();
+    let kind = if loader::bzimage::is_bzimage(image) {
+        GuestKind::BzImage
+    } else if image.starts_with(b"\x7fELF") {
+        GuestKind::PvhElf
+    } else {
+        GuestKind::Flat
+    };
+    if kind == GuestKind::Flat && (bp.initrd.is_some() || bp.cmdline.is_some_and(|c| !c.is_empty()))
+    {
+        return Err(StartError::Load(alloc::format!(
+            "'{}' is neither a Linux bzImage nor a PVH ELF kernel: initrd= and cmdline= \
+             apply to kernels only",
+            bp.name
+        )));
+    }
+    let default_mib = match kind {
+        GuestKind::Flat => DEFAULT_MEM_MIB,
+        GuestKind::BzImage | GuestKind::PvhElf => DEFAULT_LINUX_MEM_MIB,
+    };
+    let mem_mib = bp.mem_mib.unwrap_or(default_mib);
+    if !(MEM_MIB_RANGE.0..=MEM_MIB_RANGE.1).contains(&mem_mib) || !mem_mib.is_multiple_of(2) {
+        return Err(StartError::BadMemorySize(mem_mib));
+    }
+    let memory = GuestMemory::new(&HOST, u64::from(mem_mib) << 20).map_err(|e| {
+        StartError::NoMemory(alloc::format!("cannot give the VM {mem_mib} MiB: {e}"))
+    })?;
+    let load_error = |e: &dyn core::fmt::Display| {
+        StartError::Load(alloc::format!("cannot load '{}': {e}", bp.name))
+    };
+    let start = match kind {
+        GuestKind::Flat => loader::flat::load(&memory, image).map_err(|e| load_error(&e))?,
+        GuestKind::BzImage | GuestKind::PvhElf => {
+            let tables =
+                keel_vmm::acpi_tables::write(&memory, &Default::default()).map_err(|e| {
+                    StartError::Load(alloc::format!("cannot write the VM's ACPI tables: {e}"))
+                })?;
+            let initrd = bp.initrd.as_ref().map(ImageBytes::bytes);
+            let cmdline = bp.cmdline.unwrap_or("");
+            if kind == GuestKind::BzImage {
+                loader::bzimage::load(&memory, image, initrd, cmdline, Some(tables.rsdp))
+                    .map_err(|e| load_error(&e))?
+                    .start
+            } else {
+                loader::pvh::load(&memory, image, initrd, cmdline, Some(tables.rsdp))
+                    .map_err(|e| load_error(&e))?
+                    .start
+            }
+        }
+    };
+    let cpuid =
+        CpuidPolicy::from_host(&crate::cpuinfo::HostCpu).with_tsc_hz(crate::arch::timer::tsc_hz());
+    let vcpu = backend::create_vcpu(&system.virtualization, &HOST, &memory, start, cpuid)
+        .map_err(StartError::Vcpu)?;
+    let devices =
+        Devices::pc(platform_config()).map_err(|e| StartError::Load(alloc::format!("{e}")))?;
+    Ok(Vm::new(id, label, memory, vcpu, devices))
+}
+
+/// Reads a guest store file for VM `vm`.
+pub(super) fn store_file(vm: &str, what: &str, name: &str) -> Result<ImageBytes, StartError> {
+    crate::store::read(name)
+        .map(ImageBytes::Owned)
+        .map_err(|e| {
+            StartError::Store(alloc::format!(
+                "VM {vm}: cannot read its {what} '{name}' from the guest store: {e}"
+            ))
+        })
+}
+
+/// The VM time line: the host TSC, in nanoseconds since boot.
+pub(super) struct TscClock;
+
+impl Clock for TscClock {
+    fn now(&self) -> Instant {
+        let tsc = crate::arch::cpu::rdtsc();
+        let hz = u128::from(crate::arch::timer::tsc_hz().max(1));
+        Instant {
+            ns: (u128::from(tsc) * 1_000_000_000 / hz) as u64,
+            tsc,
+        }
+    }
+}
+
+/// A new VM's platform: the host's TSC rate (the guest reads the same TSC), the host RTC's
+/// wall-clock time, and now.
+pub(super) fn platform_config() -> PlatformConfig {
+    PlatformConfig {
+        tsc_hz: crate::arch::timer::tsc_hz(),
+        wall_clock_unix_seconds: crate::arch::rtc::unix_seconds().unwrap_or(0),
+        now_ns: TscClock.now().ns,
+    }
+}

@@ -1,0 +1,232 @@
+//! What operators read about VMs: the `vm list` table, `vm info`, and the structured views the
+//! management API serializes. Reads [`super::VmManager`]'s records; changes nothing.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use keel_vmm::vm::{Clock, VmState};
+
+use super::build::TscClock;
+use super::{VmDefinition, VmManager};
+
+impl VmManager {
+    /// Writes the `vm list` table.
+    pub fn list(&self, out: &mut impl core::fmt::Write) {
+        if self.vms.is_empty() {
+            let _ = writeln!(
+                out,
+                "no VMs: define one with 'vm create', or start a boot module with 'vm run <module>'"
+            );
+            return;
+        }
+        let _ = writeln!(
+            out,
+            "  {:<4}{:<17}{:<22}{:>8}  {:>9}  state",
+            "id", "name", "source", "memory", "uptime"
+        );
+        let now = TscClock.now().ns;
+        for e in &self.vms {
+            let mem = match (&e.run, &e.definition) {
+                (Some(run), _) => (run.vm.memory_size() >> 20) as u32,
+                (None, Some(d)) => d.memory_mib,
+                (None, None) => 0,
+            };
+            let uptime = match &e.run {
+                Some(run) if !run.vm.is_stopped() => {
+                    format_duration(now.saturating_sub(run.started_ns))
+                }
+                _ => String::from("-"),
+            };
+            let _ = writeln!(
+                out,
+                "  {:<4}{:<17}{:<22}{:>5} MiB  {:>9}  {}",
+                e.id,
+                e.key(),
+                e.source,
+                mem,
+                uptime,
+                e.state_text()
+            );
+            if let Some(run) = &e.run {
+                let _ = write!(out, "      exits:");
+                for (kind, count) in run.vm.exit_stats().iter() {
+                    let _ = write!(out, " {kind}={count}");
+                }
+                let _ = writeln!(out);
+            }
+        }
+    }
+
+    /// Writes `vm info <key>`.
+    pub fn info(&self, key: &str, out: &mut impl core::fmt::Write) -> Result<(), String> {
+        let e = self
+            .index(key)
+            .map(|i| &self.vms[i])
+            .ok_or_else(|| alloc::format!("no VM named '{key}': see 'vm list'"))?;
+        let _ = writeln!(out, "  name:       {}", e.key());
+        let _ = writeln!(out, "  number:     {}", e.id);
+        let _ = writeln!(out, "  state:      {}", e.state_text());
+        let _ = writeln!(out, "  source:     {}", e.source);
+        if let Some(d) = &e.definition {
+            let _ = writeln!(
+                out,
+                "  kernel:     {} (store){}",
+                d.kernel,
+                match &d.initrd {
+                    Some(i) => alloc::format!(", initrd {i}"),
+                    None => String::new(),
+                }
+            );
+            let _ = writeln!(out, "  cmdline:    {}", d.cmdline);
+            let _ = writeln!(
+                out,
+                "  autostart:  {}",
+                if d.autostart { "yes" } else { "no" }
+            );
+        }
+        let Some(run) = &e.run else {
+            let _ = writeln!(
+                out,
+                "  memory:     {} MiB (when started)",
+                e.definition.as_ref().map_or(0, |d| d.memory_mib)
+            );
+            return Ok(());
+        };
+        let now = TscClock.now().ns;
+        let end = run.stopped_ns.unwrap_or(now);
+        let _ = writeln!(out, "  memory:     {} MiB", run.vm.memory_size() >> 20);
+        let _ = writeln!(out, "  backend:    {}", run.vm.backend());
+        let _ = writeln!(
+            out,
+            "  {:<12}{}",
+            if run.vm.is_stopped() {
+                "ran for:"
+            } else {
+                "uptime:"
+            },
+            format_duration(end.saturating_sub(run.started_ns))
+        );
+        if let VmState::Stopped(reason) = run.vm.state() {
+            let _ = writeln!(out, "  stopped:    {reason}");
+        }
+        let _ = writeln!(
+            out,
+            "  console:    {} bytes",
+            run.vm.devices().com1.output_total()
+        );
+        let stats = run.vm.exit_stats();
+        let _ = writeln!(out, "  exits:      {} in all", stats.total());
+        for (kind, count) in stats.iter() {
+            let _ = writeln!(out, "    {kind:<18}{count:>12}");
+        }
+        Ok(())
+    }
+}
+
+/// `1h02m03s`, `4m05s`, `6.1s`.
+fn format_duration(ns: u64) -> String {
+    let s = ns / 1_000_000_000;
+    if s >= 3600 {
+        alloc::format!("{}h{:02}m{:02}s", s / 3600, s / 60 % 60, s % 60)
+    } else if s >= 60 {
+        alloc::format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        alloc::format!("{}.{}s", s, ns / 100_000_000 % 10)
+    }
+}
+
+/// Where a VM stands, for the management API.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ViewState {
+    /// Defined, never started since boot.
+    Defined,
+    /// Running guest code.
+    Running,
+    /// Halted, waiting for an interrupt.
+    Idle,
+    /// A graceful stop is under way.
+    Stopping,
+    /// Stopped, for this reason.
+    Stopped(String),
+}
+
+/// A read-only view of one VM, for the management API: what `vm list` and `vm info` show,
+/// as values.
+pub struct VmView<'a> {
+    /// Its number.
+    pub number: u32,
+    /// What commands name it by: its name, or its number for an ad-hoc VM.
+    pub key: String,
+    /// A named VM's definition; `None` for an ad-hoc VM.
+    pub definition: Option<&'a VmDefinition>,
+    /// What it starts from (`store:vmlinuz`, a boot module's name).
+    pub source: &'a str,
+    /// Its state.
+    pub state: ViewState,
+    /// Guest RAM in MiB: of the current or last run, else as defined.
+    pub memory_mib: u32,
+    /// Seconds since it started, while it runs.
+    pub uptime_s: Option<u64>,
+    /// Exits by reason of the current or last run.
+    pub exits: Option<keel_vmm::vm::ExitStats>,
+    /// The backend of the current or last run.
+    pub backend: Option<&'static str>,
+    /// Console bytes the current or last run produced.
+    pub console_bytes: u64,
+}
+
+impl VmManager {
+    /// Views of every VM, in number order (named VMs never started included).
+    pub fn views(&self) -> impl Iterator<Item = VmView<'_>> {
+        let now = TscClock.now().ns;
+        self.vms.iter().map(move |e| {
+            let state = match &e.run {
+                None => ViewState::Defined,
+                Some(run) => match run.vm.state() {
+                    VmState::Stopped(reason) => ViewState::Stopped(alloc::format!("{reason}")),
+                    _ if run.stop_deadline_ns.is_some() => ViewState::Stopping,
+                    VmState::Running => ViewState::Running,
+                    VmState::WaitingForInterrupt => ViewState::Idle,
+                },
+            };
+            let run = e.run.as_ref();
+            VmView {
+                number: e.id,
+                key: e.key(),
+                definition: e.definition.as_ref(),
+                source: e.source.as_str(),
+                memory_mib: match (run, &e.definition) {
+                    (Some(run), _) => (run.vm.memory_size() >> 20) as u32,
+                    (None, Some(d)) => d.memory_mib,
+                    (None, None) => 0,
+                },
+                uptime_s: run
+                    .filter(|r| !r.vm.is_stopped())
+                    .map(|r| now.saturating_sub(r.started_ns) / 1_000_000_000),
+                exits: run.map(|r| r.vm.exit_stats()),
+                backend: run.map(|r| r.vm.backend()),
+                console_bytes: run.map_or(0, |r| r.vm.devices().com1.output_total()),
+                state,
+            }
+        })
+    }
+
+    /// The key commands take for VM number `number` (its name, or the number of an ad-hoc
+    /// VM).
+    pub fn key_of(&self, number: u32) -> Option<String> {
+        self.vms
+            .iter()
+            .find(|e| e.id == number)
+            .map(super::Entry::key)
+    }
+
+    /// Console output of VM `key` from byte offset `since`: (bytes, next offset, dropped);
+    /// nothing for a VM that never ran. `None` if there is no such VM.
+    pub fn console(&self, key: &str, since: u64) -> Option<(Vec<u8>, u64, u64)> {
+        let e = &self.vms[self.index(key)?];
+        Some(match &e.run {
+            Some(run) => run.vm.console_output_since(since),
+            None => (Vec::new(), 0, 0),
+        })
+    }
+}
