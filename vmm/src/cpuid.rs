@@ -41,10 +41,24 @@ pub const HYPERVISOR_FEATURES_LEAF: u32 = 0x4000_0001;
 /// The timing leaf (the layout VMware introduced and others copied): EAX = the TSC frequency
 /// in kHz, EBX = the local APIC timer's clock in kHz, so a guest need not calibrate either.
 pub const TIMING_LEAF: u32 = 0x4000_0010;
-/// The local APIC timer's clock, which leaf 0x15 also reports as the "crystal": 1 MHz. Small
-/// on purpose: Linux computes `crystal_khz * EBX / EAX` in 32 bits, so the crystal in kHz
-/// times the TSC numerator must stay below 2^32 (a 1 GHz crystal overflowed it).
-pub const LAPIC_BUS_KHZ: u32 = 1_000;
+/// The local APIC timer's clock, which leaf 0x15 also reports as the "crystal": 25 MHz, as on
+/// many Intel parts. Fast enough for Linux's LAPIC timer calibration on guests that measure it
+/// (Linux refuses an APIC clock below 1 MHz × HZ / 1000 ticks per jiffy), and small enough that
+/// Linux's 32-bit `crystal_khz × EBX` in leaf 0x15 cannot overflow (see [`tsc_ratio`]).
+pub const LAPIC_BUS_KHZ: u32 = 25_000;
+
+/// Leaf 0x15's (EAX, EBX) for a TSC of `tsc_khz` over the [`LAPIC_BUS_KHZ`] crystal: the
+/// largest denominator for which `crystal_khz × EBX` stays below 2^32 (Linux multiplies in
+/// 32 bits), so the TSC comes out as `crystal_khz × EBX / EAX` within `crystal / EAX` (a few
+/// ppm for today's clocks).
+pub fn tsc_ratio(tsc_khz: u32) -> (u32, u32) {
+    let max_ebx = u64::from(u32::MAX / LAPIC_BUS_KHZ);
+    let crystal = u64::from(LAPIC_BUS_KHZ);
+    let tsc = u64::from(tsc_khz.max(1));
+    let eax = (max_ebx * crystal / tsc).clamp(1, u64::from(u32::MAX));
+    let ebx = ((tsc * eax + crystal / 2) / crystal).min(max_ebx);
+    (eax as u32, ebx as u32)
+}
 
 /// First extended leaf (highest extended leaf in EAX).
 const EXT_BASE: u32 = 0x8000_0000;
@@ -83,7 +97,8 @@ pub mod leaf1_ecx {
     pub const PDCM: u32 = 1 << 15;
     /// Bit 18, DCA: direct cache access; `IA32_PLATFORM_DCA_CAP` is not emulated.
     pub const DCA: u32 = 1 << 18;
-    /// Bit 21, x2APIC: there is no x2APIC (the xAPIC MSR interface is not emulated).
+    /// Bit 21, x2APIC: hidden from the host's view; shown with the PC platform (like
+    /// TSC-deadline below), whose local APIC model implements the x2APIC MSRs.
     pub const X2APIC: u32 = 1 << 21;
     /// Bit 24, TSC-deadline: hidden from the host's view; shown (whatever the host has, as
     /// the local APIC model implements it) only when the policy knows the guest's TSC
@@ -439,13 +454,7 @@ impl CpuidPolicy {
             // here instead of calibrating (Linux trusts leaf 0x15 on Intel only).
             0x15 => match self.tsc_khz {
                 Some(khz) => {
-                    // TSC = crystal × EBX / EAX, exact to the kHz up to 4.29 GHz and to
-                    // 10 kHz above.
-                    let (eax, ebx) = if khz <= u32::MAX / LAPIC_BUS_KHZ {
-                        (LAPIC_BUS_KHZ, khz)
-                    } else {
-                        (LAPIC_BUS_KHZ / 10, khz / 10)
-                    };
+                    let (eax, ebx) = tsc_ratio(khz);
                     CpuidResult {
                         eax,
                         ebx,
@@ -535,11 +544,12 @@ impl CpuidPolicy {
         }
     }
 
-    /// Leaf 1 ECX bits Keel emulates whatever the host has: the TSC-deadline timer (the
-    /// local APIC model's), when the TSC frequency is known.
+    /// Leaf 1 ECX bits Keel emulates whatever the host has, once the policy is for the PC
+    /// platform (the TSC frequency is known): the local APIC model's x2APIC mode and
+    /// TSC-deadline timer.
     fn leaf1_ecx_added(&self) -> u32 {
         if self.tsc_khz.is_some() {
-            leaf1_ecx::TSC_DEADLINE
+            leaf1_ecx::TSC_DEADLINE | leaf1_ecx::X2APIC
         } else {
             0
         }

@@ -14,7 +14,7 @@
 //! | `Shutdown` | stop: [`StopReason::GuestShutdown`] |
 //! | `Interrupted` | [`ExitAction::Resume`] (the host got its preemption point) |
 //! | `InterruptWindow` | [`ExitAction::Resume`] (the VM loop injects the waiting interrupt) |
-//! | `MsrRead` / `MsrWrite` | the platform MSR (`IA32_TSC_DEADLINE`: the local APIC timer) |
+//! | `MsrRead` / `MsrWrite` | the local APIC's MSRs: [`ExitAction::CompleteMsr`], `None` (#GP) where the APIC refuses |
 //! | `FailEntry` | stop: [`StopReason::EntryFailed`] |
 //! | `UnhandledMemoryAccess` | stop: [`StopReason::BadMemoryAccess`] |
 //! | `Unhandled` | stop: [`StopReason::UnhandledExit`] |
@@ -45,6 +45,9 @@ pub enum ExitAction {
     /// Complete the pending `IN`/MMIO load with this value
     /// ([`Vcpu::complete_read`](crate::vcpu::Vcpu::complete_read)), then run again.
     CompleteRead(u64),
+    /// Complete the pending platform MSR access with this value (a write ignores it), or
+    /// refuse it with #GP when `None`.
+    CompleteMsr(Option<u64>),
     /// The guest halted with interrupts enabled: do not run it until an interrupt is due.
     WaitForInterrupt,
     /// The VM is finished.
@@ -149,11 +152,9 @@ pub fn handle_exit(exit: &VmExit, devices: &mut Devices) -> ExitAction {
         } => ExitAction::Stop(StopReason::HaltedWithInterruptsDisabled),
         VmExit::Shutdown => ExitAction::Stop(StopReason::GuestShutdown),
         VmExit::Interrupted | VmExit::InterruptWindow => ExitAction::Resume,
-        // Only platform-owned MSRs reach the VMM, and every one of them can be read.
-        VmExit::MsrRead { msr } => ExitAction::CompleteRead(devices.read_msr(msr).unwrap_or(0)),
+        VmExit::MsrRead { msr } => ExitAction::CompleteMsr(devices.read_msr(msr)),
         VmExit::MsrWrite { msr, value } => {
-            devices.write_msr(msr, value);
-            ExitAction::Resume
+            ExitAction::CompleteMsr(devices.write_msr(msr, value).then_some(0))
         }
         VmExit::FailEntry { reason } => ExitAction::Stop(StopReason::EntryFailed(reason)),
         VmExit::UnhandledMemoryAccess { gpa, rip, reason } => {

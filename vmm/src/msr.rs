@@ -62,14 +62,6 @@ pub const IA32_GS_BASE: u32 = 0xC000_0101;
 /// `IA32_KERNEL_GS_BASE`: the GS base SWAPGS exchanges.
 pub const IA32_KERNEL_GS_BASE: u32 = 0xC000_0102;
 
-/// `IA32_APIC_BASE` as the guest sees it: base 0xFEE0_0000, xAPIC enabled (bit 11), bootstrap
-/// processor (bit 8). Fixed: the guest may write this value back and nothing else.
-pub const APIC_BASE_VALUE: u64 = 0xFEE0_0000 | APIC_BASE_ENABLE | APIC_BASE_BSP;
-/// `IA32_APIC_BASE` bit 8: BSP flag.
-pub const APIC_BASE_BSP: u64 = 1 << 8;
-/// `IA32_APIC_BASE` bit 11: APIC global enable.
-pub const APIC_BASE_ENABLE: u64 = 1 << 11;
-
 /// `IA32_MISC_ENABLE` bit 0: fast-string enable.
 pub const MISC_ENABLE_FAST_STRINGS: u64 = 1;
 
@@ -134,10 +126,16 @@ pub enum MsrEffect {
 
 /// MSRs that belong to a device model rather than the CPU: the backends turn RDMSR/WRMSR of
 /// these into [`VmExit::MsrRead`](crate::vcpu::VmExit::MsrRead) /
-/// [`VmExit::MsrWrite`](crate::vcpu::VmExit::MsrWrite) for the VMM. Today that is
-/// `IA32_TSC_DEADLINE`, which arms the local APIC's timer.
+/// [`VmExit::MsrWrite`](crate::vcpu::VmExit::MsrWrite) for the VMM, which answers or faults
+/// them. They are the local APIC's: `IA32_APIC_BASE` (enable, x2APIC mode),
+/// `IA32_TSC_DEADLINE` (its timer) and the x2APIC registers 0x800–0x8FF. [`MsrState`] never
+/// sees them.
 pub fn platform_owned(msr: u32) -> bool {
-    msr == IA32_TSC_DEADLINE
+    matches!(
+        msr,
+        IA32_APIC_BASE | IA32_TSC_DEADLINE | crate::devices::lapic::X2APIC_MSR_FIRST
+            ..=crate::devices::lapic::X2APIC_MSR_LAST
+    )
 }
 
 /// Whether `msr` lives in hardware guest state that the CPU switches on VM entry and exit,
@@ -197,7 +195,6 @@ pub struct State {
 /// | --- | --- | --- |
 /// | `IA32_TIME_STAMP_COUNTER` 0x10 | host TSC + offset | sets the offset → [`MsrEffect::TscOffset`] |
 /// | `IA32_PLATFORM_ID` 0x17 | 0 | #GP (read-only) |
-/// | `IA32_APIC_BASE` 0x1B | [`APIC_BASE_VALUE`] | the same value only, else #GP |
 /// | `IA32_BIOS_SIGN_ID` 0x8B | 0 (no microcode revision) | ignored |
 /// | `IA32_MTRRCAP` 0xFE | 0 (no variable or fixed MTRRs, no WC) | #GP (read-only) |
 /// | `IA32_MISC_ENABLE` 0x1A0 | stored, initially fast strings | stored |
@@ -240,7 +237,6 @@ impl MsrState {
         Ok(match msr {
             IA32_TSC => tsc_now.wrapping_add(s.tsc_offset),
             IA32_PLATFORM_ID | IA32_BIOS_SIGN_ID | IA32_MTRRCAP | MSR_K8_INT_PENDING_MSG => 0,
-            IA32_APIC_BASE => APIC_BASE_VALUE,
             IA32_MISC_ENABLE => s.misc_enable,
             IA32_PAT => s.pat,
             IA32_MTRR_DEF_TYPE => s.mtrr_def_type,
@@ -259,7 +255,6 @@ impl MsrState {
                 s.tsc_offset = value.wrapping_sub(tsc_now);
                 Ok(MsrEffect::TscOffset(s.tsc_offset))
             }
-            IA32_APIC_BASE if value == APIC_BASE_VALUE => Ok(MsrEffect::None),
             IA32_BIOS_SIGN_ID | MSR_K8_INT_PENDING_MSG => Ok(MsrEffect::None),
             IA32_MISC_ENABLE => {
                 s.misc_enable = value;
@@ -338,7 +333,13 @@ mod tests {
         let m = MsrState::new();
         assert_eq!(m.read(IA32_TSC, 1234), Ok(1234));
         assert_eq!(m.read(IA32_PLATFORM_ID, 0), Ok(0));
-        assert_eq!(m.read(IA32_APIC_BASE, 0), Ok(0xFEE0_0900));
+        assert_eq!(
+            m.read(IA32_APIC_BASE, 0),
+            Err(MsrFault::Gp {
+                msr: IA32_APIC_BASE
+            }),
+            "the local APIC model owns it"
+        );
         assert_eq!(m.read(IA32_BIOS_SIGN_ID, 0), Ok(0));
         assert_eq!(m.read(IA32_MTRRCAP, 0), Ok(0));
         assert_eq!(m.read(IA32_MISC_ENABLE, 0), Ok(1));
@@ -387,21 +388,13 @@ mod tests {
     }
 
     #[test]
-    fn apic_base_accepts_only_its_own_value() {
-        let mut m = MsrState::new();
-        assert_eq!(
-            m.write(IA32_APIC_BASE, APIC_BASE_VALUE, 0),
-            Ok(MsrEffect::None)
-        );
-        for bad in [0, 0xFEE0_0800, 0xFEE0_0D00, 0xFEC0_0900] {
-            assert_eq!(
-                m.write(IA32_APIC_BASE, bad, 0),
-                Err(MsrFault::Gp {
-                    msr: IA32_APIC_BASE
-                })
-            );
+    fn the_local_apic_msrs_are_the_platforms() {
+        for msr in [IA32_APIC_BASE, IA32_TSC_DEADLINE, 0x800, 0x830, 0x8FF] {
+            assert!(platform_owned(msr), "{msr:#x}");
         }
-        assert_eq!(m.read(IA32_APIC_BASE, 0), Ok(APIC_BASE_VALUE));
+        for msr in [IA32_TSC, IA32_EFER, 0x7FF, 0x900] {
+            assert!(!platform_owned(msr), "{msr:#x}");
+        }
     }
 
     #[test]

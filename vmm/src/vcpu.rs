@@ -294,15 +294,16 @@ pub enum VmExit {
     /// [`Vcpu::request_interrupt_window`] opened. SVM `VMEXIT_VINTR` (0x64); VMX exit reason 7
     /// (interrupt window).
     InterruptWindow,
-    /// RDMSR of an MSR the platform devices own ([`crate::msr::platform_owned`], e.g.
-    /// `IA32_TSC_DEADLINE`). SVM `VMEXIT_MSR` (0x7C); VMX exit reason 31. Complete with
-    /// [`Vcpu::complete_read`] (EDX:EAX).
+    /// RDMSR of an MSR the platform devices own ([`crate::msr::platform_owned`]: the local
+    /// APIC's). SVM `VMEXIT_MSR` (0x7C); VMX exit reason 31. Complete with
+    /// [`Vcpu::complete_read`] (EDX:EAX) or refuse with [`Vcpu::fault_msr`].
     MsrRead {
         /// The MSR index (ECX).
         msr: u32,
     },
-    /// WRMSR of a platform-owned MSR; RIP is already past the instruction. SVM `VMEXIT_MSR`
-    /// (0x7C); VMX exit reason 32.
+    /// WRMSR of a platform-owned MSR. SVM `VMEXIT_MSR` (0x7C); VMX exit reason 32. Complete
+    /// with [`Vcpu::complete_read`] (the value is ignored) or refuse with
+    /// [`Vcpu::fault_msr`].
     MsrWrite {
         /// The MSR index (ECX).
         msr: u32,
@@ -346,7 +347,7 @@ impl VmExit {
 pub enum VcpuError {
     /// `complete_read` was not called after an `IoIn`/`MmioRead`.
     ReadNotCompleted,
-    /// `complete_read` was called with no read pending.
+    /// `complete_read` (or `fault_msr`) was called with nothing (or no MSR access) pending.
     NoPendingRead,
     /// `inject_interrupt` was called while the guest could not take an interrupt.
     NotInterruptible,
@@ -386,8 +387,11 @@ pub trait Vcpu {
     /// one the vCPU was created for): the backend reads instruction bytes from it to decode
     /// MMIO accesses and, where the CPU does not report it, instruction lengths.
     fn run(&mut self, memory: &crate::memory::GuestMemory) -> Result<VmExit, VcpuError>;
-    /// Supplies the value of a pending `IoIn`/`MmioRead` (low bytes used).
+    /// Supplies the value of a pending `IoIn`/`MmioRead`/`MsrRead` (low bytes used), or
+    /// completes a pending `MsrWrite` (value ignored): RIP moves past the instruction.
     fn complete_read(&mut self, value: u64) -> Result<(), VcpuError>;
+    /// Refuses the pending `MsrRead`/`MsrWrite`: the guest gets #GP(0) at the instruction.
+    fn fault_msr(&mut self) -> Result<(), VcpuError>;
     /// The guest registers.
     fn registers(&self) -> Registers;
     /// CPU-level exits the backend handled.

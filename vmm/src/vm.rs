@@ -250,6 +250,15 @@ impl Vm {
                     self.state = VmState::Stopped(StopReason::Backend(error));
                 }
             }
+            ExitAction::CompleteMsr(result) => {
+                let done = match result {
+                    Some(value) => vcpu.complete_read(value),
+                    None => vcpu.fault_msr(),
+                };
+                if let Err(error) = done {
+                    self.state = VmState::Stopped(StopReason::Backend(error));
+                }
+            }
             ExitAction::WaitForInterrupt => self.state = VmState::WaitingForInterrupt,
             ExitAction::Stop(reason) => self.state = VmState::Stopped(reason),
         }
@@ -376,6 +385,7 @@ mod tests {
         interruptible: Cell<bool>,
         injected: RefCell<Vec<u8>>,
         window: Cell<bool>,
+        faulted: Cell<u32>,
     }
 
     /// A vCPU that returns scripted exits and enforces the read-completion protocol.
@@ -394,7 +404,13 @@ mod tests {
                 return Err(VcpuError::ReadNotCompleted);
             }
             let exit = self.exits.pop_front().ok_or(VcpuError::Stopped)?;
-            self.pending_read = matches!(exit, VmExit::IoIn { .. } | VmExit::MmioRead { .. });
+            self.pending_read = matches!(
+                exit,
+                VmExit::IoIn { .. }
+                    | VmExit::MmioRead { .. }
+                    | VmExit::MsrRead { .. }
+                    | VmExit::MsrWrite { .. }
+            );
             Ok(exit)
         }
 
@@ -417,6 +433,15 @@ mod tests {
 
         fn backend(&self) -> &'static str {
             "scripted"
+        }
+
+        fn fault_msr(&mut self) -> Result<(), VcpuError> {
+            if !self.pending_read {
+                return Err(VcpuError::NoPendingRead);
+            }
+            self.pending_read = false;
+            self.probe.faulted.set(self.probe.faulted.get() + 1);
+            Ok(())
         }
 
         fn interruptible(&self) -> bool {
@@ -856,5 +881,46 @@ mod tests {
             Some(1_000_000),
             "2e6 cycles at 2 GHz = 1 ms"
         );
+    }
+
+    #[test]
+    fn x2apic_mode_through_msrs_and_a_self_ipi() {
+        use crate::devices::lapic::{APIC_BASE_EXTD, IA32_APIC_BASE};
+        let base = Devices::pc_for_tests().lapic.apic_base();
+        let (mut vm, probe) = vm([
+            VmExit::MsrWrite {
+                msr: IA32_APIC_BASE,
+                value: base | APIC_BASE_EXTD,
+            },
+            // x2APIC SVR: enabled, spurious vector 0xFF.
+            VmExit::MsrWrite {
+                msr: 0x80F,
+                value: 0x1FF,
+            },
+            // SELF IPI, vector 0x41.
+            VmExit::MsrWrite {
+                msr: 0x83F,
+                value: 0x41,
+            },
+            VmExit::MsrRead { msr: 0x802 },
+            // A reserved x2APIC register: #GP.
+            VmExit::MsrWrite {
+                msr: 0x80E,
+                value: 0,
+            },
+            VmExit::Hlt {
+                interrupts_enabled: true,
+            },
+        ]);
+        probe.interruptible.set(false);
+        for _ in 0..6 {
+            vm.step0();
+        }
+        assert_eq!(vm.devices().lapic.apic_base(), base | APIC_BASE_EXTD);
+        assert_eq!(vm.devices().lapic.highest_pending(), Some(0x41));
+        // Completions: three writes (value ignored), the ID register read (x2APIC ID 0).
+        assert_eq!(*probe.completed.borrow(), [0, 0, 0, 0]);
+        assert_eq!(probe.faulted.get(), 1, "DFR does not exist in x2APIC mode");
+        assert_eq!(vm.exit_stats().get("msr-write"), 4);
     }
 }

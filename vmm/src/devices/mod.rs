@@ -209,9 +209,9 @@ impl Devices {
     pub fn pc(config: PlatformConfig) -> Result<Devices, PlatformError> {
         let now = config.now_ns;
         let lapic_config = LapicConfig {
-            // CPUID hides x2APIC (see `cpuid`): Linux guests without interrupt remapping
-            // would not use it anyway.
-            x2apic: false,
+            // CPUID shows x2APIC (see `cpuid`); the MSRs reach the model through
+            // `read_msr`/`write_msr`.
+            x2apic: true,
             // The clock CPUID leaves 0x15 and 0x4000_0010 report.
             bus_hz: u64::from(crate::cpuid::LAPIC_BUS_KHZ) * 1000,
             ..LapicConfig::bsp(config.tsc_hz)
@@ -440,18 +440,34 @@ impl Devices {
 
     /// RDMSR of a platform-owned MSR ([`crate::msr::platform_owned`]); `None` = #GP.
     pub fn read_msr(&mut self, msr: u32) -> Option<u64> {
-        (msr == lapic::IA32_TSC_DEADLINE).then(|| self.lapic.tsc_deadline())
+        let now = self.now_ns;
+        match msr {
+            lapic::IA32_APIC_BASE => Some(self.lapic.apic_base()),
+            lapic::IA32_TSC_DEADLINE => Some(self.lapic.tsc_deadline()),
+            _ => self.lapic.read_msr(msr, now).ok(),
+        }
     }
 
     /// WRMSR of a platform-owned MSR, at the time and guest TSC last set. Returns false for
     /// #GP.
     pub fn write_msr(&mut self, msr: u32, value: u64) -> bool {
-        if msr != lapic::IA32_TSC_DEADLINE {
-            return false;
-        }
         let (now, tsc) = (self.now_ns, self.guest_tsc);
-        self.lapic.write_tsc_deadline(value, now, tsc);
-        true
+        match msr {
+            lapic::IA32_APIC_BASE => self.lapic.write_apic_base(value).is_ok(),
+            lapic::IA32_TSC_DEADLINE => {
+                self.lapic.write_tsc_deadline(value, now, tsc);
+                true
+            }
+            _ => match self.lapic.write_msr(msr, value, now) {
+                Ok(event) => {
+                    if let Some(event) = event {
+                        self.lapic_event(event);
+                    }
+                    true
+                }
+                Err(_) => false,
+            },
+        }
     }
 
     fn read_wide_port(&mut self, device: DeviceId, offset: u16, size: u8) -> u32 {

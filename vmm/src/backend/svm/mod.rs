@@ -85,7 +85,7 @@ fn ensure_enabled(host: &'static dyn HostMemory) -> Result<(u64, u64), BackendEr
 enum Pending {
     Io { size: u8, next_rip: u64 },
     Mmio(MmioOp),
-    Msr { next_rip: u64 },
+    Msr { next_rip: u64, write: bool },
 }
 
 /// One vCPU on AMD-V.
@@ -226,13 +226,12 @@ impl SvmVcpu {
                 };
             }
         };
+        self.pending = Some(Pending::Msr { next_rip, write });
         if write {
             let rax = self.vmcb().get(offset::RAX);
             let value = (self.gprs.0[Gpr::Rdx as usize] << 32) | (rax & 0xffff_ffff);
-            self.set_rip(next_rip);
             VmExit::MsrWrite { msr: index, value }
         } else {
-            self.pending = Some(Pending::Msr { next_rip });
             VmExit::MsrRead { msr: index }
         }
     }
@@ -536,12 +535,25 @@ impl Vcpu for SvmVcpu {
                 self.set_rip(next_rip);
                 Ok(())
             }
-            Some(Pending::Msr { next_rip }) => {
-                self.vmcb().set(offset::RAX, value & 0xffff_ffff);
-                self.gprs.0[Gpr::Rdx as usize] = value >> 32;
+            Some(Pending::Msr { next_rip, write }) => {
+                if !write {
+                    self.vmcb().set(offset::RAX, value & 0xffff_ffff);
+                    self.gprs.0[Gpr::Rdx as usize] = value >> 32;
+                }
                 self.set_rip(next_rip);
                 Ok(())
             }
+        }
+    }
+
+    fn fault_msr(&mut self) -> Result<(), VcpuError> {
+        match self.pending {
+            Some(Pending::Msr { .. }) => {
+                self.pending = None;
+                self.inject_exception(VECTOR_GP, Some(0));
+                Ok(())
+            }
+            _ => Err(VcpuError::NoPendingRead),
         }
     }
 

@@ -68,6 +68,11 @@ impl VmxVcpu {
         Some(exit)
     }
 
+    /// #GP(0) for an access the VMM refused.
+    pub(super) fn inject_gp(&mut self) {
+        self.inject_exception(VECTOR_GP);
+    }
+
     fn inject_exception(&mut self, vector: u8) {
         let mut v = self.vmcs();
         let protected = v.read(field::GUEST_CR0) & cr::CR0_PE != 0;
@@ -185,13 +190,13 @@ impl VmxVcpu {
                 self.internal.msr += 1;
                 let index = self.regs.gpr[Gpr::Rcx as usize] as u32;
                 let next_rip = self.next_rip();
-                if basic == reason::WRMSR {
+                let write = basic == reason::WRMSR;
+                self.pending = Some(Pending::Msr { next_rip, write });
+                if write {
                     let g = &self.regs.gpr;
                     let value = (g[Gpr::Rdx as usize] << 32) | (g[Gpr::Rax as usize] & 0xffff_ffff);
-                    self.set_rip_past_instruction(next_rip);
                     Some(VmExit::MsrWrite { msr: index, value })
                 } else {
-                    self.pending = Some(Pending::Msr { next_rip });
                     Some(VmExit::MsrRead { msr: index })
                 }
             }

@@ -281,7 +281,7 @@ impl Fields for Current {
 enum Pending {
     Io { size: u8, next_rip: u64 },
     Mmio(MmioOp),
-    Msr { next_rip: u64 },
+    Msr { next_rip: u64, write: bool },
 }
 
 /// One vCPU on Intel VT-x.
@@ -659,12 +659,25 @@ impl Vcpu for VmxVcpu {
                 self.clear_interrupt_shadow();
                 Ok(())
             }
-            Some(Pending::Msr { next_rip }) => {
-                self.regs.gpr[Gpr::Rax as usize] = value & 0xffff_ffff;
-                self.regs.gpr[Gpr::Rdx as usize] = value >> 32;
+            Some(Pending::Msr { next_rip, write }) => {
+                if !write {
+                    self.regs.gpr[Gpr::Rax as usize] = value & 0xffff_ffff;
+                    self.regs.gpr[Gpr::Rdx as usize] = value >> 32;
+                }
                 self.set_rip_past_instruction(next_rip);
                 Ok(())
             }
+        }
+    }
+
+    fn fault_msr(&mut self) -> Result<(), VcpuError> {
+        match self.pending {
+            Some(Pending::Msr { .. }) => {
+                self.pending = None;
+                self.inject_gp();
+                Ok(())
+            }
+            _ => Err(VcpuError::NoPendingRead),
         }
     }
 
