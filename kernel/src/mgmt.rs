@@ -14,9 +14,8 @@ use alloc::vec::Vec;
 
 use keel_config::Config;
 use keel_netstack::api::{
-    ApiError, ConsoleChunk, Management, MemoryInfo, ModuleInfo, NetworkInfo, Router,
-    StopMode as ApiStopMode, StoreFile, SystemInfo, VmDetail, VmKey, VmState as ApiVmState,
-    VmSummary,
+    ApiError, ConsoleChunk, Management, MemoryInfo, ModuleInfo, NetworkInfo, Router, StoreFile,
+    SystemInfo, VmDetail, VmKey, VmState as ApiVmState, VmSummary,
 };
 use keel_netstack::http::{HttpServer, ServerConfig};
 use keel_netstack::iface::{Addressing, NetConfig, NetStack, NetStatus};
@@ -337,13 +336,6 @@ impl Plane<'_> {
     }
 }
 
-fn stop_mode(mode: ApiStopMode) -> StopMode {
-    match mode {
-        ApiStopMode::Force => StopMode::Force,
-        ApiStopMode::Graceful { timeout_s } => StopMode::Graceful { timeout_s },
-    }
-}
-
 impl Management for Plane<'_> {
     fn system(&self) -> SystemInfo {
         let stats = crate::mm::stats();
@@ -422,18 +414,18 @@ impl Management for Plane<'_> {
             .map_err(start_error)
     }
 
-    fn stop_vm(&mut self, key: &VmKey<'_>, mode: ApiStopMode) -> Result<(), ApiError> {
+    fn stop_vm(&mut self, key: &VmKey<'_>, mode: StopMode) -> Result<(), ApiError> {
         let (key, _) = self.resolve(key)?;
-        self.vms.stop(&key, stop_mode(mode)).map_err(|e| match e {
+        self.vms.stop(&key, mode).map_err(|e| match e {
             StopError::NoSuchVm(_) => ApiError::NotFound(e.to_string()),
             StopError::NotRunning { .. } => ApiError::Conflict(e.to_string()),
         })
     }
 
-    fn restart_vm(&mut self, key: &VmKey<'_>, mode: ApiStopMode) -> Result<bool, ApiError> {
+    fn restart_vm(&mut self, key: &VmKey<'_>, mode: StopMode) -> Result<bool, ApiError> {
         let name = self.named(key, "POST /api/v1/modules/{module}/run starts a new one")?;
         self.vms
-            .restart(self.system, &name, stop_mode(mode))
+            .restart(self.system, &name, mode)
             .map_err(start_error)
     }
 

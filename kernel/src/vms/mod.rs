@@ -70,21 +70,8 @@ impl core::fmt::Display for StopError {
     }
 }
 
-/// How `vm stop` ends a VM.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StopMode {
-    /// Press the ACPI power button; force it off if it has not stopped after this many
-    /// seconds.
-    Graceful {
-        /// Grace time in seconds.
-        timeout_s: u32,
-    },
-    /// Stop it now.
-    Force,
-}
-
-/// The grace time `vm stop` gives a guest to shut down after the power button.
-pub const DEFAULT_STOP_TIMEOUT_S: u32 = 30;
+/// How `vm stop` (and the API's stop) ends a VM: one definition for the console and HTTP.
+pub use keel_netstack::api::{DEFAULT_STOP_TIMEOUT_S, StopMode};
 
 /// A named VM, as the configuration defines it.
 #[derive(Clone, Debug, PartialEq, Eq)]
