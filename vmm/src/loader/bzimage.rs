@@ -24,17 +24,20 @@
 //! 5. It writes the boot GDT and identity page tables ([`boot64`](super::boot64)) and returns
 //!    [`StartMode::LongMode`] at load address + 0x200 with RSI = the zero page.
 //!
-//! Everything a malformed image can get wrong is a [`BzImageError`]; nothing panics.
+//! Everything a malformed image can get wrong is a [`BzImageError`]; nothing panics. What
+//! the command line, the initrd, the layout or guest memory can get wrong is a
+//! [`BootFilesError`] inside it, shared with [`pvh`](super::pvh) (see
+//! [`boot_files`](super::boot_files)).
 
 use core::fmt;
 
 use crate::memory::{GuestMemory, MemoryError};
 use crate::vcpu::StartMode;
 
+use super::boot_files::{BootFilesError, check_cmdline, check_initrd, write_boot_files};
 use super::boot64;
 use super::layout::{
-    BOOT_STACK_TOP, CMDLINE, CMDLINE_MAX, HIGH_MEMORY_START, KERNEL_DEFAULT_LOAD, Layout,
-    LayoutError, PAGE_SIZE, ZERO_PAGE, place_initrd,
+    BOOT_STACK_TOP, CMDLINE, HIGH_MEMORY_START, KERNEL_DEFAULT_LOAD, Layout, LayoutError, ZERO_PAGE,
 };
 
 /// Offsets in the image's first sector and in the zero page (`struct boot_params`).
@@ -167,28 +170,10 @@ pub enum BzImageError {
         /// End of RAM.
         ram_end: u64,
     },
-    /// The command line is longer than the kernel accepts.
-    CmdlineTooLong {
-        /// Its length in bytes.
-        len: u64,
-        /// The most the kernel (`cmdline_size`) and the layout allow.
-        max: u64,
-    },
-    /// The command line contains a NUL byte, which would end it early.
-    CmdlineHasNul,
-    /// The initrd is empty.
-    InitrdEmpty,
-    /// The initrd does not fit between the kernel and its highest allowed address.
-    InitrdTooLarge {
-        /// Its size in bytes.
-        size: u64,
-        /// Bytes available.
-        room: u64,
-    },
-    /// The VM's memory size is not one the layout supports.
-    Layout(LayoutError),
-    /// Writing guest memory failed.
-    Memory(MemoryError),
+    /// The command line (held to the kernel's `cmdline_size`) or the initrd (placed at or
+    /// below `initrd_addr_max`) is wrong, the VM's memory size is not one the layout supports,
+    /// or writing guest memory failed.
+    BootFiles(BootFilesError),
 }
 
 impl fmt::Display for BzImageError {
@@ -242,38 +227,28 @@ impl fmt::Display for BzImageError {
                  the VM more memory",
                 size / 1024
             ),
-            BzImageError::CmdlineTooLong { len, max } => write!(
-                f,
-                "the kernel command line is {len} bytes; this kernel accepts at most {max}"
-            ),
-            BzImageError::CmdlineHasNul => {
-                f.write_str("the kernel command line contains a NUL byte")
-            }
-            BzImageError::InitrdEmpty => f.write_str("the initrd is empty"),
-            BzImageError::InitrdTooLarge { size, room } => write!(
-                f,
-                "the initrd is {} KiB but only {} KiB fit above the kernel: give the VM more \
-                 memory or use a smaller initrd",
-                size.div_ceil(1024),
-                room / 1024
-            ),
-            BzImageError::Layout(e) => e.fmt(f),
-            BzImageError::Memory(e) => write!(f, "writing guest memory: {e}"),
+            BzImageError::BootFiles(e) => e.fmt(f),
         }
     }
 }
 
 impl core::error::Error for BzImageError {}
 
+impl From<BootFilesError> for BzImageError {
+    fn from(e: BootFilesError) -> Self {
+        BzImageError::BootFiles(e)
+    }
+}
+
 impl From<MemoryError> for BzImageError {
     fn from(e: MemoryError) -> Self {
-        BzImageError::Memory(e)
+        BzImageError::BootFiles(e.into())
     }
 }
 
 impl From<LayoutError> for BzImageError {
     fn from(e: LayoutError) -> Self {
-        BzImageError::Layout(e)
+        BzImageError::BootFiles(e.into())
     }
 }
 
@@ -472,34 +447,12 @@ pub fn load(
             ram_end,
         })?;
 
-    // Command line.
-    if cmdline.as_bytes().contains(&0) {
-        return Err(BzImageError::CmdlineHasNul);
-    }
-    let cmdline_max = u64::from(header.cmdline_size).min(CMDLINE_MAX - 1);
-    let cmdline_len = cmdline.len() as u64;
-    if cmdline_len > cmdline_max {
-        return Err(BzImageError::CmdlineTooLong {
-            len: cmdline_len,
-            max: cmdline_max,
-        });
-    }
+    // Command line, at most cmdline_size bytes.
+    let cmdline_len = check_cmdline(cmdline, Some(u64::from(header.cmdline_size)))?;
 
     // Initrd placement: above the kernel's area, at or below initrd_addr_max.
-    let initrd_at = match initrd {
-        None => None,
-        Some([]) => return Err(BzImageError::InitrdEmpty),
-        Some(data) => {
-            let size = data.len() as u64;
-            let lowest = kernel_end.next_multiple_of(PAGE_SIZE);
-            let limit = ram_end.min(u64::from(header.initrd_addr_max) + 1);
-            let addr = place_initrd(size, lowest, limit).ok_or(BzImageError::InitrdTooLarge {
-                size,
-                room: limit.saturating_sub(lowest),
-            })?;
-            Some((addr, data))
-        }
-    };
+    let initrd_limit = ram_end.min(u64::from(header.initrd_addr_max) + 1);
+    let initrd_at = check_initrd(initrd, kernel_end, initrd_limit)?;
 
     // Kernel, command line, initrd.
     let kernel_offset = header.kernel_offset() as usize;
@@ -510,11 +463,7 @@ pub fn load(
             needed: header.kernel_offset() + header.kernel_size,
         })?;
     memory.write(load_addr, kernel_bytes)?;
-    memory.write(CMDLINE, cmdline.as_bytes())?;
-    memory.write_u8(CMDLINE + cmdline_len, 0)?;
-    if let Some((addr, data)) = initrd_at {
-        memory.write(addr, data)?;
-    }
+    write_boot_files(memory, cmdline, initrd_at)?;
 
     // Zero page.
     let mut zp = [0u8; ZERO_PAGE_SIZE];

@@ -6,9 +6,12 @@
 //!   in 32-bit protected mode with an `hvm_start_info`.
 //!
 //! [`layout`] says where everything goes in guest-physical memory (shared with the ACPI table
-//! builder); [`boot64`] writes the GDT and identity page tables a 64-bit entry needs.
+//! builder); [`boot64`] writes the GDT and identity page tables a 64-bit entry needs;
+//! [`boot_files`] checks, places and writes the command line and initrd for both Linux loaders
+//! and holds the errors they share.
 
 pub mod boot64;
+pub mod boot_files;
 pub mod bzimage;
 pub mod flat;
 pub mod layout;

@@ -20,7 +20,9 @@
 //! [`load`] writes the command line at [`CMDLINE`], the initrd (as module 0) as high in RAM as
 //! it fits above the kernel, the memory map (the same ranges as the e820 map) at
 //! [`PVH_MEMMAP`], the module list at [`PVH_MODLIST`] and the `hvm_start_info` (version 1) at
-//! [`PVH_START_INFO`], and returns [`StartMode::Protected32`].
+//! [`PVH_START_INFO`], and returns [`StartMode::Protected32`]. The command line and initrd are
+//! checked, placed and written as for a bzImage ([`boot_files`](super::boot_files)); what goes
+//! wrong there is a [`BootFilesError`] inside the [`PvhError`].
 
 use alloc::vec::Vec;
 use core::fmt;
@@ -28,9 +30,9 @@ use core::fmt;
 use crate::memory::{GuestMemory, MemoryError};
 use crate::vcpu::StartMode;
 
+use super::boot_files::{BootFilesError, check_cmdline, check_initrd, write_boot_files};
 use super::layout::{
-    CMDLINE, CMDLINE_MAX, HIGH_MEMORY_START, Layout, LayoutError, PAGE_SIZE, PVH_MEMMAP,
-    PVH_MODLIST, PVH_START_INFO, place_initrd,
+    CMDLINE, HIGH_MEMORY_START, Layout, LayoutError, PVH_MEMMAP, PVH_MODLIST, PVH_START_INFO,
 };
 
 /// `hvm_start_info.magic` ("xEn3" with the top bit of 'E' set).
@@ -115,28 +117,9 @@ pub enum PvhError {
     },
     /// The image has no loadable segment.
     NoSegments,
-    /// The command line does not fit its area.
-    CmdlineTooLong {
-        /// Its length in bytes.
-        len: u64,
-        /// The most allowed.
-        max: u64,
-    },
-    /// The command line contains a NUL byte.
-    CmdlineHasNul,
-    /// The initrd is empty.
-    InitrdEmpty,
-    /// The initrd does not fit above the kernel.
-    InitrdTooLarge {
-        /// Its size in bytes.
-        size: u64,
-        /// Bytes available.
-        room: u64,
-    },
-    /// The VM's memory size is not one the layout supports.
-    Layout(LayoutError),
-    /// Writing guest memory failed.
-    Memory(MemoryError),
+    /// The command line (held to its area) or the initrd (placed above the kernel) is wrong,
+    /// the VM's memory size is not one the layout supports, or writing guest memory failed.
+    BootFiles(BootFilesError),
 }
 
 impl fmt::Display for PvhError {
@@ -196,36 +179,28 @@ impl fmt::Display for PvhError {
                 paddr.saturating_add(memsz)
             ),
             PvhError::NoSegments => f.write_str("the ELF kernel has no loadable segment"),
-            PvhError::CmdlineTooLong { len, max } => write!(
-                f,
-                "the kernel command line is {len} bytes; at most {max} fit"
-            ),
-            PvhError::CmdlineHasNul => f.write_str("the kernel command line contains a NUL byte"),
-            PvhError::InitrdEmpty => f.write_str("the initrd is empty"),
-            PvhError::InitrdTooLarge { size, room } => write!(
-                f,
-                "the initrd is {} KiB but only {} KiB fit above the kernel: give the VM more \
-                 memory or use a smaller initrd",
-                size.div_ceil(1024),
-                room / 1024
-            ),
-            PvhError::Layout(e) => e.fmt(f),
-            PvhError::Memory(e) => write!(f, "writing guest memory: {e}"),
+            PvhError::BootFiles(e) => e.fmt(f),
         }
     }
 }
 
 impl core::error::Error for PvhError {}
 
+impl From<BootFilesError> for PvhError {
+    fn from(e: BootFilesError) -> Self {
+        PvhError::BootFiles(e)
+    }
+}
+
 impl From<MemoryError> for PvhError {
     fn from(e: MemoryError) -> Self {
-        PvhError::Memory(e)
+        PvhError::BootFiles(e.into())
     }
 }
 
 impl From<LayoutError> for PvhError {
     fn from(e: LayoutError) -> Self {
-        PvhError::Layout(e)
+        PvhError::BootFiles(e.into())
     }
 }
 
@@ -436,42 +411,18 @@ pub fn load(
         return Err(PvhError::EntryOutsideImage { entry });
     }
 
-    if cmdline.as_bytes().contains(&0) {
-        return Err(PvhError::CmdlineHasNul);
-    }
-    let cmdline_len = cmdline.len() as u64;
-    if cmdline_len >= CMDLINE_MAX {
-        return Err(PvhError::CmdlineTooLong {
-            len: cmdline_len,
-            max: CMDLINE_MAX - 1,
-        });
-    }
-
-    let initrd_at = match initrd {
-        None => None,
-        Some([]) => return Err(PvhError::InitrdEmpty),
-        Some(data) => {
-            let size = data.len() as u64;
-            let lowest = kernel_end.next_multiple_of(PAGE_SIZE);
-            let addr = place_initrd(size, lowest, ram_end).ok_or(PvhError::InitrdTooLarge {
-                size,
-                room: ram_end.saturating_sub(lowest),
-            })?;
-            Some((addr, data))
-        }
-    };
+    let cmdline_len = check_cmdline(cmdline, None)?;
+    let initrd_at = check_initrd(initrd, kernel_end, ram_end)?;
 
     for &(paddr, memsz, data) in &segments {
         memory.write(paddr, data)?;
         let filesz = data.len() as u64;
         memory.fill(paddr + filesz, memsz - filesz, 0)?;
     }
-    memory.write(CMDLINE, cmdline.as_bytes())?;
-    memory.write_u8(CMDLINE + cmdline_len, 0)?;
+    write_boot_files(memory, cmdline, initrd_at)?;
 
     let mut modlist = [0u8; MODLIST_ENTRY_SIZE];
     if let Some((addr, data)) = initrd_at {
-        memory.write(addr, data)?;
         modlist[0..8].copy_from_slice(&addr.to_le_bytes());
         modlist[8..16].copy_from_slice(&(data.len() as u64).to_le_bytes());
         memory.write(PVH_MODLIST, &modlist)?;

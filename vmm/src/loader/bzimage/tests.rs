@@ -6,7 +6,8 @@ use std::vec::Vec;
 use super::*;
 use crate::backend::svm::vmcb::long_mode_registers;
 use crate::guest_paging::linear_to_physical;
-use crate::loader::layout::{E820Type, ZERO_PAGE};
+use crate::loader::boot_files::CmdlineLimit;
+use crate::loader::layout::{CMDLINE_MAX, E820Type, ZERO_PAGE};
 use crate::testing::MockHost;
 
 const MIB: u64 = 1 << 20;
@@ -344,17 +345,17 @@ fn initrd_too_large_or_empty() {
     let big = std::vec![0u8; (12 * MIB + 1) as usize];
     assert_eq!(
         load_default(&mem, &Fixture::default(), Some(&big), ""),
-        Err(BzImageError::InitrdTooLarge {
+        Err(BzImageError::BootFiles(BootFilesError::InitrdTooLarge {
             size: 12 * MIB + 1,
             room: 12 * MIB
-        })
+        }))
     );
     let fits = std::vec![0u8; (12 * MIB) as usize];
     let boot = load_default(&mem, &Fixture::default(), Some(&fits), "").unwrap();
     assert_eq!(boot.initrd, Some((20 * MIB, 12 * MIB)));
     assert_eq!(
         load_default(&mem, &Fixture::default(), Some(&[]), ""),
-        Err(BzImageError::InitrdEmpty)
+        Err(BzImageError::BootFiles(BootFilesError::InitrdEmpty))
     );
 }
 
@@ -367,7 +368,18 @@ fn cmdline_limits() {
     };
     assert!(load_default(&mem, &fixture, None, "12345678").is_ok());
     let err = load_default(&mem, &fixture, None, "123456789").unwrap_err();
-    assert_eq!(err, BzImageError::CmdlineTooLong { len: 9, max: 8 });
+    assert_eq!(
+        err,
+        BzImageError::BootFiles(BootFilesError::CmdlineTooLong {
+            len: 9,
+            max: 8,
+            limit: CmdlineLimit::Kernel
+        })
+    );
+    assert_eq!(
+        err.to_string(),
+        "the kernel command line is 9 bytes; this kernel accepts at most 8"
+    );
     // A kernel that claims a huge limit is held to the layout's room.
     let fixture = Fixture {
         cmdline_size: u32::MAX,
@@ -376,14 +388,15 @@ fn cmdline_limits() {
     let long = "x".repeat(CMDLINE_MAX as usize);
     assert_eq!(
         load_default(&mem, &fixture, None, &long),
-        Err(BzImageError::CmdlineTooLong {
+        Err(BzImageError::BootFiles(BootFilesError::CmdlineTooLong {
             len: CMDLINE_MAX,
-            max: CMDLINE_MAX - 1
-        })
+            max: CMDLINE_MAX - 1,
+            limit: CmdlineLimit::Kernel
+        }))
     );
     assert_eq!(
         load_default(&mem, &Fixture::default(), None, "a\0b"),
-        Err(BzImageError::CmdlineHasNul)
+        Err(BzImageError::BootFiles(BootFilesError::CmdlineHasNul))
     );
 }
 

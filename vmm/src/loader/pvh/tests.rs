@@ -3,7 +3,8 @@
 use std::vec::Vec;
 
 use super::*;
-use crate::loader::layout::E820Type;
+use crate::loader::boot_files::CmdlineLimit;
+use crate::loader::layout::{CMDLINE_MAX, E820Type};
 use crate::testing::MockHost;
 
 const MIB: u64 = 1 << 20;
@@ -348,26 +349,35 @@ fn cmdline_and_initrd_errors() {
     let img = Fixture::elf64().build();
     assert_eq!(
         load(&mem, &img, None, "a\0", None),
-        Err(PvhError::CmdlineHasNul)
+        Err(PvhError::BootFiles(BootFilesError::CmdlineHasNul))
     );
     let long = "x".repeat(CMDLINE_MAX as usize);
-    assert!(matches!(
-        load(&mem, &img, None, &long, None),
-        Err(PvhError::CmdlineTooLong { .. })
-    ));
+    let err = load(&mem, &img, None, &long, None).unwrap_err();
+    assert_eq!(
+        err,
+        PvhError::BootFiles(BootFilesError::CmdlineTooLong {
+            len: CMDLINE_MAX,
+            max: CMDLINE_MAX - 1,
+            limit: CmdlineLimit::Area
+        })
+    );
+    assert_eq!(
+        err.to_string(),
+        "the kernel command line is 65536 bytes; at most 65535 fit"
+    );
     assert_eq!(
         load(&mem, &img, Some(&[]), "", None),
-        Err(PvhError::InitrdEmpty)
+        Err(PvhError::BootFiles(BootFilesError::InitrdEmpty))
     );
     // Kernel ends at 0x102000; 8 MiB of RAM leaves 8 MiB - 0x102000.
     let room = 8 * MIB - 0x10_2000;
     let big = std::vec![0u8; room as usize + 1];
     assert_eq!(
         load(&mem, &img, Some(&big), "", None),
-        Err(PvhError::InitrdTooLarge {
+        Err(PvhError::BootFiles(BootFilesError::InitrdTooLarge {
             size: room + 1,
             room
-        })
+        }))
     );
 }
 
