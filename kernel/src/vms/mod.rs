@@ -167,6 +167,9 @@ struct Entry {
     id: u32,
     /// The definition of a named VM; `None` for an ad-hoc VM.
     definition: Option<VmDefinition>,
+    /// Whether the configuration still defines it. A named VM whose definition went away
+    /// while it ran keeps its record until it stops, then is forgotten.
+    in_config: bool,
     /// What it was started from, for `vm list` (`store:vmlinuz`, a module name).
     source: String,
     /// The current or last run.
@@ -202,6 +205,16 @@ impl Entry {
             Some(d) => d.name.clone(),
             None => alloc::format!("vm{}", self.id),
         }
+    }
+
+    /// A named VM the configuration defines.
+    fn configured(&self) -> bool {
+        self.definition.is_some() && self.in_config
+    }
+
+    /// Ad-hoc VMs keep their record; named ones while defined or running.
+    fn worth_keeping(&self) -> bool {
+        self.definition.is_none() || self.in_config || self.is_live()
     }
 
     fn is_live(&self) -> bool {
@@ -294,12 +307,16 @@ impl VmManager {
     pub fn define(&mut self, definitions: &[VmDefinition]) {
         for d in definitions {
             match self.index(&d.name) {
-                Some(i) => self.vms[i].definition = Some(d.clone()),
+                Some(i) => {
+                    self.vms[i].definition = Some(d.clone());
+                    self.vms[i].in_config = true;
+                }
                 None => {
                     let id = self.take_id();
                     self.vms.push(Entry {
                         id,
                         definition: Some(d.clone()),
+                        in_config: true,
                         source: alloc::format!("store:{}", d.kernel),
                         run: None,
                         restart_pending: false,
@@ -307,10 +324,12 @@ impl VmManager {
                 }
             }
         }
-        self.vms.retain(|e| match &e.definition {
-            Some(d) => e.is_live() || definitions.iter().any(|n| n.name == d.name),
-            None => true,
-        });
+        for e in &mut self.vms {
+            if let Some(d) = &e.definition {
+                e.in_config = definitions.iter().any(|n| n.name == d.name);
+            }
+        }
+        self.vms.retain(Entry::worth_keeping);
         self.cursor = 0;
     }
 
@@ -341,7 +360,7 @@ impl VmManager {
     pub fn start_named(&mut self, system: &System, name: &str) -> Result<(), StartError> {
         let i = self
             .index(name)
-            .filter(|&i| self.vms[i].definition.is_some())
+            .filter(|&i| self.vms[i].configured())
             .ok_or_else(|| StartError::NoSuchVm(String::from(name)))?;
         if self.vms[i].is_live() {
             return Err(StartError::AlreadyRunning(String::from(name)));
@@ -414,6 +433,7 @@ impl VmManager {
         self.vms.push(Entry {
             id,
             definition: None,
+            in_config: false,
             source: String::from(module.name.as_str()),
             run: Some(new_run(vm)),
             restart_pending: false,
@@ -456,7 +476,7 @@ impl VmManager {
     ) -> Result<bool, StartError> {
         let i = self
             .index(name)
-            .filter(|&i| self.vms[i].definition.is_some())
+            .filter(|&i| self.vms[i].configured())
             .ok_or_else(|| StartError::NoSuchVm(String::from(name)))?;
         if self.vms[i].is_live() {
             self.vms[i].restart_pending = true;
@@ -472,7 +492,7 @@ impl VmManager {
     pub fn destroy(&mut self, name: &str) -> Result<(), StopError> {
         let i = self
             .index(name)
-            .filter(|&i| self.vms[i].definition.is_some())
+            .filter(|&i| self.vms[i].configured())
             .ok_or_else(|| StopError::NoSuchVm(String::from(name)))?;
         if let Some(run) = self.vms[i].run.as_mut() {
             run.vm.stop(StopReason::Operator);
@@ -513,18 +533,20 @@ impl VmManager {
     pub fn run_slice(&mut self, system: &System, out: &mut String) {
         let now = TscClock.now().ns;
         for e in &mut self.vms {
-            let key = e.key();
-            let Some(run) = e.run.as_mut() else { continue };
-            if let Some(deadline) = run.stop_deadline_ns
-                && now >= deadline
-                && !run.vm.is_stopped()
-            {
-                run.vm.stop(StopReason::Operator);
+            let overdue = e.run.as_ref().is_some_and(|run| {
+                run.stop_deadline_ns.is_some_and(|deadline| now >= deadline) && !run.vm.is_stopped()
+            });
+            if overdue {
+                let key = e.key();
+                if let Some(run) = e.run.as_mut() {
+                    run.vm.stop(StopReason::Operator);
+                }
                 let _ = writeln!(
                     out,
                     "vm {key}: no shutdown within the grace time after the power button: forced off"
                 );
             }
+            let Some(run) = e.run.as_mut() else { continue };
             if run.vm.state() == VmState::WaitingForInterrupt {
                 run.vm.step(&TscClock);
             }
@@ -566,9 +588,11 @@ impl VmManager {
                 }
             }
         }
-        // Ad-hoc... and undefined named VMs that stopped leave no definition to keep.
-        self.vms
-            .retain(|e| e.definition.is_some() || e.run.is_some());
+        // A named VM removed from the configuration while it ran goes once it has stopped.
+        if !self.vms.iter().all(Entry::worth_keeping) {
+            self.vms.retain(Entry::worth_keeping);
+            self.cursor = 0;
+        }
     }
 
     /// Queues console input for VM `key`'s COM1; returns how many bytes it took.
@@ -628,26 +652,30 @@ impl VmManager {
 /// Appends complete new lines of guest output as `[vm<id>] <line>`, and a notice when the VM
 /// stopped.
 fn echo(e: &mut Entry, attached: bool, out: &mut String) {
+    let Some(run) = e.run.as_ref() else { return };
+    // Called every slice for every VM: return before allocating when there is nothing new.
+    // An attached console shows this VM's output itself.
+    let new_output = !attached && run.vm.devices().com1.output_total() != run.echoed;
+    let stop_to_report = run.vm.is_stopped() && !run.stop_reported;
+    if !new_output && !stop_to_report {
+        return;
+    }
     let label = e.label();
     let key = e.key();
     let Some(run) = e.run.as_mut() else { return };
-    // An attached console shows this VM's output itself.
-    let bytes = if attached {
-        Vec::new()
-    } else {
+    if new_output {
         let (bytes, next, _) = run.vm.console_output_since(run.echoed);
         run.echoed = next;
-        bytes
-    };
-    for b in bytes {
-        match b {
-            b'\n' => {
-                let text = String::from_utf8_lossy(&run.line);
-                let _ = writeln!(out, "[{label}] {}", text.trim_end_matches('\r'));
-                run.line.clear();
+        for b in bytes {
+            match b {
+                b'\n' => {
+                    let text = String::from_utf8_lossy(&run.line);
+                    let _ = writeln!(out, "[{label}] {}", text.trim_end_matches('\r'));
+                    run.line.clear();
+                }
+                _ if run.line.len() < 512 => run.line.push(b),
+                _ => {}
             }
-            _ if run.line.len() < 512 => run.line.push(b),
-            _ => {}
         }
     }
     if let VmState::Stopped(reason) = run.vm.state()
