@@ -27,7 +27,7 @@ use alloc::vec::Vec;
 use crate::devices::{Devices, MachineRequest};
 use crate::exit_handler::{ExitAction, StopReason, handle_exit};
 use crate::memory::GuestMemory;
-use crate::vcpu::{Registers, Vcpu};
+use crate::vcpu::{Registers, Vcpu, VmExit};
 
 /// Where a VM stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -241,7 +241,11 @@ impl Vm {
         };
         let now = clock.now();
         self.devices.set_now(now.ns);
-        self.devices.set_guest_tsc(vcpu.guest_tsc(now.tsc));
+        // Only the TSC-deadline MSR converts with the guest TSC; reading the TSC offset (a
+        // VMREAD on VT-x) is not worth it on every other exit.
+        if matches!(exit, VmExit::MsrWrite { .. }) {
+            self.devices.set_guest_tsc(vcpu.guest_tsc(now.tsc));
+        }
         self.stats.record(exit.kind());
         match handle_exit(&exit, &mut self.devices) {
             ExitAction::Resume => {}

@@ -318,7 +318,8 @@ impl Devices {
     /// Unclaimed ports read as all ones.
     pub fn read_port(&mut self, port: u16, size: u8) -> u32 {
         let size = size.min(4);
-        if let Some((device, offset)) = self.pio.lookup(port)
+        let first = self.pio.lookup(port);
+        if let Some((device, offset)) = first
             && !device.byte_wide()
         {
             return self.read_wide_port(device, offset, size);
@@ -326,7 +327,8 @@ impl Devices {
         let mut value = 0;
         for i in 0..size {
             let byte = match port.checked_add(u16::from(i)) {
-                Some(p) => match self.pio.lookup(p) {
+                // The first byte's lookup is done already (most INs are one byte).
+                Some(p) => match if i == 0 { first } else { self.pio.lookup(p) } {
                     Some((device, offset)) if device.byte_wide() => {
                         self.read_port_byte(device, p, offset)
                     }
@@ -345,7 +347,8 @@ impl Devices {
     /// unclaimed ports (including [`POST_PORT`]) are dropped.
     pub fn write_port(&mut self, port: u16, size: u8, value: u32) {
         let size = size.min(4);
-        if let Some((device, offset)) = self.pio.lookup(port)
+        let first = self.pio.lookup(port);
+        if let Some((device, offset)) = first
             && !device.byte_wide()
         {
             self.write_wide_port(device, offset, size, value);
@@ -361,7 +364,7 @@ impl Devices {
             let Some(p) = port.checked_add(i as u16) else {
                 continue;
             };
-            match self.pio.lookup(p) {
+            match if i == 0 { first } else { self.pio.lookup(p) } {
                 Some((device, offset)) if device.byte_wide() => {
                     self.write_port_byte(device, p, offset, byte)
                 }
