@@ -4,8 +4,8 @@
 //!
 //! One boot walks the whole lifecycle: define a VM (`POST /api/v1/vms`), list it as
 //! `defined`, start it, read its `tick` lines, stop it (forced and graceful), restart it, run
-//! a second VM beside it, type into the echo guest's console and read the answer, destroy
-//! both. Bad names, states and bodies get their status and change nothing.
+//! a second VM beside it, type into the echo guest's console and read the answer, drop one
+//! from the configuration while it runs (kept until it stops), destroy the other. Bad names, states and bodies get their status and change nothing.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -384,8 +384,49 @@ fn named_vms_over_http_from_create_to_destroy() {
         Duration::from_secs(30),
     );
 
-    // Destroy both (one running): gone from the list and from the configuration.
-    for name in ["counter", "echo"] {
+    // A configuration replaced without `echo` while it runs: it keeps running (nothing stops
+    // a guest behind the operator's back), and is forgotten once it stops.
+    let config = app.get("/api/v1/config");
+    let etag = config
+        .header("etag")
+        .expect("GET /api/v1/config has an ETag")
+        .to_owned();
+    let without_echo = regex::Regex::new(r#"(?s),\s*\{[^{}]*"name": "echo"[^{}]*\}"#)
+        .unwrap()
+        .replace(&config.body, "")
+        .into_owned();
+    check!(
+        app.m,
+        without_echo != config.body && without_echo.contains("\"counter\""),
+        "could not take echo out of the configuration:\n{}",
+        config.body
+    );
+    let put = format!(
+        "PUT /api/v1/config HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+         Authorization: Bearer {}\r\nContent-Type: application/json\r\nIf-Match: {etag}\r\n\
+         Content-Length: {}\r\n\r\n{without_echo}",
+        app.token,
+        without_echo.len()
+    );
+    let replaced = http::raw(app.port, put.as_bytes()).expect("PUT /api/v1/config");
+    app.expect("config without echo", &replaced, 200, &["\"counter\""]);
+    app.wait_for("/api/v1/vms", "\"echo\"", Duration::from_secs(10));
+    let still = app.get("/api/v1/vms/echo");
+    app.expect("echo still runs", &still, 200, &["\"state\":\"running\""]);
+    let stopped = app.send("POST", "/api/v1/vms/echo/stop", Some(r#"{"force":true}"#));
+    app.expect("stop the undefined echo", &stopped, 200, &[]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.get("/api/v1/vms/echo").status != 404 {
+        check!(
+            app.m,
+            Instant::now() < deadline,
+            "echo, stopped and no longer defined, is still listed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Destroy the other: gone from the list and from the configuration.
+    for name in ["counter"] {
         let destroyed = app.send("DELETE", &format!("/api/v1/vms/{name}"), None);
         app.expect(
             "destroy",
