@@ -5,16 +5,18 @@
 //!
 //! - **Display**: Debian's Bochs has no `nogui` library. `display_library: rfb,
 //!   options="timeout=0"` runs without waiting for a viewer; it listens for VNC on
-//!   `0.0.0.0` at the first free port from 5900 up (there is no option to choose the port or
-//!   address), so several Bochs can run at once. `display_library: term` (package
+//!   `0.0.0.0` at the first free port of 5900–5949 (there is no option to choose the port or
+//!   address) and exits ("RFB could not bind any port") when all are taken, as happened in a
+//!   CI run on a shared machine. So each Bochs runs in a network namespace of its own
+//!   (`netns`, needs root; the shared one otherwise), where every port is free. `display_library: term` (package
 //!   `bochs-term`) is no use headless: it attached to a terminal of the machine
 //!   (`Bochs connected to screen "/dev/pts/0"`) even with stdio redirected and under
 //!   `setsid`, exited with "Error opening terminal" when `TERM` was unset, and then ignored
 //!   SIGTERM.
 //! - **COM1, both ways**: `mode=socket-client` with the harness as the server. The harness
-//!   listens on an ephemeral port of 127.0.0.1 *before* it starts Bochs, so there is no port
-//!   race and no start-up blocking; Bochs connects during device init, well before the BIOS
-//!   prints anything, and typed text arrives intact. (`mode=socket-server`, per the bochsrc
+//!   listens on an ephemeral port of 127.0.0.1 (in Bochs's namespace) *before* it starts
+//!   Bochs, so there is no port race and no start-up blocking; Bochs connects during device
+//!   init, well before the BIOS prints anything, and typed text arrives intact. (`mode=socket-server`, per the bochsrc
 //!   documentation, makes Bochs wait for a client before it simulates anything, and needs a
 //!   free port picked in advance.) If Bochs cannot connect it treats COM1 as unplugged, so the
 //!   harness fails when no connection arrives.
@@ -43,6 +45,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::Error;
 use crate::machine::{Machine, Parts, emulator_command, log_sections, scaled, shell_line};
+use crate::netns::{Namespace, run_in_private_network};
 use crate::report;
 
 /// The Bochs binary.
@@ -174,13 +177,6 @@ sound: waveoutdrv=dummy, waveindrv=dummy, midioutdrv=dummy
             "a copy of {}",
             self.image.display()
         )))?;
-        let listener =
-            TcpListener::bind("127.0.0.1:0").map_err(Error::prepare("the COM1 listener"))?;
-        let port = listener
-            .local_addr()
-            .map_err(Error::prepare("the COM1 listener"))?
-            .port();
-        fs::write(d.join("bochsrc"), self.bochsrc(port)).map_err(Error::prepare("bochsrc"))?;
         fs::write(d.join("cont.rc"), "c\n").map_err(Error::prepare("cont.rc"))?;
         let out_path = d.join("bochs.out");
         let out = File::create(&out_path).map_err(Error::prepare("bochs.out"))?;
@@ -189,21 +185,40 @@ sound: waveoutdrv=dummy, waveindrv=dummy, midioutdrv=dummy
             .iter()
             .map(OsString::from)
             .collect();
-        let command_line = format!("cd {} && {}", d.display(), shell_line(BOCHS, &args));
+        let mut command_line = format!("cd {} && {}", d.display(), shell_line(BOCHS, &args));
         let logs = vec![out_path, d.join("bochs.log")];
 
         let started = Instant::now();
-        let mut child = emulator_command(BOCHS, &args)
-            .current_dir(d)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .map_err(|source| Error::Spawn {
-                program: BOCHS.to_owned(),
-                hint: "Debian packages bochs, bochsbios, vgabios",
-                source,
-            })?;
+        // Bochs's VNC display needs a free port of 5900-5949; a network namespace of its own
+        // guarantees one (see `netns`). The COM1 listener lives there too.
+        let (spawned, namespace) = run_in_private_network(|| {
+            let listener =
+                TcpListener::bind("127.0.0.1:0").map_err(Error::prepare("the COM1 listener"))?;
+            let port = listener
+                .local_addr()
+                .map_err(Error::prepare("the COM1 listener"))?
+                .port();
+            fs::write(d.join("bochsrc"), self.bochsrc(port)).map_err(Error::prepare("bochsrc"))?;
+            let child = emulator_command(BOCHS, &args)
+                .current_dir(d)
+                .stdin(Stdio::null())
+                .stdout(out)
+                .stderr(err)
+                .spawn()
+                .map_err(|source| Error::Spawn {
+                    program: BOCHS.to_owned(),
+                    hint: "Debian packages bochs, bochsbios, vgabios",
+                    source,
+                })?;
+            Ok::<_, Error>((listener, port, child))
+        });
+        let (listener, port, mut child) = spawned?;
+        match namespace {
+            Namespace::Private => command_line.push_str("  # in a network namespace of its own"),
+            Namespace::Shared(why) => command_line.push_str(&format!(
+                "  # in the shared network namespace (a private one failed: {why})"
+            )),
+        }
         let connect_timeout = scaled(BOCHS_CONNECT_TIMEOUT);
         let stream = match accept(&listener, &mut child, connect_timeout) {
             Ok(stream) => stream,

@@ -1,5 +1,6 @@
 //! `keel.img` under Bochs (`corei7_skylake_x`): the VT-x path.
 
+use std::net::TcpListener;
 use std::time::Duration;
 
 use keel_qemu_tests::{Bochs, artifacts, check};
@@ -67,5 +68,25 @@ fn bochs_reboot_boots_again() {
         m,
         out.starts_with("Keel 0.1.0"),
         "version after reboot: {out:?}"
+    );
+}
+
+/// Bochs's VNC display takes the first free port of 5900-5949 and exits when none is free; a
+/// CI run on a shared machine once found them all taken. Each Bochs has a network namespace of
+/// its own, so it boots even while this test holds every one of those ports.
+#[test]
+fn bochs_boots_while_every_vnc_port_is_taken() {
+    let held: Vec<TcpListener> = (5900..=5949)
+        .filter_map(|port| TcpListener::bind(("0.0.0.0", port)).ok())
+        .collect();
+    let a = artifacts();
+    let mut m = Bochs::disk(&a.image).defmt_elf(&a.elf).spawn().unwrap();
+    m.expect_banner();
+    let out = m.command("version");
+    check!(
+        m,
+        out.starts_with("Keel 0.1.0"),
+        "version with the VNC ports held ({} of 50 by this test): {out:?}",
+        held.len()
     );
 }
