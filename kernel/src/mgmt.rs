@@ -278,6 +278,7 @@ fn start_error(e: StartError) -> ApiError {
         // Asking for more guest RAM than the host has free is the request's problem (ask
         // for less), not a server fault; so is a guest file that is missing or unusable.
         StartError::BadMemorySize(_)
+        | StartError::BadCpuCount(_)
         | StartError::Load(_)
         | StartError::NoMemory(_)
         | StartError::Store(_) => ApiError::Invalid(message),
@@ -392,7 +393,7 @@ impl Management for Plane<'_> {
 
     fn run_module(&mut self, module: &str, mem_mib: Option<u32>) -> Result<u32, ApiError> {
         self.vms
-            .start(self.system, module, mem_mib, None, None)
+            .start(self.system, module, mem_mib, None, None, None)
             .map_err(start_error)
     }
 

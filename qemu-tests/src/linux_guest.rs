@@ -32,6 +32,15 @@ pub fn vm_run_line() -> String {
     )
 }
 
+/// [`vm_run_line`] for a VM with `vcpus` vCPUs.
+pub fn vm_run_line_with_vcpus(vcpus: u8) -> String {
+    if vcpus == 1 {
+        vm_run_line()
+    } else {
+        format!("{} vcpus={vcpus}", vm_run_line())
+    }
+}
+
 /// The first line the test `/init` prints, after mounting proc, sys and dev.
 pub const INIT_MARKER: &str = "KEEL-LINUX-INIT";
 

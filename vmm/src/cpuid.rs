@@ -283,6 +283,8 @@ pub struct CpuidPolicy {
     /// The guest's TSC frequency in kHz, when known (enables TSC-deadline and the timing
     /// leaf).
     tsc_khz: Option<u32>,
+    /// The vCPU this policy answers for: its APIC id (leaf 1 EBX[31:24], leaf 0xB EDX).
+    vcpu_id: u32,
 }
 
 impl CpuidPolicy {
@@ -367,7 +369,19 @@ impl CpuidPolicy {
             max_basic,
             max_extended,
             tsc_khz: None,
+            vcpu_id: 0,
         }
+    }
+
+    /// The same policy for the vCPU with APIC id `id` (0, the BSP, by default).
+    pub fn with_vcpu_id(mut self, id: u32) -> CpuidPolicy {
+        self.vcpu_id = id;
+        self
+    }
+
+    /// The vCPU (APIC id) this policy answers for.
+    pub fn vcpu_id(&self) -> u32 {
+        self.vcpu_id
     }
 
     /// The same policy for guests whose TSC runs at `hz`: CPUID then shows the TSC-deadline

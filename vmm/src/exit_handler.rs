@@ -90,6 +90,11 @@ pub enum StopReason {
     GuestReset,
     /// The vCPU backend reported an error (a VMM bug rather than a guest action).
     Backend(VcpuError),
+    /// The guest started an application processor and the host could not create its vCPU.
+    ApStartFailed {
+        /// The AP's APIC id.
+        cpu: u32,
+    },
 }
 
 impl fmt::Display for StopReason {
@@ -114,6 +119,11 @@ impl fmt::Display for StopReason {
             StopReason::GuestPowerOff => f.write_str("guest powered off"),
             StopReason::GuestReset => f.write_str("guest requested a reset"),
             StopReason::Backend(error) => write!(f, "vCPU error: {error}"),
+            StopReason::ApStartFailed { cpu } => write!(
+                f,
+                "the guest started vCPU {cpu} and the host could not create it \
+                 (out of host memory or address-space ids)"
+            ),
         }
     }
 }

@@ -134,6 +134,12 @@ impl Registers {
 /// How a new vCPU starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StartMode {
+    /// Real mode as a start-up IPI leaves an application processor (SDM §9.4.4): `CS` selector
+    /// `vector << 8`, base `vector << 12`, `IP` 0; the rest as after INIT.
+    StartupIpi {
+        /// The start-up IPI's vector: the start page.
+        vector: u8,
+    },
     /// 16-bit real mode at `CS:IP = 0000:entry` (flat payloads, boot sectors: `entry = 0x7c00`).
     RealMode {
         /// Entry offset in segment 0.

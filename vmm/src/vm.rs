@@ -1,43 +1,89 @@
-//! One virtual machine: its RAM, its vCPU, its devices, and where it stands.
+//! One virtual machine: its RAM, its vCPUs, its devices, and where it stands.
 //!
-//! [`Vm::step`] is one turn of the VM loop: run the vCPU until an exit, count the exit, hand it
-//! to [`handle_exit`], and apply the answer (complete a read, wait for an interrupt, or stop).
-//! The caller decides how often to step and on which CPU; nothing here reads a clock or blocks.
+//! [`Vm::step`] is one turn of the VM loop: pick the next runnable vCPU (by turns), run it
+//! until an exit, count the exit, hand it to [`handle_exit`], and apply the answer (complete a
+//! read, wait for an interrupt, or stop). The caller decides how often to step and on which
+//! CPU; nothing here reads a clock or blocks. Every vCPU of a VM runs on the host CPU that
+//! steps it.
 //!
 //! ```text
-//!            step: exit handled            step: HLT with IF=1
+//!            step: exit handled            step: every vCPU halted (HLT with IF=1)
 //!   Running ───────────────────► Running ─────────────────────► WaitingForInterrupt
 //!      ▲                                                                 │
 //!      └──────────────── step: an interrupt is pending ◄─────────────────┘
 //!      │
-//!      │ step: shutdown, power-off, reset, HLT with IF=0, entry failure, bad access,
-//!      │       backend error; stop()
+//!      │ step: shutdown, power-off, reset, no vCPU that can ever run again (HLT with IF=0),
+//!      │       entry failure, bad access, backend error; stop()
 //!      ▼
 //!   Stopped(reason)   (final: step does nothing, the first reason is kept)
 //! ```
 //!
-//! A VM waiting for an interrupt is not run again until its devices have one for it (a timer,
-//! the UART); [`Vm::next_deadline`] tells the caller when a timer will, so it can sleep until
-//! then. The operator can still stop it.
+//! Each vCPU has a [`CpuState`] of its own. The BSP (vCPU 0) starts running; application
+//! processors wait until the guest sends them INIT and a start-up IPI, and their vCPU is
+//! created then, by the VM's [`VcpuFactory`], in real mode at the start page
+//! ([`StartMode::StartupIpi`]). An AP that halts with interrupts disabled is parked (an OS
+//! stopping its other CPUs does that); a VM stops for it only when no vCPU can run again.
+//!
+//! A halted VM is not run again until its devices have an interrupt for one of its vCPUs (a
+//! timer, the UART, an IPI); [`Vm::next_deadline`] tells the caller when a timer will, so it
+//! can sleep until then. The operator can still stop it.
 
 use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use crate::devices::{Devices, MachineRequest};
+use crate::devices::{CpuRequest, Devices, MachineRequest};
 use crate::exit_handler::{ExitAction, StopReason, handle_exit};
 use crate::memory::GuestMemory;
-use crate::vcpu::{Registers, Vcpu, VmExit};
+use crate::vcpu::{InternalExits, Registers, StartMode, Vcpu, VmExit};
 
 /// Where a VM stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum VmState {
     /// The guest runs when stepped.
     Running,
-    /// The guest executed HLT with interrupts enabled and waits for an interrupt.
+    /// Every vCPU that can run executed HLT with interrupts enabled and waits for an
+    /// interrupt.
     WaitingForInterrupt,
     /// The VM is finished, for this reason.
     Stopped(StopReason),
+}
+
+/// Where one vCPU stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CpuState {
+    /// Runs when its turn comes.
+    Running,
+    /// Executed HLT with interrupts enabled: waits for an interrupt.
+    Halted,
+    /// Executed HLT with interrupts disabled: only an INIT brings it back (APs only).
+    Parked,
+    /// An application processor waiting for a start-up IPI (at power-up, after an INIT).
+    WaitingForStartup,
+}
+
+impl CpuState {
+    /// A short lowercase name, for tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            CpuState::Running => "running",
+            CpuState::Halted => "halted",
+            CpuState::Parked => "parked",
+            CpuState::WaitingForStartup => "waiting-for-startup",
+        }
+    }
+}
+
+/// Creates the vCPUs of application processors when the guest starts them.
+pub trait VcpuFactory {
+    /// A vCPU with APIC id `apic_id` over `memory`, entering the guest at `start`; `None` when
+    /// the host cannot make one (out of memory or address-space ids).
+    fn create(
+        &mut self,
+        memory: &GuestMemory,
+        apic_id: u32,
+        start: StartMode,
+    ) -> Option<Box<dyn Vcpu>>;
 }
 
 /// Exit counts by kind ([`VmExit::kind`](crate::vcpu::VmExit::kind) names, plus `cpuid`,
@@ -90,24 +136,42 @@ impl ExitStats {
     }
 }
 
-/// One virtual machine with one vCPU.
+/// One vCPU slot: its state and, while it has one, its backend vCPU.
+struct Cpu {
+    vcpu: Option<Box<dyn Vcpu>>,
+    state: CpuState,
+}
+
+/// What a VM holds while it has not stopped.
+struct Live {
+    memory: GuestMemory,
+    /// Index = APIC id; 0 is the BSP.
+    cpus: Vec<Cpu>,
+}
+
+/// One virtual machine with one or more vCPUs.
 ///
-/// When the VM stops, its vCPU (VMCB/VMCS, ASID/VPID, nested page tables) and its guest RAM
+/// When the VM stops, its vCPUs (VMCB/VMCS, ASID/VPID, nested page tables) and its guest RAM
 /// are released at once; the record — state and stop reason, exit counts, console output,
-/// last registers — stays for `vm list`, the API and post-mortems.
+/// the BSP's last registers — stays for `vm list`, the API and post-mortems.
 pub struct Vm {
     id: u32,
     name: String,
-    /// The guest's RAM and vCPU while the VM has not stopped.
-    live: Option<(GuestMemory, Box<dyn Vcpu>)>,
+    /// The guest's RAM and vCPUs while the VM has not stopped.
+    live: Option<Live>,
     memory_size: u64,
+    cpu_count: usize,
     backend: &'static str,
-    final_internal: crate::vcpu::InternalExits,
+    /// Exits counted by vCPUs that are gone (released, or reset by an INIT).
+    retired_internal: InternalExits,
     final_registers: Registers,
     devices: Devices,
     state: VmState,
     stats: ExitStats,
     injected_interrupts: u64,
+    factory: Option<Box<dyn VcpuFactory>>,
+    /// The vCPU that ran last (the turn goes on from the next).
+    last_cpu: usize,
 }
 
 /// A reading of the host's clocks, taken at one instant.
@@ -131,14 +195,24 @@ impl core::fmt::Debug for Vm {
             .field("id", &self.id)
             .field("name", &self.name)
             .field("backend", &self.backend)
+            .field("cpus", &self.cpu_count)
             .field("state", &self.state)
             .finish_non_exhaustive()
     }
 }
 
+fn add_internal(sum: &mut InternalExits, more: InternalExits) {
+    sum.cpuid = sum.cpuid.saturating_add(more.cpuid);
+    sum.msr = sum.msr.saturating_add(more.msr);
+    sum.injected = sum.injected.saturating_add(more.injected);
+    sum.other = sum.other.saturating_add(more.other);
+}
+
 impl Vm {
-    /// A running VM over `memory` (already loaded with the guest), `vcpu` (created for that
-    /// memory) and `devices`.
+    /// A running VM over `memory` (already loaded with the guest), `vcpu` (the BSP, created
+    /// for that memory) and `devices`. The application processors — one per further local
+    /// APIC in `devices` — wait for the guest to start them; without a
+    /// [`factory`](Self::with_factory) they cannot start.
     pub fn new(
         id: u32,
         name: String,
@@ -146,30 +220,59 @@ impl Vm {
         vcpu: Box<dyn Vcpu>,
         devices: Devices,
     ) -> Vm {
+        let cpu_count = devices.cpu_count().max(1);
+        let mut cpus = Vec::with_capacity(cpu_count);
+        cpus.push(Cpu {
+            state: CpuState::Running,
+            vcpu: None,
+        });
+        cpus[0].vcpu = Some(vcpu);
+        for _ in 1..cpu_count {
+            cpus.push(Cpu {
+                vcpu: None,
+                state: CpuState::WaitingForStartup,
+            });
+        }
         Vm {
             id,
             name,
             memory_size: memory.size(),
-            backend: vcpu.backend(),
-            final_internal: crate::vcpu::InternalExits::default(),
+            cpu_count,
+            backend: cpus[0].vcpu.as_ref().map_or("none", |v| v.backend()),
+            retired_internal: InternalExits::default(),
             final_registers: Registers::default(),
-            live: Some((memory, vcpu)),
+            live: Some(Live { memory, cpus }),
             devices,
             state: VmState::Running,
             stats: ExitStats::new(),
             injected_interrupts: 0,
+            factory: None,
+            last_cpu: 0,
         }
     }
 
-    /// Frees the vCPU (first: it maps the RAM) and then the RAM of a VM that has stopped.
+    /// Gives the VM the factory that creates application processors' vCPUs.
+    pub fn with_factory(mut self, factory: Box<dyn VcpuFactory>) -> Vm {
+        self.factory = Some(factory);
+        self
+    }
+
+    /// Frees the vCPUs (first: they map the RAM) and then the RAM of a VM that has stopped.
     fn release_if_stopped(&mut self) {
         if self.is_stopped()
-            && let Some((memory, vcpu)) = self.live.take()
+            && let Some(live) = self.live.take()
         {
-            self.final_internal = vcpu.internal_exits();
-            self.final_registers = vcpu.registers();
-            drop(vcpu);
+            let Live { memory, cpus } = live;
+            for (i, cpu) in cpus.into_iter().enumerate() {
+                if let Some(vcpu) = cpu.vcpu {
+                    add_internal(&mut self.retired_internal, vcpu.internal_exits());
+                    if i == 0 {
+                        self.final_registers = vcpu.registers();
+                    }
+                }
+            }
             drop(memory);
+            self.factory = None;
         }
     }
 
@@ -188,38 +291,72 @@ impl Vm {
         self.state
     }
 
+    /// Number of vCPUs.
+    pub fn cpu_count(&self) -> usize {
+        self.cpu_count
+    }
+
+    /// Where each vCPU stands (empty once the VM has stopped).
+    pub fn cpu_states(&self) -> Vec<CpuState> {
+        self.live
+            .as_ref()
+            .map(|live| live.cpus.iter().map(|c| c.state).collect())
+            .unwrap_or_default()
+    }
+
     /// Whether the VM has stopped for good.
     pub fn is_stopped(&self) -> bool {
         matches!(self.state, VmState::Stopped(_))
     }
 
-    /// One turn of the VM loop at the time `clock` tells: runs the devices' timers, wakes a
-    /// halted guest that has an interrupt, injects the next interrupt (or asks for an
-    /// interrupt window), runs the vCPU once and handles the exit; returns the new state.
+    /// One turn of the VM loop at the time `clock` tells: runs the devices' timers, carries
+    /// out INITs and start-up IPIs, wakes halted vCPUs that have an interrupt, picks the next
+    /// runnable vCPU after the last one, injects its next interrupt (or asks for an interrupt
+    /// window), runs it once and handles the exit; returns the new state.
     ///
     /// A read exit is completed before returning, so the next `step` can run again at once.
     /// A backend error stops the VM with [`StopReason::Backend`]; a guest power-off or reset
     /// stops it with [`StopReason::GuestPowerOff`] / [`StopReason::GuestReset`]. A stopped VM
     /// is left as it is, and a halted one stays halted until an interrupt is due.
     pub fn step(&mut self, clock: &dyn Clock) -> VmState {
+        if self.is_stopped() || self.live.is_none() {
+            return self.state;
+        }
+        let now = clock.now();
+        self.devices.advance(now.ns);
+        self.apply_cpu_requests();
         if self.is_stopped() {
             return self.state;
         }
-        let Some((memory, vcpu)) = self.live.as_mut() else {
+        let Some(live) = self.live.as_mut() else {
             return self.state;
         };
-        let now = clock.now();
-        self.devices.advance(now.ns);
-        let pending = self.devices.pending_interrupt().is_some();
-        if self.state == VmState::WaitingForInterrupt {
-            if !pending {
-                return self.state;
+        for (i, cpu) in live.cpus.iter_mut().enumerate() {
+            if cpu.state == CpuState::Halted && self.devices.pending_interrupt(i).is_some() {
+                cpu.state = CpuState::Running;
             }
-            self.state = VmState::Running;
         }
-        if pending {
+        let n = live.cpus.len();
+        let Some(i) = (1..=n)
+            .map(|k| (self.last_cpu + k) % n)
+            .find(|&i| live.cpus[i].state == CpuState::Running)
+        else {
+            self.settle();
+            return self.state;
+        };
+        self.last_cpu = i;
+        self.state = VmState::Running;
+        let Live { memory, cpus } = live;
+        let Some(vcpu) = cpus[i].vcpu.as_mut() else {
+            // A running slot always has a vCPU; treat a missing one as a VMM bug.
+            self.state = VmState::Stopped(StopReason::Backend(crate::vcpu::VcpuError::Stopped));
+            self.release_if_stopped();
+            return self.state;
+        };
+        self.devices.set_current_cpu(i);
+        if self.devices.pending_interrupt(i).is_some() {
             if vcpu.interruptible() {
-                if let Some(vector) = self.devices.acknowledge_interrupt() {
+                if let Some(vector) = self.devices.acknowledge_interrupt(i) {
                     if let Err(error) = vcpu.inject_interrupt(vector) {
                         self.state = VmState::Stopped(StopReason::Backend(error));
                         self.release_if_stopped();
@@ -263,7 +400,12 @@ impl Vm {
                     self.state = VmState::Stopped(StopReason::Backend(error));
                 }
             }
-            ExitAction::WaitForInterrupt => self.state = VmState::WaitingForInterrupt,
+            ExitAction::WaitForInterrupt => cpus[i].state = CpuState::Halted,
+            // With more vCPUs, one that halts for good is parked; `settle` stops the VM when
+            // none can run again.
+            ExitAction::Stop(StopReason::HaltedWithInterruptsDisabled) => {
+                cpus[i].state = CpuState::Parked
+            }
             ExitAction::Stop(reason) => self.state = VmState::Stopped(reason),
         }
         match self.devices.take_machine_request() {
@@ -271,8 +413,73 @@ impl Vm {
             Some(MachineRequest::Reset) => self.stop(StopReason::GuestReset),
             None => {}
         }
-        self.release_if_stopped();
+        // An IPI the exit sent takes effect before the next turn.
+        self.apply_cpu_requests();
+        self.settle();
         self.state
+    }
+
+    /// Sets the VM's state from its vCPUs': running while one runs, waiting while one is
+    /// halted, stopped when none can ever run again. A stopped VM is released.
+    fn settle(&mut self) {
+        if let Some(live) = &self.live
+            && !self.is_stopped()
+        {
+            let any = |s: CpuState| live.cpus.iter().any(|c| c.state == s);
+            self.state = if any(CpuState::Running) {
+                VmState::Running
+            } else if any(CpuState::Halted) {
+                VmState::WaitingForInterrupt
+            } else {
+                VmState::Stopped(StopReason::HaltedWithInterruptsDisabled)
+            };
+        }
+        self.release_if_stopped();
+    }
+
+    /// Carries out the INITs and start-up IPIs the guest sent. An INIT puts an AP back to
+    /// waiting for a start-up IPI (its vCPU is released and its local APIC reset); INITs to
+    /// the BSP are ignored. A start-up IPI starts a waiting AP with a new vCPU and is ignored
+    /// by any other (as on hardware).
+    fn apply_cpu_requests(&mut self) {
+        let requests = self.devices.take_cpu_requests();
+        for request in requests {
+            let Some(live) = self.live.as_mut() else {
+                return;
+            };
+            match request {
+                CpuRequest::Init { cpu } if cpu != 0 && cpu < live.cpus.len() => {
+                    if let Some(vcpu) = live.cpus[cpu].vcpu.take() {
+                        add_internal(&mut self.retired_internal, vcpu.internal_exits());
+                    }
+                    live.cpus[cpu].state = CpuState::WaitingForStartup;
+                    self.devices.init_lapic(cpu);
+                }
+                CpuRequest::StartUp { cpu, vector }
+                    if cpu < live.cpus.len()
+                        && live.cpus[cpu].state == CpuState::WaitingForStartup =>
+                {
+                    let start = StartMode::StartupIpi { vector };
+                    // `cpu` < the vCPU count, at most 8.
+                    let apic_id = cpu as u32;
+                    let vcpu = self
+                        .factory
+                        .as_mut()
+                        .and_then(|f| f.create(&live.memory, apic_id, start));
+                    match vcpu {
+                        Some(vcpu) => {
+                            live.cpus[cpu].vcpu = Some(vcpu);
+                            live.cpus[cpu].state = CpuState::Running;
+                        }
+                        None => {
+                            self.stop(StopReason::ApStartFailed { cpu: apic_id });
+                            return;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
     }
 
     /// The VM time at which a halted VM's devices next need [`step`](Self::step) (a timer
@@ -307,10 +514,12 @@ impl Vm {
     /// ([`InternalExits`](crate::vcpu::InternalExits) as `cpuid`, `msr`, `injected`, `other`).
     pub fn exit_stats(&self) -> ExitStats {
         let mut stats = self.stats.clone();
-        let internal = match &self.live {
-            Some((_, vcpu)) => vcpu.internal_exits(),
-            None => self.final_internal,
-        };
+        let mut internal = self.retired_internal;
+        if let Some(live) = &self.live {
+            for vcpu in live.cpus.iter().filter_map(|c| c.vcpu.as_ref()) {
+                add_internal(&mut internal, vcpu.internal_exits());
+            }
+        }
         stats.add("cpuid", internal.cpuid);
         stats.add("msr", internal.msr);
         stats.add("injected", internal.injected);
@@ -336,7 +545,7 @@ impl Vm {
 
     /// The guest's RAM, until the VM stops.
     pub fn memory(&self) -> Option<&GuestMemory> {
-        self.live.as_ref().map(|(memory, _)| memory)
+        self.live.as_ref().map(|live| &live.memory)
     }
 
     /// Size of the guest's RAM in bytes (also after it was released).
@@ -354,10 +563,10 @@ impl Vm {
         &mut self.devices
     }
 
-    /// The guest's registers, as the backend last saw them.
+    /// The BSP's registers, as the backend last saw them.
     pub fn registers(&self) -> Registers {
-        match &self.live {
-            Some((_, vcpu)) => vcpu.registers(),
+        match self.live.as_ref().and_then(|l| l.cpus[0].vcpu.as_ref()) {
+            Some(vcpu) => vcpu.registers(),
             None => self.final_registers,
         }
     }
@@ -890,7 +1099,7 @@ mod tests {
     #[test]
     fn x2apic_mode_through_msrs_and_a_self_ipi() {
         use crate::devices::lapic::{APIC_BASE_EXTD, IA32_APIC_BASE};
-        let base = Devices::pc_for_tests().lapic.apic_base();
+        let base = Devices::pc_for_tests().lapics[0].apic_base();
         let (mut vm, probe) = vm([
             VmExit::MsrWrite {
                 msr: IA32_APIC_BASE,
@@ -920,8 +1129,8 @@ mod tests {
         for _ in 0..6 {
             vm.step0();
         }
-        assert_eq!(vm.devices().lapic.apic_base(), base | APIC_BASE_EXTD);
-        assert_eq!(vm.devices().lapic.highest_pending(), Some(0x41));
+        assert_eq!(vm.devices().lapics[0].apic_base(), base | APIC_BASE_EXTD);
+        assert_eq!(vm.devices().lapics[0].highest_pending(), Some(0x41));
         // Completions: three writes (value ignored), the ID register read (x2APIC ID 0).
         assert_eq!(*probe.completed.borrow(), [0, 0, 0, 0]);
         assert_eq!(probe.faulted.get(), 1, "DFR does not exist in x2APIC mode");

@@ -560,11 +560,14 @@ fn vm_resource_rules() {
             ..Config::default()
         }
     };
-    for vcpus in [0, 2, 64] {
+    for vcpus in [0, 9, 64] {
         assert_eq!(
             single_error(&with(&|v| v.vcpus = vcpus), "vms[1].vcpus"),
-            "only 1 vCPU per VM is supported"
+            "must be between 1 and 8"
         );
+    }
+    for vcpus in [1, 2, 8] {
+        with(&|v| v.vcpus = vcpus).validate().unwrap();
     }
     for memory in [0, 15, 65537, u64::MAX] {
         assert_eq!(
@@ -646,7 +649,7 @@ fn every_error_is_reported_in_document_order() {
         "management": {"api_tokens": ["short"], "http_port": 0},
         "vms": [
             {"name": "ok", "memory_mib": 64, "kernel": "k"},
-            {"name": "Bad", "vcpus": 2, "memory_mib": 8, "kernel": "a/b"}
+            {"name": "Bad", "vcpus": 9, "memory_mib": 8, "kernel": "a/b"}
         ]
     }"#;
     let ConfigError::Invalid(errors) = Config::from_json(json).unwrap_err() else {

@@ -20,8 +20,8 @@ pub const MIN_TOKEN_LEN: usize = 16;
 pub const MAX_TOKEN_LEN: usize = 128;
 /// Longest VM name.
 pub const MAX_VM_NAME_LEN: usize = 32;
-/// vCPUs a VM may have (only one for now).
-pub const MAX_VCPUS: u32 = 1;
+/// Most vCPUs a VM may have (they share the host CPU that runs the VM, by turns).
+pub const MAX_VCPUS: u32 = 8;
 /// Least guest memory in MiB.
 pub const MIN_MEMORY_MIB: u64 = 16;
 /// Most guest memory in MiB.
@@ -302,8 +302,8 @@ fn check_vms(vms: &[Vm], errors: &mut Errors) {
                 }
             }
         }
-        if vm.vcpus != MAX_VCPUS {
-            errors.push(at("vcpus"), "only 1 vCPU per VM is supported");
+        if !(1..=MAX_VCPUS).contains(&vm.vcpus) {
+            errors.push(at("vcpus"), format!("must be between 1 and {MAX_VCPUS}"));
         }
         if !(MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&vm.memory_mib) {
             errors.push(

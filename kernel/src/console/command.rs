@@ -36,6 +36,8 @@ pub enum Command<'a> {
         module: &'a str,
         /// Guest RAM in MiB (default when `None`).
         mem_mib: Option<u32>,
+        /// vCPUs (1 when `None`).
+        vcpus: Option<u8>,
         /// The initrd module (Linux guests).
         initrd: Option<&'a str>,
         /// The kernel command line (Linux guests), without its quotes.
@@ -55,6 +57,8 @@ pub enum Command<'a> {
         cmdline: Option<&'a str>,
         /// Guest RAM in MiB.
         mem_mib: Option<u32>,
+        /// vCPUs.
+        vcpus: Option<u8>,
         /// Start at boot.
         autostart: bool,
     },
@@ -254,6 +258,21 @@ fn no_more<'a>(
 }
 
 /// A VM name (`[a-z][a-z0-9-]*`, at most 32 characters) or number, as `vm list` shows.
+// The message below names the range.
+const _: () = assert!(keel_vmm::devices::MAX_CPUS == 8);
+
+/// The value of a `vcpus=<n>` argument: 1 to the most a VM can have.
+fn parse_vcpus<'a>(argument: &'a str, value: &str) -> Result<u8, ParseError<'a>> {
+    value
+        .parse::<u8>()
+        .ok()
+        .filter(|n| (1..=keel_vmm::devices::MAX_CPUS).contains(n))
+        .ok_or(ParseError::BadValue {
+            argument,
+            expected: "vcpus=<n>, a whole number from 1 to 8",
+        })
+}
+
 fn vm_key<'a>(word: Option<&'a str>, usage: &'static str) -> Result<&'a str, ParseError<'a>> {
     let word = word.ok_or(ParseError::Missing { usage })?;
     let number = !word.is_empty() && word.len() <= 10 && word.bytes().all(|b| b.is_ascii_digit());
@@ -308,20 +327,26 @@ fn parse_vm<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Command<'a>,
     const USAGE: &str = "vm list | vm create <name> kernel=<file> … | vm destroy <name> | \
                          vm start <name> | vm stop <vm> [force | timeout=<s>] | \
                          vm restart <name> | vm info <vm> | vm console <vm> | vm log <vm> | \
-                         vm run <module> [initrd=<module>] [cmdline=\"…\"] [mem=<MiB>]";
-    const RUN_USAGE: &str = "vm run <module> [initrd=<module>] [cmdline=\"…\"] [mem=<MiB>]";
+                         vm run <module> [initrd=<module>] [cmdline=\"…\"] [mem=<MiB>] \
+                         [vcpus=<n>]";
+    const RUN_USAGE: &str =
+        "vm run <module> [initrd=<module>] [cmdline=\"…\"] [mem=<MiB>] [vcpus=<n>]";
     match words.next() {
         Some("run") => {
             let module = words
                 .next()
                 .ok_or(ParseError::Missing { usage: RUN_USAGE })?;
-            let (mut mem_mib, mut initrd, mut cmdline) = (None, None, None);
+            let (mut mem_mib, mut vcpus, mut initrd, mut cmdline) = (None, None, None, None);
             for arg in words {
                 let duplicate = ParseError::BadValue {
                     argument: arg,
-                    expected: "each of mem=, initrd= and cmdline= at most once",
+                    expected: "each of mem=, vcpus=, initrd= and cmdline= at most once",
                 };
-                if let Some(value) = arg.strip_prefix("mem=") {
+                if let Some(value) = arg.strip_prefix("vcpus=") {
+                    if vcpus.replace(parse_vcpus(arg, value)?).is_some() {
+                        return Err(duplicate);
+                    }
+                } else if let Some(value) = arg.strip_prefix("mem=") {
                     let mib: u32 = value.parse().map_err(|_| ParseError::BadValue {
                         argument: arg,
                         expected: "mem=<MiB>, a whole number of MiB",
@@ -369,6 +394,7 @@ fn parse_vm<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Command<'a>,
             Ok(Command::VmRun {
                 module,
                 mem_mib,
+                vcpus,
                 initrd,
                 cmdline,
             })
@@ -376,14 +402,15 @@ fn parse_vm<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Command<'a>,
         Some("list") => no_more("vm list", words).map(|_| Command::VmList),
         Some("create") => {
             const CREATE_USAGE: &str = "vm create <name> kernel=<file> [initrd=<file>] \
-                                        [cmdline=\"…\"] [mem=<MiB>] [autostart]";
+                                        [cmdline=\"…\"] [mem=<MiB>] [vcpus=<n>] [autostart]";
             let name = vm_key(words.next(), CREATE_USAGE)?;
-            let (mut kernel, mut initrd, mut cmdline, mut mem_mib, mut autostart) =
-                (None, None, None, None, false);
+            let (mut kernel, mut initrd, mut cmdline, mut mem_mib, mut vcpus, mut autostart) =
+                (None, None, None, None, None, false);
             for arg in words {
                 let duplicate = ParseError::BadValue {
                     argument: arg,
-                    expected: "each of kernel=, initrd=, cmdline=, mem= and autostart at most once",
+                    expected: "each of kernel=, initrd=, cmdline=, mem=, vcpus= and autostart \
+                               at most once",
                 };
                 let empty = |what: &'static str| ParseError::BadValue {
                     argument: arg,
@@ -419,6 +446,10 @@ fn parse_vm<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Command<'a>,
                     if mem_mib.replace(mib).is_some() {
                         return Err(duplicate);
                     }
+                } else if let Some(v) = arg.strip_prefix("vcpus=") {
+                    if vcpus.replace(parse_vcpus(arg, v)?).is_some() {
+                        return Err(duplicate);
+                    }
                 } else if arg == "autostart" && !autostart {
                     autostart = true;
                 } else {
@@ -437,6 +468,7 @@ fn parse_vm<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Command<'a>,
                 initrd,
                 cmdline,
                 mem_mib,
+                vcpus,
                 autostart,
             })
         }
@@ -669,6 +701,7 @@ mod tests {
             Ok(Some(Command::VmRun {
                 module: "hello.bin",
                 mem_mib: None,
+                vcpus: None,
                 initrd: None,
                 cmdline: None,
             }))
@@ -678,6 +711,7 @@ mod tests {
             Ok(Some(Command::VmRun {
                 module: "0",
                 mem_mib: Some(32),
+                vcpus: None,
                 initrd: None,
                 cmdline: None,
             }))
@@ -687,6 +721,7 @@ mod tests {
             Ok(Some(Command::VmRun {
                 module: "vmlinuz",
                 mem_mib: Some(128),
+                vcpus: None,
                 initrd: Some("initrd.cpio"),
                 cmdline: Some("console=ttyS0 quiet"),
             }))
@@ -696,6 +731,7 @@ mod tests {
             Ok(Some(Command::VmRun {
                 module: "vmlinuz",
                 mem_mib: None,
+                vcpus: None,
                 initrd: None,
                 cmdline: Some("panic=1"),
             }))

@@ -302,9 +302,10 @@ fn execute(
         Command::VmRun {
             module,
             mem_mib,
+            vcpus,
             initrd,
             cmdline,
-        } => match vms.start(system, module, mem_mib, initrd, cmdline) {
+        } => match vms.start(system, module, mem_mib, vcpus, initrd, cmdline) {
             Ok(id) => kprintln!("vm {id} started"),
             Err(e) => kprintln!("error: {e}"),
         },
@@ -315,11 +316,12 @@ fn execute(
             initrd,
             cmdline,
             mem_mib,
+            vcpus,
             autostart,
         } => {
             let vm = keel_config::schema::Vm {
                 name: String::from(name),
-                vcpus: 1,
+                vcpus: u32::from(vcpus.unwrap_or(1)),
                 memory_mib: u64::from(mem_mib.unwrap_or(crate::vms::DEFAULT_LINUX_MEM_MIB)),
                 kernel: String::from(kernel),
                 initrd: initrd.map(String::from),

@@ -5,11 +5,15 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use alloc::boxed::Box;
+
 use keel_vmm::cpuid::CpuidPolicy;
+use keel_vmm::detect::Virtualization;
 use keel_vmm::devices::{Devices, PlatformConfig};
 use keel_vmm::host::HostMemory;
 use keel_vmm::memory::GuestMemory;
-use keel_vmm::vm::{Clock, Instant, Vm};
+use keel_vmm::vcpu::{StartMode, Vcpu};
+use keel_vmm::vm::{Clock, Instant, VcpuFactory, Vm};
 use keel_vmm::{backend, loader};
 
 use super::{DEFAULT_LINUX_MEM_MIB, DEFAULT_MEM_MIB, MEM_MIB_RANGE, StartError};
@@ -77,6 +81,8 @@ pub(super) struct Blueprint<'a> {
     pub(super) initrd: Option<ImageBytes>,
     pub(super) cmdline: Option<&'a str>,
     pub(super) mem_mib: Option<u32>,
+    /// vCPUs (1 to `keel_vmm::devices::MAX_CPUS`).
+    pub(super) cpus: u8,
 }
 
 /// Builds a VM (RAM, loader, ACPI tables, vCPU, devices) from `blueprint`.
@@ -107,6 +113,9 @@ pub(super) fn build_vm(
         GuestKind::BzImage | GuestKind::PvhElf => DEFAULT_LINUX_MEM_MIB,
     };
     let mem_mib = bp.mem_mib.unwrap_or(default_mib);
+    if bp.cpus == 0 || bp.cpus > keel_vmm::devices::MAX_CPUS {
+        return Err(StartError::BadCpuCount(bp.cpus));
+    }
     if !(MEM_MIB_RANGE.0..=MEM_MIB_RANGE.1).contains(&mem_mib) || !mem_mib.is_multiple_of(2) {
         return Err(StartError::BadMemorySize(mem_mib));
     }
@@ -119,10 +128,13 @@ pub(super) fn build_vm(
     let start = match kind {
         GuestKind::Flat => loader::flat::load(&memory, image).map_err(|e| load_error(&e))?,
         GuestKind::BzImage | GuestKind::PvhElf => {
-            let tables =
-                keel_vmm::acpi_tables::write(&memory, &Default::default()).map_err(|e| {
-                    StartError::Load(alloc::format!("cannot write the VM's ACPI tables: {e}"))
-                })?;
+            let acpi = keel_vmm::acpi_tables::AcpiConfig {
+                cpus: bp.cpus,
+                ..Default::default()
+            };
+            let tables = keel_vmm::acpi_tables::write(&memory, &acpi).map_err(|e| {
+                StartError::Load(alloc::format!("cannot write the VM's ACPI tables: {e}"))
+            })?;
             let initrd = bp.initrd.as_ref().map(ImageBytes::bytes);
             let cmdline = bp.cmdline.unwrap_or("");
             if kind == GuestKind::BzImage {
@@ -138,11 +150,50 @@ pub(super) fn build_vm(
     };
     let cpuid =
         CpuidPolicy::from_host(&crate::cpuinfo::HostCpu).with_tsc_hz(crate::arch::timer::tsc_hz());
-    let vcpu = backend::create_vcpu(&system.virtualization, &HOST, &memory, start, cpuid)
+    let vcpu = backend::create_vcpu(&system.virtualization, &HOST, &memory, start, cpuid.clone())
         .map_err(StartError::Vcpu)?;
-    let devices =
-        Devices::pc(platform_config()).map_err(|e| StartError::Load(alloc::format!("{e}")))?;
-    Ok(Vm::new(id, label, memory, vcpu, devices))
+    let devices = Devices::pc(PlatformConfig {
+        cpus: bp.cpus,
+        ..platform_config()
+    })
+    .map_err(|e| StartError::Load(alloc::format!("{e}")))?;
+    let factory = ApFactory {
+        vm: id,
+        virtualization: system.virtualization.clone(),
+        cpuid,
+    };
+    Ok(Vm::new(id, label, memory, vcpu, devices).with_factory(Box::new(factory)))
+}
+
+/// Creates the vCPUs of a VM's application processors when its guest starts them.
+struct ApFactory {
+    vm: u32,
+    virtualization: Virtualization,
+    /// The BSP's policy; each AP answers with its own APIC id.
+    cpuid: CpuidPolicy,
+}
+
+impl VcpuFactory for ApFactory {
+    fn create(
+        &mut self,
+        memory: &GuestMemory,
+        apic_id: u32,
+        start: StartMode,
+    ) -> Option<Box<dyn Vcpu>> {
+        let cpuid = self.cpuid.clone().with_vcpu_id(apic_id);
+        match backend::create_vcpu(&self.virtualization, &HOST, memory, start, cpuid) {
+            Ok(vcpu) => Some(vcpu),
+            Err(e) => {
+                defmt::warn!(
+                    "vm {=u32}: cannot create vCPU {=u32}: {}",
+                    self.vm,
+                    apic_id,
+                    defmt::Display2Format(&e)
+                );
+                None
+            }
+        }
+    }
 }
 
 /// Reads a guest store file for VM `vm`.
@@ -177,5 +228,6 @@ pub(super) fn platform_config() -> PlatformConfig {
         tsc_hz: crate::arch::timer::tsc_hz(),
         wall_clock_unix_seconds: crate::arch::rtc::unix_seconds().unwrap_or(0),
         now_ns: TscClock.now().ns,
+        cpus: 1,
     }
 }

@@ -86,6 +86,8 @@ pub struct VmDefinition {
     pub cmdline: String,
     /// Guest RAM in MiB.
     pub memory_mib: u32,
+    /// vCPUs.
+    pub vcpus: u8,
     /// Start it at boot.
     pub autostart: bool,
     /// Disk images it lists (not attachable yet: such a VM does not start).
@@ -105,6 +107,8 @@ impl VmDefinition {
                 cmdline: vm.cmdline.clone(),
                 // Validation caps it at 65536.
                 memory_mib: u32::try_from(vm.memory_mib).unwrap_or(u32::MAX),
+                // Validation caps it at 8.
+                vcpus: u8::try_from(vm.vcpus).unwrap_or(u8::MAX),
                 autostart: vm.autostart,
                 disks: vm.disks.clone(),
             })
@@ -125,6 +129,8 @@ pub enum StartError {
     Store(String),
     /// The memory size is outside the accepted range or odd.
     BadMemorySize(u32),
+    /// The vCPU count is 0 or above the most a VM can have.
+    BadCpuCount(u8),
     /// The host could not provide the guest RAM.
     NoMemory(String),
     /// The payload does not fit or is empty.
@@ -154,6 +160,11 @@ impl core::fmt::Display for StartError {
                 f,
                 "guest memory must be an even number of MiB between {} and {} (got {mib})",
                 MEM_MIB_RANGE.0, MEM_MIB_RANGE.1
+            ),
+            StartError::BadCpuCount(n) => write!(
+                f,
+                "a VM has 1 to {} vCPUs (got {n})",
+                keel_vmm::devices::MAX_CPUS
             ),
             StartError::NoMemory(m) | StartError::Load(m) => f.write_str(m),
             StartError::Vcpu(e) => write!(f, "cannot create the vCPU: {e}"),
@@ -370,7 +381,8 @@ impl VmManager {
         };
         if !d.disks.is_empty() {
             return Err(StartError::Load(alloc::format!(
-                "VM {name} lists disks ({}), and attaching disks to guests is not supported                  yet: remove them from its definition",
+                "VM {name} lists disks ({}), and attaching disks to guests is not supported \
+                 yet: remove them from its definition",
                 d.disks.join(", ")
             )));
         }
@@ -385,6 +397,8 @@ impl VmManager {
             initrd,
             cmdline: Some(&d.cmdline),
             mem_mib: Some(d.memory_mib),
+            // The configuration's validation keeps it within 1..=MAX_VCPUS.
+            cpus: d.vcpus,
         };
         let id = self.vms[i].id;
         let vm = build_vm(system, id, d.name.clone(), &bp)?;
@@ -403,6 +417,7 @@ impl VmManager {
         system: &System,
         key: &str,
         mem_mib: Option<u32>,
+        cpus: Option<u8>,
         initrd: Option<&str>,
         cmdline: Option<&str>,
     ) -> Result<u32, StartError> {
@@ -421,6 +436,7 @@ impl VmManager {
             initrd,
             cmdline,
             mem_mib,
+            cpus: cpus.unwrap_or(1),
         };
         let id = self.next_id;
         let vm = build_vm(system, id, alloc::format!("vm{id}"), &bp)?;

@@ -7,7 +7,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use keel_qemu_tests::linux_guest::{
-    DONE_MARKER, INIT_MARKER, KERNEL_MODULE, TEST_INITRAMFS, vm_run_line,
+    DONE_MARKER, INIT_MARKER, KERNEL_MODULE, TEST_INITRAMFS, vm_run_line_with_vcpus,
 };
 use keel_qemu_tests::{LinuxArtifacts, Machine, Pattern, check};
 
@@ -65,8 +65,14 @@ pub fn modules_lists_the_linux_guest(mut m: Machine) {
     }
 }
 
-pub fn debian_boots_reports_and_powers_off(mut m: Machine, a: &LinuxArtifacts, limits: Limits) {
-    let run = vm_run_line();
+/// Boots the test guest with `vcpus` vCPUs; the guest must see every one of them.
+pub fn debian_boots_reports_and_powers_off(
+    mut m: Machine,
+    a: &LinuxArtifacts,
+    limits: Limits,
+    vcpus: u8,
+) {
+    let run = vm_run_line_with_vcpus(vcpus);
     let typed = m.elapsed();
     m.type_line(&run);
     m.expect("vm 1 started");
@@ -130,6 +136,16 @@ pub fn debian_boots_reports_and_powers_off(mut m: Machine, a: &LinuxArtifacts, l
             cpuinfo.join("\n")
         );
     }
+    let processors: Vec<&String> = cpuinfo
+        .iter()
+        .filter(|l| l.starts_with("processor"))
+        .collect();
+    check!(
+        m,
+        processors.len() == usize::from(vcpus),
+        "{vcpus} vCPUs, and /proc/cpuinfo lists {} processors: {processors:?}",
+        processors.len()
+    );
     let flags = cpuinfo
         .iter()
         .find(|l| l.starts_with("flags"))
@@ -194,7 +210,15 @@ macro_rules! suite_tests {
         #[test]
         fn debian_boots_reports_and_powers_off() {
             let a = keel_qemu_tests::linux_artifacts();
-            linux_suite::debian_boots_reports_and_powers_off($boot(), a, $limits);
+            linux_suite::debian_boots_reports_and_powers_off($boot(), a, $limits, 1);
+        }
+
+        /// The same guest with two vCPUs: the application processor comes up (INIT and
+        /// start-up IPIs), and both CPUs take interrupts and IPIs until the power-off.
+        #[test]
+        fn debian_boots_on_two_vcpus() {
+            let a = keel_qemu_tests::linux_artifacts();
+            linux_suite::debian_boots_reports_and_powers_off($boot(), a, $limits, 2);
         }
     };
 }

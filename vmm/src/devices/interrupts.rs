@@ -19,16 +19,21 @@
 //! hardware whose interrupt was still pending. Level sources set the line to their current
 //! level, which also re-sends a level-triggered I/O APIC entry after its EOI.
 //!
-//! I/O APIC messages go to the local APIC when its destination matches (fixed and
-//! lowest-priority delivery; ExtINT takes the vector from the 8259 at acknowledge time).
-//! [`Devices::pending_interrupt`] is the local APIC's highest deliverable vector or else, when
-//! the APIC passes the 8259's INTR through (disabled APIC, or LINT0 in ExtINT mode: the
-//! "virtual wire" of firmware and early boot), the 8259's.
+//! I/O APIC messages and IPIs go to the local APICs their destination matches: fixed delivery
+//! to each, lowest priority to the one with the lowest processor priority (the first on a
+//! tie); ExtINT takes the vector from the 8259 at acknowledge time. INIT and start-up IPIs
+//! become [`CpuRequest`]s for the VM loop; NMI, SMI and the legacy INIT level de-assert are
+//! not delivered (the guests Keel runs do not depend on them).
+//! [`Devices::pending_interrupt`] is a vCPU's local APIC's highest deliverable vector or
+//! else, when that APIC passes the 8259's INTR through (disabled APIC, or LINT0 in ExtINT
+//! mode: the "virtual wire" of firmware and early boot, on the BSP), the 8259's.
 
-use super::Devices;
+use alloc::vec::Vec;
+
 use super::ioapic::IrqMessage;
 use super::lapic::{DeliveryMode, Ipi, Shorthand};
 use super::{COM1_IRQ, RTC_IRQ, SCI_IRQ};
+use super::{CpuRequest, Devices};
 
 /// The I/O APIC pin the PIT's IRQ 0 is wired to (the MADT's interrupt source override).
 pub const PIT_IOAPIC_PIN: u8 = 2;
@@ -70,7 +75,9 @@ impl Devices {
         self.set_level(RTC_IRQ, rtc);
         let sci = self.acpi_pm.sci_level(now);
         self.set_level(SCI_IRQ, sci);
-        self.lapic.update_timer(now);
+        for lapic in &mut self.lapics {
+            lapic.update_timer(now);
+        }
     }
 
     /// Samples the UART's line after a guest access, so an interrupt it enabled or cleared
@@ -87,26 +94,29 @@ impl Devices {
             self.pit.next_irq0_deadline(),
             self.rtc.next_irq_deadline(),
             self.acpi_pm.next_sci_deadline(),
-            self.lapic.next_timer_deadline(),
         ]
         .into_iter()
+        .chain(self.lapics.iter().map(|l| l.next_timer_deadline()))
         .flatten()
         .min()
     }
 
-    /// Where the CPU's next external interrupt would come from, if any.
-    pub fn pending_interrupt(&self) -> Option<InterruptSource> {
-        if let Some(vector) = self.lapic.highest_pending() {
+    /// Where vCPU `cpu`'s next external interrupt would come from, if any.
+    pub fn pending_interrupt(&self, cpu: usize) -> Option<InterruptSource> {
+        let lapic = self.lapics.get(cpu)?;
+        if let Some(vector) = lapic.highest_pending() {
             return Some(InterruptSource::Lapic(vector));
         }
-        (self.lapic.accepts_pic_interrupts() && self.pic.interrupt_output())
+        (lapic.accepts_pic_interrupts() && self.pic.interrupt_output())
             .then_some(InterruptSource::Pic)
     }
 
-    /// The CPU takes the pending interrupt (the INTA cycle): its vector, now in service.
-    pub fn acknowledge_interrupt(&mut self) -> Option<u8> {
-        match self.pending_interrupt()? {
-            InterruptSource::Lapic(vector) => self.lapic.acknowledge(vector).then_some(vector),
+    /// vCPU `cpu` takes its pending interrupt (the INTA cycle): the vector, now in service.
+    pub fn acknowledge_interrupt(&mut self, cpu: usize) -> Option<u8> {
+        match self.pending_interrupt(cpu)? {
+            InterruptSource::Lapic(vector) => {
+                self.lapics[cpu].acknowledge(vector).then_some(vector)
+            }
             InterruptSource::Pic => self.pic.acknowledge(),
         }
     }
@@ -137,41 +147,77 @@ impl Devices {
         }
     }
 
-    /// An I/O APIC message to the one local APIC.
+    /// An I/O APIC message to the local APICs its destination names.
     pub(super) fn deliver(&mut self, message: IrqMessage) {
-        if !self
-            .lapic
-            .matches_destination(u32::from(message.destination), message.logical)
-        {
-            return;
-        }
-        match message.delivery_mode {
-            DeliveryMode::Fixed | DeliveryMode::LowestPriority => {
-                self.lapic
-                    .accept_interrupt(message.vector, message.level_triggered);
-            }
-            // ExtINT: the 8259 supplies the vector at acknowledge time; its INTR output is
-            // what `pending_interrupt` already follows. NMI, SMI, INIT and start-up from the
-            // I/O APIC are not used by the guests Keel runs and are dropped.
-            _ => {}
-        }
+        let targets: Vec<usize> = (0..self.lapics.len())
+            .filter(|&i| {
+                self.lapics[i].matches_destination(u32::from(message.destination), message.logical)
+            })
+            .collect();
+        // ExtINT: the 8259 supplies the vector at acknowledge time; its INTR output is what
+        // `pending_interrupt` already follows.
+        self.accept(
+            &targets,
+            message.delivery_mode,
+            message.vector,
+            message.level_triggered,
+            true,
+        );
     }
 
-    /// An IPI from the local APIC's ICR: with one vCPU, only this APIC can be a target.
-    pub(super) fn self_ipi(&mut self, ipi: Ipi) {
-        let to_self = match ipi.shorthand {
-            Shorthand::AllIncludingSelf => true,
-            Shorthand::SelfOnly | Shorthand::AllExcludingSelf => false,
-            Shorthand::None => self.lapic.matches_destination(ipi.destination, ipi.logical),
-        };
-        if to_self
-            && ipi.assert
-            && matches!(
-                ipi.delivery_mode,
-                DeliveryMode::Fixed | DeliveryMode::LowestPriority
-            )
-        {
-            self.lapic.accept_interrupt(ipi.vector, ipi.level_triggered);
+    /// An IPI that vCPU `from`'s local APIC sent through its ICR.
+    pub(super) fn send_ipi(&mut self, from: usize, ipi: Ipi) {
+        let targets: Vec<usize> = (0..self.lapics.len())
+            .filter(|&i| match ipi.shorthand {
+                Shorthand::SelfOnly => i == from,
+                Shorthand::AllIncludingSelf => true,
+                Shorthand::AllExcludingSelf => i != from,
+                Shorthand::None => self.lapics[i].matches_destination(ipi.destination, ipi.logical),
+            })
+            .collect();
+        self.accept(
+            &targets,
+            ipi.delivery_mode,
+            ipi.vector,
+            ipi.level_triggered,
+            ipi.assert,
+        );
+    }
+
+    /// Hands an interrupt message to its target APICs by delivery mode.
+    fn accept(
+        &mut self,
+        targets: &[usize],
+        mode: DeliveryMode,
+        vector: u8,
+        level_triggered: bool,
+        assert: bool,
+    ) {
+        match mode {
+            DeliveryMode::Fixed => {
+                for &cpu in targets {
+                    self.lapics[cpu].accept_interrupt(vector, level_triggered);
+                }
+            }
+            DeliveryMode::LowestPriority => {
+                // The lowest processor priority wins; the lowest APIC id on a tie.
+                if let Some(&cpu) = targets.iter().min_by_key(|&&cpu| self.lapics[cpu].ppr()) {
+                    self.lapics[cpu].accept_interrupt(vector, level_triggered);
+                }
+            }
+            // The legacy "INIT level de-assert" (level-triggered, not asserted) only
+            // synchronised arbitration ids on old APICs: nothing to do.
+            DeliveryMode::Init if assert || !level_triggered => {
+                for &cpu in targets {
+                    self.cpu_requests.push(CpuRequest::Init { cpu });
+                }
+            }
+            DeliveryMode::StartUp => {
+                for &cpu in targets {
+                    self.cpu_requests.push(CpuRequest::StartUp { cpu, vector });
+                }
+            }
+            _ => {}
         }
     }
 }

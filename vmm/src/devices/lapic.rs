@@ -576,6 +576,14 @@ impl Lapic {
         Ok(())
     }
 
+    /// An INIT (SDM §11.4.7.3): every register back to its power-up value but the APIC ID
+    /// and `IA32_APIC_BASE` (so an x2APIC stays in x2APIC mode); the timer stops.
+    pub fn init(&mut self, now_ns: u64) {
+        let xapic_id = self.s.xapic_id;
+        self.s = Self::reset_state(&self.config, self.s.apic_base, now_ns.max(self.s.last_ns));
+        self.s.xapic_id = xapic_id;
+    }
+
     /// Whether the APIC is software-enabled (SVR bit 8).
     pub fn software_enabled(&self) -> bool {
         self.s.svr & SVR_ENABLE != 0

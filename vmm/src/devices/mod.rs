@@ -20,7 +20,7 @@
 //! | ports `0x600`–`0x60B` | ACPI PM1a event/control + PM timer ([`acpi_pm`]) | SCI = IRQ 9, level |
 //! | ports `0xCF8`–`0xCFF` | PCI configuration mechanism #1, host bridge 00:00.0; reset control at `0xCF9` ([`pci_host`]) | |
 //! | MMIO `0xFEC0_0000` | I/O APIC ([`ioapic`]) | |
-//! | MMIO `0xFEE0_0000` | local APIC ([`lapic`]) | its timer |
+//! | MMIO `0xFEE0_0000` | local APIC of the accessing vCPU ([`lapic`]) | its timer |
 //!
 //! Interrupt wiring and time live in [`interrupts`](self::interrupts): every ISA line drives
 //! both the 8259 input and the I/O APIC pin of the same number (IRQ 0 goes to pin 2, as the
@@ -31,6 +31,7 @@
 //! all ones for the access size and writes vanish. The same holds for guest-physical addresses
 //! that are neither RAM nor a device (see [`exit_handler`](crate::exit_handler)).
 
+use alloc::vec::Vec;
 use core::fmt;
 
 use crate::bus::{MmioBus, PioBus};
@@ -140,6 +141,8 @@ pub struct PlatformConfig {
     pub wall_clock_unix_seconds: u64,
     /// The VM's monotonic time at creation, in nanoseconds.
     pub now_ns: u64,
+    /// vCPUs, 1 to [`MAX_CPUS`]: one local APIC each, APIC ids `0..cpus`, 0 the BSP.
+    pub cpus: u8,
 }
 
 /// Something the guest asked of the machine as a whole.
@@ -149,6 +152,28 @@ pub enum MachineRequest {
     PowerOff,
     /// A reset: the i8042 reset line, or the reset control register at `0xCF9`.
     Reset,
+}
+
+/// Most vCPUs a VM can have. They share the host CPU that runs the VM, by turns, so more
+/// would only slow the guest down.
+pub const MAX_CPUS: u8 = 8;
+
+/// Something a vCPU's IPI asks of another vCPU, which the VM loop carries out (only it can
+/// create, reset or start a vCPU).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CpuRequest {
+    /// INIT: the vCPU (an AP) stops and waits for a start-up IPI; its local APIC is reset.
+    Init {
+        /// The target vCPU's index (= APIC id).
+        cpu: usize,
+    },
+    /// Start-up IPI: a vCPU waiting after INIT starts in real mode at `vector << 12`.
+    StartUp {
+        /// The target vCPU's index (= APIC id).
+        cpu: usize,
+        /// The start page.
+        vector: u8,
+    },
 }
 
 /// The device models of one VM and the buses that reach them.
@@ -171,8 +196,13 @@ pub struct Devices {
     pub pci: PciHost,
     /// The I/O APIC.
     pub ioapic: Ioapic,
-    /// The local APIC of the VM's one vCPU.
-    pub lapic: Lapic,
+    /// The local APICs, one per vCPU (index = APIC id); guest accesses reach the one of the
+    /// vCPU [`set_current_cpu`](Self::set_current_cpu) named.
+    pub lapics: Vec<Lapic>,
+    /// The vCPU whose exit is being handled.
+    cpu: usize,
+    /// INITs and start-up IPIs for the VM loop.
+    cpu_requests: Vec<CpuRequest>,
     /// Port I/O routing.
     pub pio: PioBus,
     /// MMIO routing.
@@ -192,6 +222,8 @@ pub struct Devices {
 pub enum PlatformError {
     /// The TSC frequency is zero or beyond what the local APIC model takes.
     BadTscFrequency(u64),
+    /// The vCPU count is 0 or above [`MAX_CPUS`].
+    BadCpuCount(u8),
 }
 
 impl fmt::Display for PlatformError {
@@ -199,6 +231,9 @@ impl fmt::Display for PlatformError {
         match self {
             PlatformError::BadTscFrequency(hz) => {
                 write!(f, "cannot build the VM's timers for a TSC of {hz} Hz")
+            }
+            PlatformError::BadCpuCount(n) => {
+                write!(f, "a VM has 1 to {MAX_CPUS} vCPUs, not {n}")
             }
         }
     }
@@ -208,16 +243,24 @@ impl Devices {
     /// The PC described in the [module docs](self), at VM time `config.now_ns`.
     pub fn pc(config: PlatformConfig) -> Result<Devices, PlatformError> {
         let now = config.now_ns;
-        let lapic_config = LapicConfig {
-            // CPUID shows x2APIC (see `cpuid`); the MSRs reach the model through
-            // `read_msr`/`write_msr`.
-            x2apic: true,
-            // The clock CPUID leaves 0x15 and 0x4000_0010 report.
-            bus_hz: u64::from(crate::cpuid::LAPIC_BUS_KHZ) * 1000,
-            ..LapicConfig::bsp(config.tsc_hz)
-        };
-        let lapic =
-            Lapic::new(lapic_config).map_err(|_| PlatformError::BadTscFrequency(config.tsc_hz))?;
+        if config.cpus == 0 || config.cpus > MAX_CPUS {
+            return Err(PlatformError::BadCpuCount(config.cpus));
+        }
+        let lapics = (0..config.cpus)
+            .map(|id| {
+                Lapic::new(LapicConfig {
+                    apic_id: id,
+                    bsp: id == 0,
+                    // CPUID shows x2APIC (see `cpuid`); the MSRs reach the model through
+                    // `read_msr`/`write_msr`.
+                    x2apic: true,
+                    // The clock CPUID leaves 0x15 and 0x4000_0010 report.
+                    bus_hz: u64::from(crate::cpuid::LAPIC_BUS_KHZ) * 1000,
+                    ..LapicConfig::bsp(config.tsc_hz)
+                })
+                .map_err(|_| PlatformError::BadTscFrequency(config.tsc_hz))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let acpi_pm = AcpiPm::new(S5_SLP_TYP, TimerWidth::Bits32, now)
             // S5_SLP_TYP is a valid 3-bit value.
             .expect("SLP_TYP 5 fits in three bits");
@@ -230,7 +273,9 @@ impl Devices {
             acpi_pm,
             pci: PciHost::new(),
             ioapic: Ioapic::new(0),
-            lapic,
+            lapics,
+            cpu: 0,
+            cpu_requests: Vec::new(),
             pio: PioBus::new(),
             mmio: MmioBus::new(),
             now_ns: now,
@@ -258,11 +303,12 @@ impl Devices {
                 // The table above has no overlaps and fits in the port space.
                 .expect("the PC's port map has no overlaps");
         }
-        // The local APIC as PC firmware leaves it (MP spec "virtual wire" mode): software
-        // enabled, LINT0 passing the 8259's INTR as ExtINT, LINT1 the NMI pin. Guests
-        // booted directly (no firmware) expect this.
+        // The BSP's local APIC as PC firmware leaves it (MP spec "virtual wire" mode):
+        // software enabled, LINT0 passing the 8259's INTR as ExtINT, LINT1 the NMI pin.
+        // Guests booted directly (no firmware) expect this. APs stay as at power-up until
+        // the guest starts them.
         for (offset, value) in [(0xF0, 0x1FF), (0x350, 0x700), (0x360, 0x400)] {
-            devices.lapic.write_mmio(offset, 4, value, now);
+            devices.lapics[0].write_mmio(offset, 4, value, now);
         }
         for (base, len, id) in [
             (ioapic::DEFAULT_BASE, ioapic::MMIO_LEN, DeviceId::Ioapic),
@@ -276,14 +322,51 @@ impl Devices {
         Ok(devices)
     }
 
-    /// A PC for tests: 2 GHz TSC, the RTC at 2026-01-01, time 0.
+    /// A PC for tests: 2 GHz TSC, the RTC at 2026-01-01, time 0, one vCPU.
     pub fn pc_for_tests() -> Devices {
+        Devices::pc_for_tests_with_cpus(1)
+    }
+
+    /// [`pc_for_tests`](Self::pc_for_tests) with `cpus` vCPUs.
+    pub fn pc_for_tests_with_cpus(cpus: u8) -> Devices {
         Devices::pc(PlatformConfig {
             tsc_hz: 2_000_000_000,
             wall_clock_unix_seconds: 1_767_225_600,
             now_ns: 0,
+            cpus,
         })
         .expect("2 GHz is a valid TSC frequency")
+    }
+
+    /// Number of vCPUs (local APICs).
+    pub fn cpu_count(&self) -> usize {
+        self.lapics.len()
+    }
+
+    /// Names the vCPU whose accesses follow (local APIC MMIO and MSRs reach its APIC).
+    /// Out-of-range indices are ignored.
+    pub fn set_current_cpu(&mut self, cpu: usize) {
+        if cpu < self.lapics.len() {
+            self.cpu = cpu;
+        }
+    }
+
+    /// The local APIC of vCPU `cpu`.
+    pub fn lapic(&self, cpu: usize) -> Option<&Lapic> {
+        self.lapics.get(cpu)
+    }
+
+    /// The INITs and start-up IPIs sent since the last call, in order.
+    pub fn take_cpu_requests(&mut self) -> Vec<CpuRequest> {
+        core::mem::take(&mut self.cpu_requests)
+    }
+
+    /// Resets vCPU `cpu`'s local APIC for an INIT (it keeps its id and mode).
+    pub fn init_lapic(&mut self, cpu: usize) {
+        let now = self.now_ns;
+        if let Some(lapic) = self.lapics.get_mut(cpu) {
+            lapic.init(now);
+        }
     }
 
     /// The latest VM time the devices have seen.
@@ -381,7 +464,7 @@ impl Devices {
         let now = self.now_ns;
         match self.mmio.lookup(gpa) {
             Some((DeviceId::Ioapic, offset)) => self.ioapic.read(offset, size),
-            Some((DeviceId::Lapic, offset)) => self.lapic.read_mmio(offset, size, now),
+            Some((DeviceId::Lapic, offset)) => self.lapics[self.cpu].read_mmio(offset, size, now),
             Some((device, offset)) if device.byte_wide() => {
                 let mut value = 0;
                 for i in 0..size {
@@ -417,7 +500,7 @@ impl Devices {
                 }
             }
             Some((DeviceId::Lapic, offset)) => {
-                if let Some(event) = self.lapic.write_mmio(offset, size, value, now) {
+                if let Some(event) = self.lapics[self.cpu].write_mmio(offset, size, value, now) {
                     self.lapic_event(event);
                 }
             }
@@ -444,10 +527,11 @@ impl Devices {
     /// RDMSR of a platform-owned MSR ([`crate::msr::platform_owned`]); `None` = #GP.
     pub fn read_msr(&mut self, msr: u32) -> Option<u64> {
         let now = self.now_ns;
+        let lapic = &mut self.lapics[self.cpu];
         match msr {
-            lapic::IA32_APIC_BASE => Some(self.lapic.apic_base()),
-            lapic::IA32_TSC_DEADLINE => Some(self.lapic.tsc_deadline()),
-            _ => self.lapic.read_msr(msr, now).ok(),
+            lapic::IA32_APIC_BASE => Some(lapic.apic_base()),
+            lapic::IA32_TSC_DEADLINE => Some(lapic.tsc_deadline()),
+            _ => lapic.read_msr(msr, now).ok(),
         }
     }
 
@@ -455,13 +539,14 @@ impl Devices {
     /// #GP.
     pub fn write_msr(&mut self, msr: u32, value: u64) -> bool {
         let (now, tsc) = (self.now_ns, self.guest_tsc);
+        let lapic = &mut self.lapics[self.cpu];
         match msr {
-            lapic::IA32_APIC_BASE => self.lapic.write_apic_base(value).is_ok(),
+            lapic::IA32_APIC_BASE => lapic.write_apic_base(value).is_ok(),
             lapic::IA32_TSC_DEADLINE => {
-                self.lapic.write_tsc_deadline(value, now, tsc);
+                lapic.write_tsc_deadline(value, now, tsc);
                 true
             }
-            _ => match self.lapic.write_msr(msr, value, now) {
+            _ => match lapic.write_msr(msr, value, now) {
                 Ok(event) => {
                     if let Some(event) = event {
                         self.lapic_event(event);
@@ -545,7 +630,7 @@ impl Devices {
                     self.deliver(message);
                 }
             }
-            LapicEvent::Ipi(ipi) => self.self_ipi(ipi),
+            LapicEvent::Ipi(ipi) => self.send_ipi(self.cpu, ipi),
         }
     }
 }
@@ -751,13 +836,13 @@ mod tests {
         }
         // THR-empty interrupt enabled, but OUT2 clear: the line stays low.
         devices.write_port(COM1_BASE + 1, 1, u32::from(IER_THRE));
-        assert_eq!(devices.pending_interrupt(), None);
+        assert_eq!(devices.pending_interrupt(0), None);
         devices.write_port(COM1_BASE + 4, 1, u32::from(MCR_OUT2));
         assert_eq!(
-            devices.pending_interrupt(),
+            devices.pending_interrupt(0),
             Some(interrupts::InterruptSource::Pic)
         );
-        assert_eq!(devices.acknowledge_interrupt(), Some(0x08 + COM1_IRQ));
+        assert_eq!(devices.acknowledge_interrupt(0), Some(0x08 + COM1_IRQ));
     }
 
     #[test]

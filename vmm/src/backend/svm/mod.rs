@@ -161,6 +161,7 @@ impl SvmVcpu {
         fpu::init_area(vcpu.page(fpu_pa));
         let regs = match start {
             StartMode::RealMode { entry } => vmcb::real_mode_registers(entry),
+            StartMode::StartupIpi { vector } => vmcb::startup_ipi_registers(vector),
             StartMode::LongMode {
                 entry,
                 cr3,
@@ -275,7 +276,7 @@ impl SvmVcpu {
         let mut v = self.vmcb();
         let leaf = v.get(offset::RAX) as u32;
         let subleaf = self.gprs.0[Gpr::Rcx as usize] as u32;
-        let r = self.cpuid.query(leaf, subleaf, 0);
+        let r = self.cpuid.query(leaf, subleaf, self.cpuid.vcpu_id());
         v.set(offset::RAX, u64::from(r.eax));
         self.gprs.0[Gpr::Rbx as usize] = u64::from(r.ebx);
         self.gprs.0[Gpr::Rcx as usize] = u64::from(r.ecx);

@@ -370,6 +370,17 @@ pub fn fill_msrpm(map: &mut [u8], passthrough: impl Fn(u32) -> bool) {
     }
 }
 
+/// Registers of an application processor after INIT and a start-up IPI with `vector`
+/// ([`StartMode::StartupIpi`](crate::vcpu::StartMode::StartupIpi)).
+pub fn startup_ipi_registers(vector: u8) -> Registers {
+    let mut regs = real_mode_registers(0);
+    regs.cs.selector = u16::from(vector) << 8;
+    regs.cs.base = u64::from(vector) << 12;
+    // After INIT the general registers are 0 (EDX aside, which no start-up code reads).
+    regs.gpr = Default::default();
+    regs
+}
+
 /// Real-mode reset-like register state at `0000:entry` (APM §14.1.3, adapted: flat payloads
 /// start like a boot sector).
 pub fn real_mode_registers(entry: u16) -> Registers {

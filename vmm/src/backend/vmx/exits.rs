@@ -263,9 +263,11 @@ impl VmxVcpu {
 
     fn handle_cpuid(&mut self) {
         let g = &mut self.regs.gpr;
-        let r = self
-            .cpuid
-            .query(g[Gpr::Rax as usize] as u32, g[Gpr::Rcx as usize] as u32, 0);
+        let r = self.cpuid.query(
+            g[Gpr::Rax as usize] as u32,
+            g[Gpr::Rcx as usize] as u32,
+            self.cpuid.vcpu_id(),
+        );
         g[Gpr::Rax as usize] = r.eax.into();
         g[Gpr::Rbx as usize] = r.ebx.into();
         g[Gpr::Rcx as usize] = r.ecx.into();

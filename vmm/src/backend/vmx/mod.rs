@@ -407,6 +407,7 @@ impl VmxVcpu {
         }
         let regs = match start {
             StartMode::RealMode { entry } => super::svm::vmcb::real_mode_registers(entry),
+            StartMode::StartupIpi { vector } => super::svm::vmcb::startup_ipi_registers(vector),
             StartMode::LongMode {
                 entry,
                 cr3,
