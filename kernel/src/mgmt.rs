@@ -244,6 +244,7 @@ fn summary(view: &VmView<'_>) -> VmSummary {
         state,
         stop_reason,
         memory_mib: view.memory_mib,
+        vcpus: view.vcpus,
         uptime_s: view.uptime_s,
         autostart: view.definition.is_some_and(|d| d.autostart),
     }
@@ -391,9 +392,14 @@ impl Management for Plane<'_> {
         self.vms.views().find(|v| v.key == key).map(|v| detail(&v))
     }
 
-    fn run_module(&mut self, module: &str, mem_mib: Option<u32>) -> Result<u32, ApiError> {
+    fn run_module(
+        &mut self,
+        module: &str,
+        mem_mib: Option<u32>,
+        vcpus: Option<u8>,
+    ) -> Result<u32, ApiError> {
         self.vms
-            .start(self.system, module, mem_mib, None, None, None)
+            .start(self.system, module, mem_mib, vcpus, None, None)
             .map_err(start_error)
     }
 

@@ -1136,4 +1136,261 @@ mod tests {
         assert_eq!(probe.faulted.get(), 1, "DFR does not exist in x2APIC mode");
         assert_eq!(vm.exit_stats().get("msr-write"), 4);
     }
+
+    /// VMs with more than one vCPU.
+    mod smp {
+        use super::*;
+        use crate::devices::lapic::DEFAULT_BASE as APIC;
+
+        /// Creates scripted AP vCPUs, one script per start, and records each start.
+        struct ScriptedFactory {
+            scripts: VecDeque<Vec<VmExit>>,
+            started: Rc<RefCell<Vec<(u32, StartMode)>>>,
+            probes: Rc<RefCell<Vec<Rc<Probe>>>>,
+        }
+
+        impl VcpuFactory for ScriptedFactory {
+            fn create(
+                &mut self,
+                memory: &GuestMemory,
+                apic_id: u32,
+                start: StartMode,
+            ) -> Option<Box<dyn Vcpu>> {
+                assert_eq!(memory.size(), MIN_GUEST_RAM);
+                let script = self.scripts.pop_front()?;
+                self.started.borrow_mut().push((apic_id, start));
+                let probe = Rc::new(Probe::default());
+                self.probes.borrow_mut().push(Rc::clone(&probe));
+                Some(Box::new(ScriptedVcpu {
+                    exits: script.into_iter().collect(),
+                    pending_read: false,
+                    internal: InternalExits::default(),
+                    probe,
+                }))
+            }
+        }
+
+        struct Smp {
+            vm: Vm,
+            started: Rc<RefCell<Vec<(u32, StartMode)>>>,
+            ap_probes: Rc<RefCell<Vec<Rc<Probe>>>>,
+        }
+
+        fn smp_vm(
+            cpus: u8,
+            bsp: impl IntoIterator<Item = VmExit>,
+            aps: Option<Vec<Vec<VmExit>>>,
+        ) -> Smp {
+            let started = Rc::new(RefCell::new(Vec::new()));
+            let ap_probes = Rc::new(RefCell::new(Vec::new()));
+            let vcpu = ScriptedVcpu {
+                exits: bsp.into_iter().collect(),
+                pending_read: false,
+                internal: InternalExits::default(),
+                probe: Rc::new(Probe::default()),
+            };
+            let memory = GuestMemory::new(MockHost::leak(2 * 512), MIN_GUEST_RAM).unwrap();
+            let mut vm = Vm::new(
+                3,
+                String::from("smp"),
+                memory,
+                Box::new(vcpu),
+                Devices::pc_for_tests_with_cpus(cpus),
+            );
+            if let Some(scripts) = aps {
+                vm = vm.with_factory(Box::new(ScriptedFactory {
+                    scripts: scripts.into_iter().collect(),
+                    started: Rc::clone(&started),
+                    probes: Rc::clone(&ap_probes),
+                }));
+            }
+            Smp {
+                vm,
+                started,
+                ap_probes,
+            }
+        }
+
+        /// The two xAPIC ICR writes that send `low` to APIC `dest`.
+        fn ipi(dest: u8, low: u32) -> [VmExit; 2] {
+            [
+                VmExit::MmioWrite {
+                    gpa: APIC + 0x310,
+                    size: 4,
+                    data: u64::from(dest) << 24,
+                },
+                VmExit::MmioWrite {
+                    gpa: APIC + 0x300,
+                    size: 4,
+                    data: u64::from(low),
+                },
+            ]
+        }
+
+        const INIT: u32 = 0x4500;
+        const INIT_DEASSERT: u32 = 0x8500;
+        const STARTUP_08: u32 = 0x4608;
+        const HLT_CLI: VmExit = VmExit::Hlt {
+            interrupts_enabled: false,
+        };
+        const HLT_STI: VmExit = VmExit::Hlt {
+            interrupts_enabled: true,
+        };
+
+        fn steps(vm: &mut Vm, n: usize) -> VmState {
+            for _ in 0..n {
+                vm.step0();
+            }
+            vm.state()
+        }
+
+        #[test]
+        fn aps_wait_until_the_guest_starts_them_then_run_by_turns() {
+            let mut bsp = Vec::new();
+            bsp.extend(ipi(1, INIT));
+            bsp.extend(ipi(1, INIT_DEASSERT));
+            bsp.extend(ipi(1, STARTUP_08));
+            // A second start-up IPI (the MP protocol sends two) is ignored: AP 1 runs.
+            bsp.extend(ipi(1, STARTUP_08));
+            bsp.extend([out(b'a'), out(b'a'), HLT_CLI]);
+            let mut t = smp_vm(
+                2,
+                bsp,
+                Some(vec![vec![out(b'b'), out(b'b'), out(b'b'), HLT_CLI]]),
+            );
+            assert_eq!(
+                t.vm.cpu_states(),
+                [CpuState::Running, CpuState::WaitingForStartup]
+            );
+            // INIT, de-assert: AP 1 still waits.
+            steps(&mut t.vm, 4);
+            assert!(t.started.borrow().is_empty());
+            // The start-up IPI creates its vCPU in real mode at page 8.
+            steps(&mut t.vm, 2);
+            assert_eq!(
+                *t.started.borrow(),
+                [(1, StartMode::StartupIpi { vector: 8 })]
+            );
+            assert_eq!(t.vm.cpu_states(), [CpuState::Running, CpuState::Running]);
+            // Turns alternate, the AP first: b, (BSP: 2nd SIPI) b, (SIPI) b, a, (AP parks) a.
+            run_to_rest(&mut t.vm, 40);
+            let (out, _, _) = t.vm.console_output_since(0);
+            assert_eq!(out, b"bbbaa");
+            assert_eq!(
+                t.started.borrow().len(),
+                1,
+                "the second SIPI started nothing"
+            );
+            // The BSP parked first; the VM stopped only once the AP parked too.
+            assert_eq!(
+                t.vm.state(),
+                VmState::Stopped(StopReason::HaltedWithInterruptsDisabled)
+            );
+            assert!(t.vm.memory().is_none(), "released");
+            assert_eq!(t.vm.exit_stats().get("mmio-write"), 8);
+        }
+
+        #[test]
+        fn a_startup_without_a_factory_stops_the_vm_with_a_clear_reason() {
+            let mut bsp = Vec::new();
+            bsp.extend(ipi(1, INIT));
+            bsp.extend(ipi(1, STARTUP_08));
+            bsp.push(HLT_CLI);
+            let mut t = smp_vm(2, bsp, None);
+            let state = run_to_rest(&mut t.vm, 10);
+            assert_eq!(
+                state,
+                VmState::Stopped(StopReason::ApStartFailed { cpu: 1 })
+            );
+            assert!(
+                alloc::format!("{}", StopReason::ApStartFailed { cpu: 1 })
+                    .contains("could not create it")
+            );
+        }
+
+        #[test]
+        fn startup_ipis_to_cpus_the_vm_does_not_have_change_nothing() {
+            let mut bsp = Vec::new();
+            bsp.extend(ipi(5, INIT));
+            bsp.extend(ipi(5, STARTUP_08));
+            bsp.push(out(b'k'));
+            bsp.push(HLT_CLI);
+            let mut t = smp_vm(2, bsp, Some(vec![vec![HLT_CLI]]));
+            run_to_rest(&mut t.vm, 10);
+            assert!(t.started.borrow().is_empty());
+            assert_eq!(t.vm.console_output_since(0).0, b"k");
+            assert_eq!(
+                t.vm.state(),
+                VmState::Stopped(StopReason::HaltedWithInterruptsDisabled)
+            );
+        }
+
+        #[test]
+        fn a_fixed_ipi_wakes_a_halted_ap_and_is_injected_there() {
+            let mut bsp = Vec::new();
+            bsp.extend(ipi(1, INIT));
+            bsp.extend(ipi(1, STARTUP_08));
+            // Let the AP run up to its HLT, then send it vector 0x41.
+            bsp.extend([out(b'.'), out(b'.')]);
+            bsp.extend(ipi(1, 0x4041));
+            bsp.extend([out(b'.'), HLT_CLI]);
+            let ap = vec![
+                // Software-enable its APIC, then wait for an interrupt.
+                VmExit::MmioWrite {
+                    gpa: APIC + 0xF0,
+                    size: 4,
+                    data: 0x1FF,
+                },
+                HLT_STI,
+                out(b'w'),
+                HLT_CLI,
+            ];
+            let mut t = smp_vm(2, bsp, Some(vec![ap]));
+            // BSP: INIT, SIPI (4 steps); then AP (SVR), BSP ('.'), AP (HLT).
+            steps(&mut t.vm, 7);
+            assert_eq!(t.vm.cpu_states()[1], CpuState::Halted);
+            let probe = Rc::clone(&t.ap_probes.borrow()[0]);
+            probe.interruptible.set(true);
+            run_to_rest(&mut t.vm, 30);
+            assert_eq!(*probe.injected.borrow(), [0x41]);
+            assert!(t.vm.console_output_since(0).0.contains(&b'w'));
+            assert_eq!(t.vm.exit_stats().get("irq-injected"), 1);
+        }
+
+        #[test]
+        fn an_init_puts_a_running_ap_back_to_waiting_and_a_new_startup_recreates_it() {
+            let mut bsp = Vec::new();
+            bsp.extend(ipi(1, INIT));
+            bsp.extend(ipi(1, STARTUP_08));
+            bsp.extend(ipi(1, INIT));
+            bsp.extend(ipi(1, 0x4609));
+            bsp.push(HLT_CLI);
+            let spin = || (0..20).map(|_| out(b's')).collect::<Vec<_>>();
+            let mut t = smp_vm(2, bsp, Some(vec![spin(), vec![HLT_CLI]]));
+            run_to_rest(&mut t.vm, 80);
+            assert_eq!(
+                *t.started.borrow(),
+                [
+                    (1, StartMode::StartupIpi { vector: 8 }),
+                    (1, StartMode::StartupIpi { vector: 9 })
+                ]
+            );
+            assert_eq!(
+                t.vm.state(),
+                VmState::Stopped(StopReason::HaltedWithInterruptsDisabled)
+            );
+        }
+
+        #[test]
+        fn a_vm_whose_cpus_all_wait_for_interrupts_is_idle_until_one_comes() {
+            let mut t = smp_vm(2, [HLT_STI, out(b'x'), HLT_CLI], Some(vec![]));
+            assert_eq!(t.vm.step0(), VmState::WaitingForInterrupt);
+            // AP 1 never started: the VM waits on the BSP alone.
+            assert_eq!(
+                t.vm.cpu_states(),
+                [CpuState::Halted, CpuState::WaitingForStartup]
+            );
+            assert_eq!(t.vm.step0(), VmState::WaitingForInterrupt);
+        }
+    }
 }

@@ -147,7 +147,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
         "read a guest store file: size and CRC32",
     ),
     (
-        "vm run <module> [initrd=<module>] [cmdline=\"…\"] [mem=<MiB>]",
+        "vm run <module> [initrd=<module>] [cmdline=\"…\"] [mem=<MiB>] [vcpus=<n>]",
         "start a VM from a boot module: a flat payload, a Linux bzImage or a PVH ELF kernel",
     ),
     (
@@ -155,7 +155,8 @@ pub const COMMANDS: &[(&str, &str)] = &[
         "list VMs: name, source, memory, uptime, state, exits by reason",
     ),
     (
-        "vm create <name> kernel=<file> [initrd=<file>] [cmdline=\"…\"] [mem=<MiB>] [autostart]",
+        "vm create <name> kernel=<file> [initrd=<file>] [cmdline=\"…\"] [mem=<MiB>] [vcpus=<n>] \
+         [autostart]",
         "define a VM (saved in the configuration) from guest store files",
     ),
     (
@@ -173,7 +174,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ),
     (
         "vm info <vm>",
-        "show a VM: state, uptime, memory, stop reason, exits by reason",
+        "show a VM: state, uptime, memory, vCPUs and their states, stop reason, exits by reason",
     ),
     (
         "vm console <vm>",
@@ -742,7 +743,29 @@ mod tests {
         );
         assert_eq!(
             std::format!("{}", parse("vm run k mem=32 mem=64").unwrap_err()),
-            "bad argument 'mem=64': expected each of mem=, initrd= and cmdline= at most once"
+            "bad argument 'mem=64': expected each of mem=, vcpus=, initrd= and cmdline= at most once"
+        );
+        assert_eq!(
+            parse("vm run k vcpus=2"),
+            Ok(Some(Command::VmRun {
+                module: "k",
+                mem_mib: None,
+                vcpus: Some(2),
+                initrd: None,
+                cmdline: None,
+            }))
+        );
+        for bad in ["vcpus=0", "vcpus=9", "vcpus=", "vcpus=two", "vcpus=-1"] {
+            assert_eq!(
+                std::format!("{}", parse(&std::format!("vm run k {bad}")).unwrap_err()),
+                std::format!(
+                    "bad argument '{bad}': expected vcpus=<n>, a whole number from 1 to 8"
+                )
+            );
+        }
+        assert_eq!(
+            std::format!("{}", parse("vm run k vcpus=2 vcpus=2").unwrap_err()),
+            "bad argument 'vcpus=2': expected each of mem=, vcpus=, initrd= and cmdline= at most once"
         );
         assert_eq!(
             std::format!("{}", parse("vm run k initrd=").unwrap_err()),

@@ -85,16 +85,27 @@ impl VmManager {
             );
         }
         let Some(run) = &e.run else {
-            let _ = writeln!(
-                out,
-                "  memory:     {} MiB (when started)",
-                e.definition.as_ref().map_or(0, |d| d.memory_mib)
-            );
+            if let Some(d) = &e.definition {
+                let _ = writeln!(out, "  memory:     {} MiB (when started)", d.memory_mib);
+                let _ = writeln!(out, "  vcpus:      {} (when started)", d.vcpus);
+            }
             return Ok(());
         };
         let now = TscClock.now().ns;
         let end = run.stopped_ns.unwrap_or(now);
         let _ = writeln!(out, "  memory:     {} MiB", run.vm.memory_size() >> 20);
+        let states = run.vm.cpu_states();
+        if states.is_empty() {
+            let _ = writeln!(out, "  vcpus:      {}", run.vm.cpu_count());
+        } else {
+            let names: Vec<&str> = states.iter().map(|s| s.name()).collect();
+            let _ = writeln!(
+                out,
+                "  vcpus:      {} ({})",
+                run.vm.cpu_count(),
+                names.join(", ")
+            );
+        }
         let _ = writeln!(out, "  backend:    {}", run.vm.backend());
         let _ = writeln!(
             out,
@@ -165,6 +176,8 @@ pub struct VmView<'a> {
     pub state: ViewState,
     /// Guest RAM in MiB: of the current or last run, else as defined.
     pub memory_mib: u32,
+    /// vCPUs: of the current or last run, else as defined.
+    pub vcpus: u32,
     /// Seconds since it started, while it runs.
     pub uptime_s: Option<u64>,
     /// Exits by reason of the current or last run.
@@ -198,6 +211,12 @@ impl VmManager {
                 memory_mib: match (run, &e.definition) {
                     (Some(run), _) => (run.vm.memory_size() >> 20) as u32,
                     (None, Some(d)) => d.memory_mib,
+                    (None, None) => 0,
+                },
+                vcpus: match (run, &e.definition) {
+                    // At most 8.
+                    (Some(run), _) => run.vm.cpu_count() as u32,
+                    (None, Some(d)) => u32::from(d.vcpus),
                     (None, None) => 0,
                 },
                 uptime_s: run

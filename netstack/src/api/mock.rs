@@ -95,7 +95,7 @@ impl Default for Mock {
         mock.start_vm(&VmKey::Name("web")).unwrap();
         mock.vms[0].console = String::from("Hello from the guest\n");
         mock.vms[0].detail.summary.uptime_s = Some(12);
-        let stopped = mock.run_module("1", Some(64)).unwrap();
+        let stopped = mock.run_module("1", Some(64), None).unwrap();
         mock.stop_vm(&VmKey::Number(stopped), StopMode::Force)
             .unwrap();
         mock.vms[1].detail.summary.stop_reason = Some(String::from("guest shut down"));
@@ -225,7 +225,12 @@ impl Management for Mock {
         Some(detail)
     }
 
-    fn run_module(&mut self, module: &str, mem_mib: Option<u32>) -> Result<u32, ApiError> {
+    fn run_module(
+        &mut self,
+        module: &str,
+        mem_mib: Option<u32>,
+        vcpus: Option<u8>,
+    ) -> Result<u32, ApiError> {
         let modules = modules();
         let Some(found) = modules
             .iter()
@@ -257,6 +262,7 @@ impl Management for Mock {
                     state: VmState::Running,
                     stop_reason: None,
                     memory_mib: mem_mib,
+                    vcpus: u32::from(vcpus.unwrap_or(1)),
                     uptime_s: Some(0),
                     autostart: false,
                 },
@@ -298,6 +304,7 @@ impl Management for Mock {
                     state: VmState::Defined,
                     stop_reason: None,
                     memory_mib: u32::try_from(vm.memory_mib).unwrap_or(u32::MAX),
+                    vcpus: vm.vcpus,
                     uptime_s: None,
                     autostart: vm.autostart,
                 },

@@ -569,7 +569,7 @@ fn config_schemas() -> Value {
             "required": ["name", "memory_mib", "kernel"],
             "properties": {
                 "name": { "type": "string", "description": "1 to 32 of a-z0-9-, a letter first." },
-                "vcpus": { "type": "integer", "minimum": 1, "maximum": 1, "default": 1 },
+                "vcpus": { "type": "integer", "minimum": 1, "maximum": 8, "default": 1 },
                 "memory_mib": { "type": "integer", "minimum": 16, "maximum": 65536 },
                 "kernel": { "type": "string", "description": "A guest store file." },
                 "initrd": { "type": "string", "description": "A guest store file." },
@@ -650,6 +650,12 @@ fn schemas() -> Value {
             "maximum": 4294967295u64,
             "description": "Guest RAM (as defined, until it runs)."
         },
+        "vcpus": {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": 4294967295u64,
+            "description": "vCPUs (as defined, until it runs)."
+        },
         "uptime_s": {
             "type": "integer",
             "minimum": 0,
@@ -666,6 +672,7 @@ fn schemas() -> Value {
         "state",
         "stop_reason",
         "memory_mib",
+        "vcpus",
         "uptime_s",
         "autostart"
     ]);
@@ -821,6 +828,13 @@ fn schemas() -> Value {
                     "maximum": 65536,
                     "multipleOf": 2,
                     "description": "Guest RAM in MiB (even: guest RAM comes in 2 MiB pages); the default when absent."
+                },
+                "vcpus": {
+                    "type": "integer",
+                    "nullable": true,
+                    "minimum": 1,
+                    "maximum": 8,
+                    "description": "vCPUs; 1 when absent."
                 }
             }
         },

@@ -34,13 +34,18 @@ pub trait Management {
     /// One VM; `None` if no VM has this key.
     fn vm(&self, key: &VmKey<'_>) -> Option<VmDetail>;
     /// Starts an ad-hoc VM from boot module `module` (a module name, or its index in
-    /// decimal) with `mem_mib` MiB of guest RAM (`None`: the kernel's default). Returns the
-    /// new VM's number.
+    /// decimal) with `mem_mib` MiB of guest RAM (`None`: the kernel's default) and `vcpus`
+    /// vCPUs (`None`: 1). Returns the new VM's number.
     ///
     /// Errors: [`ApiError::NotFound`] for an unknown module, [`ApiError::Invalid`] for a
     /// module that is not a loadable guest or an unusable memory size,
     /// [`ApiError::Unavailable`] without hardware virtualization.
-    fn run_module(&mut self, module: &str, mem_mib: Option<u32>) -> Result<u32, ApiError>;
+    fn run_module(
+        &mut self,
+        module: &str,
+        mem_mib: Option<u32>,
+        vcpus: Option<u8>,
+    ) -> Result<u32, ApiError>;
     /// Adds `vm` (already validated by the router) to the configuration, saves it as
     /// `vm create` does, and defines the VM (state `defined`).
     ///
@@ -332,6 +337,8 @@ pub struct VmSummary {
     pub stop_reason: Option<String>,
     /// Guest RAM in MiB (as defined, until it runs).
     pub memory_mib: u32,
+    /// vCPUs (as defined, until it runs).
+    pub vcpus: u32,
     /// Seconds since it started, while it runs (running, idle or stopping).
     pub uptime_s: Option<u64>,
     /// Whether it starts at boot.
@@ -394,7 +401,13 @@ pub struct RunModule {
     /// Guest RAM in MiB; the kernel's default when absent or `null`.
     #[serde(default)]
     pub mem_mib: Option<u32>,
+    /// vCPUs, 1 to [`MAX_VCPUS`]; 1 when absent or `null`.
+    #[serde(default)]
+    pub vcpus: Option<u8>,
 }
+
+/// Most vCPUs a VM can have (the kernel's limit).
+pub const MAX_VCPUS: u8 = 8;
 
 impl RunModule {
     /// Parses and checks a request body (none is the defaults); the error is the status and
@@ -412,6 +425,11 @@ impl RunModule {
                 422,
                 String::from("mem_mib must be an even number from 2 to 65536"),
             ));
+        }
+        if let Some(n) = request.vcpus
+            && !(1..=MAX_VCPUS).contains(&n)
+        {
+            return Err((422, format!("vcpus must be from 1 to {MAX_VCPUS}")));
         }
         Ok(request)
     }

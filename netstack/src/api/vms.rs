@@ -40,7 +40,9 @@ pub fn run_module<M: Management + ?Sized>(
     req: &Request<'_>,
 ) -> Result<Response, Response> {
     let run = RunModule::parse(req.body).map_err(status_error)?;
-    let number = mgmt.run_module(module, run.mem_mib).map_err(api_error)?;
+    let number = mgmt
+        .run_module(module, run.mem_mib, run.vcpus)
+        .map_err(api_error)?;
     created(mgmt, &VmKey::Number(number))
 }
 

@@ -37,18 +37,18 @@ fn list_shows_defined_running_and_ad_hoc_vms() {
         json!({"vms": [
             {
                 "name": "web", "number": 1, "configured": true, "source": "store:vmlinuz-6.1",
-                "state": "running", "stop_reason": null, "memory_mib": 256, "uptime_s": 12,
-                "autostart": true
+                "state": "running", "stop_reason": null, "memory_mib": 256, "vcpus": 1,
+                "uptime_s": 12, "autostart": true
             },
             {
                 "name": "2", "number": 2, "configured": false, "source": "linux.bzImage",
                 "state": "stopped", "stop_reason": "guest shut down", "memory_mib": 64,
-                "uptime_s": null, "autostart": false
+                "vcpus": 1, "uptime_s": null, "autostart": false
             },
             {
                 "name": "db", "number": 3, "configured": true, "source": "store:vmlinuz-6.1",
-                "state": "defined", "stop_reason": null, "memory_mib": 512, "uptime_s": null,
-                "autostart": false
+                "state": "defined", "stop_reason": null, "memory_mib": 512, "vcpus": 1,
+                "uptime_s": null, "autostart": false
             }
         ]})
     );
@@ -62,8 +62,8 @@ fn show_by_name_or_number() {
         web,
         json!({
             "name": "web", "number": 1, "configured": true, "source": "store:vmlinuz-6.1",
-            "state": "running", "stop_reason": null, "memory_mib": 256, "uptime_s": 12,
-            "autostart": true, "exits": {"hlt": 1, "io": 3}, "backend": "svm",
+            "state": "running", "stop_reason": null, "memory_mib": 256, "vcpus": 1,
+            "uptime_s": 12, "autostart": true, "exits": {"hlt": 1, "io": 3}, "backend": "svm",
             "console_bytes": 21, "kernel": "vmlinuz-6.1", "initrd": "initrd.cpio",
             "cmdline": "console=ttyS0"
         })
@@ -550,7 +550,7 @@ fn run_module_starts_ad_hoc_vms() {
     let r = post(
         &mut mock,
         "/api/v1/modules/hello.bin/run",
-        r#"{"mem_mib": 32}"#,
+        r#"{"mem_mib": 32, "vcpus": 2}"#,
     );
     assert_eq!(r.status, 201);
     assert_eq!(r.header("location"), Some("/api/v1/vms/4"));
@@ -559,7 +559,8 @@ fn run_module_starts_ad_hoc_vms() {
         vm,
         json!({
             "name": "4", "number": 4, "configured": false, "source": "hello.bin",
-            "state": "running", "stop_reason": null, "memory_mib": 32, "uptime_s": 0,
+            "state": "running", "stop_reason": null, "memory_mib": 32, "vcpus": 2,
+            "uptime_s": 0,
             "autostart": false, "exits": {"hlt": 1, "io": 3}, "backend": "svm",
             "console_bytes": 0, "kernel": null, "initrd": null, "cmdline": null
         })
@@ -567,6 +568,7 @@ fn run_module_starts_ad_hoc_vms() {
     // By index, without a body, or with defaults spelled out.
     let r = send(&mut mock, "POST", "/api/v1/modules/0/run", Some(""));
     assert_eq!((r.status, body(&r)["memory_mib"].clone()), (201, json!(16)));
+    assert_eq!(body(&r)["vcpus"], json!(1));
     let r = post(&mut mock, "/api/v1/modules/0/run", r#"{"mem_mib":null}"#);
     assert_eq!(r.status, 201);
     assert_eq!(
@@ -594,6 +596,18 @@ fn run_module_errors_change_nothing() {
             r#"{"module":"0"}"#,
             400,
             "unknown field `module`",
+        ),
+        (
+            "/api/v1/modules/0/run",
+            r#"{"vcpus":9}"#,
+            422,
+            "vcpus must be from 1 to 8",
+        ),
+        (
+            "/api/v1/modules/0/run",
+            r#"{"vcpus":0}"#,
+            422,
+            "vcpus must be from 1 to 8",
         ),
         (
             "/api/v1/modules/0/run",

@@ -409,3 +409,16 @@ fn a_known_tsc_frequency_shows_tsc_deadline_and_the_timing_leaf() {
     );
     assert_eq!(without.query(1, 0, 0).ecx & leaf1_ecx::X2APIC, 0);
 }
+
+#[test]
+fn each_vcpu_policy_answers_with_its_own_apic_id() {
+    let bsp = CpuidPolicy::from_host(&TableCpu::intel());
+    assert_eq!(bsp.vcpu_id(), 0);
+    let ap = bsp.clone().with_vcpu_id(3);
+    assert_eq!(ap.vcpu_id(), 3);
+    let id = ap.vcpu_id();
+    assert_eq!(ap.query(1, 0, id).ebx >> 24, 3);
+    assert_eq!(ap.query(0xB, 0, id).edx, 3, "x2APIC id");
+    // Everything else is the BSP's.
+    assert_eq!(ap.query(7, 0, id), bsp.query(7, 0, 0));
+}

@@ -221,3 +221,131 @@ impl Devices {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::ioapic::IrqMessage;
+    use crate::devices::lapic::DEFAULT_BASE as APIC;
+
+    /// A PC with `cpus` vCPUs whose local APICs are all software-enabled.
+    fn pc(cpus: u8) -> Devices {
+        let mut d = Devices::pc_for_tests_with_cpus(cpus);
+        for cpu in 0..usize::from(cpus) {
+            d.set_current_cpu(cpu);
+            d.write_mmio(APIC + 0xF0, 4, 0x1FF);
+        }
+        d.set_current_cpu(0);
+        d
+    }
+
+    /// vCPU `from` writes `low` to its ICR with destination `dest` (xAPIC).
+    fn send(d: &mut Devices, from: usize, dest: u8, low: u32) {
+        d.set_current_cpu(from);
+        d.write_mmio(APIC + 0x310, 4, u64::from(dest) << 24);
+        d.write_mmio(APIC + 0x300, 4, u64::from(low));
+    }
+
+    fn pending(d: &Devices) -> Vec<Option<InterruptSource>> {
+        (0..d.cpu_count()).map(|c| d.pending_interrupt(c)).collect()
+    }
+
+    #[test]
+    fn each_vcpu_reaches_its_own_local_apic() {
+        let mut d = pc(3);
+        for cpu in 0..3 {
+            d.set_current_cpu(cpu);
+            assert_eq!(d.read_mmio(APIC + 0x20, 4), (cpu as u64) << 24);
+            assert_eq!(d.read_msr(0x1B).map(|b| b & 0x100 != 0), Some(cpu == 0));
+        }
+        // An index past the last vCPU changes nothing.
+        d.set_current_cpu(7);
+        assert_eq!(d.read_mmio(APIC + 0x20, 4), 2 << 24);
+    }
+
+    #[test]
+    fn a_fixed_ipi_reaches_only_its_destination() {
+        let mut d = pc(3);
+        send(&mut d, 0, 2, 0x4041);
+        assert_eq!(
+            pending(&d),
+            [None, None, Some(InterruptSource::Lapic(0x41))]
+        );
+        assert_eq!(d.acknowledge_interrupt(2), Some(0x41));
+        assert_eq!(d.acknowledge_interrupt(1), None);
+    }
+
+    #[test]
+    fn shorthands_pick_self_all_or_all_but_self() {
+        let mut d = pc(3);
+        // All excluding self, from vCPU 1.
+        send(&mut d, 1, 0, 0x000C_0042);
+        let l = |v| Some(InterruptSource::Lapic(v));
+        assert_eq!(pending(&d), [l(0x42), None, l(0x42)]);
+        // All including self.
+        send(&mut d, 1, 0, 0x0008_0050);
+        assert_eq!(pending(&d), [l(0x50), l(0x50), l(0x50)]);
+        // Self.
+        send(&mut d, 2, 0, 0x0004_0060);
+        assert_eq!(pending(&d)[2], l(0x60));
+        assert_eq!(pending(&d)[0], l(0x50));
+    }
+
+    #[test]
+    fn init_and_startup_ipis_become_requests_for_the_vm_loop() {
+        let mut d = pc(2);
+        send(&mut d, 0, 1, 0x4500); // INIT, assert
+        send(&mut d, 0, 1, 0x8500); // INIT level de-assert: nothing
+        send(&mut d, 0, 1, 0x4608); // start-up, page 8
+        send(&mut d, 0, 0xFF, 0x4609); // broadcast start-up
+        assert_eq!(
+            d.take_cpu_requests(),
+            [
+                CpuRequest::Init { cpu: 1 },
+                CpuRequest::StartUp { cpu: 1, vector: 8 },
+                CpuRequest::StartUp { cpu: 0, vector: 9 },
+                CpuRequest::StartUp { cpu: 1, vector: 9 },
+            ]
+        );
+        assert!(d.take_cpu_requests().is_empty());
+        assert_eq!(pending(&d), [None, None]);
+    }
+
+    #[test]
+    fn io_apic_messages_go_to_the_apic_they_name() {
+        let mut d = pc(2);
+        let message = |destination, mode| IrqMessage {
+            pin: 4,
+            vector: 0x34,
+            destination,
+            logical: false,
+            delivery_mode: mode,
+            level_triggered: false,
+        };
+        d.deliver(message(1, DeliveryMode::Fixed));
+        assert_eq!(pending(&d), [None, Some(InterruptSource::Lapic(0x34))]);
+        // Lowest priority: vCPU 1 now has a higher task priority, so vCPU 0 takes it.
+        d.set_current_cpu(1);
+        d.write_mmio(APIC + 0x80, 4, 0x80);
+        d.acknowledge_interrupt(1);
+        d.deliver(message(0xFF, DeliveryMode::LowestPriority));
+        assert_eq!(d.pending_interrupt(0), Some(InterruptSource::Lapic(0x34)));
+    }
+
+    #[test]
+    fn the_8259_reaches_only_the_bsp_in_virtual_wire_mode() {
+        let mut d = pc(2);
+        // Unmask the PIT on the 8259 (ICW1-4 as firmware does, then OCW1).
+        for (port, value) in [
+            (0x20, 0x11),
+            (0x21, 0x08),
+            (0x21, 0x04),
+            (0x21, 0x01),
+            (0x21, 0xFE),
+        ] {
+            d.write_port(port, 1, value);
+        }
+        d.pulse(0);
+        assert_eq!(pending(&d), [Some(InterruptSource::Pic), None]);
+    }
+}

@@ -583,6 +583,18 @@ mod tests {
     }
 
     #[test]
+    fn a_startup_ipi_starts_at_its_page_in_real_mode() {
+        let regs = startup_ipi_registers(0x9A);
+        assert_eq!(regs.cs.selector, 0x9A00);
+        assert_eq!(regs.cs.base, 0x9A000);
+        assert_eq!(regs.rip, 0);
+        assert_eq!(regs.code_bitness(), 16);
+        assert_eq!(regs.cr0 & 1, 0, "real mode");
+        assert_eq!(regs.gpr, [0; 16]);
+        assert_eq!(regs.ds.base, 0);
+    }
+
+    #[test]
     fn long_mode_state_is_64_bit() {
         let regs = long_mode_registers(0x100000, 0x9000, 0x500, 0x8000, 0x7000);
         assert_eq!(regs.code_bitness(), 64);
