@@ -23,8 +23,9 @@
 //! | `bench` | long mode; RDTSC timings | `bench cpuid-exits 100000 cycles N`, `bench out-exits 100000 cycles N`, `bench cpu-loop 50000000 cycles N`, `bench done` |
 //! | `echo` | real mode; polls COM1, writes each byte back (letters upper-cased, CR as LF) | `echo guest: ready`, then the input |
 //! | `pvh` | a PVH ELF kernel (`pvh.ld`): start-info checks, PIT interrupts while halted, ACPI power-off | `pvh guest: …` lines (see `pvh.S`) |
+//! | `smp` | a PVH ELF kernel (`pvh.ld`): starts every MADT CPU with INIT-SIPI-SIPI, sends the APs a fixed IPI, ACPI power-off | `smp guest: madt cpus=N`, `smp guest: bsp apic id 0`, `smp guest: ap <id> up` per AP, `smp guest: N cpus up`, `smp guest: ap <id> got ipi` per AP, `smp guest: ipis delivered to <N-1> aps`, `smp guest: done` (AP lines in any order; see `smp.S`) |
 //!
-//! All lines end in `\n`. [`GuestSet::bios_image`] also gives, for each guest, a
+//! All lines end in `\n` (`smp`'s in `\r\n`). [`GuestSet::bios_image`] also gives, for each guest, a
 //! disk image that plain QEMU or Bochs can boot through their BIOS (a test-only
 //! boot sector loads the guest to 0x7C00 and jumps to it), so the guests can be
 //! checked without Keel.
@@ -64,6 +65,8 @@ pub const COUNTER: &str = "counter";
 pub const BENCH: &str = "bench";
 /// `pvh`: a PVH ELF kernel; checks its start info, takes timer interrupts, powers off.
 pub const PVH: &str = "pvh";
+/// `smp`: a PVH ELF kernel; starts every CPU of its MADT, IPIs them, powers off.
+pub const SMP: &str = "smp";
 /// `echo`: reads COM1 and writes each byte back, letters in upper case.
 pub const ECHO: &str = "echo";
 
@@ -159,6 +162,12 @@ pub const GUESTS: &[GuestSpec] = &[
     GuestSpec {
         name: PVH,
         source: "pvh.S",
+        max_size: MAX_GUEST_SIZE,
+        format: GuestFormat::PvhElf("pvh.ld"),
+    },
+    GuestSpec {
+        name: SMP,
+        source: "smp.S",
         max_size: MAX_GUEST_SIZE,
         format: GuestFormat::PvhElf("pvh.ld"),
     },
@@ -599,6 +608,7 @@ mod tests {
             set.bios_image(COUNTER),
             output_dir().join("counter.bios.img")
         );
+        assert_eq!(set.path(SMP), output_dir().join("smp.elf"));
         assert!(output_dir().ends_with("target/keel/guests"));
     }
 
@@ -713,23 +723,42 @@ mod tests {
         /// Boots `name`'s BIOS image; `None` if QEMU is not installed.
         fn boot(name: &str) -> Option<Self> {
             let image = guests().bios_image(name);
+            Self::spawn(&[
+                "-m".into(),
+                "16".into(),
+                "-drive".into(),
+                format!("file={},format=raw,if=ide,snapshot=on", image.display()),
+            ])
+        }
+
+        /// Boots PVH guest `name` with QEMU's `-kernel` on `cpus` CPUs; `None`
+        /// if QEMU is not installed.
+        fn boot_pvh(name: &str, cpus: u32) -> Option<Self> {
+            let elf = guests().path(name);
+            Self::spawn(&[
+                "-m".into(),
+                "64".into(),
+                "-smp".into(),
+                cpus.to_string(),
+                "-kernel".into(),
+                elf.display().to_string(),
+            ])
+        }
+
+        /// Starts QEMU (TCG, `qemu64`, no default devices, COM1 on stdout) with
+        /// `args` added.
+        fn spawn(args: &[String]) -> Option<Self> {
             let spawned = Command::new(QEMU)
                 .args([
                     "-accel",
                     "tcg",
                     "-cpu",
                     "qemu64",
-                    "-m",
-                    "16",
                     "-nodefaults",
                     "-no-reboot",
                 ])
                 .args(["-display", "none", "-monitor", "none", "-serial", "stdio"])
-                .arg("-drive")
-                .arg(format!(
-                    "file={},format=raw,if=ide,snapshot=on",
-                    image.display()
-                ))
+                .args(args)
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null())
@@ -946,5 +975,46 @@ mod tests {
             assert!(cycles.parse::<u64>().unwrap() > 0, "{out}");
         }
         assert_eq!(lines[3], "bench done");
+    }
+
+    /// The SMP guest on plain QEMU's PVH boot: every AP starts, takes the IPI,
+    /// and the guest powers the machine off.
+    #[test]
+    fn qemu_smp_starts_every_cpu_and_powers_off() {
+        for cpus in [1u32, 4] {
+            let Some(mut vm) = Qemu::boot_pvh(SMP, cpus) else {
+                return;
+            };
+            assert!(
+                vm.exited_within(Duration::from_secs(20)),
+                "-smp {cpus}: QEMU still running: {}",
+                vm.text()
+            );
+            let out = vm.wait_for("smp guest: done\n"); // drains the output after the exit
+            let aps = (cpus - 1) as usize;
+            let ap_lines = |what: &str| {
+                let mut v: Vec<String> = (1..cpus)
+                    .map(|id| format!("smp guest: ap {id} {what}"))
+                    .collect();
+                v.sort();
+                v
+            };
+            let mut expected = vec![
+                format!("smp guest: madt cpus={cpus}"),
+                "smp guest: bsp apic id 0".to_string(),
+            ];
+            expected.extend(ap_lines("up"));
+            expected.push(format!("smp guest: {cpus} cpus up"));
+            expected.extend(ap_lines("got ipi"));
+            expected.push(format!("smp guest: ipis delivered to {aps} aps"));
+            expected.push("smp guest: done".to_string());
+            // The APs check in and take the IPI in any order.
+            let mut got: Vec<String> = out.lines().map(String::from).collect();
+            if got.len() == expected.len() {
+                got[2..2 + aps].sort();
+                got[3 + aps..3 + 2 * aps].sort();
+            }
+            assert_eq!(got, expected, "-smp {cpus}:\n{out}");
+        }
     }
 }
