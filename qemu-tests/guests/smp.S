@@ -481,15 +481,20 @@ send_ipi:
         call wait_icr_idle
         ret
 
+# The APIC page is read with a plain MOV, as an OS's readl() does: a hypervisor emulates
+# loads and stores to device memory, not every instruction that can touch it.
 wait_icr_idle:
         push %ecx
+        push %eax
         mov $ICR_IDLE_SPINS, %ecx
-1:      testl $ICR_BUSY, LAPIC_ICR_LO
+1:      mov LAPIC_ICR_LO, %eax
+        test $ICR_BUSY, %eax
         jz 2f
         pause
         dec %ecx
         jnz 1b
-2:      pop %ecx
+2:      pop %eax
+        pop %ecx
         ret
 
 # delay: ECX iterations of PAUSE.

@@ -285,6 +285,53 @@ pub fn pvh_kernel_gets_its_start_info_timer_interrupts_and_powers_off(mut m: Mac
     );
 }
 
+pub fn smp_guest_starts_its_aps_and_sends_them_ipis(mut m: Machine) {
+    m.type_line("vm run smp.elf mem=32 vcpus=4");
+    m.expect("vm 1 started");
+    m.expect("[vm1] smp guest: madt cpus=4");
+    m.expect("[vm1] smp guest: bsp apic id 0");
+    // The APs come up in any order: collect them up to the BSP's count.
+    let up = m.expect_within("[vm1] smp guest: 4 cpus up", Duration::from_secs(120));
+    for ap in 1..=3 {
+        check!(
+            m,
+            up.before.contains(&format!("[vm1] smp guest: ap {ap} up")),
+            "AP {ap} did not report:\n{}",
+            up.before
+        );
+    }
+    let delivered = m.expect_within(
+        "[vm1] smp guest: ipis delivered to 3 aps",
+        Duration::from_secs(60),
+    );
+    for ap in 1..=3 {
+        check!(
+            m,
+            delivered
+                .before
+                .contains(&format!("[vm1] smp guest: ap {ap} got ipi")),
+            "AP {ap} did not take the IPI:\n{}",
+            delivered.before
+        );
+    }
+    m.expect("[vm1] smp guest: done");
+    m.expect("vm 1 stopped: guest powered off");
+    m.expect_prompt();
+    let info = m.command("vm info 1");
+    check!(
+        m,
+        info.contains("vcpus:      4") && !info.contains("FAIL"),
+        "vm info after the SMP guest:\n{info}"
+    );
+    // With one vCPU the same guest finds one CPU and starts nothing.
+    m.type_line("vm run smp.elf mem=32");
+    m.expect("vm 2 started");
+    m.expect("[vm2] smp guest: madt cpus=1");
+    m.expect("[vm2] smp guest: 1 cpus up");
+    m.expect("[vm2] smp guest: done");
+    m.expect("vm 2 stopped: guest powered off");
+}
+
 /// Declares one `#[test]` per suite function above, each on a fresh machine from `$boot`,
 /// so both backends run exactly the same list.
 macro_rules! suite_tests {
@@ -317,6 +364,11 @@ macro_rules! suite_tests {
         #[test]
         fn pvh_kernel_gets_its_start_info_timer_interrupts_and_powers_off() {
             vm_suite::pvh_kernel_gets_its_start_info_timer_interrupts_and_powers_off($boot());
+        }
+
+        #[test]
+        fn smp_guest_starts_its_aps_and_sends_them_ipis() {
+            vm_suite::smp_guest_starts_its_aps_and_sends_them_ipis($boot());
         }
 
         #[test]
