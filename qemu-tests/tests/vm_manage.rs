@@ -148,11 +148,16 @@ fn named_vm_lifecycle_and_errors() {
     ));
 
     // A second named VM alongside: both run at once.
-    m.type_line("vm create echo kernel=echo.bin mem=16");
+    m.type_line("vm create echo kernel=echo.bin mem=16 vcpus=2");
     m.expect("vm echo created: 'vm start echo' starts it");
     m.type_line("vm start echo");
     // Generous: the ticker floods the console, and CI machines are busy.
     m.expect_within("[echo] echo guest: ready", Duration::from_secs(90));
+    // Two vCPUs; the flat guest never starts its AP.
+    m.type_line("vm info echo");
+    m.expect(Pattern::regex(
+        r"vcpus:      2 \((running|halted), waiting-for-startup\)",
+    ));
     m.expect("[ticker] tick");
     m.type_line("vm list");
     m.expect(Pattern::regex(r"(?m)^\s+1\s+ticker\s+.*running\r?$"));
@@ -202,8 +207,10 @@ fn named_vm_lifecycle_and_errors() {
     let show = m.command("config show");
     check!(
         m,
-        !show.contains("counter.bin") && show.contains("echo.bin"),
-        "the configuration should hold echo but not ticker:\n{show}"
+        !show.contains("counter.bin")
+            && show.contains("echo.bin")
+            && show.contains("vms[1].vcpus = 2"),
+        "the configuration should hold echo (2 vCPUs) but not ticker:\n{show}"
     );
 }
 

@@ -13,6 +13,7 @@
 //! | `Hlt`, interrupts disabled | stop: [`StopReason::HaltedWithInterruptsDisabled`] |
 //! | `Shutdown` | stop: [`StopReason::GuestShutdown`] |
 //! | `Interrupted` | [`ExitAction::Resume`] (the host got its preemption point) |
+//! | `Pause` | [`ExitAction::Resume`] (the VM loop gives the next vCPU its turn) |
 //! | `InterruptWindow` | [`ExitAction::Resume`] (the VM loop injects the waiting interrupt) |
 //! | `MsrRead` / `MsrWrite` | the local APIC's MSRs: [`ExitAction::CompleteMsr`], `None` (#GP) where the APIC refuses |
 //! | `FailEntry` | stop: [`StopReason::EntryFailed`] |
@@ -161,7 +162,7 @@ pub fn handle_exit(exit: &VmExit, devices: &mut Devices) -> ExitAction {
             interrupts_enabled: false,
         } => ExitAction::Stop(StopReason::HaltedWithInterruptsDisabled),
         VmExit::Shutdown => ExitAction::Stop(StopReason::GuestShutdown),
-        VmExit::Interrupted | VmExit::InterruptWindow => ExitAction::Resume,
+        VmExit::Interrupted | VmExit::InterruptWindow | VmExit::Pause => ExitAction::Resume,
         VmExit::MsrRead { msr } => ExitAction::CompleteMsr(devices.read_msr(msr)),
         VmExit::MsrWrite { msr, value } => {
             ExitAction::CompleteMsr(devices.write_msr(msr, value).then_some(0))

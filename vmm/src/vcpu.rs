@@ -273,6 +273,10 @@ pub enum VmExit {
         /// Guest RFLAGS.IF at the HLT.
         interrupts_enabled: bool,
     },
+    /// PAUSE, the spin-wait hint, while [`Vcpu::set_pause_exiting`] is on: the vCPU is
+    /// probably waiting for another vCPU of its VM. SVM `VMEXIT_PAUSE` (0x77); VMX exit reason
+    /// 40. The backend has moved RIP past the instruction.
+    Pause,
     /// The guest triple-faulted (or hit another shutdown condition). SVM `VMEXIT_SHUTDOWN`
     /// (0x7F); VMX exit reason 2 (triple fault).
     Shutdown,
@@ -336,6 +340,7 @@ impl VmExit {
             VmExit::MmioRead { .. } => "mmio-read",
             VmExit::MmioWrite { .. } => "mmio-write",
             VmExit::Hlt { .. } => "hlt",
+            VmExit::Pause => "pause",
             VmExit::Shutdown => "shutdown",
             VmExit::Interrupted => "interrupt",
             VmExit::FailEntry { .. } => "fail-entry",
@@ -414,6 +419,10 @@ pub trait Vcpu {
     /// Asks for (or cancels) a [`VmExit::InterruptWindow`] as soon as the guest can take an
     /// interrupt, for an interrupt that is pending while it cannot.
     fn request_interrupt_window(&mut self, wanted: bool);
+    /// Turns [`VmExit::Pause`] on or off. A VM with several vCPUs turns it on so that a vCPU
+    /// spinning on a lock gives its turn to the vCPU holding it (they share one host CPU).
+    /// Returns whether the CPU can exit on PAUSE.
+    fn set_pause_exiting(&mut self, on: bool) -> bool;
     /// The TSC the guest reads when the host's TSC reads `host_tsc` (the guest's TSC offset
     /// applied).
     fn guest_tsc(&self, host_tsc: u64) -> u64;

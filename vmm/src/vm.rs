@@ -23,6 +23,8 @@
 //! created then, by the VM's [`VcpuFactory`], in real mode at the start page
 //! ([`StartMode::StartupIpi`]). An AP that halts with interrupts disabled is parked (an OS
 //! stopping its other CPUs does that); a VM stops for it only when no vCPU can run again.
+//! The vCPUs of a VM with more than one exit on PAUSE ([`VmExit::Pause`]): a vCPU spinning
+//! on a lock then hands its turn to the others, one of which holds the lock.
 //!
 //! A halted VM is not run again until its devices have an interrupt for one of its vCPUs (a
 //! timer, the UART, an IPI); [`Vm::next_deadline`] tells the caller when a timer will, so it
@@ -221,6 +223,10 @@ impl Vm {
         devices: Devices,
     ) -> Vm {
         let cpu_count = devices.cpu_count().max(1);
+        let mut vcpu = vcpu;
+        if cpu_count > 1 {
+            vcpu.set_pause_exiting(true);
+        }
         let mut cpus = Vec::with_capacity(cpu_count);
         cpus.push(Cpu {
             state: CpuState::Running,
@@ -467,7 +473,9 @@ impl Vm {
                         .as_mut()
                         .and_then(|f| f.create(&live.memory, apic_id, start));
                     match vcpu {
-                        Some(vcpu) => {
+                        Some(mut vcpu) => {
+                            // APs exist only in VMs with several vCPUs.
+                            vcpu.set_pause_exiting(true);
                             live.cpus[cpu].vcpu = Some(vcpu);
                             live.cpus[cpu].state = CpuState::Running;
                         }
@@ -599,6 +607,7 @@ mod tests {
         injected: RefCell<Vec<u8>>,
         window: Cell<bool>,
         faulted: Cell<u32>,
+        pause_exiting: Cell<bool>,
     }
 
     /// A vCPU that returns scripted exits and enforces the read-completion protocol.
@@ -675,6 +684,11 @@ mod tests {
 
         fn guest_tsc(&self, host_tsc: u64) -> u64 {
             host_tsc
+        }
+
+        fn set_pause_exiting(&mut self, on: bool) -> bool {
+            self.probe.pause_exiting.set(on);
+            true
         }
     }
 
@@ -1181,13 +1195,22 @@ mod tests {
             bsp: impl IntoIterator<Item = VmExit>,
             aps: Option<Vec<Vec<VmExit>>>,
         ) -> Smp {
+            smp_vm_with_probe(cpus, bsp, aps, Rc::new(Probe::default()))
+        }
+
+        fn smp_vm_with_probe(
+            cpus: u8,
+            bsp: impl IntoIterator<Item = VmExit>,
+            aps: Option<Vec<Vec<VmExit>>>,
+            bsp_probe: Rc<Probe>,
+        ) -> Smp {
             let started = Rc::new(RefCell::new(Vec::new()));
             let ap_probes = Rc::new(RefCell::new(Vec::new()));
             let vcpu = ScriptedVcpu {
                 exits: bsp.into_iter().collect(),
                 pending_read: false,
                 internal: InternalExits::default(),
-                probe: Rc::new(Probe::default()),
+                probe: bsp_probe,
             };
             let memory = GuestMemory::new(MockHost::leak(2 * 512), MIN_GUEST_RAM).unwrap();
             let mut vm = Vm::new(
@@ -1379,6 +1402,34 @@ mod tests {
                 t.vm.state(),
                 VmState::Stopped(StopReason::HaltedWithInterruptsDisabled)
             );
+        }
+
+        #[test]
+        fn vcpus_of_an_smp_vm_give_their_turn_away_on_pause() {
+            let single = Rc::new(Probe::default());
+            smp_vm_with_probe(1, [HLT_CLI], None, Rc::clone(&single));
+            assert!(
+                !single.pause_exiting.get(),
+                "one vCPU spins alone: no exits"
+            );
+
+            let bsp_probe = Rc::new(Probe::default());
+            let mut bsp = Vec::new();
+            bsp.extend(ipi(1, INIT));
+            bsp.extend(ipi(1, STARTUP_08));
+            // The BSP spins (PAUSE) until the AP has printed.
+            bsp.extend([VmExit::Pause, VmExit::Pause, out(b'B'), HLT_CLI]);
+            let mut t = smp_vm_with_probe(
+                2,
+                bsp,
+                Some(vec![vec![out(b'A'), HLT_CLI]]),
+                Rc::clone(&bsp_probe),
+            );
+            assert!(bsp_probe.pause_exiting.get());
+            run_to_rest(&mut t.vm, 20);
+            assert!(t.ap_probes.borrow()[0].pause_exiting.get());
+            assert_eq!(t.vm.console_output_since(0).0, b"AB");
+            assert_eq!(t.vm.exit_stats().get("pause"), 2);
         }
 
         #[test]

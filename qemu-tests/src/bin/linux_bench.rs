@@ -3,7 +3,7 @@
 //! by reason.
 //!
 //! ```text
-//! cargo run --release -p keel-qemu-tests --bin linux-bench -- [--only direct,keel]
+//! cargo run --release -p keel-qemu-tests --bin linux-bench -- [--only direct,keel] [--vcpus N]
 //! ```
 //!
 //! Both run in QEMU 7.2 TCG with the same CPU model. Direct: `-M pc -cpu qemu64 -m 256 -smp 1
@@ -11,7 +11,9 @@
 //! to the `KEEL-LINUX-INIT` line. Keel: `keel-linux.img` through SeaBIOS and GRUB on `-M pc
 //! -cpu qemu64,+svm,+npt -m 1024 -smp 2`, the guest started with `vm run vmlinuz
 //! initrd=initramfs.cpio cmdline="<TEST_CMDLINE>" mem=256` (one vCPU), timed from typing that
-//! line to `[vm1] KEEL-LINUX-INIT`. The initramfs is the tests' (`linux_guest::TEST_INIT`).
+//! line to `[vm1] KEEL-LINUX-INIT`. `--vcpus N` gives both guests N CPUs (`-smp N` directly,
+//! where QEMU runs them on N host threads; `vcpus=N` under Keel, whose vCPUs share the one
+//! host CPU that runs the VM). The initramfs is the tests' (`linux_guest::TEST_INIT`).
 //! These are emulators: the ratio compares Keel's nested path with TCG's direct one, not with
 //! hardware.
 
@@ -19,7 +21,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use keel_qemu_tests::linux_guest::{
-    DONE_MARKER, INIT_MARKER, TEST_CMDLINE, TEST_MEM_MIB, vm_run_line,
+    DONE_MARKER, INIT_MARKER, TEST_CMDLINE, TEST_MEM_MIB, vm_run_line_with_vcpus,
 };
 use keel_qemu_tests::{LinuxArtifacts, Pattern, Qemu, linux_artifacts};
 
@@ -32,12 +34,12 @@ struct Times {
     done: f64,
 }
 
-fn direct(a: &LinuxArtifacts) -> Result<Times, String> {
+fn direct(a: &LinuxArtifacts, vcpus: u8) -> Result<Times, String> {
     let mut q = Qemu::pvh(&a.guest.kernel)
         .machine("pc")
         .cpu("qemu64")
         .memory_mib(TEST_MEM_MIB)
-        .cpus(1)
+        .cpus(u32::from(vcpus))
         .append(TEST_CMDLINE)
         .args(["-initrd".to_owned(), a.initramfs.display().to_string()]);
     q.defmt_elf = None;
@@ -57,7 +59,7 @@ fn direct(a: &LinuxArtifacts) -> Result<Times, String> {
 }
 
 /// The Keel run's times and `vm list` after the guest stopped.
-fn keel(a: &LinuxArtifacts) -> Result<(Times, String, f64), String> {
+fn keel(a: &LinuxArtifacts, vcpus: u8) -> Result<(Times, String, f64), String> {
     let mut m = Qemu::seabios(&a.image)
         .memory_mib(1024)
         .defmt_elf(&a.elf)
@@ -74,7 +76,7 @@ fn keel(a: &LinuxArtifacts) -> Result<(Times, String, f64), String> {
     )?;
     wait(&mut m, Pattern::text(keel_qemu_tests::PROMPT), KEEL_TIMEOUT)?;
     let prompt_at = m.elapsed().as_secs_f64();
-    let line = vm_run_line();
+    let line = vm_run_line_with_vcpus(vcpus);
     let typed = m.elapsed();
     m.send_line(&line).map_err(|e| e.to_string())?;
     let init = wait(
@@ -126,11 +128,15 @@ fn exits(list: &str) -> Vec<(String, u64)> {
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let mut only = vec!["direct".to_owned(), "keel".to_owned()];
+    let mut vcpus = 1u8;
     while let Some(arg) = args.next() {
         match (arg.as_str(), args.next()) {
             ("--only", Some(list)) => only = list.split(',').map(str::to_owned).collect(),
+            ("--vcpus", Some(n)) if n.parse::<u8>().is_ok_and(|n| (1..=8).contains(&n)) => {
+                vcpus = n.parse().unwrap_or(1);
+            }
             _ => {
-                eprintln!("usage: linux-bench [--only direct,keel]");
+                eprintln!("usage: linux-bench [--only direct,keel] [--vcpus 1-8]");
                 return ExitCode::from(2);
             }
         }
@@ -153,10 +159,10 @@ fn main() -> ExitCode {
     let mut direct_times = None;
     if only.iter().any(|o| o == "direct") {
         eprintln!("linux-bench: booting Linux directly in QEMU");
-        match direct(a) {
+        match direct(a, vcpus) {
             Ok(t) => {
                 println!(
-                    "direct (QEMU TCG -M pc -cpu qemu64 -m 256 -smp 1 -kernel/-initrd): \
+                    "direct (QEMU TCG -M pc -cpu qemu64 -m 256 -smp {vcpus} -kernel/-initrd): \
                      {INIT_MARKER} {:.2} s after QEMU started, {DONE_MARKER} {:.2} s",
                     t.init, t.done
                 );
@@ -170,12 +176,12 @@ fn main() -> ExitCode {
     }
     if only.iter().any(|o| o == "keel") {
         eprintln!("linux-bench: booting Linux under Keel (AMD-V, QEMU TCG)");
-        match keel(a) {
+        match keel(a, vcpus) {
             Ok((t, list, prompt_at)) => {
                 println!(
                     "Keel (QEMU TCG -M pc -cpu qemu64,+svm,+npt, SeaBIOS + GRUB; Keel's prompt \
-                     {prompt_at:.2} s after QEMU started): [vm1] {INIT_MARKER} {:.2} s after \
-                     'vm run', [vm1] {DONE_MARKER} {:.2} s",
+                     {prompt_at:.2} s after QEMU started; the VM has {vcpus} vCPUs): [vm1] \
+                     {INIT_MARKER} {:.2} s after 'vm run', [vm1] {DONE_MARKER} {:.2} s",
                     t.init, t.done
                 );
                 if let Some(d) = &direct_times {

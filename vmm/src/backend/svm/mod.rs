@@ -420,6 +420,7 @@ impl SvmVcpu {
                 self.skip_instruction(memory)
                     .or(Some(VmExit::Hlt { interrupts_enabled }))
             }
+            exit::PAUSE => self.skip_instruction(memory).or(Some(VmExit::Pause)),
             exit::IOIO => Some(self.handle_ioio(info1, info2)),
             exit::NPF => Some(self.handle_npf(memory, info1, info2)),
             exit::SHUTDOWN => {
@@ -608,6 +609,22 @@ impl Vcpu for SvmVcpu {
             v.set(offset::VINTR, vintr);
             v.set32(offset::INTERCEPT_MISC1, misc1);
         }
+    }
+
+    /// The PAUSE intercept (APM §15.14.4). The pause filter count stays 0, so where the CPU
+    /// has the filter every PAUSE still exits.
+    fn set_pause_exiting(&mut self, on: bool) -> bool {
+        let mut v = self.vmcb();
+        let misc1 = v.get32(offset::INTERCEPT_MISC1) & !vmcb::misc1::PAUSE;
+        v.set32(
+            offset::INTERCEPT_MISC1,
+            if on {
+                misc1 | vmcb::misc1::PAUSE
+            } else {
+                misc1
+            },
+        );
+        true
     }
 
     fn guest_tsc(&self, host_tsc: u64) -> u64 {

@@ -73,6 +73,7 @@ pub mod misc1 {
     pub const VINTR: u32 = 1 << 4;
     pub const CPUID: u32 = 1 << 18;
     pub const INVD: u32 = 1 << 22;
+    pub const PAUSE: u32 = 1 << 23;
     pub const HLT: u32 = 1 << 24;
     pub const INVLPGA: u32 = 1 << 26;
     pub const IOIO_PROT: u32 = 1 << 27;
@@ -107,6 +108,7 @@ pub mod exit {
     pub const VINTR: u64 = 0x64;
     pub const CPUID: u64 = 0x72;
     pub const INVD: u64 = 0x76;
+    pub const PAUSE: u64 = 0x77;
     pub const HLT: u64 = 0x78;
     pub const INVLPGA: u64 = 0x7a;
     pub const IOIO: u64 = 0x7b;

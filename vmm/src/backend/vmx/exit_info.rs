@@ -35,6 +35,7 @@ pub mod reason {
     pub const MSR_LOADING: u16 = 34;
     pub const MWAIT: u16 = 36;
     pub const MONITOR: u16 = 39;
+    pub const PAUSE: u16 = 40;
     pub const MACHINE_CHECK: u16 = 41;
     pub const EPT_VIOLATION: u16 = 48;
     pub const EPT_MISCONFIGURATION: u16 = 49;

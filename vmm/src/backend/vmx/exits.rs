@@ -210,6 +210,10 @@ impl VmxVcpu {
                 self.skip_instruction();
                 Some(VmExit::Hlt { interrupts_enabled })
             }
+            reason::PAUSE => {
+                self.skip_instruction();
+                Some(VmExit::Pause)
+            }
             reason::INVD => {
                 // INVD would drop dirty cache lines the host may own: treat it as WBINVD,
                 // which needs nothing from a guest's point of view.

@@ -304,6 +304,8 @@ pub struct VmxVcpu {
     /// `IA32_VMX_MISC[5]`: exits keep "IA-32e mode guest" equal to EFER.LMA themselves.
     misc_stores_lma: bool,
     invvpid_single: bool,
+    /// The CPU lets "PAUSE exiting" be set.
+    pause_exiting_allowed: bool,
     /// The VMX-preemption timer value written before each entry (0: no timer).
     preemption_timer: u64,
     launched: bool,
@@ -374,6 +376,7 @@ impl VmxVcpu {
             msrs: MsrState::new(),
             misc_stores_lma: caps.misc & vmcs::MISC_STORES_LMA != 0,
             invvpid_single: ev.invvpid_single_context(),
+            pause_exiting_allowed: caps.proc_based.allows(vmcs::proc::PAUSE_EXITING),
             preemption_timer: if controls.pin & vmcs::pin::PREEMPTION_TIMER != 0 {
                 vmcs::preemption_timer_value(caps.misc)
             } else {
@@ -730,6 +733,25 @@ impl Vcpu for VmxVcpu {
         if new != controls {
             v.write(field::PROC_BASED_CONTROLS, new.into());
         }
+    }
+
+    /// PAUSE exiting (SDM Vol. 3C §26.1.3), a primary processor-based control, where the CPU
+    /// allows it to be set.
+    fn set_pause_exiting(&mut self, on: bool) -> bool {
+        if !self.pause_exiting_allowed {
+            return false;
+        }
+        let mut v = self.vmcs();
+        let controls = v.read(field::PROC_BASED_CONTROLS) as u32;
+        let new = if on {
+            controls | vmcs::proc::PAUSE_EXITING
+        } else {
+            controls & !vmcs::proc::PAUSE_EXITING
+        };
+        if new != controls {
+            v.write(field::PROC_BASED_CONTROLS, new.into());
+        }
+        true
     }
 
     fn guest_tsc(&self, host_tsc: u64) -> u64 {
