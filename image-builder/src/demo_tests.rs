@@ -18,7 +18,7 @@ fn demo_toml_is_valid_and_matches_the_store() {
     assert_eq!(vm.initrd.as_deref(), Some(DEMO_INITRAMFS));
     assert_eq!(vm.cmdline, "console=ttyS0 loglevel=4");
     assert_eq!(vm.memory_mib, 256);
-    assert_eq!(vm.vcpus, 1);
+    assert_eq!(vm.vcpus, 2);
     assert!(vm.disks.is_empty());
     assert!(vm.autostart);
 

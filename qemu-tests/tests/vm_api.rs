@@ -125,7 +125,7 @@ impl Appliance {
 
 const COUNTER_VM: &str =
     r#"{"name":"counter","kernel":"counter.bin","memory_mib":16,"cmdline":"","autostart":false}"#;
-const ECHO_VM: &str = r#"{"name":"echo","kernel":"echo.bin","memory_mib":16}"#;
+const ECHO_VM: &str = r#"{"name":"echo","kernel":"echo.bin","memory_mib":16,"vcpus":2}"#;
 
 #[test]
 fn named_vms_over_http_from_create_to_destroy() {
@@ -307,7 +307,12 @@ fn named_vms_over_http_from_create_to_destroy() {
 
     // A second VM beside it; both run at once.
     let echo = app.send("POST", "/api/v1/vms", Some(ECHO_VM));
-    app.expect("create echo", &echo, 201, &["\"number\":2"]);
+    app.expect(
+        "create echo (2 vCPUs)",
+        &echo,
+        201,
+        &["\"number\":2", "\"vcpus\":2"],
+    );
     let started = app.send("POST", "/api/v1/vms/2/start", None);
     app.expect(
         "start echo by number",

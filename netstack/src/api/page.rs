@@ -27,7 +27,7 @@ td, th { border: 1px solid #ccc; padding: .3rem .6rem; text-align: left; }
 <p id="error"></p>
 <p id="system"></p>
 <table id="vms" hidden>
-<thead><tr><th>#</th><th>name</th><th>source</th><th>memory</th><th>state</th><th>stop reason</th></tr></thead>
+<thead><tr><th>#</th><th>name</th><th>source</th><th>memory</th><th>vCPUs</th><th>state</th><th>stop reason</th></tr></thead>
 <tbody></tbody>
 </table>
 <p><a href="/api/v1/openapi.json">API description (OpenAPI)</a></p>
@@ -51,7 +51,7 @@ async function load() {
     body.replaceChildren();
     for (const vm of list.vms) {
       const row = body.insertRow();
-      for (const v of [vm.number, vm.name, vm.source, vm.memory_mib + " MiB", vm.state, vm.stop_reason || ""]) {
+      for (const v of [vm.number, vm.name, vm.source, vm.memory_mib + " MiB", vm.vcpus, vm.state, vm.stop_reason || ""]) {
         row.insertCell().textContent = String(v);
       }
     }
