@@ -139,18 +139,7 @@ timer_handler:
         .include "serial32.S"
 
         .data
-        .p2align 3
-gdt:
-        .quad 0
-        .quad 0x00CF9B000000FFFF        # 0x08: flat 32-bit code
-        .quad 0x00CF93000000FFFF        # 0x10: flat data
-gdt_end:
-gdt_descriptor:
-        .word gdt_end - gdt - 1
-        .long gdt
-idt_descriptor:
-        .word 256 * 8 - 1
-        .long idt
+        .include "flat32_tables.S"
 ticks:  .long 0
 
         .bss

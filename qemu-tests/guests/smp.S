@@ -195,15 +195,8 @@ wait_up:
         call wait_count
         cmp aps_expected, %ecx
         jae all_up
-        call lock_acquire               # a late AP may be printing
-        PUTS32 "smp guest: FAIL only "
-        mov %ecx, %eax
-        call putdec32
-        PUTS32 " of "
-        mov aps_expected, %eax
-        call putdec32
-        PUTS32 " APs came up\r\n"
-        call lock_release
+        mov $came_up_text, %esi
+        call report_shortfall
         jmp power_off
 
 all_up:
@@ -224,15 +217,8 @@ all_up:
         call wait_count
         cmp aps_expected, %ecx
         jae ipis_done
-        call lock_acquire
-        PUTS32 "smp guest: FAIL only "
-        mov %ecx, %eax
-        call putdec32
-        PUTS32 " of "
-        mov aps_expected, %eax
-        call putdec32
-        PUTS32 " APs got the ipi\r\n"
-        call lock_release
+        mov $got_ipi_text, %esi
+        call report_shortfall
         jmp done
 
 ipis_done:
@@ -504,6 +490,23 @@ delay:
         jnz delay
         ret
 
+# report_shortfall: prints "smp guest: FAIL only <ECX> of <aps_expected> APs<text at ESI>"
+# under the console lock (a late AP may be printing).
+report_shortfall:
+        push %eax
+        call lock_acquire
+        PUTS32 "smp guest: FAIL only "
+        mov %ecx, %eax
+        call putdec32
+        PUTS32 " of "
+        mov aps_expected, %eax
+        call putdec32
+        PUTS32 " APs"
+        call puts32
+        call lock_release
+        pop %eax
+        ret
+
 # wait_count: waits until the counter at EDI reaches EAX or WAIT_SPINS pass;
 # ECX = the counter's last value.
 wait_count:
@@ -666,18 +669,9 @@ spurious_handler:
         .include "serial32.S"
 
         .data
-        .p2align 3
-gdt:
-        .quad 0
-        .quad 0x00CF9B000000FFFF        # 0x08: flat 32-bit code
-        .quad 0x00CF93000000FFFF        # 0x10: flat data
-gdt_end:
-gdt_descriptor:
-        .word gdt_end - gdt - 1
-        .long gdt
-idt_descriptor:
-        .word 256 * 8 - 1
-        .long idt
+        .include "flat32_tables.S"
+came_up_text:   .asciz " came up\r\n"
+got_ipi_text:   .asciz " got the ipi\r\n"
         .p2align 2
 rsdp:           .long 0
 pm1a_cnt:       .long KEEL_PM1_CNT

@@ -583,6 +583,19 @@ fn tss_base(low: u64, high: u64) -> u64 {
     ((low >> 16) & 0xff_ffff) | (((low >> 56) & 0xff) << 24) | ((high & 0xffff_ffff) << 32)
 }
 
+impl VmxVcpu {
+    /// Sets or clears `bit` of the primary processor-based controls (one VMWRITE, only when
+    /// it changes).
+    fn set_proc_control(&mut self, bit: u32, on: bool) {
+        let mut v = self.vmcs();
+        let controls = v.read(field::PROC_BASED_CONTROLS) as u32;
+        let new = if on { controls | bit } else { controls & !bit };
+        if new != controls {
+            v.write(field::PROC_BASED_CONTROLS, new.into());
+        }
+    }
+}
+
 impl Vcpu for VmxVcpu {
     fn run(&mut self, memory: &GuestMemory) -> Result<VmExit, VcpuError> {
         if self.stopped {
@@ -723,35 +736,16 @@ impl Vcpu for VmxVcpu {
     /// Interrupt-window exiting (SDM Vol. 3C §26.7.5): an exit before the first instruction
     /// at which RFLAGS.IF = 1 and nothing blocks interrupts.
     fn request_interrupt_window(&mut self, wanted: bool) {
-        let mut v = self.vmcs();
-        let controls = v.read(field::PROC_BASED_CONTROLS) as u32;
-        let new = if wanted {
-            controls | vmcs::proc::INTERRUPT_WINDOW_EXITING
-        } else {
-            controls & !vmcs::proc::INTERRUPT_WINDOW_EXITING
-        };
-        if new != controls {
-            v.write(field::PROC_BASED_CONTROLS, new.into());
-        }
+        self.set_proc_control(vmcs::proc::INTERRUPT_WINDOW_EXITING, wanted);
     }
 
     /// PAUSE exiting (SDM Vol. 3C §26.1.3), a primary processor-based control, where the CPU
     /// allows it to be set.
     fn set_pause_exiting(&mut self, on: bool) -> bool {
-        if !self.pause_exiting_allowed {
-            return false;
+        if self.pause_exiting_allowed {
+            self.set_proc_control(vmcs::proc::PAUSE_EXITING, on);
         }
-        let mut v = self.vmcs();
-        let controls = v.read(field::PROC_BASED_CONTROLS) as u32;
-        let new = if on {
-            controls | vmcs::proc::PAUSE_EXITING
-        } else {
-            controls & !vmcs::proc::PAUSE_EXITING
-        };
-        if new != controls {
-            v.write(field::PROC_BASED_CONTROLS, new.into());
-        }
-        true
+        self.pause_exiting_allowed
     }
 
     fn guest_tsc(&self, host_tsc: u64) -> u64 {
