@@ -90,14 +90,7 @@ _start:
         cld
         mov $stack_top, %esp
         mov %ebx, %ebp                  # keep the start info
-        lgdt gdt_descriptor
-        ljmp $SEL_CODE32, $1f
-1:      mov $SEL_DATA, %ax
-        mov %ax, %ds
-        mov %ax, %es
-        mov %ax, %ss
-        mov %ax, %fs
-        mov %ax, %gs
+        LOAD_FLAT32                     # the loader leaves GDTR unspecified
 
         call find_rsdp
         test %esi, %esi

@@ -103,6 +103,20 @@ keel_gdt_descriptor:
         mov $STACK_TOP, %esp
 .endm
 
+# LOAD_FLAT32: in 32-bit protected mode, loads the GDT at `gdt_descriptor` (from
+# include/flat32_tables.S) and reloads CS and every data segment register with its flat
+# selectors. For 32-bit entries such as PVH's, which get no usable GDT.
+.macro LOAD_FLAT32
+        lgdt gdt_descriptor
+        ljmp $SEL_CODE32, $1f
+1:      mov $SEL_DATA, %ax
+        mov %ax, %ds
+        mov %ax, %es
+        mov %ax, %ss
+        mov %ax, %fs
+        mov %ax, %gs
+.endm
+
 # ENTER_LONG_MODE: from 32-bit protected mode (after ENTER_PROTECTED_MODE) into
 # 64-bit long mode; ends in `.code64` with RSP = STACK_TOP.
 #
