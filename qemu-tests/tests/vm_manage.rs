@@ -144,7 +144,7 @@ fn named_vm_lifecycle_and_errors() {
     m.type_line("vm list");
     m.expect(Pattern::regex(r"(?m)^\s+1\s+ticker\s+.*running\r?$"));
     m.expect(Pattern::regex(
-        r"(?m)^\s+2\s+hello\s+store:hello.bin\s+16 MiB\s+-\s+defined\r?$",
+        r"(?m)^\s+2\s+hello\s+store:hello.bin\s+16 MiB\s+1\s+-\s+defined\r?$",
     ));
 
     // A second named VM alongside: both run at once.
@@ -162,7 +162,7 @@ fn named_vm_lifecycle_and_errors() {
     m.type_line("vm list");
     m.expect(Pattern::regex(r"(?m)^\s+1\s+ticker\s+.*running\r?$"));
     m.expect(Pattern::regex(
-        r"(?m)^\s+3\s+echo\s+store:echo.bin\s+16 MiB\s+.*running\r?$",
+        r"(?m)^\s+3\s+echo\s+store:echo.bin\s+16 MiB\s+2\s+.*running\r?$",
     ));
 
     // The flat guest ignores the power button: the stop turns forced after the grace time.
@@ -227,7 +227,7 @@ fn autostart_at_boot_and_after_a_reboot() {
     m.expect("[ticker] tick 1");
     m.type_line("vm list");
     m.expect(Pattern::regex(
-        r"(?m)^\s+2\s+hello\s+store:hello.bin\s+16 MiB\s+-\s+defined\r?$",
+        r"(?m)^\s+2\s+hello\s+store:hello.bin\s+16 MiB\s+1\s+-\s+defined\r?$",
     ));
 
     // A VM created on the console with autostart comes up after a reboot too.

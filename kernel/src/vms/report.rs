@@ -21,15 +21,15 @@ impl VmManager {
         }
         let _ = writeln!(
             out,
-            "  {:<4}{:<17}{:<22}{:>8}  {:>9}  state",
-            "id", "name", "source", "memory", "uptime"
+            "  {:<4}{:<17}{:<22}{:>8}  {:>5}  {:>9}  state",
+            "id", "name", "source", "memory", "vcpus", "uptime"
         );
         let now = TscClock.now().ns;
         for e in &self.vms {
-            let mem = match (&e.run, &e.definition) {
-                (Some(run), _) => (run.vm.memory_size() >> 20) as u32,
-                (None, Some(d)) => d.memory_mib,
-                (None, None) => 0,
+            let (mem, vcpus) = match (&e.run, &e.definition) {
+                (Some(run), _) => ((run.vm.memory_size() >> 20) as u32, run.vm.cpu_count()),
+                (None, Some(d)) => (d.memory_mib, usize::from(d.vcpus)),
+                (None, None) => (0, 0),
             };
             let uptime = match &e.run {
                 Some(run) if !run.vm.is_stopped() => {
@@ -39,11 +39,12 @@ impl VmManager {
             };
             let _ = writeln!(
                 out,
-                "  {:<4}{:<17}{:<22}{:>5} MiB  {:>9}  {}",
+                "  {:<4}{:<17}{:<22}{:>5} MiB  {:>5}  {:>9}  {}",
                 e.id,
                 e.key(),
                 e.source,
                 mem,
+                vcpus,
                 uptime,
                 e.state_text()
             );

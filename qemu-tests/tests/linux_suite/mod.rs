@@ -89,9 +89,9 @@ pub fn debian_boots_reports_and_powers_off(
     );
     m.type_line("vm list");
     // Booting, the guest runs or waits in HLT for its timer ("running (idle)").
-    m.expect(Pattern::regex(
-        r"(?m)^\s*1\s+1\s+vmlinuz\s+256 MiB\s+\S+\s+running.*$",
-    ));
+    m.expect(Pattern::regex(&format!(
+        r"(?m)^\s*1\s+1\s+vmlinuz\s+256 MiB\s+{vcpus}\s+\S+\s+running.*$"
+    )));
     eprintln!(
         "{}: 'version' and 'vm list' answered {:.1} s after 'vm run', while the guest booted",
         m.name(),
