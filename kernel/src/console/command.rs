@@ -152,7 +152,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ),
     (
         "vm list",
-        "list VMs: name, source, memory, uptime, state, exits by reason",
+        "list VMs: name, source, memory, vCPUs, uptime, state, exits by reason",
     ),
     (
         "vm create <name> kernel=<file> [initrd=<file>] [cmdline=\"…\"] [mem=<MiB>] [vcpus=<n>] \
