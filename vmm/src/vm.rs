@@ -1433,6 +1433,21 @@ mod tests {
         }
 
         #[test]
+        fn an_ap_that_triple_faults_stops_the_whole_vm_and_frees_every_vcpu() {
+            let mut bsp = Vec::new();
+            bsp.extend(ipi(1, INIT));
+            bsp.extend(ipi(1, STARTUP_08));
+            bsp.extend((0..10).map(|_| out(b'.')));
+            let mut t = smp_vm(2, bsp, Some(vec![vec![out(b'x'), VmExit::Shutdown]]));
+            let state = run_to_rest(&mut t.vm, 40);
+            assert_eq!(state, VmState::Stopped(StopReason::GuestShutdown));
+            assert!(t.vm.memory().is_none(), "RAM released");
+            assert!(t.vm.cpu_states().is_empty(), "vCPUs released");
+            // Turns: AP 'x', BSP '.', AP faults; the BSP runs no further.
+            assert_eq!(t.vm.console_output_since(0).0, b"x.");
+        }
+
+        #[test]
         fn a_vm_whose_cpus_all_wait_for_interrupts_is_idle_until_one_comes() {
             let mut t = smp_vm(2, [HLT_STI, out(b'x'), HLT_CLI], Some(vec![]));
             assert_eq!(t.vm.step0(), VmState::WaitingForInterrupt);
