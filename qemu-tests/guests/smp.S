@@ -6,7 +6,8 @@
 #        FADT/DSDT (for power-off); copy the real-mode trampoline to 0x8000 and
 #        send each other CPU INIT, STARTUP, STARTUP through the xAPIC ICR; wait
 #        for the APs to check in; send one fixed IPI (vector 0x40) to all but
-#        itself; wait for every AP to take it; power off through ACPI.
+#        itself; wait for every AP to take it; then one NMI to all but itself,
+#        and wait again; power off through ACPI.
 #   AP:  trampoline (real mode, CS:IP = 0800:0000) -> 32-bit protected mode ->
 #        own stack -> enable its local APIC, load the IDT -> check in -> halt
 #        with interrupts on until the IPI comes.
@@ -18,12 +19,15 @@
 #   smp guest: N cpus up
 #   smp guest: ap 1 got ipi             (one line per AP, N-1 lines)
 #   smp guest: ipis delivered to N-1 aps
+#   smp guest: ap 1 got nmi             (one line per AP, N-1 lines)
+#   smp guest: nmis delivered to N-1 aps
 #   smp guest: done
 # then the VM powers off.  With N = 1 there are no AP lines and the IPI is not
-# sent ("ipis delivered to 0 aps").  Failures print "smp guest: FAIL ..." lines:
+# sent ("ipis delivered to 0 aps", "nmis delivered to 0 aps").  Failures print
+# "smp guest: FAIL ..." lines:
 # APs missing after the time-out ("FAIL only k of N-1 APs came up", then power
-# off), APs without the IPI ("FAIL only k of N-1 APs got the ipi", then done and
-# power off), no RSDP, MADT or enabled MADT CPU (power off, with Keel's PM1a
+# off), APs without the IPI or the NMI ("FAIL only k of N-1 APs got the ipi" or
+# "... the nmi", then done and power off), no RSDP, MADT or enabled MADT CPU (power off, with Keel's PM1a
 # port and S5 type when there are no tables).
 #
 # Every line ends in "\r\n".  Lines are printed under a spinlock so that CPUs
@@ -48,6 +52,8 @@
         .set SPURIOUS_VECTOR, 0xFF      # the SVR's vector (low 8 bits of SVR_ENABLE)
         .set ICR_STARTUP, 0x00004600 | (TRAMPOLINE >> 12)       # STARTUP, vector = page
         .set ICR_FIXED_ALL_BUT_SELF, 0x000C0000 | IPI_VECTOR    # shorthand 11, fixed, edge
+        .set ICR_NMI_ALL_BUT_SELF, 0x000C0400                   # shorthand 11, NMI
+        .set NMI_VECTOR, 2
 
         .set MAX_CPUS, 256              # MADT entries recorded (xAPIC ids are 8 bits)
         .set AP_STACK_SIZE, 1024        # per AP, indexed by APIC id
@@ -136,6 +142,9 @@ _start:
         mov $IPI_VECTOR, %eax
         mov $ipi_handler, %edx
         call set_gate
+        mov $NMI_VECTOR, %eax
+        mov $nmi_handler, %edx
+        call set_gate
         mov $SPURIOUS_VECTOR, %eax
         mov $spurious_handler, %edx
         call set_gate
@@ -217,6 +226,29 @@ all_up:
 ipis_done:
         call lock_acquire
         PUTS32 "smp guest: ipis delivered to "
+        mov aps_expected, %eax
+        call putdec32
+        PUTS32 " aps\r\n"
+        call lock_release
+
+        # The same with an NMI, which also wakes a CPU halted with IF=0.
+        cmpl $0, aps_expected
+        je nmis_done
+        xor %edx, %edx
+        mov $ICR_NMI_ALL_BUT_SELF, %eax
+        call send_ipi
+        mov $aps_nmi, %edi
+        mov aps_expected, %eax
+        call wait_count
+        cmp aps_expected, %ecx
+        jae nmis_done
+        mov $got_nmi_text, %esi
+        call report_shortfall
+        jmp done
+
+nmis_done:
+        call lock_acquire
+        PUTS32 "smp guest: nmis delivered to "
         mov aps_expected, %eax
         call putdec32
         PUTS32 " aps\r\n"
@@ -655,6 +687,28 @@ ipi_handler:
         pop %eax
         iret
 
+# Vector 2, the BSP's NMI: no EOI (NMIs are not in the APIC's ISR).
+nmi_handler:
+        push %eax
+        push %ebx
+        push %ecx
+        push %edx
+        mov $1, %eax
+        cpuid
+        shr $24, %ebx
+        call lock_acquire
+        PUTS32 "smp guest: ap "
+        mov %ebx, %eax
+        call putdec32
+        PUTS32 " got nmi\r\n"
+        call lock_release
+        lock incl aps_nmi
+        pop %edx
+        pop %ecx
+        pop %ebx
+        pop %eax
+        iret
+
 # The APIC's spurious vector: no EOI (SDM 11.9).
 spurious_handler:
         iret
@@ -665,6 +719,7 @@ spurious_handler:
         .include "flat32_tables.S"
 came_up_text:   .asciz " came up\r\n"
 got_ipi_text:   .asciz " got the ipi\r\n"
+got_nmi_text:   .asciz " got the nmi\r\n"
         .p2align 2
 rsdp:           .long 0
 pm1a_cnt:       .long KEEL_PM1_CNT
@@ -679,6 +734,8 @@ print_lock:     .long 0
 aps_up:         .long 0
         .p2align 6
 aps_ipi:        .long 0
+        .p2align 6
+aps_nmi:        .long 0
 
         .bss
         .p2align 4

@@ -1007,12 +1007,15 @@ mod tests {
             expected.push(format!("smp guest: {cpus} cpus up"));
             expected.extend(ap_lines("got ipi"));
             expected.push(format!("smp guest: ipis delivered to {aps} aps"));
+            expected.extend(ap_lines("got nmi"));
+            expected.push(format!("smp guest: nmis delivered to {aps} aps"));
             expected.push("smp guest: done".to_string());
-            // The APs check in and take the IPI in any order.
+            // The APs check in and take the IPI and the NMI in any order.
             let mut got: Vec<String> = out.lines().map(String::from).collect();
             if got.len() == expected.len() {
                 got[2..2 + aps].sort();
                 got[3 + aps..3 + 2 * aps].sort();
+                got[4 + 2 * aps..4 + 3 * aps].sort();
             }
             assert_eq!(got, expected, "-smp {cpus}:\n{out}");
         }

@@ -423,6 +423,10 @@ pub trait Vcpu {
     /// spinning on a lock gives its turn to the vCPU holding it (they share one host CPU).
     /// Returns whether the CPU can exit on PAUSE.
     fn set_pause_exiting(&mut self, on: bool) -> bool;
+    /// Queues an NMI for the next entry, unless NMIs are blocked now (the guest has not yet
+    /// returned with IRET from the last one, or another event is queued); returns whether it
+    /// was queued. A blocked NMI stays the caller's to retry.
+    fn inject_nmi(&mut self) -> Result<bool, VcpuError>;
     /// The TSC the guest reads when the host's TSC reads `host_tsc` (the guest's TSC offset
     /// applied).
     fn guest_tsc(&self, host_tsc: u64) -> u64;

@@ -338,6 +338,27 @@ impl Vm {
             return self.state;
         };
         for (i, cpu) in live.cpus.iter_mut().enumerate() {
+            // An NMI ends any halt, also one with interrupts off (an OS parks CPUs that way),
+            // once the vCPU can take it; an interrupt ends a halt with interrupts on.
+            let halted = matches!(cpu.state, CpuState::Halted | CpuState::Parked);
+            if halted
+                && self.devices.nmi_pending(i)
+                && let Some(vcpu) = cpu.vcpu.as_mut()
+            {
+                match vcpu.inject_nmi() {
+                    Ok(true) => {
+                        self.devices.nmi_delivered(i);
+                        self.stats.record("nmi-injected");
+                        cpu.state = CpuState::Running;
+                    }
+                    Ok(false) => {}
+                    Err(error) => {
+                        self.state = VmState::Stopped(StopReason::Backend(error));
+                        self.release_if_stopped();
+                        return self.state;
+                    }
+                }
+            }
             if cpu.state == CpuState::Halted && self.devices.pending_interrupt(i).is_some() {
                 cpu.state = CpuState::Running;
             }
@@ -360,6 +381,21 @@ impl Vm {
             return self.state;
         };
         self.devices.set_current_cpu(i);
+        if self.devices.nmi_pending(i) {
+            match vcpu.inject_nmi() {
+                Ok(true) => {
+                    self.devices.nmi_delivered(i);
+                    self.stats.record("nmi-injected");
+                }
+                // Blocked: retried at its next turn.
+                Ok(false) => {}
+                Err(error) => {
+                    self.state = VmState::Stopped(StopReason::Backend(error));
+                    self.release_if_stopped();
+                    return self.state;
+                }
+            }
+        }
         if self.devices.pending_interrupt(i).is_some() {
             if vcpu.interruptible() {
                 if let Some(vector) = self.devices.acknowledge_interrupt(i) {
@@ -608,6 +644,8 @@ mod tests {
         window: Cell<bool>,
         faulted: Cell<u32>,
         pause_exiting: Cell<bool>,
+        nmis: Cell<u32>,
+        nmi_blocked: Cell<bool>,
     }
 
     /// A vCPU that returns scripted exits and enforces the read-completion protocol.
@@ -689,6 +727,14 @@ mod tests {
         fn set_pause_exiting(&mut self, on: bool) -> bool {
             self.probe.pause_exiting.set(on);
             true
+        }
+
+        fn inject_nmi(&mut self) -> Result<bool, VcpuError> {
+            if self.probe.nmi_blocked.get() {
+                return Ok(false);
+            }
+            self.probe.nmis.set(self.probe.nmis.get() + 1);
+            Ok(true)
         }
     }
 
@@ -1445,6 +1491,38 @@ mod tests {
             assert!(t.vm.cpu_states().is_empty(), "vCPUs released");
             // Turns: AP 'x', BSP '.', AP faults; the BSP runs no further.
             assert_eq!(t.vm.console_output_since(0).0, b"x.");
+        }
+
+        #[test]
+        fn an_nmi_ipi_wakes_a_parked_ap_and_waits_while_nmis_are_blocked() {
+            let mut bsp = Vec::new();
+            bsp.extend(ipi(1, INIT));
+            bsp.extend(ipi(1, STARTUP_08));
+            bsp.extend([out(b'.'), out(b'.')]);
+            // NMI to all but self.
+            bsp.extend(ipi(0, 0x000C_0400));
+            bsp.extend((0..6).map(|_| out(b'.')));
+            bsp.push(HLT_CLI);
+            // The AP parks (HLT with IF=0); the NMI wakes it, it prints and parks again.
+            let ap = vec![HLT_CLI, out(b'n'), HLT_CLI];
+            let mut t = smp_vm(2, bsp, Some(vec![ap]));
+            // INIT, SIPI, then AP parks, BSP '.', BSP '.'
+            steps(&mut t.vm, 7);
+            assert_eq!(t.vm.cpu_states()[1], CpuState::Parked);
+            let probe = Rc::clone(&t.ap_probes.borrow()[0]);
+            // While the AP's NMIs are blocked the NMI waits and the AP stays parked...
+            probe.nmi_blocked.set(true);
+            steps(&mut t.vm, 4);
+            assert!(t.vm.devices().nmi_pending(1));
+            assert_eq!(probe.nmis.get(), 0);
+            assert_eq!(t.vm.cpu_states()[1], CpuState::Parked);
+            // ...and goes in once they open.
+            probe.nmi_blocked.set(false);
+            run_to_rest(&mut t.vm, 40);
+            assert_eq!(probe.nmis.get(), 1);
+            assert!(!t.vm.devices().nmi_pending(1));
+            assert!(t.vm.console_output_since(0).0.contains(&b'n'));
+            assert_eq!(t.vm.exit_stats().get("nmi-injected"), 1);
         }
 
         #[test]

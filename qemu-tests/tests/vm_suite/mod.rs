@@ -314,13 +314,27 @@ pub fn smp_guest_starts_its_aps_and_sends_them_ipis(mut m: Machine) {
             delivered.before
         );
     }
+    // An NMI to all but self: each AP takes it, halted or not.
+    let nmis = m.expect_within(
+        "[vm1] smp guest: nmis delivered to 3 aps",
+        Duration::from_secs(60),
+    );
+    for ap in 1..=3 {
+        check!(
+            m,
+            nmis.before
+                .contains(&format!("[vm1] smp guest: ap {ap} got nmi")),
+            "AP {ap} did not take the NMI:\n{}",
+            nmis.before
+        );
+    }
     m.expect("[vm1] smp guest: done");
     m.expect("vm 1 stopped: guest powered off");
     m.expect_prompt();
     let info = m.command("vm info 1");
     check!(
         m,
-        info.contains("vcpus:      4") && !info.contains("FAIL"),
+        info.contains("vcpus:      4") && info.contains("nmi-injected") && !info.contains("FAIL"),
         "vm info after the SMP guest:\n{info}"
     );
     // With one vCPU the same guest finds one CPU and starts nothing.
@@ -328,6 +342,7 @@ pub fn smp_guest_starts_its_aps_and_sends_them_ipis(mut m: Machine) {
     m.expect("vm 2 started");
     m.expect("[vm2] smp guest: madt cpus=1");
     m.expect("[vm2] smp guest: 1 cpus up");
+    m.expect("[vm2] smp guest: nmis delivered to 0 aps");
     m.expect("[vm2] smp guest: done");
     m.expect("vm 2 stopped: guest powered off");
 }

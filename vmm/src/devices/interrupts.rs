@@ -22,8 +22,8 @@
 //! I/O APIC messages and IPIs go to the local APICs their destination matches: fixed delivery
 //! to each, lowest priority to the one with the lowest processor priority (the first on a
 //! tie); ExtINT takes the vector from the 8259 at acknowledge time. INIT and start-up IPIs
-//! become [`CpuRequest`]s for the VM loop; NMI, SMI and the legacy INIT level de-assert are
-//! not delivered (the guests Keel runs do not depend on them).
+//! become [`CpuRequest`]s for the VM loop; NMIs wait per vCPU for the VM loop to inject
+//! ([`Devices::nmi_pending`]); SMI and the legacy INIT level de-assert are not delivered.
 //! [`Devices::pending_interrupt`] is a vCPU's local APIC's highest deliverable vector or
 //! else, when that APIC passes the 8259's INTR through (disabled APIC, or LINT0 in ExtINT
 //! mode: the "virtual wire" of firmware and early boot, on the BSP), the 8259's.
@@ -215,6 +215,12 @@ impl Devices {
             DeliveryMode::StartUp => {
                 for &cpu in targets {
                     self.cpu_requests.push(CpuRequest::StartUp { cpu, vector });
+                }
+            }
+            DeliveryMode::Nmi => {
+                for &cpu in targets {
+                    // At most MAX_CPUS (8) vCPUs.
+                    self.nmi_pending |= 1 << cpu;
                 }
             }
             _ => {}

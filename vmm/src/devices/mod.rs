@@ -203,6 +203,9 @@ pub struct Devices {
     cpu: usize,
     /// INITs and start-up IPIs for the VM loop.
     cpu_requests: Vec<CpuRequest>,
+    /// NMIs sent and not yet delivered, a bit per vCPU (NMIs are edges: one more while one
+    /// waits is the same NMI).
+    nmi_pending: u16,
     /// Port I/O routing.
     pub pio: PioBus,
     /// MMIO routing.
@@ -276,6 +279,7 @@ impl Devices {
             lapics,
             cpu: 0,
             cpu_requests: Vec::new(),
+            nmi_pending: 0,
             pio: PioBus::new(),
             mmio: MmioBus::new(),
             now_ns: now,
@@ -359,6 +363,18 @@ impl Devices {
     /// The INITs and start-up IPIs sent since the last call, in order.
     pub fn take_cpu_requests(&mut self) -> Vec<CpuRequest> {
         core::mem::take(&mut self.cpu_requests)
+    }
+
+    /// Whether an NMI waits for vCPU `cpu`.
+    pub fn nmi_pending(&self, cpu: usize) -> bool {
+        cpu < 16 && self.nmi_pending & (1 << cpu) != 0
+    }
+
+    /// Marks vCPU `cpu`'s waiting NMI delivered.
+    pub fn nmi_delivered(&mut self, cpu: usize) {
+        if cpu < 16 {
+            self.nmi_pending &= !(1 << cpu);
+        }
     }
 
     /// Resets vCPU `cpu`'s local APIC for an INIT (it keeps its id and mode).

@@ -106,6 +106,22 @@ pub struct SvmVcpu {
     internal: InternalExits,
     flush_tlb: bool,
     stopped: bool,
+    /// NMI state, which the VMCB does not show: see [`NmiMask`].
+    nmi: NmiMask,
+}
+
+/// Whether the guest may take an NMI. An injected NMI blocks further ones until the guest's
+/// IRET (APM §15.20, as on hardware); SVM keeps that blocking out of sight, so the VMM
+/// intercepts IRET while an NMI is in service and unblocks once the IRET has run — at the
+/// first exit with RIP away from it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum NmiMask {
+    /// No NMI in service.
+    Open,
+    /// An NMI was injected; IRET is intercepted.
+    InService,
+    /// The guest reached the IRET at this RIP; NMIs open once RIP has moved on.
+    Returning(u64),
 }
 
 impl SvmVcpu {
@@ -152,6 +168,7 @@ impl SvmVcpu {
             internal: InternalExits::default(),
             flush_tlb: true,
             stopped: false,
+            nmi: NmiMask::Open,
         };
         vcpu.bytes(iopm_pa, vmcb::IOPM_BYTES).fill(0xff);
         vmcb::fill_msrpm(
@@ -252,6 +269,16 @@ impl SvmVcpu {
         let len = decode::instruction_length(&bytes[..n], regs.code_bitness())
             .map_err(|_| "cannot decode the instruction at RIP")?;
         Ok(regs.rip.wrapping_add(len as u64))
+    }
+
+    /// Sets or clears intercept `bit` of `INTERCEPT_MISC1`.
+    fn set_intercept(&mut self, bit: u32, on: bool) {
+        let mut v = self.vmcb();
+        let misc1 = v.get32(offset::INTERCEPT_MISC1) & !bit;
+        v.set32(
+            offset::INTERCEPT_MISC1,
+            if on { misc1 | bit } else { misc1 },
+        );
     }
 
     fn skip_instruction(&mut self, memory: &GuestMemory) -> Option<VmExit> {
@@ -421,6 +448,15 @@ impl SvmVcpu {
                     .or(Some(VmExit::Hlt { interrupts_enabled }))
             }
             exit::PAUSE => self.skip_instruction(memory).or(Some(VmExit::Pause)),
+            exit::IRET => {
+                // The guest leaves its NMI handler: stop intercepting, and open NMIs once
+                // the IRET has run (it runs at the next entry).
+                let rip = v.get(offset::RIP);
+                self.nmi = NmiMask::Returning(rip);
+                self.set_intercept(vmcb::misc1::IRET, false);
+                self.internal.other += 1;
+                None
+            }
             exit::IOIO => Some(self.handle_ioio(info1, info2)),
             exit::NPF => Some(self.handle_npf(memory, info1, info2)),
             exit::SHUTDOWN => {
@@ -504,6 +540,11 @@ impl Vcpu for SvmVcpu {
                     0
                 },
             );
+            if let NmiMask::Returning(iret_rip) = self.nmi
+                && self.vmcb().get(offset::RIP) != iret_rip
+            {
+                self.nmi = NmiMask::Open;
+            }
             if let Some(exit) = self.handle_exit(memory) {
                 return Ok(exit);
             }
@@ -614,17 +655,22 @@ impl Vcpu for SvmVcpu {
     /// The PAUSE intercept (APM §15.14.4). The pause filter count stays 0, so where the CPU
     /// has the filter every PAUSE still exits.
     fn set_pause_exiting(&mut self, on: bool) -> bool {
-        let mut v = self.vmcb();
-        let misc1 = v.get32(offset::INTERCEPT_MISC1) & !vmcb::misc1::PAUSE;
-        v.set32(
-            offset::INTERCEPT_MISC1,
-            if on {
-                misc1 | vmcb::misc1::PAUSE
-            } else {
-                misc1
-            },
-        );
+        self.set_intercept(vmcb::misc1::PAUSE, on);
         true
+    }
+
+    fn inject_nmi(&mut self) -> Result<bool, VcpuError> {
+        let v = self.vmcb();
+        if self.nmi != NmiMask::Open
+            || v.get(offset::INTERRUPT_SHADOW) & vmcb::INTERRUPT_SHADOW_ACTIVE != 0
+            || v.get(offset::EVENT_INJ) & vmcb::EVENT_VALID != 0
+        {
+            return Ok(false);
+        }
+        self.vmcb().set(offset::EVENT_INJ, vmcb::EVENT_NMI);
+        self.nmi = NmiMask::InService;
+        self.set_intercept(vmcb::misc1::IRET, true);
+        Ok(true)
     }
 
     fn guest_tsc(&self, host_tsc: u64) -> u64 {

@@ -71,6 +71,7 @@ pub mod misc1 {
     pub const INTR: u32 = 1 << 0;
     pub const NMI: u32 = 1 << 1;
     pub const VINTR: u32 = 1 << 4;
+    pub const IRET: u32 = 1 << 20;
     pub const CPUID: u32 = 1 << 18;
     pub const INVD: u32 = 1 << 22;
     pub const PAUSE: u32 = 1 << 23;
@@ -107,6 +108,7 @@ pub mod exit {
     pub const NMI: u64 = 0x61;
     pub const VINTR: u64 = 0x64;
     pub const CPUID: u64 = 0x72;
+    pub const IRET: u64 = 0x74;
     pub const INVD: u64 = 0x76;
     pub const PAUSE: u64 = 0x77;
     pub const HLT: u64 = 0x78;
@@ -144,6 +146,9 @@ pub const V_IGN_TPR: u64 = 1 << 20;
 pub const INTERRUPT_SHADOW_ACTIVE: u64 = 1 << 0;
 /// `EVENTINJ` bit 31: an event is queued for injection.
 pub const EVENT_VALID: u64 = 1 << 31;
+
+/// `EVENTINJ` for an NMI (TYPE = 2, vector 2, APM §15.20).
+pub const EVENT_NMI: u64 = EVENT_VALID | (2 << 8) | 2;
 
 /// `EVENTINJ` for external interrupt `vector` (TYPE = 0, APM §15.20).
 pub fn event_interrupt(vector: u8) -> u64 {

@@ -306,6 +306,8 @@ pub struct VmxVcpu {
     invvpid_single: bool,
     /// The CPU lets "PAUSE exiting" be set.
     pause_exiting_allowed: bool,
+    /// The "virtual NMIs" control is set.
+    virtual_nmis: bool,
     /// The VMX-preemption timer value written before each entry (0: no timer).
     preemption_timer: u64,
     launched: bool,
@@ -377,6 +379,7 @@ impl VmxVcpu {
             misc_stores_lma: caps.misc & vmcs::MISC_STORES_LMA != 0,
             invvpid_single: ev.invvpid_single_context(),
             pause_exiting_allowed: caps.proc_based.allows(vmcs::proc::PAUSE_EXITING),
+            virtual_nmis: controls.pin & vmcs::pin::VIRTUAL_NMIS != 0,
             preemption_timer: if controls.pin & vmcs::pin::PREEMPTION_TIMER != 0 {
                 vmcs::preemption_timer_value(caps.misc)
             } else {
@@ -739,6 +742,23 @@ impl Vcpu for VmxVcpu {
         self.set_proc_control(vmcs::proc::INTERRUPT_WINDOW_EXITING, wanted);
     }
 
+    /// NMI injection (SDM Vol. 3C §27.6.1.2). With virtual NMIs the CPU keeps the guest's NMI
+    /// blocking (interruptibility bit 3) from an injected NMI to the guest's IRET; without
+    /// them NMIs are not injected at all, as the VMM could not tell when the guest is done.
+    fn inject_nmi(&mut self) -> Result<bool, VcpuError> {
+        let v = self.vmcs();
+        if !self.virtual_nmis
+            || v.read(field::GUEST_INTERRUPTIBILITY) & (BLOCKING_STI_MOV_SS | BLOCKING_NMI) != 0
+            || v.read(field::ENTRY_INTERRUPTION_INFO) as u32 & exit_info::intr::VALID != 0
+        {
+            return Ok(false);
+        }
+        let info = exit_info::intr::VALID | exit_info::intr::TYPE_NMI | 2;
+        self.vmcs()
+            .write(field::ENTRY_INTERRUPTION_INFO, u64::from(info));
+        Ok(true)
+    }
+
     /// PAUSE exiting (SDM Vol. 3C §26.1.3), a primary processor-based control, where the CPU
     /// allows it to be set.
     fn set_pause_exiting(&mut self, on: bool) -> bool {
@@ -756,6 +776,8 @@ impl Vcpu for VmxVcpu {
 const RFLAGS_IF: u64 = 1 << 9;
 /// Guest interruptibility: blocking by STI (bit 0) and by MOV SS (bit 1).
 const BLOCKING_STI_MOV_SS: u64 = 0b11;
+/// Guest interruptibility: blocking by NMI (virtual-NMI blocking with virtual NMIs).
+const BLOCKING_NMI: u64 = 1 << 3;
 
 impl Drop for VmxVcpu {
     fn drop(&mut self) {

@@ -348,7 +348,8 @@ fn adjust(
 /// be cleared); `vpid` asks for "enable VPID".
 ///
 /// - pin-based: external-interrupt exiting (host interrupts exit the guest), NMI exiting,
-///   and the VMX-preemption timer when the CPU has it (a backstop, see [`PREEMPTION_SLICE_TSC`]);
+///   the VMX-preemption timer when the CPU has it (a backstop, see [`PREEMPTION_SLICE_TSC`]),
+///   and virtual NMIs when it has them (the guest's NMI blocking, which injected NMIs need);
 /// - primary: HLT, MWAIT and MONITOR exiting, I/O bitmaps (all ones) or unconditional I/O
 ///   exiting, MSR bitmaps, TSC offsetting, secondary controls;
 /// - secondary: EPT, unrestricted guest, VPID when asked;
@@ -359,7 +360,10 @@ pub fn compute_controls(caps: &VmxCapabilities, vpid: bool) -> Result<Controls, 
     use ControlError::Missing;
     let pin = adjust(
         caps.pin_based,
-        pin::EXTERNAL_INTERRUPT_EXITING | pin::NMI_EXITING | pin::PREEMPTION_TIMER,
+        pin::EXTERNAL_INTERRUPT_EXITING
+            | pin::NMI_EXITING
+            | pin::PREEMPTION_TIMER
+            | pin::VIRTUAL_NMIS,
         &[
             (
                 pin::EXTERNAL_INTERRUPT_EXITING,
@@ -367,7 +371,7 @@ pub fn compute_controls(caps: &VmxCapabilities, vpid: bool) -> Result<Controls, 
             ),
             (pin::NMI_EXITING, "NMI exiting"),
         ],
-        &[(pin::VIRTUAL_NMIS, "virtual NMIs")],
+        &[],
     )?;
     let proc = adjust(
         caps.proc_based,

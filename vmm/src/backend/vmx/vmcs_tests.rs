@@ -120,10 +120,15 @@ fn encodings_carry_their_width_and_type() {
 #[test]
 fn controls_from_true_msrs() {
     let c = compute_controls(&skylake(), true).unwrap();
-    // Pin: the asked-for exits, the preemption-timer backstop, the default-1 bits 1, 2, 4.
+    // Pin: the asked-for exits, virtual NMIs, the preemption-timer backstop, the default-1
+    // bits 1, 2, 4.
     assert_eq!(
         c.pin,
-        pin::EXTERNAL_INTERRUPT_EXITING | pin::NMI_EXITING | pin::PREEMPTION_TIMER | 0x16
+        pin::EXTERNAL_INTERRUPT_EXITING
+            | pin::NMI_EXITING
+            | pin::VIRTUAL_NMIS
+            | pin::PREEMPTION_TIMER
+            | 0x16
     );
     // A CPU without the timer still works (external-interrupt exits alone).
     let mut caps = skylake();
