@@ -318,6 +318,23 @@ mod tests {
     }
 
     #[test]
+    fn nmi_ipis_wait_per_vcpu_until_delivered() {
+        let mut d = pc(3);
+        send(&mut d, 0, 0, 0x000C_0400); // NMI, all but self
+        assert_eq!(
+            (0..3).map(|c| d.nmi_pending(c)).collect::<Vec<_>>(),
+            [false, true, true]
+        );
+        // A second NMI while one waits is the same edge.
+        send(&mut d, 0, 2, 0x0400);
+        d.nmi_delivered(2);
+        assert!(!d.nmi_pending(2));
+        assert!(d.nmi_pending(1));
+        // NMIs are not vectored interrupts: nothing in any IRR.
+        assert_eq!(pending(&d), [None, None, None]);
+    }
+
+    #[test]
     fn io_apic_messages_go_to_the_apic_they_name() {
         let mut d = pc(2);
         let message = |destination, mode| IrqMessage {
