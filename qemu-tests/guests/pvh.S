@@ -20,15 +20,7 @@
         .set TIMER_VECTOR, 0x20         # IRQ 0 after the 8259 is remapped to 0x20
         .set TICKS_WANTED, 10
 
-        .code32
-        .text
-        .globl _start
-_start:
-        cli
-        cld
-        mov $stack_top, %esp
-        mov %ebx, %ebp                  # keep the start info
-        LOAD_FLAT32                     # the loader leaves GDTR unspecified
+        PVH_ENTRY                       # EBP = the start info, flat segments
 
         cmpl $START_INFO_MAGIC, (%ebp)
         je 1f
@@ -140,12 +132,3 @@ ticks:  .long 0
 idt:    .skip 256 * 8
         .skip 4096
 stack_top:
-
-# The PVH entry note: XEN_ELFNOTE_PHYS32_ENTRY (18), name "Xen", the 32-bit entry.
-        .section .note.Xen, "a", @note
-        .p2align 2
-        .long 4                         # namesz
-        .long 4                         # descsz
-        .long 18                        # type
-        .asciz "Xen"
-        .long _start

@@ -88,15 +88,7 @@
         .set KEEL_PM1_CNT, 0x604
         .set KEEL_S5_SLP_TYP, 5
 
-        .code32
-        .text
-        .globl _start
-_start:
-        cli
-        cld
-        mov $stack_top, %esp
-        mov %ebx, %ebp                  # keep the start info
-        LOAD_FLAT32                     # the loader leaves GDTR unspecified
+        PVH_ENTRY                       # EBP = the start info, flat segments
 
         call find_rsdp
         test %esi, %esi
@@ -666,29 +658,30 @@ ap_entry32:
 
 # Vector 0x40, the BSP's IPI.
 ipi_handler:
-        push %eax
-        push %ebx
-        push %ecx
-        push %edx
-        mov $1, %eax
-        cpuid
-        shr $24, %ebx
-        call lock_acquire
-        PUTS32 "smp guest: ap "
-        mov %ebx, %eax
-        call putdec32
-        PUTS32 " got ipi\r\n"
-        call lock_release
-        lock incl aps_ipi
+        push %esi
+        push %edi
+        mov $got_ipi_line, %esi
+        mov $aps_ipi, %edi
+        call report_event
         movl $0, LAPIC_EOI
-        pop %edx
-        pop %ecx
-        pop %ebx
-        pop %eax
+        pop %edi
+        pop %esi
         iret
 
 # Vector 2, the BSP's NMI: no EOI (NMIs are not in the APIC's ISR).
 nmi_handler:
+        push %esi
+        push %edi
+        mov $got_nmi_line, %esi
+        mov $aps_nmi, %edi
+        call report_event
+        pop %edi
+        pop %esi
+        iret
+
+# report_event: on an AP, prints "smp guest: ap <its APIC id><text at ESI>" under the
+# console lock, then counts the event in the counter at EDI.
+report_event:
         push %eax
         push %ebx
         push %ecx
@@ -700,14 +693,14 @@ nmi_handler:
         PUTS32 "smp guest: ap "
         mov %ebx, %eax
         call putdec32
-        PUTS32 " got nmi\r\n"
+        call puts32
         call lock_release
-        lock incl aps_nmi
+        lock incl (%edi)
         pop %edx
         pop %ecx
         pop %ebx
         pop %eax
-        iret
+        ret
 
 # The APIC's spurious vector: no EOI (SDM 11.9).
 spurious_handler:
@@ -720,6 +713,8 @@ spurious_handler:
 came_up_text:   .asciz " came up\r\n"
 got_ipi_text:   .asciz " got the ipi\r\n"
 got_nmi_text:   .asciz " got the nmi\r\n"
+got_ipi_line:   .asciz " got ipi\r\n"
+got_nmi_line:   .asciz " got nmi\r\n"
         .p2align 2
 rsdp:           .long 0
 pm1a_cnt:       .long KEEL_PM1_CNT
@@ -747,12 +742,3 @@ stack_top:
         .p2align 4
 ap_stacks:
         .skip MAX_CPUS * AP_STACK_SIZE
-
-# The PVH entry note: XEN_ELFNOTE_PHYS32_ENTRY (18), name "Xen", the 32-bit entry.
-        .section .note.Xen, "a", @note
-        .p2align 2
-        .long 4                         # namesz
-        .long 4                         # descsz
-        .long 18                        # type
-        .asciz "Xen"
-        .long _start

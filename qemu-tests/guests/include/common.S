@@ -117,6 +117,31 @@ keel_gdt_descriptor:
         mov %ax, %gs
 .endm
 
+# PVH_ENTRY: `_start` of a PVH kernel, entered in 32-bit protected mode with paging off
+# and EBX = the hvm_start_info: interrupts and the direction flag off, ESP = `stack_top`,
+# EBP = the start info, then LOAD_FLAT32. Ends in `.code32`, in `.text`. Also emits the
+# ELF note that makes the image a PVH kernel.
+.macro PVH_ENTRY
+        # XEN_ELFNOTE_PHYS32_ENTRY (18), name "Xen": the 32-bit entry point.
+        .pushsection .note.Xen, "a", @note
+        .p2align 2
+        .long 4                         # namesz
+        .long 4                         # descsz
+        .long 18                        # type
+        .asciz "Xen"
+        .long _start
+        .popsection
+        .code32
+        .text
+        .globl _start
+_start:
+        cli
+        cld
+        mov $stack_top, %esp
+        mov %ebx, %ebp
+        LOAD_FLAT32
+.endm
+
 # ENTER_LONG_MODE: from 32-bit protected mode (after ENTER_PROTECTED_MODE) into
 # 64-bit long mode; ends in `.code64` with RSP = STACK_TOP.
 #

@@ -291,43 +291,26 @@ pub fn smp_guest_starts_its_aps_and_sends_them_ipis(mut m: Machine) {
     m.expect("[vm1] smp guest: madt cpus=4");
     m.expect("[vm1] smp guest: bsp apic id 0");
     // The APs come up in any order: collect them up to the BSP's count.
-    let up = m.expect_within("[vm1] smp guest: 4 cpus up", Duration::from_secs(120));
-    for ap in 1..=3 {
-        check!(
-            m,
-            up.before.contains(&format!("[vm1] smp guest: ap {ap} up")),
-            "AP {ap} did not report:\n{}",
-            up.before
+    // Each AP reports `what` (in any order) before the BSP's `summary` line.
+    let mut every_ap = |summary: &str, what: &str, timeout: u64| {
+        let seen = m.expect_within(
+            format!("[vm1] smp guest: {summary}"),
+            Duration::from_secs(timeout),
         );
-    }
-    let delivered = m.expect_within(
-        "[vm1] smp guest: ipis delivered to 3 aps",
-        Duration::from_secs(60),
-    );
-    for ap in 1..=3 {
-        check!(
-            m,
-            delivered
-                .before
-                .contains(&format!("[vm1] smp guest: ap {ap} got ipi")),
-            "AP {ap} did not take the IPI:\n{}",
-            delivered.before
-        );
-    }
+        for ap in 1..=3 {
+            check!(
+                m,
+                seen.before
+                    .contains(&format!("[vm1] smp guest: ap {ap} {what}")),
+                "AP {ap} did not report '{what}' before '{summary}':\n{}",
+                seen.before
+            );
+        }
+    };
+    every_ap("4 cpus up", "up", 120);
+    every_ap("ipis delivered to 3 aps", "got ipi", 60);
     // An NMI to all but self: each AP takes it, halted or not.
-    let nmis = m.expect_within(
-        "[vm1] smp guest: nmis delivered to 3 aps",
-        Duration::from_secs(60),
-    );
-    for ap in 1..=3 {
-        check!(
-            m,
-            nmis.before
-                .contains(&format!("[vm1] smp guest: ap {ap} got nmi")),
-            "AP {ap} did not take the NMI:\n{}",
-            nmis.before
-        );
-    }
+    every_ap("nmis delivered to 3 aps", "got nmi", 60);
     m.expect("[vm1] smp guest: done");
     m.expect("vm 1 stopped: guest powered off");
     m.expect_prompt();
