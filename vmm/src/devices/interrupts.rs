@@ -28,8 +28,6 @@
 //! else, when that APIC passes the 8259's INTR through (disabled APIC, or LINT0 in ExtINT
 //! mode: the "virtual wire" of firmware and early boot, on the BSP), the 8259's.
 
-use alloc::vec::Vec;
-
 use super::ioapic::IrqMessage;
 use super::lapic::{DeliveryMode, Ipi, Shorthand};
 use super::{COM1_IRQ, RTC_IRQ, SCI_IRQ};
@@ -149,15 +147,13 @@ impl Devices {
 
     /// An I/O APIC message to the local APICs its destination names.
     pub(super) fn deliver(&mut self, message: IrqMessage) {
-        let targets: Vec<usize> = (0..self.lapics.len())
-            .filter(|&i| {
-                self.lapics[i].matches_destination(u32::from(message.destination), message.logical)
-            })
-            .collect();
+        let targets = self.cpu_set(|_, lapic| {
+            lapic.matches_destination(u32::from(message.destination), message.logical)
+        });
         // ExtINT: the 8259 supplies the vector at acknowledge time; its INTR output is what
         // `pending_interrupt` already follows.
         self.accept(
-            &targets,
+            targets,
             message.delivery_mode,
             message.vector,
             message.level_triggered,
@@ -167,16 +163,14 @@ impl Devices {
 
     /// An IPI that vCPU `from`'s local APIC sent through its ICR.
     pub(super) fn send_ipi(&mut self, from: usize, ipi: Ipi) {
-        let targets: Vec<usize> = (0..self.lapics.len())
-            .filter(|&i| match ipi.shorthand {
-                Shorthand::SelfOnly => i == from,
-                Shorthand::AllIncludingSelf => true,
-                Shorthand::AllExcludingSelf => i != from,
-                Shorthand::None => self.lapics[i].matches_destination(ipi.destination, ipi.logical),
-            })
-            .collect();
+        let targets = self.cpu_set(|i, lapic| match ipi.shorthand {
+            Shorthand::SelfOnly => i == from,
+            Shorthand::AllIncludingSelf => true,
+            Shorthand::AllExcludingSelf => i != from,
+            Shorthand::None => lapic.matches_destination(ipi.destination, ipi.logical),
+        });
         self.accept(
-            &targets,
+            targets,
             ipi.delivery_mode,
             ipi.vector,
             ipi.level_triggered,
@@ -184,45 +178,52 @@ impl Devices {
         );
     }
 
-    /// Hands an interrupt message to its target APICs by delivery mode.
+    /// The vCPUs whose local APIC satisfies `pred`, a bit each (at most [`MAX_CPUS`]); no
+    /// allocation, as this runs for every device interrupt.
+    ///
+    /// [`MAX_CPUS`]: super::MAX_CPUS
+    fn cpu_set(&self, pred: impl Fn(usize, &super::lapic::Lapic) -> bool) -> u16 {
+        self.lapics
+            .iter()
+            .enumerate()
+            .filter(|&(i, lapic)| pred(i, lapic))
+            .fold(0, |set, (i, _)| set | 1 << i)
+    }
+
+    /// Hands an interrupt message to the vCPUs in `targets` (a [`cpu_set`](Self::cpu_set))
+    /// by delivery mode.
     fn accept(
         &mut self,
-        targets: &[usize],
+        targets: u16,
         mode: DeliveryMode,
         vector: u8,
         level_triggered: bool,
         assert: bool,
     ) {
+        let cpus = (0..self.lapics.len()).filter(move |&i| targets & (1 << i) != 0);
         match mode {
             DeliveryMode::Fixed => {
-                for &cpu in targets {
+                for cpu in cpus {
                     self.lapics[cpu].accept_interrupt(vector, level_triggered);
                 }
             }
             DeliveryMode::LowestPriority => {
                 // The lowest processor priority wins; the lowest APIC id on a tie.
-                if let Some(&cpu) = targets.iter().min_by_key(|&&cpu| self.lapics[cpu].ppr()) {
+                if let Some(cpu) = cpus.min_by_key(|&cpu| self.lapics[cpu].ppr()) {
                     self.lapics[cpu].accept_interrupt(vector, level_triggered);
                 }
             }
             // The legacy "INIT level de-assert" (level-triggered, not asserted) only
             // synchronised arbitration ids on old APICs: nothing to do.
             DeliveryMode::Init if assert || !level_triggered => {
-                for &cpu in targets {
-                    self.cpu_requests.push(CpuRequest::Init { cpu });
-                }
+                self.cpu_requests
+                    .extend(cpus.map(|cpu| CpuRequest::Init { cpu }));
             }
             DeliveryMode::StartUp => {
-                for &cpu in targets {
-                    self.cpu_requests.push(CpuRequest::StartUp { cpu, vector });
-                }
+                self.cpu_requests
+                    .extend(cpus.map(|cpu| CpuRequest::StartUp { cpu, vector }));
             }
-            DeliveryMode::Nmi => {
-                for &cpu in targets {
-                    // At most MAX_CPUS (8) vCPUs.
-                    self.nmi_pending |= 1 << cpu;
-                }
-            }
+            DeliveryMode::Nmi => self.nmi_pending |= targets,
             _ => {}
         }
     }
