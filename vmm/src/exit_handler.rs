@@ -10,7 +10,7 @@
 //! | `IoOut` | the device write, then [`ExitAction::Resume`] (unclaimed ports: dropped) |
 //! | `MmioRead` / `MmioWrite` | as the port exits, on the MMIO bus |
 //! | `Hlt`, interrupts enabled | [`ExitAction::WaitForInterrupt`] |
-//! | `Hlt`, interrupts disabled | stop: [`StopReason::HaltedWithInterruptsDisabled`] |
+//! | `Hlt`, interrupts disabled | [`ExitAction::WaitForNmiOrInit`] |
 //! | `Shutdown` | stop: [`StopReason::GuestShutdown`] |
 //! | `Interrupted` | [`ExitAction::Resume`] (the host got its preemption point) |
 //! | `Pause` | [`ExitAction::Resume`] (the VM loop gives the next vCPU its turn) |
@@ -29,9 +29,10 @@
 //! [`StopReason::BadMemoryAccess`].
 //!
 //! **HLT with interrupts disabled.** Only an NMI, SMI, INIT or reset ends that halt on real
-//! hardware. Keel delivers none of those and has no interrupt sources yet, so such a guest has
-//! finished for good (the usual end of a test payload, and what Linux does after a panic):
-//! the VM stops with [`StopReason::HaltedWithInterruptsDisabled`].
+//! hardware; Keel's devices send none of them, only other vCPUs' IPIs do. So the VM loop
+//! parks such a vCPU and stops the VM with [`StopReason::HaltedWithInterruptsDisabled`] once
+//! no vCPU can run again: at once with one vCPU (the usual end of a test payload, and what
+//! Linux does after a panic).
 
 use core::fmt;
 
@@ -51,6 +52,9 @@ pub enum ExitAction {
     CompleteMsr(Option<u64>),
     /// The guest halted with interrupts enabled: do not run it until an interrupt is due.
     WaitForInterrupt,
+    /// The guest halted with interrupts disabled: do not run it until another vCPU sends it
+    /// an NMI or INIT (the VM loop stops the VM when no vCPU is left to).
+    WaitForNmiOrInit,
     /// The VM is finished.
     Stop(StopReason),
 }
@@ -160,7 +164,7 @@ pub fn handle_exit(exit: &VmExit, devices: &mut Devices) -> ExitAction {
         } => ExitAction::WaitForInterrupt,
         VmExit::Hlt {
             interrupts_enabled: false,
-        } => ExitAction::Stop(StopReason::HaltedWithInterruptsDisabled),
+        } => ExitAction::WaitForNmiOrInit,
         VmExit::Shutdown => ExitAction::Stop(StopReason::GuestShutdown),
         VmExit::Interrupted | VmExit::InterruptWindow | VmExit::Pause => ExitAction::Resume,
         VmExit::MsrRead { msr } => ExitAction::CompleteMsr(devices.read_msr(msr)),
@@ -274,7 +278,7 @@ mod tests {
             handle(VmExit::Hlt {
                 interrupts_enabled: false
             }),
-            ExitAction::Stop(StopReason::HaltedWithInterruptsDisabled)
+            ExitAction::WaitForNmiOrInit
         );
     }
 

@@ -443,11 +443,8 @@ impl Vm {
                 }
             }
             ExitAction::WaitForInterrupt => cpus[i].state = CpuState::Halted,
-            // With more vCPUs, one that halts for good is parked; `settle` stops the VM when
-            // none can run again.
-            ExitAction::Stop(StopReason::HaltedWithInterruptsDisabled) => {
-                cpus[i].state = CpuState::Parked
-            }
+            // `settle` stops the VM when no vCPU can run again.
+            ExitAction::WaitForNmiOrInit => cpus[i].state = CpuState::Parked,
             ExitAction::Stop(reason) => self.state = VmState::Stopped(reason),
         }
         match self.devices.take_machine_request() {
