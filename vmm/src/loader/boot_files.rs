@@ -91,6 +91,32 @@ impl fmt::Display for BootFilesError {
 
 impl core::error::Error for BootFilesError {}
 
+/// `From` conversions into a loader's error enum `$error` that wraps [`BootFilesError`] in its
+/// `BootFiles` variant: from [`BootFilesError`] itself and from the memory and layout errors
+/// it wraps, so `?` works on all three.
+macro_rules! boot_files_error_conversions {
+    ($error:ident) => {
+        impl From<$crate::loader::boot_files::BootFilesError> for $error {
+            fn from(e: $crate::loader::boot_files::BootFilesError) -> Self {
+                $error::BootFiles(e)
+            }
+        }
+
+        impl From<$crate::memory::MemoryError> for $error {
+            fn from(e: $crate::memory::MemoryError) -> Self {
+                $error::BootFiles(e.into())
+            }
+        }
+
+        impl From<$crate::loader::layout::LayoutError> for $error {
+            fn from(e: $crate::loader::layout::LayoutError) -> Self {
+                $error::BootFiles(e.into())
+            }
+        }
+    };
+}
+pub(crate) use boot_files_error_conversions;
+
 impl From<MemoryError> for BootFilesError {
     fn from(e: MemoryError) -> Self {
         BootFilesError::Memory(e)

@@ -31,13 +31,13 @@
 
 use core::fmt;
 
-use crate::memory::{GuestMemory, MemoryError};
+use crate::memory::GuestMemory;
 use crate::vcpu::StartMode;
 
 use super::boot_files::{BootFilesError, check_cmdline, check_initrd, write_boot_files};
 use super::boot64;
 use super::layout::{
-    BOOT_STACK_TOP, CMDLINE, HIGH_MEMORY_START, KERNEL_DEFAULT_LOAD, Layout, LayoutError, ZERO_PAGE,
+    BOOT_STACK_TOP, CMDLINE, HIGH_MEMORY_START, KERNEL_DEFAULT_LOAD, Layout, ZERO_PAGE,
 };
 
 /// Offsets in the image's first sector and in the zero page (`struct boot_params`).
@@ -234,23 +234,7 @@ impl fmt::Display for BzImageError {
 
 impl core::error::Error for BzImageError {}
 
-impl From<BootFilesError> for BzImageError {
-    fn from(e: BootFilesError) -> Self {
-        BzImageError::BootFiles(e)
-    }
-}
-
-impl From<MemoryError> for BzImageError {
-    fn from(e: MemoryError) -> Self {
-        BzImageError::BootFiles(e.into())
-    }
-}
-
-impl From<LayoutError> for BzImageError {
-    fn from(e: LayoutError) -> Self {
-        BzImageError::BootFiles(e.into())
-    }
-}
+super::boot_files::boot_files_error_conversions!(BzImageError);
 
 /// The setup-header fields the loader uses, validated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

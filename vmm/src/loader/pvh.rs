@@ -27,13 +27,11 @@
 use alloc::vec::Vec;
 use core::fmt;
 
-use crate::memory::{GuestMemory, MemoryError};
+use crate::memory::GuestMemory;
 use crate::vcpu::StartMode;
 
 use super::boot_files::{BootFilesError, check_cmdline, check_initrd, write_boot_files};
-use super::layout::{
-    CMDLINE, HIGH_MEMORY_START, Layout, LayoutError, PVH_MEMMAP, PVH_MODLIST, PVH_START_INFO,
-};
+use super::layout::{CMDLINE, HIGH_MEMORY_START, Layout, PVH_MEMMAP, PVH_MODLIST, PVH_START_INFO};
 
 /// `hvm_start_info.magic` ("xEn3" with the top bit of 'E' set).
 pub const START_INFO_MAGIC: u32 = 0x336E_C578;
@@ -186,23 +184,7 @@ impl fmt::Display for PvhError {
 
 impl core::error::Error for PvhError {}
 
-impl From<BootFilesError> for PvhError {
-    fn from(e: BootFilesError) -> Self {
-        PvhError::BootFiles(e)
-    }
-}
-
-impl From<MemoryError> for PvhError {
-    fn from(e: MemoryError) -> Self {
-        PvhError::BootFiles(e.into())
-    }
-}
-
-impl From<LayoutError> for PvhError {
-    fn from(e: LayoutError) -> Self {
-        PvhError::BootFiles(e.into())
-    }
-}
+super::boot_files::boot_files_error_conversions!(PvhError);
 
 /// One program header, widened to 64 bits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
