@@ -138,6 +138,28 @@ pub fn check_range(lba: u64, len: usize, capacity: u64) -> Result<u64, DiskError
 }
 
 /// A disk in memory, for host tests.
+/// A little-endian `u16` of an on-disk structure (GPT, FAT) at byte `at` of `b`; 0 past the
+/// end (callers check a structure's size before they read its fields).
+pub fn le16(b: &[u8], at: usize) -> u16 {
+    b.get(at..at + 2)
+        .and_then(|s| s.try_into().ok())
+        .map_or(0, u16::from_le_bytes)
+}
+
+/// A little-endian `u32`, as [`le16`].
+pub fn le32(b: &[u8], at: usize) -> u32 {
+    b.get(at..at + 4)
+        .and_then(|s| s.try_into().ok())
+        .map_or(0, u32::from_le_bytes)
+}
+
+/// A little-endian `u64`, as [`le16`].
+pub fn le64(b: &[u8], at: usize) -> u64 {
+    b.get(at..at + 8)
+        .and_then(|s| s.try_into().ok())
+        .map_or(0, u64::from_le_bytes)
+}
+
 #[cfg(test)]
 pub mod mem {
     use super::*;

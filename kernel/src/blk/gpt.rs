@@ -12,7 +12,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
 
-use super::disk::{Disk, DiskError, SECTOR};
+use super::disk::{Disk, DiskError, SECTOR, le16, le32, le64};
 
 /// `EFI PART`.
 pub const SIGNATURE: [u8; 8] = *b"EFI PART";
@@ -261,24 +261,6 @@ impl From<DiskError> for GptError {
     fn from(e: DiskError) -> Self {
         GptError::Disk(e)
     }
-}
-
-fn le16(b: &[u8], at: usize) -> u16 {
-    b.get(at..at + 2)
-        .and_then(|s| s.try_into().ok())
-        .map_or(0, u16::from_le_bytes)
-}
-
-fn le32(b: &[u8], at: usize) -> u32 {
-    b.get(at..at + 4)
-        .and_then(|s| s.try_into().ok())
-        .map_or(0, u32::from_le_bytes)
-}
-
-fn le64(b: &[u8], at: usize) -> u64 {
-    b.get(at..at + 8)
-        .and_then(|s| s.try_into().ok())
-        .map_or(0, u64::from_le_bytes)
 }
 
 fn guid(b: &[u8], at: usize) -> Guid {

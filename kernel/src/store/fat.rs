@@ -17,7 +17,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
 
-use crate::blk::disk::{Disk, DiskError, SECTOR};
+use crate::blk::disk::{Disk, DiskError, SECTOR, le16, le32};
 
 /// Largest read sent to the disk at once (sectors): 64 KiB.
 const MAX_RUN_SECTORS: u64 = 128;
@@ -135,18 +135,6 @@ pub struct FatVolume {
     clusters: u32,
     /// The volume label from the boot sector (spaces trimmed).
     pub label: String,
-}
-
-fn le16(b: &[u8], at: usize) -> u16 {
-    b.get(at..at + 2)
-        .and_then(|s| s.try_into().ok())
-        .map_or(0, u16::from_le_bytes)
-}
-
-fn le32(b: &[u8], at: usize) -> u32 {
-    b.get(at..at + 4)
-        .and_then(|s| s.try_into().ok())
-        .map_or(0, u32::from_le_bytes)
 }
 
 impl FatVolume {
