@@ -137,7 +137,6 @@ pub fn check_range(lba: u64, len: usize, capacity: u64) -> Result<u64, DiskError
     }
 }
 
-/// A disk in memory, for host tests.
 /// A little-endian `u16` of an on-disk structure (GPT, FAT) at byte `at` of `b`; 0 past the
 /// end (callers check a structure's size before they read its fields).
 pub fn le16(b: &[u8], at: usize) -> u16 {
@@ -160,6 +159,7 @@ pub fn le64(b: &[u8], at: usize) -> u64 {
         .map_or(0, u64::from_le_bytes)
 }
 
+/// A disk in memory, for host tests.
 #[cfg(test)]
 pub mod mem {
     use super::*;
