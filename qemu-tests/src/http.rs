@@ -208,6 +208,29 @@ pub fn request(
     raw(port, req.as_bytes())
 }
 
+/// Right after Keel's banner: waits for its DHCP lease notice and the prompt redrawn under it,
+/// deepens QEMU's `hostfwd` accept queue on `port` ([`deepen_hostfwd_backlog`]) and waits until
+/// `GET /api/v1/health` answers there; fails the test with the machine's report otherwise.
+/// Returns the lease line.
+pub fn await_api(m: &mut crate::Machine, port: u16) -> String {
+    // The whole line: console output arrives in pieces, so match up to its end.
+    let lease = m
+        .expect(crate::Pattern::regex(
+            r"network: DHCP lease 10\.0\.2\.15/24[^\r\n]*\r?\n",
+        ))
+        .text
+        .trim_end()
+        .to_owned();
+    m.expect_prompt();
+    if let Err(e) = deepen_hostfwd_backlog(m.pid(), port) {
+        m.fail(format!("deepening the hostfwd accept queue: {e}"));
+    }
+    if let Err(e) = wait_until_up(port, "/api/v1/health", Duration::from_secs(30)) {
+        m.fail(&e);
+    }
+    lease
+}
+
 /// Retries `GET path` until it answers (the guest needs a DHCP lease first).
 pub fn wait_until_up(port: u16, path: &str, deadline: Duration) -> Result<Response, String> {
     let start = Instant::now();

@@ -208,11 +208,7 @@ fn invalid_changes_are_refused_and_change_nothing() {
         .spawn()
         .unwrap();
     m.expect_banner();
-    m.expect("network: DHCP lease 10.0.2.15/24");
-    m.expect_prompt();
-    if let Err(e) = http::wait_until_up(port, "/api/v1/health", Duration::from_secs(30)) {
-        m.fail(&e);
-    }
+    http::await_api(&mut m, port);
     let api = Api {
         port,
         token: a.api_token.clone(),

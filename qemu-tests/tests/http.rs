@@ -33,17 +33,14 @@ fn boot_with_args(machine: &str, net_args: impl FnOnce(u16) -> Vec<String>) -> A
         .spawn()
         .unwrap();
     m.expect_banner();
-    // The lease notice is printed above a redrawn prompt; read both so that later console
-    // commands start from a quiet console.
-    m.expect("network: DHCP lease 10.0.2.15/24, gateway 10.0.2.2");
-    m.expect_prompt();
-    // Before any request: slirp's own accept queue holds two connections (see the function).
-    if let Err(e) = http::deepen_hostfwd_backlog(m.pid(), port) {
-        m.fail(format!("deepening the hostfwd accept queue: {e}"));
-    }
-    if let Err(e) = http::wait_until_up(port, "/api/v1/health", Duration::from_secs(30)) {
-        m.fail(&e);
-    }
+    // Before any request: slirp's own accept queue holds two connections (see
+    // `deepen_hostfwd_backlog`), so the API is awaited only after it is deepened.
+    let lease = http::await_api(&mut m, port);
+    check!(
+        m,
+        lease.ends_with(", gateway 10.0.2.2"),
+        "lease notice: {lease:?}"
+    );
     Appliance {
         m,
         port,

@@ -50,14 +50,7 @@ impl Appliance {
             .spawn()
             .unwrap();
         m.expect_banner();
-        m.expect("network: DHCP lease 10.0.2.15/24");
-        m.expect_prompt();
-        if let Err(e) = http::deepen_hostfwd_backlog(m.pid(), port) {
-            m.fail(format!("deepening the hostfwd accept queue: {e}"));
-        }
-        if let Err(e) = http::wait_until_up(port, "/api/v1/health", Duration::from_secs(30)) {
-            m.fail(&e);
-        }
+        http::await_api(&mut m, port);
         Appliance {
             m,
             port,
