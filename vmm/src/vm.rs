@@ -316,7 +316,8 @@ impl Vm {
     }
 
     /// One turn of the VM loop at the time `clock` tells: runs the devices' timers, carries
-    /// out INITs and start-up IPIs, wakes halted vCPUs that have an interrupt, picks the next
+    /// out INITs and start-up IPIs, injects waiting NMIs, wakes halted vCPUs that have an
+    /// interrupt or took an NMI, picks the next
     /// runnable vCPU after the last one, injects its next interrupt (or asks for an interrupt
     /// window), runs it once and handles the exit; returns the new state.
     ///
@@ -338,27 +339,27 @@ impl Vm {
             return self.state;
         };
         for (i, cpu) in live.cpus.iter_mut().enumerate() {
-            // An NMI ends any halt, also one with interrupts off (an OS parks CPUs that way),
-            // once the vCPU can take it; an interrupt ends a halt with interrupts on.
-            let halted = matches!(cpu.state, CpuState::Halted | CpuState::Parked);
-            if halted
-                && self.devices.nmi_pending(i)
-                && let Some(vcpu) = cpu.vcpu.as_mut()
-            {
-                match vcpu.inject_nmi() {
-                    Ok(true) => {
+            // A waiting NMI goes in as soon as the vCPU can take it (it runs the handler at
+            // its next entry), which ends any halt, also one with interrupts off (an OS parks
+            // CPUs that way). An AP waiting for a start-up IPI ignores NMIs, as on hardware.
+            if self.devices.nmi_pending(i) {
+                match cpu.vcpu.as_mut().map(|vcpu| vcpu.inject_nmi()) {
+                    Some(Ok(true)) => {
                         self.devices.nmi_delivered(i);
                         self.stats.record("nmi-injected");
                         cpu.state = CpuState::Running;
                     }
-                    Ok(false) => {}
-                    Err(error) => {
+                    // Blocked: retried at the next step.
+                    Some(Ok(false)) => {}
+                    Some(Err(error)) => {
                         self.state = VmState::Stopped(StopReason::Backend(error));
                         self.release_if_stopped();
                         return self.state;
                     }
+                    None => self.devices.nmi_delivered(i),
                 }
             }
+            // An interrupt ends a halt with interrupts on.
             if cpu.state == CpuState::Halted && self.devices.pending_interrupt(i).is_some() {
                 cpu.state = CpuState::Running;
             }
@@ -381,21 +382,6 @@ impl Vm {
             return self.state;
         };
         self.devices.set_current_cpu(i);
-        if self.devices.nmi_pending(i) {
-            match vcpu.inject_nmi() {
-                Ok(true) => {
-                    self.devices.nmi_delivered(i);
-                    self.stats.record("nmi-injected");
-                }
-                // Blocked: retried at its next turn.
-                Ok(false) => {}
-                Err(error) => {
-                    self.state = VmState::Stopped(StopReason::Backend(error));
-                    self.release_if_stopped();
-                    return self.state;
-                }
-            }
-        }
         if self.devices.pending_interrupt(i).is_some() {
             if vcpu.interruptible() {
                 if let Some(vector) = self.devices.acknowledge_interrupt(i) {
@@ -1520,6 +1506,20 @@ mod tests {
             assert!(!t.vm.devices().nmi_pending(1));
             assert!(t.vm.console_output_since(0).0.contains(&b'n'));
             assert_eq!(t.vm.exit_stats().get("nmi-injected"), 1);
+        }
+
+        #[test]
+        fn an_nmi_to_an_ap_waiting_for_startup_is_dropped() {
+            let mut bsp = Vec::new();
+            bsp.extend(ipi(1, 0x0400)); // NMI before the AP is started
+            bsp.extend(ipi(1, INIT));
+            bsp.extend(ipi(1, STARTUP_08));
+            bsp.push(HLT_CLI);
+            let mut t = smp_vm(2, bsp, Some(vec![vec![out(b'a'), HLT_CLI]]));
+            run_to_rest(&mut t.vm, 20);
+            assert_eq!(t.ap_probes.borrow()[0].nmis.get(), 0);
+            assert_eq!(t.vm.exit_stats().get("nmi-injected"), 0);
+            assert_eq!(t.vm.console_output_since(0).0, b"a");
         }
 
         #[test]
