@@ -26,11 +26,7 @@ impl VmManager {
         );
         let now = TscClock.now().ns;
         for e in &self.vms {
-            let (mem, vcpus) = match (&e.run, &e.definition) {
-                (Some(run), _) => ((run.vm.memory_size() >> 20) as u32, run.vm.cpu_count()),
-                (None, Some(d)) => (d.memory_mib, usize::from(d.vcpus)),
-                (None, None) => (0, 0),
-            };
+            let (mem, vcpus) = e.size();
             let uptime = match &e.run {
                 Some(run) if !run.vm.is_stopped() => {
                     format_duration(now.saturating_sub(run.started_ns))
@@ -209,17 +205,8 @@ impl VmManager {
                 key: e.key(),
                 definition: e.definition.as_ref(),
                 source: e.source.as_str(),
-                memory_mib: match (run, &e.definition) {
-                    (Some(run), _) => (run.vm.memory_size() >> 20) as u32,
-                    (None, Some(d)) => d.memory_mib,
-                    (None, None) => 0,
-                },
-                vcpus: match (run, &e.definition) {
-                    // At most 8.
-                    (Some(run), _) => run.vm.cpu_count() as u32,
-                    (None, Some(d)) => u32::from(d.vcpus),
-                    (None, None) => 0,
-                },
+                memory_mib: e.size().0,
+                vcpus: e.size().1,
                 uptime_s: run
                     .filter(|r| !r.vm.is_stopped())
                     .map(|r| now.saturating_sub(r.started_ns) / 1_000_000_000),
@@ -248,5 +235,20 @@ impl VmManager {
             Some(run) => run.vm.console_output_since(since),
             None => (Vec::new(), 0, 0),
         })
+    }
+}
+
+impl super::Entry {
+    /// Guest RAM in MiB and vCPUs: of the current or last run, else as defined.
+    fn size(&self) -> (u32, u32) {
+        match (&self.run, &self.definition) {
+            // At most 65536 MiB and 8 vCPUs.
+            (Some(run), _) => (
+                (run.vm.memory_size() >> 20) as u32,
+                run.vm.cpu_count() as u32,
+            ),
+            (None, Some(d)) => (d.memory_mib, u32::from(d.vcpus)),
+            (None, None) => (0, 0),
+        }
     }
 }
