@@ -40,6 +40,7 @@ pub mod loader;
 pub mod memory;
 pub mod msr;
 pub mod nested_paging;
+pub mod persist;
 pub mod preempt;
 pub mod vcpu;
 pub mod vm;

@@ -175,7 +175,7 @@ fn valid_mtrr_def_type(value: u64) -> bool {
 }
 
 /// The emulated MSRs of one vCPU, as plain values for snapshots.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct State {
     /// Added (wrapping) to the host TSC to give the guest TSC.
     pub tsc_offset: u64,

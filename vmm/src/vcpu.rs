@@ -17,6 +17,12 @@
 
 use core::fmt;
 
+use serde::{Deserialize, Serialize};
+
+pub mod state;
+
+pub use self::state::VcpuState;
+
 /// A general-purpose register, in the x86 encoding order (RAX = 0 … R15 = 15).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -52,7 +58,7 @@ impl Gpr {
 }
 
 /// A segment register's visible and hidden parts, in a backend-neutral form.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Segment {
     /// Selector.
     pub selector: u16,
@@ -66,7 +72,7 @@ pub struct Segment {
 }
 
 /// The guest register state both backends can load and report.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Registers {
     /// RAX … R15, indexed by [`Gpr`].
     pub gpr: [u64; 16],
