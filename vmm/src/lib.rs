@@ -42,6 +42,7 @@ pub mod msr;
 pub mod nested_paging;
 pub mod persist;
 pub mod preempt;
+pub mod snapshot;
 pub mod vcpu;
 pub mod vm;
 
