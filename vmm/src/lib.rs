@@ -19,8 +19,9 @@
 //!   backends will need, and a precise reason when neither is usable.
 //!
 //! The `Vcpu` backend trait with its `vmx` and `svm` implementations, the `VmExit` enum, guest
-//! memory, EPT/NPT page tables, device models and guest loaders (see `ARCHITECTURE.md`) build
-//! on [`detect`]: the backend constructor picks VMX or SVM from [`detect::probe`]'s answer.
+//! memory, EPT/NPT page tables, device models and guest loaders (see `docs/ARCHITECTURE.md`)
+//! build on [`detect`]: the backend constructor picks VMX or SVM from [`detect::probe`]'s
+//! answer.
 #![cfg_attr(not(test), no_std)]
 #![deny(missing_docs)]
 

@@ -1,5 +1,5 @@
 //! A table-driven [`CpuProbe`] for host tests, and CPUID/MSR tables modelled on real CPUs and
-//! on the emulators CI uses (`EMULATORS.md`).
+//! on the emulators CI uses (`docs/TESTING.md`).
 
 use core::cell::RefCell;
 

@@ -3,7 +3,7 @@
 //!
 //! Keel requires nested paging. NRIP save is recorded but not required: QEMU's software
 //! emulation (TCG) lacks it, so the backend computes instruction lengths itself when it is
-//! absent (see `EMULATORS.md`).
+//! absent (see `docs/TESTING.md`).
 
 use super::{CpuProbe, LeafRange, Unavailable, leaf, msr};
 
