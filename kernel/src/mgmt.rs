@@ -404,14 +404,15 @@ impl Management for Plane<'_> {
     }
 
     fn create_vm(&mut self, vm: keel_config::schema::Vm) -> Result<(), ApiError> {
-        crate::vm_config::create(self.vms, vm)
+        crate::vm_config::create(self.vms, &mut crate::settings::global(), vm)
             .map(|_| ())
             .map_err(config_error)
     }
 
     fn destroy_vm(&mut self, key: &VmKey<'_>) -> Result<u64, ApiError> {
         let name = self.named(key, "stop it instead")?;
-        crate::vm_config::destroy(self.vms, &name).map_err(config_error)
+        crate::vm_config::destroy(self.vms, &mut crate::settings::global(), &name)
+            .map_err(config_error)
     }
 
     fn start_vm(&mut self, key: &VmKey<'_>) -> Result<(), ApiError> {

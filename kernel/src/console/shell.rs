@@ -454,7 +454,7 @@ fn config_diff() {
 
 fn vm_create(vms: &mut VmManager, vm: keel_config::schema::Vm) {
     let name = vm.name.clone();
-    match crate::vm_config::create(vms, vm) {
+    match crate::vm_config::create(vms, &mut crate::settings::global(), vm) {
         Ok(generation) => {
             kprintln!("configuration saved as generation {generation}");
             kprintln!("vm {name} created: 'vm start {name}' starts it");
@@ -464,7 +464,7 @@ fn vm_create(vms: &mut VmManager, vm: keel_config::schema::Vm) {
 }
 
 fn vm_destroy(vms: &mut VmManager, name: &str) {
-    match crate::vm_config::destroy(vms, name) {
+    match crate::vm_config::destroy(vms, &mut crate::settings::global(), name) {
         Ok(generation) => {
             kprintln!("configuration saved as generation {generation}");
             kprintln!("vm {name} destroyed");
