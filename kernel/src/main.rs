@@ -4,8 +4,9 @@
 //! which brings up the console UART and diagnostics, the GDT/IDT, parses the boot information,
 //! reads ACPI, sets up memory (frames, page tables, heap), the local APIC, timer and IOAPIC,
 //! detects the CPU's virtualization extension, probes PCI (NICs, the virtio-blk boot disk and
-//! its guest store), loads the configuration from the boot disk, prints the banner and runs
-//! the operator shell.
+//! its guest store), loads the configuration from the boot disk, prints the banner and hands
+//! the machine to the main loop ([`runtime::Kernel`]: the VMs, the network plane, the
+//! settings, and the operator shell as its client).
 //!
 //! The crate also builds for the host so its pure modules (boot-info parsing, the frame
 //! allocator, AML `\_S5` scanning, the line editor and command parser, GPT and FAT reading)
@@ -38,6 +39,8 @@ pub mod log;
 #[cfg(target_os = "none")]
 pub mod mgmt;
 #[cfg(target_os = "none")]
+pub mod runtime;
+#[cfg(target_os = "none")]
 pub mod serial;
 #[cfg(target_os = "none")]
 pub mod vm_config;
@@ -67,12 +70,13 @@ mod kernel {
     use crate::arch::{apic, cpu, gdt, idt, timer};
     use crate::boot::{self, BootInfo, entry};
     use crate::serial::EmergencyWriter;
-    use crate::{console, kprintln, mm, serial};
+    use crate::settings::Settings;
+    use crate::{kprintln, mm, serial};
 
     /// The compiler that built this kernel.
     pub const RUSTC_VERSION: &str = env!("KEEL_RUSTC_VERSION");
 
-    /// What the kernel learned at boot, shared with the console.
+    /// What the kernel learned at boot, shared with the main loop and its clients.
     pub struct System {
         /// Normalized boot information.
         pub boot: BootInfo,
@@ -199,8 +203,8 @@ mod kernel {
             nics,
         });
 
-        let config_lines = load_config();
-        print_banner(system, entry_tsc);
+        let (settings, config_lines) = load_config();
+        print_banner(system, &settings, entry_tsc);
         report_disk(&boot_disk);
         for line in &config_lines {
             kprintln!("{}", line);
@@ -210,18 +214,15 @@ mod kernel {
         }
         crate::crash::from_cmdline(system.boot.cmdline_value("keel.test-crash"));
         crate::bench::from_cmdline(system.boot.cmdline_value("keel.bench"));
-        console::shell::run(system)
+        crate::runtime::Kernel::start(system, settings).run()
     }
 
-    fn print_banner(system: &System, entry_tsc: u64) {
+    fn print_banner(system: &System, settings: &Settings, entry_tsc: u64) {
         let usable_mib = mm::stats().usable_bytes / (1024 * 1024);
         let cpus = system.platform.cpus.len().max(1);
         kprintln!();
         kprintln!("Keel {}", env!("CARGO_PKG_VERSION"));
-        kprintln!(
-            "  hostname:       {}",
-            crate::settings::global().current().hostname
-        );
+        kprintln!("  hostname:       {}", settings.current().hostname);
         kprintln!("  boot path:      {}", system.boot.path);
         kprintln!(
             "  cpu:            {}, {}",
@@ -237,19 +238,15 @@ mod kernel {
         );
     }
 
-    /// Loads the configuration from the boot disk (the built-in defaults without one) and
-    /// installs it; returns the lines to print after the banner.
-    fn load_config() -> alloc::vec::Vec<alloc::string::String> {
+    /// Loads the configuration from the boot disk (the built-in defaults without one);
+    /// returns it and the lines to print after the banner.
+    fn load_config() -> (Settings, alloc::vec::Vec<alloc::string::String>) {
         use alloc::string::ToString;
 
-        let (settings, lines) = match crate::blk::boot_disk::config_partition() {
-            Ok(mut partition) => crate::settings::Settings::boot(Ok(&mut partition)),
-            Err(e) => crate::settings::Settings::boot::<crate::blk::boot_disk::BootPartition>(Err(
-                e.to_string(),
-            )),
-        };
-        crate::settings::install(settings);
-        lines
+        match crate::blk::boot_disk::config_partition() {
+            Ok(mut partition) => Settings::boot(Ok(&mut partition)),
+            Err(e) => Settings::boot::<crate::blk::boot_disk::BootPartition>(Err(e.to_string())),
+        }
     }
 
     /// One line on the boot disk and its store, after the banner.

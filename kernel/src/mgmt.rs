@@ -2,11 +2,16 @@
 //! the REST router, over a [`Management`] implementation that reads the kernel's state and
 //! drives the VM manager — the same operations as the console.
 //!
+//! [`NetPlane`] is one client of the kernel's main loop ([`crate::runtime::Kernel`]), which
+//! owns it together with the VM manager and the settings and lends those to each
+//! [`NetPlane::poll`]; the plane keeps no configuration of its own beyond the router's tokens.
+//!
 //! Addressing (DHCP or static), the HTTP port and the API tokens come from the configuration
 //! loaded at boot ([`crate::settings`]). The API also accepts the token on the kernel
 //! command line (`keel.api-token=…`, which `keel build` writes into `grub.cfg`), so an
 //! appliance whose configuration is lost can still be reached. A saved configuration's
-//! tokens take effect on the next poll; addressing and port at the next boot.
+//! tokens take effect as soon as the kernel hands it over ([`NetPlane::apply_config`]);
+//! addressing and port at the next boot.
 
 use alloc::collections::BTreeMap;
 use alloc::string::{String, ToString};
@@ -22,6 +27,7 @@ use keel_netstack::iface::{Addressing, NetConfig, NetStack, NetStatus};
 use smoltcp::time::Instant;
 
 use crate::System;
+use crate::settings::{SaveError, Settings};
 use crate::vm_config::VmConfigError;
 use crate::vms::{StartError, StopError, StopMode, ViewState, VmManager, VmView};
 
@@ -48,8 +54,6 @@ pub struct NetPlane {
     cmdline_token: Option<String>,
     /// How many tokens the router accepts.
     tokens: usize,
-    /// The [`crate::settings::Settings::revision`] the router's tokens come from.
-    revision: u64,
     /// The port the server listens on.
     port: u16,
     /// The addressing as the API reports it (refreshed on lease events).
@@ -77,13 +81,9 @@ impl core::fmt::Display for NetPlaneError {
 }
 
 impl NetPlane {
-    /// Brings up the configured addressing (DHCP or static) and the HTTP server on the
-    /// configured port, on the first NIC.
-    pub fn start(system: &System) -> Result<NetPlane, NetPlaneError> {
-        let (config, revision) = {
-            let settings = crate::settings::global();
-            (settings.current().clone(), settings.revision())
-        };
+    /// Brings up `config`'s addressing (DHCP or static) and the HTTP server on its port, on
+    /// the first NIC.
+    pub fn start(system: &System, config: &Config) -> Result<NetPlane, NetPlaneError> {
         let addressing = Addressing::from_config(&config.network)
             .map_err(|e| NetPlaneError::Setup(e.to_string()))?;
         let mut nics = system.nics.lock();
@@ -111,7 +111,6 @@ impl NetPlane {
             nic: alloc::format!("{} {}", nic.name, crate::net::Mac(nic.mac)),
             cmdline_token,
             tokens: 0,
-            revision,
             port,
             network: NetworkInfo {
                 mac: String::new(),
@@ -124,37 +123,19 @@ impl NetPlane {
         };
         drop(nics);
         plane.network = NetworkInfo::from(plane.stack.status());
-        plane.set_tokens(&config);
+        plane.apply_config(config);
         Ok(plane)
     }
 
-    /// Makes the router accept `config`'s tokens and the command line's.
-    fn set_tokens(&mut self, config: &Config) {
+    /// Takes up a new running configuration: the router accepts its tokens (and the command
+    /// line's) from now on. Addressing and port stay as they came up at boot.
+    pub fn apply_config(&mut self, config: &Config) {
         let mut tokens = config.management.api_tokens.clone();
         tokens.extend(self.cmdline_token.clone());
         tokens.sort();
         tokens.dedup();
         self.tokens = tokens.len();
         self.router.set_tokens(tokens);
-    }
-
-    /// Picks up a configuration saved since the router's tokens were set; returns where the
-    /// new one came from.
-    fn refresh_config(&mut self) -> Option<crate::settings::Source> {
-        let (revision, config, source) = {
-            let settings = crate::settings::global();
-            if settings.revision() == self.revision {
-                return None;
-            }
-            (
-                settings.revision(),
-                settings.current().clone(),
-                settings.source().clone(),
-            )
-        };
-        self.revision = revision;
-        self.set_tokens(&config);
-        Some(source)
     }
 
     /// Whether any API token is accepted.
@@ -172,16 +153,23 @@ impl NetPlane {
         self.port
     }
 
-    /// Polls the NIC, the stack and the server once; returns lines for the console (lease
-    /// changes).
-    pub fn poll(&mut self, system: &System, vms: &mut VmManager, out: &mut String) {
-        // A configuration saved on the console since the last poll brings new tokens.
-        self.refresh_config();
+    /// Polls the NIC, the stack and the server once, serving requests against `vms` and
+    /// `settings`; appends lines for the console (lease changes) to `out`. A request that
+    /// replaces the configuration leaves a new [`Settings::revision`]: the caller hands the
+    /// new configuration back to this plane ([`NetPlane::apply_config`]) and to the VMs.
+    pub fn poll(
+        &mut self,
+        system: &System,
+        vms: &mut VmManager,
+        settings: &mut Settings,
+        out: &mut String,
+    ) {
         let mut nics = system.nics.lock();
         let Some(nic) = nics.first_mut() else { return };
         let mut mgmt = Plane {
             system,
             vms,
+            settings,
             network: &self.network,
         };
         let mut api = self.router.bind(&mut mgmt);
@@ -192,10 +180,6 @@ impl NetPlane {
             }
         }
         drop(nics);
-        if let Some(crate::settings::Source::Disk { generation, .. }) = self.refresh_config() {
-            use core::fmt::Write as _;
-            let _ = writeln!(out, "config: generation {generation} saved over HTTP");
-        }
         let mut changed = false;
         while let Some(event) = self.stack.take_event() {
             use core::fmt::Write as _;
@@ -225,6 +209,7 @@ impl NetPlane {
 struct Plane<'a> {
     system: &'a System,
     vms: &'a mut VmManager,
+    settings: &'a mut Settings,
     network: &'a NetworkInfo,
 }
 
@@ -342,7 +327,7 @@ impl Management for Plane<'_> {
     fn system(&self) -> SystemInfo {
         let stats = crate::mm::stats();
         SystemInfo {
-            hostname: crate::settings::global().current().hostname.clone(),
+            hostname: self.settings.current().hostname.clone(),
             version: String::from(env!("CARGO_PKG_VERSION")),
             uptime_ms: crate::arch::timer::tsc_delta_ms(crate::arch::cpu::rdtsc()),
             cpus: self.system.platform.cpus.len().max(1) as u32,
@@ -404,14 +389,14 @@ impl Management for Plane<'_> {
     }
 
     fn create_vm(&mut self, vm: keel_config::schema::Vm) -> Result<(), ApiError> {
-        crate::vm_config::create(self.vms, vm)
+        crate::vm_config::create(self.vms, self.settings, vm)
             .map(|_| ())
             .map_err(config_error)
     }
 
     fn destroy_vm(&mut self, key: &VmKey<'_>) -> Result<u64, ApiError> {
         let name = self.named(key, "stop it instead")?;
-        crate::vm_config::destroy(self.vms, &name).map_err(config_error)
+        crate::vm_config::destroy(self.vms, self.settings, &name).map_err(config_error)
     }
 
     fn start_vm(&mut self, key: &VmKey<'_>) -> Result<(), ApiError> {
@@ -444,21 +429,19 @@ impl Management for Plane<'_> {
     }
 
     fn config(&self) -> Config {
-        crate::settings::global().current().clone()
+        self.settings.current().clone()
     }
 
     fn save_config(&mut self, config: Config) -> Result<u64, ApiError> {
-        let mut settings = crate::settings::global();
         let mut partition = crate::blk::boot_disk::config_partition().map_err(|e| {
             ApiError::Unavailable(alloc::format!("cannot save the configuration: {e}"))
         })?;
-        let saved = settings
+        let saved = self
+            .settings
             .replace(&mut partition, config)
             .map_err(|e| match e {
-                crate::settings::SaveError::Invalid(_) => ApiError::Invalid(e.to_string()),
-                crate::settings::SaveError::Stale | crate::settings::SaveError::Store(_) => {
-                    ApiError::Internal(e.to_string())
-                }
+                SaveError::Invalid(_) => ApiError::Invalid(e.to_string()),
+                SaveError::Stale | SaveError::Store(_) => ApiError::Internal(e.to_string()),
             })?;
         Ok(saved.generation)
     }

@@ -2,14 +2,15 @@
 //! edited on the console (`config set`, kept as a pending copy until `config save`), and
 //! replaced by `PUT /api/v1/config`.
 //!
-//! [`Settings`] is pure (the disk comes in as a [`BlockDevice`]) and host-tested; the kernel
-//! keeps one in a global behind a lock ([`global`]), which the console and the API take in
-//! turn on the boot CPU.
+//! [`Settings`] is pure (the disk comes in as a [`BlockDevice`]) and host-tested. The kernel's
+//! main loop (`crate::runtime::Kernel`) owns the one instance and lends it to the console and
+//! the API in turn; nothing else holds it.
 //!
 //! What takes effect when: the hostname and the API tokens at once (every reader asks
-//! [`Settings::current`]; the HTTP plane re-reads the tokens when [`Settings::revision`]
-//! moves); the network addressing and the HTTP port at the next boot
-//! ([`Settings::reboot_needed`] says which of them changed since boot).
+//! [`Settings::current`]; when [`Settings::revision`] moves the main loop hands the new
+//! configuration to the HTTP plane, for its tokens, and to the VM manager); the network
+//! addressing and the HTTP port at the next boot ([`Settings::reboot_needed`] says which of
+//! them changed since boot).
 
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -342,37 +343,6 @@ pub fn change_line(change: &Change) -> String {
         show(&change.old),
         show(&change.new)
     )
-}
-
-#[cfg(target_os = "none")]
-pub use global::*;
-
-#[cfg(target_os = "none")]
-mod global {
-    use spin::{Mutex, MutexGuard, Once};
-
-    use super::Settings;
-
-    static SETTINGS: Once<Mutex<Settings>> = Once::new();
-
-    /// Installs the settings loaded at boot. Later calls change nothing.
-    pub fn install(settings: Settings) {
-        SETTINGS.call_once(|| Mutex::new(settings));
-    }
-
-    /// The settings, locked. Before [`install`] (a kernel bug), the built-in defaults.
-    pub fn global() -> MutexGuard<'static, Settings> {
-        SETTINGS
-            .call_once(|| {
-                Mutex::new(Settings::new(
-                    keel_config::Config::default(),
-                    super::Source::Defaults {
-                        reason: alloc::string::String::from("not loaded yet"),
-                    },
-                ))
-            })
-            .lock()
-    }
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
 //! The operator console on COM1: a line editor with history and completion, the command
-//! table and the shell loop.
+//! table and the shell.
 //!
 //! `line`, `history`, `complete` and `command` are pure and host-tested; `shell` runs them
-//! against the UART and the kernel's services.
+//! against the UART as a client of the kernel's main loop (`crate::runtime`), which feeds it
+//! the typed bytes and lends it the VMs, the settings and the network plane.
 
 pub mod command;
 pub mod complete;

@@ -1,162 +1,167 @@
-//! The shell loop: console input and VM slices share the boot CPU. Each pass handles the
-//! bytes typed so far, then runs one VM slice (or sleeps until an interrupt when no VM can
-//! run), so the prompt answers while guests run.
+//! The operator shell on COM1: one client of the kernel's main loop
+//! ([`crate::runtime::Kernel`]), which feeds it the bytes typed on the console and the text
+//! the VMs and the network plane printed, and lends it the VM manager, the settings and the
+//! network plane ([`Services`]) for the commands it runs.
+//!
+//! [`Shell`] holds the line editor and the terminal's attachment: after `vm console` the
+//! typed bytes go to the VM and its output is shown raw, while host lines wait until the
+//! operator detaches (Ctrl-]); otherwise host lines are printed above the prompt and the line
+//! being edited.
 
 use alloc::string::String;
 
 use super::command::{self, COMMANDS, Command};
 use super::complete::{Completer as _, Rule, Rules, Words};
 use super::line::{Event, LineEditor};
-use crate::settings;
+use crate::runtime::Services;
+use crate::settings::{self, Settings};
 use crate::vm_config::VmConfigError;
-use crate::vms::{StopMode, VmDefinition, VmManager};
+use crate::vms::{StopMode, VmManager};
 use crate::{System, kprint, kprintln};
 use keel_config::edit::EditError;
 
 /// The prompt.
 pub const PROMPT: &str = "keel> ";
 
-/// Runs the console and the VMs forever.
-pub fn run(system: &System) -> ! {
-    let mut editor = LineEditor::new(PROMPT);
-    let mut vms = VmManager::new();
-    let mut net = match crate::mgmt::NetPlane::start(system) {
-        Ok(plane) => {
-            match plane.status().address {
-                Some(address) if !plane.status().dhcp => {
-                    kprintln!("network: {} (static {address})", plane.nic())
-                }
-                _ => kprintln!("network: {} (waiting for DHCP)", plane.nic()),
-            }
-            if !plane.has_token() {
-                kprintln!(
-                    "warning: no API token (management.api_tokens or keel.api-token=…): \
-                     protected API routes answer 401"
-                );
-            }
-            Some(plane)
+/// Ctrl-]: leaves an attached VM console (as telnet and virsh do).
+const DETACH: u8 = 0x1D;
+
+/// The terminal attached to a VM's console (`vm console`).
+struct Attached {
+    /// The VM's name or number.
+    key: String,
+    /// How much of its console output the terminal has shown.
+    offset: u64,
+    /// Bytes typed for it since the last [`Shell::forward_input`].
+    typed: heapless::Vec<u8, 64>,
+}
+
+/// The operator shell: the line being edited and what the terminal is attached to.
+pub struct Shell {
+    editor: LineEditor,
+    attached: Option<Attached>,
+    /// Host lines that wait, while the terminal is attached, until the operator detaches.
+    held: String,
+}
+
+impl Shell {
+    /// A shell at its first prompt (printed).
+    pub fn start() -> Shell {
+        kprint!("{PROMPT}");
+        Shell {
+            editor: LineEditor::new(PROMPT),
+            attached: None,
+            held: String::new(),
         }
-        Err(e) => {
-            kprintln!("network: {e}");
-            None
-        }
-    };
-    // The named VMs follow the configuration: now, and whenever a save or a PUT replaces it.
-    let mut vm_revision = crate::settings::global().revision();
-    vms.define(&VmDefinition::from_config(
-        crate::settings::global().current(),
-    ));
-    for line in vms.autostart(system) {
-        kprintln!("{line}");
     }
-    kprint!("{PROMPT}");
-    // The VM the terminal is attached to (`vm console`), and how much of its output it has
-    // shown; host lines wait in `held` until the operator detaches.
-    let mut attached: Option<(String, u64)> = None;
-    let mut held = String::new();
-    loop {
-        let mut typed = heapless::Vec::<u8, 64>::new();
-        while let Some(byte) = crate::serial::try_read_console() {
-            if let Some((key, offset)) = &attached {
-                if byte == DETACH {
-                    vms.detach(*offset);
-                    kprint!("\r\n[detached from {key}]\r\n");
-                    print_above(&editor, &held);
-                    held.clear();
-                    attached = None;
-                    continue;
-                }
-                if typed.push(byte).is_err() {
-                    break;
-                }
-                continue;
+
+    /// Whether the shell takes another byte now. While attached it takes a VM's worth of
+    /// typing per pass (the rest waits in the UART's queue for the next one).
+    pub fn accepts_input(&self) -> bool {
+        self.attached
+            .as_ref()
+            .is_none_or(|a| a.typed.len() < a.typed.capacity())
+    }
+
+    /// Handles one byte typed on the console: line editing and commands, or typing for the
+    /// attached VM (kept until [`Shell::forward_input`]), or Ctrl-] to detach.
+    pub fn feed(&mut self, byte: u8, kernel: &mut Services<'_>) {
+        if let Some(attached) = &mut self.attached {
+            if byte == DETACH {
+                kernel.vms.detach(attached.offset);
+                kprint!("\r\n[detached from {}]\r\n", attached.key);
+                self.detached();
+            } else {
+                // `accepts_input` keeps this from overflowing; a byte beyond is dropped.
+                let _ = attached.typed.push(byte);
             }
-            let event = editor.feed(
-                byte,
-                &|before: &str, out: &mut dyn FnMut(&str)| complete(system, &vms, before, out),
-                &mut |bytes| crate::serial::console_write(bytes),
-            );
-            match event {
-                Event::None => {}
-                Event::Cancelled => kprint!("^C\n{PROMPT}"),
-                Event::Line => {
-                    kprintln!();
-                    match command::parse(editor.text()) {
-                        Ok(Some(Command::VmConsole { key })) => match vms.attach(key) {
-                            Ok(offset) => {
-                                kprintln!("[attached to {key}: Ctrl-] detaches]");
-                                attached = Some((String::from(key), offset));
-                            }
-                            Err(e) => kprintln!("error: {e}"),
-                        },
-                        Ok(Some(cmd)) => execute(system, &mut vms, net.as_ref(), cmd),
-                        Ok(None) => {}
-                        Err(e) => kprintln!("{e}"),
-                    }
-                    editor.clear();
-                    if attached.is_none() {
-                        kprint!("{PROMPT}");
-                    }
+            return;
+        }
+        let (system, vms) = (kernel.system, &*kernel.vms);
+        let event = self.editor.feed(
+            byte,
+            &|before: &str, out: &mut dyn FnMut(&str)| complete(system, vms, before, out),
+            &mut |bytes| crate::serial::console_write(bytes),
+        );
+        match event {
+            Event::None => {}
+            Event::Cancelled => kprint!("^C\n{PROMPT}"),
+            Event::Line => {
+                kprintln!();
+                match command::parse(self.editor.text()) {
+                    Ok(Some(Command::VmConsole { key })) => match kernel.vms.attach(key) {
+                        Ok(offset) => {
+                            kprintln!("[attached to {key}: Ctrl-] detaches]");
+                            self.attached = Some(Attached {
+                                key: String::from(key),
+                                offset,
+                                typed: heapless::Vec::new(),
+                            });
+                        }
+                        Err(e) => kprintln!("error: {e}"),
+                    },
+                    Ok(Some(cmd)) => execute(kernel, cmd),
+                    Ok(None) => {}
+                    Err(e) => kprintln!("{e}"),
+                }
+                self.editor.clear();
+                if self.attached.is_none() {
+                    kprint!("{PROMPT}");
                 }
             }
         }
-        if let Some((key, _)) = &attached
-            && !typed.is_empty()
+    }
+
+    /// Hands what was typed for the attached VM since the last call to its console.
+    pub fn forward_input(&mut self, vms: &mut VmManager) {
+        if let Some(attached) = &mut self.attached
+            && !attached.typed.is_empty()
         {
             // The UART's input queue holds 4 KiB; a burst beyond it is dropped, like a
             // terminal pasting faster than the line takes.
-            let _ = vms.console_input(key, &typed);
-        }
-        let revision = crate::settings::global().revision();
-        if revision != vm_revision {
-            vm_revision = revision;
-            vms.define(&VmDefinition::from_config(
-                crate::settings::global().current(),
-            ));
-        }
-        let runnable = vms.any_runnable();
-        let mut output = String::new();
-        if let Some(net) = net.as_mut() {
-            net.poll(system, &mut vms, &mut output);
-        }
-        // With nothing runnable this only collects what stopped VMs printed last.
-        vms.run_slice(system, &mut output);
-        if let Some((key, offset)) = attached.as_mut() {
-            held.push_str(&output);
-            match vms.console_raw(key, *offset) {
-                Some((bytes, next, stopped)) => {
-                    crate::serial::console_write(&bytes);
-                    *offset = next;
-                    if stopped {
-                        vms.detach(next);
-                        kprint!("\r\n[{key} stopped: detached]\r\n");
-                        print_above(&editor, &held);
-                        held.clear();
-                        attached = None;
-                    }
-                }
-                None => {
-                    vms.detach(*offset);
-                    kprint!("\r\n[{key} is gone: detached]\r\n");
-                    print_above(&editor, &held);
-                    held.clear();
-                    attached = None;
-                }
-            }
-        } else if !output.is_empty() {
-            // Guest lines go above the prompt: clear the prompt line, print them, redraw the
-            // prompt with what the operator has typed so far.
-            kprint!("\r\x1b[2K");
-            print_above(&editor, &output);
-        }
-        if !runnable {
-            crate::arch::cpu::wait_for_interrupt();
+            let _ = vms.console_input(&attached.key, &attached.typed);
+            attached.typed.clear();
         }
     }
-}
 
-/// Ctrl-]: leaves an attached VM console (as telnet and virsh do).
-const DETACH: u8 = 0x1D;
+    /// Shows `output` (host lines from the VMs and the network plane) and, while attached,
+    /// the attached VM's new console output; detaches when that VM stopped or is gone.
+    pub fn show_output(&mut self, vms: &mut VmManager, output: &str) {
+        let Some(attached) = &mut self.attached else {
+            if !output.is_empty() {
+                // Guest lines go above the prompt: clear the prompt line, print them, redraw
+                // the prompt with what the operator has typed so far.
+                kprint!("\r\x1b[2K");
+                print_above(&self.editor, output);
+            }
+            return;
+        };
+        self.held.push_str(output);
+        match vms.console_raw(&attached.key, attached.offset) {
+            Some((bytes, next, stopped)) => {
+                crate::serial::console_write(&bytes);
+                attached.offset = next;
+                if stopped {
+                    vms.detach(next);
+                    kprint!("\r\n[{} stopped: detached]\r\n", attached.key);
+                    self.detached();
+                }
+            }
+            None => {
+                vms.detach(attached.offset);
+                kprint!("\r\n[{} is gone: detached]\r\n", attached.key);
+                self.detached();
+            }
+        }
+    }
+
+    /// Back at the prompt after detaching: the held host lines, then the line being edited.
+    fn detached(&mut self) {
+        print_above(&self.editor, &self.held);
+        self.held.clear();
+        self.attached = None;
+    }
+}
 
 /// Prints host output (ended with a newline if it lacks one), then the prompt and the line
 /// being edited with the cursor where it was.
@@ -205,12 +210,11 @@ fn complete(system: &System, vms: &VmManager, before_cursor: &str, out: &mut dyn
     Rules(&rules).complete(before_cursor, out);
 }
 
-fn execute(
-    system: &System,
-    vms: &mut VmManager,
-    net: Option<&crate::mgmt::NetPlane>,
-    cmd: Command<'_>,
-) {
+fn execute(kernel: &mut Services<'_>, cmd: Command<'_>) {
+    let system = kernel.system;
+    let vms = &mut *kernel.vms;
+    let settings = &mut *kernel.settings;
+    let net = kernel.net;
     match cmd {
         Command::Help { topic: None } => {
             kprintln!("commands (help <command> for one):");
@@ -258,10 +262,7 @@ fn execute(
             None => kprintln!("no network: no supported network card was found"),
             Some(net) => {
                 let status = net.status();
-                kprintln!(
-                    "  hostname: {}",
-                    crate::settings::global().current().hostname
-                );
+                kprintln!("  hostname: {}", settings.current().hostname);
                 kprintln!("  nic:      {}", net.nic());
                 match status.address {
                     Some(addr) => kprintln!(
@@ -282,7 +283,7 @@ fn execute(
                     n => alloc::format!("{n} bearer tokens"),
                 };
                 kprintln!("  http:     port {}, /api/v1 ({tokens})", net.port());
-                let pending = crate::settings::global().reboot_needed();
+                let pending = settings.reboot_needed();
                 if !pending.is_empty() {
                     kprintln!(
                         "  note:     saved changes to {} take effect after a reboot",
@@ -329,9 +330,9 @@ fn execute(
                 disks: alloc::vec::Vec::new(),
                 autostart,
             };
-            vm_create(vms, vm);
+            vm_create(vms, settings, vm);
         }
-        Command::VmDestroy { name } => vm_destroy(vms, name),
+        Command::VmDestroy { name } => vm_destroy(vms, settings, name),
         Command::VmStart { name } => match vms.start_named(system, name) {
             Ok(()) => kprintln!("vm {name} started"),
             Err(e) => kprintln!("error: {e}"),
@@ -369,7 +370,7 @@ fn execute(
                 kprintln!("error: {e}");
             }
         }
-        // Handled by the loop, which owns the terminal.
+        // Handled by `Shell::feed`, which owns the terminal.
         Command::VmConsole { .. } => {}
         Command::VmLog { key } => match vms.log(key) {
             Ok((bytes, dropped)) => {
@@ -383,12 +384,12 @@ fn execute(
             }
             Err(e) => kprintln!("error: {e}"),
         },
-        Command::ConfigShow => config_show(),
-        Command::ConfigSet { path, value } => config_set(path, value),
-        Command::ConfigDiff => config_diff(),
-        Command::ConfigSave => config_save(),
+        Command::ConfigShow => config_show(settings),
+        Command::ConfigSet { path, value } => config_set(settings, path, value),
+        Command::ConfigDiff => config_diff(settings),
+        Command::ConfigSave => config_save(settings),
         Command::ConfigRevert => {
-            if crate::settings::global().revert() {
+            if settings.revert() {
                 kprintln!("pending edits dropped; the running configuration is unchanged");
             } else {
                 kprintln!("no pending edits");
@@ -406,8 +407,7 @@ fn execute(
     }
 }
 
-fn config_show() {
-    let settings = crate::settings::global();
+fn config_show(settings: &Settings) {
     kprintln!("# configuration: {}", settings.source());
     for line in settings::show_lines(settings.current()) {
         kprintln!("{line}");
@@ -420,8 +420,7 @@ fn config_show() {
     }
 }
 
-fn config_set(path: &str, value: &str) {
-    let mut settings = crate::settings::global();
+fn config_set(settings: &mut Settings, path: &str, value: &str) {
     match settings.set(path, value) {
         Ok(changes) if changes.is_empty() => {
             kprintln!("{path}: unchanged")
@@ -442,8 +441,8 @@ fn config_set(path: &str, value: &str) {
     }
 }
 
-fn config_diff() {
-    let changes = crate::settings::global().diff();
+fn config_diff(settings: &Settings) {
+    let changes = settings.diff();
     if changes.is_empty() {
         kprintln!("no pending edits");
     }
@@ -452,9 +451,9 @@ fn config_diff() {
     }
 }
 
-fn vm_create(vms: &mut VmManager, vm: keel_config::schema::Vm) {
+fn vm_create(vms: &mut VmManager, settings: &mut Settings, vm: keel_config::schema::Vm) {
     let name = vm.name.clone();
-    match crate::vm_config::create(vms, vm) {
+    match crate::vm_config::create(vms, settings, vm) {
         Ok(generation) => {
             kprintln!("configuration saved as generation {generation}");
             kprintln!("vm {name} created: 'vm start {name}' starts it");
@@ -463,8 +462,8 @@ fn vm_create(vms: &mut VmManager, vm: keel_config::schema::Vm) {
     }
 }
 
-fn vm_destroy(vms: &mut VmManager, name: &str) {
-    match crate::vm_config::destroy(vms, name) {
+fn vm_destroy(vms: &mut VmManager, settings: &mut Settings, name: &str) {
+    match crate::vm_config::destroy(vms, settings, name) {
         Ok(generation) => {
             kprintln!("configuration saved as generation {generation}");
             kprintln!("vm {name} destroyed");
@@ -495,8 +494,7 @@ fn print_vm_config_error(e: VmConfigError) {
     }
 }
 
-fn config_save() {
-    let mut settings = crate::settings::global();
+fn config_save(settings: &mut Settings) {
     let mut partition = match crate::blk::boot_disk::config_partition() {
         Ok(partition) => partition,
         Err(e) => {
