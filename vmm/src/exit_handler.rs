@@ -166,7 +166,11 @@ pub fn handle_exit(exit: &VmExit, devices: &mut Devices) -> ExitAction {
             interrupts_enabled: false,
         } => ExitAction::WaitForNmiOrInit,
         VmExit::Shutdown => ExitAction::Stop(StopReason::GuestShutdown),
-        VmExit::Interrupted | VmExit::InterruptWindow | VmExit::Pause => ExitAction::Resume,
+        // A dirty-page write was logged and unprotected by the VM loop before it came here.
+        VmExit::Interrupted
+        | VmExit::InterruptWindow
+        | VmExit::Pause
+        | VmExit::DirtyPageWrite { .. } => ExitAction::Resume,
         VmExit::MsrRead { msr } => ExitAction::CompleteMsr(devices.read_msr(msr)),
         VmExit::MsrWrite { msr, value } => {
             ExitAction::CompleteMsr(devices.write_msr(msr, value).then_some(0))

@@ -18,10 +18,11 @@
 //!   and unrestricted guest, or AMD-V with nested paging), with the capability data the
 //!   backends will need, and a precise reason when neither is usable.
 //!
-//! The `Vcpu` backend trait with its `vmx` and `svm` implementations, the `VmExit` enum, guest
-//! memory, EPT/NPT page tables, device models and guest loaders (see `docs/ARCHITECTURE.md`)
-//! build on [`detect`]: the backend constructor picks VMX or SVM from [`detect::probe`]'s
-//! answer.
+//! The per-VM [`backend::VmBackend`] (guest memory's NPT/EPT, write protection, vCPU
+//! creation) and the [`vcpu::Vcpu`] trait with their `vmx` and `svm` implementations, the
+//! `VmExit` enum, guest memory, device models and guest loaders (see `docs/ARCHITECTURE.md`)
+//! build on [`detect`]: [`backend::create_vm_backend`] picks VMX or SVM from
+//! [`detect::probe`]'s answer.
 #![cfg_attr(not(test), no_std)]
 #![deny(missing_docs)]
 

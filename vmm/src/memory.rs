@@ -312,6 +312,103 @@ impl Drop for HostFrames {
     }
 }
 
+/// Host frames that only this crate's Rust code reads and writes (and the hardware, while a
+/// call that handed it their physical address runs): VMCBs, VMCSs, permission bitmaps, FPU
+/// save areas.
+///
+/// Unlike [`HostFrames`], whose writes take `&self` because a guest may touch the same memory,
+/// access here follows Rust's borrow rules: [`frame`](Self::frame) lends a frame for reading
+/// through `&self`, [`frame_mut`](Self::frame_mut) for writing through `&mut self`, and each
+/// borrow ends with the caller's use of it. No `'static` reference to host memory exists.
+pub struct ControlFrames {
+    frames: HostFrames,
+}
+
+impl fmt::Debug for ControlFrames {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ControlFrames").field(&self.frames).finish()
+    }
+}
+
+impl ControlFrames {
+    /// Allocates `count` zeroed frames aligned to `align` frames (a power of two).
+    pub fn alloc(
+        host: &'static dyn HostMemory,
+        count: u64,
+        align: u64,
+    ) -> Result<ControlFrames, MemoryError> {
+        HostFrames::alloc(host, count, align).map(|frames| ControlFrames { frames })
+    }
+
+    /// Host-physical address of the first frame (what the hardware is given).
+    pub fn phys(&self) -> u64 {
+        self.frames.phys()
+    }
+
+    /// Number of frames.
+    pub fn frame_count(&self) -> u64 {
+        self.frames.frame_count()
+    }
+
+    fn frame_ptr(&self, index: u64) -> Result<*mut u8, MemoryError> {
+        if index >= self.frames.count {
+            return Err(MemoryError::FrameOffsetOutOfRange {
+                phys: self.frames.phys,
+                offset: index.saturating_mul(FRAME_SIZE),
+                len: FRAME_SIZE,
+            });
+        }
+        Ok(self.frames.host.ptr(self.frames.phys + index * FRAME_SIZE))
+    }
+
+    /// Frame `index`, for reading; the borrow ends before `self` can be changed.
+    pub fn frame(&self, index: u64) -> Result<&[u8; 4096], MemoryError> {
+        let ptr = self.frame_ptr(index)?;
+        // SAFETY: `ptr` is `HostMemory::ptr` of the first byte of a frame of this allocation,
+        // valid for the whole 4096-byte frame, which stays allocated while `self` lives. The
+        // frames are reachable only through this value (the inner `HostFrames` is private and
+        // its `&self` writers are never called), so no write can happen while the returned
+        // shared borrow of `self` lives; the hardware writes them only during calls that hold
+        // `&mut self` of the owner and no borrow of the frames. `u8` has alignment 1.
+        Ok(unsafe { &*(ptr as *const [u8; 4096]) })
+    }
+
+    /// Frame `index`, for writing; the borrow ends before `self` can be used again.
+    pub fn frame_mut(&mut self, index: u64) -> Result<&mut [u8; 4096], MemoryError> {
+        let ptr = self.frame_ptr(index)?;
+        // SAFETY: as in `frame`; `&mut self` makes this the only live reference to the frame.
+        Ok(unsafe { &mut *(ptr as *mut [u8; 4096]) })
+    }
+
+    /// The first frame, for reading (a VMCB, a VMCS region, an FPU area).
+    pub fn page(&self) -> &[u8; 4096] {
+        // SAFETY: as in `frame`; frame 0 exists in every allocation (`alloc` refuses 0
+        // frames), and `HostMemory::ptr` is valid for the whole frame.
+        unsafe { &*(self.frames.host.ptr(self.frames.phys) as *const [u8; 4096]) }
+    }
+
+    /// The first frame, for writing.
+    pub fn page_mut(&mut self) -> &mut [u8; 4096] {
+        // SAFETY: as in `page`, with `&mut self` making this the only live reference.
+        unsafe { &mut *(self.frames.host.ptr(self.frames.phys) as *mut [u8; 4096]) }
+    }
+
+    /// Copies `data` to `offset` (any length inside the allocation, across frames).
+    pub fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), MemoryError> {
+        self.frames.write(offset, data)
+    }
+
+    /// Copies `buf.len()` bytes at `offset` into `buf`.
+    pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
+        self.frames.read(offset, buf)
+    }
+
+    /// Sets every byte of the allocation to `byte`.
+    pub fn fill(&mut self, byte: u8) -> Result<(), MemoryError> {
+        self.frames.fill(0, self.frames.len(), byte)
+    }
+}
+
 /// A host-contiguous run of guest RAM.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RamRegion {

@@ -32,8 +32,14 @@
 //! owned frames ([`HostFrames`]) the tables live in; the backends (`backend::svm`,
 //! `backend::vmx`) load [`root`](NestedPageTables::root) / [`eptp`](NestedPageTables::eptp).
 //!
-//! Later work (dirty-page tracking for live migration) will clear write permission and read
-//! the accessed/dirty bits through the same tables.
+//! # Write protection
+//!
+//! [`set_writable`](NestedPageTables::set_writable) clears or sets the write permission of
+//! the leaves in a range (dirty-page tracking write-protects guest RAM and lifts the
+//! protection page by page as the guest writes). A 2 MiB leaf that the range covers only in
+//! part is split first into a page table of 512 4 KiB leaves with the same target and
+//! permissions (SDM Vol. 3C §29.4.3.1 and APM §15.25.10 leave the splitting to software; the
+//! caller invalidates cached translations after any change that takes permission away).
 
 use alloc::collections::BTreeMap;
 use core::fmt;
@@ -464,6 +470,98 @@ impl NestedPageTables {
             return Ok(FRAME_SIZE);
         }
         Err(MemoryError::AlreadyMapped { gpa })
+    }
+
+    /// The leaf's write permission bit, the same bit (1) in both formats.
+    fn write_bit(&self) -> u64 {
+        match self.format {
+            NestedFormat::Npt => NPT_WRITE,
+            NestedFormat::Ept => EPT_WRITE,
+        }
+    }
+
+    /// Replaces the 2 MiB leaf `entry` at `idx` of the PD `table` by a page table of 512
+    /// 4 KiB leaves mapping the same host range with the same permissions and memory type.
+    fn split_large(&mut self, table: u64, idx: u64, entry: u64) -> Result<(), MemoryError> {
+        let frame = HostFrames::alloc(self.host, 1, 1)?;
+        let base = entry & ADDR_MASK & !(LARGE_PAGE_SIZE - 1);
+        // Everything but the address and the page-size bit (NPT's large-page PAT bit 12 is
+        // never set here): permissions, NX, EPT memory type.
+        let flags = entry & !ADDR_MASK & !PAGE_SIZE_BIT;
+        for i in 0..ENTRIES {
+            frame.write_u64(i * ENTRY_SIZE, (base + i * FRAME_SIZE) | flags)?;
+        }
+        let phys = frame.phys();
+        self.tables.insert(phys, frame);
+        self.write_entry(table, idx, self.format.table_entry(phys))
+    }
+
+    /// Sets (`writable`) or clears the write permission of every mapped page in
+    /// `gpa..gpa + len` (4 KiB aligned); holes are skipped. A 2 MiB leaf the range covers
+    /// in part is split first. Returns how many bytes of mappings changed.
+    ///
+    /// Taking permission away needs the caller to invalidate the translations the CPUs
+    /// cached; granting it does not (a CPU that faults on a stale read-only translation
+    /// re-walks the tables: SDM Vol. 3C §29.4.3.3, APM §15.25.10). On error (no frame for a
+    /// split) the pages before the failing one have changed.
+    pub fn set_writable(&mut self, gpa: u64, len: u64, writable: bool) -> Result<u64, MemoryError> {
+        for (what, value) in [("guest-physical address", gpa), ("length", len)] {
+            if !value.is_multiple_of(FRAME_SIZE) {
+                return Err(MemoryError::Unaligned { what, value });
+            }
+        }
+        let end = match gpa.checked_add(len) {
+            Some(end) if end <= GPA_LIMIT => end,
+            _ => {
+                return Err(MemoryError::AddressTooLarge {
+                    what: "guest-physical",
+                    start: gpa,
+                    len,
+                });
+            }
+        };
+        let bit = self.write_bit();
+        let mut changed = 0;
+        let mut at = gpa;
+        while at < end {
+            match self.walk(at)? {
+                Walk::Hole { level } => {
+                    let size = level_size(level);
+                    at = (at & !(size - 1)) + size;
+                }
+                Walk::Leaf {
+                    table,
+                    entry,
+                    level,
+                    ..
+                } => {
+                    let size = level_size(level);
+                    let start = at & !(size - 1);
+                    if level > 1 && (start < gpa || start + size > end) {
+                        if (entry & bit != 0) == writable {
+                            // Already as asked: no need to split.
+                            at = start + size;
+                        } else if level == 2 {
+                            self.split_large(table, index(at, level), entry)?;
+                        } else {
+                            // 1 GiB leaves are never built (`map` stops at 2 MiB).
+                            return Err(MemoryError::Unaligned {
+                                what: "guest-physical address",
+                                value: at,
+                            });
+                        }
+                        continue;
+                    }
+                    let new = if writable { entry | bit } else { entry & !bit };
+                    if new != entry {
+                        self.write_entry(table, index(at, level), new)?;
+                        changed += size;
+                    }
+                    at = start + size;
+                }
+            }
+        }
+        Ok(changed)
     }
 
     /// Maps guest-physical `gpa..gpa + len` to host-physical `hpa..hpa + len` with `access`.

@@ -3,8 +3,8 @@
 //!
 //! # Call order
 //!
-//! 1. A backend constructor (`backend::create_vcpu`) builds a vCPU for a [`GuestMemory`]
-//!    and a start state ([`StartMode`]).
+//! 1. The VM's backend ([`VmBackend::create_vcpu`]) builds a vCPU over the VM's memory map
+//!    with a start state ([`StartMode`]).
 //! 2. The VM loop calls [`Vcpu::run`] repeatedly with the VM's memory. CPU-only exits (CPUID, MSR accesses, XSETBV,
 //!    the SVM/VMX instructions, exceptions Keel reflects) are handled inside the backend and
 //!    never come up; device-level exits return as a [`VmExit`].
@@ -13,7 +13,8 @@
 //!    destination register and moves RIP past the instruction. For the other exits RIP has
 //!    already been advanced when `run` returns (or, for faults, left where the guest stopped).
 //!
-//! [`GuestMemory`]: crate::memory::GuestMemory
+//!
+//! [`VmBackend::create_vcpu`]: crate::backend::VmBackend::create_vcpu
 
 use core::fmt;
 
@@ -326,6 +327,17 @@ pub enum VmExit {
         /// EDX:EAX.
         value: u64,
     },
+    /// A guest write to RAM that the VM backend write-protected for dirty tracking
+    /// ([`VmBackend::write_protect`](crate::backend::VmBackend::write_protect)). SVM
+    /// `VMEXIT_NPF` (0x400) with P and RW set in EXITINFO1; VMX exit reason 48 (EPT
+    /// violation) with a write to a readable page. RIP has not moved: the VMM logs the page
+    /// and lifts the protection
+    /// ([`VmBackend::record_dirty_write`](crate::backend::VmBackend::record_dirty_write)),
+    /// and the next entry retries the write.
+    DirtyPageWrite {
+        /// Guest-physical address written.
+        gpa: u64,
+    },
     /// An exit Keel has no handler for (raw exit code / basic exit reason).
     Unhandled {
         /// SVM EXITCODE or VMX basic exit reason.
@@ -354,6 +366,7 @@ impl VmExit {
             VmExit::InterruptWindow => "interrupt-window",
             VmExit::MsrRead { .. } => "msr-read",
             VmExit::MsrWrite { .. } => "msr-write",
+            VmExit::DirtyPageWrite { .. } => "dirty-page-write",
             VmExit::Unhandled { .. } => "unhandled",
         }
     }

@@ -20,7 +20,7 @@
 //!
 //! Each vCPU has a [`CpuState`] of its own. The BSP (vCPU 0) starts running; application
 //! processors wait until the guest sends them INIT and a start-up IPI, and their vCPU is
-//! created then, by the VM's [`VcpuFactory`], in real mode at the start page
+//! created then, by the VM's [`VmBackend`], in real mode at the start page
 //! ([`StartMode::StartupIpi`]). An AP that halts with interrupts disabled is parked (an OS
 //! stopping its other CPUs does that); a VM stops for it only when no vCPU can run again.
 //! The vCPUs of a VM with more than one exit on PAUSE ([`VmExit::Pause`]): a vCPU spinning
@@ -34,6 +34,7 @@ use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use crate::backend::{BackendError, VmBackend};
 use crate::devices::{CpuRequest, Devices, MachineRequest};
 use crate::exit_handler::{ExitAction, StopReason, handle_exit};
 use crate::memory::GuestMemory;
@@ -74,18 +75,6 @@ impl CpuState {
             CpuState::WaitingForStartup => "waiting-for-startup",
         }
     }
-}
-
-/// Creates the vCPUs of application processors when the guest starts them.
-pub trait VcpuFactory {
-    /// A vCPU with APIC id `apic_id` over `memory`, entering the guest at `start`; `None` when
-    /// the host cannot make one (out of memory or address-space ids).
-    fn create(
-        &mut self,
-        memory: &GuestMemory,
-        apic_id: u32,
-        start: StartMode,
-    ) -> Option<Box<dyn Vcpu>>;
 }
 
 /// Exit counts by kind ([`VmExit::kind`](crate::vcpu::VmExit::kind) names, plus `cpuid`,
@@ -144,11 +133,13 @@ struct Cpu {
     state: CpuState,
 }
 
-/// What a VM holds while it has not stopped.
+/// What a VM holds while it has not stopped. The vCPUs are declared (and so dropped)
+/// before the backend whose tables they use.
 struct Live {
-    memory: GuestMemory,
     /// Index = APIC id; 0 is the BSP.
     cpus: Vec<Cpu>,
+    /// The VM's memory map (RAM, nested page tables) and the maker of its vCPUs.
+    backend: Box<dyn VmBackend>,
 }
 
 /// One virtual machine with one or more vCPUs.
@@ -171,7 +162,6 @@ pub struct Vm {
     state: VmState,
     stats: ExitStats,
     injected_interrupts: u64,
-    factory: Option<Box<dyn VcpuFactory>>,
     /// The vCPU that ran last (the turn goes on from the next).
     last_cpu: usize,
 }
@@ -211,64 +201,57 @@ fn add_internal(sum: &mut InternalExits, more: InternalExits) {
 }
 
 impl Vm {
-    /// A running VM over `memory` (already loaded with the guest), `vcpu` (the BSP, created
-    /// for that memory) and `devices`. The application processors — one per further local
-    /// APIC in `devices` — wait for the guest to start them; without a
-    /// [`factory`](Self::with_factory) they cannot start.
+    /// A running VM on `backend` (whose RAM is already loaded with the guest), with the BSP
+    /// created through it to start as `start`, and `devices`. The application processors —
+    /// one per further local APIC in `devices` — wait for the guest to start them; the
+    /// backend creates their vCPUs then. Fails when the BSP cannot be created.
     pub fn new(
         id: u32,
         name: String,
-        memory: GuestMemory,
-        vcpu: Box<dyn Vcpu>,
+        mut backend: Box<dyn VmBackend>,
+        start: StartMode,
         devices: Devices,
-    ) -> Vm {
+    ) -> Result<Vm, BackendError> {
         let cpu_count = devices.cpu_count().max(1);
-        let mut vcpu = vcpu;
+        let mut vcpu = backend.create_vcpu(0, start)?;
         if cpu_count > 1 {
             vcpu.set_pause_exiting(true);
         }
         let mut cpus = Vec::with_capacity(cpu_count);
         cpus.push(Cpu {
             state: CpuState::Running,
-            vcpu: None,
+            vcpu: Some(vcpu),
         });
-        cpus[0].vcpu = Some(vcpu);
         for _ in 1..cpu_count {
             cpus.push(Cpu {
                 vcpu: None,
                 state: CpuState::WaitingForStartup,
             });
         }
-        Vm {
+        Ok(Vm {
             id,
             name,
-            memory_size: memory.size(),
+            memory_size: backend.memory().size(),
             cpu_count,
-            backend: cpus[0].vcpu.as_ref().map_or("none", |v| v.backend()),
+            backend: backend.name(),
             retired_internal: InternalExits::default(),
             final_registers: Registers::default(),
-            live: Some(Live { memory, cpus }),
+            live: Some(Live { cpus, backend }),
             devices,
             state: VmState::Running,
             stats: ExitStats::new(),
             injected_interrupts: 0,
-            factory: None,
             last_cpu: 0,
-        }
+        })
     }
 
-    /// Gives the VM the factory that creates application processors' vCPUs.
-    pub fn with_factory(mut self, factory: Box<dyn VcpuFactory>) -> Vm {
-        self.factory = Some(factory);
-        self
-    }
-
-    /// Frees the vCPUs (first: they map the RAM) and then the RAM of a VM that has stopped.
+    /// Frees the vCPUs (first: they use the VM's nested page tables) and then the backend
+    /// with the tables and the RAM, once the VM has stopped.
     fn release_if_stopped(&mut self) {
         if self.is_stopped()
             && let Some(live) = self.live.take()
         {
-            let Live { memory, cpus } = live;
+            let Live { cpus, backend } = live;
             for (i, cpu) in cpus.into_iter().enumerate() {
                 if let Some(vcpu) = cpu.vcpu {
                     add_internal(&mut self.retired_internal, vcpu.internal_exits());
@@ -277,8 +260,7 @@ impl Vm {
                     }
                 }
             }
-            drop(memory);
-            self.factory = None;
+            drop(backend);
         }
     }
 
@@ -374,7 +356,7 @@ impl Vm {
         };
         self.last_cpu = i;
         self.state = VmState::Running;
-        let Live { memory, cpus } = live;
+        let Live { cpus, backend } = live;
         let Some(vcpu) = cpus[i].vcpu.as_mut() else {
             // A running slot always has a vCPU; treat a missing one as a VMM bug.
             self.state = VmState::Stopped(StopReason::Backend(crate::vcpu::VcpuError::Stopped));
@@ -396,7 +378,7 @@ impl Vm {
                 vcpu.request_interrupt_window(true);
             }
         }
-        let exit = match vcpu.run(memory) {
+        let exit = match vcpu.run(backend.memory()) {
             Ok(exit) => exit,
             Err(error) => {
                 self.state = VmState::Stopped(StopReason::Backend(error));
@@ -412,6 +394,18 @@ impl Vm {
             self.devices.set_guest_tsc(vcpu.guest_tsc(now.tsc));
         }
         self.stats.record(exit.kind());
+        if let VmExit::DirtyPageWrite { gpa } = exit {
+            // Dirty tracking: log the page and let the write through (the guest retries it).
+            if !matches!(backend.record_dirty_write(gpa), Ok(true)) {
+                let rip = vcpu.registers().rip;
+                self.stop(StopReason::BadMemoryAccess {
+                    gpa,
+                    rip,
+                    reason: "a write to write-protected RAM could not be let through",
+                });
+                return self.state;
+            }
+        }
         match handle_exit(&exit, &mut self.devices) {
             ExitAction::Resume => {}
             ExitAction::CompleteRead(value) => {
@@ -487,18 +481,14 @@ impl Vm {
                     let start = StartMode::StartupIpi { vector };
                     // `cpu` < the vCPU count, at most 8.
                     let apic_id = cpu as u32;
-                    let vcpu = self
-                        .factory
-                        .as_mut()
-                        .and_then(|f| f.create(&live.memory, apic_id, start));
-                    match vcpu {
-                        Some(mut vcpu) => {
+                    match live.backend.create_vcpu(apic_id, start) {
+                        Ok(mut vcpu) => {
                             // APs exist only in VMs with several vCPUs.
                             vcpu.set_pause_exiting(true);
                             live.cpus[cpu].vcpu = Some(vcpu);
                             live.cpus[cpu].state = CpuState::Running;
                         }
-                        None => {
+                        Err(_) => {
                             self.stop(StopReason::ApStartFailed { cpu: apic_id });
                             return;
                         }
@@ -572,7 +562,15 @@ impl Vm {
 
     /// The guest's RAM, until the VM stops.
     pub fn memory(&self) -> Option<&GuestMemory> {
-        self.live.as_ref().map(|live| &live.memory)
+        self.live.as_ref().map(|live| live.backend.memory())
+    }
+
+    /// The VM's backend (memory map, write protection, dirty log), until the VM stops.
+    pub fn vm_backend_mut(&mut self) -> Option<&mut dyn VmBackend> {
+        match self.live.as_mut() {
+            Some(live) => Some(live.backend.as_mut()),
+            None => None,
+        }
     }
 
     /// Size of the guest's RAM in bytes (also after it was released).
@@ -611,6 +609,7 @@ mod tests {
     use core::cell::{Cell, RefCell};
 
     use super::*;
+    use crate::backend::MemoryMap;
     use crate::devices::uart::OUTPUT_CAPACITY;
     use crate::devices::{COM1_BASE, POST_PORT};
     use crate::memory::MIN_GUEST_RAM;
@@ -741,6 +740,70 @@ mod tests {
         }
     }
 
+    /// A VM backend over mock host memory: the BSP it was given, then one scripted vCPU per
+    /// AP start (each start recorded); no scripts left means the host has no vCPU to give.
+    struct ScriptedBackend {
+        map: MemoryMap,
+        bsp: Option<ScriptedVcpu>,
+        scripts: VecDeque<Vec<VmExit>>,
+        started: Rc<RefCell<Vec<(u32, StartMode)>>>,
+        probes: Rc<RefCell<Vec<Rc<Probe>>>>,
+    }
+
+    impl ScriptedBackend {
+        fn new(bsp: ScriptedVcpu, scripts: Vec<Vec<VmExit>>) -> ScriptedBackend {
+            let memory = GuestMemory::new(MockHost::leak(3 * 512), MIN_GUEST_RAM).unwrap();
+            ScriptedBackend {
+                map: MemoryMap::new(memory, crate::nested_paging::NestedFormat::Npt).unwrap(),
+                bsp: Some(bsp),
+                scripts: scripts.into_iter().collect(),
+                started: Rc::default(),
+                probes: Rc::default(),
+            }
+        }
+    }
+
+    impl VmBackend for ScriptedBackend {
+        fn name(&self) -> &'static str {
+            "scripted"
+        }
+
+        fn memory_map(&self) -> &MemoryMap {
+            &self.map
+        }
+
+        fn memory_map_mut(&mut self) -> &mut MemoryMap {
+            &mut self.map
+        }
+
+        fn create_vcpu(
+            &mut self,
+            apic_id: u32,
+            start: StartMode,
+        ) -> Result<Box<dyn Vcpu>, BackendError> {
+            if apic_id == 0 {
+                return self
+                    .bsp
+                    .take()
+                    .map(|bsp| Box::new(bsp) as Box<dyn Vcpu>)
+                    .ok_or(BackendError::OutOfHostMemory);
+            }
+            let script = self
+                .scripts
+                .pop_front()
+                .ok_or(BackendError::OutOfHostMemory)?;
+            self.started.borrow_mut().push((apic_id, start));
+            let probe = Rc::new(Probe::default());
+            self.probes.borrow_mut().push(Rc::clone(&probe));
+            Ok(Box::new(ScriptedVcpu {
+                exits: script.into_iter().collect(),
+                pending_read: false,
+                internal: InternalExits::default(),
+                probe,
+            }))
+        }
+    }
+
     fn vm_with(
         exits: impl IntoIterator<Item = VmExit>,
         internal: InternalExits,
@@ -752,14 +815,14 @@ mod tests {
             internal,
             probe: Rc::clone(&probe),
         };
-        let memory = GuestMemory::new(MockHost::leak(2 * 512), MIN_GUEST_RAM).unwrap();
         let vm = Vm::new(
             7,
             String::from("test"),
-            memory,
-            Box::new(vcpu),
+            Box::new(ScriptedBackend::new(vcpu, Vec::new())),
+            StartMode::RealMode { entry: 0x7c00 },
             Devices::pc_for_tests(),
-        );
+        )
+        .unwrap();
         (vm, probe)
     }
 
@@ -783,6 +846,48 @@ mod tests {
             }
         }
         vm.state()
+    }
+
+    #[test]
+    fn a_write_to_protected_ram_is_logged_and_let_through() {
+        let (mut vm, probe) = vm([
+            VmExit::DirtyPageWrite { gpa: 0x1_2345 },
+            out(b'k'),
+            VmExit::Hlt {
+                interrupts_enabled: false,
+            },
+        ]);
+        let backend = vm.vm_backend_mut().unwrap();
+        backend.write_protect(0, MIN_GUEST_RAM).unwrap();
+        let writable = |vm: &mut Vm, gpa| {
+            vm.vm_backend_mut()
+                .unwrap()
+                .memory_map()
+                .tables()
+                .translate(gpa)
+        };
+        assert!(!writable(&mut vm, 0x1_2000).unwrap().1.write);
+        assert_eq!(vm.step0(), VmState::Running);
+        assert!(writable(&mut vm, 0x1_2000).unwrap().1.write, "unprotected");
+        assert!(
+            !writable(&mut vm, 0x1_3000).unwrap().1.write,
+            "only that page"
+        );
+        let dirty = vm.vm_backend_mut().unwrap().take_dirty_pages();
+        assert_eq!(dirty.pages().collect::<Vec<_>>(), [0x1_2000]);
+        assert_eq!(vm.exit_stats().get("dirty-page-write"), 1);
+        run_to_rest(&mut vm, 5);
+        assert_eq!(vm.console_output_since(0).0, b"k");
+        assert_eq!(probe.completed.borrow().len(), 0);
+    }
+
+    #[test]
+    fn a_dirty_write_outside_ram_stops_the_vm() {
+        let (mut vm, _) = vm([VmExit::DirtyPageWrite { gpa: 1 << 40 }]);
+        assert!(matches!(
+            vm.step0(),
+            VmState::Stopped(StopReason::BadMemoryAccess { gpa, .. }) if gpa == 1 << 40
+        ));
     }
 
     #[test]
@@ -1185,34 +1290,6 @@ mod tests {
         use super::*;
         use crate::devices::lapic::DEFAULT_BASE as APIC;
 
-        /// Creates scripted AP vCPUs, one script per start, and records each start.
-        struct ScriptedFactory {
-            scripts: VecDeque<Vec<VmExit>>,
-            started: Rc<RefCell<Vec<(u32, StartMode)>>>,
-            probes: Rc<RefCell<Vec<Rc<Probe>>>>,
-        }
-
-        impl VcpuFactory for ScriptedFactory {
-            fn create(
-                &mut self,
-                memory: &GuestMemory,
-                apic_id: u32,
-                start: StartMode,
-            ) -> Option<Box<dyn Vcpu>> {
-                assert_eq!(memory.size(), MIN_GUEST_RAM);
-                let script = self.scripts.pop_front()?;
-                self.started.borrow_mut().push((apic_id, start));
-                let probe = Rc::new(Probe::default());
-                self.probes.borrow_mut().push(Rc::clone(&probe));
-                Some(Box::new(ScriptedVcpu {
-                    exits: script.into_iter().collect(),
-                    pending_read: false,
-                    internal: InternalExits::default(),
-                    probe,
-                }))
-            }
-        }
-
         struct Smp {
             vm: Vm,
             started: Rc<RefCell<Vec<(u32, StartMode)>>>,
@@ -1233,29 +1310,23 @@ mod tests {
             aps: Option<Vec<Vec<VmExit>>>,
             bsp_probe: Rc<Probe>,
         ) -> Smp {
-            let started = Rc::new(RefCell::new(Vec::new()));
-            let ap_probes = Rc::new(RefCell::new(Vec::new()));
             let vcpu = ScriptedVcpu {
                 exits: bsp.into_iter().collect(),
                 pending_read: false,
                 internal: InternalExits::default(),
                 probe: bsp_probe,
             };
-            let memory = GuestMemory::new(MockHost::leak(2 * 512), MIN_GUEST_RAM).unwrap();
-            let mut vm = Vm::new(
+            let backend = ScriptedBackend::new(vcpu, aps.unwrap_or_default());
+            let started = Rc::clone(&backend.started);
+            let ap_probes = Rc::clone(&backend.probes);
+            let vm = Vm::new(
                 3,
                 String::from("smp"),
-                memory,
-                Box::new(vcpu),
+                Box::new(backend),
+                StartMode::RealMode { entry: 0x7c00 },
                 Devices::pc_for_tests_with_cpus(cpus),
-            );
-            if let Some(scripts) = aps {
-                vm = vm.with_factory(Box::new(ScriptedFactory {
-                    scripts: scripts.into_iter().collect(),
-                    started: Rc::clone(&started),
-                    probes: Rc::clone(&ap_probes),
-                }));
-            }
+            )
+            .unwrap();
             Smp {
                 vm,
                 started,
@@ -1343,7 +1414,7 @@ mod tests {
         }
 
         #[test]
-        fn a_startup_without_a_factory_stops_the_vm_with_a_clear_reason() {
+        fn an_ap_the_backend_cannot_create_stops_the_vm_with_a_clear_reason() {
             let mut bsp = Vec::new();
             bsp.extend(ipi(1, INIT));
             bsp.extend(ipi(1, STARTUP_08));

@@ -5,15 +5,11 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use alloc::boxed::Box;
-
 use keel_vmm::cpuid::CpuidPolicy;
-use keel_vmm::detect::Virtualization;
 use keel_vmm::devices::{Devices, PlatformConfig};
 use keel_vmm::host::HostMemory;
 use keel_vmm::memory::GuestMemory;
-use keel_vmm::vcpu::{StartMode, Vcpu};
-use keel_vmm::vm::{Clock, Instant, VcpuFactory, Vm};
+use keel_vmm::vm::{Clock, Instant, Vm};
 use keel_vmm::{backend, loader};
 
 use super::{DEFAULT_LINUX_MEM_MIB, DEFAULT_MEM_MIB, MEM_MIB_RANGE, StartError};
@@ -150,50 +146,16 @@ pub(super) fn build_vm(
     };
     let cpuid =
         CpuidPolicy::from_host(&crate::cpuinfo::HostCpu).with_tsc_hz(crate::arch::timer::tsc_hz());
-    let vcpu = backend::create_vcpu(&system.virtualization, &HOST, &memory, start, cpuid.clone())
-        .map_err(StartError::Vcpu)?;
     let devices = Devices::pc(PlatformConfig {
         cpus: bp.cpus,
         ..platform_config()
     })
     .map_err(|e| StartError::Load(alloc::format!("{e}")))?;
-    let factory = ApFactory {
-        vm: id,
-        virtualization: system.virtualization.clone(),
-        cpuid,
-    };
-    Ok(Vm::new(id, label, memory, vcpu, devices).with_factory(Box::new(factory)))
-}
-
-/// Creates the vCPUs of a VM's application processors when its guest starts them.
-struct ApFactory {
-    vm: u32,
-    virtualization: Virtualization,
-    /// The BSP's policy; each AP answers with its own APIC id.
-    cpuid: CpuidPolicy,
-}
-
-impl VcpuFactory for ApFactory {
-    fn create(
-        &mut self,
-        memory: &GuestMemory,
-        apic_id: u32,
-        start: StartMode,
-    ) -> Option<Box<dyn Vcpu>> {
-        let cpuid = self.cpuid.clone().with_vcpu_id(apic_id);
-        match backend::create_vcpu(&self.virtualization, &HOST, memory, start, cpuid) {
-            Ok(vcpu) => Some(vcpu),
-            Err(e) => {
-                defmt::warn!(
-                    "vm {=u32}: cannot create vCPU {=u32}: {}",
-                    self.vm,
-                    apic_id,
-                    defmt::Display2Format(&e)
-                );
-                None
-            }
-        }
-    }
+    // The VM backend takes the loaded RAM and maps it; the VM creates its vCPUs through it
+    // (the BSP now, each AP at its start-up IPI).
+    let vm_backend = backend::create_vm_backend(&system.virtualization, &HOST, memory, cpuid)
+        .map_err(StartError::Vcpu)?;
+    Vm::new(id, label, vm_backend, start, devices).map_err(StartError::Vcpu)
 }
 
 /// Reads a guest store file for VM `vm`.

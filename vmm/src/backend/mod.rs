@@ -1,24 +1,46 @@
-//! Hardware backends behind the [`Vcpu`] trait, chosen at runtime from what detection found.
+//! Hardware backends: a VM-level [`VmBackend`] that owns the VM's memory map and makes its
+//! vCPUs, behind the runtime SVM/VMX choice ([`create_vm_backend`]).
 //!
-//! `svm` is AMD-V with nested paging; `vmx` is Intel VT-x with EPT, unrestricted guest and
-//! VPID. `fpu` is shared: both backends switch guest FPU/SSE/AVX state the same way. No
-//! backend type leaks out of this module.
+//! # Who owns what
+//!
+//! ```text
+//!  Vm ──owns──► Box<dyn VmBackend>          svm::SvmVm / vmx::VmxVm
+//!   │             └── MemoryMap              guest RAM, NPT/EPT, TLB epoch, dirty log
+//!   │                  (memory_map.rs)
+//!   └─owns──► Box<dyn Vcpu> per vCPU         svm::SvmVcpu / vmx::VmxVcpu
+//!                 ├── ControlFrames          VMCB or VMCS, I/O and MSR bitmaps
+//!                 ├── GuestFpu (fpu.rs)      XSAVE area
+//!                 ├── Id (ids.rs)            its ASID / VPID
+//!                 └── TlbEpoch               flushes when the VM's map changed
+//! ```
+//!
+//! The second-level tables and the memory map are the VM's: one set per VM, built once,
+//! write-protected and invalidated through the VM backend. ASIDs/VPIDs are per vCPU (see
+//! `ids` for why). Code both backends share lives here: `pending` (reads the VMM
+//! completes), `mmio` (decoding an MMIO access), `fpu`, `ids`, `memory_map`; control pages
+//! are [`ControlFrames`](crate::memory::ControlFrames), whose borrows end with each call.
+//! Every resource is an owned value, so a failed creation and `Drop` unwind themselves.
+//! No backend type leaks out of this module.
 
 pub mod fpu;
+mod ids;
+pub mod memory_map;
 mod mmio;
+pub(crate) mod pending;
 pub mod svm;
 pub mod vmx;
 
 use alloc::boxed::Box;
 use core::fmt;
 
+pub use self::memory_map::{DirtyBitmap, MemoryMap};
 use crate::cpuid::CpuidPolicy;
 use crate::detect::{Unavailable, Virtualization};
 use crate::host::HostMemory;
 use crate::memory::{GuestMemory, MemoryError};
-use crate::vcpu::{StartMode, Vcpu};
+use crate::vcpu::{Registers, StartMode, Vcpu};
 
-/// Why a vCPU could not be created.
+/// Why a VM backend or a vCPU could not be created.
 #[derive(Debug)]
 pub enum BackendError {
     /// The host has no usable virtualization extension.
@@ -49,21 +71,104 @@ impl fmt::Display for BackendError {
     }
 }
 
-/// Creates a vCPU on whichever backend this host supports.
-pub fn create_vcpu(
+impl From<MemoryError> for BackendError {
+    fn from(e: MemoryError) -> BackendError {
+        match e {
+            MemoryError::OutOfHostMemory { .. } => BackendError::OutOfHostMemory,
+            e => BackendError::Memory(e),
+        }
+    }
+}
+
+/// One VM on a hardware backend: its memory map and the maker of its vCPUs.
+///
+/// # Call order
+///
+/// 1. [`create_vm_backend`] takes the guest's RAM (already loaded) and maps it.
+/// 2. The VM creates its vCPUs with [`create_vcpu`](Self::create_vcpu): the BSP at once,
+///    each AP when the guest sends it a start-up IPI. vCPUs run over
+///    [`memory`](Self::memory).
+/// 3. Dirty tracking, at any point between runs: [`write_protect`](Self::write_protect);
+///    answer each [`VmExit::DirtyPageWrite`](crate::vcpu::VmExit::DirtyPageWrite) with
+///    [`record_dirty_write`](Self::record_dirty_write); harvest with
+///    [`take_dirty_pages`](Self::take_dirty_pages).
+/// 4. Drop the vCPUs before the backend (they point into its tables).
+pub trait VmBackend {
+    /// Which backend this is (`"svm"` or `"vmx"`).
+    fn name(&self) -> &'static str;
+    /// The VM's memory map.
+    fn memory_map(&self) -> &MemoryMap;
+    /// The VM's memory map, to change it.
+    fn memory_map_mut(&mut self) -> &mut MemoryMap;
+    /// A vCPU for local APIC id `apic_id`, entering the guest as `start` says, over this
+    /// VM's memory map.
+    fn create_vcpu(
+        &mut self,
+        apic_id: u32,
+        start: StartMode,
+    ) -> Result<Box<dyn Vcpu>, BackendError>;
+
+    /// The guest's RAM.
+    fn memory(&self) -> &GuestMemory {
+        self.memory_map().memory()
+    }
+
+    /// Makes every vCPU of the VM, on whichever CPU it runs, drop its cached guest-physical
+    /// translations before it next enters the guest.
+    fn invalidate_translations(&mut self) {
+        self.memory_map_mut().invalidate();
+    }
+
+    /// Write-protects guest RAM in `gpa..gpa + len` (see [`MemoryMap::write_protect`]).
+    fn write_protect(&mut self, gpa: u64, len: u64) -> Result<(), MemoryError> {
+        self.memory_map_mut().write_protect(gpa, len)
+    }
+
+    /// Lifts write protection from guest RAM in `gpa..gpa + len`.
+    fn unprotect(&mut self, gpa: u64, len: u64) -> Result<(), MemoryError> {
+        self.memory_map_mut().unprotect(gpa, len)
+    }
+
+    /// Logs and unprotects the page of a guest write that hit write protection (see
+    /// [`MemoryMap::record_dirty_write`]).
+    fn record_dirty_write(&mut self, gpa: u64) -> Result<bool, MemoryError> {
+        self.memory_map_mut().record_dirty_write(gpa)
+    }
+
+    /// The pages written since the last call.
+    fn take_dirty_pages(&mut self) -> DirtyBitmap {
+        self.memory_map_mut().take_dirty()
+    }
+}
+
+/// The VM backend for `memory` on whichever extension this host has; vCPUs get `cpuid`
+/// with their own APIC id.
+pub fn create_vm_backend(
     virtualization: &Virtualization,
     host: &'static dyn HostMemory,
-    memory: &GuestMemory,
-    start: StartMode,
+    memory: GuestMemory,
     cpuid: CpuidPolicy,
-) -> Result<Box<dyn Vcpu>, BackendError> {
+) -> Result<Box<dyn VmBackend>, BackendError> {
     match virtualization {
-        Virtualization::Svm(caps) => Ok(Box::new(svm::SvmVcpu::new(
-            host, caps, memory, start, cpuid,
-        )?)),
-        Virtualization::Vmx(caps) => Ok(Box::new(vmx::VmxVcpu::new(
-            host, caps, memory, start, cpuid,
-        )?)),
+        Virtualization::Svm(caps) => Ok(Box::new(svm::SvmVm::new(host, caps, memory, cpuid)?)),
+        Virtualization::Vmx(caps) => Ok(Box::new(vmx::VmxVm::new(host, caps, memory, cpuid)?)),
         Virtualization::Unavailable(reason) => Err(BackendError::Unavailable(*reason)),
+    }
+}
+
+/// The registers a vCPU starts with, on either backend.
+pub fn start_registers(start: StartMode) -> Registers {
+    use svm::vmcb;
+    match start {
+        StartMode::RealMode { entry } => vmcb::real_mode_registers(entry),
+        StartMode::StartupIpi { vector } => vmcb::startup_ipi_registers(vector),
+        StartMode::LongMode {
+            entry,
+            cr3,
+            gdt,
+            stack,
+            rsi,
+        } => vmcb::long_mode_registers(entry, cr3, gdt, stack, rsi),
+        StartMode::Protected32 { entry, ebx } => vmcb::protected_mode_registers(entry, ebx),
     }
 }

@@ -316,3 +316,38 @@ fn error_messages_tell_the_operator_what_to_do() {
         "guest-physical access of 4 bytes at 0x1000 is outside guest RAM"
     );
 }
+
+#[test]
+fn control_frames_lend_frames_and_free_them() {
+    let h = host(16);
+    let mut frames = ControlFrames::alloc(h, 2, 1).unwrap();
+    assert_eq!(frames.frame_count(), 2);
+    frames.page_mut()[4095] = 7;
+    frames.frame_mut(1).unwrap()[0] = 9;
+    assert_eq!(frames.page()[4095], 7);
+    assert_eq!(frames.frame(1).unwrap()[0], 9);
+    assert_eq!(
+        h.peek(frames.phys() + 4096),
+        9,
+        "frame 1 is the second page"
+    );
+    assert_eq!(
+        frames.frame(2).unwrap_err(),
+        MemoryError::FrameOffsetOutOfRange {
+            phys: frames.phys(),
+            offset: 2 * 4096,
+            len: 4096
+        }
+    );
+    frames.fill(0xff).unwrap();
+    let mut b = [0u8; 2];
+    frames.read(4095, &mut b).unwrap();
+    assert_eq!(b, [0xff, 0xff]);
+    frames.write(4095, &[1, 2]).unwrap();
+    assert_eq!(
+        (h.peek(frames.phys() + 4095), h.peek(frames.phys() + 4096)),
+        (1, 2)
+    );
+    drop(frames);
+    assert_eq!(h.frames_in_use(), 0);
+}

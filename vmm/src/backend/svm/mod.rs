@@ -1,4 +1,5 @@
-//! The AMD-V (SVM) backend: one VMCB per vCPU, nested paging, exits mapped to [`VmExit`].
+//! The AMD-V (SVM) backend: one nested page table per VM ([`SvmVm`], in its [`MemoryMap`]),
+//! one VMCB and ASID per vCPU, exits mapped to [`VmExit`].
 //!
 //! CPU-level exits are handled here and never reach the VMM: CPUID (through the
 //! [`CpuidPolicy`]), RDMSR/WRMSR (through [`MsrState`]; unknown MSRs get #GP), INVD, and the
@@ -10,19 +11,24 @@
 pub mod instr;
 pub mod vmcb;
 
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use alloc::boxed::Box;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use self::instr::GuestGprs;
 use self::vmcb::{Vmcb, exit, offset};
-use super::{BackendError, fpu};
+use super::fpu::{self, GuestFpu};
+use super::ids::{Id, IdPool};
+use super::memory_map::{MemoryMap, TlbEpoch};
+use super::pending::{self, GuestAccess, Pending};
+use super::{BackendError, VmBackend};
 use crate::cpuid::CpuidPolicy;
-use crate::decode::{self, MmioOp};
+use crate::decode;
 use crate::detect::SvmCapabilities;
 use crate::guest_paging;
 use crate::host::HostMemory;
-use crate::memory::GuestMemory;
+use crate::memory::{ControlFrames, GuestMemory};
 use crate::msr::{self, MsrEffect, MsrState};
-use crate::nested_paging::{NestedFormat, NestedPageTables};
+use crate::nested_paging::NestedFormat;
 use crate::vcpu::{
     EntryFailure, Gpr, InternalExits, Registers, StartMode, Vcpu, VcpuError, VmExit,
 };
@@ -31,6 +37,10 @@ const RFLAGS_IF: u64 = 1 << 9;
 const MSR_EFER: u32 = 0xc000_0080;
 const VECTOR_UD: u8 = 6;
 const VECTOR_GP: u8 = 13;
+/// `TLB_CONTROL`: flush the whole TLB (every ASID).
+const TLB_FLUSH_ALL: u8 = 1;
+/// `TLB_CONTROL`: flush this guest's (ASID's) entries; needs FlushByAsid.
+const TLB_FLUSH_ASID: u8 = 3;
 
 /// This CPU's SVM host areas (VM_HSAVE_PA and the VMSAVE area for host state).
 static HSAVE_PA: AtomicU64 = AtomicU64::new(0);
@@ -38,35 +48,20 @@ static HOST_SAVE_PA: AtomicU64 = AtomicU64::new(0);
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
 /// ASIDs in use (bit n = ASID n); ASID 0 is the host's.
-static ASIDS: [AtomicU64; 64] = [const { AtomicU64::new(0) }; 64];
-static ASID_LIMIT: AtomicU32 = AtomicU32::new(0);
+static ASID_BITS: [AtomicU64; 64] = [const { AtomicU64::new(0) }; 64];
+static ASIDS: IdPool = IdPool::new(&ASID_BITS);
 
-fn alloc_asid(count: u32) -> Option<u32> {
-    let limit = count.min(64 * 64);
-    ASID_LIMIT.store(limit, Ordering::Relaxed);
-    for asid in 1..limit {
-        let (word, bit) = ((asid / 64) as usize, asid % 64);
-        let prev = ASIDS[word].fetch_or(1 << bit, Ordering::AcqRel);
-        if prev & (1 << bit) == 0 {
-            return Some(asid);
-        }
-    }
-    None
-}
-
-fn free_asid(asid: u32) {
-    let (word, bit) = ((asid / 64) as usize, asid % 64);
-    ASIDS[word].fetch_and(!(1 << bit), Ordering::AcqRel);
-}
-
-fn ensure_enabled(host: &'static dyn HostMemory) -> Result<(u64, u64), BackendError> {
+/// Turns SVM on for this CPU once; returns the host save area for VMSAVE/VMLOAD.
+fn ensure_enabled(host: &'static dyn HostMemory) -> Result<u64, BackendError> {
     if !ENABLED.load(Ordering::Acquire) {
+        // Both pages belong to this CPU for as long as SVM is on (forever).
         let hsave = host
             .alloc_frames(1, 1)
             .ok_or(BackendError::OutOfHostMemory)?;
-        let host_save = host
-            .alloc_frames(1, 1)
-            .ok_or(BackendError::OutOfHostMemory)?;
+        let Some(host_save) = host.alloc_frames(1, 1) else {
+            host.free_frames(hsave, 1);
+            return Err(BackendError::OutOfHostMemory);
+        };
         fpu::enable_on_this_cpu();
         // SAFETY: detection found SVM usable on this CPU; the page is ours forever.
         unsafe { instr::enable(hsave) };
@@ -74,37 +69,76 @@ fn ensure_enabled(host: &'static dyn HostMemory) -> Result<(u64, u64), BackendEr
         HOST_SAVE_PA.store(host_save, Ordering::Relaxed);
         ENABLED.store(true, Ordering::Release);
     }
-    Ok((
-        HSAVE_PA.load(Ordering::Relaxed),
-        HOST_SAVE_PA.load(Ordering::Relaxed),
-    ))
+    Ok(HOST_SAVE_PA.load(Ordering::Relaxed))
 }
 
-/// A read the guest is waiting for.
-#[derive(Clone, Copy, Debug)]
-enum Pending {
-    Io { size: u8, next_rip: u64 },
-    Mmio(MmioOp),
-    Msr { next_rip: u64, write: bool },
+/// A VM on AMD-V: its memory map (nested page tables) and what its vCPUs are made from.
+pub struct SvmVm {
+    host: &'static dyn HostMemory,
+    caps: SvmCapabilities,
+    cpuid: CpuidPolicy,
+    map: MemoryMap,
+}
+
+impl SvmVm {
+    /// Turns SVM on (once per CPU) and maps `memory` in nested page tables.
+    pub fn new(
+        host: &'static dyn HostMemory,
+        caps: &SvmCapabilities,
+        memory: GuestMemory,
+        cpuid: CpuidPolicy,
+    ) -> Result<SvmVm, BackendError> {
+        ensure_enabled(host)?;
+        let map = MemoryMap::new(memory, NestedFormat::Npt).map_err(BackendError::Memory)?;
+        Ok(SvmVm {
+            host,
+            caps: caps.clone(),
+            cpuid,
+            map,
+        })
+    }
+}
+
+impl VmBackend for SvmVm {
+    fn name(&self) -> &'static str {
+        "svm"
+    }
+
+    fn memory_map(&self) -> &MemoryMap {
+        &self.map
+    }
+
+    fn memory_map_mut(&mut self) -> &mut MemoryMap {
+        &mut self.map
+    }
+
+    fn create_vcpu(
+        &mut self,
+        apic_id: u32,
+        start: StartMode,
+    ) -> Result<Box<dyn Vcpu>, BackendError> {
+        let cpuid = self.cpuid.clone().with_vcpu_id(apic_id);
+        let vcpu = SvmVcpu::new(self.host, &self.caps, &self.map, start, cpuid)?;
+        Ok(Box::new(vcpu))
+    }
 }
 
 /// One vCPU on AMD-V.
 pub struct SvmVcpu {
-    host: &'static dyn HostMemory,
-    vmcb_pa: u64,
-    iopm_pa: u64,
-    msrpm_pa: u64,
-    fpu_pa: u64,
+    vmcb: ControlFrames,
+    iopm: ControlFrames,
+    msrpm: ControlFrames,
+    fpu: GuestFpu,
+    asid: Id,
+    tlb: TlbEpoch,
     host_save_pa: u64,
-    asid: u32,
-    _npt: NestedPageTables,
     gprs: GuestGprs,
     nrip_save: bool,
+    flush_by_asid: bool,
     cpuid: CpuidPolicy,
     msrs: MsrState,
     pending: Option<Pending>,
     internal: InternalExits,
-    flush_tlb: bool,
     stopped: bool,
     /// NMI state, which the VMCB does not show: see [`NmiMask`].
     nmi: NmiMask,
@@ -125,90 +159,62 @@ enum NmiMask {
 }
 
 impl SvmVcpu {
-    /// Creates a vCPU for `memory`, starting as `start` says.
-    pub fn new(
+    /// Creates a vCPU over `map` (the VM's nested page tables), starting as `start` says.
+    fn new(
         host: &'static dyn HostMemory,
         caps: &SvmCapabilities,
-        memory: &GuestMemory,
+        map: &MemoryMap,
         start: StartMode,
         cpuid: CpuidPolicy,
     ) -> Result<SvmVcpu, BackendError> {
-        let (_, host_save_pa) = ensure_enabled(host)?;
-        let npt =
-            NestedPageTables::build(memory, NestedFormat::Npt).map_err(BackendError::Memory)?;
-        let asid = alloc_asid(caps.asid_count).ok_or(BackendError::NoFreeAsid)?;
-        let mut frames: [(u64, u64); 4] = [(1, 0), (3, 0), (2, 0), (1, 0)];
-        for i in 0..frames.len() {
-            match host.alloc_frames(frames[i].0, 1) {
-                Some(pa) => frames[i].1 = pa,
-                None => {
-                    for &(count, pa) in &frames[..i] {
-                        host.free_frames(pa, count);
-                    }
-                    free_asid(asid);
-                    return Err(BackendError::OutOfHostMemory);
-                }
-            }
-        }
-        let [(_, vmcb_pa), (_, iopm_pa), (_, msrpm_pa), (_, fpu_pa)] = frames;
+        let host_save_pa = ensure_enabled(host)?;
+        let asid = ASIDS
+            .alloc(caps.asid_count)
+            .ok_or(BackendError::NoFreeAsid)?;
+        // Each resource is an owned value: an early return frees what was taken.
+        let vmcb = ControlFrames::alloc(host, 1, 1)?;
+        let mut iopm = ControlFrames::alloc(host, 3, 1)?;
+        let mut msrpm = ControlFrames::alloc(host, 2, 1)?;
+        let fpu = GuestFpu::new(host)?;
+        iopm.fill(0xff)?;
+        let mut map_bytes = alloc::vec![0u8; vmcb::MSRPM_BYTES];
+        vmcb::fill_msrpm(&mut map_bytes, msr::hardware_passthrough);
+        msrpm.write(0, &map_bytes)?;
         let mut vcpu = SvmVcpu {
-            host,
-            vmcb_pa,
-            iopm_pa,
-            msrpm_pa,
-            fpu_pa,
-            host_save_pa,
+            vmcb,
+            iopm,
+            msrpm,
+            fpu,
             asid,
-            _npt: npt,
+            tlb: map.tlb_epoch(),
+            host_save_pa,
             gprs: GuestGprs::default(),
             nrip_save: caps.nrip_save,
+            flush_by_asid: caps.flush_by_asid,
             cpuid,
             msrs: MsrState::new(),
             pending: None,
             internal: InternalExits::default(),
-            flush_tlb: true,
             stopped: false,
             nmi: NmiMask::Open,
         };
-        vcpu.bytes(iopm_pa, vmcb::IOPM_BYTES).fill(0xff);
-        vmcb::fill_msrpm(
-            vcpu.bytes(msrpm_pa, vmcb::MSRPM_BYTES),
-            msr::hardware_passthrough,
-        );
-        fpu::init_area(vcpu.page(fpu_pa));
-        let regs = match start {
-            StartMode::RealMode { entry } => vmcb::real_mode_registers(entry),
-            StartMode::StartupIpi { vector } => vmcb::startup_ipi_registers(vector),
-            StartMode::LongMode {
-                entry,
-                cr3,
-                gdt,
-                stack,
-                rsi,
-            } => vmcb::long_mode_registers(entry, cr3, gdt, stack, rsi),
-            StartMode::Protected32 { entry, ebx } => vmcb::protected_mode_registers(entry, ebx),
-        };
-        let ncr3 = vcpu._npt.root();
+        let regs = super::start_registers(start);
+        let (iopm_pa, msrpm_pa, asid) = (vcpu.iopm.phys(), vcpu.msrpm.phys(), vcpu.asid.get());
         let mut v = vcpu.vmcb();
-        v.set_controls(iopm_pa, msrpm_pa, asid, ncr3);
+        v.set_controls(iopm_pa, msrpm_pa, asid, map.tables().root());
         v.set_registers(&regs);
         vcpu.gprs.0 = regs.gpr;
         Ok(vcpu)
     }
 
-    fn bytes(&self, pa: u64, len: usize) -> &'static mut [u8] {
-        // SAFETY: `pa` is one of this vCPU's own frame runs of at least `len` bytes, allocated
-        // from the host and identity-accessible through `ptr`; nothing else aliases them.
-        unsafe { core::slice::from_raw_parts_mut(self.host.ptr(pa), len) }
+    /// The VMCB, for reading and writing; the borrow ends with the caller's statement.
+    fn vmcb(&mut self) -> Vmcb<&mut [u8; 4096]> {
+        Vmcb::new(self.vmcb.page_mut())
     }
 
-    fn page(&self, pa: u64) -> &'static mut [u8; 4096] {
-        // SAFETY: as in `bytes`, for a single frame.
-        unsafe { &mut *(self.host.ptr(pa) as *mut [u8; 4096]) }
-    }
-
-    fn vmcb(&self) -> Vmcb<'static> {
-        Vmcb::new(self.page(self.vmcb_pa))
+    /// The VMCB, for reading.
+    fn vmcb_ref(&self) -> Vmcb<&[u8; 4096]> {
+        Vmcb::view(self.vmcb.page())
     }
 
     fn inject_exception(&mut self, vector: u8, error_code: Option<u32>) {
@@ -235,7 +241,7 @@ impl SvmVcpu {
         let next_rip = match self.next_rip(memory) {
             Ok(rip) => rip,
             Err(reason) => {
-                let rip = self.vmcb().get(offset::RIP);
+                let rip = self.vmcb_ref().get(offset::RIP);
                 self.stopped = true;
                 return VmExit::UnhandledMemoryAccess {
                     gpa: 0,
@@ -246,7 +252,7 @@ impl SvmVcpu {
         };
         self.pending = Some(Pending::Msr { next_rip, write });
         if write {
-            let rax = self.vmcb().get(offset::RAX);
+            let rax = self.vmcb_ref().get(offset::RAX);
             let value = (self.gprs.0[Gpr::Rdx as usize] << 32) | (rax & 0xffff_ffff);
             VmExit::MsrWrite { msr: index, value }
         } else {
@@ -256,7 +262,7 @@ impl SvmVcpu {
 
     /// The address of the instruction after the one that exited.
     fn next_rip(&self, memory: &GuestMemory) -> Result<u64, &'static str> {
-        let v = self.vmcb();
+        let v = self.vmcb_ref();
         if self.nrip_save {
             let next = v.get(offset::NEXT_RIP);
             if next != 0 {
@@ -288,7 +294,7 @@ impl SvmVcpu {
                 None
             }
             Err(reason) => {
-                let rip = self.vmcb().get(offset::RIP);
+                let rip = self.vmcb_ref().get(offset::RIP);
                 self.stopped = true;
                 Some(VmExit::UnhandledMemoryAccess {
                     gpa: 0,
@@ -300,11 +306,10 @@ impl SvmVcpu {
     }
 
     fn handle_cpuid(&mut self) {
-        let mut v = self.vmcb();
-        let leaf = v.get(offset::RAX) as u32;
+        let leaf = self.vmcb_ref().get(offset::RAX) as u32;
         let subleaf = self.gprs.0[Gpr::Rcx as usize] as u32;
         let r = self.cpuid.query(leaf, subleaf, self.cpuid.vcpu_id());
-        v.set(offset::RAX, u64::from(r.eax));
+        self.vmcb().set(offset::RAX, u64::from(r.eax));
         self.gprs.0[Gpr::Rbx as usize] = u64::from(r.ebx);
         self.gprs.0[Gpr::Rcx as usize] = u64::from(r.ecx);
         self.gprs.0[Gpr::Rdx as usize] = u64::from(r.edx);
@@ -315,10 +320,10 @@ impl SvmVcpu {
     fn handle_msr(&mut self, write: bool) -> bool {
         self.internal.msr += 1;
         let index = self.gprs.0[Gpr::Rcx as usize] as u32;
-        let rax = self.vmcb().get(offset::RAX);
+        let rax = self.vmcb_ref().get(offset::RAX);
         let ok = if !write {
             let value = if index == MSR_EFER {
-                Ok(self.vmcb().get(offset::EFER) & !vmcb::EFER_SVME)
+                Ok(self.vmcb_ref().get(offset::EFER) & !vmcb::EFER_SVME)
             } else {
                 self.msrs.read(index, instr::rdtsc())
             };
@@ -383,15 +388,22 @@ impl SvmVcpu {
             } else {
                 (1u32 << (size * 8)) - 1
             };
-            let data = self.vmcb().get(offset::RAX) as u32 & mask;
+            let data = self.vmcb_ref().get(offset::RAX) as u32 & mask;
             self.set_rip(info2);
             VmExit::IoOut { port, size, data }
         }
     }
 
     fn handle_npf(&mut self, memory: &GuestMemory, info1: u64, gpa: u64) -> VmExit {
+        const PRESENT: u64 = 1 << 0;
+        const WRITE: u64 = 1 << 1;
         const FETCH: u64 = 1 << 4;
-        let rip = self.vmcb().get(offset::RIP);
+        // EXITINFO1 is a #PF-style error code (APM §15.25.6): a write to a present RAM
+        // page can only be write protection (dirty tracking); RIP stays at the write.
+        if info1 & (PRESENT | WRITE | FETCH) == PRESENT | WRITE && memory.contains(gpa, 1) {
+            return VmExit::DirtyPageWrite { gpa };
+        }
+        let rip = self.vmcb_ref().get(offset::RIP);
         let stop = |s: &mut Self, reason| {
             s.stopped = true;
             VmExit::UnhandledMemoryAccess { gpa, rip, reason }
@@ -417,10 +429,12 @@ impl SvmVcpu {
 
     /// Maps one #VMEXIT; `None` means handled here, re-enter the guest.
     fn handle_exit(&mut self, memory: &GuestMemory) -> Option<VmExit> {
-        let v = self.vmcb();
+        let v = self.vmcb_ref();
         let code = v.get(offset::EXIT_CODE);
         let info1 = v.get(offset::EXIT_INFO1);
         let info2 = v.get(offset::EXIT_INFO2);
+        let rflags = v.get(offset::RFLAGS);
+        let rip = v.get(offset::RIP);
         match code {
             exit::INTR | exit::NMI => Some(VmExit::Interrupted),
             exit::VINTR => {
@@ -443,7 +457,7 @@ impl SvmVcpu {
                 }
             }
             exit::HLT => {
-                let interrupts_enabled = v.get(offset::RFLAGS) & RFLAGS_IF != 0;
+                let interrupts_enabled = rflags & RFLAGS_IF != 0;
                 self.skip_instruction(memory)
                     .or(Some(VmExit::Hlt { interrupts_enabled }))
             }
@@ -451,7 +465,6 @@ impl SvmVcpu {
             exit::IRET => {
                 // The guest leaves its NMI handler: stop intercepting, and open NMIs once
                 // the IRET has run (it runs at the next entry).
-                let rip = v.get(offset::RIP);
                 self.nmi = NmiMask::Returning(rip);
                 self.set_intercept(vmcb::misc1::IRET, false);
                 self.internal.other += 1;
@@ -497,37 +510,53 @@ impl SvmVcpu {
             }
         }
     }
+}
 
-    fn write_registers(&mut self, regs: &Registers) {
-        self.gprs.0 = regs.gpr;
-        let mut v = self.vmcb();
-        v.set(offset::RAX, regs.gpr[Gpr::Rax as usize]);
-        v.set(offset::RSP, regs.gpr[Gpr::Rsp as usize]);
-        v.set(offset::RIP, regs.rip);
+impl GuestAccess for SvmVcpu {
+    fn register_file(&self) -> Registers {
+        Vcpu::registers(self)
+    }
+
+    fn gpr(&self, reg: Gpr) -> u64 {
+        match reg {
+            Gpr::Rax => self.vmcb_ref().get(offset::RAX),
+            Gpr::Rsp => self.vmcb_ref().get(offset::RSP),
+            _ => self.gprs.0[reg as usize],
+        }
+    }
+
+    fn set_gpr(&mut self, reg: Gpr, value: u64) {
+        match reg {
+            Gpr::Rax => self.vmcb().set(offset::RAX, value),
+            Gpr::Rsp => self.vmcb().set(offset::RSP, value),
+            _ => self.gprs.0[reg as usize] = value,
+        }
+    }
+
+    fn finish_instruction(&mut self, next_rip: u64) {
+        self.set_rip(next_rip);
     }
 }
 
 impl Vcpu for SvmVcpu {
     fn run(&mut self, memory: &GuestMemory) -> Result<VmExit, VcpuError> {
-        if self.stopped {
-            return Err(VcpuError::Stopped);
-        }
-        if self.pending.is_some() {
-            return Err(VcpuError::ReadNotCompleted);
-        }
+        pending::check_runnable(self.stopped, &self.pending)?;
         loop {
-            let fpu_ptr = self.host.ptr(self.fpu_pa);
-            let host = self.host;
-            // SAFETY: the area is this vCPU's initialised page; a previous owner's area is
-            // still allocated (vCPUs release ownership before freeing theirs).
-            unsafe { fpu::switch_to(self.fpu_pa, fpu_ptr, |pa| host.ptr(pa)) };
-            self.vmcb()
-                .set8(offset::TLB_CONTROL, u8::from(self.flush_tlb));
-            self.flush_tlb = false;
-            // SAFETY: SVM is enabled on this CPU (ensure_enabled ran at creation); the VMCB,
-            // permission maps and nested page tables are this vCPU's own and map only this
-            // guest's memory; the host save page belongs to this CPU.
-            unsafe { instr::run(self.vmcb_pa, &mut self.gprs, self.host_save_pa) };
+            self.fpu.load();
+            let tlb_control = if !self.tlb.take_flush() {
+                0
+            } else if self.flush_by_asid {
+                TLB_FLUSH_ASID
+            } else {
+                TLB_FLUSH_ALL
+            };
+            self.vmcb().set8(offset::TLB_CONTROL, tlb_control);
+            let vmcb_pa = self.vmcb.phys();
+            // SAFETY: SVM is enabled on this CPU (ensure_enabled ran at creation); the VMCB
+            // and permission maps are this vCPU's own, with no borrow alive across the call,
+            // and the VM's nested page tables (which outlive its vCPUs) map only this guest's
+            // memory; the host save page belongs to this CPU.
+            unsafe { instr::run(vmcb_pa, &mut self.gprs, self.host_save_pa) };
             // An event whose delivery the exit interrupted must be delivered again
             // (EXITINTINFO, APM §15.7.2); otherwise nothing is left to inject.
             let mut v = self.vmcb();
@@ -541,7 +570,7 @@ impl Vcpu for SvmVcpu {
                 },
             );
             if let NmiMask::Returning(iret_rip) = self.nmi
-                && self.vmcb().get(offset::RIP) != iret_rip
+                && self.vmcb_ref().get(offset::RIP) != iret_rip
             {
                 self.nmi = NmiMask::Open;
             }
@@ -555,49 +584,15 @@ impl Vcpu for SvmVcpu {
     }
 
     fn complete_read(&mut self, value: u64) -> Result<(), VcpuError> {
-        match self.pending.take() {
-            None => Err(VcpuError::NoPendingRead),
-            Some(Pending::Io { size, next_rip }) => {
-                let mut v = self.vmcb();
-                let rax = v.get(offset::RAX);
-                let merged = match size {
-                    1 => (rax & !0xff) | (value & 0xff),
-                    2 => (rax & !0xffff) | (value & 0xffff),
-                    // A 32-bit destination zero-extends, in 64-bit mode as elsewhere.
-                    _ => value & 0xffff_ffff,
-                };
-                v.set(offset::RAX, merged);
-                self.set_rip(next_rip);
-                Ok(())
-            }
-            Some(Pending::Mmio(op)) => {
-                let mut regs = self.registers();
-                decode::apply_load(&mut regs, &op, value);
-                let next_rip = regs.rip.wrapping_add(op.len as u64);
-                self.write_registers(&regs);
-                self.set_rip(next_rip);
-                Ok(())
-            }
-            Some(Pending::Msr { next_rip, write }) => {
-                if !write {
-                    self.vmcb().set(offset::RAX, value & 0xffff_ffff);
-                    self.gprs.0[Gpr::Rdx as usize] = value >> 32;
-                }
-                self.set_rip(next_rip);
-                Ok(())
-            }
-        }
+        let p = pending::take(&mut self.pending)?;
+        pending::complete(p, self, value);
+        Ok(())
     }
 
     fn fault_msr(&mut self) -> Result<(), VcpuError> {
-        match self.pending {
-            Some(Pending::Msr { .. }) => {
-                self.pending = None;
-                self.inject_exception(VECTOR_GP, Some(0));
-                Ok(())
-            }
-            _ => Err(VcpuError::NoPendingRead),
-        }
+        pending::take_msr(&mut self.pending)?;
+        self.inject_exception(VECTOR_GP, Some(0));
+        Ok(())
     }
 
     fn registers(&self) -> Registers {
@@ -605,7 +600,7 @@ impl Vcpu for SvmVcpu {
             gpr: self.gprs.0,
             ..Registers::default()
         };
-        self.vmcb().registers_into(&mut regs);
+        self.vmcb_ref().registers_into(&mut regs);
         regs
     }
 
@@ -618,7 +613,7 @@ impl Vcpu for SvmVcpu {
     }
 
     fn interruptible(&self) -> bool {
-        let v = self.vmcb();
+        let v = self.vmcb_ref();
         v.get(offset::RFLAGS) & RFLAGS_IF != 0
             && v.get(offset::INTERRUPT_SHADOW) & vmcb::INTERRUPT_SHADOW_ACTIVE == 0
             && v.get(offset::EVENT_INJ) & vmcb::EVENT_VALID == 0
@@ -660,7 +655,7 @@ impl Vcpu for SvmVcpu {
     }
 
     fn inject_nmi(&mut self) -> Result<bool, VcpuError> {
-        let v = self.vmcb();
+        let v = self.vmcb_ref();
         if self.nmi != NmiMask::Open
             || v.get(offset::INTERRUPT_SHADOW) & vmcb::INTERRUPT_SHADOW_ACTIVE != 0
             || v.get(offset::EVENT_INJ) & vmcb::EVENT_VALID != 0
@@ -674,21 +669,6 @@ impl Vcpu for SvmVcpu {
     }
 
     fn guest_tsc(&self, host_tsc: u64) -> u64 {
-        host_tsc.wrapping_add(self.vmcb().get(offset::TSC_OFFSET))
-    }
-}
-
-impl Drop for SvmVcpu {
-    fn drop(&mut self) {
-        fpu::release(self.fpu_pa);
-        free_asid(self.asid);
-        for (pa, count) in [
-            (self.vmcb_pa, 1),
-            (self.iopm_pa, 3),
-            (self.msrpm_pa, 2),
-            (self.fpu_pa, 1),
-        ] {
-            self.host.free_frames(pa, count);
-        }
+        host_tsc.wrapping_add(self.vmcb_ref().get(offset::TSC_OFFSET))
     }
 }

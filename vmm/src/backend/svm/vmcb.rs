@@ -189,50 +189,55 @@ pub fn access_from_attrib(attrib: u16) -> u32 {
     (a & 0xff) | ((a & 0xf00) << 4)
 }
 
-/// A typed view over one VMCB page.
-pub struct Vmcb<'a> {
-    bytes: &'a mut [u8; 4096],
+/// A typed view over one VMCB page: `Vmcb<&[u8; 4096]>` reads ([`Vmcb::view`]),
+/// `Vmcb<&mut [u8; 4096]>` reads and writes ([`Vmcb::new`]).
+pub struct Vmcb<B> {
+    bytes: B,
 }
 
-impl<'a> Vmcb<'a> {
-    /// Wraps a VMCB page.
-    pub fn new(bytes: &'a mut [u8; 4096]) -> Vmcb<'a> {
+impl<'a> Vmcb<&'a mut [u8; 4096]> {
+    /// Wraps a VMCB page for reading and writing.
+    pub fn new(bytes: &'a mut [u8; 4096]) -> Self {
         Vmcb { bytes }
+    }
+}
+
+impl<'a> Vmcb<&'a [u8; 4096]> {
+    /// Wraps a VMCB page for reading.
+    pub fn view(bytes: &'a [u8; 4096]) -> Self {
+        Vmcb { bytes }
+    }
+}
+
+impl<B: core::borrow::Borrow<[u8; 4096]>> Vmcb<B> {
+    fn b(&self) -> &[u8; 4096] {
+        self.bytes.borrow()
     }
 
     /// Reads a 64-bit field.
     pub fn get(&self, off: usize) -> u64 {
         let mut b = [0u8; 8];
-        b.copy_from_slice(&self.bytes[off..off + 8]);
+        b.copy_from_slice(&self.b()[off..off + 8]);
         u64::from_le_bytes(b)
-    }
-
-    /// Writes a 64-bit field.
-    pub fn set(&mut self, off: usize, value: u64) {
-        self.bytes[off..off + 8].copy_from_slice(&value.to_le_bytes());
     }
 
     /// Reads a 32-bit field.
     pub fn get32(&self, off: usize) -> u32 {
         let mut b = [0u8; 4];
-        b.copy_from_slice(&self.bytes[off..off + 4]);
+        b.copy_from_slice(&self.b()[off..off + 4]);
         u32::from_le_bytes(b)
     }
 
-    /// Writes a 32-bit field.
-    pub fn set32(&mut self, off: usize, value: u32) {
-        self.bytes[off..off + 4].copy_from_slice(&value.to_le_bytes());
-    }
-
-    /// Writes an 8-bit field.
-    pub fn set8(&mut self, off: usize, value: u8) {
-        self.bytes[off] = value;
+    /// Reads an 8-bit field.
+    pub fn get8(&self, off: usize) -> u8 {
+        self.b()[off]
     }
 
     /// Reads a segment (selector, attrib, limit, base at +0, +2, +4, +8).
     pub fn segment(&self, off: usize) -> Segment {
-        let selector = u16::from_le_bytes([self.bytes[off], self.bytes[off + 1]]);
-        let attrib = u16::from_le_bytes([self.bytes[off + 2], self.bytes[off + 3]]);
+        let b = self.b();
+        let selector = u16::from_le_bytes([b[off], b[off + 1]]);
+        let attrib = u16::from_le_bytes([b[off + 2], b[off + 3]]);
         Segment {
             selector,
             access: access_from_attrib(attrib),
@@ -241,10 +246,57 @@ impl<'a> Vmcb<'a> {
         }
     }
 
+    /// Reads the guest registers kept in the VMCB into `regs` (other GPRs untouched).
+    pub fn registers_into(&self, regs: &mut Registers) {
+        regs.es = self.segment(offset::ES);
+        regs.cs = self.segment(offset::CS);
+        regs.ss = self.segment(offset::SS);
+        regs.ds = self.segment(offset::DS);
+        regs.fs = self.segment(offset::FS);
+        regs.gs = self.segment(offset::GS);
+        regs.ldtr = self.segment(offset::LDTR);
+        regs.tr = self.segment(offset::TR);
+        let gdtr = self.segment(offset::GDTR);
+        let idtr = self.segment(offset::IDTR);
+        regs.gdtr = (gdtr.base, gdtr.limit as u16);
+        regs.idtr = (idtr.base, idtr.limit as u16);
+        regs.efer = self.get(offset::EFER) & !EFER_SVME;
+        regs.cr0 = self.get(offset::CR0);
+        regs.cr2 = self.get(offset::CR2);
+        regs.cr3 = self.get(offset::CR3);
+        regs.cr4 = self.get(offset::CR4);
+        regs.rflags = self.get(offset::RFLAGS);
+        regs.rip = self.get(offset::RIP);
+        regs.gpr[4] = self.get(offset::RSP);
+        regs.gpr[0] = self.get(offset::RAX);
+    }
+}
+
+impl<B: core::borrow::BorrowMut<[u8; 4096]>> Vmcb<B> {
+    fn b_mut(&mut self) -> &mut [u8; 4096] {
+        self.bytes.borrow_mut()
+    }
+
+    /// Writes a 64-bit field.
+    pub fn set(&mut self, off: usize, value: u64) {
+        self.b_mut()[off..off + 8].copy_from_slice(&value.to_le_bytes());
+    }
+
+    /// Writes a 32-bit field.
+    pub fn set32(&mut self, off: usize, value: u32) {
+        self.b_mut()[off..off + 4].copy_from_slice(&value.to_le_bytes());
+    }
+
+    /// Writes an 8-bit field.
+    pub fn set8(&mut self, off: usize, value: u8) {
+        self.b_mut()[off] = value;
+    }
+
     /// Writes a segment.
     pub fn set_segment(&mut self, off: usize, seg: &Segment) {
-        self.bytes[off..off + 2].copy_from_slice(&seg.selector.to_le_bytes());
-        self.bytes[off + 2..off + 4].copy_from_slice(&attrib_from_access(seg.access).to_le_bytes());
+        let b = self.b_mut();
+        b[off..off + 2].copy_from_slice(&seg.selector.to_le_bytes());
+        b[off + 2..off + 4].copy_from_slice(&attrib_from_access(seg.access).to_le_bytes());
         self.set32(off + 4, seg.limit);
         self.set(off + 8, seg.base);
     }
@@ -313,31 +365,6 @@ impl<'a> Vmcb<'a> {
         self.set(offset::DR6, 0xffff_0ff0);
         self.set(offset::DR7, 0x400);
         self.set(offset::G_PAT, DEFAULT_PAT);
-    }
-
-    /// Reads the guest registers kept in the VMCB into `regs` (other GPRs untouched).
-    pub fn registers_into(&self, regs: &mut Registers) {
-        regs.es = self.segment(offset::ES);
-        regs.cs = self.segment(offset::CS);
-        regs.ss = self.segment(offset::SS);
-        regs.ds = self.segment(offset::DS);
-        regs.fs = self.segment(offset::FS);
-        regs.gs = self.segment(offset::GS);
-        regs.ldtr = self.segment(offset::LDTR);
-        regs.tr = self.segment(offset::TR);
-        let gdtr = self.segment(offset::GDTR);
-        let idtr = self.segment(offset::IDTR);
-        regs.gdtr = (gdtr.base, gdtr.limit as u16);
-        regs.idtr = (idtr.base, idtr.limit as u16);
-        regs.efer = self.get(offset::EFER) & !EFER_SVME;
-        regs.cr0 = self.get(offset::CR0);
-        regs.cr2 = self.get(offset::CR2);
-        regs.cr3 = self.get(offset::CR3);
-        regs.cr4 = self.get(offset::CR4);
-        regs.rflags = self.get(offset::RFLAGS);
-        regs.rip = self.get(offset::RIP);
-        regs.gpr[4] = self.get(offset::RSP);
-        regs.gpr[0] = self.get(offset::RAX);
     }
 }
 

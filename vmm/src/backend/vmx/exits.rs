@@ -20,10 +20,11 @@
 //! Instruction lengths come from the VM-exit instruction-length field; MMIO instructions,
 //! for which the CPU gives none, from the decoder.
 
+use super::VmxVcpu;
 use super::cr::{self, CrChange, CrView, GpFault};
 use super::exit_info::{self, CrAccessKind, CrQualification, IoQualification, intr, reason};
 use super::vmcs::{self, Fields, field};
-use super::{Pending, VmxVcpu};
+use crate::backend::pending::Pending;
 use crate::memory::GuestMemory;
 use crate::msr::{self, MsrEffect};
 use crate::vcpu::{EntryFailure, Gpr, Vcpu, VmExit};
@@ -526,17 +527,29 @@ impl VmxVcpu {
         Ok(())
     }
 
-    /// An EPT violation (exit reason 48): the guest touched guest-physical memory that is not
-    /// RAM (EPT maps all of RAM). Data accesses by a decodable instruction become MMIO.
+    /// An EPT violation (exit reason 48): a write to write-protected RAM (dirty tracking), or
+    /// an access to guest-physical memory that is not RAM. Data accesses by a decodable
+    /// instruction become MMIO.
     fn handle_ept_violation(&mut self, memory: &GuestMemory, qualification: u64) -> VmExit {
         // Bit 7: a guest-linear address is valid; bit 8 then says whether the access was to
         // the translation (1) or to a guest paging-structure entry (0) (SDM table 28-7).
         const LINEAR_VALID: u64 = 1 << 7;
         const TRANSLATED: u64 = 1 << 8;
+        /// Bit 1: the access was a write; bit 3: the page was readable (SDM table 28-7).
+        const WRITE: u64 = 1 << 1;
+        const READABLE: u64 = 1 << 3;
         let v = self.vmcs();
         let gpa = v.read(field::GUEST_PHYSICAL_ADDRESS);
         let rip = v.read(field::GUEST_RIP);
         let vectoring = v.read(field::IDT_VECTORING_INFO) as u32;
+        // A write to a readable RAM page can only be write protection (dirty tracking); RIP
+        // stays at the write. An event being delivered is kept for the next entry
+        // (`after_exit` queued it again).
+        if qualification & (WRITE | READABLE | exit_info::EPT_VIOLATION_FETCH) == WRITE | READABLE
+            && memory.contains(gpa, 1)
+        {
+            return VmExit::DirtyPageWrite { gpa };
+        }
         let stop = |s: &mut Self, reason| {
             s.stopped = true;
             VmExit::UnhandledMemoryAccess { gpa, rip, reason }

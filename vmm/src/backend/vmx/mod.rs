@@ -16,9 +16,10 @@
 //!
 //! The first vCPU created on a CPU turns VMX on there (`ensure_enabled`): the
 //! `IA32_FEATURE_CONTROL` lock when the firmware left it open, the CR0/CR4 fixed bits
-//! (CR4.VMXE), and VMXON with a region carrying the VMCS revision identifier. Each vCPU owns
-//! a VMCS, an MSR bitmap, two I/O bitmap pages of ones, an FPU save area, its EPT tables and a
-//! VPID. A vCPU's VMCS is made current (VMPTRLD) whenever it is used while another is current;
+//! (CR4.VMXE), and VMXON with a region carrying the VMCS revision identifier. The VM
+//! ([`VmxVm`]) owns the EPT tables (in its [`MemoryMap`]); each vCPU owns a VMCS, an MSR
+//! bitmap, two I/O bitmap pages of ones, an FPU save area and a VPID, and flushes the VM's
+//! EPT translations (INVEPT) before its first entry and after the map changed. A vCPU's VMCS is made current (VMPTRLD) whenever it is used while another is current;
 //! the first entry is VMLAUNCH, later ones VMRESUME.
 //!
 //! # MSRs
@@ -61,15 +62,18 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 
 use self::cr::CrPolicy;
 use self::instr::{GuestRegs, RunResult, VmFail};
-use self::vmcs::{ControlAddresses, ControlError, Fields, field};
-use super::{BackendError, fpu};
+use self::vmcs::{ControlAddresses, ControlError, Controls, Fields, field};
+use super::fpu::{self, GuestFpu};
+use super::ids::{Id, IdPool};
+use super::memory_map::{MemoryMap, TlbEpoch};
+use super::pending::{self, GuestAccess, Pending};
+use super::{BackendError, VmBackend};
 use crate::cpuid::CpuidPolicy;
-use crate::decode::MmioOp;
 use crate::detect::VmxCapabilities;
 use crate::host::HostMemory;
-use crate::memory::GuestMemory;
+use crate::memory::{ControlFrames, GuestMemory};
 use crate::msr::{self, MsrState};
-use crate::nested_paging::{NestedFormat, NestedPageTables};
+use crate::nested_paging::NestedFormat;
 use crate::vcpu::{
     EntryFailure, Gpr, InternalExits, Registers, StartMode, Vcpu, VcpuError, VmExit,
 };
@@ -147,23 +151,8 @@ static SYSCALL_MSR_OWNER: AtomicPtr<SyscallMsrs> = AtomicPtr::new(core::ptr::nul
 static VMCS_ACCESS_ERROR: AtomicU64 = AtomicU64::new(0);
 
 /// VPIDs in use (bit n = VPID n); VPID 0 is the host's.
-static VPIDS: [AtomicU64; 1024] = [const { AtomicU64::new(0) }; 1024];
-
-fn alloc_vpid() -> Option<u16> {
-    for vpid in 1..=u16::MAX {
-        let (word, bit) = (usize::from(vpid / 64), vpid % 64);
-        let prev = VPIDS[word].fetch_or(1 << bit, Ordering::AcqRel);
-        if prev & (1 << bit) == 0 {
-            return Some(vpid);
-        }
-    }
-    None
-}
-
-fn free_vpid(vpid: u16) {
-    let (word, bit) = (usize::from(vpid / 64), vpid % 64);
-    VPIDS[word].fetch_and(!(1 << bit), Ordering::AcqRel);
-}
+static VPID_BITS: [AtomicU64; 1024] = [const { AtomicU64::new(0) }; 1024];
+static VPIDS: IdPool = IdPool::new(&VPID_BITS);
 
 /// Turns VMX operation on for this CPU once (SDM Vol. 3C §24.7, §24.8).
 fn ensure_enabled(host: &'static dyn HostMemory, caps: &VmxCapabilities) -> Result<(), VmxError> {
@@ -276,24 +265,119 @@ impl Fields for Current {
     }
 }
 
-/// A read the guest is waiting for.
-#[derive(Clone, Copy, Debug)]
-enum Pending {
-    Io { size: u8, next_rip: u64 },
-    Mmio(MmioOp),
-    Msr { next_rip: u64, write: bool },
+/// A VM on Intel VT-x: its memory map (EPT) and what its vCPUs are made from.
+pub struct VmxVm {
+    host: &'static dyn HostMemory,
+    caps: VmxCapabilities,
+    cpuid: CpuidPolicy,
+    controls: Controls,
+    use_vpid: bool,
+    map: MemoryMap,
+}
+
+impl VmxVm {
+    /// Checks the CPU's controls, turns VMX on (once per CPU) and maps `memory` in EPT.
+    pub fn new(
+        host: &'static dyn HostMemory,
+        caps: &VmxCapabilities,
+        memory: GuestMemory,
+        cpuid: CpuidPolicy,
+    ) -> Result<VmxVm, BackendError> {
+        let ev = caps.ept_vpid;
+        let use_vpid =
+            caps.vpid && ev.invvpid() && (ev.invvpid_single_context() || ev.invvpid_all_context());
+        let controls = vmcs::compute_controls(caps, use_vpid).map_err(VmxError::Controls)?;
+        ensure_enabled(host, caps)?;
+        let map = MemoryMap::new(memory, NestedFormat::Ept).map_err(BackendError::Memory)?;
+        Ok(VmxVm {
+            host,
+            caps: caps.clone(),
+            cpuid,
+            controls,
+            use_vpid,
+            map,
+        })
+    }
+}
+
+impl VmBackend for VmxVm {
+    fn name(&self) -> &'static str {
+        "vmx"
+    }
+
+    fn memory_map(&self) -> &MemoryMap {
+        &self.map
+    }
+
+    fn memory_map_mut(&mut self) -> &mut MemoryMap {
+        &mut self.map
+    }
+
+    fn create_vcpu(
+        &mut self,
+        apic_id: u32,
+        start: StartMode,
+    ) -> Result<Box<dyn Vcpu>, BackendError> {
+        let cpuid = self.cpuid.clone().with_vcpu_id(apic_id);
+        let vcpu = VmxVcpu::new(self, start, cpuid)?;
+        Ok(Box::new(vcpu))
+    }
+}
+
+/// A VMCS region; VMCLEARed (written back, no longer current) before its frame is freed.
+struct Vmcs {
+    region: ControlFrames,
+}
+
+impl Drop for Vmcs {
+    fn drop(&mut self) {
+        let pa = self.region.phys();
+        // SAFETY: VMX is on (a VMCS exists only after `ensure_enabled`); VMCLEAR writes the
+        // VMCS back and makes it inactive and not current before its frame is freed (SDM
+        // Vol. 3C §25.11.3).
+        let _ = unsafe { instr::vmclear(pa) };
+        let _ = CURRENT_VMCS.compare_exchange(pa, 0, Ordering::AcqRel, Ordering::Relaxed);
+    }
+}
+
+/// A VPID; its cached translations are flushed before it returns to the pool.
+struct Vpid {
+    id: Id,
+    single_context: bool,
+}
+
+impl Vpid {
+    fn get(&self) -> u16 {
+        // The pool hands out 1..=65535 (1024 words of 64 bits, capped at 65536).
+        self.id.get() as u16
+    }
+
+    /// INVVPID for this VPID (single-context, or all-context where that is all there is).
+    fn flush(&self) {
+        // SAFETY: VMX is on and `VmxVm::new` checked that the CPU has INVVPID with
+        // single-context or all-context invalidation.
+        let _ = unsafe { instr::invvpid(if self.single_context { self.get() } else { 0 }) };
+    }
+}
+
+impl Drop for Vpid {
+    fn drop(&mut self) {
+        self.flush();
+    }
 }
 
 /// One vCPU on Intel VT-x.
 pub struct VmxVcpu {
-    host: &'static dyn HostMemory,
-    vmcs_pa: u64,
-    io_bitmaps_pa: u64,
-    msr_bitmap_pa: u64,
-    fpu_pa: u64,
-    /// 0 when VPID is not used.
-    vpid: u16,
-    ept: NestedPageTables,
+    vmcs: Vmcs,
+    io_bitmaps: ControlFrames,
+    msr_bitmap: ControlFrames,
+    fpu: GuestFpu,
+    /// None when VPID is not used.
+    vpid: Option<Vpid>,
+    tlb: TlbEpoch,
+    eptp: u64,
+    /// INVEPT: `Some(true)` single-context, `Some(false)` all-context only, `None` none.
+    invept: Option<bool>,
     regs: GuestRegs,
     syscall_msrs: Box<UnsafeCell<SyscallMsrs>>,
     cstar: u64,
@@ -303,7 +387,6 @@ pub struct VmxVcpu {
     msrs: MsrState,
     /// `IA32_VMX_MISC[5]`: exits keep "IA-32e mode guest" equal to EFER.LMA themselves.
     misc_stores_lma: bool,
-    invvpid_single: bool,
     /// The CPU lets "PAUSE exiting" be set.
     pause_exiting_allowed: bool,
     /// The "virtual NMIs" control is set.
@@ -318,57 +401,47 @@ pub struct VmxVcpu {
 }
 
 impl VmxVcpu {
-    /// Creates a vCPU for `memory`, starting as `start` says.
-    pub fn new(
-        host: &'static dyn HostMemory,
-        caps: &VmxCapabilities,
-        memory: &GuestMemory,
-        start: StartMode,
-        cpuid: CpuidPolicy,
-    ) -> Result<VmxVcpu, BackendError> {
+    /// Creates a vCPU of `vm` over its EPT, starting as `start` says.
+    fn new(vm: &VmxVm, start: StartMode, cpuid: CpuidPolicy) -> Result<VmxVcpu, BackendError> {
+        let (host, caps, controls) = (vm.host, &vm.caps, &vm.controls);
         let ev = caps.ept_vpid;
-        let use_vpid =
-            caps.vpid && ev.invvpid() && (ev.invvpid_single_context() || ev.invvpid_all_context());
-        let controls = vmcs::compute_controls(caps, use_vpid).map_err(VmxError::Controls)?;
-        ensure_enabled(host, caps)?;
-        let ept =
-            NestedPageTables::build(memory, NestedFormat::Ept).map_err(BackendError::Memory)?;
-        let vpid = if use_vpid {
-            alloc_vpid().ok_or(VmxError::NoFreeVpid)?
+        let vpid = if vm.use_vpid {
+            let id = VPIDS.alloc(1 << 16).ok_or(VmxError::NoFreeVpid)?;
+            Some(Vpid {
+                id,
+                single_context: ev.invvpid_single_context(),
+            })
         } else {
-            0
+            None
         };
-        // VMCS, I/O bitmaps A and B, MSR bitmap, FPU area.
-        let mut frames: [(u64, u64); 4] = [(1, 0), (2, 0), (1, 0), (1, 0)];
-        for i in 0..frames.len() {
-            match host.alloc_frames(frames[i].0, 1) {
-                Some(pa) => frames[i].1 = pa,
-                None => {
-                    for &(count, pa) in &frames[..i] {
-                        host.free_frames(pa, count);
-                    }
-                    if vpid != 0 {
-                        free_vpid(vpid);
-                    }
-                    return Err(BackendError::OutOfHostMemory);
-                }
-            }
-        }
-        let [
-            (_, vmcs_pa),
-            (_, io_bitmaps_pa),
-            (_, msr_bitmap_pa),
-            (_, fpu_pa),
-        ] = frames;
+        // Each resource is an owned value: an early return frees what was taken.
+        let mut region = ControlFrames::alloc(host, 1, 1)?;
+        region.page_mut()[..4].copy_from_slice(&caps.basic.revision_id().to_le_bytes());
+        let mut io_bitmaps = ControlFrames::alloc(host, 2, 1)?;
+        io_bitmaps.fill(0xff)?;
+        let mut msr_bitmap = ControlFrames::alloc(host, 1, 1)?;
+        vmcs::fill_msr_bitmap(msr_bitmap.page_mut(), vmx_passthrough);
+        let fpu = GuestFpu::new(host)?;
+        // SAFETY: VMX is on; the region is ours and carries the revision identifier.
+        unsafe { instr::vmclear(region.phys()) }.map_err(|_| VmxError::VmclearFailed)?;
+        let vmcs = Vmcs { region };
         let cr = CrPolicy::new(caps, &cpuid);
         let mut vcpu = VmxVcpu {
-            host,
-            vmcs_pa,
-            io_bitmaps_pa,
-            msr_bitmap_pa,
-            fpu_pa,
+            vmcs,
+            io_bitmaps,
+            msr_bitmap,
+            fpu,
+            tlb: vm.map.tlb_epoch(),
+            eptp: vm.map.tables().eptp(),
+            invept: if ev.invept() && ev.invept_single_context() {
+                Some(true)
+            } else if ev.invept() && ev.invept_all_context() {
+                Some(false)
+            } else {
+                None
+            },
+            flush_vpid: vpid.is_some(),
             vpid,
-            ept,
             regs: GuestRegs::default(),
             syscall_msrs: Box::new(UnsafeCell::new(SyscallMsrs::default())),
             cstar: 0,
@@ -377,7 +450,6 @@ impl VmxVcpu {
             cpuid,
             msrs: MsrState::new(),
             misc_stores_lma: caps.misc & vmcs::MISC_STORES_LMA != 0,
-            invvpid_single: ev.invvpid_single_context(),
             pause_exiting_allowed: caps.proc_based.allows(vmcs::proc::PAUSE_EXITING),
             virtual_nmis: controls.pin & vmcs::pin::VIRTUAL_NMIS != 0,
             preemption_timer: if controls.pin & vmcs::pin::PREEMPTION_TIMER != 0 {
@@ -386,54 +458,20 @@ impl VmxVcpu {
                 0
             },
             launched: false,
-            flush_vpid: vpid != 0,
             pending: None,
             internal: InternalExits::default(),
             stopped: false,
         };
-        // From here on, `Drop` releases everything.
-        vcpu.bytes(io_bitmaps_pa, vmcs::IO_BITMAPS_BYTES).fill(0xff);
-        vmcs::fill_msr_bitmap(
-            vcpu.bytes(msr_bitmap_pa, vmcs::MSR_BITMAP_BYTES),
-            vmx_passthrough,
-        );
-        fpu::init_area(vcpu.page(fpu_pa));
-        vcpu.bytes(vmcs_pa, 4)
-            .copy_from_slice(&caps.basic.revision_id().to_le_bytes());
-        // SAFETY: VMX is on; the region is ours and carries the revision identifier.
-        unsafe { instr::vmclear(vmcs_pa) }.map_err(|_| VmxError::VmclearFailed)?;
-        // SAFETY: as above; INVEPT is used only in a form the CPU reports. The tables are
-        // new, but their frames may have backed an earlier guest's tables.
-        unsafe {
-            if ev.invept() && ev.invept_single_context() {
-                let _ = instr::invept(vcpu.ept.eptp());
-            } else if ev.invept() && ev.invept_all_context() {
-                let _ = instr::invept(0);
-            }
-        }
-        let regs = match start {
-            StartMode::RealMode { entry } => super::svm::vmcb::real_mode_registers(entry),
-            StartMode::StartupIpi { vector } => super::svm::vmcb::startup_ipi_registers(vector),
-            StartMode::LongMode {
-                entry,
-                cr3,
-                gdt,
-                stack,
-                rsi,
-            } => super::svm::vmcb::long_mode_registers(entry, cr3, gdt, stack, rsi),
-            StartMode::Protected32 { entry, ebx } => {
-                super::svm::vmcb::protected_mode_registers(entry, ebx)
-            }
-        };
+        let regs = super::start_registers(start);
         let addrs = ControlAddresses {
-            io_bitmaps: io_bitmaps_pa,
-            msr_bitmap: msr_bitmap_pa,
-            eptp: vcpu.ept.eptp(),
-            vpid,
+            io_bitmaps: vcpu.io_bitmaps.phys(),
+            msr_bitmap: vcpu.msr_bitmap.phys(),
+            eptp: vcpu.eptp,
+            vpid: vcpu.vpid.as_ref().map_or(0, Vpid::get),
         };
         let _ = take_access_error();
         let mut v = vcpu.vmcs();
-        vmcs::write_controls(&mut v, &controls, &addrs, &vcpu.cr);
+        vmcs::write_controls(&mut v, controls, &addrs, &vcpu.cr);
         vmcs::write_guest_state(&mut v, &regs, &vcpu.cr);
         vcpu.regs.gpr = regs.gpr;
         vcpu.regs.cr2 = regs.cr2;
@@ -445,26 +483,19 @@ impl VmxVcpu {
         Ok(vcpu)
     }
 
-    fn bytes(&self, pa: u64, len: usize) -> &'static mut [u8] {
-        // SAFETY: `pa` is one of this vCPU's own frame runs of at least `len` bytes, allocated
-        // from the host and identity-accessible through `ptr`; nothing else aliases them.
-        unsafe { core::slice::from_raw_parts_mut(self.host.ptr(pa), len) }
-    }
-
-    fn page(&self, pa: u64) -> &'static mut [u8; 4096] {
-        // SAFETY: as in `bytes`, for a single frame.
-        unsafe { &mut *(self.host.ptr(pa) as *mut [u8; 4096]) }
+    fn vmcs_pa(&self) -> u64 {
+        self.vmcs.region.phys()
     }
 
     /// Makes this vCPU's VMCS the current one on this CPU, with this CPU's host state and
     /// this vCPU's SYSCALL MSRs loaded. False (and the failure recorded) when VMPTRLD failed.
     fn activate(&self) -> bool {
-        if CURRENT_VMCS.load(Ordering::Acquire) == self.vmcs_pa {
+        if CURRENT_VMCS.load(Ordering::Acquire) == self.vmcs_pa() {
             return true;
         }
         // SAFETY: VMX is on (a vCPU exists only after `ensure_enabled`); the VMCS is ours and
         // was VMCLEARed at creation.
-        if let Err(fail) = unsafe { instr::vmptrld(self.vmcs_pa) } {
+        if let Err(fail) = unsafe { instr::vmptrld(self.vmcs_pa()) } {
             note_access_error(0, fail);
             return false;
         }
@@ -485,7 +516,7 @@ impl VmxVcpu {
             }
         }
         SYSCALL_MSR_OWNER.store(ours, Ordering::Release);
-        CURRENT_VMCS.store(self.vmcs_pa, Ordering::Release);
+        CURRENT_VMCS.store(self.vmcs_pa(), Ordering::Release);
         write_host_state(&mut Current(true));
         true
     }
@@ -495,28 +526,26 @@ impl VmxVcpu {
         Current(self.activate())
     }
 
-    fn write_registers(&mut self, regs: &Registers) {
-        self.regs.gpr = regs.gpr;
-        let mut v = self.vmcs();
-        v.write(field::GUEST_RSP, regs.gpr[4]);
-        v.write(field::GUEST_RIP, regs.rip);
-    }
-
     /// Flushes this vCPU's guest-linear translations (INVVPID), when it has a VPID; without
     /// one, every VM entry and exit flushes them anyway.
     fn flush_guest_tlb(&mut self) {
-        if self.vpid == 0 {
-            return;
+        if let Some(vpid) = &self.vpid {
+            vpid.flush();
         }
-        // SAFETY: VMX is on and `new` checked that the CPU has INVVPID with single-context
-        // or all-context invalidation.
-        let _ = unsafe {
-            if self.invvpid_single {
-                instr::invvpid(self.vpid)
-            } else {
-                instr::invvpid(0)
-            }
+    }
+
+    /// Drops the guest-physical and combined translations cached for the VM's EPT (INVEPT
+    /// single-context for its EPTP, else all-context; SDM Vol. 3C §29.4.3.1), after the
+    /// VM's memory map changed or before this vCPU's first entry.
+    fn flush_ept(&mut self) {
+        let Some(single) = self.invept else {
+            // Without INVEPT nothing can be flushed; such CPUs do not exist with EPT in
+            // practice (the SDM ties INVEPT to EPT support).
+            return;
         };
+        let eptp = if single { self.eptp } else { 0 };
+        // SAFETY: VMX is on; `invept` records which INVEPT type the CPU reports.
+        let _ = unsafe { instr::invept(eptp) };
     }
 }
 
@@ -601,12 +630,7 @@ impl VmxVcpu {
 
 impl Vcpu for VmxVcpu {
     fn run(&mut self, memory: &GuestMemory) -> Result<VmExit, VcpuError> {
-        if self.stopped {
-            return Err(VcpuError::Stopped);
-        }
-        if self.pending.is_some() {
-            return Err(VcpuError::ReadNotCompleted);
-        }
+        pending::check_runnable(self.stopped, &self.pending)?;
         loop {
             let mut v = self.vmcs();
             if self.preemption_timer != 0 {
@@ -623,18 +647,18 @@ impl Vcpu for VmxVcpu {
                 };
                 return Ok(VmExit::FailEntry { reason });
             }
-            let fpu_ptr = self.host.ptr(self.fpu_pa);
-            let host = self.host;
-            // SAFETY: the area is this vCPU's initialised page; a previous owner's area is
-            // still allocated (vCPUs release ownership before freeing theirs).
-            unsafe { fpu::switch_to(self.fpu_pa, fpu_ptr, |pa| host.ptr(pa)) };
+            self.fpu.load();
+            if self.tlb.take_flush() {
+                self.flush_ept();
+            }
             if self.flush_vpid {
                 self.flush_vpid = false;
                 self.flush_guest_tlb();
             }
             // SAFETY: VMX is on and this vCPU's VMCS is current (just activated; nothing in
-            // between loads another): its controls intercept every host resource, its EPT maps
-            // only this guest's memory, and `activate` wrote this CPU's host state.
+            // between loads another): its controls intercept every host resource, its EPT (the
+            // VM's, which outlives its vCPUs) maps only this guest's memory, and `activate`
+            // wrote this CPU's host state.
             let result = unsafe { instr::run(&mut self.regs, self.launched) };
             if let RunResult::Failed(fail) = result {
                 self.stopped = true;
@@ -658,47 +682,15 @@ impl Vcpu for VmxVcpu {
     }
 
     fn complete_read(&mut self, value: u64) -> Result<(), VcpuError> {
-        match self.pending.take() {
-            None => Err(VcpuError::NoPendingRead),
-            Some(Pending::Io { size, next_rip }) => {
-                let rax = &mut self.regs.gpr[0];
-                *rax = match size {
-                    1 => (*rax & !0xff) | (value & 0xff),
-                    2 => (*rax & !0xffff) | (value & 0xffff),
-                    // A 32-bit destination zero-extends, in 64-bit mode as elsewhere.
-                    _ => value & 0xffff_ffff,
-                };
-                self.set_rip_past_instruction(next_rip);
-                Ok(())
-            }
-            Some(Pending::Mmio(op)) => {
-                let mut regs = self.registers();
-                crate::decode::apply_load(&mut regs, &op, value);
-                regs.rip = regs.rip.wrapping_add(op.len as u64);
-                self.write_registers(&regs);
-                self.clear_interrupt_shadow();
-                Ok(())
-            }
-            Some(Pending::Msr { next_rip, write }) => {
-                if !write {
-                    self.regs.gpr[Gpr::Rax as usize] = value & 0xffff_ffff;
-                    self.regs.gpr[Gpr::Rdx as usize] = value >> 32;
-                }
-                self.set_rip_past_instruction(next_rip);
-                Ok(())
-            }
-        }
+        let p = pending::take(&mut self.pending)?;
+        pending::complete(p, self, value);
+        Ok(())
     }
 
     fn fault_msr(&mut self) -> Result<(), VcpuError> {
-        match self.pending {
-            Some(Pending::Msr { .. }) => {
-                self.pending = None;
-                self.inject_gp();
-                Ok(())
-            }
-            _ => Err(VcpuError::NoPendingRead),
-        }
+        pending::take_msr(&mut self.pending)?;
+        self.inject_gp();
+        Ok(())
     }
 
     fn registers(&self) -> Registers {
@@ -780,30 +772,41 @@ const BLOCKING_STI_MOV_SS: u64 = 0b11;
 const BLOCKING_NMI: u64 = 1 << 3;
 
 impl Drop for VmxVcpu {
+    /// Forgets this vCPU as the owner of the CPU's SYSCALL MSRs before its store is freed;
+    /// the fields release the rest (VMCLEAR, VPID flush, frames, FPU ownership).
     fn drop(&mut self) {
-        fpu::release(self.fpu_pa);
-        // SAFETY: VMX is on; VMCLEAR writes the VMCS back and makes it inactive (and not
-        // current) before its frame is freed (SDM Vol. 3C §25.11.3).
-        let _ = unsafe { instr::vmclear(self.vmcs_pa) };
-        let _ = CURRENT_VMCS.compare_exchange(self.vmcs_pa, 0, Ordering::AcqRel, Ordering::Relaxed);
         let _ = SYSCALL_MSR_OWNER.compare_exchange(
             self.syscall_msrs.get(),
             core::ptr::null_mut(),
             Ordering::AcqRel,
             Ordering::Relaxed,
         );
-        if self.vpid != 0 {
-            self.flush_guest_tlb();
-            free_vpid(self.vpid);
+    }
+}
+
+impl GuestAccess for VmxVcpu {
+    fn register_file(&self) -> Registers {
+        Vcpu::registers(self)
+    }
+
+    fn gpr(&self, reg: Gpr) -> u64 {
+        if reg == Gpr::Rsp {
+            self.vmcs().read(field::GUEST_RSP)
+        } else {
+            self.regs.gpr[reg as usize]
         }
-        for (pa, count) in [
-            (self.vmcs_pa, 1),
-            (self.io_bitmaps_pa, 2),
-            (self.msr_bitmap_pa, 1),
-            (self.fpu_pa, 1),
-        ] {
-            self.host.free_frames(pa, count);
+    }
+
+    fn set_gpr(&mut self, reg: Gpr, value: u64) {
+        if reg == Gpr::Rsp {
+            self.vmcs().write(field::GUEST_RSP, value);
+        } else {
+            self.regs.gpr[reg as usize] = value;
         }
+    }
+
+    fn finish_instruction(&mut self, next_rip: u64) {
+        self.set_rip_past_instruction(next_rip);
     }
 }
 
@@ -843,19 +846,6 @@ mod tests {
         ] {
             assert!(!vmx_passthrough(m), "{m:#x}");
         }
-    }
-
-    #[test]
-    fn vpids_are_unique_and_reused() {
-        let a = alloc_vpid().unwrap();
-        let b = alloc_vpid().unwrap();
-        assert_ne!(a, b);
-        assert_ne!(a, 0);
-        free_vpid(a);
-        let c = alloc_vpid().unwrap();
-        assert!(c <= b, "a freed VPID is handed out again");
-        free_vpid(b);
-        free_vpid(c);
     }
 
     #[test]
