@@ -470,6 +470,12 @@ impl PciConfigSpace {
         remap
     }
 
+    /// Sets the command register's writable bits (as firmware would before the guest runs:
+    /// decoding on for pre-assigned BARs). The bus maps the BARs at registration.
+    pub fn set_command(&mut self, command: u16) {
+        self.set(reg::COMMAND, 2, u32::from(command & COMMAND_WRITABLE));
+    }
+
     /// The command register.
     pub fn command(&self) -> u16 {
         self.get(reg::COMMAND, 2) as u16
