@@ -122,8 +122,13 @@ pub enum RestoreError {
         /// The saved device.
         saved: String,
     },
-    /// A device model refused its state.
-    Device(DeviceStateError),
+    /// A device model (or the interrupt routing) refused its state.
+    Device {
+        /// The device, as the platform names it (`"COM1"`).
+        device: &'static str,
+        /// What it refused.
+        error: DeviceStateError,
+    },
     /// A local APIC refused its state.
     Lapic {
         /// The vCPU.
@@ -156,7 +161,7 @@ impl fmt::Display for RestoreError {
                 "the saved devices do not fit this VM: device {at} is {saved:?} in the saved \
                  state but {platform:?} here"
             ),
-            RestoreError::Device(error) => error.fmt(f),
+            RestoreError::Device { device, error } => write!(f, "{device}: {error}"),
             RestoreError::Lapic { cpu, error } => {
                 write!(f, "vCPU {cpu}'s local APIC: {error}")
             }
@@ -165,15 +170,11 @@ impl fmt::Display for RestoreError {
     }
 }
 
-impl From<DeviceStateError> for RestoreError {
-    fn from(error: DeviceStateError) -> Self {
-        RestoreError::Device(error)
-    }
-}
-
-impl From<StateError> for RestoreError {
-    fn from(error: StateError) -> Self {
-        RestoreError::Device(DeviceStateError::Invalid(error))
+/// Names `device` in a model's refusal.
+fn refused(device: &'static str) -> impl Fn(StateError) -> RestoreError {
+    move |error| RestoreError::Device {
+        device,
+        error: DeviceStateError::Invalid(error),
     }
 }
 
@@ -252,7 +253,7 @@ impl Persist for Devices {
             ));
         }
         let routing = |field, value: u64| {
-            RestoreError::from(StateError::Invalid {
+            refused(ROUTING)(StateError::Invalid {
                 device: ROUTING,
                 field,
                 value,
@@ -279,7 +280,13 @@ impl Persist for Devices {
                     saved: saved.name.clone(),
                 });
             }
-            device.restore_state(&saved.state)?;
+            let name = device.name();
+            device
+                .restore_state(&saved.state)
+                .map_err(|error| RestoreError::Device {
+                    device: name,
+                    error,
+                })?;
         }
         for (function, saved) in d.pci.functions.iter_mut().zip(&s.pci_functions) {
             let name = function.device.name();
@@ -290,12 +297,24 @@ impl Persist for Devices {
                     saved: saved.name.clone(),
                 });
             }
-            function.device.config_mut().restore(name, &saved.config)?;
-            function.device.restore_state(&saved.device)?;
+            function
+                .device
+                .config_mut()
+                .restore(name, &saved.config)
+                .map_err(refused(name))?;
+            function
+                .device
+                .restore_state(&saved.device)
+                .map_err(|error| RestoreError::Device {
+                    device: name,
+                    error,
+                })?;
         }
-        d.pci.host = <PciHost as Persist>::restore((), &s.pci_host)?;
-        let pic = <Pic as Persist>::restore((), &s.interrupts.pic)?;
-        let ioapic = <Ioapic as Persist>::restore((), &s.interrupts.ioapic)?;
+        let host =
+            <PciHost as Persist>::restore((), &s.pci_host).map_err(refused(pci_host::NAME))?;
+        let pic = <Pic as Persist>::restore((), &s.interrupts.pic).map_err(refused(pic::NAME))?;
+        let ioapic = <Ioapic as Persist>::restore((), &s.interrupts.ioapic)
+            .map_err(refused(ioapic::NAME))?;
         let lapics = d
             .irq
             .lapics
@@ -307,6 +326,7 @@ impl Persist for Devices {
                     .map_err(|error| RestoreError::Lapic { cpu, error })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        d.pci.host = host;
         d.irq.pic = pic;
         d.irq.ioapic = ioapic;
         d.irq.lapics = lapics;

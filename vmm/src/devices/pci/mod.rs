@@ -55,7 +55,7 @@ use core::fmt;
 pub mod config;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use config::{BarKind, BarRegion, BarSpace, PciConfigSpace, PciConfigState, PciIds};
 
