@@ -1,18 +1,40 @@
 //! Port-I/O and MMIO buses: which device answers at which address.
 //!
-//! A bus is a sorted table of non-overlapping address ranges, each naming a [`DeviceId`]. The
-//! table is typed rather than a list of trait objects so that the VM can still reach each
-//! model's own state directly (the UART's output ring, a device's `State` for a snapshot);
-//! [`Devices`](crate::devices::Devices) turns a lookup into a call on the right model.
+//! A bus is a sorted table of non-overlapping address ranges, each leading to a [`Target`]
+//! and carrying the device's name (for errors and listings). A lookup is a binary search
+//! (O(log n), no allocation), and [`Devices`](crate::devices::Devices) turns the target into
+//! one call on the device: most targets are an index into its table of registered
+//! [`Device`](crate::devices::Device)s; the interrupt controllers, the PCI configuration
+//! ports and PCI BARs have targets of their own (see the [`devices`](crate::devices) docs).
 //!
 //! [`PioBus`] covers the 64 KiB x86 I/O port space, [`MmioBus`] the guest-physical address
 //! space. Both reject a range that overlaps one already mapped, and both answer
-//! [`lookup`](PioBus::lookup) with the device and the offset of the address inside the range.
+//! [`lookup`](PioBus::lookup) with the target and the offset of the address inside the range.
 
 use alloc::vec::Vec;
 use core::fmt;
 
-use crate::devices::DeviceId;
+/// What a mapped range leads to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// A registered device: its index in the platform's device table.
+    Device(usize),
+    /// The 8259 pair and its ELCR (part of the interrupt routing).
+    Pic,
+    /// The I/O APIC's MMIO window.
+    Ioapic,
+    /// The local APIC page (the accessing vCPU's APIC).
+    Lapic,
+    /// PCI configuration mechanism #1 and the reset control register (`0xCF8`–`0xCFF`).
+    PciConfig,
+    /// A PCI function's BAR as the guest programmed it.
+    PciBar {
+        /// The function's index on the PCI bus.
+        function: usize,
+        /// The BAR number (0–5).
+        bar: u8,
+    },
+}
 
 /// Why a range could not be mapped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,14 +42,14 @@ pub enum BusError {
     /// The range is empty (`len` 0).
     EmptyRange {
         /// The device being mapped.
-        device: DeviceId,
+        device: &'static str,
         /// Start of the range.
         base: u64,
     },
     /// The range runs past the end of the address space (port 0xFFFF, or GPA 2^64 - 1).
     OutOfRange {
         /// The device being mapped.
-        device: DeviceId,
+        device: &'static str,
         /// Start of the range.
         base: u64,
         /// Length of the range.
@@ -36,13 +58,13 @@ pub enum BusError {
     /// The range overlaps one already mapped.
     Overlap {
         /// The device being mapped.
-        device: DeviceId,
+        device: &'static str,
         /// Start of the new range.
         base: u64,
         /// Length of the new range.
         len: u64,
         /// The device already mapped there.
-        existing: DeviceId,
+        existing: &'static str,
         /// Start of the existing range.
         existing_base: u64,
         /// Length of the existing range.
@@ -89,7 +111,8 @@ fn last(base: u64, len: u64) -> u64 {
 struct Range {
     base: u64,
     len: u64,
-    device: DeviceId,
+    target: Target,
+    name: &'static str,
 }
 
 impl Range {
@@ -113,7 +136,8 @@ impl RangeMap {
         &mut self,
         base: u64,
         len: u64,
-        device: DeviceId,
+        target: Target,
+        device: &'static str,
         limit: u64,
     ) -> Result<(), BusError> {
         if len == 0 {
@@ -133,26 +157,63 @@ impl RangeMap {
                 device,
                 base,
                 len,
-                existing: existing.device,
+                existing: existing.name,
                 existing_base: existing.base,
                 existing_len: existing.len,
             });
         }
-        self.ranges.insert(index, Range { base, len, device });
+        self.ranges.insert(
+            index,
+            Range {
+                base,
+                len,
+                target,
+                name: device,
+            },
+        );
         Ok(())
     }
 
-    fn lookup(&self, addr: u64) -> Option<(DeviceId, u64)> {
+    /// Unmaps the range starting at `base`; returns its target.
+    fn remove(&mut self, base: u64) -> Option<Target> {
+        let index = self.ranges.binary_search_by_key(&base, |r| r.base).ok()?;
+        Some(self.ranges.remove(index).target)
+    }
+
+    /// Unmaps every range leading to a target `pred` picks.
+    fn remove_where(&mut self, pred: impl Fn(Target) -> bool) {
+        self.ranges.retain(|r| !pred(r.target));
+    }
+
+    fn lookup(&self, addr: u64) -> Option<(Target, u64)> {
         let index = self.ranges.partition_point(|r| r.base <= addr);
         let range = self.ranges.get(index.checked_sub(1)?)?;
         range
             .contains(addr)
-            .then(|| (range.device, addr - range.base))
+            .then(|| (range.target, addr - range.base))
     }
 
-    fn iter(&self) -> impl Iterator<Item = (u64, u64, DeviceId)> + '_ {
-        self.ranges.iter().map(|r| (r.base, r.len, r.device))
+    fn iter(&self) -> impl Iterator<Item = Mapping<u64>> + '_ {
+        self.ranges.iter().map(|r| Mapping {
+            base: r.base,
+            len: r.len,
+            target: r.target,
+            name: r.name,
+        })
     }
+}
+
+/// One mapped range, as [`PioBus::iter`] and [`MmioBus::iter`] list it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mapping<A> {
+    /// First address.
+    pub base: A,
+    /// Length.
+    pub len: A,
+    /// Where it leads.
+    pub target: Target,
+    /// The device's name.
+    pub name: &'static str,
 }
 
 /// The x86 I/O port space (ports 0..=0xFFFF).
@@ -169,33 +230,58 @@ impl PioBus {
         }
     }
 
-    /// Maps ports `base..base + len` to `device`.
+    /// Maps ports `base..base + len` to `target`, which errors call `device`.
     ///
     /// ```
-    /// use keel_vmm::bus::PioBus;
-    /// use keel_vmm::devices::DeviceId;
+    /// use keel_vmm::bus::{PioBus, Target};
     ///
     /// let mut bus = PioBus::new();
-    /// bus.insert(0x3F8, 8, DeviceId::Com1).unwrap();
-    /// assert_eq!(bus.lookup(0x3FD), Some((DeviceId::Com1, 5)));
-    /// assert!(bus.insert(0x3FF, 1, DeviceId::Com1).is_err());
+    /// bus.insert(0x3F8, 8, Target::Device(0), "COM1").unwrap();
+    /// assert_eq!(bus.lookup(0x3FD), Some((Target::Device(0), 5)));
+    /// assert!(bus.insert(0x3FF, 1, Target::Device(1), "COM2").is_err());
     /// ```
-    pub fn insert(&mut self, base: u16, len: u16, device: DeviceId) -> Result<(), BusError> {
-        self.map
-            .insert(u64::from(base), u64::from(len), device, u64::from(u16::MAX))
+    pub fn insert(
+        &mut self,
+        base: u16,
+        len: u16,
+        target: Target,
+        device: &'static str,
+    ) -> Result<(), BusError> {
+        self.map.insert(
+            u64::from(base),
+            u64::from(len),
+            target,
+            device,
+            u64::from(u16::MAX),
+        )
     }
 
-    /// The device claiming `port` and the port's offset inside that device's range.
-    pub fn lookup(&self, port: u16) -> Option<(DeviceId, u16)> {
-        let (device, offset) = self.map.lookup(u64::from(port))?;
+    /// Unmaps the range starting at `base`; returns what it led to.
+    pub fn remove(&mut self, base: u16) -> Option<Target> {
+        self.map.remove(u64::from(base))
+    }
+
+    /// Unmaps every range whose target `pred` picks.
+    pub fn remove_where(&mut self, pred: impl Fn(Target) -> bool) {
+        self.map.remove_where(pred)
+    }
+
+    /// The target claiming `port` and the port's offset inside that range.
+    pub fn lookup(&self, port: u16) -> Option<(Target, u16)> {
+        let (target, offset) = self.map.lookup(u64::from(port))?;
         // Offsets inside a port range are below 0x10000 by construction.
-        Some((device, u16::try_from(offset).ok()?))
+        Some((target, u16::try_from(offset).ok()?))
     }
 
-    /// The mapped ranges as `(base, len, device)`, in address order.
-    pub fn iter(&self) -> impl Iterator<Item = (u16, u16, DeviceId)> + '_ {
-        self.map.iter().filter_map(|(base, len, device)| {
-            Some((u16::try_from(base).ok()?, u16::try_from(len).ok()?, device))
+    /// The mapped ranges, in address order.
+    pub fn iter(&self) -> impl Iterator<Item = Mapping<u16>> + '_ {
+        self.map.iter().filter_map(|m| {
+            Some(Mapping {
+                base: u16::try_from(m.base).ok()?,
+                len: u16::try_from(m.len).ok()?,
+                target: m.target,
+                name: m.name,
+            })
         })
     }
 }
@@ -214,18 +300,34 @@ impl MmioBus {
         }
     }
 
-    /// Maps guest-physical `base..base + len` to `device`.
-    pub fn insert(&mut self, base: u64, len: u64, device: DeviceId) -> Result<(), BusError> {
-        self.map.insert(base, len, device, u64::MAX)
+    /// Maps guest-physical `base..base + len` to `target`, which errors call `device`.
+    pub fn insert(
+        &mut self,
+        base: u64,
+        len: u64,
+        target: Target,
+        device: &'static str,
+    ) -> Result<(), BusError> {
+        self.map.insert(base, len, target, device, u64::MAX)
     }
 
-    /// The device claiming `gpa` and the address's offset inside that device's range.
-    pub fn lookup(&self, gpa: u64) -> Option<(DeviceId, u64)> {
+    /// Unmaps the range starting at `base`; returns what it led to.
+    pub fn remove(&mut self, base: u64) -> Option<Target> {
+        self.map.remove(base)
+    }
+
+    /// Unmaps every range whose target `pred` picks.
+    pub fn remove_where(&mut self, pred: impl Fn(Target) -> bool) {
+        self.map.remove_where(pred)
+    }
+
+    /// The target claiming `gpa` and the address's offset inside that range.
+    pub fn lookup(&self, gpa: u64) -> Option<(Target, u64)> {
         self.map.lookup(gpa)
     }
 
-    /// The mapped ranges as `(base, len, device)`, in address order.
-    pub fn iter(&self) -> impl Iterator<Item = (u64, u64, DeviceId)> + '_ {
+    /// The mapped ranges, in address order.
+    pub fn iter(&self) -> impl Iterator<Item = Mapping<u64>> + '_ {
         self.map.iter()
     }
 }
@@ -234,13 +336,15 @@ impl MmioBus {
 mod tests {
     use super::*;
 
+    const COM1: Target = Target::Device(0);
+
     #[test]
     fn pio_lookup_hits_inside_and_misses_outside() {
         let mut bus = PioBus::new();
-        bus.insert(0x3F8, 8, DeviceId::Com1).unwrap();
+        bus.insert(0x3F8, 8, COM1, "COM1").unwrap();
         assert_eq!(bus.lookup(0x3F7), None);
-        assert_eq!(bus.lookup(0x3F8), Some((DeviceId::Com1, 0)));
-        assert_eq!(bus.lookup(0x3FF), Some((DeviceId::Com1, 7)));
+        assert_eq!(bus.lookup(0x3F8), Some((COM1, 0)));
+        assert_eq!(bus.lookup(0x3FF), Some((COM1, 7)));
         assert_eq!(bus.lookup(0x400), None);
         assert_eq!(bus.lookup(0), None);
         assert_eq!(bus.lookup(0xFFFF), None);
@@ -249,7 +353,7 @@ mod tests {
     #[test]
     fn pio_rejects_overlaps_on_either_side() {
         let mut bus = PioBus::new();
-        bus.insert(0x3F8, 8, DeviceId::Com1).unwrap();
+        bus.insert(0x3F8, 8, COM1, "COM1").unwrap();
         for (base, len) in [
             (0x3F0, 9),
             (0x3FF, 4),
@@ -257,14 +361,14 @@ mod tests {
             (0x300, 0x200),
             (0x3F8, 8),
         ] {
-            let err = bus.insert(base, len, DeviceId::Com1).unwrap_err();
+            let err = bus.insert(base, len, COM1, "COM1").unwrap_err();
             assert_eq!(
                 err,
                 BusError::Overlap {
-                    device: DeviceId::Com1,
+                    device: "COM1",
                     base: u64::from(base),
                     len: u64::from(len),
-                    existing: DeviceId::Com1,
+                    existing: "COM1",
                     existing_base: 0x3F8,
                     existing_len: 8,
                 },
@@ -272,55 +376,52 @@ mod tests {
             );
         }
         // Adjacent ranges are fine.
-        bus.insert(0x3F0, 8, DeviceId::Com1).unwrap();
-        bus.insert(0x400, 1, DeviceId::Com1).unwrap();
+        bus.insert(0x3F0, 8, COM1, "COM1").unwrap();
+        bus.insert(0x400, 1, COM1, "COM1").unwrap();
         assert_eq!(
-            bus.iter().collect::<Vec<_>>(),
-            [
-                (0x3F0, 8, DeviceId::Com1),
-                (0x3F8, 8, DeviceId::Com1),
-                (0x400, 1, DeviceId::Com1)
-            ]
+            bus.iter()
+                .map(|m| (m.base, m.len, m.target))
+                .collect::<Vec<_>>(),
+            [(0x3F0, 8, COM1), (0x3F8, 8, COM1), (0x400, 1, COM1)]
         );
-        assert_eq!(bus.lookup(0x3F7), Some((DeviceId::Com1, 7)));
-        assert_eq!(bus.lookup(0x400), Some((DeviceId::Com1, 0)));
+        assert_eq!(bus.lookup(0x3F7), Some((COM1, 7)));
+        assert_eq!(bus.lookup(0x400), Some((COM1, 0)));
     }
 
     #[test]
     fn pio_rejects_empty_and_wrapping_ranges() {
         let mut bus = PioBus::new();
         assert_eq!(
-            bus.insert(0x80, 0, DeviceId::Com1),
+            bus.insert(0x80, 0, COM1, "COM1"),
             Err(BusError::EmptyRange {
-                device: DeviceId::Com1,
+                device: "COM1",
                 base: 0x80
             })
         );
         assert!(matches!(
-            bus.insert(0xFFFF, 2, DeviceId::Com1),
+            bus.insert(0xFFFF, 2, COM1, "COM1"),
             Err(BusError::OutOfRange { .. })
         ));
-        bus.insert(0xFFFF, 1, DeviceId::Com1).unwrap();
-        assert_eq!(bus.lookup(0xFFFF), Some((DeviceId::Com1, 0)));
+        bus.insert(0xFFFF, 1, COM1, "COM1").unwrap();
+        assert_eq!(bus.lookup(0xFFFF), Some((COM1, 0)));
     }
 
     #[test]
     fn mmio_covers_the_top_of_the_address_space() {
         let mut bus = MmioBus::new();
-        bus.insert(0xFEC0_0000, 0x1000, DeviceId::Com1).unwrap();
-        bus.insert(u64::MAX - 0xFFF, 0x1000, DeviceId::Com1)
-            .unwrap();
+        bus.insert(0xFEC0_0000, 0x1000, COM1, "COM1").unwrap();
+        bus.insert(u64::MAX - 0xFFF, 0x1000, COM1, "COM1").unwrap();
         assert!(matches!(
-            bus.insert(u64::MAX, 2, DeviceId::Com1),
+            bus.insert(u64::MAX, 2, COM1, "COM1"),
             Err(BusError::OutOfRange { .. })
         ));
         assert!(matches!(
-            bus.insert(0xFEC0_0FFF, 1, DeviceId::Com1),
+            bus.insert(0xFEC0_0FFF, 1, COM1, "COM1"),
             Err(BusError::Overlap { .. })
         ));
-        assert_eq!(bus.lookup(0xFEC0_0010), Some((DeviceId::Com1, 0x10)));
+        assert_eq!(bus.lookup(0xFEC0_0010), Some((COM1, 0x10)));
         assert_eq!(bus.lookup(0xFEC0_1000), None);
-        assert_eq!(bus.lookup(u64::MAX), Some((DeviceId::Com1, 0xFFF)));
+        assert_eq!(bus.lookup(u64::MAX), Some((COM1, 0xFFF)));
         assert_eq!(bus.lookup(0), None);
     }
 
@@ -328,12 +429,12 @@ mod tests {
     fn many_ranges_stay_sorted() {
         let mut bus = MmioBus::new();
         for i in (0..32u64).rev() {
-            bus.insert(i * 0x100, 0x80, DeviceId::Com1).unwrap();
+            bus.insert(i * 0x100, 0x80, COM1, "COM1").unwrap();
         }
-        let bases: Vec<u64> = bus.iter().map(|(b, _, _)| b).collect();
+        let bases: Vec<u64> = bus.iter().map(|m| m.base).collect();
         assert!(bases.windows(2).all(|w| w[0] < w[1]));
         for i in 0..32u64 {
-            assert_eq!(bus.lookup(i * 0x100 + 0x7F), Some((DeviceId::Com1, 0x7F)));
+            assert_eq!(bus.lookup(i * 0x100 + 0x7F), Some((COM1, 0x7F)));
             assert_eq!(bus.lookup(i * 0x100 + 0x80), None);
         }
     }
@@ -341,8 +442,8 @@ mod tests {
     #[test]
     fn errors_name_both_devices_and_ranges() {
         let mut bus = PioBus::new();
-        bus.insert(0x3F8, 8, DeviceId::Com1).unwrap();
-        let err = bus.insert(0x3FC, 8, DeviceId::Com1).unwrap_err();
+        bus.insert(0x3F8, 8, COM1, "COM1").unwrap();
+        let err = bus.insert(0x3FC, 8, COM1, "COM1").unwrap_err();
         assert_eq!(
             err.to_string(),
             "cannot map COM1 at 0x3fc..=0x403: overlaps COM1 at 0x3f8..=0x3ff"

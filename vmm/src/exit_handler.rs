@@ -93,6 +93,12 @@ pub enum StopReason {
     /// The guest reset the machine (i8042 reset line or the 0xCF9 reset register). Keel does
     /// not restart it on its own.
     GuestReset,
+    /// The guest wrote its exit code to the debug-exit port
+    /// ([`debug_exit`](crate::devices::debug_exit), when the VM has one).
+    GuestExit {
+        /// QEMU's status for the code: `(code << 1) | 1`.
+        status: u32,
+    },
     /// The vCPU backend reported an error (a VMM bug rather than a guest action).
     Backend(VcpuError),
     /// The guest started an application processor and the host could not create its vCPU.
@@ -123,6 +129,12 @@ impl fmt::Display for StopReason {
             StopReason::Operator => f.write_str("stopped by the operator"),
             StopReason::GuestPowerOff => f.write_str("guest powered off"),
             StopReason::GuestReset => f.write_str("guest requested a reset"),
+            StopReason::GuestExit { status } => {
+                write!(
+                    f,
+                    "guest exited through the debug-exit port with status {status}"
+                )
+            }
             StopReason::Backend(error) => write!(f, "vCPU error: {error}"),
             StopReason::ApStartFailed { cpu } => write!(
                 f,
@@ -143,7 +155,7 @@ impl fmt::Display for StopReason {
 /// let mut devices = Devices::pc_for_tests();
 /// let out = VmExit::IoOut { port: 0x3F8, size: 1, data: u32::from(b'!') };
 /// assert_eq!(handle_exit(&out, &mut devices), ExitAction::Resume);
-/// assert_eq!(devices.com1.output_since(0).0, b"!");
+/// assert_eq!(devices.com1().output_since(0).0, b"!");
 /// ```
 pub fn handle_exit(exit: &VmExit, devices: &mut Devices) -> ExitAction {
     match *exit {
@@ -206,7 +218,7 @@ mod tests {
             };
             assert_eq!(handle_exit(&exit, &mut devices), ExitAction::Resume);
         }
-        assert_eq!(devices.com1.output_since(0), (b"ok".to_vec(), 2, 0));
+        assert_eq!(devices.com1().output_since(0), (b"ok".to_vec(), 2, 0));
     }
 
     #[test]
@@ -220,7 +232,7 @@ mod tests {
             handle_exit(&lsr, &mut devices),
             ExitAction::CompleteRead(u64::from(LSR_THRE | LSR_TEMT))
         );
-        devices.com1.push_input(b"x");
+        devices.com1_mut().push_input(b"x");
         let rbr = VmExit::IoIn {
             port: COM1_BASE,
             size: 1,

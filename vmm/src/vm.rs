@@ -430,6 +430,7 @@ impl Vm {
         match self.devices.take_machine_request() {
             Some(MachineRequest::PowerOff) => self.stop(StopReason::GuestPowerOff),
             Some(MachineRequest::Reset) => self.stop(StopReason::GuestReset),
+            Some(MachineRequest::Exit { status }) => self.stop(StopReason::GuestExit { status }),
             None => {}
         }
         // An IPI the exit sent takes effect before the next turn.
@@ -509,7 +510,7 @@ impl Vm {
     /// SCI): a request to shut down that the guest may honour or ignore.
     pub fn press_power_button(&mut self, now_ns: u64) {
         if !self.is_stopped() {
-            self.devices.acpi_pm.press_power_button(now_ns);
+            self.devices.press_power_button(now_ns);
         }
     }
 
@@ -551,13 +552,13 @@ impl Vm {
     ///
     /// [`Uart16550::output_since`]: crate::devices::uart::Uart16550::output_since
     pub fn console_output_since(&self, offset: u64) -> (Vec<u8>, u64, u64) {
-        self.devices.com1.output_since(offset)
+        self.devices.com1().output_since(offset)
     }
 
     /// Queues console (COM1) input for the guest; returns how many bytes were accepted (the
     /// caller keeps the rest for later).
     pub fn console_input(&mut self, bytes: &[u8]) -> usize {
-        self.devices.com1.push_input(bytes)
+        self.devices.com1_mut().push_input(bytes)
     }
 
     /// The guest's RAM, until the VM stops.
@@ -1116,7 +1117,7 @@ mod tests {
         assert_eq!(vm.memory().map(|m| m.size()), Some(MIN_GUEST_RAM));
         assert_eq!(vm.memory_size(), MIN_GUEST_RAM);
         assert_eq!(vm.registers(), Registers::default());
-        assert_eq!(vm.devices().com1.output_total(), 0);
+        assert_eq!(vm.devices().com1().output_total(), 0);
         assert!(alloc::format!("{vm:?}").contains("Running"));
     }
 
@@ -1247,7 +1248,7 @@ mod tests {
     #[test]
     fn x2apic_mode_through_msrs_and_a_self_ipi() {
         use crate::devices::lapic::{APIC_BASE_EXTD, IA32_APIC_BASE};
-        let base = Devices::pc_for_tests().lapics[0].apic_base();
+        let base = Devices::pc_for_tests().lapic(0).unwrap().apic_base();
         let (mut vm, probe) = vm([
             VmExit::MsrWrite {
                 msr: IA32_APIC_BASE,
@@ -1277,8 +1278,11 @@ mod tests {
         for _ in 0..6 {
             vm.step0();
         }
-        assert_eq!(vm.devices().lapics[0].apic_base(), base | APIC_BASE_EXTD);
-        assert_eq!(vm.devices().lapics[0].highest_pending(), Some(0x41));
+        assert_eq!(
+            vm.devices().lapic(0).unwrap().apic_base(),
+            base | APIC_BASE_EXTD
+        );
+        assert_eq!(vm.devices().lapic(0).unwrap().highest_pending(), Some(0x41));
         // Completions: three writes (value ignored), the ID register read (x2APIC ID 0).
         assert_eq!(*probe.completed.borrow(), [0, 0, 0, 0]);
         assert_eq!(probe.faulted.get(), 1, "DFR does not exist in x2APIC mode");

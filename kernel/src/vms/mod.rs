@@ -644,7 +644,7 @@ impl VmManager {
             .filter(|r| !r.vm.is_stopped())
             .ok_or_else(|| alloc::format!("VM {key} is not running ({})", e.state_text()))?;
         self.attached = Some(e.id);
-        let total = run.vm.devices().com1.output_total();
+        let total = run.vm.devices().com1().output_total();
         Ok(total.saturating_sub(2048).max(run.echoed.min(total)))
     }
 
@@ -671,7 +671,7 @@ fn echo(e: &mut Entry, attached: bool, out: &mut String) {
     let Some(run) = e.run.as_ref() else { return };
     // Called every slice for every VM: return before allocating when there is nothing new.
     // An attached console shows this VM's output itself.
-    let new_output = !attached && run.vm.devices().com1.output_total() != run.echoed;
+    let new_output = !attached && run.vm.devices().com1().output_total() != run.echoed;
     let stop_to_report = run.vm.is_stopped() && !run.stop_reported;
     if !new_output && !stop_to_report {
         return;

@@ -120,7 +120,7 @@ impl VmManager {
         let _ = writeln!(
             out,
             "  console:    {} bytes",
-            run.vm.devices().com1.output_total()
+            run.vm.devices().com1().output_total()
         );
         let stats = run.vm.exit_stats();
         let _ = writeln!(out, "  exits:      {} in all", stats.total());
@@ -212,7 +212,7 @@ impl VmManager {
                     .map(|r| now.saturating_sub(r.started_ns) / 1_000_000_000),
                 exits: run.map(|r| r.vm.exit_stats()),
                 backend: run.map(|r| r.vm.backend()),
-                console_bytes: run.map_or(0, |r| r.vm.devices().com1.output_total()),
+                console_bytes: run.map_or(0, |r| r.vm.devices().com1().output_total()),
                 state,
             }
         })

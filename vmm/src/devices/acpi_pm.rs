@@ -32,6 +32,10 @@
 
 use core::fmt;
 
+use serde::{Deserialize, Serialize};
+
+use crate::persist::Persist;
+
 /// A suggested I/O base for the block (where ICH9 puts PMBASE).
 pub const DEFAULT_BASE: u16 = 0x600;
 /// Length of the block.
@@ -110,7 +114,7 @@ pub const PM_TIMER_HZ: u64 = 3_579_545;
 const NS_PER_SEC: u128 = 1_000_000_000;
 
 /// Width of the PM timer (FADT flag `TMR_VAL_EXT` for 32 bits).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum TimerWidth {
     /// 24 bits.
     Bits24,
@@ -144,13 +148,14 @@ impl fmt::Display for ConfigError {
     }
 }
 
-/// The name this model gives in [`StateError`]s.
-const DEVICE: &str = "ACPI PM";
+/// The name this model gives in errors, bus listings and saved states.
+pub const NAME: &str = "ACPI PM";
+const DEVICE: &str = NAME;
 
 pub use super::StateError;
 
 /// The registers and the timer, for snapshots.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
     /// PM1_STS.
     pub sts: u16,
@@ -371,6 +376,34 @@ fn ticks_between(from_ns: u64, to_ns: u64) -> u64 {
     let elapsed = u128::from(to_ns.saturating_sub(from_ns));
     // At most 2^64 * 3.6e6 / 1e9 < 2^64.
     (elapsed * u128::from(PM_TIMER_HZ) / NS_PER_SEC) as u64
+}
+
+impl AcpiPm {
+    /// What the block was built with: the S5 sleep type and the timer width.
+    pub fn constructor_args(&self) -> (u8, TimerWidth) {
+        (self.s5_slp_typ, self.width)
+    }
+}
+
+impl Persist for AcpiPm {
+    type State = State;
+    /// The S5 sleep type and the timer width, as for [`AcpiPm::new`].
+    type ConstructorArgs = (u8, TimerWidth);
+    type Error = StateError;
+
+    fn save(&self) -> State {
+        self.state()
+    }
+
+    fn restore((s5, width): (u8, TimerWidth), state: &State) -> Result<AcpiPm, StateError> {
+        let mut pm = AcpiPm::new(s5, width, 0).map_err(|_| StateError::Invalid {
+            device: DEVICE,
+            field: "s5_slp_typ",
+            value: u64::from(s5),
+        })?;
+        AcpiPm::restore(&mut pm, *state)?;
+        Ok(pm)
+    }
 }
 
 #[cfg(test)]

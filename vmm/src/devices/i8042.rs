@@ -153,13 +153,18 @@ pub mod kbd {
 /// Bytes that can wait in the output queue; more are dropped.
 pub const OUTPUT_CAPACITY: usize = 16;
 
-/// The name this model gives in [`StateError`]s.
-const DEVICE: &str = "i8042";
+/// The name this model gives in errors, bus listings and saved states.
+pub const NAME: &str = "i8042";
+const DEVICE: &str = NAME;
 
 pub use super::StateError;
 
+use serde::{Deserialize, Serialize};
+
+use crate::persist::Persist;
+
 /// Who put a byte in the output buffer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Source {
     /// The controller (a command's reply).
     Controller,
@@ -170,7 +175,7 @@ pub enum Source {
 }
 
 /// A byte waiting for the guest to read it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Output {
     /// The byte.
     pub value: u8,
@@ -186,7 +191,7 @@ pub struct Output {
 }
 
 /// The controller and keyboard, for snapshots.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
     /// RAM: byte 0 is the command byte.
     pub ram: [u8; 32],
@@ -618,6 +623,22 @@ fn takes_data(command: u8) -> bool {
                 | cmd::WRITE_AUX_OUTPUT
                 | cmd::WRITE_AUX
     )
+}
+
+impl Persist for I8042 {
+    type State = State;
+    type ConstructorArgs = ();
+    type Error = StateError;
+
+    fn save(&self) -> State {
+        self.state()
+    }
+
+    fn restore((): (), state: &State) -> Result<I8042, StateError> {
+        let mut i8042 = I8042::new();
+        I8042::restore(&mut i8042, state.clone())?;
+        Ok(i8042)
+    }
 }
 
 #[cfg(test)]

@@ -28,18 +28,75 @@
 //! else, when that APIC passes the 8259's INTR through (disabled APIC, or LINT0 in ExtINT
 //! mode: the "virtual wire" of firmware and early boot, on the BSP), the 8259's.
 
-use super::ioapic::IrqMessage;
-use super::lapic::{DeliveryMode, Ipi, Shorthand};
-use super::{COM1_IRQ, RTC_IRQ, SCI_IRQ};
+use alloc::vec::Vec;
+
+use serde::{Deserialize, Serialize};
+
+use super::ioapic::{Ioapic, IrqMessage};
+use super::lapic::{DeliveryMode, Ipi, Lapic, LapicEvent, Shorthand};
+use super::pic::Pic;
 use super::{CpuRequest, Devices};
 
 /// The I/O APIC pin the PIT's IRQ 0 is wired to (the MADT's interrupt source override).
 pub const PIT_IOAPIC_PIN: u8 = 2;
 
+/// The address window MSI writes must fall in to reach the local APICs (Intel SDM vol. 3
+/// §11.11.1: bits 31:20 = 0xFEE).
+pub const MSI_ADDRESS_BASE: u64 = 0xFEE0_0000;
+
+/// A message-signalled interrupt as a device writes it (PCI MSI/MSI-X): a 64-bit address
+/// and 32-bit data, decoded per Intel SDM vol. 3 §11.11.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MsiMessage {
+    /// Message address: bits 19:12 destination id, bit 2 logical destination mode.
+    pub address: u64,
+    /// Message data: bits 7:0 vector, 10:8 delivery mode, 15 level-triggered.
+    pub data: u32,
+}
+
+impl MsiMessage {
+    /// The message as the local APICs take it, or `None` if the address is not in the
+    /// interrupt window or the delivery mode is reserved.
+    pub fn decode(self) -> Option<IrqMessage> {
+        if self.address >> 20 != MSI_ADDRESS_BASE >> 20 {
+            return None;
+        }
+        // Bits 10:8 fit in u8.
+        let mode = DeliveryMode::from_bits(((self.data >> 8) & 7) as u8)?;
+        Some(IrqMessage {
+            pin: 0,
+            vector: self.data as u8,
+            // Bits 19:12.
+            destination: (self.address >> 12) as u8,
+            logical: self.address & (1 << 2) != 0,
+            delivery_mode: mode,
+            level_triggered: self.data & (1 << 15) != 0,
+        })
+    }
+}
+
+/// The interrupt controllers and the wiring between them: the 8259 pair, the I/O APIC, one
+/// local APIC per vCPU, the ISA line levels, and what waits for the VM loop (NMIs, INIT and
+/// start-up IPIs). Devices reach it through their [`DeviceContext`](super::DeviceContext).
+#[derive(Clone, Debug)]
+pub struct Interrupts {
+    pub(super) pic: Pic,
+    pub(super) ioapic: Ioapic,
+    pub(super) lapics: Vec<Lapic>,
+    /// The last level driven on each level-triggered ISA line, so a change is seen once.
+    pub(super) lines: Lines,
+    /// NMIs sent and not yet delivered, a bit per vCPU (NMIs are edges: one more while one
+    /// waits is the same NMI).
+    pub(super) nmi_pending: u16,
+    /// INITs and start-up IPIs for the VM loop.
+    pub(super) cpu_requests: Vec<CpuRequest>,
+}
+
 /// The last level driven on each level-triggered ISA line, so a change is seen once.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lines {
-    levels: u16,
+    /// Bit `n` = ISA line `n`.
+    pub levels: u16,
 }
 
 /// Where the next vector comes from.
@@ -57,55 +114,28 @@ impl Devices {
     pub fn advance(&mut self, now_ns: u64) {
         self.set_now(now_ns);
         let now = self.now_ns();
-        if self.pit.irq0_edges_until(now) > 0 {
-            self.pulse(0);
-        }
-        let (kbd, aux) = self.i8042.take_irq_edges();
-        if kbd > 0 {
-            self.pulse(1);
-        }
-        if aux > 0 {
-            self.pulse(12);
-        }
-        let com1 = self.com1.irq_line();
-        self.set_level(COM1_IRQ, com1);
-        let rtc = self.rtc.irq_level(now);
-        self.set_level(RTC_IRQ, rtc);
-        let sci = self.acpi_pm.sci_level(now);
-        self.set_level(SCI_IRQ, sci);
-        for lapic in &mut self.lapics {
+        self.advance_devices();
+        for lapic in &mut self.irq.lapics {
             lapic.update_timer(now);
         }
-    }
-
-    /// Samples the UART's line after a guest access, so an interrupt it enabled or cleared
-    /// takes effect before the next entry rather than at the next [`advance`](Self::advance).
-    pub fn sync_level_lines(&mut self) {
-        let com1 = self.com1.irq_line();
-        self.set_level(COM1_IRQ, com1);
     }
 
     /// The earliest VM time at which a timer needs [`advance`](Self::advance) to raise its
     /// interrupt: the VM loop need not run a halted guest before then.
     pub fn next_deadline(&self) -> Option<u64> {
-        [
-            self.pit.next_irq0_deadline(),
-            self.rtc.next_irq_deadline(),
-            self.acpi_pm.next_sci_deadline(),
-        ]
-        .into_iter()
-        .chain(self.lapics.iter().map(|l| l.next_timer_deadline()))
-        .flatten()
-        .min()
+        self.device_deadlines()
+            .chain(self.irq.lapics.iter().map(|l| l.next_timer_deadline()))
+            .flatten()
+            .min()
     }
 
     /// Where vCPU `cpu`'s next external interrupt would come from, if any.
     pub fn pending_interrupt(&self, cpu: usize) -> Option<InterruptSource> {
-        let lapic = self.lapics.get(cpu)?;
+        let lapic = self.irq.lapics.get(cpu)?;
         if let Some(vector) = lapic.highest_pending() {
             return Some(InterruptSource::Lapic(vector));
         }
-        (lapic.accepts_pic_interrupts() && self.pic.interrupt_output())
+        (lapic.accepts_pic_interrupts() && self.irq.pic.interrupt_output())
             .then_some(InterruptSource::Pic)
     }
 
@@ -113,22 +143,39 @@ impl Devices {
     pub fn acknowledge_interrupt(&mut self, cpu: usize) -> Option<u8> {
         match self.pending_interrupt(cpu)? {
             InterruptSource::Lapic(vector) => {
-                self.lapics[cpu].acknowledge(vector).then_some(vector)
+                self.irq.lapics[cpu].acknowledge(vector).then_some(vector)
             }
-            InterruptSource::Pic => self.pic.acknowledge(),
+            InterruptSource::Pic => self.irq.pic.acknowledge(),
+        }
+    }
+}
+
+impl Interrupts {
+    /// The controllers at power-on around `lapics`, no line driven.
+    pub(super) fn new(lapics: Vec<Lapic>) -> Interrupts {
+        Interrupts {
+            pic: Pic::new(),
+            ioapic: Ioapic::new(0),
+            lapics,
+            lines: Lines::default(),
+            nmi_pending: 0,
+            cpu_requests: Vec::new(),
         }
     }
 
     /// Raises and lowers ISA line `irq` (an edge).
-    fn pulse(&mut self, irq: u8) {
+    pub(super) fn pulse(&mut self, irq: u8) {
         self.drive(irq, true);
         self.drive(irq, false);
     }
 
     /// Drives level line `irq` to `level` if it changed (the I/O APIC re-sends a
-    /// level-triggered entry still asserted at its EOI by itself).
-    fn set_level(&mut self, irq: u8, level: bool) {
-        let bit = 1u16 << irq;
+    /// level-triggered entry still asserted at its EOI by itself). Lines above 15 are
+    /// ignored.
+    pub(super) fn set_level(&mut self, irq: u8, level: bool) {
+        let Some(bit) = 1u16.checked_shl(u32::from(irq)) else {
+            return;
+        };
         let was = self.lines.levels & bit != 0;
         if level == was {
             return;
@@ -138,6 +185,9 @@ impl Devices {
     }
 
     fn drive(&mut self, irq: u8, level: bool) {
+        if irq > 15 {
+            return;
+        }
         self.pic.set_irq(irq, level);
         let pin = if irq == 0 { PIT_IOAPIC_PIN } else { irq };
         if let Some(message) = self.ioapic.set_irq(pin, level) {
@@ -145,7 +195,27 @@ impl Devices {
         }
     }
 
-    /// An I/O APIC message to the local APICs its destination names.
+    /// A PCI device's MSI/MSI-X write, decoded and delivered; undecodable ones are dropped.
+    pub(super) fn deliver_msi(&mut self, message: MsiMessage) {
+        if let Some(message) = message.decode() {
+            self.deliver(message);
+        }
+    }
+
+    /// What a local APIC's access asked for: an EOI broadcast to the I/O APIC, or an IPI
+    /// from vCPU `from`.
+    pub(super) fn lapic_event(&mut self, from: usize, event: LapicEvent) {
+        match event {
+            LapicEvent::Eoi { vector } => {
+                for message in self.ioapic.end_of_interrupt(vector) {
+                    self.deliver(message);
+                }
+            }
+            LapicEvent::Ipi(ipi) => self.send_ipi(from, ipi),
+        }
+    }
+
+    /// An I/O APIC (or decoded MSI) message to the local APICs its destination names.
     pub(super) fn deliver(&mut self, message: IrqMessage) {
         let targets = self.cpu_set(|_, lapic| {
             lapic.matches_destination(u32::from(message.destination), message.logical)
@@ -182,7 +252,7 @@ impl Devices {
     /// allocation, as this runs for every device interrupt.
     ///
     /// [`MAX_CPUS`]: super::MAX_CPUS
-    fn cpu_set(&self, pred: impl Fn(usize, &super::lapic::Lapic) -> bool) -> u16 {
+    fn cpu_set(&self, pred: impl Fn(usize, &Lapic) -> bool) -> u16 {
         self.lapics
             .iter()
             .enumerate()
@@ -346,13 +416,13 @@ mod tests {
             delivery_mode: mode,
             level_triggered: false,
         };
-        d.deliver(message(1, DeliveryMode::Fixed));
+        d.irq.deliver(message(1, DeliveryMode::Fixed));
         assert_eq!(pending(&d), [None, Some(InterruptSource::Lapic(0x34))]);
         // Lowest priority: vCPU 1 now has a higher task priority, so vCPU 0 takes it.
         d.set_current_cpu(1);
         d.write_mmio(APIC + 0x80, 4, 0x80);
         d.acknowledge_interrupt(1);
-        d.deliver(message(0xFF, DeliveryMode::LowestPriority));
+        d.irq.deliver(message(0xFF, DeliveryMode::LowestPriority));
         assert_eq!(d.pending_interrupt(0), Some(InterruptSource::Lapic(0x34)));
     }
 
@@ -369,7 +439,7 @@ mod tests {
         ] {
             d.write_port(port, 1, value);
         }
-        d.pulse(0);
+        d.irq.pulse(0);
         assert_eq!(pending(&d), [Some(InterruptSource::Pic), None]);
     }
 }

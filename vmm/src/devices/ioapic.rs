@@ -94,10 +94,15 @@ pub const RTE_DEST_SHIFT: u32 = 56;
 /// Redirection entry bits the guest can write.
 pub const RTE_WRITABLE: u64 = 0xFF00_0000_0001_AFFF;
 
-/// The name this model gives in [`StateError`]s.
-const DEVICE: &str = "I/O APIC";
+/// The name this model gives in errors, bus listings and saved states.
+pub const NAME: &str = "I/O APIC";
+const DEVICE: &str = NAME;
 
 pub use super::StateError;
+
+use serde::{Deserialize, Serialize};
+
+use crate::persist::Persist;
 
 /// An interrupt message the I/O APIC sends to the local APICs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,7 +122,7 @@ pub struct IrqMessage {
 }
 
 /// The I/O APIC's registers and pin levels, for snapshots.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
     /// IOAPIC ID (4 bits).
     pub id: u8,
@@ -412,6 +417,22 @@ const REDIRECTION_NAMES: [&str; PINS] = [
     "redirection[22]",
     "redirection[23]",
 ];
+
+impl Persist for Ioapic {
+    type State = State;
+    type ConstructorArgs = ();
+    type Error = StateError;
+
+    fn save(&self) -> State {
+        self.state()
+    }
+
+    fn restore((): (), state: &State) -> Result<Ioapic, StateError> {
+        let mut ioapic = Ioapic::new(0);
+        Ioapic::restore(&mut ioapic, *state)?;
+        Ok(ioapic)
+    }
+}
 
 #[cfg(test)]
 mod tests;

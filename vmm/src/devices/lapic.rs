@@ -50,6 +50,8 @@ mod access;
 mod snapshot;
 mod timer;
 
+pub use snapshot::RestoreError;
+
 /// Where the xAPIC page is after reset.
 pub const DEFAULT_BASE: u64 = 0xFEE0_0000;
 /// Length of the xAPIC MMIO page.
@@ -379,13 +381,16 @@ impl fmt::Display for ConfigError {
     }
 }
 
-/// The name this model gives in [`StateError`]s.
-const DEVICE: &str = "local APIC";
+/// The name this model gives in errors, bus listings and saved states.
+pub const NAME: &str = "local APIC";
+const DEVICE: &str = NAME;
 
 pub use super::StateError;
 
+use serde::{Deserialize, Serialize};
+
 /// Every register of a [`Lapic`] and its timer, for snapshots.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
     /// `IA32_APIC_BASE`.
     pub apic_base: u64,

@@ -1,14 +1,34 @@
 //! The guest's devices and the buses that route port and MMIO accesses to them.
 //!
-//! [`Devices`] owns every device model of one VM as a typed field (so the VM can reach, say,
-//! the UART's output ring directly) plus a [`PioBus`] and an [`MmioBus`] that map address
-//! ranges to a [`DeviceId`]. A guest access is looked up on the bus and handed to the model
-//! named by the id, whole: the ISA parts with byte-wide registers (UART, PIC, PIT, RTC,
-//! i8042) see a wider access as byte accesses at consecutive ports, the way the ISA bus
-//! splits them, while the ACPI PM block, the I/O APIC and the local APIC take the access as
-//! it came (the APICs only accept aligned 32-bit registers).
+//! # How a device is reached
 //!
-//! The PC the guest sees ([`Devices::pc`]):
+//! [`Devices`] owns every device model of one VM and a [`PioBus`] and an [`MmioBus`], sorted
+//! range tables whose entries lead to a [`Target`]. A guest access is one binary search
+//! (no allocation) and one call:
+//!
+//! - [`Target::Device`]: a model registered with [`Devices::add_device`] — anything that
+//!   implements [`Device`] and [`PortIoDevice`] and/or [`MmioDevice`] (see [`device`]). The
+//!   device declares whether wide accesses are split into bytes ([`Access`]); it sees
+//!   `(address, offset, size, data)` and a [`DeviceContext`] with the VM time, its
+//!   interrupt lines, MSI delivery and machine requests.
+//! - [`Target::Pic`], [`Target::Ioapic`], [`Target::Lapic`]: the interrupt controllers stay
+//!   special-cased. They are the interrupt routing every device's context borrows
+//!   ([`interrupts::Interrupts`]), the local APIC is per vCPU and reached through MSRs too,
+//!   and their accesses produce interrupt messages rather than line levels.
+//! - [`Target::PciConfig`] and [`Target::PciBar`]: PCI configuration mechanism #1 and the
+//!   BARs of functions on PCI bus 0 ([`pci`]), mapped and unmapped as the guest programs
+//!   them.
+//!
+//! A new device is one file (the model and its trait impls) plus one registration line:
+//!
+//! ```ignore
+//! devices.add_device(DebugExit::new(), &[Region::Ports { base: 0xF4, len: 4 }])?;
+//! devices.add_pci_device(VirtioBlk::new(disk))?; // on PCI bus 0, BARs mapped as programmed
+//! ```
+//!
+//! # The PC
+//!
+//! The PC the guest sees ([`Devices::pc`], registered in [`pc`]):
 //!
 //! | where | device | interrupt |
 //! | --- | --- | --- |
@@ -18,45 +38,69 @@
 //! | ports `0x70`–`0x71` | CMOS RTC ([`rtc`]) | IRQ 8 |
 //! | ports `0x3F8`–`0x3FF` | COM1 16550A ([`uart`]) | IRQ 4 |
 //! | ports `0x600`–`0x60B` | ACPI PM1a event/control + PM timer ([`acpi_pm`]) | SCI = IRQ 9, level |
-//! | ports `0xCF8`–`0xCFF` | PCI configuration mechanism #1, host bridge 00:00.0; reset control at `0xCF9` ([`pci_host`]) | |
+//! | ports `0xCF8`–`0xCFF` | PCI configuration mechanism #1, host bridge 00:00.0; reset control at `0xCF9` ([`pci_host`]); functions on bus 0 ([`pci`]) | |
 //! | MMIO `0xFEC0_0000` | I/O APIC ([`ioapic`]) | |
 //! | MMIO `0xFEE0_0000` | local APIC of the accessing vCPU ([`lapic`]) | its timer |
 //!
-//! Interrupt wiring and time live in [`interrupts`](self::interrupts): every ISA line drives
-//! both the 8259 input and the I/O APIC pin of the same number (IRQ 0 goes to pin 2, as the
-//! MADT's interrupt source override says), and the local APIC or, in virtual-wire mode, the
-//! 8259 presents the next vector to the CPU.
+//! The ISA parts with byte-wide registers (UART, PIC, PIT, RTC, i8042) see a wider access
+//! as byte accesses at consecutive ports, the way the ISA bus splits them, while the ACPI
+//! PM block, the PCI ports, the I/O APIC and the local APIC take the access as it came (the
+//! APICs only accept aligned 32-bit registers). [`debug_exit`] (QEMU's `isa-debug-exit`) is
+//! a model outside the default PC.
+//!
+//! Interrupt wiring and time live in [`interrupts`]: every ISA line drives both the 8259
+//! input and the I/O APIC pin of the same number (IRQ 0 goes to pin 2, as the MADT's
+//! interrupt source override says), and the local APIC or, in virtual-wire mode, the 8259
+//! presents the next vector to the CPU.
 //!
 //! What a guest sees where nothing is mapped follows a PC with an empty ISA bus: reads return
 //! all ones for the access size and writes vanish. The same holds for guest-physical addresses
 //! that are neither RAM nor a device (see [`exit_handler`](crate::exit_handler)).
+//!
+//! # State
+//!
+//! Every model implements [`Persist`](crate::persist::Persist); [`Devices`] does too, with
+//! [`DevicesState`] (every model, the interrupt routing, time, pending requests, the PCI
+//! functions' configuration spaces), see [`snapshot`].
 
+use alloc::boxed::Box;
 use alloc::vec::Vec;
+use core::any::Any;
 use core::fmt;
 
-use crate::bus::{MmioBus, PioBus};
+use serde::{Deserialize, Serialize};
+
+pub use crate::bus::Target;
+use crate::bus::{BusError, MmioBus, PioBus};
 
 pub mod acpi_pm;
+pub mod debug_exit;
+pub mod device;
+mod dispatch;
 pub mod i8042;
 pub mod interrupts;
 pub mod ioapic;
 pub mod lapic;
+pub mod pc;
+pub mod pci;
 pub mod pci_host;
 pub mod pic;
 pub mod pit;
 pub mod rtc;
+pub mod snapshot;
 pub mod uart;
 
+pub use device::{Access, Device, DeviceContext, DeviceStateError, MmioDevice, PortIoDevice};
+pub use pc::Serial;
+pub use snapshot::{DevicesState, RestoreError};
 pub use uart::Uart16550;
 
-use self::acpi_pm::{AcpiPm, TimerWidth};
-use self::i8042::I8042;
+use self::acpi_pm::AcpiPm;
+use self::interrupts::Interrupts;
 use self::ioapic::Ioapic;
-use self::lapic::{Lapic, LapicConfig, LapicEvent};
-use self::pci_host::PciHost;
+use self::lapic::Lapic;
+use self::pci::PciBus;
 use self::pic::Pic;
-use self::pit::Pit;
-use self::rtc::Rtc;
 
 /// First port of COM1.
 pub const COM1_BASE: u16 = 0x3F8;
@@ -78,58 +122,23 @@ pub const S5_SLP_TYP: u8 = 5;
 /// (the FADT's `RESET_REG` points here with value 6). Part of [`pci_host`].
 pub const RESET_CONTROL_PORT: u16 = pci_host::RESET_CONTROL;
 
-/// A device model a bus can route to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum DeviceId {
-    /// The first serial port, [`Devices::com1`].
-    Com1,
-    /// The 8259 pair and its ELCR ports.
-    Pic,
-    /// The 8254 and port B.
-    Pit,
-    /// The CMOS RTC.
-    Rtc,
-    /// The keyboard controller.
-    I8042,
-    /// The ACPI PM register block.
-    AcpiPm,
-    /// PCI configuration mechanism #1 and the reset control register (`0xCF8`–`0xCFF`).
-    PciHost,
-    /// The I/O APIC's MMIO window.
-    Ioapic,
-    /// The local APIC's xAPIC page.
-    Lapic,
-}
-
-impl DeviceId {
-    /// The name an operator knows the device by.
-    pub fn name(self) -> &'static str {
-        match self {
-            DeviceId::Com1 => "COM1",
-            DeviceId::Pic => "8259 PIC",
-            DeviceId::Pit => "8254 PIT",
-            DeviceId::Rtc => "CMOS RTC",
-            DeviceId::I8042 => "i8042",
-            DeviceId::AcpiPm => "ACPI PM",
-            DeviceId::PciHost => "PCI host bridge",
-            DeviceId::Ioapic => "I/O APIC",
-            DeviceId::Lapic => "local APIC",
-        }
-    }
-
-    /// Whether the device's registers are bytes, so wider accesses are split.
-    fn byte_wide(self) -> bool {
-        matches!(
-            self,
-            DeviceId::Com1 | DeviceId::Pic | DeviceId::Pit | DeviceId::Rtc | DeviceId::I8042
-        )
-    }
-}
-
-impl fmt::Display for DeviceId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
+/// Where a registered device answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Region {
+    /// Ports `base..base + len`.
+    Ports {
+        /// First port.
+        base: u16,
+        /// Number of ports.
+        len: u16,
+    },
+    /// Guest-physical `base..base + len`.
+    Mmio {
+        /// First address.
+        base: u64,
+        /// Length in bytes.
+        len: u64,
+    },
 }
 
 /// What a PC platform is built with.
@@ -146,12 +155,18 @@ pub struct PlatformConfig {
 }
 
 /// Something the guest asked of the machine as a whole.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MachineRequest {
     /// ACPI soft-off (PM1 control with `SLP_TYP` = S5 and `SLP_EN`).
     PowerOff,
     /// A reset: the i8042 reset line, or the reset control register at `0xCF9`.
     Reset,
+    /// The guest asked to stop with an exit status (QEMU's `isa-debug-exit`, see
+    /// [`debug_exit`]).
+    Exit {
+        /// The status the VM stops with: `(code << 1) | 1` for a written `code`.
+        status: u32,
+    },
 }
 
 /// Most vCPUs a VM can have. They share the host CPU that runs the VM, by turns, so more
@@ -160,7 +175,7 @@ pub const MAX_CPUS: u8 = 8;
 
 /// Something a vCPU's IPI asks of another vCPU, which the VM loop carries out (only it can
 /// create, reset or start a vCPU).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CpuRequest {
     /// INIT: the vCPU (an AP) stops and waits for a start-up IPI; its local APIC is reset.
     Init {
@@ -177,47 +192,53 @@ pub enum CpuRequest {
 }
 
 /// The device models of one VM and the buses that reach them.
-#[derive(Clone, Debug)]
 pub struct Devices {
-    /// The 16550A at `0x3F8` (the guest's console).
-    pub com1: Uart16550,
-    /// The 8259 pair.
-    pub pic: Pic,
-    /// The 8254.
-    pub pit: Pit,
-    /// The CMOS RTC.
-    pub rtc: Rtc,
-    /// The keyboard controller.
-    pub i8042: I8042,
-    /// The ACPI PM block.
-    pub acpi_pm: AcpiPm,
-    /// The PCI host bridge (configuration space, no devices behind it yet) and the reset
-    /// control register.
-    pub pci: PciHost,
-    /// The I/O APIC.
-    pub ioapic: Ioapic,
-    /// The local APICs, one per vCPU (index = APIC id); guest accesses reach the one of the
-    /// vCPU [`set_current_cpu`](Self::set_current_cpu) named.
-    pub lapics: Vec<Lapic>,
+    /// What the platform was built with (a restore checks the new one matches).
+    config: PlatformConfig,
+    /// Registered devices; [`Target::Device`] indexes here, in registration order.
+    slots: Vec<Box<dyn Device>>,
+    /// COM1's index in `slots`.
+    com1: usize,
+    /// The ACPI PM block's index in `slots`.
+    acpi_pm: usize,
+    /// The interrupt controllers and lines.
+    irq: Interrupts,
+    /// PCI bus 0 behind the host bridge.
+    pci: PciBus,
+    /// Port I/O routing.
+    pio: PioBus,
+    /// MMIO routing.
+    mmio: MmioBus,
     /// The vCPU whose exit is being handled.
     cpu: usize,
-    /// INITs and start-up IPIs for the VM loop.
-    cpu_requests: Vec<CpuRequest>,
-    /// NMIs sent and not yet delivered, a bit per vCPU (NMIs are edges: one more while one
-    /// waits is the same NMI).
-    nmi_pending: u16,
-    /// Port I/O routing.
-    pub pio: PioBus,
-    /// MMIO routing.
-    pub mmio: MmioBus,
     /// The latest VM time seen, in nanoseconds.
     now_ns: u64,
     /// The guest's TSC at `now_ns` (the TSC-deadline timer converts with it).
     guest_tsc: u64,
     /// A power-off or reset the guest asked for.
     request: Option<MachineRequest>,
-    /// Interrupt-line bookkeeping ([`interrupts`]).
-    lines: interrupts::Lines,
+}
+
+impl fmt::Debug for Devices {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Devices")
+            .field(
+                "devices",
+                &self.slots.iter().map(|d| d.name()).collect::<Vec<_>>(),
+            )
+            .field(
+                "pci",
+                &self
+                    .pci
+                    .functions
+                    .iter()
+                    .map(|f| (f.devfn, f.device.name()))
+                    .collect::<Vec<_>>(),
+            )
+            .field("cpus", &self.irq.lapics.len())
+            .field("now_ns", &self.now_ns)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a platform could not be built.
@@ -243,87 +264,131 @@ impl fmt::Display for PlatformError {
 }
 
 impl Devices {
-    /// The PC described in the [module docs](self), at VM time `config.now_ns`.
-    pub fn pc(config: PlatformConfig) -> Result<Devices, PlatformError> {
-        let now = config.now_ns;
-        if config.cpus == 0 || config.cpus > MAX_CPUS {
-            return Err(PlatformError::BadCpuCount(config.cpus));
-        }
-        let lapics = (0..config.cpus)
-            .map(|id| {
-                Lapic::new(LapicConfig {
-                    apic_id: id,
-                    bsp: id == 0,
-                    // CPUID shows x2APIC (see `cpuid`); the MSRs reach the model through
-                    // `read_msr`/`write_msr`.
-                    x2apic: true,
-                    // The clock CPUID leaves 0x15 and 0x4000_0010 report.
-                    bus_hz: u64::from(crate::cpuid::LAPIC_BUS_KHZ) * 1000,
-                    ..LapicConfig::bsp(config.tsc_hz)
-                })
-                .map_err(|_| PlatformError::BadTscFrequency(config.tsc_hz))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let acpi_pm = AcpiPm::new(S5_SLP_TYP, TimerWidth::Bits32, now)
-            // S5_SLP_TYP is a valid 3-bit value.
-            .expect("SLP_TYP 5 fits in three bits");
-        let mut devices = Devices {
-            com1: Uart16550::new(),
-            pic: Pic::new(),
-            pit: Pit::new(now),
-            rtc: Rtc::new(config.wall_clock_unix_seconds, now),
-            i8042: I8042::new(),
-            acpi_pm,
-            pci: PciHost::new(),
-            ioapic: Ioapic::new(0),
-            lapics,
-            cpu: 0,
-            cpu_requests: Vec::new(),
-            nmi_pending: 0,
+    /// A platform with the interrupt controllers around `lapics`, the PCI host bridge, and
+    /// nothing else registered ([`pc`](Self::pc) adds the rest).
+    fn new(config: PlatformConfig, lapics: Vec<Lapic>) -> Devices {
+        Devices {
+            config,
+            slots: Vec::new(),
+            com1: 0,
+            acpi_pm: 0,
+            irq: Interrupts::new(lapics),
+            pci: PciBus::new(),
             pio: PioBus::new(),
             mmio: MmioBus::new(),
-            now_ns: now,
+            cpu: 0,
+            now_ns: config.now_ns,
             guest_tsc: 0,
             request: None,
-            lines: interrupts::Lines::default(),
-        };
-        let ports: [(u16, u16, DeviceId); 11] = [
-            (pic::MASTER_COMMAND, 2, DeviceId::Pic),
-            (pic::SLAVE_COMMAND, 2, DeviceId::Pic),
-            (pic::ELCR_MASTER, 2, DeviceId::Pic),
-            (pit::COUNTER0, 4, DeviceId::Pit),
-            (pit::PORT_B, 1, DeviceId::Pit),
-            (i8042::DATA_PORT, 1, DeviceId::I8042),
-            (i8042::COMMAND_PORT, 1, DeviceId::I8042),
-            (rtc::INDEX_PORT, 2, DeviceId::Rtc),
-            (COM1_BASE, COM1_LEN, DeviceId::Com1),
-            (acpi_pm::DEFAULT_BASE, acpi_pm::BLOCK_LEN, DeviceId::AcpiPm),
-            (pci_host::PORT_BASE, pci_host::PORT_LEN, DeviceId::PciHost),
-        ];
-        for (base, len, id) in ports {
-            devices
-                .pio
-                .insert(base, len, id)
-                // The table above has no overlaps and fits in the port space.
-                .expect("the PC's port map has no overlaps");
         }
-        // The BSP's local APIC as PC firmware leaves it (MP spec "virtual wire" mode):
-        // software enabled, LINT0 passing the 8259's INTR as ExtINT, LINT1 the NMI pin.
-        // Guests booted directly (no firmware) expect this. APs stay as at power-up until
-        // the guest starts them.
-        for (offset, value) in [(0xF0, 0x1FF), (0x350, 0x700), (0x360, 0x400)] {
-            devices.lapics[0].write_mmio(offset, 4, value, now);
+    }
+
+    /// Registers `device` and maps it at every region in `regions`; returns its index (for
+    /// [`map`](Self::map)). If a region overlaps one already mapped, nothing is registered.
+    ///
+    /// ```
+    /// use keel_vmm::devices::debug_exit::{DebugExit, DEFAULT_PORT, PORT_LEN};
+    /// use keel_vmm::devices::{Devices, MachineRequest, Region};
+    ///
+    /// let mut devices = Devices::pc_for_tests();
+    /// devices.add_device(DebugExit::new(), &[Region::Ports { base: DEFAULT_PORT, len: PORT_LEN }]).unwrap();
+    /// devices.write_port(DEFAULT_PORT, 4, 1);
+    /// assert_eq!(devices.take_machine_request(), Some(MachineRequest::Exit { status: 3 }));
+    /// ```
+    pub fn add_device(
+        &mut self,
+        device: impl Device,
+        regions: &[Region],
+    ) -> Result<usize, BusError> {
+        let index = self.slots.len();
+        let name = device.name();
+        for &region in regions {
+            if let Err(error) = self.map_as(index, name, region) {
+                let mine = |t: Target| t == Target::Device(index);
+                self.pio.remove_where(mine);
+                self.mmio.remove_where(mine);
+                return Err(error);
+            }
         }
-        for (base, len, id) in [
-            (ioapic::DEFAULT_BASE, ioapic::MMIO_LEN, DeviceId::Ioapic),
-            (lapic::DEFAULT_BASE, lapic::MMIO_LEN, DeviceId::Lapic),
-        ] {
-            devices
-                .mmio
-                .insert(base, len, id)
-                .expect("the PC's MMIO map has no overlaps");
+        self.slots.push(Box::new(device));
+        Ok(index)
+    }
+
+    /// Maps registered device `index` at one more region.
+    pub fn map(&mut self, index: usize, region: Region) -> Result<(), BusError> {
+        let name = self.slots.get(index).map_or("(no device)", |d| d.name());
+        self.map_as(index, name, region)
+    }
+
+    fn map_as(&mut self, index: usize, name: &'static str, region: Region) -> Result<(), BusError> {
+        let target = Target::Device(index);
+        match region {
+            Region::Ports { base, len } => self.pio.insert(base, len, target, name),
+            Region::Mmio { base, len } => self.mmio.insert(base, len, target, name),
         }
-        Ok(devices)
+    }
+
+    /// The index of the first registered device called `name`.
+    pub fn find_device(&self, name: &str) -> Option<usize> {
+        self.slots.iter().position(|d| d.name() == name)
+    }
+
+    /// The first registered device of type `T`.
+    pub fn device<T: Device>(&self) -> Option<&T> {
+        self.slots
+            .iter()
+            .find_map(|d| (&**d as &dyn Any).downcast_ref())
+    }
+
+    /// The first registered device of type `T`, mutable.
+    pub fn device_mut<T: Device>(&mut self) -> Option<&mut T> {
+        self.slots
+            .iter_mut()
+            .find_map(|d| (&mut **d as &mut dyn Any).downcast_mut())
+    }
+
+    /// COM1 (the guest's console).
+    pub fn com1(&self) -> &Uart16550 {
+        let slot: &dyn Any = &*self.slots[self.com1];
+        // `pc` registers a `Serial` at this index and nothing removes devices.
+        &slot
+            .downcast_ref::<Serial>()
+            .expect("COM1 is a Serial")
+            .uart
+    }
+
+    /// COM1, mutable (to queue input).
+    pub fn com1_mut(&mut self) -> &mut Uart16550 {
+        let slot: &mut dyn Any = &mut *self.slots[self.com1];
+        &mut slot
+            .downcast_mut::<Serial>()
+            .expect("COM1 is a Serial")
+            .uart
+    }
+
+    /// The ACPI PM block.
+    pub fn acpi_pm(&self) -> &AcpiPm {
+        let slot: &dyn Any = &*self.slots[self.acpi_pm];
+        // `pc` registers the ACPI PM block at this index and nothing removes devices.
+        slot.downcast_ref().expect("the ACPI PM slot holds AcpiPm")
+    }
+
+    /// The operator pressed the power button (an SCI if the guest enabled it).
+    pub fn press_power_button(&mut self, now_ns: u64) {
+        let slot: &mut dyn Any = &mut *self.slots[self.acpi_pm];
+        slot.downcast_mut::<AcpiPm>()
+            .expect("the ACPI PM slot holds AcpiPm")
+            .press_power_button(now_ns);
+    }
+
+    /// The port-I/O routing table.
+    pub fn pio(&self) -> &PioBus {
+        &self.pio
+    }
+
+    /// The MMIO routing table.
+    pub fn mmio(&self) -> &MmioBus {
+        &self.mmio
     }
 
     /// A PC for tests: 2 GHz TSC, the RTC at 2026-01-01, time 0, one vCPU.
@@ -333,54 +398,68 @@ impl Devices {
 
     /// [`pc_for_tests`](Self::pc_for_tests) with `cpus` vCPUs.
     pub fn pc_for_tests_with_cpus(cpus: u8) -> Devices {
-        Devices::pc(PlatformConfig {
+        Devices::pc(Devices::test_config(cpus)).expect("2 GHz is a valid TSC frequency")
+    }
+
+    /// The configuration [`pc_for_tests_with_cpus`](Self::pc_for_tests_with_cpus) uses.
+    pub fn test_config(cpus: u8) -> PlatformConfig {
+        PlatformConfig {
             tsc_hz: 2_000_000_000,
             wall_clock_unix_seconds: 1_767_225_600,
             now_ns: 0,
             cpus,
-        })
-        .expect("2 GHz is a valid TSC frequency")
+        }
     }
 
     /// Number of vCPUs (local APICs).
     pub fn cpu_count(&self) -> usize {
-        self.lapics.len()
+        self.irq.lapics.len()
     }
 
     /// Names the vCPU whose accesses follow (local APIC MMIO and MSRs reach its APIC).
     /// Out-of-range indices are ignored.
     pub fn set_current_cpu(&mut self, cpu: usize) {
-        if cpu < self.lapics.len() {
+        if cpu < self.irq.lapics.len() {
             self.cpu = cpu;
         }
     }
 
     /// The local APIC of vCPU `cpu`.
     pub fn lapic(&self, cpu: usize) -> Option<&Lapic> {
-        self.lapics.get(cpu)
+        self.irq.lapics.get(cpu)
+    }
+
+    /// The 8259 pair.
+    pub fn pic(&self) -> &Pic {
+        &self.irq.pic
+    }
+
+    /// The I/O APIC.
+    pub fn ioapic(&self) -> &Ioapic {
+        &self.irq.ioapic
     }
 
     /// The INITs and start-up IPIs sent since the last call, in order.
     pub fn take_cpu_requests(&mut self) -> Vec<CpuRequest> {
-        core::mem::take(&mut self.cpu_requests)
+        core::mem::take(&mut self.irq.cpu_requests)
     }
 
     /// Whether an NMI waits for vCPU `cpu`.
     pub fn nmi_pending(&self, cpu: usize) -> bool {
-        cpu < 16 && self.nmi_pending & (1 << cpu) != 0
+        cpu < 16 && self.irq.nmi_pending & (1 << cpu) != 0
     }
 
     /// Marks vCPU `cpu`'s waiting NMI delivered.
     pub fn nmi_delivered(&mut self, cpu: usize) {
         if cpu < 16 {
-            self.nmi_pending &= !(1 << cpu);
+            self.irq.nmi_pending &= !(1 << cpu);
         }
     }
 
     /// Resets vCPU `cpu`'s local APIC for an INIT (it keeps its id and mode).
     pub fn init_lapic(&mut self, cpu: usize) {
         let now = self.now_ns;
-        if let Some(lapic) = self.lapics.get_mut(cpu) {
+        if let Some(lapic) = self.irq.lapics.get_mut(cpu) {
             lapic.init(now);
         }
     }
@@ -400,254 +479,48 @@ impl Devices {
         self.guest_tsc = guest_tsc;
     }
 
-    /// A power-off or reset the guest asked for, once.
+    /// A power-off, reset or exit the guest asked for, once.
     pub fn take_machine_request(&mut self) -> Option<MachineRequest> {
-        if self.request.is_none() {
-            if self.acpi_pm.poweroff_requested() {
-                self.request = Some(MachineRequest::PowerOff);
-            } else if self.i8042.take_reset_request() || self.pci.reset_requested() {
-                self.pci.clear_reset_request();
-                self.request = Some(MachineRequest::Reset);
-            }
-        }
         self.request.take()
     }
 
-    /// A guest `IN` of `size` bytes (1, 2 or 4; larger sizes are cut to 4) from `port`.
-    /// Unclaimed ports read as all ones.
-    pub fn read_port(&mut self, port: u16, size: u8) -> u32 {
-        let size = size.min(4);
-        let first = self.pio.lookup(port);
-        if let Some((device, offset)) = first
-            && !device.byte_wide()
-        {
-            return self.read_wide_port(device, offset, size);
-        }
-        let mut value = 0;
-        for i in 0..size {
-            let byte = match port.checked_add(u16::from(i)) {
-                // The first byte's lookup is done already (most INs are one byte).
-                Some(p) => match if i == 0 { first } else { self.pio.lookup(p) } {
-                    Some((device, offset)) if device.byte_wide() => {
-                        self.read_port_byte(device, p, offset)
-                    }
-                    // A wide device reached in the middle of a split access: its byte lane.
-                    Some((device, offset)) => self.read_wide_port(device, offset, 1) as u8,
-                    None => 0xFF,
-                },
-                None => 0xFF,
-            };
-            value |= u32::from(byte) << (8 * i);
-        }
-        value
+    /// The registered devices, the PCI bus and a context for calling them, borrowed apart.
+    fn split(&mut self) -> (&mut [Box<dyn Device>], &mut PciBus, DeviceContext<'_>) {
+        let Devices {
+            slots,
+            pci,
+            irq,
+            request,
+            now_ns,
+            guest_tsc,
+            ..
+        } = self;
+        let ctx = DeviceContext {
+            now_ns: *now_ns,
+            guest_tsc: *guest_tsc,
+            interrupts: irq,
+            request,
+        };
+        (slots, pci, ctx)
     }
 
-    /// A guest `OUT` of the low `size` bytes (1, 2 or 4) of `value` to `port`. Writes to
-    /// unclaimed ports (including [`POST_PORT`]) are dropped.
-    pub fn write_port(&mut self, port: u16, size: u8, value: u32) {
-        let size = size.min(4);
-        let first = self.pio.lookup(port);
-        if let Some((device, offset)) = first
-            && !device.byte_wide()
-        {
-            self.write_wide_port(device, offset, size, value);
-            return;
+    /// Runs every registered device and PCI function up to the current time.
+    fn advance_devices(&mut self) {
+        let (slots, pci, mut ctx) = self.split();
+        for device in slots.iter_mut() {
+            device.advance(&mut ctx);
         }
-        for (i, byte) in value
-            .to_le_bytes()
-            .into_iter()
-            .enumerate()
-            .take(usize::from(size))
-        {
-            // `i` < 4.
-            let Some(p) = port.checked_add(i as u16) else {
-                continue;
-            };
-            match if i == 0 { first } else { self.pio.lookup(p) } {
-                Some((device, offset)) if device.byte_wide() => {
-                    self.write_port_byte(device, p, offset, byte)
-                }
-                Some((device, offset)) => self.write_wide_port(device, offset, 1, byte.into()),
-                None => {}
-            }
+        for function in &mut pci.functions {
+            function.device.advance(&mut ctx);
         }
     }
 
-    /// A guest load of `size` bytes (1, 2, 4 or 8; larger sizes are cut to 8) at `gpa`.
-    /// Unclaimed addresses read as all ones.
-    pub fn read_mmio(&mut self, gpa: u64, size: u8) -> u64 {
-        let size = size.min(8);
-        let now = self.now_ns;
-        match self.mmio.lookup(gpa) {
-            Some((DeviceId::Ioapic, offset)) => self.ioapic.read(offset, size),
-            Some((DeviceId::Lapic, offset)) => self.lapics[self.cpu].read_mmio(offset, size, now),
-            Some((device, offset)) if device.byte_wide() => {
-                let mut value = 0;
-                for i in 0..size {
-                    let byte = match gpa
-                        .checked_add(u64::from(i))
-                        .and_then(|a| self.mmio.lookup(a))
-                    {
-                        Some((device, offset)) if device.byte_wide() => {
-                            let _ = offset;
-                            self.read_mmio_byte(device, offset)
-                        }
-                        _ => 0xFF,
-                    };
-                    value |= u64::from(byte) << (8 * i);
-                }
-                let _ = offset;
-                value
-            }
-            _ => all_ones(size),
-        }
-    }
-
-    /// A guest store of the low `size` bytes (1, 2, 4 or 8) of `value` at `gpa`. Stores to
-    /// unclaimed addresses are dropped.
-    pub fn write_mmio(&mut self, gpa: u64, size: u8, value: u64) {
-        let size = size.min(8);
-        let now = self.now_ns;
-        match self.mmio.lookup(gpa) {
-            Some((DeviceId::Ioapic, offset)) => {
-                let messages = self.ioapic.write(offset, size, value);
-                for message in messages {
-                    self.deliver(message);
-                }
-            }
-            Some((DeviceId::Lapic, offset)) => {
-                if let Some(event) = self.lapics[self.cpu].write_mmio(offset, size, value, now) {
-                    self.lapic_event(event);
-                }
-            }
-            Some((device, _)) if device.byte_wide() => {
-                for (i, byte) in value
-                    .to_le_bytes()
-                    .into_iter()
-                    .enumerate()
-                    .take(usize::from(size))
-                {
-                    // `i` < 8.
-                    let target = gpa.checked_add(i as u64).and_then(|a| self.mmio.lookup(a));
-                    if let Some((device, offset)) = target
-                        && device.byte_wide()
-                    {
-                        self.write_mmio_byte(device, offset, byte);
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// RDMSR of a platform-owned MSR ([`crate::msr::platform_owned`]); `None` = #GP.
-    pub fn read_msr(&mut self, msr: u32) -> Option<u64> {
-        let now = self.now_ns;
-        let lapic = &mut self.lapics[self.cpu];
-        match msr {
-            lapic::IA32_APIC_BASE => Some(lapic.apic_base()),
-            lapic::IA32_TSC_DEADLINE => Some(lapic.tsc_deadline()),
-            _ => lapic.read_msr(msr, now).ok(),
-        }
-    }
-
-    /// WRMSR of a platform-owned MSR, at the time and guest TSC last set. Returns false for
-    /// #GP.
-    pub fn write_msr(&mut self, msr: u32, value: u64) -> bool {
-        let (now, tsc) = (self.now_ns, self.guest_tsc);
-        let lapic = &mut self.lapics[self.cpu];
-        match msr {
-            lapic::IA32_APIC_BASE => lapic.write_apic_base(value).is_ok(),
-            lapic::IA32_TSC_DEADLINE => {
-                lapic.write_tsc_deadline(value, now, tsc);
-                true
-            }
-            _ => match lapic.write_msr(msr, value, now) {
-                Ok(event) => {
-                    if let Some(event) = event {
-                        self.lapic_event(event);
-                    }
-                    true
-                }
-                Err(_) => false,
-            },
-        }
-    }
-
-    fn read_wide_port(&mut self, device: DeviceId, offset: u16, size: u8) -> u32 {
-        let now = self.now_ns;
-        match device {
-            DeviceId::AcpiPm => self.acpi_pm.read(offset, size, now),
-            DeviceId::PciHost => self.pci.read(pci_host::PORT_BASE + offset, size),
-            _ => all_ones(size) as u32,
-        }
-    }
-
-    fn write_wide_port(&mut self, device: DeviceId, offset: u16, size: u8, value: u32) {
-        let now = self.now_ns;
-        match device {
-            DeviceId::AcpiPm => self.acpi_pm.write(offset, size, value, now),
-            DeviceId::PciHost => self.pci.write(pci_host::PORT_BASE + offset, size, value),
-            _ => {}
-        }
-    }
-
-    fn read_port_byte(&mut self, device: DeviceId, port: u16, offset: u16) -> u8 {
-        let now = self.now_ns;
-        match device {
-            DeviceId::Com1 => {
-                let value = self.com1.read(offset as u8);
-                // Reading IIR or RBR can end the UART's interrupt: the line must drop now so
-                // the next cause is a new edge.
-                self.sync_level_lines();
-                value
-            }
-            DeviceId::Pic => self.pic.read_port(port),
-            DeviceId::Pit => self.pit.read_port(port, now),
-            DeviceId::Rtc => self.rtc.read_port(port, now),
-            DeviceId::I8042 => self.i8042.read_port(port),
-            DeviceId::AcpiPm | DeviceId::PciHost | DeviceId::Ioapic | DeviceId::Lapic => 0xFF,
-        }
-    }
-
-    fn write_port_byte(&mut self, device: DeviceId, port: u16, offset: u16, value: u8) {
-        let now = self.now_ns;
-        match device {
-            DeviceId::Com1 => {
-                self.com1.write(offset as u8, value);
-                self.sync_level_lines();
-            }
-            DeviceId::Pic => self.pic.write_port(port, value),
-            DeviceId::Pit => self.pit.write_port(port, value, now),
-            DeviceId::Rtc => self.rtc.write_port(port, value, now),
-            DeviceId::I8042 => self.i8042.write_port(port, value),
-            DeviceId::AcpiPm | DeviceId::PciHost | DeviceId::Ioapic | DeviceId::Lapic => {}
-        }
-    }
-
-    /// Byte devices mapped into MMIO (tests map the UART there).
-    fn read_mmio_byte(&mut self, device: DeviceId, offset: u64) -> u8 {
-        match (device, u8::try_from(offset)) {
-            (DeviceId::Com1, Ok(offset)) => self.com1.read(offset),
-            _ => 0xFF,
-        }
-    }
-
-    fn write_mmio_byte(&mut self, device: DeviceId, offset: u64, value: u8) {
-        if let (DeviceId::Com1, Ok(offset)) = (device, u8::try_from(offset)) {
-            self.com1.write(offset, value);
-        }
-    }
-
-    fn lapic_event(&mut self, event: LapicEvent) {
-        match event {
-            LapicEvent::Eoi { vector } => {
-                for message in self.ioapic.end_of_interrupt(vector) {
-                    self.deliver(message);
-                }
-            }
-            LapicEvent::Ipi(ipi) => self.send_ipi(self.cpu, ipi),
-        }
+    /// Every registered device's and PCI function's next deadline.
+    fn device_deadlines(&self) -> impl Iterator<Item = Option<u64>> + '_ {
+        self.slots
+            .iter()
+            .map(|d| d.next_deadline())
+            .chain(self.pci.functions.iter().map(|f| f.device.next_deadline()))
     }
 }
 
@@ -668,16 +541,41 @@ mod tests {
     #[test]
     fn the_pc_port_and_mmio_map() {
         let devices = Devices::pc_for_tests();
-        let ports: Vec<_> = devices.pio.iter().collect();
-        assert!(ports.contains(&(0x3F8, 8, DeviceId::Com1)));
-        assert!(ports.contains(&(0x40, 4, DeviceId::Pit)));
-        assert!(ports.contains(&(0x61, 1, DeviceId::Pit)));
-        assert!(ports.contains(&(0x600, 12, DeviceId::AcpiPm)));
+        let ports: Vec<_> = devices
+            .pio()
+            .iter()
+            .map(|m| (m.base, m.len, m.name))
+            .collect();
+        assert!(ports.contains(&(0x3F8, 8, "COM1")));
+        assert!(ports.contains(&(0x40, 4, pit::NAME)));
+        assert!(ports.contains(&(0x61, 1, pit::NAME)));
+        assert!(ports.contains(&(0x600, 12, acpi_pm::NAME)));
         assert_eq!(
-            devices.mmio.iter().collect::<Vec<_>>(),
+            devices
+                .mmio()
+                .iter()
+                .map(|m| (m.base, m.len, m.target))
+                .collect::<Vec<_>>(),
             [
-                (0xFEC0_0000, 0x1000, DeviceId::Ioapic),
-                (0xFEE0_0000, 0x1000, DeviceId::Lapic)
+                (0xFEC0_0000, 0x1000, Target::Ioapic),
+                (0xFEE0_0000, 0x1000, Target::Lapic)
+            ]
+        );
+        // The whole port map, in address order.
+        assert_eq!(
+            ports,
+            [
+                (0x20, 2, pic::NAME),
+                (0x40, 4, pit::NAME),
+                (0x60, 1, i8042::NAME),
+                (0x61, 1, pit::NAME),
+                (0x64, 1, i8042::NAME),
+                (0x70, 2, rtc::NAME),
+                (0xA0, 2, pic::NAME),
+                (0x3F8, 8, "COM1"),
+                (0x4D0, 2, pic::NAME),
+                (0x600, 12, acpi_pm::NAME),
+                (0xCF8, 8, pci_host::NAME),
             ]
         );
     }
@@ -688,7 +586,7 @@ mod tests {
         for b in *b"hi" {
             devices.write_port(COM1_BASE, 1, u32::from(b));
         }
-        assert_eq!(devices.com1.output_since(0), (b"hi".to_vec(), 2, 0));
+        assert_eq!(devices.com1().output_since(0), (b"hi".to_vec(), 2, 0));
         assert_eq!(
             devices.read_port(COM1_BASE + u16::from(reg::LSR), 1),
             u32::from(LSR_THRE | LSR_TEMT)
@@ -698,7 +596,7 @@ mod tests {
     #[test]
     fn com1_input_through_port_reads() {
         let mut devices = Devices::pc_for_tests();
-        devices.com1.push_input(b"A");
+        devices.com1_mut().push_input(b"A");
         let lsr = devices.read_port(COM1_BASE + 5, 1);
         assert_eq!(lsr & u32::from(LSR_DR), u32::from(LSR_DR));
         assert_eq!(devices.read_port(COM1_BASE, 1), u32::from(b'A'));
@@ -724,7 +622,7 @@ mod tests {
         devices.write_port(POST_PORT, 1, 0x42);
         devices.write_port(0x2E0, 4, 0x8000_0000);
         devices.write_port(0xFFFF, 4, 0xFFFF_FFFF);
-        assert_eq!(devices.com1.output_total(), 0);
+        assert_eq!(devices.com1().output_total(), 0);
         assert_eq!(devices.take_machine_request(), None);
     }
 
@@ -737,14 +635,14 @@ mod tests {
         // A 32-bit read at SCR: SCR, then three unclaimed ports.
         assert_eq!(devices.read_port(COM1_BASE + 7, 4), 0xFFFF_FFAB);
         // A 16-bit read at 0x3F7: unclaimed port, then RBR.
-        devices.com1.push_input(b"z");
+        devices.com1_mut().push_input(b"z");
         assert_eq!(
             devices.read_port(COM1_BASE - 1, 2),
             0xFF | u32::from(b'z') << 8
         );
         // Only the low `size` bytes of an OUT are written.
         devices.write_port(COM1_BASE, 1, 0xFFFF_FF21);
-        assert_eq!(devices.com1.output_since(0).0, b"!");
+        assert_eq!(devices.com1().output_since(0).0, b"!");
     }
 
     #[test]
@@ -808,9 +706,18 @@ mod tests {
     #[test]
     fn mmio_mapped_uart_works_like_the_port_one() {
         let mut devices = Devices::pc_for_tests();
-        devices.mmio.insert(0xFED0_0000, 8, DeviceId::Com1).unwrap();
+        let com1 = devices.find_device("COM1").unwrap();
+        devices
+            .map(
+                com1,
+                Region::Mmio {
+                    base: 0xFED0_0000,
+                    len: 8,
+                },
+            )
+            .unwrap();
         devices.write_mmio(0xFED0_0000, 1, u64::from(b'm'));
-        assert_eq!(devices.com1.output_since(0).0, b"m");
+        assert_eq!(devices.com1().output_since(0).0, b"m");
         assert_eq!(devices.read_mmio(0xFED0_0007, 1), 0);
     }
 
@@ -826,7 +733,7 @@ mod tests {
         devices.write_port(COM1_BASE, 255, 0x2020_2020);
         devices.write_mmio(0, 255, 0);
         assert_eq!(
-            devices.com1.output_total(),
+            devices.com1().output_total(),
             1,
             "THR once; the rest hit other registers"
         );
@@ -876,8 +783,17 @@ mod tests {
 
     #[test]
     fn device_names() {
-        assert_eq!(DeviceId::Com1.to_string(), "COM1");
-        assert_eq!(DeviceId::Lapic.to_string(), "local APIC");
+        let devices = Devices::pc_for_tests();
+        let name_at = |port| {
+            devices
+                .pio()
+                .iter()
+                .find(|m| m.base == port)
+                .map(|m| m.name)
+        };
+        assert_eq!(name_at(COM1_BASE), Some("COM1"));
+        let lapic = devices.mmio().iter().find(|m| m.target == Target::Lapic);
+        assert_eq!(lapic.map(|m| m.name), Some("local APIC"));
     }
 }
 

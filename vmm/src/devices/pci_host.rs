@@ -31,7 +31,10 @@
 //!
 //! [`State`] holds the writable registers for snapshots.
 
+use serde::{Deserialize, Serialize};
+
 use super::StateError;
+use crate::persist::Persist;
 
 /// `CONFIG_ADDRESS`.
 pub const CONFIG_ADDRESS: u16 = 0xCF8;
@@ -96,10 +99,12 @@ pub const COMMAND_DEFAULT: u16 = 0x0006;
 /// Status register: fast back-to-back capable, medium DEVSEL timing.
 pub const STATUS_VALUE: u16 = 0x0280;
 
-const DEVICE: &str = "PCI host bridge";
+/// The name this model gives in errors, bus listings and saved states.
+pub const NAME: &str = "PCI host bridge";
+const DEVICE: &str = NAME;
 
 /// The writable registers, for snapshots.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
     /// `CONFIG_ADDRESS`.
     pub address: u32,
@@ -276,6 +281,22 @@ impl PciHost {
             reg::INTERRUPT_LINE => self.s.interrupt_line,
             _ => 0,
         }
+    }
+}
+
+impl Persist for PciHost {
+    type State = State;
+    type ConstructorArgs = ();
+    type Error = StateError;
+
+    fn save(&self) -> State {
+        self.state()
+    }
+
+    fn restore((): (), state: &State) -> Result<PciHost, StateError> {
+        let mut host = PciHost::new();
+        PciHost::restore(&mut host, *state)?;
+        Ok(host)
     }
 }
 

@@ -106,13 +106,18 @@ pub mod ocw2 {
 /// Poll-mode result bit 7: an interrupt was pending (its level is in bits 2:0).
 pub const POLL_INTERRUPT: u8 = 0x80;
 
-/// The name this model gives in [`StateError`]s.
-const DEVICE: &str = "8259 PIC";
+/// The name this model gives in errors, bus listings and saved states.
+pub const NAME: &str = "8259 PIC";
+const DEVICE: &str = NAME;
 
 pub use super::StateError;
 
+use serde::{Deserialize, Serialize};
+
+use crate::persist::Persist;
+
 /// One 8259A's registers, for snapshots.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChipState {
     /// Interrupt Request Register.
     pub irr: u8,
@@ -151,7 +156,7 @@ pub struct ChipState {
 }
 
 /// Both chips' registers, for snapshots.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
     /// The master (IRQ 0–7).
     pub master: ChipState,
@@ -565,6 +570,22 @@ impl Pic {
     fn update_cascade(&mut self) {
         let out = self.slave.requested(false).is_some();
         self.master.set_line(CASCADE_IRQ, out);
+    }
+}
+
+impl Persist for Pic {
+    type State = State;
+    type ConstructorArgs = ();
+    type Error = StateError;
+
+    fn save(&self) -> State {
+        self.state()
+    }
+
+    fn restore((): (), state: &State) -> Result<Pic, StateError> {
+        let mut pic = Pic::new();
+        Pic::restore(&mut pic, *state)?;
+        Ok(pic)
     }
 }
 

@@ -103,13 +103,16 @@ pub const REFRESH_PERIOD_NS: u64 = 15_085;
 
 const NS_PER_SEC: u128 = 1_000_000_000;
 
-/// The name this model gives in [`StateError`]s.
-const DEVICE: &str = "8254 PIT";
+/// The name this model gives in errors, bus listings and saved states.
+pub const NAME: &str = "8254 PIT";
+const DEVICE: &str = NAME;
 
 pub use super::StateError;
 
+use serde::{Deserialize, Serialize};
+
 /// One counter's registers and counting sequence, for snapshots.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChannelState {
     /// Control word bits 5:0 as last programmed (RW, mode, BCD); RW is never 0.
     pub control: u8,
@@ -144,7 +147,7 @@ pub struct ChannelState {
 }
 
 /// All three counters and port B, for snapshots.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
     /// Counters 0–2.
     pub channels: [ChannelState; 3],

@@ -138,16 +138,22 @@ const SECS_PER_DAY: i64 = 86_400;
 /// Bound on `base_seconds` in a restored state (well past year 9999 either way).
 const BASE_SECONDS_LIMIT: i64 = 1 << 40;
 
-/// The name this model gives in [`StateError`]s.
-const DEVICE: &str = "MC146818 RTC";
+/// The name this model gives in errors, bus listings and saved states.
+pub const NAME: &str = "MC146818 RTC";
+const DEVICE: &str = NAME;
 
 pub use super::StateError;
 
+use serde::{Deserialize, Serialize};
+
+use crate::persist::Persist;
+
 /// The RTC's registers, RAM and clock, for snapshots.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
     /// All 128 bytes: time registers as last frozen or written, registers A–D (A without UIP,
     /// C without IRQF), and the RAM.
+    #[serde(with = "super::snapshot::byte_array")]
     pub cmos: [u8; 128],
     /// The selected register.
     pub index: u8,
@@ -641,6 +647,22 @@ impl Rtc {
         if self.clock_live() && (!was_live || is_time_register(index)) {
             self.restart_from_registers();
         }
+    }
+}
+
+impl Persist for Rtc {
+    type State = State;
+    type ConstructorArgs = ();
+    type Error = StateError;
+
+    fn save(&self) -> State {
+        self.state()
+    }
+
+    fn restore((): (), state: &State) -> Result<Rtc, StateError> {
+        let mut rtc = Rtc::new(0, 0);
+        Rtc::restore(&mut rtc, *state)?;
+        Ok(rtc)
     }
 }
 

@@ -35,6 +35,11 @@
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
+use serde::{Deserialize, Serialize};
+
+use super::StateError;
+use crate::persist::Persist;
+
 /// Bytes of guest output kept for readers; older bytes are dropped first.
 pub const OUTPUT_CAPACITY: usize = 64 * 1024;
 
@@ -161,12 +166,15 @@ pub const MSR_DELTAS: u8 = MSR_DCTS | MSR_DDSR | MSR_TERI | MSR_DDCD;
 /// The modem lines outside loopback: a terminal is connected.
 const CONNECTED_LINES: u8 = MSR_DCD | MSR_DSR | MSR_CTS;
 
+/// The name this model gives in errors.
+pub const NAME: &str = "16550A UART";
+
 /// Divisor after reset: 12, i.e. 9600 baud from the PC's 1.8432 MHz clock (the data sheet
 /// leaves the latch undefined at reset).
 pub const DEFAULT_DIVISOR: u16 = 12;
 
 /// Every guest-visible register of a [`Uart16550`] and its pending input, for snapshots.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
     /// Interrupt Enable Register.
     pub ier: u8,
@@ -399,25 +407,60 @@ impl Uart16550 {
         }
     }
 
-    /// Loads registers and pending input from a snapshot. Bits a real 16550A cannot hold are
-    /// masked off and input beyond [`INPUT_CAPACITY`] is dropped, so a damaged snapshot cannot
-    /// put the model in an impossible state. The output ring is kept.
-    pub fn restore(&mut self, state: State) {
-        self.ier = state.ier & IER_MASK;
-        self.lcr = state.lcr;
-        self.mcr = state.mcr & MCR_MASK;
-        self.fcr = if state.fcr & FCR_ENABLE != 0 {
-            state.fcr & (FCR_ENABLE | FCR_DMA | FCR_TRIGGER)
-        } else {
-            0
+    /// Loads registers and pending input from a snapshot. A state no 16550A can be in (a
+    /// reserved bit set, more input queued than [`INPUT_CAPACITY`]) is refused with the
+    /// field named, and the model is left unchanged. The output ring is kept.
+    pub fn restore(&mut self, state: State) -> Result<(), StateError> {
+        let invalid = |field, value| {
+            Err(StateError::Invalid {
+                device: NAME,
+                field,
+                value,
+            })
         };
+        let fcr_ok = if state.fcr & FCR_ENABLE != 0 {
+            state.fcr & !(FCR_ENABLE | FCR_DMA | FCR_TRIGGER) == 0
+        } else {
+            state.fcr == 0
+        };
+        if state.ier & !IER_MASK != 0 {
+            return invalid("ier", u64::from(state.ier));
+        }
+        if state.mcr & !MCR_MASK != 0 {
+            return invalid("mcr", u64::from(state.mcr));
+        }
+        if !fcr_ok {
+            return invalid("fcr", u64::from(state.fcr));
+        }
+        if state.lsr_errors & !LSR_ERRORS != 0 {
+            return invalid("lsr_errors", u64::from(state.lsr_errors));
+        }
+        if state.msr_deltas & !MSR_DELTAS != 0 {
+            return invalid("msr_deltas", u64::from(state.msr_deltas));
+        }
+        if state.rx.len() > INPUT_CAPACITY {
+            // The FIFO length; usize fits in u64.
+            return invalid("rx (queued input length)", state.rx.len() as u64);
+        }
+        self.ier = state.ier;
+        self.lcr = state.lcr;
+        self.mcr = state.mcr;
+        self.fcr = state.fcr;
         self.scr = state.scr;
         self.dll = state.dll;
         self.dlm = state.dlm;
-        self.lsr_errors = state.lsr_errors & LSR_ERRORS;
-        self.msr_deltas = state.msr_deltas & MSR_DELTAS;
+        self.lsr_errors = state.lsr_errors;
+        self.msr_deltas = state.msr_deltas;
         self.thr_interrupt = state.thr_interrupt;
-        self.rx = state.rx.into_iter().take(INPUT_CAPACITY).collect();
+        self.rx = state.rx.into_iter().collect();
+        Ok(())
+    }
+
+    /// Takes over `other`'s output ring and running total (after a restore, so the console
+    /// history and its offsets continue).
+    pub fn keep_output_of(&mut self, other: &Uart16550) {
+        self.out.clone_from(&other.out);
+        self.out_total = other.out_total;
     }
 
     fn loopback(&self) -> bool {
@@ -504,6 +547,23 @@ impl Uart16550 {
         if old & MSR_RI != 0 && new & MSR_RI == 0 {
             self.msr_deltas |= MSR_TERI;
         }
+    }
+}
+
+impl Persist for Uart16550 {
+    type State = State;
+    type ConstructorArgs = ();
+    type Error = StateError;
+
+    fn save(&self) -> State {
+        self.state()
+    }
+
+    /// A UART with `state`'s registers and input and an empty output ring.
+    fn restore((): (), state: &State) -> Result<Uart16550, StateError> {
+        let mut uart = Uart16550::new();
+        Uart16550::restore(&mut uart, state.clone())?;
+        Ok(uart)
     }
 }
 

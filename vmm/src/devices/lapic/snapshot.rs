@@ -6,6 +6,8 @@ use super::{
     DIVIDE_WRITABLE, ICR_LOW_WRITABLE, LVT_MASKED, LVT_TIMER_MODE, LVT_WRITABLE, Lapic, SVR_ENABLE,
     SVR_WRITABLE, State, StateError, TIMER_TSC_DEADLINE, lvt,
 };
+use super::{ConfigError, LapicConfig};
+use crate::persist::Persist;
 
 impl Lapic {
     /// Every register and the timer, for a snapshot.
@@ -90,3 +92,38 @@ const LVT_NAMES: [&str; 6] = [
     "lvt[LINT1]",
     "lvt[ERROR]",
 ];
+
+/// Why a local APIC could not be rebuilt from a snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RestoreError {
+    /// The configuration it is rebuilt with is refused.
+    Config(ConfigError),
+    /// The state is refused.
+    State(StateError),
+}
+
+impl core::fmt::Display for RestoreError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            RestoreError::Config(e) => e.fmt(f),
+            RestoreError::State(e) => e.fmt(f),
+        }
+    }
+}
+
+impl Persist for Lapic {
+    type State = State;
+    /// The configuration the APIC had when it was saved (id, BSP, clocks).
+    type ConstructorArgs = LapicConfig;
+    type Error = RestoreError;
+
+    fn save(&self) -> State {
+        self.state()
+    }
+
+    fn restore(config: LapicConfig, state: &State) -> Result<Lapic, RestoreError> {
+        let mut lapic = Lapic::new(config).map_err(RestoreError::Config)?;
+        Lapic::restore(&mut lapic, *state).map_err(RestoreError::State)?;
+        Ok(lapic)
+    }
+}

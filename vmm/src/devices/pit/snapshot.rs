@@ -2,6 +2,7 @@
 //! from loading.
 
 use super::{CW_RW_SHIFT, Channel, DEVICE, PORT_B_GATE2, PORT_B_WRITABLE, Pit, State, StateError};
+use crate::persist::Persist;
 
 impl Pit {
     /// All counters and port B, for a snapshot.
@@ -88,5 +89,21 @@ impl Pit {
         self.irq0_cursor = state.irq0_cursor;
         self.irq0_pending = state.irq0_pending;
         Ok(())
+    }
+}
+
+impl Persist for Pit {
+    type State = State;
+    type ConstructorArgs = ();
+    type Error = StateError;
+
+    fn save(&self) -> State {
+        self.state()
+    }
+
+    fn restore((): (), state: &State) -> Result<Pit, StateError> {
+        let mut pit = Pit::new(0);
+        Pit::restore(&mut pit, *state)?;
+        Ok(pit)
     }
 }

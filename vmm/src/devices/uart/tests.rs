@@ -240,34 +240,91 @@ fn state_round_trips_and_restore_masks() {
     let state = uart.state();
 
     let mut copy = Uart16550::new();
-    copy.restore(state.clone());
+    copy.restore(state.clone()).unwrap();
     assert_eq!(copy.state(), state);
     assert_eq!(copy.read(reg::IIR), IIR_FIFO_ENABLED | IIR_RDA);
     assert_eq!(copy.read(reg::RBR), b'i');
     assert_eq!(copy.output_total(), 0, "output history is not device state");
 
+    // Every impossible field is refused by name, and the model stays as it was.
     let mut bad = Uart16550::new();
-    bad.restore(State {
-        ier: 0xFF,
-        mcr: 0xFF,
-        fcr: 0x3E,
-        lsr_errors: 0xFF,
-        msr_deltas: 0xFF,
-        rx: vec![0; INPUT_CAPACITY * 2],
-        ..State::default()
-    });
-    let s = bad.state();
-    assert_eq!(
-        (s.ier, s.mcr, s.fcr, s.lsr_errors, s.msr_deltas, s.rx.len()),
+    let before = bad.state();
+    for (state, field, value) in [
         (
-            IER_MASK,
-            MCR_MASK,
-            0,
-            LSR_ERRORS,
-            MSR_DELTAS,
-            INPUT_CAPACITY
-        )
-    );
+            State {
+                ier: 0xFF,
+                ..State::default()
+            },
+            "ier",
+            0xFF,
+        ),
+        (
+            State {
+                mcr: 0xFF,
+                ..State::default()
+            },
+            "mcr",
+            0xFF,
+        ),
+        (
+            State {
+                fcr: 0x3E,
+                ..State::default()
+            },
+            "fcr",
+            0x3E,
+        ),
+        (
+            State {
+                fcr: FCR_ENABLE | FCR_CLEAR_RX,
+                ..State::default()
+            },
+            "fcr",
+            3,
+        ),
+        (
+            State {
+                lsr_errors: 0xFF,
+                ..State::default()
+            },
+            "lsr_errors",
+            0xFF,
+        ),
+        (
+            State {
+                msr_deltas: 0xFF,
+                ..State::default()
+            },
+            "msr_deltas",
+            0xFF,
+        ),
+        (
+            State {
+                rx: vec![0; INPUT_CAPACITY + 1],
+                ..State::default()
+            },
+            "rx (queued input length)",
+            INPUT_CAPACITY as u64 + 1,
+        ),
+    ] {
+        assert_eq!(
+            bad.restore(state),
+            Err(StateError::Invalid {
+                device: NAME,
+                field,
+                value
+            }),
+            "{field}"
+        );
+        assert_eq!(bad.state(), before, "unchanged after refusing {field}");
+    }
+    // A full input queue is still a state a UART can be in.
+    let full = State {
+        rx: vec![7; INPUT_CAPACITY],
+        ..State::default()
+    };
+    bad.restore(full.clone()).unwrap();
+    assert_eq!(bad.state(), full);
 }
 
 #[test]
