@@ -48,8 +48,32 @@ pub enum VmState {
     /// Every vCPU that can run executed HLT with interrupts enabled and waits for an
     /// interrupt.
     WaitingForInterrupt,
+    /// The operator paused the VM ([`Vm::pause`]): its vCPUs do not run and its clock (device
+    /// timers, the guest TSC) stands still until [`Vm::resume`].
+    Paused,
     /// The VM is finished, for this reason.
     Stopped(StopReason),
+}
+
+/// Why a VM could not be paused or resumed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PauseError {
+    /// The VM has stopped.
+    Stopped,
+    /// `pause` of a paused VM.
+    AlreadyPaused,
+    /// `resume` of a VM that is not paused.
+    NotPaused,
+}
+
+impl core::fmt::Display for PauseError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            PauseError::Stopped => "it has stopped",
+            PauseError::AlreadyPaused => "it is already paused",
+            PauseError::NotPaused => "it is not paused",
+        })
+    }
 }
 
 /// Where one vCPU stands.
@@ -164,6 +188,30 @@ pub struct Vm {
     injected_interrupts: u64,
     /// The vCPU that ran last (the turn goes on from the next).
     last_cpu: usize,
+    /// The VM's clock against the host's: how long it was paused, and since when it is.
+    clock: VmClock,
+}
+
+/// VM time is host time minus the time the VM spent paused, so device timers neither fire
+/// for nor catch up on a pause.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct VmClock {
+    /// Nanoseconds the VM spent paused (and, after a restore, the host time before its saved
+    /// VM time).
+    behind_ns: u64,
+    /// The host's clocks when the VM was paused, while it is.
+    paused_at: Option<Instant>,
+}
+
+impl VmClock {
+    /// The VM's time for a host reading (the TSC stays the host's: each vCPU's TSC offset
+    /// turns it into the guest's).
+    fn vm_time(&self, host: Instant) -> Instant {
+        Instant {
+            ns: host.ns.saturating_sub(self.behind_ns),
+            tsc: host.tsc,
+        }
+    }
 }
 
 /// A reading of the host's clocks, taken at one instant.
@@ -242,6 +290,7 @@ impl Vm {
             stats: ExitStats::new(),
             injected_interrupts: 0,
             last_cpu: 0,
+            clock: VmClock::default(),
         })
     }
 
@@ -276,7 +325,47 @@ impl Vm {
 
     /// Where the VM stands.
     pub fn state(&self) -> VmState {
-        self.state
+        match self.state {
+            VmState::Stopped(_) => self.state,
+            _ if self.clock.paused_at.is_some() => VmState::Paused,
+            state => state,
+        }
+    }
+
+    /// Pauses the VM at the host time `clock` tells: [`step`](Self::step) does nothing until
+    /// [`resume`](Self::resume), and the VM's clock stands still. A VM can be paused whether
+    /// its vCPUs run or wait for an interrupt; it can still be stopped while paused.
+    pub fn pause(&mut self, clock: &dyn Clock) -> Result<(), PauseError> {
+        if self.is_stopped() {
+            return Err(PauseError::Stopped);
+        }
+        if self.clock.paused_at.is_some() {
+            return Err(PauseError::AlreadyPaused);
+        }
+        self.clock.paused_at = Some(clock.now());
+        Ok(())
+    }
+
+    /// Resumes a paused VM where it stopped: its clock goes on from the instant of the pause.
+    pub fn resume(&mut self, clock: &dyn Clock) -> Result<(), PauseError> {
+        if self.is_stopped() {
+            return Err(PauseError::Stopped);
+        }
+        let Some(at) = self.clock.paused_at else {
+            return Err(PauseError::NotPaused);
+        };
+        let now = clock.now();
+        self.clock.behind_ns = self
+            .clock
+            .behind_ns
+            .saturating_add(now.ns.saturating_sub(at.ns));
+        self.clock.paused_at = None;
+        Ok(())
+    }
+
+    /// Whether the operator paused the VM.
+    pub fn is_paused(&self) -> bool {
+        self.state() == VmState::Paused
     }
 
     /// Number of vCPUs.
@@ -308,10 +397,10 @@ impl Vm {
     /// stops it with [`StopReason::GuestPowerOff`] / [`StopReason::GuestReset`]. A stopped VM
     /// is left as it is, and a halted one stays halted until an interrupt is due.
     pub fn step(&mut self, clock: &dyn Clock) -> VmState {
-        if self.is_stopped() || self.live.is_none() {
-            return self.state;
+        if self.is_stopped() || self.live.is_none() || self.is_paused() {
+            return self.state();
         }
-        let now = clock.now();
+        let now = self.clock.vm_time(clock.now());
         self.devices.advance(now.ns);
         self.apply_cpu_requests();
         if self.is_stopped() {
@@ -386,7 +475,7 @@ impl Vm {
                 return self.state;
             }
         };
-        let now = clock.now();
+        let now = self.clock.vm_time(clock.now());
         self.devices.set_now(now.ns);
         // Only the TSC-deadline MSR converts with the guest TSC; reading the TSC offset (a
         // VMREAD on VT-x) is not worth it on every other exit.
@@ -500,17 +589,23 @@ impl Vm {
         }
     }
 
-    /// The VM time at which a halted VM's devices next need [`step`](Self::step) (a timer
-    /// interrupt), if any.
+    /// The host time at which a halted VM's devices next need [`step`](Self::step) (a timer
+    /// interrupt), if any; none while paused.
     pub fn next_deadline(&self) -> Option<u64> {
-        self.devices.next_deadline()
+        if self.is_paused() {
+            return None;
+        }
+        self.devices
+            .next_deadline()
+            .map(|vm_ns| vm_ns.saturating_add(self.clock.behind_ns))
     }
 
     /// Presses the ACPI power button (the guest sees PWRBTN_STS and, if it enabled it, an
     /// SCI): a request to shut down that the guest may honour or ignore.
     pub fn press_power_button(&mut self, now_ns: u64) {
         if !self.is_stopped() {
-            self.devices.press_power_button(now_ns);
+            let now = self.clock.vm_time(Instant { ns: now_ns, tsc: 0 });
+            self.devices.press_power_button(now.ns);
         }
     }
 
@@ -519,12 +614,13 @@ impl Vm {
         self.injected_interrupts
     }
 
-    /// Stops the VM for `reason`. A VM that has already stopped keeps its first reason (the
-    /// one that says what the guest did).
+    /// Stops the VM for `reason` (a paused one too). A VM that has already stopped keeps its
+    /// first reason (the one that says what the guest did).
     pub fn stop(&mut self, reason: StopReason) {
         if !self.is_stopped() {
             self.state = VmState::Stopped(reason);
         }
+        self.clock.paused_at = None;
         self.release_if_stopped();
     }
 
@@ -889,6 +985,52 @@ mod tests {
             vm.step0(),
             VmState::Stopped(StopReason::BadMemoryAccess { gpa, .. }) if gpa == 1 << 40
         ));
+    }
+
+    #[test]
+    fn a_paused_vm_does_not_run_and_its_clock_stands_still() {
+        use crate::devices::acpi_pm;
+        let pm_timer = VmExit::IoIn {
+            port: acpi_pm::DEFAULT_BASE + acpi_pm::PM_TMR,
+            size: 4,
+        };
+        let (mut vm, probe) = vm([pm_timer, pm_timer, out(b'x')]);
+        let clock = FakeClock::default();
+        clock.0.set(1_000_000_000);
+        vm.step(&clock);
+        // One second of the 3.579545 MHz PM timer.
+        assert_eq!(probe.completed.borrow()[..], [3_579_545]);
+
+        vm.pause(&clock).unwrap();
+        assert_eq!(vm.state(), VmState::Paused);
+        assert_eq!(vm.pause(&clock), Err(PauseError::AlreadyPaused));
+        clock.0.set(5_000_000_000);
+        assert_eq!(vm.step(&clock), VmState::Paused);
+        assert_eq!(probe.runs.get(), 1, "a paused VM's vCPUs do not run");
+        assert_eq!(vm.next_deadline(), None);
+
+        // Paused from 1 s to 11 s: at 12 s the VM has lived 2 s.
+        clock.0.set(11_000_000_000);
+        vm.resume(&clock).unwrap();
+        assert_eq!(vm.resume(&clock), Err(PauseError::NotPaused));
+        assert_eq!(vm.state(), VmState::Running);
+        clock.0.set(12_000_000_000);
+        vm.step(&clock);
+        assert_eq!(probe.completed.borrow()[..], [3_579_545, 7_159_090]);
+        vm.step(&clock);
+        assert_eq!(vm.console_output_since(0).0, b"x");
+    }
+
+    #[test]
+    fn pause_and_resume_refuse_a_stopped_vm_and_stop_ends_a_pause() {
+        let (mut vm, _) = vm([out(b'a')]);
+        let clock = FakeClock::default();
+        vm.pause(&clock).unwrap();
+        vm.stop(StopReason::Operator);
+        assert_eq!(vm.state(), VmState::Stopped(StopReason::Operator));
+        assert_eq!(vm.resume(&clock), Err(PauseError::Stopped));
+        assert_eq!(vm.pause(&clock), Err(PauseError::Stopped));
+        assert_eq!(PauseError::NotPaused.to_string(), "it is not paused");
     }
 
     #[test]

@@ -59,6 +59,8 @@ pub enum StopError {
         /// Its state.
         state: String,
     },
+    /// A graceful stop of a paused VM (its guest cannot see the power button).
+    Paused(String),
 }
 
 impl core::fmt::Display for StopError {
@@ -66,6 +68,38 @@ impl core::fmt::Display for StopError {
         match self {
             StopError::NoSuchVm(key) => write!(f, "no VM named '{key}': see 'vm list'"),
             StopError::NotRunning { vm, state } => write!(f, "VM {vm} is not running ({state})"),
+            StopError::Paused(vm) => write!(
+                f,
+                "VM {vm} is paused and cannot answer the power button: resume it first, or \
+                 stop it with force"
+            ),
+        }
+    }
+}
+
+/// Why a VM could not be paused or resumed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PauseVmError {
+    /// No VM has this name or number.
+    NoSuchVm(String),
+    /// The VM is not in a state that allows it.
+    Refused {
+        /// `"pause"` or `"resume"`.
+        action: &'static str,
+        /// The VM's name or number.
+        vm: String,
+        /// Why, e.g. "it is not paused".
+        why: String,
+    },
+}
+
+impl core::fmt::Display for PauseVmError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            PauseVmError::NoSuchVm(key) => write!(f, "no VM named '{key}': see 'vm list'"),
+            PauseVmError::Refused { action, vm, why } => {
+                write!(f, "cannot {action} VM {vm}: {why}")
+            }
         }
     }
 }
@@ -244,6 +278,7 @@ impl Entry {
                 }
                 VmState::Running => String::from("running"),
                 VmState::WaitingForInterrupt => String::from("running (idle)"),
+                VmState::Paused => String::from("paused"),
                 VmState::Stopped(reason) => alloc::format!("stopped: {reason}"),
             },
         }
@@ -472,6 +507,9 @@ impl VmManager {
         };
         match mode {
             StopMode::Force => run.vm.stop(StopReason::Operator),
+            StopMode::Graceful { .. } if run.vm.is_paused() => {
+                return Err(StopError::Paused(String::from(key)));
+            }
             StopMode::Graceful { timeout_s } => {
                 let now = TscClock.now().ns;
                 run.vm.press_power_button(now);
@@ -479,6 +517,42 @@ impl VmManager {
             }
         }
         Ok(())
+    }
+
+    /// Pauses VM `key` (a name or number): its vCPUs stop running and its clock stands still
+    /// until [`resume`](Self::resume).
+    pub fn pause(&mut self, key: &str) -> Result<(), PauseVmError> {
+        self.pause_or_resume(key, "pause")
+    }
+
+    /// Resumes a paused VM where it stopped.
+    pub fn resume(&mut self, key: &str) -> Result<(), PauseVmError> {
+        self.pause_or_resume(key, "resume")
+    }
+
+    fn pause_or_resume(&mut self, key: &str, action: &'static str) -> Result<(), PauseVmError> {
+        let i = self
+            .index(key)
+            .ok_or_else(|| PauseVmError::NoSuchVm(String::from(key)))?;
+        let e = &mut self.vms[i];
+        let refuse = |why: String| PauseVmError::Refused {
+            action,
+            vm: String::from(key),
+            why,
+        };
+        let state = e.state_text();
+        let Some(run) = e.run.as_mut() else {
+            return Err(refuse(alloc::format!("it is not running ({state})")));
+        };
+        if run.stop_deadline_ns.is_some() && !run.vm.is_stopped() {
+            return Err(refuse(String::from("it is stopping")));
+        }
+        let done = if action == "pause" {
+            run.vm.pause(&TscClock)
+        } else {
+            run.vm.resume(&TscClock)
+        };
+        done.map_err(|e| refuse(alloc::format!("{e}")))
     }
 
     /// Restarts the named VM: a stop as `mode` says, then a start once it has stopped; or

@@ -154,6 +154,8 @@ pub enum ViewState {
     Idle,
     /// A graceful stop is under way.
     Stopping,
+    /// Paused by the operator.
+    Paused,
     /// Stopped, for this reason.
     Stopped(String),
 }
@@ -197,6 +199,7 @@ impl VmManager {
                     _ if run.stop_deadline_ns.is_some() => ViewState::Stopping,
                     VmState::Running => ViewState::Running,
                     VmState::WaitingForInterrupt => ViewState::Idle,
+                    VmState::Paused => ViewState::Paused,
                 },
             };
             let run = e.run.as_ref();
