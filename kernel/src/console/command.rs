@@ -86,6 +86,16 @@ pub enum Command<'a> {
         /// VM name.
         name: &'a str,
     },
+    /// Pause a running VM: its vCPUs stop and its timers stop advancing.
+    VmPause {
+        /// VM name or number.
+        key: &'a str,
+    },
+    /// Resume a paused VM where it stopped.
+    VmResume {
+        /// VM name or number.
+        key: &'a str,
+    },
     /// Show one VM in detail.
     VmInfo {
         /// VM name or number.
@@ -171,6 +181,14 @@ pub const COMMANDS: &[(&str, &str)] = &[
     (
         "vm restart <name>",
         "stop a VM (as 'vm stop') and start it again",
+    ),
+    (
+        "vm pause <vm>",
+        "pause a running VM: its vCPUs and timers stop until 'vm resume'",
+    ),
+    (
+        "vm resume <vm>",
+        "resume a paused VM exactly where it stopped",
     ),
     (
         "vm info <vm>",
@@ -327,7 +345,8 @@ impl<'a> Iterator for Words<'a> {
 fn parse_vm<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Command<'a>, ParseError<'a>> {
     const USAGE: &str = "vm list | vm create <name> kernel=<file> … | vm destroy <name> | \
                          vm start <name> | vm stop <vm> [force | timeout=<s>] | \
-                         vm restart <name> | vm info <vm> | vm console <vm> | vm log <vm> | \
+                         vm restart <name> | vm pause <vm> | vm resume <vm> | vm info <vm> | \
+                         vm console <vm> | vm log <vm> | \
                          vm run <module> [initrd=<module>] [cmdline=\"…\"] [mem=<MiB>] \
                          [vcpus=<n>]";
     const RUN_USAGE: &str =
@@ -516,6 +535,14 @@ fn parse_vm<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Command<'a>,
             let name = vm_key(words.next(), "vm restart <name>")?;
             no_more("vm restart", words).map(|_| Command::VmRestart { name })
         }
+        Some("pause") => {
+            let key = vm_key(words.next(), "vm pause <vm>")?;
+            no_more("vm pause", words).map(|_| Command::VmPause { key })
+        }
+        Some("resume") => {
+            let key = vm_key(words.next(), "vm resume <vm>")?;
+            no_more("vm resume", words).map(|_| Command::VmResume { key })
+        }
         Some("info") => {
             let key = vm_key(words.next(), "vm info <vm>")?;
             no_more("vm info", words).map(|_| Command::VmInfo { key })
@@ -530,7 +557,8 @@ fn parse_vm<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Command<'a>,
         }
         Some(other) => Err(ParseError::BadValue {
             argument: other,
-            expected: "list, create, destroy, start, stop, restart, info, console, log or run",
+            expected: "list, create, destroy, start, stop, restart, pause, resume, info, console, \
+                       log or run",
         }),
         None => Err(ParseError::Missing { usage: USAGE }),
     }
@@ -806,6 +834,33 @@ mod tests {
             Ok(Some(Command::VmRestart { name: "db" }))
         );
         assert_eq!(parse("vm info db"), Ok(Some(Command::VmInfo { key: "db" })));
+        assert_eq!(
+            parse("vm pause web"),
+            Ok(Some(Command::VmPause { key: "web" }))
+        );
+        assert_eq!(parse("vm pause 3"), Ok(Some(Command::VmPause { key: "3" })));
+        assert_eq!(
+            parse(" vm  resume  web "),
+            Ok(Some(Command::VmResume { key: "web" }))
+        );
+        assert_eq!(
+            std::format!("{}", parse("vm pause").unwrap_err()),
+            "usage: vm pause <vm>"
+        );
+        assert_eq!(
+            std::format!("{}", parse("vm resume").unwrap_err()),
+            "usage: vm resume <vm>"
+        );
+        assert_eq!(
+            std::format!("{}", parse("vm pause web now").unwrap_err()),
+            "'vm pause' does not take 'now'; type 'help'"
+        );
+        assert_eq!(
+            std::format!("{}", parse("vm resume Web").unwrap_err()),
+            "bad argument 'Web': expected a VM name or number, as 'vm list' shows"
+        );
+        assert_eq!(help_entries("vm pause").count(), 1);
+        assert_eq!(help_entries("vm resume").count(), 1);
         assert_eq!(
             parse("vm console 2"),
             Ok(Some(Command::VmConsole { key: "2" }))

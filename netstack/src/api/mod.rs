@@ -185,6 +185,8 @@ impl Router {
             Op::StartVm => vms::start(mgmt, &key()?, req)?,
             Op::StopVm => vms::stop(mgmt, &key()?, req)?,
             Op::RestartVm => vms::restart(mgmt, &key()?, req)?,
+            Op::PauseVm => vms::pause(mgmt, &key()?, req)?,
+            Op::ResumeVm => vms::resume(mgmt, &key()?, req)?,
             Op::Console => vms::console(mgmt, &key()?, since(req)?)?,
             Op::ConsoleInput => vms::console_input(mgmt, &key()?, req)?,
         })

@@ -76,6 +76,18 @@ pub trait Management {
     ///
     /// Errors: those of [`start_vm`](Self::start_vm).
     fn restart_vm(&mut self, key: &VmKey<'_>, mode: StopMode) -> Result<bool, ApiError>;
+    /// Pauses a running (or idle) VM: its vCPUs stop running and its device timers stop
+    /// advancing until [`resume_vm`](Self::resume_vm); its state is then
+    /// [`VmState::Paused`].
+    ///
+    /// Errors: [`ApiError::NotFound`]; [`ApiError::Conflict`] when it is not running (defined,
+    /// stopping, stopped) or is paused already. Nothing changes on error.
+    fn pause_vm(&mut self, key: &VmKey<'_>) -> Result<(), ApiError>;
+    /// Resumes a paused VM exactly where it stopped.
+    ///
+    /// Errors: [`ApiError::NotFound`]; [`ApiError::Conflict`] when it is not paused. Nothing
+    /// changes on error.
+    fn resume_vm(&mut self, key: &VmKey<'_>) -> Result<(), ApiError>;
     /// The VM's console output from byte offset `since` on (as much as the kernel keeps);
     /// empty for a VM that never ran. Errors: [`ApiError::NotFound`].
     fn console(&self, key: &VmKey<'_>, since: u64) -> Result<ConsoleChunk, ApiError>;
@@ -297,10 +309,33 @@ pub enum VmState {
     Running,
     /// Halted, waiting for an interrupt.
     Idle,
+    /// Paused by the operator: its vCPUs do not run and its timers do not advance until it
+    /// is resumed.
+    Paused,
     /// A graceful stop is under way (the power button was pressed).
     Stopping,
     /// Finished; `stop_reason` says why.
     Stopped,
+}
+
+impl VmState {
+    /// The state as the API writes it (`"paused"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VmState::Defined => "defined",
+            VmState::Running => "running",
+            VmState::Idle => "idle",
+            VmState::Paused => "paused",
+            VmState::Stopping => "stopping",
+            VmState::Stopped => "stopped",
+        }
+    }
+}
+
+impl fmt::Display for VmState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A file in the guest store.
