@@ -41,9 +41,10 @@ use core::net::Ipv4Addr;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use crate::limits::check_vm_name;
 pub(crate) use de::from_value;
 pub use de::{SchemaError, SchemaErrorKind};
-pub use validate::{ValidationError, check_vm_name};
+pub use validate::ValidationError;
 
 /// The default hostname.
 pub const DEFAULT_HOSTNAME: &str = "keel";
@@ -150,10 +151,11 @@ impl Default for Management {
 pub struct Vm {
     /// Unique name: 1 to 32 characters of `a-z0-9-`, starting with a letter.
     pub name: String,
-    /// Virtual CPUs. Only 1 is supported for now.
+    /// Virtual CPUs, from 1 up to the limit (`MAX_VCPUS`).
     #[serde(default = "default_vcpus")]
     pub vcpus: u32,
-    /// Guest memory in MiB, 16 to 65536.
+    /// Guest memory in MiB: a multiple of the page size (`MEMORY_ALIGN_MIB`) within the
+    /// limits (`MIN_MEMORY_MIB`, `MAX_MEMORY_MIB`).
     pub memory_mib: u64,
     /// The guest kernel (a store file name).
     pub kernel: String,

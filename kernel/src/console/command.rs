@@ -1,4 +1,11 @@
 //! Console commands: the table (for `help`) and parsing a line into a [`Command`].
+//!
+//! Limits (memory, vCPUs, names) are `keel_config::limits`, as for the configuration and the
+//! API; the messages that name them are built from them at compile time.
+
+use const_format::formatcp;
+use keel_config::limits::{self, MAX_MEMORY_MIB, MAX_VCPUS, MIN_RUN_MEMORY_MIB};
+use keel_netstack::api::{DEFAULT_STOP_TIMEOUT_S, MAX_STOP_TIMEOUT_S, VmKey};
 
 /// A parsed console command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -176,7 +183,10 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("vm start <name>", "start a VM the configuration defines"),
     (
         "vm stop <vm> [force | timeout=<s>]",
-        "stop a VM: ACPI power button, forced off after 30 s (or the timeout); force: at once",
+        formatcp!(
+            "stop a VM: ACPI power button, forced off after {DEFAULT_STOP_TIMEOUT_S} s (or the \
+             timeout); force: at once"
+        ),
     ),
     (
         "vm restart <name>",
@@ -216,9 +226,6 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("reboot", "reset the machine"),
     ("poweroff", "power the machine off (ACPI S5)"),
 ];
-
-/// Smallest and largest guest RAM `vm run` accepts, in MiB.
-pub const VM_MEM_RANGE: (u32, u32) = (2, 65536);
 
 /// Why a line is not a command.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -276,31 +283,22 @@ fn no_more<'a>(
     }
 }
 
-/// A VM name (`[a-z][a-z0-9-]*`, at most 32 characters) or number, as `vm list` shows.
-// The message below names the range.
-const _: () = assert!(keel_vmm::devices::MAX_CPUS == 8);
-
 /// The value of a `vcpus=<n>` argument: 1 to the most a VM can have.
 fn parse_vcpus<'a>(argument: &'a str, value: &str) -> Result<u8, ParseError<'a>> {
     value
         .parse::<u8>()
         .ok()
-        .filter(|n| (1..=keel_vmm::devices::MAX_CPUS).contains(n))
+        .filter(|n| (1..=MAX_VCPUS).contains(n))
         .ok_or(ParseError::BadValue {
             argument,
-            expected: "vcpus=<n>, a whole number from 1 to 8",
+            expected: formatcp!("vcpus=<n>, a whole number from 1 to {MAX_VCPUS}"),
         })
 }
 
+/// A VM name or number, as `vm list` shows: the API's rule for `{name}` ([`VmKey`]).
 fn vm_key<'a>(word: Option<&'a str>, usage: &'static str) -> Result<&'a str, ParseError<'a>> {
     let word = word.ok_or(ParseError::Missing { usage })?;
-    let number = !word.is_empty() && word.len() <= 10 && word.bytes().all(|b| b.is_ascii_digit());
-    let name = word.len() <= 32
-        && word.as_bytes().first().is_some_and(u8::is_ascii_lowercase)
-        && word
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if number || name {
+    if VmKey::parse(word).is_ok() {
         Ok(word)
     } else {
         Err(ParseError::BadValue {
@@ -371,10 +369,13 @@ fn parse_vm<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Command<'a>,
                         argument: arg,
                         expected: "mem=<MiB>, a whole number of MiB",
                     })?;
-                    if mib < VM_MEM_RANGE.0 || mib > VM_MEM_RANGE.1 || !mib.is_multiple_of(2) {
+                    if !limits::memory_fits(u64::from(mib), MIN_RUN_MEMORY_MIB) {
                         return Err(ParseError::BadValue {
                             argument: arg,
-                            expected: "an even number of MiB between 2 and 65536",
+                            expected: formatcp!(
+                                "an even number of MiB between {MIN_RUN_MEMORY_MIB} and \
+                                 {MAX_MEMORY_MIB}"
+                            ),
                         });
                     }
                     if mem_mib.replace(mib).is_some() {
@@ -511,12 +512,16 @@ fn parse_vm<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Command<'a>,
                     && !force
                     && timeout_s.is_none()
                 {
-                    let s: u32 = v.parse().ok().filter(|s| (1..=3600).contains(s)).ok_or(
-                        ParseError::BadValue {
+                    let s: u32 = v
+                        .parse()
+                        .ok()
+                        .filter(|s| (1..=MAX_STOP_TIMEOUT_S).contains(s))
+                        .ok_or(ParseError::BadValue {
                             argument: arg,
-                            expected: "timeout=<seconds>, from 1 to 3600",
-                        },
-                    )?;
+                            expected: formatcp!(
+                                "timeout=<seconds>, from 1 to {MAX_STOP_TIMEOUT_S}"
+                            ),
+                        })?;
                     timeout_s = Some(s);
                 } else {
                     return Err(ParseError::UnexpectedArgument {

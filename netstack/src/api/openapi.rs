@@ -10,7 +10,8 @@
 use serde_json::{Value, json};
 
 use super::routes::{Op, ROUTES, Route};
-use super::{DEFAULT_STOP_TIMEOUT_S, MAX_CONSOLE_INPUT};
+use super::{DEFAULT_STOP_TIMEOUT_S, MAX_CONSOLE_INPUT, MAX_STOP_TIMEOUT_S};
+use keel_config::limits;
 
 /// The document.
 pub fn document() -> Value {
@@ -40,7 +41,11 @@ pub fn document() -> Value {
                         console: `vm list` shows both). Anything else is 400.",
                     "schema": {
                         "type": "string",
-                        "pattern": "^([a-z][a-z0-9-]{0,31}|[0-9]{1,10})$"
+                        "pattern": alloc::format!(
+                            "^({}|[0-9]{{1,{}}})$",
+                            limits::vm_name_pattern(),
+                            u32::MAX.ilog10() + 1
+                        )
                     }
                 },
                 "Module": {
@@ -496,7 +501,8 @@ fn config_schemas() -> Value {
             "properties": {
                 "hostname": {
                     "type": "string",
-                    "description": "Dot-separated RFC 1123 labels, at most 253 characters.",
+                    "description": "Dot-separated RFC 1123 labels.",
+                    "maxLength": limits::MAX_HOSTNAME_LEN,
                     "default": "keel"
                 },
                 "network": schema_ref("ConfigNetwork"),
@@ -514,7 +520,11 @@ fn config_schemas() -> Value {
                 "address": ipv4("Static: the interface's address."),
                 "prefix": { "type": "integer", "minimum": 1, "maximum": 32 },
                 "gateway": ipv4("Static: the default gateway, inside the subnet."),
-                "dns": { "type": "array", "maxItems": 3, "items": ipv4("A DNS server.") }
+                "dns": {
+                    "type": "array",
+                    "maxItems": limits::MAX_DNS_SERVERS,
+                    "items": ipv4("A DNS server.")
+                }
             }
         },
         "ConfigManagement": {
@@ -523,9 +533,13 @@ fn config_schemas() -> Value {
             "properties": {
                 "api_tokens": {
                     "type": "array",
-                    "description": "Bearer tokens the API accepts (16 to 128 characters of \
-                        A-Za-z0-9._~+/-), in effect as soon as saved.",
-                    "items": { "type": "string", "minLength": 16, "maxLength": 128 }
+                    "description": "Bearer tokens the API accepts, in effect as soon as saved.",
+                    "items": {
+                        "type": "string",
+                        "minLength": limits::MIN_TOKEN_LEN,
+                        "maxLength": limits::MAX_TOKEN_LEN,
+                        "pattern": limits::token_pattern()
+                    }
                 },
                 "http_port": {
                     "type": "integer",
@@ -541,12 +555,29 @@ fn config_schemas() -> Value {
             "additionalProperties": false,
             "required": ["name", "memory_mib", "kernel"],
             "properties": {
-                "name": { "type": "string", "description": "1 to 32 of a-z0-9-, a letter first." },
-                "vcpus": { "type": "integer", "minimum": 1, "maximum": 8, "default": 1 },
-                "memory_mib": { "type": "integer", "minimum": 16, "maximum": 65536 },
+                "name": {
+                    "type": "string",
+                    "pattern": alloc::format!("^{}$", limits::vm_name_pattern())
+                },
+                "vcpus": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": limits::MAX_VCPUS,
+                    "default": 1
+                },
+                "memory_mib": {
+                    "type": "integer",
+                    "minimum": limits::MIN_MEMORY_MIB,
+                    "maximum": limits::MAX_MEMORY_MIB,
+                    "multipleOf": limits::MEMORY_ALIGN_MIB
+                },
                 "kernel": { "type": "string", "description": "A guest store file." },
                 "initrd": { "type": "string", "description": "A guest store file." },
-                "cmdline": { "type": "string", "maxLength": 2048, "default": "" },
+                "cmdline": {
+                    "type": "string",
+                    "maxLength": limits::MAX_CMDLINE_LEN,
+                    "default": ""
+                },
                 "disks": { "type": "array", "items": { "type": "string" } },
                 "autostart": { "type": "boolean", "default": false }
             }
@@ -798,16 +829,16 @@ fn schemas() -> Value {
                 "mem_mib": {
                     "type": "integer",
                     "nullable": true,
-                    "minimum": 2,
-                    "maximum": 65536,
-                    "multipleOf": 2,
+                    "minimum": limits::MIN_RUN_MEMORY_MIB,
+                    "maximum": limits::MAX_MEMORY_MIB,
+                    "multipleOf": limits::MEMORY_ALIGN_MIB,
                     "description": "Guest RAM in MiB (even: guest RAM comes in 2 MiB pages); the default when absent."
                 },
                 "vcpus": {
                     "type": "integer",
                     "nullable": true,
                     "minimum": 1,
-                    "maximum": 8,
+                    "maximum": limits::MAX_VCPUS,
                     "description": "vCPUs; 1 when absent."
                 }
             }
@@ -815,8 +846,10 @@ fn schemas() -> Value {
         "StopRequest": {
             "type": "object",
             "additionalProperties": false,
-            "description": "Give `force` or `timeout_s`, not both; neither: a graceful stop \
-                forced after 30 s.",
+            "description": alloc::format!(
+                "Give `force` or `timeout_s`, not both; neither: a graceful stop forced after \
+                 {DEFAULT_STOP_TIMEOUT_S} s."
+            ),
             "properties": {
                 "force": {
                     "type": "boolean",
@@ -826,8 +859,8 @@ fn schemas() -> Value {
                 "timeout_s": {
                     "type": "integer",
                     "minimum": 1,
-                    "maximum": 3600,
-                    "default": 30,
+                    "maximum": MAX_STOP_TIMEOUT_S,
+                    "default": DEFAULT_STOP_TIMEOUT_S,
                     "description": "Seconds after the power button before it is forced off."
                 }
             }

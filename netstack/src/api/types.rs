@@ -14,6 +14,7 @@ use core::fmt;
 use serde::{Deserialize, Serialize};
 
 use keel_config::Config;
+use keel_config::limits::{self, MAX_MEMORY_MIB, MAX_VCPUS, MIN_RUN_MEMORY_MIB};
 
 use crate::iface::NetStatus;
 
@@ -156,7 +157,7 @@ impl<'a> VmKey<'a> {
                 super::clip(segment, 40)
             ));
         }
-        match keel_config::schema::check_vm_name(segment) {
+        match limits::check_vm_name(segment) {
             Ok(()) => Ok(VmKey::Name(segment)),
             Err(why) => Err(format!(
                 "'{}' is neither a VM number nor a VM name (a name {why})",
@@ -436,13 +437,10 @@ pub struct RunModule {
     /// Guest RAM in MiB; the kernel's default when absent or `null`.
     #[serde(default)]
     pub mem_mib: Option<u32>,
-    /// vCPUs, 1 to [`MAX_VCPUS`]; 1 when absent or `null`.
+    /// vCPUs, from 1 up to the limit (`MAX_VCPUS`); 1 when absent or `null`.
     #[serde(default)]
     pub vcpus: Option<u8>,
 }
-
-/// Most vCPUs a VM can have (the kernel's limit).
-pub const MAX_VCPUS: u8 = 8;
 
 impl RunModule {
     /// Parses and checks a request body (none is the defaults); the error is the status and
@@ -454,11 +452,13 @@ impl RunModule {
         let request = RunModule::deserialize(value)
             .map_err(|e| (400, format!("invalid request body: {e}")))?;
         if let Some(mib) = request.mem_mib
-            && (!(2..=65536).contains(&mib) || !mib.is_multiple_of(2))
+            && !limits::memory_fits(u64::from(mib), MIN_RUN_MEMORY_MIB)
         {
             return Err((
                 422,
-                String::from("mem_mib must be an even number from 2 to 65536"),
+                format!(
+                    "mem_mib must be an even number from {MIN_RUN_MEMORY_MIB} to {MAX_MEMORY_MIB}"
+                ),
             ));
         }
         if let Some(n) = request.vcpus
