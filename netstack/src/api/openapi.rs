@@ -1,16 +1,33 @@
 //! The OpenAPI 3.0 document served at `GET /api/v1/openapi.json`.
 //!
-//! Written by hand, next to the route table in [`super::routes`] and the body types
-//! ([`SystemInfo`](super::SystemInfo) and the rest); the router's tests hold it to them:
-//! its paths and methods must be exactly [`ROUTES`](super::ROUTES), and every response the
-//! router gives in the tests must match the schema documented for its status. Everything
-//! but the public routes needs the `bearer` security scheme; every error is the `Error`
-//! schema.
+//! Built from what the router itself uses, so that it cannot drift from it:
+//!
+//! - the paths, methods, security and the statuses of every operation come from the route
+//!   table ([`ROUTES`](super::ROUTES), [`Route::statuses`]);
+//! - the component schemas are generated with `schemars` from the Rust types of the bodies
+//!   ([`SystemInfo`](super::SystemInfo), [`Config`], ... ), request bodies as the router reads
+//!   them and response bodies as it writes them, with the limits of `keel_config::limits`;
+//! - what is written here by hand is prose: summaries, descriptions and examples.
+//!
+//! The router's tests check every response they get against the schema documented for its
+//! route and status. Everything but the public routes needs the `bearer` security scheme;
+//! every error is the `Error` schema (`Invalid` for 422).
+
+use alloc::string::ToString;
 
 use serde_json::{Value, json};
 
+use keel_config::Config;
+use schemars::generate::{Contract, SchemaSettings};
+
+use super::config::InvalidBody;
 use super::routes::{Op, ROUTES, Route};
-use super::{DEFAULT_STOP_TIMEOUT_S, MAX_CONSOLE_INPUT, MAX_STOP_TIMEOUT_S};
+use super::{
+    ConsoleChunk, ConsoleInput, Destroyed, Health, ModuleList, RunModule, StopRequest, StoreList,
+    SystemInfo, VmDetail, VmList,
+};
+use super::{DEFAULT_STOP_TIMEOUT_S, MAX_CONSOLE_INPUT};
+use crate::http::response::ErrorBody;
 use keel_config::limits;
 
 /// The document.
@@ -486,421 +503,66 @@ fn config_ok(description: &str) -> Value {
     })
 }
 
-fn ipv4(description: &str) -> Value {
-    json!({ "type": "string", "format": "ipv4", "description": description })
-}
-
-/// The configuration document (keel-config's schema).
-fn config_schemas() -> Value {
-    json!({
-        "Config": {
-            "type": "object",
-            "additionalProperties": false,
-            "description": "The whole appliance configuration. Every field has a default \
-                except vms[].name, vms[].memory_mib and vms[].kernel.",
-            "properties": {
-                "hostname": {
-                    "type": "string",
-                    "description": "Dot-separated RFC 1123 labels.",
-                    "maxLength": limits::MAX_HOSTNAME_LEN,
-                    "default": "keel"
-                },
-                "network": schema_ref("ConfigNetwork"),
-                "management": schema_ref("ConfigManagement"),
-                "vms": { "type": "array", "items": schema_ref("ConfigVm") }
-            }
-        },
-        "ConfigNetwork": {
-            "type": "object",
-            "additionalProperties": false,
-            "description": "In dhcp mode the other fields must be absent; in static mode \
-                address and prefix are required. Takes effect at the next boot.",
-            "properties": {
-                "mode": { "type": "string", "enum": ["dhcp", "static"], "default": "dhcp" },
-                "address": ipv4("Static: the interface's address."),
-                "prefix": { "type": "integer", "minimum": 1, "maximum": 32 },
-                "gateway": ipv4("Static: the default gateway, inside the subnet."),
-                "dns": {
-                    "type": "array",
-                    "maxItems": limits::MAX_DNS_SERVERS,
-                    "items": ipv4("A DNS server.")
-                }
-            }
-        },
-        "ConfigManagement": {
-            "type": "object",
-            "additionalProperties": false,
-            "properties": {
-                "api_tokens": {
-                    "type": "array",
-                    "description": "Bearer tokens the API accepts, in effect as soon as saved.",
-                    "items": {
-                        "type": "string",
-                        "minLength": limits::MIN_TOKEN_LEN,
-                        "maxLength": limits::MAX_TOKEN_LEN,
-                        "pattern": limits::token_pattern()
-                    }
-                },
-                "http_port": {
-                    "type": "integer",
-                    "minimum": 1,
-                    "maximum": 65535,
-                    "default": 80,
-                    "description": "Takes effect at the next boot."
-                }
-            }
-        },
-        "ConfigVm": {
-            "type": "object",
-            "additionalProperties": false,
-            "required": ["name", "memory_mib", "kernel"],
-            "properties": {
-                "name": {
-                    "type": "string",
-                    "pattern": alloc::format!("^{}$", limits::vm_name_pattern())
-                },
-                "vcpus": {
-                    "type": "integer",
-                    "minimum": 1,
-                    "maximum": limits::MAX_VCPUS,
-                    "default": 1
-                },
-                "memory_mib": {
-                    "type": "integer",
-                    "minimum": limits::MIN_MEMORY_MIB,
-                    "maximum": limits::MAX_MEMORY_MIB,
-                    "multipleOf": limits::MEMORY_ALIGN_MIB
-                },
-                "kernel": { "type": "string", "description": "A guest store file." },
-                "initrd": { "type": "string", "description": "A guest store file." },
-                "cmdline": {
-                    "type": "string",
-                    "maxLength": limits::MAX_CMDLINE_LEN,
-                    "default": ""
-                },
-                "disks": { "type": "array", "items": { "type": "string" } },
-                "autostart": { "type": "boolean", "default": false }
-            }
-        },
-        "Invalid": {
-            "type": "object",
-            "required": ["error"],
-            "properties": {
-                "error": {
-                    "type": "object",
-                    "required": ["status", "message"],
-                    "properties": {
-                        "status": { "type": "integer", "minimum": 400, "maximum": 599 },
-                        "message": { "type": "string" }
-                    }
-                },
-                "errors": {
-                    "type": "array",
-                    "description": "Every problem, in document order.",
-                    "items": {
-                        "type": "object",
-                        "required": ["path", "message"],
-                        "properties": {
-                            "path": {
-                                "type": "string",
-                                "description": "network.prefix, vms[0].memory_mib; empty for the document itself."
-                            },
-                            "message": { "type": "string" }
-                        }
-                    }
-                }
-            }
-        }
-    })
-}
-
-fn count() -> Value {
-    json!({ "type": "integer", "minimum": 0 })
-}
-
-fn nullable_string(description: &str) -> Value {
-    json!({ "type": "string", "nullable": true, "description": description })
-}
-
-fn exits() -> Value {
-    json!({
-        "type": "object",
-        "description": "VM exits by reason.",
-        "additionalProperties": count()
-    })
-}
-
+/// The component schemas, generated from the types the router reads and writes, so that
+/// they cannot drift from the wire format: field names, types, which fields may be left out,
+/// `null`, the limits (from `keel_config::limits`) and the descriptions (the doc comments).
 fn schemas() -> Value {
-    let summary = json!({
-        "name": {
-            "type": "string",
-            "description": "What /api/v1/vms/{name} takes: a configured VM's name, an ad-hoc \
-                VM's number."
-        },
-        "number": { "type": "integer", "minimum": 0, "maximum": 4294967295u64 },
-        "configured": {
-            "type": "boolean",
-            "description": "Defined in the configuration (false for an ad-hoc VM)."
-        },
-        "source": {
-            "type": "string",
-            "description": "`store:<kernel>` for a configured VM, the boot module otherwise."
-        },
-        "state": schema_ref("VmState"),
-        "stop_reason": nullable_string("Why the VM stopped, when stopped."),
-        "memory_mib": {
-            "type": "integer",
-            "minimum": 0,
-            "maximum": 4294967295u64,
-            "description": "Guest RAM (as defined, until it runs)."
-        },
-        "vcpus": {
-            "type": "integer",
-            "minimum": 0,
-            "maximum": 4294967295u64,
-            "description": "vCPUs (as defined, until it runs)."
-        },
-        "uptime_s": {
-            "type": "integer",
-            "minimum": 0,
-            "nullable": true,
-            "description": "Seconds since it started, while running, idle or stopping."
-        },
-        "autostart": { "type": "boolean" }
-    });
-    let summary_required = json!([
-        "name",
-        "number",
-        "configured",
-        "source",
-        "state",
-        "stop_reason",
-        "memory_mib",
-        "vcpus",
-        "uptime_s",
-        "autostart"
-    ]);
-    let mut detail = summary.clone();
-    let mut detail_required = summary_required.clone();
-    if let (Value::Object(fields), Value::Array(required)) = (&mut detail, &mut detail_required) {
-        fields.insert("exits".into(), exits());
-        fields.insert(
-            "backend".into(),
-            nullable_string(
-                "The backend of the current or last run (svm, vmx); null until it runs.",
-            ),
-        );
-        fields.insert("console_bytes".into(), count());
-        fields.insert(
-            "kernel".into(),
-            nullable_string("A configured VM's kernel (guest store file); null when ad-hoc."),
-        );
-        fields.insert(
-            "initrd".into(),
-            nullable_string("A configured VM's initrd."),
-        );
-        fields.insert(
-            "cmdline".into(),
-            nullable_string("A configured VM's kernel command line; null when ad-hoc."),
-        );
-        for field in [
-            "exits",
-            "backend",
-            "console_bytes",
-            "kernel",
-            "initrd",
-            "cmdline",
-        ] {
-            required.push(field.into());
+    let generator = |contract| {
+        SchemaSettings::openapi3()
+            .with(|s| s.contract = contract)
+            .into_generator()
+    };
+    // Request bodies as the router reads them (defaulted fields may be left out)...
+    let mut requests = generator(Contract::Deserialize);
+    requests.subschema_for::<Config>();
+    requests.subschema_for::<keel_config::schema::Vm>();
+    requests.subschema_for::<RunModule>();
+    requests.subschema_for::<StopRequest>();
+    // ...and response bodies as it writes them (every field is always there).
+    let mut responses = generator(Contract::Serialize);
+    responses.subschema_for::<Health>();
+    responses.subschema_for::<ErrorBody<'static>>();
+    responses.subschema_for::<InvalidBody<'static>>();
+    responses.subschema_for::<SystemInfo>();
+    responses.subschema_for::<ModuleList>();
+    responses.subschema_for::<StoreList>();
+    responses.subschema_for::<VmList>();
+    responses.subschema_for::<VmDetail>();
+    responses.subschema_for::<Destroyed>();
+    responses.subschema_for::<ConsoleInput>();
+    responses.subschema_for::<ConsoleChunk>();
+    let mut all = requests.take_definitions(true);
+    all.extend(responses.take_definitions(true));
+    for schema in all.values_mut() {
+        collapse_unit_enum(schema);
+    }
+    Value::Object(all)
+}
+
+/// Turns schemars' schema of an enum of documented unit variants (a `oneOf` of one-value
+/// string enums, one per variant) into one string `enum`, the variants' descriptions listed
+/// in its own: the form clients and code generators expect.
+fn collapse_unit_enum(schema: &mut Value) {
+    let Some(Value::Array(variants)) = schema.get("oneOf") else {
+        return;
+    };
+    let mut values = alloc::vec::Vec::new();
+    let mut description = schema["description"].as_str().unwrap_or("").to_string();
+    for variant in variants {
+        match (variant["type"].as_str(), variant["enum"].as_array()) {
+            (Some("string"), Some(one)) if one.len() == 1 => {
+                values.push(one[0].clone());
+                if let (Some(name), Some(doc)) = (one[0].as_str(), variant["description"].as_str())
+                {
+                    description.push_str(&alloc::format!("\n- `{name}`: {doc}"));
+                }
+            }
+            _ => return,
         }
     }
-    let mut all = json!({
-        "Error": {
-            "type": "object",
-            "required": ["error"],
-            "properties": {
-                "error": {
-                    "type": "object",
-                    "required": ["status", "message"],
-                    "properties": {
-                        "status": { "type": "integer", "minimum": 400, "maximum": 599 },
-                        "message": { "type": "string" }
-                    }
-                }
-            }
-        },
-        "Health": {
-            "type": "object",
-            "required": ["status"],
-            "properties": { "status": { "type": "string", "enum": ["ok"] } }
-        },
-        "SystemInfo": {
-            "type": "object",
-            "required": [
-                "hostname", "version", "uptime_ms", "cpus", "memory", "virtualization", "network"
-            ],
-            "properties": {
-                "hostname": { "type": "string", "description": "From the configuration." },
-                "version": { "type": "string" },
-                "uptime_ms": count(),
-                "cpus": count(),
-                "memory": schema_ref("Memory"),
-                "virtualization": {
-                    "type": "string",
-                    "description": "The extension in use, or why there is none."
-                },
-                "network": schema_ref("Network")
-            }
-        },
-        "Memory": {
-            "type": "object",
-            "required": ["total_bytes", "free_bytes"],
-            "properties": { "total_bytes": count(), "free_bytes": count() }
-        },
-        "Network": {
-            "type": "object",
-            "required": ["mac", "dhcp", "address", "gateway", "dns", "lease_events"],
-            "properties": {
-                "mac": { "type": "string" },
-                "dhcp": { "type": "boolean" },
-                "address": nullable_string("a.b.c.d/prefix; null while DHCP has no lease."),
-                "gateway": nullable_string("The default gateway."),
-                "dns": { "type": "array", "items": { "type": "string" } },
-                "lease_events": count()
-            }
-        },
-        "ModuleInfo": {
-            "type": "object",
-            "required": ["index", "name", "size_bytes"],
-            "properties": {
-                "index": count(),
-                "name": { "type": "string" },
-                "size_bytes": count()
-            }
-        },
-        "ModuleList": {
-            "type": "object",
-            "required": ["modules"],
-            "properties": {
-                "modules": { "type": "array", "items": schema_ref("ModuleInfo") }
-            }
-        },
-        "StoreFile": {
-            "type": "object",
-            "required": ["name", "size"],
-            "properties": {
-                "name": { "type": "string" },
-                "size": count()
-            }
-        },
-        "StoreList": {
-            "type": "object",
-            "required": ["files"],
-            "properties": {
-                "files": { "type": "array", "items": schema_ref("StoreFile") }
-            }
-        },
-        "VmState": {
-            "type": "string",
-            "enum": ["defined", "running", "idle", "paused", "stopping", "stopped"],
-            "description": "defined: never started since boot; idle: halted, waiting for an \
-                interrupt; paused: paused by the operator until resumed; stopping: the power \
-                button was pressed."
-        },
-        "VmSummary": {
-            "type": "object",
-            "required": summary_required,
-            "properties": summary
-        },
-        "VmList": {
-            "type": "object",
-            "required": ["vms"],
-            "properties": { "vms": { "type": "array", "items": schema_ref("VmSummary") } }
-        },
-        "VmDetail": {
-            "type": "object",
-            "required": detail_required,
-            "properties": detail
-        },
-        "RunModule": {
-            "type": "object",
-            "additionalProperties": false,
-            "properties": {
-                "mem_mib": {
-                    "type": "integer",
-                    "nullable": true,
-                    "minimum": limits::MIN_RUN_MEMORY_MIB,
-                    "maximum": limits::MAX_MEMORY_MIB,
-                    "multipleOf": limits::MEMORY_ALIGN_MIB,
-                    "description": "Guest RAM in MiB (even: guest RAM comes in 2 MiB pages); the default when absent."
-                },
-                "vcpus": {
-                    "type": "integer",
-                    "nullable": true,
-                    "minimum": 1,
-                    "maximum": limits::MAX_VCPUS,
-                    "description": "vCPUs; 1 when absent."
-                }
-            }
-        },
-        "StopRequest": {
-            "type": "object",
-            "additionalProperties": false,
-            "description": alloc::format!(
-                "Give `force` or `timeout_s`, not both; neither: a graceful stop forced after \
-                 {DEFAULT_STOP_TIMEOUT_S} s."
-            ),
-            "properties": {
-                "force": {
-                    "type": "boolean",
-                    "default": false,
-                    "description": "Stop at once instead of pressing the power button."
-                },
-                "timeout_s": {
-                    "type": "integer",
-                    "minimum": 1,
-                    "maximum": MAX_STOP_TIMEOUT_S,
-                    "default": DEFAULT_STOP_TIMEOUT_S,
-                    "description": "Seconds after the power button before it is forced off."
-                }
-            }
-        },
-        "Destroyed": {
-            "type": "object",
-            "required": ["name", "generation"],
-            "properties": {
-                "name": { "type": "string" },
-                "generation": {
-                    "type": "integer",
-                    "minimum": 0,
-                    "description": "The configuration generation saved without the VM."
-                }
-            }
-        },
-        "ConsoleInput": {
-            "type": "object",
-            "required": ["accepted", "dropped"],
-            "properties": {
-                "accepted": count(),
-                "dropped": {
-                    "type": "integer",
-                    "minimum": 0,
-                    "description": "Bytes the guest's input queue had no room for."
-                }
-            }
-        },
-        "ConsoleChunk": {
-            "type": "object",
-            "required": ["data", "next", "dropped"],
-            "properties": {
-                "data": { "type": "string" },
-                "next": count(),
-                "dropped": count()
-            }
-        }
+    *schema = json!({
+        "type": "string",
+        "enum": values,
+        "description": description,
     });
-    if let (Value::Object(all), Value::Object(config)) = (&mut all, config_schemas()) {
-        all.extend(config);
-    }
-    all
 }

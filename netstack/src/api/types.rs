@@ -11,6 +11,7 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use keel_config::Config;
@@ -224,8 +225,23 @@ impl fmt::Display for ApiError {
     }
 }
 
+/// `GET /api/v1/health`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Health {
+    /// Always `ok`: an answer at all means the server is up.
+    pub status: HealthStatus,
+}
+
+/// The health status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    /// The server is up.
+    Ok,
+}
+
 /// `GET /api/v1/system`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SystemInfo {
     /// The appliance's hostname, from its configuration.
     pub hostname: String,
@@ -244,7 +260,8 @@ pub struct SystemInfo {
 }
 
 /// Host memory totals.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(rename = "Memory")]
 pub struct MemoryInfo {
     /// Usable RAM.
     pub total_bytes: u64,
@@ -253,7 +270,8 @@ pub struct MemoryInfo {
 }
 
 /// The management interface's addressing, as text.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(rename = "Network")]
 pub struct NetworkInfo {
     /// MAC address, `aa:bb:cc:dd:ee:ff`.
     pub mac: String,
@@ -283,7 +301,7 @@ impl From<&NetStatus> for NetworkInfo {
 }
 
 /// A guest payload VMs can start from.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ModuleInfo {
     /// Its index (usable as `module` when starting a VM).
     pub index: u32,
@@ -294,14 +312,14 @@ pub struct ModuleInfo {
 }
 
 /// `GET /api/v1/modules`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ModuleList {
     /// The modules.
     pub modules: Vec<ModuleInfo>,
 }
 
-/// Where a VM stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Where a VM stands:
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum VmState {
     /// Defined in the configuration, never started since boot.
@@ -340,7 +358,7 @@ impl fmt::Display for VmState {
 }
 
 /// A file in the guest store.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct StoreFile {
     /// Its name, as given to `keel build --store`.
     pub name: String,
@@ -349,14 +367,14 @@ pub struct StoreFile {
 }
 
 /// `GET /api/v1/store`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct StoreList {
     /// The files.
     pub files: Vec<StoreFile>,
 }
 
 /// A VM in the list.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct VmSummary {
     /// What `/api/v1/vms/{name}` takes: the name of a configured VM, or the number of an
     /// ad-hoc one.
@@ -375,21 +393,21 @@ pub struct VmSummary {
     pub memory_mib: u32,
     /// vCPUs (as defined, until it runs).
     pub vcpus: u32,
-    /// Seconds since it started, while it runs (running, idle or stopping).
+    /// Seconds since it started, while it runs (running, idle, paused or stopping).
     pub uptime_s: Option<u64>,
     /// Whether it starts at boot.
     pub autostart: bool,
 }
 
 /// `GET /api/v1/vms`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct VmList {
     /// The VMs.
     pub vms: Vec<VmSummary>,
 }
 
 /// One VM in detail: the summary's fields and more.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct VmDetail {
     /// The list's fields.
     #[serde(flatten)]
@@ -410,7 +428,7 @@ pub struct VmDetail {
 }
 
 /// `DELETE /api/v1/vms/{name}`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Destroyed {
     /// The VM's name.
     pub name: String,
@@ -419,7 +437,7 @@ pub struct Destroyed {
 }
 
 /// `POST /api/v1/vms/{name}/console`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ConsoleInput {
     /// Bytes the guest's input queue took.
     pub accepted: u64,
@@ -431,14 +449,20 @@ pub struct ConsoleInput {
 pub const MAX_CONSOLE_INPUT: usize = 4096;
 
 /// `POST /api/v1/modules/{module}/run`'s optional body.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunModule {
-    /// Guest RAM in MiB; the kernel's default when absent or `null`.
+    /// Guest RAM in MiB (even: guest RAM comes in 2 MiB pages); the kernel's default when
+    /// absent or `null`.
     #[serde(default)]
+    #[schemars(
+        range(min = MIN_RUN_MEMORY_MIB, max = MAX_MEMORY_MIB),
+        extend("multipleOf" = keel_config::limits::MEMORY_ALIGN_MIB)
+    )]
     pub mem_mib: Option<u32>,
-    /// vCPUs, from 1 up to the limit (`MAX_VCPUS`); 1 when absent or `null`.
+    /// vCPUs; 1 when absent or `null`.
     #[serde(default)]
+    #[schemars(range(min = 1, max = MAX_VCPUS))]
     pub vcpus: Option<u8>,
 }
 
@@ -471,14 +495,16 @@ impl RunModule {
 }
 
 /// The optional body of `POST /api/v1/vms/{name}/stop` and `/restart`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StopRequest {
     /// Stop at once instead of pressing the power button.
     #[serde(default)]
     pub force: bool,
-    /// Grace time after the power button before the VM is forced off (default 30).
+    /// Seconds after the power button before the VM is forced off; the default when absent.
+    /// Give `force` or `timeout_s`, not both.
     #[serde(default)]
+    #[schemars(range(min = 1, max = MAX_STOP_TIMEOUT_S), extend("default" = DEFAULT_STOP_TIMEOUT_S))]
     pub timeout_s: Option<u32>,
 }
 
@@ -534,7 +560,7 @@ pub(super) fn json_object(body: &[u8]) -> Result<Option<serde_json::Value>, (u16
 }
 
 /// `GET /api/v1/vms/{name}/console`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ConsoleChunk {
     /// Output from the requested offset on (non-UTF-8 bytes replaced by U+FFFD).
     pub data: String,
