@@ -215,9 +215,10 @@ impl JsonSchema for Ipv4 {
 }
 
 /// Why a configuration document was refused.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
     /// The bytes are not JSON.
+    #[error("not valid JSON at line {line}, column {column}: {message}")]
     Syntax {
         /// 1-based line of the error.
         line: usize,
@@ -227,42 +228,23 @@ pub enum ConfigError {
         message: String,
     },
     /// The JSON does not have the schema's shape (a wrong type, an unknown or missing field).
-    Schema(SchemaError),
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
     /// The values break the schema's rules: every violation, in document order.
+    #[error("{}", joined(.0))]
     Invalid(Vec<ValidationError>),
 }
 
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ConfigError::Syntax {
-                line,
-                column,
-                message,
-            } => write!(
-                f,
-                "not valid JSON at line {line}, column {column}: {message}"
-            ),
-            ConfigError::Schema(e) => e.fmt(f),
-            ConfigError::Invalid(errors) => {
-                for (i, e) in errors.iter().enumerate() {
-                    if i > 0 {
-                        f.write_str("; ")?;
-                    }
-                    e.fmt(f)?;
-                }
-                Ok(())
-            }
+/// Every error's message, `; ` between them.
+pub(crate) fn joined(errors: &[ValidationError]) -> String {
+    let mut out = String::new();
+    for (i, e) in errors.iter().enumerate() {
+        if i > 0 {
+            out.push_str("; ");
         }
+        out.push_str(&e.to_string());
     }
-}
-
-impl core::error::Error for ConfigError {}
-
-impl From<SchemaError> for ConfigError {
-    fn from(e: SchemaError) -> Self {
-        ConfigError::Schema(e)
-    }
+    out
 }
 
 impl Config {

@@ -3,7 +3,6 @@
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
-use core::fmt;
 use core::net::Ipv4Addr;
 
 use super::{Config, Management, Network, NetworkMode, Vm};
@@ -14,21 +13,14 @@ use crate::limits::{
 };
 
 /// One broken rule: where, and what to do about it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
 pub struct ValidationError {
     /// The field: `hostname`, `network.gateway`, `vms[1].memory_mib`.
     pub path: String,
     /// What is wrong, phrased as what the value must be.
     pub message: String,
 }
-
-impl fmt::Display for ValidationError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
-    }
-}
-
-impl core::error::Error for ValidationError {}
 
 /// Collects violations in document order.
 struct Errors(Vec<ValidationError>);

@@ -179,19 +179,24 @@ impl fmt::Display for VmKey<'_> {
 
 /// Why the kernel refused an operation. Each maps to one HTTP status; the message goes
 /// into the JSON error body as it is, so say what to do about it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ApiError {
     /// No such VM or module. 404.
+    #[error("{0}")]
     NotFound(String),
     /// The VM is not in a state that allows this (e.g. already stopped). 409.
+    #[error("{0}")]
     Conflict(String),
     /// The request is well-formed but cannot be carried out as given (not a guest image,
     /// memory size out of range). 422.
+    #[error("{0}")]
     Invalid(String),
     /// The host cannot do it now (no virtualization extension, out of memory). 503.
+    #[error("{0}")]
     Unavailable(String),
     /// A bug or an unexpected failure in the kernel. 500.
+    #[error("{0}")]
     Internal(String),
 }
 
@@ -216,12 +221,6 @@ impl ApiError {
             | ApiError::Unavailable(m)
             | ApiError::Internal(m) => m,
         }
-    }
-}
-
-impl fmt::Display for ApiError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.message())
     }
 }
 
