@@ -22,8 +22,9 @@
 //!
 //! # Two steps
 //!
-//! 1. Shape: [`Config::from_json`] / [`Config::from_value`] deserialize through a walker that
-//!    names the path of a mistyped or unknown field ([`SchemaError`]).
+//! 1. Shape: [`Config::from_json`] / [`Config::from_value`] deserialize through
+//!    `serde_path_to_error` and a walker with operator-worded messages (`de`), which name the
+//!    path of a mistyped, unknown or missing field ([`SchemaError`]).
 //! 2. Rules: [`Config::validate`] checks every value against the rules the types cannot
 //!    express and returns *all* violations ([`ValidationError`]), each with its path.
 //!
