@@ -36,9 +36,13 @@ use crate::schema::{self, Config, SchemaError, SchemaErrorKind, ValidationError}
 pub const MAX_PATH_LEN: usize = 256;
 
 /// Why an edit was refused. The original configuration is unchanged in every case.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum EditError {
     /// The path is not of the form `field`, `field.field`, `field[index]`.
+    #[error(
+        "bad path \"{}\": {reason} (paths look like network.mode or vms[0].memory_mib)",
+        path.escape_default()
+    )]
     BadPath {
         /// The path as given.
         path: String,
@@ -46,6 +50,7 @@ pub enum EditError {
         reason: &'static str,
     },
     /// The path names a field the schema does not have.
+    #[error("{path}: no such setting{}", one_of(expected))]
     UnknownPath {
         /// The path up to and including the unknown field.
         path: String,
@@ -54,6 +59,7 @@ pub enum EditError {
     },
     /// The path steps into a value that has no fields or elements (`hostname.x`), or uses a
     /// field name on a list or an index on an object.
+    #[error("{path} is {found}; the path cannot continue there")]
     WrongStep {
         /// The path up to the value that cannot be stepped into.
         path: String,
@@ -61,6 +67,7 @@ pub enum EditError {
         found: &'static str,
     },
     /// An index past the end of a list (only the length itself is allowed, to append).
+    #[error("{path}: index out of range (the list has {len} elements; index {len} appends)")]
     IndexOutOfRange {
         /// The path including the index.
         path: String,
@@ -68,54 +75,21 @@ pub enum EditError {
         len: usize,
     },
     /// The new value has the wrong type, or a required field would be missing.
+    #[error(transparent)]
     Schema(SchemaError),
     /// The edited configuration breaks these rules.
+    #[error("{}", crate::schema::joined(.0))]
     Invalid(Vec<ValidationError>),
 }
 
-impl fmt::Display for EditError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            EditError::BadPath { path, reason } => write!(
-                f,
-                "bad path \"{}\": {reason} (paths look like network.mode or vms[0].memory_mib)",
-                path.escape_default()
-            ),
-            EditError::UnknownPath { path, expected } => {
-                write!(f, "{path}: no such setting")?;
-                if !expected.is_empty() {
-                    f.write_str("; expected one of: ")?;
-                    for (i, name) in expected.iter().enumerate() {
-                        if i > 0 {
-                            f.write_str(", ")?;
-                        }
-                        f.write_str(name)?;
-                    }
-                }
-                Ok(())
-            }
-            EditError::WrongStep { path, found } => {
-                write!(f, "{path} is {found}; the path cannot continue there")
-            }
-            EditError::IndexOutOfRange { path, len } => write!(
-                f,
-                "{path}: index out of range (the list has {len} elements; index {len} appends)"
-            ),
-            EditError::Schema(e) => e.fmt(f),
-            EditError::Invalid(errors) => {
-                for (i, e) in errors.iter().enumerate() {
-                    if i > 0 {
-                        f.write_str("; ")?;
-                    }
-                    e.fmt(f)?;
-                }
-                Ok(())
-            }
-        }
+/// `; expected one of: a, b` for [`EditError::UnknownPath`]; nothing without names.
+fn one_of(expected: &[&str]) -> String {
+    if expected.is_empty() {
+        String::new()
+    } else {
+        alloc::format!("; expected one of: {}", expected.join(", "))
     }
 }
-
-impl core::error::Error for EditError {}
 
 /// One step of a path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -19,6 +19,8 @@
 //!   VM definitions), its canonical JSON encoding, and validation that reports every
 //!   violation with its path (`vms[1].memory_mib: must be between 16 and 65536`). To the
 //!   record, this JSON is opaque payload bytes.
+//! - [`limits`]: every limit (memory range and alignment, vCPUs, name rules), read by the
+//!   validation here and by the console, the API and its OpenAPI document.
 //! - [`edit`]: pure operations on a [`Config`] for the console and the HTTP API: `set` and
 //!   `unset` by path, `diff`, and the ETag of the canonical encoding.
 #![cfg_attr(not(test), no_std)]
@@ -28,6 +30,7 @@
 extern crate alloc;
 
 pub mod edit;
+pub mod limits;
 pub mod record;
 pub mod schema;
 

@@ -421,6 +421,22 @@ impl Management for Plane<'_> {
             .map_err(start_error)
     }
 
+    // LEAD: wire to VmManager::pause/resume
+    fn pause_vm(&mut self, key: &VmKey<'_>) -> Result<(), ApiError> {
+        let (key, _) = self.resolve(key)?;
+        Err(ApiError::Unavailable(alloc::format!(
+            "VM {key}: the VM manager cannot pause VMs yet"
+        )))
+    }
+
+    // LEAD: wire to VmManager::pause/resume
+    fn resume_vm(&mut self, key: &VmKey<'_>) -> Result<(), ApiError> {
+        let (key, _) = self.resolve(key)?;
+        Err(ApiError::Unavailable(alloc::format!(
+            "VM {key}: the VM manager cannot resume VMs yet"
+        )))
+    }
+
     fn console_input(&mut self, key: &VmKey<'_>, bytes: &[u8]) -> Result<usize, ApiError> {
         let (key, _) = self.resolve(key)?;
         self.vms

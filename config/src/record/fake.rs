@@ -2,33 +2,25 @@
 //! writes at any byte), a volatile write cache that loses any subset of unflushed sectors,
 //! unreadable ranges, failing flushes and silently dropped writes.
 
-use core::fmt;
 use core::ops::Range;
 
 use super::BlockDevice;
 
 /// What the fake device reports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum FakeError {
     /// The power budget ran out; the device is dead until [`MemDevice::power_cycle`].
+    #[error("power cut")]
     PowerCut,
     /// A read of this LBA failed.
+    #[error("I/O error at LBA {lba}")]
     Io { lba: u64 },
     /// The request ran past the end of the device or was not whole sectors.
+    #[error("bad request")]
     BadRequest,
     /// Flush was set to fail.
+    #[error("flush failed")]
     FlushFailed,
-}
-
-impl fmt::Display for FakeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            FakeError::PowerCut => f.write_str("power cut"),
-            FakeError::Io { lba } => write!(f, "I/O error at LBA {lba}"),
-            FakeError::BadRequest => f.write_str("bad request"),
-            FakeError::FlushFailed => f.write_str("flush failed"),
-        }
-    }
 }
 
 /// A tiny xorshift PRNG (no external crates).

@@ -1,7 +1,6 @@
 //! Encoding and decoding one record (layout in the [module docs](super)).
 
 use alloc::vec::Vec;
-use core::fmt;
 
 /// The first eight bytes of every record.
 pub const MAGIC: [u8; 8] = *b"KEELCFG\0";
@@ -61,9 +60,10 @@ pub struct Record {
 
 /// Why bytes are not a valid record. Each check has its own variant, in the order [`decode`]
 /// makes them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RecordError {
     /// Fewer bytes than the header or the payload needs.
+    #[error("record truncated: needs {needed} bytes, {available} available")]
     Truncated {
         /// Bytes the record needs up to the point that failed.
         needed: usize,
@@ -71,16 +71,20 @@ pub enum RecordError {
         available: usize,
     },
     /// The header area is all zeros or all ones: never written (or erased).
+    #[error("blank (never written)")]
     Blank,
     /// The first eight bytes are not [`MAGIC`].
+    #[error("not a Keel configuration record (bad magic)")]
     BadMagic,
     /// The header length field is impossible (below [`HEADER_LEN`], above
     /// [`MAX_HEADER_LEN`], or not the version's length).
+    #[error("impossible header length {found}")]
     BadHeaderLength {
         /// The stored header length.
         found: u32,
     },
     /// The header CRC does not match the header.
+    #[error("header CRC mismatch (stored {stored:#010x}, computed {computed:#010x})")]
     HeaderCrc {
         /// The CRC stored in the header.
         stored: u32,
@@ -88,12 +92,17 @@ pub enum RecordError {
         computed: u32,
     },
     /// The header is intact but of a format version this build cannot read.
+    #[error(
+        "record format version {found} is not supported (this build reads version \
+         {FORMAT_VERSION})"
+    )]
     UnsupportedVersion {
         /// The stored version.
         found: u32,
     },
     /// The payload length exceeds the limit ([`MAX_PAYLOAD`] for a record; the slot's
     /// capacity for a save).
+    #[error("payload of {len} bytes exceeds the limit of {max} bytes")]
     PayloadTooLarge {
         /// The payload length.
         len: usize,
@@ -101,44 +110,13 @@ pub enum RecordError {
         max: usize,
     },
     /// The payload CRC does not match the payload.
+    #[error("payload CRC mismatch (stored {stored:#010x}, computed {computed:#010x})")]
     PayloadCrc {
         /// The CRC stored in the header.
         stored: u32,
         /// The CRC of the payload bytes.
         computed: u32,
     },
-}
-
-impl fmt::Display for RecordError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RecordError::Truncated { needed, available } => write!(
-                f,
-                "record truncated: needs {needed} bytes, {available} available"
-            ),
-            RecordError::Blank => f.write_str("blank (never written)"),
-            RecordError::BadMagic => f.write_str("not a Keel configuration record (bad magic)"),
-            RecordError::BadHeaderLength { found } => {
-                write!(f, "impossible header length {found}")
-            }
-            RecordError::HeaderCrc { stored, computed } => write!(
-                f,
-                "header CRC mismatch (stored {stored:#010x}, computed {computed:#010x})"
-            ),
-            RecordError::UnsupportedVersion { found } => write!(
-                f,
-                "record format version {found} is not supported (this build reads version \
-                 {FORMAT_VERSION})"
-            ),
-            RecordError::PayloadTooLarge { len, max } => {
-                write!(f, "payload of {len} bytes exceeds the limit of {max} bytes")
-            }
-            RecordError::PayloadCrc { stored, computed } => write!(
-                f,
-                "payload CRC mismatch (stored {stored:#010x}, computed {computed:#010x})"
-            ),
-        }
-    }
 }
 
 fn le_u32(bytes: &[u8; HEADER_LEN], at: usize) -> u32 {

@@ -67,33 +67,20 @@ impl fmt::Display for Slot {
 }
 
 /// Why a partition cannot hold two slots.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum LayoutError {
     /// The sector size is below [`MAX_HEADER_LEN`].
+    #[error("sector size {size} is not supported (at least {MAX_HEADER_LEN} bytes needed)")]
     UnsupportedSectorSize {
         /// The device's sector size.
         size: usize,
     },
     /// Fewer than two sectors: no room for two slots.
+    #[error("configuration partition of {sectors} sectors is too small for two slots")]
     PartitionTooSmall {
         /// The device's sector count.
         sectors: u64,
     },
-}
-
-impl fmt::Display for LayoutError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            LayoutError::UnsupportedSectorSize { size } => write!(
-                f,
-                "sector size {size} is not supported (at least {MAX_HEADER_LEN} bytes needed)"
-            ),
-            LayoutError::PartitionTooSmall { sectors } => write!(
-                f,
-                "configuration partition of {sectors} sectors is too small for two slots"
-            ),
-        }
-    }
 }
 
 /// The partition split into two equal halves: slot A from LBA 0, slot B right after it.
@@ -158,21 +145,14 @@ impl Slots {
 }
 
 /// Why a slot holds no usable record.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SlotFault<E> {
     /// The slot was read, but its bytes are not a valid record.
+    #[error(transparent)]
     Invalid(RecordError),
     /// The device failed to read the slot.
+    #[error("read failed: {0}")]
     Unreadable(E),
-}
-
-impl<E: fmt::Display> fmt::Display for SlotFault<E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SlotFault::Invalid(err) => err.fmt(f),
-            SlotFault::Unreadable(err) => write!(f, "read failed: {err}"),
-        }
-    }
 }
 
 /// What a slot holds.
@@ -211,11 +191,13 @@ pub struct Loaded<E> {
 }
 
 /// Why a [`load`] or [`save`] failed.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError<E> {
     /// The partition cannot hold two slots.
-    Layout(LayoutError),
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
     /// The payload does not fit in a slot.
+    #[error("configuration of {len} bytes does not fit in a slot (at most {max} bytes)")]
     PayloadTooLarge {
         /// The payload length.
         len: usize,
@@ -223,6 +205,7 @@ pub enum StoreError<E> {
         max: usize,
     },
     /// Neither slot holds a valid record; says why for each.
+    #[error("no valid configuration: slot A: {a}; slot B: {b}")]
     NoValidSlot {
         /// Why slot A is unusable.
         a: SlotFault<E>,
@@ -231,6 +214,7 @@ pub enum StoreError<E> {
     },
     /// Reading a slot failed. A save stops here: the unreadable slot might hold the newest
     /// configuration, and writing either slot could then lose it.
+    #[error("reading slot {slot} failed: {error}")]
     Read {
         /// The slot being read.
         slot: Slot,
@@ -240,6 +224,7 @@ pub enum StoreError<E> {
     /// Writing the new record failed. The previous configuration is intact in the other
     /// slot; the new record may or may not have reached the disk, so the next [`load`] decides
     /// which of the two is current.
+    #[error("writing slot {slot} failed: {error}")]
     Write {
         /// The slot being written.
         slot: Slot,
@@ -249,6 +234,7 @@ pub enum StoreError<E> {
     /// Flushing the new record failed. The previous configuration is intact in the other
     /// slot; the new record may or may not have reached the disk, so the next [`load`] decides
     /// which of the two is current.
+    #[error("flushing slot {slot} failed: {error}")]
     Flush {
         /// The slot just written.
         slot: Slot,
@@ -258,44 +244,14 @@ pub enum StoreError<E> {
     /// The slot did not read back what was written. The previous configuration is intact in
     /// the other slot; the new record may or may not have reached the disk, so the next
     /// [`load`] decides which of the two is current.
+    #[error("slot {slot} did not read back what was written")]
     VerifyFailed {
         /// The slot written.
         slot: Slot,
     },
     /// The newest generation is `u64::MAX`; no newer record can be written.
+    #[error("the generation counter is exhausted")]
     GenerationExhausted,
-}
-
-impl<E: fmt::Display> fmt::Display for StoreError<E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StoreError::Layout(err) => err.fmt(f),
-            StoreError::PayloadTooLarge { len, max } => write!(
-                f,
-                "configuration of {len} bytes does not fit in a slot (at most {max} bytes)"
-            ),
-            StoreError::NoValidSlot { a, b } => {
-                write!(f, "no valid configuration: slot A: {a}; slot B: {b}")
-            }
-            StoreError::Read { slot, error } => write!(f, "reading slot {slot} failed: {error}"),
-            StoreError::Write { slot, error } => {
-                write!(f, "writing slot {slot} failed: {error}")
-            }
-            StoreError::Flush { slot, error } => {
-                write!(f, "flushing slot {slot} failed: {error}")
-            }
-            StoreError::VerifyFailed { slot } => {
-                write!(f, "slot {slot} did not read back what was written")
-            }
-            StoreError::GenerationExhausted => f.write_str("the generation counter is exhausted"),
-        }
-    }
-}
-
-impl<E> From<LayoutError> for StoreError<E> {
-    fn from(err: LayoutError) -> Self {
-        StoreError::Layout(err)
-    }
 }
 
 /// Reads and checks the record in `slot`: the first sector, then as many more as its header

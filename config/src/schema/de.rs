@@ -1,10 +1,19 @@
-//! A serde [`Deserializer`] over a parsed [`serde_json::Value`] that knows where it is.
+//! Deserializing the schema from a parsed [`serde_json::Value`], with errors that name the
+//! field (`vms[1].memory_mib: expected ...`) in words an operator knows.
 //!
 //! serde_json reports type errors with a line and column only, and `toml` with a byte span;
 //! neither names the field. Both front ends therefore parse into a [`Value`] first and
-//! deserialize the schema types from it through [`from_value`], which attaches the path of
-//! the failing node (`vms[1].memory_mib`) to every error. The walk descends only as deep as
-//! the schema types do, and never panics: every mismatch is a [`SchemaError`].
+//! deserialize the schema types from it through [`from_value`]:
+//!
+//! - `serde_path_to_error` tracks where the walk is and names the path of the failing node;
+//! - the [`Deserializer`] here walks the value with an error type of its own, whose messages
+//!   say `an integer from 0 to 65535` and `a list` where serde would say `u16` and `a
+//!   sequence`, and which takes a struct only from an object (serde's derived visitors would
+//!   also fill one from a list, field by field, which no operator means). serde_json's own
+//!   `Value` deserializer has neither, and its error type cannot be swapped, so this one stays.
+//!
+//! The walk descends only as deep as the schema types do, and never panics: every mismatch
+//! is a [`SchemaError`].
 
 use alloc::borrow::ToOwned;
 use alloc::format;
@@ -19,7 +28,8 @@ use serde::de::{
 use serde_json::Value;
 
 /// A JSON value that does not have the shape of the schema.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}{kind}", at(path))]
 pub struct SchemaError {
     /// Where: `network.mode`, `vms[0].kernel`; empty for the document itself.
     pub path: String,
@@ -28,168 +38,105 @@ pub struct SchemaError {
 }
 
 /// What [`SchemaError`] found wrong.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SchemaErrorKind {
     /// The field at `path` (its last component) does not exist in the schema.
+    #[error("unknown field; {}", one_of(expected))]
     UnknownField {
         /// The fields that do exist at that level.
         expected: &'static [&'static str],
     },
     /// The required field at `path` is absent.
+    #[error("required field is missing")]
     MissingField,
     /// The value at `path` has the wrong type or an impossible value.
+    #[error("{message}")]
     Invalid {
         /// What was expected and what was found.
         message: String,
     },
 }
 
-impl fmt::Display for SchemaError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if !self.path.is_empty() {
-            write!(f, "{}: ", self.path)?;
-        }
-        match &self.kind {
-            SchemaErrorKind::UnknownField { expected: [] } => {
-                f.write_str("unknown field; no fields are allowed here")
-            }
-            SchemaErrorKind::UnknownField { expected } => {
-                f.write_str("unknown field; expected one of: ")?;
-                write_list(f, expected)
-            }
-            SchemaErrorKind::MissingField => f.write_str("required field is missing"),
-            SchemaErrorKind::Invalid { message } => f.write_str(message),
-        }
+/// `path: `, or nothing for the document itself.
+fn at(path: &str) -> String {
+    if path.is_empty() {
+        String::new()
+    } else {
+        format!("{path}: ")
     }
 }
 
-impl core::error::Error for SchemaError {}
-
-fn write_list(f: &mut fmt::Formatter<'_>, items: &[&str]) -> fmt::Result {
-    for (i, item) in items.iter().enumerate() {
-        if i > 0 {
-            f.write_str(", ")?;
-        }
-        f.write_str(item)?;
+/// What an unknown field could have been.
+fn one_of(expected: &[&str]) -> String {
+    if expected.is_empty() {
+        "no fields are allowed here".to_owned()
+    } else {
+        format!("expected one of: {}", expected.join(", "))
     }
-    Ok(())
 }
 
 /// Deserializes `T` from `value`, naming the path of the first node that does not fit.
 pub fn from_value<T: DeserializeOwned>(value: &Value) -> Result<T, SchemaError> {
-    T::deserialize(At {
-        value,
-        path: &Path::Root,
+    serde_path_to_error::deserialize(At { value }).map_err(|err| {
+        // `.` is serde_path_to_error's name for the document itself.
+        let path = match err.path().to_string() {
+            root if root == "." => String::new(),
+            path => path,
+        };
+        let (path, kind) = match err.into_inner() {
+            // The path of an unknown field ends in its name already.
+            DeError::UnknownField { expected, .. } => {
+                (path, SchemaErrorKind::UnknownField { expected })
+            }
+            // A missing field is found by the object that lacks it.
+            DeError::MissingField { field } if path.is_empty() => {
+                (field.to_owned(), SchemaErrorKind::MissingField)
+            }
+            DeError::MissingField { field } => {
+                (format!("{path}.{field}"), SchemaErrorKind::MissingField)
+            }
+            DeError::Invalid(message) | DeError::Custom(message) => {
+                (path, SchemaErrorKind::Invalid { message })
+            }
+        };
+        SchemaError { path, kind }
     })
-    .map_err(DeError::into_schema_error)
 }
 
-/// A position in the document, as a chain of parents on the stack.
-#[derive(Clone, Copy)]
-enum Path<'a> {
-    Root,
-    Key(&'a Path<'a>, &'a str),
-    Index(&'a Path<'a>, usize),
-}
-
-impl fmt::Display for Path<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Path::Root => Ok(()),
-            Path::Key(Path::Root, key) => f.write_str(key),
-            Path::Key(parent, key) => write!(f, "{parent}.{key}"),
-            Path::Index(parent, index) => write!(f, "{parent}[{index}]"),
-        }
-    }
-}
-
-/// `parent.field`, or `field` at the top level.
-fn join(parent: &Path<'_>, field: &str) -> String {
-    Path::Key(parent, field).to_string()
-}
-
-/// The error type of the walk: a [`SchemaError`] whose path is filled in on the way out, by
-/// the innermost node that saw it.
-#[derive(Debug)]
-struct DeError {
-    path: Option<String>,
-    kind: Kind,
-}
-
-#[derive(Debug)]
-enum Kind {
+/// The error type of the walk; `serde_path_to_error` says where it happened.
+#[derive(Debug, thiserror::Error)]
+enum DeError {
+    #[error("unknown field {field}")]
     UnknownField {
         field: String,
         expected: &'static [&'static str],
     },
-    MissingField {
-        field: &'static str,
-    },
+    #[error("missing field {field}")]
+    MissingField { field: &'static str },
+    #[error("{0}")]
     Invalid(String),
     /// A message from a type's own parser (`invalid IPv4 address syntax`), which does not say
     /// what it was given.
+    #[error("{0}")]
     Custom(String),
 }
 
 impl DeError {
-    fn invalid(message: String) -> DeError {
-        DeError {
-            path: None,
-            kind: Kind::Invalid(message),
-        }
-    }
-
-    /// Places the error at `path` unless an inner node already did. Field errors come up from
-    /// the object that holds the field, so their path is the object's plus the field name.
-    fn at(mut self, path: &Path<'_>) -> DeError {
-        if self.path.is_none() {
-            self.path = Some(match &self.kind {
-                Kind::UnknownField { field, .. } => join(path, field),
-                Kind::MissingField { field } => join(path, field),
-                Kind::Invalid(_) | Kind::Custom(_) => path.to_string(),
-            });
-        }
-        self
-    }
-
     /// Adds the offending string to a parser's message that lacks it.
-    fn found_str(mut self, found: &str) -> DeError {
-        if let Kind::Custom(message) = &self.kind {
-            let shown: String = found.chars().take(64).collect();
-            let ellipsis = if shown.len() < found.len() { "..." } else { "" };
-            self.kind = Kind::Invalid(format!(
-                "{message}: found \"{}{ellipsis}\"",
-                shown.escape_default()
-            ));
-        }
-        self
-    }
-
-    fn into_schema_error(self) -> SchemaError {
-        SchemaError {
-            path: self.path.unwrap_or_default(),
-            kind: match self.kind {
-                Kind::UnknownField { expected, .. } => SchemaErrorKind::UnknownField { expected },
-                Kind::MissingField { .. } => SchemaErrorKind::MissingField,
-                Kind::Invalid(message) | Kind::Custom(message) => {
-                    SchemaErrorKind::Invalid { message }
-                }
-            },
+    fn found_str(self, found: &str) -> DeError {
+        match self {
+            DeError::Custom(message) => {
+                let shown: String = found.chars().take(64).collect();
+                let ellipsis = if shown.len() < found.len() { "..." } else { "" };
+                DeError::Invalid(format!(
+                    "{message}: found \"{}{ellipsis}\"",
+                    shown.escape_default()
+                ))
+            }
+            other => other,
         }
     }
 }
-
-impl fmt::Display for DeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.kind {
-            Kind::UnknownField { field, .. } => write!(f, "unknown field {field}"),
-            Kind::MissingField { field } => write!(f, "missing field {field}"),
-            Kind::Invalid(message) | Kind::Custom(message) => f.write_str(message),
-        }
-    }
-}
-
-impl core::error::Error for DeError {}
 
 /// Rewrites serde's type names (`u16`, `struct Vm`) as an operator would say them.
 fn describe(expected: &dyn Expected) -> String {
@@ -208,10 +155,7 @@ fn describe(expected: &dyn Expected) -> String {
 
 impl de::Error for DeError {
     fn custom<T: fmt::Display>(msg: T) -> Self {
-        DeError {
-            path: None,
-            kind: Kind::Custom(msg.to_string()),
-        }
+        DeError::Custom(msg.to_string())
     }
 
     fn invalid_type(unexp: Unexpected<'_>, exp: &dyn Expected) -> Self {
@@ -221,7 +165,7 @@ impl de::Error for DeError {
             Unexpected::Map => "an object".to_owned(),
             other => other.to_string(),
         };
-        DeError::invalid(format!("expected {}, found {found}", describe(exp)))
+        DeError::Invalid(format!("expected {}, found {found}", describe(exp)))
     }
 
     fn invalid_value(unexp: Unexpected<'_>, exp: &dyn Expected) -> Self {
@@ -230,7 +174,7 @@ impl de::Error for DeError {
             Unexpected::Signed(n) => format!("{n} is out of range: expected {}", describe(exp)),
             other => format!("invalid value {other}: expected {}", describe(exp)),
         };
-        DeError::invalid(message)
+        DeError::Invalid(message)
     }
 
     fn unknown_variant(variant: &str, expected: &'static [&'static str]) -> Self {
@@ -243,24 +187,18 @@ impl de::Error for DeError {
             message.push_str(name);
             message.push('"');
         }
-        DeError::invalid(message)
+        DeError::Invalid(message)
     }
 
     fn unknown_field(field: &str, expected: &'static [&'static str]) -> Self {
-        DeError {
-            path: None,
-            kind: Kind::UnknownField {
-                field: field.to_owned(),
-                expected,
-            },
+        DeError::UnknownField {
+            field: field.to_owned(),
+            expected,
         }
     }
 
     fn missing_field(field: &'static str) -> Self {
-        DeError {
-            path: None,
-            kind: Kind::MissingField { field },
-        }
+        DeError::MissingField { field }
     }
 }
 
@@ -281,18 +219,16 @@ fn unexpected(value: &Value) -> Unexpected<'_> {
     }
 }
 
-/// One node of the document and where it is.
-struct At<'de, 'p> {
+/// One node of the document.
+struct At<'de> {
     value: &'de Value,
-    path: &'p Path<'p>,
 }
 
-impl<'de> Deserializer<'de> for At<'de, '_> {
+impl<'de> Deserializer<'de> for At<'de> {
     type Error = DeError;
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-        let path = self.path;
-        let result = match self.value {
+        match self.value {
             Value::Null => visitor.visit_unit(),
             Value::Bool(b) => visitor.visit_bool(*b),
             Value::Number(n) => {
@@ -303,7 +239,7 @@ impl<'de> Deserializer<'de> for At<'de, '_> {
                 } else if let Some(f) = n.as_f64() {
                     visitor.visit_f64(f)
                 } else {
-                    Err(DeError::invalid(format!(
+                    Err(DeError::Invalid(format!(
                         "number {n} cannot be represented"
                     )))
                 }
@@ -313,35 +249,29 @@ impl<'de> Deserializer<'de> for At<'de, '_> {
                 .map_err(|e: DeError| e.found_str(s)),
             Value::Array(items) => {
                 let mut seq = Seq {
-                    items: items.iter().enumerate(),
-                    path,
+                    items: items.iter(),
                 };
                 let out = visitor.visit_seq(&mut seq)?;
                 if seq.items.len() != 0 {
                     return Err(<DeError as de::Error>::invalid_length(
                         items.len(),
                         &"fewer elements",
-                    )
-                    .at(path));
+                    ));
                 }
                 Ok(out)
             }
             Value::Object(map) => visitor.visit_map(Map {
                 entries: map.iter(),
                 pending: None,
-                path,
             }),
-        };
-        result.map_err(|e| e.at(path))
+        }
     }
 
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-        let path = self.path;
         match self.value {
             Value::Null => visitor.visit_none(),
             _ => visitor.visit_some(self),
         }
-        .map_err(|e| e.at(path))
     }
 
     fn deserialize_newtype_struct<V: Visitor<'de>>(
@@ -349,8 +279,7 @@ impl<'de> Deserializer<'de> for At<'de, '_> {
         _name: &'static str,
         visitor: V,
     ) -> Result<V::Value, DeError> {
-        let path = self.path;
-        visitor.visit_newtype_struct(self).map_err(|e| e.at(path))
+        visitor.visit_newtype_struct(self)
     }
 
     fn deserialize_struct<V: Visitor<'de>>(
@@ -363,9 +292,10 @@ impl<'de> Deserializer<'de> for At<'de, '_> {
         // field by field in declaration order, which no operator means.
         match self.value {
             Value::Object(_) => self.deserialize_any(visitor),
-            other => {
-                Err(<DeError as de::Error>::invalid_type(unexpected(other), &visitor).at(self.path))
-            }
+            other => Err(<DeError as de::Error>::invalid_type(
+                unexpected(other),
+                &visitor,
+            )),
         }
     }
 
@@ -376,7 +306,7 @@ impl<'de> Deserializer<'de> for At<'de, '_> {
         visitor: V,
     ) -> Result<V::Value, DeError> {
         // The schema's enums are all unit variants written as strings ("dhcp").
-        let result = match self.value {
+        match self.value {
             Value::String(s) => {
                 let access: StrDeserializer<'_, DeError> = s.as_str().into_deserializer();
                 visitor.visit_enum(access)
@@ -385,8 +315,7 @@ impl<'de> Deserializer<'de> for At<'de, '_> {
                 unexpected(other),
                 &"a string",
             )),
-        };
-        result.map_err(|e| e.at(self.path))
+        }
     }
 
     serde::forward_to_deserialize_any! {
@@ -396,13 +325,12 @@ impl<'de> Deserializer<'de> for At<'de, '_> {
     }
 }
 
-/// The elements of an array, each at `path[i]`.
-struct Seq<'de, 'p> {
-    items: core::iter::Enumerate<core::slice::Iter<'de, Value>>,
-    path: &'p Path<'p>,
+/// The elements of an array.
+struct Seq<'de> {
+    items: core::slice::Iter<'de, Value>,
 }
 
-impl<'de> SeqAccess<'de> for Seq<'de, '_> {
+impl<'de> SeqAccess<'de> for Seq<'de> {
     type Error = DeError;
 
     fn next_element_seed<T: DeserializeSeed<'de>>(
@@ -411,10 +339,7 @@ impl<'de> SeqAccess<'de> for Seq<'de, '_> {
     ) -> Result<Option<T::Value>, DeError> {
         match self.items.next() {
             None => Ok(None),
-            Some((index, value)) => {
-                let path = Path::Index(self.path, index);
-                seed.deserialize(At { value, path: &path }).map(Some)
-            }
+            Some(value) => seed.deserialize(At { value }).map(Some),
         }
     }
 
@@ -423,14 +348,13 @@ impl<'de> SeqAccess<'de> for Seq<'de, '_> {
     }
 }
 
-/// The members of an object, each value at `path.key`.
-struct Map<'de, 'p> {
+/// The members of an object.
+struct Map<'de> {
     entries: serde_json::map::Iter<'de>,
-    pending: Option<(&'de str, &'de Value)>,
-    path: &'p Path<'p>,
+    pending: Option<&'de Value>,
 }
 
-impl<'de> MapAccess<'de> for Map<'de, '_> {
+impl<'de> MapAccess<'de> for Map<'de> {
     type Error = DeError;
 
     fn next_key_seed<K: DeserializeSeed<'de>>(
@@ -440,7 +364,7 @@ impl<'de> MapAccess<'de> for Map<'de, '_> {
         match self.entries.next() {
             None => Ok(None),
             Some((key, value)) => {
-                self.pending = Some((key.as_str(), value));
+                self.pending = Some(value);
                 let key: BorrowedStrDeserializer<'de, DeError> =
                     BorrowedStrDeserializer::new(key.as_str());
                 seed.deserialize(key).map(Some)
@@ -449,13 +373,12 @@ impl<'de> MapAccess<'de> for Map<'de, '_> {
     }
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, DeError> {
-        let Some((key, value)) = self.pending.take() else {
-            return Err(DeError::invalid(
+        let Some(value) = self.pending.take() else {
+            return Err(DeError::Invalid(
                 "internal: object value requested before its key".to_owned(),
             ));
         };
-        let path = Path::Key(self.path, key);
-        seed.deserialize(At { value, path: &path })
+        seed.deserialize(At { value })
     }
 
     fn size_hint(&self) -> Option<usize> {

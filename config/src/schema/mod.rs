@@ -22,8 +22,9 @@
 //!
 //! # Two steps
 //!
-//! 1. Shape: [`Config::from_json`] / [`Config::from_value`] deserialize through a walker that
-//!    names the path of a mistyped or unknown field ([`SchemaError`]).
+//! 1. Shape: [`Config::from_json`] / [`Config::from_value`] deserialize through
+//!    `serde_path_to_error` and a walker with operator-worded messages (`de`), which name the
+//!    path of a mistyped, unknown or missing field ([`SchemaError`]).
 //! 2. Rules: [`Config::validate`] checks every value against the rules the types cannot
 //!    express and returns *all* violations ([`ValidationError`]), each with its path.
 //!
@@ -38,12 +39,19 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::net::Ipv4Addr;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::limits::{
+    MAX_CMDLINE_LEN, MAX_DNS_SERVERS, MAX_HOSTNAME_LEN, MAX_MEMORY_MIB, MAX_TOKEN_LEN, MAX_VCPUS,
+    MEMORY_ALIGN_MIB, MIN_MEMORY_MIB, MIN_TOKEN_LEN, token_pattern, vm_name_pattern,
+};
+
+pub use crate::limits::check_vm_name;
 pub(crate) use de::from_value;
 pub use de::{SchemaError, SchemaErrorKind};
-pub use validate::{ValidationError, check_vm_name};
+pub use validate::ValidationError;
 
 /// The default hostname.
 pub const DEFAULT_HOSTNAME: &str = "keel";
@@ -51,10 +59,11 @@ pub const DEFAULT_HOSTNAME: &str = "keel";
 pub const DEFAULT_HTTP_PORT: u16 = 80;
 
 /// The whole appliance configuration.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// The appliance's hostname: dot-separated RFC 1123 labels.
+    #[schemars(length(max = MAX_HOSTNAME_LEN))]
     pub hostname: String,
     /// The management network interface.
     pub network: Network,
@@ -76,8 +85,8 @@ impl Default for Config {
     }
 }
 
-/// How the management interface gets its address.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// How the management interface gets its address:
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum NetworkMode {
     /// Ask a DHCP server (the default).
@@ -104,34 +113,42 @@ impl fmt::Display for NetworkMode {
 }
 
 /// The management network interface. In `dhcp` mode the other fields must be absent; in
-/// `static` mode `address` and `prefix` are required.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// `static` mode `address` and `prefix` are required. Takes effect at the next boot.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
+#[schemars(rename = "ConfigNetwork")]
 pub struct Network {
     /// DHCP or static addressing.
     pub mode: NetworkMode,
     /// Static: the interface's IPv4 address.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Ipv4>")]
     pub address: Option<Ipv4Addr>,
-    /// Static: the subnet prefix length, 1 to 32.
+    /// Static: the subnet prefix length.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 32))]
     pub prefix: Option<u8>,
     /// Static: the default gateway, inside the subnet. Absent: no default route.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Ipv4>")]
     pub gateway: Option<Ipv4Addr>,
-    /// Static: up to three DNS servers.
+    /// Static: the DNS servers.
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schemars(with = "Vec<Ipv4>", length(max = MAX_DNS_SERVERS))]
     pub dns: Vec<Ipv4Addr>,
 }
 
 /// The management HTTP API.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
+#[schemars(rename = "ConfigManagement")]
 pub struct Management {
-    /// Bearer tokens the API accepts (16 to 128 characters of `A-Za-z0-9._~+/-` each).
-    /// Empty: the API accepts no requests.
+    /// Bearer tokens the API accepts, in effect as soon as saved. Empty: the API accepts no
+    /// requests.
+    #[schemars(inner(length(min = MIN_TOKEN_LEN, max = MAX_TOKEN_LEN), pattern(token_pattern())))]
     pub api_tokens: Vec<String>,
-    /// TCP port of the API, 1 to 65535.
+    /// TCP port of the API. Takes effect at the next boot.
+    #[schemars(range(min = 1))]
     pub http_port: u16,
 }
 
@@ -145,23 +162,28 @@ impl Default for Management {
 }
 
 /// One virtual machine. File names refer to files in the guest store partition.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "ConfigVm")]
 pub struct Vm {
-    /// Unique name: 1 to 32 characters of `a-z0-9-`, starting with a letter.
+    /// Unique name: `a-z0-9-`, starting with a letter.
+    #[schemars(length(min = 1, max = crate::limits::MAX_VM_NAME_LEN), pattern(alloc::format!("^{}$", vm_name_pattern())))]
     pub name: String,
-    /// Virtual CPUs. Only 1 is supported for now.
+    /// Virtual CPUs.
     #[serde(default = "default_vcpus")]
+    #[schemars(range(min = 1, max = MAX_VCPUS))]
     pub vcpus: u32,
-    /// Guest memory in MiB, 16 to 65536.
+    /// Guest memory in MiB (guest RAM comes in pages of `multipleOf` MiB).
+    #[schemars(range(min = MIN_MEMORY_MIB, max = MAX_MEMORY_MIB), extend("multipleOf" = MEMORY_ALIGN_MIB))]
     pub memory_mib: u64,
     /// The guest kernel (a store file name).
     pub kernel: String,
     /// The initial ramdisk (a store file name), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initrd: Option<String>,
-    /// The guest kernel command line, at most 2048 bytes.
+    /// The guest kernel command line (bytes).
     #[serde(default)]
+    #[schemars(length(max = MAX_CMDLINE_LEN))]
     pub cmdline: String,
     /// Disk images (store file names), attached in this order.
     #[serde(default)]
@@ -175,10 +197,29 @@ fn default_vcpus() -> u32 {
     1
 }
 
+/// The JSON Schema of an IPv4 address in dotted-decimal text (schemars describes
+/// `Ipv4Addr` only with `std`).
+struct Ipv4;
+
+impl JsonSchema for Ipv4 {
+    fn schema_name() -> alloc::borrow::Cow<'static, str> {
+        "Ipv4".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": "string", "format": "ipv4" })
+    }
+}
+
 /// Why a configuration document was refused.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
     /// The bytes are not JSON.
+    #[error("not valid JSON at line {line}, column {column}: {message}")]
     Syntax {
         /// 1-based line of the error.
         line: usize,
@@ -188,42 +229,23 @@ pub enum ConfigError {
         message: String,
     },
     /// The JSON does not have the schema's shape (a wrong type, an unknown or missing field).
-    Schema(SchemaError),
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
     /// The values break the schema's rules: every violation, in document order.
+    #[error("{}", joined(.0))]
     Invalid(Vec<ValidationError>),
 }
 
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ConfigError::Syntax {
-                line,
-                column,
-                message,
-            } => write!(
-                f,
-                "not valid JSON at line {line}, column {column}: {message}"
-            ),
-            ConfigError::Schema(e) => e.fmt(f),
-            ConfigError::Invalid(errors) => {
-                for (i, e) in errors.iter().enumerate() {
-                    if i > 0 {
-                        f.write_str("; ")?;
-                    }
-                    e.fmt(f)?;
-                }
-                Ok(())
-            }
+/// Every error's message, `; ` between them.
+pub(crate) fn joined(errors: &[ValidationError]) -> String {
+    let mut out = String::new();
+    for (i, e) in errors.iter().enumerate() {
+        if i > 0 {
+            out.push_str("; ");
         }
+        out.push_str(&e.to_string());
     }
-}
-
-impl core::error::Error for ConfigError {}
-
-impl From<SchemaError> for ConfigError {
-    fn from(e: SchemaError) -> Self {
-        ConfigError::Schema(e)
-    }
+    out
 }
 
 impl Config {

@@ -577,6 +577,13 @@ fn vm_resource_rules() {
     }
     with(&|v| v.memory_mib = 16).validate().unwrap();
     with(&|v| v.memory_mib = 65536).validate().unwrap();
+    // Guest RAM comes in 2 MiB pages: odd sizes are refused here, not when the VM starts.
+    for memory in [17, 257, 65535] {
+        assert_eq!(
+            errors(&with(&|v| v.memory_mib = memory)),
+            ["vms[1].memory_mib: must be an even number (guest RAM comes in 2 MiB pages)"]
+        );
+    }
 }
 
 #[test]

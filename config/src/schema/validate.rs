@@ -3,50 +3,24 @@
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
-use core::fmt;
 use core::net::Ipv4Addr;
 
 use super::{Config, Management, Network, NetworkMode, Vm};
-
-/// Longest hostname (RFC 1123 §2.1, as a DNS name).
-pub const MAX_HOSTNAME_LEN: usize = 253;
-/// Longest hostname label.
-pub const MAX_LABEL_LEN: usize = 63;
-/// Most DNS servers.
-pub const MAX_DNS_SERVERS: usize = 3;
-/// Shortest API token.
-pub const MIN_TOKEN_LEN: usize = 16;
-/// Longest API token.
-pub const MAX_TOKEN_LEN: usize = 128;
-/// Longest VM name.
-pub const MAX_VM_NAME_LEN: usize = 32;
-/// Most vCPUs a VM may have (they share the host CPU that runs the VM, by turns).
-pub const MAX_VCPUS: u32 = 8;
-/// Least guest memory in MiB.
-pub const MIN_MEMORY_MIB: u64 = 16;
-/// Most guest memory in MiB.
-pub const MAX_MEMORY_MIB: u64 = 65536;
-/// Longest guest command line in bytes.
-pub const MAX_CMDLINE_LEN: usize = 2048;
-/// Longest store file name in bytes.
-pub const MAX_FILE_NAME_LEN: usize = 255;
+use crate::limits::{
+    MAX_CMDLINE_LEN, MAX_DNS_SERVERS, MAX_FILE_NAME_LEN, MAX_HOSTNAME_LEN, MAX_LABEL_LEN,
+    MAX_MEMORY_MIB, MAX_TOKEN_LEN, MAX_VCPUS, MEMORY_ALIGN_MIB, MIN_MEMORY_MIB, MIN_TOKEN_LEN,
+    check_vm_name, token_char,
+};
 
 /// One broken rule: where, and what to do about it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
 pub struct ValidationError {
     /// The field: `hostname`, `network.gateway`, `vms[1].memory_mib`.
     pub path: String,
     /// What is wrong, phrased as what the value must be.
     pub message: String,
 }
-
-impl fmt::Display for ValidationError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
-    }
-}
-
-impl core::error::Error for ValidationError {}
 
 /// Collects violations in document order.
 struct Errors(Vec<ValidationError>);
@@ -219,10 +193,6 @@ fn check_static(net: &Network, errors: &mut Errors) {
     }
 }
 
-fn token_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"._~+/-".contains(&b)
-}
-
 fn check_management(mgmt: &Management, errors: &mut Errors) {
     for (i, token) in mgmt.api_tokens.iter().enumerate() {
         let path = format!("management.api_tokens[{i}]");
@@ -247,25 +217,6 @@ fn check_management(mgmt: &Management, errors: &mut Errors) {
     if mgmt.http_port == 0 {
         errors.push("management.http_port", "must be between 1 and 65535");
     }
-}
-
-/// Checks a VM name against the rule for `vms[].name` (1 to 32 of `a-z0-9-`, a lowercase
-/// letter first); the error says what is wrong (`must start with a lowercase letter`).
-/// The API uses it to tell a malformed name in a path from an unknown one.
-pub fn check_vm_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > MAX_VM_NAME_LEN {
-        return Err(format!("must be 1 to {MAX_VM_NAME_LEN} characters long"));
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    {
-        return Err("may hold only lowercase letters, digits and '-'".into());
-    }
-    if !name.as_bytes()[0].is_ascii_lowercase() {
-        return Err("must start with a lowercase letter".into());
-    }
-    Ok(())
 }
 
 /// A file name in the guest store: one path component.
@@ -302,13 +253,18 @@ fn check_vms(vms: &[Vm], errors: &mut Errors) {
                 }
             }
         }
-        if !(1..=MAX_VCPUS).contains(&vm.vcpus) {
+        if !(1..=u32::from(MAX_VCPUS)).contains(&vm.vcpus) {
             errors.push(at("vcpus"), format!("must be between 1 and {MAX_VCPUS}"));
         }
-        if !(MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&vm.memory_mib) {
+        if !(u64::from(MIN_MEMORY_MIB)..=u64::from(MAX_MEMORY_MIB)).contains(&vm.memory_mib) {
             errors.push(
                 at("memory_mib"),
                 format!("must be between {MIN_MEMORY_MIB} and {MAX_MEMORY_MIB}"),
+            );
+        } else if !vm.memory_mib.is_multiple_of(u64::from(MEMORY_ALIGN_MIB)) {
+            errors.push(
+                at("memory_mib"),
+                format!("must be an even number (guest RAM comes in {MEMORY_ALIGN_MIB} MiB pages)"),
             );
         }
         if let Err(message) = check_file_name(&vm.kernel) {

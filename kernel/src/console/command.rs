@@ -1,4 +1,11 @@
 //! Console commands: the table (for `help`) and parsing a line into a [`Command`].
+//!
+//! Limits (memory, vCPUs, names) are `keel_config::limits`, as for the configuration and the
+//! API; the messages that name them are built from them at compile time.
+
+use const_format::formatcp;
+use keel_config::limits::{self, MAX_MEMORY_MIB, MAX_VCPUS, MIN_RUN_MEMORY_MIB};
+use keel_netstack::api::{DEFAULT_STOP_TIMEOUT_S, MAX_STOP_TIMEOUT_S, VmKey};
 
 /// A parsed console command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,6 +93,16 @@ pub enum Command<'a> {
         /// VM name.
         name: &'a str,
     },
+    /// Pause a running VM: its vCPUs stop and its timers stop advancing.
+    VmPause {
+        /// VM name or number.
+        key: &'a str,
+    },
+    /// Resume a paused VM where it stopped.
+    VmResume {
+        /// VM name or number.
+        key: &'a str,
+    },
     /// Show one VM in detail.
     VmInfo {
         /// VM name or number.
@@ -166,11 +183,22 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("vm start <name>", "start a VM the configuration defines"),
     (
         "vm stop <vm> [force | timeout=<s>]",
-        "stop a VM: ACPI power button, forced off after 30 s (or the timeout); force: at once",
+        formatcp!(
+            "stop a VM: ACPI power button, forced off after {DEFAULT_STOP_TIMEOUT_S} s (or the \
+             timeout); force: at once"
+        ),
     ),
     (
         "vm restart <name>",
         "stop a VM (as 'vm stop') and start it again",
+    ),
+    (
+        "vm pause <vm>",
+        "pause a running VM: its vCPUs and timers stop until 'vm resume'",
+    ),
+    (
+        "vm resume <vm>",
+        "resume a paused VM exactly where it stopped",
     ),
     (
         "vm info <vm>",
@@ -198,9 +226,6 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("reboot", "reset the machine"),
     ("poweroff", "power the machine off (ACPI S5)"),
 ];
-
-/// Smallest and largest guest RAM `vm run` accepts, in MiB.
-pub const VM_MEM_RANGE: (u32, u32) = (2, 65536);
 
 /// Why a line is not a command.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -258,31 +283,22 @@ fn no_more<'a>(
     }
 }
 
-/// A VM name (`[a-z][a-z0-9-]*`, at most 32 characters) or number, as `vm list` shows.
-// The message below names the range.
-const _: () = assert!(keel_vmm::devices::MAX_CPUS == 8);
-
 /// The value of a `vcpus=<n>` argument: 1 to the most a VM can have.
 fn parse_vcpus<'a>(argument: &'a str, value: &str) -> Result<u8, ParseError<'a>> {
     value
         .parse::<u8>()
         .ok()
-        .filter(|n| (1..=keel_vmm::devices::MAX_CPUS).contains(n))
+        .filter(|n| (1..=MAX_VCPUS).contains(n))
         .ok_or(ParseError::BadValue {
             argument,
-            expected: "vcpus=<n>, a whole number from 1 to 8",
+            expected: formatcp!("vcpus=<n>, a whole number from 1 to {MAX_VCPUS}"),
         })
 }
 
+/// A VM name or number, as `vm list` shows: the API's rule for `{name}` ([`VmKey`]).
 fn vm_key<'a>(word: Option<&'a str>, usage: &'static str) -> Result<&'a str, ParseError<'a>> {
     let word = word.ok_or(ParseError::Missing { usage })?;
-    let number = !word.is_empty() && word.len() <= 10 && word.bytes().all(|b| b.is_ascii_digit());
-    let name = word.len() <= 32
-        && word.as_bytes().first().is_some_and(u8::is_ascii_lowercase)
-        && word
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if number || name {
+    if VmKey::parse(word).is_ok() {
         Ok(word)
     } else {
         Err(ParseError::BadValue {
@@ -327,7 +343,8 @@ impl<'a> Iterator for Words<'a> {
 fn parse_vm<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Command<'a>, ParseError<'a>> {
     const USAGE: &str = "vm list | vm create <name> kernel=<file> … | vm destroy <name> | \
                          vm start <name> | vm stop <vm> [force | timeout=<s>] | \
-                         vm restart <name> | vm info <vm> | vm console <vm> | vm log <vm> | \
+                         vm restart <name> | vm pause <vm> | vm resume <vm> | vm info <vm> | \
+                         vm console <vm> | vm log <vm> | \
                          vm run <module> [initrd=<module>] [cmdline=\"…\"] [mem=<MiB>] \
                          [vcpus=<n>]";
     const RUN_USAGE: &str =
@@ -352,10 +369,13 @@ fn parse_vm<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Command<'a>,
                         argument: arg,
                         expected: "mem=<MiB>, a whole number of MiB",
                     })?;
-                    if mib < VM_MEM_RANGE.0 || mib > VM_MEM_RANGE.1 || !mib.is_multiple_of(2) {
+                    if !limits::memory_fits(u64::from(mib), MIN_RUN_MEMORY_MIB) {
                         return Err(ParseError::BadValue {
                             argument: arg,
-                            expected: "an even number of MiB between 2 and 65536",
+                            expected: formatcp!(
+                                "an even number of MiB between {MIN_RUN_MEMORY_MIB} and \
+                                 {MAX_MEMORY_MIB}"
+                            ),
                         });
                     }
                     if mem_mib.replace(mib).is_some() {
@@ -492,12 +512,16 @@ fn parse_vm<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Command<'a>,
                     && !force
                     && timeout_s.is_none()
                 {
-                    let s: u32 = v.parse().ok().filter(|s| (1..=3600).contains(s)).ok_or(
-                        ParseError::BadValue {
+                    let s: u32 = v
+                        .parse()
+                        .ok()
+                        .filter(|s| (1..=MAX_STOP_TIMEOUT_S).contains(s))
+                        .ok_or(ParseError::BadValue {
                             argument: arg,
-                            expected: "timeout=<seconds>, from 1 to 3600",
-                        },
-                    )?;
+                            expected: formatcp!(
+                                "timeout=<seconds>, from 1 to {MAX_STOP_TIMEOUT_S}"
+                            ),
+                        })?;
                     timeout_s = Some(s);
                 } else {
                     return Err(ParseError::UnexpectedArgument {
@@ -516,6 +540,14 @@ fn parse_vm<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Command<'a>,
             let name = vm_key(words.next(), "vm restart <name>")?;
             no_more("vm restart", words).map(|_| Command::VmRestart { name })
         }
+        Some("pause") => {
+            let key = vm_key(words.next(), "vm pause <vm>")?;
+            no_more("vm pause", words).map(|_| Command::VmPause { key })
+        }
+        Some("resume") => {
+            let key = vm_key(words.next(), "vm resume <vm>")?;
+            no_more("vm resume", words).map(|_| Command::VmResume { key })
+        }
         Some("info") => {
             let key = vm_key(words.next(), "vm info <vm>")?;
             no_more("vm info", words).map(|_| Command::VmInfo { key })
@@ -530,7 +562,8 @@ fn parse_vm<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Command<'a>,
         }
         Some(other) => Err(ParseError::BadValue {
             argument: other,
-            expected: "list, create, destroy, start, stop, restart, info, console, log or run",
+            expected: "list, create, destroy, start, stop, restart, pause, resume, info, console, \
+                       log or run",
         }),
         None => Err(ParseError::Missing { usage: USAGE }),
     }
@@ -806,6 +839,33 @@ mod tests {
             Ok(Some(Command::VmRestart { name: "db" }))
         );
         assert_eq!(parse("vm info db"), Ok(Some(Command::VmInfo { key: "db" })));
+        assert_eq!(
+            parse("vm pause web"),
+            Ok(Some(Command::VmPause { key: "web" }))
+        );
+        assert_eq!(parse("vm pause 3"), Ok(Some(Command::VmPause { key: "3" })));
+        assert_eq!(
+            parse(" vm  resume  web "),
+            Ok(Some(Command::VmResume { key: "web" }))
+        );
+        assert_eq!(
+            std::format!("{}", parse("vm pause").unwrap_err()),
+            "usage: vm pause <vm>"
+        );
+        assert_eq!(
+            std::format!("{}", parse("vm resume").unwrap_err()),
+            "usage: vm resume <vm>"
+        );
+        assert_eq!(
+            std::format!("{}", parse("vm pause web now").unwrap_err()),
+            "'vm pause' does not take 'now'; type 'help'"
+        );
+        assert_eq!(
+            std::format!("{}", parse("vm resume Web").unwrap_err()),
+            "bad argument 'Web': expected a VM name or number, as 'vm list' shows"
+        );
+        assert_eq!(help_entries("vm pause").count(), 1);
+        assert_eq!(help_entries("vm resume").count(), 1);
         assert_eq!(
             parse("vm console 2"),
             Ok(Some(Command::VmConsole { key: "2" }))

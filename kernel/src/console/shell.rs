@@ -365,6 +365,10 @@ fn execute(kernel: &mut Services<'_>, cmd: Command<'_>) {
                 Err(e) => kprintln!("error: {e}"),
             }
         }
+        // LEAD: wire to VmManager::pause/resume
+        Command::VmPause { key } | Command::VmResume { key } => {
+            kprintln!("error: vm {key}: the VM manager cannot pause or resume VMs yet");
+        }
         Command::VmInfo { key } => {
             if let Err(e) = vms.info(key, &mut crate::serial::ConsoleWriter) {
                 kprintln!("error: {e}");

@@ -44,8 +44,16 @@ pub use self::report::{ViewState, VmView};
 pub const DEFAULT_MEM_MIB: u32 = 16;
 /// Guest RAM for a Linux VM when `mem=` is not given.
 pub const DEFAULT_LINUX_MEM_MIB: u32 = 256;
-/// Guest RAM accepted, in MiB (an even number: guest RAM comes in 2 MiB pages).
-pub const MEM_MIB_RANGE: (u32, u32) = (2, 65536);
+/// Guest RAM accepted, in MiB (a multiple of `MEMORY_ALIGN_MIB`: guest RAM comes in 2 MiB
+/// pages): the configuration's limits, which the console and the API check too.
+pub const MEM_MIB_RANGE: (u32, u32) = (
+    keel_config::limits::MIN_RUN_MEMORY_MIB,
+    keel_config::limits::MAX_MEMORY_MIB,
+);
+
+// The configuration's vCPU limit (what the console, the API and validation accept) must fit
+// the VMM's platform (one local APIC per vCPU).
+const _: () = assert!(keel_config::limits::MAX_VCPUS <= keel_vmm::devices::MAX_CPUS);
 
 /// Why a VM could not be stopped.
 #[derive(Debug)]
@@ -139,9 +147,9 @@ impl VmDefinition {
                 kernel: vm.kernel.clone(),
                 initrd: vm.initrd.clone(),
                 cmdline: vm.cmdline.clone(),
-                // Validation caps it at 65536.
+                // Validation caps it at `MAX_MEMORY_MIB`.
                 memory_mib: u32::try_from(vm.memory_mib).unwrap_or(u32::MAX),
-                // Validation caps it at 8.
+                // Validation caps it at `MAX_VCPUS`.
                 vcpus: u8::try_from(vm.vcpus).unwrap_or(u8::MAX),
                 autostart: vm.autostart,
                 disks: vm.disks.clone(),
@@ -198,7 +206,7 @@ impl core::fmt::Display for StartError {
             StartError::BadCpuCount(n) => write!(
                 f,
                 "a VM has 1 to {} vCPUs (got {n})",
-                keel_vmm::devices::MAX_CPUS
+                keel_config::limits::MAX_VCPUS
             ),
             StartError::NoMemory(m) | StartError::Load(m) => f.write_str(m),
             StartError::Vcpu(e) => write!(f, "cannot create the vCPU: {e}"),

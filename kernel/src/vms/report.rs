@@ -245,7 +245,7 @@ impl super::Entry {
     /// Guest RAM in MiB and vCPUs: of the current or last run, else as defined.
     fn size(&self) -> (u32, u32) {
         match (&self.run, &self.definition) {
-            // At most 65536 MiB and 8 vCPUs.
+            // Within `keel_config::limits` (`MAX_MEMORY_MIB`, `MAX_VCPUS`): the casts cannot cut.
             (Some(run), _) => (
                 (run.vm.memory_size() >> 20) as u32,
                 run.vm.cpu_count() as u32,

@@ -19,14 +19,15 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
 use keel_config::{Config, ConfigError, edit};
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use super::Management;
-use crate::http::response::Response;
+use crate::http::response::{ErrorDetail, Response};
 use crate::http::server::Request;
 
 /// One problem with a `PUT` body, as the 422 answer lists it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct Problem {
     /// Where: `network.prefix`, `vms[0].memory_mib`; empty for the document itself.
     pub path: String,
@@ -156,16 +157,6 @@ pub(super) fn problems(err: ConfigError) -> Result<Vec<Problem>, Response> {
 /// 422 with the standard error object plus the list of problems with `what` (`configuration`,
 /// `VM definition`).
 pub(super) fn invalid(what: &str, errors: Vec<Problem>) -> Response {
-    #[derive(Serialize)]
-    struct Body<'a> {
-        error: Error<'a>,
-        errors: &'a [Problem],
-    }
-    #[derive(Serialize)]
-    struct Error<'a> {
-        status: u16,
-        message: &'a str,
-    }
     let mut message = match errors.len() {
         1 => format!("invalid {what}: "),
         n => format!("invalid {what}, {n} problems: "),
@@ -183,14 +174,26 @@ pub(super) fn invalid(what: &str, errors: Vec<Problem>) -> Response {
     message.push_str(" (nothing was changed)");
     Response::json(
         422,
-        &Body {
-            error: Error {
+        &InvalidBody {
+            error: ErrorDetail {
                 status: 422,
                 message: &message,
             },
             errors: &errors,
         },
     )
+}
+
+/// A 422 answer: the error and, when `PUT /api/v1/config` or `POST /api/v1/vms` refuse a
+/// document for its values, every problem with its path (other 422s carry the error alone).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+#[schemars(rename = "Invalid")]
+pub struct InvalidBody<'a> {
+    /// What went wrong, all problems in one message.
+    pub error: ErrorDetail<'a>,
+    /// Every problem, in document order (never empty when present).
+    #[serde(skip_serializing_if = "<[Problem]>::is_empty")]
+    pub errors: &'a [Problem],
 }
 
 #[cfg(test)]

@@ -131,7 +131,10 @@ fn exits() -> BTreeMap<String, u64> {
 }
 
 fn live(state: VmState) -> bool {
-    matches!(state, VmState::Running | VmState::Idle | VmState::Stopping)
+    matches!(
+        state,
+        VmState::Running | VmState::Idle | VmState::Paused | VmState::Stopping
+    )
 }
 
 impl Mock {
@@ -395,6 +398,43 @@ impl Management for Mock {
         }
         self.start_vm(key)?;
         Ok(true)
+    }
+
+    fn pause_vm(&mut self, key: &VmKey<'_>) -> Result<(), ApiError> {
+        let i = self.position(key)?;
+        let s = &mut self.vms[i].detail.summary;
+        match s.state {
+            VmState::Running | VmState::Idle => {}
+            VmState::Paused => {
+                return Err(ApiError::Conflict(format!(
+                    "VM {} is already paused",
+                    s.name
+                )));
+            }
+            other => {
+                return Err(ApiError::Conflict(format!(
+                    "VM {} is not running ({other})",
+                    s.name
+                )));
+            }
+        }
+        s.state = VmState::Paused;
+        self.changes.push(format!("pause {}", s.name));
+        Ok(())
+    }
+
+    fn resume_vm(&mut self, key: &VmKey<'_>) -> Result<(), ApiError> {
+        let i = self.position(key)?;
+        let s = &mut self.vms[i].detail.summary;
+        if s.state != VmState::Paused {
+            return Err(ApiError::Conflict(format!(
+                "VM {} is not paused ({})",
+                s.name, s.state
+            )));
+        }
+        s.state = VmState::Running;
+        self.changes.push(format!("resume {}", s.name));
+        Ok(())
     }
 
     fn config(&self) -> Config {

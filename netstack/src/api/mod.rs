@@ -47,10 +47,10 @@ mod tests;
 
 pub use routes::{API_PREFIX, Op, ROUTES, Route};
 pub use types::{
-    ApiError, ConsoleChunk, ConsoleInput, DEFAULT_STOP_TIMEOUT_S, Destroyed, MAX_CONSOLE_INPUT,
-    MAX_STOP_TIMEOUT_S, Management, MemoryInfo, ModuleInfo, ModuleList, NetworkInfo, RunModule,
-    StopMode, StopRequest, StoreFile, StoreList, SystemInfo, VmDetail, VmKey, VmList, VmState,
-    VmSummary,
+    ApiError, ConsoleChunk, ConsoleInput, DEFAULT_STOP_TIMEOUT_S, Destroyed, Health, HealthStatus,
+    MAX_CONSOLE_INPUT, MAX_STOP_TIMEOUT_S, Management, MemoryInfo, ModuleInfo, ModuleList,
+    NetworkInfo, RunModule, StopMode, StopRequest, StoreFile, StoreList, SystemInfo, VmDetail,
+    VmKey, VmList, VmState, VmSummary,
 };
 
 /// The `/api/v1` router. Holds the accepted bearer tokens and the OpenAPI document.
@@ -158,7 +158,12 @@ impl Router {
         };
         Ok(match op {
             Op::Page => Response::html(200, page::PAGE),
-            Op::Health => Response::json(200, &serde_json::json!({ "status": "ok" })),
+            Op::Health => Response::json(
+                200,
+                &Health {
+                    status: HealthStatus::Ok,
+                },
+            ),
             Op::OpenApi => Response::new(200)
                 .with_header("Content-Type", JSON)
                 .with_body(self.openapi.clone().into_bytes()),
@@ -185,6 +190,8 @@ impl Router {
             Op::StartVm => vms::start(mgmt, &key()?, req)?,
             Op::StopVm => vms::stop(mgmt, &key()?, req)?,
             Op::RestartVm => vms::restart(mgmt, &key()?, req)?,
+            Op::PauseVm => vms::pause(mgmt, &key()?, req)?,
+            Op::ResumeVm => vms::resume(mgmt, &key()?, req)?,
             Op::Console => vms::console(mgmt, &key()?, since(req)?)?,
             Op::ConsoleInput => vms::console_input(mgmt, &key()?, req)?,
         })

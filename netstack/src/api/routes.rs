@@ -1,8 +1,10 @@
-//! The route table: every method and path the router answers, and path matching.
+//! The route table: every method and path the router answers, the statuses each can answer
+//! with, and path matching.
 //!
-//! [`ROUTES`] is the single list the router dispatches from; the OpenAPI document in
-//! [`super::openapi`] is written by hand and a test checks that its paths and methods are
-//! exactly these.
+//! [`ROUTES`] is the single list the router dispatches from and the OpenAPI document in
+//! [`super::openapi`] is built from: its paths, methods, security and the statuses each
+//! operation lists ([`Route::statuses`]) all come from here. The router's tests check every
+//! answer they get against the statuses its route lists.
 
 /// The prefix of the REST API.
 pub const API_PREFIX: &str = "/api/v1";
@@ -42,6 +44,10 @@ pub enum Op {
     StopVm,
     /// `POST /api/v1/vms/{name}/restart`.
     RestartVm,
+    /// `POST /api/v1/vms/{name}/pause`.
+    PauseVm,
+    /// `POST /api/v1/vms/{name}/resume`.
+    ResumeVm,
     /// `GET /api/v1/vms/{name}/console`.
     Console,
     /// `POST /api/v1/vms/{name}/console`.
@@ -59,41 +65,182 @@ pub struct Route {
     pub public: bool,
     /// What it does.
     pub op: Op,
+    /// The statuses it answers with when it succeeds.
+    pub success: &'static [u16],
+    /// The error statuses its handler answers with, beyond those any request can get
+    /// ([`SERVER_ERRORS`], [`BODY_ERRORS`] for a method with a body, 401 unless public).
+    pub errors: &'static [u16],
 }
 
-const fn route(method: &'static str, path: &'static str, public: bool, op: Op) -> Route {
+/// What the HTTP server answers on its own, before any route sees the request: 400 for a
+/// malformed head (or a malformed bearer token), 408 for a request not complete in time, 413
+/// for a declared body above the limit, 431 for a head above the limit.
+pub const SERVER_ERRORS: &[u16] = &[400, 408, 413, 431];
+
+/// What the HTTP server answers on its own to a method that carries a body (POST, PUT,
+/// PATCH): 411 without `Content-Length` or with `Transfer-Encoding`.
+pub const BODY_ERRORS: &[u16] = &[411];
+
+const fn route(
+    method: &'static str,
+    path: &'static str,
+    public: bool,
+    op: Op,
+    success: &'static [u16],
+    errors: &'static [u16],
+) -> Route {
     Route {
         method,
         path,
         public,
         op,
+        success,
+        errors,
     }
 }
 
+impl Route {
+    /// Every status this route can answer with, ascending: its successes, its handler's
+    /// errors, the server's own ([`SERVER_ERRORS`], and [`BODY_ERRORS`] for POST and PUT),
+    /// and 401 unless it is public. The OpenAPI document lists exactly these.
+    pub fn statuses(&self) -> alloc::vec::Vec<u16> {
+        let body = matches!(self.method, "POST" | "PUT" | "PATCH");
+        let mut out: alloc::vec::Vec<u16> = self
+            .success
+            .iter()
+            .chain(self.errors)
+            .chain(SERVER_ERRORS)
+            .chain(if body { BODY_ERRORS } else { &[] })
+            .chain(if self.public { &[][..] } else { &[401] })
+            .copied()
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+}
+
+/// Errors of a route that starts a named VM: 400 for a malformed `{name}` or body, 404 for
+/// an unknown VM, 409 when its state forbids it, 422 when its files or the host's memory do
+/// not do, 500 when the kernel fails, 503 without virtualization.
+const VM_START: &[u16] = &[400, 404, 409, 422, 500, 503];
+
+/// Errors of pause and resume: 400 for a malformed `{name}` or a body, 404, 409 for a VM
+/// not in the state the change needs, 500 when the kernel fails, 503 when it cannot now.
+const VM_PAUSE: &[u16] = &[400, 404, 409, 500, 503];
+
 /// Every route.
 pub static ROUTES: &[Route] = &[
-    route("GET", "/", true, Op::Page),
-    route("GET", "/api/v1/health", true, Op::Health),
-    route("GET", "/api/v1/openapi.json", true, Op::OpenApi),
-    route("GET", "/api/v1/system", false, Op::System),
-    route("GET", "/api/v1/modules", false, Op::Modules),
-    route("POST", "/api/v1/modules/{module}/run", false, Op::RunModule),
-    route("GET", "/api/v1/store", false, Op::Store),
-    route("GET", "/api/v1/config", false, Op::GetConfig),
-    route("PUT", "/api/v1/config", false, Op::PutConfig),
-    route("GET", "/api/v1/vms", false, Op::ListVms),
-    route("POST", "/api/v1/vms", false, Op::CreateVm),
-    route("GET", "/api/v1/vms/{name}", false, Op::ShowVm),
-    route("DELETE", "/api/v1/vms/{name}", false, Op::DestroyVm),
-    route("POST", "/api/v1/vms/{name}/start", false, Op::StartVm),
-    route("POST", "/api/v1/vms/{name}/stop", false, Op::StopVm),
-    route("POST", "/api/v1/vms/{name}/restart", false, Op::RestartVm),
-    route("GET", "/api/v1/vms/{name}/console", false, Op::Console),
+    route("GET", "/", true, Op::Page, &[200], &[]),
+    route("GET", "/api/v1/health", true, Op::Health, &[200], &[]),
+    route(
+        "GET",
+        "/api/v1/openapi.json",
+        true,
+        Op::OpenApi,
+        &[200],
+        &[],
+    ),
+    route("GET", "/api/v1/system", false, Op::System, &[200], &[]),
+    route("GET", "/api/v1/modules", false, Op::Modules, &[200], &[]),
+    route(
+        "POST",
+        "/api/v1/modules/{module}/run",
+        false,
+        Op::RunModule,
+        &[201],
+        &[400, 404, 422, 500, 503],
+    ),
+    route("GET", "/api/v1/store", false, Op::Store, &[200], &[503]),
+    route("GET", "/api/v1/config", false, Op::GetConfig, &[200], &[]),
+    route(
+        "PUT",
+        "/api/v1/config",
+        false,
+        Op::PutConfig,
+        &[200],
+        &[400, 412, 422, 428, 500, 503],
+    ),
+    route("GET", "/api/v1/vms", false, Op::ListVms, &[200], &[]),
+    route(
+        "POST",
+        "/api/v1/vms",
+        false,
+        Op::CreateVm,
+        &[201],
+        &[400, 409, 422, 500, 503],
+    ),
+    route(
+        "GET",
+        "/api/v1/vms/{name}",
+        false,
+        Op::ShowVm,
+        &[200],
+        &[400, 404],
+    ),
+    route(
+        "DELETE",
+        "/api/v1/vms/{name}",
+        false,
+        Op::DestroyVm,
+        &[200],
+        &[400, 404, 409, 422, 500, 503],
+    ),
+    route(
+        "POST",
+        "/api/v1/vms/{name}/start",
+        false,
+        Op::StartVm,
+        &[200],
+        VM_START,
+    ),
+    route(
+        "POST",
+        "/api/v1/vms/{name}/stop",
+        false,
+        Op::StopVm,
+        &[200, 202],
+        &[400, 404, 409, 422, 500],
+    ),
+    route(
+        "POST",
+        "/api/v1/vms/{name}/restart",
+        false,
+        Op::RestartVm,
+        &[200, 202],
+        VM_START,
+    ),
+    route(
+        "POST",
+        "/api/v1/vms/{name}/pause",
+        false,
+        Op::PauseVm,
+        &[200],
+        VM_PAUSE,
+    ),
+    route(
+        "POST",
+        "/api/v1/vms/{name}/resume",
+        false,
+        Op::ResumeVm,
+        &[200],
+        VM_PAUSE,
+    ),
+    route(
+        "GET",
+        "/api/v1/vms/{name}/console",
+        false,
+        Op::Console,
+        &[200],
+        &[400, 404],
+    ),
     route(
         "POST",
         "/api/v1/vms/{name}/console",
         false,
         Op::ConsoleInput,
+        &[200],
+        &[400, 404, 409, 413, 415],
     ),
 ];
 

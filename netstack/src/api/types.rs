@@ -11,9 +11,11 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use keel_config::Config;
+use keel_config::limits::{self, MAX_MEMORY_MIB, MAX_VCPUS, MIN_RUN_MEMORY_MIB};
 
 use crate::iface::NetStatus;
 
@@ -76,6 +78,18 @@ pub trait Management {
     ///
     /// Errors: those of [`start_vm`](Self::start_vm).
     fn restart_vm(&mut self, key: &VmKey<'_>, mode: StopMode) -> Result<bool, ApiError>;
+    /// Pauses a running (or idle) VM: its vCPUs stop running and its device timers stop
+    /// advancing until [`resume_vm`](Self::resume_vm); its state is then
+    /// [`VmState::Paused`].
+    ///
+    /// Errors: [`ApiError::NotFound`]; [`ApiError::Conflict`] when it is not running (defined,
+    /// stopping, stopped) or is paused already. Nothing changes on error.
+    fn pause_vm(&mut self, key: &VmKey<'_>) -> Result<(), ApiError>;
+    /// Resumes a paused VM exactly where it stopped.
+    ///
+    /// Errors: [`ApiError::NotFound`]; [`ApiError::Conflict`] when it is not paused. Nothing
+    /// changes on error.
+    fn resume_vm(&mut self, key: &VmKey<'_>) -> Result<(), ApiError>;
     /// The VM's console output from byte offset `since` on (as much as the kernel keeps);
     /// empty for a VM that never ran. Errors: [`ApiError::NotFound`].
     fn console(&self, key: &VmKey<'_>, since: u64) -> Result<ConsoleChunk, ApiError>;
@@ -144,7 +158,7 @@ impl<'a> VmKey<'a> {
                 super::clip(segment, 40)
             ));
         }
-        match keel_config::schema::check_vm_name(segment) {
+        match limits::check_vm_name(segment) {
             Ok(()) => Ok(VmKey::Name(segment)),
             Err(why) => Err(format!(
                 "'{}' is neither a VM number nor a VM name (a name {why})",
@@ -165,19 +179,24 @@ impl fmt::Display for VmKey<'_> {
 
 /// Why the kernel refused an operation. Each maps to one HTTP status; the message goes
 /// into the JSON error body as it is, so say what to do about it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ApiError {
     /// No such VM or module. 404.
+    #[error("{0}")]
     NotFound(String),
     /// The VM is not in a state that allows this (e.g. already stopped). 409.
+    #[error("{0}")]
     Conflict(String),
     /// The request is well-formed but cannot be carried out as given (not a guest image,
     /// memory size out of range). 422.
+    #[error("{0}")]
     Invalid(String),
     /// The host cannot do it now (no virtualization extension, out of memory). 503.
+    #[error("{0}")]
     Unavailable(String),
     /// A bug or an unexpected failure in the kernel. 500.
+    #[error("{0}")]
     Internal(String),
 }
 
@@ -205,14 +224,23 @@ impl ApiError {
     }
 }
 
-impl fmt::Display for ApiError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.message())
-    }
+/// `GET /api/v1/health`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Health {
+    /// Always `ok`: an answer at all means the server is up.
+    pub status: HealthStatus,
+}
+
+/// The health status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    /// The server is up.
+    Ok,
 }
 
 /// `GET /api/v1/system`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SystemInfo {
     /// The appliance's hostname, from its configuration.
     pub hostname: String,
@@ -231,7 +259,8 @@ pub struct SystemInfo {
 }
 
 /// Host memory totals.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(rename = "Memory")]
 pub struct MemoryInfo {
     /// Usable RAM.
     pub total_bytes: u64,
@@ -240,7 +269,8 @@ pub struct MemoryInfo {
 }
 
 /// The management interface's addressing, as text.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(rename = "Network")]
 pub struct NetworkInfo {
     /// MAC address, `aa:bb:cc:dd:ee:ff`.
     pub mac: String,
@@ -270,7 +300,7 @@ impl From<&NetStatus> for NetworkInfo {
 }
 
 /// A guest payload VMs can start from.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ModuleInfo {
     /// Its index (usable as `module` when starting a VM).
     pub index: u32,
@@ -281,14 +311,14 @@ pub struct ModuleInfo {
 }
 
 /// `GET /api/v1/modules`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ModuleList {
     /// The modules.
     pub modules: Vec<ModuleInfo>,
 }
 
-/// Where a VM stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Where a VM stands:
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum VmState {
     /// Defined in the configuration, never started since boot.
@@ -297,14 +327,37 @@ pub enum VmState {
     Running,
     /// Halted, waiting for an interrupt.
     Idle,
+    /// Paused by the operator: its vCPUs do not run and its timers do not advance until it
+    /// is resumed.
+    Paused,
     /// A graceful stop is under way (the power button was pressed).
     Stopping,
     /// Finished; `stop_reason` says why.
     Stopped,
 }
 
+impl VmState {
+    /// The state as the API writes it (`"paused"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VmState::Defined => "defined",
+            VmState::Running => "running",
+            VmState::Idle => "idle",
+            VmState::Paused => "paused",
+            VmState::Stopping => "stopping",
+            VmState::Stopped => "stopped",
+        }
+    }
+}
+
+impl fmt::Display for VmState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A file in the guest store.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct StoreFile {
     /// Its name, as given to `keel build --store`.
     pub name: String,
@@ -313,14 +366,14 @@ pub struct StoreFile {
 }
 
 /// `GET /api/v1/store`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct StoreList {
     /// The files.
     pub files: Vec<StoreFile>,
 }
 
 /// A VM in the list.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct VmSummary {
     /// What `/api/v1/vms/{name}` takes: the name of a configured VM, or the number of an
     /// ad-hoc one.
@@ -339,21 +392,21 @@ pub struct VmSummary {
     pub memory_mib: u32,
     /// vCPUs (as defined, until it runs).
     pub vcpus: u32,
-    /// Seconds since it started, while it runs (running, idle or stopping).
+    /// Seconds since it started, while it runs (running, idle, paused or stopping).
     pub uptime_s: Option<u64>,
     /// Whether it starts at boot.
     pub autostart: bool,
 }
 
 /// `GET /api/v1/vms`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct VmList {
     /// The VMs.
     pub vms: Vec<VmSummary>,
 }
 
 /// One VM in detail: the summary's fields and more.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct VmDetail {
     /// The list's fields.
     #[serde(flatten)]
@@ -374,7 +427,7 @@ pub struct VmDetail {
 }
 
 /// `DELETE /api/v1/vms/{name}`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Destroyed {
     /// The VM's name.
     pub name: String,
@@ -383,7 +436,7 @@ pub struct Destroyed {
 }
 
 /// `POST /api/v1/vms/{name}/console`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ConsoleInput {
     /// Bytes the guest's input queue took.
     pub accepted: u64,
@@ -395,19 +448,22 @@ pub struct ConsoleInput {
 pub const MAX_CONSOLE_INPUT: usize = 4096;
 
 /// `POST /api/v1/modules/{module}/run`'s optional body.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunModule {
-    /// Guest RAM in MiB; the kernel's default when absent or `null`.
+    /// Guest RAM in MiB (even: guest RAM comes in 2 MiB pages); the kernel's default when
+    /// absent or `null`.
     #[serde(default)]
+    #[schemars(
+        range(min = MIN_RUN_MEMORY_MIB, max = MAX_MEMORY_MIB),
+        extend("multipleOf" = keel_config::limits::MEMORY_ALIGN_MIB)
+    )]
     pub mem_mib: Option<u32>,
-    /// vCPUs, 1 to [`MAX_VCPUS`]; 1 when absent or `null`.
+    /// vCPUs; 1 when absent or `null`.
     #[serde(default)]
+    #[schemars(range(min = 1, max = MAX_VCPUS))]
     pub vcpus: Option<u8>,
 }
-
-/// Most vCPUs a VM can have (the kernel's limit).
-pub const MAX_VCPUS: u8 = 8;
 
 impl RunModule {
     /// Parses and checks a request body (none is the defaults); the error is the status and
@@ -419,11 +475,13 @@ impl RunModule {
         let request = RunModule::deserialize(value)
             .map_err(|e| (400, format!("invalid request body: {e}")))?;
         if let Some(mib) = request.mem_mib
-            && (!(2..=65536).contains(&mib) || !mib.is_multiple_of(2))
+            && !limits::memory_fits(u64::from(mib), MIN_RUN_MEMORY_MIB)
         {
             return Err((
                 422,
-                String::from("mem_mib must be an even number from 2 to 65536"),
+                format!(
+                    "mem_mib must be an even number from {MIN_RUN_MEMORY_MIB} to {MAX_MEMORY_MIB}"
+                ),
             ));
         }
         if let Some(n) = request.vcpus
@@ -436,14 +494,16 @@ impl RunModule {
 }
 
 /// The optional body of `POST /api/v1/vms/{name}/stop` and `/restart`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StopRequest {
     /// Stop at once instead of pressing the power button.
     #[serde(default)]
     pub force: bool,
-    /// Grace time after the power button before the VM is forced off (default 30).
+    /// Seconds after the power button before the VM is forced off; the default when absent.
+    /// Give `force` or `timeout_s`, not both.
     #[serde(default)]
+    #[schemars(range(min = 1, max = MAX_STOP_TIMEOUT_S), extend("default" = DEFAULT_STOP_TIMEOUT_S))]
     pub timeout_s: Option<u32>,
 }
 
@@ -499,7 +559,7 @@ pub(super) fn json_object(body: &[u8]) -> Result<Option<serde_json::Value>, (u16
 }
 
 /// `GET /api/v1/vms/{name}/console`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ConsoleChunk {
     /// Output from the requested offset on (non-UTF-8 bytes replaced by U+FFFD).
     pub data: String,

@@ -9,6 +9,8 @@
 //! | `POST /api/v1/vms/{name}/start` | `vm start` | 200 |
 //! | `POST /api/v1/vms/{name}/stop` | `vm stop` | 202 (graceful), 200 (`force`) |
 //! | `POST /api/v1/vms/{name}/restart` | `vm restart` | 202 (stopping first), 200 |
+//! | `POST /api/v1/vms/{name}/pause` | `vm pause` | 200 |
+//! | `POST /api/v1/vms/{name}/resume` | `vm resume` | 200 |
 //! | `GET /api/v1/vms/{name}/console` | `vm log` | 200 |
 //! | `POST /api/v1/vms/{name}/console` | typing in `vm console` | 200 |
 //! | `POST /api/v1/modules/{module}/run` | `vm run` | 201 + `Location` |
@@ -167,6 +169,28 @@ pub fn restart<M: Management + ?Sized>(
     detail(mgmt, key, if started { 200 } else { 202 })
 }
 
+/// `POST /api/v1/vms/{name}/pause`: 409 unless it is running (or idle).
+pub fn pause<M: Management + ?Sized>(
+    mgmt: &mut M,
+    key: &VmKey<'_>,
+    req: &Request<'_>,
+) -> Result<Response, Response> {
+    no_body(req, "POST /api/v1/vms/{name}/pause")?;
+    mgmt.pause_vm(key).map_err(api_error)?;
+    detail(mgmt, key, 200)
+}
+
+/// `POST /api/v1/vms/{name}/resume`: 409 unless it is paused.
+pub fn resume<M: Management + ?Sized>(
+    mgmt: &mut M,
+    key: &VmKey<'_>,
+    req: &Request<'_>,
+) -> Result<Response, Response> {
+    no_body(req, "POST /api/v1/vms/{name}/resume")?;
+    mgmt.resume_vm(key).map_err(api_error)?;
+    detail(mgmt, key, 200)
+}
+
 /// `GET /api/v1/vms/{name}/console`.
 pub fn console<M: Management + ?Sized>(
     mgmt: &M,
@@ -239,8 +263,8 @@ fn detail<M: Management + ?Sized>(
     Ok(Response::json(status, &vm))
 }
 
-/// `start` takes no body: one is refused rather than ignored (it would be a misplaced
-/// definition or stop option).
+/// `start`, `pause` and `resume` take no body: one is refused rather than ignored (it would
+/// be a misplaced definition or stop option).
 fn no_body(req: &Request<'_>, route: &str) -> Result<(), Response> {
     if req.body.iter().all(u8::is_ascii_whitespace) {
         return Ok(());

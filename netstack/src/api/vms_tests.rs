@@ -304,6 +304,74 @@ fn start_stop_restart() {
 }
 
 #[test]
+fn pause_and_resume() {
+    let mut mock = Mock::default();
+    let r = post(&mut mock, "/api/v1/vms/web/pause", "");
+    assert_eq!(
+        (r.status, body(&r)["state"].clone()),
+        (200, json!("paused"))
+    );
+    assert_eq!(names(&mut mock)[0], "\"web\" \"paused\"");
+    // Paused already: 409, and nothing changes.
+    let (status, message) = error_of(&post(&mut mock, "/api/v1/vms/1/pause", ""));
+    assert_eq!(
+        (status, message.as_str()),
+        (409, "VM web is already paused")
+    );
+    let r = post(&mut mock, "/api/v1/vms/web/resume", "");
+    assert_eq!(
+        (r.status, body(&r)["state"].clone()),
+        (200, json!("running"))
+    );
+    assert_eq!(mock.changes, ["pause web", "resume web"]);
+    mock.changes.clear();
+    // Invalid transitions: 409 with the state, and nothing changes.
+    for (path, expected) in [
+        ("/api/v1/vms/web/resume", "VM web is not paused (running)"),
+        ("/api/v1/vms/db/pause", "VM db is not running (defined)"),
+        ("/api/v1/vms/db/resume", "VM db is not paused (defined)"),
+        ("/api/v1/vms/2/pause", "VM 2 is not running (stopped)"),
+        ("/api/v1/vms/2/resume", "VM 2 is not paused (stopped)"),
+    ] {
+        let (status, message) = error_of(&post(&mut mock, path, ""));
+        assert_eq!((status, message.as_str()), (409, expected), "{path}");
+    }
+    let r = post(&mut mock, "/api/v1/vms/web/stop", "");
+    assert_eq!(r.status, 202);
+    let (status, message) = error_of(&post(&mut mock, "/api/v1/vms/web/pause", ""));
+    assert_eq!(
+        (status, message.as_str()),
+        (409, "VM web is not running (stopping)")
+    );
+    mock.changes.clear();
+    // Unknown VMs are 404, malformed keys and bodies 400.
+    for action in ["pause", "resume"] {
+        let (status, message) = error_of(&post(
+            &mut mock,
+            &format!("/api/v1/vms/nosuch/{action}"),
+            "",
+        ));
+        assert_eq!((status, message.as_str()), (404, "no VM named 'nosuch'"));
+        let (status, message) = error_of(&post(&mut mock, &format!("/api/v1/vms/9/{action}"), ""));
+        assert_eq!((status, message.as_str()), (404, "no VM named '9'"));
+        let (status, message) =
+            error_of(&post(&mut mock, &format!("/api/v1/vms/1/{action}"), "{}"));
+        assert_eq!(
+            (status, message),
+            (
+                400,
+                format!(
+                    "POST /api/v1/vms/{{name}}/{action} takes no request body (send Content-Length: 0)"
+                )
+            )
+        );
+        let (status, _) = error_of(&post(&mut mock, &format!("/api/v1/vms/Web/{action}"), ""));
+        assert_eq!(status, 400);
+    }
+    assert!(mock.changes.is_empty());
+}
+
+#[test]
 fn stop_bodies_are_checked_and_change_nothing() {
     let mut mock = Mock::default();
     for path in ["/api/v1/vms/web/stop", "/api/v1/vms/web/restart"] {
@@ -679,14 +747,15 @@ fn every_vm_route_is_documented_with_its_statuses() {
     assert_eq!(
         statuses("/api/v1/vms/{name}/stop", "post"),
         [
-            "200", "202", "400", "401", "404", "409", "411", "413", "422", "503", "default"
+            "200", "202", "400", "401", "404", "408", "409", "411", "413", "422", "431", "500",
+            "default"
         ]
         .map(ToString::to_string)
     );
     assert_eq!(
         statuses("/api/v1/vms/{name}/console", "post"),
         [
-            "200", "400", "401", "404", "409", "411", "413", "415", "default"
+            "200", "400", "401", "404", "408", "409", "411", "413", "415", "431", "default"
         ]
         .map(ToString::to_string)
     );

@@ -12,6 +12,7 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt::Write as _;
 
+use schemars::JsonSchema;
 use serde::Serialize;
 
 /// The `Content-Type` of API responses.
@@ -28,6 +29,24 @@ pub struct Response {
     pub headers: Vec<(String, String)>,
     /// The body (dropped on the wire for `HEAD` requests).
     pub body: Vec<u8>,
+}
+
+/// An error: every 4xx and 5xx response carries one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+#[schemars(rename = "Error")]
+pub struct ErrorBody<'a> {
+    /// What went wrong.
+    pub error: ErrorDetail<'a>,
+}
+
+/// The status and message of an error (fields in this order on the wire).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct ErrorDetail<'a> {
+    /// The response's status code.
+    #[schemars(range(min = 400, max = 599))]
+    pub status: u16,
+    /// What went wrong and what to do about it.
+    pub message: &'a str,
 }
 
 impl Response {
@@ -59,20 +78,10 @@ impl Response {
     }
 
     /// The JSON error body every 4xx and 5xx carries:
-    /// `{"error":{"status":N,"message":"..."}}`.
+    /// `{"error":{"status":N,"message":"..."}}` ([`ErrorBody`]).
     pub fn error(status: u16, message: &str) -> Response {
-        // Structs rather than `json!`, to keep the documented field order.
-        #[derive(Serialize)]
-        struct Body<'a> {
-            error: Error<'a>,
-        }
-        #[derive(Serialize)]
-        struct Error<'a> {
-            status: u16,
-            message: &'a str,
-        }
-        let body = Body {
-            error: Error { status, message },
+        let body = ErrorBody {
+            error: ErrorDetail { status, message },
         };
         Response::new(status)
             .with_header("Content-Type", JSON)

@@ -160,38 +160,27 @@ impl fmt::Display for NetEvent {
 }
 
 /// Why [`NetStack::new`] refused a configuration.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum NetError {
     /// The device does not carry Ethernet frames.
+    #[error("the network device is not an Ethernet device")]
     NotEthernet,
     /// The MAC address is multicast, broadcast or all zeroes.
+    #[error("MAC address {0} is not unicast")]
     InvalidMac(EthernetAddress),
     /// The static address is not a usable unicast host address.
+    #[error("static address {0} is not a unicast host address")]
     InvalidStaticAddress(Ipv4Cidr),
     /// The static gateway is not a unicast address.
+    #[error("gateway {0} is not a unicast address")]
     InvalidGateway(Ipv4Address),
     /// Static addressing without an address or prefix.
+    #[error("static addressing needs network.address and network.prefix in the configuration")]
     IncompleteStatic,
     /// A prefix length over 32.
+    #[error("prefix length {0} is over 32")]
     InvalidPrefix(u8),
-}
-
-impl fmt::Display for NetError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            NetError::NotEthernet => f.write_str("the network device is not an Ethernet device"),
-            NetError::InvalidMac(mac) => write!(f, "MAC address {mac} is not unicast"),
-            NetError::InvalidStaticAddress(cidr) => {
-                write!(f, "static address {cidr} is not a unicast host address")
-            }
-            NetError::InvalidGateway(gw) => write!(f, "gateway {gw} is not a unicast address"),
-            NetError::IncompleteStatic => f.write_str(
-                "static addressing needs network.address and network.prefix in the configuration",
-            ),
-            NetError::InvalidPrefix(p) => write!(f, "prefix length {p} is over 32"),
-        }
-    }
 }
 
 /// Pending [`NetEvent`]s kept for [`NetStack::take_event`]; older ones are dropped.

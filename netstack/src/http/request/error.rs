@@ -1,7 +1,5 @@
 //! Why a request head is rejected, and the status code that says so.
 
-use core::fmt;
-
 /// Which part of the request head is not valid HTTP/1.1 syntax (RFC 9112).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Syntax {
@@ -30,54 +28,67 @@ impl Syntax {
 }
 
 /// Why a request head is rejected. [`status`](RequestError::status) gives the response
-/// status; [`Display`](fmt::Display) a short message for the JSON error body.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// status; [`Display`](core::fmt::Display) a short message for the JSON error body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RequestError {
     /// Not valid HTTP/1.x syntax. 400.
+    #[error("malformed {}", .0.what())]
     Malformed(Syntax),
     /// The request-target is not an absolute path, an absolute URI, or `*` with OPTIONS. 400.
+    #[error("request target must be an absolute path (or * with OPTIONS)")]
     BadTarget,
     /// The head is longer than [`Limits::max_head_bytes`](super::Limits). 431.
+    #[error("request head exceeds {max} bytes")]
     HeadTooLarge {
         /// The limit.
         max: usize,
     },
     /// More header fields than [`Limits::max_headers`](super::Limits). 431.
+    #[error("more than {max} request header fields")]
     TooManyHeaders {
         /// The limit.
         max: usize,
     },
     /// A `Content-Length` value is not a decimal number. 400.
+    #[error("invalid Content-Length")]
     InvalidContentLength,
     /// `Content-Length` given more than once with different values. 400.
+    #[error("conflicting Content-Length values")]
     ConflictingContentLength,
     /// The declared body is larger than [`Limits::max_body_bytes`](super::Limits). 413.
+    #[error("request body exceeds {max} bytes")]
     BodyTooLarge {
         /// The limit.
         max: usize,
     },
     /// A method that carries a body (POST, PUT, PATCH) came without `Content-Length`. 411.
+    #[error("{method} requires a Content-Length header")]
     LengthRequired {
         /// The method.
         method: &'static str,
     },
     /// `Transfer-Encoding` (chunked or any other) is not accepted: bodies must come with a
     /// `Content-Length`. 411.
+    #[error("Transfer-Encoding is not supported: send the body with Content-Length")]
     TransferEncoding,
     /// A header this server interprets is not valid UTF-8. 400.
+    #[error("header {name} is not valid UTF-8")]
     InvalidHeaderEncoding {
         /// The header name, lower-case.
         name: &'static str,
     },
     /// An HTTP/1.1 request without `Host` (RFC 9112 §3.2). 400.
+    #[error("HTTP/1.1 request without a Host header")]
     MissingHost,
     /// A header that must appear at most once appears more often. 400.
+    #[error("more than one {name} header")]
     DuplicateHeader {
         /// The header name, lower-case.
         name: &'static str,
     },
     /// `Authorization: Bearer` with an empty or malformed token (RFC 6750 §2.1). 400.
+    #[error("malformed bearer token in the Authorization header")]
     MalformedBearerToken,
 }
 
@@ -106,40 +117,6 @@ impl RequestError {
             413 => "Content Too Large",
             431 => "Request Header Fields Too Large",
             _ => "Bad Request",
-        }
-    }
-}
-
-impl fmt::Display for RequestError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RequestError::Malformed(syntax) => write!(f, "malformed {}", syntax.what()),
-            RequestError::BadTarget => {
-                f.write_str("request target must be an absolute path (or * with OPTIONS)")
-            }
-            RequestError::HeadTooLarge { max } => write!(f, "request head exceeds {max} bytes"),
-            RequestError::TooManyHeaders { max } => {
-                write!(f, "more than {max} request header fields")
-            }
-            RequestError::InvalidContentLength => f.write_str("invalid Content-Length"),
-            RequestError::ConflictingContentLength => {
-                f.write_str("conflicting Content-Length values")
-            }
-            RequestError::BodyTooLarge { max } => write!(f, "request body exceeds {max} bytes"),
-            RequestError::LengthRequired { method } => {
-                write!(f, "{method} requires a Content-Length header")
-            }
-            RequestError::TransferEncoding => {
-                f.write_str("Transfer-Encoding is not supported: send the body with Content-Length")
-            }
-            RequestError::InvalidHeaderEncoding { name } => {
-                write!(f, "header {name} is not valid UTF-8")
-            }
-            RequestError::MissingHost => f.write_str("HTTP/1.1 request without a Host header"),
-            RequestError::DuplicateHeader { name } => write!(f, "more than one {name} header"),
-            RequestError::MalformedBearerToken => {
-                f.write_str("malformed bearer token in the Authorization header")
-            }
         }
     }
 }

@@ -83,24 +83,15 @@ impl Default for ServerConfig {
 }
 
 /// Why [`HttpServer::new`] refused a configuration.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServerError {
     /// Port 0 cannot be listened on.
+    #[error("the HTTP port must not be 0")]
     InvalidPort,
     /// No connections, or socket buffers of 0 bytes.
+    #[error("the HTTP server needs at least one connection and non-empty buffers")]
     NoCapacity,
-}
-
-impl fmt::Display for ServerError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ServerError::InvalidPort => f.write_str("the HTTP port must not be 0"),
-            ServerError::NoCapacity => {
-                f.write_str("the HTTP server needs at least one connection and non-empty buffers")
-            }
-        }
-    }
 }
 
 /// Counters since the server started.
