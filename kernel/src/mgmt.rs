@@ -29,7 +29,7 @@ use smoltcp::time::Instant;
 use crate::System;
 use crate::settings::{SaveError, Settings};
 use crate::vm_config::VmConfigError;
-use crate::vms::{StartError, StopError, StopMode, ViewState, VmManager, VmView};
+use crate::vms::{PauseVmError, StartError, StopError, StopMode, ViewState, VmManager, VmView};
 
 /// Concurrent HTTP connections (each takes 12 KiB of socket buffers up front: 1.5 MiB).
 /// Generous, because a connection the server closed can hold its socket until the peer's
@@ -213,12 +213,20 @@ struct Plane<'a> {
     network: &'a NetworkInfo,
 }
 
+fn pause_error(e: PauseVmError) -> ApiError {
+    match e {
+        PauseVmError::NoSuchVm(_) => ApiError::NotFound(e.to_string()),
+        PauseVmError::Refused { .. } => ApiError::Conflict(e.to_string()),
+    }
+}
+
 fn summary(view: &VmView<'_>) -> VmSummary {
     let (state, stop_reason) = match &view.state {
         ViewState::Defined => (ApiVmState::Defined, None),
         ViewState::Running => (ApiVmState::Running, None),
         ViewState::Idle => (ApiVmState::Idle, None),
         ViewState::Stopping => (ApiVmState::Stopping, None),
+        ViewState::Paused => (ApiVmState::Paused, None),
         ViewState::Stopped(reason) => (ApiVmState::Stopped, Some(reason.clone())),
     };
     VmSummary {
@@ -410,7 +418,9 @@ impl Management for Plane<'_> {
         let (key, _) = self.resolve(key)?;
         self.vms.stop(&key, mode).map_err(|e| match e {
             StopError::NoSuchVm(_) => ApiError::NotFound(e.to_string()),
-            StopError::NotRunning { .. } => ApiError::Conflict(e.to_string()),
+            StopError::NotRunning { .. } | StopError::Paused(_) => {
+                ApiError::Conflict(e.to_string())
+            }
         })
     }
 
@@ -421,20 +431,14 @@ impl Management for Plane<'_> {
             .map_err(start_error)
     }
 
-    // LEAD: wire to VmManager::pause/resume
     fn pause_vm(&mut self, key: &VmKey<'_>) -> Result<(), ApiError> {
         let (key, _) = self.resolve(key)?;
-        Err(ApiError::Unavailable(alloc::format!(
-            "VM {key}: the VM manager cannot pause VMs yet"
-        )))
+        self.vms.pause(&key).map_err(pause_error)
     }
 
-    // LEAD: wire to VmManager::pause/resume
     fn resume_vm(&mut self, key: &VmKey<'_>) -> Result<(), ApiError> {
         let (key, _) = self.resolve(key)?;
-        Err(ApiError::Unavailable(alloc::format!(
-            "VM {key}: the VM manager cannot resume VMs yet"
-        )))
+        self.vms.resume(&key).map_err(pause_error)
     }
 
     fn console_input(&mut self, key: &VmKey<'_>, bytes: &[u8]) -> Result<usize, ApiError> {

@@ -365,10 +365,14 @@ fn execute(kernel: &mut Services<'_>, cmd: Command<'_>) {
                 Err(e) => kprintln!("error: {e}"),
             }
         }
-        // LEAD: wire to VmManager::pause/resume
-        Command::VmPause { key } | Command::VmResume { key } => {
-            kprintln!("error: vm {key}: the VM manager cannot pause or resume VMs yet");
-        }
+        Command::VmPause { key } => match vms.pause(key) {
+            Ok(()) => kprintln!("vm {key} paused"),
+            Err(e) => kprintln!("error: {e}"),
+        },
+        Command::VmResume { key } => match vms.resume(key) {
+            Ok(()) => kprintln!("vm {key} resumed"),
+            Err(e) => kprintln!("error: {e}"),
+        },
         Command::VmInfo { key } => {
             if let Err(e) = vms.info(key, &mut crate::serial::ConsoleWriter) {
                 kprintln!("error: {e}");
