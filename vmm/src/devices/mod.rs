@@ -19,11 +19,15 @@
 //!   BARs of functions on PCI bus 0 ([`pci`]), mapped and unmapped as the guest programs
 //!   them.
 //!
-//! A new device is one file (the model and its trait impls) plus one registration line:
+//! A new device is one file (the model and its trait impls, like [`debug_exit`]) plus one
+//! registration line; a PCI function is one file implementing [`pci::PciDevice`] plus
+//! [`Devices::add_pci_device`] (see the example in [`pci`]):
 //!
-//! ```ignore
+//! ```
+//! # use keel_vmm::devices::{Devices, Region, debug_exit::DebugExit};
+//! # let mut devices = Devices::pc_for_tests();
 //! devices.add_device(DebugExit::new(), &[Region::Ports { base: 0xF4, len: 4 }])?;
-//! devices.add_pci_device(VirtioBlk::new(disk))?; // on PCI bus 0, BARs mapped as programmed
+//! # Ok::<(), keel_vmm::bus::BusError>(())
 //! ```
 //!
 //! # The PC
