@@ -69,7 +69,7 @@
 //! BAR), the bus recomputes each of the function's BARs
 //! ([`PciConfigSpace::bar_region`]): a BAR with its decode bit on and a non-zero address
 //! appears on the MMIO (memory BARs) or port (I/O BARs) bus as a
-//! [`Target::PciBar`](crate::bus::Target::PciBar); moving it unmaps the old range first;
+//! [`Target::PciBar`](crate::bus::Target); moving it unmaps the old range first;
 //! clearing the decode bit or writing address 0 unmaps it. A range that would overlap
 //! something already mapped (the APICs, another BAR; also the all-ones address of a BAR
 //! being sized with decoding left on) stays unmapped until the guest moves it. Accesses to
