@@ -440,6 +440,35 @@ mod tests {
     }
 
     #[test]
+    fn ranges_come_and_go() {
+        let mut bus = MmioBus::new();
+        let bar = Target::PciBar {
+            function: 0,
+            bar: 0,
+        };
+        bus.insert(0xE000_0000, 0x4000, bar, "test").unwrap();
+        bus.insert(0xFEE0_0000, 0x1000, Target::Lapic, "local APIC")
+            .unwrap();
+        assert_eq!(
+            bus.remove(0xE000_0001),
+            None,
+            "only a range's base removes it"
+        );
+        assert_eq!(bus.remove(0xE000_0000), Some(bar));
+        assert_eq!(bus.lookup(0xE000_0000), None);
+        bus.insert(0xE000_2000, 0x4000, bar, "test").unwrap();
+        bus.remove_where(|t| matches!(t, Target::PciBar { .. }));
+        assert_eq!(
+            bus.iter().map(|m| m.target).collect::<Vec<_>>(),
+            [Target::Lapic]
+        );
+        let mut ports = PioBus::new();
+        ports.insert(0xC000, 16, bar, "test").unwrap();
+        assert_eq!(ports.remove(0xC000), Some(bar));
+        assert_eq!(ports.lookup(0xC000), None);
+    }
+
+    #[test]
     fn errors_name_both_devices_and_ranges() {
         let mut bus = PioBus::new();
         bus.insert(0x3F8, 8, COM1, "COM1").unwrap();

@@ -22,6 +22,7 @@ use alloc::vec::Vec;
 
 use super::MachineRequest;
 use super::device::{Device, DeviceContext, DeviceStateError, PortIoDevice};
+use crate::persist::Persist;
 
 /// The port QEMU and kvm-unit-tests use.
 pub const DEFAULT_PORT: u16 = 0xF4;
@@ -43,6 +44,19 @@ impl DebugExit {
     /// The device.
     pub fn new() -> DebugExit {
         DebugExit
+    }
+}
+
+impl Persist for DebugExit {
+    /// The device has no state.
+    type State = ();
+    type ConstructorArgs = ();
+    type Error = core::convert::Infallible;
+
+    fn save(&self) {}
+
+    fn restore((): (), (): &()) -> Result<DebugExit, core::convert::Infallible> {
+        Ok(DebugExit)
     }
 }
 

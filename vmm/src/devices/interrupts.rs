@@ -1,15 +1,20 @@
 //! Interrupt wiring and time for the PC in [`Devices`]: which device drives which line, how a
 //! line reaches the 8259 pair and the I/O APIC, and which vector the CPU gets next.
 //!
-//! The VM loop calls [`Devices::advance`] with the VM's time before each entry. That runs the
-//! timers (PIT, RTC, ACPI PM timer, local APIC timer) up to `now_ns` and samples every device's
-//! interrupt output:
+//! [`Interrupts`] owns the routing: the 8259 pair, the I/O APIC, one local APIC per vCPU, the
+//! levels last driven on the ISA lines, NMIs waiting per vCPU and INIT/start-up IPIs for the
+//! VM loop. Devices reach it only through their [`DeviceContext`](super::DeviceContext)
+//! (`set_irq_level`, `pulse_irq`, `send_msi`), so no model points back at the platform.
+//!
+//! The VM loop calls [`Devices::advance`] with the VM's time before each entry. That runs
+//! every registered device's [`Device::advance`](super::Device::advance) (timers up to
+//! `now_ns`, then the device drives its lines) and the local APIC timers. The PC's lines:
 //!
 //! | line | source | 8259 input | I/O APIC pin | kind |
 //! | --- | --- | --- | --- | --- |
 //! | IRQ 0 | PIT counter 0 OUT (rising edges) | IR0 | 2 (MADT override) | edge |
 //! | IRQ 1 | i8042 keyboard byte | IR1 | 1 | edge |
-//! | IRQ 4 | COM1 (IIR cause, gated by MCR.OUT2) | IR4 | 4 | level |
+//! | IRQ 4 | COM1 (IIR cause, gated by MCR.OUT2; also after every COM1 access) | IR4 | 4 | level |
 //! | IRQ 8 | RTC (IRQF) | slave IR0 | 8 | level |
 //! | IRQ 9 | ACPI SCI | slave IR1 | 9 | level |
 //! | IRQ 12 | i8042 auxiliary byte | slave IR4 | 12 | edge |
@@ -19,7 +24,8 @@
 //! hardware whose interrupt was still pending. Level sources set the line to their current
 //! level, which also re-sends a level-triggered I/O APIC entry after its EOI.
 //!
-//! I/O APIC messages and IPIs go to the local APICs their destination matches: fixed delivery
+//! I/O APIC messages, PCI MSI/MSI-X messages ([`MsiMessage`], decoded per Intel SDM vol. 3
+//! §11.11) and IPIs go to the local APICs their destination matches: fixed delivery
 //! to each, lowest priority to the one with the lowest processor priority (the first on a
 //! tie); ExtINT takes the vector from the 8259 at acknowledge time. INIT and start-up IPIs
 //! become [`CpuRequest`]s for the VM loop; NMIs wait per vCPU for the VM loop to inject

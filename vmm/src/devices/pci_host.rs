@@ -18,8 +18,10 @@
 //! # The bridge
 //!
 //! Bus 0, device 0, function 0 is an i440FX-like host bridge (vendor 8086, device 1237,
-//! revision 02, class 06/00/00, header type 0, no BARs). Every other bus, device and function
-//! has no device: reads return all ones, as a master abort does. Writes reach only the
+//! revision 02, class 06/00/00, header type 0, no BARs). Configuration cycles for other
+//! functions on bus 0 are routed by [`pci`](super::pci) to the functions registered there
+//! before they reach this model; here every other bus, device and function has no device:
+//! reads return all ones, as a master abort does. Writes reach only the
 //! writable bits of the command register, the latency timer and the interrupt line; the rest
 //! of the header is read-only, so a BAR-sizing write of all ones reads back 0 (no BAR).
 //!

@@ -22,8 +22,8 @@ use core::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::device::DeviceStateError;
-use super::interrupts::Lines;
-use super::lapic::{self, Lapic};
+use super::interrupts::{Interrupts, Lines};
+use super::lapic::{self, Lapic, LapicConfig};
 use super::pci::PciConfigState;
 use super::{
     CpuRequest, Devices, MachineRequest, PlatformConfig, PlatformError, StateError, ioapic,
@@ -194,14 +194,7 @@ impl Persist for Devices {
             // At most MAX_CPUS - 1.
             current_cpu: self.cpu as u8,
             request: self.request,
-            interrupts: InterruptsState {
-                pic: self.irq.pic.save(),
-                ioapic: self.irq.ioapic.save(),
-                lapics: self.irq.lapics.iter().map(Lapic::save).collect(),
-                lines: self.irq.lines,
-                nmi_pending: self.irq.nmi_pending,
-                cpu_requests: self.irq.cpu_requests.clone(),
-            },
+            interrupts: self.irq.save(),
             devices: self
                 .slots
                 .iter()
@@ -252,24 +245,12 @@ impl Persist for Devices {
                 s.pci_functions.len(),
             ));
         }
-        let routing = |field, value: u64| {
-            refused(ROUTING)(StateError::Invalid {
-                device: ROUTING,
-                field,
-                value,
-            })
-        };
         if usize::from(s.current_cpu) >= cpus {
-            return Err(routing("current_cpu", u64::from(s.current_cpu)));
-        }
-        if u32::from(s.interrupts.nmi_pending) >> cpus != 0 {
-            return Err(routing("nmi_pending", u64::from(s.interrupts.nmi_pending)));
-        }
-        for request in &s.interrupts.cpu_requests {
-            let (CpuRequest::Init { cpu } | CpuRequest::StartUp { cpu, .. }) = *request;
-            if cpu >= cpus {
-                return Err(routing("cpu_requests", cpu as u64));
-            }
+            return Err(refused(ROUTING)(StateError::Invalid {
+                device: ROUTING,
+                field: "current_cpu",
+                value: u64::from(s.current_cpu),
+            }));
         }
         // Every model first: nothing of the platform is used if one refuses.
         for (i, (device, saved)) in d.slots.iter_mut().zip(&s.devices).enumerate() {
@@ -312,33 +293,80 @@ impl Persist for Devices {
         }
         let host =
             <PciHost as Persist>::restore((), &s.pci_host).map_err(refused(pci_host::NAME))?;
-        let pic = <Pic as Persist>::restore((), &s.interrupts.pic).map_err(refused(pic::NAME))?;
-        let ioapic = <Ioapic as Persist>::restore((), &s.interrupts.ioapic)
-            .map_err(refused(ioapic::NAME))?;
-        let lapics = d
-            .irq
-            .lapics
-            .iter()
-            .zip(&s.interrupts.lapics)
-            .enumerate()
-            .map(|(cpu, (lapic, saved))| {
-                <Lapic as Persist>::restore(*lapic.config(), saved)
-                    .map_err(|error| RestoreError::Lapic { cpu, error })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let configs = d.irq.lapics.iter().map(|l| *l.config()).collect();
+        let irq = <Interrupts as Persist>::restore(configs, &s.interrupts)?;
         d.pci.host = host;
-        d.irq.pic = pic;
-        d.irq.ioapic = ioapic;
-        d.irq.lapics = lapics;
-        d.irq.lines = s.interrupts.lines;
-        d.irq.nmi_pending = s.interrupts.nmi_pending;
-        d.irq.cpu_requests.clone_from(&s.interrupts.cpu_requests);
+        d.irq = irq;
         d.cpu = usize::from(s.current_cpu);
         d.now_ns = s.now_ns;
         d.guest_tsc = s.guest_tsc;
         d.request = s.request;
         d.remap_all_bars();
         Ok(d)
+    }
+}
+
+impl Persist for Interrupts {
+    type State = InterruptsState;
+    /// The configuration of each vCPU's local APIC (id, BSP, clocks), index = APIC id.
+    type ConstructorArgs = Vec<LapicConfig>;
+    type Error = RestoreError;
+
+    fn save(&self) -> InterruptsState {
+        InterruptsState {
+            pic: self.pic.save(),
+            ioapic: self.ioapic.save(),
+            lapics: self.lapics.iter().map(Lapic::save).collect(),
+            lines: self.lines,
+            nmi_pending: self.nmi_pending,
+            cpu_requests: self.cpu_requests.clone(),
+        }
+    }
+
+    fn restore(configs: Vec<LapicConfig>, s: &InterruptsState) -> Result<Interrupts, RestoreError> {
+        let cpus = configs.len();
+        if s.lapics.len() != cpus {
+            return Err(RestoreError::PlatformMismatch {
+                what: "vCPUs",
+                platform: cpus as u64,
+                saved: s.lapics.len() as u64,
+            });
+        }
+        let routing = |field, value: u64| {
+            refused(ROUTING)(StateError::Invalid {
+                device: ROUTING,
+                field,
+                value,
+            })
+        };
+        if u32::from(s.nmi_pending) >> cpus != 0 {
+            return Err(routing("nmi_pending", u64::from(s.nmi_pending)));
+        }
+        for request in &s.cpu_requests {
+            let (CpuRequest::Init { cpu } | CpuRequest::StartUp { cpu, .. }) = *request;
+            if cpu >= cpus {
+                return Err(routing("cpu_requests", cpu as u64));
+            }
+        }
+        let pic = <Pic as Persist>::restore((), &s.pic).map_err(refused(pic::NAME))?;
+        let ioapic = <Ioapic as Persist>::restore((), &s.ioapic).map_err(refused(ioapic::NAME))?;
+        let lapics = configs
+            .into_iter()
+            .zip(&s.lapics)
+            .enumerate()
+            .map(|(cpu, (config, saved))| {
+                <Lapic as Persist>::restore(config, saved)
+                    .map_err(|error| RestoreError::Lapic { cpu, error })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Interrupts {
+            pic,
+            ioapic,
+            lapics,
+            lines: s.lines,
+            nmi_pending: s.nmi_pending,
+            cpu_requests: s.cpu_requests.clone(),
+        })
     }
 }
 

@@ -2,6 +2,59 @@
 //! device/function number, configuration cycles routed to them, and their BARs mapped on
 //! the port-I/O and MMIO buses wherever the guest puts them.
 //!
+//! # A PCI device is one file
+//!
+//! ```
+//! use keel_vmm::devices::pci::{BarKind, PciConfigSpace, PciDevice, PciIds};
+//! use keel_vmm::devices::{DeviceContext, Devices};
+//!
+//! /// A doorbell: writing `n` to BAR 0 signals MSI-X vector `n`.
+//! struct Doorbell {
+//!     config: PciConfigSpace,
+//! }
+//!
+//! impl Doorbell {
+//!     fn new() -> Doorbell {
+//!         let mut config = PciConfigSpace::new(PciIds {
+//!             vendor: 0x1AF4,
+//!             device: 0x10FF,
+//!             revision: 1,
+//!             class: 0xFF_0000,
+//!             subsystem_vendor: 0x1AF4,
+//!             subsystem: 0x10FF,
+//!         });
+//!         let bar = BarKind::Memory32 { size: 0x2000, prefetchable: false };
+//!         config.set_bar(0, bar).unwrap();
+//!         config.add_msix(2, 0, 0x1000, 0, 0x1800).unwrap();
+//!         Doorbell { config }
+//!     }
+//! }
+//!
+//! impl PciDevice for Doorbell {
+//!     fn name(&self) -> &'static str {
+//!         "doorbell"
+//!     }
+//!     fn config(&self) -> &PciConfigSpace {
+//!         &self.config
+//!     }
+//!     fn config_mut(&mut self) -> &mut PciConfigSpace {
+//!         &mut self.config
+//!     }
+//!     fn read_bar(&mut self, _bar: u8, _offset: u64, _size: u8, _ctx: &mut DeviceContext) -> u64 {
+//!         0
+//!     }
+//!     fn write_bar(&mut self, _bar: u8, _at: u64, _size: u8, value: u64, ctx: &mut DeviceContext) {
+//!         self.config.msix_notify(value as u16, ctx);
+//!     }
+//! }
+//!
+//! let mut devices = Devices::pc_for_tests();
+//! let slot = devices.add_pci_device(Doorbell::new()).unwrap(); // the registration line
+//! assert_eq!(slot, 1);
+//! devices.write_port(0xCF8, 4, 0x8000_0800); // 00:01.0, register 0
+//! assert_eq!(devices.read_port(0xCFC, 4), 0x10FF_1AF4);
+//! ```
+//!
 //! # Configuration cycles
 //!
 //! The host bridge model ([`pci_host`](super::pci_host)) owns `CONFIG_ADDRESS` (`0xCF8`),
@@ -16,7 +69,7 @@
 //! BAR), the bus recomputes each of the function's BARs
 //! ([`PciConfigSpace::bar_region`]): a BAR with its decode bit on and a non-zero address
 //! appears on the MMIO (memory BARs) or port (I/O BARs) bus as a
-//! [`Target::PciBar`](crate::bus::Target::PciBar); moving it unmaps the old range first;
+//! [`Target::PciBar`](crate::bus::Target); moving it unmaps the old range first;
 //! clearing the decode bit or writing address 0 unmaps it. A range that would overlap
 //! something already mapped (the APICs, another BAR; also the all-ones address of a BAR
 //! being sized with decoding left on) stays unmapped until the guest moves it. Accesses to
@@ -194,9 +247,7 @@ impl Devices {
     /// Puts `device` on PCI bus 0 at the first free device number (function 0) and maps any
     /// BAR it already decodes. Returns the device number.
     ///
-    /// ```ignore
-    /// let slot = devices.add_pci_device(VirtioBlk::new(disk))?;
-    /// ```
+    /// See the [module docs](self) for an example.
     pub fn add_pci_device(&mut self, device: impl PciDevice) -> Result<u8, PciError> {
         let slot = (1..32)
             .find(|&d| !self.pci.functions.iter().any(|f| f.devfn >> 3 == d))
