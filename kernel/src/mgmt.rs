@@ -439,16 +439,16 @@ impl Management for Plane<'_> {
     // LEAD: wire to VmManager::pause/resume
     fn pause_vm(&mut self, key: &VmKey<'_>) -> Result<(), ApiError> {
         let (key, _) = self.resolve(key)?;
-        Err(ApiError::Unavailable(alloc::format!(
-            "VM {key}: the VM manager cannot pause VMs yet"
+        Err(ApiError::Conflict(alloc::format!(
+            "VM {key} cannot be paused: the VM manager cannot pause VMs yet"
         )))
     }
 
     // LEAD: wire to VmManager::pause/resume
     fn resume_vm(&mut self, key: &VmKey<'_>) -> Result<(), ApiError> {
         let (key, _) = self.resolve(key)?;
-        Err(ApiError::Unavailable(alloc::format!(
-            "VM {key}: the VM manager cannot resume VMs yet"
+        Err(ApiError::Conflict(alloc::format!(
+            "VM {key} cannot be resumed: the VM manager cannot pause VMs yet"
         )))
     }
 
