@@ -350,10 +350,14 @@ fn schemathesis_finds_no_server_errors_or_schema_violations() {
     // `positive_data_acceptance` is left out: a request can match the schema and still name a
     // boot module this appliance does not have (404), a VM that does not exist (404) or a
     // definition the configuration's rules refuse (422), which no schema can rule out. Every
-    // other check runs, server errors and response-schema conformance included.
+    // other check runs, server errors and response-schema conformance included, with the
+    // settings in qemu-tests/schemathesis.toml.
     // Run in the machine's temporary directory: schemathesis writes a cache where it runs.
+    let config = keel_image::workspace_root().join("qemu-tests/schemathesis.toml");
     let output = std::process::Command::new(&program)
         .current_dir(app.m.dir())
+        .arg("--config-file")
+        .arg(&config)
         .args([
             "run",
             &url,

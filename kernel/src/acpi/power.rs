@@ -8,23 +8,14 @@ const SCI_EN: u16 = 1 << 0;
 const SLP_TYP_SHIFT: u16 = 10;
 
 /// Why power-off could not happen.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, thiserror::Error)]
 pub enum PowerError {
     /// The firmware tables lack the PM1 control register or `\_S5`.
+    #[error("ACPI soft-off is not available on this machine (no PM1 control register or \\_S5)")]
     NoAcpiSoftOff,
     /// The register was written but the machine is still running.
+    #[error("the machine ignored the ACPI S5 request")]
     StillRunning,
-}
-
-impl core::fmt::Display for PowerError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str(match self {
-            PowerError::NoAcpiSoftOff => {
-                "ACPI soft-off is not available on this machine (no PM1 control register or \\_S5)"
-            }
-            PowerError::StillRunning => "the machine ignored the ACPI S5 request",
-        })
-    }
 }
 
 fn read16(reg: Register) -> u16 {

@@ -9,7 +9,6 @@
 
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::fmt;
 
 use super::gpt::{Gpt, GptError, Guid, Partition};
 
@@ -32,30 +31,17 @@ pub struct KeelPartitions {
 }
 
 /// Why a disk is not Keel's.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum IdentifyError {
     /// It has no usable GPT.
+    #[error("{0}")]
     Gpt(GptError),
     /// Its GPT has no `keel-config` partition of Keel's configuration type.
+    #[error("GPT has no {CONFIG_NAME} partition (type {CONFIG_TYPE}): not a Keel disk")]
     NoConfig,
     /// Its GPT has no `keel-store` basic-data partition.
+    #[error("GPT has no {STORE_NAME} partition (type {STORE_TYPE}): not a Keel disk")]
     NoStore,
-}
-
-impl fmt::Display for IdentifyError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            IdentifyError::Gpt(e) => write!(f, "{e}"),
-            IdentifyError::NoConfig => write!(
-                f,
-                "GPT has no {CONFIG_NAME} partition (type {CONFIG_TYPE}): not a Keel disk"
-            ),
-            IdentifyError::NoStore => write!(
-                f,
-                "GPT has no {STORE_NAME} partition (type {STORE_TYPE}): not a Keel disk"
-            ),
-        }
-    }
 }
 
 /// Keel's partitions in `gpt`: each found by type GUID and name together.
@@ -72,42 +58,28 @@ pub fn identify(gpt: &Gpt) -> Result<KeelPartitions, IdentifyError> {
 }
 
 /// Why there is no boot disk.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum BootDiskError {
     /// The disks have not been probed yet (a kernel bug if seen after boot).
+    #[error("no boot disk found: disks not probed yet")]
     NotProbed,
     /// No block device Keel drives (virtio-blk) was found, or none came up.
+    #[error("no boot disk found: no virtio-blk disk{}", reasons(failed))]
     NoDisk {
         /// Devices that failed to come up: `"00:04.0: reason"`.
         failed: Vec<String>,
     },
     /// Disks were found, none of them Keel's.
+    #[error("no boot disk found{}", reasons(disks))]
     NotKeel {
         /// Each disk and why it is not Keel's: `"virtio-blk at 00:04.0: reason"`.
         disks: Vec<String>,
     },
 }
 
-impl fmt::Display for BootDiskError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            BootDiskError::NotProbed => f.write_str("no boot disk found: disks not probed yet"),
-            BootDiskError::NoDisk { failed } => {
-                f.write_str("no boot disk found: no virtio-blk disk")?;
-                for reason in failed {
-                    write!(f, "; {reason}")?;
-                }
-                Ok(())
-            }
-            BootDiskError::NotKeel { disks } => {
-                f.write_str("no boot disk found")?;
-                for reason in disks {
-                    write!(f, "; {reason}")?;
-                }
-                Ok(())
-            }
-        }
-    }
+/// `; reason` for each reason, for [`BootDiskError`]'s messages.
+fn reasons(reasons: &[String]) -> String {
+    reasons.iter().map(|r| alloc::format!("; {r}")).collect()
 }
 
 #[cfg(target_os = "none")]

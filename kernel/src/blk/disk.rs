@@ -67,14 +67,16 @@ impl fmt::Display for DiskOp {
 }
 
 /// Why a disk operation failed.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DiskError {
     /// The buffer is empty or not a whole number of sectors.
+    #[error("buffer of {len} bytes is not a non-zero multiple of the {SECTOR}-byte sector")]
     BadLength {
         /// Its length in bytes.
         len: usize,
     },
     /// The sectors asked for are not all on the disk (or partition).
+    #[error("sectors {lba}..{} are beyond the end ({capacity} sectors)", lba.saturating_add(*count))]
     OutOfRange {
         /// First sector asked for.
         lba: u64,
@@ -84,8 +86,10 @@ pub enum DiskError {
         capacity: u64,
     },
     /// The device is read-only.
+    #[error("the disk is read-only")]
     ReadOnly,
     /// The device reported an error.
+    #[error("disk {op} at sector {lba} failed: {detail}")]
     Device {
         /// The operation.
         op: DiskOp,
@@ -94,30 +98,6 @@ pub enum DiskError {
         /// The driver's description.
         detail: String,
     },
-}
-
-impl fmt::Display for DiskError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            DiskError::BadLength { len } => write!(
-                f,
-                "buffer of {len} bytes is not a non-zero multiple of the {SECTOR}-byte sector"
-            ),
-            DiskError::OutOfRange {
-                lba,
-                count,
-                capacity,
-            } => write!(
-                f,
-                "sectors {lba}..{} are beyond the end ({capacity} sectors)",
-                lba.saturating_add(*count)
-            ),
-            DiskError::ReadOnly => f.write_str("the disk is read-only"),
-            DiskError::Device { op, lba, detail } => {
-                write!(f, "disk {op} at sector {lba} failed: {detail}")
-            }
-        }
-    }
 }
 
 /// Checks that a buffer of `len` bytes at `lba` fits a disk of `capacity` sectors; returns

@@ -126,23 +126,28 @@ pub struct Gpt {
 }
 
 /// Why a disk holds no usable GPT.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum GptError {
     /// The disk is too small to hold a GPT.
+    #[error("disk of {sectors} sectors is too small for a GPT")]
     DiskTooSmall {
         /// Its sectors.
         sectors: u64,
     },
     /// LBA 0 lacks the 0x55AA boot signature.
+    #[error("no partition table (no boot signature at LBA 0)")]
     NoMbr,
     /// The MBR has no 0xEE protective partition: not a GPT disk.
+    #[error("MBR-partitioned disk, not GPT (no 0xEE protective partition)")]
     NotProtective,
     /// The header lacks `EFI PART`.
+    #[error("no GPT header at LBA {lba}")]
     BadSignature {
         /// The LBA read.
         lba: u64,
     },
     /// The header size is below 92 bytes or above a sector.
+    #[error("GPT header at LBA {lba} declares a bad size of {size} bytes")]
     BadHeaderSize {
         /// The LBA read.
         lba: u64,
@@ -150,11 +155,13 @@ pub enum GptError {
         size: u32,
     },
     /// The header CRC32 does not match.
+    #[error("GPT header at LBA {lba} is corrupt (CRC32 mismatch)")]
     HeaderCrc {
         /// The LBA read.
         lba: u64,
     },
     /// The header says it lives elsewhere.
+    #[error("GPT header at LBA {lba} claims to be at LBA {claimed}")]
     WrongLocation {
         /// The LBA read.
         lba: u64,
@@ -162,6 +169,10 @@ pub enum GptError {
         claimed: u64,
     },
     /// The entry size is not a multiple of 128 of at least 128, or the array is too large.
+    #[error(
+        "GPT header at LBA {lba} declares an unusable entry array \
+         ({entries} entries of {entry_size} bytes)"
+    )]
     BadEntryArray {
         /// The LBA of the header.
         lba: u64,
@@ -171,6 +182,7 @@ pub enum GptError {
         entries: u32,
     },
     /// The entry array does not lie on the disk.
+    #[error("GPT header at LBA {lba} puts its entry array at LBA {array_lba}, off the disk")]
     EntryArrayOutOfRange {
         /// The LBA of the header.
         lba: u64,
@@ -178,16 +190,19 @@ pub enum GptError {
         array_lba: u64,
     },
     /// The entry array CRC32 does not match.
+    #[error("GPT partition entries of the header at LBA {lba} are corrupt (CRC32 mismatch)")]
     EntryArrayCrc {
         /// The LBA of the header.
         lba: u64,
     },
     /// The usable range is not inside the disk.
+    #[error("GPT header at LBA {lba} declares a usable range outside the disk")]
     BadUsableRange {
         /// The LBA of the header.
         lba: u64,
     },
     /// A used entry's range is backwards or outside the usable range.
+    #[error("GPT partition {number} has an invalid range {first_lba}..={last_lba}")]
     BadPartition {
         /// The partition number.
         number: u32,
@@ -197,64 +212,8 @@ pub enum GptError {
         last_lba: u64,
     },
     /// Reading the disk failed.
+    #[error("reading the partition table: {0}")]
     Disk(DiskError),
-}
-
-impl fmt::Display for GptError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            GptError::DiskTooSmall { sectors } => {
-                write!(f, "disk of {sectors} sectors is too small for a GPT")
-            }
-            GptError::NoMbr => f.write_str("no partition table (no boot signature at LBA 0)"),
-            GptError::NotProtective => {
-                f.write_str("MBR-partitioned disk, not GPT (no 0xEE protective partition)")
-            }
-            GptError::BadSignature { lba } => write!(f, "no GPT header at LBA {lba}"),
-            GptError::BadHeaderSize { lba, size } => {
-                write!(
-                    f,
-                    "GPT header at LBA {lba} declares a bad size of {size} bytes"
-                )
-            }
-            GptError::HeaderCrc { lba } => {
-                write!(f, "GPT header at LBA {lba} is corrupt (CRC32 mismatch)")
-            }
-            GptError::WrongLocation { lba, claimed } => {
-                write!(f, "GPT header at LBA {lba} claims to be at LBA {claimed}")
-            }
-            GptError::BadEntryArray {
-                lba,
-                entry_size,
-                entries,
-            } => write!(
-                f,
-                "GPT header at LBA {lba} declares an unusable entry array \
-                 ({entries} entries of {entry_size} bytes)"
-            ),
-            GptError::EntryArrayOutOfRange { lba, array_lba } => write!(
-                f,
-                "GPT header at LBA {lba} puts its entry array at LBA {array_lba}, off the disk"
-            ),
-            GptError::EntryArrayCrc { lba } => write!(
-                f,
-                "GPT partition entries of the header at LBA {lba} are corrupt (CRC32 mismatch)"
-            ),
-            GptError::BadUsableRange { lba } => write!(
-                f,
-                "GPT header at LBA {lba} declares a usable range outside the disk"
-            ),
-            GptError::BadPartition {
-                number,
-                first_lba,
-                last_lba,
-            } => write!(
-                f,
-                "GPT partition {number} has an invalid range {first_lba}..={last_lba}"
-            ),
-            GptError::Disk(e) => write!(f, "reading the partition table: {e}"),
-        }
-    }
 }
 
 impl From<DiskError> for GptError {

@@ -8,7 +8,6 @@
 
 use alloc::boxed::Box;
 use alloc::string::{String, ToString};
-use core::fmt;
 
 use virtio_drivers::device::blk::VirtIOBlk;
 use virtio_drivers::transport::pci::{PciTransport, VirtioPciError};
@@ -24,26 +23,17 @@ pub const DEVICE_IDS: [u16; 2] = [0x1001, 0x1042];
 pub const MAX_REQUEST: usize = 64 * 1024;
 
 /// Why a virtio-blk function could not be brought up.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum VirtioBlkError {
     /// The device offers only the legacy interface.
+    #[error("legacy-only virtio-blk device (no virtio 1.x capabilities): not supported")]
     LegacyOnly,
     /// The modern PCI transport could not be set up.
+    #[error("virtio PCI transport: {0}")]
     Transport(VirtioPciError),
     /// Feature negotiation or queue set-up failed.
+    #[error("virtio-blk set-up: {0}")]
     Init(virtio_drivers::Error),
-}
-
-impl fmt::Display for VirtioBlkError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            VirtioBlkError::LegacyOnly => f.write_str(
-                "legacy-only virtio-blk device (no virtio 1.x capabilities): not supported",
-            ),
-            VirtioBlkError::Transport(e) => write!(f, "virtio PCI transport: {e}"),
-            VirtioBlkError::Init(e) => write!(f, "virtio-blk set-up: {e}"),
-        }
-    }
 }
 
 /// A virtio-blk disk.

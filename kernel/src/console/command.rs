@@ -228,11 +228,13 @@ pub const COMMANDS: &[(&str, &str)] = &[
 ];
 
 /// Why a line is not a command.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError<'a> {
     /// The first word names no command.
+    #[error("unknown command '{0}': type 'help' for the list of commands")]
     Unknown(&'a str),
     /// The command takes no (more) arguments but got some.
+    #[error("'{command}' does not take '{argument}'; type 'help'")]
     UnexpectedArgument {
         /// The command.
         command: &'static str,
@@ -240,37 +242,19 @@ pub enum ParseError<'a> {
         argument: &'a str,
     },
     /// A required argument is missing.
+    #[error("usage: {usage}")]
     Missing {
         /// The usage line.
         usage: &'static str,
     },
     /// An argument has a bad value.
+    #[error("bad argument '{argument}': expected {expected}")]
     BadValue {
         /// The argument as typed.
         argument: &'a str,
         /// What was expected.
         expected: &'static str,
     },
-}
-
-impl core::fmt::Display for ParseError<'_> {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            ParseError::Unknown(name) => {
-                write!(
-                    f,
-                    "unknown command '{name}': type 'help' for the list of commands"
-                )
-            }
-            ParseError::UnexpectedArgument { command, argument } => {
-                write!(f, "'{command}' does not take '{argument}'; type 'help'")
-            }
-            ParseError::Missing { usage } => write!(f, "usage: {usage}"),
-            ParseError::BadValue { argument, expected } => {
-                write!(f, "bad argument '{argument}': expected {expected}")
-            }
-        }
-    }
 }
 
 fn no_more<'a>(

@@ -12,31 +12,17 @@ use core::ops::Range;
 pub const FRAME_SIZE: u64 = 4096;
 
 /// Why the allocator could not be set up.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
     /// The memory map has no usable RAM left after reservations.
+    #[error("the boot memory map has no usable RAM outside the kernel and modules")]
     NoUsableMemory,
     /// No free span below 4 GiB can hold the bitmap.
+    #[error("no free span below 4 GiB can hold the {needed}-byte frame bitmap")]
     NoRoomForBitmap {
         /// Bytes the bitmap needs.
         needed: u64,
     },
-}
-
-impl core::fmt::Display for FrameError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            FrameError::NoUsableMemory => {
-                f.write_str("the boot memory map has no usable RAM outside the kernel and modules")
-            }
-            FrameError::NoRoomForBitmap { needed } => {
-                write!(
-                    f,
-                    "no free span below 4 GiB can hold the {needed}-byte frame bitmap"
-                )
-            }
-        }
-    }
 }
 
 fn align_up(x: u64, a: u64) -> u64 {

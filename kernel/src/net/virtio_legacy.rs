@@ -22,8 +22,6 @@
 //! `virtio-drivers` allocates exactly that. Keel never enables MSI-X (the NICs are polled),
 //! so the device-specific configuration always starts at 0x14.
 
-use core::fmt;
-
 use virtio_drivers::transport::{DeviceStatus, DeviceType, InterruptStatus, Transport};
 use virtio_drivers::{Error, PhysAddr};
 use zerocopy::{FromBytes, Immutable, IntoBytes};
@@ -50,28 +48,24 @@ const QUEUE_ADDRESS_SHIFT: u32 = 12;
 const TRANSITIONAL_IDS: core::ops::RangeInclusive<u16> = 0x1000..=0x103f;
 
 /// Why a legacy transport could not be set up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum LegacyError {
     /// Not a transitional device ID (0x1000..=0x103f).
+    #[error("device ID {0:#06x} has no legacy interface")]
     NotTransitional(u16),
     /// The subsystem device ID is not a known virtio device type.
+    #[error("{}", unknown_type(*.0))]
     UnknownDeviceType(Option<u16>),
     /// BAR0 is not an assigned I/O BAR large enough for the common registers.
+    #[error("BAR0 is not an assigned legacy I/O BAR")]
     NoIoBar,
 }
 
-impl fmt::Display for LegacyError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            LegacyError::NotTransitional(id) => {
-                write!(f, "device ID {id:#06x} has no legacy interface")
-            }
-            LegacyError::UnknownDeviceType(Some(id)) => {
-                write!(f, "unknown virtio device type {id} in the subsystem ID")
-            }
-            LegacyError::UnknownDeviceType(None) => f.write_str("no subsystem ID"),
-            LegacyError::NoIoBar => f.write_str("BAR0 is not an assigned legacy I/O BAR"),
-        }
+/// [`LegacyError::UnknownDeviceType`]'s message.
+fn unknown_type(id: Option<u16>) -> alloc::string::String {
+    match id {
+        Some(id) => alloc::format!("unknown virtio device type {id} in the subsystem ID"),
+        None => alloc::string::String::from("no subsystem ID"),
     }
 }
 

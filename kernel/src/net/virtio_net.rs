@@ -17,7 +17,6 @@
 
 use alloc::boxed::Box;
 use core::cell::RefCell;
-use core::fmt;
 
 use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
@@ -92,30 +91,20 @@ impl Driver {
 }
 
 /// Why a virtio-net function could not be brought up.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum VirtioNetError {
     /// The modern PCI transport could not be set up.
+    #[error("virtio PCI transport: {0}")]
     Transport(VirtioPciError),
     /// The legacy PCI transport could not be set up.
+    #[error("virtio legacy PCI transport: {0}")]
     Legacy(LegacyError),
     /// A legacy device fixed its queues at a size this driver is not built for.
+    #[error("legacy virtqueue of {0} entries (only {LEGACY_QUEUE_SIZE} is supported)")]
     LegacyQueueSize(u16),
     /// Feature negotiation or queue set-up failed.
+    #[error("virtio-net set-up: {0}")]
     Init(virtio_drivers::Error),
-}
-
-impl fmt::Display for VirtioNetError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            VirtioNetError::Transport(e) => write!(f, "virtio PCI transport: {e}"),
-            VirtioNetError::Legacy(e) => write!(f, "virtio legacy PCI transport: {e}"),
-            VirtioNetError::LegacyQueueSize(size) => write!(
-                f,
-                "legacy virtqueue of {size} entries (only {LEGACY_QUEUE_SIZE} is supported)"
-            ),
-            VirtioNetError::Init(e) => write!(f, "virtio-net set-up: {e}"),
-        }
-    }
 }
 
 /// A virtio-net NIC.

@@ -54,46 +54,35 @@ impl fmt::Display for FatType {
 }
 
 /// Why the volume or a file cannot be read.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum FatError {
     /// Sector 0 is not a FAT boot sector (no 0x55AA, or zero geometry fields).
+    #[error("not a FAT file system (no valid boot sector)")]
     NotFat,
     /// A FAT feature the reader does not handle.
+    #[error("unsupported FAT volume: {0}")]
     Unsupported(&'static str),
     /// The boot sector's geometry does not fit the partition.
+    #[error("corrupt FAT boot sector: {0}")]
     BadGeometry(&'static str),
     /// A cluster chain leads outside the volume, to a free cluster, or loops.
+    #[error("corrupt FAT: bad cluster chain at cluster {cluster}")]
     BadChain {
         /// The cluster where it went wrong.
         cluster: u32,
     },
     /// A file's chain ends before its size.
+    #[error("corrupt FAT: {name} ends before its recorded size")]
     Truncated {
         /// The file.
         name: String,
     },
     /// No file of this name in the root directory.
+    #[error("no file named '{0}'")]
     NotFound(String),
     /// Reading the partition failed.
+    #[error("{0}")]
     Disk(DiskError),
-}
-
-impl fmt::Display for FatError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            FatError::NotFat => f.write_str("not a FAT file system (no valid boot sector)"),
-            FatError::Unsupported(what) => write!(f, "unsupported FAT volume: {what}"),
-            FatError::BadGeometry(what) => write!(f, "corrupt FAT boot sector: {what}"),
-            FatError::BadChain { cluster } => {
-                write!(f, "corrupt FAT: bad cluster chain at cluster {cluster}")
-            }
-            FatError::Truncated { name } => {
-                write!(f, "corrupt FAT: {name} ends before its recorded size")
-            }
-            FatError::NotFound(name) => write!(f, "no file named '{name}'"),
-            FatError::Disk(e) => write!(f, "{e}"),
-        }
-    }
 }
 
 impl From<DiskError> for FatError {

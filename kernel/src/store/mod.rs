@@ -19,27 +19,17 @@ pub struct StoreEntry {
 }
 
 /// Why the store cannot be read.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
     /// There is no boot disk (so no store partition).
+    #[error("no guest store: {0}")]
     NoBootDisk(crate::blk::boot_disk::BootDiskError),
     /// The store partition does not hold a FAT volume Keel can read.
+    #[error("guest store partition unreadable: {0} (rebuild the image with `keel build`)")]
     Mount(fat::FatError),
     /// Listing or reading failed (including "no such file").
+    #[error("guest store: {0}")]
     Fat(fat::FatError),
-}
-
-impl core::fmt::Display for StoreError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            StoreError::NoBootDisk(e) => write!(f, "no guest store: {e}"),
-            StoreError::Mount(e) => write!(
-                f,
-                "guest store partition unreadable: {e} (rebuild the image with `keel build`)"
-            ),
-            StoreError::Fat(e) => write!(f, "guest store: {e}"),
-        }
-    }
 }
 
 impl StoreError {

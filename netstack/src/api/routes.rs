@@ -126,8 +126,8 @@ impl Route {
 const VM_START: &[u16] = &[400, 404, 409, 422, 500, 503];
 
 /// Errors of pause and resume: 400 for a malformed `{name}` or a body, 404, 409 for a VM
-/// not in the state the change needs, 500 when the kernel fails, 503 when it cannot now.
-const VM_PAUSE: &[u16] = &[400, 404, 409, 500, 503];
+/// not in the state the change needs, 500 when the kernel fails.
+const VM_PAUSE: &[u16] = &[400, 404, 409, 500];
 
 /// Every route.
 pub static ROUTES: &[Route] = &[

@@ -144,8 +144,8 @@ pub enum VmKey<'a> {
 
 impl<'a> VmKey<'a> {
     /// Parses a path segment: decimal digits that fit a `u32` are a number, anything else
-    /// must be a valid VM name (the configuration's rule: 1 to 32 of `a-z0-9-`, a letter
-    /// first). The error is the 400 message.
+    /// must be a valid VM name (the configuration's rule, [`limits::check_vm_name`]). The
+    /// error is the 400 message.
     pub fn parse(segment: &'a str) -> Result<VmKey<'a>, String> {
         if !segment.is_empty() && segment.bytes().all(|b| b.is_ascii_digit()) {
             if segment.len() <= 10

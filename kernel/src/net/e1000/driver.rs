@@ -1,7 +1,6 @@
 //! The bare-metal half of the e1000 driver: MMIO, rings, and the `smoltcp` device.
 
 use core::cell::Cell;
-use core::fmt;
 use core::sync::atomic::{Ordering, fence};
 
 use smoltcp::phy::{self, DeviceCapabilities, Medium};
@@ -18,27 +17,20 @@ use crate::pci::{self, Bar, PciDevice, command};
 const MTU: usize = 1514;
 
 /// Why an e1000 could not be brought up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum E1000Error {
     /// BAR0 is missing, an I/O BAR, unassigned or too small.
+    #[error("BAR0 is not an assigned 128 KiB memory BAR")]
     NoRegisterBar,
     /// CTRL.RST did not clear.
+    #[error("device reset (CTRL.RST) did not complete")]
     ResetTimeout,
     /// Neither the EEPROM nor Receive Address 0 held a usable MAC address.
+    #[error("no valid MAC address in the EEPROM or RAL0/RAH0")]
     NoMacAddress,
     /// No frames for the rings or buffers.
+    #[error("out of memory for descriptor rings and buffers")]
     OutOfMemory,
-}
-
-impl fmt::Display for E1000Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            E1000Error::NoRegisterBar => "BAR0 is not an assigned 128 KiB memory BAR",
-            E1000Error::ResetTimeout => "device reset (CTRL.RST) did not complete",
-            E1000Error::NoMacAddress => "no valid MAC address in the EEPROM or RAL0/RAH0",
-            E1000Error::OutOfMemory => "out of memory for descriptor rings and buffers",
-        })
-    }
 }
 
 /// The register window (BAR0), mapped uncached.
