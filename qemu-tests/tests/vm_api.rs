@@ -207,6 +207,12 @@ fn named_vms_over_http_from_create_to_destroy() {
             "is not running",
         ),
         (
+            "pause a defined VM",
+            app.send("POST", "/api/v1/vms/counter/pause", None),
+            409,
+            "cannot pause VM counter: it is not running (defined)",
+        ),
+        (
             "type into a defined VM",
             app.type_into("counter", b"x"),
             409,
@@ -257,6 +263,57 @@ fn named_vms_over_http_from_create_to_destroy() {
         "tick 3",
         Duration::from_secs(30),
     );
+
+    // Pause: 200, state paused, the console stands still; invalid transitions are 409 and
+    // change nothing; resume goes on.
+    let paused = app.send("POST", "/api/v1/vms/counter/pause", None);
+    app.expect("pause counter", &paused, 200, &["\"state\":\"paused\""]);
+    let again = app.send("POST", "/api/v1/vms/counter/pause", None);
+    app.expect(
+        "pause it again",
+        &again,
+        409,
+        &["cannot pause VM counter: it is already paused", "\"error\""],
+    );
+    let graceful = app.send("POST", "/api/v1/vms/counter/stop", None);
+    app.expect(
+        "graceful stop of a paused VM",
+        &graceful,
+        409,
+        &["is paused and cannot answer the power button"],
+    );
+    let held = app.get("/api/v1/vms/counter/console?since=0");
+    std::thread::sleep(Duration::from_secs(2));
+    let still = app.get("/api/v1/vms/counter/console?since=0");
+    check!(
+        app.m,
+        held.body == still.body,
+        "a paused VM's console grew:\nbefore {}\nafter  {}",
+        held.body,
+        still.body
+    );
+    let listed = app.get("/api/v1/vms/counter");
+    app.expect("paused in its view", &listed, 200, &["\"state\":\"paused\""]);
+    let resumed = app.send("POST", "/api/v1/vms/counter/resume", None);
+    app.expect("resume counter", &resumed, 200, &["\"state\":\"running\""]);
+    let again = app.send("POST", "/api/v1/vms/counter/resume", None);
+    app.expect(
+        "resume a running VM",
+        &again,
+        409,
+        &["cannot resume VM counter: it is not paused"],
+    );
+    let nosuch = app.send("POST", "/api/v1/vms/nosuch/pause", None);
+    app.expect("pause an unknown VM", &nosuch, 404, &["no VM named 'nosuch'"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while app.get("/api/v1/vms/counter/console?since=0").body == still.body {
+        check!(
+            app.m,
+            Instant::now() < deadline,
+            "the resumed counter printed nothing in 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // Forced stop: 200, stopped at once.
     let stopped = app.send(
