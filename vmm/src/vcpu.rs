@@ -12,7 +12,8 @@
 //!    [`Vcpu::complete_read`] with the value before the next `run`; the backend then writes the
 //!    destination register and moves RIP past the instruction. For the other exits RIP has
 //!    already been advanced when `run` returns (or, for faults, left where the guest stopped).
-//!
+//! 4. Between runs (no read pending), [`Vcpu::save_state`] and [`Vcpu::restore_state`]
+//!    move the vCPU's whole architectural state out and in as a [`VcpuState`].
 //!
 //! [`VmBackend::create_vcpu`]: crate::backend::VmBackend::create_vcpu
 
@@ -22,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod state;
 
-pub use self::state::VcpuState;
+pub use self::state::{VcpuState, VcpuStateError};
 
 /// A general-purpose register, in the x86 encoding order (RAX = 0 … R15 = 15).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -383,6 +384,8 @@ pub enum VcpuError {
     NotInterruptible,
     /// The vCPU was stopped after an unrecoverable exit.
     Stopped,
+    /// The backend could not read the vCPU's state (a VMREAD failed: a VMM bug).
+    StateAccess,
 }
 
 impl fmt::Display for VcpuError {
@@ -394,6 +397,7 @@ impl fmt::Display for VcpuError {
                 "an interrupt was injected while the guest could not take one"
             }
             VcpuError::Stopped => "the vCPU is stopped",
+            VcpuError::StateAccess => "the vCPU's state could not be read from the hardware",
         })
     }
 }
@@ -449,4 +453,16 @@ pub trait Vcpu {
     /// The TSC the guest reads when the host's TSC reads `host_tsc` (the guest's TSC offset
     /// applied).
     fn guest_tsc(&self, host_tsc: u64) -> u64;
+    /// Everything the guest can observe of this vCPU, with the TSC as the guest reads it when
+    /// the host's reads `host_tsc`. Call it between runs: with a read exit not yet completed
+    /// ([`complete_read`](Self::complete_read)) it fails with
+    /// [`VcpuError::ReadNotCompleted`], as the guest is halfway through an instruction; a
+    /// stopped vCPU fails with [`VcpuError::Stopped`].
+    fn save_state(&self, host_tsc: u64) -> Result<VcpuState, VcpuError>;
+    /// Loads `state` (from [`save_state`](Self::save_state), here or on another host) so that
+    /// the guest continues where it was saved, its TSC continuing from the saved value at
+    /// `host_tsc` (no jump). The state is checked first ([`VcpuState::validate`] and the
+    /// backend's own rules); on error nothing changes. A pending read is dropped and a
+    /// stopped vCPU can run again.
+    fn restore_state(&mut self, state: &VcpuState, host_tsc: u64) -> Result<(), VcpuStateError>;
 }

@@ -727,12 +727,33 @@ mod tests {
         nmi_blocked: Cell<bool>,
     }
 
-    /// A vCPU that returns scripted exits and enforces the read-completion protocol.
+    /// A vCPU that returns scripted exits and enforces the read-completion protocol; its
+    /// architectural state is a [`VcpuState`] it keeps (validated on restore, TSC offset
+    /// applied).
     struct ScriptedVcpu {
         exits: VecDeque<VmExit>,
         pending_read: bool,
         internal: InternalExits,
         probe: Rc<Probe>,
+        state: Option<crate::vcpu::VcpuState>,
+        tsc_offset: u64,
+    }
+
+    impl ScriptedVcpu {
+        fn new(
+            exits: impl IntoIterator<Item = VmExit>,
+            internal: InternalExits,
+            probe: Rc<Probe>,
+        ) -> ScriptedVcpu {
+            ScriptedVcpu {
+                exits: exits.into_iter().collect(),
+                pending_read: false,
+                internal,
+                probe,
+                state: None,
+                tsc_offset: 0,
+            }
+        }
     }
 
     impl Vcpu for ScriptedVcpu {
@@ -800,7 +821,36 @@ mod tests {
         }
 
         fn guest_tsc(&self, host_tsc: u64) -> u64 {
-            host_tsc
+            host_tsc.wrapping_add(self.tsc_offset)
+        }
+
+        fn save_state(&self, host_tsc: u64) -> Result<crate::vcpu::VcpuState, VcpuError> {
+            if self.pending_read {
+                return Err(VcpuError::ReadNotCompleted);
+            }
+            let tsc = self.guest_tsc(host_tsc);
+            Ok(match &self.state {
+                Some(state) => crate::vcpu::VcpuState {
+                    tsc,
+                    ..state.clone()
+                },
+                None => crate::vcpu::VcpuState::at_reset(
+                    crate::backend::start_registers(StartMode::RealMode { entry: 0x7c00 }),
+                    tsc,
+                ),
+            })
+        }
+
+        fn restore_state(
+            &mut self,
+            state: &crate::vcpu::VcpuState,
+            host_tsc: u64,
+        ) -> Result<(), crate::vcpu::VcpuStateError> {
+            state.validate()?;
+            self.tsc_offset = state.tsc.wrapping_sub(host_tsc);
+            self.state = Some(state.clone());
+            self.pending_read = false;
+            Ok(())
         }
 
         fn set_pause_exiting(&mut self, on: bool) -> bool {
@@ -892,12 +942,11 @@ mod tests {
             self.started.borrow_mut().push((apic_id, start));
             let probe = Rc::new(Probe::default());
             self.probes.borrow_mut().push(Rc::clone(&probe));
-            Ok(Box::new(ScriptedVcpu {
-                exits: script.into_iter().collect(),
-                pending_read: false,
-                internal: InternalExits::default(),
+            Ok(Box::new(ScriptedVcpu::new(
+                script,
+                InternalExits::default(),
                 probe,
-            }))
+            )))
         }
     }
 
@@ -906,12 +955,7 @@ mod tests {
         internal: InternalExits,
     ) -> (Vm, Rc<Probe>) {
         let probe = Rc::new(Probe::default());
-        let vcpu = ScriptedVcpu {
-            exits: exits.into_iter().collect(),
-            pending_read: false,
-            internal,
-            probe: Rc::clone(&probe),
-        };
+        let vcpu = ScriptedVcpu::new(exits, internal, Rc::clone(&probe));
         let vm = Vm::new(
             7,
             String::from("test"),
@@ -943,6 +987,46 @@ mod tests {
             }
         }
         vm.state()
+    }
+
+    #[test]
+    fn a_vcpu_is_rebuilt_from_its_saved_state_through_the_backend() {
+        let probe = Rc::new(Probe::default());
+        let bsp = ScriptedVcpu::new([], InternalExits::default(), Rc::clone(&probe));
+        let mut backend = ScriptedBackend::new(bsp, std::vec![std::vec![], std::vec![]]);
+        let mut original = backend
+            .create_vcpu(0, StartMode::RealMode { entry: 0x7c00 })
+            .unwrap();
+        let mut state = original.save_state(1_000).unwrap();
+        assert_eq!(state.tsc, 1_000);
+        state.registers.rip = 0x7c05;
+        original.restore_state(&state, 1_000).unwrap();
+        // Restored into a new vCPU at host TSC 5 000: the guest TSC continues from 1 200.
+        let saved = original.save_state(1_200).unwrap();
+        assert_eq!(saved.tsc, 1_200);
+        let copy = backend.restore_vcpu(1, &saved, 5_000).unwrap();
+        assert_eq!(copy.guest_tsc(5_000), 1_200);
+        assert_eq!(copy.save_state(5_100).unwrap().registers.rip, 0x7c05);
+        // A state the hardware would refuse creates nothing.
+        let mut bad = saved.clone();
+        bad.registers.cr0 |= 1 << 31;
+        let err = backend.restore_vcpu(1, &bad, 0).err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            "vCPU state registers.cr0: paging (PG) without protection (PE)"
+        );
+        assert_eq!(backend.scripts.len(), 1, "no vCPU was made for it");
+        // A vCPU in the middle of a read cannot be saved.
+        let mut reading = ScriptedVcpu::new(
+            [VmExit::IoIn {
+                port: 0x60,
+                size: 1,
+            }],
+            InternalExits::default(),
+            probe,
+        );
+        reading.run(backend.memory()).unwrap();
+        assert_eq!(reading.save_state(0), Err(VcpuError::ReadNotCompleted));
     }
 
     #[test]
@@ -1456,12 +1540,7 @@ mod tests {
             aps: Option<Vec<Vec<VmExit>>>,
             bsp_probe: Rc<Probe>,
         ) -> Smp {
-            let vcpu = ScriptedVcpu {
-                exits: bsp.into_iter().collect(),
-                pending_read: false,
-                internal: InternalExits::default(),
-                probe: bsp_probe,
-            };
+            let vcpu = ScriptedVcpu::new(bsp, InternalExits::default(), bsp_probe);
             let backend = ScriptedBackend::new(vcpu, aps.unwrap_or_default());
             let started = Rc::clone(&backend.started);
             let ap_probes = Rc::clone(&backend.probes);

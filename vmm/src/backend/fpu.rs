@@ -10,6 +10,7 @@
 //! the registers; [`GuestFpu::restore`] checks an area with [`validate_area`] (XRSTOR of a
 //! bad one would raise #GP in the host) before it replaces the state.
 
+use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::arch::asm;
 use core::fmt;
@@ -77,6 +78,16 @@ pub fn enable_on_this_cpu() {
     if mask != 0 {
         HOST_MXCSR_MASK.store(mask, Ordering::Relaxed);
     }
+}
+
+/// The MXCSR bits this host allows (what [`GuestFpu::restore`] checks areas against).
+pub fn host_mxcsr_mask() -> u32 {
+    HOST_MXCSR_MASK.load(Ordering::Relaxed)
+}
+
+/// The host's XCR0, 0 without XSAVE (what [`GuestFpu::restore`] checks areas against).
+pub fn host_xcr0() -> u64 {
+    HOST_XCR0.load(Ordering::Relaxed)
 }
 
 /// Why a saved FPU area cannot be loaded.
@@ -226,27 +237,31 @@ impl GuestFpu {
         OWNER.store(ours, Ordering::Relaxed);
     }
 
-    /// The state, in XSAVE standard layout ([`AREA_BYTES`] long); when the CPU's registers
-    /// hold it, they are saved to the area first.
-    pub fn save(&mut self) -> Vec<u8> {
-        let ours = self.ptr();
-        if OWNER.load(Ordering::Relaxed) == ours {
-            // SAFETY: our own area, exclusively borrowed, page-aligned; we own the registers,
-            // so `enable_on_this_cpu` ran.
-            unsafe { save_to(ours) };
+    /// The state, in XSAVE standard layout ([`AREA_BYTES`] long). When the CPU's registers
+    /// hold it, they are saved (into a scratch area: `&self` leaves the vCPU's own area
+    /// alone), and stay the live copy.
+    pub fn save(&self) -> Vec<u8> {
+        let ours = self.area.page().as_ptr() as *mut u8;
+        if OWNER.load(Ordering::Relaxed) != ours {
+            return self.area.page().to_vec();
         }
-        self.area.page().to_vec()
+        #[repr(C, align(64))]
+        struct Scratch([u8; AREA_BYTES]);
+        // The current contents as a base: XSAVE writes only the components it saves and
+        // the header.
+        let mut scratch = Box::new(Scratch([0; AREA_BYTES]));
+        scratch.0.copy_from_slice(self.area.page());
+        // SAFETY: a 64-byte-aligned 4 KiB heap area we own exclusively; we own the
+        // registers, so `enable_on_this_cpu` ran.
+        unsafe { save_to(scratch.0.as_mut_ptr()) };
+        scratch.0.to_vec()
     }
 
     /// Replaces the state with `area` after [`validate_area`] against this host; on error
     /// nothing changes. The registers are no longer this vCPU's: the next [`load`](Self::load)
     /// restores from the new area.
     pub fn restore(&mut self, area: &[u8]) -> Result<(), FpuAreaError> {
-        validate_area(
-            area,
-            HOST_MXCSR_MASK.load(Ordering::Relaxed),
-            HOST_XCR0.load(Ordering::Relaxed),
-        )?;
+        validate_area(area, host_mxcsr_mask(), host_xcr0())?;
         let ours = self.ptr();
         let _ = OWNER.compare_exchange(
             ours,

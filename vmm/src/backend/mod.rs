@@ -22,6 +22,7 @@
 //! Every resource is an owned value, so a failed creation and `Drop` unwind themselves.
 //! No backend type leaks out of this module.
 
+mod debug;
 pub mod fpu;
 mod ids;
 pub mod memory_map;
@@ -38,7 +39,7 @@ use crate::cpuid::CpuidPolicy;
 use crate::detect::{Unavailable, Virtualization};
 use crate::host::HostMemory;
 use crate::memory::{GuestMemory, MemoryError};
-use crate::vcpu::{Registers, StartMode, Vcpu};
+use crate::vcpu::{Registers, StartMode, Vcpu, VcpuError, VcpuState, VcpuStateError};
 
 /// Why a VM backend or a vCPU could not be created.
 #[derive(Debug)]
@@ -76,6 +77,24 @@ impl From<MemoryError> for BackendError {
         match e {
             MemoryError::OutOfHostMemory { .. } => BackendError::OutOfHostMemory,
             e => BackendError::Memory(e),
+        }
+    }
+}
+
+/// Why a vCPU could not be rebuilt from a saved state.
+#[derive(Debug)]
+pub enum VcpuRestoreError {
+    /// The backend could not create the vCPU.
+    Create(BackendError),
+    /// The state was refused.
+    State(VcpuStateError),
+}
+
+impl fmt::Display for VcpuRestoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VcpuRestoreError::Create(e) => write!(f, "cannot create the vCPU: {e}"),
+            VcpuRestoreError::State(e) => e.fmt(f),
         }
     }
 }
@@ -139,6 +158,54 @@ pub trait VmBackend {
     fn take_dirty_pages(&mut self) -> DirtyBitmap {
         self.memory_map_mut().take_dirty()
     }
+
+    /// A vCPU for `apic_id` in `state` (saved with [`Vcpu::save_state`]), its guest TSC
+    /// continuing from the saved value at `host_tsc`. This is the restore half of
+    /// [`Persist`](crate::persist::Persist) for a vCPU, with the VM backend and the APIC id as
+    /// the constructor arguments; nothing is left behind on error.
+    fn restore_vcpu(
+        &mut self,
+        apic_id: u32,
+        state: &VcpuState,
+        host_tsc: u64,
+    ) -> Result<Box<dyn Vcpu>, VcpuRestoreError> {
+        state.validate().map_err(VcpuRestoreError::State)?;
+        let mut vcpu = self
+            .create_vcpu(apic_id, StartMode::RealMode { entry: 0 })
+            .map_err(VcpuRestoreError::Create)?;
+        vcpu.restore_state(state, host_tsc)
+            .map_err(VcpuRestoreError::State)?;
+        Ok(vcpu)
+    }
+}
+
+/// Whether this build checks save/restore on the hardware: set `KEEL_VCPU_STATE_SELFTEST`
+/// when building the kernel, and every 64th `run` of every vCPU first saves its state,
+/// encodes it with postcard, decodes it and restores it (at the same host TSC, so the guest
+/// clock does not move). A guest that keeps running proves the round trip on the real
+/// VMCB/VMCS; a failure stops the vCPU with [`VcpuError::StateAccess`].
+pub(crate) const STATE_SELFTEST: bool = option_env!("KEEL_VCPU_STATE_SELFTEST").is_some();
+
+/// The self-test's round trip for `vcpu` (see [`STATE_SELFTEST`]), every 64th call.
+pub(crate) fn state_selftest(vcpu: &mut dyn Vcpu, host_tsc: u64) -> Result<(), VcpuError> {
+    use core::sync::atomic::{AtomicU64, Ordering};
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    if !CALLS.fetch_add(1, Ordering::Relaxed).is_multiple_of(64) {
+        return Ok(());
+    }
+    let state = vcpu.save_state(host_tsc)?;
+    let bytes = postcard::to_allocvec(&state).map_err(|_| VcpuError::StateAccess)?;
+    let back: VcpuState = postcard::from_bytes(&bytes).map_err(|_| VcpuError::StateAccess)?;
+    if back != state {
+        return Err(VcpuError::StateAccess);
+    }
+    vcpu.restore_state(&back, host_tsc)
+        .map_err(|_| VcpuError::StateAccess)?;
+    // What was restored reads back the same.
+    if vcpu.save_state(host_tsc)? != state {
+        return Err(VcpuError::StateAccess);
+    }
+    Ok(())
 }
 
 /// The VM backend for `memory` on whichever extension this host has; vCPUs get `cpuid`

@@ -9,6 +9,7 @@
 //! in EXITINFO2 anyway).
 
 pub mod instr;
+mod state;
 pub mod vmcb;
 
 use alloc::boxed::Box;
@@ -16,6 +17,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use self::instr::GuestGprs;
 use self::vmcb::{Vmcb, exit, offset};
+use super::debug::GuestDebug;
 use super::fpu::{self, GuestFpu};
 use super::ids::{Id, IdPool};
 use super::memory_map::{MemoryMap, TlbEpoch};
@@ -30,7 +32,8 @@ use crate::memory::{ControlFrames, GuestMemory};
 use crate::msr::{self, MsrEffect, MsrState};
 use crate::nested_paging::NestedFormat;
 use crate::vcpu::{
-    EntryFailure, Gpr, InternalExits, Registers, StartMode, Vcpu, VcpuError, VmExit,
+    EntryFailure, Gpr, InternalExits, Registers, StartMode, Vcpu, VcpuError, VcpuState,
+    VcpuStateError, VmExit,
 };
 
 const RFLAGS_IF: u64 = 1 << 9;
@@ -129,8 +132,11 @@ pub struct SvmVcpu {
     iopm: ControlFrames,
     msrpm: ControlFrames,
     fpu: GuestFpu,
+    debug: GuestDebug,
     asid: Id,
     tlb: TlbEpoch,
+    /// Flush this vCPU's guest-linear translations at the next entry (a restored state).
+    flush_guest: bool,
     host_save_pa: u64,
     gprs: GuestGprs,
     nrip_save: bool,
@@ -185,8 +191,10 @@ impl SvmVcpu {
             iopm,
             msrpm,
             fpu,
+            debug: GuestDebug::new(false),
             asid,
             tlb: map.tlb_epoch(),
+            flush_guest: false,
             host_save_pa,
             gprs: GuestGprs::default(),
             nrip_save: caps.nrip_save,
@@ -541,9 +549,14 @@ impl GuestAccess for SvmVcpu {
 impl Vcpu for SvmVcpu {
     fn run(&mut self, memory: &GuestMemory) -> Result<VmExit, VcpuError> {
         pending::check_runnable(self.stopped, &self.pending)?;
+        if super::STATE_SELFTEST {
+            super::state_selftest(self, instr::rdtsc())?;
+        }
         loop {
             self.fpu.load();
-            let tlb_control = if !self.tlb.take_flush() {
+            self.debug.load();
+            let flush = self.tlb.take_flush() | core::mem::take(&mut self.flush_guest);
+            let tlb_control = if !flush {
                 0
             } else if self.flush_by_asid {
                 TLB_FLUSH_ASID
@@ -670,5 +683,37 @@ impl Vcpu for SvmVcpu {
 
     fn guest_tsc(&self, host_tsc: u64) -> u64 {
         host_tsc.wrapping_add(self.vmcb_ref().get(offset::TSC_OFFSET))
+    }
+
+    fn save_state(&self, host_tsc: u64) -> Result<VcpuState, VcpuError> {
+        pending::check_runnable(self.stopped, &self.pending)?;
+        let [dr0, dr1, dr2, dr3, _] = self.debug.get();
+        let out = state::Outside {
+            gpr: self.gprs.0,
+            nmi: self.nmi,
+            dr: [dr0, dr1, dr2, dr3],
+            msrs: self.msrs.state(),
+            fpu: self.fpu.save(),
+        };
+        Ok(state::read(&self.vmcb_ref(), out, host_tsc))
+    }
+
+    fn restore_state(&mut self, state: &VcpuState, host_tsc: u64) -> Result<(), VcpuStateError> {
+        state.validate()?;
+        // The FPU area is checked against this host before anything changes.
+        fpu::validate_area(&state.fpu, fpu::host_mxcsr_mask(), fpu::host_xcr0())
+            .map_err(VcpuStateError::Fpu)?;
+        let out = state::write(&mut self.vmcb(), state, host_tsc);
+        self.fpu.restore(&out.fpu).map_err(VcpuStateError::Fpu)?;
+        let [dr0, dr1, dr2, dr3] = out.dr;
+        self.debug.set([dr0, dr1, dr2, dr3, 0]);
+        // Validated above (`VcpuState::validate` checks the same rules).
+        let _ = self.msrs.restore(out.msrs);
+        self.gprs.0 = out.gpr;
+        self.nmi = out.nmi;
+        self.pending = None;
+        self.stopped = false;
+        self.flush_guest = true;
+        Ok(())
     }
 }

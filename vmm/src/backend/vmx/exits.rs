@@ -380,7 +380,7 @@ impl VmxVcpu {
         }
     }
 
-    fn cr_view(&self) -> CrView {
+    pub(super) fn cr_view(&self) -> CrView {
         let v = self.vmcs();
         CrView {
             cr0: cr::CrPolicy::visible(
@@ -470,7 +470,11 @@ impl VmxVcpu {
     }
 
     /// Loads the PAE PDPTEs from guest memory into the VMCS when `view` is PAE paging.
-    fn load_pdptes_if_pae(&mut self, memory: &GuestMemory, view: &CrView) -> Result<(), GpFault> {
+    pub(super) fn load_pdptes_if_pae(
+        &mut self,
+        memory: &GuestMemory,
+        view: &CrView,
+    ) -> Result<(), GpFault> {
         if !cr::pae_paging(view.cr0, view.cr4, view.efer) {
             return Ok(());
         }

@@ -53,6 +53,7 @@ pub mod cr;
 pub mod exit_info;
 mod exits;
 pub mod instr;
+mod state;
 pub mod vmcs;
 
 use alloc::boxed::Box;
@@ -63,6 +64,7 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 use self::cr::CrPolicy;
 use self::instr::{GuestRegs, RunResult, VmFail};
 use self::vmcs::{ControlAddresses, ControlError, Controls, Fields, field};
+use super::debug::GuestDebug;
 use super::fpu::{self, GuestFpu};
 use super::ids::{Id, IdPool};
 use super::memory_map::{MemoryMap, TlbEpoch};
@@ -75,7 +77,8 @@ use crate::memory::{ControlFrames, GuestMemory};
 use crate::msr::{self, MsrState};
 use crate::nested_paging::NestedFormat;
 use crate::vcpu::{
-    EntryFailure, Gpr, InternalExits, Registers, StartMode, Vcpu, VcpuError, VmExit,
+    EntryFailure, Gpr, InternalExits, Registers, StartMode, Vcpu, VcpuError, VcpuState,
+    VcpuStateError, VmExit,
 };
 
 pub use self::exit_info::{entry_failure_name, instruction_error_name};
@@ -372,6 +375,9 @@ pub struct VmxVcpu {
     io_bitmaps: ControlFrames,
     msr_bitmap: ControlFrames,
     fpu: GuestFpu,
+    debug: GuestDebug,
+    /// Load the PAE PDPTEs from guest memory before the next entry (a restored state).
+    reload_pdptes: bool,
     /// None when VPID is not used.
     vpid: Option<Vpid>,
     tlb: TlbEpoch,
@@ -431,6 +437,8 @@ impl VmxVcpu {
             io_bitmaps,
             msr_bitmap,
             fpu,
+            debug: GuestDebug::new(true),
+            reload_pdptes: false,
             tlb: vm.map.tlb_epoch(),
             eptp: vm.map.tables().eptp(),
             invept: if ev.invept() && ev.invept_single_context() {
@@ -534,6 +542,41 @@ impl VmxVcpu {
         }
     }
 
+    /// STAR, LSTAR, FMASK, KERNEL_GS_BASE: the CPU's while this vCPU owns them, else its
+    /// store's.
+    fn syscall_msr_values(&self) -> [u64; 4] {
+        let ours = self.syscall_msrs.get();
+        if SYSCALL_MSR_OWNER.load(Ordering::Acquire) == ours {
+            // SAFETY: these MSRs exist on every 64-bit CPU; reading has no side effects.
+            SyscallMsrs::MSRS.map(|msr| unsafe { instr::rdmsr(msr) })
+        } else {
+            // SAFETY: a copy out of our own store, which only `activate` writes (through
+            // `&self` of a vCPU, on this CPU, not now).
+            let m = unsafe { *ours };
+            [m.star, m.lstar, m.fmask, m.kernel_gs_base]
+        }
+    }
+
+    /// Replaces STAR, LSTAR, FMASK and KERNEL_GS_BASE (in the CPU too while this vCPU owns
+    /// them).
+    fn set_syscall_msr_values(&mut self, values: [u64; 4]) {
+        let [star, lstar, fmask, kernel_gs_base] = values;
+        *self.syscall_msrs.get_mut() = SyscallMsrs {
+            star,
+            lstar,
+            fmask,
+            kernel_gs_base,
+        };
+        if SYSCALL_MSR_OWNER.load(Ordering::Acquire) == self.syscall_msrs.get() {
+            for (msr, value) in SyscallMsrs::MSRS.into_iter().zip(values) {
+                // SAFETY: the MSRs exist on every 64-bit CPU; the values passed
+                // `VcpuState::validate` (canonical addresses, FMASK's upper half zero), and
+                // the host never uses them (see the module docs).
+                unsafe { instr::wrmsr(msr, value) };
+            }
+        }
+    }
+
     /// Drops the guest-physical and combined translations cached for the VM's EPT (INVEPT
     /// single-context for its EPTP, else all-context; SDM Vol. 3C §29.4.3.1), after the
     /// VM's memory map changed or before this vCPU's first entry.
@@ -631,6 +674,9 @@ impl VmxVcpu {
 impl Vcpu for VmxVcpu {
     fn run(&mut self, memory: &GuestMemory) -> Result<VmExit, VcpuError> {
         pending::check_runnable(self.stopped, &self.pending)?;
+        if super::STATE_SELFTEST {
+            super::state_selftest(self, instr::rdtsc())?;
+        }
         loop {
             let mut v = self.vmcs();
             if self.preemption_timer != 0 {
@@ -648,8 +694,14 @@ impl Vcpu for VmxVcpu {
                 return Ok(VmExit::FailEntry { reason });
             }
             self.fpu.load();
+            self.debug.load();
             if self.tlb.take_flush() {
                 self.flush_ept();
+            }
+            if core::mem::take(&mut self.reload_pdptes) {
+                let view = self.cr_view();
+                // PDPTEs a guest could not load fail the entry check, which reports them.
+                let _ = self.load_pdptes_if_pae(memory, &view);
             }
             if self.flush_vpid {
                 self.flush_vpid = false;
@@ -762,6 +814,58 @@ impl Vcpu for VmxVcpu {
 
     fn guest_tsc(&self, host_tsc: u64) -> u64 {
         host_tsc.wrapping_add(self.vmcs().read(field::TSC_OFFSET))
+    }
+
+    fn save_state(&self, host_tsc: u64) -> Result<VcpuState, VcpuError> {
+        pending::check_runnable(self.stopped, &self.pending)?;
+        let [dr0, dr1, dr2, dr3, dr6] = self.debug.get();
+        let out = state::Outside {
+            gpr: self.regs.gpr,
+            cr2: self.regs.cr2,
+            syscall: self.syscall_msr_values(),
+            cstar: self.cstar,
+            dr: [dr0, dr1, dr2, dr3],
+            dr6,
+            msrs: self.msrs.state(),
+            fpu: self.fpu.save(),
+        };
+        let _ = take_access_error();
+        let saved = state::read(&self.vmcs(), out, host_tsc);
+        match take_access_error() {
+            None => Ok(saved),
+            Some(_) => Err(VcpuError::StateAccess),
+        }
+    }
+
+    fn restore_state(&mut self, state: &VcpuState, host_tsc: u64) -> Result<(), VcpuStateError> {
+        state.validate()?;
+        state::validate(state, &self.cr, self.virtual_nmis)?;
+        // The FPU area is checked against this host before anything changes.
+        fpu::validate_area(&state.fpu, fpu::host_mxcsr_mask(), fpu::host_xcr0())
+            .map_err(VcpuStateError::Fpu)?;
+        let _ = take_access_error();
+        let out = state::write(&mut self.vmcs(), state, &self.cr, host_tsc);
+        if take_access_error().is_some() {
+            self.stopped = true;
+            return Err(VcpuStateError::Invalid {
+                field: "registers",
+                reason: "the CPU refused a VMCS write (the vCPU is stopped)",
+            });
+        }
+        self.fpu.restore(&out.fpu).map_err(VcpuStateError::Fpu)?;
+        let [dr0, dr1, dr2, dr3] = out.dr;
+        self.debug.set([dr0, dr1, dr2, dr3, out.dr6]);
+        // Validated above (`VcpuState::validate` checks the same rules).
+        let _ = self.msrs.restore(out.msrs);
+        self.regs.gpr = out.gpr;
+        self.regs.cr2 = out.cr2;
+        self.cstar = out.cstar;
+        self.set_syscall_msr_values(out.syscall);
+        self.pending = None;
+        self.stopped = false;
+        self.flush_vpid = self.vpid.is_some();
+        self.reload_pdptes = true;
+        Ok(())
     }
 }
 

@@ -353,9 +353,11 @@ fn adjust(
 /// - primary: HLT, MWAIT and MONITOR exiting, I/O bitmaps (all ones) or unconditional I/O
 ///   exiting, MSR bitmaps, TSC offsetting, secondary controls;
 /// - secondary: EPT, unrestricted guest, VPID when asked;
-/// - exit: 64-bit host, save/load EFER and PAT, *no* acknowledge-interrupt-on-exit (the
-///   interrupt stays pending for the host's own handler);
-/// - entry: load EFER and PAT.
+/// - exit: 64-bit host, save/load EFER and PAT, save the debug controls (the guest's DR7
+///   and DEBUGCTL) where the CPU allows, *no* acknowledge-interrupt-on-exit (the interrupt
+///   stays pending for the host's own handler);
+/// - entry: load EFER and PAT, and the debug controls where the CPU allows (otherwise the
+///   guest's DR7 would be lost at every exit, which sets DR7 to 0x400).
 pub fn compute_controls(caps: &VmxCapabilities, vpid: bool) -> Result<Controls, ControlError> {
     use ControlError::Missing;
     let pin = adjust(
@@ -436,6 +438,7 @@ pub fn compute_controls(caps: &VmxCapabilities, vpid: bool) -> Result<Controls, 
     let exit = adjust(
         caps.exit,
         exit_ctl::HOST_ADDRESS_SPACE_SIZE
+            | exit_ctl::SAVE_DEBUG_CONTROLS
             | exit_ctl::SAVE_EFER
             | exit_ctl::LOAD_EFER
             | exit_ctl::SAVE_PAT
@@ -463,7 +466,7 @@ pub fn compute_controls(caps: &VmxCapabilities, vpid: bool) -> Result<Controls, 
     )?;
     let entry = adjust(
         caps.entry,
-        entry_ctl::LOAD_EFER | entry_ctl::LOAD_PAT,
+        entry_ctl::LOAD_DEBUG_CONTROLS | entry_ctl::LOAD_EFER | entry_ctl::LOAD_PAT,
         &[
             (entry_ctl::LOAD_EFER, "loading the guest IA32_EFER"),
             (entry_ctl::LOAD_PAT, "loading the guest IA32_PAT"),
@@ -568,10 +571,25 @@ fn segments(regs: &Registers) -> [(SegmentFields, Segment); 8] {
 
 /// A null LDTR selector loads an unusable LDTR (as `LLDT 0` does); that is what the VM-entry
 /// checks expect of an LDT nobody set up (SDM Vol. 3C §27.3.1.2).
+/// A data or stack segment that is not present is unusable too (SVM, which has no unusable
+/// flag, saves a null segment that way). A usable code or data segment has its accessed bit
+/// set, as the CPU sets it when it loads the descriptor and VM entry requires, and TR is
+/// busy (a state saved from QEMU's SVM may lack either).
 fn vmcs_access(which: SegmentFields, seg: &Segment) -> u32 {
     const UNUSABLE: u32 = 1 << 16;
+    const PRESENT: u32 = 1 << 7;
+    const CODE_OR_DATA: u32 = 1 << 4;
+    const ACCESSED: u32 = 1 << 0;
+    const BUSY: u32 = 1 << 1;
     if which == LDTR && seg.selector & !3 == 0 {
         UNUSABLE
+    } else if which != CS && which != TR && seg.access & PRESENT == 0 {
+        seg.access | UNUSABLE
+    } else if seg.access & (UNUSABLE | CODE_OR_DATA) == CODE_OR_DATA {
+        seg.access | ACCESSED
+    } else if which == TR {
+        // A loaded TSS is busy (LTR marks it so); VM entry requires the busy type.
+        seg.access | BUSY
     } else {
         seg.access
     }

@@ -405,3 +405,247 @@ fn msr_bitmap_follows_the_sdm() {
     assert_eq!(map[0x410], 0xff, "EFER is intercepted");
     assert!(map.iter().filter(|&&b| b != 0xff).count() == 4);
 }
+
+/// The neutral-state conversion (`vmx::state`) against a map-backed VMCS.
+mod state {
+    use std::cell::RefCell;
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::backend::vmx::state::{Outside, read, validate, write};
+    use crate::msr;
+    use crate::vcpu::VcpuState;
+    use crate::vcpu::state::{EventKind, PassthroughMsrs, PendingEvents, QueuedEvent};
+
+    /// A map VMCS that records which fields were read and written.
+    #[derive(Default)]
+    struct Recorder {
+        vmcs: MapVmcs,
+        reads: RefCell<BTreeSet<u32>>,
+        writes: BTreeSet<u32>,
+    }
+
+    impl Fields for Recorder {
+        fn read(&self, field: u32) -> u64 {
+            self.reads.borrow_mut().insert(field);
+            self.vmcs.read(field)
+        }
+
+        fn write(&mut self, field: u32, value: u64) {
+            self.writes.insert(field);
+            self.vmcs.write(field, value);
+        }
+    }
+
+    /// A VMCS as `VmxVcpu::new` leaves it.
+    fn fresh_vmcs() -> Recorder {
+        let caps = skylake();
+        let controls = compute_controls(&caps, true).unwrap();
+        let cr = cr_policy();
+        let mut v = Recorder::default();
+        let addrs = ControlAddresses {
+            io_bitmaps: 0x1000,
+            msr_bitmap: 0x3000,
+            eptp: 0x401e,
+            vpid: 1,
+        };
+        write_controls(&mut v, &controls, &addrs, &cr);
+        write_guest_state(&mut v, &real_mode_registers(0x7c00), &cr);
+        v.reads.borrow_mut().clear();
+        v.writes.clear();
+        v
+    }
+
+    fn sample() -> VcpuState {
+        let mut registers = long_mode_registers(0xffff_8000_0010_0000, 0x9000, 0x500, 0x8000, 7);
+        for (i, g) in registers.gpr.iter_mut().enumerate() {
+            *g = 0x1000 + i as u64;
+        }
+        registers.rflags = 0x302; // IF and TF
+        registers.cr2 = 0xdead_0000;
+        registers.gs.base = 0xffff_8880_1234_0000;
+        registers.idtr = (0xffff_8000_0000_2000, 0xfff);
+        // A null LDTR reads back as just "unusable" (VM entry ignores the other bits).
+        registers.ldtr.access = 1 << 16;
+        let mut state = VcpuState::at_reset(registers, 5_000);
+        state.debug.dr = [1, 2, 3, 4];
+        state.debug.dr6 = 0xffff_4ff1;
+        state.debug.dr7 = 0x403;
+        state.emulated_msrs.pat = 0x0007_0106_0007_0406;
+        state.emulated_msrs.mtrr_def_type = 0xc06;
+        state.emulated_msrs.efer = registers.efer;
+        state.passthrough_msrs = PassthroughMsrs {
+            star: 0x0023_0010_0000_0000,
+            lstar: 0xffff_8000_0000_1000,
+            cstar: 0xffff_8000_0000_2000,
+            sfmask: 0x4_7700,
+            kernel_gs_base: 0x7f00_0000_0000,
+            sysenter_cs: 0x10,
+            sysenter_esp: 0xffff_8000_0000_3000,
+            sysenter_eip: 0xffff_8000_0000_4000,
+        };
+        state.fpu[32] = 0x77;
+        state.events = PendingEvents {
+            interrupt_shadow: true,
+            nmi_blocked: true,
+            queued: Some(QueuedEvent {
+                kind: EventKind::SoftwareException,
+                vector: 3,
+                error_code: None,
+                instruction_length: 1,
+            }),
+            interrupt_window: true,
+        };
+        state
+    }
+
+    fn outside_of(state: &VcpuState) -> Outside {
+        let p = &state.passthrough_msrs;
+        Outside {
+            gpr: state.registers.gpr,
+            cr2: state.registers.cr2,
+            syscall: [p.star, p.lstar, p.sfmask, p.kernel_gs_base],
+            cstar: p.cstar,
+            dr: state.debug.dr,
+            dr6: state.debug.dr6,
+            msrs: state.emulated_msrs,
+            fpu: state.fpu.clone(),
+        }
+    }
+
+    #[test]
+    fn a_saved_state_restores_field_for_field_and_the_tsc_continues() {
+        let state = sample();
+        state.validate().unwrap();
+        validate(&state, &cr_policy(), true).unwrap();
+        let mut v = fresh_vmcs();
+        let out = write(&mut v, &state, &cr_policy(), 1_000);
+        assert_eq!(out, {
+            let mut o = outside_of(&state);
+            o.msrs.tsc_offset = 4_000;
+            o
+        });
+        // Guest-visible encodings.
+        assert_eq!(v.read(field::TSC_OFFSET), 4_000);
+        assert_eq!(
+            v.read(field::GUEST_INTERRUPTIBILITY),
+            0b1001,
+            "STI + NMI blocking"
+        );
+        assert_eq!(
+            v.read(field::GUEST_PENDING_DEBUG_EXCEPTIONS),
+            1 << 14,
+            "a single step behind the shadow"
+        );
+        assert_eq!(v.read(field::ENTRY_INTERRUPTION_INFO), 0x8000_0603);
+        assert_eq!(v.read(field::ENTRY_INSTRUCTION_LENGTH), 1);
+        assert_ne!(
+            v.read(field::ENTRY_CONTROLS) & u64::from(entry_ctl::IA32E_MODE_GUEST),
+            0
+        );
+        assert_ne!(
+            v.read(field::PROC_BASED_CONTROLS) & u64::from(proc::INTERRUPT_WINDOW_EXITING),
+            0
+        );
+        // Saved again 300 ticks later.
+        let back = read(&v, out, 1_300);
+        let mut want = state.clone();
+        want.tsc = 5_300;
+        want.emulated_msrs.tsc_offset = 4_000;
+        assert!(back.fpu == want.fpu);
+        let (mut back, mut want) = (back, want);
+        back.fpu.clear();
+        want.fpu.clear();
+        assert_eq!(back, want);
+    }
+
+    #[test]
+    fn restore_writes_every_guest_field_a_save_reads() {
+        let state = sample();
+        let mut v = fresh_vmcs();
+        let out = write(&mut v, &state, &cr_policy(), 0);
+        v.reads.borrow_mut().clear();
+        let _ = read(&v, out, 0);
+        let read_fields = v.reads.borrow().clone();
+        // The guest/host masks are the VMM's policy, written once at creation.
+        let policy = [field::CR0_GUEST_HOST_MASK, field::CR4_GUEST_HOST_MASK];
+        let missing: std::vec::Vec<_> = read_fields
+            .iter()
+            .filter(|f| !policy.contains(f) && !v.writes.contains(f))
+            .map(|f| std::format!("{f:#06x}"))
+            .collect();
+        assert!(missing.is_empty(), "read but never written: {missing:?}");
+        // And it reads every guest-state field (type 2 in the encoding) the set-up writes,
+        // bar the ones that are not the guest's (VMCS link) or are rebuilt (PDPTEs, timer).
+        let mut fresh = fresh_vmcs();
+        write_guest_state(&mut fresh, &state.registers, &cr_policy());
+        let not_state = [
+            field::VMCS_LINK_POINTER,
+            field::GUEST_PDPTE0,
+            field::GUEST_PDPTE1,
+            field::GUEST_PDPTE2,
+            field::GUEST_PDPTE3,
+            field::GUEST_ACTIVITY_STATE,
+            field::GUEST_PENDING_DEBUG_EXCEPTIONS,
+            field::GUEST_IA32_DEBUGCTL,
+        ];
+        let unread: std::vec::Vec<_> = fresh
+            .writes
+            .iter()
+            .filter(|f| (*f >> 10) & 3 == 2 && !not_state.contains(f) && !read_fields.contains(f))
+            .map(|f| std::format!("{f:#06x}"))
+            .collect();
+        assert!(unread.is_empty(), "guest state never saved: {unread:?}");
+    }
+
+    #[test]
+    fn a_shadow_with_interrupts_off_is_blocking_by_mov_ss() {
+        let mut state = sample();
+        state.registers.rflags = 0x2;
+        state.events.queued = None;
+        let mut v = fresh_vmcs();
+        let out = write(&mut v, &state, &cr_policy(), 0);
+        assert_eq!(v.read(field::GUEST_INTERRUPTIBILITY), 0b1010);
+        assert_eq!(v.read(field::GUEST_PENDING_DEBUG_EXCEPTIONS), 0);
+        assert_eq!(v.read(field::ENTRY_INTERRUPTION_INFO), 0);
+        assert!(read(&v, out, 0).events.interrupt_shadow);
+    }
+
+    #[test]
+    fn null_data_segments_from_svm_load_as_unusable() {
+        let mut state = sample();
+        state.registers.ds = crate::vcpu::Segment::default();
+        state.validate().unwrap();
+        let mut v = fresh_vmcs();
+        write(&mut v, &state, &cr_policy(), 0);
+        assert_eq!(v.read(DS.access), 1 << 16);
+    }
+
+    #[test]
+    fn vmx_refuses_what_its_entry_checks_would() {
+        let cr = cr_policy();
+        let mut state = sample();
+        state.events.queued.as_mut().unwrap().instruction_length = 0;
+        assert_eq!(
+            validate(&state, &cr, true).unwrap_err().to_string(),
+            "vCPU state events.queued: a software event needs the length (1-15) of its instruction"
+        );
+        let mut state = sample();
+        state.events.nmi_blocked = false;
+        state.events.queued = Some(QueuedEvent {
+            kind: EventKind::Nmi,
+            vector: 2,
+            error_code: None,
+            instruction_length: 0,
+        });
+        assert!(validate(&state, &cr, true).is_ok());
+        assert!(validate(&state, &cr, false).is_err(), "no virtual NMIs");
+        let narrow = CrPolicy::from_parts(0x8000_0021, 0xffff_ffff, 0x2000, 0x0037_67ff, 0x20);
+        let state = sample();
+        assert_eq!(
+            validate(&state, &narrow, true).unwrap_err().to_string(),
+            "vCPU state registers.cr4: sets a bit for a feature this guest's CPU does not have"
+        );
+        let _ = msr::IA32_PAT;
+    }
+}
