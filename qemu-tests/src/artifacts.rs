@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use crate::linux_guest::{LinuxGuest, linux_guest, write_test_initramfs};
+use crate::linux_guest::{LinuxGuest, linux_guest, write_shell_initramfs, write_test_initramfs};
 
 /// Set both this and [`IMAGE_ENV`] to boot prebuilt artifacts instead of building them.
 pub const ELF_ENV: &str = "KEEL_TEST_ELF";
@@ -72,8 +72,8 @@ pub fn artifacts() -> &'static Artifacts {
 pub struct LinuxArtifacts {
     /// The kernel ELF (the same as [`Artifacts::elf`]).
     pub elf: PathBuf,
-    /// `target/keel/keel-linux.img`: GPT disk with GRUB and the modules `vmlinuz` (index 0)
-    /// and `initramfs.cpio` (index 1).
+    /// `target/keel/keel-linux.img`: GPT disk with GRUB and the modules `vmlinuz` (index 0),
+    /// `initramfs.cpio` (index 1) and `shell.cpio` (index 2).
     pub image: PathBuf,
     /// The downloaded kernel and busybox.
     pub guest: LinuxGuest,
@@ -96,12 +96,13 @@ pub fn linux_artifacts() -> &'static LinuxArtifacts {
         let a = artifacts();
         let guest = linux_guest().map_err(|e| format!("fetching the Linux guest failed: {e}"))?;
         let initramfs = write_test_initramfs(&guest)?;
+        let shell = write_shell_initramfs(&guest)?;
         let image = keel_image::output_dir().join("keel-linux.img");
         let cmdline = keel_image::api_token::with_token("", &a.api_token);
         let config = keel_image::appliance::default_config(&a.api_token);
         keel_image::assemble_image(
             &a.elf,
-            &[guest.kernel.clone(), initramfs.clone()],
+            &[guest.kernel.clone(), initramfs.clone(), shell],
             &cmdline,
             None,
             &config.to_json_pretty(),

@@ -80,18 +80,65 @@ pub const TEST_APPLETS: &[&str] = &[
     "mount", "uname", "cat", "dmesg", "grep", "date", "tail", "poweroff",
 ];
 
+/// The shell initramfs's file name, which is also its boot module name.
+pub const SHELL_INITRAMFS: &str = "shell.cpio";
+
+/// What the shell guest prints once its shell is about to start.
+pub const SHELL_READY_MARKER: &str = "KEEL-SHELL-READY";
+
+/// The prefix of the shell guest's clock lines: `KEEL-UPTIME <seconds> <idle seconds>`, one
+/// per second of guest time, from a loop in the background.
+pub const UPTIME_PREFIX: &str = "KEEL-UPTIME ";
+
+/// `/init` of the shell guest: a shell on the console for tests that talk to a running Linux
+/// (pause, save and restore), and a line with the guest's uptime every second of its own
+/// time, so a test sees whether the guest's clock jumped.
+pub const SHELL_INIT: &str = r#"mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+(while :; do echo "KEEL-UPTIME $(cat /proc/uptime)"; sleep 1; done) &
+echo KEEL-SHELL-READY
+export PS1='guest# '
+exec sh
+"#;
+
+/// The busybox applets [`SHELL_INIT`] and the tests' commands run.
+pub const SHELL_APPLETS: &[&str] = &["mount", "cat", "sleep", "sh", "echo", "uname"];
+
+/// The Keel console line that starts the shell guest from the boot modules.
+pub fn vm_run_shell_line() -> String {
+    format!(
+        "vm run {KERNEL_MODULE} initrd={SHELL_INITRAMFS} cmdline=\"{TEST_CMDLINE}\" \
+         mem={TEST_MEM_MIB}"
+    )
+}
+
 /// Writes the test initramfs ([`TEST_INIT`] on busybox) to
 /// `target/linux-guest/initramfs.cpio` (through a temporary file, so a reader never sees half
 /// of it) and returns the path.
 pub fn write_test_initramfs(guest: &LinuxGuest) -> Result<PathBuf, String> {
+    write_initramfs(guest, TEST_INITRAMFS, TEST_INIT, TEST_APPLETS)
+}
+
+/// Writes the shell initramfs ([`SHELL_INIT`]) to `target/linux-guest/shell.cpio`.
+pub fn write_shell_initramfs(guest: &LinuxGuest) -> Result<PathBuf, String> {
+    write_initramfs(guest, SHELL_INITRAMFS, SHELL_INIT, SHELL_APPLETS)
+}
+
+fn write_initramfs(
+    guest: &LinuxGuest,
+    name: &str,
+    init: &str,
+    applets: &[&str],
+) -> Result<PathBuf, String> {
     let busybox =
         std::fs::read(&guest.busybox).map_err(|e| format!("{}: {e}", guest.busybox.display()))?;
-    let archive = busybox_initramfs(&busybox, TEST_INIT, TEST_APPLETS).finish();
+    let archive = busybox_initramfs(&busybox, init, applets).finish();
     let dir = guest
         .kernel
         .parent()
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-    let path = dir.join(TEST_INITRAMFS);
+    let path = dir.join(name);
     let io = |e: std::io::Error| format!("writing {}: {e}", path.display());
     let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(io)?;
     std::io::Write::write_all(&mut tmp, &archive).map_err(io)?;

@@ -12,7 +12,7 @@
 //! - an MSR outside Keel's allow list (see [`msr`](crate::msr)): the guest's access would
 //!   raise #GP,
 //! - an execution control a backend may leave off (INVPCID and RDTSCP/RDPID under VMX, which
-//!   otherwise raise #UD), or a device that does not exist yet (x2APIC, the TSC-deadline timer),
+//!   otherwise raise #UD),
 //! - nested virtualization (VMX, SVM) or platform security (SMX, SGX, SKINIT, SEV).
 //!
 //! Leaves 1 and 0x8000_0001's legacy bits use a *hide list*; the leaves that gain new bits
@@ -463,7 +463,7 @@ impl CpuidPolicy {
                     edx: r.edx & !leaf1_edx::HIDDEN,
                 }
             }
-            // With the TSC rate known: a 1 GHz "crystal" (the local APIC timer's clock) and
+            // With the TSC rate known: the 25 MHz "crystal" (the local APIC timer's clock) and
             // the TSC/crystal ratio, so an Intel-vendor guest takes its TSC frequency from
             // here instead of calibrating (Linux trusts leaf 0x15 on Intel only).
             0x15 => match self.tsc_khz {

@@ -16,13 +16,22 @@
 //!
 //! - [`detect`]: which hardware virtualization extension the host can use (Intel VT-x with EPT
 //!   and unrestricted guest, or AMD-V with nested paging), with the capability data the
-//!   backends will need, and a precise reason when neither is usable.
+//!   backends need, and a precise reason when neither is usable.
+//! - [`backend`]: the per-VM [`backend::VmBackend`] (guest memory's NPT/EPT, write
+//!   protection and dirty log, vCPU creation) and the [`vcpu::Vcpu`] trait with their `svm`
+//!   and `vmx` implementations; [`backend::create_vm_backend`] picks one from
+//!   [`detect::probe`]'s answer. [`vcpu`] holds the neutral `VmExit` and `VcpuState`.
+//! - [`memory`], [`nested_paging`], [`guest_paging`]: guest RAM, EPT/NPT tables, guest page
+//!   walks.
+//! - [`devices`], [`bus`]: the PC's device models behind the port-I/O, MMIO and PCI device
+//!   traits, one lookup per access; [`exit_handler`] routes exits to them.
+//! - [`vm`]: one VM's loop over its vCPUs, pause and resume, save and restore.
+//! - [`persist`] and [`snapshot`]: the `Persist` trait every stateful part implements and
+//!   the versioned, checksummed encoding of a whole VM.
+//! - [`loader`], [`acpi_tables`], [`cpuid`], [`msr`], [`decode`]: guest images, the VM's
+//!   ACPI tables, CPUID and MSR policy, MMIO instruction decoding.
 //!
-//! The per-VM [`backend::VmBackend`] (guest memory's NPT/EPT, write protection, vCPU
-//! creation) and the [`vcpu::Vcpu`] trait with their `vmx` and `svm` implementations, the
-//! `VmExit` enum, guest memory, device models and guest loaders (see `docs/ARCHITECTURE.md`)
-//! build on [`detect`]: [`backend::create_vm_backend`] picks VMX or SVM from
-//! [`detect::probe`]'s answer.
+//! The design is in `docs/ARCHITECTURE.md`.
 #![cfg_attr(not(test), no_std)]
 #![deny(missing_docs)]
 

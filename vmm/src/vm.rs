@@ -40,6 +40,10 @@ use crate::exit_handler::{ExitAction, StopReason, handle_exit};
 use crate::memory::GuestMemory;
 use crate::vcpu::{InternalExits, Registers, StartMode, Vcpu, VmExit};
 
+mod persist;
+
+pub use self::persist::{Rebuild, RestoreError, SaveError, SaveSummary, VmDescription};
+
 /// Where a VM stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum VmState {
@@ -77,13 +81,14 @@ impl core::fmt::Display for PauseError {
 }
 
 /// Where one vCPU stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum CpuState {
     /// Runs when its turn comes.
     Running,
     /// Executed HLT with interrupts enabled: waits for an interrupt.
     Halted,
-    /// Executed HLT with interrupts disabled: only an INIT brings it back (APs only).
+    /// Executed HLT with interrupts disabled: only an NMI or an INIT brings it back (an AP
+    /// an OS stopped; a VM whose every vCPU is parked stops).
     Parked,
     /// An application processor waiting for a start-up IPI (at power-up, after an INIT).
     WaitingForStartup,
@@ -192,13 +197,13 @@ pub struct Vm {
     clock: VmClock,
 }
 
-/// VM time is host time minus the time the VM spent paused, so device timers neither fire
-/// for nor catch up on a pause.
+/// VM time is host time plus an offset that a pause moves back by its length (so device
+/// timers neither fire for nor catch up on a pause) and a restore sets so that VM time goes
+/// on from the saved VM time (which may be ahead of this host's clock: the offset wraps).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct VmClock {
-    /// Nanoseconds the VM spent paused (and, after a restore, the host time before its saved
-    /// VM time).
-    behind_ns: u64,
+    /// Added (wrapping) to host nanoseconds to give VM nanoseconds.
+    offset_ns: u64,
     /// The host's clocks when the VM was paused, while it is.
     paused_at: Option<Instant>,
 }
@@ -208,7 +213,7 @@ impl VmClock {
     /// turns it into the guest's).
     fn vm_time(&self, host: Instant) -> Instant {
         Instant {
-            ns: host.ns.saturating_sub(self.behind_ns),
+            ns: host.ns.wrapping_add(self.offset_ns),
             tsc: host.tsc,
         }
     }
@@ -355,10 +360,24 @@ impl Vm {
             return Err(PauseError::NotPaused);
         };
         let now = clock.now();
-        self.clock.behind_ns = self
+        // Each guest TSC goes on from its value at the pause.
+        if let Some(live) = self.live.as_mut() {
+            for vcpu in live.cpus.iter_mut().filter_map(|c| c.vcpu.as_mut()) {
+                let rebased = vcpu
+                    .save_state(at.tsc)
+                    .map_err(|_| ())
+                    .and_then(|state| vcpu.restore_state(&state, now.tsc).map_err(|_| ()));
+                if rebased.is_err() {
+                    // A vCPU that cannot reload its own state is a VMM bug: stop this VM.
+                    self.stop(StopReason::Backend(crate::vcpu::VcpuError::Stopped));
+                    return Err(PauseError::Stopped);
+                }
+            }
+        }
+        self.clock.offset_ns = self
             .clock
-            .behind_ns
-            .saturating_add(now.ns.saturating_sub(at.ns));
+            .offset_ns
+            .wrapping_sub(now.ns.wrapping_sub(at.ns));
         self.clock.paused_at = None;
         Ok(())
     }
@@ -597,7 +616,7 @@ impl Vm {
         }
         self.devices
             .next_deadline()
-            .map(|vm_ns| vm_ns.saturating_add(self.clock.behind_ns))
+            .map(|vm_ns| vm_ns.wrapping_sub(self.clock.offset_ns))
     }
 
     /// Presses the ACPI power button (the guest sees PWRBTN_STS and, if it enabled it, an
@@ -898,6 +917,17 @@ mod tests {
     }
 
     impl ScriptedBackend {
+        /// A backend over `memory` whose BSP is `bsp` and which has no APs to give.
+        fn over(memory: GuestMemory, bsp: ScriptedVcpu) -> ScriptedBackend {
+            ScriptedBackend {
+                map: MemoryMap::new(memory, crate::nested_paging::NestedFormat::Npt).unwrap(),
+                bsp: Some(bsp),
+                scripts: VecDeque::new(),
+                started: Rc::default(),
+                probes: Rc::default(),
+            }
+        }
+
         fn new(bsp: ScriptedVcpu, scripts: Vec<Vec<VmExit>>) -> ScriptedBackend {
             let memory = GuestMemory::new(MockHost::leak(3 * 512), MIN_GUEST_RAM).unwrap();
             ScriptedBackend {
@@ -1830,4 +1860,6 @@ mod tests {
             assert_eq!(t.vm.step0(), VmState::WaitingForInterrupt);
         }
     }
+
+    mod persist;
 }

@@ -103,6 +103,25 @@ pub enum Command<'a> {
         /// VM name or number.
         key: &'a str,
     },
+    /// Save a paused VM (registers, devices, RAM) in memory under a name.
+    VmSave {
+        /// VM name or number.
+        key: &'a str,
+        /// The name to save it under (default: the VM's).
+        name: Option<&'a str>,
+    },
+    /// Build a new VM, paused, from a saved one.
+    VmRestore {
+        /// The saved VM's name.
+        name: &'a str,
+    },
+    /// List the saved VMs.
+    SavedLs,
+    /// Delete a saved VM.
+    SavedRm {
+        /// Its name.
+        name: &'a str,
+    },
     /// Show one VM in detail.
     VmInfo {
         /// VM name or number.
@@ -200,6 +219,16 @@ pub const COMMANDS: &[(&str, &str)] = &[
         "vm resume <vm>",
         "resume a paused VM exactly where it stopped",
     ),
+    (
+        "vm save <vm> [<saved>]",
+        "save a paused VM (vCPUs, devices, RAM) in memory, under its own name or <saved>",
+    ),
+    (
+        "vm restore <saved>",
+        "build a new VM, paused, from a saved one ('vm resume' runs it)",
+    ),
+    ("saved ls", "list the saved VMs: name, VM, size, RAM, vCPUs"),
+    ("saved rm <saved>", "delete a saved VM"),
     (
         "vm info <vm>",
         "show a VM: state, uptime, memory, vCPUs and their states, stop reason, exits by reason",
@@ -532,6 +561,18 @@ fn parse_vm<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Command<'a>,
             let key = vm_key(words.next(), "vm resume <vm>")?;
             no_more("vm resume", words).map(|_| Command::VmResume { key })
         }
+        Some("save") => {
+            let key = vm_key(words.next(), "vm save <vm> [<saved>]")?;
+            let name = words
+                .next()
+                .map(|w| vm_key(Some(w), "vm save <vm> [<saved>]"))
+                .transpose()?;
+            no_more("vm save", words).map(|_| Command::VmSave { key, name })
+        }
+        Some("restore") => {
+            let name = vm_key(words.next(), "vm restore <saved>")?;
+            no_more("vm restore", words).map(|_| Command::VmRestore { name })
+        }
         Some("info") => {
             let key = vm_key(words.next(), "vm info <vm>")?;
             no_more("vm info", words).map(|_| Command::VmInfo { key })
@@ -546,8 +587,8 @@ fn parse_vm<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Command<'a>,
         }
         Some(other) => Err(ParseError::BadValue {
             argument: other,
-            expected: "list, create, destroy, start, stop, restart, pause, resume, info, console, \
-                       log or run",
+            expected: "list, create, destroy, start, stop, restart, pause, resume, save, \
+                       restore, info, console, log or run",
         }),
         None => Err(ParseError::Missing { usage: USAGE }),
     }
@@ -581,6 +622,23 @@ fn parse_store<'a>(
             expected: "ls or sum",
         }),
         None => Err(ParseError::Missing { usage: USAGE }),
+    }
+}
+
+fn parse_saved<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Command<'a>, ParseError<'a>> {
+    match words.next() {
+        Some("ls") => no_more("saved ls", words).map(|_| Command::SavedLs),
+        Some("rm") => {
+            let name = vm_key(words.next(), "saved rm <saved>")?;
+            no_more("saved rm", words).map(|_| Command::SavedRm { name })
+        }
+        Some(other) => Err(ParseError::BadValue {
+            argument: other,
+            expected: "ls or rm",
+        }),
+        None => Err(ParseError::Missing {
+            usage: "saved ls | saved rm <saved>",
+        }),
     }
 }
 
@@ -660,6 +718,7 @@ pub fn parse(line: &str) -> Result<Option<Command<'_>>, ParseError<'_>> {
         "poweroff" => Command::Poweroff,
         "vm" => return parse_vm(words).map(Some),
         "store" => return parse_store(line, words).map(Some),
+        "saved" => return parse_saved(words).map(Some),
         "config" => return parse_config(words).map(Some),
         other => return Err(ParseError::Unknown(other)),
     };
@@ -787,6 +846,41 @@ mod tests {
         assert_eq!(
             std::format!("{}", parse("vm run k initrd=").unwrap_err()),
             "bad argument 'initrd=': expected initrd=<module>, a module index or name"
+        );
+        assert_eq!(
+            parse("vm save web"),
+            Ok(Some(Command::VmSave {
+                key: "web",
+                name: None
+            }))
+        );
+        assert_eq!(
+            parse("vm save 3 before-upgrade"),
+            Ok(Some(Command::VmSave {
+                key: "3",
+                name: Some("before-upgrade")
+            }))
+        );
+        assert_eq!(
+            std::format!("{}", parse("vm save web Bad").unwrap_err()),
+            "bad argument 'Bad': expected a VM name or number, as 'vm list' shows"
+        );
+        assert_eq!(
+            std::format!("{}", parse("vm save web a b").unwrap_err()),
+            "unexpected argument 'b' for 'vm save'"
+        );
+        assert_eq!(
+            parse("vm restore web"),
+            Ok(Some(Command::VmRestore { name: "web" }))
+        );
+        assert_eq!(parse("saved ls"), Ok(Some(Command::SavedLs)));
+        assert_eq!(
+            parse("saved rm web"),
+            Ok(Some(Command::SavedRm { name: "web" }))
+        );
+        assert_eq!(
+            std::format!("{}", parse("saved").unwrap_err()),
+            "missing argument: usage: saved ls | saved rm <saved>"
         );
         assert_eq!(parse("vm list"), Ok(Some(Command::VmList)));
         assert_eq!(

@@ -174,11 +174,17 @@ fn print_above(editor: &LineEditor, text: &str) {
 }
 
 /// Tab completion: command and subcommand words from the `help` table, VM names where it
-/// says `<vm>` or `<name>`, boot module names where it says `<module>`.
+/// says `<vm>` or `<name>`, saved VMs where it says `<saved>`, boot module names where it
+/// says `<module>`.
 fn complete(system: &System, vms: &VmManager, before_cursor: &str, out: &mut dyn FnMut(&str)) {
     let names = |emit: &mut dyn FnMut(&str)| {
         for name in vms.names() {
             emit(&name);
+        }
+    };
+    let saved = |emit: &mut dyn FnMut(&str)| {
+        for saved in vms.saved().iter() {
+            emit(&saved.name);
         }
     };
     let modules = |emit: &mut dyn FnMut(&str)| {
@@ -205,6 +211,7 @@ fn complete(system: &System, vms: &VmManager, before_cursor: &str, out: &mut dyn
         },
         argument("<vm>", &names),
         argument("<name>", &names),
+        argument("<saved>", &saved),
         argument("<module>", &modules),
     ];
     Rules(&rules).complete(before_cursor, out);
@@ -371,6 +378,29 @@ fn execute(kernel: &mut Services<'_>, cmd: Command<'_>) {
         },
         Command::VmResume { key } => match vms.resume(key) {
             Ok(()) => kprintln!("vm {key} resumed"),
+            Err(e) => kprintln!("error: {e}"),
+        },
+        Command::VmSave { key, name } => match vms.save(key, name) {
+            Ok(r) => kprintln!(
+                "vm {key} saved as '{}': {} KiB for {} MiB of RAM and {} vCPU{}, in {} ms",
+                r.name,
+                r.bytes.div_ceil(1024),
+                r.memory >> 20,
+                r.cpus,
+                if r.cpus == 1 { "" } else { "s" },
+                r.ms
+            ),
+            Err(e) => kprintln!("error: {e}"),
+        },
+        Command::VmRestore { name } => match vms.restore(system, name) {
+            Ok((id, ms)) => kprintln!(
+                "vm {id} restored from '{name}' in {ms} ms, paused: 'vm resume {id}' runs it"
+            ),
+            Err(e) => kprintln!("error: {e}"),
+        },
+        Command::SavedLs => saved_ls(vms),
+        Command::SavedRm { name } => match vms.delete_saved(name) {
+            Ok(bytes) => kprintln!("saved VM '{name}' deleted ({} KiB freed)", bytes.div_ceil(1024)),
             Err(e) => kprintln!("error: {e}"),
         },
         Command::VmInfo { key } => {
@@ -571,6 +601,33 @@ fn disk() {
             p.last_lba,
             alloc::format!("{} MiB", p.sectors() / 2048),
             p.type_guid
+        );
+    }
+}
+
+fn saved_ls(vms: &VmManager) {
+    if vms.saved().iter().next().is_none() {
+        kprintln!("no saved VMs ('vm pause <vm>' then 'vm save <vm>' saves one)");
+        return;
+    }
+    kprintln!(
+        "  {:<20} {:<20} {:>10} {:>8} {:>6} {:>8}",
+        "NAME",
+        "VM",
+        "KIB",
+        "RAM MIB",
+        "VCPUS",
+        "SAVE MS"
+    );
+    for s in vms.saved().iter() {
+        kprintln!(
+            "  {:<20} {:<20} {:>10} {:>8} {:>6} {:>8}",
+            s.name,
+            s.description.name,
+            s.size().div_ceil(1024),
+            s.description.memory_size >> 20,
+            s.description.cpus,
+            s.save_ms
         );
     }
 }

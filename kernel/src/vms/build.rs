@@ -158,6 +158,36 @@ pub(super) fn build_vm(
     Vm::new(id, label, vm_backend, start, devices).map_err(StartError::Vcpu)
 }
 
+/// What a restore needs from this host: the platform and backend a new VM gets.
+pub(super) struct KernelRebuild<'a> {
+    pub(super) system: &'a System,
+}
+
+impl keel_vmm::vm::Rebuild for KernelRebuild<'_> {
+    fn platform(
+        &self,
+        description: &keel_vmm::vm::VmDescription,
+    ) -> Result<Devices, keel_vmm::devices::PlatformError> {
+        Devices::pc(PlatformConfig {
+            cpus: description.cpus,
+            ..platform_config()
+        })
+    }
+
+    fn backend(
+        &self,
+        memory: GuestMemory,
+    ) -> Result<alloc::boxed::Box<dyn backend::VmBackend>, backend::BackendError> {
+        let cpuid = CpuidPolicy::from_host(&crate::cpuinfo::HostCpu)
+            .with_tsc_hz(crate::arch::timer::tsc_hz());
+        backend::create_vm_backend(&self.system.virtualization, &HOST, memory, cpuid)
+    }
+
+    fn host(&self) -> &'static dyn HostMemory {
+        &HOST
+    }
+}
+
 /// Reads a guest store file for VM `vm`.
 pub(super) fn store_file(vm: &str, what: &str, name: &str) -> Result<ImageBytes, StartError> {
     crate::store::read(name)

@@ -30,12 +30,17 @@ use core::fmt::Write as _;
 use keel_vmm::exit_handler::StopReason;
 use keel_vmm::vm::{Clock, Vm, VmState};
 
-use self::build::{Blueprint, ImageBytes, TscClock, build_vm, module_bytes, store_file};
+use self::build::{
+    Blueprint, ImageBytes, KernelRebuild, TscClock, build_vm, module_bytes, store_file,
+};
 use crate::System;
 use crate::boot::BootModule;
 
 mod build;
 mod report;
+mod saved;
+
+pub use self::saved::{SavedVm, SavedVms};
 
 pub use self::build::KernelHost;
 pub use self::report::{ViewState, VmView};
@@ -83,6 +88,86 @@ impl core::fmt::Display for StopError {
             ),
         }
     }
+}
+
+/// Why a VM could not be saved or restored, or a saved VM not deleted.
+#[derive(Debug)]
+pub enum SavedVmError {
+    /// No VM has this name or number.
+    NoSuchVm(String),
+    /// No saved VM has this name.
+    NoSuchSave(String),
+    /// The name breaks the naming rule.
+    BadName {
+        /// The name given.
+        name: String,
+        /// The rule it breaks.
+        why: String,
+    },
+    /// A saved VM has this name already.
+    NameTaken(String),
+    /// Only a paused VM is saved.
+    NotPaused {
+        /// The VM's name or number.
+        vm: String,
+        /// Its state.
+        state: String,
+    },
+    /// The VMM could not save it.
+    Save {
+        /// The VM's name or number.
+        vm: String,
+        /// Why.
+        error: keel_vmm::vm::SaveError,
+    },
+    /// The VMM could not restore it; nothing was created.
+    Restore {
+        /// The saved VM's name.
+        saved: String,
+        /// Why.
+        error: keel_vmm::vm::RestoreError,
+    },
+}
+
+impl core::fmt::Display for SavedVmError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            SavedVmError::NoSuchVm(key) => write!(f, "no VM named '{key}': see 'vm list'"),
+            SavedVmError::NoSuchSave(name) => {
+                write!(f, "no saved VM named '{name}': see 'saved ls'")
+            }
+            SavedVmError::BadName { name, why } => {
+                write!(f, "'{name}' cannot name a saved VM: it {why}")
+            }
+            SavedVmError::NameTaken(name) => write!(
+                f,
+                "a saved VM named '{name}' exists: delete it with 'saved rm {name}' or choose \
+                 another name"
+            ),
+            SavedVmError::NotPaused { vm, state } => {
+                write!(f, "VM {vm} is {state}: pause it first ('vm pause {vm}')")
+            }
+            SavedVmError::Save { vm, error } => write!(f, "cannot save VM {vm}: {error}"),
+            SavedVmError::Restore { saved, error } => {
+                write!(f, "cannot restore '{saved}': {error}")
+            }
+        }
+    }
+}
+
+/// What `vm save` did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SaveReport {
+    /// The name it is saved under.
+    pub name: String,
+    /// Bytes saved.
+    pub bytes: u64,
+    /// Guest RAM in bytes.
+    pub memory: u64,
+    /// vCPUs.
+    pub cpus: usize,
+    /// How long it took, in milliseconds.
+    pub ms: u64,
 }
 
 /// Why a VM could not be paused or resumed.
@@ -301,6 +386,8 @@ pub struct VmManager {
     /// The VM whose console the operator is attached to: its output is shown raw by the
     /// console, not echoed as lines.
     attached: Option<u32>,
+    /// VMs saved with `vm save`.
+    saved: SavedVms,
 }
 
 impl Default for VmManager {
@@ -329,6 +416,7 @@ impl VmManager {
             next_id: 1,
             cursor: 0,
             attached: None,
+            saved: SavedVms::new(),
         }
     }
 
@@ -561,6 +649,111 @@ impl VmManager {
             run.vm.resume(&TscClock)
         };
         done.map_err(|e| refuse(alloc::format!("{e}")))
+    }
+
+    /// Saves paused VM `key` as `name` (default: the VM's name or number).
+    pub fn save(&mut self, key: &str, name: Option<&str>) -> Result<SaveReport, SavedVmError> {
+        let i = self
+            .index(key)
+            .ok_or_else(|| SavedVmError::NoSuchVm(String::from(key)))?;
+        let e = &self.vms[i];
+        let name = String::from(name.unwrap_or(&e.key()));
+        if name.parse::<u32>().is_err() {
+            keel_config::limits::check_vm_name(&name).map_err(|why| SavedVmError::BadName {
+                name: name.clone(),
+                why,
+            })?;
+        }
+        if self.saved.get(&name).is_some() {
+            return Err(SavedVmError::NameTaken(name));
+        }
+        let state = e.state_text();
+        let run = match e.run.as_ref() {
+            Some(run) if run.vm.is_paused() => run,
+            _ => {
+                return Err(SavedVmError::NotPaused {
+                    vm: String::from(key),
+                    state,
+                });
+            }
+        };
+        let started = TscClock.now().ns;
+        let mut blob = keel_vmm::snapshot::FrameBlob::new(&build::HOST);
+        let summary = run
+            .vm
+            .save(&mut blob)
+            .map_err(|error| SavedVmError::Save {
+                vm: String::from(key),
+                error,
+            })?;
+        let ms = (TscClock.now().ns - started) / 1_000_000;
+        let description = keel_vmm::vm::VmDescription {
+            name: String::from(run.vm.name()),
+            memory_size: summary.memory_size,
+            // At most MAX_CPUS.
+            cpus: summary.cpus as u8,
+            backend: String::from(run.vm.backend()),
+        };
+        let report = SaveReport {
+            name: name.clone(),
+            bytes: keel_vmm::snapshot::Source::len(&blob),
+            memory: summary.memory_size,
+            cpus: summary.cpus,
+            ms,
+        };
+        self.saved.insert(SavedVm {
+            name,
+            description,
+            blob,
+            save_ms: ms,
+        });
+        Ok(report)
+    }
+
+    /// Builds a new VM, paused, from the saved VM `name`; returns its number and how long the
+    /// restore took in milliseconds.
+    pub fn restore(&mut self, system: &System, name: &str) -> Result<(u32, u64), SavedVmError> {
+        let saved = self
+            .saved
+            .get(name)
+            .ok_or_else(|| SavedVmError::NoSuchSave(String::from(name)))?;
+        let id = self.next_id;
+        let started = TscClock.now().ns;
+        let vm = keel_vmm::vm::Vm::restore(
+            id,
+            alloc::format!("vm{id}"),
+            &saved.blob,
+            &KernelRebuild { system },
+            &TscClock,
+        )
+        .map_err(|error| SavedVmError::Restore {
+            saved: String::from(name),
+            error,
+        })?;
+        let ms = (TscClock.now().ns - started) / 1_000_000;
+        self.next_id += 1;
+        defmt::info!("vm {=u32} restored from {=str}", id, name);
+        self.vms.push(Entry {
+            id,
+            definition: None,
+            in_config: false,
+            source: alloc::format!("saved:{name}"),
+            run: Some(new_run(vm)),
+            restart_pending: false,
+        });
+        Ok((id, ms))
+    }
+
+    /// The saved VMs.
+    pub fn saved(&self) -> &SavedVms {
+        &self.saved
+    }
+
+    /// Deletes the saved VM `name`; returns the bytes freed.
+    pub fn delete_saved(&mut self, name: &str) -> Result<u64, SavedVmError> {
+        self.saved
+            .remove(name)
+            .ok_or_else(|| SavedVmError::NoSuchSave(String::from(name)))
     }
 
     /// Restarts the named VM: a stop as `mode` says, then a start once it has stopped; or

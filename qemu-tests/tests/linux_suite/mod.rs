@@ -7,7 +7,8 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use keel_qemu_tests::linux_guest::{
-    DONE_MARKER, INIT_MARKER, KERNEL_MODULE, TEST_INITRAMFS, vm_run_line_with_vcpus,
+    DONE_MARKER, INIT_MARKER, KERNEL_MODULE, SHELL_INITRAMFS, SHELL_READY_MARKER,
+    TEST_INITRAMFS, UPTIME_PREFIX, vm_run_line_with_vcpus, vm_run_shell_line,
 };
 use keel_qemu_tests::{LinuxArtifacts, Machine, Pattern, check};
 
@@ -55,7 +56,7 @@ pub fn value<'a>(lines: &'a [String], key: &str) -> Option<&'a str> {
 
 pub fn modules_lists_the_linux_guest(mut m: Machine) {
     let out = m.command("modules");
-    for name in [KERNEL_MODULE, TEST_INITRAMFS] {
+    for name in [KERNEL_MODULE, TEST_INITRAMFS, SHELL_INITRAMFS] {
         check!(
             m,
             out.lines()
@@ -199,6 +200,94 @@ pub fn debian_boots_reports_and_powers_off(
     );
 }
 
+/// The guest uptimes (seconds) that VM `id` reported in `text`, in order.
+pub fn uptimes(text: &str, id: u32) -> Vec<f64> {
+    guest_lines(&text.replace('\r', "\n"), id)
+        .iter()
+        .filter_map(|l| l.strip_prefix(UPTIME_PREFIX)?.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+/// Types `line` into the shell of VM `id` (attaching the console and detaching after) and
+/// waits for `answer` in its output.
+fn in_guest_shell(m: &mut Machine, id: u32, line: &str, answer: &str) {
+    m.type_line(&format!("vm console {id}"));
+    m.expect(format!("[attached to {id}: Ctrl-] detaches]"));
+    m.type_line(line);
+    m.expect(answer);
+    m.send("\x1d").unwrap();
+    m.expect(format!("[detached from {id}]"));
+    m.expect_prompt();
+}
+
+/// The shell guest runs, is paused (its clock lines stop), saved, stopped, restored into a
+/// new VM from the saved bytes and resumed: its shell answers and its clock goes on from
+/// where it was saved, without the time it spent saved.
+pub fn debian_survives_pause_save_and_restore(mut m: Machine, limits: Limits) {
+    m.type_line(&vm_run_shell_line());
+    m.expect("vm 1 started");
+    m.expect_within(format!("[vm1] {SHELL_READY_MARKER}"), limits.boot);
+    m.expect(format!("[vm1] {UPTIME_PREFIX}"));
+    m.expect(format!("[vm1] {UPTIME_PREFIX}"));
+    in_guest_shell(&mut m, 1, "echo before-$((6*7))", "before-42");
+    m.expect(format!("[vm1] {UPTIME_PREFIX}"));
+
+    m.type_line("vm pause 1");
+    m.expect("vm 1 paused");
+    m.expect_prompt();
+    let paused_at = m.elapsed();
+    let quiet = m.wait_for(Pattern::text(format!("[vm1] {UPTIME_PREFIX}")), Duration::from_secs(3));
+    check!(m, quiet.is_err(), "the paused guest printed: {quiet:?}");
+    let saved = m.command("vm save 1 linux");
+    check!(
+        m,
+        saved.contains("vm 1 saved as 'linux': ") && saved.contains(" for 256 MiB of RAM and 1 vCPU, in "),
+        "vm save: {saved:?}"
+    );
+    eprintln!("{}: {}", m.name(), saved.trim());
+    m.type_line("vm stop 1 force");
+    m.expect("vm 1 stopped: stopped by the operator");
+    m.expect_prompt();
+    // The saved bytes wait a while: the restored guest must not count this time.
+    std::thread::sleep(Duration::from_secs(5));
+    let restored = m.command("vm restore linux");
+    check!(
+        m,
+        restored.contains("vm 2 restored from 'linux' in "),
+        "vm restore: {restored:?}"
+    );
+    eprintln!("{}: {}", m.name(), restored.trim());
+    m.type_line("vm resume 2");
+    m.expect("vm 2 resumed");
+    let paused_for = m.elapsed() - paused_at;
+    m.expect(format!("[vm2] {UPTIME_PREFIX}"));
+    m.expect(format!("[vm2] {UPTIME_PREFIX}"));
+    in_guest_shell(&mut m, 2, "echo after-$((6*7)); uname -r", "after-42");
+
+    let text = m.transcript_text();
+    let (before, after) = (uptimes(&text, 1), uptimes(&text, 2));
+    let (Some(&last), Some(&first)) = (before.last(), after.first()) else {
+        m.fail(format!("no uptime lines around the pause: {before:?} then {after:?}"))
+    };
+    // One line per second of guest time: across the pause and restore (which took
+    // `paused_for` of host time) the guest's clock moved on by about a second, not by the
+    // pause.
+    check!(
+        m,
+        first > last && first - last < 3.0,
+        "the guest's clock jumped across pause, save and restore ({:.1} s of host time): \
+         uptime {last} before, {first} after",
+        paused_for.as_secs_f64()
+    );
+    check!(
+        m,
+        after.windows(2).all(|w| w[1] > w[0] && w[1] - w[0] < 3.0),
+        "the restored guest's clock does not tick by the second: {after:?}"
+    );
+    m.type_line("vm stop 2 force");
+    m.expect("vm 2 stopped: stopped by the operator");
+}
+
 /// Declares one `#[test]` per check above, each on a fresh machine from `$boot`.
 macro_rules! suite_tests {
     ($boot:ident, $limits:expr) => {
@@ -219,6 +308,12 @@ macro_rules! suite_tests {
         fn debian_boots_on_two_vcpus() {
             let a = keel_qemu_tests::linux_artifacts();
             linux_suite::debian_boots_reports_and_powers_off($boot(), a, $limits, 2);
+        }
+
+        /// Pause, save to bytes, stop, restore from the bytes and resume a running Linux.
+        #[test]
+        fn debian_survives_pause_save_and_restore() {
+            linux_suite::debian_survives_pause_save_and_restore($boot(), $limits);
         }
     };
 }

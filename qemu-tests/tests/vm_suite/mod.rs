@@ -330,6 +330,130 @@ pub fn smp_guest_starts_its_aps_and_sends_them_ipis(mut m: Machine) {
     m.expect("vm 2 stopped: guest powered off");
 }
 
+/// The tick lines of the counter guest in `stream` (its console output), if they are exactly
+/// `tick 0`, `tick 1`, … with no gap or repeat (the last line may be cut short): the last
+/// whole tick.
+fn consecutive_ticks(stream: &str) -> Option<u64> {
+    let mut last = None;
+    let mut lines = stream.split('\n').peekable();
+    while let Some(line) = lines.next() {
+        let want = format!("tick {}", last.map_or(0, |n: u64| n + 1));
+        if lines.peek().is_none() {
+            // The line being printed: a prefix of the next tick, or nothing.
+            return want.starts_with(line).then_some(last).flatten();
+        }
+        if line != want {
+            return None;
+        }
+        last = Some(last.map_or(0, |n| n + 1));
+    }
+    last
+}
+
+/// `vm log <id>`'s bytes: the command's output without the newline the console adds after
+/// output that does not end in one (so either may be the guest's own).
+fn vm_log(m: &mut Machine, id: u32) -> String {
+    m.command(&format!("vm log {id}")).replace('\r', "")
+}
+
+pub fn counter_pauses_saves_and_restores_without_a_gap(mut m: Machine) {
+    m.type_line("vm run counter.bin");
+    m.expect("[vm1] tick 3");
+    m.type_line("vm pause 1");
+    m.expect("vm 1 paused");
+    m.expect_prompt();
+    // Paused: not one more line.
+    let quiet = m.wait_for(Pattern::regex(r"\[vm1\] tick"), Duration::from_secs(3));
+    check!(m, quiet.is_err(), "a paused VM printed: {quiet:?}");
+    let list = m.command("vm list");
+    check!(
+        m,
+        list.lines()
+            .any(|l| l.trim_start().starts_with("1 ") && l.contains("paused")),
+        "vm list does not show VM 1 paused:\n{list}"
+    );
+    for (command, answer) in [
+        ("vm pause 1", "error: cannot pause VM 1: it is already paused"),
+        ("vm save 1 Bad", "bad argument 'Bad': expected a VM name or number, as 'vm list' shows"),
+        ("vm restore nothing", "error: no saved VM named 'nothing': see 'saved ls'"),
+    ] {
+        let out = m.command(command);
+        check!(m, out.trim() == answer, "{command}: {out:?}");
+    }
+    let saved = m.command("vm save 1 ticker");
+    check!(
+        m,
+        saved.contains("vm 1 saved as 'ticker': ")
+            && saved.contains(" KiB for 16 MiB of RAM and 1 vCPU, in "),
+        "vm save: {saved:?}"
+    );
+    let again = m.command("vm save 1 ticker");
+    check!(
+        m,
+        again.trim()
+            == "error: a saved VM named 'ticker' exists: delete it with 'saved rm ticker' or \
+                choose another name",
+        "saving twice under one name: {again:?}"
+    );
+    let before = vm_log(&mut m, 1);
+    m.type_line("vm stop 1 force");
+    m.expect("vm 1 stopped: stopped by the operator");
+    m.expect_prompt();
+    let ls = m.command("saved ls");
+    check!(
+        m,
+        ls.lines().any(|l| l.split_whitespace().collect::<Vec<_>>()[..2] == ["ticker", "vm1"]
+            && l.split_whitespace().nth(3) == Some("16")),
+        "saved ls:\n{ls}"
+    );
+    let restored = m.command("vm restore ticker");
+    check!(
+        m,
+        restored.contains("vm 2 restored from 'ticker' in ")
+            && restored.contains(" ms, paused: 'vm resume 2' runs it"),
+        "vm restore: {restored:?}"
+    );
+    let out = m.command("vm resume 1");
+    check!(
+        m,
+        out.trim() == "error: cannot resume VM 1: it has stopped",
+        "{out:?}"
+    );
+    m.type_line("vm resume 2");
+    m.expect("vm 2 resumed");
+    // The restored counter goes on from the saved one: its output continues the stream.
+    m.expect(Pattern::regex(r"\[vm2\] tick \d+"));
+    m.expect(Pattern::regex(r"\[vm2\] tick \d+"));
+    m.type_line("vm pause 2");
+    m.expect("vm 2 paused");
+    m.expect_prompt();
+    let after = vm_log(&mut m, 2);
+    // `vm log` ends the output with a newline if it had none: try the stream both ways.
+    let joined = [
+        format!("{}{after}", before.strip_suffix('\n').unwrap_or(&before)),
+        format!("{before}{after}"),
+    ];
+    let last = joined.iter().find_map(|s| consecutive_ticks(s.trim_end_matches('\n')));
+    check!(
+        m,
+        last.is_some_and(|n| n >= 5),
+        "the ticks of VM 1 then VM 2 are not one unbroken count:\n--- vm 1 ---\n{before}\n--- \
+         vm 2 ---\n{after}"
+    );
+    // While the counter prints, wait for each answer itself rather than the next prompt.
+    m.type_line("vm resume 2");
+    m.expect("vm 2 resumed");
+    m.type_line("vm resume 2");
+    m.expect("error: cannot resume VM 2: it is not paused");
+    m.type_line("vm stop 2 force");
+    m.expect("vm 2 stopped: stopped by the operator");
+    m.expect_prompt();
+    let rm = m.command("saved rm ticker");
+    check!(m, rm.contains("saved VM 'ticker' deleted ("), "{rm:?}");
+    let ls = m.command("saved ls");
+    check!(m, ls.contains("no saved VMs"), "{ls:?}");
+}
+
 /// Declares one `#[test]` per suite function above, each on a fresh machine from `$boot`,
 /// so both backends run exactly the same list.
 macro_rules! suite_tests {
@@ -367,6 +491,11 @@ macro_rules! suite_tests {
         #[test]
         fn smp_guest_starts_its_aps_and_sends_them_ipis() {
             vm_suite::smp_guest_starts_its_aps_and_sends_them_ipis($boot());
+        }
+
+        #[test]
+        fn counter_pauses_saves_and_restores_without_a_gap() {
+            vm_suite::counter_pauses_saves_and_restores_without_a_gap($boot());
         }
 
         #[test]

@@ -55,6 +55,16 @@ impl Source for [u8] {
     }
 }
 
+impl Source for &[u8] {
+    fn len(&self) -> u64 {
+        <[u8]>::len(self) as u64
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), SnapshotError> {
+        (**self).read_at(offset, buf)
+    }
+}
+
 impl Source for Vec<u8> {
     fn len(&self) -> u64 {
         self.as_slice().len() as u64
@@ -70,6 +80,8 @@ pub struct FrameBlob {
     host: &'static dyn HostMemory,
     /// The runs in order; every run but the last is full.
     runs: Vec<HostFrames>,
+    /// Where each run starts in the blob (for a binary search).
+    starts: Vec<u64>,
     /// Bytes written.
     len: u64,
 }
@@ -89,35 +101,39 @@ impl FrameBlob {
         FrameBlob {
             host,
             runs: Vec::new(),
+            starts: Vec::new(),
             len: 0,
         }
     }
 
     /// Bytes the frames hold (what the blob costs the host).
     pub fn capacity(&self) -> u64 {
-        self.runs.iter().map(HostFrames::len).sum()
+        match (self.starts.last(), self.runs.last()) {
+            (Some(start), Some(run)) => start + run.len(),
+            _ => 0,
+        }
     }
 
     /// The run holding byte `offset` and the offset inside it.
     fn locate(&self, offset: u64) -> Option<(&HostFrames, u64)> {
-        let mut start = 0;
-        for run in &self.runs {
-            if offset < start + run.len() {
-                return Some((run, offset - start));
-            }
-            start += run.len();
-        }
-        None
+        let i = self
+            .starts
+            .partition_point(|&start| start <= offset)
+            .checked_sub(1)?;
+        let (run, start) = (&self.runs[i], self.starts[i]);
+        (offset - start < run.len()).then_some((run, offset - start))
     }
 
     fn grow(&mut self) -> Result<(), SnapshotError> {
         self.runs
             .try_reserve(1)
+            .and_then(|()| self.starts.try_reserve(1))
             .map_err(|_| SnapshotError::OutOfMemory)?;
         // A 2 MiB run keeps the run list short; a fragmented host still gives single frames.
         let run = HostFrames::alloc(self.host, FRAMES_PER_LARGE_PAGE, 1)
             .or_else(|_| HostFrames::alloc(self.host, 1, 1))
             .map_err(|_| SnapshotError::OutOfMemory)?;
+        self.starts.push(self.capacity());
         self.runs.push(run);
         Ok(())
     }

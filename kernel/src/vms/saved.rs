@@ -1,0 +1,67 @@
+//! Saved VMs: named blobs in host frames that `vm save` writes and `vm restore` reads.
+//!
+//! A saved VM is as large as its RAM's non-zero pages, far beyond the kernel heap, so each
+//! lives in a [`FrameBlob`]. They stay in memory until deleted or the appliance restarts
+//! (writing them to the guest store is a later step). Its neighbour [`super`] saves and
+//! restores VMs through the VMM's [`Vm::save`](keel_vmm::vm::Vm::save) and
+//! [`Vm::restore`](keel_vmm::vm::Vm::restore).
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use keel_vmm::snapshot::{FrameBlob, Source};
+use keel_vmm::vm::VmDescription;
+
+/// One saved VM.
+pub struct SavedVm {
+    /// The name it is saved under.
+    pub name: String,
+    /// What it is.
+    pub description: VmDescription,
+    /// The bytes.
+    pub blob: FrameBlob,
+    /// How long the save took, in milliseconds.
+    pub save_ms: u64,
+}
+
+impl SavedVm {
+    /// Size of the saved bytes.
+    pub fn size(&self) -> u64 {
+        self.blob.len()
+    }
+}
+
+/// Every saved VM, by name.
+#[derive(Default)]
+pub struct SavedVms {
+    saved: Vec<SavedVm>,
+}
+
+impl SavedVms {
+    /// No saved VMs.
+    pub const fn new() -> SavedVms {
+        SavedVms { saved: Vec::new() }
+    }
+
+    /// The saved VM named `name`.
+    pub fn get(&self, name: &str) -> Option<&SavedVm> {
+        self.saved.iter().find(|s| s.name == name)
+    }
+
+    /// Adds `saved` (the caller checked that its name is free).
+    pub fn insert(&mut self, saved: SavedVm) {
+        self.saved.push(saved);
+        self.saved.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+
+    /// Deletes the saved VM named `name`, returning its size; `None` if there is none.
+    pub fn remove(&mut self, name: &str) -> Option<u64> {
+        let i = self.saved.iter().position(|s| s.name == name)?;
+        Some(self.saved.remove(i).size())
+    }
+
+    /// Every saved VM, by name.
+    pub fn iter(&self) -> impl Iterator<Item = &SavedVm> {
+        self.saved.iter()
+    }
+}
