@@ -293,7 +293,12 @@ fn named_vms_over_http_from_create_to_destroy() {
         still.body
     );
     let listed = app.get("/api/v1/vms/counter");
-    app.expect("paused in its view", &listed, 200, &["\"state\":\"paused\""]);
+    app.expect(
+        "paused in its view",
+        &listed,
+        200,
+        &["\"state\":\"paused\""],
+    );
     let resumed = app.send("POST", "/api/v1/vms/counter/resume", None);
     app.expect("resume counter", &resumed, 200, &["\"state\":\"running\""]);
     let again = app.send("POST", "/api/v1/vms/counter/resume", None);
@@ -304,7 +309,12 @@ fn named_vms_over_http_from_create_to_destroy() {
         &["cannot resume VM counter: it is not paused"],
     );
     let nosuch = app.send("POST", "/api/v1/vms/nosuch/pause", None);
-    app.expect("pause an unknown VM", &nosuch, 404, &["no VM named 'nosuch'"]);
+    app.expect(
+        "pause an unknown VM",
+        &nosuch,
+        404,
+        &["no VM named 'nosuch'"],
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     while app.get("/api/v1/vms/counter/console?since=0").body == still.body {
         check!(

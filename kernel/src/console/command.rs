@@ -625,7 +625,9 @@ fn parse_store<'a>(
     }
 }
 
-fn parse_saved<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Command<'a>, ParseError<'a>> {
+fn parse_saved<'a>(
+    mut words: impl Iterator<Item = &'a str>,
+) -> Result<Command<'a>, ParseError<'a>> {
     match words.next() {
         Some("ls") => no_more("saved ls", words).map(|_| Command::SavedLs),
         Some("rm") => {
@@ -867,7 +869,7 @@ mod tests {
         );
         assert_eq!(
             std::format!("{}", parse("vm save web a b").unwrap_err()),
-            "unexpected argument 'b' for 'vm save'"
+            "'vm save' does not take 'b'; type 'help'"
         );
         assert_eq!(
             parse("vm restore web"),
@@ -880,7 +882,7 @@ mod tests {
         );
         assert_eq!(
             std::format!("{}", parse("saved").unwrap_err()),
-            "missing argument: usage: saved ls | saved rm <saved>"
+            "usage: saved ls | saved rm <saved>"
         );
         assert_eq!(parse("vm list"), Ok(Some(Command::VmList)));
         assert_eq!(

@@ -400,7 +400,10 @@ fn execute(kernel: &mut Services<'_>, cmd: Command<'_>) {
         },
         Command::SavedLs => saved_ls(vms),
         Command::SavedRm { name } => match vms.delete_saved(name) {
-            Ok(bytes) => kprintln!("saved VM '{name}' deleted ({} KiB freed)", bytes.div_ceil(1024)),
+            Ok(bytes) => kprintln!(
+                "saved VM '{name}' deleted ({} KiB freed)",
+                bytes.div_ceil(1024)
+            ),
             Err(e) => kprintln!("error: {e}"),
         },
         Command::VmInfo { key } => {

@@ -679,13 +679,10 @@ impl VmManager {
         };
         let started = TscClock.now().ns;
         let mut blob = keel_vmm::snapshot::FrameBlob::new(&build::HOST);
-        let summary = run
-            .vm
-            .save(&mut blob)
-            .map_err(|error| SavedVmError::Save {
-                vm: String::from(key),
-                error,
-            })?;
+        let summary = run.vm.save(&mut blob).map_err(|error| SavedVmError::Save {
+            vm: String::from(key),
+            error,
+        })?;
         let ms = (TscClock.now().ns - started) / 1_000_000;
         let description = keel_vmm::vm::VmDescription {
             name: String::from(run.vm.name()),

@@ -7,8 +7,8 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use keel_qemu_tests::linux_guest::{
-    DONE_MARKER, INIT_MARKER, KERNEL_MODULE, SHELL_INITRAMFS, SHELL_READY_MARKER,
-    TEST_INITRAMFS, UPTIME_PREFIX, vm_run_line_with_vcpus, vm_run_shell_line,
+    DONE_MARKER, INIT_MARKER, KERNEL_MODULE, SHELL_INITRAMFS, SHELL_READY_MARKER, TEST_INITRAMFS,
+    UPTIME_PREFIX, vm_run_line_with_vcpus, vm_run_shell_line,
 };
 use keel_qemu_tests::{LinuxArtifacts, Machine, Pattern, check};
 
@@ -204,7 +204,13 @@ pub fn debian_boots_reports_and_powers_off(
 pub fn uptimes(text: &str, id: u32) -> Vec<f64> {
     guest_lines(&text.replace('\r', "\n"), id)
         .iter()
-        .filter_map(|l| l.strip_prefix(UPTIME_PREFIX)?.split_whitespace().next()?.parse().ok())
+        .filter_map(|l| {
+            l.strip_prefix(UPTIME_PREFIX)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
         .collect()
 }
 
@@ -236,12 +242,16 @@ pub fn debian_survives_pause_save_and_restore(mut m: Machine, limits: Limits) {
     m.expect("vm 1 paused");
     m.expect_prompt();
     let paused_at = m.elapsed();
-    let quiet = m.wait_for(Pattern::text(format!("[vm1] {UPTIME_PREFIX}")), Duration::from_secs(3));
+    let quiet = m.wait_for(
+        Pattern::text(format!("[vm1] {UPTIME_PREFIX}")),
+        Duration::from_secs(3),
+    );
     check!(m, quiet.is_err(), "the paused guest printed: {quiet:?}");
     let saved = m.command("vm save 1 linux");
     check!(
         m,
-        saved.contains("vm 1 saved as 'linux': ") && saved.contains(" for 256 MiB of RAM and 1 vCPU, in "),
+        saved.contains("vm 1 saved as 'linux': ")
+            && saved.contains(" for 256 MiB of RAM and 1 vCPU, in "),
         "vm save: {saved:?}"
     );
     eprintln!("{}: {}", m.name(), saved.trim());
@@ -267,8 +277,16 @@ pub fn debian_survives_pause_save_and_restore(mut m: Machine, limits: Limits) {
     let text = m.transcript_text();
     let (before, after) = (uptimes(&text, 1), uptimes(&text, 2));
     let (Some(&last), Some(&first)) = (before.last(), after.first()) else {
-        m.fail(format!("no uptime lines around the pause: {before:?} then {after:?}"))
+        m.fail(format!(
+            "no uptime lines around the pause: {before:?} then {after:?}"
+        ))
     };
+    eprintln!(
+        "{}: guest uptime {last} s before the pause, {first} s after the resume, {:.1} s of \
+         host time later",
+        m.name(),
+        paused_for.as_secs_f64()
+    );
     // One line per second of guest time: across the pause and restore (which took
     // `paused_for` of host time) the guest's clock moved on by about a second, not by the
     // pause.
