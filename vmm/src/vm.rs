@@ -281,22 +281,34 @@ impl Vm {
                 state: CpuState::WaitingForStartup,
             });
         }
-        Ok(Vm {
+        Ok(Vm::from_parts(
             id,
             name,
-            memory_size: backend.memory().size(),
-            cpu_count,
-            backend: backend.name(),
+            Live { cpus, backend },
+            devices,
+            VmClock::default(),
+        ))
+    }
+
+    /// A VM from its live parts, with no exits counted yet; `state` is `Running` until the
+    /// first step settles it from the vCPUs.
+    fn from_parts(id: u32, name: String, live: Live, devices: Devices, clock: VmClock) -> Vm {
+        Vm {
+            id,
+            name,
+            memory_size: live.backend.memory().size(),
+            cpu_count: live.cpus.len(),
+            backend: live.backend.name(),
             retired_internal: InternalExits::default(),
             final_registers: Registers::default(),
-            live: Some(Live { cpus, backend }),
+            live: Some(live),
             devices,
             state: VmState::Running,
             stats: ExitStats::new(),
             injected_interrupts: 0,
             last_cpu: 0,
-            clock: VmClock::default(),
-        })
+            clock,
+        }
     }
 
     /// Frees the vCPUs (first: they use the VM's nested page tables) and then the backend

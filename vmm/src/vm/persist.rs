@@ -19,7 +19,7 @@ use core::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Cpu, CpuState, Live, Vm, VmClock, VmState};
+use super::{Cpu, CpuState, Live, Vm, VmClock};
 use crate::backend::{BackendError, VmBackend};
 use crate::devices::snapshot::{DevicesState, RestoreError as DevicesRestoreError};
 use crate::devices::{Devices, MAX_CPUS, PlatformError};
@@ -28,8 +28,7 @@ use crate::memory::{GuestMemory, MemoryError};
 use crate::persist::Persist;
 use crate::snapshot::{Reader, Section, Sink, SnapshotError, Source, Writer};
 use crate::vcpu::state::VcpuStateError;
-use crate::vcpu::{InternalExits, Registers, StartMode, VcpuError, VcpuState};
-use crate::vm::ExitStats;
+use crate::vcpu::{StartMode, VcpuError, VcpuState};
 
 use super::Clock;
 
@@ -275,26 +274,19 @@ impl Vm {
                 state: *state,
             });
         }
-        Ok(Vm {
+        let mut vm = Vm::from_parts(
             id,
             name,
-            memory_size: description.memory_size,
-            cpu_count: cpus.len(),
-            backend: backend.name(),
-            retired_internal: InternalExits::default(),
-            final_registers: Registers::default(),
-            live: Some(Live { cpus, backend }),
+            Live { cpus, backend },
             devices,
-            // `settle` recomputes it from the vCPUs at the first step after the resume.
-            state: VmState::Running,
-            stats: ExitStats::new(),
-            injected_interrupts: loop_state.injected_interrupts,
-            last_cpu: usize::from(loop_state.last_cpu),
-            clock: VmClock {
+            VmClock {
                 offset_ns: loop_state.vm_ns.wrapping_sub(now.ns),
                 paused_at: Some(now),
             },
-        })
+        );
+        vm.injected_interrupts = loop_state.injected_interrupts;
+        vm.last_cpu = usize::from(loop_state.last_cpu);
+        Ok(vm)
     }
 }
 
