@@ -277,7 +277,7 @@ fn start_error(e: StartError) -> ApiError {
         | StartError::NoMemory(_)
         | StartError::Store(_) => ApiError::Invalid(message),
         StartError::NoSuchModule(_) | StartError::NoSuchVm(_) => ApiError::NotFound(message),
-        StartError::AlreadyRunning(_) => ApiError::Conflict(message),
+        StartError::AlreadyRunning(_) | StartError::Stop(_) => ApiError::Conflict(message),
         StartError::Vcpu(_) => ApiError::Unavailable(message),
     }
 }

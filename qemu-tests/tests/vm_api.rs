@@ -282,6 +282,13 @@ fn named_vms_over_http_from_create_to_destroy() {
         409,
         &["is paused and cannot answer the power button"],
     );
+    let restart = app.send("POST", "/api/v1/vms/counter/restart", None);
+    app.expect(
+        "restart of a paused VM",
+        &restart,
+        409,
+        &["is paused and cannot answer the power button"],
+    );
     let held = app.get("/api/v1/vms/counter/console?since=0");
     std::thread::sleep(Duration::from_secs(2));
     let still = app.get("/api/v1/vms/counter/console?since=0");

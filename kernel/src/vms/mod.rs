@@ -264,6 +264,8 @@ pub enum StartError {
     Load(String),
     /// The backend could not create the vCPU (e.g. no virtualization).
     Vcpu(keel_vmm::backend::BackendError),
+    /// A restart could not stop the running VM first.
+    Stop(StopError),
 }
 
 impl core::fmt::Display for StartError {
@@ -295,6 +297,7 @@ impl core::fmt::Display for StartError {
             ),
             StartError::NoMemory(m) | StartError::Load(m) => f.write_str(m),
             StartError::Vcpu(e) => write!(f, "cannot create the vCPU: {e}"),
+            StartError::Stop(e) => write!(f, "{e}"),
         }
     }
 }
@@ -767,8 +770,10 @@ impl VmManager {
             .filter(|&i| self.vms[i].configured())
             .ok_or_else(|| StartError::NoSuchVm(String::from(name)))?;
         if self.vms[i].is_live() {
+            // A paused VM cannot answer the power button: its restart is refused, not left
+            // waiting for a stop that never comes.
+            self.stop(name, mode).map_err(StartError::Stop)?;
             self.vms[i].restart_pending = true;
-            let _ = self.stop(name, mode);
             Ok(false)
         } else {
             self.start_named(system, name).map(|()| true)
