@@ -153,8 +153,14 @@ pub(super) fn build_vm(
     .map_err(|e| StartError::Load(alloc::format!("{e}")))?;
     // The VM backend takes the loaded RAM and maps it; the VM creates its vCPUs through it
     // (the BSP now, each AP at its start-up IPI).
-    let vm_backend = backend::create_vm_backend(&system.virtualization, &HOST, memory, cpuid)
+    let mut vm_backend = backend::create_vm_backend(&system.virtualization, &HOST, memory, cpuid)
         .map_err(StartError::Vcpu)?;
+    if DIRTY_TRACKING_SELFTEST {
+        let size = vm_backend.memory().size();
+        vm_backend.write_protect(0, size).map_err(|e| {
+            StartError::NoMemory(alloc::format!("cannot write-protect the VM's RAM: {e}"))
+        })?;
+    }
     Vm::new(id, label, vm_backend, start, devices).map_err(StartError::Vcpu)
 }
 
@@ -187,6 +193,13 @@ impl keel_vmm::vm::Rebuild for KernelRebuild<'_> {
         &HOST
     }
 }
+
+/// Whether this build checks dirty tracking on the hardware: set
+/// `KEEL_DIRTY_TRACKING_SELFTEST` when building the kernel and every VM starts with all of
+/// its RAM write-protected, so the first write to each page exits as a dirty-page write that
+/// the VM loop logs and lets through. A guest that runs as usual proves the NPF/EPT-violation
+/// path on the real backend.
+const DIRTY_TRACKING_SELFTEST: bool = option_env!("KEEL_DIRTY_TRACKING_SELFTEST").is_some();
 
 /// Reads a guest store file for VM `vm`.
 pub(super) fn store_file(vm: &str, what: &str, name: &str) -> Result<ImageBytes, StartError> {

@@ -829,7 +829,7 @@ impl Vcpu for VmxVcpu {
             msrs: self.msrs.state(),
             fpu: self.fpu.save(),
         };
-        let _ = take_access_error();
+        // An earlier failed access (a VMM bug the next `run` would report) fails this too.
         let saved = state::read(&self.vmcs(), out, host_tsc);
         match take_access_error() {
             None => Ok(saved),
@@ -843,7 +843,6 @@ impl Vcpu for VmxVcpu {
         // The FPU area is checked against this host before anything changes.
         fpu::validate_area(&state.fpu, fpu::host_mxcsr_mask(), fpu::host_xcr0())
             .map_err(VcpuStateError::Fpu)?;
-        let _ = take_access_error();
         let out = state::write(&mut self.vmcs(), state, &self.cr, host_tsc);
         if take_access_error().is_some() {
             self.stopped = true;
