@@ -144,8 +144,6 @@ pub(super) fn build_vm(
             }
         }
     };
-    let cpuid =
-        CpuidPolicy::from_host(&crate::cpuinfo::HostCpu).with_tsc_hz(crate::arch::timer::tsc_hz());
     let devices = Devices::pc(PlatformConfig {
         cpus: bp.cpus,
         ..platform_config()
@@ -153,8 +151,7 @@ pub(super) fn build_vm(
     .map_err(|e| StartError::Load(alloc::format!("{e}")))?;
     // The VM backend takes the loaded RAM and maps it; the VM creates its vCPUs through it
     // (the BSP now, each AP at its start-up IPI).
-    let mut vm_backend = backend::create_vm_backend(&system.virtualization, &HOST, memory, cpuid)
-        .map_err(StartError::Vcpu)?;
+    let mut vm_backend = vm_backend(system, memory).map_err(StartError::Vcpu)?;
     if DIRTY_TRACKING_SELFTEST {
         let size = vm_backend.memory().size();
         vm_backend.write_protect(0, size).map_err(|e| {
@@ -162,6 +159,17 @@ pub(super) fn build_vm(
         })?;
     }
     Vm::new(id, label, vm_backend, start, devices).map_err(StartError::Vcpu)
+}
+
+/// The VM backend over `memory` that every VM on this host gets: the host's virtualization,
+/// its CPUID (with the host's TSC rate) and frames.
+fn vm_backend(
+    system: &System,
+    memory: GuestMemory,
+) -> Result<alloc::boxed::Box<dyn backend::VmBackend>, backend::BackendError> {
+    let cpuid =
+        CpuidPolicy::from_host(&crate::cpuinfo::HostCpu).with_tsc_hz(crate::arch::timer::tsc_hz());
+    backend::create_vm_backend(&system.virtualization, &HOST, memory, cpuid)
 }
 
 /// What a restore needs from this host: the platform and backend a new VM gets.
@@ -184,9 +192,7 @@ impl keel_vmm::vm::Rebuild for KernelRebuild<'_> {
         &self,
         memory: GuestMemory,
     ) -> Result<alloc::boxed::Box<dyn backend::VmBackend>, backend::BackendError> {
-        let cpuid = CpuidPolicy::from_host(&crate::cpuinfo::HostCpu)
-            .with_tsc_hz(crate::arch::timer::tsc_hz());
-        backend::create_vm_backend(&self.system.virtualization, &HOST, memory, cpuid)
+        vm_backend(self.system, memory)
     }
 
     fn host(&self) -> &'static dyn HostMemory {

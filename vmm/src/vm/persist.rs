@@ -20,7 +20,7 @@ use core::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::{Cpu, CpuState, Live, Vm, VmClock};
-use crate::backend::{BackendError, VmBackend};
+use crate::backend::{BackendError, VcpuRestoreError, VmBackend};
 use crate::devices::snapshot::{DevicesState, RestoreError as DevicesRestoreError};
 use crate::devices::{Devices, MAX_CPUS, PlatformError};
 use crate::host::HostMemory;
@@ -28,7 +28,7 @@ use crate::memory::{GuestMemory, MemoryError};
 use crate::persist::Persist;
 use crate::snapshot::{Reader, Section, Sink, SnapshotError, Source, Writer};
 use crate::vcpu::state::VcpuStateError;
-use crate::vcpu::{StartMode, VcpuError, VcpuState};
+use crate::vcpu::{VcpuError, VcpuState};
 
 use super::Clock;
 
@@ -256,15 +256,17 @@ impl Vm {
         for (cpu, (state, saved)) in loop_state.cpus.iter().zip(&vcpus).enumerate() {
             let vcpu = match saved {
                 Some(saved) => {
-                    // The start mode is overwritten by the saved state.
-                    let mut vcpu = backend
-                        .create_vcpu(cpu as u32, StartMode::RealMode { entry: 0 })
-                        .map_err(RestoreError::Backend)?;
+                    // `cpu` < the vCPU count, at most 8.
+                    let mut vcpu =
+                        backend
+                            .restore_vcpu(cpu as u32, saved, now.tsc)
+                            .map_err(|e| match e {
+                                VcpuRestoreError::Create(e) => RestoreError::Backend(e),
+                                VcpuRestoreError::State(error) => RestoreError::Vcpu { cpu, error },
+                            })?;
                     if vcpus.len() > 1 {
                         vcpu.set_pause_exiting(true);
                     }
-                    vcpu.restore_state(saved, now.tsc)
-                        .map_err(|error| RestoreError::Vcpu { cpu, error })?;
                     Some(vcpu)
                 }
                 None => None,
