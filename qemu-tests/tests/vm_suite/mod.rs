@@ -145,9 +145,9 @@ pub fn hostile_guests_stop_alone_while_the_host_and_another_vm_go_on(mut m: Mach
     m.expect("built with rustc");
 
     // The counter keeps counting.
-    let before = m.expect(Pattern::regex(r"\[vm1\] tick (\d+)"));
+    let before = m.expect(Pattern::regex(r"\[vm1\] tick (\d+)\r?\n"));
     let n: u64 = before.group(1).parse().unwrap();
-    let after = m.expect(Pattern::regex(r"\[vm1\] tick (\d+)"));
+    let after = m.expect(Pattern::regex(r"\[vm1\] tick (\d+)\r?\n"));
     let later: u64 = after.group(1).parse().unwrap();
     check!(m, later > n, "counter stalled at {n}");
 
