@@ -67,7 +67,8 @@ pub fn artifacts() -> &'static Artifacts {
 }
 
 /// What the Linux-guest tests and `linux-bench` boot: [`Artifacts`]' kernel in a second disk
-/// image whose only boot modules are Debian's kernel and the test initramfs.
+/// image whose only boot modules are Debian's kernel, the test initramfs and the shell
+/// initramfs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LinuxArtifacts {
     /// The kernel ELF (the same as [`Artifacts::elf`]).
@@ -81,9 +82,9 @@ pub struct LinuxArtifacts {
     pub initramfs: PathBuf,
 }
 
-/// Builds [`artifacts()`], fetches the Linux guest ([`linux_guest()`]), writes the test
-/// initramfs, and assembles `keel-linux.img` with the two as boot modules (named after their
-/// files, `vmlinuz` and `initramfs.cpio`), once per process like [`artifacts()`]. The image is
+/// Builds [`artifacts()`], fetches the Linux guest ([`linux_guest()`]), writes the test and
+/// shell initramfs, and assembles `keel-linux.img` with the three as boot modules (named after
+/// their files, `vmlinuz`, `initramfs.cpio` and `shell.cpio`), once per process like [`artifacts()`]. The image is
 /// separate from `keel.img` so that the other tests do not load 10 MB of modules through
 /// GRUB (slow under Bochs).
 ///

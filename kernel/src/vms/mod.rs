@@ -14,11 +14,14 @@
 //!
 //! ```text
 //!   defined ──start──► running ◄──► halted (waiting for an interrupt)
-//!                        │  ▲
-//!             stop: ACPI │  │ restart: start again once stopped
-//!          power button  ▼  │
+//!                        │  ▲   ▲
+//!             stop: ACPI │  │   └── resume ── paused ◄── pause (from running or halted);
+//!          power button  ▼  │                   │        a forced stop ends a pause
 //!                      stopping ──guest powers off, or the grace time ends (forced)──► stopped
 //! ```
+//!
+//! A paused VM can be saved (`vm save`); `vm restore` builds a new, paused, ad-hoc VM from
+//! the saved bytes ([`saved`]).
 //!
 //! A stopped VM keeps its record (stop reason, exits, console output) until it is started
 //! again; its RAM and vCPU are freed at once.

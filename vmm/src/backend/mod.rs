@@ -180,7 +180,8 @@ pub trait VmBackend {
 }
 
 /// Whether this build checks save/restore on the hardware: set `KEEL_VCPU_STATE_SELFTEST`
-/// when building the kernel, and every 64th `run` of every vCPU first saves its state,
+/// when building the kernel, and every 64th `run` (counted over all vCPUs) first saves the
+/// running vCPU's state,
 /// encodes it with postcard, decodes it and restores it (at the same host TSC, so the guest
 /// clock does not move). A guest that keeps running proves the round trip on the real
 /// VMCB/VMCS; a failure stops the vCPU with [`VcpuError::StateAccess`].

@@ -1,6 +1,6 @@
 //! A vCPU's architectural state in a backend-neutral form: what [`Vcpu::save_state`] returns
-//! and [`Vcpu::restore_state`] loads, on SVM and VMX alike, so a VM saved on one host
-//! restores on another (and, where the guest allows, on the other backend).
+//! and [`Vcpu::restore_state`] loads, on SVM and VMX alike: the saved form does not depend
+//! on a backend's control-structure layout (moving a saved VM between hosts is later work).
 //!
 //! Only what the guest can observe is here: registers, the MSRs Keel lets it have, its FPU
 //! and vector state, the events in flight and its TSC. Host addresses, ASIDs/VPIDs and
