@@ -160,7 +160,7 @@ pub struct SaveSummary {
 }
 
 impl Vm {
-    /// Writes this paused VM to `sink` (the parts and the format: `vm/persist.rs` and [`snapshot`](crate::snapshot)).
+    /// Writes this paused VM to `sink` in the [`snapshot`](crate::snapshot) encoding.
     pub fn save(&self, sink: &mut dyn Sink) -> Result<SaveSummary, SaveError> {
         if self.is_stopped() {
             return Err(SaveError::Stopped);
