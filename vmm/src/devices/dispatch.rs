@@ -147,22 +147,18 @@ impl Devices {
     }
 
     /// How `target` takes port accesses wider than a byte.
-    fn port_access(&mut self, target: Target) -> Access {
+    fn port_access(&self, target: Target) -> Access {
         match target {
-            Target::Device(i) => self.slots[i]
-                .port_io()
-                .map_or(Access::Whole, |d| d.port_access()),
+            Target::Device(i) => self.access[i].0,
             Target::Pic => Access::Bytes,
             _ => Access::Whole,
         }
     }
 
     /// How `target` takes MMIO accesses wider than a byte.
-    fn mmio_access(&mut self, target: Target) -> Access {
+    fn mmio_access(&self, target: Target) -> Access {
         match target {
-            Target::Device(i) => self.slots[i]
-                .mmio()
-                .map_or(Access::Whole, |d| d.mmio_access()),
+            Target::Device(i) => self.access[i].1,
             _ => Access::Whole,
         }
     }

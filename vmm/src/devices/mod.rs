@@ -201,6 +201,9 @@ pub struct Devices {
     config: PlatformConfig,
     /// Registered devices; [`Target::Device`] indexes here, in registration order.
     slots: Vec<Box<dyn Device>>,
+    /// How each slot takes wide port and MMIO accesses, read once at registration (a device
+    /// declares it for good) so a guest access costs no extra calls to learn it.
+    access: Vec<(Access, Access)>,
     /// COM1's index in `slots`.
     com1: usize,
     /// The ACPI PM block's index in `slots`.
@@ -274,6 +277,7 @@ impl Devices {
         Devices {
             config,
             slots: Vec::new(),
+            access: Vec::new(),
             com1: 0,
             acpi_pm: 0,
             irq: Interrupts::new(lapics),
@@ -314,7 +318,11 @@ impl Devices {
                 return Err(error);
             }
         }
-        self.slots.push(Box::new(device));
+        let mut device: Box<dyn Device> = Box::new(device);
+        let port = device.port_io().map_or(Access::Whole, |d| d.port_access());
+        let mmio = device.mmio().map_or(Access::Whole, |d| d.mmio_access());
+        self.access.push((port, mmio));
+        self.slots.push(device);
         Ok(index)
     }
 
