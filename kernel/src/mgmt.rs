@@ -19,8 +19,8 @@ use alloc::vec::Vec;
 
 use keel_config::Config;
 use keel_netstack::api::{
-    ApiError, ConsoleChunk, Management, MemoryInfo, ModuleInfo, NetworkInfo, Router, StoreFile,
-    SystemInfo, VmDetail, VmKey, VmState as ApiVmState, VmSummary,
+    ApiError, ConsoleChunk, Management, MemoryInfo, ModuleInfo, NetworkInfo, Router, SavedVm,
+    StoreFile, SystemInfo, VmDetail, VmKey, VmState as ApiVmState, VmSummary,
 };
 use keel_netstack::http::{HttpServer, ServerConfig};
 use keel_netstack::iface::{Addressing, NetConfig, NetStack, NetStatus};
@@ -29,7 +29,9 @@ use smoltcp::time::Instant;
 use crate::System;
 use crate::settings::{SaveError, Settings};
 use crate::vm_config::VmConfigError;
-use crate::vms::{PauseVmError, StartError, StopError, StopMode, ViewState, VmManager, VmView};
+use crate::vms::{
+    PauseVmError, SavedVmError, StartError, StopError, StopMode, ViewState, VmManager, VmView,
+};
 
 /// Concurrent HTTP connections (each takes 12 KiB of socket buffers up front: 1.5 MiB).
 /// Generous, because a connection the server closed can hold its socket until the peer's
@@ -217,6 +219,52 @@ fn pause_error(e: PauseVmError) -> ApiError {
     match e {
         PauseVmError::NoSuchVm(_) => ApiError::NotFound(e.to_string()),
         PauseVmError::Refused { .. } => ApiError::Conflict(e.to_string()),
+    }
+}
+
+/// How a save or restore error answers: the kernel's message, with the status of what went
+/// wrong. The host lacking memory or virtualization is 503, as for a start that cannot get a
+/// vCPU; saved bytes the VMM refuses are 422 (the request names something unusable);
+/// anything else the VMM reports while saving is 500.
+fn saved_error(e: SavedVmError) -> ApiError {
+    use keel_vmm::memory::MemoryError;
+    use keel_vmm::snapshot::SnapshotError;
+    use keel_vmm::vm::{RestoreError, SaveError};
+    let message = e.to_string();
+    match e {
+        SavedVmError::NoSuchVm(_) => ApiError::NotFound(message),
+        SavedVmError::NoSuchSave(name) => ApiError::NotFound(alloc::format!(
+            "no saved VM named '{name}': GET /api/v1/saved lists them"
+        )),
+        SavedVmError::BadName { .. } => ApiError::Invalid(message),
+        SavedVmError::NameTaken(_) | SavedVmError::NotPaused { .. } => ApiError::Conflict(message),
+        SavedVmError::Save { error, .. } => match error {
+            SaveError::Snapshot(SnapshotError::OutOfMemory) => ApiError::Unavailable(message),
+            SaveError::NotPaused | SaveError::Stopped => ApiError::Conflict(message),
+            _ => ApiError::Internal(message),
+        },
+        SavedVmError::Restore { error, .. } => match error {
+            RestoreError::Backend(_)
+            | RestoreError::Snapshot(SnapshotError::OutOfMemory)
+            | RestoreError::Memory(MemoryError::OutOfHostMemory { .. }) => {
+                ApiError::Unavailable(message)
+            }
+            _ => ApiError::Invalid(message),
+        },
+    }
+}
+
+fn saved_vm(saved: &crate::vms::SavedVm) -> SavedVm {
+    let d = &saved.description;
+    SavedVm {
+        name: saved.name.clone(),
+        vm: d.name.clone(),
+        size_bytes: saved.size(),
+        // At most MAX_MEMORY_MIB.
+        memory_mib: u32::try_from(d.memory_size >> 20).unwrap_or(u32::MAX),
+        vcpus: u32::from(d.cpus),
+        backend: d.backend.clone(),
+        save_ms: saved.save_ms,
     }
 }
 
@@ -439,6 +487,39 @@ impl Management for Plane<'_> {
     fn resume_vm(&mut self, key: &VmKey<'_>) -> Result<(), ApiError> {
         let (key, _) = self.resolve(key)?;
         self.vms.resume(&key).map_err(pause_error)
+    }
+
+    fn save_vm(&mut self, key: &VmKey<'_>, name: Option<&str>) -> Result<SavedVm, ApiError> {
+        let (key, _) = self.resolve(key)?;
+        let report = self.vms.save(&key, name).map_err(saved_error)?;
+        self.saved_vm(&report.name).ok_or_else(|| {
+            ApiError::Internal(alloc::format!(
+                "saved VM '{}' vanished right after the save",
+                report.name
+            ))
+        })
+    }
+
+    fn saved_vms(&self) -> Vec<SavedVm> {
+        self.vms.saved().iter().map(saved_vm).collect()
+    }
+
+    fn saved_vm(&self, name: &str) -> Option<SavedVm> {
+        self.vms.saved().get(name).map(saved_vm)
+    }
+
+    fn restore_vm(&mut self, name: &str) -> Result<u32, ApiError> {
+        self.vms
+            .restore(self.system, name)
+            .map(|(number, _ms)| number)
+            .map_err(saved_error)
+    }
+
+    fn delete_saved(&mut self, name: &str) -> Result<(), ApiError> {
+        self.vms
+            .delete_saved(name)
+            .map(|_bytes| ())
+            .map_err(saved_error)
     }
 
     fn console_input(&mut self, key: &VmKey<'_>, bytes: &[u8]) -> Result<usize, ApiError> {

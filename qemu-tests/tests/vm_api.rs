@@ -6,6 +6,12 @@
 //! `defined`, start it, read its `tick` lines, stop it (forced and graceful), restart it, run
 //! a second VM beside it, type into the echo guest's console and read the answer, drop one
 //! from the configuration while it runs (kept until it stops), destroy the other. Bad names, states and bodies get their status and change nothing.
+//!
+//! Saved VMs ride along: the paused counter is saved over HTTP and listed; once it has been
+//! destroyed, the saved counter is restored as a new VM, paused with an empty console, and
+//! resumed by its number, and its ticks go on from where the save left them; then the saved
+//! VM is deleted. Saving a running VM or under a taken name is 409, restoring an unknown
+//! saved VM 404.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -124,7 +130,7 @@ const ECHO_VM: &str = r#"{"name":"echo","kernel":"echo.bin","memory_mib":16,"vcp
 fn named_vms_over_http_from_create_to_destroy() {
     let tmp = tempfile::tempdir().unwrap();
     let image = image_with_guests(tmp.path());
-    let app = Appliance::boot(&image);
+    let mut app = Appliance::boot(&image);
     let list = app.get("/api/v1/vms");
     app.expect("empty list", &list, 200, &["{\"vms\":[]}"]);
 
@@ -306,6 +312,62 @@ fn named_vms_over_http_from_create_to_destroy() {
         200,
         &["\"state\":\"paused\""],
     );
+
+    // Save the paused counter: 201 with the saved VM and its URL; listed; the name is taken
+    // now; a bad name is 422.
+    let saved = app.send("POST", "/api/v1/vms/counter/save", None);
+    app.expect(
+        "save counter",
+        &saved,
+        201,
+        &[
+            "\"name\":\"counter\"",
+            "\"vm\":\"counter\"",
+            "\"memory_mib\":16",
+            "\"vcpus\":1",
+            "\"backend\":\"svm\"",
+        ],
+    );
+    check!(
+        app.m,
+        saved.header("location") == Some("/api/v1/saved/counter"),
+        "Location: {saved:?}"
+    );
+    let again = app.send("POST", "/api/v1/vms/1/save", Some(r#"{"name":"counter"}"#));
+    app.expect(
+        "save under a taken name",
+        &again,
+        409,
+        &["a saved VM named 'counter' exists", "\"error\""],
+    );
+    let bad = app.send(
+        "POST",
+        "/api/v1/vms/counter/save",
+        Some(r#"{"name":"Bad_Name"}"#),
+    );
+    app.expect(
+        "save under a bad name",
+        &bad,
+        422,
+        &["cannot name a saved VM"],
+    );
+    let list = app.get("/api/v1/saved");
+    app.expect(
+        "saved list",
+        &list,
+        200,
+        &["{\"saved\":[{\"name\":\"counter\",\"vm\":\"counter\""],
+    );
+    let one = app.get("/api/v1/saved/counter");
+    app.expect("one saved VM", &one, 200, &["\"size_bytes\":"]);
+    // The highest tick before the save: the restored counter goes on after it.
+    let last_tick = ticks(&held.body).into_iter().max();
+    check!(
+        app.m,
+        last_tick.is_some_and(|t| t >= 3),
+        "no tick 3 before the pause: {}",
+        held.body
+    );
     let resumed = app.send("POST", "/api/v1/vms/counter/resume", None);
     app.expect("resume counter", &resumed, 200, &["\"state\":\"running\""]);
     let again = app.send("POST", "/api/v1/vms/counter/resume", None);
@@ -314,6 +376,17 @@ fn named_vms_over_http_from_create_to_destroy() {
         &again,
         409,
         &["cannot resume VM counter: it is not paused"],
+    );
+    let running = app.send(
+        "POST",
+        "/api/v1/vms/counter/save",
+        Some(r#"{"name":"other"}"#),
+    );
+    app.expect(
+        "save a running VM",
+        &running,
+        409,
+        &["VM counter is running: pause it first ('vm pause counter')"],
     );
     let nosuch = app.send("POST", "/api/v1/vms/nosuch/pause", None);
     app.expect(
@@ -507,7 +580,94 @@ fn named_vms_over_http_from_create_to_destroy() {
     let config = app.get("/api/v1/config");
     app.expect("config", &config, 200, &["\"vms\": []"]);
     // The console agrees (its notices of the HTTP saves may come first).
-    let mut m = app.m;
-    m.type_line("vm list");
-    m.expect("no VMs: define one with 'vm create'");
+    app.m.type_line("vm list");
+    app.m.expect("no VMs: define one with 'vm create'");
+
+    // The saved counter outlives its VM: restore it as a new VM, paused, with an empty
+    // console; resumed by its number, it counts on from where it was saved.
+    let unknown = app.send("POST", "/api/v1/saved/nosuch/restore", None);
+    app.expect(
+        "restore an unknown saved VM",
+        &unknown,
+        404,
+        &["no saved VM named 'nosuch'"],
+    );
+    let restored = app.send("POST", "/api/v1/saved/counter/restore", None);
+    app.expect(
+        "restore counter",
+        &restored,
+        201,
+        &[
+            "\"state\":\"paused\"",
+            "\"source\":\"saved:counter\"",
+            "\"configured\":false",
+            "\"console_bytes\":0",
+        ],
+    );
+    let location = restored.header("location").unwrap_or_default().to_owned();
+    let number = location.strip_prefix("/api/v1/vms/").unwrap_or_default();
+    check!(
+        app.m,
+        !number.is_empty()
+            && number.bytes().all(|b| b.is_ascii_digit())
+            && restored.body.contains(&format!("\"number\":{number}")),
+        "Location of the restored VM: {restored:?}"
+    );
+    let console = format!("/api/v1/vms/{number}/console?since=0");
+    std::thread::sleep(Duration::from_secs(1));
+    let empty = app.get(&console);
+    app.expect(
+        "the restored VM's console, paused",
+        &empty,
+        200,
+        &["\"data\":\"\"", "\"next\":0"],
+    );
+    let resumed = app.send("POST", &format!("/api/v1/vms/{number}/resume"), None);
+    app.expect(
+        "resume the restored VM",
+        &resumed,
+        200,
+        &["\"state\":\"running\""],
+    );
+    let output = app.wait_for(&console, "tick ", Duration::from_secs(30));
+    let after = ticks(&output);
+    check!(
+        app.m,
+        after.first().copied() > last_tick,
+        "the restored counter did not go on from tick {last_tick:?}: {output}"
+    );
+    let stopped = app.send(
+        "POST",
+        &format!("/api/v1/vms/{number}/stop"),
+        Some(r#"{"force":true}"#),
+    );
+    app.expect("stop the restored VM", &stopped, 200, &[]);
+
+    // Delete: 204, then gone.
+    let deleted = app.send("DELETE", "/api/v1/saved/counter", None);
+    app.expect("delete the saved VM", &deleted, 204, &[]);
+    let gone = app.get("/api/v1/saved/counter");
+    app.expect(
+        "deleted saved VM",
+        &gone,
+        404,
+        &["no saved VM named 'counter'"],
+    );
+    let gone = app.send("DELETE", "/api/v1/saved/counter", None);
+    app.expect("delete it again", &gone, 404, &[]);
+    let gone = app.send("POST", "/api/v1/saved/counter/restore", None);
+    app.expect("restore the deleted VM", &gone, 404, &[]);
+    let list = app.get("/api/v1/saved");
+    app.expect("no saved VMs", &list, 200, &["{\"saved\":[]}"]);
+    app.m.type_line("saved ls");
+    app.m.expect("no saved VMs");
+}
+
+/// The tick numbers in a console chunk, in order (`tick 4\ntick 5` is `[4, 5]`).
+fn ticks(body: &str) -> Vec<u64> {
+    regex::Regex::new(r"tick (\d+)")
+        .unwrap()
+        .captures_iter(body)
+        .filter_map(|c| c[1].parse().ok())
+        .collect()
 }

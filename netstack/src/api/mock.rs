@@ -1,5 +1,5 @@
-//! A [`Management`] for host tests: two modules, VMs that exist only as records, and a
-//! log of every call that changes something.
+//! A [`Management`] for host tests: two modules, VMs and saved VMs that exist only as
+//! records, and a log of every call that changes something.
 
 use alloc::borrow::ToOwned;
 use alloc::collections::BTreeMap;
@@ -13,8 +13,8 @@ use keel_config::Config;
 use keel_config::schema::Vm;
 
 use super::{
-    ApiError, ConsoleChunk, Management, MemoryInfo, ModuleInfo, NetworkInfo, StopMode, StoreFile,
-    SystemInfo, VmDetail, VmKey, VmState, VmSummary,
+    ApiError, ConsoleChunk, Management, MemoryInfo, ModuleInfo, NetworkInfo, SavedVm, StopMode,
+    StoreFile, SystemInfo, VmDetail, VmKey, VmState, VmSummary, saved_name,
 };
 
 /// Console bytes the mock keeps per VM; older output counts as dropped.
@@ -31,9 +31,19 @@ pub struct MockVm {
     pub input: Vec<u8>,
 }
 
+pub struct MockSaved {
+    pub info: SavedVm,
+    /// Whether the kernel refuses its bytes when restoring it.
+    pub damaged: bool,
+}
+
 /// The mock kernel.
 pub struct Mock {
     pub vms: Vec<MockVm>,
+    /// Saved VMs, sorted by name.
+    pub saved: Vec<MockSaved>,
+    /// Host memory free for saved VMs and restored VMs' RAM, in MiB.
+    pub free_mib: u32,
     /// The guest store; `None`: no boot disk.
     pub store: Option<Vec<StoreFile>>,
     pub next_number: u32,
@@ -63,6 +73,8 @@ impl Default for Mock {
     fn default() -> Self {
         let mut mock = Mock {
             vms: Vec::new(),
+            saved: Vec::new(),
+            free_mib: 400,
             store: Some(vec![
                 StoreFile {
                     name: String::from("vmlinuz-6.1"),
@@ -149,6 +161,17 @@ impl Mock {
                 }
             })
             .ok_or_else(|| ApiError::NotFound(format!("no VM named '{key}'")))
+    }
+
+    fn saved_position(&self, name: &str) -> Result<usize, ApiError> {
+        self.saved
+            .iter()
+            .position(|s| s.info.name == name)
+            .ok_or_else(|| {
+                ApiError::NotFound(format!(
+                    "no saved VM named '{name}': GET /api/v1/saved lists them"
+                ))
+            })
     }
 
     fn find(&self, key: &VmKey<'_>) -> Result<&MockVm, ApiError> {
@@ -434,6 +457,122 @@ impl Management for Mock {
         }
         s.state = VmState::Running;
         self.changes.push(format!("resume {}", s.name));
+        Ok(())
+    }
+
+    fn save_vm(&mut self, key: &VmKey<'_>, name: Option<&str>) -> Result<SavedVm, ApiError> {
+        let i = self.position(key)?;
+        let d = &self.vms[i].detail;
+        let s = &d.summary;
+        let name = String::from(name.unwrap_or(&s.name));
+        saved_name(&name).map_err(ApiError::Invalid)?;
+        if self.saved.iter().any(|x| x.info.name == name) {
+            return Err(ApiError::Conflict(format!(
+                "a saved VM named '{name}' exists: delete it with 'saved rm {name}' or choose \
+                 another name"
+            )));
+        }
+        // As the kernel's `vm list` says it.
+        let state = match (s.state, &s.stop_reason) {
+            (VmState::Paused, _) => None,
+            (VmState::Idle, _) => Some(String::from("running (idle)")),
+            (VmState::Stopped, Some(reason)) => Some(format!("stopped: {reason}")),
+            (other, _) => Some(String::from(other.as_str())),
+        };
+        if let Some(state) = state {
+            return Err(ApiError::Conflict(format!(
+                "VM {0} is {state}: pause it first ('vm pause {0}')",
+                s.name
+            )));
+        }
+        // A quarter of its RAM is not zero, say.
+        let size_bytes = u64::from(s.memory_mib) << 18;
+        if size_bytes > u64::from(self.free_mib) << 20 {
+            return Err(ApiError::Unavailable(format!(
+                "cannot save VM {}: out of host memory for the saved VM",
+                s.name
+            )));
+        }
+        let info = SavedVm {
+            name: name.clone(),
+            vm: if s.configured {
+                s.name.clone()
+            } else {
+                format!("vm{}", s.number)
+            },
+            size_bytes,
+            memory_mib: s.memory_mib,
+            vcpus: s.vcpus,
+            backend: d.backend.clone().unwrap_or_default(),
+            save_ms: 7,
+        };
+        self.changes.push(format!("save {} as {name}", s.name));
+        self.saved.push(MockSaved {
+            info: info.clone(),
+            damaged: false,
+        });
+        self.saved.sort_by(|a, b| a.info.name.cmp(&b.info.name));
+        Ok(info)
+    }
+
+    fn saved_vms(&self) -> Vec<SavedVm> {
+        self.saved.iter().map(|s| s.info.clone()).collect()
+    }
+
+    fn saved_vm(&self, name: &str) -> Option<SavedVm> {
+        let i = self.saved_position(name).ok()?;
+        Some(self.saved[i].info.clone())
+    }
+
+    fn restore_vm(&mut self, name: &str) -> Result<u32, ApiError> {
+        let saved = &self.saved[self.saved_position(name)?];
+        if saved.damaged {
+            return Err(ApiError::Invalid(format!(
+                "cannot restore '{name}': the body's checksum does not match the trailer's: \
+                 the saved VM is damaged"
+            )));
+        }
+        let info = saved.info.clone();
+        if info.memory_mib > self.free_mib {
+            return Err(ApiError::Unavailable(format!(
+                "cannot restore '{name}': guest RAM: out of host memory ({} MiB requested)",
+                info.memory_mib
+            )));
+        }
+        let number = self.next_number;
+        self.next_number += 1;
+        self.changes.push(format!("restore {name} as {number}"));
+        self.vms.push(MockVm {
+            detail: VmDetail {
+                summary: VmSummary {
+                    name: format!("{number}"),
+                    number,
+                    configured: false,
+                    source: format!("saved:{name}"),
+                    state: VmState::Paused,
+                    stop_reason: None,
+                    memory_mib: info.memory_mib,
+                    vcpus: info.vcpus,
+                    uptime_s: Some(0),
+                    autostart: false,
+                },
+                exits: BTreeMap::new(),
+                backend: Some(info.backend),
+                console_bytes: 0,
+                kernel: None,
+                initrd: None,
+                cmdline: None,
+            },
+            console: String::new(),
+            input: Vec::new(),
+        });
+        Ok(number)
+    }
+
+    fn delete_saved(&mut self, name: &str) -> Result<(), ApiError> {
+        let i = self.saved_position(name)?;
+        self.saved.remove(i);
+        self.changes.push(format!("delete saved {name}"));
         Ok(())
     }
 

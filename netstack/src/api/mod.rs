@@ -13,15 +13,16 @@
 //! 2. The path is not public (all but `/`, `/api/v1/health`, `/api/v1/openapi.json`):
 //!    a missing or wrong `Authorization: Bearer` token gets 401 with `WWW-Authenticate`.
 //! 3. No route for this method: 405 with `Allow`.
-//! 4. Path and query parameters (a VM `{name}` that is neither a number nor a valid name is
-//!    400), then the body: 400 with a precise message (422 for a well-formed body with
+//! 4. Path and query parameters (a VM `{name}` or a `{saved}` that is neither a number nor a
+//!    valid name is 400), then the body: 400 with a precise message (422 for a well-formed body with
 //!    unusable values, 413/415 for console input too long or of another media type).
 //! 5. Preconditions (`PUT /api/v1/config`): 428 without `If-Match`, 412 when it is stale
 //!    (see [`config`]); `POST /api/v1/vms`: 409 when the name is taken.
 //! 6. The kernel's [`ApiError`]s: 404, 409, 422, 503, 500.
 //!
 //! VMs are at `/api/v1/vms/{name}`, where `{name}` is a configured VM's name or any VM's
-//! number, as on the console; [`vms`] has the VM routes.
+//! number, as on the console; [`vms`] has the VM routes. Saved VMs are at
+//! `/api/v1/saved/{saved}` ([`saved`]).
 //!
 //! Every error carries `{"error":{"status":N,"message":"..."}}`, every response
 //! `Cache-Control: no-store`.
@@ -37,6 +38,7 @@ pub mod config;
 pub mod openapi;
 pub mod page;
 pub mod routes;
+pub mod saved;
 mod types;
 pub mod vms;
 
@@ -49,8 +51,8 @@ pub use routes::{API_PREFIX, Op, ROUTES, Route};
 pub use types::{
     ApiError, ConsoleChunk, ConsoleInput, DEFAULT_STOP_TIMEOUT_S, Destroyed, Health, HealthStatus,
     MAX_CONSOLE_INPUT, MAX_STOP_TIMEOUT_S, Management, MemoryInfo, ModuleInfo, ModuleList,
-    NetworkInfo, RunModule, StopMode, StopRequest, StoreFile, StoreList, SystemInfo, VmDetail,
-    VmKey, VmList, VmState, VmSummary,
+    NetworkInfo, RunModule, SaveRequest, SavedVm, SavedVmList, StopMode, StopRequest, StoreFile,
+    StoreList, SystemInfo, VmDetail, VmKey, VmList, VmState, VmSummary, saved_name,
 };
 
 /// The `/api/v1` router. Holds the accepted bearer tokens and the OpenAPI document.
@@ -156,6 +158,10 @@ impl Router {
             let segment = param()?;
             VmKey::parse(segment).map_err(|message| Response::error(400, &message))
         };
+        let saved = || {
+            let segment = param()?;
+            saved_name(segment).map_err(|message| Response::error(400, &message))
+        };
         Ok(match op {
             Op::Page => Response::html(200, page::PAGE),
             Op::Health => Response::json(
@@ -194,6 +200,16 @@ impl Router {
             Op::ResumeVm => vms::resume(mgmt, &key()?, req)?,
             Op::Console => vms::console(mgmt, &key()?, since(req)?)?,
             Op::ConsoleInput => vms::console_input(mgmt, &key()?, req)?,
+            Op::SaveVm => saved::save(mgmt, &key()?, req)?,
+            Op::ListSaved => Response::json(
+                200,
+                &SavedVmList {
+                    saved: mgmt.saved_vms(),
+                },
+            ),
+            Op::ShowSaved => saved::show(mgmt, saved()?)?,
+            Op::RestoreSaved => saved::restore(mgmt, saved()?, req)?,
+            Op::DeleteSaved => saved::delete(mgmt, saved()?)?,
         })
     }
 

@@ -23,8 +23,8 @@ use schemars::generate::{Contract, SchemaSettings};
 use super::config::InvalidBody;
 use super::routes::{Op, ROUTES, Route};
 use super::{
-    ConsoleChunk, ConsoleInput, Destroyed, Health, ModuleList, RunModule, StopRequest, StoreList,
-    SystemInfo, VmDetail, VmList,
+    ConsoleChunk, ConsoleInput, Destroyed, Health, ModuleList, RunModule, SaveRequest, SavedVm,
+    SavedVmList, StopRequest, StoreList, SystemInfo, VmDetail, VmList,
 };
 use super::{DEFAULT_STOP_TIMEOUT_S, MAX_CONSOLE_INPUT};
 use crate::http::response::ErrorBody;
@@ -38,7 +38,7 @@ pub fn document() -> Value {
             "title": "Keel management API",
             "version": env!("CARGO_PKG_VERSION"),
             "description": "Manage a Keel appliance: system status, its configuration, guest modules, \
-                the guest store and VMs. \
+                the guest store, VMs and saved VMs. \
                 Every operation except the web page, health and this document needs \
                 `Authorization: Bearer <token>`. Errors carry \
                 `{\"error\":{\"status\":N,\"message\":\"...\"}}`."
@@ -58,11 +58,18 @@ pub fn document() -> Value {
                         console: `vm list` shows both). Anything else is 400.",
                     "schema": {
                         "type": "string",
-                        "pattern": alloc::format!(
-                            "^({}|[0-9]{{1,{}}})$",
-                            limits::vm_name_pattern(),
-                            u32::MAX.ilog10() + 1
-                        )
+                        "pattern": name_or_number_pattern()
+                    }
+                },
+                "SavedName": {
+                    "name": "saved",
+                    "in": "path",
+                    "required": true,
+                    "description": "A saved VM's name (see /api/v1/saved): a VM name or a \
+                        VM number, as `vm save` takes. Anything else is 400.",
+                    "schema": {
+                        "type": "string",
+                        "pattern": name_or_number_pattern()
                     }
                 },
                 "Module": {
@@ -79,6 +86,15 @@ pub fn document() -> Value {
     })
 }
 
+/// A VM name or a VM number: the `{name}` and `{saved}` path segments.
+fn name_or_number_pattern() -> alloc::string::String {
+    alloc::format!(
+        "^({}|[0-9]{{1,{}}})$",
+        limits::vm_name_pattern(),
+        u32::MAX.ilog10() + 1
+    )
+}
+
 fn paths() -> Value {
     let mut paths = serde_json::Map::new();
     for route in ROUTES {
@@ -90,6 +106,8 @@ fn paths() -> Value {
         let item = paths.entry(route.path).or_insert_with(|| json!({}));
         if route.path.contains("{name}") {
             item["parameters"] = json!([{ "$ref": "#/components/parameters/VmName" }]);
+        } else if route.path.contains("{saved}") {
+            item["parameters"] = json!([{ "$ref": "#/components/parameters/SavedName" }]);
         } else if route.path.contains("{module}") {
             item["parameters"] = json!([{ "$ref": "#/components/parameters/Module" }]);
         }
@@ -160,6 +178,22 @@ fn successes(op: Op) -> Value {
         Op::ResumeVm => json!({ "200": ok("The VM, running again.", "VmDetail") }),
         Op::Console => json!({ "200": ok("Console output.", "ConsoleChunk") }),
         Op::ConsoleInput => json!({ "200": ok("What the guest took.", "ConsoleInput") }),
+        Op::SaveVm => json!({
+            "201": {
+                "description": "The VM was saved.",
+                "headers": {
+                    "Location": {
+                        "description": "The saved VM's URL.",
+                        "schema": { "type": "string" }
+                    }
+                },
+                "content": { "application/json": { "schema": schema_ref("SavedVm") } }
+            }
+        }),
+        Op::ListSaved => json!({ "200": ok("The saved VMs.", "SavedVmList") }),
+        Op::ShowSaved => json!({ "200": ok("The saved VM.", "SavedVm") }),
+        Op::RestoreSaved => json!({ "201": created("The VM was restored, paused.") }),
+        Op::DeleteSaved => json!({ "204": { "description": "The saved VM is gone." } }),
     }
 }
 
@@ -308,6 +342,44 @@ fn operation(op: Op) -> Value {
             "description": "The VM continues exactly where it was paused. Takes no request \
                 body. 409 when it is not paused."
         }),
+        Op::SaveVm => json!({
+            "operationId": "saveVm",
+            "summary": "Save a paused VM (`vm save`)",
+            "description": "Saves every vCPU's state, every device model and the VM's RAM \
+                (zero pages left out) into the appliance's memory, where it stays until \
+                deleted or the next boot. The VM stays paused. The body is optional: \
+                `name` is the name to save it under, by default the VM's name (its number \
+                for an ad-hoc VM). 409 when the VM is not paused or a saved VM has the name \
+                already; 422 for a name that is neither a VM name nor a number; 503 when \
+                the host has no memory for the saved bytes.",
+            "requestBody": {
+                "required": false,
+                "content": {
+                    "application/json": { "schema": schema_ref("SaveRequest") }
+                }
+            }
+        }),
+        Op::ListSaved => json!({
+            "operationId": "listSaved",
+            "summary": "All saved VMs (`saved ls`)",
+            "description": "Sorted by name."
+        }),
+        Op::ShowSaved => json!({ "operationId": "showSaved", "summary": "One saved VM" }),
+        Op::RestoreSaved => json!({
+            "operationId": "restoreSaved",
+            "summary": "Restore a saved VM as a new VM (`vm restore`)",
+            "description": "Builds a new ad-hoc VM (known by its number, source \
+                `saved:<name>`) from the saved VM, paused: `POST /api/v1/vms/{name}/resume` \
+                runs it from where it was saved. The saved VM stays. Takes no request body. \
+                422 when the saved bytes or a state in them are refused, 503 without \
+                hardware virtualization or host memory for its RAM; nothing is created \
+                then."
+        }),
+        Op::DeleteSaved => json!({
+            "operationId": "deleteSaved",
+            "summary": "Delete a saved VM (`saved rm`)",
+            "description": "Frees its memory. VMs restored from it go on running."
+        }),
         Op::Console => json!({
             "operationId": "vmConsole",
             "summary": "A VM's console output (`vm log`)",
@@ -381,10 +453,13 @@ const ERRORS: [(&str, &str); 16] = [
         "Malformed request: bad syntax, parameter or JSON body.",
     ),
     ("401", "Missing or wrong bearer token."),
-    ("404", "No such VM or module."),
+    ("404", "No such VM, saved VM or module."),
     ("405", "Method not allowed on this path (see `Allow`)."),
     ("408", "The request did not arrive in time."),
-    ("409", "The VM is not in a state that allows this."),
+    (
+        "409",
+        "The VM is not in a state that allows this, or the name is taken.",
+    ),
     ("411", "The request needs a Content-Length."),
     (
         "412",
@@ -518,6 +593,7 @@ fn schemas() -> Value {
     requests.subschema_for::<keel_config::schema::Vm>();
     requests.subschema_for::<RunModule>();
     requests.subschema_for::<StopRequest>();
+    requests.subschema_for::<SaveRequest>();
     // ...and response bodies as it writes them (every field is always there).
     let mut responses = generator(Contract::Serialize);
     responses.subschema_for::<Health>();
@@ -531,6 +607,8 @@ fn schemas() -> Value {
     responses.subschema_for::<Destroyed>();
     responses.subschema_for::<ConsoleInput>();
     responses.subschema_for::<ConsoleChunk>();
+    responses.subschema_for::<SavedVm>();
+    responses.subschema_for::<SavedVmList>();
     let mut all = requests.take_definitions(true);
     all.extend(responses.take_definitions(true));
     for schema in all.values_mut() {

@@ -52,6 +52,16 @@ pub enum Op {
     Console,
     /// `POST /api/v1/vms/{name}/console`.
     ConsoleInput,
+    /// `POST /api/v1/vms/{name}/save`.
+    SaveVm,
+    /// `GET /api/v1/saved`.
+    ListSaved,
+    /// `GET /api/v1/saved/{saved}`.
+    ShowSaved,
+    /// `POST /api/v1/saved/{saved}/restore`.
+    RestoreSaved,
+    /// `DELETE /api/v1/saved/{saved}`.
+    DeleteSaved,
 }
 
 /// One route.
@@ -59,7 +69,8 @@ pub enum Op {
 pub struct Route {
     /// The method token.
     pub method: &'static str,
-    /// The path; a `{...}` segment (`{name}`, `{module}`) matches any non-empty segment.
+    /// The path; a `{...}` segment (`{name}`, `{module}`, `{saved}`) matches any non-empty
+    /// segment.
     pub path: &'static str,
     /// Whether it is served without a bearer token.
     pub public: bool,
@@ -128,6 +139,16 @@ const VM_START: &[u16] = &[400, 404, 409, 422, 500, 503];
 /// Errors of pause and resume: 400 for a malformed `{name}` or a body, 404, 409 for a VM
 /// not in the state the change needs, 500 when the kernel fails.
 const VM_PAUSE: &[u16] = &[400, 404, 409, 500];
+
+/// Errors of a save: 400 for a malformed `{name}` or body, 404, 409 when the VM is not
+/// paused or the name is taken, 422 for a name that breaks the rule, 500 when the VMM fails,
+/// 503 without host memory for the saved bytes.
+const VM_SAVE: &[u16] = &[400, 404, 409, 422, 500, 503];
+
+/// Errors of a restore: 400 for a malformed `{saved}` or a body, 404, 422 when the kernel
+/// refuses the saved bytes, 500 when the new VM cannot be read back, 503 without
+/// virtualization or host memory for its RAM.
+const SAVED_RESTORE: &[u16] = &[400, 404, 422, 500, 503];
 
 /// Every route.
 pub static ROUTES: &[Route] = &[
@@ -241,6 +262,39 @@ pub static ROUTES: &[Route] = &[
         Op::ConsoleInput,
         &[200],
         &[400, 404, 409, 413, 415],
+    ),
+    route(
+        "POST",
+        "/api/v1/vms/{name}/save",
+        false,
+        Op::SaveVm,
+        &[201],
+        VM_SAVE,
+    ),
+    route("GET", "/api/v1/saved", false, Op::ListSaved, &[200], &[]),
+    route(
+        "GET",
+        "/api/v1/saved/{saved}",
+        false,
+        Op::ShowSaved,
+        &[200],
+        &[400, 404],
+    ),
+    route(
+        "DELETE",
+        "/api/v1/saved/{saved}",
+        false,
+        Op::DeleteSaved,
+        &[204],
+        &[400, 404],
+    ),
+    route(
+        "POST",
+        "/api/v1/saved/{saved}/restore",
+        false,
+        Op::RestoreSaved,
+        &[201],
+        SAVED_RESTORE,
     ),
 ];
 

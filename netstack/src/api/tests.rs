@@ -15,6 +15,8 @@ use crate::http::server::{Exchange, exchange};
 
 #[path = "config_tests.rs"]
 mod config_routes;
+#[path = "saved_tests.rs"]
+mod saved_routes;
 #[path = "vms_tests.rs"]
 mod vm_routes;
 
@@ -133,6 +135,12 @@ fn everything_else_needs_the_token() {
         ("POST", "/api/v1/vms/1/resume"),
         ("GET", "/api/v1/vms/1/console"),
         ("POST", "/api/v1/vms/web/console"),
+        ("POST", "/api/v1/vms/web/save"),
+        ("GET", "/api/v1/saved"),
+        ("GET", "/api/v1/saved/web"),
+        ("DELETE", "/api/v1/saved/web"),
+        ("POST", "/api/v1/saved/web/restore"),
+        ("GET", "/api/v1/saved/Bad_Name"),
         // Unknown paths under /api/v1, wrong methods and bad names on protected paths: 401
         // first.
         ("GET", "/api/v1/nothing-here"),
@@ -386,7 +394,8 @@ fn openapi_lists_exactly_the_statuses_of_the_route_table() {
             route.method,
             route.path
         );
-        // Each status has a description with content (HTML only for the page).
+        // Each status has a description with content (HTML only for the page), but 204,
+        // which has none.
         for (status, response) in responses {
             let response = resolve(&doc, response);
             assert!(
@@ -394,7 +403,12 @@ fn openapi_lists_exactly_the_statuses_of_the_route_table() {
                 "{} {status}",
                 route.path
             );
-            assert!(response["content"].is_object(), "{} {status}", route.path);
+            assert_eq!(
+                response["content"].is_object(),
+                status != "204",
+                "{} {status}",
+                route.path
+            );
         }
     }
 }
@@ -433,6 +447,48 @@ fn every_listed_handler_error_is_reachable() {
     record(&mut mock, "POST", "/api/v1/vms/2/pause", Some(""));
     record(&mut mock, "POST", "/api/v1/vms/web/pause", Some("x"));
     record(&mut mock, "POST", "/api/v1/vms/web/resume", Some("x"));
+    // Saved VMs: web paused and saved; a name taken, a VM not paused, a bad name, no memory;
+    // a damaged saved VM, then no memory for a restore.
+    mock.pause_vm(&VmKey::Name("web")).unwrap();
+    record(&mut mock, "POST", "/api/v1/vms/web/save", Some(""));
+    for (path, body) in [
+        ("/api/v1/vms/web/save", ""),
+        ("/api/v1/vms/db/save", ""),
+        ("/api/v1/vms/web/save", "[]"),
+        ("/api/v1/vms/web/save", r#"{"name":"A"}"#),
+        ("/api/v1/vms/nosuch/save", ""),
+        ("/api/v1/saved/nosuch/restore", ""),
+        ("/api/v1/saved/A/restore", ""),
+    ] {
+        record(&mut mock, "POST", path, Some(body));
+    }
+    for path in [
+        "/api/v1/saved/web",
+        "/api/v1/saved/nosuch",
+        "/api/v1/saved/A",
+    ] {
+        record(&mut mock, "GET", path, None);
+    }
+    mock.saved[0].damaged = true;
+    record(&mut mock, "POST", "/api/v1/saved/web/restore", Some(""));
+    mock.saved[0].damaged = false;
+    mock.free_mib = 32;
+    record(&mut mock, "POST", "/api/v1/saved/web/restore", Some(""));
+    record(
+        &mut mock,
+        "POST",
+        "/api/v1/vms/web/save",
+        Some(r#"{"name":"x"}"#),
+    );
+    mock.free_mib = 400;
+    record(&mut mock, "POST", "/api/v1/saved/web/restore", Some(""));
+    for path in [
+        "/api/v1/saved/A",
+        "/api/v1/saved/nosuch",
+        "/api/v1/saved/web",
+    ] {
+        record(&mut mock, "DELETE", path, None);
+    }
     let seen_for = |path: &str, method: &str| -> BTreeSet<u16> {
         seen.iter()
             .filter(|(m, p, _)| *m == method && *p == path)
@@ -446,6 +502,26 @@ fn every_listed_handler_error_is_reachable() {
         assert_eq!(
             seen_for(path, method),
             BTreeSet::from([400, 404, 409]),
+            "{method} {path}"
+        );
+    }
+    for (method, path, statuses) in [
+        (
+            "POST",
+            "/api/v1/vms/{name}/save",
+            &[201, 400, 404, 409, 422, 503][..],
+        ),
+        (
+            "POST",
+            "/api/v1/saved/{saved}/restore",
+            &[201, 400, 404, 422, 503],
+        ),
+        ("GET", "/api/v1/saved/{saved}", &[200, 400, 404]),
+        ("DELETE", "/api/v1/saved/{saved}", &[204, 400, 404]),
+    ] {
+        assert_eq!(
+            seen_for(path, method),
+            BTreeSet::from_iter(statuses.iter().copied()),
             "{method} {path}"
         );
     }
@@ -492,6 +568,13 @@ fn openapi_schemas_carry_the_limits() {
             "defined", "running", "idle", "paused", "stopping", "stopped"
         ])
     );
+    // A saved VM's name follows the VM naming rule, or is a number.
+    let saved = &doc["components"]["parameters"]["SavedName"]["schema"]["pattern"];
+    assert_eq!(saved, name);
+    assert_eq!(
+        schemas["SaveRequest"]["properties"]["name"]["pattern"],
+        *name
+    );
     // Request bodies that refuse unknown fields say so.
     for name in [
         "Config",
@@ -500,6 +583,7 @@ fn openapi_schemas_carry_the_limits() {
         "ConfigManagement",
         "RunModule",
         "StopRequest",
+        "SaveRequest",
     ] {
         assert_eq!(schemas[name]["additionalProperties"], false, "{name}");
     }
@@ -645,6 +729,14 @@ fn conforms(bytes: &[u8], response: &Response) {
         }
     };
     let content_type = response.header("content-type").unwrap_or("");
+    if response.status == 204 {
+        assert!(
+            documented.get("content").is_none(),
+            "{method} {path}: 204 with content"
+        );
+        assert!(response.body.is_empty() && content_type.is_empty());
+        return;
+    }
     let media = content_type.split(';').next().unwrap();
     let schema = &documented["content"][media]["schema"];
     assert!(
@@ -663,7 +755,7 @@ fn conforms(bytes: &[u8], response: &Response) {
 #[test]
 fn arbitrary_requests_never_panic_the_router() {
     // Random edits of valid requests, through the parser and the router.
-    let seeds: [Vec<u8>; 8] = [
+    let seeds: [Vec<u8>; 10] = [
         raw("GET", "/api/v1/vms/1/console?since=3", Some(TOKEN), None),
         raw(
             "POST",
@@ -687,6 +779,13 @@ fn arbitrary_requests_never_panic_the_router() {
         raw("DELETE", "/api/v1/vms/db", Some(TOKEN), None),
         typed("POST", "/api/v1/vms/1/console", "text/plain", b"ls\r"),
         raw("GET", "/api/v1/system", None, None),
+        raw(
+            "POST",
+            "/api/v1/vms/web/save",
+            Some(TOKEN),
+            Some(r#"{"name":"web-1"}"#),
+        ),
+        raw("POST", "/api/v1/saved/web/restore", Some(TOKEN), Some("")),
     ];
     let mut state = 0x2545_F491_4F6C_DD1Du64;
     let mut next = move || {
@@ -696,10 +795,12 @@ fn arbitrary_requests_never_panic_the_router() {
         state
     };
     let mut mock = Mock::default();
+    mock.pause_vm(&VmKey::Name("web")).unwrap();
+    mock.save_vm(&VmKey::Name("web"), None).unwrap();
     let router = router();
     let alphabet = b"/{}\":,0123456789abz?&=% \r\n\xff";
     for _ in 0..20_000 {
-        let mut input = seeds[(next() % 8) as usize].clone();
+        let mut input = seeds[(next() % seeds.len() as u64) as usize].clone();
         for _ in 0..1 + next() % 3 {
             let i = (next() as usize) % input.len();
             input[i] = alphabet[(next() as usize) % alphabet.len()];

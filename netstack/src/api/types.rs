@@ -90,6 +90,28 @@ pub trait Management {
     /// Errors: [`ApiError::NotFound`]; [`ApiError::Conflict`] when it is not paused. Nothing
     /// changes on error.
     fn resume_vm(&mut self, key: &VmKey<'_>) -> Result<(), ApiError>;
+    /// Saves paused VM `key` into the appliance's memory under `name` (`None`: the VM's
+    /// name, or its number for an ad-hoc VM), as `vm save` does; returns the saved VM. The
+    /// router checks `name` with [`saved_name`] first.
+    ///
+    /// Errors: [`ApiError::NotFound`]; [`ApiError::Conflict`] when the VM is not paused or a
+    /// saved VM has this name already; [`ApiError::Invalid`] for a name that breaks the
+    /// rule; [`ApiError::Unavailable`] when the host has no memory for the saved bytes;
+    /// [`ApiError::Internal`] when the VMM fails. Nothing changes on error.
+    fn save_vm(&mut self, key: &VmKey<'_>, name: Option<&str>) -> Result<SavedVm, ApiError>;
+    /// Every saved VM, sorted by name (`saved ls`).
+    fn saved_vms(&self) -> Vec<SavedVm>;
+    /// The saved VM `name`; `None` if there is none.
+    fn saved_vm(&self, name: &str) -> Option<SavedVm>;
+    /// Builds a new ad-hoc VM, paused, from the saved VM `name` (`vm restore`); returns its
+    /// number. The saved VM stays for further restores.
+    ///
+    /// Errors: [`ApiError::NotFound`]; [`ApiError::Invalid`] when the saved bytes or a state
+    /// in them are refused; [`ApiError::Unavailable`] without hardware virtualization or
+    /// without host memory for its RAM. Nothing is created on error.
+    fn restore_vm(&mut self, name: &str) -> Result<u32, ApiError>;
+    /// Deletes the saved VM `name` (`saved rm`). Errors: [`ApiError::NotFound`].
+    fn delete_saved(&mut self, name: &str) -> Result<(), ApiError>;
     /// The VM's console output from byte offset `since` on (as much as the kernel keeps);
     /// empty for a VM that never ran. Errors: [`ApiError::NotFound`].
     fn console(&self, key: &VmKey<'_>, since: u64) -> Result<ConsoleChunk, ApiError>;
@@ -175,6 +197,27 @@ impl fmt::Display for VmKey<'_> {
             VmKey::Name(name) => f.write_str(name),
         }
     }
+}
+
+/// Checks the name of a saved VM (a `{saved}` path segment, or the `name` a save asks for):
+/// the VM naming rule ([`limits::check_vm_name`]), or a VM number, as the console's `vm save`
+/// takes. Returns it unchanged; the error is the message.
+pub fn saved_name(name: &str) -> Result<&str, String> {
+    if !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit()) {
+        if name.len() <= 10 && name.parse::<u32>().is_ok() {
+            return Ok(name);
+        }
+        return Err(format!(
+            "'{}' cannot name a saved VM: a number must be from 0 to 4294967295",
+            super::clip(name, 40)
+        ));
+    }
+    limits::check_vm_name(name).map(|()| name).map_err(|why| {
+        format!(
+            "'{}' cannot name a saved VM: a name {why} (or is a VM number)",
+            super::clip(name, 40)
+        )
+    })
 }
 
 /// Why the kernel refused an operation. Each maps to one HTTP status; the message goes
@@ -567,4 +610,62 @@ pub struct ConsoleChunk {
     pub next: u64,
     /// Bytes between the requested offset and `data` that the kernel no longer keeps.
     pub dropped: u64,
+}
+
+/// A VM saved with `POST /api/v1/vms/{name}/save` (or `vm save`), kept in the appliance's
+/// memory until deleted or the next boot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SavedVm {
+    /// The name it is saved under: what `/api/v1/saved/{saved}` takes.
+    pub name: String,
+    /// The VM it was saved from, as the kernel names it (`web`, `vm3` for an ad-hoc VM).
+    pub vm: String,
+    /// Size of the saved bytes (RAM without its zero pages, plus the vCPU and device state).
+    pub size_bytes: u64,
+    /// The VM's guest RAM in MiB.
+    pub memory_mib: u32,
+    /// The VM's vCPUs.
+    pub vcpus: u32,
+    /// The virtualization backend it ran on (`"svm"`, `"vmx"`).
+    pub backend: String,
+    /// How long the save took, in milliseconds.
+    pub save_ms: u64,
+}
+
+/// `GET /api/v1/saved`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SavedVmList {
+    /// The saved VMs, sorted by name.
+    pub saved: Vec<SavedVm>,
+}
+
+/// `POST /api/v1/vms/{name}/save`'s optional body.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SaveRequest {
+    /// The name to save it under (a VM name or number, as `vm save <vm> <saved>` takes);
+    /// the VM's own name, or its number for an ad-hoc VM, when absent or `null`.
+    #[serde(default)]
+    #[schemars(pattern(format!(
+        "^({}|[0-9]{{1,10}})$",
+        limits::vm_name_pattern()
+    )))]
+    pub name: Option<String>,
+}
+
+impl SaveRequest {
+    /// Parses and checks a request body (none: the default name); the error is the status
+    /// and message (400 for a body that is not this object, 422 for a name that breaks the
+    /// rule).
+    pub fn parse(body: &[u8]) -> Result<Option<String>, (u16, String)> {
+        let Some(value) = json_object(body)? else {
+            return Ok(None);
+        };
+        let request = SaveRequest::deserialize(value)
+            .map_err(|e| (400, format!("invalid request body: {e}")))?;
+        if let Some(name) = &request.name {
+            saved_name(name).map_err(|why| (422, format!("name: {why}")))?;
+        }
+        Ok(request.name)
+    }
 }

@@ -247,7 +247,10 @@ pub fn console_input<M: Management + ?Sized>(
 }
 
 /// 201 with the VM and its `Location`.
-fn created<M: Management + ?Sized>(mgmt: &M, key: &VmKey<'_>) -> Result<Response, Response> {
+pub(super) fn created<M: Management + ?Sized>(
+    mgmt: &M,
+    key: &VmKey<'_>,
+) -> Result<Response, Response> {
     let vm = mgmt.vm(key).ok_or_else(|| vanished(key))?;
     let location = format!("/api/v1/vms/{}", vm.summary.name);
     Ok(Response::json(201, &vm).with_header("Location", &location))
@@ -263,9 +266,9 @@ fn detail<M: Management + ?Sized>(
     Ok(Response::json(status, &vm))
 }
 
-/// `start`, `pause` and `resume` take no body: one is refused rather than ignored (it would
+/// `start`, `pause`, `resume` and a restore take no body: one is refused rather than ignored (it would
 /// be a misplaced definition or stop option).
-fn no_body(req: &Request<'_>, route: &str) -> Result<(), Response> {
+pub(super) fn no_body(req: &Request<'_>, route: &str) -> Result<(), Response> {
     if req.body.iter().all(u8::is_ascii_whitespace) {
         return Ok(());
     }
@@ -273,7 +276,7 @@ fn no_body(req: &Request<'_>, route: &str) -> Result<(), Response> {
     Err(Response::error(400, &message))
 }
 
-fn status_error((status, message): (u16, alloc::string::String)) -> Response {
+pub(super) fn status_error((status, message): (u16, alloc::string::String)) -> Response {
     Response::error(status, &message)
 }
 

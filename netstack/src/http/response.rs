@@ -111,6 +111,8 @@ impl Response {
 
     /// The response as bytes on the wire: status line, header fields, `Content-Length`,
     /// `Connection: keep-alive` or `close`, empty line, and the body unless `head_request`.
+    /// A 1xx or 204 response has neither `Content-Length` nor a body (RFC 9110 §8.6,
+    /// §15.3.5).
     pub fn encode(&self, keep_alive: bool, head_request: bool) -> Vec<u8> {
         let status = if (100..=999).contains(&self.status) {
             self.status
@@ -126,14 +128,17 @@ impl Response {
             }
             let _ = write!(head, "{name}: {value}\r\n");
         }
-        let _ = write!(head, "Content-Length: {}\r\n", self.body.len());
+        let bodiless = (100..200).contains(&status) || status == 204;
+        if !bodiless {
+            let _ = write!(head, "Content-Length: {}\r\n", self.body.len());
+        }
         head.push_str(if keep_alive {
             "Connection: keep-alive\r\n\r\n"
         } else {
             "Connection: close\r\n\r\n"
         });
         let mut out = head.into_bytes();
-        if !head_request {
+        if !head_request && !bodiless {
             out.extend_from_slice(&self.body);
         }
         out
@@ -222,6 +227,18 @@ mod tests {
             text(&r.encode(false, true)),
             "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
              Cache-Control: no-store\r\nContent-Length: 7\r\nConnection: close\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn no_content_has_no_length_and_no_body() {
+        let r = Response::new(204)
+            .with_header("Cache-Control", "no-store")
+            .with_body(b"dropped".to_vec());
+        assert_eq!(
+            text(&r.encode(true, false)),
+            "HTTP/1.1 204 No Content\r\nCache-Control: no-store\r\n\
+             Connection: keep-alive\r\n\r\n"
         );
     }
 
