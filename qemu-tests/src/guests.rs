@@ -709,7 +709,8 @@ mod tests {
     // SeaBIOS and the test loader. They check the mode switches, printing,
     // the fault handlers and the guests' own logic. Checks that need Keel
     // (hypervisor signature, all-ones for unbacked memory, ...) are not
-    // asserted here. Skipped when qemu-system-x86_64 is not installed.
+    // asserted here. Without qemu-system-x86_64 they fail, as the
+    // integration tests do: a missing emulator must not pass as a green run.
     // ------------------------------------------------------------------
 
     const QEMU: &str = "qemu-system-x86_64";
@@ -720,8 +721,8 @@ mod tests {
     }
 
     impl Qemu {
-        /// Boots `name`'s BIOS image; `None` if QEMU is not installed.
-        fn boot(name: &str) -> Option<Self> {
+        /// Boots `name`'s BIOS image.
+        fn boot(name: &str) -> Self {
             let image = guests().bios_image(name);
             Self::spawn(&[
                 "-m".into(),
@@ -731,9 +732,8 @@ mod tests {
             ])
         }
 
-        /// Boots PVH guest `name` with QEMU's `-kernel` on `cpus` CPUs; `None`
-        /// if QEMU is not installed.
-        fn boot_pvh(name: &str, cpus: u32) -> Option<Self> {
+        /// Boots PVH guest `name` with QEMU's `-kernel` on `cpus` CPUs.
+        fn boot_pvh(name: &str, cpus: u32) -> Self {
             let elf = guests().path(name);
             Self::spawn(&[
                 "-m".into(),
@@ -746,8 +746,8 @@ mod tests {
         }
 
         /// Starts QEMU (TCG, `qemu64`, no default devices, COM1 on stdout) with
-        /// `args` added.
-        fn spawn(args: &[String]) -> Option<Self> {
+        /// `args` added. Panics when QEMU cannot be started (not installed, say).
+        fn spawn(args: &[String]) -> Self {
             let spawned = Command::new(QEMU)
                 .args([
                     "-accel",
@@ -765,10 +765,11 @@ mod tests {
                 .spawn();
             let mut child = match spawned {
                 Ok(child) => child,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    eprintln!("skipping: {QEMU} is not installed");
-                    return None;
-                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => panic!(
+                    "{QEMU} is not installed: these tests need it \
+                     (Debian/Ubuntu: `apt-get install qemu-system-x86`, or run \
+                     image-builder/install-deps.sh)"
+                ),
                 Err(e) => panic!("starting {QEMU}: {e}"),
             };
             let output = Arc::new(Mutex::new(Vec::new()));
@@ -783,7 +784,7 @@ mod tests {
                     sink.lock().unwrap().extend_from_slice(&buf[..n]);
                 }
             });
-            Some(Self { child, output })
+            Self { child, output }
         }
 
         fn text(&self) -> String {
@@ -835,18 +836,14 @@ mod tests {
 
     #[test]
     fn qemu_hello_prints_its_line() {
-        let Some(mut vm) = Qemu::boot(HELLO) else {
-            return;
-        };
+        let mut vm = Qemu::boot(HELLO);
         let out = vm.wait_for("\n");
         assert_eq!(out, "hello from a Keel guest\n");
     }
 
     #[test]
     fn qemu_exits_reaches_long_mode_and_reports_every_check() {
-        let Some(mut vm) = Qemu::boot(EXITS) else {
-            return;
-        };
+        let mut vm = Qemu::boot(EXITS);
         let out =
             vm.wait_until(|t| t.ends_with(" checks passed\n") || t.ends_with(" checks failed\n"));
         assert!(
@@ -897,9 +894,7 @@ mod tests {
 
     #[test]
     fn qemu_hostile_triple_shuts_the_machine_down() {
-        let Some(mut vm) = Qemu::boot(HOSTILE_TRIPLE) else {
-            return;
-        };
+        let mut vm = Qemu::boot(HOSTILE_TRIPLE);
         // With -no-reboot a triple fault (CPU shutdown) makes QEMU exit.
         assert!(
             vm.exited_within(Duration::from_secs(20)),
@@ -912,9 +907,7 @@ mod tests {
 
     #[test]
     fn qemu_hostile_spin_keeps_spinning() {
-        let Some(mut vm) = Qemu::boot(HOSTILE_SPIN) else {
-            return;
-        };
+        let mut vm = Qemu::boot(HOSTILE_SPIN);
         assert_eq!(vm.wait_for("\n"), "spinning\n");
         assert!(!vm.exited_within(Duration::from_millis(500)));
         assert_eq!(vm.text(), "spinning\n");
@@ -922,9 +915,7 @@ mod tests {
 
     #[test]
     fn qemu_hostile_memory_survives_its_probe() {
-        let Some(mut vm) = Qemu::boot(HOSTILE_MEMORY) else {
-            return;
-        };
+        let mut vm = Qemu::boot(HOSTILE_MEMORY);
         let out = vm.wait_for("still alive\n");
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines.len(), 4, "{out}");
@@ -941,18 +932,14 @@ mod tests {
 
     #[test]
     fn qemu_hostile_vmrun_catches_both_uds() {
-        let Some(mut vm) = Qemu::boot(HOSTILE_VMRUN) else {
-            return;
-        };
+        let mut vm = Qemu::boot(HOSTILE_VMRUN);
         let out = vm.wait_for("survived VMRUN and VMMCALL\n");
         assert_eq!(out, "caught #UD\ncaught #UD\nsurvived VMRUN and VMMCALL\n");
     }
 
     #[test]
     fn qemu_counter_counts() {
-        let Some(mut vm) = Qemu::boot(COUNTER) else {
-            return;
-        };
+        let mut vm = Qemu::boot(COUNTER);
         let out = vm.wait_for("tick 3\n");
         let lines: Vec<&str> = out.lines().take(4).collect();
         assert_eq!(lines, ["tick 0", "tick 1", "tick 2", "tick 3"], "{out}");
@@ -960,9 +947,7 @@ mod tests {
 
     #[test]
     fn qemu_bench_prints_its_measurements() {
-        let Some(mut vm) = Qemu::boot(BENCH) else {
-            return;
-        };
+        let mut vm = Qemu::boot(BENCH);
         let out = vm.wait_for("bench done\n");
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines.len(), 4, "{out}");
@@ -982,9 +967,7 @@ mod tests {
     #[test]
     fn qemu_smp_starts_every_cpu_and_powers_off() {
         for cpus in [1u32, 4] {
-            let Some(mut vm) = Qemu::boot_pvh(SMP, cpus) else {
-                return;
-            };
+            let mut vm = Qemu::boot_pvh(SMP, cpus);
             assert!(
                 vm.exited_within(Duration::from_secs(20)),
                 "-smp {cpus}: QEMU still running: {}",

@@ -243,6 +243,36 @@ fn vm_lifecycle(app: &mut Appliance) {
         spinner.status == 201 && spinner.body.contains("\"number\":2"),
         "start: {spinner:?}"
     );
+    // Wait until the guest really spins: it has printed its line (so it is past its last
+    // exit of its own) and the host's timer has preempted it since, which it counts as an
+    // `interrupt` exit. Only then does the health check show the API answers beside it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let preempted_after_its_line = loop {
+        let console = app.send("GET", "/api/v1/vms/2/console?since=0", None);
+        if console.body.contains("spinning") {
+            break interrupt_exits(&app.send("GET", "/api/v1/vms/2", None).body);
+        }
+        check!(
+            app.m,
+            Instant::now() < deadline,
+            "the spinner never printed its line: {console:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    loop {
+        let detail = app.send("GET", "/api/v1/vms/2", None);
+        let preemptions = interrupt_exits(&detail.body);
+        if detail.body.contains("\"state\":\"running\"") && preemptions > preempted_after_its_line {
+            break;
+        }
+        check!(
+            app.m,
+            Instant::now() < deadline,
+            "the spinner was not preempted while spinning \
+             ({preempted_after_its_line} interrupt exits when it printed): {detail:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // The API keeps answering while a guest spins.
     let health = app.get("/api/v1/health", None);
     check!(
@@ -256,6 +286,18 @@ fn vm_lifecycle(app: &mut Appliance) {
         stopped.status == 200 && stopped.body.contains("stopped by the operator"),
         "stop: {stopped:?}"
     );
+}
+
+/// The `"interrupt"` count in a VM's JSON `exits` (0 when there is none yet).
+fn interrupt_exits(body: &str) -> u64 {
+    body.split_once("\"interrupt\":")
+        .map(|(_, rest)| {
+            rest.chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+        })
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 fn concurrent_and_slow_clients(app: &mut Appliance) {
