@@ -149,7 +149,48 @@ fn live(state: VmState) -> bool {
     )
 }
 
+/// What differs between the ad-hoc VMs the mock creates (`run_module`, `restore_saved`).
+struct AdHoc {
+    source: String,
+    state: VmState,
+    memory_mib: u32,
+    vcpus: u32,
+    exits: BTreeMap<String, u64>,
+    backend: String,
+}
+
 impl Mock {
+    /// Adds an ad-hoc VM (named by its number) and returns its number.
+    fn push_ad_hoc(&mut self, vm: AdHoc) -> u32 {
+        let number = self.next_number;
+        self.next_number += 1;
+        self.vms.push(MockVm {
+            detail: VmDetail {
+                summary: VmSummary {
+                    name: format!("{number}"),
+                    number,
+                    configured: false,
+                    source: vm.source,
+                    state: vm.state,
+                    stop_reason: None,
+                    memory_mib: vm.memory_mib,
+                    vcpus: vm.vcpus,
+                    uptime_s: Some(0),
+                    autostart: false,
+                },
+                exits: vm.exits,
+                backend: Some(vm.backend),
+                console_bytes: 0,
+                kernel: None,
+                initrd: None,
+                cmdline: None,
+            },
+            console: String::new(),
+            input: Vec::new(),
+        });
+        number
+    }
+
     fn position(&self, key: &VmKey<'_>) -> Result<usize, ApiError> {
         self.vms
             .iter()
@@ -275,32 +316,15 @@ impl Management for Mock {
                 "not enough free memory for a Linux guest",
             )));
         }
-        let number = self.next_number;
-        self.next_number += 1;
         self.changes.push(format!("run {} {mem_mib}", found.name));
-        self.vms.push(MockVm {
-            detail: VmDetail {
-                summary: VmSummary {
-                    name: format!("{number}"),
-                    number,
-                    configured: false,
-                    source: found.name.to_owned(),
-                    state: VmState::Running,
-                    stop_reason: None,
-                    memory_mib: mem_mib,
-                    vcpus: u32::from(vcpus.unwrap_or(1)),
-                    uptime_s: Some(0),
-                    autostart: false,
-                },
-                exits: exits(),
-                backend: Some(String::from("svm")),
-                console_bytes: 0,
-                kernel: None,
-                initrd: None,
-                cmdline: None,
-            },
-            console: String::new(),
-            input: Vec::new(),
+        let source = found.name.to_owned();
+        let number = self.push_ad_hoc(AdHoc {
+            source,
+            state: VmState::Running,
+            memory_mib: mem_mib,
+            vcpus: u32::from(vcpus.unwrap_or(1)),
+            exits: exits(),
+            backend: String::from("svm"),
         });
         Ok(number)
     }
@@ -539,32 +563,15 @@ impl Management for Mock {
                 info.memory_mib
             )));
         }
-        let number = self.next_number;
-        self.next_number += 1;
-        self.changes.push(format!("restore {name} as {number}"));
-        self.vms.push(MockVm {
-            detail: VmDetail {
-                summary: VmSummary {
-                    name: format!("{number}"),
-                    number,
-                    configured: false,
-                    source: format!("saved:{name}"),
-                    state: VmState::Paused,
-                    stop_reason: None,
-                    memory_mib: info.memory_mib,
-                    vcpus: info.vcpus,
-                    uptime_s: Some(0),
-                    autostart: false,
-                },
-                exits: BTreeMap::new(),
-                backend: Some(info.backend),
-                console_bytes: 0,
-                kernel: None,
-                initrd: None,
-                cmdline: None,
-            },
-            console: String::new(),
-            input: Vec::new(),
+        self.changes
+            .push(format!("restore {name} as {}", self.next_number));
+        let number = self.push_ad_hoc(AdHoc {
+            source: format!("saved:{name}"),
+            state: VmState::Paused,
+            memory_mib: info.memory_mib,
+            vcpus: info.vcpus,
+            exits: BTreeMap::new(),
+            backend: info.backend,
         });
         Ok(number)
     }
