@@ -80,9 +80,13 @@
 //!
 //! A device signals with [`PciConfigSpace::msix_notify`] (or `msi_notify`) and its
 //! [`DeviceContext`]: the message (address `0xFEEx_xxxx`, data = vector and delivery mode)
-//! goes through the same delivery as the I/O APIC's messages to the local APICs. INTx is
-//! not wired (no `_PRT` yet): the coming virtio-pci devices use MSI-X only, as Cloud
-//! Hypervisor's do.
+//! goes through the same delivery as the I/O APIC's messages to the local APICs. Without
+//! MSI/MSI-X (firmware, `pci=nomsi`) a device drives its INTx pin with
+//! [`PciConfigSpace::set_intx`]: every function gets INTA# (unless its model declared another
+//! pin), wired at registration to I/O APIC pin [`intx_gsi`]`(device, pin)` = 16 +
+//! (device + pin − 1) mod 8, level-triggered and active low as the `_PRT` says; the
+//! interrupt line register reads that GSI. Functions on one GSI are OR-ed; INTx disable
+//! (command bit 10) or MSI/MSI-X enable take the function off the line.
 //!
 //! # What the guest needs to find these devices
 //!
@@ -113,6 +117,7 @@ pub(crate) mod tests;
 pub use config::{BarKind, BarRegion, BarSpace, PciConfigSpace, PciConfigState, PciIds};
 
 use super::device::{DeviceContext, DeviceStateError};
+use super::interrupts::{FIRST_PCI_GSI, PCI_GSIS};
 use super::pci_host::{ADDRESS_ENABLE, CONFIG_DATA, PciHost};
 use super::{Devices, MachineRequest, all_ones};
 use crate::bus::Target;
@@ -166,6 +171,16 @@ pub trait PciDevice: Any {
             })
         }
     }
+}
+
+/// The I/O APIC pin (GSI) that INTx pin `pin` (1 = INTA# … 4 = INTD#) of device
+/// `device_number` on bus 0 is wired to: the usual slot swizzle over the eight pins above the
+/// ISA lines, `16 + (device + pin - 1) % 8`. The DSDT's `_PRT` lists the same table.
+pub fn intx_gsi(device_number: u8, pin: u8) -> u8 {
+    let swizzled =
+        (u32::from(device_number) + u32::from(pin.clamp(1, 4)) - 1) % u32::from(PCI_GSIS);
+    // < 8.
+    FIRST_PCI_GSI + swizzled as u8
 }
 
 /// A function on the bus and where its BARs are mapped now.
@@ -276,9 +291,13 @@ impl Devices {
                 function,
             });
         }
+        let mut device = Box::new(device);
+        let config = device.config_mut();
+        let gsi = intx_gsi(device_number, config.interrupt_pin().max(1));
+        config.connect_intx(devfn, gsi);
         self.pci.functions.push(PciFunction {
             devfn,
-            device: Box::new(device),
+            device,
             mapped: [None; 6],
         });
         self.sync_bars(self.pci.functions.len() - 1);
@@ -423,9 +442,15 @@ impl Devices {
         }
     }
 
-    /// Forgets every BAR mapping and maps each function again from its configuration space
-    /// (after a restore).
+    /// Forgets every BAR mapping and INTx source and takes them again from each function's
+    /// configuration space (after a restore).
     pub(super) fn remap_all_bars(&mut self) {
+        let sources = self
+            .pci
+            .functions
+            .iter()
+            .filter_map(|f| f.device.config().intx_source());
+        self.irq.reload_pci_intx(sources);
         let is_bar = |t: Target| matches!(t, Target::PciBar { .. });
         self.mmio.remove_where(is_bar);
         self.pio.remove_where(is_bar);

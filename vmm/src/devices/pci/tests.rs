@@ -20,6 +20,8 @@ pub(crate) const VENDOR: u16 = 0x1234;
 pub(crate) const DEVICE: u16 = 0x5678;
 /// Writing `n` here signals vector `n`.
 pub(crate) const NOTIFY: u64 = 0x10;
+/// Writing non-zero here asserts INTx, zero deasserts it.
+pub(crate) const INTX: u64 = 0x14;
 
 impl TestFunction {
     pub(crate) fn new() -> TestFunction {
@@ -85,6 +87,7 @@ impl PciDevice for TestFunction {
             (0, NOTIFY) => {
                 self.config.msix_notify(value as u16, ctx);
             }
+            (0, INTX) => self.config.set_intx(value != 0, ctx),
             (0 | 4, 0..=15) => self.regs[(offset / 4) as usize] = value as u32,
             _ => {}
         }
@@ -446,4 +449,140 @@ fn a_preassigned_bar_is_mapped_at_registration() {
     d.add_pci_device(f).unwrap();
     d.write_mmio(0xD000_0008, 4, 7);
     assert_eq!(d.read_mmio(0xD000_0008, 4), 7);
+}
+
+/// Programs I/O APIC entry `gsi` as a guest does for a `_PRT` GSI: level-triggered, active
+/// low, fixed delivery of `vector` to APIC 0, unmasked; and software-enables that APIC.
+fn route_gsi(d: &mut Devices, gsi: u8, vector: u8) {
+    use crate::devices::ioapic::{
+        DEFAULT_BASE, IOREGSEL, IOWIN, RTE_POLARITY_LOW, RTE_TRIGGER_LEVEL,
+    };
+    use crate::devices::lapic::DEFAULT_BASE as APIC;
+    d.write_mmio(APIC + 0xF0, 4, 0x1FF);
+    d.write_mmio(DEFAULT_BASE + IOREGSEL, 4, 0x10 + 2 * u64::from(gsi));
+    d.write_mmio(
+        DEFAULT_BASE + IOWIN,
+        4,
+        u64::from(vector) | RTE_TRIGGER_LEVEL | RTE_POLARITY_LOW,
+    );
+}
+
+/// Whether I/O APIC pin `gsi` is asserted.
+fn gsi_asserted(d: &Devices, gsi: u8) -> bool {
+    d.irq.ioapic.state().lines & (1 << gsi) != 0
+}
+
+#[test]
+fn intx_is_wired_by_the_swizzle_and_reaches_the_io_apic_as_a_level() {
+    let mut d = pc_with_function();
+    let bar0 = 0xE000_0000;
+    place(&mut d, bar0);
+    // 00:01.0 INTA# -> GSI 16 + (1 + 1 - 1) % 8 = 17.
+    assert_eq!(intx_gsi(1, 1), 17);
+    assert_eq!(cfg_read(&mut d, 1 << 3, reg::INTERRUPT_PIN, 1), 1);
+    assert_eq!(cfg_read(&mut d, 1 << 3, reg::INTERRUPT_LINE, 1), 17);
+    route_gsi(&mut d, 17, 0x61);
+    d.write_mmio(bar0 + INTX, 4, 1);
+    assert!(gsi_asserted(&d, 17));
+    // Status bit 3 shows the device's request.
+    assert_ne!(cfg_read(&mut d, 1 << 3, reg::STATUS, 2) & 0x8, 0);
+    assert_eq!(d.pending_interrupt(0), Some(InterruptSource::Lapic(0x61)));
+    assert_eq!(d.acknowledge_interrupt(0), Some(0x61));
+    // Still asserted at the EOI: the level entry sends again.
+    d.write_mmio(crate::devices::lapic::DEFAULT_BASE + 0xB0, 4, 0);
+    assert_eq!(d.pending_interrupt(0), Some(InterruptSource::Lapic(0x61)));
+    assert_eq!(d.acknowledge_interrupt(0), Some(0x61));
+    // Deasserted before the EOI: nothing more.
+    d.write_mmio(bar0 + INTX, 4, 0);
+    assert!(!gsi_asserted(&d, 17));
+    d.write_mmio(crate::devices::lapic::DEFAULT_BASE + 0xB0, 4, 0);
+    assert_eq!(d.pending_interrupt(0), None);
+    assert_eq!(cfg_read(&mut d, 1 << 3, reg::STATUS, 2) & 0x8, 0);
+    // The ISA lines and the 8259 never saw it.
+    assert!(!d.irq.pic.interrupt_output());
+}
+
+#[test]
+fn intx_disable_and_msi_x_mask_the_line() {
+    let mut d = pc_with_function();
+    let bar0 = 0xE000_0000;
+    place(&mut d, bar0);
+    let decode = u32::from(COMMAND_MEMORY | COMMAND_IO);
+    d.write_mmio(bar0 + INTX, 4, 1);
+    assert!(gsi_asserted(&d, 17));
+    cfg_write(
+        &mut d,
+        1 << 3,
+        reg::COMMAND,
+        2,
+        decode | u32::from(super::config::COMMAND_INTX_DISABLE),
+    );
+    assert!(!gsi_asserted(&d, 17), "INTx disable deasserts the line");
+    // The device still asks; the status bit says so.
+    assert_ne!(cfg_read(&mut d, 1 << 3, reg::STATUS, 2) & 0x8, 0);
+    cfg_write(&mut d, 1 << 3, reg::COMMAND, 2, decode);
+    assert!(
+        gsi_asserted(&d, 17),
+        "clearing INTx disable asserts it again"
+    );
+    msix_control(&mut d, MSIX_ENABLE);
+    assert!(!gsi_asserted(&d, 17), "MSI-X on: no INTx");
+    msix_control(&mut d, 0);
+    assert!(gsi_asserted(&d, 17));
+    d.write_mmio(bar0 + INTX, 4, 0);
+    assert!(!gsi_asserted(&d, 17));
+}
+
+#[test]
+fn functions_sharing_a_gsi_are_or_ed() {
+    let mut d = pc_with_function();
+    // 00:09.0 INTA# swizzles onto GSI 17 as 00:01.0 does.
+    d.add_pci_device_at(9, 0, TestFunction::new()).unwrap();
+    assert_eq!(cfg_read(&mut d, 9 << 3, reg::INTERRUPT_LINE, 1), 17);
+    let (a, b) = (0xE000_0000u64, 0xE100_0000u64);
+    place(&mut d, a);
+    cfg_write(&mut d, 9 << 3, reg::BAR0, 4, b as u32);
+    cfg_write(&mut d, 9 << 3, reg::COMMAND, 2, u32::from(COMMAND_MEMORY));
+    route_gsi(&mut d, 17, 0x62);
+    d.write_mmio(a + INTX, 4, 1);
+    d.write_mmio(b + INTX, 4, 1);
+    assert_eq!(d.acknowledge_interrupt(0), Some(0x62));
+    // One lets go: the line stays up, and the EOI re-sends for the other.
+    d.write_mmio(a + INTX, 4, 0);
+    assert!(gsi_asserted(&d, 17));
+    d.write_mmio(crate::devices::lapic::DEFAULT_BASE + 0xB0, 4, 0);
+    assert_eq!(d.acknowledge_interrupt(0), Some(0x62));
+    // Asserting again while already up is no new event; the last one lets go: down.
+    d.write_mmio(b + INTX, 4, 1);
+    d.write_mmio(b + INTX, 4, 0);
+    assert!(!gsi_asserted(&d, 17));
+    // A function on another GSI does not touch 17.
+    d.add_pci_device_at(2, 0, TestFunction::new()).unwrap();
+    assert_eq!(cfg_read(&mut d, 2 << 3, reg::INTERRUPT_LINE, 1), 18);
+}
+
+#[test]
+fn a_restore_keeps_an_asserted_intx_line_and_its_sharers() {
+    use crate::persist::Persist;
+    let mut d = pc_with_function();
+    d.add_pci_device_at(9, 0, TestFunction::new()).unwrap();
+    let (a, b) = (0xE000_0000u64, 0xE100_0000u64);
+    place(&mut d, a);
+    cfg_write(&mut d, 9 << 3, reg::BAR0, 4, b as u32);
+    cfg_write(&mut d, 9 << 3, reg::COMMAND, 2, u32::from(COMMAND_MEMORY));
+    d.write_mmio(a + INTX, 4, 1);
+    d.write_mmio(b + INTX, 4, 1);
+    let saved = d.save();
+    let mut fresh = Devices::pc_for_tests();
+    fresh.add_pci_device(TestFunction::new()).unwrap();
+    fresh.add_pci_device_at(9, 0, TestFunction::new()).unwrap();
+    let mut r = <Devices as Persist>::restore(fresh, &saved).unwrap();
+    assert!(gsi_asserted(&r, 17));
+    r.write_mmio(a + INTX, 4, 0);
+    assert!(
+        gsi_asserted(&r, 17),
+        "00:09.0 still holds the line after the restore"
+    );
+    r.write_mmio(b + INTX, 4, 0);
+    assert!(!gsi_asserted(&r, 17));
 }
