@@ -586,3 +586,152 @@ fn a_restore_keeps_an_asserted_intx_line_and_its_sharers() {
     r.write_mmio(b + INTX, 4, 0);
     assert!(!gsi_asserted(&r, 17));
 }
+
+/// A function with one BAR of each kind and size given, nothing else.
+struct BarsOnly {
+    config: PciConfigSpace,
+}
+
+impl BarsOnly {
+    fn new(bars: &[(u8, BarKind)]) -> BarsOnly {
+        let mut config = PciConfigSpace::new(PciIds {
+            vendor: VENDOR,
+            device: 0x0001,
+            revision: 0,
+            class: 0xFF_0000,
+            subsystem_vendor: 0,
+            subsystem: 0,
+        });
+        for &(index, kind) in bars {
+            config.set_bar(index, kind).unwrap();
+        }
+        BarsOnly { config }
+    }
+}
+
+impl PciDevice for BarsOnly {
+    fn name(&self) -> &'static str {
+        "bars only"
+    }
+    fn config(&self) -> &PciConfigSpace {
+        &self.config
+    }
+    fn config_mut(&mut self) -> &mut PciConfigSpace {
+        &mut self.config
+    }
+    fn read_bar(&mut self, bar: u8, offset: u64, _size: u8, _ctx: &mut DeviceContext) -> u64 {
+        0xB000 + u64::from(bar) * 0x100 + offset
+    }
+    fn write_bar(&mut self, _: u8, _: u64, _: u8, _: u64, _: &mut DeviceContext) {}
+}
+
+/// Reads BAR `bar` of `devfn` through configuration space (both dwords of a 64-bit one).
+fn bar_address(d: &mut Devices, devfn: u8, bar: u8, wide: bool) -> u64 {
+    let low = cfg_read(d, devfn, reg::BAR0 + 4 * bar, 4);
+    let high = if wide {
+        cfg_read(d, devfn, reg::BAR0 + 4 * bar + 4, 4)
+    } else {
+        0
+    };
+    let mask = if low & 1 != 0 { !3 } else { !0xF };
+    u64::from(low & mask) | u64::from(high) << 32
+}
+
+#[test]
+fn assigned_bars_are_aligned_disjoint_decoded_and_mapped() {
+    let mut d = pc_with_function();
+    let small = BarKind::Memory32 {
+        size: 0x100,
+        prefetchable: false,
+    };
+    let huge = BarKind::Memory64 {
+        size: 0x1000_0000,
+        prefetchable: true,
+    };
+    d.add_pci_device(BarsOnly::new(&[
+        (0, small),
+        (1, BarKind::Io { size: 0x40 }),
+        (2, huge),
+    ]))
+    .unwrap();
+    d.add_pci_device(BarsOnly::new(&[(0, BarKind::Io { size: 4 }), (3, small)]))
+        .unwrap();
+    d.assign_pci_bars().unwrap();
+    // (devfn, bar, 64-bit, size, is I/O)
+    let expected = [
+        (1 << 3, 0, true, 0x4000, false),
+        (1 << 3, 2, false, 16, true),
+        (1 << 3, 4, false, 0x1000, false),
+        (2 << 3, 0, false, 0x100, false),
+        (2 << 3, 1, false, 0x40, true),
+        (2 << 3, 2, true, 0x1000_0000, false),
+        (3 << 3, 0, false, 4, true),
+        (3 << 3, 3, false, 0x100, false),
+    ];
+    let mut ranges = Vec::new();
+    for (devfn, bar, wide, size, io) in expected {
+        let base = bar_address(&mut d, devfn, bar, wide);
+        let window = if io { &IO_WINDOW } else { &MMIO_WINDOW };
+        assert!(
+            base != 0 && base.is_multiple_of(size),
+            "{devfn:#x} BAR {bar} at {base:#x}"
+        );
+        assert!(window.contains(&base) && base + size <= window.end);
+        ranges.push((io, base, base + size));
+        let command = cfg_read(&mut d, devfn, reg::COMMAND, 2) as u16;
+        let decode = if io { COMMAND_IO } else { COMMAND_MEMORY };
+        assert_ne!(command & decode, 0, "{devfn:#x} decodes");
+    }
+    ranges.sort();
+    for pair in ranges.windows(2) {
+        assert!(
+            pair[0].0 != pair[1].0 || pair[0].2 <= pair[1].1,
+            "{pair:?} overlap"
+        );
+    }
+    // Mapped: the models answer at their addresses.
+    let big = bar_address(&mut d, 2 << 3, 2, true);
+    assert_eq!(d.read_mmio(big + 8, 4), 0xB000 + 0x200 + 8);
+    let io = bar_address(&mut d, 3 << 3, 0, false) as u16;
+    assert_eq!(d.read_port(io + 1, 1), 0xB001);
+    let regs = bar_address(&mut d, 1 << 3, 0, true);
+    d.write_mmio(regs + 4, 4, 0x77);
+    assert_eq!(d.read_mmio(regs + 4, 4), 0x77);
+    // Placing again gives the same layout (deterministic) and still maps.
+    d.assign_pci_bars().unwrap();
+    assert_eq!(bar_address(&mut d, 2 << 3, 2, true), big);
+    assert_eq!(d.read_mmio(big + 8, 4), 0xB000 + 0x200 + 8);
+}
+
+#[test]
+fn bars_beyond_the_window_are_refused_with_what_is_missing() {
+    let mut d = Devices::pc_for_tests();
+    let two_gib = BarKind::Memory64 {
+        size: 1 << 31,
+        prefetchable: true,
+    };
+    d.add_pci_device(BarsOnly::new(&[(0, two_gib)])).unwrap();
+    let err = d.assign_pci_bars().unwrap_err();
+    assert_eq!(
+        err,
+        PciError::WindowFull {
+            space: BarSpace::Memory,
+            size: 1 << 31,
+        }
+    );
+    assert!(
+        err.to_string().contains("fewer or smaller devices"),
+        "{err}"
+    );
+    // Nothing was placed.
+    assert_eq!(bar_address(&mut d, 1 << 3, 0, true), 0);
+}
+
+#[test]
+fn guest_ram_must_end_below_the_window() {
+    assert_eq!(check_guest_memory(3072 << 20), Ok(()));
+    assert_eq!(check_guest_memory(512 << 20), Ok(()));
+    let err = check_guest_memory((3072 << 20) + 1).unwrap_err();
+    assert_eq!(err, PciError::MemoryOverlapsWindow { memory_mib: 3073 });
+    assert!(err.to_string().contains("memory_mib <= 3072"), "{err}");
+}
