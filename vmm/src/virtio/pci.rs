@@ -413,18 +413,16 @@ impl<D: VirtioDevice> VirtioPci<D> {
         match (offset, size) {
             (0x00, 4) => self.regs.device_feature_select = v32,
             (0x08, 4) => self.regs.driver_feature_select = v32,
-            (0x0C, 4) => {
-                // Features are fixed once FEATURES_OK is set.
-                if self.regs.status & STATUS_FEATURES_OK == 0 {
-                    let shift = match self.regs.driver_feature_select {
-                        0 => 0,
-                        1 => 32,
-                        _ => return,
-                    };
-                    let mask = 0xFFFF_FFFFu64 << shift;
-                    self.regs.driver_features =
-                        (self.regs.driver_features & !mask) | (u64::from(v32) << shift);
-                }
+            // Features are fixed once FEATURES_OK is set.
+            (0x0C, 4) if self.regs.status & STATUS_FEATURES_OK == 0 => {
+                let shift = match self.regs.driver_feature_select {
+                    0 => 0,
+                    1 => 32,
+                    _ => return,
+                };
+                let mask = 0xFFFF_FFFFu64 << shift;
+                self.regs.driver_features =
+                    (self.regs.driver_features & !mask) | (u64::from(v32) << shift);
             }
             (0x10, 2) => self.regs.msix_config = self.checked_vector(v16),
             (0x14, 1) => self.write_status(value as u8, ctx),

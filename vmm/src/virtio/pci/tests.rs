@@ -410,7 +410,8 @@ fn a_bogus_queue_size_needs_reset_with_a_config_interrupt_and_a_reason() {
 #[test]
 fn hostile_chains_need_reset_without_panicking() {
     // A loop, a buffer outside RAM, an avail index far ahead.
-    let cases: [(&str, fn(&mut Rig)); 3] = [
+    type Make = fn(&mut Rig);
+    let cases: [(&str, Make); 3] = [
         ("loops or has more than 16 descriptors", |r| {
             r.drv.write_desc(&r.mem, 0, HEADER, 16, 1, 1);
             r.drv.write_desc(&r.mem, 1, STATUS, 1, 1 | 2, 0);
