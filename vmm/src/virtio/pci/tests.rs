@@ -441,7 +441,7 @@ fn hostile_chains_need_reset_without_panicking() {
 }
 
 #[test]
-fn without_msix_the_isr_reports_and_reading_clears_it() {
+fn without_msix_the_isr_and_intx_report_and_reading_clears_them() {
     let mut r = Rig::new(false);
     r.set_status(STATUS_ACKNOWLEDGE | STATUS_DRIVER);
     r.set_driver_features(F_VERSION_1);
@@ -451,9 +451,18 @@ fn without_msix_the_isr_reports_and_reading_clears_it() {
     r.request(T_GET_ID, 0, 20, true);
     r.kick();
     assert_eq!(r.status_byte(), 0);
-    assert_eq!(r.take_interrupt(), None, "no MSI-X, INTx not wired");
+    assert_eq!(r.take_interrupt(), None, "no MSI-X message");
+    assert!(r.device().config().intx_output(), "INTx asserted");
+    assert_eq!(cfg_read(&mut r.d, r.devfn, reg::STATUS, 2) & 0x8, 0x8);
     assert_eq!(r.read(ISR_CFG, 1), u64::from(ISR_QUEUE));
+    assert!(!r.device().config().intx_output(), "INTx deasserted");
     assert_eq!(r.read(ISR_CFG, 1), 0, "read clears");
+    // With MSI-X on, INTx stays quiet.
+    r.enable_msix();
+    r.write(0x16, 2, 0);
+    r.request(T_GET_ID, 0, 20, true);
+    r.kick();
+    assert!(!r.device().config().intx_output());
 }
 
 #[test]
