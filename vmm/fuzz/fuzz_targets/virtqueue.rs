@@ -43,5 +43,7 @@ thread_local! {
 }
 
 fuzz_target!(|data: &[u8]| {
-    MEMORY.with(|memory| drain_queue(memory, data));
+    MEMORY.with(|memory| {
+        drain_queue(memory, data);
+    });
 });
