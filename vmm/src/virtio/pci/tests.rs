@@ -540,3 +540,26 @@ fn a_full_pc_saves_and_restores_the_function() {
     assert_eq!(r2.status_byte(), 0);
     assert_eq!(r2.drv.used_idx(&r2.mem), 2);
 }
+
+#[test]
+fn the_platform_places_bar_0_and_the_device_answers_there() {
+    let mut d = Devices::pc_for_tests();
+    for serial in ["a", "b"] {
+        d.add_pci_device(block_device(Box::new(MemDisk::new(8)), false, serial))
+            .unwrap();
+    }
+    d.assign_pci_bars().unwrap();
+    for slot in [1u8, 2] {
+        let f = slot << 3;
+        let low = cfg_read(&mut d, f, reg::BAR0, 4);
+        let high = cfg_read(&mut d, f, reg::BAR0 + 4, 4);
+        let base = u64::from(low & !0xF) | u64::from(high) << 32;
+        assert!(
+            crate::devices::pci::MMIO_WINDOW.contains(&base),
+            "{base:#x}"
+        );
+        assert_eq!(base % BAR_SIZE, 0, "naturally aligned");
+        assert_eq!(d.read_mmio(base + 0x12, 2), 1, "num_queues");
+        assert_eq!(d.read_mmio(base + DEVICE_CFG, 8), 8, "capacity");
+    }
+}
