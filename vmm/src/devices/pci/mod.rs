@@ -122,6 +122,7 @@ use super::interrupts::{FIRST_PCI_GSI, PCI_GSIS};
 use super::pci_host::{ADDRESS_ENABLE, CONFIG_DATA, PciHost};
 use super::{Devices, MachineRequest, all_ones};
 use crate::bus::Target;
+use crate::memory::GuestMemory;
 
 /// A PCI function model on bus 0: a configuration space it builds and owns, and the
 /// registers behind its BARs.
@@ -172,6 +173,15 @@ pub trait PciDevice: Any {
             })
         }
     }
+
+    /// Whether the model has work that needs guest memory (a virtio queue was notified).
+    /// Asked after BAR writes, which cannot touch guest memory themselves.
+    fn wants_service(&self) -> bool {
+        false
+    }
+
+    /// Does the work [`wants_service`](Self::wants_service) announced, with guest RAM.
+    fn service(&mut self, _memory: &GuestMemory, _ctx: &mut DeviceContext) {}
 }
 
 /// Whether a VM with `memory_bytes` of RAM (contiguous from address 0) can have PCI
