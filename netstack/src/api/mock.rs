@@ -397,10 +397,26 @@ impl Management for Mock {
                 d.summary.name
             )));
         }
-        let kernel = d.kernel.clone().unwrap_or_default();
-        if !store.iter().any(|f| f.name == kernel) {
+        let (what, boot) = match (&d.kernel, &d.firmware) {
+            (None, Some(firmware)) => ("firmware", firmware.clone()),
+            (kernel, _) => ("kernel", kernel.clone().unwrap_or_default()),
+        };
+        if !store.iter().any(|f| f.name == boot) {
             return Err(ApiError::Invalid(format!(
-                "VM {}: cannot read its kernel '{kernel}' from the guest store",
+                "VM {}: cannot read its {what} '{boot}' from the guest store",
+                d.summary.name
+            )));
+        }
+        // As the kernel does: a disk's store file must exist when the VM starts.
+        if let Some(file) = d
+            .disks
+            .iter()
+            .filter_map(|disk| disk.file.as_deref())
+            .find(|file| !store.iter().any(|f| f.name == *file))
+        {
+            return Err(ApiError::Invalid(format!(
+                "VM {}: its disk '{file}' is not in the guest store: put it there \
+                 (keel build --disk or --store) or remove the disk from the VM",
                 d.summary.name
             )));
         }
