@@ -277,6 +277,10 @@ mod tests {
             first_usable: 34,
             last_usable: 100_000,
             partitions,
+            entries: crate::blk::gpt::EntryArray {
+                entry_size: 128,
+                bytes: alloc::vec![0; 128 * 128],
+            },
         }
     }
 
