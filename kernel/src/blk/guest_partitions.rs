@@ -284,6 +284,45 @@ pub fn unique_guid(seed: u64, disk_guid: Guid, name: &str) -> Guid {
     Guid(bytes)
 }
 
+/// What backs a guest disk, in listings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GuestDiskKind {
+    /// A guest-disk GPT partition on Keel's disk.
+    Partition,
+    /// A file in the guest store.
+    StoreFile,
+}
+
+impl GuestDiskKind {
+    /// `partition` or `file`, as the API and the console show it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GuestDiskKind::Partition => "partition",
+            GuestDiskKind::StoreFile => "file",
+        }
+    }
+}
+
+/// One guest disk in a listing (`disk`, `GET /api/v1/disks`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GuestDiskEntry {
+    /// Partition or store file.
+    pub kind: GuestDiskKind,
+    /// Its name: the partition's, or the store file's.
+    pub name: String,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// The VMs using it, each with whether read-only.
+    pub users: Vec<(String, bool)>,
+}
+
+/// Whether a store file is listed as a guest disk: it ends in `.img` or `.raw` (the names
+/// `keel build --disk` gives), or a VM uses it.
+pub fn is_disk_image(name: &str, in_use: bool) -> bool {
+    let lower = name.to_ascii_lowercase();
+    in_use || lower.ends_with(".img") || lower.ends_with(".raw")
+}
+
 #[cfg(target_os = "none")]
 pub use kernel_guest_partitions::*;
 
@@ -293,12 +332,13 @@ mod kernel_guest_partitions {
     use alloc::vec::Vec;
 
     use super::{
-        GuestPartition, GuestPartitionError, find, guest_partitions, plan_create, plan_delete,
-        still_there, unique_guid,
+        GuestDiskEntry, GuestDiskKind, GuestPartition, GuestPartitionError, find, guest_partitions,
+        plan_create, plan_delete, still_there, unique_guid,
     };
     use crate::blk::boot_disk::{self, TableChangeError};
     use crate::blk::disk::{Disk, DiskError, DiskOp};
     use crate::blk::partition::PartitionView;
+    use keel_vmm::virtio::blk::{BlockBackend, BlockError};
 
     impl From<TableChangeError> for GuestPartitionError {
         fn from(e: TableChangeError) -> Self {
@@ -307,6 +347,14 @@ mod kernel_guest_partitions {
                 other => GuestPartitionError::BootDisk(other.to_string()),
             }
         }
+    }
+
+    /// The VMs using a guest disk, each with whether read-only: the disk claims VMs take
+    /// when they start (`crate::vms::disks`).
+    pub fn users_of(kind: GuestDiskKind, name: &str) -> Vec<(String, bool)> {
+        // Wired to the claims table when `crate::vms::disks` lands (h13-store).
+        let _ = (kind, name);
+        Vec::new()
     }
 
     fn boot_disk_error(e: boot_disk::BootDiskError) -> GuestPartitionError {
@@ -338,12 +386,65 @@ mod kernel_guest_partitions {
         Ok(made)
     }
 
-    /// Deletes the guest-disk partition `name`, refused while a VM uses it (`users`: the
-    /// VMs holding it, from the disk claims). Its sectors are left as they are.
-    pub fn delete(name: &str, users: Vec<String>) -> Result<GuestPartition, GuestPartitionError> {
+    /// Deletes the guest-disk partition `name`, refused while a VM uses it. Its sectors are
+    /// left as they are.
+    pub fn delete(name: &str) -> Result<GuestPartition, GuestPartitionError> {
+        let users = users_of(GuestDiskKind::Partition, name)
+            .into_iter()
+            .map(|(vm, _)| vm)
+            .collect();
         let gone = boot_disk::change_table(|gpt| plan_delete(gpt, name, users))?;
         defmt::info!("blk: deleted disk partition {=str}", name);
         Ok(gone)
+    }
+
+    /// Every guest disk, partitions first (in table order), then the store's disk images
+    /// (see [`is_disk_image`](super::is_disk_image)), each with its users; and the largest
+    /// free space in MiB. A store that cannot be read leaves the files out and says why.
+    pub fn inventory() -> Result<Inventory, GuestPartitionError> {
+        let (partitions, free_mib) = list()?;
+        let mut disks: Vec<GuestDiskEntry> = partitions
+            .into_iter()
+            .map(|p| GuestDiskEntry {
+                kind: GuestDiskKind::Partition,
+                users: users_of(GuestDiskKind::Partition, &p.name),
+                bytes: p.bytes(),
+                name: p.name,
+            })
+            .collect();
+        let store_error = match crate::store::list() {
+            Ok(files) => {
+                for f in files {
+                    let users = users_of(GuestDiskKind::StoreFile, &f.name);
+                    if super::is_disk_image(&f.name, !users.is_empty()) {
+                        disks.push(GuestDiskEntry {
+                            kind: GuestDiskKind::StoreFile,
+                            name: f.name,
+                            bytes: f.size,
+                            users,
+                        });
+                    }
+                }
+                None
+            }
+            Err(e) => Some(e.to_string()),
+        };
+        Ok(Inventory {
+            disks,
+            free_mib,
+            store_error,
+        })
+    }
+
+    /// All guest disks, see [`inventory`].
+    #[derive(Clone, Debug)]
+    pub struct Inventory {
+        /// The disks.
+        pub disks: Vec<GuestDiskEntry>,
+        /// The largest free space on Keel's disk for a new partition, in MiB.
+        pub free_mib: u64,
+        /// Why the store's files are missing, when they are.
+        pub store_error: Option<String>,
     }
 
     /// Opens the guest-disk partition `name` for a guest.
@@ -421,6 +522,28 @@ mod kernel_guest_partitions {
 
         fn flush(&mut self) -> Result<(), DiskError> {
             PartitionDisk::flush(self).map_err(|e| disk_error(DiskOp::Flush, 0, e))
+        }
+    }
+
+    /// A guest's disk: the virtio-blk device checks each request against `sectors` first;
+    /// the errors become `VIRTIO_BLK_S_IOERR` and `vm info`'s device error.
+    impl BlockBackend for PartitionDisk {
+        fn sectors(&self) -> u64 {
+            self.partition.sectors
+        }
+
+        fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+            self.read_sectors(sector, buf)
+                .map_err(|e| BlockError(e.to_string()))
+        }
+
+        fn write(&mut self, sector: u64, buf: &[u8]) -> Result<(), BlockError> {
+            self.write_sectors(sector, buf)
+                .map_err(|e| BlockError(e.to_string()))
+        }
+
+        fn flush(&mut self) -> Result<(), BlockError> {
+            PartitionDisk::flush(self).map_err(|e| BlockError(e.to_string()))
         }
     }
 
