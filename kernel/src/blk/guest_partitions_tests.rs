@@ -156,3 +156,30 @@ fn unique_guids_differ_and_are_version_4() {
         assert!("89ab".contains(&text[19..20]), "{text}");
     }
 }
+
+#[test]
+fn the_image_builders_partitions_are_guest_disks() {
+    let (bytes, layout) = test_image::image_with_partitions(&[], &[("big", 8), ("data", 2)]);
+    let mut disk = MemDisk::new(bytes);
+    let gpt = gpt::read(&mut disk).unwrap();
+    let found = guest_partitions(&gpt);
+    assert_eq!(found.len(), 2);
+    assert_eq!((found[0].name.as_str(), found[0].bytes()), ("big", 8 * MIB));
+    assert_eq!(found[0].first_lba, layout.store().last_lba() + 1);
+    assert_eq!(
+        (found[1].name.as_str(), found[1].bytes()),
+        ("data", 2 * MIB)
+    );
+    assert_eq!(
+        std::format!("{GUEST_DISK_TYPE}"),
+        keel_image::gpt_image::GUEST_DISK_TYPE_GUID.to_string()
+    );
+    // No room left after them: the image ends with the backup table's MiB.
+    assert_eq!(largest_free_mib(&gpt), 0);
+    // Deleting one frees its space for another.
+    let (table, _) = plan_delete(&gpt, "big", Vec::new()).unwrap();
+    assert_eq!(largest_free_mib(&table), 8);
+    let (table, again) = plan_create(&table, "other", 4 * MIB, Guid([9; 16])).unwrap();
+    assert_eq!(again.first_lba, found[0].first_lba);
+    apply(&mut disk, &table);
+}
