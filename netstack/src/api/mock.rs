@@ -23,7 +23,9 @@ pub const CONSOLE_KEEP: usize = 8;
 /// Console input bytes a running mock VM's queue takes; the rest is dropped.
 pub const INPUT_ROOM: usize = 16;
 
+/// One VM of the mock: what the API shows of it, and its console.
 pub struct MockVm {
+    /// What `GET /api/v1/vms/{name}` answers.
     pub detail: VmDetail,
     /// All console output ever written.
     pub console: String,
@@ -31,7 +33,9 @@ pub struct MockVm {
     pub input: Vec<u8>,
 }
 
+/// One saved VM of the mock.
 pub struct MockSaved {
+    /// What `GET /api/v1/saved/{saved}` answers.
     pub info: SavedVm,
     /// Whether the kernel refuses its bytes when restoring it.
     pub damaged: bool,
@@ -39,6 +43,7 @@ pub struct MockSaved {
 
 /// The mock kernel.
 pub struct Mock {
+    /// The VMs, in number order.
     pub vms: Vec<MockVm>,
     /// Saved VMs, sorted by name.
     pub saved: Vec<MockSaved>,
@@ -46,6 +51,7 @@ pub struct Mock {
     pub free_mib: u32,
     /// The guest store; `None`: no boot disk.
     pub store: Option<Vec<StoreFile>>,
+    /// The number the next VM gets.
     pub next_number: u32,
     /// Calls that change something, in order.
     pub changes: Vec<String>,
@@ -121,6 +127,7 @@ impl Default for Mock {
     }
 }
 
+/// The mock's two boot modules.
 pub fn modules() -> Vec<ModuleInfo> {
     vec![
         ModuleInfo {
