@@ -7,6 +7,8 @@
 //! | 3 | `keel-config` | [`KEEL_CONFIG_TYPE_GUID`]    | next 1 MiB             | raw: config record (generation 1) in slot A, slot B zeroed |
 //! | 4 | `keel-store`  | Microsoft basic data ([`STORE_TYPE_GUID`]) | next (≥ 16 MiB) | FAT `KEELSTORE`: guest store (`--store <dir>`) |
 //!
+//! | 5… | the disk's name | Keel guest disk ([`GUEST_DISK_TYPE_GUID`]) | next, each whole MiB | nothing (sparse): a guest's disk (`--disk NAME=SIZE,partition`) |
+//!
 //! LBA 0 is a protective MBR whose boot code is GRUB's `boot.img`, pointed at LBA 2048. Every
 //! partition starts on a 1 MiB boundary; 1 MiB at the end holds the backup GPT. The ESP grows
 //! beyond 32 MiB when the kernel and modules need it, the store beyond 16 MiB when the files
@@ -74,6 +76,13 @@ pub const STORE_TYPE_GUID: Uuid = Uuid::from_u128(0xebd0a0a2_b9e5_4433_87c0_68b6
 /// (`20442bb3-5151-4ecd-846b-efa36bb2491f`, generated at random for Keel). No other OS knows it,
 /// so none will offer to format or mount the partition.
 pub const KEEL_CONFIG_TYPE_GUID: Uuid = Uuid::from_u128(0x20442bb3_5151_4ecd_846b_efa36bb2491f);
+
+/// Partition type GUID of a Keel guest-disk partition
+/// (`b0983fed-cb2d-4d46-b9f1-c5740e47fbd0`, generated at random for Keel; the kernel's
+/// `blk::guest_partitions::GUEST_DISK_TYPE`). Its GPT name is the disk's name.
+pub const GUEST_DISK_TYPE_GUID: Uuid = Uuid::from_u128(0xb0983fed_cb2d_4d46_b9f1_c5740e47fbd0);
+/// Most guest-disk partitions an image takes: the 128 entries of the table less Keel's four.
+pub const MAX_GUEST_PARTITIONS: usize = 124;
 
 /// Path of the kernel on the ESP (and in `grub.cfg`).
 pub const KERNEL_PATH: &str = "/boot/keel.elf";
@@ -209,6 +218,34 @@ pub enum ImageError {
     /// The configuration record could not be encoded.
     #[error("cannot encode the configuration record: {0}")]
     ConfigRecord(RecordError),
+    /// A guest-disk partition's name breaks the VM-name rule.
+    #[error("bad disk name {name:?}: {reason}")]
+    GuestPartitionName {
+        /// The name.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A guest-disk partition's size is 0 or not whole MiB.
+    #[error("disk {name}: a partition's size must be a non-zero number of MiB, not {bytes} bytes")]
+    GuestPartitionSize {
+        /// The name.
+        name: String,
+        /// The size asked for.
+        bytes: u64,
+    },
+    /// Two guest-disk partitions share a name.
+    #[error("two disks are named {name}: disk names must be unique")]
+    DuplicateGuestPartition {
+        /// The name.
+        name: String,
+    },
+    /// More guest-disk partitions than the table holds.
+    #[error("{count} disk partitions asked for; an image holds at most {MAX_GUEST_PARTITIONS}")]
+    TooManyGuestPartitions {
+        /// How many were asked for.
+        count: usize,
+    },
 }
 
 /// One partition of the layout.
@@ -241,6 +278,68 @@ pub struct Layout {
     /// Store size in sectors (a multiple of [`ALIGN_SECTORS`], at least
     /// [`STORE_MIN_SECTORS`]).
     pub store_sectors: u64,
+    /// Sectors of all guest-disk partitions together, which follow the store
+    /// ([`Layout::guest_partitions`]).
+    pub guest_sectors: u64,
+}
+
+/// A guest-disk partition `keel build` makes: `--disk NAME=SIZE,partition`, or a `--disk`
+/// larger than a store file can be ([`needs_partition`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestPartitionRequest {
+    /// The disk's name: the GPT partition name (the VM-name rule).
+    pub name: String,
+    /// Its size in bytes, whole MiB.
+    pub bytes: u64,
+}
+
+/// A guest-disk partition placed in the layout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestPartitionSpec {
+    /// GPT partition number (5 on).
+    pub number: u32,
+    /// Its name.
+    pub name: String,
+    /// First LBA.
+    pub first_lba: u64,
+    /// Length in sectors.
+    pub sectors: u64,
+}
+
+/// Whether a `--disk` of `bytes` must be a partition: a store file holds at most
+/// [`STORE_MAX_FILE`] bytes (FAT32).
+pub fn needs_partition(bytes: u64) -> bool {
+    bytes > STORE_MAX_FILE
+}
+
+/// Checks guest-disk partition requests: names (the VM-name rule, unique), sizes (whole
+/// MiB, non-zero) and count.
+pub fn check_guest_partitions(requests: &[GuestPartitionRequest]) -> Result<(), ImageError> {
+    if requests.len() > MAX_GUEST_PARTITIONS {
+        return Err(ImageError::TooManyGuestPartitions {
+            count: requests.len(),
+        });
+    }
+    for (i, r) in requests.iter().enumerate() {
+        keel_config::limits::check_vm_name(&r.name).map_err(|reason| {
+            ImageError::GuestPartitionName {
+                name: r.name.clone(),
+                reason,
+            }
+        })?;
+        if r.bytes == 0 || !r.bytes.is_multiple_of(ALIGN_SECTORS * SECTOR) {
+            return Err(ImageError::GuestPartitionSize {
+                name: r.name.clone(),
+                bytes: r.bytes,
+            });
+        }
+        if requests[..i].iter().any(|other| other.name == r.name) {
+            return Err(ImageError::DuplicateGuestPartition {
+                name: r.name.clone(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// `bytes` plus an eighth plus 4 MiB, in sectors rounded up to whole MiB, at least `min`.
@@ -259,6 +358,7 @@ impl Layout {
         Layout {
             esp_sectors: with_headroom(payload_bytes, ESP_MIN_SECTORS),
             store_sectors: STORE_MIN_SECTORS,
+            guest_sectors: 0,
         }
     }
 
@@ -272,6 +372,36 @@ impl Layout {
             store_sectors: with_headroom(bytes, STORE_MIN_SECTORS),
             ..self
         }
+    }
+
+    /// This layout with room for `requests` (checked by [`check_guest_partitions`]) after
+    /// the store.
+    pub fn with_guest_partitions(self, requests: &[GuestPartitionRequest]) -> Layout {
+        Layout {
+            guest_sectors: requests.iter().map(|r| r.bytes / SECTOR).sum(),
+            ..self
+        }
+    }
+
+    /// `requests` placed one after the other after the store, numbered from 5; each starts
+    /// on a 1 MiB boundary because the sizes are whole MiB.
+    pub fn guest_partitions(&self, requests: &[GuestPartitionRequest]) -> Vec<GuestPartitionSpec> {
+        let store = self.store();
+        let mut next = store.first_lba + store.sectors;
+        requests
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let spec = GuestPartitionSpec {
+                    number: 5 + i as u32,
+                    name: r.name.clone(),
+                    first_lba: next,
+                    sectors: r.bytes / SECTOR,
+                };
+                next += spec.sectors;
+                spec
+            })
+            .collect()
     }
 
     /// The BIOS boot partition.
@@ -326,7 +456,7 @@ impl Layout {
     /// Size of the whole disk in sectors.
     pub fn total_sectors(&self) -> u64 {
         let store = self.store();
-        store.first_lba + store.sectors + TAIL_SECTORS
+        store.first_lba + store.sectors + self.guest_sectors + TAIL_SECTORS
     }
 }
 
@@ -347,6 +477,8 @@ pub struct ImageSummary {
     pub modules: Vec<(String, u64)>,
     /// Guest store file names and sizes.
     pub store_files: Vec<(String, u64)>,
+    /// Guest-disk partitions.
+    pub guest_partitions: Vec<GuestPartitionSpec>,
 }
 
 impl ImageSummary {
@@ -375,6 +507,16 @@ impl ImageSummary {
         ));
         for (name, bytes) in &self.modules {
             lines.push(format!("module {name}: {}", human(*bytes)));
+        }
+        for p in &self.guest_partitions {
+            lines.push(format!(
+                "  partition {} {:<11} LBA {:>6}..={:<6} {} (guest disk, sparse)",
+                p.number,
+                p.name,
+                p.first_lba,
+                p.first_lba + p.sectors - 1,
+                human(p.sectors * SECTOR)
+            ));
         }
         for (name, bytes) in &self.store_files {
             lines.push(format!("store file {name}: {}", human(*bytes)));
@@ -490,7 +632,22 @@ pub fn assemble_image(
     config_json: &[u8],
     out: &Path,
 ) -> Result<ImageSummary, ImageError> {
+    assemble_image_with_partitions(elf, modules, cmdline, store_dir, config_json, &[], out)
+}
+
+/// [`assemble_image`], plus a guest-disk partition for each of `guest_partitions` after the
+/// store (left sparse: the file only grows, nothing is written into them).
+pub fn assemble_image_with_partitions(
+    elf: &Path,
+    modules: &[PathBuf],
+    cmdline: &str,
+    store_dir: Option<&Path>,
+    config_json: &[u8],
+    guest_partitions: &[GuestPartitionRequest],
+    out: &Path,
+) -> Result<ImageSummary, ImageError> {
     check_elf(elf)?;
+    check_guest_partitions(guest_partitions)?;
     if cmdline.chars().any(char::is_control) {
         return Err(ImageError::BadCmdline);
     }
@@ -531,7 +688,14 @@ pub fn assemble_image(
             contents: Contents::File(path.clone()),
         });
     }
-    write_image(&grub_images, &files, &store, config_json, out)
+    write_image_with_partitions(
+        &grub_images,
+        &files,
+        &store,
+        config_json,
+        guest_partitions,
+        out,
+    )
 }
 
 /// Checks that `elf` is readable and starts with the ELF magic.
@@ -591,6 +755,19 @@ pub fn write_image(
     config_json: &[u8],
     out: &Path,
 ) -> Result<ImageSummary, ImageError> {
+    write_image_with_partitions(grub_images, esp_files, store_files, config_json, &[], out)
+}
+
+/// [`write_image`] with guest-disk partitions after the store (sparse).
+pub fn write_image_with_partitions(
+    grub_images: &GrubImages,
+    esp_files: &[FatFile],
+    store_files: &[FatFile],
+    config_json: &[u8],
+    guest_partitions: &[GuestPartitionRequest],
+    out: &Path,
+) -> Result<ImageSummary, ImageError> {
+    check_guest_partitions(guest_partitions)?;
     let config_record = config_partition_record(config_json)?;
     let mut payload = 0;
     let mut kernel_bytes = 0;
@@ -609,8 +786,10 @@ pub fn write_image(
         let name = file.path.trim_start_matches('/').to_string();
         store_sizes.push((name, contents_len(&file.contents)?));
     }
-    let layout =
-        Layout::for_esp_payload(payload).with_store_files(store_sizes.iter().map(|(_, n)| *n));
+    let layout = Layout::for_esp_payload(payload)
+        .with_store_files(store_sizes.iter().map(|(_, n)| *n))
+        .with_guest_partitions(guest_partitions);
+    let guest_specs = layout.guest_partitions(guest_partitions);
     if u32::try_from(layout.store_sectors).is_err() {
         return Err(ImageError::StoreTooLarge {
             bytes: store_sizes.iter().map(|(_, n)| *n).sum(),
@@ -645,6 +824,7 @@ pub fn write_image(
     write_disk(
         tmp.path(),
         &layout,
+        &guest_specs,
         boot_code,
         &core,
         esp_files,
@@ -672,13 +852,16 @@ pub fn write_image(
         kernel_bytes,
         modules,
         store_files: store_sizes,
+        guest_partitions: guest_specs,
     })
 }
 
 /// Writes every sector of the image into the file at `tmp`.
+#[allow(clippy::too_many_arguments)]
 fn write_disk(
     tmp: &Path,
     layout: &Layout,
+    guest_partitions: &[GuestPartitionSpec],
     boot_code: [u8; grub::MBR_BOOT_CODE_LEN],
     core: &[u8],
     esp_files: &[FatFile],
@@ -726,6 +909,22 @@ fn write_disk(
                 last_lba: spec.last_lba(),
                 flags: 0,
                 name: spec.name.to_string(),
+            },
+        );
+    }
+    for spec in guest_partitions {
+        table.insert(
+            spec.number,
+            gpt::partition::Partition {
+                part_type_guid: Type {
+                    guid: GUEST_DISK_TYPE_GUID,
+                    os: OperatingSystem::None,
+                },
+                part_guid: Uuid::new_v4(),
+                first_lba: spec.first_lba,
+                last_lba: spec.first_lba + spec.sectors - 1,
+                flags: 0,
+                name: spec.name.clone(),
             },
         );
     }

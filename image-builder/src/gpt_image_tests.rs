@@ -540,3 +540,104 @@ fn store_files_are_written_with_their_long_names() {
         b"070701"
     );
 }
+
+#[test]
+fn guest_partitions_follow_the_store_sparse_and_valid() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("keel.img");
+    let big = 6u64 << 30;
+    assert!(needs_partition(big));
+    assert!(!needs_partition(STORE_MAX_FILE));
+    let requests = [
+        GuestPartitionRequest {
+            name: "big".into(),
+            bytes: big,
+        },
+        GuestPartitionRequest {
+            name: "small-2".into(),
+            bytes: 8 << 20,
+        },
+    ];
+    let summary =
+        write_image_with_partitions(&fake_grub(), &[], &[], &default_json(), &requests, &out)
+            .unwrap();
+    let layout = summary.layout;
+    let specs = &summary.guest_partitions;
+    assert_eq!(specs.len(), 2);
+    assert_eq!(specs[0].number, 5);
+    assert_eq!(specs[0].first_lba, layout.store().last_lba() + 1);
+    assert_eq!(specs[0].sectors * SECTOR, big);
+    assert_eq!(specs[1].first_lba, specs[0].first_lba + specs[0].sectors);
+    assert!(specs.iter().all(|p| p.first_lba % ALIGN_SECTORS == 0));
+    let meta = std::fs::metadata(&out).unwrap();
+    assert_eq!(meta.len(), layout.total_sectors() * SECTOR);
+    assert!(meta.len() > big);
+    // Sparse: far less than the partition is allocated on the host.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        assert!(meta.blocks() * 512 < 256 << 20, "{} blocks", meta.blocks());
+    }
+
+    let disk = open_gpt(&out);
+    let parts = disk.partitions();
+    assert_eq!(parts.len(), 6);
+    for spec in specs {
+        let p = &parts[&spec.number];
+        assert_eq!(p.name, spec.name);
+        assert_eq!(p.part_type_guid.guid, GUEST_DISK_TYPE_GUID);
+        assert_eq!(p.first_lba, spec.first_lba);
+        assert_eq!(p.last_lba, spec.first_lba + spec.sectors - 1);
+    }
+    assert_eq!(disk.header().backup_lba, layout.total_sectors() - 1);
+    assert!(disk.header().last_usable >= specs[1].first_lba + specs[1].sectors - 1);
+    assert!(
+        summary
+            .describe()
+            .iter()
+            .any(|l| l.contains("big") && l.contains("sparse"))
+    );
+
+    // The host's own GPT tool agrees, when it is installed.
+    if let Ok(run) = std::process::Command::new("sgdisk")
+        .arg("-v")
+        .arg(&out)
+        .output()
+    {
+        let text = String::from_utf8_lossy(&run.stdout);
+        assert!(run.status.success(), "{text}");
+        assert!(text.contains("No problems found"), "{text}");
+    }
+}
+
+#[test]
+fn guest_partition_requests_are_checked() {
+    let req = |name: &str, bytes: u64| GuestPartitionRequest {
+        name: name.into(),
+        bytes,
+    };
+    assert!(check_guest_partitions(&[req("big", 1 << 30), req("b2", 1 << 20)]).is_ok());
+    assert!(matches!(
+        check_guest_partitions(&[req("Big", 1 << 20)]),
+        Err(ImageError::GuestPartitionName { .. })
+    ));
+    assert!(matches!(
+        check_guest_partitions(&[req("big", 0)]),
+        Err(ImageError::GuestPartitionSize { bytes: 0, .. })
+    ));
+    assert!(matches!(
+        check_guest_partitions(&[req("big", (1 << 20) + 512)]),
+        Err(ImageError::GuestPartitionSize { .. })
+    ));
+    assert!(matches!(
+        check_guest_partitions(&[req("big", 1 << 20), req("big", 2 << 20)]),
+        Err(ImageError::DuplicateGuestPartition { .. })
+    ));
+    let many: Vec<_> = (0..=MAX_GUEST_PARTITIONS)
+        .map(|i| req(&format!("d{i}"), 1 << 20))
+        .collect();
+    assert!(matches!(
+        check_guest_partitions(&many),
+        Err(ImageError::TooManyGuestPartitions { count: 125 })
+    ));
+}

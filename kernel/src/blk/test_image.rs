@@ -25,6 +25,15 @@ fn fake_grub() -> GrubImages {
 
 /// The image's bytes and layout, with `store` (name, content) in the guest store.
 pub fn image(store: &[(&str, Vec<u8>)]) -> (Vec<u8>, Layout) {
+    image_with_partitions(store, &[])
+}
+
+/// [`image`] with guest-disk partitions `(name, MiB)` as `keel build --disk …,partition`
+/// makes them.
+pub fn image_with_partitions(
+    store: &[(&str, Vec<u8>)],
+    partitions: &[(&str, u64)],
+) -> (Vec<u8>, Layout) {
     let tmp = tempfile_dir();
     let files: Vec<FatFile> = store
         .iter()
@@ -35,8 +44,22 @@ pub fn image(store: &[(&str, Vec<u8>)]) -> (Vec<u8>, Layout) {
         .collect();
     let out = tmp.join("keel.img");
     let config = keel_image::appliance::default_config("0123456789abcdef0123456789abcdef");
-    let summary = gpt_image::write_image(&fake_grub(), &[], &files, &config.to_json_pretty(), &out)
-        .expect("image");
+    let requests: Vec<_> = partitions
+        .iter()
+        .map(|(name, mib)| gpt_image::GuestPartitionRequest {
+            name: std::string::String::from(*name),
+            bytes: mib << 20,
+        })
+        .collect();
+    let summary = gpt_image::write_image_with_partitions(
+        &fake_grub(),
+        &[],
+        &files,
+        &config.to_json_pretty(),
+        &requests,
+        &out,
+    )
+    .expect("image");
     let bytes = std::fs::read(&out).expect("read image");
     let _ = std::fs::remove_dir_all(&tmp);
     (bytes, summary.layout)

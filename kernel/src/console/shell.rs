@@ -10,7 +10,7 @@
 
 use alloc::string::String;
 
-use super::command::{self, COMMANDS, Command};
+use super::command::{self, COMMANDS, Command, DiskArg};
 use super::complete::{Completer as _, Rule, Rules, Words};
 use super::line::{Event, LineEditor};
 use crate::runtime::Services;
@@ -19,6 +19,7 @@ use crate::vm_config::VmConfigError;
 use crate::vms::{StopMode, VmManager};
 use crate::{System, kprint, kprintln};
 use keel_config::edit::EditError;
+use keel_config::schema::DiskSource;
 
 /// The prompt.
 pub const PROMPT: &str = "keel> ";
@@ -304,7 +305,9 @@ fn execute(kernel: &mut Services<'_>, cmd: Command<'_>) {
                 kprintln!("  {device}");
             }
         }
-        Command::Disk => disk(),
+        Command::Disk => super::disk_cmds::show(),
+        Command::DiskCreate { name, bytes } => super::disk_cmds::create(name, bytes),
+        Command::DiskDelete { name } => super::disk_cmds::delete(name),
         Command::StoreLs => store_ls(),
         Command::StoreSum { name } => store_sum(name),
         Command::VmRun {
@@ -321,6 +324,8 @@ fn execute(kernel: &mut Services<'_>, cmd: Command<'_>) {
         Command::VmCreate {
             name,
             kernel,
+            firmware,
+            disks,
             initrd,
             cmdline,
             mem_mib,
@@ -331,10 +336,11 @@ fn execute(kernel: &mut Services<'_>, cmd: Command<'_>) {
                 name: String::from(name),
                 vcpus: u32::from(vcpus.unwrap_or(1)),
                 memory_mib: u64::from(mem_mib.unwrap_or(crate::vms::DEFAULT_LINUX_MEM_MIB)),
-                kernel: String::from(kernel),
+                kernel: kernel.map(String::from),
+                firmware: firmware.map(String::from),
                 initrd: initrd.map(String::from),
                 cmdline: String::from(cmdline.unwrap_or("")),
-                disks: alloc::vec::Vec::new(),
+                disks: disks.iter().flatten().map(vm_disk).collect(),
                 autostart,
             };
             vm_create(vms, settings, vm);
@@ -492,6 +498,17 @@ fn config_diff(settings: &Settings) {
     }
 }
 
+/// A `disk=` argument as the configuration's disk.
+fn vm_disk(disk: &DiskArg<'_>) -> keel_config::schema::VmDisk {
+    let mut vm_disk = match disk.source {
+        DiskSource::File(name) => keel_config::schema::VmDisk::file(name),
+        DiskSource::Partition(name) => keel_config::schema::VmDisk::partition(name),
+    };
+    vm_disk.readonly = disk.readonly;
+    vm_disk.serial = disk.serial.map(String::from);
+    vm_disk
+}
+
 fn vm_create(vms: &mut VmManager, settings: &mut Settings, vm: keel_config::schema::Vm) {
     let name = vm.name.clone();
     match crate::vm_config::create(vms, settings, vm) {
@@ -568,43 +585,6 @@ fn config_save(settings: &mut Settings) {
     }
     if changed("vms") {
         kprintln!("VM definitions saved: see 'vm list'; 'vm start <name>' starts one");
-    }
-}
-
-fn disk() {
-    let info = match crate::blk::boot_disk::info() {
-        Ok(info) => info,
-        Err(e) => {
-            kprintln!("{e}");
-            return;
-        }
-    };
-    kprintln!("  disk:     {} at {}", info.model, info.address);
-    kprintln!(
-        "  capacity: {} MiB ({} sectors of 512 bytes){}",
-        info.sectors / 2048,
-        info.sectors,
-        if info.read_only { ", read-only" } else { "" }
-    );
-    kprintln!(
-        "  gpt:      disk {}, {} header",
-        info.gpt.disk_guid,
-        info.gpt.header
-    );
-    if let Some(e) = &info.gpt.primary_error {
-        kprintln!("  warning:  primary GPT unusable ({e}); read the backup");
-    }
-    kprintln!("  #  name          first LBA   last LBA    size       type");
-    for p in &info.gpt.partitions {
-        kprintln!(
-            "  {:<2} {:<13} {:<11} {:<11} {:<10} {}",
-            p.number,
-            p.name,
-            p.first_lba,
-            p.last_lba,
-            alloc::format!("{} MiB", p.sectors() / 2048),
-            p.type_guid
-        );
     }
 }
 

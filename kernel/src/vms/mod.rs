@@ -208,8 +208,11 @@ pub use keel_netstack::api::{DEFAULT_STOP_TIMEOUT_S, StopMode};
 pub struct VmDefinition {
     /// Its name.
     pub name: String,
-    /// Kernel file in the guest store.
+    /// The file in the guest store it boots: its kernel, or its firmware when `firmware`
+    /// (a firmware is loaded exactly like a PVH kernel).
     pub kernel: String,
+    /// Whether `kernel` is the configuration's `firmware` (boots the VM from its disks).
+    pub firmware: bool,
     /// Initrd file in the guest store.
     pub initrd: Option<String>,
     /// Kernel command line.
@@ -220,8 +223,8 @@ pub struct VmDefinition {
     pub vcpus: u8,
     /// Start it at boot.
     pub autostart: bool,
-    /// Disk images it lists (not attachable yet: such a VM does not start).
-    pub disks: Vec<String>,
+    /// Disks it lists (not attachable yet: such a VM does not start).
+    pub disks: Vec<keel_config::schema::VmDisk>,
 }
 
 impl VmDefinition {
@@ -232,7 +235,9 @@ impl VmDefinition {
             .iter()
             .map(|vm| VmDefinition {
                 name: vm.name.clone(),
-                kernel: vm.kernel.clone(),
+                // Validation guarantees one of kernel and firmware.
+                kernel: String::from(vm.boot_file().unwrap_or_default()),
+                firmware: vm.kernel.is_none(),
                 initrd: vm.initrd.clone(),
                 cmdline: vm.cmdline.clone(),
                 // Validation caps it at `MAX_MEMORY_MIB`.
@@ -520,7 +525,11 @@ impl VmManager {
             return Err(StartError::Load(alloc::format!(
                 "VM {name} lists disks ({}), and attaching disks to guests is not supported \
                  yet: remove them from its definition",
-                d.disks.join(", ")
+                d.disks
+                    .iter()
+                    .map(|disk| alloc::format!("{}", disk.source()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         }
         let kernel = store_file(name, "kernel", &d.kernel)?;

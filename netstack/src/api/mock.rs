@@ -23,7 +23,9 @@ pub const CONSOLE_KEEP: usize = 8;
 /// Console input bytes a running mock VM's queue takes; the rest is dropped.
 pub const INPUT_ROOM: usize = 16;
 
+/// One VM of the mock: what the API shows of it, and its console.
 pub struct MockVm {
+    /// What `GET /api/v1/vms/{name}` answers.
     pub detail: VmDetail,
     /// All console output ever written.
     pub console: String,
@@ -31,7 +33,9 @@ pub struct MockVm {
     pub input: Vec<u8>,
 }
 
+/// One saved VM of the mock.
 pub struct MockSaved {
+    /// What `GET /api/v1/saved/{saved}` answers.
     pub info: SavedVm,
     /// Whether the kernel refuses its bytes when restoring it.
     pub damaged: bool,
@@ -39,6 +43,7 @@ pub struct MockSaved {
 
 /// The mock kernel.
 pub struct Mock {
+    /// The VMs, in number order.
     pub vms: Vec<MockVm>,
     /// Saved VMs, sorted by name.
     pub saved: Vec<MockSaved>,
@@ -46,6 +51,7 @@ pub struct Mock {
     pub free_mib: u32,
     /// The guest store; `None`: no boot disk.
     pub store: Option<Vec<StoreFile>>,
+    /// The number the next VM gets.
     pub next_number: u32,
     /// Calls that change something, in order.
     pub changes: Vec<String>,
@@ -61,7 +67,8 @@ pub fn definition(name: &str, kernel: &str, memory_mib: u64) -> Vm {
         name: String::from(name),
         vcpus: 1,
         memory_mib,
-        kernel: String::from(kernel),
+        kernel: Some(String::from(kernel)),
+        firmware: None,
         initrd: None,
         cmdline: String::new(),
         disks: Vec::new(),
@@ -120,6 +127,7 @@ impl Default for Mock {
     }
 }
 
+/// The mock's two boot modules.
 pub fn modules() -> Vec<ModuleInfo> {
     vec![
         ModuleInfo {
@@ -182,8 +190,10 @@ impl Mock {
                 backend: Some(vm.backend),
                 console_bytes: 0,
                 kernel: None,
+                firmware: None,
                 initrd: None,
                 cmdline: None,
+                disks: Vec::new(),
             },
             console: String::new(),
             input: Vec::new(),
@@ -350,7 +360,7 @@ impl Management for Mock {
                     name: vm.name.clone(),
                     number,
                     configured: true,
-                    source: format!("store:{}", vm.kernel),
+                    source: format!("store:{}", vm.boot_file().unwrap_or_default()),
                     state: VmState::Defined,
                     stop_reason: None,
                     memory_mib: u32::try_from(vm.memory_mib).unwrap_or(u32::MAX),
@@ -361,9 +371,11 @@ impl Management for Mock {
                 exits: BTreeMap::new(),
                 backend: None,
                 console_bytes: 0,
-                kernel: Some(vm.kernel),
+                kernel: vm.kernel,
+                firmware: vm.firmware,
                 initrd: vm.initrd,
                 cmdline: Some(vm.cmdline),
+                disks: vm.disks,
             },
             console: String::new(),
             input: Vec::new(),
@@ -392,10 +404,26 @@ impl Management for Mock {
                 d.summary.name
             )));
         }
-        let kernel = d.kernel.clone().unwrap_or_default();
-        if !store.iter().any(|f| f.name == kernel) {
+        let (what, boot) = match (&d.kernel, &d.firmware) {
+            (None, Some(firmware)) => ("firmware", firmware.clone()),
+            (kernel, _) => ("kernel", kernel.clone().unwrap_or_default()),
+        };
+        if !store.iter().any(|f| f.name == boot) {
             return Err(ApiError::Invalid(format!(
-                "VM {}: cannot read its kernel '{kernel}' from the guest store",
+                "VM {}: cannot read its {what} '{boot}' from the guest store",
+                d.summary.name
+            )));
+        }
+        // As the kernel does: a disk's store file must exist when the VM starts.
+        if let Some(file) = d
+            .disks
+            .iter()
+            .filter_map(|disk| disk.file.as_deref())
+            .find(|file| !store.iter().any(|f| f.name == *file))
+        {
+            return Err(ApiError::Invalid(format!(
+                "VM {}: its disk '{file}' is not in the guest store: put it there \
+                 (keel build --disk or --store) or remove the disk from the VM",
                 d.summary.name
             )));
         }
