@@ -180,6 +180,10 @@ pub fn parse_disk_arg(arg: &str) -> Result<DiskRequest, GuestDiskError> {
         arg: arg.to_string(),
         size: size.to_string(),
     })?;
+    // Beyond what a FAT32 file can hold, a disk becomes a partition of its own when its name
+    // can be one (the VM-name rule); a name that cannot is refused with the name it could use.
+    let partition = partition
+        || (bytes > MAX_FILE_DISK_BYTES && keel_config::limits::check_vm_name(name).is_ok());
     if !partition {
         if let Some(reason) = fat::long_name_problem(name) {
             return Err(GuestDiskError::FileName {

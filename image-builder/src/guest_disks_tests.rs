@@ -61,6 +61,15 @@ fn disk_arguments() {
         parse_disk_arg("max.img=4294966784").unwrap().bytes,
         MAX_FILE_DISK_BYTES
     );
+    // Beyond a FAT32 file, a name that can be a partition's becomes one without ",partition".
+    assert_eq!(
+        parse_disk_arg("bulk=6G").unwrap(),
+        DiskRequest {
+            name: "bulk".into(),
+            bytes: 6 << 30,
+            partition: true
+        }
+    );
     let err = parse_disk_arg("Web Root.img=4G").unwrap_err();
     assert!(
         matches!(err, GuestDiskError::TooLargeForFile { .. }),
