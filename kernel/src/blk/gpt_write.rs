@@ -353,7 +353,7 @@ pub enum Repair {
         from_last_usable: u64,
         /// The last usable LBA now.
         to_last_usable: u64,
-        /// What was wrong with a copy, if anything, besides the size.
+        /// What was wrong with the primary, if anything.
         damage: Option<GptError>,
     },
 }
@@ -448,9 +448,9 @@ pub fn repair<D: Disk + ?Sized>(disk: &mut D) -> Result<Repair, GptWriteError> {
         let mut grown = good.clone();
         grown.last_usable = spanning;
         write_table(disk, &grown)?;
+        // A backup missing at the new last LBA is what growth looks like, not damage.
         let damage = match repair {
             Repair::Primary { damage } => Some(damage),
-            Repair::Backup { damage } => damage,
             _ => None,
         };
         return Ok(Repair::Grown {

@@ -162,6 +162,8 @@ fn free_extents_are_aligned_and_skip_partitions() {
 fn rewriting_the_image_builders_table_changes_nothing() {
     let (bytes, _) = test_image::image(&[]);
     let mut disk = MemDisk::new(bytes.clone());
+    // Nothing to repair or extend at boot.
+    assert_eq!(repair(&mut disk), Ok(Repair::NotNeeded));
     let gpt = read(&mut disk).unwrap();
     write_table(&mut disk, &gpt).unwrap();
     for (lba, (a, b)) in bytes
@@ -371,10 +373,10 @@ fn a_grown_disk_gets_its_table_extended_to_the_end() {
         Repair::Grown {
             from_last_usable: DISK_SECTORS - 34,
             to_last_usable: sectors - 34,
-            damage: Some(GptError::BadSignature { lba: sectors - 1 })
+            damage: None
         }
     );
-    assert!(r.is_damage());
+    assert!(!r.is_damage());
     assert!(std::format!("{r}").contains("4 MiB more usable"));
     let primary = read_copy(&mut disk, HeaderCopy::Primary).unwrap();
     let backup = read_copy(&mut disk, HeaderCopy::Backup).unwrap();

@@ -1,0 +1,279 @@
+//! Guest-disk partitions on Keel's own disk, end to end: `keel.img` under SeaBIOS with its
+//! GPT image as a writable virtio-blk disk.
+//!
+//! - A 6 GiB partition made by the image builder (`--disk big=6G,partition`) stays sparse on
+//!   the host; the image file is then grown, as when `keel.img` is written to a larger disk,
+//!   and Keel extends its GPT to the new end at boot. `disk create` carves a partition from
+//!   that space, refuses one too large saying how much is free, `disk` lists both, the host's
+//!   `sgdisk -v` accepts the table, a reboot keeps it, and `disk delete` removes one.
+//! - Power cuts during `disk create`: QEMU is killed (SIGKILL) at random delays after the
+//!   command; every next boot lists the old or the new set of partitions, and once Keel has
+//!   checked the table at boot, `sgdisk -v` accepts it. Finer tears (every prefix of the
+//!   writes, reordering between flushes, torn multi-sector writes) are covered
+//!   deterministically by `kernel/src/blk/gpt_write_tests.rs`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use keel_image::gpt_image::GuestPartitionRequest;
+use keel_qemu_tests::{Machine, Qemu, artifacts, check};
+
+const MIB: u64 = 1 << 20;
+
+/// Builds `keel.img` into `dir` with `partitions` (name, bytes), then grows the file by
+/// `grow_mib` (sparse), as a larger disk would be.
+fn image(dir: &Path, partitions: &[(&str, u64)], grow_mib: u64) -> PathBuf {
+    let a = artifacts();
+    let image = dir.join("keel.img");
+    let cmdline = keel_image::api_token::with_token("", &a.api_token);
+    let config = keel_image::appliance::default_config(&a.api_token).to_json_pretty();
+    let requests: Vec<_> = partitions
+        .iter()
+        .map(|(name, bytes)| GuestPartitionRequest {
+            name: (*name).to_owned(),
+            bytes: *bytes,
+        })
+        .collect();
+    keel_image::gpt_image::assemble_image_with_partitions(
+        &a.elf,
+        &[],
+        &cmdline,
+        None,
+        &config,
+        &requests,
+        &image,
+    )
+    .expect("building keel.img");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&image)
+        .unwrap();
+    let len = file.metadata().unwrap().len();
+    file.set_len(len + grow_mib * MIB).unwrap();
+    image
+}
+
+fn boot(image: &Path) -> Machine {
+    let a = artifacts();
+    Qemu::seabios(image)
+        .defmt_elf(&a.elf)
+        .writable_disk()
+        .args(["-nic", "none"])
+        .spawn()
+        .unwrap()
+}
+
+/// The partition names `disk` lists, in order.
+fn partitions(listing: &str) -> Vec<String> {
+    listing
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("partition "))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `sgdisk -v` on the image: its output, and whether it found no problems.
+fn sgdisk_verify(image: &Path) -> (bool, String) {
+    let out = Command::new("sgdisk")
+        .arg("-v")
+        .arg(image)
+        .output()
+        .expect("sgdisk (gdisk) not installed: run image-builder/install-deps.sh");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        out.status.success() && text.contains("No problems found"),
+        text,
+    )
+}
+
+#[test]
+fn partitions_from_keel_build_and_disk_create_are_listed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let image = image(tmp.path(), &[("big", 6 << 30)], 64);
+    let meta = std::fs::metadata(&image).unwrap();
+    assert!(meta.len() > 6 << 30, "image of {} bytes", meta.len());
+    {
+        use std::os::unix::fs::MetadataExt;
+        assert!(
+            meta.blocks() * 512 < 256 * MIB,
+            "image not sparse: {} MiB allocated",
+            meta.blocks() * 512 / MIB
+        );
+    }
+
+    let mut m = boot(&image);
+    let banner = m.expect_banner();
+    check!(
+        m,
+        banner
+            .text
+            .contains("disk: GPT extended to the end of the disk: 64 MiB more usable"),
+        "no GPT extension at boot:\n{}",
+        banner.text
+    );
+    check!(
+        m,
+        !banner.text.contains("warning"),
+        "banner:\n{}",
+        banner.text
+    );
+    let listing = m.command("disk");
+    check!(m, partitions(&listing) == ["big"], "{listing}");
+    check!(m, listing.contains("6 GiB"), "{listing}");
+    check!(
+        m,
+        listing.contains("free for partitions: 64 MiB"),
+        "{listing}"
+    );
+
+    let made = m.command("disk create extra 32M");
+    check!(
+        m,
+        made.contains("disk partition extra created: 32 MiB"),
+        "{made}"
+    );
+    let refused = m.command("disk create huge 1G");
+    check!(
+        m,
+        refused.contains("not enough free space")
+            && refused.contains("largest free space is 32 MiB"),
+        "{refused}"
+    );
+    let taken = m.command("disk create big 1M");
+    check!(m, taken.contains("already exists"), "{taken}");
+    let listing = m.command("disk");
+    check!(m, partitions(&listing) == ["big", "extra"], "{listing}");
+    let (ok, report) = sgdisk_verify(&image);
+    check!(m, ok, "sgdisk -v after disk create:\n{report}");
+    m.kill();
+
+    // The table is on the disk: a new boot lists it, with nothing to repair.
+    let mut m = boot(&image);
+    let banner = m.expect_banner();
+    check!(
+        m,
+        !banner.text.contains("disk: GPT") && !banner.text.contains("warning"),
+        "banner:\n{}",
+        banner.text
+    );
+    let listing = m.command("disk");
+    check!(m, partitions(&listing) == ["big", "extra"], "{listing}");
+    let deleted = m.command("disk delete extra");
+    check!(
+        m,
+        deleted.contains("disk partition extra deleted"),
+        "{deleted}"
+    );
+    let gone = m.command("disk delete extra");
+    check!(m, gone.contains("no disk partition named"), "{gone}");
+    let store = m.command("disk delete keel-store");
+    check!(m, store.contains("no disk partition named"), "{store}");
+    let listing = m.command("disk");
+    check!(m, partitions(&listing) == ["big"], "{listing}");
+    let (ok, report) = sgdisk_verify(&image);
+    check!(m, ok, "sgdisk -v after disk delete:\n{report}");
+    m.kill();
+}
+
+/// Power cuts after `disk create`; override the count with `KEEL_GPT_POWER_CUTS`.
+const POWER_CUTS: usize = 6;
+
+/// xorshift64: reproducible delays from a printed seed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
+/// Power cuts during `disk create`.
+///
+/// Each boot checks what the previous one left: the partitions listed are those before its
+/// `disk create` or those plus the new one (never neither, never a boot without Keel's
+/// disk), and `sgdisk -v` accepts the table once Keel has checked it at boot. Then it types
+/// `disk create cutN 1M` and kills QEMU a random delay later, within the time the first
+/// boot's create took (measured).
+#[test]
+fn power_cuts_during_disk_create_leave_a_valid_table() {
+    let tmp = tempfile::tempdir().unwrap();
+    let image = image(tmp.path(), &[], 32);
+    let cuts = std::env::var("KEEL_GPT_POWER_CUTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(POWER_CUTS);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        | 1;
+    eprintln!("gpt power-cut test: {cuts} cuts, seed {seed:#x}");
+    let mut rng = Rng(seed);
+    let mut window = Duration::from_millis(300);
+    let mut expected: Vec<String> = Vec::new();
+    let mut in_flight: Option<String> = None;
+    let (mut old, mut new) = (0usize, 0usize);
+    for boot_number in 0..=cuts {
+        let mut m = boot(&image);
+        let banner = m.expect_banner();
+        check!(
+            m,
+            !banner.text.contains("no boot disk"),
+            "boot {boot_number} lost Keel's disk (seed {seed:#x}):\n{}",
+            banner.text
+        );
+        let listing = m.command("disk");
+        let listed = partitions(&listing);
+        if listed == expected {
+            old += 1;
+        } else {
+            let mut with_new = expected.clone();
+            with_new.extend(in_flight.clone());
+            check!(
+                m,
+                listed == with_new,
+                "boot {boot_number}: partitions {listed:?}, expected {expected:?} or \
+                 {with_new:?} (seed {seed:#x})\n{listing}"
+            );
+            new += 1;
+            expected = with_new;
+        }
+        let (ok, report) = sgdisk_verify(&image);
+        check!(
+            m,
+            ok,
+            "boot {boot_number}: sgdisk -v (seed {seed:#x}):\n{report}\nboot:\n{}",
+            banner.text
+        );
+        if boot_number == cuts {
+            break;
+        }
+        let name = format!("cut{boot_number}");
+        in_flight = Some(name.clone());
+        if boot_number == 0 {
+            // Calibration: let the first create finish, and time it.
+            let start = Instant::now();
+            let made = m.command(&format!("disk create {name} 1M"));
+            check!(m, made.contains("created"), "{made}");
+            window = start.elapsed();
+            eprintln!("disk create took {window:?}");
+        } else {
+            if let Err(e) = m.send(&format!("disk create {name} 1M\r")) {
+                m.fail(e);
+            }
+            std::thread::sleep(Duration::from_micros(
+                rng.below(window.as_micros() as u64 + 1),
+            ));
+        }
+        m.kill();
+    }
+    eprintln!("after the cuts: {old} boots found the old table, {new} the new one");
+}
