@@ -1877,5 +1877,77 @@ mod tests {
         }
     }
 
+    /// A virtio notify is a plain MMIO exit; the step that handles it also runs the
+    /// request, with the VM's own guest RAM, and the guest sees the answer at its next entry.
+    #[test]
+    fn a_virtio_notify_exit_is_serviced_in_the_same_step() {
+        use crate::devices::pci::config::{COMMAND_BUS_MASTER, COMMAND_MEMORY, reg};
+        use crate::virtio::blk::{S_OK, T_IN, block_device};
+        use crate::virtio::pci::tests::{MemDisk, cfg_write};
+        use crate::virtio::queue::tests::Driver;
+        use crate::virtio::{F_VERSION_1, pci};
+
+        const BAR: u64 = 0xE000_0000;
+        let disk = MemDisk::new(8);
+        let mut devices = Devices::pc_for_tests();
+        let slot = devices
+            .add_pci_device(block_device(Box::new(disk.clone()), false, "vm"))
+            .unwrap();
+        let f = slot << 3;
+        cfg_write(&mut devices, f, reg::BAR0, 4, BAR as u32);
+        cfg_write(&mut devices, f, reg::BAR0 + 4, 4, 0);
+        let command = COMMAND_MEMORY | COMMAND_BUS_MASTER;
+        cfg_write(&mut devices, f, reg::COMMAND, 2, u32::from(command));
+        // The driver's bring-up, polled (no MSI-X), queue 0 of 4 entries at 0x1000.
+        let drv = Driver::new(4, 0x1000);
+        let status = |bits: u8| (BAR + 0x14, 1, u64::from(bits));
+        for (gpa, size, value) in [
+            status(pci::STATUS_ACKNOWLEDGE | pci::STATUS_DRIVER),
+            (BAR + 0x08, 4, 1),
+            (BAR + 0x0C, 4, F_VERSION_1 >> 32),
+            status(pci::STATUS_ACKNOWLEDGE | pci::STATUS_DRIVER | pci::STATUS_FEATURES_OK),
+            (BAR + 0x18, 2, 4),
+            (BAR + 0x20, 8, drv.desc),
+            (BAR + 0x28, 8, drv.avail),
+            (BAR + 0x30, 8, drv.used),
+            (BAR + 0x1C, 2, 1),
+            status(0xF),
+        ] {
+            devices.write_mmio(gpa, size, value);
+        }
+        let notify = VmExit::MmioWrite {
+            gpa: BAR + pci::NOTIFY_CFG,
+            size: 2,
+            data: 0,
+        };
+        let probe = Rc::new(Probe::default());
+        let vcpu = ScriptedVcpu::new([notify], InternalExits::default(), probe);
+        let mut vm = Vm::new(
+            7,
+            String::from("test"),
+            Box::new(ScriptedBackend::new(vcpu, Vec::new())),
+            StartMode::RealMode { entry: 0x7c00 },
+            devices,
+        )
+        .unwrap();
+        let mut drv = drv;
+        let mem = vm.memory().unwrap();
+        mem.write_u32(0x8000, T_IN).unwrap();
+        mem.write_u64(0x8008, 3).unwrap();
+        mem.write_u8(0xA000, 0xAA).unwrap();
+        drv.add_chain(
+            mem,
+            &[(0x8000, 16, false), (0x9000, 512, true), (0xA000, 1, true)],
+        );
+        vm.step0();
+        let mem = vm.memory().unwrap();
+        assert_eq!(mem.read_u8(0xA000).unwrap(), S_OK);
+        assert_eq!(drv.used_idx(mem), 1);
+        let mut data = [0u8; 512];
+        mem.read(0x9000, &mut data).unwrap();
+        assert_eq!(data[..], disk.bytes.lock().unwrap()[3 * 512..4 * 512]);
+        assert!(!vm.devices().io_pending());
+    }
+
     mod persist;
 }

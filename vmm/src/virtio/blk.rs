@@ -2,8 +2,10 @@
 //! a GPT partition).
 //!
 //! One request queue of 256 entries. Requests: `IN` (read), `OUT` (write), `FLUSH`,
-//! `GET_ID` (the serial, 20 bytes); any other type is answered `UNSUPP`. Features offered:
-//! `SEG_MAX` (254), `BLK_SIZE` (512), `FLUSH`, and `RO` for a read-only disk.
+//! `GET_ID` (the serial, 20 bytes), `WRITE_ZEROES` (one range of at most 32 MiB, written as
+//! zeros through the backend; the unmap flag is allowed and ignored); any other type is
+//! answered `UNSUPP`. Features offered: `SEG_MAX` (254), `BLK_SIZE` (512), `FLUSH`,
+//! `WRITE_ZEROES` on a writable disk, and `RO` for a read-only one.
 //!
 //! The device does not assume how the driver splits a request into buffers (§2.6.4): the
 //! device-readable buffers form one byte stream (16-byte header, then write data) and the
@@ -47,6 +49,11 @@ pub const F_RO: u64 = 1 << 5;
 pub const F_BLK_SIZE: u64 = 1 << 6;
 /// Feature bit: the `FLUSH` request exists.
 pub const F_FLUSH: u64 = 1 << 9;
+/// Feature bit: the `WRITE_ZEROES` request exists.
+pub const F_WRITE_ZEROES: u64 = 1 << 14;
+/// Most sectors one `WRITE_ZEROES` range may cover (32 MiB: the VM waits while they are
+/// written).
+pub const MAX_WRITE_ZEROES_SECTORS: u32 = 65536;
 
 /// Request type: read.
 pub const T_IN: u32 = 0;
@@ -56,6 +63,10 @@ pub const T_OUT: u32 = 1;
 pub const T_FLUSH: u32 = 4;
 /// Request type: the serial number.
 pub const T_GET_ID: u32 = 8;
+/// Request type: write zeros to ranges.
+pub const T_WRITE_ZEROES: u32 = 13;
+/// `WRITE_ZEROES` range flag: the device may unmap instead.
+const WRITE_ZEROES_UNMAP: u32 = 1;
 
 /// Status: done.
 pub const S_OK: u8 = 0;
@@ -105,7 +116,8 @@ pub struct BlockStats {
     pub flushes: u64,
     /// Bytes read into the guest.
     pub bytes_read: u64,
-    /// Bytes written from the guest.
+    /// Bytes written from the guest (including zeros written for `WRITE_ZEROES`, which
+    /// count as writes).
     pub bytes_written: u64,
     /// Requests answered `IOERR` or `UNSUPP`.
     pub errors: u64,
@@ -193,13 +205,17 @@ impl VirtioBlock {
         self.capacity
     }
 
-    /// The device configuration (`struct virtio_blk_config` up to `num_queues`).
-    fn config_bytes(&self) -> [u8; 36] {
-        let mut c = [0u8; 36];
+    /// The device configuration (`struct virtio_blk_config` up to
+    /// `write_zeroes_may_unmap`).
+    fn config_bytes(&self) -> [u8; 60] {
+        let mut c = [0u8; 60];
         c[0..8].copy_from_slice(&self.capacity.to_le_bytes());
         c[12..16].copy_from_slice(&SEG_MAX.to_le_bytes());
         c[20..24].copy_from_slice(&(SECTOR_SIZE as u32).to_le_bytes());
         c[34..36].copy_from_slice(&1u16.to_le_bytes());
+        c[48..52].copy_from_slice(&MAX_WRITE_ZEROES_SECTORS.to_le_bytes());
+        // max_write_zeroes_seg: one range per request.
+        c[52..56].copy_from_slice(&1u32.to_le_bytes());
         c
     }
 
@@ -276,6 +292,7 @@ impl VirtioBlock {
                 }
                 Err(error) => self.refuse(&alloc::format!("flush failed: {error}")),
             },
+            T_WRITE_ZEROES => self.write_zeroes(mem, readable),
             T_GET_ID => {
                 let n = (out_len as usize).min(SERIAL_LEN);
                 if copy_to_stream(mem, writable, 0, &self.serial[..n]).is_err() {
@@ -296,7 +313,7 @@ impl VirtioBlock {
     /// Checks a transfer of `len` bytes at `sector`: whole sectors, inside the disk, and
     /// small enough to report in a used entry.
     fn check_range(&self, sector: u64, len: u64) -> Result<(), String> {
-        if len % SECTOR_SIZE != 0 {
+        if !len.is_multiple_of(SECTOR_SIZE) {
             return Err(alloc::format!(
                 "a transfer of {len} bytes is not whole sectors"
             ));
@@ -359,6 +376,59 @@ impl VirtioBlock {
             }
             if let Err(error) = self.backend.write(sector + done / SECTOR_SIZE, chunk) {
                 return self.refuse(&alloc::format!("write at sector {sector} failed: {error}"));
+            }
+            done += n as u64;
+        }
+        self.stats.writes += 1;
+        self.stats.bytes_written += len;
+        Outcome::status(S_OK)
+    }
+}
+
+impl VirtioBlock {
+    /// `WRITE_ZEROES`: one 16-byte range (sector, sector count, flags) after the header.
+    fn write_zeroes(&mut self, mem: &GuestMemory, readable: &[Buffer]) -> Outcome {
+        if self.read_only {
+            return self.refuse("a write to a read-only disk");
+        }
+        if stream_len(readable) != HEADER_LEN + 16 {
+            return self.refuse("a WRITE_ZEROES request does not hold exactly one range");
+        }
+        let mut range = [0u8; 16];
+        if copy_from_stream(mem, readable, HEADER_LEN, &mut range).is_err() {
+            return self.refuse("a WRITE_ZEROES range is not in guest RAM");
+        }
+        let mut sector = [0u8; 8];
+        sector.copy_from_slice(&range[..8]);
+        let sector = u64::from_le_bytes(sector);
+        let count = u32::from_le_bytes([range[8], range[9], range[10], range[11]]);
+        let flags = u32::from_le_bytes([range[12], range[13], range[14], range[15]]);
+        if flags & !WRITE_ZEROES_UNMAP != 0 {
+            // §5.2.6.2: unknown flags are UNSUPP.
+            self.stats.errors += 1;
+            return Outcome::status(S_UNSUPP);
+        }
+        if count > MAX_WRITE_ZEROES_SECTORS {
+            return self.refuse("a WRITE_ZEROES range is longer than max_write_zeroes_sectors");
+        }
+        let len = u64::from(count) * SECTOR_SIZE;
+        if let Err(reason) = self.check_range(sector, len) {
+            return self.refuse(&reason);
+        }
+        if self.bounce.is_empty() {
+            self.bounce = vec![0; BOUNCE_LEN];
+        }
+        self.bounce.fill(0);
+        let mut done = 0u64;
+        while done < len {
+            let n = (len - done).min(BOUNCE_LEN as u64) as usize;
+            if let Err(error) = self
+                .backend
+                .write(sector + done / SECTOR_SIZE, &self.bounce[..n])
+            {
+                return self.refuse(&alloc::format!(
+                    "write zeroes at sector {sector} failed: {error}"
+                ));
             }
             done += n as u64;
         }
@@ -442,8 +512,8 @@ impl VirtioDevice for VirtioBlock {
     }
 
     fn features(&self) -> u64 {
-        let ro = if self.read_only { F_RO } else { 0 };
-        F_SEG_MAX | F_BLK_SIZE | F_FLUSH | ro
+        let access = if self.read_only { F_RO } else { F_WRITE_ZEROES };
+        F_SEG_MAX | F_BLK_SIZE | F_FLUSH | access
     }
 
     fn queue_max_sizes(&self) -> &[u16] {

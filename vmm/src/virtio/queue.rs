@@ -3,8 +3,9 @@
 //!
 //! Everything the guest wrote is checked before it is used: the rings lie in guest RAM and
 //! are aligned, every buffer lies in guest RAM, a chain is at most as long as the queue (so
-//! a loop ends as an error), an indirect table holds whole descriptors, lies in RAM and is
-//! walked within its own length, and does not nest. A guest that breaks a rule gets a
+//! a loop ends as an error), an indirect table holds whole descriptors (at most the
+//! device's maximum queue size), lies in RAM, is walked within its own length, and does not
+//! nest. A guest that breaks a rule gets a
 //! [`QueueError`]; the transport then sets `DEVICE_NEEDS_RESET`.
 //!
 //! Ordering: the available index is read before the entries it publishes (Acquire fence
@@ -491,7 +492,8 @@ impl SplitQueue {
     }
 
     /// Appends the buffers of the indirect table `desc` describes (descriptor `index` of
-    /// the chain at `head`); the whole chain stays within the queue size.
+    /// the chain at `head`); the table has at most the device's maximum queue size of
+    /// entries.
     fn walk_indirect(
         &self,
         mem: &GuestMemory,
@@ -514,7 +516,10 @@ impl SplitQueue {
             });
         }
         let entries = desc.len / DESC_LEN as u32;
-        let limit = u32::from(self.state.size);
+        // Bounded by the device's maximum, not the size the driver chose: Linux sizes
+        // indirect tables by the device's segment limit, and may have shrunk the ring when
+        // memory was short.
+        let limit = u32::from(self.max_size);
         if entries > limit {
             return Err(QueueError::ChainTooLong { head, limit });
         }

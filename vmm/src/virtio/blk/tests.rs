@@ -201,3 +201,39 @@ fn a_request_without_a_status_byte_needs_reset() {
         Some("virtio-blk: queue 0: the request at descriptor 0 has no device-writable status byte")
     );
 }
+
+#[test]
+fn write_zeroes_zeros_one_range_and_refuses_the_rest() {
+    let mut r = Rig::new(false);
+    assert_eq!(r.device_features() & F_WRITE_ZEROES, F_WRITE_ZEROES);
+    assert_eq!(r.read(0x4000 + 48, 4), u64::from(MAX_WRITE_ZEROES_SECTORS));
+    assert_eq!(r.read(0x4000 + 52, 4), 1);
+    r.bring_up(LINUX_FEATURES | F_WRITE_ZEROES);
+    let range = |r: &mut Rig, sector: u64, count: u32, flags: u32| {
+        r.mem.write_u64(DATA, sector).unwrap();
+        r.mem.write_u32(DATA + 8, count).unwrap();
+        r.mem.write_u32(DATA + 12, flags).unwrap();
+        r.request(T_WRITE_ZEROES, 0, 16, false);
+        r.kick();
+        r.status_byte()
+    };
+    let untouched = sector_bytes(&r, 12, 1);
+    assert_eq!(range(&mut r, 9, 3, 1), S_OK, "unmap allowed");
+    assert_eq!(sector_bytes(&r, 9, 3), vec![0; 3 * 512]);
+    assert_eq!(sector_bytes(&r, 12, 1), untouched);
+    assert_eq!(range(&mut r, 0, 1, 2), S_UNSUPP, "unknown flag");
+    assert_eq!(range(&mut r, 63, 2, 0), S_IOERR, "past the end");
+    assert_eq!(sector_bytes(&r, 63, 1), untouched_last(&r));
+    let mut ro = Rig::new(true);
+    assert_eq!(ro.device_features() & F_WRITE_ZEROES, 0);
+    ro.bring_up(LINUX_FEATURES);
+    assert_eq!(range(&mut ro, 0, 1, 0), S_IOERR, "read-only");
+    assert_ne!(sector_bytes(&ro, 0, 1), vec![0; 512]);
+}
+
+/// The last sector as `MemDisk::new` makes it.
+fn untouched_last(_r: &Rig) -> Vec<u8> {
+    (63 * 512..64 * 512)
+        .map(|i: u64| (i / 512 + i % 7) as u8)
+        .collect()
+}

@@ -410,7 +410,8 @@ fn a_bogus_queue_size_needs_reset_with_a_config_interrupt_and_a_reason() {
 #[test]
 fn hostile_chains_need_reset_without_panicking() {
     // A loop, a buffer outside RAM, an avail index far ahead.
-    let cases: [(&str, fn(&mut Rig)); 3] = [
+    type Make = fn(&mut Rig);
+    let cases: [(&str, Make); 3] = [
         ("loops or has more than 16 descriptors", |r| {
             r.drv.write_desc(&r.mem, 0, HEADER, 16, 1, 1);
             r.drv.write_desc(&r.mem, 1, STATUS, 1, 1 | 2, 0);
@@ -440,7 +441,7 @@ fn hostile_chains_need_reset_without_panicking() {
 }
 
 #[test]
-fn without_msix_the_isr_reports_and_reading_clears_it() {
+fn without_msix_the_isr_and_intx_report_and_reading_clears_them() {
     let mut r = Rig::new(false);
     r.set_status(STATUS_ACKNOWLEDGE | STATUS_DRIVER);
     r.set_driver_features(F_VERSION_1);
@@ -450,9 +451,18 @@ fn without_msix_the_isr_reports_and_reading_clears_it() {
     r.request(T_GET_ID, 0, 20, true);
     r.kick();
     assert_eq!(r.status_byte(), 0);
-    assert_eq!(r.take_interrupt(), None, "no MSI-X, INTx not wired");
+    assert_eq!(r.take_interrupt(), None, "no MSI-X message");
+    assert!(r.device().config().intx_output(), "INTx asserted");
+    assert_eq!(cfg_read(&mut r.d, r.devfn, reg::STATUS, 2) & 0x8, 0x8);
     assert_eq!(r.read(ISR_CFG, 1), u64::from(ISR_QUEUE));
+    assert!(!r.device().config().intx_output(), "INTx deasserted");
     assert_eq!(r.read(ISR_CFG, 1), 0, "read clears");
+    // With MSI-X on, INTx stays quiet.
+    r.enable_msix();
+    r.write(0x16, 2, 0);
+    r.request(T_GET_ID, 0, 20, true);
+    r.kick();
+    assert!(!r.device().config().intx_output());
 }
 
 #[test]
@@ -529,4 +539,27 @@ fn a_full_pc_saves_and_restores_the_function() {
     r2.kick();
     assert_eq!(r2.status_byte(), 0);
     assert_eq!(r2.drv.used_idx(&r2.mem), 2);
+}
+
+#[test]
+fn the_platform_places_bar_0_and_the_device_answers_there() {
+    let mut d = Devices::pc_for_tests();
+    for serial in ["a", "b"] {
+        d.add_pci_device(block_device(Box::new(MemDisk::new(8)), false, serial))
+            .unwrap();
+    }
+    d.assign_pci_bars().unwrap();
+    for slot in [1u8, 2] {
+        let f = slot << 3;
+        let low = cfg_read(&mut d, f, reg::BAR0, 4);
+        let high = cfg_read(&mut d, f, reg::BAR0 + 4, 4);
+        let base = u64::from(low & !0xF) | u64::from(high) << 32;
+        assert!(
+            crate::devices::pci::MMIO_WINDOW.contains(&base),
+            "{base:#x}"
+        );
+        assert_eq!(base % BAR_SIZE, 0, "naturally aligned");
+        assert_eq!(d.read_mmio(base + 0x12, 2), 1, "num_queues");
+        assert_eq!(d.read_mmio(base + DEVICE_CFG, 8), 8, "capacity");
+    }
 }
