@@ -5,6 +5,7 @@
 //! [`read`] (and [`read_with`] for streaming) over its root directory.
 
 pub mod fat;
+pub mod file_disk;
 
 #[cfg(target_os = "none")]
 pub use kernel_store::*;
