@@ -4,6 +4,7 @@
 //! bare metal this module mounts the boot disk's store partition and offers [`list`] and
 //! [`read`] (and [`read_with`] for streaming) over its root directory.
 
+pub mod claims;
 pub mod fat;
 pub mod file_disk;
 
