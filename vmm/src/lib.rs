@@ -55,6 +55,7 @@ pub mod persist;
 pub mod preempt;
 pub mod snapshot;
 pub mod vcpu;
+pub mod virtio;
 pub mod vm;
 
 #[cfg(test)]

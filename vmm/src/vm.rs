@@ -547,6 +547,10 @@ impl Vm {
             ExitAction::WaitForNmiOrInit => cpus[i].state = CpuState::Parked,
             ExitAction::Stop(reason) => self.state = VmState::Stopped(reason),
         }
+        // A virtio notify only marks its queue; the requests run here, with guest RAM.
+        if self.devices.io_pending() {
+            self.devices.service_io(backend.memory());
+        }
         match self.devices.take_machine_request() {
             Some(MachineRequest::PowerOff) => self.stop(StopReason::GuestPowerOff),
             Some(MachineRequest::Reset) => self.stop(StopReason::GuestReset),

@@ -146,6 +146,14 @@ impl Devices {
         }
     }
 
+    /// After a BAR write: remembers whether function `index` now has deferred work (a
+    /// virtio notify), so the VM loop calls [`service_io`](Devices::service_io) only then.
+    fn note_pci_work(&mut self, index: usize) {
+        if let Some(function) = self.pci.functions.get(index) {
+            self.io_pending |= function.device.wants_service();
+        }
+    }
+
     /// How `target` takes port accesses wider than a byte.
     fn port_access(&self, target: Target) -> Access {
         match target {
@@ -192,7 +200,8 @@ impl Devices {
             Target::Pic => self.irq.pic.write_port(port, value as u8),
             Target::PciConfig => self.pci_config_write(port, size, value),
             Target::PciBar { function, bar } => {
-                self.pci_bar_write(function, bar, u64::from(offset), size, u64::from(value))
+                self.pci_bar_write(function, bar, u64::from(offset), size, u64::from(value));
+                self.note_pci_work(function);
             }
             Target::Ioapic | Target::Lapic => {}
         }
@@ -234,7 +243,8 @@ impl Devices {
                 }
             }
             Target::PciBar { function, bar } => {
-                self.pci_bar_write(function, bar, offset, size, value)
+                self.pci_bar_write(function, bar, offset, size, value);
+                self.note_pci_work(function);
             }
             Target::Pic | Target::PciConfig => {}
         }

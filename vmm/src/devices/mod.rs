@@ -76,6 +76,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::bus::Target;
 use crate::bus::{BusError, MmioBus, PioBus};
+use crate::memory::GuestMemory;
 
 pub mod acpi_pm;
 pub mod debug_exit;
@@ -224,6 +225,8 @@ pub struct Devices {
     guest_tsc: u64,
     /// A power-off or reset the guest asked for.
     request: Option<MachineRequest>,
+    /// A PCI function has work for [`Devices::service_io`] (set after BAR writes).
+    io_pending: bool,
 }
 
 impl fmt::Debug for Devices {
@@ -288,6 +291,7 @@ impl Devices {
             now_ns: config.now_ns,
             guest_tsc: 0,
             request: None,
+            io_pending: false,
         }
     }
 
@@ -514,6 +518,24 @@ impl Devices {
             request,
         };
         (slots, pci, ctx)
+    }
+
+    /// Whether a PCI function has deferred work (see [`service_io`](Self::service_io)).
+    pub fn io_pending(&self) -> bool {
+        self.io_pending
+    }
+
+    /// Lets every PCI function with deferred work (a notified virtio queue) do it with guest
+    /// RAM. The VM loop calls this after an exit when [`io_pending`](Self::io_pending) says
+    /// so; it is cheap to call when there is nothing to do.
+    pub fn service_io(&mut self, memory: &GuestMemory) {
+        self.io_pending = false;
+        let (_, pci, mut ctx) = self.split();
+        for function in &mut pci.functions {
+            if function.device.wants_service() {
+                function.device.service(memory, &mut ctx);
+            }
+        }
     }
 
     /// Runs every registered device and PCI function up to the current time.

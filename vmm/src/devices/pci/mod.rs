@@ -116,6 +116,7 @@ use super::device::{DeviceContext, DeviceStateError};
 use super::pci_host::{ADDRESS_ENABLE, CONFIG_DATA, PciHost};
 use super::{Devices, MachineRequest, all_ones};
 use crate::bus::Target;
+use crate::memory::GuestMemory;
 
 /// A PCI function model on bus 0: a configuration space it builds and owns, and the
 /// registers behind its BARs.
@@ -166,6 +167,15 @@ pub trait PciDevice: Any {
             })
         }
     }
+
+    /// Whether the model has work that needs guest memory (a virtio queue was notified).
+    /// Asked after BAR writes, which cannot touch guest memory themselves.
+    fn wants_service(&self) -> bool {
+        false
+    }
+
+    /// Does the work [`wants_service`](Self::wants_service) announced, with guest RAM.
+    fn service(&mut self, _memory: &GuestMemory, _ctx: &mut DeviceContext) {}
 }
 
 /// A function on the bus and where its BARs are mapped now.

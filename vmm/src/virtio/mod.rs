@@ -1,0 +1,135 @@
+//! virtio 1.x devices on the guest's PCI bus: split virtqueues ([`queue`]), the modern
+//! virtio-pci transport ([`pci`]) and the device models behind it ([`blk`]).
+//!
+//! # How a request travels
+//!
+//! The guest's driver programs a queue through the transport's common configuration (in
+//! BAR 0), puts a request in guest RAM and writes the queue's notify register. That MMIO
+//! exit only records the queue as notified ([`pci::VirtioPci`] has no guest memory there);
+//! after the exit the VM loop calls [`Devices::service_io`](crate::devices::Devices::service_io),
+//! which lets the transport drain each notified queue through its model
+//! ([`VirtioDevice::process_queue`]): every request is completed synchronously (the backend
+//! call returns before the used entry is written), then the transport interrupts the
+//! driver if the queue's event rules ask for it (MSI-X, or the ISR bit).
+//!
+//! A driver that breaks the rules (a bad queue size, a descriptor outside RAM, a looping
+//! chain) puts the device in `DEVICE_NEEDS_RESET` with a config-change interrupt; the
+//! reason stays readable ([`pci::VirtioPci::error`]) until the driver resets the device.
+//!
+//! Device writes to guest RAM (used rings, read data) go through
+//! [`GuestMemory`](crate::memory::GuestMemory) directly and so bypass the dirty log:
+//! live migration (issue 20) must mark those pages itself.
+
+use alloc::string::String;
+use core::fmt;
+
+pub mod blk;
+pub mod pci;
+pub mod queue;
+
+pub use pci::{VirtioDevice, VirtioPci};
+pub use queue::{Buffer, DescriptorChain, QueueError, QueueState, SplitQueue};
+
+/// Device type of a block device (virtio 1.x §5).
+pub const TYPE_BLOCK: u16 = 2;
+
+/// Feature bit: indirect descriptors.
+pub const F_INDIRECT_DESC: u64 = 1 << 28;
+/// Feature bit: `used_event` / `avail_event` interrupt and notification suppression.
+pub const F_EVENT_IDX: u64 = 1 << 29;
+/// Feature bit: a virtio 1.x (non-legacy) device.
+pub const F_VERSION_1: u64 = 1 << 32;
+
+/// Why a device model stopped processing a queue: the driver broke a rule the device
+/// cannot answer with a status byte. The transport sets `DEVICE_NEEDS_RESET`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeviceFault {
+    /// The queue itself is malformed.
+    Queue(QueueError),
+    /// A request is malformed beyond what its status byte can report.
+    Request {
+        /// The chain's head descriptor.
+        head: u16,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl fmt::Display for DeviceFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceFault::Queue(error) => error.fmt(f),
+            DeviceFault::Request { head, reason } => {
+                write!(f, "the request at descriptor {head} {reason}")
+            }
+        }
+    }
+}
+
+impl From<QueueError> for DeviceFault {
+    fn from(error: QueueError) -> Self {
+        DeviceFault::Queue(error)
+    }
+}
+
+/// The body shared by the `virtqueue` fuzz target and its deterministic unit test.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::queue::SplitQueue;
+    use crate::memory::GuestMemory;
+
+    /// Lays `input` out as queue registers (the first 32 bytes) and guest RAM (the rest,
+    /// from address 0), then drains the queue, returning every chain as used. A panic or a
+    /// hang is a bug; errors are the expected answer to garbage.
+    pub fn drain_queue(mem: &GuestMemory, input: &[u8]) {
+        let mut regs = [0u8; 32];
+        let n = input.len().min(32);
+        regs[..n].copy_from_slice(&input[..n]);
+        let rest = &input[n..];
+        // Clear what the previous input left so runs are independent.
+        let _ = mem.fill(0, 0x1_0000, 0);
+        let _ = mem.write(0, &rest[..rest.len().min(0x1_0000)]);
+        let u64_at = |at: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&regs[at..at + 8]);
+            u64::from_le_bytes(b)
+        };
+        // Mostly small addresses inside the written area; the top bit of the flags byte
+        // keeps the raw value so out-of-RAM rings are tried too.
+        let flags = regs[24];
+        let addr = |raw: u64| {
+            if flags & 0x80 != 0 {
+                raw
+            } else {
+                raw % 0x1_0000
+            }
+        };
+        let mut queue = SplitQueue::new(256);
+        queue.set_size(u16::from_le_bytes([regs[26], regs[27]]));
+        queue.set_desc_table(addr(u64_at(0)));
+        queue.set_avail_ring(addr(u64_at(8)));
+        queue.set_used_ring(addr(u64_at(16)));
+        queue.set_event_idx(flags & 1 != 0);
+        if queue.set_ready(true).is_err() {
+            return;
+        }
+        // More pops than entries could ever be available: the queue must end the loop.
+        for _ in 0..1024 {
+            match queue.pop(mem) {
+                Ok(Some(chain)) => {
+                    let written = chain
+                        .buffers
+                        .iter()
+                        .filter(|b| b.device_writable)
+                        .map(|b| b.len)
+                        .fold(0u32, u32::saturating_add);
+                    if queue.add_used(mem, chain.head, written).is_err() {
+                        return;
+                    }
+                    let _ = queue.should_notify(mem);
+                }
+                Ok(None) | Err(_) => return,
+            }
+        }
+    }
+}
