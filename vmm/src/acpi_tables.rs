@@ -13,8 +13,20 @@
 //! | XSDT (§5.2.8) | FADT, MADT |
 //! | FADT (rev 6.5, §5.2.9) | SCI on IRQ 9; no SMI_CMD (always in ACPI mode, as the PM model's SCI_EN reads 1); the [`acpi_pm`](crate::devices::acpi_pm) block's PM1a event/control and PM timer ports (32- and 64-bit fields); reset register: I/O port 0xCF9, value 0x06; `IAPC_BOOT_ARCH` legacy devices + 8042, no VGA; no C2/C3; century byte 0x32 of the RTC |
 //! | FACS (§5.2.10) | empty (no waking vector, no global lock owner): required outside hardware-reduced mode |
-//! | DSDT (§5.2.11.1) | `Name(\_S5_, Package(){typ, typ, 0, 0})`: the soft-off sleep type the PM model powers off on |
+//! | DSDT (§5.2.11.1) | `Name(\_S5_, Package(){typ, typ, 0, 0})`: the soft-off sleep type the PM model powers off on; `\_SB.PCI0`, the PCI root bridge (below) |
 //! | MADT (rev 5, §5.2.12) | local APIC base 0xFEE00000, `PCAT_COMPAT` (the 8259 pair exists); one enabled local APIC per vCPU (ids 0..n); the I/O APIC (id 0, 0xFEC00000, GSI base 0); overrides IRQ 0 → GSI 2 (edge, high) and IRQ 9 → GSI 9 (level, high); LINT1 = NMI on all processors |
+//!
+//! # The PCI root bridge
+//!
+//! `Device(\_SB.PCI0)`: `_HID` `PNP0A03` (no `_CID` `PNP0A08`: there is no MCFG/ECAM), `_UID`,
+//! `_SEG` and `_BBN` 0 (no `_ADR`: a device has `_HID` or `_ADR`, not both, §6.1); `_CRS`:
+//! `WordBusNumber` 0–255, `IO` `0xCF8`–`0xCFF` (the configuration ports the bridge itself
+//! decodes), `WordIO` windows `0x0000`–`0x0CF7` and `0x0D00`–`0xFFFF`, `DWordMemory`
+//! [`MMIO_WINDOW`](crate::devices::pci::MMIO_WINDOW) (`0xC0000000`–`0xFEBFFFFF`, where the
+//! VMM pre-assigns BARs); `_PRT`: slots 1–31, pins INTA#–INTD# each to GSI
+//! [`intx_gsi`](crate::devices::pci::intx_gsi) (16–23, level, active low: the ACPI default
+//! for `_PRT` GSIs, so the MADT needs no override for them). It is there for every
+//! bzImage/PVH guest, with or without PCI functions.
 //!
 //! [`build`] produces the bytes for a base address (pure, for tests); [`write`] puts them in
 //! guest memory.
@@ -23,6 +35,7 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use crate::devices::acpi_pm::{self, TimerWidth};
+use crate::devices::pci;
 use crate::devices::rtc;
 use crate::loader::layout::{ACPI_TABLES, ACPI_TABLES_END, IOAPIC_BASE, LAPIC_BASE};
 use crate::memory::{GuestMemory, MemoryError};
@@ -37,6 +50,8 @@ pub const SCI_IRQ: u8 = crate::devices::SCI_IRQ;
 pub const RESET_PORT: u16 = crate::devices::RESET_CONTROL_PORT;
 /// The value the guest writes to [`RESET_PORT`] to reset (SYS_RST | RST_CPU: hard reset).
 pub const RESET_VALUE: u8 = 0x06;
+/// The PCI configuration ports (mechanism #1, `0xCF8`-`0xCFF`) the root bridge consumes.
+pub const PCI_CONFIG_PORTS: u16 = 0xCF8;
 /// Most vCPUs the MADT describes (xAPIC ids are 8 bits; 0xFF is broadcast).
 pub const MAX_CPUS: u8 = 254;
 
@@ -272,7 +287,50 @@ fn dsdt(config: &AcpiConfig) -> Vec<u8> {
     ])
     .and_then(|pkg| aml::name("\\_S5_", &pkg))
     .unwrap_or_default();
-    sdt(b"DSDT", 2, &s5)
+    let mut body = s5;
+    // Constant names, ranges and a 124-entry package: cannot fail either (the tests check
+    // the root bridge is there).
+    body.extend(pci_root_bridge().unwrap_or_default());
+    sdt(b"DSDT", 2, &body)
+}
+
+/// `Scope(\_SB) { Device(PCI0) { ... } }`: the PCI root bridge for bus 0 (see the
+/// [module docs](self)).
+fn pci_root_bridge() -> Option<Vec<u8>> {
+    use aml::resource;
+    let mmio = &pci::MMIO_WINDOW;
+    let crs = aml::resource_template(&[
+        &resource::word_bus_number(0, 0xFF)?,
+        &resource::io_port(PCI_CONFIG_PORTS, 8),
+        &resource::word_io(0, PCI_CONFIG_PORTS - 1)?,
+        &resource::word_io(PCI_CONFIG_PORTS + 8, 0xFFFF)?,
+        &resource::dword_memory(
+            u32::try_from(mmio.start).ok()?,
+            u32::try_from(mmio.end - 1).ok()?,
+        )?,
+    ])?;
+    // Every slot's INTA#-INTD# (0-3 here, 1-4 in configuration space) to its GSI.
+    let routes = (1..32u8)
+        .flat_map(|slot| (0..4u8).map(move |pin| (slot, pin)))
+        .map(|(slot, pin)| {
+            aml::package(&[
+                aml::integer(u64::from(slot) << 16 | 0xFFFF),
+                aml::integer(u64::from(pin)),
+                // Source 0: the last element is a GSI, not an interrupt link device.
+                aml::integer(0),
+                aml::integer(u64::from(pci::intx_gsi(slot, pin + 1))),
+            ])
+        })
+        .collect::<Option<Vec<_>>>()?;
+    let mut terms = Vec::new();
+    let hid = aml::eisa_id("PNP0A03")?;
+    terms.extend(aml::name("_HID", &aml::integer(u64::from(hid)))?);
+    terms.extend(aml::name("_UID", &aml::integer(0))?);
+    terms.extend(aml::name("_SEG", &aml::integer(0))?);
+    terms.extend(aml::name("_BBN", &aml::integer(0))?);
+    terms.extend(aml::name("_CRS", &crs)?);
+    terms.extend(aml::name("_PRT", &aml::package(&routes)?)?);
+    aml::scope("\\_SB_", &aml::device("PCI0", &terms)?)
 }
 
 fn facs() -> Vec<u8> {

@@ -13,6 +13,10 @@
 //! | `Name` | 0x08 NameString object (§20.2.5.1) |
 //! | `Scope` | 0x10 PkgLength NameString terms (§20.2.5.1) |
 //! | `Device` | 0x5B 0x82 PkgLength NameString terms (§20.2.5.2) |
+//! | `Buffer` | 0x11 PkgLength BufferSize bytes (§20.2.5.4) |
+//!
+//! [`resource`] encodes the resource descriptors of a `ResourceTemplate` (§6.4), which
+//! [`resource_template`] wraps in a `Buffer` with the end tag.
 //!
 //! The functions take already-valid names (the DSDT's are constants); an invalid name is a
 //! programming error caught by the tests, so [`name_string`] returns `None` rather than
@@ -31,6 +35,7 @@ const QWORD_PREFIX: u8 = 0x0E;
 const NAME_OP: u8 = 0x08;
 const SCOPE_OP: u8 = 0x10;
 const PACKAGE_OP: u8 = 0x12;
+const BUFFER_OP: u8 = 0x11;
 const EXT_OP_PREFIX: u8 = 0x5B;
 const DEVICE_OP: u8 = 0x82;
 const ROOT_CHAR: u8 = b'\\';
@@ -167,6 +172,106 @@ pub fn device(path: &str, terms: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// Encodes `Buffer() { bytes }`, its size given as an integer.
+pub fn buffer(bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut body = integer(bytes.len() as u64);
+    body.extend_from_slice(bytes);
+    let mut out = alloc::vec![BUFFER_OP];
+    out.extend(pkg_length(body.len())?);
+    out.extend(body);
+    Some(out)
+}
+
+/// Encodes `ResourceTemplate() { descriptors }`: a buffer of the descriptors followed by
+/// the end tag with checksum 0 ("treat as summed correctly", §6.4.2.9).
+pub fn resource_template(descriptors: &[&[u8]]) -> Option<Vec<u8>> {
+    let mut bytes: Vec<u8> = descriptors.iter().flat_map(|d| d.iter().copied()).collect();
+    bytes.extend_from_slice(&resource::END_TAG);
+    buffer(&bytes)
+}
+
+/// Resource descriptors (ACPI 6.5 §6.4) for `_CRS` buffers. Address space descriptors are
+/// encoded as a bridge produces them: `ResourceProducer, PosDecode, MinFixed, MaxFixed`,
+/// granularity and translation 0, length `max - min + 1`.
+pub mod resource {
+    /// End tag (§6.4.2.9): small item 0x0F, length 1, checksum 0.
+    pub const END_TAG: [u8; 2] = [0x79, 0x00];
+
+    /// Large item tags (§6.4.3).
+    const DWORD_ADDRESS: u8 = 0x87;
+    const WORD_ADDRESS: u8 = 0x88;
+    /// Small item tag of the I/O port descriptor: type 0x08, length 7 (§6.4.2.5).
+    const IO_PORT: u8 = 0x47;
+
+    /// Address space resource types (§6.4.3.5, byte 3).
+    const MEMORY_RANGE: u8 = 0;
+    const IO_RANGE: u8 = 1;
+    const BUS_NUMBER_RANGE: u8 = 2;
+
+    /// General flags: producer (bit 0 clear), positive decode (bit 1 clear), min fixed
+    /// (bit 2), max fixed (bit 3).
+    const PRODUCER_FIXED: u8 = 0b1100;
+
+    /// I/O type-specific flags: `EntireRange` (ISA and non-ISA ranges, bits 1:0 = 3).
+    const IO_ENTIRE_RANGE: u8 = 0b11;
+    /// Memory type-specific flags: read-write (bit 0), non-cacheable (bits 2:1 = 0).
+    const MEMORY_READ_WRITE: u8 = 0b1;
+
+    /// `WordBusNumber(ResourceProducer, MinFixed, MaxFixed, PosDecode, 0, min, max, 0,
+    /// max - min + 1)` (§6.4.3.5.3); `None` if `max < min`.
+    pub fn word_bus_number(min: u16, max: u16) -> Option<[u8; 16]> {
+        word_address(BUS_NUMBER_RANGE, 0, min, max)
+    }
+
+    /// `WordIO(ResourceProducer, MinFixed, MaxFixed, PosDecode, EntireRange, 0, min, max, 0,
+    /// max - min + 1)`; `None` if `max < min`.
+    pub fn word_io(min: u16, max: u16) -> Option<[u8; 16]> {
+        word_address(IO_RANGE, IO_ENTIRE_RANGE, min, max)
+    }
+
+    /// `DWordMemory(ResourceProducer, PosDecode, MinFixed, MaxFixed, NonCacheable,
+    /// ReadWrite, 0, min, max, 0, max - min + 1)` (§6.4.3.5.2); `None` if `max < min`.
+    pub fn dword_memory(min: u32, max: u32) -> Option<[u8; 26]> {
+        let len = max.checked_sub(min)?.checked_add(1)?;
+        let mut d = [0u8; 26];
+        d[0] = DWORD_ADDRESS;
+        d[1..3].copy_from_slice(&23u16.to_le_bytes());
+        d[3] = MEMORY_RANGE;
+        d[4] = PRODUCER_FIXED;
+        d[5] = MEMORY_READ_WRITE;
+        // Granularity (6..10) and translation (18..22) stay 0.
+        d[10..14].copy_from_slice(&min.to_le_bytes());
+        d[14..18].copy_from_slice(&max.to_le_bytes());
+        d[22..26].copy_from_slice(&len.to_le_bytes());
+        Some(d)
+    }
+
+    /// `IO(Decode16, base, base, 1, len)` (§6.4.2.5): a fixed range of ports the device
+    /// itself decodes (consumes).
+    pub fn io_port(base: u16, len: u8) -> [u8; 8] {
+        let [lo, hi] = base.to_le_bytes();
+        // Information byte bit 0: 16-bit decode.
+        [IO_PORT, 1, lo, hi, lo, hi, 1, len]
+    }
+
+    /// A Word Address Space Descriptor (§6.4.3.5.3).
+    fn word_address(kind: u8, type_flags: u8, min: u16, max: u16) -> Option<[u8; 16]> {
+        // The length of 0..=0xFFFF does not fit 16 bits.
+        let len = max.checked_sub(min)?.checked_add(1)?;
+        let mut d = [0u8; 16];
+        d[0] = WORD_ADDRESS;
+        d[1..3].copy_from_slice(&13u16.to_le_bytes());
+        d[3] = kind;
+        d[4] = PRODUCER_FIXED;
+        d[5] = type_flags;
+        // Granularity (6..8) and translation (12..14) stay 0.
+        d[8..10].copy_from_slice(&min.to_le_bytes());
+        d[10..12].copy_from_slice(&max.to_le_bytes());
+        d[14..16].copy_from_slice(&len.to_le_bytes());
+        Some(d)
+    }
+}
+
 /// Compresses a seven-character EISA id such as `PNP0A03` into the 32-bit integer `_HID`
 /// takes (three 5-bit letters and four hex digits, stored big-endian; ACPI 6.5 §6.1.5).
 pub fn eisa_id(id: &str) -> Option<u32> {
@@ -255,6 +360,71 @@ mod tests {
         assert_eq!(sb[0], 0x10);
         assert_eq!(usize::from(sb[1]), sb.len() - 1);
         assert_eq!(&sb[2..7], b"\\_SB_");
+    }
+
+    #[test]
+    fn buffers() {
+        // iasl: Buffer (0x03) { 0x01, 0x02, 0x03 } -> 11 06 0A 03 01 02 03 (PkgLength 6
+        // counts itself and the five bytes after it)
+        assert_eq!(
+            buffer(&[1, 2, 3]).unwrap(),
+            [0x11, 0x06, 0x0A, 0x03, 1, 2, 3]
+        );
+        // An empty buffer has size Zero.
+        assert_eq!(buffer(&[]).unwrap(), [0x11, 0x02, 0x00]);
+        // 100 bytes: the size is a BytePrefix constant, PkgLength takes two bytes
+        // (100 + 2 + 2 = 104 = 0x68: lead 0x48, then 0x06).
+        let big = buffer(&[0xAA; 100]).unwrap();
+        assert_eq!(&big[..5], [0x11, 0x48, 0x06, 0x0A, 100]);
+        assert_eq!(big.len(), 105);
+    }
+
+    #[test]
+    fn resource_descriptors_match_iasl() {
+        use resource::*;
+        // WordBusNumber (ResourceProducer, MinFixed, MaxFixed, PosDecode,
+        //     0x0000, 0x0000, 0x00FF, 0x0000, 0x0100)
+        assert_eq!(
+            word_bus_number(0, 0xFF).unwrap(),
+            [
+                0x88, 0x0D, 0x00, 0x02, 0x0C, 0x00, 0x00, 0x00, 0x00, 0x00, 0xFF, 0x00, 0x00, 0x00,
+                0x00, 0x01
+            ]
+        );
+        // IO (Decode16, 0x0CF8, 0x0CF8, 0x01, 0x08)
+        assert_eq!(
+            io_port(0xCF8, 8),
+            [0x47, 0x01, 0xF8, 0x0C, 0xF8, 0x0C, 0x01, 0x08]
+        );
+        // WordIO (ResourceProducer, MinFixed, MaxFixed, PosDecode, EntireRange,
+        //     0x0000, 0x0D00, 0xFFFF, 0x0000, 0xF300)
+        assert_eq!(
+            word_io(0x0D00, 0xFFFF).unwrap(),
+            [
+                0x88, 0x0D, 0x00, 0x01, 0x0C, 0x03, 0x00, 0x00, 0x00, 0x0D, 0xFF, 0xFF, 0x00, 0x00,
+                0x00, 0xF3
+            ]
+        );
+        // DWordMemory (ResourceProducer, PosDecode, MinFixed, MaxFixed, NonCacheable,
+        //     ReadWrite, 0x00000000, 0xC0000000, 0xFEBFFFFF, 0x00000000, 0x3EC00000)
+        assert_eq!(
+            dword_memory(0xC000_0000, 0xFEBF_FFFF).unwrap(),
+            [
+                0x87, 0x17, 0x00, 0x00, 0x0C, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xC0,
+                0xFF, 0xFF, 0xBF, 0xFE, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xC0, 0x3E
+            ]
+        );
+        // Empty or inverted ranges, and a length past the field, are refused.
+        assert_eq!(word_io(2, 1), None);
+        assert_eq!(word_io(0, 0xFFFF), None);
+        assert_eq!(dword_memory(0, u32::MAX), None);
+        // ResourceTemplate () { IO (Decode16, 0x0CF8, 0x0CF8, 0x01, 0x08) }
+        assert_eq!(
+            resource_template(&[&io_port(0xCF8, 8)]).unwrap(),
+            [
+                0x11, 0x0D, 0x0A, 0x0A, 0x47, 0x01, 0xF8, 0x0C, 0xF8, 0x0C, 0x01, 0x08, 0x79, 0x00
+            ]
+        );
     }
 
     #[test]

@@ -287,3 +287,93 @@ fn config_errors() {
     assert!(placed.end <= 0x10_0000);
     assert_eq!(tables(&mem)[b"APIC"].1.len(), 44 + 8 * 254 + 12 + 20 + 6);
 }
+
+/// The position of `needle` in `haystack`.
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+#[test]
+fn dsdt_has_the_pci_root_bridge_with_its_windows_and_interrupt_routes() {
+    let (blob, placed) = build(&AcpiConfig::default(), 0xE_0000).unwrap();
+    let at = (placed.dsdt - 0xE_0000) as usize;
+    let len = u32_at(&blob[at..], 4) as usize;
+    let dsdt = &blob[at..at + len];
+    assert!(sums_to_zero(dsdt));
+    let aml = &dsdt[HEADER_LEN..];
+    // Scope (\_SB) { Device (PCI0) { ... } }, the device right after the scope's name.
+    let scope = find(aml, b"\\_SB_").expect("\\_SB scope");
+    assert_eq!(aml[scope - 3], 0x10, "ScopeOp with a two-byte PkgLength");
+    assert_eq!(&aml[scope + 5..scope + 7], [0x5B, 0x82], "DeviceOp");
+    let device = &aml[scope + 5..];
+    assert_eq!(&device[4..8], b"PCI0");
+    // The device's PkgLength (two bytes) covers the rest of the DSDT.
+    let pkg_len = usize::from(device[2] & 0xF) | usize::from(device[3]) << 4;
+    assert_eq!(pkg_len, device.len() - 2);
+    // Name (_HID, EisaId ("PNP0A03")), Name (_UID, Zero), Name (_SEG, Zero), Name (_BBN, Zero)
+    let names: &[u8] = &[
+        0x08, b'_', b'H', b'I', b'D', 0x0C, 0x41, 0xD0, 0x0A, 0x03, //
+        0x08, b'_', b'U', b'I', b'D', 0x00, //
+        0x08, b'_', b'S', b'E', b'G', 0x00, //
+        0x08, b'_', b'B', b'B', b'N', 0x00,
+    ];
+    assert_eq!(&device[8..8 + names.len()], names);
+    // Name (_CRS, ResourceTemplate () { WordBusNumber 0-0xFF, IO 0xCF8 len 8,
+    // WordIO 0-0xCF7, WordIO 0xD00-0xFFFF, DWordMemory 0xC0000000-0xFEBFFFFF }), as iasl
+    // encodes it: Buffer, PkgLength 88 (0x48 0x05), size 84.
+    let crs: &[u8] = &[
+        0x08, b'_', b'C', b'R', b'S', 0x11, 0x48, 0x05, 0x0A, 0x54, //
+        0x88, 0x0D, 0x00, 0x02, 0x0C, 0x00, 0x00, 0x00, 0x00, 0x00, 0xFF, 0x00, 0x00, 0x00, 0x00,
+        0x01, //
+        0x47, 0x01, 0xF8, 0x0C, 0xF8, 0x0C, 0x01, 0x08, //
+        0x88, 0x0D, 0x00, 0x01, 0x0C, 0x03, 0x00, 0x00, 0x00, 0x00, 0xF7, 0x0C, 0x00, 0x00, 0xF8,
+        0x0C, //
+        0x88, 0x0D, 0x00, 0x01, 0x0C, 0x03, 0x00, 0x00, 0x00, 0x0D, 0xFF, 0xFF, 0x00, 0x00, 0x00,
+        0xF3, //
+        0x87, 0x17, 0x00, 0x00, 0x0C, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xC0, 0xFF,
+        0xFF, 0xBF, 0xFE, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xC0, 0x3E, //
+        0x79, 0x00,
+    ];
+    let crs_at = 8 + names.len();
+    assert_eq!(&device[crs_at..crs_at + crs.len()], crs);
+    // The window in _CRS is the one BARs are assigned from.
+    assert_eq!(crate::devices::pci::MMIO_WINDOW, 0xC000_0000..0xFEC0_0000);
+    // Name (_PRT, Package (124) { Package { 0x0001FFFF, 0, Zero, 17 }, ... }): 31 slots x
+    // 4 pins, GSI 16 + (slot + pin) % 8 (pin 0 = INTA#).
+    let prt = &device[crs_at + crs.len()..];
+    assert_eq!(&prt[..5], b"\x08_PRT");
+    assert_eq!(prt[5], 0x12, "PackageOp");
+    assert_eq!(prt[6] >> 6, 1, "two-byte PkgLength");
+    assert_eq!(prt[8], 124, "entries");
+    let entries = &prt[9..];
+    // Slot 1: INTA# -> 17, INTB# -> 18, INTC# -> 19.
+    let slot1: &[u8] = &[
+        0x12, 0x0B, 0x04, 0x0C, 0xFF, 0xFF, 0x01, 0x00, 0x00, 0x00, 0x0A, 0x11, //
+        0x12, 0x0B, 0x04, 0x0C, 0xFF, 0xFF, 0x01, 0x00, 0x01, 0x00, 0x0A, 0x12, //
+        0x12, 0x0C, 0x04, 0x0C, 0xFF, 0xFF, 0x01, 0x00, 0x0A, 0x02, 0x00, 0x0A, 0x13,
+    ];
+    assert_eq!(&entries[..slot1.len()], slot1);
+    // The last entry, slot 31 INTD#: 16 + (31 + 3) % 8 = 18; it ends the DSDT.
+    let last: &[u8] = &[
+        0x12, 0x0C, 0x04, 0x0C, 0xFF, 0xFF, 0x1F, 0x00, 0x0A, 0x03, 0x00, 0x0A, 0x12,
+    ];
+    assert!(entries.ends_with(last));
+    // Every slot's INTA# matches the bus's wiring.
+    for slot in 1..32u8 {
+        let entry = [
+            0x12,
+            0x0B,
+            0x04,
+            0x0C,
+            0xFF,
+            0xFF,
+            slot,
+            0x00,
+            0x00,
+            0x00,
+            0x0A,
+            crate::devices::pci::intx_gsi(slot, 1),
+        ];
+        assert!(find(entries, &entry).is_some(), "slot {slot} INTA#");
+    }
+}

@@ -62,6 +62,13 @@ impl DeviceContext<'_> {
         self.interrupts.set_level(irq, level);
     }
 
+    /// PCI function `devfn` drives its INTx line, wired to GSI `gsi` (16–23), to `level`
+    /// (the configuration space calls this; see
+    /// [`PciConfigSpace::set_intx`](super::pci::PciConfigSpace::set_intx)).
+    pub(crate) fn set_pci_intx(&mut self, devfn: u8, gsi: u8, level: bool) {
+        self.interrupts.set_pci_intx(devfn, gsi, level);
+    }
+
     /// Raises and lowers ISA line `irq` (0–15): one edge.
     pub fn pulse_irq(&mut self, irq: u8) {
         self.interrupts.pulse(irq);

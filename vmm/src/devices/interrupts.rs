@@ -46,6 +46,11 @@ use super::{CpuRequest, Devices};
 /// The I/O APIC pin the PIT's IRQ 0 is wired to (the MADT's interrupt source override).
 pub const PIT_IOAPIC_PIN: u8 = 2;
 
+/// The first I/O APIC pin PCI INTx lines are wired to (pins 0–15 are the ISA lines).
+pub const FIRST_PCI_GSI: u8 = 16;
+/// How many I/O APIC pins PCI INTx lines share (16–23).
+pub const PCI_GSIS: u8 = 8;
+
 /// The address window MSI writes must fall in to reach the local APICs (Intel SDM vol. 3
 /// §11.11.1: bits 31:20 = 0xFEE).
 pub const MSI_ADDRESS_BASE: u64 = 0xFEE0_0000;
@@ -96,6 +101,40 @@ pub struct Interrupts {
     pub(super) nmi_pending: u16,
     /// INITs and start-up IPIs for the VM loop.
     pub(super) cpu_requests: Vec<CpuRequest>,
+    /// PCI functions asserting INTx now, per GSI.
+    pub(super) pci_intx: PciIntxLines,
+}
+
+/// The PCI functions asserting their INTx pin, so a GSI shared by several stays asserted
+/// until the last one lets go (wired-OR). Not saved: a restore rebuilds it from each
+/// function's configuration space ([`PciConfigSpace::intx_output`]).
+///
+/// [`PciConfigSpace::intx_output`]: super::pci::PciConfigSpace::intx_output
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PciIntxLines {
+    /// `(gsi, devfn)` of every asserting function, sorted.
+    asserted: Vec<(u8, u8)>,
+}
+
+impl PciIntxLines {
+    /// Records that function `devfn` drives `gsi` to `level`; returns whether the GSI as a
+    /// whole is asserted now.
+    fn set(&mut self, gsi: u8, devfn: u8, level: bool) -> bool {
+        let key = (gsi, devfn);
+        match (self.asserted.binary_search(&key), level) {
+            (Err(at), true) => self.asserted.insert(at, key),
+            (Ok(at), false) => {
+                self.asserted.remove(at);
+            }
+            _ => {}
+        }
+        self.is_asserted(gsi)
+    }
+
+    /// Whether any function asserts `gsi`.
+    pub fn is_asserted(&self, gsi: u8) -> bool {
+        self.asserted.iter().any(|&(g, _)| g == gsi)
+    }
 }
 
 /// The last level driven on each level-triggered ISA line, so a change is seen once.
@@ -166,6 +205,31 @@ impl Interrupts {
             lines: Lines::default(),
             nmi_pending: 0,
             cpu_requests: Vec::new(),
+            pci_intx: PciIntxLines::default(),
+        }
+    }
+
+    /// PCI function `devfn` drives its INTx line, wired to I/O APIC pin `gsi` (16–23), to
+    /// `level`. Shared GSIs are the OR of their functions; the I/O APIC sees a change only
+    /// when that OR changes. Lines carry the logical level: an asserted line is asserted
+    /// whatever polarity the guest programs (PCI lines are active low on the wire; the
+    /// `_PRT` says so and guests program the entry to match).
+    pub(super) fn set_pci_intx(&mut self, devfn: u8, gsi: u8, level: bool) {
+        if !(FIRST_PCI_GSI..FIRST_PCI_GSI + PCI_GSIS).contains(&gsi) {
+            return;
+        }
+        let line = self.pci_intx.set(gsi, devfn, level);
+        if let Some(message) = self.ioapic.set_irq(gsi, line) {
+            self.deliver(message);
+        }
+    }
+
+    /// Forgets every PCI INTx source and records `devfn` asserting `gsi` for each pair in
+    /// `sources`, without driving the I/O APIC (whose pin levels a restore already loaded).
+    pub(super) fn reload_pci_intx(&mut self, sources: impl Iterator<Item = (u8, u8)>) {
+        self.pci_intx = PciIntxLines::default();
+        for (devfn, gsi) in sources {
+            self.pci_intx.set(gsi, devfn, true);
         }
     }
 

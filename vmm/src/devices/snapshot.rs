@@ -366,6 +366,8 @@ impl Persist for Interrupts {
             lines: s.lines,
             nmi_pending: s.nmi_pending,
             cpu_requests: s.cpu_requests.clone(),
+            // Rebuilt from the functions' configuration spaces by `remap_all_bars`.
+            pci_intx: Default::default(),
         })
     }
 }

@@ -59,6 +59,9 @@ pub const COMMAND_INTX_DISABLE: u16 = 1 << 10;
 /// The command bits a guest can change.
 pub const COMMAND_WRITABLE: u16 =
     COMMAND_IO | COMMAND_MEMORY | COMMAND_BUS_MASTER | COMMAND_INTX_DISABLE;
+/// Status register: the function wants its INTx line asserted (PCI 3.0 §6.2.3; it reaches
+/// the pin only while [`COMMAND_INTX_DISABLE`] is clear).
+pub const STATUS_INTERRUPT: u16 = 1 << 3;
 /// Status register: the capability list is valid.
 pub const STATUS_CAPABILITIES: u16 = 1 << 4;
 
@@ -219,6 +222,19 @@ pub struct PciConfigSpace {
     msix: Option<Msix>,
     /// Offset of the MSI capability.
     msi: Option<u8>,
+    /// Where the INTx pin is wired, once the bus registered the function.
+    intx: Option<IntxRoute>,
+    /// The level last driven on that wire, so the bus hears each change once.
+    intx_driven: bool,
+}
+
+/// A function's INTx wire: who drives it and the I/O APIC pin it reaches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct IntxRoute {
+    /// Device number << 3 | function number (the source id on a shared line).
+    devfn: u8,
+    /// The I/O APIC pin.
+    gsi: u8,
 }
 
 /// A configuration space's guest-writable contents, for snapshots: every register and the
@@ -244,6 +260,8 @@ impl PciConfigSpace {
             last_link: reg::CAPABILITIES,
             msix: None,
             msi: None,
+            intx: None,
+            intx_driven: false,
         };
         space.set(reg::VENDOR_ID, 2, u32::from(ids.vendor));
         space.set(reg::DEVICE_ID, 2, u32::from(ids.device));
@@ -318,6 +336,68 @@ impl PciConfigSpace {
     /// Sets the interrupt pin (1 = INTA# … 4 = INTD#, 0 = none).
     pub fn set_interrupt_pin(&mut self, pin: u8) {
         self.set(reg::INTERRUPT_PIN, 1, u32::from(pin.min(4)));
+    }
+
+    /// The interrupt pin (1 = INTA# … 4 = INTD#, 0 = none).
+    pub fn interrupt_pin(&self) -> u8 {
+        self.get(reg::INTERRUPT_PIN, 1) as u8
+    }
+
+    /// Wires the function's INTx pin to I/O APIC pin `gsi` as function `devfn` (the bus
+    /// does this at registration): the interrupt line register reads `gsi` from now on. A
+    /// function without a pin gets INTA#.
+    pub(super) fn connect_intx(&mut self, devfn: u8, gsi: u8) {
+        if self.interrupt_pin() == 0 {
+            self.set_interrupt_pin(1);
+        }
+        self.set(reg::INTERRUPT_LINE, 1, u32::from(gsi));
+        self.intx = Some(IntxRoute { devfn, gsi });
+    }
+
+    /// The device asserts (`true`) or deasserts its INTx pin. The line follows while the
+    /// guest leaves INTx enabled (command bit 10 clear) and MSI and MSI-X are off (PCI 3.0
+    /// §6.8: a function using messages must not use INTx); the status register's interrupt
+    /// bit shows `level` either way. Lines of several functions on one GSI are OR-ed.
+    pub fn set_intx(&mut self, level: bool, ctx: &mut DeviceContext) {
+        let status = self.get(reg::STATUS, 2) as u16;
+        let status = if level {
+            status | STATUS_INTERRUPT
+        } else {
+            status & !STATUS_INTERRUPT
+        };
+        self.set(reg::STATUS, 2, u32::from(status));
+        self.drive_intx(ctx);
+    }
+
+    /// Whether the function's INTx wire is asserted now: the device asks for it, the guest
+    /// has not disabled INTx, and neither MSI nor MSI-X is on.
+    pub fn intx_output(&self) -> bool {
+        let status = self.get(reg::STATUS, 2) as u16;
+        let msi_on = self
+            .msi
+            .is_some_and(|cap| self.get(cap + 2, 2) as u16 & MSI_ENABLE != 0);
+        status & STATUS_INTERRUPT != 0
+            && self.command() & COMMAND_INTX_DISABLE == 0
+            && self.msix_control() & MSIX_ENABLE == 0
+            && !msi_on
+    }
+
+    /// The INTx wire as the bus sees it: `(devfn, gsi)` if registered and asserted now.
+    pub(super) fn intx_source(&self) -> Option<(u8, u8)> {
+        let route = self.intx?;
+        self.intx_output().then_some((route.devfn, route.gsi))
+    }
+
+    /// Tells the interrupt routing the wire's level if it changed.
+    fn drive_intx(&mut self, ctx: &mut DeviceContext) {
+        let Some(route) = self.intx else {
+            return;
+        };
+        let level = self.intx_output();
+        if level != self.intx_driven {
+            self.intx_driven = level;
+            ctx.set_pci_intx(route.devfn, route.gsi, level);
+        }
     }
 
     /// Appends a capability with id `id` whose bytes after the id and next pointer are
@@ -467,6 +547,8 @@ impl PciConfigSpace {
             remap |= at / 4 == reg::COMMAND / 4 || (0x10..0x28).contains(&at);
         }
         self.deliver_unmasked(ctx);
+        // The INTx-disable bit or an MSI/MSI-X enable may have changed the wire.
+        self.drive_intx(ctx);
         remap
     }
 
@@ -713,8 +795,16 @@ impl PciConfigSpace {
         if state.regs.len() != 64 {
             return Err(invalid("config length (dwords)", state.regs.len() as u64));
         }
+        // The status register's interrupt bit is the device's own state, not the guest's.
+        let device_owned = |i: usize| {
+            if i == usize::from(reg::COMMAND / 4) {
+                u32::from(STATUS_INTERRUPT) << 16
+            } else {
+                0
+            }
+        };
         for (i, (&saved, &built)) in state.regs.iter().zip(&self.regs).enumerate() {
-            if (saved ^ built) & !self.writable[i] != 0 {
+            if (saved ^ built) & !(self.writable[i] | device_owned(i)) != 0 {
                 return Err(invalid("config read-only bits at offset", 4 * i as u64));
             }
         }
@@ -747,6 +837,8 @@ impl PciConfigSpace {
             None => {}
         }
         self.regs.copy_from_slice(&state.regs);
+        // The platform reloads the routing's INTx sources from `intx_source` after a restore.
+        self.intx_driven = self.intx_output();
         Ok(())
     }
 

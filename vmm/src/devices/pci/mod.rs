@@ -80,30 +80,33 @@
 //!
 //! A device signals with [`PciConfigSpace::msix_notify`] (or `msi_notify`) and its
 //! [`DeviceContext`]: the message (address `0xFEEx_xxxx`, data = vector and delivery mode)
-//! goes through the same delivery as the I/O APIC's messages to the local APICs. INTx is
-//! not wired (no `_PRT` yet): the coming virtio-pci devices use MSI-X only, as Cloud
-//! Hypervisor's do.
+//! goes through the same delivery as the I/O APIC's messages to the local APICs. Without
+//! MSI/MSI-X (firmware, `pci=nomsi`) a device drives its INTx pin with
+//! [`PciConfigSpace::set_intx`]: every function gets INTA# (unless its model declared another
+//! pin), wired at registration to I/O APIC pin [`intx_gsi`]`(device, pin)` = 16 +
+//! (device + pin − 1) mod 8, level-triggered and active low as the `_PRT` says; the
+//! interrupt line register reads that GSI. Functions on one GSI are OR-ed; INTx disable
+//! (command bit 10) or MSI/MSI-X enable take the function off the line.
 //!
 //! # What the guest needs to find these devices
 //!
-//! Firmware and kernels that probe configuration mechanism #1 themselves (SeaBIOS-style
-//! probes, rust-hypervisor-firmware, Linux with `pci=noacpi` or without ACPI) find every
-//! function on bus 0. Linux with ACPI does not: `pci_acpi_init` makes the PNP0A03 root
-//! bridge driver responsible for scanning, and the DSDT Keel builds today
-//! ([`acpi_tables`](crate::acpi_tables)) holds only `\_S5_`, so no bus is scanned (the
-//! legacy scan `pci_legacy_init` only runs when ACPI IRQ routing is off). virtio-pci under
-//! Linux therefore needs, in the DSDT: `Device(PCI0)` with `_HID` `PNP0A03`, `_SEG` 0,
-//! `_BBN` 0 and a `_CRS` giving bus range 0–255, the I/O ports `0xCF8`–`0xCFF` and I/O and
-//! memory windows (the PCI hole below 4 GiB, where the VMM pre-assigns BARs; above 4 GiB
-//! for 64-bit BARs) — Linux ignores BARs outside the root's windows. A `_PRT` only if INTx
-//! is ever wired. No MCFG is needed (mechanism #1 covers the 256-byte spaces virtio uses).
-//! rust-hypervisor-firmware also wants the BARs assigned before it runs
-//! ([`PciConfigSpace::set_bar_address`] plus the command register at registration).
+//! Linux with ACPI scans PCI only under a `PNP0A03` root bridge in the DSDT
+//! (`pci_acpi_init`; the legacy scan runs only with ACPI IRQ routing off), and ignores BARs
+//! outside that bridge's `_CRS` windows. The DSDT Keel builds
+//! ([`acpi_tables`](crate::acpi_tables)) has `\_SB.PCI0`: `_HID` `PNP0A03`, `_SEG`/`_BBN`
+//! 0, a `_CRS` with buses 0–255, the ports `0xCF8`–`0xCFF`, the I/O windows around them and
+//! [`MMIO_WINDOW`], and a `_PRT` listing [`intx_gsi`] for every slot and pin. No MCFG: the
+//! 256-byte spaces of mechanism #1 are all virtio needs. Firmware without a PCI allocator
+//! (rust-hypervisor-firmware) needs the BARs placed and decoded before it runs:
+//! [`Devices::assign_pci_bars`] does that, in [`MMIO_WINDOW`] (below 4 GiB, also for 64-bit
+//! BARs) and [`IO_WINDOW`]. Guest RAM is contiguous from 0, so a VM with PCI devices has at
+//! most 3 GiB of it ([`check_guest_memory`]).
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::any::Any;
 use core::fmt;
+use core::ops::Range;
 
 pub mod config;
 
@@ -112,7 +115,10 @@ pub(crate) mod tests;
 
 pub use config::{BarKind, BarRegion, BarSpace, PciConfigSpace, PciConfigState, PciIds};
 
+use config::{COMMAND_IO, COMMAND_MEMORY};
+
 use super::device::{DeviceContext, DeviceStateError};
+use super::interrupts::{FIRST_PCI_GSI, PCI_GSIS};
 use super::pci_host::{ADDRESS_ENABLE, CONFIG_DATA, PciHost};
 use super::{Devices, MachineRequest, all_ones};
 use crate::bus::Target;
@@ -178,6 +184,35 @@ pub trait PciDevice: Any {
     fn service(&mut self, _memory: &GuestMemory, _ctx: &mut DeviceContext) {}
 }
 
+/// Whether a VM with `memory_bytes` of RAM (contiguous from address 0) can have PCI
+/// devices: its RAM must end at or below [`MMIO_WINDOW`]'s start (3 GiB).
+pub fn check_guest_memory(memory_bytes: u64) -> Result<(), PciError> {
+    if memory_bytes > MMIO_WINDOW.start {
+        Err(PciError::MemoryOverlapsWindow {
+            memory_mib: memory_bytes.div_ceil(1 << 20),
+        })
+    } else {
+        Ok(())
+    }
+}
+
+/// Where [`Devices::assign_pci_bars`] places memory BARs, 32- and 64-bit alike: the PCI hole
+/// between 3 GiB and the I/O APIC. The DSDT's root bridge offers exactly this window, so
+/// guest RAM must end below its start (see [`check_guest_memory`]).
+pub const MMIO_WINDOW: Range<u64> = 0xC000_0000..0xFEC0_0000;
+/// Where [`Devices::assign_pci_bars`] places I/O BARs (ports `0xC000`-`0xFFFF`).
+pub const IO_WINDOW: Range<u64> = 0xC000..0x1_0000;
+
+/// The I/O APIC pin (GSI) that INTx pin `pin` (1 = INTA# … 4 = INTD#) of device
+/// `device_number` on bus 0 is wired to: the usual slot swizzle over the eight pins above the
+/// ISA lines, `16 + (device + pin - 1) % 8`. The DSDT's `_PRT` lists the same table.
+pub fn intx_gsi(device_number: u8, pin: u8) -> u8 {
+    let swizzled =
+        (u32::from(device_number) + u32::from(pin.clamp(1, 4)) - 1) % u32::from(PCI_GSIS);
+    // < 8.
+    FIRST_PCI_GSI + swizzled as u8
+}
+
 /// A function on the bus and where its BARs are mapped now.
 pub(super) struct PciFunction {
     /// Device number << 3 | function number.
@@ -236,6 +271,27 @@ pub enum PciError {
     },
     /// Every device number on bus 0 is taken.
     BusFull,
+    /// The BARs of the registered functions do not fit the window they go in.
+    WindowFull {
+        /// Memory ([`MMIO_WINDOW`]) or I/O ([`IO_WINDOW`]).
+        space: BarSpace,
+        /// The size of the first BAR that did not fit (largest first).
+        size: u64,
+    },
+    /// A pre-assigned BAR overlaps something already on the bus it decodes on.
+    BarOverlap {
+        /// Device number.
+        device: u8,
+        /// BAR index.
+        bar: u8,
+        /// The address it was given.
+        base: u64,
+    },
+    /// Guest RAM reaches into [`MMIO_WINDOW`], where BARs go.
+    MemoryOverlapsWindow {
+        /// The VM's memory in MiB.
+        memory_mib: u64,
+    },
 }
 
 impl fmt::Display for PciError {
@@ -249,6 +305,30 @@ impl fmt::Display for PciError {
                 "PCI slot 00:{device:02x}.{function} does not exist (devices 0-31, functions 0-7)"
             ),
             PciError::BusFull => f.write_str("PCI bus 0 has no free device number left"),
+            PciError::WindowFull { space, size } => {
+                let (what, window) = match space {
+                    BarSpace::Memory => ("memory", &MMIO_WINDOW),
+                    BarSpace::Io => ("I/O", &IO_WINDOW),
+                };
+                write!(
+                    f,
+                    "a {size:#x}-byte {what} BAR of the VM's PCI devices does not fit what is \
+                     left of the window {:#x}..{:#x}: give the VM fewer or smaller devices",
+                    window.start, window.end
+                )
+            }
+            PciError::BarOverlap { device, bar, base } => write!(
+                f,
+                "internal error: PCI device 00:{device:02x} BAR {bar} at {base:#x} overlaps \
+                 another device"
+            ),
+            PciError::MemoryOverlapsWindow { memory_mib } => write!(
+                f,
+                "a VM with PCI devices (disks) needs memory_mib <= {}: guest RAM must end below \
+                 the PCI window at {:#x}, this VM has {memory_mib} MiB",
+                MMIO_WINDOW.start >> 20,
+                MMIO_WINDOW.start
+            ),
         }
     }
 }
@@ -286,12 +366,79 @@ impl Devices {
                 function,
             });
         }
+        let mut device = Box::new(device);
+        let config = device.config_mut();
+        let gsi = intx_gsi(device_number, config.interrupt_pin().max(1));
+        config.connect_intx(devfn, gsi);
         self.pci.functions.push(PciFunction {
             devfn,
-            device: Box::new(device),
+            device,
             mapped: [None; 6],
         });
         self.sync_bars(self.pci.functions.len() - 1);
+        Ok(())
+    }
+
+    /// Places every BAR of every registered function as firmware with a PCI allocator
+    /// would, and turns decoding on, so a guest whose firmware does not allocate
+    /// (rust-hypervisor-firmware) finds them mapped; the guest may still move them. Memory
+    /// BARs (64-bit ones too) go in [`MMIO_WINDOW`], I/O BARs in [`IO_WINDOW`], each
+    /// naturally aligned, largest first so no space is lost to alignment. Call it after the
+    /// last [`add_pci_device`](Self::add_pci_device), before the guest runs; it replaces
+    /// earlier placements. [`PciError::WindowFull`] changes nothing.
+    pub fn assign_pci_bars(&mut self) -> Result<(), PciError> {
+        let mut bars: Vec<(usize, u8, BarSpace, u64)> = Vec::new();
+        for (index, function) in self.pci.functions.iter().enumerate() {
+            for bar in 0..6u8 {
+                let (space, size) = match function.device.config().bar(bar) {
+                    Some(BarKind::Memory32 { size, .. }) => (BarSpace::Memory, u64::from(size)),
+                    Some(BarKind::Memory64 { size, .. }) => (BarSpace::Memory, size),
+                    Some(BarKind::Io { size }) => (BarSpace::Io, u64::from(size)),
+                    None => continue,
+                };
+                bars.push((index, bar, space, size));
+            }
+        }
+        // Largest first: every later (smaller, power-of-two) BAR starts aligned.
+        bars.sort_by_key(|&(_, _, _, size)| core::cmp::Reverse(size));
+        let mut next_memory = MMIO_WINDOW.start;
+        let mut next_io = IO_WINDOW.start;
+        let mut placed = Vec::with_capacity(bars.len());
+        for &(index, bar, space, size) in &bars {
+            let (next, window) = match space {
+                BarSpace::Memory => (&mut next_memory, &MMIO_WINDOW),
+                BarSpace::Io => (&mut next_io, &IO_WINDOW),
+            };
+            let base = next.next_multiple_of(size);
+            let end = base.saturating_add(size);
+            if end > window.end {
+                return Err(PciError::WindowFull { space, size });
+            }
+            *next = end;
+            placed.push((index, bar, space, base));
+        }
+        for &(index, bar, space, base) in &placed {
+            let config = self.pci.functions[index].device.config_mut();
+            config.set_bar_address(bar, base);
+            let decode = match space {
+                BarSpace::Memory => COMMAND_MEMORY,
+                BarSpace::Io => COMMAND_IO,
+            };
+            config.set_command(config.command() | decode);
+        }
+        for index in 0..self.pci.functions.len() {
+            self.sync_bars(index);
+        }
+        for &(index, bar, _, base) in &placed {
+            let function = &self.pci.functions[index];
+            if function.mapped[usize::from(bar)].is_none() {
+                return Err(PciError::BarOverlap {
+                    device: function.devfn >> 3,
+                    bar,
+                    base,
+                });
+            }
+        }
         Ok(())
     }
 
@@ -433,9 +580,15 @@ impl Devices {
         }
     }
 
-    /// Forgets every BAR mapping and maps each function again from its configuration space
-    /// (after a restore).
+    /// Forgets every BAR mapping and INTx source and takes them again from each function's
+    /// configuration space (after a restore).
     pub(super) fn remap_all_bars(&mut self) {
+        let sources = self
+            .pci
+            .functions
+            .iter()
+            .filter_map(|f| f.device.config().intx_source());
+        self.irq.reload_pci_intx(sources);
         let is_bar = |t: Target| matches!(t, Target::PciBar { .. });
         self.mmio.remove_where(is_bar);
         self.pio.remove_where(is_bar);

@@ -20,6 +20,8 @@ pub(crate) const VENDOR: u16 = 0x1234;
 pub(crate) const DEVICE: u16 = 0x5678;
 /// Writing `n` here signals vector `n`.
 pub(crate) const NOTIFY: u64 = 0x10;
+/// Writing non-zero here asserts INTx, zero deasserts it.
+pub(crate) const INTX: u64 = 0x14;
 
 impl TestFunction {
     pub(crate) fn new() -> TestFunction {
@@ -85,6 +87,7 @@ impl PciDevice for TestFunction {
             (0, NOTIFY) => {
                 self.config.msix_notify(value as u16, ctx);
             }
+            (0, INTX) => self.config.set_intx(value != 0, ctx),
             (0 | 4, 0..=15) => self.regs[(offset / 4) as usize] = value as u32,
             _ => {}
         }
@@ -446,4 +449,289 @@ fn a_preassigned_bar_is_mapped_at_registration() {
     d.add_pci_device(f).unwrap();
     d.write_mmio(0xD000_0008, 4, 7);
     assert_eq!(d.read_mmio(0xD000_0008, 4), 7);
+}
+
+/// Programs I/O APIC entry `gsi` as a guest does for a `_PRT` GSI: level-triggered, active
+/// low, fixed delivery of `vector` to APIC 0, unmasked; and software-enables that APIC.
+fn route_gsi(d: &mut Devices, gsi: u8, vector: u8) {
+    use crate::devices::ioapic::{
+        DEFAULT_BASE, IOREGSEL, IOWIN, RTE_POLARITY_LOW, RTE_TRIGGER_LEVEL,
+    };
+    use crate::devices::lapic::DEFAULT_BASE as APIC;
+    d.write_mmio(APIC + 0xF0, 4, 0x1FF);
+    d.write_mmio(DEFAULT_BASE + IOREGSEL, 4, 0x10 + 2 * u64::from(gsi));
+    d.write_mmio(
+        DEFAULT_BASE + IOWIN,
+        4,
+        u64::from(vector) | RTE_TRIGGER_LEVEL | RTE_POLARITY_LOW,
+    );
+}
+
+/// Whether I/O APIC pin `gsi` is asserted.
+fn gsi_asserted(d: &Devices, gsi: u8) -> bool {
+    d.irq.ioapic.state().lines & (1 << gsi) != 0
+}
+
+#[test]
+fn intx_is_wired_by_the_swizzle_and_reaches_the_io_apic_as_a_level() {
+    let mut d = pc_with_function();
+    let bar0 = 0xE000_0000;
+    place(&mut d, bar0);
+    // 00:01.0 INTA# -> GSI 16 + (1 + 1 - 1) % 8 = 17.
+    assert_eq!(intx_gsi(1, 1), 17);
+    assert_eq!(cfg_read(&mut d, 1 << 3, reg::INTERRUPT_PIN, 1), 1);
+    assert_eq!(cfg_read(&mut d, 1 << 3, reg::INTERRUPT_LINE, 1), 17);
+    route_gsi(&mut d, 17, 0x61);
+    d.write_mmio(bar0 + INTX, 4, 1);
+    assert!(gsi_asserted(&d, 17));
+    // Status bit 3 shows the device's request.
+    assert_ne!(cfg_read(&mut d, 1 << 3, reg::STATUS, 2) & 0x8, 0);
+    assert_eq!(d.pending_interrupt(0), Some(InterruptSource::Lapic(0x61)));
+    assert_eq!(d.acknowledge_interrupt(0), Some(0x61));
+    // Still asserted at the EOI: the level entry sends again.
+    d.write_mmio(crate::devices::lapic::DEFAULT_BASE + 0xB0, 4, 0);
+    assert_eq!(d.pending_interrupt(0), Some(InterruptSource::Lapic(0x61)));
+    assert_eq!(d.acknowledge_interrupt(0), Some(0x61));
+    // Deasserted before the EOI: nothing more.
+    d.write_mmio(bar0 + INTX, 4, 0);
+    assert!(!gsi_asserted(&d, 17));
+    d.write_mmio(crate::devices::lapic::DEFAULT_BASE + 0xB0, 4, 0);
+    assert_eq!(d.pending_interrupt(0), None);
+    assert_eq!(cfg_read(&mut d, 1 << 3, reg::STATUS, 2) & 0x8, 0);
+    // The ISA lines and the 8259 never saw it.
+    assert!(!d.irq.pic.interrupt_output());
+}
+
+#[test]
+fn intx_disable_and_msi_x_mask_the_line() {
+    let mut d = pc_with_function();
+    let bar0 = 0xE000_0000;
+    place(&mut d, bar0);
+    let decode = u32::from(COMMAND_MEMORY | COMMAND_IO);
+    d.write_mmio(bar0 + INTX, 4, 1);
+    assert!(gsi_asserted(&d, 17));
+    cfg_write(
+        &mut d,
+        1 << 3,
+        reg::COMMAND,
+        2,
+        decode | u32::from(super::config::COMMAND_INTX_DISABLE),
+    );
+    assert!(!gsi_asserted(&d, 17), "INTx disable deasserts the line");
+    // The device still asks; the status bit says so.
+    assert_ne!(cfg_read(&mut d, 1 << 3, reg::STATUS, 2) & 0x8, 0);
+    cfg_write(&mut d, 1 << 3, reg::COMMAND, 2, decode);
+    assert!(
+        gsi_asserted(&d, 17),
+        "clearing INTx disable asserts it again"
+    );
+    msix_control(&mut d, MSIX_ENABLE);
+    assert!(!gsi_asserted(&d, 17), "MSI-X on: no INTx");
+    msix_control(&mut d, 0);
+    assert!(gsi_asserted(&d, 17));
+    d.write_mmio(bar0 + INTX, 4, 0);
+    assert!(!gsi_asserted(&d, 17));
+}
+
+#[test]
+fn functions_sharing_a_gsi_are_or_ed() {
+    let mut d = pc_with_function();
+    // 00:09.0 INTA# swizzles onto GSI 17 as 00:01.0 does.
+    d.add_pci_device_at(9, 0, TestFunction::new()).unwrap();
+    assert_eq!(cfg_read(&mut d, 9 << 3, reg::INTERRUPT_LINE, 1), 17);
+    let (a, b) = (0xE000_0000u64, 0xE100_0000u64);
+    place(&mut d, a);
+    cfg_write(&mut d, 9 << 3, reg::BAR0, 4, b as u32);
+    cfg_write(&mut d, 9 << 3, reg::COMMAND, 2, u32::from(COMMAND_MEMORY));
+    route_gsi(&mut d, 17, 0x62);
+    d.write_mmio(a + INTX, 4, 1);
+    d.write_mmio(b + INTX, 4, 1);
+    assert_eq!(d.acknowledge_interrupt(0), Some(0x62));
+    // One lets go: the line stays up, and the EOI re-sends for the other.
+    d.write_mmio(a + INTX, 4, 0);
+    assert!(gsi_asserted(&d, 17));
+    d.write_mmio(crate::devices::lapic::DEFAULT_BASE + 0xB0, 4, 0);
+    assert_eq!(d.acknowledge_interrupt(0), Some(0x62));
+    // Asserting again while already up is no new event; the last one lets go: down.
+    d.write_mmio(b + INTX, 4, 1);
+    d.write_mmio(b + INTX, 4, 0);
+    assert!(!gsi_asserted(&d, 17));
+    // A function on another GSI does not touch 17.
+    d.add_pci_device_at(2, 0, TestFunction::new()).unwrap();
+    assert_eq!(cfg_read(&mut d, 2 << 3, reg::INTERRUPT_LINE, 1), 18);
+}
+
+#[test]
+fn a_restore_keeps_an_asserted_intx_line_and_its_sharers() {
+    use crate::persist::Persist;
+    let mut d = pc_with_function();
+    d.add_pci_device_at(9, 0, TestFunction::new()).unwrap();
+    let (a, b) = (0xE000_0000u64, 0xE100_0000u64);
+    place(&mut d, a);
+    cfg_write(&mut d, 9 << 3, reg::BAR0, 4, b as u32);
+    cfg_write(&mut d, 9 << 3, reg::COMMAND, 2, u32::from(COMMAND_MEMORY));
+    d.write_mmio(a + INTX, 4, 1);
+    d.write_mmio(b + INTX, 4, 1);
+    let saved = d.save();
+    let mut fresh = Devices::pc_for_tests();
+    fresh.add_pci_device(TestFunction::new()).unwrap();
+    fresh.add_pci_device_at(9, 0, TestFunction::new()).unwrap();
+    let mut r = <Devices as Persist>::restore(fresh, &saved).unwrap();
+    assert!(gsi_asserted(&r, 17));
+    r.write_mmio(a + INTX, 4, 0);
+    assert!(
+        gsi_asserted(&r, 17),
+        "00:09.0 still holds the line after the restore"
+    );
+    r.write_mmio(b + INTX, 4, 0);
+    assert!(!gsi_asserted(&r, 17));
+}
+
+/// A function with one BAR of each kind and size given, nothing else.
+struct BarsOnly {
+    config: PciConfigSpace,
+}
+
+impl BarsOnly {
+    fn new(bars: &[(u8, BarKind)]) -> BarsOnly {
+        let mut config = PciConfigSpace::new(PciIds {
+            vendor: VENDOR,
+            device: 0x0001,
+            revision: 0,
+            class: 0xFF_0000,
+            subsystem_vendor: 0,
+            subsystem: 0,
+        });
+        for &(index, kind) in bars {
+            config.set_bar(index, kind).unwrap();
+        }
+        BarsOnly { config }
+    }
+}
+
+impl PciDevice for BarsOnly {
+    fn name(&self) -> &'static str {
+        "bars only"
+    }
+    fn config(&self) -> &PciConfigSpace {
+        &self.config
+    }
+    fn config_mut(&mut self) -> &mut PciConfigSpace {
+        &mut self.config
+    }
+    fn read_bar(&mut self, bar: u8, offset: u64, _size: u8, _ctx: &mut DeviceContext) -> u64 {
+        0xB000 + u64::from(bar) * 0x100 + offset
+    }
+    fn write_bar(&mut self, _: u8, _: u64, _: u8, _: u64, _: &mut DeviceContext) {}
+}
+
+/// Reads BAR `bar` of `devfn` through configuration space (both dwords of a 64-bit one).
+fn bar_address(d: &mut Devices, devfn: u8, bar: u8, wide: bool) -> u64 {
+    let low = cfg_read(d, devfn, reg::BAR0 + 4 * bar, 4);
+    let high = if wide {
+        cfg_read(d, devfn, reg::BAR0 + 4 * bar + 4, 4)
+    } else {
+        0
+    };
+    let mask = if low & 1 != 0 { !3 } else { !0xF };
+    u64::from(low & mask) | u64::from(high) << 32
+}
+
+#[test]
+fn assigned_bars_are_aligned_disjoint_decoded_and_mapped() {
+    let mut d = pc_with_function();
+    let small = BarKind::Memory32 {
+        size: 0x100,
+        prefetchable: false,
+    };
+    let huge = BarKind::Memory64 {
+        size: 0x1000_0000,
+        prefetchable: true,
+    };
+    d.add_pci_device(BarsOnly::new(&[
+        (0, small),
+        (1, BarKind::Io { size: 0x40 }),
+        (2, huge),
+    ]))
+    .unwrap();
+    d.add_pci_device(BarsOnly::new(&[(0, BarKind::Io { size: 4 }), (3, small)]))
+        .unwrap();
+    d.assign_pci_bars().unwrap();
+    // (devfn, bar, 64-bit, size, is I/O)
+    let expected = [
+        (1 << 3, 0, true, 0x4000, false),
+        (1 << 3, 2, false, 16, true),
+        (1 << 3, 4, false, 0x1000, false),
+        (2 << 3, 0, false, 0x100, false),
+        (2 << 3, 1, false, 0x40, true),
+        (2 << 3, 2, true, 0x1000_0000, false),
+        (3 << 3, 0, false, 4, true),
+        (3 << 3, 3, false, 0x100, false),
+    ];
+    let mut ranges = Vec::new();
+    for (devfn, bar, wide, size, io) in expected {
+        let base = bar_address(&mut d, devfn, bar, wide);
+        let window = if io { &IO_WINDOW } else { &MMIO_WINDOW };
+        assert!(
+            base != 0 && base.is_multiple_of(size),
+            "{devfn:#x} BAR {bar} at {base:#x}"
+        );
+        assert!(window.contains(&base) && base + size <= window.end);
+        ranges.push((io, base, base + size));
+        let command = cfg_read(&mut d, devfn, reg::COMMAND, 2) as u16;
+        let decode = if io { COMMAND_IO } else { COMMAND_MEMORY };
+        assert_ne!(command & decode, 0, "{devfn:#x} decodes");
+    }
+    ranges.sort();
+    for pair in ranges.windows(2) {
+        assert!(
+            pair[0].0 != pair[1].0 || pair[0].2 <= pair[1].1,
+            "{pair:?} overlap"
+        );
+    }
+    // Mapped: the models answer at their addresses.
+    let big = bar_address(&mut d, 2 << 3, 2, true);
+    assert_eq!(d.read_mmio(big + 8, 4), 0xB000 + 0x200 + 8);
+    let io = bar_address(&mut d, 3 << 3, 0, false) as u16;
+    assert_eq!(d.read_port(io + 1, 1), 0xB001);
+    let regs = bar_address(&mut d, 1 << 3, 0, true);
+    d.write_mmio(regs + 4, 4, 0x77);
+    assert_eq!(d.read_mmio(regs + 4, 4), 0x77);
+    // Placing again gives the same layout (deterministic) and still maps.
+    d.assign_pci_bars().unwrap();
+    assert_eq!(bar_address(&mut d, 2 << 3, 2, true), big);
+    assert_eq!(d.read_mmio(big + 8, 4), 0xB000 + 0x200 + 8);
+}
+
+#[test]
+fn bars_beyond_the_window_are_refused_with_what_is_missing() {
+    let mut d = Devices::pc_for_tests();
+    let two_gib = BarKind::Memory64 {
+        size: 1 << 31,
+        prefetchable: true,
+    };
+    d.add_pci_device(BarsOnly::new(&[(0, two_gib)])).unwrap();
+    let err = d.assign_pci_bars().unwrap_err();
+    assert_eq!(
+        err,
+        PciError::WindowFull {
+            space: BarSpace::Memory,
+            size: 1 << 31,
+        }
+    );
+    assert!(
+        err.to_string().contains("fewer or smaller devices"),
+        "{err}"
+    );
+    // Nothing was placed.
+    assert_eq!(bar_address(&mut d, 1 << 3, 0, true), 0);
+}
+
+#[test]
+fn guest_ram_must_end_below_the_window() {
+    assert_eq!(check_guest_memory(3072 << 20), Ok(()));
+    assert_eq!(check_guest_memory(512 << 20), Ok(()));
+    let err = check_guest_memory((3072 << 20) + 1).unwrap_err();
+    assert_eq!(err, PciError::MemoryOverlapsWindow { memory_mib: 3073 });
+    assert!(err.to_string().contains("memory_mib <= 3072"), "{err}");
 }
