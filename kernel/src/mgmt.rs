@@ -307,9 +307,17 @@ fn detail(view: &VmView<'_>) -> VmDetail {
             .collect::<BTreeMap<_, _>>(),
         backend: view.backend.map(String::from),
         console_bytes: view.console_bytes,
-        kernel: view.definition.map(|d| d.kernel.clone()),
+        kernel: view
+            .definition
+            .filter(|d| !d.firmware)
+            .map(|d| d.kernel.clone()),
+        firmware: view
+            .definition
+            .filter(|d| d.firmware)
+            .map(|d| d.kernel.clone()),
         initrd: view.definition.and_then(|d| d.initrd.clone()),
         cmdline: view.definition.map(|d| d.cmdline.clone()),
+        disks: view.definition.map(|d| d.disks.clone()).unwrap_or_default(),
     }
 }
 

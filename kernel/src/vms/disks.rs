@@ -36,12 +36,15 @@ pub struct DiskSpec {
 
 impl DiskSpec {
     /// The spec of a `[[vms.disks]]` entry.
-    // TEMPORARY until the configuration's `VmDisk` lands (branch h13-cfg): a writable store file.
-    pub fn from_config(file: &String) -> DiskSpec {
+    pub fn from_config(disk: &keel_config::schema::VmDisk) -> DiskSpec {
+        let name = match disk.source() {
+            keel_config::schema::DiskSource::File(f) => DiskName::file(f),
+            keel_config::schema::DiskSource::Partition(p) => DiskName::partition(p),
+        };
         DiskSpec {
-            disk: DiskName::file(file),
-            read_only: false,
-            serial: None,
+            disk: name,
+            read_only: disk.readonly,
+            serial: disk.serial.clone(),
         }
     }
 

@@ -219,8 +219,11 @@ pub use keel_netstack::api::{DEFAULT_STOP_TIMEOUT_S, StopMode};
 pub struct VmDefinition {
     /// Its name.
     pub name: String,
-    /// Kernel file in the guest store.
+    /// The file in the guest store it boots: its kernel, or its firmware when `firmware`
+    /// (a firmware is loaded exactly like a PVH kernel).
     pub kernel: String,
+    /// Whether `kernel` is the configuration's `firmware` (boots the VM from its disks).
+    pub firmware: bool,
     /// Initrd file in the guest store.
     pub initrd: Option<String>,
     /// Kernel command line.
@@ -231,8 +234,9 @@ pub struct VmDefinition {
     pub vcpus: u8,
     /// Start it at boot.
     pub autostart: bool,
-    /// Disk images it lists (not attachable yet: such a VM does not start).
-    pub disks: Vec<String>,
+    /// Its disks, attached at each start as virtio-blk PCI functions in this order
+    /// ([`disks`]).
+    pub disks: Vec<keel_config::schema::VmDisk>,
 }
 
 impl VmDefinition {
@@ -243,7 +247,9 @@ impl VmDefinition {
             .iter()
             .map(|vm| VmDefinition {
                 name: vm.name.clone(),
-                kernel: vm.kernel.clone(),
+                // Validation guarantees one of kernel and firmware.
+                kernel: String::from(vm.boot_file().unwrap_or_default()),
+                firmware: vm.kernel.is_none(),
                 initrd: vm.initrd.clone(),
                 cmdline: vm.cmdline.clone(),
                 // Validation caps it at `MAX_MEMORY_MIB`.
@@ -533,7 +539,19 @@ impl VmManager {
         let Some(d) = self.vms[i].definition.clone() else {
             return Err(StartError::NoSuchVm(String::from(name)));
         };
-        let kernel = store_file(name, "kernel", &d.kernel)?;
+        let kernel = store_file(
+            name,
+            if d.firmware { "firmware" } else { "kernel" },
+            &d.kernel,
+        )?;
+        // A firmware is entered as a PVH ELF; anything else would run as a flat payload.
+        if d.firmware && !kernel.bytes().starts_with(b"\x7fELF") {
+            return Err(StartError::Load(alloc::format!(
+                "VM {name}: its firmware '{}' is not an ELF file: give it rust-hypervisor-firmware's \
+                 ELF build (hypervisor-fw)",
+                d.kernel
+            )));
+        }
         let initrd = match &d.initrd {
             Some(f) => Some(store_file(name, "initrd", f)?),
             None => None,
