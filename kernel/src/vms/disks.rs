@@ -183,6 +183,19 @@ pub fn users() -> Vec<DiskUser> {
     CLAIMS.lock().users()
 }
 
+/// Who uses `disk`, for listings: `web (rw), db (ro)`; empty when no VM does.
+pub fn users_text(disk: &DiskName) -> String {
+    let mut text = String::new();
+    for user in users().iter().filter(|u| u.disk.same_disk(disk)) {
+        if !text.is_empty() {
+            text.push_str(", ");
+        }
+        text.push_str(&user.vm);
+        text.push_str(if user.read_only { " (ro)" } else { " (rw)" });
+    }
+    text
+}
+
 /// A disk attached to a VM: what `vm info` shows next to the device's counters.
 #[derive(Clone, Debug)]
 pub struct AttachedDisk {
