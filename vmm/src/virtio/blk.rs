@@ -296,7 +296,7 @@ impl VirtioBlock {
     /// Checks a transfer of `len` bytes at `sector`: whole sectors, inside the disk, and
     /// small enough to report in a used entry.
     fn check_range(&self, sector: u64, len: u64) -> Result<(), String> {
-        if len % SECTOR_SIZE != 0 {
+        if !len.is_multiple_of(SECTOR_SIZE) {
             return Err(alloc::format!(
                 "a transfer of {len} bytes is not whole sectors"
             ));

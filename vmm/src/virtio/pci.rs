@@ -29,8 +29,9 @@
 //!
 //! With MSI-X enabled, each queue signals the vector the driver programmed for it
 //! (`NO_VECTOR`: none). With MSI-X off, the transport sets the ISR bit (queue: bit 0,
-//! configuration: bit 1), which a polling driver (firmware) reads; INTx is not wired yet.
-//! Reading the ISR clears it.
+//! configuration: bit 1) and asserts INTx ([`PciConfigSpace::set_intx`], routed by the
+//! DSDT's `_PRT`); a polling driver (firmware) just reads the ISR. Reading the ISR clears
+//! it and deasserts INTx.
 //!
 //! Not implemented: the `PCI_CFG` access capability (no driver Keel boots uses it) and
 //! legacy (pre-1.0) virtio.
@@ -301,8 +302,10 @@ impl<D: VirtioDevice> VirtioPci<D> {
         self.device.features() | F_VERSION_1 | F_EVENT_IDX | F_INDIRECT_DESC
     }
 
-    /// Back to the state after construction (the driver wrote 0 to the status).
-    fn reset(&mut self) {
+    /// Back to the state after construction (the driver wrote 0 to the status); INTx
+    /// deasserted.
+    fn reset(&mut self, ctx: &mut DeviceContext) {
+        self.config.set_intx(false, ctx);
         for queue in &mut self.queues {
             queue.reset();
         }
@@ -341,6 +344,7 @@ impl<D: VirtioDevice> VirtioPci<D> {
             }
         } else {
             self.regs.isr |= isr_bit;
+            self.config.set_intx(true, ctx);
         }
     }
 
@@ -413,18 +417,16 @@ impl<D: VirtioDevice> VirtioPci<D> {
         match (offset, size) {
             (0x00, 4) => self.regs.device_feature_select = v32,
             (0x08, 4) => self.regs.driver_feature_select = v32,
-            (0x0C, 4) => {
-                // Features are fixed once FEATURES_OK is set.
-                if self.regs.status & STATUS_FEATURES_OK == 0 {
-                    let shift = match self.regs.driver_feature_select {
-                        0 => 0,
-                        1 => 32,
-                        _ => return,
-                    };
-                    let mask = 0xFFFF_FFFFu64 << shift;
-                    self.regs.driver_features =
-                        (self.regs.driver_features & !mask) | (u64::from(v32) << shift);
-                }
+            // Features are fixed once FEATURES_OK is set.
+            (0x0C, 4) if self.regs.status & STATUS_FEATURES_OK == 0 => {
+                let shift = match self.regs.driver_feature_select {
+                    0 => 0,
+                    1 => 32,
+                    _ => return,
+                };
+                let mask = 0xFFFF_FFFFu64 << shift;
+                self.regs.driver_features =
+                    (self.regs.driver_features & !mask) | (u64::from(v32) << shift);
             }
             (0x10, 2) => self.regs.msix_config = self.checked_vector(v16),
             (0x14, 1) => self.write_status(value as u8, ctx),
@@ -476,7 +478,7 @@ impl<D: VirtioDevice> VirtioPci<D> {
 
     fn write_status(&mut self, value: u8, ctx: &mut DeviceContext) {
         if value == 0 {
-            self.reset();
+            self.reset(ctx);
             return;
         }
         let old = self.regs.status;
@@ -539,7 +541,7 @@ impl<D: VirtioDevice> PciDevice for VirtioPci<D> {
         &mut self.config
     }
 
-    fn read_bar(&mut self, bar: u8, offset: u64, size: u8, _ctx: &mut DeviceContext) -> u64 {
+    fn read_bar(&mut self, bar: u8, offset: u64, size: u8, ctx: &mut DeviceContext) -> u64 {
         if bar != 0 {
             return 0;
         }
@@ -547,7 +549,8 @@ impl<D: VirtioDevice> PciDevice for VirtioPci<D> {
         match offset {
             o if o < COMMON_CFG + COMMON_CFG_LEN => self.read_common(o - COMMON_CFG, size),
             ISR_CFG => {
-                // Reading the ISR acknowledges it (§4.1.4.5).
+                // Reading the ISR acknowledges it and deasserts INTx (§4.1.4.5).
+                self.config.set_intx(false, ctx);
                 u64::from(core::mem::take(&mut self.regs.isr))
             }
             o if (DEVICE_CFG..DEVICE_CFG + DEVICE_CFG_LEN).contains(&o) => {
