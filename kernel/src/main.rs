@@ -266,6 +266,9 @@ mod kernel {
                     info.sectors / 2048,
                     store
                 );
+                if let Some(repair) = &info.gpt_repair {
+                    kprintln!("warning: disk: {}", repair);
+                }
             }
             Err(e) => kprintln!("disk: {e}"),
         }

@@ -96,6 +96,7 @@ mod kernel_boot_disk {
     use super::{BootDiskError, KeelPartitions, identify};
     use crate::blk::disk::{Disk, DiskError};
     use crate::blk::gpt::{self, Gpt};
+    use crate::blk::gpt_write::{self, GptWriteError, Repair};
     use crate::blk::partition::PartitionView;
     use crate::blk::virtio_blk::{self, VirtioBlk};
     use crate::pci::{PciAddress, PciDevice, VIRTIO_VENDOR_ID};
@@ -115,6 +116,9 @@ mod kernel_boot_disk {
         pub gpt: Gpt,
         /// Keel's partitions in it.
         pub keel: KeelPartitions,
+        /// What the boot-time check of the two GPT copies did, when it rewrote one (a power
+        /// cut during a table change, or damage); `main` reports it.
+        pub gpt_repair: Option<Repair>,
     }
 
     struct BootDisk {
@@ -165,6 +169,7 @@ mod kernel_boot_disk {
                 .and_then(|table| identify(&table).map(|keel| (table, keel)));
             match found {
                 Ok((gpt, keel)) => {
+                    let (gpt, gpt_repair) = repair_table(&mut disk, gpt);
                     let model = if disk.serial().is_empty() {
                         String::from("virtio-blk")
                     } else {
@@ -177,6 +182,7 @@ mod kernel_boot_disk {
                         read_only: disk.read_only(),
                         gpt,
                         keel,
+                        gpt_repair,
                     };
                     return Ok(BootDisk { disk, info });
                 }
@@ -188,6 +194,34 @@ mod kernel_boot_disk {
         } else {
             not_keel.extend(failed);
             Err(BootDiskError::NotKeel { disks: not_keel })
+        }
+    }
+
+    /// Makes both GPT copies of Keel's disk valid and alike before anything uses it (a cut
+    /// during `disk create`/`delete` can leave them torn or different); returns the table to
+    /// use. A read-only disk, or a failed repair, keeps the table as read, with a warning.
+    fn repair_table(disk: &mut VirtioBlk, read: Gpt) -> (Gpt, Option<Repair>) {
+        if disk.read_only() {
+            return (read, None);
+        }
+        match gpt_write::repair(disk) {
+            Ok(Repair::NotNeeded) => (read, None),
+            Ok(done) => {
+                defmt::warn!("blk: {}", defmt::Display2Format(&done));
+                // The copy read is the copy kept, so `read` is still the table; reading
+                // again checks that the repair landed.
+                match gpt::read(disk) {
+                    Ok(table) => (table, Some(done)),
+                    Err(e) => {
+                        defmt::error!("blk: GPT after repair: {}", defmt::Display2Format(&e));
+                        (read, Some(done))
+                    }
+                }
+            }
+            Err(e) => {
+                defmt::error!("blk: GPT repair failed: {}", defmt::Display2Format(&e));
+                (read, None)
+            }
         }
     }
 
@@ -206,6 +240,62 @@ mod kernel_boot_disk {
 
     /// The boot disk, held locked: a [`Disk`] for [`PartitionView`].
     pub struct LockedDisk(MutexGuard<'static, BootDisk>);
+
+    impl LockedDisk {
+        /// The disk's description, with its current partition table.
+        pub fn info(&self) -> &DiskInfo {
+            &self.0.info
+        }
+    }
+
+    /// The boot disk, locked until the guard is dropped (for one guest-disk request at a
+    /// time: `guest_partitions::PartitionDisk`).
+    pub fn lock() -> Result<LockedDisk, BootDiskError> {
+        locked().map(LockedDisk)
+    }
+
+    /// Why the boot disk's partition table could not be changed.
+    #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+    pub enum TableChangeError {
+        /// There is no boot disk.
+        #[error("{0}")]
+        NoBootDisk(BootDiskError),
+        /// The disk refuses writes.
+        #[error("the boot disk is read-only")]
+        ReadOnly,
+        /// Planning or writing the new table failed.
+        #[error("{0}")]
+        Write(GptWriteError),
+    }
+
+    /// Changes the boot disk's partition table: `plan` makes the new table from the current
+    /// one (or refuses), which is written with `gpt_write::write_table` and becomes
+    /// [`DiskInfo::gpt`], so later lookups see it. The disk stays locked throughout.
+    pub fn change_table<R, E>(plan: impl FnOnce(&Gpt) -> Result<(Gpt, R), E>) -> Result<R, E>
+    where
+        E: From<TableChangeError>,
+    {
+        let mut disk = locked().map_err(|e| E::from(TableChangeError::NoBootDisk(e)))?;
+        if disk.info.read_only {
+            return Err(E::from(TableChangeError::ReadOnly));
+        }
+        let (table, result) = plan(&disk.info.gpt)?;
+        let written = gpt_write::write_table(&mut disk.disk, &table);
+        match written {
+            Ok(()) => {
+                disk.info.gpt = table;
+                Ok(result)
+            }
+            Err(e) => {
+                // A write failed part-way: the disk holds the old or the new table; take
+                // whichever it is so memory matches the disk.
+                if let Ok(now) = gpt::read(&mut disk.disk) {
+                    disk.info.gpt = now;
+                }
+                Err(E::from(TableChangeError::Write(e)))
+            }
+        }
+    }
 
     impl Disk for LockedDisk {
         fn sector_count(&self) -> u64 {
@@ -277,6 +367,10 @@ mod tests {
             first_usable: 34,
             last_usable: 100_000,
             partitions,
+            entries: crate::blk::gpt::EntryArray {
+                entry_size: 128,
+                bytes: alloc::vec![0; 128 * 128],
+            },
         }
     }
 

@@ -123,6 +123,36 @@ pub struct Gpt {
     pub last_usable: u64,
     /// The used entries, in entry order.
     pub partitions: Vec<Partition>,
+    /// The whole entry array as read (used and unused entries), so that a rewrite keeps
+    /// every entry it does not change bit for bit.
+    pub entries: EntryArray,
+}
+
+/// A GPT partition entry array, raw.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EntryArray {
+    /// Bytes per entry (a multiple of 128).
+    pub entry_size: u32,
+    /// `count × entry_size` bytes.
+    pub bytes: Vec<u8>,
+}
+
+impl EntryArray {
+    /// Number of entries.
+    pub fn count(&self) -> u32 {
+        (self.bytes.len() / self.entry_size.max(1) as usize) as u32
+    }
+}
+
+impl fmt::Debug for EntryArray {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "EntryArray({} × {} bytes)",
+            self.count(),
+            self.entry_size
+        )
+    }
 }
 
 /// Why a disk holds no usable GPT.
@@ -362,7 +392,32 @@ fn read_header<D: Disk + ?Sized>(disk: &mut D, lba: u64) -> Result<Gpt, GptError
         first_usable,
         last_usable,
         partitions,
+        entries: EntryArray {
+            entry_size,
+            bytes: array.to_vec(),
+        },
     })
+}
+
+/// Reads and validates one copy of the table (the header at LBA 1 or at the last LBA and its
+/// entries), without looking at the other; for [`repair`](super::gpt_write::repair).
+pub fn read_copy<D: Disk + ?Sized>(disk: &mut D, copy: HeaderCopy) -> Result<Gpt, GptError> {
+    let sectors = disk.sector_count();
+    if sectors < 4 {
+        return Err(GptError::DiskTooSmall { sectors });
+    }
+    let lba = match copy {
+        HeaderCopy::Primary => 1,
+        HeaderCopy::Backup => sectors - 1,
+    };
+    read_header(disk, lba)
+}
+
+/// Checks the protective MBR at LBA 0 of `disk`.
+pub fn read_protective_mbr<D: Disk + ?Sized>(disk: &mut D) -> Result<(), GptError> {
+    let mut mbr = [0u8; SECTOR];
+    disk.read(0, &mut mbr)?;
+    check_protective_mbr(&mbr)
 }
 
 #[cfg(test)]

@@ -11,6 +11,8 @@
 pub mod boot_disk;
 pub mod disk;
 pub mod gpt;
+pub mod gpt_write;
+pub mod guest_partitions;
 pub mod partition;
 
 #[cfg(target_os = "none")]

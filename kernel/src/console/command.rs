@@ -27,8 +27,20 @@ pub enum Command<'a> {
     Net,
     /// List PCI devices.
     Pci,
-    /// Show the boot disk and its partitions.
+    /// Show the boot disk, its partitions and the guest disks.
     Disk,
+    /// Make a guest-disk partition.
+    DiskCreate {
+        /// Its name.
+        name: &'a str,
+        /// Its size in bytes.
+        bytes: u64,
+    },
+    /// Delete a guest-disk partition.
+    DiskDelete {
+        /// Its name.
+        name: &'a str,
+    },
     /// List the guest store's files.
     StoreLs,
     /// Size and CRC32 of a guest store file.
@@ -176,7 +188,18 @@ pub const COMMANDS: &[(&str, &str)] = &[
         "show the network card, address (DHCP) and the HTTP API",
     ),
     ("pci", "list PCI devices"),
-    ("disk", "show the boot disk: model, capacity, partitions"),
+    (
+        "disk",
+        "show the boot disk (model, capacity, partitions) and the guest disks",
+    ),
+    (
+        "disk create <name> <size>",
+        "make a guest-disk partition on Keel's disk (size like 512M, 8G)",
+    ),
+    (
+        "disk delete <name>",
+        "delete a guest-disk partition no VM uses",
+    ),
     ("store ls", "list the guest store's files"),
     (
         "store sum <name>",
@@ -286,7 +309,7 @@ pub enum ParseError<'a> {
     },
 }
 
-fn no_more<'a>(
+pub(super) fn no_more<'a>(
     command: &'static str,
     mut words: impl Iterator<Item = &'a str>,
 ) -> Result<(), ParseError<'a>> {
@@ -715,7 +738,7 @@ pub fn parse(line: &str) -> Result<Option<Command<'_>>, ParseError<'_>> {
         "modules" => Command::Modules,
         "net" => Command::Net,
         "pci" => Command::Pci,
-        "disk" => Command::Disk,
+        "disk" => return super::disk_cmds::parse(words).map(Some),
         "reboot" => Command::Reboot,
         "poweroff" => Command::Poweroff,
         "vm" => return parse_vm(words).map(Some),
@@ -747,7 +770,6 @@ mod tests {
             ("modules", Command::Modules),
             ("net", Command::Net),
             ("pci", Command::Pci),
-            ("disk", Command::Disk),
             ("reboot", Command::Reboot),
             ("poweroff", Command::Poweroff),
         ] {
@@ -996,7 +1018,7 @@ mod tests {
         ));
         assert!(matches!(
             parse("disk 1"),
-            Err(ParseError::UnexpectedArgument { .. })
+            Err(ParseError::BadValue { argument: "1", .. })
         ));
     }
 

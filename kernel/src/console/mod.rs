@@ -7,6 +7,7 @@
 
 pub mod command;
 pub mod complete;
+pub mod disk_cmds;
 pub mod history;
 pub mod line;
 #[cfg(target_os = "none")]

@@ -304,7 +304,9 @@ fn execute(kernel: &mut Services<'_>, cmd: Command<'_>) {
                 kprintln!("  {device}");
             }
         }
-        Command::Disk => disk(),
+        Command::Disk => super::disk_cmds::show(),
+        Command::DiskCreate { name, bytes } => super::disk_cmds::create(name, bytes),
+        Command::DiskDelete { name } => super::disk_cmds::delete(name),
         Command::StoreLs => store_ls(),
         Command::StoreSum { name } => store_sum(name),
         Command::VmRun {
@@ -569,43 +571,6 @@ fn config_save(settings: &mut Settings) {
     }
     if changed("vms") {
         kprintln!("VM definitions saved: see 'vm list'; 'vm start <name>' starts one");
-    }
-}
-
-fn disk() {
-    let info = match crate::blk::boot_disk::info() {
-        Ok(info) => info,
-        Err(e) => {
-            kprintln!("{e}");
-            return;
-        }
-    };
-    kprintln!("  disk:     {} at {}", info.model, info.address);
-    kprintln!(
-        "  capacity: {} MiB ({} sectors of 512 bytes){}",
-        info.sectors / 2048,
-        info.sectors,
-        if info.read_only { ", read-only" } else { "" }
-    );
-    kprintln!(
-        "  gpt:      disk {}, {} header",
-        info.gpt.disk_guid,
-        info.gpt.header
-    );
-    if let Some(e) = &info.gpt.primary_error {
-        kprintln!("  warning:  primary GPT unusable ({e}); read the backup");
-    }
-    kprintln!("  #  name          first LBA   last LBA    size       type");
-    for p in &info.gpt.partitions {
-        kprintln!(
-            "  {:<2} {:<13} {:<11} {:<11} {:<10} {}",
-            p.number,
-            p.name,
-            p.first_lba,
-            p.last_lba,
-            alloc::format!("{} MiB", p.sectors() / 2048),
-            p.type_guid
-        );
     }
 }
 
