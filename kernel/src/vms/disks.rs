@@ -75,9 +75,6 @@ pub enum DiskAttachError {
         /// Why (no such file, a corrupt chain, no store).
         reason: String,
     },
-    /// Partition-backed disks need the guest-partition support this build lacks.
-    #[error("disk {0}: partition-backed disks are not available in this build; use a store file")]
-    PartitionsUnavailable(DiskName),
     /// Another VM writes a disk this one wants writable.
     #[error("{0}")]
     Claim(ClaimError),
@@ -147,7 +144,18 @@ fn open(spec: &DiskSpec) -> Result<OpenedDisk, DiskAttachError> {
                 backend: Box::new(file),
             })
         }
-        DiskKind::Partition => Err(DiskAttachError::PartitionsUnavailable(spec.disk.clone())),
+        DiskKind::Partition => {
+            let partition = crate::blk::guest_partitions::open(&spec.disk.name).map_err(|e| {
+                DiskAttachError::Open {
+                    disk: spec.disk.clone(),
+                    reason: alloc::format!("{e}"),
+                }
+            })?;
+            Ok(OpenedDisk {
+                spec: spec.clone(),
+                backend: Box::new(partition),
+            })
+        }
     }
 }
 
