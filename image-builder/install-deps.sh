@@ -11,9 +11,13 @@
 #   xorriso mtools      ISO images (grub-mkrescue) and inspecting FAT images by hand
 #   binutils            as and ld, which assemble the test guests (qemu-tests/guests)
 #   python3-venv        a virtualenv for schemathesis (PyPI), which tests the HTTP API
+#   e2fsprogs           mke2fs -d and debugfs: the guest-disk tests' ext4 images, read back
+#   gdisk dosfstools    sgdisk and mkfs.vfat: the GPT boot disk (ESP) rust-hypervisor-firmware
+#                       boots in the guest-disk tests
+#   kmod                modinfo, to read a kernel module's dependencies by hand
 set -euo pipefail
 
-PACKAGES="qemu-system-x86 ovmf bochs bochsbios vgabios grub-pc-bin grub-efi-amd64-bin xorriso mtools binutils python3-venv"
+PACKAGES="qemu-system-x86 ovmf bochs bochsbios vgabios grub-pc-bin grub-efi-amd64-bin xorriso mtools binutils python3-venv e2fsprogs gdisk dosfstools kmod"
 
 die() {
     echo "install-deps: error: $*" >&2

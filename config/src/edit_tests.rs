@@ -10,7 +10,8 @@ fn with_vms() -> Config {
         name: name.into(),
         vcpus: 1,
         memory_mib: 256,
-        kernel: "bzImage".into(),
+        kernel: Some("bzImage".into()),
+        firmware: None,
         initrd: None,
         cmdline: String::new(),
         disks: Vec::new(),
@@ -100,7 +101,11 @@ fn append_a_vm_from_an_object() {
     assert_eq!(first.vms.len(), 1);
     // A new VM without its required fields is refused with the path of the gap.
     let err = set(&config, "vms[2]", r#"{"name":"x","memory_mib":64}"#).unwrap_err();
-    assert_eq!(err.to_string(), "vms[2].kernel: required field is missing");
+    assert!(
+        err.to_string()
+            .starts_with("vms[2].kernel: required: name the guest kernel"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -307,9 +312,31 @@ fn unset_removes_elements_and_resets_fields() {
     ));
     // A required field cannot go.
     assert_eq!(
-        unset(&config, "vms[1].kernel").unwrap_err().to_string(),
-        "vms[1].kernel: required field is missing"
+        unset(&config, "vms[1].memory_mib").unwrap_err().to_string(),
+        "vms[1].memory_mib: required field is missing"
     );
+    // Nor can the kernel, unless a firmware boots the VM instead.
+    assert!(
+        unset(&config, "vms[1].kernel")
+            .unwrap_err()
+            .to_string()
+            .starts_with("vms[1].kernel: required: name the guest kernel")
+    );
+    let firmware = apply(
+        &config,
+        &[
+            Edit::Unset {
+                path: "vms[1].kernel",
+            },
+            Edit::Set {
+                path: "vms[1].firmware",
+                value: "hypervisor-fw",
+            },
+        ],
+    )
+    .unwrap();
+    assert_eq!(firmware.vms[1].kernel, None);
+    assert_eq!(firmware.vms[1].firmware.as_deref(), Some("hypervisor-fw"));
 }
 
 #[test]
@@ -377,13 +404,30 @@ fn diff_of_added_and_removed_list_elements() {
     );
     assert_eq!(changes[2], change("vms[1].disks", Some("[]"), None));
     assert_eq!(changes[5], change("vms[1].name", Some("\"db\""), None));
-    let grown = set(&old, "vms[0].disks", r#"["a.img","b.img"]"#).unwrap();
+    let grown = set(
+        &old,
+        "vms[0].disks",
+        r#"[{"file":"a.img"},{"partition":"big","readonly":true}]"#,
+    )
+    .unwrap();
     assert_eq!(
         diff(&old, &grown),
         [
-            change("vms[0].disks[0]", None, Some("\"a.img\"")),
-            change("vms[0].disks[1]", None, Some("\"b.img\"")),
+            change("vms[0].disks[0].file", None, Some("\"a.img\"")),
+            change("vms[0].disks[0].readonly", None, Some("false")),
+            change("vms[0].disks[1].partition", None, Some("\"big\"")),
+            change("vms[0].disks[1].readonly", None, Some("true")),
         ]
+    );
+    // A disk's field is a path of its own.
+    let ro = set(&grown, "vms[0].disks[0].readonly", "true").unwrap();
+    assert!(ro.vms[0].disks[0].readonly);
+    assert_eq!(
+        set(&grown, "vms[0].disks[1].file", "a.img")
+            .unwrap_err()
+            .to_string(),
+        "vms[0].disks[1].partition: must not be set together with file: a disk is either a \
+         store file or a partition (remove one)"
     );
 }
 

@@ -42,6 +42,20 @@ pub const TOKEN_PUNCTUATION: &str = "._~+/-";
 pub const MAX_CMDLINE_LEN: usize = 2048;
 /// Longest store file name in bytes.
 pub const MAX_FILE_NAME_LEN: usize = 255;
+/// Most disks a VM may have (each is a virtio-pci function on the guest's bus 0).
+pub const MAX_VM_DISKS: usize = 8;
+/// Longest disk serial number in bytes: virtio-blk's GET_ID answers with 20 bytes.
+pub const MAX_DISK_SERIAL_LEN: usize = 20;
+
+/// Whether `b` may appear in a disk serial number: printable ASCII, space included.
+pub fn disk_serial_char(b: u8) -> bool {
+    (0x20..=0x7e).contains(&b)
+}
+
+/// The disk serial rule as a regular expression (anchored), for the OpenAPI document.
+pub fn disk_serial_pattern() -> String {
+    String::from("^[\\x20-\\x7E]*$")
+}
 
 /// Whether `mib` is a guest memory size a VM can have: a multiple of [`MEMORY_ALIGN_MIB`]
 /// from `min` ([`MIN_MEMORY_MIB`] or [`MIN_RUN_MEMORY_MIB`]) to [`MAX_MEMORY_MIB`].
@@ -103,6 +117,11 @@ mod tests {
                 check_vm_name(candidate).is_ok(),
                 "{candidate:?}"
             );
+        }
+        let serial = regex::Regex::new(&disk_serial_pattern()).unwrap();
+        for b in 0..=255u8 {
+            let s = String::from_utf8_lossy(&[b]).into_owned();
+            assert_eq!(serial.is_match(&s), disk_serial_char(b), "{b:#x}");
         }
         let token = regex::Regex::new(&token_pattern()).unwrap();
         for b in 0..=255u8 {

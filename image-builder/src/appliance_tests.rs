@@ -1,7 +1,7 @@
 //! Host tests for `appliance`: the example file, TOML error locations, defaults.
 
 use super::*;
-use keel_config::schema::NetworkMode;
+use keel_config::schema::{NetworkMode, VmDisk};
 
 fn example_path() -> PathBuf {
     crate::workspace_root().join("config/appliance.example.toml")
@@ -35,20 +35,31 @@ fn the_example_parses_validates_and_uses_every_field() {
     );
     assert_eq!(config.management.api_tokens.len(), 1);
     assert_eq!(config.management.http_port, 80);
-    assert_eq!(config.vms.len(), 2);
+    assert_eq!(config.vms.len(), 3);
+    assert_eq!(config.vms[2].boot_file(), Some("hypervisor-fw"));
+    assert_eq!(config.vms[2].kernel, None);
     let web = &config.vms[0];
     assert_eq!(
         (
             web.name.as_str(),
             web.vcpus,
             web.memory_mib,
-            web.kernel.as_str()
+            web.kernel.as_deref()
         ),
-        ("web", 1, 256, "bzImage")
+        ("web", 1, 256, Some("bzImage"))
     );
     assert_eq!(web.initrd.as_deref(), Some("initrd.img"));
     assert_eq!(web.cmdline, "console=ttyS0 quiet");
-    assert_eq!(web.disks, ["web-root.img"]);
+    assert_eq!(
+        web.disks,
+        [
+            VmDisk {
+                serial: Some("web-root".into()),
+                ..VmDisk::file("web-root.img")
+            },
+            VmDisk::partition("web-data"),
+        ]
+    );
     assert!(web.autostart);
     // The second VM takes the defaults.
     assert_eq!(config.vms[1].vcpus, 1);
@@ -58,8 +69,9 @@ fn the_example_parses_validates_and_uses_every_field() {
     for (path, _) in keel_config::edit::leaves(&config) {
         let field = path.rsplit(['.', ']']).next().unwrap();
         if !field.is_empty() {
+            // A key, or an array of tables (`[[vms.disks]]`).
             assert!(
-                text.contains(&format!("\n{field} = ")),
+                text.contains(&format!("\n{field} = ")) || text.contains(&format!(".{field}]]")),
                 "{field} is not documented"
             );
         }
@@ -139,13 +151,46 @@ fn type_errors_point_at_the_value_and_name_the_path() {
 
 #[test]
 fn a_missing_required_field_points_at_its_table() {
-    let e = schema("hostname = \"a\"\n\n[[vms]]\nname = \"a\"\nmemory_mib = 64\n");
-    assert_eq!(e.error.path, "vms[0].kernel");
+    let e = schema("hostname = \"a\"\n\n[[vms]]\nname = \"a\"\nkernel = \"k\"\n");
+    assert_eq!(e.error.path, "vms[0].memory_mib");
     assert_eq!(e.location.map(|l| l.line), Some(3));
     assert_eq!(
         e.to_string(),
-        "line 3, column 1: vms[0].kernel: required field is missing"
+        "line 3, column 1: vms[0].memory_mib: required field is missing"
     );
+    // Neither kernel nor firmware: a rule, pointed at the VM's table.
+    let errors = invalid("hostname = \"a\"\n\n[[vms]]\nname = \"a\"\nmemory_mib = 64\n");
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0].starts_with("line 3, column 1: vms[0].kernel: required: name the guest kernel"),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn disk_tables_parse_and_their_errors_have_lines() {
+    let text = "[[vms]]\nname = \"a\"\nmemory_mib = 64\nkernel = \"k\"\n\
+                [[vms.disks]]\nfile = \"a.img\"\nreadonly = true\n\
+                [[vms.disks]]\npartition = \"Big\"\n\
+                [[vms.disks]]\nfile = \"a.img\"\nserial = \"0123456789abcdefghijk\"\n";
+    assert_eq!(
+        invalid(text),
+        [
+            "line 9, column 1: vms[0].disks[1].partition: a partition name may hold only \
+             lowercase letters, digits and '-'",
+            "line 11, column 1: vms[0].disks[2].file: \"a.img\" is already attached as \
+             vms[0].disks[0]",
+            "line 12, column 1: vms[0].disks[2].serial: must be at most 20 bytes (it has 21)",
+        ]
+    );
+    let fixed = text
+        .replace("Big", "big")
+        .replace("a.img\"\nserial", "b.img\"\nserial")
+        .replace("ghijk", "ghij");
+    let ok = parse_toml(&fixed).unwrap();
+    assert_eq!(ok.vms[0].disks.len(), 3);
+    assert!(ok.vms[0].disks[0].readonly);
+    assert_eq!(ok.vms[0].disks[1], VmDisk::partition("big"));
 }
 
 #[test]

@@ -14,7 +14,7 @@ fn demo_toml_is_valid_and_matches_the_store() {
     assert_eq!(file.vms.len(), 1);
     let vm = &file.vms[0];
     assert_eq!(vm.name, "demo");
-    assert_eq!(vm.kernel, DEMO_KERNEL);
+    assert_eq!(vm.kernel.as_deref(), Some(DEMO_KERNEL));
     assert_eq!(vm.initrd.as_deref(), Some(DEMO_INITRAMFS));
     assert_eq!(vm.cmdline, "console=ttyS0 loglevel=4");
     assert_eq!(vm.memory_mib, 256);

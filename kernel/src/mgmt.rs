@@ -237,6 +237,11 @@ fn saved_error(e: SavedVmError) -> ApiError {
             "no saved VM named '{name}': GET /api/v1/saved lists them"
         )),
         SavedVmError::BadName { .. } => ApiError::Invalid(message),
+        SavedVmError::Disks {
+            error: crate::vms::disks::DiskAttachError::Claim(_),
+            ..
+        } => ApiError::Conflict(message),
+        SavedVmError::Disks { .. } => ApiError::Invalid(message),
         SavedVmError::NameTaken(_) | SavedVmError::NotPaused { .. } => ApiError::Conflict(message),
         SavedVmError::Save { error, .. } => match error {
             SaveError::Snapshot(SnapshotError::OutOfMemory) => ApiError::Unavailable(message),
@@ -302,9 +307,17 @@ fn detail(view: &VmView<'_>) -> VmDetail {
             .collect::<BTreeMap<_, _>>(),
         backend: view.backend.map(String::from),
         console_bytes: view.console_bytes,
-        kernel: view.definition.map(|d| d.kernel.clone()),
+        kernel: view
+            .definition
+            .filter(|d| !d.firmware)
+            .map(|d| d.kernel.clone()),
+        firmware: view
+            .definition
+            .filter(|d| d.firmware)
+            .map(|d| d.kernel.clone()),
         initrd: view.definition.and_then(|d| d.initrd.clone()),
         cmdline: view.definition.map(|d| d.cmdline.clone()),
+        disks: view.definition.map(|d| d.disks.clone()).unwrap_or_default(),
     }
 }
 
@@ -327,6 +340,11 @@ fn start_error(e: StartError) -> ApiError {
         StartError::NoSuchModule(_) | StartError::NoSuchVm(_) => ApiError::NotFound(message),
         StartError::AlreadyRunning(_) | StartError::Stop(_) => ApiError::Conflict(message),
         StartError::Vcpu(_) => ApiError::Unavailable(message),
+        // Another VM writes the disk: a conflict with the host's state, not a bad request.
+        StartError::Disk(crate::vms::disks::DiskAttachError::Claim(_)) => {
+            ApiError::Conflict(message)
+        }
+        StartError::Disk(_) => ApiError::Invalid(message),
     }
 }
 

@@ -12,13 +12,16 @@
 //!                "gateway": "10.0.2.2", "dns": ["10.0.2.3"] },
 //!   "management": { "api_tokens": ["0123456789abcdef"], "http_port": 80 },
 //!   "vms": [ { "name": "web", "vcpus": 1, "memory_mib": 256, "kernel": "bzImage",
-//!              "initrd": "initrd.img", "cmdline": "console=ttyS0", "disks": ["web.img"],
+//!              "initrd": "initrd.img", "cmdline": "console=ttyS0",
+//!              "disks": [ { "file": "web.img", "readonly": false, "serial": "web-root" },
+//!                         { "partition": "big", "readonly": false } ],
 //!              "autostart": true } ]
 //! }
 //! ```
 //!
 //! Every object rejects unknown fields; every field but `vms[].name`, `vms[].memory_mib` and
-//! `vms[].kernel` has a default ([`Config::default`] is the all-defaults document).
+//! one of `vms[].kernel` / `vms[].firmware` has a default ([`Config::default`] is the
+//! all-defaults document).
 //!
 //! # Two steps
 //!
@@ -44,8 +47,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::limits::{
-    MAX_CMDLINE_LEN, MAX_DNS_SERVERS, MAX_HOSTNAME_LEN, MAX_MEMORY_MIB, MAX_TOKEN_LEN, MAX_VCPUS,
-    MEMORY_ALIGN_MIB, MIN_MEMORY_MIB, MIN_TOKEN_LEN, token_pattern, vm_name_pattern,
+    MAX_CMDLINE_LEN, MAX_DISK_SERIAL_LEN, MAX_DNS_SERVERS, MAX_HOSTNAME_LEN, MAX_MEMORY_MIB,
+    MAX_TOKEN_LEN, MAX_VCPUS, MAX_VM_DISKS, MEMORY_ALIGN_MIB, MIN_MEMORY_MIB, MIN_TOKEN_LEN,
+    disk_serial_pattern, token_pattern, vm_name_pattern,
 };
 
 pub use crate::limits::check_vm_name;
@@ -176,18 +180,26 @@ pub struct Vm {
     /// Guest memory in MiB (guest RAM comes in pages of `multipleOf` MiB).
     #[schemars(range(min = MIN_MEMORY_MIB, max = MAX_MEMORY_MIB), extend("multipleOf" = MEMORY_ALIGN_MIB))]
     pub memory_mib: u64,
-    /// The guest kernel (a store file name).
-    pub kernel: String,
-    /// The initial ramdisk (a store file name), if any.
+    /// The guest kernel (a store file name): a PVH or bzImage kernel. Exactly one of
+    /// `kernel` and `firmware` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<String>,
+    /// A guest firmware (a store file name, e.g. rust-hypervisor-firmware's PVH ELF) that
+    /// boots the VM from its disks, instead of a kernel. It gets `cmdline`, never an
+    /// `initrd`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firmware: Option<String>,
+    /// The initial ramdisk (a store file name), if any; only with a `kernel`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initrd: Option<String>,
     /// The guest kernel command line (bytes).
     #[serde(default)]
     #[schemars(length(max = MAX_CMDLINE_LEN))]
     pub cmdline: String,
-    /// Disk images (store file names), attached in this order.
+    /// Disks (virtio-blk), attached in this order: the first is the guest's `vda`.
     #[serde(default)]
-    pub disks: Vec<String>,
+    #[schemars(length(max = MAX_VM_DISKS))]
+    pub disks: Vec<VmDisk>,
     /// Start the VM when the appliance boots.
     #[serde(default)]
     pub autostart: bool,
@@ -195,6 +207,99 @@ pub struct Vm {
 
 fn default_vcpus() -> u32 {
     1
+}
+
+impl Vm {
+    /// The store file the VM boots: its `kernel`, or else its `firmware` (loaded the same
+    /// way, as a PVH ELF). `None` only in a definition that has not been validated.
+    pub fn boot_file(&self) -> Option<&str> {
+        self.kernel.as_deref().or(self.firmware.as_deref())
+    }
+}
+
+/// One disk of a VM: a file in the guest store, or a guest-disk GPT partition on Keel's disk
+/// (for disks larger than a FAT file can be). Exactly one of `file` and `partition` is set.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "ConfigVmDisk")]
+pub struct VmDisk {
+    /// A disk image file in the guest store (at most 4 GiB − 1 bytes, a multiple of 512).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// A guest-disk partition on Keel's disk, by name (`a-z0-9-`, a letter first), as
+    /// `disk create` makes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = crate::limits::MAX_VM_NAME_LEN), pattern(alloc::format!("^{}$", vm_name_pattern())))]
+    pub partition: Option<String>,
+    /// Attach it read-only: the guest cannot write, and any number of VMs may share it.
+    #[serde(default)]
+    pub readonly: bool,
+    /// The serial number the guest reads (virtio-blk GET_ID): printable ASCII. Absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_DISK_SERIAL_LEN), pattern(disk_serial_pattern()))]
+    pub serial: Option<String>,
+}
+
+/// Where a [`VmDisk`]'s bytes live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DiskSource<'a> {
+    /// A file in the guest store.
+    File(&'a str),
+    /// A guest-disk GPT partition on Keel's disk.
+    Partition(&'a str),
+}
+
+impl DiskSource<'_> {
+    /// The file's or partition's name.
+    pub fn name(&self) -> &str {
+        match self {
+            DiskSource::File(name) | DiskSource::Partition(name) => name,
+        }
+    }
+}
+
+impl fmt::Display for DiskSource<'_> {
+    /// `data.img` for a store file, `partition:big` for a partition (the console's
+    /// `disk=` syntax).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DiskSource::File(name) => f.write_str(name),
+            DiskSource::Partition(name) => write!(f, "partition:{name}"),
+        }
+    }
+}
+
+impl VmDisk {
+    /// A writable store-file disk without a serial.
+    pub fn file(name: &str) -> VmDisk {
+        VmDisk {
+            file: Some(name.to_string()),
+            partition: None,
+            readonly: false,
+            serial: None,
+        }
+    }
+
+    /// A writable partition disk without a serial.
+    pub fn partition(name: &str) -> VmDisk {
+        VmDisk {
+            file: None,
+            partition: Some(name.to_string()),
+            readonly: false,
+            serial: None,
+        }
+    }
+
+    /// Where its bytes live. Validation guarantees exactly one of `file`/`partition`; on an
+    /// unvalidated disk `file` wins, and neither reads as the empty file name, which no
+    /// store holds.
+    pub fn source(&self) -> DiskSource<'_> {
+        match (&self.file, &self.partition) {
+            (Some(file), _) => DiskSource::File(file),
+            (None, Some(partition)) => DiskSource::Partition(partition),
+            (None, None) => DiskSource::File(""),
+        }
+    }
 }
 
 /// The JSON Schema of an IPv4 address in dotted-decimal text (schemars describes

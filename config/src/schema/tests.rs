@@ -10,7 +10,8 @@ fn vm(name: &str) -> Vm {
         name: name.into(),
         vcpus: 1,
         memory_mib: 256,
-        kernel: "bzImage".into(),
+        kernel: Some("bzImage".into()),
+        firmware: None,
         initrd: None,
         cmdline: String::new(),
         disks: Vec::new(),
@@ -33,7 +34,16 @@ fn full() -> Config {
     let mut web = vm("web");
     web.initrd = Some("initrd.img".into());
     web.cmdline = "console=ttyS0 quiet".into();
-    web.disks = vec!["web.img".into(), "data.img".into()];
+    web.disks = vec![
+        VmDisk {
+            serial: Some("web-root 01".into()),
+            ..VmDisk::file("web.img")
+        },
+        VmDisk {
+            readonly: true,
+            ..VmDisk::partition("big")
+        },
+    ];
     web.autostart = true;
     Config {
         hostname: "appliance-1.example.net".into(),
@@ -611,7 +621,7 @@ fn vm_file_and_cmdline_rules() {
     ];
     for (name, message) in bad_names {
         assert_eq!(
-            single_error(&with(&|v| v.kernel = name.into()), "vms[0].kernel"),
+            single_error(&with(&|v| v.kernel = Some(name.into())), "vms[0].kernel"),
             message
         );
         assert_eq!(
@@ -620,22 +630,28 @@ fn vm_file_and_cmdline_rules() {
         );
         assert_eq!(
             single_error(
-                &with(&|v| v.disks = vec!["ok.img".into(), name.into()]),
-                "vms[0].disks[1]"
+                &with(&|v| v.disks = vec![VmDisk::file("ok.img"), VmDisk::file(name)]),
+                "vms[0].disks[1].file"
+            ),
+            message
+        );
+        assert_eq!(
+            single_error(
+                &with(&|v| {
+                    v.kernel = None;
+                    v.firmware = Some(name.into());
+                }),
+                "vms[0].firmware"
             ),
             message
         );
     }
     assert!(
-        single_error(&with(&|v| v.kernel = "k".repeat(256)), "vms[0].kernel")
-            .contains("at most 255 bytes")
-    );
-    assert_eq!(
         single_error(
-            &with(&|v| v.disks = vec!["a.img".into(), "a.img".into()]),
-            "vms[0].disks[1]"
-        ),
-        "\"a.img\" is already attached as vms[0].disks[0]"
+            &with(&|v| v.kernel = Some("k".repeat(256))),
+            "vms[0].kernel"
+        )
+        .contains("at most 255 bytes")
     );
     with(&|v| v.cmdline = "x".repeat(2048)).validate().unwrap();
     assert_eq!(
@@ -701,4 +717,199 @@ fn hostile_input_is_an_error_not_a_panic() {
     for end in 0..json.len() - 1 {
         assert!(Config::from_json(&json[..end]).is_err(), "{end}");
     }
+}
+
+/// A one-VM configuration with `disks`.
+fn with_disks(disks: Vec<VmDisk>) -> Config {
+    let mut v = vm("a");
+    v.disks = disks;
+    Config {
+        vms: vec![v],
+        ..Config::default()
+    }
+}
+
+#[test]
+fn disks_round_trip_through_json_with_their_canonical_shape() {
+    let config = full();
+    let json = config.to_json_pretty();
+    assert_eq!(Config::from_json(&json).unwrap(), config);
+    let value: Value = serde_json::from_slice(&json).unwrap();
+    assert_eq!(
+        value["vms"][0]["disks"],
+        serde_json::json!([
+            { "file": "web.img", "readonly": false, "serial": "web-root 01" },
+            { "partition": "big", "readonly": true }
+        ])
+    );
+    // `readonly` defaults to false; an absent serial stays absent.
+    let parsed = Config::from_json(
+        br#"{"vms":[{"name":"a","memory_mib":64,"kernel":"k","disks":[{"file":"d.img"}]}]}"#,
+    )
+    .unwrap();
+    assert_eq!(parsed.vms[0].disks, [VmDisk::file("d.img")]);
+    assert_eq!(parsed.vms[0].disks[0].source(), DiskSource::File("d.img"));
+    assert_eq!(
+        VmDisk::partition("big").source(),
+        DiskSource::Partition("big")
+    );
+    assert_eq!(DiskSource::Partition("big").to_string(), "partition:big");
+    assert_eq!(DiskSource::File("d.img").to_string(), "d.img");
+}
+
+#[test]
+fn disk_shape_errors_name_the_field() {
+    let e = schema_error(
+        r#"{"vms":[{"name":"a","memory_mib":64,"kernel":"k","disks":[{"file":"d","size":1}]}]}"#,
+    );
+    assert_eq!(e.path, "vms[0].disks[0].size");
+    // The old form, a list of file names, is a clear type error.
+    let e =
+        schema_error(r#"{"vms":[{"name":"a","memory_mib":64,"kernel":"k","disks":["d.img"]}]}"#);
+    assert_eq!(e.path, "vms[0].disks[0]");
+    let e = schema_error(
+        r#"{"vms":[{"name":"a","memory_mib":64,"kernel":"k","disks":[{"file":"d","readonly":"yes"}]}]}"#,
+    );
+    assert_eq!(e.path, "vms[0].disks[0].readonly");
+}
+
+#[test]
+fn disk_rules() {
+    // Exactly one of file and partition.
+    assert_eq!(
+        single_error(&with_disks(vec![VmDisk::file("")]), "vms[0].disks[0].file"),
+        "must name a file in the guest store (it is empty)"
+    );
+    let neither = VmDisk {
+        file: None,
+        ..VmDisk::file("x")
+    };
+    assert!(
+        single_error(&with_disks(vec![neither]), "vms[0].disks[0]")
+            .contains("file (a store file) or partition")
+    );
+    let both = VmDisk {
+        file: Some("d.img".into()),
+        ..VmDisk::partition("big")
+    };
+    assert!(
+        single_error(&with_disks(vec![both]), "vms[0].disks[0].partition")
+            .contains("either a store file or a partition")
+    );
+    // Partition names follow the VM-name rule.
+    assert_eq!(
+        single_error(
+            &with_disks(vec![VmDisk::partition("Big")]),
+            "vms[0].disks[0].partition"
+        ),
+        "a partition name may hold only lowercase letters, digits and '-'"
+    );
+    with_disks(vec![VmDisk::partition("big-1")])
+        .validate()
+        .unwrap();
+    // The same source twice is refused; a file and a partition of one name are different.
+    assert_eq!(
+        single_error(
+            &with_disks(vec![
+                VmDisk::file("a.img"),
+                VmDisk::partition("a"),
+                VmDisk {
+                    readonly: true,
+                    ..VmDisk::file("a.img")
+                },
+            ]),
+            "vms[0].disks[2].file"
+        ),
+        "\"a.img\" is already attached as vms[0].disks[0]"
+    );
+    assert_eq!(
+        single_error(
+            &with_disks(vec![VmDisk::partition("a"), VmDisk::partition("a")]),
+            "vms[0].disks[1].partition"
+        ),
+        "\"a\" is already attached as vms[0].disks[0]"
+    );
+    with_disks(vec![VmDisk::file("a"), VmDisk::partition("a")])
+        .validate()
+        .unwrap();
+    // At most MAX_VM_DISKS.
+    let names: Vec<String> = (0..=crate::limits::MAX_VM_DISKS)
+        .map(|n| alloc::format!("d{n}.img"))
+        .collect();
+    let many: Vec<VmDisk> = names.iter().map(|n| VmDisk::file(n)).collect();
+    with_disks(many[..crate::limits::MAX_VM_DISKS].to_vec())
+        .validate()
+        .unwrap();
+    assert_eq!(
+        single_error(&with_disks(many), "vms[0].disks"),
+        "at most 8 disks per VM (it lists 9): remove some, or combine them into one larger disk"
+    );
+    // Serials: at most 20 bytes of printable ASCII.
+    let serial = |s: &str| {
+        with_disks(vec![VmDisk {
+            serial: Some(s.into()),
+            ..VmDisk::file("d.img")
+        }])
+    };
+    serial("ABCDEFGHIJ 0123456~!").validate().unwrap();
+    serial("").validate().unwrap();
+    assert_eq!(
+        single_error(&serial(&"x".repeat(21)), "vms[0].disks[0].serial"),
+        "must be at most 20 bytes (it has 21)"
+    );
+    for bad in ["tab\there", "é", "nul\0"] {
+        assert!(
+            single_error(&serial(bad), "vms[0].disks[0].serial").contains("printable ASCII"),
+            "{bad:?}"
+        );
+    }
+}
+
+#[test]
+fn a_vm_boots_exactly_one_of_kernel_and_firmware() {
+    let with = |f: &dyn Fn(&mut Vm)| {
+        let mut v = vm("a");
+        f(&mut v);
+        Config {
+            vms: vec![v],
+            ..Config::default()
+        }
+    };
+    let firmware_only = with(&|v| {
+        v.kernel = None;
+        v.firmware = Some("hypervisor-fw".into());
+        v.cmdline = "console=ttyS0".into();
+        v.disks = vec![VmDisk::file("debian.img")];
+    });
+    firmware_only.validate().unwrap();
+    assert_eq!(firmware_only.vms[0].boot_file(), Some("hypervisor-fw"));
+    assert_eq!(vm("a").boot_file(), Some("bzImage"));
+    let json = firmware_only.to_json_pretty();
+    let text = core::str::from_utf8(&json).unwrap();
+    assert!(text.contains("\"firmware\": \"hypervisor-fw\""), "{text}");
+    assert!(!text.contains("\"kernel\""), "{text}");
+    assert_eq!(Config::from_json(&json).unwrap(), firmware_only);
+
+    assert!(
+        single_error(&with(&|v| v.kernel = None), "vms[0].kernel")
+            .starts_with("required: name the guest kernel")
+    );
+    assert!(
+        single_error(
+            &with(&|v| v.firmware = Some("hypervisor-fw".into())),
+            "vms[0].firmware"
+        )
+        .contains("either a kernel or a firmware")
+    );
+    assert_eq!(
+        single_error(
+            &with(&|v| {
+                v.kernel = None;
+                v.firmware = Some("hypervisor-fw".into());
+                v.initrd = Some("initrd.img".into());
+            }),
+            "vms[0].initrd"
+        ),
+        "only valid with a kernel: a firmware loads its own initrd from the disk"
+    );
 }

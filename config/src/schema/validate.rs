@@ -5,11 +5,11 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::net::Ipv4Addr;
 
-use super::{Config, Management, Network, NetworkMode, Vm};
+use super::{Config, Management, Network, NetworkMode, Vm, VmDisk};
 use crate::limits::{
-    MAX_CMDLINE_LEN, MAX_DNS_SERVERS, MAX_FILE_NAME_LEN, MAX_HOSTNAME_LEN, MAX_LABEL_LEN,
-    MAX_MEMORY_MIB, MAX_TOKEN_LEN, MAX_VCPUS, MEMORY_ALIGN_MIB, MIN_MEMORY_MIB, MIN_TOKEN_LEN,
-    check_vm_name, token_char,
+    MAX_CMDLINE_LEN, MAX_DISK_SERIAL_LEN, MAX_DNS_SERVERS, MAX_FILE_NAME_LEN, MAX_HOSTNAME_LEN,
+    MAX_LABEL_LEN, MAX_MEMORY_MIB, MAX_TOKEN_LEN, MAX_VCPUS, MAX_VM_DISKS, MEMORY_ALIGN_MIB,
+    MIN_MEMORY_MIB, MIN_TOKEN_LEN, check_vm_name, disk_serial_char, token_char,
 };
 
 /// One broken rule: where, and what to do about it.
@@ -267,13 +267,38 @@ fn check_vms(vms: &[Vm], errors: &mut Errors) {
                 format!("must be an even number (guest RAM comes in {MEMORY_ALIGN_MIB} MiB pages)"),
             );
         }
-        if let Err(message) = check_file_name(&vm.kernel) {
+        match (&vm.kernel, &vm.firmware) {
+            (None, None) => errors.push(
+                at("kernel"),
+                "required: name the guest kernel (a store file), or set firmware to boot \
+                 the VM's disks through a guest firmware",
+            ),
+            (Some(_), Some(_)) => errors.push(
+                at("firmware"),
+                "must not be set together with kernel: a VM boots either a kernel or a \
+                 firmware (remove one)",
+            ),
+            _ => {}
+        }
+        if let Some(kernel) = &vm.kernel
+            && let Err(message) = check_file_name(kernel)
+        {
             errors.push(at("kernel"), message);
         }
-        if let Some(initrd) = &vm.initrd
-            && let Err(message) = check_file_name(initrd)
+        if let Some(firmware) = &vm.firmware
+            && let Err(message) = check_file_name(firmware)
         {
-            errors.push(at("initrd"), message);
+            errors.push(at("firmware"), message);
+        }
+        if let Some(initrd) = &vm.initrd {
+            if let Err(message) = check_file_name(initrd) {
+                errors.push(at("initrd"), message);
+            } else if vm.kernel.is_none() && vm.firmware.is_some() {
+                errors.push(
+                    at("initrd"),
+                    "only valid with a kernel: a firmware loads its own initrd from the disk",
+                );
+            }
         }
         if vm.cmdline.len() > MAX_CMDLINE_LEN {
             errors.push(
@@ -286,14 +311,88 @@ fn check_vms(vms: &[Vm], errors: &mut Errors) {
         } else if vm.cmdline.chars().any(char::is_control) {
             errors.push(at("cmdline"), "must be one line of printable text");
         }
-        for (d, disk) in vm.disks.iter().enumerate() {
-            let path = format!("vms[{i}].disks[{d}]");
-            if let Err(message) = check_file_name(disk) {
-                errors.push(path, message);
-            } else if let Some(first) = vm.disks[..d].iter().position(|other| other == disk) {
+        check_disks(i, &vm.disks, errors);
+    }
+}
+
+/// `vms[i].disks`: how many, each one's source and serial, no source twice.
+fn check_disks(i: usize, disks: &[VmDisk], errors: &mut Errors) {
+    if disks.len() > MAX_VM_DISKS {
+        errors.push(
+            format!("vms[{i}].disks"),
+            format!(
+                "at most {MAX_VM_DISKS} disks per VM (it lists {}): remove some, or combine \
+                 them into one larger disk",
+                disks.len()
+            ),
+        );
+    }
+    for (d, disk) in disks.iter().enumerate() {
+        let at = |field: &str| format!("vms[{i}].disks[{d}].{field}");
+        let source_ok = match (&disk.file, &disk.partition) {
+            (None, None) => {
                 errors.push(
-                    path,
-                    format!("\"{disk}\" is already attached as vms[{i}].disks[{first}]"),
+                    format!("vms[{i}].disks[{d}]"),
+                    "must name its backing: file (a store file) or partition (a guest-disk \
+                     partition)",
+                );
+                false
+            }
+            (Some(_), Some(_)) => {
+                errors.push(
+                    at("partition"),
+                    "must not be set together with file: a disk is either a store file or a \
+                     partition (remove one)",
+                );
+                false
+            }
+            (Some(file), None) => match check_file_name(file) {
+                Err(message) => {
+                    errors.push(at("file"), message);
+                    false
+                }
+                Ok(()) => true,
+            },
+            (None, Some(partition)) => match check_vm_name(partition) {
+                Err(message) => {
+                    errors.push(at("partition"), format!("a partition name {message}"));
+                    false
+                }
+                Ok(()) => true,
+            },
+        };
+        if source_ok
+            && let Some(first) = disks[..d]
+                .iter()
+                .position(|other| other.source() == disk.source())
+        {
+            let field = if disk.file.is_some() {
+                "file"
+            } else {
+                "partition"
+            };
+            errors.push(
+                at(field),
+                format!(
+                    "\"{}\" is already attached as vms[{i}].disks[{first}]",
+                    disk.source().name()
+                ),
+            );
+        }
+        if let Some(serial) = &disk.serial {
+            if serial.len() > MAX_DISK_SERIAL_LEN {
+                errors.push(
+                    at("serial"),
+                    format!(
+                        "must be at most {MAX_DISK_SERIAL_LEN} bytes (it has {})",
+                        serial.len()
+                    ),
+                );
+            } else if !serial.bytes().all(disk_serial_char) {
+                errors.push(
+                    at("serial"),
+                    "may hold only printable ASCII characters (letters, digits, punctuation, \
+                     space)",
                 );
             }
         }

@@ -352,9 +352,16 @@ mod kernel_guest_partitions {
     /// The VMs using a guest disk, each with whether read-only: the disk claims VMs take
     /// when they start (`crate::vms::disks`).
     pub fn users_of(kind: GuestDiskKind, name: &str) -> Vec<(String, bool)> {
-        // Wired to the claims table when `crate::vms::disks` lands (h13-store).
-        let _ = (kind, name);
-        Vec::new()
+        use crate::vms::disks::DiskName;
+        let disk = match kind {
+            GuestDiskKind::Partition => DiskName::partition(name),
+            GuestDiskKind::StoreFile => DiskName::file(name),
+        };
+        crate::vms::disks::users()
+            .into_iter()
+            .filter(|u| u.disk.same_disk(&disk))
+            .map(|u| (u.vm, u.read_only))
+            .collect()
     }
 
     fn boot_disk_error(e: boot_disk::BootDiskError) -> GuestPartitionError {

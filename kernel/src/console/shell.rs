@@ -333,7 +333,8 @@ fn execute(kernel: &mut Services<'_>, cmd: Command<'_>) {
                 name: String::from(name),
                 vcpus: u32::from(vcpus.unwrap_or(1)),
                 memory_mib: u64::from(mem_mib.unwrap_or(crate::vms::DEFAULT_LINUX_MEM_MIB)),
-                kernel: String::from(kernel),
+                kernel: Some(String::from(kernel)),
+                firmware: None,
                 initrd: initrd.map(String::from),
                 cmdline: String::from(cmdline.unwrap_or("")),
                 disks: alloc::vec::Vec::new(),
@@ -606,9 +607,12 @@ fn store_ls() {
             kprintln!("the guest store is empty (add files with `keel build --store <dir>`)")
         }
         Ok(files) => {
-            kprintln!("  {:<40} {:>12}", "name", "size");
+            // The size stays the last column (scripts read it from the end of the line).
+            kprintln!("  {:<40} {:<24} {:>12}", "name", "used by", "size");
             for f in &files {
-                kprintln!("  {:<40} {:>12}", f.name, f.size);
+                let users =
+                    crate::vms::disks::users_text(&crate::vms::disks::DiskName::file(&f.name));
+                kprintln!("  {:<40} {:<24} {:>12}", f.name, users, f.size);
             }
             let total: u64 = files.iter().map(|f| f.size).sum();
             kprintln!("  {} files, {} bytes", files.len(), total);

@@ -66,8 +66,10 @@ impl Kernel {
             backend: None,
             console_bytes: 0,
             kernel: None,
+            firmware: None,
             initrd: None,
             cmdline: None,
+            disks: Vec::new(),
         });
         number
     }
@@ -139,7 +141,11 @@ impl Management for Kernel {
         if self.config.vms.iter().any(|v| v.name == vm.name) {
             return Err(ApiError::Conflict("exists".into()));
         }
-        self.add(Some(&vm.name), &vm.kernel, VmState::Defined);
+        self.add(
+            Some(&vm.name),
+            vm.boot_file().unwrap_or_default(),
+            VmState::Defined,
+        );
         self.config.vms.push(vm);
         Ok(())
     }

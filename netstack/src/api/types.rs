@@ -461,12 +461,19 @@ pub struct VmDetail {
     pub backend: Option<String>,
     /// Console output of the current or last run so far, in bytes.
     pub console_bytes: u64,
-    /// A configured VM's kernel (a guest store file); `null` for an ad-hoc VM.
+    /// A configured VM's kernel (a guest store file); `null` for an ad-hoc VM and for one
+    /// that boots a firmware.
     pub kernel: Option<String>,
+    /// A configured VM's firmware (a guest store file) when it boots one instead of a kernel.
+    pub firmware: Option<String>,
     /// A configured VM's initrd, if it has one.
     pub initrd: Option<String>,
     /// A configured VM's kernel command line; `null` for an ad-hoc VM.
     pub cmdline: Option<String>,
+    /// A configured VM's disks, as defined, in the order the guest sees them; empty for an
+    /// ad-hoc VM.
+    #[serde(default)]
+    pub disks: Vec<keel_config::schema::VmDisk>,
 }
 
 /// `DELETE /api/v1/vms/{name}`.

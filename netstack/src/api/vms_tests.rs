@@ -64,8 +64,8 @@ fn show_by_name_or_number() {
             "name": "web", "number": 1, "configured": true, "source": "store:vmlinuz-6.1",
             "state": "running", "stop_reason": null, "memory_mib": 256, "vcpus": 1,
             "uptime_s": 12, "autostart": true, "exits": {"hlt": 1, "io": 3}, "backend": "svm",
-            "console_bytes": 21, "kernel": "vmlinuz-6.1", "initrd": "initrd.cpio",
-            "cmdline": "console=ttyS0"
+            "console_bytes": 21, "kernel": "vmlinuz-6.1", "firmware": null,
+            "initrd": "initrd.cpio", "cmdline": "console=ttyS0", "disks": []
         })
     );
     assert_eq!(body(&get(&mut mock, "/api/v1/vms/1")), web);
@@ -144,7 +144,7 @@ fn create_refuses_bad_definitions_and_changes_nothing() {
             json!([{
                 "path": "cpus",
                 "message": "unknown field; expected one of: name, vcpus, memory_mib, kernel, \
-                    initrd, cmdline, disks, autostart"
+                    firmware, initrd, cmdline, disks, autostart"
             }]),
         ),
         (
@@ -630,7 +630,8 @@ fn run_module_starts_ad_hoc_vms() {
             "state": "running", "stop_reason": null, "memory_mib": 32, "vcpus": 2,
             "uptime_s": 0,
             "autostart": false, "exits": {"hlt": 1, "io": 3}, "backend": "svm",
-            "console_bytes": 0, "kernel": null, "initrd": null, "cmdline": null
+            "console_bytes": 0, "kernel": null, "firmware": null, "initrd": null,
+            "cmdline": null, "disks": []
         })
     );
     // By index, without a body, or with defaults spelled out.
