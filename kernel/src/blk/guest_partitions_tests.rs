@@ -55,7 +55,7 @@ fn create_list_delete() {
     assert_eq!(gone, big);
     apply(&mut disk, &table);
     let gpt = gpt::read(&mut disk).unwrap();
-    assert_eq!(guest_partitions(&gpt), [small.clone()]);
+    assert_eq!(guest_partitions(&gpt), std::slice::from_ref(&small));
     assert_eq!(
         still_there(&gpt, &big),
         Err(GuestPartitionError::Gone { name: "big".into() })
