@@ -148,6 +148,7 @@ fn partitions_from_keel_build_and_disk_create_are_listed() {
     let taken = m.command("disk create big 1M");
     check!(m, taken.contains("already exists"), "{taken}");
     let listing = m.command("disk");
+    eprintln!("disk after disk create:\n{listing}");
     check!(m, partitions(&listing) == ["big", "extra"], "{listing}");
     let (ok, report) = sgdisk_verify(&image);
     check!(m, ok, "sgdisk -v after disk create:\n{report}");
