@@ -580,7 +580,8 @@ impl Management for Plane<'_> {
 impl keel_netstack::api::DiskManagement for Plane<'_> {
     fn disks(&self) -> Result<keel_netstack::api::DiskList, ApiError> {
         use keel_netstack::api::{DiskKind, DiskList, DiskUse, GuestDisk};
-        let inventory = crate::blk::guest_partitions::inventory().map_err(disk_api_error)?;
+        let inventory = crate::blk::guest_partitions::inventory(self.settings.current())
+            .map_err(disk_api_error)?;
         let disks = inventory
             .disks
             .into_iter()

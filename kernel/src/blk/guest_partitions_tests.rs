@@ -183,3 +183,21 @@ fn the_image_builders_partitions_are_guest_disks() {
     assert_eq!(again.first_lba, found[0].first_lba);
     apply(&mut disk, &table);
 }
+
+#[test]
+fn store_files_listed_as_disks() {
+    let mut config = keel_config::Config::default();
+    assert!(is_disk_image("data.img", false, &config));
+    assert!(is_disk_image("Win.RAW", false, &config));
+    assert!(!is_disk_image("vmlinuz", false, &config));
+    assert!(is_disk_image("vmlinuz", true, &config));
+    let document = br#"{"vms": [{"name": "web", "kernel": "vmlinuz", "memory_mib": 256,
+        "disks": [{"file": "Scratch"}, {"partition": "big"}]}]}"#;
+    let vm = keel_config::Config::from_json(document)
+        .unwrap()
+        .vms
+        .remove(0);
+    config.vms.push(vm);
+    assert!(is_disk_image("scratch", false, &config));
+    assert!(!is_disk_image("big", false, &config));
+}

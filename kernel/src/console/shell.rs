@@ -304,7 +304,7 @@ fn execute(kernel: &mut Services<'_>, cmd: Command<'_>) {
                 kprintln!("  {device}");
             }
         }
-        Command::Disk => super::disk_cmds::show(),
+        Command::Disk => super::disk_cmds::show(settings.current()),
         Command::DiskCreate { name, bytes } => super::disk_cmds::create(name, bytes),
         Command::DiskDelete { name } => super::disk_cmds::delete(name),
         Command::StoreLs => store_ls(),

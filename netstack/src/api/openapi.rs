@@ -411,8 +411,9 @@ fn operation(op: Op) -> Value {
             "operationId": "listDisks",
             "summary": "All guest disks (`disk`)",
             "description": "GPT partitions of Keel's disk (kind `partition`, in table order), \
-                then the guest store's disk-image files (kind `file`: names ending in `.img` \
-                or `.raw`, or in use), each with the VMs using it; and the largest free \
+                then the guest store's disk-image files (kind `file`: those a VM uses or a \
+                VM definition names, and names ending in `.img` or `.raw`), each with the \
+                VMs using it; and the largest free \
                 space for a new partition. 503 without a boot disk."
         }),
         Op::ShowDisk => json!({ "operationId": "showDisk", "summary": "One guest disk" }),
