@@ -11,6 +11,9 @@
 //!   checked the table at boot, `sgdisk -v` accepts it. Finer tears (every prefix of the
 //!   writes, reordering between flushes, torn multi-sector writes) are covered
 //!   deterministically by `kernel/src/blk/gpt_write_tests.rs`.
+//! - A running VM (the echo test guest) with a partition disk holds it: `disk` names it as
+//!   the user, `disk delete` is refused until it stops, a second writer is refused, and a VM
+//!   whose partition is gone does not start.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -278,4 +281,110 @@ fn power_cuts_during_disk_create_leave_a_valid_table() {
         m.kill();
     }
     eprintln!("after the cuts: {old} boots found the old table, {new} the new one");
+}
+
+/// A VM with a partition disk holds it: `disk` shows it as the user, `disk delete` is refused
+/// while it runs and works once it has stopped; a second VM asking for it writable is
+/// refused.
+#[test]
+fn a_running_vm_holds_its_partition() {
+    let a = artifacts();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    std::fs::create_dir(&store).unwrap();
+    let set = keel_qemu_tests::guests::build_guests().expect("building the test guests");
+    // The echo guest: silent until typed to, so its output cannot interleave with the
+    // console's.
+    let echo = set.path(keel_qemu_tests::guests::ECHO);
+    std::fs::copy(&echo, store.join(echo.file_name().unwrap())).unwrap();
+    let toml = format!(
+        r#"
+[management]
+api_tokens = ["{token}"]
+
+[[vms]]
+name = "first"
+kernel = "echo.bin"
+memory_mib = 16
+
+[[vms.disks]]
+partition = "big"
+
+[[vms]]
+name = "second"
+kernel = "echo.bin"
+memory_mib = 16
+
+[[vms.disks]]
+partition = "big"
+"#,
+        token = a.api_token
+    );
+    let config = keel_image::appliance::parse_toml(&toml)
+        .expect("the test configuration is valid")
+        .to_json_pretty();
+    let image = tmp.path().join("keel.img");
+    let cmdline = keel_image::api_token::with_token("", &a.api_token);
+    let big = [GuestPartitionRequest {
+        name: "big".into(),
+        bytes: 5 << 30,
+    }];
+    keel_image::gpt_image::assemble_image_with_partitions(
+        &a.elf,
+        &[],
+        &cmdline,
+        Some(&store),
+        &config,
+        &big,
+        &image,
+    )
+    .expect("building keel.img");
+
+    let mut m = boot(&image);
+    m.expect_banner();
+    m.type_line("vm start first");
+    // The guest's line comes above a redrawn prompt: read both before typing.
+    m.expect("[first] echo guest: ready");
+    m.expect_prompt();
+    let listing = m.command("disk");
+    let line = listing
+        .lines()
+        .find(|l| l.trim_start().starts_with("partition ") && l.contains(" big "))
+        .unwrap_or_default()
+        .to_owned();
+    check!(
+        m,
+        line.contains("5 GiB") && line.trim_end().ends_with("first"),
+        "{listing}"
+    );
+    let refused = m.command("disk delete big");
+    check!(
+        m,
+        refused.contains("in use by first") && refused.contains("stop it first"),
+        "{refused}"
+    );
+    let second = m.command("vm start second");
+    check!(
+        m,
+        second.contains("error") && second.contains("big"),
+        "a second writer was not refused: {second}"
+    );
+    m.type_line("vm stop first force");
+    m.expect("vm first stopped: stopped by the operator");
+    m.expect_prompt();
+    let listing = m.command("disk");
+    check!(m, partitions(&listing) == ["big"], "{listing}");
+    let deleted = m.command("disk delete big");
+    check!(
+        m,
+        deleted.contains("disk partition big deleted"),
+        "{deleted}"
+    );
+    let missing = m.command("vm start first");
+    check!(
+        m,
+        missing.contains("error") && missing.contains("big"),
+        "a VM started without its partition: {missing}"
+    );
+    m.kill();
 }
