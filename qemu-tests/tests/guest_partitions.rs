@@ -14,6 +14,9 @@
 //! - A running VM (the echo test guest) with a partition disk holds it: `disk` names it as
 //!   the user, `disk delete` is refused until it stops, a second writer is refused, and a VM
 //!   whose partition is gone does not start.
+//! - A Debian guest (the disk guest's kernel and modules with a raw-disk `/init`) writes 8
+//!   sectors before the end of its 5 GiB partition disk, reads it back after an appliance
+//!   reboot, and the host finds the bytes at that place in the image.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -387,4 +390,144 @@ partition = "big"
         "a VM started without its partition: {missing}"
     );
     m.kill();
+}
+
+/// The raw-disk guest's `/init` after the module loads: reads the marker the previous boot
+/// left 8 sectors before the end of `/dev/vda`, writes the next one there (`part-boot-N`),
+/// reads it back, syncs and powers off. Reports are `PART-<KEY>=<value>` lines.
+const PART_INIT: &str = r#"echo KEEL-PART-INIT
+n=0
+while [ ! -b /dev/vda ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n+1)); done
+sectors=$(cat /sys/block/vda/size)
+echo "PART-SECTORS=$sectors"
+at=$((sectors-8))
+prev=$(dd if=/dev/vda bs=512 skip=$at count=1 2>/dev/null | tr -d '\000')
+echo "PART-PREVIOUS=$prev"
+case "$prev" in part-boot-*) boots=${prev#part-boot-} ;; *) boots=0 ;; esac
+boots=$((boots+1))
+if err=$(echo "part-boot-$boots" | dd of=/dev/vda bs=512 seek=$at count=1 conv=sync,notrunc,fsync 2>&1); then echo PART-WRITE=ok; else echo "PART-WRITE=failed: $err" | tr '\n' ' '; echo; fi
+echo "PART-READBACK=$(dd if=/dev/vda bs=512 skip=$at count=1 2>/dev/null | tr -d '\000')"
+sync
+echo KEEL-PART-DONE
+poweroff -f
+"#;
+
+/// Waits for VM `part`'s run to end and returns its `PART-` values by key.
+fn part_run(m: &mut Machine) -> std::collections::BTreeMap<String, String> {
+    let start = m.cursor();
+    m.expect_within("[part] KEEL-PART-DONE", Duration::from_secs(480));
+    m.expect_within(
+        "vm part stopped: guest powered off",
+        Duration::from_secs(60),
+    );
+    let raw = m.transcript();
+    let text = String::from_utf8_lossy(&raw[start.min(raw.len())..]).replace('\r', "\n");
+    text.lines()
+        .filter_map(|l| l.split_once("[part] PART-")?.1.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.trim_end().to_owned()))
+        .collect()
+}
+
+/// A Debian guest writes 8 sectors before the end of its 5 GiB partition disk (made by the
+/// image builder, sparse) and reads the marker back after an appliance reboot; the host finds
+/// it in the image at that place.
+#[test]
+fn a_guest_writes_near_the_end_of_its_partition_and_reads_it_after_a_reboot() {
+    use keel_qemu_tests::disk_guest::{DISK_APPLETS, DISK_CMDLINE, disk_guest, disk_initramfs};
+    let a = artifacts();
+    let g = disk_guest();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    std::fs::create_dir(&store).unwrap();
+    std::fs::copy(&g.guest.kernel, store.join("vmlinuz")).unwrap();
+    let initramfs = disk_initramfs(&g.guest, &g.modules, PART_INIT, DISK_APPLETS)
+        .expect("building the raw-disk initramfs");
+    std::fs::write(store.join("part-init.cpio"), initramfs).unwrap();
+    let toml = format!(
+        r#"
+[management]
+api_tokens = ["{token}"]
+
+[[vms]]
+name = "part"
+memory_mib = 256
+kernel = "vmlinuz"
+initrd = "part-init.cpio"
+cmdline = "{DISK_CMDLINE}"
+autostart = true
+
+[[vms.disks]]
+partition = "big"
+"#,
+        token = a.api_token
+    );
+    let config = keel_image::appliance::parse_toml(&toml)
+        .expect("the test configuration is valid")
+        .to_json_pretty();
+    let image = tmp.path().join("keel.img");
+    let cmdline = keel_image::api_token::with_token("", &a.api_token);
+    let big = [GuestPartitionRequest {
+        name: "big".into(),
+        bytes: 5 << 30,
+    }];
+    let summary = keel_image::gpt_image::assemble_image_with_partitions(
+        &a.elf,
+        &[],
+        &cmdline,
+        Some(&store),
+        &config,
+        &big,
+        &image,
+    )
+    .expect("building keel.img");
+    let part = &summary.guest_partitions[0];
+
+    let mut m = Qemu::seabios(&image)
+        .defmt_elf(&a.elf)
+        .writable_disk()
+        .args(["-nic", "none"])
+        .hard_timeout(Duration::from_secs(1200))
+        .spawn()
+        .unwrap();
+    m.expect_banner();
+    let first = part_run(&mut m);
+    let sectors = (5u64 << 30) / 512;
+    check!(
+        m,
+        first.get("SECTORS").map(String::as_str) == Some(sectors.to_string().as_str()),
+        "{first:?}"
+    );
+    check!(
+        m,
+        first.get("PREVIOUS").map(String::as_str) == Some("")
+            && first.get("WRITE").map(String::as_str) == Some("ok")
+            && first.get("READBACK").map(String::as_str) == Some("part-boot-1"),
+        "first boot: {first:?}"
+    );
+
+    // The appliance reboots; the VM starts again (autostart) on the same partition.
+    m.type_line("reboot");
+    m.expect_banner();
+    let second = part_run(&mut m);
+    check!(
+        m,
+        second.get("PREVIOUS").map(String::as_str) == Some("part-boot-1")
+            && second.get("READBACK").map(String::as_str) == Some("part-boot-2"),
+        "second boot: {second:?}"
+    );
+    m.type_line("poweroff");
+    m.expect("powering off...");
+    m.expect_exit(Duration::from_secs(30));
+
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(&image).unwrap();
+    file.seek(SeekFrom::Start((part.first_lba + sectors - 8) * 512))
+        .unwrap();
+    let mut sector = [0u8; 512];
+    file.read_exact(&mut sector).unwrap();
+    assert!(
+        sector.starts_with(b"part-boot-2\n") && sector[12..].iter().all(|&b| b == 0),
+        "the host reads {:?} at the partition's end",
+        String::from_utf8_lossy(&sector[..32])
+    );
 }
