@@ -71,6 +71,15 @@ if command -v rustup >/dev/null 2>&1; then
         rustup target add x86_64-unknown-none || die "rustup target add x86_64-unknown-none failed"
     fi
     echo "install-deps: Rust toolchain $(rustup show active-toolchain | cut -d' ' -f1) with x86_64-unknown-none"
+    # The guest-disk tests build rust-hypervisor-firmware (../shared/vendor/) with the nightly
+    # its own rust-toolchain.toml pins. Its toolchain file also names targets the mirror here
+    # does not serve, so install it minimal with rust-src (what -Zbuild-std needs).
+    FIRMWARE_TOOLCHAIN="nightly-2025-06-05"
+    if ! rustup toolchain list | grep -q "^$FIRMWARE_TOOLCHAIN"; then
+        rustup toolchain install "$FIRMWARE_TOOLCHAIN" --profile minimal -c rust-src \
+            || die "rustup toolchain install $FIRMWARE_TOOLCHAIN failed (for rust-hypervisor-firmware)"
+    fi
+    echo "install-deps: $FIRMWARE_TOOLCHAIN for rust-hypervisor-firmware"
 else
     echo "install-deps: warning: rustup not found; the build needs the toolchain in" \
         "rust-toolchain.toml with target x86_64-unknown-none" >&2

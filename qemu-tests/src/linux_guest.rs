@@ -63,6 +63,9 @@ echo KEEL-END cpuinfo
 traces=$(dmesg | grep -ci 'call trace')
 echo "CALL-TRACES=$traces"
 echo "GUEST-EPOCH=$(date -u +%s)"
+echo KEEL-BEGIN pci
+dmesg | grep -E 'PCI host bridge to bus|ACPI Error|ACPI BIOS Error|AE_'
+echo KEEL-END pci
 ok=yes
 [ "$traces" = 0 ] || ok=no
 grep -q '^flags.* hypervisor' /proc/cpuinfo || ok=no

@@ -166,6 +166,25 @@ pub fn debian_boots_reports_and_powers_off(
         section(&lines, "dmesg").unwrap_or_default().join("\n")
     );
 
+    // The DSDT's root bridge: Linux scans bus 0 under it, and its AML raises no errors.
+    let pci = section(&lines, "pci").unwrap_or_default();
+    check!(
+        m,
+        pci.iter()
+            .any(|l| l.contains("PCI host bridge to bus 0000:00")),
+        "the guest found no PCI root bridge in the DSDT; its PCI and ACPI lines:\n{}",
+        pci.join("\n")
+    );
+    let acpi_errors: Vec<&String> = pci
+        .iter()
+        .filter(|l| l.contains("ACPI Error") || l.contains("ACPI BIOS Error") || l.contains("AE_"))
+        .collect();
+    check!(
+        m,
+        acpi_errors.is_empty(),
+        "the guest's ACPI reports errors: {acpi_errors:#?}"
+    );
+
     let epoch = value(&lines, "GUEST-EPOCH").and_then(|v| v.parse::<u64>().ok());
     let bound = (limits.clock)(&m);
     check!(

@@ -338,3 +338,20 @@ fn random_accesses_never_panic_and_keep_invariants() {
         assert_eq!(Ioapic::new(0).restore(state), Ok(()), "{state:?}");
     }
 }
+
+#[test]
+fn lines_are_logical_levels_whatever_the_polarity() {
+    // A PCI GSI as Linux programs it from the _PRT: level, active low. A line that is not
+    // asserted sends nothing when the entry is unmasked (the model does not read "low" on an
+    // idle wire as asserted), and an asserted one is delivered like an active-high one.
+    for polarity in [RTE_POLARITY_LOW, 0] {
+        let mut ioapic = Ioapic::new(0);
+        let entry = 0x51 | RTE_TRIGGER_LEVEL | polarity;
+        assert!(program(&mut ioapic, 17, entry | RTE_MASKED).is_empty());
+        assert!(program(&mut ioapic, 17, entry).is_empty(), "idle line");
+        assert_eq!(ioapic.set_irq(17, true), Some(fixed(17, 0x51, true)));
+        ioapic.set_irq(17, false);
+        assert!(ioapic.end_of_interrupt(0x51).is_empty());
+        assert_eq!(ioapic.entry(17).unwrap() & RTE_POLARITY_LOW, polarity);
+    }
+}

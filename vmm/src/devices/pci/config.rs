@@ -345,13 +345,16 @@ impl PciConfigSpace {
 
     /// Wires the function's INTx pin to I/O APIC pin `gsi` as function `devfn` (the bus
     /// does this at registration): the interrupt line register reads `gsi` from now on. A
-    /// function without a pin gets INTA#.
-    pub(super) fn connect_intx(&mut self, devfn: u8, gsi: u8) {
+    /// function without a pin gets INTA#. Returns `(devfn, gsi)` if the device asserted its
+    /// pin before it was wired, for the bus to drive.
+    pub(super) fn connect_intx(&mut self, devfn: u8, gsi: u8) -> Option<(u8, u8)> {
         if self.interrupt_pin() == 0 {
             self.set_interrupt_pin(1);
         }
         self.set(reg::INTERRUPT_LINE, 1, u32::from(gsi));
         self.intx = Some(IntxRoute { devfn, gsi });
+        self.intx_driven = self.intx_output();
+        self.intx_source()
     }
 
     /// The device asserts (`true`) or deasserts its INTx pin. The line follows while the

@@ -369,12 +369,15 @@ impl Devices {
         let mut device = Box::new(device);
         let config = device.config_mut();
         let gsi = intx_gsi(device_number, config.interrupt_pin().max(1));
-        config.connect_intx(devfn, gsi);
+        let asserted = config.connect_intx(devfn, gsi);
         self.pci.functions.push(PciFunction {
             devfn,
             device,
             mapped: [None; 6],
         });
+        if let Some((devfn, gsi)) = asserted {
+            self.irq.set_pci_intx(devfn, gsi, true);
+        }
         self.sync_bars(self.pci.functions.len() - 1);
         Ok(())
     }

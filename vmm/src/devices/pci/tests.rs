@@ -735,3 +735,17 @@ fn guest_ram_must_end_below_the_window() {
     assert_eq!(err, PciError::MemoryOverlapsWindow { memory_mib: 3073 });
     assert!(err.to_string().contains("memory_mib <= 3072"), "{err}");
 }
+
+#[test]
+fn intx_asserted_before_registration_reaches_the_line_once_wired() {
+    let mut d = Devices::pc_for_tests();
+    let mut f = TestFunction::new();
+    {
+        let (_, _, mut ctx) = d.split();
+        // Not wired yet: nothing reaches the routing.
+        f.config.set_intx(true, &mut ctx);
+    }
+    assert!(!gsi_asserted(&d, 18));
+    d.add_pci_device_at(2, 0, f).unwrap();
+    assert!(gsi_asserted(&d, 18), "00:02.0 INTA# is GSI 18");
+}
