@@ -208,7 +208,7 @@ pub fn set(config: &Config, path: &str, value: &str) -> Result<Config, EditError
 
 /// Returns `config` without the list element at `path` (`vms[1]`, `network.dns[0]`), or with
 /// the field at `path` reset to its default (`network.gateway`, `management.http_port`);
-/// validated. Resetting a required field (`vms[0].kernel`) is refused.
+/// validated. Resetting a required field (`vms[0].memory_mib`) is refused.
 pub fn unset(config: &Config, path: &str) -> Result<Config, EditError> {
     apply(config, &[Edit::Unset { path }])
 }

@@ -9,6 +9,8 @@
 //! - [`appliance`] reads the operator's `appliance.toml` into a validated
 //!   [`keel_config::Config`] (or makes the default one); its canonical JSON becomes the first
 //!   record of the configuration partition.
+//! - [`guest_disks`] parses `--disk NAME=SIZE[,partition]` and stages the store's files
+//!   (`--store`, empty disk images, the `--firmware` ELF) for the image.
 //! - [`gpt_image`] lays out the disk (protective MBR + GPT, BIOS boot partition, ESP, raw
 //!   configuration partition, guest store) and writes it: [`gpt_image::assemble_image`].
 //! - [`kernel_build`] compiles `keel-kernel` for `x86_64-unknown-none` with cargo.
@@ -29,6 +31,7 @@ pub mod demo;
 pub mod fat;
 pub mod gpt_image;
 pub mod grub;
+pub mod guest_disks;
 pub mod kernel_build;
 pub mod linux_guest;
 pub mod logs;
@@ -38,7 +41,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 pub use appliance::ApplianceConfigError;
-pub use gpt_image::{ImageError, ImageSummary, assemble_image};
+pub use gpt_image::{ImageError, ImageSummary, assemble_image, assemble_image_with_partitions};
+pub use guest_disks::{DiskRequest, GuestDiskError};
 pub use keel_config::Config;
 pub use kernel_build::{KernelBuildError, Profile};
 pub use logs::{LogsError, decode_defmt};
@@ -64,6 +68,12 @@ pub struct BuildOptions {
     /// it and [`BuildOutput::demo`] says why. `false` (the default, and what the tests use):
     /// no demo.
     pub demo: bool,
+    /// Guest disks to make (`--disk NAME=SIZE[,partition]`): empty, fully allocated image
+    /// files in the store, or guest-disk partitions after it.
+    pub disks: Vec<DiskRequest>,
+    /// A rust-hypervisor-firmware ELF to put into the store as
+    /// [`guest_disks::FIRMWARE_STORE_NAME`] (`--firmware FILE`).
+    pub firmware: Option<PathBuf>,
 }
 
 /// Whether [`build`] put the demo VM into the image.
@@ -131,6 +141,9 @@ pub enum BuildError {
     /// The appliance configuration file is unreadable or invalid.
     #[error(transparent)]
     Config(#[from] ApplianceConfigError),
+    /// A `--disk` or `--firmware` cannot be made.
+    #[error(transparent)]
+    GuestDisk(#[from] GuestDiskError),
     /// Reading or creating `target/keel/api-token` failed.
     #[error("cannot read or create the API token file {path}: {source}")]
     ApiToken {
@@ -165,6 +178,12 @@ pub fn build_with_profile(
 ) -> Result<BuildOutput, BuildError> {
     // Read the configuration first: a mistake in it should not wait for a kernel compile.
     let operator_config = opts.config.as_deref().map(appliance::load).transpose()?;
+    // Likewise the disks and the firmware.
+    let partitions = guest_disks::partition_requests(&opts.disks);
+    gpt_image::check_guest_partitions(&partitions)?;
+    if let Some(firmware) = &opts.firmware {
+        guest_disks::check_firmware(firmware)?;
+    }
     let root = workspace_root();
     let out_dir = output_dir();
     std::fs::create_dir_all(&out_dir).map_err(|source| BuildError::CreateOutputDir {
@@ -212,14 +231,28 @@ pub fn build_with_profile(
     let started = Instant::now();
     progress(opts.quiet, "assembling image…");
     let image = out_dir.join("keel.img");
-    let summary = assemble_image(
+    // Store files beyond a `--store` directory's are staged next to its files; without any,
+    // the directory goes in as it is.
+    let staging = if opts.firmware.is_some() || opts.disks.iter().any(|d| !d.partition) {
+        Some(guest_disks::StoreStaging::new(
+            &out_dir,
+            store,
+            &opts.disks,
+            opts.firmware.as_deref(),
+        )?)
+    } else {
+        None
+    };
+    let summary = assemble_image_with_partitions(
         &elf,
         &opts.modules,
         &cmdline,
-        store,
+        staging.as_ref().map_or(store, |s| Some(s.path())),
         &config.to_json_pretty(),
+        &partitions,
         &image,
     )?;
+    drop(staging);
     progress(
         opts.quiet,
         &format!(

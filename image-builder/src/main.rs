@@ -43,6 +43,17 @@ struct BuildArgs {
     /// Copy every regular file of DIR into the guest store partition (keel-store).
     #[arg(long, value_name = "DIR")]
     store: Option<PathBuf>,
+    /// Make a guest disk (repeatable): NAME=SIZE is an empty, fully allocated image file NAME
+    /// in the guest store (SIZE like 64M or 1G, whole 512-byte sectors, below 4 GiB: a FAT
+    /// file's limit); NAME=SIZE,partition is a guest-disk GPT partition NAME after the store
+    /// (whole MiB, any size). VMs name them in `[[vms.disks]]` as `file = "NAME"` or
+    /// `partition = "NAME"`.
+    #[arg(long = "disk", value_name = "NAME=SIZE[,partition]", value_parser = parse_disk)]
+    disks: Vec<keel_image::DiskRequest>,
+    /// Put a guest firmware (rust-hypervisor-firmware's ELF, see README.md) into the guest
+    /// store as `hypervisor-fw`, for VMs with `firmware = "hypervisor-fw"`.
+    #[arg(long, value_name = "FILE")]
+    firmware: Option<PathBuf>,
     /// Appliance configuration (TOML, see config/appliance.example.toml) to store in the
     /// image's configuration partition [default: built-in defaults plus the API token].
     #[arg(long, value_name = "FILE")]
@@ -121,6 +132,11 @@ fn main() -> ExitCode {
     }
 }
 
+/// clap's parser of `--disk`: the message is the whole error.
+fn parse_disk(arg: &str) -> Result<keel_image::DiskRequest, String> {
+    keel_image::guest_disks::parse_disk_arg(arg).map_err(|e| e.to_string())
+}
+
 fn build(args: &BuildArgs) -> Result<keel_image::BuildOutput, String> {
     let opts = BuildOptions {
         modules: args.modules.clone(),
@@ -129,6 +145,8 @@ fn build(args: &BuildArgs) -> Result<keel_image::BuildOutput, String> {
         quiet: args.quiet,
         config: args.config.clone(),
         demo: !args.no_demo,
+        disks: args.disks.clone(),
+        firmware: args.firmware.clone(),
     };
     let profile = if args.debug {
         Profile::Debug
@@ -288,6 +306,46 @@ mod tests {
         assert!(args.debug);
         assert_eq!(args.config, Some(PathBuf::from("appliance.toml")));
         assert!(!args.no_demo);
+    }
+
+    #[test]
+    fn disk_and_firmware_flags() {
+        let cli = Cli::try_parse_from([
+            "keel",
+            "build",
+            "--disk",
+            "data.img=64M",
+            "--disk",
+            "big=20G,partition",
+            "--firmware",
+            "hypervisor-fw",
+        ])
+        .unwrap();
+        let Cmd::Build(args) = cli.command else {
+            panic!("not build")
+        };
+        assert_eq!(
+            args.disks,
+            [
+                keel_image::DiskRequest {
+                    name: "data.img".into(),
+                    bytes: 64 << 20,
+                    partition: false
+                },
+                keel_image::DiskRequest {
+                    name: "big".into(),
+                    bytes: 20 << 30,
+                    partition: true
+                }
+            ]
+        );
+        assert_eq!(args.firmware, Some(PathBuf::from("hypervisor-fw")));
+        // A file disk of 4 GiB or more is refused with the way out.
+        let err = Cli::try_parse_from(["keel", "build", "--disk", "big.img=5G"])
+            .err()
+            .expect("a 5 GiB file disk is refused")
+            .to_string();
+        assert!(err.contains("--disk big=5G,partition"), "{err}");
     }
 
     #[test]

@@ -4,11 +4,17 @@
 //! API; the messages that name them are built from them at compile time.
 
 use const_format::formatcp;
-use keel_config::limits::{self, MAX_MEMORY_MIB, MAX_VCPUS, MIN_RUN_MEMORY_MIB};
+use keel_config::limits::{self, MAX_MEMORY_MIB, MAX_VCPUS, MAX_VM_DISKS, MIN_RUN_MEMORY_MIB};
+use keel_config::schema::DiskSource;
 use keel_netstack::api::{DEFAULT_STOP_TIMEOUT_S, MAX_STOP_TIMEOUT_S, VmKey};
 
 /// A parsed console command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one command lives on the stack per typed line; `vm create`'s disks in place keep \
+              it Copy and allocation-free"
+)]
 pub enum Command<'a> {
     /// List the commands, or those a topic names (`help vm`, `help vm stop`).
     Help {
@@ -69,7 +75,11 @@ pub enum Command<'a> {
         /// VM name.
         name: &'a str,
         /// Kernel file in the guest store.
-        kernel: &'a str,
+        kernel: Option<&'a str>,
+        /// Firmware file in the guest store (boots the disks instead of a kernel).
+        firmware: Option<&'a str>,
+        /// Disks, in the order given (`disk=` may repeat up to [`MAX_VM_DISKS`] times).
+        disks: [Option<DiskArg<'a>>; MAX_VM_DISKS],
         /// Initrd file in the guest store.
         initrd: Option<&'a str>,
         /// Kernel command line, without its quotes.
@@ -215,8 +225,10 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ),
     (
         "vm create <name> kernel=<file> [initrd=<file>] [cmdline=\"…\"] [mem=<MiB>] [vcpus=<n>] \
-         [autostart]",
-        "define a VM (saved in the configuration) from guest store files",
+         [disk=<file>[,ro] …] [disk=partition:<name>[,ro] …] [autostart]",
+        "define a VM (saved in the configuration) from guest store files; disk= attaches a \
+         store file or a guest-disk partition (repeatable, ,ro: read-only, ,serial=<id>); \
+         firmware=<file> instead of kernel= boots the disks through a firmware",
     ),
     (
         "vm destroy <name>",
@@ -280,6 +292,54 @@ pub const COMMANDS: &[(&str, &str)] = &[
 ];
 
 /// Why a line is not a command.
+/// One `disk=` argument of `vm create`: `disk=<file>[,ro][,serial=<id>]` or
+/// `disk=partition:<name>[,ro][,serial=<id>]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DiskArg<'a> {
+    /// A store file, or a guest-disk partition.
+    pub source: DiskSource<'a>,
+    /// `,ro`: attached read-only.
+    pub readonly: bool,
+    /// `,serial=<id>`: what the guest reads as the disk's serial number.
+    pub serial: Option<&'a str>,
+}
+
+/// What `disk=` takes, for messages.
+const DISK_SYNTAX: &str = "disk=<file>[,ro][,serial=<id>] or disk=partition:<name>[,ro]\
+                           [,serial=<id>]";
+
+/// The value of a `disk=` argument. A store file name with a ',' cannot be given here (the
+/// configuration and the API take any name).
+fn parse_disk<'a>(argument: &'a str, value: &'a str) -> Result<DiskArg<'a>, ParseError<'a>> {
+    let bad = |expected| ParseError::BadValue { argument, expected };
+    let mut parts = value.split(',');
+    let source = match parts.next().unwrap_or_default() {
+        "" => return Err(bad(DISK_SYNTAX)),
+        v => match v.strip_prefix("partition:") {
+            Some("") => return Err(bad(DISK_SYNTAX)),
+            Some(name) => DiskSource::Partition(name),
+            None => DiskSource::File(v),
+        },
+    };
+    let mut disk = DiskArg {
+        source,
+        readonly: false,
+        serial: None,
+    };
+    for option in parts {
+        if option == "ro" && !disk.readonly {
+            disk.readonly = true;
+        } else if let Some(serial) = option.strip_prefix("serial=")
+            && disk.serial.is_none()
+        {
+            disk.serial = Some(serial);
+        } else {
+            return Err(bad(formatcp!("{DISK_SYNTAX}, each option at most once")));
+        }
+    }
+    Ok(disk)
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError<'a> {
     /// The first word names no command.
@@ -458,16 +518,21 @@ fn parse_vm<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Command<'a>,
         }
         Some("list") => no_more("vm list", words).map(|_| Command::VmList),
         Some("create") => {
-            const CREATE_USAGE: &str = "vm create <name> kernel=<file> [initrd=<file>] \
-                                        [cmdline=\"…\"] [mem=<MiB>] [vcpus=<n>] [autostart]";
+            const CREATE_USAGE: &str = "vm create <name> kernel=<file> | firmware=<file> \
+                                        [initrd=<file>] [cmdline=\"…\"] [mem=<MiB>] [vcpus=<n>] \
+                                        [disk=<file>[,ro] | disk=partition:<name>[,ro] …] \
+                                        [autostart]";
             let name = vm_key(words.next(), CREATE_USAGE)?;
-            let (mut kernel, mut initrd, mut cmdline, mut mem_mib, mut vcpus, mut autostart) =
-                (None, None, None, None, None, false);
+            let (mut kernel, mut firmware, mut initrd, mut cmdline, mut mem_mib, mut vcpus) =
+                (None, None, None, None, None, None);
+            let mut disks = [None; MAX_VM_DISKS];
+            let mut disk_count = 0;
+            let mut autostart = false;
             for arg in words {
                 let duplicate = ParseError::BadValue {
                     argument: arg,
-                    expected: "each of kernel=, initrd=, cmdline=, mem=, vcpus= and autostart \
-                               at most once",
+                    expected: "each of kernel=, firmware=, initrd=, cmdline=, mem=, vcpus= and \
+                               autostart at most once",
                 };
                 let empty = |what: &'static str| ParseError::BadValue {
                     argument: arg,
@@ -480,6 +545,21 @@ fn parse_vm<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Command<'a>,
                     if kernel.replace(v).is_some() {
                         return Err(duplicate);
                     }
+                } else if let Some(v) = arg.strip_prefix("firmware=") {
+                    if v.is_empty() {
+                        return Err(empty("firmware=<file>, a guest store file"));
+                    }
+                    if firmware.replace(v).is_some() {
+                        return Err(duplicate);
+                    }
+                } else if let Some(v) = arg.strip_prefix("disk=") {
+                    let disk = parse_disk(arg, v)?;
+                    let slot = disks.get_mut(disk_count).ok_or(ParseError::BadValue {
+                        argument: arg,
+                        expected: formatcp!("at most {MAX_VM_DISKS} disks per VM"),
+                    })?;
+                    *slot = Some(disk);
+                    disk_count += 1;
                 } else if let Some(v) = arg.strip_prefix("initrd=") {
                     if v.is_empty() {
                         return Err(empty("initrd=<file>, a guest store file"));
@@ -516,12 +596,18 @@ fn parse_vm<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Command<'a>,
                     });
                 }
             }
-            let kernel = kernel.ok_or(ParseError::Missing {
-                usage: CREATE_USAGE,
-            })?;
+            // Both kernel= and firmware= is left to the configuration's validation, which
+            // says which to drop.
+            if kernel.is_none() && firmware.is_none() {
+                return Err(ParseError::Missing {
+                    usage: CREATE_USAGE,
+                });
+            }
             Ok(Command::VmCreate {
                 name,
                 kernel,
+                firmware,
+                disks,
                 initrd,
                 cmdline,
                 mem_mib,
@@ -1121,5 +1207,89 @@ mod tests {
             Err(ParseError::UnexpectedArgument { .. })
         ));
         assert!(matches!(parse("vm frob"), Err(ParseError::BadValue { .. })));
+    }
+
+    /// `vm create`'s arguments as they parse, with the fields not under test at their
+    /// defaults.
+    fn create<'a>(line: &'a str) -> Result<Command<'a>, ParseError<'a>> {
+        parse(line).map(|c| c.expect("a command"))
+    }
+
+    #[test]
+    fn vm_create_takes_disks_and_a_firmware() {
+        let Ok(Command::VmCreate {
+            name,
+            kernel,
+            firmware,
+            disks,
+            ..
+        }) = create(
+            "vm create web kernel=vmlinuz disk=root.img,serial=web-01 disk=partition:big,ro \
+             disk=iso.img,ro,serial=cd",
+        )
+        else {
+            panic!("vm create did not parse");
+        };
+        assert_eq!((name, kernel, firmware), ("web", Some("vmlinuz"), None));
+        let given: std::vec::Vec<DiskArg<'_>> = disks.iter().flatten().copied().collect();
+        assert_eq!(
+            given,
+            [
+                DiskArg {
+                    source: DiskSource::File("root.img"),
+                    readonly: false,
+                    serial: Some("web-01"),
+                },
+                DiskArg {
+                    source: DiskSource::Partition("big"),
+                    readonly: true,
+                    serial: None,
+                },
+                DiskArg {
+                    source: DiskSource::File("iso.img"),
+                    readonly: true,
+                    serial: Some("cd"),
+                },
+            ]
+        );
+        let Ok(Command::VmCreate {
+            kernel, firmware, ..
+        }) = create("vm create deb firmware=hypervisor-fw disk=debian.img")
+        else {
+            panic!("vm create with a firmware did not parse");
+        };
+        assert_eq!((kernel, firmware), (None, Some("hypervisor-fw")));
+        // Neither kernel nor firmware: the usage.
+        assert!(matches!(
+            create("vm create web disk=a.img"),
+            Err(ParseError::Missing { .. })
+        ));
+        // Eight disks fit, a ninth does not.
+        let eight = "vm create w kernel=k disk=1 disk=2 disk=3 disk=4 disk=5 disk=6 disk=7 disk=8";
+        assert!(create(eight).is_ok());
+        let nine = std::format!("{eight} disk=9");
+        assert_eq!(
+            std::format!("{}", create(&nine).unwrap_err()),
+            "bad argument 'disk=9': expected at most 8 disks per VM"
+        );
+        for bad in [
+            "disk=",
+            "disk=partition:",
+            "disk=a.img,rw",
+            "disk=a.img,ro,ro",
+            "disk=a.img,serial=1,serial=2",
+            "disk=,ro",
+        ] {
+            let line = std::format!("vm create w kernel=k {bad}");
+            let message = std::format!("{}", create(&line).unwrap_err());
+            assert!(
+                message.starts_with(&std::format!("bad argument '{bad}': expected disk=<file>")),
+                "{bad}: {message}"
+            );
+        }
+        assert_eq!(
+            std::format!("{}", create("vm create w firmware=").unwrap_err()),
+            "bad argument 'firmware=': expected firmware=<file>, a guest store file"
+        );
     }
 }

@@ -10,7 +10,7 @@
 
 use alloc::string::String;
 
-use super::command::{self, COMMANDS, Command};
+use super::command::{self, COMMANDS, Command, DiskArg};
 use super::complete::{Completer as _, Rule, Rules, Words};
 use super::line::{Event, LineEditor};
 use crate::runtime::Services;
@@ -19,6 +19,7 @@ use crate::vm_config::VmConfigError;
 use crate::vms::{StopMode, VmManager};
 use crate::{System, kprint, kprintln};
 use keel_config::edit::EditError;
+use keel_config::schema::DiskSource;
 
 /// The prompt.
 pub const PROMPT: &str = "keel> ";
@@ -323,6 +324,8 @@ fn execute(kernel: &mut Services<'_>, cmd: Command<'_>) {
         Command::VmCreate {
             name,
             kernel,
+            firmware,
+            disks,
             initrd,
             cmdline,
             mem_mib,
@@ -333,11 +336,11 @@ fn execute(kernel: &mut Services<'_>, cmd: Command<'_>) {
                 name: String::from(name),
                 vcpus: u32::from(vcpus.unwrap_or(1)),
                 memory_mib: u64::from(mem_mib.unwrap_or(crate::vms::DEFAULT_LINUX_MEM_MIB)),
-                kernel: Some(String::from(kernel)),
-                firmware: None,
+                kernel: kernel.map(String::from),
+                firmware: firmware.map(String::from),
                 initrd: initrd.map(String::from),
                 cmdline: String::from(cmdline.unwrap_or("")),
-                disks: alloc::vec::Vec::new(),
+                disks: disks.iter().flatten().map(vm_disk).collect(),
                 autostart,
             };
             vm_create(vms, settings, vm);
@@ -493,6 +496,17 @@ fn config_diff(settings: &Settings) {
     for change in &changes {
         kprintln!("{}", settings::change_line(change));
     }
+}
+
+/// A `disk=` argument as the configuration's disk.
+fn vm_disk(disk: &DiskArg<'_>) -> keel_config::schema::VmDisk {
+    let mut vm_disk = match disk.source {
+        DiskSource::File(name) => keel_config::schema::VmDisk::file(name),
+        DiskSource::Partition(name) => keel_config::schema::VmDisk::partition(name),
+    };
+    vm_disk.readonly = disk.readonly;
+    vm_disk.serial = disk.serial.map(String::from);
+    vm_disk
 }
 
 fn vm_create(vms: &mut VmManager, settings: &mut Settings, vm: keel_config::schema::Vm) {

@@ -23,7 +23,9 @@ pub const CONSOLE_KEEP: usize = 8;
 /// Console input bytes a running mock VM's queue takes; the rest is dropped.
 pub const INPUT_ROOM: usize = 16;
 
+/// One VM of the mock: what the API shows of it, and its console.
 pub struct MockVm {
+    /// What `GET /api/v1/vms/{name}` answers.
     pub detail: VmDetail,
     /// All console output ever written.
     pub console: String,
@@ -31,7 +33,9 @@ pub struct MockVm {
     pub input: Vec<u8>,
 }
 
+/// One saved VM of the mock.
 pub struct MockSaved {
+    /// What `GET /api/v1/saved/{saved}` answers.
     pub info: SavedVm,
     /// Whether the kernel refuses its bytes when restoring it.
     pub damaged: bool,
@@ -39,6 +43,7 @@ pub struct MockSaved {
 
 /// The mock kernel.
 pub struct Mock {
+    /// The VMs, in number order.
     pub vms: Vec<MockVm>,
     /// Saved VMs, sorted by name.
     pub saved: Vec<MockSaved>,
@@ -46,6 +51,7 @@ pub struct Mock {
     pub free_mib: u32,
     /// The guest store; `None`: no boot disk.
     pub store: Option<Vec<StoreFile>>,
+    /// The number the next VM gets.
     pub next_number: u32,
     /// Calls that change something, in order.
     pub changes: Vec<String>,
@@ -127,6 +133,7 @@ impl Default for Mock {
     }
 }
 
+/// The mock's two boot modules.
 pub fn modules() -> Vec<ModuleInfo> {
     vec![
         ModuleInfo {
@@ -403,10 +410,26 @@ impl Management for Mock {
                 d.summary.name
             )));
         }
-        let kernel = d.kernel.clone().unwrap_or_default();
-        if !store.iter().any(|f| f.name == kernel) {
+        let (what, boot) = match (&d.kernel, &d.firmware) {
+            (None, Some(firmware)) => ("firmware", firmware.clone()),
+            (kernel, _) => ("kernel", kernel.clone().unwrap_or_default()),
+        };
+        if !store.iter().any(|f| f.name == boot) {
             return Err(ApiError::Invalid(format!(
-                "VM {}: cannot read its kernel '{kernel}' from the guest store",
+                "VM {}: cannot read its {what} '{boot}' from the guest store",
+                d.summary.name
+            )));
+        }
+        // As the kernel does: a disk's store file must exist when the VM starts.
+        if let Some(file) = d
+            .disks
+            .iter()
+            .filter_map(|disk| disk.file.as_deref())
+            .find(|file| !store.iter().any(|f| f.name == *file))
+        {
+            return Err(ApiError::Invalid(format!(
+                "VM {}: its disk '{file}' is not in the guest store: put it there \
+                 (keel build --disk or --store) or remove the disk from the VM",
                 d.summary.name
             )));
         }

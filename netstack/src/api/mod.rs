@@ -43,8 +43,8 @@ pub mod saved;
 mod types;
 pub mod vms;
 
-#[cfg(test)]
-pub(crate) mod mock;
+#[cfg(any(test, feature = "mock"))]
+pub mod mock;
 #[cfg(test)]
 mod tests;
 

@@ -302,8 +302,10 @@ fn operation(op: Op) -> Value {
             "description": "Adds the definition to the configuration and saves it to the \
                 boot disk, as `vm create` does; the VM is `defined` until started. The \
                 definition is checked with the configuration's rules: 422 lists every \
-                problem in `errors`, with paths inside the definition (`memory_mib`). 409 \
-                when the name is taken, 503 without a boot disk. Nothing changes on error.",
+                problem in `errors`, with paths inside the definition (`memory_mib`, \
+                `disks[1].file`). Whether a disk's store file or partition exists is checked \
+                when the VM starts. 409 when the name is taken, 503 without a boot disk. \
+                Nothing changes on error.",
             "requestBody": {
                 "required": true,
                 "content": {
@@ -322,10 +324,11 @@ fn operation(op: Op) -> Value {
         Op::StartVm => json!({
             "operationId": "startVm",
             "summary": "Start a named VM (`vm start`)",
-            "description": "Loads its kernel (and initrd) from the guest store and starts \
-                it. Takes no request body. 409 when it runs already, or for an ad-hoc VM \
-                (start a new one from its module); 422 when its files are missing or \
-                unusable or the host lacks the memory."
+            "description": "Loads its kernel (and initrd), or its firmware, from the guest \
+                store, attaches its disks and starts it. Takes no request body. 409 when it \
+                runs already, for an ad-hoc VM (start a new one from its module), or when a \
+                running VM holds one of its disks writable; 422 when its files, disks or \
+                partitions are missing or unusable or the host lacks the memory."
         }),
         Op::StopVm => json!({
             "operationId": "stopVm",
@@ -674,7 +677,12 @@ fn schemas() -> Value {
     responses.subschema_for::<DiskList>();
     responses.subschema_for::<GuestDisk>();
     let mut all = requests.take_definitions(true);
-    all.extend(responses.take_definitions(true));
+    // A type in both (`ConfigVmDisk`, in `ConfigVm` and `VmDetail`) keeps its request form:
+    // fields with defaults are optional there, and what is optional in a request is still
+    // valid in a response that always has it.
+    for (name, schema) in responses.take_definitions(true) {
+        all.entry(name).or_insert(schema);
+    }
     for schema in all.values_mut() {
         collapse_unit_enum(schema);
     }

@@ -554,6 +554,20 @@ fn openapi_schemas_carry_the_limits() {
     assert_eq!(vm["vcpus"]["maximum"], limits::MAX_VCPUS);
     assert_eq!(vm["name"]["maxLength"], limits::MAX_VM_NAME_LEN);
     assert_eq!(vm["cmdline"]["maxLength"], limits::MAX_CMDLINE_LEN);
+    assert_eq!(vm["disks"]["maxItems"], limits::MAX_VM_DISKS);
+    let disk = &schemas["ConfigVmDisk"];
+    assert_eq!(
+        disk["properties"]["serial"]["maxLength"],
+        limits::MAX_DISK_SERIAL_LEN
+    );
+    assert_eq!(
+        disk["properties"]["partition"]["maxLength"],
+        limits::MAX_VM_NAME_LEN
+    );
+    // Its request form: every field has a default, so none is required (the response
+    // generator's form would require `readonly`).
+    assert_eq!(disk.get("required"), None, "{disk}");
+    assert_eq!(disk["additionalProperties"], false);
     let run = &schemas["RunModule"]["properties"];
     assert_eq!(run["mem_mib"]["minimum"], limits::MIN_RUN_MEMORY_MIB);
     assert_eq!(run["mem_mib"]["maximum"], limits::MAX_MEMORY_MIB);

@@ -118,6 +118,108 @@ fn create_defines_and_persists() {
 }
 
 #[test]
+fn create_with_disks_and_a_firmware() {
+    let mut mock = Mock::default();
+    let r = post(
+        &mut mock,
+        "/api/v1/vms",
+        r#"{"name":"data","kernel":"vmlinuz-6.1","memory_mib":64,"disks":[
+            {"file":"data.img","serial":"data-01"},{"partition":"big","readonly":true}]}"#,
+    );
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let vm = body(&r);
+    assert_eq!(
+        vm["disks"],
+        json!([
+            {"file": "data.img", "readonly": false, "serial": "data-01"},
+            {"partition": "big", "readonly": true}
+        ])
+    );
+    assert_eq!(body(&get(&mut mock, "/api/v1/vms/data")), vm);
+    let saved = mock.config.vms.last().unwrap();
+    assert_eq!(saved.disks.len(), 2);
+    assert!(saved.disks[1].readonly);
+    // The store file is looked for when the VM starts, not when it is defined.
+    let r = post(&mut mock, "/api/v1/vms/data/start", "");
+    assert_eq!(
+        error_of(&r),
+        (
+            422,
+            String::from(
+                "VM data: its disk 'data.img' is not in the guest store: put it there (keel \
+                 build --disk or --store) or remove the disk from the VM"
+            )
+        )
+    );
+    // A firmware instead of a kernel.
+    let r = post(
+        &mut mock,
+        "/api/v1/vms",
+        r#"{"name":"deb","firmware":"hypervisor-fw","memory_mib":512,"disks":[{"file":"debian.img"}]}"#,
+    );
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let vm = body(&r);
+    assert_eq!(
+        (&vm["kernel"], &vm["firmware"], &vm["source"]),
+        (
+            &Value::Null,
+            &json!("hypervisor-fw"),
+            &json!("store:hypervisor-fw")
+        )
+    );
+    assert_eq!(mock.changes, ["create data", "create deb"]);
+}
+
+#[test]
+fn create_refuses_bad_disks_with_their_paths() {
+    let mut mock = Mock::default();
+    let before = mock.config.clone();
+    let nine: Vec<String> = (0..9)
+        .map(|n| format!(r#"{{"file":"d{n}.img"}}"#))
+        .collect();
+    let too_many = format!(
+        r#"{{"name":"a","kernel":"k","memory_mib":64,"disks":[{}]}}"#,
+        nine.join(",")
+    );
+    for (json_body, problems) in [
+        (
+            r#"{"name":"a","kernel":"k","memory_mib":64,"disks":[{"file":"a.img"},{"file":"a.img","readonly":true}]}"#,
+            json!([{"path": "disks[1].file", "message": "\"a.img\" is already attached as vms[0].disks[0]"}]),
+        ),
+        (
+            r#"{"name":"a","kernel":"k","memory_mib":64,"disks":[{"file":"a/b"},{"partition":"Big"}]}"#,
+            json!([
+                {"path": "disks[0].file", "message": "must be a plain file name in the guest store, without '/' or '\\'"},
+                {"path": "disks[1].partition", "message": "a partition name may hold only lowercase letters, digits and '-'"}
+            ]),
+        ),
+        (
+            r#"{"name":"a","kernel":"k","memory_mib":64,"disks":[{"file":"a.img","serial":"012345678901234567890"}]}"#,
+            json!([{"path": "disks[0].serial", "message": "must be at most 20 bytes (it has 21)"}]),
+        ),
+        (
+            &too_many,
+            json!([{"path": "disks", "message": "at most 8 disks per VM (it lists 9): remove some, or combine them into one larger disk"}]),
+        ),
+        (
+            r#"{"name":"a","kernel":"k","memory_mib":64,"disks":["a.img"]}"#,
+            json!([{"path": "disks[0]", "message": "expected an object (a TOML table), found string \"a.img\""}]),
+        ),
+        (
+            r#"{"name":"a","kernel":"k","firmware":"fw","memory_mib":64}"#,
+            json!([{"path": "firmware", "message": "must not be set together with kernel: a VM boots either a kernel or a firmware (remove one)"}]),
+        ),
+    ] {
+        let r = post(&mut mock, "/api/v1/vms", json_body);
+        let (status, message) = error_of(&r);
+        assert_eq!(status, 422, "{json_body}: {message}");
+        assert_eq!(body(&r)["errors"], problems, "{json_body}");
+    }
+    assert!(mock.changes.is_empty());
+    assert_eq!(mock.config, before);
+}
+
+#[test]
 fn create_refuses_bad_definitions_and_changes_nothing() {
     let mut mock = Mock::default();
     let before = mock.config.clone();
