@@ -11,9 +11,13 @@
 #   xorriso mtools      ISO images (grub-mkrescue) and inspecting FAT images by hand
 #   binutils            as and ld, which assemble the test guests (qemu-tests/guests)
 #   python3-venv        a virtualenv for schemathesis (PyPI), which tests the HTTP API
+#   e2fsprogs           mke2fs -d and debugfs: the guest-disk tests' ext4 images, read back
+#   gdisk dosfstools    sgdisk and mkfs.vfat: the GPT boot disk (ESP) rust-hypervisor-firmware
+#                       boots in the guest-disk tests
+#   kmod                modinfo, to read a kernel module's dependencies by hand
 set -euo pipefail
 
-PACKAGES="qemu-system-x86 ovmf bochs bochsbios vgabios grub-pc-bin grub-efi-amd64-bin xorriso mtools binutils python3-venv"
+PACKAGES="qemu-system-x86 ovmf bochs bochsbios vgabios grub-pc-bin grub-efi-amd64-bin xorriso mtools binutils python3-venv e2fsprogs gdisk dosfstools kmod"
 
 die() {
     echo "install-deps: error: $*" >&2
@@ -67,6 +71,15 @@ if command -v rustup >/dev/null 2>&1; then
         rustup target add x86_64-unknown-none || die "rustup target add x86_64-unknown-none failed"
     fi
     echo "install-deps: Rust toolchain $(rustup show active-toolchain | cut -d' ' -f1) with x86_64-unknown-none"
+    # The guest-disk tests build rust-hypervisor-firmware (../shared/vendor/) with the nightly
+    # its own rust-toolchain.toml pins. Its toolchain file also names targets the mirror here
+    # does not serve, so install it minimal with rust-src (what -Zbuild-std needs).
+    FIRMWARE_TOOLCHAIN="nightly-2025-06-05"
+    if ! rustup toolchain list | grep -q "^$FIRMWARE_TOOLCHAIN"; then
+        rustup toolchain install "$FIRMWARE_TOOLCHAIN" --profile minimal -c rust-src \
+            || die "rustup toolchain install $FIRMWARE_TOOLCHAIN failed (for rust-hypervisor-firmware)"
+    fi
+    echo "install-deps: $FIRMWARE_TOOLCHAIN for rust-hypervisor-firmware"
 else
     echo "install-deps: warning: rustup not found; the build needs the toolchain in" \
         "rust-toolchain.toml with target x86_64-unknown-none" >&2

@@ -234,8 +234,11 @@ pub enum ImageError {
         /// The size asked for.
         bytes: u64,
     },
-    /// Two guest-disk partitions share a name.
-    #[error("two disks are named {name}: disk names must be unique")]
+    /// Two guest-disk partitions share a name, or one has the name of Keel's own.
+    #[error(
+        "two partitions would be named {name}: disk names must be unique and differ from \
+         bios-boot, esp, keel-config and keel-store"
+    )]
     DuplicateGuestPartition {
         /// The name.
         name: String,
@@ -333,7 +336,10 @@ pub fn check_guest_partitions(requests: &[GuestPartitionRequest]) -> Result<(), 
                 bytes: r.bytes,
             });
         }
-        if requests[..i].iter().any(|other| other.name == r.name) {
+        let keel_names = [BIOS_BOOT_NAME, ESP_NAME, CONFIG_NAME, STORE_NAME];
+        if requests[..i].iter().any(|other| other.name == r.name)
+            || keel_names.contains(&r.name.as_str())
+        {
             return Err(ImageError::DuplicateGuestPartition {
                 name: r.name.clone(),
             });

@@ -633,6 +633,10 @@ fn guest_partition_requests_are_checked() {
         check_guest_partitions(&[req("big", 1 << 20), req("big", 2 << 20)]),
         Err(ImageError::DuplicateGuestPartition { .. })
     ));
+    assert!(matches!(
+        check_guest_partitions(&[req(STORE_NAME, 1 << 20)]),
+        Err(ImageError::DuplicateGuestPartition { .. })
+    ));
     let many: Vec<_> = (0..=MAX_GUEST_PARTITIONS)
         .map(|i| req(&format!("d{i}"), 1 << 20))
         .collect();

@@ -267,7 +267,8 @@ mod kernel {
                     store
                 );
                 if let Some(repair) = &info.gpt_repair {
-                    kprintln!("warning: disk: {}", repair);
+                    let warning = if repair.is_damage() { "warning: " } else { "" };
+                    kprintln!("{}disk: {}", warning, repair);
                 }
             }
             Err(e) => kprintln!("disk: {e}"),

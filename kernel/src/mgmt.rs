@@ -237,6 +237,11 @@ fn saved_error(e: SavedVmError) -> ApiError {
             "no saved VM named '{name}': GET /api/v1/saved lists them"
         )),
         SavedVmError::BadName { .. } => ApiError::Invalid(message),
+        SavedVmError::Disks {
+            error: crate::vms::disks::DiskAttachError::Claim(_),
+            ..
+        } => ApiError::Conflict(message),
+        SavedVmError::Disks { .. } => ApiError::Invalid(message),
         SavedVmError::NameTaken(_) | SavedVmError::NotPaused { .. } => ApiError::Conflict(message),
         SavedVmError::Save { error, .. } => match error {
             SaveError::Snapshot(SnapshotError::OutOfMemory) => ApiError::Unavailable(message),
@@ -335,6 +340,11 @@ fn start_error(e: StartError) -> ApiError {
         StartError::NoSuchModule(_) | StartError::NoSuchVm(_) => ApiError::NotFound(message),
         StartError::AlreadyRunning(_) | StartError::Stop(_) => ApiError::Conflict(message),
         StartError::Vcpu(_) => ApiError::Unavailable(message),
+        // Another VM writes the disk: a conflict with the host's state, not a bad request.
+        StartError::Disk(crate::vms::disks::DiskAttachError::Claim(_)) => {
+            ApiError::Conflict(message)
+        }
+        StartError::Disk(_) => ApiError::Invalid(message),
     }
 }
 
@@ -563,5 +573,74 @@ impl Management for Plane<'_> {
             next,
             dropped,
         })
+    }
+}
+
+/// The guest-disk routes (`keel_netstack::api::disks`) over `crate::blk::guest_partitions`.
+impl keel_netstack::api::DiskManagement for Plane<'_> {
+    fn disks(&self) -> Result<keel_netstack::api::DiskList, ApiError> {
+        use keel_netstack::api::{DiskKind, DiskList, DiskUse, GuestDisk};
+        let inventory = crate::blk::guest_partitions::inventory(self.settings.current())
+            .map_err(disk_api_error)?;
+        let disks = inventory
+            .disks
+            .into_iter()
+            .map(|d| GuestDisk {
+                kind: match d.kind {
+                    crate::blk::guest_partitions::GuestDiskKind::Partition => DiskKind::Partition,
+                    crate::blk::guest_partitions::GuestDiskKind::StoreFile => DiskKind::File,
+                },
+                name: d.name,
+                size_bytes: d.bytes,
+                users: d
+                    .users
+                    .into_iter()
+                    .map(|(vm, readonly)| DiskUse { vm, readonly })
+                    .collect(),
+            })
+            .collect();
+        Ok(DiskList {
+            disks,
+            free_mib: inventory.free_mib,
+        })
+    }
+
+    fn create_disk(
+        &mut self,
+        name: &str,
+        size_mib: u64,
+    ) -> Result<keel_netstack::api::GuestDisk, ApiError> {
+        let bytes = size_mib.saturating_mul(crate::blk::guest_partitions::MIB);
+        let made = crate::blk::guest_partitions::create(name, bytes).map_err(disk_api_error)?;
+        Ok(keel_netstack::api::GuestDisk {
+            size_bytes: made.bytes(),
+            name: made.name,
+            kind: keel_netstack::api::DiskKind::Partition,
+            users: Vec::new(),
+        })
+    }
+
+    fn delete_disk(&mut self, name: &str) -> Result<(), ApiError> {
+        crate::blk::guest_partitions::delete(name)
+            .map(|_| ())
+            .map_err(disk_api_error)
+    }
+}
+
+/// A guest-partition error as the API answers it.
+fn disk_api_error(e: crate::blk::guest_partitions::GuestPartitionError) -> ApiError {
+    use crate::blk::guest_partitions::GuestPartitionError as E;
+    let message = e.to_string();
+    match e {
+        E::BootDisk(_) => ApiError::Unavailable(message),
+        E::BadName { .. } | E::BadSize { .. } | E::BadSizeText { .. } | E::NoSpace { .. } => {
+            ApiError::Invalid(message)
+        }
+        E::NameTaken { .. } | E::InUse { .. } => ApiError::Conflict(message),
+        E::NotFound { .. } | E::Gone { .. } => ApiError::NotFound(message),
+        E::Table(crate::blk::gpt_write::GptWriteError::NoFreeEntry { .. }) => {
+            ApiError::Invalid(message)
+        }
+        E::Table(_) | E::Disk(_) => ApiError::Internal(message),
     }
 }

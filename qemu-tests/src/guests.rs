@@ -19,6 +19,7 @@
 //! | `hostile-spin` | `jmp .` with IF=0, no exits | `spinning` |
 //! | `hostile-memory` | 32-bit PM; reads/writes 0x4000_0000 | `touching memory beyond RAM`, `read 0x…`, `read 0x…`, `still alive` |
 //! | `hostile-vmrun` | VMRUN and VMMCALL under its own #UD handler | `caught #UD` (twice), `survived VMRUN and VMMCALL` |
+//! | `hostile-virtio` | 32-bit PM; finds virtio-blk (0x1AF4:0x1042) on PCI bus 0, posts malformed requests, each after a device reset | `virtio case used 0x… status 0x… device 0x…: <case>` per case (see `hostile-virtio.S`), `hostile-virtio: done` |
 //! | `counter` | prints forever | `tick 0`, `tick 1`, … |
 //! | `bench` | long mode; RDTSC timings | `bench cpuid-exits 100000 cycles N`, `bench out-exits 100000 cycles N`, `bench cpu-loop 50000000 cycles N`, `bench done` |
 //! | `echo` | real mode; polls COM1, writes each byte back (letters upper-cased, CR as LF) | `echo guest: ready`, then the input |
@@ -59,6 +60,8 @@ pub const HOSTILE_SPIN: &str = "hostile-spin";
 pub const HOSTILE_MEMORY: &str = "hostile-memory";
 /// `hostile-vmrun`: executes VMRUN and VMMCALL and catches the #UDs.
 pub const HOSTILE_VMRUN: &str = "hostile-vmrun";
+/// `hostile-virtio`: drives a virtio-blk PCI function with malformed virtqueues.
+pub const HOSTILE_VIRTIO: &str = "hostile-virtio";
 /// `counter`: prints `tick N` forever.
 pub const COUNTER: &str = "counter";
 /// `bench`: times CPUID exits, OUT exits and a CPU-bound loop with RDTSC.
@@ -138,6 +141,12 @@ pub const GUESTS: &[GuestSpec] = &[
     GuestSpec {
         name: HOSTILE_VMRUN,
         source: "hostile-vmrun.S",
+        max_size: MAX_GUEST_SIZE,
+        format: GuestFormat::Flat,
+    },
+    GuestSpec {
+        name: HOSTILE_VIRTIO,
+        source: "hostile-virtio.S",
         max_size: MAX_GUEST_SIZE,
         format: GuestFormat::Flat,
     },

@@ -20,6 +20,10 @@
 //!   fetched with `apt-get download` into `target/linux-guest/`, and the initramfs writer) and
 //!   adds the test initramfs; [`linux_artifacts()`] puts the kernel and the test initramfs
 //!   into `keel-linux.img` as boot modules.
+//! - [`disk_guest`] adds Debian's virtio-blk and ext4 modules to an initramfs whose `/init`
+//!   mounts `/dev/vda`, and makes and reads ext4 images on the host; [`boot_disk`] builds
+//!   rust-hypervisor-firmware and the GPT boot disks it boots (the guest-disk tests and
+//!   `disk-bench`).
 //!
 //! A test reads like an operator session:
 //!
@@ -54,7 +58,9 @@
 pub mod artifacts;
 pub mod banner;
 pub mod bochs;
+pub mod boot_disk;
 pub mod console;
+pub mod disk_guest;
 pub mod error;
 pub mod guests;
 pub mod http;

@@ -345,6 +345,30 @@ pub enum Repair {
         /// What was wrong with it; `None` when it was valid but different.
         damage: Option<GptError>,
     },
+    /// The disk is larger than the table spans (an image written to a larger disk, or a
+    /// grown virtual disk): both copies were rewritten with the usable range reaching the
+    /// new end and the backup at the last LBA.
+    Grown {
+        /// The last usable LBA before.
+        from_last_usable: u64,
+        /// The last usable LBA now.
+        to_last_usable: u64,
+        /// What was wrong with the primary, if anything.
+        damage: Option<GptError>,
+    },
+}
+
+impl Repair {
+    /// Whether a copy was damaged or stale (worth a warning), as opposed to nothing or only
+    /// growth.
+    pub fn is_damage(&self) -> bool {
+        match self {
+            Repair::NotNeeded => false,
+            Repair::Primary { .. } => true,
+            Repair::Backup { damage } => damage.is_some(),
+            Repair::Grown { damage, .. } => damage.is_some(),
+        }
+    }
 }
 
 impl fmt::Display for Repair {
@@ -361,6 +385,21 @@ impl fmt::Display for Repair {
                 "backup GPT rewritten from the primary (it held a different table, \
                  left by an interrupted change)",
             ),
+            Repair::Grown {
+                from_last_usable,
+                to_last_usable,
+                damage,
+            } => {
+                write!(
+                    f,
+                    "GPT extended to the end of the disk: {} MiB more usable",
+                    (to_last_usable - from_last_usable) / ALIGN_SECTORS
+                )?;
+                match damage {
+                    Some(d) => write!(f, " (and a damaged copy rewritten: {d})"),
+                    None => Ok(()),
+                }
+            }
         }
     }
 }
@@ -387,15 +426,44 @@ pub fn repair<D: Disk + ?Sized>(disk: &mut D) -> Result<Repair, GptWriteError> {
         }
     }
     let (good, write, repair) = match (primary, backup) {
-        (Ok(p), Ok(b)) if same_table(&p, &b) => return Ok(Repair::NotNeeded),
-        (Ok(p), Ok(_)) => (p, HeaderCopy::Backup, Repair::Backup { damage: None }),
-        (Ok(p), Err(e)) => (p, HeaderCopy::Backup, Repair::Backup { damage: Some(e) }),
-        (Err(e), Ok(b)) => (b, HeaderCopy::Primary, Repair::Primary { damage: e }),
+        (Ok(p), Ok(b)) if same_table(&p, &b) => (p, None, Repair::NotNeeded),
+        (Ok(p), Ok(_)) => (p, Some(HeaderCopy::Backup), Repair::Backup { damage: None }),
+        (Ok(p), Err(e)) => (
+            p,
+            Some(HeaderCopy::Backup),
+            Repair::Backup { damage: Some(e) },
+        ),
+        (Err(e), Ok(b)) => (b, Some(HeaderCopy::Primary), Repair::Primary { damage: e }),
         (Err(e), Err(_)) => return Err(GptWriteError::Gpt(e)),
     };
-    let at = places(&good, disk.sector_count())?;
-    write_copy(disk, &good, write, &at)?;
-    disk.flush()?;
+    let sectors = disk.sector_count();
+    let array_sectors = (good.entries.bytes.len() as u64)
+        .div_ceil(SECTOR as u64)
+        .max(1);
+    // The last usable LBA when the backup entries sit just before the last LBA.
+    let spanning = sectors.saturating_sub(2 + array_sectors);
+    if spanning > good.last_usable {
+        // Both copies rewritten in the safe order: a cut leaves the old table (the primary)
+        // or the grown one, and the next boot finishes the job.
+        let mut grown = good.clone();
+        grown.last_usable = spanning;
+        write_table(disk, &grown)?;
+        // A backup missing at the new last LBA is what growth looks like, not damage.
+        let damage = match repair {
+            Repair::Primary { damage } => Some(damage),
+            _ => None,
+        };
+        return Ok(Repair::Grown {
+            from_last_usable: good.last_usable,
+            to_last_usable: spanning,
+            damage,
+        });
+    }
+    if let Some(copy) = write {
+        let at = places(&good, sectors)?;
+        write_copy(disk, &good, copy, &at)?;
+        disk.flush()?;
+    }
     Ok(repair)
 }
 

@@ -162,6 +162,8 @@ fn free_extents_are_aligned_and_skip_partitions() {
 fn rewriting_the_image_builders_table_changes_nothing() {
     let (bytes, _) = test_image::image(&[]);
     let mut disk = MemDisk::new(bytes.clone());
+    // Nothing to repair or extend at boot.
+    assert_eq!(repair(&mut disk), Ok(Repair::NotNeeded));
     let gpt = read(&mut disk).unwrap();
     write_table(&mut disk, &gpt).unwrap();
     for (lba, (a, b)) in bytes
@@ -249,7 +251,7 @@ fn cut_states(before: &MemDisk, change: impl FnOnce(&mut Recording)) -> (Vec<Mem
 }
 
 /// After a cut at every point of `change`, the table read is the old or the new one, and
-/// repair leaves both copies valid, alike, and the table that was read.
+/// repair leaves both copies valid, alike, and with the partitions that were read.
 fn check_cuts(before: MemDisk, change: impl FnOnce(&mut Recording)) {
     let old = read(&mut before.clone()).unwrap();
     let (states, after) = cut_states(&before, change);
@@ -268,8 +270,11 @@ fn check_cuts(before: MemDisk, change: impl FnOnce(&mut Recording)) {
         let primary = read_copy(&mut state, HeaderCopy::Primary).unwrap();
         let backup = read_copy(&mut state, HeaderCopy::Backup).unwrap();
         assert!(same_table(&primary, &backup), "state {k}: copies differ");
+        // Repair keeps the partitions read; it may only extend a table to a grown disk's end.
         assert!(
-            same_table(&primary, &seen),
+            primary.entries == seen.entries
+                && primary.disk_guid == seen.disk_guid
+                && primary.last_usable >= seen.last_usable,
             "state {k}: repair changed the table"
         );
         assert_eq!(repair(&mut state), Ok(Repair::NotNeeded), "state {k}");
@@ -351,4 +356,46 @@ fn repair_rewrites_a_damaged_copy_from_the_other() {
         Err(GptWriteError::Gpt(GptError::BadSignature { lba: 1 }))
     );
     assert!(disk.bytes == before);
+}
+
+#[test]
+fn a_grown_disk_gets_its_table_extended_to_the_end() {
+    let mut disk = blank_disk();
+    add(&mut disk, "alpha", 2, 1);
+    let before = read(&mut disk).unwrap();
+    // The disk grows by 4 MiB: the backup header is no longer at the last LBA.
+    disk.bytes
+        .resize(disk.bytes.len() + 4 * ALIGN_SECTORS as usize * SECTOR, 0);
+    let sectors = disk.sector_count();
+    let r = repair(&mut disk).unwrap();
+    assert_eq!(
+        r,
+        Repair::Grown {
+            from_last_usable: DISK_SECTORS - 34,
+            to_last_usable: sectors - 34,
+            damage: None
+        }
+    );
+    assert!(!r.is_damage());
+    assert!(std::format!("{r}").contains("4 MiB more usable"));
+    let primary = read_copy(&mut disk, HeaderCopy::Primary).unwrap();
+    let backup = read_copy(&mut disk, HeaderCopy::Backup).unwrap();
+    assert!(same_table(&primary, &backup));
+    assert_eq!(primary.partitions, before.partitions);
+    assert_eq!(primary.last_usable, sectors - 34);
+    assert_eq!(repair(&mut disk), Ok(Repair::NotNeeded));
+    // The new space is free for partitions.
+    let free = free_extents(&primary);
+    assert_eq!(free.last().unwrap().sectors, 8 * ALIGN_SECTORS);
+}
+
+#[test]
+fn a_power_cut_while_growing_leaves_the_old_or_the_grown_table() {
+    let mut disk = blank_disk();
+    add(&mut disk, "alpha", 2, 1);
+    disk.bytes
+        .resize(disk.bytes.len() + 2 * ALIGN_SECTORS as usize * SECTOR, 0);
+    check_cuts(disk, |rec| {
+        repair(rec).unwrap();
+    });
 }

@@ -316,11 +316,15 @@ pub struct GuestDiskEntry {
     pub users: Vec<(String, bool)>,
 }
 
-/// Whether a store file is listed as a guest disk: it ends in `.img` or `.raw` (the names
-/// `keel build --disk` gives), or a VM uses it.
-pub fn is_disk_image(name: &str, in_use: bool) -> bool {
+/// Whether a store file is listed as a guest disk: a VM uses it or a VM definition in
+/// `config` names it (store names ignore ASCII case, as FAT does), or it ends in `.img` or
+/// `.raw`.
+pub fn is_disk_image(name: &str, in_use: bool, config: &keel_config::Config) -> bool {
     let lower = name.to_ascii_lowercase();
-    in_use || lower.ends_with(".img") || lower.ends_with(".raw")
+    let configured = config.vms.iter().flat_map(|vm| &vm.disks).any(|d| {
+        matches!(d.source(), keel_config::schema::DiskSource::File(f) if f.eq_ignore_ascii_case(name))
+    });
+    in_use || configured || lower.ends_with(".img") || lower.ends_with(".raw")
 }
 
 #[cfg(target_os = "none")]
@@ -352,9 +356,16 @@ mod kernel_guest_partitions {
     /// The VMs using a guest disk, each with whether read-only: the disk claims VMs take
     /// when they start (`crate::vms::disks`).
     pub fn users_of(kind: GuestDiskKind, name: &str) -> Vec<(String, bool)> {
-        // Wired to the claims table when `crate::vms::disks` lands (h13-store).
-        let _ = (kind, name);
-        Vec::new()
+        use crate::vms::disks::DiskName;
+        let disk = match kind {
+            GuestDiskKind::Partition => DiskName::partition(name),
+            GuestDiskKind::StoreFile => DiskName::file(name),
+        };
+        crate::vms::disks::users()
+            .into_iter()
+            .filter(|u| u.disk.same_disk(&disk))
+            .map(|u| (u.vm, u.read_only))
+            .collect()
     }
 
     fn boot_disk_error(e: boot_disk::BootDiskError) -> GuestPartitionError {
@@ -399,9 +410,10 @@ mod kernel_guest_partitions {
     }
 
     /// Every guest disk, partitions first (in table order), then the store's disk images
-    /// (see [`is_disk_image`](super::is_disk_image)), each with its users; and the largest
-    /// free space in MiB. A store that cannot be read leaves the files out and says why.
-    pub fn inventory() -> Result<Inventory, GuestPartitionError> {
+    /// (see [`is_disk_image`](super::is_disk_image); `config` is the running configuration),
+    /// each with its users; and the largest free space in MiB. A store that cannot be read
+    /// leaves the files out and says why.
+    pub fn inventory(config: &keel_config::Config) -> Result<Inventory, GuestPartitionError> {
         let (partitions, free_mib) = list()?;
         let mut disks: Vec<GuestDiskEntry> = partitions
             .into_iter()
@@ -416,7 +428,7 @@ mod kernel_guest_partitions {
             Ok(files) => {
                 for f in files {
                     let users = users_of(GuestDiskKind::StoreFile, &f.name);
-                    if super::is_disk_image(&f.name, !users.is_empty()) {
+                    if super::is_disk_image(&f.name, !users.is_empty(), config) {
                         disks.push(GuestDiskEntry {
                             kind: GuestDiskKind::StoreFile,
                             name: f.name,

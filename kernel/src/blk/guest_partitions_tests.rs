@@ -55,7 +55,7 @@ fn create_list_delete() {
     assert_eq!(gone, big);
     apply(&mut disk, &table);
     let gpt = gpt::read(&mut disk).unwrap();
-    assert_eq!(guest_partitions(&gpt), [small.clone()]);
+    assert_eq!(guest_partitions(&gpt), std::slice::from_ref(&small));
     assert_eq!(
         still_there(&gpt, &big),
         Err(GuestPartitionError::Gone { name: "big".into() })
@@ -182,4 +182,22 @@ fn the_image_builders_partitions_are_guest_disks() {
     let (table, again) = plan_create(&table, "other", 4 * MIB, Guid([9; 16])).unwrap();
     assert_eq!(again.first_lba, found[0].first_lba);
     apply(&mut disk, &table);
+}
+
+#[test]
+fn store_files_listed_as_disks() {
+    let mut config = keel_config::Config::default();
+    assert!(is_disk_image("data.img", false, &config));
+    assert!(is_disk_image("Win.RAW", false, &config));
+    assert!(!is_disk_image("vmlinuz", false, &config));
+    assert!(is_disk_image("vmlinuz", true, &config));
+    let document = br#"{"vms": [{"name": "web", "kernel": "vmlinuz", "memory_mib": 256,
+        "disks": [{"file": "Scratch"}, {"partition": "big"}]}]}"#;
+    let vm = keel_config::Config::from_json(document)
+        .unwrap()
+        .vms
+        .remove(0);
+    config.vms.push(vm);
+    assert!(is_disk_image("scratch", false, &config));
+    assert!(!is_disk_image("big", false, &config));
 }

@@ -52,8 +52,9 @@ mod run {
     use crate::blk::guest_partitions::{self, MIB};
     use crate::kprintln;
 
-    /// `disk`: the boot disk and its partition table, then every guest disk.
-    pub fn show() {
+    /// `disk`: the boot disk and its partition table, then every guest disk (`config`: the
+    /// running configuration, whose VM definitions name disks).
+    pub fn show(config: &keel_config::Config) {
         let info = match crate::blk::boot_disk::info() {
             Ok(info) => info,
             Err(e) => {
@@ -88,7 +89,7 @@ mod run {
                 p.type_guid
             );
         }
-        let inventory = match guest_partitions::inventory() {
+        let inventory = match guest_partitions::inventory(config) {
             Ok(inventory) => inventory,
             Err(e) => {
                 kprintln!("error: {e}");

@@ -305,7 +305,7 @@ fn execute(kernel: &mut Services<'_>, cmd: Command<'_>) {
                 kprintln!("  {device}");
             }
         }
-        Command::Disk => super::disk_cmds::show(),
+        Command::Disk => super::disk_cmds::show(settings.current()),
         Command::DiskCreate { name, bytes } => super::disk_cmds::create(name, bytes),
         Command::DiskDelete { name } => super::disk_cmds::delete(name),
         Command::StoreLs => store_ls(),
@@ -621,9 +621,12 @@ fn store_ls() {
             kprintln!("the guest store is empty (add files with `keel build --store <dir>`)")
         }
         Ok(files) => {
-            kprintln!("  {:<40} {:>12}", "name", "size");
+            // The size stays the last column (scripts read it from the end of the line).
+            kprintln!("  {:<40} {:<24} {:>12}", "name", "used by", "size");
             for f in &files {
-                kprintln!("  {:<40} {:>12}", f.name, f.size);
+                let users =
+                    crate::vms::disks::users_text(&crate::vms::disks::DiskName::file(&f.name));
+                kprintln!("  {:<40} {:<24} {:>12}", f.name, users, f.size);
             }
             let total: u64 = files.iter().map(|f| f.size).sum();
             kprintln!("  {} files, {} bytes", files.len(), total);

@@ -1,5 +1,7 @@
-//! A read-only FAT16/FAT32 reader over a [`Disk`] (the guest-store partition): the BPB,
-//! cluster chains and the root directory with long file names.
+//! A FAT16/FAT32 reader over a [`Disk`] (the guest-store partition): the BPB, cluster chains
+//! and the root directory with long file names, and a file's [`Extent`]s, through which guest
+//! disks write into the file's existing sectors (`super::file_disk`). Nothing here ever
+//! writes the FAT or a directory.
 //!
 //! Why its own reader: crates.io `fatfs` 0.3 needs nightly (`core_io`) without `std`, and its
 //! no_std-capable successor is unreleased; `embedded-sdmmc` builds on stable but locates
@@ -89,6 +91,16 @@ impl From<DiskError> for FatError {
     fn from(e: DiskError) -> Self {
         FatError::Disk(e)
     }
+}
+
+/// A run of consecutive sectors of the volume: `first_lba..first_lba + sectors`, relative to
+/// the start of the partition that holds the volume.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Extent {
+    /// First sector.
+    pub first_lba: u64,
+    /// Number of sectors (at least 1).
+    pub sectors: u64,
 }
 
 /// A file in the root directory.
@@ -324,6 +336,62 @@ impl FatVolume {
         let mut data = Vec::with_capacity(entry.size as usize);
         self.read_with(disk, entry, |chunk| data.extend_from_slice(chunk))?;
         Ok(data)
+    }
+
+    /// Where `entry`'s bytes lie on the volume: its cluster chain as runs of consecutive
+    /// sectors (volume-relative LBAs, contiguous clusters merged), covering the file's first
+    /// `size / 512` sectors. A trailing partial sector is left out: a guest disk made from the
+    /// file has whole sectors only, and the bytes past the last whole sector are never touched.
+    ///
+    /// The walk is bounded by the file's size: a chain that ends early is
+    /// [`FatError::Truncated`]; one that goes on past the cluster holding the last byte (a
+    /// loop, or a cross-link) is [`FatError::BadChain`]. Nothing is written.
+    pub fn extents<D: Disk + ?Sized>(
+        &self,
+        disk: &mut D,
+        entry: &DirEntry,
+    ) -> Result<Vec<Extent>, FatError> {
+        let size = u64::from(entry.size);
+        let whole_sectors = size / SECTOR as u64;
+        let mut runs: Vec<Extent> = Vec::new();
+        if size == 0 {
+            return Ok(runs);
+        }
+        let clusters = size.div_ceil(self.cluster_bytes());
+        let mut fat = FatCache::new();
+        let mut cluster = entry.first_cluster;
+        let mut sectors_left = whole_sectors;
+        for walked in 1..=clusters {
+            if !self.valid_cluster(cluster) {
+                return Err(FatError::BadChain { cluster });
+            }
+            let take = sectors_left.min(self.sectors_per_cluster);
+            if take > 0 {
+                let lba = self.cluster_lba(cluster);
+                match runs.last_mut() {
+                    Some(run) if run.first_lba + run.sectors == lba => run.sectors += take,
+                    _ => runs.push(Extent {
+                        first_lba: lba,
+                        sectors: take,
+                    }),
+                }
+                sectors_left -= take;
+            }
+            let next = self.next_cluster(disk, &mut fat, cluster)?;
+            match (next, walked == clusters) {
+                (None, true) => return Ok(runs),
+                (None, false) => {
+                    return Err(FatError::Truncated {
+                        name: entry.name.clone(),
+                    });
+                }
+                // The chain goes on past the file's last cluster: a loop or a cross-link.
+                (Some(_), true) => return Err(FatError::BadChain { cluster }),
+                (Some(n), false) => cluster = n,
+            }
+        }
+        // `clusters` >= 1, so the loop always returns; kept for the compiler.
+        Err(FatError::BadChain { cluster })
     }
 
     /// Follows the chain from `first`, reading runs of consecutive clusters (up to 64 KiB) and

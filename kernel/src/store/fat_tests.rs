@@ -225,6 +225,7 @@ fn garbage_never_panics() {
         {
             for e in entries.iter().take(8) {
                 let _ = volume.read_with(&mut disk, e, |_| {});
+                let _ = volume.extents(&mut disk, e);
             }
         }
     }
@@ -247,4 +248,196 @@ fn short_names_and_checksums() {
             .wrapping_add(b);
     }
     assert_eq!(short_checksum(name), sum);
+}
+
+/// The file's bytes as its extents give them: the first `size / 512` sectors.
+fn read_through_extents(disk: &mut MemDisk, extents: &[Extent]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for run in extents {
+        let mut buf = std::vec![0u8; run.sectors as usize * 512];
+        disk.read(run.first_lba, &mut buf).unwrap();
+        out.extend_from_slice(&buf);
+    }
+    out
+}
+
+#[test]
+fn extents_cover_the_whole_sectors_of_a_file() {
+    let mut disk = store_volume();
+    let volume = FatVolume::mount(&mut disk).unwrap();
+    for (name, content) in files() {
+        let entry = volume.find(&mut disk, name).unwrap();
+        let extents = volume.extents(&mut disk, &entry).unwrap();
+        let whole = content.len() / 512 * 512;
+        let sectors: u64 = extents.iter().map(|e| e.sectors).sum();
+        assert_eq!(sectors as usize * 512, whole, "{name}");
+        assert_eq!(
+            read_through_extents(&mut disk, &extents),
+            content[..whole],
+            "{name}"
+        );
+        // Runs are merged: no run ends where the next begins.
+        for pair in extents.windows(2) {
+            assert_ne!(pair[0].first_lba + pair[0].sectors, pair[1].first_lba);
+        }
+    }
+    // A file written in one go is one run.
+    let entry = volume.find(&mut disk, "vmlinuz-6.1").unwrap();
+    assert_eq!(volume.extents(&mut disk, &entry).unwrap().len(), 1);
+    // Under one sector: no disk sectors at all.
+    let entry = volume.find(&mut disk, "lower.txt").unwrap();
+    assert_eq!(volume.extents(&mut disk, &entry).unwrap(), []);
+}
+
+/// A FAT32 volume where `a.img` and `b.img` were written in turns, so both are fragmented.
+fn fragmented_fat32() -> (MemDisk, Vec<u8>, Vec<u8>) {
+    let sectors: u64 = 80 * 2048;
+    let mut image = Cursor::new(std::vec![0u8; (sectors * 512) as usize]);
+    fatfs::format_volume(
+        &mut image,
+        fatfs::FormatVolumeOptions::new()
+            .fat_type(fatfs::FatType::Fat32)
+            .bytes_per_cluster(1024),
+    )
+    .unwrap();
+    let a = noise(40 * 1024, 11);
+    let b = noise(30 * 1024 + 700, 12);
+    {
+        use std::io::Write;
+        let fs = fatfs::FileSystem::new(&mut image, fatfs::FsOptions::new()).unwrap();
+        let root = fs.root_dir();
+        let mut fa = root.create_file("a.img").unwrap();
+        let mut fb = root.create_file("b.img").unwrap();
+        let (mut ca, mut cb) = (a.chunks(3 * 1024), b.chunks(2 * 1024 + 100));
+        loop {
+            let (next_a, next_b) = (ca.next(), cb.next());
+            if next_a.is_none() && next_b.is_none() {
+                break;
+            }
+            fa.write_all(next_a.unwrap_or_default()).unwrap();
+            fa.flush().unwrap();
+            fb.write_all(next_b.unwrap_or_default()).unwrap();
+            fb.flush().unwrap();
+        }
+    }
+    (MemDisk::new(image.into_inner()), a, b)
+}
+
+#[test]
+fn extents_of_fragmented_files() {
+    let (mut disk, a, b) = fragmented_fat32();
+    let volume = FatVolume::mount(&mut disk).unwrap();
+    for (name, content) in [("a.img", &a), ("b.img", &b)] {
+        let entry = volume.find(&mut disk, name).unwrap();
+        let extents = volume.extents(&mut disk, &entry).unwrap();
+        assert!(extents.len() > 3, "{name}: {extents:?}");
+        let whole = content.len() / 512 * 512;
+        assert_eq!(read_through_extents(&mut disk, &extents), content[..whole]);
+    }
+}
+
+#[test]
+fn in_place_writes_change_the_file_and_nothing_else() {
+    use crate::store::file_disk::FileSectors;
+    let (mut disk, a, b) = fragmented_fat32();
+    let volume = FatVolume::mount(&mut disk).unwrap();
+    let entry = volume.find(&mut disk, "b.img").unwrap();
+    let file = FileSectors::new(volume.extents(&mut disk, &entry).unwrap());
+    assert_eq!(file.sectors(), (b.len() / 512) as u64);
+    let before = disk.clone();
+    // Across several runs, up to the last whole sector.
+    let new = noise(40 * 512, 99);
+    let at = file.sectors() - 40;
+    file.write(&mut disk, at, &new).unwrap();
+    let mut expected_b = b.clone();
+    expected_b[at as usize * 512..(at as usize + 40) * 512].copy_from_slice(&new);
+    // Read back through the FAT reader and through `fatfs`.
+    assert_eq!(volume.read(&mut disk, &entry).unwrap(), expected_b);
+    {
+        use std::io::Read;
+        let mut cursor = Cursor::new(disk.bytes.clone());
+        let fs = fatfs::FileSystem::new(&mut cursor, fatfs::FsOptions::new()).unwrap();
+        let mut back = Vec::new();
+        fs.root_dir()
+            .open_file("b.img")
+            .unwrap()
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, expected_b);
+        let mut other = Vec::new();
+        fs.root_dir()
+            .open_file("a.img")
+            .unwrap()
+            .read_to_end(&mut other)
+            .unwrap();
+        assert_eq!(other, a);
+    }
+    // Only the file's sectors changed: the FATs and the directory are as they were.
+    let changed: Vec<u64> = (0..disk.sector_count())
+        .filter(|&s| {
+            let r = s as usize * 512..(s as usize + 1) * 512;
+            disk.bytes[r.clone()] != before.bytes[r]
+        })
+        .collect();
+    let owned: Vec<u64> = file
+        .runs()
+        .iter()
+        .flat_map(|r| r.first_lba..r.first_lba + r.sectors)
+        .collect();
+    assert!(!changed.is_empty());
+    assert!(changed.iter().all(|s| owned.contains(s)), "{changed:?}");
+}
+
+#[test]
+fn extents_of_corrupt_chains_are_errors() {
+    let clean = store_volume();
+    let mut disk = clean.clone();
+    let volume = FatVolume::mount(&mut disk).unwrap();
+    let entry = volume.find(&mut disk, "vmlinuz-6.1").unwrap();
+    let first = entry.first_cluster;
+    let clusters = 300_000u64.div_ceil(volume.cluster_bytes()) as u32;
+
+    // A loop back to the first cluster: the walk stops at the file's size.
+    let at = fat16_entry(&disk, first + 3);
+    disk.bytes[at..at + 2].copy_from_slice(&(first as u16).to_le_bytes());
+    assert!(matches!(
+        volume.extents(&mut disk, &entry),
+        Err(FatError::BadChain { .. })
+    ));
+
+    // A chain that ends early.
+    let mut disk = clean.clone();
+    let at = fat16_entry(&disk, first + 3);
+    disk.bytes[at..at + 2].copy_from_slice(&0xffffu16.to_le_bytes());
+    assert_eq!(
+        volume.extents(&mut disk, &entry),
+        Err(FatError::Truncated {
+            name: "vmlinuz-6.1".into()
+        })
+    );
+
+    // A chain that goes on past the file's last cluster.
+    let mut disk = clean.clone();
+    let last = first + clusters - 1;
+    let at = fat16_entry(&disk, last);
+    disk.bytes[at..at + 2].copy_from_slice(&((last + 1) as u16).to_le_bytes());
+    assert!(matches!(
+        volume.extents(&mut disk, &entry),
+        Err(FatError::BadChain { .. })
+    ));
+
+    // A free cluster in the chain, and a first cluster outside the volume.
+    let mut disk = clean.clone();
+    let at = fat16_entry(&disk, first + 1);
+    disk.bytes[at..at + 2].copy_from_slice(&0u16.to_le_bytes());
+    assert!(matches!(
+        volume.extents(&mut disk, &entry),
+        Err(FatError::BadChain { .. })
+    ));
+    let mut bad = entry.clone();
+    bad.first_cluster = 0xfff0;
+    assert!(matches!(
+        volume.extents(&mut disk, &bad),
+        Err(FatError::BadChain { cluster: 0xfff0 })
+    ));
 }

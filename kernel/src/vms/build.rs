@@ -1,9 +1,11 @@
 //! Building one VM: host frames for the VMM, the guest image (a boot module or a guest store
-//! file) and its loader (flat, Linux bzImage, PVH ELF), ACPI tables, the vCPU and the PC
-//! platform; and the clock VMs run on. Its neighbour [`super`] manages the VMs built here.
+//! file) and its loader (flat, Linux bzImage, PVH ELF), ACPI tables, the vCPU, the PC
+//! platform and the VM's disks on its PCI bus; and the clock VMs run on. Its neighbour
+//! [`super`] manages the VMs built here.
 
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::cell::RefCell;
 
 use keel_vmm::cpuid::CpuidPolicy;
 use keel_vmm::devices::{Devices, PlatformConfig};
@@ -12,6 +14,7 @@ use keel_vmm::memory::GuestMemory;
 use keel_vmm::vm::{Clock, Instant, Vm};
 use keel_vmm::{backend, loader};
 
+use super::disks::{self, AttachedDisk, DiskAttachError, MAX_MEM_MIB_WITH_DISKS, OpenedDisk};
 use super::{DEFAULT_LINUX_MEM_MIB, DEFAULT_MEM_MIB, MEM_MIB_RANGE, StartError};
 use crate::boot::BootModule;
 use crate::{System, mm};
@@ -81,13 +84,16 @@ pub(super) struct Blueprint<'a> {
     pub(super) cpus: u8,
 }
 
-/// Builds a VM (RAM, loader, ACPI tables, vCPU, devices) from `blueprint`.
+/// Builds a VM (RAM, loader, ACPI tables, vCPU, devices) from `blueprint`, with `disks`
+/// (opened and claimed by the caller) as virtio-blk PCI functions; returns the VM and where
+/// each disk went.
 pub(super) fn build_vm(
     system: &System,
     id: u32,
     label: String,
     bp: &Blueprint<'_>,
-) -> Result<Vm, StartError> {
+    disks: Vec<OpenedDisk>,
+) -> Result<(Vm, Vec<AttachedDisk>), StartError> {
     let image = bp.kernel.bytes();
     let kind = if loader::bzimage::is_bzimage(image) {
         GuestKind::BzImage
@@ -114,6 +120,12 @@ pub(super) fn build_vm(
     }
     if !(MEM_MIB_RANGE.0..=MEM_MIB_RANGE.1).contains(&mem_mib) || !mem_mib.is_multiple_of(2) {
         return Err(StartError::BadMemorySize(mem_mib));
+    }
+    if !disks.is_empty() && mem_mib > MAX_MEM_MIB_WITH_DISKS {
+        return Err(StartError::Disk(DiskAttachError::TooMuchMemory {
+            vm: label,
+            mem_mib,
+        }));
     }
     let memory = GuestMemory::new(&HOST, u64::from(mem_mib) << 20).map_err(|e| {
         StartError::NoMemory(alloc::format!("cannot give the VM {mem_mib} MiB: {e}"))
@@ -144,11 +156,12 @@ pub(super) fn build_vm(
             }
         }
     };
-    let devices = Devices::pc(PlatformConfig {
+    let mut devices = Devices::pc(PlatformConfig {
         cpus: bp.cpus,
         ..platform_config()
     })
     .map_err(|e| StartError::Load(alloc::format!("{e}")))?;
+    let attached = disks::attach(&label, &mut devices, disks).map_err(StartError::Disk)?;
     // The VM backend takes the loaded RAM and maps it; the VM creates its vCPUs through it
     // (the BSP now, each AP at its start-up IPI).
     let mut vm_backend = vm_backend(system, memory).map_err(StartError::Vcpu)?;
@@ -158,7 +171,8 @@ pub(super) fn build_vm(
             StartError::NoMemory(alloc::format!("cannot write-protect the VM's RAM: {e}"))
         })?;
     }
-    Vm::new(id, label, vm_backend, start, devices).map_err(StartError::Vcpu)
+    let vm = Vm::new(id, label, vm_backend, start, devices).map_err(StartError::Vcpu)?;
+    Ok((vm, attached))
 }
 
 /// The VM backend over `memory` that every VM on this host gets: the host's virtualization,
@@ -172,9 +186,36 @@ fn vm_backend(
     backend::create_vm_backend(&system.virtualization, &HOST, memory, cpuid)
 }
 
-/// What a restore needs from this host: the platform and backend a new VM gets.
+/// What a restore needs from this host: the platform and backend a new VM gets, with the
+/// saved VM's disks (opened and claimed by the caller) on its PCI bus.
 pub(super) struct KernelRebuild<'a> {
-    pub(super) system: &'a System,
+    system: &'a System,
+    label: &'a str,
+    /// The disks until `platform` attaches them.
+    disks: RefCell<Option<Vec<OpenedDisk>>>,
+    /// Where they went, or why they could not be attached.
+    attached: RefCell<Result<Vec<AttachedDisk>, DiskAttachError>>,
+}
+
+impl<'a> KernelRebuild<'a> {
+    /// The rebuild of VM `label` with `disks`.
+    pub(super) fn new(system: &'a System, label: &'a str, disks: Vec<OpenedDisk>) -> Self {
+        KernelRebuild {
+            system,
+            label,
+            disks: RefCell::new(Some(disks)),
+            attached: RefCell::new(Ok(Vec::new())),
+        }
+    }
+
+    /// Why the disks could not be attached (the restore then failed too: the saved device
+    /// states name PCI functions the platform lacks), or where they went.
+    pub(super) fn into_disks(self) -> (Option<DiskAttachError>, Vec<AttachedDisk>) {
+        match self.attached.into_inner() {
+            Ok(attached) => (None, attached),
+            Err(e) => (Some(e), Vec::new()),
+        }
+    }
 }
 
 impl keel_vmm::vm::Rebuild for KernelRebuild<'_> {
@@ -182,10 +223,15 @@ impl keel_vmm::vm::Rebuild for KernelRebuild<'_> {
         &self,
         description: &keel_vmm::vm::VmDescription,
     ) -> Result<Devices, keel_vmm::devices::PlatformError> {
-        Devices::pc(PlatformConfig {
+        let mut devices = Devices::pc(PlatformConfig {
             cpus: description.cpus,
             ..platform_config()
-        })
+        })?;
+        let disks = self.disks.borrow_mut().take().unwrap_or_default();
+        // The same disks attached at the original start: this cannot run out of slots or
+        // window; should it, the restore fails on the missing functions and says why.
+        *self.attached.borrow_mut() = disks::attach(self.label, &mut devices, disks);
+        Ok(devices)
     }
 
     fn backend(

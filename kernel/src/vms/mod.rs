@@ -40,6 +40,7 @@ use crate::System;
 use crate::boot::BootModule;
 
 mod build;
+pub mod disks;
 mod report;
 mod saved;
 
@@ -123,6 +124,13 @@ pub enum SavedVmError {
         /// Why.
         error: keel_vmm::vm::SaveError,
     },
+    /// Its disks cannot be opened, claimed or attached again; nothing was created.
+    Disks {
+        /// The saved VM's name.
+        saved: String,
+        /// Why.
+        error: disks::DiskAttachError,
+    },
     /// The VMM could not restore it; nothing was created.
     Restore {
         /// The saved VM's name.
@@ -152,6 +160,9 @@ impl core::fmt::Display for SavedVmError {
             }
             SavedVmError::Save { vm, error } => write!(f, "cannot save VM {vm}: {error}"),
             SavedVmError::Restore { saved, error } => {
+                write!(f, "cannot restore '{saved}': {error}")
+            }
+            SavedVmError::Disks { saved, error } => {
                 write!(f, "cannot restore '{saved}': {error}")
             }
         }
@@ -223,7 +234,8 @@ pub struct VmDefinition {
     pub vcpus: u8,
     /// Start it at boot.
     pub autostart: bool,
-    /// Disks it lists (not attachable yet: such a VM does not start).
+    /// Its disks, attached at each start as virtio-blk PCI functions in this order
+    /// ([`disks`]).
     pub disks: Vec<keel_config::schema::VmDisk>,
 }
 
@@ -274,6 +286,8 @@ pub enum StartError {
     Vcpu(keel_vmm::backend::BackendError),
     /// A restart could not stop the running VM first.
     Stop(StopError),
+    /// Its disks cannot be opened, claimed or attached.
+    Disk(disks::DiskAttachError),
 }
 
 impl core::fmt::Display for StartError {
@@ -306,6 +320,7 @@ impl core::fmt::Display for StartError {
             StartError::NoMemory(m) | StartError::Load(m) => f.write_str(m),
             StartError::Vcpu(e) => write!(f, "cannot create the vCPU: {e}"),
             StartError::Stop(e) => write!(f, "{e}"),
+            StartError::Disk(e) => write!(f, "{e}"),
         }
     }
 }
@@ -337,6 +352,8 @@ struct Run {
     stop_reported: bool,
     /// When a graceful stop turns into a forced one.
     stop_deadline_ns: Option<u64>,
+    /// Its disks, as attached (their claims are released when it stops).
+    disks: Vec<disks::AttachedDisk>,
 }
 
 impl Entry {
@@ -407,9 +424,10 @@ impl Default for VmManager {
     }
 }
 
-fn new_run(vm: Vm) -> Run {
+fn new_run(vm: Vm, disks: Vec<disks::AttachedDisk>) -> Run {
     Run {
         vm,
+        disks,
         started_ns: TscClock.now().ns,
         stopped_ns: None,
         echoed: 0,
@@ -521,18 +539,19 @@ impl VmManager {
         let Some(d) = self.vms[i].definition.clone() else {
             return Err(StartError::NoSuchVm(String::from(name)));
         };
-        if !d.disks.is_empty() {
+        let kernel = store_file(
+            name,
+            if d.firmware { "firmware" } else { "kernel" },
+            &d.kernel,
+        )?;
+        // A firmware is entered as a PVH ELF; anything else would run as a flat payload.
+        if d.firmware && !kernel.bytes().starts_with(b"\x7fELF") {
             return Err(StartError::Load(alloc::format!(
-                "VM {name} lists disks ({}), and attaching disks to guests is not supported \
-                 yet: remove them from its definition",
-                d.disks
-                    .iter()
-                    .map(|disk| alloc::format!("{}", disk.source()))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                "VM {name}: its firmware '{}' is not an ELF file: give it rust-hypervisor-firmware's \
+                 ELF build (hypervisor-fw)",
+                d.kernel
             )));
         }
-        let kernel = store_file(name, "kernel", &d.kernel)?;
         let initrd = match &d.initrd {
             Some(f) => Some(store_file(name, "initrd", f)?),
             None => None,
@@ -547,10 +566,22 @@ impl VmManager {
             cpus: d.vcpus,
         };
         let id = self.vms[i].id;
-        let vm = build_vm(system, id, d.name.clone(), &bp)?;
+        // A VM that stopped since the last slice gives its disks back before any claim.
+        self.release_stopped_disks();
+        let specs: Vec<disks::DiskSpec> =
+            d.disks.iter().map(disks::DiskSpec::from_config).collect();
+        let opened = disks::open_all(&specs).map_err(StartError::Disk)?;
+        disks::claim(id, name, &opened).map_err(StartError::Disk)?;
+        let (vm, attached) = match build_vm(system, id, d.name.clone(), &bp, opened) {
+            Ok(built) => built,
+            Err(e) => {
+                disks::release(id);
+                return Err(e);
+            }
+        };
         defmt::info!("vm {=str} started from the store", name);
         let e = &mut self.vms[i];
-        e.run = Some(new_run(vm));
+        e.run = Some(new_run(vm, attached));
         e.restart_pending = false;
         Ok(())
     }
@@ -585,7 +616,7 @@ impl VmManager {
             cpus: cpus.unwrap_or(1),
         };
         let id = self.next_id;
-        let vm = build_vm(system, id, alloc::format!("vm{id}"), &bp)?;
+        let (vm, attached) = build_vm(system, id, alloc::format!("vm{id}"), &bp, Vec::new())?;
         self.next_id += 1;
         defmt::info!(
             "vm {=u32} started from module {=str}",
@@ -597,7 +628,7 @@ impl VmManager {
             definition: None,
             in_config: false,
             source: String::from(module.name.as_str()),
-            run: Some(new_run(vm)),
+            run: Some(new_run(vm, attached)),
             restart_pending: false,
         });
         Ok(id)
@@ -617,7 +648,10 @@ impl VmManager {
             });
         };
         match mode {
-            StopMode::Force => run.vm.stop(StopReason::Operator),
+            StopMode::Force => {
+                run.vm.stop(StopReason::Operator);
+                disks::release(e.id);
+            }
             StopMode::Graceful { .. } if run.vm.is_paused() => {
                 return Err(StopError::Paused(String::from(key)));
             }
@@ -713,11 +747,13 @@ impl VmManager {
             cpus: summary.cpus,
             ms,
         };
+        let disks = run.disks.iter().map(|d| d.spec.clone()).collect();
         self.saved.insert(SavedVm {
             name,
             description,
             blob,
             save_ms: ms,
+            disks,
         });
         Ok(report)
     }
@@ -730,18 +766,35 @@ impl VmManager {
             .get(name)
             .ok_or_else(|| SavedVmError::NoSuchSave(String::from(name)))?;
         let id = self.next_id;
+        let label = alloc::format!("vm{id}");
         let started = TscClock.now().ns;
-        let vm = keel_vmm::vm::Vm::restore(
-            id,
-            alloc::format!("vm{id}"),
-            &saved.blob,
-            &KernelRebuild { system },
-            &TscClock,
-        )
-        .map_err(|error| SavedVmError::Restore {
+        // The same disks in the same order land in the same PCI slots, where the saved
+        // device states expect them.
+        let disk_error = |error| SavedVmError::Disks {
             saved: String::from(name),
             error,
-        })?;
+        };
+        let opened = disks::open_all(&saved.disks).map_err(disk_error)?;
+        self.release_stopped_disks();
+        disks::claim(id, &alloc::format!("{id}"), &opened).map_err(disk_error)?;
+        let rebuild = KernelRebuild::new(system, &label, opened);
+        let restored =
+            keel_vmm::vm::Vm::restore(id, label.clone(), &saved.blob, &rebuild, &TscClock);
+        let (disk_failure, attached) = rebuild.into_disks();
+        let vm = match (restored, disk_failure) {
+            (Ok(vm), None) => vm,
+            (_, Some(error)) => {
+                disks::release(id);
+                return Err(disk_error(error));
+            }
+            (Err(error), None) => {
+                disks::release(id);
+                return Err(SavedVmError::Restore {
+                    saved: String::from(name),
+                    error,
+                });
+            }
+        };
         let ms = (TscClock.now().ns - started) / 1_000_000;
         self.next_id += 1;
         defmt::info!("vm {=u32} restored from {=str}", id, name);
@@ -750,7 +803,7 @@ impl VmManager {
             definition: None,
             in_config: false,
             source: alloc::format!("saved:{name}"),
-            run: Some(new_run(vm)),
+            run: Some(new_run(vm, attached)),
             restart_pending: false,
         });
         Ok((id, ms))
@@ -802,6 +855,7 @@ impl VmManager {
         if let Some(run) = self.vms[i].run.as_mut() {
             run.vm.stop(StopReason::Operator);
         }
+        disks::release(self.vms[i].id);
         self.vms.remove(i);
         self.cursor = 0;
         Ok(())
@@ -873,6 +927,7 @@ impl VmManager {
             }
             break;
         }
+        self.release_stopped_disks();
         let mut restarts = Vec::new();
         for e in &mut self.vms {
             echo(e, self.attached == Some(e.id), out);
@@ -897,6 +952,17 @@ impl VmManager {
         if !self.vms.iter().all(Entry::worth_keeping) {
             self.vms.retain(Entry::worth_keeping);
             self.cursor = 0;
+        }
+    }
+
+    /// Gives back the disk claims of every VM that has stopped (a guest power-off, a reset,
+    /// a forced stop at the end of the grace time all end up here within a slice).
+    fn release_stopped_disks(&self) {
+        for e in &self.vms {
+            let stopped = e.run.as_ref().is_none_or(|r| r.vm.is_stopped());
+            if stopped && disks::holds(e.id) {
+                disks::release(e.id);
+            }
         }
     }
 

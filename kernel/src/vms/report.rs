@@ -85,6 +85,16 @@ impl VmManager {
             if let Some(d) = &e.definition {
                 let _ = writeln!(out, "  memory:     {} MiB (when started)", d.memory_mib);
                 let _ = writeln!(out, "  vcpus:      {} (when started)", d.vcpus);
+                for disk in &d.disks {
+                    let spec = super::disks::DiskSpec::from_config(disk);
+                    let _ = writeln!(
+                        out,
+                        "  disk:       {} ({}, {}, when started)",
+                        spec.disk,
+                        spec.disk.kind,
+                        if spec.read_only { "ro" } else { "rw" }
+                    );
+                }
             }
             return Ok(());
         };
@@ -122,12 +132,53 @@ impl VmManager {
             "  console:    {} bytes",
             run.vm.devices().com1().output_total()
         );
+        for disk in &run.disks {
+            write_disk(out, run.vm.devices(), disk);
+        }
         let stats = run.vm.exit_stats();
         let _ = writeln!(out, "  exits:      {} in all", stats.total());
         for (kind, count) in stats.iter() {
             let _ = writeln!(out, "    {kind:<18}{count:>12}");
         }
         Ok(())
+    }
+}
+
+/// One disk of `vm info`: what it is and where, its counters, and the device's errors.
+fn write_disk(
+    out: &mut impl core::fmt::Write,
+    devices: &keel_vmm::devices::Devices,
+    disk: &super::disks::AttachedDisk,
+) {
+    let spec = &disk.spec;
+    let _ = writeln!(
+        out,
+        "  disk:       {} ({}, {}, {} MiB) at PCI 00:{:02x}.0",
+        spec.disk,
+        spec.disk.kind,
+        if spec.read_only { "ro" } else { "rw" },
+        disk.sectors / 2048,
+        disk.slot
+    );
+    let Some(status) = super::disks::status(devices, disk) else {
+        return;
+    };
+    let s = status.stats;
+    let _ = writeln!(
+        out,
+        "    reads {} ({} KiB), writes {} ({} KiB), flushes {}, failed {}",
+        s.reads,
+        s.bytes_read / 1024,
+        s.writes,
+        s.bytes_written / 1024,
+        s.flushes,
+        s.errors
+    );
+    if let Some(e) = status.device_error {
+        let _ = writeln!(out, "    device error (needs a reset by the guest): {e}");
+    }
+    if let Some(e) = status.last_request_error {
+        let _ = writeln!(out, "    last failed request: {e}");
     }
 }
 

@@ -22,6 +22,9 @@ pub struct SavedVm {
     pub blob: FrameBlob,
     /// How long the save took, in milliseconds.
     pub save_ms: u64,
+    /// The VM's disks, which a restore attaches again in the same order (their contents are
+    /// not part of the save: see `VmManager::restore`).
+    pub disks: Vec<super::disks::DiskSpec>,
 }
 
 impl SavedVm {

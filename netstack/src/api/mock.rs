@@ -59,6 +59,10 @@ pub struct Mock {
     pub config: Config,
     /// The generation of the last configuration saved.
     pub generation: u64,
+    /// Guest-disk partitions (`api::disks`).
+    pub disks: Vec<super::GuestDisk>,
+    /// Room on the boot disk for partitions, in MiB.
+    pub disk_space_mib: u64,
 }
 
 /// A configured VM as `POST /api/v1/vms` would define it.
@@ -99,6 +103,8 @@ impl Default for Mock {
                 ..Config::default()
             },
             generation: 1,
+            disks: Vec::new(),
+            disk_space_mib: 10_240,
         };
         mock.config
             .management

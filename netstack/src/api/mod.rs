@@ -22,7 +22,7 @@
 //!
 //! VMs are at `/api/v1/vms/{name}`, where `{name}` is a configured VM's name or any VM's
 //! number, as on the console; [`vms`] has the VM routes. Saved VMs are at
-//! `/api/v1/saved/{saved}` ([`saved`]).
+//! `/api/v1/saved/{saved}` ([`saved`]), guest disks at `/api/v1/disks/{disk}` ([`disks`]).
 //!
 //! Every error carries `{"error":{"status":N,"message":"..."}}`, every response
 //! `Cache-Control: no-store`.
@@ -35,6 +35,7 @@ use crate::http::response::{JSON, Response};
 use crate::http::server::{Handler, Request};
 
 pub mod config;
+pub mod disks;
 pub mod openapi;
 pub mod page;
 pub mod routes;
@@ -47,6 +48,7 @@ pub mod mock;
 #[cfg(test)]
 mod tests;
 
+pub use disks::{CreateDisk, DiskKind, DiskList, DiskManagement, DiskUse, GuestDisk};
 pub use routes::{API_PREFIX, Op, ROUTES, Route};
 pub use types::{
     ApiError, ConsoleChunk, ConsoleInput, DEFAULT_STOP_TIMEOUT_S, Destroyed, Health, HealthStatus,
@@ -162,6 +164,7 @@ impl Router {
             let segment = param()?;
             saved_name(segment).map_err(|message| Response::error(400, &message))
         };
+        let partition = || disks::partition_name(param()?);
         Ok(match op {
             Op::Page => Response::html(200, page::PAGE),
             Op::Health => Response::json(
@@ -210,6 +213,10 @@ impl Router {
             Op::ShowSaved => saved::show(mgmt, saved()?)?,
             Op::RestoreSaved => saved::restore(mgmt, saved()?, req)?,
             Op::DeleteSaved => saved::delete(mgmt, saved()?)?,
+            Op::ListDisks => disks::list(mgmt)?,
+            Op::CreateDisk => disks::create(mgmt, req)?,
+            Op::ShowDisk => disks::show(mgmt, param()?)?,
+            Op::DeleteDisk => disks::delete(mgmt, partition()?)?,
         })
     }
 

@@ -21,6 +21,7 @@ use keel_config::Config;
 use schemars::generate::{Contract, SchemaSettings};
 
 use super::config::InvalidBody;
+use super::disks::{CreateDisk, DiskList, GuestDisk};
 use super::routes::{Op, ROUTES, Route};
 use super::{
     ConsoleChunk, ConsoleInput, Destroyed, Health, ModuleList, RunModule, SaveRequest, SavedVm,
@@ -38,7 +39,7 @@ pub fn document() -> Value {
             "title": "Keel management API",
             "version": env!("CARGO_PKG_VERSION"),
             "description": "Manage a Keel appliance: system status, its configuration, guest modules, \
-                the guest store, VMs and saved VMs. \
+                the guest store, guest disks, VMs and saved VMs. \
                 Every operation except the web page, health and this document needs \
                 `Authorization: Bearer <token>`. Errors carry \
                 `{\"error\":{\"status\":N,\"message\":\"...\"}}`."
@@ -71,6 +72,15 @@ pub fn document() -> Value {
                         "type": "string",
                         "pattern": name_or_number_pattern()
                     }
+                },
+                "DiskName": {
+                    "name": "disk",
+                    "in": "path",
+                    "required": true,
+                    "description": "A guest disk's name (see /api/v1/disks): a partition's \
+                        or a store file's. Only partitions are deleted: a name that breaks \
+                        their rule (the VM naming rule) is 400 on DELETE.",
+                    "schema": { "type": "string", "minLength": 1 }
                 },
                 "Module": {
                     "name": "module",
@@ -108,6 +118,8 @@ fn paths() -> Value {
             item["parameters"] = json!([{ "$ref": "#/components/parameters/VmName" }]);
         } else if route.path.contains("{saved}") {
             item["parameters"] = json!([{ "$ref": "#/components/parameters/SavedName" }]);
+        } else if route.path.contains("{disk}") {
+            item["parameters"] = json!([{ "$ref": "#/components/parameters/DiskName" }]);
         } else if route.path.contains("{module}") {
             item["parameters"] = json!([{ "$ref": "#/components/parameters/Module" }]);
         }
@@ -194,6 +206,21 @@ fn successes(op: Op) -> Value {
         Op::ShowSaved => json!({ "200": ok("The saved VM.", "SavedVm") }),
         Op::RestoreSaved => json!({ "201": created("The VM was restored, paused.") }),
         Op::DeleteSaved => json!({ "204": { "description": "The saved VM is gone." } }),
+        Op::ListDisks => json!({ "200": ok("The guest disks.", "DiskList") }),
+        Op::ShowDisk => json!({ "200": ok("The guest disk.", "GuestDisk") }),
+        Op::CreateDisk => json!({
+            "201": {
+                "description": "The partition was made.",
+                "headers": {
+                    "Location": {
+                        "description": "The disk's URL.",
+                        "schema": { "type": "string" }
+                    }
+                },
+                "content": { "application/json": { "schema": schema_ref("GuestDisk") } }
+            }
+        }),
+        Op::DeleteDisk => json!({ "204": { "description": "The partition is gone." } }),
     }
 }
 
@@ -383,6 +410,40 @@ fn operation(op: Op) -> Value {
             "summary": "Delete a saved VM (`saved rm`)",
             "description": "Frees its memory. VMs restored from it go on running."
         }),
+        Op::ListDisks => json!({
+            "operationId": "listDisks",
+            "summary": "All guest disks (`disk`)",
+            "description": "GPT partitions of Keel's disk (kind `partition`, in table order), \
+                then the guest store's disk-image files (kind `file`: those a VM uses or a \
+                VM definition names, and names ending in `.img` or `.raw`), each with the \
+                VMs using it; and the largest free \
+                space for a new partition. 503 without a boot disk."
+        }),
+        Op::ShowDisk => json!({ "operationId": "showDisk", "summary": "One guest disk" }),
+        Op::CreateDisk => json!({
+            "operationId": "createDisk",
+            "summary": "Make a guest-disk partition (`disk create`)",
+            "description": "Carves a partition of `size_mib` MiB, on a 1 MiB boundary, from \
+                the first free space on Keel's disk large enough, with Keel's guest-disk type \
+                and `name` as its GPT name; both GPT copies are written so that a power cut \
+                leaves the old or the new table. Its contents are whatever the sectors held. \
+                409 when a partition has the name; 422 for a name or size out of the rules \
+                or not enough free space (the message says how much there is); 503 without \
+                a writable boot disk.",
+            "requestBody": {
+                "required": true,
+                "content": {
+                    "application/json": { "schema": schema_ref("CreateDisk") }
+                }
+            }
+        }),
+        Op::DeleteDisk => json!({
+            "operationId": "deleteDisk",
+            "summary": "Delete a guest-disk partition (`disk delete`)",
+            "description": "Removes the partition from the table; its sectors are left as \
+                they are. Store files cannot be deleted here. 404 for no such partition, \
+                409 while a VM uses it."
+        }),
         Op::Console => json!({
             "operationId": "vmConsole",
             "summary": "A VM's console output (`vm log`)",
@@ -456,7 +517,7 @@ const ERRORS: [(&str, &str); 16] = [
         "Malformed request: bad syntax, parameter or JSON body.",
     ),
     ("401", "Missing or wrong bearer token."),
-    ("404", "No such VM, saved VM or module."),
+    ("404", "No such VM, saved VM, module or disk."),
     ("405", "Method not allowed on this path (see `Allow`)."),
     ("408", "The request did not arrive in time."),
     (
@@ -597,6 +658,7 @@ fn schemas() -> Value {
     requests.subschema_for::<RunModule>();
     requests.subschema_for::<StopRequest>();
     requests.subschema_for::<SaveRequest>();
+    requests.subschema_for::<CreateDisk>();
     // ...and response bodies as it writes them (every field is always there).
     let mut responses = generator(Contract::Serialize);
     responses.subschema_for::<Health>();
@@ -612,6 +674,8 @@ fn schemas() -> Value {
     responses.subschema_for::<ConsoleChunk>();
     responses.subschema_for::<SavedVm>();
     responses.subschema_for::<SavedVmList>();
+    responses.subschema_for::<DiskList>();
+    responses.subschema_for::<GuestDisk>();
     let mut all = requests.take_definitions(true);
     // A type in both (`ConfigVmDisk`, in `ConfigVm` and `VmDetail`) keeps its request form:
     // fields with defaults are optional there, and what is optional in a request is still

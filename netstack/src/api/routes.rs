@@ -62,6 +62,14 @@ pub enum Op {
     RestoreSaved,
     /// `DELETE /api/v1/saved/{saved}`.
     DeleteSaved,
+    /// `GET /api/v1/disks`.
+    ListDisks,
+    /// `POST /api/v1/disks`: make a guest-disk partition.
+    CreateDisk,
+    /// `GET /api/v1/disks/{disk}`.
+    ShowDisk,
+    /// `DELETE /api/v1/disks/{disk}`.
+    DeleteDisk,
 }
 
 /// One route.
@@ -295,6 +303,31 @@ pub static ROUTES: &[Route] = &[
         Op::RestoreSaved,
         &[201],
         SAVED_RESTORE,
+    ),
+    route("GET", "/api/v1/disks", false, Op::ListDisks, &[200], &[503]),
+    route(
+        "POST",
+        "/api/v1/disks",
+        false,
+        Op::CreateDisk,
+        &[201],
+        &[400, 409, 422, 500, 503],
+    ),
+    route(
+        "GET",
+        "/api/v1/disks/{disk}",
+        false,
+        Op::ShowDisk,
+        &[200],
+        &[400, 404, 503],
+    ),
+    route(
+        "DELETE",
+        "/api/v1/disks/{disk}",
+        false,
+        Op::DeleteDisk,
+        &[204],
+        &[400, 404, 409, 500, 503],
     ),
 ];
 

@@ -15,6 +15,8 @@ use crate::http::server::{Exchange, exchange};
 
 #[path = "config_tests.rs"]
 mod config_routes;
+#[path = "disks_tests.rs"]
+mod disk_routes;
 #[path = "saved_tests.rs"]
 mod saved_routes;
 #[path = "vms_tests.rs"]
