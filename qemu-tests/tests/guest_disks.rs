@@ -5,7 +5,7 @@
 //! The `plain_qemu_*` tests run the guest (or the firmware) directly under QEMU TCG with
 //! `virtio-blk-pci,disable-legacy=on`: they are the reference the Keel versions are held to,
 //! and they prove the test guest, the images and the firmware build. The `keel_*` tests run
-//! the same guests as Keel VMs; they stay `#[ignore]`d until guest disks are integrated.
+//! the same guests as Keel VMs, held to the same answers.
 //!
 //! The first run downloads Debian's kernel package twice (once for the kernel, once for its
 //! virtio and ext4 modules) and builds the firmware with its pinned nightly (about a minute).
@@ -427,7 +427,6 @@ fn store_file(image: &Path, name: &str, to: &Path) {
 }
 
 #[test]
-#[ignore = "needs guest disks (issue 13) integrated"]
 fn keel_vm_writes_its_store_disk_and_reads_it_back_after_an_appliance_reboot() {
     let tmp = tempfile::tempdir().unwrap();
     let host_text = nonce("keel");
@@ -487,7 +486,6 @@ fn keel_vm_writes_its_store_disk_and_reads_it_back_after_an_appliance_reboot() {
 }
 
 #[test]
-#[ignore = "needs guest disks (issue 13) integrated"]
 fn keel_readonly_disk_refuses_writes_and_stays_byte_for_byte_unchanged() {
     let tmp = tempfile::tempdir().unwrap();
     let host_text = nonce("keel-ro");
@@ -517,7 +515,6 @@ fn keel_readonly_disk_refuses_writes_and_stays_byte_for_byte_unchanged() {
 }
 
 #[test]
-#[ignore = "needs guest disks (issue 13) integrated"]
 fn keel_two_vms_with_own_disks_and_a_second_writer_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let (text_a, text_b) = (nonce("a"), nonce("b"));
@@ -599,7 +596,7 @@ fn keel_two_vms_with_own_disks_and_a_second_writer_is_refused() {
 }
 
 #[test]
-#[ignore = "needs guest disks (issue 13) integrated"]
+#[ignore = "rust-hypervisor-firmware needs MMIO read-modify-write emulation (in progress)"]
 fn keel_vm_boots_hypervisor_fw_from_a_gpt_store_disk() {
     let firmware = hypervisor_fw().unwrap();
     let tmp = tempfile::tempdir().unwrap();
@@ -690,7 +687,6 @@ fn hostile_virtio_case_lines_are_parsed() {
 }
 
 #[test]
-#[ignore = "needs guest disks (issue 13) integrated"]
 fn keel_hostile_virtqueues_fail_the_request_or_the_device_not_the_host() {
     use keel_qemu_tests::guests::{COUNTER, HOSTILE_VIRTIO, build_guests};
     let guests = build_guests().unwrap();
