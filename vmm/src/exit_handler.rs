@@ -9,6 +9,7 @@
 //! | `IoIn` | the device's value: [`ExitAction::CompleteRead`] (unclaimed ports: all ones) |
 //! | `IoOut` | the device write, then [`ExitAction::Resume`] (unclaimed ports: dropped) |
 //! | `MmioRead` / `MmioWrite` | as the port exits, on the MMIO bus |
+//! | `MmioReadModifyWrite` | read, write back the ALU result (not for `CMP`/`TEST`), [`ExitAction::CompleteRead`] with the old value |
 //! | `Hlt`, interrupts enabled | [`ExitAction::WaitForInterrupt`] |
 //! | `Hlt`, interrupts disabled | [`ExitAction::WaitForNmiOrInit`] |
 //! | `Shutdown` | stop: [`StopReason::GuestShutdown`] |
@@ -167,6 +168,18 @@ pub fn handle_exit(exit: &VmExit, devices: &mut Devices) -> ExitAction {
             ExitAction::Resume
         }
         VmExit::MmioRead { gpa, size } => ExitAction::CompleteRead(devices.read_mmio(gpa, size)),
+        VmExit::MmioReadModifyWrite {
+            gpa,
+            size,
+            op,
+            operand,
+        } => {
+            let old = devices.read_mmio(gpa, size);
+            if let Some(new) = op.apply(size, old, operand).write_back {
+                devices.write_mmio(gpa, size, new);
+            }
+            ExitAction::CompleteRead(old)
+        }
         VmExit::MmioWrite { gpa, size, data } => {
             devices.write_mmio(gpa, size, data);
             ExitAction::Resume

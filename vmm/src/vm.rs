@@ -803,6 +803,7 @@ mod tests {
                 exit,
                 VmExit::IoIn { .. }
                     | VmExit::MmioRead { .. }
+                    | VmExit::MmioReadModifyWrite { .. }
                     | VmExit::MsrRead { .. }
                     | VmExit::MsrWrite { .. }
             );

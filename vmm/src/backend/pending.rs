@@ -1,8 +1,8 @@
 //! What both backends do with an exit the VMM must answer: the read (or MSR access) a
 //! vCPU waits for, and its completion into the guest registers.
 //!
-//! The backend records a [`Pending`] when it returns `IoIn`, `MmioRead`, `MsrRead` or
-//! `MsrWrite`; [`complete`] applies the VMM's value through [`GuestAccess`], which each
+//! The backend records a [`Pending`] when it returns `IoIn`, `MmioRead`,
+//! `MmioReadModifyWrite`, `MsrRead` or `MsrWrite`; [`complete`] applies the VMM's value through [`GuestAccess`], which each
 //! backend implements over its own register storage (VMCB and GPR block, VMCS and GPR block).
 
 use crate::decode::{self, MmioOp};
@@ -13,7 +13,7 @@ use crate::vcpu::{Gpr, Registers, VcpuError};
 pub(crate) enum Pending {
     /// IN: merge into RAX, then RIP moves to `next_rip`.
     Io { size: u8, next_rip: u64 },
-    /// A load from MMIO: the decoded instruction.
+    /// A load or read-modify-write on MMIO: the decoded instruction.
     Mmio(MmioOp),
     /// RDMSR/WRMSR of a platform-owned MSR.
     Msr { next_rip: u64, write: bool },
@@ -27,6 +27,8 @@ pub(crate) trait GuestAccess {
     fn gpr(&self, reg: Gpr) -> u64;
     /// Writes a general-purpose register.
     fn set_gpr(&mut self, reg: Gpr, value: u64);
+    /// Writes RFLAGS (a read-modify-write's arithmetic flags).
+    fn set_rflags(&mut self, value: u64);
     /// Moves RIP past an instruction the VMM completed for the guest; an STI/MOV SS
     /// interrupt shadow ends with it.
     fn finish_instruction(&mut self, next_rip: u64);
@@ -49,13 +51,16 @@ pub(crate) fn complete(pending: Pending, cpu: &mut impl GuestAccess, value: u64)
         Pending::Mmio(op) => {
             let before = cpu.register_file();
             let mut regs = before;
-            decode::apply_load(&mut regs, &op, value);
+            decode::apply_completion(&mut regs, &op, value);
             for i in 0..16u8 {
                 if regs.gpr[usize::from(i)] != before.gpr[usize::from(i)]
                     && let Some(reg) = Gpr::from_index(i)
                 {
                     cpu.set_gpr(reg, regs.gpr[usize::from(i)]);
                 }
+            }
+            if regs.rflags != before.rflags {
+                cpu.set_rflags(regs.rflags);
             }
             cpu.finish_instruction(regs.rip.wrapping_add(op.len as u64));
         }
@@ -115,6 +120,9 @@ mod tests {
         }
         fn set_gpr(&mut self, reg: Gpr, value: u64) {
             self.regs.set(reg, value);
+        }
+        fn set_rflags(&mut self, value: u64) {
+            self.regs.rflags = value;
         }
         fn finish_instruction(&mut self, next_rip: u64) {
             self.regs.rip = next_rip;
