@@ -295,6 +295,133 @@ mod tests {
         );
     }
 
+    /// An MMIO register file that logs every access, to see what an RMW exit does.
+    #[derive(Default)]
+    struct Recorder {
+        value: u64,
+        log: alloc::vec::Vec<(&'static str, u64, u8, u64)>,
+    }
+
+    impl crate::devices::MmioDevice for Recorder {
+        fn read_mmio(
+            &mut self,
+            offset: u64,
+            size: u8,
+            _: &mut crate::devices::DeviceContext,
+        ) -> u64 {
+            self.log.push(("read", offset, size, self.value));
+            self.value
+        }
+        fn write_mmio(
+            &mut self,
+            offset: u64,
+            size: u8,
+            value: u64,
+            _: &mut crate::devices::DeviceContext,
+        ) {
+            self.log.push(("write", offset, size, value));
+            self.value = value;
+        }
+    }
+
+    impl crate::devices::Device for Recorder {
+        fn name(&self) -> &'static str {
+            "recorder"
+        }
+        fn mmio(&mut self) -> Option<&mut dyn crate::devices::MmioDevice> {
+            Some(self)
+        }
+        fn save_state(&self) -> alloc::vec::Vec<u8> {
+            alloc::vec::Vec::new()
+        }
+        fn restore_state(&mut self, _: &[u8]) -> Result<(), crate::devices::DeviceStateError> {
+            Ok(())
+        }
+    }
+
+    const RECORDER: u64 = 0xC000_0000;
+
+    fn with_recorder(value: u64) -> Devices {
+        let mut devices = Devices::pc_for_tests();
+        devices
+            .add_device(
+                Recorder {
+                    value,
+                    log: alloc::vec::Vec::new(),
+                },
+                &[crate::devices::Region::Mmio {
+                    base: RECORDER,
+                    len: 0x100,
+                }],
+            )
+            .unwrap();
+        devices
+    }
+
+    #[test]
+    fn mmio_read_modify_write_reads_writes_back_and_completes_with_the_old_value() {
+        use crate::decode::AluOp;
+        // The firmware's `or [rax+0x14], sil` on a virtio status byte: 0x01 | 0x02.
+        let mut devices = with_recorder(0x01);
+        let exit = VmExit::MmioReadModifyWrite {
+            gpa: RECORDER + 0x14,
+            size: 1,
+            op: AluOp::Or,
+            operand: 0x02,
+        };
+        assert_eq!(
+            handle_exit(&exit, &mut devices),
+            ExitAction::CompleteRead(0x01)
+        );
+        let recorder = devices.device::<Recorder>().unwrap();
+        assert_eq!(
+            recorder.log,
+            [("read", 0x14, 1, 0x01), ("write", 0x14, 1, 0x03)]
+        );
+        // SUB wraps within the access size.
+        let mut devices = with_recorder(0);
+        let exit = VmExit::MmioReadModifyWrite {
+            gpa: RECORDER,
+            size: 4,
+            op: AluOp::Sub,
+            operand: 1,
+        };
+        assert_eq!(
+            handle_exit(&exit, &mut devices),
+            ExitAction::CompleteRead(0)
+        );
+        let recorder = devices.device::<Recorder>().unwrap();
+        assert_eq!(recorder.log[1], ("write", 0, 4, 0xFFFF_FFFF));
+    }
+
+    #[test]
+    fn mmio_cmp_and_test_only_read() {
+        use crate::decode::AluOp;
+        for op in [AluOp::Cmp, AluOp::Test] {
+            let mut devices = with_recorder(0x80);
+            let exit = VmExit::MmioReadModifyWrite {
+                gpa: RECORDER + 8,
+                size: 2,
+                op,
+                operand: 0x80,
+            };
+            assert_eq!(
+                handle_exit(&exit, &mut devices),
+                ExitAction::CompleteRead(0x80)
+            );
+            let recorder = devices.device::<Recorder>().unwrap();
+            assert_eq!(recorder.log, [("read", 8, 2, 0x80)], "{op:?}");
+        }
+        // Unclaimed: reads all ones, the write-back is dropped.
+        let exit = VmExit::MmioReadModifyWrite {
+            gpa: 0xFED0_0000,
+            size: 4,
+            op: AluOp::And,
+            operand: 0,
+        };
+        assert_eq!(handle(exit), ExitAction::CompleteRead(0xFFFF_FFFF));
+    }
+
     #[test]
     fn hlt_depends_on_interrupt_flag() {
         assert_eq!(

@@ -150,6 +150,25 @@ mod tests {
     }
 
     #[test]
+    fn mmio_read_modify_write_sets_flags_and_moves_rip_only() {
+        // or [rax+0x14], sil with SIL = 0x80 and an old value of 0x80: SF set, ZF/CF cleared.
+        let mut cpu = Cpu {
+            shadow: true,
+            ..Cpu::default()
+        };
+        cpu.regs.rip = 0x1000;
+        cpu.regs.rflags = 0x202 | 0x41; // IF, with stale ZF and CF
+        cpu.regs.set(Gpr::Rsi, 0x80);
+        let op = decode::decode_mmio(&[0x40, 0x08, 0x70, 0x14], 64, &cpu.regs).unwrap();
+        let gprs = cpu.regs.gpr;
+        complete(Pending::Mmio(op), &mut cpu, 0x80);
+        assert_eq!(cpu.regs.rflags, 0x202 | 0x80);
+        assert_eq!(cpu.regs.rip, 0x1004);
+        assert_eq!(cpu.regs.gpr, gprs);
+        assert!(!cpu.shadow);
+    }
+
+    #[test]
     fn msr_reads_fill_edx_eax_and_writes_only_move_rip() {
         let mut cpu = Cpu::default();
         complete(
