@@ -212,7 +212,7 @@ impl AluOp {
         for (set, bit) in [
             (carry, FLAG_CF),
             // PF: even number of set bits in the low byte.
-            ((result as u8).count_ones() % 2 == 0, FLAG_PF),
+            ((result as u8).count_ones().is_multiple_of(2), FLAG_PF),
             (adjust, FLAG_AF),
             (result == 0, FLAG_ZF),
             (result & sign != 0, FLAG_SF),

@@ -409,7 +409,8 @@ fn alu_results_and_flags() {
     const T: bool = true;
     const F: bool = false;
     // (op, size, old, operand, write-back, [CF, PF, AF, ZF, SF, OF])
-    let cases: &[(AluOp, u8, u64, u64, Option<u64>, [bool; 6])] = &[
+    type Case = (AluOp, u8, u64, u64, Option<u64>, [bool; 6]);
+    let cases: &[Case] = &[
         (Add, 1, 0xFF, 1, Some(0), [T, T, T, T, F, F]),
         (Add, 1, 0x7F, 1, Some(0x80), [F, F, T, F, T, T]),
         (Add, 1, 0x80, 0x80, Some(0), [T, T, F, T, F, T]),
