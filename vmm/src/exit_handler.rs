@@ -26,7 +26,7 @@
 //! Guests probe for devices this way (Linux reads the IOAPIC and HPET areas; firmware sizes
 //! memory by writing and reading back), so it must not stop the VM. Only an access the
 //! backend cannot even decode (an instruction fetch from such an address, or an instruction
-//! iced-x86 cannot make into a plain load or store) stops it, as
+//! iced-x86 cannot make into a load, store or read-modify-write) stops it, as
 //! [`StopReason::BadMemoryAccess`].
 //!
 //! **HLT with interrupts disabled.** Only an NMI, SMI, INIT or reset ends that halt on real

@@ -441,8 +441,10 @@ pub trait Vcpu {
     /// one the vCPU was created for): the backend reads instruction bytes from it to decode
     /// MMIO accesses and, where the CPU does not report it, instruction lengths.
     fn run(&mut self, memory: &crate::memory::GuestMemory) -> Result<VmExit, VcpuError>;
-    /// Supplies the value of a pending `IoIn`/`MmioRead`/`MsrRead` (low bytes used), or
-    /// completes a pending `MsrWrite` (value ignored): RIP moves past the instruction.
+    /// Supplies the value of a pending `IoIn`/`MmioRead`/`MsrRead` (low bytes used), or the
+    /// memory operand's old value for a pending `MmioReadModifyWrite` (the backend sets the
+    /// arithmetic flags from it), or completes a pending `MsrWrite` (value ignored): RIP
+    /// moves past the instruction.
     fn complete_read(&mut self, value: u64) -> Result<(), VcpuError>;
     /// Refuses the pending `MsrRead`/`MsrWrite`: the guest gets #GP(0) at the instruction.
     fn fault_msr(&mut self) -> Result<(), VcpuError>;
