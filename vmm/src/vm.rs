@@ -1232,6 +1232,25 @@ mod tests {
     }
 
     #[test]
+    fn mmio_read_modify_write_completes_with_the_old_value() {
+        let (mut vm, probe) = vm([
+            VmExit::MmioReadModifyWrite {
+                gpa: 0xFED0_0000,
+                size: 2,
+                op: crate::decode::AluOp::Or,
+                operand: 1,
+            },
+            VmExit::Shutdown,
+        ]);
+        assert_eq!(
+            run_to_rest(&mut vm, 10),
+            VmState::Stopped(StopReason::GuestShutdown)
+        );
+        assert_eq!(*probe.completed.borrow(), [0xFFFF]);
+        assert_eq!(vm.exit_stats().get("mmio-rmw"), 1);
+    }
+
+    #[test]
     fn console_input_reaches_the_guest() {
         let (mut vm, probe) = vm([
             VmExit::IoIn {
