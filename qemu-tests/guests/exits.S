@@ -21,7 +21,9 @@
 #   msr-unknown-gp        RDMSR and WRMSR of MSR 0x4B564D00 each raise #GP
 #   io-unclaimed          IN from port 0x2E0 (no device) reads all ones at 8, 16, 32 bits
 #   mmio-unbacked         a load from 0xF000_0000 (no RAM, no device) reads all ones,
-#                         a store there does not fault and is dropped
+#                         a store there does not fault and is dropped; read-modify-write
+#                         OR and ADD there set the arithmetic flags from the all-ones
+#                         value and their writes are dropped too
 #   vmmcall-ud            VMMCALL raises #UD
 
         .include "common.S"
@@ -275,6 +277,18 @@ check_mmio_unbacked:
         mov (%rbx), %eax                # 32-bit load: expect 0xffffffff
         mov %rax, %r12
         movl $0x12345678, (%rbx)        # store: expect no fault, and dropped
+        # Read-modify-write (emulated from the instruction bytes): 0xffffffff | 0 leaves
+        # SF and PF set; 0xffffffff + 1 wraps to 0: CF, PF, AF, ZF. Only
+        # OF|SF|ZF|AF|PF|CF (0x8d5) are compared.
+        xor %eax, %eax
+        orl %eax, (%rbx)
+        pushfq
+        pop %r14
+        and $0x8d5, %r14
+        lock addl $1, (%rbx)
+        pushfq
+        pop %r15
+        and $0x8d5, %r15
         mov (%rbx), %eax                # load again: still 0xffffffff
         mov %rax, %r13
         lea name_mmio_unbacked(%rip), %rsi
@@ -282,6 +296,10 @@ check_mmio_unbacked:
         cmp %rax, %r12
         jne 1f
         cmp %rax, %r13
+        jne 1f
+        cmp $0x84, %r14                 # SF, PF
+        jne 1f
+        cmp $0x55, %r15                 # ZF, AF, PF, CF
         jne 1f
         jmp pass
 1:      call fail_open
@@ -291,6 +309,12 @@ check_mmio_unbacked:
         call print_field
         lea field_read_after_write(%rip), %rsi
         mov %r13, %rax
+        call print_field
+        lea field_or_flags(%rip), %rsi
+        mov %r14, %rax
+        call print_field
+        lea field_add_flags(%rip), %rsi
+        mov %r15, %rax
         call print_field
         jmp fail_close
 
@@ -353,6 +377,8 @@ field_edx:              .asciz " edx="
 field_pat:              .asciz " pat="
 field_read:             .asciz " read="
 field_read_after_write: .asciz " read after write="
+field_or_flags:         .asciz " or-flags="
+field_add_flags:        .asciz " add-flags="
 
         .balign 8
 passed_count:           .quad 0

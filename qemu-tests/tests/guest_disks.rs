@@ -613,7 +613,8 @@ fn keel_vm_boots_hypervisor_fw_from_a_gpt_store_disk() {
     );
     let mut m = keel_boot(&image);
     m.expect_within(format!("[fw] {FW_BOOT_MARKER}"), Duration::from_secs(480));
-    let cmdline = m.expect(Pattern::regex(r"\[fw\] FW-CMDLINE=([^\r\n]*)"));
+    // Up to the line end: a match on a half-arrived line would cut the options short.
+    let cmdline = m.expect(Pattern::regex(r"\[fw\] FW-CMDLINE=([^\r\n]*)[\r\n]"));
     check!(
         m,
         cmdline.group(1).contains(&format!("keel.marker={marker}")),

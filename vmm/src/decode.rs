@@ -23,8 +23,15 @@
 //! `MOV r/m, r` and `MOV r, r/m` (8/16/32/64-bit, including AH/CH/DH/BH and REX byte
 //! registers), `MOV r/m, imm`, `MOV` with a memory offset (`A0`–`A3`), `MOVZX`, `MOVSX`,
 //! `MOVSXD` and `MOVNTI`. These are what compilers and Linux's `readl`/`writel` emit for
-//! device registers. String instructions, read-modify-write instructions and SIMD accesses
-//! are [`DecodeError::Unsupported`].
+//! device registers.
+//!
+//! Read-modify-write ALU instructions with a memory destination, which compilers may emit for
+//! `*reg |= bit` (rust-hypervisor-firmware sets virtio status bits with `OR r/m8, r8`): `OR`, `AND`, `XOR`, `ADD`, `SUB` as `op r/m, r` and `op r/m, imm8/imm16/imm32`
+//! (`80`/`81`/`83`, imm8 sign-extended), 8/16/32/64-bit, with or without `LOCK` (a device
+//! access is atomic in Keel); and the flags-only `CMP r/m, r|imm` and `TEST r/m, r|imm`.
+//! They become [`MmioKind::ReadModifyWrite`]; [`apply_completion`] sets the flags.
+//! `ADC`/`SBB`, `INC`/`DEC`/`NOT`/`NEG`, ALU forms with a register destination, string
+//! instructions and SIMD accesses are [`DecodeError::Unsupported`].
 //!
 //! # Neighbours
 //!
@@ -134,6 +141,99 @@ pub enum Extend {
     Sign,
 }
 
+/// The arithmetic or logic operation of a read-modify-write (or flags-only) MMIO access.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AluOp {
+    /// `OR`: `old | operand`.
+    Or,
+    /// `AND`: `old & operand`.
+    And,
+    /// `XOR`: `old ^ operand`.
+    Xor,
+    /// `ADD`: `old + operand`.
+    Add,
+    /// `SUB`: `old - operand`.
+    Sub,
+    /// `CMP`: flags of `old - operand`; memory is not written.
+    Cmp,
+    /// `TEST`: flags of `old & operand`; memory is not written.
+    Test,
+}
+
+/// RFLAGS bits an ALU operation defines (SDM Vol. 1 §3.4.3.1): CF, PF, AF, ZF, SF, OF.
+pub const ARITHMETIC_FLAGS: u64 = FLAG_CF | FLAG_PF | FLAG_AF | FLAG_ZF | FLAG_SF | FLAG_OF;
+const FLAG_CF: u64 = 1 << 0;
+const FLAG_PF: u64 = 1 << 2;
+const FLAG_AF: u64 = 1 << 4;
+const FLAG_ZF: u64 = 1 << 6;
+const FLAG_SF: u64 = 1 << 7;
+const FLAG_OF: u64 = 1 << 11;
+
+/// What an ALU operation on a `size`-byte memory operand produces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AluResult {
+    /// The value to write back (low `size` bytes), or `None` for `CMP`/`TEST`.
+    pub write_back: Option<u64>,
+    /// CF, PF, AF, ZF, SF and OF as the instruction leaves them (other bits zero).
+    pub flags: u64,
+}
+
+impl AluOp {
+    /// Whether the instruction writes its result to memory (all but `CMP` and `TEST`).
+    pub fn writes_memory(self) -> bool {
+        !matches!(self, AluOp::Cmp | AluOp::Test)
+    }
+
+    /// Computes `old op operand` on `size` bytes (1, 2, 4 or 8) and the flags it sets, per
+    /// the SDM Vol. 2 instruction pages. The logic operations clear CF and OF and leave AF
+    /// undefined; Keel clears it.
+    pub fn apply(self, size: u8, old: u64, operand: u64) -> AluResult {
+        let m = mask(size);
+        let (a, b) = (old & m, operand & m);
+        let sign = sign_bit(size);
+        let (result, carry, overflow, adjust) = match self {
+            AluOp::Or => (a | b, false, false, false),
+            AluOp::And | AluOp::Test => (a & b, false, false, false),
+            AluOp::Xor => (a ^ b, false, false, false),
+            AluOp::Add => {
+                let r = a.wrapping_add(b) & m;
+                // Carry out of the top bit: the masked sum wrapped below an addend.
+                let carry = r < a;
+                let overflow = (a ^ r) & (b ^ r) & sign != 0;
+                (r, carry, overflow, (a ^ b ^ r) & 0x10 != 0)
+            }
+            AluOp::Sub | AluOp::Cmp => {
+                let r = a.wrapping_sub(b) & m;
+                let overflow = (a ^ b) & (a ^ r) & sign != 0;
+                (r, a < b, overflow, (a ^ b ^ r) & 0x10 != 0)
+            }
+        };
+        let mut flags = 0;
+        for (set, bit) in [
+            (carry, FLAG_CF),
+            // PF: even number of set bits in the low byte.
+            ((result as u8).count_ones().is_multiple_of(2), FLAG_PF),
+            (adjust, FLAG_AF),
+            (result == 0, FLAG_ZF),
+            (result & sign != 0, FLAG_SF),
+            (overflow, FLAG_OF),
+        ] {
+            if set {
+                flags |= bit;
+            }
+        }
+        AluResult {
+            write_back: self.writes_memory().then_some(result),
+            flags,
+        }
+    }
+}
+
+/// The sign bit of a `size`-byte value.
+fn sign_bit(size: u8) -> u64 {
+    (mask(size) >> 1) + 1
+}
+
 /// What an MMIO instruction does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MmioKind {
@@ -152,6 +252,16 @@ pub enum MmioKind {
     Store {
         /// The value written.
         value: u64,
+    },
+    /// `op` of the memory operand with `operand`: the VMM reads the device, writes back
+    /// [`AluOp::apply`]'s result (unless `CMP`/`TEST`) and completes with the old value;
+    /// [`apply_completion`] then sets the arithmetic flags. No register is written.
+    ReadModifyWrite {
+        /// The operation.
+        op: AluOp,
+        /// The source operand: a register's low `size` bytes or the sign-extended
+        /// immediate, masked to `size` bytes.
+        operand: u64,
     },
 }
 
@@ -174,6 +284,10 @@ enum Form {
     StoreReg,
     /// `mem ← imm` (operand 0 memory, operand 1 immediate).
     StoreImm,
+    /// `mem ← mem op reg` (operand 0 memory, operand 1 register).
+    AluReg(AluOp),
+    /// `mem ← mem op imm` (operand 0 memory, operand 1 immediate, sign-extended).
+    AluImm(AluOp),
 }
 
 /// Classifies a supported instruction: its form and memory access size. The register-only
@@ -200,6 +314,73 @@ fn form(code: Code) -> Option<(Form, u8)> {
         Code::Movsx_r16_rm8 | Code::Movsx_r32_rm8 | Code::Movsx_r64_rm8 => (Form::Load(Sign), 1),
         Code::Movsx_r16_rm16 | Code::Movsx_r32_rm16 | Code::Movsx_r64_rm16 => (Form::Load(Sign), 2),
         Code::Movsxd_r64_rm32 => (Form::Load(Sign), 4),
+        _ => return alu_form(code),
+    })
+}
+
+/// Classifies the memory-destination ALU forms: `op r/m, r` (`00`/`01`, `08`/`09`, `20`/`21`,
+/// `28`/`29`, `30`/`31`, `38`/`39`, `TEST` `84`/`85`) and `op r/m, imm` (`80`, `81`, `83`,
+/// `TEST` `F6 /0`, `F7 /0`).
+fn alu_form(code: Code) -> Option<(Form, u8)> {
+    use self::AluOp::{Add, And, Cmp, Or, Sub, Test, Xor};
+    use self::Form::{AluImm, AluReg};
+    Some(match code {
+        Code::Or_rm8_r8 => (AluReg(Or), 1),
+        Code::Or_rm16_r16 => (AluReg(Or), 2),
+        Code::Or_rm32_r32 => (AluReg(Or), 4),
+        Code::Or_rm64_r64 => (AluReg(Or), 8),
+        Code::And_rm8_r8 => (AluReg(And), 1),
+        Code::And_rm16_r16 => (AluReg(And), 2),
+        Code::And_rm32_r32 => (AluReg(And), 4),
+        Code::And_rm64_r64 => (AluReg(And), 8),
+        Code::Xor_rm8_r8 => (AluReg(Xor), 1),
+        Code::Xor_rm16_r16 => (AluReg(Xor), 2),
+        Code::Xor_rm32_r32 => (AluReg(Xor), 4),
+        Code::Xor_rm64_r64 => (AluReg(Xor), 8),
+        Code::Add_rm8_r8 => (AluReg(Add), 1),
+        Code::Add_rm16_r16 => (AluReg(Add), 2),
+        Code::Add_rm32_r32 => (AluReg(Add), 4),
+        Code::Add_rm64_r64 => (AluReg(Add), 8),
+        Code::Sub_rm8_r8 => (AluReg(Sub), 1),
+        Code::Sub_rm16_r16 => (AluReg(Sub), 2),
+        Code::Sub_rm32_r32 => (AluReg(Sub), 4),
+        Code::Sub_rm64_r64 => (AluReg(Sub), 8),
+        Code::Cmp_rm8_r8 => (AluReg(Cmp), 1),
+        Code::Cmp_rm16_r16 => (AluReg(Cmp), 2),
+        Code::Cmp_rm32_r32 => (AluReg(Cmp), 4),
+        Code::Cmp_rm64_r64 => (AluReg(Cmp), 8),
+        Code::Test_rm8_r8 => (AluReg(Test), 1),
+        Code::Test_rm16_r16 => (AluReg(Test), 2),
+        Code::Test_rm32_r32 => (AluReg(Test), 4),
+        Code::Test_rm64_r64 => (AluReg(Test), 8),
+        Code::Or_rm8_imm8 => (AluImm(Or), 1),
+        Code::Or_rm16_imm16 | Code::Or_rm16_imm8 => (AluImm(Or), 2),
+        Code::Or_rm32_imm32 | Code::Or_rm32_imm8 => (AluImm(Or), 4),
+        Code::Or_rm64_imm32 | Code::Or_rm64_imm8 => (AluImm(Or), 8),
+        Code::And_rm8_imm8 => (AluImm(And), 1),
+        Code::And_rm16_imm16 | Code::And_rm16_imm8 => (AluImm(And), 2),
+        Code::And_rm32_imm32 | Code::And_rm32_imm8 => (AluImm(And), 4),
+        Code::And_rm64_imm32 | Code::And_rm64_imm8 => (AluImm(And), 8),
+        Code::Xor_rm8_imm8 => (AluImm(Xor), 1),
+        Code::Xor_rm16_imm16 | Code::Xor_rm16_imm8 => (AluImm(Xor), 2),
+        Code::Xor_rm32_imm32 | Code::Xor_rm32_imm8 => (AluImm(Xor), 4),
+        Code::Xor_rm64_imm32 | Code::Xor_rm64_imm8 => (AluImm(Xor), 8),
+        Code::Add_rm8_imm8 => (AluImm(Add), 1),
+        Code::Add_rm16_imm16 | Code::Add_rm16_imm8 => (AluImm(Add), 2),
+        Code::Add_rm32_imm32 | Code::Add_rm32_imm8 => (AluImm(Add), 4),
+        Code::Add_rm64_imm32 | Code::Add_rm64_imm8 => (AluImm(Add), 8),
+        Code::Sub_rm8_imm8 => (AluImm(Sub), 1),
+        Code::Sub_rm16_imm16 | Code::Sub_rm16_imm8 => (AluImm(Sub), 2),
+        Code::Sub_rm32_imm32 | Code::Sub_rm32_imm8 => (AluImm(Sub), 4),
+        Code::Sub_rm64_imm32 | Code::Sub_rm64_imm8 => (AluImm(Sub), 8),
+        Code::Cmp_rm8_imm8 => (AluImm(Cmp), 1),
+        Code::Cmp_rm16_imm16 | Code::Cmp_rm16_imm8 => (AluImm(Cmp), 2),
+        Code::Cmp_rm32_imm32 | Code::Cmp_rm32_imm8 => (AluImm(Cmp), 4),
+        Code::Cmp_rm64_imm32 | Code::Cmp_rm64_imm8 => (AluImm(Cmp), 8),
+        Code::Test_rm8_imm8 => (AluImm(Test), 1),
+        Code::Test_rm16_imm16 => (AluImm(Test), 2),
+        Code::Test_rm32_imm32 => (AluImm(Test), 4),
+        Code::Test_rm64_imm32 => (AluImm(Test), 8),
         _ => return None,
     })
 }
@@ -278,7 +459,7 @@ pub fn decode_mmio(bytes: &[u8], bitness: u32, regs: &Registers) -> Result<MmioO
     };
     let (mem_op, other_op) = match form {
         Form::Load(_) => (1, 0),
-        Form::StoreReg | Form::StoreImm => (0, 1),
+        Form::StoreReg | Form::StoreImm | Form::AluReg(_) | Form::AluImm(_) => (0, 1),
     };
     if instr.op_kind(mem_op) != OpKind::Memory {
         return Err(DecodeError::NoMemoryOperand {
@@ -317,6 +498,23 @@ pub fn decode_mmio(bytes: &[u8], bitness: u32, regs: &Registers) -> Result<MmioO
             let imm = instr.try_immediate(other_op).map_err(|_| unsupported())?;
             MmioKind::Store {
                 value: imm & mask(size),
+            }
+        }
+        Form::AluReg(op) => {
+            let (src, _, high_byte) =
+                gpr_operand(instr.op_register(other_op)).ok_or_else(unsupported)?;
+            let shift = if high_byte { 8 } else { 0 };
+            MmioKind::ReadModifyWrite {
+                op,
+                operand: (regs.get(src) >> shift) & mask(size),
+            }
+        }
+        Form::AluImm(op) => {
+            // iced-x86 returns imm8/imm32 already sign-extended to 64 bits.
+            let imm = instr.try_immediate(other_op).map_err(|_| unsupported())?;
+            MmioKind::ReadModifyWrite {
+                op,
+                operand: imm & mask(size),
             }
         }
     };
@@ -366,6 +564,21 @@ pub fn apply_load(regs: &mut Registers, op: &MmioOp, value: u64) {
         _ => value,
     };
     regs.set(dest, new);
+}
+
+/// Finishes an MMIO access the VMM answered with `value` (low `op.size` bytes used): a load
+/// writes its register ([`apply_load`]); a read-modify-write sets CF, PF, AF, ZF, SF and OF
+/// from `value`, the memory operand's old value, keeping RFLAGS' other bits. RIP is left to
+/// the caller.
+pub fn apply_completion(regs: &mut Registers, op: &MmioOp, value: u64) {
+    match op.kind {
+        MmioKind::Load { .. } => apply_load(regs, op, value),
+        MmioKind::ReadModifyWrite { op: alu, operand } => {
+            let flags = alu.apply(op.size, value, operand).flags;
+            regs.rflags = (regs.rflags & !ARITHMETIC_FLAGS) | flags;
+        }
+        MmioKind::Store { .. } => {}
+    }
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 //! | `IoIn` | the device's value: [`ExitAction::CompleteRead`] (unclaimed ports: all ones) |
 //! | `IoOut` | the device write, then [`ExitAction::Resume`] (unclaimed ports: dropped) |
 //! | `MmioRead` / `MmioWrite` | as the port exits, on the MMIO bus |
+//! | `MmioReadModifyWrite` | read, write back the ALU result (not for `CMP`/`TEST`), [`ExitAction::CompleteRead`] with the old value |
 //! | `Hlt`, interrupts enabled | [`ExitAction::WaitForInterrupt`] |
 //! | `Hlt`, interrupts disabled | [`ExitAction::WaitForNmiOrInit`] |
 //! | `Shutdown` | stop: [`StopReason::GuestShutdown`] |
@@ -25,7 +26,7 @@
 //! Guests probe for devices this way (Linux reads the IOAPIC and HPET areas; firmware sizes
 //! memory by writing and reading back), so it must not stop the VM. Only an access the
 //! backend cannot even decode (an instruction fetch from such an address, or an instruction
-//! iced-x86 cannot make into a plain load or store) stops it, as
+//! iced-x86 cannot make into a load, store or read-modify-write) stops it, as
 //! [`StopReason::BadMemoryAccess`].
 //!
 //! **HLT with interrupts disabled.** Only an NMI, SMI, INIT or reset ends that halt on real
@@ -167,6 +168,18 @@ pub fn handle_exit(exit: &VmExit, devices: &mut Devices) -> ExitAction {
             ExitAction::Resume
         }
         VmExit::MmioRead { gpa, size } => ExitAction::CompleteRead(devices.read_mmio(gpa, size)),
+        VmExit::MmioReadModifyWrite {
+            gpa,
+            size,
+            op,
+            operand,
+        } => {
+            let old = devices.read_mmio(gpa, size);
+            if let Some(new) = op.apply(size, old, operand).write_back {
+                devices.write_mmio(gpa, size, new);
+            }
+            ExitAction::CompleteRead(old)
+        }
         VmExit::MmioWrite { gpa, size, data } => {
             devices.write_mmio(gpa, size, data);
             ExitAction::Resume
@@ -280,6 +293,133 @@ mod tests {
             }),
             ExitAction::Resume
         );
+    }
+
+    /// An MMIO register file that logs every access, to see what an RMW exit does.
+    #[derive(Default)]
+    struct Recorder {
+        value: u64,
+        log: alloc::vec::Vec<(&'static str, u64, u8, u64)>,
+    }
+
+    impl crate::devices::MmioDevice for Recorder {
+        fn read_mmio(
+            &mut self,
+            offset: u64,
+            size: u8,
+            _: &mut crate::devices::DeviceContext,
+        ) -> u64 {
+            self.log.push(("read", offset, size, self.value));
+            self.value
+        }
+        fn write_mmio(
+            &mut self,
+            offset: u64,
+            size: u8,
+            value: u64,
+            _: &mut crate::devices::DeviceContext,
+        ) {
+            self.log.push(("write", offset, size, value));
+            self.value = value;
+        }
+    }
+
+    impl crate::devices::Device for Recorder {
+        fn name(&self) -> &'static str {
+            "recorder"
+        }
+        fn mmio(&mut self) -> Option<&mut dyn crate::devices::MmioDevice> {
+            Some(self)
+        }
+        fn save_state(&self) -> alloc::vec::Vec<u8> {
+            alloc::vec::Vec::new()
+        }
+        fn restore_state(&mut self, _: &[u8]) -> Result<(), crate::devices::DeviceStateError> {
+            Ok(())
+        }
+    }
+
+    const RECORDER: u64 = 0xC000_0000;
+
+    fn with_recorder(value: u64) -> Devices {
+        let mut devices = Devices::pc_for_tests();
+        devices
+            .add_device(
+                Recorder {
+                    value,
+                    log: alloc::vec::Vec::new(),
+                },
+                &[crate::devices::Region::Mmio {
+                    base: RECORDER,
+                    len: 0x100,
+                }],
+            )
+            .unwrap();
+        devices
+    }
+
+    #[test]
+    fn mmio_read_modify_write_reads_writes_back_and_completes_with_the_old_value() {
+        use crate::decode::AluOp;
+        // The firmware's `or [rax+0x14], sil` on a virtio status byte: 0x01 | 0x02.
+        let mut devices = with_recorder(0x01);
+        let exit = VmExit::MmioReadModifyWrite {
+            gpa: RECORDER + 0x14,
+            size: 1,
+            op: AluOp::Or,
+            operand: 0x02,
+        };
+        assert_eq!(
+            handle_exit(&exit, &mut devices),
+            ExitAction::CompleteRead(0x01)
+        );
+        let recorder = devices.device::<Recorder>().unwrap();
+        assert_eq!(
+            recorder.log,
+            [("read", 0x14, 1, 0x01), ("write", 0x14, 1, 0x03)]
+        );
+        // SUB wraps within the access size.
+        let mut devices = with_recorder(0);
+        let exit = VmExit::MmioReadModifyWrite {
+            gpa: RECORDER,
+            size: 4,
+            op: AluOp::Sub,
+            operand: 1,
+        };
+        assert_eq!(
+            handle_exit(&exit, &mut devices),
+            ExitAction::CompleteRead(0)
+        );
+        let recorder = devices.device::<Recorder>().unwrap();
+        assert_eq!(recorder.log[1], ("write", 0, 4, 0xFFFF_FFFF));
+    }
+
+    #[test]
+    fn mmio_cmp_and_test_only_read() {
+        use crate::decode::AluOp;
+        for op in [AluOp::Cmp, AluOp::Test] {
+            let mut devices = with_recorder(0x80);
+            let exit = VmExit::MmioReadModifyWrite {
+                gpa: RECORDER + 8,
+                size: 2,
+                op,
+                operand: 0x80,
+            };
+            assert_eq!(
+                handle_exit(&exit, &mut devices),
+                ExitAction::CompleteRead(0x80)
+            );
+            let recorder = devices.device::<Recorder>().unwrap();
+            assert_eq!(recorder.log, [("read", 8, 2, 0x80)], "{op:?}");
+        }
+        // Unclaimed: reads all ones, the write-back is dropped.
+        let exit = VmExit::MmioReadModifyWrite {
+            gpa: 0xFED0_0000,
+            size: 4,
+            op: AluOp::And,
+            operand: 0,
+        };
+        assert_eq!(handle(exit), ExitAction::CompleteRead(0xFFFF_FFFF));
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //! 2. The VM loop calls [`Vcpu::run`] repeatedly with the VM's memory. CPU-only exits (CPUID, MSR accesses, XSETBV,
 //!    the SVM/VMX instructions, exceptions Keel reflects) are handled inside the backend and
 //!    never come up; device-level exits return as a [`VmExit`].
-//! 3. For [`VmExit::IoIn`] and [`VmExit::MmioRead`] the caller must call
+//! 3. For [`VmExit::IoIn`], [`VmExit::MmioRead`] and [`VmExit::MmioReadModifyWrite`] the
+//!    caller must call
 //!    [`Vcpu::complete_read`] with the value before the next `run`; the backend then writes the
 //!    destination register and moves RIP past the instruction. For the other exits RIP has
 //!    already been advanced when `run` returns (or, for faults, left where the guest stopped).
@@ -20,6 +21,8 @@
 use core::fmt;
 
 use serde::{Deserialize, Serialize};
+
+use crate::decode::AluOp;
 
 pub mod state;
 
@@ -265,6 +268,22 @@ pub enum VmExit {
         /// Access size in bytes (1, 2, 4 or 8).
         size: u8,
     },
+    /// A read-modify-write ALU instruction (`OR`, `AND`, `XOR`, `ADD`, `SUB`) or a flags-only
+    /// `CMP`/`TEST` on guest-physical memory not backed by RAM. SVM `VMEXIT_NPF` (0x400); VMX
+    /// exit reason 48 (EPT violation). The VMM reads the device, writes back
+    /// [`AluOp::apply`]'s result unless `op` is `CMP`/`TEST`, and completes with
+    /// [`Vcpu::complete_read`] giving the *old* value; the backend sets the arithmetic flags
+    /// and moves RIP on.
+    MmioReadModifyWrite {
+        /// Guest-physical address.
+        gpa: u64,
+        /// Access size in bytes (1, 2, 4 or 8).
+        size: u8,
+        /// The operation.
+        op: AluOp,
+        /// The source operand (low `size` bytes).
+        operand: u64,
+    },
     /// A store to guest-physical memory not backed by RAM. SVM `VMEXIT_NPF` (0x400); VMX exit
     /// reason 48 (EPT violation).
     MmioWrite {
@@ -357,6 +376,7 @@ impl VmExit {
             VmExit::IoIn { .. } => "io-in",
             VmExit::IoOut { .. } => "io-out",
             VmExit::MmioRead { .. } => "mmio-read",
+            VmExit::MmioReadModifyWrite { .. } => "mmio-rmw",
             VmExit::MmioWrite { .. } => "mmio-write",
             VmExit::Hlt { .. } => "hlt",
             VmExit::Pause => "pause",
@@ -421,8 +441,10 @@ pub trait Vcpu {
     /// one the vCPU was created for): the backend reads instruction bytes from it to decode
     /// MMIO accesses and, where the CPU does not report it, instruction lengths.
     fn run(&mut self, memory: &crate::memory::GuestMemory) -> Result<VmExit, VcpuError>;
-    /// Supplies the value of a pending `IoIn`/`MmioRead`/`MsrRead` (low bytes used), or
-    /// completes a pending `MsrWrite` (value ignored): RIP moves past the instruction.
+    /// Supplies the value of a pending `IoIn`/`MmioRead`/`MsrRead` (low bytes used), or the
+    /// memory operand's old value for a pending `MmioReadModifyWrite` (the backend sets the
+    /// arithmetic flags from it), or completes a pending `MsrWrite` (value ignored): RIP
+    /// moves past the instruction.
     fn complete_read(&mut self, value: u64) -> Result<(), VcpuError>;
     /// Refuses the pending `MsrRead`/`MsrWrite`: the guest gets #GP(0) at the instruction.
     fn fault_msr(&mut self) -> Result<(), VcpuError>;

@@ -803,6 +803,7 @@ mod tests {
                 exit,
                 VmExit::IoIn { .. }
                     | VmExit::MmioRead { .. }
+                    | VmExit::MmioReadModifyWrite { .. }
                     | VmExit::MsrRead { .. }
                     | VmExit::MsrWrite { .. }
             );
@@ -1228,6 +1229,25 @@ mod tests {
         assert_eq!(stats.get("io-in"), 3);
         assert_eq!(stats.get("mmio-read"), 1);
         assert_eq!(stats.get("shutdown"), 1);
+    }
+
+    #[test]
+    fn mmio_read_modify_write_completes_with_the_old_value() {
+        let (mut vm, probe) = vm([
+            VmExit::MmioReadModifyWrite {
+                gpa: 0xFED0_0000,
+                size: 2,
+                op: crate::decode::AluOp::Or,
+                operand: 1,
+            },
+            VmExit::Shutdown,
+        ]);
+        assert_eq!(
+            run_to_rest(&mut vm, 10),
+            VmState::Stopped(StopReason::GuestShutdown)
+        );
+        assert_eq!(*probe.completed.borrow(), [0xFFFF]);
+        assert_eq!(vm.exit_stats().get("mmio-rmw"), 1);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Emulating a data access to guest-physical memory that is not RAM, shared by both
 //! backends: fetch the instruction at RIP through the guest's page tables, decode it with
-//! iced-x86, and turn it into `VmExit::MmioRead` (completed later through
-//! `Vcpu::complete_read`) or `VmExit::MmioWrite` (RIP already past the instruction).
+//! iced-x86, and turn it into `VmExit::MmioRead` or `VmExit::MmioReadModifyWrite` (completed
+//! later through `Vcpu::complete_read`) or `VmExit::MmioWrite` (RIP already past the
+//! instruction).
 
 use crate::decode::{self, MmioKind, MmioOp};
 use crate::guest_paging;
@@ -12,7 +13,8 @@ use crate::vcpu::{Registers, VmExit};
 pub(crate) struct MmioAccess {
     /// The exit to hand to the VMM.
     pub exit: VmExit,
-    /// A load waiting for its value (the backend keeps it until `complete_read`).
+    /// A load or read-modify-write waiting for its value (the backend keeps it until
+    /// `complete_read`).
     pub pending: Option<MmioOp>,
     /// For a store: where RIP goes now.
     pub next_rip: Option<u64>,
@@ -32,6 +34,16 @@ pub(crate) fn emulate(
     Ok(match op.kind {
         MmioKind::Load { .. } => MmioAccess {
             exit: VmExit::MmioRead { gpa, size: op.size },
+            pending: Some(op),
+            next_rip: None,
+        },
+        MmioKind::ReadModifyWrite { op: alu, operand } => MmioAccess {
+            exit: VmExit::MmioReadModifyWrite {
+                gpa,
+                size: op.size,
+                op: alu,
+                operand,
+            },
             pending: Some(op),
             next_rip: None,
         },

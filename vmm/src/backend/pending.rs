@@ -1,8 +1,8 @@
 //! What both backends do with an exit the VMM must answer: the read (or MSR access) a
 //! vCPU waits for, and its completion into the guest registers.
 //!
-//! The backend records a [`Pending`] when it returns `IoIn`, `MmioRead`, `MsrRead` or
-//! `MsrWrite`; [`complete`] applies the VMM's value through [`GuestAccess`], which each
+//! The backend records a [`Pending`] when it returns `IoIn`, `MmioRead`,
+//! `MmioReadModifyWrite`, `MsrRead` or `MsrWrite`; [`complete`] applies the VMM's value through [`GuestAccess`], which each
 //! backend implements over its own register storage (VMCB and GPR block, VMCS and GPR block).
 
 use crate::decode::{self, MmioOp};
@@ -13,7 +13,7 @@ use crate::vcpu::{Gpr, Registers, VcpuError};
 pub(crate) enum Pending {
     /// IN: merge into RAX, then RIP moves to `next_rip`.
     Io { size: u8, next_rip: u64 },
-    /// A load from MMIO: the decoded instruction.
+    /// A load or read-modify-write on MMIO: the decoded instruction.
     Mmio(MmioOp),
     /// RDMSR/WRMSR of a platform-owned MSR.
     Msr { next_rip: u64, write: bool },
@@ -27,6 +27,8 @@ pub(crate) trait GuestAccess {
     fn gpr(&self, reg: Gpr) -> u64;
     /// Writes a general-purpose register.
     fn set_gpr(&mut self, reg: Gpr, value: u64);
+    /// Writes RFLAGS (a read-modify-write's arithmetic flags).
+    fn set_rflags(&mut self, value: u64);
     /// Moves RIP past an instruction the VMM completed for the guest; an STI/MOV SS
     /// interrupt shadow ends with it.
     fn finish_instruction(&mut self, next_rip: u64);
@@ -49,13 +51,16 @@ pub(crate) fn complete(pending: Pending, cpu: &mut impl GuestAccess, value: u64)
         Pending::Mmio(op) => {
             let before = cpu.register_file();
             let mut regs = before;
-            decode::apply_load(&mut regs, &op, value);
+            decode::apply_completion(&mut regs, &op, value);
             for i in 0..16u8 {
                 if regs.gpr[usize::from(i)] != before.gpr[usize::from(i)]
                     && let Some(reg) = Gpr::from_index(i)
                 {
                     cpu.set_gpr(reg, regs.gpr[usize::from(i)]);
                 }
+            }
+            if regs.rflags != before.rflags {
+                cpu.set_rflags(regs.rflags);
             }
             cpu.finish_instruction(regs.rip.wrapping_add(op.len as u64));
         }
@@ -116,6 +121,9 @@ mod tests {
         fn set_gpr(&mut self, reg: Gpr, value: u64) {
             self.regs.set(reg, value);
         }
+        fn set_rflags(&mut self, value: u64) {
+            self.regs.rflags = value;
+        }
         fn finish_instruction(&mut self, next_rip: u64) {
             self.regs.rip = next_rip;
             self.shadow = false;
@@ -139,6 +147,25 @@ mod tests {
             assert_eq!(cpu.regs.rip, 9);
             assert!(!cpu.shadow);
         }
+    }
+
+    #[test]
+    fn mmio_read_modify_write_sets_flags_and_moves_rip_only() {
+        // or [rax+0x14], sil with SIL = 0x80 and an old value of 0x80: SF set, ZF/CF cleared.
+        let mut cpu = Cpu {
+            shadow: true,
+            ..Cpu::default()
+        };
+        cpu.regs.rip = 0x1000;
+        cpu.regs.rflags = 0x202 | 0x41; // IF, with stale ZF and CF
+        cpu.regs.set(Gpr::Rsi, 0x80);
+        let op = decode::decode_mmio(&[0x40, 0x08, 0x70, 0x14], 64, &cpu.regs).unwrap();
+        let gprs = cpu.regs.gpr;
+        complete(Pending::Mmio(op), &mut cpu, 0x80);
+        assert_eq!(cpu.regs.rflags, 0x202 | 0x80);
+        assert_eq!(cpu.regs.rip, 0x1004);
+        assert_eq!(cpu.regs.gpr, gprs);
+        assert!(!cpu.shadow);
     }
 
     #[test]

@@ -303,6 +303,181 @@ fn accesses_16_bit() {
     );
 }
 
+fn rmw(op: AluOp, operand: u64) -> MmioKind {
+    MmioKind::ReadModifyWrite { op, operand }
+}
+
+#[test]
+fn read_modify_write_64_bit() {
+    use super::AluOp::{Add, And, Cmp, Or, Sub, Test, Xor};
+    let r = regs();
+    let cases: &[(&[u8], MmioOp)] = &[
+        // or [rax+0x14], sil: rust-hypervisor-firmware's virtio status update.
+        (
+            &[0x40, 0x08, 0x70, 0x14],
+            op(4, 1, rmw(Or, r.get(Gpr::Rsi) & 0xFF)),
+        ),
+        // or [rbx], ah
+        (
+            &[0x08, 0x23],
+            op(2, 1, rmw(Or, (r.get(Gpr::Rax) >> 8) & 0xFF)),
+        ),
+        // and [rcx], dil
+        (
+            &[0x40, 0x20, 0x39],
+            op(3, 1, rmw(And, r.get(Gpr::Rdi) & 0xFF)),
+        ),
+        // lock or dword [rax], 4
+        (&[0xf0, 0x83, 0x08, 0x04], op(4, 4, rmw(Or, 4))),
+        // and dword [rax], -2 (imm8 sign-extended to 32 bits)
+        (&[0x83, 0x20, 0xfe], op(3, 4, rmw(And, 0xFFFF_FFFE))),
+        // and qword [rax], -2 (to 64 bits)
+        (&[0x48, 0x83, 0x20, 0xfe], op(4, 8, rmw(And, !1))),
+        // xor word [rcx], 0x1234
+        (&[0x66, 0x81, 0x31, 0x34, 0x12], op(5, 2, rmw(Xor, 0x1234))),
+        // xor [rax], r12w
+        (
+            &[0x66, 0x44, 0x31, 0x20],
+            op(4, 2, rmw(Xor, r.get(Gpr::R12) & 0xFFFF)),
+        ),
+        // add byte [rdx], 0x80
+        (&[0x80, 0x02, 0x80], op(3, 1, rmw(Add, 0x80))),
+        // sub [rax], r9d
+        (
+            &[0x44, 0x29, 0x08],
+            op(3, 4, rmw(Sub, r.get(Gpr::R9) & 0xFFFF_FFFF)),
+        ),
+        // add [r11], r10
+        (&[0x4d, 0x01, 0x13], op(3, 8, rmw(Add, r.get(Gpr::R10)))),
+        // or dword [rax], 0x12345678
+        (
+            &[0x81, 0x08, 0x78, 0x56, 0x34, 0x12],
+            op(6, 4, rmw(Or, 0x1234_5678)),
+        ),
+        // or qword [rax], -0x80000000 (imm32 sign-extended to 64 bits)
+        (
+            &[0x48, 0x81, 0x08, 0x00, 0x00, 0x00, 0x80],
+            op(7, 8, rmw(Or, 0xFFFF_FFFF_8000_0000)),
+        ),
+        // cmp dword [rax], 5
+        (&[0x83, 0x38, 0x05], op(3, 4, rmw(Cmp, 5))),
+        // cmp [rax], rbx
+        (&[0x48, 0x39, 0x18], op(3, 8, rmw(Cmp, r.get(Gpr::Rbx)))),
+        // test byte [rax], 1
+        (&[0xf6, 0x00, 0x01], op(3, 1, rmw(Test, 1))),
+        // test [rax], ecx
+        (
+            &[0x85, 0x08],
+            op(2, 4, rmw(Test, r.get(Gpr::Rcx) & 0xFFFF_FFFF)),
+        ),
+        // test dword [rdi], 0x80000000
+        (
+            &[0xf7, 0x07, 0x00, 0x00, 0x00, 0x80],
+            op(6, 4, rmw(Test, 0x8000_0000)),
+        ),
+    ];
+    for (bytes, want) in cases {
+        assert_eq!(mmio(bytes, 64), *want, "{bytes:02x?}");
+    }
+}
+
+#[test]
+fn read_modify_write_32_and_16_bit() {
+    let r = regs();
+    // or [ebx], al in 32-bit code
+    assert_eq!(
+        mmio(&[0x08, 0x03], 32),
+        op(2, 1, rmw(AluOp::Or, r.get(Gpr::Rax) & 0xFF))
+    );
+    // or word [bx], 1 in 16-bit code (imm8 sign-extended to 16 bits)
+    assert_eq!(mmio(&[0x83, 0x0f, 0x01], 16), op(3, 2, rmw(AluOp::Or, 1)));
+    // and word [bx], -1 in 16-bit code
+    assert_eq!(
+        mmio(&[0x83, 0x27, 0xff], 16),
+        op(3, 2, rmw(AluOp::And, 0xFFFF))
+    );
+}
+
+/// The flags as (CF, PF, AF, ZF, SF, OF).
+fn flag_bits(flags: u64) -> [bool; 6] {
+    [0, 2, 4, 6, 7, 11].map(|bit| flags & (1 << bit) != 0)
+}
+
+#[test]
+fn alu_results_and_flags() {
+    use super::AluOp::{Add, And, Cmp, Or, Sub, Test, Xor};
+    const T: bool = true;
+    const F: bool = false;
+    // (op, size, old, operand, write-back, [CF, PF, AF, ZF, SF, OF])
+    type Case = (AluOp, u8, u64, u64, Option<u64>, [bool; 6]);
+    let cases: &[Case] = &[
+        (Add, 1, 0xFF, 1, Some(0), [T, T, T, T, F, F]),
+        (Add, 1, 0x7F, 1, Some(0x80), [F, F, T, F, T, T]),
+        (Add, 1, 0x80, 0x80, Some(0), [T, T, F, T, F, T]),
+        (Add, 2, 0x1234, 0x1111, Some(0x2345), [F, F, F, F, F, F]),
+        (Add, 4, 0xFFFF_FFFF, 1, Some(0), [T, T, T, T, F, F]),
+        (Add, 8, u64::MAX, 2, Some(1), [T, F, T, F, F, F]),
+        (
+            Add,
+            8,
+            i64::MAX as u64,
+            1,
+            Some(1 << 63),
+            [F, T, T, F, T, T],
+        ),
+        (Sub, 1, 0, 1, Some(0xFF), [T, T, T, F, T, F]),
+        (Sub, 4, 0, 1, Some(0xFFFF_FFFF), [T, T, T, F, T, F]),
+        (Sub, 1, 0x80, 1, Some(0x7F), [F, F, T, F, F, T]),
+        (Sub, 2, 5, 5, Some(0), [F, T, F, T, F, F]),
+        (Sub, 8, 0x10, 1, Some(0xF), [F, T, T, F, F, F]),
+        (Cmp, 4, 3, 5, None, [T, F, T, F, T, F]),
+        (Cmp, 1, 7, 7, None, [F, T, F, T, F, F]),
+        (Or, 1, 0x01, 0x02, Some(0x03), [F, T, F, F, F, F]),
+        (Or, 1, 0x00, 0x80, Some(0x80), [F, F, F, F, T, F]),
+        (Or, 4, 0, 0, Some(0), [F, T, F, T, F, F]),
+        (And, 4, 0xF0F0, 0x0FF0, Some(0x00F0), [F, T, F, F, F, F]),
+        (And, 2, 0xFFFF, 0x8001, Some(0x8001), [F, F, F, F, T, F]),
+        (Xor, 8, u64::MAX, u64::MAX, Some(0), [F, T, F, T, F, F]),
+        (Xor, 1, 0x0F, 0xF0, Some(0xFF), [F, T, F, F, T, F]),
+        (Test, 1, 0x02, 0x01, None, [F, T, F, T, F, F]),
+        (Test, 4, 0x8000_0000, 0x8000_0000, None, [F, T, F, F, T, F]),
+        // Bits above `size` are ignored on both sides.
+        (Add, 1, 0x1FF, 0x101, Some(0), [T, T, T, T, F, F]),
+    ];
+    for &(alu, size, old, operand, write_back, flags) in cases {
+        let got = alu.apply(size, old, operand);
+        assert_eq!(
+            (got.write_back, flag_bits(got.flags)),
+            (write_back, flags),
+            "{alu:?} size {size}: {old:#x}, {operand:#x}"
+        );
+        assert_eq!(got.flags & !ARITHMETIC_FLAGS, 0);
+    }
+}
+
+#[test]
+fn completion_sets_flags_and_keeps_registers() {
+    let before = Registers {
+        // IF, DF and a stale CF/ZF/OF the completion must replace.
+        rflags: 0x202 | 0x400 | 0x1 | 0x40 | 0x800,
+        ..regs()
+    };
+    let decoded = decode_mmio(&[0x40, 0x08, 0x70, 0x14], 64, &before).unwrap();
+    let mut after = before;
+    apply_completion(&mut after, &decoded, 0x80);
+    assert_eq!(after.gpr, before.gpr);
+    assert_eq!(after.rip, before.rip);
+    // SIL = 0x77 (from regs()), so 0x80 | 0x77 = 0xF7: SF only (seven bits set: PF clear).
+    assert_eq!(before.get(Gpr::Rsi) & 0xFF, 0x77);
+    assert_eq!(after.rflags, 0x202 | 0x400 | 0x80);
+    // A load still writes its register and leaves RFLAGS alone.
+    let load = decode_mmio(&[0x8b, 0x03], 64, &before).unwrap();
+    let mut after = before;
+    apply_completion(&mut after, &load, 0x1234);
+    assert_eq!(after.get(Gpr::Rax), 0x1234);
+    assert_eq!(after.rflags, before.rflags);
+}
+
 #[test]
 fn trailing_bytes_are_ignored() {
     let mut bytes = [0x90u8; 15];
@@ -318,6 +493,8 @@ fn register_only_forms_have_no_memory_operand() {
         &[0x89, 0xd8],
         &[0xc6, 0xc0, 0x41],
         &[0x0f, 0xb6, 0xc3],
+        &[0x08, 0xc3],       // or bl, al
+        &[0x83, 0xc8, 0x04], // or eax, 4
     ] {
         assert!(
             matches!(
@@ -335,7 +512,9 @@ fn other_instructions_are_unsupported() {
     let cases: &[(&[u8], &str)] = &[
         (&[0xa5], "Movsd"),              // movsd (string)
         (&[0xf3, 0xab], "Stosd"),        // rep stosd
-        (&[0x01, 0x03], "Add"),          // add [rbx], eax
+        (&[0x11, 0x03], "Adc"),          // adc [rbx], eax (needs CF in)
+        (&[0xff, 0x00], "Inc"),          // inc dword [rax]
+        (&[0x0b, 0x03], "Or"),           // or eax, [rbx] (register destination)
         (&[0x8c, 0x18], "Mov"),          // mov [rax], ds
         (&[0x0f, 0x10, 0x07], "Movups"), // movups xmm0, [rdi]
         (&[0x87, 0x03], "Xchg"),         // xchg [rbx], eax

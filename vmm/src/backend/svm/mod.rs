@@ -541,6 +541,10 @@ impl GuestAccess for SvmVcpu {
         }
     }
 
+    fn set_rflags(&mut self, value: u64) {
+        self.vmcb().set(offset::RFLAGS, value);
+    }
+
     fn finish_instruction(&mut self, next_rip: u64) {
         self.set_rip(next_rip);
     }

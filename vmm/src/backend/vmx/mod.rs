@@ -908,6 +908,11 @@ impl GuestAccess for VmxVcpu {
         }
     }
 
+    fn set_rflags(&mut self, value: u64) {
+        // Bit 1 is reserved as 1 (SDM Vol. 1 §3.4.3); VM entry checks it.
+        self.vmcs().write(field::GUEST_RFLAGS, value | 0x2);
+    }
+
     fn finish_instruction(&mut self, next_rip: u64) {
         self.set_rip_past_instruction(next_rip);
     }
