@@ -596,7 +596,6 @@ fn keel_two_vms_with_own_disks_and_a_second_writer_is_refused() {
 }
 
 #[test]
-#[ignore = "rust-hypervisor-firmware needs MMIO read-modify-write emulation (in progress)"]
 fn keel_vm_boots_hypervisor_fw_from_a_gpt_store_disk() {
     let firmware = hypervisor_fw().unwrap();
     let tmp = tempfile::tempdir().unwrap();

@@ -168,11 +168,11 @@ fn keel(guest: &LinuxGuest, initramfs: &Path, image: &Path) -> Result<Figures, S
         .spawn()
         .map_err(|e| e.to_string())?;
     m.expect_banner();
-    let text = wait_done(&mut m, "[vm1] ")?;
+    let text = wait_done(&mut m, "[bench] ")?;
     let guest_lines: String = text
         .replace('\r', "\n")
         .lines()
-        .filter_map(|l| l.split_once("[vm1] ").map(|(_, g)| format!("{g}\n")))
+        .filter_map(|l| l.split_once("[bench] ").map(|(_, g)| format!("{g}\n")))
         .collect();
     figures(&guest_lines)
 }
