@@ -39,10 +39,60 @@ pub fn create(vms: &mut VmManager, settings: &mut Settings, vm: Vm) -> Result<u6
     if config.vms.iter().any(|v| v.name == vm.name) {
         return Err(VmConfigError::Exists(vm.name));
     }
+    let missing = missing_disks(&vm, config.vms.len());
+    if !missing.is_empty() {
+        return Err(VmConfigError::Invalid(missing));
+    }
     config.vms.push(vm);
     let generation = replace_config(settings, config)?;
     vms.define(&VmDefinition::from_config(settings.current()));
     Ok(generation)
+}
+
+/// The disks `vm` (to be `vms[index]`) names that this appliance does not have: a file not in
+/// the guest store, a partition not on Keel's disk. Checked when an operator creates a VM,
+/// not by validation, which cannot see the store: a configuration written elsewhere may name
+/// a disk that is made later (and a VM start refuses it until then).
+fn missing_disks(vm: &Vm, index: usize) -> Vec<ValidationError> {
+    use keel_config::schema::DiskSource;
+    let mut missing = Vec::new();
+    for (d, disk) in vm.disks.iter().enumerate() {
+        let (field, found) = match disk.source() {
+            DiskSource::File(name) => (
+                "file",
+                crate::store::list()
+                    .map_err(|e| e.to_string())
+                    .map(|files| {
+                        // The store is FAT: names match without regard to case.
+                        files.iter().any(|f| f.name.eq_ignore_ascii_case(name))
+                    }),
+            ),
+            DiskSource::Partition(name) => (
+                "partition",
+                crate::blk::guest_partitions::list()
+                    .map_err(|e| e.to_string())
+                    .map(|(partitions, _)| partitions.iter().any(|p| p.name == name)),
+            ),
+        };
+        let message = match found {
+            Ok(true) => continue,
+            Ok(false) => match disk.source() {
+                DiskSource::File(name) => {
+                    alloc::format!("no file {name:?} in the guest store: see 'store ls'")
+                }
+                DiskSource::Partition(name) => alloc::format!(
+                    "no guest-disk partition {name:?} on Keel's disk: see 'disk', or make it \
+                     with 'disk create {name} SIZE'"
+                ),
+            },
+            Err(e) => alloc::format!("cannot look for it: {e}"),
+        };
+        missing.push(ValidationError {
+            path: alloc::format!("vms[{index}].disks[{d}].{field}"),
+            message,
+        });
+    }
+    missing
 }
 
 /// Removes VM `name` from the configuration, saves it, then stops the VM at once and

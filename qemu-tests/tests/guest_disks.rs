@@ -553,6 +553,14 @@ fn keel_two_vms_with_own_disks_and_a_second_writer_is_refused() {
             ));
         }
     }
+    // Creating a VM with a disk the appliance does not have is refused up front, naming it.
+    m.type_line("vm create vm-d kernel=vmlinuz disk=nope.img");
+    let refused = r#"vms\[3\]\.disks\[0\]\.file: no file "nope\.img" in the guest store"#;
+    if let Err(e) = m.wait_for(Pattern::regex(refused), Duration::from_secs(30)) {
+        m.fail(format!(
+            "vm create with a missing disk file was not refused: {e}"
+        ));
+    }
     // Both guests run at once, so either may finish first: wait on the whole transcript.
     let deadline = std::time::Instant::now() + Duration::from_secs(600);
     let both_off = |text: &str| {
