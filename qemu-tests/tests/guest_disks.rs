@@ -292,7 +292,7 @@ fn plain_qemu_hypervisor_fw_boots_a_bls_entry_from_a_gpt_virtio_blk_disk() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Keel versions: the same guests as Keel VMs. Ignored until guest disks are integrated.
+// Keel versions: the same guests as Keel VMs.
 // ---------------------------------------------------------------------------------------
 
 /// The VM definition of the disk guest (TOML), named `name`, with `disks` as
