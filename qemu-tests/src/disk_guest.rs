@@ -383,6 +383,29 @@ pub const DISK_APPLETS: &[&str] = &[
     "sync", "poweroff", "dmesg", "tail",
 ];
 
+/// What [`DISK_SHELL_INIT`] prints once `/dev/vda` is there and its shell starts.
+pub const DISK_SHELL_MARKER: &str = "KEEL-DISK-SHELL";
+
+/// The store file name of the disk shell initramfs (the modules and [`DISK_SHELL_INIT`]).
+pub const DISK_SHELL_INITRAMFS: &str = "disk-shell.cpio";
+
+/// The `/init` body of the disk shell guest, after the module loads: waits for `/dev/vda`,
+/// then offers a shell on the console, for tests that drive the disk by hand (save and
+/// restore of a VM with a disk).
+pub const DISK_SHELL_INIT: &str = r#"n=0
+while [ ! -b /dev/vda ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n+1)); done
+mkdir -p /mnt
+echo KEEL-DISK-SHELL
+export PS1='guest# '
+exec sh
+"#;
+
+/// The busybox applets [`DISK_SHELL_INIT`] and the tests' commands run.
+pub const DISK_SHELL_APPLETS: &[&str] = &[
+    "sh", "mount", "umount", "insmod", "cat", "sleep", "mkdir", "echo", "sync", "poweroff",
+    "dmesg", "tail",
+];
+
 /// The kernel command line for the disk guest (as [`crate::linux_guest::TEST_CMDLINE`]).
 pub const DISK_CMDLINE: &str = crate::linux_guest::TEST_CMDLINE;
 

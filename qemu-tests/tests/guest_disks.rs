@@ -18,8 +18,10 @@ use keel_qemu_tests::boot_disk::{
     hypervisor_fw,
 };
 use keel_qemu_tests::disk_guest::{
-    BOOTS_FILE, DISK_CMDLINE, DISK_DONE_MARKER, DISK_INIT_MARKER, DISK_INITRAMFS, GUEST_FILE,
-    HOST_FILE, disk_guest, disk_value, ext4_check, ext4_read, make_ext4, write_atomically,
+    BOOTS_FILE, DISK_CMDLINE, DISK_DONE_MARKER, DISK_INIT_MARKER, DISK_INITRAMFS,
+    DISK_SHELL_APPLETS, DISK_SHELL_INIT, DISK_SHELL_INITRAMFS, DISK_SHELL_MARKER, GUEST_FILE,
+    HOST_FILE, disk_guest, disk_initramfs, disk_value, ext4_check, ext4_read, make_ext4,
+    write_atomically,
 };
 use keel_qemu_tests::linux_guest::{busybox_initramfs, guest_dir};
 use keel_qemu_tests::{Machine, Pattern, Qemu, artifacts, check};
@@ -290,7 +292,7 @@ fn plain_qemu_hypervisor_fw_boots_a_bls_entry_from_a_gpt_virtio_blk_disk() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Keel versions: the same guests as Keel VMs. Ignored until guest disks are integrated.
+// Keel versions: the same guests as Keel VMs.
 // ---------------------------------------------------------------------------------------
 
 /// The VM definition of the disk guest (TOML), named `name`, with `disks` as
@@ -600,6 +602,165 @@ fn keel_two_vms_with_own_disks_and_a_second_writer_is_refused() {
             expected_guest_file(text, 1),
             "{name}"
         );
+    }
+}
+
+/// Types `line` into the shell of VM `key` (attaching its console and detaching after) and
+/// waits for `answer` in its output.
+fn in_guest_shell(m: &mut Machine, key: &str, line: &str, answer: &str) {
+    m.type_line(&format!("vm console {key}"));
+    m.expect(format!("[attached to {key}: Ctrl-] detaches]"));
+    m.type_line(line);
+    m.expect_within(answer, Duration::from_secs(60));
+    m.send("\x1d").unwrap();
+    m.expect(format!("[detached from {key}]"));
+    m.expect_prompt();
+}
+
+/// Fails unless `store ls` shows `name` used by `users` (`""`: by no VM).
+fn expect_store_users(m: &mut Machine, name: &str, users: &str) {
+    let listing = m.command("store ls");
+    let row = listing
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name));
+    let Some(row) = row else {
+        m.fail(format!("store ls has no row for {name}:\n{listing}"));
+    };
+    // Columns: name, used by (may be empty or hold spaces), size.
+    let words: Vec<&str> = row.split_whitespace().collect();
+    let used_by = words[1..words.len() - 1].join(" ");
+    check!(
+        m,
+        used_by == users,
+        "store ls: {name} used by {used_by:?}, expected {users:?}:\n{listing}"
+    );
+}
+
+#[test]
+fn keel_vm_with_a_disk_is_saved_stopped_restored_and_keeps_writing_it() {
+    let g = disk_guest();
+    let tmp = tempfile::tempdir().unwrap();
+    let host_text = nonce("saverest");
+    let data = data_image(tmp.path(), "data-src.img", &host_text);
+    let shell = tmp.path().join(DISK_SHELL_INITRAMFS);
+    let archive = disk_initramfs(&g.guest, &g.modules, DISK_SHELL_INIT, DISK_SHELL_APPLETS)
+        .expect("building the disk shell initramfs");
+    std::fs::write(&shell, archive).unwrap();
+    let toml = disk_vm_toml("disk", &[("data.img", false, "keel-data-1")], true).replace(
+        &format!("initrd = \"{DISK_INITRAMFS}\""),
+        &format!("initrd = \"{DISK_SHELL_INITRAMFS}\""),
+    );
+    let image = keel_image_with(
+        tmp.path(),
+        &[("data.img", &data), (DISK_SHELL_INITRAMFS, &shell)],
+        &toml,
+    );
+    let mut m = keel_boot(&image);
+    m.expect_within(
+        format!("[disk] {DISK_SHELL_MARKER}"),
+        Duration::from_secs(480),
+    );
+    // The answers are computed by the guest's shell, so the echo of the typed line does not
+    // match them.
+    let (text_a, text_b) = (nonce("file-a"), nonce("file-b"));
+    in_guest_shell(
+        &mut m,
+        "disk",
+        &format!(
+            "mount -t ext4 /dev/vda /mnt && echo {text_a}-$((6*7)) > /mnt/a.txt && sync && \
+             echo A-SYNCED-$((6*7))"
+        ),
+        "A-SYNCED-42",
+    );
+    expect_store_users(&mut m, "data.img", "disk (rw)");
+
+    let paused = m.command("vm pause disk");
+    check!(m, paused.contains("vm disk paused"), "vm pause: {paused:?}");
+    let saved = m.command("vm save disk snap");
+    check!(
+        m,
+        saved.contains("vm disk saved as 'snap': "),
+        "vm save: {saved:?}"
+    );
+    // The paused VM still holds data.img writable: a restore of it is refused.
+    let refused = m.command("vm restore snap");
+    check!(
+        m,
+        refused.contains(
+            "error: cannot restore 'snap': data.img is attached writable to VM disk; stop it \
+             first"
+        ),
+        "a restore while the saved VM holds its disk: {refused:?}"
+    );
+    m.type_line("vm stop disk force");
+    m.expect("vm disk stopped: stopped by the operator");
+    m.expect_prompt();
+    expect_store_users(&mut m, "data.img", "");
+
+    let restored = m.command("vm restore snap");
+    let restored_as = regex::Regex::new(r"vm (\d+) restored from 'snap' in \d+ ms, paused")
+        .unwrap()
+        .captures(&restored)
+        .and_then(|c| c[1].parse::<u32>().ok());
+    let Some(id) = restored_as else {
+        m.fail(format!("vm restore: {restored:?}"));
+    };
+    eprintln!("{}\n{}", saved.trim(), restored.trim());
+    expect_store_users(&mut m, "data.img", &format!("{id} (rw)"));
+    // A second restore would be a second writer.
+    let twice = m.command("vm restore snap");
+    check!(
+        m,
+        twice.contains(&format!(
+            "error: cannot restore 'snap': data.img is attached writable to VM {id}; stop it \
+             first"
+        )),
+        "a second restore of a VM with a writable disk: {twice:?}"
+    );
+    let resumed = m.command(&format!("vm resume {id}"));
+    check!(
+        m,
+        resumed.contains(&format!("vm {id} resumed")),
+        "vm resume: {resumed:?}"
+    );
+    in_guest_shell(
+        &mut m,
+        &id.to_string(),
+        &format!(
+            "cat /mnt/a.txt && echo {text_b}-$((6*7)) > /mnt/b.txt && sync && cat /mnt/b.txt && \
+             umount /mnt && echo B-UNMOUNTED-$((6*7))"
+        ),
+        "B-UNMOUNTED-42",
+    );
+    // An attached console shows the guest's lines without the `[vm<id>] ` prefix; the
+    // typed line holds `$((6*7))`, so only the guest's `cat` prints these.
+    let text = m.transcript_text().replace('\r', "\n");
+    for want in [format!("{text_a}-42"), format!("{text_b}-42")] {
+        check!(
+            m,
+            text.lines().any(|l| l.trim_end() == want),
+            "the restored guest did not print {want:?} (file a.txt read back, b.txt written)"
+        );
+    }
+    m.type_line(&format!("vm stop {id} force"));
+    m.expect(format!("vm {id} stopped: stopped by the operator"));
+    m.expect_prompt();
+    expect_store_users(&mut m, "data.img", "");
+    m.type_line("poweroff");
+    m.expect("powering off...");
+    m.expect_exit(Duration::from_secs(30));
+
+    let copy = tmp.path().join("data-after.img");
+    store_file(&image, "data.img", &copy);
+    for (file, text) in [("/a.txt", &text_a), ("/b.txt", &text_b)] {
+        assert_eq!(
+            String::from_utf8_lossy(&ext4_read(&copy, file).unwrap()),
+            format!("{text}-42\n"),
+            "{file} in the store's data.img"
+        );
+    }
+    if let Err(e) = ext4_check(&copy) {
+        panic!("the restored guest left an unclean file system in the store: {e}");
     }
 }
 
