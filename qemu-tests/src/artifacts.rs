@@ -1,6 +1,6 @@
 //! The kernel ELF and disk images the tests boot, built once per test binary.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use crate::linux_guest::{LinuxGuest, linux_guest, write_shell_initramfs, write_test_initramfs};
@@ -80,6 +80,17 @@ pub struct LinuxArtifacts {
     pub guest: LinuxGuest,
     /// The test initramfs (see [`crate::linux_guest::TEST_INIT`]).
     pub initramfs: PathBuf,
+}
+
+/// Assembles the appliance image `image` from the test kernel (with the API token on its
+/// command line), the guest store `store` (if any) and the configuration `config` (JSON):
+/// the image step the appliance tests share. Panics naming `what` if it fails.
+pub fn appliance_image(store: Option<&Path>, config: &[u8], image: &Path, what: &str) {
+    let a = artifacts();
+    let cmdline = keel_image::api_token::with_token("", &a.api_token);
+    if let Err(e) = keel_image::assemble_image(&a.elf, &[], &cmdline, store, config, image) {
+        panic!("building {what} failed: {e}");
+    }
 }
 
 /// Builds [`artifacts()`], fetches the Linux guest ([`linux_guest()`]), writes the test and

@@ -70,7 +70,7 @@ pub mod netns;
 pub mod qemu;
 pub mod report;
 
-pub use artifacts::{Artifacts, LinuxArtifacts, artifacts, linux_artifacts};
+pub use artifacts::{Artifacts, LinuxArtifacts, appliance_image, artifacts, linux_artifacts};
 pub use banner::{Banner, PROMPT, VERSION_LINE, first_number};
 pub use bochs::Bochs;
 pub use console::{Match, Pattern};

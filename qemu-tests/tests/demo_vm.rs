@@ -19,7 +19,7 @@ use keel_image::demo::{
     BANNER_PREFIX, DEMO_HOSTNAME, DEMO_PROMPT, demo_config, prepare_demo_store,
 };
 use keel_qemu_tests::machine::scaled;
-use keel_qemu_tests::{Machine, Pattern, Qemu, artifacts, check};
+use keel_qemu_tests::{Machine, Pattern, Qemu, appliance_image, artifacts, check};
 
 /// Ctrl-]: detaches the console from a VM.
 const DETACH: &str = "\x1d";
@@ -44,16 +44,12 @@ fn demo_image(dir: &Path) -> (PathBuf, String) {
     };
     let config = demo_config(&a.api_token);
     let image = dir.join("keel.img");
-    let cmdline = keel_image::api_token::with_token("", &a.api_token);
-    keel_image::assemble_image(
-        &a.elf,
-        &[],
-        &cmdline,
+    appliance_image(
         Some(&store),
         &config.to_json_pretty(),
         &image,
-    )
-    .expect("building keel.img with the demo store and configuration");
+        "keel.img with the demo store and configuration",
+    );
     (image, guest.kernel_release)
 }
 

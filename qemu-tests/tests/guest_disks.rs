@@ -24,7 +24,7 @@ use keel_qemu_tests::disk_guest::{
     write_atomically,
 };
 use keel_qemu_tests::linux_guest::{busybox_initramfs, guest_dir};
-use keel_qemu_tests::{Machine, Pattern, Qemu, artifacts, check};
+use keel_qemu_tests::{Machine, Pattern, Qemu, appliance_image, artifacts, check};
 
 /// The data disk's size.
 const DATA_MIB: u32 = 32;
@@ -328,16 +328,12 @@ fn keel_image_with(dir: &Path, files: &[(&str, &Path)], toml: &str) -> PathBuf {
     };
     config.management.api_tokens.push(a.api_token.clone());
     let image = dir.join("keel.img");
-    let cmdline = keel_image::api_token::with_token("", &a.api_token);
-    keel_image::assemble_image(
-        &a.elf,
-        &[],
-        &cmdline,
+    appliance_image(
         Some(&store),
         &config.to_json_pretty(),
         &image,
-    )
-    .expect("building keel.img with the disk store");
+        "keel.img with the disk store",
+    );
     image
 }
 

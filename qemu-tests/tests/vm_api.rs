@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use keel_qemu_tests::guests::{self, COUNTER, ECHO};
 use keel_qemu_tests::http::{self, Response};
-use keel_qemu_tests::{Machine, Qemu, artifacts, check};
+use keel_qemu_tests::{Machine, Qemu, appliance_image, artifacts, check};
 
 /// Builds `keel.img` into `dir` with `counter.bin` and `echo.bin` in the guest store.
 fn image_with_guests(dir: &Path) -> PathBuf {
@@ -31,10 +31,13 @@ fn image_with_guests(dir: &Path) -> PathBuf {
         std::fs::copy(&path, store.join(path.file_name().unwrap())).unwrap();
     }
     let image = dir.join("keel.img");
-    let cmdline = keel_image::api_token::with_token("", &a.api_token);
     let config = keel_image::appliance::default_config(&a.api_token).to_json_pretty();
-    keel_image::assemble_image(&a.elf, &[], &cmdline, Some(&store), &config, &image)
-        .expect("building the image with the guest store");
+    appliance_image(
+        Some(&store),
+        &config,
+        &image,
+        "the image with the guest store",
+    );
     image
 }
 

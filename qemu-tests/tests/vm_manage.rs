@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use keel_qemu_tests::{Machine, Pattern, Qemu, artifacts, check, guests};
+use keel_qemu_tests::{Machine, Pattern, Qemu, appliance_image, artifacts, check, guests};
 
 /// A configuration with two VMs from store files: `ticker` (the counter guest, autostart as
 /// given) and `hello`.
@@ -43,7 +43,6 @@ memory_mib = 16
 
 /// Builds `keel.img` in `dir` with the test guests in the store and `config`.
 fn image(dir: &Path, config: &[u8]) -> PathBuf {
-    let a = artifacts();
     let store = dir.join("store");
     std::fs::create_dir(&store).unwrap();
     let set = guests::build_guests().expect("building the test guests");
@@ -52,9 +51,7 @@ fn image(dir: &Path, config: &[u8]) -> PathBuf {
         std::fs::copy(&from, store.join(from.file_name().unwrap())).unwrap();
     }
     let image = dir.join("keel.img");
-    let cmdline = keel_image::api_token::with_token("", &a.api_token);
-    keel_image::assemble_image(&a.elf, &[], &cmdline, Some(&store), config, &image)
-        .expect("building keel.img with the store");
+    appliance_image(Some(&store), config, &image, "keel.img with the store");
     image
 }
 
