@@ -19,8 +19,8 @@ use crate::pci::{self, PciAddress, PciDevice};
 /// PCI device IDs of virtio-blk: transitional and modern (virtio 1.x §4.1.2).
 pub const DEVICE_IDS: [u16; 2] = [0x1001, 0x1042];
 
-/// Largest transfer per request: 64 KiB.
-pub const MAX_REQUEST: usize = 64 * 1024;
+/// Largest transfer per request: 256 KiB (guest disks' 256 KiB pieces pass in one request).
+pub const MAX_REQUEST: usize = 256 * 1024;
 
 /// Why a virtio-blk function could not be brought up.
 #[derive(Debug, thiserror::Error)]

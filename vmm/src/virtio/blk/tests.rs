@@ -112,12 +112,12 @@ fn reads_scatter_over_uneven_buffers() {
 
 #[test]
 fn split_headers_and_a_shared_status_buffer_past_the_bounce_buffer() {
-    // The model alone over a 300-sector disk: a 100 KiB read (more than the 64 KiB bounce
+    // The model alone over a 700-sector disk: a 300 KiB read (more than the 256 KiB bounce
     // buffer), the header split over two buffers, the status byte the last byte of the
     // data buffer.
-    let disk = MemDisk::new(300);
+    let disk = MemDisk::new(700);
     let mut dev = VirtioBlock::new(Box::new(disk.clone()), false, "");
-    assert_eq!(dev.capacity(), 300);
+    assert_eq!(dev.capacity(), 700);
     let mem = memory();
     let mut drv = Driver::new(16, 0x1000);
     let mut q = drv.queue(256);
@@ -128,15 +128,15 @@ fn split_headers_and_a_shared_status_buffer_past_the_bounce_buffer() {
         &[
             (HEADER, 6, false),
             (HEADER + 6, 10, false),
-            (DATA, 200 * 512 + 1, true),
+            (DATA, 600 * 512 + 1, true),
         ],
     );
     assert!(dev.process_queue(0, &mut q, &mem).unwrap());
-    assert_eq!(mem.read_u8(DATA + 200 * 512).unwrap(), S_OK);
-    let mut got = vec![0; 200 * 512];
+    assert_eq!(mem.read_u8(DATA + 600 * 512).unwrap(), S_OK);
+    let mut got = vec![0; 600 * 512];
     mem.read(DATA, &mut got).unwrap();
-    assert_eq!(got, disk.bytes.lock().unwrap()[512..201 * 512]);
-    assert_eq!(drv.used_elem(&mem, 0), (u32::from(head), 200 * 512 + 1));
+    assert_eq!(got, disk.bytes.lock().unwrap()[512..601 * 512]);
+    assert_eq!(drv.used_elem(&mem, 0), (u32::from(head), 600 * 512 + 1));
     assert!(!dev.process_queue(0, &mut q, &mem).unwrap(), "nothing more");
 }
 
