@@ -83,14 +83,28 @@ pub struct LinuxArtifacts {
 }
 
 /// Assembles the appliance image `image` from the test kernel (with the API token on its
-/// command line), the guest store `store` (if any) and the configuration `config` (JSON):
-/// the image step the appliance tests share. Panics naming `what` if it fails.
-pub fn appliance_image(store: Option<&Path>, config: &[u8], image: &Path, what: &str) {
+/// command line), the guest store `store` (if any), the configuration `config` (JSON) and
+/// guest-disk `partitions` after the store: the image step the appliance tests share.
+/// Panics naming `what` if it fails.
+pub fn appliance_image(
+    store: Option<&Path>,
+    config: &[u8],
+    partitions: &[keel_image::gpt_image::GuestPartitionRequest],
+    image: &Path,
+    what: &str,
+) -> keel_image::gpt_image::ImageSummary {
     let a = artifacts();
     let cmdline = keel_image::api_token::with_token("", &a.api_token);
-    if let Err(e) = keel_image::assemble_image(&a.elf, &[], &cmdline, store, config, image) {
-        panic!("building {what} failed: {e}");
-    }
+    keel_image::gpt_image::assemble_image_with_partitions(
+        &a.elf,
+        &[],
+        &cmdline,
+        store,
+        config,
+        partitions,
+        image,
+    )
+    .unwrap_or_else(|e| panic!("building {what} failed: {e}"))
 }
 
 /// Builds [`artifacts()`], fetches the Linux guest ([`linux_guest()`]), writes the test and

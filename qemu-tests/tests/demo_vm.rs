@@ -47,6 +47,7 @@ fn demo_image(dir: &Path) -> (PathBuf, String) {
     appliance_image(
         Some(&store),
         &config.to_json_pretty(),
+        &[],
         &image,
         "keel.img with the demo store and configuration",
     );

@@ -331,6 +331,7 @@ fn keel_image_with(dir: &Path, files: &[(&str, &Path)], toml: &str) -> PathBuf {
     appliance_image(
         Some(&store),
         &config.to_json_pretty(),
+        &[],
         &image,
         "keel.img with the disk store",
     );

@@ -23,16 +23,23 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use keel_image::gpt_image::GuestPartitionRequest;
-use keel_qemu_tests::{Machine, Qemu, artifacts, check};
+use keel_qemu_tests::{Machine, Qemu, appliance_image, artifacts, check};
 
 const MIB: u64 = 1 << 20;
+
+/// The 5 GiB guest-disk partition `big` the VM tests' images carry.
+fn big_partition() -> [GuestPartitionRequest; 1] {
+    [GuestPartitionRequest {
+        name: "big".into(),
+        bytes: 5 << 30,
+    }]
+}
 
 /// Builds `keel.img` into `dir` with `partitions` (name, bytes), then grows the file by
 /// `grow_mib` (sparse), as a larger disk would be.
 fn image(dir: &Path, partitions: &[(&str, u64)], grow_mib: u64) -> PathBuf {
     let a = artifacts();
     let image = dir.join("keel.img");
-    let cmdline = keel_image::api_token::with_token("", &a.api_token);
     let config = keel_image::appliance::default_config(&a.api_token).to_json_pretty();
     let requests: Vec<_> = partitions
         .iter()
@@ -41,16 +48,7 @@ fn image(dir: &Path, partitions: &[(&str, u64)], grow_mib: u64) -> PathBuf {
             bytes: *bytes,
         })
         .collect();
-    keel_image::gpt_image::assemble_image_with_partitions(
-        &a.elf,
-        &[],
-        &cmdline,
-        None,
-        &config,
-        &requests,
-        &image,
-    )
-    .expect("building keel.img");
+    appliance_image(None, &config, &requests, &image, "keel.img");
     let file = std::fs::OpenOptions::new()
         .write(true)
         .open(&image)
@@ -327,21 +325,7 @@ partition = "big"
         .expect("the test configuration is valid")
         .to_json_pretty();
     let image = tmp.path().join("keel.img");
-    let cmdline = keel_image::api_token::with_token("", &a.api_token);
-    let big = [GuestPartitionRequest {
-        name: "big".into(),
-        bytes: 5 << 30,
-    }];
-    keel_image::gpt_image::assemble_image_with_partitions(
-        &a.elf,
-        &[],
-        &cmdline,
-        Some(&store),
-        &config,
-        &big,
-        &image,
-    )
-    .expect("building keel.img");
+    appliance_image(Some(&store), &config, &big_partition(), &image, "keel.img");
 
     let mut m = boot(&image);
     m.expect_banner();
@@ -465,21 +449,7 @@ partition = "big"
         .expect("the test configuration is valid")
         .to_json_pretty();
     let image = tmp.path().join("keel.img");
-    let cmdline = keel_image::api_token::with_token("", &a.api_token);
-    let big = [GuestPartitionRequest {
-        name: "big".into(),
-        bytes: 5 << 30,
-    }];
-    let summary = keel_image::gpt_image::assemble_image_with_partitions(
-        &a.elf,
-        &[],
-        &cmdline,
-        Some(&store),
-        &config,
-        &big,
-        &image,
-    )
-    .expect("building keel.img");
+    let summary = appliance_image(Some(&store), &config, &big_partition(), &image, "keel.img");
     let part = &summary.guest_partitions[0];
 
     let mut m = Qemu::seabios(&image)

@@ -35,6 +35,7 @@ fn image_with_guests(dir: &Path) -> PathBuf {
     appliance_image(
         Some(&store),
         &config,
+        &[],
         &image,
         "the image with the guest store",
     );

@@ -51,7 +51,7 @@ fn image(dir: &Path, config: &[u8]) -> PathBuf {
         std::fs::copy(&from, store.join(from.file_name().unwrap())).unwrap();
     }
     let image = dir.join("keel.img");
-    appliance_image(Some(&store), config, &image, "keel.img with the store");
+    appliance_image(Some(&store), config, &[], &image, "keel.img with the store");
     image
 }
 
