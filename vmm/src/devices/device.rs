@@ -191,6 +191,20 @@ impl From<StateError> for DeviceStateError {
     }
 }
 
+/// What a model without state of its own takes as its saved state: only the empty one. The
+/// default `restore_state` of the traits whose models may have none (PCI functions, virtio
+/// devices).
+pub fn restore_stateless(device: &'static str, bytes: &[u8]) -> Result<(), DeviceStateError> {
+    if bytes.is_empty() {
+        Ok(())
+    } else {
+        Err(DeviceStateError::Decode {
+            device,
+            reason: alloc::format!("{} bytes for a model without state", bytes.len()),
+        })
+    }
+}
+
 /// Encodes a model's state for [`Device::save_state`].
 pub fn encode_state<S: Serialize>(state: &S) -> Vec<u8> {
     // postcard only fails on a full output buffer or on types serde cannot express

@@ -334,9 +334,7 @@ impl VirtioBlock {
         if let Err(reason) = self.check_range(sector, len) {
             return self.refuse(&reason);
         }
-        if self.bounce.is_empty() {
-            self.bounce = vec![0; BOUNCE_LEN];
-        }
+        ensure_bounce(&mut self.bounce);
         let mut done = 0u64;
         while done < len {
             let n = (len - done).min(BOUNCE_LEN as u64) as usize;
@@ -365,9 +363,7 @@ impl VirtioBlock {
         if let Err(reason) = self.check_range(sector, len) {
             return self.refuse(&reason);
         }
-        if self.bounce.is_empty() {
-            self.bounce = vec![0; BOUNCE_LEN];
-        }
+        ensure_bounce(&mut self.bounce);
         let mut done = 0u64;
         while done < len {
             let n = (len - done).min(BOUNCE_LEN as u64) as usize;
@@ -416,9 +412,7 @@ impl VirtioBlock {
         if let Err(reason) = self.check_range(sector, len) {
             return self.refuse(&reason);
         }
-        if self.bounce.is_empty() {
-            self.bounce = vec![0; BOUNCE_LEN];
-        }
+        ensure_bounce(&mut self.bounce);
         self.bounce.fill(0);
         let mut done = 0u64;
         while done < len {
@@ -436,6 +430,13 @@ impl VirtioBlock {
         self.stats.writes += 1;
         self.stats.bytes_written += len;
         Outcome::status(S_OK)
+    }
+}
+
+/// Allocates the bounce buffer at its first use (a disk that is never used costs nothing).
+fn ensure_bounce(bounce: &mut Vec<u8>) {
+    if bounce.is_empty() {
+        *bounce = vec![0; BOUNCE_LEN];
     }
 }
 

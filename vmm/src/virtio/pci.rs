@@ -150,14 +150,7 @@ pub trait VirtioDevice: 'static {
 
     /// Loads what [`save_state`](Self::save_state) made.
     fn restore_state(&mut self, bytes: &[u8]) -> Result<(), DeviceStateError> {
-        if bytes.is_empty() {
-            Ok(())
-        } else {
-            Err(DeviceStateError::Decode {
-                device: self.name(),
-                reason: format!("{} bytes for a model without state", bytes.len()),
-            })
-        }
+        crate::devices::device::restore_stateless(self.name(), bytes)
     }
 }
 

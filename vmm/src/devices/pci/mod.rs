@@ -164,14 +164,7 @@ pub trait PciDevice: Any {
     /// Loads what [`save_state`](Self::save_state) made; a model without state of its own
     /// takes only an empty one.
     fn restore_state(&mut self, bytes: &[u8]) -> Result<(), DeviceStateError> {
-        if bytes.is_empty() {
-            Ok(())
-        } else {
-            Err(DeviceStateError::Decode {
-                device: self.name(),
-                reason: alloc::format!("{} bytes for a model without state", bytes.len()),
-            })
-        }
+        super::device::restore_stateless(self.name(), bytes)
     }
 
     /// Whether the model has work that needs guest memory (a virtio queue was notified).
