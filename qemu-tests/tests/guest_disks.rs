@@ -614,22 +614,26 @@ fn in_guest_shell(m: &mut Machine, key: &str, line: &str, answer: &str) {
     m.expect_prompt();
 }
 
-/// Fails unless `store ls` shows `name` used by `users` (`""`: by no VM).
+/// Fails unless `store ls` shows `name` used by `users` (`""`: by no VM). Waits for the row
+/// itself rather than the next prompt: a guest line printed meanwhile redraws the prompt.
 fn expect_store_users(m: &mut Machine, name: &str, users: &str) {
-    let listing = m.command("store ls");
-    let row = listing
-        .lines()
-        .find(|l| l.split_whitespace().next() == Some(name));
-    let Some(row) = row else {
-        m.fail(format!("store ls has no row for {name}:\n{listing}"));
+    m.type_line("store ls");
+    // Columns: name, used by (may be empty or hold spaces), size (one word); up to the
+    // line end, so a line still arriving is not taken.
+    let row = format!(
+        r"(?m)^[ \t]*{}[ \t]+([^\r\n]*?)[ \t]*[^ \t\r\n]+[ \t]*\r?\n",
+        regex_escape(name)
+    );
+    let found = match m.wait_for(Pattern::regex(&row), Duration::from_secs(30)) {
+        Ok(found) => found,
+        Err(e) => m.fail(format!("store ls has no row for {name}: {e}")),
     };
-    // Columns: name, used by (may be empty or hold spaces), size.
-    let words: Vec<&str> = row.split_whitespace().collect();
-    let used_by = words[1..words.len() - 1].join(" ");
+    let used_by = found.group(1).trim().to_owned();
+    m.expect_prompt();
     check!(
         m,
         used_by == users,
-        "store ls: {name} used by {used_by:?}, expected {users:?}:\n{listing}"
+        "store ls: {name} used by {used_by:?}, expected {users:?}"
     );
 }
 
