@@ -376,6 +376,53 @@ fn detail(view: &VmView<'_>) -> VmDetail {
         initrd: view.definition.and_then(|d| d.initrd.clone()),
         cmdline: view.definition.map(|d| d.cmdline.clone()),
         disks: view.definition.map(|d| d.disks.clone()).unwrap_or_default(),
+        nics: view.nics.iter().map(nic_view).collect(),
+    }
+}
+
+/// A VM's NIC as the API shows it: definition and the device's counters.
+fn nic_view(nic: &crate::vms::NicInfo) -> keel_netstack::api::NicView {
+    let s = &nic.stats;
+    keel_netstack::api::NicView {
+        // At most MAX_VM_NICS.
+        index: nic.index as u32,
+        network: nic.spec.network,
+        mac: keel_config::schema::MacAddress(nic.spec.mac),
+        rx_frames: s.rx_frames,
+        rx_bytes: s.rx_bytes,
+        tx_frames: s.tx_frames,
+        tx_bytes: s.tx_bytes,
+        tx_dropped: s.tx_dropped,
+        tx_bad: s.tx_bad,
+        rx_dropped: s.rx_dropped,
+    }
+}
+
+/// One switch port as the API shows it.
+fn port_view(port: keel_netstack::switch::PortStatus) -> keel_netstack::api::SwitchPortView {
+    use keel_netstack::api::PortKindView;
+    let (kind, vm, nic) = match &port.kind {
+        PortKind::Uplink { .. } => (PortKindView::Uplink, None, None),
+        PortKind::Appliance => (PortKindView::Appliance, None, None),
+        // At most MAX_VM_NICS.
+        PortKind::Guest { vm, nic } => (PortKindView::Guest, Some(vm.clone()), Some(*nic as u32)),
+    };
+    let s = port.stats;
+    keel_netstack::api::SwitchPortView {
+        id: port.id,
+        kind,
+        name: crate::net::report::port_name(&port.kind),
+        vm,
+        nic,
+        mac: port.mac.map(|m| keel_config::schema::MacAddress(m.0)),
+        rx_frames: s.rx_frames,
+        rx_bytes: s.rx_bytes,
+        tx_frames: s.tx_frames,
+        tx_bytes: s.tx_bytes,
+        dropped_ingress_full: s.dropped_ingress_full,
+        dropped_egress_full: s.dropped_egress_full,
+        dropped_forged_source: s.dropped_forged_source,
+        dropped_bad_frame: s.dropped_bad_frame,
     }
 }
 
@@ -612,6 +659,66 @@ impl Management for Plane<'_> {
 
     fn config(&self) -> Config {
         self.settings.current().clone()
+    }
+
+    fn network(&self) -> keel_netstack::api::NetworkView {
+        use keel_netstack::api::{
+            InternalNetworkView, LeaseView, MacEntryView, NetworkView, SwitchView,
+        };
+        let now = now();
+        let switches = {
+            let switches = self.system.switches.lock();
+            switches
+                .all()
+                .iter()
+                .map(|switch| SwitchView {
+                    network: if switch.network() == NicNetwork::Internal.as_str() {
+                        NicNetwork::Internal
+                    } else {
+                        NicNetwork::Bridged
+                    },
+                    ports: switch.ports().into_iter().map(port_view).collect(),
+                    mac_table: switch
+                        .mac_table(now)
+                        .into_iter()
+                        .map(|entry| MacEntryView {
+                            mac: keel_config::schema::MacAddress(entry.mac.0),
+                            port: entry.port,
+                            age_secs: entry.age_secs,
+                        })
+                        .collect(),
+                })
+                .collect()
+        };
+        let internal = match self.internal {
+            Some(internal) => InternalNetworkView {
+                address: internal.address().to_string(),
+                dhcp: internal.dhcp(),
+                leases: internal
+                    .leases(now)
+                    .into_iter()
+                    .map(|lease| LeaseView {
+                        mac: keel_config::schema::MacAddress(lease.mac.0),
+                        address: lease.address.to_string(),
+                        expires_in_secs: lease.expires_in_secs,
+                    })
+                    .collect(),
+            },
+            // The interface did not come up (the boot messages say why): what the
+            // configuration asks for, serving nothing.
+            None => {
+                let config = &self.settings.current().network.internal;
+                InternalNetworkView {
+                    address: alloc::format!("{}/{}", config.address, config.prefix),
+                    dhcp: false,
+                    leases: Vec::new(),
+                }
+            }
+        };
+        NetworkView {
+            switches,
+            internal,
+        }
     }
 
     fn save_config(&mut self, config: Config) -> Result<u64, ApiError> {
