@@ -24,11 +24,11 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
 use keel_config::Config;
+use keel_config::schema::NicNetwork;
 use keel_netstack::api::{
     ApiError, ConsoleChunk, Management, MemoryInfo, ModuleInfo, NetworkInfo, Router, SavedVm,
     StoreFile, SystemInfo, VmDetail, VmKey, VmState as ApiVmState, VmSummary,
 };
-use keel_config::schema::NicNetwork;
 use keel_netstack::http::{HttpServer, ServerConfig};
 use keel_netstack::iface::{Addressing, NetConfig, NetStack, NetStatus};
 use keel_netstack::switch::{PortDevice, PortHandle, PortKind, pump_uplink};
@@ -715,10 +715,7 @@ impl Management for Plane<'_> {
                 }
             }
         };
-        NetworkView {
-            switches,
-            internal,
-        }
+        NetworkView { switches, internal }
     }
 
     fn save_config(&mut self, config: Config) -> Result<u64, ApiError> {

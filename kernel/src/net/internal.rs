@@ -23,9 +23,7 @@ use super::switches::Switches;
 #[derive(Debug, thiserror::Error)]
 pub enum InternalNetError {
     /// smoltcp refused the address or the MAC.
-    #[error(
-        "internal network {address}: {error}; fix network.internal (config set) and reboot"
-    )]
+    #[error("internal network {address}: {error}; fix network.internal (config set) and reboot")]
     Stack {
         /// The configured address.
         address: Ipv4Cidr,

@@ -181,7 +181,14 @@ mod tests {
             rx_dropped: 3,
         };
         let mut out = String::new();
-        write_nic_line(&mut out, 0, [2, 0xab, 0, 0x12, 0x34, 0xff], "bridged", &stats).unwrap();
+        write_nic_line(
+            &mut out,
+            0,
+            [2, 0xab, 0, 0x12, 0x34, 0xff],
+            "bridged",
+            &stats,
+        )
+        .unwrap();
         assert_eq!(
             out,
             "nic0: 02:ab:00:12:34:ff bridged rx 12 frames 3456 bytes, tx 10 frames 1234 bytes, \

@@ -218,8 +218,11 @@ pub(super) struct KernelRebuild<'a> {
     /// The NICs `platform` attaches after the disks.
     nics: &'a [NicSpec],
     /// Where they went, or why they could not be attached.
-    attached: RefCell<Result<(Vec<AttachedDisk>, Vec<AttachedNic>), RebuildError>>,
+    attached: RefCell<Result<AttachedDevices, RebuildError>>,
 }
+
+/// Where a restored VM's disks and NICs went.
+pub(super) type AttachedDevices = (Vec<AttachedDisk>, Vec<AttachedNic>);
 
 /// Why a restore's devices could not be attached.
 pub(super) enum RebuildError {
@@ -248,7 +251,7 @@ impl<'a> KernelRebuild<'a> {
 
     /// Why the devices could not be attached (the restore then failed too: the saved device
     /// states name PCI functions the platform lacks), or where they went.
-    pub(super) fn into_devices(self) -> Result<(Vec<AttachedDisk>, Vec<AttachedNic>), RebuildError> {
+    pub(super) fn into_devices(self) -> Result<AttachedDevices, RebuildError> {
         self.attached.into_inner()
     }
 }

@@ -42,8 +42,8 @@ use keel_vmm::exit_handler::StopReason;
 use keel_vmm::vm::{Clock, Vm, VmState};
 
 use self::build::{
-    Blueprint, BuiltVm, ImageBytes, KernelRebuild, RebuildError, TscClock, build_vm,
-    module_bytes, store_file,
+    Blueprint, BuiltVm, ImageBytes, KernelRebuild, RebuildError, TscClock, build_vm, module_bytes,
+    store_file,
 };
 use crate::System;
 use crate::boot::BootModule;
@@ -600,7 +600,8 @@ impl VmManager {
         // A VM that stopped since the last slice gives its disks and MACs back before any
         // claim.
         self.release_stopped();
-        self.check_macs(id, name, &d.nics).map_err(StartError::Nic)?;
+        self.check_macs(id, name, &d.nics)
+            .map_err(StartError::Nic)?;
         let specs: Vec<disks::DiskSpec> =
             d.disks.iter().map(disks::DiskSpec::from_config).collect();
         let opened = disks::open_all(&specs).map_err(StartError::Disk)?;
@@ -650,14 +651,7 @@ impl VmManager {
         };
         let id = self.next_id;
         // Ad-hoc VMs have neither disks nor NICs.
-        let built = build_vm(
-            system,
-            id,
-            alloc::format!("vm{id}"),
-            &bp,
-            Vec::new(),
-            &[],
-        )?;
+        let built = build_vm(system, id, alloc::format!("vm{id}"), &bp, Vec::new(), &[])?;
         self.next_id += 1;
         defmt::info!(
             "vm {=u32} started from module {=str}",
@@ -827,7 +821,8 @@ impl VmManager {
         self.release_stopped();
         // The saved MACs come back: refused while another VM (the original, resumed) uses
         // one, as two ports with one MAC would split its traffic between them.
-        self.check_macs(id, &label, &saved.nics).map_err(nic_error)?;
+        self.check_macs(id, &label, &saved.nics)
+            .map_err(nic_error)?;
         let opened = disks::open_all(&saved.disks).map_err(disk_error)?;
         disks::claim(id, &alloc::format!("{id}"), &opened).map_err(disk_error)?;
         let rebuild = KernelRebuild::new(system, &label, opened, &saved.nics);
@@ -1033,7 +1028,12 @@ impl VmManager {
     }
 
     /// Refuses NICs whose MAC a live VM other than number `id` has.
-    fn check_macs(&self, id: u32, vm: &str, specs: &[nics::NicSpec]) -> Result<(), nics::NicAttachError> {
+    fn check_macs(
+        &self,
+        id: u32,
+        vm: &str,
+        specs: &[nics::NicSpec],
+    ) -> Result<(), nics::NicAttachError> {
         for (index, spec) in specs.iter().enumerate() {
             let user = self.vms.iter().filter(|e| e.id != id).find(|e| {
                 e.run.as_ref().is_some_and(|r| {
