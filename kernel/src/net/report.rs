@@ -197,6 +197,105 @@ mod tests {
     }
 
     #[test]
+    fn a_switch_shows_its_ports_traffic_drops_and_mac_table() {
+        use keel_netstack::switch::{Switch, SwitchConfig};
+        use smoltcp::time::Instant;
+        use smoltcp::wire::EthernetAddress;
+
+        let guest_mac = EthernetAddress([0x02, 0, 0, 0, 0, 0x07]);
+        let mut switch = Switch::new("bridged", SwitchConfig::default());
+        let uplink = switch.add_port(
+            PortKind::Uplink {
+                name: String::from("e1000 52:54:00:12:34:56"),
+            },
+            None,
+        );
+        let guest = switch.add_port(
+            PortKind::Guest {
+                vm: String::from("web"),
+                nic: 0,
+            },
+            Some(guest_mac),
+        );
+        // A broadcast from the guest, and one with a forged source.
+        let mut frame = [0u8; 60];
+        frame[..6].copy_from_slice(&[0xff; 6]);
+        frame[6..12].copy_from_slice(&guest_mac.0);
+        frame[12..14].copy_from_slice(&[0x08, 0x06]);
+        assert!(guest.send(&frame));
+        let mut forged = frame;
+        forged[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x99]);
+        guest.send(&forged);
+        let now = Instant::from_secs(10);
+        switch.poll(now);
+        assert!(uplink.has_frames());
+
+        let mut out = String::new();
+        write_switch(
+            &mut out,
+            "  ",
+            "bridged",
+            &switch.ports(),
+            &switch.mac_table(now),
+        )
+        .unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], "  switch bridged: 2 ports, 1 MAC learned");
+        assert!(
+            lines.contains(&"    port 0 uplink e1000 52:54:00:12:34:56, any MAC"),
+            "{out}"
+        );
+        assert!(
+            lines.contains(&"    port 1 guest web nic0, 02:00:00:00:00:07"),
+            "{out}"
+        );
+        assert!(
+            lines.contains(&"      in 1 frames 60 bytes, out 0 frames 0 bytes"),
+            "{out}"
+        );
+        assert!(
+            lines.contains(&"      in 0 frames 0 bytes, out 1 frames 60 bytes"),
+            "{out}"
+        );
+        assert!(
+            lines.contains(
+                &"      dropped: 0 in-queue full, 0 out-queue full, 1 forged source, 0 bad frame"
+            ),
+            "{out}"
+        );
+        assert_eq!(
+            lines.last(),
+            Some(&"    mac 02:00:00:00:00:07 at port 1, seen 0 s ago")
+        );
+    }
+
+    #[test]
+    fn the_internal_network_shows_its_address_and_leases() {
+        use smoltcp::wire::{EthernetAddress, Ipv4Address, Ipv4Cidr};
+
+        let leases = [Lease {
+            mac: EthernetAddress([0x02, 0xaa, 0, 0, 0, 1]),
+            address: Ipv4Address::new(10, 99, 0, 100),
+            expires_in_secs: 3500,
+        }];
+        let address = Ipv4Cidr::new(Ipv4Address::new(10, 99, 0, 1), 24);
+        let mac = [0x02, 0, 0, 0, 0, 0x01];
+        let mut out = String::new();
+        write_internal(&mut out, "  ", &address, mac, true, &leases).unwrap();
+        assert_eq!(
+            out,
+            "  internal: 10.99.0.1/24 (appliance 02:00:00:00:00:01), DHCP server on, 1 lease\n\
+             \x20   lease 02:aa:00:00:00:01 10.99.0.100, expires in 3500 s\n"
+        );
+        let mut out = String::new();
+        write_internal(&mut out, "", &address, mac, false, &[]).unwrap();
+        assert_eq!(
+            out,
+            "internal: 10.99.0.1/24 (appliance 02:00:00:00:00:01), DHCP server off\n"
+        );
+    }
+
+    #[test]
     fn port_names_say_what_the_port_is() {
         let uplink = PortKind::Uplink {
             name: String::from("e1000 52:54:00:12:34:56"),
