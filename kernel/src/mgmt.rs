@@ -318,6 +318,8 @@ fn detail(view: &VmView<'_>) -> VmDetail {
         initrd: view.definition.and_then(|d| d.initrd.clone()),
         cmdline: view.definition.map(|d| d.cmdline.clone()),
         disks: view.definition.map(|d| d.disks.clone()).unwrap_or_default(),
+        // Filled from the VM's virtio-net devices by the guest-networking integration.
+        nics: Vec::new(),
     }
 }
 
@@ -549,6 +551,20 @@ impl Management for Plane<'_> {
 
     fn config(&self) -> Config {
         self.settings.current().clone()
+    }
+
+    fn network(&self) -> keel_netstack::api::NetworkView {
+        // The switches come with the guest-networking integration; until then there are
+        // none, and the internal network is what the configuration says.
+        let internal = &self.settings.current().network.internal;
+        keel_netstack::api::NetworkView {
+            switches: Vec::new(),
+            internal: keel_netstack::api::InternalNetworkView {
+                address: alloc::format!("{}/{}", internal.address, internal.prefix),
+                dhcp: internal.dhcp,
+                leases: Vec::new(),
+            },
+        }
     }
 
     fn save_config(&mut self, config: Config) -> Result<u64, ApiError> {

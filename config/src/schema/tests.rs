@@ -15,6 +15,7 @@ fn vm(name: &str) -> Vm {
         initrd: None,
         cmdline: String::new(),
         disks: Vec::new(),
+        nics: Vec::new(),
         autostart: false,
     }
 }
@@ -26,6 +27,7 @@ fn static_net() -> Network {
         prefix: Some(24),
         gateway: Some(Ipv4Addr::new(10, 0, 2, 2)),
         dns: vec![Ipv4Addr::new(10, 0, 2, 3)],
+        internal: InternalNetwork::default(),
     }
 }
 
@@ -111,7 +113,9 @@ fn canonical_json_of_the_defaults_omits_absent_fields() {
     let text = String::from_utf8(Config::default().to_json_pretty()).unwrap();
     assert_eq!(
         text,
-        "{\n  \"hostname\": \"keel\",\n  \"network\": {\n    \"mode\": \"dhcp\"\n  },\n  \
+        "{\n  \"hostname\": \"keel\",\n  \"network\": {\n    \"mode\": \"dhcp\",\n    \
+         \"internal\": {\n      \"address\": \"10.99.0.1\",\n      \"prefix\": 24,\n      \
+         \"dhcp\": true\n    }\n  },\n  \
          \"management\": {\n    \"api_tokens\": [],\n    \"http_port\": 80\n  },\n  \
          \"vms\": []\n}\n"
     );
