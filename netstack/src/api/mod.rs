@@ -22,7 +22,8 @@
 //!
 //! VMs are at `/api/v1/vms/{name}`, where `{name}` is a configured VM's name or any VM's
 //! number, as on the console; [`vms`] has the VM routes. Saved VMs are at
-//! `/api/v1/saved/{saved}` ([`saved`]), guest disks at `/api/v1/disks/{disk}` ([`disks`]).
+//! `/api/v1/saved/{saved}` ([`saved`]), guest disks at `/api/v1/disks/{disk}` ([`disks`]), the
+//! guest networks' switches at `/api/v1/network`.
 //!
 //! Every error carries `{"error":{"status":N,"message":"..."}}`, every response
 //! `Cache-Control: no-store`.
@@ -52,9 +53,11 @@ pub use disks::{CreateDisk, DiskKind, DiskList, DiskManagement, DiskUse, GuestDi
 pub use routes::{API_PREFIX, Op, ROUTES, Route};
 pub use types::{
     ApiError, ConsoleChunk, ConsoleInput, DEFAULT_STOP_TIMEOUT_S, Destroyed, Health, HealthStatus,
-    MAX_CONSOLE_INPUT, MAX_STOP_TIMEOUT_S, Management, MemoryInfo, ModuleInfo, ModuleList,
-    NetworkInfo, RunModule, SaveRequest, SavedVm, SavedVmList, StopMode, StopRequest, StoreFile,
-    StoreList, SystemInfo, VmDetail, VmKey, VmList, VmState, VmSummary, saved_name,
+    InternalNetworkView, LeaseView, MAX_CONSOLE_INPUT, MAX_STOP_TIMEOUT_S, MacEntryView,
+    Management, MemoryInfo, ModuleInfo, ModuleList, NetworkInfo, NetworkView, NicView,
+    PortKindView, RunModule, SaveRequest, SavedVm, SavedVmList, StopMode, StopRequest, StoreFile,
+    StoreList, SwitchPortView, SwitchView, SystemInfo, VmDetail, VmKey, VmList, VmState, VmSummary,
+    saved_name,
 };
 
 /// The `/api/v1` router. Holds the accepted bearer tokens and the OpenAPI document.
@@ -217,6 +220,7 @@ impl Router {
             Op::CreateDisk => disks::create(mgmt, req)?,
             Op::ShowDisk => disks::show(mgmt, param()?)?,
             Op::DeleteDisk => disks::delete(mgmt, partition()?)?,
+            Op::Network => Response::json(200, &mgmt.network()),
         })
     }
 
