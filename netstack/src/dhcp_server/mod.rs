@@ -68,13 +68,14 @@ impl DhcpServerConfig {
         if own == network || own == broadcast {
             return Err(DhcpConfigError::NotAHostAddress(server));
         }
-        // The last host number is `broadcast - 1`; the pool needs at least one address that
-        // is not the server's own.
-        let first = network + POOL_HOSTS.0;
-        if first >= broadcast || first == own && first + 1 >= broadcast {
+        // The last host number is `broadcast - 1`. (Saturating: a subnet at the top of the
+        // address space.) A subnet with host number 100 has at least 127 hosts, so the pool
+        // never consists of the server's own address alone.
+        let first = network.saturating_add(POOL_HOSTS.0);
+        if first >= broadcast {
             return Err(DhcpConfigError::SubnetTooSmall(server));
         }
-        let last = (network + POOL_HOSTS.1).min(broadcast - 1);
+        let last = network.saturating_add(POOL_HOSTS.1).min(broadcast - 1);
         Ok(DhcpServerConfig {
             server,
             pool_first: Ipv4Address::from(first),
@@ -88,7 +89,7 @@ impl DhcpServerConfig {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum DhcpConfigError {
-    /// The subnet has no host numbers from 100 up (other than the server's own).
+    /// The subnet has no host numbers from 100 up (it is smaller than a /25).
     #[error(
         "the internal network {0} is too small for the DHCP pool (host numbers 100 to 199): \
          use a prefix of /25 or shorter in network.internal, or set network.internal.dhcp = false"

@@ -226,6 +226,12 @@ fn for_subnet_picks_host_numbers_100_to_199() {
     // A /25 has host numbers 1 to 126.
     let half = DhcpServerConfig::for_subnet(Ipv4Cidr::new(ip(129), 25)).unwrap();
     assert_eq!((half.pool_first, half.pool_last), (ip(228), ip(254)));
+    // At the top of the address space.
+    let top = DhcpServerConfig::for_subnet(Ipv4Cidr::new(Ipv4Address::new(255, 255, 255, 1), 25))
+        .unwrap();
+    assert_eq!(top.pool_last, Ipv4Address::new(255, 255, 255, 126));
+    let top = Ipv4Cidr::new(Ipv4Address::new(255, 255, 255, 253), 30);
+    assert!(DhcpServerConfig::for_subnet(top).is_err());
     for prefix in [26, 30, 31, 32] {
         let cidr = Ipv4Cidr::new(SERVER, prefix);
         let err = DhcpServerConfig::for_subnet(cidr).unwrap_err();
