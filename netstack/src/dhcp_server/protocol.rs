@@ -286,12 +286,13 @@ impl Responder {
             // parse_request lets client messages through only.
             _ => None,
         }?;
+        let bytes = self.encode(&request, &reply)?;
         match reply.message_type {
             DhcpMessageType::Offer => self.stats.offers += 1,
             DhcpMessageType::Ack => self.stats.acks += 1,
             _ => self.stats.naks += 1,
         }
-        Some(self.encode(&request, &reply))
+        Some(bytes)
     }
 
     fn discover(&mut self, request: &DhcpRepr<'_>, now: Instant) -> Option<Reply> {
@@ -437,7 +438,7 @@ impl Responder {
             .is_none_or(|server| server == self.config.server.address())
     }
 
-    fn encode(&self, request: &DhcpRepr<'_>, reply: &Reply) -> Vec<u8> {
+    fn encode(&self, request: &DhcpRepr<'_>, reply: &Reply) -> Option<Vec<u8>> {
         let renewal = (self.lease_secs / 2).to_be_bytes();
         let rebinding = (self.lease_secs / 8 * 7).to_be_bytes();
         let times = [
@@ -475,11 +476,10 @@ impl Responder {
         };
         let mut bytes = vec![0; repr.buffer_len().max(MIN_REPLY_LEN)];
         // The buffer is as long as `buffer_len` says the message is, so emitting cannot run
-        // out of room; an error would leave a truncated message, which is not sent.
-        match repr.emit(&mut DhcpPacket::new_unchecked(&mut bytes[..])) {
-            Ok(()) => bytes,
-            Err(_) => Vec::new(),
-        }
+        // out of room; were it to, the truncated message is not sent.
+        repr.emit(&mut DhcpPacket::new_unchecked(&mut bytes[..]))
+            .ok()
+            .map(|()| bytes)
     }
 }
 

@@ -57,9 +57,10 @@ impl DhcpServer {
         }
     }
 
-    /// Answers the messages that arrived since the last call (at most a fixed budget; the
-    /// rest wait for the next call). Call it after the interface's poll; the replies go out
-    /// at the interface's next poll.
+    /// Answers the messages that arrived since the last call (at most 16; the rest wait for
+    /// the next call). Call it after the interface's poll; the replies go out at the
+    /// interface's next polls, one per poll (smoltcp sends one datagram per socket and poll;
+    /// `Interface::poll_delay` is zero while some wait).
     pub fn poll(&mut self, sockets: &mut SocketSet<'_>, now: Instant) {
         let socket = sockets.get_mut::<udp::Socket>(self.socket);
         let clients = IpEndpoint::new(Ipv4Address::BROADCAST.into(), DHCP_CLIENT_PORT);
@@ -74,7 +75,7 @@ impl DhcpServer {
                 // Nothing queued (`recv` hands out whole datagrams, it never truncates).
                 Err(_) => break,
             };
-            if let Some(reply) = reply.filter(|reply| !reply.is_empty())
+            if let Some(reply) = reply
                 && socket.send_slice(&reply, clients).is_err()
             {
                 self.responder.count_send_failure();

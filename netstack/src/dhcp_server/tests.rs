@@ -6,12 +6,13 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use smoltcp::iface::{Config, Interface, SocketSet};
-use smoltcp::phy::{self, DeviceCapabilities, Medium};
+use smoltcp::phy::{self, ChecksumCapabilities, DeviceCapabilities, Medium};
 use smoltcp::socket::dhcpv4;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{
     DhcpMessageType, DhcpPacket, DhcpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
-    HardwareAddress, IpCidr, IpProtocol, Ipv4Address, Ipv4Cidr, Ipv4Packet, UdpPacket,
+    EthernetRepr, HardwareAddress, IpCidr, IpProtocol, Ipv4Address, Ipv4Cidr, Ipv4Packet, Ipv4Repr,
+    UdpPacket, UdpRepr,
 };
 
 use super::protocol::{
@@ -876,4 +877,77 @@ fn smoltcps_dhcp_client_gets_and_renews_a_lease() {
     assert_eq!((leases[0].mac, leases[0].address), (A, ip(100)));
     assert!(leases[0].expires_in_secs > 3590, "{leases:?}");
     assert_eq!(link.broadcast_replies, 3);
+}
+
+/// A client's broadcast DHCP message as an Ethernet frame (0.0.0.0:68 → 255.255.255.255:67).
+fn client_frame(msg: Msg) -> Vec<u8> {
+    let payload = msg.bytes();
+    let udp = UdpRepr {
+        src_port: 68,
+        dst_port: 67,
+    };
+    let ip = Ipv4Repr {
+        src_addr: Ipv4Address::UNSPECIFIED,
+        dst_addr: Ipv4Address::BROADCAST,
+        next_header: IpProtocol::Udp,
+        payload_len: udp.header_len() + payload.len(),
+        hop_limit: 64,
+    };
+    let eth = EthernetRepr {
+        src_addr: msg.mac,
+        dst_addr: EthernetAddress::BROADCAST,
+        ethertype: EthernetProtocol::Ipv4,
+    };
+    let mut frame = vec![0; eth.buffer_len() + ip.buffer_len() + ip.payload_len];
+    let caps = ChecksumCapabilities::default();
+    let mut eth_frame = EthernetFrame::new_unchecked(&mut frame[..]);
+    eth.emit(&mut eth_frame);
+    let mut ip_packet = Ipv4Packet::new_unchecked(eth_frame.payload_mut());
+    ip.emit(&mut ip_packet, &caps);
+    udp.emit(
+        &mut UdpPacket::new_unchecked(ip_packet.payload_mut()),
+        &ip.src_addr.into(),
+        &ip.dst_addr.into(),
+        payload.len(),
+        |buf| buf.copy_from_slice(&payload),
+        &caps,
+    );
+    frame
+}
+
+#[test]
+fn a_burst_of_clients_is_answered_over_several_polls() {
+    let mut link = Link::new();
+    let now = Instant::ZERO;
+    for n in 0..20u8 {
+        let mac = EthernetAddress([0x02, 0, 0, 0, 1, n]);
+        link.server_dev.inbox.push_back(client_frame(discover(mac)));
+    }
+    link.server_iface
+        .poll(now, &mut link.server_dev, &mut link.server_sockets);
+    // A poll handles at most 16 messages; the rest wait in the socket for the next one.
+    link.server.poll(&mut link.server_sockets, now);
+    assert_eq!(link.server.stats().received, 16);
+    // smoltcp sends one datagram per socket and interface poll: the replies drain one per
+    // pass, and the interface says it has more to do.
+    let mut offered = Vec::new();
+    for _ in 0..40 {
+        link.server_iface
+            .poll(now, &mut link.server_dev, &mut link.server_sockets);
+        link.server.poll(&mut link.server_sockets, now);
+        for frame in link.server_dev.sent.drain(..) {
+            assert!(is_broadcast_dhcp_reply(&frame));
+            let eth = EthernetFrame::new_checked(&frame[..]).unwrap();
+            let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+            let udp = UdpPacket::new_checked(ip.payload()).unwrap();
+            offered.push(parse(udp.payload()).yiaddr);
+        }
+        if offered.len() < 20 {
+            let delay = link.server_iface.poll_delay(now, &link.server_sockets);
+            assert_eq!(delay, Some(Duration::ZERO));
+        }
+    }
+    let expected: Vec<_> = (100..120).map(ip).collect();
+    assert_eq!(offered, expected);
+    assert_eq!(link.server.stats().offers, 20);
 }
