@@ -91,15 +91,11 @@ impl DhcpServerConfig {
 pub enum DhcpConfigError {
     /// The subnet has no host numbers from 100 up (it is smaller than a /25).
     #[error(
-        "the internal network {0} is too small for the DHCP pool (host numbers 100 to 199): \
-         use a prefix of /25 or shorter in network.internal, or set network.internal.dhcp = false"
+        "{0} has no host numbers 100 to 199 for the DHCP pool (a prefix of /25 or shorter has)"
     )]
     SubnetTooSmall(Ipv4Cidr),
     /// The server's address is its subnet's network or broadcast address.
-    #[error(
-        "the internal network address {0} is the network or broadcast address of its subnet: \
-         set network.internal.address to a host address"
-    )]
+    #[error("{0} is the network or broadcast address of its subnet, not a host address")]
     NotAHostAddress(Ipv4Cidr),
 }
 
