@@ -50,7 +50,8 @@ pub struct PortStats {
     pub dropped_ingress_full: u64,
     /// Frames for the port dropped because its egress queue was full (the port is behind).
     pub dropped_egress_full: u64,
-    /// Frames the port sent with a source MAC other than its own.
+    /// Frames the port sent with a source MAC other than its own, or (from the uplink) with
+    /// the MAC of a guest or the appliance on another port.
     pub dropped_forged_source: u64,
     /// Frames the port sent that are not Ethernet frames: shorter than [`MIN_FRAME`], longer
     /// than [`MAX_FRAME`], or from a multicast or all-zero source; and, on the uplink, frames
@@ -59,7 +60,6 @@ pub struct PortStats {
 }
 
 /// The state one port shares between the switch and its handles.
-#[derive(Debug)]
 pub(super) struct PortQueues {
     /// Port -> switch.
     ingress: VecDeque<Vec<u8>>,
@@ -71,7 +71,7 @@ pub(super) struct PortQueues {
 /// One end of a switch port, for the device on it (a virtio-net backend, a
 /// [`PortDevice`](super::PortDevice), the uplink pump). Clones share the port; when the last
 /// clone is dropped the port is detached and the switch removes it at its next poll.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct PortHandle {
     id: u32,
     /// The only source MAC accepted from this port; `None` accepts any (the uplink).
@@ -79,6 +79,16 @@ pub struct PortHandle {
     /// Frames each queue holds at most.
     queue_frames: usize,
     pub(super) queues: Arc<Mutex<PortQueues>>,
+}
+
+impl core::fmt::Debug for PortHandle {
+    // Not the queues: they hold whole frames.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PortHandle")
+            .field("id", &self.id)
+            .field("source_mac", &self.source_mac)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a frame cannot enter the switch, whatever the queues hold.
@@ -169,6 +179,11 @@ impl PortHandle {
     /// Counts a frame the port could not pass on because it was bad for the device behind it.
     pub(super) fn count_bad_frame(&self) {
         self.queues.lock().stats.dropped_bad_frame += 1;
+    }
+
+    /// Counts a frame from the port whose source MAC belongs to another port.
+    pub(super) fn count_forged_source(&self) {
+        self.queues.lock().stats.dropped_forged_source += 1;
     }
 
     pub(super) fn source_mac(&self) -> Option<EthernetAddress> {

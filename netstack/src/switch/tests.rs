@@ -274,6 +274,48 @@ fn forged_sources_are_dropped_and_counted() {
 }
 
 #[test]
+fn the_uplink_cannot_divert_a_pinned_mac() {
+    let mut switch = Switch::new("bridged", SwitchConfig::default());
+    let uplink = switch.add_port(
+        PortKind::Uplink {
+            name: "e1000".to_string(),
+        },
+        None,
+    );
+    let appliance = switch.add_port(PortKind::Appliance, Some(mac(1)));
+    let web = switch.add_port(guest("web"), Some(mac(2)));
+    // Before the guest said anything, a frame for it goes to it alone.
+    uplink.send(&frame(mac(2), mac(50), 1));
+    switch.poll(T0);
+    assert_eq!(drain(&web), vec![frame(mac(2), mac(50), 1)]);
+    assert!(drain(&appliance).is_empty());
+    // The appliance's broadcast comes back through the physical network (or someone forges
+    // its MAC there): dropped and counted, and the appliance's MAC stays on its port.
+    appliance.send(&frame(BROADCAST, mac(1), 2));
+    switch.poll(T0);
+    uplink.send(&frame(BROADCAST, mac(1), 3));
+    switch.poll(T0);
+    assert_eq!(drain(&web), vec![frame(BROADCAST, mac(1), 2)]);
+    assert!(drain(&appliance).is_empty());
+    assert_eq!(stats(&switch, &uplink).dropped_forged_source, 1);
+    web.send(&frame(mac(1), mac(2), 4));
+    switch.poll(T0);
+    assert_eq!(drain(&appliance), vec![frame(mac(1), mac(2), 4)]);
+    assert!(
+        switch
+            .mac_table(T0)
+            .iter()
+            .all(|entry| entry.mac != mac(1) || entry.port == appliance.id())
+    );
+    drain(&uplink);
+    // A frame from the uplink for the appliance goes to it, not back to the uplink.
+    uplink.send(&frame(mac(1), mac(50), 5));
+    switch.poll(T0);
+    assert_eq!(drain(&appliance), vec![frame(mac(1), mac(50), 5)]);
+    assert!(drain(&uplink).is_empty());
+}
+
+#[test]
 fn bad_frames_are_dropped_and_counted() {
     let (mut switch, a, b, _c) = three_ports(SwitchConfig::default());
     let mut runt = frame_len(BROADCAST, mac(1), 0, MIN_FRAME);
