@@ -283,6 +283,12 @@ impl Switch {
         before != self.ports.len()
     }
 
+    /// Whether a port has sent frames the next [`poll`](Self::poll) would forward (the
+    /// kernel's loop polls again rather than sleeping).
+    pub fn has_work(&self) -> bool {
+        self.ports.iter().any(|port| port.handle.has_ingress())
+    }
+
     /// Every attached port with its counters, by id.
     pub fn ports(&self) -> Vec<PortStatus> {
         self.ports

@@ -125,6 +125,25 @@ impl PortHandle {
     /// queue is full; each counted in [`PortStats`].
     pub fn send(&self, frame: &[u8]) -> bool {
         let mut queues = self.queues.lock();
+        if !self.admits(&mut queues, frame) {
+            return false;
+        }
+        queues.ingress.push_back(frame.to_vec());
+        true
+    }
+
+    /// [`send`](Self::send) for a frame already in its own buffer (no copy).
+    pub(super) fn send_owned(&self, frame: Vec<u8>) -> bool {
+        let mut queues = self.queues.lock();
+        if !self.admits(&mut queues, &frame) {
+            return false;
+        }
+        queues.ingress.push_back(frame);
+        true
+    }
+
+    /// Whether `frame` may enter the ingress queue; counts it either way.
+    fn admits(&self, queues: &mut PortQueues, frame: &[u8]) -> bool {
         if is_bad_frame(frame) {
             queues.stats.dropped_bad_frame += 1;
             return false;
@@ -139,7 +158,6 @@ impl PortHandle {
             queues.stats.dropped_ingress_full += 1;
             return false;
         }
-        queues.ingress.push_back(frame.to_vec());
         queues.stats.rx_frames += 1;
         queues.stats.rx_bytes += frame.len() as u64;
         true
@@ -208,6 +226,11 @@ impl PortHandle {
         queues.stats.tx_frames += 1;
         queues.stats.tx_bytes += frame.len() as u64;
         queues.egress.push_back(frame);
+    }
+
+    /// Whether frames wait in the ingress queue for the switch.
+    pub(super) fn has_ingress(&self) -> bool {
+        !self.queues.lock().ingress.is_empty()
     }
 
     /// Whether the switch holds the only reference: every handle was dropped.
