@@ -106,7 +106,7 @@ struct Port {
 pub struct Switch {
     network: &'static str,
     config: SwitchConfig,
-    /// By id, ascending (ids only grow).
+    /// In the order they were added.
     ports: Vec<Port>,
     next_port_id: u32,
     /// Index into `ports` of the port served first at the next poll.
@@ -157,10 +157,12 @@ impl Switch {
     /// port (guests, the appliance), frames from any other are dropped and counted as forged;
     /// `None` accepts any (the uplink).
     pub fn add_port(&mut self, kind: PortKind, source_mac: Option<EthernetAddress>) -> PortHandle {
-        let id = self.next_port_id;
-        // u32 ids: four billion attachments before a wrap; a reused id could only collide
-        // with a port still attached since then.
-        self.next_port_id = self.next_port_id.wrapping_add(1);
+        let mut id = self.next_port_id;
+        // Ids wrap after four billion attachments; skip any still in use then.
+        while self.ports.iter().any(|port| port.handle.id() == id) {
+            id = id.wrapping_add(1);
+        }
+        self.next_port_id = id.wrapping_add(1);
         let handle = PortHandle::new(id, source_mac, self.config.queue_frames);
         self.ports.push(Port {
             kind,
@@ -289,7 +291,7 @@ impl Switch {
         self.ports.iter().any(|port| port.handle.has_ingress())
     }
 
-    /// Every attached port with its counters, by id.
+    /// Every attached port with its counters, in the order they were added.
     pub fn ports(&self) -> Vec<PortStatus> {
         self.ports
             .iter()

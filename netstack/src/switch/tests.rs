@@ -484,6 +484,13 @@ fn detached_ports_are_removed_with_their_stations() {
     // A new port gets a new id.
     let d = switch.add_port(guest("d"), None);
     assert!(d.id() > gone);
+    // After a wrap, ids still attached are skipped.
+    switch.next_port_id = u32::MAX;
+    let e = switch.add_port(guest("e"), None);
+    assert_eq!(e.id(), u32::MAX);
+    let f = switch.add_port(guest("f"), None);
+    assert_eq!(f.id(), 1, "0 is port A's");
+    assert_eq!(a.id(), 0);
 }
 
 #[test]
