@@ -707,3 +707,42 @@ fn pump_uplink_moves_frames_both_ways_within_its_budget() {
     assert!(uplink.has_frames());
     assert!(!pump_uplink(&mut nic, &uplink, T0, 8));
 }
+
+#[test]
+fn handles_cross_threads_and_the_switch_can_sit_in_a_static_lock() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<PortHandle>();
+    send::<Switch>();
+    send::<PortDevice>();
+    // A guest's vCPU thread sends while the loop's thread polls.
+    let mut switch = Switch::new("bridged", SwitchConfig::default());
+    let from_thread = switch.add_port(guest("a"), Some(mac(1)));
+    let kept = from_thread.clone();
+    let listener = switch.add_port(guest("b"), Some(mac(2)));
+    let sender = std::thread::spawn(move || {
+        (0..100)
+            .filter(|&tag| from_thread.send(&frame(BROADCAST, mac(1), tag)))
+            .count()
+    });
+    let mut received = 0;
+    let mut now = T0;
+    let sent = loop {
+        switch.poll(now);
+        received += drain(&listener).len();
+        if sender.is_finished() {
+            break sender.join().unwrap();
+        }
+        now += Duration::from_millis(1);
+    };
+    switch.poll(now);
+    received += drain(&listener).len();
+    assert_eq!(received, sent);
+    assert_eq!(stats(&switch, &kept).rx_frames, sent as u64);
+    // With the last handle gone the port goes, and frames it still had queued go with it.
+    kept.send(&frame(BROADCAST, mac(1), 0));
+    drop(kept);
+    switch.poll(now);
+    assert_eq!(switch.ports().len(), 1);
+    assert!(drain(&listener).is_empty());
+}
