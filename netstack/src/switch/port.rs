@@ -60,12 +60,12 @@ pub struct PortStats {
 }
 
 /// The state one port shares between the switch and its handles.
-pub(super) struct PortQueues {
+struct PortQueues {
     /// Port -> switch.
     ingress: VecDeque<Vec<u8>>,
     /// Switch -> port.
     egress: VecDeque<Vec<u8>>,
-    pub(super) stats: PortStats,
+    stats: PortStats,
 }
 
 /// One end of a switch port, for the device on it (a virtio-net backend, a
@@ -78,7 +78,7 @@ pub struct PortHandle {
     source_mac: Option<EthernetAddress>,
     /// Frames each queue holds at most.
     queue_frames: usize,
-    pub(super) queues: Arc<Mutex<PortQueues>>,
+    queues: Arc<Mutex<PortQueues>>,
 }
 
 impl core::fmt::Debug for PortHandle {
@@ -115,7 +115,8 @@ impl PortHandle {
         }
     }
 
-    /// The port's number, unique within its switch for the switch's lifetime.
+    /// The port's number: unique among its switch's ports, not reused before 2^32 more ports
+    /// were added.
     pub fn id(&self) -> u32 {
         self.id
     }
