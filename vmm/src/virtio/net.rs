@@ -471,4 +471,4 @@ impl VirtioDevice for VirtioNet {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
