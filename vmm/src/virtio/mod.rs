@@ -266,7 +266,7 @@ pub mod fuzzing {
 
     impl NetBackend for FuzzWire {
         fn transmit(&mut self, frame: &[u8]) -> bool {
-            frame.len() % 2 == 0
+            frame.len().is_multiple_of(2)
         }
         fn has_rx(&self) -> bool {
             !self.0.is_empty()

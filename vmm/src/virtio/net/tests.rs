@@ -640,9 +640,9 @@ fn plausible_net_input(rng: &mut Rng) -> Vec<u8> {
     // Flags: EVENT_IDX, TX or RX, MRG_RXBUF.
     input[24] = rng.below(8) as u8;
     input[26..28].copy_from_slice(&size.to_le_bytes());
-    for at in 28..32 {
+    for len in &mut input[28..32] {
         // Frame lengths up to 2040 bytes, mostly real ones.
-        input[at] = [8u8, 64, 189, 190, 255][rng.below(5) as usize];
+        *len = [8u8, 64, 189, 190, 255][rng.below(5) as usize];
     }
     let ram = &mut input[32..];
     let mut put = |at: u64, bytes: &[u8]| {
