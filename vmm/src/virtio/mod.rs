@@ -1,5 +1,5 @@
 //! virtio 1.x devices on the guest's PCI bus: split virtqueues ([`queue`]), the modern
-//! virtio-pci transport ([`pci`]) and the device models behind it ([`blk`]).
+//! virtio-pci transport ([`pci`]) and the device models behind it ([`blk`], [`net`]).
 //!
 //! # How a request travels
 //!
@@ -11,6 +11,11 @@
 //! ([`VirtioDevice::process_queue`]): every request is completed synchronously (the backend
 //! call returns before the used entry is written), then the transport interrupts the
 //! driver if the queue's event rules ask for it (MSI-X, or the ISR bit).
+//!
+//! Work can also come from the other side: frames for a virtio-net device arrive from the
+//! network, not from a notify. A model announces it with
+//! [`VirtioDevice::backend_ready`], and [`Vm::poll_io`](crate::vm::Vm::poll_io) services
+//! it between the VM's exits.
 //!
 //! A driver that breaks the rules (a bad queue size, a descriptor outside RAM, a looping
 //! chain) puts the device in `DEVICE_NEEDS_RESET` with a config-change interrupt; the

@@ -689,3 +689,18 @@ fn pseudo_random_queues_never_panic_the_nic() {
     // The plausible inputs reach the device, not only the queue's refusals.
     assert!(used > 200, "only {used} chains completed");
 }
+
+#[test]
+fn a_receive_chain_with_a_readable_buffer_puts_the_device_in_needs_reset() {
+    let mut r = NetRig::new();
+    r.bring_up(LINUX_NET_FEATURES);
+    r.rx.add_chain(&r.mem, &[(RX_BUFS, 1526, false)]);
+    r.queue_for_guest(frame(MAC, [2; 6], 60, 0));
+    r.service();
+    assert_ne!(r.status() & STATUS_NEEDS_RESET, 0);
+    assert!(r.device().error().unwrap().contains("device-readable"));
+    assert_eq!(r.take_interrupts(), [CONFIG_VECTOR]);
+    // The frame was not consumed, and a broken device is not polled again.
+    assert_eq!(r.waiting_for_guest(), 1);
+    assert!(!r.d.device_work_waiting());
+}
