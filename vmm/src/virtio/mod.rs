@@ -22,7 +22,7 @@
 //! reason stays readable ([`pci::VirtioPci::error`]) until the driver resets the device.
 //!
 //! Device writes to guest RAM (used rings, read data) go through
-//! [`GuestMemory`](crate::memory::GuestMemory) directly and so bypass the dirty log:
+//! [`GuestMemory`] directly and so bypass the dirty log:
 //! live migration (issue 20) must mark those pages itself.
 
 use alloc::string::String;
@@ -228,7 +228,7 @@ pub mod fuzzing {
         Some((queue, regs))
     }
 
-    /// Lays `input` out as queue registers and guest RAM ([`queue_from_input`]), then
+    /// Lays `input` out as queue registers and guest RAM (`queue_from_input`), then
     /// drains the queue: with bit 1 of the flags byte through a virtio-blk model over a
     /// 16-sector disk, otherwise returning every chain as used. A panic or a hang is a
     /// bug; errors are the expected answer to garbage. Returns how many chains went back
