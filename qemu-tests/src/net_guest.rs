@@ -19,9 +19,7 @@
 
 use std::path::PathBuf;
 
-use crate::disk_guest::{
-    DiskModules, DiskToolError, io_error, kernel_modules, write_atomically,
-};
+use crate::disk_guest::{DiskModules, DiskToolError, io_error, kernel_modules, write_atomically};
 use crate::linux_guest::{LinuxGuest, busybox_initramfs, guest_dir};
 
 /// The modules the guest loads (their `depends=` come on top: `virtio`, `virtio_ring`,
@@ -144,8 +142,8 @@ exec sh
 
 /// The busybox applets [`NET_INIT`], [`LEASE_SCRIPT`] and the tests' commands run.
 pub const NET_APPLETS: &[&str] = &[
-    "sh", "mount", "insmod", "cat", "sleep", "mkdir", "echo", "dd", "ifconfig", "route",
-    "udhcpc", "httpd", "ping", "ip", "wget", "dmesg", "tail", "poweroff",
+    "sh", "mount", "insmod", "cat", "sleep", "mkdir", "echo", "dd", "ifconfig", "route", "udhcpc",
+    "httpd", "ping", "ip", "wget", "dmesg", "tail", "poweroff",
 ];
 
 /// [`NET_ROOT_MODULES`] and their dependencies in load order, in
@@ -262,7 +260,9 @@ mod tests {
             64,
         );
         assert!(
-            fixed.ends_with(" keel.guest=b keel.net=10.99.0.50/24 keel.gw=10.99.0.1 keel.bigfile=64"),
+            fixed.ends_with(
+                " keel.guest=b keel.net=10.99.0.50/24 keel.gw=10.99.0.1 keel.bigfile=64"
+            ),
             "{fixed}"
         );
     }

@@ -411,9 +411,13 @@ mod tests {
 
     #[test]
     fn ide_disks_boot_test_guests() {
-        let args = strings(&Qemu::ide_disk(Path::new("/g/x.bios.img")).command_args(Path::new("c")));
+        let args =
+            strings(&Qemu::ide_disk(Path::new("/g/x.bios.img")).command_args(Path::new("c")));
         let line = args.join(" ");
-        assert!(line.starts_with("-accel tcg -M pc -cpu qemu64 -m 64 -smp 1 "), "{line}");
+        assert!(
+            line.starts_with("-accel tcg -M pc -cpu qemu64 -m 64 -smp 1 "),
+            "{line}"
+        );
         assert!(
             line.ends_with("-drive file=/g/x.bios.img,format=raw,if=ide,snapshot=on"),
             "{line}"
