@@ -891,3 +891,39 @@ fn config_nics_are_validated_with_path_named_errors() {
         panic!("a good configuration was refused: {e}\n{good}");
     }
 }
+
+/// The VT-x case under Bochs with an e1000 as the uplink (Bochs has no virtio): the
+/// appliance's interface runs over the bridged switch, whose uplink is the e1000 (put in
+/// promiscuous mode) on Bochs' slirp network; the lease comes through the switch and `net`
+/// shows the uplink and appliance ports with traffic. No guest NIC: under Bochs Keel has no
+/// boot disk, so no store and no configured VM, and `vm run` takes no `nic=`.
+#[test]
+fn bochs_vtx_appliance_gets_its_lease_through_the_switch_over_an_e1000_uplink() {
+    let a = artifacts();
+    let mut m = keel_qemu_tests::Bochs::disk(&a.image)
+        .e1000("52:54:00:12:34:56")
+        .defmt_elf(&a.elf)
+        .spawn()
+        .unwrap();
+    m.expect_banner();
+    let lease = m.expect(Pattern::regex(
+        r"network: DHCP lease (10\.0\.2\.\d+)/24[^\r\n]*\r?\n",
+    ));
+    check!(
+        m,
+        lease.group(1) == "10.0.2.15",
+        "Bochs' slirp hands out 10.0.2.15 first: {}",
+        lease.text
+    );
+    m.expect_prompt();
+    let net = m.command("net");
+    for needle in [
+        "e1000 52:54:00:12:34:56",
+        "uplink",
+        "appliance",
+        "bridged",
+        "internal",
+    ] {
+        check!(m, net.contains(needle), "net lacks {needle:?}:\n{net}");
+    }
+}
