@@ -88,8 +88,11 @@ mod kernel {
         pub virtualization: Virtualization,
         /// PCI functions found at boot.
         pub pci: alloc::vec::Vec<crate::pci::PciDevice>,
-        /// The NICs brought up at boot (polled by the network stack).
+        /// The NICs brought up at boot (the first is the `bridged` switch's uplink).
         pub nics: spin::Mutex<alloc::vec::Vec<crate::net::Nic>>,
+        /// The guest switches, `bridged` and `internal`: the network planes plug the
+        /// appliance's interfaces and the uplink in, the VM manager each guest NIC.
+        pub switches: spin::Mutex<crate::net::switches::Switches>,
     }
 
     static SYSTEM: Once<System> = Once::new();
@@ -201,6 +204,7 @@ mod kernel {
             virtualization,
             pci,
             nics,
+            switches: spin::Mutex::new(crate::net::switches::Switches::new()),
         });
 
         let (settings, config_lines) = load_config();

@@ -1,6 +1,12 @@
-//! The network management plane, wired: `keel_netstack` on the first NIC, the HTTP server and
-//! the REST router, over a [`Management`] implementation that reads the kernel's state and
-//! drives the VM manager — the same operations as the console.
+//! The network management plane, wired: `keel_netstack` on the appliance's port of the
+//! `bridged` guest switch, the HTTP server and the REST router, over a [`Management`]
+//! implementation that reads the kernel's state and drives the VM manager — the same
+//! operations as the console.
+//!
+//! The first NIC is the bridged switch's uplink (promiscuous, see [`crate::net`]): the plane
+//! moves frames between it and the uplink port ([`NetPlane::pump_uplink`]), and its own
+//! stack runs over a [`PortDevice`] with the NIC's MAC, so the appliance keeps its address on
+//! the cable while guests on `bridged` get theirs from the same network.
 //!
 //! [`NetPlane`] is one client of the kernel's main loop ([`crate::runtime::Kernel`]), which
 //! owns it together with the VM manager and the settings and lends those to each
@@ -18,15 +24,18 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
 use keel_config::Config;
+use keel_config::schema::NicNetwork;
 use keel_netstack::api::{
     ApiError, ConsoleChunk, Management, MemoryInfo, ModuleInfo, NetworkInfo, Router, SavedVm,
     StoreFile, SystemInfo, VmDetail, VmKey, VmState as ApiVmState, VmSummary,
 };
 use keel_netstack::http::{HttpServer, ServerConfig};
 use keel_netstack::iface::{Addressing, NetConfig, NetStack, NetStatus};
-use smoltcp::time::Instant;
+use keel_netstack::switch::{PortDevice, PortHandle, PortKind, pump_uplink};
 
 use crate::System;
+use crate::net::internal::InternalNet;
+use crate::net::now;
 use crate::settings::{SaveError, Settings};
 use crate::vm_config::VmConfigError;
 use crate::vms::{
@@ -38,19 +47,19 @@ use crate::vms::{
 /// FIN arrives (at most the 10 s request timeout).
 const HTTP_CONNECTIONS: usize = 128;
 
-/// Now, for smoltcp, from the TSC.
-fn now() -> Instant {
-    let hz = crate::arch::timer::tsc_hz().max(1);
-    Instant::from_micros(
-        (u128::from(crate::arch::cpu::rdtsc()) * 1_000_000 / u128::from(hz)) as i64,
-    )
-}
+/// Frames moved each way between the physical NIC and the uplink port per call of
+/// [`NetPlane::pump_uplink`] (twice a pass): as many as the switch takes from a port per poll.
+const UPLINK_BUDGET: usize = 64;
 
 /// The running management plane.
 pub struct NetPlane {
     stack: NetStack,
     server: HttpServer,
     router: Router,
+    /// The appliance's port on the bridged switch, which the stack sends and receives on.
+    device: PortDevice,
+    /// The bridged switch's port for the physical NIC.
+    uplink: PortHandle,
     nic: String,
     /// The token on the kernel command line, if any.
     cmdline_token: Option<String>,
@@ -83,16 +92,38 @@ impl core::fmt::Display for NetPlaneError {
 }
 
 impl NetPlane {
-    /// Brings up `config`'s addressing (DHCP or static) and the HTTP server on its port, on
-    /// the first NIC.
+    /// Plugs the first NIC into the bridged switch as its uplink and the appliance's port
+    /// beside it, and brings up `config`'s addressing (DHCP or static) and the HTTP server on
+    /// its port over that port, with the NIC's MAC.
     pub fn start(system: &System, config: &Config) -> Result<NetPlane, NetPlaneError> {
         let addressing = Addressing::from_config(&config.network)
             .map_err(|e| NetPlaneError::Setup(e.to_string()))?;
-        let mut nics = system.nics.lock();
-        let nic = nics.first_mut().ok_or(NetPlaneError::NoNic)?;
+        let nics = system.nics.lock();
+        let nic = nics.first().ok_or(NetPlaneError::NoNic)?;
+        let nic_name = alloc::format!("{} {}", nic.name, crate::net::Mac(nic.mac));
+        let nic_mac = nic.mac;
+        drop(nics);
+        let (uplink, appliance) = {
+            let mut switches = system.switches.lock();
+            let uplink = switches.add_port(
+                NicNetwork::Bridged,
+                PortKind::Uplink {
+                    name: nic_name.clone(),
+                },
+                None,
+            );
+            let appliance =
+                switches.add_port(NicNetwork::Bridged, PortKind::Appliance, Some(nic_mac));
+            (uplink, appliance)
+        };
+        let mut device = PortDevice::new(appliance);
         let seed = crate::arch::cpu::rdtsc();
-        let mut stack = NetStack::new(NetConfig::new(nic.mac, addressing, seed), nic, now())
-            .map_err(|e| NetPlaneError::Setup(e.to_string()))?;
+        let mut stack = NetStack::new(
+            NetConfig::new(nic_mac, addressing, seed),
+            &mut device,
+            now(),
+        )
+        .map_err(|e| NetPlaneError::Setup(e.to_string()))?;
         let port = config.management.http_port;
         let server_config = ServerConfig {
             port,
@@ -110,7 +141,9 @@ impl NetPlane {
             stack,
             server,
             router: Router::new(Vec::<String>::new()),
-            nic: alloc::format!("{} {}", nic.name, crate::net::Mac(nic.mac)),
+            device,
+            uplink,
+            nic: nic_name,
             cmdline_token,
             tokens: 0,
             port,
@@ -123,7 +156,6 @@ impl NetPlane {
                 lease_events: 0,
             },
         };
-        drop(nics);
         plane.network = NetworkInfo::from(plane.stack.status());
         plane.apply_config(config);
         Ok(plane)
@@ -155,33 +187,51 @@ impl NetPlane {
         self.port
     }
 
-    /// Polls the NIC, the stack and the server once, serving requests against `vms` and
-    /// `settings`; appends lines for the console (lease changes) to `out`. A request that
-    /// replaces the configuration leaves a new [`Settings::revision`]: the caller hands the
-    /// new configuration back to this plane ([`NetPlane::apply_config`]) and to the VMs.
+    /// Moves at most [`UPLINK_BUDGET`] frames each way between the physical NIC and the
+    /// bridged switch's uplink port; returns whether any moved.
+    pub fn pump_uplink(&mut self, system: &System) -> bool {
+        let mut nics = system.nics.lock();
+        let Some(nic) = nics.first_mut() else {
+            return false;
+        };
+        pump_uplink(nic, &self.uplink, now(), UPLINK_BUDGET)
+    }
+
+    /// Polls the stack on the appliance's port and the server once, serving requests
+    /// against `vms` and `settings` (and `internal` for the network view); appends lines
+    /// for the console (lease changes) to `out`. A request that replaces the configuration
+    /// leaves a new [`Settings::revision`]: the caller hands the new configuration back to
+    /// this plane ([`NetPlane::apply_config`]) and to the VMs. Returns whether anything
+    /// happened.
     pub fn poll(
         &mut self,
         system: &System,
         vms: &mut VmManager,
         settings: &mut Settings,
+        internal: Option<&InternalNet>,
         out: &mut String,
-    ) {
-        let mut nics = system.nics.lock();
-        let Some(nic) = nics.first_mut() else { return };
+    ) -> bool {
         let mut mgmt = Plane {
             system,
             vms,
             settings,
             network: &self.network,
+            internal,
         };
         let mut api = self.router.bind(&mut mgmt);
-        // Serve until there is nothing left to do right now.
+        // Serve until there is nothing left to do right now. Bounded: the appliance port's
+        // queue holds at most what the switch delivered (its queue limit), and each round
+        // drains it.
+        let mut any = false;
         for _ in 0..64 {
-            if !self.server.serve(now(), &mut self.stack, nic, &mut api) {
+            if !self
+                .server
+                .serve(now(), &mut self.stack, &mut self.device, &mut api)
+            {
                 break;
             }
+            any = true;
         }
-        drop(nics);
         let mut changed = false;
         while let Some(event) = self.stack.take_event() {
             use core::fmt::Write as _;
@@ -194,6 +244,7 @@ impl NetPlane {
         if changed {
             self.network = NetworkInfo::from(self.stack.status());
         }
+        any
     }
 
     /// The interface's addressing state.
@@ -213,6 +264,8 @@ struct Plane<'a> {
     vms: &'a mut VmManager,
     settings: &'a mut Settings,
     network: &'a NetworkInfo,
+    /// The appliance's interface on `internal`, for the network view.
+    internal: Option<&'a InternalNet>,
 }
 
 fn pause_error(e: PauseVmError) -> ApiError {
@@ -242,6 +295,11 @@ fn saved_error(e: SavedVmError) -> ApiError {
             ..
         } => ApiError::Conflict(message),
         SavedVmError::Disks { .. } => ApiError::Invalid(message),
+        SavedVmError::Nics {
+            error: crate::vms::nics::NicAttachError::MacInUse { .. },
+            ..
+        } => ApiError::Conflict(message),
+        SavedVmError::Nics { .. } => ApiError::Invalid(message),
         SavedVmError::NameTaken(_) | SavedVmError::NotPaused { .. } => ApiError::Conflict(message),
         SavedVmError::Save { error, .. } => match error {
             SaveError::Snapshot(SnapshotError::OutOfMemory) => ApiError::Unavailable(message),
@@ -318,6 +376,53 @@ fn detail(view: &VmView<'_>) -> VmDetail {
         initrd: view.definition.and_then(|d| d.initrd.clone()),
         cmdline: view.definition.map(|d| d.cmdline.clone()),
         disks: view.definition.map(|d| d.disks.clone()).unwrap_or_default(),
+        nics: view.nics.iter().map(nic_view).collect(),
+    }
+}
+
+/// A VM's NIC as the API shows it: definition and the device's counters.
+fn nic_view(nic: &crate::vms::NicInfo) -> keel_netstack::api::NicView {
+    let s = &nic.stats;
+    keel_netstack::api::NicView {
+        // At most MAX_VM_NICS.
+        index: nic.index as u32,
+        network: nic.spec.network,
+        mac: keel_config::schema::MacAddress(nic.spec.mac),
+        rx_frames: s.rx_frames,
+        rx_bytes: s.rx_bytes,
+        tx_frames: s.tx_frames,
+        tx_bytes: s.tx_bytes,
+        tx_dropped: s.tx_dropped,
+        tx_bad: s.tx_bad,
+        rx_dropped: s.rx_dropped,
+    }
+}
+
+/// One switch port as the API shows it.
+fn port_view(port: keel_netstack::switch::PortStatus) -> keel_netstack::api::SwitchPortView {
+    use keel_netstack::api::PortKindView;
+    let (kind, vm, nic) = match &port.kind {
+        PortKind::Uplink { .. } => (PortKindView::Uplink, None, None),
+        PortKind::Appliance => (PortKindView::Appliance, None, None),
+        // At most MAX_VM_NICS.
+        PortKind::Guest { vm, nic } => (PortKindView::Guest, Some(vm.clone()), Some(*nic as u32)),
+    };
+    let s = port.stats;
+    keel_netstack::api::SwitchPortView {
+        id: port.id,
+        kind,
+        name: crate::net::report::port_name(&port.kind),
+        vm,
+        nic,
+        mac: port.mac.map(|m| keel_config::schema::MacAddress(m.0)),
+        rx_frames: s.rx_frames,
+        rx_bytes: s.rx_bytes,
+        tx_frames: s.tx_frames,
+        tx_bytes: s.tx_bytes,
+        dropped_ingress_full: s.dropped_ingress_full,
+        dropped_egress_full: s.dropped_egress_full,
+        dropped_forged_source: s.dropped_forged_source,
+        dropped_bad_frame: s.dropped_bad_frame,
     }
 }
 
@@ -345,6 +450,11 @@ fn start_error(e: StartError) -> ApiError {
             ApiError::Conflict(message)
         }
         StartError::Disk(_) => ApiError::Invalid(message),
+        // Another live VM has the MAC: a conflict with the host's state.
+        StartError::Nic(crate::vms::nics::NicAttachError::MacInUse { .. }) => {
+            ApiError::Conflict(message)
+        }
+        StartError::Nic(_) => ApiError::Invalid(message),
     }
 }
 
@@ -549,6 +659,63 @@ impl Management for Plane<'_> {
 
     fn config(&self) -> Config {
         self.settings.current().clone()
+    }
+
+    fn network(&self) -> keel_netstack::api::NetworkView {
+        use keel_netstack::api::{
+            InternalNetworkView, LeaseView, MacEntryView, NetworkView, SwitchView,
+        };
+        let now = now();
+        let switches = {
+            let switches = self.system.switches.lock();
+            switches
+                .all()
+                .iter()
+                .map(|switch| SwitchView {
+                    network: if switch.network() == NicNetwork::Internal.as_str() {
+                        NicNetwork::Internal
+                    } else {
+                        NicNetwork::Bridged
+                    },
+                    ports: switch.ports().into_iter().map(port_view).collect(),
+                    mac_table: switch
+                        .mac_table(now)
+                        .into_iter()
+                        .map(|entry| MacEntryView {
+                            mac: keel_config::schema::MacAddress(entry.mac.0),
+                            port: entry.port,
+                            age_secs: entry.age_secs,
+                        })
+                        .collect(),
+                })
+                .collect()
+        };
+        let internal = match self.internal {
+            Some(internal) => InternalNetworkView {
+                address: internal.address().to_string(),
+                dhcp: internal.dhcp(),
+                leases: internal
+                    .leases(now)
+                    .into_iter()
+                    .map(|lease| LeaseView {
+                        mac: keel_config::schema::MacAddress(lease.mac.0),
+                        address: lease.address.to_string(),
+                        expires_in_secs: lease.expires_in_secs,
+                    })
+                    .collect(),
+            },
+            // The interface did not come up (the boot messages say why): what the
+            // configuration asks for, serving nothing.
+            None => {
+                let config = &self.settings.current().network.internal;
+                InternalNetworkView {
+                    address: alloc::format!("{}/{}", config.address, config.prefix),
+                    dhcp: false,
+                    leases: Vec::new(),
+                }
+            }
+        };
+        NetworkView { switches, internal }
     }
 
     fn save_config(&mut self, config: Config) -> Result<u64, ApiError> {

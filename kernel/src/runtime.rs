@@ -4,13 +4,24 @@
 //!
 //! 1. the bytes typed on COM1 go to the operator shell ([`Shell`]), which runs commands
 //!    against the state the kernel lends it ([`Services`]);
-//! 2. the network plane polls the NIC and serves HTTP requests ([`NetPlane::poll`]) against
-//!    the same state;
-//! 3. one VM slice runs ([`VmManager::run_slice`]);
-//! 4. the shell shows what the VMs and the plane printed (it owns the terminal);
+//! 2. the network ([`Kernel::poll_network`]): frames from the physical NIC go to the
+//!    `bridged` switch's uplink port, both guest switches forward, the management plane
+//!    serves HTTP requests ([`NetPlane::poll`]) against the same state over its switch port,
+//!    the appliance's `internal` interface answers ping and DHCP ([`InternalNet::poll`]), and
+//!    the switches and the uplink run once more so the replies leave in this pass;
+//! 3. frames waiting for guests go to their NICs ([`VmManager::poll_io`]), waking halted
+//!    vCPUs;
+//! 4. one VM slice runs ([`VmManager::run_slice`]), then what the guests sent in it is
+//!    forwarded;
+//! 5. the shell shows what the VMs and the plane printed (it owns the terminal);
 //!
-//! and when no VM can run the CPU sleeps until the next interrupt (the timer tick, a key, a
-//! packet), so the prompt and the API answer while guests run.
+//! and when no VM can run and no frame moved the CPU sleeps until the next interrupt (the
+//! timer tick or a key; NICs are polled), so the prompt and the API answer while guests run.
+//!
+//! Every step is bounded — the uplink moves at most [`UPLINK_BUDGET`](crate::mgmt) frames
+//! each way per call, a switch takes at most its poll budget from each port per poll and
+//! every port queue has a limit — so a guest flooding frames costs the management plane at
+//! most a bounded amount of work per pass, and its excess is dropped and counted at its port.
 //!
 //! After each client's turn the kernel watches the configuration's
 //! [`revision`](Settings::revision): a configuration saved on the console or over HTTP is
@@ -27,6 +38,7 @@ use core::fmt::Write as _;
 
 use crate::console::shell::Shell;
 use crate::mgmt::NetPlane;
+use crate::net::internal::InternalNet;
 use crate::settings::{Settings, Source};
 use crate::vms::{VmDefinition, VmManager};
 use crate::{System, kprintln};
@@ -41,6 +53,8 @@ pub struct Services<'a> {
     pub settings: &'a mut Settings,
     /// The network management plane, when a NIC came up.
     pub net: Option<&'a NetPlane>,
+    /// The appliance's interface on the `internal` switch, when it came up.
+    pub internal: Option<&'a InternalNet>,
 }
 
 /// The running kernel: its state and its clients.
@@ -48,6 +62,7 @@ pub struct Kernel {
     system: &'static System,
     vms: VmManager,
     net: Option<NetPlane>,
+    internal: Option<InternalNet>,
     settings: Settings,
     /// The configuration revision the VM manager and the network plane were last given.
     applied_revision: u64,
@@ -59,6 +74,7 @@ impl Kernel {
     /// those marked autostart (saying so on the console), and shows the shell's prompt.
     pub fn start(system: &'static System, settings: Settings) -> Kernel {
         let net = start_network(system, settings.current());
+        let internal = start_internal(system, settings.current());
         let mut vms = VmManager::new();
         // The named VMs follow the configuration: now, and whenever a save or a PUT
         // replaces it (`apply_config`).
@@ -70,6 +86,7 @@ impl Kernel {
             system,
             vms,
             net,
+            internal,
             applied_revision: settings.revision(),
             settings,
             shell: Shell::start(),
@@ -83,10 +100,15 @@ impl Kernel {
             self.apply_config();
             let runnable = self.vms.any_runnable();
             let mut output = String::new();
-            self.poll_network(&mut output);
+            let moved = self.poll_network(&mut output);
+            // Frames for halted guests go in now, so they wake in this pass's slice.
+            let woke = self.vms.poll_io();
             self.run_vms(&mut output);
+            let sent = self.forward_frames();
             self.shell.show_output(&mut self.vms, &output);
-            if !runnable {
+            // Sleep only with nothing to do: a frame that moved may have more behind it
+            // (budgets), or a reply on its way; a guest woken by a frame runs next pass.
+            if !runnable && !moved && !woke && !sent && !self.vms.any_runnable() {
                 crate::arch::cpu::wait_for_interrupt();
             }
         }
@@ -99,6 +121,7 @@ impl Kernel {
             system,
             vms,
             net,
+            internal,
             settings,
             shell,
             ..
@@ -108,6 +131,7 @@ impl Kernel {
             vms,
             settings,
             net: net.as_ref(),
+            internal: internal.as_ref(),
         };
         while shell.accepts_input() {
             let Some(byte) = crate::serial::try_read_console() else {
@@ -118,18 +142,45 @@ impl Kernel {
         shell.forward_input(services.vms);
     }
 
-    /// Polls the network plane once; a configuration it saved (`PUT /api/v1/config`, a VM
-    /// created or destroyed) is applied at once and reported in `output`.
-    fn poll_network(&mut self, output: &mut String) {
-        let Some(net) = self.net.as_mut() else {
-            return;
-        };
-        net.poll(self.system, &mut self.vms, &mut self.settings, output);
-        if self.apply_config()
-            && let Source::Disk { generation, .. } = self.settings.source()
-        {
-            let _ = writeln!(output, "config: generation {generation} saved over HTTP");
+    /// Runs the network once: the uplink in, the switches, the management plane (a
+    /// configuration it saved — `PUT /api/v1/config`, a VM created or destroyed — is applied
+    /// at once and reported in `output`), the internal interface and its DHCP server, then
+    /// the switches and the uplink again so replies leave now. Returns whether any frame
+    /// moved or any request was served.
+    fn poll_network(&mut self, output: &mut String) -> bool {
+        let mut moved = false;
+        if let Some(net) = self.net.as_mut() {
+            moved |= net.pump_uplink(self.system);
         }
+        moved |= self.system.switches.lock().poll(crate::net::now());
+        if let Some(net) = self.net.as_mut() {
+            moved |= net.poll(
+                self.system,
+                &mut self.vms,
+                &mut self.settings,
+                self.internal.as_ref(),
+                output,
+            );
+            if self.apply_config()
+                && let Source::Disk { generation, .. } = self.settings.source()
+            {
+                let _ = writeln!(output, "config: generation {generation} saved over HTTP");
+            }
+        }
+        if let Some(internal) = self.internal.as_mut() {
+            moved |= internal.poll(crate::net::now());
+        }
+        moved | self.forward_frames()
+    }
+
+    /// Forwards what waits at the switches' ports and moves the uplink port's frames out to
+    /// the physical NIC (and what it received in); returns whether any frame moved.
+    fn forward_frames(&mut self) -> bool {
+        let mut moved = self.system.switches.lock().poll(crate::net::now());
+        if let Some(net) = self.net.as_mut() {
+            moved |= net.pump_uplink(self.system);
+        }
+        moved
     }
 
     /// Runs one VM slice, appending the lines the VMs printed (and their stop notices) to
@@ -152,6 +203,29 @@ impl Kernel {
             net.apply_config(config);
         }
         true
+    }
+}
+
+/// Brings up the appliance's interface on the `internal` switch, saying on the console how.
+fn start_internal(system: &System, config: &keel_config::Config) -> Option<InternalNet> {
+    match InternalNet::start(
+        &system.switches,
+        &config.hostname,
+        &config.network.internal,
+        crate::net::now(),
+    ) {
+        Ok(internal) => {
+            kprintln!(
+                "internal network: {}, DHCP server {}",
+                internal.address(),
+                if internal.dhcp() { "on" } else { "off" }
+            );
+            Some(internal)
+        }
+        Err(e) => {
+            kprintln!("warning: {e}");
+            None
+        }
     }
 }
 

@@ -563,6 +563,24 @@ impl Vm {
         self.state
     }
 
+    /// Services the devices that have work without a vCPU exit (frames waiting for a
+    /// virtio-net device), with guest RAM; the kernel calls it each pass of its loop for a
+    /// running or halted VM. Returns whether a vCPU now has an interrupt pending: a halted
+    /// one wakes at the next [`step`](Self::step). Does nothing for a paused or stopped VM.
+    pub fn poll_io(&mut self) -> bool {
+        if self.is_stopped() || self.is_paused() {
+            return false;
+        }
+        let Some(live) = self.live.as_ref() else {
+            return false;
+        };
+        if !self.devices.device_work_waiting() {
+            return false;
+        }
+        self.devices.service_io(live.backend.memory());
+        (0..self.devices.cpu_count()).any(|cpu| self.devices.pending_interrupt(cpu).is_some())
+    }
+
     /// Sets the VM's state from its vCPUs': running while one runs, waiting while one is
     /// halted, stopped when none can ever run again. A stopped VM is released.
     fn settle(&mut self) {

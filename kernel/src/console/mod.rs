@@ -11,4 +11,6 @@ pub mod disk_cmds;
 pub mod history;
 pub mod line;
 #[cfg(target_os = "none")]
+pub mod net_cmds;
+#[cfg(target_os = "none")]
 pub mod shell;

@@ -222,7 +222,6 @@ fn execute(kernel: &mut Services<'_>, cmd: Command<'_>) {
     let system = kernel.system;
     let vms = &mut *kernel.vms;
     let settings = &mut *kernel.settings;
-    let net = kernel.net;
     match cmd {
         Command::Help { topic: None } => {
             kprintln!("commands (help <command> for one):");
@@ -266,40 +265,7 @@ fn execute(kernel: &mut Services<'_>, cmd: Command<'_>) {
                 kprintln!("  {i:<3} {:<24} {} bytes", m.name, m.size);
             }
         }
-        Command::Net => match net {
-            None => kprintln!("no network: no supported network card was found"),
-            Some(net) => {
-                let status = net.status();
-                kprintln!("  hostname: {}", settings.current().hostname);
-                kprintln!("  nic:      {}", net.nic());
-                match status.address {
-                    Some(addr) => kprintln!(
-                        "  address:  {addr} ({})",
-                        if status.dhcp { "DHCP" } else { "static" }
-                    ),
-                    None => kprintln!("  address:  none yet (waiting for DHCP)"),
-                }
-                if let Some(gw) = status.gateway {
-                    kprintln!("  gateway:  {gw}");
-                }
-                for dns in &status.dns {
-                    kprintln!("  dns:      {dns}");
-                }
-                let tokens = match net.token_count() {
-                    0 => String::from("no token: protected routes answer 401"),
-                    1 => String::from("1 bearer token"),
-                    n => alloc::format!("{n} bearer tokens"),
-                };
-                kprintln!("  http:     port {}, /api/v1 ({tokens})", net.port());
-                let pending = settings.reboot_needed();
-                if !pending.is_empty() {
-                    kprintln!(
-                        "  note:     saved changes to {} take effect after a reboot",
-                        pending.join(" and ")
-                    );
-                }
-            }
-        },
+        Command::Net => super::net_cmds::show(kernel),
         Command::Pci => {
             for device in &system.pci {
                 kprintln!("  {device}");

@@ -11,14 +11,32 @@
 //! from its loop, which wakes at least at every timer tick. Device interrupts are masked
 //! (virtio: no used-buffer notifications; e1000: IMC all ones).
 //!
-//! Only `e1000::regs` is pure and builds for the host; the rest is bare metal.
+//! Guest networking sits on top: the two guest switches ([`switches`]), the appliance's
+//! interface on the `internal` one with its DHCP server ([`internal`]), and what `net`,
+//! `vm info` and the API show about them ([`report`]).
+//!
+//! Only `e1000::regs` and [`report`] are pure and build for the host; the rest is bare metal.
 
 pub mod e1000;
+pub mod report;
 
+#[cfg(target_os = "none")]
+pub mod internal;
+#[cfg(target_os = "none")]
+pub mod switches;
 #[cfg(target_os = "none")]
 pub mod virtio_legacy;
 #[cfg(target_os = "none")]
 pub mod virtio_net;
+
+/// Now, for smoltcp and the switches: the TSC since boot.
+#[cfg(target_os = "none")]
+pub fn now() -> smoltcp::time::Instant {
+    let hz = crate::arch::timer::tsc_hz().max(1);
+    smoltcp::time::Instant::from_micros(
+        (u128::from(crate::arch::cpu::rdtsc()) * 1_000_000 / u128::from(hz)) as i64,
+    )
+}
 
 #[cfg(target_os = "none")]
 pub use nic::*;

@@ -14,6 +14,12 @@
 //! smoltcp is done; transmission copies into a fresh buffer that `VirtIONet::send` posts and
 //! waits for (the device completes it within the notify on QEMU). The driver sits in a
 //! `RefCell` so the receive and transmit tokens smoltcp holds together can each reach it.
+//!
+//! **Promiscuity**: the NIC is the guest switch's uplink, so it must receive frames for the
+//! guests' MACs too. `virtio-drivers` negotiates no control queue (`CTRL_VQ`/`CTRL_RX`), so
+//! the driver cannot ask for promiscuous mode; it need not: a virtio-net device without a
+//! negotiated control queue has no receive filter to program, and QEMU's resets to
+//! promiscuous (`virtio_net_reset` sets `promisc`), delivering every frame the backend sees.
 
 use alloc::boxed::Box;
 use core::cell::RefCell;

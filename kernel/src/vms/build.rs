@@ -1,6 +1,6 @@
 //! Building one VM: host frames for the VMM, the guest image (a boot module or a guest store
 //! file) and its loader (flat, Linux bzImage, PVH ELF), ACPI tables, the vCPU, the PC
-//! platform and the VM's disks on its PCI bus; and the clock VMs run on. Its neighbour
+//! platform and the VM's disks and NICs on its PCI bus; and the clock VMs run on. Its neighbour
 //! [`super`] manages the VMs built here.
 
 use alloc::string::String;
@@ -15,6 +15,7 @@ use keel_vmm::vm::{Clock, Instant, Vm};
 use keel_vmm::{backend, loader};
 
 use super::disks::{self, AttachedDisk, DiskAttachError, MAX_MEM_MIB_WITH_DISKS, OpenedDisk};
+use super::nics::{self, AttachedNic, NicAttachError, NicSpec};
 use super::{DEFAULT_LINUX_MEM_MIB, DEFAULT_MEM_MIB, MEM_MIB_RANGE, StartError};
 use crate::boot::BootModule;
 use crate::{System, mm};
@@ -84,16 +85,24 @@ pub(super) struct Blueprint<'a> {
     pub(super) cpus: u8,
 }
 
+/// A VM just built, and where its disks and NICs went on its PCI bus.
+pub(super) struct BuiltVm {
+    pub(super) vm: Vm,
+    pub(super) disks: Vec<AttachedDisk>,
+    pub(super) nics: Vec<AttachedNic>,
+}
+
 /// Builds a VM (RAM, loader, ACPI tables, vCPU, devices) from `blueprint`, with `disks`
-/// (opened and claimed by the caller) as virtio-blk PCI functions; returns the VM and where
-/// each disk went.
+/// (opened and claimed by the caller) as virtio-blk PCI functions and then `nics` as
+/// virtio-net ones, each on a new port of its switch.
 pub(super) fn build_vm(
     system: &System,
     id: u32,
     label: String,
     bp: &Blueprint<'_>,
     disks: Vec<OpenedDisk>,
-) -> Result<(Vm, Vec<AttachedDisk>), StartError> {
+    nics: &[NicSpec],
+) -> Result<BuiltVm, StartError> {
     let image = bp.kernel.bytes();
     let kind = if loader::bzimage::is_bzimage(image) {
         GuestKind::BzImage
@@ -123,6 +132,12 @@ pub(super) fn build_vm(
     }
     if !disks.is_empty() && mem_mib > MAX_MEM_MIB_WITH_DISKS {
         return Err(StartError::Disk(DiskAttachError::TooMuchMemory {
+            vm: label,
+            mem_mib,
+        }));
+    }
+    if !nics.is_empty() && mem_mib > MAX_MEM_MIB_WITH_DISKS {
+        return Err(StartError::Nic(NicAttachError::TooMuchMemory {
             vm: label,
             mem_mib,
         }));
@@ -162,6 +177,8 @@ pub(super) fn build_vm(
     })
     .map_err(|e| StartError::Load(alloc::format!("{e}")))?;
     let attached = disks::attach(&label, &mut devices, disks).map_err(StartError::Disk)?;
+    let attached_nics =
+        nics::attach(system, &label, &mut devices, nics).map_err(StartError::Nic)?;
     // The VM backend takes the loaded RAM and maps it; the VM creates its vCPUs through it
     // (the BSP now, each AP at its start-up IPI).
     let mut vm_backend = vm_backend(system, memory).map_err(StartError::Vcpu)?;
@@ -172,7 +189,11 @@ pub(super) fn build_vm(
         })?;
     }
     let vm = Vm::new(id, label, vm_backend, start, devices).map_err(StartError::Vcpu)?;
-    Ok((vm, attached))
+    Ok(BuiltVm {
+        vm,
+        disks: attached,
+        nics: attached_nics,
+    })
 }
 
 /// The VM backend over `memory` that every VM on this host gets: the host's virtualization,
@@ -187,34 +208,51 @@ fn vm_backend(
 }
 
 /// What a restore needs from this host: the platform and backend a new VM gets, with the
-/// saved VM's disks (opened and claimed by the caller) on its PCI bus.
+/// saved VM's disks (opened and claimed by the caller) and NICs (new ports with the saved
+/// MACs) on its PCI bus.
 pub(super) struct KernelRebuild<'a> {
     system: &'a System,
     label: &'a str,
     /// The disks until `platform` attaches them.
     disks: RefCell<Option<Vec<OpenedDisk>>>,
+    /// The NICs `platform` attaches after the disks.
+    nics: &'a [NicSpec],
     /// Where they went, or why they could not be attached.
-    attached: RefCell<Result<Vec<AttachedDisk>, DiskAttachError>>,
+    attached: RefCell<Result<AttachedDevices, RebuildError>>,
+}
+
+/// Where a restored VM's disks and NICs went.
+pub(super) type AttachedDevices = (Vec<AttachedDisk>, Vec<AttachedNic>);
+
+/// Why a restore's devices could not be attached.
+pub(super) enum RebuildError {
+    /// The disks.
+    Disk(DiskAttachError),
+    /// The NICs.
+    Nic(NicAttachError),
 }
 
 impl<'a> KernelRebuild<'a> {
-    /// The rebuild of VM `label` with `disks`.
-    pub(super) fn new(system: &'a System, label: &'a str, disks: Vec<OpenedDisk>) -> Self {
+    /// The rebuild of VM `label` with `disks` and `nics`.
+    pub(super) fn new(
+        system: &'a System,
+        label: &'a str,
+        disks: Vec<OpenedDisk>,
+        nics: &'a [NicSpec],
+    ) -> Self {
         KernelRebuild {
             system,
             label,
             disks: RefCell::new(Some(disks)),
-            attached: RefCell::new(Ok(Vec::new())),
+            nics,
+            attached: RefCell::new(Ok((Vec::new(), Vec::new()))),
         }
     }
 
-    /// Why the disks could not be attached (the restore then failed too: the saved device
+    /// Why the devices could not be attached (the restore then failed too: the saved device
     /// states name PCI functions the platform lacks), or where they went.
-    pub(super) fn into_disks(self) -> (Option<DiskAttachError>, Vec<AttachedDisk>) {
-        match self.attached.into_inner() {
-            Ok(attached) => (None, attached),
-            Err(e) => (Some(e), Vec::new()),
-        }
+    pub(super) fn into_devices(self) -> Result<AttachedDevices, RebuildError> {
+        self.attached.into_inner()
     }
 }
 
@@ -228,9 +266,17 @@ impl keel_vmm::vm::Rebuild for KernelRebuild<'_> {
             ..platform_config()
         })?;
         let disks = self.disks.borrow_mut().take().unwrap_or_default();
-        // The same disks attached at the original start: this cannot run out of slots or
-        // window; should it, the restore fails on the missing functions and says why.
-        *self.attached.borrow_mut() = disks::attach(self.label, &mut devices, disks);
+        // The same disks and NICs, in the same order, as at the original start: they land
+        // on the same PCI functions, where the saved device states expect them. This cannot
+        // run out of slots or window; should it, the restore fails on the missing functions
+        // and says why.
+        *self.attached.borrow_mut() = disks::attach(self.label, &mut devices, disks)
+            .map_err(RebuildError::Disk)
+            .and_then(|disks| {
+                nics::attach(self.system, self.label, &mut devices, self.nics)
+                    .map(|nics| (disks, nics))
+                    .map_err(RebuildError::Nic)
+            });
         Ok(devices)
     }
 

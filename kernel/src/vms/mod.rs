@@ -24,7 +24,15 @@
 //! the saved bytes ([`saved`]).
 //!
 //! A stopped VM keeps its record (stop reason, exits, console output) until it is started
-//! again; its RAM and vCPU are freed at once.
+//! again; its RAM and vCPU are freed at once, its disks' claims given back and its NICs
+//! unplugged from their switches within a slice.
+//!
+//! # Devices
+//!
+//! A named VM's disks ([`disks`]) and NICs ([`nics`]) are attached at each start, disks
+//! first; a restore attaches the saved VM's again in the same order. Between the network
+//! poll and the VM slice the kernel's loop calls [`VmManager::poll_io`], which hands frames
+//! waiting on a guest's switch port to its NIC even while its vCPUs are halted.
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -34,20 +42,22 @@ use keel_vmm::exit_handler::StopReason;
 use keel_vmm::vm::{Clock, Vm, VmState};
 
 use self::build::{
-    Blueprint, ImageBytes, KernelRebuild, TscClock, build_vm, module_bytes, store_file,
+    Blueprint, BuiltVm, ImageBytes, KernelRebuild, RebuildError, TscClock, build_vm, module_bytes,
+    store_file,
 };
 use crate::System;
 use crate::boot::BootModule;
 
 mod build;
 pub mod disks;
+pub mod nics;
 mod report;
 mod saved;
 
 pub use self::saved::{SavedVm, SavedVms};
 
 pub use self::build::KernelHost;
-pub use self::report::{ViewState, VmView};
+pub use self::report::{NicInfo, ViewState, VmView};
 
 /// Guest RAM when `vm run` gives no `mem=`.
 pub const DEFAULT_MEM_MIB: u32 = 16;
@@ -131,6 +141,13 @@ pub enum SavedVmError {
         /// Why.
         error: disks::DiskAttachError,
     },
+    /// Its NICs cannot be attached again (a MAC in use); nothing was created.
+    Nics {
+        /// The saved VM's name.
+        saved: String,
+        /// Why.
+        error: nics::NicAttachError,
+    },
     /// The VMM could not restore it; nothing was created.
     Restore {
         /// The saved VM's name.
@@ -163,6 +180,9 @@ impl core::fmt::Display for SavedVmError {
                 write!(f, "cannot restore '{saved}': {error}")
             }
             SavedVmError::Disks { saved, error } => {
+                write!(f, "cannot restore '{saved}': {error}")
+            }
+            SavedVmError::Nics { saved, error } => {
                 write!(f, "cannot restore '{saved}': {error}")
             }
         }
@@ -237,6 +257,9 @@ pub struct VmDefinition {
     /// Its disks, attached at each start as virtio-blk PCI functions in this order
     /// ([`disks`]).
     pub disks: Vec<keel_config::schema::VmDisk>,
+    /// Its NICs with their MACs (configured, or derived from the hostname), attached at
+    /// each start after the disks as virtio-net PCI functions in this order ([`nics`]).
+    pub nics: Vec<nics::NicSpec>,
 }
 
 impl VmDefinition {
@@ -258,6 +281,7 @@ impl VmDefinition {
                 vcpus: u8::try_from(vm.vcpus).unwrap_or(u8::MAX),
                 autostart: vm.autostart,
                 disks: vm.disks.clone(),
+                nics: nics::NicSpec::from_config(&config.hostname, &vm.name, &vm.nics),
             })
             .collect()
     }
@@ -288,6 +312,8 @@ pub enum StartError {
     Stop(StopError),
     /// Its disks cannot be opened, claimed or attached.
     Disk(disks::DiskAttachError),
+    /// Its NICs cannot be attached.
+    Nic(nics::NicAttachError),
 }
 
 impl core::fmt::Display for StartError {
@@ -321,6 +347,7 @@ impl core::fmt::Display for StartError {
             StartError::Vcpu(e) => write!(f, "cannot create the vCPU: {e}"),
             StartError::Stop(e) => write!(f, "{e}"),
             StartError::Disk(e) => write!(f, "{e}"),
+            StartError::Nic(e) => write!(f, "{e}"),
         }
     }
 }
@@ -354,6 +381,8 @@ struct Run {
     stop_deadline_ns: Option<u64>,
     /// Its disks, as attached (their claims are released when it stops).
     disks: Vec<disks::AttachedDisk>,
+    /// Its NICs, as attached (unplugged from their switches when it stops).
+    nics: Vec<nics::AttachedNic>,
 }
 
 impl Entry {
@@ -424,10 +453,12 @@ impl Default for VmManager {
     }
 }
 
-fn new_run(vm: Vm, disks: Vec<disks::AttachedDisk>) -> Run {
+fn new_run(built: BuiltVm) -> Run {
+    let BuiltVm { vm, disks, nics } = built;
     Run {
         vm,
         disks,
+        nics,
         started_ns: TscClock.now().ns,
         stopped_ns: None,
         echoed: 0,
@@ -566,13 +597,16 @@ impl VmManager {
             cpus: d.vcpus,
         };
         let id = self.vms[i].id;
-        // A VM that stopped since the last slice gives its disks back before any claim.
-        self.release_stopped_disks();
+        // A VM that stopped since the last slice gives its disks and MACs back before any
+        // claim.
+        self.release_stopped();
+        self.check_macs(id, name, &d.nics)
+            .map_err(StartError::Nic)?;
         let specs: Vec<disks::DiskSpec> =
             d.disks.iter().map(disks::DiskSpec::from_config).collect();
         let opened = disks::open_all(&specs).map_err(StartError::Disk)?;
         disks::claim(id, name, &opened).map_err(StartError::Disk)?;
-        let (vm, attached) = match build_vm(system, id, d.name.clone(), &bp, opened) {
+        let built = match build_vm(system, id, d.name.clone(), &bp, opened, &d.nics) {
             Ok(built) => built,
             Err(e) => {
                 disks::release(id);
@@ -581,7 +615,7 @@ impl VmManager {
         };
         defmt::info!("vm {=str} started from the store", name);
         let e = &mut self.vms[i];
-        e.run = Some(new_run(vm, attached));
+        e.run = Some(new_run(built));
         e.restart_pending = false;
         Ok(())
     }
@@ -616,7 +650,8 @@ impl VmManager {
             cpus: cpus.unwrap_or(1),
         };
         let id = self.next_id;
-        let (vm, attached) = build_vm(system, id, alloc::format!("vm{id}"), &bp, Vec::new())?;
+        // Ad-hoc VMs have neither disks nor NICs.
+        let built = build_vm(system, id, alloc::format!("vm{id}"), &bp, Vec::new(), &[])?;
         self.next_id += 1;
         defmt::info!(
             "vm {=u32} started from module {=str}",
@@ -628,7 +663,7 @@ impl VmManager {
             definition: None,
             in_config: false,
             source: String::from(module.name.as_str()),
-            run: Some(new_run(vm, attached)),
+            run: Some(new_run(built)),
             restart_pending: false,
         });
         Ok(id)
@@ -650,6 +685,9 @@ impl VmManager {
         match mode {
             StopMode::Force => {
                 run.vm.stop(StopReason::Operator);
+                for nic in &run.nics {
+                    nic.detach();
+                }
                 disks::release(e.id);
             }
             StopMode::Graceful { .. } if run.vm.is_paused() => {
@@ -748,12 +786,14 @@ impl VmManager {
             ms,
         };
         let disks = run.disks.iter().map(|d| d.spec.clone()).collect();
+        let nics = run.nics.iter().map(|n| n.spec.clone()).collect();
         self.saved.insert(SavedVm {
             name,
             description,
             blob,
             save_ms: ms,
             disks,
+            nics,
         });
         Ok(report)
     }
@@ -774,20 +814,31 @@ impl VmManager {
             saved: String::from(name),
             error,
         };
+        let nic_error = |error| SavedVmError::Nics {
+            saved: String::from(name),
+            error,
+        };
+        self.release_stopped();
+        // The saved MACs come back: refused while another VM (the original, resumed) uses
+        // one, as two ports with one MAC would split its traffic between them.
+        self.check_macs(id, &label, &saved.nics)
+            .map_err(nic_error)?;
         let opened = disks::open_all(&saved.disks).map_err(disk_error)?;
-        self.release_stopped_disks();
         disks::claim(id, &alloc::format!("{id}"), &opened).map_err(disk_error)?;
-        let rebuild = KernelRebuild::new(system, &label, opened);
+        let rebuild = KernelRebuild::new(system, &label, opened, &saved.nics);
         let restored =
             keel_vmm::vm::Vm::restore(id, label.clone(), &saved.blob, &rebuild, &TscClock);
-        let (disk_failure, attached) = rebuild.into_disks();
-        let vm = match (restored, disk_failure) {
-            (Ok(vm), None) => vm,
-            (_, Some(error)) => {
+        let (vm, disks_attached, nics_attached) = match (restored, rebuild.into_devices()) {
+            (Ok(vm), Ok((d, n))) => (vm, d, n),
+            (_, Err(RebuildError::Disk(error))) => {
                 disks::release(id);
                 return Err(disk_error(error));
             }
-            (Err(error), None) => {
+            (_, Err(RebuildError::Nic(error))) => {
+                disks::release(id);
+                return Err(nic_error(error));
+            }
+            (Err(error), Ok(_)) => {
                 disks::release(id);
                 return Err(SavedVmError::Restore {
                     saved: String::from(name),
@@ -803,7 +854,11 @@ impl VmManager {
             definition: None,
             in_config: false,
             source: alloc::format!("saved:{name}"),
-            run: Some(new_run(vm, attached)),
+            run: Some(new_run(BuiltVm {
+                vm,
+                disks: disks_attached,
+                nics: nics_attached,
+            })),
             restart_pending: false,
         });
         Ok((id, ms))
@@ -927,7 +982,7 @@ impl VmManager {
             }
             break;
         }
-        self.release_stopped_disks();
+        self.release_stopped();
         let mut restarts = Vec::new();
         for e in &mut self.vms {
             echo(e, self.attached == Some(e.id), out);
@@ -955,15 +1010,67 @@ impl VmManager {
         }
     }
 
-    /// Gives back the disk claims of every VM that has stopped (a guest power-off, a reset,
-    /// a forced stop at the end of the grace time all end up here within a slice).
-    fn release_stopped_disks(&self) {
+    /// Gives back the disk claims of every VM that has stopped and unplugs its NICs (a guest
+    /// power-off, a reset, a forced stop at the end of the grace time all end up here within
+    /// a slice).
+    fn release_stopped(&self) {
         for e in &self.vms {
             let stopped = e.run.as_ref().is_none_or(|r| r.vm.is_stopped());
             if stopped && disks::holds(e.id) {
                 disks::release(e.id);
             }
+            if let Some(run) = e.run.as_ref().filter(|r| r.vm.is_stopped()) {
+                for nic in run.nics.iter().filter(|n| n.is_attached()) {
+                    nic.detach();
+                }
+            }
         }
+    }
+
+    /// Refuses NICs whose MAC a live VM other than number `id` has.
+    fn check_macs(
+        &self,
+        id: u32,
+        vm: &str,
+        specs: &[nics::NicSpec],
+    ) -> Result<(), nics::NicAttachError> {
+        for (index, spec) in specs.iter().enumerate() {
+            let user = self.vms.iter().filter(|e| e.id != id).find(|e| {
+                e.run.as_ref().is_some_and(|r| {
+                    !r.vm.is_stopped() && r.nics.iter().any(|n| n.spec.mac == spec.mac)
+                })
+            });
+            if let Some(user) = user {
+                return Err(nics::NicAttachError::MacInUse {
+                    vm: String::from(vm),
+                    nic: index,
+                    mac: crate::net::report::MacText(spec.mac),
+                    other: user.key(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands frames waiting on the switch ports of running or halted VMs to their NICs;
+    /// returns whether a NIC raised an interrupt (a halted vCPU then wakes at its VM's next
+    /// step, in this pass's [`run_slice`](Self::run_slice)). Paused and stopped VMs are left
+    /// alone: their frames wait in the port's queue, and drop when it is full.
+    pub fn poll_io(&mut self) -> bool {
+        let mut raised = false;
+        for e in &mut self.vms {
+            let Some(run) = e.run.as_mut() else { continue };
+            if run.nics.is_empty() {
+                continue;
+            }
+            if matches!(
+                run.vm.state(),
+                VmState::Running | VmState::WaitingForInterrupt
+            ) {
+                raised |= run.vm.poll_io();
+            }
+        }
+        raised
     }
 
     /// Queues console input for VM `key`'s COM1; returns how many bytes it took.

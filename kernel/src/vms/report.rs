@@ -8,6 +8,7 @@ use keel_vmm::vm::{Clock, VmState};
 
 use super::build::TscClock;
 use super::{VmDefinition, VmManager};
+use crate::net::report::MacText;
 
 impl VmManager {
     /// Writes the `vm list` table.
@@ -95,6 +96,14 @@ impl VmManager {
                         if spec.read_only { "ro" } else { "rw" }
                     );
                 }
+                for (index, nic) in d.nics.iter().enumerate() {
+                    let _ = writeln!(
+                        out,
+                        "  nic{index}: {} {} (when started)",
+                        MacText(nic.mac),
+                        nic.network.as_str()
+                    );
+                }
             }
             return Ok(());
         };
@@ -134,6 +143,16 @@ impl VmManager {
         );
         for disk in &run.disks {
             write_disk(out, run.vm.devices(), disk);
+        }
+        for (index, nic) in run.nics.iter().enumerate() {
+            let _ = write!(out, "  ");
+            let _ = crate::net::report::write_nic_line(
+                out,
+                index,
+                nic.spec.mac,
+                nic.spec.network.as_str(),
+                &nic.stats(run.vm.devices()),
+            );
         }
         let stats = run.vm.exit_stats();
         let _ = writeln!(out, "  exits:      {} in all", stats.total());
@@ -236,6 +255,19 @@ pub struct VmView<'a> {
     pub backend: Option<&'static str>,
     /// Console bytes the current or last run produced.
     pub console_bytes: u64,
+    /// Its NICs: of the current run with their counters, else as defined with zeros.
+    pub nics: Vec<NicInfo>,
+}
+
+/// One NIC of a [`VmView`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NicInfo {
+    /// Its position among the VM's NICs.
+    pub index: usize,
+    /// Its network and MAC.
+    pub spec: super::nics::NicSpec,
+    /// The device's counters (the guest's view); zeros while the VM does not run.
+    pub stats: keel_vmm::virtio::net::NetStats,
 }
 
 impl VmManager {
@@ -267,6 +299,7 @@ impl VmManager {
                 exits: run.map(|r| r.vm.exit_stats()),
                 backend: run.map(|r| r.vm.backend()),
                 console_bytes: run.map_or(0, |r| r.vm.devices().com1().output_total()),
+                nics: e.nic_infos(),
                 state,
             }
         })
@@ -293,6 +326,39 @@ impl VmManager {
 }
 
 impl super::Entry {
+    /// Its NICs for the API: the running VM's with their counters; otherwise the
+    /// definition's (or the last run's, for an ad-hoc VM) with zeros.
+    fn nic_infos(&self) -> Vec<NicInfo> {
+        match self.run.as_ref() {
+            Some(run) if !run.vm.is_stopped() => run
+                .nics
+                .iter()
+                .enumerate()
+                .map(|(index, nic)| NicInfo {
+                    index,
+                    spec: nic.spec.clone(),
+                    stats: nic.stats(run.vm.devices()),
+                })
+                .collect(),
+            run => {
+                let specs: Vec<super::nics::NicSpec> = match (&self.definition, run) {
+                    (Some(d), _) => d.nics.clone(),
+                    (None, Some(run)) => run.nics.iter().map(|n| n.spec.clone()).collect(),
+                    (None, None) => Vec::new(),
+                };
+                specs
+                    .into_iter()
+                    .enumerate()
+                    .map(|(index, spec)| NicInfo {
+                        index,
+                        spec,
+                        stats: Default::default(),
+                    })
+                    .collect()
+            }
+        }
+    }
+
     /// Guest RAM in MiB and vCPUs: of the current or last run, else as defined.
     fn size(&self) -> (u32, u32) {
         match (&self.run, &self.definition) {

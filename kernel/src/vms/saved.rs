@@ -25,6 +25,9 @@ pub struct SavedVm {
     /// The VM's disks, which a restore attaches again in the same order (their contents are
     /// not part of the save: see `VmManager::restore`).
     pub disks: Vec<super::disks::DiskSpec>,
+    /// The VM's NICs (networks and MACs), which a restore plugs into new switch ports in the
+    /// same order; frames in flight at the save are lost, as on a network.
+    pub nics: Vec<super::nics::NicSpec>,
 }
 
 impl SavedVm {

@@ -23,13 +23,18 @@
 use alloc::string::String;
 use core::fmt;
 
+use crate::memory::{GuestMemory, MemoryError};
+
 pub mod blk;
+pub mod net;
 pub mod pci;
 pub mod queue;
 
 pub use pci::{VirtioDevice, VirtioPci};
 pub use queue::{Buffer, DescriptorChain, QueueError, QueueState, SplitQueue};
 
+/// Device type of a network device (virtio 1.x §5).
+pub const TYPE_NET: u16 = 1;
 /// Device type of a block device (virtio 1.x §5).
 pub const TYPE_BLOCK: u16 = 2;
 
@@ -70,6 +75,71 @@ impl From<QueueError> for DeviceFault {
     fn from(error: QueueError) -> Self {
         DeviceFault::Queue(error)
     }
+}
+
+// The device-side view of a chain's buffers as one byte stream (§2.6.4: a device does
+// not assume how the driver split a message into buffers).
+
+/// Total bytes of `bufs`.
+pub(crate) fn stream_len(bufs: &[Buffer]) -> u64 {
+    bufs.iter().map(|b| u64::from(b.len)).sum()
+}
+
+/// Walks the part of `bufs`' byte stream at `offset`, `len` bytes long, as (guest address,
+/// position in the part, length) pieces.
+fn for_each_piece(
+    bufs: &[Buffer],
+    mut offset: u64,
+    len: usize,
+    mut f: impl FnMut(u64, usize, usize) -> Result<(), MemoryError>,
+) -> Result<(), MemoryError> {
+    let mut done = 0usize;
+    for b in bufs {
+        if done == len {
+            break;
+        }
+        let blen = u64::from(b.len);
+        if offset >= blen {
+            offset -= blen;
+            continue;
+        }
+        let n = ((blen - offset) as usize).min(len - done);
+        f(b.addr + offset, done, n)?;
+        done += n;
+        offset = 0;
+    }
+    if done < len {
+        return Err(MemoryError::OutOfRange {
+            gpa: 0,
+            len: len as u64,
+        });
+    }
+    Ok(())
+}
+
+/// Reads `out.len()` bytes at `offset` of `bufs`' byte stream.
+pub(crate) fn copy_from_stream(
+    mem: &GuestMemory,
+    bufs: &[Buffer],
+    offset: u64,
+    out: &mut [u8],
+) -> Result<(), MemoryError> {
+    let len = out.len();
+    for_each_piece(bufs, offset, len, |gpa, at, n| {
+        mem.read(gpa, &mut out[at..at + n])
+    })
+}
+
+/// Writes `data` at `offset` of `bufs`' byte stream.
+pub(crate) fn copy_to_stream(
+    mem: &GuestMemory,
+    bufs: &[Buffer],
+    offset: u64,
+    data: &[u8],
+) -> Result<(), MemoryError> {
+    for_each_piece(bufs, offset, data.len(), |gpa, at, n| {
+        mem.write(gpa, &data[at..at + n])
+    })
 }
 
 /// The body shared by the `virtqueue` fuzz target and its deterministic unit test.

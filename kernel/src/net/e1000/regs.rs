@@ -148,9 +148,16 @@ pub const TIPG_COPPER: u32 = 10 | 8 << 10 | 6 << 20;
 pub const TCTL_VALUE: u32 =
     tctl::EN | tctl::PSP | 0x0f << tctl::CT_SHIFT | 0x40 << tctl::COLD_SHIFT | tctl::RTLC;
 
-/// RCTL value the driver uses: enabled, broadcasts accepted, 2 KiB buffers, CRC stripped.
-pub const RCTL_VALUE: u32 =
-    rctl::EN | rctl::BAM | rctl::RDMTS_HALF | rctl::BSIZE_2048 | rctl::SECRC;
+/// RCTL value the driver uses: enabled, broadcasts accepted, 2 KiB buffers, CRC stripped,
+/// and promiscuous for unicast and multicast: the NIC is the guest switch's uplink, so it
+/// must take frames for the guests' MACs (and their multicast groups), not only its own.
+pub const RCTL_VALUE: u32 = rctl::EN
+    | rctl::UPE
+    | rctl::MPE
+    | rctl::BAM
+    | rctl::RDMTS_HALF
+    | rctl::BSIZE_2048
+    | rctl::SECRC;
 
 /// Receive Address High: address valid (§13.5.3).
 pub const RAH_AV: u32 = 1 << 31;
@@ -298,7 +305,7 @@ mod tests {
     fn control_values() {
         assert_eq!(TIPG_COPPER, 0x0060_200a);
         assert_eq!(TCTL_VALUE, 0x0104_00fa);
-        assert_eq!(RCTL_VALUE, 0x0400_8002);
+        assert_eq!(RCTL_VALUE, 0x0400_801a);
         assert_eq!(speed_mbps(0b10 << 6 | status::LU | status::FD), 1000);
         assert_eq!(speed_mbps(0b01 << 6), 100);
     }
