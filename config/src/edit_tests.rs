@@ -15,6 +15,7 @@ fn with_vms() -> Config {
         initrd: None,
         cmdline: String::new(),
         disks: Vec::new(),
+        nics: Vec::new(),
         autostart: false,
     };
     Config {
@@ -438,6 +439,9 @@ fn leaves_list_every_setting() {
         ("hostname", "\"keel\""),
         ("management.api_tokens", "[]"),
         ("management.http_port", "80"),
+        ("network.internal.address", "\"10.99.0.1\""),
+        ("network.internal.dhcp", "true"),
+        ("network.internal.prefix", "24"),
         ("network.mode", "\"dhcp\""),
         ("vms", "[]"),
     ]

@@ -19,6 +19,8 @@
 //!   VM definitions), its canonical JSON encoding, and validation that reports every
 //!   violation with its path (`vms[1].memory_mib: must be between 16 and 65536`). To the
 //!   record, this JSON is opaque payload bytes.
+//! - [`mac`]: guest NICs' MAC addresses, and the stable one a NIC without an explicit
+//!   address gets ([`mac::derived_mac`]).
 //! - [`limits`]: every limit (memory range and alignment, vCPUs, name rules), read by the
 //!   validation here and by the console, the API and its OpenAPI document.
 //! - [`edit`]: pure operations on a [`Config`] for the console and the HTTP API: `set` and
@@ -31,6 +33,7 @@ extern crate alloc;
 
 pub mod edit;
 pub mod limits;
+pub mod mac;
 pub mod record;
 pub mod schema;
 

@@ -44,6 +44,12 @@ pub const MAX_CMDLINE_LEN: usize = 2048;
 pub const MAX_FILE_NAME_LEN: usize = 255;
 /// Most disks a VM may have (each is a virtio-pci function on the guest's bus 0).
 pub const MAX_VM_DISKS: usize = 8;
+/// Most NICs a VM may have (each is a virtio-net PCI function on the guest's bus 0).
+pub const MAX_VM_NICS: usize = 4;
+/// Shortest prefix of the internal network (`network.internal.prefix`).
+pub const MIN_INTERNAL_PREFIX: u8 = 8;
+/// Longest prefix of the internal network: a /30 still holds the appliance and one guest.
+pub const MAX_INTERNAL_PREFIX: u8 = 30;
 /// Longest disk serial number in bytes: virtio-blk's GET_ID answers with 20 bytes.
 pub const MAX_DISK_SERIAL_LEN: usize = 20;
 

@@ -9,12 +9,15 @@
 //! {
 //!   "hostname": "keel",
 //!   "network": { "mode": "static", "address": "10.0.2.15", "prefix": 24,
-//!                "gateway": "10.0.2.2", "dns": ["10.0.2.3"] },
+//!                "gateway": "10.0.2.2", "dns": ["10.0.2.3"],
+//!                "internal": { "address": "10.99.0.1", "prefix": 24, "dhcp": true } },
 //!   "management": { "api_tokens": ["0123456789abcdef"], "http_port": 80 },
 //!   "vms": [ { "name": "web", "vcpus": 1, "memory_mib": 256, "kernel": "bzImage",
 //!              "initrd": "initrd.img", "cmdline": "console=ttyS0",
 //!              "disks": [ { "file": "web.img", "readonly": false, "serial": "web-root" },
 //!                         { "partition": "big", "readonly": false } ],
+//!              "nics": [ { "network": "bridged" },
+//!                        { "network": "internal", "mac": "52:54:00:aa:bb:cc" } ],
 //!              "autostart": true } ]
 //! }
 //! ```
@@ -47,12 +50,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::limits::{
-    MAX_CMDLINE_LEN, MAX_DISK_SERIAL_LEN, MAX_DNS_SERVERS, MAX_HOSTNAME_LEN, MAX_MEMORY_MIB,
-    MAX_TOKEN_LEN, MAX_VCPUS, MAX_VM_DISKS, MEMORY_ALIGN_MIB, MIN_MEMORY_MIB, MIN_TOKEN_LEN,
-    disk_serial_pattern, token_pattern, vm_name_pattern,
+    MAX_CMDLINE_LEN, MAX_DISK_SERIAL_LEN, MAX_DNS_SERVERS, MAX_HOSTNAME_LEN, MAX_INTERNAL_PREFIX,
+    MAX_MEMORY_MIB, MAX_TOKEN_LEN, MAX_VCPUS, MAX_VM_DISKS, MAX_VM_NICS, MEMORY_ALIGN_MIB,
+    MIN_INTERNAL_PREFIX, MIN_MEMORY_MIB, MIN_TOKEN_LEN, disk_serial_pattern, token_pattern,
+    vm_name_pattern,
 };
 
 pub use crate::limits::check_vm_name;
+pub use crate::mac::MacAddress;
 pub(crate) use de::from_value;
 pub use de::{SchemaError, SchemaErrorKind};
 pub use validate::ValidationError;
@@ -140,6 +145,42 @@ pub struct Network {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     #[schemars(with = "Vec<Ipv4>", length(max = MAX_DNS_SERVERS))]
     pub dns: Vec<Ipv4Addr>,
+    /// The `internal` network: a switch that connects guest NICs with `network =
+    /// "internal"` and the appliance, never the physical network.
+    #[serde(default)]
+    pub internal: InternalNetwork,
+}
+
+/// The appliance's side of the `internal` guest network. Takes effect at the next boot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+#[schemars(rename = "ConfigInternalNetwork")]
+pub struct InternalNetwork {
+    /// The appliance's address on it (guests reach it there; it answers ping).
+    #[schemars(with = "Ipv4")]
+    pub address: Ipv4Addr,
+    /// The subnet's prefix length.
+    #[schemars(range(min = MIN_INTERNAL_PREFIX, max = MAX_INTERNAL_PREFIX))]
+    pub prefix: u8,
+    /// Serve DHCP to the guests on it (addresses .100 to .199 of the subnet, or what of
+    /// that range the subnet holds).
+    pub dhcp: bool,
+}
+
+/// The default address of the appliance on the internal network.
+pub const DEFAULT_INTERNAL_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
+/// The default prefix of the internal network.
+pub const DEFAULT_INTERNAL_PREFIX: u8 = 24;
+
+impl Default for InternalNetwork {
+    /// 10.99.0.1/24 with DHCP.
+    fn default() -> Self {
+        InternalNetwork {
+            address: DEFAULT_INTERNAL_ADDRESS,
+            prefix: DEFAULT_INTERNAL_PREFIX,
+            dhcp: true,
+        }
+    }
 }
 
 /// The management HTTP API.
@@ -200,6 +241,11 @@ pub struct Vm {
     #[serde(default)]
     #[schemars(length(max = MAX_VM_DISKS))]
     pub disks: Vec<VmDisk>,
+    /// Network interfaces (virtio-net), attached after the disks in this order: the first is
+    /// the guest's first NIC.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_VM_NICS))]
+    pub nics: Vec<VmNic>,
     /// Start the VM when the appliance boots.
     #[serde(default)]
     pub autostart: bool,
@@ -238,6 +284,63 @@ pub struct VmDisk {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = MAX_DISK_SERIAL_LEN), pattern(disk_serial_pattern()))]
     pub serial: Option<String>,
+}
+
+/// One network interface of a VM: a virtio-net NIC on one of the appliance's switches.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "ConfigVmNic")]
+pub struct VmNic {
+    /// The switch it is on.
+    pub network: NicNetwork,
+    /// Its MAC address (unicast, not all zeros, unique on the appliance). Absent: a stable
+    /// locally administered address derived from the hostname, the VM's name and the NIC's
+    /// index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<MacAddress>,
+}
+
+impl VmNic {
+    /// A NIC on `network` with a derived MAC.
+    pub fn on(network: NicNetwork) -> VmNic {
+        VmNic { network, mac: None }
+    }
+
+    /// The MAC address NIC `nic` of VM `vm` on the appliance `hostname` has: the explicit
+    /// one, or else [`derived_mac`](crate::mac::derived_mac).
+    pub fn mac_for(&self, hostname: &str, vm: &str, nic: usize) -> MacAddress {
+        self.mac
+            .unwrap_or_else(|| crate::mac::derived_mac(hostname, vm, nic))
+    }
+}
+
+/// The switch a guest NIC is on:
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum NicNetwork {
+    /// The physical network, bridged: the guest is a peer of the appliance on the cable
+    /// (gets its address from that network's DHCP server).
+    Bridged,
+    /// The appliance's internal network: guests and the appliance only, never the cable.
+    Internal,
+}
+
+impl NicNetwork {
+    /// The network as written in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NicNetwork::Bridged => "bridged",
+            NicNetwork::Internal => "internal",
+        }
+    }
+}
+
+impl fmt::Display for NicNetwork {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Where a [`VmDisk`]'s bytes live.

@@ -15,6 +15,7 @@ fn vm(name: &str) -> Vm {
         initrd: None,
         cmdline: String::new(),
         disks: Vec::new(),
+        nics: Vec::new(),
         autostart: false,
     }
 }
@@ -26,6 +27,7 @@ fn static_net() -> Network {
         prefix: Some(24),
         gateway: Some(Ipv4Addr::new(10, 0, 2, 2)),
         dns: vec![Ipv4Addr::new(10, 0, 2, 3)],
+        internal: InternalNetwork::default(),
     }
 }
 
@@ -42,6 +44,13 @@ fn full() -> Config {
         VmDisk {
             readonly: true,
             ..VmDisk::partition("big")
+        },
+    ];
+    web.nics = vec![
+        VmNic::on(NicNetwork::Bridged),
+        VmNic {
+            mac: Some(MacAddress([0x52, 0x54, 0x00, 0xaa, 0xbb, 0xcc])),
+            ..VmNic::on(NicNetwork::Internal)
         },
     ];
     web.autostart = true;
@@ -111,7 +120,9 @@ fn canonical_json_of_the_defaults_omits_absent_fields() {
     let text = String::from_utf8(Config::default().to_json_pretty()).unwrap();
     assert_eq!(
         text,
-        "{\n  \"hostname\": \"keel\",\n  \"network\": {\n    \"mode\": \"dhcp\"\n  },\n  \
+        "{\n  \"hostname\": \"keel\",\n  \"network\": {\n    \"mode\": \"dhcp\",\n    \
+         \"internal\": {\n      \"address\": \"10.99.0.1\",\n      \"prefix\": 24,\n      \
+         \"dhcp\": true\n    }\n  },\n  \
          \"management\": {\n    \"api_tokens\": [],\n    \"http_port\": 80\n  },\n  \
          \"vms\": []\n}\n"
     );
@@ -912,4 +923,340 @@ fn a_vm_boots_exactly_one_of_kernel_and_firmware() {
         ),
         "only valid with a kernel: a firmware loads its own initrd from the disk"
     );
+}
+
+/// A one-VM configuration with `nics`.
+fn with_nics(nics: Vec<VmNic>) -> Config {
+    let mut v = vm("a");
+    v.nics = nics;
+    Config {
+        vms: vec![v],
+        ..Config::default()
+    }
+}
+
+fn nic(network: NicNetwork, mac: &str) -> VmNic {
+    VmNic {
+        network,
+        mac: Some(mac.parse().unwrap()),
+    }
+}
+
+#[test]
+fn nics_round_trip_through_json_with_their_canonical_shape() {
+    let config = full();
+    let json = config.to_json_pretty();
+    assert_eq!(Config::from_json(&json).unwrap(), config);
+    let value: Value = serde_json::from_slice(&json).unwrap();
+    assert_eq!(
+        value["vms"][0]["nics"],
+        serde_json::json!([
+            { "network": "bridged" },
+            { "network": "internal", "mac": "52:54:00:aa:bb:cc" }
+        ])
+    );
+    // No NICs: no `nics` at all, so older documents keep their bytes and ETags.
+    assert!(value["vms"][1].get("nics").is_none());
+    assert_eq!(
+        value["network"]["internal"],
+        serde_json::json!({ "address": "10.99.0.1", "prefix": 24, "dhcp": true })
+    );
+    // Upper-case MACs are taken and written back in lower case.
+    let parsed = Config::from_json(
+        br#"{"vms":[{"name":"a","memory_mib":64,"kernel":"k",
+             "nics":[{"network":"internal","mac":"52:54:00:AA:BB:0C"}]}]}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        parsed.vms[0].nics,
+        [nic(NicNetwork::Internal, "52:54:00:aa:bb:0c")]
+    );
+    let text = String::from_utf8(parsed.to_json_pretty()).unwrap();
+    assert!(text.contains("\"mac\": \"52:54:00:aa:bb:0c\""), "{text}");
+    // A document without network.internal gets the defaults; a partial one the rest of them.
+    let partial = Config::from_json(br#"{"network":{"internal":{"prefix":16}}}"#).unwrap();
+    assert_eq!(
+        partial.network.internal,
+        InternalNetwork {
+            prefix: 16,
+            ..InternalNetwork::default()
+        }
+    );
+}
+
+#[test]
+fn nic_shape_errors_name_the_field() {
+    let e = schema_error(
+        r#"{"vms":[{"name":"a","memory_mib":64,"kernel":"k","nics":[{"network":"nat"}]}]}"#,
+    );
+    assert_eq!(e.path, "vms[0].nics[0].network");
+    assert_eq!(
+        e.to_string(),
+        "vms[0].nics[0].network: unknown value \"nat\"; expected one of: \"bridged\", \"internal\""
+    );
+    let e = schema_error(r#"{"vms":[{"name":"a","memory_mib":64,"kernel":"k","nics":[{}]}]}"#);
+    assert_eq!(
+        e.to_string(),
+        "vms[0].nics[0].network: required field is missing"
+    );
+    let e = schema_error(
+        r#"{"vms":[{"name":"a","memory_mib":64,"kernel":"k","nics":[{"network":"bridged","mac":"52:54:00:aa:bb"}]}]}"#,
+    );
+    assert_eq!(
+        e.to_string(),
+        "vms[0].nics[0].mac: invalid value string \"52:54:00:aa:bb\": expected a MAC address \
+         such as 52:54:00:12:34:56"
+    );
+    let e = schema_error(
+        r#"{"vms":[{"name":"a","memory_mib":64,"kernel":"k","nics":[{"network":"bridged","model":"e1000"}]}]}"#,
+    );
+    assert_eq!(e.path, "vms[0].nics[0].model");
+    let e = schema_error(r#"{"network":{"internal":{"address":"10.99.0.1","dns":[]}}}"#);
+    assert_eq!(e.path, "network.internal.dns");
+    let e = schema_error(r#"{"network":{"internal":{"dhcp":"yes"}}}"#);
+    assert_eq!(e.path, "network.internal.dhcp");
+}
+
+#[test]
+fn nic_mac_rules() {
+    with_nics(vec![
+        VmNic::on(NicNetwork::Bridged),
+        VmNic::on(NicNetwork::Bridged),
+        nic(NicNetwork::Internal, "52:54:00:aa:bb:cc"),
+    ])
+    .validate()
+    .unwrap();
+    assert_eq!(
+        errors(&with_nics(vec![nic(
+            NicNetwork::Bridged,
+            "01:00:5e:00:00:01"
+        )])),
+        ["vms[0].nics[0].mac: 01:00:5e:00:00:01 is a multicast address; a NIC needs a unicast MAC"]
+    );
+    assert_eq!(
+        single_error(
+            &with_nics(vec![nic(NicNetwork::Bridged, "ff:ff:ff:ff:ff:ff")]),
+            "vms[0].nics[0].mac"
+        ),
+        "ff:ff:ff:ff:ff:ff is a multicast address; a NIC needs a unicast MAC"
+    );
+    assert!(
+        single_error(
+            &with_nics(vec![nic(NicNetwork::Bridged, "00:00:00:00:00:00")]),
+            "vms[0].nics[0].mac"
+        )
+        .starts_with("00:00:00:00:00:00 is not an address")
+    );
+    // At most MAX_VM_NICS.
+    let five = vec![VmNic::on(NicNetwork::Bridged); crate::limits::MAX_VM_NICS + 1];
+    assert_eq!(
+        single_error(&with_nics(five), "vms[0].nics"),
+        "at most 4 NICs per VM (it lists 5)"
+    );
+}
+
+#[test]
+fn duplicate_macs_are_refused_across_vms_with_both_owners() {
+    let mac = "52:54:00:aa:bb:cc";
+    let mut a = vm("a");
+    a.nics = vec![
+        VmNic::on(NicNetwork::Bridged),
+        nic(NicNetwork::Internal, mac),
+    ];
+    let b = vm("b");
+    let mut c = vm("c");
+    c.nics = vec![nic(NicNetwork::Bridged, mac)];
+    let config = Config {
+        vms: vec![a.clone(), b, c],
+        ..Config::default()
+    };
+    assert_eq!(
+        errors(&config),
+        ["vms[2].nics[0].mac: 52:54:00:aa:bb:cc is already vms[0].nics[1]'s MAC"]
+    );
+    // Within one VM, and whatever the case it was written in.
+    let mut twice = vm("d");
+    twice.nics = vec![
+        nic(NicNetwork::Bridged, mac),
+        nic(NicNetwork::Internal, "52:54:00:AA:BB:CC"),
+    ];
+    assert_eq!(
+        single_error(
+            &Config {
+                vms: vec![twice],
+                ..Config::default()
+            },
+            "vms[0].nics[1].mac"
+        ),
+        "52:54:00:aa:bb:cc is already vms[0].nics[0]'s MAC"
+    );
+    // An explicit MAC that equals another NIC's derived one (with this hostname).
+    let derived = crate::mac::derived_mac("keel", "a", 0);
+    let mut e = vm("e");
+    e.nics = vec![VmNic {
+        mac: Some(derived),
+        ..VmNic::on(NicNetwork::Bridged)
+    }];
+    let config = Config {
+        vms: vec![a.clone(), e.clone()],
+        ..Config::default()
+    };
+    assert_eq!(
+        errors(&config),
+        [alloc::format!(
+            "vms[1].nics[0].mac: {derived} is already vms[0].nics[0]'s MAC"
+        )]
+    );
+    // The other way round the derived NIC is the one named; under another hostname the
+    // derived MAC differs and both are fine.
+    let config = Config {
+        vms: vec![e.clone(), a.clone()],
+        ..Config::default()
+    };
+    assert_eq!(
+        errors(&config),
+        [alloc::format!(
+            "vms[1].nics[0]: its derived MAC {derived} is already vms[0].nics[0]'s MAC: give \
+             one of them another mac"
+        )]
+    );
+    Config {
+        hostname: "other".into(),
+        vms: vec![e, a.clone()],
+        ..Config::default()
+    }
+    .validate()
+    .unwrap();
+    // A repeated VM name is one error, not one more per derived MAC.
+    let config = Config {
+        vms: vec![a.clone(), a],
+        ..Config::default()
+    };
+    assert_eq!(
+        errors(&config),
+        [
+            "vms[1].name: \"a\" is already the name of vms[0]",
+            "vms[1].nics[1].mac: 52:54:00:aa:bb:cc is already vms[0].nics[1]'s MAC"
+        ]
+    );
+}
+
+#[test]
+fn mac_for_is_the_explicit_or_the_derived_mac() {
+    let explicit = nic(NicNetwork::Bridged, "52:54:00:aa:bb:cc");
+    assert_eq!(
+        explicit.mac_for("keel", "web", 3).to_string(),
+        "52:54:00:aa:bb:cc"
+    );
+    let derived = VmNic::on(NicNetwork::Internal);
+    assert_eq!(
+        derived.mac_for("keel", "web", 1),
+        crate::mac::derived_mac("keel", "web", 1)
+    );
+    assert_ne!(
+        derived.mac_for("keel", "web", 1),
+        derived.mac_for("keel", "web", 0)
+    );
+    assert_eq!(NicNetwork::Bridged.to_string(), "bridged");
+    assert_eq!(NicNetwork::Internal.as_str(), "internal");
+}
+
+fn with_internal(address: [u8; 4], prefix: u8, dhcp: bool) -> Config {
+    let mut config = Config::default();
+    config.network.internal = InternalNetwork {
+        address: Ipv4Addr::from(address),
+        prefix,
+        dhcp,
+    };
+    config
+}
+
+#[test]
+fn internal_network_rules() {
+    with_internal([10, 99, 0, 1], 24, true).validate().unwrap();
+    with_internal([172, 16, 5, 1], 8, true).validate().unwrap();
+    with_internal([192, 168, 50, 1], 25, true)
+        .validate()
+        .unwrap();
+    with_internal([192, 168, 50, 1], 30, false)
+        .validate()
+        .unwrap();
+    for prefix in [0, 7, 31, 32] {
+        assert_eq!(
+            single_error(
+                &with_internal([10, 99, 0, 1], prefix, false),
+                "network.internal.prefix"
+            ),
+            "must be between 8 and 30"
+        );
+    }
+    assert_eq!(
+        single_error(
+            &with_internal([10, 99, 0, 1], 26, true),
+            "network.internal.prefix"
+        ),
+        "a /26 is too small for the DHCP pool (host numbers 100 to 199): use a prefix of 25 \
+         or less, or set network.internal.dhcp = false"
+    );
+    assert_eq!(
+        single_error(
+            &with_internal([10, 99, 0, 0], 24, true),
+            "network.internal.address"
+        ),
+        "10.99.0.0 is the network or broadcast address of 10.99.0.0/24"
+    );
+    assert_eq!(
+        single_error(
+            &with_internal([10, 99, 0, 3], 30, false),
+            "network.internal.address"
+        ),
+        "10.99.0.3 is the network or broadcast address of 10.99.0.3/30"
+    );
+    for (address, problem) in [
+        ([0, 0, 0, 0], "must not be 0.0.0.0"),
+        (
+            [127, 0, 0, 1],
+            "must not be a loopback address (127.0.0.0/8)",
+        ),
+        (
+            [224, 0, 0, 1],
+            "must not be a multicast address (224.0.0.0/4)",
+        ),
+    ] {
+        assert_eq!(
+            single_error(
+                &with_internal(address, 24, true),
+                "network.internal.address"
+            ),
+            problem
+        );
+    }
+}
+
+#[test]
+fn internal_network_must_not_overlap_a_static_management_network() {
+    let mut config = Config {
+        network: static_net(),
+        ..Config::default()
+    };
+    config.validate().unwrap();
+    config.network.internal.address = Ipv4Addr::new(10, 0, 2, 1);
+    assert_eq!(
+        single_error(&config, "network.internal.address"),
+        "the internal network 10.0.2.0/24 overlaps the management network 10.0.2.15/24 \
+         (network.address): choose another subnet"
+    );
+    // A wider management subnet that holds the internal one overlaps too.
+    config.network.internal.address = Ipv4Addr::new(10, 99, 0, 1);
+    config.network.prefix = Some(8);
+    config.network.gateway = None;
+    assert!(
+        single_error(&config, "network.internal.address")
+            .contains("overlaps the management network 10.0.2.15/8")
+    );
+    // Beside it is fine; with DHCP management nothing is known to overlap.
+    config.network.prefix = Some(16);
+    config.validate().unwrap();
+    let dhcp = with_internal([10, 0, 2, 1], 24, true);
+    dhcp.validate().unwrap();
 }

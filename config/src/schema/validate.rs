@@ -5,12 +5,18 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::net::Ipv4Addr;
 
-use super::{Config, Management, Network, NetworkMode, Vm, VmDisk};
+use super::{Config, InternalNetwork, Management, Network, NetworkMode, Vm, VmDisk};
 use crate::limits::{
     MAX_CMDLINE_LEN, MAX_DISK_SERIAL_LEN, MAX_DNS_SERVERS, MAX_FILE_NAME_LEN, MAX_HOSTNAME_LEN,
-    MAX_LABEL_LEN, MAX_MEMORY_MIB, MAX_TOKEN_LEN, MAX_VCPUS, MAX_VM_DISKS, MEMORY_ALIGN_MIB,
-    MIN_MEMORY_MIB, MIN_TOKEN_LEN, check_vm_name, disk_serial_char, token_char,
+    MAX_INTERNAL_PREFIX, MAX_LABEL_LEN, MAX_MEMORY_MIB, MAX_TOKEN_LEN, MAX_VCPUS, MAX_VM_DISKS,
+    MAX_VM_NICS, MEMORY_ALIGN_MIB, MIN_INTERNAL_PREFIX, MIN_MEMORY_MIB, MIN_TOKEN_LEN,
+    check_vm_name, disk_serial_char, token_char,
 };
+use crate::mac::MacAddress;
+
+/// The smallest internal subnet (longest prefix) that holds the DHCP pool's first host
+/// number, 100: a /25 (host numbers 1 to 126).
+const MAX_DHCP_PREFIX: u8 = 25;
 
 /// One broken rule: where, and what to do about it.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -41,8 +47,10 @@ pub(super) fn check(config: &Config) -> Vec<ValidationError> {
         errors.push("hostname", message);
     }
     check_network(&config.network, &mut errors);
+    check_internal(&config.network, &mut errors);
     check_management(&config.management, &mut errors);
     check_vms(&config.vms, &mut errors);
+    check_nic_macs(&config.hostname, &config.vms, &mut errors);
     errors.0
 }
 
@@ -193,6 +201,68 @@ fn check_static(net: &Network, errors: &mut Errors) {
     }
 }
 
+/// `network.internal`: a host address of a subnet from /8 to /30 (at most /25 with DHCP, so
+/// the pool fits), apart from a static management subnet.
+fn check_internal(net: &Network, errors: &mut Errors) {
+    let InternalNetwork {
+        address,
+        prefix,
+        dhcp,
+    } = net.internal;
+    let prefix_ok = if !(MIN_INTERNAL_PREFIX..=MAX_INTERNAL_PREFIX).contains(&prefix) {
+        errors.push(
+            "network.internal.prefix",
+            format!("must be between {MIN_INTERNAL_PREFIX} and {MAX_INTERNAL_PREFIX}"),
+        );
+        false
+    } else if dhcp && prefix > MAX_DHCP_PREFIX {
+        errors.push(
+            "network.internal.prefix",
+            format!(
+                "a /{prefix} is too small for the DHCP pool (host numbers 100 to 199): use a \
+                 prefix of {MAX_DHCP_PREFIX} or less, or set network.internal.dhcp = false"
+            ),
+        );
+        false
+    } else {
+        true
+    };
+    if let Some(problem) = host_address_problem(address) {
+        errors.push("network.internal.address", problem);
+        return;
+    }
+    if !prefix_ok {
+        return;
+    }
+    let m = mask(prefix);
+    let bits = u32::from(address);
+    if bits & !m == 0 || bits & !m == !m {
+        errors.push(
+            "network.internal.address",
+            format!("{address} is the network or broadcast address of {address}/{prefix}"),
+        );
+        return;
+    }
+    // The appliance routes by subnet: the same addresses on both interfaces would be
+    // ambiguous. (A DHCP management address is not known until it runs.)
+    if net.mode == NetworkMode::Static
+        && let (Some(mgmt), Some(mgmt_prefix)) = (net.address, net.prefix)
+        && (1..=32).contains(&mgmt_prefix)
+    {
+        let common = mask(prefix.min(mgmt_prefix));
+        if bits & common == u32::from(mgmt) & common {
+            let network = Ipv4Addr::from(bits & m);
+            errors.push(
+                "network.internal.address",
+                format!(
+                    "the internal network {network}/{prefix} overlaps the management network \
+                     {mgmt}/{mgmt_prefix} (network.address): choose another subnet"
+                ),
+            );
+        }
+    }
+}
+
 fn check_management(mgmt: &Management, errors: &mut Errors) {
     for (i, token) in mgmt.api_tokens.iter().enumerate() {
         let path = format!("management.api_tokens[{i}]");
@@ -312,6 +382,72 @@ fn check_vms(vms: &[Vm], errors: &mut Errors) {
             errors.push(at("cmdline"), "must be one line of printable text");
         }
         check_disks(i, &vm.disks, errors);
+        if vm.nics.len() > MAX_VM_NICS {
+            errors.push(
+                at("nics"),
+                format!(
+                    "at most {MAX_VM_NICS} NICs per VM (it lists {})",
+                    vm.nics.len()
+                ),
+            );
+        }
+        for (n, nic) in vm.nics.iter().enumerate() {
+            let Some(mac) = nic.mac else { continue };
+            if let Some(problem) = mac_problem(mac) {
+                errors.push(
+                    format!("vms[{i}].nics[{n}].mac"),
+                    format!("{mac} {problem}"),
+                );
+            }
+        }
+    }
+}
+
+/// Why `mac` cannot be a NIC's address, if it cannot.
+fn mac_problem(mac: MacAddress) -> Option<&'static str> {
+    if mac.is_zero() {
+        Some("is not an address; a NIC needs a unicast MAC (or none, for a derived one)")
+    } else if mac.is_multicast() {
+        Some("is a multicast address; a NIC needs a unicast MAC")
+    } else {
+        None
+    }
+}
+
+/// No two NICs of any VMs have the same MAC, explicit or derived (with `hostname`).
+fn check_nic_macs(hostname: &str, vms: &[Vm], errors: &mut Errors) {
+    // (MAC, owner's path); the NICs are few (at most 4 per VM), a list does.
+    let mut seen: Vec<(MacAddress, String)> = Vec::new();
+    for (i, vm) in vms.iter().enumerate() {
+        // A repeated name already has its error, and would repeat all its derived MACs.
+        let repeated_name = vms[..i].iter().any(|other| other.name == vm.name);
+        for (n, nic) in vm.nics.iter().enumerate() {
+            let owner = format!("vms[{i}].nics[{n}]");
+            let mac = match nic.mac {
+                Some(mac) if mac_problem(mac).is_some() => continue,
+                Some(mac) => mac,
+                None if repeated_name => continue,
+                None => nic.mac_for(hostname, &vm.name, n),
+            };
+            if let Some((_, first)) = seen.iter().find(|(m, _)| *m == mac) {
+                if nic.mac.is_some() {
+                    errors.push(
+                        format!("{owner}.mac"),
+                        format!("{mac} is already {first}'s MAC"),
+                    );
+                } else {
+                    errors.push(
+                        owner,
+                        format!(
+                            "its derived MAC {mac} is already {first}'s MAC: give one of them \
+                             another mac"
+                        ),
+                    );
+                }
+            } else {
+                seen.push((mac, owner));
+            }
+        }
     }
 }
 

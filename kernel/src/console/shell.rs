@@ -307,6 +307,7 @@ fn execute(kernel: &mut Services<'_>, cmd: Command<'_>) {
                 initrd: initrd.map(String::from),
                 cmdline: String::from(cmdline.unwrap_or("")),
                 disks: disks.iter().flatten().map(vm_disk).collect(),
+                nics: alloc::vec::Vec::new(),
                 autostart,
             };
             vm_create(vms, settings, vm);

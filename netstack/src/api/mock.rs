@@ -4,7 +4,7 @@
 use alloc::borrow::ToOwned;
 use alloc::collections::BTreeMap;
 use alloc::format;
-use alloc::string::String;
+use alloc::string::{String, ToString};
 use alloc::vec;
 use alloc::vec::Vec;
 
@@ -12,9 +12,12 @@ use keel_config::Config;
 
 use keel_config::schema::Vm;
 
+use keel_config::schema::{MacAddress, NicNetwork};
+
 use super::{
-    ApiError, ConsoleChunk, Management, MemoryInfo, ModuleInfo, NetworkInfo, SavedVm, StopMode,
-    StoreFile, SystemInfo, VmDetail, VmKey, VmState, VmSummary, saved_name,
+    ApiError, ConsoleChunk, InternalNetworkView, LeaseView, MacEntryView, Management, MemoryInfo,
+    ModuleInfo, NetworkInfo, NetworkView, NicView, PortKindView, SavedVm, StopMode, StoreFile,
+    SwitchPortView, SwitchView, SystemInfo, VmDetail, VmKey, VmState, VmSummary, saved_name,
 };
 
 /// Console bytes the mock keeps per VM; older output counts as dropped.
@@ -76,7 +79,49 @@ pub fn definition(name: &str, kernel: &str, memory_mib: u64) -> Vm {
         initrd: None,
         cmdline: String::new(),
         disks: Vec::new(),
+        nics: Vec::new(),
         autostart: false,
+    }
+}
+
+/// The mock's physical NIC (the bridged switch's uplink and the appliance's port).
+pub const UPLINK_MAC: MacAddress = MacAddress([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]);
+
+/// A NIC's view with zero counters, as a VM that has not run shows it.
+fn nic_view(hostname: &str, vm: &Vm, index: usize) -> NicView {
+    let nic = &vm.nics[index];
+    NicView {
+        index: u32::try_from(index).unwrap_or(u32::MAX),
+        network: nic.network,
+        mac: nic.mac_for(hostname, &vm.name, index),
+        rx_frames: 0,
+        rx_bytes: 0,
+        tx_frames: 0,
+        tx_bytes: 0,
+        tx_dropped: 0,
+        tx_bad: 0,
+        rx_dropped: 0,
+    }
+}
+
+/// A switch port with counters that grow with its id, so tests tell ports apart.
+fn port(id: u32, kind: PortKindView, name: String, mac: Option<MacAddress>) -> SwitchPortView {
+    let n = u64::from(id) + 1;
+    SwitchPortView {
+        id,
+        kind,
+        name,
+        vm: None,
+        nic: None,
+        mac,
+        rx_frames: 10 * n,
+        rx_bytes: 1000 * n,
+        tx_frames: 12 * n,
+        tx_bytes: 1300 * n,
+        dropped_ingress_full: 0,
+        dropped_egress_full: 0,
+        dropped_forged_source: 0,
+        dropped_bad_frame: 0,
     }
 }
 
@@ -200,6 +245,7 @@ impl Mock {
                 initrd: None,
                 cmdline: None,
                 disks: Vec::new(),
+                nics: Vec::new(),
             },
             console: String::new(),
             input: Vec::new(),
@@ -358,6 +404,9 @@ impl Management for Mock {
             .validate()
             .map_err(|e| ApiError::Invalid(format!("{} problems", e.len())))?;
         self.save(config, format!("create {}", vm.name))?;
+        let nics = (0..vm.nics.len())
+            .map(|n| nic_view(&self.config.hostname, &vm, n))
+            .collect();
         let number = self.next_number;
         self.next_number += 1;
         self.vms.push(MockVm {
@@ -382,6 +431,7 @@ impl Management for Mock {
                 initrd: vm.initrd,
                 cmdline: Some(vm.cmdline),
                 disks: vm.disks,
+                nics,
             },
             console: String::new(),
             input: Vec::new(),
@@ -628,6 +678,86 @@ impl Management for Mock {
             self.generation + 1
         );
         self.save(config, change)
+    }
+
+    /// The bridged switch with the uplink and the appliance, the internal one with the
+    /// appliance; a guest port for every NIC of a running VM; the appliance's and every
+    /// guest's MAC learned; a lease for every internal guest NIC.
+    fn network(&self) -> NetworkView {
+        let mut bridged = SwitchView {
+            network: NicNetwork::Bridged,
+            ports: vec![
+                port(0, PortKindView::Uplink, format!("e1000 {UPLINK_MAC}"), None),
+                port(
+                    1,
+                    PortKindView::Appliance,
+                    String::from("appliance"),
+                    Some(UPLINK_MAC),
+                ),
+            ],
+            mac_table: vec![MacEntryView {
+                mac: UPLINK_MAC,
+                port: 1,
+                age_secs: 0,
+            }],
+        };
+        let internal_mac = MacAddress([0x02, 0x4b, 0x45, 0x45, 0x4c, 0x00]);
+        let mut internal = SwitchView {
+            network: NicNetwork::Internal,
+            ports: vec![port(
+                0,
+                PortKindView::Appliance,
+                String::from("appliance"),
+                Some(internal_mac),
+            )],
+            mac_table: vec![MacEntryView {
+                mac: internal_mac,
+                port: 0,
+                age_secs: 3,
+            }],
+        };
+        let net = &self.config.network.internal;
+        let mut leases = Vec::new();
+        for vm in self.vms.iter().filter(|vm| live(vm.detail.summary.state)) {
+            for nic in &vm.detail.nics {
+                let switch = match nic.network {
+                    NicNetwork::Bridged => &mut bridged,
+                    NicNetwork::Internal => &mut internal,
+                };
+                let id = u32::try_from(switch.ports.len()).unwrap_or(u32::MAX);
+                let mut guest = port(
+                    id,
+                    PortKindView::Guest,
+                    format!("{} nic{}", vm.detail.summary.name, nic.index),
+                    Some(nic.mac),
+                );
+                guest.vm = Some(vm.detail.summary.name.clone());
+                guest.nic = Some(nic.index);
+                switch.ports.push(guest);
+                switch.mac_table.push(MacEntryView {
+                    mac: nic.mac,
+                    port: id,
+                    age_secs: 1,
+                });
+                if nic.network == NicNetwork::Internal && net.dhcp {
+                    let host = 100 + u32::try_from(leases.len()).unwrap_or(0);
+                    let base = u32::from(net.address) & (u32::MAX << (32 - u32::from(net.prefix)));
+                    leases.push(LeaseView {
+                        mac: nic.mac,
+                        address: core::net::Ipv4Addr::from(base | host).to_string(),
+                        expires_in_secs: 3500,
+                    });
+                }
+            }
+        }
+        NetworkView {
+            switches: vec![bridged, internal],
+            internal: InternalNetworkView {
+                address: format!("{}/{}", net.address, net.prefix),
+                dhcp: net.dhcp,
+                leases,
+            },
+        }
     }
 
     fn console(&self, key: &VmKey<'_>, since: u64) -> Result<ConsoleChunk, ApiError> {

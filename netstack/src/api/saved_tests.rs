@@ -79,7 +79,7 @@ fn save_list_show_restore_delete() {
             "state": "paused", "stop_reason": null, "memory_mib": 256, "vcpus": 1,
             "uptime_s": 0, "autostart": false, "exits": {}, "backend": "svm",
             "console_bytes": 0, "kernel": null, "firmware": null, "initrd": null,
-            "cmdline": null, "disks": []
+            "cmdline": null, "disks": [], "nics": []
         })
     );
     assert_eq!(body(&get(&mut mock, "/api/v1/vms/4")), vm);

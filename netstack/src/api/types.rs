@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use keel_config::Config;
 use keel_config::limits::{self, MAX_MEMORY_MIB, MAX_VCPUS, MIN_RUN_MEMORY_MIB};
+use keel_config::schema::{MacAddress, NicNetwork};
 
 use crate::iface::NetStatus;
 
@@ -135,6 +136,9 @@ pub trait Management: super::disks::DiskManagement {
     /// [`ApiError::Internal`] when the disk fails (the previous configuration stays on disk
     /// and in effect).
     fn save_config(&mut self, config: Config) -> Result<u64, ApiError>;
+    /// The guest networks: both switches (ports with their counters, MAC tables) and the
+    /// appliance's internal address with its DHCP leases (`GET /api/v1/network`).
+    fn network(&self) -> NetworkView;
 }
 
 /// How to stop a VM.
@@ -474,6 +478,137 @@ pub struct VmDetail {
     /// ad-hoc VM.
     #[serde(default)]
     pub disks: Vec<keel_config::schema::VmDisk>,
+    /// A configured VM's NICs in the order the guest sees them, with the device's counters
+    /// (zeros when the VM is not running); empty for an ad-hoc VM.
+    #[serde(default)]
+    pub nics: Vec<NicView>,
+}
+
+/// One NIC of a VM: its definition and the virtio-net device's counters, from the guest's
+/// point of view (rx: delivered to the guest; tx: sent by it). Counters are those of the
+/// current or last run, zeros until it first runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct NicView {
+    /// Its index in the VM's `nics` (`nic0` on the console).
+    pub index: u32,
+    /// The switch it is on.
+    pub network: NicNetwork,
+    /// Its MAC address (the configured one, or the one derived for it).
+    pub mac: MacAddress,
+    /// Frames delivered to the guest.
+    pub rx_frames: u64,
+    /// Bytes delivered to the guest.
+    pub rx_bytes: u64,
+    /// Frames the guest sent that the switch took.
+    pub tx_frames: u64,
+    /// Bytes the guest sent that the switch took.
+    pub tx_bytes: u64,
+    /// Frames the guest sent that the switch refused (its port's queue was full).
+    pub tx_dropped: u64,
+    /// Malformed frames the guest sent (runt, oversize, bad descriptors), dropped.
+    pub tx_bad: u64,
+    /// Frames for the guest larger than every receive buffer it posted, dropped.
+    pub rx_dropped: u64,
+}
+
+/// `GET /api/v1/network`: the appliance's guest networks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct NetworkView {
+    /// The switches: `bridged` (with the uplink to the physical network) and `internal`.
+    pub switches: Vec<SwitchView>,
+    /// The appliance's side of the internal network.
+    pub internal: InternalNetworkView,
+}
+
+/// One software switch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SwitchView {
+    /// Which network it is.
+    pub network: NicNetwork,
+    /// Its ports, by id.
+    pub ports: Vec<SwitchPortView>,
+    /// The MAC addresses it has learned and the port each is behind.
+    pub mac_table: Vec<MacEntryView>,
+}
+
+/// What a switch port connects to:
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PortKindView {
+    /// The physical NIC (bridged switch only).
+    Uplink,
+    /// The appliance's own network interface.
+    Appliance,
+    /// A guest NIC.
+    Guest,
+}
+
+/// One switch port and its counters, from the port's point of view: rx is what the port sent
+/// into the switch, tx what the switch passed to the port.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SwitchPortView {
+    /// The port's id, as the MAC table names it.
+    pub id: u32,
+    /// What it connects to.
+    pub kind: PortKindView,
+    /// `e1000 52:54:00:12:34:56` for the uplink, `appliance`, `web nic0` for a guest NIC.
+    pub name: String,
+    /// A guest port's VM; `null` for other ports.
+    pub vm: Option<String>,
+    /// A guest port's NIC index; `null` for other ports.
+    pub nic: Option<u32>,
+    /// The only source MAC the port may send from (guests, the appliance); `null` for the
+    /// uplink, which sends from any.
+    pub mac: Option<MacAddress>,
+    /// Frames the port sent into the switch.
+    pub rx_frames: u64,
+    /// Bytes the port sent into the switch.
+    pub rx_bytes: u64,
+    /// Frames the switch passed to the port.
+    pub tx_frames: u64,
+    /// Bytes the switch passed to the port.
+    pub tx_bytes: u64,
+    /// Frames the port sent while its queue into the switch was full, dropped.
+    pub dropped_ingress_full: u64,
+    /// Frames for the port dropped because its queue out of the switch was full.
+    pub dropped_egress_full: u64,
+    /// Frames the port sent from a source MAC not its own, dropped.
+    pub dropped_forged_source: u64,
+    /// Frames the port sent that were too short or too long, dropped.
+    pub dropped_bad_frame: u64,
+}
+
+/// One learned MAC address.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct MacEntryView {
+    /// The address.
+    pub mac: MacAddress,
+    /// The port it was last seen on.
+    pub port: u32,
+    /// Seconds since a frame from it was last seen.
+    pub age_secs: u64,
+}
+
+/// The appliance on the internal network.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct InternalNetworkView {
+    /// The appliance's address on it, `a.b.c.d/prefix`.
+    pub address: String,
+    /// Whether the appliance serves DHCP on it.
+    pub dhcp: bool,
+    /// The DHCP server's current leases (empty when `dhcp` is off).
+    pub leases: Vec<LeaseView>,
+}
+
+/// One DHCP lease on the internal network.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct LeaseView {
+    /// The client's MAC address.
+    pub mac: MacAddress,
+    /// The address leased to it.
+    pub address: String,
+    /// Seconds until the lease expires.
+    pub expires_in_secs: u64,
 }
 
 /// `DELETE /api/v1/vms/{name}`.

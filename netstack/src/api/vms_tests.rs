@@ -65,7 +65,7 @@ fn show_by_name_or_number() {
             "state": "running", "stop_reason": null, "memory_mib": 256, "vcpus": 1,
             "uptime_s": 12, "autostart": true, "exits": {"hlt": 1, "io": 3}, "backend": "svm",
             "console_bytes": 21, "kernel": "vmlinuz-6.1", "firmware": null,
-            "initrd": "initrd.cpio", "cmdline": "console=ttyS0", "disks": []
+            "initrd": "initrd.cpio", "cmdline": "console=ttyS0", "disks": [], "nics": []
         })
     );
     assert_eq!(body(&get(&mut mock, "/api/v1/vms/1")), web);
@@ -246,7 +246,7 @@ fn create_refuses_bad_definitions_and_changes_nothing() {
             json!([{
                 "path": "cpus",
                 "message": "unknown field; expected one of: name, vcpus, memory_mib, kernel, \
-                    firmware, initrd, cmdline, disks, autostart"
+                    firmware, initrd, cmdline, disks, nics, autostart"
             }]),
         ),
         (
@@ -733,7 +733,7 @@ fn run_module_starts_ad_hoc_vms() {
             "uptime_s": 0,
             "autostart": false, "exits": {"hlt": 1, "io": 3}, "backend": "svm",
             "console_bytes": 0, "kernel": null, "firmware": null, "initrd": null,
-            "cmdline": null, "disks": []
+            "cmdline": null, "disks": [], "nics": []
         })
     );
     // By index, without a body, or with defaults spelled out.
