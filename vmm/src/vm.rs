@@ -1987,5 +1987,60 @@ mod tests {
         assert!(!vm.devices().io_pending());
     }
 
+    /// Frames reach a VM between its exits: `poll_io` places a waiting frame in the
+    /// guest's receive buffers and raises the queue's MSI-X vector, and the halted vCPU
+    /// wakes and takes it at the next step. A paused VM is left alone.
+    #[test]
+    fn poll_io_delivers_a_waiting_frame_and_wakes_a_halted_vcpu() {
+        use crate::virtio::net::tests::{
+            LINUX_NET_FEATURES, MAC, NetRig, RX_BUFS, RX_VECTOR, frame,
+        };
+
+        let mut rig = NetRig::new();
+        rig.bring_up(LINUX_NET_FEATURES);
+        let NetRig {
+            d, mut rx, wire, ..
+        } = rig;
+        let probe = Rc::new(Probe::default());
+        let exits = [
+            VmExit::Hlt {
+                interrupts_enabled: true,
+            },
+            out(b'w'),
+        ];
+        let vcpu = ScriptedVcpu::new(exits, InternalExits::default(), probe.clone());
+        let mut vm = Vm::new(
+            7,
+            String::from("test"),
+            Box::new(ScriptedBackend::new(vcpu, Vec::new())),
+            StartMode::RealMode { entry: 0x7c00 },
+            d,
+        )
+        .unwrap();
+        probe.interruptible.set(true);
+        assert_eq!(vm.step0(), VmState::WaitingForInterrupt);
+        assert!(!vm.poll_io(), "nothing waits");
+        rx.add_chain(vm.memory().unwrap(), &[(RX_BUFS, 1526, true)]);
+        let f = frame(MAC, [2; 6], 60, 4);
+        wire.0.lock().unwrap().to_guest.push_back(f.clone());
+
+        let clock = FakeClock::default();
+        vm.pause(&clock).unwrap();
+        assert!(!vm.poll_io(), "a paused VM's devices do not move");
+        assert_eq!(rx.used_idx(vm.memory().unwrap()), 0);
+        vm.resume(&clock).unwrap();
+
+        assert!(vm.poll_io(), "the frame raised an interrupt");
+        let mem = vm.memory().unwrap();
+        assert_eq!(rx.used_idx(mem), 1);
+        let mut got = [0u8; 60];
+        mem.read(RX_BUFS + 12, &mut got).unwrap();
+        assert_eq!(got[..], f[..]);
+        assert!(wire.0.lock().unwrap().to_guest.is_empty());
+        assert_eq!(vm.step0(), VmState::Running);
+        assert_eq!(*probe.injected.borrow(), [RX_VECTOR]);
+        assert_eq!(vm.console_output_since(0).0, b"w");
+    }
+
     mod persist;
 }

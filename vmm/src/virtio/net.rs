@@ -454,7 +454,7 @@ impl VirtioDevice for VirtioNet {
             let mut raw = [0u8; 8];
             raw[2..].copy_from_slice(&state.mac);
             return Err(invalid(
-                "mac (differs from the NIC's)",
+                "mac (saved; the VM's config now gives this NIC another)",
                 u64::from_be_bytes(raw),
             ));
         }
@@ -471,4 +471,4 @@ impl VirtioDevice for VirtioNet {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
