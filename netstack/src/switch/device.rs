@@ -61,7 +61,7 @@ impl phy::TxToken for PortTxToken<'_> {
         let mut frame = vec![0; len];
         let result = f(&mut frame);
         // A full queue or a bad frame is counted on the port; to smoltcp it is a lost frame.
-        self.handle.send(&frame);
+        self.handle.send_owned(frame);
         result
     }
 }

@@ -37,7 +37,13 @@ pub(super) struct MacTable {
     stations: BTreeMap<[u8; 6], Station>,
     aging: Duration,
     capacity: usize,
+    /// When [`expire`](Self::expire) last swept the table.
+    last_sweep: Option<Instant>,
 }
+
+/// How often [`MacTable::expire`] walks the table; lookups and listings skip stale entries
+/// in between, so this only bounds how long a forgotten station takes up room.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 impl MacTable {
     pub(super) fn new(aging: Duration, capacity: usize) -> MacTable {
@@ -45,6 +51,7 @@ impl MacTable {
             stations: BTreeMap::new(),
             aging,
             capacity: capacity.max(1),
+            last_sweep: None,
         }
     }
 
@@ -85,8 +92,16 @@ impl MacTable {
             .map(|station| station.port)
     }
 
-    /// Forgets stations not seen for `aging`.
+    /// Forgets stations not seen for `aging`; walks the table at most once per
+    /// [`SWEEP_INTERVAL`] (the switch calls it every poll).
     pub(super) fn expire(&mut self, now: Instant) {
+        if let Some(last) = self.last_sweep
+            && now >= last
+            && now - last < SWEEP_INTERVAL
+        {
+            return;
+        }
+        self.last_sweep = Some(now);
         let aging = self.aging;
         self.stations
             .retain(|_, station| is_fresh(station, now, aging));

@@ -14,7 +14,10 @@
 //! that is the port it came from: the destination already has it), broadcast, multicast and
 //! unknown destinations are flooded to every other port. A frame never goes back to its
 //! ingress port. Ports with a pinned source MAC (guests, the appliance) cannot send as
-//! anyone else: such frames are dropped and counted at [`PortHandle::send`].
+//! anyone else: such frames are dropped and counted at [`PortHandle::send`]. A pinned MAC is
+//! always forwarded to its own port and never learnt on another (the uplink), so nothing on
+//! the physical network can divert a guest's or the appliance's traffic: frames arriving from
+//! another port with a pinned MAC as their source are dropped and counted as forged there.
 //!
 //! # Fairness: the bound
 //!
@@ -44,7 +47,7 @@ use alloc::vec::Vec;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{EthernetAddress, EthernetFrame};
 
-pub use device::{PortDevice, pump_uplink};
+pub use device::{PortDevice, PortRxToken, PortTxToken, pump_uplink};
 pub use mac_table::MacEntry;
 pub use port::{PortHandle, PortKind, PortStats};
 
@@ -100,11 +103,10 @@ struct Port {
 }
 
 /// One layer-2 network: ports, the MAC table, forwarding. See the [module](self) docs.
-#[derive(Debug)]
 pub struct Switch {
     network: &'static str,
     config: SwitchConfig,
-    /// By id, ascending (ids only grow).
+    /// In the order they were added.
     ports: Vec<Port>,
     next_port_id: u32,
     /// Index into `ports` of the port served first at the next poll.
@@ -112,6 +114,17 @@ pub struct Switch {
     macs: MacTable,
     /// Each port's frames of the current poll; kept to reuse the allocations.
     batches: Vec<VecDeque<Vec<u8>>>,
+}
+
+impl core::fmt::Debug for Switch {
+    // Not the MAC table nor frames in flight: up to thousands of entries.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Switch")
+            .field("network", &self.network)
+            .field("config", &self.config)
+            .field("ports", &self.ports)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Switch {
@@ -144,10 +157,12 @@ impl Switch {
     /// port (guests, the appliance), frames from any other are dropped and counted as forged;
     /// `None` accepts any (the uplink).
     pub fn add_port(&mut self, kind: PortKind, source_mac: Option<EthernetAddress>) -> PortHandle {
-        let id = self.next_port_id;
-        // u32 ids: four billion attachments before a wrap; a reused id could only collide
-        // with a port still attached since then.
-        self.next_port_id = self.next_port_id.wrapping_add(1);
+        let mut id = self.next_port_id;
+        // Ids wrap after four billion attachments; skip any still in use then.
+        while self.ports.iter().any(|port| port.handle.id() == id) {
+            id = id.wrapping_add(1);
+        }
+        self.next_port_id = id.wrapping_add(1);
         let handle = PortHandle::new(id, source_mac, self.config.queue_frames);
         self.ports.push(Port {
             kind,
@@ -199,17 +214,40 @@ impl Switch {
             (ethernet.src_addr(), ethernet.dst_addr())
         };
         let from_id = self.ports[from].handle.id();
-        self.macs.learn(source, from_id, now);
-        if destination.is_unicast()
-            && let Some(to_id) = self.macs.lookup(destination, now)
-            && let Some(to) = self.ports.iter().find(|port| port.handle.id() == to_id)
+        // A MAC pinned to another port (a guest's, the appliance's) arriving here (from the
+        // uplink) is the station's own frame echoed back by the physical network, or a
+        // forgery there: either way not for the station, and its MAC must not move.
+        if self
+            .pinned_port(source)
+            .is_some_and(|pinned| pinned != from)
         {
-            if to_id != from_id {
-                to.handle.queue_egress(frame);
-            }
+            self.ports[from].handle.count_forged_source();
             return;
         }
+        self.macs.learn(source, from_id, now);
+        if destination.is_unicast() {
+            let to = match self.pinned_port(destination) {
+                Some(pinned) => Some(pinned),
+                None => self
+                    .macs
+                    .lookup(destination, now)
+                    .and_then(|to_id| self.ports.iter().position(|port| port.handle.id() == to_id)),
+            };
+            if let Some(to) = to {
+                if to != from {
+                    self.ports[to].handle.queue_egress(frame);
+                }
+                return;
+            }
+        }
         self.flood(from, frame);
+    }
+
+    /// The index of the port whose only source MAC is `mac`.
+    fn pinned_port(&self, mac: EthernetAddress) -> Option<usize> {
+        self.ports
+            .iter()
+            .position(|port| port.handle.source_mac() == Some(mac))
     }
 
     /// Queues `frame` on every port but `from` (the last one gets the frame itself).
@@ -247,7 +285,13 @@ impl Switch {
         before != self.ports.len()
     }
 
-    /// Every attached port with its counters, by id.
+    /// Whether a port has sent frames the next [`poll`](Self::poll) would forward (the
+    /// kernel's loop polls again rather than sleeping).
+    pub fn has_work(&self) -> bool {
+        self.ports.iter().any(|port| port.handle.has_ingress())
+    }
+
+    /// Every attached port with its counters, in the order they were added.
     pub fn ports(&self) -> Vec<PortStatus> {
         self.ports
             .iter()

@@ -50,7 +50,8 @@ pub struct PortStats {
     pub dropped_ingress_full: u64,
     /// Frames for the port dropped because its egress queue was full (the port is behind).
     pub dropped_egress_full: u64,
-    /// Frames the port sent with a source MAC other than its own.
+    /// Frames the port sent with a source MAC other than its own, or (from the uplink) with
+    /// the MAC of a guest or the appliance on another port.
     pub dropped_forged_source: u64,
     /// Frames the port sent that are not Ethernet frames: shorter than [`MIN_FRAME`], longer
     /// than [`MAX_FRAME`], or from a multicast or all-zero source; and, on the uplink, frames
@@ -59,26 +60,35 @@ pub struct PortStats {
 }
 
 /// The state one port shares between the switch and its handles.
-#[derive(Debug)]
-pub(super) struct PortQueues {
+struct PortQueues {
     /// Port -> switch.
     ingress: VecDeque<Vec<u8>>,
     /// Switch -> port.
     egress: VecDeque<Vec<u8>>,
-    pub(super) stats: PortStats,
+    stats: PortStats,
 }
 
 /// One end of a switch port, for the device on it (a virtio-net backend, a
 /// [`PortDevice`](super::PortDevice), the uplink pump). Clones share the port; when the last
 /// clone is dropped the port is detached and the switch removes it at its next poll.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct PortHandle {
     id: u32,
     /// The only source MAC accepted from this port; `None` accepts any (the uplink).
     source_mac: Option<EthernetAddress>,
     /// Frames each queue holds at most.
     queue_frames: usize,
-    pub(super) queues: Arc<Mutex<PortQueues>>,
+    queues: Arc<Mutex<PortQueues>>,
+}
+
+impl core::fmt::Debug for PortHandle {
+    // Not the queues: they hold whole frames.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PortHandle")
+            .field("id", &self.id)
+            .field("source_mac", &self.source_mac)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a frame cannot enter the switch, whatever the queues hold.
@@ -105,7 +115,8 @@ impl PortHandle {
         }
     }
 
-    /// The port's number, unique within its switch for the switch's lifetime.
+    /// The port's number: unique among its switch's ports, not reused before 2^32 more ports
+    /// were added.
     pub fn id(&self) -> u32 {
         self.id
     }
@@ -115,6 +126,25 @@ impl PortHandle {
     /// queue is full; each counted in [`PortStats`].
     pub fn send(&self, frame: &[u8]) -> bool {
         let mut queues = self.queues.lock();
+        if !self.admits(&mut queues, frame) {
+            return false;
+        }
+        queues.ingress.push_back(frame.to_vec());
+        true
+    }
+
+    /// [`send`](Self::send) for a frame already in its own buffer (no copy).
+    pub(super) fn send_owned(&self, frame: Vec<u8>) -> bool {
+        let mut queues = self.queues.lock();
+        if !self.admits(&mut queues, &frame) {
+            return false;
+        }
+        queues.ingress.push_back(frame);
+        true
+    }
+
+    /// Whether `frame` may enter the ingress queue; counts it either way.
+    fn admits(&self, queues: &mut PortQueues, frame: &[u8]) -> bool {
         if is_bad_frame(frame) {
             queues.stats.dropped_bad_frame += 1;
             return false;
@@ -129,7 +159,6 @@ impl PortHandle {
             queues.stats.dropped_ingress_full += 1;
             return false;
         }
-        queues.ingress.push_back(frame.to_vec());
         queues.stats.rx_frames += 1;
         queues.stats.rx_bytes += frame.len() as u64;
         true
@@ -171,6 +200,11 @@ impl PortHandle {
         self.queues.lock().stats.dropped_bad_frame += 1;
     }
 
+    /// Counts a frame from the port whose source MAC belongs to another port.
+    pub(super) fn count_forged_source(&self) {
+        self.queues.lock().stats.dropped_forged_source += 1;
+    }
+
     pub(super) fn source_mac(&self) -> Option<EthernetAddress> {
         self.source_mac
     }
@@ -193,6 +227,11 @@ impl PortHandle {
         queues.stats.tx_frames += 1;
         queues.stats.tx_bytes += frame.len() as u64;
         queues.egress.push_back(frame);
+    }
+
+    /// Whether frames wait in the ingress queue for the switch.
+    pub(super) fn has_ingress(&self) -> bool {
+        !self.queues.lock().ingress.is_empty()
     }
 
     /// Whether the switch holds the only reference: every handle was dropped.

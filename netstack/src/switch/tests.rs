@@ -200,6 +200,10 @@ fn stations_age_out_after_mac_aging() {
     );
     // A clock that reads earlier than a learnt frame shows age 0 rather than wrapping.
     assert_eq!(switch.mac_table(Instant::from_secs(1))[0].age_secs, 0);
+    // Stale entries leave the table itself at the sweeps, not only the listing.
+    assert_eq!(switch.macs.len(), 2);
+    switch.poll(Instant::from_secs(700));
+    assert_eq!(switch.macs.len(), 0);
 }
 
 #[test]
@@ -271,6 +275,48 @@ fn forged_sources_are_dropped_and_counted() {
     let ports = switch.ports();
     assert_eq!(ports[0].mac, Some(mac(1)));
     assert_eq!(ports[1].kind, guest("evil"));
+}
+
+#[test]
+fn the_uplink_cannot_divert_a_pinned_mac() {
+    let mut switch = Switch::new("bridged", SwitchConfig::default());
+    let uplink = switch.add_port(
+        PortKind::Uplink {
+            name: "e1000".to_string(),
+        },
+        None,
+    );
+    let appliance = switch.add_port(PortKind::Appliance, Some(mac(1)));
+    let web = switch.add_port(guest("web"), Some(mac(2)));
+    // Before the guest said anything, a frame for it goes to it alone.
+    uplink.send(&frame(mac(2), mac(50), 1));
+    switch.poll(T0);
+    assert_eq!(drain(&web), vec![frame(mac(2), mac(50), 1)]);
+    assert!(drain(&appliance).is_empty());
+    // The appliance's broadcast comes back through the physical network (or someone forges
+    // its MAC there): dropped and counted, and the appliance's MAC stays on its port.
+    appliance.send(&frame(BROADCAST, mac(1), 2));
+    switch.poll(T0);
+    uplink.send(&frame(BROADCAST, mac(1), 3));
+    switch.poll(T0);
+    assert_eq!(drain(&web), vec![frame(BROADCAST, mac(1), 2)]);
+    assert!(drain(&appliance).is_empty());
+    assert_eq!(stats(&switch, &uplink).dropped_forged_source, 1);
+    web.send(&frame(mac(1), mac(2), 4));
+    switch.poll(T0);
+    assert_eq!(drain(&appliance), vec![frame(mac(1), mac(2), 4)]);
+    assert!(
+        switch
+            .mac_table(T0)
+            .iter()
+            .all(|entry| entry.mac != mac(1) || entry.port == appliance.id())
+    );
+    drain(&uplink);
+    // A frame from the uplink for the appliance goes to it, not back to the uplink.
+    uplink.send(&frame(mac(1), mac(50), 5));
+    switch.poll(T0);
+    assert_eq!(drain(&appliance), vec![frame(mac(1), mac(50), 5)]);
+    assert!(drain(&uplink).is_empty());
 }
 
 #[test]
@@ -352,9 +398,11 @@ fn a_flooding_port_delays_another_ports_frame_by_at_most_one_poll() {
     let flooder = switch.add_port(guest("flood"), Some(mac(1)));
     let quiet = switch.add_port(guest("quiet"), Some(mac(2)));
     let appliance = switch.add_port(PortKind::Appliance, Some(mac(3)));
-    // The appliance is known, so the quiet guest's frame is unicast to it.
+    assert!(!switch.has_work());
     appliance.send(&frame(BROADCAST, mac(3), 0));
+    assert!(switch.has_work());
     switch.poll(T0);
+    assert!(!switch.has_work());
     drain(&flooder);
     drain(&quiet);
     for _ in 0..10_000 {
@@ -364,9 +412,10 @@ fn a_flooding_port_delays_another_ports_frame_by_at_most_one_poll() {
     assert!(switch.poll(T0));
     let received = drain(&appliance);
     assert!(received.contains(&frame(mac(3), mac(2), 7)));
-    // The flooder got its budget and no more.
+    // The flooder got its budget and no more; the rest waits for later polls.
     assert_eq!(received.len(), 1 + config.poll_budget);
     assert_eq!(drain(&quiet).len(), config.poll_budget);
+    assert!(switch.has_work());
 }
 
 #[test]
@@ -435,6 +484,13 @@ fn detached_ports_are_removed_with_their_stations() {
     // A new port gets a new id.
     let d = switch.add_port(guest("d"), None);
     assert!(d.id() > gone);
+    // After a wrap, ids still attached are skipped.
+    switch.next_port_id = u32::MAX;
+    let e = switch.add_port(guest("e"), None);
+    assert_eq!(e.id(), u32::MAX);
+    let f = switch.add_port(guest("f"), None);
+    assert_eq!(f.id(), 1, "0 is port A's");
+    assert_eq!(a.id(), 0);
 }
 
 #[test]
@@ -650,4 +706,46 @@ fn pump_uplink_moves_frames_both_ways_within_its_budget() {
     assert_eq!(nic.sent.len(), 3);
     assert!(uplink.has_frames());
     assert!(!pump_uplink(&mut nic, &uplink, T0, 8));
+}
+
+#[test]
+fn handles_cross_threads_and_the_switch_can_sit_in_a_static_lock() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<PortHandle>();
+    send::<Switch>();
+    send::<PortDevice>();
+    // A guest's vCPU thread sends while the loop's thread polls.
+    let mut switch = Switch::new("bridged", SwitchConfig::default());
+    let from_thread = switch.add_port(guest("a"), Some(mac(1)));
+    let kept = from_thread.clone();
+    let listener = switch.add_port(guest("b"), Some(mac(2)));
+    let sender = std::thread::spawn(move || {
+        (0..100)
+            .filter(|&tag| from_thread.send(&frame(BROADCAST, mac(1), tag)))
+            .count()
+    });
+    let mut received = 0;
+    let mut now = T0;
+    let sent = loop {
+        switch.poll(now);
+        received += drain(&listener).len();
+        if sender.is_finished() {
+            break sender.join().unwrap();
+        }
+        now += Duration::from_millis(1);
+    };
+    // The rest, a budget per poll.
+    while switch.has_work() {
+        switch.poll(now);
+        received += drain(&listener).len();
+    }
+    assert_eq!(received, sent);
+    assert_eq!(stats(&switch, &kept).rx_frames, sent as u64);
+    // With the last handle gone the port goes, and frames it still had queued go with it.
+    kept.send(&frame(BROADCAST, mac(1), 0));
+    drop(kept);
+    switch.poll(now);
+    assert_eq!(switch.ports().len(), 1);
+    assert!(drain(&listener).is_empty());
 }
