@@ -260,7 +260,18 @@ fn module_bytes(path: &Path) -> Result<Vec<u8>, DiskToolError> {
 /// `target/linux-guest/disk-modules/<release>/` — downloaded and resolved the first time.
 /// Within a process call it once (the tests keep it in a `OnceLock`).
 pub fn disk_modules(guest: &LinuxGuest) -> Result<DiskModules, DiskToolError> {
-    let dir = guest_dir().join("disk-modules").join(&guest.kernel_release);
+    kernel_modules(guest, ROOT_MODULES, "disk-modules")
+}
+
+/// `roots` and their dependencies from `guest`'s kernel package, in load order, in
+/// `target/linux-guest/<subdir>/<release>/` — downloaded and resolved the first time (the
+/// disk guest's and the network guest's module sets, each in its own directory).
+pub fn kernel_modules(
+    guest: &LinuxGuest,
+    roots: &[&str],
+    subdir: &str,
+) -> Result<DiskModules, DiskToolError> {
+    let dir = guest_dir().join(subdir).join(&guest.kernel_release);
     let order_file = dir.join("load-order");
     if let Ok(order) = std::fs::read_to_string(&order_file) {
         let files: Vec<PathBuf> = order
@@ -274,7 +285,10 @@ pub fn disk_modules(guest: &LinuxGuest) -> Result<DiskModules, DiskToolError> {
     std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
     let work = tempfile::tempdir_in(guest_dir()).map_err(io_error(&guest_dir()))?;
     let package = &guest.kernel_package;
-    eprintln!("disk-guest: downloading {package} again for its virtio-blk and ext4 modules");
+    eprintln!(
+        "linux-guest: downloading {package} again for the modules {}",
+        roots.join(", ")
+    );
     run_tool(
         Command::new("apt-get")
             .args(["download", &format!("{package}={}", guest.kernel_version)])
@@ -301,7 +315,7 @@ pub fn disk_modules(guest: &LinuxGuest) -> Result<DiskModules, DiskToolError> {
     index_modules(&modules_root, &mut index)?;
 
     let mut bytes: HashMap<String, Vec<u8>> = HashMap::new();
-    let order = load_order(ROOT_MODULES, |name| {
+    let order = load_order(roots, |name| {
         let path = index
             .get(name)
             .ok_or_else(|| DiskToolError::MissingModule {

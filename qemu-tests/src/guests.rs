@@ -20,6 +20,7 @@
 //! | `hostile-memory` | 32-bit PM; reads/writes 0x4000_0000 | `touching memory beyond RAM`, `read 0x…`, `read 0x…`, `still alive` |
 //! | `hostile-vmrun` | VMRUN and VMMCALL under its own #UD handler | `caught #UD` (twice), `survived VMRUN and VMMCALL` |
 //! | `hostile-virtio` | 32-bit PM; finds virtio-blk (0x1AF4:0x1042) on PCI bus 0, posts malformed requests, each after a device reset | `virtio case used 0x… status 0x… device 0x…: <case>` per case (see `hostile-virtio.S`), `hostile-virtio: done` |
+//! | `hostile-net` | 32-bit PM; finds virtio-net (0x1AF4:0x1041) on PCI bus 0, sends a valid frame, forged-source, runt, oversize and malformed TX chains (each case after a device reset), then floods broadcast frames | `hostile-net: mac 0x… 0x…`, `net case used 0x… device 0x…: <case>` per case (see `hostile-net.S`), `hostile-net: flooding`, `hostile-net: flood sent 0x…` every 0x4000 frames |
 //! | `counter` | prints forever | `tick 0`, `tick 1`, … |
 //! | `bench` | long mode; RDTSC timings | `bench cpuid-exits 100000 cycles N`, `bench out-exits 100000 cycles N`, `bench cpu-loop 50000000 cycles N`, `bench done` |
 //! | `echo` | real mode; polls COM1, writes each byte back (letters upper-cased, CR as LF) | `echo guest: ready`, then the input |
@@ -62,6 +63,8 @@ pub const HOSTILE_MEMORY: &str = "hostile-memory";
 pub const HOSTILE_VMRUN: &str = "hostile-vmrun";
 /// `hostile-virtio`: drives a virtio-blk PCI function with malformed virtqueues.
 pub const HOSTILE_VIRTIO: &str = "hostile-virtio";
+/// `hostile-net`: malformed and forged frames on a virtio-net PCI function, then a flood.
+pub const HOSTILE_NET: &str = "hostile-net";
 /// `counter`: prints `tick N` forever.
 pub const COUNTER: &str = "counter";
 /// `bench`: times CPUID exits, OUT exits and a CPU-bound loop with RDTSC.
@@ -147,6 +150,12 @@ pub const GUESTS: &[GuestSpec] = &[
     GuestSpec {
         name: HOSTILE_VIRTIO,
         source: "hostile-virtio.S",
+        max_size: MAX_GUEST_SIZE,
+        format: GuestFormat::Flat,
+    },
+    GuestSpec {
+        name: HOSTILE_NET,
+        source: "hostile-net.S",
         max_size: MAX_GUEST_SIZE,
         format: GuestFormat::Flat,
     },

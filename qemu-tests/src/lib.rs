@@ -66,6 +66,7 @@ pub mod guests;
 pub mod http;
 pub mod linux_guest;
 pub mod machine;
+pub mod net_guest;
 pub mod netns;
 pub mod qemu;
 pub mod report;

@@ -59,6 +59,12 @@ pub enum Boot {
         /// The firmware.
         firmware: Firmware,
     },
+    /// A raw disk image as the first IDE disk (`snapshot=on`), booted by SeaBIOS: the test
+    /// guests' BIOS images (`GuestSet::bios_image`), whose loader reads through the BIOS.
+    IdeDisk {
+        /// The image.
+        image: PathBuf,
+    },
 }
 
 /// A QEMU configuration; [`Qemu::spawn`] starts it.
@@ -121,6 +127,18 @@ impl Qemu {
             firmware: Firmware::SeaBios,
         };
         Self::new("pc", boot, None)
+    }
+
+    /// A BIOS image as an IDE disk under SeaBIOS on `-M pc`, 64 MiB, 1 CPU, `-cpu qemu64`:
+    /// a test guest without Keel.
+    pub fn ide_disk(image: &Path) -> Self {
+        let boot = Boot::IdeDisk {
+            image: image.to_owned(),
+        };
+        Self::new("pc", boot, None)
+            .cpu("qemu64")
+            .memory_mib(64)
+            .cpus(1)
     }
 
     /// A disk image under OVMF on `-M q35`, 1024 MiB, 2 CPUs, AMD-V CPU model.
@@ -211,6 +229,7 @@ impl Qemu {
                 firmware: Firmware::Ovmf,
                 ..
             } => format!("QEMU OVMF + GRUB, -M {}", self.machine),
+            Boot::IdeDisk { .. } => format!("QEMU SeaBIOS, IDE disk, -M {}", self.machine),
         }
     }
 
@@ -269,6 +288,11 @@ impl Qemu {
                 args.push(format!("file={image},format=raw,if=none,id=boot,{mode}").into());
                 args.push("-device".into());
                 args.push("virtio-blk-pci,drive=boot".into());
+            }
+            Boot::IdeDisk { image } => {
+                let image = image.to_string_lossy().replace(',', ",,");
+                args.push("-drive".into());
+                args.push(format!("file={image},format=raw,if=ide,snapshot=on").into());
             }
         }
         args.extend(self.extra_args.iter().cloned());
@@ -383,6 +407,21 @@ mod tests {
         assert!(line.contains("-M q35 -cpu qemu64,-svm"), "{line}");
         assert!(line.contains(&format!("-bios {OVMF} -drive file=/i/keel.img")));
         assert!(line.ends_with("-device foo"));
+    }
+
+    #[test]
+    fn ide_disks_boot_test_guests() {
+        let args =
+            strings(&Qemu::ide_disk(Path::new("/g/x.bios.img")).command_args(Path::new("c")));
+        let line = args.join(" ");
+        assert!(
+            line.starts_with("-accel tcg -M pc -cpu qemu64 -m 64 -smp 1 "),
+            "{line}"
+        );
+        assert!(
+            line.ends_with("-drive file=/g/x.bios.img,format=raw,if=ide,snapshot=on"),
+            "{line}"
+        );
     }
 
     #[test]
