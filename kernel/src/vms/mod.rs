@@ -1044,7 +1044,7 @@ impl VmManager {
                 return Err(nics::NicAttachError::MacInUse {
                     vm: String::from(vm),
                     nic: index,
-                    mac: crate::net::report::MacText(spec.mac),
+                    mac: keel_config::schema::MacAddress(spec.mac),
                     other: user.key(),
                 });
             }
