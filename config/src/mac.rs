@@ -108,7 +108,6 @@ impl JsonSchema for MacAddress {
         schemars::json_schema!({
             "type": "string",
             "pattern": mac_pattern(),
-            "examples": ["52:54:00:12:34:56"],
         })
     }
 }

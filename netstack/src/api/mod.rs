@@ -22,7 +22,8 @@
 //!
 //! VMs are at `/api/v1/vms/{name}`, where `{name}` is a configured VM's name or any VM's
 //! number, as on the console; [`vms`] has the VM routes. Saved VMs are at
-//! `/api/v1/saved/{saved}` ([`saved`]), guest disks at `/api/v1/disks/{disk}` ([`disks`]).
+//! `/api/v1/saved/{saved}` ([`saved`]), guest disks at `/api/v1/disks/{disk}` ([`disks`]), the
+//! guest networks' switches at `/api/v1/network`.
 //!
 //! Every error carries `{"error":{"status":N,"message":"..."}}`, every response
 //! `Cache-Control: no-store`.
@@ -219,6 +220,7 @@ impl Router {
             Op::CreateDisk => disks::create(mgmt, req)?,
             Op::ShowDisk => disks::show(mgmt, param()?)?,
             Op::DeleteDisk => disks::delete(mgmt, partition()?)?,
+            Op::Network => Response::json(200, &mgmt.network()),
         })
     }
 

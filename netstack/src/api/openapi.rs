@@ -24,8 +24,8 @@ use super::config::InvalidBody;
 use super::disks::{CreateDisk, DiskList, GuestDisk};
 use super::routes::{Op, ROUTES, Route};
 use super::{
-    ConsoleChunk, ConsoleInput, Destroyed, Health, ModuleList, RunModule, SaveRequest, SavedVm,
-    SavedVmList, StopRequest, StoreList, SystemInfo, VmDetail, VmList,
+    ConsoleChunk, ConsoleInput, Destroyed, Health, ModuleList, NetworkView, RunModule, SaveRequest,
+    SavedVm, SavedVmList, StopRequest, StoreList, SystemInfo, VmDetail, VmList,
 };
 use super::{DEFAULT_STOP_TIMEOUT_S, MAX_CONSOLE_INPUT};
 use crate::http::response::ErrorBody;
@@ -39,7 +39,7 @@ pub fn document() -> Value {
             "title": "Keel management API",
             "version": env!("CARGO_PKG_VERSION"),
             "description": "Manage a Keel appliance: system status, its configuration, guest modules, \
-                the guest store, guest disks, VMs and saved VMs. \
+                the guest store, guest disks, VMs, saved VMs and the guest networks. \
                 Every operation except the web page, health and this document needs \
                 `Authorization: Bearer <token>`. Errors carry \
                 `{\"error\":{\"status\":N,\"message\":\"...\"}}`."
@@ -221,6 +221,7 @@ fn successes(op: Op) -> Value {
             }
         }),
         Op::DeleteDisk => json!({ "204": { "description": "The partition is gone." } }),
+        Op::Network => json!({ "200": ok("The guest networks.", "NetworkView") }),
     }
 }
 
@@ -303,8 +304,10 @@ fn operation(op: Op) -> Value {
                 boot disk, as `vm create` does; the VM is `defined` until started. The \
                 definition is checked with the configuration's rules: 422 lists every \
                 problem in `errors`, with paths inside the definition (`memory_mib`, \
-                `disks[1].file`). Whether a disk's store file or partition exists is checked \
-                when the VM starts. 409 when the name is taken, 503 without a boot disk. \
+                `disks[1].file`, `nics[0].mac`; a MAC another VM's NIC has names both). \
+                Whether a disk's store file or partition exists is checked when the VM \
+                starts. A NIC without `mac` gets one derived from the hostname, the VM's name \
+                and its index; `GET` shows it. 409 when the name is taken, 503 without a boot disk. \
                 Nothing changes on error.",
             "requestBody": {
                 "required": true,
@@ -443,6 +446,16 @@ fn operation(op: Op) -> Value {
             "description": "Removes the partition from the table; its sectors are left as \
                 they are. Store files cannot be deleted here. 404 for no such partition, \
                 409 while a VM uses it."
+        }),
+        Op::Network => json!({
+            "operationId": "network",
+            "summary": "The guest networks' switches (`net`)",
+            "description": "Both software switches: `bridged` (its ports are the physical \
+                NIC's uplink, the appliance and the guest NICs on it) and `internal` (the \
+                appliance and the guest NICs on it, never the physical network). Each port \
+                with its counters from the port's point of view (`rx`: frames the port sent \
+                into the switch) and its drops; each switch's learned MAC addresses. Then the \
+                appliance's address on the internal network and its DHCP server's leases."
         }),
         Op::Console => json!({
             "operationId": "vmConsole",
@@ -676,6 +689,7 @@ fn schemas() -> Value {
     responses.subschema_for::<SavedVmList>();
     responses.subschema_for::<DiskList>();
     responses.subschema_for::<GuestDisk>();
+    responses.subschema_for::<NetworkView>();
     let mut all = requests.take_definitions(true);
     // A type in both (`ConfigVmDisk`, in `ConfigVm` and `VmDetail`) keeps its request form:
     // fields with defaults are optional there, and what is optional in a request is still

@@ -70,6 +70,8 @@ pub enum Op {
     ShowDisk,
     /// `DELETE /api/v1/disks/{disk}`.
     DeleteDisk,
+    /// `GET /api/v1/network`: the guest switches and the internal network.
+    Network,
 }
 
 /// One route.
@@ -329,6 +331,7 @@ pub static ROUTES: &[Route] = &[
         &[204],
         &[400, 404, 409, 500, 503],
     ),
+    route("GET", "/api/v1/network", false, Op::Network, &[200], &[]),
 ];
 
 /// Whether `path` is under [`API_PREFIX`] (where everything but the public routes needs a

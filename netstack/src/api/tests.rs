@@ -17,6 +17,8 @@ use crate::http::server::{Exchange, exchange};
 mod config_routes;
 #[path = "disks_tests.rs"]
 mod disk_routes;
+#[path = "network_tests.rs"]
+mod network_routes;
 #[path = "saved_tests.rs"]
 mod saved_routes;
 #[path = "vms_tests.rs"]
@@ -143,6 +145,7 @@ fn everything_else_needs_the_token() {
         ("DELETE", "/api/v1/saved/web"),
         ("POST", "/api/v1/saved/web/restore"),
         ("GET", "/api/v1/saved/Bad_Name"),
+        ("GET", "/api/v1/network"),
         // Unknown paths under /api/v1, wrong methods and bad names on protected paths: 401
         // first.
         ("GET", "/api/v1/nothing-here"),
@@ -568,6 +571,29 @@ fn openapi_schemas_carry_the_limits() {
     // generator's form would require `readonly`).
     assert_eq!(disk.get("required"), None, "{disk}");
     assert_eq!(disk["additionalProperties"], false);
+    assert_eq!(vm["nics"]["maxItems"], limits::MAX_VM_NICS);
+    let nic = &schemas["ConfigVmNic"];
+    assert_eq!(nic["required"], json!(["network"]));
+    assert_eq!(
+        nic["properties"]["network"]["allOf"][0]["$ref"],
+        "#/components/schemas/NicNetwork"
+    );
+    assert_eq!(
+        schemas["NicNetwork"]["enum"],
+        json!(["bridged", "internal"])
+    );
+    assert_eq!(
+        nic["properties"]["mac"]["pattern"],
+        keel_config::mac::mac_pattern()
+    );
+    let internal = &schemas["ConfigInternalNetwork"]["properties"];
+    assert_eq!(internal["prefix"]["minimum"], limits::MIN_INTERNAL_PREFIX);
+    assert_eq!(internal["prefix"]["maximum"], limits::MAX_INTERNAL_PREFIX);
+    assert_eq!(internal["address"]["format"], "ipv4");
+    assert_eq!(
+        schemas["PortKindView"]["enum"],
+        json!(["uplink", "appliance", "guest"])
+    );
     let run = &schemas["RunModule"]["properties"];
     assert_eq!(run["mem_mib"]["minimum"], limits::MIN_RUN_MEMORY_MIB);
     assert_eq!(run["mem_mib"]["maximum"], limits::MAX_MEMORY_MIB);
@@ -597,6 +623,8 @@ fn openapi_schemas_carry_the_limits() {
         "ConfigVm",
         "ConfigNetwork",
         "ConfigManagement",
+        "ConfigVmNic",
+        "ConfigInternalNetwork",
         "RunModule",
         "StopRequest",
         "SaveRequest",
