@@ -24,6 +24,9 @@
 //!   mounts `/dev/vda`, and makes and reads ext4 images on the host; [`boot_disk`] builds
 //!   rust-hypervisor-firmware and the GPT boot disks it boots (the guest-disk tests and
 //!   `disk-bench`).
+//! - [`net_guest`] adds Debian's virtio-net modules to an initramfs whose `/init` gets an
+//!   address (DHCP or static, from the kernel command line), serves a page with busybox
+//!   `httpd` and offers a shell (the guest-networking tests and `net-bench`).
 //!
 //! A test reads like an operator session:
 //!
@@ -44,7 +47,7 @@
 //! `qemu-system-x86`, `ovmf`, `bochs`, `bochsbios`, `vgabios`, and for the image `grub-pc-bin`,
 //! `grub-efi-amd64-bin` (plus `xorriso` and `mtools` for the harness's own GRUB test image).
 //! `cargo run --release -p keel-qemu-tests --bin boot-bench` measures boot times;
-//! `vm-bench`, `http-bench` and `linux-bench` (a Linux guest under Keel against the same
+//! `vm-bench`, `http-bench`, `disk-bench`, `net-bench` and `linux-bench` (a Linux guest under Keel against the same
 //! kernel booted by QEMU directly) are the other benchmarks. The Linux tests (`linux.rs`,
 //! `linux_vtx.rs`, and `demo_guest.rs`, which boots the demo VM's guest in plain QEMU) and the
 //! `http-bench` and `linux-bench` binaries also need Debian's `apt` and `dpkg` and network

@@ -190,7 +190,7 @@ fn no_disk(name: &str) -> Response {
 }
 
 /// The mock kernel's guest disks: partitions in `Mock::disks`, store files ending in `.img`.
-#[cfg(test)]
+#[cfg(any(test, feature = "mock"))]
 impl DiskManagement for super::mock::Mock {
     fn disks(&self) -> Result<DiskList, ApiError> {
         let store = self
