@@ -542,9 +542,16 @@ fn vm_disk(disk: &DiskArg<'_>) -> keel_config::schema::VmDisk {
 
 fn vm_create(vms: &mut VmManager, settings: &mut Settings, vm: keel_config::schema::Vm) {
     let name = vm.name.clone();
+    let nics = vm.nics.clone();
     match crate::vm_config::create(vms, settings, vm) {
         Ok(generation) => {
             kprintln!("configuration saved as generation {generation}");
+            // The MACs a DHCP server or firewall will see, derived ones included.
+            let hostname = &settings.current().hostname;
+            for (index, nic) in nics.iter().enumerate() {
+                let mac = nic.mac_for(hostname, &name, index);
+                kprintln!("  nic{index}: {mac} {}", nic.network);
+            }
             kprintln!("vm {name} created: 'vm start {name}' starts it");
         }
         Err(e) => print_vm_config_error(e),
