@@ -31,6 +31,8 @@
 //!   device an appliance interface uses on a port.
 //! - [`api`]: the `/api/v1` REST router (bearer tokens, JSON bodies) over the
 //!   [`Management`](api::Management) trait, its OpenAPI document, and the web page at `/`.
+//! - [`dhcp_server`]: the DHCPv4 server for the internal network (a lease pool behind a UDP
+//!   socket on port 67).
 //!
 //! # The kernel's loop
 //!
@@ -61,6 +63,7 @@
 extern crate alloc;
 
 pub mod api;
+pub mod dhcp_server;
 pub mod http;
 pub mod iface;
 pub mod switch;
