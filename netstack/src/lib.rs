@@ -25,8 +25,14 @@
 //!   peer on the network can feed arbitrary bytes, so it never panics and maps every
 //!   rejection to a 4xx; responses with JSON error bodies ([`http::response`]); the server
 //!   on a pool of TCP sockets with keep-alive and slow-client timeouts ([`http::server`]).
+//! - [`switch`]: the software switch joining guest NICs, the appliance's interfaces and the
+//!   physical uplink (MAC learning and aging, flooding, bounded per-port queues, a fair
+//!   poll order, per-port counters), and [`PortDevice`](switch::PortDevice), the smoltcp
+//!   device an appliance interface uses on a port.
 //! - [`api`]: the `/api/v1` REST router (bearer tokens, JSON bodies) over the
 //!   [`Management`](api::Management) trait, its OpenAPI document, and the web page at `/`.
+//! - [`dhcp_server`]: the DHCPv4 server for the internal network (a lease pool behind a UDP
+//!   socket on port 67).
 //!
 //! # The kernel's loop
 //!
@@ -57,5 +63,7 @@
 extern crate alloc;
 
 pub mod api;
+pub mod dhcp_server;
 pub mod http;
 pub mod iface;
+pub mod switch;
