@@ -6,25 +6,10 @@
 use alloc::string::String;
 use core::fmt::{self, Display, Write};
 
+use keel_config::schema::MacAddress;
 use keel_netstack::dhcp_server::Lease;
 use keel_netstack::switch::{MacEntry, PortKind, PortStatus};
 use keel_vmm::virtio::net::NetStats;
-
-/// A MAC address written with colons and lowercase hex (`52:54:00:12:34:56`), as QEMU,
-/// `ip link` and the configuration write it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MacText(pub [u8; 6]);
-
-impl Display for MacText {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let b = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            b[0], b[1], b[2], b[3], b[4], b[5]
-        )
-    }
-}
 
 /// A port's kind as the API names it: `uplink`, `appliance` or `guest`.
 pub fn port_kind(kind: &PortKind) -> &'static str {
@@ -59,7 +44,7 @@ pub fn write_nic_line(
     writeln!(
         out,
         "nic{index}: {} {network} rx {} frames {} bytes, tx {} frames {} bytes, dropped {}, bad {}",
-        MacText(mac),
+        MacAddress(mac),
         stats.rx_frames,
         stats.rx_bytes,
         stats.tx_frames,
@@ -88,7 +73,7 @@ pub fn write_switch(
     )?;
     for port in ports {
         let mac = match port.mac {
-            Some(mac) => alloc::format!("{}", MacText(mac.0)),
+            Some(mac) => alloc::format!("{}", MacAddress(mac.0)),
             None => String::from("any MAC"),
         };
         writeln!(
@@ -117,7 +102,7 @@ pub fn write_switch(
         writeln!(
             out,
             "{indent}  mac {} at port {}, seen {} s ago",
-            MacText(entry.mac.0),
+            MacAddress(entry.mac.0),
             entry.port,
             entry.age_secs
         )?;
@@ -147,13 +132,13 @@ pub fn write_internal(
     writeln!(
         out,
         "{indent}internal: {address} (appliance {}), {server}",
-        MacText(mac)
+        MacAddress(mac)
     )?;
     for lease in leases {
         writeln!(
             out,
             "{indent}  lease {} {}, expires in {} s",
-            MacText(lease.mac.0),
+            MacAddress(lease.mac.0),
             lease.address,
             lease.expires_in_secs
         )?;

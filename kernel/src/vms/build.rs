@@ -217,6 +217,8 @@ pub(super) struct KernelRebuild<'a> {
     disks: RefCell<Option<Vec<OpenedDisk>>>,
     /// The NICs `platform` attaches after the disks.
     nics: &'a [NicSpec],
+    /// What the NICs' switch ports name their VM: the key commands and the API take.
+    key: &'a str,
     /// Where they went, or why they could not be attached.
     attached: RefCell<Result<AttachedDevices, RebuildError>>,
 }
@@ -233,10 +235,11 @@ pub(super) enum RebuildError {
 }
 
 impl<'a> KernelRebuild<'a> {
-    /// The rebuild of VM `label` with `disks` and `nics`.
+    /// The rebuild of VM `label` (known to commands as `key`) with `disks` and `nics`.
     pub(super) fn new(
         system: &'a System,
         label: &'a str,
+        key: &'a str,
         disks: Vec<OpenedDisk>,
         nics: &'a [NicSpec],
     ) -> Self {
@@ -245,6 +248,7 @@ impl<'a> KernelRebuild<'a> {
             label,
             disks: RefCell::new(Some(disks)),
             nics,
+            key,
             attached: RefCell::new(Ok((Vec::new(), Vec::new()))),
         }
     }
@@ -273,7 +277,7 @@ impl keel_vmm::vm::Rebuild for KernelRebuild<'_> {
         *self.attached.borrow_mut() = disks::attach(self.label, &mut devices, disks)
             .map_err(RebuildError::Disk)
             .and_then(|disks| {
-                nics::attach(self.system, self.label, &mut devices, self.nics)
+                nics::attach(self.system, self.key, &mut devices, self.nics)
                     .map(|nics| (disks, nics))
                     .map_err(RebuildError::Nic)
             });

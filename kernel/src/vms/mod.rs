@@ -821,11 +821,11 @@ impl VmManager {
         self.release_stopped();
         // The saved MACs come back: refused while another VM (the original, resumed) uses
         // one, as two ports with one MAC would split its traffic between them.
-        self.check_macs(id, &label, &saved.nics)
-            .map_err(nic_error)?;
+        let key = alloc::format!("{id}");
+        self.check_macs(id, &key, &saved.nics).map_err(nic_error)?;
         let opened = disks::open_all(&saved.disks).map_err(disk_error)?;
-        disks::claim(id, &alloc::format!("{id}"), &opened).map_err(disk_error)?;
-        let rebuild = KernelRebuild::new(system, &label, opened, &saved.nics);
+        disks::claim(id, &key, &opened).map_err(disk_error)?;
+        let rebuild = KernelRebuild::new(system, &label, &key, opened, &saved.nics);
         let restored =
             keel_vmm::vm::Vm::restore(id, label.clone(), &saved.blob, &rebuild, &TscClock);
         let (vm, disks_attached, nics_attached) = match (restored, rebuild.into_devices()) {
@@ -1044,7 +1044,7 @@ impl VmManager {
                 return Err(nics::NicAttachError::MacInUse {
                     vm: String::from(vm),
                     nic: index,
-                    mac: crate::net::report::MacText(spec.mac),
+                    mac: keel_config::schema::MacAddress(spec.mac),
                     other: user.key(),
                 });
             }

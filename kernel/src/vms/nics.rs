@@ -18,7 +18,7 @@ use keel_vmm::devices::Devices;
 use keel_vmm::virtio::net::{NetBackend, NetStats, VirtioNetPci, net_device};
 use spin::Mutex;
 
-use crate::net::report::MacText;
+use keel_config::schema::MacAddress;
 
 /// One NIC of a VM: its network and MAC.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,7 +57,7 @@ pub enum NicAttachError {
         /// The NIC's index.
         nic: usize,
         /// Its MAC.
-        mac: MacText,
+        mac: MacAddress,
         /// The VM that has it.
         other: String,
     },

@@ -8,7 +8,7 @@ use keel_vmm::vm::{Clock, VmState};
 
 use super::build::TscClock;
 use super::{VmDefinition, VmManager};
-use crate::net::report::MacText;
+use keel_config::schema::MacAddress;
 
 impl VmManager {
     /// Writes the `vm list` table.
@@ -100,7 +100,7 @@ impl VmManager {
                     let _ = writeln!(
                         out,
                         "  nic{index}: {} {} (when started)",
-                        MacText(nic.mac),
+                        MacAddress(nic.mac),
                         nic.network.as_str()
                     );
                 }
