@@ -482,3 +482,53 @@ fn parse_value_prefers_json() {
     assert_eq!(parse_value(""), Value::from(""));
     assert_eq!(parse_value("[1,2"), Value::from("[1,2"));
 }
+
+#[test]
+fn nics_and_the_internal_network_are_settings() {
+    use crate::schema::{MacAddress, NicNetwork, VmNic};
+    let config = with_vms();
+    // `nics` is absent from a VM without NICs, and is set all the same.
+    let new = set(&config, "vms[0].nics", r#"[{"network":"bridged"}]"#).unwrap();
+    assert_eq!(new.vms[0].nics, [VmNic::on(NicNetwork::Bridged)]);
+    // Append one, then give it a MAC as a bare string.
+    let new = set(&new, "vms[0].nics[1]", r#"{"network":"internal"}"#).unwrap();
+    let new = set(&new, "vms[0].nics[1].mac", "52:54:00:AA:BB:CC").unwrap();
+    assert_eq!(
+        new.vms[0].nics[1].mac,
+        Some(MacAddress([0x52, 0x54, 0x00, 0xaa, 0xbb, 0xcc]))
+    );
+    // The same MAC on another VM is refused with both owners; the input stays.
+    let err = set(
+        &new,
+        "vms[1].nics",
+        r#"[{"network":"bridged","mac":"52:54:00:aa:bb:cc"}]"#,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "vms[1].nics[0].mac: 52:54:00:aa:bb:cc is already vms[0].nics[1]'s MAC"
+    );
+    let err = set(&new, "vms[0].nics[0].network", "nat").unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("vms[0].nics[0].network: unknown value \"nat\""),
+        "{err}"
+    );
+    // The internal network's fields, checked together with DHCP.
+    let wide = set(&config, "network.internal.prefix", "16").unwrap();
+    assert_eq!(wide.network.internal.prefix, 16);
+    let err = set(&config, "network.internal.prefix", "27").unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("network.internal.prefix: a /27 is too small for the DHCP pool"),
+        "{err}"
+    );
+    let no_dhcp = set(&config, "network.internal.dhcp", "false").unwrap();
+    let small = set(&no_dhcp, "network.internal.prefix", "27").unwrap();
+    assert_eq!(small.network.internal.prefix, 27);
+    // Diff names the changed leaf.
+    assert_eq!(
+        diff(&config, &wide),
+        [change("network.internal.prefix", Some("24"), Some("16"))]
+    );
+}

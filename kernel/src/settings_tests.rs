@@ -259,6 +259,9 @@ fn show_masks_tokens() {
             "hostname = \"web1\"",
             "management.api_tokens[0] = \"****oken\"",
             "management.http_port = 80",
+            "network.internal.address = \"10.99.0.1\"",
+            "network.internal.dhcp = true",
+            "network.internal.prefix = 24",
             "network.mode = \"dhcp\"",
             "vms = []",
         ]

@@ -4,16 +4,18 @@
 //! API; the messages that name them are built from them at compile time.
 
 use const_format::formatcp;
-use keel_config::limits::{self, MAX_MEMORY_MIB, MAX_VCPUS, MAX_VM_DISKS, MIN_RUN_MEMORY_MIB};
-use keel_config::schema::DiskSource;
+use keel_config::limits::{
+    self, MAX_MEMORY_MIB, MAX_VCPUS, MAX_VM_DISKS, MAX_VM_NICS, MIN_RUN_MEMORY_MIB,
+};
+use keel_config::schema::{DiskSource, MacAddress, NicNetwork};
 use keel_netstack::api::{DEFAULT_STOP_TIMEOUT_S, MAX_STOP_TIMEOUT_S, VmKey};
 
 /// A parsed console command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[expect(
     clippy::large_enum_variant,
-    reason = "one command lives on the stack per typed line; `vm create`'s disks in place keep \
-              it Copy and allocation-free"
+    reason = "one command lives on the stack per typed line; `vm create`'s disks and NICs in \
+              place keep it Copy and allocation-free"
 )]
 pub enum Command<'a> {
     /// List the commands, or those a topic names (`help vm`, `help vm stop`).
@@ -80,6 +82,8 @@ pub enum Command<'a> {
         firmware: Option<&'a str>,
         /// Disks, in the order given (`disk=` may repeat up to [`MAX_VM_DISKS`] times).
         disks: [Option<DiskArg<'a>>; MAX_VM_DISKS],
+        /// NICs, in the order given (`nic=` may repeat up to [`MAX_VM_NICS`] times).
+        nics: [Option<NicArg>; MAX_VM_NICS],
         /// Initrd file in the guest store.
         initrd: Option<&'a str>,
         /// Kernel command line, without its quotes.
@@ -225,10 +229,13 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ),
     (
         "vm create <name> kernel=<file> [initrd=<file>] [cmdline=\"…\"] [mem=<MiB>] [vcpus=<n>] \
-         [disk=<file>[,ro] …] [disk=partition:<name>[,ro] …] [autostart]",
+         [disk=<file>[,ro] …] [disk=partition:<name>[,ro] …] [nic=bridged|internal[,mac=<mac>] …] \
+         [autostart]",
         "define a VM (saved in the configuration) from guest store files; disk= attaches a \
          store file or a guest-disk partition (repeatable, ,ro: read-only, ,serial=<id>); \
-         firmware=<file> instead of kernel= boots the disks through a firmware",
+         nic= adds a NIC on the bridged (physical) or internal network (repeatable, ,mac=: its \
+         MAC, else a derived one); firmware=<file> instead of kernel= boots the disks through \
+         a firmware",
     ),
     (
         "vm destroy <name>",
@@ -291,7 +298,6 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("poweroff", "power the machine off (ACPI S5)"),
 ];
 
-/// Why a line is not a command.
 /// One `disk=` argument of `vm create`: `disk=<file>[,ro][,serial=<id>]` or
 /// `disk=partition:<name>[,ro][,serial=<id>]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -340,6 +346,46 @@ fn parse_disk<'a>(argument: &'a str, value: &'a str) -> Result<DiskArg<'a>, Pars
     Ok(disk)
 }
 
+/// One `nic=` argument of `vm create`: `nic=bridged[,mac=<mac>]` or
+/// `nic=internal[,mac=<mac>]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NicArg {
+    /// The switch it is on.
+    pub network: NicNetwork,
+    /// `,mac=<mac>`: its MAC address (else the configuration derives one).
+    pub mac: Option<MacAddress>,
+}
+
+/// What `nic=` takes, for messages.
+const NIC_SYNTAX: &str = "nic=bridged[,mac=<mac>] or nic=internal[,mac=<mac>]";
+
+/// The value of a `nic=` argument. Whether the MAC is unicast and unused is the
+/// configuration's validation, which names the NIC that has it.
+fn parse_nic<'a>(argument: &'a str, value: &'a str) -> Result<NicArg, ParseError<'a>> {
+    let bad = |expected| ParseError::BadValue { argument, expected };
+    let mut parts = value.split(',');
+    let network = match parts.next().unwrap_or_default() {
+        "bridged" => NicNetwork::Bridged,
+        "internal" => NicNetwork::Internal,
+        _ => return Err(bad(NIC_SYNTAX)),
+    };
+    let mut nic = NicArg { network, mac: None };
+    for option in parts {
+        match option.strip_prefix("mac=") {
+            Some(mac) if nic.mac.is_none() => {
+                nic.mac = Some(mac.parse().map_err(|_| {
+                    bad(formatcp!(
+                        "{NIC_SYNTAX}, <mac> six hex pairs such as 52:54:00:12:34:56"
+                    ))
+                })?);
+            }
+            _ => return Err(bad(formatcp!("{NIC_SYNTAX}, mac= at most once"))),
+        }
+    }
+    Ok(nic)
+}
+
+/// Why a line is not a command.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError<'a> {
     /// The first word names no command.
@@ -521,12 +567,14 @@ fn parse_vm<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Command<'a>,
             const CREATE_USAGE: &str = "vm create <name> kernel=<file> | firmware=<file> \
                                         [initrd=<file>] [cmdline=\"…\"] [mem=<MiB>] [vcpus=<n>] \
                                         [disk=<file>[,ro] | disk=partition:<name>[,ro] …] \
-                                        [autostart]";
+                                        [nic=bridged|internal[,mac=<mac>] …] [autostart]";
             let name = vm_key(words.next(), CREATE_USAGE)?;
             let (mut kernel, mut firmware, mut initrd, mut cmdline, mut mem_mib, mut vcpus) =
                 (None, None, None, None, None, None);
             let mut disks = [None; MAX_VM_DISKS];
             let mut disk_count = 0;
+            let mut nics = [None; MAX_VM_NICS];
+            let mut nic_count = 0;
             let mut autostart = false;
             for arg in words {
                 let duplicate = ParseError::BadValue {
@@ -560,6 +608,14 @@ fn parse_vm<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Command<'a>,
                     })?;
                     *slot = Some(disk);
                     disk_count += 1;
+                } else if let Some(v) = arg.strip_prefix("nic=") {
+                    let nic = parse_nic(arg, v)?;
+                    let slot = nics.get_mut(nic_count).ok_or(ParseError::BadValue {
+                        argument: arg,
+                        expected: formatcp!("at most {MAX_VM_NICS} NICs per VM"),
+                    })?;
+                    *slot = Some(nic);
+                    nic_count += 1;
                 } else if let Some(v) = arg.strip_prefix("initrd=") {
                     if v.is_empty() {
                         return Err(empty("initrd=<file>, a guest store file"));
@@ -608,6 +664,7 @@ fn parse_vm<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Command<'a>,
                 kernel,
                 firmware,
                 disks,
+                nics,
                 initrd,
                 cmdline,
                 mem_mib,
@@ -1291,5 +1348,75 @@ mod tests {
             std::format!("{}", create("vm create w firmware=").unwrap_err()),
             "bad argument 'firmware=': expected firmware=<file>, a guest store file"
         );
+    }
+
+    #[test]
+    fn vm_create_takes_nics() {
+        let Ok(Command::VmCreate { nics, disks, .. }) = create(
+            "vm create web kernel=vmlinuz nic=bridged disk=root.img \
+             nic=internal,mac=52:54:00:AA:bb:cc nic=bridged",
+        ) else {
+            panic!("vm create with NICs did not parse");
+        };
+        let given: std::vec::Vec<NicArg> = nics.iter().flatten().copied().collect();
+        assert_eq!(
+            given,
+            [
+                NicArg {
+                    network: NicNetwork::Bridged,
+                    mac: None,
+                },
+                NicArg {
+                    network: NicNetwork::Internal,
+                    mac: Some(MacAddress([0x52, 0x54, 0x00, 0xaa, 0xbb, 0xcc])),
+                },
+                NicArg {
+                    network: NicNetwork::Bridged,
+                    mac: None,
+                },
+            ]
+        );
+        assert_eq!(disks.iter().flatten().count(), 1);
+        // Four NICs fit, a fifth does not.
+        let four = "vm create w kernel=k nic=bridged nic=bridged nic=internal nic=internal";
+        assert!(create(four).is_ok());
+        let five = std::format!("{four} nic=bridged");
+        assert_eq!(
+            std::format!("{}", create(&five).unwrap_err()),
+            "bad argument 'nic=bridged': expected at most 4 NICs per VM"
+        );
+        assert_eq!(
+            std::format!("{}", create("vm create w kernel=k nic=nat").unwrap_err()),
+            "bad argument 'nic=nat': expected nic=bridged[,mac=<mac>] or \
+             nic=internal[,mac=<mac>]"
+        );
+        assert_eq!(
+            std::format!(
+                "{}",
+                create("vm create w kernel=k nic=bridged,mac=52:54:00:aa:bb").unwrap_err()
+            ),
+            "bad argument 'nic=bridged,mac=52:54:00:aa:bb': expected nic=bridged[,mac=<mac>] \
+             or nic=internal[,mac=<mac>], <mac> six hex pairs such as 52:54:00:12:34:56"
+        );
+        for bad in [
+            "nic=",
+            "nic=Bridged",
+            "nic=bridged,",
+            "nic=bridged,ro",
+            "nic=internal,mac=",
+            "nic=internal,mac=02:00:00:00:00:01,mac=02:00:00:00:00:02",
+            "nic=,mac=02:00:00:00:00:01",
+        ] {
+            let line = std::format!("vm create w kernel=k {bad}");
+            let message = std::format!("{}", create(&line).unwrap_err());
+            assert!(
+                message.starts_with(&std::format!(
+                    "bad argument '{bad}': expected nic=bridged[,mac=<mac>]"
+                )),
+                "{bad}: {message}"
+            );
+        }
+        // A multicast MAC parses: the configuration's validation refuses it, naming the NIC.
+        assert!(create("vm create w kernel=k nic=bridged,mac=01:00:5e:00:00:01").is_ok());
     }
 }

@@ -58,6 +58,15 @@ pub enum Words<'a> {
         /// The words it stands for.
         source: WordSource<'a>,
     },
+    /// Options that may come in any order, any number of times (`vm create`'s `kernel=`,
+    /// `disk=`, `nic=bridged`): offered at every position once `skip` words (`<name>`) have
+    /// been typed after the rule's prefix.
+    Options {
+        /// Words after the prefix before the options start.
+        skip: usize,
+        /// The option words.
+        list: &'a [&'a str],
+    },
 }
 
 /// Offers `words` when the complete words before the cursor start with `after`.
@@ -108,6 +117,11 @@ impl Completer for Rules<'_> {
                     }
                 }
                 Words::Usage(table) => usage_words(table, words, out),
+                Words::Options { skip, list } => {
+                    if words.count() >= skip {
+                        list.iter().for_each(|w| out(w));
+                    }
+                }
                 Words::Argument {
                     table,
                     placeholder,
@@ -301,6 +315,13 @@ mod tests {
                     source: &names,
                 },
             },
+            Rule {
+                after: &["vm", "create"],
+                words: Words::Options {
+                    skip: 1,
+                    list: &["kernel=", "nic=bridged", "nic=internal", "autostart"],
+                },
+            },
         ];
         f(&Rules(&rules))
     }
@@ -358,6 +379,28 @@ mod tests {
                 "the rule's table starts at the command word"
             );
         });
+    }
+
+    #[test]
+    fn options_come_at_any_position_after_the_skipped_words() {
+        shell_like(|c| {
+            let options = ["kernel=", "nic=bridged", "nic=internal", "autostart"];
+            assert!(offered(c, "vm create ").is_empty(), "the name comes first");
+            assert!(offered(c, "vm create we").is_empty());
+            assert_eq!(offered(c, "vm create web "), options);
+            assert_eq!(offered(c, "vm create web kernel=k nic="), options);
+            assert_eq!(
+                offered(c, "vm create web nic=bridged nic=internal "),
+                options
+            );
+            assert!(offered(c, "vm info web ").is_empty());
+        });
+        // The editor keeps those that fit the partial word: `nic=` completes to both.
+        let mut m = Matches::new(b"nic=");
+        for w in ["kernel=", "nic=bridged", "nic=internal", "autostart"] {
+            m.offer(w);
+        }
+        assert_eq!((m.count, m.common), (2, 4));
     }
 
     #[test]

@@ -477,7 +477,12 @@ impl LineEditor {
         } else if !distinct {
             let mut rest: heapless::Vec<u8, MAX_LINE> = heapless::Vec::new();
             let _ = rest.extend_from_slice(&first[typed.min(first.len())..]);
-            if self.buf.get(self.cursor) == Some(&b' ') {
+            // An option that wants its value right after it (`kernel=`, `disk=partition:`)
+            // gets no space.
+            let wants_value = matches!(first.last(), Some(b'=' | b':'));
+            if wants_value {
+                self.insert(&rest, out);
+            } else if self.buf.get(self.cursor) == Some(&b' ') {
                 if rest.is_empty() {
                     self.move_to(self.cursor + 1, out);
                 } else {

@@ -387,6 +387,7 @@ fn with_completer(f: impl FnOnce(&dyn Completer)) {
         ("vm list", ""),
         ("vm stop <id>", ""),
         ("vm log <id>", ""),
+        ("vm create <name> [kernel=<file>] [nic=bridged]", ""),
     ];
     let ids = |emit: &mut dyn FnMut(&str)| {
         for id in ["1", "2", "10"] {
@@ -402,8 +403,34 @@ fn with_completer(f: impl FnOnce(&dyn Completer)) {
             after: &["vm", "stop"],
             words: Words::Dynamic(&ids),
         },
+        Rule {
+            after: &["vm", "create"],
+            words: Words::Options {
+                skip: 1,
+                list: &["kernel=", "disk=partition:", "nic=bridged", "nic=internal"],
+            },
+        },
     ];
     f(&Rules(&rules));
+}
+
+#[test]
+fn tab_completes_an_option_that_takes_a_value_without_a_space() {
+    with_completer(|c| {
+        let mut t = Term::new();
+        t.keys_with(b"vm create web k\t", c)
+            .shows("vm create web kernel=", 21);
+        t.keys_with(b"vmlinuz d\t", c)
+            .shows("vm create web kernel=vmlinuz disk=partition:", 44);
+        // A whole option word gets its space; two that share `nic=` complete to that.
+        t.keys_with(b"big n\t", c)
+            .shows("vm create web kernel=vmlinuz disk=partition:big nic=", 52);
+        t.keys_with(b"i\t", c).shows(
+            "vm create web kernel=vmlinuz disk=partition:big nic=internal ",
+            61,
+        );
+        assert_eq!(t.screen.bells, 0);
+    });
 }
 
 #[test]

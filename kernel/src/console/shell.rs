@@ -176,7 +176,7 @@ fn print_above(editor: &LineEditor, text: &str) {
 
 /// Tab completion: command and subcommand words from the `help` table, VM names where it
 /// says `<vm>` or `<name>`, saved VMs where it says `<saved>`, boot module names where it
-/// says `<module>`.
+/// says `<module>`, and `vm create`'s options after its name.
 fn complete(system: &System, vms: &VmManager, before_cursor: &str, out: &mut dyn FnMut(&str)) {
     let names = |emit: &mut dyn FnMut(&str)| {
         for name in vms.names() {
@@ -214,9 +214,31 @@ fn complete(system: &System, vms: &VmManager, before_cursor: &str, out: &mut dyn
         argument("<name>", &names),
         argument("<saved>", &saved),
         argument("<module>", &modules),
+        Rule {
+            after: &["vm", "create"],
+            words: Words::Options {
+                skip: 1,
+                list: VM_CREATE_OPTIONS,
+            },
+        },
     ];
     Rules(&rules).complete(before_cursor, out);
 }
+
+/// `vm create`'s options as Tab offers them (the values after `=` are typed).
+const VM_CREATE_OPTIONS: &[&str] = &[
+    "kernel=",
+    "firmware=",
+    "initrd=",
+    "cmdline=",
+    "mem=",
+    "vcpus=",
+    "disk=",
+    "disk=partition:",
+    "nic=bridged",
+    "nic=internal",
+    "autostart",
+];
 
 fn execute(kernel: &mut Services<'_>, cmd: Command<'_>) {
     let system = kernel.system;
@@ -292,6 +314,7 @@ fn execute(kernel: &mut Services<'_>, cmd: Command<'_>) {
             kernel,
             firmware,
             disks,
+            nics,
             initrd,
             cmdline,
             mem_mib,
@@ -307,7 +330,14 @@ fn execute(kernel: &mut Services<'_>, cmd: Command<'_>) {
                 initrd: initrd.map(String::from),
                 cmdline: String::from(cmdline.unwrap_or("")),
                 disks: disks.iter().flatten().map(vm_disk).collect(),
-                nics: alloc::vec::Vec::new(),
+                nics: nics
+                    .iter()
+                    .flatten()
+                    .map(|nic| keel_config::schema::VmNic {
+                        network: nic.network,
+                        mac: nic.mac,
+                    })
+                    .collect(),
                 autostart,
             };
             vm_create(vms, settings, vm);
@@ -478,9 +508,16 @@ fn vm_disk(disk: &DiskArg<'_>) -> keel_config::schema::VmDisk {
 
 fn vm_create(vms: &mut VmManager, settings: &mut Settings, vm: keel_config::schema::Vm) {
     let name = vm.name.clone();
+    let nics = vm.nics.clone();
     match crate::vm_config::create(vms, settings, vm) {
         Ok(generation) => {
             kprintln!("configuration saved as generation {generation}");
+            // The MACs a DHCP server or firewall will see, derived ones included.
+            let hostname = &settings.current().hostname;
+            for (index, nic) in nics.iter().enumerate() {
+                let mac = nic.mac_for(hostname, &name, index);
+                kprintln!("  nic{index}: {mac} {}", nic.network);
+            }
             kprintln!("vm {name} created: 'vm start {name}' starts it");
         }
         Err(e) => print_vm_config_error(e),

@@ -741,7 +741,10 @@ impl Management for Mock {
                 });
                 if nic.network == NicNetwork::Internal && net.dhcp {
                     let host = 100 + u32::try_from(leases.len()).unwrap_or(0);
-                    let base = u32::from(net.address) & (u32::MAX << (32 - u32::from(net.prefix)));
+                    let mask = u32::MAX
+                        .checked_shl(32u32.saturating_sub(u32::from(net.prefix)))
+                        .unwrap_or(0);
+                    let base = u32::from(net.address) & mask;
                     leases.push(LeaseView {
                         mac: nic.mac,
                         address: core::net::Ipv4Addr::from(base | host).to_string(),
