@@ -943,12 +943,26 @@ fn bochs_vtx_appliance_gets_its_lease_through_the_switch_over_an_e1000_uplink() 
     m.expect_prompt();
     let net = m.command("net");
     for needle in [
-        "e1000 52:54:00:12:34:56",
-        "uplink",
-        "appliance",
-        "bridged",
-        "internal",
+        "switch bridged:",
+        "switch internal:",
+        "appliance appliance, 52:54:00:12:34:56",
     ] {
         check!(m, net.contains(needle), "net lacks {needle:?}:\n{net}");
     }
+    // The uplink port and its traffic: the lease came in through it.
+    let uplink = regex::Regex::new(
+        r"port \d+ uplink e1000 52:54:00:12:34:56, any MAC\s+in (\d+) frames \d+ bytes, out (\d+) frames",
+    )
+    .unwrap();
+    let counts = uplink.captures(&net).map(|c| {
+        (
+            c[1].parse::<u64>().unwrap_or(0),
+            c[2].parse::<u64>().unwrap_or(0),
+        )
+    });
+    check!(
+        m,
+        counts.is_some_and(|(i, o)| i > 0 && o > 0),
+        "net shows no e1000 uplink port with traffic both ways ({counts:?}):\n{net}"
+    );
 }
