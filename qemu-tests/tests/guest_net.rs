@@ -63,7 +63,7 @@ fn ping_line(target: &str) -> String {
 
 /// Waits for [`ping_line`]'s answer for `target`; returns ping's exit status.
 fn ping_status(m: &mut Machine, target: &str) -> u32 {
-    let re = format!(r"PING-RESULT-42 {} (\d+)\r?\n", regex::escape(target));
+    let re = format!(r"PING-RESULT-42 {} (\d+)\r*\n", regex::escape(target));
     let answer = m.expect_within(Pattern::regex(&re), Duration::from_secs(60));
     answer.group(1).parse().unwrap_or(u32::MAX)
 }
