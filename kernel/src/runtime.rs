@@ -18,7 +18,7 @@
 //! and when no VM can run and no frame moved the CPU sleeps until the next interrupt (the
 //! timer tick or a key; NICs are polled), so the prompt and the API answer while guests run.
 //!
-//! Every step is bounded — the uplink moves at most [`UPLINK_BUDGET`](crate::mgmt) frames
+//! Every step is bounded — the uplink moves at most 64 frames (`mgmt::UPLINK_BUDGET`)
 //! each way per call, a switch takes at most its poll budget from each port per poll and
 //! every port queue has a limit — so a guest flooding frames costs the management plane at
 //! most a bounded amount of work per pass, and its excess is dropped and counted at its port.
