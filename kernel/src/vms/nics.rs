@@ -174,7 +174,8 @@ pub fn attach(
         let slot = match devices.add_pci_device(device) {
             Ok(slot) => slot,
             Err(e) => {
-                // The ports made so far go with the handles dropped here.
+                // Unplug the ports made so far now: the devices holding them live on in
+                // `devices` until the caller drops it (a restore's platform outlives this).
                 for nic in &attached {
                     nic.detach();
                 }
