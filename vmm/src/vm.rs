@@ -563,6 +563,24 @@ impl Vm {
         self.state
     }
 
+    /// Services the devices that have work without a vCPU exit (frames waiting for a
+    /// virtio-net device), with guest RAM; the kernel calls it each pass of its loop for a
+    /// running or halted VM. Returns whether a vCPU now has an interrupt pending: a halted
+    /// one wakes at the next [`step`](Self::step). Does nothing for a paused or stopped VM.
+    pub fn poll_io(&mut self) -> bool {
+        if self.is_stopped() || self.is_paused() {
+            return false;
+        }
+        let Some(live) = self.live.as_ref() else {
+            return false;
+        };
+        if !self.devices.device_work_waiting() {
+            return false;
+        }
+        self.devices.service_io(live.backend.memory());
+        (0..self.devices.cpu_count()).any(|cpu| self.devices.pending_interrupt(cpu).is_some())
+    }
+
     /// Sets the VM's state from its vCPUs': running while one runs, waiting while one is
     /// halted, stopped when none can ever run again. A stopped VM is released.
     fn settle(&mut self) {
@@ -1967,6 +1985,61 @@ mod tests {
         mem.read(0x9000, &mut data).unwrap();
         assert_eq!(data[..], disk.bytes.lock().unwrap()[3 * 512..4 * 512]);
         assert!(!vm.devices().io_pending());
+    }
+
+    /// Frames reach a VM between its exits: `poll_io` places a waiting frame in the
+    /// guest's receive buffers and raises the queue's MSI-X vector, and the halted vCPU
+    /// wakes and takes it at the next step. A paused VM is left alone.
+    #[test]
+    fn poll_io_delivers_a_waiting_frame_and_wakes_a_halted_vcpu() {
+        use crate::virtio::net::tests::{
+            LINUX_NET_FEATURES, MAC, NetRig, RX_BUFS, RX_VECTOR, frame,
+        };
+
+        let mut rig = NetRig::new();
+        rig.bring_up(LINUX_NET_FEATURES);
+        let NetRig {
+            d, mut rx, wire, ..
+        } = rig;
+        let probe = Rc::new(Probe::default());
+        let exits = [
+            VmExit::Hlt {
+                interrupts_enabled: true,
+            },
+            out(b'w'),
+        ];
+        let vcpu = ScriptedVcpu::new(exits, InternalExits::default(), probe.clone());
+        let mut vm = Vm::new(
+            7,
+            String::from("test"),
+            Box::new(ScriptedBackend::new(vcpu, Vec::new())),
+            StartMode::RealMode { entry: 0x7c00 },
+            d,
+        )
+        .unwrap();
+        probe.interruptible.set(true);
+        assert_eq!(vm.step0(), VmState::WaitingForInterrupt);
+        assert!(!vm.poll_io(), "nothing waits");
+        rx.add_chain(vm.memory().unwrap(), &[(RX_BUFS, 1526, true)]);
+        let f = frame(MAC, [2; 6], 60, 4);
+        wire.0.lock().unwrap().to_guest.push_back(f.clone());
+
+        let clock = FakeClock::default();
+        vm.pause(&clock).unwrap();
+        assert!(!vm.poll_io(), "a paused VM's devices do not move");
+        assert_eq!(rx.used_idx(vm.memory().unwrap()), 0);
+        vm.resume(&clock).unwrap();
+
+        assert!(vm.poll_io(), "the frame raised an interrupt");
+        let mem = vm.memory().unwrap();
+        assert_eq!(rx.used_idx(mem), 1);
+        let mut got = [0u8; 60];
+        mem.read(RX_BUFS + 12, &mut got).unwrap();
+        assert_eq!(got[..], f[..]);
+        assert!(wire.0.lock().unwrap().to_guest.is_empty());
+        assert_eq!(vm.step0(), VmState::Running);
+        assert_eq!(*probe.injected.borrow(), [RX_VECTOR]);
+        assert_eq!(vm.console_output_since(0).0, b"w");
     }
 
     mod persist;

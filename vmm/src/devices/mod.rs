@@ -525,6 +525,13 @@ impl Devices {
         self.io_pending
     }
 
+    /// Whether a PCI function has work now: a notified queue, or backend work that came
+    /// without a notify (frames for a virtio-net device). Asks every function, so the
+    /// VM loop calls it once per pass, not per exit.
+    pub fn device_work_waiting(&self) -> bool {
+        self.io_pending || self.pci.functions.iter().any(|f| f.device.wants_service())
+    }
+
     /// Lets every PCI function with deferred work (a notified virtio queue) do it with guest
     /// RAM. The VM loop calls this after an exit when [`io_pending`](Self::io_pending) says
     /// so; it is cheap to call when there is nothing to do.

@@ -28,8 +28,8 @@ use core::fmt;
 
 use super::pci::{VirtioDevice, VirtioPci};
 use super::queue::{Buffer, DescriptorChain, SplitQueue};
-use super::{DeviceFault, TYPE_BLOCK};
-use crate::memory::{GuestMemory, MemoryError};
+use super::{DeviceFault, TYPE_BLOCK, copy_from_stream, copy_to_stream, stream_len};
+use crate::memory::GuestMemory;
 
 /// Bytes per sector, whatever the backend's own block size.
 pub const SECTOR_SIZE: u64 = 512;
@@ -438,66 +438,6 @@ fn ensure_bounce(bounce: &mut Vec<u8>) {
     if bounce.is_empty() {
         *bounce = vec![0; BOUNCE_LEN];
     }
-}
-
-/// Total bytes of `bufs`.
-fn stream_len(bufs: &[Buffer]) -> u64 {
-    bufs.iter().map(|b| u64::from(b.len)).sum()
-}
-
-/// Walks the part of `bufs`' byte stream at `offset`, `len` bytes long, as (guest address,
-/// position in the part, length) pieces.
-fn for_each_piece(
-    bufs: &[Buffer],
-    mut offset: u64,
-    len: usize,
-    mut f: impl FnMut(u64, usize, usize) -> Result<(), MemoryError>,
-) -> Result<(), MemoryError> {
-    let mut done = 0usize;
-    for b in bufs {
-        if done == len {
-            break;
-        }
-        let blen = u64::from(b.len);
-        if offset >= blen {
-            offset -= blen;
-            continue;
-        }
-        let n = ((blen - offset) as usize).min(len - done);
-        f(b.addr + offset, done, n)?;
-        done += n;
-        offset = 0;
-    }
-    if done < len {
-        return Err(MemoryError::OutOfRange {
-            gpa: 0,
-            len: len as u64,
-        });
-    }
-    Ok(())
-}
-
-fn copy_from_stream(
-    mem: &GuestMemory,
-    bufs: &[Buffer],
-    offset: u64,
-    out: &mut [u8],
-) -> Result<(), MemoryError> {
-    let len = out.len();
-    for_each_piece(bufs, offset, len, |gpa, at, n| {
-        mem.read(gpa, &mut out[at..at + n])
-    })
-}
-
-fn copy_to_stream(
-    mem: &GuestMemory,
-    bufs: &[Buffer],
-    offset: u64,
-    data: &[u8],
-) -> Result<(), MemoryError> {
-    for_each_piece(bufs, offset, data.len(), |gpa, at, n| {
-        mem.write(gpa, &data[at..at + n])
-    })
 }
 
 impl VirtioDevice for VirtioBlock {

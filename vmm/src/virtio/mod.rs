@@ -1,5 +1,5 @@
 //! virtio 1.x devices on the guest's PCI bus: split virtqueues ([`queue`]), the modern
-//! virtio-pci transport ([`pci`]) and the device models behind it ([`blk`]).
+//! virtio-pci transport ([`pci`]) and the device models behind it ([`blk`], [`net`]).
 //!
 //! # How a request travels
 //!
@@ -12,24 +12,34 @@
 //! call returns before the used entry is written), then the transport interrupts the
 //! driver if the queue's event rules ask for it (MSI-X, or the ISR bit).
 //!
+//! Work can also come from the other side: frames for a virtio-net device arrive from the
+//! network, not from a notify. A model announces it with
+//! [`VirtioDevice::backend_ready`], and [`Vm::poll_io`](crate::vm::Vm::poll_io) services
+//! it between the VM's exits.
+//!
 //! A driver that breaks the rules (a bad queue size, a descriptor outside RAM, a looping
 //! chain) puts the device in `DEVICE_NEEDS_RESET` with a config-change interrupt; the
 //! reason stays readable ([`pci::VirtioPci::error`]) until the driver resets the device.
 //!
 //! Device writes to guest RAM (used rings, read data) go through
-//! [`GuestMemory`](crate::memory::GuestMemory) directly and so bypass the dirty log:
+//! [`GuestMemory`] directly and so bypass the dirty log:
 //! live migration (issue 20) must mark those pages itself.
 
 use alloc::string::String;
 use core::fmt;
 
+use crate::memory::{GuestMemory, MemoryError};
+
 pub mod blk;
+pub mod net;
 pub mod pci;
 pub mod queue;
 
 pub use pci::{VirtioDevice, VirtioPci};
 pub use queue::{Buffer, DescriptorChain, QueueError, QueueState, SplitQueue};
 
+/// Device type of a network device (virtio 1.x §5).
+pub const TYPE_NET: u16 = 1;
 /// Device type of a block device (virtio 1.x §5).
 pub const TYPE_BLOCK: u16 = 2;
 
@@ -72,6 +82,71 @@ impl From<QueueError> for DeviceFault {
     }
 }
 
+// The device-side view of a chain's buffers as one byte stream (§2.6.4: a device does
+// not assume how the driver split a message into buffers).
+
+/// Total bytes of `bufs`.
+pub(crate) fn stream_len(bufs: &[Buffer]) -> u64 {
+    bufs.iter().map(|b| u64::from(b.len)).sum()
+}
+
+/// Walks the part of `bufs`' byte stream at `offset`, `len` bytes long, as (guest address,
+/// position in the part, length) pieces.
+fn for_each_piece(
+    bufs: &[Buffer],
+    mut offset: u64,
+    len: usize,
+    mut f: impl FnMut(u64, usize, usize) -> Result<(), MemoryError>,
+) -> Result<(), MemoryError> {
+    let mut done = 0usize;
+    for b in bufs {
+        if done == len {
+            break;
+        }
+        let blen = u64::from(b.len);
+        if offset >= blen {
+            offset -= blen;
+            continue;
+        }
+        let n = ((blen - offset) as usize).min(len - done);
+        f(b.addr + offset, done, n)?;
+        done += n;
+        offset = 0;
+    }
+    if done < len {
+        return Err(MemoryError::OutOfRange {
+            gpa: 0,
+            len: len as u64,
+        });
+    }
+    Ok(())
+}
+
+/// Reads `out.len()` bytes at `offset` of `bufs`' byte stream.
+pub(crate) fn copy_from_stream(
+    mem: &GuestMemory,
+    bufs: &[Buffer],
+    offset: u64,
+    out: &mut [u8],
+) -> Result<(), MemoryError> {
+    let len = out.len();
+    for_each_piece(bufs, offset, len, |gpa, at, n| {
+        mem.read(gpa, &mut out[at..at + n])
+    })
+}
+
+/// Writes `data` at `offset` of `bufs`' byte stream.
+pub(crate) fn copy_to_stream(
+    mem: &GuestMemory,
+    bufs: &[Buffer],
+    offset: u64,
+    data: &[u8],
+) -> Result<(), MemoryError> {
+    for_each_piece(bufs, offset, data.len(), |gpa, at, n| {
+        mem.write(gpa, &data[at..at + n])
+    })
+}
+
 /// The body shared by the `virtqueue` fuzz target and its deterministic unit test.
 #[doc(hidden)]
 pub mod fuzzing {
@@ -79,7 +154,11 @@ pub mod fuzzing {
     use alloc::vec;
     use alloc::vec::Vec;
 
+    use alloc::collections::VecDeque;
+
+    use super::F_VERSION_1;
     use super::blk::{BlockBackend, BlockError, VirtioBlock};
+    use super::net::{F_MAC, F_MRG_RXBUF, NetBackend, RX_QUEUE, TX_QUEUE, VirtioNet};
     use super::pci::VirtioDevice;
     use super::queue::SplitQueue;
     use crate::memory::GuestMemory;
@@ -114,11 +193,9 @@ pub mod fuzzing {
     }
 
     /// Lays `input` out as queue registers (the first 32 bytes) and guest RAM (the rest,
-    /// from address 0), then drains the queue: with bit 1 of the flags byte through a
-    /// virtio-blk model over a 16-sector disk, otherwise returning every chain as used. A
-    /// panic or a hang is a bug; errors are the expected answer to garbage. Returns how
-    /// many chains went back to the driver.
-    pub fn drain_queue(mem: &GuestMemory, input: &[u8]) -> u16 {
+    /// from address 0): the enabled queue and the flags byte (register byte 24), or `None`
+    /// if the queue refused the layout.
+    fn queue_from_input(mem: &GuestMemory, input: &[u8]) -> Option<(SplitQueue, [u8; 32])> {
         let mut regs = [0u8; 32];
         let n = input.len().min(32);
         regs[..n].copy_from_slice(&input[..n]);
@@ -147,9 +224,20 @@ pub mod fuzzing {
         queue.set_avail_ring(addr(u64_at(8)));
         queue.set_used_ring(addr(u64_at(16)));
         queue.set_event_idx(flags & 1 != 0);
-        if queue.set_ready(true).is_err() {
+        queue.set_ready(true).ok()?;
+        Some((queue, regs))
+    }
+
+    /// Lays `input` out as queue registers and guest RAM (`queue_from_input`), then
+    /// drains the queue: with bit 1 of the flags byte through a virtio-blk model over a
+    /// 16-sector disk, otherwise returning every chain as used. A panic or a hang is a
+    /// bug; errors are the expected answer to garbage. Returns how many chains went back
+    /// to the driver.
+    pub fn drain_queue(mem: &GuestMemory, input: &[u8]) -> u16 {
+        let Some((mut queue, regs)) = queue_from_input(mem, input) else {
             return 0;
-        }
+        };
+        let flags = regs[24];
         if flags & 2 != 0 {
             let disk = Box::new(RamDisk(vec![0; 16 * 512]));
             let mut blk = VirtioBlock::new(disk, flags & 4 != 0, "fuzz");
@@ -175,5 +263,65 @@ pub mod fuzzing {
             }
         }
         queue.state().next_used
+    }
+
+    /// The network behind the fuzzed NIC: frames for the guest, and a network that takes
+    /// every frame of even length (so both outcomes of a transmit are tried).
+    struct FuzzWire(VecDeque<Vec<u8>>);
+
+    impl NetBackend for FuzzWire {
+        fn transmit(&mut self, frame: &[u8]) -> bool {
+            frame.len().is_multiple_of(2)
+        }
+        fn has_rx(&self) -> bool {
+            !self.0.is_empty()
+        }
+        fn receive(&mut self, deliver: &mut dyn FnMut(&[u8]) -> bool) -> bool {
+            let Some(frame) = self.0.front() else {
+                return false;
+            };
+            if deliver(frame) {
+                self.0.pop_front();
+            }
+            true
+        }
+    }
+
+    /// Lays `input` out as for [`drain_queue`] and runs it through a virtio-net model:
+    /// bit 1 of the flags byte makes it the transmit queue (else the receive queue), bit
+    /// 2 negotiates `MRG_RXBUF`; register bytes 28..32 are the lengths (x 8) of four
+    /// frames waiting for the guest. Checks what the device promises: every transmit
+    /// chain is counted exactly once, and no received frame is both delivered and
+    /// dropped. Returns how many chains went back to the driver.
+    pub fn net_queue(mem: &GuestMemory, input: &[u8]) -> u16 {
+        let Some((mut queue, regs)) = queue_from_input(mem, input) else {
+            return 0;
+        };
+        let flags = regs[24];
+        let frames: VecDeque<Vec<u8>> = regs[28..32]
+            .iter()
+            .map(|&len| {
+                let len = usize::from(len) * 8;
+                (0..len).map(|i| i as u8).collect()
+            })
+            .collect();
+        let waiting = frames.len() as u64;
+        let mut nic = VirtioNet::new(Box::new(FuzzWire(frames)), [2, 0, 0, 0, 0, 1]);
+        let mrg = if flags & 4 != 0 { F_MRG_RXBUF } else { 0 };
+        nic.activate(F_VERSION_1 | F_MAC | mrg);
+        let index = if flags & 2 != 0 { TX_QUEUE } else { RX_QUEUE };
+        let outcome = nic.process_queue(index, &mut queue, mem);
+        let stats = nic.stats();
+        let used = queue.state().next_used;
+        if index == TX_QUEUE && outcome.is_ok() {
+            let counted = stats.tx_frames + stats.tx_dropped + stats.tx_bad;
+            assert_eq!(
+                counted,
+                u64::from(used),
+                "every transmit chain counted once"
+            );
+        }
+        assert!(stats.rx_frames + stats.rx_dropped <= waiting);
+        used
     }
 }

@@ -134,6 +134,14 @@ pub trait VirtioDevice: 'static {
     /// The driver reset the device.
     fn reset(&mut self) {}
 
+    /// Queues (one bit each) whose [`process_queue`](Self::process_queue) should run at the
+    /// next service although the driver did not notify them: work that arrived from the
+    /// backend (virtio-net: frames waiting for the guest). Asked only while the driver is
+    /// running; bits of queues the driver did not enable are ignored.
+    fn backend_ready(&self) -> u64 {
+        0
+    }
+
     /// Completes every request available on queue `index`; returns whether any used entry
     /// was added. An error puts the device in `DEVICE_NEEDS_RESET`.
     fn process_queue(
@@ -498,6 +506,22 @@ impl<D: VirtioDevice> VirtioPci<D> {
         }
     }
 
+    /// The enabled queues with backend work ([`VirtioDevice::backend_ready`]), while the
+    /// driver is running and the device does not need a reset.
+    fn backend_work(&self) -> u64 {
+        let live = self.regs.status & (STATUS_DRIVER_OK | STATUS_NEEDS_RESET) == STATUS_DRIVER_OK;
+        if !live {
+            return 0;
+        }
+        let ready = self
+            .queues
+            .iter()
+            .enumerate()
+            .filter(|(_, q)| q.ready())
+            .fold(0u64, |bits, (i, _)| bits | 1 << i);
+        self.device.backend_ready() & ready
+    }
+
     /// A notify register write: queue `index` has new requests.
     fn notify(&mut self, index: u64) {
         let live = self.regs.status & (STATUS_DRIVER_OK | STATUS_NEEDS_RESET) == STATUS_DRIVER_OK;
@@ -578,11 +602,11 @@ impl<D: VirtioDevice> PciDevice for VirtioPci<D> {
     }
 
     fn wants_service(&self) -> bool {
-        self.notified != 0
+        self.notified != 0 || self.backend_work() != 0
     }
 
     fn service(&mut self, memory: &GuestMemory, ctx: &mut DeviceContext) {
-        let mut pending = core::mem::take(&mut self.notified);
+        let mut pending = core::mem::take(&mut self.notified) | self.backend_work();
         while pending != 0 {
             let index = pending.trailing_zeros() as usize;
             pending &= pending - 1;

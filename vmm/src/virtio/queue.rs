@@ -554,6 +554,13 @@ impl SplitQueue {
         }
     }
 
+    /// Puts back the last `count` chains [`pop`](Self::pop) took and no used entry returned:
+    /// the next pops take them again, re-read from guest RAM. For a device that found it
+    /// cannot use them yet (a received frame larger than the buffers posted so far).
+    pub fn unpop(&mut self, count: u16) {
+        self.state.next_avail = self.state.next_avail.wrapping_sub(count);
+    }
+
     /// Returns chain `head` to the driver, `written` bytes written into its device-writable
     /// buffers: the used element first, then (after a Release fence) the used index.
     pub fn add_used(
