@@ -198,13 +198,18 @@ fn keel(requests: usize) -> Result<(Figures, String), String> {
     let figures = measure(port, requests).map_err(|e| format!("{e}\n{}", m.report()))?;
     // The guest may redraw the prompt at any time: wait for the NIC line, not a prompt.
     m.type_line("vm info bench");
-    let info = m
+    let mut info = m
         .wait_for(
             Pattern::regex(r"nic0: [^\r\n]*\r?\n"),
             Duration::from_secs(30),
         )
-        .map(|found| format!("{}{}", found.before, found.text).replace('\r', ""))
+        .map(|found| found.text)
         .unwrap_or_else(|e| format!("(vm info bench: {e})"));
+    // The exit counts follow; the guest is silent by now, so the next prompt ends them.
+    if let Ok(rest) = m.wait_for(keel_qemu_tests::PROMPT, Duration::from_secs(30)) {
+        info.push_str(&rest.before);
+    }
+    let info = info.replace('\r', "");
     m.kill();
     Ok((figures, info))
 }
