@@ -671,7 +671,17 @@ fn keel_bridged_guests_get_leases_serve_pages_and_survive_a_flood() {
     // checked and the flood has stopped, so that a failure shows them and whether the
     // guest recovers.
     let port_b = app.forward_to(leases[1]);
+    let asked = Instant::now();
     let during_flood = http::wait_until_up(port_b, "/", Duration::from_secs(60));
+    eprintln!(
+        "web-b's page during the flood: {} after {:.1} s",
+        if during_flood.is_ok() {
+            "answered"
+        } else {
+            "no answer"
+        },
+        asked.elapsed().as_secs_f64()
+    );
     let web_b_during = app.json("/api/v1/vms/web-b");
     app.m.expect_within(
         "[hostile] hostile-net: flood sent 0x",
