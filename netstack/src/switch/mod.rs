@@ -33,7 +33,10 @@
 //! - in an egress queue, a port's `i`-th frame of the poll is queued before any port's
 //!   `i+1`-th: a flooding guest can fill another port's queue only with frames *after* the
 //!   first frames of everyone else, so the appliance's interface gets its share of its own
-//!   receive queue however hard a guest floods (if it drains its queue between polls).
+//!   receive queue however hard a guest floods (if it drains its queue between polls);
+//! - flooded frames (broadcast, multicast, unknown unicast) of one source port take at most a
+//!   quarter of any egress queue: a flooding guest leaves three quarters of every other
+//!   port's queue to the frames addressed to that port and to other stations' broadcasts.
 
 mod device;
 mod mac_table;
@@ -235,7 +238,7 @@ impl Switch {
             };
             if let Some(to) = to {
                 if to != from {
-                    self.ports[to].handle.queue_egress(frame);
+                    self.ports[to].handle.queue_egress(frame, None);
                 }
                 return;
             }
@@ -252,15 +255,16 @@ impl Switch {
 
     /// Queues `frame` on every port but `from` (the last one gets the frame itself).
     fn flood(&self, from: usize, frame: Vec<u8>) {
+        let source = Some(self.ports[from].handle.id());
         let mut targets = (0..self.ports.len())
             .filter(|&index| index != from)
             .peekable();
         while let Some(index) = targets.next() {
             let handle = &self.ports[index].handle;
             if targets.peek().is_some() {
-                handle.queue_egress(frame.clone());
+                handle.queue_egress(frame.clone(), source);
             } else {
-                handle.queue_egress(frame);
+                handle.queue_egress(frame, source);
                 return;
             }
         }

@@ -59,13 +59,56 @@ pub struct PortStats {
     pub dropped_bad_frame: u64,
 }
 
+/// A frame waiting for the port, with where it came from when the switch flooded it.
+struct EgressFrame {
+    /// The ingress port's id, for a flooded frame (broadcast, multicast, unknown unicast);
+    /// `None` for a frame forwarded to this port alone.
+    flooded_from: Option<u32>,
+    frame: Vec<u8>,
+}
+
 /// The state one port shares between the switch and its handles.
 struct PortQueues {
     /// Port -> switch.
     ingress: VecDeque<Vec<u8>>,
     /// Switch -> port.
-    egress: VecDeque<Vec<u8>>,
+    egress: VecDeque<EgressFrame>,
+    /// How many flooded frames of each source port wait in `egress` (few entries: one per
+    /// port that flooded recently).
+    flooded_waiting: Vec<(u32, usize)>,
     stats: PortStats,
+}
+
+impl PortQueues {
+    /// Flooded frames from port `source` waiting in the egress queue.
+    fn flooded_from(&self, source: u32) -> usize {
+        self.flooded_waiting
+            .iter()
+            .find(|(port, _)| *port == source)
+            .map_or(0, |&(_, count)| count)
+    }
+
+    /// Books `entry` into (`+1`) or out of (`-1`) the per-source flood counts.
+    fn count_flooded(&mut self, entry: &EgressFrame, delta: isize) {
+        let Some(source) = entry.flooded_from else {
+            return;
+        };
+        match self
+            .flooded_waiting
+            .iter()
+            .position(|(port, _)| *port == source)
+        {
+            Some(index) => {
+                let count = &mut self.flooded_waiting[index].1;
+                *count = count.saturating_add_signed(delta);
+                if *count == 0 {
+                    self.flooded_waiting.swap_remove(index);
+                }
+            }
+            None if delta > 0 => self.flooded_waiting.push((source, 1)),
+            None => {}
+        }
+    }
 }
 
 /// One end of a switch port, for the device on it (a virtio-net backend, a
@@ -110,6 +153,7 @@ impl PortHandle {
             queues: Arc::new(Mutex::new(PortQueues {
                 ingress: VecDeque::new(),
                 egress: VecDeque::new(),
+                flooded_waiting: Vec::new(),
                 stats: PortStats::default(),
             })),
         }
@@ -179,20 +223,29 @@ impl PortHandle {
     /// receive buffers yet). Returns false when no frame was waiting. `deliver` runs without
     /// the port's lock held, so it may use this handle.
     pub fn receive(&self, deliver: &mut dyn FnMut(&[u8]) -> bool) -> bool {
-        let Some(frame) = self.take() else {
+        let Some(entry) = self.take_entry() else {
             return false;
         };
-        if !deliver(&frame) {
+        if !deliver(&entry.frame) {
             // Back to the head of the line. The switch may have queued more meanwhile, so the
             // queue can hold one more than its bound until this frame goes.
-            self.queues.lock().egress.push_front(frame);
+            let mut queues = self.queues.lock();
+            queues.count_flooded(&entry, 1);
+            queues.egress.push_front(entry);
         }
         true
     }
 
     /// The oldest frame waiting for the port, taken out of the queue.
     pub(super) fn take(&self) -> Option<Vec<u8>> {
-        self.queues.lock().egress.pop_front()
+        self.take_entry().map(|entry| entry.frame)
+    }
+
+    fn take_entry(&self) -> Option<EgressFrame> {
+        let mut queues = self.queues.lock();
+        let entry = queues.egress.pop_front()?;
+        queues.count_flooded(&entry, -1);
+        Some(entry)
     }
 
     /// Counts a frame the port could not pass on because it was bad for the device behind it.
@@ -217,16 +270,27 @@ impl PortHandle {
     }
 
     /// Queues `frame` for the port (switch side); counts it, or counts the drop when the
-    /// egress queue is full.
-    pub(super) fn queue_egress(&self, frame: Vec<u8>) {
+    /// egress queue is full. A frame the switch flooded from port `flooded_from` is also
+    /// dropped when that port's flooded frames already fill a quarter of the queue: a guest
+    /// flooding broadcasts cannot crowd out the frames sent to this port alone (its TCP
+    /// connections, DHCP replies) nor other stations' broadcasts (ARP).
+    pub(super) fn queue_egress(&self, frame: Vec<u8>, flooded_from: Option<u32>) {
         let mut queues = self.queues.lock();
-        if queues.egress.len() >= self.queue_frames {
+        let flood_share = (self.queue_frames / 4).max(1);
+        let over_share =
+            flooded_from.is_some_and(|source| queues.flooded_from(source) >= flood_share);
+        if queues.egress.len() >= self.queue_frames || over_share {
             queues.stats.dropped_egress_full += 1;
             return;
         }
         queues.stats.tx_frames += 1;
         queues.stats.tx_bytes += frame.len() as u64;
-        queues.egress.push_back(frame);
+        let entry = EgressFrame {
+            flooded_from,
+            frame,
+        };
+        queues.count_flooded(&entry, 1);
+        queues.egress.push_back(entry);
     }
 
     /// Whether frames wait in the ingress queue for the switch.

@@ -349,14 +349,15 @@ fn full_queues_drop_and_count_on_their_port() {
     let mut switch = Switch::new("internal", config);
     let sender = switch.add_port(guest("a"), None);
     let slow = switch.add_port(PortKind::Appliance, Some(mac(2)));
+    // Frames for the appliance's own MAC: a flood would be held to a quarter of the queue.
     for tag in 0..6 {
-        let accepted = sender.send(&frame(BROADCAST, mac(1), tag));
+        let accepted = sender.send(&frame(mac(2), mac(1), tag));
         assert_eq!(accepted, tag < 4);
     }
     assert_eq!(stats(&switch, &sender).dropped_ingress_full, 2);
     switch.poll(T0);
     for tag in 6..8 {
-        assert!(sender.send(&frame(BROADCAST, mac(1), tag)));
+        assert!(sender.send(&frame(mac(2), mac(1), tag)));
     }
     // The appliance did not read: two of the six frames for it find its queue full.
     switch.poll(T0);
@@ -425,8 +426,8 @@ fn a_flood_cannot_take_another_ports_place_in_an_egress_queue() {
         poll_budget: 64,
         ..SwitchConfig::default()
     };
-    // Whichever port the rotation serves first, the quiet guest's frame gets into the
-    // appliance's nearly full queue: frames are forwarded one per port per round.
+    // Whichever port the rotation serves first, the quiet guest's frames get into the
+    // appliance's queue: a flooder's frames take at most a quarter of it.
     for flood_first in [true, false] {
         let mut switch = Switch::new("bridged", config);
         let (flooder, quiet) = if flood_first {
@@ -437,25 +438,33 @@ fn a_flood_cannot_take_another_ports_place_in_an_egress_queue() {
             (switch.add_port(guest("flood"), Some(mac(1))), quiet)
         };
         let appliance = switch.add_port(PortKind::Appliance, Some(mac(3)));
-        // Two polls of flood, unread: 126 of 128 places taken.
-        for _ in 0..63 {
-            flooder.send(&frame(BROADCAST, mac(1), 0xff));
+        // Three polls of flood, unread by the appliance: 32 of its 128 places taken.
+        for _ in 0..3 {
+            for _ in 0..64 {
+                flooder.send(&frame(BROADCAST, mac(1), 0xff));
+            }
+            switch.poll(T0);
         }
-        switch.poll(T0);
-        for _ in 0..63 {
-            flooder.send(&frame(BROADCAST, mac(1), 0xff));
-        }
-        switch.poll(T0);
         drain(&quiet);
+        assert_eq!(stats(&switch, &appliance).dropped_egress_full, 3 * 64 - 32);
+        // Another poll of flood beside the quiet guest's broadcast and 90 frames for the
+        // appliance alone: every one of the quiet guest's frames finds room.
         for _ in 0..64 {
             flooder.send(&frame(BROADCAST, mac(1), 0xff));
         }
         assert!(quiet.send(&frame(BROADCAST, mac(2), 7)));
-        switch.poll(T0);
+        for _ in 0..2 {
+            for tag in 0..45 {
+                assert!(quiet.send(&frame(mac(3), mac(2), tag)));
+            }
+            switch.poll(T0);
+        }
         let received = drain(&appliance);
-        assert_eq!(received.len(), 128);
+        assert_eq!(received.len(), 32 + 1 + 90);
         assert!(received.contains(&frame(BROADCAST, mac(2), 7)), "starved");
-        assert_eq!(stats(&switch, &appliance).dropped_egress_full, 63);
+        let from_quiet = received.iter().filter(|f| f[6..12] == mac(2).0).count();
+        assert_eq!(from_quiet, 91);
+        assert_eq!(stats(&switch, &appliance).dropped_egress_full, 4 * 64 - 32);
     }
 }
 
@@ -722,7 +731,7 @@ fn handles_cross_threads_and_the_switch_can_sit_in_a_static_lock() {
     let listener = switch.add_port(guest("b"), Some(mac(2)));
     let sender = std::thread::spawn(move || {
         (0..100)
-            .filter(|&tag| from_thread.send(&frame(BROADCAST, mac(1), tag)))
+            .filter(|&tag| from_thread.send(&frame(mac(2), mac(1), tag)))
             .count()
     });
     let mut received = 0;
