@@ -19,6 +19,8 @@
 //!   and configuration (`config/demo.toml`) from them.
 //! - [`build`] (this file) ties kernel compile and image assembly together under
 //!   `<workspace>/target/keel/`.
+//! - [`flash`] writes an image to a disk or file (`keel flash`), checked, read back, and
+//!   optionally with its own configuration.
 //! - [`run`] boots the image in QEMU; [`logs`] decodes the kernel's defmt stream from COM2.
 //!
 //! The `keel` binary (`src/main.rs`) is a thin clap front end over these functions; the
@@ -29,6 +31,7 @@ pub mod api_token;
 pub mod appliance;
 pub mod demo;
 pub mod fat;
+pub mod flash;
 pub mod gpt_image;
 pub mod grub;
 pub mod guest_disks;

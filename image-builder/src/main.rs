@@ -30,6 +30,9 @@ enum Cmd {
     Run(RunArgs),
     /// Decode a captured COM2 stream (defmt frames) with the kernel ELF.
     Logs(LogsArgs),
+    /// Write an image to a disk, USB stick or file: checks the target, asks, writes, reads
+    /// back and verifies; --config/--hostname/--token personalize the copy.
+    Flash(keel_image::flash::FlashArgs),
 }
 
 #[derive(Args)]
@@ -122,6 +125,7 @@ fn main() -> ExitCode {
         Cmd::Build(args) => build(&args).map(|_| ExitCode::SUCCESS),
         Cmd::Run(args) => run(args),
         Cmd::Logs(args) => logs(&args),
+        Cmd::Flash(args) => flash(&args),
     };
     match result {
         Ok(code) => code,
@@ -231,6 +235,22 @@ fn logs(args: &LogsArgs) -> Result<ExitCode, String> {
     };
     let text = keel_image::decode_defmt(&elf, &stream).map_err(|e| e.to_string())?;
     print!("{text}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn flash(args: &keel_image::flash::FlashArgs) -> Result<ExitCode, String> {
+    let report = keel_image::flash::flash(args).map_err(|e| e.to_string())?;
+    let total = report.write_time + report.verify_time;
+    eprintln!(
+        "keel: flashed and verified {} ({}) in {:.1} s (write + sync {:.1} s, read back {:.1} s); \
+         SHA-256 {}",
+        args.target.display(),
+        keel_image::gpt_image::human(report.bytes),
+        total.as_secs_f64(),
+        report.write_time.as_secs_f64(),
+        report.verify_time.as_secs_f64(),
+        report.sha256
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -355,7 +375,7 @@ mod tests {
             let args = match cli.command {
                 Cmd::Build(args) => args,
                 Cmd::Run(args) => args.build,
-                Cmd::Logs(_) => panic!("not build or run"),
+                Cmd::Logs(_) | Cmd::Flash(_) => panic!("not build or run"),
             };
             assert!(args.no_demo, "{command}");
         }
