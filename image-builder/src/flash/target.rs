@@ -218,7 +218,7 @@ pub fn mounts_on(
 ) -> Vec<MountOnTarget> {
     let target_disk = whole_disk(target);
     parse_mounts(mounts_text)
-        .filter(|m| disks_of(&m.source).iter().any(|d| *d == target_disk))
+        .filter(|m| disks_of(&m.source).contains(&target_disk))
         .collect()
 }
 
@@ -433,12 +433,25 @@ tmpfs /tmp tmpfs rw 0 0
         assert_eq!(unescape("/a\\9xy"), "/a\\9xy");
     }
 
+    /// glibc's `gnu_dev_makedev`, the inverse of the two functions under test.
+    fn makedev(major: u64, minor: u64) -> u64 {
+        ((major & 0xffff_f000) << 32)
+            | ((major & 0xfff) << 8)
+            | ((minor & 0xffff_ff00) << 12)
+            | (minor & 0xff)
+    }
+
     #[test]
     fn device_numbers_split_like_glibc() {
-        // makedev(8, 17) and makedev(259, 65536).
         assert_eq!((libc_major(0x811), libc_minor(0x811)), (8, 17));
-        let dev = ((259u64 & 0xfff) << 8) | (65536u64 & 0xff) | ((65536u64 & !0xff) << 12);
-        assert_eq!((libc_major(dev), libc_minor(dev)), (259, 65536));
+        for (major, minor) in [(8, 17), (259, 65536), (7, 3), (4096, 1 << 20)] {
+            let dev = makedev(major, minor);
+            assert_eq!(
+                (libc_major(dev), libc_minor(dev)),
+                (major, minor),
+                "{dev:#x}"
+            );
+        }
     }
 
     #[test]
