@@ -157,7 +157,7 @@ pub enum FlashError {
         path: PathBuf,
         /// The I/O error.
         source: std::io::Error,
-        /// `(a block device needs root: try sudo)` on permission errors.
+        /// What to do about permission and busy errors.
         hint: &'static str,
     },
     /// Writing failed part way.
@@ -303,10 +303,16 @@ pub fn check_target(
             mounts: mount_list(system_mounts),
         });
     }
-    if !info.mounts.is_empty() || !info.loop_devices.is_empty() {
+    if !info.mounts.is_empty() || !info.loop_devices.is_empty() || !info.holders.is_empty() {
         let mut what = Vec::new();
         if !info.mounts.is_empty() {
             what.push(mount_list(&info.mounts));
+        }
+        if !info.holders.is_empty() {
+            what.push(format!(
+                "held by {} (device-mapper or RAID: deactivate it)",
+                info.holders.join(", ")
+            ));
         }
         if !info.loop_devices.is_empty() {
             what.push(format!("backs {}", info.loop_devices.join(", ")));
@@ -402,15 +408,22 @@ fn write_target(
     options.write(true);
     // A file is created if missing; a device never is (a typo in /dev/sdX must not make a
     // regular file in /dev).
-    if matches!(kind, TargetKind::File { .. }) {
-        options.create(true);
+    match kind {
+        TargetKind::File { .. } => {
+            options.create(true);
+        }
+        // O_EXCL on a block device: the kernel refuses (EBUSY) if anything has it claimed —
+        // a mount, device-mapper, RAID — closing the gap between the checks and the write.
+        TargetKind::BlockDevice { .. } => {
+            std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_EXCL);
+        }
     }
     let mut out = options.open(target).map_err(|source| FlashError::Open {
         path: target.to_path_buf(),
-        hint: if source.kind() == std::io::ErrorKind::PermissionDenied {
-            " (writing a block device needs root: try sudo)"
-        } else {
-            ""
+        hint: match source.raw_os_error() {
+            Some(libc::EACCES | libc::EPERM) => " (writing a block device needs root: try sudo)",
+            Some(libc::EBUSY) => " (the kernel says it is in use: something claimed it)",
+            _ => "",
         },
         source,
     })?;

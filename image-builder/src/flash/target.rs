@@ -53,6 +53,9 @@ pub struct TargetInfo {
     pub mounts: Vec<MountOnTarget>,
     /// Loop devices a regular-file target backs (`/dev/loop0`), mounted or not.
     pub loop_devices: Vec<String>,
+    /// Devices stacked on a block-device target or its partitions (device-mapper, RAID:
+    /// `dm-0`), active even when nothing on them is mounted.
+    pub holders: Vec<String>,
 }
 
 impl TargetInfo {
@@ -89,6 +92,9 @@ impl TargetInfo {
                 Err(why) => format!("cannot read them: {why}"),
             }
         ));
+        if !self.holders.is_empty() {
+            lines.push(format!("held by:    {}", self.holders.join(", ")));
+        }
         if !self.loop_devices.is_empty() {
             lines.push(format!(
                 "loop:       backs {}",
@@ -139,6 +145,7 @@ pub fn inspect(path: &Path) -> std::io::Result<TargetInfo> {
             partitions: Ok(PartitionTable::None),
             mounts: Vec::new(),
             loop_devices: Vec::new(),
+            holders: Vec::new(),
         });
     };
     let partitions = || {
@@ -170,6 +177,7 @@ pub fn inspect(path: &Path) -> std::io::Result<TargetInfo> {
                 .map(|r| r == "1"),
             partitions: partitions(),
             mounts,
+            holders: holders_of(&name),
             kind: TargetKind::BlockDevice { name, disk },
             loop_devices: Vec::new(),
         })
@@ -192,6 +200,7 @@ pub fn inspect(path: &Path) -> std::io::Result<TargetInfo> {
             partitions: partitions(),
             mounts,
             loop_devices,
+            holders: Vec::new(),
         })
     } else {
         Err(std::io::Error::other(format!(
@@ -348,6 +357,35 @@ fn whole_disk(name: &str) -> String {
         return parent.to_string_lossy().into_owned();
     }
     name.to_owned()
+}
+
+/// The devices stacked on block device `name` or on its partitions (`/sys/class/block/*/
+/// holders/`), sorted.
+fn holders_of(name: &str) -> Vec<String> {
+    let sys = Path::new("/sys/class/block").join(name);
+    let list = |dir: &Path| -> Vec<String> {
+        std::fs::read_dir(dir.join("holders"))
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut found = list(&sys);
+    // A whole disk's partitions are subdirectories named after it (`sdb/sdb1`).
+    if let Ok(dir) = std::fs::read_dir(&sys) {
+        for entry in dir.filter_map(|e| e.ok()) {
+            if entry.file_name().to_string_lossy().starts_with(name)
+                && entry.path().join("partition").exists()
+            {
+                found.extend(list(&entry.path()));
+            }
+        }
+    }
+    found.sort();
+    found.dedup();
+    found
 }
 
 /// Loop devices whose backing file is `file` (canonical path).

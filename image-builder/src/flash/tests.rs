@@ -15,6 +15,7 @@ fn device(bytes: u64) -> TargetInfo {
         partitions: Ok(PartitionTable::None),
         mounts: Vec::new(),
         loop_devices: Vec::new(),
+        holders: Vec::new(),
     }
 }
 
@@ -62,6 +63,14 @@ fn a_file_behind_a_loop_device_is_refused_with_how_to_detach() {
     let err = check_target(&info, &[], 1 << 20).unwrap_err().to_string();
     assert!(err.contains("backs /dev/loop7"), "{err}");
     assert!(err.contains("losetup -d /dev/loop7"), "{err}");
+}
+
+#[test]
+fn a_disk_held_by_device_mapper_is_refused() {
+    let mut info = device(64 << 20);
+    info.holders = vec!["dm-0".into()];
+    let err = check_target(&info, &[], 1 << 20).unwrap_err().to_string();
+    assert!(err.contains("held by dm-0"), "{err}");
 }
 
 #[test]
