@@ -369,6 +369,35 @@ mod tests {
     }
 
     #[test]
+    fn flash_takes_image_target_and_personalization() {
+        let cli = Cli::try_parse_from([
+            "keel",
+            "flash",
+            "keel.img",
+            "/dev/sdb",
+            "--yes",
+            "--config",
+            "a.toml",
+            "--hostname",
+            "rack1-a",
+            "--token",
+            "t0ken",
+        ])
+        .unwrap();
+        let Cmd::Flash(args) = cli.command else {
+            panic!("not flash")
+        };
+        assert_eq!(args.image, PathBuf::from("keel.img"));
+        assert_eq!(args.target, PathBuf::from("/dev/sdb"));
+        assert!(args.yes);
+        assert_eq!(args.config, Some(PathBuf::from("a.toml")));
+        assert_eq!(args.hostname.as_deref(), Some("rack1-a"));
+        assert_eq!(args.token.as_deref(), Some("t0ken"));
+        // Both positionals are required.
+        assert!(Cli::try_parse_from(["keel", "flash", "keel.img"]).is_err());
+    }
+
+    #[test]
     fn no_demo_is_accepted_by_build_and_run() {
         for command in ["build", "run"] {
             let cli = Cli::try_parse_from(["keel", command, "--no-demo"]).unwrap();
