@@ -268,6 +268,8 @@ pub fn flash(args: &FlashArgs) -> Result<FlashReport, FlashError> {
             p.generation,
             if p.cmdline_token_replaced {
                 "; kernel command-line token replaced"
+            } else if p.config.management.api_tokens.is_empty() {
+                "; the build's command-line token stays the only one (the configuration has none)"
             } else {
                 ""
             }
