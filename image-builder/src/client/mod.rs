@@ -106,3 +106,6 @@ impl Connection {
         Ok(self.target()?.client(timeout)?)
     }
 }
+
+#[cfg(test)]
+mod tests;
