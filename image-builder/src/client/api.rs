@@ -163,7 +163,10 @@ impl ApiClient {
             Some(json) => request
                 .set("Content-Type", "application/json")
                 .send_string(&json.to_string()),
-            None => request.call(),
+            // An empty body with its length: the API refuses a POST without Content-Length
+            // (411), and a GET needs none.
+            None if method == "GET" => request.call(),
+            None => request.send_bytes(&[]),
         };
         let response = self.call(result, &url)?;
         let body = read_body(response, &url)?;

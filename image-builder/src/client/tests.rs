@@ -337,3 +337,19 @@ fn a_silent_appliance_times_out_naming_the_url() {
     );
     drop(listener);
 }
+
+#[test]
+fn a_post_without_body_says_its_length_is_zero() {
+    let (url, server) = serve_once("200 OK", "", r#"{"name":"web","state":"running"}"#);
+    let client = ApiClient::new(&url, None, Duration::from_secs(5)).unwrap();
+    client
+        .send("POST", "/api/v1/vms/web/start", None, None)
+        .unwrap();
+    let (head, body) = server.join().unwrap();
+    assert!(head.starts_with("POST /api/v1/vms/web/start"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("content-length: 0"),
+        "{head}"
+    );
+    assert_eq!(body, "");
+}
