@@ -353,3 +353,31 @@ fn a_post_without_body_says_its_length_is_zero() {
     );
     assert_eq!(body, "");
 }
+
+#[test]
+fn connection_options_are_checked_before_any_request() {
+    let connection = |appliance: Option<&str>, timeout: f64| Connection {
+        appliance: appliance.map(str::to_owned),
+        token: Some("t".to_owned()),
+        json: false,
+        timeout,
+    };
+    let err = connection(None, 10.0).client().unwrap_err().to_string();
+    assert!(err.contains("--appliance http://HOST[:PORT]"), "{err}");
+    for bad in [0.0, -1.0, f64::NAN, 1e9] {
+        let err = connection(Some("http://h"), bad)
+            .client()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--timeout must be"), "{bad}: {err}");
+    }
+    let target = connection(Some("http://h:8080/"), 10.0).target().unwrap();
+    assert_eq!(
+        target,
+        Target {
+            name: None,
+            url: "http://h:8080".to_owned(),
+            token: Some("t".to_owned())
+        }
+    );
+}
