@@ -29,6 +29,7 @@ pub mod api_token;
 pub mod appliance;
 pub mod demo;
 pub mod fat;
+pub mod fleet;
 pub mod gpt_image;
 pub mod grub;
 pub mod guest_disks;
