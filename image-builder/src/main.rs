@@ -30,6 +30,9 @@ enum Cmd {
     Run(RunArgs),
     /// Decode a captured COM2 stream (defmt frames) with the kernel ELF.
     Logs(LogsArgs),
+    /// Many appliances from one inventory (~/.config/keel/fleet.toml or --fleet FILE):
+    /// status, VMs, placement, configuration.
+    Fleet(keel_image::fleet::commands::FleetArgs),
 }
 
 #[derive(Args)]
@@ -122,6 +125,7 @@ fn main() -> ExitCode {
         Cmd::Build(args) => build(&args).map(|_| ExitCode::SUCCESS),
         Cmd::Run(args) => run(args),
         Cmd::Logs(args) => logs(&args),
+        Cmd::Fleet(args) => keel_image::fleet::commands::run(args).map_err(|e| e.to_string()),
     };
     match result {
         Ok(code) => code,

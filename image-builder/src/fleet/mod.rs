@@ -4,7 +4,9 @@
 //! - [`report`] reads the API's JSON and renders fleet tables and `--json` output.
 //! - [`placement`] picks the appliance for `fleet vm create --place auto`.
 //! - [`config_set`] makes `fleet config set`'s edit and summary.
+//! - [`commands`] is the clap front end and the parallel queries (one thread per appliance).
 
+pub mod commands;
 pub mod config_set;
 pub mod inventory;
 pub mod placement;
