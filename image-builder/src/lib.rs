@@ -32,6 +32,7 @@ pub mod appliance;
 pub mod client;
 pub mod demo;
 pub mod fat;
+pub mod fleet;
 pub mod gpt_image;
 pub mod grub;
 pub mod guest_disks;

@@ -38,6 +38,9 @@ enum Cmd {
     Config(keel_image::client::ConfigArgs),
     /// Look at a running appliance's guest store over its API.
     Store(keel_image::client::StoreArgs),
+    /// Many appliances from one inventory (~/.config/keel/fleet.toml or --fleet FILE):
+    /// status, VMs, placement, configuration.
+    Fleet(keel_image::fleet::commands::FleetArgs),
 }
 
 #[derive(Args)]
@@ -134,6 +137,7 @@ fn main() -> ExitCode {
         Cmd::Vm(args) => client_command(keel_image::client::run_vm(&args)),
         Cmd::Config(args) => client_command(keel_image::client::run_config(&args)),
         Cmd::Store(args) => client_command(keel_image::client::run_store(&args)),
+        Cmd::Fleet(args) => keel_image::fleet::commands::run(args).map_err(|e| e.to_string()),
     };
     match result {
         Ok(code) => code,
