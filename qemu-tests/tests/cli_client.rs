@@ -190,6 +190,7 @@ fn keel_cli_drives_one_appliance_over_its_api() {
         "status shows no version {}: {status}",
         env!("CARGO_PKG_VERSION")
     );
+    eprint!("keel status:\n{status}");
     ok(&m, &cli, &["store", "ls"], &["NAME", "echo.bin"]);
     let json = ok(&m, &cli, &["status", "--json"], &[]);
     let parsed: serde_json::Value = serde_json::from_str(&json).expect("status --json is JSON");
@@ -239,6 +240,10 @@ fn keel_cli_drives_one_appliance_over_its_api() {
         serde_json::from_str(&ok(&m, &cli, &["vm", "list", "--json"], &[]))
             .expect("vm list --json is JSON");
     check!(m, list["vms"][0]["name"] == "echo", "{list}");
+    eprint!(
+        "keel vm list:\n{}",
+        ok(&m, &cli, &["vm", "list"], &["running"])
+    );
     console_round_trip(&m, &cli);
     ok(&m, &cli, &["vm", "log", "echo"], &["HELLO"]);
     let stopped = ok(&m, &cli, &["vm", "stop", "echo", "--force"], &["echo: "]);
