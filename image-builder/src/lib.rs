@@ -20,6 +20,8 @@
 //! - [`build`] (this file) ties kernel compile and image assembly together under
 //!   `<workspace>/target/keel/`.
 //! - [`run`] boots the image in QEMU; [`logs`] decodes the kernel's defmt stream from COM2.
+//! - [`client`] speaks a running appliance's HTTP API (`keel status`, `keel vm`, `keel
+//!   config`, `keel store`).
 //!
 //! The `keel` binary (`src/main.rs`) is a thin clap front end over these functions; the
 //! integration tests in `qemu-tests/` call [`build`] directly (without the demo VM) and use
@@ -27,6 +29,7 @@
 
 pub mod api_token;
 pub mod appliance;
+pub mod client;
 pub mod demo;
 pub mod fat;
 pub mod fleet;

@@ -192,7 +192,15 @@ fn fleet_status_placement_and_an_appliance_going_down() {
     let out = fleet(
         &inventory,
         &[
-            "vm", "create", "ticker", "--kernel", "counter.bin", "--mem", "16", "--place", "auto",
+            "vm",
+            "create",
+            "ticker",
+            "--kernel",
+            "counter.bin",
+            "--mem",
+            "16",
+            "--place",
+            "auto",
         ],
     );
     let said = text(&out.stdout);
