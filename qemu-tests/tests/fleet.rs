@@ -8,12 +8,17 @@
 //! (SIGSTOP: its port still accepts, nothing answers) and `fleet status --timeout 2` must
 //! come back within the timeout with `small` unreachable and `big` still right; then
 //! `small` is killed (connection refused) and the same holds. Both times are printed.
+//! Before that, a VM placed on `small` by name (`--place small --start`) is reached with
+//! `keel vm console` (attach, a line echoed, Ctrl-] detaches); and `fleet config set` with
+//! `small` down changes `big`, says `small` was not changed, and exits non-zero.
 //!
 //! The tests run the real `keel` binary (built with `cargo build -p keel-image-builder
 //! --bin keel` the first time), so argument parsing, exit status and output are covered.
 
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use keel_qemu_tests::guests::{self, COUNTER, ECHO};
@@ -192,7 +197,15 @@ fn fleet_status_placement_and_an_appliance_going_down() {
     let out = fleet(
         &inventory,
         &[
-            "vm", "create", "ticker", "--kernel", "counter.bin", "--mem", "16", "--place", "auto",
+            "vm",
+            "create",
+            "ticker",
+            "--kernel",
+            "counter.bin",
+            "--mem",
+            "16",
+            "--place",
+            "auto",
         ],
     );
     let said = text(&out.stdout);
@@ -229,6 +242,24 @@ fn fleet_status_placement_and_an_appliance_going_down() {
     assert_eq!(ticker.len(), 1, "{vms:?}");
     assert_eq!(ticker[0]["appliance"], "big");
 
+    // The other appliance: a VM placed there by name and started, then `keel vm console`
+    // attaches to it (a line typed comes back from the echo guest in upper case) and Ctrl-]
+    // detaches.
+    let out = fleet(
+        &inventory,
+        &[
+            "vm", "create", "echo", "--kernel", "echo.bin", "--mem", "16", "--place", "small",
+            "--start",
+        ],
+    );
+    let said = text(&out.stdout);
+    assert!(out.status.success(), "{said}{}", text(&out.stderr));
+    assert!(
+        said.contains("created VM echo and started it on small"),
+        "{said}"
+    );
+    console_round_trip(&small, "echo");
+
     // `small` hangs: its forwarded port still accepts (the host kernel completes the
     // handshake) but nothing answers, so only the timeout can end the wait.
     let small_pid = small.m.pid() as libc::pid_t;
@@ -250,6 +281,10 @@ fn fleet_status_placement_and_an_appliance_going_down() {
     assert_eq!(rows[1]["reachable"], true, "{rows:?}");
     assert_eq!(rows[1]["version"], big_system["version"]);
     assert_eq!(rows[1]["vms_total"], 1, "{rows:?}");
+    assert_eq!(
+        rows[1]["vms_running"], 0,
+        "ticker was defined, not started: {rows:?}"
+    );
 
     // `small` is gone: connection refused, at once.
     small.m.kill();
@@ -272,4 +307,80 @@ fn fleet_status_placement_and_an_appliance_going_down() {
     assert!(summary.contains("small: not changed:"), "{summary}");
     let config = big.json("/api/v1/config");
     assert_eq!(config["hostname"], "fleet-big");
+}
+
+/// `keel vm console VM --appliance URL` with stdin a pipe: `hello` typed comes back as
+/// `HELLO` from the echo guest, then Ctrl-] (0x1d) detaches and keel exits 0.
+fn console_round_trip(appliance: &Appliance, vm: &str) {
+    let mut child = Command::new(keel_binary())
+        .args(["vm", "console", vm, "--appliance", &appliance.url()])
+        .args(["--token", &artifacts().api_token])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting keel vm console");
+    let output = Arc::new(Mutex::new(Vec::new()));
+    let mut stdout = child.stdout.take().unwrap();
+    let sink = Arc::clone(&output);
+    let reader = std::thread::spawn(move || {
+        let mut buffer = [0u8; 512];
+        while let Ok(n) = stdout.read(&mut buffer) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().extend_from_slice(&buffer[..n]);
+        }
+    });
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"hello\r").unwrap();
+    stdin.flush().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !text(&output.lock().unwrap()).contains("HELLO") {
+        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            appliance.m.fail(format!(
+                "vm console: no HELLO within 30 s; stdout {:?}, stderr {}",
+                text(&output.lock().unwrap()),
+                text(&out.stderr)
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Detach with the pipe still open: Ctrl-] alone must end it.
+    stdin.write_all(&[0x1d]).unwrap();
+    stdin.flush().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            appliance
+                .m
+                .fail("vm console: still attached 10 s after Ctrl-]");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    drop(stdin);
+    reader.join().unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    check!(
+        appliance.m,
+        status.success(),
+        "vm console exited {status}: {stderr}"
+    );
+    check!(
+        appliance.m,
+        stderr.contains(&format!("detached from {vm}")),
+        "{stderr}"
+    );
 }

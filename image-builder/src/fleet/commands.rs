@@ -141,8 +141,9 @@ pub enum FleetCommandError {
         appliance: String,
         /// Its URL.
         url: String,
-        /// What the client said (the API's message and field paths when it refused).
-        source: ClientError,
+        /// What the client said (the API's message and field paths when it refused); boxed
+        /// to keep the error small.
+        source: Box<ClientError>,
     },
 }
 
@@ -350,7 +351,7 @@ impl Fleet {
             action: action.to_string(),
             appliance: entry.name.clone(),
             url: entry.url.clone(),
-            source,
+            source: Box::new(source),
         };
         let client = client
             .as_ref()
