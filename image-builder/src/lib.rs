@@ -22,6 +22,8 @@
 //! - [`flash`] writes an image to a disk or file (`keel flash`), checked, read back, and
 //!   optionally with its own configuration.
 //! - [`run`] boots the image in QEMU; [`logs`] decodes the kernel's defmt stream from COM2.
+//! - [`client`] speaks a running appliance's HTTP API (`keel status`, `keel vm`, `keel
+//!   config`, `keel store`).
 //!
 //! The `keel` binary (`src/main.rs`) is a thin clap front end over these functions; the
 //! integration tests in `qemu-tests/` call [`build`] directly (without the demo VM) and use
@@ -29,9 +31,11 @@
 
 pub mod api_token;
 pub mod appliance;
+pub mod client;
 pub mod demo;
 pub mod fat;
 pub mod flash;
+pub mod fleet;
 pub mod gpt_image;
 pub mod grub;
 pub mod guest_disks;

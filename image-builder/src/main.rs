@@ -33,6 +33,17 @@ enum Cmd {
     /// Write an image to a disk, USB stick or file: checks the target, asks, writes, reads
     /// back and verifies; --config/--hostname/--token personalize the copy.
     Flash(keel_image::flash::FlashArgs),
+    /// Show a running appliance: hostname, version, CPUs, memory, VMs (over its API).
+    Status(keel_image::client::StatusArgs),
+    /// Manage a running appliance's VMs over its API.
+    Vm(keel_image::client::VmArgs),
+    /// Read and change a running appliance's configuration over its API.
+    Config(keel_image::client::ConfigArgs),
+    /// Look at a running appliance's guest store over its API.
+    Store(keel_image::client::StoreArgs),
+    /// Many appliances from one inventory (~/.config/keel/fleet.toml or --fleet FILE):
+    /// status, VMs, placement, configuration.
+    Fleet(keel_image::fleet::commands::FleetArgs),
 }
 
 #[derive(Args)]
@@ -126,6 +137,11 @@ fn main() -> ExitCode {
         Cmd::Run(args) => run(args),
         Cmd::Logs(args) => logs(&args),
         Cmd::Flash(args) => flash(&args),
+        Cmd::Status(args) => client_command(keel_image::client::run_status(&args)),
+        Cmd::Vm(args) => client_command(keel_image::client::run_vm(&args)),
+        Cmd::Config(args) => client_command(keel_image::client::run_config(&args)),
+        Cmd::Store(args) => client_command(keel_image::client::run_store(&args)),
+        Cmd::Fleet(args) => keel_image::fleet::commands::run(args).map_err(|e| e.to_string()),
     };
     match result {
         Ok(code) => code,
@@ -134,6 +150,15 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// An API client command's outcome; its error's text goes after `keel: error: `.
+fn client_command(
+    result: Result<(), keel_image::client::CommandError>,
+) -> Result<ExitCode, String> {
+    result
+        .map(|()| ExitCode::SUCCESS)
+        .map_err(|e| e.to_string())
 }
 
 /// clap's parser of `--disk`: the message is the whole error.
@@ -404,7 +429,7 @@ mod tests {
             let args = match cli.command {
                 Cmd::Build(args) => args,
                 Cmd::Run(args) => args.build,
-                Cmd::Logs(_) | Cmd::Flash(_) => panic!("not build or run"),
+                _ => panic!("not build or run"),
             };
             assert!(args.no_demo, "{command}");
         }

@@ -1,0 +1,400 @@
+//! The `keel` CLI as an API client, end to end: the real `keel` binary against one appliance
+//! booted in QEMU (SeaBIOS, `-M q35`, virtio-net with `hostfwd` to 127.0.0.1 only), its guest
+//! store holding `echo.bin`.
+//!
+//! One boot: `status`; `store ls`; `config set hostname` then `config get hostname`; a VM
+//! from `vm create` through `vm list`, `vm info`, `vm start`, `vm console` (a line typed on
+//! piped stdin comes back upper-cased from the echo guest, Ctrl-] detaches), `vm log`,
+//! `vm stop --force` to `vm destroy`; `--json` output parses. Then every client command
+//! against a bad token (the API's 401 message), an unreachable URL (the URL and why, within
+//! the timeout) and an API refusal (the API's message, field paths of a 422), each with a
+//! non-zero exit status.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use keel_qemu_tests::guests::{self, ECHO};
+use keel_qemu_tests::http;
+use keel_qemu_tests::{Machine, Qemu, appliance_image, artifacts, check};
+
+/// The `keel` binary of this workspace, built (in the test's own profile) if need be: tests
+/// of another package get no `CARGO_BIN_EXE_keel`.
+fn keel_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    // target/<profile>/deps/cli_client-… → target/<profile>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test binary is in target/<profile>/deps");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut build = Command::new(cargo);
+    build.current_dir(env!("CARGO_MANIFEST_DIR")).args([
+        "build",
+        "--quiet",
+        "-p",
+        "keel-image-builder",
+        "--bin",
+        "keel",
+    ]);
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        build.arg("--release");
+    }
+    let status = build.status().expect("running cargo build for keel");
+    assert!(status.success(), "cargo build of the keel binary failed");
+    let keel = profile_dir.join("keel");
+    assert!(keel.is_file(), "no keel binary at {}", keel.display());
+    keel
+}
+
+/// Builds `keel.img` into `dir` with `echo.bin` in the guest store.
+fn image_with_echo(dir: &Path) -> PathBuf {
+    let a = artifacts();
+    let set = guests::build_guests().expect("building the test guests");
+    let store = dir.join("store");
+    std::fs::create_dir(&store).unwrap();
+    let path = set.path(ECHO);
+    std::fs::copy(&path, store.join(path.file_name().unwrap())).unwrap();
+    let image = dir.join("keel.img");
+    let config = keel_image::appliance::default_config(&a.api_token).to_json_pretty();
+    appliance_image(
+        Some(&store),
+        &config,
+        &[],
+        &image,
+        "the image with echo.bin",
+    );
+    image
+}
+
+struct Cli {
+    keel: PathBuf,
+    url: String,
+    token: String,
+}
+
+impl Cli {
+    /// `keel ARGS --appliance URL` with the token in `KEEL_TOKEN` (so that `--token` in
+    /// `args` is what overrides it).
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(&self.keel);
+        command
+            .args(args)
+            .args(["--appliance", &self.url, "--timeout", "10"])
+            .env("KEEL_TOKEN", &self.token)
+            .env("EDITOR", "true")
+            .stdin(Stdio::null());
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("running keel")
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Runs `args`; checks the exit status is success and stdout holds every needle; stdout.
+fn ok(m: &Machine, cli: &Cli, args: &[&str], needles: &[&str]) -> String {
+    let out = cli.run(args);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    check!(
+        m,
+        out.status.success(),
+        "keel {args:?} failed ({}): {stderr}{stdout}",
+        out.status
+    );
+    for needle in needles {
+        check!(
+            m,
+            stdout.contains(needle),
+            "keel {args:?}: no {needle:?} in:\n{stdout}"
+        );
+    }
+    stdout
+}
+
+/// Runs `args`; checks it fails and stderr holds every needle.
+fn fails(m: &Machine, what: &str, mut command: Command, needles: &[&str]) {
+    let out = command.output().expect("running keel");
+    let stderr = text(&out.stderr);
+    check!(
+        m,
+        !out.status.success(),
+        "{what}: exit status {} (wanted a failure); stdout:\n{}",
+        out.status,
+        text(&out.stdout)
+    );
+    for needle in needles {
+        check!(
+            m,
+            stderr.contains(needle),
+            "{what}: no {needle:?} in:\n{stderr}"
+        );
+    }
+}
+
+/// Every client command, on VM `vm` (`config set` sets the hostname).
+fn every_command(vm: &'static str) -> Vec<Vec<&'static str>> {
+    vec![
+        vec!["status"],
+        vec!["store", "ls"],
+        vec!["config", "get"],
+        vec!["config", "get", "hostname"],
+        vec!["config", "set", "hostname", "other"],
+        vec!["config", "edit"],
+        vec!["vm", "list"],
+        vec!["vm", "info", vm],
+        vec!["vm", "create", vm, "--kernel", "echo.bin", "--mem", "16"],
+        vec!["vm", "start", vm],
+        vec!["vm", "stop", vm],
+        vec!["vm", "restart", vm],
+        vec!["vm", "destroy", vm],
+        vec!["vm", "log", vm],
+        vec!["vm", "console", vm],
+    ]
+}
+
+#[test]
+fn keel_cli_drives_one_appliance_over_its_api() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keel = keel_binary();
+    let image = image_with_echo(tmp.path());
+    let a = artifacts();
+    let port = http::free_port();
+    let mut m = Qemu::seabios(&image)
+        .machine("q35")
+        .defmt_elf(&a.elf)
+        .writable_disk()
+        .args(["-nic".to_owned(), http::nic_arg("virtio-net-pci", port)])
+        .spawn()
+        .unwrap();
+    m.expect_banner();
+    http::await_api(&mut m, port);
+    let cli = Cli {
+        keel,
+        url: format!("http://127.0.0.1:{port}"),
+        token: a.api_token.clone(),
+    };
+    let started = Instant::now();
+
+    // Reading.
+    let status = ok(&m, &cli, &["status"], &["hostname:", "version:", "cpus:"]);
+    check!(
+        m,
+        status.contains(env!("CARGO_PKG_VERSION")),
+        "status shows no version {}: {status}",
+        env!("CARGO_PKG_VERSION")
+    );
+    eprint!("keel status:\n{status}");
+    ok(&m, &cli, &["store", "ls"], &["NAME", "echo.bin"]);
+    let json = ok(&m, &cli, &["status", "--json"], &[]);
+    let parsed: serde_json::Value = serde_json::from_str(&json).expect("status --json is JSON");
+    check!(
+        m,
+        parsed.pointer("/system/version").is_some(),
+        "status --json: {json}"
+    );
+
+    // Configuration round trip, ETag-checked on the way.
+    ok(
+        &m,
+        &cli,
+        &["config", "set", "hostname", "cli-test"],
+        &["hostname = \"cli-test\""],
+    );
+    let hostname = ok(&m, &cli, &["config", "get", "hostname"], &[]);
+    check!(
+        m,
+        hostname == "cli-test\n",
+        "config get hostname: {hostname:?}"
+    );
+    ok(&m, &cli, &["status"], &["cli-test"]);
+    let config: serde_json::Value =
+        serde_json::from_str(&ok(&m, &cli, &["config", "get", "--json"], &[]))
+            .expect("config get --json is JSON");
+    check!(m, config["hostname"] == "cli-test", "{config}");
+
+    // A VM's life.
+    ok(
+        &m,
+        &cli,
+        &[
+            "vm", "create", "echo", "--kernel", "echo.bin", "--mem", "16",
+        ],
+        &["created echo (defined)"],
+    );
+    ok(&m, &cli, &["vm", "list"], &["NAME", "echo", "defined"]);
+    ok(&m, &cli, &["vm", "start", "echo"], &["echo: "]);
+    ok(
+        &m,
+        &cli,
+        &["vm", "info", "echo"],
+        &["name:", "echo", "kernel:", "echo.bin"],
+    );
+    let list: serde_json::Value =
+        serde_json::from_str(&ok(&m, &cli, &["vm", "list", "--json"], &[]))
+            .expect("vm list --json is JSON");
+    check!(m, list["vms"][0]["name"] == "echo", "{list}");
+    eprint!(
+        "keel vm list:\n{}",
+        ok(&m, &cli, &["vm", "list"], &["running"])
+    );
+    console_round_trip(&m, &cli);
+    ok(&m, &cli, &["vm", "log", "echo"], &["HELLO"]);
+    let stopped = ok(&m, &cli, &["vm", "stop", "echo", "--force"], &["echo: "]);
+    check!(m, stopped.contains("stop"), "vm stop --force: {stopped}");
+    ok(&m, &cli, &["vm", "destroy", "echo"], &["destroyed echo"]);
+    let list = ok(&m, &cli, &["vm", "list"], &[]);
+    check!(
+        m,
+        !list.contains("echo"),
+        "destroyed, still listed:\n{list}"
+    );
+
+    // Failures: every command, each way.
+    let bad_token = Cli {
+        keel: cli.keel.clone(),
+        url: cli.url.clone(),
+        token: "not-the-token".to_owned(),
+    };
+    for args in every_command("echo") {
+        fails(
+            &m,
+            &format!("{args:?} with a bad token"),
+            bad_token.command(&args),
+            &["401 invalid bearer token"],
+        );
+    }
+    let unreachable = Cli {
+        keel: cli.keel.clone(),
+        url: "http://127.0.0.1:1".to_owned(),
+        token: cli.token.clone(),
+    };
+    for args in every_command("echo") {
+        let begun = Instant::now();
+        fails(
+            &m,
+            &format!("{args:?} at a closed port"),
+            unreachable.command(&args),
+            &[
+                "unreachable at http://127.0.0.1:1/api/v1/",
+                "Connection refused",
+            ],
+        );
+        check!(
+            m,
+            begun.elapsed() < Duration::from_secs(10),
+            "{args:?} took {:?}",
+            begun.elapsed()
+        );
+    }
+    let api_errors: [(&[&str], &[&str]); 12] = [
+        (&["vm", "info", "nosuch"], &["404 no VM named 'nosuch'"]),
+        (&["vm", "start", "nosuch"], &["404 no VM named 'nosuch'"]),
+        (&["vm", "stop", "nosuch"], &["404 no VM named 'nosuch'"]),
+        (&["vm", "restart", "nosuch"], &["404 no VM named 'nosuch'"]),
+        (&["vm", "destroy", "nosuch"], &["404 no VM named 'nosuch'"]),
+        (&["vm", "log", "nosuch"], &["404 no VM named 'nosuch'"]),
+        (&["vm", "console", "nosuch"], &["404 no VM named 'nosuch'"]),
+        (
+            &[
+                "vm", "create", "Bad_Name", "--kernel", "echo.bin", "--mem", "15",
+            ],
+            &[
+                "error: 422 invalid VM definition",
+                "\n  name: ",
+                "\n  memory_mib: ",
+            ],
+        ),
+        (
+            &["vm", "info", "Bad_Name"],
+            &["400 ", "neither a VM number nor a VM name"],
+        ),
+        (&["config", "get", "nosuch"], &["nothing at nosuch"]),
+        (
+            &["config", "set", "management.http_port", "0"],
+            &["management.http_port"],
+        ),
+        (&["config", "set", "nosuch", "1"], &["nosuch"]),
+    ];
+    for (args, needles) in api_errors {
+        fails(&m, &format!("{args:?}"), cli.command(args), needles);
+    }
+    eprintln!(
+        "cli_client: {} keel commands in {:.1?}",
+        17 + 2 * every_command("echo").len() + 12,
+        started.elapsed()
+    );
+    m.kill();
+}
+
+/// `keel vm console echo` with stdin a pipe: a typed line comes back from the echo guest in
+/// upper case, then Ctrl-] (0x1d) detaches and keel exits 0.
+fn console_round_trip(m: &Machine, cli: &Cli) {
+    let mut child = cli
+        .command(&["vm", "console", "echo"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting keel vm console");
+    let output = Arc::new(Mutex::new(Vec::new()));
+    let mut stdout = child.stdout.take().unwrap();
+    let sink = Arc::clone(&output);
+    let reader = std::thread::spawn(move || {
+        let mut buffer = [0u8; 512];
+        while let Ok(n) = stdout.read(&mut buffer) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().extend_from_slice(&buffer[..n]);
+        }
+    });
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"hello\r").unwrap();
+    stdin.flush().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !text(&output.lock().unwrap()).contains("HELLO") {
+        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            m.fail(format!(
+                "vm console: no HELLO within 30 s; stdout {:?}, stderr {}",
+                text(&output.lock().unwrap()),
+                text(&out.stderr)
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Detach, with the pipe still open: Ctrl-] alone must end it.
+    stdin.write_all(&[0x1d]).unwrap();
+    stdin.flush().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            m.fail("vm console: still attached 10 s after Ctrl-]");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    drop(stdin);
+    reader.join().unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    check!(m, status.success(), "vm console exited {status}: {stderr}");
+    check!(m, stderr.contains("attached to echo"), "{stderr}");
+    check!(m, stderr.contains("detached from echo"), "{stderr}");
+}
