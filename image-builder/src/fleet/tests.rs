@@ -58,6 +58,10 @@ fn inventory_refusals_name_the_file_and_the_entry() {
             "appliance[0]: name \"\"",
         ),
         (
+            "[[appliance]]\nname = \"auto\"\nurl = \"http://x\"\n",
+            "the name \"auto\" is reserved",
+        ),
+        (
             "[[appliance]]\nname = \"a\"\nurl = \"http://x\"\n[[appliance]]\nname = \"a\"\nurl = \"http://y\"\n",
             "appliance[1]: the name \"a\" is used by appliance[0] already",
         ),
