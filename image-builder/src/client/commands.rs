@@ -464,7 +464,14 @@ pub fn run_vm(args: &VmArgs) -> Result<(), CommandError> {
             };
             let body = force.then(|| json!({ "force": true }));
             let vm = client.send("POST", &vm_path(name, verb), body.as_ref(), None)?;
-            let line = format!("{}: {}\n", text(&vm, "/name"), text(&vm, "/state"));
+            let state = text(&vm, "/state");
+            // A graceful stop answers at once with the VM still `stopping`: say what follows.
+            let note = if state == "stopping" {
+                " (its power button was pressed; it is forced off after the grace time)"
+            } else {
+                ""
+            };
+            let line = format!("{}: {state}{note}\n", text(&vm, "/name"));
             (vm, line)
         }
         VmCmd::Destroy { name } => {

@@ -1,6 +1,7 @@
 //! The `keel` CLI as a client of an appliance's HTTP API: `keel status`, `keel vm …`,
-//! `keel config …`, `keel store ls`, against `--appliance URL` with the token from
-//! `--token` or `KEEL_TOKEN`.
+//! `keel config …`, `keel store ls`, against `--appliance URL|NAME` (a name is looked up in
+//! the fleet inventory) with the token from `--token`, else the inventory's, else
+//! `KEEL_TOKEN`.
 //!
 //! Output is a table for people, or with `--json` the API's own JSON for scripts. A refused
 //! request prints the API's status, message and every field path of a 422, and the command
@@ -17,9 +18,12 @@ pub use commands::{
     run_store, run_vm,
 };
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
+
+use crate::fleet::{InventoryEntry, default_inventory_path, load_inventory};
 
 /// The environment variable holding the API token when `--token` is not given.
 pub const TOKEN_ENV: &str = "KEEL_TOKEN";
@@ -27,18 +31,66 @@ pub const TOKEN_ENV: &str = "KEEL_TOKEN";
 /// The options every client command takes: which appliance, with which token, how to print.
 #[derive(Args, Clone, Debug)]
 pub struct Connection {
-    /// The appliance: its API address, http://HOST[:PORT].
-    #[arg(long, global = true, value_name = "URL")]
+    /// The appliance: its API address, http://HOST[:PORT], or its name in the inventory.
+    #[arg(long, global = true, value_name = "URL|NAME")]
     pub appliance: Option<String>,
-    /// The API token [default: $KEEL_TOKEN].
+    /// The API token [default: the inventory's for a named appliance, else $KEEL_TOKEN].
     #[arg(long, global = true, value_name = "TOKEN")]
     pub token: Option<String>,
+    /// The inventory that appliance names are looked up in
+    /// [default: ~/.config/keel/fleet.toml, under $XDG_CONFIG_HOME when set].
+    #[arg(long, global = true, value_name = "FILE")]
+    pub fleet: Option<PathBuf>,
     /// Print the API's JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
     /// Seconds each request may take (connecting, and each read or write).
     #[arg(long, global = true, value_name = "SECONDS", default_value_t = 10.0)]
     pub timeout: f64,
+}
+
+/// The target of `--appliance` `appliance`: an `http://` URL is used as it is, anything
+/// else is an inventory name that `lookup` resolves. The token: `flag_token`, else the
+/// inventory entry's, else `env_token`.
+pub fn resolve_target(
+    appliance: Option<&str>,
+    flag_token: Option<String>,
+    env_token: Option<String>,
+    lookup: impl FnOnce(&str) -> Result<InventoryEntry, CommandError>,
+) -> Result<Target, CommandError> {
+    let Some(appliance) = appliance else {
+        return Err(CommandError::Usage(
+            "no appliance given: pass --appliance http://HOST[:PORT] or --appliance NAME \
+             (a name from the inventory)"
+                .to_owned(),
+        ));
+    };
+    if appliance.contains("://") {
+        return Ok(Target {
+            name: None,
+            url: check_base_url(appliance)?,
+            token: flag_token.or(env_token),
+        });
+    }
+    let entry = lookup(appliance)?;
+    Ok(Target {
+        url: check_base_url(&entry.url)?,
+        token: flag_token.or(entry.token).or(env_token),
+        name: Some(entry.name),
+    })
+}
+
+/// The entry called `name` in the inventory at `path`.
+fn find_in(path: &Path, name: &str) -> Result<InventoryEntry, CommandError> {
+    let inventory = load_inventory(path).map_err(|e| CommandError::Usage(e.to_string()))?;
+    inventory.find(name).cloned().ok_or_else(|| {
+        CommandError::Usage(format!(
+            "no appliance named {name:?} in the inventory {} (it has: {}); give a name from \
+             it or an http:// URL",
+            path.display(),
+            inventory.names()
+        ))
+    })
 }
 
 /// What a client command can fail with.
@@ -70,23 +122,31 @@ impl From<ClientError> for CommandError {
 }
 
 impl Connection {
-    /// The target: `--appliance` (required), the token from `--token` else `$KEEL_TOKEN`.
+    /// The target: `--appliance` (required) as a URL, or a name looked up in the inventory
+    /// (`--fleet` or the default one); the token from `--token`, else the inventory entry's,
+    /// else `$KEEL_TOKEN`.
     pub fn target(&self) -> Result<Target, CommandError> {
-        let Some(appliance) = &self.appliance else {
-            return Err(CommandError::Usage(
-                "no appliance given: pass --appliance http://HOST[:PORT]".to_owned(),
-            ));
+        let env_token = std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty());
+        resolve_target(
+            self.appliance.as_deref(),
+            self.token.clone(),
+            env_token,
+            |name| self.lookup_name(name),
+        )
+    }
+
+    /// The inventory entry called `name`.
+    fn lookup_name(&self, name: &str) -> Result<InventoryEntry, CommandError> {
+        let path = match &self.fleet {
+            Some(path) => path.clone(),
+            None => default_inventory_path().map_err(|e| {
+                CommandError::Usage(format!(
+                    "--appliance {name:?} is not an http:// URL, so it is an inventory name, \
+                     but {e}"
+                ))
+            })?,
         };
-        let token = self
-            .token
-            .clone()
-            .or_else(|| std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty()));
-        let url = check_base_url(appliance)?;
-        Ok(Target {
-            name: None,
-            url,
-            token,
-        })
+        find_in(&path, name)
     }
 
     /// The per-request timeout.

@@ -353,3 +353,85 @@ fn a_post_without_body_says_its_length_is_zero() {
     );
     assert_eq!(body, "");
 }
+
+#[test]
+fn connection_options_are_checked_before_any_request() {
+    let connection = |appliance: Option<&str>, timeout: f64| Connection {
+        appliance: appliance.map(str::to_owned),
+        token: Some("t".to_owned()),
+        fleet: None,
+        json: false,
+        timeout,
+    };
+    let err = connection(None, 10.0).client().unwrap_err().to_string();
+    assert!(err.contains("--appliance http://HOST[:PORT]"), "{err}");
+    for bad in [0.0, -1.0, f64::NAN, 1e9] {
+        let err = connection(Some("http://h"), bad)
+            .client()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--timeout must be"), "{bad}: {err}");
+    }
+    let target = connection(Some("http://h:8080/"), 10.0).target().unwrap();
+    assert_eq!(
+        target,
+        Target {
+            name: None,
+            url: "http://h:8080".to_owned(),
+            token: Some("t".to_owned())
+        }
+    );
+}
+
+#[test]
+fn appliance_names_come_from_the_inventory() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fleet.toml");
+    std::fs::write(
+        &path,
+        "[[appliance]]\nname = \"rack1-a\"\nurl = \"http://10.0.0.5/\"\ntoken = \"inv\"\n\n\
+         [[appliance]]\nname = \"rack1-b\"\nurl = \"http://10.0.0.6:8080\"\n",
+    )
+    .unwrap();
+    let connection = |appliance: &str, token: Option<&str>| Connection {
+        appliance: Some(appliance.to_owned()),
+        token: token.map(str::to_owned),
+        fleet: Some(path.clone()),
+        json: false,
+        timeout: 10.0,
+    };
+    let a = connection("rack1-a", None).target().unwrap();
+    assert_eq!(a.name.as_deref(), Some("rack1-a"));
+    assert_eq!(a.url, "http://10.0.0.5");
+    assert_eq!(a.token.as_deref(), Some("inv"));
+    // --token wins over the inventory's.
+    let a = connection("rack1-a", Some("flag")).target().unwrap();
+    assert_eq!(a.token.as_deref(), Some("flag"));
+    let err = connection("rack9", None).target().unwrap_err().to_string();
+    assert!(
+        err.contains("no appliance named \"rack9\"") && err.contains("rack1-a, rack1-b"),
+        "{err}"
+    );
+    // The environment's token only when neither gives one.
+    let lookup_b = |_: &str| {
+        Ok(crate::fleet::InventoryEntry {
+            name: "rack1-b".into(),
+            url: "http://10.0.0.6:8080".into(),
+            token: None,
+        })
+    };
+    let b = resolve_target(Some("rack1-b"), None, Some("env".into()), lookup_b).unwrap();
+    assert_eq!(b.token.as_deref(), Some("env"));
+    // A URL is never looked up.
+    let url = resolve_target(Some("http://h:1"), None, Some("env".into()), |_| {
+        panic!("a URL was looked up")
+    })
+    .unwrap();
+    assert_eq!((url.name, url.url), (None, "http://h:1".to_owned()));
+    let missing = Connection {
+        fleet: Some(dir.path().join("nosuch.toml")),
+        ..connection("rack1-a", None)
+    };
+    let err = missing.target().unwrap_err().to_string();
+    assert!(err.contains("nosuch.toml"), "{err}");
+}
