@@ -258,7 +258,7 @@ fn fleet_status_placement_and_an_appliance_going_down() {
         said.contains("created VM echo and started it on small"),
         "{said}"
     );
-    console_round_trip(&small, "echo");
+    console_round_trip(&small, "echo", &inventory);
 
     // `small` hangs: its forwarded port still accepts (the host kernel completes the
     // handshake) but nothing answers, so only the timeout can end the wait.
@@ -309,12 +309,14 @@ fn fleet_status_placement_and_an_appliance_going_down() {
     assert_eq!(config["hostname"], "fleet-big");
 }
 
-/// `keel vm console VM --appliance URL` with stdin a pipe: `hello` typed comes back as
+/// `keel vm console VM --appliance small --fleet INVENTORY` (the appliance by its inventory
+/// name, the token from the inventory) with stdin a pipe: `hello` typed comes back as
 /// `HELLO` from the echo guest, then Ctrl-] (0x1d) detaches and keel exits 0.
-fn console_round_trip(appliance: &Appliance, vm: &str) {
+fn console_round_trip(appliance: &Appliance, vm: &str, inventory: &Path) {
     let mut child = Command::new(keel_binary())
-        .args(["vm", "console", vm, "--appliance", &appliance.url()])
-        .args(["--token", &artifacts().api_token])
+        .args(["vm", "console", vm, "--appliance", "small", "--fleet"])
+        .arg(inventory)
+        .env_remove("KEEL_TOKEN")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

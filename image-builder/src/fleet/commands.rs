@@ -212,12 +212,12 @@ fn print_out(json: bool, value: Value, table: impl FnOnce() -> String) {
 }
 
 /// The inventory's appliances, each with its client (or why none could be made).
-struct Fleet {
+pub(super) struct Fleet {
     appliances: Vec<(InventoryEntry, Result<ApiClient, ClientError>)>,
 }
 
 impl Fleet {
-    fn new(inventory: &Inventory, timeout: Duration) -> Fleet {
+    pub(super) fn new(inventory: &Inventory, timeout: Duration) -> Fleet {
         let env_token = std::env::var("KEEL_TOKEN").ok().filter(|t| !t.is_empty());
         let appliances = inventory
             .appliances
@@ -262,7 +262,7 @@ impl Fleet {
         })
     }
 
-    fn status(&self) -> Vec<StatusRow> {
+    pub(super) fn status(&self) -> Vec<StatusRow> {
         let answers = self.each(|client| {
             let system = client.get("/api/v1/system")?;
             let vms = client.get("/api/v1/vms")?;
@@ -403,7 +403,7 @@ impl Fleet {
         Ok(ExitCode::SUCCESS)
     }
 
-    fn config_set(&self, setting: &str, value: &str) -> Vec<(String, ConfigOutcome)> {
+    pub(super) fn config_set(&self, setting: &str, value: &str) -> Vec<(String, ConfigOutcome)> {
         let outcomes = self.each(|client| {
             let (current, etag) = client.get_with_etag("/api/v1/config")?;
             let (new, changes) = match config_set::edited(&current, setting, value) {

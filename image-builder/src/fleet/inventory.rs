@@ -151,6 +151,13 @@ pub fn parse_inventory(text: &str, path: &Path) -> Result<Inventory, FleetError>
                 entry.name
             )));
         }
+        // `--place auto` means "choose": an appliance of that name could never be named.
+        if entry.name == "auto" {
+            return Err(invalid(format!(
+                "appliance[{index}]: the name \"auto\" is reserved (`--place auto` means \
+                 choose one): call it something else"
+            )));
+        }
         if let Some(reason) = url_problem(&entry.url) {
             return Err(invalid(format!(
                 "appliance[{index}] {:?}: url {:?} {reason} (like http://10.0.0.5 or \

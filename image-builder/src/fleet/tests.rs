@@ -58,6 +58,10 @@ fn inventory_refusals_name_the_file_and_the_entry() {
             "appliance[0]: name \"\"",
         ),
         (
+            "[[appliance]]\nname = \"auto\"\nurl = \"http://x\"\n",
+            "the name \"auto\" is reserved",
+        ),
+        (
             "[[appliance]]\nname = \"a\"\nurl = \"http://x\"\n[[appliance]]\nname = \"a\"\nurl = \"http://y\"\n",
             "appliance[1]: the name \"a\" is used by appliance[0] already",
         ),
@@ -332,4 +336,46 @@ fn config_set_edits_locally_and_reports_per_appliance() {
     assert_eq!(json[0]["result"], "changed");
     assert_eq!(json[0]["changes"][0]["path"], "hostname");
     assert_eq!(json[2]["result"], "refused");
+}
+
+/// Appliances that accept connections but never answer (a listener nobody accepts from: the
+/// kernel completes the handshake into its backlog): each is a row saying so, and the
+/// queries run side by side, so three of them cost one timeout, not three.
+#[test]
+fn hung_appliances_cost_one_timeout_in_parallel_and_are_rows() {
+    let listeners: Vec<std::net::TcpListener> = (0..3)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let appliances = listeners
+        .iter()
+        .enumerate()
+        .map(|(i, l)| super::InventoryEntry {
+            name: format!("hung{i}"),
+            url: format!("http://{}", l.local_addr().unwrap()),
+            token: None,
+        })
+        .collect();
+    let inventory = super::Inventory { appliances };
+    let timeout = std::time::Duration::from_millis(700);
+    let fleet = super::commands::Fleet::new(&inventory, timeout);
+    let start = std::time::Instant::now();
+    let rows = fleet.status();
+    let took = start.elapsed();
+    assert!(took >= timeout, "answered before the timeout: {took:?}");
+    assert!(took < timeout * 2, "queries were not parallel: {took:?}");
+    assert_eq!(rows.len(), 3);
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row.name, format!("hung{i}"));
+        let reason = row.status.as_ref().unwrap_err();
+        assert!(reason.contains(&row.url), "{reason}");
+    }
+    // A change is not made anywhere, and every appliance says why.
+    let outcomes = fleet.config_set("hostname", "x");
+    assert!(
+        outcomes
+            .iter()
+            .all(|(_, o)| matches!(o, ConfigOutcome::Failed(_))),
+        "{outcomes:?}"
+    );
+    drop(listeners);
 }
