@@ -1,6 +1,7 @@
 //! The `keel fleet` subcommands: clap arguments and the work, one thread per appliance.
 //!
-//! Every appliance is asked in parallel (`std::thread::scope`), each request with its own
+//! Every appliance is asked in parallel (`std::thread::scope`) — except by `fleet config
+//! set`, which changes them one after the other — each request with its own
 //! timeout (`--timeout`, connect and read), so one appliance that is off, unplugged or hung
 //! costs at most its timeout per request and shows up as a row saying so.
 //!
@@ -231,6 +232,20 @@ impl Fleet {
         Fleet { appliances }
     }
 
+    /// `query` on one appliance after the other, in inventory order.
+    fn each_in_turn<T>(
+        &self,
+        query: impl Fn(&ApiClient) -> Result<T, ClientError>,
+    ) -> Vec<Result<T, ClientError>> {
+        self.appliances
+            .iter()
+            .map(|(_, client)| match client {
+                Ok(client) => query(client),
+                Err(e) => Err(clone_error(e)),
+            })
+            .collect()
+    }
+
     /// `query` on every appliance at once, one thread each; the answers in inventory order.
     fn each<T: Send>(
         &self,
@@ -403,8 +418,11 @@ impl Fleet {
         Ok(ExitCode::SUCCESS)
     }
 
+    /// Applies the setting appliance by appliance, in inventory order (not all at once: a
+    /// setting that cuts an appliance off shows on the first one's row before the next is
+    /// changed, and the operator reads the summary in the order it happened).
     pub(super) fn config_set(&self, setting: &str, value: &str) -> Vec<(String, ConfigOutcome)> {
-        let outcomes = self.each(|client| {
+        let outcomes = self.each_in_turn(|client| {
             let (current, etag) = client.get_with_etag("/api/v1/config")?;
             let (new, changes) = match config_set::edited(&current, setting, value) {
                 Ok(Some(edit)) => edit,
