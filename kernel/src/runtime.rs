@@ -15,8 +15,9 @@
 //!    forwarded;
 //! 5. the shell shows what the VMs and the plane printed (it owns the terminal);
 //!
-//! and when no VM can run and no frame moved the CPU sleeps until the next interrupt (the
-//! timer tick or a key; NICs are polled), so the prompt and the API answer while guests run.
+//! and when no VM can run and no frame moved for [`TRAFFIC_POLL_TICKS`] the CPU sleeps until
+//! the next interrupt (the timer tick or a key; NICs are polled, hence the polling after
+//! traffic), so the prompt and the API answer while guests run.
 //!
 //! Every step is bounded — the uplink moves at most 64 frames (`mgmt::UPLINK_BUDGET`)
 //! each way per call, a switch takes at most its poll budget from each port per poll and
@@ -66,8 +67,15 @@ pub struct Kernel {
     settings: Settings,
     /// The configuration revision the VM manager and the network plane were last given.
     applied_revision: u64,
+    /// The tick at which a frame last moved or woke a guest (see [`TRAFFIC_POLL_TICKS`]).
+    last_traffic_tick: u64,
     shell: Shell,
 }
+
+/// How many ticks (ms) the loop keeps polling the NICs after the last frame moved before it
+/// lets the CPU sleep until the next tick: short enough that an idle appliance sleeps, long
+/// enough to cover the gaps of a TCP exchange.
+const TRAFFIC_POLL_TICKS: u64 = 10;
 
 impl Kernel {
     /// Brings up the network plane from `settings`, defines the configured VMs and starts
@@ -88,6 +96,7 @@ impl Kernel {
             net,
             internal,
             applied_revision: settings.revision(),
+            last_traffic_tick: 0,
             settings,
             shell: Shell::start(),
         }
@@ -108,7 +117,16 @@ impl Kernel {
             self.shell.show_output(&mut self.vms, &output);
             // Sleep only with nothing to do: a frame that moved may have more behind it
             // (budgets), or a reply on its way; a guest woken by a frame runs next pass.
-            if !runnable && !moved && !woke && !sent && !self.vms.any_runnable() {
+            // The NICs are polled, so after traffic the loop keeps polling for a few ticks
+            // instead of sleeping: an answer (a TCP ACK, the next request) usually follows
+            // within microseconds, and a halted guest would otherwise wait up to a tick
+            // for each one.
+            let now = crate::arch::timer::ticks();
+            if moved || woke || sent {
+                self.last_traffic_tick = now;
+            }
+            let quiet = now.saturating_sub(self.last_traffic_tick) >= TRAFFIC_POLL_TICKS;
+            if !runnable && quiet && !self.vms.any_runnable() {
                 crate::arch::cpu::wait_for_interrupt();
             }
         }

@@ -4,7 +4,8 @@
 //! and echoing guest output.
 //!
 //! Each scheduling slice runs one VM until the host timer ticks (a `VmExit::Interrupted` or a
-//! preemption request), so a guest that never exits still gives the CPU back every tick (1 ms).
+//! preemption request), so a guest that never exits still gives the CPU back every tick (1 ms),
+//! or until an exit in which one of its NICs sent a frame, so the kernel forwards it at once.
 //!
 //! # Names and lifecycle
 //!
@@ -976,9 +977,22 @@ impl VmManager {
             }
             self.cursor = (i + 1) % n;
             let tick = crate::arch::timer::ticks();
+            for nic in &run.nics {
+                nic.take_transmitted();
+            }
+            // The slice also ends after an exit in which the guest sent a frame (its TX
+            // notify): the kernel forwards it, and brings the answers in, before the next
+            // slice instead of a tick later — the round trip of every request and ACK.
             while matches!(run.vm.state(), VmState::Running) && crate::arch::timer::ticks() == tick
             {
                 run.vm.step(&TscClock);
+                if run
+                    .nics
+                    .iter()
+                    .fold(false, |sent, nic| nic.take_transmitted() | sent)
+                {
+                    break;
+                }
             }
             break;
         }

@@ -11,6 +11,7 @@ use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use keel_config::schema::NicNetwork;
 use keel_netstack::switch::PortHandle;
@@ -93,21 +94,47 @@ pub enum NicAttachError {
     },
 }
 
-/// The switch port a guest NIC's device sends into and receives from, until the VM stops.
+/// The switch port a guest NIC's device sends into and receives from, until the VM stops,
+/// and whether the guest sent a frame since the VM manager last asked
+/// ([`AttachedNic::take_transmitted`]): the manager then ends the VM's slice early, so the
+/// frame is forwarded at once instead of at the end of the slice.
 #[derive(Clone)]
-struct GuestPort(Arc<Mutex<Option<PortHandle>>>);
+struct GuestPort {
+    port: Arc<Mutex<Option<PortHandle>>>,
+    transmitted: Arc<AtomicBool>,
+}
+
+impl GuestPort {
+    fn new(handle: PortHandle) -> GuestPort {
+        GuestPort {
+            port: Arc::new(Mutex::new(Some(handle))),
+            transmitted: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
 
 impl NetBackend for GuestPort {
     fn transmit(&mut self, frame: &[u8]) -> bool {
-        self.0.lock().as_ref().is_some_and(|port| port.send(frame))
+        let sent = self
+            .port
+            .lock()
+            .as_ref()
+            .is_some_and(|port| port.send(frame));
+        if sent {
+            self.transmitted.store(true, Ordering::Relaxed);
+        }
+        sent
     }
 
     fn has_rx(&self) -> bool {
-        self.0.lock().as_ref().is_some_and(PortHandle::has_frames)
+        self.port
+            .lock()
+            .as_ref()
+            .is_some_and(PortHandle::has_frames)
     }
 
     fn receive(&mut self, deliver: &mut dyn FnMut(&[u8]) -> bool) -> bool {
-        self.0
+        self.port
             .lock()
             .as_ref()
             .is_some_and(|port| port.receive(deliver))
@@ -137,12 +164,17 @@ impl AttachedNic {
     /// Unplugs the NIC from its switch (the VM stopped): the switch drops the port and
     /// forgets its MAC at its next poll; the device sends nothing from now on.
     pub fn detach(&self) {
-        self.port.0.lock().take();
+        self.port.port.lock().take();
     }
 
     /// Whether it is still plugged in.
     pub fn is_attached(&self) -> bool {
-        self.port.0.lock().is_some()
+        self.port.port.lock().is_some()
+    }
+
+    /// Whether the guest sent a frame into the switch since the last call.
+    pub fn take_transmitted(&self) -> bool {
+        self.port.transmitted.swap(false, Ordering::Relaxed)
     }
 
     /// The device's counters (the guest's view: rx = delivered to the guest).
@@ -169,7 +201,7 @@ pub fn attach(
             .switches
             .lock()
             .add_guest_port(spec.network, vm, index, spec.mac);
-        let port = GuestPort(Arc::new(Mutex::new(Some(handle))));
+        let port = GuestPort::new(handle);
         let device = net_device(Box::new(port.clone()), spec.mac);
         let slot = match devices.add_pci_device(device) {
             Ok(slot) => slot,
@@ -179,7 +211,7 @@ pub fn attach(
                 for nic in &attached {
                     nic.detach();
                 }
-                port.0.lock().take();
+                port.port.lock().take();
                 return Err(NicAttachError::Pci {
                     vm: String::from(vm),
                     nic: index,
