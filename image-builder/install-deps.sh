@@ -15,6 +15,8 @@
 #   gdisk dosfstools    sgdisk and mkfs.vfat: the GPT boot disk (ESP) rust-hypervisor-firmware
 #                       boots in the guest-disk tests
 #   kmod                modinfo, to read a kernel module's dependencies by hand
+#
+# Also (with rustup/cargo): the pinned nightly and cargo-fuzz, for the fuzz smoke.
 set -euo pipefail
 
 PACKAGES="qemu-system-x86 ovmf bochs bochsbios vgabios grub-pc-bin grub-efi-amd64-bin xorriso mtools binutils python3-venv e2fsprogs gdisk dosfstools kmod"
@@ -79,7 +81,16 @@ if command -v rustup >/dev/null 2>&1; then
         rustup toolchain install "$FIRMWARE_TOOLCHAIN" --profile minimal -c rust-src \
             || die "rustup toolchain install $FIRMWARE_TOOLCHAIN failed (for rust-hypervisor-firmware)"
     fi
-    echo "install-deps: $FIRMWARE_TOOLCHAIN for rust-hypervisor-firmware"
+    echo "install-deps: $FIRMWARE_TOOLCHAIN for rust-hypervisor-firmware and the fuzz smoke"
+    # The fuzz smoke (qemu-tests/tests/fuzz_smoke.rs) builds fuzz/ with cargo-fuzz on that same
+    # nightly (libFuzzer needs -Zsanitizer). Pinned, and built from its lock file.
+    CARGO_FUZZ_VERSION="0.13.1"
+    if ! cargo fuzz --version 2>/dev/null | grep -q "cargo-fuzz $CARGO_FUZZ_VERSION\$"; then
+        echo "install-deps: installing cargo-fuzz $CARGO_FUZZ_VERSION"
+        cargo install --locked --force cargo-fuzz --version "$CARGO_FUZZ_VERSION" \
+            || die "cargo install --locked cargo-fuzz --version $CARGO_FUZZ_VERSION failed"
+    fi
+    echo "install-deps: $(cargo fuzz --version)"
 else
     echo "install-deps: warning: rustup not found; the build needs the toolchain in" \
         "rust-toolchain.toml with target x86_64-unknown-none" >&2
