@@ -39,7 +39,12 @@ const MXCSR: usize = 24;
 const XSAVE_HEADER: usize = 512;
 
 fn has_xsave() -> bool {
-    core::arch::x86_64::__cpuid(1).ecx & (1 << 26) != 0
+    // `__cpuid` is safe since Rust 1.94; the fuzz crate builds this crate with the pinned
+    // firmware nightly (1.89), where it is still `unsafe`.
+    #[allow(unused_unsafe)]
+    // SAFETY: CPUID exists on every x86_64 CPU; leaf 1 only reads feature bits.
+    let leaf = unsafe { core::arch::x86_64::__cpuid(1) };
+    leaf.ecx & (1 << 26) != 0
 }
 
 /// Prepares this CPU: CR4.OSFXSR/OSXMMEXCPT, and CR4.OSXSAVE with XCR0 = x87|SSE|AVX (as
