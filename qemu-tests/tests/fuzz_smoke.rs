@@ -242,7 +242,7 @@ fn every_fuzz_target_builds_and_survives_a_short_run() {
                 None => "no input saved".to_string(),
             };
             failures.push(format!(
-                "{target}: {} ({saved}); reproduce with `cd fuzz && cargo +{NIGHTLY} fuzz run \
+                "{target}: {} ({saved}); reproduce with `cd fuzz && cargo +{NIGHTLY} fuzz run -O -a \
                  {target} <that file>`\n{}",
                 failure_kind(&stderr),
                 tail(&stderr, 40)
