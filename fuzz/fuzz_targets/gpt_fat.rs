@@ -3,7 +3,10 @@
 //! content). Nothing may panic; errors are the expected answer for most inputs.
 //!
 //! The first byte chooses: bit 0 set recomputes the primary GPT header's and entry array's
-//! CRC32s before reading, so mutations get past the checksums and reach the entries.
+//! CRC32s before reading, so mutations get past the checksums and reach the entries; bits
+//! 1–3 (n) make the disk 2^(n+10) sectors when n > 0, zeros after the input, so a seed can
+//! be the first sectors of a FAT16 volume (at least 4085 clusters) or of a GPT disk whose
+//! backup header lies past the input.
 #![no_main]
 
 use keel_fuzz::SliceDisk;
@@ -47,7 +50,9 @@ fuzz_target!(|data: &[u8]| {
     if mode & 1 != 0 {
         fix_crcs(&mut owned);
     }
-    let mut disk = SliceDisk::new(&owned);
+    let n = (mode >> 1) & 7;
+    let sectors = if n == 0 { 0 } else { 1u64 << (n + 10) };
+    let mut disk = SliceDisk::new(&owned, sectors);
 
     let _ = gpt::read_protective_mbr(&mut disk);
     for copy in [HeaderCopy::Primary, HeaderCopy::Backup] {

@@ -3,19 +3,9 @@
 //! feature). Nothing may panic, and every answer must be a well-formed response: a known
 //! status, and the JSON error body on every 4xx/5xx.
 //!
-//! Seeds: `seeds/http_request/` (valid API requests to mutate). With cargo-fuzz (nightly):
-//! `cargo +nightly fuzz run http_request seeds/http_request`. On stable, coverage-guided
-//! but without AddressSanitizer (nothing here is unsafe):
-//!
-//! ```text
-//! RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
-//!   -Cllvm-args=-sanitizer-coverage-inline-8bit-counters \
-//!   -Cllvm-args=-sanitizer-coverage-pc-table -Cllvm-args=-sanitizer-coverage-trace-compares \
-//!   --cfg fuzzing -Cdebug-assertions -Coverflow-checks" \
-//!   cargo build --release --target x86_64-unknown-linux-gnu --target-dir target/cov
-//! mkdir -p corpus && cp seeds/http_request/* corpus/
-//! target/cov/x86_64-unknown-linux-gnu/release/http_request corpus -max_total_time=60
-//! ```
+//! Seeds: `corpus/http_request/` (valid API requests to mutate). From `fuzz/`, with
+//! cargo-fuzz on the pinned nightly, on a copy so the run does not grow the committed corpus:
+//! `cp -r corpus/http_request /tmp/http && cargo +nightly-2025-06-05 fuzz run http_request /tmp/http`.
 #![no_main]
 
 use std::sync::OnceLock;

@@ -42,29 +42,37 @@ pub mod store {
 #[path = "../../image-builder/src/appliance.rs"]
 pub mod appliance;
 
-/// A read-only disk over fuzz bytes: whole sectors, the last one padded with zeros.
+/// A read-only disk over fuzz bytes: at least the bytes rounded up to whole sectors, and
+/// zeros after them up to the size asked for (so a seed can be the start of a large volume).
 /// Writes are refused (the readers never write).
 pub struct SliceDisk<'a> {
     bytes: &'a [u8],
+    sectors: u64,
 }
 
 impl<'a> SliceDisk<'a> {
-    /// A disk of `bytes.len()` rounded up to whole sectors.
-    pub fn new(bytes: &'a [u8]) -> SliceDisk<'a> {
-        SliceDisk { bytes }
+    /// A disk of `sectors` sectors, or of `bytes.len()` rounded up if that is more.
+    pub fn new(bytes: &'a [u8], sectors: u64) -> SliceDisk<'a> {
+        let sectors = sectors.max(bytes.len().div_ceil(blk::disk::SECTOR) as u64);
+        SliceDisk { bytes, sectors }
     }
 }
 
 impl blk::disk::Disk for SliceDisk<'_> {
     fn sector_count(&self) -> u64 {
-        self.bytes.len().div_ceil(blk::disk::SECTOR) as u64
+        self.sectors
     }
 
     fn read(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), blk::disk::DiskError> {
         blk::disk::check_range(lba, buf.len(), self.sector_count())?;
-        let start = lba as usize * blk::disk::SECTOR;
+        let start = usize::try_from(lba)
+            .ok()
+            .and_then(|lba| lba.checked_mul(blk::disk::SECTOR))
+            .unwrap_or(usize::MAX);
         let available = self.bytes.len().saturating_sub(start).min(buf.len());
-        buf[..available].copy_from_slice(&self.bytes[start..start + available]);
+        if available > 0 {
+            buf[..available].copy_from_slice(&self.bytes[start..start + available]);
+        }
         buf[available..].fill(0);
         Ok(())
     }
