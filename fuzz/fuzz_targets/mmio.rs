@@ -5,18 +5,16 @@
 //! device returns. Nothing may panic; an instruction that cannot be fetched or emulated is
 //! the expected answer for most inputs.
 //!
-//! Layout: byte 0 picks the mode (bit 0 CR0.PE, bit 1 CR0.PG, bit 2 EFER.LMA, bit 3 CS.L,
-//! bit 4 CS.D, bit 5 CR4.PAE); then RIP, CR3, CS.base, the device's value and RAX…R15 as
-//! little-endian u64s (missing bytes are 0); the rest is guest RAM from address 0.
+//! Layout: `keel_fuzz::mmio_input` (a mode byte, RIP, CR3, CS.base, the device's value,
+//! RAX…R15, then guest RAM from address 0).
 #![no_main]
 
 use std::cell::Cell;
 
-use keel_fuzz::guest_memory;
+use keel_fuzz::{guest_memory, mmio_input};
 use keel_vmm::decode::{self, MmioKind};
 use keel_vmm::guest_paging::fetch_instruction;
 use keel_vmm::memory::GuestMemory;
-use keel_vmm::vcpu::Registers;
 use libfuzzer_sys::fuzz_target;
 
 const RAM: u64 = 2 << 20;
@@ -27,39 +25,10 @@ thread_local! {
     static WRITTEN: Cell<u64> = const { Cell::new(0) };
 }
 
-/// The next little-endian u64 of `input`, zero-padded.
-fn take_u64(input: &mut &[u8]) -> u64 {
-    let n = input.len().min(8);
-    let mut bytes = [0u8; 8];
-    bytes[..n].copy_from_slice(&input[..n]);
-    *input = &input[n..];
-    u64::from_le_bytes(bytes)
-}
-
 fuzz_target!(|data: &[u8]| {
-    let Some((&mode, mut input)) = data.split_first() else {
+    let Some((regs, value, ram)) = mmio_input(data, RAM) else {
         return;
     };
-    let mut regs = Registers::default();
-    regs.cr0 = if mode & 1 != 0 { 1 } else { 0 } | if mode & 2 != 0 { 1 << 31 } else { 0 };
-    regs.efer = if mode & 4 != 0 {
-        (1 << 10) | (1 << 8)
-    } else {
-        0
-    };
-    regs.cs.access =
-        if mode & 8 != 0 { 1 << 13 } else { 0 } | if mode & 16 != 0 { 1 << 14 } else { 0 };
-    regs.cr4 = if mode & 32 != 0 { 1 << 5 } else { 0 };
-    // Mostly inside RAM, so the walk and the fetch get somewhere.
-    regs.rip = take_u64(&mut input) % (RAM + 0x1000);
-    regs.cr3 = take_u64(&mut input) % RAM & !0xfff;
-    regs.cs.base = take_u64(&mut input) % RAM;
-    regs.cs.limit = 0xffff_ffff;
-    let value = take_u64(&mut input);
-    for gpr in regs.gpr.iter_mut() {
-        *gpr = take_u64(&mut input);
-    }
-    let ram = &input[..input.len().min(RAM as usize)];
 
     MEMORY.with(|memory| {
         WRITTEN.with(|written| {

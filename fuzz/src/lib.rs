@@ -15,6 +15,7 @@ use std::cell::Cell;
 
 use keel_vmm::host::{FRAME_SIZE, HostMemory};
 use keel_vmm::memory::GuestMemory;
+use keel_vmm::vcpu::{Registers, Segment};
 
 /// The kernel's block-device layer, as much of it as the readers need.
 #[path = "../../kernel/src/blk"]
@@ -120,4 +121,47 @@ pub fn guest_memory(size: u64) -> &'static GuestMemory {
     Box::leak(Box::new(
         GuestMemory::new(host, size).expect("guest RAM over heap"),
     ))
+}
+
+/// An `mmio` input laid out as a vCPU: byte 0 picks the mode (bit 0 CR0.PE, bit 1 CR0.PG,
+/// bit 2 EFER.LMA, bit 3 CS.L, bit 4 CS.D, bit 5 CR4.PAE); then RIP, CR3, CS.base, the
+/// device's value and RAX…R15 as little-endian u64s (missing bytes are 0); the rest is guest
+/// RAM from address 0 (at most `ram_size` bytes). Returns the registers, the value and the
+/// RAM bytes, or `None` for an empty input.
+pub fn mmio_input(data: &[u8], ram_size: u64) -> Option<(Registers, u64, &[u8])> {
+    let (&mode, mut input) = data.split_first()?;
+    let mut take_u64 = || {
+        let n = input.len().min(8);
+        let mut bytes = [0u8; 8];
+        bytes[..n].copy_from_slice(&input[..n]);
+        input = &input[n..];
+        u64::from_le_bytes(bytes)
+    };
+    let bit = |n: u8, value: u64| if mode & (1 << n) != 0 { value } else { 0 };
+    // Addresses mostly inside RAM, so the walk and the fetch get somewhere.
+    let rip = take_u64() % (ram_size + 0x1000);
+    let cr3 = (take_u64() % ram_size) & !0xfff;
+    let cs = Segment {
+        base: take_u64() % ram_size,
+        limit: 0xffff_ffff,
+        access: (bit(3, 1 << 13) | bit(4, 1 << 14)) as u32,
+        ..Segment::default()
+    };
+    let value = take_u64();
+    let mut gpr = [0u64; 16];
+    for reg in gpr.iter_mut() {
+        *reg = take_u64();
+    }
+    let regs = Registers {
+        gpr,
+        rip,
+        cr0: bit(0, 1) | bit(1, 1 << 31),
+        cr3,
+        cr4: bit(5, 1 << 5),
+        efer: bit(2, (1 << 10) | (1 << 8)),
+        cs,
+        ..Registers::default()
+    };
+    let ram = &input[..input.len().min(ram_size as usize)];
+    Some((regs, value, ram))
 }

@@ -3,7 +3,7 @@
 //! involved; an integration test, because the kernel modules' own unit tests come with
 //! `cfg(test)` on the library and need the rest of the kernel).
 
-use keel_fuzz::{SliceDisk, appliance, blk, guest_memory, store};
+use keel_fuzz::{SliceDisk, appliance, blk, guest_memory, mmio_input, store};
 use keel_vmm::loader::{bzimage, pvh};
 
 fn seed(target: &str, name: &str) -> Vec<u8> {
@@ -66,7 +66,6 @@ fn loader_seeds_load() {
 fn mmio_seeds_decode() {
     use keel_vmm::decode::decode_mmio;
     use keel_vmm::guest_paging::fetch_instruction;
-    use keel_vmm::vcpu::Registers;
     let memory = guest_memory(2 << 20);
     for name in [
         "real_store",
@@ -76,28 +75,9 @@ fn mmio_seeds_decode() {
         "long_store_rex",
     ] {
         let bytes = seed("mmio", name);
-        let (mode, rest) = bytes.split_first().unwrap();
-        let u64_at = |i: usize| u64::from_le_bytes(rest[i * 8..i * 8 + 8].try_into().unwrap());
-        // As `fuzz_targets/mmio.rs` lays the input out.
-        let mut regs = Registers::default();
-        regs.cr0 = u64::from(mode & 1) | if mode & 2 != 0 { 1 << 31 } else { 0 };
-        regs.efer = if mode & 4 != 0 {
-            (1 << 10) | (1 << 8)
-        } else {
-            0
-        };
-        regs.cs.access =
-            if mode & 8 != 0 { 1 << 13 } else { 0 } | if mode & 16 != 0 { 1 << 14 } else { 0 };
-        regs.cr4 = if mode & 32 != 0 { 1 << 5 } else { 0 };
-        regs.rip = u64_at(0);
-        regs.cr3 = u64_at(1);
-        regs.cs.base = u64_at(2);
-        regs.cs.limit = 0xffff_ffff;
-        for (i, gpr) in regs.gpr.iter_mut().enumerate() {
-            *gpr = u64_at(4 + i);
-        }
+        let (regs, _, ram) = mmio_input(&bytes, 2 << 20).unwrap();
         memory.fill(0, 0x1_0000, 0).unwrap();
-        memory.write(0, &rest[20 * 8..]).unwrap();
+        memory.write(0, ram).unwrap();
         let (code, n) = fetch_instruction(memory, &regs).expect(name);
         decode_mmio(&code[..n], regs.code_bitness(), &regs).expect(name);
     }
