@@ -333,6 +333,14 @@ impl FatVolume {
         disk: &mut D,
         entry: &DirEntry,
     ) -> Result<Vec<u8>, FatError> {
+        // A size no chain on this volume can hold is corrupt: refuse it before reserving
+        // memory for it (a directory entry can claim up to 4 GiB; the kernel heap is at most
+        // 64 MiB, and a failed allocation would stop the appliance).
+        if u64::from(entry.size) > u64::from(self.clusters) * self.cluster_bytes() {
+            return Err(FatError::Truncated {
+                name: entry.name.clone(),
+            });
+        }
         let mut data = Vec::with_capacity(entry.size as usize);
         self.read_with(disk, entry, |chunk| data.extend_from_slice(chunk))?;
         Ok(data)

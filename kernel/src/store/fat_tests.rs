@@ -169,6 +169,21 @@ fn corrupt_chains_are_errors() {
         })
     );
 
+    // A size larger than the whole volume (found reading the code for the gpt_fat fuzz
+    // target): refused before anything is reserved for it or read (the chain walk, which
+    // used to find it after a 4 GiB reservation, reads the disk).
+    let mut huge = entry.clone();
+    huge.size = u32::MAX;
+    let mut disk = clean.clone();
+    disk.reads = 0;
+    assert_eq!(
+        volume.read(&mut disk, &huge),
+        Err(FatError::Truncated {
+            name: "vmlinuz-6.1".into()
+        })
+    );
+    assert_eq!(disk.reads, 0);
+
     // A directory entry pointing outside the volume.
     let mut bad = entry.clone();
     bad.first_cluster = 0xfff0;
