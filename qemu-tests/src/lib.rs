@@ -67,6 +67,7 @@ pub mod disk_guest;
 pub mod error;
 pub mod guests;
 pub mod http;
+pub mod keel_cli;
 pub mod linux_guest;
 pub mod machine;
 pub mod net_guest;

@@ -10,44 +10,14 @@
 //! the timeout) and an API refusal (the API's message, field paths of a 422), each with a
 //! non-zero exit status.
 
-use std::io::{Read, Write};
+use keel_qemu_tests::keel_cli::{console_echo_round_trip, keel_binary};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use keel_qemu_tests::guests::{self, ECHO};
 use keel_qemu_tests::http;
 use keel_qemu_tests::{Machine, Qemu, appliance_image, artifacts, check};
-
-/// The `keel` binary of this workspace, built (in the test's own profile) if need be: tests
-/// of another package get no `CARGO_BIN_EXE_keel`.
-fn keel_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test's own path");
-    // target/<profile>/deps/cli_client-… → target/<profile>
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("the test binary is in target/<profile>/deps");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let mut build = Command::new(cargo);
-    build.current_dir(env!("CARGO_MANIFEST_DIR")).args([
-        "build",
-        "--quiet",
-        "-p",
-        "keel-image-builder",
-        "--bin",
-        "keel",
-    ]);
-    if profile_dir.file_name().is_some_and(|n| n == "release") {
-        build.arg("--release");
-    }
-    let status = build.status().expect("running cargo build for keel");
-    assert!(status.success(), "cargo build of the keel binary failed");
-    let keel = profile_dir.join("keel");
-    assert!(keel.is_file(), "no keel binary at {}", keel.display());
-    keel
-}
 
 /// Builds `keel.img` into `dir` with `echo.bin` in the guest store.
 fn image_with_echo(dir: &Path) -> PathBuf {
@@ -162,7 +132,7 @@ fn every_command(vm: &'static str) -> Vec<Vec<&'static str>> {
 #[test]
 fn keel_cli_drives_one_appliance_over_its_api() {
     let tmp = tempfile::tempdir().unwrap();
-    let keel = keel_binary();
+    let keel = keel_binary().to_path_buf();
     let image = image_with_echo(tmp.path());
     let a = artifacts();
     let port = http::free_port();
@@ -244,7 +214,9 @@ fn keel_cli_drives_one_appliance_over_its_api() {
         "keel vm list:\n{}",
         ok(&m, &cli, &["vm", "list"], &["running"])
     );
-    console_round_trip(&m, &cli);
+    if let Err(e) = console_echo_round_trip(cli.command(&["vm", "console", "echo"]), "echo") {
+        m.fail(e);
+    }
     ok(&m, &cli, &["vm", "log", "echo"], &["HELLO"]);
     let stopped = ok(&m, &cli, &["vm", "stop", "echo", "--force"], &["echo: "]);
     check!(m, stopped.contains("stop"), "vm stop --force: {stopped}");
@@ -331,70 +303,4 @@ fn keel_cli_drives_one_appliance_over_its_api() {
         started.elapsed()
     );
     m.kill();
-}
-
-/// `keel vm console echo` with stdin a pipe: a typed line comes back from the echo guest in
-/// upper case, then Ctrl-] (0x1d) detaches and keel exits 0.
-fn console_round_trip(m: &Machine, cli: &Cli) {
-    let mut child = cli
-        .command(&["vm", "console", "echo"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting keel vm console");
-    let output = Arc::new(Mutex::new(Vec::new()));
-    let mut stdout = child.stdout.take().unwrap();
-    let sink = Arc::clone(&output);
-    let reader = std::thread::spawn(move || {
-        let mut buffer = [0u8; 512];
-        while let Ok(n) = stdout.read(&mut buffer) {
-            if n == 0 {
-                break;
-            }
-            sink.lock().unwrap().extend_from_slice(&buffer[..n]);
-        }
-    });
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(b"hello\r").unwrap();
-    stdin.flush().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !text(&output.lock().unwrap()).contains("HELLO") {
-        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            m.fail(format!(
-                "vm console: no HELLO within 30 s; stdout {:?}, stderr {}",
-                text(&output.lock().unwrap()),
-                text(&out.stderr)
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    // Detach, with the pipe still open: Ctrl-] alone must end it.
-    stdin.write_all(&[0x1d]).unwrap();
-    stdin.flush().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            m.fail("vm console: still attached 10 s after Ctrl-]");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    drop(stdin);
-    reader.join().unwrap();
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    check!(m, status.success(), "vm console exited {status}: {stderr}");
-    check!(m, stderr.contains("attached to echo"), "{stderr}");
-    check!(m, stderr.contains("detached from echo"), "{stderr}");
 }

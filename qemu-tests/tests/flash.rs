@@ -5,42 +5,13 @@
 //! a mounted loop device, a file behind a loop device, a 1 MiB loop device) exit non-zero
 //! with their messages. Prints the time to flash and verify `keel.img` to a file.
 
-use std::path::{Path, PathBuf};
+use keel_qemu_tests::keel_cli::keel_binary;
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::Instant;
 
 use keel_qemu_tests::http;
 use keel_qemu_tests::{Qemu, artifacts, check};
-
-/// Builds the `keel` binary once (debug profile, like `cargo test`'s other binaries) and
-/// returns its path.
-fn keel_binary() -> &'static Path {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let root = keel_image::workspace_root();
-        let status = Command::new(cargo)
-            .current_dir(&root)
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "keel-image-builder",
-                "--bin",
-                "keel",
-            ])
-            .status()
-            .expect("running cargo build for the keel binary");
-        assert!(status.success(), "cargo build of the keel binary failed");
-        let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root.join("target"));
-        let bin = target_dir.join("debug").join("keel");
-        assert!(bin.is_file(), "no keel binary at {}", bin.display());
-        bin
-    })
-}
 
 /// Runs `keel flash ARGS…` with stdin from /dev/null (not a terminal) and `env` set.
 fn keel_flash(args: &[&str], env: &[(&str, &str)]) -> Output {

@@ -15,36 +15,15 @@
 //! The tests run the real `keel` binary (built with `cargo build -p keel-image-builder
 //! --bin keel` the first time), so argument parsing, exit status and output are covered.
 
-use std::io::{Read, Write};
+use keel_qemu_tests::keel_cli::{console_echo_round_trip, keel_binary};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use keel_qemu_tests::guests::{self, COUNTER, ECHO};
 use keel_qemu_tests::http;
 use keel_qemu_tests::{Machine, Qemu, appliance_image, artifacts, check};
 use serde_json::Value;
-
-/// The `keel` binary of this workspace, built once (debug, like the tests).
-fn keel_binary() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-            let status = Command::new(cargo)
-                .args(["build", "-q", "-p", "keel-image-builder", "--bin", "keel"])
-                .status()
-                .expect("running cargo build for the keel binary");
-            assert!(status.success(), "cargo build --bin keel failed");
-            let target = keel_image::output_dir()
-                .parent()
-                .expect("target/keel has a parent")
-                .to_path_buf();
-            target.join("debug").join("keel")
-        })
-        .clone()
-}
 
 /// Builds an appliance image into `dir` with `counter.bin` and `echo.bin` in its store.
 fn image_with_guests(dir: &Path, name: &str) -> PathBuf {
@@ -258,7 +237,14 @@ fn fleet_status_placement_and_an_appliance_going_down() {
         said.contains("created VM echo and started it on small"),
         "{said}"
     );
-    console_round_trip(&small, "echo", &inventory);
+    let mut console = Command::new(keel_binary());
+    console
+        .args(["vm", "console", "echo", "--appliance", "small", "--fleet"])
+        .arg(&inventory)
+        .env_remove("KEEL_TOKEN");
+    if let Err(e) = console_echo_round_trip(console, "echo") {
+        small.m.fail(e);
+    }
 
     // `small` hangs: its forwarded port still accepts (the host kernel completes the
     // handshake) but nothing answers, so only the timeout can end the wait.
@@ -307,82 +293,4 @@ fn fleet_status_placement_and_an_appliance_going_down() {
     assert!(summary.contains("small: not changed:"), "{summary}");
     let config = big.json("/api/v1/config");
     assert_eq!(config["hostname"], "fleet-big");
-}
-
-/// `keel vm console VM --appliance small --fleet INVENTORY` (the appliance by its inventory
-/// name, the token from the inventory) with stdin a pipe: `hello` typed comes back as
-/// `HELLO` from the echo guest, then Ctrl-] (0x1d) detaches and keel exits 0.
-fn console_round_trip(appliance: &Appliance, vm: &str, inventory: &Path) {
-    let mut child = Command::new(keel_binary())
-        .args(["vm", "console", vm, "--appliance", "small", "--fleet"])
-        .arg(inventory)
-        .env_remove("KEEL_TOKEN")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting keel vm console");
-    let output = Arc::new(Mutex::new(Vec::new()));
-    let mut stdout = child.stdout.take().unwrap();
-    let sink = Arc::clone(&output);
-    let reader = std::thread::spawn(move || {
-        let mut buffer = [0u8; 512];
-        while let Ok(n) = stdout.read(&mut buffer) {
-            if n == 0 {
-                break;
-            }
-            sink.lock().unwrap().extend_from_slice(&buffer[..n]);
-        }
-    });
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(b"hello\r").unwrap();
-    stdin.flush().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !text(&output.lock().unwrap()).contains("HELLO") {
-        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            appliance.m.fail(format!(
-                "vm console: no HELLO within 30 s; stdout {:?}, stderr {}",
-                text(&output.lock().unwrap()),
-                text(&out.stderr)
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    // Detach with the pipe still open: Ctrl-] alone must end it.
-    stdin.write_all(&[0x1d]).unwrap();
-    stdin.flush().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            appliance
-                .m
-                .fail("vm console: still attached 10 s after Ctrl-]");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    drop(stdin);
-    reader.join().unwrap();
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    check!(
-        appliance.m,
-        status.success(),
-        "vm console exited {status}: {stderr}"
-    );
-    check!(
-        appliance.m,
-        stderr.contains(&format!("detached from {vm}")),
-        "{stderr}"
-    );
 }
