@@ -13,6 +13,7 @@ pub mod disk;
 pub mod gpt;
 pub mod gpt_write;
 pub mod guest_partitions;
+pub mod nvme;
 pub mod partition;
 
 #[cfg(target_os = "none")]
