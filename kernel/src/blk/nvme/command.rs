@@ -212,7 +212,8 @@ pub struct Completion {
 impl Completion {
     /// Decodes an entry from queue memory.
     pub fn from_bytes(b: &[u8; CQE_BYTES]) -> Completion {
-        let dw = |i: usize| u32::from_le_bytes([b[i * 4], b[i * 4 + 1], b[i * 4 + 2], b[i * 4 + 3]]);
+        let dw =
+            |i: usize| u32::from_le_bytes([b[i * 4], b[i * 4 + 1], b[i * 4 + 2], b[i * 4 + 3]]);
         let dw2 = dw(2);
         let dw3 = dw(3);
         Completion {
@@ -386,7 +387,10 @@ mod tests {
         assert_eq!(&bytes[48..52], &7u32.to_le_bytes());
         let back = Command::from_bytes(&bytes);
         assert_eq!(back, c);
-        assert_eq!((back.lba(), back.blocks(), back.command_id()), (0x1_2345_6789, 8, 0xbeef));
+        assert_eq!(
+            (back.lba(), back.blocks(), back.command_id()),
+            (0x1_2345_6789, 8, 0xbeef)
+        );
     }
 
     #[test]

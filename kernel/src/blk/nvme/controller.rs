@@ -90,7 +90,9 @@ pub enum NvmeError {
     #[error("namespace {0}: Identify Namespace reports an invalid LBA format")]
     BadFormat(u32),
     /// The namespace's sectors are not 512 bytes.
-    #[error("namespace {nsid} uses {bytes}-byte sectors; Keel handles only 512-byte sectors (reformat the namespace to a 512-byte LBA format)")]
+    #[error(
+        "namespace {nsid} uses {bytes}-byte sectors; Keel handles only 512-byte sectors (reformat the namespace to a 512-byte LBA format)"
+    )]
     SectorSize {
         /// Namespace ID.
         nsid: u32,
@@ -98,7 +100,9 @@ pub enum NvmeError {
         bytes: u64,
     },
     /// The namespace's format carries per-sector metadata.
-    #[error("namespace {nsid} has {bytes} bytes of metadata per sector; Keel handles only formats without metadata")]
+    #[error(
+        "namespace {nsid} has {bytes} bytes of metadata per sector; Keel handles only formats without metadata"
+    )]
     Metadata {
         /// Namespace ID.
         nsid: u32,
@@ -165,10 +169,19 @@ fn alloc<H: NvmeHardware>(hw: &mut H, bytes: usize) -> Result<DmaMem, NvmeError>
 }
 
 /// Submits `command` on `queue` and waits for it; a failed status is an error.
-fn run<H: NvmeHardware>(hw: &mut H, queue: &mut QueuePair, command: Command, timeout_ms: u64) -> Result<u32, NvmeError> {
+fn run<H: NvmeHardware>(
+    hw: &mut H,
+    queue: &mut QueuePair,
+    command: Command,
+    timeout_ms: u64,
+) -> Result<u32, NvmeError> {
     let name = command.name(queue.qid == 0);
-    let id = queue.submit(hw, command).map_err(|e| queue_error(name, e, timeout_ms))?;
-    let completion = queue.wait(hw, id, timeout_ms).map_err(|e| queue_error(name, e, timeout_ms))?;
+    let id = queue
+        .submit(hw, command)
+        .map_err(|e| queue_error(name, e, timeout_ms))?;
+    let completion = queue
+        .wait(hw, id, timeout_ms)
+        .map_err(|e| queue_error(name, e, timeout_ms))?;
     if completion.status.is_success() {
         Ok(completion.result)
     } else {
@@ -183,7 +196,11 @@ fn queue_error(command: &'static str, failure: QueueFailure, ms: u64) -> NvmeErr
     match failure {
         QueueFailure::Full => NvmeError::QueueFull(command),
         QueueFailure::Timeout => NvmeError::CommandTimeout { command, ms },
-        QueueFailure::WrongCommand { expected, got } => NvmeError::WrongCompletion { command, expected, got },
+        QueueFailure::WrongCommand { expected, got } => NvmeError::WrongCompletion {
+            command,
+            expected,
+            got,
+        },
     }
 }
 
@@ -217,7 +234,10 @@ impl<H: NvmeHardware> Controller<H> {
         let prp_list = alloc(&mut hw, regs::PAGE_SIZE)?;
 
         hw.write32(regs::INTMS, u32::MAX);
-        hw.write32(regs::AQA, regs::admin_queue_attributes(admin_entries, admin_entries));
+        hw.write32(
+            regs::AQA,
+            regs::admin_queue_attributes(admin_entries, admin_entries),
+        );
         write64(&mut hw, regs::ASQ, admin.sq_phys());
         write64(&mut hw, regs::ACQ, admin.cq_phys());
         hw.write32(regs::CC, regs::CC_ENABLE);
@@ -226,7 +246,12 @@ impl<H: NvmeHardware> Controller<H> {
         let mut page = [0u8; IDENTIFY_BYTES];
         let mut identify = |hw: &mut H, admin: &mut QueuePair, cns: u32, nsid: u32| {
             bounce.zero_prefix(IDENTIFY_BYTES);
-            run(hw, admin, Command::identify(cns, nsid, bounce.phys()), ADMIN_TIMEOUT_MS)?;
+            run(
+                hw,
+                admin,
+                Command::identify(cns, nsid, bounce.phys()),
+                ADMIN_TIMEOUT_MS,
+            )?;
             bounce.read(0, &mut page);
             Ok::<_, NvmeError>(page)
         };
@@ -253,9 +278,24 @@ impl<H: NvmeHardware> Controller<H> {
             });
         }
 
-        run(&mut hw, &mut admin, Command::set_one_io_queue_pair(), ADMIN_TIMEOUT_MS)?;
-        run(&mut hw, &mut admin, Command::create_io_cq(1, io_entries, io.cq_phys()), ADMIN_TIMEOUT_MS)?;
-        run(&mut hw, &mut admin, Command::create_io_sq(1, io_entries, io.sq_phys(), 1), ADMIN_TIMEOUT_MS)?;
+        run(
+            &mut hw,
+            &mut admin,
+            Command::set_one_io_queue_pair(),
+            ADMIN_TIMEOUT_MS,
+        )?;
+        run(
+            &mut hw,
+            &mut admin,
+            Command::create_io_cq(1, io_entries, io.cq_phys()),
+            ADMIN_TIMEOUT_MS,
+        )?;
+        run(
+            &mut hw,
+            &mut admin,
+            Command::create_io_sq(1, io_entries, io.sq_phys(), 1),
+            ADMIN_TIMEOUT_MS,
+        )?;
 
         let limit = info
             .max_transfer_bytes(caps.min_page_bytes)
@@ -322,7 +362,11 @@ impl<H: NvmeHardware> Controller<H> {
             return Err(e);
         }
         match run(&mut self.hw, &mut self.io, command, IO_TIMEOUT_MS) {
-            Err(e @ (NvmeError::CommandTimeout { .. } | NvmeError::WrongCompletion { .. } | NvmeError::QueueFull(_))) => {
+            Err(
+                e @ (NvmeError::CommandTimeout { .. }
+                | NvmeError::WrongCompletion { .. }
+                | NvmeError::QueueFull(_)),
+            ) => {
                 self.broken = Some(e.to_string());
                 Err(e)
             }
@@ -368,7 +412,8 @@ impl<H: NvmeHardware> Disk for Controller<H> {
             self.transfer_chunk(nvm::READ, chunk.lba, chunk.sectors)
                 .map_err(|e| disk_error(DiskOp::Read, chunk.lba, e))?;
             let bytes = chunk.sectors as usize * SECTOR;
-            self.bounce.read(0, &mut buf[chunk.offset..chunk.offset + bytes]);
+            self.bounce
+                .read(0, &mut buf[chunk.offset..chunk.offset + bytes]);
         }
         Ok(())
     }
@@ -380,7 +425,8 @@ impl<H: NvmeHardware> Disk for Controller<H> {
         }
         for chunk in prp::split(lba, sectors, self.max_sectors, SECTOR) {
             let bytes = chunk.sectors as usize * SECTOR;
-            self.bounce.write(0, &buf[chunk.offset..chunk.offset + bytes]);
+            self.bounce
+                .write(0, &buf[chunk.offset..chunk.offset + bytes]);
             self.transfer_chunk(nvm::WRITE, chunk.lba, chunk.sectors)
                 .map_err(|e| disk_error(DiskOp::Write, chunk.lba, e))?;
         }

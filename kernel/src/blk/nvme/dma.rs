@@ -55,17 +55,29 @@ impl DmaMem {
     /// device input) when the range is outside the region. Callers order this after the
     /// completion that says the device is done with the bytes (`queue` fences).
     pub fn read(&self, offset: usize, out: &mut [u8]) {
-        assert!(offset.checked_add(out.len()).is_some_and(|end| end <= self.len));
+        assert!(
+            offset
+                .checked_add(out.len())
+                .is_some_and(|end| end <= self.len)
+        );
         // SAFETY: `offset..offset + out.len()` is inside the region `new` vouched for (checked
         // above) and `out` is a distinct Rust buffer, so the ranges do not overlap.
         unsafe {
-            core::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(offset), out.as_mut_ptr(), out.len())
+            core::ptr::copy_nonoverlapping(
+                self.ptr.as_ptr().add(offset),
+                out.as_mut_ptr(),
+                out.len(),
+            )
         };
     }
 
     /// Copies `data` to `offset` on. Panics (a driver bug) when it does not fit.
     pub fn write(&mut self, offset: usize, data: &[u8]) {
-        assert!(offset.checked_add(data.len()).is_some_and(|end| end <= self.len));
+        assert!(
+            offset
+                .checked_add(data.len())
+                .is_some_and(|end| end <= self.len)
+        );
         // SAFETY: as in `read`; `&mut self` makes this the only writer on the CPU side.
         unsafe {
             core::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.as_ptr().add(offset), data.len())

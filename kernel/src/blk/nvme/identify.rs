@@ -108,7 +108,13 @@ pub mod tests {
     use super::*;
 
     /// An Identify Controller page as a device would return it.
-    pub fn controller_page(model: &str, serial: &str, mdts: u8, nn: u32, vwc: bool) -> [u8; IDENTIFY_BYTES] {
+    pub fn controller_page(
+        model: &str,
+        serial: &str,
+        mdts: u8,
+        nn: u32,
+        vwc: bool,
+    ) -> [u8; IDENTIFY_BYTES] {
         let mut d = [0u8; IDENTIFY_BYTES];
         d[4..24].fill(b' ');
         d[4..4 + serial.len()].copy_from_slice(serial.as_bytes());
@@ -135,7 +141,8 @@ pub mod tests {
 
     #[test]
     fn parses_controller() {
-        let info = ControllerInfo::parse(&controller_page("QEMU NVMe Ctrl", "deadbeef", 7, 256, true));
+        let info =
+            ControllerInfo::parse(&controller_page("QEMU NVMe Ctrl", "deadbeef", 7, 256, true));
         assert_eq!(info.model, "QEMU NVMe Ctrl");
         assert_eq!(info.serial, "deadbeef");
         assert_eq!(info.firmware, "7.2.0");

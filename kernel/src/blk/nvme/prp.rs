@@ -34,22 +34,35 @@ pub struct Prps {
 
 /// Builds PRPs for `len` bytes at physical address `data`, writing list entries (when the
 /// transfer touches more than two pages) into `list`, the page at physical `list_phys`.
-pub fn build(data: u64, len: usize, list: &mut [u64; ENTRIES_PER_LIST], list_phys: u64) -> Result<Prps, PrpError> {
+pub fn build(
+    data: u64,
+    len: usize,
+    list: &mut [u64; ENTRIES_PER_LIST],
+    list_phys: u64,
+) -> Result<Prps, PrpError> {
     if len == 0 {
         return Err(PrpError::Empty);
     }
-    if data % 4 != 0 {
+    if !data.is_multiple_of(4) {
         return Err(PrpError::Unaligned(data));
     }
     let page = PAGE_SIZE as u64;
     let first_page_bytes = (page - data % page) as usize;
     if len <= first_page_bytes {
-        return Ok(Prps { prp1: data, prp2: 0, list_entries: 0 });
+        return Ok(Prps {
+            prp1: data,
+            prp2: 0,
+            list_entries: 0,
+        });
     }
     let next_page = (data / page + 1) * page;
     let rest_pages = (len - first_page_bytes).div_ceil(PAGE_SIZE);
     if rest_pages == 1 {
-        return Ok(Prps { prp1: data, prp2: next_page, list_entries: 0 });
+        return Ok(Prps {
+            prp1: data,
+            prp2: next_page,
+            list_entries: 0,
+        });
     }
     if rest_pages > ENTRIES_PER_LIST {
         return Err(PrpError::TooLong(len));
@@ -57,7 +70,11 @@ pub fn build(data: u64, len: usize, list: &mut [u64; ENTRIES_PER_LIST], list_phy
     for (i, entry) in list.iter_mut().take(rest_pages).enumerate() {
         *entry = next_page + (i as u64) * page;
     }
-    Ok(Prps { prp1: data, prp2: list_phys, list_entries: rest_pages })
+    Ok(Prps {
+        prp1: data,
+        prp2: list_phys,
+        list_entries: rest_pages,
+    })
 }
 
 /// One command's share of a request: `sectors` from `lba`, at byte `offset` of the buffer.
@@ -73,7 +90,12 @@ pub struct Chunk {
 
 /// Splits `sectors` from `lba` into commands of at most `max_sectors` each (from MDTS and the
 /// driver's bounce buffer; NLB's 16 bits cap it at 65536 too).
-pub fn split(lba: u64, sectors: u64, max_sectors: u32, sector_bytes: usize) -> impl Iterator<Item = Chunk> {
+pub fn split(
+    lba: u64,
+    sectors: u64,
+    max_sectors: u32,
+    sector_bytes: usize,
+) -> impl Iterator<Item = Chunk> {
     let max = u64::from(max_sectors.clamp(1, 65536));
     let mut done = 0u64;
     core::iter::from_fn(move || {
@@ -81,7 +103,11 @@ pub fn split(lba: u64, sectors: u64, max_sectors: u32, sector_bytes: usize) -> i
             return None;
         }
         let n = (sectors - done).min(max);
-        let chunk = Chunk { lba: lba + done, sectors: n as u32, offset: done as usize * sector_bytes };
+        let chunk = Chunk {
+            lba: lba + done,
+            sectors: n as u32,
+            offset: done as usize * sector_bytes,
+        };
         done += n;
         Some(chunk)
     })
@@ -103,7 +129,11 @@ mod tests {
             assert_eq!(p.prp2, 0);
             return out;
         }
-        let pages: Vec<u64> = if p.list_entries == 0 { alloc::vec![p.prp2] } else { list[..p.list_entries].to_vec() };
+        let pages: Vec<u64> = if p.list_entries == 0 {
+            alloc::vec![p.prp2]
+        } else {
+            list[..p.list_entries].to_vec()
+        };
         for addr in pages {
             assert_eq!(addr % page, 0, "later PRP entries are page-aligned");
             let n = left.min(PAGE_SIZE);
@@ -116,7 +146,16 @@ mod tests {
 
     #[test]
     fn sizes_and_offsets_cover_the_buffer_contiguously() {
-        let sizes = [512, 4096, 4608, 8192, 12288, 65536, 128 * 1024 + 512, 1024 * 1024];
+        let sizes = [
+            512,
+            4096,
+            4608,
+            8192,
+            12288,
+            65536,
+            128 * 1024 + 512,
+            1024 * 1024,
+        ];
         let offsets = [0u64, 4, 512, 3584, 4092];
         for &len in &sizes {
             for &off in &offsets {
@@ -142,11 +181,17 @@ mod tests {
     #[test]
     fn refuses_unaligned_empty_and_too_long() {
         let mut list = [0u64; ENTRIES_PER_LIST];
-        assert_eq!(build(0x1002, 512, &mut list, 0), Err(PrpError::Unaligned(0x1002)));
+        assert_eq!(
+            build(0x1002, 512, &mut list, 0),
+            Err(PrpError::Unaligned(0x1002))
+        );
         assert_eq!(build(0x1000, 0, &mut list, 0), Err(PrpError::Empty));
         let max = PAGE_SIZE * (ENTRIES_PER_LIST + 1);
         assert!(build(0x1000, max, &mut list, 0).is_ok());
-        assert_eq!(build(0x1000, max + 512, &mut list, 0), Err(PrpError::TooLong(max + 512)));
+        assert_eq!(
+            build(0x1000, max + 512, &mut list, 0),
+            Err(PrpError::TooLong(max + 512))
+        );
     }
 
     #[test]
@@ -155,12 +200,27 @@ mod tests {
         assert_eq!(
             chunks,
             [
-                Chunk { lba: 10, sectors: 128, offset: 0 },
-                Chunk { lba: 138, sectors: 128, offset: 65536 },
-                Chunk { lba: 266, sectors: 44, offset: 131072 },
+                Chunk {
+                    lba: 10,
+                    sectors: 128,
+                    offset: 0
+                },
+                Chunk {
+                    lba: 138,
+                    sectors: 128,
+                    offset: 65536
+                },
+                Chunk {
+                    lba: 266,
+                    sectors: 44,
+                    offset: 131072
+                },
             ]
         );
-        assert_eq!(split(0, 200_000, u32::MAX, 512).next().unwrap().sectors, 65536);
+        assert_eq!(
+            split(0, 200_000, u32::MAX, 512).next().unwrap().sectors,
+            65536
+        );
         assert_eq!(split(0, 0, 8, 512).count(), 0);
     }
 }

@@ -48,7 +48,13 @@ pub struct QueuePair {
 impl QueuePair {
     /// A pair of `entries` slots over `sq` (entries × 64 bytes) and `cq` (entries × 16
     /// bytes), both zeroed here so no stale entry looks like a completion.
-    pub fn new(qid: u16, entries: u16, mut sq: DmaMem, mut cq: DmaMem, caps: &Capabilities) -> QueuePair {
+    pub fn new(
+        qid: u16,
+        entries: u16,
+        mut sq: DmaMem,
+        mut cq: DmaMem,
+        caps: &Capabilities,
+    ) -> QueuePair {
         debug_assert!(sq.len() >= usize::from(entries) * SQE_BYTES);
         debug_assert!(cq.len() >= usize::from(entries) * CQE_BYTES);
         sq.zero();
@@ -89,7 +95,11 @@ impl QueuePair {
     }
 
     /// Puts `command` in the next slot and rings the tail doorbell; returns its identifier.
-    pub fn submit<H: NvmeHardware>(&mut self, hw: &mut H, mut command: Command) -> Result<u16, QueueFailure> {
+    pub fn submit<H: NvmeHardware>(
+        &mut self,
+        hw: &mut H,
+        mut command: Command,
+    ) -> Result<u16, QueueFailure> {
         let next_tail = (self.sq_tail + 1) % self.entries;
         if next_tail == self.sq_head {
             return Err(QueueFailure::Full);
@@ -97,7 +107,8 @@ impl QueuePair {
         let id = self.next_command_id;
         self.next_command_id = self.next_command_id.wrapping_add(1);
         command.set_command_id(id);
-        self.sq.write(usize::from(self.sq_tail) * SQE_BYTES, &command.to_bytes());
+        self.sq
+            .write(usize::from(self.sq_tail) * SQE_BYTES, &command.to_bytes());
         self.sq_tail = next_tail;
         // The entry must be in memory before the controller hears of it.
         fence(Ordering::SeqCst);
@@ -107,7 +118,12 @@ impl QueuePair {
 
     /// Polls for the completion of command `id` until `timeout_ms` pass; consumes it and
     /// rings the head doorbell.
-    pub fn wait<H: NvmeHardware>(&mut self, hw: &mut H, id: u16, timeout_ms: u64) -> Result<Completion, QueueFailure> {
+    pub fn wait<H: NvmeHardware>(
+        &mut self,
+        hw: &mut H,
+        id: u16,
+        timeout_ms: u64,
+    ) -> Result<Completion, QueueFailure> {
         let slot = usize::from(self.cq_head) * CQE_BYTES;
         let deadline = hw.deadline_after_ms(timeout_ms);
         loop {

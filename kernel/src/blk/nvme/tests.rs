@@ -9,13 +9,15 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::ptr::NonNull;
 
-use super::command::{CQE_BYTES, Command, Completion, SQE_BYTES, Status, StatusType, admin, cns, nvm};
+use super::NvmeHardware;
+use super::command::{
+    CQE_BYTES, Command, Completion, SQE_BYTES, Status, StatusType, admin, cns, nvm,
+};
 use super::controller::{Controller, NvmeError};
 use super::dma::DmaMem;
 use super::identify::tests::{controller_page, namespace_page};
 use super::prp::ENTRIES_PER_LIST;
 use super::regs::{self, PAGE_SIZE, csts};
-use super::NvmeHardware;
 use crate::blk::disk::{Disk, DiskError, SECTOR};
 
 /// A submission or completion queue the model knows.
@@ -127,7 +129,11 @@ impl Model {
 
     /// The data pages of a command, walking PRP1, PRP2 and the list as a controller does.
     fn data_pages(&self, c: &Command, len: usize) -> Result<Vec<(u64, usize)>, Status> {
-        let invalid = Status { kind: StatusType::Generic, code: 0x13, do_not_retry: true };
+        let invalid = Status {
+            kind: StatusType::Generic,
+            code: 0x13,
+            do_not_retry: true,
+        };
         let page = PAGE_SIZE as u64;
         if c.prp1() % 4 != 0 {
             return Err(invalid);
@@ -145,7 +151,9 @@ impl Model {
             assert!(pages <= ENTRIES_PER_LIST, "model walks one list page");
             let mut raw = vec![0u8; pages * 8];
             self.dma_read(c.prp2(), &mut raw);
-            raw.chunks_exact(8).map(|b| u64::from_le_bytes(b.try_into().unwrap())).collect()
+            raw.chunks_exact(8)
+                .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+                .collect()
         };
         for addr in addrs {
             if addr % page != 0 {
@@ -163,7 +171,9 @@ impl Model {
         match c.opcode() {
             admin::IDENTIFY => {
                 let page = match c.dwords[10] {
-                    cns::CONTROLLER => controller_page("QEMU NVMe Ctrl", "deadbeef", self.mdts, 4, true),
+                    cns::CONTROLLER => {
+                        controller_page("QEMU NVMe Ctrl", "deadbeef", self.mdts, 4, true)
+                    }
                     cns::ACTIVE_NAMESPACES => {
                         let mut p = [0u8; 4096];
                         p[0..4].copy_from_slice(&2u32.to_le_bytes());
@@ -172,7 +182,16 @@ impl Model {
                     cns::NAMESPACE if c.nsid() == 2 => {
                         namespace_page((self.disk.len() / SECTOR) as u64, self.lbads, self.metadata)
                     }
-                    _ => return (Status { kind: StatusType::Generic, code: 0x0b, do_not_retry: true }, 0),
+                    _ => {
+                        return (
+                            Status {
+                                kind: StatusType::Generic,
+                                code: 0x0b,
+                                do_not_retry: true,
+                            },
+                            0,
+                        );
+                    }
                 };
                 self.dma_write(c.prp1(), &page);
                 ok
@@ -181,7 +200,16 @@ impl Model {
             admin::CREATE_IO_CQ => {
                 let qid = c.dwords[10] as u16;
                 let entries = (c.dwords[10] >> 16) as u16 + 1;
-                self.cqs.insert(qid, Ring { base: c.prp1(), entries, index: 0, phase: true, cqid: 0 });
+                self.cqs.insert(
+                    qid,
+                    Ring {
+                        base: c.prp1(),
+                        entries,
+                        index: 0,
+                        phase: true,
+                        cqid: 0,
+                    },
+                );
                 ok
             }
             admin::CREATE_IO_SQ => {
@@ -189,12 +217,35 @@ impl Model {
                 let entries = (c.dwords[10] >> 16) as u16 + 1;
                 let cqid = (c.dwords[11] >> 16) as u16;
                 if !self.cqs.contains_key(&cqid) {
-                    return (Status { kind: StatusType::CommandSpecific, code: 0, do_not_retry: true }, 0);
+                    return (
+                        Status {
+                            kind: StatusType::CommandSpecific,
+                            code: 0,
+                            do_not_retry: true,
+                        },
+                        0,
+                    );
                 }
-                self.sqs.insert(qid, Ring { base: c.prp1(), entries, index: 0, phase: false, cqid });
+                self.sqs.insert(
+                    qid,
+                    Ring {
+                        base: c.prp1(),
+                        entries,
+                        index: 0,
+                        phase: false,
+                        cqid,
+                    },
+                );
                 ok
             }
-            _ => (Status { kind: StatusType::Generic, code: 1, do_not_retry: true }, 0),
+            _ => (
+                Status {
+                    kind: StatusType::Generic,
+                    code: 1,
+                    do_not_retry: true,
+                },
+                0,
+            ),
         }
     }
 
@@ -212,17 +263,32 @@ impl Model {
                 let blocks = c.blocks();
                 let max = (PAGE_SIZE << self.mdts) / SECTOR;
                 if self.mdts != 0 && blocks as usize > max {
-                    return Some(Status { kind: StatusType::Generic, code: 0x02, do_not_retry: true });
+                    return Some(Status {
+                        kind: StatusType::Generic,
+                        code: 0x02,
+                        do_not_retry: true,
+                    });
                 }
                 let start = c.lba() as usize * SECTOR;
                 let len = blocks as usize * SECTOR;
                 if start + len > self.disk.len() {
-                    return Some(Status { kind: StatusType::Generic, code: 0x80, do_not_retry: true });
+                    return Some(Status {
+                        kind: StatusType::Generic,
+                        code: 0x80,
+                        do_not_retry: true,
+                    });
                 }
                 if c.opcode() == nvm::READ
-                    && self.faults.bad_lba.is_some_and(|bad| (c.lba()..c.lba() + u64::from(blocks)).contains(&bad))
+                    && self
+                        .faults
+                        .bad_lba
+                        .is_some_and(|bad| (c.lba()..c.lba() + u64::from(blocks)).contains(&bad))
                 {
-                    return Some(Status { kind: StatusType::Media, code: 0x81, do_not_retry: true });
+                    return Some(Status {
+                        kind: StatusType::Media,
+                        code: 0x81,
+                        do_not_retry: true,
+                    });
                 }
                 let pages = match self.data_pages(c, len) {
                     Ok(p) => p,
@@ -243,14 +309,20 @@ impl Model {
                 }
                 Some(ok)
             }
-            _ => Some(Status { kind: StatusType::Generic, code: 1, do_not_retry: true }),
+            _ => Some(Status {
+                kind: StatusType::Generic,
+                code: 1,
+                do_not_retry: true,
+            }),
         }
     }
 
     /// Consumes submission queue `qid` up to `tail`, posting completions.
     fn ring_sq(&mut self, qid: u16, tail: u16) {
         loop {
-            let Some(mut sq) = self.sqs.get(&qid).copied() else { return };
+            let Some(mut sq) = self.sqs.get(&qid).copied() else {
+                return;
+            };
             if sq.index == tail % sq.entries {
                 return;
             }
@@ -260,7 +332,11 @@ impl Model {
             sq.index = (sq.index + 1) % sq.entries;
             self.sqs.insert(qid, sq);
             let outcome = if qid == 0 {
-                self.events.push(format!("admin {:#04x} cns {}", c.opcode(), c.dwords[10] & 0xff));
+                self.events.push(format!(
+                    "admin {:#04x} cns {}",
+                    c.opcode(),
+                    c.dwords[10] & 0xff
+                ));
                 match self.faults.fail.iter().find(|f| f.0 && f.1 == c.opcode()) {
                     Some(f) => Some((f.2, 0)),
                     None => Some(self.admin_command(&c)),
@@ -281,7 +357,10 @@ impl Model {
                     phase: cq.phase,
                     status,
                 };
-                self.dma_write(cq.base + u64::from(cq.index) * CQE_BYTES as u64, &entry.to_bytes());
+                self.dma_write(
+                    cq.base + u64::from(cq.index) * CQE_BYTES as u64,
+                    &entry.to_bytes(),
+                );
                 cq.index += 1;
                 if cq.index == cq.entries {
                     cq.index = 0;
@@ -332,8 +411,26 @@ impl NvmeHardware for Model {
                     let cq_entries = ((self.aqa >> 16) & 0xfff) as u16 + 1;
                     self.sqs.clear();
                     self.cqs.clear();
-                    self.sqs.insert(0, Ring { base: self.asq, entries: sq_entries, index: 0, phase: false, cqid: 0 });
-                    self.cqs.insert(0, Ring { base: self.acq, entries: cq_entries, index: 0, phase: true, cqid: 0 });
+                    self.sqs.insert(
+                        0,
+                        Ring {
+                            base: self.asq,
+                            entries: sq_entries,
+                            index: 0,
+                            phase: false,
+                            cqid: 0,
+                        },
+                    );
+                    self.cqs.insert(
+                        0,
+                        Ring {
+                            base: self.acq,
+                            entries: cq_entries,
+                            index: 0,
+                            phase: true,
+                            cqid: 0,
+                        },
+                    );
                 }
             }
             regs::AQA => {
@@ -440,7 +537,10 @@ fn never_ready_is_reported_not_a_hang() {
     model.faults.never_ready = true;
     let e = err(model);
     assert_eq!(e, NvmeError::NotReady(1000));
-    assert_eq!(format!("{e}"), "controller not ready after 1000 ms (CSTS.RDY=0)");
+    assert_eq!(
+        format!("{e}"),
+        "controller not ready after 1000 ms (CSTS.RDY=0)"
+    );
 }
 
 #[test]
@@ -475,7 +575,11 @@ fn capabilities_keel_cannot_use() {
 #[test]
 fn failed_admin_command_names_command_and_status() {
     let mut model = Model::new(64);
-    let status = Status { kind: StatusType::CommandSpecific, code: 0x02, do_not_retry: true };
+    let status = Status {
+        kind: StatusType::CommandSpecific,
+        code: 0x02,
+        do_not_retry: true,
+    };
     model.faults.fail.push((true, admin::CREATE_IO_CQ, status));
     let e = err(model);
     assert_eq!(
@@ -489,7 +593,13 @@ fn namespace_with_4096_byte_sectors_is_refused() {
     let mut model = Model::new(64);
     model.lbads = 12;
     let e = err(model);
-    assert_eq!(e, NvmeError::SectorSize { nsid: 2, bytes: 4096 });
+    assert_eq!(
+        e,
+        NvmeError::SectorSize {
+            nsid: 2,
+            bytes: 4096
+        }
+    );
     assert!(format!("{e}").contains("4096-byte sectors"));
     let mut model = Model::new(64);
     model.metadata = 8;
@@ -504,12 +614,18 @@ fn read_write_round_trip_and_flush() {
     let mut back = vec![0u8; data.len()];
     c.read(100, &mut back).unwrap();
     assert_eq!(back, data);
-    assert_eq!(&c.hardware().disk[100 * SECTOR..100 * SECTOR + data.len()], &data[..]);
+    assert_eq!(
+        &c.hardware().disk[100 * SECTOR..100 * SECTOR + data.len()],
+        &data[..]
+    );
     c.flush().unwrap();
     assert_eq!(c.hardware().flushes, 1);
     // Bounds are checked before the device sees anything.
     let mut one = [0u8; SECTOR];
-    assert!(matches!(c.read(4096, &mut one), Err(DiskError::OutOfRange { .. })));
+    assert!(matches!(
+        c.read(4096, &mut one),
+        Err(DiskError::OutOfRange { .. })
+    ));
 }
 
 #[test]
@@ -532,7 +648,10 @@ fn transfers_split_by_mdts_and_bounce_buffer() {
     let mut back = vec![0u8; data.len()];
     c.read(0, &mut back).unwrap();
     assert_eq!(back, data);
-    assert_eq!(c.hardware().transfers, [512, 512, 512, 512, 512, 512, 512, 512]);
+    assert_eq!(
+        c.hardware().transfers,
+        [512, 512, 512, 512, 512, 512, 512, 512]
+    );
 }
 
 #[test]
@@ -554,7 +673,10 @@ fn phase_tag_wraps_over_many_commands() {
             phase = c.io_queue().phase();
         }
     }
-    assert_eq!(flips, 25, "100 completions on a 4-entry queue wrap 25 times");
+    assert_eq!(
+        flips, 25,
+        "100 completions on a 4-entry queue wrap 25 times"
+    );
 }
 
 #[test]
@@ -587,7 +709,10 @@ fn lost_completion_times_out_and_the_disk_refuses_later_requests() {
         format!("{later}").contains("controller unusable after an earlier error: Write timed out"),
         "{later}"
     );
-    assert!(c.hardware().transfers.is_empty(), "no request reached the device after the timeout");
+    assert!(
+        c.hardware().transfers.is_empty(),
+        "no request reached the device after the timeout"
+    );
 }
 
 #[test]
