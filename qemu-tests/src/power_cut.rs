@@ -65,7 +65,11 @@ const MIN_CUTS_FOR_SHARE: usize = 10;
 /// each later cut narrows or widens that bound by where it landed.
 /// At the end, at least a third of the cuts must have come before their boot's last save
 /// (from [`MIN_CUTS_FOR_SHARE`] cuts on); the output counts them and what each boot loaded.
-pub fn saves_survive_power_cuts(image: &Path, cuts: usize, boot_machine: impl Fn(&Path) -> Machine) {
+pub fn saves_survive_power_cuts(
+    image: &Path,
+    cuts: usize,
+    boot_machine: impl Fn(&Path) -> Machine,
+) {
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_nanos() as u64)
@@ -214,4 +218,3 @@ pub fn saves_survive_power_cuts(image: &Path, cuts: usize, boot_machine: impl Fn
          a third should; seed {seed:#x})"
     );
 }
-

@@ -63,7 +63,12 @@ fn check_nvme_banner(m: &mut Machine) -> u64 {
         "no NVMe boot disk line:\n{}",
         banner.text
     );
-    check!(m, !banner.text.contains("WARNING"), "banner:\n{}", banner.text);
+    check!(
+        m,
+        !banner.text.contains("WARNING"),
+        "banner:\n{}",
+        banner.text
+    );
     banner.number("boot time").unwrap_or(0)
 }
 
@@ -74,7 +79,11 @@ fn save_hostname(m: &mut Machine, name: &str) -> Duration {
     let start = Instant::now();
     let save = m.command("config save");
     let took = start.elapsed();
-    check!(m, save.contains("configuration saved as generation"), "{save}");
+    check!(
+        m,
+        save.contains("configuration saved as generation"),
+        "{save}"
+    );
     took
 }
 
@@ -108,7 +117,11 @@ fn read_big_file(m: &mut Machine, bytes: &[u8]) -> f64 {
     let start = Instant::now();
     let out = m.command("store sum big.bin");
     let took = start.elapsed();
-    check!(m, out.contains(&expected), "expected {expected:?}, got {out:?}");
+    check!(
+        m,
+        out.contains(&expected),
+        "expected {expected:?}, got {out:?}"
+    );
     bytes.len() as f64 / 1e6 / took.as_secs_f64()
 }
 
@@ -119,7 +132,10 @@ fn seabios_nvme_boot_disk_among_two_store_and_saved_config() {
     let big = noise(BIG_FILE_BYTES, 0xb16);
     let image = image_with_store(
         tmp.path(),
-        &[("big.bin", big.clone()), ("notes.txt", b"on nvme\n".to_vec())],
+        &[
+            ("big.bin", big.clone()),
+            ("notes.txt", b"on nvme\n".to_vec()),
+        ],
     );
     let blank = tmp.path().join("blank.img");
     std::fs::File::create(&blank)
@@ -146,12 +162,30 @@ fn seabios_nvme_boot_disk_among_two_store_and_saved_config() {
     let wall = started.elapsed();
 
     let disk = m.command("disk");
-    let blank_line = Regex::new(r"(?m)^.*host disks:[\s\S]*nvme .*serial blank-disk.*$").unwrap();
-    check!(m, blank_line.is_match(&disk), "blank disk not listed:\n{disk}");
-    check!(m, disk.contains("GPT") || disk.contains("not a Keel disk"), "no reason for the blank disk:\n{disk}");
+    // The listing: both NVMe disks, the blank one with why Keel left it alone.
+    let listed = disk.split("host disks:").nth(1).unwrap_or_default();
+    let blank_row = Regex::new(
+        r"nvme at 00:02\.0 nsid 1, QEMU NVMe Ctrl, serial blank-disk, 32 MiB: not used \(.+\)",
+    )
+    .unwrap();
+    check!(
+        m,
+        blank_row.is_match(listed),
+        "blank disk not listed with a reason:\n{disk}"
+    );
+    check!(
+        m,
+        listed.contains("nvme at 00:05.0 nsid 1, QEMU NVMe Ctrl, serial keel-boot,")
+            && listed.contains(": Keel's disk"),
+        "Keel's disk not listed:\n{disk}"
+    );
 
     let ls = m.command("store ls");
-    check!(m, ls.contains("big.bin") && ls.contains("notes.txt"), "store ls:\n{ls}");
+    check!(
+        m,
+        ls.contains("big.bin") && ls.contains("notes.txt"),
+        "store ls:\n{ls}"
+    );
     let nvme_mbps = read_big_file(&mut m, &big);
     let save = save_hostname(&mut m, "nvme1");
     reboot_and_check_hostname(&mut m, "nvme1");
