@@ -13,6 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use keel_qemu_tests::machine::scaled;
 use keel_qemu_tests::power_cut::{self, shown};
 use keel_qemu_tests::{Machine, Qemu, artifacts, check};
 use regex::Regex;
@@ -217,6 +218,9 @@ fn ovmf_nvme_boot_disk_store_and_saved_config() {
     let started = Instant::now();
     let mut m = Qemu::nvme_disk_ovmf(&image)
         .defmt_elf(&a.elf)
+        // OVMF takes 14 s to the prompt on an idle machine and twice that when the other
+        // tests of this binary run beside it.
+        .timeout(scaled(Duration::from_secs(90)))
         .writable_disk()
         .args(["-nic", "none"])
         .spawn()
