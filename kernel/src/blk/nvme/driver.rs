@@ -141,8 +141,27 @@ fn register_window(device: &PciDevice) -> Result<(u64, u64), String> {
     }
 }
 
+/// Turns off MSI and MSI-X the firmware may have left on: the driver polls, and a
+/// completion on the admin queue (whose interrupt cannot be disabled) must not send a
+/// message to a vector Keel never set up. Pin-based mode also makes INTMS valid to write.
+fn disable_message_interrupts(device: &PciDevice) {
+    for cap in &device.capabilities {
+        // Message Control is the upper half of the capability's first dword.
+        let enable_bit = match cap.id {
+            pci::caps::CAP_MSI => 1u32 << 16,
+            pci::caps::CAP_MSIX => 1u32 << 31,
+            _ => continue,
+        };
+        let dword = pci::read_config(device.address, cap.offset);
+        if dword & enable_bit != 0 {
+            pci::write_config(device.address, cap.offset, dword & !enable_bit);
+        }
+    }
+}
+
 fn bring_up(device: &PciDevice) -> Result<NvmeDisk, String> {
     let (phys, size) = register_window(device)?;
+    disable_message_interrupts(device);
     // Memory decode and DMA on; INTx off: the driver polls and has masked every vector.
     pci::enable(
         device.address,
