@@ -113,13 +113,7 @@ impl HostDisk for NvmeDisk {
     }
 
     fn model(&self) -> String {
-        let info = self.controller.info();
-        match (info.model.is_empty(), info.serial.is_empty()) {
-            (false, false) => format!("{}, serial {}", info.model, info.serial),
-            (false, true) => info.model.clone(),
-            (true, false) => format!("serial {}", info.serial),
-            (true, true) => String::new(),
-        }
+        self.controller.info().model_and_serial()
     }
 
     fn read_only(&self) -> bool {

@@ -46,6 +46,17 @@ impl ControllerInfo {
         }
     }
 
+    /// Model and serial for the disk listing: `QEMU NVMe Ctrl, serial deadbeef`, either
+    /// alone when the other is blank, empty when both are.
+    pub fn model_and_serial(&self) -> String {
+        match (self.model.is_empty(), self.serial.is_empty()) {
+            (false, false) => alloc::format!("{}, serial {}", self.model, self.serial),
+            (false, true) => self.model.clone(),
+            (true, false) => alloc::format!("serial {}", self.serial),
+            (true, true) => String::new(),
+        }
+    }
+
     /// Largest transfer per command in bytes, given the controller's minimum page size;
     /// `None` when unlimited.
     pub fn max_transfer_bytes(&self, min_page_bytes: u64) -> Option<u64> {
@@ -149,8 +160,13 @@ pub mod tests {
         assert_eq!(info.namespaces, 256);
         assert!(info.volatile_write_cache);
         assert_eq!(info.max_transfer_bytes(4096), Some(512 * 1024));
+        assert_eq!(info.model_and_serial(), "QEMU NVMe Ctrl, serial deadbeef");
         let unlimited = ControllerInfo::parse(&controller_page("x", "y", 0, 1, false));
         assert_eq!(unlimited.max_transfer_bytes(4096), None);
+        let no_serial = ControllerInfo::parse(&controller_page("Disk", "", 0, 1, false));
+        assert_eq!(no_serial.model_and_serial(), "Disk");
+        let blank = ControllerInfo::parse(&controller_page("", "", 0, 1, false));
+        assert_eq!(blank.model_and_serial(), "");
     }
 
     #[test]

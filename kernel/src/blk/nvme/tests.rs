@@ -48,6 +48,8 @@ struct Faults {
     bad_lba: Option<u64>,
     /// I/O commands with this opcode are swallowed: no completion.
     swallow: Option<u8>,
+    /// I/O completions carry another command identifier than the command's.
+    wrong_id: bool,
 }
 
 /// The device model.
@@ -353,7 +355,11 @@ impl Model {
                     result,
                     sq_head: sq.index,
                     sq_id: qid,
-                    command_id: c.command_id(),
+                    command_id: if qid != 0 && self.faults.wrong_id {
+                        c.command_id().wrapping_add(7)
+                    } else {
+                        c.command_id()
+                    },
                     phase: cq.phase,
                     status,
                 };
@@ -721,4 +727,46 @@ fn fatal_status_during_io_is_reported() {
     c.hardware().csts |= csts::CFS;
     let e = c.flush().unwrap_err();
     assert!(format!("{e}").contains("CSTS.CFS=1"), "{e}");
+}
+
+#[test]
+fn stray_completion_makes_the_disk_unusable() {
+    let mut model = Model::new(256);
+    model.faults.wrong_id = true;
+    let mut c = up(model);
+    let mut buf = [0u8; SECTOR];
+    let e = c.read(5, &mut buf).unwrap_err();
+    assert_eq!(
+        format!("{e}"),
+        "disk read at sector 5 failed: nvme: Read: completion for command id 7, expected 0"
+    );
+    let later = c.flush().unwrap_err();
+    assert!(
+        format!("{later}").contains(
+            "controller unusable after an earlier error: Read: completion for command id 7"
+        ),
+        "{later}"
+    );
+    assert_eq!(c.hardware().flushes, 0);
+}
+
+#[test]
+fn a_full_submission_queue_is_refused_not_overwritten() {
+    // A queue the model does not know: nothing consumes it, so no head comes back.
+    let mut model = Model::new(8);
+    let caps = super::regs::Capabilities::decode(model.cap);
+    let sq = model.alloc_dma(4 * SQE_BYTES).unwrap();
+    let cq = model.alloc_dma(4 * CQE_BYTES).unwrap();
+    let mut queue = super::queue::QueuePair::new(5, 4, sq, cq, &caps);
+    for expected in 0..3u16 {
+        assert_eq!(queue.submit(&mut model, Command::flush(1)), Ok(expected));
+    }
+    assert_eq!(
+        queue.submit(&mut model, Command::flush(1)),
+        Err(super::queue::QueueFailure::Full)
+    );
+    assert_eq!(
+        queue.wait(&mut model, 0, 10),
+        Err(super::queue::QueueFailure::Timeout)
+    );
 }
