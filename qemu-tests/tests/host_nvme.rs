@@ -1,8 +1,8 @@
 //! Keel on an NVMe disk (QEMU `-device nvme`), end to end, with the kernel's own NVMe driver:
 //!
-//! - SeaBIOS (`-M pc`): a blank NVMe disk sits before Keel's on PCI; the banner names the
-//!   NVMe boot disk and its guest store, `disk` lists the blank one under "host disks:" with
-//!   why it is not Keel's, `store ls`/`store sum` read the store (a 64 MiB file: sequential
+//! - SeaBIOS (`-M pc`): a blank NVMe disk and one of 4096-byte sectors sit before Keel's on
+//!   PCI; the banner names the NVMe boot disk and its guest store, `disk` lists the blank one
+//!   under "host disks:" with why it is not Keel's and the other as failed, naming its size, `store ls`/`store sum` read the store (a 64 MiB file: sequential
 //!   read throughput), and a `config save` survives a reboot. The same image then boots from
 //!   virtio-blk for the figures beside it.
 //! - OVMF (`-M q35`): the same checks without the second disk and the large file.
@@ -126,7 +126,7 @@ fn read_big_file(m: &mut Machine, bytes: &[u8]) -> f64 {
 }
 
 #[test]
-fn seabios_nvme_boot_disk_among_two_store_and_saved_config() {
+fn seabios_nvme_boot_disk_among_others_store_and_saved_config() {
     let a = artifacts();
     let tmp = tempfile::tempdir().unwrap();
     let big = noise(BIG_FILE_BYTES, 0xb16);
@@ -141,6 +141,10 @@ fn seabios_nvme_boot_disk_among_two_store_and_saved_config() {
     std::fs::File::create(&blank)
         .and_then(|f| f.set_len(32 * 1024 * 1024))
         .unwrap();
+    let sectors_4k = tmp.path().join("4k.img");
+    std::fs::File::create(&sectors_4k)
+        .and_then(|f| f.set_len(4 * 1024 * 1024))
+        .unwrap();
 
     let started = Instant::now();
     let mut m = Qemu::nvme_disk(&image)
@@ -154,6 +158,12 @@ fn seabios_nvme_boot_disk_among_two_store_and_saved_config() {
             // Before Keel's disk on PCI (Boot::Nvme puts that in slot 5): Keel must pass it by.
             "-device".to_owned(),
             "nvme,drive=blank,serial=blank-disk".to_owned(),
+            // A namespace of 4096-byte sectors (slot 3): refused, and listed as failed.
+            "-drive".to_owned(),
+            format!("file={},format=raw,if=none,id=big", sectors_4k.display()),
+            "-device".to_owned(),
+            "nvme,drive=big,serial=sectors-4k,logical_block_size=4096,physical_block_size=4096"
+                .to_owned(),
         ])
         .spawn()
         .unwrap();
@@ -171,6 +181,14 @@ fn seabios_nvme_boot_disk_among_two_store_and_saved_config() {
         m,
         blank_row.is_match(listed),
         "blank disk not listed with a reason:\n{disk}"
+    );
+    check!(
+        m,
+        listed.contains(
+            "nvme at 00:03.0: failed (namespace 1 uses 4096-byte sectors; Keel handles only \
+             512-byte sectors"
+        ),
+        "4096-byte namespace not listed as failed:\n{disk}"
     );
     check!(
         m,
