@@ -1,8 +1,8 @@
 //! Host NICs beyond virtio-net and the e1000, and the operator's choice among several:
 //!
 //! - The Intel 82574L (`-device e1000e`, q35's usual NIC) takes a DHCP lease and the API
-//!   answers through it; `net` and `GET /api/v1/network` list it as the management uplink
-//!   and an RTL8139 beside it as "no driver".
+//!   answers through it; `net`, `pci` and `GET /api/v1/network` list it as the management
+//!   uplink and an RTL8139 beside it as "no driver".
 //! - With an e1000 and a virtio-net NIC, each on its own user network with its own
 //!   `hostfwd` port, `network.interface` set to the virtio-net NIC's MAC (built into the
 //!   image) makes the API answer through that NIC, not through the first one; set on the
@@ -96,6 +96,16 @@ fn e1000e_on_q35_serves_the_api() {
             && net.contains("8086:10d3 e1000e 52:54:00:12:34:56 link up, management uplink")
             && net.contains("10ec:8139 no driver"),
         "net: {net}"
+    );
+    let pci = m.command("pci");
+    check!(
+        m,
+        pci.lines()
+            .any(|l| l.contains("8086:10d3") && l.trim_end().ends_with("[driver e1000e]"))
+            && pci
+                .lines()
+                .any(|l| l.contains("10ec:8139") && l.trim_end().ends_with("[no driver]")),
+        "pci: {pci}"
     );
 }
 

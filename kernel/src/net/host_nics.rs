@@ -166,6 +166,16 @@ pub fn write_host_nic(
     writeln!(out)
 }
 
+/// What `pci` adds after a network function: `driver e1000e`, `no driver`, or
+/// `driver igb failed: <reason>`.
+pub fn pci_note(nic: &HostNic) -> String {
+    match (&nic.state, nic.driver) {
+        (NicState::Up, Some(driver)) => format!("driver {driver}"),
+        (NicState::Failed(reason), Some(driver)) => format!("driver {driver} failed: {reason}"),
+        _ => String::from("no driver"),
+    }
+}
+
 /// The state as the API names it: `up`, `failed` or `no driver`.
 pub fn state_name(state: &NicState) -> &'static str {
     match state {
@@ -283,5 +293,15 @@ mod tests {
              \x20 00:05.0 8086:10d3 virtio-net 52:54:00:12:34:58 link unknown\n"
         );
         assert_eq!(state_name(&nics[0].state), "no driver");
+        let notes: Vec<String> = nics.iter().map(pci_note).collect();
+        assert_eq!(
+            notes,
+            [
+                "no driver",
+                "driver e1000",
+                "driver igb failed: reset timed out",
+                "driver virtio-net"
+            ]
+        );
     }
 }
