@@ -88,7 +88,8 @@ mod kernel {
         pub virtualization: Virtualization,
         /// PCI functions found at boot.
         pub pci: alloc::vec::Vec<crate::pci::PciDevice>,
-        /// The NICs brought up at boot (the first is the `bridged` switch's uplink).
+        /// The NICs brought up at boot (`network.interface`, else the first, is the `bridged`
+        /// switch's uplink).
         pub nics: spin::Mutex<alloc::vec::Vec<crate::net::Nic>>,
         /// The guest switches, `bridged` and `internal`: the network planes plug the
         /// appliance's interfaces and the uplink in, the VM manager each guest NIC.
