@@ -1,4 +1,5 @@
-//! The defmt global logger: encoded frames go into an in-memory ring and out on COM2.
+//! The defmt global logger: encoded frames go into an in-memory ring and out on COM2 — or
+//! on COM1 when the operator console took COM2 ([`move_to`]).
 //!
 //! defmt keeps format strings in the ELF and sends only indices and arguments, cheap enough
 //! for VM-exit paths. `keel logs <capture>` decodes a COM2 capture with the kernel ELF. The
@@ -38,6 +39,26 @@ pub fn init() -> bool {
         }
         // SAFETY: TAKEN is held, so nothing else touches SINK.
         let ok = unsafe { (*core::ptr::addr_of_mut!(SINK)).com2.init() };
+        TAKEN.store(false, Ordering::Release);
+        ok
+    });
+    COM2_READY.store(ok, Ordering::Relaxed);
+    ok
+}
+
+/// Sends the log to the UART at `base` from now on (COM1 when the console took COM2);
+/// returns whether a UART answered there (without one, frames only go to the ring).
+pub fn move_to(base: u16) -> bool {
+    let ok = crate::arch::cpu::without_interrupts(|| {
+        if TAKEN.swap(true, Ordering::Acquire) {
+            return false;
+        }
+        // SAFETY: TAKEN is held, so nothing else touches SINK.
+        let ok = unsafe {
+            let sink = &mut *core::ptr::addr_of_mut!(SINK);
+            sink.com2 = Uart::new(base);
+            sink.com2.init()
+        };
         TAKEN.store(false, Ordering::Release);
         ok
     });
