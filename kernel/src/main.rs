@@ -171,14 +171,11 @@ mod kernel {
     #[unsafe(no_mangle)]
     pub extern "C" fn kernel_entry(kind: u32, info_ptr: u32, entry_tsc: u64) -> ! {
         serial::init_console();
-        let com2 = crate::log::init();
         gdt::init();
         idt::init();
-        defmt::info!(
-            "keel {=str}: kernel entered (com2 {=bool})",
-            env!("CARGO_PKG_VERSION"),
-            com2
-        );
+        // Until the console's port is known the log goes to its ring only: on a server whose
+        // console is COM2 (serial-over-LAN) its binary frames must not reach the operator.
+        defmt::info!("keel {=str}: kernel entered", env!("CARGO_PKG_VERSION"));
 
         let boot = read_boot_info(kind, info_ptr);
         // ACPI first, on the boot identity map, so its tables can be kept out of the
@@ -256,28 +253,30 @@ mod kernel {
         if let Some(e) = &choice.warning {
             warnings.push(alloc::format!("{e}; the console stays on {}", choice.port));
         }
-        if choice.port == serial::console_port() {
-            return warnings;
+        if choice.port != serial::console_port() {
+            // Said on the old port, so whoever watches COM1 knows where the console went.
+            kprintln!("console: moving to {} ({})", choice.port, choice.source);
+            if !serial::switch_console(choice.port) {
+                warnings.push(alloc::format!(
+                    "console: no UART answers at {} ({}); the console stays on {}",
+                    choice.port,
+                    choice.source,
+                    serial::console_port()
+                ));
+            }
         }
-        // Said on the old port, so whoever watches COM1 knows where the console went.
-        kprintln!("console: moving to {} ({})", choice.port, choice.source);
-        if !serial::switch_console(choice.port) {
-            warnings.push(alloc::format!(
-                "console: no UART answers at {} ({}); the console stays on {}",
-                choice.port,
-                choice.source,
-                serial::console_port()
-            ));
-            return warnings;
-        }
-        let log_base = console_port::log_port(&choice.port);
-        if log_base != crate::serial::COM2 {
-            let answered = crate::log::move_to(log_base);
-            defmt::info!("log moved to {=u16:#x}: {=bool}", log_base, answered);
-        }
-        if choice.source == PortSource::Spcr {
-            defmt::info!("console from SPCR");
-        }
+        let log_base = console_port::log_port(&serial::console_port());
+        let answered = crate::log::move_to(log_base);
+        defmt::info!(
+            "log on {=u16:#x} ({=bool}), console from {=str}",
+            log_base,
+            answered,
+            match choice.source {
+                PortSource::CommandLine => "command line",
+                PortSource::Spcr => "SPCR",
+                PortSource::Default => "default",
+            }
+        );
         warnings
     }
 
