@@ -37,6 +37,8 @@ const COMMON_MODULES: &[&str] = &[
     "terminal",
     "boot",
     "echo",
+    // `[ "$grub_platform" = pc ]` in grub.cfg (text mode for the status screen on BIOS).
+    "test",
 ];
 
 /// Offset in `boot.img` of the u64 LBA of core.img's first sector
@@ -233,7 +235,6 @@ pub fn grub_cfg(kernel_path: &str, cmdline: &str, module_names: &[String]) -> St
          {}\n\
          terminal_input serial console\n\
          terminal_output serial console\n\
-         if [ \"$grub_platform\" = pc ]; then set gfxpayload=text; fi\n\
          menuentry 'Keel' {{\n",
         crate::console::grub_serial_for_cmdline(cmdline)
     );
@@ -249,6 +250,9 @@ pub fn grub_cfg(kernel_path: &str, cmdline: &str, module_names: &[String]) -> St
         // Writing to a String cannot fail.
         let _ = writeln!(cfg, "    module2 /boot/modules/{quoted} {quoted}");
     }
+    // After `multiboot2`, which sets gfxpayload from the kernel's framebuffer request: on BIOS
+    // the status screen wants text mode, on UEFI (no text mode) the firmware's framebuffer.
+    cfg.push_str("    if [ \"$grub_platform\" = pc ]; then set gfxpayload=text; fi\n");
     cfg.push_str("    boot\n}\n");
     cfg
 }
@@ -444,11 +448,11 @@ mod tests {
              serial --unit=0 --speed=115200\n\
              terminal_input serial console\n\
              terminal_output serial console\n\
-             if [ \"$grub_platform\" = pc ]; then set gfxpayload=text; fi\n\
              menuentry 'Keel' {\n\
              \x20   multiboot2 /boot/keel.elf console=com1 log=debug\n\
              \x20   module2 /boot/modules/guest.bin guest.bin\n\
              \x20   module2 /boot/modules/initrd.cpio initrd.cpio\n\
+             \x20   if [ \"$grub_platform\" = pc ]; then set gfxpayload=text; fi\n\
              \x20   boot\n\
              }\n"
         );
@@ -464,7 +468,7 @@ mod tests {
     #[test]
     fn grub_cfg_without_cmdline_or_modules() {
         let cfg = grub_cfg("/boot/keel.elf", "", &[]);
-        assert!(cfg.contains("    multiboot2 /boot/keel.elf\n    boot\n"));
+        assert!(cfg.contains("    multiboot2 /boot/keel.elf\n    if "));
     }
 
     #[test]

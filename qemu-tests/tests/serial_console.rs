@@ -85,7 +85,10 @@ fn an_spcr_table_naming_com2_moves_the_console_there() {
     std::fs::write(&table, spcr_fixture(0x2f8)).unwrap();
     let arg = format!("file={}", path_arg(&table));
     let mut m = boot_on_com2("", vec!["-acpitable".to_owned(), arg]);
-    check_console_on_com2(&mut m, "console: moving to ttyS1 (0x2f8) 115200 (ACPI SPCR)");
+    check_console_on_com2(
+        &mut m,
+        "console: moving to ttyS1 (0x2f8) 115200 (ACPI SPCR)",
+    );
 }
 
 fn path_arg(path: &Path) -> String {

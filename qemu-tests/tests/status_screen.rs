@@ -9,7 +9,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use keel_qemu_tests::{Machine, Qemu, artifacts, check};
+use keel_qemu_tests::{Machine, Pattern, Qemu, artifacts, check};
 
 /// A QMP connection (one JSON object per line).
 struct Qmp {
@@ -103,21 +103,15 @@ fn boot(qemu: Qemu) -> Booted {
     let banner = m.expect_banner();
     let hostname = banner.field("hostname").unwrap_or_default().to_owned();
     check!(m, !hostname.is_empty(), "no hostname in the banner");
+    // Printed before the banner, once the display is opened.
     check!(
         m,
-        banner.text.contains("status screen: "),
-        "no status screen line in the boot output: {}",
-        banner.text
+        m.transcript_text().contains("status screen: "),
+        "no status screen line in the boot output"
     );
-    let lease = m.expect_line("network: DHCP lease ");
-    let cidr = lease
-        .trim_start_matches("network: DHCP lease ")
-        .split(',')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_owned();
-    check!(m, cidr.contains('/'), "lease line: {lease:?}");
+    // The notice comes after the prompt, on its line.
+    let lease = m.expect(Pattern::regex(r"network: DHCP lease ([0-9./]+),"));
+    let cidr = lease.group(1).to_owned();
     Booted {
         m,
         qmp,
@@ -187,7 +181,8 @@ fn seabios_shows_the_address_in_vga_text() {
     let mut b = boot(Qemu::seabios(&a.image).defmt_elf(&a.elf));
     check!(
         b.m,
-        b.m.transcript_text().contains("status screen: VGA text 80x25"),
+        b.m.transcript_text()
+            .contains("status screen: VGA text 80x25"),
         "not VGA text"
     );
     check_screen(&mut b, "VGA text", read_vga_text);
@@ -223,8 +218,8 @@ fn read_ppm(path: &Path) -> Ppm {
     Ppm { width, height, rgb }
 }
 
-/// Decodes the framebuffer's character cells: in each cell the most common colour is the
-/// background, the rest the glyph, matched exactly against `font8x8` (the kernel's font and
+/// Decodes the framebuffer's character cells: in each cell one colour is the background, the
+/// rest the glyph, matched exactly against `font8x8` (the kernel's font and
 /// its scale rule: glyphs doubled when 60 columns of doubled glyphs fit).
 fn decode_framebuffer(ppm: &Ppm) -> String {
     let scale = if ppm.width / 16 >= 60 && ppm.height / 16 >= 20 {
@@ -253,18 +248,25 @@ fn decode_framebuffer(ppm: &Ppm) -> String {
                     }
                 }
             }
-            let background = counts.iter().max_by_key(|(_, n)| *n).map(|(c, _)| *c);
-            let mut bitmap = [0u8; 8];
-            for (y, bits) in bitmap.iter_mut().enumerate() {
-                for x in 0..8 {
-                    if Some(pixel(x0 + x * scale, y0 + y * scale)) != background {
-                        *bits |= 1 << x;
+            // The background is one of the cell's colours: the most common first (a glyph
+            // such as `0` or `M` can have more pixels set than clear, then the other wins).
+            counts.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+            let ch = counts
+                .iter()
+                .find_map(|(background, _)| {
+                    let mut bitmap = [0u8; 8];
+                    for (y, bits) in bitmap.iter_mut().enumerate() {
+                        for x in 0..8 {
+                            if pixel(x0 + x * scale, y0 + y * scale) != *background {
+                                *bits |= 1 << x;
+                            }
+                        }
                     }
-                }
-            }
-            let ch = (32u8..127)
-                .find(|&c| font8x8::legacy::BASIC_LEGACY[usize::from(c)] == bitmap)
-                .map_or('~', char::from);
+                    (32u8..127)
+                        .find(|&c| font8x8::legacy::BASIC_LEGACY[usize::from(c)] == bitmap)
+                        .map(char::from)
+                })
+                .unwrap_or('~');
             line.push(ch);
         }
         text.push_str(line.trim_end());
@@ -279,7 +281,8 @@ fn ovmf_shows_the_address_on_the_framebuffer() {
     let mut b = boot(Qemu::ovmf(&a.image).defmt_elf(&a.elf));
     check!(
         b.m,
-        b.m.transcript_text().contains("status screen: framebuffer "),
+        b.m.transcript_text()
+            .contains("status screen: framebuffer "),
         "no framebuffer"
     );
     let shot = b._dir.path().join("screen.ppm");
