@@ -110,9 +110,9 @@ impl ConsoleOption {
 pub fn grub_serial_for_cmdline(cmdline: &str) -> String {
     cmdline
         .split_whitespace()
+        .rev()
         .filter_map(|w| w.strip_prefix("console="))
-        .filter_map(|v| parse_console_option(v).ok())
-        .last()
+        .find_map(|v| parse_console_option(v).ok())
         .map_or_else(
             || String::from("serial --unit=0 --speed=115200"),
             |c| c.grub_serial(),
