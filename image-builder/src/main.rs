@@ -367,6 +367,38 @@ mod tests {
     }
 
     #[test]
+    fn console_flag_for_build_and_flash() {
+        let cli = Cli::try_parse_from([
+            "keel",
+            "build",
+            "--cmdline",
+            "quiet console=ttyS0",
+            "--console",
+            "ttyS1,115200",
+        ])
+        .unwrap();
+        let Cmd::Build(args) = cli.command else {
+            panic!("not build")
+        };
+        let console = args.console.as_ref().unwrap();
+        assert_eq!(
+            keel_image::console::with_console(&args.cmdline, console),
+            "quiet console=ttyS1,115200"
+        );
+        let bad = Cli::try_parse_from(["keel", "build", "--console", "ttyS7"]);
+        let message = bad.err().unwrap().to_string();
+        assert!(message.contains("only ttyS0..ttyS3"), "{message}");
+        let bad = Cli::try_parse_from(["keel", "flash", "img", "out", "--console", "ttyS1,100"]);
+        let message = bad.err().unwrap().to_string();
+        assert!(message.contains("the speed must be one of"), "{message}");
+        let cli = Cli::try_parse_from(["keel", "flash", "img", "out", "--console", "ttyS1"]);
+        let Cmd::Flash(args) = cli.unwrap().command else {
+            panic!("not flash")
+        };
+        assert_eq!(args.console.unwrap().com, Some(1));
+    }
+
+    #[test]
     fn disk_and_firmware_flags() {
         let cli = Cli::try_parse_from([
             "keel",
