@@ -9,7 +9,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use keel_qemu_tests::{Machine, Pattern, Qemu, artifacts, check};
+use keel_qemu_tests::{Machine, PROMPT, Pattern, Qemu, artifacts, check};
 
 /// A QMP connection (one JSON object per line).
 struct Qmp {
@@ -88,7 +88,9 @@ struct Booted {
 fn boot(qemu: Qemu) -> Booted {
     let dir = tempfile::tempdir().unwrap();
     let socket: PathBuf = dir.path().join("qmp.sock");
+    // Generous waits: OVMF alone takes 15 s to reach GRUB on a loaded 2-core machine.
     let mut m = qemu
+        .timeout(Duration::from_secs(90))
         .args([
             "-vga".to_owned(),
             "std".to_owned(),
@@ -112,6 +114,8 @@ fn boot(qemu: Qemu) -> Booted {
     // The notice comes after the prompt, on its line.
     let lease = m.expect(Pattern::regex(r"network: DHCP lease ([0-9./]+),"));
     let cidr = lease.group(1).to_owned();
+    // The shell redraws its prompt under the notice.
+    m.expect(PROMPT);
     Booted {
         m,
         qmp,
@@ -121,36 +125,40 @@ fn boot(qemu: Qemu) -> Booted {
     }
 }
 
-/// Polls `read_screen` until it shows the address (the main loop redraws within a pass of
-/// the lease), then checks the hostname, address and URL lines.
+/// Polls `read_screen` until it shows every expected line (the main loop redraws within a
+/// pass of the lease, but a screenshot can catch a framebuffer half redrawn), then checks the
+/// hostname, address, URL and serial console lines.
 fn check_screen(b: &mut Booted, what: &str, mut read_screen: impl FnMut(&mut Qmp) -> String) {
     let ip = b.cidr.split('/').next().unwrap_or_default().to_owned();
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let expected = [
+        ("hostname", b.hostname.clone()),
+        ("management", format!("{} (DHCP)", b.cidr)),
+        ("web page and API", format!("http://{ip}:80/")),
+        ("VMs running", "0".to_owned()),
+        ("serial console", "ttyS0 (0x3f8) 115200, 8N1".to_owned()),
+    ];
+    let missing = |screen: &str| {
+        expected
+            .iter()
+            .find(|(label, value)| {
+                !screen.lines().any(|l| {
+                    let l = l.trim();
+                    l.starts_with(label) && l.ends_with(value.as_str())
+                })
+            })
+            .cloned()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
     let mut screen = read_screen(&mut b.qmp);
-    while !screen.contains(&b.cidr) && Instant::now() < deadline {
+    while missing(&screen).is_some() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
         screen = read_screen(&mut b.qmp);
     }
-    let url = format!("http://{ip}:80/");
-    for (label, value) in [
-        ("hostname", b.hostname.as_str()),
-        ("management", &format!("{} (DHCP)", b.cidr)),
-        ("web page and API", &url),
-    ] {
-        let found = screen
-            .lines()
-            .any(|l| l.trim_start().starts_with(label) && l.trim_end().ends_with(value));
-        check!(
-            b.m,
-            found,
+    if let Some((label, value)) = missing(&screen) {
+        b.m.fail(format!(
             "{what}: no line `{label} … {value}` on the screen:\n{screen}"
-        );
+        ));
     }
-    check!(
-        b.m,
-        screen.contains("serial console   ttyS0 (0x3f8) 115200"),
-        "{what}: no serial console line:\n{screen}"
-    );
 }
 
 /// The VGA text buffer through `xp /2000hx 0xb8000`: 80×25 words, character in the low byte.
@@ -186,6 +194,17 @@ fn seabios_shows_the_address_in_vga_text() {
         "not VGA text"
     );
     check_screen(&mut b, "VGA text", read_vga_text);
+    // A saved hostname reaches the screen without a reboot (the main loop's change check).
+    let set = b.m.command("config set hostname screen-test");
+    check!(b.m, !set.contains("error"), "config set: {set}");
+    let save = b.m.command("config save");
+    check!(
+        b.m,
+        save.contains("hostname is now screen-test"),
+        "config save: {save}"
+    );
+    b.hostname = "screen-test".to_owned();
+    check_screen(&mut b, "VGA text after config save", read_vga_text);
 }
 
 /// A PPM (P6, 8-bit) image.
