@@ -56,7 +56,10 @@ pub fn parse_console_option(value: &str) -> Result<ConsoleOption, ConsoleOptionE
     };
     let baud = match baud {
         None => 115_200,
+        // `115200n8` as Linux writes it: 8N1 is the only framing Keel programs.
         Some(text) => text
+            .strip_suffix("n8")
+            .unwrap_or(text)
             .parse::<u32>()
             .ok()
             .filter(|b| STANDARD_BAUDS.contains(b))
@@ -142,6 +145,8 @@ mod tests {
         assert_eq!(c.grub_serial(), "serial --unit=1 --speed=115200");
         let c = parse_console_option("ttyS0").unwrap();
         assert_eq!((c.com, c.baud), (Some(0), 115200));
+        let c = parse_console_option("ttyS3,57600n8").unwrap();
+        assert_eq!(c.grub_serial(), "serial --unit=3 --speed=57600");
         let c = parse_console_option("uart,io,0x3000,9600").unwrap();
         assert_eq!((c.io_port, c.baud), (Some(0x3000), 9600));
         assert_eq!(c.grub_serial(), "serial --port=0x3000 --speed=9600");
