@@ -1,7 +1,8 @@
 //! The operator console's port: `console=ttyS1` on the kernel command line moves it to COM2,
 //! and without `console=` an ACPI SPCR table naming COM2 (a fixture passed with
 //! `-acpitable`) does the same. Both boot PVH (no firmware menu, quickest) with the harness's
-//! console on COM2 and a file on COM1, where the defmt log moves.
+//! console on COM2 and a file on COM1, where the defmt log moves. A third boots an image
+//! whose grub.cfg the image builder wrote for `--console ttyS1` through SeaBIOS and GRUB.
 
 use std::path::Path;
 
@@ -88,6 +89,49 @@ fn an_spcr_table_naming_com2_moves_the_console_there() {
     check_console_on_com2(
         &mut m,
         "console: moving to ttyS1 (0x2f8) 115200 (ACPI SPCR)",
+    );
+}
+
+#[test]
+fn an_image_built_for_ttys1_talks_on_com2_from_grub_on() {
+    let a = artifacts();
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("console-ttys1.img");
+    let console = keel_image::console::parse_console_option("ttyS1,115200").unwrap();
+    let cmdline = keel_image::console::with_console(
+        &keel_image::api_token::with_token("", &a.api_token),
+        &console,
+    );
+    let config = keel_image::appliance::default_config(&a.api_token).to_json_pretty();
+    keel_image::gpt_image::assemble_image_with_partitions(
+        &a.elf,
+        &[],
+        &cmdline,
+        None,
+        &config,
+        &[],
+        &image,
+    )
+    .unwrap();
+    let mut m = Qemu::seabios(&image)
+        .defmt_elf(&a.elf)
+        .console_on_com2()
+        .spawn()
+        .unwrap();
+    // GRUB's own menu line comes on COM2 too: its `serial` follows the console.
+    m.expect("Booting `Keel'");
+    let banner = m.expect_banner();
+    check!(
+        m,
+        banner.field("console") == Some("ttyS1 (0x2f8) 115200"),
+        "banner console field: {:?}",
+        banner.field("console")
+    );
+    let version = m.command("version");
+    check!(
+        m,
+        version.contains("Keel 0.1.0"),
+        "version on COM2: {version}"
     );
 }
 
