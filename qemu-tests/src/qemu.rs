@@ -101,6 +101,10 @@ pub struct Qemu {
     /// sees it complete, so what one machine saves the next one boots from — and a `SIGKILL`
     /// of the emulator loses only the requests still in flight.
     pub writable_disk: bool,
+    /// The harness's console (stdio) on COM2 and the `com2.bin` file on COM1, for a kernel
+    /// told `console=ttyS1` or given an SPCR naming COM2 (its defmt log then moves to COM1,
+    /// so `com2.bin` still holds the log).
+    pub console_on_com2: bool,
 }
 
 impl Qemu {
@@ -116,6 +120,7 @@ impl Qemu {
             timeout: scaled(QEMU_WAIT_TIMEOUT),
             hard_timeout: scaled(QEMU_HARD_TIMEOUT),
             writable_disk: false,
+            console_on_com2: false,
         }
     }
 
@@ -175,6 +180,13 @@ impl Qemu {
             firmware: Firmware::Ovmf,
         };
         Self::new("q35", boot, None)
+    }
+
+    /// Swaps the serial ports: the console the harness drives on COM2, `com2.bin` on COM1
+    /// (see [`Qemu::console_on_com2`]).
+    pub fn console_on_com2(mut self) -> Self {
+        self.console_on_com2 = true;
+        self
     }
 
     /// Sets the kernel command line (for [`Boot::Kernel`]; ignored for disks).
@@ -289,15 +301,18 @@ impl Qemu {
             "none",
             "-no-user-config",
             "-nodefaults",
-            "-serial",
-            "stdio",
         ] {
             push(a);
         }
-        push("-serial");
         let mut com2_arg = OsString::from("file:");
         com2_arg.push(com2);
-        args.push(com2_arg);
+        let stdio = OsString::from("stdio");
+        let (first, second) = if self.console_on_com2 {
+            (com2_arg, stdio)
+        } else {
+            (stdio, com2_arg)
+        };
+        args.extend(["-serial".into(), first, "-serial".into(), second]);
         match &self.boot {
             Boot::Kernel { elf, cmdline } => {
                 args.push("-kernel".into());
