@@ -100,7 +100,9 @@ pub fn parse_identify(data: &[u8]) -> Result<Identity, IdentifyError> {
         512
     };
     let sectors = if lba48 {
-        (0..4).fold(0u64, |acc, i| acc | (u64::from(word(data, 100 + i)) << (16 * i)))
+        (0..4).fold(0u64, |acc, i| {
+            acc | (u64::from(word(data, 100 + i)) << (16 * i))
+        })
     } else {
         u64::from(word(data, 60)) | (u64::from(word(data, 61)) << 16)
     };

@@ -370,7 +370,7 @@ impl DmaMemory for ModelMemory {
         self.phys
     }
 
-    fn len(&self) -> usize {
+    fn size(&self) -> usize {
         self.len
     }
 

@@ -10,7 +10,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use super::ata::{self, Identity, IdentifyError, TaskFile};
+use super::ata::{self, IdentifyError, Identity, TaskFile};
 use super::regs::{self, AtaCommand, ghc, port};
 use crate::blk::disk::{Disk, DiskError, DiskOp, SECTOR, check_range};
 
@@ -36,7 +36,7 @@ pub trait DmaMemory {
     /// Physical address of the first byte (what the HBA is given).
     fn phys(&self) -> u64;
     /// Size in bytes.
-    fn len(&self) -> usize;
+    fn size(&self) -> usize;
     /// Copies `data` in at byte `at` (the caller keeps `at + data.len()` within `len`).
     fn write_at(&mut self, at: usize, data: &[u8]);
     /// Copies bytes out from byte `at` into `out`.
@@ -268,7 +268,7 @@ impl<H: Hba> PortRegs<'_, H> {
 
 fn alloc_below<H: Hba>(hba: &mut H, bytes: usize, cap: u32) -> Result<H::Memory, AhciError> {
     let memory = hba.alloc(bytes).ok_or(AhciError::OutOfMemory)?;
-    let end = memory.phys() + memory.len() as u64;
+    let end = memory.phys() + memory.size() as u64;
     if cap & ghc::CAP_S64A == 0 && end > 1 << 32 {
         return Err(AhciError::Above4GiB(memory.phys()));
     }
@@ -409,7 +409,6 @@ impl<H: Hba> AhciPort<H> {
         }
     }
 
-
     fn identify(&mut self) -> Result<Identity, AhciError> {
         let command = AtaCommand {
             opcode: ata::IDENTIFY_DEVICE,
@@ -439,7 +438,8 @@ impl<H: Hba> AhciPort<H> {
         self.command_table.write_at(0, &regs::h2d_fis(command));
         for (i, &(phys, len)) in entries.iter().enumerate() {
             let at = regs::PRDT_OFFSET + i * regs::PRDT_ENTRY_SIZE;
-            self.command_table.write_at(at, &regs::prdt_entry(phys, len));
+            self.command_table
+                .write_at(at, &regs::prdt_entry(phys, len));
         }
         let header = regs::command_header(write, entries.len() as u16, self.command_table.phys());
         self.command_list.write_at(0, &header);
@@ -531,7 +531,7 @@ impl<H: Hba> AhciPort<H> {
     }
 
     fn max_sectors_per_command(&self) -> u64 {
-        (self.bounce.len() / SECTOR).min(ata::MAX_SECTORS_PER_COMMAND as usize) as u64
+        (self.bounce.size() / SECTOR).min(ata::MAX_SECTORS_PER_COMMAND as usize) as u64
     }
 }
 

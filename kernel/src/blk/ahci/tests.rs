@@ -27,12 +27,7 @@ fn disk(hba: &ModelHba, index: u32) -> AhciPort<ModelHba> {
 
 /// Position in the write log of the first write from `start` on to port 0's `reg` matching
 /// `pred`.
-fn first_write(
-    log: &[(u32, u32)],
-    start: usize,
-    reg: u32,
-    pred: impl Fn(u32) -> bool,
-) -> usize {
+fn first_write(log: &[(u32, u32)], start: usize, reg: u32, pred: impl Fn(u32) -> bool) -> usize {
     let offset = regs::port_base(0) + reg;
     start
         + log[start..]
@@ -64,7 +59,10 @@ fn bring_up_follows_the_spec_order() {
     let ci = first_write(&log, 0, p::CI, |v| v == 1);
     assert!(ae < st_off, "AHCI mode before touching ports");
     assert!(st_off < fre_off, "ST cleared before FRE");
-    assert!(fre_off < clb && fre_off < fb, "engines stopped before the lists move");
+    assert!(
+        fre_off < clb && fre_off < fb,
+        "engines stopped before the lists move"
+    );
     assert!(clb < fre_on && fb < fre_on, "FIS area set before FRE");
     assert!(fre_on < st_on, "FRE before ST");
     assert!(st_on < ci, "started before the first command");
@@ -73,18 +71,22 @@ fn bring_up_follows_the_spec_order() {
     assert_eq!(d.identity().model, "QEMU HARDDISK");
     assert_eq!(d.identity().serial, "QM00001");
     assert_eq!(d.identity().firmware, "2.5+");
-    assert_eq!(
-        hba.port(0, |m| m.commands[0].opcode),
-        ata::IDENTIFY_DEVICE
-    );
+    assert_eq!(hba.port(0, |m| m.commands[0].opcode), ata::IDENTIFY_DEVICE);
 }
 
 #[test]
 fn an_empty_port_is_skipped_quickly_and_left_stopped() {
     let hba = ModelHba::new(vec![PortModel::empty(), PortModel::disk(64)]);
     assert!(matches!(bring_up(&hba, 0), PortProbe::Empty));
-    assert!(hba.now_ms() <= port::LINK_DETECT_MS + 5, "{} ms", hba.now_ms());
-    assert_eq!(hba.port(0, |m| m.regs[(p::CMD / 4) as usize]) & p::CMD_ST, 0);
+    assert!(
+        hba.now_ms() <= port::LINK_DETECT_MS + 5,
+        "{} ms",
+        hba.now_ms()
+    );
+    assert_eq!(
+        hba.port(0, |m| m.regs[(p::CMD / 4) as usize]) & p::CMD_ST,
+        0
+    );
     assert!(hba.port(0, |m| m.commands.is_empty()));
     assert!(matches!(bring_up(&hba, 1), PortProbe::Disk(_)));
 }
@@ -199,9 +201,18 @@ fn a_task_file_error_is_decoded_and_the_port_recovered() {
     let n = log.len();
     // Recovery: ST off, SERR and IS cleared, ST on again.
     let tail: Vec<_> = log[n - 6..].to_vec();
-    assert!(tail.iter().any(|&(o, v)| o == 0x100 + p::SERR && v == u32::MAX));
-    assert!(tail.iter().any(|&(o, v)| o == 0x100 + p::CMD && v & p::CMD_ST == 0));
-    assert_eq!(tail.last().map(|&(o, v)| (o, v & p::CMD_ST)), Some((0x100 + p::CMD, p::CMD_ST)));
+    assert!(
+        tail.iter()
+            .any(|&(o, v)| o == 0x100 + p::SERR && v == u32::MAX)
+    );
+    assert!(
+        tail.iter()
+            .any(|&(o, v)| o == 0x100 + p::CMD && v & p::CMD_ST == 0)
+    );
+    assert_eq!(
+        tail.last().map(|&(o, v)| (o, v & p::CMD_ST)),
+        Some((0x100 + p::CMD, p::CMD_ST))
+    );
     assert!(d.failure().is_none());
     hba.port(0, |m| m.disk[8 * 512] = 0xAB);
     let mut buf = [0u8; 512];
@@ -227,7 +238,10 @@ fn a_device_that_never_clears_bsy_fails_bring_up_without_hanging() {
         _ => panic!("a busy device came up"),
     }
     assert!(hba.now_ms() < port::DEVICE_READY_MS + 2 * port::ENGINE_STOP_MS);
-    assert_eq!(hba.port(0, |m| m.regs[(p::CMD / 4) as usize]) & (p::CMD_ST | p::CMD_FRE), 0);
+    assert_eq!(
+        hba.port(0, |m| m.regs[(p::CMD / 4) as usize]) & (p::CMD_ST | p::CMD_FRE),
+        0
+    );
 }
 
 #[test]
@@ -243,7 +257,11 @@ fn a_command_that_never_completes_times_out_and_a_comreset_recovers() {
         "disk write at sector 0 failed: port 0: WRITE DMA EXT did not complete within 5000 ms \
          (status 0x80 (BSY), error 0x00 (-))"
     );
-    assert!(hba.log().iter().any(|&(o, v)| o == 0x100 + p::SCTL && v & 0xF == 1));
+    assert!(
+        hba.log()
+            .iter()
+            .any(|&(o, v)| o == 0x100 + p::SCTL && v & 0xF == 1)
+    );
     d.write(0, &[2u8; 512]).unwrap();
     assert_eq!(hba.port(0, |m| m.disk[0]), 2);
 }
@@ -288,7 +306,10 @@ fn the_bios_hands_the_controller_over_or_is_reported() {
     let mut h = hba.clone();
     // The model's BIOS never lets go.
     assert_eq!(init_controller(&mut h), Err(AhciError::BiosHandoff));
-    assert!(hba.log().contains(&(ghc::BOHC, ghc::BOHC_BOS | ghc::BOHC_OOS)));
+    assert!(
+        hba.log()
+            .contains(&(ghc::BOHC, ghc::BOHC_BOS | ghc::BOHC_OOS))
+    );
 }
 
 #[test]
@@ -302,12 +323,18 @@ fn prdt_entries_are_at_most_4_mib_with_even_counts() {
             (0x20_0000 + 8 * MIB, MIB)
         ]
     );
-    assert_eq!(regs::build_prdt(0x1000, 512, 1).unwrap(), vec![(0x1000, 512)]);
+    assert_eq!(
+        regs::build_prdt(0x1000, 512, 1).unwrap(),
+        vec![(0x1000, 512)]
+    );
     assert_eq!(
         regs::build_prdt(0x1001, 512, 1),
         Err(regs::PrdtError::Misaligned)
     );
-    assert_eq!(regs::build_prdt(0x1000, 0, 1), Err(regs::PrdtError::Misaligned));
+    assert_eq!(
+        regs::build_prdt(0x1000, 0, 1),
+        Err(regs::PrdtError::Misaligned)
+    );
     assert_eq!(
         regs::build_prdt(0x1000, 9 * MIB, 2),
         Err(regs::PrdtError::TooLong)
@@ -317,7 +344,10 @@ fn prdt_entries_are_at_most_4_mib_with_even_counts() {
     assert_eq!(u32::from_le_bytes(e[4..8].try_into().unwrap()), 1);
     assert_eq!(u32::from_le_bytes(e[12..16].try_into().unwrap()), 0x3F_FFFF);
     let h = regs::command_header(true, 3, 0x8000);
-    assert_eq!(u32::from_le_bytes(h[0..4].try_into().unwrap()), 5 | (1 << 6) | (3 << 16));
+    assert_eq!(
+        u32::from_le_bytes(h[0..4].try_into().unwrap()),
+        5 | (1 << 6) | (3 << 16)
+    );
     assert_eq!(u32::from_le_bytes(h[8..12].try_into().unwrap()), 0x8000);
 }
 
@@ -330,7 +360,10 @@ fn h2d_fis_carries_48_bit_lba_and_count() {
     };
     let fis = regs::h2d_fis(&cmd);
     assert_eq!(&fis[..4], &[0x27, 0x80, 0x25, 0]);
-    assert_eq!(&fis[4..14], &[0xF6, 0xE5, 0xD4, 0x40, 0xC3, 0xB2, 0xA1, 0, 0x34, 0x12]);
+    assert_eq!(
+        &fis[4..14],
+        &[0xF6, 0xE5, 0xD4, 0x40, 0xC3, 0xB2, 0xA1, 0, 0x34, 0x12]
+    );
     assert_eq!(regs::parse_h2d_fis(&fis), cmd);
 }
 
