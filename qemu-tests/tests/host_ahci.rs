@@ -139,7 +139,7 @@ fn keel_boots_from_sata_keeps_its_configuration_and_lists_the_other_disk() {
         m,
         hosts
             .lines()
-            .any(|l| l.contains("ahci") && l.contains("00:1f.2 port 1")),
+            .any(|l| l.contains("ahci at 00:1f.2 port 1, QEMU HARDDISK") && l.contains("not used")),
         "the blank disk on port 1 is not listed under 'host disks:':\n{disk}"
     );
 

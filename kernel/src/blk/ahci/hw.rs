@@ -1,6 +1,7 @@
-//! The bare-metal half of the AHCI driver: ABAR over MMIO, DMA frames, TSC deadlines, and
-//! the PCI probe that returns one disk per SATA disk.
+//! The bare-metal half of the AHCI driver: ABAR over MMIO, DMA frames, `Deadline`s, and
+//! the PCI probe that returns one host disk per SATA disk.
 
+use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -8,8 +9,9 @@ use core::sync::atomic::{Ordering, compiler_fence};
 
 use super::port::{AhciPort, DmaMemory, Hba, PortProbe, init_controller, probe_port};
 use super::regs::{self, ABAR_SIZE};
-use crate::arch::{cpu, timer};
+use crate::arch::timer::Deadline;
 use crate::blk::disk::{Disk, DiskError};
+use crate::blk::host::{HostDisk, ProbeFailure, ProbeResult};
 use crate::mm::dma::DmaRegion;
 use crate::pci::{self, Bar, PciDevice, command};
 
@@ -36,15 +38,9 @@ impl MmioHba {
     }
 }
 
-/// A TSC reading and how many ticks to wait from it.
-pub struct TscDeadline {
-    start: u64,
-    ticks: u64,
-}
-
 impl Hba for MmioHba {
     type Memory = KernelDma;
-    type Deadline = TscDeadline;
+    type Deadline = Deadline;
 
     fn read(&self, offset: u32) -> u32 {
         if !self.in_window(offset) {
@@ -75,17 +71,12 @@ impl Hba for MmioHba {
         })
     }
 
-    fn deadline(&self, ms: u64) -> TscDeadline {
-        // Before calibration, assume at least 1 GHz: waits are then at least as long.
-        let hz = timer::tsc_hz().max(1_000_000_000);
-        TscDeadline {
-            start: cpu::rdtsc(),
-            ticks: ms.saturating_mul(hz / 1000),
-        }
+    fn deadline(&self, ms: u64) -> Deadline {
+        Deadline::after_ms(ms)
     }
 
-    fn expired(&self, deadline: &TscDeadline) -> bool {
-        cpu::rdtsc().wrapping_sub(deadline.start) > deadline.ticks
+    fn expired(&self, deadline: &Deadline) -> bool {
+        deadline.expired()
     }
 }
 
@@ -137,27 +128,29 @@ pub struct AhciDisk {
     model: String,
 }
 
-impl AhciDisk {
-    /// Driver name.
-    pub fn driver(&self) -> &'static str {
-        "ahci"
+impl HostDisk for AhciDisk {
+    fn driver(&self) -> &'static str {
+        DRIVER
     }
 
     /// PCI address and port: `00:1f.2 port 0`.
-    pub fn location(&self) -> String {
+    fn location(&self) -> String {
         self.location.clone()
     }
 
     /// Model and serial from IDENTIFY DEVICE.
-    pub fn model(&self) -> String {
+    fn model(&self) -> String {
         self.model.clone()
     }
 
-    /// SATA disks have no write-protect bit Keel reads.
-    pub fn read_only(&self) -> bool {
+    /// SATA disks have no write-protect state Keel could read.
+    fn read_only(&self) -> bool {
         false
     }
 }
+
+/// The driver's name in the disk listing.
+const DRIVER: &str = "ahci";
 
 impl Disk for AhciDisk {
     fn sector_count(&self) -> u64 {
@@ -177,24 +170,18 @@ impl Disk for AhciDisk {
     }
 }
 
-/// A controller or port that was found and could not be used: where, and why.
-pub struct AhciFailure {
-    /// `00:1f.2` or `00:1f.2 port 1`.
-    pub location: String,
-    /// Operator-readable reason.
-    pub reason: String,
-}
-
 /// Every SATA disk on every AHCI controller in `pci`, and every controller or port found
-/// that could not be brought up. Empty ports are not listed.
-pub fn probe_disks(pci: &[PciDevice]) -> Vec<Result<AhciDisk, AhciFailure>> {
+/// that could not be brought up (ATAPI and other non-disk devices among them, as "not a
+/// disk"). Empty ports are not listed.
+pub fn probe(pci: &[PciDevice]) -> Vec<ProbeResult> {
     let mut found = Vec::new();
     for device in pci {
         if (device.class, device.subclass, device.prog_if) != PCI_CLASS {
             continue;
         }
         let address = device.address;
-        let fail = |reason: String| AhciFailure {
+        let fail = |reason: String| ProbeFailure {
+            driver: DRIVER,
             location: format!("{address}"),
             reason,
         };
@@ -261,11 +248,11 @@ pub fn probe_disks(pci: &[PciDevice]) -> Vec<Result<AhciDisk, AhciFailure>> {
                         (true, false) => format!("serial {}", id.serial),
                         (true, true) => String::new(),
                     };
-                    found.push(Ok(AhciDisk {
+                    found.push(Ok(Box::new(AhciDisk {
                         port,
                         location,
                         model,
-                    }));
+                    }) as Box<dyn HostDisk>));
                 }
                 PortProbe::Empty => {}
                 PortProbe::Failed(e) => {
@@ -274,7 +261,8 @@ pub fn probe_disks(pci: &[PciDevice]) -> Vec<Result<AhciDisk, AhciFailure>> {
                         location.as_str(),
                         defmt::Display2Format(&e)
                     );
-                    found.push(Err(AhciFailure {
+                    found.push(Err(ProbeFailure {
+                        driver: DRIVER,
                         location,
                         reason: format!("{e}"),
                     }));
