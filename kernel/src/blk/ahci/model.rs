@@ -31,6 +31,8 @@ pub struct PortModel {
     pub hang_next: bool,
     /// Whether a COMRESET clears a hung device.
     pub comreset_clears: bool,
+    /// The command list engine never stops (PxCMD.CR stays set once running).
+    pub engine_stuck: bool,
     /// Commands executed.
     pub commands: Vec<AtaCommand>,
     /// Flushes executed.
@@ -62,6 +64,7 @@ impl PortModel {
             fail_next: None,
             hang_next: false,
             comreset_clears: true,
+            engine_stuck: false,
             commands: Vec::new(),
             flushes: 0,
         }
@@ -164,8 +167,9 @@ impl Model {
                 p.set(reg, old & !value);
             }
             port::CMD => {
+                let was_running = p.reg(port::CMD) & port::CMD_CR != 0;
                 let mut v = value & !(port::CMD_CR | port::CMD_FR);
-                if v & port::CMD_ST != 0 {
+                if v & port::CMD_ST != 0 || (p.engine_stuck && was_running) {
                     v |= port::CMD_CR;
                 } else {
                     p.set(port::CI, 0);

@@ -378,3 +378,37 @@ fn task_file_names_its_bits() {
         "status 0x50 (DRDY), error 0x00 (-)"
     );
 }
+
+#[test]
+fn a_dropped_port_is_stopped_and_one_that_will_not_stop_keeps_its_memory() {
+    let hba = ModelHba::new(vec![PortModel::disk(64), PortModel::disk(64)]);
+    let first = disk(&hba, 0);
+    let second = disk(&hba, 1);
+    drop(first);
+    let cmd = hba.port(0, |m| m.regs[(p::CMD / 4) as usize]);
+    assert_eq!(cmd & (p::CMD_ST | p::CMD_CR | p::CMD_FRE | p::CMD_FR), 0);
+    assert_eq!(hba.0.borrow().leaked, 0);
+    hba.port(1, |m| m.engine_stuck = true);
+    drop(second);
+    assert_eq!(
+        hba.0.borrow().leaked,
+        regs::COMMAND_LIST_SIZE.div_ceil(4096) * 4096
+            + regs::RECEIVED_FIS_SIZE.div_ceil(4096) * 4096
+            + port::COMMAND_TABLE_BYTES
+            + port::BOUNCE_BYTES,
+        "the HBA may still write there"
+    );
+}
+
+#[test]
+fn a_device_whose_link_never_comes_up_is_reported() {
+    let hba = ModelHba::new(vec![PortModel::disk(64)]);
+    hba.port(0, |m| m.regs[(p::SSTS / 4) as usize] = 0x101);
+    match bring_up(&hba, 0) {
+        PortProbe::Failed(e) => assert_eq!(
+            e.to_string(),
+            "device detected but the SATA link is not up after 1000 ms (PxSSTS.DET=1)"
+        ),
+        _ => panic!("a port without a link came up"),
+    }
+}
