@@ -72,6 +72,14 @@ pub enum Boot {
         /// The image.
         image: PathBuf,
     },
+    /// A raw disk image as an NVMe controller's namespace (`-device nvme,drive=boot`),
+    /// `snapshot=on` unless [`Qemu::writable_disk`]; both firmwares boot from it.
+    Nvme {
+        /// The image.
+        image: PathBuf,
+        /// The firmware.
+        firmware: Firmware,
+    },
 }
 
 /// A QEMU configuration; [`Qemu::spawn`] starts it.
@@ -166,6 +174,25 @@ impl Qemu {
         Self::new("q35", boot, None)
     }
 
+    /// A disk image on an NVMe controller (serial `keel-boot`) under SeaBIOS on `-M pc`,
+    /// 1024 MiB, 2 CPUs, AMD-V CPU model.
+    pub fn nvme_disk(image: &Path) -> Self {
+        let boot = Boot::Nvme {
+            image: image.to_owned(),
+            firmware: Firmware::SeaBios,
+        };
+        Self::new("pc", boot, None)
+    }
+
+    /// [`Qemu::nvme_disk`] under OVMF on `-M q35`.
+    pub fn nvme_disk_ovmf(image: &Path) -> Self {
+        let boot = Boot::Nvme {
+            image: image.to_owned(),
+            firmware: Firmware::Ovmf,
+        };
+        Self::new("q35", boot, None)
+    }
+
     /// Sets the kernel command line (for [`Boot::Kernel`]; ignored for disks).
     pub fn append(mut self, cmdline: &str) -> Self {
         if let Boot::Kernel { cmdline: c, .. } = &mut self.boot {
@@ -247,6 +274,14 @@ impl Qemu {
             } => format!("QEMU OVMF + GRUB, -M {}", self.machine),
             Boot::IdeDisk { .. } => format!("QEMU SeaBIOS, IDE disk, -M {}", self.machine),
             Boot::AhciDisk { .. } => format!("QEMU SeaBIOS + GRUB, AHCI disk, -M {}", self.machine),
+            Boot::Nvme {
+                firmware: Firmware::SeaBios,
+                ..
+            } => format!("QEMU SeaBIOS + GRUB, NVMe disk, -M {}", self.machine),
+            Boot::Nvme {
+                firmware: Firmware::Ovmf,
+                ..
+            } => format!("QEMU OVMF + GRUB, NVMe disk, -M {}", self.machine),
         }
     }
 
@@ -322,6 +357,24 @@ impl Qemu {
                 let image = image.to_string_lossy().replace(',', ",,");
                 args.push("-drive".into());
                 args.push(format!("file={image},format=raw,if=ide,snapshot=on").into());
+            }
+            Boot::Nvme { image, firmware } => {
+                if *firmware == Firmware::Ovmf {
+                    args.push("-bios".into());
+                    args.push(OVMF.into());
+                }
+                let image = image.to_string_lossy().replace(',', ",,");
+                let mode = if self.writable_disk {
+                    "cache=writethrough"
+                } else {
+                    "snapshot=on"
+                };
+                args.push("-drive".into());
+                args.push(format!("file={image},format=raw,if=none,id=boot,{mode}").into());
+                args.push("-device".into());
+                // Slot 5 and boot index 0: disks a test adds come before it on PCI (Keel must pass
+                // them by) and the firmware still boots this one.
+                args.push("nvme,drive=boot,serial=keel-boot,addr=0x5,bootindex=0".into());
             }
         }
         args.extend(self.extra_args.iter().cloned());

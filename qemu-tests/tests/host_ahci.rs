@@ -75,7 +75,11 @@ fn save_hostname(m: &mut Machine, name: &str) -> Duration {
     let start = Instant::now();
     let save = m.command("config save");
     let took = start.elapsed();
-    check!(m, save.contains("configuration saved as generation"), "{save}");
+    check!(
+        m,
+        save.contains("configuration saved as generation"),
+        "{save}"
+    );
     took
 }
 
@@ -89,7 +93,11 @@ fn read_file(m: &mut Machine, name: &str, bytes: &[u8]) -> f64 {
     let start = Instant::now();
     let out = m.command(&format!("store sum {name}"));
     let took = start.elapsed();
-    check!(m, out.contains(&expected), "expected {expected:?}, got {out:?}");
+    check!(
+        m,
+        out.contains(&expected),
+        "expected {expected:?}, got {out:?}"
+    );
     bytes.len() as f64 / 1e6 / took.as_secs_f64()
 }
 
@@ -111,9 +119,10 @@ fn keel_boots_from_sata_keeps_its_configuration_and_lists_the_other_disk() {
     let started = Instant::now();
     let mut m = boot_ahci(&image, Some(&blank));
     let banner = m.expect_banner();
-    let disk_line =
-        Regex::new(r"disk: ahci QEMU HARDDISK, serial \S+ at 00:1f\.2 port 0, \d+ MiB; guest store FAT")
-            .unwrap();
+    let disk_line = Regex::new(
+        r"disk: ahci QEMU HARDDISK, serial \S+ at 00:1f\.2 port 0, \d+ MiB; guest store FAT",
+    )
+    .unwrap();
     check!(
         m,
         disk_line.is_match(&banner.text) && !banner.text.contains("WARNING"),
@@ -127,10 +136,9 @@ fn keel_boots_from_sata_keeps_its_configuration_and_lists_the_other_disk() {
 
     let disk = m.command("disk");
     let listed = disk.split("host disks:").nth(1).unwrap_or_default();
-    let blank_row = Regex::new(
-        r"ahci at 00:1f\.2 port 1, QEMU HARDDISK, serial \S+, 16 MiB: not used \(.+\)",
-    )
-    .unwrap();
+    let blank_row =
+        Regex::new(r"ahci at 00:1f\.2 port 1, QEMU HARDDISK, serial \S+, 16 MiB: not used \(.+\)")
+            .unwrap();
     check!(
         m,
         blank_row.is_match(listed),
@@ -138,7 +146,8 @@ fn keel_boots_from_sata_keeps_its_configuration_and_lists_the_other_disk() {
     );
     check!(
         m,
-        listed.contains("ahci at 00:1f.2 port 0, QEMU HARDDISK") && listed.contains(": Keel's disk"),
+        listed.contains("ahci at 00:1f.2 port 0, QEMU HARDDISK")
+            && listed.contains(": Keel's disk"),
         "Keel's disk not listed:\n{disk}"
     );
 
