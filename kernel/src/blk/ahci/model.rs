@@ -33,6 +33,11 @@ pub struct PortModel {
     pub comreset_clears: bool,
     /// The command list engine never stops (PxCMD.CR stays set once running).
     pub engine_stuck: bool,
+    /// Model time (ms) at which the link comes up once PxCMD.SUD is set; until then (and
+    /// without SUD) PxSSTS.DET reads 1.
+    pub link_up_after_spin_up: Option<u64>,
+    /// When PxCMD.SUD was set.
+    pub spun_up_at: Option<u64>,
     /// Commands executed.
     pub commands: Vec<AtaCommand>,
     /// Flushes executed.
@@ -65,6 +70,8 @@ impl PortModel {
             hang_next: false,
             comreset_clears: true,
             engine_stuck: false,
+            link_up_after_spin_up: None,
+            spun_up_at: None,
             commands: Vec::new(),
             flushes: 0,
         }
@@ -160,6 +167,7 @@ impl Model {
     }
 
     fn write_port(&mut self, i: usize, reg: u32, value: u32) {
+        let now_ms = self.now_ms;
         let p = &mut self.ports[i];
         match reg {
             port::IS | port::SERR => {
@@ -168,6 +176,9 @@ impl Model {
             }
             port::CMD => {
                 let was_running = p.reg(port::CMD) & port::CMD_CR != 0;
+                if value & port::CMD_SUD != 0 && p.spun_up_at.is_none() {
+                    p.spun_up_at = Some(now_ms);
+                }
                 let mut v = value & !(port::CMD_CR | port::CMD_FR);
                 if v & port::CMD_ST != 0 || (p.engine_stuck && was_running) {
                     v |= port::CMD_CR;
@@ -321,6 +332,12 @@ impl Hba for ModelHba {
                 let p = &m.ports[i];
                 if reg == port::TFD && p.stuck_busy {
                     return 0x80;
+                }
+                if let (port::SSTS, Some(after)) = (reg, p.link_up_after_spin_up) {
+                    let up = p.spun_up_at.is_some_and(|at| m.now_ms >= at + after);
+                    if !up {
+                        return (p.reg(reg) & !0xF) | port::DET_NO_PHY;
+                    }
                 }
                 p.reg(reg)
             }

@@ -18,8 +18,10 @@ use crate::blk::disk::{Disk, DiskError, DiskOp, SECTOR, check_range};
 pub const ENGINE_STOP_MS: u64 = 500;
 /// How long the BIOS may take to hand the HBA over (§10.6.3: 25 ms, +2 s when busy).
 pub const HANDOFF_MS: u64 = 2025;
-/// How long an empty port is watched for a device before it counts as empty.
-pub const LINK_DETECT_MS: u64 = 50;
+/// How long a port without a link is watched for a device before it counts as empty. The
+/// firmware has brought links up already, and a device answers COMRESET within 10 ms; a
+/// port whose device Keel spins up itself (staggered spin-up) gets [`LINK_UP_MS`].
+pub const LINK_DETECT_MS: u64 = 10;
 /// How long a detected device may take to bring its link up.
 pub const LINK_UP_MS: u64 = 1000;
 /// How long a device may stay busy (BSY/DRQ) after its link is up: spin-up.
@@ -342,14 +344,17 @@ fn bring_up<H: Hba>(
     r.write(port::FBU, (fb >> 32) as u32);
     r.clear_errors();
     let mut cmd = r.read(port::CMD) | port::CMD_FRE;
-    if cap & ghc::CAP_SSS != 0 {
-        // Staggered spin-up: the device gets power and spins only when asked.
+    let mut detect_ms = LINK_DETECT_MS;
+    if cap & ghc::CAP_SSS != 0 && cmd & port::CMD_SUD == 0 {
+        // Staggered spin-up and the firmware left this device off: it gets power and
+        // spins only when asked, and its link takes longer to come up.
         cmd |= port::CMD_SUD | port::CMD_POD;
+        detect_ms = LINK_UP_MS;
     }
     r.write(port::CMD, cmd);
 
     let det = |r: &PortRegs<'_, H>| regs::ssts_det(r.read(port::SSTS));
-    r.wait(LINK_DETECT_MS, |r| det(r) == port::DET_PRESENT);
+    r.wait(detect_ms, |r| det(r) == port::DET_PRESENT);
     match det(&r) {
         port::DET_PRESENT => {}
         port::DET_NO_PHY => {

@@ -412,3 +412,18 @@ fn a_device_whose_link_never_comes_up_is_reported() {
         _ => panic!("a port without a link came up"),
     }
 }
+
+#[test]
+fn with_staggered_spin_up_the_driver_spins_the_device_up_and_waits_for_its_link() {
+    let hba = ModelHba::new(vec![PortModel::disk(64)]);
+    hba.0.borrow_mut().cap |= ghc::CAP_SSS;
+    // The link comes up 300 ms after SUD: longer than an empty port is watched.
+    hba.port(0, |m| m.link_up_after_spin_up = Some(300));
+    let d = disk(&hba, 0);
+    assert_eq!(d.sector_count(), 64);
+    let sud = hba.log().iter().any(|&(o, v)| {
+        o == 0x100 + p::CMD && v & (p::CMD_SUD | p::CMD_POD) == p::CMD_SUD | p::CMD_POD
+    });
+    assert!(sud, "PxCMD.SUD and POD set");
+    assert!(hba.now_ms() >= 300);
+}
