@@ -135,7 +135,7 @@ impl Model {
             do_not_retry: true,
         };
         let page = PAGE_SIZE as u64;
-        if c.prp1() % 4 != 0 {
+        if !c.prp1().is_multiple_of(4) {
             return Err(invalid);
         }
         let first = len.min((page - c.prp1() % page) as usize);
@@ -450,7 +450,7 @@ impl NvmeHardware for Model {
             regs::INTMS => {}
             o if o >= regs::DOORBELL_BASE => {
                 let index = (o - regs::DOORBELL_BASE) / 4;
-                if index % 2 == 0 {
+                if index.is_multiple_of(2) {
                     self.ring_sq((index / 2) as u16, value as u16);
                 }
             }
