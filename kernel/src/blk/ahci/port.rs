@@ -133,6 +133,15 @@ pub enum AhciError {
         /// The task file when it was given up.
         taskfile: TaskFile,
     },
+    /// The data buffer cannot be described to the HBA (a driver bug: the bounce buffer
+    /// always can); nothing was sent.
+    #[error("{command} not sent: {reason}")]
+    Buffer {
+        /// The command's name.
+        command: &'static str,
+        /// Why the PRDT could not be built.
+        reason: regs::PrdtError,
+    },
     /// The port could not be recovered after an error and is out of service.
     #[error("port out of service: {0}")]
     Failed(String),
@@ -437,8 +446,12 @@ impl<H: Hba> AhciPort<H> {
             Vec::new()
         } else {
             let max_entries = (COMMAND_TABLE_BYTES - regs::PRDT_OFFSET) / regs::PRDT_ENTRY_SIZE;
-            regs::build_prdt(self.bounce.phys(), bytes as u64, max_entries)
-                .map_err(|e| AhciError::Failed(format!("{name}: cannot describe buffer: {e:?}")))?
+            regs::build_prdt(self.bounce.phys(), bytes as u64, max_entries).map_err(|e| {
+                AhciError::Buffer {
+                    command: name,
+                    reason: e,
+                }
+            })?
         };
         self.command_table.write_at(0, &regs::h2d_fis(command));
         for (i, &(phys, len)) in entries.iter().enumerate() {

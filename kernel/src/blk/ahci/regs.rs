@@ -192,11 +192,13 @@ pub fn prdt_entry(phys: u64, bytes: u64) -> [u8; 16] {
 }
 
 /// Why a PRDT could not be built.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PrdtError {
     /// The buffer's address or length is odd, or the length is zero.
+    #[error("data buffer address or length is odd or zero")]
     Misaligned,
     /// The buffer needs more entries than the table holds.
+    #[error("data buffer needs more PRDT entries than the command table holds")]
     TooLong,
 }
 
