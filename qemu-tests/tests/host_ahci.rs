@@ -5,7 +5,8 @@
 //!   store; `store ls`/`store sum` read the store (a 32 MiB file: sequential read
 //!   throughput) against CRC32s computed here; a configuration saved on the console survives a
 //!   reboot; a second, blank SATA disk on port 1 is listed by `disk` under "host disks:" with
-//!   why it is not Keel's, and is never written. The same image then boots from virtio-blk
+//!   why it is not Keel's, and is never written; an empty CD-ROM drive (ATAPI) on port 2 is
+//!   listed as not a disk. The same image then boots from virtio-blk
 //!   for the figures beside AHCI (printed to stderr).
 //! - Power cuts during `config save` on AHCI (`power_cut`'s loop, 8 cuts): never a corrupt
 //!   configuration.
@@ -52,7 +53,8 @@ fn image_with_store(dir: &Path, files: &[(&str, Vec<u8>)]) -> PathBuf {
     image
 }
 
-/// Boots `image` writable on AHCI port 0, with `blank` on port 1 when given; no NIC.
+/// Boots `image` writable on AHCI port 0, with `blank` on port 1 and an empty CD-ROM drive
+/// (ATAPI) on port 2 when given; no NIC.
 fn boot_ahci(image: &Path, blank: Option<&Path>) -> Machine {
     let mut q = Qemu::ahci_disk(image)
         .defmt_elf(&artifacts().elf)
@@ -63,7 +65,14 @@ fn boot_ahci(image: &Path, blank: Option<&Path>) -> Machine {
             "file={},format=raw,if=none,id=blank",
             blank.to_string_lossy().replace(',', ",,")
         );
-        q = q.args(["-drive", &drive, "-device", "ide-hd,drive=blank,bus=ide.1"]);
+        q = q.args([
+            "-drive",
+            &drive,
+            "-device",
+            "ide-hd,drive=blank,bus=ide.1",
+            "-device",
+            "ide-cd,bus=ide.2",
+        ]);
     }
     q.spawn().unwrap()
 }
@@ -143,6 +152,14 @@ fn keel_boots_from_sata_keeps_its_configuration_and_lists_the_other_disk() {
         m,
         blank_row.is_match(listed),
         "the blank disk on port 1 is not listed with a reason:\n{disk}"
+    );
+    check!(
+        m,
+        listed.contains(
+            "ahci at 00:1f.2 port 2: failed (not a disk: ATAPI device (optical drive) \
+             (signature 0xeb140101))"
+        ),
+        "the CD-ROM drive on port 2 is not listed as not a disk:\n{disk}"
     );
     check!(
         m,
