@@ -33,6 +33,8 @@ pub struct PortModel {
     pub comreset_clears: bool,
     /// The command list engine never stops (PxCMD.CR stays set once running).
     pub engine_stuck: bool,
+    /// The FIS receive engine never stops (PxCMD.FR stays set once running).
+    pub fis_engine_stuck: bool,
     /// Model time (ms) at which the link comes up once PxCMD.SUD is set; until then (and
     /// without SUD) PxSSTS.DET reads 1.
     pub link_up_after_spin_up: Option<u64>,
@@ -70,6 +72,7 @@ impl PortModel {
             hang_next: false,
             comreset_clears: true,
             engine_stuck: false,
+            fis_engine_stuck: false,
             link_up_after_spin_up: None,
             spun_up_at: None,
             commands: Vec::new(),
@@ -176,6 +179,7 @@ impl Model {
             }
             port::CMD => {
                 let was_running = p.reg(port::CMD) & port::CMD_CR != 0;
+                let was_receiving = p.reg(port::CMD) & port::CMD_FR != 0;
                 if value & port::CMD_SUD != 0 && p.spun_up_at.is_none() {
                     p.spun_up_at = Some(now_ms);
                 }
@@ -185,7 +189,7 @@ impl Model {
                 } else {
                     p.set(port::CI, 0);
                 }
-                if v & port::CMD_FRE != 0 {
+                if v & port::CMD_FRE != 0 || (p.fis_engine_stuck && was_receiving) {
                     v |= port::CMD_FR;
                 }
                 if v & port::CMD_CLO != 0 {

@@ -334,7 +334,7 @@ fn bring_up<H: Hba>(
     cap: u32,
 ) -> Result<Option<PortMemories<H::Memory>>, AhciError> {
     let base = regs::port_base(index);
-    let memories = {
+    let mut memories = {
         let mut r = PortRegs { hba, base };
         r.stop()?;
         r.write(port::IE, 0);
@@ -369,19 +369,19 @@ fn bring_up<H: Hba>(
         port::DET_NO_PHY => {
             if !r.wait(LINK_UP_MS, |r| det(r) == port::DET_PRESENT) {
                 let found = det(&r);
-                let _ = r.stop();
+                let _ = stop_or_leak(&mut r, &mut memories);
                 return Err(AhciError::LinkDown(found));
             }
         }
         _ => {
             // No device, or the PHY is offline: leave the port stopped.
-            r.stop()?;
+            stop_or_leak(&mut r, &mut memories)?;
             return Ok(None);
         }
     }
     if !r.wait(DEVICE_READY_MS, |r| !r.busy()) {
         let taskfile = r.taskfile();
-        let _ = r.stop();
+        let _ = stop_or_leak(&mut r, &mut memories);
         return Err(AhciError::DeviceBusy {
             ms: DEVICE_READY_MS,
             taskfile,
@@ -389,7 +389,7 @@ fn bring_up<H: Hba>(
     }
     let signature = r.read(port::SIG);
     if signature != port::SIG_ATA {
-        r.stop()?;
+        stop_or_leak(&mut r, &mut memories)?;
         return Err(AhciError::NotADisk {
             signature,
             what: regs::describe_signature(signature),
@@ -398,6 +398,22 @@ fn bring_up<H: Hba>(
     r.clear_errors();
     r.start();
     Ok(Some(memories))
+}
+
+/// Stops a port that was given `memories` before they are freed; leaks them when it will
+/// not stop (the HBA may still write received FISes there).
+fn stop_or_leak<H: Hba>(
+    r: &mut PortRegs<'_, H>,
+    memories: &mut PortMemories<H::Memory>,
+) -> Result<(), AhciError> {
+    let stopped = r.stop();
+    if stopped.is_err() {
+        memories.0.leak();
+        memories.1.leak();
+        memories.2.leak();
+        memories.3.leak();
+    }
+    stopped
 }
 
 impl<H: Hba> AhciPort<H> {

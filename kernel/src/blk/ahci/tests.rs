@@ -427,3 +427,20 @@ fn with_staggered_spin_up_the_driver_spins_the_device_up_and_waits_for_its_link(
     assert!(sud, "PxCMD.SUD and POD set");
     assert!(hba.now_ms() >= 300);
 }
+
+#[test]
+fn a_refused_device_whose_port_will_not_stop_keeps_the_port_memory() {
+    let hba = ModelHba::new(vec![PortModel::disk(64)]);
+    hba.port(0, |m| {
+        m.regs[(p::SIG / 4) as usize] = p::SIG_ATAPI;
+        m.fis_engine_stuck = true;
+    });
+    match bring_up(&hba, 0) {
+        PortProbe::Failed(e) => assert_eq!(e, AhciError::EngineStuck { engine: "PxCMD.FR" }),
+        _ => panic!("ATAPI accepted"),
+    }
+    assert!(
+        hba.0.borrow().leaked >= port::BOUNCE_BYTES,
+        "memory freed under a running HBA"
+    );
+}
