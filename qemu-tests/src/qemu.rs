@@ -59,6 +59,13 @@ pub enum Boot {
         /// The firmware.
         firmware: Firmware,
     },
+    /// A raw disk image as a SATA disk on port 0 of q35's built-in AHCI controller (ICH9,
+    /// `-device ide-hd,drive=boot,bus=ide.0`), booted by SeaBIOS; `snapshot=on` unless
+    /// [`Qemu::writable_disk`] is set, as for [`Boot::Disk`].
+    AhciDisk {
+        /// The image.
+        image: PathBuf,
+    },
     /// A raw disk image as the first IDE disk (`snapshot=on`), booted by SeaBIOS: the test
     /// guests' BIOS images (`GuestSet::bios_image`), whose loader reads through the BIOS.
     IdeDisk {
@@ -152,6 +159,15 @@ impl Qemu {
             .cpu("qemu64")
             .memory_mib(64)
             .cpus(1)
+    }
+
+    /// A disk image as a SATA disk on q35's AHCI controller (port 0) under SeaBIOS, 1024 MiB,
+    /// 2 CPUs, AMD-V CPU model. More SATA disks go on `ide.1`… with [`Qemu::args`].
+    pub fn ahci_disk(image: &Path) -> Self {
+        let boot = Boot::AhciDisk {
+            image: image.to_owned(),
+        };
+        Self::new("q35", boot, None)
     }
 
     /// A disk image under OVMF on `-M q35`, 1024 MiB, 2 CPUs, AMD-V CPU model.
@@ -269,6 +285,7 @@ impl Qemu {
                 ..
             } => format!("QEMU OVMF + GRUB, -M {}", self.machine),
             Boot::IdeDisk { .. } => format!("QEMU SeaBIOS, IDE disk, -M {}", self.machine),
+            Boot::AhciDisk { .. } => format!("QEMU SeaBIOS + GRUB, AHCI disk, -M {}", self.machine),
             Boot::Nvme {
                 firmware: Firmware::SeaBios,
                 ..
@@ -338,6 +355,18 @@ impl Qemu {
                 args.push(format!("file={image},format=raw,if=none,id=boot,{mode}").into());
                 args.push("-device".into());
                 args.push("virtio-blk-pci,drive=boot".into());
+            }
+            Boot::AhciDisk { image } => {
+                let image = image.to_string_lossy().replace(',', ",,");
+                let mode = if self.writable_disk {
+                    "cache=writethrough"
+                } else {
+                    "snapshot=on"
+                };
+                args.push("-drive".into());
+                args.push(format!("file={image},format=raw,if=none,id=boot,{mode}").into());
+                args.push("-device".into());
+                args.push("ide-hd,drive=boot,bus=ide.0".into());
             }
             Boot::IdeDisk { image } => {
                 let image = image.to_string_lossy().replace(',', ",,");
@@ -488,6 +517,24 @@ mod tests {
         );
         assert!(
             line.ends_with("-drive file=/g/x.bios.img,format=raw,if=ide,snapshot=on"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn ahci_disks_sit_on_q35s_sata_port_0() {
+        let line = strings(
+            &Qemu::ahci_disk(Path::new("/i/keel.img"))
+                .writable_disk()
+                .command_args(Path::new("c")),
+        )
+        .join(" ");
+        assert!(line.contains("-M q35 "), "{line}");
+        assert!(
+            line.ends_with(
+                "-drive file=/i/keel.img,format=raw,if=none,id=boot,cache=writethrough \
+                 -device ide-hd,drive=boot,bus=ide.0"
+            ),
             "{line}"
         );
     }

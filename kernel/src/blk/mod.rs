@@ -9,6 +9,7 @@
 //! [`host::probe_all`] at boot, keeps the disk whose GPT holds `keel-config` and
 //! `keel-store`, lists the others, and lends out views of Keel's partitions.
 
+pub mod ahci;
 pub mod boot_disk;
 pub mod disk;
 pub mod gpt;
