@@ -33,6 +33,7 @@ pub mod api_token;
 pub mod appliance;
 pub mod client;
 pub mod demo;
+pub mod elf_strip;
 pub mod fat;
 pub mod flash;
 pub mod fleet;
