@@ -18,8 +18,8 @@
 //! (GRUB blobs in, file out), which the unit tests drive with fake GRUB images.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::fs::OpenOptions;
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use gpt::partition_types::{self, OperatingSystem, Type};

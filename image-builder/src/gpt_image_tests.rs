@@ -5,6 +5,8 @@ use super::*;
 use crate::grub::{fake_boot_img, fake_core_img, grub_available};
 use keel_config::Config;
 use keel_config::record::{self, Slot, Slots};
+use std::fs::File;
+use std::io::Read;
 
 /// The canonical JSON of the default configuration.
 fn default_json() -> Vec<u8> {
