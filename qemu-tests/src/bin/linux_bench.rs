@@ -103,10 +103,7 @@ fn keel(a: &LinuxArtifacts, vcpus: u8) -> Result<(Times, String, f64), String> {
     m.send_line(&line).map_err(|e| e.to_string())?;
     let first_line = wait(
         &mut m,
-        Pattern::regex(&format!(
-            r"\[vm1\] \[[^\]\r\n]*{}",
-            regex::escape(FIRST_LINE)
-        )),
+        Pattern::regex(&keel_first_line_regex()),
         KEEL_TIMEOUT,
     )?;
     let init = wait(
@@ -147,6 +144,12 @@ fn keel(a: &LinuxArtifacts, vcpus: u8) -> Result<(Times, String, f64), String> {
         keel_qemu_tests::report::clean(list.as_bytes()),
         prompt_at,
     ))
+}
+
+/// The guest kernel's first console line as Keel echoes it (`[vm1] [    0.000000] Linux
+/// version …`).
+fn keel_first_line_regex() -> String {
+    format!(r"\[vm1\] \[[^\]\r\n]*{}", regex::escape(FIRST_LINE))
 }
 
 /// The COM1 figures of `vm list`'s `console:` line: bytes written, THR writes, LSR reads,
@@ -292,5 +295,28 @@ fn main() -> ExitCode {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_keel_first_line_pattern_matches_only_the_kernel_banner() {
+        let re = regex::Regex::new(&keel_first_line_regex()).unwrap();
+        assert!(re.is_match("[vm1] [    0.000000] Linux version 6.1.0-57-amd64 (debian"));
+        assert!(!re.is_match("[vm1] KEEL-LINUX-INIT"));
+        assert!(!re.is_match("[    0.000000] Linux version 6.1.0"));
+        assert!(!re.is_match("[vm1] [    0.0\n] Linux version"));
+    }
+
+    #[test]
+    fn console_counts_read_vm_info() {
+        let info = "  stopped:    guest powered off\r\n  console:    1890 bytes (UART: 1890 THR \
+                    writes, 914 LSR reads, 802 other accesses)\r\n  exits:      5 in all\r\n";
+        assert_eq!(console_counts(info), Some([1890, 1890, 914, 802]));
+        assert_eq!(console_counts("  console:    12 bytes\r\n"), None);
+        assert_eq!(console_counts("nothing"), None);
     }
 }
