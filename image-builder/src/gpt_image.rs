@@ -18,8 +18,8 @@
 //! (GRUB blobs in, file out), which the unit tests drive with fake GRUB images.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::fs::OpenOptions;
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use gpt::partition_types::{self, OperatingSystem, Type};
@@ -27,6 +27,7 @@ use uuid::Uuid;
 
 use keel_config::record::{self, LayoutError, RecordError, Slots};
 
+use crate::elf_strip;
 use crate::fat::{self, Contents, FatError, FatFile};
 use crate::grub::{self, GrubError, GrubImages};
 
@@ -109,6 +110,14 @@ pub enum ImageError {
     NotElf {
         /// The file.
         path: PathBuf,
+    },
+    /// The kernel ELF cannot be reduced to its loadable segments.
+    #[error("cannot strip kernel {path} for the ESP: {source}")]
+    StripKernel {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        source: elf_strip::StripError,
     },
     /// A module file cannot be read.
     #[error("cannot read module {path}: {source}")]
@@ -477,8 +486,10 @@ pub struct ImageSummary {
     pub core_img_bytes: u64,
     /// Size of `BOOTX64.EFI`.
     pub efi_img_bytes: u64,
-    /// Size of the kernel ELF.
+    /// Size of the kernel ELF on the ESP (stripped by [`assemble_image`]).
     pub kernel_bytes: u64,
+    /// Size of the kernel ELF it was stripped from, when [`assemble_image`] stripped it.
+    pub kernel_unstripped_bytes: Option<u64>,
     /// Module names and sizes.
     pub modules: Vec<(String, u64)>,
     /// Guest store file names and sizes.
@@ -505,11 +516,18 @@ impl ImageSummary {
                 human(p.sectors * SECTOR)
             ));
         }
+        let kernel = match self.kernel_unstripped_bytes {
+            Some(full) => format!(
+                "{} on the ESP (loadable segments only; {} with debug info)",
+                human(self.kernel_bytes),
+                human(full)
+            ),
+            None => human(self.kernel_bytes),
+        };
         lines.push(format!(
-            "GRUB core.img {}, BOOTX64.EFI {}; kernel {}",
+            "GRUB core.img {}, BOOTX64.EFI {}; kernel {kernel}",
             human(self.core_img_bytes),
             human(self.efi_img_bytes),
-            human(self.kernel_bytes)
         ));
         for (name, bytes) in &self.modules {
             lines.push(format!("module {name}: {}", human(*bytes)));
@@ -652,7 +670,7 @@ pub fn assemble_image_with_partitions(
     guest_partitions: &[GuestPartitionRequest],
     out: &Path,
 ) -> Result<ImageSummary, ImageError> {
-    check_elf(elf)?;
+    let kernel = stripped_kernel(elf)?;
     check_guest_partitions(guest_partitions)?;
     if cmdline.chars().any(char::is_control) {
         return Err(ImageError::BadCmdline);
@@ -685,7 +703,7 @@ pub fn assemble_image_with_partitions(
         },
         FatFile {
             path: KERNEL_PATH.into(),
-            contents: Contents::File(elf.to_path_buf()),
+            contents: Contents::Bytes(kernel.stripped),
         },
     ];
     for (path, name) in modules.iter().zip(&names) {
@@ -694,31 +712,46 @@ pub fn assemble_image_with_partitions(
             contents: Contents::File(path.clone()),
         });
     }
-    write_image_with_partitions(
+    let mut summary = write_image_with_partitions(
         &grub_images,
         &files,
         &store,
         config_json,
         guest_partitions,
         out,
-    )
+    )?;
+    summary.kernel_unstripped_bytes = Some(kernel.unstripped_len);
+    Ok(summary)
 }
 
-/// Checks that `elf` is readable and starts with the ELF magic.
-fn check_elf(elf: &Path) -> Result<(), ImageError> {
-    let mut magic = [0u8; 4];
-    File::open(elf)
-        .and_then(|mut f| f.read_exact(&mut magic))
-        .map_err(|source| ImageError::ReadKernel {
-            path: elf.to_path_buf(),
-            source,
-        })?;
-    if &magic != b"\x7fELF" {
+/// The kernel for the ESP and the size it had.
+struct StrippedKernel {
+    /// [`elf_strip::loadable_only`] of the file.
+    stripped: Vec<u8>,
+    /// The file's size, debug info included.
+    unstripped_len: u64,
+}
+
+/// Reads the kernel ELF at `elf` and strips it to what GRUB loads ([`elf_strip`]); the file
+/// itself, debug info and defmt table included, stays for `keel logs`.
+fn stripped_kernel(elf: &Path) -> Result<StrippedKernel, ImageError> {
+    let bytes = std::fs::read(elf).map_err(|source| ImageError::ReadKernel {
+        path: elf.to_path_buf(),
+        source,
+    })?;
+    if !bytes.starts_with(b"\x7fELF") {
         return Err(ImageError::NotElf {
             path: elf.to_path_buf(),
         });
     }
-    Ok(())
+    let stripped = elf_strip::loadable_only(&bytes).map_err(|source| ImageError::StripKernel {
+        path: elf.to_path_buf(),
+        source,
+    })?;
+    Ok(StrippedKernel {
+        stripped,
+        unstripped_len: bytes.len() as u64,
+    })
 }
 
 /// Size of a file to be written, for layout and the summary.
@@ -856,6 +889,7 @@ pub fn write_image_with_partitions(
         core_img_bytes: core.len() as u64,
         efi_img_bytes: grub_images.efi_img.len() as u64,
         kernel_bytes,
+        kernel_unstripped_bytes: None,
         modules,
         store_files: store_sizes,
         guest_partitions: guest_specs,

@@ -5,6 +5,8 @@ use super::*;
 use crate::grub::{fake_boot_img, fake_core_img, grub_available};
 use keel_config::Config;
 use keel_config::record::{self, Slot, Slots};
+use std::fs::File;
+use std::io::Read;
 
 /// The canonical JSON of the default configuration.
 fn default_json() -> Vec<u8> {
@@ -27,9 +29,7 @@ fn config_slots(path: &Path, layout: &Layout) -> (Vec<u8>, Vec<u8>) {
 /// A file that passes the ELF magic check.
 fn fake_elf(dir: &Path) -> PathBuf {
     let path = dir.join("keel-kernel");
-    let mut bytes = b"\x7fELF\x02\x01\x01".to_vec();
-    bytes.extend((0..300_000u32).map(|i| (i % 241) as u8));
-    std::fs::write(&path, bytes).unwrap();
+    std::fs::write(&path, crate::elf_strip::tests::sample_elf(300_000)).unwrap();
     path
 }
 
@@ -414,9 +414,18 @@ fn assembled_image_with_real_grub() {
         esp_file(&out, &layout, "/boot/modules/hello.bin"),
         b"hello module"
     );
-    assert_eq!(
-        esp_file(&out, &layout, KERNEL_PATH),
-        std::fs::read(&elf).unwrap()
+    // The ESP carries the kernel stripped to its loadable segments; the file keeps the rest.
+    let full = std::fs::read(&elf).unwrap();
+    let stripped = crate::elf_strip::loadable_only(&full).unwrap();
+    assert_eq!(esp_file(&out, &layout, KERNEL_PATH), stripped);
+    assert_eq!(summary.kernel_bytes, stripped.len() as u64);
+    assert_eq!(summary.kernel_unstripped_bytes, Some(full.len() as u64));
+    assert!(
+        summary.describe().iter().any(|l| l.contains(
+            "kernel 16.2 KiB on the ESP (loadable segments only; 309.4 KiB with debug info)"
+        )),
+        "{:?}",
+        summary.describe()
     );
 
     // MBR holds the real boot.img code, patched.

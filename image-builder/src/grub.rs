@@ -23,8 +23,9 @@ pub const DEFAULT_GRUB_LIB: &str = "/usr/lib/grub";
 /// Environment variable that overrides [`DEFAULT_GRUB_LIB`].
 pub const GRUB_LIB_ENV: &str = "KEEL_GRUB_LIB";
 
-/// Modules built into both images. `grub-mkimage` adds their dependencies itself. Nothing can be
-/// loaded later: the ESP holds no module directory.
+/// Modules built into both images, each for a command `early.cfg` or `grub.cfg` uses (or the
+/// ESP's partition table and file system); `grub-mkimage` adds their dependencies itself.
+/// Nothing can be loaded later: the ESP holds no module directory.
 const COMMON_MODULES: &[&str] = &[
     "part_gpt",
     "fat",
@@ -36,7 +37,6 @@ const COMMON_MODULES: &[&str] = &[
     "serial",
     "terminal",
     "boot",
-    "echo",
     // `[ "$grub_platform" = pc ]` in grub.cfg (text mode for the status screen on BIOS).
     "test",
 ];

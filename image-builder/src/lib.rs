@@ -34,6 +34,7 @@ pub mod appliance;
 pub mod client;
 pub mod console;
 pub mod demo;
+pub mod elf_strip;
 pub mod fat;
 pub mod flash;
 pub mod fleet;

@@ -136,10 +136,16 @@ impl VmManager {
         if let VmState::Stopped(reason) = run.vm.state() {
             let _ = writeln!(out, "  stopped:    {reason}");
         }
+        let com1 = run.vm.devices().com1();
+        let uart = com1.access_counts();
+        // Each access is an exit: what the guest's printing cost (linux-bench reads it).
         let _ = writeln!(
             out,
-            "  console:    {} bytes",
-            run.vm.devices().com1().output_total()
+            "  console:    {} bytes (UART: {} THR writes, {} LSR reads, {} other accesses)",
+            com1.output_total(),
+            uart.thr_writes,
+            uart.lsr_reads,
+            uart.other
         );
         for disk in &run.disks {
             write_disk(out, run.vm.devices(), disk);

@@ -243,6 +243,17 @@ fn main() -> ExitCode {
             n as f64 / 1024.0
         );
     }
+    // What GRUB reads from the ESP: the ELF cut to its loadable segments (keel_image's
+    // stripping; the image builder does the same).
+    match std::fs::read(&a.elf).map(|elf| keel_image::elf_strip::loadable_only(&elf)) {
+        Ok(Ok(stripped)) => println!(
+            "            on the ESP (stripped): {:.1} KiB ({} bytes)",
+            stripped.len() as f64 / 1024.0,
+            stripped.len()
+        ),
+        Ok(Err(e)) => println!("            on the ESP: cannot strip: {e}"),
+        Err(e) => println!("            on the ESP: cannot read: {e}"),
+    }
     println!("image       {}  {}", a.image.display(), size(&a.image));
     if failed {
         ExitCode::FAILURE

@@ -29,6 +29,12 @@
 //! so a reader can ask for "everything since offset N" and learn how much it missed
 //! ([`Uart16550::output_since`]).
 //!
+//! [`AccessCounts`] counts the guest's register accesses by kind — each one is an exit —
+//! so a benchmark can tell what printing costs: a polled console write (Linux's
+//! `serial8250_console_putchar`, its `earlyprintk`) is one LSR read and one THR write per
+//! byte, because THRE is set on the first read after every write; the THR write itself stays
+//! one exit per byte, the floor for a guest that writes port I/O.
+//!
 //! [`State`] holds every register and the pending input for snapshots; the output ring is host
 //! console history and is not part of it.
 
@@ -200,6 +206,25 @@ pub struct State {
     pub rx: Vec<u8>,
 }
 
+/// Guest accesses to a [`Uart16550`]'s registers since it was made, by kind (each is one
+/// port I/O or MMIO exit).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AccessCounts {
+    /// Writes to THR (one per byte sent, loopback included).
+    pub thr_writes: u64,
+    /// Reads of LSR (polling for THRE or received data).
+    pub lsr_reads: u64,
+    /// Every other read or write.
+    pub other: u64,
+}
+
+impl AccessCounts {
+    /// All accesses.
+    pub fn total(&self) -> u64 {
+        self.thr_writes + self.lsr_reads + self.other
+    }
+}
+
 /// A 16550A UART.
 #[derive(Clone, Debug)]
 pub struct Uart16550 {
@@ -216,6 +241,7 @@ pub struct Uart16550 {
     rx: VecDeque<u8>,
     out: VecDeque<u8>,
     out_total: u64,
+    accesses: AccessCounts,
 }
 
 impl Default for Uart16550 {
@@ -243,6 +269,7 @@ impl Uart16550 {
             rx: VecDeque::new(),
             out: VecDeque::new(),
             out_total: 0,
+            accesses: AccessCounts::default(),
         }
     }
 
@@ -252,6 +279,11 @@ impl Uart16550 {
     /// interrupt, LSR clears the error bits, MSR clears the delta bits.
     pub fn read(&mut self, offset: u8) -> u8 {
         let dlab = self.lcr & LCR_DLAB != 0;
+        if offset == reg::LSR {
+            self.accesses.lsr_reads += 1;
+        } else {
+            self.accesses.other += 1;
+        }
         match offset {
             reg::DLL if dlab => self.dll,
             reg::RBR => self.rx.pop_front().unwrap_or(0),
@@ -285,6 +317,11 @@ impl Uart16550 {
     /// ignored, as are writes to LSR and MSR (factory test registers on real parts).
     pub fn write(&mut self, offset: u8, value: u8) {
         let dlab = self.lcr & LCR_DLAB != 0;
+        if offset == reg::THR && !dlab {
+            self.accesses.thr_writes += 1;
+        } else {
+            self.accesses.other += 1;
+        }
         match offset {
             reg::DLL if dlab => self.dll = value,
             reg::THR => self.transmit(value),
@@ -385,6 +422,11 @@ impl Uart16550 {
         self.out_total
     }
 
+    /// The guest's register accesses so far, by kind (host bookkeeping, not in [`State`]).
+    pub fn access_counts(&self) -> AccessCounts {
+        self.accesses
+    }
+
     /// The divisor latch (DLM:DLL).
     pub fn divisor(&self) -> u16 {
         u16::from_le_bytes([self.dll, self.dlm])
@@ -456,11 +498,12 @@ impl Uart16550 {
         Ok(())
     }
 
-    /// Takes over `other`'s output ring and running total (after a restore, so the console
-    /// history and its offsets continue).
+    /// Takes over `other`'s output ring, running total and access counts (after a restore, so
+    /// the console history, its offsets and the counts continue).
     pub fn keep_output_of(&mut self, other: &Uart16550) {
         self.out.clone_from(&other.out);
         self.out_total = other.out_total;
+        self.accesses = other.accesses;
     }
 
     fn loopback(&self) -> bool {

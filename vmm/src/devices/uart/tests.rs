@@ -354,3 +354,79 @@ fn any_register_sequence_keeps_invariants() {
         assert!(uart.pending_input() <= INPUT_CAPACITY);
     }
 }
+
+/// A polled console write as Linux's `serial8250_console_putchar` and `earlyprintk` do it:
+/// poll LSR until THRE, then write THR. `max_polls` bounds the wait like their timeouts.
+fn polled_write(uart: &mut Uart16550, bytes: &[u8], max_polls: u32) {
+    for &b in bytes {
+        for _ in 0..max_polls {
+            if uart.read(reg::LSR) & LSR_THRE != 0 {
+                break;
+            }
+        }
+        uart.write(reg::THR, b);
+    }
+}
+
+#[test]
+fn a_polled_console_write_costs_one_lsr_read_and_one_thr_write_per_byte() {
+    let mut uart = Uart16550::new();
+    let line = b"[    0.000000] Linux version 6.1.0\r\n";
+    polled_write(&mut uart, line, 10_000);
+    // The end-of-write wait for both THRE and TEMT is answered at once too.
+    assert_eq!(
+        uart.read(reg::LSR) & (LSR_THRE | LSR_TEMT),
+        LSR_THRE | LSR_TEMT
+    );
+    let n = line.len() as u64;
+    assert_eq!(
+        uart.access_counts(),
+        AccessCounts {
+            thr_writes: n,
+            lsr_reads: n + 1,
+            other: 0
+        }
+    );
+    assert_eq!(uart.output_since(0).0, line.to_vec());
+}
+
+#[test]
+fn a_fifo_console_write_polls_lsr_once_per_sixteen_bytes() {
+    // Linux 6.x's FIFO console path: wait for THRE once, then fill the 16-byte FIFO.
+    let mut uart = Uart16550::new();
+    uart.write(reg::FCR, FCR_ENABLE);
+    let text: Vec<u8> = (0..64u8).map(|i| b'a' + i % 26).collect();
+    for chunk in text.chunks(16) {
+        assert_ne!(uart.read(reg::LSR) & LSR_THRE, 0);
+        write_str(&mut uart, chunk);
+    }
+    let counts = uart.access_counts();
+    assert_eq!(
+        (counts.thr_writes, counts.lsr_reads, counts.other),
+        (64, 4, 1)
+    );
+    assert_eq!(counts.total(), 69);
+}
+
+#[test]
+fn access_counts_sort_by_register_and_survive_a_restore() {
+    let mut uart = Uart16550::new();
+    uart.write(reg::LCR, LCR_DLAB);
+    // Offset 0 with DLAB set is the divisor latch, not THR.
+    uart.write(reg::DLL, 1);
+    uart.write(reg::LCR, 0x03);
+    uart.write(reg::THR, b'x');
+    uart.read(reg::IIR);
+    uart.read(reg::LSR);
+    let counts = AccessCounts {
+        thr_writes: 1,
+        lsr_reads: 1,
+        other: 4,
+    };
+    assert_eq!(uart.access_counts(), counts);
+    let mut restored = <Uart16550 as Persist>::restore((), &uart.save()).unwrap();
+    assert_eq!(restored.access_counts(), AccessCounts::default());
+    restored.keep_output_of(&uart);
+    assert_eq!(restored.access_counts(), counts);
+    assert_eq!(restored.output_total(), 1);
+}
