@@ -8,6 +8,7 @@
 //! [`boot_disk`] probes the PCI list at boot, keeps the disk whose GPT holds `keel-config`
 //! and `keel-store`, and lends out views of those partitions.
 
+pub mod ata;
 pub mod boot_disk;
 pub mod disk;
 pub mod gpt;
