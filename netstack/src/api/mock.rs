@@ -15,9 +15,10 @@ use keel_config::schema::Vm;
 use keel_config::schema::{MacAddress, NicNetwork};
 
 use super::{
-    ApiError, ConsoleChunk, InternalNetworkView, LeaseView, MacEntryView, Management, MemoryInfo,
-    ModuleInfo, NetworkInfo, NetworkView, NicView, PortKindView, SavedVm, StopMode, StoreFile,
-    SwitchPortView, SwitchView, SystemInfo, VmDetail, VmKey, VmState, VmSummary, saved_name,
+    ApiError, ConsoleChunk, HostDiskInfo, HostDiskRole, InternalNetworkView, LeaseView,
+    MacEntryView, Management, MemoryInfo, ModuleInfo, NetworkInfo, NetworkView, NicView,
+    PortKindView, SavedVm, StopMode, StoreFile, SwitchPortView, SwitchView, SystemInfo, VmDetail,
+    VmKey, VmState, VmSummary, saved_name,
 };
 
 /// Console bytes the mock keeps per VM; older output counts as dropped.
@@ -327,6 +328,26 @@ impl Management for Mock {
                 dns: vec![String::from("10.0.2.3")],
                 lease_events: 1,
             },
+            disks: vec![
+                HostDiskInfo {
+                    driver: String::from("nvme"),
+                    location: String::from("00:04.0 nsid 1"),
+                    model: String::from("QEMU NVMe Ctrl, serial keel"),
+                    size_bytes: 512 << 20,
+                    read_only: false,
+                    role: HostDiskRole::Keel,
+                    detail: String::new(),
+                },
+                HostDiskInfo {
+                    driver: String::from("ahci"),
+                    location: String::from("00:1f.2 port 1"),
+                    model: String::new(),
+                    size_bytes: 0,
+                    read_only: false,
+                    role: HostDiskRole::Failed,
+                    detail: String::from("device never left BSY"),
+                },
+            ],
         }
     }
 
