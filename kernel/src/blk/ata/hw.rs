@@ -1,16 +1,20 @@
 //! Bare-metal side of the ATA driver: finding the IDE controllers on PCI, each channel's
 //! ports, and the port I/O itself.
 
+use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
 use super::drive::{self, AtaDisk, AtaPorts, Position, Probed};
 use super::protocol::{Signature, TaskReg};
-use crate::arch::cpu;
-use crate::arch::timer;
+use crate::arch::timer::Deadline;
 use crate::blk::disk::{Disk, DiskError, SECTOR};
+use crate::blk::host::{HostDisk, ProbeFailure, ProbeResult};
 use crate::pci::{self, Bar, PciAddress, PciDevice};
+
+/// The driver's name in the host disk list.
+const DRIVER: &str = "ata";
 
 /// PCI class of a mass-storage IDE controller.
 const CLASS_STORAGE: u8 = 0x01;
@@ -22,20 +26,6 @@ const PROG_IF_SECONDARY_NATIVE: u8 = 1 << 2;
 
 /// Legacy (compatibility-mode) ports of the two channels: command block, control block.
 const LEGACY: [(u16, u16); 2] = [(0x1F0, 0x3F6), (0x170, 0x376)];
-
-/// A deadline on the TSC (calibrated before the disks are probed; interrupts may be off).
-pub struct TscDeadline(u64);
-
-impl TscDeadline {
-    fn after_ms(ms: u64) -> TscDeadline {
-        let ticks = u128::from(timer::tsc_hz()) * u128::from(ms) / 1000;
-        TscDeadline(cpu::rdtsc().saturating_add(ticks.min(u128::from(u64::MAX)) as u64))
-    }
-
-    fn expired(&self) -> bool {
-        cpu::rdtsc() >= self.0
-    }
-}
 
 /// One channel's ports.
 #[derive(Clone, Copy, Debug)]
@@ -101,7 +91,7 @@ mod pio {
 }
 
 impl AtaPorts for ChannelPorts {
-    type Deadline = TscDeadline;
+    type Deadline = Deadline;
 
     fn read(&mut self, reg: TaskReg) -> u8 {
         pio::inb(self.command + reg as u16)
@@ -127,11 +117,11 @@ impl AtaPorts for ChannelPorts {
         pio::outsw(self.command, buf)
     }
 
-    fn deadline_after_ms(&mut self, ms: u64) -> TscDeadline {
-        TscDeadline::after_ms(ms)
+    fn deadline_after_ms(&mut self, ms: u64) -> Deadline {
+        Deadline::after_ms(ms)
     }
 
-    fn expired(&mut self, deadline: &TscDeadline) -> bool {
+    fn expired(&mut self, deadline: &Deadline) -> bool {
         deadline.expired()
     }
 }
@@ -210,15 +200,22 @@ pub struct AtaHostDisk {
     location: String,
 }
 
-impl AtaHostDisk {
-    /// Where it is: `00:01.1 ide0 master (0x1f0)`.
-    pub fn location(&self) -> String {
+impl HostDisk for AtaHostDisk {
+    fn driver(&self) -> &'static str {
+        DRIVER
+    }
+
+    fn location(&self) -> String {
         self.location.clone()
     }
 
-    /// Model and serial as IDENTIFY DEVICE reports them.
-    pub fn model(&self) -> String {
+    fn model(&self) -> String {
         self.disk.model()
+    }
+
+    fn read_only(&self) -> bool {
+        // ATA disks have no write-protect state Keel could read; a refused write is an ABRT.
+        false
     }
 }
 
@@ -240,23 +237,10 @@ impl Disk for AtaHostDisk {
     }
 }
 
-/// What probing found at one drive position that is not absent.
-pub enum Found {
-    /// A disk Keel drives.
-    Disk(AtaHostDisk),
-    /// Something there Keel does not drive: location and why.
-    Unusable {
-        /// Where it is.
-        location: String,
-        /// Why it is not used.
-        reason: String,
-    },
-}
-
 /// Every drive on every IDE channel in `pci` (and on the legacy ports when no IDE function
 /// is listed: ISA-only boards), in channel order, master before slave.
-pub fn probe_drives(pci: &[PciDevice]) -> Vec<Found> {
-    let mut found = Vec::new();
+pub fn probe(pci: &[PciDevice]) -> Vec<ProbeResult> {
+    let mut found: Vec<ProbeResult> = Vec::new();
     let mut list: Vec<Channel> = Vec::new();
     for device in pci
         .iter()
@@ -275,10 +259,11 @@ pub fn probe_drives(pci: &[PciDevice]) -> Vec<Found> {
                         list.push(channel);
                     }
                 }
-                Err((index, reason)) => found.push(Found::Unusable {
+                Err((index, reason)) => found.push(Err(ProbeFailure {
+                    driver: DRIVER,
                     location: format!("{} ide{index}", device.address),
                     reason,
-                }),
+                })),
             }
         }
     }
@@ -309,12 +294,13 @@ pub fn probe_drives(pci: &[PciDevice]) -> Vec<Found> {
                         identity.sectors,
                         identity.lba48
                     );
-                    found.push(Found::Disk(AtaHostDisk {
+                    found.push(Ok(Box::new(AtaHostDisk {
                         disk: AtaDisk::new(channel.ports, position, identity),
                         location,
-                    }));
+                    })));
                 }
-                Probed::Packet(signature) => found.push(Found::Unusable {
+                Probed::Packet(signature) => found.push(Err(ProbeFailure {
+                    driver: DRIVER,
                     location,
                     reason: String::from(match signature {
                         Signature::SataAtapi => {
@@ -322,11 +308,12 @@ pub fn probe_drives(pci: &[PciDevice]) -> Vec<Found> {
                         }
                         _ => "ATAPI (packet) device: an optical drive, not a disk",
                     }),
-                }),
-                Probed::Failed(e) => found.push(Found::Unusable {
+                })),
+                Probed::Failed(e) => found.push(Err(ProbeFailure {
+                    driver: DRIVER,
                     location,
                     reason: format!("{e}"),
-                }),
+                })),
             }
         }
     }
