@@ -8,7 +8,8 @@ use alloc::vec::Vec;
 
 use super::drive::{self, AtaDisk, AtaPorts, Position, Probed};
 use super::protocol::{Signature, TaskReg};
-use crate::arch::timer::Deadline;
+use crate::arch::cpu;
+use crate::arch::timer::{self, Deadline};
 use crate::blk::disk::{Disk, DiskError, SECTOR};
 use crate::blk::host::{HostDisk, ProbeFailure, ProbeResult};
 use crate::pci::{self, Bar, PciAddress, PciDevice};
@@ -240,6 +241,7 @@ impl Disk for AtaHostDisk {
 /// Every drive on every IDE channel in `pci` (and on the legacy ports when no IDE function
 /// is listed: ISA-only boards), in channel order, master before slave.
 pub fn probe(pci: &[PciDevice]) -> Vec<ProbeResult> {
+    let started = cpu::rdtsc();
     let mut found: Vec<ProbeResult> = Vec::new();
     let mut list: Vec<Channel> = Vec::new();
     for device in pci
@@ -317,5 +319,11 @@ pub fn probe(pci: &[PciDevice]) -> Vec<ProbeResult> {
             }
         }
     }
+    // The probe's cost at boot (IDENTIFY per drive, status reads per empty position).
+    defmt::info!(
+        "ata: probe took {=u64} ms ({=usize} found)",
+        timer::tsc_delta_ms(cpu::rdtsc().wrapping_sub(started)),
+        found.len()
+    );
     found
 }
