@@ -7,7 +7,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use super::drive::{self, AtaDisk, AtaPorts, Position, Probed};
-use super::protocol::{Signature, TaskReg};
+use super::protocol::{self, ChannelPortsError, LEGACY_PORTS, PortBases, Signature, TaskReg};
 use crate::arch::cpu;
 use crate::arch::timer::{self, Deadline};
 use crate::blk::disk::{Disk, DiskError, SECTOR};
@@ -20,13 +20,6 @@ const DRIVER: &str = "ata";
 /// PCI class of a mass-storage IDE controller.
 const CLASS_STORAGE: u8 = 0x01;
 const SUBCLASS_IDE: u8 = 0x01;
-/// Prog-if bits: the primary (bit 0) / secondary (bit 2) channel runs in native mode, its
-/// ports in BAR0/1 (BAR2/3) rather than the legacy ones.
-const PROG_IF_PRIMARY_NATIVE: u8 = 1 << 0;
-const PROG_IF_SECONDARY_NATIVE: u8 = 1 << 2;
-
-/// Legacy (compatibility-mode) ports of the two channels: command block, control block.
-const LEGACY: [(u16, u16); 2] = [(0x1F0, 0x3F6), (0x170, 0x376)];
 
 /// One channel's ports.
 #[derive(Clone, Copy, Debug)]
@@ -154,43 +147,24 @@ impl Channel {
 /// The I/O BAR `index` of `device` as a port, when it is one that fits.
 fn io_bar(device: &PciDevice, index: usize) -> Option<u16> {
     match device.bar(index) {
-        Some(Bar::Io { port, .. }) if port != 0 => u16::try_from(port).ok(),
+        Some(Bar::Io { port, .. }) => u16::try_from(port).ok(),
         _ => None,
     }
 }
 
 /// The channels of one IDE function, or why one cannot be used.
-fn channels(device: &PciDevice) -> Vec<Result<Channel, (usize, String)>> {
-    let native = [PROG_IF_PRIMARY_NATIVE, PROG_IF_SECONDARY_NATIVE];
-    (0..2)
-        .map(|index| {
-            let ports = if device.prog_if & native[index] == 0 {
-                let (command, control) = LEGACY[index];
-                ChannelPorts { command, control }
-            } else {
-                // Native mode: BAR 2i is the command block, BAR 2i+1's port 2 the control.
-                match (io_bar(device, 2 * index), io_bar(device, 2 * index + 1)) {
-                    (Some(command), Some(control)) => ChannelPorts {
-                        command,
-                        control: control + 2,
-                    },
-                    _ => {
-                        return Err((
-                            index,
-                            format!(
-                                "channel {index} is in PCI native mode but BARs {}/{} hold no I/O ports",
-                                2 * index,
-                                2 * index + 1
-                            ),
-                        ));
-                    }
-                }
-            };
-            Ok(Channel {
+fn channels(device: &PciDevice) -> Vec<Result<Channel, (usize, ChannelPortsError)>> {
+    let bars = core::array::from_fn(|index| io_bar(device, index));
+    protocol::channel_ports(device.prog_if, bars)
+        .into_iter()
+        .enumerate()
+        .map(|(index, ports)| match ports {
+            Ok(PortBases { command, control }) => Ok(Channel {
                 controller: Some(device.address),
                 index,
-                ports,
-            })
+                ports: ChannelPorts { command, control },
+            }),
+            Err(e) => Err((index, e)),
         })
         .collect()
 }
@@ -261,10 +235,10 @@ pub fn probe(pci: &[PciDevice]) -> Vec<ProbeResult> {
                         list.push(channel);
                     }
                 }
-                Err((index, reason)) => found.push(Err(ProbeFailure {
+                Err((index, e)) => found.push(Err(ProbeFailure {
                     driver: DRIVER,
                     location: format!("{} ide{index}", device.address),
-                    reason,
+                    reason: format!("{e}"),
                 })),
             }
         }
@@ -274,8 +248,8 @@ pub fn probe(pci: &[PciDevice]) -> Vec<ProbeResult> {
             controller: None,
             index,
             ports: ChannelPorts {
-                command: LEGACY[index].0,
-                control: LEGACY[index].1,
+                command: LEGACY_PORTS[index].command,
+                control: LEGACY_PORTS[index].control,
             },
         }));
     }

@@ -362,3 +362,66 @@ pub fn plan(lba: u64, count: u64, lba48: bool, write: bool) -> Vec<Transfer> {
     }
     out
 }
+
+/// Legacy (compatibility-mode) ports of the two channels: command block, control block.
+pub const LEGACY_PORTS: [PortBases; 2] = [
+    PortBases {
+        command: 0x1F0,
+        control: 0x3F6,
+    },
+    PortBases {
+        command: 0x170,
+        control: 0x376,
+    },
+];
+
+/// Prog-if bits of the PCI IDE function: the primary (bit 0) / secondary (bit 2) channel runs
+/// in native mode, its ports in BAR0/1 (BAR2/3) rather than the legacy ones.
+pub const PROG_IF_NATIVE: [u8; 2] = [1 << 0, 1 << 2];
+
+/// Where one channel's registers are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortBases {
+    /// Command block (data register at +0, status/command at +7).
+    pub command: u16,
+    /// Alternate status (read) / device control (write).
+    pub control: u16,
+}
+
+/// Why a channel's ports are not known.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ChannelPortsError {
+    /// The channel is in native mode but its BARs hold no usable I/O ports.
+    #[error(
+        "ide{channel} is in PCI native mode but BARs {}/{} hold no I/O ports",
+        2 * channel,
+        2 * channel + 1
+    )]
+    NativeWithoutBars {
+        /// 0 primary, 1 secondary.
+        channel: usize,
+    },
+}
+
+/// Each channel's ports from the function's prog-if and its first four BARs (as I/O port
+/// bases; `None` when a BAR is not an I/O BAR or not assigned). In native mode BAR 2i is
+/// the command block and port 2 of BAR 2i+1 the control register.
+pub fn channel_ports(
+    prog_if: u8,
+    io_bars: [Option<u16>; 4],
+) -> [Result<PortBases, ChannelPortsError>; 2] {
+    core::array::from_fn(|channel| {
+        if prog_if & PROG_IF_NATIVE[channel] == 0 {
+            return Ok(LEGACY_PORTS[channel]);
+        }
+        match (io_bars[2 * channel], io_bars[2 * channel + 1]) {
+            (Some(command), Some(control)) if command != 0 && control != 0 => {
+                let control = control
+                    .checked_add(2)
+                    .ok_or(ChannelPortsError::NativeWithoutBars { channel })?;
+                Ok(PortBases { command, control })
+            }
+            _ => Err(ChannelPortsError::NativeWithoutBars { channel }),
+        }
+    })
+}

@@ -5,7 +5,9 @@ use std::vec;
 use std::vec::Vec;
 
 use super::*;
-use crate::blk::ata::protocol::{LBA28_LIMIT, Transfer, plan};
+use crate::blk::ata::protocol::{
+    ChannelPortsError, LBA28_LIMIT, LEGACY_PORTS, PortBases, Transfer, channel_ports, plan,
+};
 
 /// One fake drive.
 #[derive(Clone)]
@@ -699,4 +701,52 @@ fn identify_of_a_chs_only_drive_is_refused() {
     data[98] = 0;
     data[99] = 0;
     assert_eq!(protocol::parse_identify(&data), Err(IdentityError::NoLba));
+}
+
+#[test]
+fn compatibility_mode_channels_use_the_legacy_ports_whatever_the_bars() {
+    // PIIX3 in QEMU and Bochs: prog-if 0x80 (bus-master capable, both channels legacy).
+    let ports = channel_ports(0x80, [Some(0x1234), None, None, None]);
+    assert_eq!(ports, [Ok(LEGACY_PORTS[0]), Ok(LEGACY_PORTS[1])]);
+    assert_eq!(
+        LEGACY_PORTS[1],
+        PortBases {
+            command: 0x170,
+            control: 0x376
+        }
+    );
+}
+
+#[test]
+fn native_mode_channels_take_their_bars_and_say_when_they_lack_them() {
+    // Primary native (bit 0) with BAR0/BAR1; secondary native (bit 2) without BAR2/BAR3.
+    let ports = channel_ports(0x8F, [Some(0xc000), Some(0xc010), None, Some(0xc020)]);
+    assert_eq!(
+        ports[0],
+        Ok(PortBases {
+            command: 0xc000,
+            control: 0xc012
+        })
+    );
+    assert_eq!(
+        ports[1],
+        Err(ChannelPortsError::NativeWithoutBars { channel: 1 })
+    );
+    assert_eq!(
+        ports[1].clone().unwrap_err().to_string(),
+        "ide1 is in PCI native mode but BARs 2/3 hold no I/O ports"
+    );
+    // Only the secondary native: the primary stays on the legacy ports.
+    let ports = channel_ports(0x04, [None, None, Some(0xd000), Some(0xd008)]);
+    assert_eq!(ports[0], Ok(LEGACY_PORTS[0]));
+    assert_eq!(
+        ports[1],
+        Ok(PortBases {
+            command: 0xd000,
+            control: 0xd00a
+        })
+    );
+    // A control BAR at the top of the port space has no port 2.
+    let ports = channel_ports(0x01, [Some(0xc000), Some(0xffff), None, None]);
+    assert!(ports[0].is_err());
 }
