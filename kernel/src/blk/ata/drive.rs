@@ -398,6 +398,8 @@ impl<P: AtaPorts> AtaDisk<P> {
                 s & status::DRQ != 0
             })?;
             self.ports.read_block(block);
+            // The status may show the block just read for up to 400 ns.
+            self.ports.settle();
         }
         Ok(())
     }
