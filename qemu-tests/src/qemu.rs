@@ -429,6 +429,17 @@ mod tests {
             line.ends_with("-drive file=/g/x.bios.img,format=raw,if=ide,snapshot=on"),
             "{line}"
         );
+        // The appliance on the host ATA driver saves its configuration into the file.
+        let args = strings(
+            &Qemu::ide_disk(Path::new("/i/keel.img"))
+                .writable_disk()
+                .command_args(Path::new("c")),
+        );
+        let line = args.join(" ");
+        assert!(
+            line.ends_with("-drive file=/i/keel.img,format=raw,if=ide,cache=writethrough"),
+            "{line}"
+        );
     }
 
     #[test]
