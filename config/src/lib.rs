@@ -19,6 +19,7 @@
 //!   VM definitions), its canonical JSON encoding, and validation that reports every
 //!   violation with its path (`vms[1].memory_mib: must be between 16 and 65536`). To the
 //!   record, this JSON is opaque payload bytes.
+//! - [`interface`]: `network.interface`, the host NIC named by MAC or PCI address.
 //! - [`mac`]: guest NICs' MAC addresses, and the stable one a NIC without an explicit
 //!   address gets ([`mac::derived_mac`]).
 //! - [`limits`]: every limit (memory range and alignment, vCPUs, name rules), read by the
@@ -32,6 +33,7 @@
 extern crate alloc;
 
 pub mod edit;
+pub mod interface;
 pub mod limits;
 pub mod mac;
 pub mod record;

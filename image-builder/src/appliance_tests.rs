@@ -117,7 +117,7 @@ fn unknown_keys_point_at_the_key() {
     assert_eq!(
         e.to_string(),
         "line 4, column 3: network.adress: unknown field; expected one of: mode, address, \
-         prefix, gateway, dns, internal"
+         prefix, gateway, dns, interface, internal"
     );
     let e = schema(
         "[[vms]]\nname = \"a\"\nmemory_mib = 64\nkernel = \"k\"\n[[vms]]\nname = \"b\"\nmemory = 64\n",

@@ -402,6 +402,7 @@ fn assembled_image_with_real_grub() {
         cfg.contains(
             "    multiboot2 /boot/keel.elf console=com1 log=debug\n\
              \x20   module2 /boot/modules/hello.bin hello.bin\n\
+             \x20   if [ \"$grub_platform\" = pc ]; then set gfxpayload=text; fi\n\
              \x20   boot\n"
         ),
         "{cfg}"

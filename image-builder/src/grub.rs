@@ -37,6 +37,8 @@ const COMMON_MODULES: &[&str] = &[
     "terminal",
     "boot",
     "echo",
+    // `[ "$grub_platform" = pc ]` in grub.cfg (text mode for the status screen on BIOS).
+    "test",
 ];
 
 /// Offset in `boot.img` of the u64 LBA of core.img's first sector
@@ -221,15 +223,20 @@ pub fn early_cfg() -> String {
     )
 }
 
-/// `/boot/grub/grub.cfg`: serial console, no menu delay, one entry that boots the kernel with
-/// `cmdline` and one `module2` per module name (the module's command line is its name).
+/// `/boot/grub/grub.cfg`: serial console on the port the command line's `console=` names
+/// (COM1 at 115200 without one), no menu delay, the display left in text mode on BIOS (the
+/// status screen writes the VGA text buffer there; on UEFI GRUB hands over the firmware's
+/// framebuffer, which the kernel's Multiboot2 header asks for), one entry that boots the
+/// kernel with `cmdline` and one `module2` per module name (the module's command line is its
+/// name).
 pub fn grub_cfg(kernel_path: &str, cmdline: &str, module_names: &[String]) -> String {
-    let mut cfg = String::from(
+    let mut cfg = format!(
         "set timeout=0\n\
-         serial --unit=0 --speed=115200\n\
+         {}\n\
          terminal_input serial console\n\
          terminal_output serial console\n\
-         menuentry 'Keel' {\n",
+         menuentry 'Keel' {{\n",
+        crate::console::grub_serial_for_cmdline(cmdline)
     );
     let mut kernel_line = format!("    multiboot2 {kernel_path}");
     for word in cmdline.split_whitespace() {
@@ -243,6 +250,9 @@ pub fn grub_cfg(kernel_path: &str, cmdline: &str, module_names: &[String]) -> St
         // Writing to a String cannot fail.
         let _ = writeln!(cfg, "    module2 /boot/modules/{quoted} {quoted}");
     }
+    // After `multiboot2`, which sets gfxpayload from the kernel's framebuffer request: on BIOS
+    // the status screen wants text mode, on UEFI (no text mode) the firmware's framebuffer.
+    cfg.push_str("    if [ \"$grub_platform\" = pc ]; then set gfxpayload=text; fi\n");
     cfg.push_str("    boot\n}\n");
     cfg
 }
@@ -442,15 +452,23 @@ mod tests {
              \x20   multiboot2 /boot/keel.elf console=com1 log=debug\n\
              \x20   module2 /boot/modules/guest.bin guest.bin\n\
              \x20   module2 /boot/modules/initrd.cpio initrd.cpio\n\
+             \x20   if [ \"$grub_platform\" = pc ]; then set gfxpayload=text; fi\n\
              \x20   boot\n\
              }\n"
         );
     }
 
     #[test]
+    fn grub_cfg_serial_follows_the_console() {
+        let cfg = grub_cfg("/boot/keel.elf", "console=ttyS1,57600", &[]);
+        assert!(cfg.contains("\nserial --unit=1 --speed=57600\n"), "{cfg}");
+        assert!(cfg.contains("multiboot2 /boot/keel.elf console=ttyS1,57600\n"));
+    }
+
+    #[test]
     fn grub_cfg_without_cmdline_or_modules() {
         let cfg = grub_cfg("/boot/keel.elf", "", &[]);
-        assert!(cfg.contains("    multiboot2 /boot/keel.elf\n    boot\n"));
+        assert!(cfg.contains("    multiboot2 /boot/keel.elf\n    if "));
     }
 
     #[test]

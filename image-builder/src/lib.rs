@@ -32,6 +32,7 @@
 pub mod api_token;
 pub mod appliance;
 pub mod client;
+pub mod console;
 pub mod demo;
 pub mod fat;
 pub mod flash;

@@ -54,6 +54,11 @@ struct BuildArgs {
     /// Kernel command line.
     #[arg(long, default_value = "")]
     cmdline: String,
+    /// The serial port of the operator console (and GRUB's menu): ttyS0..ttyS3 (COM1..COM4)
+    /// or uart,io,0x<port>, optionally with ,<baud> (e.g. ttyS1,115200 for IPMI
+    /// serial-over-LAN on COM2); without it the kernel uses the ACPI SPCR port, else COM1.
+    #[arg(long, value_name = "PORT[,BAUD]", value_parser = parse_console)]
+    console: Option<keel_image::console::ConsoleOption>,
     /// Copy every regular file of DIR into the guest store partition (keel-store).
     #[arg(long, value_name = "DIR")]
     store: Option<PathBuf>,
@@ -161,6 +166,11 @@ fn client_command(
         .map_err(|e| e.to_string())
 }
 
+/// clap's parser of `--console`: the message is the whole error.
+fn parse_console(arg: &str) -> Result<keel_image::console::ConsoleOption, String> {
+    keel_image::console::parse_console_option(arg).map_err(|e| e.to_string())
+}
+
 /// clap's parser of `--disk`: the message is the whole error.
 fn parse_disk(arg: &str) -> Result<keel_image::DiskRequest, String> {
     keel_image::guest_disks::parse_disk_arg(arg).map_err(|e| e.to_string())
@@ -169,7 +179,10 @@ fn parse_disk(arg: &str) -> Result<keel_image::DiskRequest, String> {
 fn build(args: &BuildArgs) -> Result<keel_image::BuildOutput, String> {
     let opts = BuildOptions {
         modules: args.modules.clone(),
-        cmdline: args.cmdline.clone(),
+        cmdline: match &args.console {
+            Some(console) => keel_image::console::with_console(&args.cmdline, console),
+            None => args.cmdline.clone(),
+        },
         store: args.store.clone(),
         quiet: args.quiet,
         config: args.config.clone(),
@@ -351,6 +364,38 @@ mod tests {
         assert!(args.debug);
         assert_eq!(args.config, Some(PathBuf::from("appliance.toml")));
         assert!(!args.no_demo);
+    }
+
+    #[test]
+    fn console_flag_for_build_and_flash() {
+        let cli = Cli::try_parse_from([
+            "keel",
+            "build",
+            "--cmdline",
+            "quiet console=ttyS0",
+            "--console",
+            "ttyS1,115200",
+        ])
+        .unwrap();
+        let Cmd::Build(args) = cli.command else {
+            panic!("not build")
+        };
+        let console = args.console.as_ref().unwrap();
+        assert_eq!(
+            keel_image::console::with_console(&args.cmdline, console),
+            "quiet console=ttyS1,115200"
+        );
+        let bad = Cli::try_parse_from(["keel", "build", "--console", "ttyS7"]);
+        let message = bad.err().unwrap().to_string();
+        assert!(message.contains("only ttyS0..ttyS3"), "{message}");
+        let bad = Cli::try_parse_from(["keel", "flash", "img", "out", "--console", "ttyS1,100"]);
+        let message = bad.err().unwrap().to_string();
+        assert!(message.contains("the speed must be one of"), "{message}");
+        let cli = Cli::try_parse_from(["keel", "flash", "img", "out", "--console", "ttyS1"]);
+        let Cmd::Flash(args) = cli.unwrap().command else {
+            panic!("not flash")
+        };
+        assert_eq!(args.console.unwrap().com, Some(1));
     }
 
     #[test]

@@ -1,4 +1,6 @@
-//! The defmt global logger: encoded frames go into an in-memory ring and out on COM2.
+//! The defmt global logger: encoded frames go into an in-memory ring and, once the console's
+//! port is chosen ([`move_to`]), out on COM2 — or on COM1 when the operator console took
+//! COM2.
 //!
 //! defmt keeps format strings in the ELF and sends only indices and arguments, cheap enough
 //! for VM-exit paths. `keel logs <capture>` decodes a COM2 capture with the kernel ELF. The
@@ -13,16 +15,16 @@ pub const RING_BYTES: usize = 16 * 1024;
 
 /// Where encoded bytes go. Kept apart from the encoder so the two are never borrowed as one.
 struct Sink {
-    com2: Uart,
+    uart: Uart,
     ring: [u8; RING_BYTES],
     head: usize,
     wrapped: bool,
 }
 
 static TAKEN: AtomicBool = AtomicBool::new(false);
-static COM2_READY: AtomicBool = AtomicBool::new(false);
+static UART_READY: AtomicBool = AtomicBool::new(false);
 static mut SINK: Sink = Sink {
-    com2: Uart::new(COM2),
+    uart: Uart::new(COM2),
     ring: [0; RING_BYTES],
     head: 0,
     wrapped: false,
@@ -30,18 +32,23 @@ static mut SINK: Sink = Sink {
 static mut ENCODER: defmt::Encoder = defmt::Encoder::new();
 static RESTORE_INTERRUPTS: AtomicBool = AtomicBool::new(false);
 
-/// Probes COM2; without it, frames only go to the ring.
-pub fn init() -> bool {
+/// Sends the log to the UART at `base` from now on (COM1 when the console took COM2);
+/// returns whether a UART answered there (without one, frames only go to the ring).
+pub fn move_to(base: u16) -> bool {
     let ok = crate::arch::cpu::without_interrupts(|| {
         if TAKEN.swap(true, Ordering::Acquire) {
             return false;
         }
         // SAFETY: TAKEN is held, so nothing else touches SINK.
-        let ok = unsafe { (*core::ptr::addr_of_mut!(SINK)).com2.init() };
+        let ok = unsafe {
+            let sink = &mut *core::ptr::addr_of_mut!(SINK);
+            sink.uart = Uart::new(base);
+            sink.uart.init()
+        };
         TAKEN.store(false, Ordering::Release);
         ok
     });
-    COM2_READY.store(ok, Ordering::Relaxed);
+    UART_READY.store(ok, Ordering::Relaxed);
     ok
 }
 
@@ -61,8 +68,8 @@ fn sink(bytes: &[u8]) {
             state.wrapped = true;
         }
     }
-    if COM2_READY.load(Ordering::Relaxed) {
-        state.com2.write_raw(bytes);
+    if UART_READY.load(Ordering::Relaxed) {
+        state.uart.write_raw(bytes);
     }
 }
 

@@ -20,9 +20,11 @@ pub mod acpi;
 pub mod blk;
 pub mod boot;
 pub mod console;
+pub mod console_port;
 pub mod mm;
 pub mod net;
 pub mod pci;
+pub mod screen;
 pub mod settings;
 pub mod store;
 
@@ -88,7 +90,8 @@ mod kernel {
         pub virtualization: Virtualization,
         /// PCI functions found at boot.
         pub pci: alloc::vec::Vec<crate::pci::PciDevice>,
-        /// The NICs brought up at boot (the first is the `bridged` switch's uplink).
+        /// The NICs brought up at boot (`network.interface`, else the first, is the `bridged`
+        /// switch's uplink).
         pub nics: spin::Mutex<alloc::vec::Vec<crate::net::Nic>>,
         /// The guest switches, `bridged` and `internal`: the network planes plug the
         /// appliance's interfaces and the uplink in, the VM manager each guest NIC.
@@ -141,8 +144,13 @@ mod kernel {
         cpu::halt_forever()
     }
 
+    /// Routes the console port's ISA IRQ (COM1/COM3: 4, COM2/COM4: 3, or the SPCR's) to the
+    /// console vector. A port without an IRQ is polled from the timer tick (`false`).
     fn route_console_irq(platform: &Platform) -> bool {
-        let (gsi, flags) = platform.isa_irq(serial::COM1_IRQ);
+        let Some(irq) = serial::console_port().irq else {
+            return false;
+        };
+        let (gsi, flags) = platform.isa_irq(irq);
         let Some(ioapic) = platform
             .io_apics
             .iter()
@@ -164,22 +172,23 @@ mod kernel {
     #[unsafe(no_mangle)]
     pub extern "C" fn kernel_entry(kind: u32, info_ptr: u32, entry_tsc: u64) -> ! {
         serial::init_console();
-        let com2 = crate::log::init();
         gdt::init();
         idt::init();
-        defmt::info!(
-            "keel {=str}: kernel entered (com2 {=bool})",
-            env!("CARGO_PKG_VERSION"),
-            com2
-        );
+        // Until the console's port is known the log goes to its ring only: on a server whose
+        // console is COM2 (serial-over-LAN) its binary frames must not reach the operator.
+        defmt::info!("keel {=str}: kernel entered", env!("CARGO_PKG_VERSION"));
 
         let boot = read_boot_info(kind, info_ptr);
-        for warning in &boot.warnings {
-            kprintln!("warning: {}", warning);
-        }
         // ACPI first, on the boot identity map, so its tables can be kept out of the
         // frame allocator.
         let platform = acpi::discover(&boot);
+        let console_warnings = select_console(&boot, &platform);
+        for warning in &boot.warnings {
+            kprintln!("warning: {}", warning);
+        }
+        for warning in &console_warnings {
+            kprintln!("warning: {}", warning);
+        }
         if let Err(e) = mm::init(&boot, &acpi::table_ranges()) {
             fatal("memory set-up", &e);
         }
@@ -208,6 +217,7 @@ mod kernel {
         });
 
         let (settings, config_lines) = load_config();
+        let screen = open_status_screen(&system.boot);
         print_banner(system, &settings, entry_tsc);
         report_disk(&boot_disk);
         for line in &config_lines {
@@ -218,7 +228,72 @@ mod kernel {
         }
         crate::crash::from_cmdline(system.boot.cmdline_value("keel.test-crash"));
         crate::bench::from_cmdline(system.boot.cmdline_value("keel.bench"));
-        crate::runtime::Kernel::start(system, settings).run()
+        crate::runtime::Kernel::start(system, settings, screen).run()
+    }
+
+    /// Picks the operator console (`console=`, else the SPCR's port, else COM1) and moves it
+    /// there from COM1, where it started; the defmt log leaves COM2 to a console that takes
+    /// it. Returns the warnings to print on the console's new port.
+    fn select_console(
+        boot: &BootInfo,
+        platform: &Platform,
+    ) -> alloc::vec::Vec<alloc::string::String> {
+        use crate::console_port::{self, PortSource};
+        use alloc::string::ToString;
+
+        let mut warnings = alloc::vec::Vec::new();
+        let spcr = match &platform.spcr {
+            Some(Ok(port)) => Some(*port),
+            Some(Err(e)) => {
+                warnings.push(e.to_string());
+                None
+            }
+            None => None,
+        };
+        let choice = console_port::choose(console_port::console_args(&boot.cmdline), spcr);
+        if let Some(e) = &choice.warning {
+            warnings.push(alloc::format!("{e}; the console stays on {}", choice.port));
+        }
+        if choice.port != serial::console_port() {
+            // Said on the old port, so whoever watches COM1 knows where the console went.
+            kprintln!("console: moving to {} ({})", choice.port, choice.source);
+            if !serial::switch_console(choice.port) {
+                warnings.push(alloc::format!(
+                    "console: no UART answers at {} ({}); the console stays on {}",
+                    choice.port,
+                    choice.source,
+                    serial::console_port()
+                ));
+            }
+        }
+        let log_base = console_port::log_port(&serial::console_port());
+        let answered = crate::log::move_to(log_base);
+        defmt::info!(
+            "log on {=u16:#x} ({=bool}), console from {=str}",
+            log_base,
+            answered,
+            match choice.source {
+                PortSource::CommandLine => "command line",
+                PortSource::Spcr => "SPCR",
+                PortSource::Default => "default",
+            }
+        );
+        warnings
+    }
+
+    /// Opens the status screen on the local display, saying on the console what it uses.
+    fn open_status_screen(boot: &BootInfo) -> Option<crate::screen::hw::StatusScreen> {
+        match crate::screen::hw::StatusScreen::open(boot) {
+            Ok(Some((screen, what))) => {
+                kprintln!("status screen: {what}");
+                Some(screen)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                kprintln!("warning: no status screen: {e}");
+                None
+            }
+        }
     }
 
     fn print_banner(system: &System, settings: &Settings, entry_tsc: u64) {
@@ -234,6 +309,7 @@ mod kernel {
             system.cpu.model_name
         );
         kprintln!("  virtualization: {}", system.virtualization);
+        kprintln!("  console:        {}", serial::console_port());
         kprintln!("  memory:         {} MiB usable", usable_mib);
         kprintln!("  cpus:           {}", cpus);
         kprintln!(

@@ -3,7 +3,8 @@
 //! implementation that reads the kernel's state and drives the VM manager — the same
 //! operations as the console.
 //!
-//! The first NIC is the bridged switch's uplink (promiscuous, see [`crate::net`]): the plane
+//! The management NIC (`network.interface`, else the first usable one) is the bridged
+//! switch's uplink (promiscuous, see [`crate::net`]): the plane
 //! moves frames between it and the uplink port ([`NetPlane::pump_uplink`]), and its own
 //! stack runs over a [`PortDevice`] with the NIC's MAC, so the appliance keeps its address on
 //! the cable while guests on `bridged` get theirs from the same network.
@@ -60,6 +61,10 @@ pub struct NetPlane {
     device: PortDevice,
     /// The bridged switch's port for the physical NIC.
     uplink: PortHandle,
+    /// Index of the uplink in `System::nics`.
+    uplink_nic: usize,
+    /// Its PCI address, for `net` and the API.
+    uplink_address: crate::pci::PciAddress,
     nic: String,
     /// The token on the kernel command line, if any.
     cmdline_token: Option<String>,
@@ -84,7 +89,8 @@ impl core::fmt::Display for NetPlaneError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             NetPlaneError::NoNic => f.write_str(
-                "no supported network card (virtio-net or Intel e1000): the HTTP API is off",
+                "no supported network card (virtio-net, Intel e1000/e1000e/igb): the HTTP API is \
+                 off (`net` lists the NICs found)",
             ),
             NetPlaneError::Setup(e) => write!(f, "network set-up failed: {e}"),
         }
@@ -92,14 +98,26 @@ impl core::fmt::Display for NetPlaneError {
 }
 
 impl NetPlane {
-    /// Plugs the first NIC into the bridged switch as its uplink and the appliance's port
+    /// Plugs the management NIC (`network.interface`, else the first usable one; see
+    /// [`crate::net::host_nics::choose_uplink`]) into the bridged switch as its uplink and
+    /// the appliance's port
     /// beside it, and brings up `config`'s addressing (DHCP or static) and the HTTP server on
     /// its port over that port, with the NIC's MAC.
     pub fn start(system: &System, config: &Config) -> Result<NetPlane, NetPlaneError> {
         let addressing = Addressing::from_config(&config.network)
             .map_err(|e| NetPlaneError::Setup(e.to_string()))?;
+        let choice = crate::net::host_nics::choose_uplink(
+            &crate::net::host_nics(),
+            config.network.interface.as_deref(),
+        );
+        if let Some(warning) = &choice.warning {
+            crate::kprintln!("warning: {warning}");
+            defmt::warn!("net: {=str}", warning.as_str());
+        }
         let nics = system.nics.lock();
-        let nic = nics.first().ok_or(NetPlaneError::NoNic)?;
+        let uplink_nic = choice.index.unwrap_or(0);
+        let nic = nics.get(uplink_nic).ok_or(NetPlaneError::NoNic)?;
+        let uplink_address = nic.address;
         let nic_name = alloc::format!("{} {}", nic.name, crate::net::Mac(nic.mac));
         let nic_mac = nic.mac;
         drop(nics);
@@ -143,6 +161,8 @@ impl NetPlane {
             router: Router::new(Vec::<String>::new()),
             device,
             uplink,
+            uplink_nic,
+            uplink_address,
             nic: nic_name,
             cmdline_token,
             tokens: 0,
@@ -191,7 +211,7 @@ impl NetPlane {
     /// bridged switch's uplink port; returns whether any moved.
     pub fn pump_uplink(&mut self, system: &System) -> bool {
         let mut nics = system.nics.lock();
-        let Some(nic) = nics.first_mut() else {
+        let Some(nic) = nics.get_mut(self.uplink_nic) else {
             return false;
         };
         pump_uplink(nic, &self.uplink, now(), UPLINK_BUDGET)
@@ -217,6 +237,7 @@ impl NetPlane {
             settings,
             network: &self.network,
             internal,
+            uplink_address: self.uplink_address,
         };
         let mut api = self.router.bind(&mut mgmt);
         // Serve until there is nothing left to do right now. Bounded: the appliance port's
@@ -256,6 +277,11 @@ impl NetPlane {
     pub fn nic(&self) -> &str {
         &self.nic
     }
+
+    /// The management NIC's PCI address.
+    pub fn uplink_address(&self) -> crate::pci::PciAddress {
+        self.uplink_address
+    }
 }
 
 /// The kernel seen through the API.
@@ -266,6 +292,8 @@ struct Plane<'a> {
     network: &'a NetworkInfo,
     /// The appliance's interface on `internal`, for the network view.
     internal: Option<&'a InternalNet>,
+    /// The management NIC's PCI address, for the network view.
+    uplink_address: crate::pci::PciAddress,
 }
 
 fn pause_error(e: PauseVmError) -> ApiError {
@@ -719,7 +747,11 @@ impl Management for Plane<'_> {
                 }
             }
         };
-        NetworkView { switches, internal }
+        NetworkView {
+            host_nics: self.host_nics(),
+            switches,
+            internal,
+        }
     }
 
     fn save_config(&mut self, config: Config) -> Result<u64, ApiError> {
@@ -748,6 +780,44 @@ impl Management for Plane<'_> {
 }
 
 /// The guest-disk routes (`keel_netstack::api::disks`) over `crate::blk::guest_partitions`.
+impl Plane<'_> {
+    /// Every network-class PCI function, with the live link of those that are up.
+    fn host_nics(&self) -> Vec<keel_netstack::api::HostNicView> {
+        use crate::net::host_nics::NicState;
+        use keel_netstack::api::{HostNicState, HostNicView};
+        let nics = self.system.nics.lock();
+        crate::net::host_nics()
+            .into_iter()
+            .map(|entry| {
+                let (bus, device, function) = entry.pci;
+                let address = crate::pci::PciAddress {
+                    bus,
+                    device,
+                    function,
+                };
+                let (state, error) = match &entry.state {
+                    NicState::Up => (HostNicState::Up, None),
+                    NicState::Failed(reason) => (HostNicState::Failed, Some(reason.clone())),
+                    NicState::NoDriver => (HostNicState::NoDriver, None),
+                };
+                HostNicView {
+                    pci_address: entry.pci_address(),
+                    pci_id: alloc::format!("{:04x}:{:04x}", entry.vendor_id, entry.device_id),
+                    driver: entry.driver.map(String::from),
+                    mac: entry.mac.map(keel_config::schema::MacAddress),
+                    state,
+                    error,
+                    link_up: nics
+                        .iter()
+                        .find(|nic| nic.address == address)
+                        .and_then(|nic| nic.link_up()),
+                    management: address == self.uplink_address,
+                }
+            })
+            .collect()
+    }
+}
+
 impl keel_netstack::api::DiskManagement for Plane<'_> {
     fn disks(&self) -> Result<keel_netstack::api::DiskList, ApiError> {
         use keel_netstack::api::{DiskKind, DiskList, DiskUse, GuestDisk};

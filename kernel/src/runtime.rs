@@ -70,6 +70,8 @@ pub struct Kernel {
     /// The tick at which a frame last moved or woke a guest (see [`TRAFFIC_POLL_TICKS`]).
     last_traffic_tick: u64,
     shell: Shell,
+    /// The status screen on the local display, when the machine has one.
+    screen: Option<crate::screen::hw::StatusScreen>,
 }
 
 /// How many ticks (ms) the loop keeps polling the NICs after the last frame moved before it
@@ -80,7 +82,11 @@ const TRAFFIC_POLL_TICKS: u64 = 10;
 impl Kernel {
     /// Brings up the network plane from `settings`, defines the configured VMs and starts
     /// those marked autostart (saying so on the console), and shows the shell's prompt.
-    pub fn start(system: &'static System, settings: Settings) -> Kernel {
+    pub fn start(
+        system: &'static System,
+        settings: Settings,
+        screen: Option<crate::screen::hw::StatusScreen>,
+    ) -> Kernel {
         let net = start_network(system, settings.current());
         let internal = start_internal(system, settings.current());
         let mut vms = VmManager::new();
@@ -99,6 +105,7 @@ impl Kernel {
             last_traffic_tick: 0,
             settings,
             shell: Shell::start(),
+            screen,
         }
     }
 
@@ -115,6 +122,9 @@ impl Kernel {
             self.run_vms(&mut output);
             let sent = self.forward_frames();
             self.shell.show_output(&mut self.vms, &output);
+            if let Some(screen) = self.screen.as_mut() {
+                screen.refresh(&self.settings, self.net.as_ref(), &self.vms);
+            }
             // Sleep only with nothing to do: a frame that moved may have more behind it
             // (budgets), or a reply on its way; a guest woken by a frame runs next pass.
             // The NICs are polled, so after traffic the loop keeps polling for a few ticks

@@ -1,11 +1,16 @@
-//! 16550 UART driver: COM1 is the operator console, COM2 carries defmt diagnostics.
+//! 16550 UART driver: the operator console (COM1 unless `console=` or the ACPI SPCR table
+//! names another port, see [`crate::console_port`]) and the defmt diagnostics (COM2, or COM1
+//! when the console took COM2).
 //!
-//! Transmit is polled (the FIFO drains far faster than the console produces text). Receive on
-//! COM1 is interrupt-driven: the IRQ handler moves bytes into a ring that the console reads
+//! The console starts on COM1 at entry, so early failures are visible, and moves with
+//! [`switch_console`] once the command line and ACPI are read. Transmit is polled (the FIFO
+//! drains far faster than the console produces text). Receive is interrupt-driven where the
+//! port has an ISA IRQ: the IRQ handler moves bytes into a ring that the console reads
 //! through `embedded-io`. The timer tick also drains the UART, so input still works on a
-//! machine whose serial interrupt cannot be routed.
+//! port without an IRQ or on a machine whose serial interrupt cannot be routed.
 
 use core::fmt;
+use core::sync::atomic::{AtomicU16, Ordering};
 
 use heapless::Deque;
 use spin::Mutex;
@@ -16,8 +21,7 @@ use crate::arch::cpu::{self, port};
 pub const COM1: u16 = 0x3f8;
 /// I/O base of COM2.
 pub const COM2: u16 = 0x2f8;
-/// ISA IRQ of COM1.
-pub const COM1_IRQ: u8 = 4;
+use crate::console_port::ConsolePort;
 
 // Register offsets (16550 data sheet).
 const DATA: u16 = 0;
@@ -52,8 +56,16 @@ impl Uart {
 
     /// Probes and programs 115200 8N1 with FIFOs; returns whether a UART answered.
     pub fn init(&mut self) -> bool {
-        // SAFETY: COM1/COM2 bases are the standard PC UART ports, owned by this driver; the
-        // scratch-register probe and programming sequence follow the 16550 data sheet.
+        self.init_with_divisor(1)
+    }
+
+    /// Probes and programs 8N1 at 115200 / `divisor` baud with FIFOs; returns whether a
+    /// UART answered.
+    pub fn init_with_divisor(&mut self, divisor: u16) -> bool {
+        let [divisor_low, divisor_high] = divisor.max(1).to_le_bytes();
+        // SAFETY: the base is a UART port the operator or the firmware named (or COM1/COM2),
+        // owned by this driver; the scratch-register probe and programming sequence follow
+        // the 16550 data sheet.
         unsafe {
             port::outb(self.base + SCRATCH, 0x5a);
             if port::inb(self.base + SCRATCH) != 0x5a {
@@ -62,8 +74,8 @@ impl Uart {
             }
             port::outb(self.base + IER, 0x00);
             port::outb(self.base + LCR, 0x80); // DLAB on
-            port::outb(self.base + DATA, 0x01); // divisor 1 = 115200 baud
-            port::outb(self.base + IER, 0x00);
+            port::outb(self.base + DATA, divisor_low); // divisor latch: 115200 / baud
+            port::outb(self.base + IER, divisor_high);
             port::outb(self.base + LCR, 0x03); // 8N1, DLAB off
             port::outb(self.base + FCR, 0xc7); // FIFOs on, cleared, 14-byte threshold
             port::outb(self.base + MCR, 0x0b); // DTR, RTS, OUT2 (routes the IRQ on PCs)
@@ -128,6 +140,10 @@ impl Uart {
 }
 
 static CONSOLE_UART: Mutex<Uart> = Mutex::new(Uart::new(COM1));
+/// The console's port and speed, for the banner and the status screen.
+static CONSOLE_PORT: Mutex<ConsolePort> = Mutex::new(ConsolePort::COM1);
+/// The console's I/O base, read without a lock by [`EmergencyWriter`].
+static CONSOLE_BASE: AtomicU16 = AtomicU16::new(COM1);
 /// Console input not read yet: 4 KiB, about 350 ms of a paste at 115200 baud while the main
 /// loop is busy (a configuration save, a long VM slice).
 static RX_RING: Mutex<Deque<u8, 4096>> = Mutex::new(Deque::new());
@@ -137,12 +153,33 @@ pub fn init_console() -> bool {
     CONSOLE_UART.lock().init()
 }
 
-/// Enables COM1's receive interrupt once the IOAPIC routes it.
+/// Moves the console to `port`, programming its speed. A port that does not answer the
+/// scratch-register probe is refused (`false`) and the console stays where it is.
+pub fn switch_console(port: ConsolePort) -> bool {
+    let mut uart = Uart::new(port.base);
+    if !uart.init_with_divisor(port.divisor()) {
+        return false;
+    }
+    cpu::without_interrupts(|| {
+        *CONSOLE_UART.lock() = uart;
+        *CONSOLE_PORT.lock() = port;
+        CONSOLE_BASE.store(port.base, Ordering::Relaxed);
+    });
+    true
+}
+
+/// The console's port and speed.
+pub fn console_port() -> ConsolePort {
+    cpu::without_interrupts(|| *CONSOLE_PORT.lock())
+}
+
+/// Enables the console's receive interrupt once the IOAPIC routes it.
 pub fn enable_console_rx_interrupt() {
     CONSOLE_UART.lock().enable_rx_interrupt();
 }
 
-/// Moves received bytes from the UART into the ring. Called from the COM1 IRQ and the timer.
+/// Moves received bytes from the UART into the ring. Called from the console's IRQ and the
+/// timer.
 pub fn drain_rx() {
     cpu::without_interrupts(|| {
         let mut uart = CONSOLE_UART.lock();
@@ -159,12 +196,12 @@ pub fn try_read_console() -> Option<u8> {
     cpu::without_interrupts(|| RX_RING.lock().pop_front())
 }
 
-/// Writes operator text to COM1.
+/// Writes operator text to the console.
 pub fn console_write(bytes: &[u8]) {
     cpu::without_interrupts(|| CONSOLE_UART.lock().write_text(bytes));
 }
 
-/// `core::fmt` adaptor over COM1, used by [`kprint!`](crate::kprint).
+/// `core::fmt` adaptor over the console, used by [`kprint!`](crate::kprint).
 pub struct ConsoleWriter;
 
 impl fmt::Write for ConsoleWriter {
@@ -174,14 +211,14 @@ impl fmt::Write for ConsoleWriter {
     }
 }
 
-/// Writes to COM1 without taking the console lock: for exception reports and panics, which may
+/// Writes to the console's port without taking the console lock: for exception reports and panics, which may
 /// interrupt code that holds it. Interleaving is acceptable there; a deadlock is not.
 pub struct EmergencyWriter;
 
 impl fmt::Write for EmergencyWriter {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         let mut uart = Uart {
-            base: COM1,
+            base: CONSOLE_BASE.load(Ordering::Relaxed),
             present: true,
         };
         uart.write_text(s.as_bytes());
@@ -189,7 +226,8 @@ impl fmt::Write for EmergencyWriter {
     }
 }
 
-/// The console as an `embedded-io` stream: blocking reads of operator input, writes to COM1.
+/// The console as an `embedded-io` stream: blocking reads of operator input, writes to the
+/// console's port.
 pub struct Console;
 
 impl embedded_io::ErrorType for Console {

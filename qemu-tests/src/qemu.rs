@@ -66,6 +66,14 @@ pub enum Boot {
         /// The image.
         image: PathBuf,
     },
+    /// A raw disk image as an NVMe controller's namespace (`-device nvme,drive=boot`),
+    /// `snapshot=on` unless [`Qemu::writable_disk`]; both firmwares boot from it.
+    Nvme {
+        /// The image.
+        image: PathBuf,
+        /// The firmware.
+        firmware: Firmware,
+    },
 }
 
 /// A QEMU configuration; [`Qemu::spawn`] starts it.
@@ -94,6 +102,10 @@ pub struct Qemu {
     /// sees it complete, so what one machine saves the next one boots from — and a `SIGKILL`
     /// of the emulator loses only the requests still in flight.
     pub writable_disk: bool,
+    /// The harness's console (stdio) on COM2 and the `com2.bin` file on COM1, for a kernel
+    /// told `console=ttyS1` or given an SPCR naming COM2 (its defmt log then moves to COM1,
+    /// so `com2.bin` still holds the log).
+    pub console_on_com2: bool,
 }
 
 impl Qemu {
@@ -109,6 +121,7 @@ impl Qemu {
             timeout: scaled(QEMU_WAIT_TIMEOUT),
             hard_timeout: scaled(QEMU_HARD_TIMEOUT),
             writable_disk: false,
+            console_on_com2: false,
         }
     }
 
@@ -149,6 +162,32 @@ impl Qemu {
             firmware: Firmware::Ovmf,
         };
         Self::new("q35", boot, None)
+    }
+
+    /// A disk image on an NVMe controller (serial `keel-boot`) under SeaBIOS on `-M pc`,
+    /// 1024 MiB, 2 CPUs, AMD-V CPU model.
+    pub fn nvme_disk(image: &Path) -> Self {
+        let boot = Boot::Nvme {
+            image: image.to_owned(),
+            firmware: Firmware::SeaBios,
+        };
+        Self::new("pc", boot, None)
+    }
+
+    /// [`Qemu::nvme_disk`] under OVMF on `-M q35`.
+    pub fn nvme_disk_ovmf(image: &Path) -> Self {
+        let boot = Boot::Nvme {
+            image: image.to_owned(),
+            firmware: Firmware::Ovmf,
+        };
+        Self::new("q35", boot, None)
+    }
+
+    /// Swaps the serial ports: the console the harness drives on COM2, `com2.bin` on COM1
+    /// (see [`Qemu::console_on_com2`]).
+    pub fn console_on_com2(mut self) -> Self {
+        self.console_on_com2 = true;
+        self
     }
 
     /// Sets the kernel command line (for [`Boot::Kernel`]; ignored for disks).
@@ -231,6 +270,14 @@ impl Qemu {
                 ..
             } => format!("QEMU OVMF + GRUB, -M {}", self.machine),
             Boot::IdeDisk { .. } => format!("QEMU SeaBIOS, IDE disk, -M {}", self.machine),
+            Boot::Nvme {
+                firmware: Firmware::SeaBios,
+                ..
+            } => format!("QEMU SeaBIOS + GRUB, NVMe disk, -M {}", self.machine),
+            Boot::Nvme {
+                firmware: Firmware::Ovmf,
+                ..
+            } => format!("QEMU OVMF + GRUB, NVMe disk, -M {}", self.machine),
         }
     }
 
@@ -255,15 +302,18 @@ impl Qemu {
             "none",
             "-no-user-config",
             "-nodefaults",
-            "-serial",
-            "stdio",
         ] {
             push(a);
         }
-        push("-serial");
         let mut com2_arg = OsString::from("file:");
         com2_arg.push(com2);
-        args.push(com2_arg);
+        let stdio = OsString::from("stdio");
+        let (first, second) = if self.console_on_com2 {
+            (com2_arg, stdio)
+        } else {
+            (stdio, com2_arg)
+        };
+        args.extend(["-serial".into(), first, "-serial".into(), second]);
         match &self.boot {
             Boot::Kernel { elf, cmdline } => {
                 args.push("-kernel".into());
@@ -300,6 +350,24 @@ impl Qemu {
                     "snapshot=on"
                 };
                 args.push(format!("file={image},format=raw,if=ide,{mode}").into());
+            }
+            Boot::Nvme { image, firmware } => {
+                if *firmware == Firmware::Ovmf {
+                    args.push("-bios".into());
+                    args.push(OVMF.into());
+                }
+                let image = image.to_string_lossy().replace(',', ",,");
+                let mode = if self.writable_disk {
+                    "cache=writethrough"
+                } else {
+                    "snapshot=on"
+                };
+                args.push("-drive".into());
+                args.push(format!("file={image},format=raw,if=none,id=boot,{mode}").into());
+                args.push("-device".into());
+                // Slot 5 and boot index 0: disks a test adds come before it on PCI (Keel must pass
+                // them by) and the firmware still boots this one.
+                args.push("nvme,drive=boot,serial=keel-boot,addr=0x5,bootindex=0".into());
             }
         }
         args.extend(self.extra_args.iter().cloned());

@@ -145,6 +145,12 @@ pub struct Network {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     #[schemars(with = "Vec<Ipv4>", length(max = MAX_DNS_SERVERS))]
     pub dns: Vec<Ipv4Addr>,
+    /// The host NIC for management and the `bridged` switch's uplink: its MAC address
+    /// (`52:54:00:12:34:56`) or PCI address (`00:03.0`), as `net` lists them. Absent: the
+    /// first NIC whose driver brought it up. A NIC named here but not found at boot is
+    /// reported on the console and the first usable one is taken instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
     /// The `internal` network: a switch that connects guest NICs with `network =
     /// "internal"` and the appliance, never the physical network.
     #[serde(default)]

@@ -27,6 +27,7 @@ fn static_net() -> Network {
         prefix: Some(24),
         gateway: Some(Ipv4Addr::new(10, 0, 2, 2)),
         dns: vec![Ipv4Addr::new(10, 0, 2, 3)],
+        interface: None,
         internal: InternalNetwork::default(),
     }
 }
@@ -1259,4 +1260,35 @@ fn internal_network_must_not_overlap_a_static_management_network() {
     config.validate().unwrap();
     let dhcp = with_internal([10, 0, 2, 1], 24, true);
     dhcp.validate().unwrap();
+}
+
+#[test]
+fn network_interface_takes_a_mac_or_a_pci_address() {
+    for good in ["52:54:00:12:34:56", "00:03.0", "0000:3b:00.1"] {
+        let config =
+            Config::from_json(format!(r#"{{"network":{{"interface":"{good}"}}}}"#).as_bytes())
+                .unwrap();
+        assert_eq!(config.network.interface.as_deref(), Some(good));
+        assert_eq!(errors(&config), Vec::<String>::new(), "{good}");
+    }
+    let config = Config {
+        network: Network {
+            interface: Some("eth0".into()),
+            ..Network::default()
+        },
+        ..Config::default()
+    };
+    let message = single_error(&config, "network.interface");
+    assert!(
+        message.starts_with("\"eth0\": expected a NIC's MAC address"),
+        "{message}"
+    );
+    // Set on the console the same way, and refused there with the same path.
+    let set = crate::edit::set(&Config::default(), "network.interface", "00:04.0").unwrap();
+    assert_eq!(set.network.interface.as_deref(), Some("00:04.0"));
+    let refused = crate::edit::set(&Config::default(), "network.interface", "00:04").unwrap_err();
+    assert!(
+        refused.to_string().contains("network.interface"),
+        "{refused}"
+    );
 }

@@ -110,6 +110,11 @@ fn host_address_problem(addr: Ipv4Addr) -> Option<&'static str> {
 }
 
 fn check_network(net: &Network, errors: &mut Errors) {
+    if let Some(interface) = &net.interface
+        && let Err(problem) = interface.parse::<crate::interface::InterfaceSelector>()
+    {
+        errors.push("network.interface", format!("{interface:?}: {problem}"));
+    }
     match net.mode {
         NetworkMode::Dhcp => {
             let only_static = "only valid when network.mode is \"static\"";

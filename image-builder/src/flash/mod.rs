@@ -56,6 +56,15 @@ pub struct FlashArgs {
     /// command line in place of the build's token.
     #[arg(long, value_name = "TOKEN")]
     pub token: Option<String>,
+    /// Put the operator console on this serial port in the copy's grub.cfg (as `keel build
+    /// --console`): ttyS0..ttyS3 or uart,io,0x<port>, optionally with ,<baud>.
+    #[arg(long, value_name = "PORT[,BAUD]", value_parser = parse_console)]
+    pub console: Option<crate::console::ConsoleOption>,
+}
+
+/// clap's parser of `--console`: the message is the whole error.
+fn parse_console(arg: &str) -> Result<crate::console::ConsoleOption, String> {
+    crate::console::parse_console_option(arg).map_err(|e| e.to_string())
 }
 
 /// What a flash did.
@@ -243,6 +252,7 @@ pub fn flash(args: &FlashArgs) -> Result<FlashReport, FlashError> {
         config_file: args.config.clone(),
         hostname: args.hostname.clone(),
         token: args.token.clone(),
+        console: args.console.clone(),
     };
     // Personalize before asking: a bad --config should not cost a confirmation.
     let personalized = if changes.any() {
@@ -274,6 +284,12 @@ pub fn flash(args: &FlashArgs) -> Result<FlashReport, FlashError> {
                 ""
             }
         );
+        if let Some(console) = &args.console {
+            eprintln!(
+                "  console:    {} (grub.cfg's kernel command line and serial port)",
+                console.value
+            );
+        }
     }
     confirm(args)?;
 

@@ -33,12 +33,17 @@ pub struct Changes {
     pub hostname: Option<String>,
     /// `--token TOKEN`: the only API token.
     pub token: Option<String>,
+    /// `--console PORT[,BAUD]`: the operator console's serial port in `grub.cfg`.
+    pub console: Option<crate::console::ConsoleOption>,
 }
 
 impl Changes {
     /// Whether anything is to change.
     pub fn any(&self) -> bool {
-        self.config_file.is_some() || self.hostname.is_some() || self.token.is_some()
+        self.config_file.is_some()
+            || self.hostname.is_some()
+            || self.token.is_some()
+            || self.console.is_some()
     }
 }
 
@@ -137,16 +142,31 @@ pub fn personalize(image: &Path, changes: &Changes) -> Result<Personalized, Pers
     }];
 
     let mut cmdline_token_replaced = false;
+    let mut new_esp = None;
     if let Some(token) = config.management.api_tokens.first() {
         let esp = find(ESP_NAME)?;
         let esp_bytes = read_range(&mut file, esp.offset(), esp.bytes()).map_err(read_err)?;
-        if let Some(new_esp) = replace_cmdline_token(esp_bytes, token)? {
-            overlays.push(Overlay {
-                offset: esp.offset(),
-                bytes: new_esp,
-            });
+        if let Some(bytes) = replace_cmdline_token(esp_bytes, token)? {
+            new_esp = Some((esp.offset(), bytes));
             cmdline_token_replaced = true;
         }
+    }
+    if let Some(console) = &changes.console {
+        // On top of the token's rewrite when there was one: both change the same grub.cfg.
+        let (offset, esp_bytes) = match new_esp.take() {
+            Some(done) => done,
+            None => {
+                let esp = find(ESP_NAME)?;
+                let bytes = read_range(&mut file, esp.offset(), esp.bytes()).map_err(read_err)?;
+                (esp.offset(), bytes)
+            }
+        };
+        let bytes = rewrite_grub_cfg(esp_bytes, |text| Some(with_grub_console(text, console)))?
+            .ok_or_else(|| PersonalizeError::GrubCfg("it has no kernel line".to_string()))?;
+        new_esp = Some((offset, bytes));
+    }
+    if let Some((offset, bytes)) = new_esp {
+        overlays.push(Overlay { offset, bytes });
     }
     overlays.sort_by_key(|o| o.offset);
     Ok(Personalized {
@@ -197,6 +217,36 @@ pub fn replace_cmdline_token(
     esp: Vec<u8>,
     token: &str,
 ) -> Result<Option<Vec<u8>>, PersonalizeError> {
+    rewrite_grub_cfg(esp, |text| with_cmdline_token(text, token))
+}
+
+/// `grub.cfg`'s text with the kernel line's `console=` set to `console` and GRUB's `serial`
+/// command moved to the same port.
+fn with_grub_console(text: &str, console: &crate::console::ConsoleOption) -> String {
+    text.split('\n')
+        .map(|line| {
+            let indent: String = line.chars().take_while(|c| c.is_whitespace()).collect();
+            let trimmed = line.trim_start();
+            if let Some(args) = trimmed.strip_prefix("multiboot2 ") {
+                let (kernel, cmdline) = args.split_once(' ').unwrap_or((args, ""));
+                let cmdline = crate::console::with_console(cmdline, console);
+                format!("{indent}multiboot2 {kernel} {cmdline}")
+            } else if trimmed.starts_with("serial ") {
+                format!("{indent}{}", console.grub_serial())
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The ESP image `esp` with `grub.cfg` replaced by `edit`'s result; `None` when `edit`
+/// changes nothing.
+fn rewrite_grub_cfg(
+    esp: Vec<u8>,
+    edit: impl FnOnce(&str) -> Option<String>,
+) -> Result<Option<Vec<u8>>, PersonalizeError> {
     let fail = |what: &str, e: std::io::Error| PersonalizeError::GrubCfg(format!("{what}: {e}"));
     let mut cursor = Cursor::new(esp);
     {
@@ -208,7 +258,7 @@ pub fn replace_cmdline_token(
             .open_file(path)
             .and_then(|mut f| f.read_to_string(&mut text))
             .map_err(|e| fail("reading it", e))?;
-        let Some(new_text) = with_cmdline_token(&text, token) else {
+        let Some(new_text) = edit(&text) else {
             return Ok(None);
         };
         let mut f = fs
@@ -318,6 +368,18 @@ impl BlockDevice for SlotsInMemory<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_console_goes_on_the_kernel_line_and_grubs_serial() {
+        let console = crate::console::parse_console_option("ttyS1,57600").unwrap();
+        let cfg = "set timeout=0\nserial --unit=0 --speed=115200\nmenuentry 'Keel' {\n    \
+                   multiboot2 /boot/keel.elf keel.api-token=t console=ttyS0\n    boot\n}\n";
+        assert_eq!(
+            with_grub_console(cfg, &console),
+            "set timeout=0\nserial --unit=1 --speed=57600\nmenuentry 'Keel' {\n    \
+             multiboot2 /boot/keel.elf keel.api-token=t console=ttyS1,57600\n    boot\n}\n"
+        );
+    }
 
     #[test]
     fn the_cmdline_token_is_replaced_and_other_lines_kept() {

@@ -164,6 +164,7 @@ fn flashing_onto_the_image_itself_is_refused() {
         config: None,
         hostname: None,
         token: None,
+        console: None,
     };
     assert!(matches!(flash(&args), Err(FlashError::SameFile { .. })));
     assert_eq!(std::fs::read(&image).unwrap(), [0u8; 4096]);

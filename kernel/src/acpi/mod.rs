@@ -6,6 +6,7 @@
 //! allocator never hands those pages out.
 
 pub mod s5;
+pub mod spcr;
 
 #[cfg(target_os = "none")]
 mod platform;

@@ -101,6 +101,8 @@ pub struct Platform {
     pub acpi_enable: Option<(u16, u8)>,
     /// FADT reset register and value, when the FADT says reset is supported.
     pub reset: Option<(Register, u8)>,
+    /// The console port the SPCR table names, or why it is not used; `None` without an SPCR.
+    pub spcr: Option<Result<crate::console_port::ConsolePort, super::spcr::SpcrError>>,
     /// Problems met while reading the tables.
     pub problems: heapless::Vec<&'static str, 8>,
 }
@@ -205,6 +207,7 @@ pub fn discover(info: &BootInfo) -> Platform {
         Ok(fadt) => read_fadt(&fadt, &mut platform),
         Err(_) => platform.problem("no FADT: ACPI power-off unavailable"),
     }
+    platform.spcr = read_spcr(&tables);
     match tables.dsdt() {
         Ok(dsdt) => {
             let base = crate::mm::map_physical(dsdt.address as u64, u64::from(dsdt.length));
@@ -223,6 +226,22 @@ pub fn discover(info: &BootInfo) -> Platform {
         Err(_) => platform.problem("no DSDT: ACPI power-off unavailable"),
     }
     platform
+}
+
+/// The SPCR table's console port: the table's bytes, parsed by [`super::spcr::parse`].
+fn read_spcr(
+    tables: &AcpiTables<IdentityHandler>,
+) -> Option<Result<crate::console_port::ConsolePort, super::spcr::SpcrError>> {
+    let mapping = tables.find_table::<acpi::spcr::Spcr>().ok()?;
+    let phys = mapping.physical_start() as u64;
+    let len = mapping.get().header.length;
+    // The parser checks the length against the structure; 4 KiB is far past any real SPCR.
+    let len = u64::from(len).min(4096);
+    let base = crate::mm::map_physical(phys, len);
+    // SAFETY: the SPCR the crate located (signature checked) and `map_physical` made
+    // readable for `len` bytes; reading firmware tables has no side effects.
+    let bytes = unsafe { core::slice::from_raw_parts(base as *const u8, len as usize) };
+    Some(super::spcr::parse(bytes))
 }
 
 fn read_madt(madt: core::pin::Pin<&Madt>, platform: &mut Platform) {

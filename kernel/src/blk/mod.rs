@@ -16,6 +16,7 @@ pub mod gpt;
 pub mod gpt_write;
 pub mod guest_partitions;
 pub mod host;
+pub mod nvme;
 pub mod partition;
 
 #[cfg(target_os = "none")]

@@ -39,6 +39,16 @@ mb2_header_start:
     .long 6
     .long 14
     .long 15
+    /* Framebuffer tag, optional (flags 1), no preferred size or depth: GRUB hands over the
+       firmware's mode on UEFI, and text mode on BIOS with grub.cfg's gfxpayload=text; the
+       status screen draws on either (kernel/src/screen). */
+    .balign 8
+    .short 5
+    .short 1
+    .long 20
+    .long 0
+    .long 0
+    .long 0
     /* End tag. */
     .balign 8
     .short 0

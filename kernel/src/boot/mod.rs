@@ -100,6 +100,41 @@ pub struct BootModule {
     pub size: u64,
 }
 
+/// How a framebuffer's pixels are coded (Multiboot2 framebuffer tag, `framebuffer_type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FramebufferKind {
+    /// Palette indices (type 0): not drawn on.
+    Indexed,
+    /// Direct colour (type 1): each channel's bit position and size.
+    Rgb {
+        /// Red: (position, size).
+        red: (u8, u8),
+        /// Green: (position, size).
+        green: (u8, u8),
+        /// Blue: (position, size).
+        blue: (u8, u8),
+    },
+    /// The VGA text buffer (type 2): `width`×`height` characters, two bytes each.
+    EgaText,
+}
+
+/// The display the loader set up (Multiboot2 tag 8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Framebuffer {
+    /// Physical address of the first pixel (or character).
+    pub address: u64,
+    /// Bytes per line.
+    pub pitch: u32,
+    /// Pixels (characters for text) per line.
+    pub width: u32,
+    /// Lines (rows for text).
+    pub height: u32,
+    /// Bits per pixel (16 for text).
+    pub bpp: u8,
+    /// Pixel coding.
+    pub kind: FramebufferKind,
+}
+
 /// Everything the kernel needs from the boot loader, in one protocol-neutral form.
 #[derive(Clone, Debug)]
 pub struct BootInfo {
@@ -116,6 +151,8 @@ pub struct BootInfo {
     pub rsdp_copy: Option<heapless::Vec<u8, 64>>,
     /// Boot modules, in loader order.
     pub modules: heapless::Vec<BootModule, MAX_MODULES>,
+    /// The display the loader set up, when it said (Multiboot2 only).
+    pub framebuffer: Option<Framebuffer>,
     /// Problems met while parsing that did not stop boot (truncated lists and the like).
     pub warnings: heapless::Vec<&'static str, 8>,
 }
@@ -130,6 +167,7 @@ impl BootInfo {
             rsdp: None,
             rsdp_copy: None,
             modules: heapless::Vec::new(),
+            framebuffer: None,
             warnings: heapless::Vec::new(),
         }
     }

@@ -5,7 +5,7 @@
 //! size field: every read is bounds-checked against the slice, so a corrupt structure yields
 //! warnings, not a fault.
 
-use super::{BootInfo, BootPath};
+use super::{BootInfo, BootPath, Framebuffer, FramebufferKind};
 
 const TAG_END: u32 = 0;
 const TAG_CMDLINE: u32 = 1;
@@ -13,6 +13,7 @@ const TAG_MODULE: u32 = 3;
 const TAG_MMAP: u32 = 6;
 const TAG_EFI32: u32 = 11;
 const TAG_EFI64: u32 = 12;
+const TAG_FRAMEBUFFER: u32 = 8;
 const TAG_ACPI_OLD: u32 = 14;
 const TAG_ACPI_NEW: u32 = 15;
 const TAG_EFI_MMAP: u32 = 17;
@@ -72,6 +73,10 @@ pub fn parse(mbi: &[u8]) -> BootInfo {
                 _ => info.warn("multiboot2 module tag is malformed; module ignored"),
             },
             TAG_MMAP => parse_mmap(tag, &mut info),
+            TAG_FRAMEBUFFER => match parse_framebuffer(tag) {
+                Some(fb) => info.framebuffer = Some(fb),
+                None => info.warn("multiboot2 framebuffer tag is malformed; no status screen"),
+            },
             // Prefer the ACPI 2.0+ RSDP (tag 15) when both are present.
             TAG_ACPI_OLD | TAG_ACPI_NEW if info.rsdp_copy.is_none() || kind == TAG_ACPI_NEW => {
                 let mut copy = heapless::Vec::new();
@@ -93,6 +98,34 @@ pub fn parse(mbi: &[u8]) -> BootInfo {
     }
     info.sort_memory();
     info
+}
+
+/// Tag 8 as GRUB writes it: address u64 at 8, pitch/width/height u32 at 16/20/24, bpp u8 at
+/// 28, type u8 at 29, a 16-bit reserved field, then the colour info at 32 (for RGB: red
+/// position and size, green, blue, one byte each).
+fn parse_framebuffer(tag: &[u8]) -> Option<Framebuffer> {
+    let bpp = *tag.get(28)?;
+    let kind = match *tag.get(29)? {
+        0 => FramebufferKind::Indexed,
+        1 => {
+            let c = tag.get(32..38)?;
+            FramebufferKind::Rgb {
+                red: (c[0], c[1]),
+                green: (c[2], c[3]),
+                blue: (c[4], c[5]),
+            }
+        }
+        2 => FramebufferKind::EgaText,
+        _ => return None,
+    };
+    Some(Framebuffer {
+        address: u64_at(tag, 8)?,
+        pitch: u32_at(tag, 16)?,
+        width: u32_at(tag, 20)?,
+        height: u32_at(tag, 24)?,
+        bpp,
+        kind,
+    })
 }
 
 fn parse_mmap(tag: &[u8], info: &mut BootInfo) {
@@ -191,6 +224,46 @@ mod tests {
         assert_eq!(info.memory[1].kind, MemoryKind::Reserved);
         assert_eq!(info.rsdp_copy.as_deref(), Some(&rsdp[..]));
         assert!(info.warnings.is_empty(), "{:?}", info.warnings);
+    }
+
+    fn framebuffer_tag(kind: u8, colour: &[u8]) -> Vec<u8> {
+        let mut body = Vec::new();
+        body.extend_from_slice(&0xfd00_0000u64.to_le_bytes());
+        body.extend_from_slice(&4096u32.to_le_bytes());
+        body.extend_from_slice(&1024u32.to_le_bytes());
+        body.extend_from_slice(&768u32.to_le_bytes());
+        body.push(32);
+        body.push(kind);
+        body.extend_from_slice(&[0, 0]);
+        body.extend_from_slice(colour);
+        tag(TAG_FRAMEBUFFER, &body)
+    }
+
+    #[test]
+    fn framebuffer_tags_are_read() {
+        let info = parse(&mbi(&[framebuffer_tag(1, &[16, 8, 8, 8, 0, 8])]));
+        assert_eq!(
+            info.framebuffer,
+            Some(Framebuffer {
+                address: 0xfd00_0000,
+                pitch: 4096,
+                width: 1024,
+                height: 768,
+                bpp: 32,
+                kind: FramebufferKind::Rgb {
+                    red: (16, 8),
+                    green: (8, 8),
+                    blue: (0, 8)
+                },
+            })
+        );
+        let text = parse(&mbi(&[framebuffer_tag(2, &[])]));
+        assert_eq!(text.framebuffer.unwrap().kind, FramebufferKind::EgaText);
+        // RGB without its colour bytes, or an unknown type: a warning, no framebuffer.
+        let short = parse(&mbi(&[framebuffer_tag(1, &[16, 8])]));
+        assert_eq!(short.framebuffer, None);
+        assert!(!short.warnings.is_empty());
+        assert_eq!(parse(&mbi(&[framebuffer_tag(9, &[])])).framebuffer, None);
     }
 
     #[test]

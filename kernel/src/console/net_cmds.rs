@@ -1,4 +1,5 @@
-//! The `net` command: the management interface (NIC, address, HTTP), then both guest
+//! The `net` command: the management interface (NIC, address, HTTP), every host NIC found
+//! on PCI (driver or "no driver", MAC, link, which is the uplink), then both guest
 //! switches (ports with their traffic and drops, MAC tables) and the internal network (the
 //! appliance's address there, the DHCP server's leases). The lines come from
 //! `crate::net::report`, which is host-tested; this gathers the values.
@@ -13,6 +14,7 @@ use crate::runtime::Services;
 pub fn show(services: &Services<'_>) {
     let mut out = String::new();
     management(services, &mut out);
+    host_nic_lines(services, &mut out);
     let now = crate::net::now();
     {
         let switches = services.system.switches.lock();
@@ -43,6 +45,37 @@ pub fn show(services: &Services<'_>) {
         ),
     }
     kprint!("{out}");
+}
+
+/// Every network-class PCI function, with the live link state of those that are up.
+fn host_nic_lines(services: &Services<'_>, out: &mut String) {
+    let listing = crate::net::host_nics();
+    if listing.is_empty() {
+        out.push_str("  host NICs: none on PCI\n");
+        return;
+    }
+    out.push_str("  host NICs:\n");
+    let uplink = services.net.map(|net| net.uplink_address());
+    let nics = services.system.nics.lock();
+    for entry in &listing {
+        let (bus, device, function) = entry.pci;
+        let address = crate::pci::PciAddress {
+            bus,
+            device,
+            function,
+        };
+        let link = nics
+            .iter()
+            .find(|nic| nic.address == address)
+            .and_then(|nic| nic.link_up());
+        let _ = crate::net::host_nics::write_host_nic(
+            out,
+            "    ",
+            entry,
+            link,
+            uplink == Some(address),
+        );
+    }
 }
 
 /// The management interface, as `net` showed it before guest networking.

@@ -289,8 +289,16 @@ fn execute(kernel: &mut Services<'_>, cmd: Command<'_>) {
         }
         Command::Net => super::net_cmds::show(kernel),
         Command::Pci => {
+            // Network functions say which driver took them (or none), as `net` does.
+            let nics = crate::net::host_nics();
             for device in &system.pci {
-                kprintln!("  {device}");
+                let a = device.address;
+                match nics.iter().find(|n| n.pci == (a.bus, a.device, a.function)) {
+                    Some(nic) => {
+                        kprintln!("  {device} [{}]", crate::net::host_nics::pci_note(nic))
+                    }
+                    None => kprintln!("  {device}"),
+                }
             }
         }
         Command::Disk => super::disk_cmds::show(settings.current()),

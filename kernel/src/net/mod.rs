@@ -2,10 +2,11 @@
 //!
 //! [`probe`] walks the PCI list for NICs it knows — virtio-net through the `virtio-drivers`
 //! crate ([`virtio_net`]; modern transport, or Keel's legacy I/O-port one in
-//! [`virtio_legacy`] for legacy-only devices), Intel 8254x by hand ([`e1000`]) — brings each
-//! up and returns them
-//! as [`Nic`]s: one type that implements `smoltcp::phy::Device` whatever the hardware, with
-//! its name, MAC and PCI address. A device that fails to come up is logged and skipped.
+//! [`virtio_legacy`] for legacy-only devices), Intel 8254x, 82574L and igb by hand
+//! ([`e1000`]) — brings each up and returns them as [`Nic`]s: one type that implements
+//! `smoltcp::phy::Device` whatever the hardware, with its name, MAC and PCI address. A
+//! device that fails to come up is logged and skipped. Every network-class function, with
+//! a driver or not, up or failed, is recorded for `net` and the API ([`host_nics`]).
 //!
 //! The drivers are polled: the kernel calls the netstack (which calls `receive`/`transmit`)
 //! from its loop, which wakes at least at every timer tick. Device interrupts are masked
@@ -15,9 +16,11 @@
 //! interface on the `internal` one with its DHCP server ([`internal`]), and what `net`,
 //! `vm info` and the API show about them ([`report`]).
 //!
-//! Only `e1000::regs` and [`report`] are pure and build for the host; the rest is bare metal.
+//! `e1000::{regs, model, bringup}`, [`host_nics`] and [`report`] are pure and build for the
+//! host; the rest is bare metal.
 
 pub mod e1000;
+pub mod host_nics;
 pub mod report;
 
 #[cfg(target_os = "none")]
@@ -50,7 +53,8 @@ mod nic {
     use smoltcp::time::Instant;
     use smoltcp::wire::EthernetAddress;
 
-    use super::e1000::{self, E1000};
+    use super::e1000::{self, E1000, model::Model};
+    use super::host_nics::{HostNic, NETWORK_CLASS, NicState};
     use super::virtio_net::{self, VirtioNet};
     use crate::pci::{PciAddress, PciDevice, VIRTIO_VENDOR_ID};
 
@@ -60,13 +64,13 @@ mod nic {
     pub enum Driver {
         /// virtio-net over PCI, modern or legacy transport.
         Virtio(VirtioNet),
-        /// Intel 8254x.
+        /// Intel 8254x, 82574L or igb.
         E1000(E1000),
     }
 
     /// A NIC ready for a network stack.
     pub struct Nic {
-        /// Driver name: `"virtio-net"` or `"e1000"`.
+        /// Driver name: `"virtio-net"`, `"e1000"`, `"e1000e"` or `"igb"`.
         pub name: &'static str,
         /// Station (MAC) address.
         pub mac: EthernetAddress,
@@ -117,34 +121,62 @@ mod nic {
         }
     }
 
-    /// Finds and brings up every supported NIC among `devices`.
+    /// Every network-class function the last [`probe`] saw, for `net` and the API.
+    static HOST_NICS: spin::Mutex<Vec<HostNic>> = spin::Mutex::new(Vec::new());
+
+    /// Every network-class PCI function found at boot: driver or none, MAC, up or failed.
+    pub fn host_nics() -> Vec<HostNic> {
+        HOST_NICS.lock().clone()
+    }
+
+    /// Finds and brings up every supported NIC among `devices`, and records every
+    /// network-class function (see [`host_nics`]).
     pub fn probe(devices: &[PciDevice]) -> Vec<Nic> {
         let mut nics = Vec::new();
+        let mut listing = Vec::new();
         for device in devices {
             let (vendor, id) = (device.vendor_id, device.device_id);
+            let a = device.address;
+            let mut entry = HostNic {
+                pci: (a.bus, a.device, a.function),
+                vendor_id: vendor,
+                device_id: id,
+                driver: None,
+                mac: None,
+                state: NicState::NoDriver,
+            };
             let driver = if vendor == VIRTIO_VENDOR_ID && virtio_net::DEVICE_IDS.contains(&id) {
-                match VirtioNet::new(device) {
-                    Ok(nic) => Driver::Virtio(nic),
-                    Err(e) => {
-                        log_failure(device, "virtio-net", &e);
-                        continue;
-                    }
-                }
-            } else if vendor == INTEL && e1000::DEVICE_IDS.contains(&id) {
-                match E1000::new(device) {
-                    Ok(nic) => Driver::E1000(nic),
-                    Err(e) => {
-                        log_failure(device, "e1000", &e);
-                        continue;
-                    }
-                }
+                entry.driver = Some("virtio-net");
+                VirtioNet::new(device)
+                    .map(Driver::Virtio)
+                    .map_err(|e| alloc::format!("{e}"))
+            } else if let Some(model) = (vendor == INTEL).then(|| Model::for_device(id)).flatten() {
+                entry.driver = Some(model.driver_name());
+                E1000::new(device, model)
+                    .map(Driver::E1000)
+                    .map_err(|e| alloc::format!("{e}"))
             } else {
+                if device.class == NETWORK_CLASS {
+                    listing.push(entry);
+                }
                 continue;
+            };
+            let driver = match driver {
+                Ok(driver) => driver,
+                Err(reason) => {
+                    log_failure(device, entry.driver.unwrap_or("?"), &reason);
+                    entry.state = NicState::Failed(reason);
+                    listing.push(entry);
+                    continue;
+                }
             };
             let (name, mac) = match &driver {
                 Driver::Virtio(nic) => ("virtio-net", nic.mac()),
-                Driver::E1000(nic) => ("e1000", nic.mac()),
+                Driver::E1000(nic) => (nic.driver_name(), nic.mac()),
             };
+            entry.state = NicState::Up;
+            entry.mac = Some(mac.0);
+            listing.push(entry);
             let nic = Nic {
                 name,
                 mac,
@@ -156,6 +188,7 @@ mod nic {
             defmt::info!("net: {}", defmt::Display2Format(&nic));
             nics.push(nic);
         }
+        *HOST_NICS.lock() = listing;
         nics
     }
 

@@ -932,6 +932,19 @@ impl VmManager {
         }
     }
 
+    /// How many VMs are alive: running, halted waiting for an interrupt, or paused (the
+    /// status screen's count).
+    pub fn running_count(&self) -> usize {
+        self.vms
+            .iter()
+            .filter(|e| {
+                e.run
+                    .as_ref()
+                    .is_some_and(|r| !matches!(r.vm.state(), VmState::Stopped(_)))
+            })
+            .count()
+    }
+
     /// Whether any VM can run.
     pub fn any_runnable(&self) -> bool {
         self.vms.iter().any(|e| {

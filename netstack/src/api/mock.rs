@@ -15,10 +15,10 @@ use keel_config::schema::Vm;
 use keel_config::schema::{MacAddress, NicNetwork};
 
 use super::{
-    ApiError, ConsoleChunk, HostDiskInfo, HostDiskRole, InternalNetworkView, LeaseView,
-    MacEntryView, Management, MemoryInfo, ModuleInfo, NetworkInfo, NetworkView, NicView,
-    PortKindView, SavedVm, StopMode, StoreFile, SwitchPortView, SwitchView, SystemInfo, VmDetail,
-    VmKey, VmState, VmSummary, saved_name,
+    ApiError, ConsoleChunk, HostDiskInfo, HostDiskRole, HostNicState, HostNicView,
+    InternalNetworkView, LeaseView, MacEntryView, Management, MemoryInfo, ModuleInfo, NetworkInfo,
+    NetworkView, NicView, PortKindView, SavedVm, StopMode, StoreFile, SwitchPortView, SwitchView,
+    SystemInfo, VmDetail, VmKey, VmState, VmSummary, saved_name,
 };
 
 /// Console bytes the mock keeps per VM; older output counts as dropped.
@@ -775,6 +775,28 @@ impl Management for Mock {
             }
         }
         NetworkView {
+            host_nics: vec![
+                HostNicView {
+                    pci_address: "00:03.0".into(),
+                    pci_id: "8086:100e".into(),
+                    driver: Some("e1000".into()),
+                    mac: Some(UPLINK_MAC),
+                    state: HostNicState::Up,
+                    error: None,
+                    link_up: Some(true),
+                    management: true,
+                },
+                HostNicView {
+                    pci_address: "00:04.0".into(),
+                    pci_id: "10ec:8139".into(),
+                    driver: None,
+                    mac: None,
+                    state: HostNicState::NoDriver,
+                    error: None,
+                    link_up: None,
+                    management: false,
+                },
+            ],
             switches: vec![bridged, internal],
             internal: InternalNetworkView {
                 address: format!("{}/{}", net.address, net.prefix),

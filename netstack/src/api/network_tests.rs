@@ -46,13 +46,25 @@ fn network_needs_the_token() {
 }
 
 #[test]
-fn network_shows_both_switches_and_the_internal_network() {
+fn network_shows_the_host_nics_both_switches_and_the_internal_network() {
     let mut mock = Mock::default();
     let r = get(&mut mock, "/api/v1/network");
     assert_eq!(r.status, 200);
     assert_eq!(
         body(&r),
         json!({
+            "host_nics": [
+                {
+                    "pci_address": "00:03.0", "pci_id": "8086:100e", "driver": "e1000",
+                    "mac": "52:54:00:12:34:56", "state": "up", "error": null, "link_up": true,
+                    "management": true
+                },
+                {
+                    "pci_address": "00:04.0", "pci_id": "10ec:8139", "driver": null,
+                    "mac": null, "state": "no_driver", "error": null, "link_up": null,
+                    "management": false
+                }
+            ],
             "switches": [
                 {
                     "network": "bridged",

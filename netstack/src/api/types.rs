@@ -546,13 +546,49 @@ pub struct NicView {
     pub rx_dropped: u64,
 }
 
-/// `GET /api/v1/network`: the appliance's guest networks.
+/// `GET /api/v1/network`: the host's NICs and the appliance's guest networks.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct NetworkView {
+    /// Every network-class PCI function of the host, in PCI order, with a driver or not.
+    pub host_nics: Vec<HostNicView>,
     /// The switches: `bridged` (with the uplink to the physical network) and `internal`.
     pub switches: Vec<SwitchView>,
     /// The appliance's side of the internal network.
     pub internal: InternalNetworkView,
+}
+
+/// What became of a host NIC at boot:
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HostNicState {
+    /// Its driver brought it up.
+    Up,
+    /// Its driver recognised it but could not bring it up (see `error`).
+    Failed,
+    /// Keel has no driver for it.
+    NoDriver,
+}
+
+/// One host NIC (a PCI function of class 02).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct HostNicView {
+    /// PCI address, `00:03.0`: what `network.interface` may name.
+    pub pci_address: String,
+    /// PCI vendor and device ID, `8086:10d3`.
+    pub pci_id: String,
+    /// Driver: `virtio-net`, `e1000`, `e1000e`, `igb`; `null` when Keel has none.
+    pub driver: Option<String>,
+    /// Station address, when the driver read one: what `network.interface` may name.
+    pub mac: Option<MacAddress>,
+    /// Up, failed or without a driver.
+    pub state: HostNicState,
+    /// Why the driver failed; `null` otherwise.
+    pub error: Option<String>,
+    /// Link up (true) or down (false); `null` when not up or the driver cannot tell
+    /// (virtio-net).
+    pub link_up: Option<bool>,
+    /// Whether it carries management and the `bridged` switch's uplink.
+    pub management: bool,
 }
 
 /// One software switch.

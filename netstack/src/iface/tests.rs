@@ -393,6 +393,7 @@ fn addressing_from_the_configuration() {
             Ipv4Address::new(192, 168, 7, 53),
             Ipv4Address::new(9, 9, 9, 9),
         ],
+        interface: None,
         internal: Default::default(),
     };
     let addressing = Addressing::from_config(&network).unwrap();

@@ -1,4 +1,5 @@
-//! The bare-metal half of the e1000 driver: MMIO, rings, and the `smoltcp` device.
+//! The bare-metal half of the e1000/e1000e/igb driver: MMIO, rings, and the `smoltcp`
+//! device. The register sequences are in [`super::bringup`], host-tested.
 
 use core::cell::Cell;
 use core::sync::atomic::{Ordering, fence};
@@ -7,7 +8,10 @@ use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 use smoltcp::wire::EthernetAddress;
 
-use super::regs::{self, RxDesc, TxDesc, ctrl, eerd, rx_status, tx_cmd, tx_status};
+pub use super::bringup::E1000Error;
+use super::bringup::{self, Registers, RxOutcome, Waiter};
+use super::model::{Model, ring};
+use super::regs::{self, RxDesc, TxDesc, ctrl, tx_cmd, tx_status};
 use super::{BUFFER_SIZE, RING_LEN};
 use crate::arch::{cpu, timer};
 use crate::mm::dma::DmaRegion;
@@ -16,47 +20,51 @@ use crate::pci::{self, Bar, PciDevice, command};
 /// Largest frame handed to smoltcp (Ethernet without FCS; the NIC appends it).
 const MTU: usize = 1514;
 
-/// Why an e1000 could not be brought up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum E1000Error {
-    /// BAR0 is missing, an I/O BAR, unassigned or too small.
-    #[error("BAR0 is not an assigned 128 KiB memory BAR")]
-    NoRegisterBar,
-    /// CTRL.RST did not clear.
-    #[error("device reset (CTRL.RST) did not complete")]
-    ResetTimeout,
-    /// Neither the EEPROM nor Receive Address 0 held a usable MAC address.
-    #[error("no valid MAC address in the EEPROM or RAL0/RAH0")]
-    NoMacAddress,
-    /// No frames for the rings or buffers.
-    #[error("out of memory for descriptor rings and buffers")]
-    OutOfMemory,
-}
-
 /// The register window (BAR0), mapped uncached.
 struct Regs {
     base: u64,
+    size: u64,
 }
 
 impl Regs {
     /// # Safety
-    /// `base` must be the identity mapping, uncached, of this device's BAR0 and at least
-    /// [`regs::MMIO_SIZE`] long, used by nothing else.
-    unsafe fn new(base: u64) -> Regs {
-        Regs { base }
+    /// `base..base + size` must be the identity mapping, uncached, of this device's BAR0,
+    /// used by nothing else.
+    unsafe fn new(base: u64, size: u64) -> Regs {
+        Regs { base, size }
     }
 
+    fn in_window(&self, reg: u32) -> bool {
+        u64::from(reg) + 4 <= self.size && reg.is_multiple_of(4)
+    }
+}
+
+impl Registers for Regs {
     fn read(&self, reg: u32) -> u32 {
-        debug_assert!(u64::from(reg) < regs::MMIO_SIZE && reg.is_multiple_of(4));
-        // SAFETY: `Regs::new`'s contract: `base..base + MMIO_SIZE` is this device's register
-        // window mapped uncached; `reg` is an aligned register offset inside it.
+        if !self.in_window(reg) {
+            // Every offset the driver uses is a constant inside 128 KiB; never reached.
+            return 0;
+        }
+        // SAFETY: `Regs::new`'s contract: `base..base + size` is this device's register
+        // window mapped uncached; `reg` is an aligned register offset inside it (checked).
         unsafe { core::ptr::read_volatile((self.base + u64::from(reg)) as *const u32) }
     }
 
     fn write(&self, reg: u32, value: u32) {
-        debug_assert!(u64::from(reg) < regs::MMIO_SIZE && reg.is_multiple_of(4));
+        if !self.in_window(reg) {
+            return;
+        }
         // SAFETY: as for `read`; the driver owns the device, so writes cannot disturb others.
         unsafe { core::ptr::write_volatile((self.base + u64::from(reg)) as *mut u32, value) }
+    }
+}
+
+/// Bounded waits on the TSC (works before interrupts are on).
+struct TscWaiter;
+
+impl Waiter for TscWaiter {
+    fn wait(&mut self, micros: u64, done: &mut dyn FnMut() -> bool) -> bool {
+        wait_until(micros, done)
     }
 }
 
@@ -76,9 +84,10 @@ fn wait_until(micros: u64, mut done: impl FnMut() -> bool) -> bool {
     }
 }
 
-/// An Intel 8254x NIC.
+/// An Intel 8254x, 82574 or igb NIC.
 pub struct E1000 {
     regs: Regs,
+    model: Model,
     mac: EthernetAddress,
     rx_ring: DmaRegion,
     rx_buffers: DmaRegion,
@@ -91,22 +100,23 @@ pub struct E1000 {
 }
 
 impl E1000 {
-    /// Brings up the e1000 function `device`: reset, MAC, rings, receiver and transmitter.
-    pub fn new(device: &PciDevice) -> Result<E1000, E1000Error> {
+    /// Brings up `device`, a NIC of `model`: reset, MAC, rings, receiver and transmitter.
+    pub fn new(device: &PciDevice, model: Model) -> Result<E1000, E1000Error> {
         let (phys, size) = match device.bar(0) {
             Some(bar @ Bar::Memory { .. }) if bar.is_assigned() => {
                 bar.memory().ok_or(E1000Error::NoRegisterBar)?
             }
             _ => return Err(E1000Error::NoRegisterBar),
         };
-        if size < regs::MMIO_SIZE {
+        let mmio_size = model.mmio_size();
+        if size < mmio_size {
             return Err(E1000Error::NoRegisterBar);
         }
         pci::enable(device.address, command::MEMORY_SPACE | command::BUS_MASTER);
-        let base = crate::mm::map_mmio(phys, regs::MMIO_SIZE);
-        // SAFETY: `base` is BAR0 of this function, just mapped uncached for its full 128 KiB;
-        // the NIC list owns the device from here on.
-        let regs = unsafe { Regs::new(base) };
+        let base = crate::mm::map_mmio(phys, mmio_size);
+        // SAFETY: `base` is BAR0 of this function, just mapped uncached for `mmio_size`
+        // bytes (checked against the BAR's size); the NIC list owns the device from here on.
+        let regs = unsafe { Regs::new(base, mmio_size) };
 
         let ring_bytes = (RING_LEN * core::mem::size_of::<RxDesc>()) as u64;
         let buffer_bytes = (RING_LEN * BUFFER_SIZE) as u64;
@@ -119,10 +129,12 @@ impl E1000 {
             return Err(E1000Error::OutOfMemory);
         };
 
-        reset(&regs)?;
-        let mac = read_mac(&regs).ok_or(E1000Error::NoMacAddress)?;
+        bringup::reset(&regs, model, &mut TscWaiter)?;
+        let mac = bringup::read_mac(&regs, model, device.device_id, &mut TscWaiter)
+            .ok_or(E1000Error::NoMacAddress)?;
         let nic = E1000 {
             regs,
+            model,
             mac: EthernetAddress(mac),
             rx_ring,
             rx_buffers,
@@ -131,8 +143,8 @@ impl E1000 {
             rx_next: Cell::new(0),
             tx_next: Cell::new(0),
         };
-        nic.init_receive(mac);
-        nic.init_transmit();
+        nic.init_receive(mac)?;
+        nic.init_transmit()?;
         Ok(nic)
     }
 
@@ -141,24 +153,23 @@ impl E1000 {
         self.mac
     }
 
+    /// The driver name for this model: `e1000`, `e1000e` or `igb`.
+    pub fn driver_name(&self) -> &'static str {
+        self.model.driver_name()
+    }
+
     /// Whether the link is up (STATUS.LU).
     pub fn link_up(&self) -> bool {
-        self.regs.read(regs::STATUS) & regs::status::LU != 0
+        bringup::link(&self.regs).up
     }
 
     /// Link speed in Mb/s, as STATUS reports it.
     pub fn speed_mbps(&self) -> u32 {
-        regs::speed_mbps(self.regs.read(regs::STATUS))
+        bringup::link(&self.regs).speed_mbps
     }
 
-    /// §14.4: receive address, multicast table, ring registers, RCTL.
-    fn init_receive(&self, mac: [u8; 6]) {
-        let (ral, rah) = regs::receive_address(mac);
-        self.regs.write(regs::RAL0, ral);
-        self.regs.write(regs::RAH0, rah);
-        for i in 0..regs::MTA_LEN {
-            self.regs.write(regs::MTA + 4 * i, 0);
-        }
+    /// Receive descriptors pointing at their buffers, then the register sequence.
+    fn init_receive(&self, mac: [u8; 6]) -> Result<(), E1000Error> {
         for i in 0..RING_LEN {
             self.write_rx(
                 i,
@@ -168,24 +179,20 @@ impl E1000 {
                 },
             );
         }
-        let ring = self.rx_ring.phys();
-        self.regs.write(regs::RDBAL, ring as u32);
-        self.regs.write(regs::RDBAH, (ring >> 32) as u32);
-        self.regs.write(
-            regs::RDLEN,
-            (RING_LEN * core::mem::size_of::<RxDesc>()) as u32,
-        );
-        self.regs.write(regs::RDH, 0);
-        // Hardware owns RDH..RDT-1: all but one descriptor.
-        self.regs.write(regs::RDT, (RING_LEN - 1) as u32);
-        self.regs.write(regs::RDTR, 0);
-        self.regs.write(regs::RCTL, regs::RCTL_VALUE);
+        fence(Ordering::Release);
+        bringup::init_receive(
+            &self.regs,
+            self.model,
+            mac,
+            self.rx_ring.phys(),
+            RING_LEN,
+            &mut TscWaiter,
+        )
     }
 
-    /// §14.5: ring registers, TCTL, TIPG.
-    fn init_transmit(&self) {
+    /// Transmit descriptors marked done (free for the driver), then the register sequence.
+    fn init_transmit(&self) -> Result<(), E1000Error> {
         for i in 0..RING_LEN {
-            // DD set: free for the driver.
             self.write_tx(
                 i,
                 TxDesc {
@@ -195,17 +202,14 @@ impl E1000 {
                 },
             );
         }
-        let ring = self.tx_ring.phys();
-        self.regs.write(regs::TDBAL, ring as u32);
-        self.regs.write(regs::TDBAH, (ring >> 32) as u32);
-        self.regs.write(
-            regs::TDLEN,
-            (RING_LEN * core::mem::size_of::<TxDesc>()) as u32,
-        );
-        self.regs.write(regs::TDH, 0);
-        self.regs.write(regs::TDT, 0);
-        self.regs.write(regs::TCTL, regs::TCTL_VALUE);
-        self.regs.write(regs::TIPG, regs::TIPG_COPPER);
+        fence(Ordering::Release);
+        bringup::init_transmit(
+            &self.regs,
+            self.model,
+            self.tx_ring.phys(),
+            RING_LEN,
+            &mut TscWaiter,
+        )
     }
 
     fn rx_buffer_phys(&self, i: usize) -> u64 {
@@ -243,7 +247,7 @@ impl E1000 {
         // SAFETY: in-ring descriptor (see `write_rx`); the NIC writes it back as a whole, and
         // the status byte is read first, so the rest is read only after DD was seen.
         let status = unsafe { core::ptr::read_volatile(&raw const (*self.rx_desc(i)).status) };
-        if status & rx_status::DD == 0 {
+        if status & regs::rx_status::DD == 0 {
             return None;
         }
         fence(Ordering::Acquire);
@@ -261,7 +265,8 @@ impl E1000 {
             },
         );
         fence(Ordering::Release);
-        self.regs.write(regs::RDT, i as u32);
+        self.regs
+            .write(self.model.queue().rx_base + ring::TAIL, i as u32);
         self.rx_next.set((i + 1) % RING_LEN);
     }
 
@@ -270,7 +275,10 @@ impl E1000 {
         let i = self.tx_next.get();
         // SAFETY: in-ring descriptor (see `write_tx`).
         let status = unsafe { core::ptr::read_volatile(&raw const (*self.tx_desc(i)).status) };
-        status & tx_status::DD != 0
+        bringup::tx_free(&TxDesc {
+            status,
+            ..TxDesc::default()
+        })
     }
 
     /// Sends `len` bytes already in the buffer of descriptor `tx_next`.
@@ -288,58 +296,9 @@ impl E1000 {
         fence(Ordering::Release);
         let next = (i + 1) % RING_LEN;
         self.tx_next.set(next);
-        self.regs.write(regs::TDT, next as u32);
+        self.regs
+            .write(self.model.queue().tx_base + ring::TAIL, next as u32);
     }
-}
-
-/// §14.3 and the CTRL.RST description (§13.4.1): mask interrupts, reset, mask again, set the
-/// link up with auto-speed detection, no flow control.
-fn reset(regs: &Regs) -> Result<(), E1000Error> {
-    regs.write(regs::IMC, 0xffff_ffff);
-    regs.write(regs::CTRL, regs.read(regs::CTRL) | ctrl::RST);
-    // The manual asks for a wait of at least 1 µs before reading back.
-    wait_until(10, || false);
-    if !wait_until(100_000, || regs.read(regs::CTRL) & ctrl::RST == 0) {
-        return Err(E1000Error::ResetTimeout);
-    }
-    regs.write(regs::IMC, 0xffff_ffff);
-    let _ = regs.read(regs::ICR);
-    let ctl = regs.read(regs::CTRL);
-    let ctl =
-        (ctl | ctrl::SLU | ctrl::ASDE) & !(ctrl::LRST | ctrl::PHY_RST | ctrl::ILOS | ctrl::VME);
-    regs.write(regs::CTRL, ctl);
-    for reg in [regs::FCAL, regs::FCAH, regs::FCT, regs::FCTTV] {
-        regs.write(reg, 0);
-    }
-    Ok(())
-}
-
-/// Reads EEPROM word `addr` through EERD (§5.3.1, §13.4.4).
-fn read_eeprom(regs: &Regs, addr: u8) -> Option<u16> {
-    regs.write(
-        regs::EERD,
-        eerd::START | u32::from(addr) << eerd::ADDR_SHIFT,
-    );
-    let mut value = 0;
-    let done = wait_until(10_000, || {
-        value = regs.read(regs::EERD);
-        value & eerd::DONE != 0
-    });
-    done.then_some((value >> eerd::DATA_SHIFT) as u16)
-}
-
-/// The MAC: Receive Address 0 as the reset loaded it from the EEPROM, else the EEPROM itself.
-fn read_mac(regs: &Regs) -> Option<[u8; 6]> {
-    if let Some(mac) = regs::mac_from_receive_address(regs.read(regs::RAL0), regs.read(regs::RAH0))
-    {
-        return Some(mac);
-    }
-    let words = [
-        read_eeprom(regs, 0)?,
-        read_eeprom(regs, 1)?,
-        read_eeprom(regs, 2)?,
-    ];
-    regs::mac_from_eeprom(words)
 }
 
 impl Drop for E1000 {
@@ -364,18 +323,8 @@ impl phy::Device for E1000 {
         // cannot happen with 2 KiB buffers and RCTL.LPE off unless the link misbehaves.
         for _ in 0..RING_LEN {
             let (i, desc) = nic.rx_done()?;
-            let good = desc.status & rx_status::EOP != 0
-                && desc.errors & regs::RX_FRAME_ERRORS == 0
-                && usize::from(desc.length) <= BUFFER_SIZE;
-            if good {
-                return Some((
-                    RxToken {
-                        nic,
-                        index: i,
-                        len: usize::from(desc.length),
-                    },
-                    TxToken { nic },
-                ));
+            if let RxOutcome::Frame(len) = bringup::rx_outcome(&desc, BUFFER_SIZE) {
+                return Some((RxToken { nic, index: i, len }, TxToken { nic }));
             }
             defmt::debug!(
                 "e1000: dropped frame (status {=u8:#x}, errors {=u8:#x})",

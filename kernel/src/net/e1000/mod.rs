@@ -1,5 +1,8 @@
-//! Intel 8254x ("e1000") driver: the 82540EM that QEMU's `-M pc` and Bochs' `e1000` plugin
-//! emulate, and the 82545EM/82544GC QEMU also offers.
+//! Intel gigabit NIC driver: the 8254x ("e1000": the 82540EM that QEMU's `-M pc` and Bochs'
+//! `e1000` plugin emulate, and the 82545EM/82544GC QEMU also offers), the 82574L ("e1000e",
+//! QEMU q35's usual NIC) and the igb family (I210/I211/I350, common onboard server NICs;
+//! untested on hardware: QEMU 7.2 has no model, the register logic is host-tested only).
+//! What differs between them is in [`model`]; the bring-up sequences in [`bringup`].
 //!
 //! Polled operation with legacy descriptors: one ring of [`RING_LEN`] receive descriptors
 //! and one of transmit descriptors, each descriptor owning a fixed 2 KiB buffer, all in
@@ -11,6 +14,8 @@
 //! Register offsets, bits and descriptor layouts are in [`regs`]; the few `unsafe` blocks
 //! here are the MMIO accessors and the descriptor/buffer accesses in DMA memory.
 
+pub mod bringup;
+pub mod model;
 pub mod regs;
 
 #[cfg(target_os = "none")]
@@ -18,10 +23,6 @@ mod driver;
 
 #[cfg(target_os = "none")]
 pub use driver::*;
-
-/// PCI device IDs (vendor 0x8086) this driver takes: 82540EM, 82545EM (copper), 82544GC
-/// (copper) — the three QEMU emulates; all share the registers used here.
-pub const DEVICE_IDS: [u16; 3] = [0x100e, 0x100f, 0x100c];
 
 /// Descriptors per ring: a multiple of 8 so the ring length is a multiple of 128 bytes
 /// (§13.4.27). The driver is polled (at least every 10 ms timer tick), so the receive ring

@@ -8,8 +8,6 @@ pub const CTRL: u32 = 0x0000;
 pub const STATUS: u32 = 0x0008;
 /// EEPROM/Flash Control & Data (§13.4.3).
 pub const EECD: u32 = 0x0010;
-/// EEPROM Read (§13.4.4; not on the 82544GC/EI).
-pub const EERD: u32 = 0x0014;
 /// Flow Control Address Low (§13.4.8).
 pub const FCAL: u32 = 0x0028;
 /// Flow Control Address High (§13.4.8).
@@ -30,28 +28,10 @@ pub const RCTL: u32 = 0x0100;
 pub const TCTL: u32 = 0x0400;
 /// Transmit Inter Packet Gap (§13.4.34).
 pub const TIPG: u32 = 0x0410;
-/// Receive Descriptor Base Address Low (§13.4.25).
-pub const RDBAL: u32 = 0x2800;
-/// Receive Descriptor Base Address High (§13.4.26).
-pub const RDBAH: u32 = 0x2804;
-/// Receive Descriptor Length (§13.4.27).
-pub const RDLEN: u32 = 0x2808;
-/// Receive Descriptor Head (§13.4.28).
-pub const RDH: u32 = 0x2810;
-/// Receive Descriptor Tail (§13.4.29).
-pub const RDT: u32 = 0x2818;
+// Queue 0's ring registers (RDBAL.. at 0x2800, TDBAL.. at 0x3800 on the 8254x and 82574,
+// 0xC000/0xE000 on igb) are in `model::QueueRegs`.
 /// Receive Delay Timer (§13.4.30).
 pub const RDTR: u32 = 0x2820;
-/// Transmit Descriptor Base Address Low (§13.4.36).
-pub const TDBAL: u32 = 0x3800;
-/// Transmit Descriptor Base Address High (§13.4.37).
-pub const TDBAH: u32 = 0x3804;
-/// Transmit Descriptor Length (§13.4.38).
-pub const TDLEN: u32 = 0x3808;
-/// Transmit Descriptor Head (§13.4.39).
-pub const TDH: u32 = 0x3810;
-/// Transmit Descriptor Tail (§13.4.40).
-pub const TDT: u32 = 0x3818;
 /// Multicast Table Array, 128 dwords (§13.5.1).
 pub const MTA: u32 = 0x5200;
 /// Number of MTA entries.
@@ -60,8 +40,6 @@ pub const MTA_LEN: u32 = 128;
 pub const RAL0: u32 = 0x5400;
 /// Receive Address High, entry 0 (§13.5.3).
 pub const RAH0: u32 = 0x5404;
-/// Bytes of register space the driver touches (BAR0 is 128 KiB on the 82540EM).
-pub const MMIO_SIZE: u64 = 0x2_0000;
 
 /// CTRL bits (§13.4.1, Table 13-3).
 pub mod ctrl {
@@ -93,14 +71,11 @@ pub mod status {
     pub const SPEED_SHIFT: u32 = 6;
 }
 
-/// EERD fields on the 82540EP/EM, 82545 and 82546 (§13.4.4, Table 13-8).
+/// EERD fields every model shares (§13.4.4); the done bit and the address position differ
+/// per model (`model::EerdLayout`).
 pub mod eerd {
     /// Start read.
     pub const START: u32 = 1 << 0;
-    /// Read done.
-    pub const DONE: u32 = 1 << 4;
-    /// Word address, bits 15:8.
-    pub const ADDR_SHIFT: u32 = 8;
     /// Data, bits 31:16.
     pub const DATA_SHIFT: u32 = 16;
 }
