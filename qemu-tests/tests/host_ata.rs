@@ -2,11 +2,13 @@
 //!
 //! - QEMU `-M pc` (PIIX3 IDE) under SeaBIOS: the banner's `disk: ata …` line, `store ls` and
 //!   `store sum` (checked against the CRC32 computed here), a `config save` that survives a
-//!   reboot, and a second, blank IDE disk (primary slave) that Keel lists under "host disks:"
-//!   and leaves alone. The same image is then read through virtio-blk for comparison; the
-//!   figures (boot to prompt, `store sum` throughput, `config save` time) go to stderr.
+//!   reboot, a second, blank IDE disk (primary slave) that Keel lists under "host disks:" and
+//!   leaves alone, and an empty CD drive (secondary master) listed as an ATAPI device. The
+//!   same image is then read through virtio-blk for comparison; the figures (boot to prompt,
+//!   `store sum` throughput, `config save` time) go to stderr.
 //! - Bochs (`ata0-master`, VT-x): the configuration partition and the guest store are found,
-//!   and a `config save` survives into a second Bochs run of the same image.
+//!   a VM with a store-file disk (`hostile-virtio`) is served on VT-x, and a `config save`
+//!   survives into a second Bochs run of the same image.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -128,6 +130,9 @@ fn qemu_ide_disk_holds_configuration_and_store_beside_a_blank_disk() {
             .args([
                 "-drive".to_owned(),
                 format!("file={},format=raw,if=ide,index=1", blank.display()),
+                // An empty CD drive on the secondary master: listed, never driven.
+                "-drive".to_owned(),
+                "if=ide,index=2,media=cdrom".to_owned(),
                 "-nic".to_owned(),
                 "none".to_owned(),
             ])
@@ -163,6 +168,13 @@ fn qemu_ide_disk_holds_configuration_and_store_beside_a_blank_disk() {
                 .lines()
                 .any(|l| l.contains("ata") && l.contains("ide0 slave (0x1f0)")),
         "disk does not list the blank slave:\n{disks}"
+    );
+    check!(
+        m,
+        disks.lines().any(|l| l.contains("ata at")
+            && l.contains("ide1 master (0x170)")
+            && l.contains("ATAPI (packet) device")),
+        "disk does not list the CD drive as an ATAPI device:\n{disks}"
     );
 
     m.command("config set hostname ide-one");
