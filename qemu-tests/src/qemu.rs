@@ -66,8 +66,9 @@ pub enum Boot {
         /// The image.
         image: PathBuf,
     },
-    /// A raw disk image as the first IDE disk (`snapshot=on`), booted by SeaBIOS: the test
-    /// guests' BIOS images (`GuestSet::bios_image`), whose loader reads through the BIOS.
+    /// A raw disk image as the first IDE disk (`snapshot=on` unless [`Qemu::writable_disk`]),
+    /// booted by SeaBIOS: the test guests' BIOS images (`GuestSet::bios_image`), and the
+    /// appliance on the host ATA driver (`host_ata`).
     IdeDisk {
         /// The image.
         image: PathBuf,
@@ -371,7 +372,13 @@ impl Qemu {
             Boot::IdeDisk { image } => {
                 let image = image.to_string_lossy().replace(',', ",,");
                 args.push("-drive".into());
-                args.push(format!("file={image},format=raw,if=ide,snapshot=on").into());
+                // Writable like `Boot::Disk` (the ATA tests save configurations on it).
+                let mode = if self.writable_disk {
+                    "cache=writethrough"
+                } else {
+                    "snapshot=on"
+                };
+                args.push(format!("file={image},format=raw,if=ide,{mode}").into());
             }
             Boot::Nvme { image, firmware } => {
                 if *firmware == Firmware::Ovmf {
@@ -517,6 +524,17 @@ mod tests {
         );
         assert!(
             line.ends_with("-drive file=/g/x.bios.img,format=raw,if=ide,snapshot=on"),
+            "{line}"
+        );
+        // The appliance on the host ATA driver saves its configuration into the file.
+        let args = strings(
+            &Qemu::ide_disk(Path::new("/i/keel.img"))
+                .writable_disk()
+                .command_args(Path::new("c")),
+        );
+        let line = args.join(" ");
+        assert!(
+            line.ends_with("-drive file=/i/keel.img,format=raw,if=ide,cache=writethrough"),
             "{line}"
         );
     }
