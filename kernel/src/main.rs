@@ -24,6 +24,7 @@ pub mod mm;
 pub mod net;
 pub mod pci;
 pub mod settings;
+pub mod smbios;
 pub mod store;
 
 #[cfg(target_os = "none")]
@@ -177,6 +178,11 @@ mod kernel {
         for warning in &boot.warnings {
             kprintln!("warning: {}", warning);
         }
+        // SMBIOS before memory set-up: UEFI firmware may keep it in memory the frame
+        // allocator would reuse.
+        for warning in &crate::smbios::discover(&boot, &BootMemory).warnings {
+            kprintln!("warning: {}", warning);
+        }
         // ACPI first, on the boot identity map, so its tables can be kept out of the
         // frame allocator.
         let platform = acpi::discover(&boot);
@@ -228,6 +234,9 @@ mod kernel {
         kprintln!("Keel {}", env!("CARGO_PKG_VERSION"));
         kprintln!("  hostname:       {}", settings.current().hostname);
         kprintln!("  boot path:      {}", system.boot.path);
+        if let Some(machine) = crate::smbios::summary(crate::smbios::hardware()) {
+            kprintln!("  machine:        {}", machine);
+        }
         kprintln!(
             "  cpu:            {}, {}",
             system.cpu.vendor,
