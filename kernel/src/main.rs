@@ -275,7 +275,7 @@ mod kernel {
                 kprintln!(
                     "disk: {} at {}, {} MiB; {}",
                     info.model,
-                    info.address,
+                    info.location,
                     info.sectors / 2048,
                     store
                 );

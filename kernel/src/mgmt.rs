@@ -522,6 +522,10 @@ impl Management for Plane<'_> {
             virtualization: self.system.virtualization.to_string(),
             network: self.network.clone(),
             hardware: hardware_info(crate::smbios::hardware()),
+            disks: crate::blk::boot_disk::host_disks()
+                .iter()
+                .map(host_disk_info)
+                .collect(),
         }
     }
 
@@ -824,5 +828,25 @@ fn hardware_info(hw: &crate::smbios::Hardware) -> HardwareInfo {
         bios_vendor: text(&hw.bios_vendor),
         bios_version: text(&hw.bios_version),
         bios_date: text(&hw.bios_date),
+    }
+}
+
+/// A host-disk row as `GET /api/v1/system` shows it.
+fn host_disk_info(entry: &crate::blk::host::HostDiskEntry) -> keel_netstack::api::HostDiskInfo {
+    use crate::blk::host::DiskRole;
+    use keel_netstack::api::HostDiskRole;
+
+    keel_netstack::api::HostDiskInfo {
+        driver: String::from(entry.driver),
+        location: entry.location.clone(),
+        model: entry.model.clone(),
+        size_bytes: entry.sectors.saturating_mul(512),
+        read_only: entry.read_only,
+        role: match entry.role {
+            DiskRole::Keel => HostDiskRole::Keel,
+            DiskRole::Other(_) => HostDiskRole::Other,
+            DiskRole::Failed(_) => HostDiskRole::Failed,
+        },
+        detail: String::from(entry.role.detail()),
     }
 }

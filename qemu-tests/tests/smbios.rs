@@ -44,11 +44,16 @@ fn console_and_api_show_the_machine(m: &mut Machine, port: u16) {
         "  bios version: 9.9",
         "  bios date:    01/02/2026",
     ] {
-        check!(m, out.lines().any(|l| l == line), "`system` lacks {line:?}:\n{out}");
+        check!(
+            m,
+            out.lines().any(|l| l == line),
+            "`system` lacks {line:?}:\n{out}"
+        );
     }
     check!(
         m,
-        out.lines().any(|l| l.starts_with("  source:       SMBIOS ")),
+        out.lines()
+            .any(|l| l.starts_with("  source:       SMBIOS ")),
         "`system` names no SMBIOS version:\n{out}"
     );
     check!(m, !out.contains("warning"), "`system` warns:\n{out}");

@@ -74,6 +74,8 @@ fn seabios_virtio_blk_disk_and_store() {
 
     let disk = m.command("disk");
     for needle in [
+        "host disks:\n  virtio-blk at 00:",
+        "MiB: Keel's disk",
         "disk:     virtio-blk",
         "primary header",
         " keel-config ",
@@ -142,7 +144,7 @@ fn pvh_without_a_disk_reports_no_boot_disk() {
         m,
         banner
             .text
-            .contains("disk: no boot disk found: no virtio-blk disk"),
+            .contains("disk: no boot disk found: no disk a driver knows"),
         "banner:\n{}",
         banner.text
     );

@@ -171,3 +171,31 @@ pub fn on_tick() {
     // Fallback input path when the UART interrupt is not routed.
     crate::serial::drain_rx();
 }
+
+/// A point in time a wait on hardware gives up at: drivers poll a device's ready bit with
+/// it so a device that never answers is an error, not a hang. TSC-based, so it works before
+/// interrupts are on; before calibration (`tsc_hz` 0) it assumes 1 GHz, which only makes
+/// early waits longer or shorter, never endless.
+#[derive(Clone, Copy, Debug)]
+pub struct Deadline {
+    at_tsc: u64,
+}
+
+impl Deadline {
+    /// `ms` milliseconds from now.
+    pub fn after_ms(ms: u64) -> Deadline {
+        let hz = match tsc_hz() {
+            0 => 1_000_000_000,
+            hz => hz,
+        };
+        let cycles = (u128::from(ms) * u128::from(hz) / 1000).min(u128::from(u64::MAX / 2));
+        Deadline {
+            at_tsc: cpu::rdtsc().saturating_add(cycles as u64),
+        }
+    }
+
+    /// Whether the deadline has passed.
+    pub fn expired(&self) -> bool {
+        cpu::rdtsc() >= self.at_tsc
+    }
+}

@@ -1,9 +1,10 @@
 //! Keel's own disk among the block devices: the one whose GPT holds the `keel-config` and
 //! `keel-store` partitions `keel build` writes (image-builder `gpt_image`).
 //!
-//! [`identify`] is the pure rule. On bare metal, [`init`] probes every virtio-blk function
-//! on PCI once at boot, reads each one's GPT and keeps the first Keel disk; afterwards
-//! [`info`] describes it and [`config_partition`] / [`store_partition`] lend a
+//! [`identify`] is the pure rule. On bare metal, [`init`] brings up every host disk once at
+//! boot (`host::probe_all`: virtio-blk, NVMe, AHCI, ATA), reads each one's GPT and keeps the
+//! first Keel disk; [`host_disks`] lists all of them with what Keel does with each;
+//! [`info`] describes Keel's and [`config_partition`] / [`store_partition`] lend a
 //! [`PartitionView`] of one partition that holds the disk's lock until dropped (the console
 //! and the API run on the same CPU, one request at a time, so it is never contended).
 
@@ -63,8 +64,9 @@ pub enum BootDiskError {
     /// The disks have not been probed yet (a kernel bug if seen after boot).
     #[error("no boot disk found: disks not probed yet")]
     NotProbed,
-    /// No block device Keel drives (virtio-blk) was found, or none came up.
-    #[error("no boot disk found: no virtio-blk disk{}", reasons(failed))]
+    /// No disk any host driver knows (virtio-blk, NVMe, AHCI, ATA) was found, or none came
+    /// up.
+    #[error("no boot disk found: no disk a driver knows{}", reasons(failed))]
     NoDisk {
         /// Devices that failed to come up: `"00:04.0: reason"`.
         failed: Vec<String>,
@@ -72,7 +74,7 @@ pub enum BootDiskError {
     /// Disks were found, none of them Keel's.
     #[error("no boot disk found{}", reasons(disks))]
     NotKeel {
-        /// Each disk and why it is not Keel's: `"virtio-blk at 00:04.0: reason"`.
+        /// Each disk and why it is not Keel's: `"nvme at 00:04.0 nsid 1: reason"`.
         disks: Vec<String>,
     },
 }
@@ -87,8 +89,9 @@ pub use kernel_boot_disk::*;
 
 #[cfg(target_os = "none")]
 mod kernel_boot_disk {
+    use alloc::boxed::Box;
     use alloc::format;
-    use alloc::string::String;
+    use alloc::string::{String, ToString};
     use alloc::vec::Vec;
 
     use spin::{Mutex, MutexGuard, Once};
@@ -97,17 +100,18 @@ mod kernel_boot_disk {
     use crate::blk::disk::{Disk, DiskError};
     use crate::blk::gpt::{self, Gpt};
     use crate::blk::gpt_write::{self, GptWriteError, Repair};
+    use crate::blk::host::{self, DiskRole, HostDisk, HostDiskEntry};
     use crate::blk::partition::PartitionView;
-    use crate::blk::virtio_blk::{self, VirtioBlk};
-    use crate::pci::{PciAddress, PciDevice, VIRTIO_VENDOR_ID};
+    use crate::pci::PciDevice;
 
     /// What the console and API show about the boot disk.
     #[derive(Clone, Debug)]
     pub struct DiskInfo {
-        /// Driver and model: `virtio-blk` (plus the serial, when the device has one).
+        /// Driver, then model and serial when the device reports them: `virtio-blk`,
+        /// `nvme QEMU NVMe Ctrl, serial k1`.
         pub model: String,
-        /// Where it sits on PCI.
-        pub address: PciAddress,
+        /// Where it is (`HostDisk::location`: a PCI address, plus port or namespace).
+        pub location: String,
         /// Capacity in 512-byte sectors.
         pub sectors: u64,
         /// Whether the device refuses writes.
@@ -122,85 +126,113 @@ mod kernel_boot_disk {
     }
 
     struct BootDisk {
-        disk: VirtioBlk,
+        disk: Box<dyn HostDisk>,
         info: DiskInfo,
     }
 
     static BOOT_DISK: Once<Result<Mutex<BootDisk>, BootDiskError>> = Once::new();
+    static HOST_DISKS: Once<Vec<HostDiskEntry>> = Once::new();
 
-    /// Probes the virtio-blk functions in `pci` and keeps the first Keel disk. Runs once;
-    /// later calls return the first answer.
+    /// Brings up every host disk in `pci` and keeps the first Keel disk. Runs once; later
+    /// calls return the first answer.
     pub fn init(pci: &[PciDevice]) -> Result<DiskInfo, BootDiskError> {
         BOOT_DISK
-            .call_once(|| probe(pci).map(Mutex::new))
+            .call_once(|| {
+                let (found, listing) = probe(pci);
+                HOST_DISKS.call_once(|| listing);
+                found.map(Mutex::new)
+            })
             .as_ref()
             .map(|disk| disk.lock().info.clone())
             .map_err(Clone::clone)
     }
 
-    fn probe(pci: &[PciDevice]) -> Result<BootDisk, BootDiskError> {
+    /// Every host disk found at boot, Keel's and the others, in probe order (empty before
+    /// [`init`]).
+    pub fn host_disks() -> Vec<HostDiskEntry> {
+        HOST_DISKS.get().cloned().unwrap_or_default()
+    }
+
+    fn probe(pci: &[PciDevice]) -> (Result<BootDisk, BootDiskError>, Vec<HostDiskEntry>) {
         let mut failed = Vec::new();
         let mut not_keel = Vec::new();
-        for device in pci {
-            if device.vendor_id != VIRTIO_VENDOR_ID
-                || !virtio_blk::DEVICE_IDS.contains(&device.device_id)
-            {
-                continue;
-            }
-            let mut disk = match VirtioBlk::new(device) {
+        let mut listing = Vec::new();
+        let mut keel: Option<BootDisk> = None;
+        for probed in host::probe_all(pci) {
+            let mut disk = match probed {
                 Ok(disk) => disk,
-                Err(e) => {
+                Err(failure) => {
                     defmt::error!(
-                        "blk: virtio-blk at {} skipped: {}",
-                        defmt::Display2Format(&device.address),
-                        defmt::Display2Format(&e)
+                        "blk: {=str} at {} skipped: {}",
+                        failure.driver,
+                        defmt::Display2Format(&failure.location),
+                        defmt::Display2Format(&failure.reason)
                     );
-                    failed.push(format!("virtio-blk at {}: {e}", device.address));
+                    failed.push(format!(
+                        "{} at {}: {}",
+                        failure.driver, failure.location, failure.reason
+                    ));
+                    listing.push(HostDiskEntry::failed(&failure));
                     continue;
                 }
             };
             defmt::info!(
-                "blk: virtio-blk at {}: {=u64} sectors",
-                defmt::Display2Format(&device.address),
+                "blk: {=str} at {}: {=u64} sectors",
+                disk.driver(),
+                defmt::Display2Format(&disk.location()),
                 disk.sector_count()
             );
-            let found = gpt::read(&mut disk)
+            let found = gpt::read(&mut *disk)
                 .map_err(super::IdentifyError::Gpt)
                 .and_then(|table| identify(&table).map(|keel| (table, keel)));
             match found {
-                Ok((gpt, keel)) => {
-                    let (gpt, gpt_repair) = repair_table(&mut disk, gpt);
-                    let model = if disk.serial().is_empty() {
-                        String::from("virtio-blk")
+                Ok(_) if keel.is_some() => listing.push(HostDiskEntry::of(
+                    &*disk,
+                    DiskRole::Other(String::from(
+                        "also a Keel disk; the first one found is used",
+                    )),
+                )),
+                Ok((gpt, partitions)) => {
+                    let (gpt, gpt_repair) = repair_table(&mut *disk, gpt);
+                    let device_model = disk.model();
+                    let model = if device_model.is_empty() {
+                        String::from(disk.driver())
                     } else {
-                        format!("virtio-blk serial {}", disk.serial())
+                        format!("{} {}", disk.driver(), device_model)
                     };
                     let info = DiskInfo {
                         model,
-                        address: disk.address(),
+                        location: disk.location(),
                         sectors: disk.sector_count(),
                         read_only: disk.read_only(),
                         gpt,
-                        keel,
+                        keel: partitions,
                         gpt_repair,
                     };
-                    return Ok(BootDisk { disk, info });
+                    listing.push(HostDiskEntry::of(&*disk, DiskRole::Keel));
+                    keel = Some(BootDisk { disk, info });
                 }
-                Err(e) => not_keel.push(format!("virtio-blk at {}: {e}", device.address)),
+                Err(e) => {
+                    not_keel.push(format!("{} at {}: {e}", disk.driver(), disk.location()));
+                    listing.push(HostDiskEntry::of(&*disk, DiskRole::Other(e.to_string())));
+                }
             }
         }
-        if not_keel.is_empty() {
-            Err(BootDiskError::NoDisk { failed })
-        } else {
-            not_keel.extend(failed);
-            Err(BootDiskError::NotKeel { disks: not_keel })
-        }
+        let result = match keel {
+            Some(disk) => Ok(disk),
+            None if not_keel.is_empty() => Err(BootDiskError::NoDisk { failed }),
+            None => {
+                not_keel.extend(failed);
+                Err(BootDiskError::NotKeel { disks: not_keel })
+            }
+        };
+        (result, listing)
     }
 
     /// Makes both GPT copies of Keel's disk valid and alike before anything uses it (a cut
     /// during `disk create`/`delete` can leave them torn or different); returns the table to
     /// use. A read-only disk, or a failed repair, keeps the table as read, with a warning.
-    fn repair_table(disk: &mut VirtioBlk, read: Gpt) -> (Gpt, Option<Repair>) {
+    fn repair_table(disk: &mut dyn HostDisk, read: Gpt) -> (Gpt, Option<Repair>) {
         if disk.read_only() {
             return (read, None);
         }
@@ -280,7 +312,7 @@ mod kernel_boot_disk {
             return Err(E::from(TableChangeError::ReadOnly));
         }
         let (table, result) = plan(&disk.info.gpt)?;
-        let written = gpt_write::write_table(&mut disk.disk, &table);
+        let written = gpt_write::write_table(&mut *disk.disk, &table);
         match written {
             Ok(()) => {
                 disk.info.gpt = table;
@@ -289,7 +321,7 @@ mod kernel_boot_disk {
             Err(e) => {
                 // A write failed part-way: the disk holds the old or the new table; take
                 // whichever it is so memory matches the disk.
-                if let Ok(now) = gpt::read(&mut disk.disk) {
+                if let Ok(now) = gpt::read(&mut *disk.disk) {
                     disk.info.gpt = now;
                 }
                 Err(E::from(TableChangeError::Write(e)))

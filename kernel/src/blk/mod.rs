@@ -4,15 +4,17 @@
 //! Layering: [`disk`] (the trait and its bounds check), [`gpt`] (partition table parsing) and
 //! [`partition`] (a partition as a disk of its own, also a `keel_config` block device) are
 //! pure and host-tested; [`boot_disk`]'s `identify` picks Keel's partitions out of a table.
-//! On bare metal, `virtio_blk` drives virtio-blk-pci through `virtio-drivers`, and
-//! [`boot_disk`] probes the PCI list at boot, keeps the disk whose GPT holds `keel-config`
-//! and `keel-store`, and lends out views of those partitions.
+//! On bare metal the host drivers (`virtio_blk` through `virtio-drivers`, and Keel's own
+//! for the rest) each offer their disks as [`host::HostDisk`]s; [`boot_disk`] runs
+//! [`host::probe_all`] at boot, keeps the disk whose GPT holds `keel-config` and
+//! `keel-store`, lists the others, and lends out views of Keel's partitions.
 
 pub mod boot_disk;
 pub mod disk;
 pub mod gpt;
 pub mod gpt_write;
 pub mod guest_partitions;
+pub mod host;
 pub mod partition;
 
 #[cfg(target_os = "none")]

@@ -13,8 +13,9 @@ use virtio_drivers::device::blk::VirtIOBlk;
 use virtio_drivers::transport::pci::{PciTransport, VirtioPciError};
 
 use super::disk::{Disk, DiskError, DiskOp, SECTOR, check_range};
+use super::host::{HostDisk, ProbeFailure, ProbeResult};
 use crate::mm::dma::KernelHal;
-use crate::pci::{self, PciAddress, PciDevice};
+use crate::pci::{self, PciAddress, PciDevice, VIRTIO_VENDOR_ID};
 
 /// PCI device IDs of virtio-blk: transitional and modern (virtio 1.x §4.1.2).
 pub const DEVICE_IDS: [u16; 2] = [0x1001, 0x1042];
@@ -85,6 +86,43 @@ impl VirtioBlk {
     /// Where it sits on PCI.
     pub fn address(&self) -> PciAddress {
         self.address
+    }
+}
+
+/// Brings up every virtio-blk function in `pci`.
+pub fn probe(pci: &[PciDevice]) -> alloc::vec::Vec<ProbeResult> {
+    pci.iter()
+        .filter(|d| d.vendor_id == VIRTIO_VENDOR_ID && DEVICE_IDS.contains(&d.device_id))
+        .map(|device| match VirtioBlk::new(device) {
+            Ok(disk) => Ok(Box::new(disk) as Box<dyn HostDisk>),
+            Err(e) => Err(ProbeFailure {
+                driver: "virtio-blk",
+                location: device.address.to_string(),
+                reason: e.to_string(),
+            }),
+        })
+        .collect()
+}
+
+impl HostDisk for VirtioBlk {
+    fn driver(&self) -> &'static str {
+        "virtio-blk"
+    }
+
+    fn location(&self) -> String {
+        self.address.to_string()
+    }
+
+    fn model(&self) -> String {
+        if self.serial.is_empty() {
+            String::new()
+        } else {
+            alloc::format!("serial {}", self.serial)
+        }
+    }
+
+    fn read_only(&self) -> bool {
+        self.read_only
     }
 }
 

@@ -52,9 +52,18 @@ mod run {
     use crate::blk::guest_partitions::{self, MIB};
     use crate::kprintln;
 
-    /// `disk`: the boot disk and its partition table, then every guest disk (`config`: the
-    /// running configuration, whose VM definitions name disks).
+    /// `disk`: every host disk the drivers found, the boot disk and its partition table,
+    /// then every guest disk (`config`: the running configuration, whose VM definitions
+    /// name disks).
     pub fn show(config: &keel_config::Config) {
+        kprintln!("host disks:");
+        let host_disks = crate::blk::boot_disk::host_disks();
+        if host_disks.is_empty() {
+            kprintln!("  none found (drivers: virtio-blk, nvme, ahci, ata)");
+        }
+        for disk in &host_disks {
+            kprintln!("  {}", disk);
+        }
         let info = match crate::blk::boot_disk::info() {
             Ok(info) => info,
             Err(e) => {
@@ -62,7 +71,8 @@ mod run {
                 return;
             }
         };
-        kprintln!("  disk:     {} at {}", info.model, info.address);
+        kprintln!("boot disk:");
+        kprintln!("  disk:     {} at {}", info.model, info.location);
         kprintln!(
             "  capacity: {} MiB ({} sectors of 512 bytes){}",
             info.sectors / 2048,

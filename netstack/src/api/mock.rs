@@ -15,10 +15,10 @@ use keel_config::schema::Vm;
 use keel_config::schema::{MacAddress, NicNetwork};
 
 use super::{
-    ApiError, ConsoleChunk, HardwareInfo, InternalNetworkView, LeaseView, MacEntryView, Management,
-    MemoryInfo, ModuleInfo, NetworkInfo, NetworkView, NicView, PortKindView, SavedVm, StopMode,
-    StoreFile, SwitchPortView, SwitchView, SystemInfo, VmDetail, VmKey, VmState, VmSummary,
-    saved_name,
+    ApiError, ConsoleChunk, HardwareInfo, HostDiskInfo, HostDiskRole, InternalNetworkView,
+    LeaseView, MacEntryView, Management, MemoryInfo, ModuleInfo, NetworkInfo, NetworkView, NicView,
+    PortKindView, SavedVm, StopMode, StoreFile, SwitchPortView, SwitchView, SystemInfo, VmDetail,
+    VmKey, VmState, VmSummary, saved_name,
 };
 
 /// Console bytes the mock keeps per VM; older output counts as dropped.
@@ -338,6 +338,26 @@ impl Management for Mock {
                 // Absent, as a placeholder would be: the JSON shows null.
                 bios_date: None,
             },
+            disks: vec![
+                HostDiskInfo {
+                    driver: String::from("nvme"),
+                    location: String::from("00:04.0 nsid 1"),
+                    model: String::from("QEMU NVMe Ctrl, serial keel"),
+                    size_bytes: 512 << 20,
+                    read_only: false,
+                    role: HostDiskRole::Keel,
+                    detail: String::new(),
+                },
+                HostDiskInfo {
+                    driver: String::from("ahci"),
+                    location: String::from("00:1f.2 port 1"),
+                    model: String::new(),
+                    size_bytes: 0,
+                    read_only: false,
+                    role: HostDiskRole::Failed,
+                    detail: String::from("device never left BSY"),
+                },
+            ],
         }
     }
 

@@ -307,6 +307,9 @@ pub struct SystemInfo {
     /// before it (all `null` then).
     #[serde(default)]
     pub hardware: HardwareInfo,
+    /// Every disk the host's storage drivers found: Keel's own, the others (left alone) and
+    /// devices a driver could not bring up.
+    pub disks: Vec<HostDiskInfo>,
 }
 
 /// What the firmware's SMBIOS tables say the machine is. Each field is `null` when the
@@ -328,6 +331,38 @@ pub struct HardwareInfo {
     pub bios_version: Option<String>,
     /// BIOS release date (type 0), as the firmware writes it (usually `mm/dd/yyyy`).
     pub bios_date: Option<String>,
+}
+
+/// What Keel does with a host disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HostDiskRole {
+    /// Keel's own disk: configuration, guest store, guest-disk partitions.
+    Keel,
+    /// Another disk, left alone (`detail` says why it is not Keel's).
+    Other,
+    /// Its driver could not bring it up (`detail` says why).
+    Failed,
+}
+
+/// A disk on the host (not a guest disk).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(rename = "HostDisk")]
+pub struct HostDiskInfo {
+    /// The driver: `virtio-blk`, `nvme`, `ahci` or `ata`.
+    pub driver: String,
+    /// Where it is: PCI address plus port or namespace (`00:1f.2 port 0`).
+    pub location: String,
+    /// Model and serial as the device reports them; empty when unknown.
+    pub model: String,
+    /// Capacity (0 for a device that did not come up).
+    pub size_bytes: u64,
+    /// Whether the device refuses writes.
+    pub read_only: bool,
+    /// What Keel does with it.
+    pub role: HostDiskRole,
+    /// Why it is not Keel's, or why it failed; empty for Keel's disk.
+    pub detail: String,
 }
 
 /// Host memory totals.
