@@ -72,6 +72,7 @@ pub mod linux_guest;
 pub mod machine;
 pub mod net_guest;
 pub mod netns;
+pub mod power_cut;
 pub mod qemu;
 pub mod report;
 

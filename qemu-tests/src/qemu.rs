@@ -59,11 +59,26 @@ pub enum Boot {
         /// The firmware.
         firmware: Firmware,
     },
+    /// A raw disk image as a SATA disk on port 0 of q35's built-in AHCI controller (ICH9,
+    /// `-device ide-hd,drive=boot,bus=ide.0`), booted by SeaBIOS; `snapshot=on` unless
+    /// [`Qemu::writable_disk`] is set, as for [`Boot::Disk`].
+    AhciDisk {
+        /// The image.
+        image: PathBuf,
+    },
     /// A raw disk image as the first IDE disk (`snapshot=on`), booted by SeaBIOS: the test
     /// guests' BIOS images (`GuestSet::bios_image`), whose loader reads through the BIOS.
     IdeDisk {
         /// The image.
         image: PathBuf,
+    },
+    /// A raw disk image as an NVMe controller's namespace (`-device nvme,drive=boot`),
+    /// `snapshot=on` unless [`Qemu::writable_disk`]; both firmwares boot from it.
+    Nvme {
+        /// The image.
+        image: PathBuf,
+        /// The firmware.
+        firmware: Firmware,
     },
 }
 
@@ -141,9 +156,37 @@ impl Qemu {
             .cpus(1)
     }
 
+    /// A disk image as a SATA disk on q35's AHCI controller (port 0) under SeaBIOS, 1024 MiB,
+    /// 2 CPUs, AMD-V CPU model. More SATA disks go on `ide.1`… with [`Qemu::args`].
+    pub fn ahci_disk(image: &Path) -> Self {
+        let boot = Boot::AhciDisk {
+            image: image.to_owned(),
+        };
+        Self::new("q35", boot, None)
+    }
+
     /// A disk image under OVMF on `-M q35`, 1024 MiB, 2 CPUs, AMD-V CPU model.
     pub fn ovmf(image: &Path) -> Self {
         let boot = Boot::Disk {
+            image: image.to_owned(),
+            firmware: Firmware::Ovmf,
+        };
+        Self::new("q35", boot, None)
+    }
+
+    /// A disk image on an NVMe controller (serial `keel-boot`) under SeaBIOS on `-M pc`,
+    /// 1024 MiB, 2 CPUs, AMD-V CPU model.
+    pub fn nvme_disk(image: &Path) -> Self {
+        let boot = Boot::Nvme {
+            image: image.to_owned(),
+            firmware: Firmware::SeaBios,
+        };
+        Self::new("pc", boot, None)
+    }
+
+    /// [`Qemu::nvme_disk`] under OVMF on `-M q35`.
+    pub fn nvme_disk_ovmf(image: &Path) -> Self {
+        let boot = Boot::Nvme {
             image: image.to_owned(),
             firmware: Firmware::Ovmf,
         };
@@ -230,6 +273,15 @@ impl Qemu {
                 ..
             } => format!("QEMU OVMF + GRUB, -M {}", self.machine),
             Boot::IdeDisk { .. } => format!("QEMU SeaBIOS, IDE disk, -M {}", self.machine),
+            Boot::AhciDisk { .. } => format!("QEMU SeaBIOS + GRUB, AHCI disk, -M {}", self.machine),
+            Boot::Nvme {
+                firmware: Firmware::SeaBios,
+                ..
+            } => format!("QEMU SeaBIOS + GRUB, NVMe disk, -M {}", self.machine),
+            Boot::Nvme {
+                firmware: Firmware::Ovmf,
+                ..
+            } => format!("QEMU OVMF + GRUB, NVMe disk, -M {}", self.machine),
         }
     }
 
@@ -289,10 +341,40 @@ impl Qemu {
                 args.push("-device".into());
                 args.push("virtio-blk-pci,drive=boot".into());
             }
+            Boot::AhciDisk { image } => {
+                let image = image.to_string_lossy().replace(',', ",,");
+                let mode = if self.writable_disk {
+                    "cache=writethrough"
+                } else {
+                    "snapshot=on"
+                };
+                args.push("-drive".into());
+                args.push(format!("file={image},format=raw,if=none,id=boot,{mode}").into());
+                args.push("-device".into());
+                args.push("ide-hd,drive=boot,bus=ide.0".into());
+            }
             Boot::IdeDisk { image } => {
                 let image = image.to_string_lossy().replace(',', ",,");
                 args.push("-drive".into());
                 args.push(format!("file={image},format=raw,if=ide,snapshot=on").into());
+            }
+            Boot::Nvme { image, firmware } => {
+                if *firmware == Firmware::Ovmf {
+                    args.push("-bios".into());
+                    args.push(OVMF.into());
+                }
+                let image = image.to_string_lossy().replace(',', ",,");
+                let mode = if self.writable_disk {
+                    "cache=writethrough"
+                } else {
+                    "snapshot=on"
+                };
+                args.push("-drive".into());
+                args.push(format!("file={image},format=raw,if=none,id=boot,{mode}").into());
+                args.push("-device".into());
+                // Slot 5 and boot index 0: disks a test adds come before it on PCI (Keel must pass
+                // them by) and the firmware still boots this one.
+                args.push("nvme,drive=boot,serial=keel-boot,addr=0x5,bootindex=0".into());
             }
         }
         args.extend(self.extra_args.iter().cloned());
@@ -420,6 +502,24 @@ mod tests {
         );
         assert!(
             line.ends_with("-drive file=/g/x.bios.img,format=raw,if=ide,snapshot=on"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn ahci_disks_sit_on_q35s_sata_port_0() {
+        let line = strings(
+            &Qemu::ahci_disk(Path::new("/i/keel.img"))
+                .writable_disk()
+                .command_args(Path::new("c")),
+        )
+        .join(" ");
+        assert!(line.contains("-M q35 "), "{line}");
+        assert!(
+            line.ends_with(
+                "-drive file=/i/keel.img,format=raw,if=none,id=boot,cache=writethrough \
+                 -device ide-hd,drive=boot,bus=ide.0"
+            ),
             "{line}"
         );
     }

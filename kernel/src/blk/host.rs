@@ -140,6 +140,8 @@ impl fmt::Display for HostDiskEntry {
 pub fn probe_all(pci: &[crate::pci::PciDevice]) -> alloc::vec::Vec<ProbeResult> {
     let mut found = alloc::vec::Vec::new();
     found.extend(super::virtio_blk::probe(pci));
+    found.extend(super::nvme::probe(pci));
+    found.extend(super::ahci::probe(pci));
     found
 }
 

@@ -9,12 +9,14 @@
 //! [`host::probe_all`] at boot, keeps the disk whose GPT holds `keel-config` and
 //! `keel-store`, lists the others, and lends out views of Keel's partitions.
 
+pub mod ahci;
 pub mod boot_disk;
 pub mod disk;
 pub mod gpt;
 pub mod gpt_write;
 pub mod guest_partitions;
 pub mod host;
+pub mod nvme;
 pub mod partition;
 
 #[cfg(target_os = "none")]
