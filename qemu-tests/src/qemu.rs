@@ -66,8 +66,9 @@ pub enum Boot {
         /// The image.
         image: PathBuf,
     },
-    /// A raw disk image as the first IDE disk (`snapshot=on`), booted by SeaBIOS: the test
-    /// guests' BIOS images (`GuestSet::bios_image`), whose loader reads through the BIOS.
+    /// A raw disk image as the first IDE disk (`snapshot=on` unless [`Qemu::writable_disk`]),
+    /// booted by SeaBIOS: the test guests' BIOS images (`GuestSet::bios_image`), and the
+    /// appliance on the host ATA driver (`host_ata`).
     IdeDisk {
         /// The image.
         image: PathBuf,
@@ -356,7 +357,13 @@ impl Qemu {
             Boot::IdeDisk { image } => {
                 let image = image.to_string_lossy().replace(',', ",,");
                 args.push("-drive".into());
-                args.push(format!("file={image},format=raw,if=ide,snapshot=on").into());
+                // Writable like `Boot::Disk` (the ATA tests save configurations on it).
+                let mode = if self.writable_disk {
+                    "cache=writethrough"
+                } else {
+                    "snapshot=on"
+                };
+                args.push(format!("file={image},format=raw,if=ide,{mode}").into());
             }
             Boot::Nvme { image, firmware } => {
                 if *firmware == Firmware::Ovmf {

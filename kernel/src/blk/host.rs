@@ -142,6 +142,7 @@ pub fn probe_all(pci: &[crate::pci::PciDevice]) -> alloc::vec::Vec<ProbeResult> 
     found.extend(super::virtio_blk::probe(pci));
     found.extend(super::nvme::probe(pci));
     found.extend(super::ahci::probe(pci));
+    found.extend(super::ata::probe(pci));
     found
 }
 

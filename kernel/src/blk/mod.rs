@@ -10,6 +10,7 @@
 //! `keel-store`, lists the others, and lends out views of Keel's partitions.
 
 pub mod ahci;
+pub mod ata;
 pub mod boot_disk;
 pub mod disk;
 pub mod gpt;
