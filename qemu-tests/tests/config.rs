@@ -13,7 +13,6 @@
 //! [`Qemu::writable_disk`] (no `snapshot=on`), so that what one boot saves the next one reads.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use keel_qemu_tests::http::{self, Response};
 use keel_qemu_tests::power_cut::{self, loaded_generation, shown};

@@ -146,13 +146,25 @@ struct Figures {
     sum_wall: Duration,
 }
 
-/// Types `line` and returns the console output up to the next prompt.
-fn command(m: &mut Machine, line: &str) -> Result<String, String> {
+/// Types `line` and returns the console output up to the next prompt, waiting at most
+/// `timeout`.
+fn command_within(m: &mut Machine, line: &str, timeout: Duration) -> Result<String, String> {
     m.send_line(line).map_err(|e| e.to_string())?;
-    let timeout = m.timeout();
     m.wait_for(PROMPT, timeout)
         .map(|found| found.before)
         .map_err(|e| format!("`{line}`: {e}"))
+}
+
+/// [`command_within`] the machine's default timeout.
+fn command(m: &mut Machine, line: &str) -> Result<String, String> {
+    let timeout = m.timeout();
+    command_within(m, line, timeout)
+}
+
+/// How long `store sum` of `bytes` may take: PIO reads about 13 MB/s in QEMU on an idle
+/// machine, and a machine shared with builds is several times slower.
+fn read_timeout(bytes: usize) -> Duration {
+    Duration::from_secs(60 + (bytes >> 20) as u64 * 2)
 }
 
 fn one_run(kind: Kind, image: &Path, file: &[u8], run: usize) -> Result<Figures, String> {
@@ -177,7 +189,10 @@ fn one_run(kind: Kind, image: &Path, file: &[u8], run: usize) -> Result<Figures,
         ));
     }
 
-    command(&mut m, &format!("config set hostname bench-{}-{run}", kind.key()))?;
+    command(
+        &mut m,
+        &format!("config set hostname bench-{}-{run}", kind.key()),
+    )?;
     let t = Instant::now();
     let saved = command(&mut m, "config save")?;
     let save_wall = t.elapsed();
@@ -186,7 +201,11 @@ fn one_run(kind: Kind, image: &Path, file: &[u8], run: usize) -> Result<Figures,
     }
 
     let t = Instant::now();
-    let out = command(&mut m, &format!("store sum {BIG_FILE}"))?;
+    let out = command_within(
+        &mut m,
+        &format!("store sum {BIG_FILE}"),
+        read_timeout(file.len()),
+    )?;
     let sum_wall = t.elapsed();
     let expected = format!(
         "{BIG_FILE}: {} bytes, crc32 {:08x} (",
@@ -247,8 +266,8 @@ fn main() -> ExitCode {
     let a = artifacts();
     let file = noise(opts.mib << 20, 0xd15c);
     let store = tmp.path().join("store");
-    let built = std::fs::create_dir(&store)
-        .and_then(|()| std::fs::write(store.join(BIG_FILE), &file));
+    let built =
+        std::fs::create_dir(&store).and_then(|()| std::fs::write(store.join(BIG_FILE), &file));
     if let Err(e) = built {
         eprintln!("host-disk-bench: writing the store: {e}");
         return ExitCode::FAILURE;
@@ -268,7 +287,11 @@ fn main() -> ExitCode {
         let mut figures = Vec::new();
         let mut error = None;
         for run in 1..=opts.runs {
-            eprint!("host-disk-bench: {} run {run}/{}… ", kind.label(), opts.runs);
+            eprint!(
+                "host-disk-bench: {} run {run}/{}… ",
+                kind.label(),
+                opts.runs
+            );
             match one_run(kind, &image, &file, run) {
                 Ok(f) => {
                     eprintln!(
