@@ -73,7 +73,8 @@ pub enum Warning {
     },
     /// A structure runs past the end of the table.
     #[error(
-        "SMBIOS structure at table offset {offset} (type {kind:?}) runs past the table's end; the rest is ignored"
+        "SMBIOS structure at table offset {offset}{} runs past the table's end; the rest is ignored",
+        TypeSuffix(*.kind)
     )]
     StructureCut {
         /// Offset in the table.
@@ -105,6 +106,18 @@ pub enum Warning {
         /// The index it gives.
         index: u8,
     },
+}
+
+/// ` (type N)` when the type is known, for [`Warning::StructureCut`].
+struct TypeSuffix(Option<u8>);
+
+impl fmt::Display for TypeSuffix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(kind) => write!(f, " (type {kind})"),
+            None => Ok(()),
+        }
+    }
 }
 
 /// The SMBIOS version the entry point declares.

@@ -354,6 +354,13 @@ fn a_truncated_structure_ends_the_walk_with_a_warning() {
             kind: Some(1)
         }]
     );
+    assert_eq!(
+        warnings[0].to_string(),
+        format!(
+            "SMBIOS structure at table offset {bios_len} (type 1) runs past the table's end; \
+             the rest is ignored"
+        )
+    );
     // Cut in every possible place: never a panic.
     for len in 0..table.len() {
         let _ = parse(&table[..len], None);
@@ -518,4 +525,48 @@ fn the_console_shows_every_field_and_marks_absent_ones() {
         out.contains("warning: the EFI system table lists 9999"),
         "{out}"
     );
+}
+
+#[test]
+fn random_bytes_never_panic() {
+    // Garbage tables, and garbage around real anchors in the F-segment and behind an EFI
+    // system table: every outcome is values or warnings.
+    let mut seed = 0x5eed_u64;
+    for round in 0..300 {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let table = noise(64 + round * 7, seed);
+        let _ = parse(&table, None);
+        let _ = parse(&table, Some((seed >> 48) as u16));
+        let mut v2 = noise(0x20, seed ^ 1);
+        v2[..4].copy_from_slice(b"_SM_");
+        v2[0x10..0x15].copy_from_slice(b"_DMI_");
+        let mut v3 = noise(0x20, seed ^ 2);
+        v3[..5].copy_from_slice(b"_SM3_");
+        let mut scratch = vec![0u8; 4096];
+        let mem = Memory(vec![
+            f_segment(&[(0x100, v2), (0x200, v3)]),
+            (0, noise(0x1000, seed ^ 3)),
+        ]);
+        let _ = read(&mem, BootPath::Multiboot2Bios, None, &mut scratch);
+        let mut st = noise(120, seed ^ 4);
+        st[..8].copy_from_slice(b"IBI SYST");
+        st[104..112].copy_from_slice(&(seed % 300).to_le_bytes());
+        let mem = Memory(vec![(0x1000, st), (0, noise(0x1000, seed ^ 5))]);
+        let _ = read(&mem, BootPath::Multiboot2Uefi, Some(0x1000), &mut scratch);
+    }
+}
+
+/// Pseudo-random bytes (xorshift64).
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
 }
