@@ -26,6 +26,7 @@ pub mod net;
 pub mod pci;
 pub mod screen;
 pub mod settings;
+pub mod smbios;
 pub mod store;
 
 #[cfg(target_os = "none")]
@@ -189,6 +190,11 @@ mod kernel {
         for warning in &console_warnings {
             kprintln!("warning: {}", warning);
         }
+        // SMBIOS before memory set-up: UEFI firmware may keep it in memory the frame
+        // allocator would reuse.
+        for warning in &crate::smbios::discover(&boot, &BootMemory).warnings {
+            kprintln!("warning: {}", warning);
+        }
         if let Err(e) = mm::init(&boot, &acpi::table_ranges()) {
             fatal("memory set-up", &e);
         }
@@ -303,6 +309,9 @@ mod kernel {
         kprintln!("Keel {}", env!("CARGO_PKG_VERSION"));
         kprintln!("  hostname:       {}", settings.current().hostname);
         kprintln!("  boot path:      {}", system.boot.path);
+        if let Some(machine) = crate::smbios::summary(crate::smbios::hardware()) {
+            kprintln!("  machine:        {}", machine);
+        }
         kprintln!(
             "  cpu:            {}, {}",
             system.cpu.vendor,

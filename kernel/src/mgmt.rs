@@ -27,8 +27,8 @@ use alloc::vec::Vec;
 use keel_config::Config;
 use keel_config::schema::NicNetwork;
 use keel_netstack::api::{
-    ApiError, ConsoleChunk, Management, MemoryInfo, ModuleInfo, NetworkInfo, Router, SavedVm,
-    StoreFile, SystemInfo, VmDetail, VmKey, VmState as ApiVmState, VmSummary,
+    ApiError, ConsoleChunk, HardwareInfo, Management, MemoryInfo, ModuleInfo, NetworkInfo, Router,
+    SavedVm, StoreFile, SystemInfo, VmDetail, VmKey, VmState as ApiVmState, VmSummary,
 };
 use keel_netstack::http::{HttpServer, ServerConfig};
 use keel_netstack::iface::{Addressing, NetConfig, NetStack, NetStatus};
@@ -549,6 +549,7 @@ impl Management for Plane<'_> {
             },
             virtualization: self.system.virtualization.to_string(),
             network: self.network.clone(),
+            hardware: hardware_info(crate::smbios::hardware()),
             disks: crate::blk::boot_disk::host_disks()
                 .iter()
                 .map(host_disk_info)
@@ -883,6 +884,20 @@ fn disk_api_error(e: crate::blk::guest_partitions::GuestPartitionError) -> ApiEr
             ApiError::Invalid(message)
         }
         E::Table(_) | E::Disk(_) => ApiError::Internal(message),
+    }
+}
+
+/// The SMBIOS findings as the API shows them (absent values are `null`).
+fn hardware_info(hw: &crate::smbios::Hardware) -> HardwareInfo {
+    let text = |t: &Option<crate::smbios::Text>| t.as_deref().map(String::from);
+    HardwareInfo {
+        source: hw.source.map(|v| v.to_string()),
+        vendor: text(&hw.vendor),
+        product: text(&hw.product),
+        serial: text(&hw.serial),
+        bios_vendor: text(&hw.bios_vendor),
+        bios_version: text(&hw.bios_version),
+        bios_date: text(&hw.bios_date),
     }
 }
 

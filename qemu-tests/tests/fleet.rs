@@ -172,6 +172,28 @@ fn fleet_status_placement_and_an_appliance_going_down() {
         assert!(line.contains(version), "{line}");
     }
 
+    // What each machine is (SMBIOS): QEMU names itself as the vendor and sets no serial.
+    for (row, system) in [(&rows[0], &small_system), (&rows[1], &big_system)] {
+        assert_eq!(system["hardware"]["vendor"], "QEMU", "{system}");
+        for field in ["vendor", "product", "serial", "bios_version"] {
+            assert_eq!(row["hardware"][field], system["hardware"][field], "{row}");
+        }
+    }
+    let wide = fleet(&inventory, &["status", "--wide"]);
+    assert!(wide.status.success());
+    let wide = text(&wide.stdout);
+    println!("{wide}");
+    let header = wide.lines().next().unwrap_or("");
+    assert!(
+        header.contains("VENDOR") && header.contains("SERIAL"),
+        "{wide}"
+    );
+    let product = small_system["hardware"]["product"].as_str().unwrap_or("-");
+    for name in ["small", "big"] {
+        let line = wide.lines().find(|l| l.starts_with(name)).unwrap_or("");
+        assert!(line.contains(" QEMU ") && line.contains(product), "{wide}");
+    }
+
     // Placement: the VM goes where memory is freest, and says so.
     let out = fleet(
         &inventory,

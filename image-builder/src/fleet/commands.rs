@@ -48,7 +48,11 @@ pub struct FleetArgs {
 pub enum FleetCommand {
     /// One row per appliance: reachable or why not, version, CPUs, free memory, VMs
     /// running/total, virtualization. Exits 0 even when some are down.
-    Status,
+    Status {
+        /// Also the machine's vendor, product and serial number (SMBIOS).
+        #[arg(long)]
+        wide: bool,
+    },
     /// VMs across the fleet.
     #[command(subcommand)]
     Vm(FleetVmCommand),
@@ -168,10 +172,10 @@ pub fn run(args: FleetArgs) -> Result<ExitCode, FleetCommandError> {
     let timeout = Duration::from_secs_f64(args.timeout);
     let fleet = Fleet::new(&inventory, timeout);
     match args.command {
-        FleetCommand::Status => {
+        FleetCommand::Status { wide } => {
             let rows = fleet.status();
             print_out(args.json, report::status_json(&rows), || {
-                report::status_table(&rows)
+                report::status_table(&rows, wide)
             });
             Ok(ExitCode::SUCCESS)
         }

@@ -20,6 +20,22 @@ pub struct SystemSummary {
     pub memory: MemorySummary,
     /// The hardware virtualization in use, or why there is none.
     pub virtualization: String,
+    /// What the machine is (SMBIOS); all absent from Keel versions before it.
+    #[serde(default)]
+    pub hardware: HardwareSummary,
+}
+
+/// `hardware` of `GET /api/v1/system`: each `None` when the firmware does not say.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+pub struct HardwareSummary {
+    /// System manufacturer.
+    pub vendor: Option<String>,
+    /// Product name.
+    pub product: Option<String>,
+    /// Serial number (the service tag on most servers).
+    pub serial: Option<String>,
+    /// BIOS version.
+    pub bios_version: Option<String>,
 }
 
 /// `memory` of `GET /api/v1/system`.
@@ -130,9 +146,11 @@ pub fn mib(bytes: u64) -> String {
     format!("{} MiB", bytes / (1024 * 1024))
 }
 
-/// The `keel fleet status` table.
-pub fn status_table(rows: &[StatusRow]) -> String {
-    let header = [
+/// The `keel fleet status` table; `wide` adds the machine's vendor, product and serial
+/// (SMBIOS), so that servers of one fleet can be told apart.
+pub fn status_table(rows: &[StatusRow], wide: bool) -> String {
+    let machine_columns = if wide { 3 } else { 0 };
+    let mut header = vec![
         "NAME",
         "URL",
         "STATE",
@@ -140,32 +158,43 @@ pub fn status_table(rows: &[StatusRow]) -> String {
         "CPUS",
         "FREE MEM",
         "VMS RUN/ALL",
-        "VIRTUALIZATION",
     ];
+    if wide {
+        header.extend(["VENDOR", "PRODUCT", "SERIAL"]);
+    }
+    header.push("VIRTUALIZATION");
+    let or_dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_string());
     let lines = rows
         .iter()
         .map(|row| match &row.status {
-            Ok(s) => vec![
-                row.name.clone(),
-                row.url.clone(),
-                "up".to_string(),
-                s.system.version.clone(),
-                s.system.cpus.to_string(),
-                mib(s.system.memory.free_bytes),
-                format!("{}/{}", s.vms_running, s.vms_total),
-                s.system.virtualization.clone(),
-            ],
+            Ok(s) => {
+                let mut line = vec![
+                    row.name.clone(),
+                    row.url.clone(),
+                    "up".to_string(),
+                    s.system.version.clone(),
+                    s.system.cpus.to_string(),
+                    mib(s.system.memory.free_bytes),
+                    format!("{}/{}", s.vms_running, s.vms_total),
+                ];
+                if wide {
+                    let hw = &s.system.hardware;
+                    line.extend([
+                        or_dash(&hw.vendor),
+                        or_dash(&hw.product),
+                        or_dash(&hw.serial),
+                    ]);
+                }
+                line.push(s.system.virtualization.clone());
+                line
+            }
             // The reason goes last so that a long message does not widen every column.
-            Err(reason) => vec![
-                row.name.clone(),
-                row.url.clone(),
-                "DOWN".to_string(),
-                "-".to_string(),
-                "-".to_string(),
-                "-".to_string(),
-                "-".to_string(),
-                reason.clone(),
-            ],
+            Err(reason) => {
+                let mut line = vec![row.name.clone(), row.url.clone(), "DOWN".to_string()];
+                line.extend(std::iter::repeat_n("-".to_string(), 4 + machine_columns));
+                line.push(reason.clone());
+                line
+            }
         })
         .collect::<Vec<_>>();
     table(&header, &lines)
@@ -191,6 +220,12 @@ pub fn status_json(rows: &[StatusRow]) -> Value {
                     "vms_running": s.vms_running,
                     "vms_total": s.vms_total,
                     "virtualization": s.system.virtualization,
+                    "hardware": {
+                        "vendor": s.system.hardware.vendor,
+                        "product": s.system.hardware.product,
+                        "serial": s.system.hardware.serial,
+                        "bios_version": s.system.hardware.bios_version,
+                    },
                 }),
                 Err(reason) => json!({
                     "name": row.name,

@@ -159,7 +159,7 @@ fn status_counts_live_vms_and_the_table_shows_down_appliances_with_their_reason(
             status: Err("unreachable: http://10.0.0.6: timed out after 3 s".into()),
         },
     ];
-    let table = report::status_table(&rows);
+    let table = report::status_table(&rows, false);
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(
         lines[0],
@@ -179,6 +179,56 @@ fn status_counts_live_vms_and_the_table_shows_down_appliances_with_their_reason(
     assert_eq!(json[0]["vms_running"], 2);
     assert_eq!(json[1]["reachable"], false);
     assert!(json[1]["error"].as_str().unwrap().contains("timed out"));
+}
+
+#[test]
+fn the_wide_status_shows_vendor_product_and_serial() {
+    let mut with_hardware = system("0.2.0", 700);
+    with_hardware["hardware"] = json!({
+        "source": "SMBIOS 3.0", "vendor": "Dell Inc.", "product": "PowerEdge R650",
+        "serial": "7XK2JQ3", "bios_vendor": "Dell Inc.", "bios_version": "1.9.2",
+        "bios_date": null,
+    });
+    // An older Keel (no `hardware`) and one whose firmware names no vendor or serial.
+    let mut partial = system("0.2.0", 500);
+    partial["hardware"] = json!({"source": "SMBIOS 2.8", "vendor": null, "product": "Rack9",
+                                 "serial": null, "bios_vendor": null, "bios_version": null,
+                                 "bios_date": null});
+    let row = |name: &str, body: &serde_json::Value| StatusRow {
+        name: name.into(),
+        url: format!("http://{name}"),
+        status: ApplianceStatus::from_bodies(body, &vms()),
+    };
+    let rows = vec![
+        row("r650", &with_hardware),
+        row("old", &system("0.1.0", 600)),
+        row("q", &partial),
+        StatusRow {
+            name: "gone".into(),
+            url: "http://gone".into(),
+            status: Err("unreachable: refused".into()),
+        },
+    ];
+    let table = report::status_table(&rows, true);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "NAME  URL          STATE  VERSION  CPUS  FREE MEM  VMS RUN/ALL  VENDOR     PRODUCT         SERIAL   VIRTUALIZATION",
+            "r650  http://r650  up     0.2.0    2     700 MiB   2/3          Dell Inc.  PowerEdge R650  7XK2JQ3  AMD-V with NPT",
+            "old   http://old   up     0.1.0    2     600 MiB   2/3          -          -               -        AMD-V with NPT",
+            "q     http://q     up     0.2.0    2     500 MiB   2/3          -          Rack9           -        AMD-V with NPT",
+            "gone  http://gone  DOWN   -        -     -         -            -          -               -        unreachable: refused",
+        ]
+    );
+    assert!(!report::status_table(&rows, false).contains("VENDOR"));
+    let json = report::status_json(&rows);
+    assert_eq!(
+        json[0]["hardware"],
+        json!({"vendor": "Dell Inc.", "product": "PowerEdge R650", "serial": "7XK2JQ3",
+               "bios_version": "1.9.2"})
+    );
+    assert_eq!(json[1]["hardware"]["vendor"], serde_json::Value::Null);
 }
 
 #[test]

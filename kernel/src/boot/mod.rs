@@ -149,6 +149,9 @@ pub struct BootInfo {
     /// A copy of the RSDP structure when the loader passed a copy rather than an address
     /// (Multiboot2 tags 14/15 carry the structure itself).
     pub rsdp_copy: Option<heapless::Vec<u8, 64>>,
+    /// Physical address of the EFI system table (Multiboot2 tag 12 on UEFI boots): its
+    /// configuration table points at the SMBIOS entry points there.
+    pub efi_system_table: Option<u64>,
     /// Boot modules, in loader order.
     pub modules: heapless::Vec<BootModule, MAX_MODULES>,
     /// The display the loader set up, when it said (Multiboot2 only).
@@ -166,6 +169,7 @@ impl BootInfo {
             cmdline: heapless::String::new(),
             rsdp: None,
             rsdp_copy: None,
+            efi_system_table: None,
             modules: heapless::Vec::new(),
             framebuffer: None,
             warnings: heapless::Vec::new(),

@@ -84,11 +84,13 @@ pub fn parse(mbi: &[u8]) -> BootInfo {
                 let _ = copy.extend_from_slice(&body[..body.len().min(64)]);
                 info.rsdp_copy = Some(copy);
             }
-            TAG_EFI32
-            | TAG_EFI64
-            | TAG_EFI_MMAP
-            | TAG_EFI_BS_NOT_TERMINATED
-            | TAG_EFI64_IMAGE_HANDLE => info.path = BootPath::Multiboot2Uefi,
+            TAG_EFI64 => {
+                info.efi_system_table = u64_at(tag, 8).filter(|&a| a != 0);
+                info.path = BootPath::Multiboot2Uefi;
+            }
+            TAG_EFI32 | TAG_EFI_MMAP | TAG_EFI_BS_NOT_TERMINATED | TAG_EFI64_IMAGE_HANDLE => {
+                info.path = BootPath::Multiboot2Uefi
+            }
             _ => {}
         }
         offset += size.next_multiple_of(8);
@@ -269,7 +271,13 @@ mod tests {
     #[test]
     fn efi_tags_mean_uefi() {
         let bytes = mbi(&[tag(TAG_EFI64, &0x7f00_0000u64.to_le_bytes())]);
-        assert_eq!(parse(&bytes).path, BootPath::Multiboot2Uefi);
+        let info = parse(&bytes);
+        assert_eq!(info.path, BootPath::Multiboot2Uefi);
+        assert_eq!(
+            info.efi_system_table,
+            Some(0x7f00_0000),
+            "SMBIOS is found through it"
+        );
     }
 
     #[test]

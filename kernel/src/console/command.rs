@@ -25,6 +25,8 @@ pub enum Command<'a> {
     },
     /// Show the Keel version and build.
     Version,
+    /// Show what the machine is (SMBIOS vendor, product, serial, BIOS).
+    System,
     /// Show memory and heap use.
     Mem,
     /// Show the CPUs the firmware lists.
@@ -191,6 +193,10 @@ pub const COMMANDS: &[(&str, &str)] = &[
         "list the commands, or show one command (help vm stop)",
     ),
     ("version", "show the Keel version and build"),
+    (
+        "system",
+        "show what the machine is: vendor, product, serial number and BIOS (SMBIOS)",
+    ),
     (
         "mem",
         "show total, used and free memory and the kernel heap",
@@ -876,6 +882,7 @@ pub fn parse(line: &str) -> Result<Option<Command<'_>>, ParseError<'_>> {
             return Ok(Some(Command::Help { topic }));
         }
         "version" => Command::Version,
+        "system" => Command::System,
         "mem" => Command::Mem,
         "cpus" => Command::Cpus,
         "modules" => Command::Modules,
@@ -908,6 +915,7 @@ mod tests {
         for (line, command) in [
             ("help", Command::Help { topic: None }),
             (" version ", Command::Version),
+            ("system", Command::System),
             ("mem", Command::Mem),
             ("cpus", Command::Cpus),
             ("modules", Command::Modules),

@@ -264,6 +264,12 @@ fn execute(kernel: &mut Services<'_>, cmd: Command<'_>) {
                 crate::RUSTC_VERSION
             );
         }
+        Command::System => {
+            let mut text = alloc::string::String::new();
+            // Writing to a String cannot fail.
+            let _ = crate::smbios::describe(crate::smbios::hardware(), &mut text);
+            kprint!("{text}");
+        }
         Command::Mem => {
             let s = crate::mm::stats();
             let mib = |b: u64| b / (1024 * 1024);

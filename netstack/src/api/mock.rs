@@ -15,7 +15,7 @@ use keel_config::schema::Vm;
 use keel_config::schema::{MacAddress, NicNetwork};
 
 use super::{
-    ApiError, ConsoleChunk, HostDiskInfo, HostDiskRole, HostNicState, HostNicView,
+    ApiError, ConsoleChunk, HardwareInfo, HostDiskInfo, HostDiskRole, HostNicState, HostNicView,
     InternalNetworkView, LeaseView, MacEntryView, Management, MemoryInfo, ModuleInfo, NetworkInfo,
     NetworkView, NicView, PortKindView, SavedVm, StopMode, StoreFile, SwitchPortView, SwitchView,
     SystemInfo, VmDetail, VmKey, VmState, VmSummary, saved_name,
@@ -327,6 +327,16 @@ impl Management for Mock {
                 gateway: None,
                 dns: vec![String::from("10.0.2.3")],
                 lease_events: 1,
+            },
+            hardware: HardwareInfo {
+                source: Some(String::from("SMBIOS 3.0")),
+                vendor: Some(String::from("KeelTest")),
+                product: Some(String::from("Rack9")),
+                serial: Some(String::from("SN-4711")),
+                bios_vendor: Some(String::from("TestBIOS")),
+                bios_version: Some(String::from("9.9")),
+                // Absent, as a placeholder would be: the JSON shows null.
+                bios_date: None,
             },
             disks: vec![
                 HostDiskInfo {

@@ -52,12 +52,12 @@ mod tests;
 pub use disks::{CreateDisk, DiskKind, DiskList, DiskManagement, DiskUse, GuestDisk};
 pub use routes::{API_PREFIX, Op, ROUTES, Route};
 pub use types::{
-    ApiError, ConsoleChunk, ConsoleInput, DEFAULT_STOP_TIMEOUT_S, Destroyed, Health, HealthStatus,
-    HostDiskInfo, HostDiskRole, HostNicState, HostNicView, InternalNetworkView, LeaseView,
-    MAX_CONSOLE_INPUT, MAX_STOP_TIMEOUT_S, MacEntryView, Management, MemoryInfo, ModuleInfo,
-    ModuleList, NetworkInfo, NetworkView, NicView, PortKindView, RunModule, SaveRequest, SavedVm,
-    SavedVmList, StopMode, StopRequest, StoreFile, StoreList, SwitchPortView, SwitchView,
-    SystemInfo, VmDetail, VmKey, VmList, VmState, VmSummary, saved_name,
+    ApiError, ConsoleChunk, ConsoleInput, DEFAULT_STOP_TIMEOUT_S, Destroyed, HardwareInfo, Health,
+    HealthStatus, HostDiskInfo, HostDiskRole, HostNicState, HostNicView, InternalNetworkView,
+    LeaseView, MAX_CONSOLE_INPUT, MAX_STOP_TIMEOUT_S, MacEntryView, Management, MemoryInfo,
+    ModuleInfo, ModuleList, NetworkInfo, NetworkView, NicView, PortKindView, RunModule,
+    SaveRequest, SavedVm, SavedVmList, StopMode, StopRequest, StoreFile, StoreList, SwitchPortView,
+    SwitchView, SystemInfo, VmDetail, VmKey, VmList, VmState, VmSummary, saved_name,
 };
 
 /// The `/api/v1` router. Holds the accepted bearer tokens and the OpenAPI document.

@@ -237,6 +237,43 @@ fn store_listing() {
 }
 
 #[test]
+fn system_shows_the_hardware_with_null_for_absent_values() {
+    let mut mock = Mock::default();
+    let r = get(&mut mock, "/api/v1/system");
+    assert_eq!(
+        body(&r)["hardware"],
+        json!({
+            "source": "SMBIOS 3.0",
+            "vendor": "KeelTest",
+            "product": "Rack9",
+            "serial": "SN-4711",
+            "bios_vendor": "TestBIOS",
+            "bios_version": "9.9",
+            "bios_date": null,
+        })
+    );
+    conforms(b"GET /api/v1/system HTTP/1.1\r\n", &r);
+    let doc = openapi::document();
+    let hardware = &doc["components"]["schemas"]["Hardware"];
+    for field in [
+        "source",
+        "vendor",
+        "product",
+        "serial",
+        "bios_vendor",
+        "bios_version",
+        "bios_date",
+    ] {
+        assert_eq!(hardware["properties"][field]["nullable"], true, "{field}");
+    }
+    // An older Keel's answer, without `hardware`, still reads (the fleet view asks both).
+    let mut old = serde_json::to_value(mock.system()).unwrap();
+    old.as_object_mut().unwrap().remove("hardware");
+    let parsed: SystemInfo = serde_json::from_value(old).unwrap();
+    assert_eq!(parsed.hardware, HardwareInfo::default());
+}
+
+#[test]
 fn system_modules_and_list() {
     let mut mock = Mock::default();
     let r = get(&mut mock, "/api/v1/system");

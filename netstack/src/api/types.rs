@@ -303,9 +303,34 @@ pub struct SystemInfo {
     pub virtualization: String,
     /// The management interface.
     pub network: NetworkInfo,
+    /// What the machine is, from its SMBIOS tables. Absent from the JSON of Keel versions
+    /// before it (all `null` then).
+    #[serde(default)]
+    pub hardware: HardwareInfo,
     /// Every disk the host's storage drivers found: Keel's own, the others (left alone) and
     /// devices a driver could not bring up.
     pub disks: Vec<HostDiskInfo>,
+}
+
+/// What the firmware's SMBIOS tables say the machine is. Each field is `null` when the
+/// table lacks it or holds a placeholder such as "To Be Filled By O.E.M.".
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(rename = "Hardware")]
+pub struct HardwareInfo {
+    /// The table's version, e.g. `"SMBIOS 3.0"`; `null` when the firmware publishes none.
+    pub source: Option<String>,
+    /// System manufacturer (SMBIOS type 1), e.g. `"Dell Inc."`.
+    pub vendor: Option<String>,
+    /// System product name (type 1), e.g. `"PowerEdge R650"`.
+    pub product: Option<String>,
+    /// System serial number (type 1): the service tag on most servers.
+    pub serial: Option<String>,
+    /// BIOS vendor (type 0).
+    pub bios_vendor: Option<String>,
+    /// BIOS version (type 0).
+    pub bios_version: Option<String>,
+    /// BIOS release date (type 0), as the firmware writes it (usually `mm/dd/yyyy`).
+    pub bios_date: Option<String>,
 }
 
 /// What Keel does with a host disk.
