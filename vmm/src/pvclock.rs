@@ -87,7 +87,7 @@ pub fn tsc_scale(tsc_hz: u64) -> Option<(u32, i8)> {
     let ns = u128::from(NS_PER_SEC);
     // The smallest shift with ns < hz × 2^shift; a u64 rate keeps it within -34..=30.
     let mut shift: i32 = -40;
-    while !(ns < shifted(hz, shift)) {
+    while ns >= shifted(hz, shift) {
         shift += 1;
     }
     let mul = if shift >= 0 {

@@ -782,6 +782,11 @@ impl Vm {
         }
     }
 
+    /// Whether the VM offers kvm-clock (its CPUID has KVM's interface with the clock).
+    pub fn offers_kvm_clock(&self) -> bool {
+        self.kvm_clock.is_some()
+    }
+
     /// Which backend runs the vCPU (`"svm"` or `"vmx"`).
     pub fn backend(&self) -> &'static str {
         self.backend
