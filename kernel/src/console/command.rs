@@ -973,6 +973,7 @@ mod tests {
                 vcpus: None,
                 initrd: None,
                 cmdline: None,
+                paravirt: None,
             }))
         );
         assert_eq!(
@@ -983,6 +984,7 @@ mod tests {
                 vcpus: None,
                 initrd: None,
                 cmdline: None,
+                paravirt: None,
             }))
         );
         assert_eq!(
@@ -993,6 +995,7 @@ mod tests {
                 vcpus: None,
                 initrd: Some("initrd.cpio"),
                 cmdline: Some("console=ttyS0 quiet"),
+                paravirt: None,
             }))
         );
         assert_eq!(
@@ -1003,6 +1006,7 @@ mod tests {
                 vcpus: None,
                 initrd: None,
                 cmdline: Some("panic=1"),
+                paravirt: None,
             }))
         );
         assert_eq!(
@@ -1011,7 +1015,22 @@ mod tests {
         );
         assert_eq!(
             std::format!("{}", parse("vm run k mem=32 mem=64").unwrap_err()),
-            "bad argument 'mem=64': expected each of mem=, vcpus=, initrd= and cmdline= at most once"
+            "bad argument 'mem=64': expected each of mem=, vcpus=, initrd=, cmdline= and paravirt= at most once"
+        );
+        assert_eq!(
+            parse("vm run k paravirt=none"),
+            Ok(Some(Command::VmRun {
+                module: "k",
+                mem_mib: None,
+                vcpus: None,
+                initrd: None,
+                cmdline: None,
+                paravirt: Some(Paravirt::None),
+            }))
+        );
+        assert_eq!(
+            std::format!("{}", parse("vm run k paravirt=hyperv").unwrap_err()),
+            "bad argument 'paravirt=hyperv': expected paravirt=kvm or paravirt=none"
         );
         assert_eq!(
             parse("vm run k vcpus=2"),
@@ -1021,6 +1040,7 @@ mod tests {
                 vcpus: Some(2),
                 initrd: None,
                 cmdline: None,
+                paravirt: None,
             }))
         );
         for bad in ["vcpus=0", "vcpus=9", "vcpus=", "vcpus=two", "vcpus=-1"] {
@@ -1033,7 +1053,7 @@ mod tests {
         }
         assert_eq!(
             std::format!("{}", parse("vm run k vcpus=2 vcpus=2").unwrap_err()),
-            "bad argument 'vcpus=2': expected each of mem=, vcpus=, initrd= and cmdline= at most once"
+            "bad argument 'vcpus=2': expected each of mem=, vcpus=, initrd=, cmdline= and paravirt= at most once"
         );
         assert_eq!(
             std::format!("{}", parse("vm run k initrd=").unwrap_err()),
@@ -1295,6 +1315,28 @@ mod tests {
     /// defaults.
     fn create<'a>(line: &'a str) -> Result<Command<'a>, ParseError<'a>> {
         parse(line).map(|c| c.expect("a command"))
+    }
+
+    #[test]
+    fn vm_create_takes_paravirt() {
+        let Ok(Command::VmCreate { paravirt, .. }) =
+            create("vm create plain kernel=vmlinuz paravirt=none")
+        else {
+            panic!("vm create did not parse");
+        };
+        assert_eq!(paravirt, Some(Paravirt::None));
+        let Ok(Command::VmCreate { paravirt, .. }) = create("vm create web kernel=vmlinuz") else {
+            panic!("vm create did not parse");
+        };
+        assert_eq!(paravirt, None, "the configuration's default (kvm) applies");
+        assert_eq!(
+            std::format!(
+                "{}",
+                create("vm create w kernel=k paravirt=kvm paravirt=none").unwrap_err()
+            ),
+            "bad argument 'paravirt=none': expected each of kernel=, firmware=, initrd=, \
+             cmdline=, mem=, vcpus=, paravirt= and autostart at most once"
+        );
     }
 
     #[test]
