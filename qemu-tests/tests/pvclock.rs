@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use keel_qemu_tests::linux_guest::{
-    KERNEL_MODULE, SHELL_INITRAMFS, SHELL_READY_MARKER, TEST_CMDLINE, TEST_MEM_MIB,
+    KERNEL_MODULE, SHELL_INITRAMFS, SHELL_READY_MARKER, TEST_CMDLINE, TEST_MEM_MIB, UPTIME_PREFIX,
 };
 use keel_qemu_tests::{Machine, Pattern, Qemu, check, linux_artifacts};
 
@@ -32,8 +32,8 @@ fn boot() -> Machine {
     m
 }
 
-/// Starts the shell guest as VM `id` with `extra` options on `vm run`, and waits for its
-/// shell.
+/// Starts the shell guest as VM `id` with `extra` options on `vm run`, and waits until its
+/// shell runs (two clock lines after the ready marker, as the Linux suite does).
 fn run_shell_guest(m: &mut Machine, id: u32, extra: &str) {
     m.type_line(&format!(
         "vm run {KERNEL_MODULE} initrd={SHELL_INITRAMFS} cmdline=\"{TEST_CMDLINE}\" \
@@ -41,60 +41,75 @@ fn run_shell_guest(m: &mut Machine, id: u32, extra: &str) {
     ));
     m.expect(format!("vm {id} started"));
     m.expect_within(format!("[vm{id}] {SHELL_READY_MARKER}"), GUEST_BOOT);
+    m.expect(format!("[vm{id}] {UPTIME_PREFIX}"));
+    m.expect(format!("[vm{id}] {UPTIME_PREFIX}"));
 }
 
-/// Types `line` into VM `id`'s shell and detaches at once; the guest's output then comes
-/// as `[vm<id>]` lines.
-fn type_in_guest(m: &mut Machine, id: u32, line: &str) {
+/// Attaches VM `id`'s console.
+fn attach(m: &mut Machine, id: u32) {
     m.type_line(&format!("vm console {id}"));
     m.expect(format!("[attached to {id}: Ctrl-] detaches]"));
-    m.type_line(line);
+}
+
+/// Detaches from VM `id`'s console; its output then comes as `[vm<id>]` lines again.
+fn detach(m: &mut Machine, id: u32) {
     m.send("\x1d").unwrap();
     m.expect(format!("[detached from {id}]"));
     m.expect_prompt();
 }
 
-/// The guest's clocksource, from a `PVCLOCK-CS=<name>` line.
+/// Types a short line into the attached guest shell and gives the shell a moment. Lines stay
+/// under 60 characters: longer ones typed at once lost their tail on the way in.
+fn in_shell(m: &mut Machine, line: &str) {
+    m.type_line(line);
+    std::thread::sleep(Duration::from_millis(500));
+}
+
+/// The guest's clocksource and whether dmesg says Linux switched to kvm-clock, as
+/// `"<clocksource> <count of such lines>"`.
 fn clocksource(m: &mut Machine, id: u32) -> String {
-    type_in_guest(
+    attach(m, id);
+    in_shell(m, "cd /sys/devices/system/clocksource/clocksource0");
+    in_shell(m, "echo PVCLOCK-CS=$(cat current_clocksource)");
+    let cs = m.expect(Pattern::regex(r"PVCLOCK-CS=([a-z0-9_-]+)[\r\n]"));
+    let cs = cs.group(1).to_owned();
+    // "Switched to clocksource kvm-clock", and no other dmesg line, has "ce kvm-c".
+    in_shell(
         m,
-        id,
-        "echo PVCLOCK-CS=$(cat /sys/devices/system/clocksource/clocksource0/current_clocksource) \
-         PVCLOCK-SWITCHED=$(busybox dmesg | busybox grep -c 'clocksource kvm-clock')",
+        "echo PVCLOCK-SW=$(busybox dmesg|busybox grep -c 'ce kvm-c')",
     );
-    let found = m.expect(Pattern::regex(
-        r"PVCLOCK-CS=([a-z0-9_-]+) PVCLOCK-SWITCHED=([0-9]+)",
-    ));
+    let switched = m.expect(Pattern::regex(r"PVCLOCK-SW=([0-9]+)[\r\n]"));
+    let switched = switched.group(1).to_owned();
+    detach(m, id);
     eprintln!(
-        "{}: vm {id}: clocksource {}, {} dmesg line(s) switching to kvm-clock",
-        m.name(),
-        found.group(1),
-        found.group(2)
+        "{}: vm {id}: clocksource {cs}, {switched} dmesg line(s) switching to kvm-clock",
+        m.name()
     );
-    format!("{} {}", found.group(1), found.group(2))
+    format!("{cs} {switched}")
 }
 
 /// Reads the guest's system clock and RTC, sleeps `span_s` seconds of guest time, reads them
 /// again, and checks that both moved by the same whole seconds (±1) and about as much as the
 /// host's clock.
 fn clocks_agree(m: &mut Machine, id: u32, span_s: u32) {
-    let read = "$(busybox date +%s) $(cat /sys/class/rtc/rtc0/since_epoch)";
+    attach(m, id);
+    in_shell(m, "cd /sys/class/rtc/rtc0");
+    in_shell(m, "r(){ echo $1 $(busybox date +%s) $(cat since_epoch);}");
     let started = m.elapsed();
-    type_in_guest(
-        m,
-        id,
-        &format!("echo PVCLOCK-T0 {read}; sleep {span_s}; echo PVCLOCK-T1 {read}"),
-    );
-    let before = m.expect(Pattern::regex(r"PVCLOCK-T0 ([0-9]+) ([0-9]+)"));
+    in_shell(m, &format!("r PVCLOCK-T0;sleep {span_s};r PVCLOCK-T1"));
+    // Whole lines, and attached throughout: the `[vm<id>]` echo of a detached console may
+    // split a guest line in two.
+    let before = m.expect(Pattern::regex(r"PVCLOCK-T0 ([0-9]+) ([0-9]+)[\r\n]"));
     let (date0, rtc0): (i64, i64) = (
         before.group(1).parse().unwrap(),
         before.group(2).parse().unwrap(),
     );
     let after = m.expect_within(
-        Pattern::regex(r"PVCLOCK-T1 ([0-9]+) ([0-9]+)"),
+        Pattern::regex(r"PVCLOCK-T1 ([0-9]+) ([0-9]+)[\r\n]"),
         Duration::from_secs(u64::from(span_s) * 3 + 60),
     );
     let host_s = (m.elapsed() - started).as_secs_f64();
+    detach(m, id);
     let (date1, rtc1): (i64, i64) = (
         after.group(1).parse().unwrap(),
         after.group(2).parse().unwrap(),
