@@ -17,6 +17,7 @@ fn with_vms() -> Config {
         disks: Vec::new(),
         nics: Vec::new(),
         autostart: false,
+        cpuid: Default::default(),
     };
     Config {
         vms: vec![vm("web"), vm("db")],

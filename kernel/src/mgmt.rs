@@ -601,7 +601,15 @@ impl Management for Plane<'_> {
         vcpus: Option<u8>,
     ) -> Result<u32, ApiError> {
         self.vms
-            .start(self.system, module, mem_mib, vcpus, None, None)
+            .start(
+                self.system,
+                module,
+                crate::vms::RunOptions {
+                    mem_mib,
+                    cpus: vcpus,
+                    ..Default::default()
+                },
+            )
             .map_err(start_error)
     }
 

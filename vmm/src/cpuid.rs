@@ -25,7 +25,13 @@
 //!
 //! The hypervisor leaves say "Keel": `0x4000_0000` returns the highest hypervisor leaf and the
 //! signature [`SIGNATURE`] in EBX, ECX, EDX (the way KVM returns `"KVMKVMKVM\0\0\0"`);
-//! `0x4000_0001` (paravirtual features) is all zeros.
+//! `0x4000_0001` (paravirtual features) is all zeros, and `0x4000_0010` is the timing leaf.
+//!
+//! With [`Paravirt::Kvm`] (a VM's `cpuid.paravirt`, the default in the configuration) KVM's
+//! interface follows at `0x4000_0100`: KVM's signature, and at `0x4000_0101` the features
+//! Keel implements — kvm-clock ([`pvclock`](crate::pvclock)). Linux looks for KVM's signature
+//! from 0x4000_0000 up in steps of 0x100, as when KVM offers Hyper-V's interface first. With
+//! [`Paravirt::None`] those leaves read as zeros and the kvm-clock MSRs raise #GP.
 
 use alloc::vec::Vec;
 
@@ -58,6 +64,16 @@ pub fn tsc_ratio(tsc_khz: u32) -> (u32, u32) {
     let eax = (max_ebx * crystal / tsc).clamp(1, u64::from(u32::MAX));
     let ebx = ((tsc * eax + crystal / 2) / crystal).min(max_ebx);
     (eax as u32, ebx as u32)
+}
+
+/// Bytes `i..i + 4` of a 12-byte hypervisor signature as a register (little-endian).
+fn signature_word(signature: &[u8; 12], i: usize) -> u32 {
+    u32::from_le_bytes([
+        signature[i],
+        signature[i + 1],
+        signature[i + 2],
+        signature[i + 3],
+    ])
 }
 
 /// First extended leaf (highest extended leaf in EAX).
@@ -263,6 +279,16 @@ fn has_subleaves(leaf: u32) -> bool {
     )
 }
 
+/// Which paravirtual interface a VM's guests see besides Keel's own leaves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Paravirt {
+    /// None: leaves 0x4000_0100 and up read as zeros.
+    #[default]
+    None,
+    /// KVM's: signature at 0x4000_0100, kvm-clock in the features at 0x4000_0101.
+    Kvm,
+}
+
 /// One snapshotted `CPUID` answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Entry {
@@ -285,6 +311,8 @@ pub struct CpuidPolicy {
     tsc_khz: Option<u32>,
     /// The vCPU this policy answers for: its APIC id (leaf 1 EBX[31:24], leaf 0xB EDX).
     vcpu_id: u32,
+    /// The paravirtual interface offered.
+    paravirt: Paravirt,
 }
 
 impl CpuidPolicy {
@@ -370,6 +398,29 @@ impl CpuidPolicy {
             max_extended,
             tsc_khz: None,
             vcpu_id: 0,
+            paravirt: Paravirt::None,
+        }
+    }
+
+    /// The same policy offering `paravirt` (no paravirtual interface by default).
+    pub fn with_paravirt(mut self, paravirt: Paravirt) -> CpuidPolicy {
+        self.paravirt = paravirt;
+        self
+    }
+
+    /// The paravirtual interface the policy offers.
+    pub fn paravirt(&self) -> Paravirt {
+        self.paravirt
+    }
+
+    /// KVM's features (leaf 0x4000_0101 EAX) guests see: kvm-clock, stable, when the policy
+    /// offers KVM's interface and knows the TSC rate (the clock's scale comes from it); else
+    /// none. The VM loop answers the kvm-clock MSRs exactly when this has
+    /// [`KVM_FEATURE_CLOCKSOURCE2`](crate::pvclock::KVM_FEATURE_CLOCKSOURCE2).
+    pub fn kvm_features(&self) -> u32 {
+        match (self.paravirt, self.tsc_khz) {
+            (Paravirt::Kvm, Some(_)) => crate::pvclock::KVM_FEATURES,
+            _ => 0,
         }
     }
 
@@ -499,14 +550,7 @@ impl CpuidPolicy {
             }
             0xB if leaf <= self.max_basic => Self::topology(subleaf, vcpu_id),
             HYPERVISOR_LEAF => {
-                let word = |i: usize| {
-                    u32::from_le_bytes([
-                        SIGNATURE[i],
-                        SIGNATURE[i + 1],
-                        SIGNATURE[i + 2],
-                        SIGNATURE[i + 3],
-                    ])
-                };
+                let word = |i: usize| signature_word(&SIGNATURE, i);
                 CpuidResult {
                     eax: if self.tsc_khz.is_some() {
                         TIMING_LEAF
@@ -525,6 +569,20 @@ impl CpuidPolicy {
                     ..zero
                 },
                 None => zero,
+            },
+            crate::pvclock::KVM_SIGNATURE_LEAF if self.paravirt == Paravirt::Kvm => {
+                let word = |i: usize| signature_word(&crate::pvclock::KVM_SIGNATURE, i);
+                CpuidResult {
+                    eax: crate::pvclock::KVM_FEATURES_LEAF,
+                    ebx: word(0),
+                    ecx: word(4),
+                    edx: word(8),
+                }
+            }
+            // Features in EAX; no hints in EDX.
+            crate::pvclock::KVM_FEATURES_LEAF if self.paravirt == Paravirt::Kvm => CpuidResult {
+                eax: self.kvm_features(),
+                ..zero
             },
             EXT_BASE if self.max_extended != 0 => CpuidResult {
                 eax: self.max_extended,

@@ -53,6 +53,7 @@ pub mod msr;
 pub mod nested_paging;
 pub mod persist;
 pub mod preempt;
+pub mod pvclock;
 pub mod snapshot;
 pub mod vcpu;
 pub mod virtio;

@@ -128,14 +128,15 @@ pub enum MsrEffect {
 /// these into [`VmExit::MsrRead`](crate::vcpu::VmExit::MsrRead) /
 /// [`VmExit::MsrWrite`](crate::vcpu::VmExit::MsrWrite) for the VMM, which answers or faults
 /// them. They are the local APIC's: `IA32_APIC_BASE` (enable, x2APIC mode),
-/// `IA32_TSC_DEADLINE` (its timer) and the x2APIC registers 0x800–0x8FF. [`MsrState`] never
-/// sees them.
+/// `IA32_TSC_DEADLINE` (its timer) and the x2APIC registers 0x800–0x8FF; and kvm-clock's
+/// `MSR_KVM_WALL_CLOCK_NEW`/`MSR_KVM_SYSTEM_TIME_NEW` (see [`pvclock`](crate::pvclock)),
+/// which write guest RAM and read the VM's time. [`MsrState`] never sees them.
 pub fn platform_owned(msr: u32) -> bool {
     matches!(
         msr,
         IA32_APIC_BASE | IA32_TSC_DEADLINE | crate::devices::lapic::X2APIC_MSR_FIRST
             ..=crate::devices::lapic::X2APIC_MSR_LAST
-    )
+    ) || crate::pvclock::is_kvm_msr(msr)
 }
 
 /// Whether `msr` lives in hardware guest state that the CPU switches on VM entry and exit,
@@ -390,6 +391,10 @@ mod tests {
     #[test]
     fn the_local_apic_msrs_are_the_platforms() {
         for msr in [IA32_APIC_BASE, IA32_TSC_DEADLINE, 0x800, 0x830, 0x8FF] {
+            assert!(platform_owned(msr), "{msr:#x}");
+        }
+        // kvm-clock's, which the VM loop answers with guest RAM.
+        for msr in [0x4b56_4d00, 0x4b56_4d01] {
             assert!(platform_owned(msr), "{msr:#x}");
         }
         for msr in [IA32_TSC, IA32_EFER, 0x7FF, 0x900] {

@@ -38,6 +38,7 @@ use crate::backend::{BackendError, VmBackend};
 use crate::devices::{CpuRequest, Devices, MachineRequest};
 use crate::exit_handler::{ExitAction, StopReason, handle_exit};
 use crate::memory::GuestMemory;
+use crate::pvclock::{self, KvmClock};
 use crate::vcpu::{InternalExits, Registers, StartMode, Vcpu, VmExit};
 
 mod persist;
@@ -195,6 +196,8 @@ pub struct Vm {
     last_cpu: usize,
     /// The VM's clock against the host's: how long it was paused, and since when it is.
     clock: VmClock,
+    /// kvm-clock's MSRs, when the VM's CPUID offers it (`cpuid.paravirt = "kvm"`).
+    kvm_clock: Option<KvmClock>,
 }
 
 /// VM time is host time plus an offset that a pause moves back by its length (so device
@@ -293,7 +296,19 @@ impl Vm {
     /// A VM from its live parts, with no exits counted yet; `state` is `Running` until the
     /// first step settles it from the vCPUs.
     fn from_parts(id: u32, name: String, live: Live, devices: Devices, clock: VmClock) -> Vm {
+        let kvm_clock = (live.backend.kvm_features() & pvclock::KVM_FEATURE_CLOCKSOURCE2 != 0)
+            .then(|| {
+                let config = devices.platform_config();
+                // The wall-clock time at VM time 0: the RTC shows `wall_clock_unix_seconds`
+                // at `now_ns`, so guest wall time and the RTC agree.
+                let wall_at_zero_ns = config
+                    .wall_clock_unix_seconds
+                    .saturating_mul(1_000_000_000)
+                    .saturating_sub(config.now_ns);
+                KvmClock::new(live.cpus.len(), config.tsc_hz, wall_at_zero_ns)
+            });
         Vm {
+            kvm_clock,
             id,
             name,
             memory_size: live.backend.memory().size(),
@@ -526,7 +541,24 @@ impl Vm {
                 return self.state;
             }
         }
-        match handle_exit(&exit, &mut self.devices) {
+        let action = match exit {
+            VmExit::MsrRead { msr } | VmExit::MsrWrite { msr, .. } if pvclock::is_kvm_msr(msr) => {
+                let reading = pvclock::Reading {
+                    vm_ns: now.ns,
+                    guest_tsc: vcpu.guest_tsc(now.tsc),
+                };
+                ExitAction::CompleteMsr(kvm_clock_msr(
+                    self.kvm_clock.as_mut(),
+                    i,
+                    &exit,
+                    reading,
+                    backend.as_mut(),
+                    &mut self.stats,
+                ))
+            }
+            _ => handle_exit(&exit, &mut self.devices),
+        };
+        match action {
             ExitAction::Resume => {}
             ExitAction::CompleteRead(value) => {
                 if let Err(error) = vcpu.complete_read(value) {
@@ -616,6 +648,10 @@ impl Vm {
                     }
                     live.cpus[cpu].state = CpuState::WaitingForStartup;
                     self.devices.init_lapic(cpu);
+                    // As KVM: an INIT turns the vCPU's kvm-clock off.
+                    if let Some(kvm_clock) = self.kvm_clock.as_mut() {
+                        kvm_clock.reset_cpu(cpu);
+                    }
                 }
                 CpuRequest::StartUp { cpu, vector }
                     if cpu < live.cpus.len()
@@ -746,9 +782,45 @@ impl Vm {
         }
     }
 
+    /// Whether the VM offers kvm-clock (its CPUID has KVM's interface with the clock).
+    pub fn offers_kvm_clock(&self) -> bool {
+        self.kvm_clock.is_some()
+    }
+
     /// Which backend runs the vCPU (`"svm"` or `"vmx"`).
     pub fn backend(&self) -> &'static str {
         self.backend
+    }
+}
+
+/// Answers a kvm-clock `RDMSR`/`WRMSR` of vCPU `cpu` at `now`: the value read, 0 for an
+/// accepted write, `None` (#GP) when the VM does not offer kvm-clock. A written structure's
+/// pages are marked dirty for the dirty log; a structure outside RAM is not written (the
+/// write still succeeds, as on KVM) and counted as `kvm-clock-unbacked`.
+fn kvm_clock_msr(
+    kvm_clock: Option<&mut KvmClock>,
+    cpu: usize,
+    exit: &VmExit,
+    now: pvclock::Reading,
+    backend: &mut dyn VmBackend,
+    stats: &mut ExitStats,
+) -> Option<u64> {
+    let kvm_clock = kvm_clock?;
+    match *exit {
+        VmExit::MsrRead { msr } => kvm_clock.read_msr(cpu, msr),
+        VmExit::MsrWrite { msr, value } => {
+            let outcome = kvm_clock.write_msr(cpu, msr, value, now, backend.memory())?;
+            if let Some((gpa, len)) = outcome.written {
+                let map = backend.memory_map_mut();
+                map.mark_dirty(gpa);
+                map.mark_dirty(gpa + len - 1);
+            }
+            if outcome.unbacked {
+                stats.record("kvm-clock-unbacked");
+            }
+            Some(0)
+        }
+        _ => None,
     }
 }
 
@@ -949,6 +1021,8 @@ mod tests {
         scripts: VecDeque<Vec<VmExit>>,
         started: Rc<RefCell<Vec<(u32, StartMode)>>>,
         probes: Rc<RefCell<Vec<Rc<Probe>>>>,
+        /// What `kvm_features` answers (none unless a test offers kvm-clock).
+        kvm_features: u32,
     }
 
     impl ScriptedBackend {
@@ -960,6 +1034,7 @@ mod tests {
                 scripts: VecDeque::new(),
                 started: Rc::default(),
                 probes: Rc::default(),
+                kvm_features: 0,
             }
         }
 
@@ -971,6 +1046,7 @@ mod tests {
                 scripts: scripts.into_iter().collect(),
                 started: Rc::default(),
                 probes: Rc::default(),
+                kvm_features: 0,
             }
         }
     }
@@ -986,6 +1062,10 @@ mod tests {
 
         fn memory_map_mut(&mut self) -> &mut MemoryMap {
             &mut self.map
+        }
+
+        fn kvm_features(&self) -> u32 {
+            self.kvm_features
         }
 
         fn create_vcpu(
@@ -2042,5 +2122,6 @@ mod tests {
         assert_eq!(vm.console_output_since(0).0, b"w");
     }
 
+    mod kvm_clock;
     mod persist;
 }

@@ -255,10 +255,79 @@ pub struct Vm {
     /// Start the VM when the appliance boots.
     #[serde(default)]
     pub autostart: bool,
+    /// What the guest's CPUID shows of the hypervisor.
+    #[serde(default, skip_serializing_if = "VmCpuid::is_default")]
+    pub cpuid: VmCpuid,
 }
 
 fn default_vcpus() -> u32 {
     1
+}
+
+/// A VM's `[vms.cpuid]` table: what its guests see of the hypervisor through CPUID.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+#[schemars(rename = "ConfigVmCpuid")]
+pub struct VmCpuid {
+    /// The paravirtual interface offered besides Keel's own CPUID leaves.
+    pub paravirt: Paravirt,
+}
+
+impl VmCpuid {
+    /// Whether this is the default (`paravirt = "kvm"`), which is not written out.
+    pub fn is_default(&self) -> bool {
+        *self == VmCpuid::default()
+    }
+}
+
+/// The paravirtual interface a VM's guests see:
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Paravirt {
+    /// KVM's (signature at CPUID 0x4000_0100): Linux guests use kvm-clock, which reads time
+    /// without exits and skips the TSC calibration.
+    #[default]
+    Kvm,
+    /// None beyond Keel's own leaves, for guests that must see no hypervisor interface.
+    None,
+}
+
+impl Paravirt {
+    /// The value as written in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Paravirt::Kvm => "kvm",
+            Paravirt::None => "none",
+        }
+    }
+
+    /// The value for `text` as written in the configuration.
+    pub fn parse(text: &str) -> Option<Paravirt> {
+        match text {
+            "kvm" => Some(Paravirt::Kvm),
+            "none" => Some(Paravirt::None),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Paravirt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl Vm {

@@ -17,6 +17,7 @@ fn vm(name: &str) -> Vm {
         disks: Vec::new(),
         nics: Vec::new(),
         autostart: false,
+        cpuid: VmCpuid::default(),
     }
 }
 
@@ -1291,4 +1292,41 @@ fn network_interface_takes_a_mac_or_a_pci_address() {
         refused.to_string().contains("network.interface"),
         "{refused}"
     );
+}
+
+#[test]
+fn cpuid_paravirt_defaults_to_kvm_and_takes_none() {
+    let config =
+        Config::from_json(br#"{"vms":[{"name":"a","memory_mib":64,"kernel":"k"}]}"#).unwrap();
+    assert_eq!(config.vms[0].cpuid.paravirt, Paravirt::Kvm);
+    // The default is not written out, so existing configurations read back the same.
+    let json = String::from_utf8(config.to_json_pretty()).unwrap();
+    assert!(!json.contains("cpuid"), "{json}");
+
+    let config = Config::from_json(
+        br#"{"vms":[{"name":"a","memory_mib":64,"kernel":"k","cpuid":{"paravirt":"none"}}]}"#,
+    )
+    .unwrap();
+    assert_eq!(config.vms[0].cpuid.paravirt, Paravirt::None);
+    let json = config.to_json_pretty();
+    assert_eq!(Config::from_json(&json).unwrap(), config, "round trip");
+    assert_eq!(Paravirt::parse("none"), Some(Paravirt::None));
+    assert_eq!(Paravirt::parse("kvm"), Some(Paravirt::Kvm));
+    assert_eq!(Paravirt::parse("hyperv"), None);
+    assert_eq!(Paravirt::None.to_string(), "none");
+}
+
+#[test]
+fn cpuid_paravirt_errors_name_the_field() {
+    let e = schema_error(
+        r#"{"vms":[{"name":"a","memory_mib":64,"kernel":"k","cpuid":{"paravirt":"hyperv"}}]}"#,
+    );
+    assert_eq!(
+        e.to_string(),
+        "vms[0].cpuid.paravirt: unknown value \"hyperv\"; expected one of: \"kvm\", \"none\""
+    );
+    let e = schema_error(
+        r#"{"vms":[{"name":"a","memory_mib":64,"kernel":"k","cpuid":{"hypervisor":"kvm"}}]}"#,
+    );
+    assert_eq!(e.path, "vms[0].cpuid.hypervisor");
 }

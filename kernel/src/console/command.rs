@@ -7,7 +7,7 @@ use const_format::formatcp;
 use keel_config::limits::{
     self, MAX_MEMORY_MIB, MAX_VCPUS, MAX_VM_DISKS, MAX_VM_NICS, MIN_RUN_MEMORY_MIB,
 };
-use keel_config::schema::{DiskSource, MacAddress, NicNetwork};
+use keel_config::schema::{DiskSource, MacAddress, NicNetwork, Paravirt};
 use keel_netstack::api::{DEFAULT_STOP_TIMEOUT_S, MAX_STOP_TIMEOUT_S, VmKey};
 
 /// A parsed console command.
@@ -71,6 +71,8 @@ pub enum Command<'a> {
         initrd: Option<&'a str>,
         /// The kernel command line (Linux guests), without its quotes.
         cmdline: Option<&'a str>,
+        /// The paravirtual interface (KVM's when `None`).
+        paravirt: Option<Paravirt>,
     },
     /// List VMs.
     VmList,
@@ -96,6 +98,8 @@ pub enum Command<'a> {
         vcpus: Option<u8>,
         /// Start at boot.
         autostart: bool,
+        /// The paravirtual interface (`[vms.cpuid] paravirt`; KVM's when `None`).
+        paravirt: Option<Paravirt>,
     },
     /// Stop a named VM at once and remove it from the configuration.
     VmDestroy {
@@ -236,12 +240,12 @@ pub const COMMANDS: &[(&str, &str)] = &[
     (
         "vm create <name> kernel=<file> [initrd=<file>] [cmdline=\"…\"] [mem=<MiB>] [vcpus=<n>] \
          [disk=<file>[,ro] …] [disk=partition:<name>[,ro] …] [nic=bridged|internal[,mac=<mac>] …] \
-         [autostart]",
+         [paravirt=kvm|none] [autostart]",
         "define a VM (saved in the configuration) from guest store files; disk= attaches a \
          store file or a guest-disk partition (repeatable, ,ro: read-only, ,serial=<id>); \
          nic= adds a NIC on the bridged (physical) or internal network (repeatable, ,mac=: its \
          MAC, else a derived one); firmware=<file> instead of kernel= boots the disks through \
-         a firmware",
+         a firmware; paravirt=none hides KVM's paravirtual interface (kvm-clock) from the guest",
     ),
     (
         "vm destroy <name>",
@@ -488,27 +492,40 @@ impl<'a> Iterator for Words<'a> {
     }
 }
 
+/// `paravirt=kvm|none`.
+fn parse_paravirt<'a>(argument: &'a str, value: &str) -> Result<Paravirt, ParseError<'a>> {
+    Paravirt::parse(value).ok_or(ParseError::BadValue {
+        argument,
+        expected: "paravirt=kvm or paravirt=none",
+    })
+}
+
 fn parse_vm<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Command<'a>, ParseError<'a>> {
     const USAGE: &str = "vm list | vm create <name> kernel=<file> … | vm destroy <name> | \
                          vm start <name> | vm stop <vm> [force | timeout=<s>] | \
                          vm restart <name> | vm pause <vm> | vm resume <vm> | vm info <vm> | \
                          vm console <vm> | vm log <vm> | \
                          vm run <module> [initrd=<module>] [cmdline=\"…\"] [mem=<MiB>] \
-                         [vcpus=<n>]";
-    const RUN_USAGE: &str =
-        "vm run <module> [initrd=<module>] [cmdline=\"…\"] [mem=<MiB>] [vcpus=<n>]";
+                         [vcpus=<n>] [paravirt=kvm|none]";
+    const RUN_USAGE: &str = "vm run <module> [initrd=<module>] [cmdline=\"…\"] [mem=<MiB>] \
+                             [vcpus=<n>] [paravirt=kvm|none]";
     match words.next() {
         Some("run") => {
             let module = words
                 .next()
                 .ok_or(ParseError::Missing { usage: RUN_USAGE })?;
             let (mut mem_mib, mut vcpus, mut initrd, mut cmdline) = (None, None, None, None);
+            let mut paravirt = None;
             for arg in words {
                 let duplicate = ParseError::BadValue {
                     argument: arg,
-                    expected: "each of mem=, vcpus=, initrd= and cmdline= at most once",
+                    expected: "each of mem=, vcpus=, initrd=, cmdline= and paravirt= at most once",
                 };
-                if let Some(value) = arg.strip_prefix("vcpus=") {
+                if let Some(value) = arg.strip_prefix("paravirt=") {
+                    if paravirt.replace(parse_paravirt(arg, value)?).is_some() {
+                        return Err(duplicate);
+                    }
+                } else if let Some(value) = arg.strip_prefix("vcpus=") {
                     if vcpus.replace(parse_vcpus(arg, value)?).is_some() {
                         return Err(duplicate);
                     }
@@ -566,6 +583,7 @@ fn parse_vm<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Command<'a>,
                 vcpus,
                 initrd,
                 cmdline,
+                paravirt,
             })
         }
         Some("list") => no_more("vm list", words).map(|_| Command::VmList),
@@ -573,7 +591,8 @@ fn parse_vm<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Command<'a>,
             const CREATE_USAGE: &str = "vm create <name> kernel=<file> | firmware=<file> \
                                         [initrd=<file>] [cmdline=\"…\"] [mem=<MiB>] [vcpus=<n>] \
                                         [disk=<file>[,ro] | disk=partition:<name>[,ro] …] \
-                                        [nic=bridged|internal[,mac=<mac>] …] [autostart]";
+                                        [nic=bridged|internal[,mac=<mac>] …] \
+                                        [paravirt=kvm|none] [autostart]";
             let name = vm_key(words.next(), CREATE_USAGE)?;
             let (mut kernel, mut firmware, mut initrd, mut cmdline, mut mem_mib, mut vcpus) =
                 (None, None, None, None, None, None);
@@ -582,11 +601,12 @@ fn parse_vm<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Command<'a>,
             let mut nics = [None; MAX_VM_NICS];
             let mut nic_count = 0;
             let mut autostart = false;
+            let mut paravirt = None;
             for arg in words {
                 let duplicate = ParseError::BadValue {
                     argument: arg,
-                    expected: "each of kernel=, firmware=, initrd=, cmdline=, mem=, vcpus= and \
-                               autostart at most once",
+                    expected: "each of kernel=, firmware=, initrd=, cmdline=, mem=, vcpus=, \
+                               paravirt= and autostart at most once",
                 };
                 let empty = |what: &'static str| ParseError::BadValue {
                     argument: arg,
@@ -649,6 +669,10 @@ fn parse_vm<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Command<'a>,
                     if vcpus.replace(parse_vcpus(arg, v)?).is_some() {
                         return Err(duplicate);
                     }
+                } else if let Some(v) = arg.strip_prefix("paravirt=") {
+                    if paravirt.replace(parse_paravirt(arg, v)?).is_some() {
+                        return Err(duplicate);
+                    }
                 } else if arg == "autostart" && !autostart {
                     autostart = true;
                 } else {
@@ -676,6 +700,7 @@ fn parse_vm<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Command<'a>,
                 mem_mib,
                 vcpus,
                 autostart,
+                paravirt,
             })
         }
         Some("destroy") => {
@@ -956,6 +981,7 @@ mod tests {
                 vcpus: None,
                 initrd: None,
                 cmdline: None,
+                paravirt: None,
             }))
         );
         assert_eq!(
@@ -966,6 +992,7 @@ mod tests {
                 vcpus: None,
                 initrd: None,
                 cmdline: None,
+                paravirt: None,
             }))
         );
         assert_eq!(
@@ -976,6 +1003,7 @@ mod tests {
                 vcpus: None,
                 initrd: Some("initrd.cpio"),
                 cmdline: Some("console=ttyS0 quiet"),
+                paravirt: None,
             }))
         );
         assert_eq!(
@@ -986,6 +1014,7 @@ mod tests {
                 vcpus: None,
                 initrd: None,
                 cmdline: Some("panic=1"),
+                paravirt: None,
             }))
         );
         assert_eq!(
@@ -994,7 +1023,22 @@ mod tests {
         );
         assert_eq!(
             std::format!("{}", parse("vm run k mem=32 mem=64").unwrap_err()),
-            "bad argument 'mem=64': expected each of mem=, vcpus=, initrd= and cmdline= at most once"
+            "bad argument 'mem=64': expected each of mem=, vcpus=, initrd=, cmdline= and paravirt= at most once"
+        );
+        assert_eq!(
+            parse("vm run k paravirt=none"),
+            Ok(Some(Command::VmRun {
+                module: "k",
+                mem_mib: None,
+                vcpus: None,
+                initrd: None,
+                cmdline: None,
+                paravirt: Some(Paravirt::None),
+            }))
+        );
+        assert_eq!(
+            std::format!("{}", parse("vm run k paravirt=hyperv").unwrap_err()),
+            "bad argument 'paravirt=hyperv': expected paravirt=kvm or paravirt=none"
         );
         assert_eq!(
             parse("vm run k vcpus=2"),
@@ -1004,6 +1048,7 @@ mod tests {
                 vcpus: Some(2),
                 initrd: None,
                 cmdline: None,
+                paravirt: None,
             }))
         );
         for bad in ["vcpus=0", "vcpus=9", "vcpus=", "vcpus=two", "vcpus=-1"] {
@@ -1016,7 +1061,7 @@ mod tests {
         }
         assert_eq!(
             std::format!("{}", parse("vm run k vcpus=2 vcpus=2").unwrap_err()),
-            "bad argument 'vcpus=2': expected each of mem=, vcpus=, initrd= and cmdline= at most once"
+            "bad argument 'vcpus=2': expected each of mem=, vcpus=, initrd=, cmdline= and paravirt= at most once"
         );
         assert_eq!(
             std::format!("{}", parse("vm run k initrd=").unwrap_err()),
@@ -1278,6 +1323,28 @@ mod tests {
     /// defaults.
     fn create<'a>(line: &'a str) -> Result<Command<'a>, ParseError<'a>> {
         parse(line).map(|c| c.expect("a command"))
+    }
+
+    #[test]
+    fn vm_create_takes_paravirt() {
+        let Ok(Command::VmCreate { paravirt, .. }) =
+            create("vm create plain kernel=vmlinuz paravirt=none")
+        else {
+            panic!("vm create did not parse");
+        };
+        assert_eq!(paravirt, Some(Paravirt::None));
+        let Ok(Command::VmCreate { paravirt, .. }) = create("vm create web kernel=vmlinuz") else {
+            panic!("vm create did not parse");
+        };
+        assert_eq!(paravirt, None, "the configuration's default (kvm) applies");
+        assert_eq!(
+            std::format!(
+                "{}",
+                create("vm create w kernel=k paravirt=kvm paravirt=none").unwrap_err()
+            ),
+            "bad argument 'paravirt=none': expected each of kernel=, firmware=, initrd=, \
+             cmdline=, mem=, vcpus=, paravirt= and autostart at most once"
+        );
     }
 
     #[test]

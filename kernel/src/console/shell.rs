@@ -237,6 +237,7 @@ const VM_CREATE_OPTIONS: &[&str] = &[
     "disk=partition:",
     "nic=bridged",
     "nic=internal",
+    "paravirt=none",
     "autostart",
 ];
 
@@ -318,7 +319,18 @@ fn execute(kernel: &mut Services<'_>, cmd: Command<'_>) {
             vcpus,
             initrd,
             cmdline,
-        } => match vms.start(system, module, mem_mib, vcpus, initrd, cmdline) {
+            paravirt,
+        } => match vms.start(
+            system,
+            module,
+            crate::vms::RunOptions {
+                mem_mib,
+                cpus: vcpus,
+                initrd,
+                cmdline,
+                paravirt: paravirt.unwrap_or_default(),
+            },
+        ) {
             Ok(id) => kprintln!("vm {id} started"),
             Err(e) => kprintln!("error: {e}"),
         },
@@ -334,6 +346,7 @@ fn execute(kernel: &mut Services<'_>, cmd: Command<'_>) {
             mem_mib,
             vcpus,
             autostart,
+            paravirt,
         } => {
             let vm = keel_config::schema::Vm {
                 name: String::from(name),
@@ -353,6 +366,9 @@ fn execute(kernel: &mut Services<'_>, cmd: Command<'_>) {
                     })
                     .collect(),
                 autostart,
+                cpuid: keel_config::schema::VmCpuid {
+                    paravirt: paravirt.unwrap_or_default(),
+                },
             };
             vm_create(vms, settings, vm);
         }

@@ -7,6 +7,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::cell::RefCell;
 
+use keel_config::schema::Paravirt;
 use keel_vmm::cpuid::CpuidPolicy;
 use keel_vmm::devices::{Devices, PlatformConfig};
 use keel_vmm::host::HostMemory;
@@ -83,6 +84,8 @@ pub(super) struct Blueprint<'a> {
     pub(super) mem_mib: Option<u32>,
     /// vCPUs (1 to `keel_vmm::devices::MAX_CPUS`).
     pub(super) cpus: u8,
+    /// The paravirtual interface its CPUID offers.
+    pub(super) paravirt: Paravirt,
 }
 
 /// A VM just built, and where its disks and NICs went on its PCI bus.
@@ -181,7 +184,7 @@ pub(super) fn build_vm(
         nics::attach(system, &label, &mut devices, nics).map_err(StartError::Nic)?;
     // The VM backend takes the loaded RAM and maps it; the VM creates its vCPUs through it
     // (the BSP now, each AP at its start-up IPI).
-    let mut vm_backend = vm_backend(system, memory).map_err(StartError::Vcpu)?;
+    let mut vm_backend = vm_backend(system, memory, bp.paravirt).map_err(StartError::Vcpu)?;
     if DIRTY_TRACKING_SELFTEST {
         let size = vm_backend.memory().size();
         vm_backend.write_protect(0, size).map_err(|e| {
@@ -197,13 +200,18 @@ pub(super) fn build_vm(
 }
 
 /// The VM backend over `memory` that every VM on this host gets: the host's virtualization,
-/// its CPUID (with the host's TSC rate) and frames.
+/// its CPUID (with the host's TSC rate and the VM's paravirtual interface) and frames.
 fn vm_backend(
     system: &System,
     memory: GuestMemory,
+    paravirt: Paravirt,
 ) -> Result<alloc::boxed::Box<dyn backend::VmBackend>, backend::BackendError> {
-    let cpuid =
-        CpuidPolicy::from_host(&crate::cpuinfo::HostCpu).with_tsc_hz(crate::arch::timer::tsc_hz());
+    let cpuid = CpuidPolicy::from_host(&crate::cpuinfo::HostCpu)
+        .with_tsc_hz(crate::arch::timer::tsc_hz())
+        .with_paravirt(match paravirt {
+            Paravirt::Kvm => keel_vmm::cpuid::Paravirt::Kvm,
+            Paravirt::None => keel_vmm::cpuid::Paravirt::None,
+        });
     backend::create_vm_backend(&system.virtualization, &HOST, memory, cpuid)
 }
 
@@ -219,6 +227,8 @@ pub(super) struct KernelRebuild<'a> {
     nics: &'a [NicSpec],
     /// What the NICs' switch ports name their VM: the key commands and the API take.
     key: &'a str,
+    /// The paravirtual interface the saved VM offered.
+    paravirt: Paravirt,
     /// Where they went, or why they could not be attached.
     attached: RefCell<Result<AttachedDevices, RebuildError>>,
 }
@@ -235,17 +245,20 @@ pub(super) enum RebuildError {
 }
 
 impl<'a> KernelRebuild<'a> {
-    /// The rebuild of VM `label` (known to commands as `key`) with `disks` and `nics`.
+    /// The rebuild of VM `label` (known to commands as `key`) with `disks` and `nics`,
+    /// offering `paravirt` as the saved VM did.
     pub(super) fn new(
         system: &'a System,
         label: &'a str,
         key: &'a str,
         disks: Vec<OpenedDisk>,
         nics: &'a [NicSpec],
+        paravirt: Paravirt,
     ) -> Self {
         KernelRebuild {
             system,
             label,
+            paravirt,
             disks: RefCell::new(Some(disks)),
             nics,
             key,
@@ -288,7 +301,7 @@ impl keel_vmm::vm::Rebuild for KernelRebuild<'_> {
         &self,
         memory: GuestMemory,
     ) -> Result<alloc::boxed::Box<dyn backend::VmBackend>, backend::BackendError> {
-        vm_backend(self.system, memory)
+        vm_backend(self.system, memory, self.paravirt)
     }
 
     fn host(&self) -> &'static dyn HostMemory {

@@ -235,6 +235,21 @@ impl core::fmt::Display for PauseVmError {
 /// How `vm stop` (and the API's stop) ends a VM: one definition for the console and HTTP.
 pub use keel_netstack::api::{DEFAULT_STOP_TIMEOUT_S, StopMode};
 
+/// How `vm run` (and the API's module run) starts an ad-hoc VM; defaults for what is `None`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunOptions<'a> {
+    /// Guest RAM in MiB.
+    pub mem_mib: Option<u32>,
+    /// vCPUs (1 by default).
+    pub cpus: Option<u8>,
+    /// The initrd module (Linux guests).
+    pub initrd: Option<&'a str>,
+    /// The kernel command line (Linux guests).
+    pub cmdline: Option<&'a str>,
+    /// The paravirtual interface its CPUID offers (KVM's by default).
+    pub paravirt: keel_config::schema::Paravirt,
+}
+
 /// A named VM, as the configuration defines it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VmDefinition {
@@ -255,6 +270,8 @@ pub struct VmDefinition {
     pub vcpus: u8,
     /// Start it at boot.
     pub autostart: bool,
+    /// The paravirtual interface its CPUID offers (`[vms.cpuid] paravirt`).
+    pub paravirt: keel_config::schema::Paravirt,
     /// Its disks, attached at each start as virtio-blk PCI functions in this order
     /// ([`disks`]).
     pub disks: Vec<keel_config::schema::VmDisk>,
@@ -281,6 +298,7 @@ impl VmDefinition {
                 // Validation caps it at `MAX_VCPUS`.
                 vcpus: u8::try_from(vm.vcpus).unwrap_or(u8::MAX),
                 autostart: vm.autostart,
+                paravirt: vm.cpuid.paravirt,
                 disks: vm.disks.clone(),
                 nics: nics::NicSpec::from_config(&config.hostname, &vm.name, &vm.nics),
             })
@@ -596,6 +614,7 @@ impl VmManager {
             mem_mib: Some(d.memory_mib),
             // The configuration's validation keeps it within 1..=MAX_VCPUS.
             cpus: d.vcpus,
+            paravirt: d.paravirt,
         };
         let id = self.vms[i].id;
         // A VM that stopped since the last slice gives its disks and MACs back before any
@@ -622,17 +641,21 @@ impl VmManager {
     }
 
     /// Starts an ad-hoc VM from a boot module (`vm run`); returns its number. A Linux bzImage
-    /// or PVH ELF kernel boots with `initrd` (another module) and `cmdline`; anything else is
-    /// a flat payload entered in real mode at 0x7C00.
+    /// or PVH ELF kernel boots with `options.initrd` (another module) and `options.cmdline`;
+    /// anything else is a flat payload entered in real mode at 0x7C00.
     pub fn start(
         &mut self,
         system: &System,
         key: &str,
-        mem_mib: Option<u32>,
-        cpus: Option<u8>,
-        initrd: Option<&str>,
-        cmdline: Option<&str>,
+        options: RunOptions<'_>,
     ) -> Result<u32, StartError> {
+        let RunOptions {
+            mem_mib,
+            cpus,
+            initrd,
+            cmdline,
+            paravirt,
+        } = options;
         let module = Self::find_module(system, key)
             .ok_or_else(|| StartError::NoSuchModule(String::from(key)))?;
         let initrd = match initrd {
@@ -649,6 +672,7 @@ impl VmManager {
             cmdline,
             mem_mib,
             cpus: cpus.unwrap_or(1),
+            paravirt,
         };
         let id = self.next_id;
         // Ad-hoc VMs have neither disks nor NICs.
@@ -795,6 +819,11 @@ impl VmManager {
             save_ms: ms,
             disks,
             nics,
+            paravirt: if run.vm.offers_kvm_clock() {
+                keel_config::schema::Paravirt::Kvm
+            } else {
+                keel_config::schema::Paravirt::None
+            },
         });
         Ok(report)
     }
@@ -826,7 +855,7 @@ impl VmManager {
         self.check_macs(id, &key, &saved.nics).map_err(nic_error)?;
         let opened = disks::open_all(&saved.disks).map_err(disk_error)?;
         disks::claim(id, &key, &opened).map_err(disk_error)?;
-        let rebuild = KernelRebuild::new(system, &label, &key, opened, &saved.nics);
+        let rebuild = KernelRebuild::new(system, &label, &key, opened, &saved.nics, saved.paravirt);
         let restored =
             keel_vmm::vm::Vm::restore(id, label.clone(), &saved.blob, &rebuild, &TscClock);
         let (vm, disks_attached, nics_attached) = match (restored, rebuild.into_devices()) {

@@ -28,6 +28,9 @@ pub struct SavedVm {
     /// The VM's NICs (networks and MACs), which a restore plugs into new switch ports in the
     /// same order; frames in flight at the save are lost, as on a network.
     pub nics: Vec<super::nics::NicSpec>,
+    /// The paravirtual interface the VM offered: a restore offers the same (its guest may
+    /// use kvm-clock).
+    pub paravirt: keel_config::schema::Paravirt,
 }
 
 impl SavedVm {

@@ -82,6 +82,7 @@ pub fn definition(name: &str, kernel: &str, memory_mib: u64) -> Vm {
         disks: Vec::new(),
         nics: Vec::new(),
         autostart: false,
+        cpuid: Default::default(),
     }
 }
 

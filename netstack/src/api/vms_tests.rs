@@ -246,7 +246,7 @@ fn create_refuses_bad_definitions_and_changes_nothing() {
             json!([{
                 "path": "cpus",
                 "message": "unknown field; expected one of: name, vcpus, memory_mib, kernel, \
-                    firmware, initrd, cmdline, disks, nics, autostart"
+                    firmware, initrd, cmdline, disks, nics, autostart, cpuid"
             }]),
         ),
         (

@@ -127,6 +127,13 @@ pub trait VmBackend {
         start: StartMode,
     ) -> Result<Box<dyn Vcpu>, BackendError>;
 
+    /// KVM's paravirtual features the VM's CPUID offers
+    /// ([`CpuidPolicy::kvm_features`]); the VM loop answers the kvm-clock MSRs only when they
+    /// include kvm-clock, and #GP otherwise.
+    fn kvm_features(&self) -> u32 {
+        0
+    }
+
     /// The guest's RAM.
     fn memory(&self) -> &GuestMemory {
         self.memory_map().memory()

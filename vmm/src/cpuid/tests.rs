@@ -422,3 +422,52 @@ fn each_vcpu_policy_answers_with_its_own_apic_id() {
     // Everything else is the BSP's.
     assert_eq!(ap.query(7, 0, id), bsp.query(7, 0, 0));
 }
+
+#[test]
+fn kvm_leaves_follow_keels_with_paravirt_kvm() {
+    let p = CpuidPolicy::from_host(&TableCpu::amd())
+        .with_tsc_hz(2_500_000_000)
+        .with_paravirt(Paravirt::Kvm);
+    assert_eq!(p.paravirt(), Paravirt::Kvm);
+    // Keel's own leaves are unchanged: its signature, the timing leaf its maximum.
+    let keel = p.query(HYPERVISOR_LEAF, 0, 0);
+    assert_eq!(keel.eax, TIMING_LEAF);
+    assert_eq!(keel.ebx.to_le_bytes(), *b"Keel");
+    assert_eq!(
+        p.query(TIMING_LEAF, 0, 0),
+        r(2_500_000, LAPIC_BUS_KHZ, 0, 0)
+    );
+    // KVM's at 0x4000_0100, as Linux's scan in steps of 0x100 finds it.
+    let kvm = p.query(0x4000_0100, 0, 1);
+    let mut bytes = Vec::new();
+    for reg in [kvm.ebx, kvm.ecx, kvm.edx] {
+        bytes.extend_from_slice(&reg.to_le_bytes());
+    }
+    assert_eq!(bytes, b"KVMKVMKVM\0\0\0");
+    assert_eq!(kvm.eax, 0x4000_0101, "the highest KVM leaf");
+    // kvm-clock (CLOCKSOURCE2, bit 3) and its stable bit (24); nothing else, no hints.
+    assert_eq!(p.query(0x4000_0101, 0, 0), r(1 << 3 | 1 << 24, 0, 0, 0));
+    assert_eq!(p.kvm_features(), 1 << 3 | 1 << 24);
+    for leaf in [0x4000_0102, 0x4000_0110, 0x4000_0200, 0x4000_0001] {
+        assert_eq!(p.query(leaf, 0, 0), CpuidResult::default(), "{leaf:#x}");
+    }
+}
+
+#[test]
+fn kvm_leaves_read_as_zeros_with_paravirt_none() {
+    let base = CpuidPolicy::from_host(&TableCpu::intel()).with_tsc_hz(2_500_000_000);
+    for p in [base.clone(), base.clone().with_paravirt(Paravirt::None)] {
+        assert_eq!(p.paravirt(), Paravirt::None, "none is the policy's default");
+        assert_eq!(p.kvm_features(), 0);
+        for leaf in [0x4000_0100, 0x4000_0101] {
+            assert_eq!(p.query(leaf, 0, 0), CpuidResult::default(), "{leaf:#x}");
+        }
+        // Keel's own leaves stay.
+        assert_eq!(p.query(HYPERVISOR_LEAF, 0, 0).ebx.to_le_bytes(), *b"Keel");
+        assert_eq!(p.query(TIMING_LEAF, 0, 0).eax, 2_500_000);
+    }
+    // Without a known TSC rate there is no clock to offer: the signature, no features.
+    let p = CpuidPolicy::from_host(&TableCpu::intel()).with_paravirt(Paravirt::Kvm);
+    assert_eq!(p.query(0x4000_0100, 0, 0).ebx.to_le_bytes(), *b"KVMK");
+    assert_eq!(p.query(0x4000_0101, 0, 0), CpuidResult::default());
+}

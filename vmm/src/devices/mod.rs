@@ -480,6 +480,11 @@ impl Devices {
         }
     }
 
+    /// What the platform was built with (the TSC rate, the wall-clock time at `now_ns`).
+    pub fn platform_config(&self) -> PlatformConfig {
+        self.config
+    }
+
     /// The latest VM time the devices have seen.
     pub fn now_ns(&self) -> u64 {
         self.now_ns

@@ -1,7 +1,7 @@
 //! The encoding of a whole VM as bytes: what snapshots, `vm save`/`vm restore` and live
 //! migration read and write.
 //!
-//! # Layout (format version 1)
+//! # Layout (format version 2)
 //!
 //! ```text
 //! header   magic "KEELVM\r\n" (8) | format version u32 | flags u32 (0)            16 bytes
@@ -45,7 +45,10 @@ pub const MAGIC: [u8; 8] = *b"KEELVM\r\n";
 /// The first eight bytes of the trailer.
 pub const TRAILER_MAGIC: [u8; 8] = *b"KEELEND\n";
 /// The format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+///
+/// 2: the VM loop's state carries kvm-clock's MSRs (version 1 had none; postcard cannot
+/// tell, so version 1 blobs are refused with [`SnapshotError::UnsupportedVersion`]).
+pub const FORMAT_VERSION: u32 = 2;
 /// Bytes in the header.
 pub const HEADER_LEN: u64 = 16;
 /// Bytes in the trailer.

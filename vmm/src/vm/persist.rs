@@ -56,6 +56,8 @@ pub(super) struct LoopState {
     last_cpu: u8,
     /// External interrupts injected so far.
     injected_interrupts: u64,
+    /// kvm-clock's MSRs, when the VM offered it.
+    kvm_clock: Option<crate::pvclock::State>,
 }
 
 /// Why a VM could not be saved.
@@ -115,6 +117,9 @@ pub enum RestoreError {
         /// Why.
         error: VcpuStateError,
     },
+    /// The saved guest uses kvm-clock and the VM it is restored into does not offer it
+    /// (`cpuid.paravirt = "none"`): its clock would stop working.
+    KvmClockNotOffered,
 }
 
 impl fmt::Display for RestoreError {
@@ -129,6 +134,10 @@ impl fmt::Display for RestoreError {
             RestoreError::Vcpu { cpu, error } => {
                 write!(f, "the saved state of vCPU {cpu} is refused: {error}")
             }
+            RestoreError::KvmClockNotOffered => f.write_str(
+                "the saved guest uses kvm-clock, and this VM's cpuid.paravirt is \"none\": \
+                 set it to \"kvm\" to restore it",
+            ),
         }
     }
 }
@@ -181,6 +190,7 @@ impl Vm {
             cpus: live.cpus.iter().map(|c| c.state).collect(),
             last_cpu: self.last_cpu as u8,
             injected_interrupts: self.injected_interrupts,
+            kvm_clock: self.kvm_clock.as_ref().map(|c| c.state().clone()),
         };
         let vcpus = live
             .cpus
@@ -288,6 +298,27 @@ impl Vm {
         );
         vm.injected_interrupts = loop_state.injected_interrupts;
         vm.last_cpu = usize::from(loop_state.last_cpu);
+        if let Some(saved) = loop_state.kvm_clock {
+            let Some(kvm_clock) = vm.kvm_clock.as_mut() else {
+                return Err(RestoreError::KvmClockNotOffered);
+            };
+            kvm_clock.restore(saved).ok_or(RestoreError::Inconsistent(
+                "kvm-clock's MSRs are for another vCPU count",
+            ))?;
+            // Rewrite each enabled structure for this host (its TSC rate may differ); VM time
+            // and each guest TSC go on from the saved values, so the guest's time does too.
+            if let Some(live) = vm.live.as_ref() {
+                for (cpu, slot) in live.cpus.iter().enumerate() {
+                    if let Some(vcpu) = slot.vcpu.as_ref() {
+                        let reading = crate::pvclock::Reading {
+                            vm_ns: loop_state.vm_ns,
+                            guest_tsc: vcpu.guest_tsc(now.tsc),
+                        };
+                        kvm_clock.refresh(cpu, reading, live.backend.memory());
+                    }
+                }
+            }
+        }
         Ok(vm)
     }
 }

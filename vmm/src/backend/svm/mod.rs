@@ -115,6 +115,10 @@ impl VmBackend for SvmVm {
         &mut self.map
     }
 
+    fn kvm_features(&self) -> u32 {
+        self.cpuid.kvm_features()
+    }
+
     fn create_vcpu(
         &mut self,
         apic_id: u32,

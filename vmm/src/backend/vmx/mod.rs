@@ -316,6 +316,10 @@ impl VmBackend for VmxVm {
         &mut self.map
     }
 
+    fn kvm_features(&self) -> u32 {
+        self.cpuid.kvm_features()
+    }
+
     fn create_vcpu(
         &mut self,
         apic_id: u32,

@@ -194,7 +194,7 @@ fn damaged_truncated_and_foreign_blobs_create_nothing() {
     v9[8..12].copy_from_slice(&9u32.to_le_bytes());
     assert_eq!(
         refused(&v9).to_string(),
-        "saved VM format version 9 is not supported (this build reads version 1)"
+        "saved VM format version 9 is not supported (this build reads version 2)"
     );
 }
 
