@@ -31,7 +31,6 @@ pub mod store;
 
 #[cfg(target_os = "none")]
 pub mod arch;
-#[cfg(target_os = "none")]
 pub mod bench;
 #[cfg(target_os = "none")]
 pub mod cpuinfo;
@@ -233,7 +232,7 @@ mod kernel {
             kprintln!("warning: {}", problem);
         }
         crate::crash::from_cmdline(system.boot.cmdline_value("keel.test-crash"));
-        crate::bench::from_cmdline(system.boot.cmdline_value("keel.bench"));
+        crate::bench::from_cmdline(system, system.boot.cmdline_value("keel.bench"));
         crate::runtime::Kernel::start(system, settings, screen).run()
     }
 

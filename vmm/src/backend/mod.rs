@@ -22,6 +22,7 @@
 //! Every resource is an owned value, so a failed creation and `Drop` unwind themselves.
 //! No backend type leaks out of this module.
 
+pub mod bare;
 mod debug;
 pub mod fpu;
 mod ids;

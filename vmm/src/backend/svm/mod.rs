@@ -17,6 +17,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use self::instr::GuestGprs;
 use self::vmcb::{Vmcb, exit, offset};
+use super::bare::{BareError, BareExit, BareRun, Counter, Step};
 use super::debug::GuestDebug;
 use super::fpu::{self, GuestFpu};
 use super::ids::{Id, IdPool};
@@ -99,6 +100,22 @@ impl SvmVm {
             cpuid,
             map,
         })
+    }
+}
+
+impl SvmVm {
+    /// The floor loop for `exit` on a fresh vCPU (see [`bare`](super::bare)).
+    pub(super) fn bare_round_trips(
+        &mut self,
+        exit: BareExit,
+        rounds: u64,
+    ) -> Result<BareRun, BareError> {
+        let cpuid = self.cpuid.clone().with_vcpu_id(0);
+        let start = StartMode::RealMode {
+            entry: exit.entry(),
+        };
+        let mut vcpu = SvmVcpu::new(self.host, &self.caps, &self.map, start, cpuid)?;
+        vcpu.bare_loop(exit, rounds)
     }
 }
 
@@ -519,6 +536,51 @@ impl SvmVcpu {
             _ => {
                 self.stopped = true;
                 Some(VmExit::Unhandled { code, info1, info2 })
+            }
+        }
+    }
+}
+
+impl SvmVcpu {
+    /// The floor for `exit`: one untimed round trip (its VMRUN flushes the new ASID's TLB),
+    /// then `rounds` timed ones.
+    fn bare_loop(&mut self, exit: BareExit, rounds: u64) -> Result<BareRun, BareError> {
+        self.vmcb().set8(offset::TLB_CONTROL, TLB_FLUSH_ALL);
+        self.bare_rounds(exit, 1)?;
+        self.vmcb().set8(offset::TLB_CONTROL, 0);
+        self.bare_rounds(exit, rounds)
+    }
+
+    /// VMRUN, read EXITCODE, write the known next RIP, again, `rounds` times, with the TSC
+    /// read around the loop. No FPU, debug-register or event-injection work: the floor guest
+    /// touches none of it.
+    fn bare_rounds(&mut self, exit: BareExit, rounds: u64) -> Result<BareRun, BareError> {
+        let expected = match exit {
+            BareExit::Cpuid => vmcb::exit::CPUID,
+            BareExit::Out => vmcb::exit::IOIO,
+        };
+        let next_rip = exit.next_rip();
+        let vmcb_pa = self.vmcb.phys();
+        let mut counter = Counter::new(exit, rounds);
+        let start = instr::rdtsc();
+        loop {
+            // SAFETY: as in `run`: SVM is on, the VMCB and permission maps are this vCPU's,
+            // the nested page tables map only the floor guest's RAM, the host save page is
+            // this CPU's.
+            unsafe { instr::run(vmcb_pa, &mut self.gprs, self.host_save_pa) };
+            let mut v = self.vmcb();
+            let code = v.get(offset::EXIT_CODE);
+            if code & 0xffff_ffff == exit::INVALID_LOW32 {
+                return Err(BareError::Entry(EntryFailure::SvmInvalidState));
+            }
+            let interrupt = code == exit::INTR || code == exit::NMI;
+            match counter.step(code, code == expected, interrupt)? {
+                Step::Advance => v.set(offset::RIP, next_rip),
+                Step::Reenter => {}
+                Step::Finished => {
+                    v.set(offset::RIP, next_rip);
+                    return Ok(counter.result(instr::rdtsc() - start));
+                }
             }
         }
     }

@@ -64,6 +64,7 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 use self::cr::CrPolicy;
 use self::instr::{GuestRegs, RunResult, VmFail};
 use self::vmcs::{ControlAddresses, ControlError, Controls, Fields, field};
+use super::bare::{BareError, BareExit, BareRun, Counter, Step};
 use super::debug::GuestDebug;
 use super::fpu::{self, GuestFpu};
 use super::ids::{Id, IdPool};
@@ -81,6 +82,7 @@ use crate::vcpu::{
     VcpuStateError, VmExit,
 };
 
+use self::exit_info::reason;
 pub use self::exit_info::{entry_failure_name, instruction_error_name};
 
 /// Why the VT-x backend could not set up a vCPU.
@@ -300,6 +302,22 @@ impl VmxVm {
             use_vpid,
             map,
         })
+    }
+}
+
+impl VmxVm {
+    /// The floor loop for `exit` on a fresh vCPU (see [`bare`](super::bare)).
+    pub(super) fn bare_round_trips(
+        &mut self,
+        exit: BareExit,
+        rounds: u64,
+    ) -> Result<BareRun, BareError> {
+        let cpuid = self.cpuid.clone().with_vcpu_id(0);
+        let start = StartMode::RealMode {
+            entry: exit.entry(),
+        };
+        let mut vcpu = VmxVcpu::new(self, start, cpuid)?;
+        vcpu.bare_loop(exit, rounds)
     }
 }
 
@@ -671,6 +689,79 @@ impl VmxVcpu {
         let new = if on { controls | bit } else { controls & !bit };
         if new != controls {
             v.write(field::PROC_BASED_CONTROLS, new.into());
+        }
+    }
+}
+
+impl VmxVcpu {
+    /// The floor for `exit`: the VMCS made current, the TLB flushes `run` does, one untimed
+    /// round trip (the VMLAUNCH), then `rounds` timed VMRESUMEs.
+    fn bare_loop(&mut self, exit: BareExit, rounds: u64) -> Result<BareRun, BareError> {
+        let mut v = self.vmcs();
+        if self.preemption_timer != 0 {
+            // Not saved on exit, so every entry reloads this value: written once.
+            v.write(field::GUEST_PREEMPTION_TIMER, self.preemption_timer);
+        }
+        if let Some((field, fail)) = take_access_error() {
+            let error = (fail == VmFail::Valid).then(|| v.read(field::VM_INSTRUCTION_ERROR) as u32);
+            return Err(BareError::Backend(
+                VmxError::VmcsAccess { field, error }.into(),
+            ));
+        }
+        if self.tlb.take_flush() {
+            self.flush_ept();
+        }
+        if self.flush_vpid {
+            self.flush_vpid = false;
+            self.flush_guest_tlb();
+        }
+        self.bare_rounds(exit, 1)?;
+        self.bare_rounds(exit, rounds)
+    }
+
+    /// VMLAUNCH/VMRESUME, VMREAD of the exit reason, VMWRITE of the known next RIP, again,
+    /// `rounds` times, with the TSC read around the loop. The VMCS is current (`bare_loop`).
+    fn bare_rounds(&mut self, exit: BareExit, rounds: u64) -> Result<BareRun, BareError> {
+        let expected = match exit {
+            BareExit::Cpuid => reason::CPUID,
+            BareExit::Out => reason::IO_INSTRUCTION,
+        };
+        let next_rip = exit.next_rip();
+        let mut v = Current(true);
+        let mut counter = Counter::new(exit, rounds);
+        let start = instr::rdtsc();
+        loop {
+            // SAFETY: as in `run`: VMX is on, this vCPU's VMCS is current (made so by
+            // `bare_loop`, nothing in between loads another), its controls intercept every
+            // host resource and its EPT maps only the floor guest's RAM.
+            let result = unsafe { instr::run(&mut self.regs, self.launched) };
+            if let RunResult::Failed(fail) = result {
+                return Err(BareError::Entry(match fail {
+                    VmFail::Invalid => EntryFailure::VmxFailInvalid,
+                    VmFail::Valid => {
+                        EntryFailure::VmxInstructionError(v.read(field::VM_INSTRUCTION_ERROR) as u32)
+                    }
+                }));
+            }
+            self.launched = true;
+            let raw = v.read(field::EXIT_REASON);
+            if raw & exit_info::EXIT_REASON_ENTRY_FAILURE != 0 {
+                return Err(BareError::Entry(EntryFailure::VmxEntryCheck {
+                    reason: raw as u16,
+                    qualification: v.read(field::EXIT_QUALIFICATION),
+                }));
+            }
+            let basic = raw as u16;
+            let interrupt =
+                basic == reason::EXTERNAL_INTERRUPT || basic == reason::PREEMPTION_TIMER;
+            match counter.step(raw, basic == expected, interrupt)? {
+                Step::Advance => v.write(field::GUEST_RIP, next_rip),
+                Step::Reenter => {}
+                Step::Finished => {
+                    v.write(field::GUEST_RIP, next_rip);
+                    return Ok(counter.result(instr::rdtsc() - start));
+                }
+            }
         }
     }
 }
