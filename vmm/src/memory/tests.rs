@@ -270,7 +270,7 @@ fn contains_and_hpa() {
 #[test]
 fn host_frames_are_bounds_checked_and_freed() {
     let h = host(16);
-    let frames = HostFrames::alloc(h, 2, 2).unwrap();
+    let frames = HostFrames::alloc(h, FrameUse::GuestRam, 2, 2).unwrap();
     assert_eq!(frames.len(), 8192);
     assert_eq!(frames.frame_count(), 2);
     frames.write_u64(4092, 0x1122_3344_5566_7788).unwrap();
@@ -288,12 +288,12 @@ fn host_frames_are_bounds_checked_and_freed() {
     drop(frames);
     assert_eq!(h.frames_in_use(), 0);
     assert_eq!(
-        HostFrames::alloc(h, 0, 1).unwrap_err(),
+        HostFrames::alloc(h, FrameUse::GuestRam, 0, 1).unwrap_err(),
         MemoryError::InvalidFrameRequest { count: 0, align: 1 }
     );
-    assert!(HostFrames::alloc(h, 1, 3).is_err());
+    assert!(HostFrames::alloc(h, FrameUse::GuestRam, 1, 3).is_err());
     assert_eq!(
-        HostFrames::alloc(h, 17, 1).unwrap_err(),
+        HostFrames::alloc(h, FrameUse::GuestRam, 17, 1).unwrap_err(),
         MemoryError::OutOfHostMemory {
             requested: 17 * 4096
         }
