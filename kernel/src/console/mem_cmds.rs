@@ -15,7 +15,7 @@ use crate::mm::bill::{HostUse, UsedBreakdown, VmBill};
 /// The allocator's figures at one moment, as `crate::mm::stats` gives them.
 #[derive(Clone, Copy, Debug)]
 pub struct Totals {
-    /// Usable RAM.
+    /// All usable RAM (the allocator's pool and the boot reservations).
     pub usable_bytes: u64,
     /// RAM not allocated.
     pub free_bytes: u64,
@@ -157,7 +157,7 @@ pub fn write_report(out: &mut String, info: &MemoryInfo) {
 pub fn gather(vms: &crate::vms::VmManager) -> MemoryInfo {
     let s = crate::mm::stats();
     let totals = Totals {
-        usable_bytes: s.usable_bytes,
+        usable_bytes: s.ram_bytes,
         free_bytes: s.free_bytes,
         heap_used_bytes: s.heap_used,
         used: s.used,

@@ -53,6 +53,8 @@ mod kernel_mm {
     /// Usable frames taken out of the allocator without being allocated: at boot (first MiB,
     /// kernel image, boot modules, the allocator's bitmap) and by [`reserve`] later.
     static RESERVED_FRAMES: AtomicU64 = AtomicU64::new(0);
+    /// Usable frames the boot reservations took, outside the allocator's pool.
+    static BOOT_RESERVED_FRAMES: AtomicU64 = AtomicU64::new(0);
     /// Boot modules' frames (part of `RESERVED_FRAMES`).
     static MODULE_FRAMES: AtomicU64 = AtomicU64::new(0);
 
@@ -128,10 +130,15 @@ mod kernel_mm {
             core::slice::from_raw_parts_mut(plan.phys as *mut u64, (plan.bytes / 8) as usize)
         };
         let mut frames = FrameAllocator::new(bitmap, plan.frames, &usable, &reserved);
-        RESERVED_FRAMES.store(
-            frames.usable_frames() - frames.free_frames(),
-            Ordering::Relaxed,
-        );
+        // The allocator manages only what was free at set-up; the rest of usable RAM is what
+        // the reservations took.
+        let usable_ram_frames: u64 = usable
+            .iter()
+            .map(|r| (r.end / FRAME_SIZE).saturating_sub(r.start.div_ceil(FRAME_SIZE)))
+            .sum();
+        let boot_reserved = usable_ram_frames.saturating_sub(frames.free_frames());
+        RESERVED_FRAMES.store(boot_reserved, Ordering::Relaxed);
+        BOOT_RESERVED_FRAMES.store(boot_reserved, Ordering::Relaxed);
         let module_frames: u64 = info
             .modules
             .iter()
@@ -343,7 +350,10 @@ mod kernel_mm {
         pub heap_bytes: u64,
         /// Heap in use.
         pub heap_used: u64,
-        /// Used RAM (`usable_bytes - free_bytes`) by use; sums to it.
+        /// All usable RAM of the memory map: `usable_bytes` and what the boot reservations
+        /// took (first MiB, kernel image, modules, bitmap).
+        pub ram_bytes: u64,
+        /// Used RAM (`ram_bytes - free_bytes`) by use; sums to it.
         pub used: UsedBreakdown,
     }
 
@@ -373,6 +383,8 @@ mod kernel_mm {
             vms: BILL.vm_frames() * FRAME_SIZE,
         };
         MemStats {
+            ram_bytes: usable * FRAME_SIZE
+                + BOOT_RESERVED_FRAMES.load(Ordering::Relaxed) * FRAME_SIZE,
             used,
             usable_bytes: usable * FRAME_SIZE,
             free_bytes: free * FRAME_SIZE,

@@ -369,7 +369,7 @@ pub struct HostDiskInfo {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[schemars(rename = "Memory")]
 pub struct MemoryInfo {
-    /// Usable RAM.
+    /// Usable RAM in the firmware's memory map, the kernel image and boot modules included.
     pub total_bytes: u64,
     /// RAM not allocated to the kernel or guests.
     pub free_bytes: u64,
