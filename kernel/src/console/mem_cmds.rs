@@ -4,7 +4,6 @@
 //! host-tested; [`gather`] reads the live counters.
 
 use alloc::string::String;
-use alloc::vec::Vec;
 use core::fmt::Write;
 
 use keel_netstack::api::{MemoryByUse, MemoryInfo, VmMemory, VmMemoryByUse};
@@ -162,7 +161,7 @@ pub fn gather(vms: &crate::vms::VmManager) -> MemoryInfo {
         heap_used_bytes: s.heap_used,
         used: s.used,
     };
-    let bills: Vec<VmBill> = crate::mm::vm_bills().collect();
+    let bills: alloc::vec::Vec<VmBill> = crate::mm::vm_bills().collect();
     memory_info(&totals, &bills, |id| {
         vms.views().find(|v| v.number == id).map(|v| v.key)
     })
@@ -178,6 +177,8 @@ pub fn show(vms: &crate::vms::VmManager) {
 
 #[cfg(test)]
 mod tests {
+    use alloc::vec::Vec;
+
     use super::*;
 
     fn totals() -> Totals {
