@@ -197,11 +197,11 @@ impl HostFrames {
         if count == 0 || !align.is_power_of_two() {
             return Err(MemoryError::InvalidFrameRequest { count, align });
         }
-        let phys = host
-            .alloc_frames_for(use_, count, align)
-            .ok_or(MemoryError::OutOfHostMemory {
-                requested: count.saturating_mul(FRAME_SIZE),
-            })?;
+        let phys =
+            host.alloc_frames_for(use_, count, align)
+                .ok_or(MemoryError::OutOfHostMemory {
+                    requested: count.saturating_mul(FRAME_SIZE),
+                })?;
         Ok(HostFrames {
             host,
             use_,
@@ -481,8 +481,7 @@ impl GuestMemory {
                 FrameUse::GuestRam,
                 FRAMES_PER_LARGE_PAGE,
                 FRAMES_PER_LARGE_PAGE,
-            )
-            {
+            ) {
                 Ok(large) => Chunk::Large(large),
                 Err(_) => {
                     let mut frames = Vec::new();
@@ -490,7 +489,9 @@ impl GuestMemory {
                         .try_reserve_exact(FRAMES_PER_LARGE_PAGE as usize)
                         .map_err(|_| oom)?;
                     for _ in 0..FRAMES_PER_LARGE_PAGE {
-                        frames.push(HostFrames::alloc(host, FrameUse::GuestRam, 1, 1).map_err(|_| oom)?);
+                        frames.push(
+                            HostFrames::alloc(host, FrameUse::GuestRam, 1, 1).map_err(|_| oom)?,
+                        );
                     }
                     Chunk::Frames(frames)
                 }
