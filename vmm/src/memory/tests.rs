@@ -268,6 +268,22 @@ fn contains_and_hpa() {
 }
 
 #[test]
+fn frames_are_billed_to_their_use_and_unbilled_when_dropped() {
+    let h = host(2048);
+    let mem = GuestMemory::new(h, 4 * MIB).unwrap();
+    let control = ControlFrames::alloc(h, 2, 1).unwrap();
+    assert_eq!(h.frames_for(FrameUse::GuestRam), 1024);
+    assert_eq!(h.frames_for(FrameUse::VcpuControl), 2);
+    assert_eq!(h.frames_for(FrameUse::SecondLevelTables), 0);
+    assert_eq!(h.frames_in_use(), 1026, "every frame is billed to one use");
+    drop(control);
+    drop(mem);
+    for use_ in FrameUse::ALL {
+        assert_eq!(h.frames_for(use_), 0, "{use_:?}");
+    }
+}
+
+#[test]
 fn host_frames_are_bounds_checked_and_freed() {
     let h = host(16);
     let frames = HostFrames::alloc(h, FrameUse::GuestRam, 2, 2).unwrap();
