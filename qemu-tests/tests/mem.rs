@@ -1,11 +1,12 @@
 //! The memory bill (`mem`) on one appliance under QEMU TCG (AMD-V, 1 GiB): at idle the parts
 //! sum to the used total; a 64 MiB and then a 512 MiB `counter.bin` VM are billed their RAM
 //! exactly and an overhead below a bound; once each stops, every frame is back (no leak).
-//! The figures are printed for `docs/TESTING.md`.
+//! `GET /api/v1/system` bills the 64 MiB VM as `mem` does. The figures are printed for
+//! `docs/TESTING.md`.
 
 use std::collections::BTreeMap;
 
-use keel_qemu_tests::{Machine, Qemu, artifacts, check};
+use keel_qemu_tests::{Machine, Qemu, artifacts, check, http};
 
 /// One `mem` reading, in KiB.
 #[derive(Debug)]
@@ -103,7 +104,13 @@ fn used_but_cpu_virt(r: &Reading) -> u64 {
 
 /// Runs `counter.bin` with `mem_mib`, pauses it, checks and returns its bill, stops it and
 /// checks every frame came back.
-fn run_and_bill(m: &mut Machine, id: u32, mem_mib: u64, idle: &Reading) -> VmLine {
+fn run_and_bill(
+    m: &mut Machine,
+    id: u32,
+    mem_mib: u64,
+    idle: &Reading,
+    api_port: Option<u16>,
+) -> VmLine {
     m.type_line(&format!("vm run counter.bin mem={mem_mib}"));
     m.expect(format!("[vm{id}] tick 1").as_str());
     m.type_line(&format!("vm pause {id}"));
@@ -142,6 +149,9 @@ fn run_and_bill(m: &mut Machine, id: u32, mem_mib: u64, idle: &Reading) -> VmLin
         vms_part == vm.ram + vm.second_level + vm.vcpu,
         "the vms part ({vms_part} KiB) is not the VM's frames: {vm:?}"
     );
+    if let Some(port) = api_port {
+        api_agrees(m, port, &vm);
+    }
     m.type_line(&format!("vm stop {id} force"));
     m.expect(format!("vm {id} stopped").as_str());
     m.expect_prompt();
@@ -161,11 +171,58 @@ fn run_and_bill(m: &mut Machine, id: u32, mem_mib: u64, idle: &Reading) -> VmLin
     vm
 }
 
+/// `GET /api/v1/system`'s `memory`: its parts sum to the used total and it bills the VM the
+/// console showed the same frames.
+fn api_agrees(m: &mut Machine, port: u16, vm: &VmLine) {
+    let token = &artifacts().api_token;
+    let r = http::request(port, "GET", "/api/v1/system", Some(token), None).expect("GET");
+    check!(m, r.status == 200, "GET /api/v1/system: {r:?}");
+    let body: serde_json::Value = serde_json::from_str(&r.body).expect("JSON body");
+    let memory = &body["memory"];
+    let n = |v: &serde_json::Value| v.as_u64().unwrap_or(u64::MAX);
+    let used = n(&memory["total_bytes"]) - n(&memory["free_bytes"]);
+    let parts: u64 = memory["by_use"]
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .filter(|(k, _)| *k != "heap_used_bytes")
+                .map(|(_, v)| n(v))
+                .sum()
+        })
+        .unwrap_or(0);
+    check!(
+        m,
+        parts == used,
+        "API parts {parts} != used {used}: {memory}"
+    );
+    let api_vm = &memory["vms"][0];
+    let by_use = &api_vm["by_use"];
+    check!(
+        m,
+        api_vm["name"] == vm.name.as_str()
+            && n(&api_vm["guest_ram_bytes"]) == vm.ram * 1024
+            && n(&by_use["second_level_tables_bytes"]) == vm.second_level * 1024
+            && n(&by_use["vcpu_control_bytes"]) == vm.vcpu * 1024
+            && n(&api_vm["overhead_bytes"])
+                == n(&by_use["second_level_tables_bytes"])
+                    + n(&by_use["vcpu_control_bytes"])
+                    + n(&by_use["device_buffers_bytes"]),
+        "the API bills the VM otherwise than `mem` ({vm:?}): {memory}"
+    );
+}
+
 #[test]
 fn mem_bills_the_host_and_each_vm_and_nothing_leaks() {
     let a = artifacts();
-    let mut m = Qemu::seabios(&a.image).defmt_elf(&a.elf).spawn().unwrap();
+    let port = http::free_port();
+    let mut m = Qemu::seabios(&a.image)
+        .defmt_elf(&a.elf)
+        .args(["-nic".to_owned(), http::nic_arg("virtio-net-pci", port)])
+        .spawn()
+        .unwrap();
     m.expect_banner();
+    // The lease line comes soon after the prompt; wait for it before reading anything else.
+    http::await_api(&mut m, port);
     let idle = read_mem(&mut m);
     check!(
         m,
@@ -177,6 +234,6 @@ fn mem_bills_the_host_and_each_vm_and_nothing_leaks() {
          parts {:?}",
         idle.used, idle.keel, idle.heap_used, idle.parts
     );
-    run_and_bill(&mut m, 1, 64, &idle);
-    run_and_bill(&mut m, 2, 512, &idle);
+    run_and_bill(&mut m, 1, 64, &idle, Some(port));
+    run_and_bill(&mut m, 2, 512, &idle, None);
 }
