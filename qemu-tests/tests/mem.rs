@@ -229,6 +229,14 @@ fn mem_bills_the_host_and_each_vm_and_nothing_leaks() {
         idle.vms.is_empty() && idle.parts.get("vms") == Some(&0),
         "an idle host bills VMs: {idle:?}"
     );
+    // The goal for Keel's own memory at idle (issue 16): 8 MiB without the free heap.
+    check!(
+        m,
+        idle.keel <= 8 * 1024,
+        "Keel uses {} KiB at idle, over 8 MiB: {:?}",
+        idle.keel,
+        idle.parts
+    );
     eprintln!(
         "mem: idle: used {} KiB, Keel in use (without free heap) {} KiB, heap in use {} KiB, \
          parts {:?}",
