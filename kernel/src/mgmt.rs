@@ -27,8 +27,8 @@ use alloc::vec::Vec;
 use keel_config::Config;
 use keel_config::schema::NicNetwork;
 use keel_netstack::api::{
-    ApiError, ConsoleChunk, HardwareInfo, Management, MemoryInfo, ModuleInfo, NetworkInfo, Router,
-    SavedVm, StoreFile, SystemInfo, VmDetail, VmKey, VmState as ApiVmState, VmSummary,
+    ApiError, ConsoleChunk, HardwareInfo, Management, ModuleInfo, NetworkInfo, Router, SavedVm,
+    StoreFile, SystemInfo, VmDetail, VmKey, VmState as ApiVmState, VmSummary,
 };
 use keel_netstack::http::{HttpServer, ServerConfig};
 use keel_netstack::iface::{Addressing, NetConfig, NetStack, NetStatus};
@@ -537,16 +537,12 @@ impl Plane<'_> {
 
 impl Management for Plane<'_> {
     fn system(&self) -> SystemInfo {
-        let stats = crate::mm::stats();
         SystemInfo {
             hostname: self.settings.current().hostname.clone(),
             version: String::from(env!("CARGO_PKG_VERSION")),
             uptime_ms: crate::arch::timer::tsc_delta_ms(crate::arch::cpu::rdtsc()),
             cpus: self.system.platform.cpus.len().max(1) as u32,
-            memory: MemoryInfo {
-                total_bytes: stats.usable_bytes,
-                free_bytes: stats.free_bytes,
-            },
+            memory: crate::console::mem_cmds::gather(self.vms),
             virtualization: self.system.virtualization.to_string(),
             network: self.network.clone(),
             hardware: hardware_info(crate::smbios::hardware()),

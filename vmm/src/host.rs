@@ -6,6 +6,38 @@
 /// Size of a host frame.
 pub const FRAME_SIZE: u64 = 4096;
 
+/// What a frame allocation is for, so the host can keep a memory bill by use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameUse {
+    /// The guest's RAM.
+    GuestRam,
+    /// Second-level (NPT/EPT) page tables translating guest-physical addresses.
+    SecondLevelTables,
+    /// Per-vCPU control pages: VMCB/VMCS, MSR/IO permission bitmaps, FPU save areas.
+    VcpuControl,
+    /// Per-CPU virtualization state (SVM host save area, VMXON region), kept while the
+    /// hypervisor is on, shared by every VM.
+    CpuVirtualization,
+    /// Staging copies of guest memory for snapshots.
+    Snapshot,
+}
+
+impl FrameUse {
+    /// Every use, in a fixed order (for tables indexed by use).
+    pub const ALL: [FrameUse; 5] = [
+        FrameUse::GuestRam,
+        FrameUse::SecondLevelTables,
+        FrameUse::VcpuControl,
+        FrameUse::CpuVirtualization,
+        FrameUse::Snapshot,
+    ];
+
+    /// Position in [`FrameUse::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
 /// Physical memory for guests, page tables and control blocks.
 ///
 /// Frames come back zeroed. Implementations must be usable from the VM loop (no blocking).
@@ -18,4 +50,14 @@ pub trait HostMemory {
     /// A host pointer to the frame-backed byte at `phys`. Only called for addresses inside
     /// frames this trait allocated.
     fn ptr(&self, phys: u64) -> *mut u8;
+    /// `alloc_frames` for a known use; hosts that keep a memory bill override this pair.
+    fn alloc_frames_for(&self, use_: FrameUse, count: u64, align: u64) -> Option<u64> {
+        let _ = use_;
+        self.alloc_frames(count, align)
+    }
+    /// Returns frames from `alloc_frames_for` with the same use.
+    fn free_frames_for(&self, use_: FrameUse, phys: u64, count: u64) {
+        let _ = use_;
+        self.free_frames(phys, count)
+    }
 }

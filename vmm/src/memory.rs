@@ -32,7 +32,7 @@ use core::cmp::min;
 use core::fmt;
 use core::ops::Range;
 
-use crate::host::{FRAME_SIZE, HostMemory};
+use crate::host::{FRAME_SIZE, FrameUse, HostMemory};
 
 /// Size of a large (2 MiB) page: the unit guest RAM is allocated and sized in.
 pub const LARGE_PAGE_SIZE: u64 = 0x20_0000;
@@ -171,6 +171,7 @@ impl core::error::Error for MemoryError {}
 /// memory that hardware (a running guest, the nested-paging walker) may also access.
 pub struct HostFrames {
     host: &'static dyn HostMemory,
+    use_: FrameUse,
     phys: u64,
     count: u64,
 }
@@ -185,21 +186,33 @@ impl fmt::Debug for HostFrames {
 }
 
 impl HostFrames {
-    /// Allocates `count` zeroed frames aligned to `align` frames (a power of two).
+    /// Allocates `count` zeroed frames aligned to `align` frames (a power of two), billed to
+    /// `use_`.
     pub fn alloc(
         host: &'static dyn HostMemory,
+        use_: FrameUse,
         count: u64,
         align: u64,
     ) -> Result<HostFrames, MemoryError> {
         if count == 0 || !align.is_power_of_two() {
             return Err(MemoryError::InvalidFrameRequest { count, align });
         }
-        let phys = host
-            .alloc_frames(count, align)
-            .ok_or(MemoryError::OutOfHostMemory {
-                requested: count.saturating_mul(FRAME_SIZE),
-            })?;
-        Ok(HostFrames { host, phys, count })
+        let phys =
+            host.alloc_frames_for(use_, count, align)
+                .ok_or(MemoryError::OutOfHostMemory {
+                    requested: count.saturating_mul(FRAME_SIZE),
+                })?;
+        Ok(HostFrames {
+            host,
+            use_,
+            phys,
+            count,
+        })
+    }
+
+    /// What these frames are billed to.
+    pub fn frame_use(&self) -> FrameUse {
+        self.use_
     }
 
     /// Host-physical address of the first frame.
@@ -308,7 +321,7 @@ impl HostFrames {
 
 impl Drop for HostFrames {
     fn drop(&mut self) {
-        self.host.free_frames(self.phys, self.count);
+        self.host.free_frames_for(self.use_, self.phys, self.count);
     }
 }
 
@@ -337,7 +350,8 @@ impl ControlFrames {
         count: u64,
         align: u64,
     ) -> Result<ControlFrames, MemoryError> {
-        HostFrames::alloc(host, count, align).map(|frames| ControlFrames { frames })
+        HostFrames::alloc(host, FrameUse::VcpuControl, count, align)
+            .map(|frames| ControlFrames { frames })
     }
 
     /// Host-physical address of the first frame (what the hardware is given).
@@ -462,8 +476,12 @@ impl GuestMemory {
         chunks.try_reserve_exact(chunk_count).map_err(|_| oom)?;
         // On any early return `chunks` drops, freeing what was taken.
         for _ in 0..chunk_count {
-            let chunk = match HostFrames::alloc(host, FRAMES_PER_LARGE_PAGE, FRAMES_PER_LARGE_PAGE)
-            {
+            let chunk = match HostFrames::alloc(
+                host,
+                FrameUse::GuestRam,
+                FRAMES_PER_LARGE_PAGE,
+                FRAMES_PER_LARGE_PAGE,
+            ) {
                 Ok(large) => Chunk::Large(large),
                 Err(_) => {
                     let mut frames = Vec::new();
@@ -471,7 +489,9 @@ impl GuestMemory {
                         .try_reserve_exact(FRAMES_PER_LARGE_PAGE as usize)
                         .map_err(|_| oom)?;
                     for _ in 0..FRAMES_PER_LARGE_PAGE {
-                        frames.push(HostFrames::alloc(host, 1, 1).map_err(|_| oom)?);
+                        frames.push(
+                            HostFrames::alloc(host, FrameUse::GuestRam, 1, 1).map_err(|_| oom)?,
+                        );
                     }
                     Chunk::Frames(frames)
                 }

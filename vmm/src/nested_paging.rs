@@ -44,7 +44,7 @@
 use alloc::collections::BTreeMap;
 use core::fmt;
 
-use crate::host::{FRAME_SIZE, HostMemory};
+use crate::host::{FRAME_SIZE, FrameUse, HostMemory};
 use crate::memory::{GuestMemory, HostFrames, LARGE_PAGE_SIZE, MemoryError};
 
 /// Entries in one table.
@@ -258,7 +258,7 @@ impl NestedPageTables {
         host: &'static dyn HostMemory,
         format: NestedFormat,
     ) -> Result<NestedPageTables, MemoryError> {
-        let root = HostFrames::alloc(host, 1, 1)?;
+        let root = HostFrames::alloc(host, FrameUse::SecondLevelTables, 1, 1)?;
         let root_phys = root.phys();
         let mut tables = BTreeMap::new();
         tables.insert(root_phys, root);
@@ -403,7 +403,7 @@ impl NestedPageTables {
             let idx = index(gpa, upper);
             let entry = self.read_entry(table, idx)?;
             table = if !self.format.is_present(entry) {
-                let frame = HostFrames::alloc(self.host, 1, 1)?;
+                let frame = HostFrames::alloc(self.host, FrameUse::SecondLevelTables, 1, 1)?;
                 let phys = frame.phys();
                 self.tables.insert(phys, frame);
                 self.write_entry(table, idx, self.format.table_entry(phys))?;
@@ -483,7 +483,7 @@ impl NestedPageTables {
     /// Replaces the 2 MiB leaf `entry` at `idx` of the PD `table` by a page table of 512
     /// 4 KiB leaves mapping the same host range with the same permissions and memory type.
     fn split_large(&mut self, table: u64, idx: u64, entry: u64) -> Result<(), MemoryError> {
-        let frame = HostFrames::alloc(self.host, 1, 1)?;
+        let frame = HostFrames::alloc(self.host, FrameUse::SecondLevelTables, 1, 1)?;
         let base = entry & ADDR_MASK & !(LARGE_PAGE_SIZE - 1);
         // Everything but the address and the page-size bit (NPT's large-page PAT bit 12 is
         // never set here): permissions, NX, EPT memory type.

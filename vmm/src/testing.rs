@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::vec::Vec;
 
-use crate::host::{FRAME_SIZE, HostMemory};
+use crate::host::{FRAME_SIZE, FrameUse, HostMemory};
 
 /// One live allocation: its frame count and the bytes behind it.
 ///
@@ -49,6 +49,8 @@ struct Inner {
     gap_frames: u64,
     /// Successful `alloc_frames` calls.
     alloc_calls: u64,
+    /// Frames currently allocated through `alloc_frames_for`, by `FrameUse::index`.
+    frames_by_use: [u64; FrameUse::ALL.len()],
 }
 
 /// A heap-backed [`HostMemory`] for host unit tests.
@@ -111,6 +113,11 @@ impl MockHost {
     /// Live allocations.
     pub(crate) fn live_allocations(&self) -> usize {
         self.lock().blocks.len()
+    }
+
+    /// Frames currently allocated for `use_` (through `alloc_frames_for`).
+    pub(crate) fn frames_for(&self, use_: FrameUse) -> u64 {
+        self.lock().frames_by_use[use_.index()]
     }
 
     /// Successful `alloc_frames` calls so far.
@@ -202,6 +209,21 @@ impl HostMemory for MockHost {
             ),
             None => panic!("MockHost: free_frames({phys:#x}, {count}) of unallocated frames"),
         }
+    }
+
+    fn alloc_frames_for(&self, use_: FrameUse, count: u64, align: u64) -> Option<u64> {
+        let phys = self.alloc_frames(count, align)?;
+        self.lock().frames_by_use[use_.index()] += count;
+        Some(phys)
+    }
+
+    fn free_frames_for(&self, use_: FrameUse, phys: u64, count: u64) {
+        self.free_frames(phys, count);
+        let mut inner = self.lock();
+        let held = &mut inner.frames_by_use[use_.index()];
+        *held = held
+            .checked_sub(count)
+            .unwrap_or_else(|| panic!("MockHost: {count} frames of {use_:?} freed, {held} held"));
     }
 
     fn ptr(&self, phys: u64) -> *mut u8 {

@@ -10,6 +10,7 @@ pub mod complete;
 pub mod disk_cmds;
 pub mod history;
 pub mod line;
+pub mod mem_cmds;
 #[cfg(target_os = "none")]
 pub mod net_cmds;
 #[cfg(target_os = "none")]

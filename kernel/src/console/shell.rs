@@ -271,20 +271,7 @@ fn execute(kernel: &mut Services<'_>, cmd: Command<'_>) {
             let _ = crate::smbios::describe(crate::smbios::hardware(), &mut text);
             kprint!("{text}");
         }
-        Command::Mem => {
-            let s = crate::mm::stats();
-            let mib = |b: u64| b / (1024 * 1024);
-            let kib = |b: u64| b / 1024;
-            kprintln!("  total: {} MiB", mib(s.usable_bytes));
-            kprintln!("  used:  {} MiB", mib(s.usable_bytes - s.free_bytes));
-            kprintln!("  free:  {} MiB", mib(s.free_bytes));
-            kprintln!(
-                "  heap:  {} KiB, {} KiB used, {} KiB free",
-                kib(s.heap_bytes),
-                kib(s.heap_used),
-                kib(s.heap_bytes - s.heap_used)
-            );
-        }
+        Command::Mem => super::mem_cmds::show(vms),
         Command::Cpus => cpus(system),
         Command::Modules => {
             if system.boot.modules.is_empty() {

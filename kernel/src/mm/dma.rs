@@ -8,7 +8,7 @@ use core::ptr::NonNull;
 
 use virtio_drivers::{BufferDirection, Hal, PhysAddr};
 
-use crate::mm::{self, frame::FRAME_SIZE};
+use crate::mm::{self, bill::HostUse, frame::FRAME_SIZE};
 
 /// Zeroed, physically contiguous frames owned until drop.
 pub struct DmaRegion {
@@ -20,7 +20,7 @@ impl DmaRegion {
     /// Allocates `bytes` rounded up to whole frames, zeroed; `None` when memory is short.
     pub fn new(bytes: u64) -> Option<DmaRegion> {
         let frames = bytes.div_ceil(FRAME_SIZE).max(1);
-        let phys = mm::alloc_frames(frames, 1)?;
+        let phys = mm::alloc_frames(HostUse::DeviceDma, frames, 1)?;
         Some(DmaRegion { phys, frames })
     }
 
@@ -47,7 +47,7 @@ impl DmaRegion {
 
 impl Drop for DmaRegion {
     fn drop(&mut self) {
-        mm::free_frames(self.phys, self.frames);
+        mm::free_frames(HostUse::DeviceDma, self.phys, self.frames);
     }
 }
 
@@ -61,7 +61,8 @@ pub struct KernelHal;
 // mapped and coherent for DMA.
 unsafe impl Hal for KernelHal {
     fn dma_alloc(pages: usize, _direction: BufferDirection) -> (PhysAddr, NonNull<u8>) {
-        match mm::alloc_frames(pages as u64, 1).and_then(|p| Some((p, NonNull::new(p as *mut u8)?)))
+        match mm::alloc_frames(HostUse::DeviceDma, pages as u64, 1)
+            .and_then(|p| Some((p, NonNull::new(p as *mut u8)?)))
         {
             Some((phys, ptr)) => (phys, ptr),
             None => {
@@ -73,7 +74,7 @@ unsafe impl Hal for KernelHal {
     }
 
     unsafe fn dma_dealloc(paddr: PhysAddr, _vaddr: NonNull<u8>, pages: usize) -> i32 {
-        mm::free_frames(paddr, pages as u64);
+        mm::free_frames(HostUse::DeviceDma, paddr, pages as u64);
         0
     }
 

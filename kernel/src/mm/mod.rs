@@ -5,6 +5,7 @@
 //! kernel needs: uncached MMIO mappings, ad-hoc physical mappings for firmware tables, frame
 //! allocation and statistics.
 
+pub mod bill;
 #[cfg(target_os = "none")]
 pub mod dma;
 pub mod frame;
@@ -23,6 +24,9 @@ mod kernel_mm {
 
     use spin::Mutex;
 
+    use keel_vmm::host::FrameUse;
+
+    use super::bill::{Bill, HostUse, UsedBreakdown};
     use super::frame::{self, FRAME_SIZE, FrameAllocator};
     use super::paging::{self, AddressSpace, MapError};
     use crate::boot::{BootInfo, MemoryKind};
@@ -44,6 +48,15 @@ mod kernel_mm {
     static FRAMES: Mutex<Option<FrameAllocator<'static>>> = Mutex::new(None);
     static SPACE: Mutex<Option<AddressSpace>> = Mutex::new(None);
     static GUARD_PAGE: AtomicU64 = AtomicU64::new(0);
+    /// Frames by use (see [`super::bill`]).
+    static BILL: Bill = Bill::new();
+    /// Usable frames taken out of the allocator without being allocated: at boot (first MiB,
+    /// kernel image, boot modules, the allocator's bitmap) and by [`reserve`] later.
+    static RESERVED_FRAMES: AtomicU64 = AtomicU64::new(0);
+    /// Usable frames the boot reservations took, outside the allocator's pool.
+    static BOOT_RESERVED_FRAMES: AtomicU64 = AtomicU64::new(0);
+    /// Boot modules' frames (part of `RESERVED_FRAMES`).
+    static MODULE_FRAMES: AtomicU64 = AtomicU64::new(0);
 
     /// Why memory set-up failed (boot stops with this message).
     #[derive(Debug)]
@@ -117,6 +130,21 @@ mod kernel_mm {
             core::slice::from_raw_parts_mut(plan.phys as *mut u64, (plan.bytes / 8) as usize)
         };
         let mut frames = FrameAllocator::new(bitmap, plan.frames, &usable, &reserved);
+        // The allocator manages only what was free at set-up; the rest of usable RAM is what
+        // the reservations took.
+        let usable_ram_frames: u64 = usable
+            .iter()
+            .map(|r| (r.end / FRAME_SIZE).saturating_sub(r.start.div_ceil(FRAME_SIZE)))
+            .sum();
+        let boot_reserved = usable_ram_frames.saturating_sub(frames.free_frames());
+        RESERVED_FRAMES.store(boot_reserved, Ordering::Relaxed);
+        BOOT_RESERVED_FRAMES.store(boot_reserved, Ordering::Relaxed);
+        let module_frames: u64 = info
+            .modules
+            .iter()
+            .map(|m| (m.start + m.size).div_ceil(FRAME_SIZE) - m.start / FRAME_SIZE)
+            .sum();
+        MODULE_FRAMES.store(module_frames, Ordering::Relaxed);
 
         let space = build_address_space(info, &mut frames).map_err(MmError::Map)?;
         // SAFETY: the new tables map the kernel image (text, rodata, data, bss including the
@@ -128,6 +156,7 @@ mod kernel_mm {
         let heap = frames
             .alloc_contiguous(heap_bytes / FRAME_SIZE, 1)
             .ok_or(MmError::NoHeap { bytes: heap_bytes })?;
+        BILL.add_host(HostUse::Heap, heap_bytes / FRAME_SIZE);
         // SAFETY: freshly allocated frames, mapped RW by `build_address_space`, owned by the
         // heap from now on.
         unsafe { super::heap::init(heap, heap_bytes as usize) };
@@ -141,7 +170,13 @@ mod kernel_mm {
         info: &BootInfo,
         frames: &mut FrameAllocator<'static>,
     ) -> Result<AddressSpace, MapError> {
-        let mut alloc = || frames.alloc();
+        let mut alloc = || {
+            let frame = frames.alloc();
+            if frame.is_some() {
+                BILL.add_host(HostUse::PageTables, 1);
+            }
+            frame
+        };
         let mut space = AddressSpace::new(&mut alloc)?;
         let kernel = kernel_image();
         let data = paging::data_flags();
@@ -215,7 +250,13 @@ mod kernel_mm {
             let Some(frames) = frames.as_mut() else {
                 return;
             };
-            let mut alloc = || frames.alloc();
+            let mut alloc = || {
+                let frame = frames.alloc();
+                if frame.is_some() {
+                    BILL.add_host(HostUse::PageTables, 1);
+                }
+                frame
+            };
             let mut page = phys & !(FRAME_SIZE - 1);
             while page < phys + len.max(1) {
                 if force || !space.is_mapped(page) {
@@ -230,8 +271,43 @@ mod kernel_mm {
         });
     }
 
-    /// Allocates `count` contiguous zeroed frames aligned to `align` frames.
-    pub fn alloc_frames(count: u64, align: u64) -> Option<u64> {
+    /// Allocates `count` contiguous zeroed frames aligned to `align` frames for `use_`.
+    pub fn alloc_frames(use_: HostUse, count: u64, align: u64) -> Option<u64> {
+        let phys = alloc_zeroed(count, align)?;
+        BILL.add_host(use_, count);
+        Some(phys)
+    }
+
+    /// Returns frames from [`alloc_frames`] with the same use.
+    pub fn free_frames(use_: HostUse, phys: u64, count: u64) {
+        release(phys, count);
+        BILL.sub_host(use_, count);
+    }
+
+    /// The memory-bill account for VM `vm_id` (see [`super::bill::Bill::account_for`]).
+    pub fn vm_account(vm_id: u32) -> usize {
+        BILL.account_for(vm_id)
+    }
+
+    /// Records the heap bytes VM account `account`'s start took.
+    pub fn set_vm_heap_at_start(account: usize, bytes: u64) {
+        BILL.set_heap_at_start(account, bytes);
+    }
+
+    /// Allocates frames for a VM, billed to its account `account` under `use_`.
+    pub fn alloc_vm_frames(account: usize, use_: FrameUse, count: u64, align: u64) -> Option<u64> {
+        let phys = alloc_zeroed(count, align)?;
+        BILL.add_vm(account, use_, count);
+        Some(phys)
+    }
+
+    /// Returns frames from [`alloc_vm_frames`] with the same account and use.
+    pub fn free_vm_frames(account: usize, use_: FrameUse, phys: u64, count: u64) {
+        release(phys, count);
+        BILL.sub_vm(account, use_, count);
+    }
+
+    fn alloc_zeroed(count: u64, align: u64) -> Option<u64> {
         let phys = crate::arch::cpu::without_interrupts(|| {
             FRAMES
                 .lock()
@@ -243,8 +319,7 @@ mod kernel_mm {
         Some(phys)
     }
 
-    /// Returns frames from [`alloc_frames`].
-    pub fn free_frames(phys: u64, count: u64) {
+    fn release(phys: u64, count: u64) {
         crate::arch::cpu::without_interrupts(|| {
             if let Some(frames) = FRAMES.lock().as_mut() {
                 frames.free(phys, count);
@@ -256,7 +331,10 @@ mod kernel_mm {
     pub fn reserve(range: Range<u64>) {
         crate::arch::cpu::without_interrupts(|| {
             if let Some(frames) = FRAMES.lock().as_mut() {
+                let free_before = frames.free_frames();
                 frames.reserve(range);
+                let taken = free_before.saturating_sub(frames.free_frames());
+                RESERVED_FRAMES.fetch_add(taken, Ordering::Relaxed);
             }
         });
     }
@@ -272,6 +350,16 @@ mod kernel_mm {
         pub heap_bytes: u64,
         /// Heap in use.
         pub heap_used: u64,
+        /// All usable RAM of the memory map: `usable_bytes` and what the boot reservations
+        /// took (first MiB, kernel image, modules, bitmap).
+        pub ram_bytes: u64,
+        /// Used RAM (`ram_bytes - free_bytes`) by use; sums to it.
+        pub used: UsedBreakdown,
+    }
+
+    /// The VMs holding frames now, with their frames by use.
+    pub fn vm_bills() -> impl Iterator<Item = super::bill::VmBill> {
+        BILL.vms()
     }
 
     /// Current memory figures.
@@ -283,7 +371,21 @@ mod kernel_mm {
                 .map_or((0, 0), |f| (f.usable_frames(), f.free_frames()))
         });
         let (heap_total, heap_used) = super::heap::usage();
+        let kernel = kernel_image();
+        let kernel_image = kernel.end.div_ceil(FRAME_SIZE) - kernel.start / FRAME_SIZE;
+        let modules = MODULE_FRAMES.load(Ordering::Relaxed);
+        let reserved = RESERVED_FRAMES.load(Ordering::Relaxed);
+        let used = UsedBreakdown {
+            kernel_image: kernel_image * FRAME_SIZE,
+            boot_modules: modules * FRAME_SIZE,
+            firmware_and_bitmap: reserved.saturating_sub(kernel_image + modules) * FRAME_SIZE,
+            host: HostUse::ALL.map(|u| BILL.host_frames(u) * FRAME_SIZE),
+            vms: BILL.vm_frames() * FRAME_SIZE,
+        };
         MemStats {
+            ram_bytes: usable * FRAME_SIZE
+                + BOOT_RESERVED_FRAMES.load(Ordering::Relaxed) * FRAME_SIZE,
+            used,
             usable_bytes: usable * FRAME_SIZE,
             free_bytes: free * FRAME_SIZE,
             heap_bytes: heap_total as u64,

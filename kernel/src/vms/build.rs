@@ -10,7 +10,7 @@ use core::cell::RefCell;
 use keel_config::schema::Paravirt;
 use keel_vmm::cpuid::CpuidPolicy;
 use keel_vmm::devices::{Devices, PlatformConfig};
-use keel_vmm::host::HostMemory;
+use keel_vmm::host::{FrameUse, HostMemory};
 use keel_vmm::memory::GuestMemory;
 use keel_vmm::vm::{Clock, Instant, Vm};
 use keel_vmm::{backend, loader};
@@ -32,16 +32,28 @@ pub(super) enum GuestKind {
     PvhElf,
 }
 
-/// Host frames for the VMM, from the kernel's frame allocator (identity-mapped).
-pub struct KernelHost;
+/// Host frames for the VMM, from the kernel's frame allocator (identity-mapped), billed to one
+/// memory-bill account: a VM's own ([`vm_host`]) or, for snapshots, [`HOST`]'s.
+pub struct KernelHost {
+    account: usize,
+}
 
 impl HostMemory for KernelHost {
     fn alloc_frames(&self, count: u64, align: u64) -> Option<u64> {
-        mm::alloc_frames(count, align)
+        // The VMM tags every allocation it makes; an untagged one is per-vCPU state.
+        self.alloc_frames_for(FrameUse::VcpuControl, count, align)
     }
 
     fn free_frames(&self, phys: u64, count: u64) {
-        mm::free_frames(phys, count)
+        self.free_frames_for(FrameUse::VcpuControl, phys, count)
+    }
+
+    fn alloc_frames_for(&self, use_: FrameUse, count: u64, align: u64) -> Option<u64> {
+        mm::alloc_vm_frames(self.account, use_, count, align)
+    }
+
+    fn free_frames_for(&self, use_: FrameUse, phys: u64, count: u64) {
+        mm::free_vm_frames(self.account, use_, phys, count)
     }
 
     fn ptr(&self, phys: u64) -> *mut u8 {
@@ -49,7 +61,27 @@ impl HostMemory for KernelHost {
     }
 }
 
-pub(super) static HOST: KernelHost = KernelHost;
+/// One host per memory-bill account, so each VM's frames are counted as its own.
+static VM_HOSTS: [KernelHost; mm::bill::VM_ACCOUNTS] = {
+    let mut hosts = [const { KernelHost { account: 0 } }; mm::bill::VM_ACCOUNTS];
+    let mut i = 0;
+    while i < hosts.len() {
+        hosts[i].account = i;
+        i += 1;
+    }
+    hosts
+};
+
+/// The frames host for VM `vm_id`, billing its account.
+pub(super) fn vm_host(vm_id: u32) -> &'static KernelHost {
+    let account = mm::vm_account(vm_id);
+    &VM_HOSTS[account.min(VM_HOSTS.len() - 1)]
+}
+
+/// The host for frames no VM owns: snapshot staging (billed host-wide by its use).
+pub(super) static HOST: KernelHost = KernelHost {
+    account: mm::bill::VM_ACCOUNTS - 1,
+};
 
 pub(super) fn module_bytes(module: &BootModule) -> &'static [u8] {
     // SAFETY: boot modules lie in RAM the frame allocator reserved at boot and never hands
@@ -106,6 +138,8 @@ pub(super) fn build_vm(
     disks: Vec<OpenedDisk>,
     nics: &[NicSpec],
 ) -> Result<BuiltVm, StartError> {
+    let heap_before = mm::stats().heap_used;
+    let host = vm_host(id);
     let image = bp.kernel.bytes();
     let kind = if loader::bzimage::is_bzimage(image) {
         GuestKind::BzImage
@@ -145,7 +179,7 @@ pub(super) fn build_vm(
             mem_mib,
         }));
     }
-    let memory = GuestMemory::new(&HOST, u64::from(mem_mib) << 20).map_err(|e| {
+    let memory = GuestMemory::new(host, u64::from(mem_mib) << 20).map_err(|e| {
         StartError::NoMemory(alloc::format!("cannot give the VM {mem_mib} MiB: {e}"))
     })?;
     let load_error = |e: &dyn core::fmt::Display| {
@@ -184,7 +218,7 @@ pub(super) fn build_vm(
         nics::attach(system, &label, &mut devices, nics).map_err(StartError::Nic)?;
     // The VM backend takes the loaded RAM and maps it; the VM creates its vCPUs through it
     // (the BSP now, each AP at its start-up IPI).
-    let mut vm_backend = vm_backend(system, memory, bp.paravirt).map_err(StartError::Vcpu)?;
+    let mut vm_backend = vm_backend(system, host, memory, bp.paravirt).map_err(StartError::Vcpu)?;
     if DIRTY_TRACKING_SELFTEST {
         let size = vm_backend.memory().size();
         vm_backend.write_protect(0, size).map_err(|e| {
@@ -192,6 +226,12 @@ pub(super) fn build_vm(
         })?;
     }
     let vm = Vm::new(id, label, vm_backend, start, devices).map_err(StartError::Vcpu)?;
+    // What the VM's device models and the VMM's bookkeeping took from the heap; the bill
+    // shows it next to the VM's frames.
+    mm::set_vm_heap_at_start(
+        host.account,
+        mm::stats().heap_used.saturating_sub(heap_before),
+    );
     Ok(BuiltVm {
         vm,
         disks: attached,
@@ -203,6 +243,7 @@ pub(super) fn build_vm(
 /// its CPUID (with the host's TSC rate and the VM's paravirtual interface) and frames.
 fn vm_backend(
     system: &System,
+    host: &'static KernelHost,
     memory: GuestMemory,
     paravirt: Paravirt,
 ) -> Result<alloc::boxed::Box<dyn backend::VmBackend>, backend::BackendError> {
@@ -212,7 +253,7 @@ fn vm_backend(
             Paravirt::Kvm => keel_vmm::cpuid::Paravirt::Kvm,
             Paravirt::None => keel_vmm::cpuid::Paravirt::None,
         });
-    backend::create_vm_backend(&system.virtualization, &HOST, memory, cpuid)
+    backend::create_vm_backend(&system.virtualization, host, memory, cpuid)
 }
 
 /// What a restore needs from this host: the platform and backend a new VM gets, with the
@@ -229,6 +270,8 @@ pub(super) struct KernelRebuild<'a> {
     key: &'a str,
     /// The paravirtual interface the saved VM offered.
     paravirt: Paravirt,
+    /// Frames for the restored VM, billed to its account.
+    host: &'static KernelHost,
     /// Where they went, or why they could not be attached.
     attached: RefCell<Result<AttachedDevices, RebuildError>>,
 }
@@ -249,6 +292,7 @@ impl<'a> KernelRebuild<'a> {
     /// offering `paravirt` as the saved VM did.
     pub(super) fn new(
         system: &'a System,
+        vm_id: u32,
         label: &'a str,
         key: &'a str,
         disks: Vec<OpenedDisk>,
@@ -259,6 +303,7 @@ impl<'a> KernelRebuild<'a> {
             system,
             label,
             paravirt,
+            host: vm_host(vm_id),
             disks: RefCell::new(Some(disks)),
             nics,
             key,
@@ -301,11 +346,11 @@ impl keel_vmm::vm::Rebuild for KernelRebuild<'_> {
         &self,
         memory: GuestMemory,
     ) -> Result<alloc::boxed::Box<dyn backend::VmBackend>, backend::BackendError> {
-        vm_backend(self.system, memory, self.paravirt)
+        vm_backend(self.system, self.host, memory, self.paravirt)
     }
 
     fn host(&self) -> &'static dyn HostMemory {
-        &HOST
+        self.host
     }
 }
 

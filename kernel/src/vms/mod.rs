@@ -855,7 +855,15 @@ impl VmManager {
         self.check_macs(id, &key, &saved.nics).map_err(nic_error)?;
         let opened = disks::open_all(&saved.disks).map_err(disk_error)?;
         disks::claim(id, &key, &opened).map_err(disk_error)?;
-        let rebuild = KernelRebuild::new(system, &label, &key, opened, &saved.nics, saved.paravirt);
+        let rebuild = KernelRebuild::new(
+            system,
+            id,
+            &label,
+            &key,
+            opened,
+            &saved.nics,
+            saved.paravirt,
+        );
         let restored =
             keel_vmm::vm::Vm::restore(id, label.clone(), &saved.blob, &rebuild, &TscClock);
         let (vm, disks_attached, nics_attached) = match (restored, rebuild.into_devices()) {

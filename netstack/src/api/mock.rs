@@ -16,9 +16,10 @@ use keel_config::schema::{MacAddress, NicNetwork};
 
 use super::{
     ApiError, ConsoleChunk, HardwareInfo, HostDiskInfo, HostDiskRole, HostNicState, HostNicView,
-    InternalNetworkView, LeaseView, MacEntryView, Management, MemoryInfo, ModuleInfo, NetworkInfo,
-    NetworkView, NicView, PortKindView, SavedVm, StopMode, StoreFile, SwitchPortView, SwitchView,
-    SystemInfo, VmDetail, VmKey, VmState, VmSummary, saved_name,
+    InternalNetworkView, LeaseView, MacEntryView, Management, MemoryByUse, MemoryInfo, ModuleInfo,
+    NetworkInfo, NetworkView, NicView, PortKindView, SavedVm, StopMode, StoreFile, SwitchPortView,
+    SwitchView, SystemInfo, VmDetail, VmKey, VmMemory, VmMemoryByUse, VmState, VmSummary,
+    saved_name,
 };
 
 /// Console bytes the mock keeps per VM; older output counts as dropped.
@@ -309,6 +310,51 @@ impl Mock {
     }
 }
 
+/// A 512 MiB host with 112 MiB used, one 64 MiB VM among it; the parts sum to the used total.
+fn mock_memory() -> MemoryInfo {
+    let vm = VmMemory {
+        name: String::from("web"),
+        guest_ram_bytes: 64 << 20,
+        overhead_bytes: (20 + 16 + 48) << 10,
+        by_use: VmMemoryByUse {
+            second_level_tables_bytes: 20 << 10,
+            vcpu_control_bytes: 16 << 10,
+            device_buffers_bytes: 48 << 10,
+        },
+    };
+    // Device buffers live in the heap, so the VMs' share of used frames excludes them.
+    let vms_bytes =
+        vm.guest_ram_bytes + vm.by_use.second_level_tables_bytes + vm.by_use.vcpu_control_bytes;
+    let (total_bytes, free_bytes) = (512 << 20, 400 << 20);
+    let mut by_use = MemoryByUse {
+        kernel_image_bytes: 2 << 20,
+        boot_modules_bytes: 9 << 20,
+        firmware_and_bitmap_bytes: (1 << 20) + (16 << 10),
+        page_tables_bytes: 24 << 10,
+        heap_reserved_bytes: 0,
+        heap_used_bytes: 3 << 20,
+        device_dma_bytes: 264 << 10,
+        cpu_virtualization_bytes: 8 << 10,
+        snapshot_bytes: 0,
+        vms_bytes,
+    };
+    let parts = by_use.kernel_image_bytes
+        + by_use.boot_modules_bytes
+        + by_use.firmware_and_bitmap_bytes
+        + by_use.page_tables_bytes
+        + by_use.device_dma_bytes
+        + by_use.cpu_virtualization_bytes
+        + by_use.snapshot_bytes
+        + by_use.vms_bytes;
+    by_use.heap_reserved_bytes = total_bytes - free_bytes - parts;
+    MemoryInfo {
+        total_bytes,
+        free_bytes,
+        by_use,
+        vms: vec![vm],
+    }
+}
+
 impl Management for Mock {
     fn system(&self) -> SystemInfo {
         SystemInfo {
@@ -316,10 +362,7 @@ impl Management for Mock {
             version: String::from("0.1.0"),
             uptime_ms: 12_345,
             cpus: 2,
-            memory: MemoryInfo {
-                total_bytes: 512 << 20,
-                free_bytes: 400 << 20,
-            },
+            memory: mock_memory(),
             virtualization: String::from("AMD-V with NPT"),
             network: NetworkInfo {
                 mac: String::from("52:54:00:12:34:56"),

@@ -274,6 +274,49 @@ fn system_shows_the_hardware_with_null_for_absent_values() {
 }
 
 #[test]
+fn system_memory_bill_parts_sum_to_the_used_total_and_old_answers_still_read() {
+    let mut mock = Mock::default();
+    let r = get(&mut mock, "/api/v1/system");
+    conforms(b"GET /api/v1/system HTTP/1.1\r\n", &r);
+    let memory = &body(&r)["memory"];
+    let used = memory["total_bytes"].as_u64().unwrap() - memory["free_bytes"].as_u64().unwrap();
+    let by_use = memory["by_use"].as_object().unwrap();
+    let parts: u64 = by_use
+        .iter()
+        .filter(|(k, _)| *k != "heap_used_bytes")
+        .map(|(_, v)| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(parts, used);
+    let vm = &memory["vms"][0];
+    assert_eq!(vm["name"], "web");
+    assert_eq!(vm["guest_ram_bytes"], 64 << 20);
+    let overhead: u64 = vm["by_use"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(vm["overhead_bytes"].as_u64().unwrap(), overhead);
+    let doc = openapi::document();
+    let schema = &doc["components"]["schemas"];
+    for field in ["total_bytes", "free_bytes", "by_use", "vms"] {
+        assert!(schema["Memory"]["properties"][field].is_object(), "{field}");
+    }
+    for field in ["kernel_image_bytes", "heap_used_bytes", "vms_bytes"] {
+        assert!(
+            schema["MemoryByUse"]["properties"][field].is_object(),
+            "{field}"
+        );
+    }
+    assert!(schema["VmMemoryByUse"]["properties"]["second_level_tables_bytes"].is_object());
+    // An older Keel's answer, with totals only, still reads.
+    let old = json!({"total_bytes": 1024, "free_bytes": 512});
+    let parsed: MemoryInfo = serde_json::from_value(old).unwrap();
+    assert_eq!(parsed.by_use, MemoryByUse::default());
+    assert!(parsed.vms.is_empty());
+}
+
+#[test]
 fn system_modules_and_list() {
     let mut mock = Mock::default();
     let r = get(&mut mock, "/api/v1/system");

@@ -365,14 +365,76 @@ pub struct HostDiskInfo {
     pub detail: String,
 }
 
-/// Host memory totals.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+/// Host memory: totals, and what the used part is used for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[schemars(rename = "Memory")]
 pub struct MemoryInfo {
-    /// Usable RAM.
+    /// Usable RAM in the firmware's memory map, the kernel image and boot modules included.
     pub total_bytes: u64,
     /// RAM not allocated to the kernel or guests.
     pub free_bytes: u64,
+    /// Used RAM (`total_bytes - free_bytes`) by use; every field but `heap_used_bytes` is a
+    /// part, and the parts sum to it.
+    #[serde(default)]
+    pub by_use: MemoryByUse,
+    /// Each VM holding memory: its RAM and what running it costs beyond that.
+    #[serde(default)]
+    pub vms: Vec<VmMemory>,
+}
+
+/// Used host memory by use, in bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(rename = "MemoryByUse")]
+pub struct MemoryByUse {
+    /// The kernel image: text, rodata, data and bss.
+    pub kernel_image_bytes: u64,
+    /// Boot modules (guest images the boot loader handed over).
+    pub boot_modules_bytes: u64,
+    /// The first MiB, the frame allocator's bitmap and firmware tables.
+    pub firmware_and_bitmap_bytes: u64,
+    /// The kernel's own page tables.
+    pub page_tables_bytes: u64,
+    /// The kernel heap's reservation, used or not.
+    pub heap_reserved_bytes: u64,
+    /// The part of the heap in use (inside `heap_reserved_bytes`, not a further part).
+    pub heap_used_bytes: u64,
+    /// Host drivers' DMA memory: NIC rings and buffers, disk queues.
+    pub device_dma_bytes: u64,
+    /// Per-CPU virtualization pages shared by all VMs (SVM host save area, VMXON region).
+    pub cpu_virtualization_bytes: u64,
+    /// Staging copies of guest memory for saves in progress.
+    pub snapshot_bytes: u64,
+    /// Everything the VMs hold (the sum of `vms[].guest_ram_bytes` and their frames'
+    /// overhead).
+    pub vms_bytes: u64,
+}
+
+/// One VM's memory bill.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(rename = "VmMemory")]
+pub struct VmMemory {
+    /// The VM's name, or its number for an ad-hoc VM.
+    pub name: String,
+    /// The guest's RAM.
+    pub guest_ram_bytes: u64,
+    /// Host memory it costs beyond its RAM: the sum of `by_use`.
+    pub overhead_bytes: u64,
+    /// The overhead by use.
+    pub by_use: VmMemoryByUse,
+}
+
+/// A VM's overhead by use, in bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(rename = "VmMemoryByUse")]
+pub struct VmMemoryByUse {
+    /// Second-level page tables (NPT on AMD-V, EPT on VT-x) mapping its RAM.
+    pub second_level_tables_bytes: u64,
+    /// vCPU control pages: VMCB/VMCS, permission bitmaps, FPU save areas.
+    pub vcpu_control_bytes: u64,
+    /// Device buffers: the heap its start took for its device models (virtio queue state,
+    /// UART and console buffers, NIC ports) and the VMM's tables. Part of the host's
+    /// `heap_used_bytes`.
+    pub device_buffers_bytes: u64,
 }
 
 /// The management interface's addressing, as text.

@@ -268,9 +268,25 @@ fn contains_and_hpa() {
 }
 
 #[test]
+fn frames_are_billed_to_their_use_and_unbilled_when_dropped() {
+    let h = host(2048);
+    let mem = GuestMemory::new(h, 4 * MIB).unwrap();
+    let control = ControlFrames::alloc(h, 2, 1).unwrap();
+    assert_eq!(h.frames_for(FrameUse::GuestRam), 1024);
+    assert_eq!(h.frames_for(FrameUse::VcpuControl), 2);
+    assert_eq!(h.frames_for(FrameUse::SecondLevelTables), 0);
+    assert_eq!(h.frames_in_use(), 1026, "every frame is billed to one use");
+    drop(control);
+    drop(mem);
+    for use_ in FrameUse::ALL {
+        assert_eq!(h.frames_for(use_), 0, "{use_:?}");
+    }
+}
+
+#[test]
 fn host_frames_are_bounds_checked_and_freed() {
     let h = host(16);
-    let frames = HostFrames::alloc(h, 2, 2).unwrap();
+    let frames = HostFrames::alloc(h, FrameUse::GuestRam, 2, 2).unwrap();
     assert_eq!(frames.len(), 8192);
     assert_eq!(frames.frame_count(), 2);
     frames.write_u64(4092, 0x1122_3344_5566_7788).unwrap();
@@ -288,12 +304,12 @@ fn host_frames_are_bounds_checked_and_freed() {
     drop(frames);
     assert_eq!(h.frames_in_use(), 0);
     assert_eq!(
-        HostFrames::alloc(h, 0, 1).unwrap_err(),
+        HostFrames::alloc(h, FrameUse::GuestRam, 0, 1).unwrap_err(),
         MemoryError::InvalidFrameRequest { count: 0, align: 1 }
     );
-    assert!(HostFrames::alloc(h, 1, 3).is_err());
+    assert!(HostFrames::alloc(h, FrameUse::GuestRam, 1, 3).is_err());
     assert_eq!(
-        HostFrames::alloc(h, 17, 1).unwrap_err(),
+        HostFrames::alloc(h, FrameUse::GuestRam, 17, 1).unwrap_err(),
         MemoryError::OutOfHostMemory {
             requested: 17 * 4096
         }

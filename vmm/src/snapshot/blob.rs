@@ -9,7 +9,7 @@
 use alloc::vec::Vec;
 
 use super::SnapshotError;
-use crate::host::HostMemory;
+use crate::host::{FrameUse, HostMemory};
 use crate::memory::{FRAMES_PER_LARGE_PAGE, HostFrames};
 
 /// Where an encoder writes.
@@ -130,8 +130,8 @@ impl FrameBlob {
             .and_then(|()| self.starts.try_reserve(1))
             .map_err(|_| SnapshotError::OutOfMemory)?;
         // A 2 MiB run keeps the run list short; a fragmented host still gives single frames.
-        let run = HostFrames::alloc(self.host, FRAMES_PER_LARGE_PAGE, 1)
-            .or_else(|_| HostFrames::alloc(self.host, 1, 1))
+        let run = HostFrames::alloc(self.host, FrameUse::Snapshot, FRAMES_PER_LARGE_PAGE, 1)
+            .or_else(|_| HostFrames::alloc(self.host, FrameUse::Snapshot, 1, 1))
             .map_err(|_| SnapshotError::OutOfMemory)?;
         self.starts.push(self.capacity());
         self.runs.push(run);

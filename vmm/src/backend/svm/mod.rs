@@ -28,7 +28,7 @@ use crate::cpuid::CpuidPolicy;
 use crate::decode;
 use crate::detect::SvmCapabilities;
 use crate::guest_paging;
-use crate::host::HostMemory;
+use crate::host::{FrameUse, HostMemory};
 use crate::memory::{ControlFrames, GuestMemory};
 use crate::msr::{self, MsrEffect, MsrState};
 use crate::nested_paging::NestedFormat;
@@ -60,10 +60,10 @@ fn ensure_enabled(host: &'static dyn HostMemory) -> Result<u64, BackendError> {
     if !ENABLED.load(Ordering::Acquire) {
         // Both pages belong to this CPU for as long as SVM is on (forever).
         let hsave = host
-            .alloc_frames(1, 1)
+            .alloc_frames_for(FrameUse::CpuVirtualization, 1, 1)
             .ok_or(BackendError::OutOfHostMemory)?;
-        let Some(host_save) = host.alloc_frames(1, 1) else {
-            host.free_frames(hsave, 1);
+        let Some(host_save) = host.alloc_frames_for(FrameUse::CpuVirtualization, 1, 1) else {
+            host.free_frames_for(FrameUse::CpuVirtualization, hsave, 1);
             return Err(BackendError::OutOfHostMemory);
         };
         fpu::enable_on_this_cpu();

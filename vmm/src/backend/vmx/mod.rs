@@ -73,7 +73,7 @@ use super::pending::{self, GuestAccess, Pending};
 use super::{BackendError, VmBackend};
 use crate::cpuid::CpuidPolicy;
 use crate::detect::VmxCapabilities;
-use crate::host::HostMemory;
+use crate::host::{FrameUse, HostMemory};
 use crate::memory::{ControlFrames, GuestMemory};
 use crate::msr::{self, MsrState};
 use crate::nested_paging::NestedFormat;
@@ -168,7 +168,9 @@ fn ensure_enabled(host: &'static dyn HostMemory, caps: &VmxCapabilities) -> Resu
     if size > 4096 {
         return Err(VmxError::RegionTooLarge(size));
     }
-    let region = host.alloc_frames(1, 1).ok_or(VmxError::VmxonFailed)?;
+    let region = host
+        .alloc_frames_for(FrameUse::CpuVirtualization, 1, 1)
+        .ok_or(VmxError::VmxonFailed)?;
     // SAFETY: the frame was just allocated for us and is identity-accessible through `ptr`.
     unsafe { (host.ptr(region) as *mut u32).write(caps.basic.revision_id()) };
     fpu::enable_on_this_cpu();
@@ -189,7 +191,7 @@ fn ensure_enabled(host: &'static dyn HostMemory, caps: &VmxCapabilities) -> Resu
         instr::vmxon(region)
     };
     if on.is_err() {
-        host.free_frames(region, 1);
+        host.free_frames_for(FrameUse::CpuVirtualization, region, 1);
         return Err(VmxError::VmxonFailed);
     }
     ENABLED.store(true, Ordering::Release);
