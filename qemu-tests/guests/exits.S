@@ -18,7 +18,7 @@
 #   cpuid-no-vmx          CPUID.1:ECX[5] (VMX) is clear
 #   cpuid-no-svm          CPUID.0x80000001:ECX[2] (SVM) is clear
 #   msr-allowed           IA32_PAT (0x277) write + read back, IA32_MISC_ENABLE (0x1A0) read, no #GP
-#   msr-unknown-gp        RDMSR and WRMSR of MSR 0x4B564D00 each raise #GP
+#   msr-unknown-gp        RDMSR and WRMSR of MSR 0x4B564DFF each raise #GP
 #   io-unclaimed          IN from port 0x2E0 (no device) reads all ones at 8, 16, 32 bits
 #   mmio-unbacked         a load from 0xF000_0000 (no RAM, no device) reads all ones,
 #                         a store there does not fault and is dropped; read-modify-write
@@ -29,7 +29,7 @@
         .include "common.S"
 
         .set KEEL_SIG, 0x6C65654B       # "Keel" as a little-endian dword
-        .set UNKNOWN_MSR, 0x4B564D00    # "\0MVK": not an MSR any CPU or VMM implements
+        .set UNKNOWN_MSR, 0x4B564DFF    # past KVM's 0x4B564D00.. (kvm-clock is offered): no CPU or VMM has it
         .set UNCLAIMED_PORT, 0x2E0
         .set UNBACKED_ADDR, 0xF0000000
 
