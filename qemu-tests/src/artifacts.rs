@@ -147,3 +147,33 @@ pub fn linux_artifacts() -> &'static LinuxArtifacts {
         Err(e) => panic!("{e}"),
     }
 }
+
+/// Pseudo-random bytes (xorshift64), reproducible from `seed`: store files whose every
+/// sector differs, for tests that read them back and compare checksums.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// Builds `keel.img` in `dir` with the default configuration and a guest store holding
+/// `files` (written to `dir/store` first); returns the image's path. Panics if a step fails.
+pub fn image_with_store(dir: &Path, files: &[(&str, Vec<u8>)]) -> PathBuf {
+    let a = artifacts();
+    let store = dir.join("store");
+    std::fs::create_dir_all(&store).unwrap_or_else(|e| panic!("creating {store:?}: {e}"));
+    for (name, bytes) in files {
+        std::fs::write(store.join(name), bytes)
+            .unwrap_or_else(|e| panic!("writing {name} into {store:?}: {e}"));
+    }
+    let image = dir.join("keel.img");
+    let config = keel_image::appliance::default_config(&a.api_token).to_json_pretty();
+    appliance_image(Some(&store), &config, &[], &image, "keel.img with a store");
+    image
+}

@@ -11,7 +11,7 @@
 //! - Power cuts during `config save` on AHCI (`power_cut`'s loop, 8 cuts): never a corrupt
 //!   configuration.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use keel_qemu_tests::power_cut::{self, shown};
@@ -23,35 +23,6 @@ const BIG_FILE_BYTES: usize = 32 * 1024 * 1024;
 
 /// Power cuts in the AHCI power-cut test (override with `KEEL_AHCI_POWER_CUTS`).
 const POWER_CUTS: usize = 8;
-
-/// Pseudo-random bytes (xorshift64), reproducible from `seed`.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
-/// Builds `keel.img` with `files` in its store into `dir`.
-fn image_with_store(dir: &Path, files: &[(&str, Vec<u8>)]) -> PathBuf {
-    let a = artifacts();
-    let store = dir.join("store");
-    std::fs::create_dir(&store).unwrap();
-    for (name, bytes) in files {
-        std::fs::write(store.join(name), bytes).unwrap();
-    }
-    let image = dir.join("keel.img");
-    let cmdline = keel_image::api_token::with_token("", &a.api_token);
-    let config = keel_image::appliance::default_config(&a.api_token).to_json_pretty();
-    keel_image::assemble_image(&a.elf, &[], &cmdline, Some(&store), &config, &image)
-        .expect("building keel.img");
-    image
-}
 
 /// Boots `image` writable on AHCI port 0, with `blank` on port 1 and an empty CD-ROM drive
 /// (ATAPI) on port 2 when given; no NIC.
@@ -114,9 +85,9 @@ fn read_file(m: &mut Machine, name: &str, bytes: &[u8]) -> f64 {
 fn keel_boots_from_sata_keeps_its_configuration_and_lists_the_other_disk() {
     let a = artifacts();
     let tmp = tempfile::tempdir().unwrap();
-    let big = noise(BIG_FILE_BYTES, 0x5a7a);
+    let big = artifacts::noise(BIG_FILE_BYTES, 0x5a7a);
     let notes = b"on a SATA disk\n".to_vec();
-    let image = image_with_store(
+    let image = artifacts::image_with_store(
         tmp.path(),
         &[("big.bin", big.clone()), ("notes.txt", notes.clone())],
     );
@@ -224,7 +195,7 @@ fn keel_boots_from_sata_keeps_its_configuration_and_lists_the_other_disk() {
 #[test]
 fn power_cuts_during_saves_on_ahci_never_lose_the_configuration() {
     let tmp = tempfile::tempdir().unwrap();
-    let image = image_with_store(tmp.path(), &[]);
+    let image = artifacts::image_with_store(tmp.path(), &[]);
     let cuts = std::env::var("KEEL_AHCI_POWER_CUTS")
         .ok()
         .and_then(|v| v.parse().ok())

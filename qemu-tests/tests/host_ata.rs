@@ -10,42 +10,13 @@
 //!   a VM with a store-file disk (`hostile-virtio`) is served on VT-x, and a `config save`
 //!   survives into a second Bochs run of the same image.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use keel_qemu_tests::{Bochs, Machine, Qemu, appliance_image, artifacts, check};
 
 /// Size of the large store file `store sum` reads for the throughput figure.
 const BIG_FILE: usize = 16 * 1024 * 1024;
-
-/// Pseudo-random bytes (xorshift64), reproducible from `seed`.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
-/// Builds `keel.img` into `dir` with a store holding `files`.
-fn build_image(dir: &Path, files: &[(&str, Vec<u8>)]) -> PathBuf {
-    let a = artifacts();
-    let store = dir.join("store");
-    std::fs::create_dir(&store).unwrap();
-    for (name, bytes) in files {
-        std::fs::write(store.join(name), bytes).unwrap();
-    }
-    let image = dir.join("keel.img");
-    let cmdline = keel_image::api_token::with_token("", &a.api_token);
-    let config = keel_image::appliance::default_config(&a.api_token).to_json_pretty();
-    keel_image::assemble_image(&a.elf, &[], &cmdline, Some(&store), &config, &image)
-        .expect("building keel.img with a store");
-    image
-}
 
 /// The banner's `disk:` line.
 fn disk_line(m: &Machine, banner: &str) -> String {
@@ -110,9 +81,9 @@ fn mb_per_s(bytes: usize, ms: u64) -> f64 {
 fn qemu_ide_disk_holds_configuration_and_store_beside_a_blank_disk() {
     let a = artifacts();
     let tmp = tempfile::tempdir().unwrap();
-    let big = noise(BIG_FILE, 0xa7a);
+    let big = artifacts::noise(BIG_FILE, 0xa7a);
     let small = b"hello from the ATA store\n".to_vec();
-    let image = build_image(
+    let image = artifacts::image_with_store(
         tmp.path(),
         &[("big.img", big.clone()), ("notes.txt", small)],
     );

@@ -10,7 +10,6 @@
 //!
 //! Figures (boot time, save time, read throughput) are printed to stderr.
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use keel_qemu_tests::machine::scaled;
@@ -23,35 +22,6 @@ const BIG_FILE_BYTES: usize = 64 * 1024 * 1024;
 
 /// Power cuts in the NVMe power-cut test (each about 2 s).
 const POWER_CUTS: usize = 8;
-
-/// Pseudo-random bytes (xorshift64), reproducible from `seed`.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
-/// Builds an image in `dir` whose store holds `files`.
-fn image_with_store(dir: &Path, files: &[(&str, Vec<u8>)]) -> PathBuf {
-    let a = artifacts();
-    let store = dir.join("store");
-    std::fs::create_dir_all(&store).unwrap();
-    for (name, bytes) in files {
-        std::fs::write(store.join(name), bytes).unwrap();
-    }
-    let image = dir.join("keel.img");
-    let cmdline = keel_image::api_token::with_token("", &a.api_token);
-    let config = keel_image::appliance::default_config(&a.api_token).to_json_pretty();
-    keel_image::assemble_image(&a.elf, &[], &cmdline, Some(&store), &config, &image)
-        .expect("building keel.img with a store");
-    image
-}
 
 /// Waits for the banner and the prompt; checks the boot-disk line: NVMe, its location, the
 /// store mounted. Returns the banner's boot time in ms.
@@ -129,8 +99,8 @@ fn read_big_file(m: &mut Machine, bytes: &[u8]) -> f64 {
 fn seabios_nvme_boot_disk_among_others_store_and_saved_config() {
     let a = artifacts();
     let tmp = tempfile::tempdir().unwrap();
-    let big = noise(BIG_FILE_BYTES, 0xb16);
-    let image = image_with_store(
+    let big = artifacts::noise(BIG_FILE_BYTES, 0xb16);
+    let image = artifacts::image_with_store(
         tmp.path(),
         &[
             ("big.bin", big.clone()),
@@ -232,7 +202,7 @@ fn seabios_nvme_boot_disk_among_others_store_and_saved_config() {
 fn ovmf_nvme_boot_disk_store_and_saved_config() {
     let a = artifacts();
     let tmp = tempfile::tempdir().unwrap();
-    let image = image_with_store(tmp.path(), &[("notes.txt", b"on nvme\n".to_vec())]);
+    let image = artifacts::image_with_store(tmp.path(), &[("notes.txt", b"on nvme\n".to_vec())]);
     let started = Instant::now();
     let mut m = Qemu::nvme_disk_ovmf(&image)
         .defmt_elf(&a.elf)
@@ -258,7 +228,7 @@ fn ovmf_nvme_boot_disk_store_and_saved_config() {
 fn power_cuts_during_saves_on_nvme_never_lose_the_configuration() {
     let a = artifacts();
     let tmp = tempfile::tempdir().unwrap();
-    let image = image_with_store(tmp.path(), &[]);
+    let image = artifacts::image_with_store(tmp.path(), &[]);
     let cuts = std::env::var("KEEL_NVME_POWER_CUTS")
         .ok()
         .and_then(|v| v.parse().ok())

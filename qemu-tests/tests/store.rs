@@ -9,27 +9,14 @@ use std::time::Duration;
 use keel_qemu_tests::http;
 use keel_qemu_tests::{Qemu, artifacts, check};
 
-/// Pseudo-random bytes (xorshift64), reproducible from `seed`.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
 /// The store directory's files: name and content.
 fn store_files() -> Vec<(&'static str, Vec<u8>)> {
     vec![
-        ("vmlinuz-6.1", noise(2_500_000, 0x5eed)),
-        ("initrd.cpio", noise(70_001, 7)),
+        ("vmlinuz-6.1", artifacts::noise(2_500_000, 0x5eed)),
+        ("initrd.cpio", artifacts::noise(70_001, 7)),
         (
             "a-rather-long-file-name-for-the-guest-store.img",
-            noise(123_457, 11),
+            artifacts::noise(123_457, 11),
         ),
         ("notes with spaces.txt", b"hello from the host\n".to_vec()),
     ]

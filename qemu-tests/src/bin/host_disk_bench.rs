@@ -123,19 +123,6 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String>
     Ok(opts)
 }
 
-/// Pseudo-random bytes (xorshift64), reproducible from `seed`.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
 /// One boot's figures.
 #[derive(Clone, Copy, Debug)]
 struct Figures {
@@ -264,7 +251,7 @@ fn main() -> ExitCode {
         }
     };
     let a = artifacts();
-    let file = noise(opts.mib << 20, 0xd15c);
+    let file = artifacts::noise(opts.mib << 20, 0xd15c);
     let store = tmp.path().join("store");
     let built =
         std::fs::create_dir(&store).and_then(|()| std::fs::write(store.join(BIG_FILE), &file));

@@ -2,8 +2,9 @@
 //! DEVICE data it reads, and the status and error registers decoded by name.
 
 use alloc::string::String;
-use alloc::vec::Vec;
 use core::fmt;
+
+use crate::blk::ata::protocol::identify_word as word;
 
 /// IDENTIFY DEVICE (PIO data-in, 512 bytes).
 pub const IDENTIFY_DEVICE: u8 = 0xEC;
@@ -56,29 +57,9 @@ pub enum IdentifyError {
     Empty,
 }
 
-fn word(data: &[u8], index: usize) -> u16 {
-    u16::from_le_bytes([data[index * 2], data[index * 2 + 1]])
-}
-
-/// An ATA string: each word holds two characters, the first in the high byte.
+/// An ATA string of `words` words from `first_word` (the layout the ATA driver parses too).
 fn ata_string(data: &[u8], first_word: usize, words: usize) -> String {
-    let mut bytes = Vec::with_capacity(words * 2);
-    for w in first_word..first_word + words {
-        let [lo, hi] = word(data, w).to_le_bytes();
-        bytes.push(hi);
-        bytes.push(lo);
-    }
-    let text: String = bytes
-        .iter()
-        .map(|&b| {
-            if b.is_ascii_graphic() || b == b' ' {
-                b as char
-            } else {
-                ' '
-            }
-        })
-        .collect();
-    String::from(text.trim())
+    crate::blk::ata::protocol::identify_string(data, first_word, first_word + words - 1)
 }
 
 /// Parses the 512 bytes of IDENTIFY DEVICE.

@@ -240,16 +240,25 @@ pub enum IdentityError {
     SectorSize(u32),
 }
 
-/// An IDENTIFY word from the 512-byte block.
-fn word(data: &[u8; SECTOR], index: usize) -> u16 {
-    u16::from_le_bytes([data[index * 2], data[index * 2 + 1]])
+/// An IDENTIFY word from the 512-byte block. Shared with the AHCI driver, whose IDENTIFY
+/// DEVICE answer has the same layout.
+pub fn identify_word(data: &[u8], index: usize) -> u16 {
+    match data.get(index * 2..index * 2 + 2) {
+        Some(&[low, high]) => u16::from_le_bytes([low, high]),
+        _ => 0,
+    }
 }
 
-/// An ATA string: words `first..=last`, each word's first character in its high byte.
-fn ata_string(data: &[u8; SECTOR], first: usize, last: usize) -> String {
-    let mut bytes = Vec::with_capacity((last - first + 1) * 2);
+fn word(data: &[u8; SECTOR], index: usize) -> u16 {
+    identify_word(data, index)
+}
+
+/// An ATA string in IDENTIFY data: words `first..=last`, each word's first character in its
+/// high byte; unprintable bytes become spaces, and the padding is trimmed.
+pub fn identify_string(data: &[u8], first: usize, last: usize) -> String {
+    let mut bytes = Vec::with_capacity((last + 1).saturating_sub(first) * 2);
     for index in first..=last {
-        let [low, high] = word(data, index).to_le_bytes();
+        let [low, high] = identify_word(data, index).to_le_bytes();
         bytes.push(high);
         bytes.push(low);
     }
@@ -264,6 +273,10 @@ fn ata_string(data: &[u8; SECTOR], first: usize, last: usize) -> String {
         })
         .collect();
     String::from(text.trim())
+}
+
+fn ata_string(data: &[u8; SECTOR], first: usize, last: usize) -> String {
+    identify_string(data, first, last)
 }
 
 /// Parses IDENTIFY DEVICE data.
