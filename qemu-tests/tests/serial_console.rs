@@ -29,6 +29,10 @@ fn check_console_on_com2(m: &mut Machine, source_line: &str) {
         "banner console field: {:?}",
         banner.field("console")
     );
+    // The lease line comes after the banner and redraws the prompt; a command typed before
+    // it would end at that prompt (seen in CI: `net` read only the lease line).
+    m.expect("network: DHCP lease 10.0.2.15/24");
+    m.expect_prompt();
     let help = m.command("help");
     check!(m, help.contains("net"), "help on COM2: {help}");
     let net = m.command("net");
