@@ -5,10 +5,10 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, Ordering};
 
+use super::plan::MAX_CPUS;
 use super::plan::{self, StartFailure};
 use super::trampoline::{self, StartParams, field};
 use super::{CpuState, CpuStatus, CpuVirtualization};
-use crate::acpi::MAX_CPUS;
 use crate::arch::timer::Deadline;
 use crate::arch::{apic, cpu, gdt, idt, timer};
 
