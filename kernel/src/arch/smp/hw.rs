@@ -294,8 +294,9 @@ pub fn start_application_processors(
     }
     let boot_apic_id = apic::id();
     PER_CPU[0].apic_id.store(boot_apic_id, Ordering::Relaxed);
+    let madt_ids: Vec<u32> = madt.iter().map(|c| c.apic_id).collect();
     let planned = plan::plan_cpus(
-        madt,
+        &madt_ids,
         boot_apic_id,
         apic::is_x2apic(),
         fake_apic_id,
