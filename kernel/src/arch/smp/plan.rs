@@ -209,6 +209,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::single_range_in_vec_init)] // memory maps with one usable range
     fn trampoline_page_is_the_highest_usable_page_below_640k() {
         // QEMU/SeaBIOS: 0..0x9fc00 usable, EBDA above.
         assert_eq!(pick_trampoline_page(&[0..0x9fc00]), Some(0x9e000));
