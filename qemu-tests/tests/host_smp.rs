@@ -1,8 +1,9 @@
 //! The host's application processors: every CPU the MADT lists comes up with its own
 //! virtualization on (QEMU multi-threaded TCG on AMD-V, Bochs on VT-x), a CPU that does not
 //! answer its start-up IPIs is reported failed while the others come up, and one CPU stays
-//! as before.
+//! as before. The console's `cpus` and `GET /api/v1/system`'s `cpu_list` show each CPU.
 
+use keel_qemu_tests::http;
 use keel_qemu_tests::{Bochs, Machine, Qemu, artifacts, check};
 
 /// The rows of the `cpus` table (lines after the `N CPUs (ACPI MADT)` title that start
@@ -23,9 +24,13 @@ fn boot_log_line(m: &mut Machine) -> String {
 
 #[test]
 fn four_cpus_come_up_with_amd_v_on_each() {
-    let mut m = Qemu::pvh(&artifacts().elf)
+    let a = artifacts();
+    let port = http::free_port();
+    let mut m = Qemu::seabios(&a.image)
+        .defmt_elf(&a.elf)
         .cpus(4)
         .multi_threaded_tcg()
+        .args(["-nic".to_owned(), http::nic_arg("virtio-net-pci", port)])
         .spawn()
         .unwrap();
     let line = boot_log_line(&mut m);
@@ -35,6 +40,7 @@ fn four_cpus_come_up_with_amd_v_on_each() {
         line.starts_with("cpus: 4 online (apic ids 0, 1, 2, 3)") && !line.contains("failed"),
         "boot log: {line:?}"
     );
+    http::await_api(&mut m, port);
     let out = m.command("cpus");
     let rows = cpu_rows(&out);
     check!(m, rows.len() == 4, "expected 4 CPU rows:\n{out}");
@@ -49,6 +55,25 @@ fn four_cpus_come_up_with_amd_v_on_each() {
         );
     }
     check!(m, out.contains("online: 4 of 4"), "{out}");
+
+    // The API lists the same CPUs.
+    let r = http::request(port, "GET", "/api/v1/system", Some(&a.api_token), None).expect("GET");
+    check!(m, r.status == 200, "GET /api/v1/system: {r:?}");
+    let body: serde_json::Value = serde_json::from_str(&r.body).expect("JSON body");
+    let list = body["cpu_list"].as_array().cloned().unwrap_or_default();
+    check!(m, list.len() == 4, "cpu_list: {}", body["cpu_list"]);
+    for (i, cpu) in list.iter().enumerate() {
+        check!(
+            m,
+            cpu["index"] == i
+                && cpu["apic_id"] == i
+                && cpu["state"] == "online"
+                && cpu["reason"].is_null()
+                && cpu["virtualization"] == "on"
+                && cpu["virtualization_detail"] == "AMD-V",
+            "cpu_list[{i}]: {cpu}"
+        );
+    }
 }
 
 #[test]
