@@ -233,6 +233,9 @@ mod kernel {
         for problem in &system.platform.problems {
             kprintln!("warning: {}", problem);
         }
+        if system.boot.cmdline_value("keel.smp.selftest") == Some("kick") {
+            kprintln!("{}", crate::arch::smp::self_test());
+        }
         crate::crash::from_cmdline(system.boot.cmdline_value("keel.test-crash"));
         crate::bench::from_cmdline(system, system.boot.cmdline_value("keel.bench"));
         crate::runtime::Kernel::start(system, settings, screen).run()

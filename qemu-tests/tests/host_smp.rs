@@ -81,11 +81,13 @@ fn a_cpu_that_does_not_answer_is_failed_and_the_others_come_up() {
     let mut m = Qemu::pvh(&artifacts().elf)
         .cpus(3)
         .multi_threaded_tcg()
-        .append("keel.smp.fake_cpu=9")
+        .append("keel.smp.fake_cpu=9 keel.smp.selftest=kick")
         .spawn()
         .unwrap();
     let line = boot_log_line(&mut m);
-    m.expect_banner();
+    // Printed after the banner, before the first prompt.
+    let selftest = m.expect_line("smp self-test: ");
+    m.expect_prompt();
     check!(
         m,
         line.starts_with("cpus: 3 online (apic ids 0, 1, 2); apic id 9 failed: no answer"),
@@ -102,6 +104,13 @@ fn a_cpu_that_does_not_answer_is_failed_and_the_others_come_up() {
             && r.contains(" 9 ")
             && r.contains("failed: no answer")),
         "the fake CPU (APIC id 9) should be index 3, failed:\n{out}"
+    );
+    // The scheduler's hooks: every AP ran the work `start_ap_work` gave it, and woke on a
+    // kick (its timer masked, so nothing else wakes it).
+    check!(
+        m,
+        selftest == "2 of 2 APs ran their work, 2 woke on a kick",
+        "self-test: {selftest:?}"
     );
     // The console still works after the failed start.
     let out = m.command("version");

@@ -522,3 +522,51 @@ extern "C" fn ap_entry(index: u64) -> ! {
         cpu::wait_for_interrupt();
     }
 }
+
+/// How often each AP woke in the self-test's work loop.
+static SELF_TEST_WAKES: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+/// The self-test's AP work: its timer masked, so only kicks wake it; counts each wake-up.
+fn self_test_work(cpu: usize) -> ! {
+    apic::write(apic::reg::LVT_TIMER, apic::LVT_MASKED);
+    loop {
+        // Interrupts off between the count and `sti; hlt`: a kick in between stays pending
+        // and ends the HLT instead of being lost.
+        x86_64::instructions::interrupts::disable();
+        SELF_TEST_WAKES[cpu].fetch_add(1, Ordering::Release);
+        cpu::wait_for_interrupt();
+    }
+}
+
+/// Test hook (`keel.smp.selftest=kick`, never on a production boot: it gives the APs work
+/// that only counts): [`start_ap_work`] with a loop whose only wake-up is the kick, then
+/// [`kick`] to each AP, each answer awaited for 500 ms. Returns the line to print.
+pub fn self_test() -> String {
+    start_ap_work(self_test_work);
+    let aps = cpu_count().saturating_sub(1);
+    let mut ran = 0;
+    let mut woke = 0;
+    for ap in 1..cpu_count() {
+        let started = Deadline::after_ms(500);
+        while SELF_TEST_WAKES[ap].load(Ordering::Acquire) == 0 && !started.expired() {
+            core::hint::spin_loop();
+        }
+        let before = SELF_TEST_WAKES[ap].load(Ordering::Acquire);
+        if before == 0 {
+            continue;
+        }
+        ran += 1;
+        // Let the AP reach HLT, then kick it.
+        Deadline::after_ms(5).wait();
+        let before = SELF_TEST_WAKES[ap].load(Ordering::Acquire);
+        kick(ap);
+        let answered = Deadline::after_ms(500);
+        while SELF_TEST_WAKES[ap].load(Ordering::Acquire) == before && !answered.expired() {
+            core::hint::spin_loop();
+        }
+        if SELF_TEST_WAKES[ap].load(Ordering::Acquire) > before {
+            woke += 1;
+        }
+    }
+    alloc::format!("smp self-test: {ran} of {aps} APs ran their work, {woke} woke on a kick")
+}

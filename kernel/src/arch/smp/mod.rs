@@ -27,8 +27,8 @@ pub mod virt;
 
 #[cfg(target_os = "none")]
 pub use hw::{
-    boot_log_line, count_tick, cpu_count, cpus, current, init_boot_cpu, kick, start_ap_work,
-    start_application_processors, ticks, virtualization_ready,
+    boot_log_line, count_tick, cpu_count, cpus, current, init_boot_cpu, kick, self_test,
+    start_ap_work, start_application_processors, ticks, virtualization_ready,
 };
 
 use alloc::string::String;
