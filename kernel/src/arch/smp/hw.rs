@@ -546,25 +546,24 @@ pub fn self_test() -> String {
     let aps = cpu_count().saturating_sub(1);
     let mut ran = 0;
     let mut woke = 0;
-    for ap in 1..cpu_count() {
+    for (ap, wakes) in SELF_TEST_WAKES.iter().enumerate().take(cpu_count()).skip(1) {
         let started = Deadline::after_ms(500);
-        while SELF_TEST_WAKES[ap].load(Ordering::Acquire) == 0 && !started.expired() {
+        while wakes.load(Ordering::Acquire) == 0 && !started.expired() {
             core::hint::spin_loop();
         }
-        let before = SELF_TEST_WAKES[ap].load(Ordering::Acquire);
-        if before == 0 {
+        if wakes.load(Ordering::Acquire) == 0 {
             continue;
         }
         ran += 1;
         // Let the AP reach HLT, then kick it.
         Deadline::after_ms(5).wait();
-        let before = SELF_TEST_WAKES[ap].load(Ordering::Acquire);
+        let before = wakes.load(Ordering::Acquire);
         kick(ap);
         let answered = Deadline::after_ms(500);
-        while SELF_TEST_WAKES[ap].load(Ordering::Acquire) == before && !answered.expired() {
+        while wakes.load(Ordering::Acquire) == before && !answered.expired() {
             core::hint::spin_loop();
         }
-        if SELF_TEST_WAKES[ap].load(Ordering::Acquire) > before {
+        if wakes.load(Ordering::Acquire) > before {
             woke += 1;
         }
     }
