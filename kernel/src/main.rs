@@ -29,7 +29,6 @@ pub mod settings;
 pub mod smbios;
 pub mod store;
 
-#[cfg(target_os = "none")]
 pub mod arch;
 pub mod bench;
 #[cfg(target_os = "none")]
@@ -174,6 +173,7 @@ mod kernel {
         serial::init_console();
         gdt::init();
         idt::init();
+        crate::arch::smp::init_boot_cpu();
         // Until the console's port is known the log goes to its ring only: on a server whose
         // console is COM2 (serial-over-LAN) its binary frames must not reach the operator.
         defmt::info!("keel {=str}: kernel entered", env!("CARGO_PKG_VERSION"));
@@ -208,6 +208,7 @@ mod kernel {
 
         let cpu = detect::identify(&crate::cpuinfo::HostCpu);
         let virtualization = detect::probe(&crate::cpuinfo::HostCpu);
+        start_other_cpus(&boot, &platform, &virtualization);
         let pci = crate::pci::enumerate();
         let nics = spin::Mutex::new(crate::net::probe(&pci));
         let boot_disk = crate::blk::boot_disk::init(&pci);
@@ -231,9 +232,25 @@ mod kernel {
         for problem in &system.platform.problems {
             kprintln!("warning: {}", problem);
         }
+        kprintln!("{}", crate::arch::smp::boot_log_line());
         crate::crash::from_cmdline(system.boot.cmdline_value("keel.test-crash"));
         crate::bench::from_cmdline(system, system.boot.cmdline_value("keel.bench"));
         crate::runtime::Kernel::start(system, settings, screen).run()
+    }
+
+    /// Starts the application processors the MADT lists (`keel.smp.fake_cpu=<apic id>`
+    /// adds one that does not exist, to test the failure path).
+    fn start_other_cpus(boot: &BootInfo, platform: &Platform, virtualization: &Virtualization) {
+        use crate::arch::smp;
+        let usable: alloc::vec::Vec<_> = boot
+            .memory
+            .iter()
+            .filter(|r| r.kind == boot::MemoryKind::Usable)
+            .map(|r| r.start..r.end())
+            .collect();
+        let fake = smp::plan::parse_fake_cpu(boot.cmdline_value("keel.smp.fake_cpu"));
+        let (boot_cpu, enable) = smp::virt::for_boot(virtualization);
+        smp::start_application_processors(&platform.cpus, &usable, fake, boot_cpu, enable);
     }
 
     /// Picks the operator console (`console=`, else the SPCR's port, else COM1) and moves it

@@ -535,6 +535,31 @@ impl Plane<'_> {
     }
 }
 
+/// `SystemInfo::cpu_list`: every CPU as `cpus` shows it.
+fn host_cpu_list() -> Vec<keel_netstack::api::HostCpuInfo> {
+    use crate::arch::smp::{CpuState, CpuVirtualization};
+    crate::arch::smp::cpus()
+        .into_iter()
+        .map(|c| keel_netstack::api::HostCpuInfo {
+            index: c.index as u32,
+            apic_id: c.apic_id,
+            state: String::from(c.state.name()),
+            reason: match &c.state {
+                CpuState::Failed(reason) => Some(reason.to_string()),
+                _ => None,
+            },
+            virtualization: String::from(match c.virtualization {
+                CpuVirtualization::On(_) => "on",
+                CpuVirtualization::Off(_) => "off",
+            }),
+            virtualization_detail: match c.virtualization {
+                CpuVirtualization::On(kind) => String::from(kind),
+                CpuVirtualization::Off(reason) => reason,
+            },
+        })
+        .collect()
+}
+
 impl Management for Plane<'_> {
     fn system(&self) -> SystemInfo {
         SystemInfo {
@@ -542,6 +567,7 @@ impl Management for Plane<'_> {
             version: String::from(env!("CARGO_PKG_VERSION")),
             uptime_ms: crate::arch::timer::tsc_delta_ms(crate::arch::cpu::rdtsc()),
             cpus: self.system.platform.cpus.len().max(1) as u32,
+            cpu_list: host_cpu_list(),
             memory: crate::console::mem_cmds::gather(self.vms),
             virtualization: self.system.virtualization.to_string(),
             network: self.network.clone(),

@@ -3,6 +3,31 @@
 //! The kernel identity-maps all RAM, so a frame's physical address is also where the host
 //! reads and writes it; host tests implement the trait over heap buffers instead.
 
+use core::sync::atomic::{AtomicPtr, Ordering};
+
+/// Most host CPUs the per-CPU virtualization state is kept for.
+pub const MAX_HOST_CPUS: usize = 256;
+
+/// Where the host says which CPU runs the caller (null: one CPU, always 0).
+static CURRENT_CPU_SOURCE: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Tells the VMM how to find the calling CPU's index (the kernel's per-CPU data), so the
+/// per-CPU virtualization state (SVM host save areas, VMXON regions) is kept per CPU.
+pub fn set_current_cpu_source(source: fn() -> usize) {
+    CURRENT_CPU_SOURCE.store(source as *mut (), Ordering::Release);
+}
+
+/// The calling CPU's index, below [`MAX_HOST_CPUS`] (0 until the host set a source).
+pub fn current_cpu() -> usize {
+    let source = CURRENT_CPU_SOURCE.load(Ordering::Acquire);
+    if source.is_null() {
+        return 0;
+    }
+    // SAFETY: only ever stored from a `fn() -> usize` in `set_current_cpu_source`.
+    let source: fn() -> usize = unsafe { core::mem::transmute(source) };
+    source().min(MAX_HOST_CPUS - 1)
+}
+
 /// Size of a host frame.
 pub const FRAME_SIZE: u64 = 4096;
 

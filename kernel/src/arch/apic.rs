@@ -101,6 +101,61 @@ fn mask_legacy_pics() {
 /// Masks the PICs and enables this CPU's local APIC (x2APIC when available).
 pub fn init() {
     mask_legacy_pics();
+    enable_local_apic();
+}
+
+/// Enables an application processor's local APIC in the boot CPU's mode (the xAPIC page is
+/// at the same address on every CPU and already mapped).
+pub fn init_application_processor() {
+    enable_local_apic();
+}
+
+/// Whether the local APICs run in x2APIC mode.
+pub fn is_x2apic() -> bool {
+    X2APIC.load(Ordering::Relaxed)
+}
+
+/// ICR delivery status (xAPIC): set while the APIC is still sending the last IPI.
+const ICR_SEND_PENDING: u32 = 1 << 12;
+const ICR_LOW: u32 = 0x300;
+const ICR_HIGH: u32 = 0x310;
+const X2APIC_ICR_MSR: u32 = 0x830;
+
+/// ICR command: INIT, level assert (SDM Vol. 3A §11.6.1).
+pub const ICR_INIT: u32 = 0x0000_4500;
+/// ICR command: start-up IPI; the vector is the start page number.
+pub const ICR_STARTUP: u32 = 0x0000_4600;
+/// ICR command: fixed delivery of the vector in the low byte.
+pub const ICR_FIXED: u32 = 0x0000_4000;
+
+/// Sends the IPI `command` (an `ICR_*` value, vector included) to the CPU with `apic_id`.
+/// Returns false if an xAPIC never cleared its delivery-status bit within 10 ms.
+pub fn send_ipi(apic_id: u32, command: u32) -> bool {
+    if is_x2apic() {
+        // SAFETY: in x2APIC mode the ICR is MSR 0x830, one 64-bit write (destination in the
+        // high half); the command values are architectural IPI encodings.
+        unsafe { cpu::wrmsr(X2APIC_ICR_MSR, (u64::from(apic_id) << 32) | u64::from(command)) };
+        return true;
+    }
+    let deadline = crate::arch::timer::Deadline::after_ms(10);
+    while read(ICR_LOW) & ICR_SEND_PENDING != 0 {
+        if deadline.expired() {
+            return false;
+        }
+        core::hint::spin_loop();
+    }
+    write(ICR_HIGH, apic_id << 24);
+    write(ICR_LOW, command);
+    while read(ICR_LOW) & ICR_SEND_PENDING != 0 {
+        if deadline.expired() {
+            return false;
+        }
+        core::hint::spin_loop();
+    }
+    true
+}
+
+fn enable_local_apic() {
     let has_x2apic = cpu::cpuid(1, 0).ecx & (1 << 21) != 0;
     // SAFETY: IA32_APIC_BASE exists on every CPU with an APIC (all x86_64 CPUs).
     let base = unsafe { cpu::rdmsr(IA32_APIC_BASE) };
@@ -113,7 +168,9 @@ pub fn init() {
         let phys = base & 0x000f_ffff_ffff_f000;
         // SAFETY: setting the global enable bit keeps the base the firmware chose.
         unsafe { cpu::wrmsr(IA32_APIC_BASE, base | APIC_BASE_ENABLE) };
-        XAPIC_BASE.store(crate::mm::map_mmio(phys, 0x1000), Ordering::Relaxed);
+        if XAPIC_BASE.load(Ordering::Relaxed) == 0 {
+            XAPIC_BASE.store(crate::mm::map_mmio(phys, 0x1000), Ordering::Relaxed);
+        }
     }
     write(reg::SPURIOUS, 0x100 | u32::from(SPURIOUS_VECTOR));
     write(reg::LVT_LINT0, LVT_MASKED);

@@ -79,3 +79,44 @@ pub fn ist_stack_range(ist: u16) -> (u64, u64) {
     let base = (&raw const IST_STACKS) as u64 + (slot * IST_STACK_SIZE) as u64;
     (base, base + IST_STACK_SIZE as u64)
 }
+
+/// An application processor's GDT and TSS (its own IST stacks), built by the boot CPU
+/// before the start and leaked: a CPU's descriptor tables live as long as it runs.
+pub struct CpuDescriptors {
+    gdt: GlobalDescriptorTable,
+    selectors: Selectors,
+}
+
+/// Builds the GDT and TSS for an application processor whose IST stacks end at `ist_tops`
+/// (double fault, NMI, machine check). Selectors match the boot CPU's, so the shared IDT's
+/// code selector is valid on every CPU.
+pub fn build_for_application_processor(ist_tops: [u64; 3]) -> &'static CpuDescriptors {
+    let mut tss = TaskStateSegment::new();
+    for (slot, top) in ist_tops.into_iter().enumerate() {
+        tss.interrupt_stack_table[slot] = VirtAddr::new(top);
+    }
+    let tss: &'static TaskStateSegment = alloc::boxed::Box::leak(alloc::boxed::Box::new(tss));
+    let mut gdt = GlobalDescriptorTable::new();
+    let code = gdt.append(Descriptor::kernel_code_segment());
+    let data = gdt.append(Descriptor::kernel_data_segment());
+    let tss = gdt.append(Descriptor::tss_segment(tss));
+    alloc::boxed::Box::leak(alloc::boxed::Box::new(CpuDescriptors {
+        gdt,
+        selectors: Selectors { code, data, tss },
+    }))
+}
+
+/// Loads an application processor's GDT and TSS on the calling CPU.
+pub fn load_application_processor(descriptors: &'static CpuDescriptors) {
+    descriptors.gdt.load();
+    let selectors = &descriptors.selectors;
+    // SAFETY: the selectors index the GDT just loaded, leaked so it lives forever; its TSS
+    // descriptor points at a leaked TSS whose IST stacks belong to this CPU alone.
+    unsafe {
+        CS::set_reg(selectors.code);
+        DS::set_reg(selectors.data);
+        ES::set_reg(selectors.data);
+        SS::set_reg(selectors.data);
+        load_tss(selectors.tss);
+    }
+}

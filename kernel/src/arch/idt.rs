@@ -14,6 +14,9 @@ use crate::serial::EmergencyWriter;
 pub const TIMER_VECTOR: u8 = 0x20;
 /// Vector of the COM1 receive interrupt (through the IOAPIC).
 pub const COM1_VECTOR: u8 = 0x24;
+/// Vector of the kick IPI (`smp::kick`): its handler only signals end of interrupt; taking
+/// it is what matters (a guest exits, a halted CPU wakes).
+pub const KICK_VECTOR: u8 = 0xf0;
 /// Vector the local APIC uses for spurious interrupts.
 pub const SPURIOUS_VECTOR: u8 = 0xff;
 
@@ -142,6 +145,12 @@ pub fn init() {
         // is being filled, and the index is in bounds.
         unsafe { (*core::ptr::addr_of_mut!(IDT))[vector as usize] = entry };
     }
+    load();
+}
+
+/// Loads the (already filled) IDT on this CPU: application processors share the boot
+/// CPU's handlers.
+pub fn load() {
     let pointer = x86_64::structures::DescriptorTablePointer {
         limit: (core::mem::size_of::<[IdtEntry; 256]>() - 1) as u16,
         base: x86_64::VirtAddr::new(core::ptr::addr_of!(IDT) as u64),
@@ -198,6 +207,7 @@ extern "C" fn isr_dispatch(frame: &mut TrapFrame) {
             crate::serial::drain_rx();
             apic::end_of_interrupt();
         }
+        v if v == u64::from(KICK_VECTOR) => apic::end_of_interrupt(),
         v if v == u64::from(SPURIOUS_VECTOR) => {}
         _ => apic::end_of_interrupt(),
     }

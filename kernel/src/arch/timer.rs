@@ -165,6 +165,13 @@ pub fn start_periodic() {
 
 /// Timer interrupt handler body.
 pub fn on_tick() {
+    let cpu = crate::arch::smp::current();
+    if cpu != 0 {
+        // Application processors only count their ticks: time, the console and preemption
+        // of the boot CPU's vCPUs belong to the boot CPU's tick.
+        crate::arch::smp::count_tick(cpu);
+        return;
+    }
     TICKS.fetch_add(1, Ordering::Relaxed);
     // A vCPU busy with CPU-only exits returns to the scheduler at its next exit.
     keel_vmm::preempt::request();
@@ -191,6 +198,25 @@ impl Deadline {
         let cycles = (u128::from(ms) * u128::from(hz) / 1000).min(u128::from(u64::MAX / 2));
         Deadline {
             at_tsc: cpu::rdtsc().saturating_add(cycles as u64),
+        }
+    }
+
+    /// `us` microseconds from now.
+    pub fn after_us(us: u64) -> Deadline {
+        let hz = match tsc_hz() {
+            0 => 1_000_000_000,
+            hz => hz,
+        };
+        let cycles = (u128::from(us) * u128::from(hz) / 1_000_000).min(u128::from(u64::MAX / 2));
+        Deadline {
+            at_tsc: cpu::rdtsc().saturating_add(cycles as u64),
+        }
+    }
+
+    /// Spins until the deadline passes.
+    pub fn wait(&self) {
+        while !self.expired() {
+            core::hint::spin_loop();
         }
     }
 

@@ -676,25 +676,32 @@ fn store_sum(name: &str) {
 }
 
 fn cpus(system: &System) {
-    let cpus = &system.platform.cpus;
-    if cpus.is_empty() {
+    let listed = system.platform.cpus.len();
+    if listed == 0 {
         kprintln!("1 CPU (no ACPI MADT; only the boot CPU is known)");
-        return;
+    } else {
+        let plural = if listed == 1 { "" } else { "s" };
+        kprintln!("{listed} CPU{plural} (ACPI MADT)");
     }
-    let plural = if cpus.len() == 1 { "" } else { "s" };
-    kprintln!("{} CPU{plural} (ACPI MADT)", cpus.len());
-    kprintln!("  cpu  apic-id  state");
-    let boot_id = crate::arch::apic::id();
-    for (i, cpu) in cpus.iter().enumerate() {
-        let state = if cpu.apic_id == boot_id {
-            "boot CPU, running the management plane and VMs"
-        } else if cpu.enabled {
-            "present, not started"
-        } else {
-            "online-capable, not present"
-        };
-        kprintln!("  {i:<4} {:<8} {state}", cpu.apic_id);
+    let status = crate::arch::smp::cpus();
+    kprintln!("  cpu  apic-id  state                 virtualization");
+    for cpu in &status {
+        let state = cpu.state_text();
+        let role = if cpu.index == 0 { " (boot CPU)" } else { "" };
+        kprintln!(
+            "  {:<4} {:<8} {:<21} {}{}",
+            cpu.index,
+            cpu.apic_id,
+            state,
+            cpu.virtualization_text(),
+            role
+        );
     }
+    let online = crate::arch::smp::cpu_count();
+    kprintln!(
+        "  {online} online; the boot CPU runs the management plane and every vCPU \
+         (the other CPUs wait for work)"
+    );
     kprintln!(
         "  timer: local {} at {} Hz, TSC {} MHz (calibrated from {})",
         crate::arch::apic::mode_name(),

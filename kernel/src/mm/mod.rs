@@ -271,6 +271,54 @@ mod kernel_mm {
         });
     }
 
+    /// Physical address of the kernel's PML4 (application processors load it).
+    pub fn kernel_page_table_root() -> Option<u64> {
+        crate::arch::cpu::without_interrupts(|| SPACE.lock().as_ref().map(|s| s.root()))
+    }
+
+    /// Makes the identity-mapped page at `phys` (in the first MiB) executable and writable,
+    /// or back to data (never executable). Only the application processors' start-up page
+    /// is executable this way, and only while CPUs are being started.
+    pub fn set_low_page_executable(phys: u64, executable: bool) {
+        let flags = if executable {
+            x86_64::structures::paging::PageTableFlags::WRITABLE
+        } else {
+            paging::data_flags()
+        };
+        map_with(phys & !(FRAME_SIZE - 1), FRAME_SIZE, flags, true);
+    }
+
+    /// A kernel stack of `bytes` (a multiple of 4 KiB) with an unmapped guard page below
+    /// it, taken from the heap (and billed there) and never freed: an application
+    /// processor's stack lives as long as the CPU runs. Returns the stack's top.
+    pub fn alloc_guarded_stack(bytes: usize) -> Option<u64> {
+        let layout =
+            core::alloc::Layout::from_size_align(bytes + FRAME_SIZE as usize, FRAME_SIZE as usize)
+                .ok()?;
+        // SAFETY: the layout has a non-zero size; the memory is never freed (the guard page
+        // must never go back to the heap).
+        let base = unsafe { alloc::alloc::alloc_zeroed(layout) } as u64;
+        if base == 0 {
+            return None;
+        }
+        let unmapped = crate::arch::cpu::without_interrupts(|| {
+            let mut space = SPACE.lock();
+            let mut frames = FRAMES.lock();
+            let (Some(space), Some(frames)) = (space.as_mut(), frames.as_mut()) else {
+                return false;
+            };
+            let mut alloc = || {
+                let frame = frames.alloc();
+                if frame.is_some() {
+                    BILL.add_host(HostUse::PageTables, 1);
+                }
+                frame
+            };
+            space.unmap_4k(base, &mut alloc).is_ok()
+        });
+        unmapped.then_some(base + FRAME_SIZE + bytes as u64)
+    }
+
     /// Allocates `count` contiguous zeroed frames aligned to `align` frames for `use_`.
     pub fn alloc_frames(use_: HostUse, count: u64, align: u64) -> Option<u64> {
         let phys = alloc_zeroed(count, align)?;

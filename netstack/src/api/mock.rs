@@ -362,6 +362,16 @@ impl Management for Mock {
             version: String::from("0.1.0"),
             uptime_ms: 12_345,
             cpus: 2,
+            cpu_list: (0..2)
+                .map(|index| crate::api::types::HostCpuInfo {
+                    index,
+                    apic_id: index,
+                    state: "online".into(),
+                    reason: None,
+                    virtualization: "on".into(),
+                    virtualization_detail: "AMD-V".into(),
+                })
+                .collect(),
             memory: mock_memory(),
             virtualization: String::from("AMD-V with NPT"),
             network: NetworkInfo {

@@ -297,6 +297,10 @@ pub struct SystemInfo {
     pub uptime_ms: u64,
     /// CPUs the kernel runs on.
     pub cpus: u32,
+    /// Every CPU the firmware lists, with its state and virtualization (`cpus` stays the
+    /// count). Absent from the JSON of Keel versions before it (empty then).
+    #[serde(default)]
+    pub cpu_list: Vec<HostCpuInfo>,
     /// Host memory.
     pub memory: MemoryInfo,
     /// The hardware virtualization in use (e.g. `"AMD-V with NPT"`), or why there is none.
@@ -310,6 +314,24 @@ pub struct SystemInfo {
     /// Every disk the host's storage drivers found: Keel's own, the others (left alone) and
     /// devices a driver could not bring up.
     pub disks: Vec<HostDiskInfo>,
+}
+
+/// One host CPU in [`SystemInfo::cpu_list`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(rename = "HostCpu")]
+pub struct HostCpuInfo {
+    /// Kernel index: online CPUs are `0..cpus` (0 is the boot CPU), the others follow.
+    pub index: u32,
+    /// Local APIC (or x2APIC) id from the MADT.
+    pub apic_id: u32,
+    /// `"online"`, `"failed"` (did not start: see `reason`) or `"offline"`.
+    pub state: String,
+    /// Why the CPU is not online; `null` when it is.
+    pub reason: Option<String>,
+    /// `"on"` when the CPU can run guests (its VT-x or AMD-V is on), else `"off"`.
+    pub virtualization: String,
+    /// The extension (`"AMD-V"`, `"VT-x"`) when on, or why it is off.
+    pub virtualization_detail: String,
 }
 
 /// What the firmware's SMBIOS tables say the machine is. Each field is `null` when the

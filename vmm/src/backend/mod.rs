@@ -235,6 +235,19 @@ pub fn create_vm_backend(
     }
 }
 
+/// Turns the virtualization extension on for the calling CPU (once; later calls do
+/// nothing), as the first VM created on a CPU would.
+pub fn enable_on_this_cpu(
+    virtualization: &Virtualization,
+    host: &'static dyn HostMemory,
+) -> Result<(), BackendError> {
+    match virtualization {
+        Virtualization::Svm(_) => svm::enable_on_this_cpu(host),
+        Virtualization::Vmx(caps) => vmx::enable_on_this_cpu(host, caps),
+        Virtualization::Unavailable(reason) => Err(BackendError::Unavailable(*reason)),
+    }
+}
+
 /// The registers a vCPU starts with, on either backend.
 pub fn start_registers(start: StartMode) -> Registers {
     use svm::vmcb;

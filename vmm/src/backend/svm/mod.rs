@@ -28,7 +28,7 @@ use crate::cpuid::CpuidPolicy;
 use crate::decode;
 use crate::detect::SvmCapabilities;
 use crate::guest_paging;
-use crate::host::{FrameUse, HostMemory};
+use crate::host::{FrameUse, HostMemory, MAX_HOST_CPUS, current_cpu};
 use crate::memory::{ControlFrames, GuestMemory};
 use crate::msr::{self, MsrEffect, MsrState};
 use crate::nested_paging::NestedFormat;
@@ -46,17 +46,20 @@ const TLB_FLUSH_ALL: u8 = 1;
 /// `TLB_CONTROL`: flush this guest's (ASID's) entries; needs FlushByAsid.
 const TLB_FLUSH_ASID: u8 = 3;
 
-/// This CPU's SVM host areas (VM_HSAVE_PA and the VMSAVE area for host state).
-static HSAVE_PA: AtomicU64 = AtomicU64::new(0);
-static HOST_SAVE_PA: AtomicU64 = AtomicU64::new(0);
-static ENABLED: AtomicBool = AtomicBool::new(false);
+/// Each CPU's SVM host areas (VM_HSAVE_PA and the VMSAVE area for host state), indexed by
+/// [`crate::host::current_cpu`].
+static HSAVE_PA: [AtomicU64; MAX_HOST_CPUS] = [const { AtomicU64::new(0) }; MAX_HOST_CPUS];
+static HOST_SAVE_PA: [AtomicU64; MAX_HOST_CPUS] = [const { AtomicU64::new(0) }; MAX_HOST_CPUS];
+static ENABLED: [AtomicBool; MAX_HOST_CPUS] = [const { AtomicBool::new(false) }; MAX_HOST_CPUS];
 
 /// ASIDs per host CPU, by generation (see `ids`); ASID 0 is the host's.
 static ASIDS: IdSpace = IdSpace::new();
 
-/// Turns SVM on for this CPU once; returns the host save area for VMSAVE/VMLOAD.
+/// Turns SVM on for the calling CPU once (`EFER.SVME`, its own `VM_HSAVE_PA` page); returns
+/// its host save area for VMSAVE/VMLOAD.
 fn ensure_enabled(host: &'static dyn HostMemory) -> Result<u64, BackendError> {
-    if !ENABLED.load(Ordering::Acquire) {
+    let cpu = current_cpu();
+    if !ENABLED[cpu].load(Ordering::Acquire) {
         // Both pages belong to this CPU for as long as SVM is on (forever).
         let hsave = host
             .alloc_frames_for(FrameUse::CpuVirtualization, 1, 1)
@@ -68,11 +71,16 @@ fn ensure_enabled(host: &'static dyn HostMemory) -> Result<u64, BackendError> {
         fpu::enable_on_this_cpu();
         // SAFETY: detection found SVM usable on this CPU; the page is ours forever.
         unsafe { instr::enable(hsave) };
-        HSAVE_PA.store(hsave, Ordering::Relaxed);
-        HOST_SAVE_PA.store(host_save, Ordering::Relaxed);
-        ENABLED.store(true, Ordering::Release);
+        HSAVE_PA[cpu].store(hsave, Ordering::Relaxed);
+        HOST_SAVE_PA[cpu].store(host_save, Ordering::Relaxed);
+        ENABLED[cpu].store(true, Ordering::Release);
     }
-    Ok(HOST_SAVE_PA.load(Ordering::Relaxed))
+    Ok(HOST_SAVE_PA[cpu].load(Ordering::Relaxed))
+}
+
+/// Turns SVM on for the calling CPU (a host CPU started at boot runs this once).
+pub fn enable_on_this_cpu(host: &'static dyn HostMemory) -> Result<(), BackendError> {
+    ensure_enabled(host).map(|_| ())
 }
 
 /// A VM on AMD-V: its memory map (nested page tables) and what its vCPUs are made from.

@@ -73,7 +73,7 @@ use super::pending::{self, GuestAccess, Pending};
 use super::{BackendError, VmBackend};
 use crate::cpuid::CpuidPolicy;
 use crate::detect::VmxCapabilities;
-use crate::host::{FrameUse, HostMemory};
+use crate::host::{FrameUse, HostMemory, MAX_HOST_CPUS, current_cpu};
 use crate::memory::{ControlFrames, GuestMemory};
 use crate::msr::{self, MsrState};
 use crate::nested_paging::NestedFormat;
@@ -142,8 +142,8 @@ const MSR_FEATURE_CONTROL: u32 = 0x3a;
 const FEATURE_CONTROL_LOCK: u64 = 1 << 0;
 const FEATURE_CONTROL_VMX_OUTSIDE_SMX: u64 = 1 << 2;
 
-/// VMX is on for this CPU (one CPU runs vCPUs today; with SMP these become per-CPU).
-static ENABLED: AtomicBool = AtomicBool::new(false);
+/// VMX is on for CPU n (indexed by [`crate::host::current_cpu`]).
+static ENABLED: [AtomicBool; MAX_HOST_CPUS] = [const { AtomicBool::new(false) }; MAX_HOST_CPUS];
 /// The VMCS current on this CPU (0: none known).
 static CURRENT_VMCS: AtomicU64 = AtomicU64::new(0);
 /// The store of the vCPU whose SYSCALL MSRs are in this CPU's registers (null: none).
@@ -159,7 +159,8 @@ const VPID_LIMIT: u32 = 1 << 16;
 
 /// Turns VMX operation on for this CPU once (SDM Vol. 3C §24.7, §24.8).
 fn ensure_enabled(host: &'static dyn HostMemory, caps: &VmxCapabilities) -> Result<(), VmxError> {
-    if ENABLED.load(Ordering::Acquire) {
+    let cpu = current_cpu();
+    if ENABLED[cpu].load(Ordering::Acquire) {
         return Ok(());
     }
     let size = caps.basic.region_size();
@@ -192,8 +193,18 @@ fn ensure_enabled(host: &'static dyn HostMemory, caps: &VmxCapabilities) -> Resu
         host.free_frames_for(FrameUse::CpuVirtualization, region, 1);
         return Err(VmxError::VmxonFailed);
     }
-    ENABLED.store(true, Ordering::Release);
+    ENABLED[cpu].store(true, Ordering::Release);
     Ok(())
+}
+
+/// Turns VMX operation on for the calling CPU: the `IA32_FEATURE_CONTROL` check (and lock
+/// when open), CR0/CR4 fixed bits, and its own VMXON region (a host CPU started at boot
+/// runs this once).
+pub fn enable_on_this_cpu(
+    host: &'static dyn HostMemory,
+    caps: &VmxCapabilities,
+) -> Result<(), BackendError> {
+    ensure_enabled(host, caps).map_err(BackendError::Vmx)
 }
 
 /// The guest's SYSCALL/SWAPGS MSRs, which the VMCS does not switch.
