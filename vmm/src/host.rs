@@ -85,9 +85,4 @@ pub trait HostMemory {
         let _ = use_;
         self.free_frames(phys, count)
     }
-    /// The index of the host CPU the caller runs on (0 is the boot CPU); the backends tag
-    /// guest TLB entries per host CPU with it. A single-CPU host keeps the default.
-    fn current_cpu(&self) -> usize {
-        0
-    }
 }

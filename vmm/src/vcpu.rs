@@ -239,7 +239,7 @@ impl fmt::Display for EntryFailure {
             EntryFailure::NoAddressSpaceId { cpu } => write!(
                 f,
                 "no address-space ID for host CPU {cpu}: Keel tags guests on at most {} CPUs",
-                crate::backend::MAX_HOST_CPUS
+                crate::host::MAX_HOST_CPUS
             ),
         }
     }

@@ -23,8 +23,7 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
-/// Host CPUs an [`IdSpace`] keeps state for (the kernel's MADT limit is the same).
-pub const MAX_HOST_CPUS: usize = 256;
+use crate::host::MAX_HOST_CPUS;
 
 /// One host CPU's tag state. Only that CPU changes it (between two of its own entries, with
 /// no guest running there), so plain loads and stores suffice; the atomics make the static

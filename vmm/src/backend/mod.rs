@@ -26,7 +26,6 @@ pub mod bare;
 mod debug;
 pub mod fpu;
 mod ids;
-pub use self::ids::MAX_HOST_CPUS;
 pub mod memory_map;
 mod mmio;
 pub(crate) mod pending;

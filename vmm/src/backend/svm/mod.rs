@@ -165,7 +165,6 @@ pub struct SvmVcpu {
     asid: VcpuId,
     /// Guest ASIDs are `1..asid_limit` (the CPU's ASID count).
     asid_limit: u32,
-    host: &'static dyn HostMemory,
     tlb: TlbEpoch,
     /// Flush this vCPU's guest-linear translations at the next entry (a restored state).
     flush_guest: bool,
@@ -226,7 +225,6 @@ impl SvmVcpu {
             debug: GuestDebug::new(false),
             asid: VcpuId::unassigned(),
             asid_limit: caps.asid_count,
-            host,
             tlb: map.tlb_epoch(),
             flush_guest: false,
             host_save_pa,
@@ -257,7 +255,7 @@ impl SvmVcpu {
     /// guest state changed). Returns the CPU whose full flush this VMRUN performs, to report
     /// once it ran.
     fn prepare_tlb(&mut self, flush_own: bool) -> Result<Option<usize>, EntryFailure> {
-        let cpu = self.host.current_cpu();
+        let cpu = current_cpu();
         let entry = ASIDS
             .assign(&mut self.asid, cpu, self.asid_limit)
             .map_err(|_| EntryFailure::NoAddressSpaceId { cpu })?;

@@ -413,7 +413,6 @@ pub struct VmxVcpu {
     vpid: Option<Vpid>,
     /// The host CPU this vCPU last entered on (`usize::MAX`: none yet).
     last_cpu: usize,
-    host: &'static dyn HostMemory,
     tlb: TlbEpoch,
     eptp: u64,
     /// INVEPT: `Some(true)` single-context, `Some(false)` all-context only, `None` none.
@@ -485,7 +484,6 @@ impl VmxVcpu {
             flush_vpid: vpid.is_some(),
             vpid,
             last_cpu: usize::MAX,
-            host,
             regs: GuestRegs::default(),
             syscall_msrs: Box::new(UnsafeCell::new(SyscallMsrs::default())),
             cstar: 0,
@@ -577,7 +575,7 @@ impl VmxVcpu {
     /// cached translations flushed when the vCPU comes from another CPU (the map may have
     /// changed while it ran elsewhere, and INVEPT only reached the CPUs it ran on).
     fn prepare_tlb(&mut self, v: &mut Current) -> Result<(), EntryFailure> {
-        let cpu = self.host.current_cpu();
+        let cpu = current_cpu();
         if cpu != self.last_cpu {
             if self.last_cpu != usize::MAX {
                 self.flush_ept();
