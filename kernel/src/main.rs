@@ -225,6 +225,7 @@ mod kernel {
 
         let (settings, config_lines) = load_config();
         let screen = open_status_screen(&system.boot);
+        kprintln!("{}", crate::arch::smp::boot_log_line());
         print_banner(system, &settings, entry_tsc);
         report_disk(&boot_disk);
         for line in &config_lines {
@@ -233,7 +234,6 @@ mod kernel {
         for problem in &system.platform.problems {
             kprintln!("warning: {}", problem);
         }
-        kprintln!("{}", crate::arch::smp::boot_log_line());
         crate::crash::from_cmdline(system.boot.cmdline_value("keel.test-crash"));
         crate::bench::from_cmdline(system, system.boot.cmdline_value("keel.bench"));
         crate::runtime::Kernel::start(system, settings, screen).run()

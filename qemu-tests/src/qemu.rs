@@ -113,6 +113,9 @@ pub struct Qemu {
     /// told `console=ttyS1` or given an SPCR naming COM2 (its defmt log then moves to COM1,
     /// so `com2.bin` still holds the log).
     pub console_on_com2: bool,
+    /// `-accel tcg,thread=multi`: one host thread per emulated CPU, so the CPUs really run
+    /// at the same time (the SMP tests).
+    pub multi_threaded_tcg: bool,
 }
 
 impl Qemu {
@@ -129,6 +132,7 @@ impl Qemu {
             hard_timeout: scaled(QEMU_HARD_TIMEOUT),
             writable_disk: false,
             console_on_com2: false,
+            multi_threaded_tcg: false,
         }
     }
 
@@ -238,6 +242,12 @@ impl Qemu {
         self
     }
 
+    /// Runs the emulated CPUs on host threads of their own (`-accel tcg,thread=multi`).
+    pub fn multi_threaded_tcg(mut self) -> Self {
+        self.multi_threaded_tcg = true;
+        self
+    }
+
     /// Appends raw arguments (network devices, for example).
     pub fn args<I, S>(mut self, args: I) -> Self
     where
@@ -303,7 +313,11 @@ impl Qemu {
         let mut args: Vec<OsString> = Vec::new();
         let mut push = |a: &str| args.push(a.into());
         push("-accel");
-        push("tcg");
+        push(if self.multi_threaded_tcg {
+            "tcg,thread=multi"
+        } else {
+            "tcg"
+        });
         push("-M");
         push(&self.machine);
         push("-cpu");

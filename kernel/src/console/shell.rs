@@ -697,10 +697,11 @@ fn cpus(system: &System) {
             role
         );
     }
-    let online = crate::arch::smp::cpu_count();
     kprintln!(
-        "  {online} online; the boot CPU runs the management plane and every vCPU \
-         (the other CPUs wait for work)"
+        "  online: {} of {}; the boot CPU runs the management plane and every vCPU \
+         (the other CPUs wait for work)",
+        crate::arch::smp::cpu_count(),
+        status.len()
     );
     kprintln!(
         "  timer: local {} at {} Hz, TSC {} MHz (calibrated from {})",
