@@ -134,7 +134,12 @@ pub fn send_ipi(apic_id: u32, command: u32) -> bool {
     if is_x2apic() {
         // SAFETY: in x2APIC mode the ICR is MSR 0x830, one 64-bit write (destination in the
         // high half); the command values are architectural IPI encodings.
-        unsafe { cpu::wrmsr(X2APIC_ICR_MSR, (u64::from(apic_id) << 32) | u64::from(command)) };
+        unsafe {
+            cpu::wrmsr(
+                X2APIC_ICR_MSR,
+                (u64::from(apic_id) << 32) | u64::from(command),
+            )
+        };
         return true;
     }
     let deadline = crate::arch::timer::Deadline::after_ms(10);

@@ -113,7 +113,7 @@ mod kernel_mm {
             .map(|r| r.start..r.end())
             .collect();
         let mut reserved: heapless::Vec<Range<u64>, 64> = heapless::Vec::new();
-        // The first MiB stays with the firmware (BIOS data, EBDA, future AP trampolines).
+        // The first MiB stays with the firmware (BIOS data, EBDA) and the APs' start-up page.
         let _ = reserved.push(0..0x10_0000);
         let _ = reserved.push(kernel_image());
         for m in &info.modules {

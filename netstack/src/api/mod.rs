@@ -53,12 +53,12 @@ pub use disks::{CreateDisk, DiskKind, DiskList, DiskManagement, DiskUse, GuestDi
 pub use routes::{API_PREFIX, Op, ROUTES, Route};
 pub use types::{
     ApiError, ConsoleChunk, ConsoleInput, DEFAULT_STOP_TIMEOUT_S, Destroyed, HardwareInfo, Health,
-    HealthStatus, HostCpuInfo, HostDiskInfo, HostDiskRole, HostNicState, HostNicView, InternalNetworkView,
-    LeaseView, MAX_CONSOLE_INPUT, MAX_STOP_TIMEOUT_S, MacEntryView, Management, MemoryByUse,
-    MemoryInfo, ModuleInfo, ModuleList, NetworkInfo, NetworkView, NicView, PortKindView, RunModule,
-    SaveRequest, SavedVm, SavedVmList, StopMode, StopRequest, StoreFile, StoreList, SwitchPortView,
-    SwitchView, SystemInfo, VmDetail, VmKey, VmList, VmMemory, VmMemoryByUse, VmState, VmSummary,
-    saved_name,
+    HealthStatus, HostCpuInfo, HostDiskInfo, HostDiskRole, HostNicState, HostNicView,
+    InternalNetworkView, LeaseView, MAX_CONSOLE_INPUT, MAX_STOP_TIMEOUT_S, MacEntryView,
+    Management, MemoryByUse, MemoryInfo, ModuleInfo, ModuleList, NetworkInfo, NetworkView, NicView,
+    PortKindView, RunModule, SaveRequest, SavedVm, SavedVmList, StopMode, StopRequest, StoreFile,
+    StoreList, SwitchPortView, SwitchView, SystemInfo, VmDetail, VmKey, VmList, VmMemory,
+    VmMemoryByUse, VmState, VmSummary, saved_name,
 };
 
 /// The `/api/v1` router. Holds the accepted bearer tokens and the OpenAPI document.

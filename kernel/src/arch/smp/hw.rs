@@ -215,7 +215,9 @@ pub fn ticks(cpu: usize) -> u64 {
     if cpu == 0 {
         return timer::ticks();
     }
-    PER_CPU.get(cpu).map_or(0, |p| p.ticks.load(Ordering::Relaxed))
+    PER_CPU
+        .get(cpu)
+        .map_or(0, |p| p.ticks.load(Ordering::Relaxed))
 }
 
 /// Counts a tick on application processor `cpu` (from the timer handler).
@@ -292,7 +294,13 @@ pub fn start_application_processors(
     }
     let boot_apic_id = apic::id();
     PER_CPU[0].apic_id.store(boot_apic_id, Ordering::Relaxed);
-    let planned = plan::plan_cpus(madt, boot_apic_id, apic::is_x2apic(), fake_apic_id, MAX_CPUS);
+    let planned = plan::plan_cpus(
+        madt,
+        boot_apic_id,
+        apic::is_x2apic(),
+        fake_apic_id,
+        MAX_CPUS,
+    );
     let mut online = alloc::vec![CpuStatus {
         index: 0,
         apic_id: boot_apic_id,
@@ -313,9 +321,14 @@ pub fn start_application_processors(
             Ok((page, cr3)) => {
                 crate::mm::set_low_page_executable(page, true);
                 let mut spare: Option<ApStacks> = None;
+                let mut hung = false;
                 for p in &planned[1..] {
                     if let Err(reason) = p.action {
                         failed.push((p.apic_id, reason));
+                        continue;
+                    }
+                    if hung {
+                        failed.push((p.apic_id, StartFailure::AfterHungCpu));
                         continue;
                     }
                     let index = online.len();
@@ -326,7 +339,10 @@ pub fn start_application_processors(
                             state: CpuState::Online,
                             virtualization,
                         }),
-                        Err(reason) => failed.push((p.apic_id, reason)),
+                        Err(reason) => {
+                            hung = matches!(reason, StartFailure::SetupTimeout { .. });
+                            failed.push((p.apic_id, reason));
+                        }
                     }
                 }
                 crate::mm::set_low_page_executable(page, false);
@@ -406,9 +422,7 @@ fn start_one(
     // SAFETY: the claim word is a 4-byte-aligned u32 inside the page written above; the AP
     // races for it with `lock cmpxchg`, so it is only accessed atomically from now on.
     let claim = unsafe {
-        AtomicU32::from_ptr(
-            (page as usize + trampoline::PARAMS_OFFSET + field::CLAIM) as *mut u32,
-        )
+        AtomicU32::from_ptr((page as usize + trampoline::PARAMS_OFFSET + field::CLAIM) as *mut u32)
     };
     // Make the page's contents visible before the IPIs.
     core::sync::atomic::fence(Ordering::SeqCst);
@@ -459,15 +473,13 @@ fn start_one(
         core::hint::spin_loop();
     }
     ONLINE.store(index as u32 + 1, Ordering::Release);
-    Ok(
-        match entry.virtualization_error.lock().clone() {
-            Some(reason) => CpuVirtualization::Off(reason),
-            None if entry.virtualization_on.load(Ordering::Acquire) => {
-                CpuVirtualization::On(virtualization_kind())
-            }
-            None => CpuVirtualization::Off(String::from("no usable extension on the host")),
-        },
-    )
+    Ok(match entry.virtualization_error.lock().clone() {
+        Some(reason) => CpuVirtualization::Off(reason),
+        None if entry.virtualization_on.load(Ordering::Acquire) => {
+            CpuVirtualization::On(virtualization_kind())
+        }
+        None => CpuVirtualization::Off(String::from("no usable extension on the host")),
+    })
 }
 
 static VIRTUALIZATION_KIND: spin::Mutex<&'static str> = spin::Mutex::new("");

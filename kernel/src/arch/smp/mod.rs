@@ -101,7 +101,10 @@ impl CpuStatus {
 /// The boot log's summary: `cpus: 4 online (apic ids 0, 1, 2, 3)`, with failed CPUs named.
 pub fn summary(cpus: &[CpuStatus]) -> String {
     use core::fmt::Write;
-    let online: Vec<_> = cpus.iter().filter(|c| c.state == CpuState::Online).collect();
+    let online: Vec<_> = cpus
+        .iter()
+        .filter(|c| c.state == CpuState::Online)
+        .collect();
     let mut line = alloc::format!("cpus: {} online (apic ids ", online.len());
     for (i, c) in online.iter().enumerate() {
         let sep = if i == 0 { "" } else { ", " };
@@ -144,7 +147,11 @@ mod tests {
         let cpus = [
             status(0, 0, CpuState::Online),
             status(1, 2, CpuState::Online),
-            status(2, 9, CpuState::Failed(StartFailure::NoAnswer { waited_ms: 500 })),
+            status(
+                2,
+                9,
+                CpuState::Failed(StartFailure::NoAnswer { waited_ms: 500 }),
+            ),
         ];
         assert_eq!(
             summary(&cpus),
@@ -155,7 +162,10 @@ mod tests {
 
     #[test]
     fn summary_reports_virtualization_off_per_cpu() {
-        let mut cpus = [status(0, 0, CpuState::Online), status(1, 1, CpuState::Online)];
+        let mut cpus = [
+            status(0, 0, CpuState::Online),
+            status(1, 1, CpuState::Online),
+        ];
         cpus[1].virtualization = CpuVirtualization::Off("VMXON failed".into());
         assert_eq!(
             summary(&cpus),

@@ -30,6 +30,9 @@ pub enum StartFailure {
     TooManyCpus,
     /// The start-up IPI could not be sent: the local APIC never finished delivering it.
     IpiNotDelivered,
+    /// Not started: an earlier CPU hung in its set-up and may still use the per-CPU slot
+    /// this one would get.
+    AfterHungCpu,
 }
 
 impl core::fmt::Display for StartFailure {
@@ -62,6 +65,9 @@ impl core::fmt::Display for StartFailure {
             ),
             StartFailure::IpiNotDelivered => {
                 f.write_str("the local APIC did not deliver the start-up IPI")
+            }
+            StartFailure::AfterHungCpu => {
+                f.write_str("not started: an earlier CPU hung during its set-up")
             }
         }
     }
