@@ -104,3 +104,60 @@ fn twenty_vms_run_at_once_beyond_the_asid_count() {
         );
     }
 }
+
+/// `cpus` shows each CPU's vCPUs and load; `vm info` where each vCPU runs. Every vCPU runs
+/// on the boot CPU today (the other CPUs wait for work), so a spinning guest's vCPU is on
+/// CPU 0, which is busy, and CPU 1 has none.
+#[test]
+fn cpus_and_vm_info_show_where_vcpus_run_and_the_load() {
+    let mut m = boot();
+    m.type_line("vm run hostile-spin.bin mem=8 vcpus=2");
+    m.expect("vm 1 started");
+    m.expect("[vm1] spinning");
+    m.expect_prompt();
+    // Let the spinner fill part of the load window.
+    std::thread::sleep(Duration::from_secs(2));
+    let info = m.command("vm info 1");
+    check!(
+        m,
+        info.contains("placement:  vcpu 0 on cpu 0, vcpu 1 on cpu 0"),
+        "vm info 1:\n{info}"
+    );
+    let cpus = m.command("cpus");
+    let row = |cpu: &str| {
+        cpus.lines()
+            .skip_while(|l| !l.contains("load(5s)"))
+            .find(|l| l.split_whitespace().next() == Some(cpu))
+            .map(|l| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+    };
+    let boot_cpu = row("0");
+    let load: Option<u32> = boot_cpu
+        .as_ref()
+        .and_then(|r| r.get(1)?.strip_suffix('%')?.parse().ok());
+    check!(
+        m,
+        boot_cpu
+            .as_ref()
+            .is_some_and(|r| r[2..] == ["1/vcpu0,", "1/vcpu1"]),
+        "CPU 0's row does not list the spinner's vCPUs:\n{cpus}"
+    );
+    // The spinner takes every slice; the management plane's share is small. Loosely: the
+    // figure is a share of a window that began before the VM started.
+    check!(
+        m,
+        load.is_some_and(|l| (20..=100).contains(&l)),
+        "CPU 0's load is {load:?}:\n{cpus}"
+    );
+    if let Some(ap) = row("1") {
+        check!(m, ap[1..] == ["0%", "-"], "CPU 1 runs no vCPU:\n{cpus}");
+    }
+    m.type_line("vm stop 1 force");
+    m.expect(Pattern::regex(r"vm 1 stopped: [^\r\n]*\r?\n"));
+    m.expect_prompt();
+    let after = m.command("cpus");
+    check!(
+        m,
+        !after.contains("1/vcpu"),
+        "a stopped VM's vCPUs are still listed:\n{after}"
+    );
+}

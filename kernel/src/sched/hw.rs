@@ -3,7 +3,10 @@
 
 use spin::Mutex;
 
-use super::LoadWindow;
+use alloc::vec::Vec;
+
+use super::{CpuLoad, LoadWindow};
+use crate::vms::VmManager;
 use keel_vmm::host::MAX_HOST_CPUS as MAX_CPUS;
 
 static LOADS: [Mutex<LoadWindow>; MAX_CPUS] = [const { Mutex::new(LoadWindow::new()) }; MAX_CPUS];
@@ -18,4 +21,21 @@ pub fn account_slice(cpu: usize, now_ns: u64, busy_ns: u64) {
 /// `cpu`'s share of the last seconds spent running vCPUs, in percent.
 pub fn load_percent(cpu: usize, now_ns: u64) -> u32 {
     LOADS.get(cpu).map_or(0, |load| load.lock().percent(now_ns))
+}
+
+/// Every online CPU's load and the vCPUs `vms` placed on it.
+pub fn cpu_loads(vms: &VmManager) -> Vec<CpuLoad> {
+    let now = crate::vms::now_ns();
+    let placement = vms.vcpu_placement();
+    (0..crate::arch::smp::cpu_count())
+        .map(|index| CpuLoad {
+            index,
+            load_percent: load_percent(index, now),
+            vcpus: placement
+                .iter()
+                .filter(|(cpu, _)| *cpu == index)
+                .map(|(_, name)| name.clone())
+                .collect(),
+        })
+        .collect()
 }

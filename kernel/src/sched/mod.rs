@@ -11,7 +11,10 @@
 #[cfg(target_os = "none")]
 mod hw;
 #[cfg(target_os = "none")]
-pub use hw::{account_slice, load_percent};
+pub use hw::{account_slice, cpu_loads, load_percent};
+
+use alloc::string::String;
+use alloc::vec::Vec;
 
 /// Seconds the load figure covers.
 pub const WINDOW_SECONDS: u64 = 5;
@@ -62,9 +65,57 @@ impl LoadWindow {
     }
 }
 
+/// One online host CPU's vCPU figures, for `cpus` and `GET /api/v1/system`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CpuLoad {
+    /// The kernel's CPU index (0 is the boot CPU).
+    pub index: usize,
+    /// Share of the last [`WINDOW_SECONDS`] spent running vCPUs, in percent.
+    pub load_percent: u32,
+    /// The vCPUs placed on it, as `name/vcpuN`.
+    pub vcpus: Vec<String>,
+}
+
+/// The `cpus` command's vCPU table: one row per online CPU with its load and its vCPUs.
+pub fn vcpu_table(rows: &[CpuLoad]) -> String {
+    use core::fmt::Write as _;
+    let mut out = alloc::format!("  cpu  load({WINDOW_SECONDS}s)  vcpus\n");
+    for row in rows {
+        let vcpus = if row.vcpus.is_empty() {
+            String::from("-")
+        } else {
+            row.vcpus.join(", ")
+        };
+        let load = alloc::format!("{}%", row.load_percent);
+        // Writing to a String cannot fail.
+        let _ = writeln!(out, "  {:<4} {:<9} {vcpus}", row.index, load);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_vcpu_table_lists_each_cpu_with_its_vcpus() {
+        let rows = [
+            CpuLoad {
+                index: 0,
+                load_percent: 37,
+                vcpus: alloc::vec![String::from("web/vcpu0"), String::from("web/vcpu1")],
+            },
+            CpuLoad {
+                index: 1,
+                load_percent: 0,
+                vcpus: Vec::new(),
+            },
+        ];
+        assert_eq!(
+            vcpu_table(&rows),
+            "  cpu  load(5s)  vcpus\n  0    37%       web/vcpu0, web/vcpu1\n  1    0%        -\n"
+        );
+    }
 
     const S: u64 = NS_PER_SECOND;
 
@@ -77,7 +128,7 @@ mod tests {
             w.add(second * S + S / 2, S / 2);
         }
         // At the end of second 10: 2.5 s busy over 5 s.
-        assert_eq!(w.percent(11 * S - 1), 49, "just under 50: the window is 5 s - 1 ns");
+        assert_eq!(w.percent(11 * S - 1), 50);
         // Half-way through second 10 (0.5 s of it so far), 2.5 s over 4.5 s.
         assert_eq!(w.percent(10 * S + S / 2), 55);
     }
