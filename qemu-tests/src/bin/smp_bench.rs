@@ -10,9 +10,10 @@
 //! 3,000,000 iterations between two `tick` lines, nothing intercepted in it; work per second
 //! is tick lines per second over all guests, counted from when each line reached the
 //! harness. Each host is `keel.img` under QEMU SeaBIOS (AMD-V, `-cpu qemu64,+svm,+npt`) with
-//! a virtio-net uplink on user networking; the N-CPU host runs multi-threaded TCG
-//! (`-accel tcg,thread=multi`), whose real parallelism is bounded by this machine's cores,
-//! so the speedup is reported against that ceiling. The health requests go one after another
+//! a virtio-net uplink on user networking, on multi-threaded TCG (`-accel tcg,thread=multi`)
+//! for both hosts, whose real parallelism is bounded by this machine's cores, so the speedup
+//! is reported against that ceiling. Every vCPU still runs on the boot CPU (issue 15 items
+//! 2–3 are not done), so today the N-CPU host is expected to gain nothing. The health requests go one after another
 //! for the whole measuring window. Prints figures; asserts nothing about them.
 
 use std::process::ExitCode;
@@ -47,15 +48,15 @@ fn tick_counts(text: &str, guests: u32) -> Vec<u64> {
 fn measure(cpus: u32, guests: u32, seconds: u64) -> Result<Figures, String> {
     let a = artifacts();
     let port = http::free_port();
-    let mut qemu = Qemu::seabios(&a.image)
+    // Both hosts on multi-threaded TCG, so the CPU count is the only difference.
+    let mut m: Machine = Qemu::seabios(&a.image)
         .machine("q35")
         .cpus(cpus)
+        .multi_threaded_tcg()
         .defmt_elf(&a.elf)
-        .args(["-nic".to_owned(), http::nic_arg("virtio-net-pci", port)]);
-    if cpus > 1 {
-        qemu = qemu.multi_threaded_tcg();
-    }
-    let mut m: Machine = qemu.spawn().map_err(|e| e.to_string())?;
+        .args(["-nic".to_owned(), http::nic_arg("virtio-net-pci", port)])
+        .spawn()
+        .map_err(|e| e.to_string())?;
     m.expect_banner();
     http::await_api(&mut m, port);
     for id in 1..=guests {
