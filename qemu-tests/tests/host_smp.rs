@@ -5,9 +5,11 @@
 
 use keel_qemu_tests::{Bochs, Machine, Qemu, artifacts, check};
 
-/// The rows of the `cpus` table (lines starting with a CPU index).
+/// The rows of the `cpus` table (lines after the `N CPUs (ACPI MADT)` title that start
+/// with a CPU index).
 fn cpu_rows(out: &str) -> Vec<String> {
     out.lines()
+        .skip(1)
         .map(str::trim_start)
         .filter(|l| l.starts_with(|c: char| c.is_ascii_digit()))
         .map(str::to_owned)

@@ -5,10 +5,10 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, Ordering};
 
+use super::plan::MAX_CPUS;
 use super::plan::{self, StartFailure};
 use super::trampoline::{self, StartParams, field};
 use super::{CpuState, CpuStatus, CpuVirtualization};
-use crate::acpi::MAX_CPUS;
 use crate::arch::timer::Deadline;
 use crate::arch::{apic, cpu, gdt, idt, timer};
 
@@ -294,8 +294,9 @@ pub fn start_application_processors(
     }
     let boot_apic_id = apic::id();
     PER_CPU[0].apic_id.store(boot_apic_id, Ordering::Relaxed);
+    let madt_ids: Vec<u32> = madt.iter().map(|c| c.apic_id).collect();
     let planned = plan::plan_cpus(
-        madt,
+        &madt_ids,
         boot_apic_id,
         apic::is_x2apic(),
         fake_apic_id,

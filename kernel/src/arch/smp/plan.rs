@@ -3,7 +3,8 @@
 
 use alloc::vec::Vec;
 
-use crate::acpi::Cpu;
+/// Most CPUs the kernel starts (the MADT reader records as many).
+pub const MAX_CPUS: usize = 256;
 
 /// Why an application processor is not running.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,8 +61,7 @@ impl core::fmt::Display for StartFailure {
             }
             StartFailure::TooManyCpus => write!(
                 f,
-                "more than {} CPUs listed; the rest are not started",
-                crate::acpi::MAX_CPUS
+                "more than {MAX_CPUS} CPUs listed; the rest are not started"
             ),
             StartFailure::IpiNotDelivered => {
                 f.write_str("the local APIC did not deliver the start-up IPI")
@@ -87,10 +87,11 @@ pub struct PlannedCpu {
 }
 
 /// Orders the CPUs: the boot CPU first (index 0, even if the MADT omits it), then every
-/// other MADT entry (enabled or online-capable) in table order, then the test hook's fake
-/// CPU. Duplicate ids are dropped; ids xAPIC mode cannot address are planned as failed.
+/// other MADT entry (`madt`: the APIC ids of the enabled or online-capable entries) in table
+/// order, then the test hook's fake CPU. Duplicate ids are dropped; ids xAPIC mode cannot
+/// address are planned as failed.
 pub fn plan_cpus(
-    madt: &[Cpu],
+    madt: &[u32],
     boot_apic_id: u32,
     x2apic: bool,
     fake_apic_id: Option<u32>,
@@ -103,7 +104,7 @@ pub fn plan_cpus(
         action: Ok(()),
         fake: false,
     });
-    let listed = madt.iter().map(|c| (c.apic_id, false));
+    let listed = madt.iter().map(|&id| (id, false));
     let fake = fake_apic_id.into_iter().map(|id| (id, true));
     for (apic_id, is_fake) in listed.chain(fake) {
         if plan.iter().any(|p| p.apic_id == apic_id) {
@@ -163,13 +164,9 @@ pub fn parse_fake_cpu(value: Option<&str>) -> Option<u32> {
 mod tests {
     use super::*;
 
-    fn cpu(apic_id: u32, enabled: bool) -> Cpu {
-        Cpu { apic_id, enabled }
-    }
-
     #[test]
     fn boot_cpu_first_then_madt_order_with_sparse_ids() {
-        let madt = [cpu(4, true), cpu(0, true), cpu(8, false), cpu(2, true)];
+        let madt = [4, 0, 8, 2];
         let plan = plan_cpus(&madt, 0, false, None, 256);
         let ids: Vec<_> = plan.iter().map(|p| (p.index, p.apic_id)).collect();
         assert_eq!(ids, [(0, 0), (1, 4), (2, 8), (3, 2)]);
@@ -178,7 +175,7 @@ mod tests {
 
     #[test]
     fn boot_cpu_missing_from_madt_still_index_0_and_duplicates_dropped() {
-        let madt = [cpu(1, true), cpu(1, true), cpu(3, true)];
+        let madt = [1, 1, 3];
         let plan = plan_cpus(&madt, 7, true, None, 256);
         let ids: Vec<_> = plan.iter().map(|p| p.apic_id).collect();
         assert_eq!(ids, [7, 1, 3]);
@@ -186,7 +183,7 @@ mod tests {
 
     #[test]
     fn x2apic_ids_need_x2apic_mode() {
-        let madt = [cpu(0, true), cpu(300, true)];
+        let madt = [0, 300];
         let xapic = plan_cpus(&madt, 0, false, None, 256);
         assert_eq!(xapic[1].action, Err(StartFailure::NeedsX2Apic));
         let x2 = plan_cpus(&madt, 0, true, None, 256);
@@ -195,7 +192,7 @@ mod tests {
 
     #[test]
     fn fake_cpu_is_appended_once_and_marked() {
-        let madt = [cpu(0, true), cpu(1, true)];
+        let madt = [0, 1];
         let plan = plan_cpus(&madt, 0, false, Some(9), 256);
         assert_eq!(plan.len(), 3);
         assert_eq!((plan[2].apic_id, plan[2].fake), (9, true));
@@ -205,13 +202,14 @@ mod tests {
 
     #[test]
     fn cpus_beyond_the_limit_are_planned_as_failed() {
-        let madt = [cpu(0, true), cpu(1, true), cpu(2, true)];
+        let madt = [0, 1, 2];
         let plan = plan_cpus(&madt, 0, false, None, 2);
         assert_eq!(plan[1].action, Ok(()));
         assert_eq!(plan[2].action, Err(StartFailure::TooManyCpus));
     }
 
     #[test]
+    #[allow(clippy::single_range_in_vec_init)] // memory maps with one usable range
     fn trampoline_page_is_the_highest_usable_page_below_640k() {
         // QEMU/SeaBIOS: 0..0x9fc00 usable, EBDA above.
         assert_eq!(pick_trampoline_page(&[0..0x9fc00]), Some(0x9e000));
