@@ -24,6 +24,7 @@ pub mod console_port;
 pub mod mm;
 pub mod net;
 pub mod pci;
+pub mod sched;
 pub mod screen;
 pub mod settings;
 pub mod smbios;

@@ -556,8 +556,25 @@ fn host_cpu_list() -> Vec<keel_netstack::api::HostCpuInfo> {
                 CpuVirtualization::On(kind) => String::from(kind),
                 CpuVirtualization::Off(reason) => reason,
             },
+            // Filled in by `with_vcpu_figures`.
+            load_percent: 0,
+            vcpus: Vec::new(),
         })
         .collect()
+}
+
+/// Adds each online CPU's vCPU load and placement (`crate::sched`) to `cpus`.
+fn with_vcpu_figures(
+    mut cpus: Vec<keel_netstack::api::HostCpuInfo>,
+    vms: &VmManager,
+) -> Vec<keel_netstack::api::HostCpuInfo> {
+    for load in crate::sched::cpu_loads(vms) {
+        if let Some(cpu) = cpus.iter_mut().find(|c| c.index as usize == load.index) {
+            cpu.load_percent = load.load_percent;
+            cpu.vcpus = load.vcpus;
+        }
+    }
+    cpus
 }
 
 impl Management for Plane<'_> {
@@ -567,7 +584,7 @@ impl Management for Plane<'_> {
             version: String::from(env!("CARGO_PKG_VERSION")),
             uptime_ms: crate::arch::timer::tsc_delta_ms(crate::arch::cpu::rdtsc()),
             cpus: self.system.platform.cpus.len().max(1) as u32,
-            cpu_list: host_cpu_list(),
+            cpu_list: with_vcpu_figures(host_cpu_list(), self.vms),
             memory: crate::console::mem_cmds::gather(self.vms),
             virtualization: self.system.virtualization.to_string(),
             network: self.network.clone(),

@@ -200,6 +200,12 @@ pub enum EntryFailure {
         /// Exit qualification.
         qualification: u64,
     },
+    /// No address-space ID (ASID/VPID) could be assigned on this host CPU: the CPU's index
+    /// is past the table's end.
+    NoAddressSpaceId {
+        /// The host CPU's index.
+        cpu: usize,
+    },
 }
 
 impl fmt::Display for EntryFailure {
@@ -230,6 +236,11 @@ impl fmt::Display for EntryFailure {
                      {qualification:#x}"
                 )
             }
+            EntryFailure::NoAddressSpaceId { cpu } => write!(
+                f,
+                "no address-space ID for host CPU {cpu}: Keel tags guests on at most {} CPUs",
+                crate::host::MAX_HOST_CPUS
+            ),
         }
     }
 }

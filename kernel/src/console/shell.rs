@@ -272,7 +272,13 @@ fn execute(kernel: &mut Services<'_>, cmd: Command<'_>) {
             kprint!("{text}");
         }
         Command::Mem => super::mem_cmds::show(vms),
-        Command::Cpus => cpus(system),
+        Command::Cpus => {
+            cpus(system);
+            kprint!(
+                "{}",
+                crate::sched::vcpu_table(&crate::sched::cpu_loads(vms))
+            );
+        }
         Command::Modules => {
             if system.boot.modules.is_empty() {
                 kprintln!("no boot modules (add some with `keel build --module <file>`)");

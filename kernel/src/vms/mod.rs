@@ -402,6 +402,9 @@ struct Run {
     disks: Vec<disks::AttachedDisk>,
     /// Its NICs, as attached (unplugged from their switches when it stops).
     nics: Vec<nics::AttachedNic>,
+    /// The host CPU its vCPUs last ran on (`None` before the first slice). A VM's vCPUs
+    /// take turns in its slice, so they share it.
+    host_cpu: Option<usize>,
 }
 
 impl Entry {
@@ -484,10 +487,32 @@ fn new_run(built: BuiltVm) -> Run {
         line: Vec::new(),
         stop_reported: false,
         stop_deadline_ns: None,
+        host_cpu: None,
     }
 }
 
+/// Nanoseconds since boot on the clock VMs and the load figures use (the TSC).
+pub fn now_ns() -> u64 {
+    TscClock.now().ns
+}
+
 impl VmManager {
+    /// Where the vCPUs of the VMs that have not stopped run: `(host CPU, "name/vcpuN")`,
+    /// for `cpus` and `GET /api/v1/system`.
+    pub fn vcpu_placement(&self) -> Vec<(usize, String)> {
+        let mut placed = Vec::new();
+        for e in &self.vms {
+            let Some(run) = e.run.as_ref().filter(|r| !r.vm.is_stopped()) else {
+                continue;
+            };
+            let Some(cpu) = run.host_cpu else { continue };
+            for vcpu in 0..run.vm.cpu_count() {
+                placed.push((cpu, alloc::format!("{}/vcpu{vcpu}", e.key())));
+            }
+        }
+        placed
+    }
+
     /// No VMs.
     pub const fn new() -> VmManager {
         VmManager {
@@ -1013,6 +1038,7 @@ impl VmManager {
             }
             let Some(run) = e.run.as_mut() else { continue };
             if run.vm.state() == VmState::WaitingForInterrupt {
+                run.host_cpu = Some(crate::arch::smp::current());
                 run.vm.step(&TscClock);
             }
         }
@@ -1026,6 +1052,9 @@ impl VmManager {
                 continue;
             }
             self.cursor = (i + 1) % n;
+            let cpu = crate::arch::smp::current();
+            run.host_cpu = Some(cpu);
+            let slice_start = TscClock.now().ns;
             let tick = crate::arch::timer::ticks();
             for nic in &run.nics {
                 nic.take_transmitted();
@@ -1044,6 +1073,8 @@ impl VmManager {
                     break;
                 }
             }
+            let slice_end = TscClock.now().ns;
+            crate::sched::account_slice(cpu, slice_end, slice_end.saturating_sub(slice_start));
             break;
         }
         self.release_stopped();

@@ -122,6 +122,13 @@ impl VmManager {
                 names.join(", ")
             );
         }
+        if !run.vm.is_stopped() {
+            let _ = writeln!(
+                out,
+                "  placement:  {}",
+                placement_text(run.host_cpu, run.vm.cpu_count())
+            );
+        }
         let _ = writeln!(out, "  backend:    {}", run.vm.backend());
         let _ = writeln!(
             out,
@@ -375,6 +382,20 @@ impl super::Entry {
             ),
             (None, Some(d)) => (d.memory_mib, u32::from(d.vcpus)),
             (None, None) => (0, 0),
+        }
+    }
+}
+
+/// `vm info`'s placement line: `vcpu 0 on cpu 0, vcpu 1 on cpu 0` (every vCPU of a VM runs
+/// in its slice on one host CPU today), or that it has not run yet.
+fn placement_text(host_cpu: Option<usize>, vcpus: usize) -> String {
+    match host_cpu {
+        None => String::from("not run yet"),
+        Some(cpu) => {
+            let each: Vec<String> = (0..vcpus)
+                .map(|v| alloc::format!("vcpu {v} on cpu {cpu}"))
+                .collect();
+            each.join(", ")
         }
     }
 }

@@ -370,6 +370,12 @@ impl Management for Mock {
                     reason: None,
                     virtualization: "on".into(),
                     virtualization_detail: "AMD-V".into(),
+                    load_percent: if index == 0 { 12 } else { 0 },
+                    vcpus: if index == 0 {
+                        vec![String::from("web/vcpu0")]
+                    } else {
+                        Vec::new()
+                    },
                 })
                 .collect(),
             memory: mock_memory(),

@@ -332,6 +332,14 @@ pub struct HostCpuInfo {
     pub virtualization: String,
     /// The extension (`"AMD-V"`, `"VT-x"`) when on, or why it is off.
     pub virtualization_detail: String,
+    /// Share of the last 5 seconds this CPU spent running vCPUs, in percent (0 for a CPU
+    /// that is not online). Absent from the JSON of Keel versions before it.
+    #[serde(default)]
+    pub load_percent: u32,
+    /// The vCPUs placed on this CPU, as `name/vcpuN` (the VM's name, or its number for a
+    /// VM started with `vm run`).
+    #[serde(default)]
+    pub vcpus: Vec<String>,
 }
 
 /// What the firmware's SMBIOS tables say the machine is. Each field is `null` when the

@@ -10,7 +10,7 @@
 //!   └─owns──► Box<dyn Vcpu> per vCPU         svm::SvmVcpu / vmx::VmxVcpu
 //!                 ├── ControlFrames          VMCB or VMCS, I/O and MSR bitmaps
 //!                 ├── GuestFpu (fpu.rs)      XSAVE area
-//!                 ├── Id (ids.rs)            its ASID / VPID
+//!                 ├── VcpuId (ids.rs)        its ASID / VPID, per host CPU and generation
 //!                 └── TlbEpoch               flushes when the VM's map changed
 //! ```
 //!
@@ -51,8 +51,8 @@ pub enum BackendError {
     Vmx(vmx::VmxError),
     /// Host frames ran out for the control structures.
     OutOfHostMemory,
-    /// Every address-space ID is in use.
-    NoFreeAsid,
+    /// The CPU offers no address-space ID for guests (its ASID count is below 2).
+    NoGuestAsid,
     /// Building the nested page tables failed.
     Memory(MemoryError),
 }
@@ -67,7 +67,9 @@ impl fmt::Display for BackendError {
             BackendError::OutOfHostMemory => {
                 f.write_str("out of host memory for the vCPU's control structures")
             }
-            BackendError::NoFreeAsid => f.write_str("every address-space ID (ASID) is in use"),
+            BackendError::NoGuestAsid => f.write_str(
+                "the CPU offers no address-space ID (ASID) for guests: its ASID count is below 2",
+            ),
             BackendError::Memory(e) => write!(f, "nested page tables: {e}"),
         }
     }

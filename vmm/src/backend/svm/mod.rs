@@ -20,7 +20,7 @@ use self::vmcb::{Vmcb, exit, offset};
 use super::bare::{BareError, BareExit, BareRun, Counter, Step};
 use super::debug::GuestDebug;
 use super::fpu::{self, GuestFpu};
-use super::ids::{Id, IdPool};
+use super::ids::{IdSpace, VcpuId};
 use super::memory_map::{MemoryMap, TlbEpoch};
 use super::pending::{self, GuestAccess, Pending};
 use super::{BackendError, VmBackend};
@@ -52,9 +52,8 @@ static HSAVE_PA: [AtomicU64; MAX_HOST_CPUS] = [const { AtomicU64::new(0) }; MAX_
 static HOST_SAVE_PA: [AtomicU64; MAX_HOST_CPUS] = [const { AtomicU64::new(0) }; MAX_HOST_CPUS];
 static ENABLED: [AtomicBool; MAX_HOST_CPUS] = [const { AtomicBool::new(false) }; MAX_HOST_CPUS];
 
-/// ASIDs in use (bit n = ASID n); ASID 0 is the host's.
-static ASID_BITS: [AtomicU64; 64] = [const { AtomicU64::new(0) }; 64];
-static ASIDS: IdPool = IdPool::new(&ASID_BITS);
+/// ASIDs per host CPU, by generation (see `ids`); ASID 0 is the host's.
+static ASIDS: IdSpace = IdSpace::new();
 
 /// Turns SVM on for the calling CPU once (`EFER.SVME`, its own `VM_HSAVE_PA` page); returns
 /// its host save area for VMSAVE/VMLOAD.
@@ -162,7 +161,10 @@ pub struct SvmVcpu {
     msrpm: ControlFrames,
     fpu: GuestFpu,
     debug: GuestDebug,
-    asid: Id,
+    /// The ASID and the host CPU and generation it is valid in; checked before each VMRUN.
+    asid: VcpuId,
+    /// Guest ASIDs are `1..asid_limit` (the CPU's ASID count).
+    asid_limit: u32,
     tlb: TlbEpoch,
     /// Flush this vCPU's guest-linear translations at the next entry (a restored state).
     flush_guest: bool,
@@ -203,9 +205,9 @@ impl SvmVcpu {
         cpuid: CpuidPolicy,
     ) -> Result<SvmVcpu, BackendError> {
         let host_save_pa = ensure_enabled(host)?;
-        let asid = ASIDS
-            .alloc(caps.asid_count)
-            .ok_or(BackendError::NoFreeAsid)?;
+        if caps.asid_count < 2 {
+            return Err(BackendError::NoGuestAsid);
+        }
         // Each resource is an owned value: an early return frees what was taken.
         let vmcb = ControlFrames::alloc(host, 1, 1)?;
         let mut iopm = ControlFrames::alloc(host, 3, 1)?;
@@ -221,7 +223,8 @@ impl SvmVcpu {
             msrpm,
             fpu,
             debug: GuestDebug::new(false),
-            asid,
+            asid: VcpuId::unassigned(),
+            asid_limit: caps.asid_count,
             tlb: map.tlb_epoch(),
             flush_guest: false,
             host_save_pa,
@@ -236,12 +239,42 @@ impl SvmVcpu {
             nmi: NmiMask::Open,
         };
         let regs = super::start_registers(start);
-        let (iopm_pa, msrpm_pa, asid) = (vcpu.iopm.phys(), vcpu.msrpm.phys(), vcpu.asid.get());
+        // The ASID field is written at the first VMRUN, when this CPU assigns one.
+        let (iopm_pa, msrpm_pa) = (vcpu.iopm.phys(), vcpu.msrpm.phys());
         let mut v = vcpu.vmcb();
-        v.set_controls(iopm_pa, msrpm_pa, asid, map.tables().root());
+        v.set_controls(iopm_pa, msrpm_pa, 0, map.tables().root());
         v.set_registers(&regs);
         vcpu.gprs.0 = regs.gpr;
         Ok(vcpu)
+    }
+
+    /// Makes the VMCB ready for a VMRUN on this CPU as far as the TLB goes: the ASID valid
+    /// here (a new one when the vCPU moved or this CPU's generation changed, see `ids`) and
+    /// `TLB_CONTROL`: every ASID flushed when a generation began on this CPU and no entry has
+    /// flushed since, else this ASID's entries when `flush_own` (the nested tables or the
+    /// guest state changed). Returns the CPU whose full flush this VMRUN performs, to report
+    /// once it ran.
+    fn prepare_tlb(&mut self, flush_own: bool) -> Result<Option<usize>, EntryFailure> {
+        let cpu = current_cpu();
+        let entry = ASIDS
+            .assign(&mut self.asid, cpu, self.asid_limit)
+            .map_err(|_| EntryFailure::NoAddressSpaceId { cpu })?;
+        let tlb_control = if entry.flush_all {
+            TLB_FLUSH_ALL
+        } else if !flush_own || entry.fresh {
+            // A fresh ASID of this generation holds no translations on this CPU.
+            0
+        } else if self.flush_by_asid {
+            TLB_FLUSH_ASID
+        } else {
+            TLB_FLUSH_ALL
+        };
+        let mut v = self.vmcb();
+        if entry.fresh {
+            v.set32(offset::GUEST_ASID, entry.id);
+        }
+        v.set8(offset::TLB_CONTROL, tlb_control);
+        Ok(entry.flush_all.then_some(cpu))
     }
 
     /// The VMCB, for reading and writing; the borrow ends with the caller's statement.
@@ -553,8 +586,11 @@ impl SvmVcpu {
     /// The floor for `exit`: one untimed round trip (its VMRUN flushes the new ASID's TLB),
     /// then `rounds` timed ones.
     fn bare_loop(&mut self, exit: BareExit, rounds: u64) -> Result<BareRun, BareError> {
-        self.vmcb().set8(offset::TLB_CONTROL, TLB_FLUSH_ALL);
+        let full_flush_cpu = self.prepare_tlb(true).map_err(BareError::Entry)?;
         self.bare_rounds(exit, 1)?;
+        if let Some(cpu) = full_flush_cpu {
+            ASIDS.flushed(cpu);
+        }
         self.vmcb().set8(offset::TLB_CONTROL, 0);
         self.bare_rounds(exit, rounds)
     }
@@ -634,23 +670,29 @@ impl Vcpu for SvmVcpu {
             self.fpu.load();
             self.debug.load();
             let flush = self.tlb.take_flush() | core::mem::take(&mut self.flush_guest);
-            let tlb_control = if !flush {
-                0
-            } else if self.flush_by_asid {
-                TLB_FLUSH_ASID
-            } else {
-                TLB_FLUSH_ALL
+            let full_flush_cpu = match self.prepare_tlb(flush) {
+                Ok(cpu) => cpu,
+                Err(reason) => {
+                    self.stopped = true;
+                    return Ok(VmExit::FailEntry { reason });
+                }
             };
-            self.vmcb().set8(offset::TLB_CONTROL, tlb_control);
             let vmcb_pa = self.vmcb.phys();
             // SAFETY: SVM is enabled on this CPU (ensure_enabled ran at creation); the VMCB
             // and permission maps are this vCPU's own, with no borrow alive across the call,
             // and the VM's nested page tables (which outlive its vCPUs) map only this guest's
             // memory; the host save page belongs to this CPU.
             unsafe { instr::run(vmcb_pa, &mut self.gprs, self.host_save_pa) };
+            let mut v = self.vmcb();
+            // A VMRUN that failed its consistency checks flushed nothing: leave the full
+            // flush to the next entry on this CPU.
+            if let Some(cpu) = full_flush_cpu
+                && v.get(offset::EXIT_CODE) & 0xffff_ffff != exit::INVALID_LOW32
+            {
+                ASIDS.flushed(cpu);
+            }
             // An event whose delivery the exit interrupted must be delivered again
             // (EXITINTINFO, APM §15.7.2); otherwise nothing is left to inject.
-            let mut v = self.vmcb();
             let interrupted = v.get(offset::EXIT_INT_INFO);
             v.set(
                 offset::EVENT_INJ,

@@ -67,7 +67,7 @@ use self::vmcs::{ControlAddresses, ControlError, Controls, Fields, field};
 use super::bare::{BareError, BareExit, BareRun, Counter, Step};
 use super::debug::GuestDebug;
 use super::fpu::{self, GuestFpu};
-use super::ids::{Id, IdPool};
+use super::ids::{IdSpace, VcpuId};
 use super::memory_map::{MemoryMap, TlbEpoch};
 use super::pending::{self, GuestAccess, Pending};
 use super::{BackendError, VmBackend};
@@ -103,8 +103,6 @@ pub enum VmxError {
         /// The VM-instruction error, when the CPU gave one.
         error: Option<u32>,
     },
-    /// Every VPID (1..=65535) is in use.
-    NoFreeVpid,
 }
 
 impl fmt::Display for VmxError {
@@ -130,7 +128,6 @@ impl fmt::Display for VmxError {
                     None => f.write_str(": no current VMCS"),
                 }
             }
-            VmxError::NoFreeVpid => f.write_str("every VPID is in use"),
         }
     }
 }
@@ -155,9 +152,10 @@ static SYSCALL_MSR_OWNER: AtomicPtr<SyscallMsrs> = AtomicPtr::new(core::ptr::nul
 /// or 2 << 32 (VMfailValid); 0 for none.
 static VMCS_ACCESS_ERROR: AtomicU64 = AtomicU64::new(0);
 
-/// VPIDs in use (bit n = VPID n); VPID 0 is the host's.
-static VPID_BITS: [AtomicU64; 1024] = [const { AtomicU64::new(0) }; 1024];
-static VPIDS: IdPool = IdPool::new(&VPID_BITS);
+/// VPIDs per host CPU, by generation (see `ids`); VPID 0 is the host's.
+static VPIDS: IdSpace = IdSpace::new();
+/// Guest VPIDs are `1..VPID_LIMIT` (the field is 16 bits wide).
+const VPID_LIMIT: u32 = 1 << 16;
 
 /// Turns VMX operation on for this CPU once (SDM Vol. 3C §24.7, §24.8).
 fn ensure_enabled(host: &'static dyn HostMemory, caps: &VmxCapabilities) -> Result<(), VmxError> {
@@ -378,16 +376,20 @@ impl Drop for Vmcs {
     }
 }
 
-/// A VPID; its cached translations are flushed before it returns to the pool.
+/// A vCPU's VPID: assigned per host CPU and generation before each entry (see `ids`).
+/// Nothing to release: a VPID is handed out again only after a flush of its CPU.
 struct Vpid {
-    id: Id,
+    tag: VcpuId,
+    /// INVVPID single-context is available.
     single_context: bool,
+    /// INVVPID all-context is available.
+    all_context: bool,
 }
 
 impl Vpid {
     fn get(&self) -> u16 {
-        // The pool hands out 1..=65535 (1024 words of 64 bits, capped at 65536).
-        self.id.get() as u16
+        // Assigned below VPID_LIMIT (1 << 16).
+        self.tag.get() as u16
     }
 
     /// INVVPID for this VPID (single-context, or all-context where that is all there is).
@@ -395,12 +397,6 @@ impl Vpid {
         // SAFETY: VMX is on and `VmxVm::new` checked that the CPU has INVVPID with
         // single-context or all-context invalidation.
         let _ = unsafe { instr::invvpid(if self.single_context { self.get() } else { 0 }) };
-    }
-}
-
-impl Drop for Vpid {
-    fn drop(&mut self) {
-        self.flush();
     }
 }
 
@@ -415,6 +411,8 @@ pub struct VmxVcpu {
     reload_pdptes: bool,
     /// None when VPID is not used.
     vpid: Option<Vpid>,
+    /// The host CPU this vCPU last entered on (`usize::MAX`: none yet).
+    last_cpu: usize,
     tlb: TlbEpoch,
     eptp: u64,
     /// INVEPT: `Some(true)` single-context, `Some(false)` all-context only, `None` none.
@@ -447,10 +445,10 @@ impl VmxVcpu {
         let (host, caps, controls) = (vm.host, &vm.caps, &vm.controls);
         let ev = caps.ept_vpid;
         let vpid = if vm.use_vpid {
-            let id = VPIDS.alloc(1 << 16).ok_or(VmxError::NoFreeVpid)?;
             Some(Vpid {
-                id,
+                tag: VcpuId::unassigned(),
                 single_context: ev.invvpid_single_context(),
+                all_context: ev.invvpid_all_context(),
             })
         } else {
             None
@@ -485,6 +483,7 @@ impl VmxVcpu {
             },
             flush_vpid: vpid.is_some(),
             vpid,
+            last_cpu: usize::MAX,
             regs: GuestRegs::default(),
             syscall_msrs: Box::new(UnsafeCell::new(SyscallMsrs::default())),
             cstar: 0,
@@ -510,6 +509,7 @@ impl VmxVcpu {
             io_bitmaps: vcpu.io_bitmaps.phys(),
             msr_bitmap: vcpu.msr_bitmap.phys(),
             eptp: vcpu.eptp,
+            // 0 until the first entry assigns one on its CPU (`prepare_tlb`).
             vpid: vcpu.vpid.as_ref().map_or(0, Vpid::get),
         };
         let _ = take_access_error();
@@ -567,6 +567,44 @@ impl VmxVcpu {
     /// This vCPU's VMCS, made current.
     fn vmcs(&self) -> Current {
         Current(self.activate())
+    }
+
+    /// Makes this vCPU's TLB tags ready for an entry on this CPU (its VMCS current): the
+    /// VPID valid here (a new one when the vCPU moved or this CPU's VPID generation changed,
+    /// see `ids`), every VPID on the CPU flushed when a generation began, and the EPT's
+    /// cached translations flushed when the vCPU comes from another CPU (the map may have
+    /// changed while it ran elsewhere, and INVEPT only reached the CPUs it ran on).
+    fn prepare_tlb(&mut self, v: &mut Current) -> Result<(), EntryFailure> {
+        let cpu = current_cpu();
+        if cpu != self.last_cpu {
+            if self.last_cpu != usize::MAX {
+                self.flush_ept();
+            }
+            self.last_cpu = cpu;
+        }
+        let Some(vpid) = &mut self.vpid else {
+            return Ok(());
+        };
+        let entry = VPIDS
+            .assign(&mut vpid.tag, cpu, VPID_LIMIT)
+            .map_err(|_| EntryFailure::NoAddressSpaceId { cpu })?;
+        if entry.flush_all {
+            if vpid.all_context {
+                // SAFETY: VMX is on; the CPU reports all-context INVVPID.
+                let _ = unsafe { instr::invvpid(0) };
+            }
+            // Without all-context INVVPID each fresh VPID is flushed on its own below.
+            VPIDS.flushed(cpu);
+        }
+        if entry.fresh {
+            v.write(field::VPID, entry.id.into());
+            if !vpid.all_context {
+                vpid.flush();
+            }
+            // A fresh VPID holds no translations here: the guest's own flush is done.
+            self.flush_vpid = false;
+        }
+        Ok(())
     }
 
     /// Flushes this vCPU's guest-linear translations (INVVPID), when it has a VPID; without
@@ -721,6 +759,7 @@ impl VmxVcpu {
                 VmxError::VmcsAccess { field, error }.into(),
             ));
         }
+        self.prepare_tlb(&mut v).map_err(BareError::Entry)?;
         if self.tlb.take_flush() {
             self.flush_ept();
         }
@@ -789,6 +828,10 @@ impl Vcpu for VmxVcpu {
             let mut v = self.vmcs();
             if self.preemption_timer != 0 {
                 v.write(field::GUEST_PREEMPTION_TIMER, self.preemption_timer);
+            }
+            if let Err(reason) = self.prepare_tlb(&mut v) {
+                self.stopped = true;
+                return Ok(VmExit::FailEntry { reason });
             }
             if let Some((_, fail)) = take_access_error() {
                 // A VMCS access failed: a VMM bug. Stop with what the CPU said.
