@@ -1,4 +1,4 @@
-//! The guest store: the FAT `keel-store` partition of the boot disk, read-only.
+//! The guest store: the FAT `keel-store` partition of the boot disk.
 //!
 //! [`fat`] is the pure reader (host-tested against volumes the image builder writes); on
 //! bare metal this module mounts the boot disk's store partition and offers [`list`] and
@@ -221,6 +221,59 @@ mod kernel_store {
             sectors,
             read_only,
         })
+    }
+
+    static REPAIRED: Once<Result<(), StoreError>> = Once::new();
+
+    /// The store for writing: before the first write after boot, [`FatVolume::repair`]
+    /// undoes what a power cut in an earlier create or delete left (lost clusters, FAT
+    /// copies that differ).
+    fn writable() -> Result<(FatVolume, BootPartition), StoreError> {
+        let (volume, mut part) = open()?;
+        REPAIRED
+            .call_once(|| {
+                let report = volume.repair(&mut part).map_err(StoreError::Fat)?;
+                if report != Default::default() {
+                    defmt::info!(
+                        "store repaired: {=u64} FAT sectors mirrored, {=u64} lost clusters freed",
+                        report.fat_sectors_mirrored,
+                        report.clusters_reclaimed
+                    );
+                }
+                Ok(())
+            })
+            .clone()?;
+        Ok((volume, part))
+    }
+
+    /// Creates the store file `name` of `size` bytes whose content `fill(offset, piece)`
+    /// produces; crash-safe (see `fat::write`).
+    pub fn create(
+        name: &str,
+        size: u64,
+        modified: Option<u64>,
+        fill: impl FnMut(u64, &mut [u8]) -> Result<(), alloc::string::String>,
+    ) -> Result<StoreEntry, StoreError> {
+        let (volume, mut part) = writable()?;
+        let entry = volume
+            .create(&mut part, name, size, modified, fill)
+            .map_err(StoreError::Fat)?;
+        Ok(StoreEntry {
+            name: entry.name,
+            size: u64::from(entry.size),
+        })
+    }
+
+    /// Deletes the store file `name`; returns the bytes freed.
+    pub fn delete(name: &str) -> Result<u64, StoreError> {
+        let (volume, mut part) = writable()?;
+        volume.delete(&mut part, name).map_err(StoreError::Fat)
+    }
+
+    /// Free and total bytes of the store.
+    pub fn space() -> Result<super::fat::write::SpaceInfo, StoreError> {
+        let (volume, mut part) = open()?;
+        volume.space(&mut part).map_err(StoreError::Fat)
     }
 
     /// Streams the file `name` to `sink` in pieces of up to 64 KiB; returns its entry.

@@ -54,6 +54,7 @@ pub mod disks;
 pub mod nics;
 mod report;
 mod saved;
+pub mod snapshots;
 
 pub use self::saved::{SavedVm, SavedVms};
 
@@ -905,6 +906,11 @@ impl VmManager {
     /// The saved VMs.
     pub fn saved(&self) -> &SavedVms {
         &self.saved
+    }
+
+    /// The saved VMs, to add one (a snapshot read from the store passes through them).
+    pub fn saved_mut(&mut self) -> &mut SavedVms {
+        &mut self.saved
     }
 
     /// Deletes the saved VM `name`; returns the bytes freed.
