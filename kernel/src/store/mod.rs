@@ -7,6 +7,7 @@
 pub mod claims;
 pub mod fat;
 pub mod file_disk;
+pub mod snapshot_files;
 
 #[cfg(target_os = "none")]
 pub use kernel_store::*;
