@@ -224,27 +224,24 @@ mod kernel_store {
         })
     }
 
-    static REPAIRED: Once<Result<(), StoreError>> = Once::new();
+    static REPAIRED: Once<Result<super::fat::write::RepairReport, StoreError>> = Once::new();
 
-    /// The store for writing: before the first write after boot, [`FatVolume::repair`]
-    /// undoes what a power cut in an earlier create or delete left (lost clusters, FAT
-    /// copies that differ).
-    fn writable() -> Result<(FatVolume, BootPartition), StoreError> {
-        let (volume, mut part) = open()?;
+    /// Undoes what a power cut in an earlier create or delete left (lost clusters, FAT
+    /// copies that differ), once per boot: the kernel calls it at boot, and every write
+    /// goes through it first. Returns what it changed.
+    pub fn repair() -> Result<super::fat::write::RepairReport, StoreError> {
         REPAIRED
             .call_once(|| {
-                let report = volume.repair(&mut part).map_err(StoreError::Fat)?;
-                if report != Default::default() {
-                    defmt::info!(
-                        "store repaired: {=u64} FAT sectors mirrored, {=u64} lost clusters freed",
-                        report.fat_sectors_mirrored,
-                        report.clusters_reclaimed
-                    );
-                }
-                Ok(())
+                let (volume, mut part) = open()?;
+                volume.repair(&mut part).map_err(StoreError::Fat)
             })
-            .clone()?;
-        Ok((volume, part))
+            .clone()
+    }
+
+    /// The store for writing, repaired first (see [`repair`]).
+    fn writable() -> Result<(FatVolume, BootPartition), StoreError> {
+        repair()?;
+        open()
     }
 
     /// Creates the store file `name` of `size` bytes whose content `fill(offset, piece)`
