@@ -163,10 +163,19 @@ pub fn take(
             store::delete(f).map_err(SnapshotError::Store)?;
         }
     }
+    if vms.saved().get(PASSING).is_some() {
+        return Err(SnapshotError::Vm(SavedVmError::NameTaken(PASSING.into())));
+    }
     let paused_here = vms.pause(key).is_ok();
-    let _ = vms.delete_saved(PASSING);
-    let result = write_files(vms, key, &id);
-    let _ = vms.delete_saved(PASSING);
+    let started = now_ns();
+    let result = vms
+        .save(key, Some(PASSING))
+        .map_err(SnapshotError::Vm)
+        .and_then(|_| {
+            let written = write_files(vms, key, &id, started);
+            let _ = vms.delete_saved(PASSING);
+            written
+        });
     let mut stopped = false;
     match (&result, stop) {
         (Ok(_), true) => {
@@ -181,9 +190,14 @@ pub fn take(
     result.map(|info| TakeReport { info, stopped })
 }
 
-fn write_files(vms: &mut VmManager, key: &str, id: &str) -> Result<SnapshotInfo, SnapshotError> {
-    let started = now_ns();
-    vms.save(key, Some(PASSING)).map_err(SnapshotError::Vm)?;
+/// Writes the saved VM [`PASSING`] as snapshot `id`'s files (`started`: when the save
+/// began, for the figure); on error removes the parts it wrote.
+fn write_files(
+    vms: &VmManager,
+    key: &str,
+    id: &str,
+    started: u64,
+) -> Result<SnapshotInfo, SnapshotError> {
     let saved = vms
         .saved()
         .get(PASSING)
@@ -307,7 +321,9 @@ pub fn restore(
             return Err(SnapshotError::OutOfMemory(id.into()));
         }
     }
-    let _ = vms.delete_saved(PASSING);
+    if vms.saved().get(PASSING).is_some() {
+        return Err(SnapshotError::Vm(SavedVmError::NameTaken(PASSING.into())));
+    }
     vms.saved_mut().insert(SavedVm {
         name: PASSING.into(),
         description: keel_vmm::vm::VmDescription {
