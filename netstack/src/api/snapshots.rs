@@ -230,7 +230,7 @@ impl SnapshotManagement for super::mock::Mock {
             size_bytes: u64::from(vm.summary.memory_mib) << 18,
             parts: 1,
             memory_mib: vm.summary.memory_mib,
-            vcpus: u32::from(vm.summary.vcpus),
+            vcpus: vm.summary.vcpus,
             backend: String::from("svm"),
             write_ms: 10,
             disks: Vec::new(),
