@@ -157,11 +157,30 @@ fn start_counting_guest(m: &mut Machine) {
     m.expect("[vm1] KEEL-COUNT 3");
 }
 
+/// Types `line` and returns its answer: the line holding `marker`, or an `error:` line. (A
+/// running guest's output redraws the prompt, so `Machine::command` could take a redrawn
+/// prompt for the command's end.)
+fn answer(m: &mut Machine, line: &str, marker: &str) -> String {
+    m.type_line(line);
+    let found = m.expect_within(
+        Pattern::regex(&format!(
+            r"([^\r\n]*{}[^\r\n]*|error: [^\r\n]*)",
+            regex::escape(marker)
+        )),
+        Duration::from_secs(600),
+    );
+    found.text
+}
+
 /// `vm snapshot <vm> <name>`: checks the answer, returns the last count `vm` printed
 /// before it paused and the milliseconds the write took.
 fn snapshot(m: &mut Machine, vm: u32, name: &str) -> (u64, u64) {
     let start = m.cursor();
-    let out = m.command(&format!("vm snapshot {vm} {name}"));
+    let out = answer(
+        m,
+        &format!("vm snapshot {vm} {name}"),
+        &format!("vm {vm} snapshot '{name}': "),
+    );
     check!(
         m,
         out.contains(&format!("vm {vm} snapshot '{name}': ")) && out.contains("the VM runs on"),
@@ -189,7 +208,11 @@ fn snapshot(m: &mut Machine, vm: u32, name: &str) -> (u64, u64) {
 /// new count from 1).
 fn restore_and_check_count(m: &mut Machine, name: &str, id: u32, last: u64) {
     let start = m.cursor();
-    let out = m.command(&format!("vm restore {name}"));
+    let out = answer(
+        m,
+        &format!("vm restore {name}"),
+        &format!("restored from snapshot '{name}' in "),
+    );
     check!(
         m,
         out.contains(&format!("vm {id} restored from snapshot '{name}' in ")),
