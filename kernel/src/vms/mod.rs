@@ -913,6 +913,14 @@ impl VmManager {
         &mut self.saved
     }
 
+    /// Renames where VM `id` came from (`vm info`, the API's `source`): a snapshot's
+    /// restore passes through a saved VM and says `snapshot:<name>` instead.
+    pub fn set_source(&mut self, id: u32, source: String) {
+        if let Some(e) = self.vms.iter_mut().find(|e| e.id == id) {
+            e.source = source;
+        }
+    }
+
     /// Deletes the saved VM `name`; returns the bytes freed.
     pub fn delete_saved(&mut self, name: &str) -> Result<u64, SavedVmError> {
         self.saved

@@ -368,6 +368,7 @@ pub fn restore(
     let restored = vms.restore(system, PASSING);
     let _ = vms.delete_saved(PASSING);
     let (vm, _) = restored.map_err(SnapshotError::Vm)?;
+    vms.set_source(vm, alloc::format!("snapshot:{id}"));
     vms.resume(&vm.to_string()).map_err(SnapshotError::Pause)?;
     Ok((vm, (now_ns() - started) / 1_000_000))
 }
