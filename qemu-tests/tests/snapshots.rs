@@ -164,12 +164,12 @@ fn answer(m: &mut Machine, line: &str, marker: &str) -> String {
     m.type_line(line);
     let found = m.expect_within(
         Pattern::regex(&format!(
-            r"([^\r\n]*{}[^\r\n]*|error: [^\r\n]*)",
+            r"([^\r\n]*{}[^\r\n]*|error: [^\r\n]*)\r?\n",
             regex::escape(marker)
         )),
         Duration::from_secs(600),
     );
-    found.text
+    found.text.trim_end().to_owned()
 }
 
 /// `vm snapshot <vm> <name>`: checks the answer, returns the last count `vm` printed
@@ -433,7 +433,9 @@ fn vtx_counter_snapshot_round_trip() {
     let out = m.command("vm snapshot 1 ticker");
     check!(
         m,
-        out.contains("vm 1 snapshot 'ticker': ") && out.contains(" for 16 MiB of RAM"),
+        out.contains("vm 1 snapshot 'ticker': ")
+            && out.contains(" for 16 MiB of RAM")
+            && out.contains("the VM stays paused"),
         "vm snapshot: {out:?}"
     );
     eprintln!("VT-x: {}", out.trim());

@@ -89,8 +89,10 @@ mod run {
                 r.info.write_ms,
                 if r.stopped {
                     "the VM is stopped"
-                } else {
+                } else if r.resumed {
                     "the VM runs on"
+                } else {
+                    "the VM stays paused"
                 }
             ),
             Err(e) => kprintln!("error: {e}"),

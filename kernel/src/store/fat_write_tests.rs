@@ -224,12 +224,12 @@ fn refusals_name_the_problem() {
             "{bad:?}"
         );
     }
-    let long: String = core::iter::repeat('n').take(MAX_NAME_UNITS + 1).collect();
+    let long: String = "n".repeat(MAX_NAME_UNITS + 1);
     assert!(matches!(
         create_from(&volume, &mut disk, &long, b"x"),
         Err(FatError::BadName { .. })
     ));
-    let longest: String = core::iter::repeat('n').take(MAX_NAME_UNITS).collect();
+    let longest: String = "n".repeat(MAX_NAME_UNITS);
     create_from(&volume, &mut disk, &longest, b"x").unwrap();
     assert_eq!(
         read_named(&volume, &mut disk, &longest),

@@ -71,6 +71,8 @@ pub struct TakeReport {
     pub info: SnapshotInfo,
     /// Whether the VM was left stopped.
     pub stopped: bool,
+    /// Whether it was paused for the snapshot and runs again (else it was paused before).
+    pub resumed: bool,
 }
 
 fn now_ns() -> u64 {
@@ -177,6 +179,7 @@ pub fn take(
             written
         });
     let mut stopped = false;
+    let mut resumed = false;
     match (&result, stop) {
         (Ok(_), true) => {
             stopped = vms.stop(key, crate::vms::StopMode::Force).is_ok();
@@ -184,10 +187,15 @@ pub fn take(
         _ => {
             if paused_here {
                 vms.resume(key).map_err(SnapshotError::Pause)?;
+                resumed = true;
             }
         }
     }
-    result.map(|info| TakeReport { info, stopped })
+    result.map(|info| TakeReport {
+        info,
+        stopped,
+        resumed,
+    })
 }
 
 /// Writes the saved VM [`PASSING`] as snapshot `id`'s files (`started`: when the save
