@@ -53,9 +53,10 @@ fn fat16_store() -> MemDisk {
     MemDisk::new(bytes[start..start + (store.sectors * 512) as usize].to_vec())
 }
 
-/// A FAT32 volume of 40 MiB (512-byte clusters) with `fats` FATs and one file.
+/// A FAT32 volume of 36 MiB (512-byte clusters, just above the FAT32 cluster count) with
+/// `fats` FATs and one file.
 fn fat32_volume(fats: u8) -> MemDisk {
-    let sectors: u64 = 80 * 2048;
+    let sectors: u64 = 36 * 2048;
     let mut image = Cursor::new(std::vec![0u8; (sectors * 512) as usize]);
     fatfs::format_volume(
         &mut image,
