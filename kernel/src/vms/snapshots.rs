@@ -329,11 +329,12 @@ pub fn restore(
             return Err(SnapshotError::OutOfMemory(id.into()));
         }
     }
-    if vms.saved().get(PASSING).is_some() {
-        return Err(SnapshotError::Vm(SavedVmError::NameTaken(PASSING.into())));
+    // The snapshot passes through a saved VM of its own name, so errors name it.
+    if vms.saved().get(id).is_some() {
+        return Err(SnapshotError::Vm(SavedVmError::NameTaken(id.into())));
     }
     vms.saved_mut().insert(SavedVm {
-        name: PASSING.into(),
+        name: id.into(),
         description: keel_vmm::vm::VmDescription {
             name: info.source.clone(),
             memory_size: info.memory,
@@ -373,8 +374,8 @@ pub fn restore(
             keel_config::schema::Paravirt::None
         },
     });
-    let restored = vms.restore(system, PASSING);
-    let _ = vms.delete_saved(PASSING);
+    let restored = vms.restore(system, id);
+    let _ = vms.delete_saved(id);
     let (vm, _) = restored.map_err(SnapshotError::Vm)?;
     vms.set_source(vm, alloc::format!("snapshot:{id}"));
     vms.resume(&vm.to_string()).map_err(SnapshotError::Pause)?;
