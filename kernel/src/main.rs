@@ -375,6 +375,15 @@ mod kernel {
                     info.sectors / 2048,
                     store
                 );
+                match crate::store::repair() {
+                    Ok(r) if r != Default::default() => kprintln!(
+                        "store: repaired after an interrupted write: {} FAT sectors mirrored, \
+                         {} lost clusters freed",
+                        r.fat_sectors_mirrored,
+                        r.clusters_reclaimed
+                    ),
+                    _ => {}
+                }
                 if let Some(repair) = &info.gpt_repair {
                     let warning = if repair.is_damage() { "warning: " } else { "" };
                     kprintln!("{}disk: {}", warning, repair);

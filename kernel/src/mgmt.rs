@@ -967,3 +967,86 @@ fn host_disk_info(entry: &crate::blk::host::HostDiskEntry) -> keel_netstack::api
         detail: String::from(entry.role.detail()),
     }
 }
+
+/// The snapshot routes (`keel_netstack::api::snapshots`) over `crate::vms::snapshots`.
+impl keel_netstack::api::SnapshotManagement for Plane<'_> {
+    fn take_snapshot(
+        &mut self,
+        key: &VmKey<'_>,
+        name: Option<&str>,
+        stop: bool,
+    ) -> Result<keel_netstack::api::Snapshot, ApiError> {
+        let (key, _) = self.resolve(key)?;
+        crate::vms::snapshots::take(self.vms, &key, name, stop)
+            .map(|r| snapshot_view(&r.info))
+            .map_err(snapshot_error)
+    }
+
+    fn snapshots(&self) -> Result<Vec<keel_netstack::api::Snapshot>, ApiError> {
+        let all = crate::vms::snapshots::list().map_err(snapshot_error)?;
+        // A damaged info file is left out here (the console lists it as an error).
+        Ok(all.iter().flatten().map(snapshot_view).collect())
+    }
+
+    fn restore_snapshot(&mut self, name: &str, force: bool) -> Result<u32, ApiError> {
+        crate::vms::snapshots::restore(self.vms, self.system, name, force)
+            .map(|(number, _ms)| number)
+            .map_err(snapshot_error)
+    }
+
+    fn delete_snapshot(&mut self, name: &str) -> Result<(), ApiError> {
+        crate::vms::snapshots::delete(name)
+            .map(|_| ())
+            .map_err(snapshot_error)
+    }
+}
+
+fn snapshot_view(i: &crate::vms::snapshots::SnapshotInfo) -> keel_netstack::api::Snapshot {
+    keel_netstack::api::Snapshot {
+        name: i.id.clone(),
+        vm: i.source.clone(),
+        time: i.time,
+        size_bytes: i.bytes,
+        parts: i.parts,
+        memory_mib: (i.memory >> 20) as u32,
+        vcpus: i.cpus,
+        backend: i.backend.clone(),
+        write_ms: i.write_ms,
+        disks: i
+            .disks
+            .iter()
+            .map(|d| keel_netstack::api::SnapshotDiskView {
+                name: d.name.clone(),
+                partition: d.partition,
+                readonly: d.read_only,
+                size_bytes: d.size,
+            })
+            .collect(),
+    }
+}
+
+fn snapshot_error(e: crate::vms::snapshots::SnapshotError) -> ApiError {
+    use crate::store::StoreError;
+    use crate::store::fat::FatError;
+    use crate::vms::snapshots::SnapshotError as E;
+    let message = e.to_string();
+    match e {
+        E::Vm(v) => saved_error(v),
+        E::Pause(_) | E::Exists(_) | E::DiskChanged { .. } => ApiError::Conflict(message),
+        E::NotFound(_) => ApiError::NotFound(message),
+        E::BadName { .. } | E::Info { .. } => ApiError::Invalid(message),
+        E::OutOfMemory(_) => ApiError::Unavailable(message),
+        E::Store(StoreError::NoBootDisk(_) | StoreError::Mount(_)) => {
+            ApiError::Unavailable(message)
+        }
+        E::Store(StoreError::Fat(
+            FatError::NoSpace { .. }
+            | FatError::DirectoryFull
+            | FatError::TooLarge { .. }
+            | FatError::BadName { .. },
+        )) => ApiError::Invalid(message),
+        E::Store(StoreError::Fat(FatError::Exists(_))) => ApiError::Conflict(message),
+        E::Store(StoreError::Fat(FatError::NotFound(_))) => ApiError::NotFound(message),
+        E::Store(_) => ApiError::Internal(message),
+    }
+}

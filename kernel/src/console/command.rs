@@ -147,6 +147,29 @@ pub enum Command<'a> {
         /// The saved VM's name.
         name: &'a str,
     },
+    /// Write a VM's state and memory to the store as a snapshot (`snapshot_cmds`).
+    VmSnapshot {
+        /// VM name or number.
+        key: &'a str,
+        /// The snapshot's name (default `<vm>-<unix time>`).
+        name: Option<&'a str>,
+        /// Leave the VM stopped afterwards.
+        stop: bool,
+    },
+    /// List the snapshots in the store.
+    VmSnapshots,
+    /// Restore a snapshot even if its writable disks changed.
+    SnapshotRestore {
+        /// The snapshot.
+        name: &'a str,
+        /// Restore although a disk changed.
+        force: bool,
+    },
+    /// Delete a snapshot's files.
+    SnapshotRm {
+        /// The snapshot.
+        name: &'a str,
+    },
     /// List the saved VMs.
     SavedLs,
     /// Delete a saved VM.
@@ -278,6 +301,22 @@ pub const COMMANDS: &[(&str, &str)] = &[
     (
         "vm restore <saved>",
         "build a new VM, paused, from a saved one ('vm resume' runs it)",
+    ),
+    (
+        "vm snapshot <vm> [<name>] [--stop]",
+        "write a VM's state and RAM to the store as a snapshot (pauses it meanwhile)",
+    ),
+    (
+        "vm snapshots",
+        "list the snapshots in the store: name, VM, size, RAM, date",
+    ),
+    (
+        "vm restore <snapshot> [--force]",
+        "run a new VM from a snapshot (--force: although its writable disks changed)",
+    ),
+    (
+        "snapshot rm <snapshot>",
+        "delete a snapshot's files from the store",
     ),
     ("saved ls", "list the saved VMs: name, VM, size, RAM, vCPUs"),
     ("saved rm <saved>", "delete a saved VM"),
@@ -768,8 +807,10 @@ fn parse_vm<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Command<'a>,
         }
         Some("restore") => {
             let name = vm_key(words.next(), "vm restore <saved>")?;
-            no_more("vm restore", words).map(|_| Command::VmRestore { name })
+            super::snapshot_cmds::parse_restore(name, words)
         }
+        Some("snapshot") => super::snapshot_cmds::parse_take(words),
+        Some("snapshots") => no_more("vm snapshots", words).map(|_| Command::VmSnapshots),
         Some("info") => {
             let key = vm_key(words.next(), "vm info <vm>")?;
             no_more("vm info", words).map(|_| Command::VmInfo { key })
@@ -785,7 +826,7 @@ fn parse_vm<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Command<'a>,
         Some(other) => Err(ParseError::BadValue {
             argument: other,
             expected: "list, create, destroy, start, stop, restart, pause, resume, save, \
-                       restore, info, console, log or run",
+                       restore, snapshot, snapshots, info, console, log or run",
         }),
         None => Err(ParseError::Missing { usage: USAGE }),
     }
@@ -919,6 +960,7 @@ pub fn parse(line: &str) -> Result<Option<Command<'_>>, ParseError<'_>> {
         "vm" => return parse_vm(words).map(Some),
         "store" => return parse_store(line, words).map(Some),
         "saved" => return parse_saved(words).map(Some),
+        "snapshot" => return super::snapshot_cmds::parse(words).map(Some),
         "config" => return parse_config(words).map(Some),
         other => return Err(ParseError::Unknown(other)),
     };

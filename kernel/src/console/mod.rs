@@ -15,3 +15,4 @@ pub mod mem_cmds;
 pub mod net_cmds;
 #[cfg(target_os = "none")]
 pub mod shell;
+pub mod snapshot_cmds;

@@ -418,6 +418,15 @@ fn execute(kernel: &mut Services<'_>, cmd: Command<'_>) {
             ),
             Err(e) => kprintln!("error: {e}"),
         },
+        Command::VmRestore { name } if vms.saved().get(name).is_none() => {
+            super::snapshot_cmds::restore(vms, system, name, false)
+        }
+        Command::SnapshotRestore { name, force } => {
+            super::snapshot_cmds::restore(vms, system, name, force)
+        }
+        Command::VmSnapshot { key, name, stop } => super::snapshot_cmds::take(vms, key, name, stop),
+        Command::VmSnapshots => super::snapshot_cmds::list(),
+        Command::SnapshotRm { name } => super::snapshot_cmds::remove(name),
         Command::VmRestore { name } => match vms.restore(system, name) {
             Ok((id, ms)) => kprintln!(
                 "vm {id} restored from '{name}' in {ms} ms, paused: 'vm resume {id}' runs it"

@@ -1,7 +1,7 @@
 //! A FAT16/FAT32 reader over a [`Disk`] (the guest-store partition): the BPB, cluster chains
 //! and the root directory with long file names, and a file's [`Extent`]s, through which guest
-//! disks write into the file's existing sectors (`super::file_disk`). Nothing here ever
-//! writes the FAT or a directory.
+//! disks write into the file's existing sectors (`super::file_disk`). Nothing here
+//! writes the FAT or a directory; [`write`] does (create, delete, repair, free space).
 //!
 //! Why its own reader: crates.io `fatfs` 0.3 needs nightly (`core_io`) without `std`, and its
 //! no_std-capable successor is unreleased; `embedded-sdmmc` builds on stable but locates
@@ -82,6 +82,44 @@ pub enum FatError {
     /// No file of this name in the root directory.
     #[error("no file named '{0}'")]
     NotFound(String),
+    /// A name the store cannot hold.
+    #[error("'{name}' cannot be a store file name: {why}")]
+    BadName {
+        /// The name asked for.
+        name: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// A file of this name (ignoring case) exists already.
+    #[error("a store file named '{0}' exists already (delete it first or pick another name)")]
+    Exists(String),
+    /// Not enough free clusters for the file.
+    #[error(
+        "the store has {free} bytes free, {needed} are needed (delete files or build a larger store with `keel build --store`)"
+    )]
+    NoSpace {
+        /// Bytes the file needs (whole clusters).
+        needed: u64,
+        /// Bytes free.
+        free: u64,
+    },
+    /// A file larger than a FAT file can be (4 GiB - 1).
+    #[error("{size} bytes do not fit one FAT file (at most 4294967295)")]
+    TooLarge {
+        /// The size asked for.
+        size: u64,
+    },
+    /// The FAT16 root directory has no room for another name.
+    #[error("the store's root directory is full (delete files)")]
+    DirectoryFull,
+    /// The content of a file being written could not be produced.
+    #[error("content of '{name}': {why}")]
+    Source {
+        /// The file.
+        name: String,
+        /// What its producer said.
+        why: String,
+    },
     /// Reading the partition failed.
     #[error("{0}")]
     Disk(DiskError),
@@ -136,6 +174,10 @@ pub struct FatVolume {
     clusters: u32,
     /// The volume label from the boot sector (spaces trimmed).
     pub label: String,
+    /// Number of FAT copies (the writer keeps them all equal).
+    fats: u64,
+    /// FAT32: the FSInfo sector (free-cluster count and next-free hint), if the BPB names one.
+    fsinfo_lba: Option<u64>,
 }
 
 impl FatVolume {
@@ -226,6 +268,14 @@ impl FatVolume {
             data_start,
             clusters: clusters as u32,
             label,
+            fats,
+            fsinfo_lba: match fat_type {
+                FatType::Fat32 => {
+                    let at = u64::from(le16(&b, 48));
+                    (at != 0 && at != 0xffff && at < reserved).then_some(at)
+                }
+                FatType::Fat16 => None,
+            },
         };
         if fat_type == FatType::Fat32 && !volume.valid_cluster(root_cluster) {
             return Err(FatError::BadGeometry("root directory cluster out of range"));
@@ -684,6 +734,9 @@ fn short_name(raw: &[u8; 11], nt_flags: u8) -> String {
     }
     name
 }
+
+#[path = "fat_write.rs"]
+pub mod write;
 
 #[cfg(test)]
 #[path = "fat_tests.rs"]

@@ -1,4 +1,4 @@
-//! The guest store: the FAT `keel-store` partition of the boot disk, read-only.
+//! The guest store: the FAT `keel-store` partition of the boot disk.
 //!
 //! [`fat`] is the pure reader (host-tested against volumes the image builder writes); on
 //! bare metal this module mounts the boot disk's store partition and offers [`list`] and
@@ -7,6 +7,7 @@
 pub mod claims;
 pub mod fat;
 pub mod file_disk;
+pub mod snapshot_files;
 
 #[cfg(target_os = "none")]
 pub use kernel_store::*;
@@ -221,6 +222,56 @@ mod kernel_store {
             sectors,
             read_only,
         })
+    }
+
+    static REPAIRED: Once<Result<super::fat::write::RepairReport, StoreError>> = Once::new();
+
+    /// Undoes what a power cut in an earlier create or delete left (lost clusters, FAT
+    /// copies that differ), once per boot: the kernel calls it at boot, and every write
+    /// goes through it first. Returns what it changed.
+    pub fn repair() -> Result<super::fat::write::RepairReport, StoreError> {
+        REPAIRED
+            .call_once(|| {
+                let (volume, mut part) = open()?;
+                volume.repair(&mut part).map_err(StoreError::Fat)
+            })
+            .clone()
+    }
+
+    /// The store for writing, repaired first (see [`repair`]).
+    fn writable() -> Result<(FatVolume, BootPartition), StoreError> {
+        repair()?;
+        open()
+    }
+
+    /// Creates the store file `name` of `size` bytes whose content `fill(offset, piece)`
+    /// produces; crash-safe (see `fat::write`).
+    pub fn create(
+        name: &str,
+        size: u64,
+        modified: Option<u64>,
+        fill: impl FnMut(u64, &mut [u8]) -> Result<(), alloc::string::String>,
+    ) -> Result<StoreEntry, StoreError> {
+        let (volume, mut part) = writable()?;
+        let entry = volume
+            .create(&mut part, name, size, modified, fill)
+            .map_err(StoreError::Fat)?;
+        Ok(StoreEntry {
+            name: entry.name,
+            size: u64::from(entry.size),
+        })
+    }
+
+    /// Deletes the store file `name`; returns the bytes freed.
+    pub fn delete(name: &str) -> Result<u64, StoreError> {
+        let (volume, mut part) = writable()?;
+        volume.delete(&mut part, name).map_err(StoreError::Fat)
+    }
+
+    /// Free and total bytes of the store.
+    pub fn space() -> Result<super::fat::write::SpaceInfo, StoreError> {
+        let (volume, mut part) = open()?;
+        volume.space(&mut part).map_err(StoreError::Fat)
     }
 
     /// Streams the file `name` to `sink` in pieces of up to 64 KiB; returns its entry.

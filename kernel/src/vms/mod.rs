@@ -54,6 +54,7 @@ pub mod disks;
 pub mod nics;
 mod report;
 mod saved;
+pub mod snapshots;
 
 pub use self::saved::{SavedVm, SavedVms};
 
@@ -930,6 +931,19 @@ impl VmManager {
     /// The saved VMs.
     pub fn saved(&self) -> &SavedVms {
         &self.saved
+    }
+
+    /// The saved VMs, to add one (a snapshot read from the store passes through them).
+    pub fn saved_mut(&mut self) -> &mut SavedVms {
+        &mut self.saved
+    }
+
+    /// Renames where VM `id` came from (`vm info`, the API's `source`): a snapshot's
+    /// restore passes through a saved VM and says `snapshot:<name>` instead.
+    pub fn set_source(&mut self, id: u32, source: String) {
+        if let Some(e) = self.vms.iter_mut().find(|e| e.id == id) {
+            e.source = source;
+        }
     }
 
     /// Deletes the saved VM `name`; returns the bytes freed.

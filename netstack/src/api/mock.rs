@@ -68,6 +68,8 @@ pub struct Mock {
     pub disks: Vec<super::GuestDisk>,
     /// Room on the boot disk for partitions, in MiB.
     pub disk_space_mib: u64,
+    /// Snapshots in the store (`api::snapshots`).
+    pub snapshots: Vec<super::Snapshot>,
 }
 
 /// A configured VM as `POST /api/v1/vms` would define it.
@@ -133,6 +135,7 @@ impl Default for Mock {
         let mut mock = Mock {
             vms: Vec::new(),
             saved: Vec::new(),
+            snapshots: Vec::new(),
             free_mib: 400,
             store: Some(vec![
                 StoreFile {
@@ -254,6 +257,30 @@ impl Mock {
             input: Vec::new(),
         });
         number
+    }
+
+    /// A snapshot's restore (`api::snapshots`): a running ad-hoc VM, if the host has
+    /// memory for its RAM.
+    pub(super) fn add_restored_vm(
+        &mut self,
+        snapshot: &str,
+        memory_mib: u32,
+        vcpus: u32,
+    ) -> Result<u32, ApiError> {
+        if memory_mib > self.free_mib {
+            return Err(ApiError::Unavailable(format!(
+                "cannot restore '{snapshot}': guest RAM: out of host memory ({memory_mib} MiB \
+                 requested)"
+            )));
+        }
+        Ok(self.push_ad_hoc(AdHoc {
+            source: format!("snapshot:{snapshot}"),
+            state: VmState::Running,
+            memory_mib,
+            vcpus,
+            exits: BTreeMap::new(),
+            backend: String::from("svm"),
+        }))
     }
 
     fn position(&self, key: &VmKey<'_>) -> Result<usize, ApiError> {

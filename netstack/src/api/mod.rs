@@ -41,6 +41,7 @@ pub mod openapi;
 pub mod page;
 pub mod routes;
 pub mod saved;
+pub mod snapshots;
 mod types;
 pub mod vms;
 
@@ -51,6 +52,10 @@ mod tests;
 
 pub use disks::{CreateDisk, DiskKind, DiskList, DiskManagement, DiskUse, GuestDisk};
 pub use routes::{API_PREFIX, Op, ROUTES, Route};
+pub use snapshots::{
+    Snapshot, SnapshotDiskView, SnapshotList, SnapshotManagement, SnapshotRequest,
+    SnapshotRestoreRequest,
+};
 pub use types::{
     ApiError, ConsoleChunk, ConsoleInput, DEFAULT_STOP_TIMEOUT_S, Destroyed, HardwareInfo, Health,
     HealthStatus, HostCpuInfo, HostDiskInfo, HostDiskRole, HostNicState, HostNicView,
@@ -169,6 +174,10 @@ impl Router {
             saved_name(segment).map_err(|message| Response::error(400, &message))
         };
         let partition = || disks::partition_name(param()?);
+        let snapshot = || {
+            let segment = param()?;
+            snapshots::snapshot_name(segment).map_err(|message| Response::error(400, &message))
+        };
         Ok(match op {
             Op::Page => Response::html(200, page::PAGE),
             Op::Health => Response::json(
@@ -222,6 +231,11 @@ impl Router {
             Op::ShowDisk => disks::show(mgmt, param()?)?,
             Op::DeleteDisk => disks::delete(mgmt, partition()?)?,
             Op::Network => Response::json(200, &mgmt.network()),
+            Op::TakeSnapshot => snapshots::take(mgmt, &key()?, req)?,
+            Op::ListSnapshots => snapshots::list(mgmt)?,
+            Op::ShowSnapshot => snapshots::show(mgmt, snapshot()?)?,
+            Op::RestoreSnapshot => snapshots::restore(mgmt, snapshot()?, req)?,
+            Op::DeleteSnapshot => snapshots::delete(mgmt, snapshot()?)?,
         })
     }
 

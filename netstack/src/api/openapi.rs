@@ -73,6 +73,17 @@ pub fn document() -> Value {
                         "pattern": name_or_number_pattern()
                     }
                 },
+                "SnapshotName": {
+                    "name": "snapshot",
+                    "in": "path",
+                    "required": true,
+                    "description": "A snapshot's name (see /api/v1/snapshots): the VM \
+                        naming rule. Anything else is 400.",
+                    "schema": {
+                        "type": "string",
+                        "pattern": keel_config::limits::vm_name_pattern()
+                    }
+                },
                 "DiskName": {
                     "name": "disk",
                     "in": "path",
@@ -118,6 +129,8 @@ fn paths() -> Value {
             item["parameters"] = json!([{ "$ref": "#/components/parameters/VmName" }]);
         } else if route.path.contains("{saved}") {
             item["parameters"] = json!([{ "$ref": "#/components/parameters/SavedName" }]);
+        } else if route.path.contains("{snapshot}") {
+            item["parameters"] = json!([{ "$ref": "#/components/parameters/SnapshotName" }]);
         } else if route.path.contains("{disk}") {
             item["parameters"] = json!([{ "$ref": "#/components/parameters/DiskName" }]);
         } else if route.path.contains("{module}") {
@@ -202,6 +215,22 @@ fn successes(op: Op) -> Value {
                 "content": { "application/json": { "schema": schema_ref("SavedVm") } }
             }
         }),
+        Op::TakeSnapshot => json!({
+            "201": {
+                "description": "The snapshot was written to the store.",
+                "headers": {
+                    "Location": {
+                        "description": "The snapshot's URL.",
+                        "schema": { "type": "string" }
+                    }
+                },
+                "content": { "application/json": { "schema": schema_ref("Snapshot") } }
+            }
+        }),
+        Op::ListSnapshots => json!({ "200": ok("The snapshots in the store.", "SnapshotList") }),
+        Op::ShowSnapshot => json!({ "200": ok("The snapshot.", "Snapshot") }),
+        Op::RestoreSnapshot => json!({ "201": created("The VM was restored and runs.") }),
+        Op::DeleteSnapshot => json!({ "204": { "description": "The snapshot's files are gone." } }),
         Op::ListSaved => json!({ "200": ok("The saved VMs.", "SavedVmList") }),
         Op::ShowSaved => json!({ "200": ok("The saved VM.", "SavedVm") }),
         Op::RestoreSaved => json!({ "201": created("The VM was restored, paused.") }),
@@ -391,6 +420,46 @@ fn operation(op: Op) -> Value {
                     "application/json": { "schema": schema_ref("SaveRequest") }
                 }
             }
+        }),
+        Op::TakeSnapshot => json!({
+            "operationId": "takeSnapshot",
+            "summary": "Snapshot a VM to the guest store (`vm snapshot`)",
+            "description": "Pauses the VM (if running), writes its vCPU, device and RAM \
+                state (zero pages left out) to the guest store as files \
+                `<name>.snap.000`… (at most 2 GiB each) and `<name>.snapinfo`, then resumes \
+                it, or stops it with `stop`. A snapshot survives a reboot. Disk contents are \
+                not in it: writable disks are recorded (size, content hash) so a restore \
+                after they changed is refused. The body is optional: `name` (the VM naming \
+                rule; default `<vm>-<unix time>`) and `stop`. 409 when a snapshot has the \
+                name or the VM does not run; 422 for a bad name or a store without room.",
+            "requestBody": {
+                "required": false,
+                "content": {
+                    "application/json": { "schema": schema_ref("SnapshotRequest") }
+                }
+            }
+        }),
+        Op::ListSnapshots => json!({
+            "operationId": "listSnapshots",
+            "summary": "All snapshots in the guest store (`vm snapshots`)"
+        }),
+        Op::ShowSnapshot => json!({ "operationId": "showSnapshot", "summary": "One snapshot" }),
+        Op::RestoreSnapshot => json!({
+            "operationId": "restoreSnapshot",
+            "summary": "Run a new VM from a snapshot (`vm restore <snapshot>`)",
+            "description": "Builds an ad-hoc VM from the snapshot's files and runs it from \
+                where the snapshot was taken. 409 when a writable disk changed since the \
+                snapshot, unless the optional body says `{\"force\": true}`.",
+            "requestBody": {
+                "required": false,
+                "content": {
+                    "application/json": { "schema": schema_ref("SnapshotRestoreRequest") }
+                }
+            }
+        }),
+        Op::DeleteSnapshot => json!({
+            "operationId": "deleteSnapshot",
+            "summary": "Delete a snapshot's files (`snapshot rm`)"
         }),
         Op::ListSaved => json!({
             "operationId": "listSaved",
@@ -671,6 +740,8 @@ fn schemas() -> Value {
     requests.subschema_for::<RunModule>();
     requests.subschema_for::<StopRequest>();
     requests.subschema_for::<SaveRequest>();
+    requests.subschema_for::<super::SnapshotRequest>();
+    requests.subschema_for::<super::SnapshotRestoreRequest>();
     requests.subschema_for::<CreateDisk>();
     // ...and response bodies as it writes them (every field is always there).
     let mut responses = generator(Contract::Serialize);
@@ -687,6 +758,8 @@ fn schemas() -> Value {
     responses.subschema_for::<ConsoleChunk>();
     responses.subschema_for::<SavedVm>();
     responses.subschema_for::<SavedVmList>();
+    responses.subschema_for::<super::Snapshot>();
+    responses.subschema_for::<super::SnapshotList>();
     responses.subschema_for::<DiskList>();
     responses.subschema_for::<GuestDisk>();
     responses.subschema_for::<NetworkView>();

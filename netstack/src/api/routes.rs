@@ -72,6 +72,16 @@ pub enum Op {
     DeleteDisk,
     /// `GET /api/v1/network`: the guest switches and the internal network.
     Network,
+    /// `POST /api/v1/vms/{name}/snapshot`.
+    TakeSnapshot,
+    /// `GET /api/v1/snapshots`.
+    ListSnapshots,
+    /// `GET /api/v1/snapshots/{snapshot}`.
+    ShowSnapshot,
+    /// `POST /api/v1/snapshots/{snapshot}/restore`.
+    RestoreSnapshot,
+    /// `DELETE /api/v1/snapshots/{snapshot}`.
+    DeleteSnapshot,
 }
 
 /// One route.
@@ -305,6 +315,46 @@ pub static ROUTES: &[Route] = &[
         Op::RestoreSaved,
         &[201],
         SAVED_RESTORE,
+    ),
+    route(
+        "POST",
+        "/api/v1/vms/{name}/snapshot",
+        false,
+        Op::TakeSnapshot,
+        &[201],
+        &[400, 404, 409, 422, 500, 503],
+    ),
+    route(
+        "GET",
+        "/api/v1/snapshots",
+        false,
+        Op::ListSnapshots,
+        &[200],
+        &[500, 503],
+    ),
+    route(
+        "GET",
+        "/api/v1/snapshots/{snapshot}",
+        false,
+        Op::ShowSnapshot,
+        &[200],
+        &[400, 404, 500, 503],
+    ),
+    route(
+        "DELETE",
+        "/api/v1/snapshots/{snapshot}",
+        false,
+        Op::DeleteSnapshot,
+        &[204],
+        &[400, 404, 500, 503],
+    ),
+    route(
+        "POST",
+        "/api/v1/snapshots/{snapshot}/restore",
+        false,
+        Op::RestoreSnapshot,
+        &[201],
+        &[400, 404, 409, 422, 500, 503],
     ),
     route("GET", "/api/v1/disks", false, Op::ListDisks, &[200], &[503]),
     route(

@@ -21,6 +21,8 @@ mod disk_routes;
 mod network_routes;
 #[path = "saved_tests.rs"]
 mod saved_routes;
+#[path = "snapshots_tests.rs"]
+mod snapshot_routes;
 #[path = "vms_tests.rs"]
 mod vm_routes;
 
@@ -523,6 +525,7 @@ fn every_listed_handler_error_is_reachable() {
             ("POST", "/pause"),
             ("POST", "/resume"),
             ("GET", "/console"),
+            ("POST", "/snapshot"),
         ] {
             let body = (method == "POST").then_some("");
             record(&mut mock, method, &format!("{path}{suffix}"), body);
