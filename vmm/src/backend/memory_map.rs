@@ -478,17 +478,30 @@ mod tests {
             }
             let epoch = m.epoch.load(Ordering::Acquire);
             let round = m.harvest_dirty().unwrap();
-            assert_eq!(round.pages().collect::<Vec<_>>(), [0x5000, 0x6000, 0x30_0000]);
+            assert_eq!(
+                round.pages().collect::<Vec<_>>(),
+                [0x5000, 0x6000, 0x30_0000]
+            );
             assert_eq!(
                 round.runs().collect::<Vec<_>>(),
                 [(0x5000, 0x2000), (0x30_0000, 0x1000)]
             );
             assert!(m.epoch.load(Ordering::Acquire) > epoch, "harvest flushes");
-            assert!(!writable(&m, 0x5000) && !writable(&m, 0x30_0000), "re-protected");
-            assert_eq!(m.harvest_dirty().unwrap().count(), 0, "nothing written since");
+            assert!(
+                !writable(&m, 0x5000) && !writable(&m, 0x30_0000),
+                "re-protected"
+            );
+            assert_eq!(
+                m.harvest_dirty().unwrap().count(),
+                0,
+                "nothing written since"
+            );
             // The next write to the same page shows up in the next round.
             assert_eq!(m.record_dirty_write(0x5000), Ok(true));
-            assert_eq!(m.harvest_dirty().unwrap().pages().collect::<Vec<_>>(), [0x5000]);
+            assert_eq!(
+                m.harvest_dirty().unwrap().pages().collect::<Vec<_>>(),
+                [0x5000]
+            );
             m.stop_dirty_log().unwrap();
             assert!(!m.is_logging_dirty());
             assert!(writable(&m, 0x5000) && writable(&m, 0x20_0000) && writable(&m, 0));
