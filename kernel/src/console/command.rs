@@ -169,6 +169,13 @@ pub enum Command<'a> {
         /// VM name or number.
         key: &'a str,
     },
+    /// Drive a VM's dirty-page log (live migration's pre-copy, by hand).
+    VmDirtyLog {
+        /// VM name or number.
+        key: &'a str,
+        /// What to do.
+        action: DirtyLogAction,
+    },
     /// Show every setting of the running configuration.
     ConfigShow,
     /// Set a setting in the pending copy.
@@ -291,6 +298,10 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ),
     ("vm log <vm>", "show a VM's console (COM1) output so far"),
     (
+        "vm dirty-log <vm> start|pages|stop",
+        "track the pages a VM writes: start, list and re-protect those written since, stop",
+    ),
+    (
         "config show",
         "show every setting and where the configuration came from",
     ),
@@ -393,6 +404,17 @@ fn parse_nic<'a>(argument: &'a str, value: &'a str) -> Result<NicArg, ParseError
         }
     }
     Ok(nic)
+}
+
+/// What `vm dirty-log` does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DirtyLogAction {
+    /// Protect all RAM, start an empty log.
+    Start,
+    /// Harvest: the pages written since the last harvest, protected again.
+    Pages,
+    /// Lift protection, stop logging.
+    Stop,
 }
 
 /// Why a line is not a command.
@@ -782,10 +804,27 @@ fn parse_vm<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Command<'a>,
             let key = vm_key(words.next(), "vm log <vm>")?;
             no_more("vm log", words).map(|_| Command::VmLog { key })
         }
+        Some("dirty-log") => {
+            const DIRTY_USAGE: &str = "vm dirty-log <vm> start|pages|stop";
+            let key = vm_key(words.next(), DIRTY_USAGE)?;
+            let action = match words.next() {
+                Some("start") => DirtyLogAction::Start,
+                Some("pages") => DirtyLogAction::Pages,
+                Some("stop") => DirtyLogAction::Stop,
+                Some(other) => {
+                    return Err(ParseError::BadValue {
+                        argument: other,
+                        expected: "start, pages or stop",
+                    });
+                }
+                None => return Err(ParseError::Missing { usage: DIRTY_USAGE }),
+            };
+            no_more("vm dirty-log", words).map(|_| Command::VmDirtyLog { key, action })
+        }
         Some(other) => Err(ParseError::BadValue {
             argument: other,
             expected: "list, create, destroy, start, stop, restart, pause, resume, save, \
-                       restore, info, console, log or run",
+                       restore, info, console, log, dirty-log or run",
         }),
         None => Err(ParseError::Missing { usage: USAGE }),
     }
@@ -1128,6 +1167,16 @@ mod tests {
             }))
         );
         assert_eq!(parse("vm log 12"), Ok(Some(Command::VmLog { key: "12" })));
+        assert_eq!(
+            parse("vm dirty-log 3 pages"),
+            Ok(Some(Command::VmDirtyLog {
+                key: "3",
+                action: DirtyLogAction::Pages
+            }))
+        );
+        assert!(parse("vm dirty-log 3").is_err());
+        assert!(parse("vm dirty-log 3 harvest").is_err());
+        assert!(parse("vm dirty-log 3 stop now").is_err());
         assert_eq!(
             parse("vm start web-1"),
             Ok(Some(Command::VmStart { name: "web-1" }))

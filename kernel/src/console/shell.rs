@@ -433,6 +433,10 @@ fn execute(kernel: &mut Services<'_>, cmd: Command<'_>) {
         }
         // Handled by `Shell::feed`, which owns the terminal.
         Command::VmConsole { .. } => {}
+        Command::VmDirtyLog { key, action } => match crate::migrate::dirty_log(vms, key, action) {
+            Ok(report) => kprintln!("vm {key}: {report}"),
+            Err(e) => kprintln!("error: {e}"),
+        },
         Command::VmLog { key } => match vms.log(key) {
             Ok((bytes, dropped)) => {
                 if dropped > 0 {

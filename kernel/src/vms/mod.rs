@@ -487,6 +487,19 @@ fn new_run(built: BuiltVm) -> Run {
     }
 }
 
+// Live migration (issue 20; `crate::migrate`) reaches a VM through these.
+impl VmManager {
+    /// The running (or paused) VM `key` names, for the dirty log and migration; `None`
+    /// when there is none or it has stopped.
+    pub fn live_vm_mut(&mut self, key: &str) -> Option<&mut Vm> {
+        let i = self.index(key)?;
+        match self.vms[i].run.as_mut() {
+            Some(run) if !run.vm.is_stopped() => Some(&mut run.vm),
+            _ => None,
+        }
+    }
+}
+
 impl VmManager {
     /// No VMs.
     pub const fn new() -> VmManager {
