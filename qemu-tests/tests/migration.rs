@@ -49,18 +49,34 @@ fn the_dirty_log_reports_exactly_the_pages_the_guest_wrote() {
     check!(m, out.contains("vm 1: dirty log on:"), "{out:?}");
     // The guest only polls its UART: nothing written.
     let out = m.command("vm dirty-log 1 pages");
-    check!(m, out.contains("vm 1: 0 dirty pages:"), "idle guest: {out:?}");
+    check!(
+        m,
+        out.contains("vm 1: 0 dirty pages:"),
+        "idle guest: {out:?}"
+    );
 
     request_writes(&mut m, 1);
     let out = m.command("vm dirty-log 1 pages");
-    check!(m, out.trim_end().ends_with(WRITTEN), "after one request: {out:?}");
+    check!(
+        m,
+        out.trim_end().ends_with(WRITTEN),
+        "after one request: {out:?}"
+    );
     let out = m.command("vm dirty-log 1 pages");
-    check!(m, out.contains("vm 1: 0 dirty pages:"), "harvest again: {out:?}");
+    check!(
+        m,
+        out.contains("vm 1: 0 dirty pages:"),
+        "harvest again: {out:?}"
+    );
 
     // Re-protected: two more requests fault on the same pages again, logged once each.
     request_writes(&mut m, 2);
     let out = m.command("vm dirty-log 1 pages");
-    check!(m, out.trim_end().ends_with(WRITTEN), "after two requests: {out:?}");
+    check!(
+        m,
+        out.trim_end().ends_with(WRITTEN),
+        "after two requests: {out:?}"
+    );
 
     let out = m.command("vm dirty-log 1 stop");
     check!(m, out.contains("dirty log off"), "{out:?}");

@@ -314,3 +314,52 @@ fn a_backend_failure_after_ram_was_loaded_frees_it() {
     );
     assert_eq!(host.frames_in_use(), 0, "and freed");
 }
+
+#[test]
+fn a_migrated_vm_goes_on_from_its_state_and_the_ram_sent_before_it() {
+    let (saved, _) = saved_vm();
+    let state = saved.migration_state().unwrap();
+    // The destination's RAM, filled from memory messages (here: a copy of the source's).
+    let host = MockHost::leak(4 * 512);
+    let memory = GuestMemory::new(host, MIN_GUEST_RAM).unwrap();
+    let mut page = vec![0u8; 4096];
+    saved.memory().unwrap().read(0x1000, &mut page).unwrap();
+    memory.write(0x1000, &page).unwrap();
+    let (rebuild, probe) = TestRebuild::new(host, vec![pm_timer(), out(b'c')]);
+    let clock = FakeClock::default();
+    clock.0.set(100_000_000_000);
+    let mut vm =
+        Vm::restore_migrated(4, String::from("moved"), &state, memory, &rebuild, &clock).unwrap();
+    assert_eq!(vm.state(), VmState::Paused);
+    let mut data = [0u8; 10];
+    vm.memory().unwrap().read(0x1234, &mut data).unwrap();
+    assert_eq!(&data, b"guest data");
+    assert_eq!(vm.devices_mut().read_port(COM1_BASE + 7, 1), 0x5A);
+    vm.resume(&clock).unwrap();
+    clock.0.set(101_000_000_000);
+    vm.step(&clock);
+    // 2 s before the pause, 1 s after the resume.
+    assert_eq!(probe.completed.borrow()[..], [3 * 3_579_545]);
+
+    // A damaged state and a RAM size that disagrees are refused.
+    let (rebuild, _) = TestRebuild::new(host, vec![]);
+    let memory = GuestMemory::new(host, MIN_GUEST_RAM).unwrap();
+    assert!(matches!(
+        Vm::restore_migrated(
+            5,
+            String::from("x"),
+            &state[..state.len() / 2],
+            memory,
+            &rebuild,
+            &clock
+        ),
+        Err(RestoreError::Snapshot(SnapshotError::Malformed { .. }))
+    ));
+    let memory = GuestMemory::new(host, 2 * MIN_GUEST_RAM).unwrap();
+    assert!(matches!(
+        Vm::restore_migrated(5, String::from("x"), &state, memory, &rebuild, &clock),
+        Err(RestoreError::Inconsistent(_))
+    ));
+    drop(vm);
+    assert_eq!(host.frames_in_use(), 0, "nothing left behind");
+}
