@@ -36,6 +36,7 @@ mod destination;
 mod frame;
 mod message;
 mod precopy;
+mod session;
 
 pub use self::cpu::{CpuMismatch, CpuView, CpuViewEntry, MIGRATED_LEAVES};
 pub use self::destination::{Destination, DestinationEvent, DestinationPolicy};
@@ -45,6 +46,9 @@ pub use self::message::{
     Start,
 };
 pub use self::precopy::{PreCopy, RoundDecision, memory_runs};
+pub use self::session::{
+    Arrived, DestinationSession, OUTPUT_HIGH_WATER, SourceOutcome, SourceSession, SourceStats,
+};
 
 use core::fmt;
 
