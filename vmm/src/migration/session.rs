@@ -53,7 +53,9 @@ pub enum SourceOutcome {
 #[derive(Debug)]
 enum SourcePhase {
     /// Waiting for `Accepted` twice (start, config).
-    Admission { accepted: u8 },
+    Admission {
+        accepted: u8,
+    },
     /// Sending a round: the runs to send and the next one's index; RAM offset for round 1.
     Copying {
         runs: Vec<(u64, u64)>,
@@ -165,10 +167,10 @@ impl SourceSession {
                 (_, Reply::Refused(refusal)) => return self.fail(vm, clock, refusal.to_string()),
                 (SourcePhase::Admission { accepted }, Reply::Accepted) => {
                     *accepted += 1;
-                    if *accepted == 2 {
-                        if let Err(e) = self.start_copy(vm) {
-                            return self.fail(vm, clock, e);
-                        }
+                    if *accepted == 2
+                        && let Err(e) = self.start_copy(vm)
+                    {
+                        return self.fail(vm, clock, e);
                     }
                 }
                 (SourcePhase::AwaitResumed, Reply::Resumed { downtime_us }) => {
@@ -217,7 +219,9 @@ impl SourceSession {
                 .map_err(|e| alloc::format!("reading guest RAM: {e}"))?;
             let zero = page.iter().all(|&b| b == 0);
             run = match (run, zero) {
-                (Some((start, len)), false) if len < MAX_MEMORY_RUN => Some((start, len + FRAME_SIZE)),
+                (Some((start, len)), false) if len < MAX_MEMORY_RUN => {
+                    Some((start, len + FRAME_SIZE))
+                }
                 (Some(r), false) => {
                     runs.push(r);
                     Some((gpa, FRAME_SIZE))
@@ -243,7 +247,11 @@ impl SourceSession {
     /// Does a bounded step of work (at most about [`OUTPUT_HIGH_WATER`] bytes of output).
     pub fn pump(&mut self, vm: &mut Vm, clock: &dyn Clock) -> &SourceOutcome {
         if vm.is_stopped() && matches!(self.outcome, SourceOutcome::InProgress) {
-            self.fail(vm, clock, String::from("the VM stopped during the migration"));
+            self.fail(
+                vm,
+                clock,
+                String::from("the VM stopped during the migration"),
+            );
         }
         while self.out.len() < OUTPUT_HIGH_WATER {
             let SourcePhase::Copying { runs, next, pages } = &mut self.phase else {
