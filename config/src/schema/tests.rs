@@ -1345,7 +1345,11 @@ fn migration_settings_are_checked_with_their_paths() {
     assert_eq!(link.address, core::net::Ipv4Addr::new(10, 77, 0, 1));
     assert_eq!(config.management.migration_port, 7071);
     // The default port is not written out.
-    assert!(!String::from_utf8(Config::default().to_json_pretty()).unwrap().contains("migration"));
+    assert!(
+        !String::from_utf8(Config::default().to_json_pretty())
+            .unwrap()
+            .contains("migration")
+    );
 
     let mut bad = config.clone();
     bad.management.migration_token = Some("short".into());

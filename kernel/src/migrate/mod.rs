@@ -1,10 +1,12 @@
-//! Live migration (issue 20): the dirty log on the console, and (to come) the TCP source
-//! and destination over the migration link.
+//! Live migration (issue 20): the dirty log on the console, and the TCP source and
+//! destination over the migration link ([`link`]).
 //!
 //! `vm dirty-log <vm> start|pages|stop` drives a VM's dirty log by hand: `start`
 //! write-protects its RAM and logs the VMM's own writes, `pages` harvests (lists the pages
 //! written since the last harvest and protects them again), `stop` lifts protection. It is
 //! what pre-copy does per round, made observable for tests and diagnosis.
+
+pub mod link;
 
 use alloc::string::String;
 use alloc::vec::Vec;
