@@ -1,4 +1,12 @@
-//! Dirty-page tracking on AMD-V under QEMU TCG (`keel.img`, SeaBIOS): the `dirty` test
+//! Live migration and dirty-page tracking on AMD-V under QEMU TCG (SeaBIOS).
+//!
+//! Migration: two appliances joined by a second NIC on a QEMU socket network
+//! (`-netdev socket,listen=` / `connect=`), static addresses 10.77.0.1 and 10.77.0.2 on
+//! it (`management.migration_link`); A runs the counter guest as the named VM `ticker`
+//! and migrates it to B, where it counts on from the next tick (no repeat), is gone from
+//! A, and `vm info` shows where it came from and the downtime.
+//!
+//! Dirty log (`keel.img`): the `dirty` test
 //! guest writes one byte into each of four known pages per `w` it reads on COM1, and
 //! `vm dirty-log` must report exactly those pages and the guest's stack page (its print
 //! routine pushes there) — nothing else, since the guest only polls the UART in between —
@@ -7,7 +15,9 @@
 
 use std::time::Duration;
 
-use keel_qemu_tests::{Machine, Qemu, artifacts, check};
+use std::path::{Path, PathBuf};
+
+use keel_qemu_tests::{Machine, Pattern, Qemu, appliance_image, artifacts, check, guests};
 
 /// Ctrl-]: detaches the terminal from a VM console.
 const DETACH: &str = "\x1d";
@@ -86,4 +96,119 @@ fn the_dirty_log_reports_exactly_the_pages_the_guest_wrote() {
     check!(m, out.contains("vm 1 has no dirty log"), "{out:?}");
     let out = m.command("vm dirty-log 9 start");
     check!(m, out.contains("no running VM '9'"), "{out:?}");
+}
+
+/// The migration token both appliances share.
+const TOKEN: &str = "migrate-token-0123456789";
+
+/// Appliance `n` (1 or 2): its migration-link MAC and address, and (on 1) the counter VM.
+fn migration_config(n: u8) -> Vec<u8> {
+    let a = artifacts();
+    let ticker = if n == 1 {
+        "[[vms]]\nname = \"ticker\"\nkernel = \"counter.bin\"\nmemory_mib = 16\nautostart = true\n"
+    } else {
+        ""
+    };
+    let toml = format!(
+        r#"
+hostname = "host{n}"
+
+[management]
+api_tokens = ["{api}"]
+migration_token = "{TOKEN}"
+migration_link = {{ interface = "52:54:00:77:00:0{n}", address = "10.77.0.{n}", prefix = 24 }}
+
+{ticker}"#,
+        api = a.api_token
+    );
+    keel_image::appliance::parse_toml(&toml)
+        .expect("the test configuration is valid")
+        .to_json_pretty()
+}
+
+/// `keel.img` for appliance `n` in `dir`, the counter guest in its store.
+fn migration_image(dir: &Path, n: u8) -> PathBuf {
+    let store = dir.join(format!("store{n}"));
+    std::fs::create_dir(&store).unwrap();
+    let set = guests::build_guests().expect("building the test guests");
+    let from = set.path(guests::COUNTER);
+    std::fs::copy(&from, store.join(from.file_name().unwrap())).unwrap();
+    let image = dir.join(format!("keel{n}.img"));
+    appliance_image(Some(&store), &migration_config(n), &[], &image, "an appliance image");
+    image
+}
+
+/// Boots appliance `n` with a (unused) management NIC first and the migration link second,
+/// on the socket network: `listen` on appliance 1, `connect` on 2.
+fn boot_appliance(image: &Path, n: u8, link_port: u16) -> Machine {
+    let a = artifacts();
+    let socket = if n == 1 {
+        format!("socket,id=mig,listen=127.0.0.1:{link_port}")
+    } else {
+        format!("socket,id=mig,connect=127.0.0.1:{link_port}")
+    };
+    let mut m = Qemu::seabios(image)
+        .defmt_elf(&a.elf)
+        .args([
+            "-nic".to_owned(),
+            format!("user,model=virtio-net-pci,mac=52:54:00:12:34:0{n}"),
+            "-netdev".to_owned(),
+            socket,
+            "-device".to_owned(),
+            format!("virtio-net-pci,netdev=mig,mac=52:54:00:77:00:0{n}"),
+        ])
+        .spawn()
+        .unwrap();
+    m.expect(format!("migration: virtio-net 52:54:00:77:00:0{n}"));
+    m.expect_banner();
+    m
+}
+
+#[test]
+fn a_running_vm_moves_to_the_other_appliance_and_counts_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (image_a, image_b) = (migration_image(dir.path(), 1), migration_image(dir.path(), 2));
+    let link_port = keel_qemu_tests::http::free_port();
+    let mut a = boot_appliance(&image_a, 1, link_port);
+    let mut b = boot_appliance(&image_b, 2, link_port);
+    a.expect("[ticker] tick 2");
+
+    a.type_line("vm migrate ticker 10.77.0.2");
+    a.expect("vm ticker: migrating to 10.77.0.2:7070");
+    let done = a.expect_within(
+        Pattern::regex(
+            r"vm ticker migrated to 10\.77\.0\.2: (\d+) rounds, \d+ MiB sent \(\d+ pages after the pause\), total (\d+) ms, downtime (\d+) ms",
+        ),
+        Duration::from_secs(120),
+    );
+    let rounds: u32 = done.group(1).parse().unwrap();
+    check!(a, rounds >= 2, "pre-copy then the paused round: {rounds}");
+    // The last tick A printed before the VM left.
+    let before = String::from_utf8_lossy(&a.transcript()).into_owned();
+    let last_on_a: u64 = before
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("[ticker] tick "))
+        .filter_map(|n| n.trim().parse().ok())
+        .max()
+        .expect("A printed ticks");
+
+    b.expect(Pattern::regex(r"vm 1 migrated in from 10\.77\.0\.1 \('ticker', downtime \d+ ms\)"));
+    let first = b.expect(Pattern::regex(r"\[vm1\] tick (\d+)"));
+    let first_on_b: u64 = first.group(1).parse().unwrap();
+    check!(
+        b,
+        first_on_b == last_on_a + 1,
+        "B counts on from A's last tick {last_on_a}: first {first_on_b}"
+    );
+    let info = b.command("vm info 1");
+    check!(
+        b,
+        info.contains("migrated from 10.77.0.1 (downtime "),
+        "vm info on B: {info:?}"
+    );
+    // Gone from A.
+    let list = a.command("vm list");
+    check!(a, !list.contains("running"), "A still runs it: {list:?}");
+    let info = a.command("vm info ticker");
+    check!(a, !info.contains("running"), "A: {info:?}");
 }
