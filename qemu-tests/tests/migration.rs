@@ -134,7 +134,13 @@ fn migration_image(dir: &Path, n: u8) -> PathBuf {
     let from = set.path(guests::COUNTER);
     std::fs::copy(&from, store.join(from.file_name().unwrap())).unwrap();
     let image = dir.join(format!("keel{n}.img"));
-    appliance_image(Some(&store), &migration_config(n), &[], &image, "an appliance image");
+    appliance_image(
+        Some(&store),
+        &migration_config(n),
+        &[],
+        &image,
+        "an appliance image",
+    );
     image
 }
 
@@ -168,7 +174,10 @@ fn boot_appliance(image: &Path, n: u8, link_port: u16) -> Machine {
 #[test]
 fn a_running_vm_moves_to_the_other_appliance_and_counts_on() {
     let dir = tempfile::tempdir().unwrap();
-    let (image_a, image_b) = (migration_image(dir.path(), 1), migration_image(dir.path(), 2));
+    let (image_a, image_b) = (
+        migration_image(dir.path(), 1),
+        migration_image(dir.path(), 2),
+    );
     let link_port = keel_qemu_tests::http::free_port();
     let mut a = boot_appliance(&image_a, 1, link_port);
     let mut b = boot_appliance(&image_b, 2, link_port);
@@ -176,13 +185,20 @@ fn a_running_vm_moves_to_the_other_appliance_and_counts_on() {
 
     a.type_line("vm migrate ticker 10.77.0.2");
     a.expect("vm ticker: migrating to 10.77.0.2:7070");
-    let done = a.expect_within(
+    let outcome = a.expect_within(
         Pattern::regex(
-            r"vm ticker migrated to 10\.77\.0\.2: (\d+) rounds, \d+ MiB sent \(\d+ pages after the pause\), total (\d+) ms, downtime (\d+) ms",
+            r"(vm ticker migrated to 10\.77\.0\.2: (\d+) rounds, \d+ MiB sent \(\d+ pages after the pause\), total (\d+) ms, downtime (\d+) ms|migration of vm ticker to \S+ abandoned: [^\r\n]*|error: vm migrate [^\r\n]*)",
         ),
         Duration::from_secs(120),
     );
-    let rounds: u32 = done.group(1).parse().unwrap();
+    let done = outcome;
+    check!(
+        a,
+        !done.group(2).is_empty(),
+        "the migration failed: {}",
+        done.group(1)
+    );
+    let rounds: u32 = done.group(2).parse().unwrap();
     check!(a, rounds >= 2, "pre-copy then the paused round: {rounds}");
     // The last tick A printed before the VM left.
     let before = String::from_utf8_lossy(&a.transcript()).into_owned();
@@ -193,7 +209,9 @@ fn a_running_vm_moves_to_the_other_appliance_and_counts_on() {
         .max()
         .expect("A printed ticks");
 
-    b.expect(Pattern::regex(r"vm 1 migrated in from 10\.77\.0\.1 \('ticker', downtime \d+ ms\)"));
+    b.expect(Pattern::regex(
+        r"vm 1 migrated in from 10\.77\.0\.1 \('ticker', downtime \d+ ms\)",
+    ));
     let first = b.expect(Pattern::regex(r"\[vm1\] tick (\d+)"));
     let first_on_b: u64 = first.group(1).parse().unwrap();
     // The next tick, or the one after when the pause split a line between A and B (the

@@ -548,7 +548,15 @@ impl MigrationPlane {
             inc.session.consume(sent);
             moved |= sent > 0;
         }
-        let peer_closed = !socket.may_recv() && !socket.can_recv();
+        // The source closed its side (a socket still opening cannot receive yet either).
+        let peer_closed = matches!(
+            socket.state(),
+            tcp::State::CloseWait
+                | tcp::State::LastAck
+                | tcp::State::Closing
+                | tcp::State::TimeWait
+                | tcp::State::Closed
+        ) && !socket.can_recv();
         if peer_closed && !inc.session.is_over() {
             inc.session.end_of_stream();
         }

@@ -262,7 +262,7 @@ impl Vm {
         let memory = GuestMemory::new(rebuild.host(), parts.description.memory_size)
             .map_err(RestoreError::Memory)?;
         reader.load_memory(&memory)?;
-        Vm::from_state_parts(id, name, parts, memory, rebuild, clock)
+        Vm::from_state_parts(id, name, parts, memory, rebuild, clock, false)
     }
 
     /// The rest of a restore, from checked sections and loaded RAM.
@@ -273,12 +273,13 @@ impl Vm {
         memory: GuestMemory,
         rebuild: &dyn Rebuild,
         clock: &dyn Clock,
+        adopt_host_tsc_rate: bool,
     ) -> Result<Vm, RestoreError> {
         let StateParts {
             description,
             loop_state,
             vcpus,
-            devices: devices_state,
+            devices: mut devices_state,
         } = parts;
         if memory.size() != description.memory_size {
             return Err(RestoreError::Inconsistent(
@@ -295,6 +296,11 @@ impl Vm {
         let platform = rebuild
             .platform(&description)
             .map_err(RestoreError::Platform)?;
+        if adopt_host_tsc_rate {
+            // A migrated VM lands on another host whose TSC runs at its own rate: the
+            // devices take this host's (kvm-clock's structures are rewritten for it below).
+            devices_state.tsc_hz = platform.platform_config().tsc_hz;
+        }
         let devices = <Devices as Persist>::restore(platform, &devices_state)
             .map_err(RestoreError::Devices)?;
         let mut backend = rebuild.backend(memory).map_err(RestoreError::Backend)?;
@@ -409,7 +415,7 @@ impl Vm {
             })
         })?;
         parts.check()?;
-        Vm::from_state_parts(id, name, parts, memory, rebuild, clock)
+        Vm::from_state_parts(id, name, parts, memory, rebuild, clock, true)
     }
 
     /// The VM's description as the migration's configuration needs it.
