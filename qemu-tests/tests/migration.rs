@@ -103,6 +103,10 @@ const TOKEN: &str = "migrate-token-0123456789";
 
 /// Appliance `n` (1 or 2): its migration-link MAC and address, and (on 1) the counter VM.
 fn migration_config(n: u8) -> Vec<u8> {
+    migration_config_with_token(n, TOKEN)
+}
+
+fn migration_config_with_token(n: u8, token: &str) -> Vec<u8> {
     let a = artifacts();
     let ticker = if n == 1 {
         "[[vms]]\nname = \"ticker\"\nkernel = \"counter.bin\"\nmemory_mib = 16\nautostart = true\n"
@@ -115,7 +119,7 @@ hostname = "host{n}"
 
 [management]
 api_tokens = ["{api}"]
-migration_token = "{TOKEN}"
+migration_token = "{token}"
 migration_link = {{ interface = "52:54:00:77:00:0{n}", address = "10.77.0.{n}", prefix = 24 }}
 
 {ticker}"#,
@@ -128,6 +132,10 @@ migration_link = {{ interface = "52:54:00:77:00:0{n}", address = "10.77.0.{n}", 
 
 /// `keel.img` for appliance `n` in `dir`, the counter guest in its store.
 fn migration_image(dir: &Path, n: u8) -> PathBuf {
+    migration_image_with_token(dir, n, TOKEN)
+}
+
+fn migration_image_with_token(dir: &Path, n: u8, token: &str) -> PathBuf {
     let store = dir.join(format!("store{n}"));
     std::fs::create_dir(&store).unwrap();
     let set = guests::build_guests().expect("building the test guests");
@@ -232,4 +240,39 @@ fn a_running_vm_moves_to_the_other_appliance_and_counts_on() {
     check!(a, !list.contains("running"), "A still runs it: {list:?}");
     let info = a.command("vm info ticker");
     check!(a, !info.contains("running"), "A: {info:?}");
+}
+
+#[test]
+fn a_refused_or_unreachable_destination_leaves_the_vm_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let image_a = migration_image(dir.path(), 1);
+    let image_b = migration_image_with_token(dir.path(), 2, "another-token-0123456789");
+    let link_port = keel_qemu_tests::http::free_port();
+    let mut a = boot_appliance(&image_a, 1, link_port);
+    let mut b = boot_appliance(&image_b, 2, link_port);
+    a.expect("[ticker] tick 2");
+
+    a.type_line("vm migrate ticker 10.77.0.2");
+    a.expect_within(
+        "migration of vm ticker to 10.77.0.2:7070 abandoned: wrong migration token",
+        Duration::from_secs(60),
+    );
+    a.expect("; the VM runs on here");
+    // It runs on: ticks keep coming.
+    a.expect(Pattern::regex(r"\[ticker\] tick \d+"));
+    a.expect(Pattern::regex(r"\[ticker\] tick \d+"));
+    check!(
+        b,
+        !b.transcript().windows(12).any(|w| w == b"migrated in "),
+        "B built nothing"
+    );
+
+    // The destination gone: nothing answers on the link; abandoned after the stall time.
+    drop(b);
+    a.type_line("vm migrate ticker 10.77.0.2");
+    a.expect_within(
+        Pattern::regex(r"migration of vm ticker to 10\.77\.0\.2:7070 abandoned: (no answer from the destination|the connection to the destination was lost)"),
+        Duration::from_secs(60),
+    );
+    a.expect(Pattern::regex(r"\[ticker\] tick \d+"));
 }
