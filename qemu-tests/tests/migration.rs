@@ -101,11 +101,8 @@ fn the_dirty_log_reports_exactly_the_pages_the_guest_wrote() {
 /// The migration token both appliances share.
 const TOKEN: &str = "migrate-token-0123456789";
 
-/// Appliance `n` (1 or 2): its migration-link MAC and address, and (on 1) the counter VM.
-fn migration_config(n: u8) -> Vec<u8> {
-    migration_config_with_token(n, TOKEN)
-}
-
+/// Appliance `n` (1 or 2) presenting and accepting `token`: its migration-link MAC and
+/// address, and (on 1) the counter VM.
 fn migration_config_with_token(n: u8, token: &str) -> Vec<u8> {
     let a = artifacts();
     let ticker = if n == 1 {
@@ -135,6 +132,7 @@ fn migration_image(dir: &Path, n: u8) -> PathBuf {
     migration_image_with_token(dir, n, TOKEN)
 }
 
+/// `keel.img` for appliance `n` with migration token `token`.
 fn migration_image_with_token(dir: &Path, n: u8, token: &str) -> PathBuf {
     let store = dir.join(format!("store{n}"));
     std::fs::create_dir(&store).unwrap();
@@ -144,7 +142,7 @@ fn migration_image_with_token(dir: &Path, n: u8, token: &str) -> PathBuf {
     let image = dir.join(format!("keel{n}.img"));
     appliance_image(
         Some(&store),
-        &migration_config(n),
+        &migration_config_with_token(n, token),
         &[],
         &image,
         "an appliance image",
@@ -249,7 +247,7 @@ fn a_refused_or_unreachable_destination_leaves_the_vm_running() {
     let image_b = migration_image_with_token(dir.path(), 2, "another-token-0123456789");
     let link_port = keel_qemu_tests::http::free_port();
     let mut a = boot_appliance(&image_a, 1, link_port);
-    let mut b = boot_appliance(&image_b, 2, link_port);
+    let b = boot_appliance(&image_b, 2, link_port);
     a.expect("[ticker] tick 2");
 
     a.type_line("vm migrate ticker 10.77.0.2");
