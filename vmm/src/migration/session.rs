@@ -56,7 +56,7 @@ enum SourcePhase {
     Admission {
         accepted: u8,
     },
-    /// Sending a round: the runs to send and the next one's index; RAM offset for round 1.
+    /// Sending a round: the runs to send, the next one's index, pages sent in it so far.
     Copying {
         runs: Vec<(u64, u64)>,
         next: usize,
@@ -201,7 +201,8 @@ impl SourceSession {
         }
     }
 
-    /// Round 1: dirty logging on, then every non-zero page of RAM.
+    /// Round 1: dirty logging on, then all of RAM in frame-sized runs (each run's zero
+    /// pages are left out when it is sent, one run per step: no scan of all RAM at once).
     fn start_copy(&mut self, vm: &mut Vm) -> Result<(), String> {
         let backend = vm
             .vm_backend_mut()
@@ -209,37 +210,17 @@ impl SourceSession {
         backend
             .start_dirty_log()
             .map_err(|e| alloc::format!("cannot start the dirty log: {e}"))?;
-        let memory = backend.memory();
-        let mut runs = Vec::new();
-        let mut page = [0u8; FRAME_SIZE as usize];
-        let mut run: Option<(u64, u64)> = None;
-        for gpa in (0..memory.size()).step_by(FRAME_SIZE as usize) {
-            memory
-                .read(gpa, &mut page)
-                .map_err(|e| alloc::format!("reading guest RAM: {e}"))?;
-            let zero = page.iter().all(|&b| b == 0);
-            run = match (run, zero) {
-                (Some((start, len)), false) if len < MAX_MEMORY_RUN => {
-                    Some((start, len + FRAME_SIZE))
-                }
-                (Some(r), false) => {
-                    runs.push(r);
-                    Some((gpa, FRAME_SIZE))
-                }
-                (None, false) => Some((gpa, FRAME_SIZE)),
-                (Some(r), true) => {
-                    runs.push(r);
-                    None
-                }
-                (None, true) => None,
-            };
-        }
-        runs.extend(run);
-        let pages = runs.iter().map(|r| r.1 / FRAME_SIZE).sum();
+        let size = backend.memory().size();
+        let runs = (0..size.div_ceil(MAX_MEMORY_RUN))
+            .map(|i| {
+                let gpa = i * MAX_MEMORY_RUN;
+                (gpa, MAX_MEMORY_RUN.min(size - gpa))
+            })
+            .collect();
         self.phase = SourcePhase::Copying {
             runs,
             next: 0,
-            pages,
+            pages: 0,
         };
         Ok(())
     }
@@ -269,11 +250,40 @@ impl SourceSession {
                     self.fail(vm, clock, reason);
                     break;
                 }
-                self.stats.pages += len / FRAME_SIZE;
-                if self.paused_by_us {
-                    self.stats.paused_pages += len / FRAME_SIZE;
+                // Round 1 leaves zero pages out (the destination's RAM starts zeroed); later
+                // rounds send every harvested page (a page written back to zero must go too).
+                let first_round = self.stats.rounds == 0;
+                let page = FRAME_SIZE as usize;
+                let keep = |p: &[u8]| !first_round || p.iter().any(|&b| b != 0);
+                let mut pieces = Vec::new();
+                let mut at = 0;
+                while at < data.len() {
+                    if !keep(&data[at..at + page]) {
+                        at += page;
+                        continue;
+                    }
+                    let mut end = at + page;
+                    while end < data.len() && keep(&data[end..end + page]) {
+                        end += page;
+                    }
+                    pieces.push(MemoryRun {
+                        gpa: gpa + at as u64,
+                        data: data[at..end].to_vec(),
+                    });
+                    at = end;
                 }
-                self.queue(&Message::Memory(MemoryRun { gpa, data }));
+                let n: u64 = pieces
+                    .iter()
+                    .map(|r| r.data.len() as u64 / FRAME_SIZE)
+                    .sum();
+                *pages += n;
+                self.stats.pages += n;
+                if self.paused_by_us {
+                    self.stats.paused_pages += n;
+                }
+                for run in pieces {
+                    self.queue(&Message::Memory(run));
+                }
                 continue;
             }
             // The round is sent.
@@ -325,17 +335,16 @@ impl SourceSession {
                 };
                 let mut runs: Vec<(u64, u64)> = memory_runs(&harvest).collect();
                 runs.extend(memory_runs(&last));
-                let pages = harvest.count() + last.count();
                 self.phase = SourcePhase::Copying {
                     runs,
                     next: 0,
-                    pages,
+                    pages: 0,
                 };
             } else {
                 self.phase = SourcePhase::Copying {
                     runs: memory_runs(&harvest).collect(),
                     next: 0,
-                    pages: harvest.count(),
+                    pages: 0,
                 };
             }
         }
