@@ -41,6 +41,8 @@ pub mod log;
 #[cfg(target_os = "none")]
 pub mod mgmt;
 #[cfg(target_os = "none")]
+pub mod migrate;
+#[cfg(target_os = "none")]
 pub mod runtime;
 #[cfg(target_os = "none")]
 pub mod serial;

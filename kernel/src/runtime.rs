@@ -64,6 +64,8 @@ pub struct Kernel {
     vms: VmManager,
     net: Option<NetPlane>,
     internal: Option<InternalNet>,
+    /// The live-migration link and its sessions, when configured.
+    migration: Option<crate::migrate::link::MigrationPlane>,
     settings: Settings,
     /// The configuration revision the VM manager and the network plane were last given.
     applied_revision: u64,
@@ -89,6 +91,11 @@ impl Kernel {
     ) -> Kernel {
         let net = start_network(system, settings.current());
         let internal = start_internal(system, settings.current());
+        let (migration, line) =
+            crate::migrate::link::MigrationPlane::start(system, settings.current());
+        if let Some(line) = line {
+            kprintln!("{line}");
+        }
         let mut vms = VmManager::new();
         // The named VMs follow the configuration: now, and whenever a save or a PUT
         // replaces it (`apply_config`).
@@ -101,6 +108,7 @@ impl Kernel {
             vms,
             net,
             internal,
+            migration,
             applied_revision: settings.revision(),
             last_traffic_tick: 0,
             settings,
@@ -197,6 +205,10 @@ impl Kernel {
         }
         if let Some(internal) = self.internal.as_mut() {
             moved |= internal.poll(crate::net::now());
+        }
+        // Live migration's own link and sessions (bounded work per call).
+        if let Some(migration) = self.migration.as_mut() {
+            moved |= migration.poll(self.system, &mut self.vms, self.settings.current(), output);
         }
         moved | self.forward_frames()
     }

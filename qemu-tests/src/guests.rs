@@ -24,6 +24,7 @@
 //! | `counter` | prints forever | `tick 0`, `tick 1`, … |
 //! | `bench` | long mode; RDTSC timings | `bench cpuid-exits 100000 cycles N`, `bench out-exits 100000 cycles N`, `bench cpu-loop 50000000 cycles N`, `bench done` |
 //! | `echo` | real mode; polls COM1, writes each byte back (letters upper-cased, CR as LF) | `echo guest: ready`, then the input |
+//! | `dirty` | real mode; polls COM1, writes one byte into each of the pages 0x30000, 0x31000, 0x45000, 0x9F000 per `w` received | `dirty guest: ready`, then `dirty guest: wrote 4 pages` per `w` |
 //! | `pvh` | a PVH ELF kernel (`pvh.ld`): start-info checks, PIT interrupts while halted, ACPI power-off | `pvh guest: …` lines (see `pvh.S`) |
 //! | `smp` | a PVH ELF kernel (`pvh.ld`): starts every MADT CPU with INIT-SIPI-SIPI, sends the APs a fixed IPI, ACPI power-off | `smp guest: madt cpus=N`, `smp guest: bsp apic id 0`, `smp guest: ap <id> up` per AP, `smp guest: N cpus up`, `smp guest: ap <id> got ipi` per AP, `smp guest: ipis delivered to <N-1> aps`, `smp guest: done` (AP lines in any order; see `smp.S`) |
 //!
@@ -75,6 +76,9 @@ pub const PVH: &str = "pvh";
 pub const SMP: &str = "smp";
 /// `echo`: reads COM1 and writes each byte back, letters in upper case.
 pub const ECHO: &str = "echo";
+
+/// `dirty`: writes four known pages per `w` on COM1 (the dirty-log test).
+pub const DIRTY: &str = "dirty";
 
 /// How a guest is linked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,6 +178,12 @@ pub const GUESTS: &[GuestSpec] = &[
     GuestSpec {
         name: ECHO,
         source: "echo.S",
+        max_size: MAX_GUEST_SIZE,
+        format: GuestFormat::Flat,
+    },
+    GuestSpec {
+        name: DIRTY,
+        source: "dirty.S",
         max_size: MAX_GUEST_SIZE,
         format: GuestFormat::Flat,
     },

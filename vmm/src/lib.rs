@@ -49,6 +49,7 @@ pub mod guest_paging;
 pub mod host;
 pub mod loader;
 pub mod memory;
+pub mod migration;
 pub mod msr;
 pub mod nested_paging;
 pub mod persist;

@@ -26,11 +26,21 @@
 //! [`host`](crate::host) provides the frames; [`nested_paging`](crate::nested_paging) maps
 //! [`GuestMemory::regions`] into EPT/NPT tables; [`guest_paging`](crate::guest_paging) walks
 //! guest page tables stored here; loaders write images with [`GuestMemory::write`].
+//!
+//! # Host writes and the dirty log
+//!
+//! Device emulation (virtqueues, virtio-blk/net buffers, kvm-clock pages) writes guest RAM
+//! through [`GuestMemory::write`] and [`GuestMemory::fill`], not through the nested page
+//! tables, so write protection never sees it. While dirty logging is on
+//! ([`GuestMemory::log_host_writes`]) every such write marks its 4 KiB pages in a
+//! [`HostWriteLog`] that the [`MemoryMap`](crate::backend::MemoryMap) merges into the
+//! dirty log on each harvest: live migration then copies device-written pages too.
 
 use alloc::vec::Vec;
 use core::cmp::min;
 use core::fmt;
 use core::ops::Range;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::host::{FRAME_SIZE, FrameUse, HostMemory};
 
@@ -442,12 +452,52 @@ enum Chunk {
     Frames(Vec<HostFrames>),
 }
 
+/// The 4 KiB pages the VMM itself wrote while logging was on (see the module docs).
+///
+/// Atomic so that writers holding only `&GuestMemory` can mark pages; one bit per page.
+#[derive(Debug)]
+pub struct HostWriteLog {
+    enabled: AtomicBool,
+    /// Bit n of word w: the page at guest-physical `(64 * w + n) * 4096`.
+    words: Vec<AtomicU64>,
+}
+
+impl HostWriteLog {
+    fn new(size: u64) -> Result<HostWriteLog, MemoryError> {
+        let count = size.div_ceil(FRAME_SIZE).div_ceil(64) as usize;
+        let mut words = Vec::new();
+        words
+            .try_reserve_exact(count)
+            .map_err(|_| MemoryError::OutOfHostMemory { requested: size })?;
+        words.extend((0..count).map(|_| AtomicU64::new(0)));
+        Ok(HostWriteLog {
+            enabled: AtomicBool::new(false),
+            words,
+        })
+    }
+
+    /// Marks the pages of `gpa..gpa + len` (already checked to be inside RAM).
+    fn mark(&self, gpa: u64, len: u64) {
+        if len == 0 || !self.enabled.load(Ordering::Relaxed) {
+            return;
+        }
+        let first = gpa / FRAME_SIZE;
+        let last = (gpa + len - 1) / FRAME_SIZE;
+        for page in first..=last {
+            if let Some(word) = self.words.get((page / 64) as usize) {
+                word.fetch_or(1 << (page % 64), Ordering::Relaxed);
+            }
+        }
+    }
+}
+
 /// A VM's RAM: guest-physical `0..size`, backed by host frames, freed on drop.
 pub struct GuestMemory {
     host: &'static dyn HostMemory,
     size: u64,
     chunks: Vec<Chunk>,
     regions: Vec<RamRegion>,
+    host_writes: HostWriteLog,
 }
 
 impl fmt::Debug for GuestMemory {
@@ -499,11 +549,13 @@ impl GuestMemory {
             chunks.push(chunk);
         }
         let regions = Self::merge_regions(&chunks);
+        let host_writes = HostWriteLog::new(size)?;
         Ok(GuestMemory {
             host,
             size,
             chunks,
             regions,
+            host_writes,
         })
     }
 
@@ -598,18 +650,49 @@ impl GuestMemory {
         })
     }
 
-    /// Copies `data` into guest RAM at `gpa`.
+    /// Copies `data` into guest RAM at `gpa` (logged while dirty logging is on).
     pub fn write(&self, gpa: u64, data: &[u8]) -> Result<(), MemoryError> {
         self.pieces(gpa, data.len() as u64, |frames, offset, range| {
             frames.write(offset, &data[range])
-        })
+        })?;
+        self.host_writes.mark(gpa, data.len() as u64);
+        Ok(())
     }
 
-    /// Sets `len` bytes of guest RAM at `gpa` to `byte`.
+    /// Sets `len` bytes of guest RAM at `gpa` to `byte` (logged while dirty logging is on).
     pub fn fill(&self, gpa: u64, len: u64, byte: u8) -> Result<(), MemoryError> {
         self.pieces(gpa, len, |frames, offset, range| {
             frames.fill(offset, range.len() as u64, byte)
-        })
+        })?;
+        self.host_writes.mark(gpa, len);
+        Ok(())
+    }
+
+    /// Turns the log of the VMM's own writes on or off; turning it on starts it empty.
+    pub fn log_host_writes(&self, on: bool) {
+        if on {
+            self.host_writes
+                .words
+                .iter()
+                .for_each(|w| w.store(0, Ordering::Relaxed));
+        }
+        self.host_writes.enabled.store(on, Ordering::Release);
+    }
+
+    /// Whether the VMM's own writes are being logged.
+    pub fn is_logging_host_writes(&self) -> bool {
+        self.host_writes.enabled.load(Ordering::Acquire)
+    }
+
+    /// Hands over the VMM's writes logged since the last call, as `(word index, bits)` for
+    /// each non-empty 64-page word (bit n of word w: page `64 * w + n`), and clears them.
+    pub fn drain_host_writes(&self, mut f: impl FnMut(usize, u64)) {
+        for (index, word) in self.host_writes.words.iter().enumerate() {
+            let bits = word.swap(0, Ordering::AcqRel);
+            if bits != 0 {
+                f(index, bits);
+            }
+        }
     }
 
     fn read_array<const N: usize>(&self, gpa: u64) -> Result<[u8; N], MemoryError> {

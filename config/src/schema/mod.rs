@@ -201,6 +201,50 @@ pub struct Management {
     /// TCP port of the API. Takes effect at the next boot.
     #[schemars(range(min = 1))]
     pub http_port: u16,
+    /// The token live migrations to this appliance must present (and that `vm migrate`
+    /// here presents to the destination). Absent: the first API token serves for both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = MIN_TOKEN_LEN, max = MAX_TOKEN_LEN), pattern(token_pattern()))]
+    pub migration_token: Option<String>,
+    /// TCP port the appliance takes migrations on, on the migration link. Takes effect at
+    /// the next boot.
+    #[serde(
+        default = "default_migration_port",
+        skip_serializing_if = "is_default_migration_port"
+    )]
+    #[schemars(range(min = 1))]
+    pub migration_port: u16,
+    /// The NIC and static address live migrations use, separate from management. Absent:
+    /// no migrations in or out. Takes effect at the next boot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration_link: Option<MigrationLink>,
+}
+
+/// The default port for incoming migrations.
+pub const DEFAULT_MIGRATION_PORT: u16 = 7070;
+
+fn default_migration_port() -> u16 {
+    DEFAULT_MIGRATION_PORT
+}
+
+fn is_default_migration_port(port: &u16) -> bool {
+    *port == DEFAULT_MIGRATION_PORT
+}
+
+/// A NIC given over to live migration, with a static address.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "ConfigMigrationLink")]
+pub struct MigrationLink {
+    /// The host NIC: its MAC (`52:54:00:12:34:57`) or PCI address (`00:04.0`), as `net`
+    /// lists them; not the management NIC.
+    pub interface: String,
+    /// The appliance's IPv4 address on the link.
+    #[schemars(with = "Ipv4")]
+    pub address: Ipv4Addr,
+    /// The link's prefix length.
+    #[schemars(range(min = 1, max = 32))]
+    pub prefix: u8,
 }
 
 impl Default for Management {
@@ -208,6 +252,9 @@ impl Default for Management {
         Management {
             api_tokens: Vec::new(),
             http_port: DEFAULT_HTTP_PORT,
+            migration_token: None,
+            migration_port: DEFAULT_MIGRATION_PORT,
+            migration_link: None,
         }
     }
 }

@@ -62,6 +62,7 @@ fn full() -> Config {
         management: Management {
             api_tokens: vec![TOKEN.into(), "tok_en.with~all+chars/-ok".into()],
             http_port: 8080,
+            ..Management::default()
         },
         vms: vec![web, vm("db")],
     }
@@ -496,6 +497,7 @@ fn api_token_rules() {
         management: Management {
             api_tokens: tokens.iter().map(|t| t.to_string()).collect(),
             http_port: 80,
+            ..Management::default()
         },
         ..Config::default()
     };
@@ -1329,4 +1331,39 @@ fn cpuid_paravirt_errors_name_the_field() {
         r#"{"vms":[{"name":"a","memory_mib":64,"kernel":"k","cpuid":{"hypervisor":"kvm"}}]}"#,
     );
     assert_eq!(e.path, "vms[0].cpuid.hypervisor");
+}
+
+#[test]
+fn migration_settings_are_checked_with_their_paths() {
+    let config = Config::from_json(
+        br#"{"management":{"migration_token":"0123456789abcdef","migration_port":7071,
+            "migration_link":{"interface":"52:54:00:12:34:57","address":"10.77.0.1","prefix":24}}}"#,
+    )
+    .unwrap();
+    config.validate().unwrap();
+    let link = config.management.migration_link.clone().unwrap();
+    assert_eq!(link.address, core::net::Ipv4Addr::new(10, 77, 0, 1));
+    assert_eq!(config.management.migration_port, 7071);
+    // The default port is not written out.
+    assert!(
+        !String::from_utf8(Config::default().to_json_pretty())
+            .unwrap()
+            .contains("migration")
+    );
+
+    let mut bad = config.clone();
+    bad.management.migration_token = Some("short".into());
+    assert_eq!(
+        single_error(&bad, "management.migration_token"),
+        "must be 16 to 128 characters long"
+    );
+    let mut bad = config.clone();
+    bad.management.migration_port = bad.management.http_port;
+    assert!(single_error(&bad, "management.migration_port").contains("must differ"));
+    let mut bad = config.clone();
+    bad.management.migration_link.as_mut().unwrap().address = core::net::Ipv4Addr::BROADCAST;
+    assert!(single_error(&bad, "management.migration_link.address").contains("unicast"));
+    let mut bad = config;
+    bad.management.migration_link.as_mut().unwrap().prefix = 0;
+    assert!(single_error(&bad, "management.migration_link.prefix").contains("1 and 32"));
 }

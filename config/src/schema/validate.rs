@@ -292,6 +292,55 @@ fn check_management(mgmt: &Management, errors: &mut Errors) {
     if mgmt.http_port == 0 {
         errors.push("management.http_port", "must be between 1 and 65535");
     }
+    check_migration(mgmt, errors);
+}
+
+/// `management.migration_*`: a token like an API token, a port, a link with a usable
+/// static address.
+fn check_migration(mgmt: &Management, errors: &mut Errors) {
+    if let Some(token) = &mgmt.migration_token {
+        let path = "management.migration_token";
+        if !(MIN_TOKEN_LEN..=MAX_TOKEN_LEN).contains(&token.len()) {
+            errors.push(
+                path,
+                format!("must be {MIN_TOKEN_LEN} to {MAX_TOKEN_LEN} characters long"),
+            );
+        } else if !token.bytes().all(token_char) {
+            errors.push(
+                path,
+                "may hold only letters, digits and . _ ~ + / - (no spaces)",
+            );
+        }
+    }
+    if mgmt.migration_port == 0 {
+        errors.push("management.migration_port", "must be between 1 and 65535");
+    } else if mgmt.migration_port == mgmt.http_port {
+        errors.push(
+            "management.migration_port",
+            "must differ from management.http_port",
+        );
+    }
+    if let Some(link) = &mgmt.migration_link {
+        if link.interface.trim().is_empty() {
+            errors.push(
+                "management.migration_link.interface",
+                "must name a NIC by MAC or PCI address, as 'net' lists them",
+            );
+        }
+        if !(1..=32).contains(&link.prefix) {
+            errors.push(
+                "management.migration_link.prefix",
+                "must be between 1 and 32",
+            );
+        }
+        let a = link.address;
+        if a.is_unspecified() || a.is_broadcast() || a.is_multicast() || a.is_loopback() {
+            errors.push(
+                "management.migration_link.address",
+                "must be a unicast address (not 0.0.0.0, 127.x, multicast or broadcast)",
+            );
+        }
+    }
 }
 
 /// A file name in the guest store: one path component.

@@ -192,6 +192,22 @@ pub enum Command<'a> {
         /// VM name or number.
         key: &'a str,
     },
+    /// Migrate a running VM to another appliance over the migration link.
+    VmMigrate {
+        /// VM name or number.
+        key: &'a str,
+        /// The destination's migration-link address.
+        host: core::net::Ipv4Addr,
+        /// Its migration port (`None`: this appliance's `management.migration_port`).
+        port: Option<u16>,
+    },
+    /// Drive a VM's dirty-page log (live migration's pre-copy, by hand).
+    VmDirtyLog {
+        /// VM name or number.
+        key: &'a str,
+        /// What to do.
+        action: DirtyLogAction,
+    },
     /// Show every setting of the running configuration.
     ConfigShow,
     /// Set a setting in the pending copy.
@@ -330,6 +346,14 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ),
     ("vm log <vm>", "show a VM's console (COM1) output so far"),
     (
+        "vm migrate <vm> <host>[:<port>]",
+        "move a running VM to another appliance over the migration link; it keeps running",
+    ),
+    (
+        "vm dirty-log <vm> start|pages|stop",
+        "track the pages a VM writes: start, list and re-protect those written since, stop",
+    ),
+    (
         "config show",
         "show every setting and where the configuration came from",
     ),
@@ -432,6 +456,17 @@ fn parse_nic<'a>(argument: &'a str, value: &'a str) -> Result<NicArg, ParseError
         }
     }
     Ok(nic)
+}
+
+/// What `vm dirty-log` does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DirtyLogAction {
+    /// Protect all RAM, start an empty log.
+    Start,
+    /// Harvest: the pages written since the last harvest, protected again.
+    Pages,
+    /// Lift protection, stop logging.
+    Stop,
 }
 
 /// Why a line is not a command.
@@ -823,10 +858,52 @@ fn parse_vm<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Command<'a>,
             let key = vm_key(words.next(), "vm log <vm>")?;
             no_more("vm log", words).map(|_| Command::VmLog { key })
         }
+        Some("migrate") => {
+            const MIGRATE_USAGE: &str = "vm migrate <vm> <host>[:<port>]";
+            let key = vm_key(words.next(), MIGRATE_USAGE)?;
+            let target = words.next().ok_or(ParseError::Missing {
+                usage: MIGRATE_USAGE,
+            })?;
+            let (host, port) = match target.split_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (target, None),
+            };
+            let host = host.parse().map_err(|_| ParseError::BadValue {
+                argument: target,
+                expected: "the destination's IPv4 address on the migration link, as a.b.c.d[:port]",
+            })?;
+            let port = match port {
+                None => None,
+                Some(p) => Some(p.parse::<u16>().ok().filter(|&p| p != 0).ok_or(
+                    ParseError::BadValue {
+                        argument: target,
+                        expected: "a port from 1 to 65535 after the ':'",
+                    },
+                )?),
+            };
+            no_more("vm migrate", words).map(|_| Command::VmMigrate { key, host, port })
+        }
+        Some("dirty-log") => {
+            const DIRTY_USAGE: &str = "vm dirty-log <vm> start|pages|stop";
+            let key = vm_key(words.next(), DIRTY_USAGE)?;
+            let action = match words.next() {
+                Some("start") => DirtyLogAction::Start,
+                Some("pages") => DirtyLogAction::Pages,
+                Some("stop") => DirtyLogAction::Stop,
+                Some(other) => {
+                    return Err(ParseError::BadValue {
+                        argument: other,
+                        expected: "start, pages or stop",
+                    });
+                }
+                None => return Err(ParseError::Missing { usage: DIRTY_USAGE }),
+            };
+            no_more("vm dirty-log", words).map(|_| Command::VmDirtyLog { key, action })
+        }
         Some(other) => Err(ParseError::BadValue {
             argument: other,
             expected: "list, create, destroy, start, stop, restart, pause, resume, save, \
-                       restore, snapshot, snapshots, info, console, log or run",
+                       restore, snapshot, snapshots, info, console, log, migrate, dirty-log or run",
         }),
         None => Err(ParseError::Missing { usage: USAGE }),
     }
@@ -1170,6 +1247,35 @@ mod tests {
             }))
         );
         assert_eq!(parse("vm log 12"), Ok(Some(Command::VmLog { key: "12" })));
+        assert_eq!(
+            parse("vm dirty-log 3 pages"),
+            Ok(Some(Command::VmDirtyLog {
+                key: "3",
+                action: DirtyLogAction::Pages
+            }))
+        );
+        assert_eq!(
+            parse("vm migrate web 10.77.0.2:7071"),
+            Ok(Some(Command::VmMigrate {
+                key: "web",
+                host: core::net::Ipv4Addr::new(10, 77, 0, 2),
+                port: Some(7071)
+            }))
+        );
+        assert_eq!(
+            parse("vm migrate 1 10.77.0.2"),
+            Ok(Some(Command::VmMigrate {
+                key: "1",
+                host: core::net::Ipv4Addr::new(10, 77, 0, 2),
+                port: None
+            }))
+        );
+        assert!(parse("vm migrate 1 host.example").is_err());
+        assert!(parse("vm migrate 1 10.77.0.2:0").is_err());
+        assert!(parse("vm migrate 1").is_err());
+        assert!(parse("vm dirty-log 3").is_err());
+        assert!(parse("vm dirty-log 3 harvest").is_err());
+        assert!(parse("vm dirty-log 3 stop now").is_err());
         assert_eq!(
             parse("vm start web-1"),
             Ok(Some(Command::VmStart { name: "web-1" }))

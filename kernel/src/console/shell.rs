@@ -448,6 +448,19 @@ fn execute(kernel: &mut Services<'_>, cmd: Command<'_>) {
         }
         // Handled by `Shell::feed`, which owns the terminal.
         Command::VmConsole { .. } => {}
+        Command::VmMigrate { key, host, port } => {
+            let config = settings.current();
+            let port = port.unwrap_or(config.management.migration_port);
+            if config.management.migration_link.is_none() {
+                kprintln!("error: {}", crate::migrate::link::MigrateError::NoLink);
+            } else if let Err(e) = crate::migrate::link::request_outgoing(key, host, port) {
+                kprintln!("error: {e}");
+            }
+        }
+        Command::VmDirtyLog { key, action } => match crate::migrate::dirty_log(vms, key, action) {
+            Ok(report) => kprintln!("vm {key}: {report}"),
+            Err(e) => kprintln!("error: {e}"),
+        },
         Command::VmLog { key } => match vms.log(key) {
             Ok((bytes, dropped)) => {
                 if dropped > 0 {

@@ -373,7 +373,7 @@ pub(super) fn store_file(vm: &str, what: &str, name: &str) -> Result<ImageBytes,
 }
 
 /// The VM time line: the host TSC, in nanoseconds since boot.
-pub(crate) struct TscClock;
+pub struct TscClock;
 
 impl Clock for TscClock {
     fn now(&self) -> Instant {

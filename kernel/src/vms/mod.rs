@@ -43,8 +43,7 @@ use keel_vmm::exit_handler::StopReason;
 use keel_vmm::vm::{Clock, Vm, VmState};
 
 use self::build::{
-    Blueprint, BuiltVm, ImageBytes, KernelRebuild, RebuildError, TscClock, build_vm, module_bytes,
-    store_file,
+    Blueprint, BuiltVm, ImageBytes, KernelRebuild, RebuildError, build_vm, module_bytes, store_file,
 };
 use crate::System;
 use crate::boot::BootModule;
@@ -58,7 +57,7 @@ pub mod snapshots;
 
 pub use self::saved::{SavedVm, SavedVms};
 
-pub use self::build::KernelHost;
+pub use self::build::{KernelHost, TscClock};
 pub use self::report::{NicInfo, ViewState, VmView};
 
 /// Guest RAM when `vm run` gives no `mem=`.
@@ -495,6 +494,121 @@ fn new_run(built: BuiltVm) -> Run {
 /// Nanoseconds since boot on the clock VMs and the load figures use (the TSC).
 pub fn now_ns() -> u64 {
     TscClock.now().ns
+}
+
+// Live migration (issue 20; `crate::migrate`) reaches a VM through these.
+impl VmManager {
+    /// The running (or paused) VM `key` names, for the dirty log and migration; `None`
+    /// when there is none or it has stopped.
+    pub fn live_vm_mut(&mut self, key: &str) -> Option<&mut Vm> {
+        let i = self.index(key)?;
+        match self.vms[i].run.as_mut() {
+            Some(run) if !run.vm.is_stopped() => Some(&mut run.vm),
+            _ => None,
+        }
+    }
+
+    /// What a migration of VM `key` sends as its configuration: name, RAM, vCPUs and
+    /// paravirtual interface; refused (with the reason) for a VM that is not running or
+    /// has disks or NICs, which this version does not migrate.
+    pub fn migration_candidate(&self, key: &str) -> Result<MigrationCandidate, String> {
+        let i = self
+            .index(key)
+            .ok_or_else(|| alloc::format!("no VM named '{key}' ('vm list' shows them)"))?;
+        let e = &self.vms[i];
+        let state = e.state_text();
+        let run = match e.run.as_ref() {
+            Some(run) if !run.vm.is_stopped() && !run.vm.is_paused() => run,
+            _ => return Err(alloc::format!("vm {key} is not running ({state})")),
+        };
+        if !run.disks.is_empty() {
+            return Err(alloc::format!(
+                "vm {key} has disks: migrating VMs with disks is not supported yet (stop it, \
+                 copy its images, start it on the destination)"
+            ));
+        }
+        if !run.nics.is_empty() {
+            return Err(alloc::format!(
+                "vm {key} has NICs: migrating VMs with NICs is not supported yet"
+            ));
+        }
+        Ok(MigrationCandidate {
+            name: String::from(run.vm.name()),
+            memory_size: run.vm.memory_size(),
+            vcpus: run.vm.cpu_count() as u32,
+            kvm_paravirt: run.vm.offers_kvm_clock(),
+        })
+    }
+
+    /// Drops VM `key` after it moved to another appliance (its RAM is freed).
+    pub fn remove_migrated(&mut self, key: &str) {
+        if let Some(i) = self.index(key) {
+            let e = self.vms.remove(i);
+            if self.attached == Some(e.id) {
+                self.attached = None;
+            }
+            defmt::info!("vm {=u32} migrated away", e.id);
+        }
+    }
+
+    /// Builds a VM that migrated in, from its state over `memory`, and runs it; `source` is
+    /// what `vm list` and `vm info` show as where it came from. Returns its number.
+    pub fn adopt_migrated(
+        &mut self,
+        system: &System,
+        state: &[u8],
+        memory: keel_vmm::memory::GuestMemory,
+        kvm_paravirt: bool,
+        source: String,
+    ) -> Result<u32, String> {
+        let id = self.next_id;
+        let label = alloc::format!("vm{id}");
+        let key = alloc::format!("{id}");
+        self.release_stopped();
+        let paravirt = if kvm_paravirt {
+            keel_config::schema::Paravirt::Kvm
+        } else {
+            keel_config::schema::Paravirt::None
+        };
+        let rebuild = KernelRebuild::new(system, id, &label, &key, Vec::new(), &[], paravirt);
+        let mut vm = Vm::restore_migrated(id, label.clone(), state, memory, &rebuild, &TscClock)
+            .map_err(|e| alloc::format!("{e}"))?;
+        let (disks, nics) = rebuild
+            .into_devices()
+            .map_err(|_| String::from("its devices could not be attached"))?;
+        vm.resume(&TscClock).map_err(|e| alloc::format!("{e}"))?;
+        self.next_id += 1;
+        defmt::info!("vm {=u32} migrated in", id);
+        self.vms.push(Entry {
+            id,
+            definition: None,
+            in_config: false,
+            source,
+            run: Some(new_run(BuiltVm { vm, disks, nics })),
+            restart_pending: false,
+        });
+        Ok(id)
+    }
+
+    /// Where guest RAM for an incoming migration comes from (host-wide staging, as for
+    /// restores).
+    pub fn staging_host() -> &'static dyn keel_vmm::host::HostMemory {
+        &build::HOST
+    }
+}
+
+/// What a migration needs to know of a VM before it starts (see
+/// [`VmManager::migration_candidate`]).
+#[derive(Clone, Debug)]
+pub struct MigrationCandidate {
+    /// Its name.
+    pub name: String,
+    /// Guest RAM in bytes.
+    pub memory_size: u64,
+    /// vCPUs.
+    pub vcpus: u32,
+    /// Whether its CPUID offers KVM's paravirtual interface.
+    pub kvm_paravirt: bool,
 }
 
 impl VmManager {

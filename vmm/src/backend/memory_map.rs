@@ -26,6 +26,13 @@
 //! re-executes the write. [`MemoryMap::take_dirty`] hands the log over and starts a new one:
 //! a pre-copy round of live migration is `take_dirty`, copy those pages, `write_protect`
 //! them again.
+//!
+//! [`MemoryMap::start_dirty_log`], [`MemoryMap::harvest_dirty`] and
+//! [`MemoryMap::stop_dirty_log`] package that cycle: start protects all RAM (2 MiB leaves
+//! stay whole until the first write into them splits them) and turns on the log of the
+//! VMM's own writes ([`GuestMemory::log_host_writes`]); a harvest takes the log, merges the
+//! device writes into it and re-protects exactly the harvested pages (one invalidation per
+//! harvest, through the epoch); stop lifts all protection.
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -86,6 +93,26 @@ impl DirtyBitmap {
             .is_some_and(|word| word & (1 << (page % 64)) != 0)
     }
 
+    /// Ors `bits` into word `index` (pages `64 * index ..`), ignored outside the log.
+    fn merge_word(&mut self, index: usize, bits: u64) {
+        if let Some(word) = self.words.get_mut(index) {
+            *word |= bits;
+        }
+    }
+
+    /// Runs of consecutive marked pages as `(first gpa, length in bytes)`, in order.
+    pub fn runs(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let mut pages = self.pages().peekable();
+        core::iter::from_fn(move || {
+            let start = pages.next()?;
+            let mut end = start + FRAME_SIZE;
+            while pages.next_if_eq(&end).is_some() {
+                end += FRAME_SIZE;
+            }
+            Some((start, end - start))
+        })
+    }
+
     /// Number of marked pages.
     pub fn count(&self) -> u64 {
         self.words.iter().map(|w| u64::from(w.count_ones())).sum()
@@ -108,6 +135,8 @@ pub struct MemoryMap {
     memory: GuestMemory,
     epoch: Arc<AtomicU64>,
     dirty: DirtyBitmap,
+    /// Whether [`start_dirty_log`](Self::start_dirty_log) is in force.
+    logging: bool,
 }
 
 impl core::fmt::Debug for MemoryMap {
@@ -129,6 +158,7 @@ impl MemoryMap {
             memory,
             epoch: Arc::new(AtomicU64::new(0)),
             dirty,
+            logging: false,
         })
     }
 
@@ -218,9 +248,65 @@ impl MemoryMap {
         self.dirty.mark(gpa);
     }
 
-    /// The dirty log since it was last taken; a new, empty one starts.
+    /// The dirty log since it was last taken (with the VMM's own writes merged in); a new,
+    /// empty one starts.
     pub fn take_dirty(&mut self) -> DirtyBitmap {
-        core::mem::replace(&mut self.dirty, DirtyBitmap::new(self.memory.size()))
+        let mut log = core::mem::replace(&mut self.dirty, DirtyBitmap::new(self.memory.size()));
+        self.memory
+            .drain_host_writes(|index, bits| log.merge_word(index, bits));
+        log
+    }
+
+    /// Starts dirty logging: an empty log, all RAM write-protected, the VMM's own writes
+    /// logged. Starting again restarts (everything is protected and the log emptied).
+    pub fn start_dirty_log(&mut self) -> Result<(), MemoryError> {
+        let size = self.memory.size();
+        if let Err(e) = self.write_protect(0, size) {
+            // Leave nothing half-protected behind.
+            let _ = self.unprotect(0, size);
+            return Err(e);
+        }
+        self.dirty = DirtyBitmap::new(size);
+        self.memory.log_host_writes(true);
+        self.logging = true;
+        Ok(())
+    }
+
+    /// Whether dirty logging is on.
+    pub fn is_logging_dirty(&self) -> bool {
+        self.logging
+    }
+
+    /// One pre-copy round's harvest: the pages written since the last harvest (or the
+    /// start), re-protected so the next round sees their next write. Pages not in the
+    /// harvest are still protected from before. An error (no host frame to split a
+    /// 2 MiB page is not one: those were split already when written) leaves logging on and
+    /// the pages unprotected; the caller must treat the whole RAM as dirty.
+    pub fn harvest_dirty(&mut self) -> Result<DirtyBitmap, MemoryError> {
+        let log = self.take_dirty();
+        if self.logging {
+            let mut result = Ok(());
+            for (gpa, len) in log.runs() {
+                if let Err(e) = self.tables.set_writable(gpa, len, false) {
+                    result = Err(e);
+                    break;
+                }
+            }
+            // One flush for the whole harvest, even after a partial change.
+            self.invalidate();
+            result?;
+        }
+        Ok(log)
+    }
+
+    /// Stops dirty logging: all RAM writable again, the log and the VMM's write log off
+    /// and empty.
+    pub fn stop_dirty_log(&mut self) -> Result<(), MemoryError> {
+        self.memory.log_host_writes(false);
+        self.memory.drain_host_writes(|_, _| {});
+        self.dirty = DirtyBitmap::new(self.memory.size());
+        self.logging = false;
+        self.unprotect(0, self.memory.size())
     }
 }
 
@@ -375,5 +461,89 @@ mod tests {
         m.write_protect(0x1000, 0x1000).unwrap();
         drop(m);
         assert_eq!(host.frames_in_use(), 0);
+    }
+
+    #[test]
+    fn a_dirty_log_cycle_reports_each_write_once_and_reprotects_it() {
+        for format in both() {
+            let (_, mut m) = map(format);
+            m.start_dirty_log().unwrap();
+            assert!(m.is_logging_dirty());
+            for gpa in [0, 0x1f_ffff, 0x20_0000, 4 * MIB - 1] {
+                assert!(!writable(&m, gpa), "{format:?} {gpa:#x} protected");
+            }
+            // Guest writes (faults) on three pages, two of them neighbours.
+            for gpa in [0x5008, 0x6000, 0x30_0010] {
+                assert_eq!(m.record_dirty_write(gpa), Ok(true));
+            }
+            let epoch = m.epoch.load(Ordering::Acquire);
+            let round = m.harvest_dirty().unwrap();
+            assert_eq!(
+                round.pages().collect::<Vec<_>>(),
+                [0x5000, 0x6000, 0x30_0000]
+            );
+            assert_eq!(
+                round.runs().collect::<Vec<_>>(),
+                [(0x5000, 0x2000), (0x30_0000, 0x1000)]
+            );
+            assert!(m.epoch.load(Ordering::Acquire) > epoch, "harvest flushes");
+            assert!(
+                !writable(&m, 0x5000) && !writable(&m, 0x30_0000),
+                "re-protected"
+            );
+            assert_eq!(
+                m.harvest_dirty().unwrap().count(),
+                0,
+                "nothing written since"
+            );
+            // The next write to the same page shows up in the next round.
+            assert_eq!(m.record_dirty_write(0x5000), Ok(true));
+            assert_eq!(
+                m.harvest_dirty().unwrap().pages().collect::<Vec<_>>(),
+                [0x5000]
+            );
+            m.stop_dirty_log().unwrap();
+            assert!(!m.is_logging_dirty());
+            assert!(writable(&m, 0x5000) && writable(&m, 0x20_0000) && writable(&m, 0));
+        }
+    }
+
+    #[test]
+    fn device_writes_through_guest_memory_are_in_the_harvest() {
+        let (_, mut m) = map(NestedFormat::Npt);
+        // Before logging starts, VMM writes are not recorded.
+        m.memory().write(0x9000, &[1]).unwrap();
+        m.start_dirty_log().unwrap();
+        assert_eq!(m.harvest_dirty().unwrap().count(), 0);
+        // A used-ring update, a buffer spanning a page boundary, a filled range.
+        m.memory().write_u16(0x1_0002, 7).unwrap();
+        m.memory().write(0x2_0ffe, &[0; 4]).unwrap();
+        m.memory().fill(0x3f_e000, 0x2000, 0xff).unwrap();
+        // A write refused as out of range marks nothing.
+        assert!(m.memory().write(4 * MIB - 1, &[0; 2]).is_err());
+        assert_eq!(
+            m.harvest_dirty().unwrap().pages().collect::<Vec<_>>(),
+            [0x1_0000, 0x2_0000, 0x2_1000, 0x3f_e000, 0x3f_f000]
+        );
+        assert_eq!(m.harvest_dirty().unwrap().count(), 0);
+        m.stop_dirty_log().unwrap();
+        m.memory().write(0x9000, &[1]).unwrap();
+        assert_eq!(m.take_dirty().count(), 0, "logging off: not recorded");
+    }
+
+    #[test]
+    fn dirty_bitmap_runs_merge_neighbours_across_words() {
+        let mut log = DirtyBitmap::new(4 * MIB);
+        for page in [62u64, 63, 64, 65, 200, 1023] {
+            log.mark(page * FRAME_SIZE);
+        }
+        assert_eq!(
+            log.runs().collect::<Vec<_>>(),
+            [
+                (62 * FRAME_SIZE, 4 * FRAME_SIZE),
+                (200 * FRAME_SIZE, FRAME_SIZE),
+                (1023 * FRAME_SIZE, FRAME_SIZE)
+            ]
+        );
     }
 }

@@ -110,10 +110,11 @@ impl fmt::Display for VcpuRestoreError {
 /// 2. The VM creates its vCPUs with [`create_vcpu`](Self::create_vcpu): the BSP at once,
 ///    each AP when the guest sends it a start-up IPI. vCPUs run over
 ///    [`memory`](Self::memory).
-/// 3. Dirty tracking, at any point between runs: [`write_protect`](Self::write_protect);
-///    answer each [`VmExit::DirtyPageWrite`](crate::vcpu::VmExit::DirtyPageWrite) with
-///    [`record_dirty_write`](Self::record_dirty_write); harvest with
-///    [`take_dirty_pages`](Self::take_dirty_pages).
+/// 3. Dirty tracking, at any point between runs: [`start_dirty_log`](Self::start_dirty_log)
+///    (or [`write_protect`](Self::write_protect) a range); the VM answers each
+///    [`VmExit::DirtyPageWrite`](crate::vcpu::VmExit::DirtyPageWrite) with
+///    [`record_dirty_write`](Self::record_dirty_write); harvest per round with
+///    [`harvest_dirty`](Self::harvest_dirty); [`stop_dirty_log`](Self::stop_dirty_log).
 /// 4. Drop the vCPUs before the backend (they point into its tables).
 pub trait VmBackend {
     /// Which backend this is (`"svm"` or `"vmx"`).
@@ -167,6 +168,23 @@ pub trait VmBackend {
     /// The pages written since the last call.
     fn take_dirty_pages(&mut self) -> DirtyBitmap {
         self.memory_map_mut().take_dirty()
+    }
+
+    /// Starts dirty logging over all RAM, guest and device writes (see
+    /// [`MemoryMap::start_dirty_log`]).
+    fn start_dirty_log(&mut self) -> Result<(), MemoryError> {
+        self.memory_map_mut().start_dirty_log()
+    }
+
+    /// The pages written since the last harvest, re-protected (see
+    /// [`MemoryMap::harvest_dirty`]).
+    fn harvest_dirty(&mut self) -> Result<DirtyBitmap, MemoryError> {
+        self.memory_map_mut().harvest_dirty()
+    }
+
+    /// Stops dirty logging; all RAM writable again.
+    fn stop_dirty_log(&mut self) -> Result<(), MemoryError> {
+        self.memory_map_mut().stop_dirty_log()
     }
 
     /// A vCPU for `apic_id` in `state` (saved with [`Vcpu::save_state`]), its guest TSC

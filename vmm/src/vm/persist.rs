@@ -171,6 +171,23 @@ pub struct SaveSummary {
 impl Vm {
     /// Writes this paused VM to `sink` in the [`snapshot`](crate::snapshot) encoding.
     pub fn save(&self, sink: &mut dyn Sink) -> Result<SaveSummary, SaveError> {
+        let parts = self.state_parts()?;
+        let live = self.live.as_ref().ok_or(SaveError::Stopped)?;
+        let mut w = Writer::new(sink)?;
+        w.section(Section::Description, &parts.description)?;
+        w.section(Section::Vm, &parts.loop_state)?;
+        w.section(Section::Vcpus, &parts.vcpus)?;
+        w.section(Section::Devices, &parts.devices)?;
+        w.memory(live.backend.memory())?;
+        w.finish()?;
+        Ok(SaveSummary {
+            memory_size: self.memory_size,
+            cpus: self.cpu_count,
+        })
+    }
+
+    /// The saved-VM sections but memory, of this paused VM.
+    fn state_parts(&self) -> Result<StateParts, SaveError> {
         if self.is_stopped() {
             return Err(SaveError::Stopped);
         }
@@ -205,16 +222,11 @@ impl Vm {
             })
             .collect::<Result<Vec<Option<VcpuState>>, SaveError>>()?;
         let devices = self.devices.save();
-        let mut w = Writer::new(sink)?;
-        w.section(Section::Description, &description)?;
-        w.section(Section::Vm, &loop_state)?;
-        w.section(Section::Vcpus, &vcpus)?;
-        w.section(Section::Devices, &devices)?;
-        w.memory(live.backend.memory())?;
-        w.finish()?;
-        Ok(SaveSummary {
-            memory_size: self.memory_size,
-            cpus: self.cpu_count,
+        Ok(StateParts {
+            description,
+            loop_state,
+            vcpus,
+            devices,
         })
     }
 
@@ -234,13 +246,42 @@ impl Vm {
         clock: &dyn Clock,
     ) -> Result<Vm, RestoreError> {
         let reader = Reader::open(source)?;
-        let description: VmDescription = reader.section(Section::Description)?;
-        let loop_state: LoopState = reader.section(Section::Vm)?;
-        let vcpus: Vec<Option<VcpuState>> = reader.section(Section::Vcpus)?;
-        let devices_state: DevicesState = reader.section(Section::Devices)?;
+        let parts = StateParts {
+            description: reader.section(Section::Description)?,
+            loop_state: reader.section(Section::Vm)?,
+            vcpus: reader.section(Section::Vcpus)?,
+            devices: reader.section(Section::Devices)?,
+        };
         reader.check_memory()?;
-        check(&description, &loop_state, &vcpus, &devices_state)?;
-        if reader.memory_size()? != description.memory_size {
+        if reader.memory_size()? != parts.description.memory_size {
+            return Err(RestoreError::Inconsistent(
+                "the RAM size differs from the description's",
+            ));
+        }
+        parts.check()?;
+        let memory = GuestMemory::new(rebuild.host(), parts.description.memory_size)
+            .map_err(RestoreError::Memory)?;
+        reader.load_memory(&memory)?;
+        Vm::from_state_parts(id, name, parts, memory, rebuild, clock, false)
+    }
+
+    /// The rest of a restore, from checked sections and loaded RAM.
+    fn from_state_parts(
+        id: u32,
+        name: String,
+        parts: StateParts,
+        memory: GuestMemory,
+        rebuild: &dyn Rebuild,
+        clock: &dyn Clock,
+        adopt_host_tsc_rate: bool,
+    ) -> Result<Vm, RestoreError> {
+        let StateParts {
+            description,
+            loop_state,
+            vcpus,
+            devices: mut devices_state,
+        } = parts;
+        if memory.size() != description.memory_size {
             return Err(RestoreError::Inconsistent(
                 "the RAM size differs from the description's",
             ));
@@ -255,11 +296,13 @@ impl Vm {
         let platform = rebuild
             .platform(&description)
             .map_err(RestoreError::Platform)?;
+        if adopt_host_tsc_rate {
+            // A migrated VM lands on another host whose TSC runs at its own rate: the
+            // devices take this host's (kvm-clock's structures are rewritten for it below).
+            devices_state.tsc_hz = platform.platform_config().tsc_hz;
+        }
         let devices = <Devices as Persist>::restore(platform, &devices_state)
             .map_err(RestoreError::Devices)?;
-        let memory = GuestMemory::new(rebuild.host(), description.memory_size)
-            .map_err(RestoreError::Memory)?;
-        reader.load_memory(&memory)?;
         let mut backend = rebuild.backend(memory).map_err(RestoreError::Backend)?;
         let now = clock.now();
         let mut cpus = Vec::with_capacity(vcpus.len());
@@ -320,6 +363,70 @@ impl Vm {
             }
         }
         Ok(vm)
+    }
+}
+
+/// The saved-VM sections other than memory: what live migration sends as its state
+/// message (postcard, the same values the snapshot sections hold).
+#[derive(Serialize, Deserialize)]
+struct StateParts {
+    description: VmDescription,
+    loop_state: LoopState,
+    vcpus: Vec<Option<VcpuState>>,
+    devices: DevicesState,
+}
+
+impl StateParts {
+    fn check(&self) -> Result<(), RestoreError> {
+        check(
+            &self.description,
+            &self.loop_state,
+            &self.vcpus,
+            &self.devices,
+        )
+    }
+}
+
+// Live migration: the state without memory out of a paused VM, and a VM built from it over
+// RAM that arrived separately.
+impl Vm {
+    /// The device, vCPU and VM-loop state of this paused VM (the saved-VM sections without
+    /// memory), for a migration's state message.
+    pub fn migration_state(&self) -> Result<Vec<u8>, SaveError> {
+        let parts = self.state_parts()?;
+        postcard::to_allocvec(&parts).map_err(|_| SaveError::Snapshot(SnapshotError::OutOfMemory))
+    }
+
+    /// Builds VM `id` named `name`, paused, from a [`migration_state`](Self::migration_state)
+    /// and the guest RAM that came before it; [`resume`](Self::resume) runs it. `memory` is
+    /// dropped on error (nothing is left behind).
+    pub fn restore_migrated(
+        id: u32,
+        name: String,
+        state: &[u8],
+        memory: GuestMemory,
+        rebuild: &dyn Rebuild,
+        clock: &dyn Clock,
+    ) -> Result<Vm, RestoreError> {
+        let parts: StateParts = postcard::from_bytes(state).map_err(|_| {
+            RestoreError::Snapshot(SnapshotError::Malformed {
+                section: "migration state",
+                reason: "does not decode",
+            })
+        })?;
+        parts.check()?;
+        Vm::from_state_parts(id, name, parts, memory, rebuild, clock, true)
+    }
+
+    /// The VM's description as the migration's configuration needs it.
+    pub fn describe_live(&self) -> VmDescription {
+        VmDescription {
+            name: self.name.clone(),
+            memory_size: self.memory_size,
+            // At most MAX_CPUS.
+            cpus: self.cpu_count as u8,
+            backend: String::from(self.backend),
+        }
     }
 }
 

@@ -314,3 +314,250 @@ fn a_backend_failure_after_ram_was_loaded_frees_it() {
     );
     assert_eq!(host.frames_in_use(), 0, "and freed");
 }
+
+#[test]
+fn a_migrated_vm_goes_on_from_its_state_and_the_ram_sent_before_it() {
+    let (saved, _) = saved_vm();
+    let state = saved.migration_state().unwrap();
+    // The destination's RAM, filled from memory messages (here: a copy of the source's).
+    let host = MockHost::leak(4 * 512);
+    let memory = GuestMemory::new(host, MIN_GUEST_RAM).unwrap();
+    let mut page = vec![0u8; 4096];
+    saved.memory().unwrap().read(0x1000, &mut page).unwrap();
+    memory.write(0x1000, &page).unwrap();
+    let (rebuild, probe) = TestRebuild::new(host, vec![pm_timer(), out(b'c')]);
+    let clock = FakeClock::default();
+    clock.0.set(100_000_000_000);
+    let mut vm =
+        Vm::restore_migrated(4, String::from("moved"), &state, memory, &rebuild, &clock).unwrap();
+    assert_eq!(vm.state(), VmState::Paused);
+    let mut data = [0u8; 10];
+    vm.memory().unwrap().read(0x1234, &mut data).unwrap();
+    assert_eq!(&data, b"guest data");
+    assert_eq!(vm.devices_mut().read_port(COM1_BASE + 7, 1), 0x5A);
+    vm.resume(&clock).unwrap();
+    clock.0.set(101_000_000_000);
+    vm.step(&clock);
+    // 2 s before the pause, 1 s after the resume.
+    assert_eq!(probe.completed.borrow()[..], [3 * 3_579_545]);
+
+    // A damaged state and a RAM size that disagrees are refused.
+    let (rebuild, _) = TestRebuild::new(host, vec![]);
+    let memory = GuestMemory::new(host, MIN_GUEST_RAM).unwrap();
+    assert!(matches!(
+        Vm::restore_migrated(
+            5,
+            String::from("x"),
+            &state[..state.len() / 2],
+            memory,
+            &rebuild,
+            &clock
+        ),
+        Err(RestoreError::Snapshot(SnapshotError::Malformed { .. }))
+    ));
+    let memory = GuestMemory::new(host, 2 * MIN_GUEST_RAM).unwrap();
+    assert!(matches!(
+        Vm::restore_migrated(5, String::from("x"), &state, memory, &rebuild, &clock),
+        Err(RestoreError::Inconsistent(_))
+    ));
+    drop(vm);
+    assert_eq!(host.frames_in_use(), 0, "nothing left behind");
+}
+
+mod live_migration {
+    use alloc::string::String;
+
+    use super::*;
+    use crate::migration::{
+        Config, CpuView, DestinationPolicy, DestinationSession, PreCopy, Refusal, SourceOutcome,
+        SourceSession, Start,
+    };
+
+    fn cpu() -> CpuView {
+        CpuView {
+            vendor: *b"AuthenticAMD",
+            entries: crate::migration::MIGRATED_LEAVES
+                .iter()
+                .map(|&(leaf, subleaf)| crate::migration::CpuViewEntry {
+                    leaf,
+                    subleaf,
+                    regs: [1, 2, 3, 4],
+                })
+                .collect(),
+        }
+    }
+
+    fn sessions(token: &str) -> (SourceSession, DestinationSession) {
+        let source = SourceSession::new(
+            Start {
+                keel_version: String::from("test"),
+                token: String::from(token),
+                cpu: cpu(),
+            },
+            Config {
+                name: String::from("web"),
+                memory_size: MIN_GUEST_RAM,
+                vcpus: 1,
+                images: vec![],
+                vm_config: vec![],
+            },
+            PreCopy::new(4, 0),
+        );
+        let destination = DestinationSession::new(DestinationPolicy {
+            tokens: vec![String::from("token-1")],
+            cpu: cpu(),
+            max_memory: 64 << 20,
+            max_vcpus: 8,
+        });
+        (source, destination)
+    }
+
+    /// Moves bytes both ways until neither side has any; returns what arrived complete.
+    fn exchange(
+        vm: &mut Vm,
+        clock: &FakeClock,
+        source: &mut SourceSession,
+        destination: &mut DestinationSession,
+        host: &'static MockHost,
+    ) -> Option<crate::migration::Arrived> {
+        let mut arrived = None;
+        for _ in 0..10_000 {
+            source.pump(vm, clock);
+            let bytes = source.output().to_vec();
+            source.consume(bytes.len());
+            if let Some(a) = destination.receive(&bytes, host, 5, &mut |_| Ok(())) {
+                // The kernel builds and resumes the VM here, then answers.
+                destination.resumed(42);
+                arrived = Some(a);
+            }
+            let back = destination.output().to_vec();
+            destination.consume(back.len());
+            source.receive(vm, clock, &back);
+            if bytes.is_empty() && back.is_empty() {
+                break;
+            }
+        }
+        arrived
+    }
+
+    #[test]
+    fn a_vm_moves_with_the_pages_written_during_the_copy() {
+        let (mut vm, _) = vm([out(b'a'), VmExit::DirtyPageWrite { gpa: 0x5008 }, out(b'b')]);
+        let clock = FakeClock::default();
+        vm.step(&clock);
+        vm.memory().unwrap().write(0x1234, b"before").unwrap();
+        let host = MockHost::leak(4 * 512);
+        let (mut source, mut destination) = sessions("token-1");
+        // Admission, then round 1 is queued: the guest writes while it goes out.
+        source.pump(&mut vm, &clock);
+        let first = source.output().to_vec();
+        source.consume(first.len());
+        assert!(
+            destination
+                .receive(&first, host, 0, &mut |_| Ok(()))
+                .is_none()
+        );
+        let accepted = destination.output().to_vec();
+        destination.consume(accepted.len());
+        source.receive(&mut vm, &clock, &accepted);
+        assert!(vm.vm_backend_mut().unwrap().memory_map().is_logging_dirty());
+        // The guest writes through a fault and a device writes (both logged).
+        vm.step(&clock);
+        vm.memory().unwrap().write(0x5008, b"guest").unwrap();
+        vm.memory().unwrap().write(0x1234, b"after!").unwrap();
+        let arrived =
+            exchange(&mut vm, &clock, &mut source, &mut destination, host).expect("the VM arrived");
+        assert_eq!(*source.outcome(), SourceOutcome::Done);
+        assert!(source.stats.rounds >= 2, "{:?}", source.stats);
+        assert_eq!(source.stats.downtime_us, 42);
+        assert!(
+            vm.is_paused(),
+            "the source's copy stays paused for the caller to drop"
+        );
+        let mut data = [0u8; 6];
+        arrived.memory.read(0x1234, &mut data).unwrap();
+        assert_eq!(&data, b"after!");
+        let mut data = [0u8; 5];
+        arrived.memory.read(0x5008, &mut data).unwrap();
+        assert_eq!(&data, b"guest");
+        // The destination builds it and it goes on from the saved point.
+        let (rebuild, _) = TestRebuild::new(host, vec![out(b'c')]);
+        let mut moved = Vm::restore_migrated(
+            7,
+            arrived.config.name.clone(),
+            &arrived.state,
+            arrived.memory,
+            &rebuild,
+            &clock,
+        )
+        .unwrap();
+        assert_eq!(moved.devices_mut().read_port(COM1_BASE + 7, 1), 0);
+        moved.resume(&clock).unwrap();
+        moved.step(&clock);
+        // Console history stays behind (as with a restore); output goes on from there.
+        assert_eq!(moved.console_output_since(0).0, b"c");
+    }
+
+    #[test]
+    fn a_refused_or_cut_migration_leaves_the_vm_running_here() {
+        // Wrong token: refused before any memory is sent, the dirty log never started.
+        let (mut vm, _) = vm([out(b'a'), out(b'b')]);
+        let clock = FakeClock::default();
+        let host = MockHost::leak(4 * 512);
+        let (mut source, mut destination) = sessions("wrong");
+        assert!(exchange(&mut vm, &clock, &mut source, &mut destination, host).is_none());
+        let SourceOutcome::Failed(why) = source.outcome().clone() else {
+            panic!("must fail: {:?}", source.outcome());
+        };
+        assert_eq!(why, Refusal::BadToken.to_string());
+        assert!(!vm.is_paused());
+        assert!(source.stats.pages == 0);
+        vm.step(&clock);
+        assert_eq!(vm.console_output_since(0).0, b"a");
+
+        // Cut after the pause: the VM resumes and the dirty log is off.
+        let (mut source, mut destination) = sessions("token-1");
+        for _ in 0..100 {
+            source.pump(&mut vm, &clock);
+            let bytes = source.output().to_vec();
+            source.consume(bytes.len());
+            destination.receive(&bytes, host, 0, &mut |_| Ok(()));
+            let back = destination.output().to_vec();
+            destination.consume(back.len());
+            // Stop delivering replies once the source paused the VM: the link is down.
+            if source.has_paused_vm() {
+                break;
+            }
+            source.receive(&mut vm, &clock, &back);
+        }
+        assert!(vm.is_paused(), "the test reached the pause");
+        source.connection_lost(&mut vm, &clock);
+        assert!(matches!(source.outcome(), SourceOutcome::Failed(_)));
+        assert!(!vm.is_paused(), "resumed");
+        assert!(!vm.vm_backend_mut().unwrap().memory_map().is_logging_dirty());
+        vm.step(&clock);
+        assert_eq!(vm.console_output_since(0).0, b"ab");
+        // The destination saw the stream end early: refused, RAM freed.
+        destination.end_of_stream();
+        assert!(destination.is_over());
+        // A refusal from the destination's own checks (an image it lacks).
+        let (mut third, _) = super::vm([out(b'a')]);
+        let (mut source, mut destination) = sessions("token-1");
+        for _ in 0..10 {
+            source.pump(&mut third, &clock);
+            let bytes = source.output().to_vec();
+            source.consume(bytes.len());
+            destination.receive(&bytes, host, 0, &mut |_| {
+                Err(Refusal::MissingImage(String::from("debian.img")))
+            });
+            let back = destination.output().to_vec();
+            destination.consume(back.len());
+            source.receive(&mut third, &clock, &back);
+        }
+        let SourceOutcome::Failed(why) = source.outcome().clone() else {
+            panic!("must fail");
+        };
+        assert!(why.contains("debian.img"), "{why}");
+        assert_eq!(host.frames_in_use(), 0, "the destination freed its RAM");
+    }
+}
