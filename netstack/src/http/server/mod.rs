@@ -741,5 +741,9 @@ fn websocket_step<H: Handler + ?Sized>(
         socket.abort();
         return Err(Conn::Listening);
     }
-    Ok(if progress { Step::Progress } else { Step::Nothing })
+    Ok(if progress {
+        Step::Progress
+    } else {
+        Step::Nothing
+    })
 }

@@ -683,11 +683,19 @@ fn websocket_bad_handshakes_get_400_and_426() {
     let mut net = Net::new(ServerConfig::default());
     let mut handler = WsEcho;
     let mut a = net.connect(&mut handler);
-    net.send(&a, WS_UPGRADE.replace("Version: 13", "Version: 8").as_bytes());
+    net.send(
+        &a,
+        WS_UPGRADE.replace("Version: 13", "Version: 8").as_bytes(),
+    );
     let reply = net.await_reply(&mut handler, &mut a, 100);
     assert_eq!(reply.status, 426);
     assert_eq!(reply.header("sec-websocket-version"), Some("13"));
-    net.send(&a, WS_UPGRADE.replace("dGhlIHNhbXBsZSBub25jZQ==", "abc").as_bytes());
+    net.send(
+        &a,
+        WS_UPGRADE
+            .replace("dGhlIHNhbXBsZSBub25jZQ==", "abc")
+            .as_bytes(),
+    );
     let reply = net.await_reply(&mut handler, &mut a, 100);
     assert_eq!(reply.status, 400);
     assert_eq!(net.server.stats().websockets, 0);

@@ -311,9 +311,10 @@ impl Session {
                 close::PROTOCOL_ERROR,
                 "a new message started before the fragmented one ended",
             ),
-            Opcode::Continuation if self.partial.is_none() => {
-                self.fail(close::PROTOCOL_ERROR, "continuation frame without a message")
-            }
+            Opcode::Continuation if self.partial.is_none() => self.fail(
+                close::PROTOCOL_ERROR,
+                "continuation frame without a message",
+            ),
             opcode => {
                 let (kind, mut bytes) = match self.partial.take() {
                     Some((kind, mut bytes)) => {

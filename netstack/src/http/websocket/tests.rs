@@ -30,7 +30,10 @@ fn server_frames(mut out: &[u8]) -> Vec<(bool, u8, Vec<u8>)> {
     while let [b0, b1, rest @ ..] = out {
         assert_eq!(b1 & 0x80, 0, "server frames are unmasked");
         let (len, rest) = match b1 & 0x7f {
-            126 => (usize::from(u16::from_be_bytes([rest[0], rest[1]])), &rest[2..]),
+            126 => (
+                usize::from(u16::from_be_bytes([rest[0], rest[1]])),
+                &rest[2..],
+            ),
             127 => {
                 let mut be = [0; 8];
                 be.copy_from_slice(&rest[..8]);
@@ -84,7 +87,13 @@ fn parses_rfc_masked_hello() {
 
 #[test]
 fn encodes_lengths_in_shortest_form() {
-    for (len, head) in [(5usize, 2usize), (125, 2), (126, 4), (65535, 4), (65536, 10)] {
+    for (len, head) in [
+        (5usize, 2usize),
+        (125, 2),
+        (126, 4),
+        (65535, 4),
+        (65536, 10),
+    ] {
         let mut out = Vec::new();
         frame::encode(Opcode::Binary, &vec![7; len], &mut out);
         assert_eq!(out.len(), head + len, "{len}");
@@ -129,7 +138,10 @@ fn refuses_bad_frames() {
     // Too big is known from the head alone.
     assert_eq!(
         frame::parse(&[0x82, 0xFE, 0x10, 0x00], 1000),
-        Err(FrameError::TooBig { len: 4096, max: 1000 })
+        Err(FrameError::TooBig {
+            len: 4096,
+            max: 1000
+        })
     );
     assert_eq!(FrameError::TooBig { len: 1, max: 0 }.close_code(), 1009);
     assert_eq!(FrameError::Unmasked.close_code(), 1002);
@@ -211,7 +223,12 @@ fn bad_fragment_sequences_and_utf8() {
 #[test]
 fn client_close_is_echoed() {
     let mut s = session();
-    s.receive(&encode_masked(true, 8, &[0x03, 0xe8, b'b', b'y', b'e'], KEY));
+    s.receive(&encode_masked(
+        true,
+        8,
+        &[0x03, 0xe8, b'b', b'y', b'e'],
+        KEY,
+    ));
     assert_eq!(s.state(), CloseState::Closed);
     let frames = drain(&mut s);
     assert_eq!(close_code(&frames), 1000);
@@ -326,7 +343,10 @@ fn handshake_checks() {
     );
     let wire = handshake::switching_protocols("abc").encode(true, false);
     let text = String::from_utf8(wire).unwrap();
-    assert!(text.starts_with("HTTP/1.1 101 Switching Protocols\r\n"), "{text}");
+    assert!(
+        text.starts_with("HTTP/1.1 101 Switching Protocols\r\n"),
+        "{text}"
+    );
     assert!(text.contains("Connection: Upgrade\r\n"), "{text}");
     assert!(!text.contains("Content-Length"), "{text}");
 }
