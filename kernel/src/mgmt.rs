@@ -780,6 +780,13 @@ impl Management for Plane<'_> {
         Ok(saved.generation)
     }
 
+    fn config_generation(&self) -> u64 {
+        match self.settings.source() {
+            crate::settings::Source::Disk { generation, .. } => *generation,
+            crate::settings::Source::Defaults { .. } => 0,
+        }
+    }
+
     fn events(&self, since: u64) -> keel_netstack::api::EventList {
         crate::events::LOG.lock().since(since)
     }

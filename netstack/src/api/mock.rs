@@ -755,6 +755,10 @@ impl Management for Mock {
         self.save(config, change)
     }
 
+    fn config_generation(&self) -> u64 {
+        self.generation
+    }
+
     /// The event log, as the kernel would have written it: starts, stops and saved
     /// configurations from [`Mock::changes`], one second apart.
     fn events(&self, since: u64) -> super::EventList {

@@ -39,6 +39,7 @@ pub mod config;
 pub mod console_ws;
 pub mod disks;
 pub mod events;
+pub mod metrics;
 pub mod openapi;
 pub mod page;
 pub mod routes;
@@ -69,6 +70,8 @@ pub use types::{
 pub struct Router {
     tokens: Vec<String>,
     openapi: String,
+    /// Answers by route and status, for `GET /metrics`.
+    requests: metrics::RequestCounters,
 }
 
 impl core::fmt::Debug for Router {
@@ -91,6 +94,7 @@ impl Router {
         let mut router = Router {
             tokens: Vec::new(),
             openapi: openapi::document().to_string(),
+            requests: metrics::RequestCounters::default(),
         };
         router.set_tokens(tokens);
         router
@@ -116,9 +120,15 @@ impl Router {
 
     /// The response to `req`.
     pub fn handle<M: Management + ?Sized>(&self, mgmt: &mut M, req: &Request<'_>) -> Response {
-        self.route(mgmt, req)
+        let response = self
+            .route(mgmt, req)
             .unwrap_or_else(|error| error)
-            .with_header("Cache-Control", "no-store")
+            .with_header("Cache-Control", "no-store");
+        let route = routes::lookup(req.path)
+            .find(|(r, _)| r.method == req.method.as_str())
+            .map_or("other", |(r, _)| r.path);
+        self.requests.count(route, response.status);
+        response
     }
 
     fn route<M: Management + ?Sized>(
@@ -227,6 +237,7 @@ impl Router {
             Op::DeleteDisk => disks::delete(mgmt, partition()?)?,
             Op::Network => Response::json(200, &mgmt.network()),
             Op::Events => events::list(mgmt, req)?,
+            Op::Metrics => metrics::get(mgmt, &self.requests),
         })
     }
 

@@ -234,6 +234,12 @@ fn successes(op: Op) -> Value {
         Op::DeleteDisk => json!({ "204": { "description": "The partition is gone." } }),
         Op::Network => json!({ "200": ok("The guest networks.", "NetworkView") }),
         Op::Events => json!({ "200": ok("The events.", "EventList") }),
+        Op::Metrics => json!({
+            "200": {
+                "description": "The metrics.",
+                "content": { "text/plain": { "schema": { "type": "string" } } }
+            }
+        }),
     }
 }
 
@@ -458,6 +464,11 @@ fn operation(op: Op) -> Value {
             "description": "Removes the partition from the table; its sectors are left as \
                 they are. Store files cannot be deleted here. 404 for no such partition, \
                 409 while a VM uses it."
+        }),
+        Op::Metrics => json!({
+            "operationId": "metrics",
+            "summary": "Prometheus metrics",
+            "description": "Prometheus text exposition format 0.0.4                 (`text/plain; version=0.0.4`), names prefixed `keel_`: uptime, CPUs, memory                 by use, configuration generation, each VM's state, vCPUs, memory, uptime,                 exits by reason, console bytes and NIC counters, the switches' port                 counters, and the API's requests by route and status."
         }),
         Op::Events => json!({
             "operationId": "events",

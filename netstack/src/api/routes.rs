@@ -76,6 +76,8 @@ pub enum Op {
     Network,
     /// `GET /api/v1/events`: the event log.
     Events,
+    /// `GET /metrics`: Prometheus metrics.
+    Metrics,
 }
 
 /// One route.
@@ -347,6 +349,7 @@ pub static ROUTES: &[Route] = &[
     ),
     route("GET", "/api/v1/network", false, Op::Network, &[200], &[]),
     route("GET", "/api/v1/events", false, Op::Events, &[200], &[400]),
+    route("GET", "/metrics", false, Op::Metrics, &[200], &[]),
 ];
 
 /// Whether `path` is under [`API_PREFIX`] (where everything but the public routes needs a
@@ -439,7 +442,11 @@ mod tests {
     fn table_is_consistent() {
         for (i, a) in ROUTES.iter().enumerate() {
             assert!(a.path.starts_with('/'));
-            assert!(a.path == "/" || under_api(a.path), "{}", a.path);
+            assert!(
+                a.path == "/" || a.path == "/metrics" || under_api(a.path),
+                "{}",
+                a.path
+            );
             let parameters = a.path.split('/').filter(|s| is_parameter(s)).count();
             assert!(parameters <= 1, "{}", a.path);
             for b in &ROUTES[i + 1..] {

@@ -152,6 +152,8 @@ pub trait Management: super::disks::DiskManagement {
     /// The event log's kept events with a sequence number of at least `since`, and the
     /// `since` to ask with next ([`super::events`]).
     fn events(&self, since: u64) -> super::EventList;
+    /// The generation the running configuration was saved as; 0 for the built-in defaults.
+    fn config_generation(&self) -> u64;
 }
 
 /// How to stop a VM.
