@@ -350,3 +350,65 @@ fn handshake_checks() {
     assert!(text.contains("Connection: Upgrade\r\n"), "{text}");
     assert!(!text.contains("Content-Length"), "{text}");
 }
+
+/// The fuzz target's checks over pseudo-random inputs: mutated valid frames and noise, cut
+/// into reads of every size from 1 to 17 bytes.
+#[test]
+fn pseudo_random_inputs_never_panic_a_session() {
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let valid = {
+        let mut v = encode_masked(false, 1, b"hel", KEY);
+        v.extend(encode_masked(true, 9, b"p", KEY));
+        v.extend(encode_masked(true, 0, b"lo", KEY));
+        v.extend(encode_masked(true, 2, &[0x55; 40], KEY));
+        v.extend(encode_masked(true, 8, &[0x03, 0xe8], KEY));
+        v
+    };
+    for round in 0..3000 {
+        let mut input = if round % 3 == 0 {
+            (0..next() % 200).map(|_| next() as u8).collect::<Vec<u8>>()
+        } else {
+            let mut v = valid.clone();
+            for _ in 0..1 + next() % 4 {
+                let at = (next() as usize) % v.len();
+                v[at] ^= 1 << (next() % 8);
+            }
+            v
+        };
+        input.truncate(input.len() - (next() as usize % 3).min(input.len()));
+        let mut s = session();
+        let step = (round % 17) + 1;
+        let mut rest = &input[..];
+        let mut sent = Vec::new();
+        let mut stalls = 0;
+        while !rest.is_empty() && stalls < 3 {
+            let n = s.receive(&rest[..step.min(rest.len())]);
+            rest = &rest[n..];
+            stalls = if n == 0 { stalls + 1 } else { 0 };
+            while let Some(m) = s.recv() {
+                assert!(m.bytes().len() <= 64);
+            }
+            sent.extend_from_slice(s.output());
+            let n = s.output().len();
+            s.advance(n);
+        }
+        let frames = server_frames(&sent);
+        let closes: Vec<_> = frames.iter().filter(|f| f.1 == 8).collect();
+        assert!(closes.len() <= 1, "{input:?}");
+        match s.state() {
+            CloseState::Closed => {
+                let code = u16::from_be_bytes([closes[0].2[0], closes[0].2[1]]);
+                assert!(close::valid_received(code), "{code}");
+                assert!(s.is_finished());
+            }
+            CloseState::Open => assert!(closes.is_empty()),
+            CloseState::CloseSent => unreachable!(),
+        }
+    }
+}
