@@ -63,7 +63,8 @@ fuzz_target!(|data: &[u8]| {
             assert!(message.bytes().len() <= LIMITS.max_message);
             if let Message::Binary(bytes) = &message {
                 // Echo, as a console would answer: refused only when it does not fit.
-                let fits = bytes.len() <= session.send_space();
+                let fits =
+                    session.state() == CloseState::Open && bytes.len() <= session.send_space();
                 assert_eq!(session.send_binary(bytes), fits);
             }
         }

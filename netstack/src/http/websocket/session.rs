@@ -199,7 +199,7 @@ impl Session {
     }
 
     fn send(&mut self, opcode: Opcode, data: &[u8]) -> bool {
-        if data.len() > self.send_space() {
+        if self.state != CloseState::Open || data.len() > self.send_space() {
             return false;
         }
         self.compact_output();

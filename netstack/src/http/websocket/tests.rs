@@ -253,6 +253,9 @@ fn server_close_waits_for_the_client() {
     assert_eq!(close_code(&frames), 1008);
     assert_eq!(&frames[0].2[2..], b"invalid token");
     assert!(!s.send_binary(b"late"));
+    // Not even an empty message goes after the close frame.
+    assert!(!s.send_binary(b""));
+    assert!(s.output().is_empty());
     // Data after our close is dropped; the client's close finishes without a second close.
     s.receive(&encode_masked(true, 2, b"late", KEY));
     assert_eq!(s.recv(), None);
