@@ -25,7 +25,10 @@ fn check_output(mut out: &[u8]) -> Option<u16> {
         assert_eq!(b0 & 0x70, 0, "reserved bits in a server frame");
         assert_eq!(b1 & 0x80, 0, "server frames are never masked");
         let (len, rest) = match b1 & 0x7f {
-            126 => (usize::from(u16::from_be_bytes([rest[0], rest[1]])), &rest[2..]),
+            126 => (
+                usize::from(u16::from_be_bytes([rest[0], rest[1]])),
+                &rest[2..],
+            ),
             127 => panic!("no server frame here is that long"),
             n => (usize::from(n), rest),
         };
@@ -77,7 +80,10 @@ fuzz_target!(|data: &[u8]| {
     match session.state() {
         CloseState::Closed => {
             let code = close.expect("a closed session sent its close frame");
-            assert!(matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999), "{code}");
+            assert!(
+                matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999),
+                "{code}"
+            );
             assert!(session.is_finished());
         }
         CloseState::Open => assert!(close.is_none()),
