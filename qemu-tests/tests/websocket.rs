@@ -129,6 +129,27 @@ fn guest_console_over_websocket() {
             "{who} watcher, the answer to hi: {answer:?}"
         );
     }
+    // Echo latency, for the record: one letter typed, its upper case back.
+    let mut rounds = Vec::new();
+    for letter in *b"abcde" {
+        let start = std::time::Instant::now();
+        first.send_binary(&[letter]).unwrap();
+        let upper = char::from(letter.to_ascii_uppercase()).to_string();
+        let echoed = first.read_until(&upper, WAIT);
+        check!(m, echoed.is_ok(), "echo of {letter}: {echoed:?}");
+        rounds.push(start.elapsed());
+    }
+    rounds.sort();
+    eprintln!(
+        "websocket console echo latency: median {:?}, max {:?}",
+        rounds[2], rounds[4]
+    );
+    let caught_up = second.read_until("E", WAIT);
+    check!(
+        m,
+        caught_up.is_ok(),
+        "second watcher, the echoes: {caught_up:?}"
+    );
     second
         .send_frame(true, 0x9, b"are you there", true)
         .unwrap();
