@@ -108,3 +108,23 @@ if [ ! -x "$venv/bin/schemathesis" ] \
         || die "pip install schemathesis failed (PyPI unreachable?)"
 fi
 echo "install-deps: $("$venv/bin/schemathesis" --version)"
+
+# promtool (Debian's `prometheus` package) checks the appliance's /metrics text in
+# qemu-tests/tests/metrics.rs. Its own block: the package also brings a Prometheus server,
+# which nothing here starts.
+if ! command -v promtool >/dev/null 2>&1; then
+    if [ "$(id -u)" -eq 0 ]; then
+        sudo=()
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo=(sudo)
+    else
+        die "not root and sudo not found: as root, run apt-get install prometheus (for promtool)"
+    fi
+    echo "install-deps: installing prometheus (promtool)"
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y --no-install-recommends prometheus \
+        || { "${sudo[@]}" apt-get update && "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y --no-install-recommends prometheus; } \
+        || die "apt-get install prometheus failed (see apt's message above)"
+fi
+echo "install-deps: $(promtool --version 2>&1 | head -n 1)"

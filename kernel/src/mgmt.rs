@@ -258,6 +258,8 @@ impl NetPlane {
             use core::fmt::Write as _;
             let _ = writeln!(out, "network: {event}");
             defmt::info!("network event");
+            let message = alloc::format!("{event}");
+            crate::events::record(keel_netstack::api::EventKind::Lease, None, &message);
             changed = true;
         }
         // The API's view of the addressing changes only with a lease event: rebuild it then,
@@ -813,7 +815,23 @@ impl Management for Plane<'_> {
                 SaveError::Invalid(_) => ApiError::Invalid(e.to_string()),
                 SaveError::Stale | SaveError::Store(_) => ApiError::Internal(e.to_string()),
             })?;
+        let message = alloc::format!(
+            "configuration saved as generation {} (PUT /api/v1/config)",
+            saved.generation
+        );
+        crate::events::record(keel_netstack::api::EventKind::ConfigSaved, None, &message);
         Ok(saved.generation)
+    }
+
+    fn config_generation(&self) -> u64 {
+        match self.settings.source() {
+            crate::settings::Source::Disk { generation, .. } => *generation,
+            crate::settings::Source::Defaults { .. } => 0,
+        }
+    }
+
+    fn events(&self, since: u64) -> keel_netstack::api::EventList {
+        crate::events::LOG.lock().since(since)
     }
 
     fn console(&self, key: &VmKey<'_>, since: u64) -> Result<ConsoleChunk, ApiError> {
@@ -824,6 +842,12 @@ impl Management for Plane<'_> {
             next,
             dropped,
         })
+    }
+
+    fn console_bytes(&self, key: &VmKey<'_>, since: u64) -> Result<(Vec<u8>, u64), ApiError> {
+        let (name, _) = self.resolve(key)?;
+        let (bytes, next, _) = self.vms.console(&name, since).ok_or_else(|| no_vm(key))?;
+        Ok((bytes, next))
     }
 }
 

@@ -118,6 +118,11 @@ impl ApiClient {
         })
     }
 
+    /// The bearer token, if any (the console's WebSocket sends it on its upgrade).
+    pub(crate) fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
     /// The appliance's address, as `http://host[:port]`.
     pub fn base_url(&self) -> &str {
         &self.base_url

@@ -1,5 +1,10 @@
 //! `keel vm console NAME`: the guest's serial console over the API.
 //!
+//! Over the WebSocket `GET …/console/ws` (with the bearer token on the upgrade): the
+//! appliance sends the recent history and then live output as it comes, and typed bytes go
+//! out as binary messages. When the upgrade fails (an `https://` address, an appliance
+//! without the route), it falls back to polling:
+//!
 //! Output: `GET …/console?since=N` polled, `next` carried to the next poll, so nothing is
 //! printed twice; `dropped` bytes (the kernel's ring buffer moved on) are reported. Input: what
 //! is read from stdin goes to `POST …/console` as raw bytes, in pieces of at most the API's
@@ -41,7 +46,24 @@ pub fn attach(client: &ApiClient, name: &str, path: &str) -> Result<(), CommandE
     // The VM must exist before the terminal changes mode: a typo is an ordinary error.
     let first = client.get(&format!("{path}?since=0"))?;
     let mut next = first.get("next").and_then(Value::as_u64).unwrap_or(0);
+    let ws_path = format!("{path}/ws");
+    let ws = super::websocket::WsConsole::connect(
+        client.base_url(),
+        &ws_path,
+        client.token(),
+        Duration::from_secs(10),
+    );
     let terminal = RawTerminal::enter();
+    if let Ok(ws) = ws {
+        eprint!(
+            "attached to {name} on {} (Ctrl-] detaches)\r\n",
+            client.base_url()
+        );
+        let result = attach_ws(ws, stdin_reader());
+        drop(terminal);
+        eprintln!("\ndetached from {name}");
+        return result;
+    }
     eprint!(
         "attached to {name} on {} (Ctrl-] detaches)\r\n",
         client.base_url()
@@ -52,31 +74,7 @@ pub fn attach(client: &ApiClient, name: &str, path: &str) -> Result<(), CommandE
         let _ = stdout.write_all(data.as_bytes());
         let _ = stdout.flush();
     }
-    let (sender, receiver) = mpsc::channel();
-    // A thread of its own: reading stdin blocks, and the output must keep flowing. It is
-    // left blocked in read() on detach; the process ends soon after.
-    std::thread::spawn(move || {
-        let mut stdin = std::io::stdin();
-        let mut buffer = [0u8; 1024];
-        loop {
-            match stdin.read(&mut buffer) {
-                Ok(0) => {
-                    let _ = sender.send(Input::End);
-                    return;
-                }
-                Ok(n) => {
-                    if sender.send(Input::Bytes(buffer[..n].to_vec())).is_err() {
-                        return;
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    let _ = sender.send(Input::Failed(e));
-                    return;
-                }
-            }
-        }
-    });
+    let receiver = stdin_reader();
     let mut lingering_until: Option<Instant> = None;
     let result = loop {
         match receiver.recv_timeout(POLL) {
@@ -108,6 +106,91 @@ pub fn attach(client: &ApiClient, name: &str, path: &str) -> Result<(), CommandE
     drop(terminal);
     eprintln!("\ndetached from {name}");
     result
+}
+
+/// Reads stdin on a thread of its own (reading blocks, and the output must keep flowing);
+/// the thread is left blocked in read() on detach, and the process ends soon after.
+fn stdin_reader() -> mpsc::Receiver<Input> {
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin();
+        let mut buffer = [0u8; 1024];
+        loop {
+            match stdin.read(&mut buffer) {
+                Ok(0) => {
+                    let _ = sender.send(Input::End);
+                    return;
+                }
+                Ok(n) => {
+                    if sender.send(Input::Bytes(buffer[..n].to_vec())).is_err() {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let _ = sender.send(Input::Failed(e));
+                    return;
+                }
+            }
+        }
+    });
+    receiver
+}
+
+/// The console over its WebSocket until Ctrl-], the end of a non-terminal stdin (after
+/// [`LINGER`]) or the appliance closing it.
+fn attach_ws(
+    mut ws: super::websocket::WsConsole,
+    input: mpsc::Receiver<Input>,
+) -> Result<(), CommandError> {
+    use super::websocket::Incoming;
+    let mut stdout = std::io::stdout();
+    let mut lingering_until: Option<Instant> = None;
+    let mut detaching = false;
+    let failed = |e: std::io::Error| CommandError::Local(format!("console connection: {e}"));
+    loop {
+        loop {
+            match input.try_recv() {
+                Ok(Input::Bytes(bytes)) => {
+                    let (send, detach) = split_at_detach(&bytes);
+                    ws.send(send).map_err(failed)?;
+                    if detach && !detaching {
+                        detaching = true;
+                        ws.close().map_err(failed)?;
+                        lingering_until = Some(Instant::now() + LINGER);
+                    }
+                }
+                Ok(Input::End) | Err(mpsc::TryRecvError::Disconnected) => {
+                    lingering_until.get_or_insert_with(|| Instant::now() + LINGER);
+                    break;
+                }
+                Ok(Input::Failed(e)) => {
+                    return Err(CommandError::Local(format!("reading stdin: {e}")));
+                }
+                Err(mpsc::TryRecvError::Empty) => break,
+            }
+        }
+        match ws.receive(Duration::from_millis(50)).map_err(failed)? {
+            Incoming::Data(bytes) => {
+                let _ = stdout.write_all(&bytes);
+                let _ = stdout.flush();
+            }
+            Incoming::Closed(code, reason) => {
+                if !detaching {
+                    let code = code.map_or(String::new(), |c| format!(" {c}"));
+                    eprint!("\r\n[keel: the appliance closed the console{code}: {reason}]\r\n");
+                }
+                return Ok(());
+            }
+            Incoming::Idle => {}
+        }
+        if lingering_until.is_some_and(|t| Instant::now() >= t) {
+            if !detaching {
+                let _ = ws.close();
+            }
+            return Ok(());
+        }
+    }
 }
 
 /// `bytes` up to the first Ctrl-], and whether there was one.

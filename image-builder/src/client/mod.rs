@@ -11,6 +11,7 @@ mod api;
 mod commands;
 mod console;
 pub mod table;
+mod websocket;
 
 pub use api::{ApiClient, ClientError, Target, api_error, check_base_url};
 pub use commands::{

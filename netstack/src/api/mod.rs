@@ -36,7 +36,10 @@ use crate::http::response::{JSON, Response};
 use crate::http::server::{Handler, Request};
 
 pub mod config;
+pub mod console_ws;
 pub mod disks;
+pub mod events;
+pub mod metrics;
 pub mod openapi;
 pub mod page;
 pub mod routes;
@@ -51,6 +54,7 @@ pub mod mock;
 mod tests;
 
 pub use disks::{CreateDisk, DiskKind, DiskList, DiskManagement, DiskUse, GuestDisk};
+pub use events::{Event, EventKind, EventList};
 pub use routes::{API_PREFIX, Op, ROUTES, Route};
 pub use snapshots::{
     Snapshot, SnapshotDiskView, SnapshotList, SnapshotManagement, SnapshotRequest,
@@ -71,6 +75,8 @@ pub use types::{
 pub struct Router {
     tokens: Vec<String>,
     openapi: String,
+    /// Answers by route and status, for `GET /metrics`.
+    requests: metrics::RequestCounters,
 }
 
 impl core::fmt::Debug for Router {
@@ -93,6 +99,7 @@ impl Router {
         let mut router = Router {
             tokens: Vec::new(),
             openapi: openapi::document().to_string(),
+            requests: metrics::RequestCounters::default(),
         };
         router.set_tokens(tokens);
         router
@@ -118,9 +125,15 @@ impl Router {
 
     /// The response to `req`.
     pub fn handle<M: Management + ?Sized>(&self, mgmt: &mut M, req: &Request<'_>) -> Response {
-        self.route(mgmt, req)
+        let response = self
+            .route(mgmt, req)
             .unwrap_or_else(|error| error)
-            .with_header("Cache-Control", "no-store")
+            .with_header("Cache-Control", "no-store");
+        let route = routes::lookup(req.path)
+            .find(|(r, _)| r.method == req.method.as_str())
+            .map_or("other", |(r, _)| r.path);
+        self.requests.count(route, response.status);
+        response
     }
 
     fn route<M: Management + ?Sized>(
@@ -216,6 +229,7 @@ impl Router {
             Op::ResumeVm => vms::resume(mgmt, &key()?, req)?,
             Op::Console => vms::console(mgmt, &key()?, since(req)?)?,
             Op::ConsoleInput => vms::console_input(mgmt, &key()?, req)?,
+            Op::ConsoleWs => console_ws::upgrade(self, mgmt, param()?, req)?,
             Op::SaveVm => saved::save(mgmt, &key()?, req)?,
             Op::ListSaved => Response::json(
                 200,
@@ -236,6 +250,17 @@ impl Router {
             Op::ShowSnapshot => snapshots::show(mgmt, snapshot()?)?,
             Op::RestoreSnapshot => snapshots::restore(mgmt, snapshot()?, req)?,
             Op::DeleteSnapshot => snapshots::delete(mgmt, snapshot()?)?,
+            Op::Events => events::list(mgmt, req)?,
+            Op::Metrics => metrics::get(mgmt, &self.requests),
+        })
+    }
+
+    /// Whether `token` is one of the accepted tokens (compared as [`authorize`] does).
+    ///
+    /// [`authorize`]: Self::authorize
+    pub fn token_ok(&self, token: &str) -> bool {
+        self.tokens.iter().fold(false, |ok, accepted| {
+            ok | ct_eq(accepted.as_bytes(), token.as_bytes())
         })
     }
 
@@ -249,10 +274,7 @@ impl Router {
             )
             .with_header("WWW-Authenticate", "Bearer realm=\"keel\""));
         };
-        let ok = self.tokens.iter().fold(false, |ok, accepted| {
-            ok | ct_eq(accepted.as_bytes(), token.as_bytes())
-        });
-        if ok {
+        if self.token_ok(token) {
             Ok(())
         } else {
             Err(Response::error(401, "invalid bearer token").with_header(
@@ -272,6 +294,11 @@ pub struct Api<'a, M: ?Sized> {
 impl<M: Management + ?Sized> Handler for Api<'_, M> {
     fn handle(&mut self, req: &Request<'_>) -> Response {
         self.router.handle(self.mgmt, req)
+    }
+
+    fn websocket(&mut self, session: &mut crate::http::websocket::Session) {
+        // The only WebSocket route is the console.
+        console_ws::serve(self.router, self.mgmt, session);
     }
 }
 

@@ -203,6 +203,17 @@ fn successes(op: Op) -> Value {
         Op::ResumeVm => json!({ "200": ok("The VM, running again.", "VmDetail") }),
         Op::Console => json!({ "200": ok("Console output.", "ConsoleChunk") }),
         Op::ConsoleInput => json!({ "200": ok("What the guest took.", "ConsoleInput") }),
+        Op::ConsoleWs => json!({
+            "101": {
+                "description": "Switching to WebSocket (RFC 6455).",
+                "headers": {
+                    "Sec-WebSocket-Accept": {
+                        "description": "The handshake's answer to Sec-WebSocket-Key.",
+                        "schema": { "type": "string" }
+                    }
+                }
+            }
+        }),
         Op::SaveVm => json!({
             "201": {
                 "description": "The VM was saved.",
@@ -251,6 +262,13 @@ fn successes(op: Op) -> Value {
         }),
         Op::DeleteDisk => json!({ "204": { "description": "The partition is gone." } }),
         Op::Network => json!({ "200": ok("The guest networks.", "NetworkView") }),
+        Op::Events => json!({ "200": ok("The events.", "EventList") }),
+        Op::Metrics => json!({
+            "200": {
+                "description": "The metrics.",
+                "content": { "text/plain": { "schema": { "type": "string" } } }
+            }
+        }),
     }
 }
 
@@ -516,6 +534,23 @@ fn operation(op: Op) -> Value {
                 they are. Store files cannot be deleted here. 404 for no such partition, \
                 409 while a VM uses it."
         }),
+        Op::Metrics => json!({
+            "operationId": "metrics",
+            "summary": "Prometheus metrics",
+            "description": "Prometheus text exposition format 0.0.4                 (`text/plain; version=0.0.4`), names prefixed `keel_`: uptime, CPUs, memory                 by use, configuration generation, each VM's state, vCPUs, memory, uptime,                 exits by reason, console bytes and NIC counters, the switches' port                 counters, and the API's requests by route and status."
+        }),
+        Op::Events => json!({
+            "operationId": "events",
+            "summary": "The event log",
+            "description": "What happened since boot, oldest first: VMs started and stopped                 (and why), configurations saved, DHCP leases gained and lost. The kernel keeps                 the last 512 events. Poll with `since` set to the last answer's `next` to get                 each event once; a first `seq` above `since` means events were dropped in                 between.",
+            "parameters": [{
+                "name": "since",
+                "in": "query",
+                "required": false,
+                "description": "The lowest sequence number wanted: 0, or the `next` of the                     last answer.",
+                "schema": { "type": "integer", "minimum": 0, "maximum": u64::MAX }
+            }]
+        }),
         Op::Network => json!({
             "operationId": "network",
             "summary": "The guest networks' switches (`net`)",
@@ -543,6 +578,26 @@ fn operation(op: Op) -> Value {
                     "default": 0
                 }
             }]
+        }),
+        Op::ConsoleWs => json!({
+            "operationId": "vmConsoleWebSocket",
+            "summary": "A VM's console over a WebSocket",
+            "description": "A WebSocket upgrade (RFC 6455, version 13). Authenticate with                 `Authorization: Bearer` on the upgrade, or (browsers) with the text message                 `{\"token\":\"<API token>\"}` as the first message: nothing flows before,                 and a wrong token closes with 1008. Then the server sends the console's kept                 history and its live output as binary messages, and every client message                 (text or binary) is typed to the guest. Close codes: 1000, 1001 (the VM is                 gone), 1002 (protocol error, e.g. an unmasked frame), 1007 (text not UTF-8),                 1008 (token), 1009 (a message over 16 KiB), 1011 (internal).",
+            "parameters": [
+                {
+                    "name": "Upgrade", "in": "header", "required": true,
+                    "schema": { "type": "string", "enum": ["websocket"] }
+                },
+                {
+                    "name": "Sec-WebSocket-Version", "in": "header", "required": true,
+                    "schema": { "type": "string", "enum": ["13"] }
+                },
+                {
+                    "name": "Sec-WebSocket-Key", "in": "header", "required": true,
+                    "description": "Base64 of 16 random bytes.",
+                    "schema": { "type": "string" }
+                }
+            ]
         }),
         Op::ConsoleInput => json!({
             "operationId": "vmConsoleInput",
@@ -593,7 +648,7 @@ fn created(description: &str) -> Value {
 
 /// Every error response in `components/responses`: the status (or `Error` for the
 /// catch-all) and its description.
-const ERRORS: [(&str, &str); 16] = [
+const ERRORS: [(&str, &str); 17] = [
     (
         "400",
         "Malformed request: bad syntax, parameter or JSON body.",
@@ -612,6 +667,10 @@ const ERRORS: [(&str, &str); 16] = [
         "If-Match does not match the current ETag: the resource changed since it was read.",
     ),
     ("413", "The request body is too large."),
+    (
+        "426",
+        "Not WebSocket version 13 (`Sec-WebSocket-Version: 13` says what is spoken).",
+    ),
     (
         "415",
         "The request body's Content-Type is not one this operation takes.",
@@ -688,6 +747,7 @@ fn response_name(status: &str) -> &str {
         "415" => "UnsupportedMediaType",
         "422" => "Unprocessable",
         "428" => "PreconditionRequired",
+        "426" => "UpgradeRequired",
         "431" => "HeaderFieldsTooLarge",
         "500" => "InternalError",
         "503" => "Unavailable",
@@ -763,6 +823,7 @@ fn schemas() -> Value {
     responses.subschema_for::<DiskList>();
     responses.subschema_for::<GuestDisk>();
     responses.subschema_for::<NetworkView>();
+    responses.subschema_for::<super::EventList>();
     let mut all = requests.take_definitions(true);
     // A type in both (`ConfigVmDisk`, in `ConfigVm` and `VmDetail`) keeps its request form:
     // fields with defaults are optional there, and what is optional in a request is still

@@ -52,6 +52,8 @@ pub enum Op {
     Console,
     /// `POST /api/v1/vms/{name}/console`.
     ConsoleInput,
+    /// `GET /api/v1/vms/{name}/console/ws`: the console over a WebSocket.
+    ConsoleWs,
     /// `POST /api/v1/vms/{name}/save`.
     SaveVm,
     /// `GET /api/v1/saved`.
@@ -82,6 +84,10 @@ pub enum Op {
     RestoreSnapshot,
     /// `DELETE /api/v1/snapshots/{snapshot}`.
     DeleteSnapshot,
+    /// `GET /api/v1/events`: the event log.
+    Events,
+    /// `GET /metrics`: Prometheus metrics.
+    Metrics,
 }
 
 /// One route.
@@ -283,6 +289,16 @@ pub static ROUTES: &[Route] = &[
         &[200],
         &[400, 404, 409, 413, 415],
     ),
+    // Public: browsers send the token as the first WebSocket message (401 and 404 only
+    // for an upgrade that carries a bearer token).
+    route(
+        "GET",
+        "/api/v1/vms/{name}/console/ws",
+        true,
+        Op::ConsoleWs,
+        &[101],
+        &[400, 401, 404, 426],
+    ),
     route(
         "POST",
         "/api/v1/vms/{name}/save",
@@ -382,6 +398,8 @@ pub static ROUTES: &[Route] = &[
         &[400, 404, 409, 500, 503],
     ),
     route("GET", "/api/v1/network", false, Op::Network, &[200], &[]),
+    route("GET", "/api/v1/events", false, Op::Events, &[200], &[400]),
+    route("GET", "/metrics", false, Op::Metrics, &[200], &[]),
 ];
 
 /// Whether `path` is under [`API_PREFIX`] (where everything but the public routes needs a
@@ -474,7 +492,11 @@ mod tests {
     fn table_is_consistent() {
         for (i, a) in ROUTES.iter().enumerate() {
             assert!(a.path.starts_with('/'));
-            assert!(a.path == "/" || under_api(a.path), "{}", a.path);
+            assert!(
+                a.path == "/" || a.path == "/metrics" || under_api(a.path),
+                "{}",
+                a.path
+            );
             let parameters = a.path.split('/').filter(|s| is_parameter(s)).count();
             assert!(parameters <= 1, "{}", a.path);
             for b in &ROUTES[i + 1..] {

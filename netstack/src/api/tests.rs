@@ -15,8 +15,12 @@ use crate::http::server::{Exchange, exchange};
 
 #[path = "config_tests.rs"]
 mod config_routes;
+#[path = "console_ws_tests.rs"]
+mod console_ws_routes;
 #[path = "disks_tests.rs"]
 mod disk_routes;
+#[path = "events_tests.rs"]
+mod event_routes;
 #[path = "network_tests.rs"]
 mod network_routes;
 #[path = "saved_tests.rs"]
@@ -472,7 +476,9 @@ fn openapi_lists_exactly_the_statuses_of_the_route_table() {
         for status in routes::SERVER_ERRORS {
             assert!(listed.contains(status), "{} {}", route.method, route.path);
         }
-        assert_eq!(listed.contains(&401), !route.public, "{}", route.path);
+        // The WebSocket console is public for browsers, but checks a bearer token if sent.
+        let checks_token = !route.public || route.op == Op::ConsoleWs;
+        assert_eq!(listed.contains(&401), checks_token, "{}", route.path);
         let body = ["POST", "PUT"].contains(&route.method);
         assert_eq!(
             listed.contains(&411),
@@ -481,8 +487,8 @@ fn openapi_lists_exactly_the_statuses_of_the_route_table() {
             route.method,
             route.path
         );
-        // Each status has a description with content (HTML only for the page), but 204,
-        // which has none.
+        // Each status has a description with content (HTML only for the page), but 204
+        // and the WebSocket's 101, which have none.
         for (status, response) in responses {
             let response = resolve(&doc, response);
             assert!(
@@ -492,7 +498,7 @@ fn openapi_lists_exactly_the_statuses_of_the_route_table() {
             );
             assert_eq!(
                 response["content"].is_object(),
-                status != "204",
+                !["204", "101"].contains(&status.as_str()),
                 "{} {status}",
                 route.path
             );
@@ -526,6 +532,7 @@ fn every_listed_handler_error_is_reachable() {
             ("POST", "/resume"),
             ("GET", "/console"),
             ("POST", "/snapshot"),
+            ("GET", "/console/ws"),
         ] {
             let body = (method == "POST").then_some("");
             record(&mut mock, method, &format!("{path}{suffix}"), body);
@@ -856,10 +863,10 @@ fn conforms(bytes: &[u8], response: &Response) {
         }
     };
     let content_type = response.header("content-type").unwrap_or("");
-    if response.status == 204 {
+    if response.status == 204 || response.status == 101 {
         assert!(
             documented.get("content").is_none(),
-            "{method} {path}: 204 with content"
+            "{method} {path}: {status} with content"
         );
         assert!(response.body.is_empty() && content_type.is_empty());
         return;

@@ -121,6 +121,16 @@ pub trait Management: super::disks::DiskManagement + super::snapshots::SnapshotM
     ///
     /// Errors: [`ApiError::NotFound`]; [`ApiError::Conflict`] if it is not running.
     fn console_input(&mut self, key: &VmKey<'_>, bytes: &[u8]) -> Result<usize, ApiError>;
+    /// The VM's console output from byte offset `since` on as raw bytes, and the offset to
+    /// ask for next (the WebSocket console). The default takes [`console`](Self::console)'s
+    /// text, whose length differs from the raw bytes' only where the guest wrote bytes that
+    /// are not UTF-8.
+    ///
+    /// Errors: [`ApiError::NotFound`].
+    fn console_bytes(&self, key: &VmKey<'_>, since: u64) -> Result<(Vec<u8>, u64), ApiError> {
+        self.console(key, since)
+            .map(super::console_ws::bytes_from_chunk)
+    }
     /// The files of the guest store (the boot disk's `keel-store` partition), in directory
     /// order. Errors: [`ApiError::Unavailable`] when there is no boot disk or the store
     /// cannot be read.
@@ -139,6 +149,11 @@ pub trait Management: super::disks::DiskManagement + super::snapshots::SnapshotM
     /// The guest networks: both switches (ports with their counters, MAC tables) and the
     /// appliance's internal address with its DHCP leases (`GET /api/v1/network`).
     fn network(&self) -> NetworkView;
+    /// The event log's kept events with a sequence number of at least `since`, and the
+    /// `since` to ask with next ([`super::events`]).
+    fn events(&self, since: u64) -> super::EventList;
+    /// The generation the running configuration was saved as; 0 for the built-in defaults.
+    fn config_generation(&self) -> u64;
 }
 
 /// How to stop a VM.
