@@ -110,6 +110,15 @@ fn health_openapi_and_page_need_no_token() {
     assert!(
         core::str::from_utf8(&r.body)
             .unwrap()
+            .contains("/assets/app.js")
+    );
+    assert_eq!(r.header("cache-control"), Some("no-cache"));
+    assert!(r.header("etag").is_some());
+    let r = send_raw(&mut mock, &raw("GET", "/assets/app.js", None, None));
+    assert_eq!(r.status, 200);
+    assert!(
+        core::str::from_utf8(&r.body)
+            .unwrap()
             .contains("/api/v1/vms")
     );
     // A wrong token on a public route does not matter.
@@ -479,8 +488,8 @@ fn openapi_lists_exactly_the_statuses_of_the_route_table() {
             route.method,
             route.path
         );
-        // Each status has a description with content (HTML only for the page), but 204,
-        // which has none.
+        // Each status has a description with content (HTML only for the page), but 204 and
+        // 304, which have none.
         for (status, response) in responses {
             let response = resolve(&doc, response);
             assert!(
@@ -490,7 +499,7 @@ fn openapi_lists_exactly_the_statuses_of_the_route_table() {
             );
             assert_eq!(
                 response["content"].is_object(),
-                status != "204",
+                status != "204" && status != "304",
                 "{} {status}",
                 route.path
             );
