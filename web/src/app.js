@@ -735,4 +735,5 @@ window.addEventListener("resize", () => {
 
 if (token()) signIn(token());
 else show("signin");
+document.body.dataset.readyMs = String(performance.now());
 document.body.dataset.ready = "true";
