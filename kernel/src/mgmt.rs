@@ -782,6 +782,12 @@ impl Management for Plane<'_> {
             dropped,
         })
     }
+
+    fn console_bytes(&self, key: &VmKey<'_>, since: u64) -> Result<(Vec<u8>, u64), ApiError> {
+        let (name, _) = self.resolve(key)?;
+        let (bytes, next, _) = self.vms.console(&name, since).ok_or_else(|| no_vm(key))?;
+        Ok((bytes, next))
+    }
 }
 
 /// The guest-disk routes (`keel_netstack::api::disks`) over `crate::blk::guest_partitions`.

@@ -36,6 +36,7 @@ use crate::http::response::{JSON, Response};
 use crate::http::server::{Handler, Request};
 
 pub mod config;
+pub mod console_ws;
 pub mod disks;
 pub mod openapi;
 pub mod page;
@@ -211,6 +212,7 @@ impl Router {
             Op::ResumeVm => vms::resume(mgmt, &key()?, req)?,
             Op::Console => vms::console(mgmt, &key()?, since(req)?)?,
             Op::ConsoleInput => vms::console_input(mgmt, &key()?, req)?,
+            Op::ConsoleWs => console_ws::upgrade(self, mgmt, param()?, req)?,
             Op::SaveVm => saved::save(mgmt, &key()?, req)?,
             Op::ListSaved => Response::json(
                 200,
@@ -229,6 +231,15 @@ impl Router {
         })
     }
 
+    /// Whether `token` is one of the accepted tokens (compared as [`authorize`] does).
+    ///
+    /// [`authorize`]: Self::authorize
+    pub fn token_ok(&self, token: &str) -> bool {
+        self.tokens.iter().fold(false, |ok, accepted| {
+            ok | ct_eq(accepted.as_bytes(), token.as_bytes())
+        })
+    }
+
     /// Checks the bearer token against every accepted token, in time that depends only on
     /// the lengths.
     fn authorize(&self, req: &Request<'_>) -> Result<(), Response> {
@@ -239,10 +250,7 @@ impl Router {
             )
             .with_header("WWW-Authenticate", "Bearer realm=\"keel\""));
         };
-        let ok = self.tokens.iter().fold(false, |ok, accepted| {
-            ok | ct_eq(accepted.as_bytes(), token.as_bytes())
-        });
-        if ok {
+        if self.token_ok(token) {
             Ok(())
         } else {
             Err(Response::error(401, "invalid bearer token").with_header(
@@ -262,6 +270,11 @@ pub struct Api<'a, M: ?Sized> {
 impl<M: Management + ?Sized> Handler for Api<'_, M> {
     fn handle(&mut self, req: &Request<'_>) -> Response {
         self.router.handle(self.mgmt, req)
+    }
+
+    fn websocket(&mut self, session: &mut crate::http::websocket::Session) {
+        // The only WebSocket route is the console.
+        console_ws::serve(self.router, self.mgmt, session);
     }
 }
 

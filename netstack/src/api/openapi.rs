@@ -221,6 +221,17 @@ fn successes(op: Op) -> Value {
         Op::ResumeVm => json!({ "200": ok("The VM, running again.", "VmDetail") }),
         Op::Console => json!({ "200": ok("Console output.", "ConsoleChunk") }),
         Op::ConsoleInput => json!({ "200": ok("What the guest took.", "ConsoleInput") }),
+        Op::ConsoleWs => json!({
+            "101": {
+                "description": "Switching to WebSocket (RFC 6455).",
+                "headers": {
+                    "Sec-WebSocket-Accept": {
+                        "description": "The handshake's answer to Sec-WebSocket-Key.",
+                        "schema": { "type": "string" }
+                    }
+                }
+            }
+        }),
         Op::SaveVm => json!({
             "201": {
                 "description": "The VM was saved.",
@@ -507,6 +518,26 @@ fn operation(op: Op) -> Value {
                 }
             }]
         }),
+        Op::ConsoleWs => json!({
+            "operationId": "vmConsoleWebSocket",
+            "summary": "A VM's console over a WebSocket",
+            "description": "A WebSocket upgrade (RFC 6455, version 13). Authenticate with                 `Authorization: Bearer` on the upgrade, or (browsers) with the text message                 `{\"token\":\"<API token>\"}` as the first message: nothing flows before,                 and a wrong token closes with 1008. Then the server sends the console's kept                 history and its live output as binary messages, and every client message                 (text or binary) is typed to the guest. Close codes: 1000, 1001 (the VM is                 gone), 1002 (protocol error, e.g. an unmasked frame), 1007 (text not UTF-8),                 1008 (token), 1009 (a message over 16 KiB), 1011 (internal).",
+            "parameters": [
+                {
+                    "name": "Upgrade", "in": "header", "required": true,
+                    "schema": { "type": "string", "enum": ["websocket"] }
+                },
+                {
+                    "name": "Sec-WebSocket-Version", "in": "header", "required": true,
+                    "schema": { "type": "string", "enum": ["13"] }
+                },
+                {
+                    "name": "Sec-WebSocket-Key", "in": "header", "required": true,
+                    "description": "Base64 of 16 random bytes.",
+                    "schema": { "type": "string" }
+                }
+            ]
+        }),
         Op::ConsoleInput => json!({
             "operationId": "vmConsoleInput",
             "summary": "Type into a VM's console",
@@ -556,7 +587,7 @@ fn created(description: &str) -> Value {
 
 /// Every error response in `components/responses`: the status (or `Error` for the
 /// catch-all) and its description.
-const ERRORS: [(&str, &str); 16] = [
+const ERRORS: [(&str, &str); 17] = [
     (
         "400",
         "Malformed request: bad syntax, parameter or JSON body.",
@@ -575,6 +606,10 @@ const ERRORS: [(&str, &str); 16] = [
         "If-Match does not match the current ETag: the resource changed since it was read.",
     ),
     ("413", "The request body is too large."),
+    (
+        "426",
+        "Not WebSocket version 13 (`Sec-WebSocket-Version: 13` says what is spoken).",
+    ),
     (
         "415",
         "The request body's Content-Type is not one this operation takes.",
@@ -651,6 +686,7 @@ fn response_name(status: &str) -> &str {
         "415" => "UnsupportedMediaType",
         "422" => "Unprocessable",
         "428" => "PreconditionRequired",
+        "426" => "UpgradeRequired",
         "431" => "HeaderFieldsTooLarge",
         "500" => "InternalError",
         "503" => "Unavailable",

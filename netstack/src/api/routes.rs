@@ -54,6 +54,8 @@ pub enum Op {
     Console,
     /// `POST /api/v1/vms/{name}/console`.
     ConsoleInput,
+    /// `GET /api/v1/vms/{name}/console/ws`: the console over a WebSocket.
+    ConsoleWs,
     /// `POST /api/v1/vms/{name}/save`.
     SaveVm,
     /// `GET /api/v1/saved`.
@@ -282,6 +284,16 @@ pub static ROUTES: &[Route] = &[
         Op::ConsoleInput,
         &[200],
         &[400, 404, 409, 413, 415],
+    ),
+    // Public: browsers send the token as the first WebSocket message (401 and 404 only
+    // for an upgrade that carries a bearer token).
+    route(
+        "GET",
+        "/api/v1/vms/{name}/console/ws",
+        true,
+        Op::ConsoleWs,
+        &[101],
+        &[400, 401, 404, 426],
     ),
     route(
         "POST",

@@ -15,6 +15,8 @@ use crate::http::server::{Exchange, exchange};
 
 #[path = "config_tests.rs"]
 mod config_routes;
+#[path = "console_ws_tests.rs"]
+mod console_ws_routes;
 #[path = "disks_tests.rs"]
 mod disk_routes;
 #[path = "network_tests.rs"]
@@ -479,7 +481,9 @@ fn openapi_lists_exactly_the_statuses_of_the_route_table() {
         for status in routes::SERVER_ERRORS {
             assert!(listed.contains(status), "{} {}", route.method, route.path);
         }
-        assert_eq!(listed.contains(&401), !route.public, "{}", route.path);
+        // The WebSocket console is public for browsers, but checks a bearer token if sent.
+        let checks_token = !route.public || route.op == Op::ConsoleWs;
+        assert_eq!(listed.contains(&401), checks_token, "{}", route.path);
         let body = ["POST", "PUT"].contains(&route.method);
         assert_eq!(
             listed.contains(&411),
@@ -488,8 +492,8 @@ fn openapi_lists_exactly_the_statuses_of_the_route_table() {
             route.method,
             route.path
         );
-        // Each status has a description with content (HTML only for the page), but 204 and
-        // 304, which have none.
+        // Each status has a description with content (HTML only for the page), but 204,
+        // 304 and the WebSocket's 101, which have none.
         for (status, response) in responses {
             let response = resolve(&doc, response);
             assert!(
@@ -499,7 +503,7 @@ fn openapi_lists_exactly_the_statuses_of_the_route_table() {
             );
             assert_eq!(
                 response["content"].is_object(),
-                status != "204" && status != "304",
+                !["204", "304", "101"].contains(&status.as_str()),
                 "{} {status}",
                 route.path
             );
@@ -532,6 +536,7 @@ fn every_listed_handler_error_is_reachable() {
             ("POST", "/pause"),
             ("POST", "/resume"),
             ("GET", "/console"),
+            ("GET", "/console/ws"),
         ] {
             let body = (method == "POST").then_some("");
             record(&mut mock, method, &format!("{path}{suffix}"), body);
@@ -862,10 +867,10 @@ fn conforms(bytes: &[u8], response: &Response) {
         }
     };
     let content_type = response.header("content-type").unwrap_or("");
-    if response.status == 204 {
+    if response.status == 204 || response.status == 101 {
         assert!(
             documented.get("content").is_none(),
-            "{method} {path}: 204 with content"
+            "{method} {path}: {status} with content"
         );
         assert!(response.body.is_empty() && content_type.is_empty());
         return;

@@ -121,6 +121,16 @@ pub trait Management: super::disks::DiskManagement {
     ///
     /// Errors: [`ApiError::NotFound`]; [`ApiError::Conflict`] if it is not running.
     fn console_input(&mut self, key: &VmKey<'_>, bytes: &[u8]) -> Result<usize, ApiError>;
+    /// The VM's console output from byte offset `since` on as raw bytes, and the offset to
+    /// ask for next (the WebSocket console). The default takes [`console`](Self::console)'s
+    /// text, whose length differs from the raw bytes' only where the guest wrote bytes that
+    /// are not UTF-8.
+    ///
+    /// Errors: [`ApiError::NotFound`].
+    fn console_bytes(&self, key: &VmKey<'_>, since: u64) -> Result<(Vec<u8>, u64), ApiError> {
+        self.console(key, since)
+            .map(super::console_ws::bytes_from_chunk)
+    }
     /// The files of the guest store (the boot disk's `keel-store` partition), in directory
     /// order. Errors: [`ApiError::Unavailable`] when there is no boot disk or the store
     /// cannot be read.

@@ -9,6 +9,7 @@
 pub mod request;
 pub mod response;
 pub mod server;
+pub mod websocket;
 
 pub use request::{Limits, Method, RequestError};
 pub use response::Response;

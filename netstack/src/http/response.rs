@@ -29,6 +29,8 @@ pub struct Response {
     pub headers: Vec<(String, String)>,
     /// The body (dropped on the wire for `HEAD` requests).
     pub body: Vec<u8>,
+    /// With a 101: the WebSocket the connection becomes once this is sent.
+    pub upgrade: Option<crate::http::websocket::Upgrade>,
 }
 
 /// An error: every 4xx and 5xx response carries one.
@@ -56,6 +58,7 @@ impl Response {
             status,
             headers: Vec::new(),
             body: Vec::new(),
+            upgrade: None,
         }
     }
 
@@ -92,6 +95,13 @@ impl Response {
     /// Adds a header field.
     pub fn with_header(mut self, name: &str, value: &str) -> Response {
         self.headers.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// Makes the connection a WebSocket once this response is sent (for a 101 from
+    /// [`switching_protocols`](crate::http::websocket::handshake::switching_protocols)).
+    pub fn with_upgrade(mut self, upgrade: crate::http::websocket::Upgrade) -> Response {
+        self.upgrade = Some(upgrade);
         self
     }
 
@@ -132,7 +142,10 @@ impl Response {
         if !bodiless {
             let _ = write!(head, "Content-Length: {}\r\n", self.body.len());
         }
-        head.push_str(if keep_alive {
+        head.push_str(if status == 101 {
+            // The only 101 the server sends switches to WebSocket (RFC 6455 §4.2.2).
+            "Connection: Upgrade\r\n\r\n"
+        } else if keep_alive {
             "Connection: keep-alive\r\n\r\n"
         } else {
             "Connection: close\r\n\r\n"
@@ -171,6 +184,7 @@ fn is_field_value(value: &str) -> bool {
 pub fn reason_phrase(status: u16) -> &'static str {
     match status {
         100 => "Continue",
+        101 => "Switching Protocols",
         200 => "OK",
         201 => "Created",
         202 => "Accepted",
@@ -190,6 +204,7 @@ pub fn reason_phrase(status: u16) -> &'static str {
         413 => "Content Too Large",
         415 => "Unsupported Media Type",
         422 => "Unprocessable Content",
+        426 => "Upgrade Required",
         428 => "Precondition Required",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",

@@ -13,6 +13,7 @@ use alloc::string::String;
 
 use crate::http::request::{Limits, Method, Parsed, RequestHead, parse_head};
 use crate::http::response::Response;
+use crate::http::websocket::Session;
 
 /// A complete request, as the [`Handler`] sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,6 +75,17 @@ impl<'a> Request<'a> {
 pub trait Handler {
     /// The response to `req`.
     fn handle(&mut self, req: &Request<'_>) -> Response;
+
+    /// Runs a WebSocket connection that a 101 response of [`handle`](Self::handle) opened,
+    /// on every poll: take the client's messages ([`Session::recv`]), queue output, close.
+    /// Like `handle`, it must not block. Without an implementation, the connection is
+    /// closed with 1011 (the handler opened a WebSocket it cannot serve).
+    fn websocket(&mut self, session: &mut Session) {
+        session.close(
+            crate::http::websocket::close::INTERNAL,
+            "no WebSocket service here",
+        );
+    }
 }
 
 impl<F: FnMut(&Request<'_>) -> Response> Handler for F {

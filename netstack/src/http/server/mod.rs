@@ -28,6 +28,14 @@
 //!   are never evicted; they are bounded by the request timeout.
 //! - Pipelined requests are answered in order (bytes after a request are kept for the next).
 //!
+//! - **WebSocket**: a handler's 101 response with an
+//!   [`Upgrade`](crate::http::websocket::Upgrade) turns the connection, once the 101 is
+//!   sent, into a [`Session`] (state `WebSocket`): client bytes go into it, the handler's
+//!   [`Handler::websocket`] runs on it every poll, its output goes out. The socket gets TCP
+//!   keep-alives so a vanished client is noticed; a client that closes TCP, resets or stops
+//!   reading for `request_timeout`, or one not authorized within it, is dropped and the
+//!   session with everything it held goes with it.
+//!
 //! Time comes in as `now` on every call; [`HttpServer::poll_delay`] says when the next
 //! timeout is due. [`HttpServer::serve`] polls the interface and the server together.
 
@@ -41,6 +49,7 @@ use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
 
 use crate::http::request::Limits;
+use crate::http::websocket::{CloseState, Session, Upgrade, WsLimits, close};
 use crate::iface::NetStack;
 
 mod exchange;
@@ -66,6 +75,8 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// How long a keep-alive connection may wait for its next request (default 30 s).
     pub idle_timeout: Duration,
+    /// Size limits of each WebSocket connection.
+    pub websocket: WsLimits,
 }
 
 impl Default for ServerConfig {
@@ -78,6 +89,7 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             request_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
+            websocket: WsLimits::default(),
         }
     }
 }
@@ -107,6 +119,10 @@ pub struct ServerStats {
     pub timed_out: u64,
     /// Idle keep-alive connections closed (after the idle timeout, or to make room).
     pub idle_closed: u64,
+    /// Connections upgraded to WebSocket.
+    pub websockets: u64,
+    /// WebSocket connections dropped without a close handshake (reset, FIN, stalled).
+    pub websockets_dropped: u64,
 }
 
 /// Where one connection is.
@@ -135,6 +151,16 @@ enum Conn {
         last_progress: Instant,
         /// Bytes received after the request, for the next one.
         next: Vec<u8>,
+        /// A 101's WebSocket: what the connection becomes once `out` is sent.
+        upgrade: Option<Upgrade>,
+    },
+    /// A WebSocket connection.
+    WebSocket {
+        session: alloc::boxed::Box<Session>,
+        /// When the upgrade happened (the token must come within `request_timeout`).
+        opened: Instant,
+        /// When bytes last moved either way.
+        last_progress: Instant,
     },
     /// FIN sent (or about to be); waiting for the peer to finish.
     Closing { since: Instant },
@@ -275,6 +301,11 @@ impl HttpServer {
                     ..
                 } => Some(*idle_since + self.config.idle_timeout),
                 Conn::Writing { last_progress, .. } => Some(*last_progress + timeout),
+                Conn::WebSocket {
+                    session,
+                    opened,
+                    last_progress,
+                } => websocket_deadline(session, *opened, *last_progress, timeout),
                 Conn::Closing { since } => Some(*since + timeout),
             })
             .min()
@@ -361,6 +392,9 @@ fn step<H: Handler + ?Sized>(
     match conn {
         Conn::Listening => {
             if !socket.is_open() {
+                // A WebSocket may have set these; a new connection starts without.
+                socket.set_keep_alive(None);
+                socket.set_timeout(None);
                 // Closed or TIME-WAIT (no need to wait out 2MSL: the peer closed, or we
                 // aborted). Cannot fail: the socket is not open and the port is not 0.
                 let _ = socket.listen(config.port);
@@ -417,12 +451,14 @@ fn step<H: Handler + ?Sized>(
                             stats.rejected += 1;
                         }
                         let next = buf.split_off(consumed.min(buf.len()));
+                        let upgrade = response.upgrade.clone().filter(|_| response.status == 101);
                         *conn = Conn::Writing {
                             out: response.encode(keep_alive, head_request),
                             sent: 0,
-                            keep_alive,
+                            keep_alive: keep_alive || upgrade.is_some(),
                             last_progress: now,
                             next,
+                            upgrade,
                         };
                         return Step::Moved;
                     }
@@ -467,6 +503,7 @@ fn step<H: Handler + ?Sized>(
             keep_alive,
             last_progress,
             next,
+            upgrade,
         } => {
             if !socket.is_open() || !socket.may_send() {
                 // Reset by the peer, or it closed its receive side: nobody reads this.
@@ -483,7 +520,21 @@ fn step<H: Handler + ?Sized>(
                 progress = true;
             }
             if *sent >= out.len() {
-                if *keep_alive {
+                if let Some(upgrade) = upgrade.take() {
+                    stats.websockets += 1;
+                    let mut session = Session::new(upgrade, config.websocket);
+                    // Frames the client sent right behind its upgrade request.
+                    session.receive(next);
+                    // Keep-alives find a client that vanished without a FIN; unanswered
+                    // data or probes abort the socket.
+                    socket.set_keep_alive(Some(Duration::from_secs(15)));
+                    socket.set_timeout(Some(Duration::from_secs(60)));
+                    *conn = Conn::WebSocket {
+                        session: alloc::boxed::Box::new(session),
+                        opened: now,
+                        last_progress: now,
+                    };
+                } else if *keep_alive {
                     let buf = core::mem::take(next);
                     *conn = Conn::Reading {
                         want: config.limits.max_head_bytes.saturating_sub(buf.len()),
@@ -510,6 +561,22 @@ fn step<H: Handler + ?Sized>(
                 Step::Nothing
             }
         }
+        Conn::WebSocket {
+            session,
+            opened,
+            last_progress,
+        } => websocket_step(
+            conn_ws(session, opened, last_progress),
+            socket,
+            now,
+            config,
+            handler,
+            stats,
+        )
+        .unwrap_or_else(|next| {
+            *conn = next;
+            Step::Moved
+        }),
         Conn::Closing { since } => {
             // Discard what the peer still sends (the rest of a refused body), so its window
             // stays open until it has read the response and our FIN.
@@ -569,5 +636,114 @@ fn server_error(status: u16, message: &str, now: Instant) -> Conn {
         keep_alive: false,
         last_progress: now,
         next: Vec::new(),
+        upgrade: None,
     }
+}
+
+/// The parts of a `Conn::WebSocket`, borrowed.
+struct WsConn<'a> {
+    session: &'a mut Session,
+    opened: Instant,
+    last_progress: &'a mut Instant,
+}
+
+fn conn_ws<'a>(
+    session: &'a mut alloc::boxed::Box<Session>,
+    opened: &Instant,
+    last_progress: &'a mut Instant,
+) -> WsConn<'a> {
+    WsConn {
+        session,
+        opened: *opened,
+        last_progress,
+    }
+}
+
+/// When a WebSocket connection is due a check: the token's deadline, or the client's
+/// while output waits or the close handshake runs; `None` for an idle open one.
+fn websocket_deadline(
+    session: &Session,
+    opened: Instant,
+    last_progress: Instant,
+    timeout: Duration,
+) -> Option<Instant> {
+    if session.state() == CloseState::Open && !session.authorized() {
+        Some(opened + timeout)
+    } else if !session.output().is_empty() || session.state() != CloseState::Open {
+        Some(last_progress + timeout)
+    } else {
+        None
+    }
+}
+
+/// One step of a WebSocket connection: `Err(next state)` when the connection leaves it.
+fn websocket_step<H: Handler + ?Sized>(
+    ws: WsConn<'_>,
+    socket: &mut tcp::Socket<'_>,
+    now: Instant,
+    config: &ServerConfig,
+    handler: &mut H,
+    stats: &mut ServerStats,
+) -> Result<Step, Conn> {
+    let WsConn {
+        session,
+        opened,
+        last_progress,
+    } = ws;
+    let mut progress = false;
+    // Twice at most, as in `receive`: the receive buffer is a ring.
+    for _ in 0..2 {
+        if !socket.can_recv() || session.receive_space() == 0 {
+            break;
+        }
+        match socket.recv(|data| {
+            let n = session.receive(data);
+            (n, n)
+        }) {
+            Ok(1..) => progress = true,
+            _ => break,
+        }
+    }
+    if session.state() == CloseState::Open
+        && !session.authorized()
+        && now >= opened + config.request_timeout
+    {
+        let secs = config.request_timeout.secs();
+        let reason = alloc::format!("no token within {secs} s");
+        session.close(close::POLICY, &reason);
+    }
+    let before = session.output().len();
+    handler.websocket(session);
+    progress |= session.output().len() != before;
+    if !session.output().is_empty()
+        && let Ok(n @ 1..) = socket.send_slice(session.output())
+    {
+        session.advance(n);
+        progress = true;
+    }
+    if progress {
+        *last_progress = now;
+    }
+    if session.is_finished() {
+        socket.close();
+        return Err(Conn::Closing { since: now });
+    }
+    let gone = !socket.is_open() || !socket.may_recv() || !socket.may_send();
+    let stalled = (!session.output().is_empty() || session.state() != CloseState::Open)
+        && now >= *last_progress + config.request_timeout;
+    if gone || stalled {
+        // The client vanished (mid-frame, perhaps), stopped reading, or never finished
+        // the close handshake: drop it and everything the session held.
+        stats.websockets_dropped += 1;
+        if stalled {
+            stats.timed_out += 1;
+        }
+        socket.abort();
+        return Err(Conn::Listening);
+    }
+    Ok(if progress {
+        Step::Progress
+    } else {
+        Step::Nothing
+    })
 }

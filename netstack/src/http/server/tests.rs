@@ -539,3 +539,164 @@ fn bad_configurations_are_refused() {
         "the HTTP server needs at least one connection and non-empty buffers"
     );
 }
+
+// WebSocket connections.
+
+/// Upgrades `/ws`; the first message must be `secret`, then messages come back upper-case.
+struct WsEcho;
+
+impl Handler for WsEcho {
+    fn handle(&mut self, req: &Request<'_>) -> Response {
+        match crate::http::websocket::handshake::check(req) {
+            Ok(accept) => crate::http::websocket::handshake::switching_protocols(&accept)
+                .with_upgrade(crate::http::websocket::Upgrade {
+                    target: req.path.to_string(),
+                    authorized: false,
+                }),
+            Err(err) => err.response(),
+        }
+    }
+
+    fn websocket(&mut self, session: &mut Session) {
+        while let Some(message) = session.recv() {
+            if !session.authorized() {
+                if message.bytes() == b"secret" {
+                    session.authorize();
+                } else {
+                    session.close(close::POLICY, "invalid token");
+                }
+                continue;
+            }
+            let upper = message.bytes().to_ascii_uppercase();
+            assert!(session.send_binary(&upper));
+        }
+    }
+}
+
+const WS_UPGRADE: &str = "GET /ws HTTP/1.1\r\nHost: keel\r\nUpgrade: websocket\r\n\
+    Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+    Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+
+fn masked(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    crate::http::websocket::frame::encode_masked(true, opcode, payload, [1, 2, 3, 4])
+}
+
+impl Net {
+    /// Connects and upgrades; returns the client with the 101 consumed.
+    fn ws_connect(&mut self, handler: &mut WsEcho) -> Client {
+        let mut client = self.connect(handler);
+        self.send(&client, WS_UPGRADE.as_bytes());
+        for _ in 0..100 {
+            self.run(handler, 1);
+            self.collect(&mut client);
+            if let Some(end) = client.inbox.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8(client.inbox[..end].to_vec()).unwrap();
+                assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+                assert!(head.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
+                client.inbox.drain(..end + 4);
+                return client;
+            }
+        }
+        panic!("no 101");
+    }
+
+    /// Runs until the client holds `n` bytes of server frames; returns them.
+    fn ws_read(&mut self, handler: &mut WsEcho, client: &mut Client, n: usize) -> Vec<u8> {
+        for _ in 0..200 {
+            self.collect(client);
+            if client.inbox.len() >= n {
+                return client.inbox.drain(..n).collect();
+            }
+            self.run(handler, 1);
+        }
+        panic!("only {:?} arrived", client.inbox);
+    }
+}
+
+#[test]
+fn websocket_echo_after_the_token_and_two_clients() {
+    let mut net = Net::new(ServerConfig::default());
+    let mut handler = WsEcho;
+    let mut a = net.ws_connect(&mut handler);
+    let mut b = net.ws_connect(&mut handler);
+    // Before the token, nothing is echoed.
+    net.send(&a, &masked(1, b"secret"));
+    net.send(&a, &masked(2, b"hi"));
+    net.send(&b, &masked(1, b"secret"));
+    net.send(&b, &masked(9, b"ping!"));
+    assert_eq!(net.ws_read(&mut handler, &mut a, 4), b"\x82\x02HI");
+    assert_eq!(net.ws_read(&mut handler, &mut b, 7), b"\x8A\x05ping!");
+    // An unmasked frame fails b with 1002 and closes it; a goes on.
+    net.send(&b, b"\x82\x01x");
+    let close = net.ws_read(&mut handler, &mut b, 4);
+    assert_eq!((close[0], &close[2..4]), (0x88, &b"\x03\xea"[..]));
+    net.run(&mut handler, 20);
+    assert!(net.closed_by_server(&b));
+    net.send(&a, &masked(2, b"again"));
+    assert_eq!(net.ws_read(&mut handler, &mut a, 7), b"\x82\x05AGAIN");
+    assert_eq!(net.server.stats().websockets, 2);
+}
+
+#[test]
+fn websocket_wrong_token_closes_1008_and_client_close_is_answered() {
+    let mut net = Net::new(ServerConfig::default());
+    let mut handler = WsEcho;
+    let mut a = net.ws_connect(&mut handler);
+    net.send(&a, &masked(1, b"wrong"));
+    let frame = net.ws_read(&mut handler, &mut a, 2 + 2 + 13);
+    assert_eq!(&frame[..4], b"\x88\x0f\x03\xf0");
+    assert_eq!(&frame[4..], b"invalid token");
+    // The client completes the handshake; the server closes TCP.
+    net.send(&a, &masked(8, &[0x03, 0xf0]));
+    net.run(&mut handler, 50);
+    assert!(net.closed_by_server(&a));
+    net.socket(&a).close();
+    net.run(&mut handler, 50);
+    assert_eq!(net.server.open_connections(), 0);
+    // A client that closes first gets its code back.
+    let mut b = net.ws_connect(&mut handler);
+    net.send(&b, &masked(8, &[0x03, 0xe8]));
+    assert_eq!(net.ws_read(&mut handler, &mut b, 4), b"\x88\x02\x03\xe8");
+}
+
+#[test]
+fn websocket_client_vanishing_mid_frame_releases_the_socket() {
+    let mut net = Net::new(ServerConfig::default());
+    let mut handler = WsEcho;
+    let a = net.ws_connect(&mut handler);
+    net.send(&a, &masked(2, &[7; 100])[..20]);
+    net.run(&mut handler, 10);
+    assert_eq!(net.server.open_connections(), 1);
+    net.socket(&a).abort();
+    net.run(&mut handler, 20);
+    assert_eq!(net.server.open_connections(), 0);
+    assert_eq!(net.server.stats().websockets_dropped, 1);
+    // A silent, unauthorized one is closed with 1008 after the request timeout.
+    let mut b = net.ws_connect(&mut handler);
+    net.run(&mut handler, 10_100);
+    let frame = net.ws_read(&mut handler, &mut b, 4);
+    assert_eq!(&frame[2..4], b"\x03\xf0");
+}
+
+#[test]
+fn websocket_bad_handshakes_get_400_and_426() {
+    let mut net = Net::new(ServerConfig::default());
+    let mut handler = WsEcho;
+    let mut a = net.connect(&mut handler);
+    net.send(
+        &a,
+        WS_UPGRADE.replace("Version: 13", "Version: 8").as_bytes(),
+    );
+    let reply = net.await_reply(&mut handler, &mut a, 100);
+    assert_eq!(reply.status, 426);
+    assert_eq!(reply.header("sec-websocket-version"), Some("13"));
+    net.send(
+        &a,
+        WS_UPGRADE
+            .replace("dGhlIHNhbXBsZSBub25jZQ==", "abc")
+            .as_bytes(),
+    );
+    let reply = net.await_reply(&mut handler, &mut a, 100);
+    assert_eq!(reply.status, 400);
+    assert_eq!(net.server.stats().websockets, 0);
+}
