@@ -20,6 +20,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.support.ui import WebDriverWait
 
 URL, TOKEN, RELEASE, ARTIFACTS = sys.argv[1:5]
@@ -63,9 +64,12 @@ def run(name, fn):
 
 
 def wait(what, predicate, timeout=30.0):
+    # The page redraws the VM table when it changes: an element read mid-redraw is stale.
+    waiter = WebDriverWait(driver, timeout, poll_frequency=0.1,
+                           ignored_exceptions=[StaleElementReferenceException])
     try:
-        return WebDriverWait(driver, timeout, poll_frequency=0.1).until(lambda d: predicate())
-    except Exception:
+        return waiter.until(lambda d: predicate())
+    except TimeoutException:
         raise StepFailed(f"timed out after {timeout:.0f} s waiting for {what}")
 
 

@@ -231,7 +231,7 @@ async function sampleMetrics(now) {
 
 // ---- VMs ----------------------------------------------------------------------------
 
-let vmList = [];
+let vmListShown = "";
 
 function button(label, onClick, { enabled = true, danger = false, name } = {}) {
   const b = document.createElement("button");
@@ -245,8 +245,18 @@ function button(label, onClick, { enabled = true, danger = false, name } = {}) {
 }
 
 function renderVms(vms) {
-  vmList = vms;
   const body = $("vm-table").querySelector("tbody");
+  // Redraw only when more than uptimes changed: a redraw replaces the buttons under the
+  // operator's pointer.
+  const shown = JSON.stringify(vms.map((vm) => ({ ...vm, uptime_s: null })));
+  if (shown === vmListShown) {
+    vms.forEach((vm, i) => {
+      const cell = body.rows[i] && body.rows[i].cells[3];
+      if (cell) cell.textContent = duration(vm.uptime_s);
+    });
+    return;
+  }
+  vmListShown = shown;
   const rows = vms.map((vm) => {
     const tr = document.createElement("tr");
     tr.dataset.vm = vm.name;
