@@ -112,7 +112,7 @@ fn main() {
     }
 
     let mut table = String::from("&[\n");
-    let mut emit = |url: &str, media_type: &str, bytes: Vec<u8>, table: &mut String| {
+    let emit = |url: &str, media_type: &str, bytes: Vec<u8>, table: &mut String| {
         let gz = gzip(&bytes);
         let name = url.trim_start_matches('/').replace(['/', '.'], "_");
         let name = if name.is_empty() {

@@ -6,13 +6,15 @@
 //! The script, step by step: the page loads compressed with its security headers
 //! (CSP without inline script, `frame-ancestors 'none'`, `nosniff`, `no-referrer`; an
 //! `If-None-Match` with its ETag answers 304); a wrong token shows an error and is not kept;
-//! the right one shows the dashboard; the demo VM is listed running; its console in xterm.js
-//! answers `uname -r` with the guest's kernel release and echoes what is typed (latency
-//! measured); a graceful stop turns it stopped; a new VM with 7 MiB shows the API's error at
-//! the memory field, with 128 MiB it is created and starts; saving the configuration after
-//! someone else changed it shows the conflict (412); the page fits a phone's width; the
-//! browser logged no CSP violation; signing out forgets the token. A failing step leaves a
-//! screenshot, the page's HTML and the browser's log in `target/test-artifacts/web_console/`.
+//! the right one shows the dashboard (facts, and the memory and exits/s graphs filling); the
+//! demo VM is listed running; its console in xterm.js answers `uname -r` with the guest's
+//! kernel release and echoes what is typed (latency measured); a graceful stop turns it
+//! stopped; a new VM with 7 MiB shows the API's error at the memory field, with 128 MiB it is
+//! created and starts; saving the configuration after someone else changed it shows the
+//! conflict (412); the page fits a phone's width; the browser logged no CSP violation;
+//! signing out forgets the token. A failing step leaves a screenshot, the page's HTML and the
+//! browser's log in `target/test-artifacts/web_console/` (the dashboard's screenshot is
+//! always there).
 //!
 //! Prints the figures: first-load size (on the wire and uncompressed), time to interactive,
 //! console echo latency.

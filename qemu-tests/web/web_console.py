@@ -162,6 +162,17 @@ def sign_in():
         raise StepFailed("token in the URL")
 
 
+def dashboard():
+    facts = text("system")
+    for label in ["Hostname", "Version", "Uptime", "Virtualization", "CPUs", "Memory", "Network address"]:
+        if label not in facts:
+            raise StepFailed(f"the dashboard lacks {label}: {facts!r}")
+    # Two polls make a rate: the demo VM's exits per second, and memory in use.
+    wait("the exits graph's demo series", lambda: "demo:" in text("legend-exits"), 20)
+    wait("the memory graph", lambda: "in use:" in text("legend-mem"))
+    driver.save_screenshot(os.path.join(ARTIFACTS, "dashboard.png"))
+
+
 def demo_running():
     driver.find_element(By.CSS_SELECTOR, '#nav button[data-view="vms"]').click()
     wait("demo running in the VM list", lambda: (state("demo") or "").startswith(("running", "idle")))
@@ -282,7 +293,8 @@ def sign_out():
 
 
 for name, fn in [("load", load_page), ("security-headers", security_headers),
-                 ("wrong-token", wrong_token), ("sign-in", sign_in), ("demo-running", demo_running),
+                 ("wrong-token", wrong_token), ("sign-in", sign_in), ("dashboard", dashboard),
+                 ("demo-running", demo_running),
                  ("console", console), ("stop-demo", stop_demo), ("create-invalid", create_invalid),
                  ("create-valid", create_valid), ("stale-etag", stale_etag),
                  ("phone-width", phone_width), ("no-csp-violations", no_csp_violations),
