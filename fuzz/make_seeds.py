@@ -223,3 +223,24 @@ put("virtio_net", "rx_mrg", queue_regs(4, frames=(200, 0, 0, 0)) + queue_ram([[(
 tx_frame = bytes(12) + bytes.fromhex("ffffffffffff020000000001 0806".replace(" ", "")) + bytes(46)
 put("virtio_net", "tx_header_and_frame", queue_regs(2) + queue_ram([[(12, False), (60, False)]], extra=tx_frame))
 put("virtio_net", "tx_one_buffer", queue_regs(2) + queue_ram([[(72, False)]], extra=tx_frame))
+
+
+# --- websocket: byte 0 picks the read size; then masked client frames ---------------------
+def ws_frame(opcode, payload, fin=True, key=b"\x37\xfa\x21\x3d"):
+    head = bytes([(0x80 if fin else 0) | opcode])
+    n = len(payload)
+    if n < 126:
+        head += bytes([0x80 | n])
+    elif n < 65536:
+        head += bytes([0x80 | 126]) + struct.pack(">H", n)
+    else:
+        head += bytes([0x80 | 127]) + struct.pack(">Q", n)
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+put("websocket", "token_then_typing",
+    b"\x05" + ws_frame(1, b'{"token":"t"}') + ws_frame(2, b"uname -r\r"))
+put("websocket", "fragments_and_ping",
+    b"\x00" + ws_frame(1, b"hel", fin=False) + ws_frame(9, b"p") + ws_frame(0, b"lo"))
+put("websocket", "close_1000", b"\x03" + ws_frame(8, b"\x03\xe8bye"))
+put("websocket", "long_binary", b"\x10" + ws_frame(2, bytes(range(200))))

@@ -21,6 +21,7 @@ pub mod blk;
 pub mod boot;
 pub mod console;
 pub mod console_port;
+pub mod events;
 pub mod mm;
 pub mod net;
 pub mod pci;

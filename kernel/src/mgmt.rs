@@ -258,6 +258,8 @@ impl NetPlane {
             use core::fmt::Write as _;
             let _ = writeln!(out, "network: {event}");
             defmt::info!("network event");
+            let message = alloc::format!("{event}");
+            crate::events::record(keel_netstack::api::EventKind::Lease, None, &message);
             changed = true;
         }
         // The API's view of the addressing changes only with a lease event: rebuild it then,
@@ -770,7 +772,16 @@ impl Management for Plane<'_> {
                 SaveError::Invalid(_) => ApiError::Invalid(e.to_string()),
                 SaveError::Stale | SaveError::Store(_) => ApiError::Internal(e.to_string()),
             })?;
+        let message = alloc::format!(
+            "configuration saved as generation {} (PUT /api/v1/config)",
+            saved.generation
+        );
+        crate::events::record(keel_netstack::api::EventKind::ConfigSaved, None, &message);
         Ok(saved.generation)
+    }
+
+    fn events(&self, since: u64) -> keel_netstack::api::EventList {
+        crate::events::LOG.lock().since(since)
     }
 
     fn console(&self, key: &VmKey<'_>, since: u64) -> Result<ConsoleChunk, ApiError> {

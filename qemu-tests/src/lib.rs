@@ -75,6 +75,7 @@ pub mod netns;
 pub mod power_cut;
 pub mod qemu;
 pub mod report;
+pub mod ws;
 
 pub use artifacts::{Artifacts, LinuxArtifacts, appliance_image, artifacts, linux_artifacts};
 pub use banner::{Banner, PROMPT, VERSION_LINE, first_number};

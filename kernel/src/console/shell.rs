@@ -590,6 +590,11 @@ fn config_save(settings: &mut Settings) {
     };
     drop(partition);
     kprintln!("configuration saved as generation {}", saved.generation);
+    let message = alloc::format!(
+        "configuration saved as generation {} (console)",
+        saved.generation
+    );
+    crate::events::record(crate::events::EventKind::ConfigSaved, None, &message);
     let changed = |prefix: &str| saved.changes.iter().any(|c| c.path.starts_with(prefix));
     if changed("hostname") {
         kprintln!("hostname is now {}", settings.current().hostname);

@@ -634,6 +634,16 @@ impl VmManager {
             }
         };
         defmt::info!("vm {=str} started from the store", name);
+        crate::events::record(
+            crate::events::EventKind::VmStarted,
+            Some(name),
+            &alloc::format!(
+                "started from the store ({}, {} MiB, {} vCPU)",
+                d.kernel,
+                d.memory_mib,
+                d.vcpus
+            ),
+        );
         let e = &mut self.vms[i];
         e.run = Some(new_run(built));
         e.restart_pending = false;
@@ -682,6 +692,11 @@ impl VmManager {
             "vm {=u32} started from module {=str}",
             id,
             module.name.as_str()
+        );
+        crate::events::record(
+            crate::events::EventKind::VmStarted,
+            Some(&alloc::format!("vm{id}")),
+            &alloc::format!("started from boot module {}", module.name),
         );
         self.vms.push(Entry {
             id,
@@ -1229,6 +1244,11 @@ fn echo(e: &mut Entry, attached: bool, out: &mut String) {
             run.line.clear();
         }
         let _ = writeln!(out, "vm {key} stopped: {reason}");
+        crate::events::record(
+            crate::events::EventKind::VmStopped,
+            Some(&key),
+            &alloc::format!("stopped: {reason}"),
+        );
         run.stop_reported = true;
         run.stop_deadline_ns = None;
         run.stopped_ns = Some(TscClock.now().ns);

@@ -755,6 +755,40 @@ impl Management for Mock {
         self.save(config, change)
     }
 
+    /// The event log, as the kernel would have written it: starts, stops and saved
+    /// configurations from [`Mock::changes`], one second apart.
+    fn events(&self, since: u64) -> super::EventList {
+        use super::{Event, EventKind};
+        let events: Vec<Event> = self
+            .changes
+            .iter()
+            .filter_map(|change| {
+                let mut words = change.split(' ');
+                let (kind, vm) = match (words.next(), words.next()) {
+                    (Some("start"), vm) => (EventKind::VmStarted, vm),
+                    (Some("run"), _) => (EventKind::VmStarted, None),
+                    (Some("stop"), vm) => (EventKind::VmStopped, vm),
+                    (Some("save"), Some("config")) => (EventKind::ConfigSaved, None),
+                    _ => return None,
+                };
+                Some((kind, vm.map(String::from), change.clone()))
+            })
+            .zip(1u64..)
+            .map(|((kind, vm, message), seq)| Event {
+                seq,
+                time_ms: seq * 1000,
+                kind,
+                vm,
+                message,
+            })
+            .collect();
+        let next = events.len() as u64 + 1;
+        super::EventList {
+            next,
+            events: events.into_iter().filter(|e| e.seq >= since).collect(),
+        }
+    }
+
     /// The bridged switch with the uplink and the appliance, the internal one with the
     /// appliance; a guest port for every NIC of a running VM; the appliance's and every
     /// guest's MAC learned; a lease for every internal guest NIC.

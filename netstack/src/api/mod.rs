@@ -38,6 +38,7 @@ use crate::http::server::{Handler, Request};
 pub mod config;
 pub mod console_ws;
 pub mod disks;
+pub mod events;
 pub mod openapi;
 pub mod page;
 pub mod routes;
@@ -51,6 +52,7 @@ pub mod mock;
 mod tests;
 
 pub use disks::{CreateDisk, DiskKind, DiskList, DiskManagement, DiskUse, GuestDisk};
+pub use events::{Event, EventKind, EventList};
 pub use routes::{API_PREFIX, Op, ROUTES, Route};
 pub use types::{
     ApiError, ConsoleChunk, ConsoleInput, DEFAULT_STOP_TIMEOUT_S, Destroyed, HardwareInfo, Health,
@@ -228,6 +230,7 @@ impl Router {
             Op::ShowDisk => disks::show(mgmt, param()?)?,
             Op::DeleteDisk => disks::delete(mgmt, partition()?)?,
             Op::Network => Response::json(200, &mgmt.network()),
+            Op::Events => events::list(mgmt, req)?,
         })
     }
 

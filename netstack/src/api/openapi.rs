@@ -264,6 +264,7 @@ fn successes(op: Op) -> Value {
         }),
         Op::DeleteDisk => json!({ "204": { "description": "The partition is gone." } }),
         Op::Network => json!({ "200": ok("The guest networks.", "NetworkView") }),
+        Op::Events => json!({ "200": ok("The events.", "EventList") }),
     }
 }
 
@@ -489,6 +490,18 @@ fn operation(op: Op) -> Value {
             "description": "Removes the partition from the table; its sectors are left as \
                 they are. Store files cannot be deleted here. 404 for no such partition, \
                 409 while a VM uses it."
+        }),
+        Op::Events => json!({
+            "operationId": "events",
+            "summary": "The event log",
+            "description": "What happened since boot, oldest first: VMs started and stopped                 (and why), configurations saved, DHCP leases gained and lost. The kernel keeps                 the last 512 events. Poll with `since` set to the last answer's `next` to get                 each event once; a first `seq` above `since` means events were dropped in                 between.",
+            "parameters": [{
+                "name": "since",
+                "in": "query",
+                "required": false,
+                "description": "The lowest sequence number wanted: 0, or the `next` of the                     last answer.",
+                "schema": { "type": "integer", "minimum": 0, "maximum": u64::MAX }
+            }]
         }),
         Op::Network => json!({
             "operationId": "network",
@@ -758,6 +771,7 @@ fn schemas() -> Value {
     responses.subschema_for::<DiskList>();
     responses.subschema_for::<GuestDisk>();
     responses.subschema_for::<NetworkView>();
+    responses.subschema_for::<super::EventList>();
     let mut all = requests.take_definitions(true);
     // A type in both (`ConfigVmDisk`, in `ConfigVm` and `VmDetail`) keeps its request form:
     // fields with defaults are optional there, and what is optional in a request is still

@@ -76,6 +76,8 @@ pub enum Op {
     DeleteDisk,
     /// `GET /api/v1/network`: the guest switches and the internal network.
     Network,
+    /// `GET /api/v1/events`: the event log.
+    Events,
 }
 
 /// One route.
@@ -354,6 +356,7 @@ pub static ROUTES: &[Route] = &[
         &[400, 404, 409, 500, 503],
     ),
     route("GET", "/api/v1/network", false, Op::Network, &[200], &[]),
+    route("GET", "/api/v1/events", false, Op::Events, &[200], &[400]),
 ];
 
 /// Whether `path` is under [`API_PREFIX`] (where everything but the public routes needs a

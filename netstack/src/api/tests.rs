@@ -19,6 +19,8 @@ mod config_routes;
 mod console_ws_routes;
 #[path = "disks_tests.rs"]
 mod disk_routes;
+#[path = "events_tests.rs"]
+mod event_routes;
 #[path = "network_tests.rs"]
 mod network_routes;
 #[path = "saved_tests.rs"]

@@ -149,6 +149,9 @@ pub trait Management: super::disks::DiskManagement {
     /// The guest networks: both switches (ports with their counters, MAC tables) and the
     /// appliance's internal address with its DHCP leases (`GET /api/v1/network`).
     fn network(&self) -> NetworkView;
+    /// The event log's kept events with a sequence number of at least `since`, and the
+    /// `since` to ask with next ([`super::events`]).
+    fn events(&self, since: u64) -> super::EventList;
 }
 
 /// How to stop a VM.
