@@ -11,7 +11,8 @@
 //! kernel release and echoes what is typed (latency measured); a graceful stop turns it
 //! stopped; a new VM with 7 MiB shows the API's error at the memory field, with 128 MiB it is
 //! created and starts; saving the configuration after someone else changed it shows the
-//! conflict (412); the page fits a phone's width; the browser logged no CSP violation;
+//! conflict (412); the event log lists demo's stop, the new VM's start and the saved
+//! configuration; the page fits a phone's width; the browser logged no CSP violation;
 //! signing out forgets the token. A failing step leaves a screenshot, the page's HTML and the
 //! browser's log in `target/test-artifacts/web_console/` (the dashboard's screenshot is
 //! always there).

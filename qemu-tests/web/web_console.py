@@ -268,6 +268,16 @@ def stale_etag():
     figures["conflict_message"] = text("config-error")
 
 
+def events():
+    driver.find_element(By.CSS_SELECTOR, '#nav button[data-view="events"]').click()
+    def seen():
+        rows = [tr.text for tr in driver.find_elements(By.CSS_SELECTOR, "#event-table tbody tr")]
+        return (any("vm-stopped" in r and "demo" in r for r in rows)
+                and any("vm-started" in r and NEW_VM in r for r in rows)
+                and any("config-saved" in r for r in rows))
+    wait("demo's stop, the new VM's start and the saved configuration in the event log", seen, 20)
+
+
 def phone_width():
     driver.set_window_size(390, 844)
     driver.find_element(By.CSS_SELECTOR, '#nav button[data-view="vms"]').click()
@@ -296,7 +306,7 @@ for name, fn in [("load", load_page), ("security-headers", security_headers),
                  ("wrong-token", wrong_token), ("sign-in", sign_in), ("dashboard", dashboard),
                  ("demo-running", demo_running),
                  ("console", console), ("stop-demo", stop_demo), ("create-invalid", create_invalid),
-                 ("create-valid", create_valid), ("stale-etag", stale_etag),
+                 ("create-valid", create_valid), ("stale-etag", stale_etag), ("events", events),
                  ("phone-width", phone_width), ("no-csp-violations", no_csp_violations),
                  ("sign-out", sign_out)]:
     run(name, fn)
