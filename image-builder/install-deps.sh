@@ -128,3 +128,38 @@ if ! command -v promtool >/dev/null 2>&1; then
         || die "apt-get install prometheus failed (see apt's message above)"
 fi
 echo "install-deps: $(promtool --version 2>&1 | head -n 1)"
+
+# The web console (issue 17): npm fetches xterm.js for the page at build time
+# (web/fetch-assets.sh, pinned by web/package-lock.json); the browser test
+# (qemu-tests/tests/web_console.rs) drives Debian's chromium through chromium-driver with
+# Selenium from PyPI, in its own virtualenv under target/.
+WEB_PACKAGES="npm chromium chromium-driver"
+web_missing=()
+for pkg in $WEB_PACKAGES; do
+    if ! dpkg -s "$pkg" 2>/dev/null | grep -q '^Status: install ok installed$'; then
+        # npm may come from elsewhere (nodesource, nvm): only a missing command counts.
+        if [ "$pkg" = npm ] && command -v npm >/dev/null 2>&1; then
+            continue
+        fi
+        web_missing+=("$pkg")
+    fi
+done
+if [ "${#web_missing[@]}" -gt 0 ]; then
+    if [ "$(id -u)" -eq 0 ]; then sudo=(); else sudo=(sudo); fi
+    echo "install-deps: installing ${web_missing[*]}"
+    "${sudo[@]}" apt-get update || die "apt-get update failed: check the network, then rerun"
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y --no-install-recommends "${web_missing[@]}" \
+        || die "apt-get install ${web_missing[*]} failed (see apt's message above)"
+fi
+bash "$workspace/web/fetch-assets.sh" || die "web/fetch-assets.sh failed (npm registry unreachable?)"
+SELENIUM_VERSION="4.38.0"
+web_venv="$workspace/target/selenium-venv"
+if ! "$web_venv/bin/python" -c "import selenium, sys; sys.exit(selenium.__version__ != '$SELENIUM_VERSION')" \
+    2>/dev/null; then
+    echo "install-deps: installing selenium $SELENIUM_VERSION into $web_venv"
+    python3 -m venv "$web_venv" || die "python3 -m venv failed: install python3-venv"
+    "$web_venv/bin/pip" install --quiet --disable-pip-version-check "selenium==$SELENIUM_VERSION" \
+        || die "pip install selenium failed (PyPI unreachable?)"
+fi
+echo "install-deps: selenium $SELENIUM_VERSION, $(chromium --version 2>/dev/null || echo 'chromium missing')"

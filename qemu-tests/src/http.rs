@@ -208,6 +208,12 @@ pub fn request(
     raw(port, req.as_bytes())
 }
 
+/// The web page's URL on 127.0.0.1:`port`, for a browser (the scheme follows this module's
+/// transport).
+pub fn page_url(port: u16) -> String {
+    format!("http://127.0.0.1:{port}/")
+}
+
 /// Right after Keel's banner: waits for its DHCP lease notice and the prompt redrawn under it,
 /// deepens QEMU's `hostfwd` accept queue on `port` ([`deepen_hostfwd_backlog`]) and waits until
 /// `GET /api/v1/health` answers there; fails the test with the machine's report otherwise.

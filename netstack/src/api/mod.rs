@@ -26,7 +26,7 @@
 //! guest networks' switches at `/api/v1/network`.
 //!
 //! Every error carries `{"error":{"status":N,"message":"..."}}`, every response
-//! `Cache-Control: no-store`.
+//! `Cache-Control: no-store` but the page's (see [`page`]).
 
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -125,10 +125,13 @@ impl Router {
 
     /// The response to `req`.
     pub fn handle<M: Management + ?Sized>(&self, mgmt: &mut M, req: &Request<'_>) -> Response {
-        let response = self
-            .route(mgmt, req)
-            .unwrap_or_else(|error| error)
-            .with_header("Cache-Control", "no-store");
+        let response = self.route(mgmt, req).unwrap_or_else(|error| error);
+        // The page's assets carry their own (`no-cache` with an ETag).
+        let response = if response.header("Cache-Control").is_some() {
+            response
+        } else {
+            response.with_header("Cache-Control", "no-store")
+        };
         let route = routes::lookup(req.path)
             .find(|(r, _)| r.method == req.method.as_str())
             .map_or("other", |(r, _)| r.path);
@@ -192,7 +195,7 @@ impl Router {
             snapshots::snapshot_name(segment).map_err(|message| Response::error(400, &message))
         };
         Ok(match op {
-            Op::Page => Response::html(200, page::PAGE),
+            Op::Page | Op::Asset => page::serve(req),
             Op::Health => Response::json(
                 200,
                 &Health {

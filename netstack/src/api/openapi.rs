@@ -51,6 +51,13 @@ pub fn document() -> Value {
                 "bearer": { "type": "http", "scheme": "bearer" }
             },
             "parameters": {
+                "Asset": {
+                    "name": "asset",
+                    "in": "path",
+                    "required": true,
+                    "description": "A file of the web page; any other name is 404.",
+                    "schema": { "type": "string", "enum": asset_names() }
+                },
                 "VmName": {
                     "name": "name",
                     "in": "path",
@@ -108,6 +115,14 @@ pub fn document() -> Value {
 }
 
 /// A VM name or a VM number: the `{name}` and `{saved}` path segments.
+/// The file names under `/assets/`.
+fn asset_names() -> Value {
+    super::page::ASSETS
+        .iter()
+        .filter_map(|a| a.path.strip_prefix("/assets/"))
+        .collect()
+}
+
 fn name_or_number_pattern() -> alloc::string::String {
     alloc::format!(
         "^({}|[0-9]{{1,{}}})$",
@@ -133,6 +148,8 @@ fn paths() -> Value {
             item["parameters"] = json!([{ "$ref": "#/components/parameters/SnapshotName" }]);
         } else if route.path.contains("{disk}") {
             item["parameters"] = json!([{ "$ref": "#/components/parameters/DiskName" }]);
+        } else if route.path.contains("{asset}") {
+            item["parameters"] = json!([{ "$ref": "#/components/parameters/Asset" }]);
         } else if route.path.contains("{module}") {
             item["parameters"] = json!([{ "$ref": "#/components/parameters/Module" }]);
         }
@@ -167,9 +184,23 @@ fn successes(op: Op) -> Value {
     match op {
         Op::Page => json!({
             "200": {
-                "description": "An HTML page that lists VMs through this API.",
+                "description": "The web console: an HTML page that manages the appliance through \
+                    this API (gzip when Accept-Encoding allows it).",
                 "content": { "text/html": { "schema": { "type": "string" } } }
-            }
+            },
+            "304": { "description": "Not modified: If-None-Match names the current ETag." }
+        }),
+        Op::Asset => json!({
+            "200": {
+                "description": "A script, style sheet or the third-party licences of the page \
+                    (gzip when Accept-Encoding allows it).",
+                "content": {
+                    "text/javascript": { "schema": { "type": "string" } },
+                    "text/css": { "schema": { "type": "string" } },
+                    "text/plain": { "schema": { "type": "string" } }
+                }
+            },
+            "304": { "description": "Not modified: If-None-Match names the current ETag." }
         }),
         Op::Health => json!({ "200": ok("The server is up.", "Health") }),
         Op::OpenApi => json!({
@@ -276,6 +307,7 @@ fn successes(op: Op) -> Value {
 fn operation(op: Op) -> Value {
     match op {
         Op::Page => json!({ "operationId": "page", "summary": "The web page" }),
+        Op::Asset => json!({ "operationId": "pageAsset", "summary": "A file of the web page" }),
         Op::Health => json!({ "operationId": "health", "summary": "Liveness check" }),
         Op::OpenApi => json!({ "operationId": "openapi", "summary": "This document" }),
         Op::System => json!({

@@ -14,6 +14,8 @@ pub const API_PREFIX: &str = "/api/v1";
 pub enum Op {
     /// `GET /`: the web page.
     Page,
+    /// `GET /assets/{asset}`: the web page's scripts, styles and licences.
+    Asset,
     /// `GET /api/v1/health`.
     Health,
     /// `GET /api/v1/openapi.json`.
@@ -178,7 +180,15 @@ const SAVED_RESTORE: &[u16] = &[400, 404, 422, 500, 503];
 
 /// Every route.
 pub static ROUTES: &[Route] = &[
-    route("GET", "/", true, Op::Page, &[200], &[]),
+    route("GET", "/", true, Op::Page, &[200, 304], &[500]),
+    route(
+        "GET",
+        "/assets/{asset}",
+        true,
+        Op::Asset,
+        &[200, 304],
+        &[404, 500],
+    ),
     route("GET", "/api/v1/health", true, Op::Health, &[200], &[]),
     route(
         "GET",
@@ -492,11 +502,8 @@ mod tests {
     fn table_is_consistent() {
         for (i, a) in ROUTES.iter().enumerate() {
             assert!(a.path.starts_with('/'));
-            assert!(
-                a.path == "/" || a.path == "/metrics" || under_api(a.path),
-                "{}",
-                a.path
-            );
+            let page = a.path == "/" || a.path.starts_with("/assets/");
+            assert!(page || a.path == "/metrics" || under_api(a.path), "{}", a.path);
             let parameters = a.path.split('/').filter(|s| is_parameter(s)).count();
             assert!(parameters <= 1, "{}", a.path);
             for b in &ROUTES[i + 1..] {

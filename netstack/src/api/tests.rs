@@ -116,6 +116,15 @@ fn health_openapi_and_page_need_no_token() {
     assert!(
         core::str::from_utf8(&r.body)
             .unwrap()
+            .contains("/assets/app.js")
+    );
+    assert_eq!(r.header("cache-control"), Some("no-cache"));
+    assert!(r.header("etag").is_some());
+    let r = send_raw(&mut mock, &raw("GET", "/assets/app.js", None, None));
+    assert_eq!(r.status, 200);
+    assert!(
+        core::str::from_utf8(&r.body)
+            .unwrap()
             .contains("/api/v1/vms")
     );
     // A wrong token on a public route does not matter.
@@ -487,8 +496,8 @@ fn openapi_lists_exactly_the_statuses_of_the_route_table() {
             route.method,
             route.path
         );
-        // Each status has a description with content (HTML only for the page), but 204
-        // and the WebSocket's 101, which have none.
+        // Each status has a description with content (HTML only for the page), but 204,
+        // 304 and the WebSocket's 101, which have none.
         for (status, response) in responses {
             let response = resolve(&doc, response);
             assert!(
@@ -498,7 +507,7 @@ fn openapi_lists_exactly_the_statuses_of_the_route_table() {
             );
             assert_eq!(
                 response["content"].is_object(),
-                !["204", "101"].contains(&status.as_str()),
+                !["204", "304", "101"].contains(&status.as_str()),
                 "{} {status}",
                 route.path
             );

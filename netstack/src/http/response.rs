@@ -121,8 +121,8 @@ impl Response {
 
     /// The response as bytes on the wire: status line, header fields, `Content-Length`,
     /// `Connection: keep-alive` or `close`, empty line, and the body unless `head_request`.
-    /// A 1xx or 204 response has neither `Content-Length` nor a body (RFC 9110 §8.6,
-    /// §15.3.5).
+    /// A 1xx, 204 or 304 response has neither `Content-Length` nor a body (RFC 9110 §8.6,
+    /// §15.3.5, §15.4.5).
     pub fn encode(&self, keep_alive: bool, head_request: bool) -> Vec<u8> {
         let status = if (100..=999).contains(&self.status) {
             self.status
@@ -138,7 +138,7 @@ impl Response {
             }
             let _ = write!(head, "{name}: {value}\r\n");
         }
-        let bodiless = (100..200).contains(&status) || status == 204;
+        let bodiless = (100..200).contains(&status) || status == 204 || status == 304;
         if !bodiless {
             let _ = write!(head, "Content-Length: {}\r\n", self.body.len());
         }
