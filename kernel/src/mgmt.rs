@@ -561,6 +561,8 @@ fn host_cpu_list() -> Vec<keel_netstack::api::HostCpuInfo> {
             // Filled in by `with_vcpu_figures`.
             load_percent: 0,
             vcpus: Vec::new(),
+            guest_ms: 0,
+            idle_ms: 0,
         })
         .collect()
 }
@@ -574,6 +576,7 @@ fn with_vcpu_figures(
         if let Some(cpu) = cpus.iter_mut().find(|c| c.index as usize == load.index) {
             cpu.load_percent = load.load_percent;
             cpu.vcpus = load.vcpus;
+            (cpu.guest_ms, cpu.idle_ms) = crate::sched::cpu_times_ms(load.index);
         }
     }
     cpus

@@ -145,7 +145,7 @@ impl Kernel {
             }
             let quiet = now.saturating_sub(self.last_traffic_tick) >= TRAFFIC_POLL_TICKS;
             if !runnable && quiet && !self.vms.any_runnable() {
-                crate::arch::cpu::wait_for_interrupt();
+                crate::sched::idle_until_interrupt();
             }
         }
     }

@@ -11,7 +11,7 @@
 #[cfg(target_os = "none")]
 mod hw;
 #[cfg(target_os = "none")]
-pub use hw::{account_slice, cpu_loads, load_percent};
+pub use hw::{account_slice, cpu_loads, cpu_times_ms, idle_until_interrupt, load_percent};
 
 use alloc::string::String;
 use alloc::vec::Vec;

@@ -63,6 +63,10 @@ fn metrics_need_a_token_and_expose_the_figures() {
         "keel_http_requests_total{route=\"/metrics\",status=\"401\"} 1\n",
         "keel_config_generation 1\n",
         "keel_memory_bytes{use=\"heap_used\"}",
+        // The mock's CPU 0: 12.345 s up, 6 s halted, 1.5 s in guests.
+        "keel_cpu_seconds_total{cpu=\"0\",mode=\"idle\"} 6\n",
+        "keel_cpu_seconds_total{cpu=\"0\",mode=\"busy\"} 6.345\n",
+        "keel_cpu_guest_seconds_total{cpu=\"0\"} 1.5\n",
     ] {
         assert!(text.contains(needle), "no {needle:?} in\n{text}");
     }

@@ -7,7 +7,7 @@
 //! are escaped as the format says (`\\`, `\"`, `\n`).
 
 use alloc::collections::BTreeMap;
-use alloc::string::String;
+use alloc::string::{String, ToString};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt::Write as _;
@@ -136,6 +136,37 @@ pub fn render<M: Management + ?Sized>(mgmt: &M, requests: &RequestCounters) -> S
         .sample(&[], system.uptime_ms as f64 / 1000.0);
     x.family("keel_cpus", "gauge", "Host CPUs Keel runs on.")
         .int(&[], u64::from(system.cpus));
+    let uptime_ms = system.uptime_ms;
+    let online: Vec<_> = system
+        .cpu_list
+        .iter()
+        .filter(|c| c.state == "online")
+        .collect();
+    let mut f = x.family(
+        "keel_cpu_seconds_total",
+        "counter",
+        "Time each host CPU spent halted (idle) or working (busy) since boot.",
+    );
+    for cpu in &online {
+        let index = cpu.index.to_string();
+        let idle = cpu.idle_ms.min(uptime_ms);
+        f.sample(&[("cpu", &index), ("mode", "idle")], idle as f64 / 1000.0);
+        f.sample(
+            &[("cpu", &index), ("mode", "busy")],
+            (uptime_ms - idle) as f64 / 1000.0,
+        );
+    }
+    let mut f = x.family(
+        "keel_cpu_guest_seconds_total",
+        "counter",
+        "Time each host CPU spent running vCPUs since boot.",
+    );
+    for cpu in &online {
+        f.sample(
+            &[("cpu", &cpu.index.to_string())],
+            cpu.guest_ms as f64 / 1000.0,
+        );
+    }
     let m = &system.memory;
     x.family("keel_memory_total_bytes", "gauge", "Usable host RAM.")
         .int(&[], m.total_bytes);

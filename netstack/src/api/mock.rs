@@ -403,6 +403,8 @@ impl Management for Mock {
                     } else {
                         Vec::new()
                     },
+                    guest_ms: if index == 0 { 1_500 } else { 0 },
+                    idle_ms: if index == 0 { 6_000 } else { 9_000 },
                 })
                 .collect(),
             memory: mock_memory(),

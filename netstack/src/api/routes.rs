@@ -503,7 +503,11 @@ mod tests {
         for (i, a) in ROUTES.iter().enumerate() {
             assert!(a.path.starts_with('/'));
             let page = a.path == "/" || a.path.starts_with("/assets/");
-            assert!(page || a.path == "/metrics" || under_api(a.path), "{}", a.path);
+            assert!(
+                page || a.path == "/metrics" || under_api(a.path),
+                "{}",
+                a.path
+            );
             let parameters = a.path.split('/').filter(|s| is_parameter(s)).count();
             assert!(parameters <= 1, "{}", a.path);
             for b in &ROUTES[i + 1..] {

@@ -355,6 +355,13 @@ pub struct HostCpuInfo {
     /// VM started with `vm run`).
     #[serde(default)]
     pub vcpus: Vec<String>,
+    /// Milliseconds this CPU has spent running vCPUs since boot (0 when not online).
+    #[serde(default)]
+    pub guest_ms: u64,
+    /// Milliseconds this CPU has spent halted, with nothing to do, since boot; the rest of
+    /// `uptime_ms` it was busy (with guests, the management plane or interrupts).
+    #[serde(default)]
+    pub idle_ms: u64,
 }
 
 /// What the firmware's SMBIOS tables say the machine is. Each field is `null` when the

@@ -238,6 +238,12 @@ impl Vm {
 
     /// Builds VM `id` named `name` from the saved VM in `source`, paused, at the host time
     /// `clock` tells; [`resume`](Self::resume) runs it from where it was saved.
+    ///
+    /// The devices take this host's TSC rate: a snapshot restored after a reboot meets
+    /// another calibration of the same TSC (a few kHz apart on hardware, GHz under a busy
+    /// TCG), and refusing it would make every snapshot unusable after a reboot. The guest's
+    /// TSC keeps its value; kvm-clock's structures are rewritten for the new rate, as for a
+    /// migrated VM.
     pub fn restore(
         id: u32,
         name: String,
@@ -262,7 +268,7 @@ impl Vm {
         let memory = GuestMemory::new(rebuild.host(), parts.description.memory_size)
             .map_err(RestoreError::Memory)?;
         reader.load_memory(&memory)?;
-        Vm::from_state_parts(id, name, parts, memory, rebuild, clock, false)
+        Vm::from_state_parts(id, name, parts, memory, rebuild, clock)
     }
 
     /// The rest of a restore, from checked sections and loaded RAM.
@@ -273,7 +279,6 @@ impl Vm {
         memory: GuestMemory,
         rebuild: &dyn Rebuild,
         clock: &dyn Clock,
-        adopt_host_tsc_rate: bool,
     ) -> Result<Vm, RestoreError> {
         let StateParts {
             description,
@@ -296,11 +301,10 @@ impl Vm {
         let platform = rebuild
             .platform(&description)
             .map_err(RestoreError::Platform)?;
-        if adopt_host_tsc_rate {
-            // A migrated VM lands on another host whose TSC runs at its own rate: the
-            // devices take this host's (kvm-clock's structures are rewritten for it below).
-            devices_state.tsc_hz = platform.platform_config().tsc_hz;
-        }
+        // A migrated VM lands on another host, a snapshot after a reboot on another
+        // calibration, each with its own TSC rate: the devices take this host's
+        // (kvm-clock's structures are rewritten for it below).
+        devices_state.tsc_hz = platform.platform_config().tsc_hz;
         let devices = <Devices as Persist>::restore(platform, &devices_state)
             .map_err(RestoreError::Devices)?;
         let mut backend = rebuild.backend(memory).map_err(RestoreError::Backend)?;
@@ -415,7 +419,7 @@ impl Vm {
             })
         })?;
         parts.check()?;
-        Vm::from_state_parts(id, name, parts, memory, rebuild, clock, true)
+        Vm::from_state_parts(id, name, parts, memory, rebuild, clock)
     }
 
     /// The VM's description as the migration's configuration needs it.

@@ -519,7 +519,7 @@ extern "C" fn ap_entry(index: u64) -> ! {
             let work: fn(usize) -> ! = unsafe { core::mem::transmute(work) };
             work(index);
         }
-        cpu::wait_for_interrupt();
+        crate::sched::idle_until_interrupt();
     }
 }
 
