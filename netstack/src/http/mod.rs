@@ -12,4 +12,4 @@ pub mod server;
 
 pub use request::{Limits, Method, RequestError};
 pub use response::Response;
-pub use server::{Handler, HttpServer, Request, ServerConfig};
+pub use server::{Handler, HttpServer, PlainHttp, Request, ServerConfig};

@@ -68,8 +68,7 @@ impl Identity {
 
     /// The key as PKCS#8 PEM.
     pub fn key_pem(&self) -> String {
-        pem_rfc7468::encode_string("PRIVATE KEY", LineEnding::LF, &self.key_der)
-            .unwrap_or_default()
+        pem_rfc7468::encode_string("PRIVATE KEY", LineEnding::LF, &self.key_der).unwrap_or_default()
     }
 
     /// The certificate's SHA-256 fingerprint, `AB:CD:…`.
@@ -109,8 +108,8 @@ impl Identity {
         Ok(Identity { cert_der, key_der })
     }
 
-    /// A new self-signed identity for `hostname` (and `address` if known), valid from a day
-    /// before `now` (seconds since 1970) until 9999-12-31.
+    /// A new self-signed identity for `hostname` (and `address` if known), valid from
+    /// 2025-01-01 (or a day before `now`, seconds since 1970, if earlier) until 9999-12-31.
     pub fn generate(
         hostname: &str,
         address: Option<Ipv4Addr>,
@@ -172,6 +171,10 @@ fn seq(parts: &[&[u8]]) -> Vec<u8> {
     tlv(0x30, &parts.concat())
 }
 
+/// 2025-01-01T00:00:00Z: the notBefore of generated certificates (unless the clock is
+/// earlier still).
+const NOT_BEFORE: i64 = 1_735_689_600;
+
 // OIDs, content bytes only.
 const OID_ECDSA_SHA256: &[u8] = &[0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04, 0x03, 0x02];
 const OID_EC_PUBLIC_KEY: &[u8] = &[0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x02, 0x01];
@@ -193,7 +196,9 @@ fn self_signed(
         0x31,
         &seq(&[&tlv(0x06, OID_COMMON_NAME), &tlv(0x0C, hostname.as_bytes())]),
     )]);
-    let not_before = utc_time(now - 86_400);
+    // Generous: a client whose clock is behind the appliance's RTC (or an RTC that is ahead)
+    // must not see a certificate that is "not valid yet".
+    let not_before = utc_time((now - 86_400).min(NOT_BEFORE));
     let validity = seq(&[&not_before, &tlv(0x18, b"99991231235959Z")]);
     let point = p256::EncodedPoint::from(key.public_key());
     let mut bits = alloc::vec![0u8];
@@ -206,7 +211,10 @@ fn self_signed(
     if let Some(ip) = address {
         names.extend_from_slice(&tlv(0x87, &ip.octets()));
     }
-    let san = seq(&[&tlv(0x06, OID_SUBJECT_ALT_NAME), &tlv(0x04, &tlv(0x30, &names))]);
+    let san = seq(&[
+        &tlv(0x06, OID_SUBJECT_ALT_NAME),
+        &tlv(0x04, &tlv(0x30, &names)),
+    ]);
     let extensions = tlv(0xA3, &seq(&[&san]));
     let tbs = seq(&[
         &tlv(0xA0, &tlv(0x02, &[2])),
@@ -323,7 +331,9 @@ fn parse_cert(der: &[u8]) -> Result<CertFields<'_>, CertError> {
     let (spki, _) = expect(rest, 0x30, "no subject public key info")?;
     let (_, spki_rest) = expect(spki, 0x30, "no public key algorithm")?;
     let (bits, _) = expect(spki_rest, 0x03, "no public key")?;
-    let public_key = bits.get(1..).ok_or(CertError::Malformed("empty public key"))?;
+    let public_key = bits
+        .get(1..)
+        .ok_or(CertError::Malformed("empty public key"))?;
     Ok(CertFields {
         public_key,
         not_after,
@@ -366,7 +376,10 @@ mod tests {
             assert_eq!(days_from_civil(y, m, d), days);
         }
         assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(parse_time(0x18, b"99991231235959Z").unwrap(), 253_402_300_799);
+        assert_eq!(
+            parse_time(0x18, b"99991231235959Z").unwrap(),
+            253_402_300_799
+        );
     }
 
     #[test]

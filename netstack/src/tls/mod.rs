@@ -87,7 +87,9 @@ impl TlsServer {
         .map_err(|e| TlsError::Setup(alloc::format!("{e}")))?
         .with_no_client_auth()
         .with_single_cert(
-            alloc::vec![rustls::pki_types::CertificateDer::from(identity.cert_der.clone())],
+            alloc::vec![rustls::pki_types::CertificateDer::from(
+                identity.cert_der.clone()
+            )],
             rustls::pki_types::PrivateKeyDer::Pkcs8(identity.key_der.clone().into()),
         )
         .map_err(|e| TlsError::Certificate(alloc::format!("{e}")))?;
@@ -336,6 +338,11 @@ impl Session {
     /// Ciphertext waiting for the socket; the caller drains what it sent.
     pub fn pending_ciphertext(&mut self) -> &mut Vec<u8> {
         &mut self.outgoing
+    }
+
+    /// Whether a close_notify was queued ([`close_notify`](Self::close_notify)).
+    pub fn close_queued(&self) -> bool {
+        self.close_queued
     }
 
     /// Whether the handshake finished.

@@ -85,7 +85,8 @@ impl rhmac::Hmac for HmacSha256 {
     fn with_key(&self, key: &[u8]) -> Box<dyn rhmac::Key> {
         // HMAC takes keys of any length.
         Box::new(HmacSha256Key(
-            <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(key).expect("HMAC accepts any key length"),
+            <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(key)
+                .expect("HMAC accepts any key length"),
         ))
     }
     fn hash_output_len(&self) -> usize {
@@ -132,9 +133,9 @@ impl AeadCipher {
     fn new(kind: AeadKind, key: &AeadKey) -> Result<AeadCipher, Error> {
         let bad = |_| Error::General("AEAD key of the wrong length".into());
         Ok(match kind {
-            AeadKind::Aes128Gcm => {
-                AeadCipher::Aes128Gcm(aes_gcm::Aes128Gcm::new_from_slice(key.as_ref()).map_err(bad)?)
-            }
+            AeadKind::Aes128Gcm => AeadCipher::Aes128Gcm(
+                aes_gcm::Aes128Gcm::new_from_slice(key.as_ref()).map_err(bad)?,
+            ),
             AeadKind::ChaCha20Poly1305 => AeadCipher::ChaCha20Poly1305(
                 chacha20poly1305::ChaCha20Poly1305::new_from_slice(key.as_ref()).map_err(bad)?,
             ),
@@ -348,7 +349,9 @@ struct P256Exchange {
 impl SupportedKxGroup for P256Group {
     fn start(&self) -> Result<Box<dyn ActiveKeyExchange>, Error> {
         let secret = random_p256_secret().map_err(|_| Error::FailedToGetRandomBytes)?;
-        let public = p256::EncodedPoint::from(secret.public_key()).as_bytes().to_vec();
+        let public = p256::EncodedPoint::from(secret.public_key())
+            .as_bytes()
+            .to_vec();
         Ok(Box::new(P256Exchange { secret, public }))
     }
     fn name(&self) -> NamedGroup {
@@ -360,8 +363,7 @@ impl ActiveKeyExchange for P256Exchange {
     fn complete(self: Box<Self>, peer_pub_key: &[u8]) -> Result<SharedSecret, Error> {
         let peer = p256::PublicKey::from_sec1_bytes(peer_pub_key)
             .map_err(|_| Error::from(rustls::PeerMisbehaved::InvalidKeyShare))?;
-        let shared =
-            p256::ecdh::diffie_hellman(self.secret.to_nonzero_scalar(), peer.as_affine());
+        let shared = p256::ecdh::diffie_hellman(self.secret.to_nonzero_scalar(), peer.as_affine());
         Ok(SharedSecret::from(&shared.raw_secret_bytes()[..]))
     }
     fn pub_key(&self) -> &[u8] {
@@ -407,7 +409,9 @@ impl KeyProvider for EcdsaKeys {
     ) -> Result<Arc<dyn SigningKey>, Error> {
         let key = super::cert::p256_key_from_der(&key_der)
             .map_err(|e| Error::General(alloc::format!("{e}")))?;
-        Ok(Arc::new(EcdsaSigningKey(p256::ecdsa::SigningKey::from(key))))
+        Ok(Arc::new(EcdsaSigningKey(p256::ecdsa::SigningKey::from(
+            key,
+        ))))
     }
 }
 

@@ -46,8 +46,43 @@ use crate::iface::NetStack;
 mod exchange;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;
+mod transport;
 
 pub use exchange::{Exchange, Handler, Request, exchange};
+pub use transport::{HANDSHAKE_TIMEOUT, MAX_HANDSHAKES};
+
+use crate::tls::{Session, TlsServer};
+use transport::{Io, Pumped};
+
+/// What the plain-HTTP port does when the server also serves HTTPS
+/// ([`HttpServer::with_tls`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlainHttp {
+    /// No plain-HTTP port.
+    Off,
+    /// Every request gets `301` to the same path over HTTPS; the handler (and so the API
+    /// and its token) is never reached over plain HTTP.
+    Redirect,
+    /// The handler answers over plain HTTP too (insecure: tests only).
+    Serve,
+}
+
+/// Plain-HTTP sockets beside the HTTPS ones: a few for redirects, more when serving.
+const PLAIN_REDIRECT_CONNECTIONS: usize = 8;
+const PLAIN_SERVE_CONNECTIONS: usize = 32;
+
+/// What a slot's connections are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    /// Plain HTTP to the handler.
+    Plain,
+    /// Plain HTTP answered with a redirect to HTTPS on this port.
+    Redirect { https_port: u16 },
+    /// HTTPS to the handler.
+    Tls,
+}
 
 /// Server settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,6 +127,12 @@ pub enum ServerError {
     /// No connections, or socket buffers of 0 bytes.
     #[error("the HTTP server needs at least one connection and non-empty buffers")]
     NoCapacity,
+    /// Plain HTTP and HTTPS were given the same port.
+    #[error(
+        "management.http_port and management.https_port are both {0}: give plain HTTP another \
+         port or set management.http = \"off\""
+    )]
+    SamePorts(u16),
 }
 
 /// Counters since the server started.
@@ -107,6 +148,10 @@ pub struct ServerStats {
     pub timed_out: u64,
     /// Idle keep-alive connections closed (after the idle timeout, or to make room).
     pub idle_closed: u64,
+    /// TLS connections aborted: failed or timed-out handshakes, TLS errors.
+    pub tls_aborted: u64,
+    /// TLS connections dropped at accept because [`MAX_HANDSHAKES`] were in progress.
+    pub tls_refused: u64,
 }
 
 /// Where one connection is.
@@ -143,6 +188,12 @@ enum Conn {
 struct Slot {
     handle: SocketHandle,
     conn: Conn,
+    port: u16,
+    role: Role,
+    /// The TLS session of the current connection (`Role::Tls` only).
+    tls: Option<alloc::boxed::Box<Session>>,
+    /// When the current TLS connection was accepted (for the handshake timeout).
+    accepted_at: Instant,
 }
 
 /// What one step of a connection did.
@@ -159,6 +210,7 @@ pub struct HttpServer {
     config: ServerConfig,
     slots: Vec<Slot>,
     stats: ServerStats,
+    tls: Option<TlsServer>,
 }
 
 impl fmt::Debug for HttpServer {
@@ -183,27 +235,68 @@ impl HttpServer {
         if config.connections == 0 || config.rx_buffer == 0 || config.tx_buffer == 0 {
             return Err(ServerError::NoCapacity);
         }
-        let slots = (0..config.connections)
-            .map(|_| {
-                let mut socket = tcp::Socket::new(
-                    tcp::SocketBuffer::new(vec![0; config.rx_buffer]),
-                    tcp::SocketBuffer::new(vec![0; config.tx_buffer]),
-                );
-                // Responses are written whole: Nagle would only hold back their last segment.
-                socket.set_nagle_enabled(false);
-                // Cannot fail: the socket is new and the port is not 0.
-                let _ = socket.listen(config.port);
-                Slot {
-                    handle: sockets.add(socket),
-                    conn: Conn::Listening,
-                }
-            })
-            .collect();
+        let slots = add_slots(
+            &config,
+            config.port,
+            Role::Plain,
+            config.connections,
+            sockets,
+        );
         Ok(HttpServer {
             config,
             slots,
             stats: ServerStats::default(),
+            tls: None,
         })
+    }
+
+    /// A server for HTTPS on `https_port` with `tls` ([`ServerConfig::connections`] sockets),
+    /// and plain HTTP on [`ServerConfig::port`] as `plain` says.
+    pub fn with_tls(
+        config: ServerConfig,
+        tls: TlsServer,
+        https_port: u16,
+        plain: PlainHttp,
+        sockets: &mut SocketSet<'static>,
+    ) -> Result<HttpServer, ServerError> {
+        if https_port == 0 || (plain != PlainHttp::Off && config.port == 0) {
+            return Err(ServerError::InvalidPort);
+        }
+        if plain != PlainHttp::Off && config.port == https_port {
+            return Err(ServerError::SamePorts(https_port));
+        }
+        if config.connections == 0 || config.rx_buffer == 0 || config.tx_buffer == 0 {
+            return Err(ServerError::NoCapacity);
+        }
+        let mut slots = add_slots(&config, https_port, Role::Tls, config.connections, sockets);
+        match plain {
+            PlainHttp::Off => {}
+            PlainHttp::Redirect => slots.extend(add_slots(
+                &config,
+                config.port,
+                Role::Redirect { https_port },
+                PLAIN_REDIRECT_CONNECTIONS,
+                sockets,
+            )),
+            PlainHttp::Serve => slots.extend(add_slots(
+                &config,
+                config.port,
+                Role::Plain,
+                PLAIN_SERVE_CONNECTIONS,
+                sockets,
+            )),
+        }
+        Ok(HttpServer {
+            config,
+            slots,
+            stats: ServerStats::default(),
+            tls: Some(tls),
+        })
+    }
+
+    /// The TLS settings, when serving HTTPS.
+    pub fn tls(&self) -> Option<&TlsServer> {
+        self.tls.as_ref()
     }
 
     /// The configuration.
@@ -237,18 +330,67 @@ impl HttpServer {
         handler: &mut H,
     ) -> bool {
         let mut active = false;
+        let mut handshakes = self
+            .slots
+            .iter()
+            .filter(|s| transport::handshaking(&s.tls))
+            .count();
         for slot in &mut self.slots {
             let socket = sockets.get_mut::<tcp::Socket>(slot.handle);
             // A few steps let a connection go e.g. from accepted to answered in one poll.
             for _ in 0..4 {
-                let step = step(
-                    &mut slot.conn,
-                    socket,
-                    now,
-                    &self.config,
-                    handler,
-                    &mut self.stats,
-                );
+                if let (Role::Tls, Some(tls)) = (slot.role, &self.tls) {
+                    let was_handshaking = transport::handshaking(&slot.tls);
+                    let pumped = transport::pump(
+                        tls,
+                        socket,
+                        &mut slot.tls,
+                        &mut slot.accepted_at,
+                        now,
+                        handshakes,
+                    );
+                    match pumped {
+                        Pumped::Aborted => self.stats.tls_aborted += 1,
+                        Pumped::Refused => self.stats.tls_refused += 1,
+                        Pumped::Progress => active = true,
+                        Pumped::Nothing => {}
+                    }
+                    match (was_handshaking, transport::handshaking(&slot.tls)) {
+                        (false, true) => handshakes += 1,
+                        (true, false) => handshakes = handshakes.saturating_sub(1),
+                        _ => {}
+                    }
+                }
+                let mut io = Io {
+                    socket: &mut *socket,
+                    tls: slot.tls.as_deref_mut(),
+                };
+                let step = match slot.role {
+                    Role::Redirect { https_port } => step(
+                        &mut slot.conn,
+                        &mut io,
+                        now,
+                        slot.port,
+                        &self.config,
+                        &mut |req: &Request<'_>| redirect(req, https_port),
+                        &mut self.stats,
+                    ),
+                    Role::Plain | Role::Tls => step(
+                        &mut slot.conn,
+                        &mut io,
+                        now,
+                        slot.port,
+                        &self.config,
+                        handler,
+                        &mut self.stats,
+                    ),
+                };
+                if matches!(slot.conn, Conn::Listening) {
+                    if transport::handshaking(&slot.tls) {
+                        handshakes = handshakes.saturating_sub(1);
+                    }
+                    slot.tls = None;
+                }
                 active |= step != Step::Nothing;
                 if step != Step::Moved {
                     break;
@@ -342,8 +484,9 @@ impl HttpServer {
         let socket = sockets.get_mut::<tcp::Socket>(slot.handle);
         socket.abort();
         // Cannot fail: an aborted socket is closed, and the port is not 0.
-        let _ = socket.listen(self.config.port);
+        let _ = socket.listen(slot.port);
         slot.conn = Conn::Listening;
+        slot.tls = None;
         self.stats.idle_closed += 1;
         true
     }
@@ -352,8 +495,9 @@ impl HttpServer {
 /// One step of one connection.
 fn step<H: Handler + ?Sized>(
     conn: &mut Conn,
-    socket: &mut tcp::Socket<'_>,
+    socket: &mut Io<'_, '_>,
     now: Instant,
+    port: u16,
     config: &ServerConfig,
     handler: &mut H,
     stats: &mut ServerStats,
@@ -363,7 +507,7 @@ fn step<H: Handler + ?Sized>(
             if !socket.is_open() {
                 // Closed or TIME-WAIT (no need to wait out 2MSL: the peer closed, or we
                 // aborted). Cannot fail: the socket is not open and the port is not 0.
-                let _ = socket.listen(config.port);
+                let _ = socket.listen(port);
                 return Step::Nothing;
             }
             match socket.state() {
@@ -540,7 +684,7 @@ fn step<H: Handler + ?Sized>(
 }
 
 /// Reads up to `want` bytes into `buf`. Returns whether any arrived.
-fn receive(socket: &mut tcp::Socket<'_>, buf: &mut Vec<u8>, want: &mut usize) -> bool {
+fn receive(socket: &mut Io<'_, '_>, buf: &mut Vec<u8>, want: &mut usize) -> bool {
     let mut got = false;
     // Twice at most: the receive buffer is a ring, so its data may come in two pieces.
     while *want > 0 && socket.can_recv() {
@@ -558,6 +702,74 @@ fn receive(socket: &mut tcp::Socket<'_>, buf: &mut Vec<u8>, want: &mut usize) ->
         got = true;
     }
     got
+}
+
+/// The answer on the plain-HTTP port in [`PlainHttp::Redirect`]: `301` to the same host and
+/// path over HTTPS (without the query's token ever reaching the API).
+fn redirect(req: &Request<'_>, https_port: u16) -> crate::http::response::Response {
+    let host = req
+        .headers
+        .iter()
+        .find(|(name, _)| name == "host")
+        .map(|(_, value)| host_without_port(value))
+        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic() && b != b'/'));
+    let Some(host) = host else {
+        return crate::http::response::Response::error(
+            400,
+            "plain HTTP only redirects to HTTPS here, and this request has no Host header to \
+             redirect to: use https://",
+        );
+    };
+    let port = if https_port == 443 {
+        alloc::string::String::new()
+    } else {
+        alloc::format!(":{https_port}")
+    };
+    let query = req
+        .query
+        .map(|q| alloc::format!("?{q}"))
+        .unwrap_or_default();
+    let location = alloc::format!("https://{host}{port}{}{query}", req.path);
+    crate::http::response::Response::error(301, "the management API is served over HTTPS")
+        .with_header("location", &location)
+}
+
+/// `host[:port]` or `[v6]:port` → the host part.
+fn host_without_port(value: &str) -> &str {
+    let value = value.trim();
+    if let Some(end) = value.find(']') {
+        return &value[..=end];
+    }
+    value.split(':').next().unwrap_or(value)
+}
+
+fn add_slots(
+    config: &ServerConfig,
+    port: u16,
+    role: Role,
+    count: usize,
+    sockets: &mut SocketSet<'static>,
+) -> Vec<Slot> {
+    (0..count)
+        .map(|_| {
+            let mut socket = tcp::Socket::new(
+                tcp::SocketBuffer::new(vec![0; config.rx_buffer]),
+                tcp::SocketBuffer::new(vec![0; config.tx_buffer]),
+            );
+            // Responses are written whole: Nagle would only hold back their last segment.
+            socket.set_nagle_enabled(false);
+            // Cannot fail: the socket is new and the port is not 0.
+            let _ = socket.listen(port);
+            Slot {
+                handle: sockets.add(socket),
+                conn: Conn::Listening,
+                port,
+                role,
+                tls: None,
+                accepted_at: Instant::ZERO,
+            }
+        })
+        .collect()
 }
 
 /// A response of the server's own that closes the connection.
