@@ -62,6 +62,7 @@ fn full() -> Config {
         management: Management {
             api_tokens: vec![TOKEN.into(), "tok_en.with~all+chars/-ok".into()],
             http_port: 8080,
+            ..Management::default()
         },
         vms: vec![web, vm("db")],
     }
@@ -125,7 +126,7 @@ fn canonical_json_of_the_defaults_omits_absent_fields() {
         "{\n  \"hostname\": \"keel\",\n  \"network\": {\n    \"mode\": \"dhcp\",\n    \
          \"internal\": {\n      \"address\": \"10.99.0.1\",\n      \"prefix\": 24,\n      \
          \"dhcp\": true\n    }\n  },\n  \
-         \"management\": {\n    \"api_tokens\": [],\n    \"http_port\": 80\n  },\n  \
+         \"management\": {\n    \"api_tokens\": [],\n    \"http_port\": 80,\n    \"http\": \"redirect\",\n    \"https_port\": 443\n  },\n  \
          \"vms\": []\n}\n"
     );
 }
@@ -496,6 +497,7 @@ fn api_token_rules() {
         management: Management {
             api_tokens: tokens.iter().map(|t| t.to_string()).collect(),
             http_port: 80,
+            ..Management::default()
         },
         ..Config::default()
     };
@@ -1329,4 +1331,34 @@ fn cpuid_paravirt_errors_name_the_field() {
         r#"{"vms":[{"name":"a","memory_mib":64,"kernel":"k","cpuid":{"hypervisor":"kvm"}}]}"#,
     );
     assert_eq!(e.path, "vms[0].cpuid.hypervisor");
+}
+
+#[test]
+fn https_port_and_certificate_rules() {
+    use super::{ManagementCertificate, PlainHttpMode};
+    let mut config = Config::default();
+    assert_eq!(config.management.https_port, 443);
+    assert_eq!(config.management.http, PlainHttpMode::Redirect);
+    config.management.https_port = 80;
+    assert_eq!(
+        errors(&config),
+        ["management.https_port: must differ from management.http_port (80), unless management.http is \"off\""]
+    );
+    config.management.http = PlainHttpMode::Off;
+    assert!(config.validate().is_ok());
+    config.management.certificate = Some(ManagementCertificate {
+        cert_pem: "junk".into(),
+        key_pem: "-----BEGIN RSA PRIVATE KEY-----\n...".into(),
+    });
+    assert_eq!(
+        errors(&config),
+        [
+            "management.certificate.cert_pem: must be PEM (-----BEGIN CERTIFICATE-----)",
+            "management.certificate.key_pem: must be PEM (-----BEGIN PRIVATE KEY----- or -----BEGIN EC PRIVATE KEY-----)"
+        ]
+    );
+    let json = r#"{"management":{"http":"serve","https_port":8443}}"#;
+    let parsed = Config::from_json(json.as_bytes()).unwrap();
+    assert_eq!(parsed.management.http, PlainHttpMode::Serve);
+    assert!(Config::from_json(br#"{"management":{"http":"maybe"}}"#).is_err());
 }
