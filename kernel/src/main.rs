@@ -21,6 +21,7 @@ pub mod blk;
 pub mod boot;
 pub mod console;
 pub mod console_port;
+pub mod entropy;
 pub mod mm;
 pub mod net;
 pub mod pci;
@@ -44,6 +45,8 @@ pub mod mgmt;
 pub mod runtime;
 #[cfg(target_os = "none")]
 pub mod serial;
+#[cfg(target_os = "none")]
+pub mod tls_setup;
 #[cfg(target_os = "none")]
 pub mod vm_config;
 #[cfg(target_os = "none")]
@@ -221,13 +224,15 @@ mod kernel {
             switches: spin::Mutex::new(crate::net::switches::Switches::new()),
         });
 
-        let (settings, config_lines) = load_config();
+        let (mut settings, config_lines) = load_config();
         let screen = open_status_screen(&system.boot);
         print_banner(system, &settings, entry_tsc);
         report_disk(&boot_disk);
         for line in &config_lines {
             kprintln!("{}", line);
         }
+        crate::entropy::init();
+        crate::tls_setup::prepare(&mut settings);
         for problem in &system.platform.problems {
             kprintln!("warning: {}", problem);
         }
