@@ -370,7 +370,7 @@ fn legacy_virtio_net_on_pc() {
             "-device".to_owned(),
             "virtio-net-pci,netdev=n0,disable-modern=on".to_owned(),
             "-netdev".to_owned(),
-            format!("user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:80"),
+            format!("user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:{}", http::GUEST_API_PORT),
         ]
     });
     auth_and_system(&mut app, "virtio-net");

@@ -218,7 +218,7 @@ pub fn layout(status: &Status, cols: usize, rows: usize) -> TextGrid {
     }
     if let Some((_, fingerprint)) = &status.https {
         // Two rows of 16 bytes: the whole fingerprint fits an 80-column screen.
-        let (first, second) = fingerprint.split_at(fingerprint.len().min(48));
+        let (first, second) = fingerprint.split_at(fingerprint.len().min(47));
         fields.push(("cert SHA-256", String::from(first), Style::Value));
         if !second.is_empty() {
             fields.push(("", String::from(second.trim_start_matches(':')), Style::Value));
