@@ -202,6 +202,25 @@ impl NetPlane {
         tokens.dedup();
         self.tokens = tokens.len();
         self.router.set_tokens(tokens);
+        self.apply_certificate();
+    }
+
+    /// Serves a replaced certificate ([`crate::tls_setup::replace`]) to new connections.
+    fn apply_certificate(&mut self) {
+        let Some(identity) = crate::tls_setup::identity() else {
+            return;
+        };
+        let current = self.server.tls().map(|t| String::from(t.fingerprint()));
+        if current.is_none() || current.as_deref() == Some(identity.fingerprint().as_str()) {
+            return;
+        }
+        match keel_netstack::tls::TlsServer::new(&identity, crate::tls_setup::unix_now) {
+            Ok(tls) => {
+                crate::kprintln!("tls: now serving certificate SHA-256 {}", tls.fingerprint());
+                self.server.set_tls(tls);
+            }
+            Err(e) => crate::kprintln!("warning: the new certificate is not served: {e}"),
+        }
     }
 
     /// Whether any API token is accepted.
@@ -793,6 +812,7 @@ impl Management for Plane<'_> {
 
     fn save_config(&mut self, config: Config) -> Result<u64, ApiError> {
         let config = restore_key(config, self.settings.current());
+        let new_identity = check_new_certificate(&config, self.settings.current())?;
         let mut partition = crate::blk::boot_disk::config_partition().map_err(|e| {
             ApiError::Unavailable(alloc::format!("cannot save the configuration: {e}"))
         })?;
@@ -803,6 +823,9 @@ impl Management for Plane<'_> {
                 SaveError::Invalid(_) => ApiError::Invalid(e.to_string()),
                 SaveError::Stale | SaveError::Store(_) => ApiError::Internal(e.to_string()),
             })?;
+        if let Some(identity) = new_identity {
+            crate::tls_setup::replace(identity);
+        }
         Ok(saved.generation)
     }
 
@@ -1046,4 +1069,22 @@ fn restore_key(mut config: Config, current: &Config) -> Config {
         Some(_) => {}
     }
     config
+}
+
+/// A changed `management.certificate` must be a usable pair (the key matches, not
+/// expired): the new identity, or the API's 422 naming the field.
+fn check_new_certificate(
+    config: &Config,
+    current: &Config,
+) -> Result<Option<keel_netstack::tls::Identity>, ApiError> {
+    let Some(cert) = &config.management.certificate else {
+        return Ok(None);
+    };
+    if current.management.certificate.as_ref() == Some(cert) {
+        return Ok(None);
+    }
+    let now = crate::tls_setup::unix_now().unwrap_or(0) as i64;
+    keel_netstack::tls::Identity::from_pem(&cert.cert_pem, &cert.key_pem, now)
+        .map(Some)
+        .map_err(|e| ApiError::Invalid(alloc::format!("management.certificate: {e}")))
 }

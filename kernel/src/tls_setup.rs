@@ -105,23 +105,8 @@ pub fn fingerprint() -> Option<String> {
     IDENTITY.lock().as_ref().map(Identity::fingerprint)
 }
 
-/// Replaces the identity with an operator's PEM pair (checked: key matches, not expired)
-/// and saves it in the configuration. Takes effect for new connections at the next boot.
-pub fn import(settings: &mut Settings, cert_pem: &str, key_pem: &str) -> Result<String, String> {
-    let now = unix_now().unwrap_or(0) as i64;
-    let identity =
-        Identity::from_pem(cert_pem, key_pem, now).map_err(|e| alloc::format!("{e}"))?;
-    let mut updated = settings.current().clone();
-    updated.management.certificate = Some(ManagementCertificate {
-        cert_pem: identity.cert_pem(),
-        key_pem: identity.key_pem(),
-    });
-    let mut partition = crate::blk::boot_disk::config_partition()
-        .map_err(|e| alloc::format!("cannot save the certificate: {e}"))?;
-    settings
-        .replace(&mut partition, updated)
-        .map_err(|e| alloc::format!("cannot save the certificate: {e}"))?;
-    let fingerprint = identity.fingerprint();
+/// Makes `identity` (already saved in the configuration) the one in use.
+pub fn replace(identity: Identity) {
+    kprintln!("tls: certificate replaced, SHA-256 {}", identity.fingerprint());
     *IDENTITY.lock() = Some(identity);
-    Ok(fingerprint)
 }

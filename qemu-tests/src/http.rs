@@ -3,10 +3,11 @@
 //! 127.0.0.1, and to read one response (Content-Length bodies, which is all Keel sends).
 //!
 //! The appliance's certificate is pinned: a connection is accepted only if the server shows
-//! exactly the certificate `keel build` made (`target/keel/tls-cert.pem`, also in the
-//! image's configuration) or one a test registered with [`trust_certificate`] (e.g. one the
-//! appliance generated itself, taken from the configuration). Names are not checked (tests
-//! connect to 127.0.0.1), the TLS 1.3 handshake signature is. [`Scheme::Http`] is for tests
+//! exactly the certificate `keel build` made (`target/keel/tls-cert.pem`, also in every test
+//! image's configuration through `appliance::default_config`), one a test registered with
+//! [`trust_certificate`], or — for an appliance that made its own — the certificate first
+//! seen on that forwarded port (pinned for the port from then on). Names are not checked
+//! (tests connect to 127.0.0.1); the TLS 1.3 handshake signature is. [`Scheme::Http`] is for tests
 //! about plain HTTP itself.
 
 use std::io::{Read, Write};
@@ -120,6 +121,26 @@ struct Pinned {
     algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
 }
 
+/// Certificates pinned on first use, per forwarded port (the server name is `port-N`).
+static FIRST_USE: Mutex<Vec<(String, Vec<u8>)>> = Mutex::new(Vec::new());
+
+impl Pinned {
+    /// An appliance that made its own certificate (an image without `keel build`'s): the
+    /// first certificate seen on a port is pinned for that port, as the `keel` client does;
+    /// a different one later on the same port is refused.
+    fn first_use(&self, server_name: &rustls::pki_types::ServerName<'_>, der: &[u8]) -> bool {
+        let name = server_name.to_str().into_owned();
+        let mut pins = FIRST_USE.lock().unwrap();
+        match pins.iter().find(|(n, _)| *n == name) {
+            Some((_, pinned)) => pinned == der,
+            None => {
+                pins.push((name, der.to_vec()));
+                true
+            }
+        }
+    }
+}
+
 impl rustls::client::danger::ServerCertVerifier for Pinned {
     fn verify_server_cert(
         &self,
@@ -131,7 +152,8 @@ impl rustls::client::danger::ServerCertVerifier for Pinned {
     ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
         let der = end_entity.as_ref();
         let known = build_certificate().is_some_and(|c| c == der)
-            || EXTRA_TRUSTED.lock().unwrap().iter().any(|c| c == der);
+            || EXTRA_TRUSTED.lock().unwrap().iter().any(|c| c == der)
+            || self.first_use(server_name, der);
         if known {
             Ok(rustls::client::danger::ServerCertVerified::assertion())
         } else {
@@ -361,7 +383,8 @@ pub fn connect_with(scheme: Scheme, port: u16, timeout: Duration) -> std::io::Re
     match scheme {
         Scheme::Http => Ok(Stream::Plain(tcp)),
         Scheme::Https => {
-            let name = rustls::pki_types::ServerName::try_from("keel").expect("a valid name");
+            let name = rustls::pki_types::ServerName::try_from(format!("port-{port}"))
+                .map_err(std::io::Error::other)?;
             let conn = rustls::ClientConnection::new(client_config(), name)
                 .map_err(std::io::Error::other)?;
             let mut tls = rustls::StreamOwned::new(conn, tcp);

@@ -299,6 +299,14 @@ impl HttpServer {
         self.tls.as_ref()
     }
 
+    /// Serves `tls` (a replaced certificate) to connections accepted from now on; open
+    /// ones keep their session. Does nothing on a server without HTTPS.
+    pub fn set_tls(&mut self, tls: TlsServer) {
+        if self.tls.is_some() {
+            self.tls = Some(tls);
+        }
+    }
+
     /// The configuration.
     pub fn config(&self) -> &ServerConfig {
         &self.config
