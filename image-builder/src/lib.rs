@@ -30,7 +30,6 @@
 //! [`linux_guest`] for their Linux guests.
 
 pub mod api_token;
-pub mod tls_cert;
 pub mod appliance;
 pub mod client;
 pub mod console;
@@ -46,6 +45,7 @@ pub mod kernel_build;
 pub mod linux_guest;
 pub mod logs;
 pub mod run;
+pub mod tls_cert;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;

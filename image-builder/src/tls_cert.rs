@@ -64,11 +64,10 @@ pub fn load_or_create(out_dir: &Path, hostname: &str) -> Result<Identity, TlsCer
         .and_then(|mut f| f.read_exact(&mut seed))
         .map_err(io(Path::new("/dev/urandom")))?;
     keel_netstack::tls::random::seed(seed);
-    let identity =
-        Identity::generate(hostname, None, now).map_err(|e| TlsCertError::Unusable {
-            path: cert_path.clone(),
-            reason: e.to_string(),
-        })?;
+    let identity = Identity::generate(hostname, None, now).map_err(|e| TlsCertError::Unusable {
+        path: cert_path.clone(),
+        reason: e.to_string(),
+    })?;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]

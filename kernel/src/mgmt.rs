@@ -1002,20 +1002,14 @@ fn start_http(
             server_config.port
         );
     }
-    let tls = crate::tls_setup::identity().map(|identity| {
-        keel_netstack::tls::TlsServer::new(&identity, crate::tls_setup::unix_now)
-    });
+    let tls = crate::tls_setup::identity()
+        .map(|identity| keel_netstack::tls::TlsServer::new(&identity, crate::tls_setup::unix_now));
     let https_port = config.management.https_port;
     let reason = match tls {
         Some(Ok(tls)) => {
-            let server = HttpServer::with_tls(
-                server_config,
-                tls,
-                https_port,
-                plain,
-                stack.sockets_mut(),
-            )
-            .map_err(|e| NetPlaneError::Setup(e.to_string()))?;
+            let server =
+                HttpServer::with_tls(server_config, tls, https_port, plain, stack.sockets_mut())
+                    .map_err(|e| NetPlaneError::Setup(e.to_string()))?;
             return Ok((
                 server,
                 HttpsState::On {

@@ -38,7 +38,10 @@ pub fn prepare(settings: &mut Settings) {
                      certificate for this boot (replace it with `cert import` or the API)"
                 );
                 if let Some(identity) = generate(config) {
-                    kprintln!("tls: temporary certificate SHA-256 {}", identity.fingerprint());
+                    kprintln!(
+                        "tls: temporary certificate SHA-256 {}",
+                        identity.fingerprint()
+                    );
                     *IDENTITY.lock() = Some(identity);
                 }
                 return;
@@ -107,6 +110,9 @@ pub fn fingerprint() -> Option<String> {
 
 /// Makes `identity` (already saved in the configuration) the one in use.
 pub fn replace(identity: Identity) {
-    kprintln!("tls: certificate replaced, SHA-256 {}", identity.fingerprint());
+    kprintln!(
+        "tls: certificate replaced, SHA-256 {}",
+        identity.fingerprint()
+    );
     *IDENTITY.lock() = Some(identity);
 }

@@ -242,6 +242,16 @@ pub fn nic_arg(model: &str, port: u16) -> String {
     format!("user,model={model},hostfwd=tcp:127.0.0.1:{port}-:{GUEST_API_PORT}")
 }
 
+/// [`nic_arg`] with the appliance's plain-HTTP port ([`GUEST_PLAIN_PORT`]) also forwarded,
+/// from `plain`: for clients that still speak plain HTTP to an appliance with
+/// `management.http = "serve"`.
+pub fn nic_arg_with_plain(model: &str, port: u16, plain: u16) -> String {
+    format!(
+        "{},hostfwd=tcp:127.0.0.1:{plain}-:{GUEST_PLAIN_PORT}",
+        nic_arg(model, port)
+    )
+}
+
 /// The accept queue [`deepen_hostfwd_backlog`] gives QEMU's `hostfwd` socket.
 pub const HOSTFWD_BACKLOG: i32 = 128;
 

@@ -675,7 +675,8 @@ fn keel_bridged_guests_get_leases_serve_pages_and_survive_a_flood() {
     // guest recovers.
     let port_b = app.forward_to(leases[1]);
     let asked = Instant::now();
-    let during_flood = http::wait_until_up_with(http::Scheme::Http, port_b, "/", Duration::from_secs(60));
+    let during_flood =
+        http::wait_until_up_with(http::Scheme::Http, port_b, "/", Duration::from_secs(60));
     eprintln!(
         "web-b's page during the flood: {} after {:.1} s",
         if during_flood.is_ok() {
@@ -737,7 +738,8 @@ fn keel_bridged_guests_get_leases_serve_pages_and_survive_a_flood() {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    let after_flood = http::wait_until_up_with(http::Scheme::Http, port_b, "/", Duration::from_secs(60));
+    let after_flood =
+        http::wait_until_up_with(http::Scheme::Http, port_b, "/", Duration::from_secs(60));
     let network = app.json("/api/v1/network");
     let bridged = switch_view(&app.m, &network, "bridged");
     let port_b_view = guest_port(bridged, "web-b", 0).cloned();

@@ -139,7 +139,10 @@ fn check_screen(b: &mut Booted, what: &str, mut read_screen: impl FnMut(&mut Qmp
         ("hostname", b.hostname.clone()),
         ("management", format!("{} (DHCP)", b.cidr)),
         ("web page and API", format!("https://{ip}/")),
-        ("cert SHA-256", fingerprint[..47.min(fingerprint.len())].to_owned()),
+        (
+            "cert SHA-256",
+            fingerprint[..47.min(fingerprint.len())].to_owned(),
+        ),
         ("VMs running", "0".to_owned()),
         ("serial console", "ttyS0 (0x3f8) 115200, 8N1".to_owned()),
     ];

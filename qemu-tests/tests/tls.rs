@@ -81,12 +81,34 @@ fn hostile_clients_and_curl() {
     let url = format!("https://keel:{port}/api/v1/system");
     let auth = format!("Authorization: Bearer {}", a.api_token);
     let cacert = cert_path.display().to_string();
-    let (code, out) = curl(&["--cacert", &cacert, "--resolve", &resolve, "-H", &auth, &url]);
-    check!(m, code == 0 && out.contains("\"version\""), "curl --cacert: {code} {out}");
+    let (code, out) = curl(&[
+        "--cacert",
+        &cacert,
+        "--resolve",
+        &resolve,
+        "-H",
+        &auth,
+        &url,
+    ]);
+    check!(
+        m,
+        code == 0 && out.contains("\"version\""),
+        "curl --cacert: {code} {out}"
+    );
     let (code, out) = curl(&["--resolve", &resolve, "-H", &auth, &url]);
-    check!(m, code == 60, "curl without --cacert must refuse (60): {code} {out}");
-    let wrong = http::request(port, "GET", "/api/v1/system", Some("0123456789abcdef0"), None)
-        .expect("wrong token");
+    check!(
+        m,
+        code == 60,
+        "curl without --cacert must refuse (60): {code} {out}"
+    );
+    let wrong = http::request(
+        port,
+        "GET",
+        "/api/v1/system",
+        Some("0123456789abcdef0"),
+        None,
+    )
+    .expect("wrong token");
     check!(m, wrong.status == 401, "wrong token: {wrong:?}");
 
     // Plain HTTP: a redirect, never the API.
@@ -131,9 +153,10 @@ fn hostile_clients_and_curl() {
     check!(m, n == 0, "garbage ClientHello got {n} bytes back");
     // A truncated ClientHello (a record header promising more than comes), then silence:
     // the handshake timeout closes it.
-    let mut truncated =
-        http::connect_with(Scheme::Http, port, Duration::from_secs(15)).unwrap();
-    truncated.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00]).unwrap();
+    let mut truncated = http::connect_with(Scheme::Http, port, Duration::from_secs(15)).unwrap();
+    truncated
+        .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00])
+        .unwrap();
     let started = Instant::now();
     let n = truncated.read(&mut buf).unwrap_or(0);
     check!(
@@ -143,7 +166,11 @@ fn hostile_clients_and_curl() {
         started.elapsed()
     );
     let health = http::request(port, "GET", "/api/v1/health", None, None).expect("health");
-    check!(m, health.status == 200, "health after hostile handshakes: {health:?}");
+    check!(
+        m,
+        health.status == 200,
+        "health after hostile handshakes: {health:?}"
+    );
 
     // 100 concurrent handshakes while a kept-alive client measures health latency.
     let mut monitor = http::connect(port, Duration::from_secs(30)).unwrap();
@@ -189,23 +216,42 @@ fn hostile_clients_and_curl() {
         latencies.len(),
         worst.as_secs_f64() * 1e3
     );
-    check!(m, failed == 0 && !latencies.is_empty(), "health during the flood: {latencies:?}");
-    check!(m, done >= 50, "only {done} of 100 handshakes completed: {results:?}");
+    check!(
+        m,
+        failed == 0 && !latencies.is_empty(),
+        "health during the flood: {latencies:?}"
+    );
+    check!(
+        m,
+        done >= 50,
+        "only {done} of 100 handshakes completed: {results:?}"
+    );
 
     // The console answers, and `net` shows the certificate.
     let net = m.command("net");
     check!(
         m,
-        net.contains(&format!("cert:     SHA-256 {expected_fp}")) && net.contains("https:    port 443"),
+        net.contains(&format!("cert:     SHA-256 {expected_fp}"))
+            && net.contains("https:    port 443"),
         "net:\n{net}"
     );
 }
 
 /// A P-256 pair from openssl in `dir` (files `name`.crt, `name`.key).
 fn openssl_pair(dir: &Path, name: &str) -> (String, String) {
-    let (crt, key) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
+    let (crt, key) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
     let status = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
         .args(["-nodes", "-subj", "/CN=keel", "-days", "30", "-keyout"])
         .arg(&key)
         .arg("-out")
@@ -237,8 +283,15 @@ fn certificate_is_made_kept_and_replaced() {
     let cmdline = keel_image::api_token::with_token("", &a.api_token);
     let mut config = keel_image::appliance::default_config(&a.api_token);
     config.management.certificate = None;
-    keel_image::assemble_image(&a.elf, &[], &cmdline, None, &config.to_json_pretty(), &image)
-        .expect("building keel.img");
+    keel_image::assemble_image(
+        &a.elf,
+        &[],
+        &cmdline,
+        None,
+        &config.to_json_pretty(),
+        &image,
+    )
+    .expect("building keel.img");
     let port = http::free_port();
     let boot = |port: u16| -> Machine {
         Qemu::seabios(&image)
@@ -283,7 +336,9 @@ fn certificate_is_made_kept_and_replaced() {
     let r = put_config(port, &a.api_token, &etag, &doc.to_string());
     check!(
         m,
-        r.status == 422 && r.body.contains("management.certificate") && r.body.contains("does not match"),
+        r.status == 422
+            && r.body.contains("management.certificate")
+            && r.body.contains("does not match"),
         "mismatched pair: {r:?}"
     );
 

@@ -1342,7 +1342,9 @@ fn https_port_and_certificate_rules() {
     config.management.https_port = 80;
     assert_eq!(
         errors(&config),
-        ["management.https_port: must differ from management.http_port (80), unless management.http is \"off\""]
+        [
+            "management.https_port: must differ from management.http_port (80), unless management.http is \"off\""
+        ]
     );
     config.management.http = PlainHttpMode::Off;
     assert!(config.validate().is_ok());

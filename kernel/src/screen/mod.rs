@@ -221,7 +221,11 @@ pub fn layout(status: &Status, cols: usize, rows: usize) -> TextGrid {
         let (first, second) = fingerprint.split_at(fingerprint.len().min(47));
         fields.push(("cert SHA-256", String::from(first), Style::Value));
         if !second.is_empty() {
-            fields.push(("", String::from(second.trim_start_matches(':')), Style::Value));
+            fields.push((
+                "",
+                String::from(second.trim_start_matches(':')),
+                Style::Value,
+            ));
         }
     }
     fields.push(("VMs running", vms, Style::Value));
