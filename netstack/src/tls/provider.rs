@@ -125,7 +125,8 @@ enum AeadKind {
 }
 
 enum AeadCipher {
-    Aes128Gcm(aes_gcm::Aes128Gcm),
+    // Boxed: the soft AES key schedule is 700 bytes, ChaCha20's key 32.
+    Aes128Gcm(Box<aes_gcm::Aes128Gcm>),
     ChaCha20Poly1305(chacha20poly1305::ChaCha20Poly1305),
 }
 
