@@ -134,9 +134,9 @@ impl AeadCipher {
     fn new(kind: AeadKind, key: &AeadKey) -> Result<AeadCipher, Error> {
         let bad = |_| Error::General("AEAD key of the wrong length".into());
         Ok(match kind {
-            AeadKind::Aes128Gcm => AeadCipher::Aes128Gcm(
+            AeadKind::Aes128Gcm => AeadCipher::Aes128Gcm(Box::new(
                 aes_gcm::Aes128Gcm::new_from_slice(key.as_ref()).map_err(bad)?,
-            ),
+            )),
             AeadKind::ChaCha20Poly1305 => AeadCipher::ChaCha20Poly1305(
                 chacha20poly1305::ChaCha20Poly1305::new_from_slice(key.as_ref()).map_err(bad)?,
             ),
