@@ -368,6 +368,18 @@ impl HttpServer {
                         (true, false) => handshakes = handshakes.saturating_sub(1),
                         _ => {}
                     }
+                    if matches!(pumped, Pumped::Aborted | Pumped::Refused) {
+                        // Listen again only at the next poll: the stack must send the RST
+                        // first (listening at once would drop it, leaving the client to
+                        // time out).
+                        if transport::handshaking(&slot.tls) {
+                            handshakes = handshakes.saturating_sub(1);
+                        }
+                        slot.tls = None;
+                        slot.conn = Conn::Listening;
+                        active = true;
+                        break;
+                    }
                 }
                 let mut io = Io {
                     socket: &mut *socket,

@@ -243,8 +243,9 @@ fn garbage_instead_of_a_client_hello_is_dropped_and_others_still_served() {
     let bad = net.connect(HTTPS);
     net.socket(bad).send_slice(&[0xFF; 64]).unwrap();
     net.run(100);
-    // Dropped without an answer (the socket listens again at once, so no RST is owed).
+    // Dropped without an answer: reset.
     assert!(!net.socket(bad).can_recv());
+    assert!(!net.socket(bad).is_open());
     assert_eq!(net.server.stats().tls_aborted, 1);
     // A stalled handshake is cut off after the handshake timeout.
     let stalled = net.connect(HTTPS);
