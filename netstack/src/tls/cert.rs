@@ -128,6 +128,14 @@ impl Identity {
     }
 }
 
+/// The DER of a PEM `CERTIFICATE`.
+pub fn cert_pem_to_der(pem: &str) -> Option<Vec<u8>> {
+    match pem_rfc7468::decode_vec(pem.trim().as_bytes()) {
+        Ok((label, der)) if label == "CERTIFICATE" => Some(der),
+        _ => None,
+    }
+}
+
 /// SHA-256 of `der`, as colon-separated upper-case hex.
 pub fn fingerprint(der: &[u8]) -> String {
     let digest = sha2::Sha256::digest(der);
