@@ -21,7 +21,7 @@ pub fn gather() -> Pool {
     if has_rdseed {
         pool.hardware_present();
         for _ in 0..VALUES {
-            match (0..RDSEED_RETRIES).find_map(|_| rdseed().or_else(|| pause_none())) {
+            match (0..RDSEED_RETRIES).find_map(|_| rdseed().or_else(pause_none)) {
                 Some(v) => pool.add_hardware(v, true),
                 None => pool.add_failure(),
             }

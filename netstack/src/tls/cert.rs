@@ -131,7 +131,7 @@ impl Identity {
 /// The DER of a PEM `CERTIFICATE`.
 pub fn cert_pem_to_der(pem: &str) -> Option<Vec<u8>> {
     match pem_rfc7468::decode_vec(pem.trim().as_bytes()) {
-        Ok((label, der)) if label == "CERTIFICATE" => Some(der),
+        Ok(("CERTIFICATE", der)) => Some(der),
         _ => None,
     }
 }
