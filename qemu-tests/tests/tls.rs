@@ -202,9 +202,17 @@ fn hostile_clients_and_curl() {
     let clients: Vec<_> = (0..100)
         .map(|_| {
             std::thread::spawn(move || {
-                http::connect(port, Duration::from_secs(30))
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
+                // Past the appliance's cap on handshakes in progress a connection is reset:
+                // a client retries, as browsers do.
+                let mut last = String::new();
+                for attempt in 0..10 {
+                    match http::connect(port, Duration::from_secs(30)) {
+                        Ok(_) => return Ok(attempt),
+                        Err(e) => last = e.to_string(),
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(last)
             })
         })
         .collect();
@@ -213,12 +221,14 @@ fn hostile_clients_and_curl() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     watcher.join().unwrap();
     let done = results.iter().filter(|r| r.is_ok()).count();
+    let first_try = results.iter().filter(|r| matches!(r, Ok(0))).count();
     let latencies = latencies.lock().unwrap().clone();
     let worst = latencies.iter().map(|(d, _)| *d).max().unwrap_or_default();
     let failed = latencies.iter().filter(|(_, s)| *s != Some(200)).count();
     eprintln!(
-        "100 concurrent handshakes: {done} completed in {:.2} s ({:.1}/s); kept-alive health \
-         during the flood: {} requests, worst {:.0} ms, {failed} failed",
+        "100 concurrent handshakes: {done} completed ({first_try} at the first try) in {:.2} s \
+         ({:.1}/s); kept-alive health during the flood: {} requests, worst {:.0} ms, {failed} \
+         failed",
         flood.as_secs_f64(),
         done as f64 / flood.as_secs_f64(),
         latencies.len(),
@@ -231,7 +241,7 @@ fn hostile_clients_and_curl() {
     );
     check!(
         m,
-        done >= 50,
+        done == 100,
         "only {done} of 100 handshakes completed: {results:?}"
     );
 
