@@ -10,7 +10,7 @@ use crate::tls::{Session, TlsServer};
 
 /// Handshakes in progress at once; connections past it are dropped at accept, so a
 /// handshake flood cannot take the CPU from the console and the VMs.
-pub const MAX_HANDSHAKES: usize = 32;
+pub const MAX_HANDSHAKES: usize = 64;
 /// How long a client may take to finish its handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
