@@ -439,7 +439,9 @@ fn leaves_list_every_setting() {
     let expected: Vec<(String, String)> = [
         ("hostname", "\"keel\""),
         ("management.api_tokens", "[]"),
+        ("management.http", "\"redirect\""),
         ("management.http_port", "80"),
+        ("management.https_port", "443"),
         ("network.internal.address", "\"10.99.0.1\""),
         ("network.internal.dhcp", "true"),
         ("network.internal.prefix", "24"),

@@ -294,11 +294,16 @@ fn value_to_json(
 }
 
 /// The configuration of an image built without `--config`: [`Config::default`] with `token`
-/// as the only API token (the one `keel build` also puts on the kernel command line).
+/// as the only API token (the one `keel build` also puts on the kernel command line), and
+/// the HTTPS certificate `keel build` keeps in `target/keel/` ([`crate::tls_cert`]; without
+/// it, the appliance makes its own at first boot).
 pub fn default_config(token: &str) -> Config {
     let mut config = Config::default();
     config.management.api_tokens.push(token.to_string());
-    config
+    match crate::tls_cert::load_or_create(&crate::output_dir(), &config.hostname) {
+        Ok(identity) => crate::tls_cert::with_certificate(config, &identity),
+        Err(_) => config,
+    }
 }
 
 #[cfg(test)]

@@ -45,6 +45,7 @@ pub mod kernel_build;
 pub mod linux_guest;
 pub mod logs;
 pub mod run;
+pub mod tls_cert;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -116,6 +117,10 @@ pub struct BuildOutput {
     pub api_token: String,
     /// The configuration stored in the image's configuration partition.
     pub config: Config,
+    /// The HTTPS certificate in that configuration (PEM), and its SHA-256 fingerprint.
+    pub tls_cert_pem: String,
+    /// See [`BuildOutput::tls_cert_pem`].
+    pub tls_fingerprint: String,
     /// Whether the image has the demo VM.
     pub demo: DemoStatus,
 }
@@ -123,6 +128,9 @@ pub struct BuildOutput {
 /// Why [`build`] failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
+    /// The HTTPS certificate could not be made or read.
+    #[error("HTTPS certificate: {0}")]
+    TlsCert(#[from] tls_cert::TlsCertError),
     /// Compiling the kernel failed.
     #[error(transparent)]
     CompileKernel(#[from] KernelBuildError),
@@ -236,6 +244,17 @@ pub fn build_with_profile(
         (None, DemoStatus::Included { .. }) => demo::demo_config(&api_token),
         (None, _) => appliance::default_config(&api_token),
     };
+    let identity = tls_cert::load_or_create(&out_dir, &config.hostname)?;
+    let config = tls_cert::with_certificate(config, &identity);
+    let (tls_cert_pem, tls_fingerprint) = match &config.management.certificate {
+        Some(cert) => (
+            cert.cert_pem.clone(),
+            keel_netstack::tls::Identity::from_pem(&cert.cert_pem, &cert.key_pem, 0)
+                .map(|i| i.fingerprint())
+                .unwrap_or_default(),
+        ),
+        None => (identity.cert_pem(), identity.fingerprint()),
+    };
 
     let started = Instant::now();
     progress(opts.quiet, "assembling image…");
@@ -278,6 +297,10 @@ pub fn build_with_profile(
             "  API token:  {api_token} (kept in {})",
             token_path.display()
         );
+        eprintln!(
+            "  HTTPS cert: SHA-256 {tls_fingerprint} ({})",
+            tls_cert::paths(&out_dir).0.display()
+        );
         match (&opts.config, &demo) {
             (Some(path), _) => eprintln!("  config:     {} (validated)", path.display()),
             (None, DemoStatus::Included { kernel_package, .. }) => eprintln!(
@@ -292,6 +315,8 @@ pub fn build_with_profile(
         image,
         api_token,
         config,
+        tls_cert_pem,
+        tls_fingerprint,
         demo,
     })
 }

@@ -115,7 +115,7 @@ struct RunArgs {
     /// Number of CPUs.
     #[arg(long, default_value_t = 2)]
     smp: u32,
-    /// Host port on 127.0.0.1 forwarded to the appliance's HTTP port 80.
+    /// Host port on 127.0.0.1 forwarded to the appliance's HTTPS port 443.
     #[arg(long, default_value_t = 8080, conflicts_with = "no_net")]
     http_port: u16,
     /// Attach no network card.

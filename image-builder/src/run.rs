@@ -18,6 +18,9 @@ pub const OVMF_PATH: &str = "/usr/share/ovmf/OVMF.fd";
 /// Port the appliance serves HTTP on inside the guest network.
 pub const GUEST_HTTP_PORT: u16 = 80;
 
+/// The appliance's HTTPS port, which `--http-port` is forwarded to.
+pub const GUEST_HTTPS_PORT: u16 = 443;
+
 /// Which firmware boots the image.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Firmware {
@@ -112,7 +115,8 @@ pub enum RunError {
 pub fn qemu_args(opts: &RunOptions, image: &Path, com2_log: &Path, ovmf: &Path) -> Vec<OsString> {
     let mut args: Vec<OsString> = Vec::new();
     let mut push = |parts: &[&str]| args.extend(parts.iter().map(OsString::from));
-    push(&["-accel", "tcg", "-cpu", "qemu64,+svm,+npt"]);
+    // +rdrand: Keel's random source for TLS keys and handshakes (without it HTTPS is off).
+    push(&["-accel", "tcg", "-cpu", "qemu64,+svm,+npt,+rdrand"]);
     push(&[
         "-m",
         &opts.mem_mib.to_string(),
@@ -136,7 +140,7 @@ pub fn qemu_args(opts: &RunOptions, image: &Path, com2_log: &Path, ovmf: &Path) 
     if let Some(port) = opts.http_port {
         args.push("-nic".into());
         args.push(
-            format!("user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:{port}-:{GUEST_HTTP_PORT}")
+            format!("user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:{port}-:{GUEST_HTTPS_PORT}")
                 .into(),
         );
     } else {
@@ -176,7 +180,21 @@ pub fn hint(opts: &RunOptions, com2_log: &Path) -> String {
         com2_log.display(),
     );
     if let Some(port) = opts.http_port {
-        hint.push_str(&format!("; HTTP on http://127.0.0.1:{port}/"));
+        hint.push_str(&format!("; HTTPS on https://127.0.0.1:{port}/"));
+        let (cert, _) = crate::tls_cert::paths(&crate::output_dir());
+        let fingerprint = std::fs::read_to_string(&cert)
+            .ok()
+            .and_then(|pem| keel_netstack::tls::cert::cert_pem_to_der(&pem))
+            .map(|der| keel_netstack::tls::cert::fingerprint(&der));
+        if let Some(fingerprint) = fingerprint {
+            hint.push_str(&format!(
+                "\nkeel: certificate SHA-256 {fingerprint}\nkeel: curl --cacert {} --resolve \
+                 keel:{port}:127.0.0.1 -H \"Authorization: Bearer $(cat {})\" \
+                 https://keel:{port}/api/v1/system",
+                cert.display(),
+                crate::output_dir().join("api-token").display()
+            ));
+        }
     }
     hint
 }
@@ -221,10 +239,10 @@ mod tests {
         );
         assert_eq!(
             joined(&args),
-            "-accel tcg -cpu qemu64,+svm,+npt -m 1024 -smp 2 -machine q35 \
+            "-accel tcg -cpu qemu64,+svm,+npt,+rdrand -m 1024 -smp 2 -machine q35 \
              -drive file=/w/target/keel/keel.img,format=raw,if=none,id=boot \
              -device virtio-blk-pci,drive=boot,bootindex=0 \
-             -nic user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:8080-:80 \
+             -nic user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:8080-:443 \
              -serial mon:stdio -serial file:/w/target/keel/com2.log -display none -no-user-config"
         );
     }
@@ -259,7 +277,13 @@ mod tests {
         let h = hint(&RunOptions::default(), Path::new("target/keel/com2.log"));
         assert!(h.contains("Ctrl-A X"), "{h}");
         assert!(h.contains("target/keel/com2.log"), "{h}");
-        assert!(!h.contains('\n'));
+        assert!(h.contains("https://127.0.0.1:8080/"), "{h}");
+        // With `keel build`'s certificate kept: its fingerprint and a pinned curl line.
+        let (cert, _) = crate::tls_cert::paths(&crate::output_dir());
+        if cert.is_file() {
+            assert!(h.contains("certificate SHA-256 "), "{h}");
+            assert!(h.contains("curl --cacert"), "{h}");
+        }
     }
 
     #[test]

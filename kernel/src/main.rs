@@ -21,6 +21,7 @@ pub mod blk;
 pub mod boot;
 pub mod console;
 pub mod console_port;
+pub mod entropy;
 pub mod events;
 pub mod mm;
 pub mod net;
@@ -47,6 +48,8 @@ pub mod migrate;
 pub mod runtime;
 #[cfg(target_os = "none")]
 pub mod serial;
+#[cfg(target_os = "none")]
+pub mod tls_setup;
 #[cfg(target_os = "none")]
 pub mod vm_config;
 #[cfg(target_os = "none")]
@@ -226,7 +229,7 @@ mod kernel {
             switches: spin::Mutex::new(crate::net::switches::Switches::new()),
         });
 
-        let (settings, config_lines) = load_config();
+        let (mut settings, config_lines) = load_config();
         let screen = open_status_screen(&system.boot);
         kprintln!("{}", crate::arch::smp::boot_log_line());
         print_banner(system, &settings, entry_tsc);
@@ -234,6 +237,8 @@ mod kernel {
         for line in &config_lines {
             kprintln!("{}", line);
         }
+        crate::entropy::init();
+        crate::tls_setup::prepare(&mut settings);
         for problem in &system.platform.problems {
             kprintln!("warning: {}", problem);
         }

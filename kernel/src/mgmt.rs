@@ -30,7 +30,7 @@ use keel_netstack::api::{
     ApiError, ConsoleChunk, HardwareInfo, Management, ModuleInfo, NetworkInfo, Router, SavedVm,
     StoreFile, SystemInfo, VmDetail, VmKey, VmState as ApiVmState, VmSummary,
 };
-use keel_netstack::http::{HttpServer, ServerConfig};
+use keel_netstack::http::{HttpServer, PlainHttp, ServerConfig};
 use keel_netstack::iface::{Addressing, NetConfig, NetStack, NetStatus};
 use keel_netstack::switch::{PortDevice, PortHandle, PortKind, pump_uplink};
 
@@ -74,6 +74,18 @@ pub struct NetPlane {
     port: u16,
     /// The addressing as the API reports it (refreshed on lease events).
     network: NetworkInfo,
+    /// HTTPS: its port, and the plain port's role.
+    https: HttpsState,
+}
+
+/// How the management plane's HTTPS came up.
+#[derive(Clone, Debug)]
+pub enum HttpsState {
+    /// HTTPS on `port`; plain HTTP as `plain` says.
+    On { port: u16, plain: PlainHttp },
+    /// No HTTPS (no key could be made): plain HTTP serves the API only if
+    /// `management.http = "serve"`, else answers 503 with `reason`.
+    Off { reason: String, serve_plain: bool },
 }
 
 /// Why the network could not start.
@@ -148,8 +160,7 @@ impl NetPlane {
             connections: HTTP_CONNECTIONS,
             ..ServerConfig::default()
         };
-        let server = HttpServer::new(server_config, stack.sockets_mut())
-            .map_err(|e| NetPlaneError::Setup(e.to_string()))?;
+        let (server, https) = start_http(config, server_config, &mut stack)?;
         let cmdline_token = system
             .boot
             .cmdline_value("keel.api-token")
@@ -167,6 +178,7 @@ impl NetPlane {
             cmdline_token,
             tokens: 0,
             port,
+            https,
             network: NetworkInfo {
                 mac: String::new(),
                 dhcp: false,
@@ -190,6 +202,25 @@ impl NetPlane {
         tokens.dedup();
         self.tokens = tokens.len();
         self.router.set_tokens(tokens);
+        self.apply_certificate();
+    }
+
+    /// Serves a replaced certificate ([`crate::tls_setup::replace`]) to new connections.
+    fn apply_certificate(&mut self) {
+        let Some(identity) = crate::tls_setup::identity() else {
+            return;
+        };
+        let current = self.server.tls().map(|t| String::from(t.fingerprint()));
+        if current.is_none() || current.as_deref() == Some(identity.fingerprint().as_str()) {
+            return;
+        }
+        match keel_netstack::tls::TlsServer::new(&identity, crate::tls_setup::unix_now) {
+            Ok(tls) => {
+                crate::kprintln!("tls: now serving certificate SHA-256 {}", tls.fingerprint());
+                self.server.set_tls(tls);
+            }
+            Err(e) => crate::kprintln!("warning: the new certificate is not served: {e}"),
+        }
     }
 
     /// Whether any API token is accepted.
@@ -205,6 +236,11 @@ impl NetPlane {
     /// The port the HTTP server listens on.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// How HTTPS came up.
+    pub fn https(&self) -> &HttpsState {
+        &self.https
     }
 
     /// Moves at most [`UPLINK_BUDGET`] frames each way between the physical NIC and the
@@ -240,15 +276,30 @@ impl NetPlane {
             uplink_address: self.uplink_address,
         };
         let mut api = self.router.bind(&mut mgmt);
+        let refusal = match &self.https {
+            HttpsState::Off {
+                reason,
+                serve_plain: false,
+            } => Some(reason.clone()),
+            _ => None,
+        };
+        // Without HTTPS (and without "serve"), plain HTTP only says why.
+        let mut unavailable = |_: &keel_netstack::http::Request<'_>| {
+            keel_netstack::http::Response::error(503, refusal.as_deref().unwrap_or_default())
+        };
         // Serve until there is nothing left to do right now. Bounded: the appliance port's
         // queue holds at most what the switch delivered (its queue limit), and each round
         // drains it.
         let mut any = false;
         for _ in 0..64 {
-            if !self
-                .server
-                .serve(now(), &mut self.stack, &mut self.device, &mut api)
-            {
+            let served = if refusal.is_some() {
+                self.server
+                    .serve(now(), &mut self.stack, &mut self.device, &mut unavailable)
+            } else {
+                self.server
+                    .serve(now(), &mut self.stack, &mut self.device, &mut api)
+            };
+            if !served {
                 break;
             }
             any = true;
@@ -743,7 +794,7 @@ impl Management for Plane<'_> {
     }
 
     fn config(&self) -> Config {
-        self.settings.current().clone()
+        withhold_key(self.settings.current().clone())
     }
 
     fn network(&self) -> keel_netstack::api::NetworkView {
@@ -808,6 +859,8 @@ impl Management for Plane<'_> {
     }
 
     fn save_config(&mut self, config: Config) -> Result<u64, ApiError> {
+        let config = restore_key(config, self.settings.current());
+        let new_identity = check_new_certificate(&config, self.settings.current())?;
         let mut partition = crate::blk::boot_disk::config_partition().map_err(|e| {
             ApiError::Unavailable(alloc::format!("cannot save the configuration: {e}"))
         })?;
@@ -823,6 +876,9 @@ impl Management for Plane<'_> {
             saved.generation
         );
         crate::events::record(keel_netstack::api::EventKind::ConfigSaved, None, &message);
+        if let Some(identity) = new_identity {
+            crate::tls_setup::replace(identity);
+        }
         Ok(saved.generation)
     }
 
@@ -1076,4 +1132,106 @@ fn snapshot_error(e: crate::vms::snapshots::SnapshotError) -> ApiError {
         E::Store(StoreError::Fat(FatError::NotFound(_))) => ApiError::NotFound(message),
         E::Store(_) => ApiError::Internal(message),
     }
+}
+
+/// The HTTP server as `management.http`/`https_port` and the TLS identity
+/// ([`crate::tls_setup`]) allow: HTTPS with plain HTTP off/redirecting/serving, or, with no
+/// identity, plain HTTP only (serving the API only if `management.http = "serve"`).
+fn start_http(
+    config: &Config,
+    server_config: ServerConfig,
+    stack: &mut NetStack,
+) -> Result<(HttpServer, HttpsState), NetPlaneError> {
+    use keel_config::schema::PlainHttpMode;
+    let plain = match config.management.http {
+        PlainHttpMode::Redirect => PlainHttp::Redirect,
+        PlainHttpMode::Off => PlainHttp::Off,
+        PlainHttpMode::Serve => PlainHttp::Serve,
+    };
+    if plain == PlainHttp::Serve {
+        crate::kprintln!(
+            "WARNING: management.http = \"serve\": the API and its token travel in clear on \
+             port {} (insecure; for tests only)",
+            server_config.port
+        );
+    }
+    let tls = crate::tls_setup::identity()
+        .map(|identity| keel_netstack::tls::TlsServer::new(&identity, crate::tls_setup::unix_now));
+    let https_port = config.management.https_port;
+    let reason = match tls {
+        Some(Ok(tls)) => {
+            let server =
+                HttpServer::with_tls(server_config, tls, https_port, plain, stack.sockets_mut())
+                    .map_err(|e| NetPlaneError::Setup(e.to_string()))?;
+            return Ok((
+                server,
+                HttpsState::On {
+                    port: https_port,
+                    plain,
+                },
+            ));
+        }
+        Some(Err(e)) => e.to_string(),
+        None => String::from("HTTPS is off: the appliance has no certificate (see the console)"),
+    };
+    let serve_plain = plain == PlainHttp::Serve;
+    if !serve_plain {
+        crate::kprintln!(
+            "warning: {reason}; the API is unreachable (plain HTTP answers 503) unless \
+             management.http = \"serve\""
+        );
+    }
+    let server = HttpServer::new(server_config, stack.sockets_mut())
+        .map_err(|e| NetPlaneError::Setup(e.to_string()))?;
+    Ok((
+        server,
+        HttpsState::Off {
+            reason,
+            serve_plain,
+        },
+    ))
+}
+
+/// `config` as the API shows it: the certificate's private key withheld.
+fn withhold_key(mut config: Config) -> Config {
+    if let Some(cert) = &mut config.management.certificate {
+        cert.key_pem = String::from(keel_config::schema::KEY_WITHHELD);
+    }
+    config
+}
+
+/// A configuration from the API with the key it could not see put back: a withheld key,
+/// or no certificate at all, keep the current certificate and key.
+fn restore_key(mut config: Config, current: &Config) -> Config {
+    let current_cert = current.management.certificate.clone();
+    match &mut config.management.certificate {
+        None => config.management.certificate = current_cert,
+        Some(cert) if cert.key_pem == keel_config::schema::KEY_WITHHELD => match current_cert {
+            Some(current) if current.cert_pem.trim() == cert.cert_pem.trim() => {
+                cert.key_pem = current.key_pem
+            }
+            // A new certificate needs its key; without it, keep the current pair.
+            _ => config.management.certificate = current.management.certificate.clone(),
+        },
+        Some(_) => {}
+    }
+    config
+}
+
+/// A changed `management.certificate` must be a usable pair (the key matches, not
+/// expired): the new identity, or the API's 422 naming the field.
+fn check_new_certificate(
+    config: &Config,
+    current: &Config,
+) -> Result<Option<keel_netstack::tls::Identity>, ApiError> {
+    let Some(cert) = &config.management.certificate else {
+        return Ok(None);
+    };
+    if current.management.certificate.as_ref() == Some(cert) {
+        return Ok(None);
+    }
+    let now = crate::tls_setup::unix_now().unwrap_or(0) as i64;
+    keel_netstack::tls::Identity::from_pem(&cert.cert_pem, &cert.key_pem, now)
+        .map(Some)
+        .map_err(|e| ApiError::Invalid(alloc::format!("management.certificate: {e}")))
 }

@@ -302,6 +302,10 @@ fn is_token(path: &str) -> bool {
 /// A value as `config show` and `config diff` print it: compact JSON, with API tokens
 /// masked to their last four characters (`"****cdef"`).
 pub fn display_value(path: &str, json: &str) -> String {
+    // The HTTPS key never shows on the console (nor in `config diff`).
+    if path == "management.certificate.key_pem" || path == "management.certificate" {
+        return String::from("\"(withheld)\"");
+    }
     if !is_token(path) {
         return json.to_string();
     }

@@ -258,7 +258,9 @@ fn show_masks_tokens() {
         [
             "hostname = \"web1\"",
             "management.api_tokens[0] = \"****oken\"",
+            "management.http = \"redirect\"",
             "management.http_port = 80",
+            "management.https_port = 443",
             "network.internal.address = \"10.99.0.1\"",
             "network.internal.dhcp = true",
             "network.internal.prefix = 24",
@@ -268,6 +270,13 @@ fn show_masks_tokens() {
     );
     assert!(!lines.concat().contains(TOKEN));
     assert_eq!(display_value("management.api_tokens", "[]"), "[]");
+    assert_eq!(
+        display_value(
+            "management.certificate.key_pem",
+            "\"-----BEGIN PRIVATE KEY-----\""
+        ),
+        "\"(withheld)\""
+    );
     assert_eq!(
         display_value("management.api_tokens", "[\"secret-secret-secret\"]"),
         "\"****\""

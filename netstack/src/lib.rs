@@ -67,3 +67,4 @@ pub mod dhcp_server;
 pub mod http;
 pub mod iface;
 pub mod switch;
+pub mod tls;

@@ -1,10 +1,210 @@
-//! A minimal HTTP/1.1 client over `std::net::TcpStream` for the API tests: enough to send
-//! well-formed and deliberately malformed requests to Keel through QEMU's `hostfwd` on
+//! A minimal HTTP/1.1 client for the API tests, over HTTPS (rustls) by default: enough to
+//! send well-formed and deliberately malformed requests to Keel through QEMU's `hostfwd` on
 //! 127.0.0.1, and to read one response (Content-Length bodies, which is all Keel sends).
+//!
+//! The appliance's certificate is pinned: a connection is accepted only if the server shows
+//! exactly the certificate `keel build` made (`target/keel/tls-cert.pem`, also in every test
+//! image's configuration through `appliance::default_config`), one a test registered with
+//! [`trust_certificate`], or — for an appliance that made its own — the certificate first
+//! seen on that forwarded port (pinned for the port from then on). Names are not checked
+//! (tests connect to 127.0.0.1); the TLS 1.3 handshake signature is. [`Scheme::Http`] is for tests
+//! about plain HTTP itself.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+/// The appliance port QEMU's `hostfwd` forwards to: HTTPS.
+pub const GUEST_API_PORT: u16 = 443;
+/// The appliance's plain-HTTP port (redirects to HTTPS unless `management.http = "serve"`).
+pub const GUEST_PLAIN_PORT: u16 = 80;
+
+/// How a connection talks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    /// TLS with the pinned certificate.
+    Https,
+    /// Plain TCP.
+    Http,
+}
+
+/// A connection to the appliance: TLS or plain.
+pub enum Stream {
+    /// HTTPS.
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+    /// Plain HTTP.
+    Plain(TcpStream),
+}
+
+impl Stream {
+    /// The TCP socket underneath.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Tls(s) => s.get_ref(),
+            Stream::Plain(s) => s,
+        }
+    }
+
+    /// Sets the read timeout of the socket underneath.
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> std::io::Result<()> {
+        self.tcp().set_read_timeout(timeout)
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Tls(s) => s.read(buf),
+            Stream::Plain(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Tls(s) => s.write(buf),
+            Stream::Plain(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Tls(s) => s.flush(),
+            Stream::Plain(s) => s.flush(),
+        }
+    }
+}
+
+static EXTRA_TRUSTED: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+/// The certificate `keel build` made for the test image (DER), if the file is there.
+pub fn build_certificate() -> Option<Vec<u8>> {
+    static BUILT: OnceLock<Option<Vec<u8>>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let pem =
+                std::fs::read_to_string(keel_image::output_dir().join("tls-cert.pem")).ok()?;
+            pem_to_der(&pem)
+        })
+        .clone()
+}
+
+/// The DER inside a PEM `CERTIFICATE`.
+pub fn pem_to_der(pem: &str) -> Option<Vec<u8>> {
+    use rustls::pki_types::pem::PemObject as _;
+    rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+        .ok()
+        .map(|c| c.to_vec())
+}
+
+/// Also trusts `pem` (a certificate the appliance made itself, or an operator's).
+pub fn trust_certificate(pem: &str) {
+    if let Some(der) = pem_to_der(pem) {
+        EXTRA_TRUSTED.lock().unwrap().push(der);
+    }
+}
+
+/// SHA-256 fingerprint of a DER certificate, `AB:CD:…` (as Keel prints it).
+pub fn fingerprint(der: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(der)
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Accepts exactly the pinned certificates; checks handshake signatures with ring.
+#[derive(Debug)]
+struct Pinned {
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+/// Certificates pinned on first use, per forwarded port (the server name is `port-N`).
+static FIRST_USE: Mutex<Vec<(String, Vec<u8>)>> = Mutex::new(Vec::new());
+
+impl Pinned {
+    /// An appliance that made its own certificate (an image without `keel build`'s): the
+    /// first certificate seen on a port is pinned for that port, as the `keel` client does;
+    /// a different one later on the same port is refused.
+    fn first_use(&self, server_name: &rustls::pki_types::ServerName<'_>, der: &[u8]) -> bool {
+        let name = server_name.to_str().into_owned();
+        let mut pins = FIRST_USE.lock().unwrap();
+        match pins.iter().find(|(n, _)| *n == name) {
+            Some((_, pinned)) => pinned == der,
+            None => {
+                pins.push((name, der.to_vec()));
+                true
+            }
+        }
+    }
+}
+
+impl rustls::client::danger::ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let der = end_entity.as_ref();
+        let known = build_certificate().is_some_and(|c| c == der)
+            || EXTRA_TRUSTED.lock().unwrap().iter().any(|c| c == der)
+            || self.first_use(server_name, der);
+        if known {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(format!(
+                "the appliance showed certificate SHA-256 {}, not the pinned one",
+                fingerprint(der)
+            )))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// The client configuration every HTTPS connection uses.
+pub fn client_config() -> Arc<rustls::ClientConfig> {
+    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            #[allow(deprecated)] // ring's provider without post-quantum groups: what Keel has.
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let algorithms = provider.signature_verification_algorithms;
+            let config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .expect("ring offers TLS 1.3")
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(Pinned { algorithms }))
+                .with_no_client_auth();
+            Arc::new(config)
+        })
+        .clone()
+}
 
 /// A parsed response.
 #[derive(Clone, Debug)]
@@ -36,10 +236,20 @@ pub fn free_port() -> u16 {
         .expect("binding a free port on 127.0.0.1")
 }
 
-/// The QEMU `-nic` argument for user networking with port 80 forwarded from `port` on
-/// 127.0.0.1 only.
+/// The QEMU `-nic` argument for user networking with the appliance's HTTPS port
+/// ([`GUEST_API_PORT`]) forwarded from `port` on 127.0.0.1 only.
 pub fn nic_arg(model: &str, port: u16) -> String {
-    format!("user,model={model},hostfwd=tcp:127.0.0.1:{port}-:80")
+    format!("user,model={model},hostfwd=tcp:127.0.0.1:{port}-:{GUEST_API_PORT}")
+}
+
+/// [`nic_arg`] with the appliance's plain-HTTP port ([`GUEST_PLAIN_PORT`]) also forwarded,
+/// from `plain`: for clients that still speak plain HTTP to an appliance with
+/// `management.http = "serve"`.
+pub fn nic_arg_with_plain(model: &str, port: u16, plain: u16) -> String {
+    format!(
+        "{},hostfwd=tcp:127.0.0.1:{plain}-:{GUEST_PLAIN_PORT}",
+        nic_arg(model, port)
+    )
 }
 
 /// The accept queue [`deepen_hostfwd_backlog`] gives QEMU's `hostfwd` socket.
@@ -118,7 +328,7 @@ pub fn deepen_hostfwd_backlog(qemu_pid: u32, port: u16) -> Result<(), String> {
 }
 
 /// Reads one response from `stream`.
-pub fn read_response(stream: &mut TcpStream) -> std::io::Result<Response> {
+pub fn read_response(stream: &mut impl Read) -> std::io::Result<Response> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let head_end = loop {
@@ -167,24 +377,62 @@ pub fn read_response(stream: &mut TcpStream) -> std::io::Result<Response> {
     })
 }
 
-/// Connects to 127.0.0.1:`port` with a read timeout.
-pub fn connect(port: u16, timeout: Duration) -> std::io::Result<TcpStream> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let stream = TcpStream::connect_timeout(&addr, timeout)?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
-    Ok(stream)
+/// Connects over HTTPS to 127.0.0.1:`port` with read and write timeouts (the handshake
+/// completes here).
+pub fn connect(port: u16, timeout: Duration) -> std::io::Result<Stream> {
+    connect_with(Scheme::Https, port, timeout)
 }
 
-/// Sends raw bytes on a new connection and reads one response.
+/// Connects to 127.0.0.1:`port` with `scheme`.
+pub fn connect_with(scheme: Scheme, port: u16, timeout: Duration) -> std::io::Result<Stream> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let tcp = TcpStream::connect_timeout(&addr, timeout)?;
+    tcp.set_read_timeout(Some(timeout))?;
+    tcp.set_write_timeout(Some(timeout))?;
+    tcp.set_nodelay(true)?;
+    match scheme {
+        Scheme::Http => Ok(Stream::Plain(tcp)),
+        Scheme::Https => {
+            let name = rustls::pki_types::ServerName::try_from(format!("port-{port}"))
+                .map_err(std::io::Error::other)?;
+            let conn = rustls::ClientConnection::new(client_config(), name)
+                .map_err(std::io::Error::other)?;
+            let mut tls = rustls::StreamOwned::new(conn, tcp);
+            while tls.conn.is_handshaking() {
+                tls.conn.complete_io(&mut tls.sock)?;
+            }
+            Ok(Stream::Tls(Box::new(tls)))
+        }
+    }
+}
+
+/// Sends raw bytes on a new HTTPS connection and reads one response.
 pub fn raw(port: u16, request: &[u8]) -> std::io::Result<Response> {
-    let mut stream = connect(port, Duration::from_secs(20))?;
+    raw_with(Scheme::Https, port, request)
+}
+
+/// [`raw`] with `scheme`.
+pub fn raw_with(scheme: Scheme, port: u16, request: &[u8]) -> std::io::Result<Response> {
+    let mut stream = connect_with(scheme, port, Duration::from_secs(20))?;
     stream.write_all(request)?;
+    stream.flush()?;
     read_response(&mut stream)
 }
 
 /// One request with an optional bearer token and JSON body, `Connection: close`.
 pub fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> std::io::Result<Response> {
+    request_with(Scheme::Https, port, method, path, token, body)
+}
+
+/// [`request`] with `scheme`.
+pub fn request_with(
+    scheme: Scheme,
     port: u16,
     method: &str,
     path: &str,
@@ -205,7 +453,7 @@ pub fn request(
         }
         None => req.push_str("\r\n"),
     }
-    raw(port, req.as_bytes())
+    raw_with(scheme, port, req.as_bytes())
 }
 
 /// The web page's URL on 127.0.0.1:`port`, for a browser (the scheme follows this module's
@@ -237,12 +485,22 @@ pub fn await_api(m: &mut crate::Machine, port: u16) -> String {
     lease
 }
 
-/// Retries `GET path` until it answers (the guest needs a DHCP lease first).
+/// Retries `GET path` over HTTPS until it answers (the guest needs a DHCP lease first).
 pub fn wait_until_up(port: u16, path: &str, deadline: Duration) -> Result<Response, String> {
+    wait_until_up_with(Scheme::Https, port, path, deadline)
+}
+
+/// [`wait_until_up`] with `scheme` (plain HTTP for a guest's own web server).
+pub fn wait_until_up_with(
+    scheme: Scheme,
+    port: u16,
+    path: &str,
+    deadline: Duration,
+) -> Result<Response, String> {
     let start = Instant::now();
     let mut last = String::new();
     while start.elapsed() < deadline {
-        match request(port, "GET", path, None, None) {
+        match request_with(scheme, port, "GET", path, None, None) {
             Ok(r) => return Ok(r),
             Err(e) => last = e.to_string(),
         }
@@ -267,7 +525,7 @@ mod tests {
             let _ = s.read(&mut buf).unwrap();
             s.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: 7\r\n\r\n{\"a\":1}").unwrap();
         });
-        let r = request(port, "GET", "/x", Some("t"), None).unwrap();
+        let r = request_with(Scheme::Http, port, "GET", "/x", Some("t"), None).unwrap();
         server.join().unwrap();
         assert_eq!(r.status, 404);
         assert_eq!(r.header("content-type"), Some("application/json"));

@@ -28,7 +28,7 @@ pub const QEMU_WAIT_TIMEOUT: Duration = Duration::from_secs(30);
 pub const QEMU_HARD_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The CPU model with AMD-V and nested paging under TCG.
-pub const CPU_SVM: &str = "qemu64,+svm,+npt";
+pub const CPU_SVM: &str = "qemu64,+svm,+npt,+rdrand";
 
 /// Which firmware boots a disk image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -482,7 +482,7 @@ mod tests {
         let args = strings(&q.command_args(Path::new("/t/com2.bin")));
         let line = args.join(" ");
         assert!(
-            line.starts_with("-accel tcg -M q35 -cpu qemu64,+svm,+npt -m 1024 -smp 2 "),
+            line.starts_with("-accel tcg -M q35 -cpu qemu64,+svm,+npt,+rdrand -m 1024 -smp 2 "),
             "{line}"
         );
         assert!(

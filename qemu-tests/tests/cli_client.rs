@@ -28,7 +28,11 @@ fn image_with_echo(dir: &Path) -> PathBuf {
     let path = set.path(ECHO);
     std::fs::copy(&path, store.join(path.file_name().unwrap())).unwrap();
     let image = dir.join("keel.img");
-    let config = keel_image::appliance::default_config(&a.api_token).to_json_pretty();
+    // The `keel` client speaks plain HTTP until it pins certificates (issue 23, item 5):
+    // this appliance also serves the API in clear.
+    let mut config = keel_image::appliance::default_config(&a.api_token);
+    config.management.http = keel_config::schema::PlainHttpMode::Serve;
+    let config = config.to_json_pretty();
     appliance_image(
         Some(&store),
         &config,
@@ -135,19 +139,22 @@ fn keel_cli_drives_one_appliance_over_its_api() {
     let keel = keel_binary().to_path_buf();
     let image = image_with_echo(tmp.path());
     let a = artifacts();
-    let port = http::free_port();
+    let (port, plain) = (http::free_port(), http::free_port());
     let mut m = Qemu::seabios(&image)
         .machine("q35")
         .defmt_elf(&a.elf)
         .writable_disk()
-        .args(["-nic".to_owned(), http::nic_arg("virtio-net-pci", port)])
+        .args([
+            "-nic".to_owned(),
+            http::nic_arg_with_plain("virtio-net-pci", port, plain),
+        ])
         .spawn()
         .unwrap();
     m.expect_banner();
     http::await_api(&mut m, port);
     let cli = Cli {
         keel,
-        url: format!("http://127.0.0.1:{port}"),
+        url: format!("http://127.0.0.1:{plain}"),
         token: a.api_token.clone(),
     };
     let started = Instant::now();

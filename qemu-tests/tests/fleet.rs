@@ -36,28 +36,37 @@ fn image_with_guests(dir: &Path, name: &str) -> PathBuf {
         std::fs::copy(&path, store.join(path.file_name().unwrap())).unwrap();
     }
     let image = dir.join(format!("{name}.img"));
-    let config = keel_image::appliance::default_config(&a.api_token).to_json_pretty();
+    // `keel fleet` speaks plain HTTP until it pins certificates (issue 23, item 5): these
+    // appliances also serve the API in clear.
+    let mut config = keel_image::appliance::default_config(&a.api_token);
+    config.management.http = keel_config::schema::PlainHttpMode::Serve;
+    let config = config.to_json_pretty();
     appliance_image(Some(&store), &config, &[], &image, name);
     image
 }
 
 struct Appliance {
     m: Machine,
+    /// The forwarded plain-HTTP port the `keel` client uses.
+    plain: u16,
     port: u16,
 }
 
 fn spawn(image: &Path, memory_mib: u32) -> Appliance {
     let a = artifacts();
-    let port = http::free_port();
+    let (port, plain) = (http::free_port(), http::free_port());
     let m = Qemu::seabios(image)
         .machine("q35")
         .memory_mib(memory_mib)
         .defmt_elf(&a.elf)
         .writable_disk()
-        .args(["-nic".to_owned(), http::nic_arg("virtio-net-pci", port)])
+        .args([
+            "-nic".to_owned(),
+            http::nic_arg_with_plain("virtio-net-pci", port, plain),
+        ])
         .spawn()
         .unwrap();
-    Appliance { m, port }
+    Appliance { m, port, plain }
 }
 
 impl Appliance {
@@ -73,7 +82,7 @@ impl Appliance {
     }
 
     fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://127.0.0.1:{}", self.plain)
     }
 }
 

@@ -71,7 +71,7 @@ fn ping_status(m: &mut Machine, target: &str) -> u32 {
 /// `GET /` on 127.0.0.1:`port` until it answers (a forward to a guest that has no address
 /// yet resets the connection).
 fn guest_page(m: &Machine, port: u16) -> String {
-    match http::wait_until_up(port, "/", Duration::from_secs(60)) {
+    match http::wait_until_up_with(http::Scheme::Http, port, "/", Duration::from_secs(60)) {
         Ok(r) if r.status == 200 => r.body,
         Ok(r) => m.fail(format!("GET / on port {port}: {r:?}")),
         Err(e) => m.fail(e),
@@ -305,7 +305,10 @@ impl Appliance {
             .into_iter()
             .map(|host| (Ipv4Addr::new(10, 0, 2, host), http::free_port()))
             .collect();
-        let mut nic = format!("user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:{api}-:80");
+        let mut nic = format!(
+            "user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:{api}-:{}",
+            http::GUEST_API_PORT
+        );
         for (ip, port) in &forwards {
             nic.push_str(&format!(",hostfwd=tcp:127.0.0.1:{port}-{ip}:80"));
         }
@@ -672,7 +675,8 @@ fn keel_bridged_guests_get_leases_serve_pages_and_survive_a_flood() {
     // guest recovers.
     let port_b = app.forward_to(leases[1]);
     let asked = Instant::now();
-    let during_flood = http::wait_until_up(port_b, "/", Duration::from_secs(60));
+    let during_flood =
+        http::wait_until_up_with(http::Scheme::Http, port_b, "/", Duration::from_secs(60));
     eprintln!(
         "web-b's page during the flood: {} after {:.1} s",
         if during_flood.is_ok() {
@@ -734,7 +738,8 @@ fn keel_bridged_guests_get_leases_serve_pages_and_survive_a_flood() {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    let after_flood = http::wait_until_up(port_b, "/", Duration::from_secs(60));
+    let after_flood =
+        http::wait_until_up_with(http::Scheme::Http, port_b, "/", Duration::from_secs(60));
     let network = app.json("/api/v1/network");
     let bridged = switch_view(&app.m, &network, "bridged");
     let port_b_view = guest_port(bridged, "web-b", 0).cloned();

@@ -127,7 +127,12 @@ fn network_interface_picks_the_uplink_and_an_absent_one_falls_back() {
     );
 
     let (e1000_port, virtio_port) = (http::free_port(), http::free_port());
-    let netdev = |id: &str, port: u16| format!("user,id={id},hostfwd=tcp:127.0.0.1:{port}-:80");
+    let netdev = |id: &str, port: u16| {
+        format!(
+            "user,id={id},hostfwd=tcp:127.0.0.1:{port}-:{}",
+            http::GUEST_API_PORT
+        )
+    };
     let mut m = Qemu::seabios(&image)
         .defmt_elf(&a.elf)
         .writable_disk()

@@ -9,7 +9,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use keel_qemu_tests::{Machine, PROMPT, Pattern, Qemu, artifacts, check};
+use keel_qemu_tests::{Machine, PROMPT, Pattern, Qemu, artifacts, check, http};
 
 /// A QMP connection (one JSON object per line).
 struct Qmp {
@@ -130,10 +130,19 @@ fn boot(qemu: Qemu) -> Booted {
 /// hostname, address, URL and serial console lines.
 fn check_screen(b: &mut Booted, what: &str, mut read_screen: impl FnMut(&mut Qmp) -> String) {
     let ip = b.cidr.split('/').next().unwrap_or_default().to_owned();
+    // The image carries `keel build`'s certificate: the screen shows its fingerprint's
+    // first 16 bytes on the first row.
+    let fingerprint = http::build_certificate()
+        .map(|der| http::fingerprint(&der))
+        .unwrap_or_default();
     let expected = [
         ("hostname", b.hostname.clone()),
         ("management", format!("{} (DHCP)", b.cidr)),
-        ("web page and API", format!("http://{ip}:80/")),
+        ("web page and API", format!("https://{ip}/")),
+        (
+            "cert SHA-256",
+            fingerprint[..47.min(fingerprint.len())].to_owned(),
+        ),
         ("VMs running", "0".to_owned()),
         ("serial console", "ttyS0 (0x3f8) 115200, 8N1".to_owned()),
     ];

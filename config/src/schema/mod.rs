@@ -198,7 +198,7 @@ pub struct Management {
     /// requests.
     #[schemars(inner(length(min = MIN_TOKEN_LEN, max = MAX_TOKEN_LEN), pattern(token_pattern())))]
     pub api_tokens: Vec<String>,
-    /// TCP port of the API. Takes effect at the next boot.
+    /// TCP port of plain HTTP (see `http`). Takes effect at the next boot.
     #[schemars(range(min = 1))]
     pub http_port: u16,
     /// The token live migrations to this appliance must present (and that `vm migrate`
@@ -218,6 +218,17 @@ pub struct Management {
     /// no migrations in or out. Takes effect at the next boot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub migration_link: Option<MigrationLink>,
+    /// What plain HTTP on `http_port` does: `redirect` (301 to HTTPS, the API is never
+    /// served), `off`, or `serve` (the API over plain HTTP too: insecure, for tests). Takes
+    /// effect at the next boot.
+    pub http: PlainHttpMode,
+    /// TCP port of the API over HTTPS. Takes effect at the next boot.
+    #[schemars(range(min = 1))]
+    pub https_port: u16,
+    /// The HTTPS certificate and its key (PEM). Generated at first boot when absent;
+    /// replaceable by an operator's (ECDSA P-256). The API never shows the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<ManagementCertificate>,
 }
 
 /// The default port for incoming migrations.
@@ -255,7 +266,55 @@ impl Default for Management {
             migration_token: None,
             migration_port: DEFAULT_MIGRATION_PORT,
             migration_link: None,
+            http: PlainHttpMode::default(),
+            https_port: DEFAULT_HTTPS_PORT,
+            certificate: None,
         }
+    }
+}
+
+/// The default port of the management API over HTTPS.
+pub const DEFAULT_HTTPS_PORT: u16 = 443;
+
+/// What plain HTTP does beside HTTPS (`management.http`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PlainHttpMode {
+    /// 301 to the same path over HTTPS.
+    #[default]
+    Redirect,
+    /// No plain HTTP at all.
+    Off,
+    /// The API over plain HTTP as well (insecure: the token travels in clear).
+    Serve,
+}
+
+/// The appliance's HTTPS certificate and key, PEM.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "ConfigManagementCertificate")]
+pub struct ManagementCertificate {
+    /// The certificate, PEM (`-----BEGIN CERTIFICATE-----`).
+    #[schemars(length(max = MAX_PEM_LEN))]
+    pub cert_pem: String,
+    /// Its private key, PEM (PKCS#8 `PRIVATE KEY` or SEC1 `EC PRIVATE KEY`). The API shows
+    /// [`KEY_WITHHELD`] in its place, and takes that back as "keep the current key".
+    #[schemars(length(max = MAX_PEM_LEN))]
+    pub key_pem: String,
+}
+
+/// What the API shows instead of the private key.
+pub const KEY_WITHHELD: &str = "(withheld: the key stays on the appliance)";
+
+/// The longest PEM text of a certificate or key.
+pub const MAX_PEM_LEN: usize = 16 * 1024;
+
+impl core::fmt::Debug for ManagementCertificate {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        // Never the key.
+        f.debug_struct("ManagementCertificate")
+            .field("cert_pem", &self.cert_pem)
+            .finish_non_exhaustive()
     }
 }
 

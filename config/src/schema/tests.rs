@@ -126,7 +126,7 @@ fn canonical_json_of_the_defaults_omits_absent_fields() {
         "{\n  \"hostname\": \"keel\",\n  \"network\": {\n    \"mode\": \"dhcp\",\n    \
          \"internal\": {\n      \"address\": \"10.99.0.1\",\n      \"prefix\": 24,\n      \
          \"dhcp\": true\n    }\n  },\n  \
-         \"management\": {\n    \"api_tokens\": [],\n    \"http_port\": 80\n  },\n  \
+         \"management\": {\n    \"api_tokens\": [],\n    \"http_port\": 80,\n    \"http\": \"redirect\",\n    \"https_port\": 443\n  },\n  \
          \"vms\": []\n}\n"
     );
 }
@@ -1366,4 +1366,36 @@ fn migration_settings_are_checked_with_their_paths() {
     let mut bad = config;
     bad.management.migration_link.as_mut().unwrap().prefix = 0;
     assert!(single_error(&bad, "management.migration_link.prefix").contains("1 and 32"));
+}
+
+#[test]
+fn https_port_and_certificate_rules() {
+    use super::{ManagementCertificate, PlainHttpMode};
+    let mut config = Config::default();
+    assert_eq!(config.management.https_port, 443);
+    assert_eq!(config.management.http, PlainHttpMode::Redirect);
+    config.management.https_port = 80;
+    assert_eq!(
+        errors(&config),
+        [
+            "management.https_port: must differ from management.http_port (80), unless management.http is \"off\""
+        ]
+    );
+    config.management.http = PlainHttpMode::Off;
+    assert!(config.validate().is_ok());
+    config.management.certificate = Some(ManagementCertificate {
+        cert_pem: "junk".into(),
+        key_pem: "-----BEGIN RSA PRIVATE KEY-----\n...".into(),
+    });
+    assert_eq!(
+        errors(&config),
+        [
+            "management.certificate.cert_pem: must be PEM (-----BEGIN CERTIFICATE-----)",
+            "management.certificate.key_pem: must be PEM (-----BEGIN PRIVATE KEY----- or -----BEGIN EC PRIVATE KEY-----)"
+        ]
+    );
+    let json = r#"{"management":{"http":"serve","https_port":8443}}"#;
+    let parsed = Config::from_json(json.as_bytes()).unwrap();
+    assert_eq!(parsed.management.http, PlainHttpMode::Serve);
+    assert!(Config::from_json(br#"{"management":{"http":"maybe"}}"#).is_err());
 }

@@ -293,6 +293,7 @@ fn check_management(mgmt: &Management, errors: &mut Errors) {
         errors.push("management.http_port", "must be between 1 and 65535");
     }
     check_migration(mgmt, errors);
+    check_management_tls(mgmt, errors);
 }
 
 /// `management.migration_*`: a token like an API token, a port, a link with a usable
@@ -339,6 +340,55 @@ fn check_migration(mgmt: &Management, errors: &mut Errors) {
                 "management.migration_link.address",
                 "must be a unicast address (not 0.0.0.0, 127.x, multicast or broadcast)",
             );
+        }
+    }
+}
+
+/// `management.https_port`, its clash with `http_port`, and the certificate's PEM shape
+/// (the kernel checks the key against the certificate when it loads them).
+fn check_management_tls(mgmt: &Management, errors: &mut Errors) {
+    use super::{MAX_PEM_LEN, PlainHttpMode};
+    if mgmt.https_port == 0 {
+        errors.push("management.https_port", "must be between 1 and 65535");
+    } else if mgmt.https_port == mgmt.http_port && mgmt.http != PlainHttpMode::Off {
+        errors.push(
+            "management.https_port",
+            format!(
+                "must differ from management.http_port ({}), unless management.http is \"off\"",
+                mgmt.http_port
+            ),
+        );
+    }
+    if let Some(cert) = &mgmt.certificate {
+        let pem = |text: &str, label_ok: &dyn Fn(&str) -> bool, what: &str| {
+            let text = text.trim();
+            if text.len() > MAX_PEM_LEN {
+                return Err(format!("must be at most {MAX_PEM_LEN} bytes of PEM"));
+            }
+            let label = text
+                .strip_prefix("-----BEGIN ")
+                .and_then(|rest| rest.split_once("-----"))
+                .map(|(label, _)| label);
+            match label {
+                Some(label) if label_ok(label) => Ok(()),
+                _ => Err(format!("must be PEM ({what})")),
+            }
+        };
+        if let Err(e) = pem(
+            &cert.cert_pem,
+            &|l| l == "CERTIFICATE",
+            "-----BEGIN CERTIFICATE-----",
+        ) {
+            errors.push("management.certificate.cert_pem", e);
+        }
+        if cert.key_pem != super::KEY_WITHHELD
+            && let Err(e) = pem(
+                &cert.key_pem,
+                &|l| l == "PRIVATE KEY" || l == "EC PRIVATE KEY",
+                "-----BEGIN PRIVATE KEY----- or -----BEGIN EC PRIVATE KEY-----",
+            )
+        {
+            errors.push("management.certificate.key_pem", e);
         }
     }
 }

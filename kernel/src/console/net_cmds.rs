@@ -112,7 +112,7 @@ fn management(services: &Services<'_>, out: &mut String) {
         1 => String::from("1 bearer token"),
         n => alloc::format!("{n} bearer tokens"),
     };
-    let _ = writeln!(out, "  http:     port {}, /api/v1 ({tokens})", net.port());
+    net_https_lines(out, net, &tokens);
     let pending = settings.reboot_needed();
     if !pending.is_empty() {
         let _ = writeln!(
@@ -120,5 +120,43 @@ fn management(services: &Services<'_>, out: &mut String) {
             "  note:     saved changes to {} take effect after a reboot",
             pending.join(" and ")
         );
+    }
+}
+
+/// The `http`/`https` lines of `net`: ports, what plain HTTP does, the certificate.
+fn net_https_lines(out: &mut String, net: &crate::mgmt::NetPlane, tokens: &str) {
+    use crate::mgmt::HttpsState;
+    use core::fmt::Write as _;
+    use keel_netstack::http::PlainHttp;
+    match net.https() {
+        HttpsState::On { port, plain } => {
+            let _ = writeln!(out, "  https:    port {port}, /api/v1 ({tokens})");
+            let plain = match plain {
+                PlainHttp::Off => String::from("off"),
+                PlainHttp::Redirect => alloc::format!("port {}, redirects to HTTPS", net.port()),
+                PlainHttp::Serve => {
+                    alloc::format!("port {}, serves the API (INSECURE)", net.port())
+                }
+            };
+            let _ = writeln!(out, "  http:     {plain}");
+            if let Some(fingerprint) = crate::tls_setup::fingerprint() {
+                let _ = writeln!(out, "  cert:     SHA-256 {fingerprint}");
+            }
+        }
+        HttpsState::Off {
+            reason,
+            serve_plain,
+        } => {
+            let _ = writeln!(out, "  https:    off ({reason})");
+            if *serve_plain {
+                let _ = writeln!(
+                    out,
+                    "  http:     port {}, /api/v1 ({tokens}) (INSECURE)",
+                    net.port()
+                );
+            } else {
+                let _ = writeln!(out, "  http:     port {}, answers 503", net.port());
+            }
+        }
     }
 }

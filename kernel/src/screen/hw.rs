@@ -219,6 +219,12 @@ impl StatusScreen {
             version: env!("CARGO_PKG_VERSION"),
             network,
             http_port: net.map_or(config.management.http_port, NetPlane::port),
+            https: net.and_then(|n| match n.https() {
+                crate::mgmt::HttpsState::On { port, .. } => {
+                    Some((*port, crate::tls_setup::fingerprint().unwrap_or_default()))
+                }
+                crate::mgmt::HttpsState::Off { .. } => None,
+            }),
             vms_running: inputs.vms_running,
             console: console_text,
         };

@@ -80,6 +80,8 @@ pub struct Status {
     pub network: Network,
     /// The HTTP API and web page's port.
     pub http_port: u16,
+    /// With HTTPS on: its port and the certificate's SHA-256 fingerprint.
+    pub https: Option<(u16, String)>,
     /// VMs running (halted guests count: they are alive).
     pub vms_running: usize,
     /// The serial console, e.g. `ttyS1 (0x2f8) 115200`.
@@ -183,7 +185,17 @@ pub fn layout(status: &Status, cols: usize, rows: usize) -> TextGrid {
             let mut a = cidr.clone();
             a.push_str(if *dhcp { " (DHCP)" } else { " (static)" });
             let mut url = String::new();
-            let _ = write!(url, "http://{ip}:{}/", status.http_port);
+            match &status.https {
+                Some((443, _)) => {
+                    let _ = write!(url, "https://{ip}/");
+                }
+                Some((port, _)) => {
+                    let _ = write!(url, "https://{ip}:{port}/");
+                }
+                None => {
+                    let _ = write!(url, "http://{ip}:{}/", status.http_port);
+                }
+            }
             (a, Style::Highlight, Some(url))
         }
         Network::WaitingForDhcp => (String::from("waiting for DHCP"), Style::Warning, None),
@@ -203,6 +215,18 @@ pub fn layout(status: &Status, cols: usize, rows: usize) -> TextGrid {
     ];
     if let Some(url) = url {
         fields.push(("web page and API", url, Style::Highlight));
+    }
+    if let Some((_, fingerprint)) = &status.https {
+        // Two rows of 16 bytes: the whole fingerprint fits an 80-column screen.
+        let (first, second) = fingerprint.split_at(fingerprint.len().min(47));
+        fields.push(("cert SHA-256", String::from(first), Style::Value));
+        if !second.is_empty() {
+            fields.push((
+                "",
+                String::from(second.trim_start_matches(':')),
+                Style::Value,
+            ));
+        }
     }
     fields.push(("VMs running", vms, Style::Value));
     fields.push(("serial console", console, Style::Value));
@@ -335,6 +359,7 @@ mod tests {
             version: "0.9.0",
             network,
             http_port: 8080,
+            https: None,
             vms_running: 2,
             console: String::from("ttyS1 (0x2f8) 115200"),
         }

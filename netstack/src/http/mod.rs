@@ -13,4 +13,4 @@ pub mod websocket;
 
 pub use request::{Limits, Method, RequestError};
 pub use response::Response;
-pub use server::{Handler, HttpServer, Request, ServerConfig};
+pub use server::{Handler, HttpServer, PlainHttp, Request, ServerConfig};

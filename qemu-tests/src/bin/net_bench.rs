@@ -60,7 +60,7 @@ impl Figures {
 /// at the end); returns the body's length and the seconds from connect to the last byte.
 fn download(port: u16, path: &str) -> Result<(usize, f64), String> {
     let started = Instant::now();
-    let mut stream = http::connect(port, Duration::from_secs(120))
+    let mut stream = http::connect_with(http::Scheme::Http, port, Duration::from_secs(120))
         .map_err(|e| format!("connecting to port {port}: {e}"))?;
     stream
         .write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
@@ -93,7 +93,7 @@ fn download(port: u16, path: &str) -> Result<(usize, f64), String> {
 
 /// Two downloads of the big file and `requests` small ones from 127.0.0.1:`port`.
 fn measure(port: u16, requests: usize) -> Result<Figures, String> {
-    http::wait_until_up(port, "/", Duration::from_secs(60))?;
+    http::wait_until_up_with(http::Scheme::Http, port, "/", Duration::from_secs(60))?;
     let mut downloads = Vec::new();
     for _ in 0..2 {
         let (len, secs) = download(port, BIG_FILE_PATH)?;
@@ -107,7 +107,7 @@ fn measure(port: u16, requests: usize) -> Result<Figures, String> {
     let mut latencies = Vec::with_capacity(requests);
     for i in 0..requests {
         let t = Instant::now();
-        let r = http::request(port, "GET", "/", None, None)
+        let r = http::request_with(http::Scheme::Http, port, "GET", "/", None, None)
             .map_err(|e| format!("small request {i}: {e}"))?;
         if r.status != 200 {
             return Err(format!("small request {i}: {r:?}"));
@@ -187,7 +187,7 @@ fn keel(requests: usize) -> Result<(Figures, String), String> {
         .args([
             "-nic".to_owned(),
             format!(
-                "user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:{api}-:80,\
+                "user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:{api}-:443,\
                  hostfwd=tcp:127.0.0.1:{port}-10.0.2.16:80"
             ),
         ])

@@ -30,7 +30,7 @@
 //!
 //! - **WebSocket**: a handler's 101 response with an
 //!   [`Upgrade`](crate::http::websocket::Upgrade) turns the connection, once the 101 is
-//!   sent, into a [`Session`] (state `WebSocket`): client bytes go into it, the handler's
+//!   sent, into a [`WsSession`] (state `WebSocket`): client bytes go into it, the handler's
 //!   [`Handler::websocket`] runs on it every poll, its output goes out. The socket gets TCP
 //!   keep-alives so a vanished client is noticed; a client that closes TCP, resets or stops
 //!   reading for `request_timeout`, or one not authorized within it, is dropped and the
@@ -49,14 +49,49 @@ use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
 
 use crate::http::request::Limits;
-use crate::http::websocket::{CloseState, Session, Upgrade, WsLimits, close};
+use crate::http::websocket::{CloseState, Session as WsSession, Upgrade, WsLimits, close};
 use crate::iface::NetStack;
 
 mod exchange;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;
+mod transport;
 
 pub use exchange::{Exchange, Handler, Request, exchange};
+pub use transport::{HANDSHAKE_TIMEOUT, MAX_HANDSHAKES};
+
+use crate::tls::{Session as TlsSession, TlsServer};
+use transport::{Io, Pumped};
+
+/// What the plain-HTTP port does when the server also serves HTTPS
+/// ([`HttpServer::with_tls`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlainHttp {
+    /// No plain-HTTP port.
+    Off,
+    /// Every request gets `301` to the same path over HTTPS; the handler (and so the API
+    /// and its token) is never reached over plain HTTP.
+    Redirect,
+    /// The handler answers over plain HTTP too (insecure: tests only).
+    Serve,
+}
+
+/// Plain-HTTP sockets beside the HTTPS ones: a few for redirects, more when serving.
+const PLAIN_REDIRECT_CONNECTIONS: usize = 8;
+const PLAIN_SERVE_CONNECTIONS: usize = 32;
+
+/// What a slot's connections are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    /// Plain HTTP to the handler.
+    Plain,
+    /// Plain HTTP answered with a redirect to HTTPS on this port.
+    Redirect { https_port: u16 },
+    /// HTTPS to the handler.
+    Tls,
+}
 
 /// Server settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,6 +139,12 @@ pub enum ServerError {
     /// No connections, or socket buffers of 0 bytes.
     #[error("the HTTP server needs at least one connection and non-empty buffers")]
     NoCapacity,
+    /// Plain HTTP and HTTPS were given the same port.
+    #[error(
+        "management.http_port and management.https_port are both {0}: give plain HTTP another \
+         port or set management.http = \"off\""
+    )]
+    SamePorts(u16),
 }
 
 /// Counters since the server started.
@@ -123,6 +164,10 @@ pub struct ServerStats {
     pub websockets: u64,
     /// WebSocket connections dropped without a close handshake (reset, FIN, stalled).
     pub websockets_dropped: u64,
+    /// TLS connections aborted: failed or timed-out handshakes, TLS errors.
+    pub tls_aborted: u64,
+    /// TLS connections dropped at accept because [`MAX_HANDSHAKES`] were in progress.
+    pub tls_refused: u64,
 }
 
 /// Where one connection is.
@@ -156,7 +201,7 @@ enum Conn {
     },
     /// A WebSocket connection.
     WebSocket {
-        session: alloc::boxed::Box<Session>,
+        session: alloc::boxed::Box<WsSession>,
         /// When the upgrade happened (the token must come within `request_timeout`).
         opened: Instant,
         /// When bytes last moved either way.
@@ -169,6 +214,12 @@ enum Conn {
 struct Slot {
     handle: SocketHandle,
     conn: Conn,
+    port: u16,
+    role: Role,
+    /// The TLS session of the current connection (`Role::Tls` only).
+    tls: Option<alloc::boxed::Box<TlsSession>>,
+    /// When the current TLS connection was accepted (for the handshake timeout).
+    accepted_at: Instant,
 }
 
 /// What one step of a connection did.
@@ -185,6 +236,7 @@ pub struct HttpServer {
     config: ServerConfig,
     slots: Vec<Slot>,
     stats: ServerStats,
+    tls: Option<TlsServer>,
 }
 
 impl fmt::Debug for HttpServer {
@@ -209,27 +261,76 @@ impl HttpServer {
         if config.connections == 0 || config.rx_buffer == 0 || config.tx_buffer == 0 {
             return Err(ServerError::NoCapacity);
         }
-        let slots = (0..config.connections)
-            .map(|_| {
-                let mut socket = tcp::Socket::new(
-                    tcp::SocketBuffer::new(vec![0; config.rx_buffer]),
-                    tcp::SocketBuffer::new(vec![0; config.tx_buffer]),
-                );
-                // Responses are written whole: Nagle would only hold back their last segment.
-                socket.set_nagle_enabled(false);
-                // Cannot fail: the socket is new and the port is not 0.
-                let _ = socket.listen(config.port);
-                Slot {
-                    handle: sockets.add(socket),
-                    conn: Conn::Listening,
-                }
-            })
-            .collect();
+        let slots = add_slots(
+            &config,
+            config.port,
+            Role::Plain,
+            config.connections,
+            sockets,
+        );
         Ok(HttpServer {
             config,
             slots,
             stats: ServerStats::default(),
+            tls: None,
         })
+    }
+
+    /// A server for HTTPS on `https_port` with `tls` ([`ServerConfig::connections`] sockets),
+    /// and plain HTTP on [`ServerConfig::port`] as `plain` says.
+    pub fn with_tls(
+        config: ServerConfig,
+        tls: TlsServer,
+        https_port: u16,
+        plain: PlainHttp,
+        sockets: &mut SocketSet<'static>,
+    ) -> Result<HttpServer, ServerError> {
+        if https_port == 0 || (plain != PlainHttp::Off && config.port == 0) {
+            return Err(ServerError::InvalidPort);
+        }
+        if plain != PlainHttp::Off && config.port == https_port {
+            return Err(ServerError::SamePorts(https_port));
+        }
+        if config.connections == 0 || config.rx_buffer == 0 || config.tx_buffer == 0 {
+            return Err(ServerError::NoCapacity);
+        }
+        let mut slots = add_slots(&config, https_port, Role::Tls, config.connections, sockets);
+        match plain {
+            PlainHttp::Off => {}
+            PlainHttp::Redirect => slots.extend(add_slots(
+                &config,
+                config.port,
+                Role::Redirect { https_port },
+                PLAIN_REDIRECT_CONNECTIONS,
+                sockets,
+            )),
+            PlainHttp::Serve => slots.extend(add_slots(
+                &config,
+                config.port,
+                Role::Plain,
+                PLAIN_SERVE_CONNECTIONS,
+                sockets,
+            )),
+        }
+        Ok(HttpServer {
+            config,
+            slots,
+            stats: ServerStats::default(),
+            tls: Some(tls),
+        })
+    }
+
+    /// The TLS settings, when serving HTTPS.
+    pub fn tls(&self) -> Option<&TlsServer> {
+        self.tls.as_ref()
+    }
+
+    /// Serves `tls` (a replaced certificate) to connections accepted from now on; open
+    /// ones keep their session. Does nothing on a server without HTTPS.
+    pub fn set_tls(&mut self, tls: TlsServer) {
+        if self.tls.is_some() {
+            self.tls = Some(tls);
+        }
     }
 
     /// The configuration.
@@ -263,18 +364,79 @@ impl HttpServer {
         handler: &mut H,
     ) -> bool {
         let mut active = false;
+        let mut handshakes = self
+            .slots
+            .iter()
+            .filter(|s| transport::handshaking(&s.tls))
+            .count();
         for slot in &mut self.slots {
             let socket = sockets.get_mut::<tcp::Socket>(slot.handle);
             // A few steps let a connection go e.g. from accepted to answered in one poll.
             for _ in 0..4 {
-                let step = step(
-                    &mut slot.conn,
-                    socket,
-                    now,
-                    &self.config,
-                    handler,
-                    &mut self.stats,
-                );
+                if let (Role::Tls, Some(tls)) = (slot.role, &self.tls) {
+                    let was_handshaking = transport::handshaking(&slot.tls);
+                    let pumped = transport::pump(
+                        tls,
+                        socket,
+                        &mut slot.tls,
+                        &mut slot.accepted_at,
+                        now,
+                        handshakes,
+                    );
+                    match pumped {
+                        Pumped::Aborted => self.stats.tls_aborted += 1,
+                        Pumped::Refused => self.stats.tls_refused += 1,
+                        Pumped::Progress => active = true,
+                        Pumped::Nothing => {}
+                    }
+                    match (was_handshaking, transport::handshaking(&slot.tls)) {
+                        (false, true) => handshakes += 1,
+                        (true, false) => handshakes = handshakes.saturating_sub(1),
+                        _ => {}
+                    }
+                    if matches!(pumped, Pumped::Aborted | Pumped::Refused) {
+                        // Listen again only at the next poll: the stack must send the RST
+                        // first (listening at once would drop it, leaving the client to
+                        // time out).
+                        if transport::handshaking(&slot.tls) {
+                            handshakes = handshakes.saturating_sub(1);
+                        }
+                        slot.tls = None;
+                        slot.conn = Conn::Listening;
+                        active = true;
+                        break;
+                    }
+                }
+                let mut io = Io {
+                    socket: &mut *socket,
+                    tls: slot.tls.as_deref_mut(),
+                };
+                let step = match slot.role {
+                    Role::Redirect { https_port } => step(
+                        &mut slot.conn,
+                        &mut io,
+                        now,
+                        slot.port,
+                        &self.config,
+                        &mut |req: &Request<'_>| redirect(req, https_port),
+                        &mut self.stats,
+                    ),
+                    Role::Plain | Role::Tls => step(
+                        &mut slot.conn,
+                        &mut io,
+                        now,
+                        slot.port,
+                        &self.config,
+                        handler,
+                        &mut self.stats,
+                    ),
+                };
+                if matches!(slot.conn, Conn::Listening) {
+                    if transport::handshaking(&slot.tls) {
+                        handshakes = handshakes.saturating_sub(1);
+                    }
+                    slot.tls = None;
+                }
                 active |= step != Step::Nothing;
                 if step != Step::Moved {
                     break;
@@ -373,8 +535,9 @@ impl HttpServer {
         let socket = sockets.get_mut::<tcp::Socket>(slot.handle);
         socket.abort();
         // Cannot fail: an aborted socket is closed, and the port is not 0.
-        let _ = socket.listen(self.config.port);
+        let _ = socket.listen(slot.port);
         slot.conn = Conn::Listening;
+        slot.tls = None;
         self.stats.idle_closed += 1;
         true
     }
@@ -383,8 +546,9 @@ impl HttpServer {
 /// One step of one connection.
 fn step<H: Handler + ?Sized>(
     conn: &mut Conn,
-    socket: &mut tcp::Socket<'_>,
+    socket: &mut Io<'_, '_>,
     now: Instant,
+    port: u16,
     config: &ServerConfig,
     handler: &mut H,
     stats: &mut ServerStats,
@@ -397,7 +561,7 @@ fn step<H: Handler + ?Sized>(
                 socket.set_timeout(None);
                 // Closed or TIME-WAIT (no need to wait out 2MSL: the peer closed, or we
                 // aborted). Cannot fail: the socket is not open and the port is not 0.
-                let _ = socket.listen(config.port);
+                let _ = socket.listen(port);
                 return Step::Nothing;
             }
             match socket.state() {
@@ -522,7 +686,7 @@ fn step<H: Handler + ?Sized>(
             if *sent >= out.len() {
                 if let Some(upgrade) = upgrade.take() {
                     stats.websockets += 1;
-                    let mut session = Session::new(upgrade, config.websocket);
+                    let mut session = WsSession::new(upgrade, config.websocket);
                     // Frames the client sent right behind its upgrade request.
                     session.receive(next);
                     // Keep-alives find a client that vanished without a FIN; unanswered
@@ -607,7 +771,7 @@ fn step<H: Handler + ?Sized>(
 }
 
 /// Reads up to `want` bytes into `buf`. Returns whether any arrived.
-fn receive(socket: &mut tcp::Socket<'_>, buf: &mut Vec<u8>, want: &mut usize) -> bool {
+fn receive(socket: &mut Io<'_, '_>, buf: &mut Vec<u8>, want: &mut usize) -> bool {
     let mut got = false;
     // Twice at most: the receive buffer is a ring, so its data may come in two pieces.
     while *want > 0 && socket.can_recv() {
@@ -627,6 +791,74 @@ fn receive(socket: &mut tcp::Socket<'_>, buf: &mut Vec<u8>, want: &mut usize) ->
     got
 }
 
+/// The answer on the plain-HTTP port in [`PlainHttp::Redirect`]: `301` to the same host and
+/// path over HTTPS (without the query's token ever reaching the API).
+fn redirect(req: &Request<'_>, https_port: u16) -> crate::http::response::Response {
+    let host = req
+        .headers
+        .iter()
+        .find(|(name, _)| name == "host")
+        .map(|(_, value)| host_without_port(value))
+        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic() && b != b'/'));
+    let Some(host) = host else {
+        return crate::http::response::Response::error(
+            400,
+            "plain HTTP only redirects to HTTPS here, and this request has no Host header to \
+             redirect to: use https://",
+        );
+    };
+    let port = if https_port == 443 {
+        alloc::string::String::new()
+    } else {
+        alloc::format!(":{https_port}")
+    };
+    let query = req
+        .query
+        .map(|q| alloc::format!("?{q}"))
+        .unwrap_or_default();
+    let location = alloc::format!("https://{host}{port}{}{query}", req.path);
+    crate::http::response::Response::error(301, "the management API is served over HTTPS")
+        .with_header("location", &location)
+}
+
+/// `host[:port]` or `[v6]:port` → the host part.
+fn host_without_port(value: &str) -> &str {
+    let value = value.trim();
+    if let Some(end) = value.find(']') {
+        return &value[..=end];
+    }
+    value.split(':').next().unwrap_or(value)
+}
+
+fn add_slots(
+    config: &ServerConfig,
+    port: u16,
+    role: Role,
+    count: usize,
+    sockets: &mut SocketSet<'static>,
+) -> Vec<Slot> {
+    (0..count)
+        .map(|_| {
+            let mut socket = tcp::Socket::new(
+                tcp::SocketBuffer::new(vec![0; config.rx_buffer]),
+                tcp::SocketBuffer::new(vec![0; config.tx_buffer]),
+            );
+            // Responses are written whole: Nagle would only hold back their last segment.
+            socket.set_nagle_enabled(false);
+            // Cannot fail: the socket is new and the port is not 0.
+            let _ = socket.listen(port);
+            Slot {
+                handle: sockets.add(socket),
+                conn: Conn::Listening,
+                port,
+                role,
+                tls: None,
+                accepted_at: Instant::ZERO,
+            }
+        })
+        .collect()
+}
+
 /// A response of the server's own that closes the connection.
 fn server_error(status: u16, message: &str, now: Instant) -> Conn {
     let response = crate::http::response::Response::error(status, message);
@@ -642,13 +874,13 @@ fn server_error(status: u16, message: &str, now: Instant) -> Conn {
 
 /// The parts of a `Conn::WebSocket`, borrowed.
 struct WsConn<'a> {
-    session: &'a mut Session,
+    session: &'a mut WsSession,
     opened: Instant,
     last_progress: &'a mut Instant,
 }
 
 fn conn_ws<'a>(
-    session: &'a mut alloc::boxed::Box<Session>,
+    session: &'a mut alloc::boxed::Box<WsSession>,
     opened: &Instant,
     last_progress: &'a mut Instant,
 ) -> WsConn<'a> {
@@ -662,7 +894,7 @@ fn conn_ws<'a>(
 /// When a WebSocket connection is due a check: the token's deadline, or the client's
 /// while output waits or the close handshake runs; `None` for an idle open one.
 fn websocket_deadline(
-    session: &Session,
+    session: &WsSession,
     opened: Instant,
     last_progress: Instant,
     timeout: Duration,
@@ -679,7 +911,7 @@ fn websocket_deadline(
 /// One step of a WebSocket connection: `Err(next state)` when the connection leaves it.
 fn websocket_step<H: Handler + ?Sized>(
     ws: WsConn<'_>,
-    socket: &mut tcp::Socket<'_>,
+    socket: &mut Io<'_, '_>,
     now: Instant,
     config: &ServerConfig,
     handler: &mut H,

@@ -557,7 +557,7 @@ impl Handler for WsEcho {
         }
     }
 
-    fn websocket(&mut self, session: &mut Session) {
+    fn websocket(&mut self, session: &mut WsSession) {
         while let Some(message) = session.recv() {
             if !session.authorized() {
                 if message.bytes() == b"secret" {
