@@ -307,6 +307,7 @@ fn execute(kernel: &mut Services<'_>, cmd: Command<'_>) {
             initrd,
             cmdline,
             paravirt,
+            devices,
         } => match vms.start(
             system,
             module,
@@ -316,6 +317,7 @@ fn execute(kernel: &mut Services<'_>, cmd: Command<'_>) {
                 initrd,
                 cmdline,
                 paravirt: paravirt.unwrap_or_default(),
+                devices: &devices.to_vec(),
             },
         ) {
             Ok(id) => kprintln!("vm {id} started"),
@@ -334,6 +336,7 @@ fn execute(kernel: &mut Services<'_>, cmd: Command<'_>) {
             vcpus,
             autostart,
             paravirt,
+            devices,
         } => {
             let vm = keel_config::schema::Vm {
                 name: String::from(name),
@@ -356,6 +359,7 @@ fn execute(kernel: &mut Services<'_>, cmd: Command<'_>) {
                 cpuid: keel_config::schema::VmCpuid {
                     paravirt: paravirt.unwrap_or_default(),
                 },
+                devices: devices.to_vec(),
             };
             vm_create(vms, settings, vm);
         }
