@@ -16,8 +16,10 @@
 //! - an ELF32 executable (i386): its `PT_LOAD` segments go to their physical addresses and
 //!   the entry is `e_entry`.
 //!
-//! Segments must lie in RAM above 1 MiB (the boot structures live below), must not overlap one
-//! another, and the entry must lie in one of them. A malformed image is a [`Multiboot1Error`].
+//! Segments must lie in RAM, clear of the boot structures Keel writes ([`RESERVED`]: the
+//! information page, the command line, the EBDA/BIOS area with the ACPI tables), must not
+//! overlap one another, and the entry must lie in one of them. Kernels below 1 MiB are
+//! allowed (kvm-unit-tests' `realmode.flat` is linked at 0x8000). A malformed image is a [`Multiboot1Error`].
 //!
 //! # The start of day
 //!
@@ -35,7 +37,8 @@ use crate::vcpu::StartMode;
 
 use super::boot_files::{BootFilesError, check_cmdline};
 use super::layout::{
-    CMDLINE, E820Type, HIGH_MEMORY_START, Layout, LayoutError, PAGE_SIZE, place_initrd,
+    CMDLINE, CMDLINE_MAX, E820Type, EBDA_START, HIGH_MEMORY_START, Layout, LayoutError, PAGE_SIZE,
+    place_initrd,
 };
 use super::pvh::{self, PvhError};
 
@@ -109,10 +112,12 @@ pub enum Multiboot1Error {
         /// Physical address.
         paddr: u64,
     },
-    /// A segment would overwrite the boot structures below 1 MiB.
-    SegmentBelow1MiB {
+    /// A segment would overwrite a boot structure Keel writes below 1 MiB.
+    SegmentOverBootData {
         /// Physical address.
         paddr: u64,
+        /// What it overlaps.
+        what: &'static str,
     },
     /// A segment reaches past the end of RAM.
     SegmentOutsideRam {
@@ -191,10 +196,10 @@ impl fmt::Display for Multiboot1Error {
                 f,
                 "the segment at {paddr:#x} has more bytes in the file than in memory: the image is corrupt"
             ),
-            Multiboot1Error::SegmentBelow1MiB { paddr } => write!(
+            Multiboot1Error::SegmentOverBootData { paddr, what } => write!(
                 f,
-                "a segment loads at {paddr:#x}, below 1 MiB where the boot structures live: \
-                 link the kernel at 1 MiB or above"
+                "the segment at {paddr:#x} overlaps {what}: link the kernel elsewhere (at 1 MiB \
+                 or above is always free)"
             ),
             Multiboot1Error::SegmentOutsideRam {
                 paddr,
@@ -396,6 +401,25 @@ fn elf_segments(image: &[u8]) -> Result<(Vec<Segment>, u32), Multiboot1Error> {
     Ok((segments, entry))
 }
 
+/// The guest-physical ranges Keel's boot data occupies, which segments must not overlap.
+pub const RESERVED: [(u64, u64, &str); 3] = [
+    (
+        MULTIBOOT_INFO,
+        INFO_END,
+        "the Multiboot information page at 0x6000",
+    ),
+    (
+        CMDLINE,
+        CMDLINE + CMDLINE_MAX,
+        "the command line area at 0x20000",
+    ),
+    (
+        EBDA_START,
+        HIGH_MEMORY_START,
+        "the EBDA and BIOS area (ACPI tables) at 0x9fc00",
+    ),
+];
+
 /// Checks segments against RAM and one another and the entry against the segments; returns
 /// the image's lowest and one-past-highest addresses.
 fn check_segments(
@@ -408,14 +432,22 @@ fn check_segments(
     }
     segments.sort_by_key(|s| s.paddr);
     for s in segments.iter() {
-        if s.paddr < HIGH_MEMORY_START {
-            return Err(Multiboot1Error::SegmentBelow1MiB { paddr: s.paddr });
-        }
         if s.paddr.checked_add(s.memsz).is_none_or(|end| end > ram_end) {
             return Err(Multiboot1Error::SegmentOutsideRam {
                 paddr: s.paddr,
                 memsz: s.memsz,
                 ram_end,
+            });
+        }
+    }
+    for s in segments.iter() {
+        if let Some(&(_, _, what)) = RESERVED
+            .iter()
+            .find(|&&(start, end, _)| s.paddr < end && start < s.paddr + s.memsz)
+        {
+            return Err(Multiboot1Error::SegmentOverBootData {
+                paddr: s.paddr,
+                what,
             });
         }
     }

@@ -260,10 +260,20 @@ fn header_search_window_and_checksum() {
 #[test]
 fn malformed_images_are_refused_with_reasons() {
     let mem = memory(8 * MIB);
-    let cases: [(Vec<u8>, Multiboot1Error); 5] = [
+    let cases: [(Vec<u8>, Multiboot1Error); 6] = [
         (
-            elf32(&[(0x7_0000, 0x10, 0x10)], 0x7_0000),
-            Multiboot1Error::SegmentBelow1MiB { paddr: 0x7_0000 },
+            elf32(&[(0x1_8000, 0x10, 0x1_0000)], 0x1_8000),
+            Multiboot1Error::SegmentOverBootData {
+                paddr: 0x1_8000,
+                what: "the command line area at 0x20000",
+            },
+        ),
+        (
+            elf32(&[(0x9_0000, 0x10, 0x1_0000)], 0x9_0000),
+            Multiboot1Error::SegmentOverBootData {
+                paddr: 0x9_0000,
+                what: "the EBDA and BIOS area (ACPI tables) at 0x9fc00",
+            },
         ),
         (
             elf32(&[(0x70_0000, 0x10, 0x20_0000)], 0x70_0000),
@@ -382,4 +392,29 @@ fn modules_that_do_not_fit_or_are_empty() {
             count: MAX_MODULES + 1
         })
     );
+}
+
+#[test]
+fn kernels_below_1mib_load_clear_of_the_boot_data() {
+    // kvm-unit-tests' realmode.flat is linked at 0x8000.
+    let mem = memory(8 * MIB);
+    let img = elf32(&[(0x8000, 0x100, 0x8000)], 0x8000);
+    let boot = load(
+        &mem,
+        &img,
+        &[Module {
+            data: b"NR_CPUS=1\n",
+            string: "env",
+        }],
+        "",
+    )
+    .unwrap();
+    assert_eq!(boot.kernel_range, (0x8000, 0x1_0000));
+    assert_eq!(
+        boot.modules,
+        std::vec![(8 * MIB - 0x1000, 8 * MIB - 0x1000 + 10)]
+    );
+    let mut got = [0u8; 0x100];
+    mem.read(0x8000, &mut got).unwrap();
+    assert_eq!(got[..], img[SEGMENT_OFFSET..SEGMENT_OFFSET + 0x100]);
 }
