@@ -119,7 +119,10 @@ fn main() {
         for t in &tests {
             let o = kut::run_on_qemu(&suite, t, &scratch);
             eprintln!("{:<28} QEMU TCG    {}", t.name, o.cell());
-            results.entry(t.name.clone()).or_default().insert("QEMU TCG", o);
+            results
+                .entry(t.name.clone())
+                .or_default()
+                .insert("QEMU TCG", o);
         }
     }
     let modules = kut::modules_for(&suite, &tests, &scratch).unwrap_or_else(|e| panic!("{e}"));
@@ -132,7 +135,10 @@ fn main() {
             }
             let o = kut::run_on_keel(&mut m, t);
             eprintln!("{:<28} {:<11} {}", t.name, backend.column(), o.cell());
-            results.entry(t.name.clone()).or_default().insert(backend.column(), o);
+            results
+                .entry(t.name.clone())
+                .or_default()
+                .insert(backend.column(), o);
         }
         m.kill();
     }
@@ -152,7 +158,10 @@ fn main() {
         let row = &results[&t.name];
         print!("| {} |", t.name);
         for c in &columns {
-            print!(" {} |", row.get(c).map_or_else(|| "-".into(), Outcome::cell));
+            print!(
+                " {} |",
+                row.get(c).map_or_else(|| "-".into(), Outcome::cell)
+            );
         }
         println!();
     }
@@ -176,7 +185,9 @@ fn main() {
             let Some(keel) = row.get(backend.column()) else {
                 continue;
             };
-            let differs = row.get("QEMU TCG").is_none_or(|q| q.bucket() != keel.bucket());
+            let differs = row
+                .get("QEMU TCG")
+                .is_none_or(|q| q.bucket() != keel.bucket());
             if let (true, Some(tail)) = (differs, keel.tail()) {
                 println!("\n{} on {} ({}):", t.name, backend.column(), keel.cell());
                 for line in tail.lines() {

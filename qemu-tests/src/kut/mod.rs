@@ -4,8 +4,10 @@
 //! pc-testdev`, the result read from the VM's stop reason) and directly under plain QEMU TCG
 //! with the options `unittests.cfg` gives.
 //!
-//! A test's result is its debug-exit code (`status >> 1`): 0 passed, 77 skipped, anything
-//! else failed (kvm-unit-tests' `scripts/arch-run.bash`). A test still running after its
+//! A test's result is its exit status (QEMU's `(code << 1) | 1` for the code written to the
+//! debug-exit port, the same figure Keel's stop reason shows): 1 passed (code 0), 77 skipped,
+//! anything else failed (3: a test failed, 127: the test aborted), as kvm-unit-tests'
+//! `scripts/arch-run.bash` and `scripts/vmm.bash` read it. A test still running after its
 //! timeout is stopped and reported as a timeout.
 
 use std::collections::BTreeSet;
@@ -25,8 +27,10 @@ pub const SOURCE_DIR: &str = "kvm-unit-tests-1da1819";
 pub const MEM_MIB: u32 = 256;
 /// Most vCPUs a Keel VM has (`keel_vmm::devices::MAX_CPUS`).
 pub const MAX_KEEL_CPUS: u32 = 8;
-/// The debug-exit code kvm-unit-tests ends a skipped test with.
-pub const SKIP_CODE: u32 = 77;
+/// The exit status of a skipped test.
+pub const SKIP_STATUS: u32 = 77;
+/// The exit status of a passed test (code 0).
+pub const PASS_STATUS: u32 = 1;
 
 /// One `[section]` of `x86/unittests.cfg`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -162,14 +166,14 @@ pub fn parse_unittests_cfg(text: &str) -> Vec<TestSpec> {
 /// How a test ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    /// Exit code 0.
+    /// Exit status 1 (code 0).
     Pass,
-    /// Exit code 77: the test found a feature missing and skipped.
+    /// Exit status 77: the test found a feature missing and skipped.
     Skip,
-    /// Any other exit code, with the last lines of output.
+    /// Any other exit status, with the last lines of output.
     Fail {
-        /// The code.
-        code: u32,
+        /// The status.
+        status: u32,
         /// The output's last lines.
         tail: String,
     },
@@ -183,13 +187,13 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// The outcome for debug-exit code `code` (`status >> 1`) and `output`.
-    pub fn from_code(code: u32, output: &str) -> Outcome {
-        match code {
-            0 => Outcome::Pass,
-            SKIP_CODE => Outcome::Skip,
+    /// The outcome for exit status `status` and `output`.
+    pub fn from_status(status: u32, output: &str) -> Outcome {
+        match status {
+            PASS_STATUS => Outcome::Pass,
+            SKIP_STATUS => Outcome::Skip,
             _ => Outcome::Fail {
-                code,
+                status,
                 tail: last_lines(output, 6),
             },
         }
@@ -200,7 +204,7 @@ impl Outcome {
         match self {
             Outcome::Pass => "PASS".into(),
             Outcome::Skip => "SKIP".into(),
-            Outcome::Fail { code, .. } => format!("FAIL ({code})"),
+            Outcome::Fail { status, .. } => format!("FAIL ({status})"),
             Outcome::Timeout { .. } => "TIMEOUT".into(),
             Outcome::NotRun(why) => format!("n/a: {why}"),
         }
@@ -318,8 +322,8 @@ fn run(cmd: &mut Command) -> Result<(), String> {
 /// The suite's tests that run on x86_64 by default, from `suite/x86/unittests.cfg`.
 pub fn load_tests(suite: &Path) -> Result<Vec<TestSpec>, String> {
     let path = suite.join("x86/unittests.cfg");
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
     Ok(parse_unittests_cfg(&text)
         .into_iter()
         .filter(|t| t.runs_on_x86_64() && !t.is_nodefault())
@@ -390,7 +394,10 @@ pub fn vm_run_line(test: &TestSpec) -> String {
 /// machine is at its prompt again afterwards.
 pub fn run_on_keel(m: &mut Machine, test: &TestSpec) -> Outcome {
     if test.smp > MAX_KEEL_CPUS {
-        return Outcome::NotRun(format!("{} vCPUs; Keel VMs have at most {MAX_KEEL_CPUS}", test.smp));
+        return Outcome::NotRun(format!(
+            "{} vCPUs; Keel VMs have at most {MAX_KEEL_CPUS}",
+            test.smp
+        ));
     }
     if test.args().contains('"') {
         return Outcome::NotRun("arguments with a double quote".into());
@@ -403,20 +410,21 @@ pub fn run_on_keel(m: &mut Machine, test: &TestSpec) -> Outcome {
     else {
         return Outcome::NotRun(format!("vm run refused: {}", last_lines(&out, 2)));
     };
-    let stopped = Pattern::regex(&format!(
-        r"vm {number} stopped: ([^\r\n]*?)(?:\x1b|\r|\n)"
-    ));
+    let stopped = Pattern::regex(&format!(r"vm {number} stopped: ([^\r\n]*?)(?:\x1b|\r|\n)"));
     let started = Instant::now();
-    let reason = m.wait_for(stopped, test.timeout).ok().map(|s| s.group(1).to_owned());
+    let reason = m
+        .wait_for(stopped, test.timeout)
+        .ok()
+        .map(|s| s.group(1).to_owned());
     // Back to a prompt: the stop line was printed over the prompt line.
     m.type_line("");
     m.expect_prompt();
     let log = m.command(&format!("vm log {number}"));
     match reason {
         Some(reason) => match parse_debug_exit(&reason) {
-            Some(code) => Outcome::from_code(code, &log),
+            Some(status) => Outcome::from_status(status, &log),
             None => Outcome::Fail {
-                code: u32::MAX,
+                status: 0,
                 tail: format!("{}\nstopped: {reason}", last_lines(&log, 5)),
             },
         },
@@ -433,13 +441,14 @@ pub fn run_on_keel(m: &mut Machine, test: &TestSpec) -> Outcome {
     }
 }
 
-/// The code in a stop reason `debug-exit: code N (status S)`.
+/// The status in a stop reason `debug-exit: code N (status S)`.
 pub fn parse_debug_exit(reason: &str) -> Option<u32> {
     reason
         .trim()
         .strip_prefix("debug-exit: code ")?
-        .split_whitespace()
-        .next()?
+        .split_once("(status ")?
+        .1
+        .strip_suffix(')')?
         .parse()
         .ok()
 }
@@ -448,19 +457,35 @@ pub fn parse_debug_exit(reason: &str) -> Option<u32> {
 /// `unittests.cfg`, the environment as `-initrd`), as kvm-unit-tests' own `x86/run` would.
 pub fn run_on_qemu(suite: &Path, test: &TestSpec, scratch: &Path) -> Outcome {
     let env = scratch.join(env_name(test.smp));
-    if let Err(e) = std::fs::create_dir_all(scratch).and_then(|()| std::fs::write(&env, env_text(test.smp))) {
+    if let Err(e) =
+        std::fs::create_dir_all(scratch).and_then(|()| std::fs::write(&env, env_text(test.smp)))
+    {
         return Outcome::NotRun(format!("writing {}: {e}", env.display()));
     }
     let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args(["-accel", "tcg", "-M", "pc", "-cpu", "qemu64", "-display", "none"])
-        .args(["-nodefaults", "-no-user-config", "-monitor", "none", "-serial", "stdio"])
-        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x4", "-device", "pc-testdev"])
-        .args(["-m", &MEM_MIB.to_string(), "-smp", &test.smp.to_string()])
-        .arg("-kernel")
-        .arg(suite.join("x86").join(&test.file))
-        .arg("-initrd")
-        .arg(&env)
-        .args(test.qemu_options());
+    cmd.args([
+        "-accel", "tcg", "-M", "pc", "-cpu", "qemu64", "-display", "none",
+    ])
+    .args([
+        "-nodefaults",
+        "-no-user-config",
+        "-monitor",
+        "none",
+        "-serial",
+        "stdio",
+    ])
+    .args([
+        "-device",
+        "isa-debug-exit,iobase=0xf4,iosize=0x4",
+        "-device",
+        "pc-testdev",
+    ])
+    .args(["-m", &MEM_MIB.to_string(), "-smp", &test.smp.to_string()])
+    .arg("-kernel")
+    .arg(suite.join("x86").join(&test.file))
+    .arg("-initrd")
+    .arg(&env)
+    .args(test.qemu_options());
     let args = test.args();
     if !args.is_empty() {
         cmd.args(["-append", &args]);
@@ -497,9 +522,9 @@ pub fn run_on_qemu(suite: &Path, test: &TestSpec, scratch: &Path) -> Outcome {
         None => Outcome::Timeout {
             tail: last_lines(&output, 5),
         },
-        Some(status) if status & 1 == 1 => Outcome::from_code((status as u32) >> 1, &output),
+        Some(status) if status & 1 == 1 => Outcome::from_status(status as u32, &output),
         Some(status) => Outcome::Fail {
-            code: u32::MAX,
+            status: status as u32,
             tail: format!(
                 "QEMU exited with {status} without a debug exit\n{}",
                 last_lines(&format!("{output}\n{errors}"), 5)
@@ -548,7 +573,12 @@ groups = nodefault
         assert_eq!(apic.args(), "");
         assert_eq!(
             apic.qemu_options(),
-            ["-cpu", "qemu64,+x2apic,+tsc-deadline", "-machine", "kernel_irqchip=split"]
+            [
+                "-cpu",
+                "qemu64,+x2apic,+tsc-deadline",
+                "-machine",
+                "kernel_irqchip=split"
+            ]
         );
         let cpuid = &tests[1];
         assert_eq!(cpuid.args(), "cpuid");
@@ -561,13 +591,26 @@ groups = nodefault
 
     #[test]
     fn outcomes_from_codes_and_stop_reasons() {
-        assert_eq!(parse_debug_exit("debug-exit: code 63 (status 127)"), Some(63));
+        assert_eq!(
+            parse_debug_exit("debug-exit: code 63 (status 127)"),
+            Some(127)
+        );
+        assert_eq!(
+            parse_debug_exit("debug-exit: code 38 (status 77)"),
+            Some(77)
+        );
         assert_eq!(parse_debug_exit("guest powered off"), None);
-        assert_eq!(Outcome::from_code(0, ""), Outcome::Pass);
-        assert_eq!(Outcome::from_code(77, ""), Outcome::Skip);
-        let fail = Outcome::from_code(1, "a\nb\n\nFAIL: x\nSUMMARY: 3 tests, 1 unexpected failures\n");
-        assert_eq!(fail.cell(), "FAIL (1)");
-        assert_eq!(fail.tail(), Some("a\nb\nFAIL: x\nSUMMARY: 3 tests, 1 unexpected failures"));
+        assert_eq!(Outcome::from_status(1, ""), Outcome::Pass);
+        assert_eq!(Outcome::from_status(77, ""), Outcome::Skip);
+        let fail = Outcome::from_status(
+            3,
+            "a\nb\n\nFAIL: x\nSUMMARY: 3 tests, 1 unexpected failures\n",
+        );
+        assert_eq!(fail.cell(), "FAIL (3)");
+        assert_eq!(
+            fail.tail(),
+            Some("a\nb\nFAIL: x\nSUMMARY: 3 tests, 1 unexpected failures")
+        );
         assert_eq!(fail.bucket(), Bucket::Failed);
     }
 
