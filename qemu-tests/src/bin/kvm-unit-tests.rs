@@ -3,7 +3,8 @@
 //! VT-x (Keel under Bochs).
 //!
 //! ```sh
-//! cargo run -p keel-qemu-tests --bin kvm-unit-tests -- [--backend svm|vmx]… [--no-qemu] [TEST…]
+//! cargo run -p keel-qemu-tests --bin kvm-unit-tests -- [--backend svm|vmx]… [--no-qemu]
+//!     [--no-keel] [--max-timeout <s>] [TEST…]
 //! ```
 //!
 //! Without `--backend` it runs AMD-V only. TEST names sections of `unittests.cfg` (all
@@ -34,6 +35,9 @@ impl Backend {
 struct Args {
     backends: Vec<Backend>,
     qemu: bool,
+    keel: bool,
+    /// Caps every test's timeout (for a quicker table; the table then says so).
+    max_timeout: Option<Duration>,
     tests: Vec<String>,
 }
 
@@ -41,6 +45,8 @@ fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         backends: Vec::new(),
         qemu: true,
+        keel: true,
+        max_timeout: None,
         tests: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
@@ -52,16 +58,28 @@ fn parse_args() -> Result<Args, String> {
                 other => return Err(format!("--backend takes svm or vmx, not {other:?}")),
             },
             "--no-qemu" => args.qemu = false,
+            "--no-keel" => args.keel = false,
+            "--max-timeout" => {
+                let secs = it.next().and_then(|s| s.parse().ok());
+                let Some(secs) = secs else {
+                    return Err("--max-timeout takes a number of seconds".into());
+                };
+                args.max_timeout = Some(Duration::from_secs(secs));
+            }
             "-h" | "--help" => {
                 return Err(
-                    "usage: kvm-unit-tests [--backend svm|vmx]… [--no-qemu] [TEST…]".into(),
+                    "usage: kvm-unit-tests [--backend svm|vmx]… [--no-qemu] [--no-keel] \
+                     [--max-timeout <s>] [TEST…]"
+                        .into(),
                 );
             }
             _ if a.starts_with('-') => return Err(format!("unknown option {a}")),
             _ => args.tests.push(a),
         }
     }
-    if args.backends.is_empty() {
+    if !args.keel {
+        args.backends.clear();
+    } else if args.backends.is_empty() {
         args.backends.push(Backend::Svm);
     }
     args.backends.sort();
@@ -97,7 +115,7 @@ fn main() {
     };
     let suite = kut::build_suite().unwrap_or_else(|e| panic!("building kvm-unit-tests: {e}"));
     let all = kut::load_tests(&suite).unwrap_or_else(|e| panic!("{e}"));
-    let tests: Vec<TestSpec> = if args.tests.is_empty() {
+    let mut tests: Vec<TestSpec> = if args.tests.is_empty() {
         all
     } else {
         let picked: Vec<TestSpec> = all
@@ -112,7 +130,12 @@ fn main() {
         }
         picked
     };
-    let scratch = kut::cache_dir().join("run");
+    if let Some(cap) = args.max_timeout {
+        for t in &mut tests {
+            t.timeout = t.timeout.min(cap);
+        }
+    }
+    let scratch = kut::cache_dir().join(if args.keel { "run" } else { "run-qemu" });
     let mut results: BTreeMap<String, BTreeMap<&str, Outcome>> = BTreeMap::new();
 
     if args.qemu {
@@ -125,13 +148,22 @@ fn main() {
                 .insert("QEMU TCG", o);
         }
     }
-    let modules = kut::modules_for(&suite, &tests, &scratch).unwrap_or_else(|e| panic!("{e}"));
-    let image = kut::keel_image(&modules, "kut.img").unwrap_or_else(|e| panic!("{e}"));
-    for &backend in &args.backends {
-        let mut m = boot(backend, &image);
+    let image = if args.backends.is_empty() {
+        None
+    } else {
+        let modules = kut::modules_for(&suite, &tests, &scratch).unwrap_or_else(|e| panic!("{e}"));
+        Some(kut::keel_image(&modules, "kut.img").unwrap_or_else(|e| panic!("{e}")))
+    };
+    for (&backend, image) in args
+        .backends
+        .iter()
+        .zip(std::iter::repeat(image.as_deref()))
+    {
+        let Some(image) = image else { break };
+        let mut m = boot(backend, image);
         for t in &tests {
             if m.exit_status().is_some() {
-                m = boot(backend, &image);
+                m = boot(backend, image);
             }
             let o = kut::run_on_keel(&mut m, t);
             eprintln!("{:<28} {:<11} {}", t.name, backend.column(), o.cell());

@@ -392,6 +392,10 @@ pub fn vm_run_line(test: &TestSpec) -> String {
 
 /// Runs `test` as a Keel VM on machine `m` (at its prompt) and returns how it ended; the
 /// machine is at its prompt again afterwards.
+///
+/// The `vm run` line is longer than the console is wide, so its echo redraws the prompt
+/// many times, and guest output redraws it too: the waits here are for the lines `vm run`
+/// and the VM's stop print, never for a bare prompt.
 pub fn run_on_keel(m: &mut Machine, test: &TestSpec) -> Outcome {
     if test.smp > MAX_KEEL_CPUS {
         return Outcome::NotRun(format!(
@@ -402,22 +406,27 @@ pub fn run_on_keel(m: &mut Machine, test: &TestSpec) -> Outcome {
     if test.args().contains('"') {
         return Outcome::NotRun("arguments with a double quote".into());
     }
-    let out = m.command(&vm_run_line(test));
-    let Some(number) = out
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("vm ")?.strip_suffix(" started"))
-        .map(str::to_owned)
-    else {
-        return Outcome::NotRun(format!("vm run refused: {}", last_lines(&out, 2)));
-    };
-    let stopped = Pattern::regex(&format!(r"vm {number} stopped: ([^\r\n]*?)(?:\x1b|\r|\n)"));
+    m.type_line(&vm_run_line(test));
+    let answer = m.expect(Pattern::regex(
+        r"(?:\nvm (\d+) started|\nerror: ([^\r\n]*))",
+    ));
+    let (number, refusal) = (answer.group(1).to_owned(), answer.group(2).to_owned());
+    if number.is_empty() {
+        m.expect_prompt();
+        return Outcome::NotRun(format!("vm run refused: {refusal}"));
+    }
+    let stopped = |number: &str| Pattern::regex(&format!(r"vm {number} stopped: ([^\r\n\x1b]*)"));
     let started = Instant::now();
     let reason = m
-        .wait_for(stopped, test.timeout)
+        .wait_for(stopped(&number), test.timeout)
         .ok()
-        .map(|s| s.group(1).to_owned());
-    // Back to a prompt: the stop line was printed over the prompt line.
-    m.type_line("");
+        .map(|s| s.group(1).trim().to_owned());
+    let timed_out = reason.is_none();
+    if timed_out {
+        m.type_line(&format!("vm stop {number} force"));
+        m.expect(stopped(&number));
+    }
+    // The prompt redrawn after the stop line.
     m.expect_prompt();
     let log = m.command(&format!("vm log {number}"));
     match reason {
@@ -428,16 +437,13 @@ pub fn run_on_keel(m: &mut Machine, test: &TestSpec) -> Outcome {
                 tail: format!("{}\nstopped: {reason}", last_lines(&log, 5)),
             },
         },
-        None => {
-            m.command(&format!("vm stop {number} force"));
-            Outcome::Timeout {
-                tail: format!(
-                    "{}\n(killed after {} s)",
-                    last_lines(&log, 5),
-                    started.elapsed().as_secs()
-                ),
-            }
-        }
+        None => Outcome::Timeout {
+            tail: format!(
+                "{}\n(stopped after {} s)",
+                last_lines(&log, 5),
+                started.elapsed().as_secs()
+            ),
+        },
     }
 }
 
