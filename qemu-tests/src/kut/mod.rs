@@ -415,7 +415,8 @@ pub fn run_on_keel(m: &mut Machine, test: &TestSpec) -> Outcome {
         m.expect_prompt();
         return Outcome::NotRun(format!("vm run refused: {refusal}"));
     }
-    let stopped = |number: &str| Pattern::regex(&format!(r"vm {number} stopped: ([^\r\n\x1b]*)"));
+    let stopped =
+        |number: &str| Pattern::regex(&format!(r"vm {number} stopped: ([^\r\n\x1b]*)[\r\n\x1b]"));
     let started = Instant::now();
     let reason = m
         .wait_for(stopped(&number), test.timeout)
