@@ -148,31 +148,28 @@ fn main() {
                 .insert("QEMU TCG", o);
         }
     }
-    let image = if args.backends.is_empty() {
-        None
-    } else {
-        let modules = kut::modules_for(&suite, &tests, &scratch).unwrap_or_else(|e| panic!("{e}"));
-        Some(kut::keel_image(&modules, "kut.img").unwrap_or_else(|e| panic!("{e}")))
-    };
-    for (&backend, image) in args
-        .backends
-        .iter()
-        .zip(std::iter::repeat(image.as_deref()))
-    {
-        let Some(image) = image else { break };
-        let mut m = boot(backend, image);
-        for t in &tests {
-            if m.exit_status().is_some() {
-                m = boot(backend, image);
+    // Keel takes at most 16 boot modules: one image (and boot) per batch of tests whose
+    // `.flat` files and environment files fit.
+    let batches = kut::batches(&tests, kut::MAX_BOOT_MODULES);
+    for &backend in &args.backends {
+        for (n, batch) in batches.iter().enumerate() {
+            let dir = scratch.join(format!("batch-{n}"));
+            let modules = kut::modules_for(&suite, batch, &dir).unwrap_or_else(|e| panic!("{e}"));
+            let image = kut::keel_image(&modules, "kut.img").unwrap_or_else(|e| panic!("{e}"));
+            let mut m = boot(backend, &image);
+            for t in batch {
+                if m.exit_status().is_some() {
+                    m = boot(backend, &image);
+                }
+                let o = kut::run_on_keel(&mut m, t);
+                eprintln!("{:<28} {:<11} {}", t.name, backend.column(), o.cell());
+                results
+                    .entry(t.name.clone())
+                    .or_default()
+                    .insert(backend.column(), o);
             }
-            let o = kut::run_on_keel(&mut m, t);
-            eprintln!("{:<28} {:<11} {}", t.name, backend.column(), o.cell());
-            results
-                .entry(t.name.clone())
-                .or_default()
-                .insert(backend.column(), o);
+            m.kill();
         }
-        m.kill();
     }
 
     let mut columns = Vec::new();

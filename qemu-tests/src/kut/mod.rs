@@ -27,6 +27,32 @@ pub const SOURCE_DIR: &str = "kvm-unit-tests-1da1819";
 pub const MEM_MIB: u32 = 256;
 /// Most vCPUs a Keel VM has (`keel_vmm::devices::MAX_CPUS`).
 pub const MAX_KEEL_CPUS: u32 = 8;
+/// Most boot modules Keel takes (`kernel/src/boot`'s `MAX_MODULES`).
+pub const MAX_BOOT_MODULES: usize = 16;
+
+/// Splits `tests` into runs of consecutive tests whose modules ([`modules_for`]: each
+/// `.flat` once, one environment per vCPU count) number at most `max`.
+pub fn batches(tests: &[TestSpec], max: usize) -> Vec<Vec<TestSpec>> {
+    let mut out: Vec<Vec<TestSpec>> = Vec::new();
+    let modules = |batch: &[TestSpec]| {
+        let files: BTreeSet<&str> = batch.iter().map(|t| t.file.as_str()).collect();
+        let smps: BTreeSet<u32> = batch.iter().map(|t| t.smp).collect();
+        files.len() + smps.len()
+    };
+    for t in tests {
+        let fits = out.last().is_some_and(|last| {
+            let mut with = last.clone();
+            with.push(t.clone());
+            modules(&with) <= max
+        });
+        match out.last_mut() {
+            Some(last) if fits => last.push(t.clone()),
+            _ => out.push(vec![t.clone()]),
+        }
+    }
+    out
+}
+
 /// The exit status of a skipped test.
 pub const SKIP_STATUS: u32 = 77;
 /// The exit status of a passed test (code 0).
@@ -619,6 +645,20 @@ groups = nodefault
             Some("a\nb\nFAIL: x\nSUMMARY: 3 tests, 1 unexpected failures")
         );
         assert_eq!(fail.bucket(), Bucket::Failed);
+    }
+
+    #[test]
+    fn batches_keep_to_the_module_limit() {
+        let t = |file: &str, smp: u32| TestSpec {
+            file: file.into(),
+            smp,
+            ..parse_unittests_cfg(CFG)[0].clone()
+        };
+        let tests = [t("a", 1), t("a", 2), t("b", 1), t("c", 1), t("d", 4)];
+        let b = batches(&tests, 4);
+        // {a, b, env1, env2} then {c, d, env1, env4}.
+        assert_eq!(b.iter().map(Vec::len).collect::<Vec<_>>(), [3, 2]);
+        assert_eq!(batches(&tests, 100).len(), 1);
     }
 
     #[test]
