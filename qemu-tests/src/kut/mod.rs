@@ -69,6 +69,8 @@ pub struct TestSpec {
     pub smp: u32,
     /// QEMU options (`extra_params`), `-append` included.
     pub extra_params: String,
+    /// The test's arguments (`test_args`, unquoted), if given.
+    pub test_args: Option<String>,
     /// `arch` (`x86_64`, `i386`), if restricted.
     pub arch: Option<String>,
     /// The timeout (`timeout`, 90 s when absent, as the suite's runner).
@@ -88,8 +90,11 @@ impl TestSpec {
         self.groups.iter().any(|g| g == "nodefault")
     }
 
-    /// The test's arguments: the `-append` value of `extra_params`.
+    /// The test's arguments: `test_args`, else the `-append` value of `extra_params`.
     pub fn args(&self) -> String {
+        if let Some(args) = &self.test_args {
+            return shell_words(args).join(" ");
+        }
         let words = shell_words(&self.extra_params);
         words
             .iter()
@@ -161,6 +166,7 @@ pub fn parse_unittests_cfg(text: &str) -> Vec<TestSpec> {
                 file: String::new(),
                 smp: 1,
                 extra_params: String::new(),
+                test_args: None,
                 arch: None,
                 timeout: Duration::from_secs(90),
                 groups: Vec::new(),
@@ -175,6 +181,7 @@ pub fn parse_unittests_cfg(text: &str) -> Vec<TestSpec> {
             "file" => test.file = value.to_owned(),
             "smp" => test.smp = value.parse().unwrap_or(1),
             "extra_params" => test.extra_params = value.to_owned(),
+            "test_args" => test.test_args = Some(value.to_owned()),
             "arch" => test.arch = Some(value.to_owned()),
             "timeout" => {
                 let secs = value.trim_end_matches('s');
@@ -582,8 +589,12 @@ groups = apic
 
 [vmexit_cpuid]
 file = vmexit.flat
-extra_params = -append 'cpuid'
+test_args = 'cpuid'
 groups = vmexit
+
+[vmexit_old]
+file = vmexit.flat
+extra_params = -append 'ipi halt'
 
 [cmpxchg8b]
 file = cmpxchg8b.flat
@@ -598,7 +609,8 @@ groups = nodefault
     #[test]
     fn unittests_cfg_sections_and_fields() {
         let tests = parse_unittests_cfg(CFG);
-        assert_eq!(tests.len(), 4);
+        assert_eq!(tests.len(), 5);
+        assert_eq!(tests[2].args(), "ipi halt");
         let apic = &tests[0];
         assert_eq!(apic.name, "apic-split");
         assert_eq!((apic.file.as_str(), apic.smp), ("apic.flat", 2));
@@ -617,9 +629,9 @@ groups = nodefault
         assert_eq!(cpuid.args(), "cpuid");
         assert!(cpuid.qemu_options().is_empty());
         assert_eq!(cpuid.timeout, Duration::from_secs(90));
-        assert!(!tests[2].runs_on_x86_64());
-        assert!(tests[3].is_nodefault());
-        assert_eq!(tests[3].timeout, Duration::from_secs(240));
+        assert!(!tests[3].runs_on_x86_64());
+        assert!(tests[4].is_nodefault());
+        assert_eq!(tests[4].timeout, Duration::from_secs(240));
     }
 
     #[test]
