@@ -408,19 +408,19 @@ pub fn keel_image(modules: &[PathBuf], name: &str) -> Result<PathBuf, String> {
     Ok(image)
 }
 
-/// The `vm run` line for `test`.
+/// The `vm run` line for `test`. The command line starts with the kernel's file name, as
+/// GRUB's and QEMU's Multiboot command lines do: kvm-unit-tests takes its first word as
+/// `argv[0]` and the rest as the test's arguments.
 pub fn vm_run_line(test: &TestSpec) -> String {
-    let mut line = format!(
-        "vm run {} initrd={} vcpus={} mem={MEM_MIB} devices=debug-exit,pc-testdev",
+    let cmdline = format!("{} {}", test.file, test.args());
+    format!(
+        "vm run {} initrd={} vcpus={} mem={MEM_MIB} devices=debug-exit,pc-testdev \
+         cmdline=\"{}\"",
         test.file,
         env_name(test.smp),
-        test.smp
-    );
-    let args = test.args();
-    if !args.is_empty() {
-        line.push_str(&format!(" cmdline=\"{args}\""));
-    }
-    line
+        test.smp,
+        cmdline.trim_end()
+    )
 }
 
 /// Runs `test` as a Keel VM on machine `m` (at its prompt) and returns how it ended; the
@@ -679,7 +679,7 @@ groups = nodefault
         assert_eq!(
             vm_run_line(&tests[1]),
             "vm run vmexit.flat initrd=kut-env-1 vcpus=1 mem=256 devices=debug-exit,pc-testdev \
-             cmdline=\"cpuid\""
+             cmdline=\"vmexit.flat cpuid\""
         );
         assert_eq!(env_text(2), "NR_CPUS=2\nMEMSIZE=256\nMEMLIMIT=256\n");
         assert_eq!(shell_words(r#"-append "a b" 'c'"#), ["-append", "a b", "c"]);
