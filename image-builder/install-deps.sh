@@ -163,3 +163,30 @@ if ! "$web_venv/bin/python" -c "import selenium, sys; sys.exit(selenium.__versio
         || die "pip install selenium failed (PyPI unreachable?)"
 fi
 echo "install-deps: selenium $SELENIUM_VERSION, $(chromium --version 2>/dev/null || echo 'chromium missing')"
+
+# kvm-unit-tests (qemu-tests/src/kut, tests/kvm_unit_tests.rs, the kvm-unit-tests binary):
+# built from ../shared/vendor/kvm-unit-tests-1da1819.tar.gz on first use into
+# target/kvm-unit-tests/ with ./configure --arch=x86_64 && make, which needs GCC and make
+# (binutils is above).
+KUT_PACKAGES="gcc make"
+kut_missing=()
+for pkg in $KUT_PACKAGES; do
+    if ! dpkg -s "$pkg" 2>/dev/null | grep -q '^Status: install ok installed$'; then
+        kut_missing+=("$pkg")
+    fi
+done
+if [ "${#kut_missing[@]}" -gt 0 ]; then
+    if [ "$(id -u)" -eq 0 ]; then
+        kut_sudo=()
+    elif command -v sudo >/dev/null 2>&1; then
+        kut_sudo=(sudo)
+    else
+        die "not root and sudo not found: as root, run apt-get install ${kut_missing[*]}"
+    fi
+    echo "install-deps: installing ${kut_missing[*]} for kvm-unit-tests"
+    "${kut_sudo[@]}" apt-get update || die "apt-get update failed (for ${kut_missing[*]})"
+    "${kut_sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y --no-install-recommends "${kut_missing[@]}" \
+        || die "apt-get install ${kut_missing[*]} failed (kvm-unit-tests' build needs them)"
+fi
+echo "install-deps: gcc and make for kvm-unit-tests present"

@@ -18,6 +18,7 @@ fn with_vms() -> Config {
         nics: Vec::new(),
         autostart: false,
         cpuid: Default::default(),
+        devices: Vec::new(),
     };
     Config {
         vms: vec![vm("web"), vm("db")],

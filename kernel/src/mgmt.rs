@@ -694,6 +694,7 @@ impl Management for Plane<'_> {
         module: &str,
         mem_mib: Option<u32>,
         vcpus: Option<u8>,
+        devices: &[keel_config::schema::VmDevice],
     ) -> Result<u32, ApiError> {
         self.vms
             .start(
@@ -702,6 +703,7 @@ impl Management for Plane<'_> {
                 crate::vms::RunOptions {
                     mem_mib,
                     cpus: vcpus,
+                    devices,
                     ..Default::default()
                 },
             )

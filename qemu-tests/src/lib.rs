@@ -68,6 +68,7 @@ pub mod error;
 pub mod guests;
 pub mod http;
 pub mod keel_cli;
+pub mod kut;
 pub mod linux_guest;
 pub mod machine;
 pub mod net_guest;

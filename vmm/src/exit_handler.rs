@@ -131,10 +131,8 @@ impl fmt::Display for StopReason {
             StopReason::GuestPowerOff => f.write_str("guest powered off"),
             StopReason::GuestReset => f.write_str("guest requested a reset"),
             StopReason::GuestExit { status } => {
-                write!(
-                    f,
-                    "guest exited through the debug-exit port with status {status}"
-                )
+                // The code the guest wrote, then QEMU's status for it: a harness reads either.
+                write!(f, "debug-exit: code {} (status {status})", status >> 1)
             }
             StopReason::Backend(error) => write!(f, "vCPU error: {error}"),
             StopReason::ApStartFailed { cpu } => write!(

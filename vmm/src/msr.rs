@@ -45,6 +45,12 @@ pub const IA32_MTRR_DEF_TYPE: u32 = 0x2FF;
 /// reads it on CPUs with erratum 400 (the QEMU `qemu64` model is family 0Fh) to see whether
 /// C1E is enabled. Keel has no C1E: it reads 0 and writes are ignored, as on KVM.
 pub const MSR_K8_INT_PENDING_MSG: u32 = 0xC001_0055;
+/// AMD's legacy performance counters (APM Vol. 2 §13.2; every AMD64 CPU has them, with no
+/// CPUID bit): `PerfEvtSel0..3` at 0xC001_0000..=0xC001_0003 and `PerfCtr0..3` at
+/// 0xC001_0004..=0xC001_0007. Keel offers no performance monitoring, so these read 0 and
+/// writes are dropped, as under KVM without a virtual PMU: guests that reset the counters
+/// at start-up (Linux's perf probe, kvm-unit-tests' `pmu_init`) work, and nothing counts.
+pub const AMD_LEGACY_PERF: core::ops::RangeInclusive<u32> = 0xC001_0000..=0xC001_0007;
 /// `IA32_EFER`: extended feature enables.
 pub const IA32_EFER: u32 = 0xC000_0080;
 /// `IA32_STAR`: SYSCALL/SYSRET segment selectors and legacy-mode target.
@@ -202,6 +208,7 @@ pub struct State {
 /// | `IA32_PAT` 0x277 | stored, initially [`PAT_DEFAULT`] | validated → [`MsrEffect::Pat`] |
 /// | `IA32_MTRR_DEF_TYPE` 0x2FF | stored, initially 0 | validated |
 /// | `IA32_EFER` 0xC000_0080 | stored, initially 0 | SCE/LME/NXE only → [`MsrEffect::Efer`] |
+/// | AMD `PerfEvtSel0..3`, `PerfCtr0..3` 0xC001_0000..=0xC001_0007 | 0 (nothing counts) | ignored |
 ///
 /// EFER.LMA is the CPU's: a written LMA is ignored and the stored one kept. Because the CPU
 /// sets and clears LMA itself when the guest turns paging on or off with LME set, the backend
@@ -238,6 +245,7 @@ impl MsrState {
         Ok(match msr {
             IA32_TSC => tsc_now.wrapping_add(s.tsc_offset),
             IA32_PLATFORM_ID | IA32_BIOS_SIGN_ID | IA32_MTRRCAP | MSR_K8_INT_PENDING_MSG => 0,
+            _ if AMD_LEGACY_PERF.contains(&msr) => 0,
             IA32_MISC_ENABLE => s.misc_enable,
             IA32_PAT => s.pat,
             IA32_MTRR_DEF_TYPE => s.mtrr_def_type,
@@ -257,6 +265,7 @@ impl MsrState {
                 Ok(MsrEffect::TscOffset(s.tsc_offset))
             }
             IA32_BIOS_SIGN_ID | MSR_K8_INT_PENDING_MSG => Ok(MsrEffect::None),
+            _ if AMD_LEGACY_PERF.contains(&msr) => Ok(MsrEffect::None),
             IA32_MISC_ENABLE => {
                 s.misc_enable = value;
                 Ok(MsrEffect::None)
@@ -368,6 +377,20 @@ mod tests {
         }
         // Passthrough MSRs are the hardware's, not this model's.
         assert_eq!(m.read(IA32_LSTAR, 0), GP(IA32_LSTAR));
+    }
+
+    /// kvm-unit-tests' `pmu_init` resets AMD's legacy counters on every AMD guest before
+    /// any test runs; a #GP there failed every test (`apic`, `tsc`, ... under Keel).
+    #[test]
+    fn amd_legacy_perf_counters_read_zero_and_take_writes() {
+        let mut m = MsrState::new();
+        for msr in AMD_LEGACY_PERF {
+            assert_eq!(m.write(msr, 0, 0), Ok(MsrEffect::None), "{msr:#x}");
+            assert_eq!(m.write(msr, 0x43_0076, 0), Ok(MsrEffect::None), "{msr:#x}");
+            assert_eq!(m.read(msr, 0), Ok(0), "{msr:#x}: nothing counts");
+        }
+        assert_eq!(m.read(0xC001_0008, 0), GP(0xC001_0008));
+        assert_eq!(m.state(), MsrState::new().state(), "no state");
     }
 
     #[test]

@@ -181,6 +181,15 @@ pub enum StartMode {
         /// EBX: the guest-physical address of the `hvm_start_info`.
         ebx: u32,
     },
+    /// A Multiboot (v1) kernel's entry (the Multiboot Specification 0.6.96 §3.2): the same
+    /// 32-bit protected-mode state as [`Protected32`](Self::Protected32) (flat segments that
+    /// the spec asks for, paging off, interrupts off) with EAX = `0x2BADB002`.
+    Multiboot {
+        /// Entry EIP (`e_entry` or the header's `entry_addr`).
+        entry: u32,
+        /// EBX: the guest-physical address of the Multiboot information structure.
+        info: u32,
+    },
 }
 
 /// Why the hardware refused to enter the guest.

@@ -364,6 +364,48 @@ pub struct Vm {
     /// What the guest's CPUID shows of the hypervisor.
     #[serde(default, skip_serializing_if = "VmCpuid::is_default")]
     pub cpuid: VmCpuid,
+    /// Test devices added to the VM's PC (none by default): kvm-unit-tests and other test
+    /// guests report their result through them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 2))]
+    pub devices: Vec<VmDevice>,
+}
+
+/// A test device a VM can have besides its PC (`vms[].devices`).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum VmDevice {
+    /// QEMU's `isa-debug-exit` at port 0xF4 (4 bytes): a write of `code` stops the VM with
+    /// status `(code << 1) | 1`, shown as its stop reason.
+    DebugExit,
+    /// QEMU's `pc-testdev`: scratch port 0xE0, page flush 0xE4, IRQ line control 0x2000+line.
+    PcTestdev,
+}
+
+impl VmDevice {
+    /// Every device, in the order they are listed in messages.
+    pub const ALL: [VmDevice; 2] = [VmDevice::DebugExit, VmDevice::PcTestdev];
+
+    /// The value as written in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VmDevice::DebugExit => "debug-exit",
+            VmDevice::PcTestdev => "pc-testdev",
+        }
+    }
+
+    /// The value for `text` as written in the configuration.
+    pub fn parse(text: &str) -> Option<VmDevice> {
+        VmDevice::ALL.into_iter().find(|d| d.as_str() == text)
+    }
+}
+
+impl fmt::Display for VmDevice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 fn default_vcpus() -> u32 {

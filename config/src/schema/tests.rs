@@ -18,6 +18,7 @@ fn vm(name: &str) -> Vm {
         nics: Vec::new(),
         autostart: false,
         cpuid: VmCpuid::default(),
+        devices: Vec::new(),
     }
 }
 
@@ -1398,4 +1399,50 @@ fn https_port_and_certificate_rules() {
     let parsed = Config::from_json(json.as_bytes()).unwrap();
     assert_eq!(parsed.management.http, PlainHttpMode::Serve);
     assert!(Config::from_json(br#"{"management":{"http":"maybe"}}"#).is_err());
+}
+
+#[test]
+fn vm_devices_default_empty_and_take_the_test_devices() {
+    let config =
+        Config::from_json(br#"{"vms":[{"name":"a","memory_mib":64,"kernel":"k"}]}"#).unwrap();
+    assert!(config.vms[0].devices.is_empty());
+    let json = String::from_utf8(config.to_json_pretty()).unwrap();
+    assert!(!json.contains("devices"), "{json}");
+
+    let config = Config::from_json(
+        br#"{"vms":[{"name":"a","memory_mib":64,"kernel":"k","devices":["debug-exit","pc-testdev"]}]}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        config.vms[0].devices,
+        vec![VmDevice::DebugExit, VmDevice::PcTestdev]
+    );
+    assert_eq!(
+        Config::from_json(&config.to_json_pretty()).unwrap(),
+        config,
+        "round trip"
+    );
+    assert_eq!(VmDevice::parse("pc-testdev"), Some(VmDevice::PcTestdev));
+    assert_eq!(VmDevice::parse("isa-debug-exit"), None);
+}
+
+#[test]
+fn vm_devices_errors_name_the_field() {
+    let e = schema_error(
+        r#"{"vms":[{"name":"a","memory_mib":64,"kernel":"k","devices":["debug-exit","vga"]}]}"#,
+    );
+    assert_eq!(
+        e.to_string(),
+        "vms[0].devices[1]: unknown value \"vga\"; expected one of: \"debug-exit\", \"pc-testdev\""
+    );
+    let config = Config::from_json(
+        br#"{"vms":[{"name":"a","memory_mib":64,"kernel":"k","devices":["pc-testdev","pc-testdev"]}]}"#,
+    );
+    let e = config.unwrap_err();
+    assert!(
+        e.to_string().contains(
+            "vms[0].devices[1]: \"pc-testdev\" is already vms[0].devices[0]: list each device once"
+        ),
+        "{e}"
+    );
 }

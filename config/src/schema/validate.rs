@@ -486,6 +486,7 @@ fn check_vms(vms: &[Vm], errors: &mut Errors) {
             errors.push(at("cmdline"), "must be one line of printable text");
         }
         check_disks(i, &vm.disks, errors);
+        check_vm_devices(i, &vm.devices, errors);
         if vm.nics.len() > MAX_VM_NICS {
             errors.push(
                 at("nics"),
@@ -635,6 +636,18 @@ fn check_disks(i: usize, disks: &[VmDisk], errors: &mut Errors) {
                      space)",
                 );
             }
+        }
+    }
+}
+
+/// `vms[i].devices`: each test device at most once.
+fn check_vm_devices(i: usize, devices: &[super::VmDevice], errors: &mut Errors) {
+    for (n, device) in devices.iter().enumerate() {
+        if let Some(first) = devices[..n].iter().position(|d| d == device) {
+            errors.push(
+                format!("vms[{i}].devices[{n}]"),
+                format!("\"{device}\" is already vms[{i}].devices[{first}]: list each device once"),
+            );
         }
     }
 }

@@ -7,7 +7,7 @@ use const_format::formatcp;
 use keel_config::limits::{
     self, MAX_MEMORY_MIB, MAX_VCPUS, MAX_VM_DISKS, MAX_VM_NICS, MIN_RUN_MEMORY_MIB,
 };
-use keel_config::schema::{DiskSource, MacAddress, NicNetwork, Paravirt};
+use keel_config::schema::{DiskSource, MacAddress, NicNetwork, Paravirt, VmDevice};
 use keel_netstack::api::{DEFAULT_STOP_TIMEOUT_S, MAX_STOP_TIMEOUT_S, VmKey};
 
 /// A parsed console command.
@@ -73,6 +73,8 @@ pub enum Command<'a> {
         cmdline: Option<&'a str>,
         /// The paravirtual interface (KVM's when `None`).
         paravirt: Option<Paravirt>,
+        /// Test devices (`devices=debug-exit,pc-testdev`).
+        devices: TestDevices,
     },
     /// List VMs.
     VmList,
@@ -100,6 +102,8 @@ pub enum Command<'a> {
         autostart: bool,
         /// The paravirtual interface (`[vms.cpuid] paravirt`; KVM's when `None`).
         paravirt: Option<Paravirt>,
+        /// Test devices (`vms[].devices`).
+        devices: TestDevices,
     },
     /// Stop a named VM at once and remove it from the configuration.
     VmDestroy {
@@ -269,8 +273,11 @@ pub const COMMANDS: &[(&str, &str)] = &[
         "read a guest store file: size and CRC32",
     ),
     (
-        "vm run <module> [initrd=<module>] [cmdline=\"…\"] [mem=<MiB>] [vcpus=<n>]",
-        "start a VM from a boot module: a flat payload, a Linux bzImage or a PVH ELF kernel",
+        "vm run <module> [initrd=<module>] [cmdline=\"…\"] [mem=<MiB>] [vcpus=<n>] \
+         [devices=debug-exit,pc-testdev]",
+        "start a VM from a boot module: a flat payload, a Linux bzImage, a PVH ELF or a \
+         Multiboot kernel (initrd= becomes its module 0); devices= adds QEMU's test devices \
+         (debug-exit at 0xF4 stops the VM with the code written)",
     ),
     (
         "vm list",
@@ -279,7 +286,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     (
         "vm create <name> kernel=<file> [initrd=<file>] [cmdline=\"…\"] [mem=<MiB>] [vcpus=<n>] \
          [disk=<file>[,ro] …] [disk=partition:<name>[,ro] …] [nic=bridged|internal[,mac=<mac>] …] \
-         [paravirt=kvm|none] [autostart]",
+         [paravirt=kvm|none] [devices=debug-exit,pc-testdev] [autostart]",
         "define a VM (saved in the configuration) from guest store files; disk= attaches a \
          store file or a guest-disk partition (repeatable, ,ro: read-only, ,serial=<id>); \
          nic= adds a NIC on the bridged (physical) or internal network (repeatable, ,mac=: its \
@@ -566,6 +573,36 @@ impl<'a> Iterator for Words<'a> {
     }
 }
 
+/// The test devices `devices=` lists, each at most once.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TestDevices {
+    list: [Option<VmDevice>; VmDevice::ALL.len()],
+}
+
+impl TestDevices {
+    /// The devices, in the order given.
+    pub fn to_vec(self) -> alloc::vec::Vec<VmDevice> {
+        self.list.into_iter().flatten().collect()
+    }
+}
+
+/// `devices=debug-exit,pc-testdev` (either or both, each once).
+fn parse_devices<'a>(argument: &'a str, value: &str) -> Result<TestDevices, ParseError<'a>> {
+    let bad = || ParseError::BadValue {
+        argument,
+        expected: "devices=debug-exit,pc-testdev (either or both, each once)",
+    };
+    let mut devices = TestDevices::default();
+    for (n, name) in value.split(',').enumerate() {
+        let device = VmDevice::parse(name).ok_or_else(bad)?;
+        if devices.list.contains(&Some(device)) {
+            return Err(bad());
+        }
+        *devices.list.get_mut(n).ok_or_else(bad)? = Some(device);
+    }
+    Ok(devices)
+}
+
 /// `paravirt=kvm|none`.
 fn parse_paravirt<'a>(argument: &'a str, value: &str) -> Result<Paravirt, ParseError<'a>> {
     Paravirt::parse(value).ok_or(ParseError::BadValue {
@@ -580,9 +617,9 @@ fn parse_vm<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Command<'a>,
                          vm restart <name> | vm pause <vm> | vm resume <vm> | vm info <vm> | \
                          vm console <vm> | vm log <vm> | \
                          vm run <module> [initrd=<module>] [cmdline=\"…\"] [mem=<MiB>] \
-                         [vcpus=<n>] [paravirt=kvm|none]";
+                         [vcpus=<n>] [paravirt=kvm|none] [devices=debug-exit,pc-testdev]";
     const RUN_USAGE: &str = "vm run <module> [initrd=<module>] [cmdline=\"…\"] [mem=<MiB>] \
-                             [vcpus=<n>] [paravirt=kvm|none]";
+                             [vcpus=<n>] [paravirt=kvm|none] [devices=debug-exit,pc-testdev]";
     match words.next() {
         Some("run") => {
             let module = words
@@ -590,12 +627,18 @@ fn parse_vm<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Command<'a>,
                 .ok_or(ParseError::Missing { usage: RUN_USAGE })?;
             let (mut mem_mib, mut vcpus, mut initrd, mut cmdline) = (None, None, None, None);
             let mut paravirt = None;
+            let mut devices = None;
             for arg in words {
                 let duplicate = ParseError::BadValue {
                     argument: arg,
-                    expected: "each of mem=, vcpus=, initrd=, cmdline= and paravirt= at most once",
+                    expected: "each of mem=, vcpus=, initrd=, cmdline=, paravirt= and devices= \
+                               at most once",
                 };
-                if let Some(value) = arg.strip_prefix("paravirt=") {
+                if let Some(value) = arg.strip_prefix("devices=") {
+                    if devices.replace(parse_devices(arg, value)?).is_some() {
+                        return Err(duplicate);
+                    }
+                } else if let Some(value) = arg.strip_prefix("paravirt=") {
                     if paravirt.replace(parse_paravirt(arg, value)?).is_some() {
                         return Err(duplicate);
                     }
@@ -658,6 +701,7 @@ fn parse_vm<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Command<'a>,
                 initrd,
                 cmdline,
                 paravirt,
+                devices: devices.unwrap_or_default(),
             })
         }
         Some("list") => no_more("vm list", words).map(|_| Command::VmList),
@@ -666,7 +710,8 @@ fn parse_vm<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Command<'a>,
                                         [initrd=<file>] [cmdline=\"…\"] [mem=<MiB>] [vcpus=<n>] \
                                         [disk=<file>[,ro] | disk=partition:<name>[,ro] …] \
                                         [nic=bridged|internal[,mac=<mac>] …] \
-                                        [paravirt=kvm|none] [autostart]";
+                                        [paravirt=kvm|none] \
+                                        [devices=debug-exit,pc-testdev] [autostart]";
             let name = vm_key(words.next(), CREATE_USAGE)?;
             let (mut kernel, mut firmware, mut initrd, mut cmdline, mut mem_mib, mut vcpus) =
                 (None, None, None, None, None, None);
@@ -676,11 +721,12 @@ fn parse_vm<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Command<'a>,
             let mut nic_count = 0;
             let mut autostart = false;
             let mut paravirt = None;
+            let mut devices = None;
             for arg in words {
                 let duplicate = ParseError::BadValue {
                     argument: arg,
                     expected: "each of kernel=, firmware=, initrd=, cmdline=, mem=, vcpus=, \
-                               paravirt= and autostart at most once",
+                               paravirt=, devices= and autostart at most once",
                 };
                 let empty = |what: &'static str| ParseError::BadValue {
                     argument: arg,
@@ -747,6 +793,10 @@ fn parse_vm<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Command<'a>,
                     if paravirt.replace(parse_paravirt(arg, v)?).is_some() {
                         return Err(duplicate);
                     }
+                } else if let Some(v) = arg.strip_prefix("devices=") {
+                    if devices.replace(parse_devices(arg, v)?).is_some() {
+                        return Err(duplicate);
+                    }
                 } else if arg == "autostart" && !autostart {
                     autostart = true;
                 } else {
@@ -775,6 +825,7 @@ fn parse_vm<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Command<'a>,
                 vcpus,
                 autostart,
                 paravirt,
+                devices: devices.unwrap_or_default(),
             })
         }
         Some("destroy") => {
@@ -1091,6 +1142,39 @@ mod tests {
     }
 
     #[test]
+    fn vm_run_and_create_take_test_devices() {
+        let Ok(Some(Command::VmRun { devices, .. })) =
+            parse("vm run x86-apic.flat initrd=env devices=pc-testdev,debug-exit")
+        else {
+            panic!("vm run with devices= did not parse");
+        };
+        assert_eq!(
+            devices.to_vec(),
+            std::vec![VmDevice::PcTestdev, VmDevice::DebugExit]
+        );
+        let Ok(Some(Command::VmCreate { devices, .. })) =
+            parse("vm create t kernel=k devices=debug-exit")
+        else {
+            panic!("vm create with devices= did not parse");
+        };
+        assert_eq!(devices.to_vec(), std::vec![VmDevice::DebugExit]);
+        for bad in [
+            "devices=",
+            "devices=vga",
+            "devices=debug-exit,debug-exit",
+            "devices=debug-exit,pc-testdev,debug-exit",
+        ] {
+            assert_eq!(
+                std::format!("{}", parse(&std::format!("vm run k {bad}")).unwrap_err()),
+                std::format!(
+                    "bad argument '{bad}': expected devices=debug-exit,pc-testdev (either or \
+                     both, each once)"
+                )
+            );
+        }
+    }
+
+    #[test]
     fn vm_commands_parse() {
         assert_eq!(
             parse("vm run hello.bin"),
@@ -1101,6 +1185,7 @@ mod tests {
                 initrd: None,
                 cmdline: None,
                 paravirt: None,
+                devices: TestDevices::default(),
             }))
         );
         assert_eq!(
@@ -1112,6 +1197,7 @@ mod tests {
                 initrd: None,
                 cmdline: None,
                 paravirt: None,
+                devices: TestDevices::default(),
             }))
         );
         assert_eq!(
@@ -1123,6 +1209,7 @@ mod tests {
                 initrd: Some("initrd.cpio"),
                 cmdline: Some("console=ttyS0 quiet"),
                 paravirt: None,
+                devices: TestDevices::default(),
             }))
         );
         assert_eq!(
@@ -1134,6 +1221,7 @@ mod tests {
                 initrd: None,
                 cmdline: Some("panic=1"),
                 paravirt: None,
+                devices: TestDevices::default(),
             }))
         );
         assert_eq!(
@@ -1142,7 +1230,7 @@ mod tests {
         );
         assert_eq!(
             std::format!("{}", parse("vm run k mem=32 mem=64").unwrap_err()),
-            "bad argument 'mem=64': expected each of mem=, vcpus=, initrd=, cmdline= and paravirt= at most once"
+            "bad argument 'mem=64': expected each of mem=, vcpus=, initrd=, cmdline=, paravirt= and devices= at most once"
         );
         assert_eq!(
             parse("vm run k paravirt=none"),
@@ -1153,6 +1241,7 @@ mod tests {
                 initrd: None,
                 cmdline: None,
                 paravirt: Some(Paravirt::None),
+                devices: TestDevices::default(),
             }))
         );
         assert_eq!(
@@ -1168,6 +1257,7 @@ mod tests {
                 initrd: None,
                 cmdline: None,
                 paravirt: None,
+                devices: TestDevices::default(),
             }))
         );
         for bad in ["vcpus=0", "vcpus=9", "vcpus=", "vcpus=two", "vcpus=-1"] {
@@ -1180,7 +1270,7 @@ mod tests {
         }
         assert_eq!(
             std::format!("{}", parse("vm run k vcpus=2 vcpus=2").unwrap_err()),
-            "bad argument 'vcpus=2': expected each of mem=, vcpus=, initrd=, cmdline= and paravirt= at most once"
+            "bad argument 'vcpus=2': expected each of mem=, vcpus=, initrd=, cmdline=, paravirt= and devices= at most once"
         );
         assert_eq!(
             std::format!("{}", parse("vm run k initrd=").unwrap_err()),
@@ -1491,7 +1581,7 @@ mod tests {
                 create("vm create w kernel=k paravirt=kvm paravirt=none").unwrap_err()
             ),
             "bad argument 'paravirt=none': expected each of kernel=, firmware=, initrd=, \
-             cmdline=, mem=, vcpus=, paravirt= and autostart at most once"
+             cmdline=, mem=, vcpus=, paravirt=, devices= and autostart at most once"
         );
     }
 

@@ -313,6 +313,7 @@ fn execute(kernel: &mut Services<'_>, cmd: Command<'_>) {
             initrd,
             cmdline,
             paravirt,
+            devices,
         } => match vms.start(
             system,
             module,
@@ -322,6 +323,7 @@ fn execute(kernel: &mut Services<'_>, cmd: Command<'_>) {
                 initrd,
                 cmdline,
                 paravirt: paravirt.unwrap_or_default(),
+                devices: &devices.to_vec(),
             },
         ) {
             Ok(id) => kprintln!("vm {id} started"),
@@ -340,6 +342,7 @@ fn execute(kernel: &mut Services<'_>, cmd: Command<'_>) {
             vcpus,
             autostart,
             paravirt,
+            devices,
         } => {
             let vm = keel_config::schema::Vm {
                 name: String::from(name),
@@ -362,6 +365,7 @@ fn execute(kernel: &mut Services<'_>, cmd: Command<'_>) {
                 cpuid: keel_config::schema::VmCpuid {
                     paravirt: paravirt.unwrap_or_default(),
                 },
+                devices: devices.to_vec(),
             };
             vm_create(vms, settings, vm);
         }

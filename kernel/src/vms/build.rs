@@ -7,7 +7,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::cell::RefCell;
 
-use keel_config::schema::Paravirt;
+use keel_config::schema::{Paravirt, VmDevice};
 use keel_vmm::cpuid::CpuidPolicy;
 use keel_vmm::devices::{Devices, PlatformConfig};
 use keel_vmm::host::{FrameUse, HostMemory};
@@ -30,6 +30,10 @@ pub(super) enum GuestKind {
     BzImage,
     /// An ELF image: PVH (`XEN_ELFNOTE_PHYS32_ENTRY`), entered in 32-bit protected mode.
     PvhElf,
+    /// A Multiboot (v1) kernel (a header in its first 8 KiB and no PVH note), such as
+    /// kvm-unit-tests' `*.flat`: entered in 32-bit protected mode with the Multiboot
+    /// information; the initrd becomes module 0.
+    Multiboot,
 }
 
 /// Host frames for the VMM, from the kernel's frame allocator (identity-mapped), billed to one
@@ -112,12 +116,16 @@ pub(super) struct Blueprint<'a> {
     pub(super) name: &'a str,
     pub(super) kernel: ImageBytes,
     pub(super) initrd: Option<ImageBytes>,
+    /// The initrd's name: a Multiboot kernel gets it as module 0's string.
+    pub(super) initrd_name: Option<&'a str>,
     pub(super) cmdline: Option<&'a str>,
     pub(super) mem_mib: Option<u32>,
     /// vCPUs (1 to `keel_vmm::devices::MAX_CPUS`).
     pub(super) cpus: u8,
     /// The paravirtual interface its CPUID offers.
     pub(super) paravirt: Paravirt,
+    /// Test devices added to its PC ([`add_test_devices`]).
+    pub(super) devices: &'a [VmDevice],
 }
 
 /// A VM just built, and where its disks and NICs went on its PCI bus.
@@ -141,24 +149,18 @@ pub(super) fn build_vm(
     let heap_before = mm::stats().heap_used;
     let host = vm_host(id);
     let image = bp.kernel.bytes();
-    let kind = if loader::bzimage::is_bzimage(image) {
-        GuestKind::BzImage
-    } else if image.starts_with(b"\x7fELF") {
-        GuestKind::PvhElf
-    } else {
-        GuestKind::Flat
-    };
+    let kind = guest_kind(image);
     if kind == GuestKind::Flat && (bp.initrd.is_some() || bp.cmdline.is_some_and(|c| !c.is_empty()))
     {
         return Err(StartError::Load(alloc::format!(
-            "'{}' is neither a Linux bzImage nor a PVH ELF kernel: initrd= and cmdline= \
-             apply to kernels only",
+            "'{}' is neither a Linux bzImage, a PVH ELF nor a Multiboot kernel: initrd= and \
+             cmdline= apply to kernels only",
             bp.name
         )));
     }
     let default_mib = match kind {
         GuestKind::Flat => DEFAULT_MEM_MIB,
-        GuestKind::BzImage | GuestKind::PvhElf => DEFAULT_LINUX_MEM_MIB,
+        GuestKind::BzImage | GuestKind::PvhElf | GuestKind::Multiboot => DEFAULT_LINUX_MEM_MIB,
     };
     let mem_mib = bp.mem_mib.unwrap_or(default_mib);
     if bp.cpus == 0 || bp.cpus > keel_vmm::devices::MAX_CPUS {
@@ -187,7 +189,7 @@ pub(super) fn build_vm(
     };
     let start = match kind {
         GuestKind::Flat => loader::flat::load(&memory, image).map_err(|e| load_error(&e))?,
-        GuestKind::BzImage | GuestKind::PvhElf => {
+        GuestKind::BzImage | GuestKind::PvhElf | GuestKind::Multiboot => {
             let acpi = keel_vmm::acpi_tables::AcpiConfig {
                 cpus: bp.cpus,
                 ..Default::default()
@@ -199,6 +201,19 @@ pub(super) fn build_vm(
             let cmdline = bp.cmdline.unwrap_or("");
             if kind == GuestKind::BzImage {
                 loader::bzimage::load(&memory, image, initrd, cmdline, Some(tables.rsdp))
+                    .map_err(|e| load_error(&e))?
+                    .start
+            } else if kind == GuestKind::Multiboot {
+                // The RSDP is found by the guest's scan of 0xE0000..0xFFFFF, where the table
+                // writer put it.
+                let modules: Vec<loader::multiboot1::Module<'_>> = initrd
+                    .map(|data| loader::multiboot1::Module {
+                        data,
+                        string: bp.initrd_name.unwrap_or(""),
+                    })
+                    .into_iter()
+                    .collect();
+                loader::multiboot1::load(&memory, image, &modules, cmdline)
                     .map_err(|e| load_error(&e))?
                     .start
             } else {
@@ -213,6 +228,7 @@ pub(super) fn build_vm(
         ..platform_config()
     })
     .map_err(|e| StartError::Load(alloc::format!("{e}")))?;
+    add_test_devices(&mut devices, bp.devices)?;
     let attached = disks::attach(&label, &mut devices, disks).map_err(StartError::Disk)?;
     let attached_nics =
         nics::attach(system, &label, &mut devices, nics).map_err(StartError::Nic)?;
@@ -395,4 +411,51 @@ pub(super) fn platform_config() -> PlatformConfig {
         now_ns: TscClock.now().ns,
         cpus: 1,
     }
+}
+
+/// What a guest image is, by content: a bzImage by its header; an ELF with a PVH note as
+/// PVH; an image with a Multiboot header as Multiboot; any other ELF as PVH (whose loader
+/// says what is missing); anything else flat.
+pub(super) fn guest_kind(image: &[u8]) -> GuestKind {
+    let is_elf = image.starts_with(b"\x7fELF");
+    let has_pvh_note = || {
+        loader::pvh::program_headers(image)
+            .and_then(|headers| loader::pvh::find_entry(image, &headers))
+            .is_ok()
+    };
+    if loader::bzimage::is_bzimage(image) {
+        GuestKind::BzImage
+    } else if is_elf && has_pvh_note() {
+        GuestKind::PvhElf
+    } else if loader::multiboot1::is_multiboot1(image) {
+        GuestKind::Multiboot
+    } else if is_elf {
+        GuestKind::PvhElf
+    } else {
+        GuestKind::Flat
+    }
+}
+
+/// Adds the VM's test devices (`vms[].devices`, `vm run ... devices=`) to its PC: QEMU's
+/// `isa-debug-exit` at 0xF4 and `pc-testdev`.
+pub(super) fn add_test_devices(devices: &mut Devices, list: &[VmDevice]) -> Result<(), StartError> {
+    use keel_vmm::devices::{Region, debug_exit, pc_testdev};
+    for device in list {
+        let added = match device {
+            VmDevice::DebugExit => devices.add_device(
+                debug_exit::DebugExit::new(),
+                &[Region::Ports {
+                    base: debug_exit::DEFAULT_PORT,
+                    len: debug_exit::PORT_LEN,
+                }],
+            ),
+            VmDevice::PcTestdev => {
+                devices.add_device(pc_testdev::PcTestdev::new(), &pc_testdev::REGIONS)
+            }
+        };
+        added.map_err(|e| {
+            StartError::Load(alloc::format!("cannot add the test device {device}: {e}"))
+        })?;
+    }
+    Ok(())
 }

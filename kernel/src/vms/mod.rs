@@ -248,6 +248,8 @@ pub struct RunOptions<'a> {
     pub cmdline: Option<&'a str>,
     /// The paravirtual interface its CPUID offers (KVM's by default).
     pub paravirt: keel_config::schema::Paravirt,
+    /// Test devices added to its PC (`devices=debug-exit,pc-testdev`).
+    pub devices: &'a [keel_config::schema::VmDevice],
 }
 
 /// A named VM, as the configuration defines it.
@@ -272,6 +274,8 @@ pub struct VmDefinition {
     pub autostart: bool,
     /// The paravirtual interface its CPUID offers (`[vms.cpuid] paravirt`).
     pub paravirt: keel_config::schema::Paravirt,
+    /// Test devices added to its PC (`vms[].devices`).
+    pub devices: Vec<keel_config::schema::VmDevice>,
     /// Its disks, attached at each start as virtio-blk PCI functions in this order
     /// ([`disks`]).
     pub disks: Vec<keel_config::schema::VmDisk>,
@@ -299,6 +303,7 @@ impl VmDefinition {
                 vcpus: u8::try_from(vm.vcpus).unwrap_or(u8::MAX),
                 autostart: vm.autostart,
                 paravirt: vm.cpuid.paravirt,
+                devices: vm.devices.clone(),
                 disks: vm.disks.clone(),
                 nics: nics::NicSpec::from_config(&config.hostname, &vm.name, &vm.nics),
             })
@@ -750,11 +755,13 @@ impl VmManager {
             name: &d.kernel,
             kernel,
             initrd,
+            initrd_name: d.initrd.as_deref(),
             cmdline: Some(&d.cmdline),
             mem_mib: Some(d.memory_mib),
             // The configuration's validation keeps it within 1..=MAX_VCPUS.
             cpus: d.vcpus,
             paravirt: d.paravirt,
+            devices: &d.devices,
         };
         let id = self.vms[i].id;
         // A VM that stopped since the last slice gives its disks and MACs back before any
@@ -805,9 +812,11 @@ impl VmManager {
             initrd,
             cmdline,
             paravirt,
+            devices,
         } = options;
         let module = Self::find_module(system, key)
             .ok_or_else(|| StartError::NoSuchModule(String::from(key)))?;
+        let initrd_name = initrd;
         let initrd = match initrd {
             Some(name) => Some(ImageBytes::Module(module_bytes(
                 Self::find_module(system, name)
@@ -819,10 +828,12 @@ impl VmManager {
             name: module.name.as_str(),
             kernel: ImageBytes::Module(module_bytes(module)),
             initrd,
+            initrd_name,
             cmdline,
             mem_mib,
             cpus: cpus.unwrap_or(1),
             paravirt,
+            devices,
         };
         let id = self.next_id;
         // Ad-hoc VMs have neither disks nor NICs.

@@ -86,6 +86,7 @@ pub fn definition(name: &str, kernel: &str, memory_mib: u64) -> Vm {
         nics: Vec::new(),
         autostart: false,
         cpuid: Default::default(),
+        devices: Vec::new(),
     }
 }
 
@@ -171,7 +172,7 @@ impl Default for Mock {
         mock.start_vm(&VmKey::Name("web")).unwrap();
         mock.vms[0].console = String::from("Hello from the guest\n");
         mock.vms[0].detail.summary.uptime_s = Some(12);
-        let stopped = mock.run_module("1", Some(64), None).unwrap();
+        let stopped = mock.run_module("1", Some(64), None, &[]).unwrap();
         mock.stop_vm(&VmKey::Number(stopped), StopMode::Force)
             .unwrap();
         mock.vms[1].detail.summary.stop_reason = Some(String::from("guest shut down"));
@@ -479,6 +480,7 @@ impl Management for Mock {
         module: &str,
         mem_mib: Option<u32>,
         vcpus: Option<u8>,
+        devices: &[keel_config::schema::VmDevice],
     ) -> Result<u32, ApiError> {
         let modules = modules();
         let Some(found) = modules
@@ -498,7 +500,16 @@ impl Management for Mock {
                 "not enough free memory for a Linux guest",
             )));
         }
-        self.changes.push(format!("run {} {mem_mib}", found.name));
+        if devices.is_empty() {
+            self.changes.push(format!("run {} {mem_mib}", found.name));
+        } else {
+            let names: Vec<&str> = devices.iter().map(|d| d.as_str()).collect();
+            self.changes.push(format!(
+                "run {} {mem_mib} devices={}",
+                found.name,
+                names.join(",")
+            ));
+        }
         let source = found.name.to_owned();
         let number = self.push_ad_hoc(AdHoc {
             source,

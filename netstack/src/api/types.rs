@@ -48,6 +48,7 @@ pub trait Management: super::disks::DiskManagement + super::snapshots::SnapshotM
         module: &str,
         mem_mib: Option<u32>,
         vcpus: Option<u8>,
+        devices: &[keel_config::schema::VmDevice],
     ) -> Result<u32, ApiError>;
     /// Adds `vm` (already validated by the router) to the configuration, saves it as
     /// `vm create` does, and defines the VM (state `defined`).
@@ -858,6 +859,11 @@ pub struct RunModule {
     #[serde(default)]
     #[schemars(range(min = 1, max = MAX_VCPUS))]
     pub vcpus: Option<u8>,
+    /// Test devices added to the VM's PC (none when absent): `debug-exit` (QEMU's
+    /// `isa-debug-exit` at 0xF4; the code written becomes the VM's stop reason) and
+    /// `pc-testdev`, each at most once.
+    #[serde(default)]
+    pub devices: Vec<keel_config::schema::VmDevice>,
 }
 
 impl RunModule {
@@ -883,6 +889,14 @@ impl RunModule {
             && !(1..=MAX_VCPUS).contains(&n)
         {
             return Err((422, format!("vcpus must be from 1 to {MAX_VCPUS}")));
+        }
+        for (n, device) in request.devices.iter().enumerate() {
+            if request.devices[..n].contains(device) {
+                return Err((
+                    422,
+                    format!("devices lists \"{device}\" twice: list each device once"),
+                ));
+            }
         }
         Ok(request)
     }

@@ -43,7 +43,7 @@ pub fn run_module<M: Management + ?Sized>(
 ) -> Result<Response, Response> {
     let run = RunModule::parse(req.body).map_err(status_error)?;
     let number = mgmt
-        .run_module(module, run.mem_mib, run.vcpus)
+        .run_module(module, run.mem_mib, run.vcpus, &run.devices)
         .map_err(api_error)?;
     created(mgmt, &VmKey::Number(number))
 }

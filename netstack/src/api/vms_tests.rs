@@ -246,7 +246,7 @@ fn create_refuses_bad_definitions_and_changes_nothing() {
             json!([{
                 "path": "cpus",
                 "message": "unknown field; expected one of: name, vcpus, memory_mib, kernel, \
-                    firmware, initrd, cmdline, disks, nics, autostart, cpuid"
+                    firmware, initrd, cmdline, disks, nics, autostart, cpuid, devices"
             }]),
         ),
         (
@@ -862,4 +862,36 @@ fn every_vm_route_is_documented_with_its_statuses() {
         ]
         .map(ToString::to_string)
     );
+}
+
+#[test]
+fn run_module_takes_test_devices() {
+    let mut mock = Mock::default();
+    let r = post(
+        &mut mock,
+        "/api/v1/modules/hello.bin/run",
+        r#"{"devices": ["debug-exit", "pc-testdev"]}"#,
+    );
+    assert_eq!(r.status, 201);
+    assert_eq!(
+        mock.changes,
+        ["run hello.bin 16 devices=debug-exit,pc-testdev"]
+    );
+    let r = post(
+        &mut mock,
+        "/api/v1/modules/hello.bin/run",
+        r#"{"devices": ["pc-testdev", "pc-testdev"]}"#,
+    );
+    assert_eq!(r.status, 422);
+    assert_eq!(
+        body(&r)["error"]["message"],
+        "devices lists \"pc-testdev\" twice: list each device once"
+    );
+    let r = post(
+        &mut mock,
+        "/api/v1/modules/hello.bin/run",
+        r#"{"devices": ["vga"]}"#,
+    );
+    assert_eq!(r.status, 400);
+    assert_eq!(mock.changes.len(), 1, "refused runs change nothing");
 }

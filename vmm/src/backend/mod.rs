@@ -279,5 +279,10 @@ pub fn start_registers(start: StartMode) -> Registers {
             rsi,
         } => vmcb::long_mode_registers(entry, cr3, gdt, stack, rsi),
         StartMode::Protected32 { entry, ebx } => vmcb::protected_mode_registers(entry, ebx),
+        StartMode::Multiboot { entry, info } => {
+            let mut regs = vmcb::protected_mode_registers(entry, info);
+            regs.gpr[0] = u64::from(crate::loader::multiboot1::BOOTLOADER_MAGIC);
+            regs
+        }
     }
 }

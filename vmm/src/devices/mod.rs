@@ -87,6 +87,7 @@ pub mod interrupts;
 pub mod ioapic;
 pub mod lapic;
 pub mod pc;
+pub mod pc_testdev;
 pub mod pci;
 pub mod pci_host;
 pub mod pic;
