@@ -459,7 +459,7 @@ pub fn request_with(
 /// The web page's URL on 127.0.0.1:`port`, for a browser (the scheme follows this module's
 /// transport).
 pub fn page_url(port: u16) -> String {
-    format!("http://127.0.0.1:{port}/")
+    format!("https://127.0.0.1:{port}/")
 }
 
 /// Right after Keel's banner: waits for its DHCP lease notice and the prompt redrawn under it,

@@ -3,7 +3,6 @@
 //! frames, oversize lengths, half frames, bad handshakes).
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 use crate::http::{self, Response};
@@ -28,7 +27,7 @@ pub enum Received {
 
 /// One client connection after a successful upgrade.
 pub struct WsClient {
-    stream: TcpStream,
+    stream: http::Stream,
     /// Bytes read but not yet parsed.
     buf: Vec<u8>,
 }
@@ -247,7 +246,7 @@ impl WsClient {
 
     /// Drops the connection without a close frame.
     pub fn vanish(self) {
-        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        let _ = self.stream.tcp().shutdown(std::net::Shutdown::Both);
     }
 }
 
