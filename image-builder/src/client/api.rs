@@ -4,9 +4,13 @@
 use std::error::Error as _;
 use std::fmt;
 use std::io::Read;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
+
+use super::pin::{PinStore, PinVerifier};
 
 /// The most of a response body the client reads: the largest API answers (a configuration,
 /// a console chunk) are tens of KiB, so this only stops a runaway peer.
@@ -38,6 +42,19 @@ pub enum ClientError {
         /// `path: message` for each problem of a 422 that lists them.
         errors: Vec<String>,
     },
+    /// The appliance presented a certificate other than the pinned one.
+    CertificateChanged {
+        /// The appliance's address.
+        url: String,
+        /// The pinned fingerprint.
+        pinned: String,
+        /// The presented certificate's fingerprint.
+        presented: String,
+        /// Where the pin is: the pin file, or `None` when it is the inventory's `fingerprint`.
+        pin_file: Option<PathBuf>,
+    },
+    /// The pin file could not be read.
+    Pins(super::pin::PinError),
     /// An answer that is not what the API sends (not JSON, cut short).
     BadResponse {
         /// The request's URL.
@@ -70,6 +87,29 @@ impl fmt::Display for ClientError {
             ClientError::BadResponse { url, reason } => {
                 write!(f, "unexpected answer from {url}: {reason}")
             }
+            ClientError::CertificateChanged {
+                url,
+                pinned,
+                presented,
+                pin_file,
+            } => {
+                write!(
+                    f,
+                    "the appliance at {url} presented a certificate other than the pinned one: \
+                     pinned SHA-256 {pinned}, presented SHA-256 {presented}. Check the \
+                     fingerprint on the appliance's console (`net`); if its certificate was \
+                     replaced on purpose, "
+                )?;
+                match pin_file {
+                    Some(path) => write!(
+                        f,
+                        "delete the line of {url} from {} and connect again to pin the new one",
+                        path.display()
+                    ),
+                    None => write!(f, "set its `fingerprint` in the inventory to {presented}"),
+                }
+            }
+            ClientError::Pins(e) => e.fmt(f),
         }
     }
 }
@@ -82,6 +122,8 @@ pub struct ApiClient {
     base_url: String,
     token: Option<String>,
     agent: ureq::Agent,
+    /// For `https://`: the pinning verifier (shared by the WebSocket) and its configuration.
+    tls: Option<(Arc<PinVerifier>, Arc<rustls::ClientConfig>)>,
 }
 
 impl fmt::Debug for ApiClient {
@@ -95,16 +137,43 @@ impl fmt::Debug for ApiClient {
 }
 
 impl ApiClient {
-    /// A client of the appliance at `base_url` (`http://host[:port]`, no path), sending
+    /// A client of the appliance at `base_url` (`http[s]://host[:port]`, no path), sending
     /// `token` as a bearer token when given; `timeout` bounds each request's connect and
-    /// each of its reads and writes.
+    /// each of its reads and writes. Over `https://` the certificate is pinned in memory
+    /// only (see [`ApiClient::pinned`] to keep pins).
     pub fn new(
         base_url: &str,
         token: Option<String>,
         timeout: Duration,
     ) -> Result<ApiClient, ClientError> {
+        ApiClient::pinned(base_url, token, timeout, None, None)
+    }
+
+    /// [`ApiClient::new`] whose `https://` certificate must have the fingerprint `expected`
+    /// when given, else the one pinned for the URL in `store`, else is pinned there on
+    /// first use.
+    pub fn pinned(
+        base_url: &str,
+        token: Option<String>,
+        timeout: Duration,
+        expected: Option<String>,
+        store: Option<PinStore>,
+    ) -> Result<ApiClient, ClientError> {
         let base_url = check_base_url(base_url)?;
-        let agent = ureq::AgentBuilder::new()
+        let mut builder = ureq::AgentBuilder::new();
+        let mut tls = None;
+        if base_url.starts_with("https://") {
+            let verifier =
+                Arc::new(PinVerifier::new(&base_url, expected, store).map_err(ClientError::Pins)?);
+            let config =
+                PinVerifier::client_config(verifier.clone()).map_err(|e| ClientError::BadUrl {
+                    url: base_url.clone(),
+                    reason: format!("no TLS configuration: {e}"),
+                })?;
+            builder = builder.tls_config(config.clone());
+            tls = Some((verifier, config));
+        }
+        let agent = builder
             .timeout_connect(timeout)
             .timeout_read(timeout)
             .timeout_write(timeout)
@@ -115,6 +184,32 @@ impl ApiClient {
             base_url,
             token,
             agent,
+            tls,
+        })
+    }
+
+    /// The TLS configuration of an `https://` appliance (the console's WebSocket uses it,
+    /// so that it checks the same pin).
+    pub(crate) fn tls_config(&self) -> Option<Arc<rustls::ClientConfig>> {
+        self.tls.as_ref().map(|(_, config)| config.clone())
+    }
+
+    /// A transport failure as [`ClientError::CertificateChanged`] when it was the pin that
+    /// refused the handshake.
+    pub(crate) fn refused_certificate(&self) -> Option<ClientError> {
+        let (verifier, _) = self.tls.as_ref()?;
+        let mismatch = verifier.mismatch()?;
+        let from_store = verifier
+            .store()
+            .filter(|store| {
+                store.get(&self.base_url).ok().flatten().as_ref() == Some(&mismatch.pinned)
+            })
+            .map(|store| store.path().to_path_buf());
+        Some(ClientError::CertificateChanged {
+            url: self.base_url.clone(),
+            pinned: mismatch.pinned,
+            presented: mismatch.presented,
+            pin_file: from_store,
         })
     }
 
@@ -123,7 +218,7 @@ impl ApiClient {
         self.token.as_deref()
     }
 
-    /// The appliance's address, as `http://host[:port]`.
+    /// The appliance's address, as `http[s]://host[:port]`.
     pub fn base_url(&self) -> &str {
         &self.base_url
     }
@@ -219,7 +314,9 @@ impl ApiClient {
                 let body = read_body(response, url).unwrap_or_default();
                 Err(api_error(status, &body))
             }
-            Err(ureq::Error::Transport(transport)) => Err(transport_error(&transport, url)),
+            Err(ureq::Error::Transport(transport)) => Err(self
+                .refused_certificate()
+                .unwrap_or_else(|| transport_error(&transport, url))),
         }
     }
 }
@@ -248,29 +345,27 @@ fn transport_error(transport: &ureq::Transport, url: &str) -> ClientError {
     }
 }
 
-/// Checks `url` is `http://host[:port]` with at most a trailing slash, and returns it
+/// Checks `url` is `http[s]://host[:port]` with at most a trailing slash, and returns it
 /// without that slash.
 pub fn check_base_url(url: &str) -> Result<String, ClientError> {
     let bad = |reason: &str| ClientError::BadUrl {
         url: url.to_owned(),
         reason: reason.to_owned(),
     };
-    let rest = if let Some(rest) = url.strip_prefix("http://") {
-        rest
-    } else if url.starts_with("https://") {
-        return Err(bad(
-            "appliances serve plain http:// (the API has no TLS): use http://HOST[:PORT]",
-        ));
+    let (scheme, rest) = if let Some(rest) = url.strip_prefix("https://") {
+        ("https", rest)
+    } else if let Some(rest) = url.strip_prefix("http://") {
+        ("http", rest)
     } else {
-        return Err(bad("not an http:// URL: give http://HOST[:PORT]"));
+        return Err(bad("not an https:// URL: give https://HOST[:PORT]"));
     };
     let authority = rest.strip_suffix('/').unwrap_or(rest);
     if authority.is_empty() {
-        return Err(bad("no host: give http://HOST[:PORT]"));
+        return Err(bad("no host: give https://HOST[:PORT]"));
     }
     if authority.contains(['/', '?', '#', '@', ' ']) {
         return Err(bad(
-            "only http://HOST[:PORT] is expected, without a path, query or user",
+            "only https://HOST[:PORT] is expected, without a path, query or user",
         ));
     }
     if let Some((host, port)) = authority.rsplit_once(':')
@@ -279,7 +374,7 @@ pub fn check_base_url(url: &str) -> Result<String, ClientError> {
     {
         return Err(bad("the port must be a number from 1 to 65535"));
     }
-    Ok(format!("http://{authority}"))
+    Ok(format!("{scheme}://{authority}"))
 }
 
 /// An error answer as [`ClientError::Api`]: `{"error":{"status","message"},"errors":[…]}`
@@ -352,15 +447,25 @@ fn parse_json(body: &[u8], url: &str) -> Result<Value, ClientError> {
 pub struct Target {
     /// The inventory name, when `--appliance` named one.
     pub name: Option<String>,
-    /// `http://host[:port]`.
+    /// `http[s]://host[:port]`.
     pub url: String,
     /// The bearer token, if any.
     pub token: Option<String>,
+    /// The certificate fingerprint the inventory entry gives, if any.
+    pub fingerprint: Option<String>,
+    /// Where first-use pins are kept (`None`: in memory only).
+    pub pins: Option<PinStore>,
 }
 
 impl Target {
     /// A client of this target.
     pub fn client(&self, timeout: Duration) -> Result<ApiClient, ClientError> {
-        ApiClient::new(&self.url, self.token.clone(), timeout)
+        ApiClient::pinned(
+            &self.url,
+            self.token.clone(),
+            timeout,
+            self.fingerprint.clone(),
+            self.pins.clone(),
+        )
     }
 }

@@ -51,6 +51,7 @@ pub fn attach(client: &ApiClient, name: &str, path: &str) -> Result<(), CommandE
         client.base_url(),
         &ws_path,
         client.token(),
+        client.tls_config(),
         Duration::from_secs(10),
     );
     let terminal = RawTerminal::enter();

@@ -10,6 +10,7 @@
 mod api;
 mod commands;
 mod console;
+pub mod pin;
 pub mod table;
 mod websocket;
 
@@ -32,7 +33,7 @@ pub const TOKEN_ENV: &str = "KEEL_TOKEN";
 /// The options every client command takes: which appliance, with which token, how to print.
 #[derive(Args, Clone, Debug)]
 pub struct Connection {
-    /// The appliance: its API address, http://HOST[:PORT], or its name in the inventory.
+    /// The appliance: its API address, https://HOST[:PORT], or its name in the inventory.
     #[arg(long, global = true, value_name = "URL|NAME")]
     pub appliance: Option<String>,
     /// The API token [default: the inventory's for a named appliance, else $KEEL_TOKEN].
@@ -50,7 +51,7 @@ pub struct Connection {
     pub timeout: f64,
 }
 
-/// The target of `--appliance` `appliance`: an `http://` URL is used as it is, anything
+/// The target of `--appliance` `appliance`: an `http[s]://` URL is used as it is, anything
 /// else is an inventory name that `lookup` resolves. The token: `flag_token`, else the
 /// inventory entry's, else `env_token`.
 pub fn resolve_target(
@@ -61,7 +62,7 @@ pub fn resolve_target(
 ) -> Result<Target, CommandError> {
     let Some(appliance) = appliance else {
         return Err(CommandError::Usage(
-            "no appliance given: pass --appliance http://HOST[:PORT] or --appliance NAME \
+            "no appliance given: pass --appliance https://HOST[:PORT] or --appliance NAME \
              (a name from the inventory)"
                 .to_owned(),
         ));
@@ -71,13 +72,18 @@ pub fn resolve_target(
             name: None,
             url: check_base_url(appliance)?,
             token: flag_token.or(env_token),
+            fingerprint: None,
+            pins: None,
         });
     }
     let entry = lookup(appliance)?;
+    let fingerprint = entry.checked_fingerprint();
     Ok(Target {
         url: check_base_url(&entry.url)?,
         token: flag_token.or(entry.token).or(env_token),
+        fingerprint,
         name: Some(entry.name),
+        pins: None,
     })
 }
 
@@ -87,7 +93,7 @@ fn find_in(path: &Path, name: &str) -> Result<InventoryEntry, CommandError> {
     inventory.find(name).cloned().ok_or_else(|| {
         CommandError::Usage(format!(
             "no appliance named {name:?} in the inventory {} (it has: {}); give a name from \
-             it or an http:// URL",
+             it or an https:// URL",
             path.display(),
             inventory.names()
         ))
@@ -128,12 +134,20 @@ impl Connection {
     /// else `$KEEL_TOKEN`.
     pub fn target(&self) -> Result<Target, CommandError> {
         let env_token = std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty());
-        resolve_target(
+        let mut target = resolve_target(
             self.appliance.as_deref(),
             self.token.clone(),
             env_token,
             |name| self.lookup_name(name),
-        )
+        )?;
+        // First-use pins go next to the inventory (`--fleet`, else the default one); with
+        // neither a --fleet nor a home directory they are kept for this command only.
+        let inventory = match &self.fleet {
+            Some(path) => Some(path.clone()),
+            None => default_inventory_path().ok(),
+        };
+        target.pins = inventory.map(|path| pin::PinStore::next_to(&path));
+        Ok(target)
     }
 
     /// The inventory entry called `name`.
@@ -142,7 +156,7 @@ impl Connection {
             Some(path) => path.clone(),
             None => default_inventory_path().map_err(|e| {
                 CommandError::Usage(format!(
-                    "--appliance {name:?} is not an http:// URL, so it is an inventory name, \
+                    "--appliance {name:?} is not an https:// URL, so it is an inventory name, \
                      but {e}"
                 ))
             })?,

@@ -122,9 +122,14 @@ fn base_urls_are_checked() {
         check_base_url("http://[::1]:80").unwrap(),
         "http://[::1]:80"
     );
+    assert_eq!(
+        check_base_url("https://[::1]:8443/").unwrap(),
+        "https://[::1]:8443"
+    );
     for (bad, why) in [
-        ("10.0.0.5", "not an http:// URL"),
-        ("https://10.0.0.5", "no TLS"),
+        ("10.0.0.5", "not an https:// URL"),
+        ("ftp://10.0.0.5", "not an https:// URL"),
+        ("https://h/x", "without a path"),
         ("http://", "no host"),
         ("http://h/api/v1", "without a path"),
         ("http://h:0", "port"),
@@ -364,7 +369,7 @@ fn connection_options_are_checked_before_any_request() {
         timeout,
     };
     let err = connection(None, 10.0).client().unwrap_err().to_string();
-    assert!(err.contains("--appliance http://HOST[:PORT]"), "{err}");
+    assert!(err.contains("--appliance https://HOST[:PORT]"), "{err}");
     for bad in [0.0, -1.0, f64::NAN, 1e9] {
         let err = connection(Some("http://h"), bad)
             .client()
@@ -378,7 +383,9 @@ fn connection_options_are_checked_before_any_request() {
         Target {
             name: None,
             url: "http://h:8080".to_owned(),
-            token: Some("t".to_owned())
+            token: Some("t".to_owned()),
+            fingerprint: None,
+            pins: target.pins.clone(),
         }
     );
 }
@@ -404,6 +411,13 @@ fn appliance_names_come_from_the_inventory() {
     assert_eq!(a.name.as_deref(), Some("rack1-a"));
     assert_eq!(a.url, "http://10.0.0.5");
     assert_eq!(a.token.as_deref(), Some("inv"));
+    // First-use pins go next to the inventory.
+    assert_eq!(
+        a.pins,
+        Some(super::pin::PinStore::new(
+            dir.path().join("known-appliances")
+        ))
+    );
     // --token wins over the inventory's.
     let a = connection("rack1-a", Some("flag")).target().unwrap();
     assert_eq!(a.token.as_deref(), Some("flag"));
@@ -418,6 +432,7 @@ fn appliance_names_come_from_the_inventory() {
             name: "rack1-b".into(),
             url: "http://10.0.0.6:8080".into(),
             token: None,
+            fingerprint: None,
         })
     };
     let b = resolve_target(Some("rack1-b"), None, Some("env".into()), lookup_b).unwrap();

@@ -1,10 +1,12 @@
 //! A WebSocket client (RFC 6455) for `keel vm console`: the upgrade to
 //! `GET /api/v1/vms/NAME/console/ws` with the bearer token, masked binary frames out, the
-//! server's binary frames in, ping answered, the close handshake. Plain `http://` only; the
-//! caller falls back to polling otherwise.
+//! server's binary frames in, ping answered, the close handshake; over the API client's TLS
+//! (the same pinned certificate) for `https://`. The caller falls back to polling when the
+//! upgrade fails.
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -27,9 +29,49 @@ pub enum Incoming {
     Idle,
 }
 
+/// The connection under the WebSocket: plain TCP or TLS over it.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(tcp) => tcp,
+            Stream::Tls(tls) => &tls.sock,
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(tcp) => tcp.read(buf),
+            Stream::Tls(tls) => tls.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(tcp) => tcp.write(buf),
+            Stream::Tls(tls) => tls.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(tcp) => tcp.flush(),
+            Stream::Tls(tls) => tls.flush(),
+        }
+    }
+}
+
 /// One console connection.
 pub struct WsConsole {
-    stream: TcpStream,
+    stream: Stream,
     buf: Vec<u8>,
     mask_state: u64,
 }
@@ -52,33 +94,62 @@ fn random(state: &mut u64) -> u64 {
 }
 
 impl WsConsole {
-    /// Connects to `base_url` (`http://host[:port]`) and upgrades `path`. `Err` says why
-    /// (the caller then polls instead).
+    /// Connects to `base_url` (`http[s]://host[:port]`; `https` with `tls`, the API
+    /// client's configuration) and upgrades `path`. `Err` says why (the caller then polls
+    /// instead).
     pub fn connect(
         base_url: &str,
         path: &str,
         token: Option<&str>,
+        tls: Option<Arc<rustls::ClientConfig>>,
         timeout: Duration,
     ) -> Result<WsConsole, String> {
-        let authority = base_url
-            .strip_prefix("http://")
-            .ok_or_else(|| format!("{base_url} is not plain http"))?;
-        let address = if authority.contains(':') {
+        let (authority, default_port, tls) = match (base_url.split_once("://"), tls) {
+            (Some(("http", authority)), _) => (authority, 80, None),
+            (Some(("https", authority)), Some(tls)) => (authority, 443, Some(tls)),
+            _ => {
+                return Err(format!(
+                    "{base_url}: no way to connect (http, or https with TLS)"
+                ));
+            }
+        };
+        // `[v6]:port`, `[v6]`, `host:port`, `host`.
+        let has_port = match authority.rfind(']') {
+            Some(end) => authority[end..].contains(':'),
+            None => authority.contains(':'),
+        };
+        let address = if has_port {
             authority.to_owned()
         } else {
-            format!("{authority}:80")
+            format!("{authority}:{default_port}")
         };
         let socket = address
             .to_socket_addrs()
             .map_err(|e| format!("{address}: {e}"))?
             .next()
             .ok_or_else(|| format!("{address}: no address"))?;
-        let mut stream =
+        let tcp =
             TcpStream::connect_timeout(&socket, timeout).map_err(|e| format!("{address}: {e}"))?;
-        stream
-            .set_read_timeout(Some(timeout))
-            .and_then(|()| stream.set_write_timeout(Some(timeout)))
+        tcp.set_read_timeout(Some(timeout))
+            .and_then(|()| tcp.set_write_timeout(Some(timeout)))
             .map_err(|e| e.to_string())?;
+        let mut stream = match tls {
+            None => Stream::Plain(tcp),
+            Some(config) => {
+                // The pin verifier ignores the name; rustls still needs one for SNI.
+                let host = address
+                    .rsplit_once(':')
+                    .map_or(address.as_str(), |(host, _)| host)
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_owned();
+                let name = rustls::pki_types::ServerName::try_from(host)
+                    .map_err(|e| format!("{address}: {e}"))?;
+                let connection =
+                    rustls::ClientConnection::new(config, name).map_err(|e| format!("TLS: {e}"))?;
+                Stream::Tls(Box::new(rustls::StreamOwned::new(connection, tcp)))
+            }
+        };
         let mut mask_state = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0x9e37_79b9_7f4a_7c15, |d| d.as_nanos() as u64)
@@ -97,6 +168,7 @@ impl WsConsole {
         request.push_str("\r\n");
         stream
             .write_all(request.as_bytes())
+            .and_then(|()| stream.flush())
             .map_err(|e| e.to_string())?;
         let mut head = Vec::new();
         while !head.ends_with(b"\r\n\r\n") {
@@ -133,7 +205,8 @@ impl WsConsole {
 
     fn send_frame(&mut self, opcode: u8, payload: &[u8]) -> std::io::Result<()> {
         let key = (random(&mut self.mask_state) as u32).to_le_bytes();
-        self.stream.write_all(&frame(opcode, payload, key))
+        self.stream.write_all(&frame(opcode, payload, key))?;
+        self.stream.flush()
     }
 
     /// Sends typed bytes.
@@ -169,6 +242,7 @@ impl WsConsole {
                 continue;
             }
             self.stream
+                .tcp()
                 .set_read_timeout(Some(wait.max(Duration::from_millis(1))))?;
             let mut chunk = [0u8; 8192];
             match self.stream.read(&mut chunk) {

@@ -170,7 +170,8 @@ pub fn run(args: FleetArgs) -> Result<ExitCode, FleetCommandError> {
     };
     let inventory = load_inventory(&path)?;
     let timeout = Duration::from_secs_f64(args.timeout);
-    let fleet = Fleet::new(&inventory, timeout);
+    let pins = crate::client::pin::PinStore::next_to(&path);
+    let fleet = Fleet::with_pins(&inventory, timeout, Some(pins));
     match args.command {
         FleetCommand::Status { wide } => {
             let rows = fleet.status();
@@ -222,7 +223,12 @@ pub(super) struct Fleet {
 }
 
 impl Fleet {
-    pub(super) fn new(inventory: &Inventory, timeout: Duration) -> Fleet {
+    /// The fleet's clients; `https://` appliances are pinned in `pins` (else in memory).
+    pub(super) fn with_pins(
+        inventory: &Inventory,
+        timeout: Duration,
+        pins: Option<crate::client::pin::PinStore>,
+    ) -> Fleet {
         let env_token = std::env::var("KEEL_TOKEN").ok().filter(|t| !t.is_empty());
         let appliances = inventory
             .appliances
@@ -230,7 +236,14 @@ impl Fleet {
             .map(|entry| {
                 let token = entry.token.clone().or_else(|| env_token.clone());
                 let url = entry.url.trim_end_matches('/');
-                (entry.clone(), ApiClient::new(url, token, timeout))
+                let client = ApiClient::pinned(
+                    url,
+                    token,
+                    timeout,
+                    entry.checked_fingerprint(),
+                    pins.clone(),
+                );
+                (entry.clone(), client)
             })
             .collect();
         Fleet { appliances }
@@ -480,6 +493,18 @@ fn clone_error(e: &ClientError) -> ClientError {
             message: message.clone(),
             errors: errors.clone(),
         },
+        ClientError::CertificateChanged {
+            url,
+            pinned,
+            presented,
+            pin_file,
+        } => ClientError::CertificateChanged {
+            url: url.clone(),
+            pinned: pinned.clone(),
+            presented: presented.clone(),
+            pin_file: pin_file.clone(),
+        },
+        ClientError::Pins(e) => ClientError::Pins(e.clone()),
         ClientError::BadResponse { url, reason } => ClientError::BadResponse {
             url: url.clone(),
             reason: reason.clone(),

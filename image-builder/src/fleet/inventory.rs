@@ -6,8 +6,10 @@
 //! ```toml
 //! [[appliance]]
 //! name = "rack1-a"
-//! url = "http://10.0.0.5"
+//! url = "https://10.0.0.5"
 //! token = "…"            # optional; else KEEL_TOKEN
+//! fingerprint = "AB:CD:…" # optional: the certificate's SHA-256; else pinned on first use
+//!                         # in `known-appliances` next to this file
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -73,6 +75,20 @@ pub struct InventoryEntry {
     /// Its API token; `None` means KEEL_TOKEN (or no token) at the time of the command.
     #[serde(default)]
     pub token: Option<String>,
+    /// The SHA-256 fingerprint its `https://` certificate must have (as the appliance's
+    /// `net` command prints it); `None` pins the certificate on first use in the pin file.
+    #[serde(default)]
+    pub fingerprint: Option<String>,
+}
+
+impl InventoryEntry {
+    /// The fingerprint in canonical form (checked by [`parse_inventory`], so a present one
+    /// is valid).
+    pub fn checked_fingerprint(&self) -> Option<String> {
+        self.fingerprint
+            .as_deref()
+            .and_then(crate::client::pin::normalize_fingerprint)
+    }
 }
 
 /// Every appliance of an inventory file, in the file's order (fleet tables keep that order).
@@ -160,9 +176,18 @@ pub fn parse_inventory(text: &str, path: &Path) -> Result<Inventory, FleetError>
         }
         if let Some(reason) = url_problem(&entry.url) {
             return Err(invalid(format!(
-                "appliance[{index}] {:?}: url {:?} {reason} (like http://10.0.0.5 or \
-                 http://127.0.0.1:8080)",
+                "appliance[{index}] {:?}: url {:?} {reason} (like https://10.0.0.5 or \
+                 https://127.0.0.1:8443)",
                 entry.name, entry.url
+            )));
+        }
+        if let Some(print) = &entry.fingerprint
+            && crate::client::pin::normalize_fingerprint(print).is_none()
+        {
+            return Err(invalid(format!(
+                "appliance[{index}] {:?}: fingerprint {print:?} is not a SHA-256 fingerprint \
+                 (32 bytes of hex, colons allowed, as the appliance's `net` command prints it)",
+                entry.name
             )));
         }
         if let Some(first) = file.appliance[..index]
@@ -181,18 +206,22 @@ pub fn parse_inventory(text: &str, path: &Path) -> Result<Inventory, FleetError>
     })
 }
 
-/// What is wrong with an appliance URL, if anything: the API speaks plain HTTP on its own
-/// port, and paths are the client's business, so only `http://host[:port]` is accepted.
+/// What is wrong with an appliance URL, if anything: paths are the client's business, so
+/// only `https://host[:port]` (or `http://` for an appliance with `management.http =
+/// "serve"`) is accepted.
 fn url_problem(url: &str) -> Option<&'static str> {
-    let Some(rest) = url.strip_prefix("http://") else {
-        return Some("is not an http:// URL");
+    let Some(rest) = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+    else {
+        return Some("is not an https:// URL");
     };
     let authority = rest.strip_suffix('/').unwrap_or(rest);
     if authority.is_empty() {
         return Some("has no host");
     }
     if authority.contains('/') || authority.contains('?') || authority.contains('#') {
-        return Some("has a path: give only http://host[:port]");
+        return Some("has a path: give only https://host[:port]");
     }
     if let Some((_, port)) = authority.rsplit_once(':')
         && !authority.ends_with(']')

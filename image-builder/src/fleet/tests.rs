@@ -42,8 +42,12 @@ fn inventory_refusals_name_the_file_and_the_entry() {
     let cases = [
         ("", "no appliances"),
         (
-            "[[appliance]]\nname = \"a\"\nurl = \"https://x\"\n",
-            "appliance[0] \"a\": url \"https://x\" is not an http:// URL",
+            "[[appliance]]\nname = \"a\"\nurl = \"ftp://x\"\n",
+            "appliance[0] \"a\": url \"ftp://x\" is not an https:// URL",
+        ),
+        (
+            "[[appliance]]\nname = \"a\"\nurl = \"https://x\"\nfingerprint = \"AB:CD\"\n",
+            "appliance[0] \"a\": fingerprint \"AB:CD\" is not a SHA-256 fingerprint",
         ),
         (
             "[[appliance]]\nname = \"a\"\nurl = \"http://x/api\"\n",
@@ -403,11 +407,12 @@ fn hung_appliances_cost_one_timeout_in_parallel_and_are_rows() {
             name: format!("hung{i}"),
             url: format!("http://{}", l.local_addr().unwrap()),
             token: None,
+            fingerprint: None,
         })
         .collect();
     let inventory = super::Inventory { appliances };
     let timeout = std::time::Duration::from_millis(700);
-    let fleet = super::commands::Fleet::new(&inventory, timeout);
+    let fleet = super::commands::Fleet::with_pins(&inventory, timeout, None);
     let start = std::time::Instant::now();
     let rows = fleet.status();
     let took = start.elapsed();
