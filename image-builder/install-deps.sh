@@ -15,11 +15,12 @@
 #   gdisk dosfstools    sgdisk and mkfs.vfat: the GPT boot disk (ESP) rust-hypervisor-firmware
 #                       boots in the guest-disk tests
 #   kmod                modinfo, to read a kernel module's dependencies by hand
+#   sslscan             the TLS scan of the management API (qemu-tests/tests/tls.rs)
 #
 # Also (with rustup/cargo): the pinned nightly and cargo-fuzz, for the fuzz smoke.
 set -euo pipefail
 
-PACKAGES="qemu-system-x86 ovmf bochs bochsbios vgabios grub-pc-bin grub-efi-amd64-bin xorriso mtools binutils python3-venv e2fsprogs gdisk dosfstools kmod"
+PACKAGES="qemu-system-x86 ovmf bochs bochsbios vgabios grub-pc-bin grub-efi-amd64-bin xorriso mtools binutils python3-venv e2fsprogs gdisk dosfstools kmod sslscan"
 
 die() {
     echo "install-deps: error: $*" >&2

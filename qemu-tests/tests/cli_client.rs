@@ -9,6 +9,11 @@
 //! against a bad token (the API's 401 message), an unreachable URL (the URL and why, within
 //! the timeout) and an API refusal (the API's message, field paths of a 422), each with a
 //! non-zero exit status.
+//!
+//! Over HTTPS: the first command pins the appliance's certificate in `known-appliances`
+//! (next to the inventory, here under a private `XDG_CONFIG_HOME`); a wrong pin in that file
+//! or a wrong `fingerprint` in an inventory entry is refused, naming both fingerprints. One
+//! `keel status` over plain HTTP checks `management.http = "serve"`.
 
 use keel_qemu_tests::keel_cli::{console_echo_round_trip, keel_binary};
 use std::path::{Path, PathBuf};
@@ -28,8 +33,7 @@ fn image_with_echo(dir: &Path) -> PathBuf {
     let path = set.path(ECHO);
     std::fs::copy(&path, store.join(path.file_name().unwrap())).unwrap();
     let image = dir.join("keel.img");
-    // The `keel` client speaks plain HTTP until it pins certificates (issue 23, item 5):
-    // this appliance also serves the API in clear.
+    // Also the API in clear, for one check of `management.http = "serve"` with the client.
     let mut config = keel_image::appliance::default_config(&a.api_token);
     config.management.http = keel_config::schema::PlainHttpMode::Serve;
     let config = config.to_json_pretty();
@@ -43,10 +47,13 @@ fn image_with_echo(dir: &Path) -> PathBuf {
     image
 }
 
+#[derive(Clone)]
 struct Cli {
     keel: PathBuf,
     url: String,
     token: String,
+    /// `XDG_CONFIG_HOME`: where the pin file goes (never the tester's own).
+    config_home: PathBuf,
 }
 
 impl Cli {
@@ -58,6 +65,7 @@ impl Cli {
             .args(args)
             .args(["--appliance", &self.url, "--timeout", "10"])
             .env("KEEL_TOKEN", &self.token)
+            .env("XDG_CONFIG_HOME", &self.config_home)
             .env("EDITOR", "true")
             .stdin(Stdio::null());
         command
@@ -152,12 +160,91 @@ fn keel_cli_drives_one_appliance_over_its_api() {
         .unwrap();
     m.expect_banner();
     http::await_api(&mut m, port);
+    let config_home = tmp.path().join("config");
     let cli = Cli {
         keel,
-        url: format!("http://127.0.0.1:{plain}"),
+        url: format!("https://127.0.0.1:{port}"),
         token: a.api_token.clone(),
+        config_home: config_home.clone(),
     };
     let started = Instant::now();
+
+    // The first command pins the certificate; the pin is the appliance's.
+    let first = cli.run(&["status"]);
+    let pin_file = config_home.join("keel").join("known-appliances");
+    check!(
+        m,
+        first.status.success() && text(&first.stderr).contains("pinned the certificate"),
+        "first keel status over HTTPS ({}): {}",
+        first.status,
+        text(&first.stderr)
+    );
+    let pins = std::fs::read_to_string(&pin_file).unwrap_or_default();
+    let presented = http::build_certificate()
+        .map(|der| http::fingerprint(&der))
+        .expect("target/keel/tls-cert.pem");
+    check!(
+        m,
+        pins.contains(&format!("{} {presented}", cli.url)),
+        "pin file {}: {pins:?}, wanted {presented}",
+        pin_file.display()
+    );
+    let second = cli.run(&["status"]);
+    check!(
+        m,
+        second.status.success() && !text(&second.stderr).contains("pinned"),
+        "second keel status: {}",
+        text(&second.stderr)
+    );
+    // Plain HTTP, served as configured.
+    let plain_cli = Cli {
+        url: format!("http://127.0.0.1:{plain}"),
+        ..cli.clone()
+    };
+    ok(&m, &plain_cli, &["status"], &["hostname:"]);
+    // A changed certificate: a wrong pin in the file, and a wrong inventory fingerprint.
+    let wrong = ["00"; 32].join(":");
+    let other_url = format!("https://localhost:{port}");
+    std::fs::write(&pin_file, format!("{pins}{other_url} {wrong}\n")).unwrap();
+    let changed = Cli {
+        url: other_url.clone(),
+        ..cli.clone()
+    };
+    fails(
+        &m,
+        "a changed certificate (pin file)",
+        changed.command(&["status"]),
+        &[
+            "presented a certificate other than the pinned one",
+            &format!("pinned SHA-256 {wrong}"),
+            &format!("presented SHA-256 {presented}"),
+            &format!("delete the line of {other_url} from {}", pin_file.display()),
+        ],
+    );
+    let inventory = tmp.path().join("fleet.toml");
+    std::fs::write(
+        &inventory,
+        format!(
+            "[[appliance]]\nname = \"a\"\nurl = \"{}\"\nfingerprint = \"{wrong}\"\n",
+            cli.url
+        ),
+    )
+    .unwrap();
+    let mut by_name = Command::new(&cli.keel);
+    by_name
+        .args(["status", "--appliance", "a", "--fleet"])
+        .arg(&inventory)
+        .env("KEEL_TOKEN", &cli.token)
+        .stdin(Stdio::null());
+    fails(
+        &m,
+        "a changed certificate (inventory fingerprint)",
+        by_name,
+        &[
+            &format!("presented SHA-256 {presented}"),
+            "set its `fingerprint` in the inventory",
+        ],
+    );
 
     // Reading.
     let status = ok(&m, &cli, &["status"], &["hostname:", "version:", "cpus:"]);
@@ -237,9 +324,8 @@ fn keel_cli_drives_one_appliance_over_its_api() {
 
     // Failures: every command, each way.
     let bad_token = Cli {
-        keel: cli.keel.clone(),
-        url: cli.url.clone(),
         token: "not-the-token".to_owned(),
+        ..cli.clone()
     };
     for args in every_command("echo") {
         fails(
@@ -250,9 +336,8 @@ fn keel_cli_drives_one_appliance_over_its_api() {
         );
     }
     let unreachable = Cli {
-        keel: cli.keel.clone(),
-        url: "http://127.0.0.1:1".to_owned(),
-        token: cli.token.clone(),
+        url: "https://127.0.0.1:1".to_owned(),
+        ..cli.clone()
     };
     for args in every_command("echo") {
         let begun = Instant::now();
@@ -261,7 +346,7 @@ fn keel_cli_drives_one_appliance_over_its_api() {
             &format!("{args:?} at a closed port"),
             unreachable.command(&args),
             &[
-                "unreachable at http://127.0.0.1:1/api/v1/",
+                "unreachable at https://127.0.0.1:1/api/v1/",
                 "Connection refused",
             ],
         );
@@ -306,7 +391,7 @@ fn keel_cli_drives_one_appliance_over_its_api() {
     }
     eprintln!(
         "cli_client: {} keel commands in {:.1?}",
-        17 + 2 * every_command("echo").len() + 12,
+        22 + 2 * every_command("echo").len() + 12,
         started.elapsed()
     );
     m.kill();

@@ -36,37 +36,29 @@ fn image_with_guests(dir: &Path, name: &str) -> PathBuf {
         std::fs::copy(&path, store.join(path.file_name().unwrap())).unwrap();
     }
     let image = dir.join(format!("{name}.img"));
-    // `keel fleet` speaks plain HTTP until it pins certificates (issue 23, item 5): these
-    // appliances also serve the API in clear.
-    let mut config = keel_image::appliance::default_config(&a.api_token);
-    config.management.http = keel_config::schema::PlainHttpMode::Serve;
-    let config = config.to_json_pretty();
+    let config = keel_image::appliance::default_config(&a.api_token).to_json_pretty();
     appliance_image(Some(&store), &config, &[], &image, name);
     image
 }
 
 struct Appliance {
     m: Machine,
-    /// The forwarded plain-HTTP port the `keel` client uses.
-    plain: u16,
+    /// The forwarded HTTPS port (the tests' requests and `keel fleet`).
     port: u16,
 }
 
 fn spawn(image: &Path, memory_mib: u32) -> Appliance {
     let a = artifacts();
-    let (port, plain) = (http::free_port(), http::free_port());
+    let port = http::free_port();
     let m = Qemu::seabios(image)
         .machine("q35")
         .memory_mib(memory_mib)
         .defmt_elf(&a.elf)
         .writable_disk()
-        .args([
-            "-nic".to_owned(),
-            http::nic_arg_with_plain("virtio-net-pci", port, plain),
-        ])
+        .args(["-nic".to_owned(), http::nic_arg("virtio-net-pci", port)])
         .spawn()
         .unwrap();
-    Appliance { m, port, plain }
+    Appliance { m, port }
 }
 
 impl Appliance {
@@ -82,7 +74,7 @@ impl Appliance {
     }
 
     fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.plain)
+        format!("https://127.0.0.1:{}", self.port)
     }
 }
 
@@ -161,6 +153,15 @@ fn fleet_status_placement_and_an_appliance_going_down() {
         assert_eq!(row["version"], system["version"], "{row}");
         assert_eq!(row["cpus"], system["cpus"], "{row}");
         assert_eq!(row["virtualization"], system["virtualization"], "{row}");
+    }
+    // Both certificates were pinned on first use, next to the inventory.
+    let pins = std::fs::read_to_string(dir.path().join("known-appliances")).unwrap_or_default();
+    let presented = http::fingerprint(&http::build_certificate().expect("tls-cert.pem"));
+    for url in [small.url(), big.url()] {
+        assert!(
+            pins.contains(&format!("{url} {presented}")),
+            "{url} not pinned: {pins:?}"
+        );
     }
     let free = |row: &Value| row["memory"]["free_bytes"].as_u64().unwrap();
     assert!(

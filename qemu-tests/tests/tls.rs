@@ -4,7 +4,8 @@
 //! - `hostile_clients_and_curl`: one appliance with `keel build`'s certificate. `curl
 //!   --cacert` with the exported certificate gets the API; curl without it refuses; a wrong
 //!   token gets 401 over TLS; plain HTTP redirects (301) and never reaches the API; TLS 1.2
-//!   and older are refused (openssl s_client); garbage instead of a ClientHello, a truncated
+//!   and older are refused (openssl s_client); sslscan finds no old protocol, weak cipher
+//!   or vulnerability; garbage instead of a ClientHello, a truncated
 //!   handshake and a client that stops mid-handshake are dropped; 100 concurrent handshakes
 //!   while a kept-alive client measures health latency; the console still answers (`net`
 //!   shows the fingerprint).
@@ -153,6 +154,34 @@ fn hostile_clients_and_curl() {
         );
     }
 
+    // A real scanner: sslscan finds no protocol below TLS 1.2, no weak cipher, nothing
+    // vulnerable.
+    let scan_started = Instant::now();
+    let scan = Command::new("sslscan")
+        .args(["--no-colour", &format!("127.0.0.1:{port}")])
+        .stdin(std::process::Stdio::null())
+        .output();
+    match scan {
+        Ok(out) => {
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            eprintln!(
+                "sslscan ({:.1} s):\n{text}",
+                scan_started.elapsed().as_secs_f64()
+            );
+            let findings = sslscan_findings(&text);
+            check!(
+                m,
+                out.status.success() && findings.is_empty(),
+                "sslscan ({}): {findings:?}\n{text}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Err(e) => m.fail(format!(
+            "running sslscan: {e} (image-builder/install-deps.sh installs it)"
+        )),
+    }
+
     // Hostile handshakes, each on its own connection to the HTTPS port.
     let mut garbage = http::connect_with(Scheme::Http, port, Duration::from_secs(10)).unwrap();
     garbage.write_all(&[0xFF; 300]).unwrap();
@@ -253,6 +282,38 @@ fn hostile_clients_and_curl() {
             && net.contains("https:    port 443"),
         "net:\n{net}"
     );
+}
+
+/// What is wrong in an sslscan report: an old protocol enabled, a weak cipher accepted, a
+/// "vulnerable" verdict, or no TLS 1.3 at all (the scan did not reach the server).
+fn sslscan_findings(report: &str) -> Vec<String> {
+    let mut findings = Vec::new();
+    let mut tls13 = false;
+    for line in report.lines().map(str::trim) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if let [protocol, state] = words[..]
+            && ["SSLv2", "SSLv3", "TLSv1.0", "TLSv1.1"].contains(&protocol)
+            && state != "disabled"
+        {
+            findings.push(format!("old protocol: {line}"));
+        }
+        if line.starts_with("TLSv1.3") && line.ends_with("enabled") {
+            tls13 = true;
+        }
+        let weak = ["NULL", "RC4", "DES", "EXP", "ANON", "MD5", "CBC"];
+        if (line.starts_with("Accepted") || line.starts_with("Preferred"))
+            && weak.iter().any(|w| line.to_ascii_uppercase().contains(w))
+        {
+            findings.push(format!("weak cipher: {line}"));
+        }
+        if line.contains("vulnerable") && !line.contains("not vulnerable") {
+            findings.push(format!("vulnerable: {line}"));
+        }
+    }
+    if !tls13 {
+        findings.push("no \"TLSv1.3 enabled\" line".to_owned());
+    }
+    findings
 }
 
 /// A P-256 pair from openssl in `dir` (files `name`.crt, `name`.key).

@@ -55,18 +55,22 @@ pub fn attach(client: &ApiClient, name: &str, path: &str) -> Result<(), CommandE
         Duration::from_secs(10),
     );
     let terminal = RawTerminal::enter();
-    if let Ok(ws) = ws {
-        eprint!(
-            "attached to {name} on {} (Ctrl-] detaches)\r\n",
-            client.base_url()
-        );
-        let result = attach_ws(ws, stdin_reader());
-        drop(terminal);
-        eprintln!("\ndetached from {name}");
-        return result;
-    }
+    let ws_refusal = match ws {
+        Ok(ws) => {
+            eprint!(
+                "attached to {name} on {} (Ctrl-] detaches)\r\n",
+                client.base_url()
+            );
+            let result = attach_ws(ws, stdin_reader());
+            drop(terminal);
+            eprintln!("\ndetached from {name}");
+            return result;
+        }
+        Err(reason) => reason,
+    };
+    // Said, so that a slower console (polled every few hundred ms) has a known cause.
     eprint!(
-        "attached to {name} on {} (Ctrl-] detaches)\r\n",
+        "attached to {name} on {} (Ctrl-] detaches; polling: no WebSocket: {ws_refusal})\r\n",
         client.base_url()
     );
     let mut stdout = std::io::stdout();

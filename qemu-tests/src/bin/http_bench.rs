@@ -1,5 +1,7 @@
-//! `http-bench`: requests/s and p50/p99 latency of `GET /api/v1/system` on Keel, beside
-//! the same figures for a Linux guest serving a file of the same bytes, in one run.
+//! `http-bench`: requests/s and p50/p99 latency of `GET /api/v1/system` on Keel over HTTPS
+//! and over plain HTTP (one appliance with `management.http = "serve"`), TLS handshakes/s,
+//! beside the same figures for a Linux guest serving a file of the same bytes over plain
+//! HTTP, in one run.
 //!
 //! ```text
 //! cargo run --release -p keel-qemu-tests --bin http-bench -- [--requests 300] [--warmup 20]
@@ -19,17 +21,19 @@
 //! download`, `dpkg -x` into `target/linux-guest/`, kept there; skipped when present).
 //!
 //! One client for both: N sequential requests on one keep-alive connection after a warm-up,
-//! then N requests each on a new connection (latency includes connect). busybox `httpd`
-//! answers every request with `Connection: close`, so Linux has no keep-alive row.
+//! then N requests each on a new connection (latency includes connect, and over HTTPS the
+//! full TLS 1.3 handshake), then for Keel N bare HTTPS handshakes (connect, handshake,
+//! close: no request). busybox `httpd` answers every request with `Connection: close`, so
+//! Linux has no keep-alive row.
 
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use keel_qemu_tests::http::{self, Response};
+use keel_qemu_tests::http::{self, Response, Scheme};
 use keel_qemu_tests::linux_guest::{self, LinuxGuest};
-use keel_qemu_tests::{Machine, Qemu, artifacts};
+use keel_qemu_tests::{Machine, Qemu, appliance_image, artifacts};
 
 const PATH: &str = "/api/v1/system";
 const LINUX_READY: &str = "HTTP-BENCH: httpd up";
@@ -94,9 +98,16 @@ fn closes(r: &Response) -> bool {
 }
 
 /// `warmup` then `n` sequential requests over one connection.
-fn keep_alive(port: u16, token: &str, warmup: usize, n: usize) -> Result<Stats, String> {
+fn keep_alive(
+    scheme: Scheme,
+    port: u16,
+    token: &str,
+    warmup: usize,
+    n: usize,
+) -> Result<Stats, String> {
     let req = request_bytes(token, true);
-    let mut stream = http::connect(port, IO_TIMEOUT).map_err(|e| format!("connect: {e}"))?;
+    let mut stream =
+        http::connect_with(scheme, port, IO_TIMEOUT).map_err(|e| format!("connect: {e}"))?;
     let mut latencies = Vec::with_capacity(n);
     let mut started = Instant::now();
     for i in 0..warmup + n {
@@ -121,7 +132,13 @@ fn keep_alive(port: u16, token: &str, warmup: usize, n: usize) -> Result<Stats, 
 }
 
 /// `warmup` then `n` requests, each on a new connection.
-fn new_connections(port: u16, token: &str, warmup: usize, n: usize) -> Result<Stats, String> {
+fn new_connections(
+    scheme: Scheme,
+    port: u16,
+    token: &str,
+    warmup: usize,
+    n: usize,
+) -> Result<Stats, String> {
     let req = request_bytes(token, false);
     let mut latencies = Vec::with_capacity(n);
     let mut started = Instant::now();
@@ -130,7 +147,7 @@ fn new_connections(port: u16, token: &str, warmup: usize, n: usize) -> Result<St
             started = Instant::now();
         }
         let t = Instant::now();
-        let r = http::raw(port, &req).map_err(|e| format!("request {i}: {e}"))?;
+        let r = http::raw_with(scheme, port, &req).map_err(|e| format!("request {i}: {e}"))?;
         let elapsed = t.elapsed().as_secs_f64();
         check_ok(&r)?;
         if i >= warmup {
@@ -140,12 +157,39 @@ fn new_connections(port: u16, token: &str, warmup: usize, n: usize) -> Result<St
     Ok(Stats::new(latencies, started.elapsed().as_secs_f64()))
 }
 
-fn measure(port: u16, token: &str, warmup: usize, n: usize) -> Result<(Figures, String), String> {
-    let first = http::request(port, "GET", PATH, Some(token), None)
+/// `warmup` then `n` HTTPS handshakes, each on a new connection closed right after it.
+fn handshakes(port: u16, warmup: usize, n: usize) -> Result<Stats, String> {
+    let mut latencies = Vec::with_capacity(n);
+    let mut started = Instant::now();
+    for i in 0..warmup + n {
+        if i == warmup {
+            started = Instant::now();
+        }
+        let t = Instant::now();
+        // `connect_with` returns once the handshake is complete.
+        let stream = http::connect_with(Scheme::Https, port, IO_TIMEOUT)
+            .map_err(|e| format!("handshake {i}: {e}"))?;
+        let elapsed = t.elapsed().as_secs_f64();
+        drop(stream);
+        if i >= warmup {
+            latencies.push(elapsed);
+        }
+    }
+    Ok(Stats::new(latencies, started.elapsed().as_secs_f64()))
+}
+
+fn measure(
+    scheme: Scheme,
+    port: u16,
+    token: &str,
+    warmup: usize,
+    n: usize,
+) -> Result<(Figures, String), String> {
+    let first = http::request_with(scheme, port, "GET", PATH, Some(token), None)
         .map_err(|e| format!("first GET {PATH}: {e}"))?;
     check_ok(&first)?;
-    let keep_alive = keep_alive(port, token, warmup, n);
-    let new_connection = new_connections(port, token, warmup, n)?;
+    let keep_alive = keep_alive(scheme, port, token, warmup, n);
+    let new_connection = new_connections(scheme, port, token, warmup, n)?;
     Ok((
         Figures {
             keep_alive,
@@ -160,20 +204,42 @@ fn nic(port: u16) -> [String; 2] {
     ["-nic".to_owned(), http::nic_arg("e1000", port)]
 }
 
+/// What Keel measured.
+struct KeelFigures {
+    https: Figures,
+    plain: Figures,
+    handshakes: Stats,
+}
+
 fn wait(m: &mut Machine, pattern: &str, timeout: Duration) -> Result<(), String> {
     m.wait_for(pattern, timeout)
         .map(|_| ())
         .map_err(|e| e.to_string())
 }
 
-/// Boots Keel, measures, and returns the figures and the `/api/v1/system` body.
-fn keel(warmup: usize, n: usize) -> Result<(Figures, String), String> {
+/// Boots Keel (serving the API over HTTPS and, as `management.http = "serve"`, plain
+/// HTTP), measures both, and returns the figures and the `/api/v1/system` body.
+fn keel(warmup: usize, n: usize) -> Result<(KeelFigures, String), String> {
     let a = artifacts();
-    let port = http::free_port();
-    let mut m = Qemu::seabios(&a.image)
+    let dir = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
+    let image = dir.path().join("keel.img");
+    let mut config = keel_image::appliance::default_config(&a.api_token);
+    config.management.http = keel_config::schema::PlainHttpMode::Serve;
+    appliance_image(
+        None,
+        &config.to_json_pretty(),
+        &[],
+        &image,
+        "the image serving plain HTTP too",
+    );
+    let (port, plain) = (http::free_port(), http::free_port());
+    let mut m = Qemu::seabios(&image)
         .machine("pc")
         .defmt_elf(&a.elf)
-        .args(nic(port))
+        .args([
+            "-nic".to_owned(),
+            http::nic_arg_with_plain("e1000", port, plain),
+        ])
         .spawn()
         .map_err(|e| e.to_string())?;
     wait(
@@ -182,7 +248,19 @@ fn keel(warmup: usize, n: usize) -> Result<(Figures, String), String> {
         Duration::from_secs(120),
     )?;
     http::wait_until_up(port, "/api/v1/health", Duration::from_secs(30))?;
-    let result = measure(port, &a.api_token, warmup, n);
+    let result = (|| {
+        let (https, body) = measure(Scheme::Https, port, &a.api_token, warmup, n)?;
+        let (plain, _) = measure(Scheme::Http, plain, &a.api_token, warmup, n)?;
+        let handshakes = handshakes(port, warmup, n)?;
+        Ok((
+            KeelFigures {
+                https,
+                plain,
+                handshakes,
+            },
+            body,
+        ))
+    })();
     m.kill();
     result
 }
@@ -233,65 +311,90 @@ fn linux(guest: &LinuxGuest, body: &str, warmup: usize, n: usize) -> Result<Figu
     if let Err(e) = http::wait_until_up(port, PATH, Duration::from_secs(30)) {
         return Err(format!("{e}\n{}", m.report()));
     }
-    let result = measure(port, "unused-by-httpd", warmup, n).map(|(f, _)| f);
+    let result = measure(Scheme::Http, port, "unused-by-httpd", warmup, n).map(|(f, _)| f);
     m.kill();
     result
 }
 
 // ---------------------------------------------------------------------------------------
 
-fn print(keel: &Figures, linux: &Figures, guest: &LinuxGuest, warmup: usize, n: usize) {
+fn print(keel: &KeelFigures, linux: &Figures, guest: &LinuxGuest, warmup: usize, n: usize) {
     println!();
     println!(
         "GET {PATH}: {n} requests after {warmup} warm-up, one host client on 127.0.0.1, QEMU TCG \
          user networking (hostfwd), -M pc, e1000, -cpu qemu64,+svm,+npt, 1024 MiB, 2 CPUs"
     );
     println!(
-        "Keel: keel.img via SeaBIOS + GRUB, body {} bytes.  Linux: {} (-kernel) + busybox-static \
-         httpd, e1000.ko insmod'ed from the initramfs, same body ({} bytes) as a static file.",
-        keel.body_len, guest.kernel_package, linux.body_len
+        "Keel: keel.img via SeaBIOS + GRUB, management.http = \"serve\", body {} bytes; HTTPS is \
+         TLS 1.3 with its P-256 certificate.  Linux: {} (-kernel) + busybox-static httpd, \
+         e1000.ko insmod'ed from the initramfs, same body ({} bytes) as a static file, plain HTTP.",
+        keel.https.body_len, guest.kernel_package, linux.body_len
     );
     println!();
     println!(
-        "{:<32} {:>12} {:>12} {:>12}",
-        "", "Keel", "Linux", "Keel/Linux"
+        "{:<32} {:>12} {:>12} {:>12} {:>12} {:>14}",
+        "", "Keel HTTPS", "Keel HTTP", "Linux HTTP", "HTTPS/HTTP", "Keel HTTP/Linux"
     );
-    let row = |label: &str, k: Option<f64>, l: Option<f64>| {
+    let row = |label: &str, tls: Option<f64>, k: Option<f64>, l: Option<f64>| {
         let cell = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.2}"));
-        let ratio = match (k, l) {
-            (Some(k), Some(l)) if l > 0.0 => format!("{:.2}", k / l),
+        let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
             _ => "n/a".to_owned(),
         };
-        println!("{label:<32} {:>12} {:>12} {ratio:>12}", cell(k), cell(l));
+        println!(
+            "{label:<32} {:>12} {:>12} {:>12} {:>12} {:>14}",
+            cell(tls),
+            cell(k),
+            cell(l),
+            ratio(tls, k),
+            ratio(k, l)
+        );
     };
-    let series = |name: &str, k: Option<&Stats>, l: Option<&Stats>| {
+    let series = |name: &str, tls: Option<&Stats>, k: Option<&Stats>, l: Option<&Stats>| {
         row(
             &format!("{name}: requests/s"),
+            tls.map(Stats::per_second),
             k.map(Stats::per_second),
             l.map(Stats::per_second),
         );
         row(
             &format!("{name}: p50 latency ms"),
+            tls.map(|s| s.quantile_ms(0.5)),
             k.map(|s| s.quantile_ms(0.5)),
             l.map(|s| s.quantile_ms(0.5)),
         );
         row(
             &format!("{name}: p99 latency ms"),
+            tls.map(|s| s.quantile_ms(0.99)),
             k.map(|s| s.quantile_ms(0.99)),
             l.map(|s| s.quantile_ms(0.99)),
         );
     };
     series(
         "keep-alive",
-        keel.keep_alive.as_ref().ok(),
+        keel.https.keep_alive.as_ref().ok(),
+        keel.plain.keep_alive.as_ref().ok(),
         linux.keep_alive.as_ref().ok(),
     );
     series(
         "new connection",
-        Some(&keel.new_connection),
+        Some(&keel.https.new_connection),
+        Some(&keel.plain.new_connection),
         Some(&linux.new_connection),
     );
-    for (who, f) in [("Keel", keel), ("Linux", linux)] {
+    let h = &keel.handshakes;
+    println!(
+        "{:<32} {:>12.2}   (p50 {:.2} ms, p99 {:.2} ms per handshake)",
+        "HTTPS handshakes/s (no request)",
+        h.per_second(),
+        h.quantile_ms(0.5),
+        h.quantile_ms(0.99)
+    );
+    for (who, f) in [
+        ("Keel HTTPS", &keel.https),
+        ("Keel HTTP", &keel.plain),
+        ("Linux", linux),
+    ] {
         if let Err(e) = &f.keep_alive {
             println!("{who} keep-alive: {e}");
         }
