@@ -308,7 +308,7 @@ fn linux(guest: &LinuxGuest, body: &str, warmup: usize, n: usize) -> Result<Figu
     q.defmt_elf = None;
     let mut m = q.spawn().map_err(|e| e.to_string())?;
     wait(&mut m, LINUX_READY, Duration::from_secs(180))?;
-    if let Err(e) = http::wait_until_up(port, PATH, Duration::from_secs(30)) {
+    if let Err(e) = http::wait_until_up_with(Scheme::Http, port, PATH, Duration::from_secs(30)) {
         return Err(format!("{e}\n{}", m.report()));
     }
     let result = measure(Scheme::Http, port, "unused-by-httpd", warmup, n).map(|(f, _)| f);
