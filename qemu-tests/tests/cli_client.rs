@@ -308,6 +308,29 @@ fn keel_cli_drives_one_appliance_over_its_api() {
         "keel vm list:\n{}",
         ok(&m, &cli, &["vm", "list"], &["running"])
     );
+    // The console's WebSocket goes over the same TLS (no fallback to polling).
+    let mut attach = cli.command(&["vm", "console", "echo"]);
+    let mut child = attach
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running keel vm console");
+    {
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().expect("piped");
+        let _ = stdin.write_all(&[0x1d]);
+    }
+    let attached = child.wait_with_output().expect("keel vm console");
+    let stderr = text(&attached.stderr);
+    check!(
+        m,
+        attached.status.success()
+            && stderr.contains("attached to echo")
+            && !stderr.contains("polling"),
+        "keel vm console over HTTPS ({}): {stderr}",
+        attached.status
+    );
     if let Err(e) = console_echo_round_trip(cli.command(&["vm", "console", "echo"]), "echo") {
         m.fail(e);
     }
@@ -391,7 +414,7 @@ fn keel_cli_drives_one_appliance_over_its_api() {
     }
     eprintln!(
         "cli_client: {} keel commands in {:.1?}",
-        22 + 2 * every_command("echo").len() + 12,
+        23 + 2 * every_command("echo").len() + 12,
         started.elapsed()
     );
     m.kill();

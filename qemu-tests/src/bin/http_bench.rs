@@ -9,7 +9,7 @@
 //!
 //! Both systems run in the same QEMU configuration: TCG, `-M pc`, `-cpu qemu64,+svm,+npt`,
 //! 1024 MiB, 2 CPUs, an Intel e1000 on user networking with
-//! `hostfwd=tcp:127.0.0.1:<port>-:80` (traffic only to 127.0.0.1). Keel boots `keel.img`
+//! `hostfwd=tcp:127.0.0.1:<port>-:80` (and 443 for Keel's HTTPS; traffic only to 127.0.0.1). Keel boots `keel.img`
 //! through SeaBIOS and GRUB and takes its address by DHCP. Linux is Debian 12's stock
 //! `linux-image-6.1.0-*-amd64` booted with `-kernel`/`-initrd`; the initramfs (written here
 //! in the `newc` format) holds `busybox-static`, Debian's `e1000.ko` (built as a module, so
@@ -200,8 +200,15 @@ fn measure(
     ))
 }
 
-fn nic(port: u16) -> [String; 2] {
-    ["-nic".to_owned(), http::nic_arg("e1000", port)]
+/// The Linux guest's `-nic`: `port` on 127.0.0.1 forwarded to its httpd on port 80.
+fn linux_nic(port: u16) -> [String; 2] {
+    [
+        "-nic".to_owned(),
+        format!(
+            "user,model=e1000,hostfwd=tcp:127.0.0.1:{port}-:{}",
+            http::GUEST_PLAIN_PORT
+        ),
+    ]
 }
 
 /// What Keel measured.
@@ -304,7 +311,7 @@ fn linux(guest: &LinuxGuest, body: &str, warmup: usize, n: usize) -> Result<Figu
         .machine("pc")
         .append("console=ttyS0 panic=-1 quiet")
         .args(["-initrd".to_owned(), initrd.display().to_string()])
-        .args(nic(port));
+        .args(linux_nic(port));
     q.defmt_elf = None;
     let mut m = q.spawn().map_err(|e| e.to_string())?;
     wait(&mut m, LINUX_READY, Duration::from_secs(180))?;
