@@ -450,3 +450,116 @@ fn appliance_names_come_from_the_inventory() {
     let err = missing.target().unwrap_err().to_string();
     assert!(err.contains("nosuch.toml"), "{err}");
 }
+
+/// A one-answer-per-connection HTTPS server with `identity` on 127.0.0.1, for `connections`
+/// connections; its URL.
+fn https_server(identity: &keel_netstack::tls::cert::Identity, connections: usize) -> String {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    #[allow(deprecated)] // ring's provider, as the client's.
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from(identity.cert_der.clone())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(identity.key_der.clone())),
+        )
+        .unwrap();
+    let config = std::sync::Arc::new(config);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("https://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for _ in 0..connections {
+            let Ok((tcp, _)) = listener.accept() else {
+                return;
+            };
+            let _ = tcp.set_read_timeout(Some(Duration::from_secs(5)));
+            let connection = rustls::ServerConnection::new(config.clone()).unwrap();
+            let mut tls = rustls::StreamOwned::new(connection, tcp);
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                match std::io::Read::read(&mut tls, &mut byte) {
+                    Ok(1) => head.push(byte[0]),
+                    _ => break,
+                }
+            }
+            if head.ends_with(b"\r\n\r\n") {
+                let _ = std::io::Write::write_all(
+                    &mut tls,
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                      Content-Length: 11\r\nConnection: close\r\n\r\n{\"ok\":true}",
+                );
+                tls.conn.send_close_notify();
+                let _ = std::io::Write::flush(&mut tls);
+            }
+        }
+    });
+    url
+}
+
+#[test]
+fn https_pins_on_first_use_and_refuses_a_changed_certificate() {
+    use super::pin::PinStore;
+    let dir = tempfile::tempdir().unwrap();
+    let identity = |name: &str| {
+        let out = dir.path().join(name);
+        std::fs::create_dir(&out).unwrap();
+        crate::tls_cert::load_or_create(&out, "keel").unwrap()
+    };
+    let (first, other) = (identity("a"), identity("b"));
+    assert_ne!(first.fingerprint(), other.fingerprint());
+    let store = PinStore::new(dir.path().join("known-appliances"));
+    let url = https_server(&first, 2);
+    let client = ApiClient::pinned(
+        &url,
+        None,
+        Duration::from_secs(5),
+        None,
+        Some(store.clone()),
+    )
+    .unwrap();
+    assert_eq!(client.get("/x").unwrap()["ok"], true);
+    assert_eq!(
+        store.get(&url).unwrap().as_deref(),
+        Some(first.fingerprint().as_str())
+    );
+    assert_eq!(client.get("/x").unwrap()["ok"], true);
+    // Another certificate at the same address: refused, naming both and the pin file.
+    let changed = https_server(&other, 2);
+    store.set(&changed, &first.fingerprint()).unwrap();
+    let client = ApiClient::pinned(
+        &changed,
+        None,
+        Duration::from_secs(5),
+        None,
+        Some(store.clone()),
+    )
+    .unwrap();
+    let error = client.get("/x").unwrap_err();
+    assert!(
+        matches!(error, ClientError::CertificateChanged { .. }),
+        "{error:?}"
+    );
+    let message = error.to_string();
+    for needle in [
+        first.fingerprint(),
+        other.fingerprint(),
+        store.path().display().to_string(),
+    ] {
+        assert!(message.contains(&needle), "{needle} not in {message}");
+    }
+    // The console's WebSocket checks the same pin.
+    let ws = super::websocket::WsConsole::connect(
+        &changed,
+        "/ws",
+        None,
+        client.tls_config(),
+        Duration::from_secs(5),
+    );
+    assert!(
+        ws.is_err_and(|e| e.contains(&other.fingerprint())),
+        "WebSocket over a changed certificate"
+    );
+}
