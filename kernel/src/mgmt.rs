@@ -446,6 +446,7 @@ fn detail(view: &VmView<'_>) -> VmDetail {
             .collect::<BTreeMap<_, _>>(),
         backend: view.backend.map(String::from),
         console_bytes: view.console_bytes,
+        run_ms: view.run_ns / 1_000_000,
         kernel: view
             .definition
             .filter(|d| !d.firmware)

@@ -73,6 +73,12 @@ fn echo_exits(text: &str) -> u64 {
         .sum()
 }
 
+/// The value of the sample whose name and labels are `series`.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
 #[test]
 fn metrics_pass_promtool_and_move_as_a_guest_runs() {
     let a = artifacts();
@@ -128,6 +134,30 @@ fn metrics_pass_promtool_and_move_as_a_guest_runs() {
         m,
         before > 0 && after > before,
         "echo's exits did not move between scrapes: {before} then {after}\n{}",
+        second.body
+    );
+    // The boot CPU's time: idle and busy add up to the uptime, which moved between the
+    // scrapes (by less than the 2 s of wall time when TCG's TSC calibrated fast on a
+    // loaded host); the echo VM ran in slices.
+    let cpu0 = |text: &str| {
+        sample(text, "keel_cpu_seconds_total{cpu=\"0\",mode=\"idle\"}")
+            .zip(sample(
+                text,
+                "keel_cpu_seconds_total{cpu=\"0\",mode=\"busy\"}",
+            ))
+            .map(|(idle, busy)| idle + busy)
+    };
+    let (t1, t2) = (cpu0(&first.body), cpu0(&second.body));
+    check!(
+        m,
+        t1.zip(t2).is_some_and(|(a, b)| b > a),
+        "CPU 0's idle + busy seconds did not move between scrapes: {t1:?} then {t2:?}"
+    );
+    let ran = sample(&second.body, "keel_vm_run_seconds_total{vm=\"echo\"}");
+    check!(
+        m,
+        ran.is_some_and(|s| s > 0.0),
+        "echo's run seconds: {ran:?}\n{}",
         second.body
     );
     check!(

@@ -410,6 +410,8 @@ struct Run {
     /// The host CPU its vCPUs last ran on (`None` before the first slice). A VM's vCPUs
     /// take turns in its slice, so they share it.
     host_cpu: Option<usize>,
+    /// Host CPU time spent in its slices (all its vCPUs: they take turns in a slice).
+    run_ns: u64,
 }
 
 impl Entry {
@@ -493,6 +495,7 @@ fn new_run(built: BuiltVm) -> Run {
         stop_reported: false,
         stop_deadline_ns: None,
         host_cpu: None,
+        run_ns: 0,
     }
 }
 
@@ -1228,7 +1231,9 @@ impl VmManager {
                 }
             }
             let slice_end = TscClock.now().ns;
-            crate::sched::account_slice(cpu, slice_end, slice_end.saturating_sub(slice_start));
+            let slice = slice_end.saturating_sub(slice_start);
+            run.run_ns = run.run_ns.saturating_add(slice);
+            crate::sched::account_slice(cpu, slice_end, slice);
             break;
         }
         self.release_stopped();

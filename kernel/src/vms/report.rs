@@ -268,6 +268,8 @@ pub struct VmView<'a> {
     pub backend: Option<&'static str>,
     /// Console bytes the current or last run produced.
     pub console_bytes: u64,
+    /// Host CPU time the current or last run spent in its slices, in nanoseconds.
+    pub run_ns: u64,
     /// Its NICs: of the current run with their counters, else as defined with zeros.
     pub nics: Vec<NicInfo>,
 }
@@ -312,6 +314,7 @@ impl VmManager {
                 exits: run.map(|r| r.vm.exit_stats()),
                 backend: run.map(|r| r.vm.backend()),
                 console_bytes: run.map_or(0, |r| r.vm.devices().com1().output_total()),
+                run_ns: run.map_or(0, |r| r.run_ns),
                 nics: e.nic_infos(),
                 state,
             }

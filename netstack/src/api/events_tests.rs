@@ -67,6 +67,7 @@ fn metrics_need_a_token_and_expose_the_figures() {
         "keel_cpu_seconds_total{cpu=\"0\",mode=\"idle\"} 6\n",
         "keel_cpu_seconds_total{cpu=\"0\",mode=\"busy\"} 6.345\n",
         "keel_cpu_guest_seconds_total{cpu=\"0\"} 1.5\n",
+        "# TYPE keel_vm_run_seconds_total counter\n",
     ] {
         assert!(text.contains(needle), "no {needle:?} in\n{text}");
     }

@@ -261,6 +261,14 @@ fn vm_metrics<M: Management + ?Sized>(mgmt: &M, x: &mut Exposition) {
     for d in &details {
         f.int(&[("vm", &d.summary.name)], d.console_bytes);
     }
+    let mut f = x.family(
+        "keel_vm_run_seconds_total",
+        "counter",
+        "Host CPU time the current or last run spent running the VM's vCPUs.",
+    );
+    for d in &details {
+        f.sample(&[("vm", &d.summary.name)], d.run_ms as f64 / 1000.0);
+    }
     type NicField = fn(&super::NicView) -> u64;
     let nic_families: [(&'static str, &str, NicField); 7] = [
         (

@@ -640,6 +640,10 @@ pub struct VmDetail {
     pub backend: Option<String>,
     /// Console output of the current or last run so far, in bytes.
     pub console_bytes: u64,
+    /// Host CPU time the current or last run has spent running its vCPUs (they take turns
+    /// in the VM's slices), in milliseconds. Absent from the JSON of Keel versions before it.
+    #[serde(default)]
+    pub run_ms: u64,
     /// A configured VM's kernel (a guest store file); `null` for an ad-hoc VM and for one
     /// that boots a firmware.
     pub kernel: Option<String>,
