@@ -131,7 +131,8 @@ fn a_saved_setting_survives_a_reboot() {
     check!(m, net.contains("hostname: web1"), "{net}");
     check!(
         m,
-        net.contains("http:     port 80, /api/v1 (1 bearer token)"),
+        net.contains("https:    port 443, /api/v1 (1 bearer token)")
+            && net.contains("http:     port 80, redirects to HTTPS"),
         "{net}"
     );
     m.kill();
