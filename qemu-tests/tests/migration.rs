@@ -103,12 +103,16 @@ fn the_dirty_log_reports_exactly_the_pages_the_guest_wrote() {
 /// The migration token both appliances share.
 const TOKEN: &str = "migrate-token-0123456789";
 
+/// The read-only disk image the ticker VM has; it migrates by name and hash.
+const RO_IMAGE: &str = "ro.img";
+
 /// Appliance `n` (1 or 2) presenting and accepting `token`: its migration-link MAC and
-/// address, and (on 1) the counter VM.
+/// address, and (on 1) the counter VM with the read-only disk [`RO_IMAGE`].
 fn migration_config_with_token(n: u8, token: &str) -> Vec<u8> {
     let a = artifacts();
     let ticker = if n == 1 {
-        "[[vms]]\nname = \"ticker\"\nkernel = \"counter.bin\"\nmemory_mib = 16\nautostart = true\n"
+        "[[vms]]\nname = \"ticker\"\nkernel = \"counter.bin\"\nmemory_mib = 16\nautostart = true\n\
+         [[vms.disks]]\nfile = \"ro.img\"\nreadonly = true\n"
     } else {
         ""
     };
@@ -129,22 +133,27 @@ migration_link = {{ interface = "52:54:00:77:00:0{n}", address = "10.77.0.{n}", 
         .to_json_pretty()
 }
 
-/// `keel.img` for appliance `n` in `dir`, the counter guest in its store.
+/// `keel.img` for appliance `n` in `dir`, the counter guest and [`RO_IMAGE`] in its store.
 fn migration_image(dir: &Path, n: u8) -> PathBuf {
-    migration_image_with_token(dir, n, TOKEN)
+    migration_image_with(dir, n, true)
 }
 
-/// `keel.img` for appliance `n` with migration token `token`.
-fn migration_image_with_token(dir: &Path, n: u8, token: &str) -> PathBuf {
+/// `keel.img` for appliance `n`, with [`RO_IMAGE`] in its store or not.
+fn migration_image_with(dir: &Path, n: u8, ro_image: bool) -> PathBuf {
     let store = dir.join(format!("store{n}"));
     std::fs::create_dir(&store).unwrap();
+    if ro_image {
+        // The same 64 KiB on both appliances.
+        let content: Vec<u8> = (0..64 * 1024u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(store.join(RO_IMAGE), content).unwrap();
+    }
     let set = guests::build_guests().expect("building the test guests");
     let from = set.path(guests::COUNTER);
     std::fs::copy(&from, store.join(from.file_name().unwrap())).unwrap();
     let image = dir.join(format!("keel{n}.img"));
     appliance_image(
         Some(&store),
-        &migration_config_with_token(n, token),
+        &migration_config_with_token(n, TOKEN),
         &[],
         &image,
         "an appliance image",
@@ -301,7 +310,9 @@ fn a_running_vm_moves_to_the_other_appliance_and_counts_on() {
 fn a_refused_or_unreachable_destination_leaves_the_vm_running() {
     let dir = tempfile::tempdir().unwrap();
     let image_a = migration_image(dir.path(), 1);
-    let image_b = migration_image_with_token(dir.path(), 2, "another-token-0123456789");
+    // B lacks the ticker's read-only image. (A wrong token is refused the same way, before
+    // any memory moves: `cargo test -p keel-vmm migration`.)
+    let image_b = migration_image_with(dir.path(), 2, false);
     let link_port = http::free_port();
     let mut a = boot_appliance(&image_a, 1, link_port, http::free_port());
     let b = boot_appliance(&image_b, 2, link_port, http::free_port());
@@ -309,7 +320,8 @@ fn a_refused_or_unreachable_destination_leaves_the_vm_running() {
 
     a.type_line("vm migrate ticker 10.77.0.2");
     a.expect_within(
-        "migration of vm ticker to 10.77.0.2:7070 abandoned: wrong migration token",
+        "migration of vm ticker to 10.77.0.2:7070 abandoned: read-only image ro.img is not in \
+         the destination's store",
         Duration::from_secs(60),
     );
     a.expect("; the VM runs on here");

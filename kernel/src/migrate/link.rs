@@ -13,8 +13,8 @@ use core::fmt::Write as _;
 use keel_config::schema::Config;
 use keel_netstack::iface::{Addressing, NetConfig, NetStack, StaticAddress};
 use keel_vmm::migration::{
-    Config as MigrationConfig, CpuView, DestinationPolicy, DestinationSession, PreCopy, Refusal,
-    SourceOutcome, SourceSession, Start,
+    Config as MigrationConfig, CpuView, DestinationPolicy, DestinationSession, ImageRef, PreCopy,
+    Refusal, SourceOutcome, SourceSession, Start,
 };
 use keel_vmm::vm::Clock as _;
 use smoltcp::iface::SocketHandle;
@@ -116,6 +116,29 @@ pub fn request_outgoing(
         record,
     });
     Ok(migration)
+}
+
+/// Size and SHA-256 of store file `name`; `None` when it is missing or unreadable.
+fn hash_image(name: &str) -> Option<(u64, [u8; 32])> {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    let entry = crate::store::read_with(name, |bytes| hash.update(bytes)).ok()?;
+    Some((entry.size, hash.finalize().into()))
+}
+
+/// Whether this appliance's store holds each of `images` with the same content: the
+/// refusal names the first one missing or different.
+fn check_images(images: &[ImageRef]) -> Result<(), Refusal> {
+    for image in images {
+        match hash_image(&image.name) {
+            None => return Err(Refusal::MissingImage(image.name.clone())),
+            Some((size, sha256)) if size != image.size || sha256 != image.sha256 => {
+                return Err(Refusal::ImageDiffers(image.name.clone()));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
 }
 
 fn now_ns() -> u64 {
@@ -281,6 +304,22 @@ fn start_outgoing(
     }
     let candidate = vms.migration_candidate(key).map_err(MigrateError::Vm)?;
     let token = own_token(config).ok_or(MigrateError::NoToken)?;
+    // Hashing reads each image whole, here in the kernel loop: read-only images are
+    // typically small (an initrd-sized root); a large one delays the loop once.
+    let mut images = Vec::new();
+    for spec in &candidate.disks {
+        let (size, sha256) = hash_image(&spec.disk.name).ok_or_else(|| {
+            MigrateError::Vm(alloc::format!(
+                "cannot read its disk image '{}' from the store",
+                spec.disk.name
+            ))
+        })?;
+        images.push(ImageRef {
+            name: spec.disk.name.clone(),
+            size,
+            sha256,
+        });
+    }
     let start = Start {
         keel_version: String::from(env!("CARGO_PKG_VERSION")),
         token,
@@ -290,7 +329,7 @@ fn start_outgoing(
         name: candidate.name,
         memory_size: candidate.memory_size,
         vcpus: candidate.vcpus,
-        images: Vec::new(),
+        images,
         vm_config: vec![u8::from(candidate.kvm_paravirt)],
     };
     let peer = IpEndpoint::new(IpAddress::Ipv4(host), port);
@@ -566,9 +605,7 @@ impl MigrationPlane {
                 VmManager::staging_host(),
                 now,
                 &mut |c: &MigrationConfig| {
-                    if !c.images.is_empty() {
-                        return Err(Refusal::MissingImage(c.images[0].name.clone()));
-                    }
+                    check_images(&c.images)?;
                     kvm_paravirt = c.vm_config.first() == Some(&1);
                     Ok(())
                 },
@@ -586,11 +623,23 @@ impl MigrationPlane {
                 let paused_at = inc.session.paused_at_ns.unwrap_or(now);
                 // The downtime up to the resume is known once the VM runs: the source line
                 // is written after it, with the figure.
+                // The images were checked at `Config`; they attach read-only, in order.
+                let disk_specs: Vec<crate::vms::disks::DiskSpec> = arrived
+                    .config
+                    .images
+                    .iter()
+                    .map(|image| crate::vms::disks::DiskSpec {
+                        disk: crate::store::claims::DiskName::file(&image.name),
+                        read_only: true,
+                        serial: None,
+                    })
+                    .collect();
                 match vms.adopt_migrated(
                     system,
                     &arrived.state,
                     arrived.memory,
                     inc.kvm_paravirt,
+                    &disk_specs,
                     alloc::format!("migrated from {from}"),
                 ) {
                     Ok(id) => {
