@@ -564,6 +564,8 @@ impl VmManager {
     pub fn remove_migrated(&mut self, key: &str) {
         if let Some(i) = self.index(key) {
             let e = self.vms.remove(i);
+            // Its read-only images are free for other VMs here again.
+            disks::release(e.id);
             if self.attached == Some(e.id) {
                 self.attached = None;
             }
