@@ -1087,6 +1087,43 @@ impl keel_netstack::api::SnapshotManagement for Plane<'_> {
     }
 }
 
+/// The migration routes (`keel_netstack::api::migrate`) over `crate::migrate::link`.
+impl keel_netstack::api::MigrationManagement for Plane<'_> {
+    fn migrate(
+        &mut self,
+        key: &VmKey<'_>,
+        host: [u8; 4],
+        port: Option<u16>,
+    ) -> Result<keel_netstack::api::Migration, ApiError> {
+        use crate::migrate::link::MigrateError;
+        let (key, _) = self.resolve(key)?;
+        let management = &self.settings.current().management;
+        let port = port.unwrap_or(management.migration_port);
+        if management.migration_token.is_none() && management.api_tokens.is_empty() {
+            return Err(ApiError::Unavailable(MigrateError::NoToken.to_string()));
+        }
+        self.vms
+            .migration_candidate(&key)
+            .map_err(ApiError::Conflict)?;
+        let [a, b, c, d] = host;
+        crate::migrate::link::request_outgoing(
+            &key,
+            smoltcp::wire::Ipv4Address::new(a, b, c, d),
+            port,
+        )
+        .map_err(|e| match e {
+            MigrateError::NoLink | MigrateError::NoToken | MigrateError::Connect(_) => {
+                ApiError::Unavailable(e.to_string())
+            }
+            MigrateError::Busy(_) | MigrateError::Vm(_) => ApiError::Conflict(e.to_string()),
+        })
+    }
+
+    fn migrations(&self) -> Vec<keel_netstack::api::Migration> {
+        crate::migrate::records::all()
+    }
+}
+
 fn snapshot_view(i: &crate::vms::snapshots::SnapshotInfo) -> keel_netstack::api::Snapshot {
     keel_netstack::api::Snapshot {
         name: i.id.clone(),

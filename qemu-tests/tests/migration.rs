@@ -4,7 +4,9 @@
 //! (`-netdev socket,listen=` / `connect=`), static addresses 10.77.0.1 and 10.77.0.2 on
 //! it (`management.migration_link`); A runs the counter guest as the named VM `ticker`
 //! and migrates it to B, where it counts on from the next tick (no repeat), is gone from
-//! A, and `vm info` shows where it came from and the downtime.
+//! A, and `vm info` shows where it came from and the downtime. That migration is started
+//! over the API (`POST /api/v1/vms/ticker/migrate`: bad input 422, a second one 409) and
+//! both ends' `GET /api/v1/migrations` show it done with its downtime.
 //!
 //! Dirty log (`keel.img`): the `dirty` test
 //! guest writes one byte into each of four known pages per `w` it reads on COM1, and
@@ -17,7 +19,7 @@ use std::time::Duration;
 
 use std::path::{Path, PathBuf};
 
-use keel_qemu_tests::{Machine, Pattern, Qemu, appliance_image, artifacts, check, guests};
+use keel_qemu_tests::{Machine, Pattern, Qemu, appliance_image, artifacts, check, guests, http};
 
 /// Ctrl-]: detaches the terminal from a VM console.
 const DETACH: &str = "\x1d";
@@ -101,12 +103,16 @@ fn the_dirty_log_reports_exactly_the_pages_the_guest_wrote() {
 /// The migration token both appliances share.
 const TOKEN: &str = "migrate-token-0123456789";
 
+/// The read-only disk image the ticker VM has; it migrates by name and hash.
+const RO_IMAGE: &str = "ro.img";
+
 /// Appliance `n` (1 or 2) presenting and accepting `token`: its migration-link MAC and
-/// address, and (on 1) the counter VM.
+/// address, and (on 1) the counter VM with the read-only disk [`RO_IMAGE`].
 fn migration_config_with_token(n: u8, token: &str) -> Vec<u8> {
     let a = artifacts();
     let ticker = if n == 1 {
-        "[[vms]]\nname = \"ticker\"\nkernel = \"counter.bin\"\nmemory_mib = 16\nautostart = true\n"
+        "[[vms]]\nname = \"ticker\"\nkernel = \"counter.bin\"\nmemory_mib = 16\nautostart = true\n\
+         [[vms.disks]]\nfile = \"ro.img\"\nreadonly = true\n"
     } else {
         ""
     };
@@ -127,22 +133,27 @@ migration_link = {{ interface = "52:54:00:77:00:0{n}", address = "10.77.0.{n}", 
         .to_json_pretty()
 }
 
-/// `keel.img` for appliance `n` in `dir`, the counter guest in its store.
+/// `keel.img` for appliance `n` in `dir`, the counter guest and [`RO_IMAGE`] in its store.
 fn migration_image(dir: &Path, n: u8) -> PathBuf {
-    migration_image_with_token(dir, n, TOKEN)
+    migration_image_with(dir, n, true)
 }
 
-/// `keel.img` for appliance `n` with migration token `token`.
-fn migration_image_with_token(dir: &Path, n: u8, token: &str) -> PathBuf {
+/// `keel.img` for appliance `n`, with [`RO_IMAGE`] in its store or not.
+fn migration_image_with(dir: &Path, n: u8, ro_image: bool) -> PathBuf {
     let store = dir.join(format!("store{n}"));
     std::fs::create_dir(&store).unwrap();
+    if ro_image {
+        // The same 64 KiB on both appliances.
+        let content: Vec<u8> = (0..64 * 1024u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(store.join(RO_IMAGE), content).unwrap();
+    }
     let set = guests::build_guests().expect("building the test guests");
     let from = set.path(guests::COUNTER);
     std::fs::copy(&from, store.join(from.file_name().unwrap())).unwrap();
     let image = dir.join(format!("keel{n}.img"));
     appliance_image(
         Some(&store),
-        &migration_config_with_token(n, token),
+        &migration_config_with_token(n, TOKEN),
         &[],
         &image,
         "an appliance image",
@@ -150,9 +161,10 @@ fn migration_image_with_token(dir: &Path, n: u8, token: &str) -> PathBuf {
     image
 }
 
-/// Boots appliance `n` with a (unused) management NIC first and the migration link second,
-/// on the socket network: `listen` on appliance 1, `connect` on 2.
-fn boot_appliance(image: &Path, n: u8, link_port: u16) -> Machine {
+/// Boots appliance `n` with its management NIC first (the API forwarded from `api_port`)
+/// and the migration link second, on the socket network: `listen` on appliance 1,
+/// `connect` on 2.
+fn boot_appliance(image: &Path, n: u8, link_port: u16, api_port: u16) -> Machine {
     let a = artifacts();
     let socket = if n == 1 {
         format!("socket,id=mig,listen=127.0.0.1:{link_port}")
@@ -163,7 +175,10 @@ fn boot_appliance(image: &Path, n: u8, link_port: u16) -> Machine {
         .defmt_elf(&a.elf)
         .args([
             "-nic".to_owned(),
-            format!("user,model=virtio-net-pci,mac=52:54:00:12:34:0{n}"),
+            format!(
+                "{},mac=52:54:00:12:34:0{n}",
+                http::nic_arg("virtio-net-pci", api_port)
+            ),
             "-netdev".to_owned(),
             socket,
             "-device".to_owned(),
@@ -184,12 +199,47 @@ fn a_running_vm_moves_to_the_other_appliance_and_counts_on() {
         migration_image(dir.path(), 1),
         migration_image(dir.path(), 2),
     );
-    let link_port = keel_qemu_tests::http::free_port();
-    let mut a = boot_appliance(&image_a, 1, link_port);
-    let mut b = boot_appliance(&image_b, 2, link_port);
+    let link_port = http::free_port();
+    let (api_a, api_b) = (http::free_port(), http::free_port());
+    let mut a = boot_appliance(&image_a, 1, link_port, api_a);
+    let mut b = boot_appliance(&image_b, 2, link_port, api_b);
+    for (m, port) in [(&mut a, api_a), (&mut b, api_b)] {
+        if let Err(e) = http::wait_until_up(port, "/api/v1/health", Duration::from_secs(60)) {
+            m.fail(&e);
+        }
+    }
     a.expect("[ticker] tick 2");
 
-    a.type_line("vm migrate ticker 10.77.0.2");
+    let token = artifacts().api_token.clone();
+    let post = |body: &str| {
+        http::request(
+            api_a,
+            "POST",
+            "/api/v1/vms/ticker/migrate",
+            Some(&token),
+            Some(body),
+        )
+        .expect("POST migrate")
+    };
+    let r = post(r#"{"host":"10.77.0"}"#);
+    check!(a, r.status == 422, "a bad host: {} {}", r.status, r.body);
+    let r = post(r#"{"host":"10.77.0.2"}"#);
+    check!(a, r.status == 202, "the migration: {} {}", r.status, r.body);
+    check!(
+        a,
+        r.body.contains(r#""peer":"10.77.0.2:7070""#) && r.body.contains(r#""phase":"requested""#),
+        "{}",
+        r.body
+    );
+    // One outgoing migration at a time (16 MiB under TCG takes far longer than this).
+    let r = post(r#"{"host":"10.77.0.2"}"#);
+    check!(
+        a,
+        r.status == 409,
+        "a second migration: {} {}",
+        r.status,
+        r.body
+    );
     a.expect("vm ticker: migrating to 10.77.0.2:7070");
     let outcome = a.expect_within(
         Pattern::regex(
@@ -219,7 +269,8 @@ fn a_running_vm_moves_to_the_other_appliance_and_counts_on() {
     b.expect(Pattern::regex(
         r"vm 1 migrated in from 10\.77\.0\.1 \('ticker', downtime \d+ ms\)",
     ));
-    let first = b.expect(Pattern::regex(r"\[vm1\] tick (\d+)"));
+    // Up to the line end: a number can arrive in pieces.
+    let first = b.expect(Pattern::regex(r"\[vm1\] tick (\d+)\r?\n"));
     let first_on_b: u64 = first.group(1).parse().unwrap();
     // The next tick, or the one after when the pause split a line between A and B (the
     // console history stays on A).
@@ -238,21 +289,40 @@ fn a_running_vm_moves_to_the_other_appliance_and_counts_on() {
     check!(a, !list.contains("running"), "A still runs it: {list:?}");
     let info = a.command("vm info ticker");
     check!(a, !info.contains("running"), "A: {info:?}");
+    // Both ends' API show it done, with the downtime.
+    for (m, port, direction) in [(&mut a, api_a, "outgoing"), (&mut b, api_b, "incoming")] {
+        let r = http::request(port, "GET", "/api/v1/migrations", Some(&token), None)
+            .expect("GET migrations");
+        let list: serde_json::Value = serde_json::from_str(&r.body).expect("JSON");
+        let last = &list["migrations"][0];
+        eprintln!("{direction}: {last}");
+        check!(
+            m,
+            last["direction"] == direction
+                && last["phase"] == "done"
+                && last["vm"] == "ticker"
+                && last["downtime_ms"].is_u64(),
+            "{direction}: {last}"
+        );
+    }
 }
 
 #[test]
 fn a_refused_or_unreachable_destination_leaves_the_vm_running() {
     let dir = tempfile::tempdir().unwrap();
     let image_a = migration_image(dir.path(), 1);
-    let image_b = migration_image_with_token(dir.path(), 2, "another-token-0123456789");
-    let link_port = keel_qemu_tests::http::free_port();
-    let mut a = boot_appliance(&image_a, 1, link_port);
-    let b = boot_appliance(&image_b, 2, link_port);
+    // B lacks the ticker's read-only image. (A wrong token is refused the same way, before
+    // any memory moves: `cargo test -p keel-vmm migration`.)
+    let image_b = migration_image_with(dir.path(), 2, false);
+    let link_port = http::free_port();
+    let mut a = boot_appliance(&image_a, 1, link_port, http::free_port());
+    let b = boot_appliance(&image_b, 2, link_port, http::free_port());
     a.expect("[ticker] tick 2");
 
     a.type_line("vm migrate ticker 10.77.0.2");
     a.expect_within(
-        "migration of vm ticker to 10.77.0.2:7070 abandoned: wrong migration token",
+        "migration of vm ticker to 10.77.0.2:7070 abandoned: read-only image ro.img is not in \
+         the destination's store",
         Duration::from_secs(60),
     );
     a.expect("; the VM runs on here");

@@ -13,14 +13,17 @@ use core::fmt::Write as _;
 use keel_config::schema::Config;
 use keel_netstack::iface::{Addressing, NetConfig, NetStack, StaticAddress};
 use keel_vmm::migration::{
-    Config as MigrationConfig, CpuView, DestinationPolicy, DestinationSession, PreCopy, Refusal,
-    SourceOutcome, SourceSession, Start,
+    Config as MigrationConfig, CpuView, DestinationPolicy, DestinationSession, ImageRef, PreCopy,
+    Refusal, SourceOutcome, SourceSession, Start,
 };
 use keel_vmm::vm::Clock as _;
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
 use smoltcp::wire::{IpAddress, IpEndpoint, Ipv4Address, Ipv4Cidr};
 
+use keel_netstack::api::{Migration, MigrationDirection, MigrationPhase};
+
+use super::records::{self, RecordId};
 use crate::System;
 use crate::vms::VmManager;
 
@@ -43,6 +46,7 @@ struct Outgoing {
     session: SourceSession,
     started_ns: u64,
     last_progress_ns: u64,
+    record: RecordId,
 }
 
 struct Incoming {
@@ -51,6 +55,8 @@ struct Incoming {
     peer: Option<IpEndpoint>,
     kvm_paravirt: bool,
     last_progress_ns: u64,
+    record: RecordId,
+    started_ns: u64,
 }
 
 /// The migration link and its sessions.
@@ -71,22 +77,67 @@ struct Request {
     key: String,
     host: Ipv4Address,
     port: u16,
+    record: RecordId,
 }
 
 static REQUEST: spin::Mutex<Option<Request>> = spin::Mutex::new(None);
 
+/// Whether the migration link came up (so a request will be served).
+static LINK_UP: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
 /// Asks the plane to migrate VM `key` to `host:port` on its next poll; progress and the
-/// outcome come as console lines. Refused while another request waits.
-pub fn request_outgoing(key: &str, host: Ipv4Address, port: u16) -> Result<(), MigrateError> {
+/// outcome come as console lines and in [`records`] (`GET /api/v1/migrations`). Refused
+/// without a link and while another outgoing migration waits or runs.
+pub fn request_outgoing(
+    key: &str,
+    host: Ipv4Address,
+    port: u16,
+) -> Result<Migration, MigrateError> {
+    if !LINK_UP.load(core::sync::atomic::Ordering::Relaxed) {
+        return Err(MigrateError::NoLink);
+    }
     let mut request = REQUEST.lock();
     if let Some(waiting) = request.as_ref() {
         return Err(MigrateError::Busy(waiting.key.clone()));
     }
+    if let Some(running) = records::outgoing_under_way() {
+        return Err(MigrateError::Busy(running));
+    }
+    let (record, migration) = records::add(
+        key,
+        MigrationDirection::Outgoing,
+        alloc::format!("{host}:{port}"),
+        MigrationPhase::Requested,
+    );
     *request = Some(Request {
         key: String::from(key),
         host,
         port,
+        record,
     });
+    Ok(migration)
+}
+
+/// Size and SHA-256 of store file `name`; `None` when it is missing or unreadable.
+fn hash_image(name: &str) -> Option<(u64, [u8; 32])> {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    let entry = crate::store::read_with(name, |bytes| hash.update(bytes)).ok()?;
+    Some((entry.size, hash.finalize().into()))
+}
+
+/// Whether this appliance's store holds each of `images` with the same content: the
+/// refusal names the first one missing or different.
+fn check_images(images: &[ImageRef]) -> Result<(), Refusal> {
+    for image in images {
+        match hash_image(&image.name) {
+            None => return Err(Refusal::MissingImage(image.name.clone())),
+            Some((size, sha256)) if size != image.size || sha256 != image.sha256 => {
+                return Err(Refusal::ImageDiffers(image.name.clone()));
+            }
+            Some(_) => {}
+        }
+    }
     Ok(())
 }
 
@@ -193,6 +244,7 @@ fn start_plane(
         outgoing: None,
         next_local_port: 49152,
     };
+    LINK_UP.store(true, core::sync::atomic::Ordering::Relaxed);
     let line = alloc::format!(
         "migration: {label} at {}/{} listening on port {port}",
         link.address,
@@ -223,7 +275,11 @@ impl core::fmt::Display for MigrateError {
                 "no migration link: set management.migration_link (a NIC and a static \
                  address) and reboot",
             ),
-            MigrateError::Busy(key) => write!(f, "vm {key} is being migrated already"),
+            MigrateError::Busy(key) => write!(
+                f,
+                "vm {key} is being migrated: one outgoing migration at a time (GET \
+                 /api/v1/migrations shows it)"
+            ),
             MigrateError::Vm(why) => f.write_str(why),
             MigrateError::NoToken => f.write_str(
                 "no token to present: set management.migration_token (the destination's)",
@@ -241,12 +297,29 @@ fn start_outgoing(
     key: &str,
     host: Ipv4Address,
     port: u16,
+    record: RecordId,
 ) -> Result<(), MigrateError> {
     if let Some(out) = &plane.outgoing {
         return Err(MigrateError::Busy(out.key.clone()));
     }
     let candidate = vms.migration_candidate(key).map_err(MigrateError::Vm)?;
     let token = own_token(config).ok_or(MigrateError::NoToken)?;
+    // Hashing reads each image whole, here in the kernel loop: read-only images are
+    // typically small (an initrd-sized root); a large one delays the loop once.
+    let mut images = Vec::new();
+    for spec in &candidate.disks {
+        let (size, sha256) = hash_image(&spec.disk.name).ok_or_else(|| {
+            MigrateError::Vm(alloc::format!(
+                "cannot read its disk image '{}' from the store",
+                spec.disk.name
+            ))
+        })?;
+        images.push(ImageRef {
+            name: spec.disk.name.clone(),
+            size,
+            sha256,
+        });
+    }
     let start = Start {
         keel_version: String::from(env!("CARGO_PKG_VERSION")),
         token,
@@ -256,7 +329,7 @@ fn start_outgoing(
         name: candidate.name,
         memory_size: candidate.memory_size,
         vcpus: candidate.vcpus,
-        images: Vec::new(),
+        images,
         vm_config: vec![u8::from(candidate.kvm_paravirt)],
     };
     let peer = IpEndpoint::new(IpAddress::Ipv4(host), port);
@@ -288,6 +361,7 @@ fn start_outgoing(
         ),
         started_ns: now,
         last_progress_ns: now,
+        record,
     });
     Ok(())
 }
@@ -304,11 +378,13 @@ impl MigrationPlane {
     ) -> bool {
         let request = REQUEST.lock().take();
         if let Some(r) = request {
-            match start_outgoing(self, vms, config, &r.key, r.host, r.port) {
+            match start_outgoing(self, vms, config, &r.key, r.host, r.port, r.record) {
                 Ok(()) => {
+                    records::update(r.record, |m| m.phase = MigrationPhase::Running);
                     let _ = writeln!(out, "vm {}: migrating to {}:{}", r.key, r.host, r.port);
                 }
                 Err(e) => {
+                    records::fail(r.record, alloc::format!("{e}"), Some(0));
                     let _ = writeln!(out, "error: vm migrate {}: {e}", r.key);
                 }
             }
@@ -358,6 +434,11 @@ impl MigrationPlane {
                 "migration of vm {} to {} abandoned: the VM stopped",
                 o.key, o.peer
             );
+            records::fail(
+                o.record,
+                String::from("the VM stopped"),
+                Some(now.saturating_sub(o.started_ns) / 1_000_000),
+            );
             self.stack.sockets_mut().remove(o.socket);
             self.outgoing = None;
             return true;
@@ -406,6 +487,14 @@ impl MigrationPlane {
             SourceOutcome::InProgress => moved,
             SourceOutcome::Done => {
                 let s = o.session.stats;
+                let total_ms = now.saturating_sub(o.started_ns) / 1_000_000;
+                records::update(o.record, |m| {
+                    m.phase = MigrationPhase::Done;
+                    m.rounds = s.rounds;
+                    m.bytes_sent = s.bytes;
+                    m.total_ms = Some(total_ms);
+                    m.downtime_ms = Some(s.downtime_us / 1000);
+                });
                 let _ = writeln!(
                     out,
                     "vm {} migrated to {}: {} rounds, {} MiB sent ({} pages after the pause), \
@@ -415,7 +504,7 @@ impl MigrationPlane {
                     s.rounds,
                     s.bytes >> 20,
                     s.paused_pages,
-                    now.saturating_sub(o.started_ns) / 1_000_000,
+                    total_ms,
                     s.downtime_us / 1000
                 );
                 let key = o.key.clone();
@@ -425,6 +514,16 @@ impl MigrationPlane {
                 true
             }
             SourceOutcome::Failed(why) => {
+                let s = o.session.stats;
+                records::update(o.record, |m| {
+                    m.rounds = s.rounds;
+                    m.bytes_sent = s.bytes;
+                });
+                records::fail(
+                    o.record,
+                    alloc::format!("{why}; the VM runs on here"),
+                    Some(now.saturating_sub(o.started_ns) / 1_000_000),
+                );
                 let _ = writeln!(
                     out,
                     "migration of vm {} to {} abandoned: {why}; the VM runs on here",
@@ -465,7 +564,18 @@ impl MigrationPlane {
                     let socket = core::mem::replace(&mut self.listener, {
                         self.stack.sockets_mut().add(fresh)
                     });
+                    let from = peer
+                        .map(|p| alloc::format!("{}", p.addr))
+                        .unwrap_or_else(|| String::from("?"));
+                    let (record, _) = records::add(
+                        "",
+                        MigrationDirection::Incoming,
+                        from,
+                        MigrationPhase::Running,
+                    );
                     self.incoming = Some(Incoming {
+                        record,
+                        started_ns: now,
                         socket,
                         session: DestinationSession::new(DestinationPolicy {
                             tokens: accepted_tokens(config),
@@ -495,14 +605,16 @@ impl MigrationPlane {
                 VmManager::staging_host(),
                 now,
                 &mut |c: &MigrationConfig| {
-                    if !c.images.is_empty() {
-                        return Err(Refusal::MissingImage(c.images[0].name.clone()));
-                    }
+                    check_images(&c.images)?;
                     kvm_paravirt = c.vm_config.first() == Some(&1);
                     Ok(())
                 },
             );
             inc.kvm_paravirt = kvm_paravirt;
+            if let Some(name) = inc.session.vm_name() {
+                let name = String::from(name);
+                records::update(inc.record, |m| m.vm = name);
+            }
             if let Some(arrived) = arrived {
                 let from = inc
                     .peer
@@ -511,15 +623,40 @@ impl MigrationPlane {
                 let paused_at = inc.session.paused_at_ns.unwrap_or(now);
                 // The downtime up to the resume is known once the VM runs: the source line
                 // is written after it, with the figure.
+                // The images were checked at `Config`; they attach read-only, in order.
+                let disk_specs: Vec<crate::vms::disks::DiskSpec> = arrived
+                    .config
+                    .images
+                    .iter()
+                    .map(|image| crate::vms::disks::DiskSpec {
+                        disk: crate::store::claims::DiskName::file(&image.name),
+                        read_only: true,
+                        serial: None,
+                    })
+                    .collect();
                 match vms.adopt_migrated(
                     system,
                     &arrived.state,
                     arrived.memory,
                     inc.kvm_paravirt,
+                    &disk_specs,
                     alloc::format!("migrated from {from}"),
                 ) {
                     Ok(id) => {
                         let downtime_us = now_ns().saturating_sub(paused_at) / 1000;
+                        let (rounds, _) = inc.session.progress();
+                        let total_ms = now.saturating_sub(inc.started_ns) / 1_000_000;
+                        records::update(inc.record, |m| {
+                            m.vm = arrived.config.name.clone();
+                            m.phase = MigrationPhase::Done;
+                            m.rounds = rounds;
+                            m.total_ms = Some(total_ms);
+                            m.downtime_ms = Some(downtime_us / 1000);
+                            m.message = Some(alloc::format!(
+                                "runs here as vm {id} ('{}')",
+                                arrived.config.name
+                            ));
+                        });
                         vms.set_source(
                             id,
                             alloc::format!(
@@ -563,6 +700,15 @@ impl MigrationPlane {
         if !inc.session.is_over() && now.saturating_sub(inc.last_progress_ns) > STALL_NS {
             inc.session
                 .refuse(Refusal::Stream(String::from("the source stopped sending")));
+        }
+        if let Some(refusal) = inc.session.refusal() {
+            let why = alloc::format!("refused: {refusal}");
+            let name = inc.session.vm_name().map(String::from);
+            let total_ms = now.saturating_sub(inc.started_ns) / 1_000_000;
+            if let Some(name) = name {
+                records::update(inc.record, |m| m.vm = name);
+            }
+            records::fail(inc.record, why, Some(total_ms));
         }
         if inc.session.is_over() {
             if inc.session.output().is_empty() {

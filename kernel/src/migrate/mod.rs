@@ -7,6 +7,7 @@
 //! what pre-copy does per round, made observable for tests and diagnosis.
 
 pub mod link;
+pub mod records;
 
 use alloc::string::String;
 use alloc::vec::Vec;

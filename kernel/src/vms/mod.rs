@@ -529,11 +529,25 @@ impl VmManager {
             Some(run) if !run.vm.is_stopped() && !run.vm.is_paused() => run,
             _ => return Err(alloc::format!("vm {key} is not running ({state})")),
         };
-        if !run.disks.is_empty() {
-            return Err(alloc::format!(
-                "vm {key} has disks: migrating VMs with disks is not supported yet (stop it, \
-                 copy its images, start it on the destination)"
-            ));
+        // Read-only store files travel by name and hash (the destination must hold the
+        // same content); writable disks and partitions would need their content copied.
+        for d in &run.disks {
+            if !d.spec.read_only || d.spec.disk.kind == crate::store::claims::DiskKind::Partition {
+                return Err(alloc::format!(
+                    "vm {key} has the writable disk or partition '{}': only read-only store \
+                     images can migrate (stop it, copy the disk, start it on the destination)",
+                    d.spec.disk.name
+                ));
+            }
+            // The stream carries an image's name and hash only: the guest must read the
+            // serial the destination derives from the name.
+            if d.spec.serial.is_some() {
+                return Err(alloc::format!(
+                    "vm {key}'s disk '{}' has its own serial: only disks with the default \
+                     serial (their name) can migrate",
+                    d.spec.disk.name
+                ));
+            }
         }
         if !run.nics.is_empty() {
             return Err(alloc::format!(
@@ -545,6 +559,7 @@ impl VmManager {
             memory_size: run.vm.memory_size(),
             vcpus: run.vm.cpu_count() as u32,
             kvm_paravirt: run.vm.offers_kvm_clock(),
+            disks: run.disks.iter().map(|d| d.spec.clone()).collect(),
         })
     }
 
@@ -552,6 +567,8 @@ impl VmManager {
     pub fn remove_migrated(&mut self, key: &str) {
         if let Some(i) = self.index(key) {
             let e = self.vms.remove(i);
+            // Its read-only images are free for other VMs here again.
+            disks::release(e.id);
             if self.attached == Some(e.id) {
                 self.attached = None;
             }
@@ -567,24 +584,37 @@ impl VmManager {
         state: &[u8],
         memory: keel_vmm::memory::GuestMemory,
         kvm_paravirt: bool,
+        disk_specs: &[disks::DiskSpec],
         source: String,
     ) -> Result<u32, String> {
         let id = self.next_id;
         let label = alloc::format!("vm{id}");
         let key = alloc::format!("{id}");
         self.release_stopped();
+        let opened = disks::open_all(disk_specs).map_err(|e| alloc::format!("{e}"))?;
+        disks::claim(id, &key, &opened).map_err(|e| alloc::format!("{e}"))?;
         let paravirt = if kvm_paravirt {
             keel_config::schema::Paravirt::Kvm
         } else {
             keel_config::schema::Paravirt::None
         };
-        let rebuild = KernelRebuild::new(system, id, &label, &key, Vec::new(), &[], paravirt);
-        let mut vm = Vm::restore_migrated(id, label.clone(), state, memory, &rebuild, &TscClock)
-            .map_err(|e| alloc::format!("{e}"))?;
-        let (disks, nics) = rebuild
-            .into_devices()
-            .map_err(|_| String::from("its devices could not be attached"))?;
-        vm.resume(&TscClock).map_err(|e| alloc::format!("{e}"))?;
+        let rebuild = KernelRebuild::new(system, id, &label, &key, opened, &[], paravirt);
+        let restored = Vm::restore_migrated(id, label.clone(), state, memory, &rebuild, &TscClock);
+        let (mut vm, disks, nics) = match (restored, rebuild.into_devices()) {
+            (Ok(vm), Ok((d, n))) => (vm, d, n),
+            (Err(e), _) => {
+                disks::release(id);
+                return Err(alloc::format!("{e}"));
+            }
+            (_, Err(_)) => {
+                disks::release(id);
+                return Err(String::from("its devices could not be attached"));
+            }
+        };
+        if let Err(e) = vm.resume(&TscClock) {
+            disks::release(id);
+            return Err(alloc::format!("{e}"));
+        }
         self.next_id += 1;
         defmt::info!("vm {=u32} migrated in", id);
         self.vms.push(Entry {
@@ -617,6 +647,8 @@ pub struct MigrationCandidate {
     pub vcpus: u32,
     /// Whether its CPUID offers KVM's paravirtual interface.
     pub kvm_paravirt: bool,
+    /// Its disks: read-only store files, in attach order.
+    pub disks: Vec<disks::DiskSpec>,
 }
 
 impl VmManager {

@@ -70,6 +70,8 @@ pub struct Mock {
     pub disk_space_mib: u64,
     /// Snapshots in the store (`api::snapshots`).
     pub snapshots: Vec<super::Snapshot>,
+    /// Migrations asked for (`api::migrate`).
+    pub migrations: Vec<super::Migration>,
 }
 
 /// A configured VM as `POST /api/v1/vms` would define it.
@@ -137,6 +139,7 @@ impl Default for Mock {
             vms: Vec::new(),
             saved: Vec::new(),
             snapshots: Vec::new(),
+            migrations: Vec::new(),
             free_mib: 400,
             store: Some(vec![
                 StoreFile {

@@ -40,6 +40,7 @@ pub mod console_ws;
 pub mod disks;
 pub mod events;
 pub mod metrics;
+pub mod migrate;
 pub mod openapi;
 pub mod page;
 pub mod routes;
@@ -55,6 +56,10 @@ mod tests;
 
 pub use disks::{CreateDisk, DiskKind, DiskList, DiskManagement, DiskUse, GuestDisk};
 pub use events::{Event, EventKind, EventList};
+pub use migrate::{
+    MigrateRequest, Migration, MigrationDirection, MigrationList, MigrationLog,
+    MigrationManagement, MigrationPhase,
+};
 pub use routes::{API_PREFIX, Op, ROUTES, Route};
 pub use snapshots::{
     Snapshot, SnapshotDiskView, SnapshotList, SnapshotManagement, SnapshotRequest,
@@ -253,6 +258,8 @@ impl Router {
             Op::ShowSnapshot => snapshots::show(mgmt, snapshot()?)?,
             Op::RestoreSnapshot => snapshots::restore(mgmt, snapshot()?, req)?,
             Op::DeleteSnapshot => snapshots::delete(mgmt, snapshot()?)?,
+            Op::MigrateVm => migrate::start(mgmt, &key()?, req)?,
+            Op::Migrations => migrate::list(mgmt),
             Op::Events => events::list(mgmt, req)?,
             Op::Metrics => metrics::get(mgmt, &self.requests),
         })

@@ -269,6 +269,19 @@ fn successes(op: Op) -> Value {
                 "content": { "application/json": { "schema": schema_ref("Snapshot") } }
             }
         }),
+        Op::MigrateVm => json!({
+            "202": {
+                "description": "The migration was accepted and runs in the background.",
+                "headers": {
+                    "Location": {
+                        "description": "Where its progress shows (`/api/v1/migrations`).",
+                        "schema": { "type": "string" }
+                    }
+                },
+                "content": { "application/json": { "schema": schema_ref("Migration") } }
+            }
+        }),
+        Op::Migrations => json!({ "200": ok("The migrations since boot.", "MigrationList") }),
         Op::ListSnapshots => json!({ "200": ok("The snapshots in the store.", "SnapshotList") }),
         Op::ShowSnapshot => json!({ "200": ok("The snapshot.", "Snapshot") }),
         Op::RestoreSnapshot => json!({ "201": created("The VM was restored and runs.") }),
@@ -488,6 +501,22 @@ fn operation(op: Op) -> Value {
                     "application/json": { "schema": schema_ref("SnapshotRequest") }
                 }
             }
+        }),
+        Op::MigrateVm => json!({
+            "operationId": "migrateVm",
+            "summary": "Live-migrate a running VM to another appliance (`vm migrate`)",
+            "description": "Moves the VM over the migration link                 (`management.migration_link`) to the appliance at `host` (its link address)                 and `port` (default: this appliance's `management.migration_port`),                 presenting `management.migration_token` (else the first API token). The                 VM keeps running during pre-copy; on success it runs on the destination and                 is gone here, on failure it runs on here. 409 when a migration is under way                 or the VM cannot move (not running; disks or NICs); 422 for a host that is                 not an IPv4 address or port 0; 503 without a migration link.",
+            "requestBody": {
+                "required": true,
+                "content": {
+                    "application/json": { "schema": schema_ref("MigrateRequest") }
+                }
+            }
+        }),
+        Op::Migrations => json!({
+            "operationId": "listMigrations",
+            "summary": "Migrations since boot, in and out, with their progress",
+            "description": "The most recent migrations, oldest first: phase                 (`requested`, `running`, `done`, `failed`), rounds, bytes sent, total time                 and downtime, and why one failed."
         }),
         Op::ListSnapshots => json!({
             "operationId": "listSnapshots",
@@ -834,6 +863,7 @@ fn schemas() -> Value {
     requests.subschema_for::<SaveRequest>();
     requests.subschema_for::<super::SnapshotRequest>();
     requests.subschema_for::<super::SnapshotRestoreRequest>();
+    requests.subschema_for::<super::MigrateRequest>();
     requests.subschema_for::<CreateDisk>();
     // ...and response bodies as it writes them (every field is always there).
     let mut responses = generator(Contract::Serialize);
@@ -852,6 +882,8 @@ fn schemas() -> Value {
     responses.subschema_for::<SavedVmList>();
     responses.subschema_for::<super::Snapshot>();
     responses.subschema_for::<super::SnapshotList>();
+    responses.subschema_for::<super::Migration>();
+    responses.subschema_for::<super::MigrationList>();
     responses.subschema_for::<DiskList>();
     responses.subschema_for::<GuestDisk>();
     responses.subschema_for::<NetworkView>();

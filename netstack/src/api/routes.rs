@@ -86,6 +86,10 @@ pub enum Op {
     RestoreSnapshot,
     /// `DELETE /api/v1/snapshots/{snapshot}`.
     DeleteSnapshot,
+    /// `POST /api/v1/vms/{name}/migrate`: live migration to another appliance.
+    MigrateVm,
+    /// `GET /api/v1/migrations`: the migrations since boot.
+    Migrations,
     /// `GET /api/v1/events`: the event log.
     Events,
     /// `GET /metrics`: Prometheus metrics.
@@ -408,6 +412,22 @@ pub static ROUTES: &[Route] = &[
         &[400, 404, 409, 500, 503],
     ),
     route("GET", "/api/v1/network", false, Op::Network, &[200], &[]),
+    route(
+        "POST",
+        "/api/v1/vms/{name}/migrate",
+        false,
+        Op::MigrateVm,
+        &[202],
+        &[400, 404, 409, 422, 503],
+    ),
+    route(
+        "GET",
+        "/api/v1/migrations",
+        false,
+        Op::Migrations,
+        &[200],
+        &[],
+    ),
     route("GET", "/api/v1/events", false, Op::Events, &[200], &[400]),
     route("GET", "/metrics", false, Op::Metrics, &[200], &[]),
 ];

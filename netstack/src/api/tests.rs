@@ -21,6 +21,8 @@ mod console_ws_routes;
 mod disk_routes;
 #[path = "events_tests.rs"]
 mod event_routes;
+#[path = "migrate_tests.rs"]
+mod migrate_routes;
 #[path = "network_tests.rs"]
 mod network_routes;
 #[path = "saved_tests.rs"]
@@ -546,6 +548,9 @@ fn every_listed_handler_error_is_reachable() {
             let body = (method == "POST").then_some("");
             record(&mut mock, method, &format!("{path}{suffix}"), body);
         }
+    }
+    for path in ["/api/v1/vms/ABC/migrate", "/api/v1/vms/nosuch/migrate"] {
+        record(&mut mock, "POST", path, Some(r#"{"host":"10.0.0.2"}"#));
     }
     record(&mut mock, "POST", "/api/v1/vms/2/resume", Some(""));
     record(&mut mock, "POST", "/api/v1/vms/2/pause", Some(""));

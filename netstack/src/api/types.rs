@@ -26,7 +26,11 @@ use crate::iface::NetStatus;
 /// A VM is named by a `key`: the name of a VM defined in the configuration, or the number
 /// of any VM (`vm list`'s first column), in decimal. The router checks a key's syntax
 /// ([`VmKey`]) before it calls; the kernel says whether a VM has it.
-pub trait Management: super::disks::DiskManagement + super::snapshots::SnapshotManagement {
+pub trait Management:
+    super::disks::DiskManagement
+    + super::snapshots::SnapshotManagement
+    + super::migrate::MigrationManagement
+{
     /// Version, uptime, CPUs, memory, virtualization, network.
     fn system(&self) -> SystemInfo;
     /// The guest payloads VMs can be started from.

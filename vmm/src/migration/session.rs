@@ -381,6 +381,10 @@ pub struct DestinationSession {
     start: Option<Start>,
     /// When `Pause` arrived (the caller's clock, nanoseconds), for the downtime.
     pub paused_at_ns: Option<u64>,
+    /// Why this end refused, once it did (for the operator's view of the migration).
+    refused: Option<Refusal>,
+    /// The VM's name, once its configuration arrived.
+    vm_name: Option<String>,
 }
 
 impl DestinationSession {
@@ -394,7 +398,19 @@ impl DestinationSession {
             config: None,
             start: None,
             paused_at_ns: None,
+            refused: None,
+            vm_name: None,
         }
+    }
+
+    /// Why this end refused the migration, if it did.
+    pub fn refusal(&self) -> Option<&Refusal> {
+        self.refused.as_ref()
+    }
+
+    /// The migrating VM's name, once its configuration arrived.
+    pub fn vm_name(&self) -> Option<&str> {
+        self.vm_name.as_deref()
     }
 
     /// Bytes to send back.
@@ -416,7 +432,8 @@ impl DestinationSession {
     pub fn refuse(&mut self, refusal: Refusal) {
         self.destination.fail();
         self.memory = None;
-        Reply::Refused(refusal).encode(&mut self.out);
+        Reply::Refused(refusal.clone()).encode(&mut self.out);
+        self.refused = Some(refusal);
     }
 
     /// The VM runs here: tells the source.
@@ -469,6 +486,7 @@ impl DestinationSession {
                     Reply::Accepted.encode(&mut self.out);
                 }
                 DestinationEvent::Configured(config) => {
+                    self.vm_name = Some(config.name.clone());
                     if let Err(refusal) = admit(&config) {
                         self.refuse(refusal);
                         return None;
