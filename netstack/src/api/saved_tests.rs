@@ -78,7 +78,7 @@ fn save_list_show_restore_delete() {
             "name": "4", "number": 4, "configured": false, "source": "saved:web",
             "state": "paused", "stop_reason": null, "memory_mib": 256, "vcpus": 1,
             "uptime_s": 0, "autostart": false, "exits": {}, "backend": "svm",
-            "console_bytes": 0, "kernel": null, "firmware": null, "initrd": null,
+            "console_bytes": 0, "run_ms": 0, "kernel": null, "firmware": null, "initrd": null,
             "cmdline": null, "disks": [], "nics": []
         })
     );

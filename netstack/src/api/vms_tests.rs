@@ -64,7 +64,7 @@ fn show_by_name_or_number() {
             "name": "web", "number": 1, "configured": true, "source": "store:vmlinuz-6.1",
             "state": "running", "stop_reason": null, "memory_mib": 256, "vcpus": 1,
             "uptime_s": 12, "autostart": true, "exits": {"hlt": 1, "io": 3}, "backend": "svm",
-            "console_bytes": 21, "kernel": "vmlinuz-6.1", "firmware": null,
+            "console_bytes": 21, "run_ms": 0, "kernel": "vmlinuz-6.1", "firmware": null,
             "initrd": "initrd.cpio", "cmdline": "console=ttyS0", "disks": [], "nics": []
         })
     );
@@ -732,7 +732,7 @@ fn run_module_starts_ad_hoc_vms() {
             "state": "running", "stop_reason": null, "memory_mib": 32, "vcpus": 2,
             "uptime_s": 0,
             "autostart": false, "exits": {"hlt": 1, "io": 3}, "backend": "svm",
-            "console_bytes": 0, "kernel": null, "firmware": null, "initrd": null,
+            "console_bytes": 0, "run_ms": 0, "kernel": null, "firmware": null, "initrd": null,
             "cmdline": null, "disks": [], "nics": []
         })
     );
