@@ -914,7 +914,11 @@ mod iret_step_tests {
         v.set32(offset::INTERCEPT_EXCEPTIONS, 1 << 14);
         let saved = arm_iret_step(&mut v);
         assert_eq!(saved, 0xffff_0ff1);
-        assert_eq!(v.get(offset::RFLAGS), 0x2 | RFLAGS_TF, "TF makes the IRET trap");
+        assert_eq!(
+            v.get(offset::RFLAGS),
+            0x2 | RFLAGS_TF,
+            "TF makes the IRET trap"
+        );
         assert_eq!(
             v.get32(offset::INTERCEPT_EXCEPTIONS),
             (1 << 14) | (1 << VECTOR_DB),
@@ -924,7 +928,11 @@ mod iret_step_tests {
         v.set(offset::DR6, 0xffff_4ff1);
         v.set(offset::RFLAGS, 0x246);
         disarm_iret_step(&mut v, saved);
-        assert_eq!(v.get(offset::DR6), 0xffff_0ff1, "the guest never sees the step");
+        assert_eq!(
+            v.get(offset::DR6),
+            0xffff_0ff1,
+            "the guest never sees the step"
+        );
         assert_eq!(v.get(offset::RFLAGS), 0x246, "popped flags are the guest's");
         assert_eq!(v.get32(offset::INTERCEPT_EXCEPTIONS), 1 << 14);
     }
