@@ -205,6 +205,8 @@ enum NmiMask {
 /// Intercept bit of #DB in `INTERCEPT_EXCEPTIONS`.
 const DB_INTERCEPT: u32 = 1 << VECTOR_DB;
 const RFLAGS_TF: u64 = 1 << 8;
+/// DR6.BS: the #DB is a single-step trap.
+const DR6_BS: u64 = 1 << 14;
 
 /// Single-steps the intercepted IRET that ends the guest's NMI handler, so that an exit
 /// follows it at once and a waiting NMI is delivered at the next instruction boundary, not at
@@ -579,10 +581,11 @@ impl SvmVcpu {
             }
             c if c == exit::EXCEPTION_BASE + u64::from(VECTOR_DB) => {
                 self.internal.other += 1;
+                let single_step = self.vmcb_ref().get(offset::DR6) & DR6_BS != 0;
                 match self.iret_step_dr6.take() {
                     // The trap after the IRET: NMIs are open now (RIP has moved on, see
                     // `run`); hand back to the VM loop so a waiting NMI goes in at once.
-                    Some(dr6) if self.nmi == NmiMask::Open => {
+                    Some(dr6) if single_step && self.nmi == NmiMask::Open => {
                         disarm_iret_step(&mut self.vmcb(), dr6);
                         Some(VmExit::Interrupted)
                     }
