@@ -39,6 +39,7 @@ use crate::vcpu::{
 
 const RFLAGS_IF: u64 = 1 << 9;
 const MSR_EFER: u32 = 0xc000_0080;
+const VECTOR_DB: u8 = 1;
 const VECTOR_UD: u8 = 6;
 const VECTOR_GP: u8 = 13;
 /// `TLB_CONTROL`: flush the whole TLB (every ASID).
@@ -179,12 +180,18 @@ pub struct SvmVcpu {
     stopped: bool,
     /// NMI state, which the VMCB does not show: see [`NmiMask`].
     nmi: NmiMask,
+    /// The IRET ending an NMI handler is being single-stepped ([`arm_iret_step`]): the
+    /// guest's DR6 to put back when the trap arrives.
+    iret_step_dr6: Option<u64>,
 }
 
 /// Whether the guest may take an NMI. An injected NMI blocks further ones until the guest's
 /// IRET (APM §15.20, as on hardware); SVM keeps that blocking out of sight, so the VMM
 /// intercepts IRET while an NMI is in service and unblocks once the IRET has run — at the
 /// first exit with RIP away from it.
+///
+/// The IRET itself is single-stepped ([`arm_iret_step`]) so that the exit comes right after it
+/// and a waiting NMI is delivered at that instruction boundary, as on hardware.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum NmiMask {
     /// No NMI in service.
@@ -193,6 +200,34 @@ enum NmiMask {
     InService,
     /// The guest reached the IRET at this RIP; NMIs open once RIP has moved on.
     Returning(u64),
+}
+
+/// Intercept bit of #DB in `INTERCEPT_EXCEPTIONS`.
+const DB_INTERCEPT: u32 = 1 << VECTOR_DB;
+const RFLAGS_TF: u64 = 1 << 8;
+/// DR6.BS: the #DB is a single-step trap.
+const DR6_BS: u64 = 1 << 14;
+
+/// Single-steps the intercepted IRET that ends the guest's NMI handler, so that an exit
+/// follows it at once and a waiting NMI is delivered at the next instruction boundary, not at
+/// whatever exit comes later (kvm-unit-tests' `eventinj`: a nested NMI delivered in the
+/// middle of the interrupted code's `printf` spun on its lock forever). RFLAGS.TF before an
+/// instruction raises the trap after it whatever flags the IRET pops (SDM Vol. 3 §18.3.1.4);
+/// the trap's #DB is intercepted. Returns the guest's DR6, which the trap changes.
+fn arm_iret_step<B: core::borrow::BorrowMut<[u8; 4096]>>(v: &mut Vmcb<B>) -> u64 {
+    let rflags = v.get(offset::RFLAGS);
+    v.set(offset::RFLAGS, rflags | RFLAGS_TF);
+    let intercepts = v.get32(offset::INTERCEPT_EXCEPTIONS);
+    v.set32(offset::INTERCEPT_EXCEPTIONS, intercepts | DB_INTERCEPT);
+    v.get(offset::DR6)
+}
+
+/// Undoes [`arm_iret_step`] once its trap arrived: #DB is no longer intercepted and DR6 is
+/// the guest's again. RFLAGS is the one the IRET popped and stays as it is.
+fn disarm_iret_step<B: core::borrow::BorrowMut<[u8; 4096]>>(v: &mut Vmcb<B>, guest_dr6: u64) {
+    let intercepts = v.get32(offset::INTERCEPT_EXCEPTIONS);
+    v.set32(offset::INTERCEPT_EXCEPTIONS, intercepts & !DB_INTERCEPT);
+    v.set(offset::DR6, guest_dr6);
 }
 
 impl SvmVcpu {
@@ -237,6 +272,7 @@ impl SvmVcpu {
             internal: InternalExits::default(),
             stopped: false,
             nmi: NmiMask::Open,
+            iret_step_dr6: None,
         };
         let regs = super::start_registers(start);
         // The ASID field is written at the first VMRUN, when this CPU assigns one.
@@ -537,8 +573,29 @@ impl SvmVcpu {
                 // the IRET has run (it runs at the next entry).
                 self.nmi = NmiMask::Returning(rip);
                 self.set_intercept(vmcb::misc1::IRET, false);
+                if self.iret_step_dr6.is_none() {
+                    self.iret_step_dr6 = Some(arm_iret_step(&mut self.vmcb()));
+                }
                 self.internal.other += 1;
                 None
+            }
+            c if c == exit::EXCEPTION_BASE + u64::from(VECTOR_DB) => {
+                self.internal.other += 1;
+                let single_step = self.vmcb_ref().get(offset::DR6) & DR6_BS != 0;
+                match self.iret_step_dr6.take() {
+                    // The trap after the IRET: NMIs are open now (RIP has moved on, see
+                    // `run`); hand back to the VM loop so a waiting NMI goes in at once.
+                    Some(dr6) if single_step && self.nmi == NmiMask::Open => {
+                        disarm_iret_step(&mut self.vmcb(), dr6);
+                        Some(VmExit::Interrupted)
+                    }
+                    // A #DB of the guest's own while the step is armed: it is the guest's.
+                    armed => {
+                        self.iret_step_dr6 = armed;
+                        self.inject_exception(VECTOR_DB, None);
+                        None
+                    }
+                }
             }
             exit::IOIO => Some(self.handle_ioio(info1, info2)),
             exit::NPF => Some(self.handle_npf(memory, info1, info2)),
@@ -831,9 +888,55 @@ impl Vcpu for SvmVcpu {
         let _ = self.msrs.restore(out.msrs);
         self.gprs.0 = out.gpr;
         self.nmi = out.nmi;
+        // A restored vCPU is not in the middle of an IRET step: #DB is the guest's.
+        if self.iret_step_dr6.take().is_some() {
+            let mut v = self.vmcb();
+            let intercepts = v.get32(offset::INTERCEPT_EXCEPTIONS);
+            v.set32(offset::INTERCEPT_EXCEPTIONS, intercepts & !DB_INTERCEPT);
+        }
         self.pending = None;
         self.stopped = false;
         self.flush_guest = true;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod iret_step_tests {
+    use std::boxed::Box;
+
+    use super::*;
+
+    #[test]
+    fn the_iret_ending_an_nmi_handler_is_single_stepped_and_dr6_comes_back() {
+        let mut page = Box::new([0u8; 4096]);
+        let mut v = Vmcb::new(&mut page);
+        // NMI handler flags (IF off) and a DR6 with the guest's own breakpoint bit.
+        v.set(offset::RFLAGS, 0x2);
+        v.set(offset::DR6, 0xffff_0ff1);
+        v.set32(offset::INTERCEPT_EXCEPTIONS, 1 << 14);
+        let saved = arm_iret_step(&mut v);
+        assert_eq!(saved, 0xffff_0ff1);
+        assert_eq!(
+            v.get(offset::RFLAGS),
+            0x2 | RFLAGS_TF,
+            "TF makes the IRET trap"
+        );
+        assert_eq!(
+            v.get32(offset::INTERCEPT_EXCEPTIONS),
+            (1 << 14) | (1 << VECTOR_DB),
+            "the trap's #DB exits, other intercepts stay"
+        );
+        // The trap: the CPU set DR6.BS, the IRET popped the interrupted code's flags.
+        v.set(offset::DR6, 0xffff_4ff1);
+        v.set(offset::RFLAGS, 0x246);
+        disarm_iret_step(&mut v, saved);
+        assert_eq!(
+            v.get(offset::DR6),
+            0xffff_0ff1,
+            "the guest never sees the step"
+        );
+        assert_eq!(v.get(offset::RFLAGS), 0x246, "popped flags are the guest's");
+        assert_eq!(v.get32(offset::INTERCEPT_EXCEPTIONS), 1 << 14);
     }
 }

@@ -11,6 +11,7 @@ pub mod reason {
     pub const EXTERNAL_INTERRUPT: u16 = 1;
     pub const TRIPLE_FAULT: u16 = 2;
     pub const INTERRUPT_WINDOW: u16 = 7;
+    pub const NMI_WINDOW: u16 = 8;
     pub const INIT: u16 = 3;
     pub const TASK_SWITCH: u16 = 9;
     pub const CPUID: u16 = 10;

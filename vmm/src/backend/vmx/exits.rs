@@ -4,6 +4,7 @@
 //! | exit (basic reason) | result |
 //! | --- | --- |
 //! | 1 external interrupt, 52 preemption timer | [`VmExit::Interrupted`] |
+//! | 8 NMI window (set while an NMI waits on blocking) | control cleared, [`VmExit::Interrupted`] |
 //! | 0 NMI | handed to the host's NMI handler, then [`VmExit::Interrupted`] |
 //! | 2 triple fault | [`VmExit::Shutdown`] |
 //! | 10 CPUID | answered from the [`CpuidPolicy`](crate::cpuid::CpuidPolicy) |
@@ -184,6 +185,12 @@ impl VmxVcpu {
             reason::INTERRUPT_WINDOW => {
                 self.request_interrupt_window(false);
                 Some(VmExit::InterruptWindow)
+            }
+            reason::NMI_WINDOW => {
+                // Blocking by NMI ended: back to the VM loop, which injects the waiting NMI.
+                self.set_proc_control(vmcs::proc::NMI_WINDOW_EXITING, false);
+                self.internal.other += 1;
+                Some(VmExit::Interrupted)
             }
             reason::RDMSR | reason::WRMSR
                 if msr::platform_owned(self.regs.gpr[Gpr::Rcx as usize] as u32) =>

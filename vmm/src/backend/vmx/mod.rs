@@ -430,6 +430,9 @@ pub struct VmxVcpu {
     pause_exiting_allowed: bool,
     /// The "virtual NMIs" control is set.
     virtual_nmis: bool,
+    /// Virtual NMIs are on and the CPU lets "NMI-window exiting" be set: a blocked NMI gets
+    /// an exit at the instruction boundary where blocking ends (the IRET of the handler).
+    nmi_window_allowed: bool,
     /// The VMX-preemption timer value written before each entry (0: no timer).
     preemption_timer: u64,
     launched: bool,
@@ -494,6 +497,8 @@ impl VmxVcpu {
             misc_stores_lma: caps.misc & vmcs::MISC_STORES_LMA != 0,
             pause_exiting_allowed: caps.proc_based.allows(vmcs::proc::PAUSE_EXITING),
             virtual_nmis: controls.pin & vmcs::pin::VIRTUAL_NMIS != 0,
+            nmi_window_allowed: controls.pin & vmcs::pin::VIRTUAL_NMIS != 0
+                && caps.proc_based.allows(vmcs::proc::NMI_WINDOW_EXITING),
             preemption_timer: if controls.pin & vmcs::pin::PREEMPTION_TIMER != 0 {
                 vmcs::preemption_timer_value(caps.misc)
             } else {
@@ -946,6 +951,12 @@ impl Vcpu for VmxVcpu {
             || v.read(field::GUEST_INTERRUPTIBILITY) & (BLOCKING_STI_MOV_SS | BLOCKING_NMI) != 0
             || v.read(field::ENTRY_INTERRUPTION_INFO) as u32 & exit_info::intr::VALID != 0
         {
+            // Blocked: exit as soon as the guest can take it (right after the IRET that ends
+            // its handler), not at whatever exit comes later — kvm-unit-tests' `eventinj`
+            // hung when a nested NMI went in inside the interrupted code's `printf` lock.
+            if self.nmi_window_allowed {
+                self.set_proc_control(vmcs::proc::NMI_WINDOW_EXITING, true);
+            }
             return Ok(false);
         }
         let info = exit_info::intr::VALID | exit_info::intr::TYPE_NMI | 2;
