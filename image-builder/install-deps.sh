@@ -16,11 +16,20 @@
 #                       boots in the guest-disk tests
 #   kmod                modinfo, to read a kernel module's dependencies by hand
 #   sslscan             the TLS scan of the management API (qemu-tests/tests/tls.rs)
+#   prometheus          promtool, which checks the appliance's /metrics text
+#                       (qemu-tests/tests/metrics.rs; the server it also brings is not started)
+#   npm                 fetches xterm.js for the web page at build time (web/fetch-assets.sh,
+#                       pinned by web/package-lock.json)
+#   chromium chromium-driver
+#                       the web console's browser test (qemu-tests/tests/web_console.rs,
+#                       Selenium from PyPI in its own virtualenv, below)
+#   gcc make            build kvm-unit-tests from ../shared/vendor into target/kvm-unit-tests/
+#                       (qemu-tests/src/kut, tests/kvm_unit_tests.rs)
 #
 # Also (with rustup/cargo): the pinned nightly and cargo-fuzz, for the fuzz smoke.
 set -euo pipefail
 
-PACKAGES="qemu-system-x86 ovmf bochs bochsbios vgabios grub-pc-bin grub-efi-amd64-bin xorriso mtools binutils python3-venv e2fsprogs gdisk dosfstools kmod sslscan"
+PACKAGES="qemu-system-x86 ovmf bochs bochsbios vgabios grub-pc-bin grub-efi-amd64-bin xorriso mtools binutils python3-venv e2fsprogs gdisk dosfstools kmod sslscan prometheus npm chromium chromium-driver gcc make"
 
 die() {
     echo "install-deps: error: $*" >&2
@@ -34,6 +43,11 @@ fi
 
 missing=()
 for pkg in $PACKAGES; do
+    # npm may come with a nodejs from elsewhere (nodesource, nvm), which Debian's npm
+    # conflicts with: only a missing command counts.
+    if [ "$pkg" = npm ] && command -v npm >/dev/null 2>&1; then
+        continue
+    fi
     # `dpkg -s` also succeeds for removed packages whose configuration remains: check the state.
     if ! dpkg -s "$pkg" 2>/dev/null | grep -q '^Status: install ok installed$'; then
         missing+=("$pkg")
@@ -110,49 +124,9 @@ if [ ! -x "$venv/bin/schemathesis" ] \
 fi
 echo "install-deps: $("$venv/bin/schemathesis" --version)"
 
-# promtool (Debian's `prometheus` package) checks the appliance's /metrics text in
-# qemu-tests/tests/metrics.rs. Its own block: the package also brings a Prometheus server,
-# which nothing here starts.
-if ! command -v promtool >/dev/null 2>&1; then
-    if [ "$(id -u)" -eq 0 ]; then
-        sudo=()
-    elif command -v sudo >/dev/null 2>&1; then
-        sudo=(sudo)
-    else
-        die "not root and sudo not found: as root, run apt-get install prometheus (for promtool)"
-    fi
-    echo "install-deps: installing prometheus (promtool)"
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y --no-install-recommends prometheus \
-        || { "${sudo[@]}" apt-get update && "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
-            apt-get install -y --no-install-recommends prometheus; } \
-        || die "apt-get install prometheus failed (see apt's message above)"
-fi
 echo "install-deps: $(promtool --version 2>&1 | head -n 1)"
 
-# The web console (issue 17): npm fetches xterm.js for the page at build time
-# (web/fetch-assets.sh, pinned by web/package-lock.json); the browser test
-# (qemu-tests/tests/web_console.rs) drives Debian's chromium through chromium-driver with
-# Selenium from PyPI, in its own virtualenv under target/.
-WEB_PACKAGES="npm chromium chromium-driver"
-web_missing=()
-for pkg in $WEB_PACKAGES; do
-    if ! dpkg -s "$pkg" 2>/dev/null | grep -q '^Status: install ok installed$'; then
-        # npm may come from elsewhere (nodesource, nvm): only a missing command counts.
-        if [ "$pkg" = npm ] && command -v npm >/dev/null 2>&1; then
-            continue
-        fi
-        web_missing+=("$pkg")
-    fi
-done
-if [ "${#web_missing[@]}" -gt 0 ]; then
-    if [ "$(id -u)" -eq 0 ]; then sudo=(); else sudo=(sudo); fi
-    echo "install-deps: installing ${web_missing[*]}"
-    "${sudo[@]}" apt-get update || die "apt-get update failed: check the network, then rerun"
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y --no-install-recommends "${web_missing[@]}" \
-        || die "apt-get install ${web_missing[*]} failed (see apt's message above)"
-fi
+# The web console's assets (xterm.js from npm) and the browser test's Selenium (PyPI).
 bash "$workspace/web/fetch-assets.sh" || die "web/fetch-assets.sh failed (npm registry unreachable?)"
 SELENIUM_VERSION="4.38.0"
 web_venv="$workspace/target/selenium-venv"
@@ -164,30 +138,3 @@ if ! "$web_venv/bin/python" -c "import selenium, sys; sys.exit(selenium.__versio
         || die "pip install selenium failed (PyPI unreachable?)"
 fi
 echo "install-deps: selenium $SELENIUM_VERSION, $(chromium --version 2>/dev/null || echo 'chromium missing')"
-
-# kvm-unit-tests (qemu-tests/src/kut, tests/kvm_unit_tests.rs, the kvm-unit-tests binary):
-# built from ../shared/vendor/kvm-unit-tests-1da1819.tar.gz on first use into
-# target/kvm-unit-tests/ with ./configure --arch=x86_64 && make, which needs GCC and make
-# (binutils is above).
-KUT_PACKAGES="gcc make"
-kut_missing=()
-for pkg in $KUT_PACKAGES; do
-    if ! dpkg -s "$pkg" 2>/dev/null | grep -q '^Status: install ok installed$'; then
-        kut_missing+=("$pkg")
-    fi
-done
-if [ "${#kut_missing[@]}" -gt 0 ]; then
-    if [ "$(id -u)" -eq 0 ]; then
-        kut_sudo=()
-    elif command -v sudo >/dev/null 2>&1; then
-        kut_sudo=(sudo)
-    else
-        die "not root and sudo not found: as root, run apt-get install ${kut_missing[*]}"
-    fi
-    echo "install-deps: installing ${kut_missing[*]} for kvm-unit-tests"
-    "${kut_sudo[@]}" apt-get update || die "apt-get update failed (for ${kut_missing[*]})"
-    "${kut_sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y --no-install-recommends "${kut_missing[@]}" \
-        || die "apt-get install ${kut_missing[*]} failed (kvm-unit-tests' build needs them)"
-fi
-echo "install-deps: gcc and make for kvm-unit-tests present"
