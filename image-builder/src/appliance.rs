@@ -10,7 +10,7 @@
 //! ([`Config::to_json_pretty`]) in slot A with generation 1, written by
 //! [`crate::gpt_image::write_image`].
 //!
-//! Without `--config`, the image gets [`default_config`]: the built-in defaults plus the API
+//! Without `--config`, the image gets [`crate::tls_cert::default_config`]: the built-in defaults plus the API
 //! token `keel build` keeps in `target/keel/api-token`.
 
 use std::collections::BTreeMap;
@@ -291,19 +291,6 @@ fn value_to_json(
             table_to_json(text, table, path, spans)?
         }
     })
-}
-
-/// The configuration of an image built without `--config`: [`Config::default`] with `token`
-/// as the only API token (the one `keel build` also puts on the kernel command line), and
-/// the HTTPS certificate `keel build` keeps in `target/keel/` ([`crate::tls_cert`]; without
-/// it, the appliance makes its own at first boot).
-pub fn default_config(token: &str) -> Config {
-    let mut config = Config::default();
-    config.management.api_tokens.push(token.to_string());
-    match crate::tls_cert::load_or_create(&crate::output_dir(), &config.hostname) {
-        Ok(identity) => crate::tls_cert::with_certificate(config, &identity),
-        Err(_) => config,
-    }
 }
 
 #[cfg(test)]

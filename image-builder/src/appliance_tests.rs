@@ -254,7 +254,7 @@ fn load_names_the_file() {
 #[test]
 fn the_default_configuration_carries_the_build_token() {
     let token = "0123456789abcdef0123456789abcdef";
-    let config = default_config(token);
+    let config = crate::tls_cert::default_config(token);
     assert_eq!(config.management.api_tokens, [token]);
     assert_eq!(
         Config {

@@ -162,7 +162,7 @@ fn written_image_reads_back() {
     ];
     let out = tmp.path().join("keel.img");
     let grub_images = fake_grub();
-    let mut config = crate::appliance::default_config("0123456789abcdef0123456789abcdef");
+    let mut config = crate::tls_cert::default_config("0123456789abcdef0123456789abcdef");
     config.hostname = "readback".into();
     let summary = write_image(&grub_images, &files, &[], &config.to_json_pretty(), &out).unwrap();
     let layout = summary.layout;

@@ -70,7 +70,7 @@ pub struct BuildOptions {
     /// Suppress progress output on stderr (and cargo's output unless the compile fails).
     pub quiet: bool,
     /// The appliance configuration (TOML) to store in the configuration partition. `None`:
-    /// the defaults plus the build's API token ([`appliance::default_config`]), or the demo
+    /// the defaults plus the build's API token ([`tls_cert::default_config`]), or the demo
     /// configuration (see `demo`).
     pub config: Option<PathBuf>,
     /// When neither `config` nor `store` is given: add the demo VM ([`demo`]), downloading
@@ -242,7 +242,7 @@ pub fn build_with_profile(
     let config = match (operator_config, &demo) {
         (Some(config), _) => config,
         (None, DemoStatus::Included { .. }) => demo::demo_config(&api_token),
-        (None, _) => appliance::default_config(&api_token),
+        (None, _) => tls_cert::default_config(&api_token),
     };
     let identity = tls_cert::load_or_create(&out_dir, &config.hostname)?;
     let config = tls_cert::with_certificate(config, &identity);

@@ -91,6 +91,20 @@ pub fn with_certificate(mut config: Config, identity: &Identity) -> Config {
     config
 }
 
+/// The configuration of an image built without `--config`: [`Config::default`] with `token`
+/// as the only API token (the one `keel build` also puts on the kernel command line), and
+/// the HTTPS certificate `keel build` keeps in `target/keel/` (without it, the appliance
+/// makes its own at first boot). It lives here, not in [`crate::appliance`], whose TOML
+/// reader the fuzz crate builds without the host's files.
+pub fn default_config(token: &str) -> Config {
+    let mut config = Config::default();
+    config.management.api_tokens.push(token.to_string());
+    match load_or_create(&crate::output_dir(), &config.hostname) {
+        Ok(identity) => with_certificate(config, &identity),
+        Err(_) => config,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -125,7 +125,7 @@ pub fn linux_artifacts() -> &'static LinuxArtifacts {
         let shell = write_shell_initramfs(&guest)?;
         let image = keel_image::output_dir().join("keel-linux.img");
         let cmdline = keel_image::api_token::with_token("", &a.api_token);
-        let config = keel_image::appliance::default_config(&a.api_token);
+        let config = keel_image::tls_cert::default_config(&a.api_token);
         keel_image::assemble_image(
             &a.elf,
             &[guest.kernel.clone(), initramfs.clone(), shell],
@@ -173,7 +173,7 @@ pub fn image_with_store(dir: &Path, files: &[(&str, Vec<u8>)]) -> PathBuf {
             .unwrap_or_else(|e| panic!("writing {name} into {store:?}: {e}"));
     }
     let image = dir.join("keel.img");
-    let config = keel_image::appliance::default_config(&a.api_token).to_json_pretty();
+    let config = keel_image::tls_cert::default_config(&a.api_token).to_json_pretty();
     appliance_image(Some(&store), &config, &[], &image, "keel.img with a store");
     image
 }

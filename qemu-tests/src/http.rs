@@ -4,7 +4,7 @@
 //!
 //! The appliance's certificate is pinned: a connection is accepted only if the server shows
 //! exactly the certificate `keel build` made (`target/keel/tls-cert.pem`, also in every test
-//! image's configuration through `appliance::default_config`), one a test registered with
+//! image's configuration through `tls_cert::default_config`), one a test registered with
 //! [`trust_certificate`], or — for an appliance that made its own — the certificate first
 //! seen on that forwarded port (pinned for the port from then on). Names are not checked
 //! (tests connect to 127.0.0.1); the TLS 1.3 handshake signature is. [`Scheme::Http`] is for tests

@@ -34,7 +34,7 @@ fn image_with_echo(dir: &Path) -> PathBuf {
     std::fs::copy(&path, store.join(path.file_name().unwrap())).unwrap();
     let image = dir.join("keel.img");
     // Also the API in clear, for one check of `management.http = "serve"` with the client.
-    let mut config = keel_image::appliance::default_config(&a.api_token);
+    let mut config = keel_image::tls_cert::default_config(&a.api_token);
     config.management.http = keel_config::schema::PlainHttpMode::Serve;
     let config = config.to_json_pretty();
     appliance_image(

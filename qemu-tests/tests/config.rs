@@ -24,7 +24,7 @@ fn fresh_image(dir: &Path) -> PathBuf {
     let a = artifacts();
     let image = dir.join("keel.img");
     let cmdline = keel_image::api_token::with_token("", &a.api_token);
-    let config = keel_image::appliance::default_config(&a.api_token).to_json_pretty();
+    let config = keel_image::tls_cert::default_config(&a.api_token).to_json_pretty();
     keel_image::assemble_image(&a.elf, &[], &cmdline, None, &config, &image)
         .expect("building keel.img");
     image

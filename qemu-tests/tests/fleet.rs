@@ -36,7 +36,7 @@ fn image_with_guests(dir: &Path, name: &str) -> PathBuf {
         std::fs::copy(&path, store.join(path.file_name().unwrap())).unwrap();
     }
     let image = dir.join(format!("{name}.img"));
-    let config = keel_image::appliance::default_config(&a.api_token).to_json_pretty();
+    let config = keel_image::tls_cert::default_config(&a.api_token).to_json_pretty();
     appliance_image(Some(&store), &config, &[], &image, name);
     image
 }

@@ -40,7 +40,7 @@ fn big_partition() -> [GuestPartitionRequest; 1] {
 fn image(dir: &Path, partitions: &[(&str, u64)], grow_mib: u64) -> PathBuf {
     let a = artifacts();
     let image = dir.join("keel.img");
-    let config = keel_image::appliance::default_config(&a.api_token).to_json_pretty();
+    let config = keel_image::tls_cert::default_config(&a.api_token).to_json_pretty();
     let requests: Vec<_> = partitions
         .iter()
         .map(|(name, bytes)| GuestPartitionRequest {

@@ -116,7 +116,7 @@ fn network_interface_picks_the_uplink_and_an_absent_one_falls_back() {
     let a = artifacts();
     let tmp = tempfile::tempdir().unwrap();
     let image = tmp.path().join("keel.img");
-    let mut config = keel_image::appliance::default_config(&a.api_token);
+    let mut config = keel_image::tls_cert::default_config(&a.api_token);
     config.network.interface = Some(VIRTIO_MAC.to_owned());
     appliance_image(
         None,

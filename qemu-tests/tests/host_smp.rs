@@ -9,8 +9,11 @@ use keel_qemu_tests::{Bochs, Machine, Qemu, artifacts, check};
 /// The rows of the `cpus` table (lines after the `N CPUs (ACPI MADT)` title that start
 /// with a CPU index).
 fn cpu_rows(out: &str) -> Vec<String> {
+    // The CPU table ends at its `online:` summary; the load table (`cpu  load(5s)  vcpus`)
+    // follows it.
     out.lines()
         .skip(1)
+        .take_while(|l| !l.trim_start().starts_with("online:"))
         .map(str::trim_start)
         .filter(|l| l.starts_with(|c: char| c.is_ascii_digit()))
         .map(str::to_owned)

@@ -106,7 +106,7 @@ fn an_image_built_for_ttys1_talks_on_com2_from_grub_on() {
         &keel_image::api_token::with_token("", &a.api_token),
         &console,
     );
-    let config = keel_image::appliance::default_config(&a.api_token).to_json_pretty();
+    let config = keel_image::tls_cert::default_config(&a.api_token).to_json_pretty();
     keel_image::gpt_image::assemble_image_with_partitions(
         &a.elf,
         &[],

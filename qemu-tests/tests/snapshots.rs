@@ -41,7 +41,7 @@ fn build_image(dir: &Path) -> Image {
     let shell = linux.initramfs.with_file_name(SHELL_INITRAMFS);
     let path = dir.join("keel-snapshots.img");
     let cmdline = keel_image::api_token::with_token("", &a.api_token);
-    let config = keel_image::appliance::default_config(&a.api_token);
+    let config = keel_image::tls_cert::default_config(&a.api_token);
     let summary = keel_image::assemble_image(
         &a.elf,
         &[linux.guest.kernel.clone(), shell],

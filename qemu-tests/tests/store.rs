@@ -32,7 +32,7 @@ fn build_image(dir: &Path) -> std::path::PathBuf {
     }
     let image = dir.join("keel.img");
     let cmdline = keel_image::api_token::with_token("", &a.api_token);
-    let config = keel_image::appliance::default_config(&a.api_token).to_json_pretty();
+    let config = keel_image::tls_cert::default_config(&a.api_token).to_json_pretty();
     keel_image::assemble_image(&a.elf, &[], &cmdline, Some(&store), &config, &image)
         .expect("building the image with --store");
     image

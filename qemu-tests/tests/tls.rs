@@ -360,7 +360,7 @@ fn certificate_is_made_kept_and_replaced() {
     let dir = tempfile::tempdir().unwrap();
     let image = dir.path().join("keel.img");
     let cmdline = keel_image::api_token::with_token("", &a.api_token);
-    let mut config = keel_image::appliance::default_config(&a.api_token);
+    let mut config = keel_image::tls_cert::default_config(&a.api_token);
     config.management.certificate = None;
     keel_image::assemble_image(
         &a.elf,

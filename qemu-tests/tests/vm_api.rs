@@ -31,7 +31,7 @@ fn image_with_guests(dir: &Path) -> PathBuf {
         std::fs::copy(&path, store.join(path.file_name().unwrap())).unwrap();
     }
     let image = dir.join("keel.img");
-    let config = keel_image::appliance::default_config(&a.api_token).to_json_pretty();
+    let config = keel_image::tls_cert::default_config(&a.api_token).to_json_pretty();
     appliance_image(
         Some(&store),
         &config,

@@ -395,7 +395,7 @@ mod tests {
     #[test]
     fn a_new_generation_wins_over_the_built_one() {
         // The partition as `keel build` writes it: generation 1 in slot A, slot B zeroed.
-        let built = crate::appliance::default_config("0123456789abcdef0123456789abcdef");
+        let built = crate::tls_cert::default_config("0123456789abcdef0123456789abcdef");
         let mut slots = crate::gpt_image::config_partition_record(&built.to_json_pretty()).unwrap();
         slots.resize((crate::gpt_image::CONFIG_SECTORS * 512) as usize, 0);
 
@@ -420,7 +420,7 @@ mod tests {
 
     #[test]
     fn an_invalid_hostname_is_refused_with_its_path() {
-        let mut config = crate::appliance::default_config("0123456789abcdef0123456789abcdef");
+        let mut config = crate::tls_cert::default_config("0123456789abcdef0123456789abcdef");
         let changes = Changes {
             hostname: Some("not a hostname!".into()),
             ..Changes::default()

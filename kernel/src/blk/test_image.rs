@@ -43,7 +43,7 @@ pub fn image_with_partitions(
         })
         .collect();
     let out = tmp.join("keel.img");
-    let config = keel_image::appliance::default_config("0123456789abcdef0123456789abcdef");
+    let config = keel_image::tls_cert::default_config("0123456789abcdef0123456789abcdef");
     let requests: Vec<_> = partitions
         .iter()
         .map(|(name, mib)| gpt_image::GuestPartitionRequest {

@@ -259,7 +259,7 @@ fn main() -> ExitCode {
         eprintln!("host-disk-bench: writing the store: {e}");
         return ExitCode::FAILURE;
     }
-    let config = keel_image::appliance::default_config(&a.api_token).to_json_pretty();
+    let config = keel_image::tls_cert::default_config(&a.api_token).to_json_pretty();
     let master = tmp.path().join("keel.img");
     appliance_image(Some(&store), &config, &[], &master, "the bench image");
 

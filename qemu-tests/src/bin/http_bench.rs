@@ -230,7 +230,7 @@ fn keel(warmup: usize, n: usize) -> Result<(KeelFigures, String), String> {
     let a = artifacts();
     let dir = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
     let image = dir.path().join("keel.img");
-    let mut config = keel_image::appliance::default_config(&a.api_token);
+    let mut config = keel_image::tls_cert::default_config(&a.api_token);
     config.management.http = keel_config::schema::PlainHttpMode::Serve;
     appliance_image(
         None,

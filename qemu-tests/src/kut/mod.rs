@@ -395,7 +395,7 @@ pub fn keel_image(modules: &[PathBuf], name: &str) -> Result<PathBuf, String> {
     let a = crate::artifacts();
     let image = keel_image::output_dir().join(name);
     let cmdline = keel_image::api_token::with_token("", &a.api_token);
-    let config = keel_image::appliance::default_config(&a.api_token);
+    let config = keel_image::tls_cert::default_config(&a.api_token);
     keel_image::assemble_image(
         &a.elf,
         modules,
