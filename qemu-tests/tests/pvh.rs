@@ -158,7 +158,9 @@ fn cpus_lists_the_madt() {
         first == "2 CPUs (ACPI MADT)",
         "first line of cpus: {first:?}"
     );
+    // The CPU table ends at its `online:` summary; the vCPU load table follows.
     let apic_lines = lines
+        .take_while(|l| !l.trim_start().starts_with("online:"))
         .filter(|l| {
             let l = l.trim_start();
             l.starts_with(|c: char| c.is_ascii_digit())
