@@ -95,16 +95,33 @@ pub fn appliance_image(
 ) -> keel_image::gpt_image::ImageSummary {
     let a = artifacts();
     let cmdline = keel_image::api_token::with_token("", &a.api_token);
+    let config = with_build_certificate(config);
     keel_image::gpt_image::assemble_image_with_partitions(
         &a.elf,
         &[],
         &cmdline,
         store,
-        config,
+        &config,
         partitions,
         image,
     )
     .unwrap_or_else(|e| panic!("building {what} failed: {e}"))
+}
+
+/// `config` with `keel build`'s HTTPS certificate when it has none, as `keel build` does:
+/// otherwise the appliance makes one at first boot, a configuration save of its own (the
+/// generations a test counts move by one) and a key made in emulated time. Bytes that are
+/// not a configuration document stay as they are.
+fn with_build_certificate(config: &[u8]) -> Vec<u8> {
+    match keel_config::Config::from_json(config) {
+        Ok(parsed) if parsed.management.certificate.is_none() => {
+            let identity =
+                keel_image::tls_cert::load_or_create(&keel_image::output_dir(), &parsed.hostname)
+                    .unwrap_or_else(|e| panic!("keel build's HTTPS certificate: {e}"));
+            keel_image::tls_cert::with_certificate(parsed, &identity).to_json_pretty()
+        }
+        _ => config.to_vec(),
+    }
 }
 
 /// Builds [`artifacts()`], fetches the Linux guest ([`linux_guest()`]), writes the test and

@@ -246,12 +246,6 @@ fn bochs_ata_disk_holds_configuration_and_store() {
     );
     let mut config = keel_image::appliance::parse_toml(&toml).expect("the test configuration");
     config.management.api_tokens.push(a.api_token.clone());
-    // `keel build`'s HTTPS certificate, as every built image has: without it the appliance
-    // would make one at first boot (a save of its own, and a key made in Bochs' time).
-    let identity =
-        keel_image::tls_cert::load_or_create(&keel_image::output_dir(), &config.hostname)
-            .expect("keel build's certificate");
-    let config = keel_image::tls_cert::with_certificate(config, &identity);
     let image = tmp.path().join("keel.img");
     appliance_image(
         Some(&store),
