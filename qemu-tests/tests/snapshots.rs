@@ -301,7 +301,7 @@ fn a_snapshot_restores_counting_on_and_again_after_a_reboot() {
     let again = m.command("vm restore counting");
     check!(
         m,
-        again.contains("no snapshot named 'counting'"),
+        again.contains("no saved VM or snapshot named 'counting'"),
         "restore of a deleted snapshot: {again}"
     );
     m.kill();

@@ -148,6 +148,11 @@ mod run {
             Ok((id, ms)) => {
                 kprintln!("vm {id} restored from snapshot '{name}' in {ms} ms, running")
             }
+            // `vm restore` takes saved VMs and snapshots alike, and there is no saved VM of
+            // this name either (the shell looked first).
+            Err(snapshots::SnapshotError::NotFound(_)) => kprintln!(
+                "error: no saved VM or snapshot named '{name}': see 'saved ls' and 'vm snapshots'"
+            ),
             Err(e) => kprintln!("error: {e}"),
         }
     }

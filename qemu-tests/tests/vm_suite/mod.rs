@@ -409,7 +409,7 @@ pub fn counter_pauses_saves_and_restores_without_a_gap(mut m: Machine) {
         ),
         (
             "vm restore nothing",
-            "error: no saved VM named 'nothing': see 'saved ls'",
+            "error: no saved VM or snapshot named 'nothing': see 'saved ls' and 'vm snapshots'",
         ),
     ] {
         let out = m.command(command);
