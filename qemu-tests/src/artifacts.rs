@@ -194,3 +194,24 @@ pub fn image_with_store(dir: &Path, files: &[(&str, Vec<u8>)]) -> PathBuf {
     appliance_image(Some(&store), &config, &[], &image, "keel.img with a store");
     image
 }
+
+/// `keel.img` in `dir` with the echo guest (`echo.bin`) in its store and the build's
+/// configuration (its token and certificate): the metrics and WebSocket tests' appliance.
+pub fn image_with_echo(dir: &Path) -> PathBuf {
+    let a = artifacts();
+    let set = crate::guests::build_guests().expect("building the test guests");
+    let store = dir.join("store");
+    std::fs::create_dir(&store).unwrap();
+    let path = set.path(crate::guests::ECHO);
+    std::fs::copy(&path, store.join(path.file_name().unwrap())).unwrap();
+    let image = dir.join("keel.img");
+    let config = keel_image::tls_cert::default_config(&a.api_token).to_json_pretty();
+    appliance_image(
+        Some(&store),
+        &config,
+        &[],
+        &image,
+        "the image with echo.bin",
+    );
+    image
+}

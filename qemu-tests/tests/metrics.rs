@@ -7,34 +7,13 @@
 //! the VM's state, and its exits counter larger in a second scrape than in the first.
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use keel_qemu_tests::guests::{self, ECHO};
 use keel_qemu_tests::http;
-use keel_qemu_tests::{Qemu, appliance_image, artifacts, check};
+use keel_qemu_tests::{Qemu, artifacts, check};
 
 const ECHO_VM: &str = r#"{"name":"echo","kernel":"echo.bin","memory_mib":16}"#;
-
-fn image_with_echo(dir: &Path) -> PathBuf {
-    let a = artifacts();
-    let set = guests::build_guests().expect("building the test guests");
-    let store = dir.join("store");
-    std::fs::create_dir(&store).unwrap();
-    let path = set.path(ECHO);
-    std::fs::copy(&path, store.join(path.file_name().unwrap())).unwrap();
-    let image = dir.join("keel.img");
-    let config = keel_image::tls_cert::default_config(&a.api_token).to_json_pretty();
-    appliance_image(
-        Some(&store),
-        &config,
-        &[],
-        &image,
-        "the image with echo.bin",
-    );
-    image
-}
 
 /// `promtool check metrics` on `text`: its complaints, if any.
 fn promtool(text: &str) -> Result<(), String> {
@@ -84,7 +63,7 @@ fn metrics_pass_promtool_and_move_as_a_guest_runs() {
     let a = artifacts();
     let token = a.api_token.as_str();
     let tmp = tempfile::tempdir().unwrap();
-    let image = image_with_echo(tmp.path());
+    let image = keel_qemu_tests::artifacts::image_with_echo(tmp.path());
     let port = http::free_port();
     let mut m = Qemu::seabios(&image)
         .machine("q35")
